@@ -1,0 +1,589 @@
+//! `apply(state, ctx, tx)`: every transaction of DESIGN §2.
+//!
+//! Discipline: the fee is the only thing taken before the body runs, and it
+//! is given back if the body fails. Every body handler checks everything
+//! first and mutates only after the last check, so a rejected tx changes
+//! nothing (a proptest compares state roots).
+
+use crate::assignment::assigned_oracles;
+use crate::economics::{amm, vesting};
+use crate::error::TxError;
+use crate::event::Event;
+use crate::state::{AccountIdx, Channel, Ctx, Node, NodeEpoch, Oracle, ReportSlot, State, SubnetKey, Unbonding};
+use std::net::IpAddr;
+use tollway_types::tx::limits;
+use tollway_types::{
+    channel_id, AccountId, Amount, ChannelId, MeasurementReport, NodeSpec, SignedReceipt, SignedTx, Token,
+    TxBody, Usd, PPM,
+};
+
+/// Most unbonding entries an account may hold at once.
+pub const MAX_UNBONDINGS: usize = 16;
+/// Most channels a client may have open at once.
+pub const MAX_OPEN_CHANNELS: u32 = 256;
+/// Largest capacity a node may claim: 100 Gbit/s.
+pub const MAX_CLAIMED_CAPACITY_BPS: u64 = 100_000_000_000;
+/// Highest price a node may ask: $1,000 per GiB or per hour.
+pub const MAX_PRICE_USD_MICRO: u64 = 1_000_000_000;
+
+/// Verifies the signature, then applies the tx.
+pub fn apply(state: &mut State, ctx: Ctx, stx: &SignedTx) -> Result<Vec<Event>, TxError> {
+    stx.verify().map_err(|_| TxError::BadSignature(stx.tx.signer))?;
+    apply_verified(state, ctx, stx)
+}
+
+/// Applies a tx whose signature the caller has already verified (in a
+/// batch). Everything else is checked here.
+pub fn apply_verified(state: &mut State, ctx: Ctx, stx: &SignedTx) -> Result<Vec<Event>, TxError> {
+    let tx = &stx.tx;
+    if tx.chain_id != state.chain_id {
+        return Err(TxError::WrongChain { expected: state.chain_id.clone(), found: tx.chain_id.clone() });
+    }
+    let signer = *state.account_index.get(&tx.signer).ok_or(TxError::UnknownAccount(tx.signer))?;
+    let expected = state.accounts[signer as usize].nonce;
+    if tx.nonce != expected {
+        return Err(TxError::BadNonce { account: tx.signer, expected, found: tx.nonce });
+    }
+    take_fee(state, signer, tx.fee)?;
+    let mut events = vec![Event::FeePaid { account: tx.signer, fee: tx.fee }];
+    match apply_body(state, ctx, signer, tx.nonce, &tx.body, &mut events) {
+        Ok(()) => {
+            state.accounts[signer as usize].nonce += 1;
+            Ok(events)
+        }
+        Err(e) => {
+            refund_fee(state, signer, tx.fee);
+            Err(e)
+        }
+    }
+}
+
+fn take_fee(state: &mut State, signer: AccountIdx, fee: Amount) -> Result<(), TxError> {
+    let p = &state.params;
+    let acct = &mut state.accounts[signer as usize];
+    match fee {
+        Amount::Token(f) => {
+            if f < p.min_fee_token {
+                return Err(TxError::FeeTooLow { offered: f.to_string(), minimum: p.min_fee_token.to_string() });
+            }
+            acct.token = acct.token.checked_sub(f).ok_or(TxError::InsufficientToken { have: acct.token, need: f })?;
+            // Token fees are burned.
+            state.supply.burned_token.0 += f.0;
+        }
+        Amount::Usd(f) => {
+            if f < p.min_fee_usd {
+                return Err(TxError::FeeTooLow { offered: f.to_string(), minimum: p.min_fee_usd.to_string() });
+            }
+            acct.usd = acct.usd.checked_sub(f).ok_or(TxError::InsufficientUsd { have: acct.usd, need: f })?;
+            // USD fees join the epoch's buy-and-burn.
+            state.burn_queue_usd.0 += f.0;
+        }
+    }
+    Ok(())
+}
+
+fn refund_fee(state: &mut State, signer: AccountIdx, fee: Amount) {
+    let acct = &mut state.accounts[signer as usize];
+    match fee {
+        Amount::Token(f) => {
+            acct.token.0 += f.0;
+            state.supply.burned_token.0 -= f.0;
+        }
+        Amount::Usd(f) => {
+            acct.usd.0 += f.0;
+            state.burn_queue_usd.0 -= f.0;
+        }
+    }
+}
+
+fn apply_body(
+    state: &mut State,
+    ctx: Ctx,
+    signer: AccountIdx,
+    nonce: u64,
+    body: &TxBody,
+    events: &mut Vec<Event>,
+) -> Result<(), TxError> {
+    let me = state.accounts[signer as usize].id;
+    match body {
+        TxBody::Transfer { to, amount } => transfer(state, signer, *to, *amount, events),
+        TxBody::Stake { amount } => {
+            nonzero(amount.0)?;
+            let acct = &mut state.accounts[signer as usize];
+            acct.token = acct.token.checked_sub(*amount).ok_or(TxError::InsufficientToken { have: acct.token, need: *amount })?;
+            acct.staked.0 += amount.0;
+            events.push(Event::Staked { account: me, amount: *amount });
+            Ok(())
+        }
+        TxBody::BeginUnbond { amount } => begin_unbond(state, ctx, signer, *amount, events),
+        TxBody::WithdrawUnbonded => withdraw_unbonded(state, ctx, signer, events),
+        TxBody::RegisterNode(spec) => register_node(state, signer, spec, events),
+        TxBody::UpdateNode(spec) => update_node(state, signer, spec, events),
+        TxBody::DeregisterNode => {
+            let n = active_node(state, signer)?;
+            state.nodes[n as usize].active = false;
+            events.push(Event::NodeDeregistered { node: me });
+            Ok(())
+        }
+        TxBody::RegisterOracle { addr } => register_oracle(state, signer, *addr, events),
+        TxBody::DeregisterOracle => {
+            let o = state.accounts[signer as usize]
+                .oracle
+                .filter(|&o| state.oracles[o as usize].retired_from_epoch.is_none())
+                .ok_or(TxError::NotAnOracle(me))?;
+            let retired_from_epoch = state.epoch + 1;
+            state.oracles[o as usize].retired_from_epoch = Some(retired_from_epoch);
+            events.push(Event::OracleDeregistered { oracle: me, retired_from_epoch });
+            Ok(())
+        }
+        TxBody::OpenChannel { node, escrow, expires_at_secs } => {
+            open_channel(state, ctx, signer, nonce, *node, *escrow, *expires_at_secs, events)
+        }
+        TxBody::SettleChannel { receipt } => settle_channel(state, signer, receipt, events),
+        TxBody::CloseChannel { channel } => close_channel(state, ctx, signer, channel, events),
+        TxBody::Heartbeat { epoch } => {
+            let n = active_node(state, signer)?;
+            if *epoch != state.epoch {
+                return Err(TxError::WrongEpoch { what: "heartbeat", found: *epoch, current: state.epoch });
+            }
+            let node = &mut state.nodes[n as usize];
+            if node.epoch.heartbeat {
+                return Err(TxError::DuplicateHeartbeat(*epoch));
+            }
+            node.epoch.heartbeat = true;
+            events.push(Event::Heartbeat { node: me, epoch: *epoch });
+            Ok(())
+        }
+        TxBody::Report(report) => apply_report(state, signer, report, events),
+        TxBody::Swap { sell, min_out } => swap(state, signer, *sell, *min_out, events),
+        TxBody::Deposit { to, amount } => {
+            if me != state.gateway {
+                return Err(TxError::NotGateway);
+            }
+            nonzero(amount.0)?;
+            let to_idx = state.account_idx_or_create(*to);
+            state.accounts[to_idx as usize].usd.0 += amount.0;
+            state.supply.deposited_usd.0 += amount.0;
+            events.push(Event::Deposited { to: *to, amount: *amount });
+            Ok(())
+        }
+        TxBody::WithdrawUsd { amount, reference } => {
+            nonzero(amount.0)?;
+            let acct = &mut state.accounts[signer as usize];
+            acct.usd = acct.usd.checked_sub(*amount).ok_or(TxError::InsufficientUsd { have: acct.usd, need: *amount })?;
+            state.supply.withdrawn_usd.0 += amount.0;
+            events.push(Event::UsdWithdrawn { account: me, amount: *amount, reference: reference.clone() });
+            Ok(())
+        }
+        TxBody::ClaimVested => {
+            let vesting_secs = state.params.vesting_secs;
+            let acct = &mut state.accounts[signer as usize];
+            if vesting::releasable(acct, ctx.time_secs, vesting_secs).is_zero() {
+                return Err(TxError::NothingVested);
+            }
+            let amount = vesting::release(acct, ctx.time_secs, vesting_secs);
+            events.push(Event::VestedClaimed { account: me, amount });
+            Ok(())
+        }
+    }
+}
+
+fn nonzero(x: u128) -> Result<(), TxError> {
+    if x == 0 {
+        Err(TxError::ZeroAmount)
+    } else {
+        Ok(())
+    }
+}
+
+fn transfer(state: &mut State, signer: AccountIdx, to: AccountId, amount: Amount, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let from = state.accounts[signer as usize].id;
+    if to == from {
+        return Err(TxError::SelfTransfer);
+    }
+    let acct = &state.accounts[signer as usize];
+    match amount {
+        Amount::Token(a) => {
+            nonzero(a.0)?;
+            if acct.token < a {
+                return Err(TxError::InsufficientToken { have: acct.token, need: a });
+            }
+        }
+        Amount::Usd(a) => {
+            nonzero(a.0)?;
+            if acct.usd < a {
+                return Err(TxError::InsufficientUsd { have: acct.usd, need: a });
+            }
+        }
+    }
+    let to_idx = state.account_idx_or_create(to) as usize;
+    let from_idx = signer as usize;
+    match amount {
+        Amount::Token(a) => {
+            state.accounts[from_idx].token.0 -= a.0;
+            state.accounts[to_idx].token.0 += a.0;
+        }
+        Amount::Usd(a) => {
+            state.accounts[from_idx].usd.0 -= a.0;
+            state.accounts[to_idx].usd.0 += a.0;
+        }
+    }
+    events.push(Event::Transferred { from, to, amount });
+    Ok(())
+}
+
+fn begin_unbond(state: &mut State, ctx: Ctx, signer: AccountIdx, amount: Token, events: &mut Vec<Event>) -> Result<(), TxError> {
+    nonzero(amount.0)?;
+    let acct = &state.accounts[signer as usize];
+    let left = acct.staked.checked_sub(amount).ok_or(TxError::InsufficientStake { have: acct.staked, need: amount })?;
+    let need = state.required_stake(acct);
+    if left < need {
+        return Err(TxError::StakeLocked { amount, left, need });
+    }
+    if acct.unbonding.len() >= MAX_UNBONDINGS {
+        return Err(TxError::TooManyUnbondings { limit: MAX_UNBONDINGS });
+    }
+    let release_at_secs = ctx.time_secs.saturating_add(state.params.unbonding_secs);
+    let acct = &mut state.accounts[signer as usize];
+    acct.staked = left;
+    acct.unbonding.push(Unbonding { amount, release_at_secs });
+    events.push(Event::UnbondStarted { account: acct.id, amount, release_at_secs });
+    Ok(())
+}
+
+fn withdraw_unbonded(state: &mut State, ctx: Ctx, signer: AccountIdx, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let acct = &mut state.accounts[signer as usize];
+    let now = ctx.time_secs;
+    let matured: Token = acct.unbonding.iter().filter(|u| u.release_at_secs <= now).map(|u| u.amount).sum();
+    if matured.is_zero() {
+        let why = match acct.unbonding.iter().map(|u| u.release_at_secs).min() {
+            Some(t) => format!("the next unbonding releases at {t} (in {} s)", t - now),
+            None => "no tokens are unbonding".to_string(),
+        };
+        return Err(TxError::NothingToWithdraw(why));
+    }
+    acct.unbonding.retain(|u| u.release_at_secs > now);
+    acct.token.0 += matured.0;
+    events.push(Event::UnbondedWithdrawn { account: acct.id, amount: matured });
+    Ok(())
+}
+
+fn validate_spec(spec: &NodeSpec) -> Result<(), TxError> {
+    let bad = |s: String| Err(TxError::InvalidNodeSpec(s));
+    if spec.country.macro_region().is_none() {
+        return bad(format!("{:?} is not an ISO 3166 country code", spec.country.as_str()));
+    }
+    if spec.addrs.is_empty() {
+        return bad("at least one public address is needed".into());
+    }
+    if spec.addrs.len() > limits::MAX_NODE_ADDRS {
+        return bad(format!("at most {} addresses", limits::MAX_NODE_ADDRS));
+    }
+    if let Some(a) = spec.addrs.iter().find(|a| a.is_unspecified() || a.is_multicast()) {
+        return bad(format!("{a} is not a reachable unicast address"));
+    }
+    if spec.port_first == 0 || spec.port_first > spec.port_last {
+        return bad(format!("port range {}-{} is empty or starts at 0", spec.port_first, spec.port_last));
+    }
+    if spec.claimed_capacity_bps == 0 || spec.claimed_capacity_bps > MAX_CLAIMED_CAPACITY_BPS {
+        return bad(format!("claimed capacity {} bit/s is outside 1..={MAX_CLAIMED_CAPACITY_BPS}", spec.claimed_capacity_bps));
+    }
+    let too_dear = spec.price_usd_micro_per_gib > MAX_PRICE_USD_MICRO
+        || spec.price_usd_micro_per_hour.is_some_and(|p| p > MAX_PRICE_USD_MICRO);
+    if too_dear {
+        return bad(format!("price above the limit of {}", Usd(MAX_PRICE_USD_MICRO as u128)));
+    }
+    Ok(())
+}
+
+fn active_node(state: &State, signer: AccountIdx) -> Result<u32, TxError> {
+    let acct = &state.accounts[signer as usize];
+    acct.node.filter(|&n| state.nodes[n as usize].active).ok_or(TxError::NotANode(acct.id))
+}
+
+fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let acct = &state.accounts[signer as usize];
+    let me = acct.id;
+    if acct.node.is_some_and(|n| state.nodes[n as usize].active) {
+        return Err(TxError::NodeAlreadyRegistered(me));
+    }
+    validate_spec(spec)?;
+    let need = Token(state.required_stake(acct).0 + state.params.min_node_stake.0);
+    if acct.staked < need {
+        return Err(TxError::InsufficientStake { have: acct.staked, need });
+    }
+    let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
+    let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
+    let node = Node {
+        account: signer,
+        operator: me,
+        spec: spec.clone(),
+        region,
+        subnet_group,
+        active: true,
+        registered_epoch: state.epoch,
+        verified_capacity_bps: 0,
+        latency_us: 0,
+        uptime_ppm: 0,
+        reputation_ppm: state.params.reputation_initial_ppm,
+        strike: None,
+        epoch: NodeEpoch::default(),
+        last_reward: Token::ZERO,
+        total_rewards: Token::ZERO,
+        total_slashed: Token::ZERO,
+    };
+    match state.accounts[signer as usize].node {
+        // Re-registration keeps the node's history (reputation, slashes).
+        Some(n) => {
+            let old = &mut state.nodes[n as usize];
+            old.spec = node.spec;
+            old.region = region;
+            old.subnet_group = subnet_group;
+            old.active = true;
+        }
+        None => {
+            let n = state.nodes.len() as u32;
+            state.nodes.push(node);
+            state.node_index.insert(me, n);
+            state.accounts[signer as usize].node = Some(n);
+        }
+    }
+    events.push(Event::NodeRegistered { node: me });
+    Ok(())
+}
+
+fn update_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let n = active_node(state, signer)?;
+    validate_spec(spec)?;
+    let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
+    let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
+    let node = &mut state.nodes[n as usize];
+    node.spec = spec.clone();
+    node.region = region;
+    node.subnet_group = subnet_group;
+    events.push(Event::NodeUpdated { node: node.operator });
+    Ok(())
+}
+
+fn register_oracle(state: &mut State, signer: AccountIdx, addr: IpAddr, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let acct = &state.accounts[signer as usize];
+    let me = acct.id;
+    if acct.oracle.is_some_and(|o| state.oracles[o as usize].retired_from_epoch.is_none()) {
+        return Err(TxError::OracleAlreadyRegistered(me));
+    }
+    if addr.is_unspecified() || addr.is_multicast() {
+        return Err(TxError::InvalidNodeSpec(format!("oracle address {addr} is not a reachable unicast address")));
+    }
+    let need = Token(state.required_stake(acct).0 + state.params.min_oracle_stake.0);
+    if acct.staked < need {
+        return Err(TxError::InsufficientStake { have: acct.staked, need });
+    }
+    let active_from_epoch = state.epoch + 1;
+    let oracle = Oracle {
+        account: signer,
+        operator: me,
+        addr,
+        subnet: SubnetKey::of(&addr),
+        active_from_epoch,
+        retired_from_epoch: None,
+        deviation_strikes: 0,
+        good_reports_epoch: 0,
+        total_rewards: Token::ZERO,
+        total_slashed: Token::ZERO,
+    };
+    match state.accounts[signer as usize].oracle {
+        Some(o) => {
+            let old = &mut state.oracles[o as usize];
+            old.addr = addr;
+            old.subnet = oracle.subnet;
+            old.active_from_epoch = active_from_epoch;
+            old.retired_from_epoch = None;
+        }
+        None => {
+            let o = state.oracles.len() as u32;
+            state.oracles.push(oracle);
+            state.oracle_index.insert(me, o);
+            state.accounts[signer as usize].oracle = Some(o);
+        }
+    }
+    events.push(Event::OracleRegistered { oracle: me, active_from_epoch });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_channel(
+    state: &mut State,
+    ctx: Ctx,
+    signer: AccountIdx,
+    nonce: u64,
+    node: AccountId,
+    escrow: Usd,
+    expires_at_secs: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), TxError> {
+    nonzero(escrow.0)?;
+    if !state.node(&node).is_some_and(|n| n.active) {
+        return Err(TxError::NotANode(node));
+    }
+    if expires_at_secs <= ctx.time_secs {
+        return Err(TxError::ExpiryInPast { expires_at_secs, now_secs: ctx.time_secs });
+    }
+    let acct = &mut state.accounts[signer as usize];
+    if acct.open_channels >= MAX_OPEN_CHANNELS {
+        return Err(TxError::TooManyChannels { limit: MAX_OPEN_CHANNELS });
+    }
+    acct.usd = acct.usd.checked_sub(escrow).ok_or(TxError::InsufficientUsd { have: acct.usd, need: escrow })?;
+    acct.open_channels += 1;
+    let client = acct.id;
+    let channel = channel_id(&client, nonce);
+    state.channels.insert(channel, Channel { client, node, escrow, paid: Usd::ZERO, paid_bytes: 0, expires_at_secs });
+    events.push(Event::ChannelOpened { channel, client, node, escrow });
+    Ok(())
+}
+
+fn settle_channel(state: &mut State, signer: AccountIdx, receipt: &SignedReceipt, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let r = &receipt.receipt;
+    let ch = state.channels.get(&r.channel).ok_or(TxError::UnknownChannel(r.channel))?;
+    if state.accounts[signer as usize].id != ch.node {
+        return Err(TxError::NotChannelParty { role: "node", expected: ch.node });
+    }
+    if r.chain_id != state.chain_id {
+        return Err(TxError::ReceiptWrongChain(r.chain_id.clone()));
+    }
+    if r.cumulative_usd <= ch.paid {
+        return Err(TxError::StaleReceipt { cumulative: r.cumulative_usd, settled: ch.paid });
+    }
+    if r.cumulative_usd > ch.escrow {
+        return Err(TxError::OverEscrow { cumulative: r.cumulative_usd, escrow: ch.escrow });
+    }
+    if r.cumulative_bytes < ch.paid_bytes {
+        return Err(TxError::ReceiptBytesBackwards { bytes: r.cumulative_bytes, settled_bytes: ch.paid_bytes });
+    }
+    receipt.verify(&ch.client).map_err(|_| TxError::BadReceiptSignature)?;
+    let amount = Usd(r.cumulative_usd.0 - ch.paid.0);
+    let bytes = r.cumulative_bytes - ch.paid_bytes;
+    let to_node = amount.mul_ppm_floor(state.params.node_usd_share_ppm);
+    let to_burn = Usd(amount.0 - to_node.0);
+    let node_id = ch.node;
+    if let Some(ch) = state.channels.get_mut(&r.channel) {
+        ch.paid = r.cumulative_usd;
+        ch.paid_bytes = r.cumulative_bytes;
+    }
+    state.accounts[signer as usize].usd.0 += to_node.0;
+    state.burn_queue_usd.0 += to_burn.0;
+    if let Some(&n) = state.node_index.get(&node_id) {
+        let node = &mut state.nodes[n as usize];
+        node.epoch.settled_usd.0 += amount.0;
+        node.epoch.burn_usd.0 += to_burn.0;
+        let region = &mut state.regions[node.region.index()];
+        region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
+    }
+    events.push(Event::ChannelSettled { channel: r.channel, amount, to_node, to_burn, cumulative: r.cumulative_usd });
+    Ok(())
+}
+
+fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &ChannelId, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let ch = state.channels.get(channel).ok_or(TxError::UnknownChannel(*channel))?;
+    if state.accounts[signer as usize].id != ch.client {
+        return Err(TxError::NotChannelParty { role: "client", expected: ch.client });
+    }
+    let closable_at_secs = ch.expires_at_secs.saturating_add(state.params.channel_close_grace_secs);
+    if ctx.time_secs < closable_at_secs {
+        return Err(TxError::ChannelNotExpired { closable_at_secs, now_secs: ctx.time_secs });
+    }
+    let refund = Usd(ch.escrow.0 - ch.paid.0);
+    state.channels.remove(channel);
+    let acct = &mut state.accounts[signer as usize];
+    acct.usd.0 += refund.0;
+    acct.open_channels -= 1;
+    events.push(Event::ChannelClosed { channel: *channel, refund });
+    Ok(())
+}
+
+fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementReport, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let me = state.accounts[signer as usize].id;
+    let o = state.accounts[signer as usize]
+        .oracle
+        .filter(|&o| state.oracles[o as usize].eligible(state.epoch))
+        .ok_or(TxError::NotAnOracle(me))?;
+    if report.epoch != state.epoch {
+        return Err(TxError::WrongEpoch { what: "report", found: report.epoch, current: state.epoch });
+    }
+    // Check every entry before storing any.
+    let mut targets = Vec::with_capacity(report.measurements.len());
+    for (index, m) in report.measurements.iter().enumerate() {
+        let bad = |why: String| TxError::BadReport { index, why };
+        let n = *state.node_index.get(&m.node).ok_or_else(|| bad(format!("{} runs no node", m.node)))?;
+        let node = &state.nodes[n as usize];
+        if !node.active {
+            return Err(bad(format!("node {} is deregistered", m.node)));
+        }
+        if m.uptime_ppm as u128 > PPM {
+            return Err(bad(format!("uptime {} ppm is above 1,000,000", m.uptime_ppm)));
+        }
+        if !assigned_oracles(state, n).contains(&o) {
+            return Err(bad(format!("this oracle is not assigned to node {} in epoch {}", m.node, state.epoch)));
+        }
+        if node.epoch.reports.iter().any(|s| s.oracle == o) || targets.contains(&n) {
+            return Err(bad(format!("node {} already has this oracle's report for this epoch", m.node)));
+        }
+        targets.push(n);
+    }
+    for (m, &n) in report.measurements.iter().zip(&targets) {
+        state.nodes[n as usize].epoch.reports.push(ReportSlot { oracle: o, outcome: m.outcome, uptime_ppm: m.uptime_ppm });
+    }
+    events.push(Event::Reported { oracle: me, epoch: report.epoch, measurements: targets.len() as u32 });
+    Ok(())
+}
+
+fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let fee = state.params.pool_fee_ppm;
+    let pool = &state.pool;
+    if pool.token.is_zero() || pool.usd.is_zero() {
+        return Err(TxError::EmptyPool);
+    }
+    let acct = &state.accounts[signer as usize];
+    let me = acct.id;
+    let bought = match sell {
+        Amount::Token(a) => {
+            nonzero(a.0)?;
+            if acct.token < a {
+                return Err(TxError::InsufficientToken { have: acct.token, need: a });
+            }
+            Amount::Usd(Usd(amm::swap_output(pool.token.0, pool.usd.0, a.0, fee)))
+        }
+        Amount::Usd(a) => {
+            nonzero(a.0)?;
+            if acct.usd < a {
+                return Err(TxError::InsufficientUsd { have: acct.usd, need: a });
+            }
+            Amount::Token(Token(amm::swap_output(pool.usd.0, pool.token.0, a.0, fee)))
+        }
+    };
+    let out = match bought {
+        Amount::Token(t) => t.0,
+        Amount::Usd(u) => u.0,
+    };
+    if out < min_out.max(1) {
+        return Err(TxError::Slippage { out, min_out: min_out.max(1) });
+    }
+    let acct = &mut state.accounts[signer as usize];
+    let pool = &mut state.pool;
+    match (sell, bought) {
+        (Amount::Token(a), Amount::Usd(u)) => {
+            acct.token.0 -= a.0;
+            pool.token.0 += a.0;
+            pool.usd.0 -= u.0;
+            acct.usd.0 += u.0;
+        }
+        (Amount::Usd(a), Amount::Token(t)) => {
+            acct.usd.0 -= a.0;
+            pool.usd.0 += a.0;
+            pool.token.0 -= t.0;
+            acct.token.0 += t.0;
+        }
+        _ => unreachable!("a swap buys the other currency"),
+    }
+    events.push(Event::Swapped { account: me, sold: sell, bought });
+    Ok(())
+}

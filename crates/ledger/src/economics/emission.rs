@@ -1,0 +1,130 @@
+//! Step 4 of the epoch: the emission schedule and its split into the
+//! uptime, usage and oracle pools; step 5 (vesting) happens as each reward
+//! is paid. Payouts round down; what is not paid (rounding, a pool with no
+//! one to pay) is carried into the next epoch's emission, never lost:
+//! `paid + carry_out == scheduled + carry_in` every epoch.
+
+use super::{ppm_of, vesting, EpochReport};
+use crate::params::{Params, YEAR_SECS};
+use crate::state::{Ctx, State};
+use tollway_types::{math::mul_div_floor, Token};
+
+/// The emission scheduled for `epoch` by the schedule alone: year one's
+/// emission spread over its epochs, halving every period.
+pub fn schedule(p: &Params, epoch: u64) -> Token {
+    let start_secs = epoch.saturating_mul(p.epoch_secs);
+    let halvings = start_secs / p.halving_period_secs;
+    if halvings >= 128 {
+        return Token::ZERO;
+    }
+    let per_epoch = mul_div_floor(p.emission_year_one.0, p.epoch_secs as u128, YEAR_SECS as u128);
+    Token(per_epoch >> halvings)
+}
+
+/// The uptime pool's share: slides linearly from start to end over the
+/// transition, moving rewards from subsidy to usage.
+pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
+    let t = epoch.saturating_mul(p.epoch_secs).min(p.uptime_transition_secs) as u128;
+    let (start, end) = (p.uptime_share_start_ppm as u128, p.uptime_share_end_ppm as u128);
+    let span = p.uptime_transition_secs as u128;
+    if end >= start {
+        start + mul_div_floor(end - start, t, span)
+    } else {
+        start - mul_div_floor(start - end, t, span)
+    }
+}
+
+fn pay_node(state: &mut State, ctx: Ctx, n: usize, amount: Token) {
+    if amount.is_zero() {
+        return;
+    }
+    let vesting_secs = state.params.vesting_secs;
+    let node = &mut state.nodes[n];
+    node.last_reward.0 += amount.0;
+    node.total_rewards.0 += amount.0;
+    let a = node.account as usize;
+    vesting::add_reward(&mut state.accounts[a], amount, ctx.time_secs, vesting_secs);
+}
+
+pub fn distribute(state: &mut State, ctx: Ctx, weights: &[u128], node_burned: &[Token], report: &mut EpochReport) {
+    let p = state.params.clone();
+    let cap_left = p.emission_cap.0.saturating_sub(state.supply.scheduled_token.0);
+    let scheduled = schedule(&p, state.epoch).0.min(cap_left);
+    state.supply.scheduled_token.0 += scheduled;
+    let carry_in = state.emission_carry.0;
+    let available = scheduled + carry_in;
+    report.emission_scheduled = Token(scheduled);
+    report.carry_in = Token(carry_in);
+
+    let oracle_pool = ppm_of(available, p.oracle_share_ppm as u128);
+    let uptime_share = uptime_share_ppm(&p, state.epoch);
+    let mut uptime_pool = ppm_of(available, uptime_share);
+    let usage_pool = available - oracle_pool - uptime_pool;
+
+    // Usage: pro rata to settled value, never above the burned value ×
+    // the cap (≤ 1), so paying your own node cannot earn what it burns.
+    let total_settled: u128 = state.nodes.iter().map(|n| n.epoch.settled_usd.0).sum();
+    let mut paid_usage = 0u128;
+    if total_settled > 0 {
+        for n in 0..state.nodes.len() {
+            let settled = state.nodes[n].epoch.settled_usd.0;
+            if settled == 0 || !state.nodes[n].active {
+                continue;
+            }
+            let pro_rata = mul_div_floor(usage_pool, settled, total_settled);
+            let cap = ppm_of(node_burned[n].0, p.usage_reward_cap_ppm as u128);
+            let r = pro_rata.min(cap);
+            pay_node(state, ctx, n, Token(r));
+            paid_usage += r;
+        }
+    }
+    // What usage could not absorb subsidises uptime this same epoch.
+    uptime_pool += usage_pool - paid_usage;
+
+    // Uptime ("bandwidth mining"): by weight.
+    let total_weight: u128 = weights.iter().sum();
+    let mut paid_uptime = 0u128;
+    let mut rewarded = 0u32;
+    if total_weight > 0 {
+        for (n, &w) in weights.iter().enumerate() {
+            if w == 0 {
+                continue;
+            }
+            let r = mul_div_floor(uptime_pool, w, total_weight);
+            pay_node(state, ctx, n, Token(r));
+            let region = state.nodes[n].region.index();
+            if let Some(s) = report.regions.get_mut(region) {
+                s.uptime_rewards.0 += r;
+            }
+            paid_uptime += r;
+            rewarded += 1;
+        }
+    }
+
+    // Oracles: by reports that agreed with the median.
+    let total_good: u128 = state.oracles.iter().map(|o| o.good_reports_epoch as u128).sum();
+    let mut paid_oracle = 0u128;
+    if total_good > 0 {
+        for o in 0..state.oracles.len() {
+            let good = state.oracles[o].good_reports_epoch as u128;
+            if good == 0 {
+                continue;
+            }
+            let r = mul_div_floor(oracle_pool, good, total_good);
+            state.oracles[o].total_rewards.0 += r;
+            let a = state.oracles[o].account as usize;
+            vesting::add_reward(&mut state.accounts[a], Token(r), ctx.time_secs, p.vesting_secs);
+            paid_oracle += r;
+        }
+    }
+
+    let paid = paid_usage + paid_uptime + paid_oracle;
+    debug_assert!(paid <= available);
+    state.supply.minted_token.0 += paid;
+    state.emission_carry = Token(available - paid);
+    report.minted_usage = Token(paid_usage);
+    report.minted_uptime = Token(paid_uptime);
+    report.minted_oracle = Token(paid_oracle);
+    report.carry_out = state.emission_carry;
+    report.rewarded_nodes = rewarded;
+}

@@ -1,0 +1,279 @@
+//! Steps 1–2 of the epoch: aggregate the oracles' reports into verified
+//! capacity, latency, uptime and reputation; cap rewards and slash by the
+//! over-claim ratio ρ; then weigh nodes for the uptime pool with the
+//! regional scarcity multiplier and the /24 and /48 sybil cap.
+
+use super::{ppm_of, slash, EpochReport, RegionSummary};
+use crate::params::{Params, MAX_ORACLES_PER_NODE};
+use crate::state::{OracleIdx, State, Strike};
+use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
+
+/// What aggregation leaves for the rest of the epoch.
+pub struct Measured {
+    /// Per node: capacity × uptime × reputation × stake factor, before the
+    /// regional multiplier and the subnet cap. 0 for nodes that earn none.
+    pub base_weight: Vec<u128>,
+    /// Per macro-region: online verified capacity (capacity × uptime).
+    pub online_bps: [u128; MacroRegion::COUNT],
+    pub active_nodes: [u32; MacroRegion::COUNT],
+}
+
+/// A small fixed-capacity list of (value, stake weight) samples.
+#[derive(Default)]
+struct Samples {
+    items: [(u64, u128); MAX_ORACLES_PER_NODE],
+    len: usize,
+}
+
+impl Samples {
+    fn push(&mut self, value: u64, weight: u128) {
+        if self.len < MAX_ORACLES_PER_NODE {
+            self.items[self.len] = (value, weight);
+            self.len += 1;
+        }
+    }
+
+    /// The stake-weighted (lower) median: the smallest value at which the
+    /// cumulative weight reaches half the total.
+    fn weighted_median(&mut self) -> u64 {
+        let items = &mut self.items[..self.len];
+        items.sort_unstable();
+        let total: u128 = items.iter().map(|x| x.1).sum();
+        let mut cumulative = 0u128;
+        for &(value, weight) in items.iter() {
+            cumulative += weight;
+            if cumulative * 2 >= total {
+                return value;
+            }
+        }
+        items.last().map_or(0, |x| x.0)
+    }
+}
+
+struct Aggregate {
+    throughput_bps: Option<u64>,
+    latency_us: u32,
+    uptime_ppm: Option<u32>,
+    /// Oracles whose measurement counted, sorted.
+    measuring: Vec<OracleIdx>,
+}
+
+/// ρ = claimed / verified in ppm (saturating; a node measured at 0 has an
+/// unbounded ρ).
+pub fn rho_ppm(claimed_bps: u64, verified_bps: u64) -> u64 {
+    if verified_bps == 0 {
+        return u64::MAX;
+    }
+    (mul_div_floor(claimed_bps as u128, PPM, verified_bps as u128)).min(u64::MAX as u128) as u64
+}
+
+/// The latency tier multiplier (after Helium Mobile's speed tiers).
+pub fn latency_multiplier_ppm(latency_us: u32, p: &Params) -> u32 {
+    let ms = latency_us / 1000;
+    let tier = p.latency_tier_max_ms.iter().position(|&max| ms <= max).unwrap_or(4);
+    p.latency_tier_multiplier_ppm[tier]
+}
+
+/// The stake factor: linear up to the saturation bond, then flat (Nym).
+pub fn stake_factor_ppm(staked: u128, p: &Params) -> u128 {
+    let sat = p.stake_saturation.0.max(1);
+    mul_div_floor(staked.min(sat), PPM, sat)
+}
+
+fn aggregate_reports(
+    state: &State,
+    n: usize,
+    good: &mut [u32],
+    bad: &mut [u32],
+) -> Aggregate {
+    let p = &state.params;
+    let node = &state.nodes[n];
+    let mut throughput = Samples::default();
+    let mut latency = Samples::default();
+    let mut uptime = Samples::default();
+    for slot in &node.epoch.reports {
+        let oracle = &state.oracles[slot.oracle as usize];
+        let weight = state.accounts[oracle.account as usize].staked.0.max(1);
+        match slot.outcome {
+            MeasurementOutcome::Measured { throughput_bps, latency_us } => {
+                throughput.push(throughput_bps, weight);
+                latency.push(latency_us as u64, weight);
+                uptime.push(slot.uptime_ppm as u64, weight);
+            }
+            MeasurementOutcome::Unreachable => uptime.push(slot.uptime_ppm as u64, weight),
+            MeasurementOutcome::OracleError => {}
+        }
+    }
+    let quorum = p.min_reports as usize;
+    let mut agg = Aggregate { throughput_bps: None, latency_us: 0, uptime_ppm: None, measuring: Vec::new() };
+    if uptime.len >= quorum {
+        agg.uptime_ppm = Some(uptime.weighted_median() as u32);
+    }
+    if throughput.len >= quorum {
+        let median = throughput.weighted_median();
+        agg.throughput_bps = Some(median);
+        agg.latency_us = latency.weighted_median() as u32;
+        // Oracles far from the median deviate; the others did good work.
+        let tolerance = ppm_of(median as u128, p.oracle_deviation_tolerance_ppm as u128);
+        for slot in &node.epoch.reports {
+            if let MeasurementOutcome::Measured { throughput_bps, .. } = slot.outcome {
+                let o = slot.oracle as usize;
+                if (throughput_bps as u128).abs_diff(median as u128) > tolerance {
+                    bad[o] += 1;
+                } else {
+                    good[o] += 1;
+                }
+                agg.measuring.push(slot.oracle);
+            }
+        }
+        agg.measuring.sort_unstable();
+    }
+    agg
+}
+
+fn disjoint(a: &[OracleIdx], b: &[OracleIdx]) -> bool {
+    !a.iter().any(|x| b.contains(x))
+}
+
+/// Steps 1–2 over every node.
+pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
+    let epoch = state.epoch;
+    let n_nodes = state.nodes.len();
+    let mut out = Measured {
+        base_weight: vec![0; n_nodes],
+        online_bps: [0; MacroRegion::COUNT],
+        active_nodes: [0; MacroRegion::COUNT],
+    };
+    let mut good = vec![0u32; state.oracles.len()];
+    let mut bad = vec![0u32; state.oracles.len()];
+    for n in 0..n_nodes {
+        state.nodes[n].last_reward = tollway_types::Token::ZERO;
+        if !state.nodes[n].active {
+            continue;
+        }
+        let agg = aggregate_reports(state, n, &mut good, &mut bad);
+        let p = &state.params;
+        let node = &mut state.nodes[n];
+        node.uptime_ppm = match agg.uptime_ppm {
+            Some(u) => u,
+            // Unmeasured: the heartbeat speaks for the node (a failed
+            // measurement is never a slash by itself).
+            None if node.epoch.heartbeat => PPM as u32,
+            None => 0,
+        };
+        let mut over_claim = None;
+        if let Some(t) = agg.throughput_bps {
+            report.measured_nodes += 1;
+            node.verified_capacity_bps = t;
+            node.latency_us = agg.latency_us;
+            let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
+            let alpha = p.reputation_alpha_ppm as u128;
+            node.reputation_ppm = ((node.reputation_ppm as u128 * (PPM - alpha) + score * alpha) / PPM) as u32;
+            let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
+            if rho > p.rho_slash_min_ppm as u64 {
+                let confirmed = matches!(&node.strike,
+                    Some(s) if s.epoch + 1 == epoch && disjoint(&s.oracles, &agg.measuring));
+                if confirmed {
+                    node.strike = None;
+                    over_claim = Some((rho, agg.measuring));
+                } else {
+                    node.strike = Some(Strike { epoch, oracles: agg.measuring });
+                }
+            } else {
+                node.strike = None;
+            }
+        }
+        if let Some((rho, oracles)) = over_claim {
+            slash::slash_node(state, n, rho, &oracles, report);
+        }
+        let p = &state.params;
+        let node = &state.nodes[n];
+        if !node.active {
+            continue; // ejected by the slash
+        }
+        let r = node.region.index();
+        out.active_nodes[r] += 1;
+        out.online_bps[r] += ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128);
+        if node.uptime_ppm < p.min_uptime_ppm {
+            continue;
+        }
+        let verified = node.verified_capacity_bps;
+        let claimed = node.spec.claimed_capacity_bps;
+        // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
+        let capacity = if verified == 0 {
+            0
+        } else if rho_ppm(claimed, verified) <= p.rho_reward_on_claim_max_ppm as u64 {
+            claimed
+        } else {
+            verified
+        };
+        let staked = state.accounts[node.account as usize].staked.0;
+        let w = ppm_of(capacity as u128, node.uptime_ppm as u128);
+        let w = ppm_of(w, node.reputation_ppm as u128);
+        out.base_weight[n] = ppm_of(w, stake_factor_ppm(staked, p));
+    }
+    slash::oracle_deviation(state, &good, &bad, report);
+    out
+}
+
+/// The regional scarcity multiplier per macro-region: target capacity
+/// (recent demand × headroom, at least the floor) over online capacity,
+/// clamped. Recomputed every epoch, so the hour a region thins out is the
+/// hour its uptime pays most.
+pub fn regional_multipliers(state: &mut State, measured: &Measured) -> Vec<RegionSummary> {
+    let p = state.params.clone();
+    let mut out = Vec::with_capacity(MacroRegion::COUNT);
+    for (r, region) in state.regions.iter_mut().enumerate() {
+        let sample_bps = mul_div_floor(region.settled_bytes_epoch as u128, 8, p.epoch_secs as u128);
+        let alpha = p.region_demand_alpha_ppm as u128;
+        let demand = (region.demand_bps as u128 * (PPM - alpha) + sample_bps * alpha) / PPM;
+        region.demand_bps = demand.min(u64::MAX as u128) as u64;
+        let target = ppm_of(demand, p.region_target_headroom_ppm as u128).max(p.region_target_floor_bps as u128);
+        let online = measured.online_bps[r];
+        let multiplier = if online == 0 {
+            p.region_multiplier_max_ppm as u128
+        } else {
+            mul_div_floor(target, PPM, online)
+                .clamp(p.region_multiplier_min_ppm as u128, p.region_multiplier_max_ppm as u128)
+        };
+        region.multiplier_ppm = multiplier as u32;
+        region.online_capacity_bps = online.min(u64::MAX as u128) as u64;
+        region.target_capacity_bps = target.min(u64::MAX as u128) as u64;
+        out.push(RegionSummary {
+            active_nodes: measured.active_nodes[r],
+            online_capacity_bps: region.online_capacity_bps,
+            target_capacity_bps: region.target_capacity_bps,
+            demand_bps: region.demand_bps,
+            multiplier_ppm: region.multiplier_ppm,
+            uptime_rewards: tollway_types::Token::ZERO,
+        });
+    }
+    out
+}
+
+/// Final uptime weights: base × regional multiplier, then nodes sharing a
+/// /24 or /48 share one node's weight (the largest), pro rata.
+pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary]) -> Vec<u128> {
+    let n_groups = state.subnet_index.len();
+    let mut group_max = vec![0u128; n_groups];
+    let mut group_sum = vec![0u128; n_groups];
+    let mut weights = vec![0u128; state.nodes.len()];
+    for (n, node) in state.nodes.iter().enumerate() {
+        let base = measured.base_weight[n];
+        if base == 0 {
+            continue;
+        }
+        let w = ppm_of(base, regions[node.region.index()].multiplier_ppm as u128);
+        let g = node.subnet_group as usize;
+        group_max[g] = group_max[g].max(w);
+        group_sum[g] += w;
+        weights[n] = w;
+    }
+    for (n, node) in state.nodes.iter().enumerate() {
+        let g = node.subnet_group as usize;
+        if weights[n] > 0 && group_sum[g] > group_max[g] {
+            weights[n] = mul_div_floor(weights[n], group_max[g], group_sum[g]);
+        }
+    }
+    weights
+}

@@ -1,0 +1,156 @@
+//! The tokenomics engine: `end_epoch` and the rules it applies (DESIGN §2
+//! "Epochs", steps 1–5). The chain and the simulator both call this code;
+//! there is no second implementation of any reward, burn or slash rule.
+
+pub mod amm;
+pub mod emission;
+pub mod measure;
+pub mod slash;
+pub mod vesting;
+
+use crate::state::{Ctx, State};
+use serde::{Deserialize, Serialize};
+use tollway_types::{math::mul_div_floor, AccountId, Hash32, Token, Usd, PPM};
+
+/// Why stake was slashed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlashReason {
+    /// ρ = claimed / verified above the threshold in two consecutive
+    /// epochs, confirmed by disjoint oracle sets.
+    OverClaim { rho_ppm: u64, claimed_bps: u64, verified_bps: u64 },
+    /// The oracle's reports kept deviating from the median.
+    OracleDeviation { strikes: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlashEvent {
+    pub account: AccountId,
+    pub reason: SlashReason,
+    pub amount: Token,
+    pub burned: Token,
+    pub to_reporters: Token,
+    /// The node fell below the minimum stake and was deregistered.
+    pub ejected: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSummary {
+    pub active_nodes: u32,
+    pub online_capacity_bps: u64,
+    pub target_capacity_bps: u64,
+    pub demand_bps: u64,
+    pub multiplier_ppm: u32,
+    pub uptime_rewards: Token,
+}
+
+/// What one epoch did: the simulator's per-epoch row and the chain's
+/// epoch summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: u64,
+    pub emission_scheduled: Token,
+    pub carry_in: Token,
+    pub minted_uptime: Token,
+    pub minted_usage: Token,
+    pub minted_oracle: Token,
+    pub carry_out: Token,
+    pub settled_usd: Usd,
+    pub burn_usd: Usd,
+    pub burned_token: Token,
+    pub slashed_burned: Token,
+    pub slashes: Vec<SlashEvent>,
+    pub rewarded_nodes: u32,
+    pub measured_nodes: u32,
+    pub price_usd_micro_per_token: u128,
+    pub regions: Vec<RegionSummary>,
+}
+
+impl EpochReport {
+    pub fn minted(&self) -> Token {
+        Token(self.minted_uptime.0 + self.minted_usage.0 + self.minted_oracle.0)
+    }
+}
+
+/// Closes the current epoch at block time `ctx.time_secs` and opens the
+/// next. `seed` is fresh randomness from the chain (the hash of the block
+/// that ends the epoch): it keys the next epoch's oracle assignment.
+pub fn end_epoch(state: &mut State, ctx: Ctx, seed: Hash32) -> EpochReport {
+    let epoch = state.epoch;
+    let mut report = EpochReport { epoch, ..EpochReport::default() };
+
+    // Steps 1–2: aggregate measurements, update verified capacity and
+    // reputation, cap and slash; the result is each node's base weight.
+    let measured = measure::aggregate(state, &mut report);
+
+    // Regional scarcity multipliers from online capacity against demand.
+    report.regions = measure::regional_multipliers(state, &measured);
+
+    // Uptime weights: base × regional multiplier, then the /24 and /48 cap.
+    let weights = measure::capped_weights(state, &measured, &report.regions);
+
+    // Step 3: buy and burn the settled USD through the pool.
+    let node_burned = burn(state, &mut report);
+
+    // Step 4: mint the emission into the three pools.
+    emission::distribute(state, ctx, &weights, &node_burned, &mut report);
+
+    report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
+
+    // Reset the per-epoch accumulators and open the next epoch.
+    for node in state.nodes.iter_mut() {
+        node.epoch.reports.clear();
+        node.epoch.heartbeat = false;
+        node.epoch.settled_usd = Usd::ZERO;
+        node.epoch.burn_usd = Usd::ZERO;
+    }
+    for o in state.oracles.iter_mut() {
+        o.good_reports_epoch = 0;
+    }
+    for r in state.regions.iter_mut() {
+        r.settled_bytes_epoch = 0;
+    }
+    state.epoch += 1;
+    state.epoch_start_secs = ctx.time_secs;
+    let mut h = blake3::Hasher::new();
+    h.update(b"tollway-epoch-seed\0");
+    h.update(&seed.0);
+    h.update(&state.epoch.to_le_bytes());
+    state.epoch_seed = Hash32(*h.finalize().as_bytes());
+    report
+}
+
+/// Whether the epoch that started at `epoch_start_secs` is over at `now`.
+pub fn epoch_due(state: &State, now_secs: u64) -> bool {
+    now_secs >= state.epoch_start_secs.saturating_add(state.params.epoch_secs)
+}
+
+/// Step 3: the queued USD buys tokens from the pool, which are burned.
+/// Returns each node's share of the burned tokens (by the USD it routed to
+/// the burn), which caps its usage reward.
+fn burn(state: &mut State, report: &mut EpochReport) -> Vec<Token> {
+    let mut node_burned = vec![Token::ZERO; state.nodes.len()];
+    report.settled_usd = state.nodes.iter().map(|n| n.epoch.settled_usd).sum();
+    let queue = state.burn_queue_usd;
+    if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
+        // Nothing to burn, or no pool yet: the queue waits for liquidity.
+        return node_burned;
+    }
+    let out = amm::swap_output(state.pool.usd.0, state.pool.token.0, queue.0, state.params.pool_fee_ppm);
+    state.pool.usd.0 += queue.0;
+    state.pool.token.0 -= out;
+    state.supply.burned_token.0 += out;
+    state.burn_queue_usd = Usd::ZERO;
+    report.burn_usd = queue;
+    report.burned_token = Token(out);
+    for (i, node) in state.nodes.iter().enumerate() {
+        if !node.epoch.burn_usd.is_zero() {
+            node_burned[i] = Token(mul_div_floor(out, node.epoch.burn_usd.0, queue.0));
+        }
+    }
+    node_burned
+}
+
+/// `x × ppm / 1e6`, floor, on u128.
+pub(crate) fn ppm_of(x: u128, ppm: u128) -> u128 {
+    mul_div_floor(x, ppm, PPM)
+}

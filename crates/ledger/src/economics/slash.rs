@@ -1,0 +1,127 @@
+//! Slashing (DESIGN §2 step 2): nodes that over-claim, oracles that keep
+//! deviating. Slashed tokens are burned, less a share for the oracles who
+//! proved the fault. A slash never takes more than the account holds.
+
+use super::{ppm_of, vesting, EpochReport, SlashEvent, SlashReason};
+use crate::params::Params;
+use crate::state::{Account, OracleIdx, State};
+use tollway_types::{math::mul_div_floor, Token, PPM};
+
+/// Takes up to `amount` from the account: bonded stake first, then
+/// unbonding entries (newest first: they are the ones fleeing), then
+/// unvested rewards. Returns what was taken; never underflows.
+pub fn take_stake(acct: &mut Account, amount: Token) -> Token {
+    let mut left = amount.0;
+    let from_stake = acct.staked.0.min(left);
+    acct.staked.0 -= from_stake;
+    left -= from_stake;
+    for u in acct.unbonding.iter_mut().rev() {
+        if left == 0 {
+            break;
+        }
+        let take = u.amount.0.min(left);
+        u.amount.0 -= take;
+        left -= take;
+    }
+    acct.unbonding.retain(|u| !u.amount.is_zero());
+    if left > 0 {
+        left -= vesting::slash_unvested(acct, Token(left)).0;
+    }
+    Token(amount.0 - left)
+}
+
+/// The share of stake slashed for ρ above the threshold: base plus
+/// per-unit-of-ρ, capped (claims 100, delivers 10: ρ = 10 → 45 % by
+/// default).
+pub fn over_claim_fraction_ppm(p: &Params, rho_ppm: u64) -> u128 {
+    let excess = (rho_ppm as u128).saturating_sub(p.rho_slash_min_ppm as u128);
+    let grow = mul_div_floor(p.slash_per_rho_ppm as u128, excess, PPM);
+    (p.slash_base_ppm as u128 + grow).min(p.slash_max_ppm as u128)
+}
+
+/// Burns `amount` less the reporters' share, which goes to `reporters`'
+/// balances in equal parts (the rounding remainder is burned too).
+fn burn_and_reward(state: &mut State, amount: Token, reporters: &[OracleIdx]) -> (Token, Token) {
+    let mut to_reporters = 0u128;
+    if !reporters.is_empty() {
+        let share = ppm_of(amount.0, state.params.slash_reporter_share_ppm as u128);
+        let each = share / reporters.len() as u128;
+        for &o in reporters {
+            let acct = state.oracles[o as usize].account as usize;
+            state.accounts[acct].token.0 += each;
+            state.oracles[o as usize].total_rewards.0 += each;
+            to_reporters += each;
+        }
+    }
+    let burned = amount.0 - to_reporters;
+    state.supply.burned_token.0 += burned;
+    (Token(burned), Token(to_reporters))
+}
+
+/// A confirmed over-claim: slash, reset the claim to the verified value,
+/// and deregister the node if its bond fell below the minimum.
+pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, reporters: &[OracleIdx], report: &mut EpochReport) {
+    let fraction = over_claim_fraction_ppm(&state.params, rho_ppm);
+    let node = &state.nodes[n];
+    let a = node.account as usize;
+    let claimed_bps = node.spec.claimed_capacity_bps;
+    let verified_bps = node.verified_capacity_bps;
+    let amount = Token(ppm_of(state.accounts[a].staked.0, fraction));
+    let taken = take_stake(&mut state.accounts[a], amount);
+    let (burned, to_reporters) = burn_and_reward(state, taken, reporters);
+    let ejected = state.accounts[a].staked < state.params.min_node_stake;
+    let node = &mut state.nodes[n];
+    node.spec.claimed_capacity_bps = verified_bps.max(1);
+    node.total_slashed.0 += taken.0;
+    if ejected {
+        node.active = false;
+    }
+    report.slashed_burned.0 += burned.0;
+    report.slashes.push(SlashEvent {
+        account: node.operator,
+        reason: SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps },
+        amount: taken,
+        burned,
+        to_reporters,
+        ejected,
+    });
+}
+
+/// Oracles whose share of deviating reports exceeds the maximum collect a
+/// strike; enough strikes in a row cost `oracle_slash` of their stake.
+/// Records each oracle's good reports for the oracle pool.
+pub fn oracle_deviation(state: &mut State, good: &[u32], bad: &[u32], report: &mut EpochReport) {
+    let p = state.params.clone();
+    for o in 0..state.oracles.len() {
+        let (g, b) = (good[o] as u128, bad[o] as u128);
+        state.oracles[o].good_reports_epoch = good[o];
+        if g + b == 0 {
+            continue;
+        }
+        if b * PPM > (g + b) * p.oracle_deviating_share_max_ppm as u128 {
+            state.oracles[o].deviation_strikes += 1;
+        } else {
+            state.oracles[o].deviation_strikes = 0;
+            continue;
+        }
+        let strikes = state.oracles[o].deviation_strikes;
+        if strikes < p.oracle_strikes_to_slash {
+            continue;
+        }
+        state.oracles[o].deviation_strikes = 0;
+        let a = state.oracles[o].account as usize;
+        let amount = Token(ppm_of(state.accounts[a].staked.0, p.oracle_slash_ppm as u128));
+        let taken = take_stake(&mut state.accounts[a], amount);
+        let (burned, to_reporters) = burn_and_reward(state, taken, &[]);
+        state.oracles[o].total_slashed.0 += taken.0;
+        report.slashed_burned.0 += burned.0;
+        report.slashes.push(SlashEvent {
+            account: state.oracles[o].operator,
+            reason: SlashReason::OracleDeviation { strikes },
+            amount: taken,
+            burned,
+            to_reporters,
+            ejected: false,
+        });
+    }
+}

@@ -1,0 +1,80 @@
+//! Why a transaction was rejected. Each variant's message says what was
+//! wrong and, where it helps, what to do; a rejected tx changes nothing.
+
+use tollway_types::{AccountId, ChannelId, Token, Usd};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("bad signature: the tx is not signed by {0}")]
+    BadSignature(AccountId),
+    #[error("wrong chain id {found:?}: this chain is {expected:?}")]
+    WrongChain { expected: String, found: String },
+    #[error("bad nonce {found}: account {account} expects nonce {expected}")]
+    BadNonce { account: AccountId, expected: u64, found: u64 },
+    #[error("unknown account {0}: it has never received funds")]
+    UnknownAccount(AccountId),
+    #[error("fee {offered} is below the minimum of {minimum}")]
+    FeeTooLow { offered: String, minimum: String },
+    #[error("insufficient token balance: have {have}, need {need}")]
+    InsufficientToken { have: Token, need: Token },
+    #[error("insufficient USD balance: have {have}, need {need}")]
+    InsufficientUsd { have: Usd, need: Usd },
+    #[error("insufficient stake: have {have} bonded, need {need}")]
+    InsufficientStake { have: Token, need: Token },
+    #[error("amount must be greater than zero")]
+    ZeroAmount,
+    #[error("cannot send to yourself")]
+    SelfTransfer,
+    #[error("unbonding {amount} would leave {left} bonded, but your roles need {need}: deregister first")]
+    StakeLocked { amount: Token, left: Token, need: Token },
+    #[error("too many unbonding entries ({limit}): withdraw matured ones first")]
+    TooManyUnbondings { limit: usize },
+    #[error("nothing to withdraw: {0}")]
+    NothingToWithdraw(String),
+    #[error("nothing vested to claim yet")]
+    NothingVested,
+    #[error("{0} already runs a node: use update-node")]
+    NodeAlreadyRegistered(AccountId),
+    #[error("{0} runs no active node")]
+    NotANode(AccountId),
+    #[error("{0} is already an oracle")]
+    OracleAlreadyRegistered(AccountId),
+    #[error("{0} is not an active oracle")]
+    NotAnOracle(AccountId),
+    #[error("invalid node spec: {0}")]
+    InvalidNodeSpec(String),
+    #[error("channel {0} does not exist (never opened, or already closed)")]
+    UnknownChannel(ChannelId),
+    #[error("only the channel's {role} ({expected}) may do this")]
+    NotChannelParty { role: &'static str, expected: AccountId },
+    #[error("channel expiry {expires_at_secs} is not after the current time {now_secs}")]
+    ExpiryInPast { expires_at_secs: u64, now_secs: u64 },
+    #[error("channel cannot be closed before {closable_at_secs} (expiry plus the settlement grace); now is {now_secs}")]
+    ChannelNotExpired { closable_at_secs: u64, now_secs: u64 },
+    #[error("too many open channels ({limit}): close expired ones first")]
+    TooManyChannels { limit: u32 },
+    #[error("receipt is for chain {0:?}, not this chain")]
+    ReceiptWrongChain(String),
+    #[error("receipt signature is not the channel client's")]
+    BadReceiptSignature,
+    #[error("stale receipt: cumulative {cumulative} is not above the {settled} already settled")]
+    StaleReceipt { cumulative: Usd, settled: Usd },
+    #[error("receipt bytes went backwards: {bytes} after {settled_bytes}")]
+    ReceiptBytesBackwards { bytes: u64, settled_bytes: u64 },
+    #[error("receipt for {cumulative} exceeds the channel's escrow of {escrow}")]
+    OverEscrow { cumulative: Usd, escrow: Usd },
+    #[error("{what} is for epoch {found}, but the current epoch is {current}")]
+    WrongEpoch { what: &'static str, found: u64, current: u64 },
+    #[error("heartbeat already recorded for epoch {0}")]
+    DuplicateHeartbeat(u64),
+    #[error("report entry {index}: {why}")]
+    BadReport { index: usize, why: String },
+    #[error("pool has no liquidity")]
+    EmptyPool,
+    #[error("swap output {out} is below the minimum {min_out} you accepted")]
+    Slippage { out: u128, min_out: u128 },
+    #[error("only the gateway may deposit USD")]
+    NotGateway,
+    #[error("arithmetic overflow: amount too large")]
+    Overflow,
+}

@@ -1,0 +1,528 @@
+//! Economic parameters (DESIGN §2). One TOML file (`params/default.toml`)
+//! holds every value with its unit and the reason for its default; this
+//! module parses it into the plain [`Params`] struct the engine reads, and
+//! refuses nonsense with a message that names the key. No value has a
+//! silent default in code: a missing key is an error.
+
+use serde::{Deserialize, Serialize};
+use tollway_types::{Token, Usd, PPM};
+
+/// The most oracles that can be assigned to one node (fixed-size storage).
+pub const MAX_ORACLES_PER_NODE: usize = 7;
+/// Days, in seconds, that make a year for emission schedules.
+pub const YEAR_SECS: u64 = 365 * 24 * 3600;
+
+/// Every economic parameter, in engine units: amounts in base units, rates
+/// in parts per million, durations in seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    pub epoch_secs: u64,
+    pub unbonding_secs: u64,
+    pub vesting_secs: u64,
+    pub channel_close_grace_secs: u64,
+
+    pub min_node_stake: Token,
+    pub min_oracle_stake: Token,
+    pub stake_saturation: Token,
+
+    pub min_fee_token: Token,
+    pub min_fee_usd: Usd,
+
+    pub emission_year_one: Token,
+    pub halving_period_secs: u64,
+    pub emission_cap: Token,
+    pub uptime_share_start_ppm: u32,
+    pub uptime_share_end_ppm: u32,
+    pub uptime_transition_secs: u64,
+    pub oracle_share_ppm: u32,
+    pub usage_reward_cap_ppm: u32,
+    pub node_usd_share_ppm: u32,
+    pub pool_fee_ppm: u32,
+
+    pub oracles_per_node: u32,
+    pub min_reports: u32,
+    pub rho_reward_on_claim_max_ppm: u32,
+    pub rho_slash_min_ppm: u32,
+    pub slash_base_ppm: u32,
+    pub slash_per_rho_ppm: u32,
+    pub slash_max_ppm: u32,
+    pub slash_reporter_share_ppm: u32,
+    pub oracle_deviation_tolerance_ppm: u32,
+    pub oracle_deviating_share_max_ppm: u32,
+    pub oracle_strikes_to_slash: u32,
+    pub oracle_slash_ppm: u32,
+
+    pub reputation_alpha_ppm: u32,
+    pub reputation_initial_ppm: u32,
+    pub min_uptime_ppm: u32,
+    pub latency_tier_max_ms: [u32; 4],
+    pub latency_tier_multiplier_ppm: [u32; 5],
+
+    pub region_demand_alpha_ppm: u32,
+    pub region_target_headroom_ppm: u32,
+    pub region_target_floor_bps: u64,
+    pub region_multiplier_min_ppm: u32,
+    pub region_multiplier_max_ppm: u32,
+}
+
+/// The default parameters, compiled in from `params/default.toml`.
+pub const DEFAULT_PARAMS_TOML: &str = include_str!("../../../params/default.toml");
+
+impl Params {
+    /// The repository's `params/default.toml`.
+    pub fn default_params() -> Params {
+        // The embedded file is tested to parse; failing here is a build bug.
+        Params::from_toml(DEFAULT_PARAMS_TOML).unwrap_or_else(|e| panic!("params/default.toml: {e}"))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Params, ParamsError> {
+        let file: ParamsFile = toml::from_str(text).map_err(|e| ParamsError::Toml(e.to_string()))?;
+        file.resolve()
+    }
+
+    /// Sets one parameter by its TOML key from a TOML value string, e.g.
+    /// `set("uptime_share_start", "0.6")`: what `--sweep` uses. The result is
+    /// validated as a whole.
+    pub fn with_override(&self, key: &str, value: &str) -> Result<Params, ParamsError> {
+        let mut table: toml::Table = toml::from_str(&self.to_toml()).map_err(|e| ParamsError::Toml(e.to_string()))?;
+        let (section, leaf) = find_key(&table, key).ok_or_else(|| ParamsError::UnknownKey(key.to_string()))?;
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .map_err(|e| ParamsError::Invalid { key: key.to_string(), why: format!("{value:?} is not a TOML value: {e}") })?
+            .remove("v")
+            .ok_or_else(|| ParamsError::UnknownKey(key.to_string()))?;
+        if let Some(toml::Value::Table(t)) = table.get_mut(&section) {
+            t.insert(leaf, parsed);
+        }
+        let text = toml::to_string(&table).map_err(|e| ParamsError::Toml(e.to_string()))?;
+        Params::from_toml(&text)
+    }
+
+    /// The parameters back as a TOML file in human units.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&ParamsFile::from_params(self)).unwrap_or_default()
+    }
+
+    pub fn epochs_per_year(&self) -> u64 {
+        (YEAR_SECS / self.epoch_secs).max(1)
+    }
+}
+
+fn find_key(table: &toml::Table, key: &str) -> Option<(String, String)> {
+    let (want_section, leaf) = match key.split_once('.') {
+        Some((s, l)) => (Some(s), l),
+        None => (None, key),
+    };
+    table.iter().find_map(|(section, v)| {
+        let t = v.as_table()?;
+        let section_ok = want_section.is_none_or(|w| w == section);
+        (section_ok && t.contains_key(leaf)).then(|| (section.clone(), leaf.to_string()))
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("parameters file: {0}")]
+    Toml(String),
+    #[error("parameter `{key}`: {why}")]
+    Invalid { key: String, why: String },
+    #[error("no parameter named `{0}`")]
+    UnknownKey(String),
+}
+
+/// The file's shape: human units (whole tokens and dollars, ratios as
+/// decimals, durations such as "7d"). Unknown keys are refused so a typo
+/// never silently falls back to a default.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamsFile {
+    time: TimeSection,
+    stake: StakeSection,
+    fees: FeeSection,
+    emission: EmissionSection,
+    measurement: MeasurementSection,
+    quality: QualitySection,
+    regions: RegionSection,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeSection {
+    epoch: String,
+    unbonding: String,
+    vesting: String,
+    channel_close_grace: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StakeSection {
+    min_node_stake_twy: f64,
+    min_oracle_stake_twy: f64,
+    stake_saturation_twy: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeeSection {
+    min_fee_twy: f64,
+    min_fee_usd: f64,
+    pool_fee: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmissionSection {
+    year_one_twy: f64,
+    halving_period: String,
+    cap_twy: f64,
+    uptime_share_start: f64,
+    uptime_share_end: f64,
+    uptime_transition: String,
+    oracle_share: f64,
+    usage_reward_cap: f64,
+    node_usd_share: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeasurementSection {
+    oracles_per_node: u32,
+    min_reports: u32,
+    rho_reward_on_claim_max: f64,
+    rho_slash_min: f64,
+    slash_base: f64,
+    slash_per_rho: f64,
+    slash_max: f64,
+    slash_reporter_share: f64,
+    oracle_deviation_tolerance: f64,
+    oracle_deviating_share_max: f64,
+    oracle_strikes_to_slash: u32,
+    oracle_slash: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QualitySection {
+    reputation_alpha: f64,
+    reputation_initial: f64,
+    min_uptime: f64,
+    latency_tier_max_ms: [u32; 4],
+    latency_tier_multiplier: [f64; 5],
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionSection {
+    demand_alpha: f64,
+    target_headroom: f64,
+    target_floor_mbps: f64,
+    multiplier_min: f64,
+    multiplier_max: f64,
+}
+
+/// Checks a value and converts it, naming the key on failure.
+struct Resolver {
+    errors: Vec<ParamsError>,
+}
+
+impl Resolver {
+    fn fail(&mut self, key: &str, why: String) {
+        self.errors.push(ParamsError::Invalid { key: key.to_string(), why });
+    }
+
+    /// A ratio in [lo, hi] to ppm. Ratios above 1 are allowed only where
+    /// `hi` says so (the over-claim thresholds, the regional clamp).
+    fn ratio(&mut self, key: &str, x: f64, lo: f64, hi: f64) -> u32 {
+        if !x.is_finite() || x < lo || x > hi {
+            self.fail(key, format!("{x} is outside [{lo}, {hi}]"));
+            return 0;
+        }
+        (x * PPM as f64).round() as u32
+    }
+
+    /// Whole units (up to 6 decimals) to base units.
+    fn amount(&mut self, key: &str, x: f64, min: f64) -> u128 {
+        // 9e9 whole units keeps x × 1e6 exact in an f64.
+        if !x.is_finite() || x < min || x > 9e9 {
+            self.fail(key, format!("{x} is outside [{min}, 9e9]"));
+            return 0;
+        }
+        (x * 1e6).round() as u128
+    }
+
+    fn duration(&mut self, key: &str, s: &str, min_secs: u64) -> u64 {
+        match parse_duration_secs(s) {
+            Ok(v) if v >= min_secs => v,
+            Ok(v) => {
+                self.fail(key, format!("{s:?} is {v} s; it must be at least {min_secs} s"));
+                0
+            }
+            Err(why) => {
+                self.fail(key, why);
+                0
+            }
+        }
+    }
+}
+
+/// "30s", "15m", "1h", "7d", "2y" (365 d) or a bare number of seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 15m, 1h, 7d or 2y"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "y" => YEAR_SECS,
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h, d or y)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn format_duration(secs: u64) -> String {
+    for (unit, mult) in [("y", YEAR_SECS), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= mult && secs % mult == 0 {
+            return format!("{}{unit}", secs / mult);
+        }
+    }
+    format!("{secs}s")
+}
+
+impl ParamsFile {
+    fn resolve(&self) -> Result<Params, ParamsError> {
+        let mut r = Resolver { errors: Vec::new() };
+        let t = &self.time;
+        let epoch_secs = r.duration("time.epoch", &t.epoch, 1);
+        let s = &self.stake;
+        let f = &self.fees;
+        let e = &self.emission;
+        let m = &self.measurement;
+        let q = &self.quality;
+        let g = &self.regions;
+        let p = Params {
+            epoch_secs,
+            unbonding_secs: r.duration("time.unbonding", &t.unbonding, 1),
+            vesting_secs: r.duration("time.vesting", &t.vesting, 0),
+            channel_close_grace_secs: r.duration("time.channel_close_grace", &t.channel_close_grace, 0),
+            min_node_stake: Token(r.amount("stake.min_node_stake_twy", s.min_node_stake_twy, 0.000001)),
+            min_oracle_stake: Token(r.amount("stake.min_oracle_stake_twy", s.min_oracle_stake_twy, 0.000001)),
+            stake_saturation: Token(r.amount("stake.stake_saturation_twy", s.stake_saturation_twy, 0.000001)),
+            min_fee_token: Token(r.amount("fees.min_fee_twy", f.min_fee_twy, 0.0)),
+            min_fee_usd: Usd(r.amount("fees.min_fee_usd", f.min_fee_usd, 0.0)),
+            pool_fee_ppm: r.ratio("fees.pool_fee", f.pool_fee, 0.0, 0.1),
+            emission_year_one: Token(r.amount("emission.year_one_twy", e.year_one_twy, 0.0)),
+            halving_period_secs: r.duration("emission.halving_period", &e.halving_period, 1),
+            emission_cap: Token(r.amount("emission.cap_twy", e.cap_twy, 0.0)),
+            uptime_share_start_ppm: r.ratio("emission.uptime_share_start", e.uptime_share_start, 0.0, 1.0),
+            uptime_share_end_ppm: r.ratio("emission.uptime_share_end", e.uptime_share_end, 0.0, 1.0),
+            uptime_transition_secs: r.duration("emission.uptime_transition", &e.uptime_transition, 1),
+            oracle_share_ppm: r.ratio("emission.oracle_share", e.oracle_share, 0.0, 1.0),
+            usage_reward_cap_ppm: r.ratio("emission.usage_reward_cap", e.usage_reward_cap, 0.0, 1.0),
+            node_usd_share_ppm: r.ratio("emission.node_usd_share", e.node_usd_share, 0.0, 1.0),
+            oracles_per_node: m.oracles_per_node,
+            min_reports: m.min_reports,
+            rho_reward_on_claim_max_ppm: r.ratio("measurement.rho_reward_on_claim_max", m.rho_reward_on_claim_max, 1.0, 10.0),
+            rho_slash_min_ppm: r.ratio("measurement.rho_slash_min", m.rho_slash_min, 1.0, 100.0),
+            slash_base_ppm: r.ratio("measurement.slash_base", m.slash_base, 0.0, 1.0),
+            slash_per_rho_ppm: r.ratio("measurement.slash_per_rho", m.slash_per_rho, 0.0, 1.0),
+            slash_max_ppm: r.ratio("measurement.slash_max", m.slash_max, 0.0, 1.0),
+            slash_reporter_share_ppm: r.ratio("measurement.slash_reporter_share", m.slash_reporter_share, 0.0, 1.0),
+            oracle_deviation_tolerance_ppm: r.ratio("measurement.oracle_deviation_tolerance", m.oracle_deviation_tolerance, 0.0, 1.0),
+            oracle_deviating_share_max_ppm: r.ratio("measurement.oracle_deviating_share_max", m.oracle_deviating_share_max, 0.0, 1.0),
+            oracle_strikes_to_slash: m.oracle_strikes_to_slash,
+            oracle_slash_ppm: r.ratio("measurement.oracle_slash", m.oracle_slash, 0.0, 1.0),
+            reputation_alpha_ppm: r.ratio("quality.reputation_alpha", q.reputation_alpha, 0.0, 1.0),
+            reputation_initial_ppm: r.ratio("quality.reputation_initial", q.reputation_initial, 0.0, 1.0),
+            min_uptime_ppm: r.ratio("quality.min_uptime", q.min_uptime, 0.0, 1.0),
+            latency_tier_max_ms: q.latency_tier_max_ms,
+            latency_tier_multiplier_ppm: [0, 1, 2, 3, 4].map(|i| {
+                r.ratio(&format!("quality.latency_tier_multiplier[{i}]"), q.latency_tier_multiplier[i], 0.0, 1.0)
+            }),
+            region_demand_alpha_ppm: r.ratio("regions.demand_alpha", g.demand_alpha, 0.0, 1.0),
+            region_target_headroom_ppm: r.ratio("regions.target_headroom", g.target_headroom, 1.0, 10.0),
+            region_target_floor_bps: (r.amount("regions.target_floor_mbps", g.target_floor_mbps, 0.0) as u64),
+            region_multiplier_min_ppm: r.ratio("regions.multiplier_min", g.multiplier_min, 0.0, 1.0),
+            region_multiplier_max_ppm: r.ratio("regions.multiplier_max", g.multiplier_max, 1.0, 100.0),
+        };
+        // target_floor_mbps was scaled by 1e6 above: that is bit/s.
+        check_relations(&p, &mut r);
+        match r.errors.into_iter().next() {
+            Some(err) => Err(err),
+            None => Ok(p),
+        }
+    }
+
+    fn from_params(p: &Params) -> ParamsFile {
+        let whole = |x: u128| x as f64 / 1e6;
+        let ratio = |x: u32| x as f64 / 1e6;
+        ParamsFile {
+            time: TimeSection {
+                epoch: format_duration(p.epoch_secs),
+                unbonding: format_duration(p.unbonding_secs),
+                vesting: format_duration(p.vesting_secs),
+                channel_close_grace: format_duration(p.channel_close_grace_secs),
+            },
+            stake: StakeSection {
+                min_node_stake_twy: whole(p.min_node_stake.0),
+                min_oracle_stake_twy: whole(p.min_oracle_stake.0),
+                stake_saturation_twy: whole(p.stake_saturation.0),
+            },
+            fees: FeeSection {
+                min_fee_twy: whole(p.min_fee_token.0),
+                min_fee_usd: whole(p.min_fee_usd.0),
+                pool_fee: ratio(p.pool_fee_ppm),
+            },
+            emission: EmissionSection {
+                year_one_twy: whole(p.emission_year_one.0),
+                halving_period: format_duration(p.halving_period_secs),
+                cap_twy: whole(p.emission_cap.0),
+                uptime_share_start: ratio(p.uptime_share_start_ppm),
+                uptime_share_end: ratio(p.uptime_share_end_ppm),
+                uptime_transition: format_duration(p.uptime_transition_secs),
+                oracle_share: ratio(p.oracle_share_ppm),
+                usage_reward_cap: ratio(p.usage_reward_cap_ppm),
+                node_usd_share: ratio(p.node_usd_share_ppm),
+            },
+            measurement: MeasurementSection {
+                oracles_per_node: p.oracles_per_node,
+                min_reports: p.min_reports,
+                rho_reward_on_claim_max: ratio(p.rho_reward_on_claim_max_ppm),
+                rho_slash_min: ratio(p.rho_slash_min_ppm),
+                slash_base: ratio(p.slash_base_ppm),
+                slash_per_rho: ratio(p.slash_per_rho_ppm),
+                slash_max: ratio(p.slash_max_ppm),
+                slash_reporter_share: ratio(p.slash_reporter_share_ppm),
+                oracle_deviation_tolerance: ratio(p.oracle_deviation_tolerance_ppm),
+                oracle_deviating_share_max: ratio(p.oracle_deviating_share_max_ppm),
+                oracle_strikes_to_slash: p.oracle_strikes_to_slash,
+                oracle_slash: ratio(p.oracle_slash_ppm),
+            },
+            quality: QualitySection {
+                reputation_alpha: ratio(p.reputation_alpha_ppm),
+                reputation_initial: ratio(p.reputation_initial_ppm),
+                min_uptime: ratio(p.min_uptime_ppm),
+                latency_tier_max_ms: p.latency_tier_max_ms,
+                latency_tier_multiplier: p.latency_tier_multiplier_ppm.map(ratio),
+            },
+            regions: RegionSection {
+                demand_alpha: ratio(p.region_demand_alpha_ppm),
+                target_headroom: ratio(p.region_target_headroom_ppm),
+                target_floor_mbps: p.region_target_floor_bps as f64 / 1e6,
+                multiplier_min: ratio(p.region_multiplier_min_ppm),
+                multiplier_max: ratio(p.region_multiplier_max_ppm),
+            },
+        }
+    }
+}
+
+/// Checks between parameters, beyond each one's own range.
+fn check_relations(p: &Params, r: &mut Resolver) {
+    if p.oracles_per_node == 0 || p.oracles_per_node as usize > MAX_ORACLES_PER_NODE {
+        r.fail("measurement.oracles_per_node", format!("{} is outside [1, {MAX_ORACLES_PER_NODE}]", p.oracles_per_node));
+    }
+    if p.min_reports == 0 || p.min_reports > p.oracles_per_node {
+        r.fail("measurement.min_reports", format!("{} must be in [1, oracles_per_node = {}]", p.min_reports, p.oracles_per_node));
+    }
+    if p.oracle_strikes_to_slash == 0 {
+        r.fail("measurement.oracle_strikes_to_slash", "must be at least 1".into());
+    }
+    if p.rho_slash_min_ppm < p.rho_reward_on_claim_max_ppm {
+        r.fail(
+            "measurement.rho_slash_min",
+            "must be at least rho_reward_on_claim_max: a claim cannot be slashed before it is capped".into(),
+        );
+    }
+    if p.slash_base_ppm > p.slash_max_ppm {
+        r.fail("measurement.slash_base", "must not exceed slash_max".into());
+    }
+    if p.uptime_share_start_ppm as u64 + p.oracle_share_ppm as u64 > PPM as u64
+        || p.uptime_share_end_ppm as u64 + p.oracle_share_ppm as u64 > PPM as u64
+    {
+        r.fail("emission.oracle_share", "uptime share plus oracle share exceeds 1".into());
+    }
+    if p.epoch_secs > YEAR_SECS {
+        r.fail("time.epoch", "must not exceed a year".into());
+    }
+    if p.halving_period_secs < p.epoch_secs {
+        r.fail("emission.halving_period", "must be at least one epoch".into());
+    }
+    if p.stake_saturation < p.min_node_stake {
+        r.fail("stake.stake_saturation_twy", "must be at least min_node_stake_twy".into());
+    }
+    if p.emission_year_one > p.emission_cap {
+        r.fail("emission.year_one_twy", "exceeds the emission cap".into());
+    }
+    if !p.latency_tier_max_ms.windows(2).all(|w| w[0] < w[1]) {
+        r.fail("quality.latency_tier_max_ms", "tiers must be strictly increasing".into());
+    }
+    if !p.latency_tier_multiplier_ppm.windows(2).all(|w| w[0] >= w[1]) {
+        r.fail("quality.latency_tier_multiplier", "multipliers must not increase with latency".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_and_round_trips() {
+        let p = Params::default_params();
+        assert_eq!(Params::from_toml(&p.to_toml()).unwrap(), p);
+        assert_eq!(p.epoch_secs, 3600);
+        assert_eq!(p.unbonding_secs, 7 * 86_400);
+        assert_eq!(p.min_node_stake, Token::units(1000));
+    }
+
+    fn with(key: &str, value: &str) -> String {
+        match Params::default_params().with_override(key, value) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_key_named() {
+        expect_test::expect![[r#"
+            [
+                "ok",
+                "parameter `measurement.oracle_deviation_tolerance`: 1.5 is outside [0, 1]",
+                "parameter `time.unbonding`: \"0s\" is 0 s; it must be at least 1 s",
+                "parameter `time.epoch`: \"1 fortnight\" has an unknown unit (use s, m, h, d or y)",
+                "parameter `emission.usage_reward_cap`: 1.2 is outside [0, 1]",
+                "parameter `measurement.min_reports`: 4 must be in [1, oracles_per_node = 3]",
+                "parameter `emission.oracle_share`: uptime share plus oracle share exceeds 1",
+                "no parameter named `no_such_key`",
+                "parameter `stake.min_node_stake_twy`: -5 is outside [0.000001, 9e9]",
+            ]
+        "#]]
+        .assert_debug_eq(&[
+            with("uptime_share_start", "0.6"),
+            with("oracle_deviation_tolerance", "1.5"),
+            with("unbonding", "\"0s\""),
+            with("epoch", "\"1 fortnight\""),
+            with("usage_reward_cap", "1.2"),
+            with("min_reports", "4"),
+            with("oracle_share", "0.5"),
+            with("no_such_key", "1"),
+            with("min_node_stake_twy", "-5"),
+        ]);
+    }
+
+    #[test]
+    fn a_missing_or_unknown_key_is_an_error() {
+        let text = DEFAULT_PARAMS_TOML.replace("min_reports", "min_reportz");
+        let err = Params::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("min_reportz") || err.contains("min_reports"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("30s"), Ok(30));
+        assert_eq!(parse_duration_secs("7d"), Ok(604_800));
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert!(parse_duration_secs("d").is_err());
+    }
+}

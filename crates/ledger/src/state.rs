@@ -1,0 +1,295 @@
+//! The ledger's state. Per-node and per-account data sit in dense vectors
+//! addressed by index (ADR 0004): `end_epoch` walks them in order, which is
+//! what makes 100,000 nodes an epoch cheap. Ids map to indices through
+//! ordered maps, so nothing depends on hash order.
+
+use crate::params::{Params, MAX_ORACLES_PER_NODE};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use tollway_types::{AccountId, ChannelId, Hash32, MacroRegion, NodeSpec, Token, Usd};
+
+pub type AccountIdx = u32;
+pub type NodeIdx = u32;
+pub type OracleIdx = u32;
+
+/// Where a tx or an epoch runs: block height and block time. The ledger
+/// reads time only from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ctx {
+    pub height: u64,
+    pub time_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbonding {
+    pub amount: Token,
+    pub release_at_secs: u64,
+}
+
+/// Rewards that vest linearly over `params.vesting_secs` from `start_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tranche {
+    pub start_secs: u64,
+    pub amount: Token,
+    pub released: Token,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub token: Token,
+    pub usd: Usd,
+    /// The nonce the next tx from this account must carry.
+    pub nonce: u64,
+    pub staked: Token,
+    pub unbonding: Vec<Unbonding>,
+    pub vesting: Vec<Tranche>,
+    pub node: Option<NodeIdx>,
+    pub oracle: Option<OracleIdx>,
+    pub open_channels: u32,
+}
+
+impl Account {
+    pub fn new(id: AccountId) -> Account {
+        Account {
+            id,
+            token: Token::ZERO,
+            usd: Usd::ZERO,
+            nonce: 0,
+            staked: Token::ZERO,
+            unbonding: Vec::new(),
+            vesting: Vec::new(),
+            node: None,
+            oracle: None,
+            open_channels: 0,
+        }
+    }
+
+    pub fn unbonding_total(&self) -> Token {
+        self.unbonding.iter().map(|u| u.amount).sum()
+    }
+
+    /// Rewards not yet released to the balance (vested or not).
+    pub fn vesting_total(&self) -> Token {
+        self.vesting.iter().map(|t| Token(t.amount.0 - t.released.0)).sum()
+    }
+}
+
+/// One oracle's report on one node this epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSlot {
+    pub oracle: OracleIdx,
+    pub outcome: tollway_types::MeasurementOutcome,
+    pub uptime_ppm: u32,
+}
+
+/// A node whose ρ exceeded the slash threshold, awaiting confirmation by a
+/// disjoint oracle set in the next epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Strike {
+    pub epoch: u64,
+    pub oracles: Vec<OracleIdx>,
+}
+
+/// Per-epoch accumulators of a node, reset by `end_epoch`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEpoch {
+    pub reports: Vec<ReportSlot>,
+    pub heartbeat: bool,
+    /// USD settled on this node's channels (both to the node and to burn).
+    pub settled_usd: Usd,
+    /// The part of `settled_usd` routed to the burn.
+    pub burn_usd: Usd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub account: AccountIdx,
+    pub operator: AccountId,
+    pub spec: NodeSpec,
+    pub region: MacroRegion,
+    pub subnet_group: u32,
+    pub active: bool,
+    pub registered_epoch: u64,
+    /// Latest stake-weighted median throughput; 0 until measured.
+    pub verified_capacity_bps: u64,
+    pub latency_us: u32,
+    pub uptime_ppm: u32,
+    pub reputation_ppm: u32,
+    pub strike: Option<Strike>,
+    pub epoch: NodeEpoch,
+    pub last_reward: Token,
+    pub total_rewards: Token,
+    pub total_slashed: Token,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Oracle {
+    pub account: AccountIdx,
+    pub operator: AccountId,
+    pub addr: IpAddr,
+    pub subnet: SubnetKey,
+    /// Eligible for assignment from this epoch on (the epoch after
+    /// registration, so nobody joins knowing the current assignment).
+    pub active_from_epoch: u64,
+    /// Not eligible from this epoch on.
+    pub retired_from_epoch: Option<u64>,
+    pub deviation_strikes: u32,
+    pub good_reports_epoch: u32,
+    pub total_rewards: Token,
+    pub total_slashed: Token,
+}
+
+impl Oracle {
+    pub fn eligible(&self, epoch: u64) -> bool {
+        self.active_from_epoch <= epoch && self.retired_from_epoch.is_none_or(|r| epoch < r)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub client: AccountId,
+    pub node: AccountId,
+    pub escrow: Usd,
+    /// Cumulative USD settled so far: monotonic, never above `escrow`.
+    pub paid: Usd,
+    pub paid_bytes: u64,
+    pub expires_at_secs: u64,
+}
+
+/// The token/USD constant-product pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub token: Token,
+    pub usd: Usd,
+}
+
+/// Supply counters: the invariant is checked against these (invariants.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supply {
+    pub genesis_token: Token,
+    pub minted_token: Token,
+    pub burned_token: Token,
+    pub genesis_usd: Usd,
+    pub deposited_usd: Usd,
+    pub withdrawn_usd: Usd,
+    /// Emission scheduled so far (what the hard cap bounds).
+    pub scheduled_token: Token,
+}
+
+impl Supply {
+    pub fn total_token(&self) -> Token {
+        Token(self.genesis_token.0 + self.minted_token.0 - self.burned_token.0)
+    }
+    pub fn total_usd(&self) -> Usd {
+        Usd(self.genesis_usd.0 + self.deposited_usd.0 - self.withdrawn_usd.0)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionState {
+    /// Exponential average of demand, in bit/s.
+    pub demand_bps: u64,
+    /// Bytes settled this epoch on channels of nodes in the region.
+    pub settled_bytes_epoch: u64,
+    /// Last epoch's scarcity multiplier and its inputs, for queries.
+    pub multiplier_ppm: u32,
+    pub online_capacity_bps: u64,
+    pub target_capacity_bps: u64,
+}
+
+/// The /24 (IPv4) or /48 (IPv6) a node or oracle lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SubnetKey(pub [u8; 7]);
+
+impl SubnetKey {
+    pub fn of(ip: &IpAddr) -> SubnetKey {
+        let mut k = [0u8; 7];
+        match ip {
+            IpAddr::V4(v4) => {
+                k[0] = 4;
+                k[1..4].copy_from_slice(&v4.octets()[..3]);
+            }
+            IpAddr::V6(v6) => {
+                k[0] = 6;
+                k[1..7].copy_from_slice(&v6.octets()[..6]);
+            }
+        }
+        SubnetKey(k)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub chain_id: String,
+    pub params: Params,
+    pub gateway: AccountId,
+    pub epoch: u64,
+    pub epoch_start_secs: u64,
+    /// Seed for this epoch's oracle assignment: derived from the state root
+    /// at the previous epoch's end, so it is unknown until then.
+    pub epoch_seed: Hash32,
+    pub account_index: BTreeMap<AccountId, AccountIdx>,
+    pub accounts: Vec<Account>,
+    pub node_index: BTreeMap<AccountId, NodeIdx>,
+    pub nodes: Vec<Node>,
+    pub subnet_index: BTreeMap<SubnetKey, u32>,
+    pub oracle_index: BTreeMap<AccountId, OracleIdx>,
+    pub oracles: Vec<Oracle>,
+    pub channels: BTreeMap<ChannelId, Channel>,
+    pub pool: Pool,
+    pub supply: Supply,
+    /// USD settled or paid as fees, waiting for the epoch's buy-and-burn.
+    pub burn_queue_usd: Usd,
+    /// Scheduled emission not yet paid out (rounding, empty pools).
+    pub emission_carry: Token,
+    pub regions: [RegionState; MacroRegion::COUNT],
+}
+
+impl State {
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.account_index.get(id).map(|&i| &self.accounts[i as usize])
+    }
+    pub fn node(&self, id: &AccountId) -> Option<&Node> {
+        self.node_index.get(id).map(|&i| &self.nodes[i as usize])
+    }
+    pub fn oracle(&self, id: &AccountId) -> Option<&Oracle> {
+        self.oracle_index.get(id).map(|&i| &self.oracles[i as usize])
+    }
+
+    /// The account's index, creating an empty account if needed.
+    pub(crate) fn account_idx_or_create(&mut self, id: AccountId) -> AccountIdx {
+        if let Some(&i) = self.account_index.get(&id) {
+            return i;
+        }
+        let i = self.accounts.len() as AccountIdx;
+        self.accounts.push(Account::new(id));
+        self.account_index.insert(id, i);
+        i
+    }
+
+    pub(crate) fn subnet_group_or_create(&mut self, key: SubnetKey) -> u32 {
+        let next = self.subnet_index.len() as u32;
+        *self.subnet_index.entry(key).or_insert(next)
+    }
+
+    /// Stake an account must keep bonded for the roles it holds.
+    pub fn required_stake(&self, acct: &Account) -> Token {
+        let mut need = Token::ZERO;
+        if acct.node.is_some_and(|n| self.nodes[n as usize].active) {
+            need.0 += self.params.min_node_stake.0;
+        }
+        if acct.oracle.is_some_and(|o| self.oracles[o as usize].retired_from_epoch.is_none()) {
+            need.0 += self.params.min_oracle_stake.0;
+        }
+        need
+    }
+
+    pub fn n_active_nodes(&self) -> usize {
+        self.nodes.iter().filter(|n| n.active).count()
+    }
+}
+
+/// At most this many oracles are kept per node-epoch.
+pub const MAX_REPORTS_PER_NODE: usize = MAX_ORACLES_PER_NODE;

@@ -1,0 +1,182 @@
+//! Money. The native token and the USD stable unit are distinct types so
+//! they cannot be mixed by accident (DESIGN §2, ADR 0001). Both are `u128`
+//! counts of base units with 6 decimals.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Base units per whole unit: both currencies have 6 decimals.
+pub const UNIT: u128 = 1_000_000;
+
+/// Parts per million: the scale of every rate in the ledger.
+pub const PPM: u128 = 1_000_000;
+
+macro_rules! amount_type {
+    ($name:ident, $symbol_before:expr, $symbol_after:expr, $doc:expr) => {
+        #[doc = $doc]
+        #[derive(
+            Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        pub struct $name(pub u128);
+
+        impl $name {
+            pub const ZERO: $name = $name(0);
+
+            /// `n` whole units.
+            pub const fn units(n: u128) -> $name {
+                $name(n * UNIT)
+            }
+            pub const fn base(self) -> u128 {
+                self.0
+            }
+            pub fn checked_add(self, other: $name) -> Option<$name> {
+                self.0.checked_add(other.0).map($name)
+            }
+            pub fn checked_sub(self, other: $name) -> Option<$name> {
+                self.0.checked_sub(other.0).map($name)
+            }
+            pub fn saturating_sub(self, other: $name) -> $name {
+                $name(self.0.saturating_sub(other.0))
+            }
+            pub fn min(self, other: $name) -> $name {
+                $name(self.0.min(other.0))
+            }
+            pub fn is_zero(self) -> bool {
+                self.0 == 0
+            }
+            /// `self × ppm / 1e6`, rounded down (toward the protocol).
+            pub fn mul_ppm_floor(self, ppm: u32) -> $name {
+                $name(crate::math::mul_div_floor(self.0, ppm as u128, PPM))
+            }
+            /// Parses a decimal such as `12`, `0.5` or `1.000001`. At most 6
+            /// decimals; anything else is an error, never a silent rounding.
+            pub fn parse_decimal(s: &str) -> Result<$name, ParseAmountError> {
+                parse_decimal(s).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}{}", $symbol_before, DecimalFmt(self.0), $symbol_after)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl core::iter::Sum for $name {
+            /// Panics on overflow: a sum of money that overflows u128 is a
+            /// broken invariant, not an input error.
+            fn sum<I: Iterator<Item = $name>>(iter: I) -> $name {
+                let mut total: u128 = 0;
+                for x in iter {
+                    total = total.checked_add(x.0).unwrap_or_else(|| panic!("amount sum overflow"));
+                }
+                $name(total)
+            }
+        }
+    };
+}
+
+amount_type!(Token, "", " TWY", "An amount of the native token (TWY), in base units (1e-6 TWY).");
+amount_type!(Usd, "$", "", "An amount of the USD stable unit, in base units (1e-6 USD).");
+
+/// Either currency, for fees and transfers that accept both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Amount {
+    Token(Token),
+    Usd(Usd),
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Token(t) => t.fmt(f),
+            Amount::Usd(u) => u.fmt(f),
+        }
+    }
+}
+
+struct DecimalFmt(u128);
+
+impl fmt::Display for DecimalFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / UNIT;
+        let frac = self.0 % UNIT;
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let digits = format!("{frac:06}");
+            write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseAmountError {
+    #[error("amount {0:?} is not a decimal number such as 12 or 0.5")]
+    NotANumber(String),
+    #[error("amount {0:?} has more than 6 decimals")]
+    TooPrecise(String),
+    #[error("amount {0:?} is too large")]
+    TooLarge(String),
+}
+
+fn parse_decimal(s: &str) -> Result<u128, ParseAmountError> {
+    let s = s.trim();
+    let (whole, frac) = match s.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (s, ""),
+    };
+    let all_digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !all_digits(whole) || !all_digits(frac) {
+        return Err(ParseAmountError::NotANumber(s.to_string()));
+    }
+    if frac.len() > 6 {
+        return Err(ParseAmountError::TooPrecise(s.to_string()));
+    }
+    let too_large = || ParseAmountError::TooLarge(s.to_string());
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
+    let mut frac_units: u128 = 0;
+    for (i, b) in frac.bytes().enumerate() {
+        frac_units += (b - b'0') as u128 * 10u128.pow(5 - i as u32);
+    }
+    whole.checked_mul(UNIT).and_then(|w| w.checked_add(frac_units)).ok_or_else(too_large)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_parse_round_trip() {
+        let cases = ["0", "1", "0.5", "1.000001", "123456.78"];
+        for c in cases {
+            let t = Token::parse_decimal(c).unwrap();
+            assert_eq!(t.to_string(), format!("{c} TWY"));
+        }
+        assert_eq!(Usd::parse_decimal("2.25").unwrap().to_string(), "$2.25");
+    }
+
+    #[test]
+    fn parse_rejects_bad_input() {
+        expect_test::expect![[r#"
+            [
+                "amount \"\" is not a decimal number such as 12 or 0.5",
+                "amount \"1.2.3\" is not a decimal number such as 12 or 0.5",
+                "amount \"-1\" is not a decimal number such as 12 or 0.5",
+                "amount \"0.0000001\" has more than 6 decimals",
+                "amount \"999999999999999999999999999999999999999\" is too large",
+            ]
+        "#]]
+        .assert_debug_eq(
+            &["", "1.2.3", "-1", "0.0000001", "999999999999999999999999999999999999999"]
+                .iter()
+                .map(|s| Token::parse_decimal(s).unwrap_err().to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+}
