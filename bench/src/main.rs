@@ -1,1 +1,137 @@
-fn main() {}
+//! `tollway-bench`: the benchmarks of DESIGN §9.
+//!
+//! `cargo run --release -p tollway-bench -- NAME [--quick]`. Each benchmark
+//! runs our code and its anchor in the same process, interleaved over
+//! several rounds, prints a table of medians, and ends with one line
+//! (see [`report_line`]). `all` runs every benchmark and repeats their final
+//! lines together at the end. `--quick` is CI's short run: smaller inputs and
+//! fewer rounds through exactly the same code.
+//!
+//! Everything runs on one thread: the figures are per core.
+
+mod epoch;
+mod ledger;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: tollway-bench NAME [--quick]
+  NAME     ledger | epoch | all
+  --quick  a short run for CI (a few seconds per benchmark), same code paths";
+
+/// Every benchmark, in the order `all` runs them.
+const BENCHMARKS: &[(&str, fn(&Progress, bool) -> anyhow::Result<String>)] =
+    &[("ledger", ledger::run), ("epoch", epoch::run)];
+
+fn main() -> ExitCode {
+    let mut name = None;
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ if name.is_none() && !arg.starts_with('-') => name = Some(arg),
+            _ => return usage_error(&format!("unexpected argument {arg:?}")),
+        }
+    }
+    let Some(name) = name else {
+        return usage_error("which benchmark?");
+    };
+    let selected: Vec<_> = BENCHMARKS.iter().filter(|(n, _)| name == "all" || *n == name).collect();
+    if selected.is_empty() {
+        return usage_error(&format!("no benchmark named {name:?}"));
+    }
+
+    let mut final_lines = Vec::new();
+    for (bench_name, run) in selected {
+        let progress = Progress::new(bench_name);
+        match run(&progress, quick) {
+            Ok(line) => {
+                println!("{line}");
+                final_lines.push(line);
+            }
+            Err(e) => {
+                eprintln!("error: benchmark {bench_name}: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        progress.say("done");
+    }
+    if name == "all" {
+        println!();
+        for line in &final_lines {
+            println!("{line}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn usage_error(why: &str) -> ExitCode {
+    eprintln!("error: {why}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// A measured figure and its unit, e.g. `12.3 ms` or `41000 txs/s`.
+#[derive(Clone, Copy, Debug)]
+pub struct Figure {
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+/// The one line every benchmark ends with (DESIGN §9):
+/// `NAME: ours=<figure> <unit>; anchor=<figure> <unit> (<what>); ratio=<r>`.
+/// `ratio` must already be oriented so that bigger is better (for times,
+/// the caller passes anchor / ours).
+pub fn report_line(name: &str, ours: Figure, anchor: Figure, anchor_what: &str, ratio: f64) -> String {
+    format!(
+        "{name}: ours={} {}; anchor={} {} ({anchor_what}); ratio={}",
+        sig3(ours.value),
+        ours.unit,
+        sig3(anchor.value),
+        anchor.unit,
+        sig3(ratio)
+    )
+}
+
+/// A number with about three significant digits, never in exponent form:
+/// `41234.5` → `41235`, `12.345` → `12.3`, `0.04567` → `0.0457`.
+pub fn sig3(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let digits_before_point = x.abs().log10().floor() as i32 + 1;
+    let decimals = (3 - digits_before_point).clamp(0, 12) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// The median of the samples (the mean of the middle two for an even count).
+pub fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    match n {
+        0 => Duration::ZERO,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    }
+}
+
+/// Progress lines on stderr, stamped with the time since the benchmark
+/// started, so stdout stays the table and the final line.
+pub struct Progress {
+    name: &'static str,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(name: &'static str) -> Progress {
+        Progress { name, start: Instant::now() }
+    }
+
+    pub fn say(&self, msg: &str) {
+        eprintln!("[{} +{:.1}s] {msg}", self.name, self.start.elapsed().as_secs_f64());
+    }
+}

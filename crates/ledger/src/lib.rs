@@ -18,6 +18,7 @@ pub mod invariants;
 pub mod params;
 pub mod root;
 pub mod state;
+pub mod testkit;
 
 pub use apply::{apply, apply_verified};
 pub use economics::{end_epoch, epoch_due, EpochReport, SlashEvent, SlashReason};

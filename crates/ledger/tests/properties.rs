@@ -1,0 +1,340 @@
+//! Property tests over random sequences of valid and invalid transactions
+//! and epochs (issue 2). After every step: both supplies balance; a
+//! rejected tx leaves the state root unchanged; channels never pay out more
+//! than their escrow and settle monotonically; every epoch pays exactly its
+//! emission plus carry. At the end, replaying the recorded blocks on a fresh
+//! genesis reproduces every block's state root.
+
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tollway_ledger::economics::slash::take_stake;
+use tollway_ledger::economics::{amm, emission};
+use tollway_ledger::state::{Account, Unbonding};
+use tollway_ledger::testkit::{fund, id, node_spec, World, CHAIN_ID};
+use tollway_ledger::{apply, check_supply, end_epoch, state_root, Ctx, Params};
+use tollway_types::{
+    channel_id, Amount, ChannelId, Hash32, Measurement, MeasurementOutcome, MeasurementReport, SignedTx, Token,
+    Tx, TxBody, Usd,
+};
+
+const PEOPLE: usize = 9;
+
+fn who(i: u8) -> String {
+    format!("p{}", i as usize % PEOPLE)
+}
+
+/// One random step. Indices are taken modulo what exists, so most steps
+/// are meaningful and many are deliberately invalid.
+#[derive(Clone, Debug)]
+enum Op {
+    Transfer { from: u8, to: u8, usd: bool, amount: u64 },
+    Stake { who: u8, amount: u64 },
+    Unbond { who: u8, amount: u64 },
+    Withdraw { who: u8 },
+    RegisterNode { who: u8, subnet: u8, capacity_mbps: u16 },
+    DeregisterNode { who: u8 },
+    RegisterOracle { who: u8 },
+    DeregisterOracle { who: u8 },
+    Open { client: u8, node: u8, escrow: u64, expiry_secs: u32 },
+    Settle { channel: u8, cumulative: u64, forge: bool },
+    Close { channel: u8 },
+    Heartbeat { who: u8 },
+    Measure { node: u8, throughput_mbps: u16, outcome: u8 },
+    /// Every active node measured at `percent` of its claim.
+    MeasureAll { percent: u8 },
+    Swap { who: u8, usd: bool, amount: u64 },
+    Deposit { by_gateway: bool, to: u8, amount: u64 },
+    WithdrawUsd { who: u8, amount: u64 },
+    Claim { who: u8 },
+    BadEnvelope { who: u8, kind: u8 },
+    Wait { secs: u32 },
+    EndEpoch,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let amt = 0u64..3_000_000_000;
+    prop_oneof![
+        1 => (any::<u8>(), any::<u8>(), any::<bool>(), amt.clone()).prop_map(|(from, to, usd, amount)| Op::Transfer { from, to, usd, amount }),
+        1 => (any::<u8>(), amt.clone()).prop_map(|(who, amount)| Op::Stake { who, amount: amount * 1000 }),
+        1 => (any::<u8>(), amt.clone()).prop_map(|(who, amount)| Op::Unbond { who, amount: amount * 1000 }),
+        1 => any::<u8>().prop_map(|who| Op::Withdraw { who }),
+        3 => (any::<u8>(), 0u8..3, 1u16..1000).prop_map(|(who, subnet, capacity_mbps)| Op::RegisterNode { who, subnet, capacity_mbps }),
+        1 => any::<u8>().prop_map(|who| Op::DeregisterNode { who }),
+        1 => any::<u8>().prop_map(|who| Op::RegisterOracle { who }),
+        1 => any::<u8>().prop_map(|who| Op::DeregisterOracle { who }),
+        3 => (any::<u8>(), any::<u8>(), amt.clone(), 0u32..20_000).prop_map(|(client, node, escrow, expiry_secs)| Op::Open { client, node, escrow, expiry_secs }),
+        3 => (any::<u8>(), amt.clone(), prop::bool::weighted(0.1)).prop_map(|(channel, cumulative, forge)| Op::Settle { channel, cumulative, forge }),
+        1 => any::<u8>().prop_map(|channel| Op::Close { channel }),
+        1 => any::<u8>().prop_map(|who| Op::Heartbeat { who }),
+        8 => (any::<u8>(), 0u16..3000, 0u8..6).prop_map(|(node, throughput_mbps, outcome)| Op::Measure { node, throughput_mbps, outcome }),
+        1 => (any::<u8>(), any::<bool>(), amt.clone()).prop_map(|(who, usd, amount)| Op::Swap { who, usd, amount }),
+        1 => (prop::bool::weighted(0.8), any::<u8>(), amt.clone()).prop_map(|(by_gateway, to, amount)| Op::Deposit { by_gateway, to, amount }),
+        1 => (any::<u8>(), amt.clone()).prop_map(|(who, amount)| Op::WithdrawUsd { who, amount }),
+        1 => any::<u8>().prop_map(|who| Op::Claim { who }),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(who, kind)| Op::BadEnvelope { who, kind }),
+        1 => (0u32..200_000).prop_map(|secs| Op::Wait { secs }),
+        3 => prop::sample::select(vec![10u8, 45, 85, 100]).prop_map(|percent| Op::MeasureAll { percent }),
+        4 => Just(Op::EndEpoch),
+    ]
+}
+
+/// What happened at one step, for replay.
+#[derive(Clone)]
+enum Step {
+    Tx(Ctx, SignedTx),
+    Epoch(Ctx, Hash32),
+}
+
+fn params() -> Params {
+    // Short epochs and periods so vesting, unbonding and expiry all happen
+    // within a few dozen steps.
+    let p = Params::default_params();
+    let p = p.with_override("epoch", "\"1h\"").unwrap_or(p);
+    let p = p.with_override("unbonding", "\"1d\"").unwrap_or(p);
+    p.with_override("vesting", "\"2d\"").unwrap_or(p)
+}
+
+fn genesis_world() -> World {
+    let mut accounts: Vec<_> = (0..PEOPLE).map(|i| fund(&format!("p{i}"), 20_000, 5_000, 6_000)).collect();
+    accounts.push(fund("gateway", 100, 0, 0));
+    World::new(params(), 1_000_000, 1_000_000, accounts)
+}
+
+struct Run {
+    w: World,
+    steps: Vec<Step>,
+    roots: Vec<Hash32>,
+    channels: Vec<ChannelId>,
+    paid: BTreeMap<ChannelId, Usd>,
+}
+
+impl Run {
+    fn record_tx(&mut self, stx: SignedTx) {
+        let ctx = self.w.ctx();
+        let before = state_root(&self.w.state);
+        let result = apply(&mut self.w.state, ctx, &stx);
+        match result {
+            Ok(_) => {
+                self.steps.push(Step::Tx(ctx, stx));
+                self.roots.push(state_root(&self.w.state));
+            }
+            Err(e) => {
+                let after = state_root(&self.w.state);
+                assert_eq!(before, after, "rejected tx changed the state: {e} ({:?})", stx.tx.body.kind());
+            }
+        }
+    }
+
+    fn submit(&mut self, label: &str, body: TxBody) {
+        let stx = self.w.tx(label, body);
+        self.record_tx(stx);
+    }
+
+    fn step(&mut self, op: Op) {
+        let w = &mut self.w;
+        match op {
+            Op::Transfer { from, to, usd, amount } => {
+                let amount = if usd { Amount::Usd(Usd(amount as u128)) } else { Amount::Token(Token(amount as u128)) };
+                self.submit(&who(from), TxBody::Transfer { to: id(&who(to)), amount })
+            }
+            Op::Stake { who: x, amount } => self.submit(&who(x), TxBody::Stake { amount: Token(amount as u128) }),
+            Op::Unbond { who: x, amount } => self.submit(&who(x), TxBody::BeginUnbond { amount: Token(amount as u128) }),
+            Op::Withdraw { who: x } => self.submit(&who(x), TxBody::WithdrawUnbonded),
+            Op::RegisterNode { who: x, subnet, capacity_mbps } => {
+                let ip = format!("203.0.{subnet}.{}", x % 250 + 1);
+                let spec = node_spec(["DE", "US", "NG"][subnet as usize % 3], &ip, capacity_mbps as u64 * 1_000_000);
+                self.submit(&who(x), TxBody::RegisterNode(spec))
+            }
+            Op::DeregisterNode { who: x } => self.submit(&who(x), TxBody::DeregisterNode),
+            Op::RegisterOracle { who: x } => {
+                let addr = format!("198.51.{x}.1").parse().unwrap_or([198, 51, 100, 1].into());
+                self.submit(&who(x), TxBody::RegisterOracle { addr })
+            }
+            Op::DeregisterOracle { who: x } => self.submit(&who(x), TxBody::DeregisterOracle),
+            Op::Open { client, node, escrow, expiry_secs } => {
+                let c = who(client);
+                let channel = channel_id(&id(&c), w.nonce(&c));
+                let expires_at_secs = w.now_secs + expiry_secs as u64;
+                let body = TxBody::OpenChannel { node: id(&who(node)), escrow: Usd(escrow as u128), expires_at_secs };
+                let stx = w.tx_with_fee(&c, Amount::Usd(w.state.params.min_fee_usd), body);
+                self.record_tx(stx);
+                if self.w.state.channels.contains_key(&channel) {
+                    self.channels.push(channel);
+                }
+            }
+            Op::Settle { channel, cumulative, forge } => {
+                let Some(&ch_id) = self.channels.get(channel as usize % self.channels.len().max(1)) else { return };
+                let Some(ch) = w.state.channels.get(&ch_id).cloned() else { return };
+                let client = w.label_of(&ch.client);
+                let node = w.label_of(&ch.node);
+                let signer = if forge { node.clone() } else { client };
+                let bytes = cumulative / 1000;
+                let receipt = w.receipt(&signer, ch_id, Usd(cumulative as u128), bytes);
+                self.submit(&node, TxBody::SettleChannel { receipt })
+            }
+            Op::Close { channel } => {
+                let Some(&ch_id) = self.channels.get(channel as usize % self.channels.len().max(1)) else { return };
+                let Some(ch) = w.state.channels.get(&ch_id).cloned() else { return };
+                let client = w.label_of(&ch.client);
+                self.submit(&client, TxBody::CloseChannel { channel: ch_id })
+            }
+            Op::Heartbeat { who: x } => {
+                let epoch = w.state.epoch;
+                self.submit(&who(x), TxBody::Heartbeat { epoch })
+            }
+            Op::Measure { node, throughput_mbps, outcome } => {
+                let n_label = who(node);
+                let Some(&n) = w.state.node_index.get(&id(&n_label)) else { return };
+                let oracles = tollway_ledger::assignment::assigned_oracles(&w.state, n);
+                let epoch = w.state.epoch;
+                let labels: Vec<String> =
+                    oracles.iter().map(|&o| w.label_of(&w.state.oracles[o as usize].operator.clone())).collect();
+                for label in labels {
+                    let outcome = match outcome {
+                        0 => MeasurementOutcome::Unreachable,
+                        1 => MeasurementOutcome::OracleError,
+                        _ => MeasurementOutcome::Measured { throughput_bps: throughput_mbps as u64 * 1_000_000, latency_us: 30_000 },
+                    };
+                    let m = Measurement { node: id(&n_label), outcome, uptime_ppm: 900_000 };
+                    self.submit(&label, TxBody::Report(MeasurementReport { epoch, measurements: vec![m] }));
+                }
+            }
+            Op::MeasureAll { percent } => {
+                let nodes: Vec<(u8, u64)> = (0..PEOPLE as u8)
+                    .filter_map(|i| w.state.node(&id(&who(i))).filter(|n| n.active).map(|n| (i, n.spec.claimed_capacity_bps)))
+                    .collect();
+                for (i, claimed) in nodes {
+                    let throughput_mbps = (claimed / 1_000_000 * percent as u64 / 100) as u16;
+                    self.step(Op::Measure { node: i, throughput_mbps, outcome: 3 });
+                }
+            }
+            Op::Swap { who: x, usd, amount } => {
+                let sell = if usd { Amount::Usd(Usd(amount as u128)) } else { Amount::Token(Token(amount as u128)) };
+                let k_before = w.state.pool.token.0 * w.state.pool.usd.0;
+                self.submit(&who(x), TxBody::Swap { sell, min_out: 0 });
+                let k_after = self.w.state.pool.token.0 * self.w.state.pool.usd.0;
+                assert!(k_after >= k_before, "a swap decreased k");
+            }
+            Op::Deposit { by_gateway, to, amount } => {
+                let signer = if by_gateway { "gateway".to_string() } else { who(to) };
+                self.submit(&signer, TxBody::Deposit { to: id(&who(to)), amount: Usd(amount as u128) });
+            }
+            Op::WithdrawUsd { who: x, amount } => {
+                self.submit(&who(x), TxBody::WithdrawUsd { amount: Usd(amount as u128), reference: "iban".into() })
+            }
+            Op::Claim { who: x } => self.submit(&who(x), TxBody::ClaimVested),
+            Op::BadEnvelope { who: x, kind } => {
+                let label = who(x);
+                let k = w.key(&label);
+                let mut tx = Tx {
+                    chain_id: CHAIN_ID.into(),
+                    signer: k.public(),
+                    nonce: w.nonce(&label),
+                    fee: Amount::Token(w.state.params.min_fee_token),
+                    body: TxBody::Stake { amount: Token(1) },
+                };
+                match kind {
+                    0 => tx.nonce += 1,
+                    1 => tx.chain_id = "another-chain".into(),
+                    2 => tx.fee = Amount::Token(Token(0)),
+                    _ => {}
+                }
+                let mut stx = tx.sign(&k);
+                if kind == 3 {
+                    stx.signature.0[5] ^= 0x40;
+                }
+                let before = state_root(&w.state);
+                let ctx = w.ctx();
+                assert!(apply(&mut w.state, ctx, &stx).is_err(), "bad envelope {kind} accepted");
+                assert_eq!(before, state_root(&w.state));
+            }
+            Op::Wait { secs } => w.now_secs += secs as u64,
+            Op::EndEpoch => {
+                w.now_secs += 600;
+                w.height += 1;
+                let ctx = w.ctx();
+                let seed = Hash32::of(&w.height.to_le_bytes());
+                let p = w.state.params.clone();
+                let expected_schedule = emission::schedule(&p, w.state.epoch)
+                    .0
+                    .min(p.emission_cap.0 - w.state.supply.scheduled_token.0);
+                let minted_before = w.state.supply.minted_token.0;
+                let stakes_before: Vec<Token> = w.state.accounts.iter().map(|a| a.staked).collect();
+                let r = end_epoch(&mut w.state, ctx, seed);
+                // An epoch pays out exactly its emission plus the carry.
+                assert_eq!(r.emission_scheduled.0, expected_schedule);
+                assert_eq!(r.minted().0 + r.carry_out.0, r.emission_scheduled.0 + r.carry_in.0);
+                assert_eq!(w.state.supply.minted_token.0 - minted_before, r.minted().0);
+                for s in &r.slashes {
+                    let i = w.state.account_index[&s.account] as usize;
+                    assert!(s.amount.0 <= stakes_before[i].0 + 1_000_000_000_000, "slash above holdings");
+                    assert_eq!(s.amount.0, s.burned.0 + s.to_reporters.0);
+                }
+                self.steps.push(Step::Epoch(ctx, seed));
+                self.roots.push(state_root(&w.state));
+            }
+        }
+        if let Err(e) = check_supply(&self.w.state) {
+            panic!("supply invariant broken: {e}");
+        }
+        for (id, ch) in &self.w.state.channels {
+            assert!(ch.paid <= ch.escrow, "channel pays out more than its escrow");
+            let before = self.paid.insert(*id, ch.paid).unwrap_or(Usd::ZERO);
+            assert!(ch.paid >= before, "settlement went backwards");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn money_is_conserved_and_rejections_change_nothing(ops in prop::collection::vec(op(), 1..120)) {
+        let mut run = Run { w: genesis_world(), steps: vec![], roots: vec![], channels: vec![], paid: BTreeMap::new() };
+        // Some oracles from the start, so measurements and slashes happen.
+        // Seven of them, so a strike can be confirmed by a disjoint set.
+        for i in 0..7u8 {
+            run.step(Op::RegisterOracle { who: i });
+        }
+        run.step(Op::EndEpoch);
+        for o in ops {
+            run.step(o);
+        }
+        // Replay: the same blocks on a fresh genesis give the same roots.
+        let mut fresh = genesis_world();
+        for (step, root) in run.steps.iter().zip(&run.roots) {
+            match step {
+                Step::Tx(ctx, stx) => {
+                    apply(&mut fresh.state, *ctx, stx).map_err(|e| TestCaseError::fail(format!("replay rejected a tx: {e}")))?;
+                }
+                Step::Epoch(ctx, seed) => {
+                    end_epoch(&mut fresh.state, *ctx, *seed);
+                }
+            }
+            prop_assert_eq!(state_root(&fresh.state), *root);
+        }
+    }
+
+    #[test]
+    fn slashing_never_underflows(staked in any::<u64>(), unbonding in prop::collection::vec(any::<u64>(), 0..4),
+                                 vesting in any::<u64>(), amount in any::<u128>()) {
+        let mut a = Account::new(id("x"));
+        a.staked = Token(staked as u128);
+        a.unbonding = unbonding.iter().map(|&u| Unbonding { amount: Token(u as u128), release_at_secs: 5 }).collect();
+        tollway_ledger::economics::vesting::add_reward(&mut a, Token(vesting as u128), 0, 100);
+        let held = a.staked.0 + a.unbonding_total().0 + a.vesting_total().0;
+        let taken = take_stake(&mut a, Token(amount));
+        let left = a.staked.0 + a.unbonding_total().0 + a.vesting_total().0;
+        prop_assert_eq!(taken.0, amount.min(held));
+        prop_assert_eq!(left, held - taken.0);
+    }
+
+    #[test]
+    fn the_pool_product_never_decreases(t in 1u128..1u128 << 80, u in 1u128..1u128 << 80, x in 0u128..1u128 << 80, fee in 0u32..100_000) {
+        let out = amm::swap_output(t, u, x, fee);
+        prop_assert!(out < u || u == 0);
+        let k_before = tollway_types::math::mul_div_floor(t, u, 1);
+        let k_after = tollway_types::math::mul_div_floor(t + x, u - out, 1);
+        prop_assert!(k_after >= k_before);
+    }
+}

@@ -1,0 +1,339 @@
+//! Readable economic stories with asserted numbers (issue 2, "scenario
+//! tests"). Each one goes through real signed transactions and the real
+//! `end_epoch`; the supply invariant is checked after every epoch by the
+//! testkit.
+
+use tollway_ledger::economics::amm;
+use tollway_ledger::testkit::{fund, id, Funding, World};
+use tollway_ledger::{Params, SlashReason, TxError};
+use tollway_types::{Amount, Token, TxBody, Usd};
+
+const MBPS: u64 = 1_000_000;
+
+/// A world with `n_oracles` eligible oracles (in 198.51.100.x, away from
+/// every node) and the given extra accounts.
+fn world(params: Params, n_oracles: usize, mut accounts: Vec<Funding>) -> World {
+    for i in 0..n_oracles {
+        accounts.push(fund(&format!("oracle{i}"), 10, 0, 5_000));
+    }
+    let mut w = World::new(params, 1_000_000, 1_000_000, accounts);
+    for i in 0..n_oracles {
+        w.register_oracle(&format!("oracle{i}"), &format!("198.51.{i}.1"));
+    }
+    w.end_epoch(); // oracles become eligible
+    w
+}
+
+fn operators(prefix: &str, n: usize) -> Vec<Funding> {
+    (0..n).map(|i| fund(&format!("{prefix}{i}"), 10, 0, 2_000)).collect()
+}
+
+/// Rewards of the last epoch, in base units.
+fn last(w: &World, node: &str) -> u128 {
+    w.node(node).last_reward.0
+}
+
+#[test]
+fn uptime_rewards_split_by_weight() {
+    // Two honest nodes in one region, 100 and 300 Mbit/s, measured exactly
+    // at their claims, same latency and uptime: rewards split 1 : 3.
+    let mut w = world(Params::default_params(), 3, operators("n", 2));
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    w.register_node("n1", "DE", "203.0.114.10", 300 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 300 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    let (a, b) = (last(&w, "n0"), last(&w, "n1"));
+    // No usage yet, so the whole non-oracle emission is uptime reward.
+    assert_eq!(r.minted_usage, Token::ZERO);
+    assert_eq!(r.rewarded_nodes, 2);
+    assert_eq!(a + b, r.minted_uptime.0);
+    assert!(b.abs_diff(3 * a) <= 3, "rewards {a} and {b} are not 1:3");
+    expect_test::expect![[r#"
+        (
+            2711187214,
+            8133561644,
+            "emission 5707762557 + carry 5707762557 = uptime 10844748858 + usage 0 + oracle 570776253 + carry 3",
+        )
+    "#]]
+    .assert_debug_eq(&(
+        a,
+        b,
+        format!(
+            "emission {} + carry {} = uptime {} + usage {} + oracle {} + carry {}",
+            r.emission_scheduled.0, r.carry_in.0, r.minted_uptime.0, r.minted_usage.0, r.minted_oracle.0, r.carry_out.0
+        ),
+    ));
+}
+
+#[test]
+fn under_served_region_earns_more_per_unit_of_capacity() {
+    // Europe has ten 100 Mbit/s nodes: 1,000 Mbit/s online, exactly the
+    // regional floor target, so its multiplier is 1. Nigeria's one node is
+    // 100 Mbit/s against the same target: multiplier 10, clamped to 3.
+    let mut w = world(Params::default_params(), 3, operators("n", 11));
+    for i in 0..10 {
+        w.register_node(&format!("n{i}"), "DE", &format!("203.0.{i}.10"), 100 * MBPS);
+    }
+    w.register_node("n10", "NG", "203.0.10.10", 100 * MBPS);
+    for i in 0..11 {
+        w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    let r = w.end_epoch();
+    let europe = &r.regions[tollway_types::MacroRegion::Europe.index()];
+    let africa = &r.regions[tollway_types::MacroRegion::Africa.index()];
+    assert_eq!((europe.multiplier_ppm, africa.multiplier_ppm), (1_000_000, 3_000_000));
+    let (crowded, scarce) = (last(&w, "n0"), last(&w, "n10"));
+    assert!(scarce.abs_diff(3 * crowded) <= 3, "{scarce} is not 3 x {crowded}");
+    expect_test::expect![[r#"
+        (
+            "europe: online 1000 Mbit/s, target 1000 Mbit/s, x1.000000",
+            "africa: online 100 Mbit/s, target 1000 Mbit/s, x3.000000",
+            834211,
+            2502634,
+        )
+    "#]]
+    .assert_debug_eq(&(
+        format!("europe: online {} Mbit/s, target {} Mbit/s, x{:.6}", europe.online_capacity_bps / MBPS, europe.target_capacity_bps / MBPS, europe.multiplier_ppm as f64 / 1e6),
+        format!("africa: online {} Mbit/s, target {} Mbit/s, x{:.6}", africa.online_capacity_bps / MBPS, africa.target_capacity_bps / MBPS, africa.multiplier_ppm as f64 / 1e6),
+        crowded / 1000, scarce / 1000,
+    ));
+}
+
+#[test]
+fn fifty_nodes_in_one_slash24_earn_together_what_one_node_there_earns() {
+    // A sybil farm of 50 nodes in 203.0.113.0/24 against one honest node
+    // alone in 203.0.200.0/24, all 100 Mbit/s in one region.
+    let mut accounts = operators("sybil", 50);
+    accounts.extend(operators("honest", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    for i in 0..50 {
+        w.register_node(&format!("sybil{i}"), "US", &format!("203.0.113.{}", i + 1), 100 * MBPS);
+        w.measure(&format!("sybil{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    let farm: u128 = (0..50).map(|i| last(&w, &format!("sybil{i}"))).sum();
+    let honest = last(&w, "honest0");
+    // Together the farm earns one node's share (less rounding).
+    assert!(farm <= honest && honest - farm <= 50, "farm {farm} vs honest {honest}");
+    expect_test::expect![[r#"
+        "farm of 50 earns 5422374 mTWY in all (108447 each); the lone honest node earns 5422374 mTWY"
+    "#]]
+    .assert_debug_eq(&format!(
+        "farm of 50 earns {} mTWY in all ({} each); the lone honest node earns {} mTWY",
+        farm / 1000,
+        last(&w, "sybil0") / 1000,
+        honest / 1000
+    ));
+}
+
+#[test]
+fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
+    // Six oracles, so the confirming epoch can use a disjoint set of three.
+    let mut w = world(Params::default_params(), 6, operators("n", 2));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS); // the liar
+    w.register_node("n1", "FR", "203.0.114.10", 100 * MBPS); // the honest one
+    let stake_before = w.account("n0").staked;
+
+    // Epoch 1: ρ = 10. A strike, rewards on the verified figure, no slash.
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 85 * MBPS, 20, 1_000_000);
+    let first = w.end_epoch();
+    assert!(first.slashes.is_empty());
+    assert_eq!(w.account("n0").staked, stake_before);
+    let strike = w.node("n0").strike.clone().expect("a strike after the first epoch");
+    // Rewards follow the measurement, not the claim: the liar earns about
+    // what the honest 100 Mbit/s node earns on its claim.
+    assert!(last(&w, "n0").abs_diff(last(&w, "n1")) <= 2);
+
+    // Epoch 2: the same lie, seen by three other oracles: slashed.
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 85 * MBPS, 20, 1_000_000);
+    let n = w.state.node_index[&id("n0")];
+    let _ = n;
+    let second = w.end_epoch();
+    assert_eq!(second.slashes.len(), 1, "{:?}", second.slashes);
+    let slash = &second.slashes[0];
+    assert_eq!(slash.account, id("n0"));
+    let SlashReason::OverClaim { rho_ppm, .. } = slash.reason.clone() else { panic!("not an over-claim") };
+    assert_eq!(rho_ppm, 10_000_000);
+    // base 5 % + 5 % × (10 − 2) = 45 % of the 2,000 TWY bond.
+    assert_eq!(slash.amount, Token::units(900));
+    assert_eq!(w.account("n0").staked, Token::units(1_100));
+    assert_eq!(w.node("n0").spec.claimed_capacity_bps, 100 * MBPS, "claim reset to the verified value");
+    assert!(w.node("n0").active, "1,100 TWY still covers the 1,000 TWY minimum");
+    assert!(!strike.oracles.is_empty());
+    expect_test::expect![[r#"
+        "slashed 900 TWY: 810 TWY burned, 90 TWY to the 3 confirming oracles"
+    "#]]
+    .assert_debug_eq(&format!(
+        "slashed {}: {} burned, {} to the 3 confirming oracles",
+        slash.amount, slash.burned, slash.to_reporters
+    ));
+
+    // The honest node, measured at 0.85 of its claim for ten more epochs,
+    // is never slashed and keeps earning on its claim.
+    for _ in 0..10 {
+        w.measure("n1", 85 * MBPS, 20, 1_000_000);
+        let r = w.end_epoch();
+        assert!(r.slashes.iter().all(|s| s.account != id("n1")));
+    }
+    assert_eq!(w.node("n1").total_slashed, Token::ZERO);
+    assert_eq!(w.account("n1").staked, Token::units(2_000));
+    assert!(w.node("n1").strike.is_none());
+}
+
+#[test]
+fn paying_your_own_node_earns_back_less_than_it_burns() {
+    // The wash trader owns node "wash" and client "me". The node is
+    // offline (no uptime reward), so any reward it gets is usage reward.
+    let mut accounts = operators("wash", 1);
+    accounts.push(fund("me", 0, 1_000, 0));
+    let mut w = world(Params::default_params(), 3, accounts);
+    w.register_node("wash0", "DE", "203.0.113.10", 100 * MBPS);
+    let channel = tollway_types::channel_id(&id("me"), w.nonce("me"));
+    let expires = w.now_secs + 86_400;
+    w.submit_usd_fee("me", TxBody::OpenChannel { node: id("wash0"), escrow: Usd::units(900), expires_at_secs: expires })
+        .expect("open");
+    let receipt = w.receipt("me", channel, Usd::units(900), 100 << 30);
+    w.must("wash0", TxBody::SettleChannel { receipt });
+    let price_before = amm::price_usd_micro_per_token(w.state.pool.token.0, w.state.pool.usd.0);
+    let r = w.end_epoch();
+    let reward = last(&w, "wash0");
+    assert_eq!(r.burn_usd.0, Usd::units(900).0 + w.state.params.min_fee_usd.0);
+    // The reward is capped at 0.9 × the tokens its payment burned.
+    let node_burned = r.burned_token.0 * 900_000_000 / r.burn_usd.0;
+    assert!(reward <= node_burned * 9 / 10, "{reward} > 0.9 × {node_burned}");
+    assert_eq!(reward, r.minted_usage.0);
+    // In dollars at the pool price, the trader gets back less than the $900.
+    let reward_usd = reward * price_before / 1_000_000;
+    assert!(reward_usd < 900_000_000);
+    expect_test::expect![[r#"
+        "paid $900, burned 896.496 TWY, earned back 806.846 TWY (~$806.85 at $1.000000)"
+    "#]]
+    .assert_debug_eq(&format!(
+        "paid $900, burned {:.3} TWY, earned back {:.3} TWY (~${:.2} at ${:.6})",
+        r.burned_token.0 as f64 / 1e6,
+        reward as f64 / 1e6,
+        reward_usd as f64 / 1e6,
+        price_before as f64 / 1e6
+    ));
+}
+
+#[test]
+fn vesting_releases_linearly() {
+    let mut w = world(Params::default_params(), 3, operators("n", 1));
+    w.register_node("n0", "JP", "203.0.113.10", 100 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    let earned = last(&w, "n0");
+    assert!(earned > 0);
+    let start = w.now_secs;
+    let balance0 = w.account("n0").token.0;
+    assert_eq!(w.submit("n0", TxBody::ClaimVested), Err(TxError::NothingVested));
+    let mut released = Vec::new();
+    for day in [3u64, 10, 20, 30] {
+        w.now_secs = start + day * 86_400;
+        w.must("n0", TxBody::ClaimVested);
+        let fee = w.state.params.min_fee_token.0 * released.len() as u128 + w.state.params.min_fee_token.0;
+        released.push(w.account("n0").token.0 + fee - balance0);
+    }
+    // A tenth after 3 days, a third after 10, two thirds after 20, all at 30.
+    assert_eq!(released[0], earned * 3 / 30);
+    assert_eq!(released[1], earned / 3);
+    assert_eq!(released[2], earned * 2 / 3);
+    assert_eq!(released[3], earned);
+    assert_eq!(w.account("n0").vesting_total(), Token::ZERO);
+    // Nothing is left after day 30.
+    w.now_secs = start + 45 * 86_400;
+    assert_eq!(w.submit("n0", TxBody::ClaimVested), Err(TxError::NothingVested));
+}
+
+#[test]
+fn unbonding_respects_its_period() {
+    let mut w = world(Params::default_params(), 0, vec![fund("alice", 100, 0, 1_500)]);
+    w.register_node("alice", "BR", "203.0.113.10", 10 * MBPS);
+    // The node needs 1,000 TWY bonded: unbonding 600 of 1,500 is refused.
+    expect_test::expect![[r#"
+        "unbonding 600 TWY would leave 900 TWY bonded, but your roles need 1000 TWY: deregister first"
+    "#]]
+    .assert_debug_eq(&w.submit("alice", TxBody::BeginUnbond { amount: Token::units(600) }).unwrap_err().to_string());
+    w.must("alice", TxBody::BeginUnbond { amount: Token::units(500) });
+    let t0 = w.now_secs;
+    w.now_secs = t0 + 7 * 86_400 - 1;
+    expect_test::expect![[r#"
+        "nothing to withdraw: the next unbonding releases at 1608400 (in 1 s)"
+    "#]]
+    .assert_debug_eq(&w.submit("alice", TxBody::WithdrawUnbonded).unwrap_err().to_string());
+    w.now_secs = t0 + 7 * 86_400;
+    let before = w.account("alice").token;
+    w.must("alice", TxBody::WithdrawUnbonded);
+    let fee = w.state.params.min_fee_token;
+    assert_eq!(w.account("alice").token.0, before.0 + Token::units(500).0 - fee.0);
+    assert_eq!(w.account("alice").staked, Token::units(1_000));
+}
+
+#[test]
+fn the_amm_never_creates_value() {
+    let mut w = world(Params::default_params(), 0, vec![fund("trader", 10_000, 10_000, 0)]);
+    let k0 = w.state.pool.token.0 * w.state.pool.usd.0;
+    // Sell 10,000 TWY, then sell all the USD received back.
+    w.must("trader", TxBody::Swap { sell: Amount::Token(Token::units(10_000) .saturating_sub(Token::units(1))), min_out: 0 });
+    let k1 = w.state.pool.token.0 * w.state.pool.usd.0;
+    let usd_got = w.account("trader").usd.0 - Usd::units(10_000).0;
+    w.must("trader", TxBody::Swap { sell: Amount::Usd(Usd(usd_got)), min_out: 0 });
+    let k2 = w.state.pool.token.0 * w.state.pool.usd.0;
+    assert!(k0 <= k1 && k1 <= k2, "k decreased: {k0} {k1} {k2}");
+    let token_back = w.account("trader").token.0;
+    // The round trip costs the two pool fees (and two tx fees): less back.
+    assert!(token_back < Token::units(10_000).0);
+    expect_test::expect![[r#"
+        "sold 9999 TWY for $9870.60; bought back 9939.69 TWY"
+    "#]]
+    .assert_debug_eq(&format!(
+        "sold 9999 TWY for ${:.2}; bought back {:.2} TWY",
+        usd_got as f64 / 1e6,
+        (token_back - Token::units(1).0 + w.state.params.min_fee_token.0 * 2) as f64 / 1e6
+    ));
+    // A min_out above what the pool gives is refused and changes nothing.
+    let root = tollway_ledger::state_root(&w.state);
+    let err = w.submit("trader", TxBody::Swap { sell: Amount::Token(Token::units(1)), min_out: 10_000_000 });
+    assert!(matches!(err, Err(TxError::Slippage { .. })), "{err:?}");
+    assert_eq!(tollway_ledger::state_root(&w.state), root);
+}
+
+#[test]
+fn settled_usd_burns_the_right_number_of_tokens_at_the_pool_price() {
+    // Pool: 1,000,000 TWY against $1,000,000 (price $1). A client pays
+    // $1,000 through a channel; the epoch sells the $1,000 (plus the
+    // client's USD fees) into the pool and burns what it buys.
+    let mut accounts = operators("n", 1);
+    accounts.push(fund("client", 0, 2_000, 0));
+    let mut w = world(Params::default_params(), 0, accounts);
+    w.register_node("n0", "DE", "203.0.113.10", 10 * MBPS);
+    let channel = tollway_types::channel_id(&id("client"), w.nonce("client"));
+    let expires = w.now_secs + 3_600;
+    w.submit_usd_fee("client", TxBody::OpenChannel { node: id("n0"), escrow: Usd::units(1_000), expires_at_secs: expires })
+        .expect("open");
+    let half = w.receipt("client", channel, Usd::units(400), 1 << 30);
+    w.must("n0", TxBody::SettleChannel { receipt: half });
+    let all = w.receipt("client", channel, Usd::units(1_000), 3 << 30);
+    w.must("n0", TxBody::SettleChannel { receipt: all });
+    let pool_before = w.state.pool.clone();
+    let burned_before = w.state.supply.burned_token;
+    let r = w.end_epoch();
+    let usd_in = Usd::units(1_000).0 + w.state.params.min_fee_usd.0;
+    assert_eq!(r.burn_usd.0, usd_in);
+    // Constant product with the 0.3 % fee: out = T × in' / (U + in').
+    let in_after_fee = usd_in * 997 / 1000;
+    let expected = pool_before.token.0 * in_after_fee / (pool_before.usd.0 + in_after_fee);
+    assert_eq!(r.burned_token.0, expected);
+    assert_eq!(w.state.supply.burned_token.0 - burned_before.0, expected);
+    assert_eq!(w.state.pool.usd.0, pool_before.usd.0 + usd_in);
+    expect_test::expect![[r#"
+        "$1000.0001 bought and burned 996.007 TWY at about $1"
+    "#]]
+    .assert_debug_eq(&format!("{} bought and burned {:.3} TWY at about $1", r.burn_usd, r.burned_token.0 as f64 / 1e6));
+}
