@@ -1,0 +1,58 @@
+//! End-to-end: the real `tollway` binary, started as a user starts it.
+
+use std::process::Command;
+
+fn tollway(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn demo_runs_the_economy_and_slashes_the_liar() {
+    let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "4"]);
+    assert!(ok, "demo failed: {stderr}");
+    assert!(stdout.contains("SLASH liar 900 TWY (rho 10.0)"), "{stdout}");
+    assert!(stdout.contains("checked every epoch"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 4, "{stdout}");
+}
+
+#[test]
+fn demo_is_deterministic() {
+    let (_, a, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);
+    let (_, b, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_flags_and_bad_parameter_files_get_clear_errors() {
+    let (ok, _, stderr) = tollway(&["demo", "--epochs", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--epochs must be between 1 and 10000, not 0"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("tollway-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let (_, defaults, _) = tollway(&["params", "show"]);
+    let good = dir.join("good.toml");
+    std::fs::write(&good, &defaults).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, stdout, stderr) = tollway(&["params", "check", good.to_str().unwrap_or_default()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ok (epoch 3600 s, 8760 epochs a year"), "{stdout}");
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, defaults.replace("oracle_deviation_tolerance = 0.3", "oracle_deviation_tolerance = 1.5"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["params", "check", bad.to_str().unwrap_or_default()]);
+    assert!(!ok);
+    assert!(stderr.contains("parameter `measurement.oracle_deviation_tolerance`: 1.5 is outside [0, 1]"), "{stderr}");
+
+    let zero = dir.join("zero.toml");
+    std::fs::write(&zero, defaults.replace("unbonding = \"7d\"", "unbonding = \"0s\"")).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["params", "check", zero.to_str().unwrap_or_default()]);
+    assert!(!ok);
+    assert!(stderr.contains("parameter `time.unbonding`"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
