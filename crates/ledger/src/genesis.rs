@@ -67,12 +67,14 @@ impl Genesis {
         let mut token = self.pool_token.0;
         let mut usd = self.pool_usd.0;
         state.account_idx_or_create(self.gateway);
+        let mut gateway_allocated = false;
         for a in &self.allocations {
-            if state.account_index.contains_key(&a.account) && a.account != self.gateway
-                || self.allocations.iter().filter(|b| b.account == a.account).count() > 1
-            {
+            // The gateway's account exists already; it may be allocated once.
+            let is_gateway = a.account == self.gateway;
+            if is_gateway && gateway_allocated || !is_gateway && state.account_index.contains_key(&a.account) {
                 return Err(GenesisError::DuplicateAllocation(a.account));
             }
+            gateway_allocated |= is_gateway;
             let i = state.account_idx_or_create(a.account) as usize;
             let acct = &mut state.accounts[i];
             acct.token = a.token;
@@ -87,5 +89,48 @@ impl Genesis {
         state.supply.genesis_token = Token(token);
         state.supply.genesis_usd = Usd(usd);
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::SigningKey;
+
+    fn genesis(allocs: &[&str]) -> Genesis {
+        Genesis {
+            chain_id: "t".into(),
+            genesis_time_secs: 0,
+            gateway: SigningKey::from_label("gw").public(),
+            params: Params::default_params(),
+            allocations: allocs
+                .iter()
+                .map(|l| Allocation {
+                    account: SigningKey::from_label(l).public(),
+                    token: Token::units(1),
+                    usd: Usd::units(2),
+                    staked: Token::units(3),
+                })
+                .collect(),
+            pool_token: Token::units(10),
+            pool_usd: Usd::units(20),
+        }
+    }
+
+    #[test]
+    fn supply_counts_allocations_stakes_and_the_pool() {
+        let s = genesis(&["a", "b", "gw"]).build().unwrap();
+        assert_eq!(s.supply.genesis_token, Token::units(10 + 3 * 4));
+        assert_eq!(s.supply.genesis_usd, Usd::units(20 + 3 * 2));
+        assert!(crate::check_supply(&s).is_ok());
+    }
+
+    #[test]
+    fn duplicates_and_bad_chain_ids_are_refused() {
+        assert!(matches!(genesis(&["a", "b", "a"]).build(), Err(GenesisError::DuplicateAllocation(_))));
+        assert!(matches!(genesis(&["gw", "gw"]).build(), Err(GenesisError::DuplicateAllocation(_))));
+        let mut g = genesis(&[]);
+        g.chain_id = String::new();
+        assert_eq!(g.build().unwrap_err(), GenesisError::BadChainId);
     }
 }
