@@ -502,10 +502,14 @@ fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &Chan
 
 fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementReport, events: &mut Vec<Event>) -> Result<(), TxError> {
     let me = state.accounts[signer as usize].id;
-    let o = state.accounts[signer as usize]
-        .oracle
-        .filter(|&o| state.oracles[o as usize].eligible(state.epoch))
-        .ok_or(TxError::NotAnOracle(me))?;
+    let o = state.accounts[signer as usize].oracle.ok_or(TxError::NotAnOracle(me))?;
+    let oracle = &state.oracles[o as usize];
+    if !oracle.eligible(state.epoch) {
+        if oracle.retired_from_epoch.is_none() && oracle.active_from_epoch > state.epoch {
+            return Err(TxError::OracleNotYetActive { active_from_epoch: oracle.active_from_epoch, current: state.epoch });
+        }
+        return Err(TxError::NotAnOracle(me));
+    }
     if report.epoch != state.epoch {
         return Err(TxError::WrongEpoch { what: "report", found: report.epoch, current: state.epoch });
     }

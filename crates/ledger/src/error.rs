@@ -41,6 +41,8 @@ pub enum TxError {
     OracleAlreadyRegistered(AccountId),
     #[error("{0} is not an active oracle")]
     NotAnOracle(AccountId),
+    #[error("this oracle may report from epoch {active_from_epoch}; the current epoch is {current}")]
+    OracleNotYetActive { active_from_epoch: u64, current: u64 },
     #[error("invalid node spec: {0}")]
     InvalidNodeSpec(String),
     #[error("channel {0} does not exist (never opened, or already closed)")]
