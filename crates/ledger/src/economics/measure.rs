@@ -54,8 +54,10 @@ struct Aggregate {
     throughput_bps: Option<u64>,
     latency_us: u32,
     uptime_ppm: Option<u32>,
-    /// Oracles whose measurement counted, sorted.
-    measuring: Vec<OracleIdx>,
+    /// Oracles whose measurement counted, sorted: `measuring[..n_measuring]`.
+    /// A fixed array, not a Vec: this runs for every node every epoch.
+    measuring: [OracleIdx; MAX_ORACLES_PER_NODE],
+    n_measuring: usize,
 }
 
 /// ρ = claimed / verified in ppm (saturating; a node measured at 0 has an
@@ -105,7 +107,13 @@ fn aggregate_reports(
         }
     }
     let quorum = p.min_reports as usize;
-    let mut agg = Aggregate { throughput_bps: None, latency_us: 0, uptime_ppm: None, measuring: Vec::new() };
+    let mut agg = Aggregate {
+        throughput_bps: None,
+        latency_us: 0,
+        uptime_ppm: None,
+        measuring: [0; MAX_ORACLES_PER_NODE],
+        n_measuring: 0,
+    };
     if uptime.len >= quorum {
         agg.uptime_ppm = Some(uptime.weighted_median() as u32);
     }
@@ -123,10 +131,13 @@ fn aggregate_reports(
                 } else {
                     good[o] += 1;
                 }
-                agg.measuring.push(slot.oracle);
+                if agg.n_measuring < MAX_ORACLES_PER_NODE {
+                    agg.measuring[agg.n_measuring] = slot.oracle;
+                    agg.n_measuring += 1;
+                }
             }
         }
-        agg.measuring.sort_unstable();
+        agg.measuring[..agg.n_measuring].sort_unstable();
     }
     agg
 }
@@ -171,13 +182,14 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             node.reputation_ppm = ((node.reputation_ppm as u128 * (PPM - alpha) + score * alpha) / PPM) as u32;
             let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
             if rho > p.rho_slash_min_ppm as u64 {
+                let measuring = &agg.measuring[..agg.n_measuring];
                 let confirmed = matches!(&node.strike,
-                    Some(s) if s.epoch + 1 == epoch && disjoint(&s.oracles, &agg.measuring));
+                    Some(s) if s.epoch + 1 == epoch && disjoint(&s.oracles, measuring));
                 if confirmed {
                     node.strike = None;
-                    over_claim = Some((rho, agg.measuring));
+                    over_claim = Some((rho, measuring.to_vec()));
                 } else {
-                    node.strike = Some(Strike { epoch, oracles: agg.measuring });
+                    node.strike = Some(Strike { epoch, oracles: measuring.to_vec() });
                 }
             } else {
                 node.strike = None;
