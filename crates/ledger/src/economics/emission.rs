@@ -128,3 +128,34 @@ pub fn distribute(state: &mut State, ctx: Ctx, weights: &[u128], node_burned: &[
     report.carry_out = state.emission_carry;
     report.rewarded_nodes = rewarded;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emission_halves_every_period_and_the_uptime_share_slides_to_usage() {
+        let p = Params::default_params(); // hourly epochs, halving yearly
+        let per_year = p.epochs_per_year();
+        let year = |y: u64| schedule(&p, y * per_year);
+        assert_eq!(year(0).0, 50_000_000_000_000 * 3600 / YEAR_SECS as u128);
+        assert_eq!(year(1).0, year(0).0 / 2);
+        assert_eq!(year(2).0, year(0).0 / 4);
+        assert_eq!(schedule(&p, u64::MAX / 4), Token::ZERO);
+        // 0.8 at genesis, 0.6 after one of three transition years, 0.2 from
+        // the end of the transition on.
+        assert_eq!(uptime_share_ppm(&p, 0), 800_000);
+        assert_eq!(uptime_share_ppm(&p, per_year), 600_000);
+        assert_eq!(uptime_share_ppm(&p, 3 * per_year), 200_000);
+        assert_eq!(uptime_share_ppm(&p, 10 * per_year), 200_000);
+    }
+
+    #[test]
+    fn total_scheduled_emission_stays_under_the_cap() {
+        let p = Params::default_params().with_override("epoch", "\"1d\"").unwrap_or_else(|e| panic!("{e}"));
+        let total: u128 = (0..365 * 40).map(|e| schedule(&p, e).0).sum();
+        // A yearly-halving series sums to twice year one, less rounding.
+        assert!(total <= p.emission_cap.0, "{total}");
+        assert!(p.emission_cap.0 - total < p.emission_cap.0 / 1000, "{total}");
+    }
+}
