@@ -96,7 +96,7 @@ fn refund_fee(state: &mut State, signer: AccountIdx, fee: Amount) {
     }
 }
 
-fn apply_body(
+pub(crate) fn apply_body(
     state: &mut State,
     ctx: Ctx,
     signer: AccountIdx,
@@ -462,24 +462,39 @@ fn settle_channel(state: &mut State, signer: AccountIdx, receipt: &SignedReceipt
     receipt.verify(&ch.client).map_err(|_| TxError::BadReceiptSignature)?;
     let amount = Usd(r.cumulative_usd.0 - ch.paid.0);
     let bytes = r.cumulative_bytes - ch.paid_bytes;
-    let to_node = amount.mul_ppm_floor(state.params.node_usd_share_ppm);
-    let to_burn = Usd(amount.0 - to_node.0);
-    let node_id = ch.node;
+    let node = state.node_index.get(&ch.node).copied();
     if let Some(ch) = state.channels.get_mut(&r.channel) {
         ch.paid = r.cumulative_usd;
         ch.paid_bytes = r.cumulative_bytes;
     }
-    state.accounts[signer as usize].usd.0 += to_node.0;
+    let (to_node, to_burn) = credit_settlement(state, signer, node, amount, bytes);
+    events.push(Event::ChannelSettled { channel: r.channel, amount, to_node, to_burn, cumulative: r.cumulative_usd });
+    Ok(())
+}
+
+/// Where a payment for bandwidth goes (DESIGN §2 step 3): the hybrid share
+/// to the node's account in USD at once, the rest to the epoch's
+/// buy-and-burn; the node's and its region's usage counters record it.
+/// The one implementation of the split, for channels and the simulator.
+pub(crate) fn credit_settlement(
+    state: &mut State,
+    node_account: AccountIdx,
+    node: Option<u32>,
+    amount: Usd,
+    bytes: u64,
+) -> (Usd, Usd) {
+    let to_node = amount.mul_ppm_floor(state.params.node_usd_share_ppm);
+    let to_burn = Usd(amount.0 - to_node.0);
+    state.accounts[node_account as usize].usd.0 += to_node.0;
     state.burn_queue_usd.0 += to_burn.0;
-    if let Some(&n) = state.node_index.get(&node_id) {
+    if let Some(n) = node {
         let node = &mut state.nodes[n as usize];
         node.epoch.settled_usd.0 += amount.0;
         node.epoch.burn_usd.0 += to_burn.0;
         let region = &mut state.regions[node.region.index()];
         region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
     }
-    events.push(Event::ChannelSettled { channel: r.channel, amount, to_node, to_burn, cumulative: r.cumulative_usd });
-    Ok(())
+    (to_node, to_burn)
 }
 
 fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &ChannelId, events: &mut Vec<Event>) -> Result<(), TxError> {

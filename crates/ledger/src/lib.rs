@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod assignment;
+pub mod direct;
 pub mod economics;
 pub mod error;
 pub mod event;

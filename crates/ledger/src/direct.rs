@@ -1,0 +1,54 @@
+//! Inputs the simulator builds directly, without signed transactions
+//! (issue 3: "where the full transaction path would be too slow, build the
+//! epoch inputs directly"). Each function calls the same internal code the
+//! transaction handlers call, so every reward, burn and slash rule is still
+//! the ledger's alone; what is skipped is only the envelope (signatures,
+//! nonces, fees) and, for payments, the channel's receipt bookkeeping.
+
+use crate::apply::{apply_body, credit_settlement};
+use crate::error::TxError;
+use crate::event::Event;
+use crate::state::{AccountIdx, Ctx, NodeIdx, OracleIdx, ReportSlot, State, MAX_REPORTS_PER_NODE};
+use tollway_types::{MeasurementOutcome, TxBody, Usd, PPM};
+
+/// Applies a transaction body as `signer` with no signature, nonce or fee.
+pub fn apply_unsigned(state: &mut State, ctx: Ctx, signer: AccountIdx, body: &TxBody) -> Result<Vec<Event>, TxError> {
+    let mut events = Vec::new();
+    let nonce = state.accounts[signer as usize].nonce;
+    apply_body(state, ctx, signer, nonce, body, &mut events)?;
+    // Keep channel ids unique for bodies that derive them from the nonce.
+    state.accounts[signer as usize].nonce += 1;
+    Ok(events)
+}
+
+/// A consumer pays `amount` for `bytes` served by node `node`: the money
+/// leaves the payer's USD balance and is split exactly as a channel
+/// settlement splits it.
+pub fn pay_node(state: &mut State, payer: AccountIdx, node: NodeIdx, amount: Usd, bytes: u64) -> Result<(Usd, Usd), TxError> {
+    let acct = &mut state.accounts[payer as usize];
+    acct.usd = acct.usd.checked_sub(amount).ok_or(TxError::InsufficientUsd { have: acct.usd, need: amount })?;
+    let node_account = state.nodes[node as usize].account;
+    Ok(credit_settlement(state, node_account, Some(node), amount, bytes))
+}
+
+/// Records one oracle's measurement of one node for the current epoch. The
+/// caller chooses oracles from `assignment::assigned_oracles`; this checks
+/// only what keeps the state sound.
+pub fn record_report(
+    state: &mut State,
+    node: NodeIdx,
+    oracle: OracleIdx,
+    outcome: MeasurementOutcome,
+    uptime_ppm: u32,
+) -> Result<(), TxError> {
+    let bad = |why: &str| TxError::BadReport { index: 0, why: why.to_string() };
+    let slots = &mut state.nodes[node as usize].epoch.reports;
+    if uptime_ppm as u128 > PPM {
+        return Err(bad("uptime above 1,000,000 ppm"));
+    }
+    if slots.len() >= MAX_REPORTS_PER_NODE || slots.iter().any(|s| s.oracle == oracle) {
+        return Err(bad("duplicate or too many reports for this node"));
+    }
+    slots.push(ReportSlot { oracle, outcome, uptime_ppm });
+    Ok(())
+}
