@@ -5,7 +5,7 @@
 //! first and mutates only after the last check, so a rejected tx changes
 //! nothing (a proptest compares state roots).
 
-use crate::assignment::assigned_oracles;
+use crate::assignment::Assigner;
 use crate::economics::{amm, vesting};
 use crate::error::TxError;
 use crate::event::Event;
@@ -529,6 +529,7 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
         return Err(TxError::WrongEpoch { what: "report", found: report.epoch, current: state.epoch });
     }
     // Check every entry before storing any.
+    let assigner = Assigner::new(state);
     let mut targets = Vec::with_capacity(report.measurements.len());
     for (index, m) in report.measurements.iter().enumerate() {
         let bad = |why: String| TxError::BadReport { index, why };
@@ -540,7 +541,7 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
         if m.uptime_ppm as u128 > PPM {
             return Err(bad(format!("uptime {} ppm is above 1,000,000", m.uptime_ppm)));
         }
-        if !assigned_oracles(state, n).contains(&o) {
+        if !assigner.assign(state, n).contains(o) {
             return Err(bad(format!("this oracle is not assigned to node {} in epoch {}", m.node, state.epoch)));
         }
         if node.epoch.reports.iter().any(|s| s.oracle == o) || targets.contains(&n) {

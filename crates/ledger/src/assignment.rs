@@ -7,7 +7,8 @@
 //! epoch, the oracles that saw it, so that the confirming set is disjoint
 //! (DESIGN §2 step 2) whenever there are enough oracles.
 
-use crate::state::{NodeIdx, OracleIdx, State, SubnetKey};
+use crate::params::MAX_ORACLES_PER_NODE;
+use crate::state::{AccountIdx, NodeIdx, OracleIdx, State, SubnetKey};
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash step.
 fn mix64(mut z: u64) -> u64 {
@@ -20,32 +21,139 @@ fn key64(bytes: &[u8; 32]) -> u64 {
     u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
 }
 
+/// A node's assigned oracles, best rendezvous score first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    oracles: [OracleIdx; MAX_ORACLES_PER_NODE],
+    len: usize,
+}
+
+impl Assignment {
+    pub fn as_slice(&self) -> &[OracleIdx] {
+        &self.oracles[..self.len]
+    }
+    pub fn contains(&self, o: OracleIdx) -> bool {
+        self.as_slice().contains(&o)
+    }
+}
+
+struct EligibleOracle {
+    idx: OracleIdx,
+    key: u64,
+    account: AccountIdx,
+    subnet: SubnetKey,
+}
+
+/// The epoch's eligible oracles, gathered once so that assigning many nodes
+/// (the simulator, a chain's report checks) costs one pass over the oracles
+/// per node with no allocation.
+pub struct Assigner {
+    seed: u64,
+    k: usize,
+    oracles: Vec<EligibleOracle>,
+}
+
+impl Assigner {
+    pub fn new(state: &State) -> Assigner {
+        let epoch = state.epoch;
+        let oracles = state
+            .oracles
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.eligible(epoch))
+            .map(|(i, o)| EligibleOracle { idx: i as OracleIdx, key: key64(&o.operator.0), account: o.account, subnet: o.subnet })
+            .collect();
+        Assigner {
+            seed: key64(&state.epoch_seed.0) ^ mix64(epoch),
+            k: (state.params.oracles_per_node as usize).min(MAX_ORACLES_PER_NODE),
+            oracles,
+        }
+    }
+
+    /// The oracles assigned to node `n` in the state's current epoch.
+    pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
+        let node = &state.nodes[n as usize];
+        let node_key = mix64(self.seed ^ key64(&node.operator.0));
+        let in_node_subnet = |s: &SubnetKey| node.spec.addrs.iter().any(|a| SubnetKey::of(a) == *s);
+        let struck: &[OracleIdx] = match &node.strike {
+            Some(s) if s.epoch + 1 == state.epoch => &s.oracles,
+            _ => &[],
+        };
+        let eligible = |o: &EligibleOracle| o.account != node.account && !in_node_subnet(&o.subnet);
+        // Exclude the strike's oracles only if enough others remain.
+        let exclude_struck = !struck.is_empty()
+            && self.oracles.iter().filter(|o| eligible(o) && !struck.contains(&o.idx)).count() >= self.k;
+        // Top k by score, kept sorted (best first) by insertion.
+        let mut best: [(u64, OracleIdx); MAX_ORACLES_PER_NODE] = [(0, 0); MAX_ORACLES_PER_NODE];
+        let mut len = 0usize;
+        for o in &self.oracles {
+            if !eligible(o) || (exclude_struck && struck.contains(&o.idx)) {
+                continue;
+            }
+            let entry = (mix64(node_key ^ o.key), o.idx);
+            if len < self.k {
+                best[len] = entry;
+                len += 1;
+            } else if entry > best[len - 1] {
+                best[len - 1] = entry;
+            } else {
+                continue;
+            }
+            let mut i = len - 1;
+            while i > 0 && best[i] > best[i - 1] {
+                best.swap(i, i - 1);
+                i -= 1;
+            }
+        }
+        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len };
+        for (slot, (_, idx)) in out.oracles.iter_mut().zip(&best[..len]) {
+            *slot = *idx;
+        }
+        out
+    }
+}
+
 /// The oracles assigned to node `n` in the current epoch, best score first.
 pub fn assigned_oracles(state: &State, n: NodeIdx) -> Vec<OracleIdx> {
-    let node = &state.nodes[n as usize];
-    let k = state.params.oracles_per_node as usize;
-    let epoch = state.epoch;
-    let seed = key64(&state.epoch_seed.0) ^ mix64(epoch);
-    let node_key = mix64(seed ^ key64(&node.operator.0));
-    let node_subnets: Vec<SubnetKey> = node.spec.addrs.iter().map(SubnetKey::of).collect();
-    let excluded_by_strike: &[OracleIdx] = match &node.strike {
-        Some(s) if s.epoch + 1 == epoch => &s.oracles,
-        _ => &[],
-    };
-    let eligible = |i: usize| {
-        let o = &state.oracles[i];
-        o.eligible(epoch) && o.account != node.account && !node_subnets.contains(&o.subnet)
-    };
-    let n_eligible_fresh = (0..state.oracles.len())
-        .filter(|&i| eligible(i) && !excluded_by_strike.contains(&(i as OracleIdx)))
-        .count();
-    // Exclude the strike's oracles only if enough others remain.
-    let exclude_strike = n_eligible_fresh >= k;
-    let mut scored: Vec<(u64, OracleIdx)> = (0..state.oracles.len())
-        .filter(|&i| eligible(i) && !(exclude_strike && excluded_by_strike.contains(&(i as OracleIdx))))
-        .map(|i| (mix64(node_key ^ key64(&state.oracles[i].operator.0)), i as OracleIdx))
-        .collect();
-    scored.sort_unstable_by(|a, b| b.cmp(a));
-    scored.truncate(k);
-    scored.into_iter().map(|(_, i)| i).collect()
+    Assigner::new(state).assign(state, n).as_slice().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{fund, World};
+    use crate::Params;
+
+    #[test]
+    fn assignment_is_top_k_excludes_own_subnet_and_changes_with_the_seed() {
+        let mut accounts: Vec<_> = (0..10).map(|i| fund(&format!("o{i}"), 1, 0, 5_000)).collect();
+        accounts.push(fund("n", 1, 0, 2_000));
+        let mut w = World::new(Params::default_params(), 1, 1, accounts);
+        for i in 0..9 {
+            w.register_oracle(&format!("o{i}"), &format!("198.51.{i}.1"));
+        }
+        // o9 shares the node's /24: never assigned to it.
+        w.register_oracle("o9", "203.0.113.200");
+        w.register_node("n", "DE", "203.0.113.10", 1_000_000);
+        w.end_epoch();
+        let node = w.state.node_index[&crate::testkit::id("n")];
+        let o9 = w.state.oracle_index[&crate::testkit::id("o9")];
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let a = assigned_oracles(&w.state, node);
+            assert_eq!(a.len(), 3);
+            assert!(!a.contains(&o9));
+            // Brute force: the three best scores among the eligible.
+            let seed = key64(&w.state.epoch_seed.0) ^ mix64(w.state.epoch);
+            let node_key = mix64(seed ^ key64(&crate::testkit::id("n").0));
+            let mut all: Vec<(u64, u32)> = (0..9u32)
+                .map(|o| (mix64(node_key ^ key64(&w.state.oracles[o as usize].operator.0)), o))
+                .collect();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            assert_eq!(a, all[..3].iter().map(|x| x.1).collect::<Vec<_>>());
+            seen.insert(a);
+            w.end_epoch();
+        }
+        assert!(seen.len() > 5, "the assignment should change with the epoch seed");
+    }
 }
