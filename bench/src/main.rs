@@ -19,9 +19,11 @@ const USAGE: &str = "usage: tollway-bench NAME [--quick]
   NAME     ledger | epoch | all
   --quick  a short run for CI (a few seconds per benchmark), same code paths";
 
+/// A benchmark: prints its table, returns its final line.
+type Benchmark = fn(&Progress, bool) -> anyhow::Result<String>;
+
 /// Every benchmark, in the order `all` runs them.
-const BENCHMARKS: &[(&str, fn(&Progress, bool) -> anyhow::Result<String>)] =
-    &[("ledger", ledger::run), ("epoch", epoch::run)];
+const BENCHMARKS: &[(&str, Benchmark)] = &[("ledger", ledger::run), ("epoch", epoch::run)];
 
 fn main() -> ExitCode {
     let mut name = None;
@@ -97,7 +99,7 @@ pub fn report_line(name: &str, ours: Figure, anchor: Figure, anchor_what: &str, 
 }
 
 /// A number with about three significant digits, never in exponent form:
-/// `41234.5` → `41235`, `12.345` → `12.3`, `0.04567` → `0.0457`.
+/// `41234.7` → `41235`, `12.345` → `12.3`, `0.04567` → `0.0457`.
 pub fn sig3(x: f64) -> String {
     if !x.is_finite() || x == 0.0 {
         return format!("{x}");
@@ -133,5 +135,38 @@ impl Progress {
 
     pub fn say(&self, msg: &str) {
         eprintln!("[{} +{:.1}s] {msg}", self.name, self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_line_has_the_design_shape() {
+        let line = report_line(
+            "epoch",
+            Figure { value: 12.345, unit: "ms" },
+            Figure { value: 0.4567, unit: "ms" },
+            "raw limit",
+            0.4567 / 12.345,
+        );
+        assert_eq!(line, "epoch: ours=12.3 ms; anchor=0.457 ms (raw limit); ratio=0.0370");
+    }
+
+    #[test]
+    fn three_significant_digits_without_exponents() {
+        assert_eq!(sig3(41234.7), "41235");
+        assert_eq!(sig3(999.6), "1000");
+        assert_eq!(sig3(1.5), "1.50");
+        assert_eq!(sig3(0.0004567), "0.000457");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let ms = |x: u64| Duration::from_millis(x);
+        assert_eq!(median(&[ms(3), ms(1), ms(2)]), ms(2));
+        assert_eq!(median(&[ms(4), ms(1), ms(2), ms(3)]), Duration::from_micros(2_500));
+        assert_eq!(median(&[]), Duration::ZERO);
     }
 }
