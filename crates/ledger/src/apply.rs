@@ -547,6 +547,9 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
         if node.epoch.reports.iter().any(|s| s.oracle == o) || targets.contains(&n) {
             return Err(bad(format!("node {} already has this oracle's report for this epoch", m.node)));
         }
+        if node.epoch.reports.is_full() {
+            return Err(bad(format!("node {} has all the reports it can hold this epoch", m.node)));
+        }
         targets.push(n);
     }
     for (m, &n) in report.measurements.iter().zip(&targets) {

@@ -8,7 +8,7 @@
 use crate::apply::{apply_body, credit_settlement};
 use crate::error::TxError;
 use crate::event::Event;
-use crate::state::{AccountIdx, Ctx, NodeIdx, OracleIdx, ReportSlot, State, MAX_REPORTS_PER_NODE};
+use crate::state::{AccountIdx, Ctx, NodeIdx, OracleIdx, ReportSlot, State};
 use tollway_types::{MeasurementOutcome, TxBody, Usd, PPM};
 
 /// Applies a transaction body as `signer` with no signature, nonce or fee.
@@ -46,9 +46,8 @@ pub fn record_report(
     if uptime_ppm as u128 > PPM {
         return Err(bad("uptime above 1,000,000 ppm"));
     }
-    if slots.len() >= MAX_REPORTS_PER_NODE || slots.iter().any(|s| s.oracle == oracle) {
+    if slots.iter().any(|s| s.oracle == oracle) || !slots.push(ReportSlot { oracle, outcome, uptime_ppm }) {
         return Err(bad("duplicate or too many reports for this node"));
     }
-    slots.push(ReportSlot { oracle, outcome, uptime_ppm });
     Ok(())
 }

@@ -92,10 +92,68 @@ pub struct Strike {
     pub oracles: Vec<OracleIdx>,
 }
 
+impl ReportSlot {
+    const EMPTY: ReportSlot =
+        ReportSlot { oracle: 0, outcome: tollway_types::MeasurementOutcome::OracleError, uptime_ppm: 0 };
+}
+
+/// A node's reports this epoch, stored inline (no heap allocation per
+/// node: `end_epoch` reads them for every node, ADR 0004). Unused slots
+/// stay `EMPTY`, so the encoding is canonical.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reports {
+    slots: [ReportSlot; MAX_ORACLES_PER_NODE],
+    len: u8,
+}
+
+impl Default for Reports {
+    fn default() -> Reports {
+        Reports { slots: [ReportSlot::EMPTY; MAX_ORACLES_PER_NODE], len: 0 }
+    }
+}
+
+impl Reports {
+    pub fn as_slice(&self) -> &[ReportSlot] {
+        &self.slots[..self.len as usize]
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, ReportSlot> {
+        self.as_slice().iter()
+    }
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn is_full(&self) -> bool {
+        self.len as usize == MAX_ORACLES_PER_NODE
+    }
+    /// Adds a report; false (and no change) when full.
+    pub fn push(&mut self, slot: ReportSlot) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.slots[self.len as usize] = slot;
+        self.len += 1;
+        true
+    }
+    pub fn clear(&mut self) {
+        *self = Reports::default();
+    }
+}
+
+impl<'a> IntoIterator for &'a Reports {
+    type Item = &'a ReportSlot;
+    type IntoIter = std::slice::Iter<'a, ReportSlot>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Per-epoch accumulators of a node, reset by `end_epoch`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEpoch {
-    pub reports: Vec<ReportSlot>,
+    pub reports: Reports,
     pub heartbeat: bool,
     /// USD settled on this node's channels (both to the node and to burn).
     pub settled_usd: Usd,
@@ -291,5 +349,3 @@ impl State {
     }
 }
 
-/// At most this many oracles are kept per node-epoch.
-pub const MAX_REPORTS_PER_NODE: usize = MAX_ORACLES_PER_NODE;

@@ -5,9 +5,15 @@
 /// overflows while the quotient fits in u128. Returns `u128::MAX` if the
 /// quotient does not fit, and 0 when `c == 0` (callers never divide by a
 /// zero total: they check first; the saturation keeps decoders panic-free).
+#[inline]
 pub fn mul_div_floor(a: u128, b: u128, c: u128) -> u128 {
     if c == 0 {
         return 0;
+    }
+    // Common case: everything fits in 64 bits, so the product fits in 128
+    // and the division is a cheap one.
+    if (a | b) >> 64 == 0 && c >> 64 == 0 {
+        return (a * b) / c;
     }
     if let Some(p) = a.checked_mul(b) {
         return p / c;

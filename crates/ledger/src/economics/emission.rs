@@ -63,7 +63,7 @@ pub fn distribute(state: &mut State, ctx: Ctx, weights: &[u128], node_burned: &[
 
     // Usage: pro rata to settled value, never above the burned value ×
     // the cap (≤ 1), so paying your own node cannot earn what it burns.
-    let total_settled: u128 = state.nodes.iter().map(|n| n.epoch.settled_usd.0).sum();
+    let total_settled = report.settled_usd.0; // summed over every node by `burn`
     let mut paid_usage = 0u128;
     if total_settled > 0 {
         for n in 0..state.nodes.len() {

@@ -19,13 +19,14 @@ pub struct Measured {
 }
 
 /// A small fixed-capacity list of (value, stake weight) samples.
-#[derive(Default)]
 struct Samples {
     items: [(u64, u128); MAX_ORACLES_PER_NODE],
     len: usize,
 }
 
 impl Samples {
+    const EMPTY: Samples = Samples { items: [(0, 0); MAX_ORACLES_PER_NODE], len: 0 };
+
     fn push(&mut self, value: u64, weight: u128) {
         if self.len < MAX_ORACLES_PER_NODE {
             self.items[self.len] = (value, weight);
@@ -37,7 +38,8 @@ impl Samples {
     /// cumulative weight reaches half the total.
     fn weighted_median(&mut self) -> u64 {
         let items = &mut self.items[..self.len];
-        items.sort_unstable();
+        // Ties in value may come in any order: the median value is the same.
+        items.sort_unstable_by_key(|x| x.0);
         let total: u128 = items.iter().map(|x| x.1).sum();
         let mut cumulative = 0u128;
         for &(value, weight) in items.iter() {
@@ -90,9 +92,9 @@ fn aggregate_reports(
 ) -> Aggregate {
     let p = &state.params;
     let node = &state.nodes[n];
-    let mut throughput = Samples::default();
-    let mut latency = Samples::default();
-    let mut uptime = Samples::default();
+    let mut throughput = Samples::EMPTY;
+    let mut latency = Samples::EMPTY;
+    let mut uptime = Samples::EMPTY;
     for slot in &node.epoch.reports {
         let oracle = &state.oracles[slot.oracle as usize];
         let weight = state.accounts[oracle.account as usize].staked.0.max(1);
@@ -270,6 +272,9 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
     let mut group_max = vec![0u128; n_groups];
     let mut group_sum = vec![0u128; n_groups];
     let mut weights = vec![0u128; state.nodes.len()];
+    // Each weighted node's group, so the second pass need not walk the
+    // (large) node records again.
+    let mut groups = vec![0u32; state.nodes.len()];
     for (n, node) in state.nodes.iter().enumerate() {
         let base = measured.base_weight[n];
         if base == 0 {
@@ -280,11 +285,12 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
         group_max[g] = group_max[g].max(w);
         group_sum[g] += w;
         weights[n] = w;
+        groups[n] = node.subnet_group;
     }
-    for (n, node) in state.nodes.iter().enumerate() {
-        let g = node.subnet_group as usize;
-        if weights[n] > 0 && group_sum[g] > group_max[g] {
-            weights[n] = mul_div_floor(weights[n], group_max[g], group_sum[g]);
+    for (w, &g) in weights.iter_mut().zip(&groups) {
+        let g = g as usize;
+        if *w > 0 && group_sum[g] > group_max[g] {
+            *w = mul_div_floor(*w, group_max[g], group_sum[g]);
         }
     }
     weights
