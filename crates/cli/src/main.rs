@@ -2,6 +2,7 @@
 //! files and prints; the work is in the library crates.
 
 mod demo;
+mod sim;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -21,6 +22,12 @@ enum Command {
     /// epoch: nodes in eight regions, oracles measuring them, consumers
     /// paying through channels, a liar and a sybil farm.
     Demo(demo::DemoArgs),
+    /// The tokenomics simulator: run scenarios over years of synthetic
+    /// market activity through the ledger's own epoch economics.
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
     /// Economic parameters: print or check a parameters file.
     Params {
         #[command(subcommand)]
@@ -40,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Sim { command } => sim::run(&command),
         Command::Params { command: ParamsCommand::Show } => {
             print!("{}", tollway_ledger::params::DEFAULT_PARAMS_TOML);
             Ok(())

@@ -74,7 +74,13 @@ impl Assigner {
     pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
         let node = &state.nodes[n as usize];
         let node_key = mix64(self.seed ^ key64(&node.operator.0));
-        let in_node_subnet = |s: &SubnetKey| node.spec.addrs.iter().any(|a| SubnetKey::of(a) == *s);
+        let mut node_subnets = [SubnetKey([0; 7]); tollway_types::tx::limits::MAX_NODE_ADDRS];
+        let n_subnets = node.spec.addrs.len().min(node_subnets.len());
+        for (slot, a) in node_subnets.iter_mut().zip(&node.spec.addrs) {
+            *slot = SubnetKey::of(a);
+        }
+        let node_subnets = &node_subnets[..n_subnets];
+        let in_node_subnet = |s: &SubnetKey| node_subnets.contains(s);
         let struck: &[OracleIdx] = match &node.strike {
             Some(s) if s.epoch + 1 == state.epoch => &s.oracles,
             _ => &[],

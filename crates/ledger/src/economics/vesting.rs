@@ -51,10 +51,11 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
         Some(last) if now_secs < last.start_secs.saturating_add(bucket_secs) => last.amount.0 += amount.0,
         _ => {
             // Keep the list short: a fully vested front tranche is released
-            // before a new one is pushed.
+            // before a new one is pushed (O(1): only that tranche).
             if let Some(front) = acct.vesting.first() {
                 if now_secs >= front.start_secs.saturating_add(vesting_secs) {
-                    release(acct, now_secs, vesting_secs);
+                    acct.token.0 += front.amount.0 - front.released.0;
+                    acct.vesting.remove(0);
                 }
             }
             acct.vesting.push(Tranche { start_secs: now_secs, amount, released: Token::ZERO });

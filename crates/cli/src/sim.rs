@@ -1,0 +1,177 @@
+//! `tollway sim run|compare`: the simulator's command line. Reads scenario
+//! files, runs them across cores with a progress bar, writes per-run CSV,
+//! the JSON summary, the charts and the HTML report.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use tollway_sim::montecarlo;
+use tollway_sim::output::ScenarioResult;
+use tollway_sim::report;
+use tollway_sim::scenario::Scenario;
+
+#[derive(clap::Subcommand)]
+pub enum SimCommand {
+    /// Run one scenario (Monte Carlo over seeds, optionally a sweep).
+    Run {
+        scenario: PathBuf,
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Sweep one parameter: `key=v1,v2,…` (a ledger parameter such as
+        /// uptime_share_start, or a scenario key such as
+        /// population.operators). One design per value, side by side.
+        #[arg(long)]
+        sweep: Option<String>,
+    },
+    /// Run several scenarios and put them side by side in one report.
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        scenarios: Vec<PathBuf>,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RunOpts {
+    /// Monte Carlo runs per scenario (default: the scenario's own).
+    #[arg(long)]
+    runs: Option<u64>,
+    /// Days to simulate (default: the scenario's own).
+    #[arg(long)]
+    days: Option<u64>,
+    /// First seed (default: the scenario's own).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output directory (default: sim-out/<scenario name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn load(path: &Path, opts: &RunOpts) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
+    let mut s = Scenario::from_toml(&text).with_context(|| format!("scenario {}", path.display()))?;
+    if let Some(r) = opts.runs {
+        s = s.with_override("run.runs", &r.to_string())?;
+    }
+    if let Some(d) = opts.days {
+        s = s.with_override("run.days", &d.to_string())?;
+    }
+    if let Some(seed) = opts.seed {
+        s = s.with_override("run.seed", &seed.to_string())?;
+    }
+    Ok(s)
+}
+
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
+    let (scenarios, opts, title) = match cmd {
+        SimCommand::Run { scenario, opts, sweep } => {
+            let base = load(scenario, opts)?;
+            let title = format!("Tollway simulation: {}", base.name);
+            let list = match sweep {
+                Some(spec) => montecarlo::sweep(&base, spec)?,
+                None => vec![base],
+            };
+            (list, opts, title)
+        }
+        SimCommand::Compare { scenarios, opts } => {
+            let list = scenarios.iter().map(|p| load(p, opts)).collect::<anyhow::Result<Vec<_>>>()?;
+            let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+            let title = format!("Tollway simulation: {}", names.join(" vs "));
+            (list, opts, title)
+        }
+    };
+    let mut names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    if names.len() != scenarios.len() {
+        bail!("two scenarios share a name; names label the charts, so they must differ");
+    }
+    let out = opts.out.clone().unwrap_or_else(|| {
+        PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))
+    });
+    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let total_days: u64 = scenarios.iter().map(|s| s.run.days * s.run.runs).sum();
+    eprintln!(
+        "simulating {} scenario(s), {} run(s), {} simulated days on {threads} thread(s)",
+        scenarios.len(),
+        scenarios.iter().map(|s| s.run.runs).sum::<u64>(),
+        total_days
+    );
+    let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_days) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} days ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let results = montecarlo::run_all(&scenarios, threads, &|done, _| {
+        if done % 64 == 0 || done == total_days {
+            bar.set_position(done)
+        }
+    })?;
+    bar.finish_and_clear();
+    eprintln!("simulated in {:.1} s; writing {}", started.elapsed().as_secs_f64(), out.display());
+    write_outputs(&out, &title, &results)?;
+    print_summary(&results);
+    println!("report: {}", out.join("index.html").display());
+    Ok(())
+}
+
+fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for s in results {
+        let dir = out.join(slug(&s.name));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for run in &s.runs {
+            report::write_run_csv(&dir.join(format!("seed-{}.csv", run.summary.seed)), run)?;
+        }
+    }
+    report::write_summary_json(&out.join("summary.json"), results)?;
+    report::write_report(out, title, results)?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn print_summary(results: &[ScenarioResult]) {
+    println!(
+        "{:<40} {:>5} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11} {:>9}",
+        "scenario (median of runs)", "runs", "burn>=mint day", "worst liq", "retention", "drawdown", "price $", "attacker $", "nodes"
+    );
+    for s in results {
+        let m = |f: &dyn Fn(&tollway_sim::output::RunSummary) -> f64| median(s.runs.iter().map(|r| f(&r.summary)).collect());
+        let burn_day = {
+            let days: Vec<f64> = s.runs.iter().map(|r| r.summary.burn_ge_mint_epoch.map_or(f64::INFINITY, |e| e as f64)).collect();
+            let d = median(days);
+            if d.is_finite() { format!("{d:.0}") } else { "never".into() }
+        };
+        println!(
+            "{:<40} {:>5} {:>14} {:>10.2} {:>10.2} {:>9.0}% {:>9.3} {:>11.0} {:>9.0}",
+            s.name,
+            s.runs.len(),
+            burn_day,
+            m(&|x| x.worst_regional_liquidity),
+            m(&|x| x.operator_retention),
+            m(&|x| x.price_drawdown) * 100.0,
+            m(&|x| x.final_price_usd),
+            m(&|x| x.attacker_profit_usd),
+            m(&|x| x.final_nodes as f64),
+        );
+    }
+}

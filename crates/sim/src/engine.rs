@@ -1,0 +1,856 @@
+//! One simulation run: agents act, their actions become ledger inputs
+//! (payments, measurements, swaps, registrations), and every day ends with
+//! the ledger's own `end_epoch`. The supply invariant is checked after
+//! every epoch; a violation stops the run with an error.
+//!
+//! Agent behaviour uses floats (it is a model of people); everything that
+//! touches money goes through the ledger in integers.
+
+use crate::output::{EpochRow, RunOutput, RunSummary};
+use crate::rng::Rng;
+use crate::scenario::{Scenario, Shock};
+use tollway_ledger::assignment::Assigner;
+use tollway_ledger::direct::{apply_unsigned, pay_node, record_report};
+use tollway_ledger::economics::SlashReason;
+use tollway_ledger::genesis::{Allocation, Genesis};
+use tollway_ledger::state::{AccountIdx, NodeIdx, OracleIdx};
+use tollway_ledger::{check_supply, end_epoch, Ctx, State};
+use tollway_types::{
+    AccountId, Amount, CountryCode, Hash32, MacroRegion, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
+    Usd, PPM,
+};
+
+const DAY_SECS: u64 = 86_400;
+const GENESIS_SECS: u64 = 1_700_000_000;
+/// One representative country per macro-region (MacroRegion order).
+const COUNTRIES: [&[u8; 2]; 8] = [b"US", b"BR", b"DE", b"NG", b"AE", b"IN", b"JP", b"AU"];
+/// Local time = UTC + offset, per macro-region: when its nights fall.
+const UTC_OFFSET_HOURS: [u32; 8] = [19, 21, 1, 1, 3, 5, 8, 10];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("scenario: {0}")]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("genesis: {0}")]
+    Genesis(#[from] tollway_ledger::genesis::GenesisError),
+    #[error("day {day}: the supply invariant broke: {why}")]
+    Invariant { day: u64, why: String },
+    #[error("day {day}: setting up {what} failed: {why}")]
+    Setup { day: u64, what: String, why: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Honest,
+    Farmer,
+    Sybil,
+    Liar,
+}
+
+struct Operator {
+    kind: Kind,
+    account: AccountIdx,
+    node: NodeIdx,
+    region: usize,
+    /// What the node really delivers.
+    capacity_bps: u64,
+    /// What it claims (liars: a multiple of the truth).
+    claim_bps: u64,
+    daily_cost_usd: f64,
+    /// Hours of the UTC day the node is online (bit h = hour h).
+    online_hours: u32,
+    uptime_ppm: u32,
+    sell_share: f64,
+    price_usd_per_gb: f64,
+    active: bool,
+    /// Unbonding after leaving: sell the stake once it is released.
+    exiting_until_secs: Option<u64>,
+    first_day: u64,
+    days_active: u64,
+    unprofitable_days: u32,
+    churn_after_days: u32,
+    profit_usd: f64,
+    usd_income_epoch: f64,
+}
+
+fn account_id(label: &str) -> AccountId {
+    // Simulated accounts never sign: any 32 bytes name them.
+    PublicKey(Hash32::of(format!("tollway-sim/{label}").as_bytes()).0)
+}
+
+fn twy(x: f64) -> Token {
+    Token((x.max(0.0) * 1e6) as u128)
+}
+
+fn usd(x: f64) -> Usd {
+    Usd((x.max(0.0) * 1e6) as u128)
+}
+
+fn f_twy(t: Token) -> f64 {
+    t.0 as f64 / 1e6
+}
+
+/// A distinct /24 for each index: 11.0.0.0 upward (never unspecified or
+/// multicast); oracles live in 100.64.0.0/10.
+fn node_ip(i: u32) -> std::net::IpAddr {
+    std::net::IpAddr::from([11 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 1])
+}
+
+/// Online hours: `uptime` of the day, with the offline stretch starting
+/// between midnight and 3 AM local time.
+fn online_mask(rng: &mut Rng, region: usize, uptime: f64) -> (u32, u32) {
+    let offline = ((1.0 - uptime) * 24.0).round().clamp(0.0, 24.0) as u32;
+    let start_local = rng.below(4) as u32;
+    let mut mask = (1u32 << 24) - 1;
+    for k in 0..offline {
+        let utc = (start_local + k + 24 - UTC_OFFSET_HOURS[region]) % 24;
+        mask &= !(1 << utc);
+    }
+    let online = mask.count_ones();
+    (mask, (online as u64 * PPM as u64 / 24) as u32)
+}
+
+pub struct Sim {
+    pub scenario: Scenario,
+    pub state: State,
+    rng: Rng,
+    ops: Vec<Operator>,
+    oracles: Vec<(AccountIdx, bool)>,
+    traders: Vec<AccountIdx>,
+    gateway: AccountIdx,
+    whale: AccountIdx,
+    consumer_accounts: [AccountIdx; 8],
+    consumers: [f64; 8],
+    unserved_days: [u32; 8],
+    region_price_usd_per_gb: [f64; 8],
+    /// Last epoch's rewards (tokens) and capacity (Mbit/s) per region: what
+    /// prospective operators look at.
+    region_reward_per_mbps_day: [f64; 8],
+    day: u64,
+    next_label: u32,
+    trader_momentum: f64,
+    attacker_profit_usd: f64,
+    attackers_slashed_twy: f64,
+    rows: Vec<EpochRow>,
+}
+
+impl Sim {
+    pub fn new(scenario: &Scenario, seed: u64) -> Result<Sim, SimError> {
+        let params = scenario.params()?;
+        let mut rng = Rng::new(seed);
+        let p = &scenario.population;
+        let gateway_id = account_id("gateway");
+        let mut allocations = Vec::new();
+        let mut alloc = |label: &str, token: f64, usd_: f64, staked: Token| {
+            allocations.push(Allocation { account: account_id(label), token: twy(token), usd: usd(usd_), staked });
+        };
+        // Genesis operators hold a stake between the minimum and the
+        // saturation bond; farmers the minimum.
+        let mut stakes = Vec::new();
+        for i in 0..p.operators + p.farmers {
+            let stake = if i < p.operators {
+                let lo = params.min_node_stake.0 as f64 / 1e6;
+                let hi = params.stake_saturation.0 as f64 / 1e6;
+                twy(rng.range(lo, hi))
+            } else {
+                params.min_node_stake
+            };
+            stakes.push(stake);
+            alloc(&format!("op{i}"), 0.0, 0.0, stake);
+        }
+        for o in 0..p.oracles {
+            alloc(&format!("oracle{o}"), 0.0, 0.0, Token(params.min_oracle_stake.0 * 2));
+        }
+        let m = &scenario.market;
+        for t in 0..m.traders {
+            alloc(&format!("trader{t}"), m.pool_twy / 200.0, m.pool_usd / 200.0, Token::ZERO);
+        }
+        let whale_twy: f64 =
+            scenario.shocks.iter().map(|s| if let Shock::PriceCrash { sell_twy, .. } = s { *sell_twy } else { 0.0 }).sum();
+        alloc("whale", whale_twy, 0.0, Token::ZERO);
+        for r in 0..8 {
+            alloc(&format!("consumers-{r}"), 0.0, 0.0, Token::ZERO);
+        }
+        let genesis = Genesis {
+            chain_id: "tollway-sim".into(),
+            genesis_time_secs: GENESIS_SECS,
+            gateway: gateway_id,
+            params,
+            allocations,
+            pool_token: twy(m.pool_twy),
+            pool_usd: usd(m.pool_usd),
+        };
+        let state = genesis.build()?;
+        let idx = |state: &State, label: &str| state.account_index[&account_id(label)];
+        let gateway = idx(&state, "gateway");
+        let whale = idx(&state, "whale");
+        let traders = (0..m.traders).map(|t| idx(&state, &format!("trader{t}"))).collect();
+        let consumer_accounts = std::array::from_fn(|r| idx(&state, &format!("consumers-{r}")));
+        let oracles = (0..p.oracles).map(|o| (idx(&state, &format!("oracle{o}")), false)).collect();
+        let weights = &p.region_weights;
+        let demand_weights = &scenario.demand.region_weights;
+        let total_w: f64 = demand_weights.iter().sum();
+        let consumers = std::array::from_fn(|r| p.consumers as f64 * demand_weights[r] / total_w);
+        let mut sim = Sim {
+            scenario: scenario.clone(),
+            state,
+            rng,
+            ops: Vec::new(),
+            oracles,
+            traders,
+            gateway,
+            whale,
+            consumer_accounts,
+            consumers,
+            unserved_days: [0; 8],
+            region_price_usd_per_gb: [scenario.demand.reference_price_usd_per_gb; 8],
+            region_reward_per_mbps_day: [0.0; 8],
+            day: 0,
+            next_label: p.operators + p.farmers,
+            trader_momentum: 0.0,
+            attacker_profit_usd: 0.0,
+            attackers_slashed_twy: 0.0,
+            rows: Vec::new(),
+        };
+        let ctx = sim.ctx();
+        for o in 0..p.oracles as usize {
+            let addr = std::net::IpAddr::from([100, 64 + (o >> 8) as u8, o as u8, 1]);
+            let acct = sim.oracles[o].0;
+            sim.apply(ctx, acct, &TxBody::RegisterOracle { addr }, "an oracle")?;
+        }
+        for i in 0..p.operators + p.farmers {
+            let kind = if i < p.operators { Kind::Honest } else { Kind::Farmer };
+            let region = sim.rng.weighted(weights);
+            let account = idx(&sim.state, &format!("op{i}"));
+            sim.spawn(kind, account, region, i, None)?;
+        }
+        // Oracles become eligible in the next epoch: genesis day is setup.
+        let seed_hash = Hash32::of(&seed.to_le_bytes());
+        let ctx = sim.ctx_at(0);
+        end_epoch(&mut sim.state, ctx, seed_hash);
+        Ok(sim)
+    }
+
+    fn ctx(&self) -> Ctx {
+        self.ctx_at(self.day)
+    }
+
+    fn ctx_at(&self, day: u64) -> Ctx {
+        Ctx { height: day, time_secs: GENESIS_SECS + day * DAY_SECS }
+    }
+
+    fn apply(&mut self, ctx: Ctx, signer: AccountIdx, body: &TxBody, what: &str) -> Result<(), SimError> {
+        apply_unsigned(&mut self.state, ctx, signer, body)
+            .map(|_| ())
+            .map_err(|e| SimError::Setup { day: self.day, what: what.to_string(), why: e.to_string() })
+    }
+
+    /// Creates an operator's node. `bought_stake`: buy the minimum stake on
+    /// the pool with fresh USD first (operators joining after genesis).
+    fn spawn(&mut self, kind: Kind, account: AccountIdx, region: usize, label: u32, subnet: Option<u32>) -> Result<(), SimError> {
+        let p = self.scenario.population.clone();
+        let rng = &mut self.rng;
+        let mut capacity_mbps = rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]);
+        let mut monthly_cost = rng.range(p.monthly_cost_usd[0], p.monthly_cost_usd[1]);
+        let mut claim_factor = 1.0;
+        let uptime = match kind {
+            Kind::Honest | Kind::Farmer => rng.range(p.uptime[0], p.uptime[1]),
+            Kind::Sybil | Kind::Liar => 1.0,
+        };
+        if let Some(a) = &self.scenario.attack {
+            match kind {
+                Kind::Sybil => {
+                    capacity_mbps = a.sybil_line_mbps;
+                    monthly_cost /= a.sybil_nodes.max(1) as f64; // one line, many identities
+                }
+                Kind::Liar => claim_factor = a.liar_claim_factor,
+                _ => {}
+            }
+        }
+        let (online_hours, uptime_ppm) = online_mask(rng, region, uptime);
+        let capacity_bps = (capacity_mbps * 1e6) as u64;
+        let claim_bps = (capacity_bps as f64 * claim_factor) as u64;
+        let price = rng.range(p.price_usd_per_gb[0], p.price_usd_per_gb[1]);
+        let sell_share = match kind {
+            Kind::Honest => rng.range(p.sell_share[0], p.sell_share[1]),
+            _ => 1.0,
+        };
+        let ip = match subnet {
+            Some(s) => std::net::IpAddr::from([172, 31, s as u8, 1 + label as u8 % 250]),
+            None => node_ip(label),
+        };
+        let spec = NodeSpec {
+            country: CountryCode(*COUNTRIES[region]),
+            addrs: vec![ip],
+            port_first: 443,
+            port_last: 443,
+            tls_key_pin: [0; 32],
+            claimed_capacity_bps: claim_bps.max(1),
+            price_usd_micro_per_gib: (price * 1e6) as u64,
+            price_usd_micro_per_hour: None,
+        };
+        let ctx = self.ctx();
+        self.apply(ctx, account, &TxBody::RegisterNode(spec), "a node")?;
+        let node = self.state.node_index[&self.state.accounts[account as usize].id];
+        self.ops.push(Operator {
+            kind,
+            account,
+            node,
+            region,
+            capacity_bps,
+            claim_bps,
+            daily_cost_usd: monthly_cost / 30.0,
+            online_hours,
+            uptime_ppm,
+            sell_share,
+            price_usd_per_gb: price,
+            active: true,
+            exiting_until_secs: None,
+            first_day: self.day,
+            days_active: 0,
+            unprofitable_days: 0,
+            churn_after_days: if kind == Kind::Farmer { 3 } else { p.churn_after_days },
+            profit_usd: 0.0,
+            usd_income_epoch: 0.0,
+        });
+        Ok(())
+    }
+
+    fn price(&self) -> f64 {
+        let p = &self.state.pool;
+        if p.token.is_zero() {
+            return 0.0;
+        }
+        p.usd.0 as f64 / p.token.0 as f64
+    }
+
+    /// A newcomer: deposits USD, buys the minimum stake on the pool,
+    /// stakes it and registers.
+    fn join(&mut self, kind: Kind, region: usize, subnet: Option<u32>) -> Result<(), SimError> {
+        let label = self.next_label;
+        self.next_label += 1;
+        let id = account_id(&format!("op{label}"));
+        let ctx = self.ctx();
+        let stake = self.state.params.min_node_stake;
+        // Enough USD for the stake at the current price plus slippage.
+        let budget = usd(f_twy(stake) * self.price() * 1.2 + 1.0);
+        let gateway = self.gateway;
+        self.apply(ctx, gateway, &TxBody::Deposit { to: id, amount: budget }, "a deposit")?;
+        let account = self.state.account_index[&id];
+        let pool = &self.state.pool;
+        // USD needed to buy `stake` tokens (constant product, with fee).
+        let fee = 1.0 - self.state.params.pool_fee_ppm as f64 / 1e6;
+        let (t, u) = (pool.token.0 as f64, pool.usd.0 as f64);
+        let need = stake.0 as f64;
+        if need >= t {
+            return Ok(()); // the pool cannot sell that much: nobody joins
+        }
+        let usd_in = (u * need / (t - need) / fee * 1.0001) as u128 + 1;
+        let have = self.state.accounts[account as usize].usd.0;
+        if usd_in > have {
+            let top_up = Usd(usd_in - have);
+            self.apply(ctx, gateway, &TxBody::Deposit { to: id, amount: top_up }, "a deposit")?;
+        }
+        self.apply(ctx, account, &TxBody::Swap { sell: Amount::Usd(Usd(usd_in)), min_out: 0 }, "buying stake")?;
+        let bought = self.state.accounts[account as usize].token;
+        let stake_now = bought.min(stake);
+        if stake_now < stake {
+            return Ok(());
+        }
+        self.apply(ctx, account, &TxBody::Stake { amount: stake_now }, "staking")?;
+        self.spawn(kind, account, region, label, subnet)
+    }
+
+    fn leave(&mut self, i: usize) {
+        let ctx = self.ctx();
+        let op = &mut self.ops[i];
+        if !op.active {
+            return;
+        }
+        op.active = false;
+        let account = op.account;
+        let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode);
+        let staked = self.state.accounts[account as usize].staked;
+        if !staked.is_zero() && apply_unsigned(&mut self.state, ctx, account, &TxBody::BeginUnbond { amount: staked }).is_ok() {
+            self.ops[i].exiting_until_secs = Some(ctx.time_secs + self.state.params.unbonding_secs);
+        }
+    }
+
+    /// Sells `share` of the account's liquid tokens on the pool.
+    fn sell(&mut self, account: AccountIdx, share: f64) -> f64 {
+        let ctx = self.ctx();
+        let have = self.state.accounts[account as usize].token;
+        let amount = Token((have.0 as f64 * share) as u128).min(have);
+        if amount.0 < 1_000_000 {
+            return 0.0;
+        }
+        let before = self.state.accounts[account as usize].usd;
+        let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell: Amount::Token(amount), min_out: 0 });
+        (self.state.accounts[account as usize].usd.0.saturating_sub(before.0)) as f64 / 1e6
+    }
+
+    fn apply_shocks(&mut self) {
+        let day = self.day;
+        for shock in self.scenario.shocks.clone() {
+            match shock {
+                Shock::PriceCrash { day: d, sell_twy } if d == day => {
+                    let whale = self.whale;
+                    let have = f_twy(self.state.accounts[whale as usize].token);
+                    self.sell(whale, (sell_twy / have.max(1e-9)).min(1.0));
+                }
+                Shock::Exodus { day: d, share } if d == day => {
+                    for i in 0..self.ops.len() {
+                        if self.ops[i].active && self.ops[i].kind == Kind::Honest && self.rng.chance(share) {
+                            self.leave(i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn demand_factor(&self) -> f64 {
+        let mut f = 1.0;
+        for s in &self.scenario.shocks {
+            if let Shock::Demand { start_day, end_day, factor } = s {
+                if (*start_day..*end_day).contains(&self.day) {
+                    f *= factor;
+                }
+            }
+        }
+        f
+    }
+
+    fn attack_phase(&mut self) -> Result<(), SimError> {
+        let Some(a) = self.scenario.attack.clone() else { return Ok(()) };
+        if self.day == a.start_day {
+            // The sybil farm: one line, many identities, one /24.
+            let region = 0;
+            for _ in 0..a.sybil_nodes {
+                self.join(Kind::Sybil, region, Some(7))?;
+            }
+            for k in 0..a.liars {
+                let region = (k % 8) as usize;
+                self.join(Kind::Liar, region, None)?;
+            }
+            let n = self.oracles.len();
+            for o in 0..a.colluding_oracles as usize {
+                self.oracles[n - 1 - o].1 = true;
+            }
+        }
+        if self.day == a.end_day {
+            for i in 0..self.ops.len() {
+                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar) {
+                    self.leave(i);
+                }
+            }
+            for o in self.oracles.iter_mut() {
+                o.1 = false;
+            }
+        }
+        // A stubborn liar re-inflates its claim after the ledger resets it.
+        let ctx = self.ctx();
+        for op in self.ops.iter().filter(|o| o.active && o.kind == Kind::Liar) {
+            let node = &self.state.nodes[op.node as usize];
+            if node.active && node.spec.claimed_capacity_bps < op.claim_bps {
+                let mut spec = node.spec.clone();
+                spec.claimed_capacity_bps = op.claim_bps;
+                let _ = apply_unsigned(&mut self.state, ctx, op.account, &TxBody::UpdateNode(spec));
+            }
+        }
+        Ok(())
+    }
+
+    /// Prospective operators join where the expected profit is positive.
+    fn joins(&mut self) -> Result<u32, SimError> {
+        let p = self.scenario.population.clone();
+        let price = self.price();
+        let mut joined = 0;
+        for _ in 0..p.max_joins_per_day {
+            let region = self.rng.weighted(&p.region_weights);
+            let capacity = self.rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]);
+            let cost_day = self.rng.range(p.monthly_cost_usd[0], p.monthly_cost_usd[1]) / 30.0;
+            let expected = self.region_reward_per_mbps_day[region] * capacity * price;
+            if expected > cost_day * 1.2 {
+                self.join(Kind::Honest, region, None)?;
+                joined += 1;
+            }
+        }
+        Ok(joined)
+    }
+
+    /// Consumers in each region buy bandwidth hour by hour from the nodes
+    /// online then; payments go through the ledger. Returns per-region
+    /// (served GB, unserved GB, paid USD, liquidity, capacity Gbit/s,
+    /// demand Gbit/s).
+    fn serve(&mut self) -> Result<[[f64; 6]; 8], SimError> {
+        let d = self.scenario.demand.clone();
+        let years = self.day as f64 / 365.0;
+        let growth = (1.0 + d.growth_per_year).powf(years);
+        let shock = self.demand_factor();
+        // Capacity online per region and UTC hour, and each node's weight.
+        let mut cap = [[0f64; 24]; 8];
+        for op in self.ops.iter().filter(|o| o.active) {
+            for (h, c) in cap[op.region].iter_mut().enumerate() {
+                if op.online_hours & (1 << h) != 0 {
+                    *c += op.capacity_bps as f64;
+                }
+            }
+        }
+        let mut out = [[0f64; 6]; 8];
+        let mut served_share = [0f64; 8];
+        for r in 0..8 {
+            let price_factor = (self.region_price_usd_per_gb[r] / d.reference_price_usd_per_gb).powf(-d.price_elasticity);
+            let gb_day = self.consumers[r] * d.gb_per_consumer_per_day * growth * shock * price_factor;
+            let mut served_gb = 0.0;
+            let mut covered_hours = 0;
+            for (h, c) in cap[r].iter().enumerate() {
+                let local = (h as u32 + UTC_OFFSET_HOURS[r]) % 24;
+                // Demand peaks in the local evening (20:00), dips at 08:00.
+                let phase = (local as f64 - 20.0) / 24.0 * std::f64::consts::TAU;
+                let gb_hour = gb_day / 24.0 * (1.0 + d.diurnal_amplitude * phase.cos());
+                let demand_bps = gb_hour * 8e9 / 3600.0;
+                // Nodes serve at most 80 % of capacity: headroom for bursts.
+                let usable = 0.8 * c;
+                if usable >= demand_bps {
+                    covered_hours += 1;
+                }
+                served_gb += demand_bps.min(usable) * 3600.0 / 8e9;
+            }
+            let liquidity = covered_hours as f64 / 24.0;
+            let cap_avg = cap[r].iter().sum::<f64>() / 24.0;
+            out[r] = [served_gb, (gb_day - served_gb).max(0.0), 0.0, liquidity, cap_avg / 1e9, gb_day * 8.0 / 86_400.0];
+            served_share[r] = served_gb;
+            if liquidity < 0.5 {
+                self.unserved_days[r] += 1;
+            } else {
+                self.unserved_days[r] = 0;
+            }
+            if self.unserved_days[r] >= d.leave_after_unserved_days {
+                self.consumers[r] *= 0.9;
+            }
+        }
+        // Pay each node its share of the region's served traffic, in
+        // proportion to the capacity-hours it was online.
+        let mut region_weight = [0f64; 8];
+        for op in self.ops.iter().filter(|o| o.active) {
+            region_weight[op.region] += op.capacity_bps as f64 * op.online_hours.count_ones() as f64;
+        }
+        let ctx = self.ctx();
+        let mut paid = [0f64; 8];
+        let mut payments = Vec::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if !op.active || region_weight[op.region] <= 0.0 {
+                continue;
+            }
+            let gb = served_share[op.region] * op.capacity_bps as f64 * op.online_hours.count_ones() as f64
+                / region_weight[op.region];
+            let amount = usd(gb * op.price_usd_per_gb);
+            if !amount.is_zero() {
+                payments.push((i, op.node, op.region, amount, (gb * 1e9) as u64));
+                paid[op.region] += amount.0 as f64 / 1e6;
+            }
+        }
+        // Consumers' USD arrives through the gateway, then pays the nodes.
+        for r in 0..8 {
+            if paid[r] > 0.0 {
+                let to = self.state.accounts[self.consumer_accounts[r] as usize].id;
+                let amount = usd(paid[r] + 1.0);
+                let gateway = self.gateway;
+                self.apply(ctx, gateway, &TxBody::Deposit { to, amount }, "consumer deposit")?;
+            }
+        }
+        for (i, node, r, amount, bytes) in payments {
+            let (to_node, _) = pay_node(&mut self.state, self.consumer_accounts[r], node, amount, bytes)
+                .map_err(|e| SimError::Setup { day: self.day, what: "a payment".into(), why: e.to_string() })?;
+            self.ops[i].usd_income_epoch += to_node.0 as f64 / 1e6;
+        }
+        for r in 0..8 {
+            out[r][2] = paid[r];
+            if out[r][0] > 0.0 {
+                self.region_price_usd_per_gb[r] = paid[r] / out[r][0];
+            }
+            // Consumers arrive with growth (compounded daily).
+            self.consumers[r] *= (1.0 + d.growth_per_year).powf(1.0 / 365.0);
+        }
+        Ok(out)
+    }
+
+    /// Oracles measure every active node: honest oracles report what the
+    /// node delivers (0.85–1.0 of it), colluding oracles report a liar's
+    /// claim.
+    fn measure(&mut self) {
+        let assigner = Assigner::new(&self.state);
+        let colluding: Vec<bool> = {
+            let mut v = vec![false; self.state.oracles.len()];
+            for (acct, bad) in &self.oracles {
+                if let Some(o) = self.state.accounts[*acct as usize].oracle {
+                    v[o as usize] = *bad;
+                }
+            }
+            v
+        };
+        for i in 0..self.ops.len() {
+            let op = &self.ops[i];
+            if !op.active || !self.state.nodes[op.node as usize].active {
+                continue;
+            }
+            let assigned = assigner.assign(&self.state, op.node);
+            let (node, capacity, claim, uptime, liar) =
+                (op.node, op.capacity_bps, op.claim_bps, op.uptime_ppm, op.kind == Kind::Liar);
+            for &o in assigned.as_slice() {
+                let o: OracleIdx = o;
+                let throughput_bps = if liar && colluding[o as usize] {
+                    claim
+                } else {
+                    (capacity as f64 * self.rng.range(0.85, 1.0)) as u64
+                };
+                let latency_us = (20_000.0 + self.rng.range(0.0, 120_000.0)) as u32;
+                let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us };
+                let _ = record_report(&mut self.state, node, o, outcome, uptime);
+            }
+        }
+    }
+
+    fn trade(&mut self) {
+        let volume = self.scenario.market.trader_volume_usd;
+        for t in 0..self.traders.len() {
+            let account = self.traders[t];
+            // Momentum with noise: traders follow the last move a little.
+            let buy = self.rng.unit() < 0.5 + self.trader_momentum.clamp(-0.2, 0.2);
+            let size = self.rng.range(0.0, 2.0 * volume);
+            let ctx = self.ctx();
+            if buy {
+                let have = self.state.accounts[account as usize].usd;
+                let amount = usd(size).min(have);
+                if !amount.is_zero() {
+                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell: Amount::Usd(amount), min_out: 0 });
+                }
+            } else {
+                let price = self.price().max(1e-9);
+                let have = self.state.accounts[account as usize].token;
+                let amount = twy(size / price).min(have);
+                if !amount.is_zero() {
+                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell: Amount::Token(amount), min_out: 0 });
+                }
+            }
+        }
+    }
+
+    /// Runs one day. Returns the row.
+    pub fn step(&mut self) -> Result<EpochRow, SimError> {
+        self.day += 1;
+        let price_before = self.price();
+        self.apply_shocks();
+        self.attack_phase()?;
+        let joined = self.joins()?;
+        for op in self.ops.iter_mut() {
+            op.usd_income_epoch = 0.0;
+        }
+        let served = self.serve()?;
+        self.measure();
+        self.trade();
+        let burned_before = self.state.supply.burned_token;
+        let ctx = self.ctx();
+        let seed = Hash32::of(&[self.rng.next_u64().to_le_bytes(), self.day.to_le_bytes()].concat());
+        let report = end_epoch(&mut self.state, ctx, seed);
+        check_supply(&self.state).map_err(|why| SimError::Invariant { day: self.day, why })?;
+        let price = self.price();
+        self.trader_momentum = if price > price_before { 0.05 } else { -0.05 };
+
+        // Slashes: attackers pay them.
+        let mut slashed = 0.0;
+        for s in &report.slashes {
+            slashed += f_twy(s.amount);
+            if matches!(s.reason, SlashReason::OverClaim { .. }) {
+                self.attackers_slashed_twy += f_twy(s.amount);
+                self.attacker_profit_usd -= f_twy(s.amount) * price;
+            }
+        }
+
+        // Operators: book the day's profit, sell weekly, churn.
+        let mut region_reward = [0f64; 8];
+        let mut region_mbps = [0f64; 8];
+        let mut profits = Vec::new();
+        let mut left = 0;
+        for i in 0..self.ops.len() {
+            let (active, kind, node, account) = {
+                let op = &self.ops[i];
+                (op.active, op.kind, op.node, op.account)
+            };
+            if let Some(until) = self.ops[i].exiting_until_secs {
+                if ctx.time_secs >= until {
+                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::WithdrawUnbonded);
+                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
+                    self.sell(account, if kind == Kind::Honest { self.ops[i].sell_share } else { 1.0 });
+                    self.ops[i].exiting_until_secs = None;
+                }
+            }
+            if !active {
+                continue;
+            }
+            if !self.state.nodes[node as usize].active {
+                // Ejected by a slash.
+                self.leave(i);
+                left += 1;
+                continue;
+            }
+            let reward = f_twy(self.state.nodes[node as usize].last_reward);
+            let op = &mut self.ops[i];
+            let profit = reward * price + op.usd_income_epoch - op.daily_cost_usd;
+            op.profit_usd += profit;
+            op.days_active += 1;
+            region_reward[op.region] += reward;
+            region_mbps[op.region] += op.capacity_bps as f64 / 1e6;
+            match kind {
+                Kind::Honest => profits.push(profit),
+                Kind::Sybil | Kind::Liar => self.attacker_profit_usd += profit,
+                Kind::Farmer => {}
+            }
+            op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
+            let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
+            // Sell vested rewards weekly (farmers: daily).
+            let sell_today = kind == Kind::Farmer || (self.day + i as u64) % 7 == 0;
+            let share = op.sell_share;
+            if sell_today {
+                let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
+                self.sell(account, share);
+            }
+            if churn {
+                self.leave(i);
+                left += 1;
+            }
+        }
+        for r in 0..8 {
+            self.region_reward_per_mbps_day[r] = if region_mbps[r] > 0.0 { region_reward[r] / region_mbps[r] } else { 0.0 };
+        }
+
+        profits.sort_by(|a, b| a.total_cmp(b));
+        let q = |f: f64| if profits.is_empty() { 0.0 } else { profits[((profits.len() - 1) as f64 * f) as usize] };
+        let mut row = EpochRow {
+            epoch: report.epoch,
+            day: self.day as f64,
+            price_usd: price,
+            minted_twy: f_twy(report.minted()),
+            burned_twy: f_twy(Token(self.state.supply.burned_token.0 - burned_before.0)),
+            total_supply_twy: f_twy(self.state.supply.total_token()),
+            circulating_twy: self.state.accounts.iter().map(|a| a.token.0 as f64).sum::<f64>() / 1e6,
+            operator_profit_p10_usd: q(0.1),
+            operator_profit_p50_usd: q(0.5),
+            operator_profit_p90_usd: q(0.9),
+            operators_joined: joined,
+            operators_left: left,
+            attacker_profit_usd: self.attacker_profit_usd,
+            slashed_twy: slashed,
+            slashes: report.slashes.len() as u32,
+            ..EpochRow::default()
+        };
+        let (mut served_total, mut paid_total) = (0.0, 0.0);
+        for r in 0..8 {
+            let [served_gb, unserved_gb, paid, liquidity, cap_gbps, demand_gbps] = served[r];
+            row.served_gb += served_gb;
+            row.unserved_gb += unserved_gb;
+            served_total += served_gb;
+            paid_total += paid;
+            row.liquidity_by_region[r] = liquidity;
+            row.capacity_gbps_by_region[r] = cap_gbps;
+            row.demand_gbps_by_region[r] = demand_gbps;
+            row.multiplier_by_region[r] = report.regions.get(r).map_or(0.0, |x| x.multiplier_ppm as f64 / 1e6);
+            row.nodes_by_region[r] = report.regions.get(r).map_or(0, |x| x.active_nodes);
+        }
+        row.nodes = row.nodes_by_region.iter().sum();
+        row.paid_usd = paid_total;
+        row.consumer_price_usd_per_gb = if served_total > 0.0 { paid_total / served_total } else { 0.0 };
+        row.consumers = self.consumers.iter().sum::<f64>() as u32;
+        self.rows.push(row.clone());
+        Ok(row)
+    }
+
+    /// Runs every day, calling `progress(day)` after each.
+    pub fn run(mut self, seed: u64, progress: &dyn Fn(u64)) -> Result<RunOutput, SimError> {
+        for _ in 0..self.scenario.run.days {
+            self.step()?;
+            progress(self.day);
+        }
+        Ok(self.finish(seed))
+    }
+
+    fn finish(self, seed: u64) -> RunOutput {
+        let rows = self.rows;
+        let n = rows.len();
+        // Burn ≥ mint for 30 days in a row, from this epoch on.
+        let mut burn_ge_mint_epoch = None;
+        let mut streak = 0;
+        for (i, r) in rows.iter().enumerate() {
+            if r.burned_twy >= r.minted_twy && r.minted_twy + r.burned_twy > 0.0 {
+                streak += 1;
+                if streak == 30.min(n) {
+                    burn_ge_mint_epoch = Some(rows[i + 1 - streak].epoch);
+                    break;
+                }
+            } else {
+                streak = 0;
+            }
+        }
+        let tail = &rows[n.saturating_sub(90)..];
+        let worst_regional_liquidity = tail
+            .iter()
+            .flat_map(|r| r.liquidity_by_region.iter().zip(&r.demand_gbps_by_region).filter(|(_, d)| **d > 0.0).map(|(l, _)| *l))
+            .fold(1.0, f64::min);
+        let early: Vec<&Operator> = self.ops.iter().filter(|o| o.kind == Kind::Honest && o.first_day <= 30).collect();
+        let operator_retention = if early.is_empty() {
+            0.0
+        } else {
+            early.iter().filter(|o| o.active).count() as f64 / early.len() as f64
+        };
+        let mut peak = 0f64;
+        let mut drawdown = 0f64;
+        for r in &rows {
+            peak = peak.max(r.price_usd);
+            if peak > 0.0 {
+                drawdown = drawdown.max(1.0 - r.price_usd / peak);
+            }
+        }
+        let last = rows.last().cloned().unwrap_or_default();
+        let summary = RunSummary {
+            scenario: self.scenario.name.clone(),
+            seed,
+            epochs: n as u64,
+            burn_ge_mint_epoch,
+            worst_regional_liquidity,
+            operator_retention,
+            price_drawdown: drawdown,
+            final_price_usd: last.price_usd,
+            final_nodes: last.nodes,
+            final_circulating_twy: last.circulating_twy,
+            attacker_profit_usd: self.attacker_profit_usd,
+            attackers_slashed_twy: self.attackers_slashed_twy,
+            total_minted_twy: rows.iter().map(|r| r.minted_twy).sum(),
+            total_burned_twy: rows.iter().map(|r| r.burned_twy).sum(),
+            consumer_price_usd_per_gb: last.consumer_price_usd_per_gb,
+        };
+        let operator_monthly_profit_usd = self
+            .ops
+            .iter()
+            .filter(|o| o.kind == Kind::Honest && o.days_active > 0)
+            .map(|o| o.profit_usd / o.days_active as f64 * 30.0)
+            .collect();
+        RunOutput { rows, summary, operator_monthly_profit_usd }
+    }
+}
+
+/// The per-node earnings of a sybil farm and of honest nodes in one run,
+/// for tests: (farm total, best honest single node) over the attack.
+pub fn sybil_vs_honest(sim: &Sim) -> (Token, Token) {
+    let farm: u128 = sim.ops.iter().filter(|o| o.kind == Kind::Sybil).map(|o| sim.state.nodes[o.node as usize].total_rewards.0).sum();
+    let _ = MacroRegion::ALL;
+    let honest = sim
+        .ops
+        .iter()
+        .filter(|o| o.kind == Kind::Honest)
+        .map(|o| sim.state.nodes[o.node as usize].total_rewards.0)
+        .max()
+        .unwrap_or(0);
+    (Token(farm), Token(honest))
+}

@@ -1,0 +1,74 @@
+//! Many runs at once: Monte Carlo over seeds and parameter sweeps, spread
+//! over worker threads. Results come back in job order whatever the
+//! threads' timing, so the output is byte-identical run to run.
+
+use crate::engine::{Sim, SimError};
+use crate::output::{RunOutput, ScenarioResult};
+use crate::scenario::{Scenario, ScenarioError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// `key=v1,v2,v3`: one scenario per value.
+pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError> {
+    let (key, values) = spec.split_once('=').ok_or_else(|| ScenarioError::Invalid {
+        key: spec.to_string(),
+        why: "a sweep is key=v1,v2,… such as uptime_share_start=0.5,0.6,0.7".into(),
+    })?;
+    let key = key.trim();
+    values
+        .split(',')
+        .map(|v| {
+            let mut s = base.with_override(key, v.trim())?;
+            s.name = format!("{} {key}={}", base.name, v.trim());
+            Ok(s)
+        })
+        .collect()
+}
+
+/// Runs every scenario `scenario.run.runs` times (seeds `seed`, `seed+1`,
+/// …) on `threads` threads. `progress(days_done, days_total)` is called
+/// from the workers as days complete.
+pub fn run_all(
+    scenarios: &[Scenario],
+    threads: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Vec<ScenarioResult>, SimError> {
+    let jobs: Vec<(usize, u64)> =
+        scenarios.iter().enumerate().flat_map(|(i, s)| (0..s.run.runs).map(move |k| (i, s.run.seed + k))).collect();
+    let total_days: u64 = jobs.iter().map(|(i, _)| scenarios[*i].run.days).sum();
+    let next = AtomicUsize::new(0);
+    let days_done = AtomicU64::new(0);
+    let results: Mutex<Vec<Option<Result<RunOutput, SimError>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, seed)) = jobs.get(j) else { break };
+                let tick = |_day: u64| {
+                    let done = days_done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(done, total_days);
+                };
+                let out = Sim::new(&scenarios[i], seed).and_then(|sim| sim.run(seed, &tick));
+                let failed = out.is_err();
+                if let Ok(mut r) = results.lock() {
+                    r[j] = Some(out);
+                }
+                if failed {
+                    // Stop handing out work; the error is reported below.
+                    next.store(jobs.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<ScenarioResult> =
+        scenarios.iter().map(|s| ScenarioResult { name: s.name.clone(), runs: Vec::new() }).collect();
+    for (&(i, _), r) in jobs.iter().zip(results) {
+        match r {
+            Some(Ok(run)) => out[i].runs.push(run),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(out)
+}

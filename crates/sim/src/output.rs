@@ -1,0 +1,105 @@
+//! What a simulation run produces: one row per epoch and a summary. These
+//! types are the contract between the engine (`engine.rs`) and the outputs
+//! (CSV, JSON, charts, the HTML report). Floats are fine here: they are
+//! derived views of integer ledger state, computed in a fixed order, so a
+//! run is still byte-for-byte reproducible.
+
+use serde::{Deserialize, Serialize};
+
+/// Macro-region names in `MacroRegion` order, for column headers.
+pub const REGIONS: [&str; 8] =
+    ["north-america", "latin-america", "europe", "africa", "middle-east", "south-asia", "east-asia", "oceania"];
+
+/// One epoch of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: u64,
+    /// Days since genesis at the end of the epoch.
+    pub day: f64,
+    /// Pool price, USD per token.
+    pub price_usd: f64,
+    /// Supply outside the pool, stakes, unbonding and vesting, in tokens.
+    pub circulating_twy: f64,
+    pub total_supply_twy: f64,
+    /// Tokens minted into the pools this epoch.
+    pub minted_twy: f64,
+    /// Tokens burned this epoch: buy-and-burn, slashes and token fees.
+    pub burned_twy: f64,
+    /// USD paid by consumers this epoch.
+    pub paid_usd: f64,
+    pub nodes: u32,
+    pub nodes_by_region: [u32; 8],
+    /// Online verified capacity per region, Gbit/s.
+    pub capacity_gbps_by_region: [f64; 8],
+    /// Average demand per region, Gbit/s.
+    pub demand_gbps_by_region: [f64; 8],
+    /// Share of the epoch's hours in which the region's online capacity
+    /// covered its demand (1.0 = always).
+    pub liquidity_by_region: [f64; 8],
+    /// The ledger's regional scarcity multipliers.
+    pub multiplier_by_region: [f64; 8],
+    /// What consumers paid per GB served, on average.
+    pub consumer_price_usd_per_gb: f64,
+    pub served_gb: f64,
+    pub unserved_gb: f64,
+    pub consumers: u32,
+    /// Operators' profit this epoch (rewards sold or valued at the pool
+    /// price, plus USD income, minus costs), in USD per operator:
+    /// 10th, 50th and 90th percentiles over active honest operators.
+    pub operator_profit_p10_usd: f64,
+    pub operator_profit_p50_usd: f64,
+    pub operator_profit_p90_usd: f64,
+    pub operators_joined: u32,
+    pub operators_left: u32,
+    /// Attackers' cumulative profit in USD (rewards at the pool price
+    /// minus costs and slashed stake).
+    pub attacker_profit_usd: f64,
+    pub slashed_twy: f64,
+    pub slashes: u32,
+}
+
+/// The sustainability metrics of one run (the report's summary table).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub scenario: String,
+    pub seed: u64,
+    pub epochs: u64,
+    /// First epoch from which burn ≥ mint held for 30 consecutive epochs
+    /// (`None`: never).
+    pub burn_ge_mint_epoch: Option<u64>,
+    /// The lowest liquidity any region had over the last 90 epochs.
+    pub worst_regional_liquidity: f64,
+    /// Share of honest operators active in the first 30 epochs still
+    /// active at the end.
+    pub operator_retention: f64,
+    /// Largest peak-to-trough fall of the token price, 0..1.
+    pub price_drawdown: f64,
+    pub final_price_usd: f64,
+    pub final_nodes: u32,
+    pub final_circulating_twy: f64,
+    pub attacker_profit_usd: f64,
+    /// Tokens slashed from attackers over the run.
+    pub attackers_slashed_twy: f64,
+    pub total_minted_twy: f64,
+    pub total_burned_twy: f64,
+    pub consumer_price_usd_per_gb: f64,
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub rows: Vec<EpochRow>,
+    pub summary: RunSummary,
+    /// Every honest operator's average monthly profit in USD over the time
+    /// it was active: the operator profit distribution.
+    pub operator_monthly_profit_usd: Vec<f64>,
+}
+
+/// All runs of one scenario (one per Monte Carlo seed, or per sweep value).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// The scenario's name, with the sweep setting if any
+    /// (`burn-and-mint uptime_share_start=0.6`).
+    pub name: String,
+    pub runs: Vec<RunOutput>,
+}

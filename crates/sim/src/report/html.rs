@@ -1,0 +1,316 @@
+//! The HTML report: one self-contained file (inline CSS, charts as inline
+//! SVG, no script, no external URL), with a summary table of the
+//! sustainability metrics per scenario. No timestamp or path goes in, so
+//! the same input gives the same bytes.
+
+use std::fmt::Write as _;
+
+use crate::output::ScenarioResult;
+
+use super::charts::palette;
+use super::human;
+use super::panels::Panel;
+use super::stats::{ScenarioStats, Spread};
+
+/// HTML-escapes text for element content and quoted attributes.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn hex(c: plotters::style::RGBColor) -> String {
+    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+}
+
+const CSS: &str = r#"
+:root { --text: #1f2328; --muted: #5f6770; --line: #d8dde3; --soft: #f5f7f9; --accent: #0b6bcb; --good: #e7f5ea; --good-text: #1a6b2f; }
+* { box-sizing: border-box; }
+html { background: #eef1f4; }
+body { margin: 0; color: var(--text); font: 16px/1.5 system-ui, -apple-system, "Segoe UI", "Noto Sans", "DejaVu Sans", Roboto, Helvetica, Arial, sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 32px 24px 48px; }
+header, section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 24px 28px; margin-bottom: 24px; }
+.kicker { margin: 0; color: var(--muted); font-size: 14px; letter-spacing: .04em; text-transform: uppercase; }
+h1 { margin: 4px 0 16px; font-size: 30px; line-height: 1.2; }
+h2 { margin: 0 0 8px; font-size: 22px; }
+.scenarios { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap; gap: 8px 28px; }
+.scenarios li { display: flex; align-items: baseline; gap: 8px; }
+.swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; flex: none; transform: translateY(2px); }
+.muted, .note { color: var(--muted); }
+.note { margin: 0 0 16px; font-size: 14px; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-size: 15px; font-variant-numeric: tabular-nums; }
+th, td { padding: 10px 12px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top; }
+thead th { font-size: 13px; font-weight: 600; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; border-bottom: 2px solid var(--line); vertical-align: bottom; }
+tbody th { text-align: left; font-weight: 600; white-space: normal; }
+tbody tr:nth-child(even) { background: var(--soft); }
+th:first-child, td:first-child { text-align: left; }
+td .v { display: block; font-weight: 600; white-space: nowrap; }
+td .r { display: block; color: var(--muted); font-size: 13px; white-space: nowrap; }
+td.best { background: var(--good); }
+td.best .v { color: var(--good-text); }
+dl.glossary { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 20px 0 0; font-size: 14px; }
+dl.glossary dt { font-weight: 600; }
+dl.glossary dd { margin: 0; color: var(--muted); }
+nav.toc { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 0 0 16px; font-size: 15px; }
+nav.toc a { color: var(--accent); text-decoration: none; }
+nav.toc a:hover { text-decoration: underline; }
+figure { margin: 0 0 28px; padding: 0 0 24px; border-bottom: 1px solid var(--line); }
+figure:last-of-type { border-bottom: 0; margin-bottom: 0; padding-bottom: 0; }
+figure svg { display: block; width: 100%; height: auto; }
+figcaption { margin-top: 8px; color: var(--muted); font-size: 14px; }
+footer { color: var(--muted); font-size: 13px; text-align: center; }
+"#;
+
+/// Which way is better for a column, to mark the best scenario.
+#[derive(Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+    /// Not a matter of better or worse (e.g. the final price).
+    Neither,
+}
+
+struct Column {
+    head: &'static str,
+    better: Better,
+    /// The scenario's median (for the best mark), `None` if not comparable.
+    key: fn(&ScenarioStats) -> Option<f64>,
+    cell: fn(&ScenarioStats) -> String,
+}
+
+fn spread_cell(s: Option<&Spread>, fmt: fn(f64) -> String) -> String {
+    match s {
+        None => "<span class=\"v\">n/a</span>".to_string(),
+        Some(s) if s.is_wide() => format!(
+            "<span class=\"v\">{}</span><span class=\"r\">{} – {}</span>",
+            escape(&fmt(s.p50)),
+            escape(&fmt(s.p10)),
+            escape(&fmt(s.p90))
+        ),
+        Some(s) => format!("<span class=\"v\">{}</span>", escape(&fmt(s.p50))),
+    }
+}
+
+fn burn_cell(s: &ScenarioStats) -> String {
+    let main = match (s.burn_ge_mint_epoch_median, s.burn_ge_mint_day_median) {
+        (Some(e), Some(d)) => format!("epoch {} (day {})", human::count(e), human::count(d)),
+        (Some(e), None) => format!("epoch {}", human::count(e)),
+        (None, _) => "never".to_string(),
+    };
+    let reached = s.runs - s.burn_ge_mint_never_runs;
+    let detail = if s.runs == 0 {
+        String::new()
+    } else if s.burn_ge_mint_never_runs > 0 && reached > 0 {
+        format!("<span class=\"r\">reached in {reached} of {} runs</span>", s.runs)
+    } else {
+        String::new()
+    };
+    format!("<span class=\"v\">{}</span>{detail}", escape(&main))
+}
+
+fn columns() -> Vec<Column> {
+    fn p50(s: Option<&Spread>) -> Option<f64> {
+        s.map(|s| s.p50)
+    }
+    vec![
+        Column {
+            head: "Burn ≥ mint from",
+            better: Better::Lower,
+            key: |s| if s.runs == 0 { None } else { Some(s.burn_ge_mint_epoch_median.unwrap_or(f64::INFINITY)) },
+            cell: burn_cell,
+        },
+        Column {
+            head: "Worst regional liquidity",
+            better: Better::Higher,
+            key: |s| p50(s.worst_regional_liquidity.as_ref()),
+            cell: |s| spread_cell(s.worst_regional_liquidity.as_ref(), human::percent),
+        },
+        Column {
+            head: "Operator retention",
+            better: Better::Higher,
+            key: |s| p50(s.operator_retention.as_ref()),
+            cell: |s| spread_cell(s.operator_retention.as_ref(), human::percent),
+        },
+        Column {
+            head: "Price drawdown",
+            better: Better::Lower,
+            key: |s| p50(s.price_drawdown.as_ref()),
+            cell: |s| spread_cell(s.price_drawdown.as_ref(), human::percent),
+        },
+        Column {
+            head: "Attacker profit",
+            better: Better::Lower,
+            key: |s| p50(s.attacker_profit_usd.as_ref()),
+            cell: |s| spread_cell(s.attacker_profit_usd.as_ref(), human::usd),
+        },
+        Column {
+            head: "Final price",
+            better: Better::Neither,
+            key: |s| p50(s.final_price_usd.as_ref()),
+            cell: |s| spread_cell(s.final_price_usd.as_ref(), human::usd),
+        },
+        Column {
+            head: "Final nodes",
+            better: Better::Higher,
+            key: |s| p50(s.final_nodes.as_ref()),
+            cell: |s| spread_cell(s.final_nodes.as_ref(), human::count),
+        },
+        Column {
+            head: "Consumer price per GB",
+            better: Better::Lower,
+            key: |s| p50(s.consumer_price_usd_per_gb.as_ref()),
+            cell: |s| spread_cell(s.consumer_price_usd_per_gb.as_ref(), human::usd),
+        },
+    ]
+}
+
+/// For each column, which rows hold its best value (none when all tie or
+/// there is only one scenario).
+fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
+    let mut marks = vec![vec![false; columns.len()]; stats.len()];
+    if stats.len() < 2 {
+        return marks;
+    }
+    for (c, col) in columns.iter().enumerate() {
+        let keys: Vec<Option<f64>> = stats.iter().map(|s| (col.key)(s).filter(|k| !k.is_nan())).collect();
+        let best = match col.better {
+            Better::Neither => continue,
+            Better::Higher => keys.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max),
+            Better::Lower => keys.iter().flatten().copied().fold(f64::INFINITY, f64::min),
+        };
+        let n_best = keys.iter().filter(|k| **k == Some(best)).count();
+        if !best.is_finite() || n_best == keys.len() {
+            continue;
+        }
+        for (r, k) in keys.iter().enumerate() {
+            marks[r][c] = *k == Some(best);
+        }
+    }
+    marks
+}
+
+const GLOSSARY: [(&str, &str); 8] = [
+    ("Burn ≥ mint from", "The first epoch from which tokens burned matched or beat tokens minted for 30 epochs in a row: the network pays for itself from then on."),
+    ("Worst regional liquidity", "The lowest share of hours, in any region over the last 90 epochs, in which online capacity covered demand."),
+    ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
+    ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
+    ("Attacker profit", "Attackers' cumulative profit in USD: rewards at the pool price minus costs and slashed stake. Below zero, attacks do not pay."),
+    ("Final price", "The pool price at the end of the run."),
+    ("Final nodes", "Active nodes at the end of the run."),
+    ("Consumer price per GB", "What consumers paid per GB served."),
+];
+
+fn scenario_line(i: usize, scenario: &ScenarioResult, stats: &ScenarioStats) -> String {
+    let mut details = vec![format!("{} run{}", human::count(stats.runs as f64), if stats.runs == 1 { "" } else { "s" })];
+    match (stats.seeds.iter().min(), stats.seeds.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => details.push(format!("seed {lo}")),
+        (Some(lo), Some(hi)) => details.push(format!("seeds {lo}–{hi}")),
+        _ => {}
+    }
+    details.push(format!("{} epochs", human::count(stats.epochs as f64)));
+    details.push(format!("{} days", human::count(stats.days)));
+    format!(
+        "<li><span class=\"swatch\" style=\"background:{}\"></span><strong>{}</strong> <span class=\"muted\">{}</span></li>\n",
+        hex(palette(i)),
+        escape(&scenario.name),
+        escape(&details.join(" · "))
+    )
+}
+
+/// Makes an SVG document from plotters fit for inlining: no XML prolog,
+/// scales with the page, and is announced as an image with its title.
+fn inline_svg(svg: &str, label: &str) -> String {
+    let body = svg.find("<svg").map_or(svg, |i| &svg[i..]);
+    body.replacen("<svg ", &format!("<svg role=\"img\" aria-label=\"{}\" ", escape(label)), 1)
+}
+
+/// The whole page.
+pub(crate) fn page(
+    title: &str,
+    scenarios: &[ScenarioResult],
+    stats: &[ScenarioStats],
+    panels: &[Panel],
+    svgs: &[String],
+) -> String {
+    let mut h = String::with_capacity(svgs.iter().map(String::len).sum::<usize>() + 32 * 1024);
+    let kind = if scenarios.len() == 1 { "sim run" } else { "sim compare" };
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{t}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
+         <header>\n<p class=\"kicker\">Tollway tokenomics simulator · {kind}</p>\n<h1>{t}</h1>\n<ul class=\"scenarios\">\n",
+        t = escape(title)
+    );
+    for (i, (scenario, s)) in scenarios.iter().zip(stats).enumerate() {
+        h.push_str(&scenario_line(i, scenario, s));
+    }
+    h.push_str("</ul>\n</header>\n");
+
+    // The summary table.
+    let cols = columns();
+    let marks = best_marks(stats, &cols);
+    h.push_str("<section id=\"summary\">\n<h2>Sustainability summary</h2>\n");
+    h.push_str(
+        "<p class=\"note\">Median over each scenario's runs; the smaller figures under a value are the 10th–90th \
+         percentile across runs.",
+    );
+    if scenarios.len() > 1 {
+        h.push_str(" A green cell is the best value in its column.");
+    }
+    h.push_str("</p>\n<div class=\"table-wrap\">\n<table>\n<thead>\n<tr><th scope=\"col\">Scenario</th>");
+    for col in &cols {
+        let _ = write!(h, "<th scope=\"col\">{}</th>", escape(col.head));
+    }
+    h.push_str("</tr>\n</thead>\n<tbody>\n");
+    for (r, s) in stats.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr id=\"summary-{r}\"><th scope=\"row\"><span class=\"swatch\" style=\"background:{}\"></span> {}</th>",
+            hex(palette(r)),
+            escape(&s.name)
+        );
+        if s.runs == 0 {
+            let _ = write!(h, "<td colspan=\"{}\">no runs</td>", cols.len());
+        } else {
+            for (c, col) in cols.iter().enumerate() {
+                let class = if marks[r][c] { " class=\"best\"" } else { "" };
+                let _ = write!(h, "<td{class}>{}</td>", (col.cell)(s));
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table>\n</div>\n<dl class=\"glossary\">\n");
+    for (term, meaning) in GLOSSARY {
+        let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(term), escape(meaning));
+    }
+    h.push_str("</dl>\n</section>\n");
+
+    // The charts.
+    h.push_str("<section id=\"charts\">\n<h2>Charts</h2>\n<nav class=\"toc\">");
+    for p in panels {
+        let _ = write!(h, "<a href=\"#chart-{}\">{}</a>", p.chart.stem, escape(&p.chart.title));
+    }
+    h.push_str("</nav>\n");
+    for (p, svg) in panels.iter().zip(svgs) {
+        let _ = write!(
+            h,
+            "<figure id=\"chart-{stem}\">\n{svg}<figcaption>{caption} <span class=\"files\">Also as {stem}.png and {stem}.svg.</span></figcaption>\n</figure>\n",
+            stem = p.chart.stem,
+            svg = inline_svg(svg, &p.chart.title),
+            caption = escape(&p.caption),
+        );
+    }
+    h.push_str("</section>\n<footer>Generated by the Tollway simulator. The same input gives the same report, byte for byte.</footer>\n</main>\n</body>\n</html>\n");
+    h
+}

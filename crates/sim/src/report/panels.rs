@@ -1,0 +1,344 @@
+//! What the report draws (DESIGN §7 outputs): the chart panels for one
+//! scenario (`sim run`) or several side by side (`sim compare`).
+
+use crate::output::{EpochRow, ScenarioResult, REGIONS};
+
+use super::charts::{palette, Body, Chart, LegendEntry, Lines, Series, Swatch, GRID_SIZE, SIZE};
+use super::human;
+use super::stats::{band, histogram, pooled_operator_profits, region_title, worst_region_liquidity};
+
+/// Bins of the operator profit histogram.
+const PROFIT_BINS: usize = 40;
+
+/// One panel's short explanation, shown under it in the HTML report.
+pub(crate) struct Panel {
+    pub chart: Chart,
+    pub caption: String,
+}
+
+fn banded(s: &ScenarioResult) -> bool {
+    s.runs.len() > 1
+}
+
+fn runs_phrase(scenarios: &[ScenarioResult]) -> String {
+    let counts: Vec<usize> = scenarios.iter().map(|s| s.runs.len()).collect();
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let min = counts.iter().copied().min().unwrap_or(0);
+    let runs = if min == max { human::count(max as f64) } else { format!("{min}–{max}") };
+    if max > 1 {
+        format!("median of {runs} runs per epoch; shaded band: 10th–90th percentile across runs")
+    } else {
+        "one run".to_string()
+    }
+}
+
+fn subtitle(scenarios: &[ScenarioResult]) -> String {
+    match scenarios {
+        [one] => format!("Scenario \u{201c}{}\u{201d} · {}", one.name, runs_phrase(scenarios)),
+        many => format!("{} scenarios side by side · {}", many.len(), runs_phrase(scenarios)),
+    }
+}
+
+fn band_entry(scenarios: &[ScenarioResult]) -> Option<LegendEntry> {
+    scenarios.iter().any(banded).then(|| LegendEntry {
+        label: "p10–p90 across runs".to_string(),
+        color: super::charts::PALETTE[7],
+        swatch: Swatch::Band,
+    })
+}
+
+/// A chart with one line per scenario of `value`.
+#[allow(clippy::too_many_arguments)]
+fn per_scenario(
+    scenarios: &[ScenarioResult],
+    stem: &'static str,
+    title: &str,
+    y_label: &str,
+    value: impl Fn(&EpochRow) -> f64 + Copy,
+    y_from_zero: bool,
+    caption: &str,
+) -> Panel {
+    let series = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Series { color: palette(i), dashed: false, banded: banded(s), points: band(&s.runs, value) })
+        .collect();
+    let mut legend: Vec<LegendEntry> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| LegendEntry { label: s.name.clone(), color: palette(i), swatch: Swatch::Line })
+        .collect();
+    legend.extend(band_entry(scenarios));
+    Panel {
+        chart: Chart {
+            stem,
+            title: title.to_string(),
+            subtitle: subtitle(scenarios),
+            legend,
+            body: Body::Lines(Lines {
+                y_label: y_label.to_string(),
+                series,
+                y_from_zero,
+                y_ceiling: None,
+                y_show_down_to: None,
+            }),
+            size: SIZE,
+        },
+        caption: caption.to_string(),
+    }
+}
+
+/// One scenario: a line per region. Several: small multiples, one cell per
+/// region with a line per scenario.
+fn per_region(
+    scenarios: &[ScenarioResult],
+    stem: &'static str,
+    (title, grid_title): (&str, &str),
+    y_label: &str,
+    value: fn(&EpochRow, usize) -> f64,
+    caption: &str,
+) -> Panel {
+    let (legend, body, size) = if let [one] = scenarios {
+        let series = (0..REGIONS.len())
+            .map(|r| Series {
+                color: palette(r),
+                dashed: false,
+                banded: banded(one),
+                points: band(&one.runs, |row| value(row, r)),
+            })
+            .collect();
+        let mut legend: Vec<LegendEntry> = (0..REGIONS.len())
+            .map(|r| LegendEntry { label: region_title(r), color: palette(r), swatch: Swatch::Line })
+            .collect();
+        legend.extend(band_entry(scenarios));
+        let lines = Lines { y_label: y_label.to_string(), series, y_from_zero: true, y_ceiling: None, y_show_down_to: None };
+        (legend, Body::Lines(lines), SIZE)
+    } else {
+        let cells = (0..REGIONS.len())
+            .map(|r| {
+                let series = scenarios
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| Series {
+                        color: palette(i),
+                        dashed: false,
+                        banded: banded(s),
+                        points: band(&s.runs, |row| value(row, r)),
+                    })
+                    .collect();
+                let lines =
+                    Lines { y_label: y_label.to_string(), series, y_from_zero: true, y_ceiling: None, y_show_down_to: None };
+                (region_title(r), lines)
+            })
+            .collect();
+        let mut legend: Vec<LegendEntry> = scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LegendEntry { label: s.name.clone(), color: palette(i), swatch: Swatch::Line })
+            .collect();
+        legend.extend(band_entry(scenarios));
+        (legend, Body::Grid(cells), GRID_SIZE)
+    };
+    let title = if scenarios.len() > 1 { grid_title } else { title }.to_string();
+    Panel {
+        chart: Chart { stem, title, subtitle: subtitle(scenarios), legend, body, size },
+        caption: caption.to_string(),
+    }
+}
+
+fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
+    let mut series = Vec::new();
+    let mut legend = Vec::new();
+    let single = scenarios.len() == 1;
+    for (i, s) in scenarios.iter().enumerate() {
+        let (mint_color, burn_color) = if single { (palette(0), palette(3)) } else { (palette(i), palette(i)) };
+        let name = |what: &str| if single { what.to_string() } else { format!("{}: {what}", s.name) };
+        series.push(Series {
+            color: mint_color,
+            dashed: false,
+            banded: banded(s),
+            points: band(&s.runs, |r| r.minted_twy),
+        });
+        series.push(Series {
+            color: burn_color,
+            dashed: !single,
+            banded: banded(s),
+            points: band(&s.runs, |r| r.burned_twy),
+        });
+        legend.push(LegendEntry { label: name("minted"), color: mint_color, swatch: Swatch::Line });
+        legend.push(LegendEntry {
+            label: name("burned"),
+            color: burn_color,
+            swatch: if single { Swatch::Line } else { Swatch::Dashed },
+        });
+    }
+    legend.extend(band_entry(scenarios));
+    Panel {
+        chart: Chart {
+            stem: "mint_burn",
+            title: "Minted vs burned per epoch".to_string(),
+            subtitle: subtitle(scenarios),
+            legend,
+            body: Body::Lines(Lines {
+                y_label: "TWY per epoch".to_string(),
+                series,
+                y_from_zero: true,
+                y_ceiling: None,
+                y_show_down_to: None,
+            }),
+            size: SIZE,
+        },
+        caption: "Tokens minted into the reward pools and tokens burned (buy-and-burn, slashes, token fees) \
+                  in each epoch. Where the burn line stays above the mint line, supply shrinks."
+            .to_string(),
+    }
+}
+
+fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
+    let pooled: Vec<Vec<f64>> = scenarios.iter().map(pooled_operator_profits).collect();
+    let hist = histogram(&pooled, PROFIT_BINS);
+    let legend = scenarios
+        .iter()
+        .zip(&pooled)
+        .enumerate()
+        .map(|(i, (s, profits))| {
+            let finite: Vec<f64> = profits.iter().copied().filter(|p| p.is_finite()).collect();
+            let below = finite.iter().filter(|&&p| p < 0.0).count();
+            let detail = if finite.is_empty() {
+                "no operators".to_string()
+            } else {
+                format!(
+                    "{} operators, {} below break-even",
+                    human::count(finite.len() as f64),
+                    human::percent(below as f64 / finite.len() as f64)
+                )
+            };
+            let label = if scenarios.len() == 1 { detail } else { format!("{} ({detail})", s.name) };
+            LegendEntry { label, color: palette(i), swatch: Swatch::Area }
+        })
+        .collect();
+    let runs: usize = scenarios.iter().map(|s| s.runs.len()).sum();
+    let subtitle = match scenarios {
+        [one] => format!(
+            "Scenario \u{201c}{}\u{201d} · every honest operator's average monthly profit, pooled over {} run{}",
+            one.name,
+            human::count(runs as f64),
+            if runs == 1 { "" } else { "s" }
+        ),
+        many => format!(
+            "{} scenarios side by side · every honest operator's average monthly profit, pooled over each scenario's runs",
+            many.len()
+        ),
+    };
+    let body = match hist {
+        Some(hist) => Body::Histogram {
+            x_label: "average monthly profit per operator (USD; outer bins include the 1% tails)".to_string(),
+            y_label: "share of operators (%)".to_string(),
+            hist,
+            colors: (0..scenarios.len()).map(palette).collect(),
+        },
+        None => Body::Lines(Lines {
+            y_label: "no operators".to_string(),
+            series: Vec::new(),
+            y_from_zero: true,
+            y_ceiling: None,
+            y_show_down_to: None,
+        }),
+    };
+    Panel {
+        chart: Chart { stem: "operator_profit", title: "Operator profit distribution".to_string(), subtitle, legend, body, size: SIZE },
+        caption: "How many operators make or lose money: each honest operator's average monthly profit over the \
+                  time it was active (rewards at the pool price plus USD income, minus costs). Left of the dashed \
+                  line, operators lose money and tend to leave."
+            .to_string(),
+    }
+}
+
+fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
+    let caption = "Liquidity: the share of each epoch's hours in which a region's online verified capacity \
+                   covered its demand (100% = always).";
+    if let [_] = scenarios {
+        let mut panel = per_region(
+            scenarios,
+            "liquidity",
+            ("Liquidity by region", "Liquidity by region (% of hours demand was covered)"),
+            "% of hours demand was covered",
+            |row, r| row.liquidity_by_region[r] * 100.0,
+            caption,
+        );
+        if let Body::Lines(lines) = &mut panel.chart.body {
+            lines.y_from_zero = false;
+            lines.y_ceiling = Some(100.0);
+            lines.y_show_down_to = Some(90.0);
+        }
+        panel
+    } else {
+        let mut panel = per_scenario(
+            scenarios,
+            "liquidity",
+            "Liquidity of the worst-served region",
+            "% of hours demand was covered",
+            |row| worst_region_liquidity(row) * 100.0,
+            false,
+            &format!("{caption} Each line follows, epoch by epoch, whichever region had the lowest liquidity."),
+        );
+        if let Body::Lines(lines) = &mut panel.chart.body {
+            lines.y_ceiling = Some(100.0);
+            lines.y_show_down_to = Some(90.0);
+        }
+        panel
+    }
+}
+
+/// Every panel of the report, in display order.
+pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
+    vec![
+        per_scenario(
+            scenarios,
+            "price",
+            "Token price",
+            "USD per TWY",
+            |r| r.price_usd,
+            true,
+            "The pool price of the token in USD.",
+        ),
+        per_scenario(
+            scenarios,
+            "supply",
+            "Circulating supply",
+            "TWY",
+            |r| r.circulating_twy,
+            true,
+            "Tokens outside the pool, stakes, unbonding and vesting.",
+        ),
+        mint_burn(scenarios),
+        per_region(
+            scenarios,
+            "nodes",
+            ("Nodes by region", "Active nodes by region"),
+            "nodes",
+            |row, r| f64::from(row.nodes_by_region[r]),
+            "Active nodes in each macro-region.",
+        ),
+        per_region(
+            scenarios,
+            "capacity",
+            ("Verified capacity online by region", "Verified capacity online by region (Gbit/s)"),
+            "Gbit/s",
+            |row, r| row.capacity_gbps_by_region[r],
+            "Online verified capacity in each macro-region, Gbit/s.",
+        ),
+        operator_profit(scenarios),
+        per_scenario(
+            scenarios,
+            "consumer_price",
+            "Consumer price per GB",
+            "USD per GB",
+            |r| r.consumer_price_usd_per_gb,
+            true,
+            "What consumers paid per GB served, on average over the epoch.",
+        ),
+        liquidity(scenarios),
+    ]
+}
+

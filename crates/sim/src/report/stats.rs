@@ -1,0 +1,288 @@
+//! Statistics over Monte Carlo runs: per-epoch bands (median with the
+//! 10th–90th percentile) for the charts, and the per-scenario summary of
+//! the sustainability metrics for the table and the JSON summary.
+//!
+//! Everything here is a pure function of its input, computed in a fixed
+//! order, so the report is byte-for-byte reproducible.
+
+use serde::Serialize;
+
+use crate::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
+
+/// Charts never draw more points than this per series: longer runs are
+/// averaged over buckets of consecutive epochs first (an hourly run over
+/// three years has 26,280 epochs; a chart is about 1,000 pixels wide).
+pub const MAX_CHART_POINTS: usize = 800;
+
+/// One x position of a band: the median across runs and the spread.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BandPoint {
+    pub day: f64,
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+/// The 10th, 50th and 90th percentiles of a set of values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+impl Spread {
+    /// `None` when no value is finite.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let sorted = sorted_finite(values);
+        if sorted.is_empty() {
+            return None;
+        }
+        Some(Spread {
+            p10: quantile_sorted(&sorted, 0.10),
+            p50: quantile_sorted(&sorted, 0.50),
+            p90: quantile_sorted(&sorted, 0.90),
+        })
+    }
+
+    /// Whether the runs disagree enough for the spread to be worth showing.
+    pub fn is_wide(&self) -> bool {
+        let scale = self.p10.abs().max(self.p90.abs()).max(f64::MIN_POSITIVE);
+        (self.p90 - self.p10) / scale > 1e-9
+    }
+}
+
+/// The finite values, sorted ascending.
+pub fn sorted_finite(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// Quantile `q` (0..=1) of ascending `sorted` values, interpolating
+/// linearly between order statistics (Hyndman & Fan type 7, what numpy
+/// and R use by default). `+inf` entries are allowed ("never").
+/// Panics on an empty slice: callers check.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    assert!(!sorted.is_empty(), "quantile of no values");
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let frac = pos - lo as f64;
+    let (a, b) = (sorted[lo], sorted[hi]);
+    if lo == hi || frac == 0.0 || a == b {
+        a
+    } else if b.is_infinite() {
+        b
+    } else {
+        a + (b - a) * frac
+    }
+}
+
+/// Per-epoch band of `value` across `runs`: for each bucket of
+/// consecutive epochs, each run's mean over the bucket, then the
+/// percentiles of those means across runs. Runs may differ in length;
+/// non-finite values are left out.
+pub fn band(runs: &[RunOutput], value: impl Fn(&EpochRow) -> f64) -> Vec<BandPoint> {
+    // The x positions come from the longest run (the first one on a tie).
+    let Some(longest) = runs.iter().rev().max_by_key(|r| r.rows.len()) else {
+        return Vec::new();
+    };
+    let n_epochs = longest.rows.len();
+    if n_epochs == 0 {
+        return Vec::new();
+    }
+    let bucket = n_epochs.div_ceil(MAX_CHART_POINTS).max(1);
+    let mut out = Vec::with_capacity(n_epochs.div_ceil(bucket));
+    let mut per_run = Vec::with_capacity(runs.len());
+    for start in (0..n_epochs).step_by(bucket) {
+        let end = (start + bucket).min(n_epochs);
+        let Some(day) = mean_finite(longest.rows[start..end].iter().map(|r| r.day)) else {
+            continue;
+        };
+        per_run.clear();
+        for run in runs {
+            let rows = run.rows.get(start..end.min(run.rows.len())).unwrap_or(&[]);
+            if let Some(mean) = mean_finite(rows.iter().map(&value)) {
+                per_run.push(mean);
+            }
+        }
+        if let Some(s) = Spread::of(per_run.iter().copied()) {
+            out.push(BandPoint { day, p10: s.p10, p50: s.p50, p90: s.p90 });
+        }
+    }
+    out
+}
+
+/// The mean of the finite values, `None` if there are none.
+fn mean_finite(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// The lowest liquidity of any region in one epoch.
+pub fn worst_region_liquidity(row: &EpochRow) -> f64 {
+    row.liquidity_by_region.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The sustainability metrics of one scenario over its runs: what the
+/// report's table shows and what the JSON summary carries.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScenarioStats {
+    pub name: String,
+    pub runs: usize,
+    pub seeds: Vec<u64>,
+    /// Epochs of the longest run.
+    pub epochs: u64,
+    /// Days covered by the longest run.
+    pub days: f64,
+    /// Median over runs of the first epoch from which burn ≥ mint held,
+    /// counting a run where it never held as "never" (`None` when the
+    /// median run never got there).
+    pub burn_ge_mint_epoch_median: Option<f64>,
+    /// The day of that epoch, from the first run's rows.
+    pub burn_ge_mint_day_median: Option<f64>,
+    /// Runs in which burn never caught up with mint.
+    pub burn_ge_mint_never_runs: usize,
+    pub worst_regional_liquidity: Option<Spread>,
+    pub operator_retention: Option<Spread>,
+    pub price_drawdown: Option<Spread>,
+    pub attacker_profit_usd: Option<Spread>,
+    pub attackers_slashed_twy: Option<Spread>,
+    pub final_price_usd: Option<Spread>,
+    pub final_nodes: Option<Spread>,
+    pub final_circulating_twy: Option<Spread>,
+    pub total_minted_twy: Option<Spread>,
+    pub total_burned_twy: Option<Spread>,
+    pub consumer_price_usd_per_gb: Option<Spread>,
+    /// Share of operators (pooled over runs) whose average monthly profit
+    /// was below zero.
+    pub operators_unprofitable_share: Option<f64>,
+    /// Operators in the pooled profit distribution.
+    pub operators_counted: usize,
+}
+
+impl ScenarioStats {
+    pub fn of(scenario: &ScenarioResult) -> ScenarioStats {
+        let runs = &scenario.runs;
+        let summaries: Vec<&RunSummary> = runs.iter().map(|r| &r.summary).collect();
+        let spread = |f: fn(&RunSummary) -> f64| Spread::of(summaries.iter().map(|s| f(s)));
+
+        let mut burn_epochs: Vec<f64> = summaries
+            .iter()
+            .map(|s| s.burn_ge_mint_epoch.map_or(f64::INFINITY, |e| e as f64))
+            .collect();
+        burn_epochs.sort_by(f64::total_cmp);
+        let burn_ge_mint_epoch_median = if burn_epochs.is_empty() {
+            None
+        } else {
+            Some(quantile_sorted(&burn_epochs, 0.5)).filter(|e| e.is_finite())
+        };
+        let burn_ge_mint_day_median =
+            burn_ge_mint_epoch_median.and_then(|e| runs.first().and_then(|r| day_of_epoch(&r.rows, e)));
+
+        let profits: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.operator_monthly_profit_usd.iter().copied())
+            .filter(|x| x.is_finite())
+            .collect();
+        let operators_unprofitable_share = if profits.is_empty() {
+            None
+        } else {
+            Some(profits.iter().filter(|&&p| p < 0.0).count() as f64 / profits.len() as f64)
+        };
+
+        ScenarioStats {
+            name: scenario.name.clone(),
+            runs: runs.len(),
+            seeds: summaries.iter().map(|s| s.seed).collect(),
+            epochs: runs.iter().map(|r| r.rows.len() as u64).max().unwrap_or(0),
+            days: runs
+                .iter()
+                .filter_map(|r| r.rows.last().map(|row| row.day))
+                .filter(|d| d.is_finite())
+                .fold(0.0, f64::max),
+            burn_ge_mint_epoch_median,
+            burn_ge_mint_day_median,
+            burn_ge_mint_never_runs: summaries.iter().filter(|s| s.burn_ge_mint_epoch.is_none()).count(),
+            worst_regional_liquidity: spread(|s| s.worst_regional_liquidity),
+            operator_retention: spread(|s| s.operator_retention),
+            price_drawdown: spread(|s| s.price_drawdown),
+            attacker_profit_usd: spread(|s| s.attacker_profit_usd),
+            attackers_slashed_twy: spread(|s| s.attackers_slashed_twy),
+            final_price_usd: spread(|s| s.final_price_usd),
+            final_nodes: spread(|s| f64::from(s.final_nodes)),
+            final_circulating_twy: spread(|s| s.final_circulating_twy),
+            total_minted_twy: spread(|s| s.total_minted_twy),
+            total_burned_twy: spread(|s| s.total_burned_twy),
+            consumer_price_usd_per_gb: spread(|s| s.consumer_price_usd_per_gb),
+            operators_unprofitable_share,
+            operators_counted: profits.len(),
+        }
+    }
+}
+
+/// The day of (possibly fractional) epoch `epoch`, from the first row at
+/// or after it.
+fn day_of_epoch(rows: &[EpochRow], epoch: f64) -> Option<f64> {
+    rows.iter().find(|r| r.epoch as f64 >= epoch.round()).map(|r| r.day)
+}
+
+/// A histogram over shared bins, so several scenarios can be drawn on one
+/// axis. Values outside the range land in the end bins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    /// `bins + 1` ascending edges.
+    pub edges: Vec<f64>,
+    /// Per series, the share (0..1) of its values in each bin.
+    pub shares: Vec<Vec<f64>>,
+}
+
+/// Bins spanning the 1st–99th percentile of all values together (so one
+/// outlier does not squash the picture), widened to include zero.
+pub fn histogram(series: &[Vec<f64>], bins: usize) -> Option<Histogram> {
+    let all = sorted_finite(series.iter().flatten().copied());
+    if all.is_empty() || bins == 0 {
+        return None;
+    }
+    let mut lo = quantile_sorted(&all, 0.01).min(0.0);
+    let mut hi = quantile_sorted(&all, 0.99).max(0.0);
+    if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
+        lo -= 1.0;
+        hi += 1.0;
+    }
+    let width = (hi - lo) / bins as f64;
+    let edges: Vec<f64> = (0..=bins).map(|i| lo + width * i as f64).collect();
+    let shares = series
+        .iter()
+        .map(|values| {
+            let mut counts = vec![0usize; bins];
+            let mut n = 0usize;
+            for &v in values.iter().filter(|v| v.is_finite()) {
+                let i = (((v - lo) / width).floor().max(0.0) as usize).min(bins - 1);
+                counts[i] += 1;
+                n += 1;
+            }
+            counts.iter().map(|&c| if n == 0 { 0.0 } else { c as f64 / n as f64 }).collect()
+        })
+        .collect();
+    Some(Histogram { edges, shares })
+}
+
+/// The pooled operator profit distribution of one scenario.
+pub fn pooled_operator_profits(scenario: &ScenarioResult) -> Vec<f64> {
+    scenario.runs.iter().flat_map(|r| r.operator_monthly_profit_usd.iter().copied()).collect()
+}
+
+/// Region index → display name ("north-america" → "North America").
+pub fn region_title(i: usize) -> String {
+    REGIONS.get(i).map_or_else(String::new, |name| {
+        name.split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map_or_else(String::new, |f| f.to_uppercase().collect::<String>() + c.as_str())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}

@@ -1,0 +1,257 @@
+//! Scenario files (TOML): population, demand curve, market, tokenomics
+//! parameter overrides, shocks and attacks. Every key is required unless
+//! marked optional, and unknown keys are refused, so a typo never runs a
+//! different experiment than the one written down.
+
+use serde::{Deserialize, Serialize};
+use tollway_ledger::Params;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub run: RunSection,
+    pub population: PopulationSection,
+    pub demand: DemandSection,
+    pub market: MarketSection,
+    /// Overrides of `params/default.toml` keys (`key = value`), e.g.
+    /// `node_usd_share = 0.5`.
+    #[serde(default)]
+    pub params: toml::Table,
+    #[serde(default)]
+    pub shocks: Vec<Shock>,
+    #[serde(default)]
+    pub attack: Option<AttackSection>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Daily epochs to simulate.
+    pub days: u64,
+    /// Monte Carlo runs (seeds seed, seed+1, …).
+    pub runs: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationSection {
+    /// Honest operators (one node each) at genesis.
+    pub operators: u32,
+    /// Share of operators and consumers per macro-region, in the order
+    /// north-america, latin-america, europe, africa, middle-east,
+    /// south-asia, east-asia, oceania.
+    pub region_weights: [f64; 8],
+    /// Node capacity, Mbit/s, log-uniform between the two.
+    pub capacity_mbps: [f64; 2],
+    /// What running a node costs its operator, USD per month.
+    pub monthly_cost_usd: [f64; 2],
+    /// Share of the day a node is online (its offline hours fall at night,
+    /// local time).
+    pub uptime: [f64; 2],
+    /// Share of vested rewards the operator sells each week.
+    pub sell_share: [f64; 2],
+    /// Price the node asks, USD per GB.
+    pub price_usd_per_gb: [f64; 2],
+    /// An operator unprofitable this many days in a row leaves.
+    pub churn_after_days: u32,
+    /// At most this many new operators join per day, when the expected
+    /// profit in their region is positive.
+    pub max_joins_per_day: u32,
+    /// Consumers at genesis.
+    pub consumers: u32,
+    /// Oracles (fixed set).
+    pub oracles: u32,
+    /// "Farm and dump" farmers at genesis: sell every reward, leave as soon
+    /// as rewards stop covering costs, dump their stake.
+    pub farmers: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemandSection {
+    /// Share of consumers per macro-region (same order as the operators').
+    pub region_weights: [f64; 8],
+    pub gb_per_consumer_per_day: f64,
+    /// Growth of the consumer base per year (1.0 = doubles).
+    pub growth_per_year: f64,
+    /// Peak-to-mean swing of demand over the local day (0 = flat).
+    pub diurnal_amplitude: f64,
+    /// Demand ∝ (price / reference)^(−elasticity).
+    pub price_elasticity: f64,
+    pub reference_price_usd_per_gb: f64,
+    /// Consumers leave a region whose liquidity stays below one half this
+    /// many days in a row (a tenth of them a day).
+    pub leave_after_unserved_days: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSection {
+    /// Initial pool liquidity.
+    pub pool_twy: f64,
+    pub pool_usd: f64,
+    /// Traders swapping on the pool each day.
+    pub traders: u32,
+    /// Each trader's typical daily trade, USD.
+    pub trader_volume_usd: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Shock {
+    /// Demand times `factor` from `start_day` to `end_day`.
+    Demand { start_day: u64, end_day: u64, factor: f64 },
+    /// A holder dumps `sell_twy` tokens on the pool on `day`.
+    PriceCrash { day: u64, sell_twy: f64 },
+    /// A share of honest operators leaves on `day`.
+    Exodus { day: u64, share: f64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSection {
+    pub start_day: u64,
+    pub end_day: u64,
+    /// Nodes of one sybil farm, all in one /24, each claiming the farm's
+    /// whole line (measured one at a time, each delivers it).
+    pub sybil_nodes: u32,
+    pub sybil_line_mbps: f64,
+    /// Nodes claiming `liar_claim_factor` × what they deliver.
+    pub liars: u32,
+    pub liar_claim_factor: f64,
+    /// Oracles that report the liars' claims instead of what they saw.
+    pub colluding_oracles: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenario file: {0}")]
+    Toml(String),
+    #[error("scenario `{key}`: {why}")]
+    Invalid { key: String, why: String },
+    #[error("scenario parameter override: {0}")]
+    Params(#[from] tollway_ledger::params::ParamsError),
+}
+
+fn invalid(key: &str, why: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid { key: key.into(), why: why.into() }
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The ledger parameters: the defaults, daily epochs, then this
+    /// scenario's overrides (validated by the ledger's own rules).
+    pub fn params(&self) -> Result<Params, ScenarioError> {
+        let mut p = Params::default_params().with_override("time.epoch", "\"1d\"")?;
+        for (key, value) in &self.params {
+            p = p.with_override(key, &value.to_string())?;
+        }
+        if p.epoch_secs != 86_400 {
+            return Err(invalid("params.epoch", "the simulator runs daily epochs; remove the override"));
+        }
+        Ok(p)
+    }
+
+    /// Sets `key` (a scenario key such as `population.operators`, or a
+    /// ledger parameter such as `uptime_share_start`) to `value` (TOML).
+    pub fn with_override(&self, key: &str, value: &str) -> Result<Scenario, ScenarioError> {
+        let mut table = toml::Table::try_from(self).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .map_err(|e| invalid(key, format!("{value:?} is not a TOML value: {e}")))?
+            .remove("v")
+            .ok_or_else(|| invalid(key, "no value"))?;
+        match key.split_once('.') {
+            Some((section, leaf)) if section != "params" && table.get(section).is_some_and(|v| v.is_table()) => {
+                let t = table.get_mut(section).and_then(|v| v.as_table_mut()).ok_or_else(|| invalid(key, "not a section"))?;
+                if !t.contains_key(leaf) {
+                    return Err(invalid(key, "no such key in the scenario"));
+                }
+                t.insert(leaf.to_string(), parsed);
+            }
+            _ => {
+                let leaf = key.strip_prefix("params.").unwrap_or(key);
+                // Checked against the ledger's parameters before running.
+                Params::default_params().with_override(leaf, value)?;
+                let params = table.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(t) = params.as_table_mut() {
+                    t.insert(leaf.to_string(), parsed);
+                }
+            }
+        }
+        let text = toml::to_string(&table).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        Scenario::from_toml(&text)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let p = &self.population;
+        let range = |key: &str, r: [f64; 2], lo: f64, hi: f64| {
+            if !(r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1] && r[1] <= hi) {
+                Err(invalid(key, format!("{r:?} must be [low, high] within [{lo}, {hi}]")))
+            } else {
+                Ok(())
+            }
+        };
+        if self.run.days == 0 || self.run.days > 36_500 {
+            return Err(invalid("run.days", "must be 1 to 36500"));
+        }
+        if self.run.runs == 0 || self.run.runs > 10_000 {
+            return Err(invalid("run.runs", "must be 1 to 10000"));
+        }
+        if p.operators == 0 || p.operators > 1_000_000 {
+            return Err(invalid("population.operators", "must be 1 to 1000000"));
+        }
+        if p.region_weights.iter().any(|w| !w.is_finite() || *w < 0.0) || p.region_weights.iter().sum::<f64>() <= 0.0 {
+            return Err(invalid("population.region_weights", "weights must be non-negative with a positive sum"));
+        }
+        range("population.capacity_mbps", p.capacity_mbps, 0.1, 100_000.0)?;
+        range("population.monthly_cost_usd", p.monthly_cost_usd, 0.0, 1e6)?;
+        range("population.uptime", p.uptime, 0.0, 1.0)?;
+        range("population.sell_share", p.sell_share, 0.0, 1.0)?;
+        range("population.price_usd_per_gb", p.price_usd_per_gb, 0.0, 1000.0)?;
+        if p.oracles < 3 {
+            return Err(invalid("population.oracles", "at least 3 (the default assigns 3 per node)"));
+        }
+        let d = &self.demand;
+        if d.region_weights.iter().any(|w| !w.is_finite() || *w < 0.0) || d.region_weights.iter().sum::<f64>() <= 0.0 {
+            return Err(invalid("demand.region_weights", "weights must be non-negative with a positive sum"));
+        }
+        if !(d.gb_per_consumer_per_day >= 0.0 && d.growth_per_year > -1.0 && (0.0..=1.0).contains(&d.diurnal_amplitude))
+        {
+            return Err(invalid("demand", "gb_per_consumer_per_day ≥ 0, growth_per_year > -1, diurnal_amplitude in [0, 1]"));
+        }
+        if !(d.reference_price_usd_per_gb > 0.0 && d.price_elasticity >= 0.0) {
+            return Err(invalid("demand.reference_price_usd_per_gb", "must be positive (and elasticity non-negative)"));
+        }
+        let m = &self.market;
+        if !(m.pool_twy >= 1.0 && m.pool_usd >= 1.0 && m.pool_twy <= 9e9 && m.pool_usd <= 9e9) {
+            return Err(invalid("market.pool_twy", "pool liquidity must be between 1 and 9e9 on each side"));
+        }
+        for s in &self.shocks {
+            if let Shock::Demand { start_day, end_day, factor } = s {
+                if start_day > end_day || *factor < 0.0 {
+                    return Err(invalid("shocks", "a demand shock needs start_day ≤ end_day and factor ≥ 0"));
+                }
+            }
+            if let Shock::Exodus { share, .. } = s {
+                if !(0.0..=1.0).contains(share) {
+                    return Err(invalid("shocks", "an exodus share must be in [0, 1]"));
+                }
+            }
+        }
+        if let Some(a) = &self.attack {
+            if a.sybil_nodes > 250 || a.liar_claim_factor < 1.0 || a.colluding_oracles >= self.population.oracles {
+                return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), liar_claim_factor ≥ 1, colluding_oracles < oracles"));
+            }
+        }
+        self.params()?;
+        Ok(())
+    }
+}

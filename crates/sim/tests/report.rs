@@ -1,0 +1,493 @@
+//! The report (DESIGN §7 outputs): charts as PNG and SVG, the HTML report,
+//! the per-epoch CSV and the JSON summary, on synthetic scenario results
+//! (2 scenarios × 3 runs × 365 daily epochs of smooth made-up series).
+//! The last test opens the report in a real headless Chromium.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollway_sim::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
+use tollway_sim::report::{
+    csv_columns, write_report, write_run_csv, write_summary_json, ReportError, CHART_STEMS, INDEX_HTML,
+};
+
+const EPOCHS: u64 = 365;
+const RUNS: u64 = 3;
+
+/// A deterministic, smooth made-up run. `design` 0 is "high fixed
+/// emissions" (mint stays high, burn never catches up), 1 is
+/// "burn-and-mint" (mint falls, burn grows past it around day 200).
+fn synthetic_run(design: u32, seed: u64) -> RunOutput {
+    let wobble = |t: f64, k: f64| (t * k + seed as f64 * 0.7).sin();
+    let mut rows = Vec::new();
+    let mut circulating = 100e6;
+    let mut attacker = 0.0;
+    for e in 0..EPOCHS {
+        let t = e as f64;
+        let s = seed as f64 - 2.0; // -1, 0, 1 across the three runs
+        let (minted, burned, price) = if design == 0 {
+            (
+                400_000.0 * (1.0 + 0.02 * wobble(t, 0.05)),
+                60_000.0 + 300.0 * t + 20_000.0 * s,
+                (0.40 * (-t / 500.0).exp() + 0.02 * wobble(t, 0.08)) * (1.0 + 0.08 * s),
+            )
+        } else {
+            (
+                400_000.0 * (-t / 300.0).exp() + 50_000.0,
+                30_000.0 + 900.0 * t * (1.0 + 0.1 * s),
+                (0.20 + 0.25 * t / 365.0 + 0.02 * wobble(t, 0.1)) * (1.0 + 0.1 * s),
+            )
+        };
+        circulating += minted - burned;
+        attacker += if design == 0 { 120.0 } else { -40.0 } * (1.0 + 0.2 * s);
+        let mut row = EpochRow {
+            epoch: e,
+            day: t + 1.0,
+            price_usd: price,
+            circulating_twy: circulating,
+            total_supply_twy: circulating * 1.4,
+            minted_twy: minted,
+            burned_twy: burned,
+            paid_usd: 10_000.0 + 50.0 * t,
+            consumer_price_usd_per_gb: if design == 0 { 0.012 } else { 0.009 } * (1.0 + 0.1 * wobble(t, 0.03)),
+            served_gb: 1e6 + 1e3 * t,
+            unserved_gb: 1e4 * (1.0 + wobble(t, 0.2)),
+            consumers: 5_000 + e as u32 * 10,
+            operator_profit_p10_usd: -20.0 + 0.05 * t,
+            operator_profit_p50_usd: 15.0 + 0.1 * t,
+            operator_profit_p90_usd: 60.0 + 0.2 * t,
+            operators_joined: (e % 7) as u32,
+            operators_left: (e % 5) as u32,
+            attacker_profit_usd: attacker,
+            slashed_twy: if e % 30 == 0 { 1_000.0 } else { 0.0 },
+            slashes: u32::from(e % 30 == 0),
+            ..EpochRow::default()
+        };
+        for r in 0..REGIONS.len() {
+            let weight = [0.30, 0.08, 0.25, 0.04, 0.05, 0.10, 0.14, 0.04][r];
+            let growth = if design == 0 { 1.0 + t / 700.0 } else { 1.0 + t / 400.0 };
+            let nodes = 2_000.0 * weight * growth * (1.0 + 0.03 * s) + 10.0 * wobble(t, 0.04 + r as f64 * 0.01);
+            row.nodes_by_region[r] = nodes.max(0.0).round() as u32;
+            row.capacity_gbps_by_region[r] = nodes * 0.8;
+            row.demand_gbps_by_region[r] = 1_000.0 * weight * (1.0 + t / 365.0);
+            let dip = if r == 3 { 0.15 * (1.0 + wobble(t, 0.02)) * 0.5 } else { 0.02 * (1.0 + wobble(t, 0.05 + r as f64 * 0.02)) };
+            row.liquidity_by_region[r] = (1.0 - dip * if design == 0 { 1.5 } else { 1.0 } * (1.0 + 0.2 * s)).clamp(0.0, 1.0);
+            row.multiplier_by_region[r] = 1.0 + 0.5 * dip;
+        }
+        row.nodes = row.nodes_by_region.iter().sum();
+        rows.push(row);
+    }
+    let last = rows.last().cloned().unwrap_or_default();
+    // Operator profits: a spread-out cloud from a small LCG, so the
+    // histogram has a shape (some operators below break-even).
+    let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ (seed << 8) ^ u64::from(design);
+    let mut profits = Vec::new();
+    for _ in 0..400 {
+        let mut sum = 0.0;
+        for _ in 0..4 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            sum += (x >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        let centre = if design == 0 { 25.0 } else { 60.0 };
+        profits.push(centre + (sum - 2.0) * 120.0);
+    }
+    RunOutput {
+        summary: RunSummary {
+            scenario: design_name(design).to_string(),
+            seed,
+            epochs: EPOCHS,
+            burn_ge_mint_epoch: if design == 0 { None } else { Some(190 + 10 * seed) },
+            worst_regional_liquidity: 0.80 + 0.03 * seed as f64 - if design == 0 { 0.05 } else { 0.0 },
+            operator_retention: if design == 0 { 0.62 } else { 0.85 } + 0.02 * seed as f64,
+            price_drawdown: if design == 0 { 0.55 } else { 0.21 } + 0.01 * seed as f64,
+            final_price_usd: last.price_usd,
+            final_nodes: last.nodes,
+            final_circulating_twy: last.circulating_twy,
+            attacker_profit_usd: last.attacker_profit_usd,
+            attackers_slashed_twy: 12_000.0,
+            total_minted_twy: rows.iter().map(|r| r.minted_twy).sum(),
+            total_burned_twy: rows.iter().map(|r| r.burned_twy).sum(),
+            consumer_price_usd_per_gb: last.consumer_price_usd_per_gb,
+        },
+        rows,
+        operator_monthly_profit_usd: profits,
+    }
+}
+
+fn design_name(design: u32) -> &'static str {
+    if design == 0 {
+        "high fixed emissions"
+    } else {
+        "burn-and-mint"
+    }
+}
+
+fn scenario(design: u32) -> ScenarioResult {
+    ScenarioResult { name: design_name(design).to_string(), runs: (1..=RUNS).map(|s| synthetic_run(design, s)).collect() }
+}
+
+fn two_scenarios() -> Vec<ScenarioResult> {
+    vec![scenario(0), scenario(1)]
+}
+
+/// A fresh directory under Cargo's scratch space for integration tests.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-tests").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Decoded {
+    width: u32,
+    height: u32,
+    channels: usize,
+    pixels: Vec<u8>,
+}
+
+fn decode_png(bytes: &[u8]) -> Decoded {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("PNG header decodes");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size fits in memory")];
+    let info = reader.next_frame(&mut buf).expect("PNG image data decodes");
+    buf.truncate(info.buffer_size());
+    Decoded { width: info.width, height: info.height, channels: info.color_type.samples(), pixels: buf }
+}
+
+/// (distinct colours, share of pixels that are not the most common colour).
+fn colour_stats(img: &Decoded) -> (usize, f64) {
+    let mut counts: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for px in img.pixels.chunks_exact(img.channels) {
+        *counts.entry(&px[..img.channels.min(3)]).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    let most = counts.values().copied().max().unwrap_or(0);
+    (counts.len(), 1.0 - most as f64 / total.max(1) as f64)
+}
+
+#[test]
+fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
+    let dir = scratch("compare").join("nested/report");
+    let scenarios = two_scenarios();
+    let written = write_report(&dir, "High emissions vs burn-and-mint", &scenarios).unwrap();
+
+    let mut expected: Vec<PathBuf> =
+        CHART_STEMS.iter().flat_map(|s| [dir.join(format!("{s}.png")), dir.join(format!("{s}.svg"))]).collect();
+    expected.push(dir.join(INDEX_HTML));
+    assert_eq!(written, expected);
+
+    for stem in CHART_STEMS {
+        let png_bytes = fs::read(dir.join(format!("{stem}.png"))).unwrap();
+        assert!(!png_bytes.is_empty(), "{stem}.png is empty");
+        let img = decode_png(&png_bytes);
+        assert!(img.width >= 800 && img.height >= 500, "{stem}.png is {}×{}", img.width, img.height);
+        let background = &img.pixels[..3];
+        assert_eq!(background, [255, 255, 255], "{stem}.png: the corner should be the white background");
+        let (colours, drawn_share) = colour_stats(&img);
+        assert!(colours > 20, "{stem}.png has only {colours} colours");
+        assert!(drawn_share > 0.02, "{stem}.png is almost all background ({:.3} drawn)", drawn_share);
+
+        let svg = fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{stem}.svg does not start with <svg");
+        assert!(svg.contains("<polyline") || svg.contains("<path"), "{stem}.svg draws no line");
+        assert!(svg.contains("<polygon"), "{stem}.svg draws no band or area");
+        assert!(svg.contains("<text"), "{stem}.svg has no text");
+        for s in &scenarios {
+            assert!(svg.contains(&s.name), "{stem}.svg has no legend entry for {}", s.name);
+        }
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<title>High emissions vs burn-and-mint</title>"));
+    for stem in CHART_STEMS {
+        assert!(html.contains(&format!("<figure id=\"chart-{stem}\">")), "the report has no {stem} chart");
+    }
+    assert_eq!(html.matches("<svg ").count(), CHART_STEMS.len(), "every chart inline, once");
+    // Self-contained: no script, no external resource. The only URL is the
+    // SVG namespace, which is a name, not something fetched.
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("<img"));
+    let urls = html.matches("http").count();
+    assert_eq!(urls, html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(), "an external URL in the report");
+
+    // The summary table: a row per scenario with every metric.
+    for (i, s) in scenarios.iter().enumerate() {
+        let start = html.find(&format!("<tr id=\"summary-{i}\">")).unwrap_or_else(|| panic!("no summary row for {}", s.name));
+        let row = &html[start..start + html[start..].find("</tr>").unwrap()];
+        assert!(row.contains(&s.name));
+        assert_eq!(row.matches("<td").count(), 8, "row {i}: {row}");
+    }
+    for head in [
+        "Burn ≥ mint from",
+        "Worst regional liquidity",
+        "Operator retention",
+        "Price drawdown",
+        "Attacker profit",
+        "Final price",
+        "Final nodes",
+        "Consumer price per GB",
+    ] {
+        assert!(html.contains(&format!("<th scope=\"col\">{head}</th>")), "no column {head}");
+    }
+    // Human numbers: burn-and-mint reached burn ≥ mint at epoch 210 (median
+    // of 200, 210, 220); high emissions never did; retention as a percentage.
+    let row1 = &html[html.find("<tr id=\"summary-1\">").unwrap()..];
+    assert!(row1.contains("epoch 210 (day 211)"), "{}", &row1[..600]);
+    let row0 = &html[html.find("<tr id=\"summary-0\">").unwrap()..];
+    assert!(row0.contains("<span class=\"v\">never</span>"));
+    assert!(row0.contains("66%"), "retention 0.62 + 0.02×2 should read 66%");
+}
+
+#[test]
+fn one_scenario_report_draws_regions_as_lines() {
+    let dir = scratch("run");
+    let scenarios = vec![scenario(1)];
+    let written = write_report(&dir, "Burn-and-mint", &scenarios).unwrap();
+    assert_eq!(written.len(), CHART_STEMS.len() * 2 + 1);
+    let nodes = fs::read_to_string(dir.join("nodes.svg")).unwrap();
+    for region in ["North America", "Latin America", "Europe", "Africa", "Middle East", "South Asia", "East Asia", "Oceania"] {
+        assert!(nodes.contains(region), "nodes.svg has no legend entry for {region}");
+    }
+    let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    assert!(html.contains("sim run"));
+    assert!(html.contains("<tr id=\"summary-0\">") && !html.contains("<tr id=\"summary-1\">"));
+}
+
+#[test]
+fn the_same_input_gives_the_same_bytes() {
+    let scenarios = two_scenarios();
+    let dirs = [scratch("determinism-a"), scratch("determinism-b")];
+    for dir in &dirs {
+        write_report(dir, "Determinism", &scenarios).unwrap();
+        write_run_csv(&dir.join("run.csv"), &scenarios[1].runs[0]).unwrap();
+        write_summary_json(&dir.join("summary.json"), &scenarios).unwrap();
+    }
+    let mut names: Vec<String> = CHART_STEMS.iter().flat_map(|s| [format!("{s}.svg"), format!("{s}.png")]).collect();
+    names.extend([INDEX_HTML.to_string(), "run.csv".to_string(), "summary.json".to_string()]);
+    for name in names {
+        let a = fs::read(dirs[0].join(&name)).unwrap();
+        let b = fs::read(dirs[1].join(&name)).unwrap();
+        assert!(a == b, "{name} differs between two writes of the same input");
+    }
+}
+
+#[test]
+fn run_csv_has_a_column_per_field_and_region_and_reads_back() {
+    let dir = scratch("csv");
+    let run = synthetic_run(1, 2);
+    let path = dir.join("run.csv");
+    write_run_csv(&path, &run).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header, csv_columns());
+
+    // Every EpochRow field is there: scalars by name, arrays once per region.
+    let fields = serde_json::to_value(EpochRow::default()).unwrap();
+    let mut expected = HashSet::new();
+    for (name, value) in fields.as_object().unwrap() {
+        if value.is_array() {
+            let stem = name.strip_suffix("_by_region").unwrap_or(name);
+            for region in REGIONS {
+                expected.insert(format!("{stem}_{}", region.replace('-', "_")));
+            }
+        } else {
+            expected.insert(name.clone());
+        }
+    }
+    let got: HashSet<String> = header.iter().map(|s| s.to_string()).collect();
+    assert_eq!(got, expected);
+    assert_eq!(header.len(), 21 + 5 * REGIONS.len(), "no column twice");
+    assert!(header.contains(&"liquidity_europe"));
+    assert!(header.contains(&"nodes_north_america"));
+
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), run.rows.len());
+    for (cells, row) in rows.iter().zip(&run.rows) {
+        assert_eq!(cells.len(), header.len());
+        for cell in cells {
+            cell.parse::<f64>().unwrap_or_else(|_| panic!("{cell} is not a number"));
+        }
+        assert_eq!(cells[col("epoch")].parse::<u64>().unwrap(), row.epoch);
+        assert_eq!(cells[col("day")].parse::<f64>().unwrap(), row.day);
+        assert_eq!(cells[col("price_usd")].parse::<f64>().unwrap(), row.price_usd);
+        assert_eq!(cells[col("circulating_twy")].parse::<f64>().unwrap(), row.circulating_twy);
+        assert_eq!(cells[col("liquidity_africa")].parse::<f64>().unwrap(), row.liquidity_by_region[3]);
+        assert_eq!(cells[col("nodes_oceania")].parse::<u32>().unwrap(), row.nodes_by_region[7]);
+        assert_eq!(cells[col("capacity_gbps_east_asia")].parse::<f64>().unwrap(), row.capacity_gbps_by_region[6]);
+        assert_eq!(cells[col("slashes")].parse::<u32>().unwrap(), row.slashes);
+    }
+}
+
+#[test]
+fn summary_json_has_every_run_and_the_spread_over_runs() {
+    let dir = scratch("json");
+    let scenarios = two_scenarios();
+    let path = dir.join("summary.json");
+    write_summary_json(&path, &scenarios).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let list = v["scenarios"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["name"], "burn-and-mint");
+    let runs: Vec<RunSummary> = serde_json::from_value(list[1]["runs"].clone()).unwrap();
+    assert_eq!(runs, scenarios[1].runs.iter().map(|r| r.summary.clone()).collect::<Vec<_>>());
+    assert_eq!(list[1]["stats"]["burn_ge_mint_epoch_median"], 210.0);
+    assert_eq!(list[0]["stats"]["burn_ge_mint_epoch_median"], serde_json::Value::Null);
+    assert_eq!(list[0]["stats"]["burn_ge_mint_never_runs"], 3);
+    let retention = &list[1]["stats"]["operator_retention"];
+    assert!((retention["p50"].as_f64().unwrap() - 0.89).abs() < 1e-9);
+    assert!(retention["p10"].as_f64().unwrap() < retention["p90"].as_f64().unwrap());
+}
+
+#[test]
+fn errors_name_the_file() {
+    let dir = scratch("errors");
+    let blocker = dir.join("not-a-dir");
+    fs::write(&blocker, b"x").unwrap();
+    let e = write_report(&blocker.join("report"), "t", &two_scenarios()).unwrap_err();
+    assert!(matches!(e, ReportError::CreateDir { .. }));
+    assert!(e.to_string().contains("not-a-dir/report"), "{e}");
+
+    let e = write_run_csv(&blocker.join("run.csv"), &synthetic_run(0, 1)).unwrap_err();
+    assert!(e.to_string().contains("not-a-dir/run.csv"), "{e}");
+
+    let e = write_report(&dir, "t", &[]).unwrap_err();
+    assert!(matches!(e, ReportError::NoScenarios { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// A real browser.
+
+/// Runs `cmd` with output to files, killing it after `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration, logs: &Path, name: &str) -> (Option<i32>, String, String) {
+    let out_path = logs.join(format!("{name}.stdout"));
+    let err_path = logs.join(format!("{name}.stderr"));
+    cmd.stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    match status {
+        None => panic!(
+            "{name} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+            read(&out_path),
+            read(&err_path)
+        ),
+        Some(status) => (status.code(), read(&out_path), read(&err_path)),
+    }
+}
+
+fn chromium_version() -> Option<String> {
+    let out = Command::new("chromium").arg("--version").stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Debian's Chromium, installed with apt if it is missing (idempotent:
+/// nothing happens when it is there). Fails the test, never skips it.
+fn ensure_chromium(logs: &Path) -> String {
+    if let Some(v) = chromium_version() {
+        return v;
+    }
+    let started = Instant::now();
+    let apt = |args: &[&str], name: &str| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_bounded(cmd, Duration::from_secs(900), logs, name)
+    };
+    let install = ["install", "-y", "--no-install-recommends", "chromium"];
+    let (code, _, _) = apt(&install, "apt-install");
+    if code != Some(0) {
+        let (code, out, err) = apt(&["update"], "apt-update");
+        assert_eq!(code, Some(0), "apt-get update failed, so Chromium cannot be installed:\n{out}\n{err}");
+        let (code, out, err) = apt(&install, "apt-install-after-update");
+        assert_eq!(code, Some(0), "apt-get install chromium failed:\n{out}\n{err}");
+    }
+    let version = chromium_version()
+        .unwrap_or_else(|| panic!("chromium was installed with apt but `chromium --version` does not run"));
+    eprintln!("installed {version} in {:.0?}", started.elapsed());
+    version
+}
+
+fn chromium(report: &Path, user_data: &Path, extra: &[String]) -> Command {
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", user_data.display()));
+    cmd.args(extra);
+    cmd.arg(format!("file://{}", report.display()));
+    cmd
+}
+
+/// Lines where Chromium reports something the page itself did wrong: a
+/// console message (the page has no script, so any is a problem) or an
+/// uncaught error.
+fn page_errors(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect()
+}
+
+#[test]
+fn the_report_opens_in_headless_chromium() {
+    let dir = scratch("chromium");
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let version = ensure_chromium(&logs);
+
+    let report_dir = dir.join("report");
+    write_report(&report_dir, "High emissions vs burn-and-mint", &two_scenarios()).unwrap();
+    let report = report_dir.join(INDEX_HTML).canonicalize().unwrap();
+
+    // The DOM loads whole: the last element is there, and so is every chart.
+    let dump = chromium(&report, &dir.join("profile-dom"), &["--dump-dom".to_string()]);
+    let (code, dom, err) = run_bounded(dump, Duration::from_secs(60), &logs, "chromium-dump-dom");
+    assert_eq!(code, Some(0), "{version} --dump-dom failed:\n{err}");
+    assert!(dom.contains("Sustainability summary") && dom.contains("</footer>"), "the DOM did not load:\n{dom}");
+    assert_eq!(dom.matches("<svg").count(), CHART_STEMS.len());
+    assert!(page_errors(&err).is_empty(), "the page logged errors:\n{}", page_errors(&err).join("\n"));
+
+    // A screenshot that shows something.
+    let shot = dir.join("screenshot.png");
+    let screenshot = chromium(
+        &report,
+        &dir.join("profile-shot"),
+        &[format!("--screenshot={}", shot.display()), "--window-size=1280,2000".to_string(), "--hide-scrollbars".to_string()],
+    );
+    let (code, _, err) = run_bounded(screenshot, Duration::from_secs(60), &logs, "chromium-screenshot");
+    assert_eq!(code, Some(0), "{version} --screenshot failed:\n{err}");
+    assert!(page_errors(&err).is_empty(), "the page logged errors:\n{}", page_errors(&err).join("\n"));
+    let img = decode_png(&fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display())));
+    assert_eq!((img.width, img.height), (1280, 2000));
+    let (colours, drawn_share) = colour_stats(&img);
+    assert!(colours > 200, "the screenshot has only {colours} colours: blank?");
+    assert!(drawn_share > 0.2, "the screenshot is {:.0}% one colour: blank?", (1.0 - drawn_share) * 100.0);
+}
