@@ -16,7 +16,7 @@ use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{AccountIdx, NodeIdx, OracleIdx};
 use tollway_ledger::{check_supply, end_epoch, Ctx, State};
 use tollway_types::{
-    AccountId, Amount, CountryCode, Hash32, MacroRegion, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
+    AccountId, Amount, CountryCode, Hash32, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
     Usd, PPM,
 };
 
@@ -45,6 +45,9 @@ enum Kind {
     Farmer,
     Sybil,
     Liar,
+    /// One honest node on the same line as the sybil farm, in the same
+    /// region: what the farm should earn, all identities together.
+    Control,
 }
 
 struct Operator {
@@ -52,8 +55,11 @@ struct Operator {
     account: AccountIdx,
     node: NodeIdx,
     region: usize,
-    /// What the node really delivers.
+    /// What the node delivers when measured alone.
     capacity_bps: u64,
+    /// What it can carry for consumers: the same, except for a sybil farm,
+    /// whose identities share one line.
+    serving_bps: u64,
     /// What it claims (liars: a multiple of the truth).
     claim_bps: u64,
     daily_cost_usd: f64,
@@ -255,7 +261,7 @@ impl Sim {
         let mut claim_factor = 1.0;
         let uptime = match kind {
             Kind::Honest | Kind::Farmer => rng.range(p.uptime[0], p.uptime[1]),
-            Kind::Sybil | Kind::Liar => 1.0,
+            Kind::Sybil | Kind::Liar | Kind::Control => 1.0,
         };
         if let Some(a) = &self.scenario.attack {
             match kind {
@@ -263,12 +269,17 @@ impl Sim {
                     capacity_mbps = a.sybil_line_mbps;
                     monthly_cost /= a.sybil_nodes.max(1) as f64; // one line, many identities
                 }
+                Kind::Control => capacity_mbps = a.sybil_line_mbps,
                 Kind::Liar => claim_factor = a.liar_claim_factor,
                 _ => {}
             }
         }
         let (online_hours, uptime_ppm) = online_mask(rng, region, uptime);
         let capacity_bps = (capacity_mbps * 1e6) as u64;
+        let serving_bps = match (&self.scenario.attack, kind) {
+            (Some(a), Kind::Sybil) => capacity_bps / a.sybil_nodes.max(1) as u64,
+            _ => capacity_bps,
+        };
         let claim_bps = (capacity_bps as f64 * claim_factor) as u64;
         let price = rng.range(p.price_usd_per_gb[0], p.price_usd_per_gb[1]);
         let sell_share = match kind {
@@ -298,6 +309,7 @@ impl Sim {
             node,
             region,
             capacity_bps,
+            serving_bps,
             claim_bps,
             daily_cost_usd: monthly_cost / 30.0,
             online_hours,
@@ -430,6 +442,9 @@ impl Sim {
             for _ in 0..a.sybil_nodes {
                 self.join(Kind::Sybil, region, Some(7))?;
             }
+            if a.sybil_nodes > 0 {
+                self.join(Kind::Control, region, None)?;
+            }
             for k in 0..a.liars {
                 let region = (k % 8) as usize;
                 self.join(Kind::Liar, region, None)?;
@@ -441,7 +456,7 @@ impl Sim {
         }
         if self.day == a.end_day {
             for i in 0..self.ops.len() {
-                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar) {
+                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control) {
                     self.leave(i);
                 }
             }
@@ -494,7 +509,7 @@ impl Sim {
         for op in self.ops.iter().filter(|o| o.active) {
             for (h, c) in cap[op.region].iter_mut().enumerate() {
                 if op.online_hours & (1 << h) != 0 {
-                    *c += op.capacity_bps as f64;
+                    *c += op.serving_bps as f64;
                 }
             }
         }
@@ -535,7 +550,7 @@ impl Sim {
         // proportion to the capacity-hours it was online.
         let mut region_weight = [0f64; 8];
         for op in self.ops.iter().filter(|o| o.active) {
-            region_weight[op.region] += op.capacity_bps as f64 * op.online_hours.count_ones() as f64;
+            region_weight[op.region] += op.serving_bps as f64 * op.online_hours.count_ones() as f64;
         }
         let ctx = self.ctx();
         let mut paid = [0f64; 8];
@@ -544,7 +559,7 @@ impl Sim {
             if !op.active || region_weight[op.region] <= 0.0 {
                 continue;
             }
-            let gb = served_share[op.region] * op.capacity_bps as f64 * op.online_hours.count_ones() as f64
+            let gb = served_share[op.region] * op.serving_bps as f64 * op.online_hours.count_ones() as f64
                 / region_weight[op.region];
             let amount = usd(gb * op.price_usd_per_gb);
             if !amount.is_zero() {
@@ -704,7 +719,7 @@ impl Sim {
             region_reward[op.region] += reward;
             region_mbps[op.region] += op.capacity_bps as f64 / 1e6;
             match kind {
-                Kind::Honest => profits.push(profit),
+                Kind::Honest | Kind::Control => profits.push(profit),
                 Kind::Sybil | Kind::Liar => self.attacker_profit_usd += profit,
                 Kind::Farmer => {}
             }
@@ -840,17 +855,42 @@ impl Sim {
     }
 }
 
-/// The per-node earnings of a sybil farm and of honest nodes in one run,
-/// for tests: (farm total, best honest single node) over the attack.
-pub fn sybil_vs_honest(sim: &Sim) -> (Token, Token) {
-    let farm: u128 = sim.ops.iter().filter(|o| o.kind == Kind::Sybil).map(|o| sim.state.nodes[o.node as usize].total_rewards.0).sum();
-    let _ = MacroRegion::ALL;
-    let honest = sim
-        .ops
-        .iter()
-        .filter(|o| o.kind == Kind::Honest)
-        .map(|o| sim.state.nodes[o.node as usize].total_rewards.0)
-        .max()
-        .unwrap_or(0);
-    (Token(farm), Token(honest))
+/// What the attack earned, read from the ledger: for tests and the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttackOutcome {
+    /// Rewards of all the sybil farm's identities together.
+    pub sybil_farm_rewards: Token,
+    /// Rewards of the one honest node on the same line in the same region.
+    pub control_rewards: Token,
+    pub liars: u32,
+    /// Liars slashed at least once, and their rewards and slashes.
+    pub liars_slashed: u32,
+    pub liar_rewards: Token,
+    pub liar_slashed: Token,
+}
+
+impl Sim {
+    pub fn attack_outcome(&self) -> AttackOutcome {
+        let rewards = |o: &Operator| self.state.nodes[o.node as usize].total_rewards;
+        let slashed = |o: &Operator| self.state.nodes[o.node as usize].total_slashed;
+        let mut out = AttackOutcome::default();
+        for o in &self.ops {
+            match o.kind {
+                Kind::Sybil => out.sybil_farm_rewards.0 += rewards(o).0,
+                Kind::Control => out.control_rewards.0 += rewards(o).0,
+                Kind::Liar => {
+                    out.liars += 1;
+                    out.liars_slashed += u32::from(!slashed(o).is_zero());
+                    out.liar_rewards.0 += rewards(o).0;
+                    out.liar_slashed.0 += slashed(o).0;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn day(&self) -> u64 {
+        self.day
+    }
 }
