@@ -1,0 +1,107 @@
+//! End-to-end: `tollway sim` as a user runs it, on the repository's
+//! scenario files at a small scale.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tollway(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tollway-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+/// A copy of a repository scenario at test scale.
+fn small_scenario(dir: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("scenarios").join(format!("{name}.toml")))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("operators = 2000", "operators = 120")
+        .replace("consumers = 100000", "consumers = 6000")
+        .replace("farmers = 1500", "farmers = 90");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn compare_writes_a_report_with_every_chart_csv_and_json() {
+    let dir = temp_dir("sim-compare");
+    let a = small_scenario(&dir, "burn-and-mint");
+    let b = small_scenario(&dir, "fixed-emissions");
+    let out = dir.join("out");
+    let (ok, stdout, stderr) =
+        tollway(&["sim", "compare", &a, &b, "--runs", "2", "--days", "40", "--out", out.to_str().unwrap_or_default()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("burn-and-mint") && stdout.contains("fixed-emissions"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap_or_else(|e| panic!("{e}"));
+    for chart in ["price", "supply", "mint_burn", "nodes", "capacity", "operator_profit", "consumer_price", "liquidity"] {
+        for ext in ["png", "svg"] {
+            let p = out.join(format!("{chart}.{ext}"));
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 1000, "{} is missing or nearly empty ({len} bytes)", p.display());
+        }
+    }
+    assert!(html.contains("burn-and-mint") && html.contains("fixed-emissions"));
+    for seed in [1, 2] {
+        for s in ["burn-and-mint", "fixed-emissions"] {
+            let csv = std::fs::read_to_string(out.join(s).join(format!("seed-{seed}.csv"))).unwrap_or_default();
+            assert_eq!(csv.lines().count(), 41, "{s} seed {seed}: header + 40 days");
+        }
+    }
+    let json = std::fs::read_to_string(out.join("summary.json")).unwrap_or_default();
+    assert!(json.contains("\"burn_ge_mint_epoch\""), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sweep_runs_one_design_per_value() {
+    let dir = temp_dir("sim-sweep");
+    let a = small_scenario(&dir, "burn-and-mint");
+    let out = dir.join("out");
+    let (ok, stdout, stderr) = tollway(&[
+        "sim", "run", &a, "--runs", "1", "--days", "20", "--sweep", "uptime_share_start=0.5,0.7", "--out",
+        out.to_str().unwrap_or_default(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("uptime_share_start=0.5") && stdout.contains("uptime_share_start=0.7"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_scenarios_get_clear_errors() {
+    let dir = temp_dir("sim-bad");
+    let good = std::fs::read_to_string(repo().join("scenarios/burn-and-mint.toml")).unwrap_or_default();
+    let cases = [
+        (good.replace("days = 730", "days = 0"), "scenario `run.days`: must be 1 to 36500"),
+        (good.replace("oracles = 30", "oracles = 30\ncolour = 3"), "unknown field `colour`"),
+        (good.replace("[params]", "[params]\nusage_reward_cap = 2.0"), "`emission.usage_reward_cap`: 2 is outside [0, 1]"),
+        (good.replace("uptime = [0.6, 1.0]", "uptime = [0.9, 0.2]"), "population.uptime"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--quiet"]);
+        assert!(!ok);
+        assert!(stderr.contains(want), "case {i}: wanted {want:?} in {stderr}");
+    }
+    let (ok, _, stderr) = tollway(&["sim", "run", "no-such-file.toml"]);
+    assert!(!ok && stderr.contains("reading scenario no-such-file.toml"), "{stderr}");
+    let p = dir.join("s.toml");
+    std::fs::write(&p, &good).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "nonsense"]);
+    assert!(!ok && stderr.contains("a sweep is key=v1,v2"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
