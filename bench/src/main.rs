@@ -11,19 +11,21 @@
 
 mod epoch;
 mod ledger;
+mod sim;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: tollway-bench NAME [--quick]
-  NAME     ledger | epoch | all
+  NAME     ledger | epoch | sim | sim-large | all
   --quick  a short run for CI (a few seconds per benchmark), same code paths";
 
 /// A benchmark: prints its table, returns its final line.
 type Benchmark = fn(&Progress, bool) -> anyhow::Result<String>;
 
 /// Every benchmark, in the order `all` runs them.
-const BENCHMARKS: &[(&str, Benchmark)] = &[("ledger", ledger::run), ("epoch", epoch::run)];
+const BENCHMARKS: &[(&str, Benchmark)] =
+    &[("ledger", ledger::run), ("epoch", epoch::run), ("sim", sim::run), ("sim-large", sim::run_large)];
 
 fn main() -> ExitCode {
     let mut name = None;

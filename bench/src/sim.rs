@@ -1,0 +1,206 @@
+//! Benchmark `sim` (issue 3): the simulator at the scale of 10,000 nodes,
+//! 1,000 consumers, 8 regions, 365 daily epochs and 10 Monte Carlo runs on
+//! every core: wall time and peak memory. The anchor is the same
+//! population simulated without the ledger, in the simplest loop we can
+//! write (the same agents' arithmetic in floats, no transactions, no
+//! integer money, no invariant checks), in the same run. The ratio
+//! (anchor time / ours) is what running the real ledger costs.
+//!
+//! `sim-large` is the issue's other figure: one run of 100,000 nodes over
+//! three years of daily epochs (goal: under 30 s).
+
+use crate::{report_line, sig3, Figure, Progress};
+use std::time::Instant;
+use tollway_sim::montecarlo;
+use tollway_sim::rng::Rng;
+use tollway_sim::scenario::Scenario;
+
+const BASE: &str = include_str!("../../scenarios/burn-and-mint.toml");
+
+/// The benchmark's population: the burn-and-mint scenario with a fixed
+/// population (no joins, no churn) at the issue's scale.
+fn scenario(nodes: u32, consumers: u32, days: u64, runs: u64) -> anyhow::Result<Scenario> {
+    let mut s = Scenario::from_toml(BASE)?;
+    for (k, v) in [
+        ("population.operators", nodes.to_string()),
+        ("population.consumers", consumers.to_string()),
+        ("population.max_joins_per_day", "0".into()),
+        ("population.churn_after_days", "1000000".into()),
+        ("run.days", days.to_string()),
+        ("run.runs", runs.to_string()),
+    ] {
+        s = s.with_override(k, &v)?;
+    }
+    Ok(s)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The anchor: one run of the same population in plain floats.
+fn raw_run(s: &Scenario, seed: u64) -> f64 {
+    let p = &s.population;
+    let mut rng = Rng::new(seed);
+    struct N {
+        region: usize,
+        cap: f64,
+        mask: u32,
+        price: f64,
+        cost: f64,
+        profit: f64,
+    }
+    let mut nodes: Vec<N> = (0..p.operators)
+        .map(|_| {
+            let region = rng.weighted(&p.region_weights);
+            let up = rng.range(p.uptime[0], p.uptime[1]);
+            let off = ((1.0 - up) * 24.0) as u32;
+            let start = rng.below(24) as u32;
+            let mask = (0..off).fold((1u32 << 24) - 1, |m, k| m & !(1 << ((start + k) % 24)));
+            N {
+                region,
+                cap: rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]) * 1e6,
+                mask,
+                price: rng.range(p.price_usd_per_gb[0], p.price_usd_per_gb[1]),
+                cost: rng.range(p.monthly_cost_usd[0], p.monthly_cost_usd[1]) / 30.0,
+                profit: 0.0,
+            }
+        })
+        .collect();
+    let d = &s.demand;
+    let wsum: f64 = d.region_weights.iter().sum();
+    let mut consumers: Vec<f64> = d.region_weights.iter().map(|w| p.consumers as f64 * w / wsum).collect();
+    let mut price = s.market.pool_usd / s.market.pool_twy;
+    let emission = 50_000_000.0 / 365.0;
+    let mut checksum = 0.0;
+    for _day in 0..s.run.days {
+        let mut cap = [[0f64; 24]; 8];
+        let mut weight = [0f64; 8];
+        let mut total_w = 0.0;
+        for n in &nodes {
+            for (h, c) in cap[n.region].iter_mut().enumerate() {
+                if n.mask & (1 << h) != 0 {
+                    *c += n.cap;
+                }
+            }
+            let w = n.cap * n.mask.count_ones() as f64;
+            weight[n.region] += w;
+            total_w += w;
+        }
+        let mut served = [0f64; 8];
+        for r in 0..8 {
+            let gb = consumers[r] * d.gb_per_consumer_per_day;
+            served[r] = cap[r].iter().map(|c| (gb / 24.0 * 8e9 / 3600.0).min(0.8 * c) * 3600.0 / 8e9).sum();
+            consumers[r] *= 1.0 + d.growth_per_year / 365.0;
+        }
+        let mut burned_usd = 0.0;
+        for n in nodes.iter_mut() {
+            // Three oracle measurements, as the real run draws them.
+            let measured = (0..3).map(|_| n.cap * rng.range(0.85, 1.0)).fold(0.0, f64::max);
+            let w = n.cap * n.mask.count_ones() as f64;
+            let revenue = served[n.region] * w / weight[n.region].max(1.0) * n.price;
+            let reward = emission * w / total_w.max(1.0) * (measured / n.cap);
+            burned_usd += revenue;
+            n.profit += reward * price + revenue * 0.0 - n.cost;
+        }
+        price *= 1.0 + (burned_usd / s.market.pool_usd - emission * price / s.market.pool_usd) * 0.01;
+        checksum += price;
+    }
+    checksum + nodes.iter().map(|n| n.profit).sum::<f64>()
+}
+
+/// Runs `runs` raw runs on every core; returns the wall time in seconds.
+fn raw_all(s: &Scenario) -> f64 {
+    let start = Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let sink = std::sync::Mutex::new(0.0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads() {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= s.run.runs {
+                    break;
+                }
+                let x = raw_run(s, s.run.seed + k);
+                if let Ok(mut t) = sink.lock() {
+                    *t += x;
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    // Keep the result alive so the loop cannot be optimised away.
+    std::hint::black_box(sink.lock().map(|x| *x).unwrap_or_default());
+    elapsed
+}
+
+pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
+    let (nodes, days, runs) = if quick { (1_000, 30, 2) } else { (10_000, 365, 10) };
+    let s = scenario(nodes, 1_000, days, runs)?;
+    progress.say(&format!("{runs} runs of {nodes} nodes x {days} days on {} threads", threads()));
+    let rss_before = peak_rss_mib();
+    let start = Instant::now();
+    let results = montecarlo::run_all(std::slice::from_ref(&s), threads(), &|_, _| {})?;
+    let ours = start.elapsed().as_secs_f64();
+    let rss = peak_rss_mib();
+    let rows: usize = results.iter().flat_map(|r| &r.runs).map(|r| r.rows.len()).sum();
+    progress.say(&format!("ours: {ours:.2} s ({rows} epoch rows)"));
+    let anchor = raw_all(&s);
+    progress.say(&format!("anchor: {anchor:.3} s"));
+    let node_epochs = nodes as f64 * days as f64 * runs as f64;
+    println!();
+    println!("sim: {runs} runs x {nodes} nodes x {days} daily epochs, 1000 consumers, 8 regions, {} threads", threads());
+    println!("{:<58} {:>10} {:>16}", "path", "wall", "per node-epoch");
+    println!("{:<58} {:>8.2} s {:>13.0} ns", "ours: agents + the ledger (end_epoch, payments, reports)", ours, ours * 1e9 / node_epochs);
+    println!("{:<58} {:>8.3} s {:>13.1} ns", "anchor: the same population in plain floats, no ledger", anchor, anchor * 1e9 / node_epochs);
+    println!("peak RSS of the benchmark process: {} MiB (before the runs: {} MiB)", sig3(rss), sig3(rss_before));
+    if !quick {
+        println!("goal (< 2 s and < 500 MiB): time {}, memory {}", if ours < 2.0 { "met" } else { "NOT met" }, if rss < 500.0 { "met" } else { "NOT met" });
+    }
+    Ok(report_line(
+        "sim",
+        Figure { value: ours, unit: "s" },
+        Figure { value: anchor, unit: "s" },
+        "the same population in a plain float loop without the ledger",
+        anchor / ours,
+    ))
+}
+
+/// One run of 100,000 nodes over three years (quick: 10,000 nodes, 30 days).
+pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
+    let (nodes, days) = if quick { (10_000, 30) } else { (100_000, 3 * 365) };
+    let s = scenario(nodes, 10_000, days, 1)?;
+    progress.say(&format!("one run of {nodes} nodes x {days} days"));
+    let start = Instant::now();
+    let last_report = std::sync::Mutex::new(Instant::now());
+    montecarlo::run_all(std::slice::from_ref(&s), 1, &|done, total| {
+        if let Ok(mut t) = last_report.lock() {
+            if t.elapsed().as_secs() >= 10 {
+                *t = Instant::now();
+                progress.say(&format!("day {done}/{total}"));
+            }
+        }
+    })?;
+    let ours = start.elapsed().as_secs_f64();
+    let anchor = raw_all(&s);
+    println!();
+    println!("sim-large: one run, {nodes} nodes x {days} daily epochs");
+    println!("ours: {ours:.1} s; anchor (plain float loop): {anchor:.2} s; goal < 30 s: {}", if ours < 30.0 { "met" } else { "NOT met" });
+    Ok(report_line(
+        "sim-large",
+        Figure { value: ours, unit: "s" },
+        Figure { value: anchor, unit: "s" },
+        "the same population in a plain float loop without the ledger",
+        anchor / ours,
+    ))
+}
