@@ -719,9 +719,14 @@ impl Sim {
             region_reward[op.region] += reward;
             region_mbps[op.region] += op.capacity_bps as f64 / 1e6;
             match kind {
-                Kind::Honest | Kind::Control => profits.push(profit),
-                Kind::Sybil | Kind::Liar => self.attacker_profit_usd += profit,
-                Kind::Farmer => {}
+                Kind::Honest => profits.push(profit),
+                // What the attack gained over the same line run honestly.
+                Kind::Sybil => self.attacker_profit_usd += reward * price,
+                Kind::Control => {
+                    profits.push(profit);
+                    self.attacker_profit_usd -= reward * price;
+                }
+                Kind::Liar | Kind::Farmer => {}
             }
             op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
             let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);

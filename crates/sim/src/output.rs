@@ -51,8 +51,10 @@ pub struct EpochRow {
     pub operator_profit_p90_usd: f64,
     pub operators_joined: u32,
     pub operators_left: u32,
-    /// Attackers' cumulative profit in USD (rewards at the pool price
-    /// minus costs and slashed stake).
+    /// What the attacks gained, cumulative, in USD at the pool price, over
+    /// running the same hardware honestly: the sybil farm's rewards minus
+    /// those of one honest node on the same line, minus the stake slashed
+    /// from nodes that over-claimed. Negative: the attacks did not pay.
     pub attacker_profit_usd: f64,
     pub slashed_twy: f64,
     pub slashes: u32,

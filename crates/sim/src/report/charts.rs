@@ -10,8 +10,10 @@
 
 use std::sync::OnceLock;
 
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle, RGBColor};
 
 use super::canvas::PngCanvas;
@@ -72,6 +74,29 @@ pub(crate) struct Lines {
     /// Show at least down to this value (so a flat line at 100 % reads as
     /// "at the top", not as a line in the middle of a 99.9–100 axis).
     pub y_show_down_to: Option<f64>,
+    pub y_ticks: Ticks,
+    /// A logarithmic y axis (set only when every value is positive).
+    pub y_log: bool,
+}
+
+/// How the y axis labels its ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ticks {
+    /// "250k", "1.5M", "0.25".
+    Number,
+    /// "$0.25", "$1.5M".
+    Usd,
+    /// Values already in percent: "95%".
+    Percent,
+}
+
+fn usd_tick(x: &f64) -> String {
+    let sign = if *x < 0.0 { "-" } else { "" };
+    format!("{sign}${}", super::human::compact(x.abs()))
+}
+
+fn percent_tick(x: &f64) -> String {
+    format!("{}%", super::human::compact(*x))
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +104,14 @@ pub(crate) enum Body {
     Lines(Lines),
     /// Small multiples: one titled cell per entry, 2 rows.
     Grid(Vec<(String, Lines)>),
-    Histogram { x_label: String, y_label: String, hist: Histogram, colors: Vec<RGBColor> },
+    Histogram {
+        x_label: String,
+        y_label: String,
+        hist: Histogram,
+        colors: Vec<RGBColor>,
+    },
+    /// Nothing to plot: the message, centred.
+    Empty(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +232,11 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
             Ok(())
         }
         Body::Histogram { x_label, y_label, hist, colors } => draw_histogram(&body, x_label, y_label, hist, colors),
+        Body::Empty(message) => {
+            let (w, h) = body.dim_in_pixel();
+            let style = muted(20.0).pos(Pos::new(HPos::Center, VPos::Center));
+            body.draw_text(message, &style, (w as i32 / 2, h as i32 / 2)).map_err(err)
+        }
     }
 }
 
@@ -223,7 +260,9 @@ fn draw_legend<DB: DrawingBackend>(
             x = PAD_X;
         }
         let y = LEGEND_TOP + row * LEGEND_ROW;
-        let mid = y + 10;
+        // The middle of the lower-case letters (baseline at 0.76 of the
+        // text box, x-height about half the box).
+        let mid = y + 7;
         let c = entry.color;
         match entry.swatch {
             Swatch::Line => {
@@ -277,7 +316,7 @@ fn x_range(series: &[Series]) -> (f64, f64) {
         return (0.0, 1.0);
     }
     if hi - lo <= 0.0 {
-        (lo - 0.5, hi + 0.5)
+        (lo, lo + 1.0)
     } else {
         (lo.min(0.0), hi)
     }
@@ -303,9 +342,13 @@ fn y_range(lines: &Lines) -> (f64, f64) {
     if let Some(floor) = lines.y_show_down_to {
         lo = lo.min(floor);
     }
+    if lines.y_from_zero && lo >= 0.0 {
+        lo = 0.0;
+    }
     let mut span = hi - lo;
     if span <= 0.0 {
-        span = (hi.abs() * 0.1).max(1e-9);
+        // A flat line: give it some room (a unit if it sits at zero).
+        span = if hi != 0.0 { hi.abs() * 0.1 } else { 1.0 };
     }
     let mut bottom = if lines.y_from_zero && lo >= 0.0 { 0.0 } else { lo - 0.04 * span };
     let mut top = hi + 0.06 * span;
@@ -324,7 +367,7 @@ fn y_range(lines: &Lines) -> (f64, f64) {
 }
 
 fn day_label(x: &f64) -> String {
-    super::human::count(*x)
+    super::human::compact(*x)
 }
 
 fn value_label(y: &f64) -> String {
@@ -339,14 +382,67 @@ fn draw_lines<DB: DrawingBackend>(
     with_x_desc: bool,
 ) -> Result<(), String> {
     let (x0, x1) = x_range(&lines.series);
-    let (y0, y1) = y_range(lines);
+    match log_range(lines) {
+        Some((y0, y1)) => plot_lines(area, lines, look, caption, with_x_desc, x0..x1, (y0..y1).log_scale()),
+        None => {
+            let (y0, y1) = y_range(lines);
+            plot_lines(area, lines, look, caption, with_x_desc, x0..x1, y0..y1)
+        }
+    }
+}
+
+/// The y range on a log axis, when the chart asked for one and every
+/// value can go on it.
+fn log_range(lines: &Lines) -> Option<(f64, f64)> {
+    if !lines.y_log {
+        return None;
+    }
+    let (lo, hi) = positive_extent(&lines.series)?;
+    // Pad by 4% of the decades shown on either side.
+    let pad = (hi / lo).powf(0.04);
+    Some((lo / pad, hi * pad))
+}
+
+/// The smallest and largest value drawn, if all are finite and positive.
+pub(crate) fn positive_extent(series: &[Series]) -> Option<(f64, f64)> {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for s in series {
+        for p in &s.points {
+            let values = if s.banded { [p.p10, p.p50, p.p90] } else { [p.p50; 3] };
+            for v in values {
+                if !(v.is_finite() && v > 0.0) {
+                    return None;
+                }
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+    }
+    (lo.is_finite() && hi > lo).then_some((lo, hi))
+}
+
+fn plot_lines<DB, Y>(
+    area: &DrawingArea<DB, Shift>,
+    lines: &Lines,
+    look: &AxisLook,
+    caption: Option<&str>,
+    with_x_desc: bool,
+    x: std::ops::Range<f64>,
+    y: Y,
+) -> Result<(), String>
+where
+    DB: DrawingBackend,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let mut builder = ChartBuilder::on(area);
     builder.margin_top(8).margin_right(30).margin_left(8).margin_bottom(6);
     builder.x_label_area_size(look.x_area).y_label_area_size(look.y_area);
     if let Some(c) = caption {
         builder.caption(c, bold(look.caption));
     }
-    let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
+    let mut chart = builder.build_cartesian_2d(x, y).map_err(err)?;
     {
         let mut mesh = chart.configure_mesh();
         mesh.x_labels(look.x_labels)
@@ -355,14 +451,19 @@ fn draw_lines<DB: DrawingBackend>(
             .bold_line_style(GRID.stroke_width(1))
             .axis_style(AXIS.stroke_width(1))
             .x_label_formatter(&day_label)
-            .y_label_formatter(&value_label)
+            .y_label_formatter(match lines.y_ticks {
+                Ticks::Number => &value_label,
+                Ticks::Usd => &usd_tick,
+                Ticks::Percent => &percent_tick,
+            })
             .label_style(font(look.label))
             .axis_desc_style(font(look.desc));
         if with_x_desc {
             mesh.x_desc("day");
         }
+        let y_desc = if lines.y_log { format!("{} (log scale)", lines.y_label) } else { lines.y_label.clone() };
         if caption.is_none() {
-            mesh.y_desc(lines.y_label.as_str());
+            mesh.y_desc(y_desc);
         }
         mesh.draw().map_err(err)?;
     }
@@ -404,8 +505,6 @@ fn draw_histogram<DB: DrawingBackend>(
         .y_label_area_size(look.y_area)
         .build_cartesian_2d(x0..x1, 0.0..y1)
         .map_err(err)?;
-    let usd_label = |x: &f64| super::human::usd(*x);
-    let pct_label = |y: &f64| format!("{}%", super::human::significant(*y, 3));
     chart
         .configure_mesh()
         .x_labels(look.x_labels)
@@ -413,8 +512,8 @@ fn draw_histogram<DB: DrawingBackend>(
         .max_light_lines(0)
         .bold_line_style(GRID.stroke_width(1))
         .axis_style(AXIS.stroke_width(1))
-        .x_label_formatter(&usd_label)
-        .y_label_formatter(&pct_label)
+        .x_label_formatter(&usd_tick)
+        .y_label_formatter(&percent_tick)
         .label_style(font(look.label))
         .axis_desc_style(font(look.desc))
         .x_desc(x_label)
@@ -430,7 +529,7 @@ fn draw_histogram<DB: DrawingBackend>(
             step.push((hist.edges[i + 1], share * 100.0));
         }
         step.push((x1, 0.0));
-        let alpha = if overlaid { 0.18 } else { 0.35 };
+        let alpha = if overlaid { 0.10 } else { 0.3 };
         chart.draw_series(std::iter::once(Polygon::new(step.clone(), color.mix(alpha).filled()))).map_err(err)?;
         chart.draw_series(LineSeries::new(step, color.stroke_width(2))).map_err(err)?;
     }

@@ -48,14 +48,14 @@ h2 { margin: 0 0 8px; font-size: 22px; }
 .muted, .note { color: var(--muted); }
 .note { margin: 0 0 16px; font-size: 14px; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 15px; font-variant-numeric: tabular-nums; }
-th, td { padding: 10px 12px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top; }
-thead th { font-size: 13px; font-weight: 600; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; border-bottom: 2px solid var(--line); vertical-align: bottom; }
-tbody th { text-align: left; font-weight: 600; white-space: normal; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 9px 10px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top; }
+thead th { font-size: 12px; font-weight: 600; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; border-bottom: 2px solid var(--line); vertical-align: bottom; }
+tbody th { text-align: left; font-weight: 600; min-width: 10em; }
 tbody tr:nth-child(even) { background: var(--soft); }
 th:first-child, td:first-child { text-align: left; }
 td .v { display: block; font-weight: 600; white-space: nowrap; }
-td .r { display: block; color: var(--muted); font-size: 13px; white-space: nowrap; }
+td .r { display: block; color: var(--muted); font-size: 12px; }
 td.best { background: var(--good); }
 td.best .v { color: var(--good-text); }
 dl.glossary { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 20px 0 0; font-size: 14px; }
@@ -102,20 +102,18 @@ fn spread_cell(s: Option<&Spread>, fmt: fn(f64) -> String) -> String {
 }
 
 fn burn_cell(s: &ScenarioStats) -> String {
-    let main = match (s.burn_ge_mint_epoch_median, s.burn_ge_mint_day_median) {
-        (Some(e), Some(d)) => format!("epoch {} (day {})", human::count(e), human::count(d)),
-        (Some(e), None) => format!("epoch {}", human::count(e)),
-        (None, _) => "never".to_string(),
+    let mut cell = match s.burn_ge_mint_epoch_median {
+        Some(e) => format!("<span class=\"v\">epoch {}</span>", human::count(e)),
+        None => "<span class=\"v\">never</span>".to_string(),
     };
+    if let Some(d) = s.burn_ge_mint_day_median {
+        let _ = write!(cell, "<span class=\"r\">day {}</span>", human::count(d));
+    }
     let reached = s.runs - s.burn_ge_mint_never_runs;
-    let detail = if s.runs == 0 {
-        String::new()
-    } else if s.burn_ge_mint_never_runs > 0 && reached > 0 {
-        format!("<span class=\"r\">reached in {reached} of {} runs</span>", s.runs)
-    } else {
-        String::new()
-    };
-    format!("<span class=\"v\">{}</span>{detail}", escape(&main))
+    if s.burn_ge_mint_never_runs > 0 && reached > 0 {
+        let _ = write!(cell, "<span class=\"r\">reached in {reached} of {} runs</span>", s.runs);
+    }
+    cell
 }
 
 fn columns() -> Vec<Column> {
@@ -211,7 +209,8 @@ const GLOSSARY: [(&str, &str); 8] = [
 ];
 
 fn scenario_line(i: usize, scenario: &ScenarioResult, stats: &ScenarioStats) -> String {
-    let mut details = vec![format!("{} run{}", human::count(stats.runs as f64), if stats.runs == 1 { "" } else { "s" })];
+    let mut details =
+        vec![format!("{} run{}", human::count(stats.runs as f64), if stats.runs == 1 { "" } else { "s" })];
     match (stats.seeds.iter().min(), stats.seeds.iter().max()) {
         (Some(lo), Some(hi)) if lo == hi => details.push(format!("seed {lo}")),
         (Some(lo), Some(hi)) => details.push(format!("seeds {lo}–{hi}")),

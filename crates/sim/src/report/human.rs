@@ -42,12 +42,24 @@ pub fn compact(x: f64) -> String {
     } else {
         (1.0, "")
     };
+    if a > 0.0 && a < 1e-4 {
+        return scientific(x);
+    }
     let digits = if div == 1.0 && a >= 1000.0 { 4 } else { 3 };
     let body = significant(x / div, digits);
     if div == 1.0 && a >= 1000.0 {
         with_thousands(&body)
     } else {
         body + suffix
+    }
+}
+
+/// "1.5e-7": three significant digits for tiny values.
+fn scientific(x: f64) -> String {
+    let s = format!("{x:.2e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => format!("{}e{exp}", trim_zeros(mantissa.to_string())),
+        None => s,
     }
 }
 
@@ -67,7 +79,11 @@ pub fn usd(x: f64) -> String {
     } else if a >= 1.0 {
         format!("{a:.2}")
     } else {
-        significant(a, 3)
+        if a < 1e-4 {
+            scientific(a)
+        } else {
+            significant(a, 3)
+        }
     };
     format!("{sign}${body}")
 }
@@ -86,11 +102,7 @@ pub fn percent(share: f64) -> String {
         return "n/a".to_string();
     }
     let p = share * 100.0;
-    let body = if p.abs() >= 10.0 || p == 0.0 {
-        trim_zeros(format!("{p:.1}"))
-    } else {
-        significant(p, 2)
-    };
+    let body = if p.abs() >= 10.0 || p == 0.0 { trim_zeros(format!("{p:.1}")) } else { significant(p, 2) };
     format!("{body}%")
 }
 
@@ -143,6 +155,8 @@ mod tests {
             (compact(2500.0), "2,500"),
             (compact(0.025), "0.025"),
             (compact(-0.0), "0"),
+            (compact(1.5e-7), "1.5e-7"),
+            (usd(3.0e-9), "$3e-9"),
             (tokens(3.2e9), "3.2B TWY"),
             (percent(0.973), "97.3%"),
             (percent(1.0), "100%"),

@@ -3,9 +3,15 @@
 
 use crate::output::{EpochRow, ScenarioResult, REGIONS};
 
-use super::charts::{palette, Body, Chart, LegendEntry, Lines, Series, Swatch, GRID_SIZE, SIZE};
+use super::charts::{
+    palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
+};
 use super::human;
 use super::stats::{band, histogram, pooled_operator_profits, region_title, worst_region_liquidity};
+
+/// A USD price whose highest value is this many times its lowest is drawn
+/// on a log axis.
+const LOG_AXIS_SPAN: f64 = 30.0;
 
 /// Bins of the operator profit histogram.
 const PROFIT_BINS: usize = 40;
@@ -55,14 +61,18 @@ fn per_scenario(
     title: &str,
     y_label: &str,
     value: impl Fn(&EpochRow) -> f64 + Copy,
-    y_from_zero: bool,
+    (y_from_zero, y_ticks): (bool, Ticks),
     caption: &str,
 ) -> Panel {
-    let series = scenarios
+    let series: Vec<Series> = scenarios
         .iter()
         .enumerate()
         .map(|(i, s)| Series { color: palette(i), dashed: false, banded: banded(s), points: band(&s.runs, value) })
         .collect();
+    // A price that crashes or soars spans decades: on a linear axis the
+    // low scenario becomes a flat line on zero, so such prices go on a log
+    // axis.
+    let y_log = y_ticks == Ticks::Usd && positive_extent(&series).is_some_and(|(lo, hi)| hi / lo >= LOG_AXIS_SPAN);
     let mut legend: Vec<LegendEntry> = scenarios
         .iter()
         .enumerate()
@@ -81,6 +91,8 @@ fn per_scenario(
                 y_from_zero,
                 y_ceiling: None,
                 y_show_down_to: None,
+                y_ticks,
+                y_log,
             }),
             size: SIZE,
         },
@@ -111,7 +123,15 @@ fn per_region(
             .map(|r| LegendEntry { label: region_title(r), color: palette(r), swatch: Swatch::Line })
             .collect();
         legend.extend(band_entry(scenarios));
-        let lines = Lines { y_label: y_label.to_string(), series, y_from_zero: true, y_ceiling: None, y_show_down_to: None };
+        let lines = Lines {
+            y_label: y_label.to_string(),
+            series,
+            y_from_zero: true,
+            y_ceiling: None,
+            y_show_down_to: None,
+            y_ticks: Ticks::Number,
+            y_log: false,
+        };
         (legend, Body::Lines(lines), SIZE)
     } else {
         let cells = (0..REGIONS.len())
@@ -126,8 +146,15 @@ fn per_region(
                         points: band(&s.runs, |row| value(row, r)),
                     })
                     .collect();
-                let lines =
-                    Lines { y_label: y_label.to_string(), series, y_from_zero: true, y_ceiling: None, y_show_down_to: None };
+                let lines = Lines {
+                    y_label: y_label.to_string(),
+                    series,
+                    y_from_zero: true,
+                    y_ceiling: None,
+                    y_show_down_to: None,
+                    y_ticks: Ticks::Number,
+                    y_log: false,
+                };
                 (region_title(r), lines)
             })
             .collect();
@@ -185,6 +212,8 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
                 y_from_zero: true,
                 y_ceiling: None,
                 y_show_down_to: None,
+                y_ticks: Ticks::Number,
+                y_log: false,
             }),
             size: SIZE,
         },
@@ -237,16 +266,17 @@ fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
             hist,
             colors: (0..scenarios.len()).map(palette).collect(),
         },
-        None => Body::Lines(Lines {
-            y_label: "no operators".to_string(),
-            series: Vec::new(),
-            y_from_zero: true,
-            y_ceiling: None,
-            y_show_down_to: None,
-        }),
+        None => Body::Empty("No operator profit data in these runs.".to_string()),
     };
     Panel {
-        chart: Chart { stem: "operator_profit", title: "Operator profit distribution".to_string(), subtitle, legend, body, size: SIZE },
+        chart: Chart {
+            stem: "operator_profit",
+            title: "Operator profit distribution".to_string(),
+            subtitle,
+            legend,
+            body,
+            size: SIZE,
+        },
         caption: "How many operators make or lose money: each honest operator's average monthly profit over the \
                   time it was active (rewards at the pool price plus USD income, minus costs). Left of the dashed \
                   line, operators lose money and tend to leave."
@@ -270,6 +300,7 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
             lines.y_from_zero = false;
             lines.y_ceiling = Some(100.0);
             lines.y_show_down_to = Some(90.0);
+            lines.y_ticks = Ticks::Percent;
         }
         panel
     } else {
@@ -279,12 +310,13 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
             "Liquidity of the worst-served region",
             "% of hours demand was covered",
             |row| worst_region_liquidity(row) * 100.0,
-            false,
+            (false, Ticks::Percent),
             &format!("{caption} Each line follows, epoch by epoch, whichever region had the lowest liquidity."),
         );
         if let Body::Lines(lines) = &mut panel.chart.body {
             lines.y_ceiling = Some(100.0);
             lines.y_show_down_to = Some(90.0);
+            lines.y_ticks = Ticks::Percent;
         }
         panel
     }
@@ -299,7 +331,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "Token price",
             "USD per TWY",
             |r| r.price_usd,
-            true,
+            (true, Ticks::Usd),
             "The pool price of the token in USD.",
         ),
         per_scenario(
@@ -308,7 +340,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "Circulating supply",
             "TWY",
             |r| r.circulating_twy,
-            true,
+            (true, Ticks::Number),
             "Tokens outside the pool, stakes, unbonding and vesting.",
         ),
         mint_burn(scenarios),
@@ -335,10 +367,9 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "Consumer price per GB",
             "USD per GB",
             |r| r.consumer_price_usd_per_gb,
-            true,
+            (true, Ticks::Usd),
             "What consumers paid per GB served, on average over the epoch.",
         ),
         liquidity(scenarios),
     ]
 }
-

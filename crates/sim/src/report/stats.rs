@@ -168,10 +168,8 @@ impl ScenarioStats {
         let summaries: Vec<&RunSummary> = runs.iter().map(|r| &r.summary).collect();
         let spread = |f: fn(&RunSummary) -> f64| Spread::of(summaries.iter().map(|s| f(s)));
 
-        let mut burn_epochs: Vec<f64> = summaries
-            .iter()
-            .map(|s| s.burn_ge_mint_epoch.map_or(f64::INFINITY, |e| e as f64))
-            .collect();
+        let mut burn_epochs: Vec<f64> =
+            summaries.iter().map(|s| s.burn_ge_mint_epoch.map_or(f64::INFINITY, |e| e as f64)).collect();
         burn_epochs.sort_by(f64::total_cmp);
         let burn_ge_mint_epoch_median = if burn_epochs.is_empty() {
             None
@@ -181,11 +179,8 @@ impl ScenarioStats {
         let burn_ge_mint_day_median =
             burn_ge_mint_epoch_median.and_then(|e| runs.first().and_then(|r| day_of_epoch(&r.rows, e)));
 
-        let profits: Vec<f64> = runs
-            .iter()
-            .flat_map(|r| r.operator_monthly_profit_usd.iter().copied())
-            .filter(|x| x.is_finite())
-            .collect();
+        let profits: Vec<f64> =
+            runs.iter().flat_map(|r| r.operator_monthly_profit_usd.iter().copied()).filter(|x| x.is_finite()).collect();
         let operators_unprofitable_share = if profits.is_empty() {
             None
         } else {
