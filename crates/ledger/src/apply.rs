@@ -178,10 +178,11 @@ pub(crate) fn apply_body(
         TxBody::ClaimVested => {
             let vesting_secs = state.params.vesting_secs;
             let acct = &mut state.accounts[signer as usize];
-            if vesting::releasable(acct, ctx.time_secs, vesting_secs).is_zero() {
+            // `release` changes nothing when nothing has vested.
+            let amount = vesting::release(acct, ctx.time_secs, vesting_secs);
+            if amount.is_zero() {
                 return Err(TxError::NothingVested);
             }
-            let amount = vesting::release(acct, ctx.time_secs, vesting_secs);
             events.push(Event::VestedClaimed { account: me, amount });
             Ok(())
         }

@@ -41,7 +41,7 @@ struct EligibleOracle {
     idx: OracleIdx,
     key: u64,
     account: AccountIdx,
-    subnet: SubnetKey,
+    subnet: u64,
 }
 
 /// The epoch's eligible oracles, gathered once so that assigning many nodes
@@ -61,7 +61,12 @@ impl Assigner {
             .iter()
             .enumerate()
             .filter(|(_, o)| o.eligible(epoch))
-            .map(|(i, o)| EligibleOracle { idx: i as OracleIdx, key: key64(&o.operator.0), account: o.account, subnet: o.subnet })
+            .map(|(i, o)| EligibleOracle {
+                idx: i as OracleIdx,
+                key: key64(&o.operator.0),
+                account: o.account,
+                subnet: o.subnet.as_u64(),
+            })
             .collect();
         Assigner {
             seed: key64(&state.epoch_seed.0) ^ mix64(epoch),
@@ -74,13 +79,13 @@ impl Assigner {
     pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
         let node = &state.nodes[n as usize];
         let node_key = mix64(self.seed ^ key64(&node.operator.0));
-        let mut node_subnets = [SubnetKey([0; 7]); tollway_types::tx::limits::MAX_NODE_ADDRS];
+        let mut node_subnets = [u64::MAX; tollway_types::tx::limits::MAX_NODE_ADDRS];
         let n_subnets = node.spec.addrs.len().min(node_subnets.len());
         for (slot, a) in node_subnets.iter_mut().zip(&node.spec.addrs) {
-            *slot = SubnetKey::of(a);
+            *slot = SubnetKey::of(a).as_u64();
         }
         let node_subnets = &node_subnets[..n_subnets];
-        let in_node_subnet = |s: &SubnetKey| node_subnets.contains(s);
+        let in_node_subnet = |s: &u64| node_subnets.contains(s);
         let struck: &[OracleIdx] = match &node.strike {
             Some(s) if s.epoch + 1 == state.epoch => &s.oracles,
             _ => &[],

@@ -44,7 +44,9 @@ pub struct Account {
     pub nonce: u64,
     pub staked: Token,
     pub unbonding: Vec<Unbonding>,
-    pub vesting: Vec<Tranche>,
+    /// Oldest first; a deque because the oldest tranche leaves as a new
+    /// one arrives (daily epochs).
+    pub vesting: std::collections::VecDeque<Tranche>,
     pub node: Option<NodeIdx>,
     pub oracle: Option<OracleIdx>,
     pub open_channels: u32,
@@ -59,7 +61,7 @@ impl Account {
             nonce: 0,
             staked: Token::ZERO,
             unbonding: Vec::new(),
-            vesting: Vec::new(),
+            vesting: std::collections::VecDeque::new(),
             node: None,
             oracle: None,
             open_channels: 0,
@@ -262,6 +264,12 @@ pub struct RegionState {
 pub struct SubnetKey(pub [u8; 7]);
 
 impl SubnetKey {
+    /// The 7 bytes as one integer, for cheap comparisons in hot loops.
+    pub fn as_u64(&self) -> u64 {
+        let k = &self.0;
+        u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], 0])
+    }
+
     pub fn of(ip: &IpAddr) -> SubnetKey {
         let mut k = [0u8; 7];
         match ip {

@@ -47,18 +47,18 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
         return;
     }
     let bucket_secs = (vesting_secs / BUCKETS_PER_PERIOD).max(1);
-    match acct.vesting.last_mut() {
+    match acct.vesting.back_mut() {
         Some(last) if now_secs < last.start_secs.saturating_add(bucket_secs) => last.amount.0 += amount.0,
         _ => {
             // Keep the list short: a fully vested front tranche is released
             // before a new one is pushed (O(1): only that tranche).
-            if let Some(front) = acct.vesting.first() {
+            if let Some(front) = acct.vesting.front() {
                 if now_secs >= front.start_secs.saturating_add(vesting_secs) {
                     acct.token.0 += front.amount.0 - front.released.0;
-                    acct.vesting.remove(0);
+                    acct.vesting.pop_front();
                 }
             }
-            acct.vesting.push(Tranche { start_secs: now_secs, amount, released: Token::ZERO });
+            acct.vesting.push_back(Tranche { start_secs: now_secs, amount, released: Token::ZERO });
         }
     }
 }
