@@ -3,6 +3,9 @@
 //! (2 scenarios × 3 runs × 365 daily epochs of smooth made-up series).
 //! The last test opens the report in a real headless Chromium.
 
+// A failed unwrap is a failed test (STYLE.md: no unwrap outside tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Cursor;
@@ -74,8 +77,13 @@ fn synthetic_run(design: u32, seed: u64) -> RunOutput {
             row.nodes_by_region[r] = nodes.max(0.0).round() as u32;
             row.capacity_gbps_by_region[r] = nodes * 0.8;
             row.demand_gbps_by_region[r] = 1_000.0 * weight * (1.0 + t / 365.0);
-            let dip = if r == 3 { 0.15 * (1.0 + wobble(t, 0.02)) * 0.5 } else { 0.02 * (1.0 + wobble(t, 0.05 + r as f64 * 0.02)) };
-            row.liquidity_by_region[r] = (1.0 - dip * if design == 0 { 1.5 } else { 1.0 } * (1.0 + 0.2 * s)).clamp(0.0, 1.0);
+            let dip = if r == 3 {
+                0.15 * (1.0 + wobble(t, 0.02)) * 0.5
+            } else {
+                0.004 * (1.5 + (t * 0.012 + r as f64).sin())
+            };
+            row.liquidity_by_region[r] =
+                (1.0 - dip * if design == 0 { 1.5 } else { 1.0 } * (1.0 + 0.2 * s)).clamp(0.0, 1.0);
             row.multiplier_by_region[r] = 1.0 + 0.5 * dip;
         }
         row.nodes = row.nodes_by_region.iter().sum();
@@ -127,7 +135,10 @@ fn design_name(design: u32) -> &'static str {
 }
 
 fn scenario(design: u32) -> ScenarioResult {
-    ScenarioResult { name: design_name(design).to_string(), runs: (1..=RUNS).map(|s| synthetic_run(design, s)).collect() }
+    ScenarioResult {
+        name: design_name(design).to_string(),
+        runs: (1..=RUNS).map(|s| synthetic_run(design, s)).collect(),
+    }
 }
 
 fn two_scenarios() -> Vec<ScenarioResult> {
@@ -219,7 +230,8 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
 
     // The summary table: a row per scenario with every metric.
     for (i, s) in scenarios.iter().enumerate() {
-        let start = html.find(&format!("<tr id=\"summary-{i}\">")).unwrap_or_else(|| panic!("no summary row for {}", s.name));
+        let start =
+            html.find(&format!("<tr id=\"summary-{i}\">")).unwrap_or_else(|| panic!("no summary row for {}", s.name));
         let row = &html[start..start + html[start..].find("</tr>").unwrap()];
         assert!(row.contains(&s.name));
         assert_eq!(row.matches("<td").count(), 8, "row {i}: {row}");
@@ -239,7 +251,7 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
     // Human numbers: burn-and-mint reached burn ≥ mint at epoch 210 (median
     // of 200, 210, 220); high emissions never did; retention as a percentage.
     let row1 = &html[html.find("<tr id=\"summary-1\">").unwrap()..];
-    assert!(row1.contains("epoch 210 (day 211)"), "{}", &row1[..600]);
+    assert!(row1.contains("epoch 210</span><span class=\"r\">day 211</span>"), "{}", &row1[..600]);
     let row0 = &html[html.find("<tr id=\"summary-0\">").unwrap()..];
     assert!(row0.contains("<span class=\"v\">never</span>"));
     assert!(row0.contains("66%"), "retention 0.62 + 0.02×2 should read 66%");
@@ -252,7 +264,9 @@ fn one_scenario_report_draws_regions_as_lines() {
     let written = write_report(&dir, "Burn-and-mint", &scenarios).unwrap();
     assert_eq!(written.len(), CHART_STEMS.len() * 2 + 1);
     let nodes = fs::read_to_string(dir.join("nodes.svg")).unwrap();
-    for region in ["North America", "Latin America", "Europe", "Africa", "Middle East", "South Asia", "East Asia", "Oceania"] {
+    for region in
+        ["North America", "Latin America", "Europe", "Africa", "Middle East", "South Asia", "East Asia", "Oceania"]
+    {
         assert!(nodes.contains(region), "nodes.svg has no legend entry for {region}");
     }
     let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
@@ -337,8 +351,20 @@ fn summary_json_has_every_run_and_the_spread_over_runs() {
     let list = v["scenarios"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[1]["name"], "burn-and-mint");
+    // Every run's own summary, field for field. (serde_json writes the
+    // shortest exact form, but its default parser may be one ulp off.)
     let runs: Vec<RunSummary> = serde_json::from_value(list[1]["runs"].clone()).unwrap();
-    assert_eq!(runs, scenarios[1].runs.iter().map(|r| r.summary.clone()).collect::<Vec<_>>());
+    assert_eq!(runs.len(), scenarios[1].runs.len());
+    for (got, want) in runs.iter().zip(&scenarios[1].runs) {
+        let (got, want) = (serde_json::to_value(got).unwrap(), serde_json::to_value(&want.summary).unwrap());
+        for (key, w) in want.as_object().unwrap() {
+            let g = &got[key];
+            match (g.as_f64(), w.as_f64()) {
+                (Some(g), Some(w)) => assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{key}: {g} != {w}"),
+                _ => assert_eq!(g, w, "{key}"),
+            }
+        }
+    }
     assert_eq!(list[1]["stats"]["burn_ge_mint_epoch_median"], 210.0);
     assert_eq!(list[0]["stats"]["burn_ge_mint_epoch_median"], serde_json::Value::Null);
     assert_eq!(list[0]["stats"]["burn_ge_mint_never_runs"], 3);
@@ -370,9 +396,7 @@ fn errors_name_the_file() {
 fn run_bounded(mut cmd: Command, limit: Duration, logs: &Path, name: &str) -> (Option<i32>, String, String) {
     let out_path = logs.join(format!("{name}.stdout"));
     let err_path = logs.join(format!("{name}.stderr"));
-    cmd.stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap());
+    cmd.stdin(Stdio::null()).stdout(fs::File::create(&out_path).unwrap()).stderr(fs::File::create(&err_path).unwrap());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let start = Instant::now();
     let status = loop {
@@ -388,11 +412,9 @@ fn run_bounded(mut cmd: Command, limit: Duration, logs: &Path, name: &str) -> (O
     };
     let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
     match status {
-        None => panic!(
-            "{name} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-            read(&out_path),
-            read(&err_path)
-        ),
+        None => {
+            panic!("{name} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}", read(&out_path), read(&err_path))
+        }
         Some(status) => (status.code(), read(&out_path), read(&err_path)),
     }
 }
@@ -480,7 +502,11 @@ fn the_report_opens_in_headless_chromium() {
     let screenshot = chromium(
         &report,
         &dir.join("profile-shot"),
-        &[format!("--screenshot={}", shot.display()), "--window-size=1280,2000".to_string(), "--hide-scrollbars".to_string()],
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000".to_string(),
+            "--hide-scrollbars".to_string(),
+        ],
     );
     let (code, _, err) = run_bounded(screenshot, Duration::from_secs(60), &logs, "chromium-screenshot");
     assert_eq!(code, Some(0), "{version} --screenshot failed:\n{err}");
@@ -490,4 +516,33 @@ fn the_report_opens_in_headless_chromium() {
     let (colours, drawn_share) = colour_stats(&img);
     assert!(colours > 200, "the screenshot has only {colours} colours: blank?");
     assert!(drawn_share > 0.2, "the screenshot is {:.0}% one colour: blank?", (1.0 - drawn_share) * 100.0);
+}
+
+#[test]
+fn degenerate_inputs_still_give_a_report() {
+    // A scenario without runs, one with a single one-epoch run full of
+    // NaN, and one run whose operators are all missing.
+    let mut nan_row = EpochRow { epoch: 0, day: 1.0, price_usd: f64::NAN, ..EpochRow::default() };
+    nan_row.liquidity_by_region = [f64::NAN; 8];
+    let nan_run = RunOutput {
+        rows: vec![nan_row],
+        summary: RunSummary { final_price_usd: f64::NAN, ..RunSummary::default() },
+        operator_monthly_profit_usd: vec![f64::NAN, f64::INFINITY],
+    };
+    let flat_run = RunOutput { rows: vec![EpochRow::default(); 3], ..RunOutput::default() };
+    let scenarios = vec![
+        ScenarioResult { name: "no runs".into(), runs: Vec::new() },
+        ScenarioResult { name: "nan <&> \"quoted\"".into(), runs: vec![nan_run] },
+        ScenarioResult { name: "flat".into(), runs: vec![flat_run] },
+    ];
+    let dir = scratch("degenerate");
+    let written = write_report(&dir, "Degenerate <inputs>", &scenarios).unwrap();
+    assert_eq!(written.len(), CHART_STEMS.len() * 2 + 1);
+    let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    assert!(html.contains("<title>Degenerate &lt;inputs&gt;</title>"));
+    assert!(html.contains("nan &lt;&amp;&gt; &quot;quoted&quot;"));
+    assert!(html.contains("no runs</td>"));
+    write_summary_json(&dir.join("summary.json"), &scenarios).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(v["scenarios"][0]["stats"]["runs"], 0);
 }

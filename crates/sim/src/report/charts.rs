@@ -169,7 +169,7 @@ pub(crate) fn render_svg(chart: &Chart) -> Result<String, String> {
         draw(&root, chart)?;
         root.present().map_err(err)?;
     }
-    Ok(svg)
+    Ok(svg.replace(&format!("font-family=\"{FAMILY}\""), SVG_FONT_FAMILY))
 }
 
 /// The chart as PNG bytes (8-bit RGB).
@@ -208,6 +208,13 @@ fn muted(size: f64) -> TextStyle<'static> {
 }
 
 const PAD_X: i32 = 28;
+/// How much wider than measured a legend label may come out in an SVG viewer.
+const SVG_TEXT_SLACK: f64 = 1.2;
+
+/// SVG text names fonts metrically close to the embedded Noto Sans first
+/// (Open Sans is its parent design), then common fallbacks.
+const SVG_FONT_FAMILY: &str =
+    "font-family=\"'Noto Sans', 'Open Sans', Arial, 'Liberation Sans', Helvetica, sans-serif\"";
 const LEGEND_TOP: i32 = 88;
 const LEGEND_ROW: i32 = 28;
 const SWATCH_W: i32 = 30;
@@ -254,7 +261,9 @@ fn draw_legend<DB: DrawingBackend>(
     let mut row = 0;
     for entry in entries {
         let (text_w, _) = root.estimate_text_size(&entry.label, &style).map_err(err)?;
-        let w = SWATCH_W + 8 + text_w as i32;
+        // Measured with the embedded font; an SVG viewer may substitute a
+        // wider one (DejaVu Sans runs about 20% wider), so leave room.
+        let w = SWATCH_W + 8 + (f64::from(text_w) * SVG_TEXT_SLACK).ceil() as i32;
         if x > PAD_X && x + w > PAD_X + max_width {
             row += 1;
             x = PAD_X;
@@ -286,7 +295,7 @@ fn draw_legend<DB: DrawingBackend>(
             }
         }
         root.draw_text(&entry.label, &style, (x + SWATCH_W + 8, y)).map_err(err)?;
-        x += w + 28;
+        x += w + 20;
     }
     Ok(row + 1)
 }

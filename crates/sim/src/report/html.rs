@@ -51,7 +51,7 @@ h2 { margin: 0 0 8px; font-size: 22px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { padding: 9px 10px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top; }
 thead th { font-size: 12px; font-weight: 600; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; border-bottom: 2px solid var(--line); vertical-align: bottom; }
-tbody th { text-align: left; font-weight: 600; min-width: 10em; }
+tbody th { text-align: left; font-weight: 600; min-width: 13em; }
 tbody tr:nth-child(even) { background: var(--soft); }
 th:first-child, td:first-child { text-align: left; }
 td .v { display: block; font-weight: 600; white-space: nowrap; }
@@ -186,8 +186,15 @@ fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
             Better::Higher => keys.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max),
             Better::Lower => keys.iter().flatten().copied().fold(f64::INFINITY, f64::min),
         };
+        let worst = match col.better {
+            Better::Higher => keys.iter().flatten().copied().fold(f64::INFINITY, f64::min),
+            _ => keys.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max),
+        };
+        // Only a real difference earns the mark: not all tied, and the
+        // best at least 1% (relative) away from the worst.
+        let material = worst.is_infinite() || (best - worst).abs() > 0.01 * best.abs().max(worst.abs());
         let n_best = keys.iter().filter(|k| **k == Some(best)).count();
-        if !best.is_finite() || n_best == keys.len() {
+        if !best.is_finite() || n_best == keys.len() || !material {
             continue;
         }
         for (r, k) in keys.iter().enumerate() {
@@ -265,7 +272,7 @@ pub(crate) fn page(
          percentile across runs.",
     );
     if scenarios.len() > 1 {
-        h.push_str(" A green cell is the best value in its column.");
+        h.push_str(" A green cell is the best value in its column (when it is at least 1% better than the worst).");
     }
     h.push_str("</p>\n<div class=\"table-wrap\">\n<table>\n<thead>\n<tr><th scope=\"col\">Scenario</th>");
     for col in &cols {
