@@ -30,6 +30,16 @@ const BENCHMARKS: &[(&str, Benchmark)] =
 fn main() -> ExitCode {
     let mut name = None;
     let mut quick = false;
+    if std::env::args().any(|a| a == sim::CHILD_FLAG) {
+        let quick = std::env::args().any(|a| a == "--quick");
+        return match sim::child(quick) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,

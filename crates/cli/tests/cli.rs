@@ -1,15 +1,8 @@
 //! End-to-end: the real `tollway` binary, started as a user starts it.
 
-use std::process::Command;
+mod common;
 
-fn tollway(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::tollway;
 
 #[test]
 fn demo_runs_the_economy_and_slashes_the_liar() {
