@@ -23,7 +23,7 @@ fn small_scenario(dir: &Path, name: &str) -> String {
     let text = std::fs::read_to_string(repo().join("scenarios").join(format!("{name}.toml")))
         .unwrap_or_else(|e| panic!("{e}"))
         .replace("operators = 2000", "operators = 120")
-        .replace("consumers = 100000", "consumers = 6000")
+        .replace("consumers = 20000", "consumers = 3000")
         .replace("farmers = 1500", "farmers = 90");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));

@@ -135,6 +135,9 @@ pub struct Sim {
     day: u64,
     next_label: u32,
     trader_momentum: f64,
+    /// Exponential average of the USD the burn spends per day.
+    burn_usd_per_day: f64,
+    value_trader: AccountIdx,
     attacker_profit_usd: f64,
     attackers_slashed_twy: f64,
     rows: Vec<EpochRow>,
@@ -174,6 +177,7 @@ impl Sim {
         let whale_twy: f64 =
             scenario.shocks.iter().map(|s| if let Shock::PriceCrash { sell_twy, .. } = s { *sell_twy } else { 0.0 }).sum();
         alloc("whale", whale_twy, 0.0, Token::ZERO);
+        alloc("value-trader", m.pool_twy / 4.0, m.pool_usd / 4.0, Token::ZERO);
         for r in 0..8 {
             alloc(&format!("consumers-{r}"), 0.0, 0.0, Token::ZERO);
         }
@@ -190,6 +194,7 @@ impl Sim {
         let idx = |state: &State, label: &str| state.account_index[&account_id(label)];
         let gateway = idx(&state, "gateway");
         let whale = idx(&state, "whale");
+        let value_trader = idx(&state, "value-trader");
         let traders = (0..m.traders).map(|t| idx(&state, &format!("trader{t}"))).collect();
         let consumer_accounts = std::array::from_fn(|r| idx(&state, &format!("consumers-{r}")));
         let oracles = (0..p.oracles).map(|o| (idx(&state, &format!("oracle{o}")), false)).collect();
@@ -214,6 +219,8 @@ impl Sim {
             day: 0,
             next_label: p.operators + p.farmers,
             trader_momentum: 0.0,
+            burn_usd_per_day: 0.0,
+            value_trader,
             attacker_profit_usd: 0.0,
             attackers_slashed_twy: 0.0,
             rows: Vec::new(),
@@ -501,8 +508,8 @@ impl Sim {
     /// demand Gbit/s).
     fn serve(&mut self) -> Result<[[f64; 6]; 8], SimError> {
         let d = self.scenario.demand.clone();
-        let years = self.day as f64 / 365.0;
-        let growth = (1.0 + d.growth_per_year).powf(years);
+        // Growth is in the consumer count (compounded daily below), so it is
+        // not applied again here.
         let shock = self.demand_factor();
         // Capacity online per region and UTC hour, and each node's weight.
         let mut cap = [[0f64; 24]; 8];
@@ -517,7 +524,7 @@ impl Sim {
         let mut served_share = [0f64; 8];
         for r in 0..8 {
             let price_factor = (self.region_price_usd_per_gb[r] / d.reference_price_usd_per_gb).powf(-d.price_elasticity);
-            let gb_day = self.consumers[r] * d.gb_per_consumer_per_day * growth * shock * price_factor;
+            let gb_day = self.consumers[r] * d.gb_per_consumer_per_day * shock * price_factor;
             let mut served_gb = 0.0;
             let mut covered_hours = 0;
             for (h, c) in cap[r].iter().enumerate() {
@@ -653,6 +660,33 @@ impl Sim {
         }
     }
 
+    /// The value investor: buys below the value the burn supports, sells
+    /// above it (a 10 % band), at most a set share of the pool a day.
+    fn trade_on_value(&mut self) {
+        let m = &self.scenario.market;
+        if m.value_trader_daily_share <= 0.0 {
+            return;
+        }
+        let supply = f_twy(self.state.supply.total_token()).max(1.0);
+        let fair = m.valuation_multiple * self.burn_usd_per_day * 365.0 / supply;
+        let price = self.price().max(1e-12);
+        let budget_usd = m.value_trader_daily_share * self.state.pool.usd.0 as f64 / 1e6;
+        let account = self.value_trader;
+        let ctx = self.ctx();
+        let sell = if price > fair * 1.1 {
+            let have = self.state.accounts[account as usize].token;
+            Some(Amount::Token(twy(budget_usd / price).min(have)))
+        } else if price < fair * 0.9 {
+            let have = self.state.accounts[account as usize].usd;
+            Some(Amount::Usd(usd(budget_usd).min(have)))
+        } else {
+            None
+        };
+        if let Some(sell) = sell {
+            let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell, min_out: 0 });
+        }
+    }
+
     /// Runs one day. Returns the row.
     pub fn step(&mut self) -> Result<EpochRow, SimError> {
         self.day += 1;
@@ -666,10 +700,13 @@ impl Sim {
         let served = self.serve()?;
         self.measure();
         self.trade();
+        self.trade_on_value();
         let burned_before = self.state.supply.burned_token;
         let ctx = self.ctx();
         let seed = Hash32::of(&[self.rng.next_u64().to_le_bytes(), self.day.to_le_bytes()].concat());
         let report = end_epoch(&mut self.state, ctx, seed);
+        let burn_usd = report.burn_usd.0 as f64 / 1e6;
+        self.burn_usd_per_day = if self.day == 1 { burn_usd } else { 0.9 * self.burn_usd_per_day + 0.1 * burn_usd };
         check_supply(&self.state).map_err(|why| SimError::Invariant { day: self.day, why })?;
         let price = self.price();
         self.trader_momentum = if price > price_before { 0.05 } else { -0.05 };

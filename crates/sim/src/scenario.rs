@@ -97,6 +97,13 @@ pub struct MarketSection {
     pub traders: u32,
     /// Each trader's typical daily trade, USD.
     pub trader_volume_usd: f64,
+    /// A value investor prices the token at this multiple of the yearly
+    /// USD that the burn spends, over the total supply…
+    pub valuation_multiple: f64,
+    /// …and each day trades up to this share of the pool's USD side toward
+    /// that value (0 = no value investor): it anchors the price to what the
+    /// network earns.
+    pub value_trader_daily_share: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -231,6 +238,9 @@ impl Scenario {
             return Err(invalid("demand.reference_price_usd_per_gb", "must be positive (and elasticity non-negative)"));
         }
         let m = &self.market;
+        if !(m.valuation_multiple >= 0.0 && (0.0..=0.5).contains(&m.value_trader_daily_share)) {
+            return Err(invalid("market.value_trader_daily_share", "valuation_multiple ≥ 0 and a daily share in [0, 0.5]"));
+        }
         if !(m.pool_twy >= 1.0 && m.pool_usd >= 1.0 && m.pool_twy <= 9e9 && m.pool_usd <= 9e9) {
             return Err(invalid("market.pool_twy", "pool liquidity must be between 1 and 9e9 on each side"));
         }
