@@ -46,7 +46,14 @@ fn pay_node(state: &mut State, ctx: Ctx, n: usize, amount: Token) {
     vesting::add_reward(&mut state.accounts[a], amount, ctx.time_secs, vesting_secs);
 }
 
-pub fn distribute(state: &mut State, ctx: Ctx, weights: &[u128], node_burned: &[Token], report: &mut EpochReport) {
+pub fn distribute(
+    state: &mut State,
+    ctx: Ctx,
+    weights: &[u128],
+    measured: &super::measure::Measured,
+    node_burned: &[Token],
+    report: &mut EpochReport,
+) {
     let p = state.params.clone();
     let cap_left = p.emission_cap.0.saturating_sub(state.supply.scheduled_token.0);
     let scheduled = schedule(&p, state.epoch).0.min(cap_left);
@@ -66,9 +73,8 @@ pub fn distribute(state: &mut State, ctx: Ctx, weights: &[u128], node_burned: &[
     let total_settled = report.settled_usd.0; // summed over every node by `burn`
     let mut paid_usage = 0u128;
     if total_settled > 0 {
-        for n in 0..state.nodes.len() {
-            let settled = state.nodes[n].epoch.settled_usd.0;
-            if settled == 0 || !state.nodes[n].active {
+        for (n, &settled) in measured.settled_usd.iter().enumerate() {
+            if settled == 0 || !measured.active[n] {
                 continue;
             }
             let pro_rata = mul_div_floor(usage_pool, settled, total_settled);

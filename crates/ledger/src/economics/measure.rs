@@ -5,14 +5,26 @@
 
 use super::{ppm_of, slash, EpochReport, RegionSummary};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
-use crate::state::{OracleIdx, State, Strike};
+use crate::state::{NodeEpoch, OracleIdx, State, Strike};
 use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
 
 /// What aggregation leaves for the rest of the epoch.
+///
+/// The per-node vectors are dense copies of what the later steps need, so
+/// that after this one pass no step walks the (large) node records again,
+/// except to pay the nodes that earned something (ADR 0004).
 pub struct Measured {
     /// Per node: capacity × uptime × reputation × stake factor, before the
     /// regional multiplier and the subnet cap. 0 for nodes that earn none.
     pub base_weight: Vec<u128>,
+    /// Per node: USD settled this epoch, and the part routed to the burn.
+    pub settled_usd: Vec<u128>,
+    pub burn_usd: Vec<u128>,
+    /// Per node: its macro-region index and subnet group.
+    pub region: Vec<u8>,
+    pub subnet_group: Vec<u32>,
+    /// Per node: still registered after this epoch's slashes.
+    pub active: Vec<bool>,
     /// Per macro-region: online verified capacity (capacity × uptime).
     pub online_bps: [u128; MacroRegion::COUNT],
     pub active_nodes: [u32; MacroRegion::COUNT],
@@ -154,24 +166,39 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
     let n_nodes = state.nodes.len();
     let mut out = Measured {
         base_weight: vec![0; n_nodes],
+        settled_usd: vec![0; n_nodes],
+        burn_usd: vec![0; n_nodes],
+        region: vec![0; n_nodes],
+        subnet_group: vec![0; n_nodes],
+        active: vec![false; n_nodes],
         online_bps: [0; MacroRegion::COUNT],
         active_nodes: [0; MacroRegion::COUNT],
     };
     let mut good = vec![0u32; state.oracles.len()];
     let mut bad = vec![0u32; state.oracles.len()];
     for n in 0..n_nodes {
-        state.nodes[n].last_reward = tollway_types::Token::ZERO;
-        if !state.nodes[n].active {
+        let node = &mut state.nodes[n];
+        node.last_reward = tollway_types::Token::ZERO;
+        out.settled_usd[n] = node.epoch.settled_usd.0;
+        out.burn_usd[n] = node.epoch.burn_usd.0;
+        out.region[n] = node.region.index() as u8;
+        out.subnet_group[n] = node.subnet_group;
+        if !node.active {
+            node.epoch = NodeEpoch::default();
             continue;
         }
         let agg = aggregate_reports(state, n, &mut good, &mut bad);
+        let heartbeat = state.nodes[n].epoch.heartbeat;
+        // Everything this epoch's steps need from the accumulators is read:
+        // reset them for the next epoch here, in the same pass.
+        state.nodes[n].epoch = NodeEpoch::default();
         let p = &state.params;
         let node = &mut state.nodes[n];
         node.uptime_ppm = match agg.uptime_ppm {
             Some(u) => u,
             // Unmeasured: the heartbeat speaks for the node (a failed
             // measurement is never a slash by itself).
-            None if node.epoch.heartbeat => PPM as u32,
+            None if heartbeat => PPM as u32,
             None => 0,
         };
         let mut over_claim = None;
@@ -205,6 +232,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
         if !node.active {
             continue; // ejected by the slash
         }
+        out.active[n] = true;
         let r = node.region.index();
         out.active_nodes[r] += 1;
         out.online_bps[r] += ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128);
@@ -272,22 +300,17 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
     let mut group_max = vec![0u128; n_groups];
     let mut group_sum = vec![0u128; n_groups];
     let mut weights = vec![0u128; state.nodes.len()];
-    // Each weighted node's group, so the second pass need not walk the
-    // (large) node records again.
-    let mut groups = vec![0u32; state.nodes.len()];
-    for (n, node) in state.nodes.iter().enumerate() {
-        let base = measured.base_weight[n];
+    for (n, &base) in measured.base_weight.iter().enumerate() {
         if base == 0 {
             continue;
         }
-        let w = ppm_of(base, regions[node.region.index()].multiplier_ppm as u128);
-        let g = node.subnet_group as usize;
+        let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
+        let g = measured.subnet_group[n] as usize;
         group_max[g] = group_max[g].max(w);
         group_sum[g] += w;
         weights[n] = w;
-        groups[n] = node.subnet_group;
     }
-    for (w, &g) in weights.iter_mut().zip(&groups) {
+    for (w, &g) in weights.iter_mut().zip(&measured.subnet_group) {
         let g = g as usize;
         if *w > 0 && group_sum[g] > group_max[g] {
             *w = mul_div_floor(*w, group_max[g], group_sum[g]);

@@ -89,20 +89,15 @@ pub fn end_epoch(state: &mut State, ctx: Ctx, seed: Hash32) -> EpochReport {
     let weights = measure::capped_weights(state, &measured, &report.regions);
 
     // Step 3: buy and burn the settled USD through the pool.
-    let node_burned = burn(state, &mut report);
+    let node_burned = burn(state, &measured, &mut report);
 
     // Step 4: mint the emission into the three pools.
-    emission::distribute(state, ctx, &weights, &node_burned, &mut report);
+    emission::distribute(state, ctx, &weights, &measured, &node_burned, &mut report);
 
     report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
 
-    // Reset the per-epoch accumulators and open the next epoch.
-    for node in state.nodes.iter_mut() {
-        node.epoch.reports.clear();
-        node.epoch.heartbeat = false;
-        node.epoch.settled_usd = Usd::ZERO;
-        node.epoch.burn_usd = Usd::ZERO;
-    }
+    // Reset the remaining per-epoch accumulators (the nodes' were reset by
+    // `aggregate`) and open the next epoch.
     for o in state.oracles.iter_mut() {
         o.good_reports_epoch = 0;
     }
@@ -127,9 +122,9 @@ pub fn epoch_due(state: &State, now_secs: u64) -> bool {
 /// Step 3: the queued USD buys tokens from the pool, which are burned.
 /// Returns each node's share of the burned tokens (by the USD it routed to
 /// the burn), which caps its usage reward.
-fn burn(state: &mut State, report: &mut EpochReport) -> Vec<Token> {
+fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochReport) -> Vec<Token> {
     let mut node_burned = vec![Token::ZERO; state.nodes.len()];
-    report.settled_usd = state.nodes.iter().map(|n| n.epoch.settled_usd).sum();
+    report.settled_usd = Usd(measured.settled_usd.iter().sum());
     let queue = state.burn_queue_usd;
     if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
         // Nothing to burn, or no pool yet: the queue waits for liquidity.
@@ -142,9 +137,9 @@ fn burn(state: &mut State, report: &mut EpochReport) -> Vec<Token> {
     state.burn_queue_usd = Usd::ZERO;
     report.burn_usd = queue;
     report.burned_token = Token(out);
-    for (i, node) in state.nodes.iter().enumerate() {
-        if !node.epoch.burn_usd.is_zero() {
-            node_burned[i] = Token(mul_div_floor(out, node.epoch.burn_usd.0, queue.0));
+    for (i, &burn_usd) in measured.burn_usd.iter().enumerate() {
+        if burn_usd != 0 {
+            node_burned[i] = Token(mul_div_floor(out, burn_usd, queue.0));
         }
     }
     node_burned
