@@ -140,12 +140,15 @@ fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow:
     Ok(())
 }
 
+/// The median (the mean of the middle two for an even count), as the
+/// report computes it.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        0.0
-    } else {
-        v[v.len() / 2]
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
