@@ -100,6 +100,19 @@ fn per_scenario(
     }
 }
 
+/// Plain lines from zero with number ticks: what most panels draw.
+fn plain_lines(y_label: &str, series: Vec<Series>) -> Lines {
+    Lines {
+        y_label: y_label.to_string(),
+        series,
+        y_from_zero: true,
+        y_ceiling: None,
+        y_show_down_to: None,
+        y_ticks: Ticks::Number,
+        y_log: false,
+    }
+}
+
 /// One scenario: a line per region. Several: small multiples, one cell per
 /// region with a line per scenario.
 fn per_region(
@@ -123,15 +136,7 @@ fn per_region(
             .map(|r| LegendEntry { label: region_title(r), color: palette(r), swatch: Swatch::Line })
             .collect();
         legend.extend(band_entry(scenarios));
-        let lines = Lines {
-            y_label: y_label.to_string(),
-            series,
-            y_from_zero: true,
-            y_ceiling: None,
-            y_show_down_to: None,
-            y_ticks: Ticks::Number,
-            y_log: false,
-        };
+        let lines = plain_lines(y_label, series);
         (legend, Body::Lines(lines), SIZE)
     } else {
         let cells = (0..REGIONS.len())
@@ -146,15 +151,7 @@ fn per_region(
                         points: band(&s.runs, |row| value(row, r)),
                     })
                     .collect();
-                let lines = Lines {
-                    y_label: y_label.to_string(),
-                    series,
-                    y_from_zero: true,
-                    y_ceiling: None,
-                    y_show_down_to: None,
-                    y_ticks: Ticks::Number,
-                    y_log: false,
-                };
+                let lines = plain_lines(y_label, series);
                 (region_title(r), lines)
             })
             .collect();
@@ -206,15 +203,7 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
             title: "Minted vs burned per epoch".to_string(),
             subtitle: subtitle(scenarios),
             legend,
-            body: Body::Lines(Lines {
-                y_label: "TWY per epoch".to_string(),
-                series,
-                y_from_zero: true,
-                y_ceiling: None,
-                y_show_down_to: None,
-                y_ticks: Ticks::Number,
-                y_log: false,
-            }),
+            body: Body::Lines(plain_lines("TWY per epoch", series)),
             size: SIZE,
         },
         caption: "Tokens minted into the reward pools and tokens burned (buy-and-burn, slashes, token fees) \
