@@ -98,17 +98,20 @@ impl Assigner {
         let mut best: [(u64, OracleIdx); MAX_ORACLES_PER_NODE] = [(0, 0); MAX_ORACLES_PER_NODE];
         let mut len = 0usize;
         for o in &self.oracles {
+            let entry = (mix64(node_key ^ o.key), o.idx);
+            // Most oracles score below the current k-th: reject those before
+            // the (costlier) eligibility checks; the result is the same.
+            if len == self.k && entry <= best[len - 1] {
+                continue;
+            }
             if !eligible(o) || (exclude_struck && struck.contains(&o.idx)) {
                 continue;
             }
-            let entry = (mix64(node_key ^ o.key), o.idx);
             if len < self.k {
                 best[len] = entry;
                 len += 1;
-            } else if entry > best[len - 1] {
-                best[len - 1] = entry;
             } else {
-                continue;
+                best[len - 1] = entry;
             }
             let mut i = len - 1;
             while i > 0 && best[i] > best[i - 1] {

@@ -45,8 +45,14 @@ pub struct Account {
     pub staked: Token,
     pub unbonding: Vec<Unbonding>,
     /// Oldest first; a deque because the oldest tranche leaves as a new
-    /// one arrives (daily epochs).
-    pub vesting: std::collections::VecDeque<Tranche>,
+    /// one arrives (daily epochs). Changed only by `economics::vesting`,
+    /// which keeps `vesting_unreleased` equal to its unreleased sum.
+    pub(crate) vesting: std::collections::VecDeque<Tranche>,
+    /// The unreleased rewards over all tranches. Stored, not summed, so the
+    /// supply check after every epoch is O(accounts) rather than
+    /// O(tranches); `vesting_cache_is_consistent` proves it in the
+    /// property tests.
+    pub(crate) vesting_unreleased: Token,
     pub node: Option<NodeIdx>,
     pub oracle: Option<OracleIdx>,
     pub open_channels: u32,
@@ -62,6 +68,7 @@ impl Account {
             staked: Token::ZERO,
             unbonding: Vec::new(),
             vesting: std::collections::VecDeque::new(),
+            vesting_unreleased: Token::ZERO,
             node: None,
             oracle: None,
             open_channels: 0,
@@ -74,7 +81,18 @@ impl Account {
 
     /// Rewards not yet released to the balance (vested or not).
     pub fn vesting_total(&self) -> Token {
-        self.vesting.iter().map(|t| Token(t.amount.0 - t.released.0)).sum()
+        self.vesting_unreleased
+    }
+
+    /// The vesting tranches, oldest first.
+    pub fn tranches(&self) -> impl Iterator<Item = &Tranche> {
+        self.vesting.iter()
+    }
+
+    /// Whether the stored unreleased total equals the tranches' sum.
+    pub fn vesting_cache_is_consistent(&self) -> bool {
+        let sum: u128 = self.vesting.iter().map(|t| t.amount.0 - t.released.0).sum();
+        sum == self.vesting_unreleased.0
     }
 }
 

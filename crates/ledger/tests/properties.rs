@@ -277,6 +277,9 @@ impl Run {
         if let Err(e) = check_supply(&self.w.state) {
             panic!("supply invariant broken: {e}");
         }
+        // The supply check trusts each account's stored vesting total:
+        // prove it equals the tranches' sum after every step.
+        assert!(self.w.state.accounts.iter().all(|a| a.vesting_cache_is_consistent()), "vesting total out of step");
         for (id, ch) in &self.w.state.channels {
             assert!(ch.paid <= ch.escrow, "channel pays out more than its escrow");
             let before = self.paid.insert(*id, ch.paid).unwrap_or(Usd::ZERO);
@@ -325,6 +328,7 @@ proptest! {
         let held = a.staked.0 + a.unbonding_total().0 + a.vesting_total().0;
         let taken = take_stake(&mut a, Token(amount));
         let left = a.staked.0 + a.unbonding_total().0 + a.vesting_total().0;
+        prop_assert!(a.vesting_cache_is_consistent());
         prop_assert_eq!(taken.0, amount.min(held));
         prop_assert_eq!(left, held - taken.0);
     }

@@ -34,6 +34,7 @@ pub fn release(acct: &mut Account, now_secs: u64, vesting_secs: u64) -> Token {
     }
     acct.vesting.retain(|t| t.released < t.amount);
     acct.token.0 += total;
+    acct.vesting_unreleased.0 -= total;
     Token(total)
 }
 
@@ -46,6 +47,7 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
         acct.token.0 += amount.0;
         return;
     }
+    acct.vesting_unreleased.0 += amount.0;
     let bucket_secs = (vesting_secs / BUCKETS_PER_PERIOD).max(1);
     match acct.vesting.back_mut() {
         Some(last) if now_secs < last.start_secs.saturating_add(bucket_secs) => last.amount.0 += amount.0,
@@ -54,7 +56,9 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
             // before a new one is pushed (O(1): only that tranche).
             if let Some(front) = acct.vesting.front() {
                 if now_secs >= front.start_secs.saturating_add(vesting_secs) {
-                    acct.token.0 += front.amount.0 - front.released.0;
+                    let rest = front.amount.0 - front.released.0;
+                    acct.token.0 += rest;
+                    acct.vesting_unreleased.0 -= rest;
                     acct.vesting.pop_front();
                 }
             }
@@ -76,5 +80,7 @@ pub fn slash_unvested(acct: &mut Account, amount: Token) -> Token {
         }
     }
     acct.vesting.retain(|t| t.released < t.amount);
-    Token(amount.0 - left)
+    let taken = amount.0 - left;
+    acct.vesting_unreleased.0 -= taken;
+    Token(taken)
 }
