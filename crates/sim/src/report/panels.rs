@@ -73,12 +73,7 @@ fn per_scenario(
     // low scenario becomes a flat line on zero, so such prices go on a log
     // axis.
     let y_log = y_ticks == Ticks::Usd && positive_extent(&series).is_some_and(|(lo, hi)| hi / lo >= LOG_AXIS_SPAN);
-    let mut legend: Vec<LegendEntry> = scenarios
-        .iter()
-        .enumerate()
-        .map(|(i, s)| LegendEntry { label: s.name.clone(), color: palette(i), swatch: Swatch::Line })
-        .collect();
-    legend.extend(band_entry(scenarios));
+    let legend = scenario_legend(scenarios);
     Panel {
         chart: Chart {
             stem,
@@ -98,6 +93,17 @@ fn per_scenario(
         },
         caption: caption.to_string(),
     }
+}
+
+/// One line swatch per scenario, then the p10–p90 band entry if drawn.
+fn scenario_legend(scenarios: &[ScenarioResult]) -> Vec<LegendEntry> {
+    let mut legend: Vec<LegendEntry> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, s)| LegendEntry { label: s.name.clone(), color: palette(i), swatch: Swatch::Line })
+        .collect();
+    legend.extend(band_entry(scenarios));
+    legend
 }
 
 /// Plain lines from zero with number ticks: what most panels draw.
@@ -155,13 +161,7 @@ fn per_region(
                 (region_title(r), lines)
             })
             .collect();
-        let mut legend: Vec<LegendEntry> = scenarios
-            .iter()
-            .enumerate()
-            .map(|(i, s)| LegendEntry { label: s.name.clone(), color: palette(i), swatch: Swatch::Line })
-            .collect();
-        legend.extend(band_entry(scenarios));
-        (legend, Body::Grid(cells), GRID_SIZE)
+        (scenario_legend(scenarios), Body::Grid(cells), GRID_SIZE)
     };
     let title = if scenarios.len() > 1 { grid_title } else { title }.to_string();
     Panel {
