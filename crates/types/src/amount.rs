@@ -14,10 +14,32 @@ pub const PPM: u128 = 1_000_000;
 macro_rules! amount_type {
     ($name:ident, $symbol_before:expr, $symbol_after:expr, $doc:expr) => {
         #[doc = $doc]
-        #[derive(
-            Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-        )]
+        #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u128);
+
+        // Base units for the codec; a decimal string ("12.5") for JSON and
+        // TOML (see `serde_hr`).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(&DecimalFmt(self.0))
+                } else {
+                    s.serialize_newtype_struct(stringify!($name), &self.0)
+                }
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                if d.is_human_readable() {
+                    let text = String::deserialize(d)?;
+                    $name::parse_decimal(&text).map_err(serde::de::Error::custom)
+                } else {
+                    #[derive(Deserialize)]
+                    struct Raw(u128);
+                    Raw::deserialize(d).map(|r| $name(r.0))
+                }
+            }
+        }
 
         impl $name {
             pub const ZERO: $name = $name(0);
@@ -85,10 +107,67 @@ amount_type!(Token, "", " TWY", "An amount of the native token (TWY), in base un
 amount_type!(Usd, "$", "", "An amount of the USD stable unit, in base units (1e-6 USD).");
 
 /// Either currency, for fees and transfers that accept both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Amount {
     Token(Token),
     Usd(Usd),
+}
+
+/// The codec's layout of [`Amount`]: a variant index, then base units.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Amount")]
+enum AmountRepr {
+    Token(Token),
+    Usd(Usd),
+}
+
+impl Amount {
+    /// `"12.5 TWY"`, `"12.5TWY"`, `"3 USD"` or `"$3"` (units in either case).
+    pub fn parse(s: &str) -> Result<Amount, ParseAmountError> {
+        let t = s.trim();
+        if let Some(rest) = t.strip_prefix('$') {
+            return Usd::parse_decimal(rest).map(Amount::Usd);
+        }
+        let upper = t.to_ascii_uppercase();
+        if let Some(n) = upper.strip_suffix("TWY") {
+            return Token::parse_decimal(n).map(Amount::Token);
+        }
+        if let Some(n) = upper.strip_suffix("USD") {
+            return Usd::parse_decimal(n).map(Amount::Usd);
+        }
+        Err(ParseAmountError::NoUnit(s.to_string()))
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            match self {
+                Amount::Token(t) => s.collect_str(&format_args!("{} TWY", DecimalFmt(t.0))),
+                Amount::Usd(u) => s.collect_str(&format_args!("{} USD", DecimalFmt(u.0))),
+            }
+        } else {
+            match *self {
+                Amount::Token(t) => AmountRepr::Token(t),
+                Amount::Usd(u) => AmountRepr::Usd(u),
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            Amount::parse(&text).map_err(serde::de::Error::custom)
+        } else {
+            Ok(match AmountRepr::deserialize(d)? {
+                AmountRepr::Token(t) => Amount::Token(t),
+                AmountRepr::Usd(u) => Amount::Usd(u),
+            })
+        }
+    }
 }
 
 impl fmt::Display for Amount {
@@ -123,6 +202,8 @@ pub enum ParseAmountError {
     TooPrecise(String),
     #[error("amount {0:?} is too large")]
     TooLarge(String),
+    #[error("amount {0:?} needs a unit: TWY or USD, e.g. \"12.5 TWY\" or \"$3\"")]
+    NoUnit(String),
 }
 
 fn parse_decimal(s: &str) -> Result<u128, ParseAmountError> {

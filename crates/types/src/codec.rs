@@ -67,7 +67,7 @@ pub fn decode_signed_tx(bytes: &[u8]) -> Result<SignedTx, DecodeError> {
     Ok(tx)
 }
 
-fn check_limits(stx: &SignedTx) -> Result<(), DecodeError> {
+pub(crate) fn check_limits(stx: &SignedTx) -> Result<(), DecodeError> {
     let check = |field, len, limit| {
         if len > limit {
             Err(DecodeError::LimitExceeded { field, len, limit })

@@ -3,11 +3,11 @@
 //! on validity whatever the batching.
 
 use core::fmt;
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// A public key: also the id of the account it controls.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; 32]);
+crate::serde_hr::bytes_serde!(PublicKey, 32, "a public key");
 
 /// Accounts are named by their public key.
 pub type AccountId = PublicKey;
@@ -47,37 +47,7 @@ impl fmt::Debug for Signature {
     }
 }
 
-impl Serialize for Signature {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A fixed-size tuple: postcard writes the 64 bytes with no length.
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(64)?;
-        for b in &self.0 {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Signature {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Signature, D::Error> {
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = Signature;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("64 signature bytes")
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
-                let mut out = [0u8; 64];
-                for (i, slot) in out.iter_mut().enumerate() {
-                    *slot = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(i, &self))?;
-                }
-                Ok(Signature(out))
-            }
-        }
-        d.deserialize_tuple(64, V)
-    }
-}
+crate::serde_hr::bytes_serde!(Signature, 64, "a signature");
 
 /// A secret signing key. Deliberately not `Serialize`: key files are written
 /// by the CLI, on purpose, never by accident through a state dump.
@@ -203,8 +173,13 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    parse_hex(s).and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
+/// Hex digits (either case, surrounding whitespace ignored) to bytes.
+pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().as_bytes();
-    if s.len() != 64 {
+    if s.len() % 2 != 0 {
         return None;
     }
     let nibble = |c: u8| match c {
@@ -213,11 +188,7 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    let mut out = [0u8; 32];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
-    }
-    Some(out)
+    s.chunks_exact(2).map(|p| Some((nibble(p[0])? << 4) | nibble(p[1])?)).collect()
 }
 
 #[cfg(test)]

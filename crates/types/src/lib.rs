@@ -2,12 +2,15 @@
 //! and its codec. Pure: no I/O, clocks or randomness (ARCHITECTURE.md).
 
 pub mod amount;
+pub mod block;
 pub mod codec;
 pub mod keys;
 pub mod math;
 pub mod region;
+mod serde_hr;
 pub mod tx;
 
+pub use block::{Block, Commit, CommitSig, Header};
 pub use amount::{Amount, Token, Usd, PPM, UNIT};
 pub use keys::{AccountId, PublicKey, Signature, SigningKey};
 pub use region::{CountryCode, MacroRegion};

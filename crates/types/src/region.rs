@@ -11,8 +11,30 @@ use serde::{Deserialize, Serialize};
 /// The field is public so a code can be rebuilt from decoded bytes; such a
 /// value is not checked, which is why [`CountryCode::macro_region`] returns an
 /// `Option`. Use [`CountryCode::parse`] for text from outside.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CountryCode(pub [u8; 2]);
+
+// Two bytes in the codec; "DE" in JSON and TOML, checked on the way in.
+impl Serialize for CountryCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(self.as_str())
+        } else {
+            crate::serde_hr::ser_bytes::<S, 2>(&self.0, s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CountryCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CountryCode, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            CountryCode::parse(&text).map_err(serde::de::Error::custom)
+        } else {
+            crate::serde_hr::de_bytes::<D, 2>(d, "a country code").map(CountryCode)
+        }
+    }
+}
 
 /// One of eight coarse world regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// A 32-byte blake3 digest, used for tx ids, channel ids and state roots.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash32(pub [u8; 32]);
+crate::serde_hr::bytes_serde!(Hash32, 32, "a hash");
 
 impl Hash32 {
     pub fn of(bytes: &[u8]) -> Hash32 {
