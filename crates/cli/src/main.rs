@@ -1,8 +1,11 @@
 //! `tollway`: the command line (DESIGN §6). Thin: it parses flags, reads
 //! files and prints; the work is in the library crates.
 
+mod chain;
 mod demo;
+mod keys;
 mod sim;
+mod wallet;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,6 +31,20 @@ enum Command {
         #[command(subcommand)]
         command: sim::SimCommand,
     },
+    /// Run a chain node: `init` a home directory, `run` the sequencer and
+    /// its HTTP API, `replay` every block to check the state roots.
+    Chain {
+        #[command(subcommand)]
+        command: chain::ChainCommand,
+    },
+    /// Key files: create, show or import an ed25519 key (files are 0600).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// The wallet: balances, transfers, staking and payment channels,
+    /// through a chain node's HTTP API.
+    Wallet(wallet::WalletArgs),
     /// Economic parameters: print or check a parameters file.
     Params {
         #[command(subcommand)]
@@ -48,6 +65,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sim { command } => sim::run(&command),
+        Command::Chain { command } => chain::run(command),
+        Command::Keys { command } => keys::run(&command),
+        Command::Wallet(args) => wallet::run(&args),
         Command::Params { command: ParamsCommand::Show } => {
             print!("{}", tollway_ledger::params::DEFAULT_PARAMS_TOML);
             Ok(())
