@@ -1,0 +1,354 @@
+//! The mempool (DESIGN §3): txs whose signatures were checked, waiting for
+//! a block. Pure: no I/O, no clock; heights come in as arguments.
+//!
+//! - Per account, txs wait in nonce order; a block takes an account's txs
+//!   only from its next nonce on, without gaps.
+//! - Across accounts, the highest fee (valued in USD at admission) goes
+//!   first; ties go to the earlier arrival.
+//! - Limits on everything: total txs, total bytes, txs per account, and how
+//!   far ahead of the account's nonce a tx may be. A full, duplicate or
+//!   replayed submission is refused with a reason, never silently dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use tollway_types::{AccountId, SignedTx, TxId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolLimits {
+    pub max_txs: usize,
+    pub max_bytes: usize,
+    /// Pending txs per account; also how far ahead of the account's nonce
+    /// a tx may be. A flood from one account stops here.
+    pub max_per_account: usize,
+    /// A tx waiting behind a nonce gap is dropped after this many blocks.
+    pub gap_ttl_blocks: u64,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> MempoolLimits {
+        MempoolLimits { max_txs: 100_000, max_bytes: 256 << 20, max_per_account: 256, gap_ttl_blocks: 120 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub stx: SignedTx,
+    pub id: TxId,
+    pub bytes: usize,
+    /// The fee's value in USD base units at admission: the priority.
+    pub fee_rank: u128,
+    pub admitted_height: u64,
+    seq: u64,
+}
+
+impl Pending {
+    pub fn new(stx: SignedTx, id: TxId, bytes: usize, fee_rank: u128) -> Pending {
+        Pending { stx, id, bytes, fee_rank, admitted_height: 0, seq: 0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("tx {0} is already pending")]
+    Duplicate(TxId),
+    #[error("nonce {found} was already used by account {account}: its next nonce is {expected} (a replayed tx?)")]
+    StaleNonce { account: AccountId, expected: u64, found: u64 },
+    #[error("account {account} already has a pending tx with nonce {nonce}")]
+    NonceTaken { account: AccountId, nonce: u64 },
+    #[error("nonce {found} is too far ahead: account {account}'s next nonce is {expected} and at most {limit} may wait")]
+    NonceTooFar { account: AccountId, expected: u64, found: u64, limit: usize },
+    #[error("account {account} has {limit} txs pending, the most allowed; wait for a block")]
+    AccountFull { account: AccountId, limit: usize },
+    #[error("the mempool is full ({limit} txs or {limit_bytes} bytes); try again after the next block")]
+    Full { limit: usize, limit_bytes: usize },
+}
+
+impl AdmitError {
+    /// A stable machine-readable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdmitError::Duplicate(_) => "duplicate",
+            AdmitError::StaleNonce { .. } => "stale_nonce",
+            AdmitError::NonceTaken { .. } => "nonce_taken",
+            AdmitError::NonceTooFar { .. } => "nonce_too_far",
+            AdmitError::AccountFull { .. } => "account_limit",
+            AdmitError::Full { .. } => "mempool_full",
+        }
+    }
+}
+
+/// Why a pending tx left the pool without being included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub id: TxId,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Mempool {
+    limits: MempoolLimits,
+    accounts: BTreeMap<AccountId, BTreeMap<u64, Pending>>,
+    ids: HashMap<TxId, (AccountId, u64)>,
+    bytes: usize,
+    next_seq: u64,
+}
+
+impl Mempool {
+    pub fn new(limits: MempoolLimits) -> Mempool {
+        Mempool { limits, ..Mempool::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub fn contains(&self, id: &TxId) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    /// Admits a tx whose signature has been verified. `account_nonce` is the
+    /// signer's next nonce in the committed state.
+    pub fn admit(&mut self, mut p: Pending, account_nonce: u64, height: u64) -> Result<(), AdmitError> {
+        let account = p.stx.tx.signer;
+        let nonce = p.stx.tx.nonce;
+        if self.ids.contains_key(&p.id) {
+            return Err(AdmitError::Duplicate(p.id));
+        }
+        if nonce < account_nonce {
+            return Err(AdmitError::StaleNonce { account, expected: account_nonce, found: nonce });
+        }
+        let limit = self.limits.max_per_account;
+        if nonce - account_nonce >= limit as u64 {
+            return Err(AdmitError::NonceTooFar { account, expected: account_nonce, found: nonce, limit });
+        }
+        let queue = self.accounts.get(&account);
+        if queue.is_some_and(|q| q.contains_key(&nonce)) {
+            return Err(AdmitError::NonceTaken { account, nonce });
+        }
+        if queue.map_or(0, |q| q.len()) >= limit {
+            return Err(AdmitError::AccountFull { account, limit });
+        }
+        if self.ids.len() >= self.limits.max_txs || self.bytes + p.bytes > self.limits.max_bytes {
+            return Err(AdmitError::Full { limit: self.limits.max_txs, limit_bytes: self.limits.max_bytes });
+        }
+        p.seq = self.next_seq;
+        self.next_seq += 1;
+        p.admitted_height = height;
+        self.bytes += p.bytes;
+        self.ids.insert(p.id, (account, nonce));
+        self.accounts.entry(account).or_default().insert(nonce, p);
+        Ok(())
+    }
+
+    fn remove(&mut self, account: &AccountId, nonce: u64) -> Option<Pending> {
+        let queue = self.accounts.get_mut(account)?;
+        let p = queue.remove(&nonce)?;
+        if queue.is_empty() {
+            self.accounts.remove(account);
+        }
+        self.ids.remove(&p.id);
+        self.bytes -= p.bytes;
+        Some(p)
+    }
+
+    /// Fills a block: repeatedly takes the best-paying tx that is next in
+    /// its account's nonce order and offers it to `apply` (which runs it
+    /// against the block's state). Included txs leave the pool. A tx that
+    /// `apply` rejects leaves with its error, and so do the same account's
+    /// later txs, which can no longer become valid. `next_nonce` gives each
+    /// account's committed nonce.
+    pub fn fill_block<E: std::fmt::Display>(
+        &mut self,
+        max_txs: usize,
+        max_bytes: usize,
+        next_nonce: impl Fn(&AccountId) -> u64,
+        mut apply: impl FnMut(&Pending) -> Result<(), (&'static str, E)>,
+    ) -> (Vec<Pending>, Vec<Dropped>) {
+        // Heads: each account's tx at exactly its next nonce.
+        let mut heap: BinaryHeap<(u128, Reverse<u64>, AccountId, u64)> = BinaryHeap::new();
+        for (account, queue) in &self.accounts {
+            let n = next_nonce(account);
+            if let Some(p) = queue.get(&n) {
+                heap.push((p.fee_rank, Reverse(p.seq), *account, n));
+            }
+        }
+        let mut included = Vec::new();
+        let mut dropped = Vec::new();
+        let mut bytes = 0usize;
+        while included.len() < max_txs {
+            let Some((_, _, account, nonce)) = heap.pop() else { break };
+            let Some(p) = self.accounts.get(&account).and_then(|q| q.get(&nonce)) else { continue };
+            if bytes + p.bytes > max_bytes {
+                // Too big for what is left of this block: it waits.
+                continue;
+            }
+            match apply(p) {
+                Ok(()) => {
+                    let p = self.remove(&account, nonce).expect("present");
+                    bytes += p.bytes;
+                    included.push(p);
+                    if let Some(next) = self.accounts.get(&account).and_then(|q| q.get(&(nonce + 1))) {
+                        heap.push((next.fee_rank, Reverse(next.seq), account, nonce + 1));
+                    }
+                }
+                Err((code, e)) => {
+                    let p = self.remove(&account, nonce).expect("present");
+                    dropped.push(Dropped { id: p.id, code, message: e.to_string() });
+                    let later: Vec<u64> = self.accounts.get(&account).map(|q| q.keys().copied().collect()).unwrap_or_default();
+                    for n in later {
+                        let q = self.remove(&account, n).expect("present");
+                        dropped.push(Dropped {
+                            id: q.id,
+                            code: "dropped",
+                            message: format!("dropped: this account's earlier tx with nonce {nonce} was rejected ({e})"),
+                        });
+                    }
+                }
+            }
+        }
+        (included, dropped)
+    }
+
+    /// After a block: drops txs whose nonce is now used, and txs that have
+    /// waited behind a nonce gap for longer than the limit.
+    pub fn prune(&mut self, next_nonce: impl Fn(&AccountId) -> u64, height: u64) -> Vec<Dropped> {
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (account, queue) in &self.accounts {
+            let n = next_nonce(account);
+            for (&nonce, p) in queue {
+                if nonce < n {
+                    gone.push((*account, nonce, "stale_nonce", format!("nonce {nonce} was used by another tx")));
+                } else if height.saturating_sub(p.admitted_height) > self.limits.gap_ttl_blocks && !queue.contains_key(&n) {
+                    gone.push((
+                        *account,
+                        nonce,
+                        "nonce_gap",
+                        format!("waited {} blocks for the tx with nonce {n}, which never came", self.limits.gap_ttl_blocks),
+                    ));
+                }
+            }
+        }
+        for (account, nonce, code, message) in gone {
+            if let Some(p) = self.remove(&account, nonce) {
+                out.push(Dropped { id: p.id, code, message });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::{Amount, SigningKey, Token, Tx, TxBody, Usd};
+
+    fn tx(label: &str, nonce: u64, fee_usd: u128) -> Pending {
+        let key = SigningKey::from_label(label);
+        let stx = Tx {
+            chain_id: "t".into(),
+            signer: key.public(),
+            nonce,
+            fee: Amount::Usd(Usd(fee_usd)),
+            body: TxBody::Transfer { to: key.public(), amount: Amount::Token(Token(1)) },
+        }
+        .sign(&key);
+        let id = stx.id();
+        Pending::new(stx, id, 100, fee_usd)
+    }
+
+    fn limits() -> MempoolLimits {
+        MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_blocks: 5 }
+    }
+
+    #[test]
+    fn duplicates_replays_floods_and_a_full_pool_are_refused_by_name() {
+        let mut m = Mempool::new(limits());
+        m.admit(tx("a", 5, 1), 5, 0).unwrap();
+        assert_eq!(m.admit(tx("a", 5, 1), 5, 0).unwrap_err().code(), "duplicate");
+        assert_eq!(m.admit(tx("a", 5, 2), 5, 0).unwrap_err().code(), "nonce_taken");
+        assert_eq!(m.admit(tx("a", 4, 1), 5, 0).unwrap_err().code(), "stale_nonce");
+        assert_eq!(m.admit(tx("a", 8, 1), 5, 0).unwrap_err().code(), "nonce_too_far");
+        m.admit(tx("a", 6, 1), 5, 0).unwrap();
+        m.admit(tx("a", 7, 1), 5, 0).unwrap();
+        assert_eq!(m.len(), 3);
+        for i in 0..7 {
+            m.admit(tx(&format!("b{i}"), 0, 1), 0, 0).unwrap();
+        }
+        let e = m.admit(tx("c", 0, 1), 0, 0).unwrap_err();
+        assert_eq!(e.code(), "mempool_full");
+        assert_eq!(e.to_string(), "the mempool is full (10 txs or 10000 bytes); try again after the next block");
+    }
+
+    #[test]
+    fn a_block_takes_higher_fees_first_but_each_account_in_nonce_order() {
+        let mut m = Mempool::new(limits());
+        m.admit(tx("low", 0, 1), 0, 0).unwrap();
+        m.admit(tx("high", 1, 50), 0, 0).unwrap(); // waits for nonce 0
+        m.admit(tx("high", 0, 10), 0, 0).unwrap();
+        m.admit(tx("mid", 0, 20), 0, 0).unwrap();
+        let (inc, dropped) = m.fill_block(10, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        assert!(dropped.is_empty());
+        let order: Vec<(String, u64)> = inc
+            .iter()
+            .map(|p| {
+                let who = ["low", "high", "mid"]
+                    .into_iter()
+                    .find(|l| SigningKey::from_label(l).public() == p.stx.tx.signer)
+                    .unwrap();
+                (who.to_string(), p.stx.tx.nonce)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![("mid".into(), 0), ("high".into(), 0), ("high".into(), 1), ("low".into(), 0)],
+            "mid (20) before high's first (10); high's nonce 1 (50) is released by its nonce 0"
+        );
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_tx_takes_its_accounts_later_txs_with_it_and_says_why() {
+        let mut m = Mempool::new(limits());
+        m.admit(tx("a", 0, 1), 0, 0).unwrap();
+        m.admit(tx("a", 1, 1), 0, 0).unwrap();
+        m.admit(tx("b", 0, 1), 0, 0).unwrap();
+        let a = SigningKey::from_label("a").public();
+        let (inc, dropped) = m.fill_block(
+            10,
+            10_000,
+            |_| 0,
+            |p| if p.stx.tx.signer == a { Err(("insufficient_funds", "insufficient balance".to_string())) } else { Ok(()) },
+        );
+        assert_eq!(inc.len(), 1);
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(dropped[0].code, "insufficient_funds");
+        assert!(dropped[1].message.contains("earlier tx with nonce 0 was rejected"), "{}", dropped[1].message);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_gap_waits_then_expires_and_block_limits_hold() {
+        let mut m = Mempool::new(limits());
+        m.admit(tx("a", 2, 1), 0, 0).unwrap();
+        let (inc, _) = m.fill_block(10, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        assert!(inc.is_empty(), "nonce 2 cannot go before 0 and 1");
+        assert!(m.prune(|_| 0, 5).is_empty());
+        let d = m.prune(|_| 0, 6);
+        assert_eq!(d[0].code, "nonce_gap");
+        for i in 0..5 {
+            m.admit(tx(&format!("x{i}"), 0, 1), 0, 0).unwrap();
+        }
+        let (inc, _) = m.fill_block(2, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        assert_eq!(inc.len(), 2);
+        let (inc, _) = m.fill_block(10, 250, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        assert_eq!(inc.len(), 2, "250 bytes hold two 100-byte txs");
+        assert_eq!(m.len(), 1);
+    }
+}

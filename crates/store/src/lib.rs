@@ -1,0 +1,257 @@
+//! The chain's embedded store (DESIGN §3, ADR 0005): one redb file holding
+//! the genesis, every block, what each tx did, each epoch's report and the
+//! state at the tip.
+//!
+//! **Invariant:** a block, its tx index, its epoch reports and the state
+//! after it are written in ONE write transaction with
+//! `Durability::Immediate`. So after a crash at any instant the file holds
+//! either all of a block or none of it, and the stored state is always the
+//! state after the stored tip. A tx is acknowledged only after that
+//! transaction's `commit` has returned.
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use tollway_ledger::{EpochReport, Event, Genesis};
+use tollway_types::{codec, Block, Hash32, SignedTx, TxId};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// height → encoded block.
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// height → encoded `Vec<Vec<Event>>`: what each tx of the block did.
+const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
+/// tx id → (height, index in block).
+const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
+/// epoch → encoded `EpochRecord`.
+const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+
+const GENESIS_KEY: &str = "genesis";
+const TIP_KEY: &str = "tip_height";
+const STATE_KEY: &str = "tip_state";
+const FORMAT_KEY: &str = "format";
+/// Bumped when the layout changes; `open` refuses files of another format.
+const FORMAT: &[u8] = b"tollway-store-1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Db(String),
+    #[error("store at {0} already exists; pass --force to start over, or run on it")]
+    Exists(String),
+    #[error("no store at {0}: run `tollway chain init` first")]
+    Missing(String),
+    #[error("store is not a Tollway chain store of this version (found format {0:?})")]
+    WrongFormat(String),
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An epoch's report and the block whose time closed it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    pub height: u64,
+    pub time_ms: u64,
+    pub report: EpochReport,
+}
+
+/// Everything one block changes, written atomically by [`Store::commit`].
+pub struct BlockCommit<'a> {
+    pub block: &'a Block,
+    /// What each tx did, in block order.
+    pub results: &'a [Vec<Event>],
+    /// Epochs closed before this block's txs ran (usually none, at most a
+    /// few after a long pause).
+    pub epochs: &'a [EpochRecord],
+    /// `tollway_ledger::root::encode_state` of the state after the block;
+    /// its root is `block.header.state_root`.
+    pub state_encoding: &'a [u8],
+}
+
+/// Where a committed tx is and what it did.
+#[derive(Clone, Debug)]
+pub struct TxRecord {
+    pub tx: SignedTx,
+    pub height: u64,
+    pub index: u32,
+    pub events: Vec<Event>,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl Store {
+    /// Creates a new store holding the genesis block (height 0) and the
+    /// genesis state. Refuses to touch an existing file.
+    pub fn create(path: &Path, genesis: &Genesis, genesis_block: &Block, state_encoding: &[u8]) -> Result<Store> {
+        if path.exists() {
+            return Err(StoreError::Exists(path.display().to_string()));
+        }
+        let db = Database::create(path)?;
+        let store = Store { db };
+        let mut w = store.db.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = w.open_table(META)?;
+            meta.insert(FORMAT_KEY, FORMAT)?;
+            meta.insert(GENESIS_KEY, codec::encode(genesis).as_slice())?;
+            // Create every table so readers never meet a missing one.
+            w.open_table(RESULTS)?;
+            w.open_table(TXS)?;
+            w.open_table(EPOCHS)?;
+            w.open_table(BLOCKS)?;
+        }
+        w.commit()?;
+        store.commit(&BlockCommit { block: genesis_block, results: &[], epochs: &[], state_encoding })?;
+        Ok(store)
+    }
+
+    pub fn open(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let db = Database::open(path)?;
+        let store = Store { db };
+        let r = store.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let format = meta.get(FORMAT_KEY)?.map(|g| g.value().to_vec()).unwrap_or_default();
+        if format != FORMAT {
+            return Err(StoreError::WrongFormat(String::from_utf8_lossy(&format).into_owned()));
+        }
+        drop(meta);
+        drop(r);
+        Ok(store)
+    }
+
+    /// Writes one block and everything it changed in a single durable
+    /// transaction. Heights must follow the tip without gaps.
+    pub fn commit(&self, c: &BlockCommit<'_>) -> Result<()> {
+        let height = c.block.header.height;
+        let mut w = self.db.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = w.open_table(META)?;
+            let tip = meta.get(TIP_KEY)?.map(|g| decode_u64(g.value())).transpose()?;
+            let expected = tip.map_or(0, |t| t + 1);
+            if height != expected {
+                return Err(corrupt(format!("block {height} does not follow the stored tip (expected {expected})")));
+            }
+            let mut blocks = w.open_table(BLOCKS)?;
+            blocks.insert(height, c.block.encode().as_slice())?;
+            let mut results = w.open_table(RESULTS)?;
+            results.insert(height, codec::encode(&c.results.to_vec()).as_slice())?;
+            let mut txs = w.open_table(TXS)?;
+            for (i, stx) in c.block.txs.iter().enumerate() {
+                txs.insert(&stx.id().0, (height, i as u32))?;
+            }
+            let mut epochs = w.open_table(EPOCHS)?;
+            for e in c.epochs {
+                epochs.insert(e.report.epoch, codec::encode(e).as_slice())?;
+            }
+            meta.insert(STATE_KEY, c.state_encoding)?;
+            meta.insert(TIP_KEY, height.to_le_bytes().as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn genesis(&self) -> Result<Genesis> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let g = meta.get(GENESIS_KEY)?.ok_or_else(|| corrupt("no genesis"))?;
+        codec::decode(g.value(), usize::MAX).map_err(|e| corrupt(format!("genesis: {e}")))
+    }
+
+    pub fn tip_height(&self) -> Result<u64> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let g = meta.get(TIP_KEY)?.ok_or_else(|| corrupt("no tip"))?;
+        decode_u64(g.value())
+    }
+
+    /// The tip block and the encoded state after it, read in one snapshot
+    /// so they always belong together.
+    pub fn tip(&self) -> Result<(Block, Vec<u8>)> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let height = decode_u64(meta.get(TIP_KEY)?.ok_or_else(|| corrupt("no tip"))?.value())?;
+        let state = meta.get(STATE_KEY)?.ok_or_else(|| corrupt("no state"))?.value().to_vec();
+        let blocks = r.open_table(BLOCKS)?;
+        let block = blocks.get(height)?.ok_or_else(|| corrupt(format!("tip block {height} missing")))?;
+        let block = Block::decode(block.value()).map_err(|e| corrupt(format!("block {height}: {e}")))?;
+        Ok((block, state))
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Block>> {
+        let r = self.db.begin_read()?;
+        let blocks = r.open_table(BLOCKS)?;
+        let Some(g) = blocks.get(height)? else { return Ok(None) };
+        Block::decode(g.value()).map(Some).map_err(|e| corrupt(format!("block {height}: {e}")))
+    }
+
+    /// What each tx of block `height` did.
+    pub fn results(&self, height: u64) -> Result<Option<Vec<Vec<Event>>>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(RESULTS)?;
+        let Some(g) = t.get(height)? else { return Ok(None) };
+        codec::decode(g.value(), usize::MAX).map(Some).map_err(|e| corrupt(format!("results {height}: {e}")))
+    }
+
+    pub fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(TXS)?;
+        Ok(t.get(&id.0)?.map(|g| g.value()))
+    }
+
+    pub fn tx(&self, id: &TxId) -> Result<Option<TxRecord>> {
+        let Some((height, index)) = self.tx_location(id)? else { return Ok(None) };
+        let block = self.block(height)?.ok_or_else(|| corrupt(format!("tx {id} points at missing block {height}")))?;
+        let tx = block.txs.get(index as usize).cloned().ok_or_else(|| corrupt(format!("tx {id}: bad index")))?;
+        let events = self.results(height)?.and_then(|r| r.into_iter().nth(index as usize)).unwrap_or_default();
+        Ok(Some(TxRecord { tx, height, index, events }))
+    }
+
+    /// Epoch records from `from` on, at most `limit`.
+    pub fn epochs(&self, from: u64, limit: usize) -> Result<Vec<EpochRecord>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EPOCHS)?;
+        let mut out = Vec::new();
+        for item in t.range(from..)?.take(limit) {
+            let (k, v) = item?;
+            out.push(codec::decode(v.value(), usize::MAX).map_err(|e| corrupt(format!("epoch {}: {e}", k.value())))?);
+        }
+        Ok(out)
+    }
+
+    pub fn genesis_hash(&self) -> Result<Hash32> {
+        Ok(self.block(0)?.ok_or_else(|| corrupt("no genesis block"))?.header.parent)
+    }
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes).map(u64::from_le_bytes).map_err(|_| corrupt("bad height"))
+}
