@@ -1,6 +1,7 @@
 //! `tollway`: the command line (DESIGN §6). Thin: it parses flags, reads
 //! files and prints; the work is in the library crates.
 
+mod api_client;
 mod chain;
 mod demo;
 mod keys;
@@ -60,8 +61,18 @@ enum ParamsCommand {
     Check { file: PathBuf },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Errors print as one line, `error: what failed: why`, and exit 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sim { command } => sim::run(&command),

@@ -1,6 +1,661 @@
-//! `tollway wallet` (placeholder while it is being written).
+//! `tollway wallet`: balances, transfers, staking, nodes and payment
+//! channels through a chain node's HTTP API (DESIGN §2, §6).
+//!
+//! Every transaction command does the same four things: ask `/v1/status`
+//! for the chain id and minimum fees, ask `/v1/accounts/{me}` for the next
+//! nonce, sign `Tx { chain_id, signer, nonce, fee, body }` with the key
+//! file, and POST its canonical bytes with `wait=commit`, so the command
+//! returns once the tx's block is durable (or was refused, with the
+//! ledger's reason). Human output by default, the API's JSON with `--json`.
+
+use crate::api_client::{Account, ApiClient, ApiError, Channel, Status, TxStatus};
+use crate::keys;
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use tollway_ledger::params::parse_duration_secs;
+use tollway_types::keys::parse_hex;
+use tollway_types::{
+    channel_id, codec, AccountId, Amount, ChannelId, CountryCode, Hash32, NodeSpec, PublicKey, Receipt,
+    SignedReceipt, SigningKey, Token, Tx, TxBody, Usd,
+};
+
+/// The API address when neither `--api` nor `$TOLLWAY_API` is given.
+pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
+
+/// Receipts are small (chain id ≤ 64 bytes, two ids, two numbers, a
+/// signature): anything larger is not one.
+const MAX_RECEIPT_BYTES: usize = 4096;
+
 #[derive(clap::Args)]
-pub struct WalletArgs {}
-pub fn run(_a: &WalletArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wallet: being written")
+pub struct WalletArgs {
+    /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
+    #[arg(long, global = true, value_name = "URL")]
+    api: Option<String>,
+    /// The key file that signs [default: $TOLLWAY_KEY, else ./tollway.key].
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Print the API's JSON instead of a sentence (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Fee for a transaction, e.g. "0.001 TWY" or "$0.0001" [default: the
+    /// chain's minimum, in USD if the account can pay it, else in TWY].
+    #[arg(long, global = true, value_name = "AMOUNT")]
+    fee: Option<String>,
+    /// How long to wait for a transaction's block, e.g. 15s (at most 60s).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "15s")]
+    wait: String,
+    #[command(subcommand)]
+    command: WalletCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum WalletCommand {
+    /// Balances, stake, unbonding and nonce of an account [default: own].
+    Balance {
+        /// An account id (64 hex digits).
+        account: Option<String>,
+    },
+    /// Send TWY or USD: `transfer TO "12.5 TWY"`, `transfer TO "$3"`.
+    Transfer {
+        /// The receiving account id (64 hex digits).
+        to: String,
+        /// "12.5 TWY", "3 USD" or "$3".
+        amount: String,
+    },
+    /// Bond liquid TWY as stake.
+    Stake {
+        /// TWY to bond, e.g. 1000 or "1000 TWY".
+        amount: String,
+    },
+    /// Start unbonding stake; it stays slashable for the unbonding period.
+    Unbond {
+        /// TWY to unbond, e.g. 100 or "100 TWY".
+        amount: String,
+    },
+    /// Move every unbonding entry whose period has ended back to the balance.
+    Withdraw,
+    /// List the payment channels this account is client or node of.
+    Channels,
+    /// Open a payment channel to a node, escrowing USD.
+    OpenChannel {
+        /// The node's account id (64 hex digits).
+        node: String,
+        /// USD to escrow, e.g. 5 or "$5".
+        escrow_usd: String,
+        /// Expiry, counted from the chain's current time: 30m, 1h, 7d.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        expires_in: String,
+    },
+    /// After expiry and grace: close a channel and take back the unspent escrow.
+    CloseChannel {
+        /// The channel id (64 hex digits).
+        channel: String,
+    },
+    /// Register this account as a node (needs the minimum node stake).
+    RegisterNode {
+        /// ISO 3166 country code, e.g. DE.
+        #[arg(long)]
+        country: String,
+        /// A public address; repeat for several (the first names the subnet).
+        #[arg(long = "addr", value_name = "IP", required = true)]
+        addrs: Vec<IpAddr>,
+        /// Claimed capacity in bit/s (oracles will check it).
+        #[arg(long, value_name = "N")]
+        capacity_bps: u64,
+        /// Price per GiB in USD, e.g. 0.5.
+        #[arg(long, value_name = "USD")]
+        price_usd_per_gib: String,
+        /// Optional price per hour of connection in USD.
+        #[arg(long, value_name = "USD")]
+        price_usd_per_hour: Option<String>,
+        /// Tunnel port or port range, e.g. 4433 or 4433-4440.
+        #[arg(long, value_name = "PORTS", default_value = "4433")]
+        ports: String,
+        /// blake3 of the node's TLS public key (64 hex digits) [default:
+        /// all zeros, i.e. none declared yet].
+        #[arg(long, value_name = "HEX")]
+        tls_pin: Option<String>,
+    },
+    /// As a channel's client: sign a cumulative receipt for the node and
+    /// print it as hex (the node settles it with `settle-channel`).
+    SignReceipt {
+        /// The channel id (64 hex digits).
+        channel: String,
+        /// Total USD received on this channel so far, e.g. 0.25.
+        #[arg(long, value_name = "AMOUNT")]
+        usd: String,
+        /// Total bytes received on this channel so far.
+        #[arg(long, value_name = "N")]
+        bytes: u64,
+        /// Sign offline for this chain id instead of asking the API (skips
+        /// the channel checks).
+        #[arg(long, value_name = "ID")]
+        chain_id: Option<String>,
+    },
+    /// As a channel's node: settle a client-signed receipt (hex).
+    SettleChannel {
+        /// The receipt as printed by `sign-receipt`.
+        receipt_hex: String,
+    },
+    /// Gateway only: credit USD that entered through the bridge or on-ramp.
+    Deposit {
+        /// The receiving account id (64 hex digits).
+        to: String,
+        /// USD, e.g. 100 or "$100".
+        amount_usd: String,
+    },
+}
+
+pub fn run(args: &WalletArgs) -> anyhow::Result<()> {
+    let api_url = match &args.api {
+        Some(url) => url.clone(),
+        None => std::env::var("TOLLWAY_API").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_API.into()),
+    };
+    let wait_secs = parse_duration_secs(&args.wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+    if !(1..=60).contains(&wait_secs) {
+        bail!("--wait must be between 1s and 60s, not {}", args.wait);
+    }
+    let fee = match &args.fee {
+        Some(text) => Some(Amount::parse(text).context("--fee")?),
+        None => None,
+    };
+    let wallet = Wallet {
+        api: ApiClient::new(&api_url)?,
+        key_path: args.key.clone().unwrap_or_else(keys::default_key_path),
+        json: args.json,
+        fee,
+        wait_ms: wait_secs * 1000,
+    };
+    wallet.run(&args.command)
+}
+
+struct Wallet {
+    api: ApiClient,
+    key_path: PathBuf,
+    json: bool,
+    fee: Option<Amount>,
+    wait_ms: u64,
+}
+
+/// A committed transaction.
+struct Committed {
+    status: TxStatus,
+    raw: Value,
+    nonce: u64,
+    fee: Amount,
+}
+
+impl Committed {
+    fn at(&self) -> String {
+        let height = self.status.height.map_or_else(|| "?".to_string(), |h| h.to_string());
+        format!("in block {height} (tx {}…, fee {})", self.status.id.short(), self.fee)
+    }
+
+    /// The first event named `kind`, e.g. `UnbondStarted`, as JSON fields.
+    fn event(&self, kind: &str) -> Option<&Value> {
+        self.status.events.iter().find_map(|e| e.get(kind))
+    }
+}
+
+impl Wallet {
+    fn key(&self) -> anyhow::Result<SigningKey> {
+        keys::load_key_file(&self.key_path)
+    }
+
+    fn run(&self, command: &WalletCommand) -> anyhow::Result<()> {
+        match command {
+            WalletCommand::Balance { account } => self.balance(account.as_deref()),
+            WalletCommand::Transfer { to, amount } => {
+                let to = parse_account("TO", to)?;
+                let amount = Amount::parse(amount).context("AMOUNT")?;
+                let done = self.submit(TxBody::Transfer { to, amount })?;
+                self.report(&done, || format!("transferred {amount} to {}… {}", to.short(), done.at()))
+            }
+            WalletCommand::Stake { amount } => {
+                let amount = parse_token(amount)?;
+                let done = self.submit(TxBody::Stake { amount })?;
+                self.report(&done, || format!("staked {amount} {}", done.at()))
+            }
+            WalletCommand::Unbond { amount } => {
+                let amount = parse_token(amount)?;
+                let done = self.submit(TxBody::BeginUnbond { amount })?;
+                let release = done.event("UnbondStarted").and_then(|e| e.get("release_at_secs")).and_then(Value::as_u64);
+                self.report(&done, || match release {
+                    Some(t) => format!("began unbonding {amount}; withdrawable from chain time {t} s {}", done.at()),
+                    None => format!("began unbonding {amount} {}", done.at()),
+                })
+            }
+            WalletCommand::Withdraw => {
+                let done = self.submit(TxBody::WithdrawUnbonded)?;
+                let amount = done.event("UnbondedWithdrawn").and_then(|e| e.get("amount")).and_then(Value::as_str);
+                self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
+            }
+            WalletCommand::Channels => self.channels(),
+            WalletCommand::OpenChannel { node, escrow_usd, expires_in } => {
+                self.open_channel(node, escrow_usd, expires_in)
+            }
+            WalletCommand::CloseChannel { channel } => {
+                let channel = parse_hash("CHANNEL", channel)?;
+                let done = self.submit(TxBody::CloseChannel { channel })?;
+                let refund = done.event("ChannelClosed").and_then(|e| e.get("refund")).and_then(Value::as_str);
+                self.report(&done, || {
+                    format!("closed channel {}…; refunded ${} {}", channel.short(), refund.unwrap_or("?"), done.at())
+                })
+            }
+            WalletCommand::RegisterNode {
+                country,
+                addrs,
+                capacity_bps,
+                price_usd_per_gib,
+                price_usd_per_hour,
+                ports,
+                tls_pin,
+            } => {
+                let country = CountryCode::parse(country).context("--country")?;
+                let (port_first, port_last) = parse_ports(ports)?;
+                let tls_key_pin = match tls_pin {
+                    Some(hex) => tollway_types::keys::parse_hex32(hex)
+                        .with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))?,
+                    None => [0; 32],
+                };
+                let price_usd_micro_per_gib = usd_micro("--price-usd-per-gib", price_usd_per_gib)?;
+                let price_usd_micro_per_hour = match price_usd_per_hour {
+                    Some(p) => Some(usd_micro("--price-usd-per-hour", p)?),
+                    None => None,
+                };
+                let spec = NodeSpec {
+                    country,
+                    addrs: addrs.clone(),
+                    port_first,
+                    port_last,
+                    tls_key_pin,
+                    claimed_capacity_bps: *capacity_bps,
+                    price_usd_micro_per_gib,
+                    price_usd_micro_per_hour,
+                };
+                let done = self.submit(TxBody::RegisterNode(spec))?;
+                self.report(&done, || {
+                    format!(
+                        "registered node in {country} at {} (ports {port_first}-{port_last}, {capacity_bps} bit/s claimed, {} per GiB) {}",
+                        addrs[0],
+                        Usd(price_usd_micro_per_gib as u128),
+                        done.at()
+                    )
+                })
+            }
+            WalletCommand::SignReceipt { channel, usd, bytes, chain_id } => self.sign_receipt(channel, usd, *bytes, chain_id),
+            WalletCommand::SettleChannel { receipt_hex } => {
+                let receipt = decode_receipt(receipt_hex)?;
+                let channel = receipt.receipt.channel;
+                let done = self.submit(TxBody::SettleChannel { receipt })?;
+                let settled = done.event("ChannelSettled");
+                let field = |k: &str| settled.and_then(|e| e.get(k)).and_then(Value::as_str).unwrap_or("?").to_string();
+                self.report(&done, || {
+                    format!(
+                        "settled ${} on channel {}… (${} to the node, ${} to the burn; ${} settled in total) {}",
+                        field("amount"),
+                        channel.short(),
+                        field("to_node"),
+                        field("to_burn"),
+                        field("cumulative"),
+                        done.at()
+                    )
+                })
+            }
+            WalletCommand::Deposit { to, amount_usd } => {
+                let to = parse_account("TO", to)?;
+                let amount = parse_usd(amount_usd)?;
+                let me = self.key()?.public();
+                if let Some(gateway) = self.api.status()?.gateway.filter(|g| *g != me) {
+                    bail!("only the gateway account ({}…) can deposit USD; this key is {}…", gateway.short(), me.short());
+                }
+                let done = self.submit(TxBody::Deposit { to, amount })?;
+                self.report(&done, || format!("deposited {amount} to {}… {}", to.short(), done.at()))
+            }
+        }
+    }
+
+    /// Prints the committed tx: the API's JSON with `--json`, else a line.
+    fn report(&self, done: &Committed, line: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", done.raw);
+        } else {
+            println!("{}", line());
+        }
+        Ok(())
+    }
+
+    /// Signs `body` with the next nonce and waits for its block. A tx the
+    /// ledger rejected, or one still pending when the wait ends, is an error
+    /// (with `--json` its status is printed first).
+    fn submit(&self, body: TxBody) -> anyhow::Result<Committed> {
+        let key = self.key()?;
+        let me = key.public();
+        let status = self.api.status()?;
+        let account = match self.api.account(&me)? {
+            Some((account, _)) => account,
+            None => bail!(
+                "account {me} is not on chain yet: it has never received funds, so it cannot pay a fee \
+                 (ask someone to send it TWY or USD)"
+            ),
+        };
+        let fee = match self.fee {
+            Some(fee) => fee,
+            None => default_fee(&status, &account, &body),
+        };
+        let nonce = account.nonce;
+        let tx = Tx { chain_id: status.chain_id.clone(), signer: me, nonce, fee, body }.sign(&key);
+        let kind = tx.tx.body.kind();
+        let (tx_status, raw) = self.api.submit(&tx, self.wait_ms).map_err(|e| describe_refusal(e, kind))?;
+        match tx_status.status.as_str() {
+            "committed" => Ok(Committed { status: tx_status, raw, nonce, fee }),
+            "rejected" => {
+                if self.json {
+                    println!("{raw}");
+                }
+                let why = tx_status.error.as_ref().map_or_else(|| "no reason given".to_string(), |e| e.message.clone());
+                bail!("{kind} rejected: {why} (tx {}; nothing changed)", tx_status.id)
+            }
+            "pending" => {
+                if self.json {
+                    println!("{raw}");
+                }
+                bail!(
+                    "{kind} tx {} was accepted but not committed within {} ms; it may still be included (GET {}/v1/txs/{})",
+                    tx_status.id,
+                    self.wait_ms,
+                    self.api.base(),
+                    tx_status.id
+                )
+            }
+            other => bail!("the API answered with an unknown tx status {other:?} for tx {}", tx_status.id),
+        }
+    }
+
+    fn balance(&self, account: Option<&str>) -> anyhow::Result<()> {
+        let id = match account {
+            Some(hex) => parse_account("ACCOUNT", hex)?,
+            None => self.key()?.public(),
+        };
+        let Some((acct, raw)) = self.api.account(&id)? else {
+            if self.json {
+                let zero = json!({
+                    "id": id.to_hex(), "known": false, "nonce": 0, "token": "0", "usd": "0", "staked": "0",
+                    "unbonding": [], "vesting": "0", "node": false, "oracle": false, "open_channels": 0,
+                });
+                println!("{zero}");
+            } else {
+                println!("account {id}");
+                println!("  balance   0 TWY, $0 (not on chain yet: it has never received funds)");
+            }
+            return Ok(());
+        };
+        if self.json {
+            println!("{raw}");
+            return Ok(());
+        }
+        print_account(&acct);
+        Ok(())
+    }
+
+    fn channels(&self) -> anyhow::Result<()> {
+        let me = self.key()?.public();
+        let (channels, raw) = self.api.account_channels(&me)?;
+        if self.json {
+            println!("{raw}");
+            return Ok(());
+        }
+        if channels.is_empty() {
+            println!("no open channels for {}…", me.short());
+            return Ok(());
+        }
+        let now_secs = self.api.status().map(|s| s.time_ms / 1000).ok();
+        println!("{:<64}  {:<6}  {:<9}  {:>12}  {:>12}  {:>14}  expires", "channel", "role", "with", "escrow", "paid", "bytes");
+        for ch in &channels {
+            let (role, other) = if ch.client == me { ("client", ch.node) } else { ("node", ch.client) };
+            println!(
+                "{}  {:<6}  {}…  {:>12}  {:>12}  {:>14}  {}",
+                ch.id,
+                role,
+                other.short(),
+                ch.escrow.to_string(),
+                ch.paid.to_string(),
+                ch.paid_bytes,
+                describe_expiry(ch.expires_at_secs, now_secs)
+            );
+        }
+        Ok(())
+    }
+
+    fn open_channel(&self, node: &str, escrow_usd: &str, expires_in: &str) -> anyhow::Result<()> {
+        let node = parse_account("NODE", node)?;
+        let escrow = parse_usd(escrow_usd)?;
+        let lifetime_secs = parse_duration_secs(expires_in).map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+        if lifetime_secs == 0 {
+            bail!("--expires-in must be longer than 0s");
+        }
+        // Expiry is on the chain's clock (block time), not this machine's.
+        let chain_now_secs = self.api.status()?.time_ms / 1000;
+        let expires_at_secs = chain_now_secs.saturating_add(lifetime_secs);
+        let done = self.submit(TxBody::OpenChannel { node, escrow, expires_at_secs })?;
+        let me = self.key()?.public();
+        let channel = channel_id(&me, done.nonce);
+        if self.json {
+            let mut out = done.raw.clone();
+            if let Some(obj) = out.as_object_mut() {
+                obj.insert("channel".into(), json!(channel.to_hex()));
+                obj.insert("expires_at_secs".into(), json!(expires_at_secs));
+            }
+            println!("{out}");
+        } else {
+            println!(
+                "opened channel to node {}… with {escrow} escrow, expiring at chain time {expires_at_secs} s (in {expires_in}) {}",
+                node.short(),
+                done.at()
+            );
+            println!("channel {channel}");
+        }
+        Ok(())
+    }
+
+    fn sign_receipt(&self, channel: &str, usd: &str, bytes: u64, chain_id: &Option<String>) -> anyhow::Result<()> {
+        let channel = parse_hash("CHANNEL", channel)?;
+        let cumulative_usd = parse_usd(usd).context("--usd")?;
+        let key = self.key()?;
+        let chain_id = match chain_id {
+            Some(id) => id.clone(),
+            None => {
+                let status = self.api.status()?;
+                check_receipt(&self.api.channel(&channel)?.0, &key.public(), cumulative_usd, bytes)?;
+                status.chain_id
+            }
+        };
+        let receipt = Receipt { chain_id, channel, cumulative_usd, cumulative_bytes: bytes };
+        let signed = receipt.sign(&key);
+        let hex = tollway_types::keys::hex(&codec::encode(&signed));
+        if self.json {
+            let out = json!({
+                "receipt_hex": hex, "channel": channel.to_hex(), "chain_id": signed.receipt.chain_id,
+                "cumulative_usd": cumulative_usd, "cumulative_bytes": bytes,
+            });
+            println!("{out}");
+        } else {
+            println!("{hex}");
+        }
+        Ok(())
+    }
+}
+
+/// Refuse early what the ledger would refuse anyway, with a plainer reason.
+fn check_receipt(channel: &Channel, me: &PublicKey, cumulative_usd: Usd, bytes: u64) -> anyhow::Result<()> {
+    if channel.client != *me {
+        bail!(
+            "this key ({}…) is not the client of channel {}… (the client is {}…): only the client signs receipts",
+            me.short(),
+            channel.id.short(),
+            channel.client.short()
+        );
+    }
+    if cumulative_usd > channel.escrow {
+        bail!("--usd {cumulative_usd} is more than the channel's escrow of {}", channel.escrow);
+    }
+    if cumulative_usd < channel.paid || bytes < channel.paid_bytes {
+        bail!(
+            "a receipt is cumulative: the node has already settled {} for {} bytes on this channel",
+            channel.paid,
+            channel.paid_bytes
+        );
+    }
+    Ok(())
+}
+
+/// The chain's minimum fee, in USD if the account can pay it on top of what
+/// the body spends in USD, else in TWY if it can pay that; if neither, the
+/// currency it holds more of, so the ledger's refusal names a real shortfall.
+fn default_fee(status: &Status, account: &Account, body: &TxBody) -> Amount {
+    let (spend_token, spend_usd) = match body {
+        TxBody::Transfer { amount: Amount::Token(t), .. } => (*t, Usd::ZERO),
+        TxBody::Transfer { amount: Amount::Usd(u), .. } => (Token::ZERO, *u),
+        TxBody::Stake { amount } => (*amount, Usd::ZERO),
+        TxBody::OpenChannel { escrow, .. } => (Token::ZERO, *escrow),
+        _ => (Token::ZERO, Usd::ZERO),
+    };
+    let can_pay_usd = spend_usd.checked_add(status.min_fee_usd).is_some_and(|need| account.usd >= need);
+    let can_pay_token = spend_token.checked_add(status.min_fee_token).is_some_and(|need| account.token >= need);
+    if can_pay_usd && !account.usd.is_zero() {
+        Amount::Usd(status.min_fee_usd)
+    } else if can_pay_token || account.usd.is_zero() {
+        Amount::Token(status.min_fee_token)
+    } else {
+        Amount::Usd(status.min_fee_usd)
+    }
+}
+
+/// A refusal at submission (bad signature, replayed nonce, flood, …) named
+/// with the tx kind; transport errors pass through unchanged.
+fn describe_refusal(e: anyhow::Error, kind: &str) -> anyhow::Error {
+    match e.downcast_ref::<ApiError>() {
+        Some(api) => anyhow::anyhow!("{kind} refused by the chain: {api}"),
+        None => e,
+    }
+}
+
+fn print_account(acct: &Account) {
+    println!("account   {}", acct.id);
+    println!("  TWY       {}", acct.token);
+    println!("  USD       {}", acct.usd);
+    println!("  staked    {}", acct.staked);
+    for u in &acct.unbonding {
+        println!("  unbonding {} (withdrawable from chain time {} s)", u.amount, u.release_at_secs);
+    }
+    if !acct.vesting.is_zero() {
+        println!("  vesting   {}", acct.vesting);
+    }
+    let roles: Vec<&str> = [("node", acct.node), ("oracle", acct.oracle)].iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    println!(
+        "  nonce {} · open channels {}{}",
+        acct.nonce,
+        acct.open_channels,
+        if roles.is_empty() { String::new() } else { format!(" · {}", roles.join(", ")) }
+    );
+}
+
+fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
+    match now_secs {
+        Some(now) if expires_at_secs > now => format!("{expires_at_secs} (in {} s)", expires_at_secs - now),
+        Some(now) => format!("{expires_at_secs} (expired {} s ago)", now - expires_at_secs),
+        None => expires_at_secs.to_string(),
+    }
+}
+
+fn parse_account(what: &str, text: &str) -> anyhow::Result<AccountId> {
+    PublicKey::from_hex(text)
+        .map_err(|_| anyhow::anyhow!("{what} {text:?} is not an account id: expected 64 hex digits (see `tollway keys show`)"))
+}
+
+fn parse_hash(what: &str, text: &str) -> anyhow::Result<ChannelId> {
+    Hash32::from_hex(text).with_context(|| format!("{what} {text:?} is not a channel id: expected 64 hex digits"))
+}
+
+/// TWY as `1000`, `1000 TWY` or `1000TWY`; a USD amount is an error.
+fn parse_token(text: &str) -> anyhow::Result<Token> {
+    match Amount::parse(text) {
+        Ok(Amount::Token(t)) => Ok(t),
+        Ok(Amount::Usd(_)) => bail!("{text:?} is USD; stake is in TWY, e.g. \"1000 TWY\""),
+        Err(_) => Token::parse_decimal(text).with_context(|| format!("{text:?} is not an amount of TWY such as 1000 or \"12.5 TWY\"")),
+    }
+}
+
+/// USD as `5`, `$5`, `5 USD`; a TWY amount is an error.
+fn parse_usd(text: &str) -> anyhow::Result<Usd> {
+    match Amount::parse(text) {
+        Ok(Amount::Usd(u)) => Ok(u),
+        Ok(Amount::Token(_)) => bail!("{text:?} is TWY; this amount is in USD, e.g. \"$5\" or 5"),
+        Err(_) => Usd::parse_decimal(text).with_context(|| format!("{text:?} is not an amount of USD such as 5 or \"$0.25\"")),
+    }
+}
+
+/// A USD price in micro-dollars, as node specs hold it.
+fn usd_micro(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let usd = parse_usd(text).with_context(|| flag.to_string())?;
+    u64::try_from(usd.base()).with_context(|| format!("{flag} {text:?} is too large"))
+}
+
+/// `4433` or `4433-4440`.
+fn parse_ports(text: &str) -> anyhow::Result<(u16, u16)> {
+    let bad = || anyhow::anyhow!("--ports {text:?} is not a port or a range such as 4433-4440");
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u16>().map_err(|_| bad())?, b.trim().parse::<u16>().map_err(|_| bad())?),
+        None => {
+            let p = text.trim().parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok((first, last))
+}
+
+fn decode_receipt(text: &str) -> anyhow::Result<SignedReceipt> {
+    let bytes = parse_hex(text).with_context(|| "RECEIPT_HEX is not hex (expected the output of `tollway wallet sign-receipt`)")?;
+    codec::decode::<SignedReceipt>(&bytes, MAX_RECEIPT_BYTES)
+        .map_err(|e| anyhow::anyhow!("RECEIPT_HEX is not a signed receipt: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error's full message; panics if there was none.
+    fn err_of<T>(result: anyhow::Result<T>) -> String {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn amounts_ports_and_receipts_parse_or_say_why() {
+        assert_eq!(parse_token("1000").unwrap_or_default(), Token::units(1000));
+        assert_eq!(parse_token("12.5 TWY").unwrap_or_default(), Token(12_500_000));
+        assert!(err_of(parse_token("$5")).contains("is USD"));
+        assert_eq!(parse_usd("$0.25").unwrap_or_default(), Usd(250_000));
+        assert_eq!(parse_usd("5").unwrap_or_default(), Usd::units(5));
+        assert!(err_of(parse_usd("5 TWY")).contains("is TWY"));
+        assert_eq!(parse_ports("4433-4440").unwrap_or_default(), (4433, 4440));
+        assert_eq!(parse_ports("4433").unwrap_or_default(), (4433, 4433));
+        for bad in ["0", "10-5", "x", "1-70000"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+
+        let key = SigningKey::from_label("client");
+        let signed = Receipt { chain_id: "c".into(), channel: Hash32([1; 32]), cumulative_usd: Usd(5), cumulative_bytes: 9 }.sign(&key);
+        let hex = tollway_types::keys::hex(&codec::encode(&signed));
+        assert_eq!(decode_receipt(&hex).unwrap_or_else(|e| panic!("{e:#}")), signed);
+        assert!(err_of(decode_receipt("zz")).contains("not hex"));
+        assert!(err_of(decode_receipt("0102")).contains("not a signed receipt"));
+    }
 }

@@ -1,0 +1,226 @@
+//! A blocking client for a chain node's HTTP JSON API (DESIGN §3), as the
+//! wallet uses it. Amounts arrive as decimal strings and keys, ids and hashes
+//! as hex; the types crate's serde reads both. Every non-2xx answer carries
+//! `{"error": {"code", "message"}}`, which becomes an [`ApiError`].
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::time::Duration;
+use tollway_types::{AccountId, ChannelId, PublicKey, SignedTx, Token, TxId, Usd};
+
+/// `GET /v1/status`: what a tx builder needs (chain id, fees, chain time).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Status {
+    pub chain_id: String,
+    /// The tip block's time: the chain's clock, which expiries refer to.
+    pub time_ms: u64,
+    pub min_fee_token: Token,
+    pub min_fee_usd: Usd,
+    #[serde(default)]
+    pub gateway: Option<PublicKey>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Unbonding {
+    pub amount: Token,
+    pub release_at_secs: u64,
+}
+
+/// `GET /v1/accounts/{id}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub nonce: u64,
+    pub token: Token,
+    pub usd: Usd,
+    #[serde(default)]
+    pub staked: Token,
+    #[serde(default)]
+    pub unbonding: Vec<Unbonding>,
+    #[serde(default)]
+    pub vesting: Token,
+    #[serde(default)]
+    pub node: bool,
+    #[serde(default)]
+    pub oracle: bool,
+    #[serde(default)]
+    pub open_channels: u32,
+}
+
+/// `GET /v1/channels/{id}` and the entries of `/v1/accounts/{id}/channels`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub client: AccountId,
+    pub node: AccountId,
+    pub escrow: Usd,
+    pub paid: Usd,
+    #[serde(default)]
+    pub paid_bytes: u64,
+    pub expires_at_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// What became of a submitted tx.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TxStatus {
+    pub id: TxId,
+    /// "pending", "committed" or "rejected".
+    pub status: String,
+    #[serde(default)]
+    pub height: Option<u64>,
+    #[serde(default)]
+    pub events: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+}
+
+/// A refusal by the API: the HTTP status and its error body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub http_status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.http_status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+pub struct ApiClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// `base` such as `http://127.0.0.1:7070` (a trailing `/` is ignored).
+    pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+        let base = base.trim().trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            anyhow::bail!("API address {base:?} must start with http:// (e.g. http://127.0.0.1:7070)");
+        }
+        let config = ureq::Agent::config_builder()
+            // Non-2xx answers carry a JSON error body we want to read.
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            // Longer than any server-side wait we ask for (at most 60 s).
+            .timeout_global(Some(Duration::from_secs(75)))
+            .build();
+        Ok(ApiClient { base, agent: config.into() })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request; returns the status and body, or a transport error that
+    /// says where we tried to go.
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let result = match body {
+            None => self.agent.get(&url).header("Accept", "application/json").call(),
+            Some(bytes) => self
+                .agent
+                .post(&url)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/octet-stream")
+                .send(bytes),
+        };
+        let mut response = result.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the chain API at {} ({e}); is `tollway chain run` running there? (set --api or TOLLWAY_API)",
+                self.base
+            )
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer to {method} {path}"))?;
+        Ok((status, text))
+    }
+
+    /// The error carried by a non-2xx answer.
+    fn api_error(status: u16, text: &str) -> ApiError {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            error: ErrorBody,
+        }
+        match serde_json::from_str::<Wrapper>(text) {
+            Ok(w) => ApiError { http_status: status, code: w.error.code, message: w.error.message },
+            Err(_) => {
+                let snippet: String = text.chars().take(200).collect();
+                let message = if snippet.trim().is_empty() { "no error body".to_string() } else { snippet };
+                ApiError { http_status: status, code: "http_error".into(), message }
+            }
+        }
+    }
+
+    /// GET `path`, decoded as `T`, with the raw JSON for `--json` output.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<(T, serde_json::Value)> {
+        let (status, text) = self.call("GET", path, None)?;
+        if !(200..300).contains(&status) {
+            return Err(Self::api_error(status, &text).into());
+        }
+        decode(path, &text)
+    }
+
+    pub fn status(&self) -> anyhow::Result<Status> {
+        self.get("/v1/status").map(|(s, _)| s).context("asking the chain for its status")
+    }
+
+    /// `None` if the chain has never seen the account (it never received
+    /// funds): a balance of zero, not an error.
+    pub fn account(&self, id: &AccountId) -> anyhow::Result<Option<(Account, serde_json::Value)>> {
+        match self.get(&format!("/v1/accounts/{}", id.to_hex())) {
+            Ok(found) => Ok(Some(found)),
+            Err(e) => match e.downcast_ref::<ApiError>() {
+                Some(api) if api.http_status == 404 => Ok(None),
+                _ => Err(e.context(format!("looking up account {}", id.to_hex()))),
+            },
+        }
+    }
+
+    pub fn account_channels(&self, id: &AccountId) -> anyhow::Result<(Vec<Channel>, serde_json::Value)> {
+        self.get(&format!("/v1/accounts/{}/channels", id.to_hex()))
+            .with_context(|| format!("listing the channels of {}", id.to_hex()))
+    }
+
+    pub fn channel(&self, id: &ChannelId) -> anyhow::Result<(Channel, serde_json::Value)> {
+        self.get(&format!("/v1/channels/{}", id.to_hex())).with_context(|| format!("looking up channel {}", id.to_hex()))
+    }
+
+    /// POSTs the canonical bytes and waits up to `timeout_ms` for the block.
+    /// Returns the tx's status whether committed, rejected in the block, or
+    /// still pending; a refusal at submission is an [`ApiError`].
+    pub fn submit(&self, tx: &SignedTx, timeout_ms: u64) -> anyhow::Result<(TxStatus, serde_json::Value)> {
+        let path = format!("/v1/txs?wait=commit&timeout_ms={timeout_ms}");
+        let (status, text) = self.call("POST", &path, Some(&tx.encode()))?;
+        match status {
+            200 | 202 | 422 => match decode::<TxStatus>(&path, &text) {
+                Ok(found) => Ok(found),
+                // A 422 without a TxStatus body is a plain refusal.
+                Err(_) if status == 422 => Err(Self::api_error(status, &text).into()),
+                Err(e) => Err(e),
+            },
+            _ => Err(Self::api_error(status, &text).into()),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &str, text: &str) -> anyhow::Result<(T, serde_json::Value)> {
+    let raw: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("the answer to {path} is not JSON"))?;
+    let value = T::deserialize(&raw).with_context(|| format!("unexpected answer to {path}: {raw}"))?;
+    Ok((value, raw))
+}
