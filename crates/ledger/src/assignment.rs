@@ -39,90 +39,125 @@ impl Assignment {
 
 struct EligibleOracle {
     idx: OracleIdx,
-    key: u64,
     account: AccountIdx,
     subnet: u64,
+    /// The subnet group (`State::subnet_index`) of the oracle's subnet, or
+    /// `u32::MAX` when no node has ever registered in it.
+    subnet_group: u32,
 }
 
 /// The epoch's eligible oracles, gathered once so that assigning many nodes
 /// (the simulator, a chain's report checks) costs one pass over the oracles
 /// per node with no allocation.
+///
+/// The oracles' keys sit in a vector of their own, in oracle index order:
+/// the scoring loop reads only them and compares one `u64` per oracle.
 pub struct Assigner {
     seed: u64,
     k: usize,
+    keys: Vec<u64>,
     oracles: Vec<EligibleOracle>,
 }
 
 impl Assigner {
     pub fn new(state: &State) -> Assigner {
         let epoch = state.epoch;
-        let oracles = state
-            .oracles
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.eligible(epoch))
-            .map(|(i, o)| EligibleOracle {
+        let mut keys = Vec::new();
+        let mut oracles = Vec::new();
+        for (i, o) in state.oracles.iter().enumerate().filter(|(_, o)| o.eligible(epoch)) {
+            keys.push(key64(&o.operator.0));
+            oracles.push(EligibleOracle {
                 idx: i as OracleIdx,
-                key: key64(&o.operator.0),
                 account: o.account,
                 subnet: o.subnet.as_u64(),
-            })
-            .collect();
+                subnet_group: state.subnet_index.get(&o.subnet).copied().unwrap_or(u32::MAX),
+            });
+        }
         Assigner {
             seed: key64(&state.epoch_seed.0) ^ mix64(epoch),
             k: (state.params.oracles_per_node as usize).min(MAX_ORACLES_PER_NODE),
+            keys,
             oracles,
         }
     }
 
     /// The oracles assigned to node `n` in the state's current epoch.
     pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
+        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
+        if self.k == 0 {
+            return out;
+        }
         let node = &state.nodes[n as usize];
         let node_key = mix64(self.seed ^ key64(&node.operator.0));
+        // A node with one address is in the subnet of its subnet group
+        // (`Node::subnet_group`), so the oracle's group decides, without
+        // reading the address list; a node with several compares them all.
+        let single_addr = node.spec.addrs.len() == 1;
         let mut node_subnets = [u64::MAX; tollway_types::tx::limits::MAX_NODE_ADDRS];
-        let n_subnets = node.spec.addrs.len().min(node_subnets.len());
-        for (slot, a) in node_subnets.iter_mut().zip(&node.spec.addrs) {
-            *slot = SubnetKey::of(a).as_u64();
+        let mut n_subnets = 0;
+        if !single_addr {
+            n_subnets = node.spec.addrs.len().min(node_subnets.len());
+            for (slot, a) in node_subnets.iter_mut().zip(&node.spec.addrs) {
+                *slot = SubnetKey::of(a).as_u64();
+            }
         }
         let node_subnets = &node_subnets[..n_subnets];
-        let in_node_subnet = |s: &u64| node_subnets.contains(s);
+        let in_node_subnet = |o: &EligibleOracle| {
+            if single_addr {
+                debug_assert_eq!(
+                    o.subnet_group == node.subnet_group,
+                    o.subnet == SubnetKey::of(&node.spec.addrs[0]).as_u64(),
+                    "subnet_group must be the group of the node's first address"
+                );
+                o.subnet_group == node.subnet_group
+            } else {
+                node_subnets.contains(&o.subnet)
+            }
+        };
         let struck: &[OracleIdx] = match &node.strike {
             Some(s) if s.epoch + 1 == state.epoch => &s.oracles,
             _ => &[],
         };
-        let eligible = |o: &EligibleOracle| o.account != node.account && !in_node_subnet(&o.subnet);
+        let eligible = |o: &EligibleOracle| o.account != node.account && !in_node_subnet(o);
         // Exclude the strike's oracles only if enough others remain.
         let exclude_struck = !struck.is_empty()
             && self.oracles.iter().filter(|o| eligible(o) && !struck.contains(&o.idx)).count() >= self.k;
-        // Top k by score, kept sorted (best first) by insertion.
-        let mut best: [(u64, OracleIdx); MAX_ORACLES_PER_NODE] = [(0, 0); MAX_ORACLES_PER_NODE];
+        // The top k by (score, oracle index), best first. Oracles come in
+        // increasing index order, so a newcomer beats a held entry exactly
+        // when its score is at least as high: scores alone decide, and
+        // `threshold` (the k-th best score once k are held, else 0) rejects
+        // most oracles on one comparison, before the eligibility checks.
+        let mut best_score = [0u64; MAX_ORACLES_PER_NODE];
+        let best_idx = &mut out.oracles;
         let mut len = 0usize;
-        for o in &self.oracles {
-            let entry = (mix64(node_key ^ o.key), o.idx);
-            // Most oracles score below the current k-th: reject those before
-            // the (costlier) eligibility checks; the result is the same.
-            if len == self.k && entry <= best[len - 1] {
+        let mut threshold = 0u64;
+        for (j, &key) in self.keys.iter().enumerate() {
+            let score = mix64(node_key ^ key);
+            if score < threshold {
                 continue;
             }
+            let o = &self.oracles[j];
             if !eligible(o) || (exclude_struck && struck.contains(&o.idx)) {
                 continue;
             }
+            // Its place: after the held entries that score strictly higher.
+            let pos = best_score[..len].iter().filter(|&&s| s > score).count();
             if len < self.k {
-                best[len] = entry;
                 len += 1;
-            } else {
-                best[len - 1] = entry;
             }
             let mut i = len - 1;
-            while i > 0 && best[i] > best[i - 1] {
-                best.swap(i, i - 1);
+            while i > pos {
+                best_score[i] = best_score[i - 1];
+                best_idx[i] = best_idx[i - 1];
                 i -= 1;
             }
+            best_score[pos] = score;
+            best_idx[pos] = o.idx;
+            if len == self.k {
+                threshold = best_score[len - 1];
+            }
         }
-        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len };
-        for (slot, (_, idx)) in out.oracles.iter_mut().zip(&best[..len]) {
-            *slot = *idx;
-        }
+        out.len = len;
         out
     }
 }

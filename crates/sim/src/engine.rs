@@ -93,7 +93,7 @@ fn usd(x: f64) -> Usd {
 }
 
 fn f_twy(t: Token) -> f64 {
-    t.0 as f64 / 1e6
+    u128_to_f64(t.0) / 1e6
 }
 
 /// A distinct /24 for each index: 11.0.0.0 upward (never unspecified or
@@ -114,6 +114,36 @@ fn online_mask(rng: &mut Rng, region: usize, uptime: f64) -> (u32, u32) {
     }
     let online = mask.count_ones();
     (mask, (online as u64 * PPM as u64 / 24) as u32)
+}
+
+/// `x as f64`, with the conversion through `u64` when `x` fits in it (the
+/// same correctly rounded value, without the soft 128-bit conversion).
+fn u128_to_f64(x: u128) -> f64 {
+    if x >> 64 == 0 {
+        x as u64 as f64
+    } else {
+        x as f64
+    }
+}
+
+/// The values at fractions `fs` (ascending) of `v` sorted by `total_cmp`:
+/// element `⌊(len − 1) × f⌋` of the sorted order, found by selection
+/// rather than a full sort (elements equal under `total_cmp` are the same
+/// bits, so the values are those of the sorted vector). 0 when empty.
+fn quantiles<const N: usize>(v: &mut [f64], fs: [f64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    if v.is_empty() {
+        return out;
+    }
+    let mut lo = 0; // v[..lo] holds only elements ordered before what follows
+    for (slot, f) in out.iter_mut().zip(fs) {
+        let i = ((v.len() - 1) as f64 * f) as usize;
+        debug_assert!(i >= lo, "fractions must ascend");
+        let (_, x, _) = v[lo..].select_nth_unstable_by(i - lo, |a, b| a.total_cmp(b));
+        *slot = *x;
+        lo = i;
+    }
+    out
 }
 
 pub struct Sim {
@@ -399,7 +429,7 @@ impl Sim {
     fn sell(&mut self, account: AccountIdx, share: f64) -> f64 {
         let ctx = self.ctx();
         let have = self.state.accounts[account as usize].token;
-        let amount = Token((have.0 as f64 * share) as u128).min(have);
+        let amount = Token((u128_to_f64(have.0) * share) as u128).min(have);
         if amount.0 < 1_000_000 {
             return 0.0;
         }
@@ -571,7 +601,7 @@ impl Sim {
             let amount = usd(gb * op.price_usd_per_gb);
             if !amount.is_zero() {
                 payments.push((i, op.node, op.region, amount, (gb * 1e9) as u64));
-                paid[op.region] += amount.0 as f64 / 1e6;
+                paid[op.region] += u128_to_f64(amount.0) / 1e6;
             }
         }
         // Consumers' USD arrives through the gateway, then pays the nodes.
@@ -586,7 +616,7 @@ impl Sim {
         for (i, node, r, amount, bytes) in payments {
             let (to_node, _) = pay_node(&mut self.state, self.consumer_accounts[r], node, amount, bytes)
                 .map_err(|e| SimError::Setup { day: self.day, what: "a payment".into(), why: e.to_string() })?;
-            self.ops[i].usd_income_epoch += to_node.0 as f64 / 1e6;
+            self.ops[i].usd_income_epoch += u128_to_f64(to_node.0) / 1e6;
         }
         for r in 0..8 {
             out[r][2] = paid[r];
@@ -783,8 +813,7 @@ impl Sim {
             self.region_reward_per_mbps_day[r] = if region_mbps[r] > 0.0 { region_reward[r] / region_mbps[r] } else { 0.0 };
         }
 
-        profits.sort_by(|a, b| a.total_cmp(b));
-        let q = |f: f64| if profits.is_empty() { 0.0 } else { profits[((profits.len() - 1) as f64 * f) as usize] };
+        let [p10, p50, p90] = quantiles(&mut profits, [0.1, 0.5, 0.9]);
         let mut row = EpochRow {
             epoch: report.epoch,
             day: self.day as f64,
@@ -792,10 +821,10 @@ impl Sim {
             minted_twy: f_twy(report.minted()),
             burned_twy: f_twy(Token(self.state.supply.burned_token.0 - burned_before.0)),
             total_supply_twy: f_twy(self.state.supply.total_token()),
-            circulating_twy: self.state.accounts.iter().map(|a| a.token.0 as f64).sum::<f64>() / 1e6,
-            operator_profit_p10_usd: q(0.1),
-            operator_profit_p50_usd: q(0.5),
-            operator_profit_p90_usd: q(0.9),
+            circulating_twy: self.state.accounts.iter().map(|a| u128_to_f64(a.token.0)).sum::<f64>() / 1e6,
+            operator_profit_p10_usd: p10,
+            operator_profit_p50_usd: p50,
+            operator_profit_p90_usd: p90,
             operators_joined: joined,
             operators_left: left,
             attacker_profit_usd: self.attacker_profit_usd,
