@@ -68,6 +68,12 @@ pub fn distribute(
     let mut uptime_pool = ppm_of(available, uptime_share);
     let usage_pool = available - oracle_pool - uptime_pool;
 
+    // Each node's reward this epoch, from both pools, is summed first and
+    // paid in one pass below: one vesting update per node, in a short loop
+    // (two rewards at the same time join the same tranche, so paying the
+    // sum is paying both).
+    let mut node_reward = vec![0u128; state.nodes.len()];
+
     // Usage: pro rata to settled value, never above the burned value ×
     // the cap (≤ 1), so paying your own node cannot earn what it burns.
     let total_settled = report.settled_usd.0; // summed over every node by `burn`
@@ -80,7 +86,7 @@ pub fn distribute(
             let pro_rata = mul_div_floor(usage_pool, settled, total_settled);
             let cap = ppm_of(node_burned[n].0, p.usage_reward_cap_ppm as u128);
             let r = pro_rata.min(cap);
-            pay_node(state, ctx, n, Token(r));
+            node_reward[n] += r;
             paid_usage += r;
         }
     }
@@ -97,14 +103,16 @@ pub fn distribute(
                 continue;
             }
             let r = mul_div_floor(uptime_pool, w, total_weight);
-            pay_node(state, ctx, n, Token(r));
-            let region = state.nodes[n].region.index();
-            if let Some(s) = report.regions.get_mut(region) {
+            node_reward[n] += r;
+            if let Some(s) = report.regions.get_mut(measured.region[n] as usize) {
                 s.uptime_rewards.0 += r;
             }
             paid_uptime += r;
             rewarded += 1;
         }
+    }
+    for (n, &r) in node_reward.iter().enumerate() {
+        pay_node(state, ctx, n, Token(r));
     }
 
     // Oracles: by reports that agreed with the median.
