@@ -77,6 +77,15 @@ impl AdmitError {
     }
 }
 
+/// The block under construction, as the mempool sees it.
+pub trait BlockTarget {
+    /// The account's next nonce in the committed state.
+    fn next_nonce(&self, account: &AccountId) -> u64;
+    /// Runs the tx against the block's state; on failure, a code and a
+    /// message for the submitter.
+    fn apply(&mut self, p: &Pending) -> Result<(), (&'static str, String)>;
+}
+
 /// Why a pending tx left the pool without being included.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dropped {
@@ -163,17 +172,11 @@ impl Mempool {
     /// `apply` rejects leaves with its error, and so do the same account's
     /// later txs, which can no longer become valid. `next_nonce` gives each
     /// account's committed nonce.
-    pub fn fill_block<E: std::fmt::Display>(
-        &mut self,
-        max_txs: usize,
-        max_bytes: usize,
-        next_nonce: impl Fn(&AccountId) -> u64,
-        mut apply: impl FnMut(&Pending) -> Result<(), (&'static str, E)>,
-    ) -> (Vec<Pending>, Vec<Dropped>) {
+    pub fn fill_block(&mut self, max_txs: usize, max_bytes: usize, target: &mut impl BlockTarget) -> (Vec<Pending>, Vec<Dropped>) {
         // Heads: each account's tx at exactly its next nonce.
         let mut heap: BinaryHeap<(u128, Reverse<u64>, AccountId, u64)> = BinaryHeap::new();
         for (account, queue) in &self.accounts {
-            let n = next_nonce(account);
+            let n = target.next_nonce(account);
             if let Some(p) = queue.get(&n) {
                 heap.push((p.fee_rank, Reverse(p.seq), *account, n));
             }
@@ -188,7 +191,7 @@ impl Mempool {
                 // Too big for what is left of this block: it waits.
                 continue;
             }
-            match apply(p) {
+            match target.apply(p) {
                 Ok(()) => {
                     let p = self.remove(&account, nonce).expect("present");
                     bytes += p.bytes;
@@ -263,6 +266,20 @@ mod tests {
         Pending::new(stx, id, 100, fee_usd)
     }
 
+    /// Every account starts at nonce 0; `reject` names a signer whose txs fail.
+    struct Target(Option<AccountId>);
+    impl BlockTarget for Target {
+        fn next_nonce(&self, _: &AccountId) -> u64 {
+            0
+        }
+        fn apply(&mut self, p: &Pending) -> Result<(), (&'static str, String)> {
+            match self.0 {
+                Some(a) if a == p.stx.tx.signer => Err(("insufficient_funds", "insufficient balance".to_string())),
+                _ => Ok(()),
+            }
+        }
+    }
+
     fn limits() -> MempoolLimits {
         MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_blocks: 5 }
     }
@@ -293,7 +310,7 @@ mod tests {
         m.admit(tx("high", 1, 50), 0, 0).unwrap(); // waits for nonce 0
         m.admit(tx("high", 0, 10), 0, 0).unwrap();
         m.admit(tx("mid", 0, 20), 0, 0).unwrap();
-        let (inc, dropped) = m.fill_block(10, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        let (inc, dropped) = m.fill_block(10, 10_000, &mut Target(None));
         assert!(dropped.is_empty());
         let order: Vec<(String, u64)> = inc
             .iter()
@@ -320,12 +337,7 @@ mod tests {
         m.admit(tx("a", 1, 1), 0, 0).unwrap();
         m.admit(tx("b", 0, 1), 0, 0).unwrap();
         let a = SigningKey::from_label("a").public();
-        let (inc, dropped) = m.fill_block(
-            10,
-            10_000,
-            |_| 0,
-            |p| if p.stx.tx.signer == a { Err(("insufficient_funds", "insufficient balance".to_string())) } else { Ok(()) },
-        );
+        let (inc, dropped) = m.fill_block(10, 10_000, &mut Target(Some(a)));
         assert_eq!(inc.len(), 1);
         assert_eq!(dropped.len(), 2);
         assert_eq!(dropped[0].code, "insufficient_funds");
@@ -337,7 +349,7 @@ mod tests {
     fn a_gap_waits_then_expires_and_block_limits_hold() {
         let mut m = Mempool::new(limits());
         m.admit(tx("a", 2, 1), 0, 0).unwrap();
-        let (inc, _) = m.fill_block(10, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        let (inc, _) = m.fill_block(10, 10_000, &mut Target(None));
         assert!(inc.is_empty(), "nonce 2 cannot go before 0 and 1");
         assert!(m.prune(|_| 0, 5).is_empty());
         let d = m.prune(|_| 0, 6);
@@ -345,9 +357,9 @@ mod tests {
         for i in 0..5 {
             m.admit(tx(&format!("x{i}"), 0, 1), 0, 0).unwrap();
         }
-        let (inc, _) = m.fill_block(2, 10_000, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        let (inc, _) = m.fill_block(2, 10_000, &mut Target(None));
         assert_eq!(inc.len(), 2);
-        let (inc, _) = m.fill_block(10, 250, |_| 0, |_| Ok::<(), (&str, String)>(()));
+        let (inc, _) = m.fill_block(10, 250, &mut Target(None));
         assert_eq!(inc.len(), 2, "250 bytes hold two 100-byte txs");
         assert_eq!(m.len(), 1);
     }

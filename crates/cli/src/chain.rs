@@ -1,8 +1,317 @@
-//! `tollway chain` (placeholder while it is being written).
-#[derive(clap::Subcommand)]
+//! `tollway chain init|run|replay` (DESIGN §3, §6). A chain home directory
+//! holds:
+//! - `genesis.json`: allocations, parameters, pool liquidity, validators;
+//! - `node.key`: the sequencer's key (mode 0600), also the USD gateway;
+//! - `chain.toml`: how to run it (listen address, block interval, limits),
+//!   each key overridable by a `TOLLWAY_CHAIN_*` environment variable and
+//!   then by flags;
+//! - `chain.redb`: the store.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tollway_chain::genesis::GenesisFile;
+use tollway_chain::node::NodeConfig;
+use tollway_ledger::genesis::{Allocation, Genesis};
+use tollway_ledger::params::parse_duration_secs;
+use tollway_ledger::Params;
+use tollway_store::Store;
+use tollway_types::{Amount, PublicKey, SigningKey, Token, Usd};
+
+#[derive(Subcommand)]
 pub enum ChainCommand {
-    Init,
+    /// Create a chain home: genesis file, sequencer key, config and store.
+    Init(InitArgs),
+    /// Run the sequencer and its HTTP API until stopped.
+    Run(RunArgs),
+    /// Re-execute every stored block from genesis and check every root.
+    Replay {
+        #[arg(long, default_value = ".tollway-chain")]
+        home: PathBuf,
+    },
 }
-pub fn run(_c: ChainCommand) -> anyhow::Result<()> {
-    anyhow::bail!("chain: being written")
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Directory to create (refused if it holds a chain, unless --force).
+    #[arg(long, default_value = ".tollway-chain")]
+    home: PathBuf,
+    #[arg(long, default_value = "tollway-devnet")]
+    chain_id: String,
+    /// An allocation: ACCOUNT=AMOUNT[,AMOUNT…], amounts like 1000TWY, 50USD
+    /// or stake:500TWY (bonded at genesis). Repeatable.
+    #[arg(long = "alloc", value_name = "ACCOUNT=AMOUNTS")]
+    allocs: Vec<String>,
+    /// What the sequencer's own account starts with.
+    #[arg(long, default_value = "1000000TWY,100000USD")]
+    sequencer_alloc: String,
+    /// The token/USD pool's starting liquidity.
+    #[arg(long, default_value = "1000000TWY,100000USD")]
+    pool: String,
+    /// Override an economic parameter, e.g. --param epoch=60s. Repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Genesis time in Unix seconds (default: now).
+    #[arg(long)]
+    genesis_time: Option<u64>,
+    /// Replace an existing chain home.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[arg(long, default_value = ".tollway-chain")]
+    home: PathBuf,
+    /// Listen address (overrides chain.toml and TOLLWAY_CHAIN_LISTEN).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Block interval, e.g. 1s or 250ms (overrides chain.toml).
+    #[arg(long)]
+    block_interval: Option<String>,
+}
+
+/// `chain.toml`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainToml {
+    listen: SocketAddr,
+    block_interval: String,
+    max_block_txs: usize,
+    mempool_max_txs: usize,
+    mempool_max_per_account: usize,
+}
+
+impl Default for ChainToml {
+    fn default() -> ChainToml {
+        let d = NodeConfig::default();
+        ChainToml {
+            listen: d.listen,
+            block_interval: "1s".into(),
+            max_block_txs: d.core.max_block_txs,
+            mempool_max_txs: d.core.mempool.max_txs,
+            mempool_max_per_account: d.core.mempool.max_per_account,
+        }
+    }
+}
+
+pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChainCommand::Init(a) => init(&a),
+        ChainCommand::Run(a) => run_node(&a),
+        ChainCommand::Replay { home } => replay(&home),
+    }
+}
+
+fn store_path(home: &Path) -> PathBuf {
+    home.join("chain.redb")
+}
+
+fn parse_amounts(text: &str) -> anyhow::Result<(Token, Usd, Token)> {
+    let (mut token, mut usd, mut stake) = (Token::ZERO, Usd::ZERO, Token::ZERO);
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some(s) = part.strip_prefix("stake:") {
+            match Amount::parse(s)? {
+                Amount::Token(t) => stake = t,
+                Amount::Usd(_) => bail!("{part:?}: stake is in TWY"),
+            }
+            continue;
+        }
+        match Amount::parse(part)? {
+            Amount::Token(t) => token = t,
+            Amount::Usd(u) => usd = u,
+        }
+    }
+    Ok((token, usd, stake))
+}
+
+/// Writes a key file readable only by its owner; never overwrites.
+pub fn write_key_file(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    let text = serde_json::json!({
+        "public": key.public().to_hex(),
+        "secret": tollway_types::keys::hex(&key.seed_bytes()),
+    });
+    writeln!(f, "{text}")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn read_key_file(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
+    let secret = v["secret"].as_str().and_then(tollway_types::keys::parse_hex32);
+    let Some(seed) = secret else { bail!("{}: no 64-hex-digit \"secret\"", path.display()) };
+    let key = SigningKey::from_seed(seed);
+    if v["public"].as_str().is_some_and(|p| p != key.public().to_hex()) {
+        bail!("{}: the public key does not match the secret", path.display());
+    }
+    Ok(key)
+}
+
+fn init(a: &InitArgs) -> anyhow::Result<()> {
+    let genesis_path = a.home.join("genesis.json");
+    if genesis_path.exists() || store_path(&a.home).exists() {
+        if !a.force {
+            bail!("{} already holds a chain; pass --force to replace it", a.home.display());
+        }
+        for f in ["genesis.json", "node.key", "chain.toml", "chain.redb"] {
+            let p = a.home.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&a.home).with_context(|| format!("creating {}", a.home.display()))?;
+    let mut params = Params::default_params();
+    for p in &a.params {
+        let (k, v) = p.split_once('=').with_context(|| format!("--param {p:?}: use KEY=VALUE"))?;
+        let v = v.trim();
+        // Numbers and booleans as they are; anything else ("60s") as a string.
+        let value = if v.parse::<f64>().is_ok() || v == "true" || v == "false" { v.to_string() } else { format!("{v:?}") };
+        params = params.with_override(k.trim(), &value).with_context(|| format!("--param {p:?}"))?;
+    }
+    let key = SigningKey::generate(rand_core::OsRng);
+    let me = key.public();
+    let mut allocations = Vec::new();
+    let (token, usd, staked) = parse_amounts(&a.sequencer_alloc).context("--sequencer-alloc")?;
+    allocations.push(Allocation { account: me, token, usd, staked });
+    for spec in &a.allocs {
+        let (who, amounts) = spec.split_once('=').with_context(|| format!("--alloc {spec:?}: use ACCOUNT=AMOUNTS"))?;
+        let account = PublicKey::from_hex(who).with_context(|| format!("--alloc {spec:?}"))?;
+        let (token, usd, staked) = parse_amounts(amounts).with_context(|| format!("--alloc {spec:?}"))?;
+        allocations.push(Allocation { account, token, usd, staked });
+    }
+    let (pool_token, pool_usd, _) = parse_amounts(&a.pool).context("--pool")?;
+    let genesis_time_secs = a.genesis_time.unwrap_or_else(|| tollway_chain::node::now_ms() / 1000);
+    let file = GenesisFile {
+        ledger: Genesis {
+            chain_id: a.chain_id.clone(),
+            genesis_time_secs,
+            gateway: me,
+            params,
+            allocations,
+            pool_token,
+            pool_usd,
+        },
+        validators: vec![me],
+    };
+    // Build once here so a bad genesis is refused before anything is written.
+    file.ledger.build().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
+    let bytes = file.to_json();
+    std::fs::write(&genesis_path, &bytes).with_context(|| format!("writing {}", genesis_path.display()))?;
+    let key_path = a.home.join("node.key");
+    write_key_file(&key_path, &key)?;
+    let toml_path = a.home.join("chain.toml");
+    std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)?;
+    let root = tollway_chain::core::init_store(&store_path(&a.home), &bytes, &key)?;
+    println!("chain {} initialised in {}", a.chain_id, a.home.display());
+    println!("  genesis      {}", genesis_path.display());
+    println!("  sequencer    {} (key {}, also the USD gateway)", me, key_path.display());
+    println!("  config       {}", toml_path.display());
+    println!("  store        {} (block 0, state root {})", store_path(&a.home).display(), root.short());
+    println!("next: tollway chain run --home {}", a.home.display());
+    Ok(())
+}
+
+fn node_config(home: &Path, a: &RunArgs) -> anyhow::Result<NodeConfig> {
+    let path = home.join("chain.toml");
+    let file: ChainToml = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        Err(_) => ChainToml::default(),
+    };
+    let env = |k: &str| std::env::var(format!("TOLLWAY_CHAIN_{k}")).ok();
+    let listen = match (a.listen, env("LISTEN")) {
+        (Some(l), _) => l,
+        (None, Some(e)) => e.parse().with_context(|| format!("TOLLWAY_CHAIN_LISTEN={e:?}"))?,
+        (None, None) => file.listen,
+    };
+    let interval = a.block_interval.clone().or_else(|| env("BLOCK_INTERVAL")).unwrap_or(file.block_interval);
+    let block_interval = parse_interval(&interval)?;
+    let mut c = NodeConfig { listen, block_interval, ..NodeConfig::default() };
+    c.core.max_block_txs = file.max_block_txs;
+    c.core.mempool.max_txs = file.mempool_max_txs;
+    c.core.mempool.max_per_account = file.mempool_max_per_account;
+    Ok(c)
+}
+
+/// "1s", "250ms", "2m": the block interval, between 10 ms and 1 hour.
+fn parse_interval(s: &str) -> anyhow::Result<Duration> {
+    let d = if let Some(ms) = s.trim().strip_suffix("ms") {
+        Duration::from_millis(ms.trim().parse().with_context(|| format!("block interval {s:?}"))?)
+    } else {
+        Duration::from_secs(parse_duration_secs(s).map_err(|e| anyhow::anyhow!("block interval {s:?}: {e}"))?)
+    };
+    if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+        bail!("block interval {s:?} must be between 10ms and 1h");
+    }
+    Ok(d)
+}
+
+fn run_node(a: &RunArgs) -> anyhow::Result<()> {
+    let config = node_config(&a.home, a)?;
+    let key = read_key_file(&a.home.join("node.key"))?;
+    let store = Store::open(&store_path(&a.home))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let (node, joined) = tollway_chain::node::start(store, key, config.clone()).await?;
+        {
+            let core = node.shared.core();
+            println!(
+                "chain {} at height {} (state root {}), solo sequencer {}",
+                core.state().chain_id,
+                core.tip().height,
+                core.tip().state_root.short(),
+                core.tip().proposer.short()
+            );
+        }
+        println!("block interval {} ms", config.block_interval.as_millis());
+        println!("listening on http://{}", node.addr);
+        std::io::stdout().flush()?;
+        tokio::select! {
+            r = joined => r?,
+            _ = tokio::signal::ctrl_c() => {
+                // Blocks are durable when committed; stopping loses only
+                // unacknowledged mempool txs.
+                println!("stopping");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn replay(home: &Path) -> anyhow::Result<()> {
+    let store = Store::open(&store_path(home))?;
+    let started = Instant::now();
+    let tip = store.tip_height()?;
+    let bar = indicatif::ProgressBar::new(tip);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("replaying {bar:40} {pos}/{len} blocks ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if std::env::var_os("CI").is_some() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = tollway_chain::replay::replay(&store, |h, _| bar.set_position(h))?;
+    bar.finish_and_clear();
+    println!(
+        "replayed {} blocks ({} txs, {} epochs) in {:.2} s: every state root matches; tip {} root {}",
+        report.blocks,
+        report.txs,
+        report.epochs,
+        started.elapsed().as_secs_f64(),
+        report.tip_height,
+        report.tip_root
+    );
+    Ok(())
 }

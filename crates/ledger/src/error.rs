@@ -80,3 +80,48 @@ pub enum TxError {
     #[error("arithmetic overflow: amount too large")]
     Overflow,
 }
+
+impl TxError {
+    /// A stable machine-readable name for the API (`insufficient_token`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::BadSignature(..) => "bad_signature",
+            TxError::WrongChain { .. } => "wrong_chain",
+            TxError::BadNonce { .. } => "bad_nonce",
+            TxError::UnknownAccount(..) => "unknown_account",
+            TxError::FeeTooLow { .. } => "fee_too_low",
+            TxError::InsufficientToken { .. } => "insufficient_token",
+            TxError::InsufficientUsd { .. } => "insufficient_usd",
+            TxError::InsufficientStake { .. } => "insufficient_stake",
+            TxError::ZeroAmount => "zero_amount",
+            TxError::SelfTransfer => "self_transfer",
+            TxError::StakeLocked { .. } => "stake_locked",
+            TxError::TooManyUnbondings { .. } => "too_many_unbondings",
+            TxError::NothingToWithdraw(..) => "nothing_to_withdraw",
+            TxError::NothingVested => "nothing_vested",
+            TxError::NodeAlreadyRegistered(..) => "node_already_registered",
+            TxError::NotANode(..) => "not_a_node",
+            TxError::OracleAlreadyRegistered(..) => "oracle_already_registered",
+            TxError::NotAnOracle(..) => "not_an_oracle",
+            TxError::OracleNotYetActive { .. } => "oracle_not_yet_active",
+            TxError::InvalidNodeSpec(..) => "invalid_node_spec",
+            TxError::UnknownChannel(..) => "unknown_channel",
+            TxError::NotChannelParty { .. } => "not_channel_party",
+            TxError::ExpiryInPast { .. } => "expiry_in_past",
+            TxError::ChannelNotExpired { .. } => "channel_not_expired",
+            TxError::TooManyChannels { .. } => "too_many_channels",
+            TxError::ReceiptWrongChain(..) => "receipt_wrong_chain",
+            TxError::BadReceiptSignature => "bad_receipt_signature",
+            TxError::StaleReceipt { .. } => "stale_receipt",
+            TxError::ReceiptBytesBackwards { .. } => "receipt_bytes_backwards",
+            TxError::OverEscrow { .. } => "over_escrow",
+            TxError::WrongEpoch { .. } => "wrong_epoch",
+            TxError::DuplicateHeartbeat(..) => "duplicate_heartbeat",
+            TxError::BadReport { .. } => "bad_report",
+            TxError::EmptyPool => "empty_pool",
+            TxError::Slippage { .. } => "slippage",
+            TxError::NotGateway => "not_gateway",
+            TxError::Overflow => "overflow",
+        }
+    }
+}

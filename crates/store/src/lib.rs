@@ -11,8 +11,8 @@
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
-use tollway_ledger::{EpochReport, Event, Genesis};
-use tollway_types::{codec, Block, Hash32, SignedTx, TxId};
+use tollway_ledger::{EpochReport, Event};
+use tollway_types::{codec, Block, SignedTx, TxId};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// height → encoded block.
@@ -83,8 +83,9 @@ pub struct BlockCommit<'a> {
     /// few after a long pause).
     pub epochs: &'a [EpochRecord],
     /// `tollway_ledger::root::encode_state` of the state after the block;
-    /// its root is `block.header.state_root`.
-    pub state_encoding: &'a [u8],
+    /// its root is `block.header.state_root`. `None` when the block changed
+    /// nothing (no txs, no epoch end): the stored state is still current.
+    pub state_encoding: Option<&'a [u8]>,
 }
 
 /// Where a committed tx is and what it did.
@@ -107,7 +108,8 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// Creates a new store holding the genesis block (height 0) and the
     /// genesis state. Refuses to touch an existing file.
-    pub fn create(path: &Path, genesis: &Genesis, genesis_block: &Block, state_encoding: &[u8]) -> Result<Store> {
+    /// `genesis_file` is the genesis file's bytes, kept verbatim.
+    pub fn create(path: &Path, genesis_file: &[u8], genesis_block: &Block, state_encoding: &[u8]) -> Result<Store> {
         if path.exists() {
             return Err(StoreError::Exists(path.display().to_string()));
         }
@@ -118,7 +120,7 @@ impl Store {
         {
             let mut meta = w.open_table(META)?;
             meta.insert(FORMAT_KEY, FORMAT)?;
-            meta.insert(GENESIS_KEY, codec::encode(genesis).as_slice())?;
+            meta.insert(GENESIS_KEY, genesis_file)?;
             // Create every table so readers never meet a missing one.
             w.open_table(RESULTS)?;
             w.open_table(TXS)?;
@@ -126,7 +128,7 @@ impl Store {
             w.open_table(BLOCKS)?;
         }
         w.commit()?;
-        store.commit(&BlockCommit { block: genesis_block, results: &[], epochs: &[], state_encoding })?;
+        store.commit(&BlockCommit { block: genesis_block, results: &[], epochs: &[], state_encoding: Some(state_encoding) })?;
         Ok(store)
     }
 
@@ -172,18 +174,21 @@ impl Store {
             for e in c.epochs {
                 epochs.insert(e.report.epoch, codec::encode(e).as_slice())?;
             }
-            meta.insert(STATE_KEY, c.state_encoding)?;
+            if let Some(state) = c.state_encoding {
+                meta.insert(STATE_KEY, state)?;
+            }
             meta.insert(TIP_KEY, height.to_le_bytes().as_slice())?;
         }
         w.commit()?;
         Ok(())
     }
 
-    pub fn genesis(&self) -> Result<Genesis> {
+    /// The genesis file's bytes, as given to `create`.
+    pub fn genesis_file(&self) -> Result<Vec<u8>> {
         let r = self.db.begin_read()?;
         let meta = r.open_table(META)?;
         let g = meta.get(GENESIS_KEY)?.ok_or_else(|| corrupt("no genesis"))?;
-        codec::decode(g.value(), usize::MAX).map_err(|e| corrupt(format!("genesis: {e}")))
+        Ok(g.value().to_vec())
     }
 
     pub fn tip_height(&self) -> Result<u64> {
@@ -247,9 +252,6 @@ impl Store {
         Ok(out)
     }
 
-    pub fn genesis_hash(&self) -> Result<Hash32> {
-        Ok(self.block(0)?.ok_or_else(|| corrupt("no genesis block"))?.header.parent)
-    }
 }
 
 fn decode_u64(bytes: &[u8]) -> Result<u64> {

@@ -1,0 +1,604 @@
+//! The HTTP JSON API (DESIGN §3), described by `openapi.json` (served at
+//! `/openapi.json`). Every refusal is a 4xx (or 503 when the node is busy)
+//! with `{"error": {"code", "message"}}`; nothing here can write a partial
+//! state: submissions only reach the mempool, blocks only the producer.
+
+use crate::core::TxState;
+use crate::node::{ChainEvent, Shared, Submission};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+use tollway_ledger::state::{Account, Channel, Node, Oracle};
+use tollway_types::tx::limits::MAX_TX_BYTES;
+use tollway_types::{AccountId, CountryCode, Hash32, MacroRegion, PublicKey, SignedTx, Token, TxId, Usd};
+
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every route, as the OpenAPI file must list it (a test checks both ways).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/openapi.json"),
+    ("get", "/metrics"),
+    ("get", "/v1/status"),
+    ("post", "/v1/txs"),
+    ("get", "/v1/txs/{id}"),
+    ("get", "/v1/txs/{id}/wait"),
+    ("get", "/v1/accounts/{id}"),
+    ("get", "/v1/accounts/{id}/channels"),
+    ("get", "/v1/channels/{id}"),
+    ("get", "/v1/nodes"),
+    ("get", "/v1/nodes/{id}"),
+    ("get", "/v1/oracles"),
+    ("get", "/v1/blocks/{height}"),
+    ("get", "/v1/epochs"),
+    ("get", "/v1/epochs/{epoch}"),
+    ("get", "/v1/supply"),
+    ("get", "/v1/mint-burn"),
+    ("get", "/v1/slashes"),
+    ("get", "/v1/events"),
+];
+
+/// A JSON body may carry the tx as hex: twice the raw limit, plus room.
+const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 4096;
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/txs", post(submit))
+        .route("/v1/txs/{id}", get(tx_status))
+        .route("/v1/txs/{id}/wait", get(tx_wait))
+        .route("/v1/accounts/{id}", get(account))
+        .route("/v1/accounts/{id}/channels", get(account_channels))
+        .route("/v1/channels/{id}", get(channel))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}", get(node))
+        .route("/v1/oracles", get(oracles))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/epochs", get(epochs))
+        .route("/v1/epochs/{epoch}", get(epoch))
+        .route("/v1/supply", get(supply))
+        .route("/v1/mint-burn", get(mint_burn))
+        .route("/v1/slashes", get(slashes))
+        .route("/v1/events", get(events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+// ---------------------------------------------------------------- errors
+
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+/// The HTTP status for a refusal code from the mempool or the ledger.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "unknown_account" => StatusCode::NOT_FOUND,
+        "duplicate" | "stale_nonce" | "nonce_taken" => StatusCode::CONFLICT,
+        "account_limit" => StatusCode::TOO_MANY_REQUESTS,
+        "mempool_full" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "bad_signature" | "wrong_chain" | "bad_encoding" | "malformed_json" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_key(s: &str) -> ApiResult<PublicKey> {
+    PublicKey::from_hex(s).map_err(|_| ApiError::bad_request("bad_id", format!("{s:?} is not an account id (64 hex digits)")))
+}
+
+fn parse_hash(s: &str, what: &str) -> ApiResult<Hash32> {
+    Hash32::from_hex(s).ok_or_else(|| ApiError::bad_request("bad_id", format!("{s:?} is not a {what} id (64 hex digits)")))
+}
+
+/// Query strings parsed by hand so that a bad value gets our error shape.
+fn query_u64(q: &std::collections::HashMap<String, String>, key: &str) -> ApiResult<Option<u64>> {
+    q.get(key)
+        .map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_request("bad_query", format!("{key}={v:?} is not a whole number"))))
+        .transpose()
+}
+
+type QueryMap = Query<std::collections::HashMap<String, String>>;
+
+// ---------------------------------------------------------------- views
+
+#[derive(Serialize)]
+struct UnbondingView {
+    amount: Token,
+    release_at_secs: u64,
+}
+
+#[derive(Serialize)]
+struct AccountView {
+    id: AccountId,
+    nonce: u64,
+    token: Token,
+    usd: Usd,
+    staked: Token,
+    unbonding: Vec<UnbondingView>,
+    vesting: Token,
+    node: bool,
+    oracle: bool,
+    open_channels: u32,
+}
+
+impl AccountView {
+    fn of(a: &Account) -> AccountView {
+        AccountView {
+            id: a.id,
+            nonce: a.nonce,
+            token: a.token,
+            usd: a.usd,
+            staked: a.staked,
+            unbonding: a.unbonding.iter().map(|u| UnbondingView { amount: u.amount, release_at_secs: u.release_at_secs }).collect(),
+            vesting: a.vesting_total(),
+            node: a.node.is_some(),
+            oracle: a.oracle.is_some(),
+            open_channels: a.open_channels,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChannelView {
+    id: Hash32,
+    client: AccountId,
+    node: AccountId,
+    escrow: Usd,
+    paid: Usd,
+    paid_bytes: u64,
+    expires_at_secs: u64,
+}
+
+impl ChannelView {
+    fn of(id: &Hash32, c: &Channel) -> ChannelView {
+        ChannelView {
+            id: *id,
+            client: c.client,
+            node: c.node,
+            escrow: c.escrow,
+            paid: c.paid,
+            paid_bytes: c.paid_bytes,
+            expires_at_secs: c.expires_at_secs,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    id: AccountId,
+    country: CountryCode,
+    region: &'static str,
+    addrs: Vec<std::net::IpAddr>,
+    port_first: u16,
+    port_last: u16,
+    tls_key_pin: String,
+    claimed_capacity_bps: u64,
+    verified_capacity_bps: u64,
+    price_usd_micro_per_gib: u64,
+    price_usd_micro_per_hour: Option<u64>,
+    reputation_ppm: u32,
+    uptime_ppm: u32,
+    latency_us: u32,
+    active: bool,
+    registered_epoch: u64,
+    stake: Token,
+    total_rewards: Token,
+    total_slashed: Token,
+}
+
+impl NodeView {
+    fn of(n: &Node, state: &tollway_ledger::State) -> NodeView {
+        NodeView {
+            id: n.operator,
+            country: n.spec.country,
+            region: n.region.name(),
+            addrs: n.spec.addrs.clone(),
+            port_first: n.spec.port_first,
+            port_last: n.spec.port_last,
+            tls_key_pin: tollway_types::keys::hex(&n.spec.tls_key_pin),
+            claimed_capacity_bps: n.spec.claimed_capacity_bps,
+            verified_capacity_bps: n.verified_capacity_bps,
+            price_usd_micro_per_gib: n.spec.price_usd_micro_per_gib,
+            price_usd_micro_per_hour: n.spec.price_usd_micro_per_hour,
+            reputation_ppm: n.reputation_ppm,
+            uptime_ppm: n.uptime_ppm,
+            latency_us: n.latency_us,
+            active: n.active,
+            registered_epoch: n.registered_epoch,
+            stake: state.accounts[n.account as usize].staked,
+            total_rewards: n.total_rewards,
+            total_slashed: n.total_slashed,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OracleView {
+    id: AccountId,
+    addr: std::net::IpAddr,
+    active_from_epoch: u64,
+    retired_from_epoch: Option<u64>,
+    deviation_strikes: u32,
+    stake: Token,
+    total_rewards: Token,
+    total_slashed: Token,
+}
+
+impl OracleView {
+    fn of(o: &Oracle, state: &tollway_ledger::State) -> OracleView {
+        OracleView {
+            id: o.operator,
+            addr: o.addr,
+            active_from_epoch: o.active_from_epoch,
+            retired_from_epoch: o.retired_from_epoch,
+            deviation_strikes: o.deviation_strikes,
+            stake: state.accounts[o.account as usize].staked,
+            total_rewards: o.total_rewards,
+            total_slashed: o.total_slashed,
+        }
+    }
+}
+
+/// A tx's status with what it did (committed) or why it failed (rejected).
+fn tx_view(shared: &Shared, id: &TxId, state: Option<TxState>) -> ApiResult<(StatusCode, Value)> {
+    let Some(state) = state else {
+        return Err(ApiError::not_found("unknown_tx", format!("tx {id} is not pending, committed or recently rejected")));
+    };
+    let id_hex = id.to_hex();
+    Ok(match state {
+        TxState::Pending => (StatusCode::ACCEPTED, json!({"id": id_hex, "status": "pending"})),
+        TxState::Committed { height, index } => {
+            let events = shared.core().store().results(height).map_err(ApiError::internal)?;
+            let events = events.and_then(|r| r.into_iter().nth(index as usize)).unwrap_or_default();
+            (StatusCode::OK, json!({"id": id_hex, "status": "committed", "height": height, "index": index, "events": events}))
+        }
+        TxState::Rejected { code, message } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"id": id_hex, "status": "rejected", "error": {"code": code, "message": message}}),
+        ),
+    })
+}
+
+// ---------------------------------------------------------------- handlers
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let core = s.core();
+    let tip = core.tip();
+    let st = core.state();
+    Json(json!({
+        "chain_id": st.chain_id,
+        "height": tip.height,
+        "tip_hash": tip.hash(),
+        "state_root": tip.state_root,
+        "time_ms": tip.time_ms,
+        "epoch": st.epoch,
+        "epoch_start_secs": st.epoch_start_secs,
+        "epoch_secs": st.params.epoch_secs,
+        "mempool_txs": core.mempool_len(),
+        "block_interval_ms": s.config.block_interval.as_millis() as u64,
+        "min_fee_token": st.params.min_fee_token,
+        "min_fee_usd": st.params.min_fee_usd,
+        "min_node_stake": st.params.min_node_stake,
+        "gateway": st.gateway,
+        "consensus": "solo",
+        "uptime_secs": s.started.elapsed().as_secs(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitJson {
+    tx_hex: Option<String>,
+    tx: Option<SignedTx>,
+}
+
+async fn submit(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): QueryMap, body: Result<Bytes, BytesRejection>) -> Response {
+    match submit_inner(&s, &headers, &q, body).await {
+        Ok((code, v)) => (code, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn submit_inner(
+    s: &Arc<Shared>,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Value)> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+        ApiError::new(status, code, format!("{} (the limit is {MAX_BODY_BYTES} bytes)", r.body_text()))
+    })?;
+    let wait = match q.get("wait").map(String::as_str) {
+        None | Some("none") => false,
+        Some("commit") => true,
+        Some(other) => return Err(ApiError::bad_request("bad_query", format!("wait={other:?}: use wait=commit"))),
+    };
+    let timeout = Duration::from_millis(query_u64(q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let raw: Vec<u8> = if is_json {
+        let parsed: SubmitJson = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+        match (parsed.tx_hex, parsed.tx) {
+            (Some(hex), None) => tollway_types::keys::parse_hex(&hex)
+                .ok_or_else(|| ApiError::bad_request("malformed_json", "tx_hex is not hex digits"))?,
+            (None, Some(tx)) => tx.encode(),
+            _ => return Err(ApiError::bad_request("malformed_json", "give exactly one of \"tx_hex\" or \"tx\"")),
+        }
+    } else {
+        body.to_vec()
+    };
+    if raw.len() > MAX_TX_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a tx is at most {MAX_TX_BYTES} bytes; this one is {}", raw.len()),
+        ));
+    }
+    let stx = SignedTx::decode(&raw)
+        .map_err(|e| ApiError::bad_request("bad_encoding", format!("not a Tollway transaction: {e}")))?;
+    let id = stx.id();
+    let (reply, answer) = oneshot::channel();
+    s.submit
+        .try_send(Submission { stx, id, bytes: raw.len(), reply })
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many submissions are waiting; retry shortly"))?;
+    match answer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => return Err(ApiError::new(status_of(r.code), r.code, r.message)),
+        Err(_) => return Err(ApiError::internal("the verifier stopped")),
+    }
+    if !wait {
+        return Ok((StatusCode::ACCEPTED, json!({"id": id.to_hex(), "status": "pending"})));
+    }
+    let state = s.wait_final(&id, timeout).await.map_err(ApiError::internal)?;
+    tx_view(s, &id, state)
+}
+
+async fn tx_status(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_hash(&id, "tx")?;
+    let state = s.core().status(&id).map_err(ApiError::internal)?;
+    let (code, v) = tx_view(&s, &id, state)?;
+    Ok((code, Json(v)).into_response())
+}
+
+async fn tx_wait(State(s): State<Arc<Shared>>, Path(id): Path<String>, Query(q): QueryMap) -> ApiResult<Response> {
+    let id = parse_hash(&id, "tx")?;
+    let timeout = Duration::from_millis(query_u64(&q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
+    let state = s.wait_final(&id, timeout).await.map_err(ApiError::internal)?;
+    let (code, v) = tx_view(&s, &id, state)?;
+    Ok((code, Json(v)).into_response())
+}
+
+async fn account(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<AccountView>> {
+    let id = parse_key(&id)?;
+    let core = s.core();
+    let st = core.state();
+    let idx = st.account_index.get(&id).ok_or_else(|| {
+        ApiError::not_found("unknown_account", format!("account {id} does not exist: it has never received funds"))
+    })?;
+    Ok(Json(AccountView::of(&st.accounts[*idx as usize])))
+}
+
+async fn account_channels(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<Vec<ChannelView>>> {
+    let id = parse_key(&id)?;
+    let core = s.core();
+    // Channels are few per account but the map is keyed by channel id: a
+    // scan, bounded by the ledger's channel limits.
+    let list = core
+        .state()
+        .channels
+        .iter()
+        .filter(|(_, c)| c.client == id || c.node == id)
+        .map(|(cid, c)| ChannelView::of(cid, c))
+        .collect();
+    Ok(Json(list))
+}
+
+async fn channel(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<ChannelView>> {
+    let id = parse_hash(&id, "channel")?;
+    let core = s.core();
+    let c = core.state().channels.get(&id).ok_or_else(|| ApiError::not_found("unknown_channel", format!("no open channel {id}")))?;
+    Ok(Json(ChannelView::of(&id, c)))
+}
+
+async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<NodeView>>> {
+    let region = q
+        .get("region")
+        .map(|r| {
+            MacroRegion::from_name(r).ok_or_else(|| ApiError::bad_request("bad_query", format!("region={r:?} is not a region name")))
+        })
+        .transpose()?;
+    let country = q
+        .get("country")
+        .map(|c| CountryCode::parse(c).map_err(|e| ApiError::bad_request("bad_query", e.to_string())))
+        .transpose()?;
+    let max_price = query_u64(&q, "max_price_usd_micro_per_gib")?;
+    let min_capacity = query_u64(&q, "min_verified_capacity_bps")?;
+    let min_reputation = query_u64(&q, "min_reputation_ppm")?;
+    let active_only = match q.get("active").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") | Some("any") => false,
+        Some(v) => return Err(ApiError::bad_request("bad_query", format!("active={v:?}: use true or any"))),
+    };
+    let limit = query_u64(&q, "limit")?.unwrap_or(100).min(1000) as usize;
+    let core = s.core();
+    let st = core.state();
+    let mut found: Vec<&Node> = st
+        .nodes
+        .iter()
+        .filter(|n| !active_only || n.active)
+        .filter(|n| region.is_none_or(|r| n.region == r))
+        .filter(|n| country.is_none_or(|c| n.spec.country == c))
+        .filter(|n| max_price.is_none_or(|p| n.spec.price_usd_micro_per_gib <= p))
+        .filter(|n| min_capacity.is_none_or(|c| n.verified_capacity_bps >= c))
+        .filter(|n| min_reputation.is_none_or(|r| n.reputation_ppm as u64 >= r))
+        .collect();
+    // Best first: verified capacity, then reputation, then price.
+    found.sort_by(|a, b| {
+        b.verified_capacity_bps
+            .cmp(&a.verified_capacity_bps)
+            .then(b.reputation_ppm.cmp(&a.reputation_ppm))
+            .then(a.spec.price_usd_micro_per_gib.cmp(&b.spec.price_usd_micro_per_gib))
+    });
+    Ok(Json(found.into_iter().take(limit).map(|n| NodeView::of(n, st)).collect()))
+}
+
+async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {
+    let id = parse_key(&id)?;
+    let core = s.core();
+    let st = core.state();
+    let idx = st.node_index.get(&id).ok_or_else(|| ApiError::not_found("unknown_node", format!("{id} is not a registered node")))?;
+    Ok(Json(NodeView::of(&st.nodes[*idx as usize], st)))
+}
+
+async fn oracles(State(s): State<Arc<Shared>>) -> Json<Vec<OracleView>> {
+    let core = s.core();
+    let st = core.state();
+    Json(st.oracles.iter().map(|o| OracleView::of(o, st)).collect())
+}
+
+async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult<Json<Value>> {
+    let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_id", format!("{height:?} is not a block height")))?;
+    let block = s.core().store().block(height).map_err(ApiError::internal)?;
+    let b = block.ok_or_else(|| ApiError::not_found("unknown_block", format!("no block at height {height} yet")))?;
+    let ids: Vec<String> = b.txs.iter().map(|t| t.id().to_hex()).collect();
+    Ok(Json(json!({"hash": b.header.hash(), "header": b.header, "commit": b.commit, "tx_ids": ids})))
+}
+
+fn list_epochs(s: &Shared, q: &std::collections::HashMap<String, String>) -> ApiResult<Vec<tollway_store::EpochRecord>> {
+    let from = query_u64(q, "from")?.unwrap_or(0);
+    let limit = query_u64(q, "limit")?.unwrap_or(100).min(1000) as usize;
+    s.core().store().epochs(from, limit).map_err(ApiError::internal)
+}
+
+async fn epochs(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<tollway_store::EpochRecord>>> {
+    list_epochs(&s, &q).map(Json)
+}
+
+async fn epoch(State(s): State<Arc<Shared>>, Path(n): Path<String>) -> ApiResult<Json<tollway_store::EpochRecord>> {
+    let n: u64 = n.parse().map_err(|_| ApiError::bad_request("bad_id", format!("{n:?} is not an epoch number")))?;
+    let found = s.core().store().epochs(n, 1).map_err(ApiError::internal)?;
+    found
+        .into_iter()
+        .find(|e| e.report.epoch == n)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_epoch", format!("epoch {n} has not ended yet")))
+}
+
+async fn supply(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let core = s.core();
+    let st = core.state();
+    let sp = &st.supply;
+    let price = tollway_ledger::economics::amm::price_usd_micro_per_token(st.pool.token.0, st.pool.usd.0);
+    Json(json!({
+        "token": {
+            "genesis": sp.genesis_token, "minted": sp.minted_token, "burned": sp.burned_token,
+            "total": sp.total_token(), "scheduled": sp.scheduled_token,
+        },
+        "usd": {
+            "genesis": sp.genesis_usd, "deposited": sp.deposited_usd, "withdrawn": sp.withdrawn_usd, "total": sp.total_usd(),
+        },
+        "pool": {"token": st.pool.token, "usd": st.pool.usd, "price_usd_per_token": Usd(price)},
+        "burn_queue_usd": st.burn_queue_usd,
+        "emission_carry": st.emission_carry,
+        "epoch": st.epoch,
+        "height": core.tip().height,
+    }))
+}
+
+async fn mint_burn(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<Value>>> {
+    let list = list_epochs(&s, &q)?
+        .into_iter()
+        .map(|e| {
+            let r = &e.report;
+            json!({
+                "epoch": r.epoch, "height": e.height, "time_ms": e.time_ms,
+                "minted": r.minted(), "minted_uptime": r.minted_uptime, "minted_usage": r.minted_usage,
+                "minted_oracle": r.minted_oracle, "burned": r.burned_token, "slashed_burned": r.slashed_burned,
+                "settled_usd": r.settled_usd, "burn_usd": r.burn_usd, "price_usd_per_token": Usd(r.price_usd_micro_per_token),
+            })
+        })
+        .collect();
+    Ok(Json(list))
+}
+
+async fn slashes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<Value>>> {
+    let mut list = Vec::new();
+    for e in list_epochs(&s, &q)? {
+        for sl in &e.report.slashes {
+            list.push(json!({"epoch": e.report.epoch, "height": e.height, "time_ms": e.time_ms, "slash": sl}));
+        }
+    }
+    Ok(Json(list))
+}
+
+async fn events(State(s): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(|item| {
+        let ev = match item {
+            Ok(ChainEvent::Block(c)) => SseEvent::default().event("block").json_data(json!({
+                "height": c.header.height, "hash": c.hash, "time_ms": c.header.time_ms, "n_txs": c.header.n_txs,
+                "state_root": c.header.state_root, "rejected": c.dropped.len(),
+            })),
+            Ok(ChainEvent::Epoch(e)) => SseEvent::default().event("epoch").json_data(&*e),
+            // A slow reader missed some events: say so, and go on.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").json_data(json!({"missed": n}))
+            }
+        };
+        ev.ok().map(Ok)
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

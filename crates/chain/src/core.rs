@@ -1,0 +1,362 @@
+//! The application side of the chain: the ledger state, the mempool and the
+//! store, and what happens to a tx from admission to commit. Synchronous
+//! and free of the network; the node (`node.rs`) drives it under a lock.
+
+use crate::consensus::{Application, ChainError};
+use crate::execute::{self, begin_block, finish_block, BlockError, Executed};
+use crate::genesis::GenesisFile;
+use crate::mempool::{BlockTarget, Dropped, Mempool, MempoolLimits, Pending};
+use rand_core::RngCore;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use tollway_ledger::root::{decode_state, encode_state, state_root_of_encoding};
+use tollway_ledger::{apply_verified, Ctx, Event, State};
+use tollway_store::{BlockCommit, EpochRecord, Store};
+use tollway_types::math::mul_div_floor;
+use tollway_types::{block::tx_root, Amount, Block, Commit, Hash32, Header, PublicKey, SignedTx, SigningKey, TxId};
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub max_block_txs: usize,
+    pub max_block_bytes: usize,
+    pub mempool: MempoolLimits,
+    /// How many finished (committed or rejected) tx statuses stay in memory
+    /// for fast lookups; older committed ones are found in the store.
+    pub status_cache: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            max_block_txs: 10_000,
+            max_block_bytes: 8 << 20,
+            mempool: MempoolLimits::default(),
+            status_cache: 200_000,
+        }
+    }
+}
+
+/// Where a tx stands, as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxState {
+    Pending,
+    Committed { height: u64, index: u32 },
+    Rejected { code: String, message: String },
+}
+
+/// Why a submission was refused before it entered the mempool.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("wrong chain: this is {expected:?}, the tx is for {found:?}")]
+    WrongChain { expected: String, found: String },
+    #[error("unknown account {0}: it has never received funds, so it cannot pay a fee")]
+    UnknownAccount(PublicKey),
+    #[error("fee {offered} is below the minimum {minimum}")]
+    FeeTooLow { offered: String, minimum: String },
+    #[error(transparent)]
+    Mempool(#[from] crate::mempool::AdmitError),
+}
+
+impl SubmitError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubmitError::WrongChain { .. } => "wrong_chain",
+            SubmitError::UnknownAccount(_) => "unknown_account",
+            SubmitError::FeeTooLow { .. } => "fee_too_low",
+            SubmitError::Mempool(e) => e.code(),
+        }
+    }
+}
+
+/// What a commit did, for the API's event stream, metrics and waiters.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub header: Header,
+    pub hash: Hash32,
+    pub tx_ids: Vec<TxId>,
+    pub epochs: Vec<EpochRecord>,
+    pub dropped: Vec<Dropped>,
+}
+
+struct Speculative {
+    hash: Hash32,
+    executed: Executed,
+    /// Proposed from our mempool: given back if the block is abandoned.
+    taken: Vec<Pending>,
+    dropped: Vec<Dropped>,
+}
+
+#[derive(Default)]
+struct Statuses {
+    map: HashMap<TxId, TxState>,
+    finished: VecDeque<TxId>,
+    cap: usize,
+}
+
+impl Statuses {
+    fn set(&mut self, id: TxId, s: TxState) {
+        let finished = s != TxState::Pending;
+        self.map.insert(id, s);
+        if finished {
+            self.finished.push_back(id);
+            while self.finished.len() > self.cap {
+                if let Some(old) = self.finished.pop_front() {
+                    if self.map.get(&old).is_some_and(|s| *s != TxState::Pending) {
+                        self.map.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct Core {
+    state: State,
+    mempool: Mempool,
+    store: Store,
+    tip: Header,
+    validators: Vec<PublicKey>,
+    proposer: PublicKey,
+    config: CoreConfig,
+    statuses: Statuses,
+    speculative: Option<Speculative>,
+}
+
+/// Writes a new store holding block 0 and the genesis state.
+pub fn init_store(path: &Path, genesis_bytes: &[u8], key: &SigningKey) -> Result<Hash32, ChainError> {
+    let genesis = GenesisFile::from_json(genesis_bytes).map_err(ChainError::Other)?;
+    let state = genesis.ledger.build().map_err(|e| ChainError::Other(format!("genesis: {e}")))?;
+    let encoding = encode_state(&state);
+    let root = state_root_of_encoding(&encoding);
+    let signer = genesis.validators.contains(&key.public()).then_some(key);
+    let block = genesis.block_zero(genesis_bytes, root, signer);
+    Store::create(path, genesis_bytes, &block, &encoding)?;
+    Ok(root)
+}
+
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut seed);
+    seed
+}
+
+impl Core {
+    /// Opens a store and loads the state after its tip, checking that the
+    /// stored state matches the tip's root.
+    pub fn open(store: Store, proposer: PublicKey, config: CoreConfig) -> Result<Core, ChainError> {
+        let genesis = GenesisFile::from_json(&store.genesis_file()?).map_err(ChainError::Other)?;
+        let (tip_block, encoding) = store.tip()?;
+        let root = state_root_of_encoding(&encoding);
+        if root != tip_block.header.state_root {
+            return Err(ChainError::Other(format!(
+                "stored state root {root} does not match block {}'s {}",
+                tip_block.header.height, tip_block.header.state_root
+            )));
+        }
+        let state = decode_state(&encoding).map_err(|e| ChainError::Other(format!("stored state: {e}")))?;
+        let statuses = Statuses { cap: config.status_cache, ..Statuses::default() };
+        Ok(Core {
+            state,
+            mempool: Mempool::new(config.mempool),
+            store,
+            tip: tip_block.header,
+            validators: genesis.validators,
+            proposer,
+            config,
+            statuses,
+            speculative: None,
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn tip(&self) -> &Header {
+        &self.tip
+    }
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+    /// Txs that could go into the next block now (for "produce when full").
+    pub fn block_is_full(&self) -> bool {
+        self.mempool.len() >= self.config.max_block_txs
+    }
+
+    fn next_nonce(state: &State, account: &PublicKey) -> u64 {
+        state.account_index.get(account).map_or(0, |&i| state.accounts[i as usize].nonce)
+    }
+
+    /// Admits a tx whose signature the caller has verified.
+    pub fn admit(&mut self, stx: SignedTx, id: TxId, bytes: usize) -> Result<(), SubmitError> {
+        let s = &self.state;
+        if stx.tx.chain_id != s.chain_id {
+            return Err(SubmitError::WrongChain { expected: s.chain_id.clone(), found: stx.tx.chain_id.clone() });
+        }
+        let Some(&idx) = s.account_index.get(&stx.tx.signer) else {
+            return Err(SubmitError::UnknownAccount(stx.tx.signer));
+        };
+        let fee_rank = match stx.tx.fee {
+            Amount::Usd(f) if f < s.params.min_fee_usd => {
+                return Err(SubmitError::FeeTooLow { offered: f.to_string(), minimum: s.params.min_fee_usd.to_string() })
+            }
+            Amount::Token(f) if f < s.params.min_fee_token => {
+                return Err(SubmitError::FeeTooLow { offered: f.to_string(), minimum: s.params.min_fee_token.to_string() })
+            }
+            Amount::Usd(f) => f.0,
+            // Valued at the pool's price so both currencies compete fairly.
+            Amount::Token(f) if s.pool.token.0 > 0 => mul_div_floor(f.0, s.pool.usd.0, s.pool.token.0),
+            Amount::Token(_) => 0,
+        };
+        let nonce = s.accounts[idx as usize].nonce;
+        self.mempool.admit(Pending::new(stx, id, bytes, fee_rank), nonce, self.tip.height)?;
+        self.statuses.set(id, TxState::Pending);
+        Ok(())
+    }
+
+    /// A tx's status: in memory if recent, else from the store.
+    pub fn status(&self, id: &TxId) -> Result<Option<TxState>, ChainError> {
+        if let Some(s) = self.statuses.map.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        Ok(self.store.tx_location(id)?.map(|(height, index)| TxState::Committed { height, index }))
+    }
+
+    /// The block that would come after the tip: its height, parent and a
+    /// time strictly after the parent's.
+    fn next_block_frame(&self, time_ms: u64) -> (u64, Hash32, u64) {
+        (self.tip.height + 1, self.tip.hash(), time_ms.max(self.tip.time_ms + 1))
+    }
+}
+
+/// The state a block is being built on, as the mempool sees it.
+struct Target<'a> {
+    state: &'a mut State,
+    ctx: Ctx,
+    results: Vec<Vec<Event>>,
+}
+
+impl BlockTarget for Target<'_> {
+    fn next_nonce(&self, account: &PublicKey) -> u64 {
+        Core::next_nonce(self.state, account)
+    }
+    fn apply(&mut self, p: &Pending) -> Result<(), (&'static str, String)> {
+        match apply_verified(self.state, self.ctx, &p.stx) {
+            Ok(events) => {
+                self.results.push(events);
+                Ok(())
+            }
+            Err(e) => Err((e.code(), e.to_string())),
+        }
+    }
+}
+
+impl Application for Core {
+    fn propose(&mut self, time_ms: u64) -> Result<Block, ChainError> {
+        if self.speculative.is_some() {
+            self.abandon()?;
+        }
+        let (height, parent, time_ms) = self.next_block_frame(time_ms);
+        let epochs = begin_block(&mut self.state, height, time_ms, parent);
+        let mut target = Target { state: &mut self.state, ctx: execute::ctx(height, time_ms), results: Vec::new() };
+        let (taken, dropped) = self.mempool.fill_block(self.config.max_block_txs, self.config.max_block_bytes, &mut target);
+        let results = target.results;
+        let changed = !taken.is_empty() || !epochs.is_empty();
+        let (state_root, state_encoding) = finish_block(&self.state, changed, self.tip.state_root)?;
+        let txs: Vec<SignedTx> = taken.iter().map(|p| p.stx.clone()).collect();
+        let header = Header {
+            chain_id: self.state.chain_id.clone(),
+            height,
+            parent,
+            time_ms,
+            tx_root: tx_root(taken.iter().map(|p| p.id)),
+            n_txs: txs.len() as u32,
+            state_root,
+            proposer: self.proposer,
+        };
+        self.speculative = Some(Speculative {
+            hash: header.hash(),
+            executed: Executed { results, epochs, state_root, state_encoding },
+            taken,
+            dropped,
+        });
+        Ok(Block { header, commit: Commit { signatures: Vec::new() }, txs })
+    }
+
+    fn verify(&mut self, block: &Block) -> Result<(), ChainError> {
+        if self.speculative.is_some() {
+            self.abandon()?;
+        }
+        match execute::execute_block(&mut self.state, block, &self.tip, &self.validators, random_seed()) {
+            Ok(executed) => {
+                self.speculative =
+                    Some(Speculative { hash: block.header.hash(), executed, taken: Vec::new(), dropped: Vec::new() });
+                Ok(())
+            }
+            Err(e) => {
+                // The state may be half-changed: back to the committed one.
+                self.reload_state()?;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn commit(&mut self, mut block: Block, commit: Commit) -> Result<Committed, ChainError> {
+        let hash = block.header.hash();
+        let spec = match self.speculative.take() {
+            Some(s) if s.hash == hash => s,
+            _ => return Err(ChainError::Other(format!("block {} was not the one executed", block.header.height))),
+        };
+        if !commit.signatures.iter().any(|s| self.validators.contains(&s.validator) && s.verify(&block.header).is_ok()) {
+            return Err(BlockError::Commit { height: block.header.height }.into());
+        }
+        block.commit = commit;
+        let ex = &spec.executed;
+        // Durable first; only then is anything acknowledged. If this fails
+        // the in-memory state is ahead of the disk: the node must stop and
+        // restart from the store (crash-only).
+        self.store.commit(&BlockCommit {
+            block: &block,
+            results: &ex.results,
+            epochs: &ex.epochs,
+            state_encoding: ex.state_encoding.as_deref(),
+        })?;
+        let tx_ids: Vec<TxId> = spec.taken.iter().map(|p| p.id).collect();
+        for (index, id) in tx_ids.iter().enumerate() {
+            self.statuses.set(*id, TxState::Committed { height: block.header.height, index: index as u32 });
+        }
+        let state = &self.state;
+        let mut dropped = spec.dropped;
+        dropped.extend(self.mempool.prune(|a| Core::next_nonce(state, a), block.header.height));
+        for d in &dropped {
+            self.statuses.set(d.id, TxState::Rejected { code: d.code.to_string(), message: d.message.clone() });
+        }
+        self.tip = block.header.clone();
+        Ok(Committed { header: block.header, hash, tx_ids, epochs: spec.executed.epochs, dropped })
+    }
+
+    fn abandon(&mut self) -> Result<(), ChainError> {
+        if let Some(spec) = self.speculative.take() {
+            self.reload_state()?;
+            let state = &self.state;
+            for p in spec.taken {
+                let nonce = Core::next_nonce(state, &p.stx.tx.signer);
+                // It was admitted before; only a full pool could refuse it now.
+                let _ = self.mempool.admit(p, nonce, self.tip.height);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    fn reload_state(&mut self) -> Result<(), ChainError> {
+        let (_, encoding) = self.store.tip()?;
+        self.state = decode_state(&encoding).map_err(|e| ChainError::Other(format!("stored state: {e}")))?;
+        Ok(())
+    }
+}

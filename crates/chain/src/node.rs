@@ -1,0 +1,248 @@
+//! The chain node's driver: tokio tasks around the synchronous [`Core`].
+//!
+//! - **verifier**: submissions queue here; whatever has queued is checked
+//!   in one batch (ed25519 batch verification, ZIP-215), then admitted to
+//!   the mempool under the lock. Batching emerges from load.
+//! - **producer**: a thread that, every block interval or as soon as the
+//!   mempool holds a full block, runs one consensus step. The lock is held
+//!   through the durable commit, so nothing reads a state that the disk
+//!   does not have.
+//! - **api**: the axum server (`api.rs`).
+//!
+//! Crash-only: a failed commit stops the node; a restart recovers from the
+//! store, which holds only whole blocks.
+
+use crate::consensus::{Consensus, Solo};
+use crate::core::{Committed, Core, CoreConfig, SubmitError, TxState};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tollway_store::{EpochRecord, Store};
+use tollway_types::{SignedTx, SigningKey, TxId};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub block_interval: Duration,
+    pub core: CoreConfig,
+    /// Most submissions verified in one batch.
+    pub verify_batch_max: usize,
+    /// Submissions waiting for verification beyond this are refused (503).
+    pub verify_queue: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            block_interval: Duration::from_secs(1),
+            core: CoreConfig::default(),
+            verify_batch_max: 512,
+            verify_queue: 8192,
+        }
+    }
+}
+
+/// What the event stream carries.
+#[derive(Clone, Debug)]
+pub enum ChainEvent {
+    Block(Arc<Committed>),
+    Epoch(Arc<EpochRecord>),
+}
+
+pub(crate) struct Submission {
+    pub stx: SignedTx,
+    pub id: TxId,
+    pub bytes: usize,
+    pub reply: oneshot::Sender<Result<(), SubmitRefusal>>,
+}
+
+/// A refusal at submission: the API's status code comes from `code`.
+#[derive(Clone, Debug)]
+pub struct SubmitRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<SubmitError> for SubmitRefusal {
+    fn from(e: SubmitError) -> SubmitRefusal {
+        SubmitRefusal { code: e.code(), message: e.to_string() }
+    }
+}
+
+pub struct Shared {
+    core: Mutex<Core>,
+    pub(crate) tip: watch::Sender<u64>,
+    pub(crate) events: broadcast::Sender<ChainEvent>,
+    pub(crate) submit: mpsc::Sender<Submission>,
+    produce_now: Notify,
+    pub config: NodeConfig,
+    pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub(crate) started: Instant,
+}
+
+impl Shared {
+    /// The core, for a short read or write. Never held across an await.
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug that already stopped the
+        // producer; the data behind it is still the committed state.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the tx is committed or rejected, or the timeout passes.
+    pub async fn wait_final(&self, id: &TxId, timeout: Duration) -> Result<Option<TxState>, crate::consensus::ChainError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.tip.subscribe();
+        loop {
+            let status = self.core().status(id)?;
+            match status {
+                Some(TxState::Pending) => {}
+                other => return Ok(other),
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Ok(Some(TxState::Pending));
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A running node: its address and a way to stop it.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+/// Opens the store and starts the node's tasks on the current tokio
+/// runtime. Returns once the API listens. The returned future of
+/// [`serve`] ends only on a fatal error.
+pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow::Result<(RunningNode, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let core = Core::open(store, key.public(), config.core.clone())?;
+    let height = core.tip().height;
+    let (tip, _) = watch::channel(height);
+    let (events, _) = broadcast::channel(1024);
+    let (submit, submit_rx) = mpsc::channel(config.verify_queue);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        tip,
+        events,
+        submit,
+        produce_now: Notify::new(),
+        config: config.clone(),
+        metrics: crate::metrics::handle(),
+        started: Instant::now(),
+    });
+    crate::metrics::on_open(&shared.core());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    tokio::spawn(verifier(shared.clone(), submit_rx));
+    let producer = {
+        let shared = shared.clone();
+        let handle = tokio::runtime::Handle::current();
+        let consensus = Solo::new(key);
+        tokio::task::spawn_blocking(move || produce(shared, Box::new(consensus), handle))
+    };
+    let app = crate::api::router(shared.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.map_err(anyhow::Error::from) });
+    let joined = tokio::spawn(async move {
+        tokio::select! {
+            r = producer => r.map_err(anyhow::Error::from)?,
+            r = server => r.map_err(anyhow::Error::from)?,
+        }
+    });
+    Ok((RunningNode { addr, shared }, joined))
+}
+
+async fn verifier(shared: Arc<Shared>, mut rx: mpsc::Receiver<Submission>) {
+    let max = shared.config.verify_batch_max;
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let taken = std::mem::take(&mut batch);
+        let verified = tokio::task::spawn_blocking(move || {
+            let msgs: Vec<Vec<u8>> = taken.iter().map(|s| s.stx.tx.signing_bytes()).collect();
+            let items: Vec<_> =
+                taken.iter().zip(&msgs).map(|(s, m)| (s.stx.tx.signer, m.as_slice(), s.stx.signature)).collect();
+            let mut seed = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+            let ok = tollway_types::keys::verify_batch(&items, seed);
+            (taken, ok)
+        })
+        .await;
+        let Ok((taken, ok)) = verified else { continue };
+        let mut replies = Vec::with_capacity(taken.len());
+        {
+            let mut core = shared.core();
+            for (s, ok) in taken.into_iter().zip(ok) {
+                let result = if ok {
+                    core.admit(s.stx, s.id, s.bytes).map_err(SubmitRefusal::from)
+                } else {
+                    Err(SubmitRefusal {
+                        code: "bad_signature",
+                        message: format!("bad signature: the tx is not signed by {}", s.stx.tx.signer),
+                    })
+                };
+                replies.push((s.reply, result));
+            }
+            crate::metrics::mempool(core.mempool_len());
+            if core.block_is_full() {
+                shared.produce_now.notify_one();
+            }
+        }
+        for (reply, result) in replies {
+            crate::metrics::submitted(result.as_ref().err().map(|r| r.code));
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// The block loop. Runs on a blocking thread: block building and the
+/// durable commit are CPU and disk work.
+fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let interval = shared.config.block_interval;
+    let mut next = Instant::now() + interval;
+    loop {
+        // Sleep until the interval ends, or until a full block is waiting.
+        let wait = next.saturating_duration_since(Instant::now());
+        rt.block_on(async {
+            let _ = tokio::time::timeout(wait, shared.produce_now.notified()).await;
+        });
+        if Instant::now() >= next {
+            next += interval;
+            if next < Instant::now() {
+                next = Instant::now() + interval;
+            }
+        } else if !shared.core().block_is_full() {
+            continue;
+        }
+        let started = Instant::now();
+        let committed = {
+            let mut core = shared.core();
+            let c = consensus.step(&mut *core, now_ms());
+            if let Ok(Some(c)) = &c {
+                crate::metrics::committed(c, &core, started.elapsed());
+            }
+            c
+        };
+        let committed = match committed {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!("block production failed, stopping: {e}");
+                return Err(anyhow::anyhow!("block production failed: {e}"));
+            }
+        };
+        let c = Arc::new(committed);
+        for e in &c.epochs {
+            let _ = shared.events.send(ChainEvent::Epoch(Arc::new(e.clone())));
+        }
+        let _ = shared.events.send(ChainEvent::Block(c.clone()));
+        shared.tip.send_replace(c.header.height);
+    }
+}
