@@ -48,10 +48,9 @@ pub struct Account {
     /// one arrives (daily epochs). Changed only by `economics::vesting`,
     /// which keeps `vesting_unreleased` equal to its unreleased sum.
     pub(crate) vesting: std::collections::VecDeque<Tranche>,
-    /// The unreleased rewards over all tranches. Stored, not summed, so the
-    /// supply check after every epoch is O(accounts) rather than
-    /// O(tranches); `vesting_cache_is_consistent` proves it in the
-    /// property tests.
+    /// The unreleased rewards over all tranches, stored for queries and
+    /// slashes; `vesting_cache_is_consistent` proves it in the property
+    /// tests. The supply check does not trust it: it sums the tranches.
     pub(crate) vesting_unreleased: Token,
     pub node: Option<NodeIdx>,
     pub oracle: Option<OracleIdx>,
@@ -157,8 +156,12 @@ impl Reports {
         self.len += 1;
         true
     }
+    /// Back to empty: the used slots return to `EMPTY` (the others are).
     pub fn clear(&mut self) {
-        *self = Reports::default();
+        for slot in &mut self.slots[..self.len as usize] {
+            *slot = ReportSlot::EMPTY;
+        }
+        self.len = 0;
     }
 }
 
@@ -179,6 +182,17 @@ pub struct NodeEpoch {
     pub settled_usd: Usd,
     /// The part of `settled_usd` routed to the burn.
     pub burn_usd: Usd,
+}
+
+impl NodeEpoch {
+    /// Back to `NodeEpoch::default()`, writing only what an epoch used
+    /// (`end_epoch` does this for every node).
+    pub fn reset(&mut self) {
+        self.reports.clear();
+        self.heartbeat = false;
+        self.settled_usd = Usd::ZERO;
+        self.burn_usd = Usd::ZERO;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

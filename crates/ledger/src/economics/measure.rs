@@ -3,9 +3,9 @@
 //! over-claim ratio ρ; then weigh nodes for the uptime pool with the
 //! regional scarcity multiplier and the /24 and /48 sybil cap.
 
-use super::{ppm_of, slash, EpochReport, RegionSummary};
+use super::{mul_div_floor_fast, ppm_of, slash, EpochReport, RegionSummary};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
-use crate::state::{NodeEpoch, OracleIdx, State, Strike};
+use crate::state::{OracleIdx, State, Strike};
 use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
 
 /// What aggregation leaves for the rest of the epoch.
@@ -184,14 +184,14 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
         out.region[n] = node.region.index() as u8;
         out.subnet_group[n] = node.subnet_group;
         if !node.active {
-            node.epoch = NodeEpoch::default();
+            node.epoch.reset();
             continue;
         }
         let agg = aggregate_reports(state, n, &mut good, &mut bad);
         let heartbeat = state.nodes[n].epoch.heartbeat;
         // Everything this epoch's steps need from the accumulators is read:
         // reset them for the next epoch here, in the same pass.
-        state.nodes[n].epoch = NodeEpoch::default();
+        state.nodes[n].epoch.reset();
         let p = &state.params;
         let node = &mut state.nodes[n];
         node.uptime_ppm = match agg.uptime_ppm {
@@ -208,7 +208,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             node.latency_us = agg.latency_us;
             let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
             let alpha = p.reputation_alpha_ppm as u128;
-            node.reputation_ppm = ((node.reputation_ppm as u128 * (PPM - alpha) + score * alpha) / PPM) as u32;
+            node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
             let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
             if rho > p.rho_slash_min_ppm as u64 {
                 let measuring = &agg.measuring[..agg.n_measuring];

@@ -5,7 +5,8 @@
 //! of O(1) work per reward.
 
 use crate::state::{Account, Tranche};
-use tollway_types::{math::mul_div_floor, Token};
+use super::mul_div_floor_fast;
+use tollway_types::Token;
 
 /// Tranches per vesting period.
 const BUCKETS_PER_PERIOD: u64 = 30;
@@ -15,8 +16,11 @@ fn vested(t: &Tranche, now_secs: u64, vesting_secs: u64) -> Token {
     if vesting_secs == 0 {
         return t.amount;
     }
-    let elapsed = now_secs.saturating_sub(t.start_secs).min(vesting_secs);
-    Token(mul_div_floor(t.amount.0, elapsed as u128, vesting_secs as u128))
+    let elapsed = now_secs.saturating_sub(t.start_secs);
+    if elapsed >= vesting_secs {
+        return t.amount; // amount × v / v, exactly
+    }
+    Token(mul_div_floor_fast(t.amount.0, elapsed as u128, vesting_secs as u128))
 }
 
 /// Tokens vested but not yet released.
