@@ -36,7 +36,9 @@ impl Holdings {
             h.token_balances.0 += a.token.0;
             h.token_staked.0 += a.staked.0;
             h.token_unbonding.0 += a.unbonding_total().0;
-            h.token_vesting.0 += a.vesting_total().0;
+            // Summed from the tranches themselves, not from the stored
+            // `vesting_total`: the check recomputes every holding.
+            h.token_vesting.0 += a.tranches().map(|t| t.amount.0 - t.released.0).sum::<u128>();
             h.usd_balances.0 += a.usd.0;
         }
         for c in state.channels.values() {
