@@ -52,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// A JSON body may carry the tx as hex: twice the raw limit, plus room.
 const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 4096;
+/// Bodies up to this size are read and answered with a JSON 413; beyond
+/// it the server stops reading and closes the connection.
+const MAX_READ_BYTES: usize = 4 << 20;
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -76,7 +79,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/slashes", get(slashes))
         .route("/v1/events", get(events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_READ_BYTES))
         .with_state(shared)
 }
 
@@ -359,6 +362,13 @@ async fn submit_inner(
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
         ApiError::new(status, code, format!("{} (the limit is {MAX_BODY_BYTES} bytes)", r.body_text()))
     })?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is {} bytes; a submission is at most {MAX_BODY_BYTES} (a tx at most {MAX_TX_BYTES})", body.len()),
+        ));
+    }
     let wait = match q.get("wait").map(String::as_str) {
         None | Some("none") => false,
         Some("commit") => true,

@@ -1,0 +1,251 @@
+//! The chain's HTTP API against a real node (real socket, real redb store,
+//! the real block loop) started in-process: submission to durable commit,
+//! every kind of bad input getting a clear 4xx with nothing written, the
+//! event stream, metrics, and the OpenAPI file matching the routes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use tollway_chain::genesis::GenesisFile;
+use tollway_chain::node::{self, NodeConfig};
+use tollway_ledger::genesis::{Allocation, Genesis};
+use tollway_ledger::Params;
+use tollway_store::Store;
+use tollway_types::{Amount, SignedTx, SigningKey, Token, Tx, TxBody, Usd};
+
+struct TestChain {
+    addr: SocketAddr,
+    agent: ureq::Agent,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+const CHAIN: &str = "tollway-api-test";
+
+fn key(label: &str) -> SigningKey {
+    SigningKey::from_label(label)
+}
+
+fn start() -> TestChain {
+    let dir = tempfile::tempdir().unwrap();
+    let seq = key("sequencer");
+    let alloc = |l: &str| Allocation { account: key(l).public(), token: Token::units(1000), usd: Usd::units(100), staked: Token::ZERO };
+    let file = GenesisFile {
+        ledger: Genesis {
+            chain_id: CHAIN.into(),
+            genesis_time_secs: node::now_ms() / 1000,
+            gateway: seq.public(),
+            params: Params::default_params(),
+            allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder")],
+            pool_token: Token::units(100_000),
+            pool_usd: Usd::units(10_000),
+        },
+        validators: vec![seq.public()],
+    };
+    let path = dir.path().join("chain.redb");
+    tollway_chain::core::init_store(&path, &file.to_json(), &seq).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), block_interval: Duration::from_millis(100), ..NodeConfig::default() };
+    config.core.mempool.max_per_account = 8;
+    let (running, _joined) = rt.block_on(node::start(Store::open(&path).unwrap(), seq, config)).unwrap();
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    TestChain { addr: running.addr, agent, _rt: rt, _dir: dir }
+}
+
+impl TestChain {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut r = self.agent.get(&self.url(path)).call().unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let mut r = self.agent.post(&self.url(path)).header("Content-Type", content_type).send(body).unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+    fn submit_wait(&self, stx: &SignedTx) -> (u16, serde_json::Value) {
+        self.post("/v1/txs?wait=commit&timeout_ms=10000", "application/octet-stream", &stx.encode())
+    }
+    fn nonce(&self, label: &str) -> u64 {
+        self.get(&format!("/v1/accounts/{}", key(label).public()))
+            .1["nonce"]
+            .as_u64()
+            .unwrap()
+    }
+    fn token(&self, label: &str) -> String {
+        self.get(&format!("/v1/accounts/{}", key(label).public())).1["token"].as_str().unwrap().to_string()
+    }
+    fn state_root(&self) -> String {
+        self.get("/v1/status").1["state_root"].as_str().unwrap().to_string()
+    }
+}
+
+fn transfer(from: &str, to: &str, nonce: u64, twy: u128) -> SignedTx {
+    Tx {
+        chain_id: CHAIN.into(),
+        signer: key(from).public(),
+        nonce,
+        fee: Amount::Usd(Usd(100)),
+        body: TxBody::Transfer { to: key(to).public(), amount: Amount::Token(Token::units(twy)) },
+    }
+    .sign(&key(from))
+}
+
+fn code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[test]
+fn a_transfer_is_acknowledged_only_once_durable_and_then_queryable() {
+    let c = start();
+    let stx = transfer("alice", "bob", 0, 10);
+    let (status, v) = c.submit_wait(&stx);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "committed");
+    let height = v["height"].as_u64().unwrap();
+    assert!(v["events"].to_string().contains("Transferred"), "{v}");
+    assert_eq!(c.token("alice"), "990");
+    assert_eq!(c.token("bob"), "1010");
+    // The block that holds it is in the store, with the tx id in it.
+    let (s, b) = c.get(&format!("/v1/blocks/{height}"));
+    assert_eq!(s, 200);
+    assert!(b["tx_ids"].to_string().contains(&stx.id().to_hex()));
+    let (s, t) = c.get(&format!("/v1/txs/{}", stx.id()));
+    assert_eq!((s, t["status"].as_str()), (200, Some("committed")));
+    // JSON submission (hex form and the tx as JSON) works too.
+    let hex = tollway_types::keys::hex(&transfer("alice", "bob", 1, 1).encode());
+    let (s, v) = c.post("/v1/txs?wait=commit", "application/json", format!("{{\"tx_hex\":\"{hex}\"}}").as_bytes());
+    assert_eq!(s, 200, "{v}");
+    let json = serde_json::to_string(&transfer("alice", "bob", 2, 1)).unwrap();
+    let (s, v) = c.post("/v1/txs?wait=commit", "application/json", format!("{{\"tx\":{json}}}").as_bytes());
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(c.nonce("alice"), 3);
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let c = start();
+    let (s, _) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200);
+    let root = c.state_root();
+    let height_before = c.get("/v1/status").1["height"].as_u64().unwrap();
+
+    let (s, v) = c.post("/v1/txs", "application/json", b"{\"tx_hex\": ");
+    assert_eq!((s, code(&v)), (400, "malformed_json"), "{v}");
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", b"\x01definitely not a tx");
+    assert_eq!((s, code(&v)), (400, "bad_encoding"), "{v}");
+
+    let mut forged = transfer("alice", "bob", 1, 500);
+    forged.signature.0[3] ^= 1;
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &forged.encode());
+    assert_eq!((s, code(&v)), (400, "bad_signature"), "{v}");
+
+    let replayed = transfer("alice", "bob", 0, 1);
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &replayed.encode());
+    assert_eq!((s, code(&v)), (409, "stale_nonce"), "{v}");
+
+    let mut other_chain = Tx { chain_id: "another-chain".into(), ..transfer("alice", "bob", 1, 1).tx };
+    other_chain.nonce = 1;
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &other_chain.sign(&key("alice")).encode());
+    assert_eq!((s, code(&v)), (400, "wrong_chain"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("another-chain"), "{v}");
+
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &vec![1u8; 300 * 1024]);
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+    // Far beyond any tx: the server stops reading and closes; it stays up.
+    let huge = c.agent.post(&c.url("/v1/txs")).send(&vec![1u8; 8 << 20][..]);
+    assert!(huge.map(|r| r.status().as_u16()).unwrap_or(413) == 413);
+
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &transfer("nobody", "bob", 0, 1).encode());
+    assert_eq!((s, code(&v)), (404, "unknown_account"), "{v}");
+
+    let (s, v) = c.get("/v1/accounts/xyz");
+    assert_eq!((s, code(&v)), (400, "bad_id"), "{v}");
+    let (s, v) = c.get("/v1/nodes?min_verified_capacity_bps=lots");
+    assert_eq!((s, code(&v)), (400, "bad_query"), "{v}");
+    let (s, v) = c.get("/v1/nope");
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+
+    // Nothing above reached a block.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.state_root(), root);
+    assert_eq!(c.nonce("alice"), 1);
+    assert!(c.get("/v1/status").1["height"].as_u64().unwrap() > height_before, "blocks kept coming");
+}
+
+#[test]
+fn a_flood_from_one_account_is_cut_at_its_limit_while_others_get_through() {
+    let c = start();
+    let mut codes = std::collections::BTreeMap::new();
+    // Eight pending per account (the test's limit); submit 40 without
+    // waiting, faster than 100 ms blocks drain them.
+    for n in 0..40 {
+        let (s, v) = c.post("/v1/txs", "application/octet-stream", &transfer("flooder", "bob", n, 1).encode());
+        *codes.entry((s, code(&v).to_string())).or_insert(0) += 1;
+    }
+    let refused: u32 = codes.iter().filter(|((s, _), _)| *s == 429 || *s == 422).map(|(_, n)| n).sum();
+    assert!(refused > 0, "{codes:?}");
+    assert!(codes.keys().all(|(s, c)| *s == 202 || c == "account_limit" || c == "nonce_too_far"), "{codes:?}");
+    let (s, v) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200, "an honest account is unaffected: {v}");
+}
+
+#[test]
+fn a_rejected_tx_is_reported_with_the_ledgers_reason() {
+    let c = start();
+    let (s, v) = c.submit_wait(&transfer("alice", "bob", 0, 5000));
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(code(&v), "insufficient_token");
+    assert!(v["error"]["message"].as_str().unwrap().contains("insufficient"), "{v}");
+    assert_eq!(c.nonce("alice"), 0, "nothing happened");
+}
+
+#[test]
+fn the_event_stream_carries_blocks_and_metrics_count_them() {
+    let c = start();
+    let mut sock = TcpStream::connect(c.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(sock, "GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut lines = BufReader::new(sock.try_clone().unwrap()).lines();
+    let mut saw_block = false;
+    for _ in 0..200 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if line.starts_with("event: block") {
+            saw_block = true;
+            break;
+        }
+    }
+    assert!(saw_block, "no block event within the bounded read");
+    let (s, _) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200);
+    let mut r = c.agent.get(&c.url("/metrics")).call().unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    for name in ["tollway_blocks_committed_total", "tollway_txs_committed_total", "tollway_block_height", "tollway_txs_submitted_total"] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    let _ = sock.read(&mut [0u8; 1]);
+}
+
+#[test]
+fn the_openapi_file_lists_exactly_the_served_routes() {
+    let spec: serde_json::Value = serde_json::from_str(tollway_chain::api::OPENAPI_JSON).unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<(String, String)> =
+        tollway_chain::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    served.sort();
+    assert_eq!(documented, served);
+    let c = start();
+    let (s, v) = c.get("/openapi.json");
+    assert_eq!(s, 200);
+    assert_eq!(v["openapi"], "3.1.0");
+}
