@@ -259,6 +259,9 @@ fn parse_interval(s: &str) -> anyhow::Result<Duration> {
 }
 
 fn run_node(a: &RunArgs) -> anyhow::Result<()> {
+    if !a.home.join("genesis.json").exists() {
+        bail!("{} is not a chain home (no genesis.json): run `tollway chain init --home {}` first", a.home.display(), a.home.display());
+    }
     let config = node_config(&a.home, a)?;
     let key = read_key_file(&a.home.join("node.key"))?;
     let store = Store::open(&store_path(&a.home))?;

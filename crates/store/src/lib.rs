@@ -43,6 +43,8 @@ pub enum StoreError {
     WrongFormat(String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
+    #[error("store at {0} is in use by another process (a running `tollway chain run`?); stop it first")]
+    InUse(String),
 }
 
 macro_rules! db_err {
@@ -136,7 +138,10 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(path.display().to_string()));
         }
-        let db = Database::open(path)?;
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
+            other => other.into(),
+        })?;
         let store = Store { db };
         let r = store.db.begin_read()?;
         let meta = r.open_table(META)?;
@@ -256,4 +261,42 @@ impl Store {
 
 fn decode_u64(bytes: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(bytes).map(u64::from_le_bytes).map_err(|_| corrupt("bad height"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::{Commit, Hash32, Header, SigningKey};
+
+    fn block(height: u64) -> Block {
+        let header = Header {
+            chain_id: "t".into(),
+            height,
+            parent: Hash32::of(&height.to_le_bytes()),
+            time_ms: 1000 + height,
+            tx_root: tollway_types::block::tx_root([]),
+            n_txs: 0,
+            state_root: Hash32::of(b"root"),
+            proposer: SigningKey::from_label("v").public(),
+        };
+        Block { header, commit: Commit { signatures: vec![] }, txs: vec![] }
+    }
+
+    #[test]
+    fn blocks_follow_the_tip_without_gaps_and_the_snapshot_stays_with_its_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
+        let gap = store.commit(&BlockCommit { block: &block(2), results: &[], epochs: &[], state_encoding: Some(b"x") });
+        assert!(matches!(gap, Err(StoreError::Corrupt(_))), "{gap:?}");
+        store.commit(&BlockCommit { block: &block(1), results: &[], epochs: &[], state_encoding: None }).unwrap();
+        let (tip, state) = store.tip().unwrap();
+        assert_eq!((tip.header.height, state.as_slice()), (1, b"state-0".as_slice()), "an unchanged block keeps the snapshot");
+        drop(store);
+        assert!(matches!(Store::create(&path, b"{}", &block(0), b"s"), Err(StoreError::Exists(_))));
+        let store = Store::open(&path).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))), "one process at a time");
+        assert_eq!(store.tip_height().unwrap(), 1);
+        assert_eq!(store.genesis_file().unwrap(), b"{}");
+    }
 }
