@@ -10,7 +10,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -129,36 +129,6 @@ fn parse_amounts(text: &str) -> anyhow::Result<(Token, Usd, Token)> {
     Ok((token, usd, stake))
 }
 
-/// Writes a key file readable only by its owner; never overwrites.
-pub fn write_key_file(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    let text = serde_json::json!({
-        "public": key.public().to_hex(),
-        "secret": tollway_types::keys::hex(&key.seed_bytes()),
-    });
-    writeln!(f, "{text}")?;
-    f.sync_all()?;
-    Ok(())
-}
-
-pub fn read_key_file(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
-    let secret = v["secret"].as_str().and_then(tollway_types::keys::parse_hex32);
-    let Some(seed) = secret else { bail!("{}: no 64-hex-digit \"secret\"", path.display()) };
-    let key = SigningKey::from_seed(seed);
-    if v["public"].as_str().is_some_and(|p| p != key.public().to_hex()) {
-        bail!("{}: the public key does not match the secret", path.display());
-    }
-    Ok(key)
-}
-
 fn init(a: &InitArgs) -> anyhow::Result<()> {
     let genesis_path = a.home.join("genesis.json");
     if genesis_path.exists() || store_path(&a.home).exists() {
@@ -211,7 +181,7 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     let bytes = file.to_json();
     std::fs::write(&genesis_path, &bytes).with_context(|| format!("writing {}", genesis_path.display()))?;
     let key_path = a.home.join("node.key");
-    write_key_file(&key_path, &key)?;
+    crate::keys::write_key_file(&key_path, &key, false)?;
     let toml_path = a.home.join("chain.toml");
     std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)?;
     let root = tollway_chain::core::init_store(&store_path(&a.home), &bytes, &key)?;
@@ -263,7 +233,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         bail!("{} is not a chain home (no genesis.json): run `tollway chain init --home {}` first", a.home.display(), a.home.display());
     }
     let config = node_config(&a.home, a)?;
-    let key = read_key_file(&a.home.join("node.key"))?;
+    let key = crate::keys::load_key_file(&a.home.join("node.key"))?;
     let store = Store::open(&store_path(&a.home))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
