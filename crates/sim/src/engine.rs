@@ -544,10 +544,11 @@ impl Sim {
         // Capacity online per region and UTC hour, and each node's weight.
         let mut cap = [[0f64; 24]; 8];
         for op in self.ops.iter().filter(|o| o.active) {
+            // Branch-free: an offline hour adds +0.0, which leaves the sum
+            // (never −0.0: it starts at +0.0 and adds non-negatives) as is.
+            let bps = op.serving_bps as f64;
             for (h, c) in cap[op.region].iter_mut().enumerate() {
-                if op.online_hours & (1 << h) != 0 {
-                    *c += op.serving_bps as f64;
-                }
+                *c += if op.online_hours >> h & 1 != 0 { bps } else { 0.0 };
             }
         }
         let mut out = [[0f64; 6]; 8];

@@ -96,9 +96,17 @@ pub fn stake_factor_ppm(staked: u128, p: &Params) -> u128 {
     mul_div_floor(staked.min(sat), PPM, sat)
 }
 
+/// Each oracle's weight in the medians: its account's bonded stake, at
+/// least 1. Gathered once per epoch; `aggregate` refreshes an entry when a
+/// slash changes that account's stake.
+fn oracle_weight(state: &State, o: usize) -> u128 {
+    state.accounts[state.oracles[o].account as usize].staked.0.max(1)
+}
+
 fn aggregate_reports(
     state: &State,
     n: usize,
+    oracle_weights: &[u128],
     good: &mut [u32],
     bad: &mut [u32],
 ) -> Aggregate {
@@ -108,8 +116,7 @@ fn aggregate_reports(
     let mut latency = Samples::EMPTY;
     let mut uptime = Samples::EMPTY;
     for slot in &node.epoch.reports {
-        let oracle = &state.oracles[slot.oracle as usize];
-        let weight = state.accounts[oracle.account as usize].staked.0.max(1);
+        let weight = oracle_weights[slot.oracle as usize];
         match slot.outcome {
             MeasurementOutcome::Measured { throughput_bps, latency_us } => {
                 throughput.push(throughput_bps, weight);
@@ -176,6 +183,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
     };
     let mut good = vec![0u32; state.oracles.len()];
     let mut bad = vec![0u32; state.oracles.len()];
+    let mut oracle_weights: Vec<u128> = (0..state.oracles.len()).map(|o| oracle_weight(state, o)).collect();
     for n in 0..n_nodes {
         let node = &mut state.nodes[n];
         node.last_reward = tollway_types::Token::ZERO;
@@ -187,7 +195,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             node.epoch.reset();
             continue;
         }
-        let agg = aggregate_reports(state, n, &mut good, &mut bad);
+        let agg = aggregate_reports(state, n, &oracle_weights, &mut good, &mut bad);
         let heartbeat = state.nodes[n].epoch.heartbeat;
         // Everything this epoch's steps need from the accumulators is read:
         // reset them for the next epoch here, in the same pass.
@@ -226,6 +234,14 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
         }
         if let Some((rho, oracles)) = over_claim {
             slash::slash_node(state, n, rho, &oracles, report);
+            // The slash took stake from the node's account: if that account
+            // is also an oracle's, the oracle weighs less from now on.
+            let a = state.nodes[n].account;
+            for (o, w) in oracle_weights.iter_mut().enumerate() {
+                if state.oracles[o].account == a {
+                    *w = oracle_weight(state, o);
+                }
+            }
         }
         let p = &state.params;
         let node = &state.nodes[n];
