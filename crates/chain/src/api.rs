@@ -292,8 +292,7 @@ fn tx_view(shared: &Shared, id: &TxId, state: Option<TxState>) -> ApiResult<(Sta
     Ok(match state {
         TxState::Pending => (StatusCode::ACCEPTED, json!({"id": id_hex, "status": "pending"})),
         TxState::Committed { height, index } => {
-            let events = shared.core().store().results(height).map_err(ApiError::internal)?;
-            let events = events.and_then(|r| r.into_iter().nth(index as usize)).unwrap_or_default();
+            let events = shared.core().events(id).map_err(ApiError::internal)?;
             (StatusCode::OK, json!({"id": id_hex, "status": "committed", "height": height, "index": index, "events": events}))
         }
         TxState::Rejected { code, message } => (

@@ -88,22 +88,25 @@ struct Speculative {
     dropped: Vec<Dropped>,
 }
 
+/// Recent tx statuses, with what committed txs did: a waiter answered at
+/// commit time needs no store read (a block's results are one record, and
+/// reading it once per waiter would cost O(txs²) per block).
 #[derive(Default)]
 struct Statuses {
-    map: HashMap<TxId, TxState>,
+    map: HashMap<TxId, (TxState, Vec<Event>)>,
     finished: VecDeque<TxId>,
     cap: usize,
 }
 
 impl Statuses {
-    fn set(&mut self, id: TxId, s: TxState) {
+    fn set(&mut self, id: TxId, s: TxState, events: Vec<Event>) {
         let finished = s != TxState::Pending;
-        self.map.insert(id, s);
+        self.map.insert(id, (s, events));
         if finished {
             self.finished.push_back(id);
             while self.finished.len() > self.cap {
                 if let Some(old) = self.finished.pop_front() {
-                    if self.map.get(&old).is_some_and(|s| *s != TxState::Pending) {
+                    if self.map.get(&old).is_some_and(|(s, _)| *s != TxState::Pending) {
                         self.map.remove(&old);
                     }
                 }
@@ -214,16 +217,24 @@ impl Core {
         };
         let nonce = s.accounts[idx as usize].nonce;
         self.mempool.admit(Pending::new(stx, id, bytes, fee_rank), nonce, self.tip.height)?;
-        self.statuses.set(id, TxState::Pending);
+        self.statuses.set(id, TxState::Pending, Vec::new());
         Ok(())
     }
 
     /// A tx's status: in memory if recent, else from the store.
     pub fn status(&self, id: &TxId) -> Result<Option<TxState>, ChainError> {
-        if let Some(s) = self.statuses.map.get(id) {
+        if let Some((s, _)) = self.statuses.map.get(id) {
             return Ok(Some(s.clone()));
         }
         Ok(self.store.tx_location(id)?.map(|(height, index)| TxState::Committed { height, index }))
+    }
+
+    /// What a committed tx did: from memory if recent, else from the store.
+    pub fn events(&self, id: &TxId) -> Result<Vec<Event>, ChainError> {
+        if let Some((TxState::Committed { .. }, events)) = self.statuses.map.get(id) {
+            return Ok(events.clone());
+        }
+        Ok(self.store.tx(id)?.map(|r| r.events).unwrap_or_default())
     }
 
     /// The block that would come after the tip: its height, parent and a
@@ -326,17 +337,18 @@ impl Application for Core {
             state_encoding: ex.state_encoding.as_deref(),
         })?;
         let tx_ids: Vec<TxId> = spec.taken.iter().map(|p| p.id).collect();
-        for (index, id) in tx_ids.iter().enumerate() {
-            self.statuses.set(*id, TxState::Committed { height: block.header.height, index: index as u32 });
+        let Executed { results, epochs, .. } = spec.executed;
+        for (index, (id, events)) in tx_ids.iter().zip(results).enumerate() {
+            self.statuses.set(*id, TxState::Committed { height: block.header.height, index: index as u32 }, events);
         }
         let state = &self.state;
         let mut dropped = spec.dropped;
         dropped.extend(self.mempool.prune(|a| Core::next_nonce(state, a), block.header.height));
         for d in &dropped {
-            self.statuses.set(d.id, TxState::Rejected { code: d.code.to_string(), message: d.message.clone() });
+            self.statuses.set(d.id, TxState::Rejected { code: d.code.to_string(), message: d.message.clone() }, Vec::new());
         }
         self.tip = block.header.clone();
-        Ok(Committed { header: block.header, hash, tx_ids, epochs: spec.executed.epochs, dropped })
+        Ok(Committed { header: block.header, hash, tx_ids, epochs, dropped })
     }
 
     fn abandon(&mut self) -> Result<(), ChainError> {
