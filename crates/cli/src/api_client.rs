@@ -185,7 +185,7 @@ impl ApiClient {
         match self.get(&format!("/v1/accounts/{}", id.to_hex())) {
             Ok(found) => Ok(Some(found)),
             Err(e) => match e.downcast_ref::<ApiError>() {
-                Some(api) if api.http_status == 404 => Ok(None),
+                Some(api) if api.http_status == 404 && api.code == "unknown_account" => Ok(None),
                 _ => Err(e.context(format!("looking up account {}", id.to_hex()))),
             },
         }

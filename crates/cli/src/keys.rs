@@ -8,7 +8,7 @@
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tollway_types::keys::{hex, parse_hex32};
@@ -89,6 +89,9 @@ pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Import { out, force, json } => {
             let path = out.clone().unwrap_or_else(default_key_path);
             let mut input = String::new();
+            if std::io::stdin().is_terminal() {
+                eprintln!("paste the 64-hex-digit secret seed, then press Enter and Ctrl-D:");
+            }
             std::io::stdin().read_to_string(&mut input).context("reading the secret seed from stdin")?;
             let key = parse_secret(&input)?;
             write_key_file(&path, &key, *force)?;

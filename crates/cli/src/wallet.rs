@@ -436,8 +436,15 @@ impl Wallet {
         if lifetime_secs == 0 {
             bail!("--expires-in must be longer than 0s");
         }
-        // Expiry is on the chain's clock (block time), not this machine's.
-        let chain_now_secs = self.api.status()?.time_ms / 1000;
+        // Expiry is on the chain's clock: the time of the block that will
+        // include the tx. The tip's time lags it while the chain is idle (no
+        // empty blocks), so count from the later of the tip and this clock.
+        let tip_secs = self.api.status()?.time_ms / 1000;
+        let local_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let chain_now_secs = tip_secs.max(local_secs);
         let expires_at_secs = chain_now_secs.saturating_add(lifetime_secs);
         let done = self.submit(TxBody::OpenChannel { node, escrow, expires_at_secs })?;
         let me = self.key()?.public();
@@ -544,8 +551,7 @@ fn describe_refusal(e: anyhow::Error, kind: &str) -> anyhow::Error {
 
 fn print_account(acct: &Account) {
     println!("account   {}", acct.id);
-    println!("  TWY       {}", acct.token);
-    println!("  USD       {}", acct.usd);
+    println!("  balance   {} · {}", acct.token, acct.usd);
     println!("  staked    {}", acct.staked);
     for u in &acct.unbonding {
         println!("  unbonding {} (withdrawable from chain time {} s)", u.amount, u.release_at_secs);
@@ -650,6 +656,29 @@ mod tests {
         for bad in ["0", "10-5", "x", "1-70000"] {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
+
+        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None };
+        let account = |token: u128, usd: u128| Account {
+            id: SigningKey::from_label("a").public(),
+            nonce: 0,
+            token: Token(token),
+            usd: Usd(usd),
+            staked: Token::ZERO,
+            unbonding: Vec::new(),
+            vesting: Token::ZERO,
+            node: false,
+            oracle: false,
+            open_channels: 0,
+        };
+        let to = SigningKey::from_label("b").public();
+        let send_usd = TxBody::Transfer { to, amount: Amount::Usd(Usd(500)) };
+        let send_token = TxBody::Transfer { to, amount: Amount::Token(Token(5000)) };
+        // USD when it covers the fee on top of what the body spends in USD.
+        assert_eq!(default_fee(&status, &account(0, 600), &send_usd), Amount::Usd(Usd(100)));
+        assert_eq!(default_fee(&status, &account(1000, 550), &send_usd), Amount::Token(Token(1000)));
+        // No USD at all: TWY, even if short (the ledger then names the shortfall).
+        assert_eq!(default_fee(&status, &account(5500, 0), &send_token), Amount::Token(Token(1000)));
+        assert_eq!(default_fee(&status, &account(5500, 100), &send_token), Amount::Usd(Usd(100)));
 
         let key = SigningKey::from_label("client");
         let signed = Receipt { chain_id: "c".into(), channel: Hash32([1; 32]), cumulative_usd: Usd(5), cumulative_bytes: 9 }.sign(&key);

@@ -1,0 +1,366 @@
+//! End-to-end: `tollway keys` and `tollway wallet` through the real binary,
+//! the wallet against a real `tollway chain run` process on a loopback port.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What one run of the binary did.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The stdout as JSON; panics with both streams if it is not.
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+    fn expect_ok(self, what: &str) -> Run {
+        assert!(self.ok, "{what} failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    fn expect_err(self, what: &str, needle: &str) -> Run {
+        assert!(!self.ok, "{what} should have failed:\nstdout:\n{}", self.stdout);
+        assert!(self.stderr.starts_with("error: "), "{what}: not an `error:` line: {}", self.stderr);
+        assert!(self.stderr.contains(needle), "{what}: expected {needle:?} in:\n{}", self.stderr);
+        self
+    }
+}
+
+/// Runs `tollway ARGS` in `dir` with a clean environment for our variables,
+/// optionally feeding `stdin`.
+fn tollway(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollway"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("TOLLWAY_KEY")
+        .env_remove("TOLLWAY_API")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap_or_else(|| panic!("no stdin pipe"));
+        pipe.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("writing stdin: {e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for tollway: {e}"));
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollway-wallet-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn sleep_until(t: std::time::Instant) {
+    std::thread::sleep(t.saturating_duration_since(std::time::Instant::now()));
+}
+
+fn str_field(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_else(|| panic!("no string {key:?} in {v}")).to_string()
+}
+
+#[test]
+fn keys_are_created_0600_never_overwritten_and_imported_from_stdin() {
+    let dir = temp_dir("keys");
+    let created = tollway(&dir, &["keys", "new", "--out", "a.key", "--json"], None).expect_ok("keys new").json();
+    let public = str_field(&created, "public");
+    assert_eq!(public.len(), 64);
+    let a = dir.join("a.key");
+    assert_eq!(mode_of(&a), 0o600);
+    let file: Value = serde_json::from_str(&read(&a)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(str_field(&file, "public"), public);
+    let secret = str_field(&file, "secret");
+    assert_eq!(secret.len(), 64);
+
+    // No silent overwrite: the old key survives a second `new`.
+    let before = read(&a);
+    tollway(&dir, &["keys", "new", "--out", "a.key"], None).expect_err("second keys new", "already exists");
+    assert_eq!(read(&a), before);
+
+    // `show` prints the account id, never the secret; human and JSON.
+    let shown = tollway(&dir, &["keys", "show", "--key", "a.key"], None).expect_ok("keys show");
+    assert_eq!(shown.stdout.trim(), public);
+    assert!(!shown.stdout.contains(&secret) && !shown.stderr.contains(&secret));
+    let shown = tollway(&dir, &["keys", "show", "--key", "a.key", "--json"], None).expect_ok("keys show --json").json();
+    assert_eq!(str_field(&shown, "public"), public);
+
+    // $TOLLWAY_KEY, then ./tollway.key, are the defaults.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(["keys", "show"])
+        .current_dir(&dir)
+        .env("TOLLWAY_KEY", &a)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), public);
+    tollway(&dir, &["keys", "show"], None).expect_err("keys show without a key", "tollway.key does not exist");
+
+    // Import: the seed arrives on stdin and gives back the same account.
+    let imported = tollway(&dir, &["keys", "import", "--out", "b.key", "--json"], Some(&format!("{secret}\n")))
+        .expect_ok("keys import")
+        .json();
+    assert_eq!(str_field(&imported, "public"), public);
+    assert_eq!(mode_of(&dir.join("b.key")), 0o600);
+    tollway(&dir, &["keys", "import", "--out", "b.key"], Some(&secret)).expect_err("import over b.key", "already exists");
+    let replaced =
+        tollway(&dir, &["keys", "import", "--out", "b.key", "--force"], Some(&secret)).expect_ok("import --force");
+    assert!(replaced.stdout.contains(&public), "{}", replaced.stdout);
+
+    // Garbage on stdin: refused, not echoed, and no file is left behind.
+    for garbage in ["", "hello", &secret[..60], &format!("{secret}ff")] {
+        let run = tollway(&dir, &["keys", "import", "--out", "c.key"], Some(garbage)).expect_err("garbage import", "64 hex digits");
+        if garbage.len() > 10 {
+            assert!(!run.stderr.contains(&garbage[..10]), "the input was echoed: {}", run.stderr);
+        }
+        assert!(!dir.join("c.key").exists(), "a key file was written from {garbage:?}");
+    }
+
+    // A key file others can read still loads, with a warning.
+    std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    let loose = tollway(&dir, &["keys", "show", "--key", "a.key"], None).expect_ok("keys show 0644");
+    assert!(loose.stderr.contains("readable by others"), "{}", loose.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `tollway chain run` child, killed when dropped (even when a test
+/// assertion panics half-way).
+struct ChainProcess {
+    child: Child,
+    api: String,
+}
+
+impl Drop for ChainProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChainProcess {
+    /// Starts the chain on a free loopback port and waits for its
+    /// `listening on http://…` line.
+    fn start(dir: &Path, home: &Path) -> ChainProcess {
+        let home = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "100ms"])
+            .current_dir(dir)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tollway chain run: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout pipe"));
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stdout so the chain never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let mut chain = ChainProcess { child, api: String::new() };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => chain.api = url,
+            Err(_) => {
+                let status = chain.child.try_wait().ok().flatten();
+                panic!("tollway chain run printed no `listening on` line within 30 s (exit: {status:?})");
+            }
+        }
+        chain
+    }
+}
+
+/// Runs `tollway wallet --api API --key KEY --json ARGS…` and returns the
+/// result.
+fn wallet(dir: &Path, api: &str, key: &str, args: &[&str]) -> Run {
+    let mut all = vec!["wallet", "--api", api, "--key", key];
+    all.extend_from_slice(args);
+    tollway(dir, &all, None)
+}
+
+fn balance(dir: &Path, api: &str, account: &str) -> Value {
+    wallet(dir, api, "alice.key", &["balance", account, "--json"]).expect_ok("balance").json()
+}
+
+#[test]
+fn wallet_drives_a_real_chain_end_to_end() {
+    let dir = temp_dir("chain");
+    let mut ids = std::collections::BTreeMap::new();
+    for name in ["alice", "bob", "node"] {
+        let out = format!("{name}.key");
+        let created = tollway(&dir, &["keys", "new", "--out", &out, "--json"], None).expect_ok("keys new").json();
+        ids.insert(name, str_field(&created, "public"));
+    }
+    let (alice, bob, node) = (&ids["alice"], &ids["bob"], &ids["node"]);
+
+    // Unbonding and the channel grace are seconds here so that withdraw and
+    // close-channel can succeed within the test.
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let alloc_alice = format!("{alice}=1000TWY,100USD");
+    let alloc_node = format!("{node}=2000TWY,10USD");
+    let init = tollway(
+        &dir,
+        &[
+            "chain", "init", "--home", home_str, "--chain-id", "tollway-e2e", "--alloc", &alloc_alice, "--alloc",
+            &alloc_node, "--param", "unbonding=4s", "--param", "channel_close_grace=1s",
+        ],
+        None,
+    )
+    .expect_ok("chain init");
+    // The sequencer's key is also the USD gateway (it signs deposits).
+    let gateway_key = home.join("node.key");
+    assert!(init.stdout.contains(&gateway_key.display().to_string()), "{}", init.stdout);
+    assert_eq!(mode_of(&gateway_key), 0o600);
+    let gateway_key = gateway_key.to_str().unwrap_or_else(|| panic!("non-UTF-8 path")).to_string();
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+
+    // Transfer alice → bob: bob gains exactly the amount; alice pays it
+    // plus the fee (in USD: she holds USD, so TWY moves by the amount only).
+    let sent = wallet(&dir, api, "alice.key", &["transfer", bob, "12.5 TWY"]).expect_ok("transfer");
+    assert!(sent.stdout.starts_with("transferred 12.5 TWY to "), "{}", sent.stdout);
+    assert!(sent.stdout.contains("in block "), "{}", sent.stdout);
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "token"), "987.5");
+    assert_eq!(str_field(&a, "usd"), "99.9999");
+    assert_eq!(a["nonce"], 1);
+    let b = balance(&dir, api, bob);
+    assert_eq!(str_field(&b, "token"), "12.5");
+    assert_eq!(str_field(&b, "usd"), "0");
+
+    // Too much: a clear error, a non-zero exit, and nothing changed.
+    wallet(&dir, api, "bob.key", &["transfer", alice, "1000 TWY"]).expect_err("overdraft", "insufficient");
+    let b2 = balance(&dir, api, bob);
+    assert_eq!(b2, b, "a refused transfer changed bob's account");
+    wallet(&dir, api, "bob.key", &["transfer", "not-an-account", "1 TWY"]).expect_err("bad TO", "not an account id");
+    wallet(&dir, api, "bob.key", &["transfer", alice, "12.5"]).expect_err("no unit", "needs a unit");
+
+    // An account the chain has never seen is a zero balance, not an error.
+    let nobody = "ab".repeat(32);
+    let zero = wallet(&dir, api, "alice.key", &["balance", &nobody]).expect_ok("unknown balance");
+    assert!(zero.stdout.contains("not on chain yet"), "{}", zero.stdout);
+
+    // Stake and unbond; withdrawing before the period ends says when.
+    wallet(&dir, api, "alice.key", &["stake", "100"]).expect_ok("stake");
+    let unbond = wallet(&dir, api, "alice.key", &["unbond", "40 TWY", "--json"]).expect_ok("unbond").json();
+    // The unbond's block is no later than now: it releases by now + 4 s.
+    let unbonded_at = std::time::Instant::now();
+    assert_eq!(str_field(&unbond, "status"), "committed");
+    wallet(&dir, api, "alice.key", &["withdraw"]).expect_err("early withdraw", "unbonding releases at");
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "staked"), "60");
+    assert_eq!(str_field(&a["unbonding"][0], "amount"), "40");
+    assert_eq!(str_field(&a, "token"), "887.5");
+    sleep_until(unbonded_at + Duration::from_millis(4500));
+    let withdrawn = wallet(&dir, api, "alice.key", &["withdraw"]).expect_ok("withdraw");
+    assert!(withdrawn.stdout.starts_with("withdrew 40 TWY"), "{}", withdrawn.stdout);
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "token"), "927.5");
+    assert_eq!(a["unbonding"].as_array().map(Vec::len), Some(0));
+
+    // The node operator stakes the minimum and registers.
+    wallet(&dir, api, "node.key", &["stake", "1000 TWY"]).expect_ok("node stake");
+    let registered = wallet(
+        &dir,
+        api,
+        "node.key",
+        &[
+            "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "100000000",
+            "--price-usd-per-gib", "0.5", "--ports", "4433-4440",
+        ],
+    )
+    .expect_ok("register-node");
+    assert!(registered.stdout.starts_with("registered node in DE"), "{}", registered.stdout);
+    assert_eq!(balance(&dir, api, node)["node"], true);
+
+    // Alice opens a channel, signs a receipt, the node settles it.
+    let opened =
+        wallet(&dir, api, "alice.key", &["open-channel", node, "$5", "--expires-in", "1h", "--json"]).expect_ok("open").json();
+    let channel = str_field(&opened, "channel");
+    assert_eq!(channel.len(), 64);
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "usd"), "94.9995", "escrow $5 and five USD fees");
+    assert_eq!(a["open_channels"], 1);
+
+    let receipt = wallet(&dir, api, "alice.key", &["sign-receipt", &channel, "--usd", "1.25", "--bytes", "1000000"])
+        .expect_ok("sign-receipt");
+    let receipt_hex = receipt.stdout.trim().to_string();
+    // Only the client signs receipts for its channel.
+    wallet(&dir, api, "bob.key", &["sign-receipt", &channel, "--usd", "1", "--bytes", "1"])
+        .expect_err("bob signs", "not the client");
+    wallet(&dir, api, "alice.key", &["sign-receipt", &channel, "--usd", "6", "--bytes", "1"])
+        .expect_err("over escrow", "more than the channel's escrow");
+
+    let settled = wallet(&dir, api, "node.key", &["settle-channel", &receipt_hex]).expect_ok("settle");
+    assert!(settled.stdout.starts_with("settled $1.25 on channel "), "{}", settled.stdout);
+    // Settling the same receipt again is stale: refused, nothing changed.
+    wallet(&dir, api, "node.key", &["settle-channel", &receipt_hex]).expect_err("stale settle", "stale receipt");
+    wallet(&dir, api, "node.key", &["settle-channel", "00ff"]).expect_err("garbage receipt", "not a signed receipt");
+
+    let listed = wallet(&dir, api, "alice.key", &["channels", "--json"]).expect_ok("channels").json();
+    let list = listed.as_array().unwrap_or_else(|| panic!("channels is not an array: {listed}"));
+    assert_eq!(list.len(), 1);
+    assert_eq!(str_field(&list[0], "id"), channel);
+    assert_eq!(str_field(&list[0], "paid"), "1.25");
+    assert_eq!(list[0]["paid_bytes"], 1_000_000);
+    assert_eq!(str_field(&list[0], "escrow"), "5");
+    let human = wallet(&dir, api, "node.key", &["channels"]).expect_ok("node channels");
+    assert!(human.stdout.contains(&channel) && human.stdout.contains("node"), "{}", human.stdout);
+
+    // The channel is not closable before expiry and grace.
+    wallet(&dir, api, "alice.key", &["close-channel", &channel]).expect_err("early close", "cannot be closed before");
+
+    // A short channel: after expiry and grace, close returns the unspent escrow.
+    let short = wallet(&dir, api, "alice.key", &["open-channel", node, "2", "--expires-in", "3s"]).expect_ok("open short");
+    // Expiry ≤ now + 3 s, closable one grace second later.
+    let opened_at = std::time::Instant::now();
+    let short_id = short
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("channel "))
+        .unwrap_or_else(|| panic!("no `channel` line in {}", short.stdout))
+        .to_string();
+    sleep_until(opened_at + Duration::from_millis(4500));
+    let closed = wallet(&dir, api, "alice.key", &["close-channel", &short_id]).expect_ok("close");
+    assert!(closed.stdout.contains("refunded $2"), "{}", closed.stdout);
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "usd"), "94.9993", "the $2 came back; two more fees");
+    assert_eq!(a["open_channels"], 1);
+
+    // Deposits are the gateway's alone.
+    wallet(&dir, api, "alice.key", &["deposit", bob, "$10"]).expect_err("deposit by alice", "only the gateway");
+    let deposited = wallet(&dir, api, &gateway_key, &["deposit", bob, "10"]).expect_ok("deposit");
+    assert!(deposited.stdout.starts_with("deposited $10 to "), "{}", deposited.stdout);
+    assert_eq!(str_field(&balance(&dir, api, bob), "usd"), "10");
+
+    // Stopped, the chain's blocks replay to the same roots.
+    drop(chain);
+    let replayed = tollway(&dir, &["chain", "replay", "--home", home_str], None).expect_ok("chain replay");
+    assert!(replayed.stdout.contains("every state root matches"), "{}", replayed.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
