@@ -6,8 +6,9 @@
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::time::Duration;
-use tollway_types::{AccountId, ChannelId, PublicKey, SignedTx, Token, TxId, Usd};
+use tollway_types::{AccountId, ChannelId, CountryCode, PublicKey, SignedTx, Token, TxId, Usd};
 
 /// `GET /v1/status`: what a tx builder needs (chain id, fees, chain time).
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +60,19 @@ pub struct Channel {
     #[serde(default)]
     pub paid_bytes: u64,
     pub expires_at_secs: u64,
+}
+
+/// `GET /v1/nodes` entries: what a client weighs when it picks a node.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeInfo {
+    pub id: AccountId,
+    pub country: CountryCode,
+    pub region: String,
+    pub addrs: Vec<IpAddr>,
+    pub claimed_capacity_bps: u64,
+    pub verified_capacity_bps: u64,
+    pub price_usd_micro_per_gib: u64,
+    pub reputation_ppm: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -198,6 +212,11 @@ impl ApiClient {
 
     pub fn channel(&self, id: &ChannelId) -> anyhow::Result<(Channel, serde_json::Value)> {
         self.get(&format!("/v1/channels/{}", id.to_hex())).with_context(|| format!("looking up channel {}", id.to_hex()))
+    }
+
+    /// Node search; `query` is an already-validated `k=v&…` string.
+    pub fn nodes(&self, query: &str) -> anyhow::Result<(Vec<NodeInfo>, serde_json::Value)> {
+        self.get(&format!("/v1/nodes?{query}")).context("searching nodes")
     }
 
     /// POSTs the canonical bytes and waits up to `timeout_ms` for the block.

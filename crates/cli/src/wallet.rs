@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use tollway_ledger::params::parse_duration_secs;
 use tollway_types::keys::parse_hex;
 use tollway_types::{
-    channel_id, codec, AccountId, Amount, ChannelId, CountryCode, Hash32, NodeSpec, PublicKey, Receipt,
+    channel_id, codec, AccountId, Amount, ChannelId, CountryCode, Hash32, MacroRegion, NodeSpec, PublicKey, Receipt,
     SignedReceipt, SigningKey, Token, Tx, TxBody, Usd,
 };
 
@@ -78,6 +78,24 @@ pub enum WalletCommand {
     Withdraw,
     /// List the payment channels this account is client or node of.
     Channels,
+    /// Search active nodes, best verified capacity first.
+    Nodes {
+        /// A macro-region, e.g. europe or north-america.
+        #[arg(long)]
+        region: Option<String>,
+        /// An ISO 3166 country code, e.g. DE.
+        #[arg(long)]
+        country: Option<String>,
+        /// Highest price per GiB in USD, e.g. 0.5.
+        #[arg(long, value_name = "USD")]
+        max_price_usd_per_gib: Option<String>,
+        /// Lowest capacity the oracles verified, in bit/s.
+        #[arg(long, value_name = "N")]
+        min_verified_capacity_bps: Option<u64>,
+        /// Lowest reputation, in parts per million.
+        #[arg(long, value_name = "PPM")]
+        min_reputation_ppm: Option<u32>,
+    },
     /// Open a payment channel to a node, escrowing USD.
     OpenChannel {
         /// The node's account id (64 hex digits).
@@ -233,6 +251,34 @@ impl Wallet {
                 self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
             }
             WalletCommand::Channels => self.channels(),
+            WalletCommand::Nodes {
+                region,
+                country,
+                max_price_usd_per_gib,
+                min_verified_capacity_bps,
+                min_reputation_ppm,
+            } => {
+                let mut query = Vec::new();
+                if let Some(r) = region {
+                    let names: Vec<&str> = MacroRegion::ALL.iter().map(|r| r.name()).collect();
+                    let region = MacroRegion::from_name(r.trim())
+                        .with_context(|| format!("--region {r:?} is not a region; use one of {}", names.join(", ")))?;
+                    query.push(format!("region={}", region.name()));
+                }
+                if let Some(c) = country {
+                    query.push(format!("country={}", CountryCode::parse(c).context("--country")?));
+                }
+                if let Some(p) = max_price_usd_per_gib {
+                    query.push(format!("max_price_usd_micro_per_gib={}", usd_micro("--max-price-usd-per-gib", p)?));
+                }
+                if let Some(c) = min_verified_capacity_bps {
+                    query.push(format!("min_verified_capacity_bps={c}"));
+                }
+                if let Some(r) = min_reputation_ppm {
+                    query.push(format!("min_reputation_ppm={r}"));
+                }
+                self.nodes(&query.join("&"))
+            }
             WalletCommand::OpenChannel { node, escrow_usd, expires_in } => {
                 self.open_channel(node, escrow_usd, expires_in)
             }
@@ -429,6 +475,37 @@ impl Wallet {
         Ok(())
     }
 
+    fn nodes(&self, query: &str) -> anyhow::Result<()> {
+        let (nodes, raw) = self.api.nodes(query)?;
+        if self.json {
+            println!("{raw}");
+            return Ok(());
+        }
+        if nodes.is_empty() {
+            println!("no active node matches");
+            return Ok(());
+        }
+        println!(
+            "{:<64}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>10}",
+            "node", "cc", "region", "address", "claimed", "verified", "per GiB", "reputation"
+        );
+        for n in &nodes {
+            let addr = n.addrs.first().map_or_else(String::new, |a| a.to_string());
+            println!(
+                "{}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>9.1}%",
+                n.id,
+                n.country.as_str(),
+                n.region,
+                addr,
+                format_bps(n.claimed_capacity_bps),
+                format_bps(n.verified_capacity_bps),
+                Usd(n.price_usd_micro_per_gib as u128).to_string(),
+                n.reputation_ppm as f64 / 10_000.0
+            );
+        }
+        Ok(())
+    }
+
     fn open_channel(&self, node: &str, escrow_usd: &str, expires_in: &str) -> anyhow::Result<()> {
         let node = parse_account("NODE", node)?;
         let escrow = parse_usd(escrow_usd)?;
@@ -568,6 +645,20 @@ fn print_account(acct: &Account) {
     );
 }
 
+/// Bit/s for people: "100 Mbit/s", "1.5 Gbit/s".
+fn format_bps(bps: u64) -> String {
+    for (unit, scale) in [("Gbit/s", 1_000_000_000u64), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {
+        if bps >= scale {
+            let tenths = bps / (scale / 10);
+            return match tenths % 10 {
+                0 => format!("{} {unit}", tenths / 10),
+                d => format!("{}.{d} {unit}", tenths / 10),
+            };
+        }
+    }
+    format!("{bps} bit/s")
+}
+
 fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
     match now_secs {
         Some(now) if expires_at_secs > now => format!("{expires_at_secs} (in {} s)", expires_at_secs - now),
@@ -651,6 +742,9 @@ mod tests {
         assert_eq!(parse_usd("$0.25").unwrap_or_default(), Usd(250_000));
         assert_eq!(parse_usd("5").unwrap_or_default(), Usd::units(5));
         assert!(err_of(parse_usd("5 TWY")).contains("is TWY"));
+        assert_eq!(format_bps(100_000_000), "100 Mbit/s");
+        assert_eq!(format_bps(1_500_000_000), "1.5 Gbit/s");
+        assert_eq!(format_bps(999), "999 bit/s");
         assert_eq!(parse_ports("4433-4440").unwrap_or_default(), (4433, 4440));
         assert_eq!(parse_ports("4433").unwrap_or_default(), (4433, 4433));
         for bad in ["0", "10-5", "x", "1-70000"] {

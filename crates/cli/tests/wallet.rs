@@ -298,6 +298,20 @@ fn wallet_drives_a_real_chain_end_to_end() {
     assert!(registered.stdout.starts_with("registered node in DE"), "{}", registered.stdout);
     assert_eq!(balance(&dir, api, node)["node"], true);
 
+    // Clients find it by country, region and price.
+    let found = wallet(&dir, api, "alice.key", &["nodes", "--country", "de", "--max-price-usd-per-gib", "0.5", "--json"])
+        .expect_ok("nodes")
+        .json();
+    let found = found.as_array().unwrap_or_else(|| panic!("nodes is not an array: {found}"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(&str_field(&found[0], "id"), node);
+    assert_eq!(found[0]["price_usd_micro_per_gib"], 500_000);
+    let table = wallet(&dir, api, "alice.key", &["nodes", "--region", "europe"]).expect_ok("nodes table");
+    assert!(table.stdout.contains(node.as_str()) && table.stdout.contains("100 Mbit/s"), "{}", table.stdout);
+    let cheaper = wallet(&dir, api, "alice.key", &["nodes", "--max-price-usd-per-gib", "0.4"]).expect_ok("nodes cheap");
+    assert!(cheaper.stdout.contains("no active node matches"), "{}", cheaper.stdout);
+    wallet(&dir, api, "alice.key", &["nodes", "--region", "atlantis"]).expect_err("bad region", "is not a region");
+
     // Alice opens a channel, signs a receipt, the node settles it.
     let opened =
         wallet(&dir, api, "alice.key", &["open-channel", node, "$5", "--expires-in", "1h", "--json"]).expect_ok("open").json();
