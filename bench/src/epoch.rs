@@ -19,7 +19,7 @@ use anyhow::{ensure, Context};
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tollway_ledger::assignment::assigned_oracles;
+use tollway_ledger::assignment::Assigner;
 use tollway_ledger::state::NodeIdx;
 use tollway_ledger::testkit::{self, fund, World};
 use tollway_ledger::{apply_verified, end_epoch, Ctx, EpochReport, Params, State};
@@ -393,9 +393,12 @@ fn prepare(cfg: &Config, progress: &Progress) -> anyhow::Result<World> {
 fn submit_reports(world: &mut World, oracle_keys: &[SigningKey], profiles: &[NodeProfile]) -> anyhow::Result<usize> {
     let epoch = world.state.epoch;
     let mut per_oracle: Vec<Vec<Measurement>> = vec![Vec::new(); oracle_keys.len()];
+    // One assigner for the epoch (the same assignment as
+    // `assigned_oracles`, without gathering the oracles again per node).
+    let assigner = Assigner::new(&world.state);
     for (n, profile) in profiles.iter().enumerate() {
         let node = world.state.nodes[n].operator;
-        for o in assigned_oracles(&world.state, n as NodeIdx) {
+        for &o in assigner.assign(&world.state, n as NodeIdx).as_slice() {
             let (outcome, uptime_ppm) = profile.measurement(n, o, epoch);
             per_oracle[o as usize].push(Measurement { node, outcome, uptime_ppm });
         }
