@@ -257,6 +257,11 @@ fn wallet_drives_a_real_chain_end_to_end() {
     wallet(&dir, api, "bob.key", &["transfer", alice, "1000 TWY"]).expect_err("overdraft", "insufficient");
     let b2 = balance(&dir, api, bob);
     assert_eq!(b2, b, "a refused transfer changed bob's account");
+    // An explicit fee is paid as given; one below the chain's minimum is refused.
+    wallet(&dir, api, "bob.key", &["transfer", node, "1 TWY", "--fee", "0.002 TWY"]).expect_ok("transfer with --fee");
+    assert_eq!(str_field(&balance(&dir, api, bob), "token"), "11.498");
+    wallet(&dir, api, "bob.key", &["transfer", node, "1 TWY", "--fee", "0.0001 TWY"]).expect_err("low fee", "below the minimum");
+    assert_eq!(str_field(&balance(&dir, api, bob), "token"), "11.498");
     wallet(&dir, api, "bob.key", &["transfer", "not-an-account", "1 TWY"]).expect_err("bad TO", "not an account id");
     wallet(&dir, api, "bob.key", &["transfer", alice, "12.5"]).expect_err("no unit", "needs a unit");
 
