@@ -76,8 +76,11 @@ pub enum WalletCommand {
     },
     /// Move every unbonding entry whose period has ended back to the balance.
     Withdraw,
-    /// List the payment channels this account is client or node of.
-    Channels,
+    /// List the payment channels an account is client or node of [default: own].
+    Channels {
+        /// An account id (64 hex digits).
+        account: Option<String>,
+    },
     /// Search active nodes, best verified capacity first.
     Nodes {
         /// A macro-region, e.g. europe or north-america.
@@ -250,7 +253,7 @@ impl Wallet {
                 let amount = done.event("UnbondedWithdrawn").and_then(|e| e.get("amount")).and_then(Value::as_str);
                 self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
             }
-            WalletCommand::Channels => self.channels(),
+            WalletCommand::Channels { account } => self.channels(account.as_deref()),
             WalletCommand::Nodes {
                 region,
                 country,
@@ -446,8 +449,11 @@ impl Wallet {
         Ok(())
     }
 
-    fn channels(&self) -> anyhow::Result<()> {
-        let me = self.key()?.public();
+    fn channels(&self, account: Option<&str>) -> anyhow::Result<()> {
+        let me = match account {
+            Some(hex) => parse_account("ACCOUNT", hex)?,
+            None => self.key()?.public(),
+        };
         let (channels, raw) = self.api.account_channels(&me)?;
         if self.json {
             println!("{raw}");

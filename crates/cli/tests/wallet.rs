@@ -348,7 +348,7 @@ fn wallet_drives_a_real_chain_end_to_end() {
     assert_eq!(str_field(&list[0], "paid"), "1.25");
     assert_eq!(list[0]["paid_bytes"], 1_000_000);
     assert_eq!(str_field(&list[0], "escrow"), "5");
-    let human = wallet(&dir, api, "node.key", &["channels"]).expect_ok("node channels");
+    let human = wallet(&dir, api, "bob.key", &["channels", node]).expect_ok("node channels");
     assert!(human.stdout.contains(&channel) && human.stdout.contains("node"), "{}", human.stdout);
 
     // The channel is not closable before expiry and grace.
