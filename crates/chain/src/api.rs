@@ -322,6 +322,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "tip_hash": tip.hash(),
         "state_root": tip.state_root,
         "time_ms": tip.time_ms,
+        "now_ms": crate::node::now_ms(),
         "epoch": st.epoch,
         "epoch_start_secs": st.epoch_start_secs,
         "epoch_secs": st.params.epoch_secs,

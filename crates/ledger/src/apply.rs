@@ -53,8 +53,22 @@ pub fn apply_verified(state: &mut State, ctx: Ctx, stx: &SignedTx) -> Result<Vec
         }
         Err(e) => {
             refund_fee(state, signer, tx.fee);
-            Err(e)
+            Err(with_fee_counted(e, tx.fee))
         }
+    }
+}
+
+/// A body that ran out of the fee's currency saw the balance after the fee;
+/// the signer should hear what they hold and what the whole tx needs.
+fn with_fee_counted(e: TxError, fee: Amount) -> TxError {
+    match (e, fee) {
+        (TxError::InsufficientToken { have, need }, Amount::Token(f)) => {
+            TxError::InsufficientToken { have: Token(have.0 + f.0), need: Token(need.0.saturating_add(f.0)) }
+        }
+        (TxError::InsufficientUsd { have, need }, Amount::Usd(f)) => {
+            TxError::InsufficientUsd { have: Usd(have.0 + f.0), need: Usd(need.0.saturating_add(f.0)) }
+        }
+        (e, _) => e,
     }
 }
 

@@ -129,7 +129,7 @@ fn rejections_explain_themselves() {
             "bad nonce 7: account 25ece6095f86da38a2737dede353221782e1b6c519644b8fc21cb6fcbea26b83 expects nonce 0",
             "unknown account f0fd2a0580251b03721ccf0bd50f9ed70839f8a8924370ed7f7e0609b86a3899: it has never received funds",
             "fee $0.000001 is below the minimum of $0.0001",
-            "insufficient token balance: have 99.999 TWY, need 1000 TWY",
+            "insufficient token balance: have 100 TWY, need 1000.001 TWY",
             "insufficient token balance: have 0 TWY, need 0.001 TWY",
             "amount must be greater than zero",
             "insufficient stake: have 2000 TWY bonded, need 5000 TWY",
@@ -152,7 +152,7 @@ fn rejections_explain_themselves() {
             "report entry 0: uptime 2000000 ppm is above 1,000,000",
             "swap output 996006 is below the minimum 340282366920938463463374607431768211455 you accepted",
             "only the gateway may deposit USD",
-            "insufficient USD balance: have $9, need $10",
+            "insufficient USD balance: have $10, need $11",
             "nothing to withdraw: no tokens are unbonding",
             "dd7d4e30827b7cb0c7842775ef2ff0764a85c2f8a78897e54fbae5c5c4f57d33 is not an active oracle",
         ]
