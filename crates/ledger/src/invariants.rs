@@ -38,7 +38,7 @@ impl Holdings {
             h.token_unbonding.0 += a.unbonding_total().0;
             // Summed from the tranches themselves, not from the stored
             // `vesting_total`: the check recomputes every holding.
-            h.token_vesting.0 += a.tranches().map(|t| t.amount.0 - t.released.0).sum::<u128>();
+            h.token_vesting.0 += a.vesting_in_tranches().0;
             h.usd_balances.0 += a.usd.0;
         }
         for c in state.channels.values() {

@@ -35,6 +35,112 @@ pub struct Tranche {
     pub released: Token,
 }
 
+/// A tranche whose amounts fit in 64 bits, as `Tranches` stores it: 24
+/// bytes where a `Tranche` takes 48 (u128 fields align to 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NarrowTranche {
+    pub(crate) start_secs: u64,
+    pub(crate) amount: u64,
+    pub(crate) released: u64,
+}
+
+impl NarrowTranche {
+    fn wide(&self) -> Tranche {
+        Tranche { start_secs: self.start_secs, amount: Token(self.amount as u128), released: Token(self.released as u128) }
+    }
+}
+
+/// An account's vesting tranches, oldest first. Stored narrow while every
+/// amount fits in 64 bits (rewards come from the emission, which would
+/// need a cap above 18 trillion tokens to exceed it), and widened for good
+/// the first time one would not. The storage is not part of the state:
+/// equality, the encoding and so the state root see the same sequence of
+/// `Tranche`s either way. Half the bytes is what makes the supply check's
+/// pass over every tranche, after every epoch, cheap enough.
+#[derive(Clone, Debug)]
+pub(crate) enum Tranches {
+    Narrow(std::collections::VecDeque<NarrowTranche>),
+    Wide(std::collections::VecDeque<Tranche>),
+}
+
+impl Tranches {
+    pub(crate) fn new() -> Tranches {
+        Tranches::Narrow(std::collections::VecDeque::new())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Tranches::Narrow(d) => d.len(),
+            Tranches::Wide(d) => d.len(),
+        }
+    }
+
+    /// The tranches, oldest first, as `Tranche` values.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Tranche> + '_ {
+        let (narrow, wide) = match self {
+            Tranches::Narrow(d) => (Some(d.iter().map(NarrowTranche::wide)), None),
+            Tranches::Wide(d) => (None, Some(d.iter().cloned())),
+        };
+        narrow.into_iter().flatten().chain(wide.into_iter().flatten())
+    }
+
+    /// The unreleased rewards, summed over the tranches themselves.
+    pub(crate) fn unreleased_sum(&self) -> u128 {
+        match self {
+            Tranches::Narrow(d) => d.iter().map(|t| (t.amount - t.released) as u128).sum(),
+            Tranches::Wide(d) => d.iter().map(|t| t.amount.0 - t.released.0).sum(),
+        }
+    }
+
+    /// Switches to the wide storage (same tranches).
+    pub(crate) fn widen(&mut self) {
+        if let Tranches::Narrow(d) = self {
+            *self = Tranches::Wide(d.iter().map(NarrowTranche::wide).collect());
+        }
+    }
+
+    fn from_wide(tranches: std::collections::VecDeque<Tranche>) -> Tranches {
+        let fits = |x: Token| x.0 <= u64::MAX as u128;
+        if tranches.iter().all(|t| fits(t.amount) && fits(t.released)) {
+            Tranches::Narrow(
+                tranches
+                    .iter()
+                    .map(|t| NarrowTranche { start_secs: t.start_secs, amount: t.amount.0 as u64, released: t.released.0 as u64 })
+                    .collect(),
+            )
+        } else {
+            Tranches::Wide(tranches)
+        }
+    }
+}
+
+impl PartialEq for Tranches {
+    fn eq(&self, other: &Tranches) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Tranches {}
+
+/// Encoded as the sequence of `Tranche`s, exactly as a `VecDeque<Tranche>`
+/// is, whatever the storage.
+impl Serialize for Tranches {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for t in self.iter() {
+            seq.serialize_element(&t)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tranches {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Tranches, D::Error> {
+        std::collections::VecDeque::<Tranche>::deserialize(deserializer).map(Tranches::from_wide)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub id: AccountId,
@@ -47,7 +153,7 @@ pub struct Account {
     /// Oldest first; a deque because the oldest tranche leaves as a new
     /// one arrives (daily epochs). Changed only by `economics::vesting`,
     /// which keeps `vesting_unreleased` equal to its unreleased sum.
-    pub(crate) vesting: std::collections::VecDeque<Tranche>,
+    pub(crate) vesting: Tranches,
     /// The unreleased rewards over all tranches, stored for queries and
     /// slashes; `vesting_cache_is_consistent` proves it in the property
     /// tests. The supply check does not trust it: it sums the tranches.
@@ -66,7 +172,7 @@ impl Account {
             nonce: 0,
             staked: Token::ZERO,
             unbonding: Vec::new(),
-            vesting: std::collections::VecDeque::new(),
+            vesting: Tranches::new(),
             vesting_unreleased: Token::ZERO,
             node: None,
             oracle: None,
@@ -83,15 +189,21 @@ impl Account {
         self.vesting_unreleased
     }
 
-    /// The vesting tranches, oldest first.
-    pub fn tranches(&self) -> impl Iterator<Item = &Tranche> {
+    /// The vesting tranches, oldest first (by value: they are stored in a
+    /// compact form).
+    pub fn tranches(&self) -> impl Iterator<Item = Tranche> + '_ {
         self.vesting.iter()
+    }
+
+    /// Rewards not yet released, summed over the tranches themselves (what
+    /// the supply check counts), not read from the stored total.
+    pub fn vesting_in_tranches(&self) -> Token {
+        Token(self.vesting.unreleased_sum())
     }
 
     /// Whether the stored unreleased total equals the tranches' sum.
     pub fn vesting_cache_is_consistent(&self) -> bool {
-        let sum: u128 = self.vesting.iter().map(|t| t.amount.0 - t.released.0).sum();
-        sum == self.vesting_unreleased.0
+        self.vesting.unreleased_sum() == self.vesting_unreleased.0
     }
 }
 
