@@ -116,11 +116,15 @@ fn online_mask(rng: &mut Rng, region: usize, uptime: f64) -> (u32, u32) {
     (mask, (online as u64 * PPM as u64 / 24) as u32)
 }
 
-/// `x as f64`, with the conversion through `u64` when `x` fits in it (the
-/// same correctly rounded value, without the soft 128-bit conversion).
+/// `x as f64`, the same value, without the soft 128-bit conversion for
+/// the amounts the simulator sees (below 2^52 base units): 2^52 + x is
+/// then exact in an f64's bits, and so is subtracting 2^52. (Written with
+/// the bits because the compiler folds `x as u64 as f64` back into the
+/// 128-bit conversion.)
 fn u128_to_f64(x: u128) -> f64 {
-    if x >> 64 == 0 {
-        x as u64 as f64
+    const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
+    if x < 1 << 52 {
+        f64::from_bits(0x4330_0000_0000_0000 | x as u64) - TWO_POW_52
     } else {
         x as f64
     }
