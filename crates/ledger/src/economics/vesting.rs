@@ -188,3 +188,59 @@ pub fn slash_unvested(acct: &mut Account, amount: Token) -> Token {
     acct.vesting_unreleased.0 -= taken;
     Token(taken)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::{codec, PublicKey};
+
+    const DAY: u64 = 86_400;
+    const PERIOD: u64 = 30 * DAY;
+
+    /// One history of rewards, claims and a slash, with amounts that pass
+    /// 64 bits part-way.
+    fn history(acct: &mut Account) -> Vec<Token> {
+        let mut out = Vec::new();
+        add_reward(acct, Token(u64::MAX as u128 - 5), 0, PERIOD);
+        add_reward(acct, Token(3), DAY / 2, PERIOD);
+        out.push(release(acct, 3 * DAY, PERIOD));
+        add_reward(acct, Token(10), 3 * DAY, PERIOD); // the newest passes 64 bits
+        add_reward(acct, Token(7), 4 * DAY, PERIOD);
+        out.push(slash_unvested(acct, Token(1_000)));
+        out.push(releasable(acct, 20 * DAY, PERIOD));
+        add_reward(acct, Token(9), 31 * DAY, PERIOD); // pops the vested front
+        out.push(release(acct, 40 * DAY, PERIOD));
+        out
+    }
+
+    #[test]
+    fn narrow_tranches_widen_past_64_bits_and_match_wide_storage_in_value_and_encoding() {
+        let mut narrow = Account::new(PublicKey([1; 32]));
+        let mut wide = Account::new(PublicKey([1; 32]));
+        wide.vesting.widen();
+        assert!(matches!(narrow.vesting, Tranches::Narrow(_)));
+        let (a, b) = (history(&mut narrow), history(&mut wide));
+        assert!(matches!(narrow.vesting, Tranches::Wide(_)), "the reward past 64 bits widens");
+        assert_eq!(a, b);
+        assert_eq!(narrow, wide);
+        assert!(narrow.vesting_cache_is_consistent());
+        assert_eq!(codec::encode(&narrow), codec::encode(&wide));
+
+        // Rewards that fit stay narrow; either storage encodes and decodes
+        // to the same account.
+        let mut small = Account::new(PublicKey([2; 32]));
+        let mut small_wide = Account::new(PublicKey([2; 32]));
+        small_wide.vesting.widen();
+        for day in 0..40 {
+            add_reward(&mut small, Token(1_000_000 + day as u128), day * DAY, PERIOD);
+            add_reward(&mut small_wide, Token(1_000_000 + day as u128), day * DAY, PERIOD);
+        }
+        assert!(matches!(small.vesting, Tranches::Narrow(_)));
+        assert_eq!(small, small_wide);
+        let bytes = codec::encode(&small_wide);
+        assert_eq!(bytes, codec::encode(&small));
+        let back: Account = codec::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(back.vesting, Tranches::Narrow(_)));
+        assert_eq!(back, small);
+    }
+}
