@@ -30,6 +30,9 @@ struct Config {
     /// Transactions per block: half transfers, half settlements, alternating.
     block_txs: usize,
     rounds: usize,
+    /// Half settlements (the `ledger` benchmark) or transfers alone (the
+    /// `chain` benchmark's anchor, [`TransferBlock`]).
+    mixed: bool,
 }
 
 impl Config {
@@ -40,10 +43,15 @@ impl Config {
             n_channels: if quick { 256 } else { 1_024 },
             block_txs: if quick { 512 } else { 4_096 },
             rounds: if quick { 3 } else { 7 },
+            mixed: true,
         }
     }
     fn n_settlements(&self) -> usize {
-        self.block_txs / 2
+        if self.mixed {
+            self.block_txs / 2
+        } else {
+            0
+        }
     }
     fn n_transfers(&self) -> usize {
         self.block_txs - self.n_settlements()
@@ -100,6 +108,33 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         "raw ed25519 single verification of the same tx signatures, one core",
         ours_tps / anchor_vps,
     ))
+}
+
+/// The anchor of the `chain` benchmark: this benchmark's "ours" path
+/// (encode signing bytes, batch-verify, `apply_verified` in order) on a
+/// block of plain transfers, the kind of tx `chain` submits, so the two
+/// compare the same work with and without the chain around it.
+pub struct TransferBlock {
+    prep: Prepared,
+}
+
+impl TransferBlock {
+    /// A block of `block_txs` transfers among 1,000 funded senders.
+    pub fn prepare(block_txs: usize) -> anyhow::Result<TransferBlock> {
+        let cfg = Config { n_senders: 1_000, n_nodes: 0, n_channels: 0, block_txs, rounds: 1, mixed: false };
+        Ok(TransferBlock { prep: prepare(&cfg)? })
+    }
+
+    pub fn txs(&self) -> usize {
+        self.prep.block.len()
+    }
+
+    /// One timed pass over the block, on a fresh copy of the state: txs/s.
+    pub fn measure(&self, round: usize) -> anyhow::Result<f64> {
+        let seed = Hash32::of(format!("chain bench anchor round {round}").as_bytes()).0;
+        let took = time_block(&self.prep, seed)?;
+        Ok(self.prep.block.len() as f64 / took.as_secs_f64())
+    }
 }
 
 /// What is timed. Every path runs once per round.
@@ -311,8 +346,8 @@ fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let mut block = Vec::with_capacity(cfg.block_txs);
     let mut receipts = Vec::with_capacity(cfg.n_settlements());
     for k in 0..cfg.block_txs {
-        let j = k / 2;
-        if k % 2 == 0 {
+        let (j, transfer) = if cfg.mixed { (k / 2, k % 2 == 0) } else { (k, true) };
+        if transfer {
             // Transfer j: sender j mod n pays the next sender 1 TWY.
             let s = j % cfg.n_senders;
             let to = sender_keys[(s + 1) % cfg.n_senders].public();

@@ -7,8 +7,11 @@
 //! lines together at the end. `--quick` is CI's short run: smaller inputs and
 //! fewer rounds through exactly the same code.
 //!
-//! Everything runs on one thread: the figures are per core.
+//! Everything runs on one thread (the figures are per core), except `sim`,
+//! which uses every core as the simulator does, and `chain`, which runs the
+//! real node with concurrent HTTP clients.
 
+mod chain;
 mod epoch;
 mod ledger;
 mod sim;
@@ -17,15 +20,20 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: tollway-bench NAME [--quick]
-  NAME     ledger | epoch | sim | sim-large | all
+  NAME     ledger | epoch | sim | sim-large | chain | all
   --quick  a short run for CI (a few seconds per benchmark), same code paths";
 
 /// A benchmark: prints its table, returns its final line.
 type Benchmark = fn(&Progress, bool) -> anyhow::Result<String>;
 
 /// Every benchmark, in the order `all` runs them.
-const BENCHMARKS: &[(&str, Benchmark)] =
-    &[("ledger", ledger::run), ("epoch", epoch::run), ("sim", sim::run), ("sim-large", sim::run_large)];
+const BENCHMARKS: &[(&str, Benchmark)] = &[
+    ("ledger", ledger::run),
+    ("epoch", epoch::run),
+    ("sim", sim::run),
+    ("sim-large", sim::run_large),
+    ("chain", chain::run),
+];
 
 fn main() -> ExitCode {
     let mut name = None;
