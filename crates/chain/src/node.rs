@@ -218,7 +218,11 @@ fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::ru
             if next < Instant::now() {
                 next = Instant::now() + interval;
             }
-        } else if !shared.core().block_is_full() {
+        } else if shared.core().block_is_full() {
+            // A full block restarts the interval: no tiny block of the
+            // stragglers right after it.
+            next = Instant::now() + interval;
+        } else {
             continue;
         }
         let started = Instant::now();

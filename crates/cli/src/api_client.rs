@@ -128,7 +128,12 @@ impl ApiClient {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             // Longer than any server-side wait we ask for (at most 60 s).
-            .timeout_global(Some(Duration::from_secs(75)))
+            // Per-phase timeouts, not a global one: with a global timeout
+            // ureq 3 resolves the address on a fresh thread per request.
+            .timeout_send_request(Some(Duration::from_secs(10)))
+            .timeout_send_body(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(75)))
+            .timeout_recv_body(Some(Duration::from_secs(75)))
             .build();
         Ok(ApiClient { base, agent: config.into() })
     }
