@@ -400,7 +400,8 @@ async fn submit_inner(
     }
     let stx = SignedTx::decode(&raw)
         .map_err(|e| ApiError::bad_request("bad_encoding", format!("not a Tollway transaction: {e}")))?;
-    let id = stx.id();
+    // `decode` accepted `raw` as canonical: its hash is the id.
+    let id = tollway_types::tx::tx_id_of_encoding(&raw);
     let (reply, answer) = oneshot::channel();
     s.submit
         .try_send(Submission { stx, id, bytes: raw.len(), reply })

@@ -279,19 +279,20 @@ impl Application for Core {
         let changed = !taken.is_empty() || !epochs.is_empty();
         let (state_root, state_encoding) = finish_block(&self.state, changed, self.tip.state_root)?;
         let txs: Vec<SignedTx> = taken.iter().map(|p| p.stx.clone()).collect();
+        let tx_ids: Vec<TxId> = taken.iter().map(|p| p.id).collect();
         let header = Header {
             chain_id: self.state.chain_id.clone(),
             height,
             parent,
             time_ms,
-            tx_root: tx_root(taken.iter().map(|p| p.id)),
+            tx_root: tx_root(tx_ids.iter().copied()),
             n_txs: txs.len() as u32,
             state_root,
             proposer: self.proposer,
         };
         self.speculative = Some(Speculative {
             hash: header.hash(),
-            executed: Executed { results, epochs, state_root, state_encoding },
+            executed: Executed { tx_ids, results, epochs, state_root, state_encoding },
             taken,
             dropped,
         });
@@ -332,12 +333,13 @@ impl Application for Core {
         // restart from the store (crash-only).
         self.store.commit(&BlockCommit {
             block: &block,
+            tx_ids: &ex.tx_ids,
             results: &ex.results,
             epochs: &ex.epochs,
             state_encoding: ex.state_encoding.as_deref(),
         })?;
-        let tx_ids: Vec<TxId> = spec.taken.iter().map(|p| p.id).collect();
-        let Executed { results, epochs, .. } = spec.executed;
+        // Proposed or verified alike, the executed block names its txs.
+        let Executed { tx_ids, results, epochs, .. } = spec.executed;
         for (index, (id, events)) in tx_ids.iter().zip(results).enumerate() {
             self.statuses.set(*id, TxState::Committed { height: block.header.height, index: index as u32 }, events);
         }

@@ -6,7 +6,7 @@
 use tollway_ledger::root::{encode_state, state_root_of_encoding};
 use tollway_ledger::{apply_verified, check_supply, end_epoch, epoch_due, Ctx, Event, State, TxError};
 use tollway_store::EpochRecord;
-use tollway_types::{Block, Hash32};
+use tollway_types::{Block, Hash32, TxId};
 
 pub fn ctx(height: u64, time_ms: u64) -> Ctx {
     Ctx { height, time_secs: time_ms / 1000 }
@@ -62,6 +62,7 @@ pub enum BlockError {
 
 /// What executing a whole block produced.
 pub struct Executed {
+    pub tx_ids: Vec<TxId>,
     pub results: Vec<Vec<Event>>,
     pub epochs: Vec<EpochRecord>,
     pub state_root: Hash32,
@@ -93,7 +94,8 @@ pub fn execute_block(
     if h.chain_id != state.chain_id {
         return Err(BlockError::ChainId { height, found: h.chain_id.clone() });
     }
-    if h.n_txs as usize != block.txs.len() || h.tx_root != tollway_types::block::tx_root(block.txs.iter().map(|t| t.id())) {
+    let tx_ids: Vec<TxId> = block.txs.iter().map(|t| t.id()).collect();
+    if h.n_txs as usize != block.txs.len() || h.tx_root != tollway_types::block::tx_root(tx_ids.iter().copied()) {
         return Err(BlockError::TxRoot { height });
     }
     let signed = block.commit.signatures.iter().any(|s| validators.contains(&s.validator) && s.verify(h).is_ok());
@@ -116,5 +118,5 @@ pub fn execute_block(
     if state_root != h.state_root {
         return Err(BlockError::StateRoot { height, expected: h.state_root, found: state_root });
     }
-    Ok(Executed { results, epochs, state_root, state_encoding })
+    Ok(Executed { tx_ids, results, epochs, state_root, state_encoding })
 }

@@ -26,17 +26,7 @@ pub fn default_key_path() -> PathBuf {
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a new random key and write it to a key file (mode 0600).
-    New {
-        /// Where to write the key [default: $TOLLWAY_KEY, else ./tollway.key].
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Replace an existing file (its old key is lost).
-        #[arg(long)]
-        force: bool,
-        /// Print {"path", "public"} as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    New(WriteArgs),
     /// Print a key file's public key: the account id. Never the secret.
     Show {
         /// The key file [default: $TOLLWAY_KEY, else ./tollway.key].
@@ -48,17 +38,30 @@ pub enum KeysCommand {
     },
     /// Write a key file from a 64-hex-digit secret seed read from stdin
     /// (e.g. `tollway keys import --out a.key < seed.txt`).
-    Import {
-        /// Where to write the key [default: $TOLLWAY_KEY, else ./tollway.key].
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Replace an existing file (its old key is lost).
-        #[arg(long)]
-        force: bool,
-        /// Print {"path", "public"} as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Import(WriteArgs),
+}
+
+/// Where and how `new` and `import` write a key file.
+#[derive(clap::Args)]
+pub struct WriteArgs {
+    /// Where to write the key [default: $TOLLWAY_KEY, else ./tollway.key].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Replace an existing file (its old key is lost).
+    #[arg(long)]
+    force: bool,
+    /// Print {"path", "public"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl WriteArgs {
+    fn write(&self, key: &SigningKey, verb: &str) -> anyhow::Result<()> {
+        let path = self.out.clone().unwrap_or_else(default_key_path);
+        write_key_file(&path, key, self.force)?;
+        print_key(&path, key, self.json, verb);
+        Ok(())
+    }
 }
 
 /// The on-disk form. `secret` is the seed; `public` is redundant and
@@ -71,12 +74,7 @@ struct KeyFile {
 
 pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::New { out, force, json } => {
-            let path = out.clone().unwrap_or_else(default_key_path);
-            let key = SigningKey::generate(rand_core::OsRng);
-            write_key_file(&path, &key, *force)?;
-            print_key(&path, &key, *json, "created");
-        }
+        KeysCommand::New(w) => w.write(&SigningKey::generate(rand_core::OsRng), "created")?,
         KeysCommand::Show { key, json } => {
             let path = key.clone().unwrap_or_else(default_key_path);
             let key = load_key_file(&path)?;
@@ -86,16 +84,13 @@ pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
                 println!("{}", key.public().to_hex());
             }
         }
-        KeysCommand::Import { out, force, json } => {
-            let path = out.clone().unwrap_or_else(default_key_path);
+        KeysCommand::Import(w) => {
             let mut input = String::new();
             if std::io::stdin().is_terminal() {
                 eprintln!("paste the 64-hex-digit secret seed, then press Enter and Ctrl-D:");
             }
             std::io::stdin().read_to_string(&mut input).context("reading the secret seed from stdin")?;
-            let key = parse_secret(&input)?;
-            write_key_file(&path, &key, *force)?;
-            print_key(&path, &key, *json, "imported");
+            w.write(&parse_secret(&input)?, "imported")?;
         }
     }
     Ok(())
@@ -214,13 +209,7 @@ pub fn load_key_file(path: &Path) -> anyhow::Result<SigningKey> {
 mod tests {
     use super::*;
 
-    /// The error's full message; panics if there was none.
-    fn err_of<T>(result: anyhow::Result<T>) -> String {
-        match result {
-            Ok(_) => panic!("expected an error"),
-            Err(e) => format!("{e:#}"),
-        }
-    }
+    use crate::test_util::err_of;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tollway-keys-{name}-{}", std::process::id()));

@@ -97,3 +97,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod test_util {
+    /// The error's full message; panics if there was none.
+    pub fn err_of<T>(result: anyhow::Result<T>) -> String {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+}

@@ -732,13 +732,7 @@ fn decode_receipt(text: &str) -> anyhow::Result<SignedReceipt> {
 mod tests {
     use super::*;
 
-    /// The error's full message; panics if there was none.
-    fn err_of<T>(result: anyhow::Result<T>) -> String {
-        match result {
-            Ok(_) => panic!("expected an error"),
-            Err(e) => format!("{e:#}"),
-        }
-    }
+    use crate::test_util::err_of;
 
     #[test]
     fn amounts_ports_and_receipts_parse_or_say_why() {

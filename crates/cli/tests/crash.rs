@@ -7,9 +7,11 @@
 //!
 //! The seed of the kill schedule is printed; set CRASH_SEED to rerun one.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::ChainProcess;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,38 +36,8 @@ fn run_ok(args: &[&str]) -> String {
     stdout
 }
 
-/// A running node: the child and its API address.
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(home: &Path) -> Node {
-    let mut child = Command::new(bin())
-        .args(["chain", "run", "--home", home.to_str().unwrap(), "--listen", "127.0.0.1:0", "--block-interval", "100ms"])
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(20)).expect("the node did not start listening within 20 s");
-    Node { child, base }
+fn start_node(home: &Path) -> ChainProcess {
+    ChainProcess::start(home.parent().unwrap_or(home), home)
 }
 
 fn agent() -> ureq::Agent {
@@ -157,14 +129,14 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         // Every tx acknowledged so far survived every earlier kill.
         let agent = agent();
         for (id, height) in acked.lock().unwrap().iter() {
-            let (status, v) = get_json(&agent, &format!("{}/v1/txs/{id}", node.base)).unwrap();
+            let (status, v) = get_json(&agent, &format!("{}/v1/txs/{id}", node.api)).unwrap();
             assert_eq!(status, 200, "round {round}: acknowledged tx {id} is gone: {v}");
             assert_eq!(v["height"].as_u64(), Some(*height), "round {round}: tx {id} moved: {v}");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..SENDERS)
             .map(|i| {
-                let (base, stop) = (node.base.clone(), stop.clone());
+                let (base, stop) = (node.api.clone(), stop.clone());
                 std::thread::spawn(move || client(base, i, stop))
             })
             .collect();

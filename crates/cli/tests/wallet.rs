@@ -1,12 +1,14 @@
 //! End-to-end: `tollway keys` and `tollway wallet` through the real binary,
 //! the wallet against a real `tollway chain run` process on a loopback port.
 
+mod common;
+
+use common::ChainProcess;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// What one run of the binary did.
@@ -142,56 +144,6 @@ fn keys_are_created_0600_never_overwritten_and_imported_from_stdin() {
     let loose = tollway(&dir, &["keys", "show", "--key", "a.key"], None).expect_ok("keys show 0644");
     assert!(loose.stderr.contains("readable by others"), "{}", loose.stderr);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A `tollway chain run` child, killed when dropped (even when a test
-/// assertion panics half-way).
-struct ChainProcess {
-    child: Child,
-    api: String,
-}
-
-impl Drop for ChainProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ChainProcess {
-    /// Starts the chain on a free loopback port and waits for its
-    /// `listening on http://…` line.
-    fn start(dir: &Path, home: &Path) -> ChainProcess {
-        let home = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
-            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "100ms"])
-            .current_dir(dir)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tollway chain run: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout pipe"));
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stdout so the chain never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-            }
-        });
-        let mut chain = ChainProcess { child, api: String::new() };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => chain.api = url,
-            Err(_) => {
-                let status = chain.child.try_wait().ok().flatten();
-                panic!("tollway chain run printed no `listening on` line within 30 s (exit: {status:?})");
-            }
-        }
-        chain
-    }
 }
 
 /// Runs `tollway wallet --api API --key KEY --json ARGS…` and returns the

@@ -79,6 +79,8 @@ pub struct EpochRecord {
 /// Everything one block changes, written atomically by [`Store::commit`].
 pub struct BlockCommit<'a> {
     pub block: &'a Block,
+    /// The ids of `block.txs`, in order (the caller has them already).
+    pub tx_ids: &'a [TxId],
     /// What each tx did, in block order.
     pub results: &'a [Vec<Event>],
     /// Epochs closed before this block's txs ran (usually none, at most a
@@ -130,7 +132,7 @@ impl Store {
             w.open_table(BLOCKS)?;
         }
         w.commit()?;
-        store.commit(&BlockCommit { block: genesis_block, results: &[], epochs: &[], state_encoding: Some(state_encoding) })?;
+        store.commit(&BlockCommit { block: genesis_block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(state_encoding) })?;
         Ok(store)
     }
 
@@ -172,8 +174,9 @@ impl Store {
             let mut results = w.open_table(RESULTS)?;
             results.insert(height, codec::encode(&c.results.to_vec()).as_slice())?;
             let mut txs = w.open_table(TXS)?;
-            for (i, stx) in c.block.txs.iter().enumerate() {
-                txs.insert(&stx.id().0, (height, i as u32))?;
+            debug_assert_eq!(c.tx_ids.len(), c.block.txs.len());
+            for (i, id) in c.tx_ids.iter().enumerate() {
+                txs.insert(&id.0, (height, i as u32))?;
             }
             let mut epochs = w.open_table(EPOCHS)?;
             for e in c.epochs {
@@ -287,9 +290,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
-        let gap = store.commit(&BlockCommit { block: &block(2), results: &[], epochs: &[], state_encoding: Some(b"x") });
+        let gap = store.commit(&BlockCommit { block: &block(2), tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(b"x") });
         assert!(matches!(gap, Err(StoreError::Corrupt(_))), "{gap:?}");
-        store.commit(&BlockCommit { block: &block(1), results: &[], epochs: &[], state_encoding: None }).unwrap();
+        store.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
         let (tip, state) = store.tip().unwrap();
         assert_eq!((tip.header.height, state.as_slice()), (1, b"state-0".as_slice()), "an unchanged block keeps the snapshot");
         drop(store);

@@ -241,6 +241,12 @@ impl SignedTx {
     }
     /// blake3 of the canonical encoding.
     pub fn id(&self) -> TxId {
-        Hash32::of(&self.encode())
+        tx_id_of_encoding(&self.encode())
     }
+}
+
+/// The id of a tx from its canonical encoding, e.g. the bytes a decode
+/// accepted (decoding checks they are canonical): no re-encoding.
+pub fn tx_id_of_encoding(encoded: &[u8]) -> TxId {
+    Hash32::of(encoded)
 }
