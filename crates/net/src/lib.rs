@@ -1,0 +1,1 @@
+//! Transports for the data plane (DESIGN §4, §10).

@@ -1,0 +1,1 @@
+//! SOCKS5 and HTTP CONNECT parsing (DESIGN §4).

@@ -1,0 +1,1 @@
+//! Sans-IO tunnel protocol (DESIGN §4).
