@@ -462,7 +462,27 @@ fn settle_channel(state: &mut State, signer: AccountIdx, receipt: &SignedReceipt
     if state.accounts[signer as usize].id != ch.node {
         return Err(TxError::NotChannelParty { role: "node", expected: ch.node });
     }
-    if r.chain_id != state.chain_id {
+    check_receipt(&state.chain_id, ch, receipt)?;
+    let amount = Usd(r.cumulative_usd.0 - ch.paid.0);
+    let bytes = r.cumulative_bytes - ch.paid_bytes;
+    let node = state.node_index.get(&ch.node).copied();
+    if let Some(ch) = state.channels.get_mut(&r.channel) {
+        ch.paid = r.cumulative_usd;
+        ch.paid_bytes = r.cumulative_bytes;
+    }
+    let (to_node, to_burn) = credit_settlement(state, signer, node, amount, bytes);
+    events.push(Event::ChannelSettled { channel: r.channel, amount, to_node, to_burn, cumulative: r.cumulative_usd });
+    Ok(())
+}
+
+/// Whether `receipt` would settle on `ch` now: the right chain, more than
+/// what is settled, within the escrow, bytes not going backwards, signed by
+/// the channel's client. The one check for the ledger's settlement and for
+/// a node's tunnel, which passes a copy of the channel whose `paid` is the
+/// newest receipt it accepted, so a replayed receipt is "stale" there too.
+pub fn check_receipt(chain_id: &str, ch: &Channel, receipt: &SignedReceipt) -> Result<(), TxError> {
+    let r = &receipt.receipt;
+    if r.chain_id != chain_id {
         return Err(TxError::ReceiptWrongChain(r.chain_id.clone()));
     }
     if r.cumulative_usd <= ch.paid {
@@ -474,17 +494,16 @@ fn settle_channel(state: &mut State, signer: AccountIdx, receipt: &SignedReceipt
     if r.cumulative_bytes < ch.paid_bytes {
         return Err(TxError::ReceiptBytesBackwards { bytes: r.cumulative_bytes, settled_bytes: ch.paid_bytes });
     }
-    receipt.verify(&ch.client).map_err(|_| TxError::BadReceiptSignature)?;
-    let amount = Usd(r.cumulative_usd.0 - ch.paid.0);
-    let bytes = r.cumulative_bytes - ch.paid_bytes;
-    let node = state.node_index.get(&ch.node).copied();
-    if let Some(ch) = state.channels.get_mut(&r.channel) {
-        ch.paid = r.cumulative_usd;
-        ch.paid_bytes = r.cumulative_bytes;
-    }
-    let (to_node, to_burn) = credit_settlement(state, signer, node, amount, bytes);
-    events.push(Event::ChannelSettled { channel: r.channel, amount, to_node, to_burn, cumulative: r.cumulative_usd });
-    Ok(())
+    receipt.verify(&ch.client).map_err(|_| TxError::BadReceiptSignature)
+}
+
+/// What `bytes` cost at `price_usd_micro_per_gib`, rounded up to the base
+/// unit so a receipt never pays a node less than the bytes it carried
+/// (a client overpays by under one micro-dollar in total: receipts are
+/// cumulative).
+pub fn cost_of_bytes(price_usd_micro_per_gib: u64, bytes: u64) -> Usd {
+    const GIB: u128 = 1 << 30;
+    Usd((u128::from(bytes) * u128::from(price_usd_micro_per_gib)).div_ceil(GIB))
 }
 
 /// Where a payment for bandwidth goes (DESIGN §2 step 3): the hybrid share

@@ -21,7 +21,7 @@ pub mod root;
 pub mod state;
 pub mod testkit;
 
-pub use apply::{apply, apply_verified};
+pub use apply::{apply, apply_verified, check_receipt, cost_of_bytes};
 pub use economics::{end_epoch, epoch_due, EpochReport, SlashEvent, SlashReason};
 pub use error::TxError;
 pub use event::Event;

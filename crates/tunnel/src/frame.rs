@@ -1,0 +1,515 @@
+//! The tunnel's frames on a reliable, ordered byte stream (a TLS stream or
+//! one QUIC stream): `type: u8 | length: u24 BE | body`.
+//!
+//! Data frames carry `stream: u32 BE | payload` raw, so bulk bytes are
+//! copied once; every other frame's body is the house codec (postcard with a
+//! version byte, canonical) of a small struct. Decoding works on a byte
+//! cursor apart from any socket (mini-redis): `Incomplete` means "read
+//! more", `Invalid` means "drop the connection".
+
+use crate::dest::Dest;
+use serde::{Deserialize, Serialize};
+use tollway_types::codec;
+use tollway_types::keys::{AccountId, Signature};
+use tollway_types::tx::{ChannelId, SignedReceipt};
+
+/// The protocol version this build speaks (in the hello, not per frame).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Header bytes before every frame body.
+pub const HEADER_BYTES: usize = 4;
+/// The largest payload of one data frame: a TLS record's worth, so a frame
+/// never waits for a second record.
+pub const MAX_DATA_PAYLOAD_BYTES: usize = 16 * 1024;
+/// The largest body any frame may declare; a longer one is invalid before a
+/// byte of it is buffered.
+pub const MAX_BODY_BYTES: usize = 4 + MAX_DATA_PAYLOAD_BYTES;
+
+/// Why a peer's bytes are not a frame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("need more bytes")]
+    Incomplete,
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("frame body of {len} bytes exceeds the limit of {limit}")]
+    TooLarge { len: usize, limit: usize },
+    #[error("malformed {kind} frame: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+}
+
+/// Error codes a client can show, shared by `Refuse`, `OpenFailed`, `Reset`
+/// and `GoAway`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A bug or an unexpected failure on the peer.
+    Internal,
+    /// The peer broke the protocol (bad frame, bad order, limit exceeded).
+    Protocol,
+    /// The hello's version is not spoken here.
+    Version,
+    /// The hello's signature or channel binding does not verify.
+    BadHello,
+    /// No such channel, or it is not this node's, or it has expired.
+    NoChannel,
+    /// The channel's escrow is spent.
+    EscrowExhausted,
+    /// Too many streams or sessions.
+    Limit,
+    /// The exit policy forbids this destination.
+    PolicyDenied,
+    /// The destination name does not resolve.
+    DnsFailed,
+    /// The destination refused the connection.
+    ConnectionRefused,
+    /// The destination did not answer in time.
+    Timeout,
+    /// The destination is unreachable.
+    Unreachable,
+    /// No bytes for too long.
+    Idle,
+    /// The session or stream is being closed by its owner.
+    Shutdown,
+    /// The unpaid bytes reached the credit window and stayed there.
+    Unpaid,
+}
+
+impl ErrorCode {
+    /// A short sentence for a user.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::Internal => "internal error on the node",
+            ErrorCode::Protocol => "protocol violation",
+            ErrorCode::Version => "unsupported protocol version",
+            ErrorCode::BadHello => "the hello's signature or TLS binding does not verify",
+            ErrorCode::NoChannel => "no open payment channel from this client to this node",
+            ErrorCode::EscrowExhausted => "the channel's escrow is spent: open a new channel",
+            ErrorCode::Limit => "a limit was reached (streams or sessions)",
+            ErrorCode::PolicyDenied => "the exit's policy forbids this destination",
+            ErrorCode::DnsFailed => "the destination name does not resolve at the exit",
+            ErrorCode::ConnectionRefused => "the destination refused the connection",
+            ErrorCode::Timeout => "the destination did not answer in time",
+            ErrorCode::Unreachable => "the destination is unreachable from the exit",
+            ErrorCode::Idle => "closed after being idle",
+            ErrorCode::Shutdown => "closed by its owner",
+            ErrorCode::Unpaid => "no valid receipt for the credit window",
+        }
+    }
+}
+
+/// The client's first frame: who it is, which channel pays, and a
+/// signature by the channel's client key over this TLS connection's
+/// exported keying material, which binds the session to the connection
+/// (and so to the node's pinned certificate key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    pub version: u16,
+    pub chain_id: String,
+    /// The node the client means to talk to (its ledger account).
+    pub node: AccountId,
+    pub channel: ChannelId,
+    pub client: AccountId,
+    pub signature: Signature,
+}
+
+/// What `ClientHello::signature` signs.
+#[derive(Serialize)]
+pub(crate) struct HelloSigned<'a> {
+    pub version: u16,
+    pub chain_id: &'a str,
+    pub node: &'a AccountId,
+    pub channel: &'a ChannelId,
+    pub binding: &'a [u8; 32],
+}
+
+/// The node's answer: the session's terms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    pub version: u16,
+    /// Names the session when the client attaches another connection
+    /// (port hopping).
+    pub session_id: [u8; 16],
+    pub price_usd_micro_per_gib: u64,
+    pub receipt_interval_bytes: u64,
+    pub credit_window_bytes: u64,
+    pub stream_window_bytes: u32,
+    pub max_streams: u32,
+    /// The newest receipt the node holds for this channel, signed by the
+    /// client: the cumulative counters continue from it.
+    pub baseline: Option<SignedReceipt>,
+}
+
+/// The first frame on an extra connection of an established session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub session_id: [u8; 16],
+    /// keyed blake3 (session secret) over the new connection's binding.
+    pub proof: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    ClientHello(ClientHello),
+    ServerHello(ServerHello),
+    /// The handshake failed; the connection closes after it.
+    Refuse(Refusal),
+    Open {
+        stream: u32,
+        dest: Dest,
+    },
+    Opened {
+        stream: u32,
+    },
+    OpenFailed {
+        stream: u32,
+        code: ErrorCode,
+    },
+    Data {
+        stream: u32,
+        payload: Vec<u8>,
+    },
+    /// The sender consumed `bytes` more of `stream`: the peer may send that
+    /// much more (per-stream flow control).
+    Window {
+        stream: u32,
+        bytes: u32,
+    },
+    /// No more data from the sender on `stream` (half close).
+    Fin {
+        stream: u32,
+    },
+    Reset {
+        stream: u32,
+        code: ErrorCode,
+    },
+    Receipt(SignedReceipt),
+    /// The node accepted a receipt: bytes now paid up to this count.
+    ReceiptAccepted {
+        cumulative_bytes: u64,
+    },
+    ReceiptRejected {
+        code: String,
+        message: String,
+    },
+    /// The node stopped serving until a receipt arrives.
+    Paused {
+        unpaid_bytes: u64,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Resume(Resume),
+    ResumeOk,
+    /// The sender sends nothing more on this connection: everything after
+    /// it comes on the session's newest one (make-before-break).
+    PathSwitch,
+    GoAway(Refusal),
+}
+
+#[derive(Serialize, Deserialize)]
+struct OpenBody {
+    stream: u32,
+    dest: Dest,
+}
+#[derive(Serialize, Deserialize)]
+struct StreamCode {
+    stream: u32,
+    code: ErrorCode,
+}
+#[derive(Serialize, Deserialize)]
+struct WindowBody {
+    stream: u32,
+    bytes: u32,
+}
+#[derive(Serialize, Deserialize)]
+struct Rejected {
+    code: String,
+    message: String,
+}
+
+mod kind {
+    pub const CLIENT_HELLO: u8 = 0x01;
+    pub const SERVER_HELLO: u8 = 0x02;
+    pub const REFUSE: u8 = 0x03;
+    pub const OPEN: u8 = 0x10;
+    pub const OPENED: u8 = 0x11;
+    pub const OPEN_FAILED: u8 = 0x12;
+    pub const DATA: u8 = 0x13;
+    pub const WINDOW: u8 = 0x14;
+    pub const FIN: u8 = 0x15;
+    pub const RESET: u8 = 0x16;
+    pub const RECEIPT: u8 = 0x20;
+    pub const RECEIPT_ACCEPTED: u8 = 0x21;
+    pub const RECEIPT_REJECTED: u8 = 0x22;
+    pub const PAUSED: u8 = 0x23;
+    pub const PING: u8 = 0x30;
+    pub const PONG: u8 = 0x31;
+    pub const RESUME: u8 = 0x40;
+    pub const RESUME_OK: u8 = 0x41;
+    pub const PATH_SWITCH: u8 = 0x42;
+    pub const GO_AWAY: u8 = 0x50;
+}
+
+fn put_header(out: &mut Vec<u8>, kind: u8, body_len: usize) {
+    debug_assert!(body_len <= MAX_BODY_BYTES);
+    let len = body_len as u32;
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+}
+
+fn put_coded<T: Serialize>(out: &mut Vec<u8>, kind: u8, value: &T) {
+    let body = codec::encode(value);
+    put_header(out, kind, body.len());
+    out.extend_from_slice(&body);
+}
+
+/// Appends a data frame without building a `Frame`: the bulk path.
+/// `payload` must be at most `MAX_DATA_PAYLOAD_BYTES`.
+pub fn encode_data(out: &mut Vec<u8>, stream: u32, payload: &[u8]) {
+    assert!(
+        payload.len() <= MAX_DATA_PAYLOAD_BYTES,
+        "data frame payload over the limit"
+    );
+    put_header(out, kind::DATA, 4 + payload.len());
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+impl Frame {
+    /// Appends the frame's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::ClientHello(h) => put_coded(out, kind::CLIENT_HELLO, h),
+            Frame::ServerHello(h) => put_coded(out, kind::SERVER_HELLO, h),
+            Frame::Refuse(r) => put_coded(out, kind::REFUSE, r),
+            Frame::Open { stream, dest } => put_coded(
+                out,
+                kind::OPEN,
+                &OpenBody {
+                    stream: *stream,
+                    dest: dest.clone(),
+                },
+            ),
+            Frame::Opened { stream } => put_coded(out, kind::OPENED, stream),
+            Frame::OpenFailed { stream, code } => put_coded(
+                out,
+                kind::OPEN_FAILED,
+                &StreamCode {
+                    stream: *stream,
+                    code: *code,
+                },
+            ),
+            Frame::Data { stream, payload } => encode_data(out, *stream, payload),
+            Frame::Window { stream, bytes } => put_coded(
+                out,
+                kind::WINDOW,
+                &WindowBody {
+                    stream: *stream,
+                    bytes: *bytes,
+                },
+            ),
+            Frame::Fin { stream } => put_coded(out, kind::FIN, stream),
+            Frame::Reset { stream, code } => put_coded(
+                out,
+                kind::RESET,
+                &StreamCode {
+                    stream: *stream,
+                    code: *code,
+                },
+            ),
+            Frame::Receipt(r) => put_coded(out, kind::RECEIPT, r),
+            Frame::ReceiptAccepted { cumulative_bytes } => {
+                put_coded(out, kind::RECEIPT_ACCEPTED, cumulative_bytes)
+            }
+            Frame::ReceiptRejected { code, message } => put_coded(
+                out,
+                kind::RECEIPT_REJECTED,
+                &Rejected {
+                    code: code.clone(),
+                    message: message.clone(),
+                },
+            ),
+            Frame::Paused { unpaid_bytes } => put_coded(out, kind::PAUSED, unpaid_bytes),
+            Frame::Ping { nonce } => put_coded(out, kind::PING, nonce),
+            Frame::Pong { nonce } => put_coded(out, kind::PONG, nonce),
+            Frame::Resume(r) => put_coded(out, kind::RESUME, r),
+            Frame::ResumeOk => put_header(out, kind::RESUME_OK, 0),
+            Frame::PathSwitch => put_header(out, kind::PATH_SWITCH, 0),
+            Frame::GoAway(r) => put_coded(out, kind::GO_AWAY, r),
+        }
+    }
+
+    /// The frame's bytes in a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes one frame from the front of `buf`: the frame and the bytes it
+    /// took. Never panics, never buffers more than `MAX_BODY_BYTES`.
+    pub fn decode(buf: &[u8]) -> Result<(Frame, usize), FrameError> {
+        let (kind, body) = split_frame(buf)?;
+        let used = HEADER_BYTES + body.len();
+        let frame = match kind {
+            kind::DATA => {
+                let (id, payload) = body
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| malformed("data", "no stream id"))?;
+                if payload.len() > MAX_DATA_PAYLOAD_BYTES {
+                    return Err(FrameError::TooLarge {
+                        len: payload.len(),
+                        limit: MAX_DATA_PAYLOAD_BYTES,
+                    });
+                }
+                Frame::Data {
+                    stream: u32::from_be_bytes(*id),
+                    payload: payload.to_vec(),
+                }
+            }
+            kind::CLIENT_HELLO => Frame::ClientHello(coded(body, "client hello")?),
+            kind::SERVER_HELLO => Frame::ServerHello(coded(body, "server hello")?),
+            kind::REFUSE => Frame::Refuse(coded(body, "refuse")?),
+            kind::OPEN => {
+                let o: OpenBody = coded(body, "open")?;
+                o.dest
+                    .validate()
+                    .map_err(|e| malformed("open", &e.to_string()))?;
+                Frame::Open {
+                    stream: o.stream,
+                    dest: o.dest,
+                }
+            }
+            kind::OPENED => Frame::Opened {
+                stream: coded(body, "opened")?,
+            },
+            kind::OPEN_FAILED => {
+                let s: StreamCode = coded(body, "open failed")?;
+                Frame::OpenFailed {
+                    stream: s.stream,
+                    code: s.code,
+                }
+            }
+            kind::WINDOW => {
+                let w: WindowBody = coded(body, "window")?;
+                Frame::Window {
+                    stream: w.stream,
+                    bytes: w.bytes,
+                }
+            }
+            kind::FIN => Frame::Fin {
+                stream: coded(body, "fin")?,
+            },
+            kind::RESET => {
+                let s: StreamCode = coded(body, "reset")?;
+                Frame::Reset {
+                    stream: s.stream,
+                    code: s.code,
+                }
+            }
+            kind::RECEIPT => Frame::Receipt(coded(body, "receipt")?),
+            kind::RECEIPT_ACCEPTED => Frame::ReceiptAccepted {
+                cumulative_bytes: coded(body, "receipt accepted")?,
+            },
+            kind::RECEIPT_REJECTED => {
+                let r: Rejected = coded(body, "receipt rejected")?;
+                Frame::ReceiptRejected {
+                    code: r.code,
+                    message: r.message,
+                }
+            }
+            kind::PAUSED => Frame::Paused {
+                unpaid_bytes: coded(body, "paused")?,
+            },
+            kind::PING => Frame::Ping {
+                nonce: coded(body, "ping")?,
+            },
+            kind::PONG => Frame::Pong {
+                nonce: coded(body, "pong")?,
+            },
+            kind::RESUME => Frame::Resume(coded(body, "resume")?),
+            kind::RESUME_OK => empty(body, Frame::ResumeOk, "resume ok")?,
+            kind::PATH_SWITCH => empty(body, Frame::PathSwitch, "path switch")?,
+            kind::GO_AWAY => Frame::GoAway(coded(body, "go away")?),
+            other => return Err(FrameError::UnknownType(other)),
+        };
+        Ok((frame, used))
+    }
+}
+
+/// The type byte and body of the frame at the front of `buf`, checking the
+/// declared length before waiting for the body.
+pub fn split_frame(buf: &[u8]) -> Result<(u8, &[u8]), FrameError> {
+    let Some(header) = buf.first_chunk::<HEADER_BYTES>() else {
+        return Err(FrameError::Incomplete);
+    };
+    let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    if len > MAX_BODY_BYTES {
+        return Err(FrameError::TooLarge {
+            len,
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let body = buf
+        .get(HEADER_BYTES..HEADER_BYTES + len)
+        .ok_or(FrameError::Incomplete)?;
+    Ok((header[0], body))
+}
+
+fn malformed(kind: &'static str, reason: &str) -> FrameError {
+    FrameError::Malformed {
+        kind,
+        reason: reason.to_string(),
+    }
+}
+
+fn coded<T: Serialize + serde::de::DeserializeOwned>(
+    body: &[u8],
+    kind: &'static str,
+) -> Result<T, FrameError> {
+    codec::decode(body, MAX_BODY_BYTES).map_err(|e| malformed(kind, &e.to_string()))
+}
+
+fn empty(body: &[u8], frame: Frame, kind: &'static str) -> Result<Frame, FrameError> {
+    if body.is_empty() {
+        Ok(frame)
+    } else {
+        Err(malformed(kind, "unexpected body"))
+    }
+}
+
+/// What the first frame of a fresh connection is, so a node's listener can
+/// start a session or attach the connection to one it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirstFrame {
+    Hello,
+    Resume { session_id: [u8; 16] },
+}
+
+/// Classifies the first frame of a connection (`Incomplete` until it is
+/// whole); anything else is invalid.
+pub fn first_frame(buf: &[u8]) -> Result<FirstFrame, FrameError> {
+    let (kind, _) = split_frame(buf)?;
+    match kind {
+        kind::CLIENT_HELLO => Ok(FirstFrame::Hello),
+        kind::RESUME => match Frame::decode(buf)? {
+            (Frame::Resume(r), _) => Ok(FirstFrame::Resume {
+                session_id: r.session_id,
+            }),
+            _ => Err(malformed("resume", "not a resume")),
+        },
+        other => Err(malformed(
+            "first",
+            &format!("a connection must start with a hello or resume, got 0x{other:02x}"),
+        )),
+    }
+}

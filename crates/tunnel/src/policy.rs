@@ -1,0 +1,182 @@
+//! The exit policy: a node must never become a door into its owner's LAN
+//! (issue 5). Checked by the exit on every address a destination resolves
+//! to, after resolution, so a name that points at 192.168.1.1 is refused
+//! like the address itself.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Which class of address an exit refuses by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forbidden {
+    Loopback,
+    Private,
+    LinkLocal,
+    /// Cloud metadata services (169.254.169.254, fd00:ec2::254).
+    Metadata,
+    /// 0.0.0.0/8, ::, broadcast, multicast, documentation and reserved.
+    Special,
+    /// 100.64.0.0/10: the ISP's side of carrier-grade NAT.
+    SharedAddressSpace,
+    /// A port the operator denied (e.g. SMTP 25).
+    Port(u16),
+}
+
+impl Forbidden {
+    pub fn describe(&self) -> String {
+        match self {
+            Forbidden::Loopback => "a loopback address".into(),
+            Forbidden::Private => "a private (LAN) address".into(),
+            Forbidden::LinkLocal => "a link-local address".into(),
+            Forbidden::Metadata => "a cloud metadata address".into(),
+            Forbidden::Special => "a reserved, multicast or unspecified address".into(),
+            Forbidden::SharedAddressSpace => "a carrier-grade NAT address".into(),
+            Forbidden::Port(p) => format!("port {p}, which this exit denies"),
+        }
+    }
+}
+
+/// What an exit may connect to. The default refuses every local class;
+/// the devnet turns `allow_loopback` on for its test servers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitPolicy {
+    pub allow_loopback: bool,
+    pub allow_private: bool,
+    pub denied_ports: Vec<u16>,
+}
+
+impl ExitPolicy {
+    /// `Ok` if the exit may connect to `ip:port`.
+    pub fn check(&self, ip: IpAddr, port: u16) -> Result<(), Forbidden> {
+        if self.denied_ports.contains(&port) {
+            return Err(Forbidden::Port(port));
+        }
+        match classify(ip) {
+            None => Ok(()),
+            Some(Forbidden::Loopback) if self.allow_loopback => Ok(()),
+            Some(Forbidden::Private) if self.allow_private => Ok(()),
+            Some(class) => Err(class),
+        }
+    }
+}
+
+/// The local class `ip` belongs to, or `None` for a public address.
+pub fn classify(ip: IpAddr) -> Option<Forbidden> {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => {
+            // An IPv4-mapped or -compatible address reaches the IPv4 host.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return classify_v4(v4);
+            }
+            classify_v6(v6)
+        }
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
+    let [a, b, _, _] = ip.octets();
+    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(100, 100, 100, 200) {
+        Some(Forbidden::Metadata)
+    } else if ip.is_loopback() {
+        Some(Forbidden::Loopback)
+    } else if ip.is_private() {
+        Some(Forbidden::Private)
+    } else if ip.is_link_local() {
+        Some(Forbidden::LinkLocal)
+    } else if a == 100 && (64..128).contains(&b) {
+        Some(Forbidden::SharedAddressSpace)
+    } else if a == 0
+        || a >= 224
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        || (a == 198 && (b == 18 || b == 19))
+    {
+        Some(Forbidden::Special)
+    } else {
+        None
+    }
+}
+
+fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
+    let first = ip.segments()[0];
+    if ip
+        == "fd00:ec2::254"
+            .parse::<Ipv6Addr>()
+            .unwrap_or(Ipv6Addr::UNSPECIFIED)
+    {
+        Some(Forbidden::Metadata)
+    } else if ip.is_loopback() {
+        Some(Forbidden::Loopback)
+    } else if first & 0xfe00 == 0xfc00 {
+        // fc00::/7, unique local: the IPv6 LAN.
+        Some(Forbidden::Private)
+    } else if first & 0xffc0 == 0xfe80 {
+        Some(Forbidden::LinkLocal)
+    } else if ip.is_unspecified()
+        || ip.is_multicast()
+        || first == 0x2001 && ip.segments()[1] == 0x0db8
+    {
+        Some(Forbidden::Special)
+    } else if let Some(v4) = ip.to_ipv4() {
+        // ::a.b.c.d (deprecated IPv4-compatible) still names an IPv4 host.
+        classify_v4(v4).or(Some(Forbidden::Special))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(policy: &ExitPolicy, addr: &str, port: u16) -> Result<(), Forbidden> {
+        policy.check(addr.parse().unwrap(), port)
+    }
+
+    #[test]
+    fn default_policy_refuses_the_owners_lan_and_metadata() {
+        let p = ExitPolicy::default();
+        assert_eq!(check(&p, "10.0.0.1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "192.168.1.1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "172.16.5.4", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "169.254.169.254", 80), Err(Forbidden::Metadata));
+        assert_eq!(check(&p, "169.254.1.1", 80), Err(Forbidden::LinkLocal));
+        assert_eq!(check(&p, "127.0.0.1", 80), Err(Forbidden::Loopback));
+        assert_eq!(check(&p, "::1", 80), Err(Forbidden::Loopback));
+        assert_eq!(check(&p, "::ffff:192.168.1.1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "::ffff:127.0.0.1", 80), Err(Forbidden::Loopback));
+        assert_eq!(check(&p, "fd12::1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "fe80::1", 80), Err(Forbidden::LinkLocal));
+        assert_eq!(check(&p, "0.0.0.0", 80), Err(Forbidden::Special));
+        assert_eq!(check(&p, "::", 80), Err(Forbidden::Special));
+        assert_eq!(
+            check(&p, "100.64.0.1", 80),
+            Err(Forbidden::SharedAddressSpace)
+        );
+        assert_eq!(check(&p, "224.0.0.1", 80), Err(Forbidden::Special));
+        assert_eq!(check(&p, "93.184.216.34", 443), Ok(()));
+        assert_eq!(check(&p, "2a00:1450::1", 443), Ok(()));
+    }
+
+    #[test]
+    fn devnet_allows_loopback_but_still_not_the_lan() {
+        let p = ExitPolicy {
+            allow_loopback: true,
+            ..ExitPolicy::default()
+        };
+        assert_eq!(check(&p, "127.0.0.1", 8080), Ok(()));
+        assert_eq!(check(&p, "10.0.0.1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "169.254.169.254", 80), Err(Forbidden::Metadata));
+    }
+
+    #[test]
+    fn denied_ports_apply_to_public_addresses() {
+        let p = ExitPolicy {
+            denied_ports: vec![25],
+            ..ExitPolicy::default()
+        };
+        assert_eq!(check(&p, "93.184.216.34", 25), Err(Forbidden::Port(25)));
+        assert_eq!(check(&p, "93.184.216.34", 587), Ok(()));
+    }
+}

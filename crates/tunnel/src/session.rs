@@ -1,0 +1,1436 @@
+//! One tunnel session, client side or node side, as a state machine
+//! (DESIGN §4; quinn-proto's shape): the driver feeds it the bytes each
+//! connection delivered and `now`, and polls it for bytes to send, the next
+//! timer and events. It never reads a clock or touches a socket, so tests
+//! run two sessions against each other on virtual time.
+//!
+//! A session rides one or more *paths* (connections). Normally there is one;
+//! port hopping attaches a second, switches to it make-before-break with an
+//! in-band `PathSwitch` marker in each direction, then retires the first.
+//! Because each path is reliable and ordered and the marker says where one
+//! ends, no byte is lost or reordered and no stream notices.
+//!
+//! Payment (node side): every byte the node delivers, upstream to a
+//! destination or downstream to the client, is metered. The node serves at
+//! most `credit_window_bytes` beyond the newest valid receipt, then pauses
+//! until the next one; receipts are checked with the ledger's own
+//! `check_receipt` against the channel's escrow.
+
+use crate::dest::Dest;
+use crate::frame::{
+    encode_data, ClientHello, ErrorCode, Frame, FrameError, HelloSigned, Refusal, Resume,
+    ServerHello, MAX_DATA_PAYLOAD_BYTES, PROTOCOL_VERSION,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+use tollway_ledger::state::Channel;
+use tollway_ledger::{check_receipt, cost_of_bytes};
+use tollway_types::amount::Usd;
+use tollway_types::codec;
+use tollway_types::keys::{self, AccountId, SigningKey};
+use tollway_types::tx::{ChannelId, Receipt, SignedReceipt};
+
+/// A connection's id, chosen by the driver.
+pub type PathId = u64;
+/// A stream's id within its session (opened by the client, from 1).
+pub type StreamId = u32;
+
+/// Limits and timers both sides share.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Bytes a peer may send on one stream before the receiver consumes them.
+    pub stream_window_bytes: u32,
+    pub max_streams: u32,
+    /// Bytes queued for a path before `send` stops accepting more.
+    pub max_unsent_bytes: usize,
+    pub handshake_timeout: Duration,
+    /// Closed when nothing arrives for this long.
+    pub idle_timeout: Duration,
+    /// Extra paths (port hopping) beyond the first.
+    pub max_extra_paths: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            stream_window_bytes: 512 * 1024,
+            max_streams: 1024,
+            max_unsent_bytes: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_extra_paths: 2,
+        }
+    }
+}
+
+/// A node's terms for every session (defaults from DESIGN §4).
+#[derive(Clone, Debug)]
+pub struct NodeTerms {
+    pub chain_id: String,
+    pub node: AccountId,
+    pub price_usd_micro_per_gib: u64,
+    pub receipt_interval_bytes: u64,
+    pub credit_window_bytes: u64,
+    pub limits: Limits,
+}
+
+impl NodeTerms {
+    pub fn new(chain_id: String, node: AccountId, price_usd_micro_per_gib: u64) -> NodeTerms {
+        NodeTerms {
+            chain_id,
+            node,
+            price_usd_micro_per_gib,
+            receipt_interval_bytes: 1 << 20,
+            credit_window_bytes: 2 << 20,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a client brings to a session.
+#[derive(Clone, Debug)]
+pub struct ClientTerms {
+    pub chain_id: String,
+    pub node: AccountId,
+    pub channel: ChannelId,
+    /// The channel's client key: signs the hello and every receipt.
+    pub key: SigningKey,
+    /// The channel's escrow: no receipt is signed beyond it.
+    pub escrow: Usd,
+    /// What the chain has settled on the channel (the client's own lookup):
+    /// receipts continue from here, or from a newer receipt of ours that
+    /// the node shows.
+    pub settled_bytes: u64,
+    pub settled_usd: Usd,
+    /// The node's advertised price; a hello asking more is refused.
+    pub max_price_usd_micro_per_gib: u64,
+    pub limits: Limits,
+}
+
+/// The ledger's view of a channel, as the node's driver looked it up.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    pub channel: Channel,
+    /// The newest receipt this node holds for the channel (maybe unsettled).
+    pub latest_receipt: Option<SignedReceipt>,
+    /// Whether the channel has expired by the driver's clock.
+    pub expired: bool,
+}
+
+/// What happened, for the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Node: look up this channel and call `handle_channel`.
+    ChannelNeeded {
+        channel: ChannelId,
+        client: AccountId,
+    },
+    /// The handshake finished.
+    Established,
+    /// Node: the client asks for a stream to `dest`; answer with
+    /// `accept_stream` or `refuse_stream`.
+    OpenRequested {
+        stream: StreamId,
+        dest: Dest,
+    },
+    /// Client: the exit connected the stream.
+    Opened {
+        stream: StreamId,
+    },
+    /// Client: the exit could not.
+    OpenFailed {
+        stream: StreamId,
+        code: ErrorCode,
+    },
+    /// Bytes for the stream's far end; call `consumed` once written.
+    Data {
+        stream: StreamId,
+        payload: Vec<u8>,
+    },
+    /// `send` may accept more bytes on this stream now.
+    Writable {
+        stream: StreamId,
+    },
+    /// The peer will send no more on this stream.
+    Finished {
+        stream: StreamId,
+    },
+    Reset {
+        stream: StreamId,
+        code: ErrorCode,
+    },
+    /// Node: a receipt verified; keep it for settlement.
+    ReceiptAccepted {
+        receipt: SignedReceipt,
+    },
+    ReceiptRejected {
+        code: String,
+        message: String,
+    },
+    /// Client: signed and queued a receipt.
+    ReceiptSent {
+        cumulative_bytes: u64,
+        cumulative_usd: Usd,
+    },
+    /// Node: unpaid bytes reached the credit window; serving stopped.
+    /// Client: the node said so.
+    Paused {
+        unpaid_bytes: u64,
+    },
+    /// Client: the escrow is spent; no more receipts can be signed.
+    EscrowExhausted,
+    Pong {
+        nonce: u64,
+        rtt: Duration,
+    },
+    /// A new path carries the session from now on.
+    PathReady {
+        path: PathId,
+    },
+    /// Everything on this path is flushed once `poll_transmit` has given
+    /// its last bytes: close the connection.
+    PathRetired {
+        path: PathId,
+    },
+    /// The session is over; every stream is gone.
+    Closed {
+        code: ErrorCode,
+        message: String,
+        by_peer: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session is not established")]
+    NotEstablished,
+    #[error("the session is closed")]
+    Closed,
+    #[error("no such stream {0}")]
+    NoStream(StreamId),
+    #[error("stream {0} is already finished for sending")]
+    StreamFinished(StreamId),
+    #[error("too many streams (limit {0})")]
+    TooManyStreams(u32),
+    #[error("a path switch is already under way")]
+    MigrationPending,
+    #[error("too many paths")]
+    TooManyPaths,
+    #[error("resume proof does not verify")]
+    BadResumeProof,
+    #[error("only the {0} side may do this")]
+    WrongSide(&'static str),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Client: hello sent. Node: waiting for the hello.
+    Handshake,
+    /// Node: hello verified, waiting for the driver's channel lookup.
+    AwaitChannel,
+    Established,
+    Closed,
+}
+
+struct Path {
+    id: PathId,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    binding: [u8; 32],
+    /// Client: the node's ResumeOk has not arrived on this path yet.
+    awaiting_resume_ok: bool,
+}
+
+#[derive(Default)]
+struct Stream {
+    /// Bytes the peer lets us send.
+    send_credit: u64,
+    /// Bytes the peer may still send us before we announce more.
+    recv_allowance: u64,
+    /// Consumed bytes not yet announced with a `Window`.
+    recv_unannounced: u64,
+    /// Node: data held back while unpaid.
+    held: VecDeque<Vec<u8>>,
+    fin_sent: bool,
+    fin_received: bool,
+    /// The peer's FIN arrived while data was held.
+    fin_held: bool,
+    /// Client: waiting for `Opened`.
+    opening: bool,
+}
+
+struct Pay {
+    price_usd_micro_per_gib: u64,
+    receipt_interval_bytes: u64,
+    credit_window_bytes: u64,
+    /// Cumulative counters when the session began.
+    base_bytes: u64,
+    base_usd: Usd,
+    /// Bytes metered this session (delivered by the node / seen by client).
+    metered_bytes: u64,
+    /// Newest cumulative bytes paid for (node) or receipted (client).
+    paid_bytes: u64,
+    paid_usd: Usd,
+    paused: bool,
+}
+
+impl Pay {
+    fn cumulative_bytes(&self) -> u64 {
+        self.base_bytes + self.metered_bytes
+    }
+    /// Node: bytes it may still deliver before a receipt.
+    fn credit(&self) -> u64 {
+        (self.paid_bytes + self.credit_window_bytes).saturating_sub(self.cumulative_bytes())
+    }
+}
+
+enum Side {
+    Client {
+        terms: ClientTerms,
+        next_stream: StreamId,
+        escrow_exhausted: bool,
+    },
+    Node {
+        terms: NodeTerms,
+        session_id: [u8; 16],
+        hello: Option<ClientHello>,
+        channel: Option<Channel>,
+    },
+}
+
+/// The tunnel session.
+pub struct Session {
+    side: Side,
+    phase: Phase,
+    limits: Limits,
+    paths: Vec<Path>,
+    /// Index into `paths` of the one we send on / parse from.
+    send_path: usize,
+    recv_path: usize,
+    /// Whether we sent / got the PathSwitch for the path before the current.
+    secret: [u8; 32],
+    session_id: [u8; 16],
+    streams: BTreeMap<StreamId, Stream>,
+    blocked: BTreeSet<StreamId>,
+    pay: Option<Pay>,
+    events: VecDeque<Event>,
+    /// Paths both sides switched away from, with their last bytes.
+    retired: Vec<(PathId, Vec<u8>)>,
+    handshake_deadline: Instant,
+    last_received: Instant,
+    pings: BTreeMap<u64, Instant>,
+    next_ping: u64,
+}
+
+fn session_secret(binding: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("tollway tunnel session secret v1", binding)
+}
+
+fn resume_proof(secret: &[u8; 32], binding: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(secret);
+    h.update(b"tollway-resume\0");
+    h.update(binding);
+    *h.finalize().as_bytes()
+}
+
+fn hello_signing_bytes(
+    chain_id: &str,
+    node: &AccountId,
+    channel: &ChannelId,
+    binding: &[u8; 32],
+) -> Vec<u8> {
+    codec::domain_bytes(
+        b"tollway-tunnel-hello",
+        &HelloSigned {
+            version: PROTOCOL_VERSION,
+            chain_id,
+            node,
+            channel,
+            binding,
+        },
+    )
+}
+
+impl Session {
+    fn new(side: Side, limits: Limits, now: Instant, path: PathId, binding: [u8; 32]) -> Session {
+        Session {
+            side,
+            phase: Phase::Handshake,
+            handshake_deadline: now + limits.handshake_timeout,
+            limits,
+            paths: vec![Path {
+                id: path,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                binding,
+                awaiting_resume_ok: false,
+            }],
+            send_path: 0,
+            recv_path: 0,
+            secret: session_secret(&binding),
+            session_id: [0; 16],
+            streams: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            pay: None,
+            events: VecDeque::new(),
+            retired: Vec::new(),
+            last_received: now,
+            pings: BTreeMap::new(),
+            next_ping: 1,
+        }
+    }
+
+    /// A client session on a fresh connection whose TLS exporter gave
+    /// `binding`; the hello is queued at once.
+    pub fn client(terms: ClientTerms, now: Instant, path: PathId, binding: [u8; 32]) -> Session {
+        let signature = terms.key.sign(&hello_signing_bytes(
+            &terms.chain_id,
+            &terms.node,
+            &terms.channel,
+            &binding,
+        ));
+        let hello = ClientHello {
+            version: PROTOCOL_VERSION,
+            chain_id: terms.chain_id.clone(),
+            node: terms.node,
+            channel: terms.channel,
+            client: terms.key.public(),
+            signature,
+        };
+        let limits = terms.limits.clone();
+        let mut s = Session::new(
+            Side::Client {
+                terms,
+                next_stream: 1,
+                escrow_exhausted: false,
+            },
+            limits,
+            now,
+            path,
+            binding,
+        );
+        s.queue(&Frame::ClientHello(hello));
+        s
+    }
+
+    /// A node session on a fresh connection; `session_id` is random, from
+    /// the driver.
+    pub fn node(
+        terms: NodeTerms,
+        now: Instant,
+        path: PathId,
+        binding: [u8; 32],
+        session_id: [u8; 16],
+    ) -> Session {
+        let limits = terms.limits.clone();
+        let mut s = Session::new(
+            Side::Node {
+                terms,
+                session_id,
+                hello: None,
+                channel: None,
+            },
+            limits,
+            now,
+            path,
+            binding,
+        );
+        s.session_id = session_id;
+        s
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+    pub fn session_id(&self) -> [u8; 16] {
+        self.session_id
+    }
+    /// The secret both ends derive from the first connection: keys the port
+    /// hop schedule and resume proofs.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+    pub fn n_streams(&self) -> usize {
+        self.streams.len()
+    }
+    /// The newest path (where new bytes go once a switch completes).
+    pub fn current_path(&self) -> PathId {
+        self.paths[self.send_path].id
+    }
+    /// Node: bytes delivered beyond the newest valid receipt.
+    pub fn unpaid_bytes(&self) -> u64 {
+        self.pay
+            .as_ref()
+            .map_or(0, |p| p.cumulative_bytes().saturating_sub(p.paid_bytes))
+    }
+    /// Cumulative bytes metered on the channel, this session included.
+    pub fn cumulative_bytes(&self) -> u64 {
+        self.pay.as_ref().map_or(0, Pay::cumulative_bytes)
+    }
+
+    fn path_index(&self, path: PathId) -> Option<usize> {
+        self.paths.iter().position(|p| p.id == path)
+    }
+
+    fn queue(&mut self, frame: &Frame) {
+        let i = self.send_path;
+        frame.encode(&mut self.paths[i].outbuf);
+    }
+
+    /// Ends the session: tells the peer (best effort) and drops every stream.
+    pub fn close(&mut self, code: ErrorCode, message: &str) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let refusal = Refusal {
+            code,
+            message: message.to_string(),
+        };
+        let frame = if self.phase == Phase::Established {
+            Frame::GoAway(refusal)
+        } else {
+            Frame::Refuse(refusal)
+        };
+        self.queue(&frame);
+        self.finish_closed(code, message.to_string(), false);
+    }
+
+    fn finish_closed(&mut self, code: ErrorCode, message: String, by_peer: bool) {
+        self.phase = Phase::Closed;
+        self.streams.clear();
+        self.blocked.clear();
+        self.events.push_back(Event::Closed {
+            code,
+            message,
+            by_peer,
+        });
+    }
+
+    fn violation(&mut self, message: String) {
+        self.close(ErrorCode::Protocol, &message);
+    }
+
+    // ---- input ------------------------------------------------------------
+
+    /// Bytes that arrived on `path`.
+    pub fn handle_input(&mut self, now: Instant, path: PathId, bytes: &[u8]) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let Some(index) = self.path_index(path) else {
+            return;
+        };
+        self.last_received = now;
+        self.paths[index].inbuf.extend_from_slice(bytes);
+        if self.paths[index].awaiting_resume_ok {
+            self.take_resume_ok(index);
+        }
+        self.parse(now);
+    }
+
+    /// Parses whole frames from the path being read, in order, following a
+    /// `PathSwitch` to the next path.
+    fn parse(&mut self, now: Instant) {
+        let mut offset = 0;
+        loop {
+            if self.phase == Phase::Closed {
+                return;
+            }
+            let index = self.recv_path;
+            match Frame::decode(&self.paths[index].inbuf[offset..]) {
+                Ok((Frame::PathSwitch, _)) => {
+                    // Nothing more comes on this path; read the next one
+                    // from its first buffered byte.
+                    self.paths[index].inbuf.clear();
+                    offset = 0;
+                    self.handle_frame(now, Frame::PathSwitch);
+                }
+                Ok((frame, used)) => {
+                    offset += used;
+                    self.handle_frame(now, frame);
+                }
+                Err(FrameError::Incomplete) => break,
+                Err(e) => {
+                    self.violation(e.to_string());
+                    return;
+                }
+            }
+        }
+        let index = self.recv_path;
+        self.paths[index].inbuf.drain(..offset);
+    }
+
+    fn take_resume_ok(&mut self, index: usize) {
+        match Frame::decode(&self.paths[index].inbuf) {
+            Err(FrameError::Incomplete) => {}
+            Ok((Frame::ResumeOk, used)) => {
+                self.paths[index].inbuf.drain(..used);
+                self.paths[index].awaiting_resume_ok = false;
+                // Make-before-break: the marker ends the old path, then
+                // everything goes on the new one.
+                self.queue(&Frame::PathSwitch);
+                self.send_path = index;
+                let path = self.paths[index].id;
+                self.events.push_back(Event::PathReady { path });
+                self.retire_done_paths();
+            }
+            Ok((Frame::Refuse(r), _)) => self.finish_closed(r.code, r.message, true),
+            Ok((other, _)) => {
+                self.violation(format!("expected resume ok on a new path, got {other:?}"))
+            }
+            Err(e) => self.violation(e.to_string()),
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        match (self.phase, frame) {
+            (_, Frame::GoAway(r)) | (_, Frame::Refuse(r)) => {
+                self.finish_closed(r.code, r.message, true)
+            }
+            (Phase::Handshake, Frame::ClientHello(hello)) => self.on_client_hello(hello),
+            (Phase::Handshake, Frame::ServerHello(hello)) => self.on_server_hello(hello),
+            (Phase::Handshake | Phase::AwaitChannel, other) => self.violation(format!(
+                "{} before the handshake finished",
+                frame_name(&other)
+            )),
+            (Phase::Established, frame) => self.on_established_frame(now, frame),
+            (Phase::Closed, _) => {}
+        }
+    }
+
+    fn on_client_hello(&mut self, hello: ClientHello) {
+        let Side::Node { terms, .. } = &self.side else {
+            return self.violation("a client hello sent to a client".into());
+        };
+        let signed = hello_signing_bytes(
+            &hello.chain_id,
+            &hello.node,
+            &hello.channel,
+            &self.paths[0].binding,
+        );
+        let refusal = if hello.version != PROTOCOL_VERSION {
+            let msg = format!(
+                "protocol version {} is not spoken here (this node speaks {PROTOCOL_VERSION})",
+                hello.version
+            );
+            Some((ErrorCode::Version, msg))
+        } else if hello.node != terms.node || hello.chain_id != terms.chain_id {
+            Some((
+                ErrorCode::BadHello,
+                format!(
+                    "this is node {} on chain {:?}",
+                    terms.node.short(),
+                    terms.chain_id
+                ),
+            ))
+        } else if keys::verify(&hello.client, &signed, &hello.signature).is_err() {
+            Some((
+                ErrorCode::BadHello,
+                "the hello's signature does not verify for this TLS connection".to_string(),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, msg)) = refusal {
+            return self.close(code, &msg);
+        }
+        let (channel, client) = (hello.channel, hello.client);
+        if let Side::Node { hello: slot, .. } = &mut self.side {
+            *slot = Some(hello);
+        }
+        self.phase = Phase::AwaitChannel;
+        self.events
+            .push_back(Event::ChannelNeeded { channel, client });
+    }
+
+    /// Node: the driver's answer to `ChannelNeeded`: the channel, or the
+    /// code to refuse with (e.g. `NoChannel` when the chain has none).
+    pub fn handle_channel(&mut self, now: Instant, info: Result<ChannelInfo, ErrorCode>) {
+        if self.phase != Phase::AwaitChannel {
+            return;
+        }
+        match self.accept_channel(info) {
+            Ok((reply, pay)) => {
+                self.pay = Some(pay);
+                self.queue(&Frame::ServerHello(reply));
+                self.phase = Phase::Established;
+                self.last_received = now;
+                self.events.push_back(Event::Established);
+            }
+            Err((code, message)) => self.close(code, &message),
+        }
+    }
+
+    fn accept_channel(
+        &mut self,
+        info: Result<ChannelInfo, ErrorCode>,
+    ) -> Result<(ServerHello, Pay), (ErrorCode, String)> {
+        let Side::Node {
+            terms,
+            session_id,
+            hello: Some(hello),
+            channel: slot,
+        } = &mut self.side
+        else {
+            return Err((ErrorCode::Internal, "no hello".into()));
+        };
+        let info = info.map_err(|code| (code, code.describe().to_string()))?;
+        let ch = &info.channel;
+        if ch.client != hello.client || ch.node != terms.node {
+            return Err((
+                ErrorCode::NoChannel,
+                "the channel is not between this client and this node".into(),
+            ));
+        }
+        if info.expired {
+            return Err((ErrorCode::NoChannel, "the channel has expired".into()));
+        }
+        // The cumulative counters go on from the newest of the chain's
+        // settlement and the newest receipt this node holds.
+        let (mut base_bytes, mut base_usd) = (ch.paid_bytes, ch.paid);
+        let mut baseline = None;
+        if let Some(r) = info
+            .latest_receipt
+            .filter(|r| r.receipt.channel == hello.channel && r.verify(&ch.client).is_ok())
+        {
+            if r.receipt.cumulative_usd > base_usd {
+                base_bytes = base_bytes.max(r.receipt.cumulative_bytes);
+                base_usd = r.receipt.cumulative_usd;
+                baseline = Some(r);
+            }
+        }
+        if base_usd >= ch.escrow {
+            return Err((
+                ErrorCode::EscrowExhausted,
+                ErrorCode::EscrowExhausted.describe().into(),
+            ));
+        }
+        let reply = ServerHello {
+            version: PROTOCOL_VERSION,
+            session_id: *session_id,
+            price_usd_micro_per_gib: terms.price_usd_micro_per_gib,
+            receipt_interval_bytes: terms.receipt_interval_bytes,
+            credit_window_bytes: terms.credit_window_bytes,
+            stream_window_bytes: terms.limits.stream_window_bytes,
+            max_streams: terms.limits.max_streams,
+            baseline,
+        };
+        let pay = Pay {
+            price_usd_micro_per_gib: terms.price_usd_micro_per_gib,
+            receipt_interval_bytes: terms.receipt_interval_bytes,
+            credit_window_bytes: terms.credit_window_bytes,
+            base_bytes,
+            base_usd,
+            metered_bytes: 0,
+            paid_bytes: base_bytes,
+            paid_usd: base_usd,
+            paused: false,
+        };
+        let mut view = ch.clone();
+        view.paid = base_usd;
+        view.paid_bytes = base_bytes;
+        *slot = Some(view);
+        Ok((reply, pay))
+    }
+
+    fn on_server_hello(&mut self, hello: ServerHello) {
+        match self.check_server_hello(&hello) {
+            Ok((base_bytes, base_usd)) => {
+                self.session_id = hello.session_id;
+                self.limits.stream_window_bytes = hello.stream_window_bytes;
+                self.limits.max_streams = self.limits.max_streams.min(hello.max_streams);
+                self.pay = Some(Pay {
+                    price_usd_micro_per_gib: hello.price_usd_micro_per_gib,
+                    receipt_interval_bytes: hello.receipt_interval_bytes,
+                    credit_window_bytes: hello.credit_window_bytes,
+                    base_bytes,
+                    base_usd,
+                    metered_bytes: 0,
+                    paid_bytes: base_bytes,
+                    paid_usd: base_usd,
+                    paused: false,
+                });
+                self.phase = Phase::Established;
+                self.events.push_back(Event::Established);
+            }
+            Err((code, message)) => self.close(code, &message),
+        }
+    }
+
+    fn check_server_hello(&self, hello: &ServerHello) -> Result<(u64, Usd), (ErrorCode, String)> {
+        let Side::Client { terms, .. } = &self.side else {
+            return Err((ErrorCode::Protocol, "a server hello sent to a node".into()));
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::Version,
+                format!("the node speaks protocol version {}", hello.version),
+            ));
+        }
+        if hello.price_usd_micro_per_gib > terms.max_price_usd_micro_per_gib {
+            let msg = format!(
+                "the node asks {} micro-USD per GiB, more than the {} it advertises",
+                hello.price_usd_micro_per_gib, terms.max_price_usd_micro_per_gib
+            );
+            return Err((ErrorCode::BadHello, msg));
+        }
+        if hello.receipt_interval_bytes == 0
+            || hello.receipt_interval_bytes >= hello.credit_window_bytes
+        {
+            return Err((
+                ErrorCode::Protocol,
+                "the receipt interval must be positive and below the credit window".into(),
+            ));
+        }
+        let settled = (terms.settled_bytes, terms.settled_usd);
+        match &hello.baseline {
+            None => Ok(settled),
+            // A baseline the client did not sign would let a node charge
+            // for bytes nobody carried.
+            Some(r)
+                if r.receipt.channel != terms.channel || r.verify(&terms.key.public()).is_err() =>
+            {
+                Err((
+                    ErrorCode::BadHello,
+                    "the node's baseline receipt is not ours".into(),
+                ))
+            }
+            Some(r) if r.receipt.cumulative_usd <= settled.1 => Ok(settled),
+            Some(r) => Ok((
+                r.receipt.cumulative_bytes.max(settled.0),
+                r.receipt.cumulative_usd,
+            )),
+        }
+    }
+
+    fn is_node(&self) -> bool {
+        matches!(self.side, Side::Node { .. })
+    }
+
+    fn on_established_frame(&mut self, now: Instant, frame: Frame) {
+        let is_node = self.is_node();
+        match frame {
+            Frame::Data { stream, payload } => self.on_data(stream, payload),
+            Frame::Window { stream, bytes } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.send_credit += u64::from(bytes);
+                    if self.blocked.remove(&stream) {
+                        self.events.push_back(Event::Writable { stream });
+                    }
+                }
+            }
+            Frame::Fin { stream } => self.on_fin(stream),
+            Frame::Reset { stream, code } => {
+                if self.streams.remove(&stream).is_some() {
+                    self.blocked.remove(&stream);
+                    self.events.push_back(Event::Reset { stream, code });
+                }
+            }
+            Frame::Open { stream, dest } if is_node => self.on_open(stream, dest),
+            Frame::Opened { stream } if !is_node => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.opening = false;
+                    self.events.push_back(Event::Opened { stream });
+                }
+            }
+            Frame::OpenFailed { stream, code } if !is_node => {
+                if self.streams.remove(&stream).is_some() {
+                    self.blocked.remove(&stream);
+                    self.events.push_back(Event::OpenFailed { stream, code });
+                }
+            }
+            Frame::Receipt(r) if is_node => self.on_receipt(r),
+            Frame::ReceiptAccepted { .. } if !is_node => {}
+            Frame::ReceiptRejected { code, message } if !is_node => self
+                .events
+                .push_back(Event::ReceiptRejected { code, message }),
+            Frame::Paused { unpaid_bytes } if !is_node => {
+                self.events.push_back(Event::Paused { unpaid_bytes })
+            }
+            Frame::Ping { nonce } => self.queue(&Frame::Pong { nonce }),
+            Frame::Pong { nonce } => {
+                if let Some(sent) = self.pings.remove(&nonce) {
+                    self.events.push_back(Event::Pong {
+                        nonce,
+                        rtt: now.saturating_duration_since(sent),
+                    });
+                }
+            }
+            Frame::PathSwitch => self.on_path_switch(),
+            other => self.violation(format!("unexpected {} frame", frame_name(&other))),
+        }
+    }
+
+    fn on_open(&mut self, stream: StreamId, dest: Dest) {
+        if self.streams.contains_key(&stream) {
+            return self.violation(format!("stream {stream} opened twice"));
+        }
+        if self.streams.len() >= self.limits.max_streams as usize {
+            self.queue(&Frame::OpenFailed {
+                stream,
+                code: ErrorCode::Limit,
+            });
+            return;
+        }
+        let window = u64::from(self.limits.stream_window_bytes);
+        self.streams.insert(
+            stream,
+            Stream {
+                send_credit: window,
+                recv_allowance: window,
+                ..Stream::default()
+            },
+        );
+        self.events.push_back(Event::OpenRequested { stream, dest });
+    }
+
+    fn on_data(&mut self, stream: StreamId, payload: Vec<u8>) {
+        let is_node = self.is_node();
+        let Some(s) = self.streams.get_mut(&stream) else {
+            // A stream we reset may still have bytes in flight.
+            return;
+        };
+        let len = payload.len() as u64;
+        if s.fin_received || len > s.recv_allowance {
+            return self.violation(format!("stream {stream} sent past its window or its end"));
+        }
+        s.recv_allowance -= len;
+        if payload.is_empty() {
+            return;
+        }
+        let Some(pay) = self.pay.as_mut() else { return };
+        if is_node && (!s.held.is_empty() || pay.credit() < len) {
+            // Node: deliver upstream bytes only within the credit window.
+            s.held.push_back(payload);
+            self.release_held(stream);
+            return;
+        }
+        pay.metered_bytes += len;
+        self.events.push_back(Event::Data { stream, payload });
+        self.after_metering();
+    }
+
+    /// Node: delivers as much held upstream data of `stream` as credit allows.
+    fn release_held(&mut self, stream: StreamId) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(pay) = self.pay.as_mut() else { return };
+        while let Some(mut chunk) = s.held.pop_front() {
+            let credit = pay.credit();
+            if credit == 0 {
+                s.held.push_front(chunk);
+                break;
+            }
+            if (chunk.len() as u64) > credit {
+                let rest = chunk.split_off(credit as usize);
+                s.held.push_front(rest);
+            }
+            pay.metered_bytes += chunk.len() as u64;
+            self.events.push_back(Event::Data {
+                stream,
+                payload: chunk,
+            });
+        }
+        if s.held.is_empty() && s.fin_held {
+            s.fin_held = false;
+            self.events.push_back(Event::Finished { stream });
+        }
+        self.after_metering();
+    }
+
+    fn on_fin(&mut self, stream: StreamId) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.fin_received {
+            return self.violation(format!("stream {stream} finished twice"));
+        }
+        s.fin_received = true;
+        if s.held.is_empty() {
+            self.events.push_back(Event::Finished { stream });
+        } else {
+            s.fin_held = true;
+        }
+        self.gc_stream(stream);
+    }
+
+    fn gc_stream(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.get(&stream) {
+            if s.fin_sent && s.fin_received && !s.fin_held {
+                self.streams.remove(&stream);
+                self.blocked.remove(&stream);
+            }
+        }
+    }
+
+    fn on_receipt(&mut self, receipt: SignedReceipt) {
+        match self.check_session_receipt(&receipt) {
+            Ok(()) => {
+                let r = &receipt.receipt;
+                if let Side::Node {
+                    channel: Some(view),
+                    ..
+                } = &mut self.side
+                {
+                    view.paid = r.cumulative_usd;
+                    view.paid_bytes = r.cumulative_bytes;
+                }
+                if let Some(pay) = self.pay.as_mut() {
+                    pay.paid_bytes = r.cumulative_bytes;
+                    pay.paid_usd = r.cumulative_usd;
+                }
+                self.queue(&Frame::ReceiptAccepted {
+                    cumulative_bytes: r.cumulative_bytes,
+                });
+                self.events.push_back(Event::ReceiptAccepted { receipt });
+                self.resume_paid();
+            }
+            Err((code, message)) => {
+                self.queue(&Frame::ReceiptRejected {
+                    code: code.clone(),
+                    message: message.clone(),
+                });
+                self.events
+                    .push_back(Event::ReceiptRejected { code, message });
+            }
+        }
+    }
+
+    /// Node: the ledger's own check against the channel (with the newest
+    /// accepted receipt as "settled", so a replay is stale), then that the
+    /// receipt pays this session's bytes at this session's price.
+    fn check_session_receipt(&self, receipt: &SignedReceipt) -> Result<(), (String, String)> {
+        let (
+            Side::Node {
+                terms,
+                channel: Some(view),
+                hello: Some(hello),
+                ..
+            },
+            Some(pay),
+        ) = (&self.side, &self.pay)
+        else {
+            return Err(("not_established".into(), "no channel yet".into()));
+        };
+        let r = &receipt.receipt;
+        if r.channel != hello.channel {
+            return Err((
+                "wrong_channel".into(),
+                format!(
+                    "the receipt is for channel {}, not {}",
+                    r.channel, hello.channel
+                ),
+            ));
+        }
+        check_receipt(&terms.chain_id, view, receipt)
+            .map_err(|e| (e.code().to_string(), e.to_string()))?;
+        let bytes = r.cumulative_bytes.saturating_sub(pay.base_bytes);
+        let owed = cost_of_bytes(pay.price_usd_micro_per_gib, bytes);
+        let paid = r.cumulative_usd.saturating_sub(pay.base_usd);
+        if paid < owed {
+            return Err((
+                "underpaid".into(),
+                format!(
+                    "{bytes} bytes cost {owed} USD at this node's price; the receipt pays {paid}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Node: a receipt arrived; deliver what waited and wake senders.
+    fn resume_paid(&mut self) {
+        if let Some(pay) = self.pay.as_mut() {
+            if pay.credit() > 0 {
+                pay.paused = false;
+            }
+        }
+        let waiting: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.held.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in waiting {
+            self.release_held(stream);
+        }
+        self.wake_blocked();
+    }
+
+    fn wake_blocked(&mut self) {
+        for stream in std::mem::take(&mut self.blocked) {
+            self.events.push_back(Event::Writable { stream });
+        }
+    }
+
+    /// After bytes were metered: the client signs a receipt when one is
+    /// due; the node pauses when the window is used up.
+    fn after_metering(&mut self) {
+        let Some(pay) = self.pay.as_mut() else { return };
+        let frame = match &mut self.side {
+            Side::Client {
+                terms,
+                escrow_exhausted,
+                ..
+            } => {
+                let cumulative_bytes = pay.cumulative_bytes();
+                if *escrow_exhausted
+                    || cumulative_bytes < pay.paid_bytes + pay.receipt_interval_bytes
+                {
+                    return;
+                }
+                let owed = cost_of_bytes(pay.price_usd_micro_per_gib, pay.metered_bytes);
+                let cumulative_usd = Usd(pay.base_usd.0 + owed.0);
+                if cumulative_usd > terms.escrow {
+                    *escrow_exhausted = true;
+                    self.events.push_back(Event::EscrowExhausted);
+                    return;
+                }
+                let receipt = Receipt {
+                    chain_id: terms.chain_id.clone(),
+                    channel: terms.channel,
+                    cumulative_usd,
+                    cumulative_bytes,
+                }
+                .sign(&terms.key);
+                pay.paid_bytes = cumulative_bytes;
+                pay.paid_usd = cumulative_usd;
+                self.events.push_back(Event::ReceiptSent {
+                    cumulative_bytes,
+                    cumulative_usd,
+                });
+                Frame::Receipt(receipt)
+            }
+            Side::Node { .. } => {
+                if pay.credit() > 0 || pay.paused {
+                    return;
+                }
+                pay.paused = true;
+                let unpaid_bytes = pay.cumulative_bytes() - pay.paid_bytes;
+                self.events.push_back(Event::Paused { unpaid_bytes });
+                Frame::Paused { unpaid_bytes }
+            }
+        };
+        self.queue(&frame);
+    }
+
+    fn on_path_switch(&mut self) {
+        // The peer sends nothing more on the path we were reading.
+        let next = self.recv_path + 1;
+        if next >= self.paths.len() {
+            return self.violation("path switch with no newer path".into());
+        }
+        self.recv_path = next;
+        if self.is_node() && self.send_path < next {
+            // The client moved; follow it, marking the end of the old path.
+            self.queue(&Frame::PathSwitch);
+            self.send_path = next;
+            let path = self.paths[next].id;
+            self.events.push_back(Event::PathReady { path });
+        }
+        self.retire_done_paths();
+    }
+
+    /// Drops paths both sides have switched away from.
+    fn retire_done_paths(&mut self) {
+        let done = self.send_path.min(self.recv_path);
+        for _ in 0..done {
+            let old = self.paths.remove(0);
+            self.send_path -= 1;
+            self.recv_path -= 1;
+            self.retired.push((old.id, old.outbuf));
+            self.events.push_back(Event::PathRetired { path: old.id });
+        }
+    }
+
+    // ---- paths (port hopping) ----------------------------------------------
+
+    /// Client: a new connection to the node whose TLS exporter gave
+    /// `binding`; the session moves to it once the node confirms.
+    pub fn attach_path(&mut self, path: PathId, binding: [u8; 32]) -> Result<(), SessionError> {
+        if !matches!(self.side, Side::Client { .. }) {
+            return Err(SessionError::WrongSide("client"));
+        }
+        self.check_open()?;
+        if self.paths.len() > 1 {
+            return Err(SessionError::MigrationPending);
+        }
+        let proof = resume_proof(&self.secret, &binding);
+        let mut p = Path {
+            id: path,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            binding,
+            awaiting_resume_ok: true,
+        };
+        Frame::Resume(Resume {
+            session_id: self.session_id,
+            proof,
+        })
+        .encode(&mut p.outbuf);
+        self.paths.push(p);
+        Ok(())
+    }
+
+    /// Node: a new connection whose first frame was `resume` (see
+    /// `frame::first_frame`); `rest` is what arrived after that frame.
+    pub fn handle_resume(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        binding: [u8; 32],
+        resume: &Resume,
+    ) -> Result<(), SessionError> {
+        if !self.is_node() {
+            return Err(SessionError::WrongSide("node"));
+        }
+        self.check_open()?;
+        if resume.session_id != self.session_id
+            || resume_proof(&self.secret, &binding) != resume.proof
+        {
+            return Err(SessionError::BadResumeProof);
+        }
+        if self.paths.len() > self.limits.max_extra_paths {
+            return Err(SessionError::TooManyPaths);
+        }
+        let mut p = Path {
+            id: path,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            binding,
+            awaiting_resume_ok: false,
+        };
+        Frame::ResumeOk.encode(&mut p.outbuf);
+        self.paths.push(p);
+        self.last_received = now;
+        Ok(())
+    }
+
+    /// A connection died under the session. If it was the only one, the
+    /// session is over.
+    pub fn handle_path_lost(&mut self, path: PathId) {
+        let Some(index) = self.path_index(path) else {
+            return;
+        };
+        if index > self.send_path && index > self.recv_path {
+            // A half-made new path: forget it, stay on the old one.
+            self.paths.remove(index);
+        } else if self.phase != Phase::Closed {
+            self.finish_closed(ErrorCode::Shutdown, "the connection was lost".into(), true);
+        }
+    }
+
+    fn check_open(&self) -> Result<(), SessionError> {
+        match self.phase {
+            Phase::Established => Ok(()),
+            Phase::Closed => Err(SessionError::Closed),
+            _ => Err(SessionError::NotEstablished),
+        }
+    }
+
+    // ---- streams -------------------------------------------------------------
+
+    /// Client: opens a stream to `dest` (resolved at the exit).
+    pub fn open_stream(&mut self, dest: Dest) -> Result<StreamId, SessionError> {
+        self.check_open()?;
+        let Side::Client { next_stream, .. } = &mut self.side else {
+            return Err(SessionError::WrongSide("client"));
+        };
+        if self.streams.len() >= self.limits.max_streams as usize {
+            return Err(SessionError::TooManyStreams(self.limits.max_streams));
+        }
+        let stream = *next_stream;
+        *next_stream = next_stream.wrapping_add(1).max(1);
+        let window = u64::from(self.limits.stream_window_bytes);
+        self.streams.insert(
+            stream,
+            Stream {
+                send_credit: window,
+                recv_allowance: window,
+                opening: true,
+                ..Stream::default()
+            },
+        );
+        self.queue(&Frame::Open { stream, dest });
+        Ok(stream)
+    }
+
+    /// Node: the destination is connected.
+    pub fn accept_stream(&mut self, stream: StreamId) {
+        if self.streams.contains_key(&stream) && self.phase == Phase::Established {
+            self.queue(&Frame::Opened { stream });
+        }
+    }
+
+    /// Node: the destination could not be reached (or is not allowed).
+    pub fn refuse_stream(&mut self, stream: StreamId, code: ErrorCode) {
+        if self.streams.remove(&stream).is_some() && self.phase == Phase::Established {
+            self.blocked.remove(&stream);
+            self.queue(&Frame::OpenFailed { stream, code });
+        }
+    }
+
+    /// Queues up to `data.len()` bytes on `stream`; returns how many were
+    /// taken. Fewer means: wait for `Writable`.
+    pub fn send(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, SessionError> {
+        self.check_open()?;
+        let unsent = self.paths[self.send_path].outbuf.len();
+        let room = self.limits.max_unsent_bytes.saturating_sub(unsent) as u64;
+        let is_node = self.is_node();
+        let s = self
+            .streams
+            .get_mut(&stream)
+            .ok_or(SessionError::NoStream(stream))?;
+        if s.fin_sent {
+            return Err(SessionError::StreamFinished(stream));
+        }
+        let mut allowed = s.send_credit.min(room);
+        if is_node {
+            allowed = allowed.min(self.pay.as_ref().map_or(0, Pay::credit));
+        }
+        let n = (data.len() as u64).min(allowed) as usize;
+        s.send_credit -= n as u64;
+        if n < data.len() {
+            self.blocked.insert(stream);
+        }
+        let i = self.send_path;
+        for chunk in data[..n].chunks(MAX_DATA_PAYLOAD_BYTES) {
+            encode_data(&mut self.paths[i].outbuf, stream, chunk);
+        }
+        if n > 0 {
+            if let Some(pay) = self.pay.as_mut() {
+                pay.metered_bytes += n as u64;
+            }
+            self.after_metering();
+        }
+        Ok(n)
+    }
+
+    /// The driver wrote `n` bytes of `stream`'s received data to its far
+    /// end: the peer may send that much more.
+    pub fn consumed(&mut self, stream: StreamId, n: usize) {
+        if self.phase != Phase::Established {
+            return;
+        }
+        let half = u64::from(self.limits.stream_window_bytes) / 2;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.recv_unannounced += n as u64;
+        if s.recv_unannounced >= half && !s.fin_received {
+            let bytes = s.recv_unannounced as u32;
+            s.recv_allowance += s.recv_unannounced;
+            s.recv_unannounced = 0;
+            self.queue(&Frame::Window { stream, bytes });
+        }
+    }
+
+    /// No more bytes from us on `stream`.
+    pub fn finish(&mut self, stream: StreamId) {
+        if self.phase != Phase::Established {
+            return;
+        }
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if !s.fin_sent {
+                s.fin_sent = true;
+                self.queue(&Frame::Fin { stream });
+                self.gc_stream(stream);
+            }
+        }
+    }
+
+    /// Abandons `stream` both ways.
+    pub fn reset(&mut self, stream: StreamId, code: ErrorCode) {
+        if self.streams.remove(&stream).is_some() && self.phase == Phase::Established {
+            self.blocked.remove(&stream);
+            self.queue(&Frame::Reset { stream, code });
+        }
+    }
+
+    /// Sends a ping; the answer comes as `Event::Pong` with the round trip.
+    pub fn ping(&mut self, now: Instant) -> Result<u64, SessionError> {
+        self.check_open()?;
+        let nonce = self.next_ping;
+        self.next_ping += 1;
+        // Bounded: an unanswered ping is forgotten after 16 newer ones.
+        if self.pings.len() >= 16 {
+            self.pings.pop_first();
+        }
+        self.pings.insert(nonce, now);
+        self.queue(&Frame::Ping { nonce });
+        Ok(nonce)
+    }
+
+    // ---- output ------------------------------------------------------------
+
+    /// The next bytes to write, and the path to write them on.
+    pub fn poll_transmit(&mut self) -> Option<(PathId, Vec<u8>)> {
+        if let Some((path, bytes)) = self.retired.pop() {
+            if !bytes.is_empty() {
+                return Some((path, bytes));
+            }
+        }
+        let index = self.paths.iter().position(|p| !p.outbuf.is_empty())?;
+        let bytes = std::mem::take(&mut self.paths[index].outbuf);
+        if index == self.send_path && !self.blocked.is_empty() && self.phase == Phase::Established {
+            self.wake_blocked();
+        }
+        Some((self.paths[index].id, bytes))
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Closed => None,
+            Phase::Handshake | Phase::AwaitChannel => Some(self.handshake_deadline),
+            Phase::Established => Some(self.last_received + self.limits.idle_timeout),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Handshake | Phase::AwaitChannel if now >= self.handshake_deadline => {
+                self.close(ErrorCode::Timeout, "the handshake did not finish in time");
+            }
+            Phase::Established if now >= self.last_received + self.limits.idle_timeout => {
+                self.close(ErrorCode::Idle, ErrorCode::Idle.describe());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::ClientHello(_) => "client hello",
+        Frame::ServerHello(_) => "server hello",
+        Frame::Refuse(_) => "refuse",
+        Frame::Open { .. } => "open",
+        Frame::Opened { .. } => "opened",
+        Frame::OpenFailed { .. } => "open failed",
+        Frame::Data { .. } => "data",
+        Frame::Window { .. } => "window",
+        Frame::Fin { .. } => "fin",
+        Frame::Reset { .. } => "reset",
+        Frame::Receipt(_) => "receipt",
+        Frame::ReceiptAccepted { .. } => "receipt accepted",
+        Frame::ReceiptRejected { .. } => "receipt rejected",
+        Frame::Paused { .. } => "paused",
+        Frame::Ping { .. } => "ping",
+        Frame::Pong { .. } => "pong",
+        Frame::Resume(_) => "resume",
+        Frame::ResumeOk => "resume ok",
+        Frame::PathSwitch => "path switch",
+        Frame::GoAway(_) => "go away",
+    }
+}

@@ -1,0 +1,640 @@
+//! Two sessions, client and node, wired back to back on virtual time
+//! (quinn-proto's `Pair`): every byte one side transmits is delivered to the
+//! other, optionally through a filter that drops frames, so payment and
+//! path switching are tested without sockets or clocks.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tollway_ledger::state::Channel;
+use tollway_tunnel::frame::{Frame, FrameError};
+use tollway_tunnel::session::{
+    ChannelInfo, ClientTerms, Event, Limits, NodeTerms, PathId, Session, StreamId,
+};
+use tollway_tunnel::{Dest, ErrorCode};
+use tollway_types::amount::Usd;
+use tollway_types::keys::SigningKey;
+use tollway_types::tx::{channel_id, ChannelId, Receipt, SignedReceipt};
+
+const CHAIN: &str = "tollway-test";
+const PRICE: u64 = 1_000_000; // 1 USD per GiB
+const MIB: u64 = 1 << 20;
+
+struct Pair {
+    now: Instant,
+    client: Session,
+    node: Session,
+    client_key: SigningKey,
+    channel_id: ChannelId,
+    channel: Channel,
+    /// Frames from the client the harness drops (e.g. receipts).
+    drop_client_frame: fn(&Frame) -> bool,
+    client_events: Vec<Event>,
+    node_events: Vec<Event>,
+    /// What each side received per stream.
+    client_got: BTreeMap<StreamId, Vec<u8>>,
+    node_got: BTreeMap<StreamId, Vec<u8>>,
+    max_unpaid_bytes: u64,
+}
+
+fn keep(_: &Frame) -> bool {
+    false
+}
+
+fn channel_for(client: &SigningKey, node: &SigningKey, escrow: Usd) -> (ChannelId, Channel) {
+    let channel = Channel {
+        client: client.public(),
+        node: node.public(),
+        escrow,
+        paid: Usd::ZERO,
+        paid_bytes: 0,
+        expires_at_secs: 1_000_000,
+    };
+    (channel_id(&client.public(), 0), channel)
+}
+
+impl Pair {
+    fn new(escrow: Usd) -> Pair {
+        Pair::with_binding(escrow, [9; 32], [9; 32])
+    }
+
+    /// `client_binding` differs from `node_binding` when the TLS
+    /// connection under the hello is not the one it was signed for.
+    fn with_binding(escrow: Usd, client_binding: [u8; 32], node_binding: [u8; 32]) -> Pair {
+        let now = Instant::now();
+        let client_key = SigningKey::from_label("client");
+        let node_key = SigningKey::from_label("node");
+        let (channel_id, channel) = channel_for(&client_key, &node_key, escrow);
+        let limits = Limits {
+            stream_window_bytes: 256 * 1024,
+            ..Limits::default()
+        };
+        let client = Session::client(
+            ClientTerms {
+                chain_id: CHAIN.into(),
+                node: node_key.public(),
+                channel: channel_id,
+                key: client_key.clone(),
+                escrow,
+                settled_bytes: 0,
+                settled_usd: Usd::ZERO,
+                max_price_usd_micro_per_gib: PRICE,
+                limits: limits.clone(),
+            },
+            now,
+            1,
+            client_binding,
+        );
+        let mut terms = NodeTerms::new(CHAIN.into(), node_key.public(), PRICE);
+        terms.limits = limits;
+        let node = Session::node(terms, now, 1, node_binding, [5; 16]);
+        Pair {
+            now,
+            client,
+            node,
+            client_key,
+            channel_id,
+            channel,
+            drop_client_frame: keep,
+            client_events: Vec::new(),
+            node_events: Vec::new(),
+            client_got: BTreeMap::new(),
+            node_got: BTreeMap::new(),
+            max_unpaid_bytes: 0,
+        }
+    }
+
+    /// Moves bytes and handles events until nothing changes.
+    fn drive(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            while let Some((path, bytes)) = self.client.poll_transmit() {
+                let bytes = filter(&bytes, self.drop_client_frame);
+                self.node.handle_input(self.now, path, &bytes);
+                moved = true;
+            }
+            while let Some((path, bytes)) = self.node.poll_transmit() {
+                self.client.handle_input(self.now, path, &bytes);
+                moved = true;
+            }
+            while let Some(e) = self.node.poll_event() {
+                moved = true;
+                match &e {
+                    Event::ChannelNeeded { .. } => {
+                        let info = ChannelInfo {
+                            channel: self.channel.clone(),
+                            latest_receipt: None,
+                            expired: false,
+                        };
+                        self.node.handle_channel(self.now, Ok(info));
+                    }
+                    Event::OpenRequested { stream, .. } => self.node.accept_stream(*stream),
+                    Event::Data { stream, payload } => {
+                        self.node_got
+                            .entry(*stream)
+                            .or_default()
+                            .extend_from_slice(payload);
+                        self.node.consumed(*stream, payload.len());
+                    }
+                    _ => {}
+                }
+                self.node_events.push(e);
+            }
+            while let Some(e) = self.client.poll_event() {
+                moved = true;
+                if let Event::Data { stream, payload } = &e {
+                    self.client_got
+                        .entry(*stream)
+                        .or_default()
+                        .extend_from_slice(payload);
+                    self.client.consumed(*stream, payload.len());
+                }
+                self.client_events.push(e);
+            }
+            self.max_unpaid_bytes = self.max_unpaid_bytes.max(self.node.unpaid_bytes());
+            if !moved {
+                return;
+            }
+        }
+        panic!("the pair did not settle");
+    }
+
+    fn established(escrow: Usd) -> Pair {
+        let mut pair = Pair::new(escrow);
+        pair.drive();
+        assert!(
+            pair.client.is_established() && pair.node.is_established(),
+            "{:?}",
+            pair.client_events
+        );
+        pair
+    }
+
+    /// Sends `data` from `from_client`'s side on `stream` as fast as the
+    /// window allows; returns how much went.
+    fn pump(&mut self, stream: StreamId, data: &[u8], from_client: bool) -> usize {
+        let mut sent = 0;
+        for _ in 0..100_000 {
+            if sent == data.len() {
+                break;
+            }
+            let side = if from_client {
+                &mut self.client
+            } else {
+                &mut self.node
+            };
+            let n = side.send(stream, &data[sent..]).unwrap_or(0);
+            sent += n;
+            self.drive();
+            if n == 0 {
+                // Nothing went and nothing moved: stuck (e.g. unpaid).
+                let side = if from_client {
+                    &mut self.client
+                } else {
+                    &mut self.node
+                };
+                if side.send(stream, &data[sent..]).unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
+    fn receipt(&self, key: &SigningKey, usd: u128, bytes: u64) -> SignedReceipt {
+        Receipt {
+            chain_id: CHAIN.into(),
+            channel: self.channel_id,
+            cumulative_usd: Usd(usd),
+            cumulative_bytes: bytes,
+        }
+        .sign(key)
+    }
+
+    fn rejected_codes(&self) -> Vec<String> {
+        self.node_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ReceiptRejected { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Re-encodes `bytes` (whole frames) without the frames `drop` picks.
+fn filter(bytes: &[u8], drop: fn(&Frame) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (frame, used) = Frame::decode(rest).expect("sessions transmit whole frames");
+        if !drop(&frame) {
+            out.extend_from_slice(&rest[..used]);
+        }
+        rest = &rest[used..];
+    }
+    out
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn dest() -> Dest {
+    "example.com:443".parse().unwrap()
+}
+
+#[test]
+fn bytes_cross_both_ways_byte_exact_and_receipts_pay_for_them() {
+    let mut pair = Pair::established(Usd(10_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert!(pair.node_events.contains(&Event::OpenRequested {
+        stream: s,
+        dest: dest()
+    }));
+    assert!(pair.client_events.contains(&Event::Opened { stream: s }));
+    let up = pattern(3 * MIB as usize + 123, 1);
+    let down = pattern(5 * MIB as usize + 7, 2);
+    assert_eq!(pair.pump(s, &up, true), up.len());
+    assert_eq!(pair.pump(s, &down, false), down.len());
+    pair.client.finish(s);
+    pair.node.finish(s);
+    pair.drive();
+    assert!(pair.node_got[&s] == up, "upstream bytes differ");
+    assert!(pair.client_got[&s] == down, "downstream bytes differ");
+    assert!(pair.node_events.contains(&Event::Finished { stream: s }));
+    assert!(pair.client_events.contains(&Event::Finished { stream: s }));
+    assert_eq!(pair.client.n_streams(), 0);
+    assert_eq!(pair.node.n_streams(), 0);
+    // A receipt per MiB, all accepted; the node's meter and the client's
+    // agree once everything has arrived.
+    let total = (up.len() + down.len()) as u64;
+    assert_eq!(pair.node.cumulative_bytes(), total);
+    assert_eq!(pair.client.cumulative_bytes(), total);
+    let accepted: Vec<&SignedReceipt> = pair
+        .node_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReceiptAccepted { receipt } => Some(receipt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted.len(), 8, "one receipt per MiB of {total} bytes");
+    assert!(pair.rejected_codes().is_empty());
+    let last = &accepted.last().unwrap().receipt;
+    assert!(last.cumulative_bytes >= 8 * MIB);
+    assert_eq!(
+        last.cumulative_usd,
+        tollway_ledger::cost_of_bytes(PRICE, last.cumulative_bytes)
+    );
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+#[test]
+fn a_client_that_stops_paying_is_paused_at_the_credit_window() {
+    let mut pair = Pair::established(Usd(10_000_000));
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(6 * MIB as usize, 3);
+    let sent = pair.pump(s, &down, false);
+    // The node stopped exactly at the window and never went past it.
+    assert_eq!(sent as u64, 2 * MIB, "node served {sent} bytes unpaid");
+    assert_eq!(pair.max_unpaid_bytes, 2 * MIB);
+    assert!(pair
+        .node_events
+        .iter()
+        .any(|e| matches!(e, Event::Paused { unpaid_bytes } if *unpaid_bytes == 2 * MIB)));
+    assert!(pair
+        .client_events
+        .iter()
+        .any(|e| matches!(e, Event::Paused { .. })));
+    // Upstream is held too: the node delivers nothing more.
+    let before = pair.node_got.get(&s).map_or(0, Vec::len);
+    pair.pump(s, &pattern(100_000, 4), true);
+    assert_eq!(pair.node_got.get(&s).map_or(0, Vec::len), before);
+    assert_eq!(pair.node.unpaid_bytes(), 2 * MIB);
+
+    // Paying again resumes both ways.
+    pair.drop_client_frame = keep;
+    let bytes = pair.client.cumulative_bytes();
+    let paid = pair.receipt(
+        &pair.client_key.clone(),
+        tollway_ledger::cost_of_bytes(PRICE, bytes).0,
+        bytes,
+    );
+    pair.node
+        .handle_input(pair.now, 1, &Frame::Receipt(paid).to_bytes());
+    pair.drive();
+    assert_eq!(pair.node_got[&s].len(), before + 100_000);
+    assert_eq!(pair.pump(s, &down[sent..], false), down.len() - sent);
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+#[test]
+fn forged_replayed_stale_over_escrow_and_underpaid_receipts_are_rejected() {
+    // The chain has settled 1000 micro-USD on this channel already.
+    let mut pair = Pair::new(Usd(5_000_000));
+    pair.channel.paid = Usd(1_000);
+    pair.drive();
+    let key = pair.client_key.clone();
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    pair.drive();
+    pair.pump(s, &pattern(MIB as usize, 5), false);
+    let send = |pair: &mut Pair, r: SignedReceipt| {
+        pair.node
+            .handle_input(pair.now, 1, &Frame::Receipt(r).to_bytes());
+        pair.drive();
+    };
+    let mallory = SigningKey::from_label("mallory");
+    let receipt = |key: &SigningKey, usd: u128, bytes: u64| {
+        Receipt {
+            chain_id: CHAIN.into(),
+            channel: channel_id(&SigningKey::from_label("client").public(), 0),
+            cumulative_usd: Usd(usd),
+            cumulative_bytes: bytes,
+        }
+        .sign(key)
+    };
+    // Forged: signed by somebody else.
+    send(&mut pair, receipt(&mallory, 2_000, MIB));
+    // Over the escrow.
+    send(&mut pair, receipt(&key, 5_000_001, MIB));
+    // Underpaid: 1 MiB at 1 USD/GiB costs 977 micro-USD beyond the 1000
+    // already settled.
+    send(&mut pair, receipt(&key, 1_500, MIB));
+    // Another chain.
+    let other_chain = Receipt {
+        chain_id: "elsewhere".into(),
+        channel: pair.channel_id,
+        cumulative_usd: Usd(2_000),
+        cumulative_bytes: MIB,
+    }
+    .sign(&key);
+    send(&mut pair, other_chain);
+    assert_eq!(
+        pair.rejected_codes(),
+        [
+            "bad_receipt_signature",
+            "over_escrow",
+            "underpaid",
+            "receipt_wrong_chain"
+        ]
+    );
+    // A good one, then the same again (replay) and an older one (stale).
+    send(&mut pair, receipt(&key, 2_000, MIB));
+    send(&mut pair, receipt(&key, 2_000, MIB));
+    send(&mut pair, receipt(&key, 1_500, MIB / 2));
+    let codes = pair.rejected_codes();
+    assert_eq!(&codes[4..], ["stale_receipt", "stale_receipt"]);
+    assert_eq!(
+        pair.node_events
+            .iter()
+            .filter(|e| matches!(e, Event::ReceiptAccepted { .. }))
+            .count(),
+        1
+    );
+    // The client saw every rejection with its reason.
+    assert_eq!(
+        pair.client_events
+            .iter()
+            .filter(|e| matches!(e, Event::ReceiptRejected { .. }))
+            .count(),
+        6
+    );
+}
+
+#[test]
+fn a_hello_signed_for_another_connection_is_refused() {
+    let mut pair = Pair::with_binding(Usd(1_000_000), [1; 32], [2; 32]);
+    pair.drive();
+    assert!(pair.node.is_closed() && pair.client.is_closed());
+    assert!(pair.client_events.iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            code: ErrorCode::BadHello,
+            by_peer: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn the_node_refuses_channels_that_are_not_usable() {
+    for (mutate, want) in [
+        (
+            (|c: &mut ChannelInfo| c.expired = true) as fn(&mut ChannelInfo),
+            ErrorCode::NoChannel,
+        ),
+        (
+            |c| c.channel.node = SigningKey::from_label("other").public(),
+            ErrorCode::NoChannel,
+        ),
+        (
+            |c| c.channel.paid = c.channel.escrow,
+            ErrorCode::EscrowExhausted,
+        ),
+    ] {
+        let mut pair = Pair::new(Usd(1_000_000));
+        while let Some((p, b)) = pair.client.poll_transmit() {
+            pair.node.handle_input(pair.now, p, &b);
+        }
+        assert!(matches!(
+            pair.node.poll_event(),
+            Some(Event::ChannelNeeded { .. })
+        ));
+        let mut info = ChannelInfo {
+            channel: pair.channel.clone(),
+            latest_receipt: None,
+            expired: false,
+        };
+        mutate(&mut info);
+        pair.node.handle_channel(pair.now, Ok(info));
+        pair.drive();
+        assert!(
+            pair.client_events
+                .iter()
+                .any(|e| matches!(e, Event::Closed { code, .. } if *code == want)),
+            "{:?}",
+            pair.client_events
+        );
+    }
+}
+
+#[test]
+fn flow_control_blocks_a_sender_until_the_receiver_consumes() {
+    let mut pair = Pair::established(Usd(10_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    // Without the harness consuming, the node may send one window only.
+    let n = pair.node.send(s, &pattern(1_000_000, 6)).unwrap();
+    assert_eq!(n, 256 * 1024);
+    assert_eq!(pair.node.send(s, b"more").unwrap(), 0);
+    pair.drive(); // the client consumes: a window update wakes the node
+    assert!(pair
+        .node_events
+        .iter()
+        .any(|e| *e == Event::Writable { stream: s }));
+    assert!(pair.node.send(s, b"more").unwrap() > 0);
+}
+
+#[test]
+fn streams_are_limited_and_a_reset_ends_one_stream_only() {
+    let mut pair = Pair::established(Usd(10_000_000));
+    let a = pair.client.open_stream(dest()).unwrap();
+    let b = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.client.reset(a, ErrorCode::Shutdown);
+    pair.drive();
+    assert!(pair.node_events.contains(&Event::Reset {
+        stream: a,
+        code: ErrorCode::Shutdown
+    }));
+    assert_eq!(pair.pump(b, b"still here", true), 10);
+    assert_eq!(pair.node_got[&b], b"still here");
+}
+
+#[test]
+fn the_session_moves_to_new_connections_three_times_mid_transfer_byte_exact() {
+    let mut pair = Pair::established(Usd(100_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(4 * MIB as usize, 7);
+    let mut sent = 0;
+    let mut next_path: PathId = 2;
+    let mut retired = Vec::new();
+    for round in 0..4 {
+        // Send a quarter, part of it still in flight when the switch starts.
+        let quarter = down.len() / 4;
+        let n = pair.node.send(s, &down[sent..sent + 100_000]).unwrap();
+        sent += n;
+        if round < 3 {
+            let binding = [next_path as u8; 32];
+            pair.client.attach_path(next_path, binding).unwrap();
+            // The node's driver sees a Resume as the first frame.
+            let (path, bytes) = pair.client.poll_transmit().unwrap();
+            assert_eq!(path, next_path);
+            let (Frame::Resume(resume), used) = Frame::decode(&bytes).unwrap() else {
+                panic!("not a resume")
+            };
+            assert_eq!(used, bytes.len());
+            pair.node
+                .handle_resume(pair.now, next_path, binding, &resume)
+                .unwrap();
+            next_path += 1;
+        }
+        let target = ((round + 1) * quarter).min(down.len());
+        sent += pair.pump(s, &down[sent..target], false);
+        pair.drive();
+        for e in pair.client_events.iter().chain(&pair.node_events) {
+            if let Event::PathRetired { path } = e {
+                if !retired.contains(path) {
+                    retired.push(*path);
+                }
+            }
+        }
+    }
+    sent += pair.pump(s, &down[sent..], false);
+    pair.drive();
+    assert_eq!(sent, down.len());
+    assert!(
+        pair.client_got[&s] == down,
+        "bytes differ after path switches"
+    );
+    assert_eq!(retired, [1, 2, 3]);
+    assert_eq!(pair.client.current_path(), 4);
+    assert_eq!(pair.node.current_path(), 4);
+}
+
+#[test]
+fn a_wrong_resume_proof_is_refused() {
+    let mut pair = Pair::established(Usd(1_000_000));
+    let resume = tollway_tunnel::frame::Resume {
+        session_id: pair.node.session_id(),
+        proof: [0; 32],
+    };
+    assert!(pair
+        .node
+        .handle_resume(pair.now, 2, [2; 32], &resume)
+        .is_err());
+}
+
+#[test]
+fn idle_and_handshake_timeouts_close_the_session() {
+    let mut pair = Pair::new(Usd(1_000_000));
+    let deadline = pair.node.poll_timeout().unwrap();
+    pair.node
+        .handle_timeout(deadline + Duration::from_millis(1));
+    assert!(pair.node.is_closed());
+
+    let mut pair = Pair::established(Usd(1_000_000));
+    let idle = pair.node.poll_timeout().unwrap();
+    assert!(idle > pair.now + Duration::from_secs(60));
+    pair.node.handle_timeout(idle);
+    assert!(pair.node.is_closed());
+}
+
+#[test]
+fn truncated_frames_are_incomplete_and_never_panic() {
+    let frames = [
+        Frame::Open {
+            stream: 7,
+            dest: dest(),
+        },
+        Frame::Data {
+            stream: 7,
+            payload: pattern(1000, 1),
+        },
+        Frame::Window {
+            stream: 7,
+            bytes: 65536,
+        },
+        Frame::PathSwitch,
+        Frame::Ping { nonce: 99 },
+    ];
+    for frame in frames {
+        let bytes = frame.to_bytes();
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                Frame::decode(&bytes[..cut]),
+                Err(FrameError::Incomplete),
+                "{frame:?} cut at {cut}"
+            );
+        }
+        assert_eq!(Frame::decode(&bytes), Ok((frame, bytes.len())));
+    }
+    // A declared length over the limit is refused before the body arrives.
+    assert!(matches!(
+        Frame::decode(&[0x13, 0xff, 0xff, 0xff]),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        Frame::decode(&[0x7f, 0, 0, 0]),
+        Err(FrameError::UnknownType(0x7f))
+    ));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Frame::decode(&bytes);
+            let _ = tollway_tunnel::frame::first_frame(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_a_node_session(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            let mut pair = Pair::new(Usd(1_000_000));
+            for c in &chunks {
+                pair.node.handle_input(pair.now, 1, c);
+            }
+            while pair.node.poll_transmit().is_some() {}
+        }
+    }
+}
