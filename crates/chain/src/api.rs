@@ -4,7 +4,7 @@
 //! state: submissions only reach the mempool, blocks only the producer.
 
 use crate::core::TxState;
-use crate::node::{ChainEvent, Shared, Submission};
+use crate::node::{ChainEvent, Incoming, Shared, Submission, SubmitRefusal};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -33,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/v1/status"),
     ("post", "/v1/txs"),
+    ("post", "/v1/txs/batch"),
     ("get", "/v1/txs/{id}"),
     ("get", "/v1/txs/{id}/wait"),
     ("get", "/v1/accounts/{id}"),
@@ -52,6 +54,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// A JSON body may carry the tx as hex: twice the raw limit, plus room.
 const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 4096;
+/// Most txs in one `POST /v1/txs/batch`.
+pub const MAX_BATCH_TXS: usize = 1024;
+/// Largest body of `POST /v1/txs/batch`, in either form (binary, or JSON
+/// hex at twice the size). Past either cap the batch is refused whole (413).
+pub const MAX_BATCH_BODY_BYTES: usize = 2 << 20;
 /// Bodies up to this size are read and answered with a JSON 413; beyond
 /// it the server stops reading and closes the connection.
 const MAX_READ_BYTES: usize = 4 << 20;
@@ -63,6 +70,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/txs", post(submit))
+        .route("/v1/txs/batch", post(submit_batch))
         .route("/v1/txs/{id}", get(tx_status))
         .route("/v1/txs/{id}/wait", get(tx_wait))
         .route("/v1/accounts/{id}", get(account))
@@ -344,11 +352,106 @@ struct SubmitJson {
     tx: Option<SignedTx>,
 }
 
-async fn submit(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): QueryMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn submit(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): QueryMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match submit_inner(&s, &headers, &q, body).await {
         Ok((code, v)) => (code, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The body, or our JSON error for what axum refused (413 past the read
+/// limit).
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
+    body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(
+            status,
+            code,
+            format!("{} (the limit is {limit} bytes)", r.body_text()),
+        )
+    })
+}
+
+/// `wait` and `timeout_ms` of the submit routes.
+fn wait_query(q: &std::collections::HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    let wait = match q.get("wait").map(String::as_str) {
+        None | Some("none") => false,
+        Some("commit") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("wait={other:?}: use wait=commit"),
+            ))
+        }
+    };
+    let timeout =
+        Duration::from_millis(query_u64(q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
+    Ok(wait.then_some(timeout))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Decodes one tx from untrusted bytes; the error is what the single route
+/// answers.
+fn decode_tx(raw: Bytes) -> ApiResult<Incoming> {
+    if raw.len() > MAX_TX_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a tx is at most {MAX_TX_BYTES} bytes; this one is {}",
+                raw.len()
+            ),
+        ));
+    }
+    let stx = SignedTx::decode(&raw).map_err(|e| {
+        ApiError::bad_request("bad_encoding", format!("not a Tollway transaction: {e}"))
+    })?;
+    // `decode` accepted `raw` as canonical: its hash is the id.
+    let id = tollway_types::tx::tx_id_of_encoding(&raw);
+    Ok(Incoming { stx, id, raw })
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many submissions are waiting; retry shortly",
+    )
+}
+
+/// Hands one request's txs to the verifier and waits for its answer: one
+/// result per tx, in order. Refused whole (503) if the verifier's queue of
+/// txs is full.
+async fn enqueue(s: &Shared, txs: Vec<Incoming>) -> ApiResult<Vec<Result<(), SubmitRefusal>>> {
+    let n = txs.len();
+    if s.queued_txs.fetch_add(n, Ordering::SeqCst) + n > s.config.verify_queue {
+        s.queued_txs.fetch_sub(n, Ordering::SeqCst);
+        return Err(busy());
+    }
+    let (reply, answer) = oneshot::channel();
+    if s.submit.try_send(Submission { txs, reply }).is_err() {
+        s.queued_txs.fetch_sub(n, Ordering::SeqCst);
+        return Err(busy());
+    }
+    answer
+        .await
+        .map_err(|_| ApiError::internal("the verifier stopped"))
 }
 
 async fn submit_inner(
@@ -357,11 +460,7 @@ async fn submit_inner(
     q: &std::collections::HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Value)> {
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
-        ApiError::new(status, code, format!("{} (the limit is {MAX_BODY_BYTES} bytes)", r.body_text()))
-    })?;
+    let body = read_body(body, MAX_BODY_BYTES)?;
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -369,53 +468,201 @@ async fn submit_inner(
             format!("the body is {} bytes; a submission is at most {MAX_BODY_BYTES} (a tx at most {MAX_TX_BYTES})", body.len()),
         ));
     }
-    let wait = match q.get("wait").map(String::as_str) {
-        None | Some("none") => false,
-        Some("commit") => true,
-        Some(other) => return Err(ApiError::bad_request("bad_query", format!("wait={other:?}: use wait=commit"))),
-    };
-    let timeout = Duration::from_millis(query_u64(q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let raw: Vec<u8> = if is_json {
+    let wait = wait_query(q)?;
+    let raw: Bytes = if is_json(headers) {
         let parsed: SubmitJson = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
         match (parsed.tx_hex, parsed.tx) {
             (Some(hex), None) => tollway_types::keys::parse_hex(&hex)
-                .ok_or_else(|| ApiError::bad_request("malformed_json", "tx_hex is not hex digits"))?,
-            (None, Some(tx)) => tx.encode(),
-            _ => return Err(ApiError::bad_request("malformed_json", "give exactly one of \"tx_hex\" or \"tx\"")),
+                .ok_or_else(|| ApiError::bad_request("malformed_json", "tx_hex is not hex digits"))?
+                .into(),
+            (None, Some(tx)) => tx.encode().into(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "malformed_json",
+                    "give exactly one of \"tx_hex\" or \"tx\"",
+                ))
+            }
         }
     } else {
-        body.to_vec()
+        body
     };
-    if raw.len() > MAX_TX_BYTES {
+    let incoming = decode_tx(raw)?;
+    let id = incoming.id;
+    let result = enqueue(s, vec![incoming])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("the verifier gave no answer"))?;
+    if let Err(r) = result {
+        return Err(ApiError::new(status_of(r.code), r.code, r.message));
+    }
+    let Some(timeout) = wait else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            json!({"id": id.to_hex(), "status": "pending"}),
+        ));
+    };
+    let state = s
+        .wait_final(&id, timeout)
+        .await
+        .map_err(ApiError::internal)?;
+    tx_view(s, &id, state)
+}
+
+/// Splits a binary batch: each tx preceded by its length as a 4-byte
+/// little-endian unsigned integer. Slices share the body's buffer.
+fn split_binary_batch(body: &Bytes) -> ApiResult<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let broken = |what: &str| {
+            ApiError::bad_request(
+                "bad_encoding",
+                format!("the batch's framing is broken at byte {at}: {what}; see /openapi.json"),
+            )
+        };
+        let len_bytes: [u8; 4] = body
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| broken("a length prefix is cut short"))?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        let start = at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| broken("a tx is longer than what is left"))?;
+        out.push(body.slice(start..end));
+        at = end;
+        if out.len() > MAX_BATCH_TXS {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One tx's entry in a batch answer: a refusal in the single route's error
+/// shape (with the tx id when it decoded).
+fn refused_view(id: Option<TxId>, e: &ApiError) -> Value {
+    let mut v = json!({"status": "refused", "error": {"code": e.code, "message": e.message}});
+    if let Some(id) = id {
+        v["id"] = json!(id.to_hex());
+    }
+    v
+}
+
+async fn submit_batch(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): QueryMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match submit_batch_inner(&s, &headers, &q, body).await {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/txs/batch`: many txs in one request, all their signatures
+/// checked in one batch, one result per tx in order. A bad tx refuses only
+/// itself; the batch as a whole is refused only for its size, its framing
+/// or a full verifier queue.
+async fn submit_batch_inner(
+    s: &Arc<Shared>,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Value> {
+    let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
+    if body.len() > MAX_BATCH_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("a tx is at most {MAX_TX_BYTES} bytes; this one is {}", raw.len()),
+            format!("the body is {} bytes; a batch is at most {MAX_BATCH_BODY_BYTES} bytes and {MAX_BATCH_TXS} txs", body.len()),
         ));
     }
-    let stx = SignedTx::decode(&raw)
-        .map_err(|e| ApiError::bad_request("bad_encoding", format!("not a Tollway transaction: {e}")))?;
-    // `decode` accepted `raw` as canonical: its hash is the id.
-    let id = tollway_types::tx::tx_id_of_encoding(&raw);
-    let (reply, answer) = oneshot::channel();
-    s.submit
-        .try_send(Submission { stx, id, bytes: raw.len(), reply })
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many submissions are waiting; retry shortly"))?;
-    match answer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(r)) => return Err(ApiError::new(status_of(r.code), r.code, r.message)),
-        Err(_) => return Err(ApiError::internal("the verifier stopped")),
+    let wait = wait_query(q)?;
+    // Each entry: the tx's bytes, or why they could not be read.
+    let raws: Vec<ApiResult<Bytes>> = if is_json(headers) {
+        let hexes: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("a JSON batch is an array of hex-encoded txs: {e}"),
+            )
+        })?;
+        hexes
+            .iter()
+            .map(|h| {
+                tollway_types::keys::parse_hex(h)
+                    .map(Bytes::from)
+                    .ok_or_else(|| ApiError::bad_request("bad_encoding", "not hex digits"))
+            })
+            .collect()
+    } else {
+        split_binary_batch(&body)?.into_iter().map(Ok).collect()
+    };
+    if raws.len() > MAX_BATCH_TXS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a batch holds at most {MAX_BATCH_TXS} txs"),
+        ));
     }
-    if !wait {
-        return Ok((StatusCode::ACCEPTED, json!({"id": id.to_hex(), "status": "pending"})));
+    if raws.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the batch holds no tx",
+        ));
     }
-    let state = s.wait_final(&id, timeout).await.map_err(ApiError::internal)?;
-    tx_view(s, &id, state)
+    // Decode each; the ones that decode go to the verifier together.
+    let mut entries: Vec<(Option<TxId>, Option<ApiError>)> = Vec::with_capacity(raws.len());
+    let mut incoming = Vec::with_capacity(raws.len());
+    for raw in raws {
+        match raw.and_then(decode_tx) {
+            Ok(t) => {
+                entries.push((Some(t.id), None));
+                incoming.push(t);
+            }
+            Err(e) => entries.push((None, Some(e))),
+        }
+    }
+    let mut verdicts = if incoming.is_empty() {
+        Vec::new()
+    } else {
+        enqueue(s, incoming).await?
+    }
+    .into_iter();
+    for entry in entries.iter_mut().filter(|(_, e)| e.is_none()) {
+        if let Some(Err(r)) = verdicts.next() {
+            entry.1 = Some(ApiError::new(status_of(r.code), r.code, r.message));
+        }
+    }
+    let deadline = wait.map(|t| tokio::time::Instant::now() + t);
+    let mut results = Vec::with_capacity(entries.len());
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for (id, error) in &entries {
+        match (id, error) {
+            (_, Some(e)) => {
+                refused += 1;
+                results.push(refused_view(*id, e));
+            }
+            (Some(id), None) => {
+                accepted += 1;
+                let Some(deadline) = deadline else {
+                    results.push(json!({"id": id.to_hex(), "status": "pending"}));
+                    continue;
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let state = s.wait_final(id, left).await.map_err(ApiError::internal)?;
+                results.push(tx_view(s, id, state)?.1);
+            }
+            (None, None) => {
+                return Err(ApiError::internal(
+                    "a batch entry with neither id nor error",
+                ))
+            }
+        }
+    }
+    Ok(json!({"accepted": accepted, "refused": refused, "results": results}))
 }
 
 async fn tx_status(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Response> {

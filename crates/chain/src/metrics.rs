@@ -28,10 +28,31 @@ pub fn on_open(core: &Core) {
     gauge!("tollway_mempool_txs").set(core.mempool_len() as f64);
 }
 
-pub fn submitted(refused: Option<&'static str>) {
-    match refused {
-        None => counter!("tollway_txs_submitted_total", "result" => "accepted").increment(1),
-        Some(code) => counter!("tollway_txs_submitted_total", "result" => code).increment(1),
+/// Submission outcomes of one verification round, counted locally and
+/// recorded once (a labelled counter lookup per tx is measurable).
+#[derive(Default)]
+pub struct SubmitCounts {
+    accepted: u64,
+    refused: Vec<(&'static str, u64)>,
+}
+
+impl SubmitCounts {
+    pub fn add(&mut self, refused: Option<&'static str>) {
+        match refused {
+            None => self.accepted += 1,
+            Some(code) => match self.refused.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => self.refused.push((code, 1)),
+            },
+        }
+    }
+    pub fn record(self) {
+        if self.accepted > 0 {
+            counter!("tollway_txs_submitted_total", "result" => "accepted").increment(self.accepted);
+        }
+        for (code, n) in self.refused {
+            counter!("tollway_txs_submitted_total", "result" => code).increment(n);
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 use crate::consensus::{Consensus, Solo};
 use crate::core::{Committed, Core, CoreConfig, SubmitError, TxState};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
@@ -26,9 +27,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub block_interval: Duration,
     pub core: CoreConfig,
-    /// Most submissions verified in one batch.
+    /// Most requests whose txs are verified in one batch.
     pub verify_batch_max: usize,
-    /// Submissions waiting for verification beyond this are refused (503).
+    /// Txs waiting for verification beyond this are refused (503).
     pub verify_queue: usize,
 }
 
@@ -51,11 +52,20 @@ pub enum ChainEvent {
     Epoch(Arc<EpochRecord>),
 }
 
-pub(crate) struct Submission {
+/// One decoded tx on its way to the verifier, with the canonical bytes it
+/// was decoded from (its id and signing message come from them: no
+/// re-encoding).
+pub(crate) struct Incoming {
     pub stx: SignedTx,
     pub id: TxId,
-    pub bytes: usize,
-    pub reply: oneshot::Sender<Result<(), SubmitRefusal>>,
+    pub raw: axum::body::Bytes,
+}
+
+/// One request's txs (one for `POST /v1/txs`, many for the batch route):
+/// answered together, one result per tx in order.
+pub(crate) struct Submission {
+    pub txs: Vec<Incoming>,
+    pub reply: oneshot::Sender<Vec<Result<(), SubmitRefusal>>>,
 }
 
 /// A refusal at submission: the API's status code comes from `code`.
@@ -76,6 +86,9 @@ pub struct Shared {
     pub(crate) tip: watch::Sender<u64>,
     pub(crate) events: broadcast::Sender<ChainEvent>,
     pub(crate) submit: mpsc::Sender<Submission>,
+    /// Txs sent to the verifier and not yet answered (bounded by
+    /// `config.verify_queue`).
+    pub(crate) queued_txs: AtomicUsize,
     produce_now: Notify,
     pub config: NodeConfig,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -131,6 +144,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         tip,
         events,
         submit,
+        queued_txs: AtomicUsize::new(0),
         produce_now: Notify::new(),
         config: config.clone(),
         metrics: crate::metrics::handle(),
@@ -165,40 +179,68 @@ async fn verifier(shared: Arc<Shared>, mut rx: mpsc::Receiver<Submission>) {
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
         let taken = std::mem::take(&mut batch);
-        let verified = tokio::task::spawn_blocking(move || {
-            let msgs: Vec<Vec<u8>> = taken.iter().map(|s| s.stx.tx.signing_bytes()).collect();
-            let items: Vec<_> =
-                taken.iter().zip(&msgs).map(|(s, m)| (s.stx.tx.signer, m.as_slice(), s.stx.signature)).collect();
-            let mut seed = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-            let ok = tollway_types::keys::verify_batch(&items, seed);
-            (taken, ok)
-        })
-        .await;
-        let Ok((taken, ok)) = verified else { continue };
-        let mut replies = Vec::with_capacity(taken.len());
-        {
-            let mut core = shared.core();
-            for (s, ok) in taken.into_iter().zip(ok) {
-                let result = if ok {
-                    core.admit(s.stx, s.id, s.bytes).map_err(SubmitRefusal::from)
+        let shared = shared.clone();
+        // Verification and admission both run off the async workers: the
+        // core's lock may be held by the producer through a durable commit.
+        let _ = tokio::task::spawn_blocking(move || verify_and_admit(&shared, taken)).await;
+    }
+}
+
+/// The message a tx's signature covers, from its canonical encoding:
+/// `Tx::signing_bytes` is the domain tag, a zero and the codec's encoding
+/// of the `Tx`, and a `SignedTx` encodes as that same `Tx` encoding
+/// followed by the signature's 64 raw bytes. A test pins the equality.
+pub(crate) fn signing_bytes_of_encoding(raw: &[u8]) -> Vec<u8> {
+    const TAG: &[u8] = b"tollway-tx\0";
+    let body = &raw[..raw.len().saturating_sub(64)];
+    let mut msg = Vec::with_capacity(TAG.len() + body.len());
+    msg.extend_from_slice(TAG);
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// Checks every tx of the given requests in ONE batch verification, admits
+/// the good ones to the mempool, and answers each request.
+fn verify_and_admit(shared: &Shared, taken: Vec<Submission>) {
+    let n_txs: usize = taken.iter().map(|s| s.txs.len()).sum();
+    let msgs: Vec<Vec<u8>> = taken.iter().flat_map(|s| &s.txs).map(|t| signing_bytes_of_encoding(&t.raw)).collect();
+    debug_assert!(taken.iter().flat_map(|s| &s.txs).zip(&msgs).all(|(t, m)| *m == t.stx.tx.signing_bytes()));
+    let items: Vec<_> =
+        taken.iter().flat_map(|s| &s.txs).zip(&msgs).map(|(t, m)| (t.stx.tx.signer, m.as_slice(), t.stx.signature)).collect();
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    let ok = tollway_types::keys::verify_batch(&items, seed);
+    drop(items);
+    let mut ok = ok.into_iter();
+    let mut answers = Vec::with_capacity(taken.len());
+    let mut counts = crate::metrics::SubmitCounts::default();
+    {
+        let mut core = shared.core();
+        for s in taken {
+            let mut results = Vec::with_capacity(s.txs.len());
+            for t in s.txs {
+                let result = if ok.next().unwrap_or(false) {
+                    core.admit(t.stx, t.id, t.raw.len()).map_err(SubmitRefusal::from)
                 } else {
                     Err(SubmitRefusal {
                         code: "bad_signature",
-                        message: format!("bad signature: the tx is not signed by {}", s.stx.tx.signer),
+                        message: format!("bad signature: the tx is not signed by {}", t.stx.tx.signer),
                     })
                 };
-                replies.push((s.reply, result));
+                counts.add(result.as_ref().err().map(|r| r.code));
+                results.push(result);
             }
-            crate::metrics::mempool(core.mempool_len());
-            if core.block_is_full() {
-                shared.produce_now.notify_one();
-            }
+            answers.push((s.reply, results));
         }
-        for (reply, result) in replies {
-            crate::metrics::submitted(result.as_ref().err().map(|r| r.code));
-            let _ = reply.send(result);
+        crate::metrics::mempool(core.mempool_len());
+        if core.block_is_full() {
+            shared.produce_now.notify_one();
         }
+    }
+    shared.queued_txs.fetch_sub(n_txs, Ordering::SeqCst);
+    counts.record();
+    for (reply, results) in answers {
+        let _ = reply.send(results);
     }
 }
 
@@ -248,5 +290,50 @@ fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::ru
         }
         let _ = shared.events.send(ChainEvent::Block(c.clone()));
         shared.tip.send_replace(c.header.height);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signing_bytes_of_encoding;
+    use tollway_types::{Amount, SigningKey, Token, Tx, TxBody, Usd};
+
+    #[test]
+    fn the_signing_message_taken_from_the_encoding_is_the_txs_signing_bytes() {
+        let key = SigningKey::from_label("signer");
+        let bodies = [
+            TxBody::Transfer {
+                to: SigningKey::from_label("to").public(),
+                amount: Amount::Token(Token(1)),
+            },
+            TxBody::WithdrawUsd {
+                amount: Usd(u128::MAX),
+                reference: "ref-ünïcode".repeat(7),
+            },
+            TxBody::RegisterOracle {
+                addr: std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+            },
+            TxBody::ClaimVested,
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let fee = if i % 2 == 0 {
+                Amount::Usd(Usd(100))
+            } else {
+                Amount::Token(Token(u128::MAX / 3))
+            };
+            let tx = Tx {
+                chain_id: "c".repeat(i * 40),
+                signer: key.public(),
+                nonce: u64::MAX >> i,
+                fee,
+                body,
+            };
+            let stx = tx.clone().sign(&key);
+            assert_eq!(
+                signing_bytes_of_encoding(&stx.encode()),
+                tx.signing_bytes(),
+                "{tx:?}"
+            );
+        }
     }
 }

@@ -249,3 +249,174 @@ fn the_openapi_file_lists_exactly_the_served_routes() {
     assert_eq!(s, 200);
     assert_eq!(v["openapi"], "3.1.0");
 }
+
+/// `POST /v1/txs/batch`'s binary form: each tx after its u32 LE length.
+fn binary_batch(txs: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in txs {
+        out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        out.extend_from_slice(t);
+    }
+    out
+}
+
+fn result_codes(v: &serde_json::Value) -> Vec<String> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["error"]["code"]
+                .as_str()
+                .map_or_else(|| r["status"].as_str().unwrap().to_string(), str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_commits_its_good_txs_and_refuses_each_bad_one_with_the_single_routes_error() {
+    let c = start();
+    let (s, _) = c.submit_wait(&transfer("alice", "bob", 0, 10));
+    assert_eq!(s, 200);
+    let root = c.state_root();
+
+    // Only bad txs: each refused with its own code, in order; nothing moves.
+    let mut forged = transfer("flooder", "bob", 0, 500);
+    forged.signature.0[3] ^= 1;
+    let other_chain = Tx {
+        chain_id: "another-chain".into(),
+        ..transfer("alice", "bob", 1, 1).tx
+    }
+    .sign(&key("alice"));
+    let bad = binary_batch(&[
+        transfer("alice", "bob", 0, 10).encode(),
+        forged.encode(),
+        b"\x01definitely not a tx".to_vec(),
+        transfer("nobody", "bob", 0, 1).encode(),
+        other_chain.encode(),
+    ]);
+    let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", &bad);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        result_codes(&v),
+        [
+            "stale_nonce",
+            "bad_signature",
+            "bad_encoding",
+            "unknown_account",
+            "wrong_chain"
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        (v["accepted"].as_u64(), v["refused"].as_u64()),
+        (Some(0), Some(5)),
+        "{v}"
+    );
+    assert_eq!(
+        v["results"][1]["id"],
+        forged.id().to_hex(),
+        "a decoded tx's refusal names it: {v}"
+    );
+    assert!(
+        v["results"][1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad signature"),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.state_root(), root, "rejected txs changed the state");
+
+    // Mixed, as JSON hex, waiting for the commit: good ones commit, each
+    // bad one gets its error, and the bad ones do not hold up the good.
+    let good = [
+        transfer("alice", "bob", 1, 5),
+        transfer("bob", "alice", 0, 3),
+    ];
+    let mixed = [
+        good[0].encode(),
+        forged.encode(),
+        good[0].encode(),
+        good[1].encode(),
+        transfer("alice", "bob", 0, 99).encode(),
+    ];
+    let hexes: Vec<String> = mixed.iter().map(|t| tollway_types::keys::hex(t)).collect();
+    let (s, v) = c.post(
+        "/v1/txs/batch?wait=commit&timeout_ms=10000",
+        "application/json",
+        &serde_json::to_vec(&hexes).unwrap(),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        result_codes(&v),
+        [
+            "committed",
+            "bad_signature",
+            "duplicate",
+            "committed",
+            "stale_nonce"
+        ],
+        "{v}"
+    );
+    assert_eq!(v["results"][0]["id"], good[0].id().to_hex());
+    assert!(
+        v["results"][3]["events"]
+            .to_string()
+            .contains("Transferred"),
+        "{v}"
+    );
+    assert_eq!(
+        (c.token("alice"), c.token("bob")),
+        ("988".to_string(), "1012".to_string())
+    );
+    assert_eq!(
+        (c.nonce("alice"), c.nonce("bob"), c.nonce("flooder")),
+        (2, 1, 0)
+    );
+    assert_eq!(c.token("flooder"), "1000", "the forged tx moved nothing");
+
+    // Without waiting: accepted txs come back pending, in order.
+    let (s, v) = c.post(
+        "/v1/txs/batch",
+        "application/octet-stream",
+        &binary_batch(&[transfer("alice", "bob", 2, 1).encode()]),
+    );
+    assert_eq!(
+        (s, result_codes(&v)),
+        (200, vec!["pending".to_string()]),
+        "{v}"
+    );
+}
+
+#[test]
+fn an_oversized_or_broken_batch_is_refused_whole() {
+    let c = start();
+    let root = c.state_root();
+    let tx = transfer("alice", "bob", 0, 1).encode();
+    let too_many = binary_batch(&vec![tx.clone(); tollway_chain::api::MAX_BATCH_TXS + 1]);
+    let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", &too_many);
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+    let too_big = vec![0u8; tollway_chain::api::MAX_BATCH_BODY_BYTES + 1];
+    let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", &too_big);
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+    let hexes = vec![tollway_types::keys::hex(&tx); tollway_chain::api::MAX_BATCH_TXS + 1];
+    let (s, v) = c.post(
+        "/v1/txs/batch",
+        "application/json",
+        &serde_json::to_vec(&hexes).unwrap(),
+    );
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+
+    let mut cut = binary_batch(&[tx.clone()]);
+    cut.pop();
+    let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", &cut);
+    assert_eq!((s, code(&v)), (400, "bad_encoding"), "{v}");
+    let (s, v) = c.post("/v1/txs/batch", "application/json", b"{\"txs\": 1}");
+    assert_eq!((s, code(&v)), (400, "malformed_json"), "{v}");
+    let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", b"");
+    assert_eq!((s, code(&v)), (400, "empty_batch"), "{v}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.state_root(), root);
+    assert_eq!(c.nonce("alice"), 0);
+}
