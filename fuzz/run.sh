@@ -3,6 +3,7 @@
 # bounded time, on the stable toolchain. This is the command CI calls:
 #
 #   fuzz/run.sh tx_decode 20
+#   fuzz/run.sh socks_parse 15
 #
 # Self-contained: installs cargo-fuzz if missing, writes a fresh seed corpus,
 # builds, fuzzes for SECONDS, prints a summary and exits non-zero on any
@@ -37,9 +38,20 @@ artifacts="$fuzz_dir/artifacts/$target"
 log="$fuzz_dir/corpus-out/$target.log"
 cd "$root"
 
+# Per-target settings. A new target is one entry here (and one in
+# fuzz/src/lib.rs's TARGETS, which the seed writer and `check` use).
+#   max_len  libFuzzer's -max_len: room for the largest legal input and a
+#            little over it, so both sides of the size limits are reachable.
 case "$target" in
-tx_decode) ;;
-*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode)" >&2; exit 2 ;;
+tx_decode)
+    # The largest legal tx is 64 KiB; over it, the size check and the
+    # 1024-measurement limit.
+    max_len=65600 ;;
+socks_parse)
+    # An HTTP CONNECT head at its 8 KiB limit and over it (SOCKS5 messages
+    # are at most 513 bytes).
+    max_len=9000 ;;
+*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode, socks_parse)" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: SECONDS must be a positive integer, got '$seconds'" >&2
@@ -63,7 +75,7 @@ fi
 
 echo "==> writing seed corpus"
 rm -rf "$seeds"
-cargo run --quiet -p tollway-fuzz --bin tollway-fuzz -- seeds "$seeds"
+cargo run --quiet -p tollway-fuzz --bin tollway-fuzz -- seeds "$seeds" "$target"
 
 echo "==> building $target (sanitizer: $sanitizer)"
 start=$SECONDS
@@ -73,9 +85,7 @@ echo "==> built in $((SECONDS - start)) s"
 mkdir -p "$corpus" "$artifacts"
 libfuzzer_args=(
     -max_total_time="$seconds"
-    # Room for the largest legal tx (64 KiB) and inputs just over it, so the
-    # size check and the 1024-measurement limit are reachable.
-    -max_len=65600
+    -max_len="$max_len"
     # Decoding is microseconds; seconds on one input is a bug.
     -timeout=10
     -print_final_stats=1
@@ -122,7 +132,7 @@ for file in $new_artifacts; do
     echo "crash input ${file#"$root"/} ($(wc -c <"$file") bytes), hex:" >&2
     od -An -v -tx1 "$file" | tr -d ' \n' | fold -w 128 >&2
     echo >&2
-    echo "reproduce: cargo run -p tollway-fuzz -- check ${file#"$root"/}" >&2
+    echo "reproduce: cargo run -p tollway-fuzz -- check --target $target ${file#"$root"/}" >&2
 done
 if [[ -z "$new_artifacts" ]]; then
     echo "no crash artifact was written; the last lines of the log:" >&2

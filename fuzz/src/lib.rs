@@ -1,5 +1,9 @@
 //! Fuzzing support for Tollway's untrusted-input decoders (ADR 0002).
 //!
+//! [`TARGETS`] lists the libFuzzer targets: each a property checked on
+//! every input and the seed corpus `run.sh` writes before a run. The
+//! `tollway-fuzz` binary (`seeds`, `check`) goes through that list.
+//!
 //! * [`check_tx_decode`] is the property the `tx_decode` libFuzzer target
 //!   checks on every input; keeping it here lets unit tests and a replay
 //!   run it on stable without libFuzzer.
@@ -9,12 +13,57 @@
 //!   format instead of rediscovering postcard's layout, and the seeds can
 //!   never go stale when an encoded type changes.
 
+mod socks_parse;
+
+pub use socks_parse::{check_socks_parse, is_valid_session, seed_socks_parse, SocksSeed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_types::tx::limits;
 use tollway_types::{
     Amount, CountryCode, Hash32, Measurement, MeasurementOutcome, MeasurementReport, NodeSpec,
     Receipt, SignedTx, SigningKey, Token, Tx, TxBody, Usd,
 };
+
+/// One libFuzzer target: `fuzz_targets/NAME.rs` calls `check`.
+pub struct FuzzTarget {
+    pub name: &'static str,
+    /// The property; panics on a finding.
+    pub check: fn(&[u8]),
+    /// Named seed inputs, written one file each.
+    pub seeds: fn() -> Vec<(String, Vec<u8>)>,
+    /// What the seeds are, for the seed writer's message.
+    pub seeds_are: &'static str,
+}
+
+/// Every target. A new one is a line here, a `[[bin]]` in Cargo.toml, its
+/// file under fuzz_targets/ and a line in run.sh's `case`.
+pub const TARGETS: &[FuzzTarget] = &[
+    FuzzTarget {
+        name: "tx_decode",
+        check: check_tx_decode,
+        seeds: || {
+            seed_txs()
+                .into_iter()
+                .map(|s| (s.name, s.tx.encode()))
+                .collect()
+        },
+        seeds_are: "seed txs",
+    },
+    FuzzTarget {
+        name: "socks_parse",
+        check: check_socks_parse,
+        seeds: || {
+            seed_socks_parse()
+                .into_iter()
+                .map(|s| (s.name, s.bytes))
+                .collect()
+        },
+        seeds_are: "seed SOCKS5 and HTTP CONNECT inputs",
+    },
+];
+
+pub fn target(name: &str) -> Option<&'static FuzzTarget> {
+    TARGETS.iter().find(|t| t.name == name)
+}
 
 /// The decoder's contract on one untrusted input. Panics (a finding for
 /// the fuzzer) if the decoder panics, or if it accepts bytes that are not
