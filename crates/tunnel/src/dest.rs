@@ -93,6 +93,7 @@ impl core::str::FromStr for Dest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -127,6 +127,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -324,7 +324,9 @@ pub struct Session {
     next_ping: u64,
 }
 
-fn session_secret(binding: &[u8; 32]) -> [u8; 32] {
+/// The secret both ends derive from the first connection's channel
+/// binding: keys resume proofs and the port hop schedule.
+pub fn session_secret(binding: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key("tollway tunnel session secret v1", binding)
 }
 
@@ -454,6 +456,9 @@ impl Session {
     /// hop schedule and resume proofs.
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+    pub fn has_stream(&self, stream: StreamId) -> bool {
+        self.streams.contains_key(&stream)
     }
     pub fn n_streams(&self) -> usize {
         self.streams.len()

@@ -1,0 +1,234 @@
+//! Building a route's session: connect to the first hop over the chosen
+//! transport, run the tunnel handshake, and for two hops open a stream
+//! through the relay to the exit and run a second TLS + tunnel session
+//! *inside* it, end to end with the exit. Port hopping moves the first
+//! hop's connection to the port of each new time window.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tollway_net::driver::{self, BoxStream, SessionHandle};
+use tollway_net::{ClientOptions, NetError, Transport};
+use tollway_tunnel::hop;
+use tollway_tunnel::session::{session_secret, ClientTerms, Limits, Session};
+use tollway_tunnel::{Dest, ErrorCode, Host};
+use tollway_types::amount::Usd;
+use tollway_types::keys::{AccountId, SigningKey};
+use tollway_types::tx::ChannelId;
+
+/// One node on a route, as its ledger record and the client's channel with
+/// it describe it.
+#[derive(Clone, Debug)]
+pub struct Hop {
+    pub node: AccountId,
+    pub addr: IpAddr,
+    pub port_first: u16,
+    pub port_last: u16,
+    pub tls_key_pin: [u8; 32],
+    pub price_usd_micro_per_gib: u64,
+    pub channel: ChannelId,
+    pub escrow: Usd,
+    pub settled_bytes: u64,
+    pub settled_usd: Usd,
+}
+
+/// An exit, optionally behind a relay. Each hop is paid on its own channel.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub relay: Option<Hop>,
+    pub exit: Hop,
+}
+
+impl Route {
+    pub fn name(&self) -> String {
+        match &self.relay {
+            Some(r) => format!("{} via {}", self.exit.node.short(), r.node.short()),
+            None => self.exit.node.short(),
+        }
+    }
+}
+
+/// A live route: the exit's session (where streams open) and, for two
+/// hops, the relay's session it rides on.
+pub struct Connected {
+    pub exit: SessionHandle,
+    pub relay: Option<SessionHandle>,
+    hopper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Connected {
+    pub fn is_closed(&self) -> bool {
+        self.exit.is_closed() || self.relay.as_ref().is_some_and(SessionHandle::is_closed)
+    }
+
+    pub fn close(&self) {
+        self.exit.close(ErrorCode::Shutdown, "closed by the client");
+        if let Some(r) = &self.relay {
+            r.close(ErrorCode::Shutdown, "closed by the client");
+        }
+        if let Some(h) = &self.hopper {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(h) = &self.hopper {
+            h.abort();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("the node refused the session: {message} ({})", code.describe())]
+    Refused { code: ErrorCode, message: String },
+    #[error("the relay could not reach the exit: {0}")]
+    Relay(String),
+}
+
+/// How the client connects, shared by every route.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub chain_id: String,
+    pub key: SigningKey,
+    pub transport: Transport,
+    pub net: ClientOptions,
+    pub limits: Limits,
+    /// Port hopping window; `None` stays on one port.
+    pub hop_window: Option<Duration>,
+}
+
+fn terms(opts: &ConnectOptions, hop: &Hop) -> ClientTerms {
+    ClientTerms {
+        chain_id: opts.chain_id.clone(),
+        node: hop.node,
+        channel: hop.channel,
+        key: opts.key.clone(),
+        escrow: hop.escrow,
+        settled_bytes: hop.settled_bytes,
+        settled_usd: hop.settled_usd,
+        max_price_usd_micro_per_gib: hop.price_usd_micro_per_gib,
+        limits: opts.limits.clone(),
+    }
+}
+
+pub fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The port of `hop` to dial first: spread over the range by channel, so
+/// clients do not all start on the first port.
+fn first_port(hop: &Hop) -> u16 {
+    hop::port_for(&hop.channel.0, hop.port_first, hop.port_last, 1, 0)
+}
+
+/// Handshakes a client session on a connection and starts its driver.
+async fn start_session(
+    io: BoxStream,
+    binding: [u8; 32],
+    terms: ClientTerms,
+) -> Result<SessionHandle, ConnectError> {
+    let session = Session::client(terms, Instant::now(), 0, binding);
+    let handle = driver::spawn(session, io, None);
+    handle
+        .established()
+        .await
+        .map_err(|(code, message)| ConnectError::Refused { code, message })?;
+    Ok(handle)
+}
+
+/// Connects `route`: one hop, or the exit through the relay.
+pub async fn connect_route(
+    route: &Route,
+    opts: &ConnectOptions,
+) -> Result<Connected, ConnectError> {
+    let first = route.relay.as_ref().unwrap_or(&route.exit);
+    let addr = SocketAddr::new(first.addr, first_port(first));
+    let conn = tollway_net::connect(opts.transport, addr, first.tls_key_pin, &opts.net).await?;
+    let binding = conn.channel_binding();
+    let first_handle = start_session(Box::new(conn), binding, terms(opts, first)).await?;
+    let hopper = match opts.hop_window {
+        Some(window) if first.port_last > first.port_first => Some(tokio::spawn(hop_ports(
+            first_handle.clone(),
+            first.clone(),
+            opts.clone(),
+            binding,
+            window,
+        ))),
+        _ => None,
+    };
+    let Some(_) = &route.relay else {
+        return Ok(Connected {
+            exit: first_handle,
+            relay: None,
+            hopper,
+        });
+    };
+    // Two hops: a stream through the relay to the exit's port, then TLS
+    // with the exit's pinned key inside it. The relay forwards ciphertext.
+    let exit = &route.exit;
+    let dest = Dest::new(Host::Ip(exit.addr), first_port(exit));
+    let stream = first_handle
+        .open(dest)
+        .await
+        .map_err(|e| ConnectError::Relay(e.to_string()))?;
+    let (near, far) = tokio::io::duplex(256 * 1024);
+    first_handle
+        .attach(stream, Box::new(near))
+        .map_err(|e| ConnectError::Relay(e.to_string()))?;
+    let inner = tollway_net::connect_tls_over(far, exit.tls_key_pin, &opts.net).await?;
+    let inner_binding = inner.channel_binding();
+    let exit_handle = start_session(Box::new(inner), inner_binding, terms(opts, exit)).await?;
+    Ok(Connected {
+        exit: exit_handle,
+        relay: Some(first_handle),
+        hopper,
+    })
+}
+
+/// Every window, if the schedule names another port, connects to it and
+/// moves the session there (make-before-break).
+async fn hop_ports(
+    handle: SessionHandle,
+    hop: Hop,
+    opts: ConnectOptions,
+    first_binding: [u8; 32],
+    window: Duration,
+) {
+    let secret = session_secret(&first_binding);
+    let window_secs = window.as_secs().max(1);
+    let mut current = first_port(&hop);
+    loop {
+        let now = unix_secs();
+        let next_at = hop::window_end_secs(window_secs, now);
+        tokio::time::sleep(Duration::from_secs(next_at - now)).await;
+        if handle.is_closed() {
+            return;
+        }
+        let port = hop::port_for(
+            &secret,
+            hop.port_first,
+            hop.port_last,
+            window_secs,
+            unix_secs(),
+        );
+        if port == current {
+            continue;
+        }
+        let addr = SocketAddr::new(hop.addr, port);
+        let Ok(conn) = tollway_net::connect(opts.transport, addr, hop.tls_key_pin, &opts.net).await
+        else {
+            // The new port is unreachable: stay where we are this window.
+            continue;
+        };
+        let binding = conn.channel_binding();
+        if handle.attach_path(Box::new(conn), binding).await.is_ok() {
+            current = port;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The local front end: SOCKS5 (RFC 1928/1929, CONNECT; IPv4, IPv6 and
+//! names, which the exit resolves so DNS never leaks) and HTTP CONNECT on
+//! one port, so any ordinary program works through the tunnel. Parsing is
+//! `tollway-socks` (pure); this is only its driver.
+
+use crate::pool::RoutePool;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tollway_socks as socks;
+use tollway_socks::{AuthPolicy, Credentials, HttpReply, ParseError, Protocol, ReplyCode};
+use tollway_tunnel::{Dest, ErrorCode, Host};
+
+#[derive(Clone, Debug)]
+pub struct FrontConfig {
+    /// Username and password, when the front end requires them.
+    pub credentials: Option<Credentials>,
+    /// A client must finish its request in this time (slowloris).
+    pub handshake_timeout: Duration,
+    /// Local connections at once.
+    pub max_clients: usize,
+}
+
+impl Default for FrontConfig {
+    fn default() -> FrontConfig {
+        FrontConfig {
+            credentials: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_clients: 4096,
+        }
+    }
+}
+
+/// Serves the front end on `listener` until the task is dropped.
+pub async fn serve_front(listener: TcpListener, pool: Arc<RoutePool>, config: FrontConfig) {
+    let slots = Arc::new(Semaphore::new(config.max_clients));
+    let config = Arc::new(config);
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (pool, config) = (pool.clone(), config.clone());
+        tokio::spawn(async move {
+            let _ = socket.set_nodelay(true);
+            let _ = serve_client(socket, &pool, &config).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Which reply the client gets for a tunnel error.
+fn socks_code(code: ErrorCode) -> ReplyCode {
+    match code {
+        ErrorCode::PolicyDenied => ReplyCode::NotAllowedByRuleset,
+        ErrorCode::DnsFailed => ReplyCode::HostUnreachable,
+        ErrorCode::ConnectionRefused => ReplyCode::ConnectionRefused,
+        ErrorCode::Timeout => ReplyCode::TtlExpired,
+        ErrorCode::Unreachable => ReplyCode::NetworkUnreachable,
+        _ => ReplyCode::GeneralFailure,
+    }
+}
+
+fn http_reply(code: ErrorCode) -> HttpReply {
+    match code {
+        ErrorCode::PolicyDenied => HttpReply::Forbidden,
+        ErrorCode::Timeout => HttpReply::GatewayTimeout,
+        _ => HttpReply::BadGateway,
+    }
+}
+
+fn dest_of(target: &socks::Target) -> Dest {
+    let host = match &target.host {
+        socks::Host::Ip(ip) => Host::Ip(*ip),
+        socks::Host::Domain(name) => Host::Domain(name.as_str().to_string()),
+    };
+    Dest::new(host, target.port)
+}
+
+/// Reads until `parse` has a whole message (bounded by the parser's own
+/// limits), returning it and the bytes after it.
+async fn read_message<T>(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<(T, usize), ParseError>,
+) -> io::Result<Result<T, ParseError>> {
+    loop {
+        match parse(buf) {
+            Err(ParseError::Incomplete) => {}
+            Ok((value, used)) => {
+                buf.drain(..used);
+                return Ok(Ok(value));
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+        let mut chunk = [0u8; 1024];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn serve_client(
+    mut socket: TcpStream,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let request = tokio::time::timeout(
+        config.handshake_timeout,
+        read_request(&mut socket, &mut buf, config),
+    )
+    .await;
+    let Ok(Ok(Some((protocol, target)))) = request else {
+        return Ok(());
+    };
+    let dest = dest_of(&target);
+    match pool.open(dest).await {
+        Ok((session, stream)) => {
+            match protocol {
+                Protocol::Socks5 => {
+                    socket
+                        .write_all(&socks::Reply::success(socks::Target::unspecified()).encode())
+                        .await?
+                }
+                Protocol::Http => socket.write_all(HttpReply::Established.as_bytes()).await?,
+            }
+            let io = Prefixed {
+                prefix: buf,
+                socket,
+            };
+            if session.attach(stream, Box::new(io)).is_err() {
+                return Ok(());
+            }
+        }
+        Err(e) => {
+            let code = e.code();
+            match protocol {
+                Protocol::Socks5 => {
+                    socket
+                        .write_all(&socks::Reply::failure(socks_code(code)).encode())
+                        .await?
+                }
+                Protocol::Http => socket.write_all(http_reply(code).as_bytes()).await?,
+            }
+            let _ = socket.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a SOCKS5 negotiation or an HTTP CONNECT head, answering the
+/// client's protocol errors itself; `None` when the client is refused.
+async fn read_request(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    config: &FrontConfig,
+) -> io::Result<Option<(Protocol, socks::Target)>> {
+    let protocol =
+        match read_message(socket, buf, |b| socks::detect_protocol(b).map(|p| (p, 0))).await? {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        };
+    match protocol {
+        Protocol::Socks5 => {
+            let Ok(greeting) = read_message(socket, buf, socks::parse_greeting).await? else {
+                return Ok(None);
+            };
+            let policy = if config.credentials.is_some() {
+                AuthPolicy::PasswordRequired
+            } else {
+                AuthPolicy::Open
+            };
+            let method = socks::choose_method(&greeting, policy);
+            socket.write_all(&socks::method_reply(method)).await?;
+            if method == socks::Method::NO_ACCEPTABLE {
+                return Ok(None);
+            }
+            if method == socks::Method::USERNAME_PASSWORD {
+                let Ok(given) = read_message(socket, buf, socks::parse_auth).await? else {
+                    return Ok(None);
+                };
+                let ok = config
+                    .credentials
+                    .as_ref()
+                    .is_none_or(|c| c.matches(given.username(), given.password()));
+                socket.write_all(&socks::auth_reply(ok)).await?;
+                if !ok {
+                    return Ok(None);
+                }
+            }
+            let request = match read_message(socket, buf, socks::parse_request).await? {
+                Ok(r) => r,
+                Err(e) => {
+                    let code = e.socks_reply_code().unwrap_or(ReplyCode::GeneralFailure);
+                    socket
+                        .write_all(&socks::Reply::failure(code).encode())
+                        .await?;
+                    return Ok(None);
+                }
+            };
+            if !request.command.is_supported() {
+                socket
+                    .write_all(&socks::Reply::failure(ReplyCode::CommandNotSupported).encode())
+                    .await?;
+                return Ok(None);
+            }
+            Ok(Some((Protocol::Socks5, request.target)))
+        }
+        Protocol::Http => {
+            let request = match read_message(socket, buf, socks::parse_http_connect).await? {
+                Ok(r) => r,
+                Err(e) => {
+                    socket
+                        .write_all(e.http_reply().unwrap_or(HttpReply::BadRequest).as_bytes())
+                        .await?;
+                    return Ok(None);
+                }
+            };
+            if let Some(want) = &config.credentials {
+                if !request
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| want.matches(c.username(), c.password()))
+                {
+                    socket
+                        .write_all(HttpReply::ProxyAuthRequired.as_bytes())
+                        .await?;
+                    return Ok(None);
+                }
+            }
+            Ok(Some((Protocol::Http, request.target)))
+        }
+    }
+}
+
+/// A socket with bytes already read from it in front (a client that sent
+/// data right behind its request).
+struct Prefixed {
+    prefix: Vec<u8>,
+    socket: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if !me.prefix.is_empty() {
+            let n = me.prefix.len().min(out.remaining());
+            out.put_slice(&me.prefix[..n]);
+            me.prefix.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.socket).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,772 @@
+//! The async driver of one tunnel session (`tollway_tunnel::Session`): it
+//! owns the session, moves bytes between it and its connections (paths),
+//! and between its streams and their sockets. Client and node use the same
+//! driver; the node plugs in how it finds channels and connects
+//! destinations ([`NodeHooks`]).
+//!
+//! Back-pressure, so memory stays bounded whatever the peers do:
+//! - towards a path: the session's own unsent limit, plus at most
+//!   [`PATH_QUEUE`] chunks queued for the path's writer task; the driver
+//!   polls the session for more only when its out-queue is empty;
+//! - from a stream's socket: its reader task holds at most
+//!   [`STREAM_READ_CREDIT_BYTES`] the session has not taken yet;
+//! - towards a stream's socket: the session's per-stream window (the peer
+//!   may not send more until the writer task reports bytes written).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tollway_tunnel::frame::Resume;
+use tollway_tunnel::session::{ChannelInfo, Event, PathId, Session, SessionError, StreamId};
+use tollway_tunnel::{Dest, ErrorCode};
+use tollway_types::keys::AccountId;
+use tollway_types::tx::{ChannelId, SignedReceipt};
+
+/// Chunks queued for one path's writer.
+pub const PATH_QUEUE: usize = 8;
+/// Bytes a stream's socket reader may hold before the session takes them.
+pub const STREAM_READ_CREDIT_BYTES: usize = 256 * 1024;
+/// One read from a socket or a path.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Any byte stream: a TLS or QUIC connection, a TCP socket, a TLS stream
+/// inside a relayed tunnel stream.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ByteStream for T {}
+pub type BoxStream = Box<dyn ByteStream>;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a node's driver asks of the node.
+pub trait NodeHooks: Send + Sync + 'static {
+    /// The channel as the ledger has it (and the newest receipt the node
+    /// holds), or the code to refuse the session with.
+    fn lookup_channel(
+        &self,
+        channel: ChannelId,
+        client: AccountId,
+    ) -> BoxFuture<Result<ChannelInfo, ErrorCode>>;
+    /// Resolves, applies the exit policy and connects.
+    fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>>;
+    /// A receipt verified: keep the newest per channel for settlement.
+    fn receipt_accepted(&self, receipt: SignedReceipt);
+}
+
+/// Why a stream could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("the exit refused: {}", .0.describe())]
+    Refused(ErrorCode),
+    #[error("the session is gone: {0}")]
+    SessionGone(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// The session's state, as its handles see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Handshaking,
+    Established,
+    Closed { code: ErrorCode, message: String },
+}
+
+enum Command {
+    Open {
+        dest: Dest,
+        reply: oneshot::Sender<Result<StreamId, OpenError>>,
+    },
+    Attach {
+        stream: StreamId,
+        io: BoxStream,
+    },
+    AttachPath {
+        io: BoxStream,
+        binding: [u8; 32],
+        reply: oneshot::Sender<Result<PathId, SessionError>>,
+    },
+    ResumePath {
+        io: BoxStream,
+        binding: [u8; 32],
+        resume: Resume,
+        rest: Vec<u8>,
+    },
+    Ping {
+        reply: oneshot::Sender<Duration>,
+    },
+    Close {
+        code: ErrorCode,
+        message: String,
+    },
+    // From the driver's own tasks.
+    StreamBytes {
+        stream: StreamId,
+        bytes: Vec<u8>,
+    },
+    StreamEof {
+        stream: StreamId,
+    },
+    StreamFailed {
+        stream: StreamId,
+    },
+    Written {
+        stream: StreamId,
+        n: usize,
+    },
+    Connected {
+        stream: StreamId,
+        result: Result<BoxStream, ErrorCode>,
+    },
+    Channel(Result<ChannelInfo, ErrorCode>),
+}
+
+/// A handle on a running session; cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<Status>,
+    session_id: watch::Receiver<[u8; 16]>,
+}
+
+impl SessionHandle {
+    /// Waits for the handshake; the error says why it failed.
+    pub async fn established(&self) -> Result<(), (ErrorCode, String)> {
+        let mut status = self.status.clone();
+        loop {
+            match &*status.borrow_and_update() {
+                Status::Established => return Ok(()),
+                Status::Closed { code, message } => return Err((*code, message.clone())),
+                Status::Handshaking => {}
+            }
+            if status.changed().await.is_err() {
+                return Err((ErrorCode::Internal, "the session's driver stopped".into()));
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.status.borrow(), Status::Closed { .. })
+    }
+
+    /// Waits until the session is closed.
+    pub async fn closed(&self) {
+        let mut status = self.status.clone();
+        while !matches!(*status.borrow_and_update(), Status::Closed { .. }) {
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn session_id(&self) -> [u8; 16] {
+        *self.session_id.borrow()
+    }
+
+    /// Client: opens a stream to `dest` and waits for the exit to connect
+    /// it; then [`SessionHandle::attach`] gives it its socket.
+    pub async fn open(&self, dest: Dest) -> Result<StreamId, OpenError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Open { dest, reply })?;
+        rx.await
+            .map_err(|_| OpenError::SessionGone("the session closed".into()))?
+    }
+
+    /// The socket whose bytes `stream` carries; the stream ends when both
+    /// directions have finished.
+    pub fn attach(&self, stream: StreamId, io: BoxStream) -> Result<(), OpenError> {
+        self.send(Command::Attach { stream, io })
+    }
+
+    /// Client: a new connection to the same node joins the session and
+    /// takes over once the node confirms (port hopping).
+    pub async fn attach_path(&self, io: BoxStream, binding: [u8; 32]) -> Result<PathId, OpenError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AttachPath { io, binding, reply })?;
+        Ok(rx
+            .await
+            .map_err(|_| OpenError::SessionGone("the session closed".into()))??)
+    }
+
+    /// Node: a connection whose first frame was a resume for this session.
+    pub fn resume_path(
+        &self,
+        io: BoxStream,
+        binding: [u8; 32],
+        resume: Resume,
+        rest: Vec<u8>,
+    ) -> Result<(), OpenError> {
+        self.send(Command::ResumePath {
+            io,
+            binding,
+            resume,
+            rest,
+        })
+    }
+
+    /// The round trip of a ping, or `None` if the session ended first.
+    pub async fn ping(&self) -> Option<Duration> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Ping { reply }).ok()?;
+        rx.await.ok()
+    }
+
+    pub fn close(&self, code: ErrorCode, message: &str) {
+        let _ = self.send(Command::Close {
+            code,
+            message: message.to_string(),
+        });
+    }
+
+    fn send(&self, command: Command) -> Result<(), OpenError> {
+        self.commands
+            .send(command)
+            .map_err(|_| OpenError::SessionGone("the session's driver stopped".into()))
+    }
+}
+
+struct StreamIo {
+    /// To the socket's writer task; `None` in the queue means FIN.
+    to_socket: mpsc::UnboundedSender<Option<Vec<u8>>>,
+    /// Taken when the socket is attached.
+    to_socket_rx: Option<mpsc::UnboundedReceiver<Option<Vec<u8>>>>,
+    read_credit: Arc<Semaphore>,
+    /// Bytes read from the socket the session has not taken yet.
+    pending: VecDeque<Vec<u8>>,
+    eof_pending: bool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StreamIo {
+    fn new() -> StreamIo {
+        let (to_socket, rx) = mpsc::unbounded_channel();
+        StreamIo {
+            to_socket,
+            to_socket_rx: Some(rx),
+            read_credit: Arc::new(Semaphore::new(STREAM_READ_CREDIT_BYTES)),
+            pending: VecDeque::new(),
+            eof_pending: false,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl StreamIo {
+    /// Stops the pumps at once (a reset or a closed session); a stream
+    /// that ended normally lets its writer flush and shut down instead.
+    fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+enum Out {
+    Bytes(PathId, Vec<u8>),
+    /// Close the path's writer once everything before it went.
+    Retire(PathId),
+}
+
+struct Driver {
+    session: Session,
+    hooks: Option<Arc<dyn NodeHooks>>,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    inbound_tx: mpsc::Sender<(PathId, Option<Vec<u8>>)>,
+    writers: HashMap<PathId, mpsc::Sender<Vec<u8>>>,
+    path_tasks: HashMap<PathId, tokio::task::JoinHandle<()>>,
+    next_path: PathId,
+    out: VecDeque<Out>,
+    streams: HashMap<StreamId, StreamIo>,
+    opening: HashMap<StreamId, oneshot::Sender<Result<StreamId, OpenError>>>,
+    pings: HashMap<u64, oneshot::Sender<Duration>>,
+    status: watch::Sender<Status>,
+    session_id: watch::Sender<[u8; 16]>,
+}
+
+/// Starts the driver of `session` on the connection `io` (path 0 of the
+/// session, so create the session with path id 0). `hooks` makes it a
+/// node's driver.
+pub fn spawn(session: Session, io: BoxStream, hooks: Option<Arc<dyn NodeHooks>>) -> SessionHandle {
+    spawn_with_prefix(session, io, Vec::new(), hooks)
+}
+
+/// As [`spawn`], with bytes already read from `io` (the node peeks at the
+/// first frame to tell a hello from a resume).
+pub fn spawn_with_prefix(
+    session: Session,
+    io: BoxStream,
+    prefix: Vec<u8>,
+    hooks: Option<Arc<dyn NodeHooks>>,
+) -> SessionHandle {
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound_rx) = mpsc::channel(PATH_QUEUE);
+    let (status, status_rx) = watch::channel(Status::Handshaking);
+    let (session_id, session_id_rx) = watch::channel(session.session_id());
+    let mut driver = Driver {
+        session,
+        hooks,
+        commands_tx: commands_tx.clone(),
+        inbound_tx,
+        writers: HashMap::new(),
+        path_tasks: HashMap::new(),
+        next_path: 1,
+        out: VecDeque::new(),
+        streams: HashMap::new(),
+        opening: HashMap::new(),
+        pings: HashMap::new(),
+        status,
+        session_id,
+    };
+    driver.add_path(0, io);
+    if !prefix.is_empty() {
+        driver.session.handle_input(Instant::now(), 0, &prefix);
+    }
+    tokio::spawn(driver.run(commands_rx, inbound_rx));
+    SessionHandle {
+        commands: commands_tx,
+        status: status_rx,
+        session_id: session_id_rx,
+    }
+}
+
+impl Driver {
+    fn add_path(&mut self, path: PathId, io: BoxStream) {
+        let (mut read, mut write) = tokio::io::split(io);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PATH_QUEUE);
+        let inbound = self.inbound_tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_CHUNK_BYTES];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = inbound.send((path, None)).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if inbound.send((path, Some(buf[..n].to_vec()))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                // Flush only when nothing else waits: one TLS record per
+                // burst, not per frame.
+                if rx.is_empty() && write.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        self.writers.insert(path, tx);
+        self.path_tasks.insert(path, reader);
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut inbound: mpsc::Receiver<(PathId, Option<Vec<u8>>)>,
+    ) {
+        loop {
+            self.process();
+            if self.session.is_closed() && self.out.is_empty() {
+                break;
+            }
+            // Wait for room in the writer of the first queued chunk.
+            let blocked_writer = match self.out.front() {
+                Some(Out::Bytes(path, _)) => self.writers.get(path).cloned(),
+                _ => None,
+            };
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some((path, bytes)) = inbound.recv() => {
+                    match bytes {
+                        Some(bytes) => self.session.handle_input(Instant::now(), path, &bytes),
+                        None => {
+                            if self.writers.contains_key(&path) {
+                                self.session.handle_path_lost(path);
+                            }
+                        }
+                    }
+                }
+                Some(command) = commands.recv() => self.handle_command(command),
+                _ = sleep_until_opt(deadline) => self.session.handle_timeout(Instant::now()),
+                permit = reserve_opt(blocked_writer.as_ref()) => {
+                    if let (Ok(permit), Some(Out::Bytes(_, bytes))) = (permit, self.out.pop_front()) {
+                        permit.send(bytes);
+                    }
+                }
+            }
+        }
+        for (_, task) in self.path_tasks.drain() {
+            task.abort();
+        }
+        // Dropping the writers lets each writer task flush and shut down.
+        self.writers.clear();
+    }
+
+    /// Moves bytes out and handles events until the session is quiet.
+    fn process(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(front) = self.out.front_mut() {
+                match front {
+                    Out::Bytes(path, bytes) => match self.writers.get(path) {
+                        None => {
+                            self.out.pop_front();
+                        }
+                        Some(writer) => match writer.try_send(std::mem::take(bytes)) {
+                            Ok(()) => {
+                                self.out.pop_front();
+                            }
+                            Err(mpsc::error::TrySendError::Full(back)) => {
+                                *bytes = back;
+                                break;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                self.out.pop_front();
+                            }
+                        },
+                    },
+                    Out::Retire(path) => {
+                        let path = *path;
+                        self.writers.remove(&path);
+                        if let Some(t) = self.path_tasks.remove(&path) {
+                            t.abort();
+                        }
+                        self.out.pop_front();
+                    }
+                }
+                progressed = true;
+            }
+            if self.out.is_empty() {
+                if let Some((path, bytes)) = self.session.poll_transmit() {
+                    self.out.push_back(Out::Bytes(path, bytes));
+                    progressed = true;
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                self.handle_event(event);
+                progressed = true;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::ChannelNeeded { channel, client } => {
+                if let Some(hooks) = self.hooks.clone() {
+                    let tx = self.commands_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(Command::Channel(
+                            hooks.lookup_channel(channel, client).await,
+                        ));
+                    });
+                }
+            }
+            Event::Established => {
+                let _ = self.session_id.send(self.session.session_id());
+                let _ = self.status.send(Status::Established);
+            }
+            Event::OpenRequested { stream, dest } => {
+                self.streams.insert(stream, StreamIo::new());
+                if let Some(hooks) = self.hooks.clone() {
+                    let tx = self.commands_tx.clone();
+                    tokio::spawn(async move {
+                        let result = hooks.connect(dest).await;
+                        let _ = tx.send(Command::Connected { stream, result });
+                    });
+                }
+            }
+            Event::Opened { stream } => {
+                if let Some(reply) = self.opening.remove(&stream) {
+                    if reply.send(Ok(stream)).is_err() {
+                        self.drop_stream(stream, true);
+                    }
+                }
+            }
+            Event::OpenFailed { stream, code } => {
+                self.streams.remove(&stream);
+                if let Some(reply) = self.opening.remove(&stream) {
+                    let _ = reply.send(Err(OpenError::Refused(code)));
+                }
+            }
+            Event::Data { stream, payload } => {
+                if let Some(io) = self.streams.get(&stream) {
+                    let _ = io.to_socket.send(Some(payload));
+                }
+            }
+            Event::Writable { stream } => self.flush_stream(stream),
+            Event::Finished { stream } => {
+                if let Some(io) = self.streams.get(&stream) {
+                    let _ = io.to_socket.send(None);
+                }
+                self.forget_if_done(stream);
+            }
+            Event::Reset { stream, .. } => self.drop_stream(stream, false),
+            Event::ReceiptAccepted { receipt } => {
+                if let Some(hooks) = &self.hooks {
+                    hooks.receipt_accepted(receipt);
+                }
+            }
+            Event::Pong { nonce, rtt } => {
+                if let Some(reply) = self.pings.remove(&nonce) {
+                    let _ = reply.send(rtt);
+                }
+            }
+            Event::PathRetired { path } => self.out.push_back(Out::Retire(path)),
+            Event::Closed { code, message, .. } => {
+                for (_, reply) in self.opening.drain() {
+                    let _ = reply.send(Err(OpenError::SessionGone(message.clone())));
+                }
+                for (_, io) in self.streams.drain() {
+                    io.abort();
+                }
+                self.pings.clear();
+                let _ = self.status.send(Status::Closed { code, message });
+            }
+            Event::ReceiptRejected { .. }
+            | Event::ReceiptSent { .. }
+            | Event::Paused { .. }
+            | Event::EscrowExhausted
+            | Event::PathReady { .. } => {}
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Open { dest, reply } => match self.session.open_stream(dest) {
+                Ok(stream) => {
+                    self.streams.insert(stream, StreamIo::new());
+                    self.opening.insert(stream, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::Attach { stream, io } => self.attach(stream, io),
+            Command::Connected { stream, result } => match result {
+                Ok(io) if self.streams.contains_key(&stream) => {
+                    self.session.accept_stream(stream);
+                    self.attach(stream, io);
+                }
+                Ok(_) => {}
+                Err(code) => {
+                    self.streams.remove(&stream);
+                    self.session.refuse_stream(stream, code);
+                }
+            },
+            Command::Channel(info) => self.session.handle_channel(Instant::now(), info),
+            Command::AttachPath { io, binding, reply } => {
+                let path = self.next_path;
+                match self.session.attach_path(path, binding) {
+                    Ok(()) => {
+                        self.next_path += 1;
+                        self.add_path(path, io);
+                        let _ = reply.send(Ok(path));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::ResumePath {
+                io,
+                binding,
+                resume,
+                rest,
+            } => {
+                let path = self.next_path;
+                if self
+                    .session
+                    .handle_resume(Instant::now(), path, binding, &resume)
+                    .is_ok()
+                {
+                    self.next_path += 1;
+                    self.add_path(path, io);
+                    if !rest.is_empty() {
+                        self.session.handle_input(Instant::now(), path, &rest);
+                    }
+                }
+            }
+            Command::Ping { reply } => {
+                if let Ok(nonce) = self.session.ping(Instant::now()) {
+                    self.pings.insert(nonce, reply);
+                }
+            }
+            Command::Close { code, message } => self.session.close(code, &message),
+            Command::StreamBytes { stream, bytes } => {
+                if let Some(io) = self.streams.get_mut(&stream) {
+                    io.pending.push_back(bytes);
+                    self.flush_stream(stream);
+                }
+            }
+            Command::StreamEof { stream } => {
+                if let Some(io) = self.streams.get_mut(&stream) {
+                    io.eof_pending = true;
+                    self.flush_stream(stream);
+                }
+            }
+            Command::StreamFailed { stream } => self.drop_stream(stream, true),
+            Command::Written { stream, n } => self.session.consumed(stream, n),
+        }
+    }
+
+    /// Gives the session what the stream's socket produced, as far as its
+    /// windows allow; the rest waits for `Writable`.
+    fn flush_stream(&mut self, stream: StreamId) {
+        let Some(io) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        while let Some(front) = io.pending.front_mut() {
+            match self.session.send(stream, front) {
+                Ok(n) => {
+                    io.read_credit.add_permits(n);
+                    if n == front.len() {
+                        io.pending.pop_front();
+                    } else {
+                        front.drain(..n);
+                        return;
+                    }
+                }
+                Err(_) => {
+                    io.pending.clear();
+                    return;
+                }
+            }
+        }
+        if io.eof_pending {
+            io.eof_pending = false;
+            self.session.finish(stream);
+            self.forget_if_done(stream);
+        }
+    }
+
+    /// Both directions ended: the session forgot the stream, so does the
+    /// driver (its tasks finish on their own).
+    fn forget_if_done(&mut self, stream: StreamId) {
+        if !self.session.has_stream(stream) {
+            self.streams.remove(&stream);
+        }
+    }
+
+    fn drop_stream(&mut self, stream: StreamId, tell_peer: bool) {
+        if let Some(io) = self.streams.remove(&stream) {
+            io.abort();
+            if tell_peer {
+                self.session.reset(stream, ErrorCode::Shutdown);
+            }
+        }
+    }
+
+    /// Starts the two pumps between a stream and its socket.
+    fn attach(&mut self, stream: StreamId, io: BoxStream) {
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(mut to_socket) = state.to_socket_rx.take() else {
+            return;
+        };
+        let (mut read, mut write) = tokio::io::split(io);
+        let tx = self.commands_tx.clone();
+        let credit = state.read_credit.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_CHUNK_BYTES];
+            loop {
+                let Ok(permit) = credit
+                    .clone()
+                    .acquire_many_owned(READ_CHUNK_BYTES as u32)
+                    .await
+                else {
+                    return;
+                };
+                match read.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = tx.send(Command::StreamEof { stream });
+                        return;
+                    }
+                    Ok(n) => {
+                        // The session returns these `n` permits as it takes
+                        // the bytes; the rest go back now.
+                        permit.forget();
+                        credit.add_permits(READ_CHUNK_BYTES - n);
+                        if tx
+                            .send(Command::StreamBytes {
+                                stream,
+                                bytes: buf[..n].to_vec(),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Command::StreamFailed { stream });
+                        return;
+                    }
+                }
+            }
+        });
+        let tx = self.commands_tx.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(item) = to_socket.recv().await {
+                match item {
+                    Some(bytes) => {
+                        if write.write_all(&bytes).await.is_err() {
+                            let _ = tx.send(Command::StreamFailed { stream });
+                            return;
+                        }
+                        if to_socket.is_empty() && write.flush().await.is_err() {
+                            let _ = tx.send(Command::StreamFailed { stream });
+                            return;
+                        }
+                        let _ = tx.send(Command::Written {
+                            stream,
+                            n: bytes.len(),
+                        });
+                    }
+                    None => {
+                        let _ = write.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        });
+        state.tasks.push(reader);
+        state.tasks.push(writer);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve_opt(
+    writer: Option<&mpsc::Sender<Vec<u8>>>,
+) -> Result<mpsc::Permit<'_, Vec<u8>>, mpsc::error::SendError<()>> {
+    match writer {
+        Some(w) => w.reserve().await,
+        None => std::future::pending().await,
+    }
+}

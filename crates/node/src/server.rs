@@ -1,0 +1,247 @@
+//! The node's listener loop: every accepted connection starts with a hello
+//! (a new session) or a resume (another path of a session it has, after a
+//! port hop). The first frame is read under the handshake timeout, so a
+//! silent or slow client costs a task and a few bytes, and the number of
+//! sessions is capped.
+
+use crate::channels::{now_unix_secs, ChannelSource, ReceiptBook};
+use crate::exit::connect_dest;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle};
+use tollway_net::{Connection, Listener, ServerOptions, TlsIdentity, Transport};
+use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
+use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
+use tollway_tunnel::{Dest, ErrorCode, ExitPolicy};
+use tollway_types::keys::AccountId;
+use tollway_types::tx::{ChannelId, SignedReceipt};
+
+/// Everything the node's data plane needs, resolved from config and flags.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub terms: NodeTerms,
+    pub listen_ip: IpAddr,
+    pub ports: RangeInclusive<u16>,
+    pub transports: Vec<Transport>,
+    pub policy: ExitPolicy,
+    pub server: ServerOptions,
+    pub connect_timeout: Duration,
+    /// Sessions at once; a client beyond it is refused with `Limit`.
+    pub max_sessions: usize,
+}
+
+struct Hooks {
+    channels: Arc<dyn ChannelSource>,
+    receipts: Arc<ReceiptBook>,
+    policy: ExitPolicy,
+    connect_timeout: Duration,
+}
+
+impl NodeHooks for Hooks {
+    fn lookup_channel(
+        &self,
+        channel: ChannelId,
+        _client: AccountId,
+    ) -> BoxFuture<Result<ChannelInfo, ErrorCode>> {
+        let found = self.channels.channel(channel);
+        let latest_receipt = self.receipts.latest(&channel);
+        Box::pin(async move {
+            let channel = found.await?;
+            let expired = channel.expires_at_secs <= now_unix_secs();
+            Ok(ChannelInfo {
+                channel,
+                latest_receipt,
+                expired,
+            })
+        })
+    }
+
+    fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>> {
+        let policy = self.policy.clone();
+        let timeout = self.connect_timeout;
+        Box::pin(async move {
+            let stream = connect_dest(&dest, &policy, timeout).await?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+
+    fn receipt_accepted(&self, receipt: SignedReceipt) {
+        self.receipts.record(receipt);
+    }
+}
+
+/// A running node data plane.
+pub struct NodeServer {
+    listener: Arc<Listener>,
+    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
+    live: Arc<AtomicUsize>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeServer {
+    /// Binds every port of the range on every transport and starts serving.
+    pub async fn start(
+        config: ServerConfig,
+        identity: &TlsIdentity,
+        channels: Arc<dyn ChannelSource>,
+        receipts: Arc<ReceiptBook>,
+    ) -> Result<NodeServer, tollway_net::NetError> {
+        let listener = Arc::new(
+            Listener::bind(
+                &config.transports,
+                config.listen_ip,
+                config.ports.clone(),
+                identity,
+                &config.server,
+            )
+            .await?,
+        );
+        let hooks: Arc<dyn NodeHooks> = Arc::new(Hooks {
+            channels,
+            receipts,
+            policy: config.policy.clone(),
+            connect_timeout: config.connect_timeout,
+        });
+        let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let live = Arc::new(AtomicUsize::new(0));
+        let accept_task = tokio::spawn(accept_loop(
+            listener.clone(),
+            config,
+            hooks,
+            sessions.clone(),
+            live.clone(),
+        ));
+        Ok(NodeServer {
+            listener,
+            sessions,
+            live,
+            accept_task,
+        })
+    }
+
+    /// Where it listens, per transport.
+    pub fn local_addrs(&self) -> Vec<(Transport, std::net::SocketAddr)> {
+        self.listener.local_addrs().to_vec()
+    }
+
+    /// Connections with a session or a handshake in progress.
+    pub fn live_connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn n_sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |m| m.len())
+    }
+
+    /// Stops accepting and closes every session.
+    pub fn shutdown(&self) {
+        self.accept_task.abort();
+        if let Ok(map) = self.sessions.lock() {
+            for handle in map.values() {
+                handle.close(ErrorCode::Shutdown, "the node is shutting down");
+            }
+        }
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(
+    listener: Arc<Listener>,
+    config: ServerConfig,
+    hooks: Arc<dyn NodeHooks>,
+    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
+    live: Arc<AtomicUsize>,
+) {
+    loop {
+        let Ok(conn) = listener.accept().await else {
+            // Accept errors are per connection (a failed handshake); the
+            // listener itself keeps going.
+            continue;
+        };
+        let (config, hooks, sessions, live) = (
+            config.clone(),
+            hooks.clone(),
+            sessions.clone(),
+            live.clone(),
+        );
+        tokio::spawn(async move {
+            live.fetch_add(1, Ordering::Relaxed);
+            serve_connection(conn, &config, hooks, &sessions).await;
+            live.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Reads the first frame, then starts or extends a session; returns when
+/// the session (or this path of it) ends.
+async fn serve_connection(
+    mut conn: Connection,
+    config: &ServerConfig,
+    hooks: Arc<dyn NodeHooks>,
+    sessions: &Mutex<HashMap<[u8; 16], SessionHandle>>,
+) {
+    let binding = conn.channel_binding();
+    let deadline = tokio::time::Instant::now() + config.terms.limits.handshake_timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let first = loop {
+        match first_frame(&buf) {
+            Err(FrameError::Incomplete) if buf.len() <= MAX_BODY_BYTES + 8 => {}
+            other => break other,
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, conn.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    match first {
+        Ok(FirstFrame::Hello) => {
+            let at_limit = sessions
+                .lock()
+                .map_or(true, |m| m.len() >= config.max_sessions);
+            let session_id: [u8; 16] = blake3::hash(&binding).as_bytes()[..16]
+                .try_into()
+                .unwrap_or([0; 16]);
+            let mut session =
+                Session::node(config.terms.clone(), Instant::now(), 0, binding, session_id);
+            if at_limit {
+                session.close(
+                    ErrorCode::Limit,
+                    "this node serves as many sessions as it can",
+                );
+            }
+            let handle = driver::spawn_with_prefix(session, Box::new(conn), buf, Some(hooks));
+            if let Ok(mut map) = sessions.lock() {
+                map.insert(session_id, handle.clone());
+            }
+            handle.closed().await;
+            if let Ok(mut map) = sessions.lock() {
+                map.remove(&session_id);
+            }
+        }
+        Ok(FirstFrame::Resume { session_id }) => {
+            let handle = sessions
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&session_id).cloned());
+            let Ok((Frame::Resume(resume), used)) = Frame::decode(&buf) else {
+                return;
+            };
+            if let Some(handle) = handle {
+                let rest = buf[used..].to_vec();
+                let _ = handle.resume_path(Box::new(conn), binding, resume, rest);
+            }
+        }
+        Err(_) => {}
+    }
+}
