@@ -333,3 +333,231 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
         );
     }
 }
+
+/// Fetches `/n` through the SOCKS5 front end with a small Rust client
+/// (curl per request would dominate the timing): `Ok(bytes)` or why not.
+async fn socks_get(front: SocketAddr, web: SocketAddr, n: usize) -> Result<Vec<u8>, String> {
+    let mut s = tokio::net::TcpStream::connect(front)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(&[5, 1, 0]).await.map_err(|e| e.to_string())?;
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&web.port().to_be_bytes());
+    s.write_all(&request).await.map_err(|e| e.to_string())?;
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    if head[1] != 0 {
+        return Err(format!("SOCKS reply {}", head[1]));
+    }
+    s.write_all(format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.map_err(|e| e.to_string())?;
+    let body_at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP head")?
+        + 4;
+    Ok(all[body_at..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("dave");
+    let first = start_node("exit-f1", &client, 0).await;
+    let second = start_node("exit-f2", &client, 1).await;
+    let routes = vec![
+        Route {
+            relay: None,
+            exit: first.hop(Transport::Tls, &client, 0),
+        },
+        Route {
+            relay: None,
+            exit: second.hop(Transport::Tls, &client, 1),
+        },
+    ];
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let mut first = Some(first);
+    let mut killed_at = None;
+    let mut recovered_after = None;
+    let mut failures = 0;
+    // A bounded request loop: 60 requests, 50 ms apart; the first exit
+    // dies after the 15th.
+    for i in 0..60 {
+        if i == 15 {
+            drop(first.take());
+            killed_at = Some(std::time::Instant::now());
+        }
+        match socks_get(front, web, 20_000).await {
+            Ok(body) => {
+                assert!(body == pattern(20_000), "request {i}: wrong bytes");
+                if let (Some(t), None) = (killed_at, recovered_after) {
+                    recovered_after = Some(t.elapsed());
+                }
+            }
+            Err(_) => {
+                assert!(
+                    killed_at.is_some(),
+                    "request {i} failed before the exit died"
+                );
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered_after = recovered_after.expect("never recovered");
+    eprintln!(
+        "failover: recovered {recovered_after:?} after the kill, {failures} request(s) failed"
+    );
+    assert!(
+        recovered_after < Duration::from_secs(2),
+        "failover took {recovered_after:?}"
+    );
+    // A sequential loop has at most one request in flight at the kill.
+    assert!(failures <= 1, "{failures} requests failed");
+    assert_eq!(pool.history().await, [0, 1]);
+}
+
+/// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
+fn free_port_range(n: u16) -> u16 {
+    for base in (20000u16..60000).step_by(97) {
+        let ok = (base..base + n).all(|p| {
+            std::net::TcpListener::bind((LOOPBACK, p)).is_ok()
+                && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// A web server that trickles `/n` out over about `secs` seconds.
+async fn slow_web_server(secs: u64) -> SocketAddr {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&head);
+                let n: usize = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.trim_start_matches('/').parse().ok())
+                    .unwrap_or(0);
+                let body = pattern(n);
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let chunks = 50;
+                let step = n.div_ceil(chunks);
+                for part in body.chunks(step) {
+                    if socket.write_all(part).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(secs * 1000 / chunks as u64)).await;
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
+    for transport in Transport::ALL {
+        let web = slow_web_server(5).await;
+        let client = SigningKey::from_label("erin");
+        let base = free_port_range(6);
+        let key = SigningKey::from_label("hopper");
+        let identity = TlsIdentity::from_seed([7; 32]).unwrap();
+        let channels = StaticChannels::default();
+        channels.0.lock().unwrap().insert(
+            channel_id(&client.public(), 0),
+            Channel {
+                client: client.public(),
+                node: key.public(),
+                escrow: Usd(50_000_000),
+                paid: Usd::ZERO,
+                paid_bytes: 0,
+                expires_at_secs: u64::MAX / 2,
+            },
+        );
+        let config = ServerConfig {
+            terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
+            listen_ip: LOOPBACK,
+            ports: base..=base + 5,
+            transports: vec![transport],
+            policy: ExitPolicy {
+                allow_loopback: true,
+                ..ExitPolicy::default()
+            },
+            server: ServerOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            max_sessions: 10,
+        };
+        let server = NodeServer::start(
+            config,
+            &identity,
+            Arc::new(channels),
+            ReceiptBook::in_memory(),
+        )
+        .await
+        .unwrap();
+        let hop = Hop {
+            node: key.public(),
+            addr: LOOPBACK,
+            port_first: base,
+            port_last: base + 5,
+            tls_key_pin: identity.pin(),
+            price_usd_micro_per_gib: PRICE,
+            channel: channel_id(&client.public(), 0),
+            escrow: Usd(50_000_000),
+            settled_bytes: 0,
+            settled_usd: Usd::ZERO,
+        };
+        let connect = ConnectOptions {
+            chain_id: CHAIN.into(),
+            key: client.clone(),
+            transport,
+            net: ClientOptions::default(),
+            limits: Limits::default(),
+            hop_window: Some(Duration::from_secs(1)),
+        };
+        let pool = RoutePool::start(ClientConfig::new(
+            connect,
+            vec![Route {
+                relay: None,
+                exit: hop,
+            }],
+        ));
+        let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+        let front = listener.local_addr().unwrap();
+        tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
+        // About 5 s of download: at least three 1 s windows pass mid-stream.
+        let body = socks_get(front, web, 4 << 20).await.unwrap();
+        assert!(
+            body == pattern(4 << 20),
+            "{transport}: bytes differ after hopping"
+        );
+        let ports = server.accepted_per_port();
+        eprintln!("{transport}: connections per port {ports:?}");
+        assert!(
+            ports.len() >= 3,
+            "{transport}: the session used only ports {ports:?}"
+        );
+    }
+}

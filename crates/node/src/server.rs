@@ -6,7 +6,7 @@
 
 use crate::channels::{now_unix_secs, ChannelSource, ReceiptBook};
 use crate::exit::connect_dest;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,6 +80,7 @@ pub struct NodeServer {
     listener: Arc<Listener>,
     sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
     live: Arc<AtomicUsize>,
+    ports: Arc<Mutex<BTreeMap<u16, u64>>>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -109,17 +110,18 @@ impl NodeServer {
         });
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let live = Arc::new(AtomicUsize::new(0));
-        let accept_task = tokio::spawn(accept_loop(
-            listener.clone(),
-            config,
-            hooks,
-            sessions.clone(),
-            live.clone(),
-        ));
+        let ports = Arc::new(Mutex::new(BTreeMap::new()));
+        let shared = Accepting {
+            sessions: sessions.clone(),
+            live: live.clone(),
+            ports: ports.clone(),
+        };
+        let accept_task = tokio::spawn(accept_loop(listener.clone(), config, hooks, shared));
         Ok(NodeServer {
             listener,
             sessions,
             live,
+            ports,
             accept_task,
         })
     }
@@ -132,6 +134,11 @@ impl NodeServer {
     /// Connections with a session or a handshake in progress.
     pub fn live_connections(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted per local port (port hopping shows here).
+    pub fn accepted_per_port(&self) -> BTreeMap<u16, u64> {
+        self.ports.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn n_sessions(&self) -> usize {
@@ -155,12 +162,19 @@ impl Drop for NodeServer {
     }
 }
 
+/// What the accept loop shares with the server's handle.
+#[derive(Clone)]
+struct Accepting {
+    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
+    live: Arc<AtomicUsize>,
+    ports: Arc<Mutex<BTreeMap<u16, u64>>>,
+}
+
 async fn accept_loop(
     listener: Arc<Listener>,
     config: ServerConfig,
     hooks: Arc<dyn NodeHooks>,
-    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
-    live: Arc<AtomicUsize>,
+    shared: Accepting,
 ) {
     loop {
         let Ok(conn) = listener.accept().await else {
@@ -168,16 +182,14 @@ async fn accept_loop(
             // listener itself keeps going.
             continue;
         };
-        let (config, hooks, sessions, live) = (
-            config.clone(),
-            hooks.clone(),
-            sessions.clone(),
-            live.clone(),
-        );
+        if let Ok(mut ports) = shared.ports.lock() {
+            *ports.entry(conn.local_port()).or_default() += 1;
+        }
+        let (config, hooks, shared) = (config.clone(), hooks.clone(), shared.clone());
         tokio::spawn(async move {
-            live.fetch_add(1, Ordering::Relaxed);
-            serve_connection(conn, &config, hooks, &sessions).await;
-            live.fetch_sub(1, Ordering::Relaxed);
+            shared.live.fetch_add(1, Ordering::Relaxed);
+            serve_connection(conn, &config, hooks, &shared.sessions).await;
+            shared.live.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
