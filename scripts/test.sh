@@ -4,10 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The data plane's end-to-end tests drive the real curl through the
+# client's SOCKS5 and HTTP CONNECT front end.
+if ! command -v curl >/dev/null 2>&1; then
+    echo "== installing curl (Debian package)"
+    sudo_if_needed=""
+    [ "$(id -u)" = 0 ] || sudo_if_needed="sudo"
+    $sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq curl
+fi
+
 echo "== unit, property, scenario and end-to-end tests"
 cargo test --workspace --locked
 
-echo "== fuzz the transaction decoder (bounded)"
+echo "== fuzz the decoders of untrusted bytes (bounded)"
 bash fuzz/run.sh tx_decode 20
 bash fuzz/run.sh socks_parse 15
 

@@ -284,7 +284,7 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
 
 fn format_duration(secs: u64) -> String {
     for (unit, mult) in [("y", YEAR_SECS), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= mult && secs % mult == 0 {
+        if secs >= mult && secs.is_multiple_of(mult) {
             return format!("{}{unit}", secs / mult);
         }
     }

@@ -179,7 +179,7 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 /// Hex digits (either case, surrounding whitespace ignored) to bytes.
 pub fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {
