@@ -8,10 +8,17 @@
 //! run`, block interval 1 s, everything else default), started as a child
 //! process on a fresh chain home per round, driven over loopback HTTP:
 //!
-//! - **load**: `CLIENTS` threads, each owning its own sender accounts (so
+//! - **load**: client threads, each owning its own sender accounts (so
 //!   nonces are tracked locally), POST pre-signed transfers (raw canonical
-//!   bytes) to `/v1/txs` and keep at most `window` of their own txs
-//!   uncommitted at a time. A tx's clock starts just before its POST.
+//!   bytes) and keep at most `window` of their own txs uncommitted at a
+//!   time. Two modes, each on a fresh chain every round:
+//!   - **single**: 64 clients, one tx per `POST /v1/txs`, as a wallet sends;
+//!   - **batched**: 16 clients, up to 256 txs per `POST /v1/txs/batch`, as a
+//!     gateway or exchange relaying many users' txs sends them. This is the
+//!     mode of the final line: the throughput figure is about load, and load
+//!     arrives at a chain through such aggregators.
+//!
+//!   A tx's clock starts just before the POST that carries it.
 //! - **observer**: one thread follows the node's event stream
 //!   (`/v1/events`). A block event is sent only after the block is durable;
 //!   the moment it arrives is the commit time of every tx in the block
@@ -23,9 +30,10 @@
 //! Throughput is the committed txs over the time from the first submit to
 //! the last commit (the table also gives the steady-state rate, blocks 2..n
 //! over block 1 → block n, free of the ramp-up and the last partial block).
-//! The load's window (64 × 256 = 16,384 txs, more than a full block of
-//! 10,000) keeps the mempool fed without building a queue of its own, so
-//! the latency measured is the chain's.
+//! The load's window (single: 64 × 256 = 16,384 txs; batched: 16 × 1,536 =
+//! 24,576; both more than a full block of 10,000) keeps the mempool fed
+//! without building a queue of its own, so the latency measured is the
+//! chain's.
 //!
 //! Signing happens before the clock starts (a wallet signs on its own
 //! machine); each round re-creates the chain, so the same signed txs are
@@ -48,12 +56,25 @@ const BLOCK_INTERVAL: Duration = Duration::from_secs(1);
 /// Timed passes of the anchor's block per round.
 const ANCHOR_PASSES: usize = 5;
 
-struct Config {
+/// How the load submits.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    name: &'static str,
     /// Load threads; each owns `senders / clients` accounts.
     clients: usize,
-    senders: usize,
     /// Uncommitted txs each load thread allows itself.
     window: usize,
+    /// Txs per POST: 1 is `POST /v1/txs`, more is `POST /v1/txs/batch`.
+    batch: usize,
+}
+
+const SINGLE: Mode = Mode { name: "single", clients: 64, window: 256, batch: 1 };
+const BATCHED: Mode = Mode { name: "batched", clients: 16, window: 1536, batch: 256 };
+/// The mode of the final line and of the goals.
+const FINAL_MODE: Mode = BATCHED;
+
+struct Config {
+    senders: usize,
     /// Txs per round from the load (the probes' come on top).
     txs: usize,
     probes: usize,
@@ -67,9 +88,7 @@ struct Config {
 impl Config {
     fn new(quick: bool) -> Config {
         Config {
-            clients: 64,
             senders: 256,
-            window: 256,
             txs: if quick { 16_384 } else { 100_000 },
             probes: 4,
             rounds: if quick { 1 } else { 3 },
@@ -94,18 +113,18 @@ fn sender_key(lane: usize, k: usize) -> SigningKey {
     SigningKey::from_label(&format!("bench-sender-{lane}-{k}"))
 }
 
-fn sign_all(cfg: &Config) -> Signed {
-    let per_client = cfg.senders / cfg.clients;
+fn sign_all(cfg: &Config, mode: Mode) -> Signed {
+    let per_client = cfg.senders / mode.clients;
     // A probe sends at most one tx per block: this is more than a round lasts.
     let per_probe = cfg.round_limit.as_secs() as usize + 8;
-    let n_lanes = cfg.clients + cfg.probes;
+    let n_lanes = mode.clients + cfg.probes;
     let mut lanes = Vec::with_capacity(n_lanes);
     let mut accounts = Vec::new();
     let fee = Amount::Token(Token(1_000)); // the minimum fee, 0.001 TWY
     for lane in 0..n_lanes {
-        let (n_keys, n_txs) = if lane < cfg.clients {
+        let (n_keys, n_txs) = if lane < mode.clients {
             // The first lanes take one extra tx each when txs do not divide.
-            (per_client, cfg.txs / cfg.clients + usize::from(lane < cfg.txs % cfg.clients))
+            (per_client, cfg.txs / mode.clients + usize::from(lane < cfg.txs % mode.clients))
         } else {
             (1, per_probe)
         };
@@ -168,17 +187,18 @@ struct RoundResult {
 pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     let cfg = Config::new(quick);
     let bin = tollway_binary(progress)?;
-    progress.say(&format!("node: {} (a child process per round)", bin.display()));
+    progress.say(&format!("node: {} (a child process per round and mode)", bin.display()));
+    let modes = [SINGLE, BATCHED];
     progress.say(&format!(
-        "signing {} load txs from {} senders and {} probe lanes; anchor block of {} transfers",
+        "signing {} load txs per mode from {} senders and {} probe lanes; anchor block of {} transfers",
         cfg.txs, cfg.senders, cfg.probes, cfg.anchor_block
     ));
-    let signed = sign_all(&cfg);
+    let signed: Vec<Signed> = modes.iter().map(|&m| sign_all(&cfg, m)).collect();
     let anchor = TransferBlock::prepare(cfg.anchor_block)?;
     anchor.measure(0)?; // warm-up, untimed
 
     let mut anchors = Vec::with_capacity(cfg.rounds);
-    let mut rounds = Vec::with_capacity(cfg.rounds);
+    let mut rounds: Vec<Vec<RoundResult>> = modes.iter().map(|_| Vec::with_capacity(cfg.rounds)).collect();
     for round in 1..=cfg.rounds {
         // The anchor's pass is short (tens of ms): a few per round, so a
         // moment of noise on the machine does not decide it.
@@ -192,31 +212,40 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
             sig3(a)
         ));
         anchors.push(a);
-        let r = chain_round(&cfg, &bin, &signed, round, progress)?;
-        progress.say(&format!(
-            "round {round}/{}: ours {} txs/s ({} of {} committed in {:.2} s), p99 {} ms",
-            cfg.rounds,
-            sig3(r.tps),
-            r.committed,
-            r.submitted,
-            r.wall.as_secs_f64(),
-            sig3(ms(quantile(&r.load_latency, 0.99)))
-        ));
-        rounds.push(r);
+        for (k, &mode) in modes.iter().enumerate() {
+            let r = chain_round(&cfg, mode, &bin, &signed[k], round, progress)?;
+            progress.say(&format!(
+                "round {round}/{} {}: ours {} txs/s ({} of {} committed in {:.2} s), p99 {} ms",
+                cfg.rounds,
+                mode.name,
+                sig3(r.tps),
+                r.committed,
+                r.submitted,
+                r.wall.as_secs_f64(),
+                sig3(ms(quantile(&r.load_latency, 0.99)))
+            ));
+            rounds[k].push(r);
+        }
     }
 
-    // The median round by throughput gives every figure of the table, so
-    // the row is one consistent run; the anchor is the median of its own.
-    rounds.sort_by(|a, b| a.tps.total_cmp(&b.tps));
-    let mid = &rounds[rounds.len() / 2];
+    // Per mode, the median round by throughput gives every figure of its
+    // column, so a column is one consistent run; the anchor is the median
+    // of its own.
+    for r in &mut rounds {
+        r.sort_by(|a, b| a.tps.total_cmp(&b.tps));
+    }
+    let mids: Vec<&RoundResult> = rounds.iter().map(|r| &r[r.len() / 2]).collect();
     let anchor_tps = median_f64(&mut anchors);
-    print_table(&cfg, &anchor, mid, &rounds, anchor_tps);
+    print_table(&cfg, &modes, &anchor, &mids, &rounds, anchor_tps);
 
+    let k = modes.iter().position(|m| m.name == FINAL_MODE.name).context("the final mode is not run")?;
+    let mid = mids[k];
     let p99 = quantile(&mid.load_latency, 0.99);
     let goal = BLOCK_INTERVAL + Duration::from_millis(100);
     let ratio = mid.tps / anchor_tps;
     println!(
-        "p99 submit→commit = {} ms; goal: < block interval + 100 ms = {} ms: {}",
+        "final line: the {} mode; p99 submit→commit = {} ms; goal: < block interval + 100 ms = {} ms: {}",
+        FINAL_MODE.name,
         sig3(ms(p99)),
         goal.as_millis(),
         if p99 < goal { "met" } else { "not met" }
@@ -231,75 +260,95 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     ))
 }
 
-fn print_table(cfg: &Config, anchor: &TransferBlock, r: &RoundResult, all: &[RoundResult], anchor_tps: f64) {
-    let ours_in_blocks: usize = r.blocks.iter().map(|b| b.1).sum();
+fn print_table(
+    cfg: &Config,
+    modes: &[Mode],
+    anchor: &TransferBlock,
+    mids: &[&RoundResult],
+    all: &[Vec<RoundResult>],
+    anchor_tps: f64,
+) {
     println!();
     println!(
         "chain: the real `tollway chain run` (solo sequencer, block interval {} ms, redb store) on loopback; \
-         {} load threads × window {} over {} sender accounts, {} transfers per round, plus {} wait=commit probes; \
-         median of {} rounds (by throughput), fresh chain each round",
+         {} transfers per round and mode over {} sender accounts, plus {} wait=commit probes (one tx per request); \
+         median of {} rounds (by throughput), fresh chain each round and mode",
         BLOCK_INTERVAL.as_millis(),
-        cfg.clients,
-        cfg.window,
-        cfg.senders,
         cfg.txs,
+        cfg.senders,
         cfg.probes,
         cfg.rounds
     );
+    for m in modes {
+        let how = if m.batch == 1 {
+            "one tx per POST /v1/txs".to_string()
+        } else {
+            format!("up to {} txs per POST /v1/txs/batch", m.batch)
+        };
+        println!("  mode {:<8} {} load threads × window {}, {how}", m.name, m.clients, m.window);
+    }
     println!(
         "a tx counts when the block event holding it arrives on /v1/events (sent after the block is durable); \
-         load latency is from just before its POST to that moment"
+         load latency is from just before the POST carrying it to that moment; the final line is the {} mode",
+        FINAL_MODE.name
     );
     println!();
-    println!("{:<58} {:>14}", "figure", "value");
-    let row = |what: &str, v: String| println!("{:<58} {:>14}", what, v);
-    row("ours: committed txs/s (first submit → last commit)", sig3(r.tps));
-    row(
-        &format!("  committed / submitted in {:.2} s", r.wall.as_secs_f64()),
-        format!("{}/{}", r.committed, r.submitted),
-    );
-    if let Some(steady) = steady_tps(&r.blocks) {
-        row("  steady state: blocks 2..n over block 1 → block n", format!("{} txs/s", sig3(steady)));
+    print!("{:<56}", "figure");
+    for m in modes {
+        print!(" {:>16}", format!("{} (mode)", m.name));
     }
-    row("  load submit→commit p50", format!("{} ms", sig3(ms(quantile(&r.load_latency, 0.5)))));
-    row("  load submit→commit p99", format!("{} ms", sig3(ms(quantile(&r.load_latency, 0.99)))));
-    row("  load submit→commit max", format!("{} ms", sig3(ms(quantile(&r.load_latency, 1.0)))));
-    row(
-        &format!("  probe wait=commit request p50 ({} requests)", r.probe_latency.len()),
-        format!("{} ms", sig3(ms(quantile(&r.probe_latency, 0.5)))),
-    );
-    row("  probe wait=commit request max", format!("{} ms", sig3(ms(quantile(&r.probe_latency, 1.0)))));
-    row("  blocks holding our txs", r.blocks.len().to_string());
-    row(
-        "  our txs per block: mean / max",
-        format!(
-            "{} / {}",
-            sig3(ours_in_blocks as f64 / r.blocks.len().max(1) as f64),
-            r.blocks.iter().map(|b| b.1).max().unwrap_or(0)
-        ),
-    );
-    if let (Some(mean), Some(max)) = (r.block_commit_mean, r.block_commit_max) {
-        row("  node's block build + durable commit: mean / max", format!("{} / {} ms", sig3(ms(mean)), sig3(ms(max))));
-    }
-    let wall = r.cpu_wall.as_secs_f64();
-    row(
-        "  CPU (1 core = 100%) over the round: node / clients",
-        format!("{:.0}% / {:.0}%", 100.0 * r.node_cpu / wall, 100.0 * r.bench_cpu / wall),
-    );
-    row("  node CPU per committed tx", format!("{} µs", sig3(r.node_cpu * 1e6 / r.committed.max(1) as f64)));
-    let refusals = if r.refusals.is_empty() {
-        "none".to_string()
-    } else {
-        r.refusals.iter().map(|(c, n)| format!("{c}×{n}")).collect::<Vec<_>>().join(", ")
+    println!();
+    let row = |what: &str, f: &dyn Fn(&RoundResult) -> String| {
+        print!("{what:<56}");
+        for r in mids {
+            print!(" {:>16}", f(r));
+        }
+        println!();
     };
-    row("  refusals by code", refusals);
-    row(
-        &format!("anchor: encode + batch verify + apply, {} transfers", anchor.txs()),
-        format!("{} txs/s", sig3(anchor_tps)),
+    row("ours: committed txs/s (first submit → last commit)", &|r| sig3(r.tps));
+    row("  ratio to the anchor", &|r| sig3(r.tps / anchor_tps));
+    row("  committed / submitted", &|r| format!("{}/{}", r.committed, r.submitted));
+    row("  wall time, first submit → last commit", &|r| format!("{:.2} s", r.wall.as_secs_f64()));
+    row("  steady state: blocks 2..n over block 1 → block n", &|r| {
+        steady_tps(&r.blocks).map_or("-".to_string(), |t| format!("{} txs/s", sig3(t)))
+    });
+    row("  load submit→commit p50", &|r| format!("{} ms", sig3(ms(quantile(&r.load_latency, 0.5)))));
+    row("  load submit→commit p99", &|r| format!("{} ms", sig3(ms(quantile(&r.load_latency, 0.99)))));
+    row("  load submit→commit max", &|r| format!("{} ms", sig3(ms(quantile(&r.load_latency, 1.0)))));
+    row("  probe wait=commit requests", &|r| r.probe_latency.len().to_string());
+    row("  probe wait=commit request p50", &|r| format!("{} ms", sig3(ms(quantile(&r.probe_latency, 0.5)))));
+    row("  probe wait=commit request max", &|r| format!("{} ms", sig3(ms(quantile(&r.probe_latency, 1.0)))));
+    row("  blocks holding our txs", &|r| r.blocks.len().to_string());
+    row("  our txs per block: mean / max", &|r| {
+        let ours: usize = r.blocks.iter().map(|b| b.1).sum();
+        format!("{} / {}", sig3(ours as f64 / r.blocks.len().max(1) as f64), r.blocks.iter().map(|b| b.1).max().unwrap_or(0))
+    });
+    row("  node's block build + durable commit: mean / max", &|r| match (r.block_commit_mean, r.block_commit_max) {
+        (Some(mean), Some(max)) => format!("{} / {} ms", sig3(ms(mean)), sig3(ms(max))),
+        _ => "-".to_string(),
+    });
+    row("  CPU (1 core = 100%) over the round: node / clients", &|r| {
+        let wall = r.cpu_wall.as_secs_f64();
+        format!("{:.0}% / {:.0}%", 100.0 * r.node_cpu / wall, 100.0 * r.bench_cpu / wall)
+    });
+    row("  node CPU per committed tx", &|r| format!("{} µs", sig3(r.node_cpu * 1e6 / r.committed.max(1) as f64)));
+    row("  refusals by code", &|r| {
+        if r.refusals.is_empty() {
+            "none".to_string()
+        } else {
+            r.refusals.iter().map(|(c, n)| format!("{c}×{n}")).collect::<Vec<_>>().join(", ")
+        }
+    });
+    println!(
+        "{:<56} {:>16}",
+        format!("anchor: encode + batch verify + apply, {} transfers", anchor.txs()),
+        format!("{} txs/s", sig3(anchor_tps))
     );
-    if all.len() > 1 {
-        let each: Vec<String> = all.iter().map(|r| sig3(r.tps)).collect();
-        println!("every round's throughput (sorted): {} txs/s", each.join(", "));
+    for (m, rounds) in modes.iter().zip(all) {
+        if rounds.len() > 1 {
+            let each: Vec<String> = rounds.iter().map(|r| sig3(r.tps)).collect();
+            println!("every {} round's throughput (sorted): {} txs/s", m.name, each.join(", "));
+        }
     }
     println!();
 }
@@ -308,12 +357,13 @@ fn print_table(cfg: &Config, anchor: &TransferBlock, r: &RoundResult, all: &[Rou
 
 fn chain_round(
     cfg: &Config,
+    mode: Mode,
     bin: &Path,
     signed: &Signed,
     round: usize,
     progress: &Progress,
 ) -> anyhow::Result<RoundResult> {
-    let home = TempHome::new(round)?;
+    let home = TempHome::new(&format!("{round}-{}", mode.name))?;
     init_chain(bin, &home.0, &signed.accounts)?;
     let mut node = Node::start(bin, &home.0)?;
     let base = node.base.clone();
@@ -335,14 +385,14 @@ fn chain_round(
     // The observer subscribes before the first submit.
     let events = open_event_stream(&base, cfg.round_limit)?;
     let (observed, probe_latency, submitted) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let observer = scope.spawn(|| observe(events, &base, signed, &shared, cfg.clients, cfg.txs, deadline));
-        let clients: Vec<_> = (0..cfg.clients)
+        let observer = scope.spawn(|| observe(events, &base, signed, &shared, mode.clients, cfg.txs, deadline));
+        let clients: Vec<_> = (0..mode.clients)
             .map(|lane| {
                 let (base, shared) = (&base, &shared);
-                scope.spawn(move || load_client(base, lane, &signed.lanes[lane], cfg.window, shared, deadline))
+                scope.spawn(move || load_client(base, lane, &signed.lanes[lane], mode, shared, deadline))
             })
             .collect();
-        let probes: Vec<_> = (cfg.clients..n_lanes)
+        let probes: Vec<_> = (mode.clients..n_lanes)
             .map(|lane| {
                 let (base, shared) = (&base, &shared);
                 scope.spawn(move || probe_client(base, lane, &signed.lanes[lane], shared, deadline))
@@ -462,51 +512,103 @@ fn post_tx(agent: &ureq::Agent, url: &str, bytes: &[u8]) -> anyhow::Result<(u16,
     Ok((status, code, text))
 }
 
+/// POSTs txs to `/v1/txs/batch` (binary: each after its u32 LE length).
+/// Per tx, in order: `None` if accepted, else the HTTP status (of the
+/// batch, or 200 with a per-tx refusal), the error code and the text.
+#[allow(clippy::type_complexity)]
+fn post_batch(agent: &ureq::Agent, url: &str, txs: &[&[u8]]) -> anyhow::Result<Vec<Option<(u16, String, String)>>> {
+    let mut body = Vec::with_capacity(txs.iter().map(|t| t.len() + 4).sum());
+    for t in txs {
+        body.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        body.extend_from_slice(t);
+    }
+    let mut resp = agent
+        .post(url)
+        .header("Content-Type", "application/octet-stream")
+        .send(&body[..])
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().with_config().limit(16 << 20).read_to_string().context("reading the answer to a batch")?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if status != 200 {
+        // Refused whole (e.g. busy): every tx gets the batch's answer.
+        let code = v["error"]["code"].as_str().unwrap_or("http_error").to_string();
+        return Ok(txs.iter().map(|_| Some((status, code.clone(), text.clone()))).collect());
+    }
+    let results = v["results"].as_array().with_context(|| format!("POST {url}: no results in {text}"))?;
+    ensure!(results.len() == txs.len(), "POST {url}: {} results for {} txs", results.len(), txs.len());
+    Ok(results
+        .iter()
+        .map(|r| r["error"]["code"].as_str().map(|code| (status, code.to_string(), r.to_string())))
+        .collect())
+}
+
 /// Backpressure answers: wait a little and send the same tx again.
 fn retryable(code: &str) -> bool {
     matches!(code, "busy" | "mempool_full" | "account_limit" | "nonce_too_far")
 }
 
-/// A load thread: submits its txs in order, keeping at most `window`
-/// uncommitted. Returns how many it submitted.
+/// A load thread: submits its txs in order, `mode.batch` per POST, keeping
+/// at most `mode.window` uncommitted. Returns how many it submitted.
 fn load_client(
     base: &str,
     lane: usize,
     txs: &[(TxId, Vec<u8>)],
-    window: usize,
+    mode: Mode,
     shared: &Shared,
     deadline: Instant,
 ) -> anyhow::Result<usize> {
     let agent = agent(Duration::from_secs(30));
-    let url = format!("{base}/v1/txs");
-    for (i, (_, bytes)) in txs.iter().enumerate() {
-        // Wait for room in the window (bounded by the deadline).
+    let url = if mode.batch == 1 { format!("{base}/v1/txs") } else { format!("{base}/v1/txs/batch") };
+    let mut i = 0;
+    while i < txs.len() {
+        let n = mode.batch.min(txs.len() - i);
+        // Wait for room in the window for the whole POST (bounded by the
+        // deadline).
         loop {
             if Instant::now() >= deadline {
                 return Ok(i);
             }
-            if i - shared.committed[lane].load(Ordering::SeqCst) < window {
+            if i + n - shared.committed[lane].load(Ordering::SeqCst) <= mode.window {
                 break;
             }
             let tick = shared.tick.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             let _ = shared.ticked.wait_timeout(tick, Duration::from_millis(50));
         }
+        // Positions in this POST still to be accepted.
+        let mut todo: Vec<usize> = (i..i + n).collect();
         let mut attempts = 0;
-        loop {
-            shared.submit_ns[lane][i].store(shared.now_ns(), Ordering::SeqCst);
-            let (status, code, text) = post_tx(&agent, &url, bytes)?;
-            match code {
-                None => break,
-                Some(code) => {
-                    shared.refused(&code);
-                    attempts += 1;
-                    if !retryable(&code) || attempts >= 100 || Instant::now() >= deadline {
-                        bail!("load lane {lane}: tx {i} refused (HTTP {status}): {text}");
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        while !todo.is_empty() {
+            let now = shared.now_ns();
+            for &k in &todo {
+                shared.submit_ns[lane][k].store(now, Ordering::SeqCst);
+            }
+            let refused: Vec<(usize, u16, String, String)> = if mode.batch == 1 {
+                let (status, code, text) = post_tx(&agent, &url, &txs[todo[0]].1)?;
+                code.map(|c| (todo[0], status, c, text)).into_iter().collect()
+            } else {
+                let items: Vec<&[u8]> = todo.iter().map(|&k| txs[k].1.as_slice()).collect();
+                post_batch(&agent, &url, &items)?
+                    .into_iter()
+                    .zip(&todo)
+                    .filter_map(|(r, &k)| r.map(|(status, code, text)| (k, status, code, text)))
+                    .collect()
+            };
+            let mut again = Vec::new();
+            for (k, status, code, text) in refused {
+                shared.refused(&code);
+                if !retryable(&code) || attempts >= 100 || Instant::now() >= deadline {
+                    bail!("load lane {lane}: tx {k} refused (HTTP {status}): {text}");
                 }
+                again.push(k);
+            }
+            todo = again;
+            if !todo.is_empty() {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
+        i += n;
     }
     Ok(txs.len())
 }
@@ -674,8 +776,8 @@ fn tollway_binary(progress: &Progress) -> anyhow::Result<PathBuf> {
 struct TempHome(PathBuf);
 
 impl TempHome {
-    fn new(round: usize) -> anyhow::Result<TempHome> {
-        let dir = std::env::temp_dir().join(format!("tollway-bench-chain-{}-{round}", std::process::id()));
+    fn new(tag: &str) -> anyhow::Result<TempHome> {
+        let dir = std::env::temp_dir().join(format!("tollway-bench-chain-{}-{tag}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -844,9 +946,22 @@ mod tests {
     #[test]
     fn every_lane_is_indexed_and_funded() {
         let cfg = Config { txs: 130, rounds: 1, round_limit: Duration::from_secs(2), ..Config::new(true) };
-        let s = sign_all(&cfg);
-        assert_eq!(s.lanes[..cfg.clients].iter().map(Vec::len).sum::<usize>(), 130);
-        assert_eq!(s.index.len(), s.lanes.iter().map(Vec::len).sum::<usize>());
-        assert_eq!(s.accounts.len(), cfg.senders + cfg.probes);
+        for mode in [SINGLE, BATCHED] {
+            let s = sign_all(&cfg, mode);
+            assert_eq!(s.lanes[..mode.clients].iter().map(Vec::len).sum::<usize>(), 130);
+            assert_eq!(s.index.len(), s.lanes.iter().map(Vec::len).sum::<usize>());
+            assert_eq!(s.accounts.len(), cfg.senders + cfg.probes);
+        }
+    }
+
+    #[test]
+    fn the_final_line_is_a_mode_that_runs() {
+        assert_eq!(FINAL_MODE.name, BATCHED.name);
+        let senders = Config::new(false).senders;
+        for m in [SINGLE, BATCHED] {
+            assert!(m.window >= m.batch, "{m:?}: a whole POST fits the window");
+            // The node's default: at most 256 pending txs per account.
+            assert!(m.window / (senders / m.clients) <= 256, "{m:?}: within the per-account pending limit");
+        }
     }
 }
