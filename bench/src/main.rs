@@ -15,6 +15,7 @@ mod chain;
 mod epoch;
 mod ledger;
 mod sim;
+mod transport;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("sim", sim::run),
     ("sim-large", sim::run_large),
     ("chain", chain::run),
+    ("transport", transport::run),
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,237 @@
+//! The byte streams handed to the tunnel layer: [`Connection`] (a socket
+//! of either transport) and [`SecureStream`] (TLS inside any stream).
+
+use crate::Transport;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// TCP under TLS, read through a buffer: rustls asks for 4 KiB at a time,
+/// and one `read` system call per 4 KiB costs bulk transfers dearly (ADR
+/// 0007). Writes pass straight through.
+pub(crate) type BufferedTcp = tokio::io::BufReader<TcpStream>;
+
+/// The read buffer of [`BufferedTcp`]: a few TLS records.
+pub(crate) const TCP_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a dropped QUIC connection keeps delivering what was written
+/// before it closes (TCP delivers after `close` too; QUIC would not).
+const QUIC_LINGER: Duration = Duration::from_secs(10);
+
+/// TLS 1.3 inside a byte stream `S` (a TCP socket, or a stream forwarded by
+/// a relay). A byte stream itself, with the session's channel binding.
+pub struct SecureStream<S> {
+    pub(crate) stream: tokio_rustls::TlsStream<S>,
+    pub(crate) channel_binding: [u8; 32],
+    pub(crate) alpn: Vec<u8>,
+}
+
+impl<S> SecureStream<S> {
+    /// 32 bytes exported from this TLS session (label
+    /// [`crate::CHANNEL_BINDING_LABEL`], no context): equal on both ends,
+    /// different for every session.
+    pub fn channel_binding(&self) -> [u8; 32] {
+        self.channel_binding
+    }
+
+    /// The negotiated ALPN protocol id (`h2`).
+    pub fn alpn(&self) -> &[u8] {
+        &self.alpn
+    }
+
+    /// The negotiated TLS 1.3 cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub fn cipher_suite(&self) -> Option<String> {
+        self.stream.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()))
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        self.stream.get_ref().0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecureStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    /// Sends TLS close_notify, then shuts the stream's write half.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// One encrypted connection between a client and a node, over either
+/// transport: a byte stream (`AsyncRead + AsyncWrite`), its addresses, and
+/// the channel binding.
+pub struct Connection {
+    stream: Stream,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+}
+
+enum Stream {
+    Tls(Box<SecureStream<BufferedTcp>>),
+    Quic(Box<QuicStream>),
+}
+
+/// QUIC's one bidirectional stream, joined, with what keeps it alive.
+pub(crate) struct QuicStream {
+    /// `None` only during drop.
+    pub(crate) send: Option<quinn::SendStream>,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) connection: quinn::Connection,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) channel_binding: [u8; 32],
+    pub(crate) alpn: Vec<u8>,
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        // Finish the stream and let the written bytes drain (bounded) before
+        // the connection closes, as TCP would after close.
+        let Some(mut send) = self.send.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let connection = self.connection.clone();
+        let endpoint = self.endpoint.clone();
+        runtime.spawn(async move {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(QUIC_LINGER, send.stopped()).await;
+            connection.close(0u32.into(), b"");
+            drop(endpoint);
+        });
+    }
+}
+
+impl Connection {
+    pub(crate) fn tls(stream: SecureStream<BufferedTcp>, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        Connection { stream: Stream::Tls(Box::new(stream)), peer_addr, local_addr }
+    }
+
+    pub(crate) fn quic(stream: QuicStream, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        Connection { stream: Stream::Quic(Box::new(stream)), peer_addr, local_addr }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.stream {
+            Stream::Tls(_) => Transport::Tls,
+            Stream::Quic(_) => Transport::Quic,
+        }
+    }
+
+    /// The other end's address. For QUIC, the current one: a client may
+    /// migrate to another address without a new connection.
+    pub fn peer_addr(&self) -> SocketAddr {
+        match &self.stream {
+            Stream::Tls(_) => self.peer_addr,
+            Stream::Quic(q) => q.connection.remote_address(),
+        }
+    }
+
+    /// This end's socket address. On a node: the address (and port of the
+    /// range) the connection arrived on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The port this connection arrived on (node) or left from (client).
+    pub fn local_port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// 32 bytes exported from the TLS session (label
+    /// [`crate::CHANNEL_BINDING_LABEL`], no context): equal on both ends,
+    /// different for every connection. The tunnel handshake signs it.
+    pub fn channel_binding(&self) -> [u8; 32] {
+        match &self.stream {
+            Stream::Tls(s) => s.channel_binding,
+            Stream::Quic(q) => q.channel_binding,
+        }
+    }
+
+    /// The negotiated ALPN protocol id: `h2` for TLS, `h3` for QUIC.
+    pub fn alpn(&self) -> &[u8] {
+        match &self.stream {
+            Stream::Tls(s) => &s.alpn,
+            Stream::Quic(q) => &q.alpn,
+        }
+    }
+
+    /// The negotiated cipher suite (TLS over TCP; `None` for QUIC, whose
+    /// suite quinn does not report).
+    pub fn cipher_suite(&self) -> Option<String> {
+        match &self.stream {
+            Stream::Tls(s) => s.cipher_suite(),
+            Stream::Quic(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("transport", &self.transport())
+            .field("peer_addr", &self.peer_addr())
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed_stream() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the QUIC stream is closed")
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Quic(q) => Pin::new(&mut q.recv).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
+                None => Poll::Ready(Err(closed_stream())),
+            },
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_flush(Pin::new(send), cx),
+                None => Poll::Ready(Err(closed_stream())),
+            },
+        }
+    }
+
+    /// TLS: close_notify and a TCP half-close. QUIC: finishes the stream.
+    /// Either way the peer reads end-of-stream after the last byte.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_shutdown(Pin::new(send), cx),
+                None => Poll::Ready(Err(closed_stream())),
+            },
+        }
+    }
+}

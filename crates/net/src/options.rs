@@ -1,0 +1,81 @@
+//! Plain parameter structs (STYLE: config is resolved into these by the
+//! daemons and passed explicitly). Every default is named here.
+
+use std::time::Duration;
+
+/// The SNI a client sends unless told otherwise: an ordinary name, so the
+/// ClientHello looks like any HTTPS client's. Nodes accept any name.
+pub const DEFAULT_SERVER_NAME: &str = "www.example.org";
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The server name sent in the SNI (a DNS name; never checked against
+    /// the certificate, the pin is).
+    pub server_name: String,
+    /// Bound on the whole connect + handshake.
+    pub handshake_timeout: Duration,
+    pub quic: QuicOptions,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            server_name: DEFAULT_SERVER_NAME.to_string(),
+            handshake_timeout: Duration::from_secs(10),
+            quic: QuicOptions::default(),
+        }
+    }
+}
+
+/// How a node accepts.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// A client that has not finished its handshake after this long is
+    /// dropped (slowloris).
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once, over all ports and transports; when
+    /// full, new connections wait in the kernel's backlog.
+    pub max_concurrent_handshakes: usize,
+    /// Finished connections waiting for [`crate::Listener::accept`].
+    pub accept_queue: usize,
+    pub quic: QuicOptions,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            handshake_timeout: Duration::from_secs(10),
+            max_concurrent_handshakes: 256,
+            accept_queue: 64,
+            quic: QuicOptions::default(),
+        }
+    }
+}
+
+/// QUIC settings shared by both ends.
+#[derive(Clone, Debug)]
+pub struct QuicOptions {
+    /// UDP socket send and receive buffer size. DESIGN §10: the default
+    /// buffer drops about 0.7 % of packets on loopback; 4 MiB does not.
+    /// Linux caps it at `net.core.{r,w}mem_max`.
+    pub udp_buffer_bytes: usize,
+    /// Flow-control window of the one stream (and of the connection):
+    /// bounds the bytes in flight, so throughput ≤ window / RTT.
+    pub stream_window_bytes: u32,
+    /// A PING this often keeps NAT bindings open on an idle tunnel.
+    pub keep_alive: Duration,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicOptions {
+    fn default() -> QuicOptions {
+        QuicOptions {
+            udp_buffer_bytes: 4 << 20,
+            stream_window_bytes: 8 << 20,
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The listener: every port of a range at once, and handshakes that one
+//! slow client cannot hold up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollway_net::{connect, ClientOptions, Listener, NetError, ServerOptions, Transport, MAX_LISTEN_PORTS};
+
+#[tokio::test]
+async fn a_three_port_range_accepts_on_every_port_and_reports_it() {
+    let node = identity(20);
+    let listener = listener_on_range(&node, 3, &ServerOptions::default()).await;
+    let tcp_ports = listener.ports(Transport::Tls);
+    assert_eq!(tcp_ports.len(), 3);
+    assert_eq!(tcp_ports, listener.ports(Transport::Quic), "TCP and UDP on the same ports");
+    assert_eq!(tcp_ports[2], tcp_ports[0] + 2, "consecutive");
+
+    for transport in Transport::ALL {
+        for &port in &tcp_ports {
+            let addr = SocketAddr::new(LOOPBACK, port);
+            let mut client = connect(transport, addr, node.pin(), &client_opts()).await.unwrap();
+            client.write_all(&port.to_be_bytes()).await.unwrap();
+            client.flush().await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            assert_eq!((server.transport(), server.local_port()), (transport, port));
+            assert_eq!(server.peer_addr().port(), client.local_port());
+            let mut said = [0u8; 2];
+            server.read_exact(&mut said).await.unwrap();
+            assert_eq!(u16::from_be_bytes(said), port, "the bytes came in on the port reported");
+        }
+    }
+    assert_eq!(listener.stats().handshakes_ok, 6);
+}
+
+#[tokio::test]
+#[allow(clippy::reversed_empty_ranges)]
+async fn bad_ranges_are_refused_and_a_taken_port_names_itself() {
+    let node = identity(21);
+    let opts = ServerOptions::default();
+    for (range, what) in [(10..=9, "after"), (0..=5, "port 0"), (1000..=(1000 + MAX_LISTEN_PORTS as u16), "more than")]
+    {
+        let err = Listener::bind(&Transport::ALL, LOOPBACK, range, &node, &opts).await.err().unwrap();
+        assert!(matches!(err, NetError::BadPortRange { .. }) && err.to_string().contains(what), "{err}");
+    }
+    let taken = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = Listener::bind(&[Transport::Tls], LOOPBACK, port..=port, &node, &opts).await.err().unwrap();
+    match err {
+        NetError::BindFailed { transport: Transport::Tls, addr, .. } => assert_eq!(addr.port(), port),
+        other => panic!("expected BindFailed, got {other}"),
+    }
+}
+
+/// Clients that open TCP and send nothing do not delay anyone else: the
+/// node's handshake timeout is long here, yet a real client is served at
+/// once.
+#[tokio::test]
+async fn slowloris_clients_do_not_block_another_handshake() {
+    let node = identity(22);
+    let opts = ServerOptions { handshake_timeout: Duration::from_secs(60), ..ServerOptions::default() };
+    let listener = listener(&node, &[Transport::Tls], &opts).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let quick = ClientOptions { handshake_timeout: Duration::from_secs(2), ..ClientOptions::default() };
+    let client = connect(Transport::Tls, addr, node.pin(), &quick).await.unwrap();
+    let server =
+        tokio::time::timeout(Duration::from_secs(2), listener.accept()).await.expect("accept not blocked").unwrap();
+    assert_eq!(server.channel_binding(), client.channel_binding());
+    drop(idle);
+}
+
+/// With the handshake cap at one, a silent client holds the only permit
+/// until the node's (short) handshake timeout drops it; then the real
+/// client is served.
+#[tokio::test]
+async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
+    let node = identity(23);
+    let opts = ServerOptions {
+        handshake_timeout: Duration::from_millis(300),
+        max_concurrent_handshakes: 1,
+        ..ServerOptions::default()
+    };
+    let listener = listener(&node, &[Transport::Tls], &opts).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quick = ClientOptions { handshake_timeout: Duration::from_secs(3), ..ClientOptions::default() };
+    let client = connect(Transport::Tls, addr, node.pin(), &quick).await.unwrap();
+    let server = listener.accept().await.unwrap();
+    assert_eq!(server.channel_binding(), client.channel_binding());
+    assert_eq!(listener.stats().handshakes_timed_out, 1);
+    // The node closed the silent connection.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(1), silent.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_closed_listener_reports_closed() {
+    let node = identity(24);
+    let mut listener = listener(&node, &Transport::ALL, &ServerOptions::default()).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    listener.close();
+    let accepted = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await.unwrap();
+    assert!(matches!(accepted, Err(NetError::Closed)));
+    let err = connect(Transport::Tls, addr, node.pin(), &client_opts()).await.unwrap_err();
+    assert!(matches!(err, NetError::ConnectRefused { .. } | NetError::Handshake { .. }), "{err}");
+}
