@@ -4,6 +4,7 @@
 #
 #   fuzz/run.sh tx_decode 20
 #   fuzz/run.sh socks_parse 15
+#   fuzz/run.sh frame_decode 15
 #
 # Self-contained: installs cargo-fuzz if missing, writes a fresh seed corpus,
 # builds, fuzzes for SECONDS, prints a summary and exits non-zero on any
@@ -51,7 +52,10 @@ socks_parse)
     # An HTTP CONNECT head at its 8 KiB limit and over it (SOCKS5 messages
     # are at most 513 bytes).
     max_len=9000 ;;
-*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode, socks_parse)" >&2; exit 2 ;;
+frame_decode)
+    # A few frames, the largest data frame (16 KiB + 8) and over it.
+    max_len=20000 ;;
+*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode, socks_parse, frame_decode)" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: SECONDS must be a positive integer, got '$seconds'" >&2

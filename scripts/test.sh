@@ -20,6 +20,7 @@ cargo test --workspace --locked
 echo "== fuzz the decoders of untrusted bytes (bounded)"
 bash fuzz/run.sh tx_decode 20
 bash fuzz/run.sh socks_parse 15
+bash fuzz/run.sh frame_decode 15
 
 echo "== benchmarks, quick mode (prove they still run; figures are not checked)"
 cargo run --release --locked -p tollway-bench -- all --quick

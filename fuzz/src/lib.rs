@@ -12,9 +12,16 @@
 //!   fresh before each run, so the fuzzer starts from deep inside the
 //!   format instead of rediscovering postcard's layout, and the seeds can
 //!   never go stale when an encoded type changes.
+//! * The other targets follow the same pattern: [`check_socks_parse`] and
+//!   [`seed_socks_parse`] (SOCKS5 / HTTP CONNECT), [`check_frame_decode`]
+//!   and [`seed_frame_decode`] (tunnel frames and a node session).
 
+mod frame_decode;
 mod socks_parse;
 
+pub use frame_decode::{
+    check_frame_decode, frame_index, seed_frame_decode, seed_frames, FrameSeed, FRAME_VARIANTS,
+};
 pub use socks_parse::{check_socks_parse, is_valid_session, seed_socks_parse, SocksSeed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_types::tx::limits;
@@ -58,6 +65,17 @@ pub const TARGETS: &[FuzzTarget] = &[
                 .collect()
         },
         seeds_are: "seed SOCKS5 and HTTP CONNECT inputs",
+    },
+    FuzzTarget {
+        name: "frame_decode",
+        check: check_frame_decode,
+        seeds: || {
+            seed_frame_decode()
+                .into_iter()
+                .map(|s| (s.name, s.bytes))
+                .collect()
+        },
+        seeds_are: "seed tunnel frames and sessions",
     },
 ];
 
