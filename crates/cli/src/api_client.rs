@@ -69,6 +69,15 @@ pub struct NodeInfo {
     pub country: CountryCode,
     pub region: String,
     pub addrs: Vec<IpAddr>,
+    #[serde(default)]
+    pub port_first: u16,
+    #[serde(default)]
+    pub port_last: u16,
+    /// blake3 of the node's TLS key, which a client pins.
+    #[serde(default, deserialize_with = "hex32")]
+    pub tls_key_pin: [u8; 32],
+    #[serde(default)]
+    pub active: bool,
     pub claimed_capacity_bps: u64,
     pub verified_capacity_bps: u64,
     pub price_usd_micro_per_gib: u64,
@@ -219,6 +228,17 @@ impl ApiClient {
         self.get(&format!("/v1/channels/{}", id.to_hex())).with_context(|| format!("looking up channel {}", id.to_hex()))
     }
 
+    /// One node's record; `None` if the account is not a node.
+    pub fn node(&self, id: &AccountId) -> anyhow::Result<Option<(NodeInfo, serde_json::Value)>> {
+        match self.get(&format!("/v1/nodes/{}", id.to_hex())) {
+            Ok(found) => Ok(Some(found)),
+            Err(e) => match e.downcast_ref::<ApiError>() {
+                Some(api) if api.http_status == 404 => Ok(None),
+                _ => Err(e.context(format!("looking up node {}", id.to_hex()))),
+            },
+        }
+    }
+
     /// Node search; `query` is an already-validated `k=v&…` string.
     pub fn nodes(&self, query: &str) -> anyhow::Result<(Vec<NodeInfo>, serde_json::Value)> {
         self.get(&format!("/v1/nodes?{query}")).context("searching nodes")
@@ -247,4 +267,9 @@ fn decode<T: DeserializeOwned>(path: &str, text: &str) -> anyhow::Result<(T, ser
         serde_json::from_str(text).with_context(|| format!("the answer to {path} is not JSON"))?;
     let value = T::deserialize(&raw).with_context(|| format!("unexpected answer to {path}: {raw}"))?;
     Ok((value, raw))
+}
+
+fn hex32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    tollway_types::keys::parse_hex32(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
 }

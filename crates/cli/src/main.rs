@@ -3,6 +3,7 @@
 
 mod api_client;
 mod chain;
+mod dataplane;
 mod demo;
 mod keys;
 mod sim;
@@ -46,6 +47,15 @@ enum Command {
     /// The wallet: balances, transfers, staking and payment channels,
     /// through a chain node's HTTP API.
     Wallet(wallet::WalletArgs),
+    /// Run a node's tunnel server: `init` its TLS key, `run` it as an exit
+    /// and relay on the ports its ledger record advertises.
+    Node {
+        #[command(subcommand)]
+        command: dataplane::NodeCommand,
+    },
+    /// A local SOCKS5 / HTTP CONNECT proxy whose connections go through
+    /// paid, encrypted tunnels to the given exits (optionally via a relay).
+    Connect(dataplane::ConnectArgs),
     /// Economic parameters: print or check a parameters file.
     Params {
         #[command(subcommand)]
@@ -79,6 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chain { command } => chain::run(command),
         Command::Keys { command } => keys::run(&command),
         Command::Wallet(args) => wallet::run(&args),
+        Command::Node { command } => dataplane::run_node(&command),
+        Command::Connect(args) => dataplane::run_connect(&args),
         Command::Params { command: ParamsCommand::Show } => {
             print!("{}", tollway_ledger::params::DEFAULT_PARAMS_TOML);
             Ok(())

@@ -1,0 +1,301 @@
+//! `tollway node` (the provider's tunnel server) and `tollway connect` (the
+//! consumer's local SOCKS5 / HTTP CONNECT proxy). Both read what they need
+//! from the chain's API (node records, channels) and hand plain parameter
+//! structs to `tollway-node` / `tollway-client`.
+
+use crate::api_client::{ApiClient, NodeInfo};
+use crate::keys;
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tollway_client::connect::ConnectOptions;
+use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
+use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
+use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
+use tollway_socks::Credentials;
+use tollway_tunnel::session::{Limits, NodeTerms};
+use tollway_tunnel::ExitPolicy;
+use tollway_types::keys::AccountId;
+use tollway_types::SigningKey;
+
+const DEFAULT_API: &str = "http://127.0.0.1:7070";
+
+fn api_url(flag: &Option<String>) -> String {
+    match flag {
+        Some(url) => url.clone(),
+        None => std::env::var("TOLLWAY_API").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_API.into()),
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Create the node's TLS key in HOME and print its pin, for
+    /// `tollway wallet register-node --tls-pin`.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Replace an existing TLS key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve tunnels as an exit (and relay) on the ports of the node's
+    /// ledger record, over TLS/TCP and QUIC, until Ctrl-C.
+    Run(NodeRunArgs),
+}
+
+#[derive(clap::Args)]
+pub struct NodeRunArgs {
+    #[arg(long, value_name = "DIR")]
+    home: PathBuf,
+    /// The node's account key (the one its ledger record is under).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// The address to listen on.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    listen: IpAddr,
+    /// Transports, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "tls,quic", value_delimiter = ',')]
+    transports: Vec<Transport>,
+    /// Let clients reach this machine's loopback (devnets and tests only).
+    #[arg(long)]
+    allow_loopback: bool,
+    /// Let clients reach private (LAN) addresses. Think twice.
+    #[arg(long)]
+    allow_private: bool,
+    /// A destination port to refuse, e.g. 25; repeat for several.
+    #[arg(long = "deny-port", value_name = "PORT")]
+    deny_ports: Vec<u16>,
+    /// Sessions at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_sessions: usize,
+}
+
+pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::Init { home, force } => {
+            std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+            let path = home.join("tls.key");
+            let key = SigningKey::generate(rand_core::OsRng);
+            keys::write_key_file(&path, &key, *force)?;
+            let identity = TlsIdentity::from_seed(key.seed_bytes())?;
+            println!("TLS key written to {} (0600)", path.display());
+            println!("tls pin {}", tollway_types::keys::hex(&identity.pin()));
+            println!(
+                "register with: tollway wallet register-node --tls-pin {} ...",
+                tollway_types::keys::hex(&identity.pin())
+            );
+            Ok(())
+        }
+        NodeCommand::Run(args) => node_run(args),
+    }
+}
+
+fn load_tls(home: &Path) -> anyhow::Result<TlsIdentity> {
+    let path = home.join("tls.key");
+    if !path.exists() {
+        bail!("{} has no tls.key: run `tollway node init --home {}` first", home.display(), home.display());
+    }
+    let seed = keys::load_key_file(&path)?.seed_bytes();
+    Ok(TlsIdentity::from_seed(seed)?)
+}
+
+fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
+    let (node, _) = api.node(id)?.with_context(|| {
+        format!(
+            "account {} is not a registered node on this chain: run `tollway wallet register-node` first",
+            id.short()
+        )
+    })?;
+    Ok(node)
+}
+
+fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
+    let identity = load_tls(&a.home)?;
+    let key = keys::load_key_file(&a.key)?;
+    let url = api_url(&a.api);
+    let api = ApiClient::new(&url)?;
+    let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
+    let record = node_record(&api, &key.public())?;
+    if record.tls_key_pin != identity.pin() {
+        bail!(
+            "this node's TLS key (pin {}) is not the one its ledger record pins ({}): \
+             update the record with `tollway wallet register-node --tls-pin {}` or use the matching tls.key",
+            tollway_types::keys::hex(&identity.pin()),
+            tollway_types::keys::hex(&record.tls_key_pin),
+            tollway_types::keys::hex(&identity.pin())
+        );
+    }
+    if !record.active {
+        bail!("node {} is registered but not active", record.id.short());
+    }
+    let config = ServerConfig {
+        terms: NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib),
+        listen_ip: a.listen,
+        ports: record.port_first..=record.port_last,
+        transports: a.transports.clone(),
+        policy: ExitPolicy {
+            allow_loopback: a.allow_loopback,
+            allow_private: a.allow_private,
+            denied_ports: a.deny_ports.clone(),
+        },
+        server: ServerOptions::default(),
+        connect_timeout: Duration::from_secs(10),
+        max_sessions: a.max_sessions,
+    };
+    let receipts = ReceiptBook::open(a.home.join("receipts.json"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let channels = Arc::new(ChainChannels::new(&url));
+        let server = NodeServer::start(config, &identity, channels, receipts.clone()).await?;
+        println!(
+            "node {} on chain {}: price {} micro-USD/GiB, tls pin {}",
+            key.public().short(),
+            status.chain_id,
+            record.price_usd_micro_per_gib,
+            tollway_types::keys::hex(&identity.pin()[..4])
+        );
+        for (transport, addr) in server.local_addrs() {
+            println!("listening {transport} {addr}");
+        }
+        println!("receipts kept in {}", a.home.join("receipts.json").display());
+        std::io::stdout().flush()?;
+        wait_for_stop().await;
+        println!(
+            "stopping: {} session(s) closed, {} channel(s) with receipts to settle",
+            server.n_sessions(),
+            receipts.all().len()
+        );
+        server.shutdown();
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[derive(clap::Args)]
+pub struct ConnectArgs {
+    /// The client's key (the channels' client).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// An exit node's account id; repeat for failover, best first. Each
+    /// needs an open channel from this key.
+    #[arg(long = "exit", value_name = "NODE", required = true)]
+    exits: Vec<String>,
+    /// A relay node in front of every exit (two hops).
+    #[arg(long, value_name = "NODE")]
+    relay: Option<String>,
+    /// Where the SOCKS5 / HTTP CONNECT proxy listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    listen: SocketAddr,
+    /// tls (TLS 1.3 over TCP, the default) or quic.
+    #[arg(long, value_name = "NAME", default_value = "tls")]
+    transport: Transport,
+    /// Port hopping: move to another of the node's ports every N seconds.
+    #[arg(long, value_name = "SECS")]
+    hop_secs: Option<u64>,
+    /// Require this username (with --password) from local programs.
+    #[arg(long, value_name = "NAME", requires = "password")]
+    user: Option<String>,
+    #[arg(long, value_name = "SECRET", requires = "user")]
+    password: Option<String>,
+}
+
+/// A hop on the route: the node's record and this client's newest open
+/// channel with it that still has escrow.
+fn hop_for(api: &ApiClient, me: &AccountId, node_text: &str) -> anyhow::Result<Hop> {
+    let id = AccountId::from_hex(node_text).map_err(|e| anyhow::anyhow!("{node_text:?} is not a node id: {e}"))?;
+    let record = node_record(api, &id)?;
+    let addr = *record.addrs.first().context("the node's record has no address")?;
+    let (channels, _) = api.account_channels(me)?;
+    let channel = channels
+        .into_iter()
+        .filter(|c| c.node == id && c.paid < c.escrow)
+        .max_by_key(|c| c.expires_at_secs)
+        .with_context(|| {
+            format!(
+                "no open channel from {} to node {} with escrow left: open one with \
+                 `tollway wallet open-channel {} <usd> <expires-in>`",
+                me.short(),
+                id.short(),
+                id.to_hex()
+            )
+        })?;
+    Ok(Hop {
+        node: id,
+        addr,
+        port_first: record.port_first,
+        port_last: record.port_last,
+        tls_key_pin: record.tls_key_pin,
+        price_usd_micro_per_gib: record.price_usd_micro_per_gib,
+        channel: channel.id,
+        escrow: channel.escrow,
+        settled_bytes: channel.paid_bytes,
+        settled_usd: channel.paid,
+    })
+}
+
+pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
+    let key = keys::load_key_file(&a.key.clone().unwrap_or_else(keys::default_key_path))?;
+    let url = api_url(&a.api);
+    let api = ApiClient::new(&url)?;
+    let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
+    let me = key.public();
+    let relay = a.relay.as_deref().map(|r| hop_for(&api, &me, r)).transpose()?;
+    let mut routes = Vec::new();
+    for exit in &a.exits {
+        routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit)? });
+    }
+    let credentials = match (&a.user, &a.password) {
+        (Some(u), Some(p)) => {
+            Some(Credentials::new(u.clone(), p.clone()).map_err(|e| anyhow::anyhow!("--user/--password: {e}"))?)
+        }
+        _ => None,
+    };
+    let connect = ConnectOptions {
+        chain_id: status.chain_id.clone(),
+        key,
+        transport: a.transport,
+        net: ClientOptions::default(),
+        limits: Limits::default(),
+        hop_window: a.hop_secs.map(Duration::from_secs),
+    };
+    let names: Vec<String> = routes.iter().map(Route::name).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {} for the proxy", a.listen))?;
+        let pool = RoutePool::start(ClientConfig::new(connect, routes));
+        println!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport);
+        println!("routes, best first: {}", names.join(", "));
+        std::io::stdout().flush()?;
+        let front = FrontConfig { credentials, ..FrontConfig::default() };
+        tokio::select! {
+            _ = serve_front(listener, pool, front) => {}
+            _ = wait_for_stop() => println!("stopping"),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,357 @@
+//! End-to-end through the real binaries: a chain, two nodes registered on
+//! it with their TLS pins (`tollway node init|run`), channels opened with
+//! the wallet, and `tollway connect` as the local proxy; `curl` fetches
+//! through it over one hop and two, over TLS and QUIC; then an exit is
+//! killed with SIGKILL during a bounded request loop and the next one
+//! takes over.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::ChainProcess;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn tollway(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TOLLWAY_KEY")
+        .env_remove("TOLLWAY_API")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "tollway {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A long-running `tollway` child, killed when dropped; `start` waits for
+/// a stdout line containing `ready`.
+struct Daemon {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, args: &[&str], ready: &str) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(ready);
+                    lines.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => panic!("tollway {args:?} printed no {ready:?} line in 30 s; it printed {lines:?}"),
+            }
+        }
+        Daemon { child, lines }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// `GET /<n>` answers `n` bytes of `pattern`; one thread per connection.
+fn web_server() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for socket in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut socket = socket;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&head).to_string();
+                let n: usize =
+                    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
+                let _ = write!(socket, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                let _ = socket.write_all(&pattern(n));
+            });
+        }
+    });
+    port
+}
+
+/// `n` consecutive ports free for TCP and UDP on loopback.
+fn free_ports(n: u16, avoid: u16) -> u16 {
+    let start = 21000 + (std::process::id() % 200) as u16 * 50;
+    for base in (start..60000).step_by(13) {
+        if base <= avoid + 16 && avoid <= base + n {
+            continue;
+        }
+        let free = (base..base + n).all(|p| {
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+                && std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "20"]).args(args).output().unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollway-dataplane-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Node {
+    id: String,
+    home: String,
+}
+
+/// Key, TLS key, stake, registration with the pin and a port range.
+fn register_node(dir: &Path, api: &str, name: &str, ports: u16) -> Node {
+    let key = format!("{name}.key");
+    let home = dir.join(format!("{name}-home"));
+    let home = home.to_str().unwrap().to_string();
+    let init = tollway(dir, &["node", "init", "--home", &home]);
+    let pin = init.lines().find_map(|l| l.strip_prefix("tls pin ")).unwrap().trim().to_string();
+    tollway(dir, &["wallet", "--api", api, "--key", &key, "stake", "1000 TWY"]);
+    let range = format!("{ports}-{}", ports + 3);
+    tollway(
+        dir,
+        &[
+            "wallet",
+            "--api",
+            api,
+            "--key",
+            &key,
+            "register-node",
+            "--country",
+            "DE",
+            "--addr",
+            "127.0.0.1",
+            "--capacity-bps",
+            "100000000",
+            "--price-usd-per-gib",
+            "0.5",
+            "--ports",
+            &range,
+            "--tls-pin",
+            &pin,
+        ],
+    );
+    let id = tollway(dir, &["keys", "show", "--key", &key]).trim().to_string();
+    Node { id, home }
+}
+
+#[test]
+fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
+    let dir = temp_dir();
+    let mut ids = std::collections::BTreeMap::new();
+    for name in ["alice", "exit_a", "exit_b"] {
+        let out = tollway(&dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        ids.insert(name, v["public"].as_str().unwrap().to_string());
+    }
+    let home = dir.join("chain");
+    let home_str = home.to_str().unwrap();
+    let allocs = [
+        format!("{}=1000TWY,100USD", ids["alice"]),
+        format!("{}=2000TWY,10USD", ids["exit_a"]),
+        format!("{}=2000TWY,10USD", ids["exit_b"]),
+    ];
+    tollway(
+        &dir,
+        &[
+            "chain",
+            "init",
+            "--home",
+            home_str,
+            "--chain-id",
+            "tollway-dp",
+            "--alloc",
+            &allocs[0],
+            "--alloc",
+            &allocs[1],
+            "--alloc",
+            &allocs[2],
+        ],
+    );
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+
+    let ports_a = free_ports(4, 0);
+    let ports_b = free_ports(4, ports_a);
+    let a = register_node(&dir, api, "exit_a", ports_a);
+    let b = register_node(&dir, api, "exit_b", ports_b);
+    assert_eq!(a.id, ids["exit_a"]);
+    for node in [&a, &b] {
+        tollway(
+            &dir,
+            &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$5", "--expires-in", "1h"],
+        );
+    }
+    let node_args = |n: &Node, key: &str| -> Vec<String> {
+        ["node", "run", "--home", &n.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args_a = node_args(&a, "exit_a.key");
+    let args_b = node_args(&b, "exit_b.key");
+    let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let _node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    assert!(
+        node_a.lines.iter().any(|l| l.contains(&format!("listening tls 127.0.0.1:{ports_a}"))),
+        "{:?}",
+        node_a.lines
+    );
+
+    let web = web_server();
+    let url = |n: usize| format!("http://localhost:{web}/{n}");
+
+    // One hop over TLS and over QUIC, SOCKS5 and HTTP CONNECT, byte-exact.
+    for transport in ["tls", "quic"] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let _proxy = Daemon::start(
+            &dir,
+            &[
+                "connect",
+                "--key",
+                "alice.key",
+                "--api",
+                api,
+                "--exit",
+                &a.id,
+                "--listen",
+                &listen,
+                "--transport",
+                transport,
+            ],
+            "proxy on",
+        );
+        let body = curl(&["--socks5-hostname", &listen, &url(3 << 20)]).unwrap();
+        assert!(body == pattern(3 << 20), "{transport} SOCKS5: {} bytes or wrong bytes", body.len());
+        let body = curl(&["--proxytunnel", "--proxy", &format!("http://{listen}"), &url(1 << 20)]).unwrap();
+        assert!(body == pattern(1 << 20), "{transport} HTTP CONNECT: {} bytes or wrong bytes", body.len());
+    }
+
+    // Two hops: through exit_b as the relay to exit_a.
+    for transport in ["tls", "quic"] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let _proxy = Daemon::start(
+            &dir,
+            &[
+                "connect",
+                "--key",
+                "alice.key",
+                "--api",
+                api,
+                "--relay",
+                &b.id,
+                "--exit",
+                &a.id,
+                "--listen",
+                &listen,
+                "--transport",
+                transport,
+            ],
+            "proxy on",
+        );
+        let body = curl(&["--socks5-hostname", &listen, &url(2 << 20)]).unwrap();
+        assert!(body == pattern(2 << 20), "two hops over {transport}: {} bytes or wrong bytes", body.len());
+    }
+
+    // Failover: exit_a first, exit_b second; a bounded loop of requests,
+    // exit_a SIGKILLed after the 10th.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _proxy = Daemon::start(
+        &dir,
+        &["connect", "--key", "alice.key", "--api", api, "--exit", &a.id, "--exit", &b.id, "--listen", &listen],
+        "proxy on",
+    );
+    let mut killed_at = None;
+    let mut recovered = None;
+    let mut failed = 0;
+    for i in 0..40 {
+        if i == 10 {
+            node_a.kill();
+            killed_at = Some(Instant::now());
+        }
+        match curl(&["--socks5-hostname", &listen, &url(50_000)]) {
+            Ok(body) => {
+                assert!(body == pattern(50_000), "request {i}: wrong bytes");
+                if let (Some(t), None) = (killed_at, recovered) {
+                    recovered = Some(t.elapsed());
+                }
+            }
+            Err(e) => {
+                assert!(killed_at.is_some(), "request {i} failed before the kill: {e}");
+                failed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let recovered = recovered.expect("no request succeeded after the kill");
+    eprintln!("failover after SIGKILL: first success {recovered:?} after the kill; {failed} request(s) failed");
+    assert!(recovered < Duration::from_secs(2), "failover took {recovered:?}");
+    assert!(failed <= 1, "{failed} requests failed; only one can be in flight");
+
+    // exit_a kept receipts for what it carried, in its home.
+    let book = std::fs::read_to_string(Path::new(&a.home).join("receipts.json")).unwrap();
+    assert!(book.contains("cumulative_bytes"), "{book}");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
