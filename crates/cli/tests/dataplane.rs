@@ -314,6 +314,8 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         assert!(body == pattern(2 << 20), "two hops over {transport}: {} bytes or wrong bytes", body.len());
     }
 
+    abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, _node_b.child.id(), &url(100_000));
+
     // Failover: exit_a first, exit_b second; a bounded loop of requests,
     // exit_a SIGKILLed after the 10th.
     let listen = format!("127.0.0.1:{}", free_port());
@@ -354,4 +356,63 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     assert!(book.contains("cumulative_bytes"), "{book}");
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// VmRSS and VmHWM of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// 10,000 idle connections, malformed handshakes and slowloris clients on
+/// a node's ports; a real client still gets through quickly, and the
+/// node's memory stays bounded (printed).
+fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u16, pid: u32, url: &str) {
+    use std::net::TcpStream;
+    let (rss_before, _) = rss_mib(pid);
+    let mut idle = Vec::new();
+    for i in 0..10_000u16 {
+        match TcpStream::connect(("127.0.0.1", ports + i % 4)) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("idle connection {i}: {e}"),
+        }
+    }
+    // Not TLS at all: the node drops it.
+    let mut junk = TcpStream::connect(("127.0.0.1", ports)).unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let answer = junk.read(&mut buf);
+    let closed = match &answer {
+        Ok(0) => true,
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted),
+        Ok(_) => false,
+    };
+    assert!(closed, "the node did not drop a client that spoke garbage: {answer:?}");
+    // Slowloris: 200 clients that send one byte of a TLS record header.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(("127.0.0.1", ports + 1)).unwrap();
+        let _ = s.write_all(&[0x16]);
+        slow.push(s);
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let _proxy = Daemon::start(dir, &["connect", "--key", "alice.key", "--api", api, "--exit", &node.id, "--listen", &listen], "proxy on");
+    let body = curl(&["--socks5-hostname", &listen, url]).unwrap();
+    let took = started.elapsed();
+    assert!(body == pattern(100_000), "wrong bytes under abuse");
+    let (rss_after, hwm) = rss_mib(pid);
+    eprintln!(
+        "node under 10,000 idle + 200 slowloris connections: a fresh client fetched in {took:?}; \
+         node RSS {rss_before:.1} MiB before, {rss_after:.1} MiB during (peak {hwm:.1} MiB)"
+    );
+    assert!(took < Duration::from_secs(5), "a real client waited {took:?}");
+    assert!(rss_after < 256.0, "node RSS {rss_after:.1} MiB with 10,000 idle connections");
+    drop(idle);
+    drop(slow);
 }

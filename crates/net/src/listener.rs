@@ -58,6 +58,10 @@ struct Shared {
     identity: TlsIdentity,
     handshake_timeout: Duration,
     handshakes: Arc<Semaphore>,
+    /// TCP connections accepted that have not sent a byte yet: they cost a
+    /// task and a socket, never a handshake slot, so thousands of idle
+    /// clients cannot keep a real one from handshaking.
+    waiting: Arc<Semaphore>,
     counters: Arc<Counters>,
     /// The queue's only senders are here: once the loops and handshakes
     /// are gone, [`Listener::accept`] sees the queue close.
@@ -66,11 +70,11 @@ struct Shared {
 
 impl Shared {
     /// Runs one handshake under the timeout and queues its connection.
-    async fn finish<F>(self: Arc<Self>, handshake: F, permit: OwnedSemaphorePermit)
+    async fn finish<F>(self: Arc<Self>, handshake: F, permit: OwnedSemaphorePermit, deadline: tokio::time::Instant)
     where
         F: std::future::Future<Output = Result<Connection, NetError>>,
     {
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+        match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(connection)) => {
                 self.counters.ok.fetch_add(1, Ordering::Relaxed);
                 let _ = self.ready.send(connection).await;
@@ -169,6 +173,7 @@ impl Listener {
             identity: identity.clone(),
             handshake_timeout: opts.handshake_timeout,
             handshakes: Arc::new(Semaphore::new(opts.max_concurrent_handshakes)),
+            waiting: Arc::new(Semaphore::new(opts.max_waiting_connections.max(1))),
             counters: counters.clone(),
             ready: ready_tx,
         });
@@ -237,7 +242,7 @@ impl Drop for Listener {
 
 async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok(permit) = shared.handshakes.clone().acquire_owned().await else { return };
+        let Ok(waiting) = shared.waiting.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(_) => {
@@ -246,11 +251,28 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let handshake = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+            // Wait for the ClientHello's first byte before taking a
+            // handshake slot (slowloris and idle connections).
+            let readable = tokio::time::timeout_at(deadline, tcp.readable()).await;
+            drop(waiting);
+            let permit = match readable {
+                Ok(Ok(())) => tokio::time::timeout_at(deadline, shared.handshakes.clone().acquire_owned()).await,
+                _ => {
+                    shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let Ok(Ok(permit)) = permit else {
+                shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
             let identity = shared.identity.clone();
-            async move { tls::accept_tcp(tcp, peer, &identity).await }
-        };
-        tokio::spawn(shared.clone().finish(handshake, permit));
+            let handshake = async move { tls::accept_tcp(tcp, peer, &identity).await };
+            shared.clone().finish(handshake, permit, deadline).await;
+        });
     }
 }
 
@@ -259,6 +281,7 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
         let Ok(permit) = shared.handshakes.clone().acquire_owned().await else { return };
         let Some(incoming) = endpoint.accept().await else { return };
         let handshake = quic::accept(incoming, endpoint.clone(), local);
-        tokio::spawn(shared.clone().finish(handshake, permit));
+        let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+        tokio::spawn(shared.clone().finish(handshake, permit, deadline));
     }
 }

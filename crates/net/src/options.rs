@@ -37,6 +37,10 @@ pub struct ServerOptions {
     /// Handshakes in progress at once, over all ports and transports; when
     /// full, new connections wait in the kernel's backlog.
     pub max_concurrent_handshakes: usize,
+    /// TCP connections that have not sent their first byte yet, over all
+    /// ports; each costs a socket and a small task. Beyond it, new
+    /// connections wait in the kernel's backlog.
+    pub max_waiting_connections: usize,
     /// Finished connections waiting for [`crate::Listener::accept`].
     pub accept_queue: usize,
     pub quic: QuicOptions,
@@ -47,6 +51,7 @@ impl Default for ServerOptions {
         ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 256,
+            max_waiting_connections: 16_384,
             accept_queue: 64,
             quic: QuicOptions::default(),
         }
