@@ -44,6 +44,15 @@ pub enum NodeCommand {
     /// Serve tunnels as an exit (and relay) on the ports of the node's
     /// ledger record, over TLS/TCP and QUIC, until Ctrl-C.
     Run(NodeRunArgs),
+    /// The newest receipt held per channel, each as the hex that
+    /// `tollway wallet settle-channel` takes.
+    Receipts {
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Print JSON lines instead of sentences.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,6 +102,33 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NodeCommand::Run(args) => node_run(args),
+        NodeCommand::Receipts { home, json } => {
+            let path = home.join("receipts.json");
+            if !path.exists() {
+                bail!("{} holds no receipts yet (no paid traffic served)", home.display());
+            }
+            let book = ReceiptBook::open(path)?;
+            let mut all = book.all();
+            all.sort_by_key(|r| r.receipt.channel);
+            for r in all {
+                let hex = tollway_types::keys::hex(&tollway_types::codec::encode(&r));
+                if *json {
+                    let line = serde_json::json!({
+                        "channel": r.receipt.channel.to_hex(),
+                        "cumulative_bytes": r.receipt.cumulative_bytes,
+                        "cumulative_usd": r.receipt.cumulative_usd.to_string(),
+                        "hex": hex,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "channel {}: {} bytes, {} USD; settle with: tollway wallet settle-channel {hex}",
+                        r.receipt.channel, r.receipt.cumulative_bytes, r.receipt.cumulative_usd
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 
