@@ -1,0 +1,322 @@
+//! Payment against a real node over real TLS. A client that stops paying
+//! is served exactly the credit window beyond its last valid receipt and
+//! then paused; forged, replayed, stale and over-escrow receipts are
+//! refused with their reasons; a hello signed for another connection is
+//! refused. The misbehaving client is the real client `Session`, driven
+//! by hand so the test can drop its receipts or put others on the wire.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tollway_ledger::state::Channel;
+use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
+use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
+use tollway_tunnel::frame::Frame;
+use tollway_tunnel::session::{ClientTerms, Event, Limits, NodeTerms, Session};
+use tollway_tunnel::{Dest, ExitPolicy, Host};
+use tollway_types::amount::Usd;
+use tollway_types::keys::{AccountId, SigningKey};
+use tollway_types::tx::{channel_id, Receipt, SignedReceipt};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const MIB: u64 = 1 << 20;
+
+/// Serves an endless stream of bytes to whoever connects.
+async fn firehose() -> SocketAddr {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// Runs a client session over `conn`, writing everything it transmits
+/// except receipts when `pay` is false; returns the bytes received on one
+/// stream to `dest` once nothing arrives for `quiet` or `enough` arrived.
+async fn download(
+    conn: tollway_net::Connection,
+    terms: ClientTerms,
+    dest: Dest,
+    pay: bool,
+    quiet: Duration,
+    enough: u64,
+) -> (u64, Vec<Event>) {
+    download_with(conn, terms, dest, pay, quiet, enough, |_| Vec::new()).await
+}
+
+/// As `download`; once 1.5 MiB arrived, writes the frames `inject` makes
+/// from the first receipt this client sent (once).
+async fn download_with(
+    conn: tollway_net::Connection,
+    terms: ClientTerms,
+    dest: Dest,
+    pay: bool,
+    quiet: Duration,
+    enough: u64,
+    inject: impl Fn(&SignedReceipt) -> Vec<Frame>,
+) -> (u64, Vec<Event>) {
+    let mut first_receipt: Option<SignedReceipt> = None;
+    let mut injected = false;
+    let binding = conn.channel_binding();
+    let mut session = Session::client(terms, Instant::now(), 0, binding);
+    let (mut read, mut write) = tokio::io::split(conn);
+    let mut received = 0u64;
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some((_, bytes)) = session.poll_transmit() {
+            let mut out = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (frame, used) = Frame::decode(rest).unwrap();
+                if let (Frame::Receipt(r), None) = (&frame, &first_receipt) {
+                    first_receipt = Some(r.clone());
+                }
+                if pay || !matches!(frame, Frame::Receipt(_)) {
+                    out.extend_from_slice(&rest[..used]);
+                }
+                rest = &rest[used..];
+            }
+            write.write_all(&out).await.unwrap();
+        }
+        let mut handled = false;
+        while let Some(e) = session.poll_event() {
+            handled = true;
+            match &e {
+                Event::Established => {
+                    session.open_stream(dest.clone()).unwrap();
+                }
+                Event::Data { stream: s, payload } => {
+                    received += payload.len() as u64;
+                    session.consumed(*s, payload.len());
+                }
+                _ => {}
+            }
+            events.push(e);
+        }
+        if received >= enough {
+            return (received, events);
+        }
+        if let (false, Some(first)) = (injected, &first_receipt) {
+            if received >= 3 * MIB / 2 {
+                injected = true;
+                for frame in inject(first) {
+                    write.write_all(&frame.to_bytes()).await.unwrap();
+                }
+            }
+        }
+        if handled {
+            // Events may have queued frames (the open, window updates).
+            continue;
+        }
+        match tokio::time::timeout(quiet, read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => session.handle_input(Instant::now(), 0, &buf[..n]),
+            _ => return (received, events),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_paying_gets_exactly_the_credit_window_and_is_paused() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("freeloader");
+    let key = SigningKey::from_label("exit-unpaid");
+    let identity = TlsIdentity::from_seed([11; 32]).unwrap();
+    let escrow = Usd(50_000_000);
+    let channels = StaticChannels::default();
+    let channel = Channel {
+        client: client.public(),
+        node: key.public(),
+        escrow,
+        paid: Usd::ZERO,
+        paid_bytes: 0,
+        expires_at_secs: u64::MAX / 2,
+    };
+    channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
+    let price = 1_000_000;
+    let receipts = ReceiptBook::in_memory();
+    let config = ServerConfig {
+        terms: NodeTerms::new("tollway-unpaid".into(), key.public(), price),
+        listen_ip: LOOPBACK,
+        ports: 0..=0,
+        transports: vec![Transport::Tls],
+        policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
+        server: ServerOptions::default(),
+        connect_timeout: Duration::from_secs(5),
+        max_sessions: 10,
+    };
+    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
+    let addr = server.local_addrs()[0].1;
+    let terms = ClientTerms {
+        chain_id: "tollway-unpaid".into(),
+        node: key.public(),
+        channel: channel_id(&client.public(), 0),
+        key: client.clone(),
+        escrow,
+        settled_bytes: 0,
+        settled_usd: Usd::ZERO,
+        max_price_usd_micro_per_gib: price,
+        limits: Limits::default(),
+    };
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+
+    // A paying client gets far more than the window.
+    let conn = tollway_net::connect(Transport::Tls, addr, identity.pin(), &ClientOptions::default()).await.unwrap();
+    let (paid_bytes, _) = download(conn, terms.clone(), dest.clone(), true, Duration::from_secs(3), 8 * MIB).await;
+    assert!(paid_bytes >= 8 * MIB, "a paying client got only {paid_bytes} bytes");
+    assert!(receipts.latest(&terms.channel).is_some());
+
+    // The same client, not paying: the window is counted from its newest
+    // receipt, which the node holds, so it gets exactly 2 MiB more.
+    let baseline = receipts.latest(&terms.channel).unwrap().receipt.cumulative_bytes;
+    let conn = tollway_net::connect(Transport::Tls, addr, identity.pin(), &ClientOptions::default()).await.unwrap();
+    let mut terms2 = terms.clone();
+    terms2.settled_bytes = 0;
+    let (got, events) = download(conn, terms2, dest, false, Duration::from_millis(1500), u64::MAX).await;
+    let paused = events.iter().find_map(|e| match e {
+        Event::Paused { unpaid_bytes } => Some(*unpaid_bytes),
+        _ => None,
+    });
+    eprintln!("unpaid client: baseline {baseline} B, received {got} B, node paused at {paused:?} B unpaid");
+    assert_eq!(paused, Some(2 * MIB), "the node must pause at the window");
+    // The node's unpaid bytes (what it delivered both ways beyond the
+    // newest receipt) never exceed the window; the client received at most
+    // that (the request bytes it sent count too).
+    assert!(got <= 2 * MIB, "the node served {got} unpaid bytes");
+    assert!(got >= 2 * MIB - 64 * 1024, "the node served only {got} bytes of the window");
+}
+
+/// A node with one channel from `client` whose chain record says `paid`
+/// micro-USD are settled already; returns the server, its address and pin.
+async fn node_with_channel(
+    client: &SigningKey,
+    label: &str,
+    escrow: Usd,
+    paid: Usd,
+) -> (NodeServer, SocketAddr, [u8; 32], AccountId) {
+    let key = SigningKey::from_label(label);
+    let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
+    let channels = StaticChannels::default();
+    let channel = Channel {
+        client: client.public(),
+        node: key.public(),
+        escrow,
+        paid,
+        paid_bytes: 0,
+        expires_at_secs: u64::MAX / 2,
+    };
+    channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
+    let config = ServerConfig {
+        terms: NodeTerms::new("tollway-pay".into(), key.public(), 1_000_000),
+        listen_ip: LOOPBACK,
+        ports: 0..=0,
+        transports: vec![Transport::Tls],
+        policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
+        server: ServerOptions::default(),
+        connect_timeout: Duration::from_secs(5),
+        max_sessions: 10,
+    };
+    let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await.unwrap();
+    let addr = server.local_addrs()[0].1;
+    (server, addr, identity.pin(), key.public())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_stale_and_over_escrow_receipts_are_refused_on_the_wire() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("payer");
+    let escrow = Usd(5_000_000);
+    // The chain has settled 1000 micro-USD on the channel already.
+    let (_server, addr, pin, node) = node_with_channel(&client, "exit-receipts", escrow, Usd(1_000)).await;
+    let channel = channel_id(&client.public(), 0);
+    let terms = ClientTerms {
+        chain_id: "tollway-pay".into(),
+        node,
+        channel,
+        key: client.clone(),
+        escrow,
+        settled_bytes: 0,
+        settled_usd: Usd(1_000),
+        max_price_usd_micro_per_gib: 1_000_000,
+        limits: Limits::default(),
+    };
+    let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let signed = |key: &SigningKey, usd: u128, bytes: u64| {
+        Frame::Receipt(
+            Receipt { chain_id: "tollway-pay".into(), channel, cumulative_usd: Usd(usd), cumulative_bytes: bytes }
+                .sign(key),
+        )
+    };
+    let mallory = SigningKey::from_label("mallory");
+    let (_, events) = download_with(conn, terms, dest, true, Duration::from_secs(3), 4 * MIB, |first| {
+        vec![
+            // Forged: another key signed it.
+            signed(&mallory, 4_000, 2 * MIB),
+            // Replayed: the client's own first receipt again.
+            Frame::Receipt(first.clone()),
+            // Stale: below what the chain has settled.
+            signed(&client, 900, MIB),
+            // Over the escrow.
+            signed(&client, 5_000_001, 3 * MIB),
+        ]
+    })
+    .await;
+    let refused: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReceiptRejected { code, .. } => Some(code.as_str()),
+            _ => None,
+        })
+        .collect();
+    eprintln!("refused on the wire: {refused:?}");
+    assert_eq!(refused, ["bad_receipt_signature", "stale_receipt", "stale_receipt", "over_escrow"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
+    let client = SigningKey::from_label("lifter");
+    let escrow = Usd(5_000_000);
+    let (_server, addr, pin, node) = node_with_channel(&client, "exit-hello", escrow, Usd::ZERO).await;
+    let terms = ClientTerms {
+        chain_id: "tollway-pay".into(),
+        node,
+        channel: channel_id(&client.public(), 0),
+        key: client.clone(),
+        escrow,
+        settled_bytes: 0,
+        settled_usd: Usd::ZERO,
+        max_price_usd_micro_per_gib: 1_000_000,
+        limits: Limits::default(),
+    };
+    let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
+    // The hello signs a binding that is not this connection's (as if it
+    // were lifted from another connection).
+    let mut session = Session::client(terms, Instant::now(), 0, [0xAB; 32]);
+    let (mut read, mut write) = tokio::io::split(conn);
+    while let Some((_, bytes)) = session.poll_transmit() {
+        write.write_all(&bytes).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await.unwrap().unwrap();
+    session.handle_input(Instant::now(), 0, &buf[..n]);
+    let closed = std::iter::from_fn(|| session.poll_event()).find_map(|e| match e {
+        Event::Closed { code, message, .. } => Some((code, message)),
+        _ => None,
+    });
+    let (code, message) = closed.expect("the node refused");
+    assert_eq!(code, tollway_tunnel::ErrorCode::BadHello, "{message}");
+    // And then it hangs up.
+    let rest = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await.unwrap();
+    assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+}
