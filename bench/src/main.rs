@@ -16,12 +16,13 @@ mod epoch;
 mod ledger;
 mod sim;
 mod transport;
+mod tunnel;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: tollway-bench NAME [--quick]
-  NAME     ledger | epoch | sim | sim-large | chain | all
+  NAME     ledger | epoch | sim | sim-large | chain | transport | tunnel | all
   --quick  a short run for CI (a few seconds per benchmark), same code paths";
 
 /// A benchmark: prints its table, returns its final line.
@@ -35,11 +36,23 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("sim-large", sim::run_large),
     ("chain", chain::run),
     ("transport", transport::run),
+    ("tunnel", tunnel::run),
 ];
 
 fn main() -> ExitCode {
     let mut name = None;
     let mut quick = false;
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(tunnel::ROLE_ARG) {
+        // A role of the `tunnel` benchmark, run as its own process.
+        return match tunnel::role(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if std::env::args().any(|a| a == sim::CHILD_FLAG) {
         let quick = std::env::args().any(|a| a == "--quick");
         return match sim::child(quick) {
