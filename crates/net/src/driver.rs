@@ -30,8 +30,10 @@ use tollway_types::tx::{ChannelId, SignedReceipt};
 pub const PATH_QUEUE: usize = 8;
 /// Bytes a stream's socket reader may hold before the session takes them.
 pub const STREAM_READ_CREDIT_BYTES: usize = 256 * 1024;
-/// One read from a socket or a path.
+/// One read from a socket or a path, at most.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A stream socket's read buffer when it is quiet.
+const MIN_READ_BYTES: usize = 4 * 1024;
 
 /// Any byte stream: a TLS or QUIC connection, a TCP socket, a TLS stream
 /// inside a relayed tunnel stream.
@@ -689,16 +691,16 @@ impl Driver {
         let tx = self.commands_tx.clone();
         let credit = state.read_credit.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; READ_CHUNK_BYTES];
+            // The buffer grows while reads fill it and shrinks when they do
+            // not, so a thousand quiet streams hold a few KiB each and a
+            // bulk stream reads 64 KiB at a time.
+            let mut size = MIN_READ_BYTES;
+            let mut buf = vec![0u8; size];
             loop {
-                let Ok(permit) = credit
-                    .clone()
-                    .acquire_many_owned(READ_CHUNK_BYTES as u32)
-                    .await
-                else {
+                let Ok(permit) = credit.clone().acquire_many_owned(READ_CHUNK_BYTES as u32).await else {
                     return;
                 };
-                match read.read(&mut buf).await {
+                match read.read(&mut buf[..size]).await {
                     Ok(0) => {
                         let _ = tx.send(Command::StreamEof { stream });
                         return;
@@ -708,14 +710,16 @@ impl Driver {
                         // the bytes; the rest go back now.
                         permit.forget();
                         credit.add_permits(READ_CHUNK_BYTES - n);
-                        if tx
-                            .send(Command::StreamBytes {
-                                stream,
-                                bytes: buf[..n].to_vec(),
-                            })
-                            .is_err()
-                        {
+                        if tx.send(Command::StreamBytes { stream, bytes: buf[..n].to_vec() }).is_err() {
                             return;
+                        }
+                        if n == size && size < READ_CHUNK_BYTES {
+                            size *= 2;
+                            buf.resize(size, 0);
+                        } else if n < size / 4 && size > MIN_READ_BYTES {
+                            size /= 2;
+                            buf.truncate(size);
+                            buf.shrink_to_fit();
                         }
                     }
                     Err(_) => {
