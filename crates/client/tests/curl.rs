@@ -28,7 +28,11 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A tiny HTTP/1.1 server: `GET /<n>` answers `n` bytes of a known pattern.
 async fn web_server() -> SocketAddr {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    web_server_on(LOOPBACK).await
+}
+
+async fn web_server_on(ip: IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -45,14 +49,10 @@ async fn web_server() -> SocketAddr {
                     head.push(byte[0]);
                 }
                 let line = String::from_utf8_lossy(&head);
-                let n: usize = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|p| p.trim_start_matches('/').parse().ok())
-                    .unwrap_or(0);
+                let n: usize =
+                    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
                 let body = pattern(n);
-                let reply =
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
                 let _ = socket.write_all(reply.as_bytes()).await;
                 let _ = socket.write_all(&body).await;
                 let _ = socket.shutdown().await;
@@ -75,13 +75,7 @@ struct TestNode {
 
 impl TestNode {
     fn port(&self, transport: Transport) -> u16 {
-        self.server
-            .local_addrs()
-            .iter()
-            .find(|(t, _)| *t == transport)
-            .unwrap()
-            .1
-            .port()
+        self.server.local_addrs().iter().find(|(t, _)| *t == transport).unwrap().1.port()
     }
 
     fn hop(&self, transport: Transport, client: &SigningKey, nonce: u64) -> Hop {
@@ -123,30 +117,25 @@ async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
         ports: 0..=0,
         transports: Transport::ALL.to_vec(),
         // The devnet's test servers live on loopback.
-        policy: ExitPolicy {
-            allow_loopback: true,
-            ..ExitPolicy::default()
-        },
+        policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
     };
     let receipts = ReceiptBook::in_memory();
-    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone())
-        .await
-        .unwrap();
-    TestNode {
-        server,
-        key,
-        identity,
-        receipts,
-    }
+    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
+    TestNode { server, key, identity, receipts }
 }
 
-async fn start_front(
+async fn start_front(routes: Vec<Route>, transport: Transport, client: &SigningKey) -> (SocketAddr, Arc<RoutePool>) {
+    start_front_with(routes, transport, client, FrontConfig::default()).await
+}
+
+async fn start_front_with(
     routes: Vec<Route>,
     transport: Transport,
     client: &SigningKey,
+    front: FrontConfig,
 ) -> (SocketAddr, Arc<RoutePool>) {
     let connect = ConnectOptions {
         chain_id: CHAIN.into(),
@@ -159,23 +148,16 @@ async fn start_front(
     let pool = RoutePool::start(ClientConfig::new(connect, routes));
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
+    tokio::spawn(serve_front(listener, pool.clone(), front));
     (addr, pool)
 }
 
 /// Runs curl (blocking, so on a blocking thread) and returns the body.
 async fn curl(args: Vec<String>) -> Vec<u8> {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "30"])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out =
+            Command::new("curl").args(["--silent", "--show-error", "--max-time", "30"]).args(&args).output().unwrap();
+        assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     })
     .await
@@ -184,29 +166,10 @@ async fn curl(args: Vec<String>) -> Vec<u8> {
 
 async fn fetch_both_ways(front: SocketAddr, web: SocketAddr, n: usize) {
     let url = format!("http://localhost:{}/{n}", web.port());
-    let socks = curl(vec![
-        "--socks5-hostname".into(),
-        front.to_string(),
-        url.clone(),
-    ])
-    .await;
-    assert!(
-        socks == pattern(n),
-        "SOCKS5: {} bytes, expected {n} (or different bytes)",
-        socks.len()
-    );
-    let http = curl(vec![
-        "--proxytunnel".into(),
-        "--proxy".into(),
-        format!("http://{front}"),
-        url,
-    ])
-    .await;
-    assert!(
-        http == pattern(n),
-        "HTTP CONNECT: {} bytes, expected {n} (or different bytes)",
-        http.len()
-    );
+    let socks = curl(vec!["--socks5-hostname".into(), front.to_string(), url.clone()]).await;
+    assert!(socks == pattern(n), "SOCKS5: {} bytes, expected {n} (or different bytes)", socks.len());
+    let http = curl(vec!["--proxytunnel".into(), "--proxy".into(), format!("http://{front}"), url]).await;
+    assert!(http == pattern(n), "HTTP CONNECT: {} bytes, expected {n} (or different bytes)", http.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,23 +178,13 @@ async fn curl_through_one_hop_over_tls_and_quic_is_byte_exact() {
     let client = SigningKey::from_label("alice");
     let exit = start_node("exit-1", &client, 0).await;
     for transport in Transport::ALL {
-        let (front, _pool) = start_front(
-            vec![Route {
-                relay: None,
-                exit: exit.hop(transport, &client, 0),
-            }],
-            transport,
-            &client,
-        )
-        .await;
+        let (front, _pool) =
+            start_front(vec![Route { relay: None, exit: exit.hop(transport, &client, 0) }], transport, &client).await;
         fetch_both_ways(front, web, 5 << 20).await;
     }
     // The exit holds a receipt covering most of what it carried (the last
     // credit window may be unreceipted).
-    let receipt = exit
-        .receipts
-        .latest(&channel_id(&client.public(), 0))
-        .expect("a receipt");
+    let receipt = exit.receipts.latest(&channel_id(&client.public(), 0)).expect("a receipt");
     assert!(receipt.receipt.cumulative_bytes >= 4 << 20, "{receipt:?}");
 }
 
@@ -251,14 +204,8 @@ async fn curl_through_two_hops_over_tls_and_quic_is_byte_exact() {
         fetch_both_ways(front, web, 3 << 20).await;
     }
     // Each hop was paid on its own channel.
-    assert!(relay
-        .receipts
-        .latest(&channel_id(&client.public(), 0))
-        .is_some());
-    assert!(exit
-        .receipts
-        .latest(&channel_id(&client.public(), 1))
-        .is_some());
+    assert!(relay.receipts.latest(&channel_id(&client.public(), 0)).is_some());
+    assert!(exit.receipts.latest(&channel_id(&client.public(), 1)).is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,55 +238,32 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
             max_sessions: 10,
         };
         let receipts = ReceiptBook::in_memory();
-        let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone())
-            .await
-            .unwrap();
-        TestNode {
-            server,
-            key,
-            identity,
-            receipts,
-        }
+        let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
+        TestNode { server, key, identity, receipts }
     };
-    let (front, _pool) = start_front(
-        vec![Route {
-            relay: None,
-            exit: exit.hop(Transport::Tls, &client, 0),
-        }],
-        Transport::Tls,
-        &client,
-    )
-    .await;
+    let (front, _pool) =
+        start_front(vec![Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) }], Transport::Tls, &client)
+            .await;
     for target in ["10.0.0.1", "192.168.1.1", "169.254.169.254", "127.0.0.1"] {
         let url = format!("http://{target}:80/");
         let out = tokio::task::spawn_blocking({
             let front = front.to_string();
             move || {
-                Command::new("curl")
-                    .args(["--silent", "--max-time", "10", "--socks5", &front, &url])
-                    .output()
-                    .unwrap()
+                Command::new("curl").args(["--silent", "--max-time", "10", "--socks5", &front, &url]).output().unwrap()
             }
         })
         .await
         .unwrap();
         // curl exit 97: "the proxy handshake failed" (the SOCKS reply was
         // "not allowed by ruleset").
-        assert_eq!(
-            out.status.code(),
-            Some(97),
-            "{target}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 /// Fetches `/n` through the SOCKS5 front end with a small Rust client
 /// (curl per request would dominate the timing): `Ok(bytes)` or why not.
 async fn socks_get(front: SocketAddr, web: SocketAddr, n: usize) -> Result<Vec<u8>, String> {
-    let mut s = tokio::net::TcpStream::connect(front)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut s = tokio::net::TcpStream::connect(front).await.map_err(|e| e.to_string())?;
     s.write_all(&[5, 1, 0]).await.map_err(|e| e.to_string())?;
     let mut reply = [0u8; 2];
     s.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
@@ -351,16 +275,10 @@ async fn socks_get(front: SocketAddr, web: SocketAddr, n: usize) -> Result<Vec<u
     if head[1] != 0 {
         return Err(format!("SOCKS reply {}", head[1]));
     }
-    s.write_all(format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
     let mut all = Vec::new();
     s.read_to_end(&mut all).await.map_err(|e| e.to_string())?;
-    let body_at = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP head")?
-        + 4;
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP head")? + 4;
     Ok(all[body_at..].to_vec())
 }
 
@@ -371,14 +289,8 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
     let first = start_node("exit-f1", &client, 0).await;
     let second = start_node("exit-f2", &client, 1).await;
     let routes = vec![
-        Route {
-            relay: None,
-            exit: first.hop(Transport::Tls, &client, 0),
-        },
-        Route {
-            relay: None,
-            exit: second.hop(Transport::Tls, &client, 1),
-        },
+        Route { relay: None, exit: first.hop(Transport::Tls, &client, 0) },
+        Route { relay: None, exit: second.hop(Transport::Tls, &client, 1) },
     ];
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let mut first = Some(first);
@@ -400,23 +312,15 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
                 }
             }
             Err(_) => {
-                assert!(
-                    killed_at.is_some(),
-                    "request {i} failed before the exit died"
-                );
+                assert!(killed_at.is_some(), "request {i} failed before the exit died");
                 failures += 1;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recovered_after = recovered_after.expect("never recovered");
-    eprintln!(
-        "failover: recovered {recovered_after:?} after the kill, {failures} request(s) failed"
-    );
-    assert!(
-        recovered_after < Duration::from_secs(2),
-        "failover took {recovered_after:?}"
-    );
+    eprintln!("failover: recovered {recovered_after:?} after the kill, {failures} request(s) failed");
+    assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
     // A sequential loop has at most one request in flight at the kill.
     assert!(failures <= 1, "{failures} requests failed");
     assert_eq!(pool.history().await, [0, 1]);
@@ -426,8 +330,7 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
 fn free_port_range(n: u16) -> u16 {
     for base in (20000u16..60000).step_by(97) {
         let ok = (base..base + n).all(|p| {
-            std::net::TcpListener::bind((LOOPBACK, p)).is_ok()
-                && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
+            std::net::TcpListener::bind((LOOPBACK, p)).is_ok() && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
         });
         if ok {
             return base;
@@ -452,14 +355,10 @@ async fn slow_web_server(secs: u64) -> SocketAddr {
                     head.push(byte[0]);
                 }
                 let line = String::from_utf8_lossy(&head);
-                let n: usize = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|p| p.trim_start_matches('/').parse().ok())
-                    .unwrap_or(0);
+                let n: usize =
+                    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
                 let body = pattern(n);
-                let reply =
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
                 let _ = socket.write_all(reply.as_bytes()).await;
                 let chunks = 50;
                 let step = n.div_ceil(chunks);
@@ -501,22 +400,12 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
             listen_ip: LOOPBACK,
             ports: base..=base + 5,
             transports: vec![transport],
-            policy: ExitPolicy {
-                allow_loopback: true,
-                ..ExitPolicy::default()
-            },
+            policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
             server: ServerOptions::default(),
             connect_timeout: Duration::from_secs(5),
             max_sessions: 10,
         };
-        let server = NodeServer::start(
-            config,
-            &identity,
-            Arc::new(channels),
-            ReceiptBook::in_memory(),
-        )
-        .await
-        .unwrap();
+        let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await.unwrap();
         let hop = Hop {
             node: key.public(),
             addr: LOOPBACK,
@@ -537,27 +426,83 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
             limits: Limits::default(),
             hop_window: Some(Duration::from_secs(1)),
         };
-        let pool = RoutePool::start(ClientConfig::new(
-            connect,
-            vec![Route {
-                relay: None,
-                exit: hop,
-            }],
-        ));
+        let pool = RoutePool::start(ClientConfig::new(connect, vec![Route { relay: None, exit: hop }]));
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let front = listener.local_addr().unwrap();
         tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
         // About 5 s of download: at least three 1 s windows pass mid-stream.
         let body = socks_get(front, web, 4 << 20).await.unwrap();
-        assert!(
-            body == pattern(4 << 20),
-            "{transport}: bytes differ after hopping"
-        );
+        assert!(body == pattern(4 << 20), "{transport}: bytes differ after hopping");
         let ports = server.accepted_per_port();
         eprintln!("{transport}: connections per port {ports:?}");
-        assert!(
-            ports.len() >= 3,
-            "{transport}: the session used only ports {ports:?}"
-        );
+        assert!(ports.len() >= 3, "{transport}: the session used only ports {ports:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_password_and_ipv6_destinations_work_through_the_front_end() {
+    let client = SigningKey::from_label("frank");
+    let exit = start_node("exit-auth", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let front_config = FrontConfig {
+        credentials: Some(tollway_socks::Credentials::new("frank", "s3cret").unwrap()),
+        ..FrontConfig::default()
+    };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let web = web_server().await;
+    let url = format!("http://127.0.0.1:{}/4096", web.port());
+    // SOCKS5 with RFC 1929 username/password, and HTTP CONNECT with Basic.
+    let body = curl(vec!["--socks5-hostname".into(), format!("frank:s3cret@{front}"), url.clone()]).await;
+    assert!(body == pattern(4096));
+    let body = curl(vec![
+        "--proxytunnel".into(),
+        "--proxy".into(),
+        format!("http://{front}"),
+        "--proxy-user".into(),
+        "frank:s3cret".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(body == pattern(4096));
+    // Wrong password: refused before any tunnel is opened.
+    let wrong = tokio::task::spawn_blocking({
+        let (front, url) = (front.to_string(), url.clone());
+        move || {
+            Command::new("curl")
+                .args(["--silent", "--max-time", "10", "--socks5-hostname", &format!("frank:nope@{front}"), &url])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(wrong.status.code(), Some(97), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let wrong = tokio::task::spawn_blocking({
+        let (front, url) = (front.to_string(), url.clone());
+        move || {
+            Command::new("curl")
+                .args(["--silent", "--max-time", "10", "--proxytunnel", "--proxy", &format!("http://{front}"), &url])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        wrong.status.code(),
+        Some(56),
+        "HTTP CONNECT without credentials must get 407: {}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    // An IPv6 destination (a literal; curl sends it as an IPv6 address).
+    if let Ok(l) = std::net::TcpListener::bind("[::1]:0") {
+        drop(l);
+        let web6 = web_server_on("::1".parse().unwrap()).await;
+        let url6 = format!("http://[::1]:{}/2048", web6.port());
+        let body = curl(vec!["--socks5-hostname".into(), format!("frank:s3cret@{front}"), url6]).await;
+        assert!(body == pattern(2048), "IPv6 destination");
+    } else {
+        eprintln!("no IPv6 loopback on this machine: the IPv6 destination is covered by the parser tests only");
     }
 }
