@@ -671,16 +671,25 @@ async fn download(proxy: Option<SocketAddr>, dest: SocketAddr, bytes: u64) -> an
 
 /// A small request on a new connection: the time from the connect to the
 /// first byte of the answer (the whole answer is read and checked).
-async fn first_byte(proxy: Option<SocketAddr>, dest: SocketAddr) -> anyhow::Result<Duration> {
+/// When a small request's answer began, and when the proxy had said the
+/// connection was made (the SOCKS5 reply), both from the connect.
+#[derive(Clone, Copy, Debug)]
+struct FirstByte {
+    connected: Duration,
+    first_byte: Duration,
+}
+
+async fn first_byte(proxy: Option<SocketAddr>, dest: SocketAddr) -> anyhow::Result<FirstByte> {
     let start = Instant::now();
     let mut s = open(proxy, dest).await?;
+    let connected = start.elapsed();
     s.write_all(&SMALL_BYTES.to_be_bytes()).await?;
     let mut body = vec![0u8; SMALL_BYTES as usize];
     s.read_exact(&mut body[..1]).await?;
     let ttfb = start.elapsed();
     s.read_exact(&mut body[1..]).await?;
     ensure!(body == pattern(SMALL_BYTES as usize), "the answer's bytes differ");
-    Ok(ttfb)
+    Ok(FirstByte { connected, first_byte: ttfb })
 }
 
 async fn bounded<T>(
@@ -770,6 +779,8 @@ struct Lane {
     samples: Vec<Duration>,
     cpu_secs: Vec<f64>,
     ttfb: Vec<Duration>,
+    /// Of each `ttfb`, the part until the SOCKS5 reply.
+    connected: Vec<Duration>,
 }
 
 struct Scale {
@@ -866,7 +877,15 @@ fn run_with(
                 Row::OursQuic => (Some(proxy_quic), None),
                 Row::OursTwoHops => (Some(proxy_two), None),
             };
-            Lane { row, proxy, skipped, samples: Vec::new(), cpu_secs: Vec::new(), ttfb: Vec::new() }
+            Lane {
+                row,
+                proxy,
+                skipped,
+                samples: Vec::new(),
+                cpu_secs: Vec::new(),
+                ttfb: Vec::new(),
+                connected: Vec::new(),
+            }
         })
         .collect();
 
@@ -949,7 +968,10 @@ fn run_with(
                 Ok::<_, anyhow::Error>(out)
             });
             match measured {
-                Ok(mut t) => lane.ttfb.append(&mut t),
+                Ok(t) => {
+                    lane.ttfb.extend(t.iter().map(|f| f.first_byte));
+                    lane.connected.extend(t.iter().map(|f| f.connected));
+                }
                 Err(e) if lane.row.is_ours() => return Err(e.context("time to first byte")),
                 Err(e) => {
                     progress.say(&format!("{} failed, skipping its row: {e:#}", lane.row.short()));
@@ -971,9 +993,9 @@ fn run_with(
         let ready = start.elapsed();
         let first =
             runtime.block_on(bounded(Duration::from_secs(20), "first request", first_byte(Some(proxy), dest)))?;
-        setup_ours.total.push(start.elapsed());
+        setup_ours.total.push(ready + first.first_byte);
         setup_ours.ready.push(ready);
-        setup_ours.first_request.push(first);
+        setup_ours.first_request.push(first.first_byte);
         drop(client);
         if let Ok(ss) = &shadowsocks {
             match ss_setup(runtime, ss, dest) {
@@ -1102,9 +1124,8 @@ fn ss_setup(runtime: &Runtime, ss: &Shadowsocks, dest: SocketAddr) -> anyhow::Re
         "first request",
         first_byte(Some(SocketAddr::new(LOOPBACK, port)), dest),
     ))?;
-    let total = start.elapsed();
     drop(local);
-    Ok((ready, first, total))
+    Ok((ready, first.first_byte, ready + first.first_byte))
 }
 
 fn gb_per_s(bytes: u64, took: Duration) -> f64 {
@@ -1212,7 +1233,7 @@ impl Report<'_> {
             self.scale.small_requests
         );
         println!();
-        println!("{:<48} {:>9} {:>9} {:>17}", "path", "p50 ms", "p99 ms", "anchor/ours p50");
+        println!("{:<48} {:>9} {:>9} {:>17} {:>17}", "path", "p50 ms", "p99 ms", "SOCKS reply p50", "anchor/ours p50");
         let anchor = self.ttfb_p50(Row::Shadowsocks);
         for lane in self.lanes {
             if lane.ttfb.is_empty() {
@@ -1220,13 +1241,18 @@ impl Report<'_> {
             }
             let p50 = quantile(&lane.ttfb, 0.5);
             let vs = anchor.map_or("—".to_string(), |a| format!("{}×", sig3(ms(a) / ms(p50))));
+            let reply = if lane.proxy.is_some() { sig3(ms(quantile(&lane.connected, 0.5))) } else { "—".into() };
             println!(
-                "{:<48} {:>9} {:>9} {vs:>17}",
+                "{:<48} {:>9} {:>9} {reply:>17} {vs:>17}",
                 lane.row.label(self.plain_kind),
                 sig3(ms(p50)),
                 sig3(ms(quantile(&lane.ttfb, 0.99)))
             );
         }
+        println!(
+            "(SOCKS reply: from the connect to the proxy's CONNECT reply; ours answers once the exit has connected, \
+             shadowsocks-libev's ss-local at once)"
+        );
         println!();
     }
 
