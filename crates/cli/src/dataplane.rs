@@ -256,6 +256,12 @@ pub struct ConnectArgs {
     user: Option<String>,
     #[arg(long, value_name = "SECRET", requires = "user")]
     password: Option<String>,
+    /// Answer a program's CONNECT only once the exit has reached the
+    /// destination, so refusals come back as SOCKS / HTTP error codes
+    /// (costs a round trip to the first byte; by default the proxy answers
+    /// at once and a refusal closes the connection).
+    #[arg(long)]
+    wait_for_exit: bool,
 }
 
 /// A hop on the route: the node's record and this client's newest open
@@ -327,7 +333,7 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         println!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport);
         println!("routes, best first: {}", names.join(", "));
         std::io::stdout().flush()?;
-        let front = FrontConfig { credentials, ..FrontConfig::default() };
+        let front = FrontConfig { credentials, wait_for_exit: a.wait_for_exit, ..FrontConfig::default() };
         tokio::select! {
             _ = serve_front(listener, pool, front) => {}
             _ = wait_for_stop() => println!("stopping"),

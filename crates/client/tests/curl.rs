@@ -241,22 +241,29 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
         let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
         TestNode { server, key, identity, receipts }
     };
-    let (front, _pool) =
-        start_front(vec![Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) }], Transport::Tls, &client)
-            .await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    // Waiting for the exit: the refusal comes back as a SOCKS error.
+    let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
+    let (front, _pool) = start_front_with(vec![route.clone()], Transport::Tls, &client, strict).await;
+    // Optimistic (the default): the proxy answered at once, so the exit's
+    // refusal closes the connection with nothing delivered.
+    let (optimistic, _pool2) = start_front(vec![route], Transport::Tls, &client).await;
     for target in ["10.0.0.1", "192.168.1.1", "169.254.169.254", "127.0.0.1"] {
         let url = format!("http://{target}:80/");
-        let out = tokio::task::spawn_blocking({
-            let front = front.to_string();
-            move || {
+        let run = |front: SocketAddr, url: String| {
+            tokio::task::spawn_blocking(move || {
+                let front = front.to_string();
                 Command::new("curl").args(["--silent", "--max-time", "10", "--socks5", &front, &url]).output().unwrap()
-            }
-        })
-        .await
-        .unwrap();
+            })
+        };
+        let out = run(front, url.clone()).await.unwrap();
         // curl exit 97: "the proxy handshake failed" (the SOCKS reply was
         // "not allowed by ruleset").
         assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(optimistic, url).await.unwrap();
+        // curl exit 52 "empty reply from server" or 56 "recv failure".
+        assert!(matches!(out.status.code(), Some(52 | 56)), "{target}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.is_empty());
     }
 }
 

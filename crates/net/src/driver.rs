@@ -80,6 +80,7 @@ pub enum Status {
 enum Command {
     Open {
         dest: Dest,
+        wait_opened: bool,
         reply: oneshot::Sender<Result<StreamId, OpenError>>,
     },
     Attach {
@@ -175,8 +176,20 @@ impl SessionHandle {
     /// Client: opens a stream to `dest` and waits for the exit to connect
     /// it; then [`SessionHandle::attach`] gives it its socket.
     pub async fn open(&self, dest: Dest) -> Result<StreamId, OpenError> {
+        self.open_stream(dest, true).await
+    }
+
+    /// Client: opens a stream to `dest` without waiting for the exit
+    /// (optimistic data, as a SOCKS proxy that answers at once): bytes
+    /// written to the attached socket follow the open; if the exit then
+    /// refuses, the socket is closed. Fails only if the session is gone.
+    pub async fn open_optimistic(&self, dest: Dest) -> Result<StreamId, OpenError> {
+        self.open_stream(dest, false).await
+    }
+
+    async fn open_stream(&self, dest: Dest, wait_opened: bool) -> Result<StreamId, OpenError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Open { dest, reply })?;
+        self.send(Command::Open { dest, wait_opened, reply })?;
         rx.await
             .map_err(|_| OpenError::SessionGone("the session closed".into()))?
     }
@@ -506,7 +519,10 @@ impl Driver {
                 }
             }
             Event::OpenFailed { stream, code } => {
-                self.streams.remove(&stream);
+                // An optimistic stream may already have its socket: close it.
+                if let Some(io) = self.streams.remove(&stream) {
+                    io.abort();
+                }
                 if let Some(reply) = self.opening.remove(&stream) {
                     let _ = reply.send(Err(OpenError::Refused(code)));
                 }
@@ -555,10 +571,14 @@ impl Driver {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Open { dest, reply } => match self.session.open_stream(dest) {
+            Command::Open { dest, wait_opened, reply } => match self.session.open_stream(dest) {
                 Ok(stream) => {
                     self.streams.insert(stream, StreamIo::new());
-                    self.opening.insert(stream, reply);
+                    if wait_opened {
+                        self.opening.insert(stream, reply);
+                    } else {
+                        let _ = reply.send(Ok(stream));
+                    }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
