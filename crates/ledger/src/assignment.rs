@@ -9,6 +9,7 @@
 
 use crate::params::MAX_ORACLES_PER_NODE;
 use crate::state::{AccountIdx, NodeIdx, OracleIdx, State, SubnetKey};
+use std::hint::select_unpredictable;
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash step.
 fn mix64(mut z: u64) -> u64 {
@@ -57,6 +58,10 @@ pub struct Assigner {
     k: usize,
     keys: Vec<u64>,
     oracles: Vec<EligibleOracle>,
+    /// Per eligible oracle, in the order of `keys`: its account and subnet
+    /// group, packed as `account << 32 | subnet_group`, for the fast path's
+    /// branch-free eligibility test.
+    account_group: Vec<u64>,
 }
 
 impl Assigner {
@@ -73,12 +78,56 @@ impl Assigner {
                 subnet_group: state.subnet_index.get(&o.subnet).copied().unwrap_or(u32::MAX),
             });
         }
+        let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
         Assigner {
             seed: key64(&state.epoch_seed.0) ^ mix64(epoch),
             k: (state.params.oracles_per_node as usize).min(MAX_ORACLES_PER_NODE),
             keys,
             oracles,
+            account_group,
         }
+    }
+
+    /// The common case of [`Assigner::assign`], the same result: a node
+    /// with one address and no strike from the previous epoch, so an oracle
+    /// is eligible exactly when its account and its subnet group differ
+    /// from the node's. No branch depends on a score: each oracle passes
+    /// through `K` compare-and-swap steps (a sorting network's insertion),
+    /// where the branchy top-k loop mispredicted about once per new leader.
+    ///
+    /// The order is the general path's: by score, best first, and among
+    /// equal scores the later oracle first. A candidate comes after every
+    /// held entry in index order, so it takes a slot whose score it equals
+    /// or beats; an entry it pushes down beats the next one by the list's
+    /// order, so the same test (`>=`) moves it on.
+    fn assign_fast<const K: usize>(&self, node_key: u64, node_account: AccountIdx, node_group: u32) -> Assignment {
+        let mine_account = (node_account as u64) << 32;
+        let mine_group = node_group as u64;
+        let mut best_score = [0u64; K];
+        let mut best_pos = [0u32; K];
+        let mut n_eligible = 0usize;
+        for (j, (&key, &ag)) in self.keys.iter().zip(&self.account_group).enumerate() {
+            let eligible = (ag & 0xffff_ffff_0000_0000) != mine_account && (ag & 0xffff_ffff) != mine_group;
+            n_eligible += eligible as usize;
+            let mut score = mix64(node_key ^ key);
+            let mut pos = j as u32;
+            // Empty slots hold score 0, which every eligible candidate
+            // takes (`>=`); what is held beyond `n_eligible` is never read.
+            for t in 0..K {
+                let take = eligible & (score >= best_score[t]);
+                let (held_score, held_pos) = (best_score[t], best_pos[t]);
+                // Conditional moves, not branches: `take` is a coin flip.
+                best_score[t] = select_unpredictable(take, score, held_score);
+                best_pos[t] = select_unpredictable(take, pos, held_pos);
+                score = select_unpredictable(take, held_score, score);
+                pos = select_unpredictable(take, held_pos, pos);
+            }
+        }
+        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: K.min(n_eligible) };
+        for (slot, &pos) in out.oracles.iter_mut().zip(&best_pos[..out.len]) {
+            *slot = self.oracles[pos as usize].idx;
+        }
+        out
     }
 
     /// The oracles assigned to node `n` in the state's current epoch.
@@ -89,6 +138,19 @@ impl Assigner {
         }
         let node = &state.nodes[n as usize];
         let node_key = mix64(self.seed ^ key64(&node.operator.0));
+        let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch + 1 == state.epoch && !s.oracles.is_empty());
+        if node.spec.addrs.len() == 1 && !struck_now {
+            let (a, g) = (node.account, node.subnet_group);
+            return match self.k {
+                1 => self.assign_fast::<1>(node_key, a, g),
+                2 => self.assign_fast::<2>(node_key, a, g),
+                3 => self.assign_fast::<3>(node_key, a, g),
+                4 => self.assign_fast::<4>(node_key, a, g),
+                5 => self.assign_fast::<5>(node_key, a, g),
+                6 => self.assign_fast::<6>(node_key, a, g),
+                _ => self.assign_fast::<MAX_ORACLES_PER_NODE>(node_key, a, g),
+            };
+        }
         // A node with one address is in the subnet of its subnet group
         // (`Node::subnet_group`), so the oracle's group decides, without
         // reading the address list; a node with several compares them all.
@@ -172,6 +234,7 @@ mod tests {
     use super::*;
     use crate::testkit::{fund, World};
     use crate::Params;
+    use std::net::IpAddr;
 
     #[test]
     fn assignment_is_top_k_excludes_own_subnet_and_changes_with_the_seed() {
@@ -204,5 +267,77 @@ mod tests {
             w.end_epoch();
         }
         assert!(seen.len() > 5, "the assignment should change with the epoch seed");
+    }
+
+    /// The rule written the slow, obvious way: the eligible oracles sorted
+    /// by (score, index), highest first, the first k.
+    fn reference(state: &State, n: NodeIdx) -> Vec<OracleIdx> {
+        let node = &state.nodes[n as usize];
+        let seed = key64(&state.epoch_seed.0) ^ mix64(state.epoch);
+        let node_key = mix64(seed ^ key64(&node.operator.0));
+        let k = state.params.oracles_per_node as usize;
+        let subnets: Vec<SubnetKey> = node.spec.addrs.iter().map(SubnetKey::of).collect();
+        let eligible = |o: &crate::state::Oracle| {
+            o.eligible(state.epoch) && o.account != node.account && !subnets.contains(&o.subnet)
+        };
+        let struck: Vec<OracleIdx> = match &node.strike {
+            Some(s) if s.epoch + 1 == state.epoch => s.oracles.clone(),
+            _ => Vec::new(),
+        };
+        let others =
+            state.oracles.iter().enumerate().filter(|(i, o)| eligible(o) && !struck.contains(&(*i as OracleIdx))).count();
+        let mut all: Vec<(u64, OracleIdx)> = state
+            .oracles
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| eligible(o) && (others < k || !struck.contains(&(*i as OracleIdx))))
+            .map(|(i, o)| (mix64(node_key ^ key64(&o.operator.0)), i as OracleIdx))
+            .collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.into_iter().take(k).map(|x| x.1).collect()
+    }
+
+    #[test]
+    fn fast_and_general_paths_match_the_reference_for_every_k_and_exclusion() {
+        let mut accounts: Vec<_> = (0..12).map(|i| fund(&format!("o{i}"), 1, 0, 5_000)).collect();
+        for label in ["a", "b", "c", "d"] {
+            accounts.push(fund(label, 1, 0, 8_000));
+        }
+        let mut w = World::new(Params::default_params(), 1, 1, accounts);
+        for i in 0..11 {
+            w.register_oracle(&format!("o{i}"), &format!("198.51.{i}.1"));
+        }
+        w.register_oracle("o11", "203.0.113.200"); // a's /24
+        w.register_oracle("b", "198.51.77.1"); // b is its own oracle
+        w.register_node("a", "DE", "203.0.113.10", 1_000_000);
+        w.register_node("b", "US", "192.0.2.10", 1_000_000);
+        w.register_node("c", "JP", "192.0.3.10", 1_000_000); // struck below
+        w.register_node("d", "BR", "192.0.4.10", 1_000_000); // two addresses below
+        let c = w.state.node_index[&crate::testkit::id("c")];
+        let d = w.state.node_index[&crate::testkit::id("d")];
+        w.state.nodes[d as usize].spec.addrs.push("198.51.3.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        for _ in 0..25 {
+            w.end_epoch();
+            let epoch = w.state.epoch;
+            w.state.nodes[c as usize].strike = Some(crate::state::Strike { epoch: epoch - 1, oracles: vec![0, 1, 2, 3, 4] });
+            for k in 1..=MAX_ORACLES_PER_NODE as u32 {
+                w.state.params.oracles_per_node = k;
+                for n in 0..w.state.nodes.len() as NodeIdx {
+                    assert_eq!(assigned_oracles(&w.state, n), reference(&w.state, n), "node {n}, k {k}, epoch {epoch}");
+                }
+            }
+            w.state.params.oracles_per_node = 3;
+        }
+        // Fewer eligible oracles than k: all of them, best first.
+        let mut accounts: Vec<_> = (0..2).map(|i| fund(&format!("o{i}"), 1, 0, 5_000)).collect();
+        accounts.push(fund("n", 1, 0, 2_000));
+        let mut w = World::new(Params::default_params(), 1, 1, accounts);
+        w.register_oracle("o0", "198.51.0.1");
+        w.register_oracle("o1", "198.51.1.1");
+        w.register_node("n", "DE", "203.0.113.10", 1_000_000);
+        w.end_epoch();
+        w.state.params.oracles_per_node = 5;
+        assert_eq!(assigned_oracles(&w.state, 0).len(), 2);
+        assert_eq!(assigned_oracles(&w.state, 0), reference(&w.state, 0));
     }
 }
