@@ -50,66 +50,147 @@ impl NarrowTranche {
     }
 }
 
-/// An account's vesting tranches, oldest first. Stored narrow while every
-/// amount fits in 64 bits (rewards come from the emission, which would
-/// need a cap above 18 trillion tokens to exceed it), and widened for good
-/// the first time one would not. The storage is not part of the state:
-/// equality, the encoding and so the state root see the same sequence of
-/// `Tranche`s either way. Half the bytes is what makes the supply check's
-/// pass over every tranche, after every epoch, cheap enough.
+/// A tranche whose start and amounts fit in 32 bits (a start before 2106,
+/// amounts below 4,294 tokens: a day's reward of one node or oracle in a
+/// large network): 12 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SmallTranche {
+    pub(crate) start_secs: u32,
+    pub(crate) amount: u32,
+    pub(crate) released: u32,
+}
+
+impl SmallTranche {
+    fn wide(&self) -> Tranche {
+        Tranche {
+            start_secs: self.start_secs as u64,
+            amount: Token(self.amount as u128),
+            released: Token(self.released as u128),
+        }
+    }
+    fn narrow(&self) -> NarrowTranche {
+        NarrowTranche { start_secs: self.start_secs as u64, amount: self.amount as u64, released: self.released as u64 }
+    }
+}
+
+/// The storage tiers of `Tranches`, smallest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TrancheTier {
+    Small,
+    Narrow,
+    Wide,
+}
+
+impl TrancheTier {
+    /// The smallest tier that holds a tranche starting at `start_secs`
+    /// whose amount (and so released part) is at most `amount`.
+    pub(crate) fn holding(start_secs: u64, amount: u128) -> TrancheTier {
+        if start_secs <= u32::MAX as u64 && amount <= u32::MAX as u128 {
+            TrancheTier::Small
+        } else if amount <= u64::MAX as u128 {
+            TrancheTier::Narrow
+        } else {
+            TrancheTier::Wide
+        }
+    }
+}
+
+/// An account's vesting tranches, oldest first. Stored in the smallest
+/// tier that holds every tranche (12 bytes while starts and amounts fit in
+/// 32 bits, 24 while amounts fit in 64, else full `Tranche`s: rewards come
+/// from the emission, which would need a cap above 18 trillion tokens to
+/// pass 64 bits), and moved up for good the first time one would not fit.
+/// The storage is not part of the state: equality, the encoding and so
+/// the state root see the same sequence of `Tranche`s in every tier. Fewer
+/// bytes is what makes the supply check's pass over every tranche, after
+/// every epoch, cheap enough.
 #[derive(Clone, Debug)]
 pub(crate) enum Tranches {
+    Small(std::collections::VecDeque<SmallTranche>),
     Narrow(std::collections::VecDeque<NarrowTranche>),
     Wide(std::collections::VecDeque<Tranche>),
 }
 
 impl Tranches {
     pub(crate) fn new() -> Tranches {
-        Tranches::Narrow(std::collections::VecDeque::new())
+        Tranches::Small(std::collections::VecDeque::new())
     }
 
     pub(crate) fn len(&self) -> usize {
         match self {
+            Tranches::Small(d) => d.len(),
             Tranches::Narrow(d) => d.len(),
             Tranches::Wide(d) => d.len(),
         }
     }
 
+    pub(crate) fn tier(&self) -> TrancheTier {
+        match self {
+            Tranches::Small(_) => TrancheTier::Small,
+            Tranches::Narrow(_) => TrancheTier::Narrow,
+            Tranches::Wide(_) => TrancheTier::Wide,
+        }
+    }
+
     /// The tranches, oldest first, as `Tranche` values.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Tranche> + '_ {
-        let (narrow, wide) = match self {
-            Tranches::Narrow(d) => (Some(d.iter().map(NarrowTranche::wide)), None),
-            Tranches::Wide(d) => (None, Some(d.iter().cloned())),
+        let (small, narrow, wide) = match self {
+            Tranches::Small(d) => (Some(d.iter().map(SmallTranche::wide)), None, None),
+            Tranches::Narrow(d) => (None, Some(d.iter().map(NarrowTranche::wide)), None),
+            Tranches::Wide(d) => (None, None, Some(d.iter().cloned())),
         };
-        narrow.into_iter().flatten().chain(wide.into_iter().flatten())
+        small.into_iter().flatten().chain(narrow.into_iter().flatten()).chain(wide.into_iter().flatten())
     }
 
     /// The unreleased rewards, summed over the tranches themselves.
     pub(crate) fn unreleased_sum(&self) -> u128 {
         match self {
+            // At most 2^32 tranches of under 2^32 each: the sum fits in u64.
+            Tranches::Small(d) => d.iter().map(|t| (t.amount - t.released) as u64).sum::<u64>() as u128,
             Tranches::Narrow(d) => d.iter().map(|t| (t.amount - t.released) as u128).sum(),
             Tranches::Wide(d) => d.iter().map(|t| t.amount.0 - t.released.0).sum(),
         }
     }
 
-    /// Switches to the wide storage (same tranches).
-    pub(crate) fn widen(&mut self) {
-        if let Tranches::Narrow(d) = self {
-            *self = Tranches::Wide(d.iter().map(NarrowTranche::wide).collect());
+    /// Moves to storage tier `tier` if it is above the current one (same
+    /// tranches).
+    pub(crate) fn widen_to(&mut self, tier: TrancheTier) {
+        if tier <= self.tier() {
+            return;
         }
+        *self = match (&*self, tier) {
+            (Tranches::Small(d), TrancheTier::Narrow) => Tranches::Narrow(d.iter().map(SmallTranche::narrow).collect()),
+            _ => Tranches::Wide(self.iter().collect()),
+        };
+    }
+
+    /// Switches to the wide storage (same tranches).
+    #[cfg(test)]
+    pub(crate) fn widen(&mut self) {
+        self.widen_to(TrancheTier::Wide);
     }
 
     fn from_wide(tranches: std::collections::VecDeque<Tranche>) -> Tranches {
-        let fits = |x: Token| x.0 <= u64::MAX as u128;
-        if tranches.iter().all(|t| fits(t.amount) && fits(t.released)) {
-            Tranches::Narrow(
+        let tier =
+            tranches.iter().map(|t| TrancheTier::holding(t.start_secs, t.amount.0.max(t.released.0))).max();
+        match tier.unwrap_or(TrancheTier::Small) {
+            TrancheTier::Small => Tranches::Small(
+                tranches
+                    .iter()
+                    .map(|t| SmallTranche {
+                        start_secs: t.start_secs as u32,
+                        amount: t.amount.0 as u32,
+                        released: t.released.0 as u32,
+                    })
+                    .collect(),
+            ),
+            TrancheTier::Narrow => Tranches::Narrow(
                 tranches
                     .iter()
                     .map(|t| NarrowTranche { start_secs: t.start_secs, amount: t.amount.0 as u64, released: t.released.0 as u64 })
                     .collect(),
-            )
-        } else {
-            Tranches::Wide(tranches)
+            ),
+            TrancheTier::Wide => Tranches::Wide(tranches),
         }
     }
 }

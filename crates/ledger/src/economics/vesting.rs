@@ -5,7 +5,7 @@
 //! of O(1) work per reward.
 
 use super::mul_div_floor_fast;
-use crate::state::{Account, NarrowTranche, Tranche, Tranches};
+use crate::state::{Account, NarrowTranche, SmallTranche, Tranche, TrancheTier, Tranches};
 use std::collections::VecDeque;
 use tollway_types::Token;
 
@@ -65,6 +65,30 @@ impl Slot for NarrowTranche {
     fn fresh(start_secs: u64, amount: u128) -> NarrowTranche {
         debug_assert!(amount <= u64::MAX as u128);
         NarrowTranche { start_secs, amount: amount as u64, released: 0 }
+    }
+}
+
+impl Slot for SmallTranche {
+    fn start_secs(&self) -> u64 {
+        self.start_secs as u64
+    }
+    fn amount(&self) -> u128 {
+        self.amount as u128
+    }
+    fn released(&self) -> u128 {
+        self.released as u128
+    }
+    fn set_amount(&mut self, v: u128) {
+        debug_assert!(v <= u32::MAX as u128);
+        self.amount = v as u32;
+    }
+    fn set_released(&mut self, v: u128) {
+        debug_assert!(v <= u32::MAX as u128);
+        self.released = v as u32;
+    }
+    fn fresh(start_secs: u64, amount: u128) -> SmallTranche {
+        debug_assert!(start_secs <= u32::MAX as u64 && amount <= u32::MAX as u128);
+        SmallTranche { start_secs: start_secs as u32, amount: amount as u32, released: 0 }
     }
 }
 
@@ -136,6 +160,7 @@ fn slash_in<T: Slot>(d: &mut VecDeque<T>, amount: u128) -> u128 {
 /// Tokens vested but not yet released.
 pub fn releasable(acct: &Account, now_secs: u64, vesting_secs: u64) -> Token {
     Token(match &acct.vesting {
+        Tranches::Small(d) => releasable_in(d, now_secs, vesting_secs),
         Tranches::Narrow(d) => releasable_in(d, now_secs, vesting_secs),
         Tranches::Wide(d) => releasable_in(d, now_secs, vesting_secs),
     })
@@ -144,6 +169,7 @@ pub fn releasable(acct: &Account, now_secs: u64, vesting_secs: u64) -> Token {
 /// Releases everything vested to the balance; drops finished tranches.
 pub fn release(acct: &mut Account, now_secs: u64, vesting_secs: u64) -> Token {
     let total = match &mut acct.vesting {
+        Tranches::Small(d) => release_in(d, now_secs, vesting_secs),
         Tranches::Narrow(d) => release_in(d, now_secs, vesting_secs),
         Tranches::Wide(d) => release_in(d, now_secs, vesting_secs),
     };
@@ -162,15 +188,16 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
         return;
     }
     acct.vesting_unreleased.0 += amount.0;
-    // The narrow storage holds the result only if the reward, added to the
-    // newest tranche, fits in 64 bits.
-    if let Tranches::Narrow(d) = &acct.vesting {
-        let newest = d.back().map_or(0, |t| t.amount as u128);
-        if newest.saturating_add(amount.0) > u64::MAX as u128 {
-            acct.vesting.widen();
-        }
-    }
+    // The storage holds the result only if the reward, added to the newest
+    // tranche, fits its tier (and, for the smallest, so does the start).
+    let newest = match &acct.vesting {
+        Tranches::Small(d) => d.back().map_or(0, |t| t.amount as u128),
+        Tranches::Narrow(d) => d.back().map_or(0, |t| t.amount as u128),
+        Tranches::Wide(_) => 0, // holds anything
+    };
+    acct.vesting.widen_to(TrancheTier::holding(now_secs, newest.saturating_add(amount.0)));
     let rest = match &mut acct.vesting {
+        Tranches::Small(d) => add_in(d, amount.0, now_secs, vesting_secs),
         Tranches::Narrow(d) => add_in(d, amount.0, now_secs, vesting_secs),
         Tranches::Wide(d) => add_in(d, amount.0, now_secs, vesting_secs),
     };
@@ -182,6 +209,7 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
 /// first: unvested rewards stay slashable (after Filecoin).
 pub fn slash_unvested(acct: &mut Account, amount: Token) -> Token {
     let taken = match &mut acct.vesting {
+        Tranches::Small(d) => slash_in(d, amount.0),
         Tranches::Narrow(d) => slash_in(d, amount.0),
         Tranches::Wide(d) => slash_in(d, amount.0),
     };
@@ -214,11 +242,11 @@ mod tests {
     }
 
     #[test]
-    fn narrow_tranches_widen_past_64_bits_and_match_wide_storage_in_value_and_encoding() {
+    fn tranches_move_up_a_tier_when_a_value_would_not_fit_and_match_wide_storage_in_value_and_encoding() {
         let mut narrow = Account::new(PublicKey([1; 32]));
         let mut wide = Account::new(PublicKey([1; 32]));
         wide.vesting.widen();
-        assert!(matches!(narrow.vesting, Tranches::Narrow(_)));
+        assert!(matches!(narrow.vesting, Tranches::Small(_)));
         let (a, b) = (history(&mut narrow), history(&mut wide));
         assert!(matches!(narrow.vesting, Tranches::Wide(_)), "the reward past 64 bits widens");
         assert_eq!(a, b);
@@ -226,21 +254,41 @@ mod tests {
         assert!(narrow.vesting_cache_is_consistent());
         assert_eq!(codec::encode(&narrow), codec::encode(&wide));
 
-        // Rewards that fit stay narrow; either storage encodes and decodes
-        // to the same account.
-        let mut small = Account::new(PublicKey([2; 32]));
-        let mut small_wide = Account::new(PublicKey([2; 32]));
-        small_wide.vesting.widen();
-        for day in 0..40 {
-            add_reward(&mut small, Token(1_000_000 + day as u128), day * DAY, PERIOD);
-            add_reward(&mut small_wide, Token(1_000_000 + day as u128), day * DAY, PERIOD);
+        // Rewards that fit stay in their tier: 32 bits (small), past 32 bits
+        // in amount or start (narrow). Every storage encodes and decodes to
+        // the same account, in the smallest tier that holds it.
+        let cases: [(u128, u64, fn(&Tranches) -> bool); 3] = [
+            (1_000_000, 0, |t| matches!(t, Tranches::Small(_))),
+            (u32::MAX as u128 - 20, 0, |t| matches!(t, Tranches::Narrow(_))), // joins pass 32 bits
+            (1_000_000, u32::MAX as u64, |t| matches!(t, Tranches::Narrow(_))), // starts pass 32 bits
+        ];
+        for (i, (base, t0, tier_ok)) in cases.into_iter().enumerate() {
+            let mut acct = Account::new(PublicKey([2; 32]));
+            let mut acct_wide = Account::new(PublicKey([2; 32]));
+            acct_wide.vesting.widen();
+            for day in 0..40u64 {
+                // Two rewards a day: the second joins the day's tranche.
+                for half in 0..2 {
+                    let now = t0 + day * DAY + half * DAY / 2;
+                    add_reward(&mut acct, Token(base + day as u128), now, PERIOD);
+                    add_reward(&mut acct_wide, Token(base + day as u128), now, PERIOD);
+                }
+                if day % 7 == 3 {
+                    assert_eq!(release(&mut acct, t0 + day * DAY, PERIOD), release(&mut acct_wide, t0 + day * DAY, PERIOD));
+                }
+                if day == 20 {
+                    assert_eq!(slash_unvested(&mut acct, Token(base)), slash_unvested(&mut acct_wide, Token(base)));
+                }
+            }
+            assert!(tier_ok(&acct.vesting), "case {i}: {:?}", acct.vesting.tier());
+            assert_eq!(acct, acct_wide, "case {i}");
+            assert!(acct.vesting_cache_is_consistent());
+            assert_eq!(acct.vesting_in_tranches(), acct_wide.vesting_in_tranches());
+            let bytes = codec::encode(&acct_wide);
+            assert_eq!(bytes, codec::encode(&acct));
+            let back: Account = codec::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+            assert!(tier_ok(&back.vesting), "case {i}: decoded into {:?}", back.vesting.tier());
+            assert_eq!(back, acct);
         }
-        assert!(matches!(small.vesting, Tranches::Narrow(_)));
-        assert_eq!(small, small_wide);
-        let bytes = codec::encode(&small_wide);
-        assert_eq!(bytes, codec::encode(&small));
-        let back: Account = codec::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(back.vesting, Tranches::Narrow(_)));
-        assert_eq!(back, small);
     }
 }
