@@ -1250,8 +1250,8 @@ impl Report<'_> {
             );
         }
         println!(
-            "(SOCKS reply: from the connect to the proxy's CONNECT reply; ours answers once the exit has connected, \
-             shadowsocks-libev's ss-local at once)"
+            "(SOCKS reply: from the connect to the proxy's CONNECT reply; ours (optimistic by default) and \
+             shadowsocks-libev's ss-local both answer before the far end is reached)"
         );
         println!();
     }

@@ -132,15 +132,18 @@ async fn serve_client(
         return Ok(());
     };
     let dest = dest_of(&target);
+    let success = |protocol| match protocol {
+        Protocol::Socks5 => socks::Reply::success(socks::Target::unspecified()).encode(),
+        Protocol::Http => HttpReply::Established.as_bytes().to_vec(),
+    };
+    if !config.wait_for_exit {
+        // Optimistic: the program may send while the tunnel opens.
+        socket.write_all(&success(protocol)).await?;
+    }
     match pool.open(dest, config.wait_for_exit).await {
         Ok((session, stream)) => {
-            match protocol {
-                Protocol::Socks5 => {
-                    socket
-                        .write_all(&socks::Reply::success(socks::Target::unspecified()).encode())
-                        .await?
-                }
-                Protocol::Http => socket.write_all(HttpReply::Established.as_bytes()).await?,
+            if config.wait_for_exit {
+                socket.write_all(&success(protocol)).await?;
             }
             let io = Prefixed {
                 prefix: buf,
@@ -149,6 +152,10 @@ async fn serve_client(
             if session.attach(stream, Box::new(io)).is_err() {
                 return Ok(());
             }
+        }
+        Err(_) if !config.wait_for_exit => {
+            // The reply went out already: closing is the refusal.
+            let _ = socket.shutdown().await;
         }
         Err(e) => {
             let code = e.code();
