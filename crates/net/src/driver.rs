@@ -359,15 +359,16 @@ impl Driver {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PATH_QUEUE);
         let inbound = self.inbound_tx.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; READ_CHUNK_BYTES];
             loop {
-                match read.read(&mut buf).await {
+                // A fresh buffer per read, handed over as it is: no copy.
+                let mut chunk = Vec::with_capacity(READ_CHUNK_BYTES);
+                match read.read_buf(&mut chunk).await {
                     Ok(0) | Err(_) => {
                         let _ = inbound.send((path, None)).await;
                         return;
                     }
-                    Ok(n) => {
-                        if inbound.send((path, Some(buf[..n].to_vec()))).await.is_err() {
+                    Ok(_) => {
+                        if inbound.send((path, Some(chunk))).await.is_err() {
                             return;
                         }
                     }
@@ -717,12 +718,12 @@ impl Driver {
             // not, so a thousand quiet streams hold a few KiB each and a
             // bulk stream reads 64 KiB at a time.
             let mut size = MIN_READ_BYTES;
-            let mut buf = vec![0u8; size];
             loop {
                 let Ok(permit) = credit.clone().acquire_many_owned(READ_CHUNK_BYTES as u32).await else {
                     return;
                 };
-                match read.read(&mut buf[..size]).await {
+                let mut chunk = Vec::with_capacity(size);
+                match read.read_buf(&mut chunk).await {
                     Ok(0) => {
                         let _ = tx.send(Command::StreamEof { stream });
                         return;
@@ -732,16 +733,13 @@ impl Driver {
                         // the bytes; the rest go back now.
                         permit.forget();
                         credit.add_permits(READ_CHUNK_BYTES - n);
-                        if tx.send(Command::StreamBytes { stream, bytes: buf[..n].to_vec() }).is_err() {
+                        if tx.send(Command::StreamBytes { stream, bytes: chunk }).is_err() {
                             return;
                         }
                         if n == size && size < READ_CHUNK_BYTES {
                             size *= 2;
-                            buf.resize(size, 0);
                         } else if n < size / 4 && size > MIN_READ_BYTES {
                             size /= 2;
-                            buf.truncate(size);
-                            buf.shrink_to_fit();
                         }
                     }
                     Err(_) => {
