@@ -95,8 +95,21 @@ impl TestNode {
     }
 }
 
-/// Starts a node whose chain knows channel `nonce` from `client` to it.
+/// Starts a devnet node (loopback allowed, both transports, ephemeral
+/// ports) whose chain knows channel `nonce` from `client` to it.
 async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0).await
+}
+
+async fn start_node_with(
+    label: &str,
+    client: &SigningKey,
+    nonce: u64,
+    policy: ExitPolicy,
+    transports: Vec<Transport>,
+    ports: std::ops::RangeInclusive<u16>,
+) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
@@ -114,10 +127,9 @@ async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
         listen_ip: LOOPBACK,
-        ports: 0..=0,
-        transports: Transport::ALL.to_vec(),
-        // The devnet's test servers live on loopback.
-        policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
+        ports,
+        transports,
+        policy,
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
@@ -137,13 +149,23 @@ async fn start_front_with(
     client: &SigningKey,
     front: FrontConfig,
 ) -> (SocketAddr, Arc<RoutePool>) {
+    start_front_full(routes, transport, client, front, None).await
+}
+
+async fn start_front_full(
+    routes: Vec<Route>,
+    transport: Transport,
+    client: &SigningKey,
+    front: FrontConfig,
+    hop_window: Option<Duration>,
+) -> (SocketAddr, Arc<RoutePool>) {
     let connect = ConnectOptions {
         chain_id: CHAIN.into(),
         key: client.clone(),
         transport,
         net: ClientOptions::default(),
         limits: Limits::default(),
-        hop_window: None,
+        hop_window,
     };
     let pool = RoutePool::start(ClientConfig::new(connect, routes));
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
@@ -212,35 +234,7 @@ async fn curl_through_two_hops_over_tls_and_quic_is_byte_exact() {
 async fn the_exit_refuses_the_lan_and_metadata_addresses() {
     let client = SigningKey::from_label("carol");
     // This exit runs the default policy: no loopback either.
-    let exit = {
-        let key = SigningKey::from_label("exit-3b");
-        let identity = TlsIdentity::from_seed([3; 32]).unwrap();
-        let channels = StaticChannels::default();
-        channels.0.lock().unwrap().insert(
-            channel_id(&client.public(), 0),
-            Channel {
-                client: client.public(),
-                node: key.public(),
-                escrow: Usd(50_000_000),
-                paid: Usd::ZERO,
-                paid_bytes: 0,
-                expires_at_secs: u64::MAX / 2,
-            },
-        );
-        let config = ServerConfig {
-            terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
-            listen_ip: LOOPBACK,
-            ports: 0..=0,
-            transports: vec![Transport::Tls],
-            policy: ExitPolicy::default(),
-            server: ServerOptions::default(),
-            connect_timeout: Duration::from_secs(2),
-            max_sessions: 10,
-        };
-        let receipts = ReceiptBook::in_memory();
-        let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
-        TestNode { server, key, identity, receipts }
-    };
+    let exit = start_node_with("exit-3b", &client, 0, ExitPolicy::default(), vec![Transport::Tls], 0..=0).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     // Waiting for the exit: the refusal comes back as a SOCKS error.
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
@@ -262,7 +256,12 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
         assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
         let out = run(optimistic, url).await.unwrap();
         // curl exit 52 "empty reply from server" or 56 "recv failure".
-        assert!(matches!(out.status.code(), Some(52 | 56)), "{target}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            matches!(out.status.code(), Some(52 | 56)),
+            "{target}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout.is_empty());
     }
 }
@@ -388,59 +387,16 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
         let web = slow_web_server(5).await;
         let client = SigningKey::from_label("erin");
         let base = free_port_range(6);
-        let key = SigningKey::from_label("hopper");
-        let identity = TlsIdentity::from_seed([7; 32]).unwrap();
-        let channels = StaticChannels::default();
-        channels.0.lock().unwrap().insert(
-            channel_id(&client.public(), 0),
-            Channel {
-                client: client.public(),
-                node: key.public(),
-                escrow: Usd(50_000_000),
-                paid: Usd::ZERO,
-                paid_bytes: 0,
-                expires_at_secs: u64::MAX / 2,
-            },
-        );
-        let config = ServerConfig {
-            terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
-            listen_ip: LOOPBACK,
-            ports: base..=base + 5,
-            transports: vec![transport],
-            policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
-            server: ServerOptions::default(),
-            connect_timeout: Duration::from_secs(5),
-            max_sessions: 10,
-        };
-        let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await.unwrap();
-        let hop = Hop {
-            node: key.public(),
-            addr: LOOPBACK,
-            port_first: base,
-            port_last: base + 5,
-            tls_key_pin: identity.pin(),
-            price_usd_micro_per_gib: PRICE,
-            channel: channel_id(&client.public(), 0),
-            escrow: Usd(50_000_000),
-            settled_bytes: 0,
-            settled_usd: Usd::ZERO,
-        };
-        let connect = ConnectOptions {
-            chain_id: CHAIN.into(),
-            key: client.clone(),
-            transport,
-            net: ClientOptions::default(),
-            limits: Limits::default(),
-            hop_window: Some(Duration::from_secs(1)),
-        };
-        let pool = RoutePool::start(ClientConfig::new(connect, vec![Route { relay: None, exit: hop }]));
-        let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-        let front = listener.local_addr().unwrap();
-        tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
+        let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=base + 5).await;
+        let hop = Hop { port_first: base, port_last: base + 5, ..node.hop(transport, &client, 0) };
+        let routes = vec![Route { relay: None, exit: hop }];
+        let (front, _pool) =
+            start_front_full(routes, transport, &client, FrontConfig::default(), Some(Duration::from_secs(1))).await;
         // About 5 s of download: at least three 1 s windows pass mid-stream.
         let body = socks_get(front, web, 4 << 20).await.unwrap();
         assert!(body == pattern(4 << 20), "{transport}: bytes differ after hopping");
-        let ports = server.accepted_per_port();
+        let ports = node.server.accepted_per_port();
         eprintln!("{transport}: connections per port {ports:?}");
         assert!(ports.len() >= 3, "{transport}: the session used only ports {ports:?}");
     }
