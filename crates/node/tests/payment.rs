@@ -130,48 +130,14 @@ async fn download_with(
 async fn a_client_that_stops_paying_gets_exactly_the_credit_window_and_is_paused() {
     let source = firehose().await;
     let client = SigningKey::from_label("freeloader");
-    let key = SigningKey::from_label("exit-unpaid");
-    let identity = TlsIdentity::from_seed([11; 32]).unwrap();
     let escrow = Usd(50_000_000);
-    let channels = StaticChannels::default();
-    let channel = Channel {
-        client: client.public(),
-        node: key.public(),
-        escrow,
-        paid: Usd::ZERO,
-        paid_bytes: 0,
-        expires_at_secs: u64::MAX / 2,
-    };
-    channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
-    let price = 1_000_000;
-    let receipts = ReceiptBook::in_memory();
-    let config = ServerConfig {
-        terms: NodeTerms::new("tollway-unpaid".into(), key.public(), price),
-        listen_ip: LOOPBACK,
-        ports: 0..=0,
-        transports: vec![Transport::Tls],
-        policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
-        server: ServerOptions::default(),
-        connect_timeout: Duration::from_secs(5),
-        max_sessions: 10,
-    };
-    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
-    let addr = server.local_addrs()[0].1;
-    let terms = ClientTerms {
-        chain_id: "tollway-unpaid".into(),
-        node: key.public(),
-        channel: channel_id(&client.public(), 0),
-        key: client.clone(),
-        escrow,
-        settled_bytes: 0,
-        settled_usd: Usd::ZERO,
-        max_price_usd_micro_per_gib: price,
-        limits: Limits::default(),
-    };
+    let node = node_with_channel(&client, "exit-unpaid", escrow, Usd::ZERO).await;
+    let (addr, receipts) = (node.addr, node.receipts.clone());
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
     let dest = Dest::new(Host::Ip(source.ip()), source.port());
 
     // A paying client gets far more than the window.
-    let conn = tollway_net::connect(Transport::Tls, addr, identity.pin(), &ClientOptions::default()).await.unwrap();
+    let conn = tollway_net::connect(Transport::Tls, addr, node.pin, &ClientOptions::default()).await.unwrap();
     let (paid_bytes, _) = download(conn, terms.clone(), dest.clone(), true, Duration::from_secs(3), 8 * MIB).await;
     assert!(paid_bytes >= 8 * MIB, "a paying client got only {paid_bytes} bytes");
     assert!(receipts.latest(&terms.channel).is_some());
@@ -179,7 +145,7 @@ async fn a_client_that_stops_paying_gets_exactly_the_credit_window_and_is_paused
     // The same client, not paying: the window is counted from its newest
     // receipt, which the node holds, so it gets exactly 2 MiB more.
     let baseline = receipts.latest(&terms.channel).unwrap().receipt.cumulative_bytes;
-    let conn = tollway_net::connect(Transport::Tls, addr, identity.pin(), &ClientOptions::default()).await.unwrap();
+    let conn = tollway_net::connect(Transport::Tls, addr, node.pin, &ClientOptions::default()).await.unwrap();
     let mut terms2 = terms.clone();
     terms2.settled_bytes = 0;
     let (got, events) = download(conn, terms2, dest, false, Duration::from_millis(1500), u64::MAX).await;
@@ -196,14 +162,20 @@ async fn a_client_that_stops_paying_gets_exactly_the_credit_window_and_is_paused
     assert!(got >= 2 * MIB - 64 * 1024, "the node served only {got} bytes of the window");
 }
 
-/// A node with one channel from `client` whose chain record says `paid`
-/// micro-USD are settled already; returns the server, its address and pin.
-async fn node_with_channel(
-    client: &SigningKey,
-    label: &str,
-    escrow: Usd,
-    paid: Usd,
-) -> (NodeServer, SocketAddr, [u8; 32], AccountId) {
+/// A running node with one channel from `client`, whose chain record
+/// says `paid` micro-USD are settled already.
+struct TestNode {
+    _server: NodeServer,
+    addr: SocketAddr,
+    pin: [u8; 32],
+    account: AccountId,
+    receipts: Arc<ReceiptBook>,
+}
+
+const CHAIN: &str = "tollway-pay";
+const PRICE: u64 = 1_000_000;
+
+async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: Usd) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
@@ -217,7 +189,7 @@ async fn node_with_channel(
     };
     channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
     let config = ServerConfig {
-        terms: NodeTerms::new("tollway-pay".into(), key.public(), 1_000_000),
+        terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
         listen_ip: LOOPBACK,
         ports: 0..=0,
         transports: vec![Transport::Tls],
@@ -226,9 +198,25 @@ async fn node_with_channel(
         connect_timeout: Duration::from_secs(5),
         max_sessions: 10,
     };
-    let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await.unwrap();
+    let receipts = ReceiptBook::in_memory();
+    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
     let addr = server.local_addrs()[0].1;
-    (server, addr, identity.pin(), key.public())
+    TestNode { _server: server, addr, pin: identity.pin(), account: key.public(), receipts }
+}
+
+/// The client's side of the channel to `node`.
+fn terms_for(client: &SigningKey, node: &TestNode, escrow: Usd, settled_usd: Usd) -> ClientTerms {
+    ClientTerms {
+        chain_id: CHAIN.into(),
+        node: node.account,
+        channel: channel_id(&client.public(), 0),
+        key: client.clone(),
+        escrow,
+        settled_bytes: 0,
+        settled_usd,
+        max_price_usd_micro_per_gib: PRICE,
+        limits: Limits::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,25 +225,15 @@ async fn forged_replayed_stale_and_over_escrow_receipts_are_refused_on_the_wire(
     let client = SigningKey::from_label("payer");
     let escrow = Usd(5_000_000);
     // The chain has settled 1000 micro-USD on the channel already.
-    let (_server, addr, pin, node) = node_with_channel(&client, "exit-receipts", escrow, Usd(1_000)).await;
+    let node = node_with_channel(&client, "exit-receipts", escrow, Usd(1_000)).await;
+    let (addr, pin) = (node.addr, node.pin);
     let channel = channel_id(&client.public(), 0);
-    let terms = ClientTerms {
-        chain_id: "tollway-pay".into(),
-        node,
-        channel,
-        key: client.clone(),
-        escrow,
-        settled_bytes: 0,
-        settled_usd: Usd(1_000),
-        max_price_usd_micro_per_gib: 1_000_000,
-        limits: Limits::default(),
-    };
+    let terms = terms_for(&client, &node, escrow, Usd(1_000));
     let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
     let dest = Dest::new(Host::Ip(source.ip()), source.port());
     let signed = |key: &SigningKey, usd: u128, bytes: u64| {
         Frame::Receipt(
-            Receipt { chain_id: "tollway-pay".into(), channel, cumulative_usd: Usd(usd), cumulative_bytes: bytes }
-                .sign(key),
+            Receipt { chain_id: CHAIN.into(), channel, cumulative_usd: Usd(usd), cumulative_bytes: bytes }.sign(key),
         )
     };
     let mallory = SigningKey::from_label("mallory");
@@ -287,18 +265,9 @@ async fn forged_replayed_stale_and_over_escrow_receipts_are_refused_on_the_wire(
 async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
     let client = SigningKey::from_label("lifter");
     let escrow = Usd(5_000_000);
-    let (_server, addr, pin, node) = node_with_channel(&client, "exit-hello", escrow, Usd::ZERO).await;
-    let terms = ClientTerms {
-        chain_id: "tollway-pay".into(),
-        node,
-        channel: channel_id(&client.public(), 0),
-        key: client.clone(),
-        escrow,
-        settled_bytes: 0,
-        settled_usd: Usd::ZERO,
-        max_price_usd_micro_per_gib: 1_000_000,
-        limits: Limits::default(),
-    };
+    let node = node_with_channel(&client, "exit-hello", escrow, Usd::ZERO).await;
+    let (addr, pin) = (node.addr, node.pin);
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
     let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
     // The hello signs a binding that is not this connection's (as if it
     // were lifted from another connection).
