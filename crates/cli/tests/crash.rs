@@ -143,8 +143,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_tx() {
         // Kill somewhere in 150–900 ms of load: mid-block, mid-fsync, mid-request.
         std::thread::sleep(Duration::from_millis(150 + rng.next() % 750));
         let mut node = node;
-        node.child.kill().unwrap(); // SIGKILL
-        node.child.wait().unwrap();
+        node.daemon.kill(); // SIGKILL
         stop.store(true, Ordering::Relaxed);
         let mut this_round = 0;
         for c in clients {

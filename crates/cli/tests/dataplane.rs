@@ -9,12 +9,11 @@
 
 mod common;
 
-use common::ChainProcess;
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{ChainProcess, Daemon};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn tollway(dir: &Path, args: &[&str]) -> String {
@@ -29,61 +28,6 @@ fn tollway(dir: &Path, args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "tollway {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
-}
-
-/// A long-running `tollway` child, killed when dropped; `start` waits for
-/// a stdout line containing `ready`.
-struct Daemon {
-    child: Child,
-    lines: Vec<String>,
-}
-
-impl Daemon {
-    fn start(dir: &Path, args: &[&str], ready: &str) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut lines = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let done = line.contains(ready);
-                    lines.push(line);
-                    if done {
-                        break;
-                    }
-                }
-                Err(_) => panic!("tollway {args:?} printed no {ready:?} line in 30 s; it printed {lines:?}"),
-            }
-        }
-        Daemon { child, lines }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -17,20 +17,74 @@ pub fn tollway(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// A `tollway chain run` child, killed when dropped (even when a test
-/// assertion panics half-way).
-#[allow(dead_code)] // not every test file starts a chain
-pub struct ChainProcess {
+/// A long-running `tollway` child, killed (SIGKILL) when dropped, even when
+/// a test assertion panics half-way. `start` waits for a stdout line that
+/// contains `ready` and keeps draining stdout so the child never blocks.
+#[allow(dead_code)] // not every test file starts one
+pub struct Daemon {
     pub child: Child,
-    /// `http://127.0.0.1:PORT`
-    pub api: String,
+    /// The stdout lines up to and including the ready line.
+    pub lines: Vec<String>,
 }
 
-impl Drop for ChainProcess {
-    fn drop(&mut self) {
+#[allow(dead_code)]
+impl Daemon {
+    pub fn start(dir: &Path, args: &[&str], ready: &str) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("TOLLWAY_KEY")
+            .env_remove("TOLLWAY_API")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tollway {args:?}: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout pipe"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Daemon { child, lines: Vec::new() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => {
+                    let done = line.contains(ready);
+                    daemon.lines.push(line);
+                    if done {
+                        return daemon;
+                    }
+                }
+                Err(_) => {
+                    let status = daemon.child.try_wait().ok().flatten();
+                    panic!("tollway {args:?} printed no {ready:?} line within 30 s (exit: {status:?}); it printed {:?}", daemon.lines);
+                }
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `tollway chain run` child, killed when dropped.
+#[allow(dead_code)] // not every test file starts a chain
+pub struct ChainProcess {
+    pub daemon: Daemon,
+    /// `http://127.0.0.1:PORT`
+    pub api: String,
 }
 
 #[allow(dead_code)]
@@ -39,33 +93,9 @@ impl ChainProcess {
     /// `listening on http://…` line.
     pub fn start(dir: &Path, home: &Path) -> ChainProcess {
         let home = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
-            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "100ms"])
-            .current_dir(dir)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tollway chain run: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout pipe"));
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stdout so the chain never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-            }
-        });
-        let mut chain = ChainProcess { child, api: String::new() };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => chain.api = url,
-            Err(_) => {
-                let status = chain.child.try_wait().ok().flatten();
-                panic!("tollway chain run printed no `listening on` line within 30 s (exit: {status:?})");
-            }
-        }
-        chain
+        let args = ["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "100ms"];
+        let daemon = Daemon::start(dir, &args, "listening on ");
+        let api = daemon.lines.iter().rev().find_map(|l| l.split("listening on ").nth(1)).unwrap_or("").trim().to_string();
+        ChainProcess { daemon, api }
     }
 }
