@@ -83,6 +83,14 @@ pub struct NodeRunArgs {
     /// Sessions at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_sessions: usize,
+    /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
+    /// A channel is settled when its newest receipt holds at least
+    /// --settle-min-usd more than the chain has settled, or when it expires
+    /// within two periods.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    settle_every: String,
+    #[arg(long, value_name = "USD", default_value = "0.10")]
+    settle_min_usd: String,
 }
 
 pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
@@ -185,6 +193,14 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         max_sessions: a.max_sessions,
     };
     let receipts = ReceiptBook::open(a.home.join("receipts.json"))?;
+    let settle_every = tollway_ledger::params::parse_duration_secs(&a.settle_every)
+        .map_err(|e| anyhow::anyhow!("--settle-every: {e}"))?;
+    let settle_min = tollway_types::amount::Usd::parse_decimal(&a.settle_min_usd)
+        .map_err(|e| anyhow::anyhow!("--settle-min-usd {:?}: {e}", a.settle_min_usd))?;
+    if settle_every > 0 {
+        let (api, key, receipts) = (ApiClient::new(&url)?, key.clone(), receipts.clone());
+        std::thread::spawn(move || settle_loop(&api, &key, &receipts, Duration::from_secs(settle_every), settle_min));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let channels = Arc::new(ChainChannels::new(&url));
@@ -210,6 +226,47 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         server.shutdown();
         Ok(())
     })
+}
+
+/// Settles what the receipt book holds beyond the chain's settlement,
+/// every `every`, for channels with at least `min` unsettled or about to
+/// expire. Runs until the process ends; a failure is reported and retried
+/// next period.
+fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
+    loop {
+        std::thread::sleep(every);
+        let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for receipt in receipts.all() {
+            let r = &receipt.receipt;
+            let channel = match api.channel(&r.channel) {
+                Ok((channel, _)) => channel,
+                Err(e) => {
+                    eprintln!("settle: looking up channel {}: {e:#}", r.channel.short());
+                    continue;
+                }
+            };
+            if r.cumulative_usd <= channel.paid {
+                continue;
+            }
+            let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
+            let expiring = channel.expires_at_secs <= now_secs + 2 * every.as_secs();
+            if unsettled < min && !expiring {
+                continue;
+            }
+            let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
+            match crate::wallet::submit_and_wait(api, key, body, 15_000) {
+                Ok(tx) => println!(
+                    "settled channel {}: {} for {} bytes in total (tx {})",
+                    r.channel.short(),
+                    r.cumulative_usd,
+                    r.cumulative_bytes,
+                    tx.short()
+                ),
+                Err(e) => eprintln!("settle: channel {}: {e:#}", r.channel.short()),
+            }
+            let _ = std::io::stdout().flush();
+        }
+    }
 }
 
 async fn wait_for_stop() {

@@ -381,21 +381,7 @@ impl Wallet {
     /// (with `--json` its status is printed first).
     fn submit(&self, body: TxBody) -> anyhow::Result<Committed> {
         let key = self.key()?;
-        let me = key.public();
-        let status = self.api.status()?;
-        let account = match self.api.account(&me)? {
-            Some((account, _)) => account,
-            None => bail!(
-                "account {me} is not on chain yet: it has never received funds, so it cannot pay a fee \
-                 (ask someone to send it TWY or USD)"
-            ),
-        };
-        let fee = match self.fee {
-            Some(fee) => fee,
-            None => default_fee(&status, &account, &body),
-        };
-        let nonce = account.nonce;
-        let tx = Tx { chain_id: status.chain_id.clone(), signer: me, nonce, fee, body }.sign(&key);
+        let (tx, nonce, fee) = sign_next(&self.api, &key, body, self.fee)?;
         let kind = tx.tx.body.kind();
         let (tx_status, raw) = self.api.submit(&tx, self.wait_ms).map_err(|e| describe_refusal(e, kind))?;
         match tx_status.status.as_str() {
@@ -579,6 +565,39 @@ impl Wallet {
 }
 
 /// Refuse early what the ledger would refuse anyway, with a plainer reason.
+/// Signs `body` as `key`'s next transaction (its nonce from the chain),
+/// with `fee` or the chain's default fee.
+fn sign_next(api: &ApiClient, key: &SigningKey, body: TxBody, fee: Option<Amount>) -> anyhow::Result<(tollway_types::SignedTx, u64, Amount)> {
+    let me = key.public();
+    let status = api.status()?;
+    let account = match api.account(&me)? {
+        Some((account, _)) => account,
+        None => bail!(
+            "account {me} is not on chain yet: it has never received funds, so it cannot pay a fee \
+             (ask someone to send it TWY or USD)"
+        ),
+    };
+    let fee = fee.unwrap_or_else(|| default_fee(&status, &account, &body));
+    let nonce = account.nonce;
+    Ok((Tx { chain_id: status.chain_id.clone(), signer: me, nonce, fee, body }.sign(key), nonce, fee))
+}
+
+/// Submits `body` as `key`'s next transaction and waits up to `wait_ms`
+/// for its block; `Ok` only once it committed. For daemons that settle on
+/// their own (`tollway node run`).
+pub fn submit_and_wait(api: &ApiClient, key: &SigningKey, body: TxBody, wait_ms: u64) -> anyhow::Result<tollway_types::tx::TxId> {
+    let (tx, _, _) = sign_next(api, key, body, None)?;
+    let kind = tx.tx.body.kind();
+    let (status, _) = api.submit(&tx, wait_ms).map_err(|e| describe_refusal(e, kind))?;
+    match status.status.as_str() {
+        "committed" => Ok(status.id),
+        other => {
+            let why = status.error.as_ref().map_or_else(|| other.to_string(), |e| e.message.clone());
+            bail!("{kind} tx {} not committed: {why}", status.id)
+        }
+    }
+}
+
 fn check_receipt(channel: &Channel, me: &PublicKey, cumulative_usd: Usd, bytes: u64) -> anyhow::Result<()> {
     if channel.client != *me {
         bail!(

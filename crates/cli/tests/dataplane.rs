@@ -194,7 +194,9 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
             .collect()
     };
     let args_a = node_args(&a, "exit_a.key");
-    let args_b = node_args(&b, "exit_b.key");
+    let mut args_b = node_args(&b, "exit_b.key");
+    // exit_b settles on its own, every second, whatever it holds.
+    args_b.extend(["--settle-every", "1s", "--settle-min-usd", "0"].map(String::from));
     let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     let _node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     assert!(
@@ -310,6 +312,20 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         receipt["cumulative_usd"], receipt["cumulative_bytes"]
     );
     assert_eq!(settled["paid_bytes"], receipt["cumulative_bytes"], "{settled}");
+
+    // exit_b settled its channel by itself while it served.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let b_paid = loop {
+        let listed = tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "channels", "--json"]);
+        let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+        let paid = channels.as_array().unwrap().iter().find(|c| c["node"] == b.id.as_str()).map_or(0, |c| c["paid_bytes"].as_u64().unwrap_or(0));
+        if paid > 0 || Instant::now() > deadline {
+            break paid;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!("exit_b settled on its own: {b_paid} bytes paid on chain");
+    assert!(b_paid > 1 << 20, "exit_b did not settle by itself: {b_paid} bytes paid");
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }
