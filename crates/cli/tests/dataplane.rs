@@ -79,6 +79,14 @@ fn free_ports(n: u16, avoid: u16) -> u16 {
     panic!("no free ports");
 }
 
+/// `tollway connect` as alice with `route` flags, on a free local port.
+fn start_proxy(dir: &Path, api: &str, route: &[&str]) -> (Daemon, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["connect", "--key", "alice.key", "--api", api, "--listen", &listen];
+    args.extend_from_slice(route);
+    (Daemon::start(dir, &args, "proxy on"), listen)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
@@ -210,24 +218,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // One hop over TLS and over QUIC, SOCKS5 and HTTP CONNECT, byte-exact.
     for transport in ["tls", "quic"] {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let _proxy = Daemon::start(
-            &dir,
-            &[
-                "connect",
-                "--key",
-                "alice.key",
-                "--api",
-                api,
-                "--exit",
-                &a.id,
-                "--listen",
-                &listen,
-                "--transport",
-                transport,
-            ],
-            "proxy on",
-        );
+        let (_proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--transport", transport]);
         let body = curl(&["--socks5-hostname", &listen, &url(3 << 20)]).unwrap();
         assert!(body == pattern(3 << 20), "{transport} SOCKS5: {} bytes or wrong bytes", body.len());
         let body = curl(&["--proxytunnel", "--proxy", &format!("http://{listen}"), &url(1 << 20)]).unwrap();
@@ -236,26 +227,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // Two hops: through exit_b as the relay to exit_a.
     for transport in ["tls", "quic"] {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let _proxy = Daemon::start(
-            &dir,
-            &[
-                "connect",
-                "--key",
-                "alice.key",
-                "--api",
-                api,
-                "--relay",
-                &b.id,
-                "--exit",
-                &a.id,
-                "--listen",
-                &listen,
-                "--transport",
-                transport,
-            ],
-            "proxy on",
-        );
+        let (_proxy, listen) = start_proxy(&dir, api, &["--relay", &b.id, "--exit", &a.id, "--transport", transport]);
         let body = curl(&["--socks5-hostname", &listen, &url(2 << 20)]).unwrap();
         assert!(body == pattern(2 << 20), "two hops over {transport}: {} bytes or wrong bytes", body.len());
     }
@@ -264,12 +236,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // Failover: exit_a first, exit_b second; a bounded loop of requests,
     // exit_a SIGKILLed after the 10th.
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _proxy = Daemon::start(
-        &dir,
-        &["connect", "--key", "alice.key", "--api", api, "--exit", &a.id, "--exit", &b.id, "--listen", &listen],
-        "proxy on",
-    );
+    let (_proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--exit", &b.id]);
     let mut killed_at = None;
     let mut recovered = None;
     let mut failed = 0;
@@ -377,13 +344,8 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
         let _ = s.write_all(&[0x16]);
         slow.push(s);
     }
-    let listen = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let _proxy = Daemon::start(
-        dir,
-        &["connect", "--key", "alice.key", "--api", api, "--exit", &node.id, "--listen", &listen],
-        "proxy on",
-    );
+    let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
     let body = curl(&["--socks5-hostname", &listen, url]).unwrap();
     let took = started.elapsed();
     assert!(body == pattern(100_000), "wrong bytes under abuse");

@@ -28,17 +28,25 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A tiny HTTP/1.1 server: `GET /<n>` answers `n` bytes of a known pattern.
 async fn web_server() -> SocketAddr {
-    web_server_on(LOOPBACK).await
+    web_server_with(LOOPBACK, None).await
 }
 
 async fn web_server_on(ip: IpAddr) -> SocketAddr {
+    web_server_with(ip, None).await
+}
+
+/// A web server that trickles `/n` out over about `secs` seconds.
+async fn slow_web_server(secs: u64) -> SocketAddr {
+    web_server_with(LOOPBACK, Some(Duration::from_secs(secs))).await
+}
+
+/// `GET /<n>`: `n` bytes of `pattern`, at once or in 50 pieces spread over
+/// `spread`.
+async fn web_server_with(ip: IpAddr, spread: Option<Duration>) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                continue;
-            };
+        while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -54,7 +62,17 @@ async fn web_server_on(ip: IpAddr) -> SocketAddr {
                 let body = pattern(n);
                 let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
                 let _ = socket.write_all(reply.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
+                const PIECES: usize = 50;
+                let (step, pause) = match spread {
+                    Some(total) => (n.div_ceil(PIECES).max(1), total / PIECES as u32),
+                    None => (n.max(1), Duration::ZERO),
+                };
+                for part in body.chunks(step) {
+                    if socket.write_all(part).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
                 let _ = socket.shutdown().await;
             });
         }
@@ -345,41 +363,6 @@ fn free_port_range(n: u16) -> u16 {
     panic!("no free port range");
 }
 
-/// A web server that trickles `/n` out over about `secs` seconds.
-async fn slow_web_server(secs: u64) -> SocketAddr {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let line = String::from_utf8_lossy(&head);
-                let n: usize =
-                    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
-                let body = pattern(n);
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
-                let _ = socket.write_all(reply.as_bytes()).await;
-                let chunks = 50;
-                let step = n.div_ceil(chunks);
-                for part in body.chunks(step) {
-                    if socket.write_all(part).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(secs * 1000 / chunks as u64)).await;
-                }
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {

@@ -67,14 +67,7 @@ async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(tls) => tls,
         Err(e) => return Err(verifier.rejection_error().unwrap_or_else(|| handshake_error(e.to_string()))),
     };
-    let conn = tls.get_ref().1;
-    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    if alpn.as_deref() != Some(ALPN_TLS) {
-        return Err(NetError::AlpnMismatch { transport: Transport::Tls, peer, expected: ALPN_TLS, got: alpn });
-    }
-    let channel_binding = conn
-        .export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, None)
-        .map_err(|e| handshake_error(e.to_string()))?;
+    let channel_binding = alpn_and_binding(tls.get_ref().1, peer)?;
     Ok(SecureStream { stream: tokio_rustls::TlsStream::Client(tls), channel_binding, alpn: ALPN_TLS.to_vec() })
 }
 
@@ -88,17 +81,20 @@ pub(crate) async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.tls_server.clone());
     let handshake_error = |reason: String| NetError::Handshake { transport: Transport::Tls, peer, reason };
     let tls = acceptor.accept(stream).await.map_err(|e| handshake_error(e.to_string()))?;
-    let conn = tls.get_ref().1;
+    let channel_binding = alpn_and_binding(tls.get_ref().1, peer)?;
+    Ok(SecureStream { stream: tokio_rustls::TlsStream::Server(tls), channel_binding, alpn: ALPN_TLS.to_vec() })
+}
+
+/// After either side's handshake: the negotiated ALPN must be ours (on the
+/// node, a client that offered none is not one of ours; rustls refuses a
+/// wrong one itself), then the channel binding both ends export.
+fn alpn_and_binding<D>(conn: &rustls::ConnectionCommon<D>, peer: Option<SocketAddr>) -> Result<[u8; 32], NetError> {
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     if alpn.as_deref() != Some(ALPN_TLS) {
-        // A client that offered no ALPN at all (rustls refuses a wrong one
-        // itself): not one of ours.
         return Err(NetError::AlpnMismatch { transport: Transport::Tls, peer, expected: ALPN_TLS, got: alpn });
     }
-    let channel_binding = conn
-        .export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, None)
-        .map_err(|e| handshake_error(e.to_string()))?;
-    Ok(SecureStream { stream: tokio_rustls::TlsStream::Server(tls), channel_binding, alpn: ALPN_TLS.to_vec() })
+    conn.export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, None)
+        .map_err(|e| NetError::Handshake { transport: Transport::Tls, peer, reason: e.to_string() })
 }
 
 /// Client-side TLS inside an established byte stream: for multi-hop, the

@@ -285,6 +285,32 @@ pub fn encode_data(out: &mut Vec<u8>, stream: u32, payload: &[u8]) {
 }
 
 impl Frame {
+    /// The frame's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::ClientHello(_) => "client hello",
+            Frame::ServerHello(_) => "server hello",
+            Frame::Refuse(_) => "refuse",
+            Frame::Open { .. } => "open",
+            Frame::Opened { .. } => "opened",
+            Frame::OpenFailed { .. } => "open failed",
+            Frame::Data { .. } => "data",
+            Frame::Window { .. } => "window",
+            Frame::Fin { .. } => "fin",
+            Frame::Reset { .. } => "reset",
+            Frame::Receipt(_) => "receipt",
+            Frame::ReceiptAccepted { .. } => "receipt accepted",
+            Frame::ReceiptRejected { .. } => "receipt rejected",
+            Frame::Paused { .. } => "paused",
+            Frame::Ping { .. } => "ping",
+            Frame::Pong { .. } => "pong",
+            Frame::Resume(_) => "resume",
+            Frame::ResumeOk => "resume ok",
+            Frame::PathSwitch => "path switch",
+            Frame::GoAway(_) => "go away",
+        }
+    }
+
     /// Appends the frame's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {

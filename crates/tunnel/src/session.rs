@@ -272,7 +272,6 @@ struct Pay {
     metered_bytes: u64,
     /// Newest cumulative bytes paid for (node) or receipted (client).
     paid_bytes: u64,
-    paid_usd: Usd,
     paused: bool,
 }
 
@@ -601,7 +600,7 @@ impl Session {
             (Phase::Handshake, Frame::ServerHello(hello)) => self.on_server_hello(hello),
             (Phase::Handshake | Phase::AwaitChannel, other) => self.violation(format!(
                 "{} before the handshake finished",
-                frame_name(&other)
+                other.name()
             )),
             (Phase::Established, frame) => self.on_established_frame(now, frame),
             (Phase::Closed, _) => {}
@@ -733,7 +732,6 @@ impl Session {
             base_usd,
             metered_bytes: 0,
             paid_bytes: base_bytes,
-            paid_usd: base_usd,
             paused: false,
         };
         let mut view = ch.clone();
@@ -757,7 +755,6 @@ impl Session {
                     base_usd,
                     metered_bytes: 0,
                     paid_bytes: base_bytes,
-                    paid_usd: base_usd,
                     paused: false,
                 });
                 self.phase = Phase::Established;
@@ -867,7 +864,7 @@ impl Session {
                 }
             }
             Frame::PathSwitch => self.on_path_switch(),
-            other => self.violation(format!("unexpected {} frame", frame_name(&other))),
+            other => self.violation(format!("unexpected {} frame", other.name())),
         }
     }
 
@@ -988,7 +985,6 @@ impl Session {
                 }
                 if let Some(pay) = self.pay.as_mut() {
                     pay.paid_bytes = r.cumulative_bytes;
-                    pay.paid_usd = r.cumulative_usd;
                 }
                 self.queue(&Frame::ReceiptAccepted {
                     cumulative_bytes: r.cumulative_bytes,
@@ -1105,7 +1101,6 @@ impl Session {
                 }
                 .sign(&terms.key);
                 pay.paid_bytes = cumulative_bytes;
-                pay.paid_usd = cumulative_usd;
                 self.events.push_back(Event::ReceiptSent {
                     cumulative_bytes,
                     cumulative_usd,
@@ -1412,30 +1407,5 @@ impl Session {
             }
             _ => {}
         }
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::ClientHello(_) => "client hello",
-        Frame::ServerHello(_) => "server hello",
-        Frame::Refuse(_) => "refuse",
-        Frame::Open { .. } => "open",
-        Frame::Opened { .. } => "opened",
-        Frame::OpenFailed { .. } => "open failed",
-        Frame::Data { .. } => "data",
-        Frame::Window { .. } => "window",
-        Frame::Fin { .. } => "fin",
-        Frame::Reset { .. } => "reset",
-        Frame::Receipt(_) => "receipt",
-        Frame::ReceiptAccepted { .. } => "receipt accepted",
-        Frame::ReceiptRejected { .. } => "receipt rejected",
-        Frame::Paused { .. } => "paused",
-        Frame::Ping { .. } => "ping",
-        Frame::Pong { .. } => "pong",
-        Frame::Resume(_) => "resume",
-        Frame::ResumeOk => "resume ok",
-        Frame::PathSwitch => "path switch",
-        Frame::GoAway(_) => "go away",
     }
 }
