@@ -9,13 +9,21 @@
 
 use crate::params::MAX_ORACLES_PER_NODE;
 use crate::state::{AccountIdx, NodeIdx, OracleIdx, State, SubnetKey};
-use std::hint::select_unpredictable;
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash step.
 fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// An oracle's rendezvous score for a node: the top 32 bits of the mixed
+/// pair of keys. Oracles rank by (score, oracle index), highest first; 32
+/// bits leave ties rare (about n²/2³³ for n oracles) and the index breaks
+/// them. A score and an index fit together in one `u64` whose integer
+/// order is the ranking, which is what makes the fast path cheap.
+fn score(node_key: u64, oracle_key: u64) -> u32 {
+    (mix64(node_key ^ oracle_key) >> 32) as u32
 }
 
 fn key64(bytes: &[u8; 32]) -> u64 {
@@ -91,41 +99,33 @@ impl Assigner {
     /// The common case of [`Assigner::assign`], the same result: a node
     /// with one address and no strike from the previous epoch, so an oracle
     /// is eligible exactly when its account and its subnet group differ
-    /// from the node's. No branch depends on a score: each oracle passes
-    /// through `K` compare-and-swap steps (a sorting network's insertion),
-    /// where the branchy top-k loop mispredicted about once per new leader.
+    /// from the node's.
     ///
-    /// The order is the general path's: by score, best first, and among
-    /// equal scores the later oracle first. A candidate comes after every
-    /// held entry in index order, so it takes a slot whose score it equals
-    /// or beats; an entry it pushes down beats the next one by the list's
-    /// order, so the same test (`>=`) moves it on.
+    /// Each oracle becomes one `u64`, its score above its position in
+    /// `keys` plus one (0 if ineligible): all distinct, and ordered as the
+    /// ranking is, since positions follow oracle indices. The top `K` are
+    /// then kept by `K` max/min steps per oracle, with no branch on a score
+    /// (a branchy top-k mispredicted about once per new leader) and short
+    /// dependency chains (each step is one compare and two conditional
+    /// moves, independent of the steps below it for the same oracle).
     fn assign_fast<const K: usize>(&self, node_key: u64, node_account: AccountIdx, node_group: u32) -> Assignment {
         let mine_account = (node_account as u64) << 32;
         let mine_group = node_group as u64;
-        let mut best_score = [0u64; K];
-        let mut best_pos = [0u32; K];
-        let mut n_eligible = 0usize;
+        let mut best = [0u64; K];
         for (j, (&key, &ag)) in self.keys.iter().zip(&self.account_group).enumerate() {
             let eligible = (ag & 0xffff_ffff_0000_0000) != mine_account && (ag & 0xffff_ffff) != mine_group;
-            n_eligible += eligible as usize;
-            let mut score = mix64(node_key ^ key);
-            let mut pos = j as u32;
-            // Empty slots hold score 0, which every eligible candidate
-            // takes (`>=`); what is held beyond `n_eligible` is never read.
-            for t in 0..K {
-                let take = eligible & (score >= best_score[t]);
-                let (held_score, held_pos) = (best_score[t], best_pos[t]);
-                // Conditional moves, not branches: `take` is a coin flip.
-                best_score[t] = select_unpredictable(take, score, held_score);
-                best_pos[t] = select_unpredictable(take, pos, held_pos);
-                score = select_unpredictable(take, held_score, score);
-                pos = select_unpredictable(take, held_pos, pos);
+            let mut v = ((score(node_key, key) as u64) << 32 | (j as u64 + 1)) & (eligible as u64).wrapping_neg();
+            for slot in best.iter_mut() {
+                let held = *slot;
+                *slot = held.max(v);
+                v = held.min(v);
             }
         }
-        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: K.min(n_eligible) };
-        for (slot, &pos) in out.oracles.iter_mut().zip(&best_pos[..out.len]) {
-            *slot = self.oracles[pos as usize].idx;
+        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
+        // Zeros (nobody eligible) sort last: the held entries come first.
+        for &v in best.iter().take_while(|&&v| v != 0) {
+            out.oracles[out.len] = self.oracles[(v as u32 - 1) as usize].idx;
+            out.len += 1;
         }
         out
     }
@@ -189,12 +189,12 @@ impl Assigner {
         // when its score is at least as high: scores alone decide, and
         // `threshold` (the k-th best score once k are held, else 0) rejects
         // most oracles on one comparison, before the eligibility checks.
-        let mut best_score = [0u64; MAX_ORACLES_PER_NODE];
+        let mut best_score = [0u32; MAX_ORACLES_PER_NODE];
         let best_idx = &mut out.oracles;
         let mut len = 0usize;
-        let mut threshold = 0u64;
+        let mut threshold = 0u32;
         for (j, &key) in self.keys.iter().enumerate() {
-            let score = mix64(node_key ^ key);
+            let score = score(node_key, key);
             if score < threshold {
                 continue;
             }
@@ -258,8 +258,8 @@ mod tests {
             // Brute force: the three best scores among the eligible.
             let seed = key64(&w.state.epoch_seed.0) ^ mix64(w.state.epoch);
             let node_key = mix64(seed ^ key64(&crate::testkit::id("n").0));
-            let mut all: Vec<(u64, u32)> = (0..9u32)
-                .map(|o| (mix64(node_key ^ key64(&w.state.oracles[o as usize].operator.0)), o))
+            let mut all: Vec<(u32, u32)> = (0..9u32)
+                .map(|o| (score(node_key, key64(&w.state.oracles[o as usize].operator.0)), o))
                 .collect();
             all.sort_unstable_by(|a, b| b.cmp(a));
             assert_eq!(a, all[..3].iter().map(|x| x.1).collect::<Vec<_>>());
@@ -286,12 +286,12 @@ mod tests {
         };
         let others =
             state.oracles.iter().enumerate().filter(|(i, o)| eligible(o) && !struck.contains(&(*i as OracleIdx))).count();
-        let mut all: Vec<(u64, OracleIdx)> = state
+        let mut all: Vec<(u32, OracleIdx)> = state
             .oracles
             .iter()
             .enumerate()
             .filter(|(i, o)| eligible(o) && (others < k || !struck.contains(&(*i as OracleIdx))))
-            .map(|(i, o)| (mix64(node_key ^ key64(&o.operator.0)), i as OracleIdx))
+            .map(|(i, o)| (score(node_key, key64(&o.operator.0)), i as OracleIdx))
             .collect();
         all.sort_unstable_by(|a, b| b.cmp(a));
         all.into_iter().take(k).map(|x| x.1).collect()
@@ -339,5 +339,34 @@ mod tests {
         w.state.params.oracles_per_node = 5;
         assert_eq!(assigned_oracles(&w.state, 0).len(), 2);
         assert_eq!(assigned_oracles(&w.state, 0), reference(&w.state, 0));
+    }
+
+    /// Equal scores (here: equal keys) rank by oracle index, later first,
+    /// in the fast path as in the rule; ineligible oracles never appear.
+    #[test]
+    fn the_fast_path_breaks_score_ties_by_index_and_skips_the_ineligible() {
+        let keys: Vec<u64> = [7u64, 9, 7, 7, 9, 1, 7, 3].to_vec();
+        let n = keys.len() as u32;
+        let oracles: Vec<EligibleOracle> = (0..n)
+            .map(|j| EligibleOracle { idx: 10 + 2 * j, account: j % 3, subnet: 0, subnet_group: 100 + j % 4 })
+            .collect();
+        let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
+        let a = Assigner { seed: 0, k: 3, keys, oracles, account_group };
+        for node_key in [0u64, 5, 1 << 40, u64::MAX] {
+            for (account, group) in [(0u32, 100u32), (1, 103), (2, 999), (7, 101)] {
+                let mut all: Vec<(u32, OracleIdx)> = a
+                    .oracles
+                    .iter()
+                    .zip(&a.keys)
+                    .filter(|(o, _)| o.account != account && o.subnet_group != group)
+                    .map(|(o, &key)| (score(node_key, key), o.idx))
+                    .collect();
+                all.sort_unstable_by(|x, y| y.cmp(x));
+                let want: Vec<OracleIdx> = all.iter().take(3).map(|x| x.1).collect();
+                assert_eq!(a.assign_fast::<3>(node_key, account, group).as_slice(), &want[..]);
+                let want: Vec<OracleIdx> = all.iter().take(7).map(|x| x.1).collect();
+                assert_eq!(a.assign_fast::<7>(node_key, account, group).as_slice(), &want[..]);
+            }
+        }
     }
 }

@@ -102,8 +102,8 @@ impl TrancheTier {
 /// pass 64 bits), and moved up for good the first time one would not fit.
 /// The storage is not part of the state: equality, the encoding and so
 /// the state root see the same sequence of `Tranche`s in every tier. Fewer
-/// bytes is what makes the supply check's pass over every tranche, after
-/// every epoch, cheap enough.
+/// bytes make every pass over an account's tranches (a release, the
+/// debug builds' supply check) cheaper.
 #[derive(Clone, Debug)]
 pub(crate) enum Tranches {
     Small(std::collections::VecDeque<SmallTranche>),
@@ -235,9 +235,9 @@ pub struct Account {
     /// one arrives (daily epochs). Changed only by `economics::vesting`,
     /// which keeps `vesting_unreleased` equal to its unreleased sum.
     pub(crate) vesting: Tranches,
-    /// The unreleased rewards over all tranches, stored for queries and
-    /// slashes; `vesting_cache_is_consistent` proves it in the property
-    /// tests. The supply check does not trust it: it sums the tranches.
+    /// The unreleased rewards over all tranches, stored for queries,
+    /// slashes and the supply check; `vesting_cache_is_consistent` proves
+    /// it in the property tests (and in the supply check of debug builds).
     pub(crate) vesting_unreleased: Token,
     pub node: Option<NodeIdx>,
     pub oracle: Option<OracleIdx>,
