@@ -177,11 +177,11 @@ pub async fn connect_route(
         .open(dest)
         .await
         .map_err(|e| ConnectError::Relay(e.to_string()))?;
-    let (near, far) = tokio::io::duplex(256 * 1024);
-    first_handle
-        .attach(stream, Box::new(near))
+    let through_relay = first_handle
+        .attach_local(stream)
+        .await
         .map_err(|e| ConnectError::Relay(e.to_string()))?;
-    let inner = tollway_net::connect_tls_over(far, exit.tls_key_pin, &opts.net).await?;
+    let inner = tollway_net::connect_tls_over(through_relay, exit.tls_key_pin, &opts.net).await?;
     let inner_binding = inner.channel_binding();
     let exit_handle = start_session(Box::new(inner), inner_binding, terms(opts, exit)).await?;
     Ok(Connected {

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tollway_tunnel::frame::Resume;
 use tollway_tunnel::session::{ChannelInfo, Event, PathId, Session, SessionError, StreamId};
 use tollway_tunnel::{Dest, ErrorCode};
@@ -88,6 +88,10 @@ enum Command {
     Attach {
         stream: StreamId,
         io: BoxStream,
+    },
+    AttachLocal {
+        stream: StreamId,
+        reply: oneshot::Sender<Option<LocalStream>>,
     },
     AttachPath {
         io: BoxStream,
@@ -200,6 +204,18 @@ impl SessionHandle {
     /// directions have finished.
     pub fn attach(&self, stream: StreamId, io: BoxStream) -> Result<(), OpenError> {
         self.send(Command::Attach { stream, io })
+    }
+
+    /// The stream as an in-process byte stream, with no socket and no pump
+    /// tasks between (see [`LocalStream`]); `None` if the stream is gone or
+    /// already attached.
+    pub async fn attach_local(&self, stream: StreamId) -> Result<LocalStream, OpenError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AttachLocal { stream, reply })?;
+        rx.await
+            .ok()
+            .flatten()
+            .ok_or_else(|| OpenError::SessionGone("the stream is gone or already attached".into()))
     }
 
     /// Client: a new connection to the same node joins the session and
@@ -588,6 +604,22 @@ impl Driver {
                 }
             },
             Command::Attach { stream, io } => self.attach(stream, io),
+            Command::AttachLocal { stream, reply } => {
+                let local = self.streams.get_mut(&stream).and_then(|state| {
+                    Some(LocalStream {
+                        stream,
+                        commands: self.commands_tx.clone(),
+                        incoming: state.to_socket_rx.take()?,
+                        current: Vec::new(),
+                        pos: 0,
+                        received_eof: false,
+                        credit: state.read_credit.clone(),
+                        acquiring: None,
+                        sent_eof: false,
+                    })
+                });
+                let _ = reply.send(local);
+            }
             Command::Connected { stream, result } => match result {
                 Ok(io) if self.streams.contains_key(&stream) => {
                     self.session.accept_stream(stream);
@@ -783,6 +815,126 @@ impl Driver {
         });
         state.tasks.push(reader);
         state.tasks.push(writer);
+    }
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// One end of a tunnel stream inside this process: what the session
+/// delivers for the stream is read from it, what is written to it goes into
+/// the stream. A relayed route runs its inner TLS over one, so the relay
+/// hop's chunks reach the inner TLS as they are: no socket pair or duplex
+/// buffer to copy through, and no pump tasks to hand them on.
+///
+/// Back-pressure is the pumps': a write waits for the stream's read credit
+/// (what the session has not taken yet), and the session's window reopens
+/// as reads consume what it delivered. Dropped before both directions
+/// ended, it resets the stream.
+pub struct LocalStream {
+    stream: StreamId,
+    commands: mpsc::UnboundedSender<Command>,
+    incoming: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    /// The chunk being read, and how far.
+    current: Vec<u8>,
+    pos: usize,
+    received_eof: bool,
+    credit: Arc<Semaphore>,
+    acquiring: Option<Acquire>,
+    sent_eof: bool,
+}
+
+impl AsyncRead for LocalStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        loop {
+            if me.pos < me.current.len() {
+                let n = (me.current.len() - me.pos).min(buf.remaining());
+                buf.put_slice(&me.current[me.pos..me.pos + n]);
+                me.pos += n;
+                if me.pos == me.current.len() {
+                    // The whole chunk is taken: the session may send as
+                    // much again on this stream.
+                    let _ = me.commands.send(Command::Written { stream: me.stream, n: me.current.len() });
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if me.received_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match me.incoming.poll_recv(cx) {
+                Poll::Ready(Some(Some(chunk))) => {
+                    me.current = chunk;
+                    me.pos = 0;
+                }
+                Poll::Ready(Some(None)) => me.received_eof = true,
+                // The driver dropped the stream without a FIN: a reset.
+                Poll::Ready(None) => return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if me.sent_eof {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = data.len().min(READ_CHUNK_BYTES);
+        let acquiring = me
+            .acquiring
+            .get_or_insert_with(|| Box::pin(me.credit.clone().acquire_many_owned(n as u32)));
+        let permit = match acquiring.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => {
+                me.acquiring = None;
+                result.map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?
+            }
+        };
+        // The acquired size may predate a shorter retry: use what it covers.
+        let n = n.min(permit.num_permits());
+        let taken = permit.num_permits();
+        permit.forget();
+        me.credit.add_permits(taken - n);
+        me.commands
+            .send(Command::StreamBytes { stream: me.stream, bytes: data[..n].to_vec() })
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if !me.sent_eof {
+            me.sent_eof = true;
+            let _ = me.commands.send(Command::StreamEof { stream: me.stream });
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LocalStream {
+    fn drop(&mut self) {
+        if !(self.sent_eof && self.received_eof) {
+            let _ = self.commands.send(Command::StreamFailed { stream: self.stream });
+        }
     }
 }
 
