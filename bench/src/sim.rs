@@ -155,9 +155,22 @@ fn scale(quick: bool) -> (u32, u64, u64) {
     }
 }
 
+/// Profiling at another scale (e.g. under cachegrind, where the full run
+/// would take an hour): `TOLLWAY_SIM_CHILD_SCALE=nodes,days,runs`.
+const SCALE_ENV: &str = "TOLLWAY_SIM_CHILD_SCALE";
+
+fn scale_override() -> anyhow::Result<Option<(u32, u64, u64)>> {
+    let Ok(text) = std::env::var(SCALE_ENV) else { return Ok(None) };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    match parts[..] {
+        [n, d, r] => Ok(Some((n.parse()?, d.parse()?, r.parse()?))),
+        _ => anyhow::bail!("{SCALE_ENV} is nodes,days,runs, not {text:?}"),
+    }
+}
+
 /// The child: runs the Monte Carlo and prints its wall time and peak RSS.
 pub fn child(quick: bool) -> anyhow::Result<()> {
-    let (nodes, days, runs) = scale(quick);
+    let (nodes, days, runs) = scale_override()?.unwrap_or(scale(quick));
     let s = scenario(nodes, 1_000, days, runs)?;
     let rss_before = peak_rss_mib();
     let start = Instant::now();

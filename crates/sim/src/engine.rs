@@ -150,6 +150,23 @@ fn quantiles<const N: usize>(v: &mut [f64], fs: [f64; N]) -> [f64; N] {
     out
 }
 
+impl Supply {
+    fn of(ops: &[Operator]) -> Supply {
+        let mut cap = [[0f64; 24]; 8];
+        let mut region_weight = [0f64; 8];
+        for op in ops.iter().filter(|o| o.active) {
+            // Branch-free: an offline hour adds +0.0, which leaves the sum
+            // (never −0.0: it starts at +0.0 and adds non-negatives) as is.
+            let bps = op.serving_bps as f64;
+            for (h, c) in cap[op.region].iter_mut().enumerate() {
+                *c += if op.online_hours >> h & 1 != 0 { bps } else { 0.0 };
+            }
+            region_weight[op.region] += bps * op.online_hours.count_ones() as f64;
+        }
+        Supply { cap, region_weight }
+    }
+}
+
 pub struct Sim {
     pub scenario: Scenario,
     pub state: State,
@@ -175,6 +192,20 @@ pub struct Sim {
     attacker_profit_usd: f64,
     attackers_slashed_twy: f64,
     rows: Vec<EpochRow>,
+    /// What `serve` derives from the active operators alone (capacity
+    /// online per region and UTC hour, each region's capacity-hours): the
+    /// same every day until an operator joins or leaves, which clears it.
+    /// Recomputed in the same order, it is the same bits.
+    supply: Option<Supply>,
+}
+
+/// The active operators' capacity, as `serve` sums it.
+#[derive(Clone, Copy)]
+struct Supply {
+    /// Bit/s online per region and UTC hour.
+    cap: [[f64; 24]; 8],
+    /// Per region: the sum of serving bit/s × hours online.
+    region_weight: [f64; 8],
 }
 
 impl Sim {
@@ -258,6 +289,7 @@ impl Sim {
             attacker_profit_usd: 0.0,
             attackers_slashed_twy: 0.0,
             rows: Vec::new(),
+            supply: None,
         };
         let ctx = sim.ctx();
         for o in 0..p.oracles as usize {
@@ -344,6 +376,7 @@ impl Sim {
         let ctx = self.ctx();
         self.apply(ctx, account, &TxBody::RegisterNode(spec), "a node")?;
         let node = self.state.node_index[&self.state.accounts[account as usize].id];
+        self.supply = None;
         self.ops.push(Operator {
             kind,
             account,
@@ -421,6 +454,7 @@ impl Sim {
             return;
         }
         op.active = false;
+        self.supply = None;
         let account = op.account;
         let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode);
         let staked = self.state.accounts[account as usize].staked;
@@ -545,16 +579,8 @@ impl Sim {
         // Growth is in the consumer count (compounded daily below), so it is
         // not applied again here.
         let shock = self.demand_factor();
-        // Capacity online per region and UTC hour, and each node's weight.
-        let mut cap = [[0f64; 24]; 8];
-        for op in self.ops.iter().filter(|o| o.active) {
-            // Branch-free: an offline hour adds +0.0, which leaves the sum
-            // (never −0.0: it starts at +0.0 and adds non-negatives) as is.
-            let bps = op.serving_bps as f64;
-            for (h, c) in cap[op.region].iter_mut().enumerate() {
-                *c += if op.online_hours >> h & 1 != 0 { bps } else { 0.0 };
-            }
-        }
+        let ops = &self.ops;
+        let Supply { cap, region_weight } = *self.supply.get_or_insert_with(|| Supply::of(ops));
         let mut out = [[0f64; 6]; 8];
         let mut served_share = [0f64; 8];
         for r in 0..8 {
@@ -590,10 +616,6 @@ impl Sim {
         }
         // Pay each node its share of the region's served traffic, in
         // proportion to the capacity-hours it was online.
-        let mut region_weight = [0f64; 8];
-        for op in self.ops.iter().filter(|o| o.active) {
-            region_weight[op.region] += op.serving_bps as f64 * op.online_hours.count_ones() as f64;
-        }
         let ctx = self.ctx();
         let mut paid = [0f64; 8];
         let mut payments = Vec::new();
