@@ -126,11 +126,11 @@ fn time_raw_limit(state: &State) -> (Duration, u128) {
     let stake: Vec<u128> = state.oracles.iter().map(|o| state.accounts[o.account as usize].staked.0.max(1)).collect();
     let mut weights: Vec<u128> = Vec::with_capacity(state.nodes.len());
     let mut total = 0u128;
-    for node in &state.nodes {
+    for (node, node_epoch) in state.nodes.iter().zip(&state.node_epochs) {
         let mut throughput = [(0u64, 0u128); 8];
         let mut uptime = [(0u64, 0u128); 8];
         let (mut n_t, mut n_u) = (0, 0);
-        for slot in node.epoch.reports.iter().take(8) {
+        for slot in node_epoch.reports.iter().take(8) {
             let w = stake[slot.oracle as usize];
             if let MeasurementOutcome::Measured { throughput_bps, .. } = slot.outcome {
                 throughput[n_t] = (throughput_bps, w);
@@ -171,7 +171,7 @@ fn print_table(
     anchor: &[Duration],
     setup: Duration,
 ) {
-    let n_reports: usize = state.nodes.iter().map(|x| x.epoch.reports.len()).sum();
+    let n_reports: usize = state.node_epochs.iter().map(|x| x.reports.len()).sum();
     let ms = |d: Duration| sig3(d.as_secs_f64() * 1e3);
     let yes_no = |ok: bool| if ok { "met" } else { "NOT met" };
     println!();

@@ -160,11 +160,11 @@ pub(crate) fn apply_body(
             if *epoch != state.epoch {
                 return Err(TxError::WrongEpoch { what: "heartbeat", found: *epoch, current: state.epoch });
             }
-            let node = &mut state.nodes[n as usize];
-            if node.epoch.heartbeat {
+            let node_epoch = &mut state.node_epochs[n as usize];
+            if node_epoch.heartbeat {
                 return Err(TxError::DuplicateHeartbeat(*epoch));
             }
-            node.epoch.heartbeat = true;
+            node_epoch.heartbeat = true;
             events.push(Event::Heartbeat { node: me, epoch: *epoch });
             Ok(())
         }
@@ -342,7 +342,6 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         uptime_ppm: 0,
         reputation_ppm: state.params.reputation_initial_ppm,
         strike: None,
-        epoch: NodeEpoch::default(),
         last_reward: Token::ZERO,
         total_rewards: Token::ZERO,
         total_slashed: Token::ZERO,
@@ -359,6 +358,7 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         None => {
             let n = state.nodes.len() as u32;
             state.nodes.push(node);
+            state.node_epochs.push(NodeEpoch::default());
             state.node_index.insert(me, n);
             state.accounts[signer as usize].node = Some(n);
         }
@@ -522,10 +522,10 @@ pub(crate) fn credit_settlement(
     state.accounts[node_account as usize].usd.0 += to_node.0;
     state.burn_queue_usd.0 += to_burn.0;
     if let Some(n) = node {
-        let node = &mut state.nodes[n as usize];
-        node.epoch.settled_usd.0 += amount.0;
-        node.epoch.burn_usd.0 += to_burn.0;
-        let region = &mut state.regions[node.region.index()];
+        let node_epoch = &mut state.node_epochs[n as usize];
+        node_epoch.settled_usd.0 += amount.0;
+        node_epoch.burn_usd.0 += to_burn.0;
+        let region = &mut state.regions[state.nodes[n as usize].region.index()];
         region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
     }
     (to_node, to_burn)
@@ -578,16 +578,17 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
         if !assigner.assign(state, n).contains(o) {
             return Err(bad(format!("this oracle is not assigned to node {} in epoch {}", m.node, state.epoch)));
         }
-        if node.epoch.reports.iter().any(|s| s.oracle == o) || targets.contains(&n) {
+        let reports = &state.node_epochs[n as usize].reports;
+        if reports.iter().any(|s| s.oracle == o) || targets.contains(&n) {
             return Err(bad(format!("node {} already has this oracle's report for this epoch", m.node)));
         }
-        if node.epoch.reports.is_full() {
+        if reports.is_full() {
             return Err(bad(format!("node {} has all the reports it can hold this epoch", m.node)));
         }
         targets.push(n);
     }
     for (m, &n) in report.measurements.iter().zip(&targets) {
-        state.nodes[n as usize].epoch.reports.push(ReportSlot { oracle: o, outcome: m.outcome, uptime_ppm: m.uptime_ppm });
+        state.node_epochs[n as usize].reports.push(ReportSlot { oracle: o, outcome: m.outcome, uptime_ppm: m.uptime_ppm });
     }
     events.push(Event::Reported { oracle: me, epoch: report.epoch, measurements: targets.len() as u32 });
     Ok(())

@@ -42,7 +42,7 @@ pub fn record_report(
     uptime_ppm: u32,
 ) -> Result<(), TxError> {
     let bad = |why: &str| TxError::BadReport { index: 0, why: why.to_string() };
-    let slots = &mut state.nodes[node as usize].epoch.reports;
+    let slots = &mut state.node_epochs[node as usize].reports;
     if uptime_ppm as u128 > PPM {
         return Err(bad("uptime above 1,000,000 ppm"));
     }

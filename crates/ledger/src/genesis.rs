@@ -54,6 +54,7 @@ impl Genesis {
             accounts: Vec::new(),
             node_index: BTreeMap::new(),
             nodes: Vec::new(),
+            node_epochs: Vec::new(),
             subnet_index: BTreeMap::new(),
             oracle_index: BTreeMap::new(),
             oracles: Vec::new(),

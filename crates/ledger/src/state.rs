@@ -73,6 +73,67 @@ impl SmallTranche {
     }
 }
 
+/// Small tranches an account holds inline: a daily reward over a 30-day
+/// vesting keeps about 31 (`economics::vesting`); more move the account to
+/// the next tier, on the heap.
+pub(crate) const INLINE_TRANCHES: usize = 32;
+
+/// Up to `INLINE_TRANCHES` small tranches inside the account record, oldest
+/// first. Every reward touches the newest tranche and a new one pops the
+/// oldest: inline, that is the account's own memory, next to the balances
+/// the same passes touch, instead of a heap buffer reached through a
+/// pointer (a dependent cache miss per account per epoch).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InlineTranches {
+    len: u8,
+    items: [SmallTranche; INLINE_TRANCHES],
+}
+
+impl InlineTranches {
+    const EMPTY: InlineTranches =
+        InlineTranches { len: 0, items: [SmallTranche { start_secs: 0, amount: 0, released: 0 }; INLINE_TRANCHES] };
+
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub(crate) fn is_full(&self) -> bool {
+        self.len() == INLINE_TRANCHES
+    }
+    pub(crate) fn as_slice(&self) -> &[SmallTranche] {
+        &self.items[..self.len()]
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [SmallTranche] {
+        let len = self.len();
+        &mut self.items[..len]
+    }
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, SmallTranche> {
+        self.as_slice().iter()
+    }
+    /// Appends; the caller moves a full list to the next tier first.
+    pub(crate) fn push_back(&mut self, t: SmallTranche) {
+        assert!(!self.is_full(), "inline tranches full: the account should have moved up a tier");
+        self.items[self.len()] = t;
+        self.len += 1;
+    }
+    pub(crate) fn pop_front(&mut self) {
+        let len = self.len();
+        if len > 0 {
+            self.items.copy_within(1..len, 0);
+            self.len -= 1;
+        }
+    }
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&SmallTranche) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len() {
+            if keep(&self.items[i]) {
+                self.items[kept] = self.items[i];
+                kept += 1;
+            }
+        }
+        self.len = kept as u8;
+    }
+}
+
 /// The storage tiers of `Tranches`, smallest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TrancheTier {
@@ -97,7 +158,8 @@ impl TrancheTier {
 
 /// An account's vesting tranches, oldest first. Stored in the smallest
 /// tier that holds every tranche (12 bytes while starts and amounts fit in
-/// 32 bits, 24 while amounts fit in 64, else full `Tranche`s: rewards come
+/// 32 bits, inline while there are at most `INLINE_TRANCHES`; 24 while
+/// amounts fit in 64, else full `Tranche`s: rewards come
 /// from the emission, which would need a cap above 18 trillion tokens to
 /// pass 64 bits), and moved up for good the first time one would not fit.
 /// The storage is not part of the state: equality, the encoding and so
@@ -106,14 +168,14 @@ impl TrancheTier {
 /// debug builds' supply check) cheaper.
 #[derive(Clone, Debug)]
 pub(crate) enum Tranches {
-    Small(std::collections::VecDeque<SmallTranche>),
+    Small(InlineTranches),
     Narrow(std::collections::VecDeque<NarrowTranche>),
     Wide(std::collections::VecDeque<Tranche>),
 }
 
 impl Tranches {
     pub(crate) fn new() -> Tranches {
-        Tranches::Small(std::collections::VecDeque::new())
+        Tranches::Small(InlineTranches::EMPTY)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -173,17 +235,22 @@ impl Tranches {
     fn from_wide(tranches: std::collections::VecDeque<Tranche>) -> Tranches {
         let tier =
             tranches.iter().map(|t| TrancheTier::holding(t.start_secs, t.amount.0.max(t.released.0))).max();
-        match tier.unwrap_or(TrancheTier::Small) {
-            TrancheTier::Small => Tranches::Small(
-                tranches
-                    .iter()
-                    .map(|t| SmallTranche {
+        let mut tier = tier.unwrap_or(TrancheTier::Small);
+        if tier == TrancheTier::Small && tranches.len() > INLINE_TRANCHES {
+            tier = TrancheTier::Narrow;
+        }
+        match tier {
+            TrancheTier::Small => {
+                let mut inline = InlineTranches::EMPTY;
+                for t in &tranches {
+                    inline.push_back(SmallTranche {
                         start_secs: t.start_secs as u32,
                         amount: t.amount.0 as u32,
                         released: t.released.0 as u32,
-                    })
-                    .collect(),
-            ),
+                    });
+                }
+                Tranches::Small(inline)
+            }
             TrancheTier::Narrow => Tranches::Narrow(
                 tranches
                     .iter()
@@ -366,7 +433,11 @@ impl<'a> IntoIterator for &'a Reports {
     }
 }
 
-/// Per-epoch accumulators of a node, reset by `end_epoch`.
+/// Per-epoch accumulators of a node, reset by `end_epoch`. Kept apart
+/// from `Node` (in `State::node_epochs`): reports and payments write them
+/// for every node every epoch, and a dense vector of just these is what
+/// those writes and `end_epoch`'s pass stream through, rather than a line
+/// or two in each large node record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEpoch {
     pub reports: Reports,
@@ -403,7 +474,6 @@ pub struct Node {
     pub uptime_ppm: u32,
     pub reputation_ppm: u32,
     pub strike: Option<Strike>,
-    pub epoch: NodeEpoch,
     pub last_reward: Token,
     pub total_rewards: Token,
     pub total_slashed: Token,
@@ -525,6 +595,9 @@ pub struct State {
     pub accounts: Vec<Account>,
     pub node_index: BTreeMap<AccountId, NodeIdx>,
     pub nodes: Vec<Node>,
+    /// This epoch's accumulators of `nodes[i]`, at the same index (always
+    /// as long as `nodes`).
+    pub node_epochs: Vec<NodeEpoch>,
     pub subnet_index: BTreeMap<SubnetKey, u32>,
     pub oracle_index: BTreeMap<AccountId, OracleIdx>,
     pub oracles: Vec<Oracle>,

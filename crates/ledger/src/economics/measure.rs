@@ -88,7 +88,8 @@ pub fn rho_ppm(claimed_bps: u64, verified_bps: u64) -> u64 {
     if verified_bps == 0 {
         return u64::MAX;
     }
-    (mul_div_floor(claimed_bps as u128, PPM, verified_bps as u128)).min(u64::MAX as u128) as u64
+    // Per node per epoch, twice: the hardware division when it fits.
+    mul_div_floor_fast(claimed_bps as u128, PPM, verified_bps as u128).min(u64::MAX as u128) as u64
 }
 
 /// The latency tier multiplier (after Helium Mobile's speed tiers).
@@ -101,7 +102,7 @@ pub fn latency_multiplier_ppm(latency_us: u32, p: &Params) -> u32 {
 /// The stake factor: linear up to the saturation bond, then flat (Nym).
 pub fn stake_factor_ppm(staked: u128, p: &Params) -> u128 {
     let sat = p.stake_saturation.0.max(1);
-    mul_div_floor(staked.min(sat), PPM, sat)
+    mul_div_floor_fast(staked.min(sat), PPM, sat)
 }
 
 /// Each oracle's weight in the medians: its account's bonded stake, at
@@ -119,11 +120,11 @@ fn aggregate_reports(
     bad: &mut [u32],
 ) -> Aggregate {
     let p = &state.params;
-    let node = &state.nodes[n];
+    let reports = &state.node_epochs[n].reports;
     let mut throughput = Samples::EMPTY;
     let mut latency = Samples::EMPTY;
     let mut uptime = Samples::EMPTY;
-    for slot in &node.epoch.reports {
+    for slot in reports {
         let weight = oracle_weights[slot.oracle as usize];
         match slot.outcome {
             MeasurementOutcome::Measured { throughput_bps, latency_us } => {
@@ -152,7 +153,7 @@ fn aggregate_reports(
         agg.latency_us = latency.weighted_median() as u32;
         // Oracles far from the median deviate; the others did good work.
         let tolerance = ppm_of(median as u128, p.oracle_deviation_tolerance_ppm as u128);
-        for slot in &node.epoch.reports {
+        for slot in reports {
             if let MeasurementOutcome::Measured { throughput_bps, .. } = slot.outcome {
                 let o = slot.oracle as usize;
                 if (throughput_bps as u128).abs_diff(median as u128) > tolerance {
@@ -195,19 +196,20 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
     for n in 0..n_nodes {
         let node = &mut state.nodes[n];
         node.last_reward = tollway_types::Token::ZERO;
-        out.settled_usd[n] = node.epoch.settled_usd.0;
-        out.burn_usd[n] = node.epoch.burn_usd.0;
+        let node_epoch = &state.node_epochs[n];
+        out.settled_usd[n] = node_epoch.settled_usd.0;
+        out.burn_usd[n] = node_epoch.burn_usd.0;
         out.region[n] = node.region.index() as u8;
         out.subnet_group[n] = node.subnet_group;
         if !node.active {
-            node.epoch.reset();
+            state.node_epochs[n].reset();
             continue;
         }
         let agg = aggregate_reports(state, n, &oracle_weights, &mut good, &mut bad);
-        let heartbeat = state.nodes[n].epoch.heartbeat;
+        let heartbeat = state.node_epochs[n].heartbeat;
         // Everything this epoch's steps need from the accumulators is read:
         // reset them for the next epoch here, in the same pass.
-        state.nodes[n].epoch.reset();
+        state.node_epochs[n].reset();
         let p = &state.params;
         let node = &mut state.nodes[n];
         node.uptime_ppm = match agg.uptime_ppm {

@@ -5,7 +5,7 @@
 //! of O(1) work per reward.
 
 use super::mul_div_floor_fast;
-use crate::state::{Account, NarrowTranche, SmallTranche, Tranche, TrancheTier, Tranches};
+use crate::state::{Account, InlineTranches, NarrowTranche, SmallTranche, Tranche, TrancheTier, Tranches};
 use std::collections::VecDeque;
 use tollway_types::Token;
 
@@ -104,25 +104,76 @@ fn vested<T: Slot>(t: &T, now_secs: u64, vesting_secs: u64) -> u128 {
     mul_div_floor_fast(t.amount(), elapsed as u128, vesting_secs as u128)
 }
 
-fn releasable_in<T: Slot>(d: &VecDeque<T>, now_secs: u64, vesting_secs: u64) -> u128 {
-    d.iter().map(|t| vested(t, now_secs, vesting_secs) - t.released()).sum()
+/// A stored list of tranches, oldest first, inline or on the heap: the
+/// rules below are written once for both.
+trait List<T: Slot> {
+    /// The tranches, oldest first, in two parts (a deque's halves).
+    fn halves(&self) -> (&[T], &[T]);
+    fn halves_mut(&mut self) -> (&mut [T], &mut [T]);
+    fn pop_front(&mut self);
+    fn push_back(&mut self, t: T);
+    /// Drops the tranches released in full.
+    fn drop_finished(&mut self);
 }
 
-fn release_in<T: Slot>(d: &mut VecDeque<T>, now_secs: u64, vesting_secs: u64) -> u128 {
+impl<T: Slot> List<T> for VecDeque<T> {
+    fn halves(&self) -> (&[T], &[T]) {
+        self.as_slices()
+    }
+    fn halves_mut(&mut self) -> (&mut [T], &mut [T]) {
+        self.as_mut_slices()
+    }
+    fn pop_front(&mut self) {
+        VecDeque::pop_front(self);
+    }
+    fn push_back(&mut self, t: T) {
+        VecDeque::push_back(self, t);
+    }
+    fn drop_finished(&mut self) {
+        self.retain(|t| t.released() < t.amount());
+    }
+}
+
+impl List<SmallTranche> for InlineTranches {
+    fn halves(&self) -> (&[SmallTranche], &[SmallTranche]) {
+        (self.as_slice(), &[])
+    }
+    fn halves_mut(&mut self) -> (&mut [SmallTranche], &mut [SmallTranche]) {
+        (self.as_mut_slice(), &mut [])
+    }
+    fn pop_front(&mut self) {
+        InlineTranches::pop_front(self);
+    }
+    fn push_back(&mut self, t: SmallTranche) {
+        InlineTranches::push_back(self, t);
+    }
+    fn drop_finished(&mut self) {
+        self.retain(|t| t.released() < t.amount());
+    }
+}
+
+fn releasable_in<T: Slot>(d: &impl List<T>, now_secs: u64, vesting_secs: u64) -> u128 {
+    let (a, b) = d.halves();
+    a.iter().chain(b).map(|t| vested(t, now_secs, vesting_secs) - t.released()).sum()
+}
+
+fn release_in<T: Slot>(d: &mut impl List<T>, now_secs: u64, vesting_secs: u64) -> u128 {
     let mut total = 0u128;
-    for t in d.iter_mut() {
+    let (a, b) = d.halves_mut();
+    for t in a.iter_mut().chain(b.iter_mut()) {
         let v = vested(t, now_secs, vesting_secs);
         total += v - t.released();
         t.set_released(v);
     }
-    d.retain(|t| t.released() < t.amount());
+    d.drop_finished();
     total
 }
 
 /// Returns what a fully vested front tranche released on the way.
-fn add_in<T: Slot>(d: &mut VecDeque<T>, amount: u128, now_secs: u64, vesting_secs: u64) -> u128 {
+fn add_in<T: Slot>(d: &mut impl List<T>, amount: u128, now_secs: u64, vesting_secs: u64) -> u128 {
     let bucket_secs = (vesting_secs / BUCKETS_PER_PERIOD).max(1);
-    match d.back_mut() {
+    let (a, b) = d.halves_mut();
+    match b.last_mut().or(a.last_mut()) {
         Some(last) if now_secs < last.start_secs().saturating_add(bucket_secs) => {
             last.set_amount(last.amount() + amount);
             0
@@ -131,7 +182,8 @@ fn add_in<T: Slot>(d: &mut VecDeque<T>, amount: u128, now_secs: u64, vesting_sec
             // Keep the list short: a fully vested front tranche is released
             // before a new one is pushed (O(1): only that tranche).
             let mut rest = 0;
-            if let Some(front) = d.front() {
+            let (a, b) = d.halves();
+            if let Some(front) = a.first().or(b.first()) {
                 if now_secs >= front.start_secs().saturating_add(vesting_secs) {
                     rest = front.amount() - front.released();
                     d.pop_front();
@@ -143,9 +195,10 @@ fn add_in<T: Slot>(d: &mut VecDeque<T>, amount: u128, now_secs: u64, vesting_sec
     }
 }
 
-fn slash_in<T: Slot>(d: &mut VecDeque<T>, amount: u128) -> u128 {
+fn slash_in<T: Slot>(d: &mut impl List<T>, amount: u128) -> u128 {
     let mut left = amount;
-    for t in d.iter_mut().rev() {
+    let (a, b) = d.halves_mut();
+    for t in a.iter_mut().chain(b.iter_mut()).rev() {
         let take = (t.amount() - t.released()).min(left);
         t.set_amount(t.amount() - take);
         left -= take;
@@ -153,7 +206,7 @@ fn slash_in<T: Slot>(d: &mut VecDeque<T>, amount: u128) -> u128 {
             break;
         }
     }
-    d.retain(|t| t.released() < t.amount());
+    d.drop_finished();
     amount - left
 }
 
@@ -191,11 +244,15 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
     // The storage holds the result only if the reward, added to the newest
     // tranche, fits its tier (and, for the smallest, so does the start).
     let newest = match &acct.vesting {
-        Tranches::Small(d) => d.back().map_or(0, |t| t.amount as u128),
+        Tranches::Small(d) => d.as_slice().last().map_or(0, |t| t.amount as u128),
         Tranches::Narrow(d) => d.back().map_or(0, |t| t.amount as u128),
         Tranches::Wide(_) => 0, // holds anything
     };
     acct.vesting.widen_to(TrancheTier::holding(now_secs, newest.saturating_add(amount.0)));
+    // A full inline list moves to the heap before it could need a slot.
+    if matches!(&acct.vesting, Tranches::Small(d) if d.is_full()) {
+        acct.vesting.widen_to(TrancheTier::Narrow);
+    }
     let rest = match &mut acct.vesting {
         Tranches::Small(d) => add_in(d, amount.0, now_secs, vesting_secs),
         Tranches::Narrow(d) => add_in(d, amount.0, now_secs, vesting_secs),
@@ -290,5 +347,38 @@ mod tests {
             assert!(tier_ok(&back.vesting), "case {i}: decoded into {:?}", back.vesting.tier());
             assert_eq!(back, acct);
         }
+    }
+
+    /// A vesting period of 59 s has 1 s buckets, so rewards every second
+    /// keep 59 tranches: more than fit inline. The account moves to the
+    /// heap tier and stays equal, in value and encoding, to wide storage.
+    #[test]
+    fn more_tranches_than_fit_inline_move_to_the_heap_with_the_same_values() {
+        const SHORT: u64 = 59;
+        let mut acct = Account::new(PublicKey([3; 32]));
+        let mut acct_wide = Account::new(PublicKey([3; 32]));
+        acct_wide.vesting.widen();
+        for now in 0..200u64 {
+            add_reward(&mut acct, Token(1_000 + now as u128), now, SHORT);
+            add_reward(&mut acct_wide, Token(1_000 + now as u128), now, SHORT);
+            if now == 20 {
+                assert!(matches!(acct.vesting, Tranches::Small(_)), "20 tranches fit inline");
+            }
+            if now % 37 == 5 {
+                assert_eq!(release(&mut acct, now, SHORT), release(&mut acct_wide, now, SHORT));
+            }
+            if now == 150 {
+                assert_eq!(slash_unvested(&mut acct, Token(5_000)), slash_unvested(&mut acct_wide, Token(5_000)));
+            }
+        }
+        assert!(matches!(acct.vesting, Tranches::Narrow(_)), "{:?}", acct.vesting.tier());
+        assert!(acct.vesting.len() > crate::state::INLINE_TRANCHES);
+        assert_eq!(acct, acct_wide);
+        assert!(acct.vesting_cache_is_consistent());
+        let bytes = codec::encode(&acct);
+        assert_eq!(bytes, codec::encode(&acct_wide));
+        let back: Account = codec::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(back.vesting, Tranches::Narrow(_)));
+        assert_eq!(back, acct);
     }
 }
