@@ -85,11 +85,23 @@ fn account_id(label: &str) -> AccountId {
 }
 
 fn twy(x: f64) -> Token {
-    Token((x.max(0.0) * 1e6) as u128)
+    Token(base_units(x))
 }
 
 fn usd(x: f64) -> Usd {
-    Usd((x.max(0.0) * 1e6) as u128)
+    Usd(base_units(x))
+}
+
+/// `(x.max(0.0) × 1e6) as u128`, the same value, through a 64-bit
+/// conversion when the amount fits (the soft 128-bit one was a cost per
+/// payment per node per day).
+fn base_units(x: f64) -> u128 {
+    let v = x.max(0.0) * 1e6;
+    if v < 18_446_744_073_709_551_616.0 {
+        v as u64 as u128
+    } else {
+        v as u128
+    }
 }
 
 fn f_twy(t: Token) -> f64 {
@@ -619,7 +631,10 @@ impl Sim {
         let ctx = self.ctx();
         let mut paid = [0f64; 8];
         let mut payments = Vec::new();
-        for (i, op) in self.ops.iter().enumerate() {
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            // The day's income starts at zero here, in this pass over every
+            // operator, rather than in a pass of its own.
+            op.usd_income_epoch = 0.0;
             if !op.active || region_weight[op.region] <= 0.0 {
                 continue;
             }
@@ -751,9 +766,6 @@ impl Sim {
         self.apply_shocks();
         self.attack_phase()?;
         let joined = self.joins()?;
-        for op in self.ops.iter_mut() {
-            op.usd_income_epoch = 0.0;
-        }
         let served = self.serve()?;
         self.measure();
         self.trade();
