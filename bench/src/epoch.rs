@@ -126,7 +126,7 @@ fn time_raw_limit(state: &State) -> (Duration, u128) {
     let stake: Vec<u128> = state.oracles.iter().map(|o| state.accounts[o.account as usize].staked.0.max(1)).collect();
     let mut weights: Vec<u128> = Vec::with_capacity(state.nodes.len());
     let mut total = 0u128;
-    for (node, node_epoch) in state.nodes.iter().zip(&state.node_epochs) {
+    for node_epoch in &state.node_epochs {
         let mut throughput = [(0u64, 0u128); 8];
         let mut uptime = [(0u64, 0u128); 8];
         let (mut n_t, mut n_u) = (0, 0);
