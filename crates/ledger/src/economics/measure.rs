@@ -220,6 +220,9 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             None => 0,
         };
         let mut over_claim = None;
+        // ρ of this epoch's measurement, for the reward cap below too (one
+        // division per node fewer), unless a slash changes the node first.
+        let mut rho_measured = None;
         if let Some(t) = agg.throughput_bps {
             report.measured_nodes += 1;
             node.verified_capacity_bps = t;
@@ -228,6 +231,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             let alpha = p.reputation_alpha_ppm as u128;
             node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
             let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
+            rho_measured = Some(rho);
             if rho > p.rho_slash_min_ppm as u64 {
                 let measuring = &agg.measuring[..agg.n_measuring];
                 let confirmed = matches!(&node.strike,
@@ -243,6 +247,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             }
         }
         if let Some((rho, oracles)) = over_claim {
+            rho_measured = None;
             slash::slash_node(state, n, rho, &oracles, report);
             // The slash took stake from the node's account: if that account
             // is also an oracle's, the oracle weighs less from now on.
@@ -270,7 +275,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
         // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
         let capacity = if verified == 0 {
             0
-        } else if rho_ppm(claimed, verified) <= p.rho_reward_on_claim_max_ppm as u64 {
+        } else if rho_measured.unwrap_or_else(|| rho_ppm(claimed, verified)) <= p.rho_reward_on_claim_max_ppm as u64 {
             claimed
         } else {
             verified
