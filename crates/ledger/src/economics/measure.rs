@@ -49,6 +49,9 @@ impl Samples {
     /// The stake-weighted (lower) median: the smallest value at which the
     /// cumulative weight reaches half the total.
     fn weighted_median(&mut self) -> u64 {
+        if self.len == 3 {
+            return self.weighted_median_of_three();
+        }
         let items = &mut self.items[..self.len];
         // Ties in value may come in any order: the median value is the same.
         // An insertion sort written out: at most `MAX_ORACLES_PER_NODE`
@@ -69,6 +72,27 @@ impl Samples {
             }
         }
         items.last().map_or(0, |x| x.0)
+    }
+}
+
+impl Samples {
+    /// `weighted_median` for three samples (k = 3 oracles, the default):
+    /// the same value, sorted by a network of conditional moves and picked
+    /// without a branch on the values. Sorting three random values with
+    /// branches mispredicted about once per median, three medians per node
+    /// per epoch.
+    fn weighted_median_of_three(&self) -> u64 {
+        use std::hint::select_unpredictable as pick;
+        let ordered = |a: (u64, u128), b: (u64, u128)| {
+            let swap = b.0 < a.0;
+            (pick(swap, b, a), pick(swap, a, b))
+        };
+        let (x0, x1) = ordered(self.items[0], self.items[1]);
+        let (x1, x2) = ordered(x1, self.items[2]);
+        let (x0, x1) = ordered(x0, x1);
+        let total = x0.1 + x1.1 + x2.1;
+        let upper = pick((x0.1 + x1.1) * 2 >= total, x1.0, x2.0);
+        pick(x0.1 * 2 >= total, x0.0, upper)
     }
 }
 
@@ -348,4 +372,41 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
         }
     }
     weights
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The branch-free median of three is the rule's, ties included.
+    #[test]
+    fn the_median_of_three_is_the_sorted_walks() {
+        let mut z = 7u64;
+        let mut next = |m: u64| {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (z >> 33) % m
+        };
+        for case in 0..20_000 {
+            let mut s = Samples::EMPTY;
+            // Few distinct values and weights: many ties and exact halves.
+            let (values, weights) = if case % 2 == 0 { (4, 3) } else { (1 << 40, 1 << 50) };
+            for _ in 0..3 {
+                s.push(next(values), 1 + next(weights) as u128);
+            }
+            let three = s.weighted_median_of_three();
+            // The rule the obvious way: sort, walk the cumulative weight.
+            let mut sorted = s.items[..3].to_vec();
+            sorted.sort_by_key(|x| x.0);
+            let total: u128 = sorted.iter().map(|x| x.1).sum();
+            let mut cumulative = 0;
+            let want = sorted
+                .iter()
+                .find(|x| {
+                    cumulative += x.1;
+                    cumulative * 2 >= total
+                })
+                .map_or(0, |x| x.0);
+            assert_eq!(three, want, "{:?}", &s.items[..3]);
+        }
+    }
 }
