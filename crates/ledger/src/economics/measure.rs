@@ -119,7 +119,11 @@ pub fn rho_ppm(claimed_bps: u64, verified_bps: u64) -> u64 {
 /// The latency tier multiplier (after Helium Mobile's speed tiers).
 pub fn latency_multiplier_ppm(latency_us: u32, p: &Params) -> u32 {
     let ms = latency_us / 1000;
-    let tier = p.latency_tier_max_ms.iter().position(|&max| ms <= max).unwrap_or(4);
+    // The first tier whose maximum is at least `ms`: with the maxima
+    // strictly ascending (`params` validates it), the number of maxima
+    // below `ms`. Counted without a branch: latencies are random per node.
+    debug_assert!(p.latency_tier_max_ms.windows(2).all(|w| w[0] < w[1]));
+    let tier = p.latency_tier_max_ms.iter().map(|&max| (max < ms) as usize).sum::<usize>();
     p.latency_tier_multiplier_ppm[tier]
 }
 
@@ -191,9 +195,21 @@ fn aggregate_reports(
                 }
             }
         }
-        agg.measuring[..agg.n_measuring].sort_unstable();
+        if agg.n_measuring == 3 {
+            let three = sorted3([agg.measuring[0], agg.measuring[1], agg.measuring[2]]);
+            agg.measuring[..3].copy_from_slice(&three);
+        } else {
+            agg.measuring[..agg.n_measuring].sort_unstable();
+        }
     }
     agg
+}
+
+/// Three random oracle indices in order, by min and max: no branch to
+/// mispredict (the common case, as for the medians).
+fn sorted3([a, b, c]: [OracleIdx; 3]) -> [OracleIdx; 3] {
+    let (lo, hi) = (a.min(b), a.max(b));
+    [lo.min(c), hi.min(lo.max(c)), hi.max(c)]
 }
 
 fn disjoint(a: &[OracleIdx], b: &[OracleIdx]) -> bool {
@@ -377,6 +393,25 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted3_sorts_and_latency_tiers_count_as_the_first_tier_that_holds() {
+        for a in 0..5 {
+            for b in 0..5 {
+                for c in 0..5 {
+                    let mut want = [a, b, c];
+                    want.sort_unstable();
+                    assert_eq!(sorted3([a, b, c]), want);
+                }
+            }
+        }
+        let p = Params::default_params();
+        for latency_us in (0..2_000_000).step_by(500) {
+            let ms = latency_us / 1000;
+            let tier = p.latency_tier_max_ms.iter().position(|&max| ms <= max).unwrap_or(4);
+            assert_eq!(latency_multiplier_ppm(latency_us, &p), p.latency_tier_multiplier_ppm[tier], "{latency_us}");
+        }
+    }
 
     /// The branch-free median of three is the rule's, ties included.
     #[test]
