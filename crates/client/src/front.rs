@@ -155,14 +155,17 @@ async fn serve_client(
         Protocol::Http => HttpReply::Established.as_bytes().to_vec(),
     };
     if !config.wait_for_exit {
-        // Optimistic: the program may send while the tunnel opens.
+        // Optimistic: the program may send while the tunnel opens, and the
+        // socket goes to the session with the open.
         socket.write_all(&success(protocol)).await?;
+        let io = Prefixed { prefix: buf, socket };
+        // On a refusal the session closes the socket: that is the refusal.
+        let _ = pool.open_attached(dest, Box::new(io)).await;
+        return Ok(());
     }
-    match pool.open(dest, config.wait_for_exit).await {
+    match pool.open(dest, true).await {
         Ok((session, stream)) => {
-            if config.wait_for_exit {
-                socket.write_all(&success(protocol)).await?;
-            }
+            socket.write_all(&success(protocol)).await?;
             let io = Prefixed {
                 prefix: buf,
                 socket,
@@ -170,10 +173,6 @@ async fn serve_client(
             if session.attach(stream, Box::new(io)).is_err() {
                 return Ok(());
             }
-        }
-        Err(_) if !config.wait_for_exit => {
-            // The reply went out already: closing is the refusal.
-            let _ = socket.shutdown().await;
         }
         Err(e) => {
             let code = e.code();
@@ -307,6 +306,16 @@ impl AsyncWrite for Prefixed {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().socket).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().socket).poll_flush(cx)

@@ -8,7 +8,7 @@ use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Rou
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tollway_net::driver::{OpenError, SessionHandle};
+use tollway_net::driver::{BoxStream, OpenError, SessionHandle};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
 
@@ -171,6 +171,25 @@ impl RoutePool {
                 Ok(stream) => return Ok((session, stream)),
                 Err(OpenError::Refused(code)) => return Err(ClientError::Destination(code)),
                 Err(_) => self.mark_down(index).await,
+            }
+        }
+        Err(ClientError::NoRoute("every route failed".into()))
+    }
+
+    /// [`RoutePool::open`] without waiting for the exit, with the socket
+    /// attached in the same step (the front end's optimistic CONNECT). A
+    /// dead route is marked down and the socket goes to the next one.
+    pub async fn open_attached(&self, dest: Dest, io: BoxStream) -> Result<(), ClientError> {
+        let mut io = io;
+        for _ in 0..=self.config.routes.len() {
+            let (index, session) = self.session().await?;
+            match session.open_attached(dest.clone(), io).await {
+                Ok(_) => return Ok(()),
+                Err((OpenError::Refused(code), _)) => return Err(ClientError::Destination(code)),
+                Err((_, back)) => {
+                    self.mark_down(index).await;
+                    io = back.ok_or_else(|| ClientError::NoRoute("the session stopped holding the socket".into()))?;
+                }
             }
         }
         Err(ClientError::NoRoute("every route failed".into()))

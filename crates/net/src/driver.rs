@@ -13,6 +13,7 @@
 //! - towards a stream's socket: the session's per-stream window (the peer
 //!   may not send more until the writer task reports bytes written).
 
+use bytes::{Buf, Bytes};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -88,6 +89,11 @@ enum Command {
     Attach {
         stream: StreamId,
         io: BoxStream,
+    },
+    OpenAttached {
+        dest: Dest,
+        io: BoxStream,
+        reply: oneshot::Sender<Result<StreamId, (OpenError, Option<BoxStream>)>>,
     },
     AttachLocal {
         stream: StreamId,
@@ -200,6 +206,25 @@ impl SessionHandle {
             .map_err(|_| OpenError::SessionGone("the session closed".into()))?
     }
 
+    /// Client: [`SessionHandle::open_optimistic`] and
+    /// [`SessionHandle::attach`] in one step, so the socket's pumps start
+    /// with the open instead of a round trip to this caller later. On an
+    /// error the socket comes back, for the next route (unless the driver
+    /// stopped holding it).
+    pub async fn open_attached(
+        &self,
+        dest: Dest,
+        io: BoxStream,
+    ) -> Result<StreamId, (OpenError, Option<BoxStream>)> {
+        let gone = || OpenError::SessionGone("the session's driver stopped".into());
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(command)) = self.commands.send(Command::OpenAttached { dest, io, reply }) {
+            let Command::OpenAttached { io, .. } = command else { unreachable!("the command just sent") };
+            return Err((gone(), Some(io)));
+        }
+        rx.await.unwrap_or_else(|_| Err((gone(), None)))
+    }
+
     /// The socket whose bytes `stream` carries; the stream ends when both
     /// directions have finished.
     pub fn attach(&self, stream: StreamId, io: BoxStream) -> Result<(), OpenError> {
@@ -267,9 +292,9 @@ impl SessionHandle {
 
 struct StreamIo {
     /// To the socket's writer task; `None` in the queue means FIN.
-    to_socket: mpsc::UnboundedSender<Option<Vec<u8>>>,
+    to_socket: mpsc::UnboundedSender<Option<Bytes>>,
     /// Taken when the socket is attached.
-    to_socket_rx: Option<mpsc::UnboundedReceiver<Option<Vec<u8>>>>,
+    to_socket_rx: Option<mpsc::UnboundedReceiver<Option<Bytes>>>,
     read_credit: Arc<Semaphore>,
     /// Bytes read from the socket the session has not taken yet.
     pending: VecDeque<Vec<u8>>,
@@ -430,7 +455,7 @@ impl Driver {
             tokio::select! {
                 Some((path, bytes)) = inbound.recv() => {
                     match bytes {
-                        Some(bytes) => self.session.handle_input(Instant::now(), path, &bytes),
+                        Some(bytes) => self.session.handle_input_owned(Instant::now(), path, bytes),
                         None => {
                             if self.writers.contains_key(&path) {
                                 self.session.handle_path_lost(path);
@@ -604,13 +629,23 @@ impl Driver {
                 }
             },
             Command::Attach { stream, io } => self.attach(stream, io),
+            Command::OpenAttached { dest, io, reply } => match self.session.open_stream(dest) {
+                Ok(stream) => {
+                    self.streams.insert(stream, StreamIo::new());
+                    self.attach(stream, io);
+                    let _ = reply.send(Ok(stream));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err((e.into(), Some(io))));
+                }
+            },
             Command::AttachLocal { stream, reply } => {
                 let local = self.streams.get_mut(&stream).and_then(|state| {
                     Some(LocalStream {
                         stream,
                         commands: self.commands_tx.clone(),
                         incoming: state.to_socket_rx.take()?,
-                        current: Vec::new(),
+                        current: Bytes::new(),
                         pos: 0,
                         received_eof: false,
                         credit: state.read_credit.clone(),
@@ -783,18 +818,24 @@ impl Driver {
         });
         let tx = self.commands_tx.clone();
         let writer = tokio::spawn(async move {
+            let mut batch: Vec<Bytes> = Vec::new();
             while let Some(item) = to_socket.recv().await {
-                let Some(mut batch) = item else {
+                let Some(first) = item else {
                     let _ = write.shutdown().await;
                     return;
                 };
                 // Whatever else is already queued goes in the same write: a
                 // 64 KiB read on the far side arrives as four data frames,
-                // and one system call beats four.
+                // and one system call beats four (gathered, not copied).
+                let mut total = first.len();
+                batch.push(first);
                 let mut fin = false;
-                while batch.len() < WRITE_BATCH_BYTES {
+                while total < WRITE_BATCH_BYTES {
                     match to_socket.try_recv() {
-                        Ok(Some(more)) => batch.extend_from_slice(&more),
+                        Ok(Some(more)) => {
+                            total += more.len();
+                            batch.push(more);
+                        }
                         Ok(None) => {
                             fin = true;
                             break;
@@ -802,11 +843,11 @@ impl Driver {
                         Err(_) => break,
                     }
                 }
-                if write.write_all(&batch).await.is_err() || write.flush().await.is_err() {
+                if write_all_chunks(&mut write, &mut batch).await.is_err() || write.flush().await.is_err() {
                     let _ = tx.send(Command::StreamFailed { stream });
                     return;
                 }
-                let _ = tx.send(Command::Written { stream, n: batch.len() });
+                let _ = tx.send(Command::Written { stream, n: total });
                 if fin {
                     let _ = write.shutdown().await;
                     return;
@@ -833,9 +874,9 @@ type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireE
 pub struct LocalStream {
     stream: StreamId,
     commands: mpsc::UnboundedSender<Command>,
-    incoming: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    incoming: mpsc::UnboundedReceiver<Option<Bytes>>,
     /// The chunk being read, and how far.
-    current: Vec<u8>,
+    current: Bytes,
     pos: usize,
     received_eof: bool,
     credit: Arc<Semaphore>,
@@ -936,6 +977,35 @@ impl Drop for LocalStream {
             let _ = self.commands.send(Command::StreamFailed { stream: self.stream });
         }
     }
+}
+
+/// Writes every chunk, in order, with as few (vectored) writes as the
+/// stream takes; `chunks` is empty afterwards.
+async fn write_all_chunks<W: AsyncWrite + Unpin>(write: &mut W, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut first = 0;
+    while first < chunks.len() {
+        let mut written = {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                chunks[first..].iter().take(MAX_SLICES).map(|c| std::io::IoSlice::new(c)).collect();
+            write.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let chunk = &mut chunks[first];
+            if written >= chunk.len() {
+                written -= chunk.len();
+                first += 1;
+            } else {
+                chunk.advance(written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

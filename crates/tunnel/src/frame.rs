@@ -388,17 +388,9 @@ impl Frame {
         let used = HEADER_BYTES + body.len();
         let frame = match kind {
             kind::DATA => {
-                let (id, payload) = body
-                    .split_first_chunk::<4>()
-                    .ok_or_else(|| malformed("data", "no stream id"))?;
-                if payload.len() > MAX_DATA_PAYLOAD_BYTES {
-                    return Err(FrameError::TooLarge {
-                        len: payload.len(),
-                        limit: MAX_DATA_PAYLOAD_BYTES,
-                    });
-                }
+                let (stream, payload) = data_parts(body)?;
                 Frame::Data {
-                    stream: u32::from_be_bytes(*id),
+                    stream,
                     payload: payload.to_vec(),
                 }
             }
@@ -474,6 +466,51 @@ impl Frame {
 
 /// The type byte and body of the frame at the front of `buf`, checking the
 /// declared length before waiting for the body.
+/// The stream and payload of a data frame's body, checked.
+fn data_parts(body: &[u8]) -> Result<(u32, &[u8]), FrameError> {
+    let (id, payload) = body
+        .split_first_chunk::<4>()
+        .ok_or_else(|| malformed("data", "no stream id"))?;
+    if payload.len() > MAX_DATA_PAYLOAD_BYTES {
+        return Err(FrameError::TooLarge {
+            len: payload.len(),
+            limit: MAX_DATA_PAYLOAD_BYTES,
+        });
+    }
+    Ok((u32::from_be_bytes(*id), payload))
+}
+
+/// Byte offset of a data frame's payload within the frame.
+pub const DATA_PAYLOAD_OFFSET: usize = HEADER_BYTES + 4;
+
+/// If `buf` starts with a whole data frame: its stream and the frame's
+/// length (the payload is `buf[DATA_PAYLOAD_OFFSET..len]`), with the checks
+/// of [`Frame::decode`]. `None` for any other frame. Lets a receiver take
+/// the payload out of its own buffer instead of copying it.
+pub fn split_data(buf: &[u8]) -> Result<Option<(u32, usize)>, FrameError> {
+    let (kind, body) = split_frame(buf)?;
+    if kind != kind::DATA {
+        return Ok(None);
+    }
+    let (stream, _) = data_parts(body)?;
+    Ok(Some((stream, HEADER_BYTES + body.len())))
+}
+
+/// How many more bytes the frame begun in `buf` needs: 0 when `buf` holds a
+/// whole frame (or a header that will fail to decode).
+pub fn missing_bytes(buf: &[u8]) -> usize {
+    match buf.first_chunk::<HEADER_BYTES>() {
+        None => HEADER_BYTES - buf.len(),
+        Some(header) => {
+            let len = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+            if len > MAX_BODY_BYTES {
+                return 0;
+            }
+            (HEADER_BYTES + len).saturating_sub(buf.len())
+        }
+    }
+}
+
 pub fn split_frame(buf: &[u8]) -> Result<(u8, &[u8]), FrameError> {
     let Some(header) = buf.first_chunk::<HEADER_BYTES>() else {
         return Err(FrameError::Incomplete);

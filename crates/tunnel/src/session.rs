@@ -17,10 +17,12 @@
 //! `check_receipt` against the channel's escrow.
 
 use crate::dest::Dest;
+use crate::frame;
 use crate::frame::{
     encode_data, ClientHello, ErrorCode, Frame, FrameError, HelloSigned, Refusal, Resume,
     ServerHello, MAX_DATA_PAYLOAD_BYTES, PROTOCOL_VERSION,
 };
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use tollway_ledger::state::Channel;
@@ -145,7 +147,8 @@ pub enum Event {
     /// Bytes for the stream's far end; call `consumed` once written.
     Data {
         stream: StreamId,
-        payload: Vec<u8>,
+        /// A slice of the bytes the path delivered, not a copy.
+        payload: Bytes,
     },
     /// `send` may accept more bytes on this stream now.
     Writable {
@@ -224,6 +227,13 @@ pub enum SessionError {
     Frame(#[from] FrameError),
 }
 
+/// Data payloads at least this long are handed on as slices of the read
+/// buffer; shorter ones are copied. A slice keeps its whole read buffer
+/// (at most the driver's read size, 64 KiB) alive, so a peer sending small
+/// frames in separate reads must not pin a buffer per frame: with this
+/// floor, what a stream's window holds pins at most 8× its size.
+const ZERO_COPY_MIN_PAYLOAD_BYTES: usize = crate::frame::MAX_DATA_PAYLOAD_BYTES / 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Client: hello sent. Node: waiting for the hello.
@@ -236,7 +246,7 @@ enum Phase {
 
 struct Path {
     id: PathId,
-    inbuf: Vec<u8>,
+    inbuf: BytesMut,
     outbuf: Vec<u8>,
     binding: [u8; 32],
     /// Client: the node's ResumeOk has not arrived on this path yet.
@@ -252,7 +262,7 @@ struct Stream {
     /// Consumed bytes not yet announced with a `Window`.
     recv_unannounced: u64,
     /// Node: data held back while unpaid.
-    held: VecDeque<Vec<u8>>,
+    held: VecDeque<Bytes>,
     fin_sent: bool,
     fin_received: bool,
     /// The peer's FIN arrived while data was held.
@@ -363,7 +373,7 @@ impl Session {
             limits,
             paths: vec![Path {
                 id: path,
-                inbuf: Vec::new(),
+                inbuf: BytesMut::new(),
                 outbuf: Vec::new(),
                 binding,
                 awaiting_resume_ok: false,
@@ -537,43 +547,104 @@ impl Session {
         self.parse(now);
     }
 
+    /// As [`Session::handle_input`], taking the read's buffer: data frames
+    /// in it are handed on as slices of it (`Event::Data`), and a frame
+    /// begun in an earlier read is completed with only the bytes it lacks.
+    /// A bulk transfer's bytes are then copied once per frame at most
+    /// instead of twice per byte.
+    pub fn handle_input_owned(&mut self, now: Instant, path: PathId, bytes: Vec<u8>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let Some(index) = self.path_index(path) else {
+            return;
+        };
+        if index != self.recv_path || self.paths[index].awaiting_resume_ok {
+            return self.handle_input(now, path, &bytes);
+        }
+        self.last_received = now;
+        let mut rest = BytesMut::from(Bytes::from(bytes)); // no copy: the buffer is ours alone
+        while !self.paths[index].inbuf.is_empty() && !rest.is_empty() {
+            let missing = frame::missing_bytes(&self.paths[index].inbuf);
+            if missing == 0 {
+                break;
+            }
+            let k = missing.min(rest.len());
+            self.paths[index].inbuf.extend_from_slice(&rest[..k]);
+            rest.advance(k);
+            self.parse(now);
+            if self.phase == Phase::Closed || self.recv_path != index {
+                // Closed, or the path ended with a `PathSwitch`: what else
+                // came on it is not read (as `handle_input` drops it).
+                return;
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        if self.paths[index].inbuf.is_empty() {
+            self.paths[index].inbuf = rest;
+        } else {
+            self.paths[index].inbuf.extend_from_slice(&rest);
+        }
+        self.parse(now);
+    }
+
     /// Parses whole frames from the path being read, in order, following a
     /// `PathSwitch` to the next path.
     fn parse(&mut self, now: Instant) {
-        let mut offset = 0;
         loop {
             if self.phase == Phase::Closed {
                 return;
             }
             let index = self.recv_path;
-            match Frame::decode(&self.paths[index].inbuf[offset..]) {
+            if self.phase == Phase::Established {
+                // Data frames leave the buffer as slices of it: no copy.
+                match frame::split_data(&self.paths[index].inbuf) {
+                    Ok(Some((stream, len))) => {
+                        let inbuf = &mut self.paths[index].inbuf;
+                        let payload = if len - frame::DATA_PAYLOAD_OFFSET >= ZERO_COPY_MIN_PAYLOAD_BYTES {
+                            let mut payload = inbuf.split_to(len).freeze();
+                            payload.advance(frame::DATA_PAYLOAD_OFFSET);
+                            payload
+                        } else {
+                            let payload = Bytes::copy_from_slice(&inbuf[frame::DATA_PAYLOAD_OFFSET..len]);
+                            inbuf.advance(len);
+                            payload
+                        };
+                        self.on_data(stream, payload);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(FrameError::Incomplete) => return,
+                    Err(e) => return self.violation(e.to_string()),
+                }
+            }
+            match Frame::decode(&self.paths[index].inbuf) {
                 Ok((Frame::PathSwitch, _)) => {
                     // Nothing more comes on this path; read the next one
                     // from its first buffered byte.
                     self.paths[index].inbuf.clear();
-                    offset = 0;
                     self.handle_frame(now, Frame::PathSwitch);
                 }
                 Ok((frame, used)) => {
-                    offset += used;
+                    self.paths[index].inbuf.advance(used);
                     self.handle_frame(now, frame);
                 }
-                Err(FrameError::Incomplete) => break,
+                Err(FrameError::Incomplete) => return,
                 Err(e) => {
                     self.violation(e.to_string());
                     return;
                 }
             }
         }
-        let index = self.recv_path;
-        self.paths[index].inbuf.drain(..offset);
     }
 
     fn take_resume_ok(&mut self, index: usize) {
         match Frame::decode(&self.paths[index].inbuf) {
             Err(FrameError::Incomplete) => {}
             Ok((Frame::ResumeOk, used)) => {
-                self.paths[index].inbuf.drain(..used);
+                self.paths[index].inbuf.advance(used);
                 self.paths[index].awaiting_resume_ok = false;
                 // Make-before-break: the marker ends the old path, then
                 // everything goes on the new one.
@@ -817,7 +888,7 @@ impl Session {
     fn on_established_frame(&mut self, now: Instant, frame: Frame) {
         let is_node = self.is_node();
         match frame {
-            Frame::Data { stream, payload } => self.on_data(stream, payload),
+            Frame::Data { stream, payload } => self.on_data(stream, Bytes::from(payload)),
             Frame::Window { stream, bytes } => {
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.send_credit += u64::from(bytes);
@@ -891,7 +962,7 @@ impl Session {
         self.events.push_back(Event::OpenRequested { stream, dest });
     }
 
-    fn on_data(&mut self, stream: StreamId, payload: Vec<u8>) {
+    fn on_data(&mut self, stream: StreamId, payload: Bytes) {
         let is_node = self.is_node();
         let Some(s) = self.streams.get_mut(&stream) else {
             // A stream we reset may still have bytes in flight.
@@ -1164,7 +1235,7 @@ impl Session {
         let proof = resume_proof(&self.secret, &binding);
         let mut p = Path {
             id: path,
-            inbuf: Vec::new(),
+            inbuf: BytesMut::new(),
             outbuf: Vec::new(),
             binding,
             awaiting_resume_ok: true,
@@ -1201,7 +1272,7 @@ impl Session {
         }
         let mut p = Path {
             id: path,
-            inbuf: Vec::new(),
+            inbuf: BytesMut::new(),
             outbuf: Vec::new(),
             binding,
             awaiting_resume_ok: false,

@@ -35,6 +35,8 @@ struct Pair {
     client_got: BTreeMap<StreamId, Vec<u8>>,
     node_got: BTreeMap<StreamId, Vec<u8>>,
     max_unpaid_bytes: u64,
+    /// Reads handed over so far: picks where the next one is cut.
+    reads: u64,
 }
 
 fn keep(_: &Frame) -> bool {
@@ -101,6 +103,7 @@ impl Pair {
             client_got: BTreeMap::new(),
             node_got: BTreeMap::new(),
             max_unpaid_bytes: 0,
+            reads: 0,
         }
     }
 
@@ -110,11 +113,11 @@ impl Pair {
             let mut moved = false;
             while let Some((path, bytes)) = self.client.poll_transmit() {
                 let bytes = filter(&bytes, self.drop_client_frame);
-                self.node.handle_input(self.now, path, &bytes);
+                deliver(&mut self.node, self.now, path, bytes, &mut self.reads);
                 moved = true;
             }
             while let Some((path, bytes)) = self.node.poll_transmit() {
-                self.client.handle_input(self.now, path, &bytes);
+                deliver(&mut self.client, self.now, path, bytes, &mut self.reads);
                 moved = true;
             }
             while let Some(e) = self.node.poll_event() {
@@ -222,6 +225,30 @@ impl Pair {
     }
 }
 
+/// Hands `bytes` to `to` as a driver's reads would: cut at varying points
+/// (whole, a few bytes, up to 40 KiB, so frames straddle reads), some
+/// owned (`handle_input_owned`, the driver's path) and some borrowed.
+fn deliver(to: &mut Session, now: Instant, path: PathId, bytes: Vec<u8>, reads: &mut u64) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        *reads += 1;
+        let x = reads.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let cut = match x >> 60 & 3 {
+            0 => rest.len(),
+            1 => 1 + (x >> 8) as usize % 7,
+            _ => 1 + (x >> 8) as usize % (40 * 1024),
+        }
+        .min(rest.len());
+        let tail = rest.split_off(cut);
+        if x >> 59 & 1 == 0 {
+            to.handle_input_owned(now, path, rest);
+        } else {
+            to.handle_input(now, path, &rest);
+        }
+        rest = tail;
+    }
+}
+
 /// Re-encodes `bytes` (whole frames) without the frames `drop` picks.
 fn filter(bytes: &[u8], drop: fn(&Frame) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
@@ -291,6 +318,27 @@ fn bytes_cross_both_ways_byte_exact_and_receipts_pay_for_them() {
         tollway_ledger::cost_of_bytes(PRICE, last.cumulative_bytes)
     );
     assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+#[test]
+fn small_and_large_writes_arrive_byte_exact_however_the_reads_cut_them() {
+    // Payloads below 8 KiB are copied out of the read buffer, larger ones
+    // are slices of it: both, in every order, across reads cut anywhere.
+    let mut pair = Pair::established(Usd(10_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    for from_client in [false, true] {
+        let data = pattern(700 * 1024 + 5, 3 + from_client as u8);
+        let (mut sent, mut k) = (0, 0);
+        while sent < data.len() {
+            k += 1;
+            let size = [1, 100, 4095, 8192, 8200, 16384, 30000][k % 7].min(data.len() - sent);
+            assert_eq!(pair.pump(s, &data[sent..sent + size], from_client), size);
+            sent += size;
+        }
+        let got = if from_client { &pair.node_got } else { &pair.client_got };
+        assert!(got.get(&s).map(Vec::as_slice) == Some(&data[..]), "bytes differ (from the client: {from_client})");
+    }
 }
 
 #[test]
