@@ -264,7 +264,9 @@ fn check_node_session(data: &[u8]) {
             Err(_) => rest.len().div_ceil(2),
         };
         t += Duration::from_millis(1);
-        session.handle_input(t, 1, &rest[..n]);
+        // Owned reads, as the driver hands them over (data payloads are
+        // then slices of these buffers).
+        session.handle_input_owned(t, 1, rest[..n].to_vec());
         drain(&mut session, t);
         rest = &rest[n..];
     }
