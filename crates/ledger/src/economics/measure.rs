@@ -5,7 +5,7 @@
 
 use super::{mul_div_floor_fast, ppm_of, slash, EpochReport, RegionSummary};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
-use crate::state::{OracleIdx, State, Strike};
+use crate::state::{OracleIdx, ReportSlot, State, Strike};
 use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
 
 /// What aggregation leaves for the rest of the epoch.
@@ -76,24 +76,52 @@ impl Samples {
 }
 
 impl Samples {
-    /// `weighted_median` for three samples (k = 3 oracles, the default):
-    /// the same value, sorted by a network of conditional moves and picked
-    /// without a branch on the values. Sorting three random values with
-    /// branches mispredicted about once per median, three medians per node
-    /// per epoch.
     fn weighted_median_of_three(&self) -> u64 {
-        use std::hint::select_unpredictable as pick;
-        let ordered = |a: (u64, u128), b: (u64, u128)| {
-            let swap = b.0 < a.0;
-            (pick(swap, b, a), pick(swap, a, b))
-        };
-        let (x0, x1) = ordered(self.items[0], self.items[1]);
-        let (x1, x2) = ordered(x1, self.items[2]);
-        let (x0, x1) = ordered(x0, x1);
-        let total = x0.1 + x1.1 + x2.1;
-        let upper = pick((x0.1 + x1.1) * 2 >= total, x1.0, x2.0);
-        pick(x0.1 * 2 >= total, x0.0, upper)
+        median_of_three([self.items[0], self.items[1], self.items[2]])
     }
+}
+
+/// `Samples::weighted_median` of three (value, weight) samples (k = 3
+/// oracles, the default): the same value, sorted by a network of
+/// conditional moves and picked without a branch on the values. Sorting
+/// three random values with branches mispredicted about once per median,
+/// three medians per node per epoch.
+fn median_of_three(samples: [(u64, u128); 3]) -> u64 {
+    use std::hint::select_unpredictable as pick;
+    let ordered = |a: (u64, u128), b: (u64, u128)| {
+        let swap = b.0 < a.0;
+        (pick(swap, b, a), pick(swap, a, b))
+    };
+    let (x0, x1) = ordered(samples[0], samples[1]);
+    let (x1, x2) = ordered(x1, samples[2]);
+    let (x0, x1) = ordered(x0, x1);
+    let total = x0.1 + x1.1 + x2.1;
+    let upper = pick((x0.1 + x1.1) * 2 >= total, x1.0, x2.0);
+    pick(x0.1 * 2 >= total, x0.0, upper)
+}
+
+/// The uptime, throughput and latency medians of exactly three reports
+/// that all measured the node (the common case), straight from the slots:
+/// what three-sample `Samples` lists would give, without filling three
+/// lists of seven for every node every epoch. `None` otherwise.
+fn medians_of_three_measured(reports: &[ReportSlot], weights: &[u128]) -> Option<(u64, u64, u64)> {
+    use MeasurementOutcome::Measured;
+    let [a, b, c] = reports else { return None };
+    let (
+        Measured { throughput_bps: t0, latency_us: l0 },
+        Measured { throughput_bps: t1, latency_us: l1 },
+        Measured { throughput_bps: t2, latency_us: l2 },
+    ) = (a.outcome, b.outcome, c.outcome)
+    else {
+        return None;
+    };
+    let w = [weights[a.oracle as usize], weights[b.oracle as usize], weights[c.oracle as usize]];
+    let uptime = [a.uptime_ppm as u64, b.uptime_ppm as u64, c.uptime_ppm as u64];
+    Some((
+        median_of_three([(uptime[0], w[0]), (uptime[1], w[1]), (uptime[2], w[2])]),
+        median_of_three([(t0, w[0]), (t1, w[1]), (t2, w[2])]),
+        median_of_three([(l0 as u64, w[0]), (l1 as u64, w[1]), (l2 as u64, w[2])]),
+    ))
 }
 
 struct Aggregate {
@@ -149,21 +177,6 @@ fn aggregate_reports(
 ) -> Aggregate {
     let p = &state.params;
     let reports = &state.node_epochs[n].reports;
-    let mut throughput = Samples::EMPTY;
-    let mut latency = Samples::EMPTY;
-    let mut uptime = Samples::EMPTY;
-    for slot in reports {
-        let weight = oracle_weights[slot.oracle as usize];
-        match slot.outcome {
-            MeasurementOutcome::Measured { throughput_bps, latency_us } => {
-                throughput.push(throughput_bps, weight);
-                latency.push(latency_us as u64, weight);
-                uptime.push(slot.uptime_ppm as u64, weight);
-            }
-            MeasurementOutcome::Unreachable => uptime.push(slot.uptime_ppm as u64, weight),
-            MeasurementOutcome::OracleError => {}
-        }
-    }
     let quorum = p.min_reports as usize;
     let mut agg = Aggregate {
         throughput_bps: None,
@@ -172,13 +185,39 @@ fn aggregate_reports(
         measuring: [0; MAX_ORACLES_PER_NODE],
         n_measuring: 0,
     };
-    if uptime.len >= quorum {
-        agg.uptime_ppm = Some(uptime.weighted_median() as u32);
-    }
-    if throughput.len >= quorum {
-        let median = throughput.weighted_median();
+    // (throughput, latency) medians when enough oracles measured the node.
+    let measured = if let Some((uptime, throughput, latency)) =
+        medians_of_three_measured(reports.as_slice(), oracle_weights)
+    {
+        // Three samples of each, as the lists below would hold.
+        (3 >= quorum).then(|| {
+            agg.uptime_ppm = Some(uptime as u32);
+            (throughput, latency)
+        })
+    } else {
+        let mut throughput = Samples::EMPTY;
+        let mut latency = Samples::EMPTY;
+        let mut uptime = Samples::EMPTY;
+        for slot in reports {
+            let weight = oracle_weights[slot.oracle as usize];
+            match slot.outcome {
+                MeasurementOutcome::Measured { throughput_bps, latency_us } => {
+                    throughput.push(throughput_bps, weight);
+                    latency.push(latency_us as u64, weight);
+                    uptime.push(slot.uptime_ppm as u64, weight);
+                }
+                MeasurementOutcome::Unreachable => uptime.push(slot.uptime_ppm as u64, weight),
+                MeasurementOutcome::OracleError => {}
+            }
+        }
+        if uptime.len >= quorum {
+            agg.uptime_ppm = Some(uptime.weighted_median() as u32);
+        }
+        (throughput.len >= quorum).then(|| (throughput.weighted_median(), latency.weighted_median()))
+    };
+    if let Some((median, latency)) = measured {
         agg.throughput_bps = Some(median);
-        agg.latency_us = latency.weighted_median() as u32;
+        agg.latency_us = latency as u32;
         // Oracles far from the median deviate; the others did good work.
         let tolerance = ppm_of(median as u128, p.oracle_deviation_tolerance_ppm as u128);
         for slot in reports {
@@ -411,6 +450,42 @@ mod tests {
             let tier = p.latency_tier_max_ms.iter().position(|&max| ms <= max).unwrap_or(4);
             assert_eq!(latency_multiplier_ppm(latency_us, &p), p.latency_tier_multiplier_ppm[tier], "{latency_us}");
         }
+    }
+
+    /// Three measurements: the medians from the slots are those of the
+    /// sample lists; any other mix of reports takes the lists.
+    #[test]
+    fn medians_of_three_measurements_are_the_sample_lists_medians() {
+        let weights: Vec<u128> = vec![1, 2, 3, 5, 8, 1 << 70];
+        let mut z = 11u64;
+        let mut next = |m: u64| {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (z >> 33) % m
+        };
+        for _ in 0..5_000 {
+            let slots: Vec<ReportSlot> = (0..3)
+                .map(|_| ReportSlot {
+                    oracle: next(weights.len() as u64) as OracleIdx,
+                    outcome: MeasurementOutcome::Measured { throughput_bps: next(5), latency_us: next(4) as u32 },
+                    uptime_ppm: next(3) as u32,
+                })
+                .collect();
+            let (mut t, mut l, mut u) = (Samples::EMPTY, Samples::EMPTY, Samples::EMPTY);
+            for s in &slots {
+                let w = weights[s.oracle as usize];
+                if let MeasurementOutcome::Measured { throughput_bps, latency_us } = s.outcome {
+                    t.push(throughput_bps, w);
+                    l.push(latency_us as u64, w);
+                }
+                u.push(s.uptime_ppm as u64, w);
+            }
+            let want = (u.weighted_median(), t.weighted_median(), l.weighted_median());
+            assert_eq!(medians_of_three_measured(&slots, &weights), Some(want), "{slots:?}");
+        }
+        let unreachable = ReportSlot { oracle: 0, outcome: MeasurementOutcome::Unreachable, uptime_ppm: 0 };
+        let measured = ReportSlot { outcome: MeasurementOutcome::Measured { throughput_bps: 1, latency_us: 1 }, ..unreachable };
+        assert_eq!(medians_of_three_measured(&[measured, measured, unreachable], &weights), None);
+        assert_eq!(medians_of_three_measured(&[measured, measured], &weights), None);
     }
 
     /// The branch-free median of three is the rule's, ties included.
