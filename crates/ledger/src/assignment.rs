@@ -17,13 +17,31 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// An oracle's rendezvous score for a node: the top 32 bits of the mixed
-/// pair of keys. Oracles rank by (score, oracle index), highest first; 32
-/// bits leave ties rare (about n²/2³³ for n oracles) and the index breaks
-/// them. A score and an index fit together in one `u64` whose integer
-/// order is the ranking, which is what makes the fast path cheap.
-fn score(node_key: u64, oracle_key: u64) -> u32 {
-    (mix64(node_key ^ oracle_key) >> 32) as u32
+/// A 32-bit hash step with low bias (Wellons' "lowbias32"), a bijection:
+/// in 32-bit lanes, so the scores of many oracles are computed together.
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// A node's or an oracle's key for this epoch: its account key mixed with
+/// the epoch seed, 32 bits. Drawn afresh each epoch, so nobody can pick an
+/// account whose key collides with another's (which would give the two the
+/// same score for every node) or favours some nodes.
+fn epoch_key(seed: u64, account_key: u64) -> u32 {
+    (mix64(seed ^ account_key) >> 32) as u32
+}
+
+/// An oracle's rendezvous score for a node, from their epoch keys. Oracles
+/// rank by (score, oracle index), highest first; 32 bits leave ties rare
+/// (about n²/2³³ for n oracles) and the index breaks them. A score and an
+/// index fit together in one `u64` whose integer order is the ranking,
+/// which is what makes the fast path cheap.
+fn score(node_key: u32, oracle_key: u32) -> u32 {
+    mix32(node_key ^ oracle_key)
 }
 
 fn key64(bytes: &[u8; 32]) -> u64 {
@@ -64,7 +82,8 @@ struct EligibleOracle {
 pub struct Assigner {
     seed: u64,
     k: usize,
-    keys: Vec<u64>,
+    /// Epoch keys (`epoch_key`).
+    keys: Vec<u32>,
     oracles: Vec<EligibleOracle>,
     /// Per eligible oracle, in the order of `keys`: its account and subnet
     /// group, packed as `account << 32 | subnet_group`, for the fast path's
@@ -75,10 +94,11 @@ pub struct Assigner {
 impl Assigner {
     pub fn new(state: &State) -> Assigner {
         let epoch = state.epoch;
+        let seed = key64(&state.epoch_seed.0) ^ mix64(epoch);
         let mut keys = Vec::new();
         let mut oracles = Vec::new();
         for (i, o) in state.oracles.iter().enumerate().filter(|(_, o)| o.eligible(epoch)) {
-            keys.push(key64(&o.operator.0));
+            keys.push(epoch_key(seed, key64(&o.operator.0)));
             oracles.push(EligibleOracle {
                 idx: i as OracleIdx,
                 account: o.account,
@@ -88,7 +108,7 @@ impl Assigner {
         }
         let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
         Assigner {
-            seed: key64(&state.epoch_seed.0) ^ mix64(epoch),
+            seed,
             k: (state.params.oracles_per_node as usize).min(MAX_ORACLES_PER_NODE),
             keys,
             oracles,
@@ -111,14 +131,24 @@ impl Assigner {
     /// losers changes no winner). Otherwise (the node's own oracle or one
     /// in its subnet made the cut, which is rare) `None`: the general
     /// path decides.
-    fn assign_fast<const K: usize>(&self, node_key: u64, node_account: AccountIdx, node_group: u32) -> Option<Assignment> {
+    fn assign_fast<const K: usize>(&self, node_key: u32, node_account: AccountIdx, node_group: u32) -> Option<Assignment> {
         let mut best = [0u64; K];
-        for (j, &key) in self.keys.iter().enumerate() {
-            let mut v = (score(node_key, key) as u64) << 32 | (j as u64 + 1);
-            for slot in best.iter_mut() {
-                let held = *slot;
-                *slot = held.max(v);
-                v = held.min(v);
+        // Scores a chunk at a time into a buffer first: that loop has no
+        // dependency between oracles, and runs in vector lanes.
+        const CHUNK: usize = 64;
+        let mut scores = [0u32; CHUNK];
+        for (c, keys) in self.keys.chunks(CHUNK).enumerate() {
+            let scores = &mut scores[..keys.len()];
+            for (s, &key) in scores.iter_mut().zip(keys) {
+                *s = score(node_key, key);
+            }
+            for (j, &s) in scores.iter().enumerate() {
+                let mut v = (s as u64) << 32 | ((c * CHUNK + j) as u64 + 1);
+                for slot in best.iter_mut() {
+                    let held = *slot;
+                    *slot = held.max(v);
+                    v = held.min(v);
+                }
             }
         }
         let mine = (node_account as u64) << 32 | node_group as u64;
@@ -143,7 +173,7 @@ impl Assigner {
             return out;
         }
         let node = &state.nodes[n as usize];
-        let node_key = mix64(self.seed ^ key64(&node.operator.0));
+        let node_key = epoch_key(self.seed, key64(&node.operator.0));
         let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch + 1 == state.epoch && !s.oracles.is_empty());
         if node.spec.addrs.len() == 1 && !struck_now {
             let (a, g) = (node.account, node.subnet_group);
@@ -266,9 +296,9 @@ mod tests {
             assert!(!a.contains(&o9));
             // Brute force: the three best scores among the eligible.
             let seed = key64(&w.state.epoch_seed.0) ^ mix64(w.state.epoch);
-            let node_key = mix64(seed ^ key64(&crate::testkit::id("n").0));
+            let node_key = epoch_key(seed, key64(&crate::testkit::id("n").0));
             let mut all: Vec<(u32, u32)> = (0..9u32)
-                .map(|o| (score(node_key, key64(&w.state.oracles[o as usize].operator.0)), o))
+                .map(|o| (score(node_key, epoch_key(seed, key64(&w.state.oracles[o as usize].operator.0))), o))
                 .collect();
             all.sort_unstable_by(|a, b| b.cmp(a));
             assert_eq!(a, all[..3].iter().map(|x| x.1).collect::<Vec<_>>());
@@ -283,7 +313,7 @@ mod tests {
     fn reference(state: &State, n: NodeIdx) -> Vec<OracleIdx> {
         let node = &state.nodes[n as usize];
         let seed = key64(&state.epoch_seed.0) ^ mix64(state.epoch);
-        let node_key = mix64(seed ^ key64(&node.operator.0));
+        let node_key = epoch_key(seed, key64(&node.operator.0));
         let k = state.params.oracles_per_node as usize;
         let subnets: Vec<SubnetKey> = node.spec.addrs.iter().map(SubnetKey::of).collect();
         let eligible = |o: &crate::state::Oracle| {
@@ -300,7 +330,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, o)| eligible(o) && (others < k || !struck.contains(&(*i as OracleIdx))))
-            .map(|(i, o)| (score(node_key, key64(&o.operator.0)), i as OracleIdx))
+            .map(|(i, o)| (score(node_key, epoch_key(seed, key64(&o.operator.0))), i as OracleIdx))
             .collect();
         all.sort_unstable_by(|a, b| b.cmp(a));
         all.into_iter().take(k).map(|x| x.1).collect()
@@ -355,7 +385,8 @@ mod tests {
     /// oracle.
     #[test]
     fn the_fast_path_breaks_score_ties_by_index_and_skips_the_ineligible() {
-        let keys: Vec<u64> = [7u64, 9, 7, 7, 9, 1, 7, 3].to_vec();
+        // More than one chunk of the fast path's score buffer, with ties.
+        let keys: Vec<u32> = (0..150).map(|j| [7u32, 9, 7, 7, 9, 1, 7, 3][j % 8] + (j / 100) as u32).collect();
         let n = keys.len() as u32;
         let oracles: Vec<EligibleOracle> = (0..n)
             .map(|j| EligibleOracle { idx: 10 + 2 * j, account: j % 3, subnet: 0, subnet_group: 100 + j % 4 })
@@ -363,7 +394,7 @@ mod tests {
         let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
         let a = Assigner { seed: 0, k: 3, keys, oracles, account_group };
         let mut answered = 0;
-        for node_key in [0u64, 5, 1 << 40, u64::MAX] {
+        for node_key in [0u32, 5, 1 << 30, u32::MAX] {
             for (account, group) in [(0u32, 100u32), (1, 103), (2, 999), (7, 101), (7, 999)] {
                 let mut all: Vec<(u32, OracleIdx)> = a
                     .oracles
