@@ -510,6 +510,7 @@ pub fn cost_of_bytes(price_usd_micro_per_gib: u64, bytes: u64) -> Usd {
 /// to the node's account in USD at once, the rest to the epoch's
 /// buy-and-burn; the node's and its region's usage counters record it.
 /// The one implementation of the split, for channels and the simulator.
+#[inline]
 pub(crate) fn credit_settlement(
     state: &mut State,
     node_account: AccountIdx,
