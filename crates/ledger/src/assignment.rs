@@ -56,6 +56,8 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    // `#[inline]`: the simulator reads it per node, from another crate.
+    #[inline]
     pub fn as_slice(&self) -> &[OracleIdx] {
         &self.oracles[..self.len]
     }

@@ -391,23 +391,31 @@ impl Default for Reports {
     }
 }
 
+// `#[inline]`: the simulator records reports from another crate, per
+// report, through these.
 impl Reports {
+    #[inline]
     pub fn as_slice(&self) -> &[ReportSlot] {
         &self.slots[..self.len as usize]
     }
+    #[inline]
     pub fn iter(&self) -> std::slice::Iter<'_, ReportSlot> {
         self.as_slice().iter()
     }
+    #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.len as usize == MAX_ORACLES_PER_NODE
     }
     /// Adds a report; false (and no change) when full.
+    #[inline]
     pub fn push(&mut self, slot: ReportSlot) -> bool {
         if self.is_full() {
             return false;
@@ -417,6 +425,7 @@ impl Reports {
         true
     }
     /// Back to empty: the used slots return to `EMPTY` (the others are).
+    #[inline]
     pub fn clear(&mut self) {
         for slot in &mut self.slots[..self.len as usize] {
             *slot = ReportSlot::EMPTY;
