@@ -166,6 +166,9 @@ impl TrancheTier {
 /// the state root see the same sequence of `Tranche`s in every tier. Fewer
 /// bytes make every pass over an account's tranches (a release, the
 /// debug builds' supply check) cheaper.
+// The inline tier is large on purpose: it is the common case, and keeping
+// it in the account saves a pointer chase per reward.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Tranches {
     Small(InlineTranches),

@@ -885,6 +885,9 @@ pub struct LocalStream {
 }
 
 impl AsyncRead for LocalStream {
+    /// Fills `buf` from as many delivered chunks as are ready (a TLS reader
+    /// above asks for much more than one 16 KiB frame), and reopens the
+    /// session's window once for all the chunks it used up.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -892,32 +895,49 @@ impl AsyncRead for LocalStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let me = self.get_mut();
-        loop {
+        let mut used_up = 0;
+        let mut filled = false;
+        let result = loop {
             if me.pos < me.current.len() {
                 let n = (me.current.len() - me.pos).min(buf.remaining());
                 buf.put_slice(&me.current[me.pos..me.pos + n]);
                 me.pos += n;
-                if me.pos == me.current.len() {
-                    // The whole chunk is taken: the session may send as
-                    // much again on this stream.
-                    let _ = me.commands.send(Command::Written { stream: me.stream, n: me.current.len() });
+                filled = true;
+                if me.pos < me.current.len() {
+                    break Poll::Ready(Ok(()));
                 }
-                return Poll::Ready(Ok(()));
+                used_up += me.current.len();
             }
-            if me.received_eof {
-                return Poll::Ready(Ok(()));
+            if me.received_eof || buf.remaining() == 0 {
+                break Poll::Ready(Ok(()));
             }
-            match me.incoming.poll_recv(cx) {
-                Poll::Ready(Some(Some(chunk))) => {
+            let next = if filled {
+                // Only what is already there: the bytes in hand go up now.
+                match me.incoming.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(_) => break Poll::Ready(Ok(())),
+                }
+            } else {
+                match me.incoming.poll_recv(cx) {
+                    Poll::Ready(item) => item,
+                    Poll::Pending => break Poll::Pending,
+                }
+            };
+            match next {
+                Some(Some(chunk)) => {
                     me.current = chunk;
                     me.pos = 0;
                 }
-                Poll::Ready(Some(None)) => me.received_eof = true,
+                Some(None) => me.received_eof = true,
                 // The driver dropped the stream without a FIN: a reset.
-                Poll::Ready(None) => return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into())),
-                Poll::Pending => return Poll::Pending,
+                None => break Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into())),
             }
+        };
+        if used_up > 0 {
+            // The chunks are taken: the session may send as much again.
+            let _ = me.commands.send(Command::Written { stream: me.stream, n: used_up });
         }
+        result
     }
 }
 
