@@ -163,7 +163,7 @@ async fn serve_client(
         let _ = pool.open_attached(dest, Box::new(io)).await;
         return Ok(());
     }
-    match pool.open(dest, true).await {
+    match pool.open(dest).await {
         Ok((session, stream)) => {
             socket.write_all(&success(protocol)).await?;
             let io = Prefixed {

@@ -158,16 +158,13 @@ impl RoutePool {
         Err(ClientError::NoRoute(last))
     }
 
-    /// Opens a stream to `dest` on the best route; a route that turns out
-    /// dead is marked down and the next one is tried. With `wait_for_exit`
-    /// it returns once the exit has connected (so a refusal is an error
-    /// here); without, as soon as the open is queued on a live session.
-    pub async fn open(&self, dest: Dest, wait_for_exit: bool) -> Result<(SessionHandle, StreamId), ClientError> {
+    /// Opens a stream to `dest` on the best route and returns once the exit
+    /// has connected it (so a refusal is an error here); a route that turns
+    /// out dead is marked down and the next one is tried.
+    pub async fn open(&self, dest: Dest) -> Result<(SessionHandle, StreamId), ClientError> {
         for _ in 0..=self.config.routes.len() {
             let (index, session) = self.session().await?;
-            let opened =
-                if wait_for_exit { session.open(dest.clone()).await } else { session.open_optimistic(dest.clone()).await };
-            match opened {
+            match session.open(dest.clone()).await {
                 Ok(stream) => return Ok((session, stream)),
                 Err(OpenError::Refused(code)) => return Err(ClientError::Destination(code)),
                 Err(_) => self.mark_down(index).await,

@@ -83,7 +83,6 @@ pub enum Status {
 enum Command {
     Open {
         dest: Dest,
-        wait_opened: bool,
         reply: oneshot::Sender<Result<StreamId, OpenError>>,
     },
     Attach {
@@ -188,27 +187,16 @@ impl SessionHandle {
     /// Client: opens a stream to `dest` and waits for the exit to connect
     /// it; then [`SessionHandle::attach`] gives it its socket.
     pub async fn open(&self, dest: Dest) -> Result<StreamId, OpenError> {
-        self.open_stream(dest, true).await
-    }
-
-    /// Client: opens a stream to `dest` without waiting for the exit
-    /// (optimistic data, as a SOCKS proxy that answers at once): bytes
-    /// written to the attached socket follow the open; if the exit then
-    /// refuses, the socket is closed. Fails only if the session is gone.
-    pub async fn open_optimistic(&self, dest: Dest) -> Result<StreamId, OpenError> {
-        self.open_stream(dest, false).await
-    }
-
-    async fn open_stream(&self, dest: Dest, wait_opened: bool) -> Result<StreamId, OpenError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Open { dest, wait_opened, reply })?;
+        self.send(Command::Open { dest, reply })?;
         rx.await
             .map_err(|_| OpenError::SessionGone("the session closed".into()))?
     }
 
-    /// Client: [`SessionHandle::open_optimistic`] and
-    /// [`SessionHandle::attach`] in one step, so the socket's pumps start
-    /// with the open instead of a round trip to this caller later. On an
+    /// Client: opens a stream to `dest` with its socket attached, without
+    /// waiting for the exit (optimistic data, as a SOCKS proxy that answers
+    /// at once): the socket's pumps start with the open, and its bytes
+    /// follow it; if the exit then refuses, the socket is closed. On an
     /// error the socket comes back, for the next route (unless the driver
     /// stopped holding it).
     pub async fn open_attached(
@@ -615,23 +603,17 @@ impl Driver {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Open { dest, wait_opened, reply } => match self.session.open_stream(dest) {
+            Command::Open { dest, reply } => match self.open_stream(dest) {
                 Ok(stream) => {
-                    self.streams.insert(stream, StreamIo::new());
-                    if wait_opened {
-                        self.opening.insert(stream, reply);
-                    } else {
-                        let _ = reply.send(Ok(stream));
-                    }
+                    self.opening.insert(stream, reply);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
                 }
             },
             Command::Attach { stream, io } => self.attach(stream, io),
-            Command::OpenAttached { dest, io, reply } => match self.session.open_stream(dest) {
+            Command::OpenAttached { dest, io, reply } => match self.open_stream(dest) {
                 Ok(stream) => {
-                    self.streams.insert(stream, StreamIo::new());
                     self.attach(stream, io);
                     let _ = reply.send(Ok(stream));
                 }
@@ -720,6 +702,13 @@ impl Driver {
             Command::StreamFailed { stream } => self.drop_stream(stream, true),
             Command::Written { stream, n } => self.session.consumed(stream, n),
         }
+    }
+
+    /// Client: a new stream in the session, with its (yet unattached) I/O.
+    fn open_stream(&mut self, dest: Dest) -> Result<StreamId, SessionError> {
+        let stream = self.session.open_stream(dest)?;
+        self.streams.insert(stream, StreamIo::new());
+        Ok(stream)
     }
 
     /// Gives the session what the stream's socket produced, as far as its

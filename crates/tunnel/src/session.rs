@@ -147,7 +147,8 @@ pub enum Event {
     /// Bytes for the stream's far end; call `consumed` once written.
     Data {
         stream: StreamId,
-        /// A slice of the bytes the path delivered, not a copy.
+        /// Through `handle_input_owned`, a slice of the read that carried
+        /// it when at least `ZERO_COPY_MIN_PAYLOAD_BYTES` long, else a copy.
         payload: Bytes,
     },
     /// `send` may accept more bytes on this stream now.
