@@ -84,11 +84,14 @@ pub fn role(args: &[String]) -> anyhow::Result<()> {
         while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
         std::process::exit(0);
     });
-    // The daemons' runtime: one worker per core.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The runtimes `tollway node run` and `tollway connect` use.
     match args.first().map(String::as_str) {
-        Some("node") => runtime.block_on(node_role(&args[1..])),
-        Some("client") => runtime.block_on(client_role(&args[1..])),
+        Some("node") => {
+            let shards = tollway_net::Shards::per_core()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(node_role(&args[1..], shards.handles()))
+        }
+        Some("client") => tollway_client::runtime()?.block_on(client_role(&args[1..])),
         other => bail!("unknown tunnel role {other:?}"),
     }
 }
@@ -97,7 +100,7 @@ fn node_identity(label: &str) -> anyhow::Result<TlsIdentity> {
     Ok(TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes())?)
 }
 
-async fn node_role(args: &[String]) -> anyhow::Result<()> {
+async fn node_role(args: &[String], shards: tollway_net::ShardHandles) -> anyhow::Result<()> {
     let label = args.first().context("tunnel-role node LABEL")?;
     let key = SigningKey::from_label(label);
     let identity = node_identity(label)?;
@@ -124,7 +127,7 @@ async fn node_role(args: &[String]) -> anyhow::Result<()> {
         transports: Transport::ALL.to_vec(),
         // The download server lives on loopback.
         policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
-        server: ServerOptions::default(),
+        server: ServerOptions { shards: Some(shards), ..ServerOptions::default() },
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
     };

@@ -178,7 +178,7 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
     if !record.active {
         bail!("node {} is registered but not active", record.id.short());
     }
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         terms: NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib),
         listen_ip: a.listen,
         ports: record.port_first..=record.port_last,
@@ -201,6 +201,10 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         let (api, key, receipts) = (ApiClient::new(&url)?, key.clone(), receipts.clone());
         std::thread::spawn(move || settle_loop(&api, &key, &receipts, Duration::from_secs(settle_every), settle_min));
     }
+    // Each TCP session on one core's thread (thread-per-core); kept for
+    // the life of the process.
+    let shards = tollway_net::Shards::per_core()?;
+    config.server.shards = Some(shards.handles());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let channels = Arc::new(ChainChannels::new(&url));
@@ -381,7 +385,7 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         hop_window: a.hop_secs.map(Duration::from_secs),
     };
     let names: Vec<String> = routes.iter().map(Route::name).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tollway_client::runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await

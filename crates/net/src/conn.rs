@@ -1,6 +1,7 @@
 //! The byte streams handed to the tunnel layer: [`Connection`] (a socket
 //! of either transport) and [`SecureStream`] (TLS inside any stream).
 
+use crate::shards::ShardLoad;
 use crate::Transport;
 use std::io;
 use std::net::SocketAddr;
@@ -80,6 +81,11 @@ pub struct Connection {
     stream: Stream,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
+    /// The runtime whose reactor the socket is registered with: tasks that
+    /// use the connection belong there (see [`crate::Shards`]).
+    runtime: tokio::runtime::Handle,
+    /// On a sharded node, counts this connection against its shard.
+    _shard_load: Option<ShardLoad>,
 }
 
 enum Stream {
@@ -116,12 +122,30 @@ impl Drop for QuicStream {
 }
 
 impl Connection {
+    /// Both are built inside the runtime their socket is registered with.
     pub(crate) fn tls(stream: SecureStream<BufferedTcp>, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
-        Connection { stream: Stream::Tls(Box::new(stream)), peer_addr, local_addr }
+        Connection::new(Stream::Tls(Box::new(stream)), peer_addr, local_addr)
     }
 
     pub(crate) fn quic(stream: QuicStream, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
-        Connection { stream: Stream::Quic(Box::new(stream)), peer_addr, local_addr }
+        Connection::new(Stream::Quic(Box::new(stream)), peer_addr, local_addr)
+    }
+
+    fn new(stream: Stream, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
+        let runtime = tokio::runtime::Handle::current();
+        Connection { stream, peer_addr, local_addr, runtime, _shard_load: None }
+    }
+
+    pub(crate) fn on_shard(mut self, load: ShardLoad) -> Connection {
+        self._shard_load = Some(load);
+        self
+    }
+
+    /// The runtime this connection's socket is registered with. On a
+    /// sharded node ([`crate::Shards`]) that is its shard: spawn the tasks
+    /// that serve the connection there, so its I/O never changes thread.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     pub fn transport(&self) -> Transport {

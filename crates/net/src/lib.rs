@@ -23,6 +23,9 @@
 //!   transports, and [`Listener::accept`] finished connections. Handshakes
 //!   run in their own tasks under a timeout and a cap, so one slow client
 //!   cannot hold up the others.
+//! - [`Shards`]: thread-per-core serving; a listener given their handles
+//!   serves each TCP connection on one shard's thread
+//!   ([`Connection::runtime`]).
 //! - [`connect_tls_over`] / [`accept_tls_over`]: TLS inside an existing
 //!   byte stream (multi-hop: the client's session with the exit runs inside
 //!   the stream a relay forwards). They return a [`SecureStream`].
@@ -47,6 +50,7 @@ mod identity;
 mod listener;
 mod options;
 mod quic;
+mod shards;
 mod tls;
 mod verify;
 
@@ -54,6 +58,7 @@ pub use conn::{Connection, SecureStream};
 pub use error::NetError;
 pub use identity::{pin_of_public_key, TlsIdentity};
 pub use listener::{Listener, ListenerStats, MAX_LISTEN_PORTS};
+pub use shards::{ShardHandles, Shards};
 pub use options::{ClientOptions, QuicOptions, ServerOptions, DEFAULT_SERVER_NAME};
 pub use tls::{accept_tls_over, connect_tls_over};
 

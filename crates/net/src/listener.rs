@@ -14,8 +14,13 @@
 //! connections wait in a bounded queue for [`Listener::accept`]; while it
 //! is full, handshakes hold their permits, and when all permits are held
 //! new connections wait in the kernel's backlog.
+//!
+//! With [`crate::ServerOptions::shards`] set, an accepted TCP socket moves
+//! to the least loaded shard (thread-per-core, [`crate::Shards`]) before
+//! its first read; its handshake and everything after run there.
 
-use crate::{quic, tls, Connection, NetError, ServerOptions, TlsIdentity, Transport};
+use crate::shards::ShardLoad;
+use crate::{quic, tls, Connection, NetError, ServerOptions, ShardHandles, TlsIdentity, Transport};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +68,9 @@ struct Shared {
     /// clients cannot keep a real one from handshaking.
     waiting: Arc<Semaphore>,
     counters: Arc<Counters>,
+    /// Where TCP connections are served (thread-per-core), if anywhere
+    /// but the accepting runtime.
+    shards: Option<ShardHandles>,
     /// The queue's only senders are here: once the loops and handshakes
     /// are gone, [`Listener::accept`] sees the queue close.
     ready: mpsc::Sender<Connection>,
@@ -87,6 +95,42 @@ impl Shared {
             }
         }
         drop(permit);
+    }
+
+    /// An accepted TCP connection: waits (bounded) for its first byte,
+    /// then handshakes under a permit and queues the connection.
+    async fn handshake_tcp(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        waiting: OwnedSemaphorePermit,
+        shard_load: Option<ShardLoad>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        // Wait for the ClientHello's first byte before taking a handshake
+        // slot (slowloris and idle connections).
+        let readable = tokio::time::timeout_at(deadline, tcp.readable()).await;
+        drop(waiting);
+        let permit = match readable {
+            Ok(Ok(())) => tokio::time::timeout_at(deadline, self.handshakes.clone().acquire_owned()).await,
+            _ => {
+                self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Ok(Ok(permit)) = permit else {
+            self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let identity = self.identity.clone();
+        let handshake = async move {
+            let connection = tls::accept_tcp(tcp, peer, &identity).await?;
+            Ok(match shard_load {
+                Some(load) => connection.on_shard(load),
+                None => connection,
+            })
+        };
+        self.clone().finish(handshake, permit, deadline).await;
     }
 }
 
@@ -175,6 +219,7 @@ impl Listener {
             handshakes: Arc::new(Semaphore::new(opts.max_concurrent_handshakes)),
             waiting: Arc::new(Semaphore::new(opts.max_waiting_connections.max(1))),
             counters: counters.clone(),
+            shards: opts.shards.clone(),
             ready: ready_tx,
         });
         let mut loops = Vec::new();
@@ -251,27 +296,25 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let Some(shards) = shared.shards.as_ref() else {
+            tokio::spawn(shared.clone().handshake_tcp(tcp, peer, waiting, None));
+            continue;
+        };
+        // Move the socket to its shard before anything reads it: from
+        // there on its readiness, timers and tasks stay on that thread.
+        let (runtime, load) = shards.least_loaded();
+        let Ok(tcp) = tcp.into_std() else {
+            shared.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
-            // Wait for the ClientHello's first byte before taking a
-            // handshake slot (slowloris and idle connections).
-            let readable = tokio::time::timeout_at(deadline, tcp.readable()).await;
-            drop(waiting);
-            let permit = match readable {
-                Ok(Ok(())) => tokio::time::timeout_at(deadline, shared.handshakes.clone().acquire_owned()).await,
-                _ => {
-                    shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                    return;
+        runtime.spawn(async move {
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => shared.handshake_tcp(tcp, peer, waiting, Some(load)).await,
+                Err(_) => {
+                    shared.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            let Ok(Ok(permit)) = permit else {
-                shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let identity = shared.identity.clone();
-            let handshake = async move { tls::accept_tcp(tcp, peer, &identity).await };
-            shared.clone().finish(handshake, permit, deadline).await;
+            }
         });
     }
 }

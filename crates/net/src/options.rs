@@ -1,6 +1,7 @@
 //! Plain parameter structs (STYLE: config is resolved into these by the
 //! daemons and passed explicitly). Every default is named here.
 
+use crate::ShardHandles;
 use std::time::Duration;
 
 /// The SNI a client sends unless told otherwise: an ordinary name, so the
@@ -44,6 +45,10 @@ pub struct ServerOptions {
     /// Finished connections waiting for [`crate::Listener::accept`].
     pub accept_queue: usize,
     pub quic: QuicOptions,
+    /// Where TCP connections are served: `None` serves each on the
+    /// runtime that accepted it; `Some` moves each to the least loaded
+    /// shard before its handshake (thread-per-core, see [`crate::Shards`]).
+    pub shards: Option<ShardHandles>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +59,7 @@ impl Default for ServerOptions {
             max_waiting_connections: 16_384,
             accept_queue: 64,
             quic: QuicOptions::default(),
+            shards: None,
         }
     }
 }

@@ -114,3 +114,66 @@ async fn a_closed_listener_reports_closed() {
     let err = connect(Transport::Tls, addr, node.pin(), &client_opts()).await.unwrap_err();
     assert!(matches!(err, NetError::ConnectRefused { .. } | NetError::Handshake { .. }), "{err}");
 }
+
+/// Thread-per-core: each accepted TCP connection moves to the shard with
+/// the fewest live connections, its socket works there (an echo served by
+/// a task on [`tollway_net::Connection::runtime`]), and the shard's count
+/// falls back when the connection is gone.
+#[tokio::test]
+async fn a_sharded_listener_spreads_connections_and_serves_each_on_its_shard() {
+    let node = identity(25);
+    let shards = tollway_net::Shards::start(2).unwrap();
+    let opts = ServerOptions { shards: Some(shards.handles()), ..ServerOptions::default() };
+    let listener = listener(&node, &[Transport::Tls], &opts).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    let mut clients = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        clients.push(connect(Transport::Tls, addr, node.pin(), &client_opts()).await.unwrap());
+        let mut server = listener.accept().await.unwrap();
+        let (thread_tx, thread_rx) = tokio::sync::oneshot::channel();
+        server.runtime().clone().spawn(async move {
+            let _ = thread_tx.send(std::thread::current().name().map(str::to_string));
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match server.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if server.write_all(&buf[..n]).await.is_err() || server.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = server.shutdown().await;
+        });
+        threads.push(thread_rx.await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(threads, ["tollway-shard-0", "tollway-shard-1", "tollway-shard-0", "tollway-shard-1"]);
+    assert_eq!(shards.handles().live_per_shard(), [2, 2]);
+
+    for (i, client) in clients.iter_mut().enumerate() {
+        let sent = pattern(200_000, i as u8);
+        let (mut read, mut write) = tokio::io::split(client);
+        let writer = async {
+            write.write_all(&sent).await.unwrap();
+            write.flush().await.unwrap();
+        };
+        let mut echoed = vec![0u8; sent.len()];
+        let reader = read.read_exact(&mut echoed);
+        let (_, got) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(writer, reader) })
+            .await
+            .expect("echo within 10 s");
+        got.unwrap();
+        assert!(echoed == sent, "connection {i}: the echo differs");
+    }
+
+    for mut client in clients {
+        client.shutdown().await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shards.handles().live_per_shard() != [0, 0] {
+        assert!(tokio::time::Instant::now() < deadline, "live per shard stays {:?}", shards.handles().live_per_shard());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -186,7 +186,9 @@ async fn accept_loop(
             *ports.entry(conn.local_port()).or_default() += 1;
         }
         let (config, hooks, shared) = (config.clone(), hooks.clone(), shared.clone());
-        tokio::spawn(async move {
+        // On its connection's runtime: on a sharded node the session's
+        // driver and stream tasks then share the thread of its socket.
+        conn.runtime().clone().spawn(async move {
             shared.live.fetch_add(1, Ordering::Relaxed);
             serve_connection(conn, &config, hooks, &shared.sessions).await;
             shared.live.fetch_sub(1, Ordering::Relaxed);
