@@ -647,10 +647,10 @@ impl Sim {
             }
         }
         // Consumers' USD arrives through the gateway, then pays the nodes.
-        for r in 0..8 {
-            if paid[r] > 0.0 {
+        for (r, &paid_usd) in paid.iter().enumerate() {
+            if paid_usd > 0.0 {
                 let to = self.state.accounts[self.consumer_accounts[r] as usize].id;
-                let amount = usd(paid[r] + 1.0);
+                let amount = usd(paid_usd + 1.0);
                 let gateway = self.gateway;
                 self.apply(ctx, gateway, &TxBody::Deposit { to, amount }, "consumer deposit")?;
             }
@@ -837,7 +837,7 @@ impl Sim {
             op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
             let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
             // Sell vested rewards weekly (farmers: daily).
-            let sell_today = kind == Kind::Farmer || (self.day + i as u64) % 7 == 0;
+            let sell_today = kind == Kind::Farmer || (self.day + i as u64).is_multiple_of(7);
             let share = op.sell_share;
             if sell_today {
                 let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
@@ -872,8 +872,8 @@ impl Sim {
             ..EpochRow::default()
         };
         let (mut served_total, mut paid_total) = (0.0, 0.0);
-        for r in 0..8 {
-            let [served_gb, unserved_gb, paid, liquidity, cap_gbps, demand_gbps] = served[r];
+        for (r, &region_served) in served.iter().enumerate() {
+            let [served_gb, unserved_gb, paid, liquidity, cap_gbps, demand_gbps] = region_served;
             row.served_gb += served_gb;
             row.unserved_gb += unserved_gb;
             served_total += served_gb;
