@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
 use tollway_ledger::state::Channel;
-use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
+use tollway_net::{ClientOptions, ServerOptions, Shards, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::session::{Limits, NodeTerms};
 use tollway_tunnel::ExitPolicy;
@@ -89,6 +89,10 @@ struct TestNode {
     key: SigningKey,
     identity: TlsIdentity,
     receipts: Arc<ReceiptBook>,
+    /// Thread-per-core, as `tollway node run` serves: every test here goes
+    /// through a shard, and a port hop's new connection may land on the
+    /// other one. Dropped after the server.
+    _shards: Shards,
 }
 
 impl TestNode {
@@ -142,19 +146,20 @@ async fn start_node_with(
             expires_at_secs: u64::MAX / 2,
         },
     );
+    let shards = Shards::start(2).unwrap();
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
         listen_ip: LOOPBACK,
         ports,
         transports,
         policy,
-        server: ServerOptions::default(),
+        server: ServerOptions { shards: Some(shards.handles()), ..ServerOptions::default() },
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
     };
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
-    TestNode { server, key, identity, receipts }
+    TestNode { server, key, identity, receipts, _shards: shards }
 }
 
 async fn start_front(routes: Vec<Route>, transport: Transport, client: &SigningKey) -> (SocketAddr, Arc<RoutePool>) {
