@@ -372,21 +372,31 @@ fn free_port_range(n: u16) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
     for transport in Transport::ALL {
-        let web = slow_web_server(5).await;
+        // The schedule is a keyed hash of the window, so a window can name
+        // the port already in use, and then the session stays put. With 24
+        // ports and five or more window ends mid-download, fewer than two
+        // moves happens about once in 10^5 runs (it was once in ~30 with
+        // 6 ports and "three distinct ports" asserted).
+        const SPAN: u16 = 24;
+        let web = slow_web_server(6).await;
         let client = SigningKey::from_label("erin");
-        let base = free_port_range(6);
+        let base = free_port_range(SPAN);
         let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=base + 5).await;
-        let hop = Hop { port_first: base, port_last: base + 5, ..node.hop(transport, &client, 0) };
+        let last = base + SPAN - 1;
+        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=last).await;
+        let hop = Hop { port_first: base, port_last: last, ..node.hop(transport, &client, 0) };
         let routes = vec![Route { relay: None, exit: hop }];
         let (front, _pool) =
             start_front_full(routes, transport, &client, FrontConfig::default(), Some(Duration::from_secs(1))).await;
-        // About 5 s of download: at least three 1 s windows pass mid-stream.
+        // About 6 s of download: at least five 1 s windows end mid-stream.
         let body = socks_get(front, web, 4 << 20).await.unwrap();
         assert!(body == pattern(4 << 20), "{transport}: bytes differ after hopping");
         let ports = node.server.accepted_per_port();
         eprintln!("{transport}: connections per port {ports:?}");
-        assert!(ports.len() >= 3, "{transport}: the session used only ports {ports:?}");
+        // A move always goes to another port, so two moves mean three
+        // connections over at least two ports.
+        let connections: u64 = ports.values().sum();
+        assert!(connections >= 3, "{transport}: the session moved fewer than twice: {ports:?}");
     }
 }
 
