@@ -3,9 +3,9 @@
 //! the seed exists, and a node's oracles change little when others join.
 //!
 //! Excluded: the node's own account, oracles in the node's /24 or /48, and,
-//! while the node has an unconfirmed over-claim strike from the previous
-//! epoch, the oracles that saw it, so that the confirming set is disjoint
-//! (DESIGN §2 step 2) whenever there are enough oracles.
+//! while the node has an unconfirmed over-claim strike from its last
+//! measurement, the oracles that saw it, so that the confirming set is
+//! disjoint (DESIGN §2 step 2) whenever there are enough oracles.
 
 use crate::params::MAX_ORACLES_PER_NODE;
 use crate::state::{AccountIdx, NodeIdx, OracleIdx, State, SubnetKey};
@@ -176,7 +176,7 @@ impl Assigner {
         }
         let node = &state.nodes[n as usize];
         let node_key = epoch_key(self.seed, key64(&node.operator.0));
-        let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch + 1 == state.epoch && !s.oracles.is_empty());
+        let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch < state.epoch && !s.oracles.is_empty());
         if node.spec.addrs.len() == 1 && !struck_now {
             let (a, g) = (node.account, node.subnet_group);
             let fast = match self.k {
@@ -218,7 +218,7 @@ impl Assigner {
             }
         };
         let struck: &[OracleIdx] = match &node.strike {
-            Some(s) if s.epoch + 1 == state.epoch => &s.oracles,
+            Some(s) if s.epoch < state.epoch => &s.oracles,
             _ => &[],
         };
         let eligible = |o: &EligibleOracle| o.account != node.account && !in_node_subnet(o);
@@ -322,7 +322,7 @@ mod tests {
             o.eligible(state.epoch) && o.account != node.account && !subnets.contains(&o.subnet)
         };
         let struck: Vec<OracleIdx> = match &node.strike {
-            Some(s) if s.epoch + 1 == state.epoch => s.oracles.clone(),
+            Some(s) if s.epoch < state.epoch => s.oracles.clone(),
             _ => Vec::new(),
         };
         let others =

@@ -367,7 +367,10 @@ pub struct ReportSlot {
 }
 
 /// A node whose ρ exceeded the slash threshold, awaiting confirmation by a
-/// disjoint oracle set in the next epoch.
+/// disjoint oracle set at the node's next measurement. Epochs in which the
+/// node was not measured (unreachable, too few reports) leave it pending:
+/// "two consecutive epochs" counts measurements, so going dark for the
+/// confirming epoch does not reset a liar's count.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Strike {
     pub epoch: u64,

@@ -140,6 +140,12 @@ impl World {
     /// oracle's figure scaled by `per_oracle_ppm` if given) with the given
     /// latency and uptime.
     pub fn measure(&mut self, node: &str, throughput_bps: u64, latency_ms: u32, uptime_ppm: u32) {
+        let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us: latency_ms * 1000 };
+        self.report(node, outcome, uptime_ppm);
+    }
+
+    /// Every oracle assigned to `node` this epoch reports `outcome`.
+    pub fn report(&mut self, node: &str, outcome: MeasurementOutcome, uptime_ppm: u32) {
         let n = self.state.node_index[&id(node)];
         for o in crate::assignment::assigned_oracles(&self.state, n) {
             let label = self.label_of(&self.state.oracles[o as usize].operator.clone());
@@ -147,7 +153,7 @@ impl World {
                 epoch: self.state.epoch,
                 measurements: vec![Measurement {
                     node: id(node),
-                    outcome: MeasurementOutcome::Measured { throughput_bps, latency_us: latency_ms * 1000 },
+                    outcome,
                     uptime_ppm,
                 }],
             };

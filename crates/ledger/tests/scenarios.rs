@@ -186,6 +186,52 @@ fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
 }
 
 #[test]
+fn a_liar_that_dodges_the_confirming_measurement_is_slashed_at_its_next_one() {
+    // "ρ > 2 in two consecutive epochs" means two consecutive measurements:
+    // a liar unreachable to the oracles in between (which costs it that
+    // epoch's uptime) still has its strike when it is measured again.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let n = w.state.node_index[&id("n0")];
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    let strike = w.node("n0").strike.clone().expect("a strike after the first measurement");
+    for _ in 0..3 {
+        w.report("n0", tollway_types::MeasurementOutcome::Unreachable, 0);
+        let r = w.end_epoch();
+        assert!(r.slashes.is_empty(), "an unreachable node is never slashed for it");
+        assert_eq!(w.node("n0").strike, Some(strike.clone()), "the strike waits for the next measurement");
+        assert_eq!(last(&w, "n0"), 0, "unreachable: no uptime reward");
+    }
+    // Measured again: by oracles disjoint from the strike's, and slashed.
+    let confirming = tollway_ledger::assignment::assigned_oracles(&w.state, n);
+    assert!(confirming.iter().all(|o| !strike.oracles.contains(o)), "{confirming:?} vs {:?}", strike.oracles);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    assert_eq!(r.slashes.len(), 1, "{:?}", r.slashes);
+    assert!(matches!(r.slashes[0].reason, SlashReason::OverClaim { rho_ppm: 10_000_000, .. }));
+    assert!(w.node("n0").strike.is_none());
+}
+
+#[test]
+fn a_strike_is_cleared_by_an_honest_measurement_after_a_gap() {
+    // One bad measurement, a dark epoch, then an honest one: no slash, and
+    // the next bad measurement starts a new strike rather than confirming.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 100 * MBPS);
+    w.measure("n0", 10 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    assert!(w.node("n0").strike.is_some());
+    w.report("n0", tollway_types::MeasurementOutcome::Unreachable, 0);
+    w.end_epoch();
+    w.measure("n0", 95 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    assert!(w.node("n0").strike.is_none());
+    w.measure("n0", 10 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty(), "a fresh strike, not a confirmation");
+}
+
+#[test]
 fn paying_your_own_node_earns_back_less_than_it_burns() {
     // The wash trader owns node "wash" and client "me". The node is
     // offline (no uptime reward), so any reward it gets is usage reward.

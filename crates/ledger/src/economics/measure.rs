@@ -314,7 +314,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
             if rho > p.rho_slash_min_ppm as u64 {
                 let measuring = &agg.measuring[..agg.n_measuring];
                 let confirmed = matches!(&node.strike,
-                    Some(s) if s.epoch + 1 == epoch && disjoint(&s.oracles, measuring));
+                    Some(s) if s.epoch < epoch && disjoint(&s.oracles, measuring));
                 if confirmed {
                     node.strike = None;
                     over_claim = Some((rho, measuring.to_vec()));
