@@ -426,6 +426,7 @@ pub fn seed_frames() -> Vec<(String, Frame)> {
                 credit_window_bytes: 2 << 20,
                 stream_window_bytes: 512 * 1024,
                 max_streams: 1024,
+                session_window_bytes: 8 << 20,
                 baseline: Some(receipt(1 << 20)),
             }),
         ),
@@ -460,6 +461,13 @@ pub fn seed_frames() -> Vec<(String, Frame)> {
             Frame::Window {
                 stream: 1,
                 bytes: 65536,
+            },
+        ),
+        (
+            "window-session",
+            Frame::Window {
+                stream: 0,
+                bytes: 2 << 20,
             },
         ),
         ("fin", Frame::Fin { stream: 1 }),
@@ -601,6 +609,10 @@ pub fn seed_frame_decode() -> Vec<FrameSeed> {
         },
         Frame::Window {
             stream: 1,
+            bytes: 8000,
+        },
+        Frame::Window {
+            stream: 0,
             bytes: 8000,
         },
         Frame::Data {

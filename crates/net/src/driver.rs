@@ -700,7 +700,11 @@ impl Driver {
                 }
             }
             Command::StreamFailed { stream } => self.drop_stream(stream, true),
-            Command::Written { stream, n } => self.session.consumed(stream, n),
+            Command::Written { stream, n } => {
+                // The last bytes out may let the session forget the stream.
+                self.session.consumed(stream, n);
+                self.forget_if_done(stream);
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use tollway_types::keys::{AccountId, Signature};
 use tollway_types::tx::{ChannelId, SignedReceipt};
 
 /// The protocol version this build speaks (in the hello, not per frame).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Header bytes before every frame body.
 pub const HEADER_BYTES: usize = 4;
 /// The largest payload of one data frame: a TLS record's worth, so a frame
@@ -133,6 +133,8 @@ pub struct ServerHello {
     pub credit_window_bytes: u64,
     pub stream_window_bytes: u32,
     pub max_streams: u32,
+    /// Bytes in flight on all streams together, each way (since version 2).
+    pub session_window_bytes: u64,
     /// The newest receipt the node holds for this channel, signed by the
     /// client: the cumulative counters continue from it.
     pub baseline: Option<SignedReceipt>,

@@ -43,6 +43,11 @@ pub struct Limits {
     /// Bytes a peer may send on one stream before the receiver consumes them.
     pub stream_window_bytes: u32,
     pub max_streams: u32,
+    /// Bytes a peer may send on all streams together before the receiver
+    /// consumes them: what bounds a session's buffers when many streams go
+    /// to destinations that do not read (`max_streams` × the stream window
+    /// would be 512 MiB).
+    pub session_window_bytes: u64,
     /// Bytes queued for a path before `send` stops accepting more.
     pub max_unsent_bytes: usize,
     pub handshake_timeout: Duration,
@@ -57,6 +62,7 @@ impl Default for Limits {
         Limits {
             stream_window_bytes: 512 * 1024,
             max_streams: 1024,
+            session_window_bytes: 8 << 20,
             max_unsent_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -270,6 +276,30 @@ struct Stream {
     fin_held: bool,
     /// Client: waiting for `Opened`.
     opening: bool,
+    /// Bytes received (held ones too) that the driver has not consumed:
+    /// they count against the session's window until it does, so the
+    /// stream is kept until then.
+    recv_unconsumed: u64,
+}
+
+/// The session's window over all its streams together (HTTP/2's and QUIC's
+/// connection-level flow control). It reopens with `Window` frames for
+/// stream 0, which announce bytes consumed on any stream; they are sent
+/// apart from the per-stream ones, so many streams each holding less than
+/// their own announcement threshold cannot starve the session.
+struct SessionWindow {
+    /// Bytes we may still send, on any stream.
+    send_credit: u64,
+    /// Bytes the peer may still send us.
+    recv_allowance: u64,
+    /// Bytes consumed (or dropped) and not yet announced.
+    recv_unannounced: u64,
+}
+
+impl SessionWindow {
+    fn new(window_bytes: u64) -> SessionWindow {
+        SessionWindow { send_credit: window_bytes, recv_allowance: window_bytes, recv_unannounced: 0 }
+    }
 }
 
 struct Pay {
@@ -324,6 +354,7 @@ pub struct Session {
     session_id: [u8; 16],
     streams: BTreeMap<StreamId, Stream>,
     blocked: BTreeSet<StreamId>,
+    window: SessionWindow,
     pay: Option<Pay>,
     events: VecDeque<Event>,
     /// Paths both sides switched away from, with their last bytes.
@@ -367,6 +398,7 @@ fn hello_signing_bytes(
 
 impl Session {
     fn new(side: Side, limits: Limits, now: Instant, path: PathId, binding: [u8; 32]) -> Session {
+        let window = SessionWindow::new(limits.session_window_bytes);
         Session {
             side,
             phase: Phase::Handshake,
@@ -385,6 +417,7 @@ impl Session {
             session_id: [0; 16],
             streams: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            window,
             pay: None,
             events: VecDeque::new(),
             retired: Vec::new(),
@@ -794,6 +827,7 @@ impl Session {
             credit_window_bytes: terms.credit_window_bytes,
             stream_window_bytes: terms.limits.stream_window_bytes,
             max_streams: terms.limits.max_streams,
+            session_window_bytes: terms.limits.session_window_bytes,
             baseline,
         };
         let pay = Pay {
@@ -819,6 +853,8 @@ impl Session {
                 self.session_id = hello.session_id;
                 self.limits.stream_window_bytes = hello.stream_window_bytes;
                 self.limits.max_streams = self.limits.max_streams.min(hello.max_streams);
+                self.limits.session_window_bytes = hello.session_window_bytes;
+                self.window = SessionWindow::new(hello.session_window_bytes);
                 self.pay = Some(Pay {
                     price_usd_micro_per_gib: hello.price_usd_micro_per_gib,
                     receipt_interval_bytes: hello.receipt_interval_bytes,
@@ -852,6 +888,12 @@ impl Session {
                 hello.price_usd_micro_per_gib, terms.max_price_usd_micro_per_gib
             );
             return Err((ErrorCode::BadHello, msg));
+        }
+        if hello.session_window_bytes < u64::from(hello.stream_window_bytes) {
+            return Err((
+                ErrorCode::Protocol,
+                "the session window must hold at least one stream window".into(),
+            ));
         }
         if hello.receipt_interval_bytes == 0
             || hello.receipt_interval_bytes >= hello.credit_window_bytes
@@ -890,9 +932,17 @@ impl Session {
         let is_node = self.is_node();
         match frame {
             Frame::Data { stream, payload } => self.on_data(stream, Bytes::from(payload)),
+            Frame::Window { stream: 0, bytes } => {
+                self.window.send_credit = self.window.send_credit.saturating_add(u64::from(bytes));
+                // Every stream that waited may go on (those still short of
+                // their own credit block again).
+                for stream in std::mem::take(&mut self.blocked) {
+                    self.events.push_back(Event::Writable { stream });
+                }
+            }
             Frame::Window { stream, bytes } => {
                 if let Some(s) = self.streams.get_mut(&stream) {
-                    s.send_credit += u64::from(bytes);
+                    s.send_credit = s.send_credit.saturating_add(u64::from(bytes));
                     if self.blocked.remove(&stream) {
                         self.events.push_back(Event::Writable { stream });
                     }
@@ -900,8 +950,7 @@ impl Session {
             }
             Frame::Fin { stream } => self.on_fin(stream),
             Frame::Reset { stream, code } => {
-                if self.streams.remove(&stream).is_some() {
-                    self.blocked.remove(&stream);
+                if self.remove_stream(stream) {
                     self.events.push_back(Event::Reset { stream, code });
                 }
             }
@@ -913,8 +962,7 @@ impl Session {
                 }
             }
             Frame::OpenFailed { stream, code } if !is_node => {
-                if self.streams.remove(&stream).is_some() {
-                    self.blocked.remove(&stream);
+                if self.remove_stream(stream) {
                     self.events.push_back(Event::OpenFailed { stream, code });
                 }
             }
@@ -965,11 +1013,16 @@ impl Session {
 
     fn on_data(&mut self, stream: StreamId, payload: Bytes) {
         let is_node = self.is_node();
-        let Some(s) = self.streams.get_mut(&stream) else {
-            // A stream we reset may still have bytes in flight.
-            return;
-        };
         let len = payload.len() as u64;
+        if len > self.window.recv_allowance {
+            return self.violation(format!("stream {stream} sent past the session's window"));
+        }
+        self.window.recv_allowance -= len;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            // A stream we reset may still have bytes in flight: dropped
+            // here, so the session's window reopens for them at once.
+            return self.release(len);
+        };
         if s.fin_received || len > s.recv_allowance {
             return self.violation(format!("stream {stream} sent past its window or its end"));
         }
@@ -977,6 +1030,7 @@ impl Session {
         if payload.is_empty() {
             return;
         }
+        s.recv_unconsumed += len;
         let Some(pay) = self.pay.as_mut() else { return };
         if is_node && (!s.held.is_empty() || pay.credit() < len) {
             // Node: deliver upstream bytes only within the credit window.
@@ -1036,10 +1090,33 @@ impl Session {
 
     fn gc_stream(&mut self, stream: StreamId) {
         if let Some(s) = self.streams.get(&stream) {
-            if s.fin_sent && s.fin_received && !s.fin_held {
-                self.streams.remove(&stream);
-                self.blocked.remove(&stream);
+            if s.fin_sent && s.fin_received && !s.fin_held && s.recv_unconsumed == 0 {
+                self.remove_stream(stream);
             }
+        }
+    }
+
+    /// Forgets `stream`; what it received and nobody consumed is dropped,
+    /// so it goes back to the session's window. False if it was unknown.
+    fn remove_stream(&mut self, stream: StreamId) -> bool {
+        let Some(s) = self.streams.remove(&stream) else {
+            return false;
+        };
+        self.blocked.remove(&stream);
+        self.release(s.recv_unconsumed);
+        true
+    }
+
+    /// `n` received bytes left the session's buffers: announce them to the
+    /// peer once a quarter of the session's window has gathered.
+    fn release(&mut self, n: u64) {
+        self.window.recv_unannounced += n;
+        let threshold = (self.limits.session_window_bytes / 4).max(1);
+        if self.window.recv_unannounced >= threshold && self.phase == Phase::Established {
+            let bytes = self.window.recv_unannounced.min(u64::from(u32::MAX)) as u32;
+            self.window.recv_unannounced -= u64::from(bytes);
+            self.window.recv_allowance += u64::from(bytes);
+            self.queue(&Frame::Window { stream: 0, bytes });
         }
     }
 
@@ -1342,8 +1419,7 @@ impl Session {
 
     /// Node: the destination could not be reached (or is not allowed).
     pub fn refuse_stream(&mut self, stream: StreamId, code: ErrorCode) {
-        if self.streams.remove(&stream).is_some() && self.phase == Phase::Established {
-            self.blocked.remove(&stream);
+        if self.remove_stream(stream) && self.phase == Phase::Established {
             self.queue(&Frame::OpenFailed { stream, code });
         }
     }
@@ -1362,12 +1438,13 @@ impl Session {
         if s.fin_sent {
             return Err(SessionError::StreamFinished(stream));
         }
-        let mut allowed = s.send_credit.min(room);
+        let mut allowed = s.send_credit.min(room).min(self.window.send_credit);
         if is_node {
             allowed = allowed.min(self.pay.as_ref().map_or(0, Pay::credit));
         }
         let n = (data.len() as u64).min(allowed) as usize;
         s.send_credit -= n as u64;
+        self.window.send_credit -= n as u64;
         if n < data.len() {
             self.blocked.insert(stream);
         }
@@ -1391,16 +1468,22 @@ impl Session {
             return;
         }
         let half = u64::from(self.limits.stream_window_bytes) / 2;
+        // A stream already gone was reset: its bytes went back then.
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        s.recv_unannounced += n as u64;
+        let n = (n as u64).min(s.recv_unconsumed);
+        s.recv_unconsumed -= n;
+        s.recv_unannounced += n;
         if s.recv_unannounced >= half && !s.fin_received {
             let bytes = s.recv_unannounced as u32;
             s.recv_allowance += s.recv_unannounced;
             s.recv_unannounced = 0;
             self.queue(&Frame::Window { stream, bytes });
         }
+        self.release(n);
+        // Both ends may have finished while these bytes were on their way.
+        self.gc_stream(stream);
     }
 
     /// No more bytes from us on `stream`.
@@ -1419,8 +1502,7 @@ impl Session {
 
     /// Abandons `stream` both ways.
     pub fn reset(&mut self, stream: StreamId, code: ErrorCode) {
-        if self.streams.remove(&stream).is_some() && self.phase == Phase::Established {
-            self.blocked.remove(&stream);
+        if self.remove_stream(stream) && self.phase == Phase::Established {
             self.queue(&Frame::Reset { stream, code });
         }
     }

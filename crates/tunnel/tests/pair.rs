@@ -37,6 +37,9 @@ struct Pair {
     max_unpaid_bytes: u64,
     /// Reads handed over so far: picks where the next one is cut.
     reads: u64,
+    /// Whether the node's "destinations" read what arrives (the harness
+    /// consumes each delivery at once); false plays ones that never read.
+    node_consumes: bool,
 }
 
 fn keep(_: &Frame) -> bool {
@@ -104,6 +107,7 @@ impl Pair {
             node_got: BTreeMap::new(),
             max_unpaid_bytes: 0,
             reads: 0,
+            node_consumes: true,
         }
     }
 
@@ -137,7 +141,9 @@ impl Pair {
                             .entry(*stream)
                             .or_default()
                             .extend_from_slice(payload);
-                        self.node.consumed(*stream, payload.len());
+                        if self.node_consumes {
+                            self.node.consumed(*stream, payload.len());
+                        }
                     }
                     _ => {}
                 }
@@ -525,6 +531,82 @@ fn flow_control_blocks_a_sender_until_the_receiver_consumes() {
     pair.drive(); // the client consumes: a window update wakes the node
     assert!(pair.node_events.contains(&Event::Writable { stream: s }));
     assert!(pair.node.send(s, b"more").unwrap() > 0);
+}
+
+/// What the node holds of the client's bytes that no destination read.
+fn node_buffered(pair: &Pair) -> u64 {
+    pair.node_got.values().map(|v| v.len() as u64).sum()
+}
+
+#[test]
+fn many_streams_to_destinations_that_do_not_read_hold_one_session_window_in_all() {
+    // 64 streams x 256 KiB stream windows would be 16 MiB; the session's
+    // 8 MiB window bounds what the node buffers across all of them.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    pair.node_consumes = false;
+    let streams: Vec<StreamId> = (0..64).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+    pair.drive();
+    let data = pattern(256 * 1024, 3);
+    let mut sent = 0;
+    for &s in &streams {
+        sent += pair.pump(s, &data, true) as u64;
+    }
+    assert_eq!(sent, 8 * MIB, "the client stops at the session window");
+    assert_eq!(node_buffered(&pair), 8 * MIB);
+    assert_eq!(pair.client.send(streams[63], b"x").unwrap(), 0);
+
+    // The destinations read it all: the session reopens (a quarter at a
+    // time) and the rest goes through, every stream byte-exact.
+    pair.node_consumes = true;
+    for (&s, got) in pair.node_got.clone().iter() {
+        pair.node.consumed(s, got.len());
+    }
+    pair.drive();
+    for &s in &streams {
+        let have = pair.node_got.get(&s).map_or(0, Vec::len);
+        assert_eq!(pair.pump(s, &data[have..], true), data.len() - have);
+    }
+    assert!(streams.iter().all(|s| pair.node_got[s] == data));
+}
+
+#[test]
+fn resetting_streams_returns_their_unread_bytes_to_the_session_window() {
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    pair.node_consumes = false;
+    let data = pattern(256 * 1024, 4);
+    let stuck: Vec<StreamId> = (0..32).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+    pair.drive();
+    for &s in &stuck {
+        pair.pump(s, &data, true);
+    }
+    assert_eq!(node_buffered(&pair), 8 * MIB);
+    // The node gives up on them (its driver dropped the sockets).
+    for &s in &stuck {
+        pair.node.reset(s, ErrorCode::Shutdown);
+    }
+    pair.drive();
+    let fresh = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(pair.pump(fresh, &data, true), data.len());
+}
+
+#[test]
+fn a_peer_that_ignores_the_session_window_is_closed() {
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    pair.node_consumes = false;
+    let streams: Vec<StreamId> = (0..33).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+    pair.drive();
+    // 33 x 256 KiB, each within its stream's window but past the session's
+    // 8 MiB, written straight onto the wire.
+    let mut wire = Vec::new();
+    for &stream in &streams {
+        for chunk in pattern(256 * 1024, 5).chunks(16 * 1024) {
+            Frame::Data { stream, payload: chunk.to_vec() }.encode(&mut wire);
+        }
+    }
+    pair.node.handle_input(pair.now, 1, &wire);
+    while pair.node.poll_event().is_some() {}
+    assert!(pair.node.is_closed());
 }
 
 #[test]
