@@ -232,6 +232,25 @@ fn a_strike_is_cleared_by_an_honest_measurement_after_a_gap() {
 }
 
 #[test]
+fn epochs_nobody_earned_in_are_not_saved_up_for_the_first_node() {
+    // Ten epochs with oracles and no node: the first node measured gets its
+    // own epoch's emission plus at most one epoch carried, not all ten.
+    let mut w = world(Params::default_params(), 3, operators("n", 1));
+    let mut forgone = 0u128;
+    for _ in 0..10 {
+        let r = w.end_epoch();
+        assert!(r.carry_out <= r.emission_scheduled);
+        forgone += r.emission_forgone.0;
+    }
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    assert!(r.carry_in <= r.emission_scheduled);
+    assert!(last(&w, "n0") <= 2 * r.emission_scheduled.0, "{} for one epoch of service", last(&w, "n0"));
+    assert!(forgone >= 8 * r.emission_scheduled.0, "forgone {forgone}");
+}
+
+#[test]
 fn paying_your_own_node_earns_back_less_than_it_burns() {
     // The wash trader owns node "wash" and client "me". The node is
     // offline (no uptime reward), so any reward it gets is usage reward.

@@ -1,8 +1,15 @@
 //! Step 4 of the epoch: the emission schedule and its split into the
 //! uptime, usage and oracle pools; step 5 (vesting) happens as each reward
 //! is paid. Payouts round down; what is not paid (rounding, a pool with no
-//! one to pay) is carried into the next epoch's emission, never lost:
-//! `paid + carry_out == scheduled + carry_in` every epoch.
+//! one to pay) is carried into the next epoch's emission, up to one epoch's
+//! schedule; the rest is forgone, never minted:
+//! `paid + carry_out + forgone == scheduled + carry_in` every epoch.
+//!
+//! The cap is there because an uncapped carry saves up the emission of
+//! every epoch nobody earned in for whoever earns first: at launch, the
+//! first nodes measured would take every hour of emission since genesis,
+//! and after a network-wide outage the first node back would take the
+//! outage's. Rewards pay for service in the epoch it was given.
 
 use super::{ppm_of, vesting, EpochReport};
 use crate::params::{Params, YEAR_SECS};
@@ -135,7 +142,10 @@ pub fn distribute(
     let paid = paid_usage + paid_uptime + paid_oracle;
     debug_assert!(paid <= available);
     state.supply.minted_token.0 += paid;
-    state.emission_carry = Token(available - paid);
+    let unpaid = available - paid;
+    let carry = unpaid.min(scheduled);
+    state.emission_carry = Token(carry);
+    report.emission_forgone = Token(unpaid - carry);
     report.minted_usage = Token(paid_usage);
     report.minted_uptime = Token(paid_uptime);
     report.minted_oracle = Token(paid_oracle);

@@ -54,6 +54,9 @@ pub struct EpochReport {
     pub minted_usage: Token,
     pub minted_oracle: Token,
     pub carry_out: Token,
+    /// Unpaid emission beyond the carry's cap (one epoch's schedule):
+    /// never minted.
+    pub emission_forgone: Token,
     pub settled_usd: Usd,
     pub burn_usd: Usd,
     pub burned_token: Token,
