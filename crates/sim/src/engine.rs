@@ -9,7 +9,7 @@
 use crate::output::{EpochRow, RunOutput, RunSummary};
 use crate::rng::Rng;
 use crate::scenario::{Scenario, Shock};
-use tollway_ledger::assignment::Assigner;
+use tollway_ledger::assignment::{Assigner, Assignment};
 use tollway_ledger::direct::{apply_unsigned, pay_node, record_report};
 use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
@@ -209,7 +209,14 @@ pub struct Sim {
     /// same every day until an operator joins or leaves, which clears it.
     /// Recomputed in the same order, it is the same bits.
     supply: Option<Supply>,
+    /// Threads this run may use for the day's oracle assignment (cores the
+    /// Monte Carlo leaves idle when it has fewer runs than cores).
+    threads: usize,
 }
+
+/// Below this many operators a day's assignment is too quick to be worth
+/// a thread.
+const PARALLEL_MIN_OPERATORS: usize = 4096;
 
 /// The active operators' capacity, as `serve` sums it.
 #[derive(Clone, Copy)]
@@ -302,6 +309,7 @@ impl Sim {
             attackers_slashed_twy: 0.0,
             rows: Vec::new(),
             supply: None,
+            threads: 1,
         };
         let ctx = sim.ctx();
         for o in 0..p.oracles as usize {
@@ -320,6 +328,14 @@ impl Sim {
         let ctx = sim.ctx_at(0);
         end_epoch(&mut sim.state, ctx, seed_hash);
         Ok(sim)
+    }
+
+    /// Lets the run use `threads` threads where its work splits with the
+    /// same result (the day's oracle assignment): output is byte-identical
+    /// whatever the count.
+    pub fn with_threads(mut self, threads: usize) -> Sim {
+        self.threads = threads.max(1);
+        self
     }
 
     fn ctx(&self) -> Ctx {
@@ -685,12 +701,16 @@ impl Sim {
             }
             v
         };
+        let precomputed = self.assign_in_parallel(&assigner);
         for i in 0..self.ops.len() {
             let op = &self.ops[i];
             if !op.active || !self.state.nodes[op.node as usize].active {
                 continue;
             }
-            let assigned = assigner.assign(&self.state, op.node);
+            let assigned = match precomputed.get(i) {
+                Some(Some(a)) => *a,
+                _ => assigner.assign(&self.state, op.node),
+            };
             let (node, capacity, claim, uptime, liar) =
                 (op.node, op.capacity_bps, op.claim_bps, op.uptime_ppm, op.kind == Kind::Liar);
             for &o in assigned.as_slice() {
@@ -705,6 +725,38 @@ impl Sim {
                 let _ = record_report(&mut self.state, node, o, outcome, uptime);
             }
         }
+    }
+
+    /// Every measured operator's assignment, computed on `self.threads`
+    /// threads (a pure function of the state, so the order of the work
+    /// does not matter); empty when the run has one thread or few nodes,
+    /// and `measure` assigns as it goes.
+    fn assign_in_parallel(&self, assigner: &Assigner) -> Vec<Option<Assignment>> {
+        if self.threads <= 1 || self.ops.len() < PARALLEL_MIN_OPERATORS {
+            return Vec::new();
+        }
+        let state = &self.state;
+        let one = |op: &Operator| {
+            (op.active && state.nodes[op.node as usize].active).then(|| assigner.assign(state, op.node))
+        };
+        let chunk = self.ops.len().div_ceil(self.threads);
+        let mut chunks = self.ops.chunks(chunk);
+        let last = chunks.next_back().unwrap_or(&[]);
+        std::thread::scope(|scope| {
+            let others: Vec<_> =
+                chunks.map(|c| scope.spawn(|| c.iter().map(one).collect::<Vec<_>>())).collect();
+            // This thread takes the last chunk itself.
+            let mine: Vec<_> = last.iter().map(one).collect();
+            let mut all = Vec::with_capacity(self.ops.len());
+            for handle in others {
+                match handle.join() {
+                    Ok(part) => all.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            all.extend(mine);
+            all
+        })
     }
 
     fn trade(&mut self) {

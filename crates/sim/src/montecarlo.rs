@@ -39,6 +39,8 @@ pub fn run_all(
     let next = AtomicUsize::new(0);
     let days_done = AtomicU64::new(0);
     let results: Mutex<Vec<Option<Result<RunOutput, SimError>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    // Fewer runs than threads: each run gets the idle ones too.
+    let threads_per_run = (threads / jobs.len().max(1)).max(1);
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, jobs.len().max(1)) {
             scope.spawn(|| loop {
@@ -48,7 +50,8 @@ pub fn run_all(
                     let done = days_done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress(done, total_days);
                 };
-                let out = Sim::new(&scenarios[i], seed).and_then(|sim| sim.run(seed, &tick));
+                let out =
+                    Sim::new(&scenarios[i], seed).and_then(|sim| sim.with_threads(threads_per_run).run(seed, &tick));
                 let failed = out.is_err();
                 if let Ok(mut r) = results.lock() {
                     r[j] = Some(out);

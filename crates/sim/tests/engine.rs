@@ -42,6 +42,21 @@ fn same_seed_same_bytes() {
 }
 
 #[test]
+fn a_run_on_several_threads_gives_the_same_bytes_as_on_one() {
+    // Enough operators for the day's assignment to be split over threads,
+    // and the attack wave (liars, their strikes, colluding oracles) inside
+    // the days simulated.
+    let s = scenario("sybil-and-liars");
+    let s = s.with_override("population.operators", "4500").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("run.days", "36").unwrap_or_else(|e| panic!("{e}"));
+    let one = Sim::new(&s, 7).and_then(|sim| sim.run(7, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let three =
+        Sim::new(&s, 7).and_then(|sim| sim.with_threads(3).run(7, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    assert!(one.rows.iter().any(|r| r.slashes > 0), "the liars were slashed within the run");
+    assert_eq!(report::run_csv(&one), report::run_csv(&three));
+}
+
+#[test]
 fn the_supply_invariant_holds_in_every_scenario() {
     // The engine checks the invariant after every epoch and fails the run
     // if it breaks; every scenario must run clean, shocks and attacks
