@@ -218,6 +218,12 @@ pub struct Sim {
 /// a thread.
 const PARALLEL_MIN_OPERATORS: usize = 4096;
 
+/// Whether the oracles measure `op` today: it runs and its node is still
+/// registered.
+fn is_measured(state: &State, op: &Operator) -> bool {
+    op.active && state.nodes[op.node as usize].active
+}
+
 /// The active operators' capacity, as `serve` sums it.
 #[derive(Clone, Copy)]
 struct Supply {
@@ -704,7 +710,7 @@ impl Sim {
         let precomputed = self.assign_in_parallel(&assigner);
         for i in 0..self.ops.len() {
             let op = &self.ops[i];
-            if !op.active || !self.state.nodes[op.node as usize].active {
+            if !is_measured(&self.state, op) {
                 continue;
             }
             let assigned = match precomputed.get(i) {
@@ -736,9 +742,7 @@ impl Sim {
             return Vec::new();
         }
         let state = &self.state;
-        let one = |op: &Operator| {
-            (op.active && state.nodes[op.node as usize].active).then(|| assigner.assign(state, op.node))
-        };
+        let one = |op: &Operator| is_measured(state, op).then(|| assigner.assign(state, op.node));
         let chunk = self.ops.len().div_ceil(self.threads);
         let mut chunks = self.ops.chunks(chunk);
         let last = chunks.next_back().unwrap_or(&[]);
