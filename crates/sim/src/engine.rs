@@ -832,7 +832,7 @@ impl Sim {
         let report = end_epoch(&mut self.state, ctx, seed);
         let burn_usd = report.burn_usd.0 as f64 / 1e6;
         self.burn_usd_per_day = if self.day == 1 { burn_usd } else { 0.9 * self.burn_usd_per_day + 0.1 * burn_usd };
-        check_supply(&self.state).map_err(|why| SimError::Invariant { day: self.day, why })?;
+        let holdings = check_supply(&self.state).map_err(|why| SimError::Invariant { day: self.day, why })?;
         let price = self.price();
         self.trader_momentum = if price > price_before { 0.05 } else { -0.05 };
 
@@ -916,7 +916,7 @@ impl Sim {
             minted_twy: f_twy(report.minted()),
             burned_twy: f_twy(Token(self.state.supply.burned_token.0 - burned_before.0)),
             total_supply_twy: f_twy(self.state.supply.total_token()),
-            circulating_twy: self.state.accounts.iter().map(|a| u128_to_f64(a.token.0)).sum::<f64>() / 1e6,
+            circulating_twy: f_twy(holdings.token_balances),
             operator_profit_p10_usd: p10,
             operator_profit_p50_usd: p50,
             operator_profit_p90_usd: p90,
