@@ -17,8 +17,9 @@ pub enum SimCommand {
         #[command(flatten)]
         opts: RunOpts,
         /// Sweep one parameter: `key=v1,v2,…` (a ledger parameter such as
-        /// uptime_share_start, or a scenario key such as
-        /// population.operators). One design per value, side by side.
+        /// uptime_share_start, uptime_share for a flat uptime share, or a
+        /// scenario key such as population.operators). One design per
+        /// value, side by side.
         #[arg(long)]
         sweep: Option<String>,
     },

@@ -66,11 +66,11 @@ fn sweep_runs_one_design_per_value() {
     let a = small_scenario(&dir, "burn-and-mint");
     let out = dir.join("out");
     let (ok, stdout, stderr) = tollway(&[
-        "sim", "run", &a, "--runs", "1", "--days", "20", "--sweep", "uptime_share_start=0.5,0.7", "--out",
+        "sim", "run", &a, "--runs", "1", "--days", "20", "--sweep", "uptime_share=0.5,0.7", "--out",
         out.to_str().unwrap_or_default(),
     ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("uptime_share_start=0.5") && stdout.contains("uptime_share_start=0.7"), "{stdout}");
+    assert!(stdout.contains("uptime_share=0.5") && stdout.contains("uptime_share=0.7"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -97,5 +97,9 @@ fn bad_scenarios_get_clear_errors() {
     std::fs::write(&p, &good).unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "nonsense"]);
     assert!(!ok && stderr.contains("a sweep is key=v1,v2"), "{stderr}");
+    // A misspelt key names the ones it may have meant, once.
+    let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
+    assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");
+    assert_eq!(stderr.matches("no parameter named").count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -83,15 +83,26 @@ impl Params {
     /// Sets one parameter by its TOML key from a TOML value string, e.g.
     /// `set("uptime_share_start", "0.6")`: what `--sweep` uses. The result is
     /// validated as a whole.
+    ///
+    /// `uptime_share` (not a key of its own) sets both ends of the uptime
+    /// share's slide, `uptime_share_start` and `uptime_share_end`: a flat
+    /// share, the one-number question "how much of the emission pays for
+    /// uptime?".
     pub fn with_override(&self, key: &str, value: &str) -> Result<Params, ParamsError> {
         let mut table: toml::Table = toml::from_str(&self.to_toml()).map_err(|e| ParamsError::Toml(e.to_string()))?;
-        let (section, leaf) = find_key(&table, key).ok_or_else(|| ParamsError::UnknownKey(key.to_string()))?;
         let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .map_err(|e| ParamsError::Invalid { key: key.to_string(), why: format!("{value:?} is not a TOML value: {e}") })?
-            .remove("v")
-            .ok_or_else(|| ParamsError::UnknownKey(key.to_string()))?;
-        if let Some(toml::Value::Table(t)) = table.get_mut(&section) {
-            t.insert(leaf, parsed);
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .ok_or_else(|| ParamsError::Invalid { key: key.to_string(), why: format!("{value:?} is not a TOML value") })?;
+        let keys: Vec<String> = match key.strip_prefix("emission.").unwrap_or(key) {
+            UPTIME_SHARE_FLAT => keys_set_by(key).iter().map(|leaf| format!("emission.{leaf}")).collect(),
+            _ => vec![key.to_string()],
+        };
+        for key in &keys {
+            let (section, leaf) = find_key(&table, key).ok_or_else(|| unknown_key(&table, key))?;
+            if let Some(toml::Value::Table(t)) = table.get_mut(&section) {
+                t.insert(leaf, parsed.clone());
+            }
         }
         let text = toml::to_string(&table).map_err(|e| ParamsError::Toml(e.to_string()))?;
         Params::from_toml(&text)
@@ -105,6 +116,38 @@ impl Params {
     pub fn epochs_per_year(&self) -> u64 {
         (YEAR_SECS / self.epoch_secs).max(1)
     }
+}
+
+/// The override key that sets both ends of the uptime share's slide.
+pub const UPTIME_SHARE_FLAT: &str = "uptime_share";
+
+/// The keys (leaf names) an override of `key` sets: itself, or for
+/// `uptime_share` the two it stands for.
+pub fn keys_set_by(key: &str) -> Vec<&str> {
+    match key.rsplit('.').next().unwrap_or(key) {
+        UPTIME_SHARE_FLAT => vec!["uptime_share_start", "uptime_share_end"],
+        leaf => vec![leaf],
+    }
+}
+
+/// An unknown key, with the parameters whose names share a word with it
+/// (`uptime_shar` → `emission.uptime_share_start`, …), so a typo is one
+/// look away from its fix.
+fn unknown_key(table: &toml::Table, key: &str) -> ParamsError {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let words: Vec<&str> = leaf.split('_').filter(|w| w.len() >= 3).collect();
+    let mut near: Vec<String> = table
+        .iter()
+        .filter_map(|(section, v)| Some((section, v.as_table()?)))
+        .flat_map(|(section, t)| t.keys().map(move |k| (section, k)))
+        .filter(|(_, k)| k.contains(leaf) || words.iter().any(|w| k.split('_').any(|kw| kw.starts_with(w))))
+        .map(|(section, k)| format!("{section}.{k}"))
+        .collect();
+    if leaf.starts_with("uptime") {
+        near.insert(0, UPTIME_SHARE_FLAT.to_string());
+    }
+    near.truncate(8);
+    ParamsError::UnknownKey { key: key.to_string(), near }
 }
 
 fn find_key(table: &toml::Table, key: &str) -> Option<(String, String)> {
@@ -125,8 +168,16 @@ pub enum ParamsError {
     Toml(String),
     #[error("parameter `{key}`: {why}")]
     Invalid { key: String, why: String },
-    #[error("no parameter named `{0}`")]
-    UnknownKey(String),
+    #[error("no parameter named `{key}`{}", did_you_mean(near))]
+    UnknownKey { key: String, near: Vec<String> },
+}
+
+fn did_you_mean(near: &[String]) -> String {
+    if near.is_empty() {
+        "; the names are those of params/default.toml".to_string()
+    } else {
+        format!("; did you mean {}?", near.join(", "))
+    }
 }
 
 /// The file's shape: human units (whole tokens and dollars, ratios as
@@ -494,7 +545,7 @@ mod tests {
                 "parameter `emission.usage_reward_cap`: 1.2 is outside [0, 1]",
                 "parameter `measurement.min_reports`: 4 must be in [1, oracles_per_node = 3]",
                 "parameter `emission.oracle_share`: uptime share plus oracle share exceeds 1",
-                "no parameter named `no_such_key`",
+                "no parameter named `no_such_key`; the names are those of params/default.toml",
                 "parameter `stake.min_node_stake_twy`: -5 is outside [0.000001, 9e9]",
             ]
         "#]]
@@ -509,6 +560,23 @@ mod tests {
             with("no_such_key", "1"),
             with("min_node_stake_twy", "-5"),
         ]);
+    }
+
+    /// `uptime_share` (the issue's sweep example) is a flat share: both
+    /// ends of the slide; a near miss names the keys it may have meant.
+    #[test]
+    fn uptime_share_sets_both_ends_and_a_typo_gets_suggestions() {
+        let p = Params::default_params().with_override("uptime_share", "0.6").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (600_000, 600_000));
+        let q = Params::default_params().with_override("emission.uptime_share", "0.7").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((q.uptime_share_start_ppm, q.uptime_share_end_ppm), (700_000, 700_000));
+        let err = Params::default_params().with_override("uptime_share", "1.5").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("uptime_share_start") && err.contains("outside [0, 1]"), "{err}");
+        let err = Params::default_params().with_override("oracle_shar", "0.1").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with("no parameter named `oracle_shar`; did you mean "), "{err}");
+        assert!(err.contains("emission.oracle_share"), "{err}");
+        let err = Params::default_params().with_override("uptime_sahre", "0.5").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("uptime_share, ") && err.contains("emission.uptime_share_start"), "{err}");
     }
 
     #[test]

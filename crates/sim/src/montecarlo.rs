@@ -12,7 +12,7 @@ use std::sync::Mutex;
 pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError> {
     let (key, values) = spec.split_once('=').ok_or_else(|| ScenarioError::Invalid {
         key: spec.to_string(),
-        why: "a sweep is key=v1,v2,… such as uptime_share_start=0.5,0.6,0.7".into(),
+        why: "a sweep is key=v1,v2,… such as uptime_share=0.5,0.6,0.7".into(),
     })?;
     let key = key.trim();
     values

@@ -4,6 +4,7 @@
 //! different experiment than the one written down.
 
 use serde::{Deserialize, Serialize};
+use tollway_ledger::params::keys_set_by;
 use tollway_ledger::Params;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -139,8 +140,16 @@ pub enum ScenarioError {
     Toml(String),
     #[error("scenario `{key}`: {why}")]
     Invalid { key: String, why: String },
-    #[error("scenario parameter override: {0}")]
-    Params(#[from] tollway_ledger::params::ParamsError),
+    // Not `#[from]`: that would make the parameter error this one's source
+    // too, and error chains would print its message twice.
+    #[error("scenario parameter: {0}")]
+    Params(tollway_ledger::params::ParamsError),
+}
+
+impl From<tollway_ledger::params::ParamsError> for ScenarioError {
+    fn from(e: tollway_ledger::params::ParamsError) -> ScenarioError {
+        ScenarioError::Params(e)
+    }
 }
 
 fn invalid(key: &str, why: impl Into<String>) -> ScenarioError {
@@ -189,6 +198,12 @@ impl Scenario {
                 Params::default_params().with_override(leaf, value)?;
                 let params = table.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 if let Some(t) = params.as_table_mut() {
+                    // The override wins over the file's own setting of the
+                    // same parameters, however the file names them (a
+                    // sweep of `uptime_share` over a file that sets
+                    // `uptime_share_start` must not be undone by it).
+                    let set = keys_set_by(leaf);
+                    t.retain(|k, _| !set.iter().any(|s| keys_set_by(k).contains(s)));
                     t.insert(leaf.to_string(), parsed);
                 }
             }

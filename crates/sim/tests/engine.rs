@@ -91,3 +91,22 @@ fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_s
     assert_eq!(a.liars_slashed, a.liars, "{a:?}");
     assert!(a.liar_slashed.0 > 0);
 }
+
+/// `--sweep uptime_share=…` (the example) sets a flat share, and
+/// wins over a scenario file that sets both ends of the slide itself.
+#[test]
+fn an_uptime_share_sweep_overrides_the_files_own_slide() {
+    let base = scenario("fixed-emissions");
+    let before = base.params().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((before.uptime_share_start_ppm, before.uptime_share_end_ppm), (950_000, 950_000));
+    let designs = montecarlo::sweep(&base, "uptime_share=0.5,0.7").unwrap_or_else(|e| panic!("{e}"));
+    let shares: Vec<(u32, u32)> = designs
+        .iter()
+        .map(|s| s.params().map(|p| (p.uptime_share_start_ppm, p.uptime_share_end_ppm)).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(shares, [(500_000, 500_000), (700_000, 700_000)]);
+    // One end alone keeps the file's other end.
+    let end_only = montecarlo::sweep(&base, "uptime_share_end=0.4").unwrap_or_else(|e| panic!("{e}"));
+    let p = end_only[0].params().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (950_000, 400_000));
+}
