@@ -254,6 +254,8 @@ enum Phase {
 struct Path {
     id: PathId,
     inbuf: BytesMut,
+    /// `inbuf` is a `FrameJoins` buffer, joining a frame split across reads.
+    joining: bool,
     outbuf: Vec<u8>,
     binding: [u8; 32],
     /// Client: the node's ResumeOk has not arrived on this path yet.
@@ -363,6 +365,45 @@ pub struct Session {
     last_received: Instant,
     pings: BTreeMap<u64, Instant>,
     next_ping: u64,
+    /// Buffers for frames split across two reads.
+    joins: FrameJoins,
+}
+
+/// Largest frame on the wire: header and body.
+const MAX_FRAME_BYTES: usize = frame::HEADER_BYTES + frame::MAX_BODY_BYTES;
+
+/// Buffers that join a frame split across two reads, reused.
+///
+/// Why: a frame's bytes must be contiguous, so its head is copied out of
+/// the first read's buffer and the rest appended; a data payload is then a
+/// slice of that buffer until its stream's socket has taken it. A fresh
+/// buffer per split frame (about one per 64 KiB read of a bulk transfer)
+/// churned the allocator's heap top, and the kernel faulted and zeroed its
+/// pages again each time. A buffer comes back once its slices are dropped
+/// (`try_reclaim`); while all are held, fresh ones are made.
+struct FrameJoins {
+    buffers: Vec<BytesMut>,
+}
+
+impl FrameJoins {
+    const MAX: usize = 4;
+
+    /// An empty buffer with room for the largest frame.
+    fn take(&mut self) -> BytesMut {
+        // Kept buffers are empty views; one whose slices are all gone takes
+        // the whole frame again without allocating.
+        match self.buffers.iter_mut().position(|b| b.try_reclaim(MAX_FRAME_BYTES)) {
+            Some(i) => self.buffers.swap_remove(i),
+            None => BytesMut::with_capacity(MAX_FRAME_BYTES),
+        }
+    }
+
+    /// Keeps an emptied join buffer (its slices may still be alive).
+    fn give_back(&mut self, buf: BytesMut) {
+        if self.buffers.len() < Self::MAX {
+            self.buffers.push(buf);
+        }
+    }
 }
 
 /// The secret both ends derive from the first connection's channel
@@ -407,6 +448,7 @@ impl Session {
             paths: vec![Path {
                 id: path,
                 inbuf: BytesMut::new(),
+                joining: false,
                 outbuf: Vec::new(),
                 binding,
                 awaiting_resume_ok: false,
@@ -424,6 +466,7 @@ impl Session {
             last_received: now,
             pings: BTreeMap::new(),
             next_ping: 1,
+            joins: FrameJoins { buffers: Vec::new() },
         }
     }
 
@@ -587,6 +630,14 @@ impl Session {
     /// A bulk transfer's bytes are then copied once per frame at most
     /// instead of twice per byte.
     pub fn handle_input_owned(&mut self, now: Instant, path: PathId, bytes: Vec<u8>) {
+        // No copy: the buffer is ours alone.
+        self.handle_input_buf(now, path, BytesMut::from(Bytes::from(bytes)))
+    }
+
+    /// As [`Session::handle_input_owned`], with the read in a `BytesMut`
+    /// (a driver that recycles its read buffers: the slices handed on keep
+    /// the buffer from being reused until they are dropped).
+    pub fn handle_input_buf(&mut self, now: Instant, path: PathId, bytes: BytesMut) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -597,7 +648,15 @@ impl Session {
             return self.handle_input(now, path, &bytes);
         }
         self.last_received = now;
-        let mut rest = BytesMut::from(Bytes::from(bytes)); // no copy: the buffer is ours alone
+        let mut rest = bytes;
+        if !self.paths[index].inbuf.is_empty() && !self.paths[index].joining && !rest.is_empty() {
+            // A frame begun in the last read: join it in a reused buffer
+            // (which also lets go of the last read's buffer).
+            let mut join = self.joins.take();
+            join.extend_from_slice(&self.paths[index].inbuf);
+            self.paths[index].inbuf = join;
+            self.paths[index].joining = true;
+        }
         while !self.paths[index].inbuf.is_empty() && !rest.is_empty() {
             let missing = frame::missing_bytes(&self.paths[index].inbuf);
             if missing == 0 {
@@ -617,7 +676,10 @@ impl Session {
             return;
         }
         if self.paths[index].inbuf.is_empty() {
-            self.paths[index].inbuf = rest;
+            let done = std::mem::replace(&mut self.paths[index].inbuf, rest);
+            if std::mem::take(&mut self.paths[index].joining) {
+                self.joins.give_back(done);
+            }
         } else {
             self.paths[index].inbuf.extend_from_slice(&rest);
         }
@@ -1314,6 +1376,7 @@ impl Session {
         let mut p = Path {
             id: path,
             inbuf: BytesMut::new(),
+            joining: false,
             outbuf: Vec::new(),
             binding,
             awaiting_resume_ok: true,
@@ -1351,6 +1414,7 @@ impl Session {
         let mut p = Path {
             id: path,
             inbuf: BytesMut::new(),
+            joining: false,
             outbuf: Vec::new(),
             binding,
             awaiting_resume_ok: false,
@@ -1561,5 +1625,38 @@ impl Session {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A join buffer comes back once the payload sliced from it is gone,
+    /// and not before.
+    #[test]
+    fn frame_joins_reuse_a_buffer_only_when_nothing_holds_it() {
+        let mut joins = FrameJoins { buffers: Vec::new() };
+        let mut a = joins.take();
+        assert!(a.capacity() >= MAX_FRAME_BYTES);
+        let first = a.as_ptr();
+        a.extend_from_slice(&[7; 9000]);
+        let payload = a.split_to(9000).freeze();
+        joins.give_back(a);
+        // The payload still holds the first buffer: a different one.
+        let b = joins.take();
+        assert_ne!(b.as_ptr(), first);
+        joins.give_back(b);
+        drop(payload);
+        // Both are free now; the first comes back whole.
+        let again = joins.take();
+        assert!(again.capacity() >= MAX_FRAME_BYTES && again.is_empty());
+        let c = joins.take();
+        assert!([again.as_ptr(), c.as_ptr()].contains(&first));
+        // Only `FrameJoins::MAX` are kept.
+        for _ in 0..10 {
+            joins.give_back(BytesMut::with_capacity(MAX_FRAME_BYTES));
+        }
+        assert_eq!(joins.buffers.len(), FrameJoins::MAX);
     }
 }
