@@ -872,24 +872,31 @@ const READ_BLOCKS: usize = 16;
 /// A block comes back (`try_reclaim`) once every slice of it is dropped;
 /// when all are still held, a fresh one replaces the oldest, whose memory
 /// goes when its last slice does. So what a block pins is what a fresh
-/// buffer per read pinned. A quiet path (a read smaller than
-/// `MIN_READ_BYTES`) keeps one block, so idle sessions hold no more than
-/// the one read buffer they held before.
+/// buffer per read pinned. A quiet path (`QUIET_READS` reads in a row
+/// smaller than `MIN_READ_BYTES`) keeps one block, so idle sessions hold
+/// no more than the one read buffer they held before.
 struct ReadBlocks {
     blocks: Vec<BytesMut>,
     next: usize,
+    /// Small reads in a row.
+    quiet_reads: u32,
 }
+
+/// Small reads in a row after which a path counts as quiet: one alone
+/// happens mid-transfer too (a TLS record's tail).
+const QUIET_READS: u32 = 16;
 
 impl ReadBlocks {
     fn new() -> ReadBlocks {
-        ReadBlocks { blocks: Vec::new(), next: 0 }
+        ReadBlocks { blocks: Vec::new(), next: 0, quiet_reads: 0 }
     }
 
-    /// Notes a read of `n` bytes: after a small one, the spare blocks go.
+    /// Notes a read of `n` bytes: after `QUIET_READS` small ones in a row,
+    /// the spare blocks go.
     fn read(&mut self, n: usize) {
-        if n < MIN_READ_BYTES && self.blocks.len() > 1 {
-            let keep = self.blocks.swap_remove(self.next.min(self.blocks.len() - 1));
-            self.blocks = vec![keep];
+        self.quiet_reads = if n < MIN_READ_BYTES { self.quiet_reads + 1 } else { 0 };
+        if self.quiet_reads >= QUIET_READS && self.blocks.len() > 1 {
+            self.blocks.truncate(1);
             self.next = 0;
         }
     }
@@ -1132,9 +1139,12 @@ mod tests {
         }
         assert_eq!(blocks.blocks.len(), READ_BLOCKS);
         held.clear();
-        // A quiet read keeps one block.
-        let small = fill(blocks.next(), 100);
-        blocks.read(small.len());
-        assert_eq!(blocks.blocks.len(), 1);
+        // One small read is not quiet yet; `QUIET_READS` in a row are, and
+        // the path keeps one block.
+        for k in 1..=QUIET_READS {
+            let small = fill(blocks.next(), 100);
+            blocks.read(small.len());
+            assert_eq!(blocks.blocks.len(), if k < QUIET_READS { READ_BLOCKS } else { 1 }, "after {k} small reads");
+        }
     }
 }
