@@ -298,11 +298,11 @@ pub struct ConnectArgs {
     api: Option<String>,
     /// An exit node's account id; repeat for failover, best first. Each
     /// needs an open channel from this key.
-    #[arg(long = "exit", value_name = "NODE", required = true)]
-    exits: Vec<String>,
+    #[arg(long = "exit", value_name = "NODE", required = true, value_parser = parse_node_id)]
+    exits: Vec<AccountId>,
     /// A relay node in front of every exit (two hops).
-    #[arg(long, value_name = "NODE")]
-    relay: Option<String>,
+    #[arg(long, value_name = "NODE", value_parser = parse_node_id)]
+    relay: Option<AccountId>,
     /// Where the SOCKS5 / HTTP CONNECT proxy listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
     listen: SocketAddr,
@@ -325,10 +325,16 @@ pub struct ConnectArgs {
     wait_for_exit: bool,
 }
 
+/// A node's account id on the command line: checked before anything
+/// else, so a typo is reported even with no chain to ask.
+fn parse_node_id(text: &str) -> Result<AccountId, String> {
+    AccountId::from_hex(text).map_err(|e| format!("not a node id (its account: 64 hex digits, as `tollway keys show --key NODE.key` prints): {e}"))
+}
+
 /// A hop on the route: the node's record and this client's newest open
 /// channel with it that still has escrow.
-fn hop_for(api: &ApiClient, me: &AccountId, node_text: &str) -> anyhow::Result<Hop> {
-    let id = AccountId::from_hex(node_text).map_err(|e| anyhow::anyhow!("{node_text:?} is not a node id: {e}"))?;
+fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId) -> anyhow::Result<Hop> {
+    let id = *id;
     let record = node_record(api, &id)?;
     let addr = *record.addrs.first().context("the node's record has no address")?;
     let (channels, _) = api.account_channels(me)?;
@@ -339,7 +345,7 @@ fn hop_for(api: &ApiClient, me: &AccountId, node_text: &str) -> anyhow::Result<H
         .with_context(|| {
             format!(
                 "no open channel from {} to node {} with escrow left: open one with \
-                 `tollway wallet open-channel {} <usd> <expires-in>`",
+                 `tollway wallet open-channel {} <usd> --expires-in 7d`",
                 me.short(),
                 id.short(),
                 id.to_hex()
@@ -365,7 +371,7 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let me = key.public();
-    let relay = a.relay.as_deref().map(|r| hop_for(&api, &me, r)).transpose()?;
+    let relay = a.relay.as_ref().map(|r| hop_for(&api, &me, r)).transpose()?;
     let mut routes = Vec::new();
     for exit in &a.exits {
         routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit)? });

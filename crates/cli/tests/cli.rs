@@ -47,5 +47,10 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["params", "check", zero.to_str().unwrap_or_default()]);
     assert!(!ok);
     assert!(stderr.contains("parameter `time.unbonding`"), "{stderr}");
+
+    // A mistyped node id is refused before any chain is asked (none runs).
+    let (ok, _, stderr) = tollway(&["connect", "--exit", "abc123", "--api", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid value 'abc123' for '--exit <NODE>': not a node id"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,6 +30,19 @@ fn tollway(dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
+/// Runs `tollway` expecting it to fail; returns its stderr.
+fn tollway_fails(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TOLLWAY_KEY")
+        .env_remove("TOLLWAY_API")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "tollway {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
@@ -189,12 +202,15 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let a = register_node(&dir, api, "exit_a", ports_a);
     let b = register_node(&dir, api, "exit_b", ports_b);
     assert_eq!(a.id, ids["exit_a"]);
-    for node in [&a, &b] {
-        tollway(
-            &dir,
-            &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$5", "--expires-in", "1h"],
-        );
-    }
+    // With no channel yet, the proxy refuses to start and says how to open
+    // one; the command it names works as written.
+    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--exit", &a.id]);
+    let hint = err.split('`').nth(1).unwrap_or_else(|| panic!("no command in {err}"));
+    assert!(hint.starts_with("tollway wallet open-channel "), "{err}");
+    let mut hinted: Vec<&str> = hint.split_whitespace().skip(1).map(|w| if w == "<usd>" { "$5" } else { w }).collect();
+    hinted.splice(1..1, ["--api", api, "--key", "alice.key"]);
+    tollway(&dir, &hinted);
+    tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &b.id, "$5", "--expires-in", "1h"]);
     let node_args = |n: &Node, key: &str| -> Vec<String> {
         ["node", "run", "--home", &n.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"]
             .iter()
