@@ -81,6 +81,8 @@ pub struct NodeInfo {
     pub claimed_capacity_bps: u64,
     pub verified_capacity_bps: u64,
     pub price_usd_micro_per_gib: u64,
+    #[serde(default)]
+    pub price_usd_micro_per_hour: Option<u64>,
     pub reputation_ppm: u32,
 }
 

@@ -169,7 +169,7 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
     if record.tls_key_pin != identity.pin() {
         bail!(
             "this node's TLS key (pin {}) is not the one its ledger record pins ({}): \
-             update the record with `tollway wallet register-node --tls-pin {}` or use the matching tls.key",
+             update the record with `tollway wallet update-node --tls-pin {}` or use the matching tls.key",
             tollway_types::keys::hex(&identity.pin()),
             tollway_types::keys::hex(&record.tls_key_pin),
             tollway_types::keys::hex(&identity.pin())

@@ -139,6 +139,32 @@ pub enum WalletCommand {
         #[arg(long, value_name = "HEX")]
         tls_pin: Option<String>,
     },
+    /// Change this node's record: only the fields given, the rest as the
+    /// chain has them (e.g. `update-node --tls-pin HEX` after a new TLS key).
+    UpdateNode {
+        /// ISO 3166 country code, e.g. DE.
+        #[arg(long)]
+        country: Option<String>,
+        /// A public address; repeat for several (replaces the list).
+        #[arg(long = "addr", value_name = "IP")]
+        addrs: Vec<IpAddr>,
+        /// Claimed capacity in bit/s (oracles will check it).
+        #[arg(long, value_name = "N")]
+        capacity_bps: Option<u64>,
+        /// Price per GiB in USD, e.g. 0.5.
+        #[arg(long, value_name = "USD")]
+        price_usd_per_gib: Option<String>,
+        /// Price per hour of connection in USD.
+        #[arg(long, value_name = "USD")]
+        price_usd_per_hour: Option<String>,
+        /// Tunnel port or port range, e.g. 4433 or 4433-4440.
+        #[arg(long, value_name = "PORTS")]
+        ports: Option<String>,
+        /// blake3 of the node's TLS public key (64 hex digits), as
+        /// `tollway node init` prints it.
+        #[arg(long, value_name = "HEX")]
+        tls_pin: Option<String>,
+    },
     /// As a channel's client: sign a cumulative receipt for the node and
     /// print it as hex (the node settles it with `settle-channel`).
     SignReceipt {
@@ -330,6 +356,76 @@ impl Wallet {
                         "registered node in {country} at {} (ports {port_first}-{port_last}, {capacity_bps} bit/s claimed, {} per GiB) {}",
                         addrs[0],
                         Usd(price_usd_micro_per_gib as u128),
+                        done.at()
+                    )
+                })
+            }
+            WalletCommand::UpdateNode {
+                country,
+                addrs,
+                capacity_bps,
+                price_usd_per_gib,
+                price_usd_per_hour,
+                ports,
+                tls_pin,
+            } => {
+                let nothing = country.is_none()
+                    && addrs.is_empty()
+                    && capacity_bps.is_none()
+                    && price_usd_per_gib.is_none()
+                    && price_usd_per_hour.is_none()
+                    && ports.is_none()
+                    && tls_pin.is_none();
+                if nothing {
+                    bail!("nothing to update: give at least one of --country, --addr, --capacity-bps, --price-usd-per-gib, --price-usd-per-hour, --ports, --tls-pin");
+                }
+                let me = self.key()?.public();
+                let (record, _) = self.api.node(&me)?.with_context(|| {
+                    format!("account {} is not a registered node: run `tollway wallet register-node` first", me.short())
+                })?;
+                let mut spec = NodeSpec {
+                    country: record.country,
+                    addrs: record.addrs.clone(),
+                    port_first: record.port_first,
+                    port_last: record.port_last,
+                    tls_key_pin: record.tls_key_pin,
+                    claimed_capacity_bps: record.claimed_capacity_bps,
+                    price_usd_micro_per_gib: record.price_usd_micro_per_gib,
+                    price_usd_micro_per_hour: record.price_usd_micro_per_hour,
+                };
+                if let Some(c) = country {
+                    spec.country = CountryCode::parse(c).context("--country")?;
+                }
+                if !addrs.is_empty() {
+                    spec.addrs = addrs.clone();
+                }
+                if let Some(c) = capacity_bps {
+                    spec.claimed_capacity_bps = *c;
+                }
+                if let Some(p) = price_usd_per_gib {
+                    spec.price_usd_micro_per_gib = usd_micro("--price-usd-per-gib", p)?;
+                }
+                if let Some(p) = price_usd_per_hour {
+                    spec.price_usd_micro_per_hour = Some(usd_micro("--price-usd-per-hour", p)?);
+                }
+                if let Some(p) = ports {
+                    (spec.port_first, spec.port_last) = parse_ports(p)?;
+                }
+                if let Some(hex) = tls_pin {
+                    spec.tls_key_pin = tollway_types::keys::parse_hex32(hex)
+                        .with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))?;
+                }
+                let done = self.submit(TxBody::UpdateNode(spec.clone()))?;
+                self.report(&done, || {
+                    format!(
+                        "updated node in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB, tls pin {}…) {}",
+                        spec.country,
+                        spec.addrs[0],
+                        spec.port_first,
+                        spec.port_last,
+                        spec.claimed_capacity_bps,
+                        Usd(spec.price_usd_micro_per_gib as u128),
+                        tollway_types::keys::hex(&spec.tls_key_pin[..4]),
                         done.at()
                     )
                 })

@@ -255,6 +255,22 @@ fn wallet_drives_a_real_chain_end_to_end() {
     assert!(registered.stdout.starts_with("registered node in DE"), "{}", registered.stdout);
     assert_eq!(balance(&dir, api, node)["node"], true);
 
+    // A new TLS key: the operator changes the pin (and, here, the price),
+    // and the rest of the record stays as it was.
+    wallet(&dir, api, "node.key", &["update-node"]).expect_err("empty update", "nothing to update");
+    let pin = "ab".repeat(32);
+    let updated = wallet(&dir, api, "node.key", &["update-node", "--tls-pin", &pin, "--price-usd-per-gib", "0.45"])
+        .expect_ok("update-node");
+    assert!(updated.stdout.starts_with("updated node in DE at 203.0.113.7 (ports 4433-4440"), "{}", updated.stdout);
+    let record = wallet(&dir, api, "alice.key", &["nodes", "--json"]).expect_ok("nodes after update").json();
+    let record = &record[0];
+    assert_eq!(str_field(record, "tls_key_pin"), pin);
+    assert_eq!(record["price_usd_micro_per_gib"], 450_000);
+    assert_eq!(record["claimed_capacity_bps"], 100_000_000);
+    assert_eq!((record["port_first"].clone(), record["port_last"].clone()), (4433.into(), 4440.into()));
+    wallet(&dir, api, "node.key", &["update-node", "--price-usd-per-gib", "0.5"]).expect_ok("price back");
+    wallet(&dir, api, "alice.key", &["update-node", "--ports", "5000"]).expect_err("not a node", "is not a registered node");
+
     // Clients find it by country, region and price.
     let found = wallet(&dir, api, "alice.key", &["nodes", "--country", "de", "--max-price-usd-per-gib", "0.5", "--json"])
         .expect_ok("nodes")
