@@ -92,6 +92,7 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
         }
     };
     let mut names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
     names.dedup();
     if names.len() != scenarios.len() {
         bail!("two scenarios share a name; names label the charts, so they must differ");
@@ -99,6 +100,8 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     let out = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))
     });
+    // Before the (possibly long) simulation, so a bad --out loses nothing.
+    std::fs::create_dir_all(&out).with_context(|| format!("creating the output directory {}", out.display()))?;
     let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let total_days: u64 = scenarios.iter().map(|s| s.run.days * s.run.runs).sum();
     eprintln!(

@@ -97,6 +97,17 @@ fn bad_scenarios_get_clear_errors() {
     std::fs::write(&p, &good).unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "nonsense"]);
     assert!(!ok && stderr.contains("a sweep is key=v1,v2"), "{stderr}");
+    // An output path that cannot be a directory fails before simulating.
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--out", file.to_str().unwrap_or_default()]);
+    assert!(!ok && stderr.contains("creating the output directory") && !stderr.contains("simulated in"), "{stderr}");
+    // Two designs of the same name, even not side by side, are refused.
+    let b = dir.join("b.toml");
+    std::fs::write(&b, good.replace("name = \"burn-and-mint\"", "name = \"other\"")).unwrap_or_else(|e| panic!("{e}"));
+    let (ps, bs) = (p.to_str().unwrap_or_default(), b.to_str().unwrap_or_default());
+    let (ok, _, stderr) = tollway(&["sim", "compare", ps, bs, ps, "--runs", "1", "--days", "2"]);
+    assert!(!ok && stderr.contains("two scenarios share a name"), "{stderr}");
     // A misspelt key names the ones it may have meant, once.
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
     assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");
