@@ -873,8 +873,11 @@ const READ_BLOCKS: usize = 16;
 /// when all are still held, a fresh one replaces the oldest, whose memory
 /// goes when its last slice does. So what a block pins is what a fresh
 /// buffer per read pinned. A quiet path (`QUIET_READS` reads in a row
-/// smaller than `MIN_READ_BYTES`) keeps one block, so idle sessions hold
-/// no more than the one read buffer they held before.
+/// smaller than `MIN_READ_BYTES`) keeps one block, as much as the one read
+/// buffer it held before; our client's health pings (every 500 ms) make a
+/// session quiet within seconds of a transfer. A session with no traffic
+/// at all keeps what its last transfer needed (at most `READ_BLOCKS` ×
+/// 64 KiB, 1 MiB) until its idle timeout closes it.
 struct ReadBlocks {
     blocks: Vec<BytesMut>,
     next: usize,
