@@ -115,56 +115,10 @@ pub enum WalletCommand {
         channel: String,
     },
     /// Register this account as a node (needs the minimum node stake).
-    RegisterNode {
-        /// ISO 3166 country code, e.g. DE.
-        #[arg(long)]
-        country: String,
-        /// A public address; repeat for several (the first names the subnet).
-        #[arg(long = "addr", value_name = "IP", required = true)]
-        addrs: Vec<IpAddr>,
-        /// Claimed capacity in bit/s (oracles will check it).
-        #[arg(long, value_name = "N")]
-        capacity_bps: u64,
-        /// Price per GiB in USD, e.g. 0.5.
-        #[arg(long, value_name = "USD")]
-        price_usd_per_gib: String,
-        /// Optional price per hour of connection in USD.
-        #[arg(long, value_name = "USD")]
-        price_usd_per_hour: Option<String>,
-        /// Tunnel port or port range, e.g. 4433 or 4433-4440.
-        #[arg(long, value_name = "PORTS", default_value = "4433")]
-        ports: String,
-        /// blake3 of the node's TLS public key (64 hex digits) [default:
-        /// all zeros, i.e. none declared yet].
-        #[arg(long, value_name = "HEX")]
-        tls_pin: Option<String>,
-    },
+    RegisterNode(RegisterNodeArgs),
     /// Change this node's record: only the fields given, the rest as the
     /// chain has them (e.g. `update-node --tls-pin HEX` after a new TLS key).
-    UpdateNode {
-        /// ISO 3166 country code, e.g. DE.
-        #[arg(long)]
-        country: Option<String>,
-        /// A public address; repeat for several (replaces the list).
-        #[arg(long = "addr", value_name = "IP")]
-        addrs: Vec<IpAddr>,
-        /// Claimed capacity in bit/s (oracles will check it).
-        #[arg(long, value_name = "N")]
-        capacity_bps: Option<u64>,
-        /// Price per GiB in USD, e.g. 0.5.
-        #[arg(long, value_name = "USD")]
-        price_usd_per_gib: Option<String>,
-        /// Price per hour of connection in USD.
-        #[arg(long, value_name = "USD")]
-        price_usd_per_hour: Option<String>,
-        /// Tunnel port or port range, e.g. 4433 or 4433-4440.
-        #[arg(long, value_name = "PORTS")]
-        ports: Option<String>,
-        /// blake3 of the node's TLS public key (64 hex digits), as
-        /// `tollway node init` prints it.
-        #[arg(long, value_name = "HEX")]
-        tls_pin: Option<String>,
-    },
+    UpdateNode(UpdateNodeArgs),
     /// As a channel's client: sign a cumulative receipt for the node and
     /// print it as hex (the node settles it with `settle-channel`).
     SignReceipt {
@@ -193,6 +147,60 @@ pub enum WalletCommand {
         /// USD, e.g. 100 or "$100".
         amount_usd: String,
     },
+}
+
+/// `wallet register-node`'s flags.
+#[derive(clap::Args)]
+pub struct RegisterNodeArgs {
+    /// ISO 3166 country code, e.g. DE.
+    #[arg(long)]
+    country: String,
+    /// A public address; repeat for several (the first names the subnet).
+    #[arg(long = "addr", value_name = "IP", required = true)]
+    addrs: Vec<IpAddr>,
+    /// Claimed capacity in bit/s (oracles will check it).
+    #[arg(long, value_name = "N")]
+    capacity_bps: u64,
+    /// Price per GiB in USD, e.g. 0.5.
+    #[arg(long, value_name = "USD")]
+    price_usd_per_gib: String,
+    /// Optional price per hour of connection in USD.
+    #[arg(long, value_name = "USD")]
+    price_usd_per_hour: Option<String>,
+    /// Tunnel port or port range, e.g. 4433 or 4433-4440.
+    #[arg(long, value_name = "PORTS", default_value = "4433")]
+    ports: String,
+    /// blake3 of the node's TLS public key (64 hex digits) [default:
+    /// all zeros, i.e. none declared yet].
+    #[arg(long, value_name = "HEX")]
+    tls_pin: Option<String>,
+}
+
+/// `wallet update-node`'s flags: each optional, the rest as the chain has it.
+#[derive(clap::Args)]
+pub struct UpdateNodeArgs {
+    /// ISO 3166 country code, e.g. DE.
+    #[arg(long)]
+    country: Option<String>,
+    /// A public address; repeat for several (replaces the list).
+    #[arg(long = "addr", value_name = "IP")]
+    addrs: Vec<IpAddr>,
+    /// Claimed capacity in bit/s (oracles will check it).
+    #[arg(long, value_name = "N")]
+    capacity_bps: Option<u64>,
+    /// Price per GiB in USD, e.g. 0.5.
+    #[arg(long, value_name = "USD")]
+    price_usd_per_gib: Option<String>,
+    /// Price per hour of connection in USD.
+    #[arg(long, value_name = "USD")]
+    price_usd_per_hour: Option<String>,
+    /// Tunnel port or port range, e.g. 4433 or 4433-4440.
+    #[arg(long, value_name = "PORTS")]
+    ports: Option<String>,
+    /// blake3 of the node's TLS public key (64 hex digits), as
+    /// `tollway node init` prints it.
+    #[arg(long, value_name = "HEX")]
+    tls_pin: Option<String>,
 }
 
 pub fn run(args: &WalletArgs) -> anyhow::Result<()> {
@@ -319,20 +327,12 @@ impl Wallet {
                     format!("closed channel {}…; refunded ${} {}", channel.short(), refund.unwrap_or("?"), done.at())
                 })
             }
-            WalletCommand::RegisterNode {
-                country,
-                addrs,
-                capacity_bps,
-                price_usd_per_gib,
-                price_usd_per_hour,
-                ports,
-                tls_pin,
-            } => {
+            WalletCommand::RegisterNode(a) => {
+                let RegisterNodeArgs { country, addrs, capacity_bps, price_usd_per_gib, price_usd_per_hour, ports, tls_pin } = a;
                 let country = CountryCode::parse(country).context("--country")?;
                 let (port_first, port_last) = parse_ports(ports)?;
                 let tls_key_pin = match tls_pin {
-                    Some(hex) => tollway_types::keys::parse_hex32(hex)
-                        .with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))?,
+                    Some(hex) => parse_tls_pin(hex)?,
                     None => [0; 32],
                 };
                 let price_usd_micro_per_gib = usd_micro("--price-usd-per-gib", price_usd_per_gib)?;
@@ -350,25 +350,11 @@ impl Wallet {
                     price_usd_micro_per_gib,
                     price_usd_micro_per_hour,
                 };
-                let done = self.submit(TxBody::RegisterNode(spec))?;
-                self.report(&done, || {
-                    format!(
-                        "registered node in {country} at {} (ports {port_first}-{port_last}, {capacity_bps} bit/s claimed, {} per GiB) {}",
-                        addrs[0],
-                        Usd(price_usd_micro_per_gib as u128),
-                        done.at()
-                    )
-                })
+                let done = self.submit(TxBody::RegisterNode(spec.clone()))?;
+                self.report(&done, || format!("registered node {}) {}", describe_node(&spec), done.at()))
             }
-            WalletCommand::UpdateNode {
-                country,
-                addrs,
-                capacity_bps,
-                price_usd_per_gib,
-                price_usd_per_hour,
-                ports,
-                tls_pin,
-            } => {
+            WalletCommand::UpdateNode(a) => {
+                let UpdateNodeArgs { country, addrs, capacity_bps, price_usd_per_gib, price_usd_per_hour, ports, tls_pin } = a;
                 let nothing = country.is_none()
                     && addrs.is_empty()
                     && capacity_bps.is_none()
@@ -412,22 +398,12 @@ impl Wallet {
                     (spec.port_first, spec.port_last) = parse_ports(p)?;
                 }
                 if let Some(hex) = tls_pin {
-                    spec.tls_key_pin = tollway_types::keys::parse_hex32(hex)
-                        .with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))?;
+                    spec.tls_key_pin = parse_tls_pin(hex)?;
                 }
                 let done = self.submit(TxBody::UpdateNode(spec.clone()))?;
                 self.report(&done, || {
-                    format!(
-                        "updated node in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB, tls pin {}…) {}",
-                        spec.country,
-                        spec.addrs[0],
-                        spec.port_first,
-                        spec.port_last,
-                        spec.claimed_capacity_bps,
-                        Usd(spec.price_usd_micro_per_gib as u128),
-                        tollway_types::keys::hex(&spec.tls_key_pin[..4]),
-                        done.at()
-                    )
+                    let pin = tollway_types::keys::hex(&spec.tls_key_pin[..4]);
+                    format!("updated node {}, tls pin {pin}…) {}", describe_node(&spec), done.at())
                 })
             }
             WalletCommand::SignReceipt { channel, usd, bytes, chain_id } => self.sign_receipt(channel, usd, *bytes, chain_id),
@@ -816,6 +792,26 @@ fn parse_usd(text: &str) -> anyhow::Result<Usd> {
 }
 
 /// A USD price in micro-dollars, as node specs hold it.
+/// `--tls-pin`: blake3 of the node's TLS key, 64 hex digits.
+fn parse_tls_pin(hex: &str) -> anyhow::Result<[u8; 32]> {
+    tollway_types::keys::parse_hex32(hex).with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))
+}
+
+/// A node record as register-node and update-node report it, up to the
+/// closing parenthesis each command adds to: `in DE at 203.0.113.7 (ports
+/// 4433-4440, 100000000 bit/s claimed, $0.50 per GiB`.
+fn describe_node(spec: &NodeSpec) -> String {
+    format!(
+        "in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB",
+        spec.country,
+        spec.addrs[0],
+        spec.port_first,
+        spec.port_last,
+        spec.claimed_capacity_bps,
+        Usd(spec.price_usd_micro_per_gib as u128)
+    )
+}
+
 fn usd_micro(flag: &str, text: &str) -> anyhow::Result<u64> {
     let usd = parse_usd(text).with_context(|| flag.to_string())?;
     u64::try_from(usd.base()).with_context(|| format!("{flag} {text:?} is too large"))

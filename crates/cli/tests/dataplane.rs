@@ -16,15 +16,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn tollway(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
+/// `tollway args` in `dir`, free of the caller's key and API settings.
+fn run_tollway(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollway"))
         .args(args)
         .current_dir(dir)
         .env_remove("TOLLWAY_KEY")
         .env_remove("TOLLWAY_API")
         .env_remove("RUST_BACKTRACE")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn tollway(dir: &Path, args: &[&str]) -> String {
+    let out = run_tollway(dir, args);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "tollway {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -32,13 +37,7 @@ fn tollway(dir: &Path, args: &[&str]) -> String {
 
 /// Runs `tollway` expecting it to fail; returns its stderr.
 fn tollway_fails(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TOLLWAY_KEY")
-        .env_remove("TOLLWAY_API")
-        .output()
-        .unwrap();
+    let out = run_tollway(dir, args);
     assert!(!out.status.success(), "tollway {args:?} should have failed");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
