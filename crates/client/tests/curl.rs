@@ -467,3 +467,88 @@ async fn username_password_and_ipv6_destinations_work_through_the_front_end() {
         eprintln!("no IPv6 loopback on this machine: the IPv6 destination is covered by the parser tests only");
     }
 }
+
+/// An echo server that speaks first: a banner on accept, then every byte
+/// back.
+async fn banner_echo_server() -> SocketAddr {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if socket.write_all(b"220 hello\r\n").await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = socket.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn bounded(what: &str, f: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(10), f).await.unwrap_or_else(|_| panic!("{what}: timed out"))
+}
+
+/// A SOCKS5 CONNECT to `dest`; `early` is written with the request, before
+/// the reply is read (a program pipelining its first bytes).
+async fn socks_connect(front: SocketAddr, dest: SocketAddr, early: &[u8]) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method).await.unwrap();
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&dest.port().to_be_bytes());
+    request.extend_from_slice(early);
+    s.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0, "SOCKS reply");
+    s
+}
+
+/// The optimistic front end sends a program's first bytes with the open:
+/// whether they came with the request, right after the reply, or in a
+/// write larger than one record, they arrive whole and in order; and a
+/// destination that speaks first is reached although the program sends
+/// nothing until it has read the banner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_bytes_travel_with_the_open_and_a_server_may_speak_first() {
+    let client = SigningKey::from_label("grace");
+    let exit = start_node("exit-first", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let echo = banner_echo_server().await;
+    let banner = b"220 hello\r\n";
+
+    // The server speaks first; the program waits for it.
+    bounded("banner first", async {
+        let mut s = socks_connect(front, echo, b"").await;
+        let mut got = [0u8; 11];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, banner);
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+    })
+    .await;
+
+    // First bytes with the request, then right after the reply: a write
+    // of 100 KiB, more than travels with the open.
+    bounded("early bytes", async {
+        let big = pattern(100 << 10);
+        for early in [&b"pipelined "[..], &b""[..]] {
+            let mut s = socks_connect(front, echo, early).await;
+            s.write_all(&big).await.unwrap();
+            let mut want = banner.to_vec();
+            want.extend_from_slice(early);
+            want.extend_from_slice(&big);
+            let mut got = vec![0u8; want.len()];
+            s.read_exact(&mut got).await.unwrap();
+            assert!(got == want, "the echo differs ({} bytes early)", early.len());
+        }
+    })
+    .await;
+}

@@ -91,8 +91,8 @@ enum Command {
     },
     OpenAttached {
         dest: Dest,
-        io: BoxStream,
-        reply: oneshot::Sender<Result<StreamId, (OpenError, Option<BoxStream>)>>,
+        io: EarlySocket,
+        reply: oneshot::Sender<Result<StreamId, (OpenError, Option<EarlySocket>)>>,
     },
     AttachLocal {
         stream: StreamId,
@@ -196,14 +196,14 @@ impl SessionHandle {
     /// Client: opens a stream to `dest` with its socket attached, without
     /// waiting for the exit (optimistic data, as a SOCKS proxy that answers
     /// at once): the socket's pumps start with the open, and its bytes
-    /// follow it; if the exit then refuses, the socket is closed. On an
-    /// error the socket comes back, for the next route (unless the driver
-    /// stopped holding it).
+    /// follow it (its `first` bytes in the open's own record); if the exit
+    /// then refuses, the socket is closed. On an error the socket comes
+    /// back, for the next route (unless the driver stopped holding it).
     pub async fn open_attached(
         &self,
         dest: Dest,
-        io: BoxStream,
-    ) -> Result<StreamId, (OpenError, Option<BoxStream>)> {
+        io: EarlySocket,
+    ) -> Result<StreamId, (OpenError, Option<EarlySocket>)> {
         let gone = || OpenError::SessionGone("the session's driver stopped".into());
         let (reply, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(command)) = self.commands.send(Command::OpenAttached { dest, io, reply }) {
@@ -276,6 +276,14 @@ impl SessionHandle {
             .send(command)
             .map_err(|_| OpenError::SessionGone("the session's driver stopped".into()))
     }
+}
+
+/// A program's socket for an optimistic open, with the bytes it sent
+/// right behind its request already read: they go in the same record as
+/// the open, so the exit gets the open and the request in one read.
+pub struct EarlySocket {
+    pub io: BoxStream,
+    pub first: Vec<u8>,
 }
 
 struct StreamIo {
@@ -618,6 +626,16 @@ impl Driver {
             Command::Attach { stream, io } => self.attach(stream, io),
             Command::OpenAttached { dest, io, reply } => match self.open_stream(dest) {
                 Ok(stream) => {
+                    let EarlySocket { io, first } = io;
+                    if let Some(state) = self.streams.get_mut(&stream) {
+                        if !first.is_empty() {
+                            // As if the reader had read them: they take
+                            // read credit, returned as the session takes them.
+                            state.read_credit.forget_permits(first.len());
+                            state.pending.push_back(first);
+                            self.flush_stream(stream);
+                        }
+                    }
                     self.attach(stream, io);
                     let _ = reply.send(Ok(stream));
                 }
