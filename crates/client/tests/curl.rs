@@ -14,10 +14,11 @@ use tokio::net::TcpListener;
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
 use tollway_ledger::state::Channel;
+use tollway_net::driver::Status;
 use tollway_net::{ClientOptions, ServerOptions, Shards, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::session::{Limits, NodeTerms};
-use tollway_tunnel::ExitPolicy;
+use tollway_tunnel::{ErrorCode, ExitPolicy};
 use tollway_types::amount::Usd;
 use tollway_types::keys::SigningKey;
 use tollway_types::tx::channel_id;
@@ -551,4 +552,35 @@ async fn first_bytes_travel_with_the_open_and_a_server_may_speak_first() {
         }
     })
     .await;
+}
+
+/// A session whose peer falls silent closes after its idle timeout, counted
+/// from the last frame received: a pong half-way through moves the
+/// deadline later, and the driver's timer, armed at the first deadline,
+/// must then wait for the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_closes_after_its_timeout_counted_from_the_last_frame() {
+    let client = SigningKey::from_label("heidi");
+    let exit = start_node("exit-idle", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let idle = Duration::from_millis(1200);
+    let opts = ConnectOptions {
+        chain_id: CHAIN.into(),
+        key: client.clone(),
+        transport: Transport::Tls,
+        net: ClientOptions::default(),
+        limits: Limits { idle_timeout: idle, ..Limits::default() },
+        hop_window: None,
+    };
+    let connected = tollway_client::connect::connect_route(&route, &opts).await.unwrap();
+    let start = std::time::Instant::now();
+    tokio::time::sleep(idle / 2).await;
+    let rtt = connected.exit.ping().await.expect("a pong");
+    let ponged = start.elapsed();
+    tokio::time::timeout(Duration::from_secs(10), connected.exit.closed()).await.expect("the idle session closed");
+    let closed = start.elapsed();
+    assert!(closed >= ponged - rtt + idle, "closed after {closed:?}, before the idle timeout from the pong ({ponged:?})");
+    assert!(closed < ponged + idle + Duration::from_secs(2), "closed after {closed:?}: long after the idle timeout");
+    let status = connected.exit.status();
+    assert!(matches!(status, Status::Closed { code: ErrorCode::Idle, .. }), "{status:?}");
 }

@@ -438,6 +438,15 @@ impl Driver {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut inbound: mpsc::Receiver<(PathId, Option<BytesMut>)>,
     ) {
+        // One timer for the session's life, armed at its deadline. The
+        // idle deadline moves with every frame received: the timer is moved
+        // only when the deadline comes earlier, and a timer that fires
+        // before a deadline that moved later is a no-op for the session and
+        // is armed again. (A fresh timer per loop, or a reset per frame,
+        // cost a timer-wheel insert and removal for every read.)
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             self.process();
             if self.session.is_closed() && self.out.is_empty() {
@@ -448,10 +457,14 @@ impl Driver {
                 Some(Out::Bytes(path, _)) => self.writers.get(path).cloned(),
                 _ => None,
             };
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            match self.session.poll_timeout() {
+                Some(deadline) if armed.is_none_or(|at| deadline < at) => {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                    armed = Some(deadline);
+                }
+                Some(_) => {}
+                None => armed = None,
+            }
             tokio::select! {
                 Some((path, bytes)) = inbound.recv() => {
                     match bytes {
@@ -464,7 +477,10 @@ impl Driver {
                     }
                 }
                 Some(command) = commands.recv() => self.handle_command(command),
-                _ = sleep_until_opt(deadline) => self.session.handle_timeout(Instant::now()),
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.session.handle_timeout(Instant::now());
+                }
                 permit = reserve_opt(blocked_writer.as_ref()) => {
                     if let (Ok(permit), Some(Out::Bytes(_, bytes))) = (permit, self.out.pop_front()) {
                         permit.send(bytes);
@@ -1109,13 +1125,6 @@ async fn write_all_chunks<W: AsyncWrite + Unpin>(write: &mut W, chunks: &mut Vec
     }
     chunks.clear();
     Ok(())
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn reserve_opt(
