@@ -31,8 +31,11 @@ use tollway_types::tx::{ChannelId, SignedReceipt};
 pub const PATH_QUEUE: usize = 8;
 /// Bytes a stream's socket reader may hold before the session takes them.
 pub const STREAM_READ_CREDIT_BYTES: usize = 256 * 1024;
-/// One read from a socket or a path, at most.
+/// One read from a path, at most.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// One read from a stream's socket, at most: four full data frames, so a
+/// bulk read leaves in four whole TLS records.
+const STREAM_READ_BYTES: usize = 4 * tollway_tunnel::frame::DATA_CHUNK_BYTES;
 /// Most bytes a stream's socket writer gathers into one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// A stream socket's read buffer when it is quiet.
@@ -814,10 +817,10 @@ impl Driver {
         let reader = tokio::spawn(async move {
             // The buffer grows while reads fill it and shrinks when they do
             // not, so a thousand quiet streams hold a few KiB each and a
-            // bulk stream reads 64 KiB at a time.
+            // bulk stream reads about 64 KiB at a time.
             let mut size = MIN_READ_BYTES;
             loop {
-                let Ok(permit) = credit.clone().acquire_many_owned(READ_CHUNK_BYTES as u32).await else {
+                let Ok(permit) = credit.clone().acquire_many_owned(STREAM_READ_BYTES as u32).await else {
                     return;
                 };
                 let mut chunk = Vec::with_capacity(size);
@@ -830,12 +833,12 @@ impl Driver {
                         // The session returns these `n` permits as it takes
                         // the bytes; the rest go back now.
                         permit.forget();
-                        credit.add_permits(READ_CHUNK_BYTES - n);
+                        credit.add_permits(STREAM_READ_BYTES - n);
                         if tx.send(Command::StreamBytes { stream, bytes: chunk }).is_err() {
                             return;
                         }
-                        if n == size && size < READ_CHUNK_BYTES {
-                            size *= 2;
+                        if n == size && size < STREAM_READ_BYTES {
+                            size = (size * 2).min(STREAM_READ_BYTES);
                         } else if n < size / 4 && size > MIN_READ_BYTES {
                             size /= 2;
                         }
@@ -1054,7 +1057,7 @@ impl AsyncWrite for LocalStream {
         if me.sent_eof {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        let n = data.len().min(READ_CHUNK_BYTES);
+        let n = data.len().min(STREAM_READ_BYTES);
         let acquiring = me
             .acquiring
             .get_or_insert_with(|| Box::pin(me.credit.clone().acquire_many_owned(n as u32)));

@@ -17,9 +17,15 @@ use tollway_types::tx::{ChannelId, SignedReceipt};
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Header bytes before every frame body.
 pub const HEADER_BYTES: usize = 4;
-/// The largest payload of one data frame: a TLS record's worth, so a frame
-/// never waits for a second record.
+/// The largest payload of one data frame a peer may send.
 pub const MAX_DATA_PAYLOAD_BYTES: usize = 16 * 1024;
+/// The most plaintext one TLS record carries.
+pub const TLS_RECORD_BYTES: usize = 16 * 1024;
+/// The payload of a full data frame as we send it: header, stream id and
+/// payload fill one TLS record exactly. (A 16 KiB payload made every full
+/// frame 8 bytes longer than a record: four frames took five records, the
+/// fifth a few dozen bytes in a system call of its own.)
+pub const DATA_CHUNK_BYTES: usize = TLS_RECORD_BYTES - HEADER_BYTES - 4;
 /// The largest body any frame may declare; a longer one is invalid before a
 /// byte of it is buffered.
 pub const MAX_BODY_BYTES: usize = 4 + MAX_DATA_PAYLOAD_BYTES;

@@ -20,7 +20,7 @@ use crate::dest::Dest;
 use crate::frame;
 use crate::frame::{
     encode_data, ClientHello, ErrorCode, Frame, FrameError, HelloSigned, Refusal, Resume,
-    ServerHello, MAX_DATA_PAYLOAD_BYTES, PROTOCOL_VERSION,
+    ServerHello, DATA_CHUNK_BYTES, PROTOCOL_VERSION,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -1513,7 +1513,7 @@ impl Session {
             self.blocked.insert(stream);
         }
         let i = self.send_path;
-        for chunk in data[..n].chunks(MAX_DATA_PAYLOAD_BYTES) {
+        for chunk in data[..n].chunks(DATA_CHUNK_BYTES) {
             encode_data(&mut self.paths[i].outbuf, stream, chunk);
         }
         if n > 0 {
