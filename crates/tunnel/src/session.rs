@@ -1513,6 +1513,11 @@ impl Session {
             self.blocked.insert(stream);
         }
         let i = self.send_path;
+        // Room for all the frames at once: one allocation of the right size
+        // rather than a chain of doublings (each a copy) from the empty
+        // buffer `poll_transmit` leaves.
+        let frames = n.div_ceil(DATA_CHUNK_BYTES);
+        self.paths[i].outbuf.reserve(n + frames * (frame::HEADER_BYTES + 4));
         for chunk in data[..n].chunks(DATA_CHUNK_BYTES) {
             encode_data(&mut self.paths[i].outbuf, stream, chunk);
         }
