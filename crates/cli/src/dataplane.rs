@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tollway_client::connect::ConnectOptions;
-use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
+use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
@@ -323,6 +323,12 @@ pub struct ConnectArgs {
     /// at once and a refusal closes the connection).
     #[arg(long)]
     wait_for_exit: bool,
+    /// After answering at once, wait up to this long for the program's
+    /// first bytes so they travel with the open in one record (a program
+    /// whose server speaks first, like SMTP, waits this long more for the
+    /// banner); 0 never waits.
+    #[arg(long, value_name = "MS", default_value_t = FIRST_BYTES_WAIT_DEFAULT.as_millis() as u64)]
+    first_bytes_wait_ms: u64,
 }
 
 /// A node's account id on the command line: checked before anything
@@ -400,7 +406,12 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         println!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport);
         println!("routes, best first: {}", names.join(", "));
         std::io::stdout().flush()?;
-        let front = FrontConfig { credentials, wait_for_exit: a.wait_for_exit, ..FrontConfig::default() };
+        let front = FrontConfig {
+            credentials,
+            wait_for_exit: a.wait_for_exit,
+            first_bytes_wait: Duration::from_millis(a.first_bytes_wait_ms),
+            ..FrontConfig::default()
+        };
         tokio::select! {
             _ = serve_front(listener, pool, front) => {}
             _ = wait_for_stop() => println!("stopping"),

@@ -17,6 +17,10 @@ use tollway_socks::{AuthPolicy, Credentials, HttpReply, ParseError, Protocol, Re
 use tollway_net::driver::EarlySocket;
 use tollway_tunnel::{Dest, ErrorCode, Host};
 
+/// `FrontConfig::first_bytes_wait` by default: a program that has its
+/// request ready sends it within microseconds of the reply.
+pub const FIRST_BYTES_WAIT_DEFAULT: Duration = Duration::from_millis(2);
+
 /// The most of a program's first bytes that travel with the open: one
 /// TLS record's worth.
 const FIRST_BYTES_MAX: usize = 16 * 1024;
@@ -51,7 +55,7 @@ impl Default for FrontConfig {
             handshake_timeout: Duration::from_secs(10),
             max_clients: 4096,
             wait_for_exit: false,
-            first_bytes_wait: Duration::from_millis(2),
+            first_bytes_wait: FIRST_BYTES_WAIT_DEFAULT,
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod front;
 pub mod pool;
 
 pub use connect::{Hop, Route};
-pub use front::{serve_front, FrontConfig};
+pub use front::{serve_front, FrontConfig, FIRST_BYTES_WAIT_DEFAULT};
 pub use pool::{ClientConfig, ClientError, RoutePool};
 
 /// The runtime a client process runs its proxy on: one thread. A client's
