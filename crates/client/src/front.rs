@@ -176,9 +176,10 @@ async fn serve_client(
         socket.write_all(&success(protocol)).await?;
         if buf.is_empty() && !config.first_bytes_wait.is_zero() {
             if let Ok(Ok(())) = tokio::time::timeout(config.first_bytes_wait, socket.readable()).await {
-                let mut chunk = vec![0u8; FIRST_BYTES_MAX];
-                if let Ok(n) = socket.try_read(&mut chunk) {
-                    chunk.truncate(n);
+                // Read into spare capacity: zeroing 16 KiB first was a sixth
+                // of the client's work per connection.
+                let mut chunk = Vec::with_capacity(FIRST_BYTES_MAX);
+                if socket.try_read_buf(&mut chunk).is_ok() {
                     buf = chunk;
                 }
             }
