@@ -274,10 +274,15 @@ fn put_header(out: &mut Vec<u8>, kind: u8, body_len: usize) {
     out.extend_from_slice(&len.to_be_bytes()[1..]);
 }
 
+/// A header, then the body encoded in place behind it; the header's length
+/// is filled in after.
 fn put_coded<T: Serialize>(out: &mut Vec<u8>, kind: u8, value: &T) {
-    let body = codec::encode(value);
-    put_header(out, kind, body.len());
-    out.extend_from_slice(&body);
+    let at = out.len();
+    put_header(out, kind, 0);
+    codec::encode_into(value, out);
+    let body_len = out.len() - at - HEADER_BYTES;
+    debug_assert!(body_len <= MAX_BODY_BYTES);
+    out[at + 1..at + HEADER_BYTES].copy_from_slice(&(body_len as u32).to_be_bytes()[1..]);
 }
 
 /// Appends a data frame without building a `Frame`: the bulk path.
@@ -582,5 +587,32 @@ pub fn first_frame(buf: &[u8]) -> Result<FirstFrame, FrameError> {
             "first",
             &format!("a connection must start with a hello or resume, got 0x{other:02x}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control frame is its header (kind, 24-bit body length) and then
+    /// exactly the codec's encoding of its body, written in place; and it
+    /// decodes back to itself.
+    #[test]
+    fn a_control_frame_is_its_header_then_the_codec_encoding_of_its_body() {
+        let refusal = Refusal { code: ErrorCode::Shutdown, message: "bye ".repeat(40) };
+        let cases: [(Frame, u8, Vec<u8>); 3] = [
+            (Frame::Opened { stream: 7 }, kind::OPENED, codec::encode(&7u32)),
+            (Frame::Fin { stream: 70_000 }, kind::FIN, codec::encode(&70_000u32)),
+            (Frame::GoAway(refusal.clone()), kind::GO_AWAY, codec::encode(&refusal)),
+        ];
+        for (frame, kind, body) in cases {
+            let mut out = vec![0xAA]; // bytes already queued stay as they are
+            frame.encode(&mut out);
+            let len = (body.len() as u32).to_be_bytes();
+            let mut want = vec![0xAA, kind, len[1], len[2], len[3]];
+            want.extend_from_slice(&body);
+            assert_eq!(out, want, "{frame:?}");
+            assert_eq!(Frame::decode(&out[1..]).unwrap(), (frame, want.len() - 1));
+        }
     }
 }

@@ -29,12 +29,18 @@ pub enum DecodeError {
 
 /// `[CODEC_VERSION] ++ postcard(value)`.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![CODEC_VERSION];
+    let mut out = Vec::new();
+    encode_into(value, &mut out);
+    out
+}
+
+/// Appends `encode(value)` to `out`, with no buffer of its own (the tunnel
+/// encodes a control frame per request this way).
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    out.push(CODEC_VERSION);
     // postcard serialising into a Vec only fails on types serde cannot
     // describe (none of ours): treat it as a bug.
-    let body = postcard::to_allocvec(value).unwrap_or_else(|e| panic!("encoding failed: {e}"));
-    out.extend_from_slice(&body);
-    out
+    *out = postcard::to_extend(value, std::mem::take(out)).unwrap_or_else(|e| panic!("encoding failed: {e}"));
 }
 
 /// Decodes any versioned value, refusing trailing bytes and non-canonical
