@@ -5,11 +5,9 @@
 
 use crate::pool::RoutePool;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tollway_socks as socks;
@@ -192,11 +190,8 @@ async fn serve_client(
     match pool.open(dest).await {
         Ok((session, stream)) => {
             socket.write_all(&success(protocol)).await?;
-            let io = Prefixed {
-                prefix: buf,
-                socket,
-            };
-            if session.attach(stream, Box::new(io)).is_err() {
+            let io = EarlySocket { io: Box::new(socket), first: buf };
+            if session.attach(stream, io).is_err() {
                 return Ok(());
             }
         }
@@ -298,55 +293,5 @@ async fn read_request(
             }
             Ok(Some((Protocol::Http, request.target)))
         }
-    }
-}
-
-/// A socket with bytes already read from it in front (a client that sent
-/// data right behind its request).
-struct Prefixed {
-    prefix: Vec<u8>,
-    socket: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let me = self.get_mut();
-        if !me.prefix.is_empty() {
-            let n = me.prefix.len().min(out.remaining());
-            out.put_slice(&me.prefix[..n]);
-            me.prefix.drain(..n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut me.socket).poll_read(cx, out)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write(cx, data)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
     }
 }

@@ -90,7 +90,7 @@ enum Command {
     },
     Attach {
         stream: StreamId,
-        io: BoxStream,
+        io: EarlySocket,
     },
     OpenAttached {
         dest: Dest,
@@ -216,9 +216,10 @@ impl SessionHandle {
         rx.await.unwrap_or_else(|_| Err((gone(), None)))
     }
 
-    /// The socket whose bytes `stream` carries; the stream ends when both
+    /// The socket whose bytes `stream` carries (its `first` bytes, already
+    /// read from it, go before the rest); the stream ends when both
     /// directions have finished.
-    pub fn attach(&self, stream: StreamId, io: BoxStream) -> Result<(), OpenError> {
+    pub fn attach(&self, stream: StreamId, io: EarlySocket) -> Result<(), OpenError> {
         self.send(Command::Attach { stream, io })
     }
 
@@ -642,20 +643,10 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Attach { stream, io } => self.attach(stream, io),
+            Command::Attach { stream, io } => self.attach_early(stream, io),
             Command::OpenAttached { dest, io, reply } => match self.open_stream(dest) {
                 Ok(stream) => {
-                    let EarlySocket { io, first } = io;
-                    if let Some(state) = self.streams.get_mut(&stream) {
-                        if !first.is_empty() {
-                            // As if the reader had read them: they take
-                            // read credit, returned as the session takes them.
-                            state.read_credit.forget_permits(first.len());
-                            state.pending.push_back(first);
-                            self.flush_stream(stream);
-                        }
-                    }
-                    self.attach(stream, io);
+                    self.attach_early(stream, io);
                     let _ = reply.send(Ok(stream));
                 }
                 Err(e) => {
@@ -801,6 +792,22 @@ impl Driver {
                 self.session.reset(stream, ErrorCode::Shutdown);
             }
         }
+    }
+
+    /// [`Driver::attach`] for a program's socket with bytes already read
+    /// from it: they go to the session first (right behind an open still
+    /// queued, so in its record), as if the socket's reader had read them.
+    fn attach_early(&mut self, stream: StreamId, io: EarlySocket) {
+        let EarlySocket { io, first } = io;
+        if let Some(state) = self.streams.get_mut(&stream) {
+            if !first.is_empty() {
+                // They take read credit, returned as the session takes them.
+                state.read_credit.forget_permits(first.len());
+                state.pending.push_back(first);
+                self.flush_stream(stream);
+            }
+        }
+        self.attach(stream, io);
     }
 
     /// Starts the two pumps between a stream and its socket.

@@ -25,7 +25,9 @@ pub const TLS_RECORD_BYTES: usize = 16 * 1024;
 /// payload fill one TLS record exactly. (A 16 KiB payload made every full
 /// frame 8 bytes longer than a record: four frames took five records, the
 /// fifth a few dozen bytes in a system call of its own.)
-pub const DATA_CHUNK_BYTES: usize = TLS_RECORD_BYTES - HEADER_BYTES - 4;
+pub const DATA_CHUNK_BYTES: usize = TLS_RECORD_BYTES - DATA_FRAME_OVERHEAD_BYTES;
+/// A data frame's bytes besides its payload: the header and the stream id.
+pub const DATA_FRAME_OVERHEAD_BYTES: usize = HEADER_BYTES + 4;
 /// The largest body any frame may declare; a longer one is invalid before a
 /// byte of it is buffered.
 pub const MAX_BODY_BYTES: usize = 4 + MAX_DATA_PAYLOAD_BYTES;

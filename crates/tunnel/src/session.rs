@@ -1520,7 +1520,7 @@ impl Session {
         // rather than a chain of doublings (each a copy) from the empty
         // buffer `poll_transmit` leaves.
         let frames = n.div_ceil(DATA_CHUNK_BYTES);
-        self.paths[i].outbuf.reserve(n + frames * (frame::HEADER_BYTES + 4));
+        self.paths[i].outbuf.reserve(n + frames * frame::DATA_FRAME_OVERHEAD_BYTES);
         for chunk in data[..n].chunks(DATA_CHUNK_BYTES) {
             encode_data(&mut self.paths[i].outbuf, stream, chunk);
         }
