@@ -16,7 +16,7 @@ use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePo
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
-use tollway_tunnel::session::{Limits, NodeTerms};
+use tollway_tunnel::session::{check_payment_terms, Limits, NodeTerms};
 use tollway_tunnel::ExitPolicy;
 use tollway_types::keys::AccountId;
 use tollway_types::SigningKey;
@@ -83,6 +83,15 @@ pub struct NodeRunArgs {
     /// Sessions at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_sessions: usize,
+    /// Unpaid bytes a client may receive beyond its newest receipt before
+    /// the node pauses it: this node's exposure per session. A larger
+    /// window keeps long paths (two hops, slow links) busier.
+    #[arg(long, value_name = "KIB", default_value_t = 2048)]
+    credit_window_kib: u64,
+    /// How often clients sign a receipt, in received bytes (below the
+    /// credit window).
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    receipt_interval_kib: u64,
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
     /// A channel is settled when its newest receipt holds at least
     /// --settle-min-usd more than the chain has settled, or when it expires
@@ -160,6 +169,15 @@ fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
 }
 
 fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
+    let (receipt_interval_bytes, credit_window_bytes) =
+        (a.receipt_interval_kib.saturating_mul(1024), a.credit_window_kib.saturating_mul(1024));
+    check_payment_terms(receipt_interval_bytes, credit_window_bytes).map_err(|why| {
+        anyhow::anyhow!(
+            "--receipt-interval-kib {} with --credit-window-kib {}: {why}",
+            a.receipt_interval_kib,
+            a.credit_window_kib
+        )
+    })?;
     let identity = load_tls(&a.home)?;
     let key = keys::load_key_file(&a.key)?;
     let url = api_url(&a.api);
@@ -178,8 +196,11 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
     if !record.active {
         bail!("node {} is registered but not active", record.id.short());
     }
+    let mut terms = NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib);
+    terms.receipt_interval_bytes = receipt_interval_bytes;
+    terms.credit_window_bytes = credit_window_bytes;
     let mut config = ServerConfig {
-        terms: NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib),
+        terms,
         listen_ip: a.listen,
         ports: record.port_first..=record.port_last,
         transports: a.transports.clone(),
@@ -219,6 +240,10 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         for (transport, addr) in server.local_addrs() {
             println!("listening {transport} {addr}");
         }
+        println!(
+            "a receipt due every {} KiB, a client paused {} KiB past its newest",
+            a.receipt_interval_kib, a.credit_window_kib
+        );
         println!("receipts kept in {}", a.home.join("receipts.json").display());
         std::io::stdout().flush()?;
         wait_for_stop().await;

@@ -52,5 +52,19 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["connect", "--exit", "abc123", "--api", "http://127.0.0.1:9"]);
     assert!(!ok);
     assert!(stderr.contains("invalid value 'abc123' for '--exit <NODE>': not a node id"), "{stderr}");
+
+    // Payment terms a client would refuse are refused when the node starts.
+    let home = dir.join("node");
+    let home = home.to_str().unwrap_or_default();
+    for (window, interval) in [("512", "1024"), ("2048", "0")] {
+        let args = ["node", "run", "--home", home, "--key", home, "--credit-window-kib", window, "--receipt-interval-kib", interval];
+        let (ok, _, stderr) = tollway(&args);
+        assert!(!ok);
+        let want = format!(
+            "--receipt-interval-kib {interval} with --credit-window-kib {window}: \
+             the receipt interval must be positive and below the credit window"
+        );
+        assert!(stderr.contains(&want), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

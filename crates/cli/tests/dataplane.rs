@@ -218,10 +218,14 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     };
     let args_a = node_args(&a, "exit_a.key");
     let mut args_b = node_args(&b, "exit_b.key");
-    // exit_b settles on its own, every second, whatever it holds.
+    // exit_b settles on its own, every second, whatever it holds, and
+    // serves on terms of its own: receipts every 512 KiB, 4 MiB of credit.
     args_b.extend(["--settle-every", "1s", "--settle-min-usd", "0"].map(String::from));
+    args_b.extend(["--receipt-interval-kib", "512", "--credit-window-kib", "4096"].map(String::from));
     let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
-    let _node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let terms = "a receipt due every 512 KiB, a client paused 4096 KiB past its newest";
+    assert!(node_b.lines.iter().any(|l| l == terms), "{:?}", node_b.lines);
     assert!(
         node_a.lines.iter().any(|l| l.contains(&format!("listening tls 127.0.0.1:{ports_a}"))),
         "{:?}",
@@ -247,7 +251,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         assert!(body == pattern(2 << 20), "two hops over {transport}: {} bytes or wrong bytes", body.len());
     }
 
-    abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, _node_b.child.id(), &url(100_000));
+    abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, node_b.child.id(), &url(100_000));
 
     // Failover: exit_a first, exit_b second; a bounded loop of requests,
     // exit_a SIGKILLed after the 10th.

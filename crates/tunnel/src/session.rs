@@ -85,6 +85,16 @@ pub struct NodeTerms {
     pub limits: Limits,
 }
 
+/// The rule for a node's payment terms, checked where the node starts
+/// (`tollway node run`) and by the client in every hello: a receipt is due
+/// before the credit runs out.
+pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64) -> Result<(), &'static str> {
+    if receipt_interval_bytes == 0 || receipt_interval_bytes >= credit_window_bytes {
+        return Err("the receipt interval must be positive and below the credit window");
+    }
+    Ok(())
+}
+
 impl NodeTerms {
     pub fn new(chain_id: String, node: AccountId, price_usd_micro_per_gib: u64) -> NodeTerms {
         NodeTerms {
@@ -960,14 +970,8 @@ impl Session {
                 "the session window must hold at least one stream window".into(),
             ));
         }
-        if hello.receipt_interval_bytes == 0
-            || hello.receipt_interval_bytes >= hello.credit_window_bytes
-        {
-            return Err((
-                ErrorCode::Protocol,
-                "the receipt interval must be positive and below the credit window".into(),
-            ));
-        }
+        check_payment_terms(hello.receipt_interval_bytes, hello.credit_window_bytes)
+            .map_err(|why| (ErrorCode::Protocol, why.to_string()))?;
         let settled = (terms.settled_bytes, terms.settled_usd);
         match &hello.baseline {
             None => Ok(settled),
