@@ -16,7 +16,9 @@ use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePo
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
-use tollway_tunnel::session::{check_payment_terms, Limits, NodeTerms};
+use tollway_tunnel::session::{
+    check_payment_terms, Limits, NodeTerms, DEFAULT_CREDIT_WINDOW_BYTES, DEFAULT_RECEIPT_INTERVAL_BYTES,
+};
 use tollway_tunnel::ExitPolicy;
 use tollway_types::keys::AccountId;
 use tollway_types::SigningKey;
@@ -86,11 +88,11 @@ pub struct NodeRunArgs {
     /// Unpaid bytes a client may receive beyond its newest receipt before
     /// the node pauses it: this node's exposure per session. A larger
     /// window keeps long paths (two hops, slow links) busier.
-    #[arg(long, value_name = "KIB", default_value_t = 2048)]
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_CREDIT_WINDOW_BYTES / 1024)]
     credit_window_kib: u64,
     /// How often clients sign a receipt, in received bytes (below the
     /// credit window).
-    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RECEIPT_INTERVAL_BYTES / 1024)]
     receipt_interval_kib: u64,
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
     /// A channel is settled when its newest receipt holds at least

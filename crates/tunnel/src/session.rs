@@ -85,6 +85,10 @@ pub struct NodeTerms {
     pub limits: Limits,
 }
 
+/// DESIGN §4's defaults: a receipt every MiB, at most 2 MiB unpaid.
+pub const DEFAULT_RECEIPT_INTERVAL_BYTES: u64 = 1 << 20;
+pub const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 2 << 20;
+
 /// The rule for a node's payment terms, checked where the node starts
 /// (`tollway node run`) and by the client in every hello: a receipt is due
 /// before the credit runs out.
@@ -101,8 +105,8 @@ impl NodeTerms {
             chain_id,
             node,
             price_usd_micro_per_gib,
-            receipt_interval_bytes: 1 << 20,
-            credit_window_bytes: 2 << 20,
+            receipt_interval_bytes: DEFAULT_RECEIPT_INTERVAL_BYTES,
+            credit_window_bytes: DEFAULT_CREDIT_WINDOW_BYTES,
             limits: Limits::default(),
         }
     }
