@@ -90,8 +90,8 @@ pub struct NodeRunArgs {
     /// window keeps long paths (two hops, slow links) busier.
     #[arg(long, value_name = "KIB", default_value_t = DEFAULT_CREDIT_WINDOW_BYTES / 1024)]
     credit_window_kib: u64,
-    /// How often clients sign a receipt, in received bytes (below the
-    /// credit window).
+    /// How often clients sign a receipt, in received bytes: at least 64
+    /// (each receipt is a signature) and below the credit window.
     #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RECEIPT_INTERVAL_BYTES / 1024)]
     receipt_interval_kib: u64,
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).

@@ -56,13 +56,13 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     // Payment terms a client would refuse are refused when the node starts.
     let home = dir.join("node");
     let home = home.to_str().unwrap_or_default();
-    for (window, interval) in [("512", "1024"), ("2048", "0")] {
+    for (window, interval) in [("512", "1024"), ("2048", "0"), ("2048", "32")] {
         let args = ["node", "run", "--home", home, "--key", home, "--credit-window-kib", window, "--receipt-interval-kib", interval];
         let (ok, _, stderr) = tollway(&args);
         assert!(!ok);
         let want = format!(
             "--receipt-interval-kib {interval} with --credit-window-kib {window}: \
-             the receipt interval must be positive and below the credit window"
+             the receipt interval must be at least 64 KiB and below the credit window"
         );
         assert!(stderr.contains(&want), "{stderr}");
     }

@@ -89,12 +89,17 @@ pub struct NodeTerms {
 pub const DEFAULT_RECEIPT_INTERVAL_BYTES: u64 = 1 << 20;
 pub const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 2 << 20;
 
+/// The shortest receipt interval a client accepts: each receipt is a
+/// signature, and a node asking for one every few bytes would spend its
+/// clients' CPU (at 64 KiB, 16,384 signatures per GiB).
+pub const MIN_RECEIPT_INTERVAL_BYTES: u64 = 64 * 1024;
+
 /// The rule for a node's payment terms, checked where the node starts
-/// (`tollway node run`) and by the client in every hello: a receipt is due
-/// before the credit runs out.
+/// (`tollway node run`) and by the client in every hello: receipts not
+/// absurdly often, and one due before the credit runs out.
 pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64) -> Result<(), &'static str> {
-    if receipt_interval_bytes == 0 || receipt_interval_bytes >= credit_window_bytes {
-        return Err("the receipt interval must be positive and below the credit window");
+    if receipt_interval_bytes < MIN_RECEIPT_INTERVAL_BYTES || receipt_interval_bytes >= credit_window_bytes {
+        return Err("the receipt interval must be at least 64 KiB and below the credit window");
     }
     Ok(())
 }

@@ -66,6 +66,16 @@ impl Pair {
     /// `client_binding` differs from `node_binding` when the TLS
     /// connection under the hello is not the one it was signed for.
     fn with_binding(escrow: Usd, client_binding: [u8; 32], node_binding: [u8; 32]) -> Pair {
+        Pair::build(escrow, client_binding, node_binding, |_| {})
+    }
+
+    /// `adjust` changes the node's terms before its session starts.
+    fn build(
+        escrow: Usd,
+        client_binding: [u8; 32],
+        node_binding: [u8; 32],
+        adjust: fn(&mut NodeTerms),
+    ) -> Pair {
         let now = Instant::now();
         let client_key = SigningKey::from_label("client");
         let node_key = SigningKey::from_label("node");
@@ -92,6 +102,7 @@ impl Pair {
         );
         let mut terms = NodeTerms::new(CHAIN.into(), node_key.public(), PRICE);
         terms.limits = limits;
+        adjust(&mut terms);
         let node = Session::node(terms, now, 1, node_binding, [5; 16]);
         Pair {
             now,
@@ -478,6 +489,30 @@ fn a_hello_signed_for_another_connection_is_refused() {
             ..
         }
     )));
+}
+
+/// A node that asks for receipts too often (each one a signature), or for
+/// none before its credit runs out, is refused by the client.
+#[test]
+fn a_client_refuses_payment_terms_that_would_spend_it_or_stall() {
+    let cases: [fn(&mut NodeTerms); 2] = [
+        |t| t.receipt_interval_bytes = 4096,
+        |t| t.receipt_interval_bytes = t.credit_window_bytes,
+    ];
+    for adjust in cases {
+        let mut pair = Pair::build(Usd(1_000_000), [9; 32], [9; 32], adjust);
+        pair.drive();
+        assert!(pair.client.is_closed(), "{:?}", pair.client_events);
+        assert!(
+            pair.client_events.iter().any(|e| matches!(
+                e,
+                Event::Closed { code: ErrorCode::Protocol, message, by_peer: false }
+                    if message.contains("at least 64 KiB and below the credit window")
+            )),
+            "{:?}",
+            pair.client_events
+        );
+    }
 }
 
 #[test]
