@@ -97,9 +97,12 @@ pub const MIN_RECEIPT_INTERVAL_BYTES: u64 = 64 * 1024;
 /// The rule for a node's payment terms, checked where the node starts
 /// (`tollway node run`) and by the client in every hello: receipts not
 /// absurdly often, and one due before the credit runs out.
-pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64) -> Result<(), &'static str> {
+pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64) -> Result<(), String> {
     if receipt_interval_bytes < MIN_RECEIPT_INTERVAL_BYTES || receipt_interval_bytes >= credit_window_bytes {
-        return Err("the receipt interval must be at least 64 KiB and below the credit window");
+        return Err(format!(
+            "the receipt interval must be at least {} KiB and below the credit window",
+            MIN_RECEIPT_INTERVAL_BYTES / 1024
+        ));
     }
     Ok(())
 }
@@ -980,7 +983,7 @@ impl Session {
             ));
         }
         check_payment_terms(hello.receipt_interval_bytes, hello.credit_window_bytes)
-            .map_err(|why| (ErrorCode::Protocol, why.to_string()))?;
+            .map_err(|why| (ErrorCode::Protocol, why))?;
         let settled = (terms.settled_bytes, terms.settled_usd);
         match &hello.baseline {
             None => Ok(settled),
