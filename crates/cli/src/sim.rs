@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use tollway_sim::montecarlo;
 use tollway_sim::output::ScenarioResult;
 use tollway_sim::report;
-use tollway_sim::scenario::Scenario;
+use tollway_sim::scenario::{self, Scenario};
 
 #[derive(clap::Subcommand)]
 pub enum SimCommand {
     /// Run one scenario (Monte Carlo over seeds, optionally a sweep).
     Run {
+        /// A scenario file (TOML), or the name of a built-in one:
+        /// fixed-emissions, burn-and-mint, hybrid, sybil-and-liars,
+        /// demand-shock, thin-supply.
         scenario: PathBuf,
         #[command(flatten)]
         opts: RunOpts,
@@ -25,6 +28,7 @@ pub enum SimCommand {
     },
     /// Run several scenarios and put them side by side in one report.
     Compare {
+        /// Scenario files or built-in names, as for `run`.
         #[arg(required = true, num_args = 2..)]
         scenarios: Vec<PathBuf>,
         #[command(flatten)]
@@ -54,8 +58,28 @@ pub struct RunOpts {
     quiet: bool,
 }
 
+/// A scenario's text: the file at `path`, or else the built-in scenario
+/// of that name.
+fn scenario_text(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(text) = path.to_str().and_then(scenario::built_in) {
+                return Ok(text.to_string());
+            }
+            let names: Vec<&str> = scenario::BUILT_IN.iter().map(|(n, _)| *n).collect();
+            bail!(
+                "reading scenario {}: no such file, and no built-in scenario of that name (they are: {})",
+                path.display(),
+                names.join(", ")
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("reading scenario {}", path.display())),
+    }
+}
+
 fn load(path: &Path, opts: &RunOpts) -> anyhow::Result<Scenario> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
+    let text = scenario_text(path)?;
     let mut s = Scenario::from_toml(&text).with_context(|| format!("scenario {}", path.display()))?;
     if let Some(r) = opts.runs {
         s = s.with_override("run.runs", &r.to_string())?;

@@ -92,7 +92,8 @@ fn bad_scenarios_get_clear_errors() {
         assert!(stderr.contains(want), "case {i}: wanted {want:?} in {stderr}");
     }
     let (ok, _, stderr) = tollway(&["sim", "run", "no-such-file.toml"]);
-    assert!(!ok && stderr.contains("reading scenario no-such-file.toml"), "{stderr}");
+    assert!(!ok && stderr.contains("reading scenario no-such-file.toml: no such file"), "{stderr}");
+    assert!(stderr.contains("(they are: fixed-emissions, burn-and-mint,"), "{stderr}");
     let p = dir.join("s.toml");
     std::fs::write(&p, &good).unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "nonsense"]);
@@ -112,5 +113,27 @@ fn bad_scenarios_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
     assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");
     assert_eq!(stderr.matches("no parameter named").count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A built-in scenario runs by name from a directory with no scenario
+/// files, and gives the same bytes as its file in the repository.
+#[test]
+fn a_built_in_scenario_runs_by_name_from_anywhere() {
+    let dir = temp_dir("sim-built-in");
+    let by_name = dir.join("by-name");
+    let by_file = dir.join("by-file");
+    let file = repo().join("scenarios/hybrid.toml");
+    let common = ["--runs", "1", "--days", "3", "--quiet"];
+    let run = |scenario: &str, out: &Path| {
+        let mut args = vec!["sim", "run", scenario, "--out", out.to_str().unwrap_or_default()];
+        args.extend(common);
+        let (ok, stdout, stderr) = common::tollway_in(&dir, &args);
+        assert!(ok, "{stdout}{stderr}");
+    };
+    run("hybrid", &by_name);
+    run(file.to_str().unwrap_or_default(), &by_file);
+    let csv = |d: &Path| std::fs::read(d.join("hybrid/seed-1.csv")).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    assert_eq!(csv(&by_name), csv(&by_file));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,23 @@ use serde::{Deserialize, Serialize};
 use tollway_ledger::params::keys_set_by;
 use tollway_ledger::Params;
 
+/// The repository's scenario files, compiled in, so `tollway sim run
+/// burn-and-mint` works from any directory (a file of that name, where one
+/// exists, comes first).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("fixed-emissions", include_str!("../../../scenarios/fixed-emissions.toml")),
+    ("burn-and-mint", include_str!("../../../scenarios/burn-and-mint.toml")),
+    ("hybrid", include_str!("../../../scenarios/hybrid.toml")),
+    ("sybil-and-liars", include_str!("../../../scenarios/sybil-and-liars.toml")),
+    ("demand-shock", include_str!("../../../scenarios/demand-shock.toml")),
+    ("thin-supply", include_str!("../../../scenarios/thin-supply.toml")),
+];
+
+/// The text of the built-in scenario `name`.
+pub fn built_in(name: &str) -> Option<&'static str> {
+    BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {

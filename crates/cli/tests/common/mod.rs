@@ -9,8 +9,15 @@ use std::time::Duration;
 /// Runs `tollway ARGS` and returns (success, stdout, stderr).
 #[allow(dead_code)] // not every test file uses it
 pub fn tollway(args: &[&str]) -> (bool, String, String) {
+    tollway_in(Path::new("."), args)
+}
+
+/// As [`tollway`], with `dir` as the working directory.
+#[allow(dead_code)]
+pub fn tollway_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
         .args(args)
+        .current_dir(dir)
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
