@@ -274,7 +274,7 @@ impl NodeProfile {
         if self.behaviour == Behaviour::Offline {
             return (MeasurementOutcome::Unreachable, 0);
         }
-        if r % 50 == 0 {
+        if r.is_multiple_of(50) {
             return (MeasurementOutcome::OracleError, 0);
         }
         let mut throughput_bps = self.true_bps / 1_000 * (850 + (r >> 8) % 151);

@@ -193,7 +193,8 @@ impl Mempool {
             }
             match target.apply(p) {
                 Ok(()) => {
-                    let p = self.remove(&account, nonce).expect("present");
+                    // Present: found just above.
+                    let Some(p) = self.remove(&account, nonce) else { continue };
                     bytes += p.bytes;
                     included.push(p);
                     if let Some(next) = self.accounts.get(&account).and_then(|q| q.get(&(nonce + 1))) {
@@ -201,11 +202,11 @@ impl Mempool {
                     }
                 }
                 Err((code, e)) => {
-                    let p = self.remove(&account, nonce).expect("present");
+                    let Some(p) = self.remove(&account, nonce) else { continue };
                     dropped.push(Dropped { id: p.id, code, message: e.to_string() });
                     let later: Vec<u64> = self.accounts.get(&account).map(|q| q.keys().copied().collect()).unwrap_or_default();
                     for n in later {
-                        let q = self.remove(&account, n).expect("present");
+                        let Some(q) = self.remove(&account, n) else { continue };
                         dropped.push(Dropped {
                             id: q.id,
                             code: "dropped",

@@ -2,6 +2,7 @@
 //! the real block loop) started in-process: submission to durable commit,
 //! every kind of bad input getting a clear 4xx with nothing written, the
 //! event stream, metrics, and the OpenAPI file matching the routes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -408,7 +409,7 @@ fn an_oversized_or_broken_batch_is_refused_whole() {
     );
     assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
 
-    let mut cut = binary_batch(&[tx.clone()]);
+    let mut cut = binary_batch(std::slice::from_ref(&tx));
     cut.pop();
     let (s, v) = c.post("/v1/txs/batch", "application/octet-stream", &cut);
     assert_eq!((s, code(&v)), (400, "bad_encoding"), "{v}");

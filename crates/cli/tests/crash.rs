@@ -6,6 +6,7 @@
 //! replay` must reproduce every state root.
 //!
 //! The seed of the kill schedule is printed; set CRASH_SEED to rerun one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic
 
 mod common;
 

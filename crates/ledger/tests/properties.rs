@@ -80,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// What happened at one step, for replay.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // test steps, a few hundred per case
 enum Step {
     Tx(Ctx, SignedTx),
     Epoch(Ctx, Hash32),

@@ -296,13 +296,13 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(shards) = shared.shards.as_ref() else {
+        // Without shards, the accepting runtime serves the connection.
+        let Some((runtime, load)) = shared.shards.as_ref().and_then(|s| s.least_loaded()) else {
             tokio::spawn(shared.clone().handshake_tcp(tcp, peer, waiting, None));
             continue;
         };
         // Move the socket to its shard before anything reads it: from
         // there on its readiness, timers and tasks stay on that thread.
-        let (runtime, load) = shards.least_loaded();
         let Ok(tcp) = tcp.into_std() else {
             shared.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
             continue;

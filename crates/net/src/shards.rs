@@ -106,15 +106,12 @@ impl ShardHandles {
     }
 
     /// The shard with the fewest live connections (the first of equals),
-    /// and a guard that counts one more there until it is dropped.
-    pub(crate) fn least_loaded(&self) -> (Handle, ShardLoad) {
-        let shard = self
-            .shards
-            .iter()
-            .min_by_key(|s| s.live.load(Ordering::Relaxed))
-            .expect("a shard set is never empty");
+    /// and a guard that counts one more there until it is dropped; `None`
+    /// only for an empty set (`Shards::start` makes at least one).
+    pub(crate) fn least_loaded(&self) -> Option<(Handle, ShardLoad)> {
+        let shard = self.shards.iter().min_by_key(|s| s.live.load(Ordering::Relaxed))?;
         shard.live.fetch_add(1, Ordering::Relaxed);
-        (shard.runtime.clone(), ShardLoad { live: shard.live.clone() })
+        Some((shard.runtime.clone(), ShardLoad { live: shard.live.clone() }))
     }
 }
 

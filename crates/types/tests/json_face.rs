@@ -1,6 +1,7 @@
 //! The JSON face of the wire types (what the API speaks) next to the codec
 //! face (what is signed and hashed): both round-trip, and the JSON is
 //! readable: hex keys, decimal amounts, two-letter countries.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic
 
 use tollway_types::{Amount, CountryCode, NodeSpec, SignedTx, SigningKey, Token, Tx, TxBody, Usd};
 

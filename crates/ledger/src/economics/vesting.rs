@@ -314,7 +314,8 @@ mod tests {
         // Rewards that fit stay in their tier: 32 bits (small), past 32 bits
         // in amount or start (narrow). Every storage encodes and decodes to
         // the same account, in the smallest tier that holds it.
-        let cases: [(u128, u64, fn(&Tranches) -> bool); 3] = [
+        type Case = (u128, u64, fn(&Tranches) -> bool);
+        let cases: [Case; 3] = [
             (1_000_000, 0, |t| matches!(t, Tranches::Small(_))),
             (u32::MAX as u128 - 20, 0, |t| matches!(t, Tranches::Narrow(_))), // joins pass 32 bits
             (1_000_000, u32::MAX as u64, |t| matches!(t, Tranches::Narrow(_))), // starts pass 32 bits
