@@ -191,10 +191,10 @@ impl Mempool {
                 // Too big for what is left of this block: it waits.
                 continue;
             }
-            match target.apply(p) {
+            // Whatever `apply` says, the tx leaves the pool.
+            let Some(p) = self.remove(&account, nonce) else { continue };
+            match target.apply(&p) {
                 Ok(()) => {
-                    // Present: found just above.
-                    let Some(p) = self.remove(&account, nonce) else { continue };
                     bytes += p.bytes;
                     included.push(p);
                     if let Some(next) = self.accounts.get(&account).and_then(|q| q.get(&(nonce + 1))) {
@@ -202,7 +202,6 @@ impl Mempool {
                     }
                 }
                 Err((code, e)) => {
-                    let Some(p) = self.remove(&account, nonce) else { continue };
                     dropped.push(Dropped { id: p.id, code, message: e.to_string() });
                     let later: Vec<u64> = self.accounts.get(&account).map(|q| q.keys().copied().collect()).unwrap_or_default();
                     for n in later {
