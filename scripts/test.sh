@@ -14,6 +14,9 @@ if ! command -v curl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq curl
 fi
 
+echo "== lints (clippy, warnings are errors: library code has no unwrap or expect)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== unit, property, scenario and end-to-end tests"
 cargo test --workspace --locked
 
