@@ -15,6 +15,9 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 
 echo "== lints (clippy, warnings are errors: library code has no unwrap or expect)"
+if ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add clippy || { echo "clippy is missing and rustup could not add it" >&2; exit 1; }
+fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit, property, scenario and end-to-end tests"
