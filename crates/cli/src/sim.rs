@@ -13,9 +13,7 @@ use tollway_sim::scenario::{self, Scenario};
 pub enum SimCommand {
     /// Run one scenario (Monte Carlo over seeds, optionally a sweep).
     Run {
-        /// A scenario file (TOML), or the name of a built-in one:
-        /// fixed-emissions, burn-and-mint, hybrid, sybil-and-liars,
-        /// demand-shock, thin-supply.
+        #[arg(help = scenario_help())]
         scenario: PathBuf,
         #[command(flatten)]
         opts: RunOpts,
@@ -58,6 +56,10 @@ pub struct RunOpts {
     quiet: bool,
 }
 
+fn scenario_help() -> String {
+    format!("A scenario file (TOML), or the name of a built-in one: {}", scenario::built_in_names())
+}
+
 /// A scenario's text: the file at `path`, or else the built-in scenario
 /// of that name.
 fn scenario_text(path: &Path) -> anyhow::Result<String> {
@@ -67,11 +69,10 @@ fn scenario_text(path: &Path) -> anyhow::Result<String> {
             if let Some(text) = path.to_str().and_then(scenario::built_in) {
                 return Ok(text.to_string());
             }
-            let names: Vec<&str> = scenario::BUILT_IN.iter().map(|(n, _)| *n).collect();
             bail!(
                 "reading scenario {}: no such file, and no built-in scenario of that name (they are: {})",
                 path.display(),
-                names.join(", ")
+                scenario::built_in_names()
             )
         }
         Err(e) => Err(e).with_context(|| format!("reading scenario {}", path.display())),

@@ -24,6 +24,11 @@ pub fn built_in(name: &str) -> Option<&'static str> {
     BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
 }
 
+/// The built-in scenarios' names, comma-separated, for help and errors.
+pub fn built_in_names() -> String {
+    BUILT_IN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
