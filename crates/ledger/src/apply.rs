@@ -9,7 +9,10 @@ use crate::assignment::Assigner;
 use crate::economics::{amm, vesting};
 use crate::error::TxError;
 use crate::event::Event;
-use crate::state::{AccountIdx, Channel, Ctx, Node, NodeEpoch, Oracle, ReportSlot, State, SubnetKey, Unbonding};
+use crate::params::Params;
+use crate::state::{
+    Account, AccountIdx, Channel, Ctx, Node, NodeEpoch, Oracle, RegionState, ReportSlot, State, SubnetKey, Unbonding,
+};
 use std::net::IpAddr;
 use tollway_types::tx::limits;
 use tollway_types::{
@@ -518,18 +521,61 @@ pub(crate) fn credit_settlement(
     amount: Usd,
     bytes: u64,
 ) -> (Usd, Usd) {
-    let to_node = amount.mul_ppm_floor(state.params.node_usd_share_ppm);
-    let to_burn = Usd(amount.0 - to_node.0);
-    state.accounts[node_account as usize].usd.0 += to_node.0;
-    state.burn_queue_usd.0 += to_burn.0;
-    if let Some(n) = node {
-        let node_epoch = &mut state.node_epochs[n as usize];
-        node_epoch.settled_usd.0 += amount.0;
-        node_epoch.burn_usd.0 += to_burn.0;
-        let region = &mut state.regions[state.nodes[n as usize].region.index()];
-        region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
+    state.payment_parts().1.credit_settlement(node_account, node, amount, bytes)
+}
+
+/// The parts of the state a payment changes, borrowed apart from the node
+/// records, which it only reads (`State::payment_parts`): while payments
+/// run, other threads may read the nodes (the simulator assigns the day's
+/// oracles meanwhile).
+pub struct PaymentParts<'a> {
+    pub(crate) params: &'a Params,
+    pub(crate) nodes: &'a [Node],
+    pub(crate) accounts: &'a mut [Account],
+    pub(crate) node_epochs: &'a mut [NodeEpoch],
+    pub(crate) regions: &'a mut [RegionState],
+    pub(crate) burn_queue_usd: &'a mut Usd,
+}
+
+impl State {
+    /// The node records, and the parts of the state a payment changes.
+    pub fn payment_parts(&mut self) -> (&[Node], PaymentParts<'_>) {
+        let parts = PaymentParts {
+            params: &self.params,
+            nodes: &self.nodes,
+            accounts: &mut self.accounts,
+            node_epochs: &mut self.node_epochs,
+            regions: &mut self.regions,
+            burn_queue_usd: &mut self.burn_queue_usd,
+        };
+        (parts.nodes, parts)
     }
-    (to_node, to_burn)
+}
+
+impl PaymentParts<'_> {
+    /// A settlement of `amount` for `bytes`: the node's share to its
+    /// account, the rest queued for the burn, and the node's epoch and
+    /// region accumulators. Returns (to the node, to the burn).
+    pub(crate) fn credit_settlement(
+        &mut self,
+        node_account: AccountIdx,
+        node: Option<u32>,
+        amount: Usd,
+        bytes: u64,
+    ) -> (Usd, Usd) {
+        let to_node = amount.mul_ppm_floor(self.params.node_usd_share_ppm);
+        let to_burn = Usd(amount.0 - to_node.0);
+        self.accounts[node_account as usize].usd.0 += to_node.0;
+        self.burn_queue_usd.0 += to_burn.0;
+        if let Some(n) = node {
+            let node_epoch = &mut self.node_epochs[n as usize];
+            node_epoch.settled_usd.0 += amount.0;
+            node_epoch.burn_usd.0 += to_burn.0;
+            let region = &mut self.regions[self.nodes[n as usize].region.index()];
+            region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
+        }
+        (to_node, to_burn)
+    }
 }
 
 fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &ChannelId, events: &mut Vec<Event>) -> Result<(), TxError> {

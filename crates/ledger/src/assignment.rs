@@ -8,7 +8,7 @@
 //! disjoint (DESIGN §2 step 2) whenever there are enough oracles.
 
 use crate::params::MAX_ORACLES_PER_NODE;
-use crate::state::{AccountIdx, NodeIdx, OracleIdx, State, SubnetKey};
+use crate::state::{AccountIdx, Node, NodeIdx, OracleIdx, State, SubnetKey};
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash step.
 fn mix64(mut z: u64) -> u64 {
@@ -66,6 +66,18 @@ impl Assignment {
     }
 }
 
+/// A node as the common case of the assignment sees it
+/// ([`Assigner::node_key`]).
+#[derive(Clone, Copy, Debug)]
+pub struct NodeKey {
+    /// Its epoch key.
+    key: u32,
+    account: AccountIdx,
+    group: u32,
+    /// One address and no strike from the previous epoch.
+    common: bool,
+}
+
 struct EligibleOracle {
     idx: OracleIdx,
     account: AccountIdx,
@@ -82,6 +94,8 @@ struct EligibleOracle {
 /// The oracles' keys sit in a vector of their own, in oracle index order:
 /// the scoring loop reads only them and compares one `u64` per oracle.
 pub struct Assigner {
+    /// The epoch it assigns (the state's when it was made).
+    epoch: u64,
     seed: u64,
     k: usize,
     /// Epoch keys (`epoch_key`).
@@ -110,6 +124,7 @@ impl Assigner {
         }
         let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
         Assigner {
+            epoch,
             seed,
             k: (state.params.oracles_per_node as usize).min(MAX_ORACLES_PER_NODE),
             keys,
@@ -173,30 +188,57 @@ impl Assigner {
         Some(out)
     }
 
+    /// What the common case of [`Assigner::assign`] reads of node `n`,
+    /// copied out: with it, [`Assigner::assign_common`] needs no state, so
+    /// the simulator computes assignments on another thread while it pays
+    /// the nodes.
+    ///
+    /// `nodes` are the state's node records (`State::nodes`, or the ones
+    /// `State::payment_parts` lends), in the epoch the assigner was made
+    /// for.
+    pub fn node_key(&self, nodes: &[Node], n: NodeIdx) -> NodeKey {
+        let node = &nodes[n as usize];
+        let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch < self.epoch && !s.oracles.is_empty());
+        NodeKey {
+            key: epoch_key(self.seed, key64(&node.operator.0)),
+            account: node.account,
+            group: node.subnet_group,
+            common: node.spec.addrs.len() == 1 && !struck_now,
+        }
+    }
+
+    /// The node's assignment when the common case decides it (one
+    /// address, no strike, neither its own oracle nor one of its subnet
+    /// among the winners); `None` when only [`Assigner::assign`], which
+    /// reads the node's addresses and strike, can.
+    pub fn assign_common(&self, node: &NodeKey) -> Option<Assignment> {
+        if self.k == 0 {
+            return Some(Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 });
+        }
+        if !node.common {
+            return None;
+        }
+        let (key, a, g) = (node.key, node.account, node.group);
+        match self.k {
+            1 => self.assign_fast::<1>(key, a, g),
+            2 => self.assign_fast::<2>(key, a, g),
+            3 => self.assign_fast::<3>(key, a, g),
+            4 => self.assign_fast::<4>(key, a, g),
+            5 => self.assign_fast::<5>(key, a, g),
+            6 => self.assign_fast::<6>(key, a, g),
+            _ => self.assign_fast::<MAX_ORACLES_PER_NODE>(key, a, g),
+        }
+    }
+
     /// The oracles assigned to node `n` in the state's current epoch.
     pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
-        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
-        if self.k == 0 {
+        let key = self.node_key(&state.nodes, n);
+        if let Some(out) = self.assign_common(&key) {
             return out;
         }
+        let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
         let node = &state.nodes[n as usize];
-        let node_key = epoch_key(self.seed, key64(&node.operator.0));
-        let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch < state.epoch && !s.oracles.is_empty());
-        if node.spec.addrs.len() == 1 && !struck_now {
-            let (a, g) = (node.account, node.subnet_group);
-            let fast = match self.k {
-                1 => self.assign_fast::<1>(node_key, a, g),
-                2 => self.assign_fast::<2>(node_key, a, g),
-                3 => self.assign_fast::<3>(node_key, a, g),
-                4 => self.assign_fast::<4>(node_key, a, g),
-                5 => self.assign_fast::<5>(node_key, a, g),
-                6 => self.assign_fast::<6>(node_key, a, g),
-                _ => self.assign_fast::<MAX_ORACLES_PER_NODE>(node_key, a, g),
-            };
-            if let Some(out) = fast {
-                return out;
-            }
-        }
+        let node_key = key.key;
         // A node with one address is in the subnet of its subnet group
         // (`Node::subnet_group`), so the oracle's group decides, without
         // reading the address list; a node with several compares them all.
@@ -399,7 +441,7 @@ mod tests {
             .map(|j| EligibleOracle { idx: 10 + 2 * j, account: j % 3, subnet: 0, subnet_group: 100 + j % 4 })
             .collect();
         let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
-        let a = Assigner { seed: 0, k: 3, keys, oracles, account_group };
+        let a = Assigner { epoch: 0, seed: 0, k: 3, keys, oracles, account_group };
         let mut answered = 0;
         for node_key in [0u32, 5, 1 << 30, u32::MAX] {
             for (account, group) in [(0u32, 100u32), (1, 103), (2, 999), (7, 101), (7, 999)] {

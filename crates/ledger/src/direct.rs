@@ -5,7 +5,8 @@
 //! the ledger's alone; what is skipped is only the envelope (signatures,
 //! nonces, fees) and, for payments, the channel's receipt bookkeeping.
 
-use crate::apply::{apply_body, credit_settlement};
+use crate::apply::apply_body;
+pub use crate::apply::PaymentParts;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::state::{AccountIdx, Ctx, NodeIdx, OracleIdx, ReportSlot, State};
@@ -28,10 +29,24 @@ pub fn apply_unsigned(state: &mut State, ctx: Ctx, signer: AccountIdx, body: &Tx
 // another crate, where a call each was a measurable share of its loops.
 #[inline]
 pub fn pay_node(state: &mut State, payer: AccountIdx, node: NodeIdx, amount: Usd, bytes: u64) -> Result<(Usd, Usd), TxError> {
-    let acct = &mut state.accounts[payer as usize];
+    pay_node_in(&mut state.payment_parts().1, payer, node, amount, bytes)
+}
+
+/// [`pay_node`] on the parts of the state a payment changes
+/// (`State::payment_parts`), so that other threads may read the nodes
+/// meanwhile.
+#[inline]
+pub fn pay_node_in(
+    parts: &mut PaymentParts<'_>,
+    payer: AccountIdx,
+    node: NodeIdx,
+    amount: Usd,
+    bytes: u64,
+) -> Result<(Usd, Usd), TxError> {
+    let acct = &mut parts.accounts[payer as usize];
     acct.usd = acct.usd.checked_sub(amount).ok_or(TxError::InsufficientUsd { have: acct.usd, need: amount })?;
-    let node_account = state.nodes[node as usize].account;
-    Ok(credit_settlement(state, node_account, Some(node), amount, bytes))
+    let node_account = parts.nodes[node as usize].account;
+    Ok(parts.credit_settlement(node_account, Some(node), amount, bytes))
 }
 
 /// Records one oracle's measurement of one node for the current epoch. The

@@ -3,7 +3,7 @@
 //! burned (or + deposited − withdrawn), and the sum of every place money
 //! can sit equals that total.
 
-use crate::state::State;
+use crate::state::{Account, State};
 use tollway_types::{Token, Usd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,36 +19,73 @@ pub struct Holdings {
     pub usd_burn_queue: Usd,
 }
 
-impl Holdings {
-    pub fn of(state: &State) -> Holdings {
-        let mut h = Holdings {
-            token_balances: Token::ZERO,
-            token_staked: Token::ZERO,
-            token_unbonding: Token::ZERO,
-            token_vesting: Token::ZERO,
-            token_pool: state.pool.token,
-            usd_balances: Usd::ZERO,
-            usd_escrow: Usd::ZERO,
-            usd_pool: state.pool.usd,
-            usd_burn_queue: state.burn_queue_usd,
-        };
-        for a in &state.accounts {
-            h.token_balances.0 += a.token.0;
-            h.token_staked.0 += a.staked.0;
-            h.token_unbonding.0 += a.unbonding_total().0;
+/// What the supply check sums over the accounts. Exact integer sums, so
+/// the sums of the parts of a split add up to the sum of the whole: a
+/// caller may compute them in parallel ([`check_supply_with`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSums {
+    token: u128,
+    staked: u128,
+    unbonding: u128,
+    vesting: u128,
+    usd: u128,
+}
+
+impl AccountSums {
+    pub fn of(accounts: &[Account]) -> AccountSums {
+        let mut s = AccountSums::default();
+        for a in accounts {
+            s.token += a.token.0;
+            s.staked += a.staked.0;
+            s.unbonding += a.unbonding_total().0;
             // The stored total, which every vesting change keeps equal to
             // the tranches' sum: walking all ~31 tranches of every account
             // after every epoch was a tenth of a simulated epoch. The
             // property tests check the two agree after every step, and so
             // does every debug build here.
             debug_assert!(a.vesting_cache_is_consistent(), "vesting total out of step with the tranches");
-            h.token_vesting.0 += a.vesting_total().0;
-            h.usd_balances.0 += a.usd.0;
+            s.vesting += a.vesting_total().0;
+            s.usd += a.usd.0;
         }
+        s
+    }
+}
+
+/// The sums over both parts.
+impl std::ops::Add for AccountSums {
+    type Output = AccountSums;
+    fn add(self, other: AccountSums) -> AccountSums {
+        AccountSums {
+            token: self.token + other.token,
+            staked: self.staked + other.staked,
+            unbonding: self.unbonding + other.unbonding,
+            vesting: self.vesting + other.vesting,
+            usd: self.usd + other.usd,
+        }
+    }
+}
+
+impl Holdings {
+    pub fn of(state: &State) -> Holdings {
+        Holdings::with_accounts(state, AccountSums::of(&state.accounts))
+    }
+
+    fn with_accounts(state: &State, sums: AccountSums) -> Holdings {
+        let mut usd_escrow = Usd::ZERO;
         for c in state.channels.values() {
-            h.usd_escrow.0 += c.escrow.0 - c.paid.0;
+            usd_escrow.0 += c.escrow.0 - c.paid.0;
         }
-        h
+        Holdings {
+            token_balances: Token(sums.token),
+            token_staked: Token(sums.staked),
+            token_unbonding: Token(sums.unbonding),
+            token_vesting: Token(sums.vesting),
+            token_pool: state.pool.token,
+            usd_balances: Usd(sums.usd),
+            usd_escrow,
+            usd_pool: state.pool.usd,
+            usd_burn_queue: state.burn_queue_usd,
+        }
     }
 
     pub fn token_total(&self) -> Token {
@@ -67,7 +104,15 @@ impl Holdings {
 /// one of those sums, such as the simulator's circulating supply, a pass
 /// of its own over every account.)
 pub fn check_supply(state: &State) -> Result<Holdings, String> {
-    let h = Holdings::of(state);
+    check_supply_with(state, AccountSums::of(&state.accounts))
+}
+
+/// [`check_supply`] with the sums over `state.accounts` computed by the
+/// caller (the simulator splits them over threads). Debug builds check
+/// them against a pass of their own.
+pub fn check_supply_with(state: &State, sums: AccountSums) -> Result<Holdings, String> {
+    debug_assert_eq!(sums, AccountSums::of(&state.accounts), "the account sums given are not the accounts' sums");
+    let h = Holdings::with_accounts(state, sums);
     let s = &state.supply;
     if h.token_total() != s.total_token() {
         return Err(format!(

@@ -10,10 +10,13 @@ use crate::output::{EpochRow, RunOutput, RunSummary};
 use crate::rng::Rng;
 use crate::scenario::{Scenario, Shock};
 use tollway_ledger::assignment::{Assigner, Assignment};
-use tollway_ledger::direct::{apply_unsigned, pay_node, record_report};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tollway_ledger::direct::{apply_unsigned, pay_node_in, record_report, PaymentParts};
 use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{AccountIdx, NodeIdx, OracleIdx};
+use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
 use tollway_ledger::{check_supply, end_epoch, Ctx, State};
 use tollway_types::{
     AccountId, Amount, CountryCode, Hash32, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
@@ -223,6 +226,9 @@ const PARALLEL_MIN_OPERATORS: usize = 4096;
 fn is_measured(state: &State, op: &Operator) -> bool {
     op.active && state.nodes[op.node as usize].active
 }
+
+/// A payment `serve` decides: (operator, its node, region, USD, bytes).
+type Payment = (usize, NodeIdx, usize, Usd, u64);
 
 /// The active operators' capacity, as `serve` sums it.
 #[derive(Clone, Copy)]
@@ -605,10 +611,10 @@ impl Sim {
     }
 
     /// Consumers in each region buy bandwidth hour by hour from the nodes
-    /// online then; payments go through the ledger. Returns per-region
-    /// (served GB, unserved GB, paid USD, liquidity, capacity Gbit/s,
-    /// demand Gbit/s).
-    fn serve(&mut self) -> Result<[[f64; 6]; 8], SimError> {
+    /// online then; their USD arrives through the gateway. Returns per
+    /// region (served GB, unserved GB, paid USD, liquidity, capacity
+    /// Gbit/s, demand Gbit/s), and the payments to make (`pay`).
+    fn serve(&mut self) -> Result<([[f64; 6]; 8], Vec<Payment>), SimError> {
         let d = self.scenario.demand.clone();
         // Growth is in the consumer count (compounded daily below), so it is
         // not applied again here.
@@ -677,11 +683,6 @@ impl Sim {
                 self.apply(ctx, gateway, &TxBody::Deposit { to, amount }, "consumer deposit")?;
             }
         }
-        for (i, node, r, amount, bytes) in payments {
-            let (to_node, _) = pay_node(&mut self.state, self.consumer_accounts[r], node, amount, bytes)
-                .map_err(|e| SimError::Setup { day: self.day, what: "a payment".into(), why: e.to_string() })?;
-            self.ops[i].usd_income_epoch += u128_to_f64(to_node.0) / 1e6;
-        }
         for r in 0..8 {
             out[r][2] = paid[r];
             if out[r][0] > 0.0 {
@@ -690,14 +691,87 @@ impl Sim {
             // Consumers arrive with growth (compounded daily).
             self.consumers[r] *= (1.0 + d.growth_per_year).powf(1.0 / 365.0);
         }
-        Ok(out)
+        Ok((out, payments))
+    }
+
+    /// Makes the payments `serve` decided, through the ledger, on the
+    /// parts of the state a payment changes. Returns the USD each one
+    /// brought its node.
+    fn pay(
+        parts: &mut PaymentParts<'_>,
+        consumer_accounts: &[AccountIdx; 8],
+        payments: &[Payment],
+        day: u64,
+    ) -> Result<Vec<f64>, SimError> {
+        payments
+            .iter()
+            .map(|&(_, node, r, amount, bytes)| {
+                let (to_node, _) = pay_node_in(parts, consumer_accounts[r], node, amount, bytes)
+                    .map_err(|e| SimError::Setup { day, what: "a payment".into(), why: e.to_string() })?;
+                Ok(u128_to_f64(to_node.0) / 1e6)
+            })
+            .collect()
+    }
+
+    /// The day's payments (`serve`, `pay`) and measurements (`measure`).
+    /// With threads to spare, the oracle assignment is computed while the
+    /// payments are made: they change no node and no oracle (they borrow
+    /// the state apart from the node records, `State::payment_parts`), so
+    /// the assignment is the one `measure` would compute after them, and
+    /// the output is the same bytes on any number of threads.
+    fn serve_and_measure(&mut self) -> Result<[[f64; 6]; 8], SimError> {
+        let assigner = Assigner::new(&self.state);
+        let (served, payments) = self.serve()?;
+        let day = self.day;
+        let parallel = self.threads > 1 && self.ops.len() >= PARALLEL_MIN_OPERATORS;
+        let mut assigned = Vec::new();
+        let incomes = if !parallel {
+            Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day)?
+        } else {
+            assigned = vec![None; self.ops.len()];
+            let ops = &self.ops;
+            let (nodes, mut parts) = self.state.payment_parts();
+            // Chunks that any thread takes next: the helpers assign while
+            // this thread pays, then it joins them.
+            const CHUNK: usize = 2048;
+            let next = AtomicUsize::new(0);
+            let chunks: Vec<Mutex<_>> =
+                ops.chunks(CHUNK).zip(assigned.chunks_mut(CHUNK)).map(Mutex::new).collect();
+            let work = || {
+                while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let Ok(mut chunk) = chunk.lock() else { return };
+                    let (ops, out) = &mut *chunk;
+                    for (op, out) in ops.iter().zip(out.iter_mut()) {
+                        if op.active && nodes[op.node as usize].active {
+                            *out = assigner.assign_common(&assigner.node_key(nodes, op.node));
+                        }
+                    }
+                }
+            };
+            std::thread::scope(|scope| {
+                let helpers: Vec<_> = (1..self.threads).map(|_| scope.spawn(work)).collect();
+                let incomes = Self::pay(&mut parts, &self.consumer_accounts, &payments, day);
+                work();
+                for helper in helpers {
+                    if let Err(panic) = helper.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+                incomes
+            })?
+        };
+        for (&(i, ..), income) in payments.iter().zip(incomes) {
+            self.ops[i].usd_income_epoch += income;
+        }
+        self.measure(&assigner, &assigned);
+        Ok(served)
     }
 
     /// Oracles measure every active node: honest oracles report what the
     /// node delivers (0.85–1.0 of it), colluding oracles report a liar's
-    /// claim.
-    fn measure(&mut self) {
-        let assigner = Assigner::new(&self.state);
+    /// claim. `precomputed[i]`, where present, is operator `i`'s
+    /// assignment.
+    fn measure(&mut self, assigner: &Assigner, precomputed: &[Option<Assignment>]) {
         let colluding: Vec<bool> = {
             let mut v = vec![false; self.state.oracles.len()];
             for (acct, bad) in &self.oracles {
@@ -707,14 +781,16 @@ impl Sim {
             }
             v
         };
-        let precomputed = self.assign_in_parallel(&assigner);
         for i in 0..self.ops.len() {
             let op = &self.ops[i];
             if !is_measured(&self.state, op) {
                 continue;
             }
             let assigned = match precomputed.get(i) {
-                Some(Some(a)) => *a,
+                Some(Some(a)) => {
+                    debug_assert_eq!(*a, assigner.assign(&self.state, op.node), "the assignment changed under the payments");
+                    *a
+                }
                 _ => assigner.assign(&self.state, op.node),
             };
             let (node, capacity, claim, uptime, liar) =
@@ -731,36 +807,6 @@ impl Sim {
                 let _ = record_report(&mut self.state, node, o, outcome, uptime);
             }
         }
-    }
-
-    /// Every measured operator's assignment, computed on `self.threads`
-    /// threads (a pure function of the state, so the order of the work
-    /// does not matter); empty when the run has one thread or few nodes,
-    /// and `measure` assigns as it goes.
-    fn assign_in_parallel(&self, assigner: &Assigner) -> Vec<Option<Assignment>> {
-        if self.threads <= 1 || self.ops.len() < PARALLEL_MIN_OPERATORS {
-            return Vec::new();
-        }
-        let state = &self.state;
-        let one = |op: &Operator| is_measured(state, op).then(|| assigner.assign(state, op.node));
-        let chunk = self.ops.len().div_ceil(self.threads);
-        let mut chunks = self.ops.chunks(chunk);
-        let last = chunks.next_back().unwrap_or(&[]);
-        std::thread::scope(|scope| {
-            let others: Vec<_> =
-                chunks.map(|c| scope.spawn(|| c.iter().map(one).collect::<Vec<_>>())).collect();
-            // This thread takes the last chunk itself.
-            let mine: Vec<_> = last.iter().map(one).collect();
-            let mut all = Vec::with_capacity(self.ops.len());
-            for handle in others {
-                match handle.join() {
-                    Ok(part) => all.extend(part),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            all.extend(mine);
-            all
-        })
     }
 
     fn trade(&mut self) {
@@ -815,6 +861,30 @@ impl Sim {
         }
     }
 
+    /// The ledger's supply check; with threads to spare, the sums over the
+    /// accounts are split over them (exact integer sums: the same result).
+    fn check_supply(&self) -> Result<Holdings, String> {
+        let accounts = &self.state.accounts;
+        if self.threads <= 1 || accounts.len() < PARALLEL_MIN_OPERATORS {
+            return check_supply(&self.state);
+        }
+        let part = accounts.len().div_ceil(self.threads);
+        let sums = std::thread::scope(|scope| {
+            let mut parts = accounts.chunks(part);
+            let mine = parts.next().unwrap_or(&[]);
+            let helpers: Vec<_> = parts.map(|p| scope.spawn(|| AccountSums::of(p))).collect();
+            let mut sums = AccountSums::of(mine);
+            for helper in helpers {
+                match helper.join() {
+                    Ok(s) => sums = sums + s,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            sums
+        });
+        check_supply_with(&self.state, sums)
+    }
+
     /// Runs one day. Returns the row.
     pub fn step(&mut self) -> Result<EpochRow, SimError> {
         self.day += 1;
@@ -822,8 +892,7 @@ impl Sim {
         self.apply_shocks();
         self.attack_phase()?;
         let joined = self.joins()?;
-        let served = self.serve()?;
-        self.measure();
+        let served = self.serve_and_measure()?;
         self.trade();
         self.trade_on_value();
         let burned_before = self.state.supply.burned_token;
@@ -832,7 +901,7 @@ impl Sim {
         let report = end_epoch(&mut self.state, ctx, seed);
         let burn_usd = report.burn_usd.0 as f64 / 1e6;
         self.burn_usd_per_day = if self.day == 1 { burn_usd } else { 0.9 * self.burn_usd_per_day + 0.1 * burn_usd };
-        let holdings = check_supply(&self.state).map_err(|why| SimError::Invariant { day: self.day, why })?;
+        let holdings = self.check_supply().map_err(|why| SimError::Invariant { day: self.day, why })?;
         let price = self.price();
         self.trader_momentum = if price > price_before { 0.05 } else { -0.05 };
 
