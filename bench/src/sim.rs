@@ -238,8 +238,9 @@ pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     progress.say(&format!("one run of {nodes} nodes x {days} days on {} threads", threads()));
     let start = Instant::now();
     let last_report = std::sync::Mutex::new(Instant::now());
-    // One run, every core: the run splits its day's oracle assignment over
-    // the threads the Monte Carlo does not need (same bytes as on one).
+    // One run, every core: the run computes its day's oracle assignment on
+    // the threads the Monte Carlo does not need while it pays, and splits
+    // the supply check over them (same bytes as on one).
     montecarlo::run_all(std::slice::from_ref(&s), threads(), &|done, total| {
         if let Ok(mut t) = last_report.lock() {
             if t.elapsed().as_secs() >= 10 {
