@@ -212,13 +212,14 @@ pub struct Sim {
     /// same every day until an operator joins or leaves, which clears it.
     /// Recomputed in the same order, it is the same bits.
     supply: Option<Supply>,
-    /// Threads this run may use for the day's oracle assignment (cores the
-    /// Monte Carlo leaves idle when it has fewer runs than cores).
+    /// Threads this run may use for the day's oracle assignment and supply
+    /// check (cores the Monte Carlo leaves idle when it has fewer runs than
+    /// cores).
     threads: usize,
 }
 
-/// Below this many operators a day's assignment is too quick to be worth
-/// a thread.
+/// Below this many operators (or accounts) a day's assignment (or supply
+/// check) is too quick to be worth a thread.
 const PARALLEL_MIN_OPERATORS: usize = 4096;
 
 /// Whether the oracles measure `op` today: it runs and its node is still
