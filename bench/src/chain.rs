@@ -250,7 +250,14 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         goal.as_millis(),
         if p99 < goal { "met" } else { "not met" }
     );
-    println!("throughput goal: ratio ≥ 0.3: {}", if ratio >= 0.3 { "met" } else { "not met" });
+    if quick {
+        // 16,384 txs make two blocks: the wait for the first block's
+        // interval is most of the time measured (the full run's 100,000
+        // make eleven).
+        println!("throughput goal: ratio ≥ 0.3: not judged in a --quick run (too short to reach steady state)");
+    } else {
+        println!("throughput goal: ratio ≥ 0.3: {}", if ratio >= 0.3 { "met" } else { "not met" });
+    }
     Ok(report_line(
         "chain",
         Figure { value: mid.tps, unit: "txs/s" },
