@@ -13,14 +13,13 @@ use crate::{report_line, sig3, Figure, Progress};
 use std::time::Instant;
 use tollway_sim::montecarlo;
 use tollway_sim::rng::Rng;
-use tollway_sim::scenario::Scenario;
-
-const BASE: &str = include_str!("../../scenarios/burn-and-mint.toml");
+use tollway_sim::scenario::{self, Scenario};
 
 /// The benchmark's population: the burn-and-mint scenario with a fixed
 /// population (no joins, no churn) at the scale.
 fn scenario(nodes: u32, consumers: u32, days: u64, runs: u64) -> anyhow::Result<Scenario> {
-    let mut s = Scenario::from_toml(BASE)?;
+    let base = scenario::built_in("burn-and-mint").ok_or_else(|| anyhow::anyhow!("no built-in burn-and-mint scenario"))?;
+    let mut s = Scenario::from_toml(base)?;
     for (k, v) in [
         ("population.operators", nodes.to_string()),
         ("population.consumers", consumers.to_string()),

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use tollway_ledger::direct::{apply_unsigned, pay_node_in, record_report, PaymentParts};
 use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
-use tollway_ledger::state::{AccountIdx, NodeIdx, OracleIdx};
+use tollway_ledger::state::{Account, AccountIdx, NodeIdx, OracleIdx};
 use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
 use tollway_ledger::{check_supply, end_epoch, Ctx, State};
 use tollway_types::{
@@ -226,6 +226,36 @@ const PARALLEL_MIN_OPERATORS: usize = 4096;
 /// registered.
 fn is_measured(state: &State, op: &Operator) -> bool {
     op.active && state.nodes[op.node as usize].active
+}
+
+/// A worker for `n` pieces of work: each call takes the next piece not yet
+/// taken, by any thread, and calls `each` with its index, until none is
+/// left.
+fn in_turns(n: usize, each: impl Fn(usize) + Sync) -> impl Fn() + Sync {
+    let next = AtomicUsize::new(0);
+    move || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            return;
+        }
+        each(i);
+    }
+}
+
+/// Runs `mine` on this thread while `helpers` more threads run `helper`,
+/// and returns `mine`'s result once all are done (a helper's panic is
+/// raised again here).
+fn with_helpers<R>(helpers: usize, helper: impl Fn() + Sync, mine: impl FnOnce() -> R) -> R {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..helpers).map(|_| scope.spawn(&helper)).collect();
+        let out = mine();
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        out
+    })
 }
 
 /// A payment `serve` decides: (operator, its node, region, USD, bytes).
@@ -724,7 +754,7 @@ impl Sim {
         let assigner = Assigner::new(&self.state);
         let (served, payments) = self.serve()?;
         let day = self.day;
-        let parallel = self.threads > 1 && self.ops.len() >= PARALLEL_MIN_OPERATORS;
+        let parallel = self.splits(self.ops.len());
         let mut assigned = Vec::new();
         let incomes = if !parallel {
             Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day)?
@@ -732,32 +762,22 @@ impl Sim {
             assigned = vec![None; self.ops.len()];
             let ops = &self.ops;
             let (nodes, mut parts) = self.state.payment_parts();
-            // Chunks that any thread takes next: the helpers assign while
-            // this thread pays, then it joins them.
+            // The helpers assign while this thread pays, then it joins them.
             const CHUNK: usize = 2048;
-            let next = AtomicUsize::new(0);
             let chunks: Vec<Mutex<_>> =
                 ops.chunks(CHUNK).zip(assigned.chunks_mut(CHUNK)).map(Mutex::new).collect();
-            let work = || {
-                while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Ok(mut chunk) = chunk.lock() else { return };
-                    let (ops, out) = &mut *chunk;
-                    for (op, out) in ops.iter().zip(out.iter_mut()) {
-                        if op.active && nodes[op.node as usize].active {
-                            *out = assigner.assign_common(&assigner.node_key(nodes, op.node));
-                        }
+            let work = in_turns(chunks.len(), |c| {
+                let Ok(mut chunk) = chunks[c].lock() else { return };
+                let (ops, out) = &mut *chunk;
+                for (op, out) in ops.iter().zip(out.iter_mut()) {
+                    if op.active && nodes[op.node as usize].active {
+                        *out = assigner.assign_common(&assigner.node_key(nodes, op.node));
                     }
                 }
-            };
-            std::thread::scope(|scope| {
-                let helpers: Vec<_> = (1..self.threads).map(|_| scope.spawn(work)).collect();
+            });
+            with_helpers(self.threads - 1, &work, || {
                 let incomes = Self::pay(&mut parts, &self.consumer_accounts, &payments, day);
                 work();
-                for helper in helpers {
-                    if let Err(panic) = helper.join() {
-                        std::panic::resume_unwind(panic);
-                    }
-                }
                 incomes
             })?
         };
@@ -867,27 +887,33 @@ impl Sim {
         }
     }
 
+    /// Whether a day's pass over `items` operators or accounts is split
+    /// over the run's threads.
+    fn splits(&self, items: usize) -> bool {
+        self.threads > 1 && items >= PARALLEL_MIN_OPERATORS
+    }
+
     /// The ledger's supply check; with threads to spare, the sums over the
     /// accounts are split over them (exact integer sums: the same result).
     fn check_supply(&self) -> Result<Holdings, String> {
         let accounts = &self.state.accounts;
-        if self.threads <= 1 || accounts.len() < PARALLEL_MIN_OPERATORS {
+        if !self.splits(accounts.len()) {
             return check_supply(&self.state);
         }
-        let part = accounts.len().div_ceil(self.threads);
-        let sums = std::thread::scope(|scope| {
-            let mut parts = accounts.chunks(part);
-            let mine = parts.next().unwrap_or(&[]);
-            let helpers: Vec<_> = parts.map(|p| scope.spawn(|| AccountSums::of(p))).collect();
-            let mut sums = AccountSums::of(mine);
-            for helper in helpers {
-                match helper.join() {
-                    Ok(s) => sums = sums + s,
-                    Err(panic) => std::panic::resume_unwind(panic),
+        let parts: Vec<&[Account]> = accounts.chunks(accounts.len().div_ceil(self.threads)).collect();
+        let sums: Vec<Mutex<AccountSums>> = parts.iter().map(|_| Mutex::default()).collect();
+        {
+            let work = in_turns(parts.len(), |i| {
+                if let Ok(mut sum) = sums[i].lock() {
+                    *sum = AccountSums::of(parts[i]);
                 }
-            }
-            sums
-        });
+            });
+            with_helpers(self.threads - 1, &work, &work);
+        }
+        let sums = sums
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .fold(AccountSums::default(), |a, b| a + b);
         check_supply_with(&self.state, sums)
     }
 
