@@ -20,9 +20,10 @@ pub mod params;
 pub mod root;
 pub mod state;
 pub mod testkit;
+pub mod workers;
 
 pub use apply::{apply, apply_verified, check_receipt, cost_of_bytes};
-pub use economics::{end_epoch, epoch_due, EpochReport, SlashEvent, SlashReason};
+pub use economics::{end_epoch, end_epoch_with, epoch_due, EpochReport, SlashEvent, SlashReason};
 pub use error::TxError;
 pub use event::Event;
 pub use genesis::{Allocation, Genesis};

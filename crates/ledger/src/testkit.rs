@@ -182,7 +182,18 @@ impl World {
         self.height += 1;
         let seed = Hash32::of(&self.height.to_le_bytes());
         let ctx = self.ctx();
+        // Debug builds (the tests) also end the epoch with its passes split
+        // into parts run last first, which must change nothing.
+        let split = cfg!(debug_assertions).then(|| {
+            let mut state = self.state.clone();
+            let report = crate::end_epoch_with(&mut state, ctx, seed, &crate::workers::PartsBackwards(3));
+            (state, report)
+        });
         let report = end_epoch(&mut self.state, ctx, seed);
+        if let Some((state, split_report)) = split {
+            assert_eq!(split_report, report, "the epoch's report differs when its passes are split");
+            assert!(state == self.state, "the state differs when the epoch's passes are split");
+        }
         if let Err(e) = crate::check_supply(&self.state) {
             panic!("after epoch {}: {e}", report.epoch);
         }

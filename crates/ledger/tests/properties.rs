@@ -11,7 +11,8 @@ use tollway_ledger::economics::slash::take_stake;
 use tollway_ledger::economics::{amm, emission};
 use tollway_ledger::state::{Account, Unbonding};
 use tollway_ledger::testkit::{fund, id, node_spec, World, CHAIN_ID};
-use tollway_ledger::{apply, check_supply, end_epoch, state_root, Ctx, Params};
+use tollway_ledger::workers::PartsBackwards;
+use tollway_ledger::{apply, check_supply, end_epoch, end_epoch_with, state_root, Ctx, Params};
 use tollway_types::{
     channel_id, Amount, ChannelId, Hash32, Measurement, MeasurementOutcome, MeasurementReport, SignedTx, Token,
     Tx, TxBody, Usd,
@@ -261,7 +262,12 @@ impl Run {
                     .min(p.emission_cap.0 - w.state.supply.scheduled_token.0);
                 let minted_before = w.state.supply.minted_token.0;
                 let stakes_before: Vec<Token> = w.state.accounts.iter().map(|a| a.staked).collect();
+                let mut split = w.state.clone();
+                let r_split = end_epoch_with(&mut split, ctx, seed, &PartsBackwards(3));
                 let r = end_epoch(&mut w.state, ctx, seed);
+                // Its passes split into parts, run last first: the same epoch.
+                assert_eq!(r_split, r);
+                assert!(split == w.state, "the state differs when the epoch's passes are split");
                 // An epoch pays out, carries or forgoes exactly its emission plus
                 // the carry in.
                 assert_eq!(r.emission_scheduled.0, expected_schedule);

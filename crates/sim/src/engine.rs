@@ -17,7 +17,8 @@ use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{Account, AccountIdx, NodeIdx, OracleIdx};
 use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
-use tollway_ledger::{check_supply, end_epoch, Ctx, State};
+use tollway_ledger::workers::{ranges, Workers};
+use tollway_ledger::{check_supply, end_epoch, end_epoch_with, Ctx, State};
 use tollway_types::{
     AccountId, Amount, CountryCode, Hash32, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
     Usd, PPM,
@@ -256,6 +257,40 @@ fn with_helpers<R>(helpers: usize, helper: impl Fn() + Sync, mine: impl FnOnce()
         }
         out
     })
+}
+
+/// The run's threads, lent to the ledger's epoch passes and the supply
+/// check: a pass of `PARALLEL_MIN_OPERATORS` records or more is split into
+/// a few parts per thread, taken in turns (a thread that starts late takes
+/// fewer), with the same result as in one part.
+#[derive(Clone, Copy)]
+struct Helpers {
+    threads: usize,
+}
+
+impl Workers for Helpers {
+    fn parts(&self, items: usize) -> usize {
+        if self.threads > 1 && items >= PARALLEL_MIN_OPERATORS {
+            4 * self.threads
+        } else {
+            1
+        }
+    }
+
+    fn run<T: Send>(&self, parts: Vec<T>, work: &(dyn Fn(T) + Sync)) {
+        if self.threads < 2 || parts.len() < 2 {
+            parts.into_iter().for_each(work);
+            return;
+        }
+        let parts: Vec<Mutex<Option<T>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        let each = in_turns(parts.len(), |i| {
+            let part = parts[i].lock().map(|mut p| p.take()).unwrap_or_else(|e| e.into_inner().take());
+            if let Some(part) = part {
+                work(part);
+            }
+        });
+        with_helpers(self.threads - 1, &each, &each);
+    }
 }
 
 /// A payment `serve` decides: (operator, its node, region, USD, bytes).
@@ -890,7 +925,11 @@ impl Sim {
     /// Whether a day's pass over `items` operators or accounts is split
     /// over the run's threads.
     fn splits(&self, items: usize) -> bool {
-        self.threads > 1 && items >= PARALLEL_MIN_OPERATORS
+        self.helpers().parts(items) > 1
+    }
+
+    fn helpers(&self) -> Helpers {
+        Helpers { threads: self.threads }
     }
 
     /// The ledger's supply check; with threads to spare, the sums over the
@@ -900,21 +939,12 @@ impl Sim {
         if !self.splits(accounts.len()) {
             return check_supply(&self.state);
         }
-        let parts: Vec<&[Account]> = accounts.chunks(accounts.len().div_ceil(self.threads)).collect();
-        let sums: Vec<Mutex<AccountSums>> = parts.iter().map(|_| Mutex::default()).collect();
-        {
-            let work = in_turns(parts.len(), |i| {
-                if let Ok(mut sum) = sums[i].lock() {
-                    *sum = AccountSums::of(parts[i]);
-                }
-            });
-            with_helpers(self.threads - 1, &work, &work);
-        }
-        let sums = sums
-            .into_iter()
-            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .fold(AccountSums::default(), |a, b| a + b);
-        check_supply_with(&self.state, sums)
+        let helpers = self.helpers();
+        let ranges = ranges(accounts.len(), helpers.parts(accounts.len()));
+        let mut sums = vec![AccountSums::default(); ranges.len()];
+        let parts = ranges.iter().map(|&(start, end)| &accounts[start..end]).zip(sums.iter_mut()).collect();
+        helpers.run(parts, &|(accounts, sum): (&[Account], &mut AccountSums)| *sum = AccountSums::of(accounts));
+        check_supply_with(&self.state, sums.into_iter().fold(AccountSums::default(), |a, b| a + b))
     }
 
     /// Runs one day. Returns the row.
@@ -930,7 +960,8 @@ impl Sim {
         let burned_before = self.state.supply.burned_token;
         let ctx = self.ctx();
         let seed = Hash32::of(&[self.rng.next_u64().to_le_bytes(), self.day.to_le_bytes()].concat());
-        let report = end_epoch(&mut self.state, ctx, seed);
+        let helpers = self.helpers();
+        let report = end_epoch_with(&mut self.state, ctx, seed, &helpers);
         let burn_usd = report.burn_usd.0 as f64 / 1e6;
         self.burn_usd_per_day = if self.day == 1 { burn_usd } else { 0.9 * self.burn_usd_per_day + 0.1 * burn_usd };
         let holdings = self.check_supply().map_err(|why| SimError::Invariant { day: self.day, why })?;

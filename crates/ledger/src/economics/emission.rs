@@ -13,7 +13,8 @@
 
 use super::{ppm_of, vesting, EpochReport};
 use crate::params::{Params, YEAR_SECS};
-use crate::state::{Ctx, State};
+use crate::state::{Account, AccountIdx, Ctx, Node, State};
+use crate::workers::{self, Workers};
 use tollway_types::{math::mul_div_floor, Token};
 
 /// The emission scheduled for `epoch` by the schedule alone: year one's
@@ -41,16 +42,64 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
     }
 }
 
-fn pay_node(state: &mut State, ctx: Ctx, n: usize, amount: Token) {
-    if amount.is_zero() {
+/// Pays consecutive nodes their rewards (`rewards[i]` to `nodes[i]`):
+/// each reward to its node's totals and into its account's vesting.
+/// `accounts` holds the accounts of the nodes paid, the first being
+/// account `account_base`.
+fn pay_nodes(nodes: &mut [Node], rewards: &[u128], accounts: &mut [Account], account_base: usize, now_secs: u64, vesting_secs: u64) {
+    for (node, &r) in nodes.iter_mut().zip(rewards) {
+        if r == 0 {
+            continue;
+        }
+        node.last_reward.0 += r;
+        node.total_rewards.0 += r;
+        let a = node.account as usize - account_base;
+        vesting::add_reward(&mut accounts[a], Token(r), now_secs, vesting_secs);
+    }
+}
+
+/// Pays every node its reward, in parts on `workers` when the parts' nodes
+/// have accounts in ascending, separate ranges (each node has an account
+/// of its own, so then each part owns the accounts it pays).
+fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &[AccountIdx], workers: &impl Workers) {
+    let vesting_secs = state.params.vesting_secs;
+    let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
+    // Each part's lowest and highest account among the nodes it pays.
+    let bounds: Vec<Option<(usize, usize)>> = ranges
+        .iter()
+        .map(|&(start, end)| {
+            (start..end).filter(|&n| rewards[n] != 0).map(|n| node_accounts[n] as usize).fold(None, |b, a| {
+                Some(b.map_or((a, a), |(lo, hi): (usize, usize)| (lo.min(a), hi.max(a))))
+            })
+        })
+        .collect();
+    let paying: Vec<(usize, usize)> = bounds.iter().flatten().copied().collect();
+    let separate = paying.windows(2).all(|w| w[0].1 < w[1].0);
+    if ranges.len() < 2 || !separate {
+        pay_nodes(&mut state.nodes, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
         return;
     }
-    let vesting_secs = state.params.vesting_secs;
-    let node = &mut state.nodes[n];
-    node.last_reward.0 += amount.0;
-    node.total_rewards.0 += amount.0;
-    let a = node.account as usize;
-    vesting::add_reward(&mut state.accounts[a], amount, ctx.time_secs, vesting_secs);
+    let mut accounts: &mut [Account] = &mut state.accounts;
+    let mut base = 0;
+    let mut parts = Vec::with_capacity(ranges.len());
+    let node_parts = workers::split_lengths(&mut state.nodes, ranges.iter().map(|&(s, e)| e - s));
+    for ((nodes, &(start, end)), bound) in node_parts.into_iter().zip(&ranges).zip(&bounds) {
+        let mine: &mut [Account] = match *bound {
+            None => &mut [],
+            Some((lo, hi)) => {
+                let (_, from_lo) = std::mem::take(&mut accounts).split_at_mut(lo - base);
+                let (mine, rest) = from_lo.split_at_mut(hi + 1 - lo);
+                accounts = rest;
+                base = hi + 1;
+                mine
+            }
+        };
+        let first = bound.map_or(0, |(lo, _)| lo);
+        parts.push((nodes, &rewards[start..end], mine, first));
+    }
+    workers.run(parts, &|(nodes, rewards, accounts, first)| {
+        pay_nodes(nodes, rewards, accounts, first, ctx.time_secs, vesting_secs);
+    });
 }
 
 pub fn distribute(
@@ -60,6 +109,7 @@ pub fn distribute(
     measured: &super::measure::Measured,
     node_burned: &[Token],
     report: &mut EpochReport,
+    workers: &impl Workers,
 ) {
     let p = state.params.clone();
     let cap_left = p.emission_cap.0.saturating_sub(state.supply.scheduled_token.0);
@@ -118,9 +168,7 @@ pub fn distribute(
             rewarded += 1;
         }
     }
-    for (n, &r) in node_reward.iter().enumerate() {
-        pay_node(state, ctx, n, Token(r));
-    }
+    pay_all_nodes(state, ctx, &node_reward, &measured.account, workers);
 
     // Oracles: by reports that agreed with the median.
     let total_good: u128 = state.oracles.iter().map(|o| o.good_reports_epoch as u128).sum();

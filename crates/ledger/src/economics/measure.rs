@@ -5,7 +5,9 @@
 
 use super::{mul_div_floor_fast, ppm_of, slash, EpochReport, RegionSummary};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
-use crate::state::{OracleIdx, ReportSlot, State, Strike};
+use crate::state::{AccountIdx, Node, NodeEpoch, OracleIdx, ReportSlot, Reports, State, Strike};
+use crate::workers::{self, split_lengths, Workers};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
 
 /// What aggregation leaves for the rest of the epoch.
@@ -20,9 +22,10 @@ pub struct Measured {
     /// Per node: USD settled this epoch, and the part routed to the burn.
     pub settled_usd: Vec<u128>,
     pub burn_usd: Vec<u128>,
-    /// Per node: its macro-region index and subnet group.
+    /// Per node: its macro-region index, subnet group and account.
     pub region: Vec<u8>,
     pub subnet_group: Vec<u32>,
+    pub account: Vec<AccountIdx>,
     /// Per node: still registered after this epoch's slashes.
     pub active: Vec<bool>,
     /// Per macro-region: online verified capacity (capacity × uptime).
@@ -168,15 +171,8 @@ fn oracle_weight(state: &State, o: usize) -> u128 {
     state.accounts[state.oracles[o].account as usize].staked.0.max(1)
 }
 
-fn aggregate_reports(
-    state: &State,
-    n: usize,
-    oracle_weights: &[u128],
-    good: &mut [u32],
-    bad: &mut [u32],
-) -> Aggregate {
-    let p = &state.params;
-    let reports = &state.node_epochs[n].reports;
+fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sums: &mut Sums) -> Aggregate {
+    let (good, bad) = (&mut sums.good, &mut sums.bad);
     let quorum = p.min_reports as usize;
     let mut agg = Aggregate {
         throughput_bps: None,
@@ -255,9 +251,180 @@ fn disjoint(a: &[OracleIdx], b: &[OracleIdx]) -> bool {
     !a.iter().any(|x| b.contains(x))
 }
 
-/// Steps 1–2 over every node.
-pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
-    let epoch = state.epoch;
+/// What a part of the aggregation pass adds up over its nodes (exact
+/// integer sums, added in part order).
+struct Sums {
+    measured_nodes: u32,
+    active_nodes: [u32; MacroRegion::COUNT],
+    online_bps: [u128; MacroRegion::COUNT],
+    /// Per oracle: its reports this epoch near the median, and far from it.
+    good: Vec<u32>,
+    bad: Vec<u32>,
+}
+
+impl Sums {
+    fn new(oracles: usize) -> Sums {
+        Sums {
+            measured_nodes: 0,
+            active_nodes: [0; MacroRegion::COUNT],
+            online_bps: [0; MacroRegion::COUNT],
+            good: vec![0; oracles],
+            bad: vec![0; oracles],
+        }
+    }
+
+    fn add(&mut self, other: &Sums) {
+        self.measured_nodes += other.measured_nodes;
+        for r in 0..MacroRegion::COUNT {
+            self.active_nodes[r] += other.active_nodes[r];
+            self.online_bps[r] += other.online_bps[r];
+        }
+        for (a, b) in self.good.iter_mut().zip(&other.good) {
+            *a += b;
+        }
+        for (a, b) in self.bad.iter_mut().zip(&other.bad) {
+            *a += b;
+        }
+    }
+}
+
+/// A confirmed over-claim: ρ and the oracles whose measurement confirmed it.
+type OverClaim = (u64, Vec<OracleIdx>);
+
+/// Step 1 and the strike of step 2 for one active node: aggregates its
+/// reports, resets its epoch accumulators (everything this epoch's steps
+/// need from them is read by then: one pass), and updates its uptime,
+/// measurement, reputation and strike. Returns the over-claim to slash if
+/// this measurement confirms one, and ρ of this measurement (for the
+/// reward cap, one division per node fewer) unless a slash comes first.
+fn measure_node(
+    p: &Params,
+    epoch: u64,
+    node: &mut Node,
+    node_epoch: &mut NodeEpoch,
+    oracle_weights: &[u128],
+    sums: &mut Sums,
+) -> (Option<OverClaim>, Option<u64>) {
+    let agg = aggregate_reports(p, &node_epoch.reports, oracle_weights, sums);
+    let heartbeat = node_epoch.heartbeat;
+    node_epoch.reset();
+    node.uptime_ppm = match agg.uptime_ppm {
+        Some(u) => u,
+        // Unmeasured: the heartbeat speaks for the node (a failed
+        // measurement is never a slash by itself).
+        None if heartbeat => PPM as u32,
+        None => 0,
+    };
+    let Some(t) = agg.throughput_bps else { return (None, None) };
+    sums.measured_nodes += 1;
+    node.verified_capacity_bps = t;
+    node.latency_us = agg.latency_us;
+    let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
+    let alpha = p.reputation_alpha_ppm as u128;
+    node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
+    let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
+    if rho <= p.rho_slash_min_ppm as u64 {
+        node.strike = None;
+        return (None, Some(rho));
+    }
+    let measuring = &agg.measuring[..agg.n_measuring];
+    let confirmed = matches!(&node.strike, Some(s) if s.epoch < epoch && disjoint(&s.oracles, measuring));
+    if confirmed {
+        node.strike = None;
+        (Some((rho, measuring.to_vec())), None)
+    } else {
+        node.strike = Some(Strike { epoch, oracles: measuring.to_vec() });
+        (None, Some(rho))
+    }
+}
+
+/// The rest of step 2 for a node still registered after any slash: its
+/// region's counts, and its base weight (0 below the minimum uptime).
+/// `staked` is its account's bonded stake.
+fn weigh_node(p: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) -> u128 {
+    let r = node.region.index();
+    sums.active_nodes[r] += 1;
+    sums.online_bps[r] += ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128);
+    if node.uptime_ppm < p.min_uptime_ppm {
+        return 0;
+    }
+    let verified = node.verified_capacity_bps;
+    let claimed = node.spec.claimed_capacity_bps;
+    // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
+    let capacity = if verified == 0 {
+        0
+    } else if rho_measured.unwrap_or_else(|| rho_ppm(claimed, verified)) <= p.rho_reward_on_claim_max_ppm as u64 {
+        claimed
+    } else {
+        verified
+    };
+    let w = ppm_of(capacity as u128, node.uptime_ppm as u128);
+    let w = ppm_of(w, node.reputation_ppm as u128);
+    ppm_of(w, stake_factor_ppm(staked, p))
+}
+
+/// `Measured`'s per-node vectors, or a range of them.
+struct Rows<'a> {
+    base_weight: &'a mut [u128],
+    settled_usd: &'a mut [u128],
+    burn_usd: &'a mut [u128],
+    region: &'a mut [u8],
+    subnet_group: &'a mut [u32],
+    account: &'a mut [AccountIdx],
+    active: &'a mut [bool],
+}
+
+impl<'a> Rows<'a> {
+    fn of(out: &'a mut Measured) -> Rows<'a> {
+        Rows {
+            base_weight: &mut out.base_weight,
+            settled_usd: &mut out.settled_usd,
+            burn_usd: &mut out.burn_usd,
+            region: &mut out.region,
+            subnet_group: &mut out.subnet_group,
+            account: &mut out.account,
+            active: &mut out.active,
+        }
+    }
+
+    /// The rows of nodes `..n` and `n..`.
+    fn split_at(self, n: usize) -> (Rows<'a>, Rows<'a>) {
+        let (base_weight, base_weight_rest) = self.base_weight.split_at_mut(n);
+        let (settled_usd, settled_usd_rest) = self.settled_usd.split_at_mut(n);
+        let (burn_usd, burn_usd_rest) = self.burn_usd.split_at_mut(n);
+        let (region, region_rest) = self.region.split_at_mut(n);
+        let (subnet_group, subnet_group_rest) = self.subnet_group.split_at_mut(n);
+        let (account, account_rest) = self.account.split_at_mut(n);
+        let (active, active_rest) = self.active.split_at_mut(n);
+        (
+            Rows { base_weight, settled_usd, burn_usd, region, subnet_group, account, active },
+            Rows {
+                base_weight: base_weight_rest,
+                settled_usd: settled_usd_rest,
+                burn_usd: burn_usd_rest,
+                region: region_rest,
+                subnet_group: subnet_group_rest,
+                account: account_rest,
+                active: active_rest,
+            },
+        )
+    }
+
+    /// What every node's row holds, active or not: its epoch's settlements,
+    /// region and subnet group. Also clears its last reward.
+    fn start(&mut self, i: usize, node: &mut Node, node_epoch: &NodeEpoch) {
+        node.last_reward = tollway_types::Token::ZERO;
+        self.settled_usd[i] = node_epoch.settled_usd.0;
+        self.burn_usd[i] = node_epoch.burn_usd.0;
+        self.region[i] = node.region.index() as u8;
+        self.subnet_group[i] = node.subnet_group;
+        self.account[i] = node.account;
+    }
+}
+
+/// Steps 1–2 over every node; the parts of the pass run on `workers` when
+/// no slash can happen in it (see `aggregate_in_parts`).
+pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Workers) -> Measured {
     let n_nodes = state.nodes.len();
     let mut out = Measured {
         base_weight: vec![0; n_nodes],
@@ -265,66 +432,39 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
         burn_usd: vec![0; n_nodes],
         region: vec![0; n_nodes],
         subnet_group: vec![0; n_nodes],
+        account: vec![0; n_nodes],
         active: vec![false; n_nodes],
         online_bps: [0; MacroRegion::COUNT],
         active_nodes: [0; MacroRegion::COUNT],
     };
-    let mut good = vec![0u32; state.oracles.len()];
-    let mut bad = vec![0u32; state.oracles.len()];
-    let mut oracle_weights: Vec<u128> = (0..state.oracles.len()).map(|o| oracle_weight(state, o)).collect();
-    for n in 0..n_nodes {
-        let node = &mut state.nodes[n];
-        node.last_reward = tollway_types::Token::ZERO;
-        let node_epoch = &state.node_epochs[n];
-        out.settled_usd[n] = node_epoch.settled_usd.0;
-        out.burn_usd[n] = node_epoch.burn_usd.0;
-        out.region[n] = node.region.index() as u8;
-        out.subnet_group[n] = node.subnet_group;
+    let oracle_weights: Vec<u128> = (0..state.oracles.len()).map(|o| oracle_weight(state, o)).collect();
+    let sums = match aggregate_in_parts(state, &mut out, &oracle_weights, workers) {
+        Some(sums) => sums,
+        None => aggregate_in_order(state, &mut out, oracle_weights, report),
+    };
+    report.measured_nodes += sums.measured_nodes;
+    out.active_nodes = sums.active_nodes;
+    out.online_bps = sums.online_bps;
+    slash::oracle_deviation(state, &sums.good, &sums.bad, report);
+    out
+}
+
+/// The pass in node order on this thread: a slash takes effect at once
+/// (the slashed account's oracle, if it has one, weighs less for the nodes
+/// after it).
+fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights: Vec<u128>, report: &mut EpochReport) -> Sums {
+    let epoch = state.epoch;
+    let mut sums = Sums::new(state.oracles.len());
+    let mut rows = Rows::of(out);
+    for n in 0..state.nodes.len() {
+        let (node, node_epoch) = (&mut state.nodes[n], &mut state.node_epochs[n]);
+        rows.start(n, node, node_epoch);
         if !node.active {
-            state.node_epochs[n].reset();
+            node_epoch.reset();
             continue;
         }
-        let agg = aggregate_reports(state, n, &oracle_weights, &mut good, &mut bad);
-        let heartbeat = state.node_epochs[n].heartbeat;
-        // Everything this epoch's steps need from the accumulators is read:
-        // reset them for the next epoch here, in the same pass.
-        state.node_epochs[n].reset();
-        let p = &state.params;
-        let node = &mut state.nodes[n];
-        node.uptime_ppm = match agg.uptime_ppm {
-            Some(u) => u,
-            // Unmeasured: the heartbeat speaks for the node (a failed
-            // measurement is never a slash by itself).
-            None if heartbeat => PPM as u32,
-            None => 0,
-        };
-        let mut over_claim = None;
-        // ρ of this epoch's measurement, for the reward cap below too (one
-        // division per node fewer), unless a slash changes the node first.
-        let mut rho_measured = None;
-        if let Some(t) = agg.throughput_bps {
-            report.measured_nodes += 1;
-            node.verified_capacity_bps = t;
-            node.latency_us = agg.latency_us;
-            let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
-            let alpha = p.reputation_alpha_ppm as u128;
-            node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
-            let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
-            rho_measured = Some(rho);
-            if rho > p.rho_slash_min_ppm as u64 {
-                let measuring = &agg.measuring[..agg.n_measuring];
-                let confirmed = matches!(&node.strike,
-                    Some(s) if s.epoch < epoch && disjoint(&s.oracles, measuring));
-                if confirmed {
-                    node.strike = None;
-                    over_claim = Some((rho, measuring.to_vec()));
-                } else {
-                    node.strike = Some(Strike { epoch, oracles: measuring.to_vec() });
-                }
-            } else {
-                node.strike = None;
-            }
-        }
+        let (over_claim, mut rho_measured) =
+            measure_node(&state.params, epoch, node, node_epoch, &oracle_weights, &mut sums);
         if let Some((rho, oracles)) = over_claim {
             rho_measured = None;
             slash::slash_node(state, n, rho, &oracles, report);
@@ -337,35 +477,79 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport) -> Measured {
                 }
             }
         }
-        let p = &state.params;
         let node = &state.nodes[n];
         if !node.active {
             continue; // ejected by the slash
         }
-        out.active[n] = true;
-        let r = node.region.index();
-        out.active_nodes[r] += 1;
-        out.online_bps[r] += ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128);
-        if node.uptime_ppm < p.min_uptime_ppm {
-            continue;
-        }
-        let verified = node.verified_capacity_bps;
-        let claimed = node.spec.claimed_capacity_bps;
-        // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
-        let capacity = if verified == 0 {
-            0
-        } else if rho_measured.unwrap_or_else(|| rho_ppm(claimed, verified)) <= p.rho_reward_on_claim_max_ppm as u64 {
-            claimed
-        } else {
-            verified
-        };
+        rows.active[n] = true;
         let staked = state.accounts[node.account as usize].staked.0;
-        let w = ppm_of(capacity as u128, node.uptime_ppm as u128);
-        let w = ppm_of(w, node.reputation_ppm as u128);
-        out.base_weight[n] = ppm_of(w, stake_factor_ppm(staked, p));
+        rows.base_weight[n] = weigh_node(&state.params, node, staked, rho_measured, &mut sums);
     }
-    slash::oracle_deviation(state, &good, &bad, report);
-    out
+    sums
+}
+
+/// The pass split into parts of consecutive nodes on `workers`, when it
+/// has more than one part and no node holds a strike (only a node with a
+/// strike from an earlier epoch can be slashed now, and a slash is what
+/// would make one node's result depend on another's). `None`, having
+/// changed nothing, otherwise. Same result as `aggregate_in_order`.
+fn aggregate_in_parts(
+    state: &mut State,
+    out: &mut Measured,
+    oracle_weights: &[u128],
+    workers: &impl Workers,
+) -> Option<Sums> {
+    let ranges = workers::ranges(state.nodes.len(), workers.parts(state.nodes.len()));
+    if ranges.len() < 2 {
+        return None;
+    }
+    let struck: Vec<AtomicBool> = ranges.iter().map(|_| AtomicBool::new(false)).collect();
+    let nodes = &state.nodes;
+    workers.run((0..ranges.len()).collect(), &|i| {
+        let (start, end) = ranges[i];
+        let any = nodes[start..end].iter().any(|n| n.active && n.strike.is_some());
+        struck[i].store(any, Ordering::Relaxed);
+    });
+    if struck.iter().any(|s| s.load(Ordering::Relaxed)) {
+        return None;
+    }
+    let lengths = || ranges.iter().map(|&(s, e)| e - s);
+    let mut sums: Vec<Sums> = ranges.iter().map(|_| Sums::new(oracle_weights.len())).collect();
+    let State { params, epoch, nodes, node_epochs, accounts, .. } = state;
+    let (params, epoch, accounts) = (&*params, *epoch, &*accounts);
+    let mut rows = Vec::with_capacity(ranges.len());
+    let mut rest = Rows::of(out);
+    for n in lengths() {
+        let (part, after) = rest.split_at(n);
+        rows.push(part);
+        rest = after;
+    }
+    let parts: Vec<_> = split_lengths(nodes, lengths())
+        .into_iter()
+        .zip(split_lengths(node_epochs, lengths()))
+        .zip(rows)
+        .zip(sums.iter_mut())
+        .map(|(((nodes, node_epochs), rows), sums)| (nodes, node_epochs, rows, sums))
+        .collect();
+    workers.run(parts, &|(nodes, node_epochs, mut rows, sums)| {
+        for (i, (node, node_epoch)) in nodes.iter_mut().zip(node_epochs.iter_mut()).enumerate() {
+            rows.start(i, node, node_epoch);
+            if !node.active {
+                node_epoch.reset();
+                continue;
+            }
+            let (over_claim, rho_measured) = measure_node(params, epoch, node, node_epoch, oracle_weights, sums);
+            assert!(over_claim.is_none(), "a slash confirmed for a node without a strike");
+            rows.active[i] = true;
+            let staked = accounts[node.account as usize].staked.0;
+            rows.base_weight[i] = weigh_node(params, node, staked, rho_measured, sums);
+        }
+    });
+    let mut total = Sums::new(oracle_weights.len());
+    for s in &sums {
+        total.add(s);
+    }
+    Some(total)
 }
 
 /// The regional scarcity multiplier per macro-region: target capacity

@@ -9,6 +9,7 @@ pub mod slash;
 pub mod vesting;
 
 use crate::state::{Ctx, State};
+use crate::workers::{OneThread, Workers};
 use serde::{Deserialize, Serialize};
 use tollway_types::{math::mul_div_floor, AccountId, Hash32, Token, Usd, PPM};
 
@@ -78,12 +79,19 @@ impl EpochReport {
 /// next. `seed` is fresh randomness from the chain (the hash of the block
 /// that ends the epoch): it keys the next epoch's oracle assignment.
 pub fn end_epoch(state: &mut State, ctx: Ctx, seed: Hash32) -> EpochReport {
+    end_epoch_with(state, ctx, seed, &OneThread)
+}
+
+/// [`end_epoch`], with its passes over every node split over `workers`
+/// where the parts are independent: the same state and report, to the
+/// byte, on any number of threads.
+pub fn end_epoch_with(state: &mut State, ctx: Ctx, seed: Hash32, workers: &impl Workers) -> EpochReport {
     let epoch = state.epoch;
     let mut report = EpochReport { epoch, ..EpochReport::default() };
 
     // Steps 1–2: aggregate measurements, update verified capacity and
     // reputation, cap and slash; the result is each node's base weight.
-    let measured = measure::aggregate(state, &mut report);
+    let measured = measure::aggregate(state, &mut report, workers);
 
     // Regional scarcity multipliers from online capacity against demand.
     report.regions = measure::regional_multipliers(state, &measured);
@@ -95,7 +103,7 @@ pub fn end_epoch(state: &mut State, ctx: Ctx, seed: Hash32) -> EpochReport {
     let node_burned = burn(state, &measured, &mut report);
 
     // Step 4: mint the emission into the three pools.
-    emission::distribute(state, ctx, &weights, &measured, &node_burned, &mut report);
+    emission::distribute(state, ctx, &weights, &measured, &node_burned, &mut report, workers);
 
     report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
 

@@ -1,0 +1,89 @@
+//! `end_epoch_with`: which passes split into parts, and when they do not.
+//! (That a split epoch equals the epoch in one piece is checked after every
+//! epoch of every test world: `testkit::World::end_epoch` in debug builds,
+//! and the property tests.)
+
+use std::sync::Mutex;
+use tollway_ledger::testkit::{fund, Funding, World};
+use tollway_ledger::workers::Workers;
+use tollway_ledger::{end_epoch, end_epoch_with, state_root, Params};
+use tollway_types::Hash32;
+
+const MBPS: u64 = 1_000_000;
+
+/// Runs every pass in four parts on this thread, and notes how many parts
+/// each pass it was given had.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<usize>>);
+
+impl Workers for Recorder {
+    fn parts(&self, _items: usize) -> usize {
+        4
+    }
+    fn run<T: Send>(&self, parts: Vec<T>, work: &(dyn Fn(T) + Sync)) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(parts.len());
+        parts.into_iter().for_each(work);
+    }
+}
+
+/// Three oracles and eight honest nodes in four /24s, each with an account
+/// of its own, opened in node order (and an account for a liar).
+fn world() -> World {
+    let mut accounts: Vec<Funding> = (0..3).map(|i| fund(&format!("oracle{i}"), 10, 0, 5_000)).collect();
+    accounts.extend((0..8).map(|i| fund(&format!("n{i}"), 10, 0, 2_000)));
+    accounts.push(fund("liar", 10, 0, 2_000));
+    let mut w = World::new(Params::default_params(), 1_000_000, 1_000_000, accounts);
+    for i in 0..3 {
+        w.register_oracle(&format!("oracle{i}"), &format!("198.51.{i}.1"));
+    }
+    w.end_epoch();
+    for i in 0..8 {
+        w.register_node(&format!("n{i}"), "DE", &format!("203.0.{}.{}", 113 + i / 2, 10 + i), 100 * MBPS);
+    }
+    w
+}
+
+/// Ends the world's epoch both ways; returns the recorder's passes.
+fn end_both_ways(w: &mut World) -> Vec<usize> {
+    w.now_secs += w.state.params.epoch_secs;
+    w.height += 1;
+    let (ctx, seed) = (w.ctx(), Hash32::of(&w.height.to_le_bytes()));
+    let recorder = Recorder::default();
+    let mut split = w.state.clone();
+    let split_report = end_epoch_with(&mut split, ctx, seed, &recorder);
+    let report = end_epoch(&mut w.state, ctx, seed);
+    assert_eq!(split_report, report);
+    assert_eq!(state_root(&split), state_root(&w.state));
+    recorder.0.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn with_no_strike_the_aggregation_and_the_payout_run_in_parts() {
+    let mut w = world();
+    for i in 0..8 {
+        w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    // The strike check, the aggregation, the payout: four parts each.
+    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4]);
+    assert!((0..8).all(|i| w.node(&format!("n{i}")).last_reward.0 > 0), "every node was paid");
+}
+
+#[test]
+fn a_node_with_a_strike_makes_the_aggregation_run_in_node_order() {
+    let mut w = world();
+    // The liar claims ten times what it delivers: a strike this epoch.
+    w.register_node("liar", "DE", "203.0.120.10", 1_000 * MBPS);
+    for i in 0..8 {
+        w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4]);
+    assert!(w.node("liar").strike.is_some());
+    // Next epoch the strike may be confirmed, and a slash changes stakes
+    // in the middle of the pass: only the check and the payout split.
+    for i in 0..8 {
+        w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    assert_eq!(end_both_ways(&mut w), vec![4, 4]);
+}
