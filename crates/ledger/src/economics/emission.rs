@@ -64,6 +64,10 @@ fn pay_nodes(nodes: &mut [Node], rewards: &[u128], accounts: &mut [Account], acc
 fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &[AccountIdx], workers: &impl Workers) {
     let vesting_secs = state.params.vesting_secs;
     let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
+    if ranges.len() < 2 {
+        pay_nodes(&mut state.nodes, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
+        return;
+    }
     // Each part's lowest and highest account among the nodes it pays.
     let bounds: Vec<Option<(usize, usize)>> = ranges
         .iter()
@@ -75,7 +79,7 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
         .collect();
     let paying: Vec<(usize, usize)> = bounds.iter().flatten().copied().collect();
     let separate = paying.windows(2).all(|w| w[0].1 < w[1].0);
-    if ranges.len() < 2 || !separate {
+    if !separate {
         pay_nodes(&mut state.nodes, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
         return;
     }

@@ -171,6 +171,7 @@ fn oracle_weight(state: &State, o: usize) -> u128 {
     state.accounts[state.oracles[o].account as usize].staked.0.max(1)
 }
 
+#[inline(always)]
 fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sums: &mut Sums) -> Aggregate {
     let (good, bad) = (&mut sums.good, &mut sums.bad);
     let quorum = p.min_reports as usize;
@@ -297,6 +298,8 @@ type OverClaim = (u64, Vec<OracleIdx>);
 /// measurement, reputation and strike. Returns the over-claim to slash if
 /// this measurement confirms one, and ρ of this measurement (for the
 /// reward cap, one division per node fewer) unless a slash comes first.
+// Inlined into both passes: the per-node steps are most of the pass.
+#[inline(always)]
 fn measure_node(
     p: &Params,
     epoch: u64,
@@ -341,6 +344,7 @@ fn measure_node(
 /// The rest of step 2 for a node still registered after any slash: its
 /// region's counts, and its base weight (0 below the minimum uptime).
 /// `staked` is its account's bonded stake.
+#[inline(always)]
 fn weigh_node(p: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) -> u128 {
     let r = node.region.index();
     sums.active_nodes[r] += 1;
@@ -412,6 +416,7 @@ impl<'a> Rows<'a> {
 
     /// What every node's row holds, active or not: its epoch's settlements,
     /// region and subnet group. Also clears its last reward.
+    #[inline(always)]
     fn start(&mut self, i: usize, node: &mut Node, node_epoch: &NodeEpoch) {
         node.last_reward = tollway_types::Token::ZERO;
         self.settled_usd[i] = node_epoch.settled_usd.0;

@@ -157,6 +157,7 @@ fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochRepor
 }
 
 /// `x × ppm / 1e6`, floor, on u128.
+#[inline]
 pub(crate) fn ppm_of(x: u128, ppm: u128) -> u128 {
     mul_div_floor_fast(x, ppm, PPM)
 }
