@@ -42,19 +42,27 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
     }
 }
 
-/// Pays consecutive nodes their rewards (`rewards[i]` to `nodes[i]`):
-/// each reward to its node's totals and into its account's vesting.
-/// `accounts` holds the accounts of the nodes paid, the first being
-/// account `account_base`.
-fn pay_nodes(nodes: &mut [Node], rewards: &[u128], accounts: &mut [Account], account_base: usize, now_secs: u64, vesting_secs: u64) {
-    for (node, &r) in nodes.iter_mut().zip(rewards) {
+/// Pays consecutive nodes their rewards (`rewards[i]` to `nodes[i]`, whose
+/// account is `node_accounts[i]`): each reward to its node's totals and
+/// into its account's vesting. `accounts` holds the accounts of the nodes
+/// paid, the first being account `account_base`.
+fn pay_nodes(
+    nodes: &mut [Node],
+    node_accounts: &[AccountIdx],
+    rewards: &[u128],
+    accounts: &mut [Account],
+    account_base: usize,
+    now_secs: u64,
+    vesting_secs: u64,
+) {
+    for ((node, &a), &r) in nodes.iter_mut().zip(node_accounts).zip(rewards) {
         if r == 0 {
             continue;
         }
+        debug_assert_eq!(node.account, a, "the aggregation's copy of the node's account");
         node.last_reward.0 += r;
         node.total_rewards.0 += r;
-        let a = node.account as usize - account_base;
-        vesting::add_reward(&mut accounts[a], Token(r), now_secs, vesting_secs);
+        vesting::add_reward(&mut accounts[a as usize - account_base], Token(r), now_secs, vesting_secs);
     }
 }
 
@@ -65,7 +73,7 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
     let vesting_secs = state.params.vesting_secs;
     let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
     if ranges.len() < 2 {
-        pay_nodes(&mut state.nodes, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
+        pay_nodes(&mut state.nodes, node_accounts, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
         return;
     }
     // Each part's lowest and highest account among the nodes it pays.
@@ -80,7 +88,7 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
     let paying: Vec<(usize, usize)> = bounds.iter().flatten().copied().collect();
     let separate = paying.windows(2).all(|w| w[0].1 < w[1].0);
     if !separate {
-        pay_nodes(&mut state.nodes, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
+        pay_nodes(&mut state.nodes, node_accounts, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
         return;
     }
     let mut accounts: &mut [Account] = &mut state.accounts;
@@ -99,10 +107,10 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
             }
         };
         let first = bound.map_or(0, |(lo, _)| lo);
-        parts.push((nodes, &rewards[start..end], mine, first));
+        parts.push((nodes, &node_accounts[start..end], &rewards[start..end], mine, first));
     }
-    workers.run(parts, &|(nodes, rewards, accounts, first)| {
-        pay_nodes(nodes, rewards, accounts, first, ctx.time_secs, vesting_secs);
+    workers.run(parts, &|(nodes, node_accounts, rewards, accounts, first)| {
+        pay_nodes(nodes, node_accounts, rewards, accounts, first, ctx.time_secs, vesting_secs);
     });
 }
 
