@@ -219,8 +219,8 @@ pub struct Sim {
     threads: usize,
 }
 
-/// Below this many operators (or accounts) a day's assignment (or supply
-/// check) is too quick to be worth a thread.
+/// Below this many operators (or nodes, or accounts) a day's assignment
+/// (or epoch pass, or supply check) is too quick to be worth a thread.
 const PARALLEL_MIN_OPERATORS: usize = 4096;
 
 /// Whether the oracles measure `op` today: it runs and its node is still
@@ -409,8 +409,9 @@ impl Sim {
     }
 
     /// Lets the run use `threads` threads where its work splits with the
-    /// same result (the day's oracle assignment): output is byte-identical
-    /// whatever the count.
+    /// same result (the day's oracle assignment, the epoch's aggregation
+    /// and payout, the supply check): output is byte-identical whatever the
+    /// count.
     pub fn with_threads(mut self, threads: usize) -> Sim {
         self.threads = threads.max(1);
         self
