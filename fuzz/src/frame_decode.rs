@@ -695,10 +695,7 @@ mod tests {
         );
 
         let seeds = seed_frame_decode();
-        let mut names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), seeds.len(), "seed names are file names");
+        crate::assert_unique_names(seeds.iter().map(|s| s.name.as_str()));
         for seed in &seeds {
             check_frame_decode(&seed.bytes);
         }

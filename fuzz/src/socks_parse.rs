@@ -416,14 +416,7 @@ mod tests {
             );
             check_socks_parse(&seed.bytes);
         }
-        let mut names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(
-            names.len(),
-            seeds.len(),
-            "seed names are file names: keep them unique"
-        );
+        crate::assert_unique_names(seeds.iter().map(|s| s.name.as_str()));
     }
 
     #[test]

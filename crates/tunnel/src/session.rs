@@ -287,6 +287,13 @@ struct Path {
     awaiting_resume_ok: bool,
 }
 
+impl Path {
+    /// A path with nothing read or queued yet.
+    fn new(id: PathId, binding: [u8; 32]) -> Path {
+        Path { id, inbuf: BytesMut::new(), joining: false, outbuf: Vec::new(), binding, awaiting_resume_ok: false }
+    }
+}
+
 #[derive(Default)]
 struct Stream {
     /// Bytes the peer lets us send.
@@ -470,14 +477,7 @@ impl Session {
             phase: Phase::Handshake,
             handshake_deadline: now + limits.handshake_timeout,
             limits,
-            paths: vec![Path {
-                id: path,
-                inbuf: BytesMut::new(),
-                joining: false,
-                outbuf: Vec::new(),
-                binding,
-                awaiting_resume_ok: false,
-            }],
+            paths: vec![Path::new(path, binding)],
             send_path: 0,
             recv_path: 0,
             secret: session_secret(&binding),
@@ -1392,14 +1392,7 @@ impl Session {
             return Err(SessionError::MigrationPending);
         }
         let proof = resume_proof(&self.secret, &binding);
-        let mut p = Path {
-            id: path,
-            inbuf: BytesMut::new(),
-            joining: false,
-            outbuf: Vec::new(),
-            binding,
-            awaiting_resume_ok: true,
-        };
+        let mut p = Path { awaiting_resume_ok: true, ..Path::new(path, binding) };
         Frame::Resume(Resume {
             session_id: self.session_id,
             proof,
@@ -1430,14 +1423,7 @@ impl Session {
         if self.paths.len() > self.limits.max_extra_paths {
             return Err(SessionError::TooManyPaths);
         }
-        let mut p = Path {
-            id: path,
-            inbuf: BytesMut::new(),
-            joining: false,
-            outbuf: Vec::new(),
-            binding,
-            awaiting_resume_ok: false,
-        };
+        let mut p = Path::new(path, binding);
         Frame::ResumeOk.encode(&mut p.outbuf);
         self.paths.push(p);
         self.last_received = now;
