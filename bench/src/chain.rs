@@ -40,7 +40,7 @@
 //! valid every round.
 
 use crate::ledger::TransferBlock;
-use crate::{report_line, sig3, Figure, Progress};
+use crate::{median_f64, quantile, report_line, sig3, Figure, Progress};
 use anyhow::{bail, ensure, Context};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -202,10 +202,10 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     for round in 1..=cfg.rounds {
         // The anchor's pass is short (tens of ms): a few per round, so a
         // moment of noise on the machine does not decide it.
-        let mut passes = (0..ANCHOR_PASSES)
+        let passes = (0..ANCHOR_PASSES)
             .map(|k| anchor.measure(round * ANCHOR_PASSES + k))
             .collect::<anyhow::Result<Vec<f64>>>()?;
-        let a = median_f64(&mut passes);
+        let a = median_f64(&passes);
         progress.say(&format!(
             "round {round}/{}: anchor {} txs/s (median of {ANCHOR_PASSES} passes)",
             cfg.rounds,
@@ -235,7 +235,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         r.sort_by(|a, b| a.tps.total_cmp(&b.tps));
     }
     let mids: Vec<&RoundResult> = rounds.iter().map(|r| &r[r.len() / 2]).collect();
-    let anchor_tps = median_f64(&mut anchors);
+    let anchor_tps = median_f64(&anchors);
     print_table(&cfg, &modes, &anchor, &mids, &rounds, anchor_tps);
 
     let k = modes.iter().position(|m| m.name == FINAL_MODE.name).context("the final mode is not run")?;
@@ -911,24 +911,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The `q` quantile of sorted samples (nearest rank); zero if none.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn median_f64(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => xs[n / 2],
-        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -939,15 +921,6 @@ mod tests {
         let s = 1_000_000_000;
         assert_eq!(steady_tps(&[(s, 10), (2 * s, 100), (3 * s, 100), (4 * s, 100)]), Some(100.0));
         assert_eq!(steady_tps(&[(s, 10), (2 * s, 100), (3 * s, 100)]), None);
-    }
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let xs: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&xs, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&xs, 0.99), Duration::from_millis(99));
-        assert_eq!(quantile(&xs, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 
     #[test]

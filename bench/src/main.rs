@@ -156,6 +156,29 @@ pub fn median(samples: &[Duration]) -> Duration {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count);
+/// zero if none.
+pub fn median_f64(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The `q` quantile of the samples (nearest rank); zero if none.
+pub fn quantile(samples: &[Duration], q: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// Progress lines on stderr, stamped with the time since the benchmark
 /// started, so stdout stays the table and the final line.
 pub struct Progress {
@@ -203,5 +226,18 @@ mod tests {
         assert_eq!(median(&[ms(3), ms(1), ms(2)]), ms(2));
         assert_eq!(median(&[ms(4), ms(1), ms(2), ms(3)]), Duration::from_micros(2_500));
         assert_eq!(median(&[]), Duration::ZERO);
+        assert_eq!(median_f64(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f64(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median_f64(&[]), 0.0);
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let ms = |x: u64| Duration::from_millis(x);
+        let samples: Vec<Duration> = (1..=100).rev().map(ms).collect();
+        assert_eq!(quantile(&samples, 0.5), ms(50));
+        assert_eq!(quantile(&samples, 0.99), ms(99));
+        assert_eq!(quantile(&samples, 1.0), ms(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 }

@@ -13,7 +13,7 @@
 //! daemons (the figures are for one connection on two cores, not one).
 //! Ours is the default transport, [`tollway_net::Transport::default`].
 
-use crate::{median, report_line, sig3, Figure, Progress};
+use crate::{median, median_f64, report_line, sig3, Figure, Progress};
 use anyhow::{ensure, Context};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -181,15 +181,6 @@ fn median_took(samples: &[Sample]) -> Duration {
     median(&samples.iter().map(|s| s.took).collect::<Vec<_>>())
 }
 
-fn median_f64(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 /// The AES-related CPU features that decide which AES-GCM code *ring*
 /// runs (x86-64: VAES + VPCLMULQDQ + AVX2, else AES-NI + PCLMULQDQ
 /// (+ AVX + MOVBE), else a constant-time software fallback).
@@ -224,13 +215,13 @@ fn print_table(bytes: u64, rounds: usize, samples: &[Vec<Sample>], cipher_suite:
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rates.iter().copied().fold(0.0, f64::max);
         let rate = gb_per_s(bytes, median_took(samples));
-        let mut cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs * GIB as f64 / bytes as f64).collect();
+        let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs * GIB as f64 / bytes as f64).collect();
         println!(
             "{:<46} {:>8} {:>17} {:>15} {:>10}",
             path.label(),
             sig3(rate),
             format!("{}–{}", sig3(min), sig3(max)),
-            sig3(median_f64(&mut cpu)),
+            sig3(median_f64(&cpu)),
             format!("{}×", sig3(rate / anchor))
         );
     }

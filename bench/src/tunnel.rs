@@ -29,7 +29,7 @@
 //! byte through a fresh session), and each role's peak RSS with 1,000
 //! streams open at once.
 
-use crate::{median, report_line, sig3, Figure, Progress};
+use crate::{median, median_f64, quantile, report_line, sig3, Figure, Progress};
 use anyhow::{anyhow, bail, ensure, Context};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -1146,26 +1146,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Nearest-rank quantile of unsorted samples.
-fn quantile(samples: &[Duration], q: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn median_f64(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
 
 struct Report<'a> {
     scale: &'a Scale,
@@ -1370,12 +1350,4 @@ mod tests {
         assert!(ready_port(line, "socks").is_err());
     }
 
-    #[test]
-    fn nearest_rank_quantiles() {
-        let ms = |x: u64| Duration::from_millis(x);
-        let samples: Vec<Duration> = (1..=100).map(ms).collect();
-        assert_eq!(quantile(&samples, 0.5), ms(50));
-        assert_eq!(quantile(&samples, 0.99), ms(99));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
-    }
 }
