@@ -80,7 +80,6 @@ struct Operator {
     unprofitable_days: u32,
     churn_after_days: u32,
     profit_usd: f64,
-    usd_income_epoch: f64,
 }
 
 fn account_id(label: &str) -> AccountId {
@@ -213,6 +212,12 @@ pub struct Sim {
     /// same every day until an operator joins or leaves, which clears it.
     /// Recomputed in the same order, it is the same bits.
     supply: Option<Supply>,
+    /// The day's USD income of each operator from its consumers, by
+    /// operator index: written by the payments, read by the books. A
+    /// vector of its own, so the payments write it while the assignment
+    /// reads the operators on other threads, with no pass over the
+    /// operators to copy it in.
+    income_usd: Vec<f64>,
     /// Threads this run may use for the day's oracle assignment and supply
     /// check (cores the Monte Carlo leaves idle when it has fewer runs than
     /// cores).
@@ -387,6 +392,7 @@ impl Sim {
             attackers_slashed_twy: 0.0,
             rows: Vec::new(),
             supply: None,
+            income_usd: Vec::new(),
             threads: 1,
         };
         let ctx = sim.ctx();
@@ -504,7 +510,6 @@ impl Sim {
             unprofitable_days: 0,
             churn_after_days: if kind == Kind::Farmer { 3 } else { p.churn_after_days },
             profit_usd: 0.0,
-            usd_income_epoch: 0.0,
         });
         Ok(())
     }
@@ -727,9 +732,6 @@ impl Sim {
         let mut paid = [0f64; 8];
         let mut payments = Vec::new();
         for (i, op) in self.ops.iter_mut().enumerate() {
-            // The day's income starts at zero here, in this pass over every
-            // operator, rather than in a pass of its own.
-            op.usd_income_epoch = 0.0;
             if !op.active || region_weight[op.region] <= 0.0 {
                 continue;
             }
@@ -762,22 +764,21 @@ impl Sim {
     }
 
     /// Makes the payments `serve` decided, through the ledger, on the
-    /// parts of the state a payment changes. Returns the USD each one
-    /// brought its node.
+    /// parts of the state a payment changes, and adds the USD each one
+    /// brought its node to its operator's `income_usd`.
     fn pay(
         parts: &mut PaymentParts<'_>,
         consumer_accounts: &[AccountIdx; 8],
         payments: &[Payment],
         day: u64,
-    ) -> Result<Vec<f64>, SimError> {
-        payments
-            .iter()
-            .map(|&(_, node, r, amount, bytes)| {
-                let (to_node, _) = pay_node_in(parts, consumer_accounts[r], node, amount, bytes)
-                    .map_err(|e| SimError::Setup { day, what: "a payment".into(), why: e.to_string() })?;
-                Ok(u128_to_f64(to_node.0) / 1e6)
-            })
-            .collect()
+        income_usd: &mut [f64],
+    ) -> Result<(), SimError> {
+        for &(i, node, r, amount, bytes) in payments {
+            let (to_node, _) = pay_node_in(parts, consumer_accounts[r], node, amount, bytes)
+                .map_err(|e| SimError::Setup { day, what: "a payment".into(), why: e.to_string() })?;
+            income_usd[i] += u128_to_f64(to_node.0) / 1e6;
+        }
+        Ok(())
     }
 
     /// The day's payments (`serve`, `pay`) and measurements (`measure`).
@@ -792,8 +793,10 @@ impl Sim {
         let day = self.day;
         let parallel = self.splits(self.ops.len());
         let mut assigned = Vec::new();
-        let incomes = if !parallel {
-            Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day)?
+        self.income_usd.clear();
+        self.income_usd.resize(self.ops.len(), 0.0);
+        if !parallel {
+            Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day, &mut self.income_usd)?
         } else {
             assigned = vec![None; self.ops.len()];
             let ops = &self.ops;
@@ -812,13 +815,10 @@ impl Sim {
                 }
             });
             with_helpers(self.threads - 1, &work, || {
-                let incomes = Self::pay(&mut parts, &self.consumer_accounts, &payments, day);
+                let paid = Self::pay(&mut parts, &self.consumer_accounts, &payments, day, &mut self.income_usd);
                 work();
-                incomes
+                paid
             })?
-        };
-        for (&(i, ..), income) in payments.iter().zip(incomes) {
-            self.ops[i].usd_income_epoch += income;
         }
         self.measure(&assigner, &assigned);
         Ok(served)
@@ -1008,7 +1008,7 @@ impl Sim {
             }
             let reward = f_twy(self.state.nodes[node as usize].last_reward);
             let op = &mut self.ops[i];
-            let profit = reward * price + op.usd_income_epoch - op.daily_cost_usd;
+            let profit = reward * price + self.income_usd[i] - op.daily_cost_usd;
             op.profit_usd += profit;
             op.days_active += 1;
             region_reward[op.region] += reward;
