@@ -283,9 +283,23 @@ impl Workers for Helpers {
     }
 
     fn run<T: Send>(&self, parts: Vec<T>, work: &(dyn Fn(T) + Sync)) {
-        if self.threads < 2 || parts.len() < 2 {
+        if parts.len() < 2 {
             parts.into_iter().for_each(work);
             return;
+        }
+        self.run_beside(parts, work, || ());
+    }
+}
+
+impl Helpers {
+    /// Runs `mine` on this thread while the helpers call `work` with the
+    /// parts, taken in turns; then this thread takes what parts are left.
+    /// Returns `mine`'s result once every part is done.
+    fn run_beside<T: Send, R>(&self, parts: Vec<T>, work: &(dyn Fn(T) + Sync), mine: impl FnOnce() -> R) -> R {
+        if self.threads < 2 {
+            let out = mine();
+            parts.into_iter().for_each(work);
+            return out;
         }
         let parts: Vec<Mutex<Option<T>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
         let each = in_turns(parts.len(), |i| {
@@ -294,7 +308,11 @@ impl Workers for Helpers {
                 work(part);
             }
         });
-        with_helpers(self.threads - 1, &each, &each);
+        with_helpers(self.threads - 1, &each, || {
+            let out = mine();
+            each();
+            out
+        })
     }
 }
 
@@ -799,26 +817,21 @@ impl Sim {
             Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day, &mut self.income_usd)?
         } else {
             assigned = vec![None; self.ops.len()];
-            let ops = &self.ops;
+            let helpers = self.helpers();
             let (nodes, mut parts) = self.state.payment_parts();
             // The helpers assign while this thread pays, then it joins them.
             const CHUNK: usize = 2048;
-            let chunks: Vec<Mutex<_>> =
-                ops.chunks(CHUNK).zip(assigned.chunks_mut(CHUNK)).map(Mutex::new).collect();
-            let work = in_turns(chunks.len(), |c| {
-                let Ok(mut chunk) = chunks[c].lock() else { return };
-                let (ops, out) = &mut *chunk;
+            let chunks: Vec<(&[Operator], &mut [Option<Assignment>])> =
+                self.ops.chunks(CHUNK).zip(assigned.chunks_mut(CHUNK)).collect();
+            let assign = |(ops, out): (&[Operator], &mut [Option<Assignment>])| {
                 for (op, out) in ops.iter().zip(out.iter_mut()) {
                     if op.active && nodes[op.node as usize].active {
                         *out = assigner.assign_common(&assigner.node_key(nodes, op.node));
                     }
                 }
-            });
-            with_helpers(self.threads - 1, &work, || {
-                let paid = Self::pay(&mut parts, &self.consumer_accounts, &payments, day, &mut self.income_usd);
-                work();
-                paid
-            })?
+            };
+            let (consumer_accounts, income_usd) = (&self.consumer_accounts, &mut self.income_usd);
+            helpers.run_beside(chunks, &assign, || Self::pay(&mut parts, consumer_accounts, &payments, day, income_usd))?
         }
         self.measure(&assigner, &assigned);
         Ok(served)

@@ -66,17 +66,13 @@ fn pay_nodes(
     }
 }
 
-/// Pays every node its reward, in parts on `workers` when the parts' nodes
-/// have accounts in ascending, separate ranges (each node has an account
-/// of its own, so then each part owns the accounts it pays).
-fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &[AccountIdx], workers: &impl Workers) {
-    let vesting_secs = state.params.vesting_secs;
-    let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
+/// Per part of the payout (`ranges` of nodes), the lowest and highest
+/// account among the nodes it pays; `None` unless there are several parts
+/// and their accounts lie in ascending, separate ranges.
+fn account_bounds(ranges: &[(usize, usize)], rewards: &[u128], node_accounts: &[AccountIdx]) -> Option<Vec<Option<(usize, usize)>>> {
     if ranges.len() < 2 {
-        pay_nodes(&mut state.nodes, node_accounts, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
-        return;
+        return None;
     }
-    // Each part's lowest and highest account among the nodes it pays.
     let bounds: Vec<Option<(usize, usize)>> = ranges
         .iter()
         .map(|&(start, end)| {
@@ -86,11 +82,19 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
         })
         .collect();
     let paying: Vec<(usize, usize)> = bounds.iter().flatten().copied().collect();
-    let separate = paying.windows(2).all(|w| w[0].1 < w[1].0);
-    if !separate {
+    paying.windows(2).all(|w| w[0].1 < w[1].0).then_some(bounds)
+}
+
+/// Pays every node its reward, in parts on `workers` when the parts' nodes
+/// have accounts in ascending, separate ranges (each node has an account
+/// of its own, so then each part owns the accounts it pays).
+fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &[AccountIdx], workers: &impl Workers) {
+    let vesting_secs = state.params.vesting_secs;
+    let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
+    let Some(bounds) = account_bounds(&ranges, rewards, node_accounts) else {
         pay_nodes(&mut state.nodes, node_accounts, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
         return;
-    }
+    };
     let mut accounts: &mut [Account] = &mut state.accounts;
     let mut base = 0;
     let mut parts = Vec::with_capacity(ranges.len());

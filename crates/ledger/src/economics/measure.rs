@@ -22,7 +22,9 @@ pub struct Measured {
     /// Per node: USD settled this epoch, and the part routed to the burn.
     pub settled_usd: Vec<u128>,
     pub burn_usd: Vec<u128>,
-    /// Per node: its macro-region index, subnet group and account.
+    /// Per node: its macro-region index, subnet group and account (a
+    /// copy the payout bounds its parts by and pays through, so that it
+    /// reads no second line of each node record).
     pub region: Vec<u8>,
     pub subnet_group: Vec<u32>,
     pub account: Vec<AccountIdx>,
