@@ -130,6 +130,34 @@ fn fifty_nodes_in_one_slash24_earn_together_what_one_node_there_earns() {
 }
 
 #[test]
+fn nodes_of_one_slash24_share_their_mean_weight_counting_the_ones_that_earned_nothing() {
+    // Four identities in one /24, measured at 100, 80 and 60 Mbit/s and one
+    // not at all (offline: it earns nothing but still counts), against one
+    // honest node alone at 100 Mbit/s. The group earns its mean node's
+    // weight, (100 + 80 + 60 + 0) / 4 = 60 % of the lone node's, not its
+    // best member's 100 %: a farm cannot pick its luckiest measurement,
+    // nor drop its unlucky identities from the count.
+    let mut accounts = operators("farm", 4);
+    accounts.extend(operators("honest", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    for (i, mbps) in [100, 80, 60, 0].into_iter().enumerate() {
+        // Each claims what it delivers (the offline one, 100).
+        w.register_node(&format!("farm{i}"), "US", &format!("203.0.113.{}", i + 1), if mbps > 0 { mbps } else { 100 } * MBPS);
+        if mbps > 0 {
+            w.measure(&format!("farm{i}"), mbps * MBPS, 20, 1_000_000);
+        }
+    }
+    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    let farm: u128 = (0..4).map(|i| last(&w, &format!("farm{i}"))).sum();
+    let honest = last(&w, "honest0");
+    assert_eq!(last(&w, "farm3"), 0);
+    let want = honest * 6 / 10;
+    assert!(farm.abs_diff(want) <= want / 1_000, "farm {farm} vs 60 % of honest {want}");
+}
+
+#[test]
 fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Six oracles, so the confirming epoch can use a disjoint set of three.
     let mut w = world(Params::default_params(), 6, operators("n", 2));

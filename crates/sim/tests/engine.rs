@@ -73,23 +73,31 @@ fn the_supply_invariant_holds_in_every_scenario() {
 
 #[test]
 fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_slashed() {
+    // Over four seeds: one seed's noise (up to 4 % between the farm and
+    // the mean of the ten control nodes) would hide what is tested. Under
+    // the subnet cap's former rule (the group's largest weight) the farm
+    // made 5–10 % more than a control node on each of seeds 1–8.
     let s = small("sybil-and-liars", 75);
-    let mut sim = Sim::new(&s, 7).unwrap_or_else(|e| panic!("{e}"));
-    for _ in 0..75 {
-        sim.step().unwrap_or_else(|e| panic!("{e}"));
+    let (mut farm, mut control) = (0u128, 0u128);
+    for seed in 1..=4 {
+        let mut sim = Sim::new(&s, seed).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..75 {
+            sim.step().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let a = sim.attack_outcome();
+        eprintln!("seed {seed}: {a:?}");
+        assert!(a.control_rewards.0 > 0, "{a:?}");
+        (farm, control) = (farm + a.sybil_farm_rewards.0, control + a.control_rewards.0);
+        // Every liar (ten times its capacity, 3 of 30 oracles colluding) was
+        // caught by the ledger's two-epoch, disjoint-oracle rule.
+        assert_eq!(a.liars, 40);
+        assert_eq!(a.liars_slashed, a.liars, "seed {seed}: {a:?}");
+        assert!(a.liar_slashed.0 > 0);
     }
-    let a = sim.attack_outcome();
     // 50 identities on one line in one /24 together earn what one honest
-    // node on the same line earns (the farm can only lose by splitting).
-    assert!(a.control_rewards.0 > 0, "{a:?}");
-    assert!(a.sybil_farm_rewards.0 <= a.control_rewards.0 + a.control_rewards.0 / 100, "{a:?}");
-    assert!(a.sybil_farm_rewards.0 * 2 >= a.control_rewards.0, "the farm still earns about one node's share: {a:?}");
-    eprintln!("{a:?}");
-    // Every liar (ten times its capacity, 3 of 30 oracles colluding) was
-    // caught by the ledger's two-epoch, disjoint-oracle rule.
-    assert_eq!(a.liars, 40);
-    assert_eq!(a.liars_slashed, a.liars, "{a:?}");
-    assert!(a.liar_slashed.0 > 0);
+    // node on such a line earns (the farm gains nothing by splitting).
+    assert!(farm <= control + control * 3 / 100, "farm {farm} against one honest node's {control}");
+    assert!(farm * 2 >= control, "the farm still earns about one node's share: {farm} against {control}");
 }
 
 /// `--sweep uptime_share=…` (the example) sets a flat share, and
@@ -110,3 +118,4 @@ fn an_uptime_share_sweep_overrides_the_files_own_slide() {
     let p = end_only[0].params().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (950_000, 400_000));
 }
+
