@@ -69,7 +69,7 @@ impl Assignment {
 /// A node as the common case of the assignment sees it
 /// ([`Assigner::node_key`]).
 #[derive(Clone, Copy, Debug)]
-pub struct NodeKey {
+struct NodeKey {
     /// Its epoch key.
     key: u32,
     account: AccountIdx,
@@ -133,6 +133,12 @@ impl Assigner {
         }
     }
 
+    /// The most oracles an assignment holds: the parameter
+    /// `oracles_per_node`, at most `MAX_ORACLES_PER_NODE`.
+    pub fn oracles_per_node(&self) -> usize {
+        self.k
+    }
+
     /// The common case of [`Assigner::assign`], the same result: a node
     /// with one address and no strike from the previous epoch, so an oracle
     /// is eligible exactly when its account and its subnet group differ
@@ -189,14 +195,8 @@ impl Assigner {
     }
 
     /// What the common case of [`Assigner::assign`] reads of node `n`,
-    /// copied out: with it, [`Assigner::assign_common`] needs no state, so
-    /// the simulator computes assignments on another thread while it pays
-    /// the nodes.
-    ///
-    /// `nodes` are the state's node records (`State::nodes`, or the ones
-    /// `State::payment_parts` lends), in the epoch the assigner was made
-    /// for.
-    pub fn node_key(&self, nodes: &[Node], n: NodeIdx) -> NodeKey {
+    /// copied out (`nodes` as for [`Assigner::assign_in`]).
+    fn node_key(&self, nodes: &[Node], n: NodeIdx) -> NodeKey {
         let node = &nodes[n as usize];
         let struck_now = node.strike.as_ref().is_some_and(|s| s.epoch < self.epoch && !s.oracles.is_empty());
         NodeKey {
@@ -211,7 +211,7 @@ impl Assigner {
     /// address, no strike, neither its own oracle nor one of its subnet
     /// among the winners); `None` when only [`Assigner::assign`], which
     /// reads the node's addresses and strike, can.
-    pub fn assign_common(&self, node: &NodeKey) -> Option<Assignment> {
+    fn assign_common(&self, node: &NodeKey) -> Option<Assignment> {
         if self.k == 0 {
             return Some(Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 });
         }
@@ -232,12 +232,20 @@ impl Assigner {
 
     /// The oracles assigned to node `n` in the state's current epoch.
     pub fn assign(&self, state: &State, n: NodeIdx) -> Assignment {
-        let key = self.node_key(&state.nodes, n);
+        debug_assert_eq!(state.epoch, self.epoch, "an assigner assigns the epoch it was made for");
+        self.assign_in(&state.nodes, n)
+    }
+
+    /// [`Assigner::assign`] from the node records alone (`State::nodes`, or
+    /// the ones `State::payment_parts` lends, in the epoch the assigner was
+    /// made for): the simulator assigns on other threads while it pays.
+    pub fn assign_in(&self, nodes: &[Node], n: NodeIdx) -> Assignment {
+        let key = self.node_key(nodes, n);
         if let Some(out) = self.assign_common(&key) {
             return out;
         }
         let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
-        let node = &state.nodes[n as usize];
+        let node = &nodes[n as usize];
         let node_key = key.key;
         // A node with one address is in the subnet of its subnet group
         // (`Node::subnet_group`), so the oracle's group decides, without
@@ -265,7 +273,7 @@ impl Assigner {
             }
         };
         let struck: &[OracleIdx] = match &node.strike {
-            Some(s) if s.epoch < state.epoch => &s.oracles,
+            Some(s) if s.epoch < self.epoch => &s.oracles,
             _ => &[],
         };
         let eligible = |o: &EligibleOracle| o.account != node.account && !in_node_subnet(o);

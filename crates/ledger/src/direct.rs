@@ -9,7 +9,7 @@ use crate::apply::apply_body;
 pub use crate::apply::PaymentParts;
 use crate::error::TxError;
 use crate::event::Event;
-use crate::state::{AccountIdx, Ctx, NodeIdx, OracleIdx, ReportSlot, State};
+use crate::state::{AccountIdx, Ctx, NodeEpoch, NodeIdx, OracleIdx, ReportSlot, State};
 use tollway_types::{MeasurementOutcome, TxBody, Usd, PPM};
 
 /// Applies a transaction body as `signer` with no signature, nonce or fee.
@@ -60,8 +60,21 @@ pub fn record_report(
     outcome: MeasurementOutcome,
     uptime_ppm: u32,
 ) -> Result<(), TxError> {
+    record_report_in(&mut state.node_epochs[node as usize], oracle, outcome, uptime_ppm)
+}
+
+/// [`record_report`] into the node's own epoch record
+/// (`State::node_epochs[node]`): the simulator records the reports of
+/// separate ranges of nodes on separate threads.
+#[inline]
+pub fn record_report_in(
+    epoch: &mut NodeEpoch,
+    oracle: OracleIdx,
+    outcome: MeasurementOutcome,
+    uptime_ppm: u32,
+) -> Result<(), TxError> {
     let bad = |why: &str| TxError::BadReport { index: 0, why: why.to_string() };
-    let slots = &mut state.node_epochs[node as usize].reports;
+    let slots = &mut epoch.reports;
     if uptime_ppm as u128 > PPM {
         return Err(bad("uptime above 1,000,000 ppm"));
     }

@@ -7,15 +7,15 @@
 //! touches money goes through the ledger in integers.
 
 use crate::output::{EpochRow, RunOutput, RunSummary};
-use crate::rng::Rng;
+use crate::rng::{Keyed, Rng};
 use crate::scenario::{Scenario, Shock};
-use tollway_ledger::assignment::{Assigner, Assignment};
+use tollway_ledger::assignment::Assigner;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use tollway_ledger::direct::{apply_unsigned, pay_node_in, record_report, PaymentParts};
+use tollway_ledger::direct::{apply_unsigned, pay_node_in, record_report_in, PaymentParts};
 use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
-use tollway_ledger::state::{Account, AccountIdx, NodeIdx, OracleIdx};
+use tollway_ledger::state::{Account, AccountIdx, Node, NodeEpoch, NodeIdx, OracleIdx};
 use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
 use tollway_ledger::workers::{ranges, Workers};
 use tollway_ledger::{check_supply, end_epoch, end_epoch_with, Ctx, State};
@@ -219,10 +219,26 @@ pub struct Sim {
     /// reads the operators on other threads, with no pass over the
     /// operators to copy it in.
     income_usd: Vec<f64>,
+    /// The seed of the measurements' streams (`measure_node`).
+    measure_seed: u64,
+    /// The day's assigned oracles: `oracles_per_node` slots per operator,
+    /// in operator order, `NO_ORACLE` where empty (kept to reuse its
+    /// memory).
+    assigned: Vec<OracleIdx>,
     /// Threads this run may use for the day's oracle assignment and supply
     /// check (cores the Monte Carlo leaves idle when it has fewer runs than
     /// cores).
     threads: usize,
+}
+
+/// Below this many operators (or nodes, or accounts) a day's assignment
+/// (or epoch pass, or supply check) is too quick to be worth a thread.
+const PARALLEL_MIN_OPERATORS: usize = 4096;
+
+/// Whether the oracles measure `op` today: it runs and its node is still
+/// registered.
+fn is_measured(nodes: &[Node], op: &Operator) -> bool {
+    op.active && nodes[op.node as usize].active
 }
 
 /// Honest nodes on lines like the sybil farm's. One such node's rewards
@@ -231,14 +247,26 @@ pub struct Sim {
 /// ten varies about a third as much.
 const CONTROL_NODES: u32 = 10;
 
-/// Below this many operators (or nodes, or accounts) a day's assignment
-/// (or epoch pass, or supply check) is too quick to be worth a thread.
-const PARALLEL_MIN_OPERATORS: usize = 4096;
+/// Operators per piece of the day's measurement work.
+const MEASURE_CHUNK: usize = 2048;
 
-/// Whether the oracles measure `op` today: it runs and its node is still
-/// registered.
-fn is_measured(state: &State, op: &Operator) -> bool {
-    op.active && state.nodes[op.node as usize].active
+/// The empty slots of an operator's assigned oracles (`Sim::assigned`).
+const NO_ORACLE: OracleIdx = OracleIdx::MAX;
+
+/// The oracles' reports of a node: honest oracles measure what the node
+/// delivers (0.85–1.0 of it), colluding oracles report a liar's claim.
+/// Drawn from the node's own stream of the day (`stream`: the run's
+/// measurement seed and the day) and recorded into its epoch record.
+fn measure_node(epoch: &mut NodeEpoch, op: &Operator, assigned: &[OracleIdx], colluding: &[bool], stream: [u64; 2]) {
+    let mut rng = Keyed::new(&[stream[0], stream[1], op.node as u64]);
+    let liar = op.kind == Kind::Liar;
+    for &o in assigned.iter().take_while(|&&o| o != NO_ORACLE) {
+        let throughput_bps =
+            if liar && colluding[o as usize] { op.claim_bps } else { (op.capacity_bps as f64 * rng.range(0.85, 1.0)) as u64 };
+        let latency_us = (20_000.0 + rng.range(0.0, 120_000.0)) as u32;
+        let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us };
+        let _ = record_report_in(epoch, o, outcome, op.uptime_ppm);
+    }
 }
 
 /// A worker for `n` pieces of work: each call takes the next piece not yet
@@ -418,6 +446,8 @@ impl Sim {
             rows: Vec::new(),
             supply: None,
             income_usd: Vec::new(),
+            measure_seed: seed,
+            assigned: Vec::new(),
             threads: 1,
         };
         let ctx = sim.ctx();
@@ -514,6 +544,9 @@ impl Sim {
         let ctx = self.ctx();
         self.apply(ctx, account, &TxBody::RegisterNode(spec), "a node")?;
         let node = self.state.node_index[&self.state.accounts[account as usize].id];
+        // The day's reports are recorded by ranges of operators and of
+        // their nodes together (`record_measurements`).
+        assert!(self.ops.last().is_none_or(|o| o.node < node), "operators must hold nodes in node order");
         self.supply = None;
         self.ops.push(Operator {
             kind,
@@ -808,49 +841,56 @@ impl Sim {
         Ok(())
     }
 
-    /// The day's payments (`serve`, `pay`) and measurements (`measure`).
-    /// With threads to spare, the oracle assignment is computed while the
-    /// payments are made: they change no node and no oracle (they borrow
-    /// the state apart from the node records, `State::payment_parts`), so
-    /// the assignment is the one `measure` would compute after them, and
-    /// the output is the same bytes on any number of threads.
+    /// The day's payments (`serve`, `pay`) and measurements. The oracles
+    /// are assigned while the payments are made: the payments change no
+    /// node and no oracle (they borrow the state apart from the node
+    /// records, `State::payment_parts`), so with threads to spare other
+    /// threads assign meanwhile. Then every thread measures a range of
+    /// nodes, each from a random stream of its own (`Keyed`: the run, the
+    /// day, the node). The output is the same bytes on any number of
+    /// threads.
     fn serve_and_measure(&mut self) -> Result<[[f64; 6]; 8], SimError> {
         let assigner = Assigner::new(&self.state);
         let (served, payments) = self.serve()?;
         let day = self.day;
-        let parallel = self.splits(self.ops.len());
-        let mut assigned = Vec::new();
+        let helpers = if self.splits(self.ops.len()) { self.helpers() } else { Helpers { threads: 1 } };
+        let k = assigner.oracles_per_node().max(1);
+        self.assigned.clear();
+        self.assigned.resize(self.ops.len() * k, NO_ORACLE);
         self.income_usd.clear();
         self.income_usd.resize(self.ops.len(), 0.0);
-        if !parallel {
-            Self::pay(&mut self.state.payment_parts().1, &self.consumer_accounts, &payments, day, &mut self.income_usd)?
-        } else {
-            assigned = vec![None; self.ops.len()];
-            let helpers = self.helpers();
-            let (nodes, mut parts) = self.state.payment_parts();
-            // The helpers assign while this thread pays, then it joins them.
-            const CHUNK: usize = 2048;
-            let chunks: Vec<(&[Operator], &mut [Option<Assignment>])> =
-                self.ops.chunks(CHUNK).zip(assigned.chunks_mut(CHUNK)).collect();
-            let assign = |(ops, out): (&[Operator], &mut [Option<Assignment>])| {
-                for (op, out) in ops.iter().zip(out.iter_mut()) {
-                    if op.active && nodes[op.node as usize].active {
-                        *out = assigner.assign_common(&assigner.node_key(nodes, op.node));
-                    }
+        let (nodes, mut parts) = self.state.payment_parts();
+        let assign = |(ops, out): (&[Operator], &mut [OracleIdx])| {
+            for (op, out) in ops.iter().zip(out.chunks_mut(k)) {
+                if is_measured(nodes, op) {
+                    let a = assigner.assign_in(nodes, op.node);
+                    out[..a.as_slice().len()].copy_from_slice(a.as_slice());
                 }
-            };
-            let (consumer_accounts, income_usd) = (&self.consumer_accounts, &mut self.income_usd);
-            helpers.run_beside(chunks, &assign, || Self::pay(&mut parts, consumer_accounts, &payments, day, income_usd))?
+            }
+        };
+        let chunks: Vec<(&[Operator], &mut [OracleIdx])> =
+            self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks_mut(MEASURE_CHUNK * k)).collect();
+        let (consumer_accounts, income_usd) = (&self.consumer_accounts, &mut self.income_usd);
+        helpers.run_beside(chunks, &assign, || Self::pay(&mut parts, consumer_accounts, &payments, day, income_usd))?;
+        // Debug builds check the assignments against ones made from the
+        // state as it is now, after the payments.
+        #[cfg(debug_assertions)]
+        {
+            let now = Assigner::new(&self.state);
+            for (op, a) in self.ops.iter().zip(self.assigned.chunks(k)) {
+                if is_measured(&self.state.nodes, op) {
+                    let a: Vec<OracleIdx> = a.iter().copied().take_while(|&o| o != NO_ORACLE).collect();
+                    assert_eq!(a, now.assign(&self.state, op.node).as_slice(), "the assignment changed under the payments");
+                }
+            }
         }
-        self.measure(&assigner, &assigned);
+        self.measure(&helpers, k);
         Ok(served)
     }
 
-    /// Oracles measure every active node: honest oracles report what the
-    /// node delivers (0.85–1.0 of it), colluding oracles report a liar's
-    /// claim. `precomputed[i]`, where present, is operator `i`'s
-    /// assignment.
-    fn measure(&mut self, assigner: &Assigner, precomputed: &[Option<Assignment>]) {
+    /// The assigned oracles measure their nodes, a range of operators (and
+    /// so of their nodes, which follow operator order) per part.
+    fn measure(&mut self, helpers: &Helpers, k: usize) {
         let colluding: Vec<bool> = {
             let mut v = vec![false; self.state.oracles.len()];
             for (acct, bad) in &self.oracles {
@@ -860,37 +900,29 @@ impl Sim {
             }
             v
         };
-        // Debug builds check each precomputed assignment against one made
-        // from the state as it is now, after the payments.
-        #[cfg(debug_assertions)]
-        let now = Assigner::new(&self.state);
-        for i in 0..self.ops.len() {
-            let op = &self.ops[i];
-            if !is_measured(&self.state, op) {
-                continue;
-            }
-            let assigned = match precomputed.get(i) {
-                Some(Some(a)) => {
-                    #[cfg(debug_assertions)]
-                    assert_eq!(*a, now.assign(&self.state, op.node), "the assignment changed under the payments");
-                    *a
-                }
-                _ => assigner.assign(&self.state, op.node),
-            };
-            let (node, capacity, claim, uptime, liar) =
-                (op.node, op.capacity_bps, op.claim_bps, op.uptime_ppm, op.kind == Kind::Liar);
-            for &o in assigned.as_slice() {
-                let o: OracleIdx = o;
-                let throughput_bps = if liar && colluding[o as usize] {
-                    claim
-                } else {
-                    (capacity as f64 * self.rng.range(0.85, 1.0)) as u64
-                };
-                let latency_us = (20_000.0 + self.rng.range(0.0, 120_000.0)) as u32;
-                let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us };
-                let _ = record_report(&mut self.state, node, o, outcome, uptime);
-            }
+        let stream = [self.measure_seed, self.day];
+        let mut parts = Vec::new();
+        let mut epochs: &mut [NodeEpoch] = &mut self.state.node_epochs;
+        let mut base = 0;
+        let mut chunks = self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks(MEASURE_CHUNK * k)).peekable();
+        while let Some((ops, assigned)) = chunks.next() {
+            // This part's nodes: from its first operator's node up to the
+            // next part's first.
+            let first = ops[0].node as usize;
+            let end = chunks.peek().map_or(base + epochs.len(), |(next, _)| next[0].node as usize);
+            let (_, rest) = std::mem::take(&mut epochs).split_at_mut(first - base);
+            let (mine, rest) = rest.split_at_mut(end - first);
+            (epochs, base) = (rest, end);
+            parts.push((ops, assigned, mine, first));
         }
+        let measure = |(ops, assigned, epochs, first): (&[Operator], &[OracleIdx], &mut [NodeEpoch], usize)| {
+            for (op, a) in ops.iter().zip(assigned.chunks(k)) {
+                if a[0] != NO_ORACLE {
+                    measure_node(&mut epochs[op.node as usize - first], op, a, &colluding, stream);
+                }
+            }
+        };
+        helpers.run(parts, &measure);
     }
 
     fn trade(&mut self) {

@@ -12,10 +12,7 @@ impl Rng {
         let mut z = seed;
         let mut next = || {
             z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^ (x >> 31)
+            splitmix(z)
         };
         Rng { s: [next(), next(), next(), next()] }
     }
@@ -79,6 +76,38 @@ impl Rng {
     }
 }
 
+/// A short stream keyed by a few numbers (splitmix64 over a counter):
+/// starting one costs one hash, so every node's measurements of a day draw
+/// from a stream of their own, on whichever thread computes them, with the
+/// same numbers on any thread count.
+pub struct Keyed {
+    z: u64,
+}
+
+impl Keyed {
+    pub fn new(keys: &[u64]) -> Keyed {
+        let z = keys.iter().fold(0x6d65_6173_7572_6573u64, |z, &k| splitmix(z ^ k));
+        Keyed { z }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.z = self.z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        splitmix(self.z)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// splitmix64's output function.
+fn splitmix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +118,12 @@ mod tests {
         let b: Vec<u64> = (0..5).scan(Rng::new(7), |r, _| Some(r.next_u64())).collect();
         assert_eq!(a, b);
         assert_ne!(a, (0..5).scan(Rng::new(8), |r, _| Some(r.next_u64())).collect::<Vec<_>>());
+        // Keyed streams: the same keys give the same numbers; another key,
+        // or the same keys in another order, other numbers.
+        let keyed = |keys: &[u64]| -> Vec<u64> { (0..3).scan(Keyed::new(keys), |r, _| Some(r.next_u64())).collect() };
+        assert_eq!(keyed(&[1, 2, 3]), keyed(&[1, 2, 3]));
+        assert_ne!(keyed(&[1, 2, 3]), keyed(&[1, 2, 4]));
+        assert_ne!(keyed(&[1, 2, 3]), keyed(&[2, 1, 3]));
         let mut r = Rng::new(1);
         for _ in 0..1000 {
             let x = r.unit();
