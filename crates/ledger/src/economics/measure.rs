@@ -619,7 +619,9 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
             continue;
         }
         let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
-        weights[n] = w / group_nodes[measured.subnet_group[n] as usize].max(1);
+        // Most nodes are alone in their subnet: no 128-bit division.
+        let shared_by = group_nodes[measured.subnet_group[n] as usize];
+        weights[n] = if shared_by > 1 { w / shared_by } else { w };
     }
     weights
 }
