@@ -545,7 +545,7 @@ impl Sim {
         self.apply(ctx, account, &TxBody::RegisterNode(spec), "a node")?;
         let node = self.state.node_index[&self.state.accounts[account as usize].id];
         // The day's reports are recorded by ranges of operators and of
-        // their nodes together (`record_measurements`).
+        // their nodes together (`Sim::measure`).
         assert!(self.ops.last().is_none_or(|o| o.node < node), "operators must hold nodes in node order");
         self.supply = None;
         self.ops.push(Operator {
