@@ -619,9 +619,9 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
             continue;
         }
         let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
-        // Most nodes are alone in their subnet: no 128-bit division.
+        // Most nodes are alone in their subnet: no division at all.
         let shared_by = group_nodes[measured.subnet_group[n] as usize];
-        weights[n] = if shared_by > 1 { w / shared_by } else { w };
+        weights[n] = if shared_by > 1 { mul_div_floor_fast(w, 1, shared_by) } else { w };
     }
     weights
 }
