@@ -158,6 +158,27 @@ fn nodes_of_one_slash24_share_their_mean_weight_counting_the_ones_that_earned_no
 }
 
 #[test]
+fn a_farm_in_one_slash24_counts_as_one_node_of_supply_in_its_region() {
+    // Ten identities of one 100 Mbit/s line in one /24, and one honest
+    // node, all in Africa. Counted once each, the farm would show ten
+    // lines of supply and lower the region's scarcity multiplier for the
+    // honest node too; the region sees two nodes' capacity.
+    let mut accounts = operators("farm", 10);
+    accounts.extend(operators("honest", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    for i in 0..10 {
+        w.register_node(&format!("farm{i}"), "NG", &format!("203.0.113.{}", i + 1), 100 * MBPS);
+        w.measure(&format!("farm{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.register_node("honest0", "NG", "203.0.200.1", 100 * MBPS);
+    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+    let report = w.end_epoch();
+    let africa = &report.regions[tollway_types::MacroRegion::Africa.index()];
+    assert_eq!(africa.active_nodes, 11);
+    assert_eq!(africa.online_capacity_bps, 200 * MBPS);
+}
+
+#[test]
 fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Six oracles, so the confirming epoch can use a disjoint set of three.
     let mut w = world(Params::default_params(), 6, operators("n", 2));

@@ -30,7 +30,15 @@ pub struct Measured {
     pub account: Vec<AccountIdx>,
     /// Per node: still registered after this epoch's slashes.
     pub active: Vec<bool>,
-    /// Per macro-region: online verified capacity (capacity × uptime).
+    /// Per node: online verified capacity (capacity × uptime); 0 for nodes
+    /// no longer registered.
+    pub online_capacity_bps: Vec<u64>,
+    /// Per subnet group (`Node::subnet_group`): its registered nodes, which
+    /// share one node's weight and one node's online capacity
+    /// (`share_subnets`).
+    pub subnet_nodes: Vec<u32>,
+    /// Per macro-region: online verified capacity, each subnet group's
+    /// counted once (its nodes' mean).
     pub online_bps: [u128; MacroRegion::COUNT],
     pub active_nodes: [u32; MacroRegion::COUNT],
 }
@@ -259,7 +267,6 @@ fn disjoint(a: &[OracleIdx], b: &[OracleIdx]) -> bool {
 struct Sums {
     measured_nodes: u32,
     active_nodes: [u32; MacroRegion::COUNT],
-    online_bps: [u128; MacroRegion::COUNT],
     /// Per oracle: its reports this epoch near the median, and far from it.
     good: Vec<u32>,
     bad: Vec<u32>,
@@ -270,7 +277,6 @@ impl Sums {
         Sums {
             measured_nodes: 0,
             active_nodes: [0; MacroRegion::COUNT],
-            online_bps: [0; MacroRegion::COUNT],
             good: vec![0; oracles],
             bad: vec![0; oracles],
         }
@@ -280,7 +286,6 @@ impl Sums {
         self.measured_nodes += other.measured_nodes;
         for r in 0..MacroRegion::COUNT {
             self.active_nodes[r] += other.active_nodes[r];
-            self.online_bps[r] += other.online_bps[r];
         }
         for (a, b) in self.good.iter_mut().zip(&other.good) {
             *a += b;
@@ -350,7 +355,6 @@ fn measure_node(
 fn weigh_node(p: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) -> u128 {
     let r = node.region.index();
     sums.active_nodes[r] += 1;
-    sums.online_bps[r] += ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128);
     if node.uptime_ppm < p.min_uptime_ppm {
         return 0;
     }
@@ -378,6 +382,7 @@ struct Rows<'a> {
     subnet_group: &'a mut [u32],
     account: &'a mut [AccountIdx],
     active: &'a mut [bool],
+    online_capacity_bps: &'a mut [u64],
 }
 
 impl<'a> Rows<'a> {
@@ -390,6 +395,7 @@ impl<'a> Rows<'a> {
             subnet_group: &mut out.subnet_group,
             account: &mut out.account,
             active: &mut out.active,
+            online_capacity_bps: &mut out.online_capacity_bps,
         }
     }
 
@@ -402,8 +408,9 @@ impl<'a> Rows<'a> {
         let (subnet_group, subnet_group_rest) = self.subnet_group.split_at_mut(n);
         let (account, account_rest) = self.account.split_at_mut(n);
         let (active, active_rest) = self.active.split_at_mut(n);
+        let (online_capacity_bps, online_capacity_bps_rest) = self.online_capacity_bps.split_at_mut(n);
         (
-            Rows { base_weight, settled_usd, burn_usd, region, subnet_group, account, active },
+            Rows { base_weight, settled_usd, burn_usd, region, subnet_group, account, active, online_capacity_bps },
             Rows {
                 base_weight: base_weight_rest,
                 settled_usd: settled_usd_rest,
@@ -412,6 +419,7 @@ impl<'a> Rows<'a> {
                 subnet_group: subnet_group_rest,
                 account: account_rest,
                 active: active_rest,
+                online_capacity_bps: online_capacity_bps_rest,
             },
         )
     }
@@ -427,6 +435,15 @@ impl<'a> Rows<'a> {
         self.subnet_group[i] = node.subnet_group;
         self.account[i] = node.account;
     }
+
+    /// The row of a node still registered after this epoch's slashes.
+    #[inline(always)]
+    fn weigh(&mut self, i: usize, params: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) {
+        self.active[i] = true;
+        // At most the verified capacity: fits 64 bits.
+        self.online_capacity_bps[i] = ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128) as u64;
+        self.base_weight[i] = weigh_node(params, node, staked, rho_measured, sums);
+    }
 }
 
 /// Steps 1–2 over every node; the parts of the pass run on `workers` when
@@ -441,6 +458,8 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Wor
         subnet_group: vec![0; n_nodes],
         account: vec![0; n_nodes],
         active: vec![false; n_nodes],
+        online_capacity_bps: vec![0; n_nodes],
+        subnet_nodes: Vec::new(),
         online_bps: [0; MacroRegion::COUNT],
         active_nodes: [0; MacroRegion::COUNT],
     };
@@ -451,9 +470,28 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Wor
     };
     report.measured_nodes += sums.measured_nodes;
     out.active_nodes = sums.active_nodes;
-    out.online_bps = sums.online_bps;
+    share_subnets(&mut out, state.subnet_index.len());
     slash::oracle_deviation(state, &sums.good, &sums.bad, report);
     out
+}
+
+/// Counts each subnet group's registered nodes, and sums each region's
+/// online capacity with a group's nodes sharing one node's: the group's
+/// mean, as in `capped_weights`. Counted once per node, fifty identities of
+/// one farm on one line would otherwise show fifty lines of supply, and
+/// lower their region's scarcity multiplier for every honest node there.
+fn share_subnets(out: &mut Measured, n_groups: usize) {
+    let mut subnet_nodes = vec![0u32; n_groups];
+    for (&g, &active) in out.subnet_group.iter().zip(&out.active) {
+        subnet_nodes[g as usize] += active as u32;
+    }
+    let mut online_bps = [0u128; MacroRegion::COUNT];
+    for ((&online, &g), &r) in out.online_capacity_bps.iter().zip(&out.subnet_group).zip(&out.region) {
+        if online > 0 {
+            online_bps[r as usize] += (online / subnet_nodes[g as usize].max(1) as u64) as u128;
+        }
+    }
+    (out.subnet_nodes, out.online_bps) = (subnet_nodes, online_bps);
 }
 
 /// The pass in node order on this thread: a slash takes effect at once
@@ -488,9 +526,8 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
         if !node.active {
             continue; // ejected by the slash
         }
-        rows.active[n] = true;
         let staked = state.accounts[node.account as usize].staked.0;
-        rows.base_weight[n] = weigh_node(&state.params, node, staked, rho_measured, &mut sums);
+        rows.weigh(n, &state.params, node, staked, rho_measured, &mut sums);
     }
     sums
 }
@@ -547,9 +584,8 @@ fn aggregate_in_parts(
             }
             let (over_claim, rho_measured) = measure_node(params, epoch, node, node_epoch, oracle_weights, sums);
             assert!(over_claim.is_none(), "a slash confirmed for a node without a strike");
-            rows.active[i] = true;
             let staked = accounts[node.account as usize].staked.0;
-            rows.base_weight[i] = weigh_node(params, node, staked, rho_measured, sums);
+            rows.weigh(i, params, node, staked, rho_measured, sums);
         }
     });
     let mut total = Sums::new(oracle_weights.len());
@@ -609,10 +645,6 @@ pub fn regional_multipliers(state: &mut State, measured: &Measured) -> Vec<Regio
 /// measurement went badly offline for the rest of the epoch and share only
 /// its best identities' weights.
 pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary]) -> Vec<u128> {
-    let mut group_nodes = vec![0u128; state.subnet_index.len()];
-    for (&g, &active) in measured.subnet_group.iter().zip(&measured.active) {
-        group_nodes[g as usize] += active as u128;
-    }
     let mut weights = vec![0u128; state.nodes.len()];
     for (n, &base) in measured.base_weight.iter().enumerate() {
         if base == 0 {
@@ -620,8 +652,8 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
         }
         let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
         // Most nodes are alone in their subnet: no division at all.
-        let shared_by = group_nodes[measured.subnet_group[n] as usize];
-        weights[n] = if shared_by > 1 { mul_div_floor_fast(w, 1, shared_by) } else { w };
+        let shared_by = measured.subnet_nodes[measured.subnet_group[n] as usize];
+        weights[n] = if shared_by > 1 { mul_div_floor_fast(w, 1, shared_by as u128) } else { w };
     }
     weights
 }
