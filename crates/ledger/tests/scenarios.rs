@@ -5,7 +5,7 @@
 
 use tollway_ledger::economics::amm;
 use tollway_ledger::testkit::{fund, id, Funding, World};
-use tollway_ledger::{Params, SlashReason, TxError};
+use tollway_ledger::{EpochReport, Params, SlashReason, TxError};
 use tollway_types::{Amount, Token, TxBody, Usd};
 
 const MBPS: u64 = 1_000_000;
@@ -100,22 +100,35 @@ fn under_served_region_earns_more_per_unit_of_capacity() {
     ));
 }
 
-#[test]
-fn fifty_nodes_in_one_slash24_earn_together_what_one_node_there_earns() {
-    // A sybil farm of 50 nodes in 203.0.113.0/24 against one honest node
-    // alone in 203.0.200.0/24, all 100 Mbit/s in one region.
-    let mut accounts = operators("sybil", 50);
+/// A farm in 203.0.113.0/24 whose identity i delivers `farm_mbps[i]` (0:
+/// offline, not measured) and claims it (100 when offline), and one honest
+/// 100 Mbit/s node alone in 203.0.200.0/24, all in `country`, through one
+/// epoch. Returns the world, the epoch's report, the farm's rewards in all
+/// and the honest node's.
+fn farm_beside_one_honest_node(country: &str, farm_mbps: &[u64]) -> (World, EpochReport, u128, u128) {
+    let mut accounts = operators("farm", farm_mbps.len());
     accounts.extend(operators("honest", 1));
     let mut w = world(Params::default_params(), 3, accounts);
-    for i in 0..50 {
-        w.register_node(&format!("sybil{i}"), "US", &format!("203.0.113.{}", i + 1), 100 * MBPS);
-        w.measure(&format!("sybil{i}"), 100 * MBPS, 20, 1_000_000);
+    for (i, &mbps) in farm_mbps.iter().enumerate() {
+        let claim = if mbps > 0 { mbps } else { 100 };
+        w.register_node(&format!("farm{i}"), country, &format!("203.0.113.{}", i + 1), claim * MBPS);
+        if mbps > 0 {
+            w.measure(&format!("farm{i}"), mbps * MBPS, 20, 1_000_000);
+        }
     }
-    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    w.register_node("honest0", country, "203.0.200.1", 100 * MBPS);
     w.measure("honest0", 100 * MBPS, 20, 1_000_000);
-    w.end_epoch();
-    let farm: u128 = (0..50).map(|i| last(&w, &format!("sybil{i}"))).sum();
+    let report = w.end_epoch();
+    let farm: u128 = (0..farm_mbps.len()).map(|i| last(&w, &format!("farm{i}"))).sum();
     let honest = last(&w, "honest0");
+    (w, report, farm, honest)
+}
+
+#[test]
+fn fifty_nodes_in_one_slash24_earn_together_what_one_node_there_earns() {
+    // A sybil farm of 50 nodes in one /24 against one honest node, all
+    // 100 Mbit/s in one region.
+    let (w, _, farm, honest) = farm_beside_one_honest_node("US", &[100; 50]);
     // Together the farm earns one node's share (less rounding).
     assert!(farm <= honest && honest - farm <= 50, "farm {farm} vs honest {honest}");
     expect_test::expect![[r#"
@@ -124,7 +137,7 @@ fn fifty_nodes_in_one_slash24_earn_together_what_one_node_there_earns() {
     .assert_debug_eq(&format!(
         "farm of 50 earns {} mTWY in all ({} each); the lone honest node earns {} mTWY",
         farm / 1000,
-        last(&w, "sybil0") / 1000,
+        last(&w, "farm0") / 1000,
         honest / 1000
     ));
 }
@@ -137,21 +150,7 @@ fn nodes_of_one_slash24_share_their_mean_weight_counting_the_ones_that_earned_no
     // weight, (100 + 80 + 60 + 0) / 4 = 60 % of the lone node's, not its
     // best member's 100 %: a farm cannot pick its luckiest measurement,
     // nor drop its unlucky identities from the count.
-    let mut accounts = operators("farm", 4);
-    accounts.extend(operators("honest", 1));
-    let mut w = world(Params::default_params(), 3, accounts);
-    for (i, mbps) in [100, 80, 60, 0].into_iter().enumerate() {
-        // Each claims what it delivers (the offline one, 100).
-        w.register_node(&format!("farm{i}"), "US", &format!("203.0.113.{}", i + 1), if mbps > 0 { mbps } else { 100 } * MBPS);
-        if mbps > 0 {
-            w.measure(&format!("farm{i}"), mbps * MBPS, 20, 1_000_000);
-        }
-    }
-    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
-    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
-    w.end_epoch();
-    let farm: u128 = (0..4).map(|i| last(&w, &format!("farm{i}"))).sum();
-    let honest = last(&w, "honest0");
+    let (w, _, farm, honest) = farm_beside_one_honest_node("US", &[100, 80, 60, 0]);
     assert_eq!(last(&w, "farm3"), 0);
     let want = honest * 6 / 10;
     assert!(farm.abs_diff(want) <= want / 1_000, "farm {farm} vs 60 % of honest {want}");
@@ -163,16 +162,7 @@ fn a_farm_in_one_slash24_counts_as_one_node_of_supply_in_its_region() {
     // node, all in Africa. Counted once each, the farm would show ten
     // lines of supply and lower the region's scarcity multiplier for the
     // honest node too; the region sees two nodes' capacity.
-    let mut accounts = operators("farm", 10);
-    accounts.extend(operators("honest", 1));
-    let mut w = world(Params::default_params(), 3, accounts);
-    for i in 0..10 {
-        w.register_node(&format!("farm{i}"), "NG", &format!("203.0.113.{}", i + 1), 100 * MBPS);
-        w.measure(&format!("farm{i}"), 100 * MBPS, 20, 1_000_000);
-    }
-    w.register_node("honest0", "NG", "203.0.200.1", 100 * MBPS);
-    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
-    let report = w.end_epoch();
+    let (_, report, _, _) = farm_beside_one_honest_node("NG", &[100; 10]);
     let africa = &report.regions[tollway_types::MacroRegion::Africa.index()];
     assert_eq!(africa.active_nodes, 11);
     assert_eq!(africa.online_capacity_bps, 200 * MBPS);
