@@ -853,7 +853,7 @@ impl Sim {
         let assigner = Assigner::new(&self.state);
         let (served, payments) = self.serve()?;
         let day = self.day;
-        let helpers = if self.splits(self.ops.len()) { self.helpers() } else { Helpers { threads: 1 } };
+        let helpers = self.helpers_for(self.ops.len());
         let k = assigner.oracles_per_node().max(1);
         self.assigned.clear();
         self.assigned.resize(self.ops.len() * k, NO_ORACLE);
@@ -985,6 +985,12 @@ impl Sim {
 
     fn helpers(&self) -> Helpers {
         Helpers { threads: self.threads }
+    }
+
+    /// The run's threads for work over `items` records: this one alone
+    /// where the work is too small to split.
+    fn helpers_for(&self, items: usize) -> Helpers {
+        Helpers { threads: if self.splits(items) { self.threads } else { 1 } }
     }
 
     /// The ledger's supply check; with threads to spare, the sums over the

@@ -37,7 +37,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        unit_of(self.next_u64())
     }
 
     /// Uniform in [lo, hi).
@@ -97,8 +97,13 @@ impl Keyed {
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+        lo + (hi - lo) * unit_of(self.next_u64())
     }
+}
+
+/// Uniform in [0, 1) from 64 random bits (their top 53).
+fn unit_of(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// splitmix64's output function.

@@ -488,10 +488,21 @@ fn share_subnets(out: &mut Measured, n_groups: usize) {
     let mut online_bps = [0u128; MacroRegion::COUNT];
     for ((&online, &g), &r) in out.online_capacity_bps.iter().zip(&out.subnet_group).zip(&out.region) {
         if online > 0 {
-            online_bps[r as usize] += (online / subnet_nodes[g as usize].max(1) as u64) as u128;
+            online_bps[r as usize] += member_share(online as u128, subnet_nodes[g as usize]);
         }
     }
     (out.subnet_nodes, out.online_bps) = (subnet_nodes, online_bps);
+}
+
+/// A node's share of what its subnet group of `members` registered nodes
+/// shares: its own `value` over `members`, rounded down. Most nodes are
+/// alone in their subnet: no division at all.
+fn member_share(value: u128, members: u32) -> u128 {
+    if members > 1 {
+        mul_div_floor_fast(value, 1, members as u128)
+    } else {
+        value
+    }
 }
 
 /// The pass in node order on this thread: a slash takes effect at once
@@ -651,9 +662,7 @@ pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSumma
             continue;
         }
         let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
-        // Most nodes are alone in their subnet: no division at all.
-        let shared_by = measured.subnet_nodes[measured.subnet_group[n] as usize];
-        weights[n] = if shared_by > 1 { mul_div_floor_fast(w, 1, shared_by as u128) } else { w };
+        weights[n] = member_share(w, measured.subnet_nodes[measured.subnet_group[n] as usize]);
     }
     weights
 }
