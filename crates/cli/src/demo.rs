@@ -169,6 +169,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                     events.push(format!("SLASH {who} {} (rho {:.1})", s.amount, *rho_ppm as f64 / 1e6))
                 }
                 SlashReason::OracleDeviation { .. } => events.push(format!("SLASH oracle {who} {}", s.amount)),
+                SlashReason::VouchedForOverClaim { node } => {
+                    events.push(format!("SLASH oracle {who} {} (vouched for {})", s.amount, w.label_of(node)))
+                }
             }
         }
         if w.node("liar").strike.is_some() {

@@ -375,6 +375,10 @@ pub struct ReportSlot {
 pub struct Strike {
     pub epoch: u64,
     pub oracles: Vec<OracleIdx>,
+    /// Of `oracles`, those that reported more than ρ's slash threshold times
+    /// the median: they vouched for the claim the others found false, and
+    /// lose stake if a disjoint set confirms the over-claim.
+    pub vouching: Vec<OracleIdx>,
 }
 
 impl ReportSlot {

@@ -146,19 +146,33 @@ impl World {
 
     /// Every oracle assigned to `node` this epoch reports `outcome`.
     pub fn report(&mut self, node: &str, outcome: MeasurementOutcome, uptime_ppm: u32) {
+        self.report_each(node, uptime_ppm, |_| outcome);
+    }
+
+    /// Every oracle assigned to `node` this epoch reports what `outcome_of`
+    /// gives for its label. Returns the labels, in assignment order.
+    pub fn report_each(
+        &mut self,
+        node: &str,
+        uptime_ppm: u32,
+        mut outcome_of: impl FnMut(&str) -> MeasurementOutcome,
+    ) -> Vec<String> {
         let n = self.state.node_index[&id(node)];
+        let mut labels = Vec::new();
         for o in crate::assignment::assigned_oracles(&self.state, n) {
             let label = self.label_of(&self.state.oracles[o as usize].operator.clone());
             let report = MeasurementReport {
                 epoch: self.state.epoch,
                 measurements: vec![Measurement {
                     node: id(node),
-                    outcome,
+                    outcome: outcome_of(&label),
                     uptime_ppm,
                 }],
             };
             self.must(&label, TxBody::Report(report));
+            labels.push(label);
         }
+        labels
     }
 
     /// The label whose key is `account` (only for labels this world knows).

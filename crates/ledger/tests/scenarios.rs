@@ -270,6 +270,92 @@ fn a_strike_is_cleared_by_an_honest_measurement_after_a_gap() {
     assert!(w.end_epoch().slashes.is_empty(), "a fresh strike, not a confirmation");
 }
 
+fn measured(throughput_bps: u64) -> tollway_types::MeasurementOutcome {
+    tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 }
+}
+
+/// One epoch's reports on `node`: its first assigned oracle reports
+/// `first_bps` (a colluder vouching for a claim), the others `rest_bps`.
+/// Returns the first oracle's label and the others'.
+fn first_vouches(w: &mut World, node: &str, first_bps: u64, rest_bps: u64) -> (String, Vec<String>) {
+    let mut reported = 0;
+    let mut labels = w
+        .report_each(node, 1_000_000, |_| {
+            reported += 1;
+            measured(if reported == 1 { first_bps } else { rest_bps })
+        })
+        .into_iter();
+    let Some(first) = labels.next() else { panic!("no oracle assigned to {node}") };
+    (first, labels.collect())
+}
+
+#[test]
+fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() {
+    // A colluding oracle reports a liar's claim of 1,000 Mbit/s; the two
+    // honest oracles beside it measure the 100 it delivers. The median
+    // strikes the liar, a disjoint set (again with a colluder) confirms it,
+    // and both colluders lose the liar's fraction (45 % at ρ = 10) of their
+    // stake, while the deviating-share rule alone (one bad report in an
+    // epoch) would never have touched them.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let (voucher1, honest1) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    assert!(w.end_epoch().slashes.is_empty(), "a strike, not yet a slash");
+    let strike = w.node("n0").strike.clone().expect("a strike");
+    let oracle_of = |w: &World, label: &str| w.account(label).oracle.expect("an oracle");
+    assert_eq!(strike.vouching, vec![oracle_of(&w, &voucher1)]);
+
+    let (voucher2, honest2) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    let tokens_before: Vec<Token> = honest2.iter().chain([&voucher2]).map(|l| w.account(l).token).collect();
+    let r = w.end_epoch();
+    let mut slashed: Vec<(String, String)> = r
+        .slashes
+        .iter()
+        .map(|s| {
+            let why = match &s.reason {
+                SlashReason::OverClaim { .. } => "over-claim".to_string(),
+                SlashReason::VouchedForOverClaim { node } => format!("vouched for {}", w.label_of(node)),
+                SlashReason::OracleDeviation { .. } => "deviation".to_string(),
+            };
+            (w.label_of(&s.account), format!("{why}: {}", s.amount))
+        })
+        .collect();
+    slashed.sort();
+    let mut expected = vec![
+        ("n0".to_string(), "over-claim: 900 TWY".to_string()),
+        (voucher1.clone(), "vouched for n0: 2250 TWY".to_string()),
+        (voucher2.clone(), "vouched for n0: 2250 TWY".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(slashed, expected);
+    for v in [&voucher1, &voucher2] {
+        assert_eq!(w.account(v).staked, Token::units(2_750), "{v}");
+    }
+    for h in honest1.iter().chain(&honest2) {
+        assert_eq!(w.account(h).staked, Token::units(5_000), "{h} measured honestly");
+    }
+    // The node's slash pays its reporters' share (10 % of 900) to the two
+    // honest confirming oracles only, not to the one that vouched.
+    let tokens_after: Vec<Token> = honest2.iter().chain([&voucher2]).map(|l| w.account(l).token).collect();
+    let gained: Vec<u128> = tokens_before.iter().zip(&tokens_after).map(|(b, a)| a.0 - b.0).collect();
+    assert_eq!(gained, [Token::units(45).0, Token::units(45).0, 0]);
+}
+
+#[test]
+fn an_oracle_that_vouched_for_a_strike_never_confirmed_keeps_its_stake() {
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    assert!(w.end_epoch().slashes.is_empty());
+    assert!(w.node("n0").strike.is_some());
+    // The node delivers 900 Mbit/s at its next measurement: ρ = 1.1, the
+    // strike is cleared, and nobody is slashed.
+    w.measure("n0", 900 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    assert!(w.node("n0").strike.is_none());
+    assert_eq!(w.account(&voucher).staked, Token::units(5_000));
+}
+
 #[test]
 fn epochs_nobody_earned_in_are_not_saved_up_for_the_first_node() {
     // Ten epochs with oracles and no node: the first node measured gets its

@@ -296,8 +296,33 @@ impl Sums {
     }
 }
 
-/// A confirmed over-claim: ρ and the oracles whose measurement confirmed it.
-type OverClaim = (u64, Vec<OracleIdx>);
+/// A confirmed over-claim: ρ, the oracles whose measurement confirmed it,
+/// and those that vouched for the false claim in either epoch.
+pub(crate) struct OverClaim {
+    rho_ppm: u64,
+    confirming: Vec<OracleIdx>,
+    vouching: Vec<OracleIdx>,
+}
+
+/// The oracles among `reports` that measured more than ρ's slash threshold
+/// times `median_bps`: what they reported is the claim the median found
+/// false. Honest oracles measure a node at 0.8 of its capacity or more
+/// (DESIGN §2), so a majority cannot measure half of what an honest one
+/// does unless the node itself throttled them, and then it is the node
+/// that is slashed first.
+fn vouching_oracles(reports: &Reports, median_bps: u64, p: &Params) -> Vec<OracleIdx> {
+    reports
+        .as_slice()
+        .iter()
+        .filter(|slot| match slot.outcome {
+            MeasurementOutcome::Measured { throughput_bps, .. } => {
+                rho_ppm(throughput_bps, median_bps) > p.rho_slash_min_ppm as u64
+            }
+            _ => false,
+        })
+        .map(|slot| slot.oracle)
+        .collect()
+}
 
 /// Step 1 and the strike of step 2 for one active node: aggregates its
 /// reports, resets its epoch accumulators (everything this epoch's steps
@@ -316,6 +341,12 @@ fn measure_node(
     sums: &mut Sums,
 ) -> (Option<OverClaim>, Option<u64>) {
     let agg = aggregate_reports(p, &node_epoch.reports, oracle_weights, sums);
+    let rho = agg.throughput_bps.map(|t| rho_ppm(node.spec.claimed_capacity_bps, t));
+    // Only above the slash threshold (rare) are the reports read again.
+    let vouching = match (rho, agg.throughput_bps) {
+        (Some(rho), Some(t)) if rho > p.rho_slash_min_ppm as u64 => vouching_oracles(&node_epoch.reports, t, p),
+        _ => Vec::new(),
+    };
     let heartbeat = node_epoch.heartbeat;
     node_epoch.reset();
     node.uptime_ppm = match agg.uptime_ppm {
@@ -325,26 +356,30 @@ fn measure_node(
         None if heartbeat => PPM as u32,
         None => 0,
     };
-    let Some(t) = agg.throughput_bps else { return (None, None) };
+    let (Some(t), Some(rho)) = (agg.throughput_bps, rho) else { return (None, None) };
     sums.measured_nodes += 1;
     node.verified_capacity_bps = t;
     node.latency_us = agg.latency_us;
     let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
     let alpha = p.reputation_alpha_ppm as u128;
     node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
-    let rho = rho_ppm(node.spec.claimed_capacity_bps, t);
     if rho <= p.rho_slash_min_ppm as u64 {
         node.strike = None;
         return (None, Some(rho));
     }
     let measuring = &agg.measuring[..agg.n_measuring];
-    let confirmed = matches!(&node.strike, Some(s) if s.epoch < epoch && disjoint(&s.oracles, measuring));
-    if confirmed {
-        node.strike = None;
-        (Some((rho, measuring.to_vec())), None)
-    } else {
-        node.strike = Some(Strike { epoch, oracles: measuring.to_vec() });
-        (None, Some(rho))
+    match node.strike.take() {
+        Some(strike) if strike.epoch < epoch && disjoint(&strike.oracles, measuring) => {
+            let confirming = measuring.iter().copied().filter(|o| !vouching.contains(o)).collect();
+            // The two sets are disjoint, so no oracle is counted twice.
+            let mut all_vouching = strike.vouching;
+            all_vouching.extend(vouching);
+            (Some(OverClaim { rho_ppm: rho, confirming, vouching: all_vouching }), None)
+        }
+        _ => {
+            node.strike = Some(Strike { epoch, oracles: measuring.to_vec(), vouching });
+            (None, Some(rho))
+        }
     }
 }
 
@@ -521,14 +556,18 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
         }
         let (over_claim, mut rho_measured) =
             measure_node(&state.params, epoch, node, node_epoch, &oracle_weights, &mut sums);
-        if let Some((rho, oracles)) = over_claim {
+        if let Some(over_claim) = over_claim {
             rho_measured = None;
-            slash::slash_node(state, n, rho, &oracles, report);
-            // The slash took stake from the node's account: if that account
-            // is also an oracle's, the oracle weighs less from now on.
-            let a = state.nodes[n].account;
+            slash::slash_node(state, n, over_claim.rho_ppm, &over_claim.confirming, report);
+            let mut slashed = vec![state.nodes[n].account];
+            for &o in &over_claim.vouching {
+                slash::slash_vouching_oracle(state, o as usize, n, over_claim.rho_ppm, report);
+                slashed.push(state.oracles[o as usize].account);
+            }
+            // The slashes took stake from these accounts: an oracle of one
+            // of them weighs less from now on.
             for (o, w) in oracle_weights.iter_mut().enumerate() {
-                if state.oracles[o].account == a {
+                if slashed.contains(&state.oracles[o].account) {
                     *w = oracle_weight(state, o);
                 }
             }

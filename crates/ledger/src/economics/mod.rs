@@ -21,6 +21,9 @@ pub enum SlashReason {
     OverClaim { rho_ppm: u64, claimed_bps: u64, verified_bps: u64 },
     /// The oracle's reports kept deviating from the median.
     OracleDeviation { strikes: u32 },
+    /// The oracle reported the false claim of `node` (its operator) in an
+    /// epoch of that node's confirmed over-claim.
+    VouchedForOverClaim { node: AccountId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

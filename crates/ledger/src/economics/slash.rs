@@ -109,19 +109,39 @@ pub fn oracle_deviation(state: &mut State, good: &[u32], bad: &[u32], report: &m
             continue;
         }
         state.oracles[o].deviation_strikes = 0;
-        let a = state.oracles[o].account as usize;
-        let amount = Token(ppm_of(state.accounts[a].staked.0, p.oracle_slash_ppm as u128));
-        let taken = take_stake(&mut state.accounts[a], amount);
-        let (burned, to_reporters) = burn_and_reward(state, taken, &[]);
-        state.oracles[o].total_slashed.0 += taken.0;
-        report.slashed_burned.0 += burned.0;
-        report.slashes.push(SlashEvent {
-            account: state.oracles[o].operator,
-            reason: SlashReason::OracleDeviation { strikes },
-            amount: taken,
-            burned,
-            to_reporters,
-            ejected: false,
-        });
+        slash_oracle(state, o, p.oracle_slash_ppm as u128, SlashReason::OracleDeviation { strikes }, report);
     }
+}
+
+/// An oracle that reported node `n`'s false claim in an epoch of its
+/// confirmed over-claim (`measure::vouching_oracles`) shares the node's
+/// fate: it loses the same fraction of its stake as the node
+/// (`over_claim_fraction_ppm` of the confirmed ρ), at once. Two disjoint
+/// oracle sets proved the claim false. Without this an oracle colluding
+/// with a few liars stays far below the deviating share and is never
+/// slashed. The same fraction for both keeps framing dear (ADR 0011): a
+/// node that serves one honest oracle in full and throttles the others
+/// makes that oracle a voucher, but pays its own slash to do it.
+pub fn slash_vouching_oracle(state: &mut State, o: usize, n: usize, rho_ppm: u64, report: &mut EpochReport) {
+    let node = state.nodes[n].operator;
+    let fraction = over_claim_fraction_ppm(&state.params, rho_ppm);
+    slash_oracle(state, o, fraction, SlashReason::VouchedForOverClaim { node }, report);
+}
+
+/// Takes `fraction_ppm` of the oracle's stake and burns it.
+fn slash_oracle(state: &mut State, o: usize, fraction_ppm: u128, reason: SlashReason, report: &mut EpochReport) {
+    let a = state.oracles[o].account as usize;
+    let amount = Token(ppm_of(state.accounts[a].staked.0, fraction_ppm));
+    let taken = take_stake(&mut state.accounts[a], amount);
+    let (burned, to_reporters) = burn_and_reward(state, taken, &[]);
+    state.oracles[o].total_slashed.0 += taken.0;
+    report.slashed_burned.0 += burned.0;
+    report.slashes.push(SlashEvent {
+        account: state.oracles[o].operator,
+        reason,
+        amount: taken,
+        burned,
+        to_reporters,
+        ejected: false,
+    });
 }
