@@ -189,6 +189,9 @@ pub struct Sim {
     rng: Rng,
     ops: Vec<Operator>,
     oracles: Vec<(AccountIdx, bool)>,
+    /// The accounts of the oracles that colluded with the liars at any time
+    /// (the flags in `oracles` end with the attack; a slash may come later).
+    colluders: Vec<AccountIdx>,
     traders: Vec<AccountIdx>,
     gateway: AccountIdx,
     whale: AccountIdx,
@@ -428,6 +431,7 @@ impl Sim {
             rng,
             ops: Vec::new(),
             oracles,
+            colluders: Vec::new(),
             traders,
             gateway,
             whale,
@@ -699,6 +703,7 @@ impl Sim {
             let n = self.oracles.len();
             for o in 0..a.colluding_oracles as usize {
                 self.oracles[n - 1 - o].1 = true;
+                self.colluders.push(self.oracles[n - 1 - o].0);
             }
         }
         if self.day == a.end_day {
@@ -1033,7 +1038,11 @@ impl Sim {
         let mut slashed = 0.0;
         for s in &report.slashes {
             slashed += f_twy(s.amount);
-            if matches!(s.reason, SlashReason::OverClaim { .. }) {
+            let attacker = match s.reason {
+                SlashReason::OverClaim { .. } => true,
+                _ => self.colluders.iter().any(|&a| self.state.accounts[a as usize].id == s.account),
+            };
+            if attacker {
                 self.attackers_slashed_twy += f_twy(s.amount);
                 self.attacker_profit_usd -= f_twy(s.amount) * price;
             }
@@ -1150,8 +1159,9 @@ impl Sim {
         Ok(self.finish(seed))
     }
 
-    fn finish(self, seed: u64) -> RunOutput {
-        let rows = self.rows;
+    fn finish(mut self, seed: u64) -> RunOutput {
+        let attack = self.attack_outcome();
+        let rows = std::mem::take(&mut self.rows);
         let n = rows.len();
         // Burn ≥ mint for 30 days in a row, from this epoch on.
         let mut burn_ge_mint_epoch = None;
@@ -1200,6 +1210,9 @@ impl Sim {
             final_circulating_twy: last.circulating_twy,
             attacker_profit_usd: self.attacker_profit_usd,
             attackers_slashed_twy: self.attackers_slashed_twy,
+            colluders_slashed_twy: f_twy(attack.colluding_slashed),
+            colluding_oracles_slashed: attack.colluding_oracles_slashed,
+            honest_oracles_slashed: attack.honest_oracles_slashed,
             total_minted_twy: rows.iter().map(|r| r.minted_twy).sum(),
             total_burned_twy: rows.iter().map(|r| r.burned_twy).sum(),
             consumer_price_usd_per_gb: last.consumer_price_usd_per_gb,
@@ -1227,6 +1240,12 @@ pub struct AttackOutcome {
     pub liars_slashed: u32,
     pub liar_rewards: Token,
     pub liar_slashed: Token,
+    pub colluding_oracles: u32,
+    /// Colluding oracles slashed at least once, and their slashes.
+    pub colluding_oracles_slashed: u32,
+    pub colluding_slashed: Token,
+    /// Honest oracles slashed at least once (for any reason).
+    pub honest_oracles_slashed: u32,
 }
 
 impl Sim {
@@ -1245,6 +1264,16 @@ impl Sim {
                     out.liar_slashed.0 += slashed(o).0;
                 }
                 _ => {}
+            }
+        }
+        for oracle in &self.state.oracles {
+            let slashed = oracle.total_slashed;
+            if self.colluders.contains(&oracle.account) {
+                out.colluding_oracles += 1;
+                out.colluding_oracles_slashed += u32::from(!slashed.is_zero());
+                out.colluding_slashed.0 += slashed.0;
+            } else {
+                out.honest_oracles_slashed += u32::from(!slashed.is_zero());
             }
         }
         out

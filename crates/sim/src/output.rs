@@ -82,6 +82,11 @@ pub struct RunSummary {
     pub attacker_profit_usd: f64,
     /// Tokens slashed from attackers over the run.
     pub attackers_slashed_twy: f64,
+    /// Of those, slashed from the colluding oracles.
+    pub colluders_slashed_twy: f64,
+    /// Colluding oracles slashed at least once, and honest ones.
+    pub colluding_oracles_slashed: u32,
+    pub honest_oracles_slashed: u32,
     pub total_minted_twy: f64,
     pub total_burned_twy: f64,
     pub consumer_price_usd_per_gb: f64,

@@ -93,6 +93,12 @@ fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_s
         assert_eq!(a.liars, 40);
         assert_eq!(a.liars_slashed, a.liars, "seed {seed}: {a:?}");
         assert!(a.liar_slashed.0 > 0);
+        // The 3 colluding oracles reported the liars' claims: whenever a
+        // strike they vouched for was confirmed, they lost stake too. No
+        // honest oracle was slashed for anything.
+        assert_eq!(a.colluding_oracles, 3);
+        assert_eq!(a.colluding_oracles_slashed, 3, "seed {seed}: {a:?}");
+        assert_eq!(a.honest_oracles_slashed, 0, "seed {seed}: {a:?}");
     }
     // 50 identities on one line in one /24 together earn what one honest
     // node on such a line earns (the farm gains nothing by splitting).
