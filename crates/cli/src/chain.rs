@@ -185,12 +185,12 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     let toml_path = a.home.join("chain.toml");
     std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)?;
     let root = tollway_chain::core::init_store(&store_path(&a.home), &bytes, &key)?;
-    println!("chain {} initialised in {}", a.chain_id, a.home.display());
-    println!("  genesis      {}", genesis_path.display());
-    println!("  sequencer    {} (key {}, also the USD gateway)", me, key_path.display());
-    println!("  config       {}", toml_path.display());
-    println!("  store        {} (block 0, state root {})", store_path(&a.home).display(), root.short());
-    println!("next: tollway chain run --home {}", a.home.display());
+    outln!("chain {} initialised in {}", a.chain_id, a.home.display())?;
+    outln!("  genesis      {}", genesis_path.display())?;
+    outln!("  sequencer    {} (key {}, also the USD gateway)", me, key_path.display())?;
+    outln!("  config       {}", toml_path.display())?;
+    outln!("  store        {} (block 0, state root {})", store_path(&a.home).display(), root.short())?;
+    outln!("next: tollway chain run --home {}", a.home.display())?;
     Ok(())
 }
 
@@ -240,23 +240,23 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         let (node, joined) = tollway_chain::node::start(store, key, config.clone()).await?;
         {
             let core = node.shared.core();
-            println!(
+            outln!(
                 "chain {} at height {} (state root {}), solo sequencer {}",
                 core.state().chain_id,
                 core.tip().height,
                 core.tip().state_root.short(),
                 core.tip().proposer.short()
-            );
+            )?;
         }
-        println!("block interval {} ms", config.block_interval.as_millis());
-        println!("listening on http://{}", node.addr);
+        outln!("block interval {} ms", config.block_interval.as_millis())?;
+        outln!("listening on http://{}", node.addr)?;
         std::io::stdout().flush()?;
         tokio::select! {
             r = joined => r?,
             _ = tokio::signal::ctrl_c() => {
                 // Blocks are durable when committed; stopping loses only
                 // unacknowledged mempool txs.
-                println!("stopping");
+                outln!("stopping")?;
                 Ok(())
             }
         }
@@ -277,7 +277,7 @@ fn replay(home: &Path) -> anyhow::Result<()> {
     }
     let report = tollway_chain::replay::replay(&store, |h, _| bar.set_position(h))?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "replayed {} blocks ({} txs, {} epochs) in {:.2} s: every state root matches; tip {} root {}",
         report.blocks,
         report.txs,
@@ -285,6 +285,6 @@ fn replay(home: &Path) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         report.tip_height,
         report.tip_root
-    );
+    )?;
     Ok(())
 }

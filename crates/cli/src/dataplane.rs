@@ -112,12 +112,12 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
             let key = SigningKey::generate(rand_core::OsRng);
             keys::write_key_file(&path, &key, *force)?;
             let identity = TlsIdentity::from_seed(key.seed_bytes())?;
-            println!("TLS key written to {} (0600)", path.display());
-            println!("tls pin {}", tollway_types::keys::hex(&identity.pin()));
-            println!(
+            outln!("TLS key written to {} (0600)", path.display())?;
+            outln!("tls pin {}", tollway_types::keys::hex(&identity.pin()))?;
+            outln!(
                 "register with: tollway wallet register-node --tls-pin {} ...",
                 tollway_types::keys::hex(&identity.pin())
-            );
+            )?;
             Ok(())
         }
         NodeCommand::Run(args) => node_run(args),
@@ -138,12 +138,12 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
                         "cumulative_usd": r.receipt.cumulative_usd.to_string(),
                         "hex": hex,
                     });
-                    println!("{line}");
+                    outln!("{line}")?;
                 } else {
-                    println!(
+                    outln!(
                         "channel {}: {} bytes, {} USD; settle with: tollway wallet settle-channel {hex}",
                         r.receipt.channel, r.receipt.cumulative_bytes, r.receipt.cumulative_usd
-                    );
+                    )?;
                 }
             }
             Ok(())
@@ -232,28 +232,28 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let channels = Arc::new(ChainChannels::new(&url));
         let server = NodeServer::start(config, &identity, channels, receipts.clone()).await?;
-        println!(
+        outln!(
             "node {} on chain {}: price {} micro-USD/GiB, tls pin {}",
             key.public().short(),
             status.chain_id,
             record.price_usd_micro_per_gib,
             tollway_types::keys::hex(&identity.pin()[..4])
-        );
+        )?;
         for (transport, addr) in server.local_addrs() {
-            println!("listening {transport} {addr}");
+            outln!("listening {transport} {addr}")?;
         }
-        println!(
+        outln!(
             "a receipt due every {} KiB, a client paused {} KiB past its newest",
             a.receipt_interval_kib, a.credit_window_kib
-        );
-        println!("receipts kept in {}", a.home.join("receipts.json").display());
+        )?;
+        outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
         wait_for_stop().await;
-        println!(
+        outln!(
             "stopping: {} session(s) closed, {} channel(s) with receipts to settle",
             server.n_sessions(),
             receipts.all().len()
-        );
+        )?;
         server.shutdown();
         Ok(())
     })
@@ -430,8 +430,8 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {} for the proxy", a.listen))?;
         let pool = RoutePool::start(ClientConfig::new(connect, routes));
-        println!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport);
-        println!("routes, best first: {}", names.join(", "));
+        outln!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport)?;
+        outln!("routes, best first: {}", names.join(", "))?;
         std::io::stdout().flush()?;
         let front = FrontConfig {
             credentials,

@@ -96,17 +96,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     w.end_epoch(); // oracles become eligible
 
-    println!(
+    outln!(
         "Tollway demo: {} honest nodes in 8 regions, 1 liar (claims 1000 Mbit/s, delivers 100), \
          a sybil farm of {SYBILS} in one /24, {ORACLES} oracles, {} consumers.",
         providers.len(),
         args.consumers
-    );
-    println!("Every row is one epoch of the real ledger: signed txs in, end_epoch out, supply checked.\n");
-    println!(
+    )?;
+    outln!("Every row is one epoch of the real ledger: signed txs in, end_epoch out, supply checked.\n")?;
+    outln!(
         "{:>5} {:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>11}  events",
         "epoch", "nodes", "paid USD", "mint uptime", "mint usage", "mint oracle", "burned TWY", "price $", "region mult"
-    );
+    )?;
 
     let mut channels: Vec<Option<(tollway_types::ChannelId, String, u128)>> = vec![None; args.consumers];
     let mut totals = (0u128, 0u128);
@@ -179,7 +179,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
         let min_mult = r.regions.iter().map(|x| x.multiplier_ppm).min().unwrap_or(0);
         let max_mult = r.regions.iter().map(|x| x.multiplier_ppm).max().unwrap_or(0);
-        println!(
+        outln!(
             "{:>5} {:>6} {:>10.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>10.4} {:>11}  {}",
             r.epoch,
             r.regions.iter().map(|x| x.active_nodes).sum::<u32>(),
@@ -191,36 +191,36 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             r.price_usd_micro_per_token as f64 / 1e6,
             format!("{:.2}-{:.2}", min_mult as f64 / 1e6, max_mult as f64 / 1e6),
             events.join("; ")
-        );
+        )?;
     }
 
     // What the story showed.
     let sybil_total: u128 = (0..SYBILS).map(|s| w.node(&format!("sybil-{s}")).total_rewards.0).sum();
     let us_honest = w.node("US-1").total_rewards.0;
     let liar = w.node("liar");
-    println!();
-    println!("Summary after {} epochs:", args.epochs);
-    println!("  minted {}, burned {} (burn of settled USD plus slashes)", Token(totals.0), Token(totals.1));
-    println!(
+    outln!()?;
+    outln!("Summary after {} epochs:", args.epochs)?;
+    outln!("  minted {}, burned {} (burn of settled USD plus slashes)", Token(totals.0), Token(totals.1))?;
+    outln!(
         "  liar: slashed {}, claim now {} Mbit/s, rewards {}",
         liar.total_slashed,
         liar.spec.claimed_capacity_bps / MBPS,
         liar.total_rewards
-    );
-    println!(
+    )?;
+    outln!(
         "  sybil farm of {SYBILS} (200 Mbit/s each, one /24) earned {} in all; honest US-1 ({} Mbit/s) earned {}",
         Token(sybil_total),
         providers.iter().find(|p| p.label == "US-1").map_or(0, |p| p.true_capacity_bps / MBPS),
         Token(us_honest)
-    );
+    )?;
     let supply = &w.state.supply;
-    println!(
+    outln!(
         "  supply: {} = genesis {} + minted {} - burned {} (checked every epoch)",
         supply.total_token(),
         supply.genesis_token,
         supply.minted_token,
         supply.burned_token
-    );
-    println!("  state root {}", state_root(&w.state));
+    )?;
+    outln!("  state root {}", state_root(&w.state))?;
     Ok(())
 }

@@ -59,7 +59,7 @@ impl WriteArgs {
     fn write(&self, key: &SigningKey, verb: &str) -> anyhow::Result<()> {
         let path = self.out.clone().unwrap_or_else(default_key_path);
         write_key_file(&path, key, self.force)?;
-        print_key(&path, key, self.json, verb);
+        print_key(&path, key, self.json, verb)?;
         Ok(())
     }
 }
@@ -79,9 +79,9 @@ pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
             let path = key.clone().unwrap_or_else(default_key_path);
             let key = load_key_file(&path)?;
             if *json {
-                println!("{}", serde_json::json!({ "path": path.display().to_string(), "public": key.public().to_hex() }));
+                outln!("{}", serde_json::json!({ "path": path.display().to_string(), "public": key.public().to_hex() }))?;
             } else {
-                println!("{}", key.public().to_hex());
+                outln!("{}", key.public().to_hex())?;
             }
         }
         KeysCommand::Import(w) => {
@@ -96,13 +96,14 @@ pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_key(path: &Path, key: &SigningKey, json: bool, verb: &str) {
+fn print_key(path: &Path, key: &SigningKey, json: bool, verb: &str) -> std::io::Result<()> {
     if json {
-        println!("{}", serde_json::json!({ "path": path.display().to_string(), "public": key.public().to_hex() }));
+        outln!("{}", serde_json::json!({ "path": path.display().to_string(), "public": key.public().to_hex() }))?;
     } else {
-        println!("{verb} key file {} (mode 0600)", path.display());
-        println!("account {}", key.public().to_hex());
+        outln!("{verb} key file {} (mode 0600)", path.display())?;
+        outln!("account {}", key.public().to_hex())?;
     }
+    Ok(())
 }
 
 /// A secret seed as typed or piped: 64 hex digits, surrounding whitespace

@@ -1,6 +1,16 @@
 //! `tollway`: the command line (DESIGN §6). Thin: it parses flags, reads
 //! files and prints; the work is in the library crates.
 
+/// `println!` that returns the write's error instead of panicking, so
+/// `tollway demo | head` ends quietly when `head` closes the pipe
+/// (`main` turns a broken pipe into exit status 141, as SIGPIPE would).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod api_client;
 mod chain;
 mod dataplane;
@@ -75,11 +85,18 @@ enum ParamsCommand {
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if closed_stdout(&e) => std::process::ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The reader of our output went away (a pipe into `head`): not an error
+/// worth a message.
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -92,19 +109,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => dataplane::run_node(&command),
         Command::Connect(args) => dataplane::run_connect(&args),
         Command::Params { command: ParamsCommand::Show } => {
-            print!("{}", tollway_ledger::params::DEFAULT_PARAMS_TOML);
+            outln!("{}", tollway_ledger::params::DEFAULT_PARAMS_TOML.trim_end())?;
             Ok(())
         }
         Command::Params { command: ParamsCommand::Check { file } } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let params = Params::from_toml(&text).with_context(|| format!("checking {}", file.display()))?;
-            println!(
+            outln!(
                 "{}: ok (epoch {} s, {} epochs a year, year-one emission {})",
                 file.display(),
                 params.epoch_secs,
                 params.epochs_per_year(),
                 params.emission_year_one
-            );
+            )?;
             Ok(())
         }
     }

@@ -150,8 +150,8 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     bar.finish_and_clear();
     eprintln!("simulated in {:.1} s; writing {}", started.elapsed().as_secs_f64(), out.display());
     write_outputs(&out, &title, &results)?;
-    print_summary(&results);
-    println!("report: {}", out.join("index.html").display());
+    print_summary(&results)?;
+    outln!("report: {}", out.join("index.html").display())?;
     Ok(())
 }
 
@@ -181,11 +181,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn print_summary(results: &[ScenarioResult]) {
-    println!(
+fn print_summary(results: &[ScenarioResult]) -> std::io::Result<()> {
+    outln!(
         "{:<40} {:>5} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11} {:>9}",
         "scenario (median of runs)", "runs", "burn>=mint day", "worst liq", "retention", "drawdown", "price $", "attacker $", "nodes"
-    );
+    )?;
     for s in results {
         let m = |f: &dyn Fn(&tollway_sim::output::RunSummary) -> f64| median(s.runs.iter().map(|r| f(&r.summary)).collect());
         let burn_day = {
@@ -193,7 +193,7 @@ fn print_summary(results: &[ScenarioResult]) {
             let d = median(days);
             if d.is_finite() { format!("{d:.0}") } else { "never".into() }
         };
-        println!(
+        outln!(
             "{:<40} {:>5} {:>14} {:>10.2} {:>10.2} {:>9.0}% {:>9.3} {:>11.0} {:>9.0}",
             s.name,
             s.runs.len(),
@@ -204,6 +204,7 @@ fn print_summary(results: &[ScenarioResult]) {
             m(&|x| x.final_price_usd),
             m(&|x| x.attacker_profit_usd),
             m(&|x| x.final_nodes as f64),
-        );
+        )?;
     }
+    Ok(())
 }

@@ -441,9 +441,9 @@ impl Wallet {
     /// Prints the committed tx: the API's JSON with `--json`, else a line.
     fn report(&self, done: &Committed, line: impl FnOnce() -> String) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", done.raw);
+            outln!("{}", done.raw)?;
         } else {
-            println!("{}", line());
+            outln!("{}", line())?;
         }
         Ok(())
     }
@@ -460,14 +460,14 @@ impl Wallet {
             "committed" => Ok(Committed { status: tx_status, raw, nonce, fee }),
             "rejected" => {
                 if self.json {
-                    println!("{raw}");
+                    outln!("{raw}")?;
                 }
                 let why = tx_status.error.as_ref().map_or_else(|| "no reason given".to_string(), |e| e.message.clone());
                 bail!("{kind} rejected: {why} (tx {}; nothing changed)", tx_status.id)
             }
             "pending" => {
                 if self.json {
-                    println!("{raw}");
+                    outln!("{raw}")?;
                 }
                 bail!(
                     "{kind} tx {} was accepted but not committed within {} ms; it may still be included (GET {}/v1/txs/{})",
@@ -492,18 +492,18 @@ impl Wallet {
                     "id": id.to_hex(), "known": false, "nonce": 0, "token": "0", "usd": "0", "staked": "0",
                     "unbonding": [], "vesting": "0", "node": false, "oracle": false, "open_channels": 0,
                 });
-                println!("{zero}");
+                outln!("{zero}")?;
             } else {
-                println!("account {id}");
-                println!("  balance   0 TWY, $0 (not on chain yet: it has never received funds)");
+                outln!("account {id}")?;
+                outln!("  balance   0 TWY, $0 (not on chain yet: it has never received funds)")?;
             }
             return Ok(());
         };
         if self.json {
-            println!("{raw}");
+            outln!("{raw}")?;
             return Ok(());
         }
-        print_account(&acct);
+        print_account(&acct)?;
         Ok(())
     }
 
@@ -514,18 +514,18 @@ impl Wallet {
         };
         let (channels, raw) = self.api.account_channels(&me)?;
         if self.json {
-            println!("{raw}");
+            outln!("{raw}")?;
             return Ok(());
         }
         if channels.is_empty() {
-            println!("no open channels for {}…", me.short());
+            outln!("no open channels for {}…", me.short())?;
             return Ok(());
         }
         let now_secs = self.api.status().map(|s| s.time_ms / 1000).ok();
-        println!("{:<64}  {:<6}  {:<9}  {:>12}  {:>12}  {:>14}  expires", "channel", "role", "with", "escrow", "paid", "bytes");
+        outln!("{:<64}  {:<6}  {:<9}  {:>12}  {:>12}  {:>14}  expires", "channel", "role", "with", "escrow", "paid", "bytes")?;
         for ch in &channels {
             let (role, other) = if ch.client == me { ("client", ch.node) } else { ("node", ch.client) };
-            println!(
+            outln!(
                 "{}  {:<6}  {}…  {:>12}  {:>12}  {:>14}  {}",
                 ch.id,
                 role,
@@ -534,7 +534,7 @@ impl Wallet {
                 ch.paid.to_string(),
                 ch.paid_bytes,
                 describe_expiry(ch.expires_at_secs, now_secs)
-            );
+            )?;
         }
         Ok(())
     }
@@ -542,20 +542,20 @@ impl Wallet {
     fn nodes(&self, query: &str) -> anyhow::Result<()> {
         let (nodes, raw) = self.api.nodes(query)?;
         if self.json {
-            println!("{raw}");
+            outln!("{raw}")?;
             return Ok(());
         }
         if nodes.is_empty() {
-            println!("no active node matches");
+            outln!("no active node matches")?;
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<64}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>10}",
             "node", "cc", "region", "address", "claimed", "verified", "per GiB", "reputation"
-        );
+        )?;
         for n in &nodes {
             let addr = n.addrs.first().map_or_else(String::new, |a| a.to_string());
-            println!(
+            outln!(
                 "{}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>9.1}%",
                 n.id,
                 n.country.as_str(),
@@ -565,7 +565,7 @@ impl Wallet {
                 format_bps(n.verified_capacity_bps),
                 Usd(n.price_usd_micro_per_gib as u128).to_string(),
                 n.reputation_ppm as f64 / 10_000.0
-            );
+            )?;
         }
         Ok(())
     }
@@ -596,14 +596,14 @@ impl Wallet {
                 obj.insert("channel".into(), json!(channel.to_hex()));
                 obj.insert("expires_at_secs".into(), json!(expires_at_secs));
             }
-            println!("{out}");
+            outln!("{out}")?;
         } else {
-            println!(
+            outln!(
                 "opened channel to node {}… with {escrow} escrow, expiring at chain time {expires_at_secs} s (in {expires_in}) {}",
                 node.short(),
                 done.at()
-            );
-            println!("channel {channel}");
+            )?;
+            outln!("channel {channel}")?;
         }
         Ok(())
     }
@@ -628,9 +628,9 @@ impl Wallet {
                 "receipt_hex": hex, "channel": channel.to_hex(), "chain_id": signed.receipt.chain_id,
                 "cumulative_usd": cumulative_usd, "cumulative_bytes": bytes,
             });
-            println!("{out}");
+            outln!("{out}")?;
         } else {
-            println!("{hex}");
+            outln!("{hex}")?;
         }
         Ok(())
     }
@@ -723,23 +723,24 @@ fn describe_refusal(e: anyhow::Error, kind: &str) -> anyhow::Error {
     }
 }
 
-fn print_account(acct: &Account) {
-    println!("account   {}", acct.id);
-    println!("  balance   {} · {}", acct.token, acct.usd);
-    println!("  staked    {}", acct.staked);
+fn print_account(acct: &Account) -> std::io::Result<()> {
+    outln!("account   {}", acct.id)?;
+    outln!("  balance   {} · {}", acct.token, acct.usd)?;
+    outln!("  staked    {}", acct.staked)?;
     for u in &acct.unbonding {
-        println!("  unbonding {} (withdrawable from chain time {} s)", u.amount, u.release_at_secs);
+        outln!("  unbonding {} (withdrawable from chain time {} s)", u.amount, u.release_at_secs)?;
     }
     if !acct.vesting.is_zero() {
-        println!("  vesting   {}", acct.vesting);
+        outln!("  vesting   {}", acct.vesting)?;
     }
     let roles: Vec<&str> = [("node", acct.node), ("oracle", acct.oracle)].iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
-    println!(
+    outln!(
         "  nonce {} · open channels {}{}",
         acct.nonce,
         acct.open_channels,
         if roles.is_empty() { String::new() } else { format!(" · {}", roles.join(", ")) }
-    );
+    )?;
+    Ok(())
 }
 
 /// Bit/s for people: "100 Mbit/s", "1.5 Gbit/s".

@@ -14,6 +14,30 @@ fn demo_runs_the_economy_and_slashes_the_liar() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_demo_quietly() {
+    // `tollway demo | head -1`: the pipe closes while the demo still prints
+    // its epochs. It must stop at once, with no panic message.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(["demo", "--epochs", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_BACKTRACE")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
+    let mut first = String::new();
+    {
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        BufReader::new(stdout).read_line(&mut first).unwrap_or_else(|e| panic!("{e}"));
+    } // the reader is dropped here: the pipe is closed
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.starts_with("Tollway demo"), "{first}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(141), "the status a shell shows for a closed pipe");
+}
+
+#[test]
 fn demo_is_deterministic() {
     let (_, a, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);
     let (_, b, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);
