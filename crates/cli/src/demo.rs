@@ -28,6 +28,8 @@ const MBPS: u64 = 1_000_000;
 /// One country per macro-region, in MacroRegion order.
 const COUNTRIES: [&str; 8] = ["US", "BR", "DE", "NG", "AE", "IN", "JP", "AU"];
 const ORACLES: usize = 6;
+/// The oracle that colludes with the liar: it reports the liar's claim.
+const COLLUDER: &str = "oracle-5";
 const SYBILS: usize = 5;
 
 /// A deterministic number in [0, 1e6) from a label and an epoch: the
@@ -98,7 +100,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     outln!(
         "Tollway demo: {} honest nodes in 8 regions, 1 liar (claims 1000 Mbit/s, delivers 100), \
-         a sybil farm of {SYBILS} in one /24, {ORACLES} oracles, {} consumers.",
+         a sybil farm of {SYBILS} in one /24, {ORACLES} oracles ({COLLUDER} vouches for the liar's claims), {} consumers.",
         providers.len(),
         args.consumers
     )?;
@@ -151,7 +153,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             w.measure(&p.label, measured, 20 + (noise_ppm(&p.label, epoch) % 120) as u32, 990_000);
         }
         if w.node("liar").active {
-            w.measure("liar", 100 * MBPS, 40, 990_000);
+            // The honest oracles measure the 100 Mbit/s it delivers; the
+            // colluder, when assigned, vouches for whatever it claims.
+            let claimed_bps = w.node("liar").spec.claimed_capacity_bps;
+            w.report_each("liar", 990_000, |oracle| {
+                let throughput_bps = if oracle == COLLUDER { claimed_bps } else { 100 * MBPS };
+                tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 40_000 }
+            });
         }
         for s in 0..SYBILS {
             w.measure(&format!("sybil-{s}"), 200 * MBPS, 30, 990_000);
@@ -170,7 +178,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 }
                 SlashReason::OracleDeviation { .. } => events.push(format!("SLASH oracle {who} {}", s.amount)),
                 SlashReason::VouchedForOverClaim { node } => {
-                    events.push(format!("SLASH oracle {who} {} (vouched for {})", s.amount, w.label_of(node)))
+                    events.push(format!("SLASH {who} {} (vouched for {})", s.amount, w.label_of(node)))
                 }
             }
         }
@@ -206,6 +214,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         liar.total_slashed,
         liar.spec.claimed_capacity_bps / MBPS,
         liar.total_rewards
+    )?;
+    let Some(colluder) = w.account(COLLUDER).oracle.map(|o| &w.state.oracles[o as usize]) else {
+        bail!("{COLLUDER} is not an oracle");
+    };
+    outln!(
+        "  {COLLUDER}: slashed {} for vouching for the liar, stake now {}",
+        colluder.total_slashed,
+        w.account(COLLUDER).staked
     )?;
     outln!(
         "  sybil farm of {SYBILS} (200 Mbit/s each, one /24) earned {} in all; honest US-1 ({} Mbit/s) earned {}",

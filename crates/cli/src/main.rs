@@ -35,7 +35,8 @@ struct Cli {
 enum Command {
     /// Run a scripted economy through the real ledger and print it epoch by
     /// epoch: nodes in eight regions, oracles measuring them, consumers
-    /// paying through channels, a liar and a sybil farm.
+    /// paying through channels, a liar, an oracle colluding with it and a
+    /// sybil farm.
     Demo(demo::DemoArgs),
     /// The tokenomics simulator: run scenarios over years of synthetic
     /// market activity through the ledger's own epoch economics.

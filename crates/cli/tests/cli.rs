@@ -9,6 +9,8 @@ fn demo_runs_the_economy_and_slashes_the_liar() {
     let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "4"]);
     assert!(ok, "demo failed: {stderr}");
     assert!(stdout.contains("SLASH liar 900 TWY (rho 10.0)"), "{stdout}");
+    // The oracle that reported the liar's claim shares its 45 % slash.
+    assert!(stdout.contains("SLASH oracle-5 2250 TWY (vouched for liar)"), "{stdout}");
     assert!(stdout.contains("checked every epoch"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 4, "{stdout}");
 }
