@@ -351,3 +351,69 @@ proptest! {
         prop_assert!(k_after >= k_before);
     }
 }
+
+/// One node's story in `honest_oracles_are_never_slashed`: what it claims
+/// (Mbit/s) and, per epoch, what it delivers to every oracle alike
+/// (0: unreachable).
+#[derive(Clone, Debug)]
+struct Story {
+    claim_mbps: u16,
+    delivered_mbps: Vec<u16>,
+}
+
+fn story(epochs: usize) -> impl Strategy<Value = Story> {
+    (1u16..1000, prop::collection::vec(prop_oneof![1 => Just(0u16), 9 => 1u16..1000], epochs))
+        .prop_map(|(claim_mbps, delivered_mbps)| Story { claim_mbps, delivered_mbps })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Oracles that measure every node at 0.8–1.0 of what it delivers (DESIGN
+    /// §2's honest measurer) are never slashed, whatever the nodes claim and
+    /// deliver: no deviating share, and never a vouch for a false claim
+    /// (the ratio between two honest reports is at most 1.25, the vouching
+    /// threshold is 2). Liars among the nodes may be slashed.
+    #[test]
+    fn honest_oracles_are_never_slashed(
+        stories in prop::collection::vec(story(8), 1..6),
+        factors_permille in prop::collection::vec(800u64..=1000, 64),
+    ) {
+        let oracles: Vec<String> = (0..7).map(|i| format!("o{i}")).collect();
+        let mut accounts: Vec<_> = oracles.iter().map(|o| fund(o, 100, 0, 5_000)).collect();
+        accounts.extend((0..stories.len()).map(|n| fund(&format!("n{n}"), 100, 0, 2_000)));
+        let mut w = World::new(Params::default_params(), 1_000_000, 1_000_000, accounts);
+        for (i, o) in oracles.iter().enumerate() {
+            w.register_oracle(o, &format!("198.51.{i}.1"));
+        }
+        for (n, s) in stories.iter().enumerate() {
+            w.register_node(&format!("n{n}"), "FR", &format!("203.0.{n}.10"), s.claim_mbps as u64 * 1_000_000);
+        }
+        w.end_epoch();
+        let mut k = 0;
+        for epoch in 0..8 {
+            for (n, s) in stories.iter().enumerate() {
+                let node = format!("n{n}");
+                if !w.node(&node).active {
+                    continue;
+                }
+                let delivered_bps = s.delivered_mbps[epoch] as u64 * 1_000_000;
+                w.report_each(&node, 1_000_000, |_| {
+                    k += 1;
+                    if delivered_bps == 0 {
+                        MeasurementOutcome::Unreachable
+                    } else {
+                        let throughput_bps = delivered_bps / 1000 * factors_permille[k % factors_permille.len()];
+                        MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 }
+                    }
+                });
+            }
+            w.end_epoch();
+        }
+        for o in &oracles {
+            let idx = w.account(o).oracle.unwrap_or_else(|| panic!("{o} is an oracle"));
+            prop_assert_eq!(w.state.oracles[idx as usize].total_slashed, Token::ZERO, "{} was slashed", o);
+            prop_assert_eq!(w.account(o).staked, Token::units(5_000));
+        }
+    }
+}
