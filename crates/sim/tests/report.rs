@@ -237,7 +237,7 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
             html.find(&format!("<tr id=\"summary-{i}\">")).unwrap_or_else(|| panic!("no summary row for {}", s.name));
         let row = &html[start..start + html[start..].find("</tr>").unwrap()];
         assert!(row.contains(&s.name));
-        assert_eq!(row.matches("<td").count(), 8, "row {i}: {row}");
+        assert_eq!(row.matches("<td").count(), 9, "row {i}: {row}");
     }
     for head in [
         "Burn ≥ mint from",
@@ -245,6 +245,7 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
         "Operator retention",
         "Price drawdown",
         "Attacker profit",
+        "Honest oracles slashed",
         "Final price",
         "Final nodes",
         "Consumer price per GB",

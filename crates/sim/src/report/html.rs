@@ -152,6 +152,12 @@ fn columns() -> Vec<Column> {
             cell: |s| spread_cell(s.attacker_profit_usd.as_ref(), human::usd),
         },
         Column {
+            head: "Honest oracles slashed",
+            better: Better::Lower,
+            key: |s| p50(s.honest_oracles_slashed.as_ref()),
+            cell: |s| spread_cell(s.honest_oracles_slashed.as_ref(), human::count),
+        },
+        Column {
             head: "Final price",
             better: Better::Neither,
             key: |s| p50(s.final_price_usd.as_ref()),
@@ -204,12 +210,13 @@ fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
     marks
 }
 
-const GLOSSARY: [(&str, &str); 8] = [
+const GLOSSARY: [(&str, &str); 9] = [
     ("Burn ≥ mint from", "The first epoch from which tokens burned matched or beat tokens minted for 30 epochs in a row: the network pays for itself from then on."),
     ("Worst regional liquidity", "The lowest share of hours, in any region over the last 90 epochs, in which online capacity covered demand."),
     ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
     ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
     ("Attacker profit", "Attackers' cumulative profit in USD: rewards at the pool price minus costs and slashed stake. Below zero, attacks do not pay."),
+    ("Honest oracles slashed", "Oracles outside the attack that lost stake for any reason, per run: a slashing rule's false positives. Zero is the only good value."),
     ("Final price", "The pool price at the end of the run."),
     ("Final nodes", "Active nodes at the end of the run."),
     ("Consumer price per GB", "What consumers paid per GB served."),

@@ -149,6 +149,11 @@ pub struct ScenarioStats {
     pub price_drawdown: Option<Spread>,
     pub attacker_profit_usd: Option<Spread>,
     pub attackers_slashed_twy: Option<Spread>,
+    /// Of those, the colluding oracles' (vouching for liars' claims).
+    pub colluders_slashed_twy: Option<Spread>,
+    /// Honest oracles slashed at least once in a run: a rule's false
+    /// positives.
+    pub honest_oracles_slashed: Option<Spread>,
     pub final_price_usd: Option<Spread>,
     pub final_nodes: Option<Spread>,
     pub final_circulating_twy: Option<Spread>,
@@ -205,6 +210,8 @@ impl ScenarioStats {
             price_drawdown: spread(|s| s.price_drawdown),
             attacker_profit_usd: spread(|s| s.attacker_profit_usd),
             attackers_slashed_twy: spread(|s| s.attackers_slashed_twy),
+            colluders_slashed_twy: spread(|s| s.colluders_slashed_twy),
+            honest_oracles_slashed: spread(|s| f64::from(s.honest_oracles_slashed)),
             final_price_usd: spread(|s| s.final_price_usd),
             final_nodes: spread(|s| f64::from(s.final_nodes)),
             final_circulating_twy: spread(|s| s.final_circulating_twy),
