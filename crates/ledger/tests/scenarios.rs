@@ -357,6 +357,24 @@ fn an_oracle_that_vouched_for_a_strike_never_confirmed_keeps_its_stake() {
 }
 
 #[test]
+fn oracles_that_all_measured_nothing_vouched_for_nothing() {
+    // A node that delivers nothing to anyone: every oracle measures 0, the
+    // median is 0 and ρ unbounded. It is slashed; no oracle agreed with its
+    // claim, so no oracle is.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 100 * MBPS);
+    w.measure("n0", 0, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    w.measure("n0", 0, 20, 1_000_000);
+    let r = w.end_epoch();
+    assert_eq!(r.slashes.len(), 1, "{:?}", r.slashes);
+    assert!(matches!(r.slashes[0].reason, SlashReason::OverClaim { .. }));
+    for i in 0..6 {
+        assert_eq!(w.account(&format!("oracle{i}")).staked, Token::units(5_000));
+    }
+}
+
+#[test]
 fn epochs_nobody_earned_in_are_not_saved_up_for_the_first_node() {
     // Ten epochs with oracles and no node: the first node measured gets its
     // own epoch's emission plus at most one epoch carried, not all ten.

@@ -315,8 +315,10 @@ fn vouching_oracles(reports: &Reports, median_bps: u64, p: &Params) -> Vec<Oracl
         .as_slice()
         .iter()
         .filter(|slot| match slot.outcome {
+            // Not `rho_ppm`: against a median of 0 it is unbounded for a
+            // report of 0 too, and agreeing with the median is no vouch.
             MeasurementOutcome::Measured { throughput_bps, .. } => {
-                rho_ppm(throughput_bps, median_bps) > p.rho_slash_min_ppm as u64
+                throughput_bps as u128 * PPM > median_bps as u128 * p.rho_slash_min_ppm as u128
             }
             _ => false,
         })
