@@ -308,8 +308,8 @@ pub(crate) struct OverClaim {
 /// times `median_bps`: what they reported is the claim the median found
 /// false. Honest oracles measure a node at 0.8 of its capacity or more
 /// (DESIGN §2), so a majority cannot measure half of what an honest one
-/// does unless the node itself throttled them, and then it is the node
-/// that is slashed first.
+/// does unless the node itself throttled them, and then the node pays its
+/// own slash for it (ADR 0011).
 fn vouching_oracles(reports: &Reports, median_bps: u64, p: &Params) -> Vec<OracleIdx> {
     reports
         .as_slice()
