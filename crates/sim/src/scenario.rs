@@ -214,6 +214,11 @@ impl Scenario {
                 }
                 t.insert(leaf.to_string(), parsed);
             }
+            Some(("attack", _)) => {
+                // The one optional table: absent, its keys are not
+                // parameters either.
+                return Err(invalid(key, "this scenario has no [attack] table to sweep; add one (see sybil-and-liars)"));
+            }
             _ => {
                 let leaf = key.strip_prefix("params.").unwrap_or(key);
                 // Checked against the ledger's parameters before running.

@@ -109,6 +109,19 @@ fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_s
 /// `--sweep uptime_share=…` (the example) sets a flat share, and
 /// wins over a scenario file that sets both ends of the slide itself.
 #[test]
+fn sweeping_an_attack_key_needs_an_attack_table() {
+    let quiet = scenario("burn-and-mint");
+    let err = montecarlo::sweep(&quiet, "attack.colluding_oracles=3,10").err().map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("scenario `attack.colluding_oracles`: this scenario has no [attack] table to sweep; add one (see sybil-and-liars)")
+    );
+    let attacked = montecarlo::sweep(&scenario("sybil-and-liars"), "attack.colluding_oracles=3,10").unwrap_or_else(|e| panic!("{e}"));
+    let colluding: Vec<u32> = attacked.iter().map(|s| s.attack.as_ref().map_or(0, |a| a.colluding_oracles)).collect();
+    assert_eq!(colluding, [3, 10]);
+}
+
+#[test]
 fn an_uptime_share_sweep_overrides_the_files_own_slide() {
     let base = scenario("fixed-emissions");
     let before = base.params().unwrap_or_else(|e| panic!("{e}"));
