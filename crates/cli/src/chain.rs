@@ -256,7 +256,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {
                 // Blocks are durable when committed; stopping loses only
                 // unacknowledged mempool txs.
-                outln!("stopping")?;
+                let _ = outln!("stopping");
                 Ok(())
             }
         }

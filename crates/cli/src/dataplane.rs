@@ -286,13 +286,17 @@ fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every:
             }
             let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
             match crate::wallet::submit_and_wait(api, key, body, 15_000) {
-                Ok(tx) => println!(
-                    "settled channel {}: {} for {} bytes in total (tx {})",
-                    r.channel.short(),
-                    r.cumulative_usd,
-                    r.cumulative_bytes,
-                    tx.short()
-                ),
+                // A log line: a closed stdout must not stop the settling
+                // (`println!` would panic this thread away).
+                Ok(tx) => {
+                    let _ = outln!(
+                        "settled channel {}: {} for {} bytes in total (tx {})",
+                        r.channel.short(),
+                        r.cumulative_usd,
+                        r.cumulative_bytes,
+                        tx.short()
+                    );
+                }
                 Err(e) => eprintln!("settle: channel {}: {e:#}", r.channel.short()),
             }
             let _ = std::io::stdout().flush();
@@ -441,7 +445,9 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             _ = serve_front(listener, pool, front) => {}
-            _ = wait_for_stop() => println!("stopping"),
+            _ = wait_for_stop() => {
+                let _ = outln!("stopping");
+            }
         }
         Ok(())
     })
