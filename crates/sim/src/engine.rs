@@ -188,9 +188,10 @@ pub struct Sim {
     pub state: State,
     rng: Rng,
     ops: Vec<Operator>,
-    oracles: Vec<(AccountIdx, bool)>,
-    /// The accounts of the oracles that colluded with the liars at any time
-    /// (the flags in `oracles` end with the attack; a slash may come later).
+    oracles: Vec<AccountIdx>,
+    /// The accounts of the oracles that collude with the liars from the
+    /// attack's start; they report liars' claims while it lasts
+    /// (`colluding_today`) and pay their slashes as attackers, even after.
     colluders: Vec<AccountIdx>,
     traders: Vec<AccountIdx>,
     gateway: AccountIdx,
@@ -420,7 +421,7 @@ impl Sim {
         let value_trader = idx(&state, "value-trader");
         let traders = (0..m.traders).map(|t| idx(&state, &format!("trader{t}"))).collect();
         let consumer_accounts = std::array::from_fn(|r| idx(&state, &format!("consumers-{r}")));
-        let oracles = (0..p.oracles).map(|o| (idx(&state, &format!("oracle{o}")), false)).collect();
+        let oracles = (0..p.oracles).map(|o| idx(&state, &format!("oracle{o}"))).collect();
         let weights = &p.region_weights;
         let demand_weights = &scenario.demand.region_weights;
         let total_w: f64 = demand_weights.iter().sum();
@@ -457,7 +458,7 @@ impl Sim {
         let ctx = sim.ctx();
         for o in 0..p.oracles as usize {
             let addr = std::net::IpAddr::from([100, 64 + (o >> 8) as u8, o as u8, 1]);
-            let acct = sim.oracles[o].0;
+            let acct = sim.oracles[o];
             sim.apply(ctx, acct, &TxBody::RegisterOracle { addr }, "an oracle")?;
         }
         for i in 0..p.operators + p.farmers {
@@ -683,6 +684,16 @@ impl Sim {
         f
     }
 
+    /// Whether the colluders lie today: from the attack's first day to the
+    /// day before its end (as `attack_phase` starts and ends it: an end
+    /// before the start never comes).
+    fn colluding_today(&self) -> bool {
+        self.scenario
+            .attack
+            .as_ref()
+            .is_some_and(|a| self.day >= a.start_day && (self.day < a.end_day || a.end_day < a.start_day))
+    }
+
     fn attack_phase(&mut self) -> Result<(), SimError> {
         let Some(a) = self.scenario.attack.clone() else { return Ok(()) };
         if self.day == a.start_day {
@@ -701,19 +712,13 @@ impl Sim {
                 self.join(Kind::Liar, region, None)?;
             }
             let n = self.oracles.len();
-            for o in 0..a.colluding_oracles as usize {
-                self.oracles[n - 1 - o].1 = true;
-                self.colluders.push(self.oracles[n - 1 - o].0);
-            }
+            self.colluders = (0..a.colluding_oracles as usize).map(|o| self.oracles[n - 1 - o]).collect();
         }
         if self.day == a.end_day {
             for i in 0..self.ops.len() {
                 if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control) {
                     self.leave(i);
                 }
-            }
-            for o in self.oracles.iter_mut() {
-                o.1 = false;
             }
         }
         // A stubborn liar re-inflates its claim after the ledger resets it.
@@ -898,9 +903,11 @@ impl Sim {
     fn measure(&mut self, helpers: &Helpers, k: usize) {
         let colluding: Vec<bool> = {
             let mut v = vec![false; self.state.oracles.len()];
-            for (acct, bad) in &self.oracles {
-                if let Some(o) = self.state.accounts[*acct as usize].oracle {
-                    v[o as usize] = *bad;
+            if self.colluding_today() {
+                for &acct in &self.colluders {
+                    if let Some(o) = self.state.accounts[acct as usize].oracle {
+                        v[o as usize] = true;
+                    }
                 }
             }
             v

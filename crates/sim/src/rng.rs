@@ -8,13 +8,10 @@ pub struct Rng {
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        // Expand the seed with splitmix64, as xoshiro's authors recommend.
-        let mut z = seed;
-        let mut next = || {
-            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            splitmix(z)
-        };
-        Rng { s: [next(), next(), next(), next()] }
+        // Expand the seed with splitmix64, as xoshiro's authors recommend
+        // (`Keyed` is that counter stream).
+        let mut expand = Keyed { z: seed };
+        Rng { s: [expand.next_u64(), expand.next_u64(), expand.next_u64(), expand.next_u64()] }
     }
 
     /// A generator for a sub-stream (e.g. one agent), independent of how
@@ -42,7 +39,7 @@ impl Rng {
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
+        range_of(lo, hi, self.next_u64())
     }
 
     /// Log-uniform in [lo, hi): capacities and costs span magnitudes.
@@ -97,13 +94,18 @@ impl Keyed {
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * unit_of(self.next_u64())
+        range_of(lo, hi, self.next_u64())
     }
 }
 
 /// Uniform in [0, 1) from 64 random bits (their top 53).
 fn unit_of(bits: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Uniform in [lo, hi) from 64 random bits.
+fn range_of(lo: f64, hi: f64, bits: u64) -> f64 {
+    lo + (hi - lo) * unit_of(bits)
 }
 
 /// splitmix64's output function.

@@ -343,10 +343,10 @@ fn measure_node(
     sums: &mut Sums,
 ) -> (Option<OverClaim>, Option<u64>) {
     let agg = aggregate_reports(p, &node_epoch.reports, oracle_weights, sums);
-    let rho = agg.throughput_bps.map(|t| rho_ppm(node.spec.claimed_capacity_bps, t));
+    let measured = agg.throughput_bps.map(|t| (t, rho_ppm(node.spec.claimed_capacity_bps, t)));
     // Only above the slash threshold (rare) are the reports read again.
-    let vouching = match (rho, agg.throughput_bps) {
-        (Some(rho), Some(t)) if rho > p.rho_slash_min_ppm as u64 => vouching_oracles(&node_epoch.reports, t, p),
+    let vouching = match measured {
+        Some((t, rho)) if rho > p.rho_slash_min_ppm as u64 => vouching_oracles(&node_epoch.reports, t, p),
         _ => Vec::new(),
     };
     let heartbeat = node_epoch.heartbeat;
@@ -358,7 +358,7 @@ fn measure_node(
         None if heartbeat => PPM as u32,
         None => 0,
     };
-    let (Some(t), Some(rho)) = (agg.throughput_bps, rho) else { return (None, None) };
+    let Some((t, rho)) = measured else { return (None, None) };
     sums.measured_nodes += 1;
     node.verified_capacity_bps = t;
     node.latency_us = agg.latency_us;
