@@ -1,5 +1,5 @@
 //! libFuzzer target: arbitrary bytes from a local client into the SOCKS5
-//! and HTTP CONNECT parsers (crates/socks), which must never panic, never
+//! and HTTP proxy parsers (crates/socks), which must never panic, never
 //! ask for more bytes past their limits, and accept only what re-encodes
 //! consistently. Run via `fuzz/run.sh socks_parse SECONDS`; the property
 //! itself lives in the library so it can be replayed without libFuzzer.

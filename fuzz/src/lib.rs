@@ -13,7 +13,7 @@
 //!   format instead of rediscovering postcard's layout, and the seeds can
 //!   never go stale when an encoded type changes.
 //! * The other targets follow the same pattern: [`check_socks_parse`] and
-//!   [`seed_socks_parse`] (SOCKS5 / HTTP CONNECT), [`check_frame_decode`]
+//!   [`seed_socks_parse`] (SOCKS5 / HTTP proxy), [`check_frame_decode`]
 //!   and [`seed_frame_decode`] (tunnel frames and a node session).
 
 mod frame_decode;
@@ -64,7 +64,7 @@ pub const TARGETS: &[FuzzTarget] = &[
                 .map(|s| (s.name, s.bytes))
                 .collect()
         },
-        seeds_are: "seed SOCKS5 and HTTP CONNECT inputs",
+        seeds_are: "seed SOCKS5 and HTTP proxy inputs",
     },
     FuzzTarget {
         name: "frame_decode",

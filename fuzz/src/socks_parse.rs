@@ -1,15 +1,15 @@
 //! The `socks_parse` target: untrusted bytes from a local client into the
 //! front end's parsers (crates/socks): protocol detection, the SOCKS5
 //! greeting, username/password and request, the SOCKS5 reply, and the HTTP
-//! CONNECT head.
+//! proxy head (CONNECT, or a request to forward).
 
 use crate::hex;
 use std::fmt::Debug;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use tollway_socks::{
-    detect_protocol, limits, parse_auth, parse_greeting, parse_http_connect, parse_reply,
+    detect_protocol, limits, parse_auth, parse_greeting, parse_http_request, parse_reply,
     parse_request, AuthPolicy, Command, ConnectRequest, Credentials, DomainName, Greeting, Host,
-    Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
+    HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
 };
 
 type Parser<T> = fn(&[u8]) -> Result<(T, usize), ParseError>;
@@ -70,8 +70,8 @@ pub fn check_socks_parse(data: &[u8]) {
     check_parser(
         "http",
         data,
-        parse_http_connect,
-        ConnectRequest::encode,
+        parse_http_request,
+        HttpRequest::encode,
         limits::MAX_HTTP_HEAD_BYTES,
         Reencode::SameValue,
     );
@@ -214,11 +214,11 @@ pub struct SocksSeed {
     pub valid: bool,
 }
 
-/// Whether `data` is exactly a valid session: an HTTP CONNECT head, or a
+/// Whether `data` is exactly a valid session: an HTTP proxy head, or a
 /// SOCKS5 greeting, optional username/password and request.
 pub fn is_valid_session(data: &[u8]) -> bool {
     let used = match detect_protocol(data) {
-        Ok(Protocol::Http) => parse_http_connect(data).map(|(_, used)| used),
+        Ok(Protocol::Http) => parse_http_request(data).map(|(_, used)| used),
         Ok(Protocol::Socks5) => parse_greeting(data).and_then(|(_, greeting)| {
             let rest = &data[greeting..];
             let auth = match rest.first() {
@@ -360,7 +360,7 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
             Reply { code: ReplyCode::ConnectionRefused, bound: Target::new(name("proxy.example"), 1) }.encode(),
             false,
         ),
-        // HTTP CONNECT.
+        // HTTP: CONNECT, and requests to forward.
         ("http-connect", connect(&name("example.com"), 443, None), true),
         ("http-connect-v6", connect(&v6, 443, None), true),
         ("http-connect-v4-auth", connect(&v4, 8443, Some(alice.clone())), true),
@@ -380,7 +380,17 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
         ("http-bare-lf", http("CONNECT a:1 HTTP/1.0\nproxy-authorization:Basic dTpw\n\n"), true),
         ("http-at-limit", padded_head(limits::MAX_HTTP_HEAD_BYTES), true),
         ("http-over-limit", padded_head(limits::MAX_HTTP_HEAD_BYTES + 1), false),
-        ("http-get", http("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"), false),
+        ("http-get", http("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"), true),
+        (
+            "http-forward-hop-by-hop",
+            http(
+                "POST http://[2001:db8::1]:8080/a?b=c#d HTTP/1.0\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
+                 Content-Length: 3\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+            ),
+            true,
+        ),
+        ("http-origin-form", http("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), false),
+        ("http-https-url", http("GET https://example.com/ HTTP/1.1\r\n\r\n"), false),
         ("http-no-port", http("CONNECT example.com HTTP/1.1\r\n\r\n"), false),
         ("http-v6-unbracketed", http("CONNECT ::1:443 HTTP/1.1\r\n\r\n"), false),
         ("http-bearer", http("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Bearer x\r\n\r\n"), false),

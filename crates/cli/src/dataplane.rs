@@ -1,5 +1,5 @@
 //! `tollway node` (the provider's tunnel server) and `tollway connect` (the
-//! consumer's local SOCKS5 / HTTP CONNECT proxy). Both read what they need
+//! consumer's local SOCKS5 / HTTP proxy). Both read what they need
 //! from the chain's API (node records, channels) and hand plain parameter
 //! structs to `tollway-node` / `tollway-client`.
 
@@ -334,7 +334,7 @@ pub struct ConnectArgs {
     /// A relay node in front of every exit (two hops).
     #[arg(long, value_name = "NODE", value_parser = parse_node_id)]
     relay: Option<AccountId>,
-    /// Where the SOCKS5 / HTTP CONNECT proxy listens.
+    /// Where the SOCKS5 / HTTP proxy listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
     listen: SocketAddr,
     /// tls (TLS 1.3 over TCP, the default) or quic.
@@ -434,13 +434,17 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {} for the proxy", a.listen))?;
         let pool = RoutePool::start(ClientConfig::new(connect, routes));
-        outln!("SOCKS5 and HTTP CONNECT proxy on {} over {}", listener.local_addr()?, a.transport)?;
+        outln!("SOCKS5 and HTTP proxy on {} over {}", listener.local_addr()?, a.transport)?;
         outln!("routes, best first: {}", names.join(", "))?;
         std::io::stdout().flush()?;
         let front = FrontConfig {
             credentials,
             wait_for_exit: a.wait_for_exit,
             first_bytes_wait: Duration::from_millis(a.first_bytes_wait_ms),
+            // A daemon's log line: a closed stdout must not stop it.
+            on_refusal: Some(|line| {
+                let _ = outln!("{line}");
+            }),
             ..FrontConfig::default()
         };
         tokio::select! {

@@ -64,7 +64,7 @@ enum Command {
         #[command(subcommand)]
         command: dataplane::NodeCommand,
     },
-    /// A local SOCKS5 / HTTP CONNECT proxy whose connections go through
+    /// A local SOCKS5 / HTTP proxy whose connections go through
     /// paid, encrypted tunnels to the given exits (optionally via a relay).
     Connect(dataplane::ConnectArgs),
     /// Economic parameters: print or check a parameters file.

@@ -235,20 +235,41 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let web = web_server();
     let url = |n: usize| format!("http://localhost:{web}/{n}");
 
-    // One hop over TLS and over QUIC, SOCKS5 and HTTP CONNECT, byte-exact.
+    // One hop over TLS and over QUIC, SOCKS5, HTTP CONNECT and a plain-HTTP
+    // URL forwarded by the HTTP proxy, byte-exact.
     for transport in ["tls", "quic"] {
         let (_proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--transport", transport]);
         let body = curl(&["--socks5-hostname", &listen, &url(3 << 20)]).unwrap();
         assert!(body == pattern(3 << 20), "{transport} SOCKS5: {} bytes or wrong bytes", body.len());
         let body = curl(&["--proxytunnel", "--proxy", &format!("http://{listen}"), &url(1 << 20)]).unwrap();
         assert!(body == pattern(1 << 20), "{transport} HTTP CONNECT: {} bytes or wrong bytes", body.len());
+        let body = curl(&["--proxy", &format!("http://{listen}"), &url(1 << 20)]).unwrap();
+        assert!(body == pattern(1 << 20), "{transport} HTTP forward: {} bytes or wrong bytes", body.len());
     }
+
+    // A destination the exit refuses: SOCKS5 answered at once, so curl sees
+    // its connection close, and `connect` prints why; a plain-HTTP request
+    // gets a 403 that says why.
+    let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id]);
+    let socks = curl(&["--socks5-hostname", &listen, "http://10.0.0.1:80/"]);
+    assert!(socks.is_err(), "{socks:?}");
+    let why = "refused 10.0.0.1:80: the exit's policy forbids this destination";
+    assert!(proxy.wait_for_line(why, Duration::from_secs(10)).is_some(), "{:?}", proxy.lines);
+    let out = Command::new("curl")
+        .args(["--silent", "--max-time", "20", "--proxy", &format!("http://{listen}"), "-w", " %{http_code}", "http://10.0.0.1/"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "tollway: 10.0.0.1:80: the exit's policy forbids this destination\n 403");
+    drop(proxy);
 
     // Two hops: through exit_b as the relay to exit_a.
     for transport in ["tls", "quic"] {
         let (_proxy, listen) = start_proxy(&dir, api, &["--relay", &b.id, "--exit", &a.id, "--transport", transport]);
         let body = curl(&["--socks5-hostname", &listen, &url(2 << 20)]).unwrap();
         assert!(body == pattern(2 << 20), "two hops over {transport}: {} bytes or wrong bytes", body.len());
+        let body = curl(&["--proxy", &format!("http://{listen}"), &url(1 << 20)]).unwrap();
+        assert!(body == pattern(1 << 20), "two hops over {transport}, HTTP forward: {} bytes or wrong bytes", body.len());
     }
 
     abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, node_b.child.id(), &url(100_000));

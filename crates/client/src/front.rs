@@ -1,5 +1,6 @@
 //! The local front end: SOCKS5 (RFC 1928/1929, CONNECT; IPv4, IPv6 and
-//! names, which the exit resolves so DNS never leaks) and HTTP CONNECT on
+//! names, which the exit resolves so DNS never leaks) and an HTTP proxy
+//! (CONNECT, and plain-HTTP URLs forwarded one request per connection) on
 //! one port, so any ordinary program works through the tunnel. Parsing is
 //! `tollway-socks` (pure); this is only its driver.
 
@@ -11,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tollway_socks as socks;
-use tollway_socks::{AuthPolicy, Credentials, HttpReply, ParseError, Protocol, ReplyCode};
+use tollway_socks::{AuthPolicy, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
 use tollway_net::driver::EarlySocket;
 use tollway_tunnel::{Dest, ErrorCode, Host};
 
@@ -44,6 +45,11 @@ pub struct FrontConfig {
     /// A program sends its request at once; one whose server speaks first
     /// (SMTP, FTP) waits this long more for its banner. Zero: never wait.
     pub first_bytes_wait: Duration,
+    /// Told each connection the tunnel could not make, as one line
+    /// (`refused host:port: why`): after an optimistic answer the program
+    /// itself only sees its connection close, so `tollway connect` prints
+    /// these.
+    pub on_refusal: Option<fn(&str)>,
 }
 
 impl Default for FrontConfig {
@@ -54,6 +60,7 @@ impl Default for FrontConfig {
             max_clients: 4096,
             wait_for_exit: false,
             first_bytes_wait: FIRST_BYTES_WAIT_DEFAULT,
+            on_refusal: None,
         }
     }
 }
@@ -149,6 +156,14 @@ async fn read_message<T>(
     }
 }
 
+/// What a local client asked for.
+enum Wanted {
+    /// A tunnel to `target`, answered in `protocol` (SOCKS5 or CONNECT).
+    Tunnel(Protocol, socks::Target),
+    /// One plain-HTTP request to send to its URL's host.
+    Forward(ForwardRequest),
+}
+
 async fn serve_client(
     mut socket: TcpStream,
     pool: &RoutePool,
@@ -160,8 +175,12 @@ async fn serve_client(
         read_request(&mut socket, &mut buf, config),
     )
     .await;
-    let Ok(Ok(Some((protocol, target)))) = request else {
+    let Ok(Ok(Some(wanted))) = request else {
         return Ok(());
+    };
+    let (protocol, target) = match wanted {
+        Wanted::Tunnel(protocol, target) => (protocol, target),
+        Wanted::Forward(request) => return forward(socket, buf, request, pool, config).await,
     };
     let dest = dest_of(&target);
     let success = |protocol| match protocol {
@@ -184,7 +203,15 @@ async fn serve_client(
         }
         let io = EarlySocket { io: Box::new(socket), first: buf };
         // On a refusal the session closes the socket: that is the refusal.
-        let _ = pool.open_attached(dest, io).await;
+        match pool.open_attached(dest, io).await {
+            Ok(refusal) if config.on_refusal.is_some() => {
+                if let Some(code) = refusal.wait().await {
+                    log_refusal(config, &target, code.describe());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log_refusal(config, &target, e),
+        }
         return Ok(());
     }
     match pool.open(dest).await {
@@ -196,6 +223,7 @@ async fn serve_client(
             }
         }
         Err(e) => {
+            log_refusal(config, &target, &e);
             let code = e.code();
             match protocol {
                 Protocol::Socks5 => {
@@ -203,7 +231,7 @@ async fn serve_client(
                         .write_all(&socks::Reply::failure(socks_code(code)).encode())
                         .await?
                 }
-                Protocol::Http => socket.write_all(http_reply(code).as_bytes()).await?,
+                Protocol::Http => socket.write_all(&http_reply(code).with_message(&refusal(&target, &e))).await?,
             }
             let _ = socket.shutdown().await;
         }
@@ -211,13 +239,52 @@ async fn serve_client(
     Ok(())
 }
 
-/// Reads a SOCKS5 negotiation or an HTTP CONNECT head, answering the
+fn log_refusal(config: &FrontConfig, target: &socks::Target, why: impl std::fmt::Display) {
+    if let Some(log) = config.on_refusal {
+        log(&format!("refused {target}: {why}"));
+    }
+}
+
+/// What an HTTP client is told when the tunnel cannot reach `target`.
+fn refusal(target: &socks::Target, e: &crate::pool::ClientError) -> String {
+    format!("tollway: {target}: {e}")
+}
+
+/// A plain-HTTP request: the stream carries the request rewritten to origin
+/// form, then whatever the program sends after it (its body), and the
+/// origin's response back; the origin closes after it (`Connection:
+/// close`). It waits for the exit, optimistic or not: nothing has been
+/// answered yet, so a refusal can still become an HTTP error with its
+/// reason, which the program shows, for one round trip more.
+async fn forward(
+    mut socket: TcpStream,
+    body_start: Vec<u8>,
+    request: ForwardRequest,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<()> {
+    match pool.open(dest_of(&request.target)).await {
+        Ok((session, stream)) => {
+            let mut first = request.origin_head();
+            first.extend_from_slice(&body_start);
+            let _ = session.attach(stream, EarlySocket { io: Box::new(socket), first });
+        }
+        Err(e) => {
+            log_refusal(config, &request.target, &e);
+            socket.write_all(&http_reply(e.code()).with_message(&refusal(&request.target, &e))).await?;
+            let _ = socket.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a SOCKS5 negotiation or an HTTP request head, answering the
 /// client's protocol errors itself; `None` when the client is refused.
 async fn read_request(
     socket: &mut TcpStream,
     buf: &mut Vec<u8>,
     config: &FrontConfig,
-) -> io::Result<Option<(Protocol, socks::Target)>> {
+) -> io::Result<Option<Wanted>> {
     let protocol =
         match read_message(socket, buf, |b| socks::detect_protocol(b).map(|p| (p, 0))).await? {
             Ok(p) => p,
@@ -267,31 +334,29 @@ async fn read_request(
                     .await?;
                 return Ok(None);
             }
-            Ok(Some((Protocol::Socks5, request.target)))
+            Ok(Some(Wanted::Tunnel(Protocol::Socks5, request.target)))
         }
         Protocol::Http => {
-            let request = match read_message(socket, buf, socks::parse_http_connect).await? {
+            let request = match read_message(socket, buf, socks::parse_http_request).await? {
                 Ok(r) => r,
                 Err(e) => {
-                    socket
-                        .write_all(e.http_reply().unwrap_or(HttpReply::BadRequest).as_bytes())
-                        .await?;
+                    let reply = e.http_reply().unwrap_or(HttpReply::BadRequest);
+                    socket.write_all(&reply.with_message(&format!("tollway: {e}"))).await?;
                     return Ok(None);
                 }
             };
             if let Some(want) = &config.credentials {
-                if !request
-                    .credentials
-                    .as_ref()
-                    .is_some_and(|c| want.matches(c.username(), c.password()))
-                {
+                if !request.credentials().is_some_and(|c| want.matches(c.username(), c.password())) {
                     socket
-                        .write_all(HttpReply::ProxyAuthRequired.as_bytes())
+                        .write_all(&HttpReply::ProxyAuthRequired.with_message("tollway: this proxy needs a user name and password"))
                         .await?;
                     return Ok(None);
                 }
             }
-            Ok(Some((Protocol::Http, request.target)))
+            Ok(Some(match request {
+                HttpRequest::Connect(c) => Wanted::Tunnel(Protocol::Http, c.target),
+                HttpRequest::Forward(f) => Wanted::Forward(f),
+            }))
         }
     }
 }

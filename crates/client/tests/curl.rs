@@ -15,6 +15,7 @@ use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
 use tollway_ledger::state::Channel;
 use tollway_net::driver::Status;
+use tollway_socks::Credentials;
 use tollway_net::{ClientOptions, ServerOptions, Shards, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::session::{Limits, NodeTerms};
@@ -214,8 +215,100 @@ async fn fetch_both_ways(front: SocketAddr, web: SocketAddr, n: usize) {
     let url = format!("http://localhost:{}/{n}", web.port());
     let socks = curl(vec!["--socks5-hostname".into(), front.to_string(), url.clone()]).await;
     assert!(socks == pattern(n), "SOCKS5: {} bytes, expected {n} (or different bytes)", socks.len());
-    let http = curl(vec!["--proxytunnel".into(), "--proxy".into(), format!("http://{front}"), url]).await;
+    let http = curl(vec!["--proxytunnel".into(), "--proxy".into(), format!("http://{front}"), url.clone()]).await;
     assert!(http == pattern(n), "HTTP CONNECT: {} bytes, expected {n} (or different bytes)", http.len());
+    // A plain-HTTP URL through an HTTP proxy (what `http_proxy=` does): no
+    // CONNECT; the proxy forwards the request. The server reads its path in
+    // origin form, so only a rewritten request gets the right body.
+    let forwarded = curl(vec!["--proxy".into(), format!("http://{front}"), url]).await;
+    assert!(forwarded == pattern(n), "HTTP forward: {} bytes, expected {n} (or different bytes)", forwarded.len());
+}
+
+/// Answers each request with the head and body it received (the body by
+/// its Content-Length), so a test sees exactly what reached the origin.
+async fn echo_request_server() -> SocketAddr {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut byte = [0u8; 1];
+                while !seen.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    seen.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if socket.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                seen.extend_from_slice(&body);
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let _ = socket.write_all(&seen).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
+    let echo = echo_request_server().await;
+    let client = SigningKey::from_label("http-forward");
+    let exit = start_node("exit-fwd", &client, 0).await;
+    let credentials = Credentials::new("alice", "s3cret").unwrap();
+    let front_config = FrontConfig { credentials: Some(credentials), ..FrontConfig::default() };
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let url = format!("http://localhost:{}/form?x=1#frag", echo.port());
+    let proxy = format!("http://{front}");
+    let body = "a=1&b=".to_string() + &"z".repeat(40_000);
+    let seen = curl(vec![
+        "--proxy".into(),
+        proxy.clone(),
+        "--proxy-user".into(),
+        "alice:s3cret".into(),
+        "-H".into(),
+        "X-End-To-End: kept".into(),
+        "-H".into(),
+        "Connection: X-Hop".into(),
+        "-H".into(),
+        "X-Hop: dropped".into(),
+        "--data-binary".into(),
+        body.clone(),
+        url.clone(),
+    ])
+    .await;
+    let seen = String::from_utf8(seen).unwrap();
+    let (head, got_body) = seen.split_once("\r\n\r\n").unwrap();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(lines[0], "POST /form?x=1 HTTP/1.1", "{head}");
+    assert_eq!(lines[1], format!("Host: localhost:{}", echo.port()), "{head}");
+    assert_eq!(lines.last(), Some(&"Connection: close"), "{head}");
+    assert!(lines.contains(&"X-End-To-End: kept"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for gone in ["proxy-authorization", "proxy-connection", "x-hop", "keep-alive"] {
+        assert!(!lower.contains(gone), "{gone} reached the origin: {head}");
+    }
+    assert_eq!(got_body, body);
+    // Without the credentials: 407 with its reason, and nothing forwarded.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl").args(["--silent", "--max-time", "10", "--proxy", &proxy, "--write-out", "%{http_code}", &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("407") && text.contains("needs a user name and password"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +371,7 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
         // curl exit 97: "the proxy handshake failed" (the SOCKS reply was
         // "not allowed by ruleset").
         assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
-        let out = run(optimistic, url).await.unwrap();
+        let out = run(optimistic, url.clone()).await.unwrap();
         // curl exit 52 "empty reply from server" or 56 "recv failure".
         assert!(
             matches!(out.status.code(), Some(52 | 56)),
@@ -287,6 +380,19 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.stdout.is_empty());
+        // A plain-HTTP request has had no answer yet when the exit refuses,
+        // optimistic or not: the program gets a 403 that says why.
+        for front in [front, optimistic] {
+            let url = url.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                let proxy = format!("http://{front}");
+                Command::new("curl").args(["--silent", "--max-time", "10", "--proxy", &proxy, "--write-out", " %{http_code}", &url]).output().unwrap()
+            })
+            .await
+            .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.ends_with(" 403") && text.contains("policy forbids"), "{target}: {text}");
+        }
     }
 }
 

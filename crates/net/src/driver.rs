@@ -83,6 +83,19 @@ pub enum Status {
     Closed { code: ErrorCode, message: String },
 }
 
+/// The exit's answer to an optimistic open ([`SessionHandle::open_attached`]),
+/// for whoever wants to tell someone: by then the socket is the stream's,
+/// and a refusal has closed it.
+pub struct Refusal(oneshot::Receiver<ErrorCode>);
+
+impl Refusal {
+    /// The exit's error code if it refused the stream; `None` once it
+    /// opened it (or the session ended first).
+    pub async fn wait(self) -> Option<ErrorCode> {
+        self.0.await.ok()
+    }
+}
+
 enum Command {
     Open {
         dest: Dest,
@@ -96,6 +109,7 @@ enum Command {
         dest: Dest,
         io: EarlySocket,
         reply: oneshot::Sender<Result<StreamId, (OpenError, Option<EarlySocket>)>>,
+        refused: oneshot::Sender<ErrorCode>,
     },
     AttachLocal {
         stream: StreamId,
@@ -206,14 +220,18 @@ impl SessionHandle {
         &self,
         dest: Dest,
         io: EarlySocket,
-    ) -> Result<StreamId, (OpenError, Option<EarlySocket>)> {
+    ) -> Result<(StreamId, Refusal), (OpenError, Option<EarlySocket>)> {
         let gone = || OpenError::SessionGone("the session's driver stopped".into());
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(command)) = self.commands.send(Command::OpenAttached { dest, io, reply }) {
+        let (refused, refusal) = oneshot::channel();
+        if let Err(mpsc::error::SendError(command)) =
+            self.commands.send(Command::OpenAttached { dest, io, reply, refused })
+        {
             let Command::OpenAttached { io, .. } = command else { unreachable!("the command just sent") };
             return Err((gone(), Some(io)));
         }
-        rx.await.unwrap_or_else(|_| Err((gone(), None)))
+        let stream = rx.await.unwrap_or_else(|_| Err((gone(), None)))?;
+        Ok((stream, Refusal(refusal)))
     }
 
     /// The socket whose bytes `stream` carries (its `first` bytes, already
@@ -343,6 +361,8 @@ struct Driver {
     out: VecDeque<Out>,
     streams: HashMap<StreamId, StreamIo>,
     opening: HashMap<StreamId, oneshot::Sender<Result<StreamId, OpenError>>>,
+    /// Optimistic opens not yet answered: told the code if refused.
+    refusals: HashMap<StreamId, oneshot::Sender<ErrorCode>>,
     pings: HashMap<u64, oneshot::Sender<Duration>>,
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
@@ -378,6 +398,7 @@ pub fn spawn_with_prefix(
         out: VecDeque::new(),
         streams: HashMap::new(),
         opening: HashMap::new(),
+        refusals: HashMap::new(),
         pings: HashMap::new(),
         status,
         session_id,
@@ -576,6 +597,7 @@ impl Driver {
                 }
             }
             Event::Opened { stream } => {
+                self.refusals.remove(&stream);
                 if let Some(reply) = self.opening.remove(&stream) {
                     if reply.send(Ok(stream)).is_err() {
                         self.drop_stream(stream, true);
@@ -589,6 +611,9 @@ impl Driver {
                 }
                 if let Some(reply) = self.opening.remove(&stream) {
                     let _ = reply.send(Err(OpenError::Refused(code)));
+                }
+                if let Some(refused) = self.refusals.remove(&stream) {
+                    let _ = refused.send(code);
                 }
             }
             Event::Data { stream, payload } => {
@@ -619,6 +644,7 @@ impl Driver {
                 for (_, reply) in self.opening.drain() {
                     let _ = reply.send(Err(OpenError::SessionGone(message.clone())));
                 }
+                self.refusals.clear();
                 for (_, io) in self.streams.drain() {
                     io.abort();
                 }
@@ -644,8 +670,9 @@ impl Driver {
                 }
             },
             Command::Attach { stream, io } => self.attach_early(stream, io),
-            Command::OpenAttached { dest, io, reply } => match self.open_stream(dest) {
+            Command::OpenAttached { dest, io, reply, refused } => match self.open_stream(dest) {
                 Ok(stream) => {
+                    self.refusals.insert(stream, refused);
                     self.attach_early(stream, io);
                     let _ = reply.send(Ok(stream));
                 }
@@ -786,6 +813,7 @@ impl Driver {
     }
 
     fn drop_stream(&mut self, stream: StreamId, tell_peer: bool) {
+        self.refusals.remove(&stream);
         if let Some(io) = self.streams.remove(&stream) {
             io.abort();
             if tell_peer {

@@ -15,7 +15,7 @@ pub enum ParseError {
 
     // ---- protocol detection -------------------------------------------
     #[error(
-        "unrecognised protocol (first byte {0:#04x}): this port speaks SOCKS5 and HTTP CONNECT, \
+        "unrecognised protocol (first byte {0:#04x}): this port speaks SOCKS5 and HTTP, \
          not TLS or SOCKS4; configure the client to use a SOCKS5 or an HTTP proxy"
     )]
     UnknownProtocol(u8),
@@ -52,15 +52,20 @@ pub enum ParseError {
         limit: usize,
     },
 
-    // ---- HTTP CONNECT (RFC 9110 §9.3.6, RFC 9112) -----------------------
+    // ---- HTTP proxy requests (RFC 9110 §9.3.6, RFC 9112) ----------------
     #[error("HTTP request header too large: the request head exceeds {MAX_HTTP_HEAD_BYTES} bytes")]
     HeadTooLarge,
-    /// Any method but CONNECT: the driver answers 405.
+    /// A request for the proxy itself (`GET / HTTP/1.1`): a program was
+    /// pointed at it as a web server.
     #[error(
-        "HTTP method {0} is not allowed: this proxy only opens tunnels with CONNECT \
-         (use it for https:// URLs, or through SOCKS5)"
+        "not a proxy request: this port is an HTTP and SOCKS5 proxy; send `CONNECT host:port` or a URL in full \
+         (`GET http://example.com/ HTTP/1.1`), i.e. set it as the program's proxy"
     )]
-    MethodNotAllowed(String),
+    NotProxyRequest,
+    #[error("bad URL in the request line: {0}")]
+    BadUrl(&'static str),
+    #[error("bad host in the URL: {0}")]
+    BadUrlHost(#[source] AddrError),
     #[error("malformed HTTP request line: {0}")]
     BadRequestLine(&'static str),
     #[error("unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0")]
@@ -98,7 +103,7 @@ impl ParseError {
     }
 
     /// The HTTP reply to send before closing when
-    /// [`crate::parse_http_connect`] refused a request head. `None` while
+    /// [`crate::parse_http_request`] refused a request head. `None` while
     /// more bytes are needed, or when the bytes are not HTTP.
     pub fn http_reply(&self) -> Option<HttpReply> {
         match self {
@@ -111,7 +116,6 @@ impl ParseError {
             | ParseError::NonZeroReserved(_)
             | ParseError::UnsupportedAddressType(_)
             | ParseError::UnknownReplyCode(_) => None,
-            ParseError::MethodNotAllowed(_) => Some(HttpReply::MethodNotAllowed),
             // Credentials this proxy could never accept: ask for others.
             ParseError::UnsupportedAuthScheme
             | ParseError::CredentialsNotUtf8 { .. }
@@ -121,6 +125,9 @@ impl ParseError {
             | ParseError::BadRequestLine(_)
             | ParseError::UnsupportedHttpVersion
             | ParseError::BadAuthority(_)
+            | ParseError::NotProxyRequest
+            | ParseError::BadUrl(_)
+            | ParseError::BadUrlHost(_)
             | ParseError::BadHeader { .. }
             | ParseError::DuplicateProxyAuthorization
             | ParseError::BadBasicCredentials(_) => Some(HttpReply::BadRequest),

@@ -1,12 +1,23 @@
-//! HTTP CONNECT (RFC 9110 §9.3.6; message syntax RFC 9112): the request
-//! head a client sends to open a tunnel through an HTTP proxy, and the
-//! replies a proxy sends back.
+//! The HTTP proxy's requests (message syntax RFC 9112) and the replies a
+//! proxy sends back. CONNECT (RFC 9110 §9.3.6) opens a tunnel:
 //!
 //! ```text
 //! CONNECT example.com:443 HTTP/1.1\r\n
 //! Host: example.com:443\r\n
 //! Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n
 //! \r\n
+//! ```
+//!
+//! Any other method with an absolute `http://` URL (what a program with
+//! `http_proxy` set sends for a plain-HTTP URL) is one request to forward,
+//! rewritten to the origin form a server expects:
+//!
+//! ```text
+//! GET http://example.com/a?b HTTP/1.1\r\n      GET /a?b HTTP/1.1\r\n
+//! Host: example.com\r\n                  ->    Host: example.com\r\n
+//! Proxy-Connection: Keep-Alive\r\n              Accept: */*\r\n
+//! Accept: */*\r\n                               Connection: close\r\n
+//! \r\n                                          \r\n
 //! ```
 
 use crate::base64;
@@ -51,21 +62,119 @@ impl Credentials {
     }
 }
 
-/// Parses a CONNECT request head: `Ok((request, bytes used))`, the bytes
+/// A parsed proxy request head: a tunnel, or one request to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpRequest {
+    /// `CONNECT host:port`: from the next byte on, the connection carries
+    /// the tunnel.
+    Connect(ConnectRequest),
+    /// A request whose target is an absolute `http://` URL (RFC 9112
+    /// §3.2.2), what a program sends to its `http_proxy`: the proxy
+    /// connects to the URL's host and forwards this one request
+    /// ([`ForwardRequest::origin_head`]) and its body.
+    Forward(ForwardRequest),
+}
+
+impl HttpRequest {
+    /// Where the proxy connects.
+    pub fn target(&self) -> &Target {
+        match self {
+            HttpRequest::Connect(c) => &c.target,
+            HttpRequest::Forward(f) => &f.target,
+        }
+    }
+
+    /// From `Proxy-Authorization: Basic ...`, if the client sent it.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match self {
+            HttpRequest::Connect(c) => c.credentials.as_ref(),
+            HttpRequest::Forward(f) => f.credentials.as_ref(),
+        }
+    }
+
+    /// The request head's bytes as a client sends them to the proxy.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            HttpRequest::Connect(c) => c.encode(),
+            HttpRequest::Forward(f) => f.encode(),
+        }
+    }
+}
+
+/// A request in absolute form, to be sent on to the URL's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRequest {
+    /// The method token, as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// The URL's authority as written (`example.com`, `[2001:db8::1]:8080`):
+    /// the origin's `Host` header.
+    pub authority: String,
+    /// Where to connect: the authority, on port 80 when it names none.
+    pub target: Target,
+    /// The URL's path and query in origin form: `/` at least, no fragment.
+    pub path: String,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: &'static str,
+    /// The end-to-end header lines, as sent: without `Host` (the URL's
+    /// authority replaces it, RFC 9112 §3.2.2), `Proxy-Authorization`
+    /// (the proxy's, consumed here) and the hop-by-hop headers
+    /// (RFC 9110 §7.6.1: `Connection`, the fields it names,
+    /// `Proxy-Connection`, `Keep-Alive`, `Upgrade`).
+    pub headers: Vec<Vec<u8>>,
+    /// From `Proxy-Authorization: Basic ...`, if the client sent it.
+    pub credentials: Option<Credentials>,
+}
+
+impl ForwardRequest {
+    /// The head the origin server gets: origin-form request line, `Host`
+    /// from the URL, the end-to-end headers, and `Connection: close`, so
+    /// the server ends the connection after its response and the bytes
+    /// that follow (the body) need no parsing here.
+    pub fn origin_head(&self) -> Vec<u8> {
+        let mut head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority).into_bytes();
+        for line in &self.headers {
+            head.extend_from_slice(line);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Connection: close\r\n\r\n");
+        head
+    }
+
+    /// The request head's bytes as a client sends them to the proxy.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut head =
+            format!("{} http://{}{} {}\r\nHost: {}\r\n", self.method, self.authority, self.path, self.version, self.authority);
+        if let Some(credentials) = &self.credentials {
+            head.push_str("Proxy-Authorization: ");
+            head.push_str(&credentials.basic_header_value());
+            head.push_str("\r\n");
+        }
+        let mut head = head.into_bytes();
+        for line in &self.headers {
+            head.extend_from_slice(line);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+}
+
+/// Parses a proxy request head: `Ok((request, bytes used))`, the bytes
 /// used ending with the empty line, so anything after them is the
-/// client's first tunnel bytes.
+/// client's first tunnel bytes (CONNECT) or the request's body (forward).
 ///
 /// Lines end in CRLF, or a bare LF (RFC 9112 §2.2 lets a recipient accept
-/// one). Each line is checked as soon as it is complete, so a wrong method
-/// or a bad header is refused without waiting for the rest. A head longer
+/// one). Each line is checked as soon as it is complete, so a bad request
+/// line or header is refused without waiting for the rest. A head longer
 /// than [`MAX_HTTP_HEAD_BYTES`] is refused ([`ParseError::HeadTooLarge`]),
 /// so the driver never buffers more than that.
-pub fn parse_http_connect(buf: &[u8]) -> Result<(ConnectRequest, usize), ParseError> {
+pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError> {
     let window = &buf[..buf.len().min(MAX_HTTP_HEAD_BYTES)];
     let mut pos = 0;
     let mut line_number = 0;
-    let mut target = None;
+    let mut start = None;
     let mut credentials = None;
+    let mut headers = Vec::new();
     loop {
         let Some(len) = window[pos..].iter().position(|&b| b == b'\n') else {
             return Err(if buf.len() >= MAX_HTTP_HEAD_BYTES {
@@ -78,48 +187,141 @@ pub fn parse_http_connect(buf: &[u8]) -> Result<(ConnectRequest, usize), ParseEr
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos += len + 1;
         line_number += 1;
-        match target {
-            None => target = Some(parse_request_line(line)?),
-            Some(target) if line.is_empty() => {
-                return Ok((
-                    ConnectRequest {
-                        target,
+        match start {
+            None => start = Some(parse_request_line(line)?),
+            Some(start) if line.is_empty() => {
+                let request = match start {
+                    RequestLine::Connect(target) => HttpRequest::Connect(ConnectRequest { target, credentials }),
+                    RequestLine::Forward(f) => HttpRequest::Forward(ForwardRequest {
+                        method: f.method,
+                        authority: f.authority,
+                        target: f.target,
+                        path: f.path,
+                        version: f.version,
+                        headers: end_to_end(headers),
                         credentials,
-                    },
-                    pos,
-                ))
+                    }),
+                };
+                return Ok((request, pos));
             }
-            Some(_) => parse_header(line, line_number, &mut credentials)?,
+            Some(ref start) => {
+                if parse_header(line, line_number, &mut credentials)? == Header::Other
+                    && matches!(start, RequestLine::Forward(_))
+                {
+                    headers.push(line);
+                }
+            }
         }
     }
 }
 
-/// `CONNECT SP host:port SP HTTP/1.1`, single spaces (RFC 9112 §3).
-fn parse_request_line(line: &[u8]) -> Result<Target, ParseError> {
-    const SHAPE: &str = "expected `CONNECT host:port HTTP/1.1`";
+/// A request line: CONNECT's target, or the parts of an absolute-form one.
+enum RequestLine {
+    Connect(Target),
+    Forward(ForwardLine),
+}
+
+struct ForwardLine {
+    method: String,
+    authority: String,
+    target: Target,
+    path: String,
+    version: &'static str,
+}
+
+const SHAPE: &str = "expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1`";
+
+/// `method SP request-target SP HTTP-version`, single spaces (RFC 9112
+/// §3): CONNECT with `host:port`, any other method with an absolute
+/// `http://` URL.
+fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
     let (method, rest) = split_once(line, b' ').unwrap_or((line, &[]));
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::BadRequestLine(SHAPE));
     }
-    // Methods are case-sensitive (RFC 9110 §9.1).
-    if method != b"CONNECT" {
-        // A token is ASCII; keep the message short whatever was sent.
-        let shown = &method[..method.len().min(32)];
-        return Err(ParseError::MethodNotAllowed(
-            String::from_utf8_lossy(shown).into_owned(),
-        ));
-    }
-    let (authority, version) = split_once(rest, b' ').ok_or(ParseError::BadRequestLine(SHAPE))?;
-    if authority.is_empty() {
+    let (target, version) = split_once(rest, b' ').ok_or(ParseError::BadRequestLine(SHAPE))?;
+    if target.is_empty() {
         return Err(ParseError::BadRequestLine(SHAPE));
     }
-    let target = ascii(authority)?
-        .parse()
-        .map_err(ParseError::BadAuthority)?;
-    if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
-        return Err(ParseError::UnsupportedHttpVersion);
+    let version = match version {
+        b"HTTP/1.1" => "HTTP/1.1",
+        b"HTTP/1.0" => "HTTP/1.0",
+        _ => return Err(ParseError::UnsupportedHttpVersion),
+    };
+    // Methods are case-sensitive (RFC 9110 §9.1).
+    if method == b"CONNECT" {
+        let target = ascii(target)?.parse().map_err(ParseError::BadAuthority)?;
+        return Ok(RequestLine::Connect(target));
     }
-    Ok(target)
+    let (authority, target, path) = parse_http_url(target)?;
+    // A token is ASCII.
+    let method = String::from_utf8_lossy(method).into_owned();
+    Ok(RequestLine::Forward(ForwardLine { method, authority, target, path, version }))
+}
+
+/// `http://authority[/path][?query][#fragment]` (RFC 9112 §3.2.2, RFC 3986
+/// §3): the authority as written, where to connect, and the origin-form
+/// path (the fragment is the client's alone).
+fn parse_http_url(url: &[u8]) -> Result<(String, Target, String), ParseError> {
+    let has_scheme = |scheme: &[u8]| url.len() >= scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme);
+    if !has_scheme(b"http://") {
+        return Err(if has_scheme(b"https://") {
+            ParseError::BadUrl("an https:// URL goes through CONNECT (the program's TLS runs end to end inside the tunnel); this one asked the proxy to fetch it")
+        } else {
+            ParseError::NotProxyRequest
+        });
+    }
+    let rest = &url[b"http://".len()..];
+    let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains(&b'@') {
+        return Err(ParseError::BadUrl("user:password@ in a URL is not forwarded"));
+    }
+    let authority = ascii(authority).map_err(|e| match e {
+        ParseError::BadAuthority(e) => ParseError::BadUrlHost(e),
+        e => e,
+    })?;
+    // RFC 3986 §3.2.3: an empty port is the scheme's default.
+    let bare = authority.strip_suffix(':').unwrap_or(authority);
+    let has_port = match bare.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => bare.contains(':'),
+    };
+    let with_port = if has_port { bare.to_string() } else { format!("{bare}:80") };
+    let target = with_port.parse().map_err(ParseError::BadUrlHost)?;
+    let path = &path[..path.iter().position(|&b| b == b'#').unwrap_or(path.len())];
+    if path.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
+        return Err(ParseError::BadUrl("the path holds a byte that is not printable ASCII (percent-encode it)"));
+    }
+    // ASCII by the check above.
+    let path = String::from_utf8_lossy(path);
+    let path = if path.starts_with('/') { path.into_owned() } else { format!("/{path}") };
+    Ok((authority.to_string(), target, path))
+}
+
+/// The headers a forwarded request keeps: every line but `Host`,
+/// `Proxy-Authorization` and the hop-by-hop ones. The body's framing
+/// (`Content-Length`, `Transfer-Encoding`) always stays, even if
+/// `Connection` names it: the body is passed on as it comes.
+fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
+    let name_of = |line: &[u8]| split_once(line, b':').map_or(line, |(name, _)| name).to_ascii_lowercase();
+    let mut dropped: Vec<Vec<u8>> =
+        [&b"host"[..], b"proxy-authorization", b"connection", b"proxy-connection", b"keep-alive", b"upgrade"]
+            .iter()
+            .map(|n| n.to_vec())
+            .collect();
+    for line in &lines {
+        if name_of(line) == b"connection" {
+            let value = split_once(line, b':').map_or(&[][..], |(_, v)| v);
+            for token in value.split(|&b| b == b',') {
+                let token = trim_whitespace(token).to_ascii_lowercase();
+                if !token.is_empty() && token != b"content-length" && token != b"transfer-encoding" {
+                    dropped.push(token);
+                }
+            }
+        }
+    }
+    lines.into_iter().filter(|line| !dropped.contains(&name_of(line))).map(|line| line.to_vec()).collect()
 }
 
 fn ascii(authority: &[u8]) -> Result<&str, ParseError> {
@@ -133,13 +335,21 @@ fn ascii(authority: &[u8]) -> Result<&str, ParseError> {
     core::str::from_utf8(authority).map_err(|e| bad(e.valid_up_to()))
 }
 
-/// `name: value` (RFC 9110 §5, RFC 9112 §5). Only Proxy-Authorization is
-/// kept; its name, like every field name, is case-insensitive.
+/// Which header a line was.
+#[derive(PartialEq)]
+enum Header {
+    ProxyAuthorization,
+    Other,
+}
+
+/// `name: value` (RFC 9110 §5, RFC 9112 §5). Proxy-Authorization is read
+/// into `credentials`; its name, like every field name, is
+/// case-insensitive.
 fn parse_header(
     line: &[u8],
     line_number: usize,
     credentials: &mut Option<Credentials>,
-) -> Result<(), ParseError> {
+) -> Result<Header, ParseError> {
     let bad = |reason| ParseError::BadHeader {
         line: line_number,
         reason,
@@ -165,8 +375,9 @@ fn parse_header(
             return Err(ParseError::DuplicateProxyAuthorization);
         }
         *credentials = Some(parse_basic(value)?);
+        return Ok(Header::ProxyAuthorization);
     }
-    Ok(())
+    Ok(Header::Other)
 }
 
 /// `Basic <token68>` (RFC 7617); the scheme name is case-insensitive.
@@ -222,9 +433,6 @@ pub enum HttpReply {
     /// 403: the policy refuses this destination, or the credentials
     /// were wrong after they were asked for.
     Forbidden,
-    /// 405: a method other than CONNECT (with `Allow: CONNECT`, RFC 9110
-    /// §15.5.6).
-    MethodNotAllowed,
     /// 407: credentials are required (`Proxy-Authenticate: Basic`).
     ProxyAuthRequired,
     /// 502: the exit could not reach the target.
@@ -234,11 +442,10 @@ pub enum HttpReply {
 }
 
 impl HttpReply {
-    pub const ALL: [HttpReply; 7] = [
+    pub const ALL: [HttpReply; 6] = [
         HttpReply::Established,
         HttpReply::BadRequest,
         HttpReply::Forbidden,
-        HttpReply::MethodNotAllowed,
         HttpReply::ProxyAuthRequired,
         HttpReply::BadGateway,
         HttpReply::GatewayTimeout,
@@ -249,7 +456,6 @@ impl HttpReply {
             HttpReply::Established => 200,
             HttpReply::BadRequest => 400,
             HttpReply::Forbidden => 403,
-            HttpReply::MethodNotAllowed => 405,
             HttpReply::ProxyAuthRequired => 407,
             HttpReply::BadGateway => 502,
             HttpReply::GatewayTimeout => 504,
@@ -264,9 +470,6 @@ impl HttpReply {
                 b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             }
             HttpReply::Forbidden => b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            HttpReply::MethodNotAllowed => {
-                b"HTTP/1.1 405 Method Not Allowed\r\nAllow: CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            }
             HttpReply::ProxyAuthRequired => {
                 b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tollway\"\r\n\
                   Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -277,6 +480,22 @@ impl HttpReply {
             }
         }
     }
+
+    /// The response with `message` as its plain-text body, which a program
+    /// shows for a plain-HTTP URL (for a CONNECT, curl shows the status).
+    /// `Established` has no body: its head alone.
+    pub fn with_message(self, message: &str) -> Vec<u8> {
+        const EMPTY: &[u8] = b"Content-Length: 0\r\nConnection: close\r\n\r\n";
+        let head = self.as_bytes();
+        let Some(start) = head.strip_suffix(EMPTY) else { return head.to_vec() };
+        let mut out = start.to_vec();
+        let body = format!("{message}\n");
+        out.extend_from_slice(
+            format!("Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        );
+        out
+    }
 }
 
 #[cfg(test)]
@@ -285,17 +504,21 @@ mod tests {
     use expect_test::{expect, Expect};
 
     fn check(input: &str, want: Expect) {
-        let got = match parse_http_connect(input.as_bytes()) {
+        let got = match parse_http_request(input.as_bytes()) {
             Ok((request, used)) => {
-                let credentials = match &request.credentials {
+                let credentials = match request.credentials() {
                     Some(c) => format!(" user={:?} password={:?}", c.username(), c.password()),
                     None => String::new(),
                 };
-                format!(
-                    "CONNECT {}{credentials} (used {used} of {})",
-                    request.target,
-                    input.len()
-                )
+                let what = match &request {
+                    HttpRequest::Connect(c) => format!("CONNECT {}", c.target),
+                    HttpRequest::Forward(f) => format!(
+                        "to {} send {:?}",
+                        f.target,
+                        String::from_utf8_lossy(&f.origin_head())
+                    ),
+                };
+                format!("{what}{credentials} (used {used} of {})", input.len())
             }
             Err(e) => format!("error: {e} -> {:?}", e.http_reply().map(HttpReply::status)),
         };
@@ -304,20 +527,20 @@ mod tests {
 
     /// Every strict prefix is `Incomplete`; the whole parses, and again
     /// the same with tunnel bytes after it.
-    fn check_complete(input: &[u8]) -> ConnectRequest {
+    fn check_complete(input: &[u8]) -> HttpRequest {
         for cut in 0..input.len() {
             assert_eq!(
-                parse_http_connect(&input[..cut]).err(),
+                parse_http_request(&input[..cut]).err(),
                 Some(ParseError::Incomplete),
                 "{:?} cut at {cut}",
                 String::from_utf8_lossy(input)
             );
         }
-        let (request, used) = parse_http_connect(input).unwrap_or_else(|e| panic!("{e}"));
+        let (request, used) = parse_http_request(input).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(used, input.len());
         let mut longer = input.to_vec();
         longer.extend_from_slice(b"\x16\x03\x01 TLS bytes\r\n\r\n");
-        assert_eq!(parse_http_connect(&longer), Ok((request.clone(), used)));
+        assert_eq!(parse_http_request(&longer), Ok((request.clone(), used)));
         request
     }
 
@@ -370,7 +593,7 @@ mod tests {
                     "CONNECT a:1 HTTP/1.1\r\n{name}:  {scheme}   YWxpY2U6czNjcmV0  \r\n\r\n"
                 );
                 let request = check_complete(head.as_bytes());
-                let credentials = request.credentials.unwrap_or_else(|| panic!("{head}"));
+                let credentials = request.credentials().unwrap_or_else(|| panic!("{head}"));
                 assert!(credentials.matches("alice", "s3cret"), "{head}");
             }
         }
@@ -393,8 +616,8 @@ mod tests {
             let head =
                 format!("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic {token}\r\n\r\n");
             let (request, _) =
-                parse_http_connect(head.as_bytes()).unwrap_or_else(|e| panic!("{token}: {e}"));
-            let credentials = request.credentials.unwrap_or_else(|| panic!("{token}"));
+                parse_http_request(head.as_bytes()).unwrap_or_else(|e| panic!("{token}: {e}"));
+            let credentials = request.credentials().unwrap_or_else(|| panic!("{token}"));
             assert_eq!(
                 (credentials.username(), credentials.password()),
                 (username, password)
@@ -406,17 +629,47 @@ mod tests {
     fn valid_heads_are_incomplete_until_their_last_byte() {
         check_complete(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n");
         check_complete(b"CONNECT [::1]:1 HTTP/1.0\n\n");
+        check_complete(b"GET http://a/ HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
     }
 
     #[test]
-    fn other_methods_get_405() {
-        check("GET http://example.com/ HTTP/1.1\r\n\r\n", expect!["error: HTTP method GET is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
-        check("POST / HTTP/1.1\r\nHost: a\r\n", expect!["error: HTTP method POST is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
-        check("connect a:1 HTTP/1.1\r\n\r\n", expect!["error: HTTP method connect is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
-        check("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", expect!["error: HTTP method PRI is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
-        check("GET\r\n", expect!["error: HTTP method GET is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
-        let long = format!("{} / HTTP/1.1\r\n\r\n", "X".repeat(100));
-        check(&long, expect!["error: HTTP method XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX is not allowed: this proxy only opens tunnels with CONNECT (use it for https:// URLs, or through SOCKS5) -> Some(405)"]);
+    fn absolute_urls_are_forwarded_in_origin_form() {
+        check(
+            "GET http://example.com/a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n\r\n",
+            expect![[r#"to example.com:80 send "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nConnection: close\r\n\r\n" (used 130 of 130)"#]],
+        );
+        // The URL's authority is the Host (RFC 9112 §3.2.2), whatever the
+        // client's Host said; no path is `/`, a query alone gets one, the
+        // fragment stays with the client, the scheme is case-insensitive.
+        check(
+            "POST HTTP://[2001:db8::1]:8080?q=1#top HTTP/1.0\r\nhost: elsewhere\r\nContent-Length: 3\r\n\r\nabc",
+            expect![[r#"to [2001:db8::1]:8080 send "POST /?q=1 HTTP/1.0\r\nHost: [2001:db8::1]:8080\r\nContent-Length: 3\r\nConnection: close\r\n\r\n" (used 87 of 90)"#]],
+        );
+        check(
+            "HEAD http://192.0.2.1: HTTP/1.1\r\n\r\n",
+            expect![[r#"to 192.0.2.1:80 send "HEAD / HTTP/1.1\r\nHost: 192.0.2.1:\r\nConnection: close\r\n\r\n" (used 35 of 35)"#]],
+        );
+        // Hop-by-hop headers go, with the ones Connection names, but never
+        // the body's framing; the proxy's own credentials go too.
+        check(
+            "PUT http://a:81/x HTTP/1.1\r\nConnection: keep-alive, X-Hop, Transfer-Encoding\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+            expect![[r#"to a:81 send "PUT /x HTTP/1.1\r\nHost: a:81\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nConnection: close\r\n\r\n" user="u" password="p" (used 204 of 204)"#]],
+        );
+    }
+
+    #[test]
+    fn requests_that_cannot_be_forwarded_get_400() {
+        check("GET / HTTP/1.1\r\nHost: a\r\n", expect!["error: not a proxy request: this port is an HTTP and SOCKS5 proxy; send `CONNECT host:port` or a URL in full (`GET http://example.com/ HTTP/1.1`), i.e. set it as the program's proxy -> Some(400)"]);
+        check("connect a:1 HTTP/1.1\r\n\r\n", expect!["error: not a proxy request: this port is an HTTP and SOCKS5 proxy; send `CONNECT host:port` or a URL in full (`GET http://example.com/ HTTP/1.1`), i.e. set it as the program's proxy -> Some(400)"]);
+        check("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", expect!["error: unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0 -> Some(400)"]);
+        check("GET\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
+        check("GET https://example.com/ HTTP/1.1\r\n\r\n", expect!["error: bad URL in the request line: an https:// URL goes through CONNECT (the program's TLS runs end to end inside the tunnel); this one asked the proxy to fetch it -> Some(400)"]);
+        check("GET http://u:p@example.com/ HTTP/1.1\r\n\r\n", expect!["error: bad URL in the request line: user:password@ in a URL is not forwarded -> Some(400)"]);
+        check("GET http:///x HTTP/1.1\r\n\r\n", expect!["error: bad host in the URL: the host name is empty -> Some(400)"]);
+        check("GET http://::1/x HTTP/1.1\r\n\r\n", expect!["error: bad host in the URL: an IPv6 address needs brackets: [2001:db8::1]:443 -> Some(400)"]);
+        check("GET http://a:70000/ HTTP/1.1\r\n\r\n", expect!["error: bad host in the URL: the port is not a number from 0 to 65535 -> Some(400)"]);
+        check("GET http://bücher.de/ HTTP/1.1\r\n\r\n", expect!["error: bad host in the URL: byte 0xc3 at offset 1 is not allowed in a host name (letters, digits, '-', '_' and '.' only; write international names in punycode) -> Some(400)"]);
+        check("GET http://a/\x7f HTTP/1.1\r\n\r\n", expect!["error: bad URL in the request line: the path holds a byte that is not printable ASCII (percent-encode it) -> Some(400)"]);
     }
 
     #[test]
@@ -432,8 +685,8 @@ mod tests {
         check("CONNECT a\0b:1 HTTP/1.1\r\n\r\n", expect!["error: bad CONNECT target: byte 0x00 at offset 1 is not allowed in a host name (letters, digits, '-', '_' and '.' only; write international names in punycode) -> Some(400)"]);
         check("CONNECT bücher.de:443 HTTP/1.1\r\n\r\n", expect!["error: bad CONNECT target: byte 0xc3 at offset 1 is not allowed in a host name (letters, digits, '-', '_' and '.' only; write international names in punycode) -> Some(400)"]);
         check("CONNECT https://a:1/ HTTP/1.1\r\n\r\n", expect!["error: bad CONNECT target: a URL is not a host:port: write e.g. example.com:443 -> Some(400)"]);
-        check("CONNECT  a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` -> Some(400)"]);
-        check("CONNECT a:1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` -> Some(400)"]);
+        check("CONNECT  a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
+        check("CONNECT a:1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
         check(
             "CONNECT a:1 HTTP/1.1 \r\n\r\n",
             expect!["error: unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0 -> Some(400)"],
@@ -446,8 +699,8 @@ mod tests {
             "CONNECT a:1 http/1.1\r\n\r\n",
             expect!["error: unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0 -> Some(400)"],
         );
-        check("\r\nCONNECT a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` -> Some(400)"]);
-        check("CON\rNECT a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` -> Some(400)"]);
+        check("\r\nCONNECT a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
+        check("CON\rNECT a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
         check("CONNECT a:1 HTTP/1.1\r\nHost : a\r\n\r\n", expect!["error: malformed HTTP header on line 2: the header name is not a token (no spaces before the ':') -> Some(400)"]);
         check("CONNECT a:1 HTTP/1.1\r\n: a\r\n\r\n", expect!["error: malformed HTTP header on line 2: the header name is not a token (no spaces before the ':') -> Some(400)"]);
         check(
@@ -495,25 +748,25 @@ mod tests {
         let at_limit = head_of(MAX_HTTP_HEAD_BYTES);
         assert_eq!(at_limit.len(), 8192);
         assert_eq!(
-            parse_http_connect(&at_limit).map(|(_, used)| used),
+            parse_http_request(&at_limit).map(|(_, used)| used),
             Ok(8192)
         );
         assert_eq!(
-            parse_http_connect(&at_limit[..8191]).err(),
+            parse_http_request(&at_limit[..8191]).err(),
             Some(ParseError::Incomplete)
         );
         // One byte over: refused once the limit is reached without an end.
         let over = head_of(MAX_HTTP_HEAD_BYTES + 1);
         assert_eq!(
-            parse_http_connect(&over[..8191]).err(),
+            parse_http_request(&over[..8191]).err(),
             Some(ParseError::Incomplete)
         );
         assert_eq!(
-            parse_http_connect(&over[..8192]).err(),
+            parse_http_request(&over[..8192]).err(),
             Some(ParseError::HeadTooLarge)
         );
         assert_eq!(
-            parse_http_connect(&over).err(),
+            parse_http_request(&over).err(),
             Some(ParseError::HeadTooLarge)
         );
         check(
@@ -542,7 +795,44 @@ mod tests {
 
         "#]]
         .assert_eq(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n"));
-        assert_eq!(check_complete(&bytes), with_auth);
+        assert_eq!(check_complete(&bytes), HttpRequest::Connect(with_auth));
+    }
+
+    #[test]
+    fn forwarded_requests_reencode_to_what_they_parsed_from() {
+        let head = b"DELETE http://Example.com:8080/item?id=7 HTTP/1.1\r\nproxy-authorization: basic dTpw\r\nX-A:  1 \r\nAccept: */*\r\n\r\n";
+        let request = check_complete(head);
+        let bytes = request.encode();
+        expect![[r#"
+            DELETE http://Example.com:8080/item?id=7 HTTP/1.1
+            Host: Example.com:8080
+            Proxy-Authorization: Basic dTpw
+            X-A:  1 
+            Accept: */*
+
+        "#]]
+        .assert_eq(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n"));
+        assert_eq!(check_complete(&bytes), request);
+    }
+
+    #[test]
+    fn refusals_carry_their_reason_as_a_body() {
+        let got = HttpReply::Forbidden.with_message("the exit refuses 10.0.0.1:80: policy");
+        expect![[r#"
+            HTTP/1.1 403 Forbidden
+            Content-Type: text/plain; charset=utf-8
+            Content-Length: 37
+            Connection: close
+
+            the exit refuses 10.0.0.1:80: policy
+        "#]]
+        .assert_eq(&String::from_utf8_lossy(&got).replace("\r\n", "\n"));
+        assert_eq!(HttpReply::Established.with_message("x"), HttpReply::Established.as_bytes());
+        for reply in HttpReply::ALL.into_iter().filter(|&r| r != HttpReply::Established) {
+            let got = reply.with_message("why");
+            assert!(got.starts_with(format!("HTTP/1.1 {} ", reply.status()).as_bytes()));
+            assert!(got.ends_with(b"Content-Length: 4\r\nConnection: close\r\n\r\nwhy\n"), "{reply:?}");
+        }
     }
 
     #[test]
@@ -561,7 +851,6 @@ mod tests {
             200 HTTP/1.1 200 Connection Established\r\n\r\n
             400 HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             403 HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
-            405 HTTP/1.1 405 Method Not Allowed\r\nAllow: CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             407 HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tollway\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             502 HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             504 HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n

@@ -1,6 +1,7 @@
-//! SOCKS5 and HTTP CONNECT parsing for the client front end (DESIGN §4):
+//! SOCKS5 and HTTP proxy parsing for the client front end (DESIGN §4):
 //! one local port where any ordinary program asks for a tunnel to
-//! `host:port`, names resolved at the exit so DNS does not leak.
+//! `host:port` (or, with a plain-HTTP URL, for one request to be sent
+//! there), names resolved at the exit so DNS does not leak.
 //!
 //! Pure, in the manner of mini-redis's frame parser: bytes in, values out.
 //! No sockets, no async runtime, no clocks. The async driver (crates/net)
@@ -11,7 +12,8 @@
 //! SOCKS5:  parse_greeting(buf)    -> choose_method -> method_reply
 //!          parse_auth(buf)        -> (check credentials) -> auth_reply
 //!          parse_request(buf)     -> (connect) -> Reply::encode
-//! HTTP:    parse_http_connect(buf)-> (check, connect) -> HttpReply::as_bytes
+//! HTTP:    parse_http_request(buf)-> (check, connect) -> HttpReply::as_bytes
+//!                                    or ForwardRequest::origin_head
 //! ```
 //!
 //! Every parser takes the bytes received so far and returns the value and
@@ -38,7 +40,7 @@ mod target;
 
 pub use credentials::Credentials;
 pub use error::{AddrError, DomainError, ParseError};
-pub use http::{parse_http_connect, ConnectRequest, HttpReply};
+pub use http::{parse_http_request, ConnectRequest, ForwardRequest, HttpReply, HttpRequest};
 pub use socks5::{
     auth_reply, choose_method, method_reply, parse_auth, parse_greeting, parse_reply,
     parse_request, AuthPolicy, Command, Greeting, Method, Reply, ReplyCode, Request,
@@ -48,7 +50,7 @@ pub use target::{DomainName, Host, Target};
 /// Limits on everything a client can make the parsers hold.
 pub mod limits {
     /// A SOCKS5 domain name's length is one octet (RFC 1928 §5); the same
-    /// limit applies to names in HTTP CONNECT targets.
+    /// limit applies to names in HTTP targets.
     pub const MAX_DOMAIN_BYTES: usize = 255;
     /// One label of a domain name (RFC 1035 §2.3.4): longer ones can never
     /// resolve, so they are rejected at the edge.
@@ -58,9 +60,10 @@ pub mod limits {
     pub const MAX_USERNAME_BYTES: usize = 255;
     /// RFC 1929's PLEN is one octet; as [`MAX_USERNAME_BYTES`].
     pub const MAX_PASSWORD_BYTES: usize = 255;
-    /// An HTTP CONNECT request head, request line to the empty line
-    /// included. A CONNECT head is a few hundred bytes; 8 KiB is the
-    /// usual server default and leaves room for long credentials.
+    /// An HTTP request head, request line to the empty line included. A
+    /// CONNECT head is a few hundred bytes; a forwarded request's carries
+    /// the program's headers, and 8 KiB is the usual web server's limit
+    /// for those, so a longer head would be refused further on anyway.
     pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
     /// The longest SOCKS5 greeting: VER, NMETHODS, 255 methods.
     pub const MAX_GREETING_BYTES: usize = 2 + 255;
@@ -77,8 +80,8 @@ pub mod limits {
 pub enum Protocol {
     /// The first byte is SOCKS version 5.
     Socks5,
-    /// The first byte is an ASCII letter: an HTTP method. Whether it is
-    /// CONNECT is for [`parse_http_connect`] to say (405 otherwise).
+    /// The first byte is an ASCII letter: an HTTP method, for
+    /// [`parse_http_request`].
     Http,
 }
 

@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use tollway_socks::{
-    detect_protocol, limits, parse_auth, parse_greeting, parse_http_connect, parse_reply,
-    parse_request, Command, ConnectRequest, Credentials, DomainName, Greeting, Host, Method,
-    ParseError, Protocol, Reply, ReplyCode, Request, Target,
+    detect_protocol, limits, parse_auth, parse_greeting, parse_http_request, parse_reply,
+    parse_request, Command, ConnectRequest, Credentials, DomainName, ForwardRequest, Greeting,
+    Host, HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
 };
 
 type Parser<T> = fn(&[u8]) -> Result<(T, usize), ParseError>;
@@ -46,6 +46,52 @@ fn credentials(colon_in_username: bool) -> impl Strategy<Value = Credentials> {
         "[^:]{0,60}"
     };
     (username, "\\PC{0,60}").prop_filter_map("too long", |(u, p)| Credentials::new(u, p).ok())
+}
+
+/// A request in absolute form as the parser returns it: end-to-end header
+/// lines only (`X-` names, which no rule drops).
+fn forward_request() -> impl Strategy<Value = ForwardRequest> {
+    (
+        prop::sample::select(vec!["GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH"]),
+        target(),
+        prop::bool::ANY,
+        "/[A-Za-z0-9/?=&%._~:@!$'()*+,;-]{0,40}",
+        prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
+        prop::collection::vec(("[A-Za-z0-9-]{1,12}", "[ -~]{0,30}"), 0..5),
+        prop::option::of(credentials(false)),
+    )
+        .prop_map(|(method, target, default_port, path, version, headers, credentials)| {
+            let mut target = target;
+            let authority = if default_port {
+                target.port = 80;
+                match &target.host {
+                    Host::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+                    host => host.to_string(),
+                }
+            } else {
+                target.to_string()
+            };
+            ForwardRequest {
+                method: method.to_string(),
+                authority,
+                target,
+                path,
+                version,
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| format!("X-{name}: {}", value.trim()).into_bytes())
+                    .collect(),
+                credentials,
+            }
+        })
+}
+
+fn http_request() -> impl Strategy<Value = HttpRequest> {
+    prop_oneof![
+        (target(), prop::option::of(credentials(false)))
+            .prop_map(|(target, credentials)| HttpRequest::Connect(ConnectRequest { target, credentials })),
+        forward_request().prop_map(HttpRequest::Forward),
+    ]
 }
 
 /// Feeds `bytes` to `parse` in the pieces `cuts` makes (a driver's reads,
@@ -108,7 +154,7 @@ proptest! {
         check_any(parse_auth, Credentials::encode_socks5, &bytes);
         check_any(parse_request, Request::encode, &bytes);
         check_any(parse_reply, Reply::encode, &bytes);
-        check_any(parse_http_connect, ConnectRequest::encode, &bytes);
+        check_any(parse_http_request, HttpRequest::encode, &bytes);
         if let Ok(s) = std::str::from_utf8(&bytes) {
             if let Ok(t) = s.parse::<Target>() {
                 prop_assert_eq!(t.to_string().parse::<Target>(), Ok(t));
@@ -119,7 +165,7 @@ proptest! {
     /// Near-valid HTTP: a real head with a few bytes overwritten.
     #[test]
     fn mutated_http_heads_never_panic(
-        request in (target(), prop::option::of(credentials(false))).prop_map(|(target, credentials)| ConnectRequest { target, credentials }),
+        request in http_request(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
         let mut bytes = request.encode();
@@ -127,7 +173,7 @@ proptest! {
             let at = at.index(bytes.len());
             bytes[at] = byte;
         }
-        check_any(parse_http_connect, ConnectRequest::encode, &bytes);
+        check_any(parse_http_request, HttpRequest::encode, &bytes);
     }
 
     #[test]
@@ -164,16 +210,30 @@ proptest! {
     }
 
     #[test]
-    fn connect_heads_parse_the_same_in_any_pieces(
-        target in target(),
-        credentials in prop::option::of(credentials(false)),
+    fn http_heads_parse_the_same_in_any_pieces(
+        request in http_request(),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
     ) {
-        let request = ConnectRequest { target, credentials };
         let bytes = request.encode();
         prop_assert_eq!(detect_protocol(&bytes), Ok(Protocol::Http));
-        prop_assert_eq!(parse_http_connect(&bytes), Ok((request, bytes.len())));
-        check_pieces(parse_http_connect, &bytes, &cuts);
+        prop_assert_eq!(parse_http_request(&bytes), Ok((request, bytes.len())));
+        check_pieces(parse_http_request, &bytes, &cuts);
+    }
+
+    /// What the origin server gets is an origin-form request for the same
+    /// method, path and version, with the URL's authority as its Host and
+    /// every end-to-end header, ending the connection after its response.
+    #[test]
+    fn forwarded_requests_reach_the_origin_in_origin_form(request in forward_request()) {
+        let head = String::from_utf8(request.origin_head()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut lines = head.split("\r\n");
+        let (start, host) = (format!("{} {} {}", request.method, request.path, request.version), format!("Host: {}", request.authority));
+        prop_assert_eq!(lines.next(), Some(start.as_str()));
+        prop_assert_eq!(lines.next(), Some(host.as_str()));
+        for line in &request.headers {
+            prop_assert_eq!(lines.next().map(str::as_bytes), Some(line.as_slice()));
+        }
+        prop_assert_eq!(lines.collect::<Vec<_>>(), vec!["Connection: close", "", ""]);
     }
 
     #[test]

@@ -30,8 +30,11 @@ pub fn tollway_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
 #[allow(dead_code)] // not every test file starts one
 pub struct Daemon {
     pub child: Child,
-    /// The stdout lines up to and including the ready line.
+    /// The stdout lines read so far: up to and including the ready line,
+    /// then whatever [`Daemon::wait_for_line`] read.
     pub lines: Vec<String>,
+    /// The later lines, as the child prints them.
+    rest: mpsc::Receiver<String>,
 }
 
 #[allow(dead_code)]
@@ -55,21 +58,23 @@ impl Daemon {
                 let _ = tx.send(line);
             }
         });
-        let mut daemon = Daemon { child, lines: Vec::new() };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut daemon = Daemon { child, lines: Vec::new(), rest: rx };
+        if daemon.wait_for_line(ready, Duration::from_secs(30)).is_none() {
+            let status = daemon.child.try_wait().ok().flatten();
+            panic!("tollway {args:?} printed no {ready:?} line within 30 s (exit: {status:?}); it printed {:?}", daemon.lines);
+        }
+        daemon
+    }
+
+    /// Reads stdout lines until one contains `text` (returned) or `within`
+    /// has passed (`None`).
+    pub fn wait_for_line(&mut self, text: &str, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
         loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                Ok(line) => {
-                    let done = line.contains(ready);
-                    daemon.lines.push(line);
-                    if done {
-                        return daemon;
-                    }
-                }
-                Err(_) => {
-                    let status = daemon.child.try_wait().ok().flatten();
-                    panic!("tollway {args:?} printed no {ready:?} line within 30 s (exit: {status:?}); it printed {:?}", daemon.lines);
-                }
+            let line = self.rest.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()?;
+            self.lines.push(line.clone());
+            if line.contains(text) {
+                return Some(line);
             }
         }
     }
