@@ -177,8 +177,11 @@ fn check_parser<T: PartialEq + Debug>(
             );
             let again = encode(value);
             let reparsed = parse(&again);
+            // An HTTP head's encoding adds the Host line a client may leave
+            // out, so one accepted near the limit may encode past it.
+            let over = again.len() > limit && reparsed == Err(ParseError::HeadTooLarge);
             assert!(
-                matches!(&reparsed, Ok((v, u)) if v == value && *u == again.len()),
+                over || matches!(&reparsed, Ok((v, u)) if v == value && *u == again.len()),
                 "{what}: {value:?} re-encoded as {} parses as {reparsed:?}",
                 hex(&again)
             );
@@ -273,11 +276,11 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
         .encode()
     };
     let http = |head: &str| head.as_bytes().to_vec();
-    let padded_head = |len: usize| {
-        let start = "CONNECT example.com:443 HTTP/1.1\r\nX-Pad: ";
+    let padded = |start: &str, len: usize| {
         let end = "\r\n\r\n";
         format!("{start}{}{end}", "p".repeat(len - start.len() - end.len())).into_bytes()
     };
+    let padded_head = |len: usize| padded("CONNECT example.com:443 HTTP/1.1\r\nX-Pad: ", len);
     let all_methods: Vec<Method> = (0..=254).map(Method).collect();
 
     let seeds: Vec<(&str, Vec<u8>, bool)> = vec![
@@ -380,6 +383,13 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
         ("http-bare-lf", http("CONNECT a:1 HTTP/1.0\nproxy-authorization:Basic dTpw\n\n"), true),
         ("http-at-limit", padded_head(limits::MAX_HTTP_HEAD_BYTES), true),
         ("http-over-limit", padded_head(limits::MAX_HTTP_HEAD_BYTES + 1), false),
+        // No Host line: its encoding adds one and passes the limit (the
+        // fuzzer's first finding, in the check).
+        (
+            "http-forward-at-limit",
+            padded("POST http://a/ HTTP/1.0\r\nX-Pad: ", limits::MAX_HTTP_HEAD_BYTES),
+            true,
+        ),
         ("http-get", http("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"), true),
         (
             "http-forward-hop-by-hop",
