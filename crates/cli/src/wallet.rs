@@ -759,10 +759,26 @@ fn format_bps(bps: u64) -> String {
 
 fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
     match now_secs {
-        Some(now) if expires_at_secs > now => format!("{expires_at_secs} (in {} s)", expires_at_secs - now),
-        Some(now) => format!("{expires_at_secs} (expired {} s ago)", now - expires_at_secs),
+        Some(now) if expires_at_secs > now => format!("{expires_at_secs} (in {})", format_span(expires_at_secs - now)),
+        Some(now) => format!("{expires_at_secs} (expired {} ago)", format_span(now - expires_at_secs)),
         None => expires_at_secs.to_string(),
     }
+}
+
+/// A span of seconds for people, to its two largest units: "23h 44m",
+/// "6d 23h", "45s".
+fn format_span(secs: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(first) = UNITS.iter().position(|&(_, size)| secs >= size) else { return "0s".into() };
+    let (unit, size) = UNITS[first];
+    let mut out = format!("{}{unit}", secs / size);
+    if let Some(&(next, next_size)) = UNITS.get(first + 1) {
+        let rest = secs % size / next_size;
+        if rest > 0 {
+            out.push_str(&format!(" {rest}{next}"));
+        }
+    }
+    out
 }
 
 fn parse_account(what: &str, text: &str) -> anyhow::Result<AccountId> {
@@ -857,6 +873,10 @@ mod tests {
         assert_eq!(format_bps(100_000_000), "100 Mbit/s");
         assert_eq!(format_bps(1_500_000_000), "1.5 Gbit/s");
         assert_eq!(format_bps(999), "999 bit/s");
+        let spans = [0, 45, 60, 3_661, 85_471, 86_400, 604_799].map(format_span);
+        assert_eq!(spans, ["0s", "45s", "1m", "1h 1m", "23h 44m", "1d", "6d 23h"]);
+        assert_eq!(describe_expiry(1_000, Some(400)), "1000 (in 10m)");
+        assert_eq!(describe_expiry(1_000, Some(1_090)), "1000 (expired 1m 30s ago)");
         assert_eq!(parse_ports("4433-4440").unwrap_or_default(), (4433, 4440));
         assert_eq!(parse_ports("4433").unwrap_or_default(), (4433, 4433));
         for bad in ["0", "10-5", "x", "1-70000"] {
