@@ -42,6 +42,20 @@ async fn slow_web_server(secs: u64) -> SocketAddr {
     web_server_with(LOOPBACK, Some(Duration::from_secs(secs))).await
 }
 
+/// A request head, read a byte at a time so nothing after it is taken;
+/// `None` if the connection ends first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// `GET /<n>`: `n` bytes of `pattern`, at once or in 50 pieces spread over
 /// `spread`.
 async fn web_server_with(ip: IpAddr, spread: Option<Duration>) -> SocketAddr {
@@ -50,14 +64,7 @@ async fn web_server_with(ip: IpAddr, spread: Option<Duration>) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
+                let Some(head) = read_head(&mut socket).await else { return };
                 let line = String::from_utf8_lossy(&head);
                 let n: usize =
                     line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
@@ -232,14 +239,7 @@ async fn echo_request_server() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut byte = [0u8; 1];
-                while !seen.ends_with(b"\r\n\r\n") {
-                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    seen.push(byte[0]);
-                }
+                let Some(mut seen) = read_head(&mut socket).await else { return };
                 let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
                 let length: usize = head
                     .lines()
