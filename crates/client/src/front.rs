@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tollway_socks as socks;
 use tollway_socks::{AuthPolicy, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
-use tollway_net::driver::EarlySocket;
+use tollway_net::driver::{EarlySocket, OnRefused};
 use tollway_tunnel::{Dest, ErrorCode, Host};
 
 /// `FrontConfig::first_bytes_wait` by default: a program that has its
@@ -203,14 +203,14 @@ async fn serve_client(
         }
         let io = EarlySocket { io: Box::new(socket), first: buf };
         // On a refusal the session closes the socket: that is the refusal.
-        match pool.open_attached(dest, io).await {
-            Ok(refusal) if config.on_refusal.is_some() => {
-                if let Some(code) = refusal.wait().await {
-                    log_refusal(config, &target, code.describe());
-                }
-            }
-            Ok(_) => {}
-            Err(e) => log_refusal(config, &target, e),
+        // Its refusal is told by the session's driver when it comes, so
+        // this task ends now.
+        let on_refused = config.on_refusal.map(|log| {
+            let target = target.clone();
+            Arc::new(move |code: ErrorCode| log(&refusal_line(&target, code.describe()))) as OnRefused
+        });
+        if let Err(e) = pool.open_attached(dest, io, on_refused).await {
+            log_refusal(config, &target, e);
         }
         return Ok(());
     }
@@ -241,8 +241,12 @@ async fn serve_client(
 
 fn log_refusal(config: &FrontConfig, target: &socks::Target, why: impl std::fmt::Display) {
     if let Some(log) = config.on_refusal {
-        log(&format!("refused {target}: {why}"));
+        log(&refusal_line(target, why));
     }
+}
+
+fn refusal_line(target: &socks::Target, why: impl std::fmt::Display) -> String {
+    format!("refused {target}: {why}")
 }
 
 /// What an HTTP client is told when the tunnel cannot reach `target`.

@@ -8,7 +8,7 @@ use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Rou
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tollway_net::driver::{EarlySocket, OpenError, Refusal, SessionHandle};
+use tollway_net::driver::{EarlySocket, OnRefused, OpenError, SessionHandle};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
 
@@ -176,13 +176,18 @@ impl RoutePool {
     /// [`RoutePool::open`] without waiting for the exit, with the socket
     /// attached in the same step (the front end's optimistic CONNECT). A
     /// dead route is marked down and the socket goes to the next one. The
-    /// exit's answer comes later, in the [`Refusal`].
-    pub async fn open_attached(&self, dest: Dest, io: EarlySocket) -> Result<Refusal, ClientError> {
+    /// exit's answer comes later: `on_refused` hears a refusal.
+    pub async fn open_attached(
+        &self,
+        dest: Dest,
+        io: EarlySocket,
+        on_refused: Option<OnRefused>,
+    ) -> Result<(), ClientError> {
         let mut io = io;
         for _ in 0..=self.config.routes.len() {
             let (index, session) = self.session().await?;
-            match session.open_attached(dest.clone(), io).await {
-                Ok((_, refusal)) => return Ok(refusal),
+            match session.open_attached(dest.clone(), io, on_refused.clone()).await {
+                Ok(_) => return Ok(()),
                 Err((OpenError::Refused(code), _)) => return Err(ClientError::Destination(code)),
                 Err((_, back)) => {
                     self.mark_down(index).await;

@@ -83,18 +83,11 @@ pub enum Status {
     Closed { code: ErrorCode, message: String },
 }
 
-/// The exit's answer to an optimistic open ([`SessionHandle::open_attached`]),
-/// for whoever wants to tell someone: by then the socket is the stream's,
-/// and a refusal has closed it.
-pub struct Refusal(oneshot::Receiver<ErrorCode>);
-
-impl Refusal {
-    /// The exit's error code if it refused the stream; `None` once it
-    /// opened it (or the session ended first).
-    pub async fn wait(self) -> Option<ErrorCode> {
-        self.0.await.ok()
-    }
-}
+/// Called, on the driver's task, with the exit's error code if it refuses
+/// an optimistic open ([`SessionHandle::open_attached`]): by then the
+/// socket is the stream's and the refusal has closed it, so this is the
+/// only one who can tell anybody. Dropped unused once the exit opens it.
+pub type OnRefused = Arc<dyn Fn(ErrorCode) + Send + Sync>;
 
 enum Command {
     Open {
@@ -109,7 +102,7 @@ enum Command {
         dest: Dest,
         io: EarlySocket,
         reply: oneshot::Sender<Result<StreamId, (OpenError, Option<EarlySocket>)>>,
-        refused: oneshot::Sender<ErrorCode>,
+        on_refused: Option<OnRefused>,
     },
     AttachLocal {
         stream: StreamId,
@@ -220,18 +213,17 @@ impl SessionHandle {
         &self,
         dest: Dest,
         io: EarlySocket,
-    ) -> Result<(StreamId, Refusal), (OpenError, Option<EarlySocket>)> {
+        on_refused: Option<OnRefused>,
+    ) -> Result<StreamId, (OpenError, Option<EarlySocket>)> {
         let gone = || OpenError::SessionGone("the session's driver stopped".into());
         let (reply, rx) = oneshot::channel();
-        let (refused, refusal) = oneshot::channel();
         if let Err(mpsc::error::SendError(command)) =
-            self.commands.send(Command::OpenAttached { dest, io, reply, refused })
+            self.commands.send(Command::OpenAttached { dest, io, reply, on_refused })
         {
             let Command::OpenAttached { io, .. } = command else { unreachable!("the command just sent") };
             return Err((gone(), Some(io)));
         }
-        let stream = rx.await.unwrap_or_else(|_| Err((gone(), None)))?;
-        Ok((stream, Refusal(refusal)))
+        rx.await.unwrap_or_else(|_| Err((gone(), None)))
     }
 
     /// The socket whose bytes `stream` carries (its `first` bytes, already
@@ -361,8 +353,8 @@ struct Driver {
     out: VecDeque<Out>,
     streams: HashMap<StreamId, StreamIo>,
     opening: HashMap<StreamId, oneshot::Sender<Result<StreamId, OpenError>>>,
-    /// Optimistic opens not yet answered: told the code if refused.
-    refusals: HashMap<StreamId, oneshot::Sender<ErrorCode>>,
+    /// Optimistic opens not yet answered whose opener wants a refusal told.
+    refusals: HashMap<StreamId, OnRefused>,
     pings: HashMap<u64, oneshot::Sender<Duration>>,
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
@@ -612,8 +604,8 @@ impl Driver {
                 if let Some(reply) = self.opening.remove(&stream) {
                     let _ = reply.send(Err(OpenError::Refused(code)));
                 }
-                if let Some(refused) = self.refusals.remove(&stream) {
-                    let _ = refused.send(code);
+                if let Some(on_refused) = self.refusals.remove(&stream) {
+                    on_refused(code);
                 }
             }
             Event::Data { stream, payload } => {
@@ -670,9 +662,11 @@ impl Driver {
                 }
             },
             Command::Attach { stream, io } => self.attach_early(stream, io),
-            Command::OpenAttached { dest, io, reply, refused } => match self.open_stream(dest) {
+            Command::OpenAttached { dest, io, reply, on_refused } => match self.open_stream(dest) {
                 Ok(stream) => {
-                    self.refusals.insert(stream, refused);
+                    if let Some(on_refused) = on_refused {
+                        self.refusals.insert(stream, on_refused);
+                    }
                     self.attach_early(stream, io);
                     let _ = reply.send(Ok(stream));
                 }
