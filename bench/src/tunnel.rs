@@ -185,7 +185,9 @@ async fn client_role(args: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "ready socks={}", listener.local_addr()?.port())?;
     out.flush()?;
-    serve_front(listener, pool, FrontConfig::default()).await;
+    // As `tollway connect` configures it: refusals are told (none happen here).
+    let front = FrontConfig { on_refusal: Some(|line| eprintln!("{line}")), ..FrontConfig::default() };
+    serve_front(listener, pool, front).await;
     Ok(())
 }
 
