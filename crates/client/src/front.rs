@@ -4,7 +4,7 @@
 //! one port, so any ordinary program works through the tunnel. Parsing is
 //! `tollway-socks` (pure); this is only its driver.
 
-use crate::pool::RoutePool;
+use crate::pool::{ClientError, RoutePool};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,9 +202,9 @@ async fn serve_client(
             }
         }
         let io = EarlySocket { io: Box::new(socket), first: buf };
-        // On a refusal the session closes the socket: that is the refusal.
-        // Its refusal is told by the session's driver when it comes, so
-        // this task ends now.
+        // On a refusal the session closes the socket, which is the
+        // program's answer, and its driver tells `on_refusal`, so this task
+        // ends now.
         let on_refused = config.on_refusal.map(|log| {
             let target = target.clone();
             Arc::new(move |code: ErrorCode| log(&refusal_line(&target, code.describe()))) as OnRefused
@@ -214,25 +214,33 @@ async fn serve_client(
         }
         return Ok(());
     }
-    match pool.open(dest).await {
+    let refused = |e: &ClientError| match protocol {
+        Protocol::Socks5 => socks::Reply::failure(socks_code(e.code())).encode(),
+        Protocol::Http => http_refusal(&target, e),
+    };
+    open_waiting(socket, pool, config, &target, &success(protocol), buf, refused).await
+}
+
+/// Opens a stream to `target` and waits for the exit: then writes `answer`
+/// and hands the socket to the stream, `first` going ahead of what the
+/// program sends next; on a refusal, writes `refused`'s reply and closes.
+async fn open_waiting(
+    mut socket: TcpStream,
+    pool: &RoutePool,
+    config: &FrontConfig,
+    target: &socks::Target,
+    answer: &[u8],
+    first: Vec<u8>,
+    refused: impl FnOnce(&ClientError) -> Vec<u8>,
+) -> io::Result<()> {
+    match pool.open(dest_of(target)).await {
         Ok((session, stream)) => {
-            socket.write_all(&success(protocol)).await?;
-            let io = EarlySocket { io: Box::new(socket), first: buf };
-            if session.attach(stream, io).is_err() {
-                return Ok(());
-            }
+            socket.write_all(answer).await?;
+            let _ = session.attach(stream, EarlySocket { io: Box::new(socket), first });
         }
         Err(e) => {
-            log_refusal(config, &target, &e);
-            let code = e.code();
-            match protocol {
-                Protocol::Socks5 => {
-                    socket
-                        .write_all(&socks::Reply::failure(socks_code(code)).encode())
-                        .await?
-                }
-                Protocol::Http => socket.write_all(&http_reply(code).with_message(&refusal(&target, &e))).await?,
-            }
+            log_refusal(config, target, &e);
+            socket.write_all(&refused(&e)).await?;
             let _ = socket.shutdown().await;
         }
     }
@@ -249,9 +257,9 @@ fn refusal_line(target: &socks::Target, why: impl std::fmt::Display) -> String {
     format!("refused {target}: {why}")
 }
 
-/// What an HTTP client is told when the tunnel cannot reach `target`.
-fn refusal(target: &socks::Target, e: &crate::pool::ClientError) -> String {
-    format!("tollway: {target}: {e}")
+/// The HTTP reply when the tunnel cannot reach `target`, saying why.
+fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
+    http_reply(e.code()).with_message(&format!("tollway: {target}: {e}"))
 }
 
 /// A plain-HTTP request: the stream carries the request rewritten to origin
@@ -261,25 +269,16 @@ fn refusal(target: &socks::Target, e: &crate::pool::ClientError) -> String {
 /// answered yet, so a refusal can still become an HTTP error with its
 /// reason, which the program shows, for one round trip more.
 async fn forward(
-    mut socket: TcpStream,
+    socket: TcpStream,
     body_start: Vec<u8>,
     request: ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<()> {
-    match pool.open(dest_of(&request.target)).await {
-        Ok((session, stream)) => {
-            let mut first = request.origin_head();
-            first.extend_from_slice(&body_start);
-            let _ = session.attach(stream, EarlySocket { io: Box::new(socket), first });
-        }
-        Err(e) => {
-            log_refusal(config, &request.target, &e);
-            socket.write_all(&http_reply(e.code()).with_message(&refusal(&request.target, &e))).await?;
-            let _ = socket.shutdown().await;
-        }
-    }
-    Ok(())
+    let mut first = request.origin_head();
+    first.extend_from_slice(&body_start);
+    let target = &request.target;
+    open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
 }
 
 /// Reads a SOCKS5 negotiation or an HTTP request head, answering the

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
 use tollway_ledger::state::Channel;
@@ -42,9 +42,26 @@ async fn slow_web_server(secs: u64) -> SocketAddr {
     web_server_with(LOOPBACK, Some(Duration::from_secs(secs))).await
 }
 
+/// A server on `ip` that runs `serve` on each connection, in a task of its
+/// own.
+async fn serve_each<F, Fut>(ip: IpAddr, serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    addr
+}
+
 /// A request head, read a byte at a time so nothing after it is taken;
 /// `None` if the connection ends first.
-async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn read_head(socket: &mut TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -59,34 +76,28 @@ async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 /// `GET /<n>`: `n` bytes of `pattern`, at once or in 50 pieces spread over
 /// `spread`.
 async fn web_server_with(ip: IpAddr, spread: Option<Duration>) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut socket).await else { return };
-                let line = String::from_utf8_lossy(&head);
-                let n: usize =
-                    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
-                let body = pattern(n);
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
-                let _ = socket.write_all(reply.as_bytes()).await;
-                const PIECES: usize = 50;
-                let (step, pause) = match spread {
-                    Some(total) => (n.div_ceil(PIECES).max(1), total / PIECES as u32),
-                    None => (n.max(1), Duration::ZERO),
-                };
-                for part in body.chunks(step) {
-                    if socket.write_all(part).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                let _ = socket.shutdown().await;
-            });
+    serve_each(ip, move |mut socket| async move {
+        let Some(head) = read_head(&mut socket).await else { return };
+        let line = String::from_utf8_lossy(&head);
+        let n: usize =
+            line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
+        let body = pattern(n);
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+        let _ = socket.write_all(reply.as_bytes()).await;
+        const PIECES: usize = 50;
+        let (step, pause) = match spread {
+            Some(total) => (n.div_ceil(PIECES).max(1), total / PIECES as u32),
+            None => (n.max(1), Duration::ZERO),
+        };
+        for part in body.chunks(step) {
+            if socket.write_all(part).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
         }
-    });
-    addr
+        let _ = socket.shutdown().await;
+    })
+    .await
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -234,31 +245,25 @@ async fn fetch_both_ways(front: SocketAddr, web: SocketAddr, n: usize) {
 /// Answers each request with the head and body it received (the body by
 /// its Content-Length), so a test sees exactly what reached the origin.
 async fn echo_request_server() -> SocketAddr {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Some(mut seen) = read_head(&mut socket).await else { return };
-                let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; length];
-                if socket.read_exact(&mut body).await.is_err() {
-                    return;
-                }
-                seen.extend_from_slice(&body);
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
-                let _ = socket.write_all(reply.as_bytes()).await;
-                let _ = socket.write_all(&seen).await;
-                let _ = socket.shutdown().await;
-            });
+    serve_each(LOOPBACK, |mut socket| async move {
+        let Some(mut seen) = read_head(&mut socket).await else { return };
+        let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if socket.read_exact(&mut body).await.is_err() {
+            return;
         }
-    });
-    addr
+        seen.extend_from_slice(&body);
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.write_all(&seen).await;
+        let _ = socket.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,20 +583,14 @@ async fn username_password_and_ipv6_destinations_work_through_the_front_end() {
 /// An echo server that speaks first: a banner on accept, then every byte
 /// back.
 async fn banner_echo_server() -> SocketAddr {
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if socket.write_all(b"220 hello\r\n").await.is_err() {
-                    return;
-                }
-                let (mut r, mut w) = socket.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
+    serve_each(LOOPBACK, |mut socket| async move {
+        if socket.write_all(b"220 hello\r\n").await.is_err() {
+            return;
         }
-    });
-    addr
+        let (mut r, mut w) = socket.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
 }
 
 async fn bounded(what: &str, f: impl std::future::Future<Output = ()>) {

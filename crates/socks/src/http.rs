@@ -131,13 +131,8 @@ impl ForwardRequest {
     /// the server ends the connection after its response and the bytes
     /// that follow (the body) need no parsing here.
     pub fn origin_head(&self) -> Vec<u8> {
-        let mut head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority).into_bytes();
-        for line in &self.headers {
-            head.extend_from_slice(line);
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"Connection: close\r\n\r\n");
-        head
+        let head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority);
+        self.with_headers(head, "Connection: close\r\n")
     }
 
     /// The request head's bytes as a client sends them to the proxy.
@@ -149,11 +144,18 @@ impl ForwardRequest {
             head.push_str(&credentials.basic_header_value());
             head.push_str("\r\n");
         }
-        let mut head = head.into_bytes();
+        self.with_headers(head, "")
+    }
+
+    /// `start`, then the end-to-end header lines, then `last` (whole
+    /// lines) and the empty line that ends a head.
+    fn with_headers(&self, start: String, last: &str) -> Vec<u8> {
+        let mut head = start.into_bytes();
         for line in &self.headers {
             head.extend_from_slice(line);
             head.extend_from_slice(b"\r\n");
         }
+        head.extend_from_slice(last.as_bytes());
         head.extend_from_slice(b"\r\n");
         head
     }
