@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use tollway_socks::{
     detect_protocol, limits, parse_auth, parse_greeting, parse_http_request, parse_reply,
-    parse_request, AuthPolicy, Command, ConnectRequest, Credentials, DomainName, Greeting, Host,
+    parse_request, AuthPolicy, BodyEnd, BodyLength, Command, ConnectRequest, Credentials, DomainName, Greeting, Host,
     HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
 };
 
@@ -97,6 +97,12 @@ pub fn check_socks_parse(data: &[u8]) {
             }
         }
     }
+    // A forwarded request's body, delimited as the front end does; and any
+    // bytes as a chunked body, which the fuzzer reaches more easily.
+    if let Ok((HttpRequest::Forward(f), used)) = parse_http_request(data) {
+        check_body_end(f.body, &data[used..]);
+    }
+    check_body_end(BodyLength::Chunked, data);
     // The tunnel protocol and the CLI read targets as text.
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(target) = text.parse::<Target>() {
@@ -107,6 +113,36 @@ pub fn check_socks_parse(data: &[u8]) {
                 "{text:?} displayed as {shown:?}"
             );
         }
+    }
+}
+
+/// Where a body ends does not depend on how its bytes arrive: split in
+/// two (at the middle, and where the first byte says), the pieces end it
+/// at the same byte, or fail alike; and past its end nothing is taken.
+fn check_body_end(length: BodyLength, data: &[u8]) {
+    let mut whole = BodyEnd::new(length);
+    let taken = whole.take(data);
+    if let Ok(n) = taken {
+        assert!(n <= data.len());
+        assert!(whole.is_done() || n == data.len(), "stopped at {n} of {} before the end", data.len());
+    }
+    let cuts = [data.len() / 2, data.first().map_or(0, |&b| b as usize % (data.len() + 1))];
+    for cut in cuts {
+        let mut pieces = BodyEnd::new(length);
+        let split = pieces.take(&data[..cut]).and_then(|first| {
+            if first < cut {
+                assert!(pieces.is_done(), "stopped at {first} of the first {cut} bytes before the end");
+                return Ok(first);
+            }
+            Ok(first + pieces.take(&data[cut..])?)
+        });
+        assert_eq!(split.is_ok(), taken.is_ok(), "split at {cut}: {split:?} against {taken:?}");
+        if let (Ok(a), Ok(b)) = (split, taken) {
+            assert_eq!((a, pieces.is_done()), (b, whole.is_done()), "split at {cut}");
+        }
+    }
+    if whole.is_done() {
+        assert_eq!(whole.take(data), Ok(0), "a finished body took more");
     }
 }
 
@@ -399,6 +435,17 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
             ),
             true,
         ),
+        // A head, its chunked body and a pipelined request: more than a
+        // head, so not exactly a session.
+        (
+            "http-forward-chunked-pipelined",
+            http(
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nwiki\r\n0\r\nT: 1\r\n\r\n\
+                 GET http://a/2 HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+            ),
+            false,
+        ),
+        ("http-forward-conflicting-lengths", http("PUT http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), false),
         ("http-origin-form", http("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), false),
         ("http-https-url", http("GET https://example.com/ HTTP/1.1\r\n\r\n"), false),
         ("http-no-port", http("CONNECT example.com HTTP/1.1\r\n\r\n"), false),

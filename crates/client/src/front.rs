@@ -6,14 +6,16 @@
 
 use crate::pool::{ClientError, RoutePool};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tollway_socks as socks;
-use tollway_socks::{AuthPolicy, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
-use tollway_net::driver::{EarlySocket, OnRefused};
+use tollway_socks::{AuthPolicy, BodyEnd, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
+use tollway_net::driver::{ByteStream, EarlySocket, OnRefused};
 use tollway_tunnel::{Dest, ErrorCode, Host};
 
 /// `FrontConfig::first_bytes_wait` by default: a program that has its
@@ -225,7 +227,7 @@ async fn serve_client(
 /// and hands the socket to the stream, `first` going ahead of what the
 /// program sends next; on a refusal, writes `refused`'s reply and closes.
 async fn open_waiting(
-    mut socket: TcpStream,
+    mut socket: impl ByteStream,
     pool: &RoutePool,
     config: &FrontConfig,
     target: &socks::Target,
@@ -263,22 +265,86 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 }
 
 /// A plain-HTTP request: the stream carries the request rewritten to origin
-/// form, then whatever the program sends after it (its body), and the
-/// origin's response back; the origin closes after it (`Connection:
-/// close`). It waits for the exit, optimistic or not: nothing has been
-/// answered yet, so a refusal can still become an HTTP error with its
-/// reason, which the program shows, for one round trip more.
+/// form and its body, to the body's end (`OneRequest`), and the origin's
+/// response back; the origin closes after it (`Connection: close`). It
+/// waits for the exit, optimistic or not: nothing has been answered yet,
+/// so a refusal can still become an HTTP error with its reason, which the
+/// program shows, for one round trip more.
 async fn forward(
-    socket: TcpStream,
-    body_start: Vec<u8>,
+    mut socket: TcpStream,
+    after_head: Vec<u8>,
     request: ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<()> {
-    let mut first = request.origin_head();
-    first.extend_from_slice(&body_start);
+    let mut body = BodyEnd::new(request.body);
+    let in_body = match body.take(&after_head) {
+        Ok(n) => n,
+        Err(e) => {
+            socket.write_all(&HttpReply::BadRequest.with_message(&format!("tollway: {e}"))).await?;
+            return socket.shutdown().await;
+        }
+    };
+    let socket = OneRequest { io: socket, body };
     let target = &request.target;
+    let mut first = request.origin_head();
+    first.extend_from_slice(&after_head[..in_body]);
     open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
+}
+
+/// The program's connection while it forwards one plain-HTTP request:
+/// reads pass on the request's body and end there, so a request the
+/// program pipelines behind it (in the proxy's absolute form, with the
+/// proxy's credentials) never reaches the origin. What the program sends
+/// after the body is read and dropped, so its close still ends the
+/// stream; it sees those requests unanswered when the origin closes, and
+/// retries them (RFC 9112 §9.3.2). The stream is not half-closed at the
+/// body's end: some servers take that for a client gone.
+struct OneRequest {
+    io: TcpStream,
+    body: BodyEnd,
+}
+
+impl AsyncRead for OneRequest {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.body.is_done() {
+                let mut scratch = [0u8; 2048];
+                let mut dropped = ReadBuf::new(&mut scratch);
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut dropped))?;
+                if dropped.filled().is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            let got = &buf.filled()[before..];
+            if got.is_empty() {
+                // The program closed within its body: the origin sees the
+                // body cut short, as it would directly.
+                return Poll::Ready(Ok(()));
+            }
+            let in_body = this.body.take(got).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            buf.set_filled(before + in_body);
+            if in_body > 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for OneRequest {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Reads a SOCKS5 negotiation or an HTTP request head, answering the

@@ -316,6 +316,66 @@ async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
     assert!(text.ends_with("407") && text.contains("needs a user name and password"), "{text}");
 }
 
+/// Answers each connection with every byte that reached it: its request
+/// head, then whatever follows until the line is quiet for `QUIET`.
+async fn record_connection_server() -> SocketAddr {
+    const QUIET: Duration = Duration::from_millis(400);
+    serve_each(LOOPBACK, |mut socket| async move {
+        let Some(mut seen) = read_head(&mut socket).await else { return };
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(QUIET, socket.read(&mut chunk)).await {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.write_all(&seen).await;
+        let _ = socket.shutdown().await;
+    })
+    .await
+}
+
+/// A program that pipelines: the origin gets the first request and its
+/// body (by Content-Length, or chunked to its last chunk and trailers),
+/// never the request behind it, which would reach it raw, in the proxy's
+/// absolute form and with the proxy's credentials. The program sees its
+/// first answer and then the connection end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_never_reaches_the_origin() {
+    let origin = record_connection_server().await;
+    let client = SigningKey::from_label("http-pipeline");
+    let exit = start_node("exit-pipeline", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let url = format!("http://127.0.0.1:{}", origin.port());
+    let host = format!("Host: 127.0.0.1:{}\r\n", origin.port());
+    let second = format!("GET {url}/second HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n");
+    for (framing, body) in [
+        ("Content-Length: 5\r\n", "hello"),
+        ("Transfer-Encoding: chunked\r\n", "5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"),
+    ] {
+        let mut socket = TcpStream::connect(front).await.unwrap();
+        let first = format!("POST {url}/first HTTP/1.1\r\n{host}{framing}\r\n{body}");
+        socket.write_all(format!("{first}{second}").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends after the first answer")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (_, reached) = answer.split_once("\r\n\r\n").unwrap();
+        let want = format!("POST /first HTTP/1.1\r\n{host}{framing}Connection: close\r\n\r\n{body}");
+        assert_eq!(reached, want, "what reached the origin");
+    }
+    // A body whose end cannot be told is refused before anything is sent.
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let bad = format!("POST {url}/bad HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    socket.write_all(bad.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.ends_with("tollway: malformed chunked body: a chunk size is not hexadecimal\n"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_one_hop_over_tls_and_quic_is_byte_exact() {
     let web = web_server().await;

@@ -74,6 +74,9 @@ pub enum ParseError {
     BadAuthority(#[source] AddrError),
     #[error("malformed HTTP header on line {line}: {reason}")]
     BadHeader { line: usize, reason: &'static str },
+    /// A forwarded request whose body's end cannot be told.
+    #[error("bad request body framing: {0}")]
+    BadFraming(&'static str),
     #[error("more than one Proxy-Authorization header")]
     DuplicateProxyAuthorization,
     #[error("Proxy-Authorization uses a scheme other than Basic; this proxy accepts only Basic credentials")]
@@ -130,6 +133,7 @@ impl ParseError {
             | ParseError::BadUrlHost(_)
             | ParseError::BadHeader { .. }
             | ParseError::DuplicateProxyAuthorization
+            | ParseError::BadFraming(_)
             | ParseError::BadBasicCredentials(_) => Some(HttpReply::BadRequest),
         }
     }

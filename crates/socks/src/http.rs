@@ -21,6 +21,7 @@
 //! ```
 
 use crate::base64;
+use crate::body::BodyLength;
 use crate::credentials::Credentials;
 use crate::error::{AddrError, DomainError, ParseError};
 use crate::limits::MAX_HTTP_HEAD_BYTES;
@@ -121,6 +122,10 @@ pub struct ForwardRequest {
     /// (RFC 9110 §7.6.1: `Connection`, the fields it names,
     /// `Proxy-Connection`, `Keep-Alive`, `Upgrade`).
     pub headers: Vec<Vec<u8>>,
+    /// Where the body that follows the head ends, from its framing
+    /// headers (RFC 9112 §6.3): the front end sends the origin no byte
+    /// past it.
+    pub body: BodyLength,
     /// From `Proxy-Authorization: Basic ...`, if the client sent it.
     pub credentials: Option<Credentials>,
 }
@@ -194,15 +199,19 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
             Some(start) if line.is_empty() => {
                 let request = match start {
                     RequestLine::Connect(target) => HttpRequest::Connect(ConnectRequest { target, credentials }),
-                    RequestLine::Forward(f) => HttpRequest::Forward(ForwardRequest {
-                        method: f.method,
-                        authority: f.authority,
-                        target: f.target,
-                        path: f.path,
-                        version: f.version,
-                        headers: end_to_end(headers),
-                        credentials,
-                    }),
+                    RequestLine::Forward(f) => {
+                        let (body, headers) = framing(end_to_end(headers))?;
+                        HttpRequest::Forward(ForwardRequest {
+                            method: f.method,
+                            authority: f.authority,
+                            target: f.target,
+                            path: f.path,
+                            version: f.version,
+                            headers,
+                            body,
+                            credentials,
+                        })
+                    }
                 };
                 return Ok((request, pos));
             }
@@ -324,6 +333,48 @@ fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
         }
     }
     lines.into_iter().filter(|line| !dropped.contains(&name_of(line))).map(|line| line.to_vec()).collect()
+}
+
+/// The body's length from the framing headers among `headers`, and the
+/// headers to send on (RFC 9112 §6.3): `Transfer-Encoding` ending in
+/// `chunked` decides and any `Content-Length` is dropped (§6.1: an
+/// intermediary must not pass on both, the pair that request smuggling
+/// plays on); else the `Content-Length`, whose values must agree; else no
+/// body.
+fn framing(headers: Vec<Vec<u8>>) -> Result<(BodyLength, Vec<Vec<u8>>), ParseError> {
+    let named = |line: &[u8], name: &[u8]| split_once(line, b':').is_some_and(|(n, _)| n.eq_ignore_ascii_case(name));
+    let value = |line: &Vec<u8>| split_once(line, b':').map_or(Vec::new(), |(_, v)| v.to_vec());
+    let codings: Vec<Vec<u8>> = headers
+        .iter()
+        .filter(|line| named(line, b"transfer-encoding"))
+        .flat_map(|line| value(line).split(|&b| b == b',').map(|t| trim_whitespace(t).to_vec()).collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if headers.iter().any(|line| named(line, b"transfer-encoding")) {
+        if !codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+            return Err(ParseError::BadFraming("a request's Transfer-Encoding must end in chunked"));
+        }
+        let headers = headers.into_iter().filter(|line| !named(line, b"content-length")).collect();
+        return Ok((BodyLength::Chunked, headers));
+    }
+    let mut length = None;
+    for line in headers.iter().filter(|line| named(line, b"content-length")) {
+        for v in value(line).split(|&b| b == b',') {
+            let v = trim_whitespace(v);
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Err(ParseError::BadFraming("Content-Length is not a number"));
+            }
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(ParseError::BadFraming("Content-Length does not fit in 64 bits"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ParseError::BadFraming("Content-Length values disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok((length.map_or(BodyLength::Empty, BodyLength::Bytes), headers))
 }
 
 fn ascii(authority: &[u8]) -> Result<&str, ParseError> {
@@ -515,9 +566,10 @@ mod tests {
                 let what = match &request {
                     HttpRequest::Connect(c) => format!("CONNECT {}", c.target),
                     HttpRequest::Forward(f) => format!(
-                        "to {} send {:?}",
+                        "to {} send {:?} body {:?}",
                         f.target,
-                        String::from_utf8_lossy(&f.origin_head())
+                        String::from_utf8_lossy(&f.origin_head()),
+                        f.body
                     ),
                 };
                 format!("{what}{credentials} (used {used} of {})", input.len())
@@ -638,25 +690,45 @@ mod tests {
     fn absolute_urls_are_forwarded_in_origin_form() {
         check(
             "GET http://example.com/a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n\r\n",
-            expect![[r#"to example.com:80 send "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nConnection: close\r\n\r\n" (used 130 of 130)"#]],
+            expect![[r#"to example.com:80 send "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nConnection: close\r\n\r\n" body Empty (used 130 of 130)"#]],
         );
         // The URL's authority is the Host (RFC 9112 §3.2.2), whatever the
         // client's Host said; no path is `/`, a query alone gets one, the
         // fragment stays with the client, the scheme is case-insensitive.
         check(
             "POST HTTP://[2001:db8::1]:8080?q=1#top HTTP/1.0\r\nhost: elsewhere\r\nContent-Length: 3\r\n\r\nabc",
-            expect![[r#"to [2001:db8::1]:8080 send "POST /?q=1 HTTP/1.0\r\nHost: [2001:db8::1]:8080\r\nContent-Length: 3\r\nConnection: close\r\n\r\n" (used 87 of 90)"#]],
+            expect![[r#"to [2001:db8::1]:8080 send "POST /?q=1 HTTP/1.0\r\nHost: [2001:db8::1]:8080\r\nContent-Length: 3\r\nConnection: close\r\n\r\n" body Bytes(3) (used 87 of 90)"#]],
         );
         check(
             "HEAD http://192.0.2.1: HTTP/1.1\r\n\r\n",
-            expect![[r#"to 192.0.2.1:80 send "HEAD / HTTP/1.1\r\nHost: 192.0.2.1:\r\nConnection: close\r\n\r\n" (used 35 of 35)"#]],
+            expect![[r#"to 192.0.2.1:80 send "HEAD / HTTP/1.1\r\nHost: 192.0.2.1:\r\nConnection: close\r\n\r\n" body Empty (used 35 of 35)"#]],
         );
         // Hop-by-hop headers go, with the ones Connection names, but never
         // the body's framing; the proxy's own credentials go too.
         check(
             "PUT http://a:81/x HTTP/1.1\r\nConnection: keep-alive, X-Hop, Transfer-Encoding\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
-            expect![[r#"to a:81 send "PUT /x HTTP/1.1\r\nHost: a:81\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nConnection: close\r\n\r\n" user="u" password="p" (used 204 of 204)"#]],
+            expect![[r#"to a:81 send "PUT /x HTTP/1.1\r\nHost: a:81\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nConnection: close\r\n\r\n" body Chunked user="u" password="p" (used 204 of 204)"#]],
         );
+    }
+
+    #[test]
+    fn a_forwarded_body_is_framed_by_its_headers() {
+        check(
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+            expect![[r#"to a:80 send "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\nConnection: close\r\n\r\n" body Bytes(5) (used 68 of 68)"#]],
+        );
+        // Transfer-Encoding decides, and the Content-Length beside it is
+        // not passed on (RFC 9112 §6.1).
+        check(
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: gzip,\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            expect![[r#"to a:80 send "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" body Chunked (used 100 of 100)"#]],
+        );
+        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", expect!["error: bad request body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", expect!["error: bad request body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", expect!["error: bad request body framing: Content-Length values disagree -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5,\r\n\r\n", expect!["error: bad request body framing: Content-Length is not a number -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n", expect!["error: bad request body framing: Content-Length is not a number -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", expect!["error: bad request body framing: Content-Length does not fit in 64 bits -> Some(400)"]);
     }
 
     #[test]

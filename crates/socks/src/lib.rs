@@ -32,12 +32,14 @@
 //! (`fuzz/fuzz_targets/socks_parse.rs` checks both).
 
 mod base64;
+mod body;
 mod credentials;
 mod error;
 mod http;
 mod socks5;
 mod target;
 
+pub use body::{BodyEnd, BodyLength, ChunkError};
 pub use credentials::Credentials;
 pub use error::{AddrError, DomainError, ParseError};
 pub use http::{parse_http_request, ConnectRequest, ForwardRequest, HttpReply, HttpRequest};

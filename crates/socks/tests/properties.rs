@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use tollway_socks::{
+use tollway_socks::{BodyLength, 
     detect_protocol, limits, parse_auth, parse_greeting, parse_http_request, parse_reply,
     parse_request, Command, ConnectRequest, Credentials, DomainName, ForwardRequest, Greeting,
     Host, HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
@@ -59,8 +59,9 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
         prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
         prop::collection::vec(("[A-Za-z0-9-]{1,12}", "[ -~]{0,30}"), 0..5),
         prop::option::of(credentials(false)),
+        prop_oneof![Just(BodyLength::Empty), any::<u64>().prop_map(BodyLength::Bytes), Just(BodyLength::Chunked)],
     )
-        .prop_map(|(method, target, default_port, path, version, headers, credentials)| {
+        .prop_map(|(method, target, default_port, path, version, headers, credentials, body)| {
             let mut target = target;
             let authority = if default_port {
                 target.port = 80;
@@ -71,18 +72,14 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
             } else {
                 target.to_string()
             };
-            ForwardRequest {
-                method: method.to_string(),
-                authority,
-                target,
-                path,
-                version,
-                headers: headers
-                    .into_iter()
-                    .map(|(name, value)| format!("X-{name}: {}", value.trim()).into_bytes())
-                    .collect(),
-                credentials,
+            let mut headers: Vec<Vec<u8>> =
+                headers.into_iter().map(|(name, value)| format!("X-{name}: {}", value.trim()).into_bytes()).collect();
+            match body {
+                BodyLength::Empty => {}
+                BodyLength::Bytes(n) => headers.push(format!("Content-Length: {n}").into_bytes()),
+                BodyLength::Chunked => headers.push(b"Transfer-Encoding: chunked".to_vec()),
             }
+            ForwardRequest { method: method.to_string(), authority, target, path, version, headers, body, credentials }
         })
 }
 
