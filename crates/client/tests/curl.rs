@@ -242,22 +242,16 @@ async fn fetch_both_ways(front: SocketAddr, web: SocketAddr, n: usize) {
     assert!(forwarded == pattern(n), "HTTP forward: {} bytes, expected {n} (or different bytes)", forwarded.len());
 }
 
-/// Answers each request with the head and body it received (the body by
-/// its Content-Length), so a test sees exactly what reached the origin.
-async fn echo_request_server() -> SocketAddr {
+/// Answers each connection with every byte that reached it: its request
+/// head, then whatever follows until the line is quiet for `QUIET`.
+async fn record_connection_server() -> SocketAddr {
+    const QUIET: Duration = Duration::from_millis(400);
     serve_each(LOOPBACK, |mut socket| async move {
         let Some(mut seen) = read_head(&mut socket).await else { return };
-        let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if socket.read_exact(&mut body).await.is_err() {
-            return;
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(QUIET, socket.read(&mut chunk)).await {
+            seen.extend_from_slice(&chunk[..n]);
         }
-        seen.extend_from_slice(&body);
         let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
         let _ = socket.write_all(reply.as_bytes()).await;
         let _ = socket.write_all(&seen).await;
@@ -268,7 +262,7 @@ async fn echo_request_server() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
-    let echo = echo_request_server().await;
+    let echo = record_connection_server().await;
     let client = SigningKey::from_label("http-forward");
     let exit = start_node("exit-fwd", &client, 0).await;
     let credentials = Credentials::new("alice", "s3cret").unwrap();
@@ -314,24 +308,6 @@ async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("407") && text.contains("needs a user name and password"), "{text}");
-}
-
-/// Answers each connection with every byte that reached it: its request
-/// head, then whatever follows until the line is quiet for `QUIET`.
-async fn record_connection_server() -> SocketAddr {
-    const QUIET: Duration = Duration::from_millis(400);
-    serve_each(LOOPBACK, |mut socket| async move {
-        let Some(mut seen) = read_head(&mut socket).await else { return };
-        let mut chunk = [0u8; 4096];
-        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(QUIET, socket.read(&mut chunk)).await {
-            seen.extend_from_slice(&chunk[..n]);
-        }
-        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", seen.len());
-        let _ = socket.write_all(reply.as_bytes()).await;
-        let _ = socket.write_all(&seen).await;
-        let _ = socket.shutdown().await;
-    })
-    .await
 }
 
 /// A program that pipelines: the origin gets the first request and its

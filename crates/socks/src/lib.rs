@@ -13,7 +13,8 @@
 //!          parse_auth(buf)        -> (check credentials) -> auth_reply
 //!          parse_request(buf)     -> (connect) -> Reply::encode
 //! HTTP:    parse_http_request(buf)-> (check, connect) -> HttpReply::as_bytes
-//!                                    or ForwardRequest::origin_head
+//!                                    or ForwardRequest::origin_head,
+//!          BodyEnd::take(bytes)   then its body, to the body's end
 //! ```
 //!
 //! Every parser takes the bytes received so far and returns the value and
