@@ -81,48 +81,42 @@ impl BodyEnd {
     /// or a bare LF, as in the head (`parse_http_request`).
     pub fn take(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
         let mut used = 0;
-        while used < bytes.len() {
-            let rest = &bytes[used..];
-            // Runs of body data are counted whole, not byte by byte.
-            if let State::Bytes(n) | State::Data(n) = self.state {
-                let run = n.min(rest.len() as u64);
-                used += run as usize;
-                self.state = match (self.state, n - run) {
-                    (State::Bytes(_), 0) => State::Done,
-                    (State::Bytes(_), left) => State::Bytes(left),
-                    (_, 0) => State::DataEnd { cr: false },
-                    (_, left) => State::Data(left),
-                };
-                continue;
-            }
-            let b = rest[0];
-            self.state = match self.state {
+        while let Some(&b) = bytes.get(used) {
+            // Each arm gives the next state and how many bytes it took: runs
+            // of body data whole, the lines around them a byte at a time.
+            let (next, took) = match self.state {
                 State::Done => break,
+                State::Bytes(n) | State::Data(n) => {
+                    let run = n.min((bytes.len() - used) as u64);
+                    let next = match (self.state, n - run) {
+                        (State::Bytes(_), 0) => State::Done,
+                        (State::Bytes(_), left) => State::Bytes(left),
+                        (_, 0) => State::DataEnd { cr: false },
+                        (_, left) => State::Data(left),
+                    };
+                    (next, run as usize)
+                }
                 State::Size { value, digits } => match (b as char).to_digit(16) {
-                    Some(d) => {
-                        if value >> 60 != 0 {
-                            return Err(ChunkError::SizeTooLarge);
-                        }
-                        State::Size { value: value << 4 | d as u64, digits: true }
-                    }
+                    Some(_) if value >> 60 != 0 => return Err(ChunkError::SizeTooLarge),
+                    Some(d) => (State::Size { value: value << 4 | d as u64, digits: true }, 1),
                     // Extensions (`;name=value`, RFC 9112 §7.1.1) are the
                     // origin's to read; the line end is what counts here.
-                    None if digits && matches!(b, b';' | b' ' | b'\t' | b'\r') => State::SizeLine { value },
-                    None if digits && b == b'\n' => after_size_line(value),
+                    None if digits && matches!(b, b';' | b' ' | b'\t' | b'\r') => (State::SizeLine { value }, 1),
+                    None if digits && b == b'\n' => (after_size_line(value), 1),
                     None => return Err(ChunkError::BadSize),
                 },
-                State::SizeLine { value } if b == b'\n' => after_size_line(value),
-                State::SizeLine { value } => State::SizeLine { value },
-                State::DataEnd { cr: false } if b == b'\r' => State::DataEnd { cr: true },
-                State::DataEnd { .. } if b == b'\n' => State::Size { value: 0, digits: false },
+                State::SizeLine { value } if b == b'\n' => (after_size_line(value), 1),
+                State::SizeLine { value } => (State::SizeLine { value }, 1),
+                State::DataEnd { cr: false } if b == b'\r' => (State::DataEnd { cr: true }, 1),
+                State::DataEnd { .. } if b == b'\n' => (State::Size { value: 0, digits: false }, 1),
                 State::DataEnd { .. } => return Err(ChunkError::MissingLineEnd),
-                State::TrailerStart { cr: false } if b == b'\r' => State::TrailerStart { cr: true },
-                State::TrailerStart { .. } if b == b'\n' => State::Done,
-                State::TrailerStart { .. } | State::TrailerLine if b == b'\n' => State::TrailerStart { cr: false },
-                State::TrailerStart { .. } | State::TrailerLine => State::TrailerLine,
-                State::Bytes(_) | State::Data(_) => unreachable_state(self.state),
+                State::TrailerStart { cr: false } if b == b'\r' => (State::TrailerStart { cr: true }, 1),
+                State::TrailerStart { .. } if b == b'\n' => (State::Done, 1),
+                State::TrailerLine if b == b'\n' => (State::TrailerStart { cr: false }, 1),
+                State::TrailerStart { .. } | State::TrailerLine => (State::TrailerLine, 1),
             };
-            used += 1;
+            self.state = next;
+            used += took;
         }
         Ok(used)
     }
@@ -136,13 +130,6 @@ fn after_size_line(value: u64) -> State {
     } else {
         State::Data(value)
     }
-}
-
-/// Data runs are taken before the byte-by-byte match, so it never sees
-/// one; kept total rather than panicking.
-fn unreachable_state(state: State) -> State {
-    debug_assert!(false, "data state {state:?} reached the line parser");
-    state
 }
 
 #[cfg(test)]
