@@ -445,6 +445,11 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
             ),
             false,
         ),
+        (
+            "http-forward-upgrade",
+            http("GET http://a/chat HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n"),
+            true,
+        ),
         ("http-forward-conflicting-lengths", http("PUT http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), false),
         ("http-origin-form", http("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), false),
         ("http-https-url", http("GET https://example.com/ HTTP/1.1\r\n\r\n"), false),

@@ -266,7 +266,8 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 
 /// A plain-HTTP request: the stream carries the request rewritten to origin
 /// form and its body, to the body's end (`OneRequest`), and the origin's
-/// response back; the origin closes after it (`Connection: close`). It
+/// response back; the origin closes after it (`Connection: close`), unless
+/// the request asked for an upgrade and the origin switched. It
 /// waits for the exit, optimistic or not: nothing has been answered yet,
 /// so a refusal can still become an HTTP error with its reason, which the
 /// program shows, for one round trip more.
@@ -285,7 +286,7 @@ async fn forward(
             return socket.shutdown().await;
         }
     };
-    let socket = OneRequest { io: socket, body };
+    let socket = OneRequest { io: socket, body, upgrade: request.upgrade.is_some() };
     let target = &request.target;
     let mut first = request.origin_head();
     first.extend_from_slice(&after_head[..in_body]);
@@ -299,16 +300,22 @@ async fn forward(
 /// after the body is read and dropped, so its close still ends the
 /// stream; it sees those requests unanswered when the origin closes, and
 /// retries them (RFC 9112 §9.3.2). The stream is not half-closed at the
-/// body's end: some servers take that for a client gone.
+/// body's end: some servers take that for a client gone. A request for an
+/// upgrade (a WebSocket) is the exception: after its body, the connection
+/// carries the new protocol, so everything passes.
 struct OneRequest {
     io: TcpStream,
     body: BodyEnd,
+    upgrade: bool,
 }
 
 impl AsyncRead for OneRequest {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            if this.body.is_done() && this.upgrade {
+                return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
             if this.body.is_done() {
                 let mut scratch = [0u8; 2048];
                 let mut dropped = ReadBuf::new(&mut scratch);

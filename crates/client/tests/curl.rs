@@ -242,6 +242,16 @@ async fn fetch_both_ways(front: SocketAddr, web: SocketAddr, n: usize) {
     assert!(forwarded == pattern(n), "HTTP forward: {} bytes, expected {n} (or different bytes)", forwarded.len());
 }
 
+/// A front end with one route, over TLS to an exit of its own (kept alive
+/// by the caller).
+async fn one_hop_front(label: &str) -> (SocketAddr, Arc<RoutePool>, TestNode) {
+    let client = SigningKey::from_label(label);
+    let exit = start_node(&format!("exit-{label}"), &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    (front, pool, exit)
+}
+
 /// Answers each connection with every byte that reached it: its request
 /// head, then whatever follows until the line is quiet for `QUIET`.
 async fn record_connection_server() -> SocketAddr {
@@ -318,10 +328,7 @@ async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_request_never_reaches_the_origin() {
     let origin = record_connection_server().await;
-    let client = SigningKey::from_label("http-pipeline");
-    let exit = start_node("exit-pipeline", &client, 0).await;
-    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
-    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let (front, _pool, _exit) = one_hop_front("http-pipeline").await;
     let url = format!("http://127.0.0.1:{}", origin.port());
     let host = format!("Host: 127.0.0.1:{}\r\n", origin.port());
     let second = format!("GET {url}/second HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n");
@@ -350,6 +357,49 @@ async fn a_pipelined_request_never_reaches_the_origin() {
     tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
     let answer = String::from_utf8(answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.ends_with("tollway: malformed chunked body: a chunk size is not hexadecimal\n"), "{answer}");
+}
+
+/// A WebSocket-like origin: answers a request that asks to upgrade with
+/// 101 and then echoes every byte; anything else gets 426.
+async fn upgrade_echo_server() -> SocketAddr {
+    serve_each(LOOPBACK, |mut socket| async move {
+        let Some(head) = read_head(&mut socket).await else { return };
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if !(head.contains("\r\nupgrade: websocket\r\n") && head.contains("\r\nconnection: upgrade\r\n")) {
+            let _ = socket.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            return;
+        }
+        let switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        if socket.write_all(switched).await.is_err() {
+            return;
+        }
+        let (mut read, mut write) = socket.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    })
+    .await
+}
+
+/// `ws://` through the HTTP proxy without CONNECT: the upgrade request
+/// reaches the origin with its `Upgrade`, and once the origin switches,
+/// the connection carries the new protocol both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_carries_the_new_protocol_both_ways() {
+    let origin = upgrade_echo_server().await;
+    let (front, _pool, _exit) = one_hop_front("http-upgrade").await;
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{}/chat HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        origin.port()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut socket)).await.unwrap().unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+    for message in [&b"ping"[..], &pattern(100_000)] {
+        socket.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert!(echoed == message, "the echo differs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

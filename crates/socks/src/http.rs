@@ -126,6 +126,11 @@ pub struct ForwardRequest {
     /// headers (RFC 9112 §6.3): the front end sends the origin no byte
     /// past it.
     pub body: BodyLength,
+    /// The protocols an HTTP/1.1 request asks to switch to (`Upgrade`,
+    /// named in `Connection`; RFC 9110 §7.8), e.g. `websocket`: passed on
+    /// with `Connection: Upgrade` instead of `close`, and after the body the
+    /// connection is the new protocol's, both ways.
+    pub upgrade: Option<Vec<u8>>,
     /// From `Proxy-Authorization: Basic ...`, if the client sent it.
     pub credentials: Option<Credentials>,
 }
@@ -133,11 +138,15 @@ pub struct ForwardRequest {
 impl ForwardRequest {
     /// The head the origin server gets: origin-form request line, `Host`
     /// from the URL, the end-to-end headers, and `Connection: close`, so
-    /// the server ends the connection after its response and the bytes
-    /// that follow (the body) need no parsing here.
+    /// the server ends the connection after its response and nothing
+    /// parses the response (or, for an upgrade, `Upgrade` and
+    /// `Connection: Upgrade`).
     pub fn origin_head(&self) -> Vec<u8> {
         let head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority);
-        self.with_headers(head, "Connection: close\r\n")
+        match &self.upgrade {
+            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols, "Upgrade")),
+            None => self.with_headers(head, b"Connection: close\r\n"),
+        }
     }
 
     /// The request head's bytes as a client sends them to the proxy.
@@ -149,21 +158,29 @@ impl ForwardRequest {
             head.push_str(&credentials.basic_header_value());
             head.push_str("\r\n");
         }
-        self.with_headers(head, "")
+        match &self.upgrade {
+            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols, "upgrade")),
+            None => self.with_headers(head, b""),
+        }
     }
 
     /// `start`, then the end-to-end header lines, then `last` (whole
     /// lines) and the empty line that ends a head.
-    fn with_headers(&self, start: String, last: &str) -> Vec<u8> {
+    fn with_headers(&self, start: String, last: &[u8]) -> Vec<u8> {
         let mut head = start.into_bytes();
         for line in &self.headers {
             head.extend_from_slice(line);
             head.extend_from_slice(b"\r\n");
         }
-        head.extend_from_slice(last.as_bytes());
+        head.extend_from_slice(last);
         head.extend_from_slice(b"\r\n");
         head
     }
+}
+
+/// `Upgrade: <protocols>` and the `Connection` line that names it.
+fn upgrade_lines(protocols: &[u8], connection_token: &str) -> Vec<u8> {
+    [b"Upgrade: ", protocols, b"\r\nConnection: ", connection_token.as_bytes(), b"\r\n"].concat()
 }
 
 /// Parses a proxy request head: `Ok((request, bytes used))`, the bytes
@@ -200,6 +217,7 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
                 let request = match start {
                     RequestLine::Connect(target) => HttpRequest::Connect(ConnectRequest { target, credentials }),
                     RequestLine::Forward(f) => {
+                        let upgrade = if f.version == "HTTP/1.1" { upgrade_of(&headers) } else { None };
                         let (body, headers) = framing(end_to_end(headers))?;
                         HttpRequest::Forward(ForwardRequest {
                             method: f.method,
@@ -209,6 +227,7 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
                             version: f.version,
                             headers,
                             body,
+                            upgrade,
                             credentials,
                         })
                     }
@@ -333,6 +352,24 @@ fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
         }
     }
     lines.into_iter().filter(|line| !dropped.contains(&name_of(line))).map(|line| line.to_vec()).collect()
+}
+
+/// The protocols a request asks to switch to: its `Upgrade` values,
+/// joined, if `Connection` names `upgrade` (RFC 9110 §7.8); `None` else,
+/// and the `Upgrade` line is dropped with the other hop-by-hop ones.
+fn upgrade_of(lines: &[&[u8]]) -> Option<Vec<u8>> {
+    fn values<'a>(lines: &'a [&'a [u8]], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+        lines
+            .iter()
+            .filter_map(|line| split_once(line, b':'))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| trim_whitespace(v))
+    }
+    let asked = values(lines, b"connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|token| trim_whitespace(token).eq_ignore_ascii_case(b"upgrade"));
+    let protocols: Vec<&[u8]> = values(lines, b"upgrade").filter(|v| !v.is_empty()).collect();
+    (asked && !protocols.is_empty()).then(|| protocols.join(&b", "[..]))
 }
 
 /// The body's length from the framing headers among `headers`, and the
@@ -709,6 +746,17 @@ mod tests {
             "PUT http://a:81/x HTTP/1.1\r\nConnection: keep-alive, X-Hop, Transfer-Encoding\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
             expect![[r#"to a:81 send "PUT /x HTTP/1.1\r\nHost: a:81\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nConnection: close\r\n\r\n" body Chunked user="u" password="p" (used 204 of 204)"#]],
         );
+    }
+
+    #[test]
+    fn an_upgrade_is_passed_on_when_connection_names_it() {
+        check(
+            "GET http://a/chat HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nKeep-Alive: 5\r\n\r\n",
+            expect![[r#"to a:80 send "GET /chat HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" body Empty (used 120 of 120)"#]],
+        );
+        // Not named in Connection, or HTTP/1.0: dropped as hop-by-hop.
+        check("GET http://a/ HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", expect![[r#"to a:80 send "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" body Empty (used 46 of 46)"#]]);
+        check("GET http://a/ HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", expect![[r#"to a:80 send "GET / HTTP/1.0\r\nHost: a\r\nConnection: close\r\n\r\n" body Empty (used 67 of 67)"#]]);
     }
 
     #[test]

@@ -60,8 +60,9 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
         prop::collection::vec(("[A-Za-z0-9-]{1,12}", "[ -~]{0,30}"), 0..5),
         prop::option::of(credentials(false)),
         prop_oneof![Just(BodyLength::Empty), any::<u64>().prop_map(BodyLength::Bytes), Just(BodyLength::Chunked)],
+        prop::option::of("[a-z]{1,10}(/[0-9]{1,2})?(, h2c)?"),
     )
-        .prop_map(|(method, target, default_port, path, version, headers, credentials, body)| {
+        .prop_map(|(method, target, default_port, path, version, headers, credentials, body, upgrade)| {
             let mut target = target;
             let authority = if default_port {
                 target.port = 80;
@@ -79,7 +80,9 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
                 BodyLength::Bytes(n) => headers.push(format!("Content-Length: {n}").into_bytes()),
                 BodyLength::Chunked => headers.push(b"Transfer-Encoding: chunked".to_vec()),
             }
-            ForwardRequest { method: method.to_string(), authority, target, path, version, headers, body, credentials }
+            // HTTP/1.0 has no Upgrade (RFC 9110 §7.8).
+            let upgrade = upgrade.filter(|_| version == "HTTP/1.1").map(String::into_bytes);
+            ForwardRequest { method: method.to_string(), authority, target, path, version, headers, body, upgrade, credentials }
         })
 }
 
@@ -230,7 +233,12 @@ proptest! {
         for line in &request.headers {
             prop_assert_eq!(lines.next().map(str::as_bytes), Some(line.as_slice()));
         }
-        prop_assert_eq!(lines.collect::<Vec<_>>(), vec!["Connection: close", "", ""]);
+        let upgrade = request.upgrade.as_ref().map(|p| format!("Upgrade: {}", String::from_utf8_lossy(p)));
+        let last = match &upgrade {
+            Some(line) => vec![line.as_str(), "Connection: Upgrade", "", ""],
+            None => vec!["Connection: close", "", ""],
+        };
+        prop_assert_eq!(lines.collect::<Vec<_>>(), last);
     }
 
     #[test]
