@@ -340,35 +340,36 @@ fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
             .iter()
             .map(|n| n.to_vec())
             .collect();
-    for line in &lines {
-        if name_of(line) == b"connection" {
-            let value = split_once(line, b':').map_or(&[][..], |(_, v)| v);
-            for token in value.split(|&b| b == b',') {
-                let token = trim_whitespace(token).to_ascii_lowercase();
-                if !token.is_empty() && token != b"content-length" && token != b"transfer-encoding" {
-                    dropped.push(token);
-                }
-            }
+    for token in header_list(&lines, b"connection") {
+        let token = token.to_ascii_lowercase();
+        if token != b"content-length" && token != b"transfer-encoding" {
+            dropped.push(token);
         }
     }
     lines.into_iter().filter(|line| !dropped.contains(&name_of(line))).map(|line| line.to_vec()).collect()
+}
+
+/// The trimmed values of the header lines named `name`.
+fn header_values<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+    lines
+        .iter()
+        .filter_map(|line| split_once(line.as_ref(), b':'))
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| trim_whitespace(v))
+}
+
+/// The comma-separated elements of the header lines named `name`
+/// (RFC 9110 §5.6.1), empty ones skipped.
+fn header_list<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+    header_values(lines, name).flat_map(|v| v.split(|&b| b == b',')).map(trim_whitespace).filter(|t| !t.is_empty())
 }
 
 /// The protocols a request asks to switch to: its `Upgrade` values,
 /// joined, if `Connection` names `upgrade` (RFC 9110 §7.8); `None` else,
 /// and the `Upgrade` line is dropped with the other hop-by-hop ones.
 fn upgrade_of(lines: &[&[u8]]) -> Option<Vec<u8>> {
-    fn values<'a>(lines: &'a [&'a [u8]], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
-        lines
-            .iter()
-            .filter_map(|line| split_once(line, b':'))
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| trim_whitespace(v))
-    }
-    let asked = values(lines, b"connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .any(|token| trim_whitespace(token).eq_ignore_ascii_case(b"upgrade"));
-    let protocols: Vec<&[u8]> = values(lines, b"upgrade").filter(|v| !v.is_empty()).collect();
+    let asked = header_list(lines, b"connection").any(|token| token.eq_ignore_ascii_case(b"upgrade"));
+    let protocols: Vec<&[u8]> = header_values(lines, b"upgrade").filter(|v| !v.is_empty()).collect();
     (asked && !protocols.is_empty()).then(|| protocols.join(&b", "[..]))
 }
 
@@ -379,24 +380,17 @@ fn upgrade_of(lines: &[&[u8]]) -> Option<Vec<u8>> {
 /// plays on); else the `Content-Length`, whose values must agree; else no
 /// body.
 fn framing(headers: Vec<Vec<u8>>) -> Result<(BodyLength, Vec<Vec<u8>>), ParseError> {
-    let named = |line: &[u8], name: &[u8]| split_once(line, b':').is_some_and(|(n, _)| n.eq_ignore_ascii_case(name));
-    let value = |line: &Vec<u8>| split_once(line, b':').map_or(Vec::new(), |(_, v)| v.to_vec());
-    let codings: Vec<Vec<u8>> = headers
-        .iter()
-        .filter(|line| named(line, b"transfer-encoding"))
-        .flat_map(|line| value(line).split(|&b| b == b',').map(|t| trim_whitespace(t).to_vec()).collect::<Vec<_>>())
-        .filter(|t| !t.is_empty())
-        .collect();
-    if headers.iter().any(|line| named(line, b"transfer-encoding")) {
-        if !codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+    if header_values(&headers, b"transfer-encoding").next().is_some() {
+        if !header_list(&headers, b"transfer-encoding").last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
             return Err(ParseError::BadFraming("a request's Transfer-Encoding must end in chunked"));
         }
-        let headers = headers.into_iter().filter(|line| !named(line, b"content-length")).collect();
+        let is_length = |line: &Vec<u8>| header_values(std::slice::from_ref(line), b"content-length").next().is_some();
+        let headers = headers.into_iter().filter(|line| !is_length(line)).collect();
         return Ok((BodyLength::Chunked, headers));
     }
     let mut length = None;
-    for line in headers.iter().filter(|line| named(line, b"content-length")) {
-        for v in value(line).split(|&b| b == b',') {
+    for v in header_values(&headers, b"content-length") {
+        for v in v.split(|&b| b == b',') {
             let v = trim_whitespace(v);
             if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
                 return Err(ParseError::BadFraming("Content-Length is not a number"));
