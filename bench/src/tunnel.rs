@@ -233,13 +233,18 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// User + system CPU seconds of a process (`/proc/PID/stat`, 1/100 s ticks).
+/// CPU seconds a process has run: the sum over its threads of
+/// `/proc/PID/task/TID/schedstat` (nanoseconds, so a block of small
+/// requests is measured, not rounded to the 1/100 s ticks of
+/// `/proc/PID/stat`). Threads that have ended are not counted; the roles
+/// measured here keep theirs.
 fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        ns += stat.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
 }
 
 fn cpu_of(procs: &[&Proc]) -> f64 {
@@ -788,6 +793,8 @@ struct Lane {
     samples: Vec<Duration>,
     cpu_secs: Vec<f64>,
     ttfb: Vec<Duration>,
+    /// CPU the path's processes used over all of `ttfb`'s requests.
+    ttfb_cpu_secs: f64,
     /// Of each `ttfb`, the part until the SOCKS5 reply.
     connected: Vec<Duration>,
 }
@@ -896,10 +903,23 @@ fn run_with(
                 samples: Vec::new(),
                 cpu_secs: Vec::new(),
                 ttfb: Vec::new(),
+                ttfb_cpu_secs: 0.0,
                 connected: Vec::new(),
             }
         })
         .collect();
+
+    // The processes whose CPU a path's figures count.
+    let procs_of = |row: Row| -> Vec<&Proc> {
+        match row {
+            Row::Direct => vec![],
+            Row::PlainSocks => plain.as_ref().map(|(p, _)| vec![p]).unwrap_or_default(),
+            Row::Shadowsocks => shadowsocks.as_ref().map(|s| vec![&s.local, &s.server]).unwrap_or_default(),
+            Row::OursTls => vec![&client_tls, &exit.proc],
+            Row::OursQuic => vec![&client_quic, &exit.proc],
+            Row::OursTwoHops => vec![&client_two, &relay.proc, &exit.proc],
+        }
+    };
 
     // Bulk throughput: rotating order, a short warm-up round not counted.
     progress.say(&format!(
@@ -915,14 +935,7 @@ fn run_with(
             if lane.skipped.is_some() {
                 continue;
             }
-            let procs: Vec<&Proc> = match lane.row {
-                Row::Direct => vec![],
-                Row::PlainSocks => plain.as_ref().map(|(p, _)| vec![p]).unwrap_or_default(),
-                Row::Shadowsocks => shadowsocks.as_ref().map(|s| vec![&s.local, &s.server]).unwrap_or_default(),
-                Row::OursTls => vec![&client_tls, &exit.proc],
-                Row::OursQuic => vec![&client_quic, &exit.proc],
-                Row::OursTwoHops => vec![&client_two, &relay.proc, &exit.proc],
-            };
+            let procs = procs_of(lane.row);
             let cpu_before = cpu_of(&procs);
             let took = runtime.block_on(bounded(
                 Duration::from_secs(300),
@@ -972,6 +985,8 @@ fn run_with(
             if lane.skipped.is_some() {
                 continue;
             }
+            let procs = procs_of(row);
+            let cpu_before = cpu_of(&procs);
             let measured = runtime.block_on(async {
                 let mut out = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -981,6 +996,7 @@ fn run_with(
             });
             match measured {
                 Ok(t) => {
+                    lane.ttfb_cpu_secs += cpu_of(&procs) - cpu_before;
                     lane.ttfb.extend(t.iter().map(|f| f.first_byte));
                     lane.connected.extend(t.iter().map(|f| f.connected));
                 }
@@ -1225,7 +1241,10 @@ impl Report<'_> {
             self.scale.small_requests
         );
         println!();
-        println!("{:<48} {:>9} {:>9} {:>17} {:>17}", "path", "p50 ms", "p99 ms", "SOCKS reply p50", "anchor/ours p50");
+        println!(
+            "{:<48} {:>9} {:>9} {:>17} {:>13} {:>17}",
+            "path", "p50 ms", "p99 ms", "SOCKS reply p50", "CPU µs/req", "anchor/ours p50"
+        );
         let anchor = self.ttfb_p50(Row::Shadowsocks);
         for lane in self.lanes {
             if lane.ttfb.is_empty() {
@@ -1234,8 +1253,13 @@ impl Report<'_> {
             let p50 = quantile(&lane.ttfb, 0.5);
             let vs = anchor.map_or("—".to_string(), |a| format!("{}×", sig3(ms(a) / ms(p50))));
             let reply = if lane.proxy.is_some() { sig3(ms(quantile(&lane.connected, 0.5))) } else { "—".into() };
+            let cpu = if lane.proxy.is_some() {
+                sig3(lane.ttfb_cpu_secs * 1e6 / lane.ttfb.len() as f64)
+            } else {
+                "—".into()
+            };
             println!(
-                "{:<48} {:>9} {:>9} {reply:>17} {vs:>17}",
+                "{:<48} {:>9} {:>9} {reply:>17} {cpu:>13} {vs:>17}",
                 lane.row.label(self.plain_kind),
                 sig3(ms(p50)),
                 sig3(ms(quantile(&lane.ttfb, 0.99)))
@@ -1243,7 +1267,8 @@ impl Report<'_> {
         }
         println!(
             "(SOCKS reply: from the connect to the proxy's CONNECT reply; ours (optimistic by default) and \
-             shadowsocks-libev's ss-local both answer before the far end is reached)"
+             shadowsocks-libev's ss-local both answer before the far end is reached; CPU: user and system time \
+             of the proxy's processes, all hops, per request)"
         );
         println!();
     }
