@@ -1,15 +1,16 @@
 //! The `socks_parse` target: untrusted bytes from a local client into the
 //! front end's parsers (crates/socks): protocol detection, the SOCKS5
 //! greeting, username/password and request, the SOCKS5 reply, and the HTTP
-//! proxy head (CONNECT, or a request to forward).
+//! proxy head (CONNECT, or a request to forward); and what comes back to
+//! a forwarded request, an origin's response head and body.
 
 use crate::hex;
 use std::fmt::Debug;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use tollway_socks::{
     detect_protocol, limits, parse_auth, parse_greeting, parse_http_request, parse_reply,
-    parse_request, AuthPolicy, BodyEnd, BodyLength, Command, ConnectRequest, Credentials, DomainName, Greeting, Host,
-    HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, Target,
+    parse_request, parse_response, AuthPolicy, BodyEnd, BodyLength, Command, ConnectRequest, Credentials, DomainName, Greeting, Host,
+    HttpRequest, Method, ParseError, Protocol, Reply, ReplyCode, Request, ResponseBody, ResponseHead, Target,
 };
 
 type Parser<T> = fn(&[u8]) -> Result<(T, usize), ParseError>;
@@ -103,6 +104,7 @@ pub fn check_socks_parse(data: &[u8]) {
         check_body_end(f.body, &data[used..]);
     }
     check_body_end(BodyLength::Chunked, data);
+    check_response(data);
     // The tunnel protocol and the CLI read targets as text.
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(target) = text.parse::<Target>() {
@@ -112,6 +114,29 @@ pub fn check_socks_parse(data: &[u8]) {
                 Ok(&target),
                 "{text:?} displayed as {shown:?}"
             );
+        }
+    }
+}
+
+/// An origin's response (the exit passes on whatever the origin sends):
+/// its head parsed as for a GET and as for a HEAD, with the parsers'
+/// usual contract, and its body delimited as the front end does.
+fn check_response(data: &[u8]) {
+    let as_get: Parser<ResponseHead> = |b| parse_response(b, "GET");
+    let as_head: Parser<ResponseHead> = |b| parse_response(b, "HEAD");
+    for parse in [as_get, as_head] {
+        let used = check_parser(
+            "response",
+            data,
+            parse,
+            |head| head.encode(true),
+            limits::MAX_HTTP_RESPONSE_HEAD_BYTES,
+            Reencode::SameValue,
+        );
+        if let (Some(used), Ok((head, _))) = (used, parse(data)) {
+            if let ResponseBody::Framed(length) = head.body {
+                check_body_end(length, &data[used..]);
+            }
         }
     }
 }
@@ -215,7 +240,8 @@ fn check_parser<T: PartialEq + Debug>(
             let reparsed = parse(&again);
             // An HTTP head's encoding adds the Host line a client may leave
             // out, so one accepted near the limit may encode past it.
-            let over = again.len() > limit && reparsed == Err(ParseError::HeadTooLarge);
+            let over = again.len() > limit
+                && matches!(reparsed, Err(ParseError::HeadTooLarge | ParseError::ResponseHeadTooLarge));
             assert!(
                 over || matches!(&reparsed, Ok((v, u)) if v == value && *u == again.len()),
                 "{what}: {value:?} re-encoded as {} parses as {reparsed:?}",
@@ -459,6 +485,17 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
         ("http-bad-base64", http("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic dTp=w\r\n\r\n"), false),
         ("http-folded-header", http("CONNECT a:1 HTTP/1.1\r\nA: b\r\n c\r\n\r\n"), false),
         ("http-version-2", http("CONNECT a:1 HTTP/2.0\r\n\r\n"), false),
+        // Origins' responses to forwarded requests.
+        (
+            "http-response-chunked",
+            http("HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+            false,
+        ),
+        (
+            "http-response-continue",
+            http("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\nok"),
+            false,
+        ),
         // What else arrives on a proxy port: a TLS ClientHello's start.
         ("tls-client-hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), false),
     ];

@@ -1,16 +1,14 @@
 //! The local front end: SOCKS5 (RFC 1928/1929, CONNECT; IPv4, IPv6 and
 //! names, which the exit resolves so DNS never leaks) and an HTTP proxy
-//! (CONNECT, and plain-HTTP URLs forwarded one request per connection) on
-//! one port, so any ordinary program works through the tunnel. Parsing is
-//! `tollway-socks` (pure); this is only its driver.
+//! (CONNECT, and plain-HTTP URLs forwarded, several requests per
+//! connection) on one port, so any ordinary program works through the
+//! tunnel. Parsing is `tollway-socks` (pure); this is only its driver.
 
 use crate::pool::{ClientError, RoutePool};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tollway_socks as socks;
@@ -52,6 +50,9 @@ pub struct FrontConfig {
     /// itself only sees its connection close, so `tollway connect` prints
     /// these.
     pub on_refusal: Option<fn(&str)>,
+    /// A plain-HTTP program connection kept open after a response waits
+    /// this long for its next request, then closes.
+    pub keep_alive_idle: Duration,
 }
 
 impl Default for FrontConfig {
@@ -63,6 +64,7 @@ impl Default for FrontConfig {
             wait_for_exit: false,
             first_bytes_wait: FIRST_BYTES_WAIT_DEFAULT,
             on_refusal: None,
+            keep_alive_idle: Duration::from_secs(60),
         }
     }
 }
@@ -163,7 +165,7 @@ enum Wanted {
     /// A tunnel to `target`, answered in `protocol` (SOCKS5 or CONNECT).
     Tunnel(Protocol, socks::Target),
     /// One plain-HTTP request to send to its URL's host.
-    Forward(ForwardRequest),
+    Forward(Box<ForwardRequest>),
 }
 
 async fn serve_client(
@@ -182,8 +184,28 @@ async fn serve_client(
     };
     let (protocol, target) = match wanted {
         Wanted::Tunnel(protocol, target) => (protocol, target),
-        Wanted::Forward(request) => return forward(socket, buf, request, pool, config).await,
+        // A CONNECT may follow plain requests on the same connection.
+        Wanted::Forward(request) => match forward(socket, buf, *request, pool, config).await? {
+            Some((kept, rest, target)) => {
+                (socket, buf) = (kept, rest);
+                (Protocol::Http, target)
+            }
+            None => return Ok(()),
+        },
     };
+    tunnel(socket, buf, protocol, target, pool, config).await
+}
+
+/// Serves a CONNECT (SOCKS5 or HTTP) to `target`, `buf` holding what the
+/// program sent after it.
+async fn tunnel(
+    mut socket: TcpStream,
+    mut buf: Vec<u8>,
+    protocol: Protocol,
+    target: socks::Target,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<()> {
     let dest = dest_of(&target);
     let success = |protocol| match protocol {
         Protocol::Socks5 => socks::Reply::success(socks::Target::unspecified()).encode(),
@@ -264,93 +286,223 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
     http_reply(e.code()).with_message(&format!("tollway: {target}: {e}"))
 }
 
-/// A plain-HTTP request: the stream carries the request rewritten to origin
-/// form and its body, to the body's end (`OneRequest`), and the origin's
-/// response back; the origin closes after it (`Connection: close`), unless
-/// the request asked for an upgrade and the origin switched. It
-/// waits for the exit, optimistic or not: nothing has been answered yet,
-/// so a refusal can still become an HTTP error with its reason, which the
-/// program shows, for one round trip more.
+/// Plain-HTTP requests on one program connection, one after another
+/// (RFC 9112 §9.3): each goes to its URL's host on a stream of its own,
+/// rewritten to origin form with `Connection: close`, followed by its body
+/// to the body's end and no further (`exchange`). The connection stays
+/// open for the next request while the program wants it and each
+/// response ends by its own framing; a request pipelined behind another
+/// waits in `pending` for its turn, so it never reaches an origin in the
+/// proxy's form, with the proxy's credentials. A request for an upgrade
+/// (a WebSocket) ends the sequence: after it, the connection is the new
+/// protocol's. Returns a CONNECT that followed: the connection, what
+/// came after the CONNECT's head, and its target.
 async fn forward(
     mut socket: TcpStream,
-    after_head: Vec<u8>,
-    request: ForwardRequest,
+    mut pending: Vec<u8>,
+    mut request: ForwardRequest,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
+    loop {
+        if request.upgrade.is_some() {
+            upgrade(socket, pending, &request, pool, config).await?;
+            return Ok(None);
+        }
+        if !exchange(&mut socket, &mut pending, &request, pool, config).await? {
+            let _ = socket.shutdown().await;
+            return Ok(None);
+        }
+        // Idle until the next request begins, then the head in the
+        // handshake's time, as the first (slowloris).
+        if pending.is_empty() && !matches!(tokio::time::timeout(config.keep_alive_idle, socket.readable()).await, Ok(Ok(()))) {
+            return Ok(None);
+        }
+        let next = tokio::time::timeout(config.handshake_timeout, read_http_request(&mut socket, &mut pending, config)).await;
+        request = match next {
+            Ok(Ok(Some(HttpRequest::Forward(next)))) => next,
+            Ok(Ok(Some(HttpRequest::Connect(connect)))) => return Ok(Some((socket, pending, connect.target))),
+            // Closed, refused (and answered), or too slow.
+            Ok(Ok(None) | Err(_)) | Err(_) => return Ok(None),
+        };
+    }
+}
+
+/// What the program sent after the head of `request`, up to its body's
+/// end, taken from `pending`; a chunked body malformed within them gets
+/// its 400 here.
+async fn body_start(
+    socket: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    request: &ForwardRequest,
+) -> io::Result<Option<(BodyEnd, Vec<u8>)>> {
+    let mut body = BodyEnd::new(request.body);
+    match body.take(pending) {
+        Ok(n) => Ok(Some((body, pending.drain(..n).collect()))),
+        Err(e) => {
+            socket.write_all(&HttpReply::BadRequest.with_message(&format!("tollway: {e}"))).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// An upgrade request: its head and body, then every byte both ways, as
+/// for a CONNECT; the origin's 101 (or refusal) passes unchanged. It
+/// waits for the exit, so a refusal becomes an HTTP error with its reason.
+async fn upgrade(
+    mut socket: TcpStream,
+    mut pending: Vec<u8>,
+    request: &ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<()> {
-    let mut body = BodyEnd::new(request.body);
-    let in_body = match body.take(&after_head) {
-        Ok(n) => n,
-        Err(e) => {
-            socket.write_all(&HttpReply::BadRequest.with_message(&format!("tollway: {e}"))).await?;
-            return socket.shutdown().await;
-        }
+    let Some((_, body)) = body_start(&mut socket, &mut pending, request).await? else {
+        return Ok(());
     };
-    let socket = OneRequest { io: socket, body, upgrade: request.upgrade.is_some() };
-    let target = &request.target;
     let mut first = request.origin_head();
-    first.extend_from_slice(&after_head[..in_body]);
+    first.extend_from_slice(&body);
+    first.append(&mut pending);
+    let target = &request.target;
     open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
 }
 
-/// The program's connection while it forwards one plain-HTTP request:
-/// reads pass on the request's body and end there, so a request the
-/// program pipelines behind it (in the proxy's absolute form, with the
-/// proxy's credentials) never reaches the origin. What the program sends
-/// after the body is read and dropped, so its close still ends the
-/// stream; it sees those requests unanswered when the origin closes, and
-/// retries them (RFC 9112 §9.3.2). The stream is not half-closed at the
-/// body's end: some servers take that for a client gone. A request for an
-/// upgrade (a WebSocket) is the exception: after its body, the connection
-/// carries the new protocol, so everything passes.
-struct OneRequest {
-    io: TcpStream,
-    body: BodyEnd,
-    upgrade: bool,
-}
+/// One request and its response, on a stream of its own. `Ok(true)` when
+/// the program's connection may carry the next request: the program
+/// wants that, the response ended by its own framing and the request's
+/// body went whole.
+async fn exchange(
+    socket: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    request: &ForwardRequest,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<bool> {
+    let Some((mut body, first_body)) = body_start(socket, pending, request).await? else {
+        return Ok(false);
+    };
+    let target = &request.target;
+    // Nothing has been answered yet, so a refusal can still become an
+    // HTTP error with its reason, which the program shows.
+    let (session, stream) = match pool.open(dest_of(target)).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            log_refusal(config, target, &e);
+            socket.write_all(&http_refusal(target, &e)).await?;
+            return Ok(false);
+        }
+    };
+    let Ok(remote) = session.attach_local(stream).await else {
+        socket.write_all(&HttpReply::BadGateway.with_message(&format!("tollway: {target}: the tunnel closed"))).await?;
+        return Ok(false);
+    };
+    let (mut from_origin, mut to_origin) = tokio::io::split(remote);
+    let mut head = request.origin_head();
+    head.extend_from_slice(&first_body);
+    to_origin.write_all(&head).await?;
+    let (mut from_program, mut to_program) = socket.split();
 
-impl AsyncRead for OneRequest {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            if this.body.is_done() && this.upgrade {
-                return Pin::new(&mut this.io).poll_read(cx, buf);
+    // The body goes on as the program sends it; what follows its end is
+    // the next request, kept in `pending`. `Ok(false)`: the program closed
+    // within its body.
+    let upload = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        while !body.is_done() {
+            let n = from_program.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
             }
-            if this.body.is_done() {
-                let mut scratch = [0u8; 2048];
-                let mut dropped = ReadBuf::new(&mut scratch);
-                ready!(Pin::new(&mut this.io).poll_read(cx, &mut dropped))?;
-                if dropped.filled().is_empty() {
-                    return Poll::Ready(Ok(()));
+            let in_body = body.take(&chunk[..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            to_origin.write_all(&chunk[..in_body]).await?;
+            pending.extend_from_slice(&chunk[in_body..n]);
+        }
+        Ok::<bool, io::Error>(true)
+    };
+    let download = relay_response(&mut from_origin, &mut to_program, request);
+    tokio::pin!(upload, download);
+    let mut uploaded = false;
+    loop {
+        tokio::select! {
+            // The upload first: a body that is whole (or empty) counts as
+            // sent before a response that ended in the same wake-up.
+            biased;
+            sent = &mut upload, if !uploaded => {
+                if !sent? {
+                    return Ok(false);
                 }
-                continue;
+                uploaded = true;
             }
-            let before = buf.filled().len();
-            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-            let got = &buf.filled()[before..];
-            if got.is_empty() {
-                // The program closed within its body: the origin sees the
-                // body cut short, as it would directly.
-                return Poll::Ready(Ok(()));
-            }
-            let in_body = this.body.take(got).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            buf.set_filled(before + in_body);
-            if in_body > 0 {
-                return Poll::Ready(Ok(()));
-            }
+            kept = &mut download => return Ok(kept? && uploaded && request.keep_alive),
         }
     }
 }
 
-impl AsyncWrite for OneRequest {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+/// Passes the origin's response on to the program, its head rewritten
+/// (`ResponseHead::encode`), interim responses first. `Ok(true)` when the
+/// response ended by its own framing; `Ok(false)` when only the origin's
+/// close ends it, or it was cut short, and the program's connection must
+/// close after it.
+async fn relay_response(
+    from_origin: &mut (impl AsyncRead + Unpin),
+    to_program: &mut (impl AsyncWrite + Unpin),
+    request: &ForwardRequest,
+) -> io::Result<bool> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let (head, used) = match socks::parse_response(&buf, &request.method) {
+            Ok(parsed) => parsed,
+            Err(ParseError::Incomplete) => {
+                let n = from_origin.read(&mut chunk).await?;
+                if n == 0 {
+                    if buf.is_empty() {
+                        let message = format!("tollway: {}: the origin closed without answering", request.target);
+                        to_program.write_all(&HttpReply::BadGateway.with_message(&message)).await?;
+                    }
+                    return Ok(false);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            Err(e) => {
+                let message = format!("tollway: {}: {e}", request.target);
+                to_program.write_all(&HttpReply::BadGateway.with_message(&message)).await?;
+                return Ok(false);
+            }
+        };
+        if head.is_interim() {
+            to_program.write_all(&buf[..used]).await?;
+            buf.drain(..used);
+            continue;
+        }
+        let framed = match head.body {
+            socks::ResponseBody::Framed(length) => Some(BodyEnd::new(length)),
+            socks::ResponseBody::UntilClose => None,
+        };
+        let keep = framed.is_some() && request.keep_alive;
+        to_program.write_all(&head.encode(keep)).await?;
+        buf.drain(..used);
+        let Some(mut body) = framed else {
+            // To the origin's close.
+            to_program.write_all(&buf).await?;
+            tokio::io::copy(from_origin, to_program).await?;
+            return Ok(false);
+        };
+        let mut next = std::mem::take(&mut buf);
+        loop {
+            // Bytes after the body's end are the origin's error: dropped.
+            let in_body = body.take(&next).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            to_program.write_all(&next[..in_body]).await?;
+            if body.is_done() {
+                return Ok(true);
+            }
+            let n = from_origin.read(&mut chunk).await?;
+            if n == 0 {
+                // Cut short: the program sees it as the connection ends.
+                return Ok(false);
+            }
+            next.clear();
+            next.extend_from_slice(&chunk[..n]);
+        }
     }
 }
 
@@ -412,27 +564,35 @@ async fn read_request(
             }
             Ok(Some(Wanted::Tunnel(Protocol::Socks5, request.target)))
         }
-        Protocol::Http => {
-            let request = match read_message(socket, buf, socks::parse_http_request).await? {
-                Ok(r) => r,
-                Err(e) => {
-                    let reply = e.http_reply().unwrap_or(HttpReply::BadRequest);
-                    socket.write_all(&reply.with_message(&format!("tollway: {e}"))).await?;
-                    return Ok(None);
-                }
-            };
-            if let Some(want) = &config.credentials {
-                if !request.credentials().is_some_and(|c| want.matches(c.username(), c.password())) {
-                    socket
-                        .write_all(&HttpReply::ProxyAuthRequired.with_message("tollway: this proxy needs a user name and password"))
-                        .await?;
-                    return Ok(None);
-                }
-            }
-            Ok(Some(match request {
-                HttpRequest::Connect(c) => Wanted::Tunnel(Protocol::Http, c.target),
-                HttpRequest::Forward(f) => Wanted::Forward(f),
-            }))
+        Protocol::Http => Ok(read_http_request(socket, buf, config).await?.map(|request| match request {
+            HttpRequest::Connect(c) => Wanted::Tunnel(Protocol::Http, c.target),
+            HttpRequest::Forward(f) => Wanted::Forward(Box::new(f)),
+        })),
+    }
+}
+
+/// Reads an HTTP proxy request head, answering a malformed one or missing
+/// credentials itself; `None` when the program is refused.
+async fn read_http_request(
+    socket: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    config: &FrontConfig,
+) -> io::Result<Option<HttpRequest>> {
+    let request = match read_message(socket, buf, socks::parse_http_request).await? {
+        Ok(r) => r,
+        Err(e) => {
+            let reply = e.http_reply().unwrap_or(HttpReply::BadRequest);
+            socket.write_all(&reply.with_message(&format!("tollway: {e}"))).await?;
+            return Ok(None);
+        }
+    };
+    if let Some(want) = &config.credentials {
+        if !request.credentials().is_some_and(|c| want.matches(c.username(), c.password())) {
+            socket
+                .write_all(&HttpReply::ProxyAuthRequired.with_message("tollway: this proxy needs a user name and password"))
+                .await?;
+            return Ok(None);
         }
     }
+    Ok(Some(request))
 }

@@ -15,7 +15,7 @@ use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
 use tollway_ledger::state::Channel;
 use tollway_net::driver::Status;
-use tollway_socks::Credentials;
+use tollway_socks::{BodyEnd, BodyLength, Credentials};
 use tollway_net::{ClientOptions, ServerOptions, Shards, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::session::{Limits, NodeTerms};
@@ -325,8 +325,42 @@ async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
 /// never the request behind it, which would reach it raw, in the proxy's
 /// absolute form and with the proxy's credentials. The program sees its
 /// first answer and then the connection end.
+/// Reads one response from the proxy to a `method` request: its head, and
+/// its body by its framing (`Content-Length`, chunked) or, with neither,
+/// to the close.
+async fn read_response(socket: &mut TcpStream, method: &str) -> (String, Vec<u8>) {
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(socket)).await.unwrap().expect("a response head");
+    let head = String::from_utf8(head).unwrap();
+    let lower = head.to_ascii_lowercase();
+    let length = lower.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|v| v.trim().parse::<u64>().unwrap());
+    let framing = if lower.contains("\r\ntransfer-encoding: chunked\r\n") {
+        Some(BodyLength::Chunked)
+    } else if method == "HEAD" || head.starts_with("HTTP/1.1 1") || head.contains(" 204 ") || head.contains(" 304 ") {
+        Some(BodyLength::Empty)
+    } else {
+        length.map(BodyLength::Bytes)
+    };
+    let mut body = Vec::new();
+    let Some(framing) = framing else {
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut body)).await.unwrap().unwrap();
+        return (head, body);
+    };
+    let mut end = BodyEnd::new(framing);
+    let mut byte = [0u8; 1];
+    while !end.is_done() {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut byte)).await.unwrap().unwrap();
+        assert_eq!(n, 1, "the connection closed within a body; so far {head}{}", String::from_utf8_lossy(&body));
+        assert_eq!(end.take(&byte).unwrap(), 1);
+        body.push(byte[0]);
+    }
+    (head, body)
+}
+
+/// Pipelined requests each reach their origin on a connection of their
+/// own, one at a time and in origin form: the second never rides behind
+/// the first's body with the proxy's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipelined_request_never_reaches_the_origin() {
+async fn pipelined_requests_reach_their_origin_one_at_a_time_in_origin_form() {
     let origin = record_connection_server().await;
     let (front, _pool, _exit) = one_hop_front("http-pipeline").await;
     let url = format!("http://127.0.0.1:{}", origin.port());
@@ -339,15 +373,14 @@ async fn a_pipelined_request_never_reaches_the_origin() {
         let mut socket = TcpStream::connect(front).await.unwrap();
         let first = format!("POST {url}/first HTTP/1.1\r\n{host}{framing}\r\n{body}");
         socket.write_all(format!("{first}{second}").as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
-            .await
-            .expect("the connection ends after the first answer")
-            .unwrap();
-        let answer = String::from_utf8(answer).unwrap();
-        let (_, reached) = answer.split_once("\r\n\r\n").unwrap();
-        let want = format!("POST /first HTTP/1.1\r\n{host}{framing}Connection: close\r\n\r\n{body}");
-        assert_eq!(reached, want, "what reached the origin");
+        for want in [
+            format!("POST /first HTTP/1.1\r\n{host}{framing}Connection: close\r\n\r\n{body}"),
+            format!("GET /second HTTP/1.1\r\n{host}Connection: close\r\n\r\n"),
+        ] {
+            let (head, reached) = read_response(&mut socket, "GET").await;
+            assert!(head.ends_with("\r\nConnection: keep-alive\r\n\r\n"), "{head}");
+            assert_eq!(String::from_utf8(reached).unwrap(), want, "what reached the origin");
+        }
     }
     // A body whose end cannot be told is refused before anything is sent.
     let mut socket = TcpStream::connect(front).await.unwrap();
@@ -357,6 +390,102 @@ async fn a_pipelined_request_never_reaches_the_origin() {
     tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
     let answer = String::from_utf8(answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.ends_with("tollway: malformed chunked body: a chunk size is not hexadecimal\n"), "{answer}");
+}
+
+/// curl fetches several URLs through the HTTP proxy on one connection to
+/// it, each byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_fetches_several_urls_over_one_proxy_connection() {
+    let web = web_server().await;
+    let (front, _pool, _exit) = one_hop_front("http-keep-alive").await;
+    let sizes = [0, 1, 70_000, 3 << 20];
+    let mut args = vec!["--proxy".to_string(), format!("http://{front}")];
+    args.extend(sizes.iter().map(|n| format!("http://localhost:{}/{n}", web.port())));
+    let got = curl(args.clone()).await;
+    let want: Vec<u8> = sizes.iter().flat_map(|&n| pattern(n)).collect();
+    assert!(got == want, "{} bytes, expected {} (or different bytes)", got.len(), want.len());
+    let verbose = tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl").args(["--silent", "--verbose", "--output", "/dev/null", "--max-time", "30"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(verbose.matches("Connected to").count(), 1, "curl connected more than once:\n{verbose}");
+}
+
+/// An origin that answers each path with canned bytes, then closes.
+async fn canned_origin() -> SocketAddr {
+    serve_each(LOOPBACK, |mut socket| async move {
+        let Some(head) = read_head(&mut socket).await else { return };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let reply: &[u8] = match path.as_str() {
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+            "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            "/until-close" => b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nto the end",
+            "/cut-short" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            _ => b"not http at all\r\n\r\n",
+        };
+        let _ = socket.write_all(reply).await;
+        let _ = socket.shutdown().await;
+        let mut sink = [0u8; 1024];
+        while matches!(socket.read(&mut sink).await, Ok(1..)) {}
+    })
+    .await
+}
+
+/// The proxy finds each response's end by its framing (no body after
+/// HEAD, chunked with trailers, interim 1xx first), keeps the program's
+/// connection across them (and a CONNECT after them), and closes it after
+/// a response only the origin's close ends, one cut short, or one that is
+/// not HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_end_by_their_framing_and_the_rest_close_the_connection() {
+    let origin = canned_origin().await;
+    let (front, _pool, _exit) = one_hop_front("http-responses").await;
+    let url = format!("http://127.0.0.1:{}", origin.port());
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let cases: [(&str, &str, &str, &[u8]); 4] = [
+        ("HEAD", "/head", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", b""),
+        ("GET", "/chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n", b"3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"),
+        ("POST", "/continue", "HTTP/1.1 100 Continue\r\n\r\n", b""),
+        ("POST", "", "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n", b"ok"),
+    ];
+    for (method, path, want_head, want_body) in cases {
+        if !path.is_empty() {
+            let framing = if method == "POST" { "Content-Length: 4\r\nExpect: 100-continue\r\n" } else { "" };
+            let body = if method == "POST" { "data" } else { "" };
+            socket.write_all(format!("{method} {url}{path} HTTP/1.1\r\n{framing}\r\n{body}").as_bytes()).await.unwrap();
+        }
+        let (head, body) = read_response(&mut socket, method).await;
+        assert_eq!((head.as_str(), body.as_slice()), (want_head, want_body), "{method} {path}");
+    }
+    // A CONNECT may follow on the same connection: from its answer on,
+    // the connection is the tunnel's, and the origin's bytes come as sent.
+    let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\nGET /chunked HTTP/1.1\r\n\r\n", origin.port());
+    socket.write_all(connect.as_bytes()).await.unwrap();
+    let (head, raw) = read_response(&mut socket, "CONNECT").await;
+    assert_eq!(head, "HTTP/1.1 200 Connection Established\r\n\r\n");
+    assert_eq!(String::from_utf8(raw).unwrap(), "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n");
+
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    socket.write_all(format!("GET {url}/until-close HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut socket, "GET").await;
+    assert_eq!(head, "HTTP/1.0 200 OK\r\nServer: old\r\nConnection: close\r\n\r\n");
+    assert_eq!(body, b"to the end", "and then the proxy closed");
+
+    for (path, want_start, want_end) in [
+        ("/cut-short", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\n", "abc"),
+        ("/nonsense", "HTTP/1.1 502 Bad Gateway\r\n", "malformed status line in the origin's response: it does not start with HTTP/1.1 or HTTP/1.0 and a space\n"),
+    ] {
+        let mut socket = TcpStream::connect(front).await.unwrap();
+        socket.write_all(format!("GET {url}{path} HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with(want_start) && answer.ends_with(want_end), "{path}: {answer}");
+    }
 }
 
 /// A WebSocket-like origin: answers a request that asks to upgrade with

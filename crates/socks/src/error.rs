@@ -3,7 +3,7 @@
 //! person configuring the client can change.
 
 use crate::http::HttpReply;
-use crate::limits::{MAX_DOMAIN_BYTES, MAX_DOMAIN_LABEL_BYTES, MAX_HTTP_HEAD_BYTES};
+use crate::limits::{MAX_DOMAIN_BYTES, MAX_DOMAIN_LABEL_BYTES, MAX_HTTP_HEAD_BYTES, MAX_HTTP_RESPONSE_HEAD_BYTES};
 use crate::socks5::ReplyCode;
 
 /// A message from a client could not be parsed.
@@ -74,9 +74,16 @@ pub enum ParseError {
     BadAuthority(#[source] AddrError),
     #[error("malformed HTTP header on line {line}: {reason}")]
     BadHeader { line: usize, reason: &'static str },
-    /// A forwarded request whose body's end cannot be told.
-    #[error("bad request body framing: {0}")]
+    /// A forwarded request, or its response, whose body's end cannot be
+    /// told.
+    #[error("bad body framing: {0}")]
     BadFraming(&'static str),
+
+    // ---- origins' responses to forwarded requests (RFC 9112 §4) ---------
+    #[error("the origin's response head exceeds {MAX_HTTP_RESPONSE_HEAD_BYTES} bytes")]
+    ResponseHeadTooLarge,
+    #[error("malformed status line in the origin's response: {0}")]
+    BadStatusLine(&'static str),
     #[error("more than one Proxy-Authorization header")]
     DuplicateProxyAuthorization,
     #[error("Proxy-Authorization uses a scheme other than Basic; this proxy accepts only Basic credentials")]
@@ -135,6 +142,7 @@ impl ParseError {
             | ParseError::DuplicateProxyAuthorization
             | ParseError::BadFraming(_)
             | ParseError::BadBasicCredentials(_) => Some(HttpReply::BadRequest),
+            ParseError::ResponseHeadTooLarge | ParseError::BadStatusLine(_) => Some(HttpReply::BadGateway),
         }
     }
 }

@@ -131,6 +131,10 @@ pub struct ForwardRequest {
     /// with `Connection: Upgrade` instead of `close`, and after the body the
     /// connection is the new protocol's, both ways.
     pub upgrade: Option<Vec<u8>>,
+    /// Whether the program's connection may carry another request after
+    /// this one's response (RFC 9112 §9.3): HTTP/1.1 unless `Connection`
+    /// names `close`, HTTP/1.0 only if it names `keep-alive`.
+    pub keep_alive: bool,
     /// From `Proxy-Authorization: Basic ...`, if the client sent it.
     pub credentials: Option<Credentials>,
 }
@@ -144,7 +148,7 @@ impl ForwardRequest {
     pub fn origin_head(&self) -> Vec<u8> {
         let head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority);
         match &self.upgrade {
-            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols, "Upgrade")),
+            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols)),
             None => self.with_headers(head, b"Connection: close\r\n"),
         }
     }
@@ -158,10 +162,21 @@ impl ForwardRequest {
             head.push_str(&credentials.basic_header_value());
             head.push_str("\r\n");
         }
-        match &self.upgrade {
-            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols, "upgrade")),
-            None => self.with_headers(head, b""),
+        let mut last = Vec::new();
+        let mut tokens = Vec::new();
+        if let Some(protocols) = &self.upgrade {
+            last = [b"Upgrade: ", &protocols[..], b"\r\n"].concat();
+            tokens.push("upgrade");
         }
+        match (self.version, self.keep_alive) {
+            ("HTTP/1.1", false) => tokens.push("close"),
+            ("HTTP/1.0", true) => tokens.push("keep-alive"),
+            _ => {}
+        }
+        if !tokens.is_empty() {
+            last.extend_from_slice(format!("Connection: {}\r\n", tokens.join(", ")).as_bytes());
+        }
+        self.with_headers(head, &last)
     }
 
     /// `start`, then the end-to-end header lines, then `last` (whole
@@ -179,8 +194,8 @@ impl ForwardRequest {
 }
 
 /// `Upgrade: <protocols>` and the `Connection` line that names it.
-fn upgrade_lines(protocols: &[u8], connection_token: &str) -> Vec<u8> {
-    [b"Upgrade: ", protocols, b"\r\nConnection: ", connection_token.as_bytes(), b"\r\n"].concat()
+fn upgrade_lines(protocols: &[u8]) -> Vec<u8> {
+    [b"Upgrade: ", protocols, b"\r\nConnection: Upgrade\r\n"].concat()
 }
 
 /// Parses a proxy request head: `Ok((request, bytes used))`, the bytes
@@ -200,16 +215,14 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
     let mut credentials = None;
     let mut headers = Vec::new();
     loop {
-        let Some(len) = window[pos..].iter().position(|&b| b == b'\n') else {
+        let Some((line, next)) = head_line(window, pos) else {
             return Err(if buf.len() >= MAX_HTTP_HEAD_BYTES {
                 ParseError::HeadTooLarge
             } else {
                 ParseError::Incomplete
             });
         };
-        let line = &window[pos..pos + len];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        pos += len + 1;
+        pos = next;
         line_number += 1;
         match start {
             None => start = Some(parse_request_line(line)?),
@@ -218,6 +231,7 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
                     RequestLine::Connect(target) => HttpRequest::Connect(ConnectRequest { target, credentials }),
                     RequestLine::Forward(f) => {
                         let upgrade = if f.version == "HTTP/1.1" { upgrade_of(&headers) } else { None };
+                        let keep_alive = persistent(f.version, &headers);
                         let (body, headers) = framing(end_to_end(headers))?;
                         HttpRequest::Forward(ForwardRequest {
                             method: f.method,
@@ -228,6 +242,7 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
                             headers,
                             body,
                             upgrade,
+                            keep_alive,
                             credentials,
                         })
                     }
@@ -243,6 +258,14 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
             }
         }
     }
+}
+
+/// The line of a head that starts at `pos`, without its CRLF or bare LF,
+/// and where the next one starts; `None` until the line end has come.
+pub(crate) fn head_line(window: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let len = window[pos..].iter().position(|&b| b == b'\n')?;
+    let line = &window[pos..pos + len];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), pos + len + 1))
 }
 
 /// A request line: CONNECT's target, or the parts of an absolute-form one.
@@ -333,7 +356,7 @@ fn parse_http_url(url: &[u8]) -> Result<(String, Target, String), ParseError> {
 /// `Proxy-Authorization` and the hop-by-hop ones. The body's framing
 /// (`Content-Length`, `Transfer-Encoding`) always stays, even if
 /// `Connection` names it: the body is passed on as it comes.
-fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
+pub(crate) fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
     let name_of = |line: &[u8]| split_once(line, b':').map_or(line, |(name, _)| name).to_ascii_lowercase();
     let mut dropped: Vec<Vec<u8>> =
         [&b"host"[..], b"proxy-authorization", b"connection", b"proxy-connection", b"keep-alive", b"upgrade"]
@@ -350,7 +373,7 @@ fn end_to_end(lines: Vec<&[u8]>) -> Vec<Vec<u8>> {
 }
 
 /// The trimmed values of the header lines named `name`.
-fn header_values<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn header_values<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
     lines
         .iter()
         .filter_map(|line| split_once(line.as_ref(), b':'))
@@ -360,7 +383,7 @@ fn header_values<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> imp
 
 /// The comma-separated elements of the header lines named `name`
 /// (RFC 9110 §5.6.1), empty ones skipped.
-fn header_list<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn header_list<'a, L: AsRef<[u8]>>(lines: &'a [L], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
     header_values(lines, name).flat_map(|v| v.split(|&b| b == b',')).map(trim_whitespace).filter(|t| !t.is_empty())
 }
 
@@ -373,6 +396,17 @@ fn upgrade_of(lines: &[&[u8]]) -> Option<Vec<u8>> {
     (asked && !protocols.is_empty()).then(|| protocols.join(&b", "[..]))
 }
 
+/// Whether a message of `version` with these header lines leaves its
+/// connection open for the next (RFC 9112 §9.3).
+pub(crate) fn persistent<L: AsRef<[u8]>>(version: &str, lines: &[L]) -> bool {
+    let names = |token: &[u8]| header_list(lines, b"connection").any(|t| t.eq_ignore_ascii_case(token));
+    if version == "HTTP/1.1" {
+        !names(b"close")
+    } else {
+        names(b"keep-alive")
+    }
+}
+
 /// The body's length from the framing headers among `headers`, and the
 /// headers to send on (RFC 9112 §6.3): `Transfer-Encoding` ending in
 /// `chunked` decides and any `Content-Length` is dropped (§6.1: an
@@ -381,31 +415,45 @@ fn upgrade_of(lines: &[&[u8]]) -> Option<Vec<u8>> {
 /// body.
 fn framing(headers: Vec<Vec<u8>>) -> Result<(BodyLength, Vec<Vec<u8>>), ParseError> {
     if header_values(&headers, b"transfer-encoding").next().is_some() {
-        if !header_list(&headers, b"transfer-encoding").last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        if !is_chunked(&headers) {
             return Err(ParseError::BadFraming("a request's Transfer-Encoding must end in chunked"));
         }
-        let is_length = |line: &Vec<u8>| header_values(std::slice::from_ref(line), b"content-length").next().is_some();
-        let headers = headers.into_iter().filter(|line| !is_length(line)).collect();
-        return Ok((BodyLength::Chunked, headers));
+        return Ok((BodyLength::Chunked, without_content_length(headers)));
     }
+    Ok((content_length(&headers)?.map_or(BodyLength::Empty, BodyLength::Bytes), headers))
+}
+
+/// Whether `Transfer-Encoding`'s last coding is `chunked`.
+pub(crate) fn is_chunked<L: AsRef<[u8]>>(headers: &[L]) -> bool {
+    header_list(headers, b"transfer-encoding").last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// `headers` without their `Content-Length` lines.
+pub(crate) fn without_content_length(headers: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let is_length = |line: &Vec<u8>| header_values(std::slice::from_ref(line), b"content-length").next().is_some();
+    headers.into_iter().filter(|line| !is_length(line)).collect()
+}
+
+/// The `Content-Length`, if any: every value a number, all of them equal
+/// (RFC 9112 §6.3, rule 5).
+pub(crate) fn content_length<L: AsRef<[u8]>>(headers: &[L]) -> Result<Option<u64>, ParseError> {
     let mut length = None;
-    for v in header_values(&headers, b"content-length") {
-        for v in v.split(|&b| b == b',') {
-            let v = trim_whitespace(v);
-            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-                return Err(ParseError::BadFraming("Content-Length is not a number"));
-            }
-            let n: u64 = std::str::from_utf8(v)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or(ParseError::BadFraming("Content-Length does not fit in 64 bits"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ParseError::BadFraming("Content-Length values disagree"));
-            }
-            length = Some(n);
+    // Not `header_list`: an empty element here is an error, not skipped.
+    for v in header_values(headers, b"content-length").flat_map(|v| v.split(|&b| b == b',')) {
+        let v = trim_whitespace(v);
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadFraming("Content-Length is not a number"));
         }
+        let n: u64 = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(ParseError::BadFraming("Content-Length does not fit in 64 bits"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ParseError::BadFraming("Content-Length values disagree"));
+        }
+        length = Some(n);
     }
-    Ok((length.map_or(BodyLength::Empty, BodyLength::Bytes), headers))
+    Ok(length)
 }
 
 fn ascii(authority: &[u8]) -> Result<&str, ParseError> {
@@ -434,6 +482,20 @@ fn parse_header(
     line_number: usize,
     credentials: &mut Option<Credentials>,
 ) -> Result<Header, ParseError> {
+    let (name, value) = header_field(line, line_number)?;
+    if name.eq_ignore_ascii_case(b"proxy-authorization") {
+        if credentials.is_some() {
+            return Err(ParseError::DuplicateProxyAuthorization);
+        }
+        *credentials = Some(parse_basic(value)?);
+        return Ok(Header::ProxyAuthorization);
+    }
+    Ok(Header::Other)
+}
+
+/// A header line's name and trimmed value, checked: a token for the name,
+/// no control characters in the value, no obsolete line folding.
+pub(crate) fn header_field(line: &[u8], line_number: usize) -> Result<(&[u8], &[u8]), ParseError> {
     let bad = |reason| ParseError::BadHeader {
         line: line_number,
         reason,
@@ -454,14 +516,7 @@ fn parse_header(
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(bad("a control character in the header value"));
     }
-    if name.eq_ignore_ascii_case(b"proxy-authorization") {
-        if credentials.is_some() {
-            return Err(ParseError::DuplicateProxyAuthorization);
-        }
-        *credentials = Some(parse_basic(value)?);
-        return Ok(Header::ProxyAuthorization);
-    }
-    Ok(Header::Other)
+    Ok((name, value))
 }
 
 /// `Basic <token68>` (RFC 7617); the scheme name is case-insensitive.
@@ -490,7 +545,7 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn trim_whitespace(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim_whitespace(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
@@ -500,7 +555,7 @@ fn trim_whitespace(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn split_once(s: &[u8], delimiter: u8) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_once(s: &[u8], delimiter: u8) -> Option<(&[u8], &[u8])> {
     let at = s.iter().position(|&b| b == delimiter)?;
     Some((&s[..at], &s[at + 1..]))
 }
@@ -743,6 +798,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_keeps_its_connection_unless_it_says_otherwise() {
+        let keeps = |head: &str| match parse_http_request(head.as_bytes()) {
+            Ok((HttpRequest::Forward(f), _)) => f.keep_alive,
+            other => panic!("{other:?}"),
+        };
+        assert!(keeps("GET http://a/ HTTP/1.1\r\n\r\n"));
+        assert!(!keeps("GET http://a/ HTTP/1.1\r\nConnection: TE, Close\r\n\r\n"));
+        assert!(!keeps("GET http://a/ HTTP/1.0\r\n\r\n"));
+        assert!(keeps("GET http://a/ HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
     fn an_upgrade_is_passed_on_when_connection_names_it() {
         check(
             "GET http://a/chat HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nKeep-Alive: 5\r\n\r\n",
@@ -765,12 +832,12 @@ mod tests {
             "POST http://a/ HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: gzip,\r\nTransfer-Encoding: Chunked\r\n\r\n",
             expect![[r#"to a:80 send "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" body Chunked (used 100 of 100)"#]],
         );
-        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", expect!["error: bad request body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
-        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", expect!["error: bad request body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
-        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", expect!["error: bad request body framing: Content-Length values disagree -> Some(400)"]);
-        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5,\r\n\r\n", expect!["error: bad request body framing: Content-Length is not a number -> Some(400)"]);
-        check("POST http://a/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n", expect!["error: bad request body framing: Content-Length is not a number -> Some(400)"]);
-        check("POST http://a/ HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", expect!["error: bad request body framing: Content-Length does not fit in 64 bits -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", expect!["error: bad body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", expect!["error: bad body framing: a request's Transfer-Encoding must end in chunked -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", expect!["error: bad body framing: Content-Length values disagree -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 5,\r\n\r\n", expect!["error: bad body framing: Content-Length is not a number -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n", expect!["error: bad body framing: Content-Length is not a number -> Some(400)"]);
+        check("POST http://a/ HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", expect!["error: bad body framing: Content-Length does not fit in 64 bits -> Some(400)"]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ mod body;
 mod credentials;
 mod error;
 mod http;
+mod response;
 mod socks5;
 mod target;
 
@@ -44,6 +45,7 @@ pub use body::{BodyEnd, BodyLength, ChunkError};
 pub use credentials::Credentials;
 pub use error::{AddrError, DomainError, ParseError};
 pub use http::{parse_http_request, ConnectRequest, ForwardRequest, HttpReply, HttpRequest};
+pub use response::{parse_response, ResponseBody, ResponseHead};
 pub use socks5::{
     auth_reply, choose_method, method_reply, parse_auth, parse_greeting, parse_reply,
     parse_request, AuthPolicy, Command, Greeting, Method, Reply, ReplyCode, Request,
@@ -68,6 +70,10 @@ pub mod limits {
     /// the program's headers, and 8 KiB is the usual web server's limit
     /// for those, so a longer head would be refused further on anyway.
     pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
+    /// An origin's response head, as the HTTP proxy reads it to find the
+    /// body's end: cookies make these longer than requests; browsers
+    /// take up to 256 KiB, common servers send under 16 KiB.
+    pub const MAX_HTTP_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
     /// The longest SOCKS5 greeting: VER, NMETHODS, 255 methods.
     pub const MAX_GREETING_BYTES: usize = 2 + 255;
     /// The longest RFC 1929 request: VER, ULEN, UNAME, PLEN, PASSWD.

@@ -61,8 +61,9 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
         prop::option::of(credentials(false)),
         prop_oneof![Just(BodyLength::Empty), any::<u64>().prop_map(BodyLength::Bytes), Just(BodyLength::Chunked)],
         prop::option::of("[a-z]{1,10}(/[0-9]{1,2})?(, h2c)?"),
+        prop::bool::ANY,
     )
-        .prop_map(|(method, target, default_port, path, version, headers, credentials, body, upgrade)| {
+        .prop_map(|(method, target, default_port, path, version, headers, credentials, body, upgrade, keep_alive)| {
             let mut target = target;
             let authority = if default_port {
                 target.port = 80;
@@ -82,7 +83,18 @@ fn forward_request() -> impl Strategy<Value = ForwardRequest> {
             }
             // HTTP/1.0 has no Upgrade (RFC 9110 §7.8).
             let upgrade = upgrade.filter(|_| version == "HTTP/1.1").map(String::into_bytes);
-            ForwardRequest { method: method.to_string(), authority, target, path, version, headers, body, upgrade, credentials }
+            ForwardRequest {
+                method: method.to_string(),
+                authority,
+                target,
+                path,
+                version,
+                headers,
+                body,
+                upgrade,
+                keep_alive,
+                credentials,
+            }
         })
 }
 
