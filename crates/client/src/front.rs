@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tollway_socks as socks;
 use tollway_socks::{AuthPolicy, BodyEnd, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
 use tollway_net::driver::{ByteStream, EarlySocket, OnRefused};
@@ -23,6 +23,10 @@ pub const FIRST_BYTES_WAIT_DEFAULT: Duration = Duration::from_millis(2);
 /// The most of a program's first bytes that travel with the open: one
 /// TLS record's worth.
 const FIRST_BYTES_MAX: usize = 16 * 1024;
+
+/// The in-process pipe between a forwarded request's stream and the front
+/// end's relay of it, each way: a stream's read (64 KiB) in one piece.
+const FORWARD_PIPE_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct FrontConfig {
@@ -381,24 +385,26 @@ async fn exchange(
         return Ok(false);
     };
     let target = &request.target;
-    // Nothing has been answered yet, so a refusal can still become an
-    // HTTP error with its reason, which the program shows.
-    let (session, stream) = match pool.open(dest_of(target)).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            log_refusal(config, target, &e);
-            socket.write_all(&http_refusal(target, &e)).await?;
-            return Ok(false);
+    // The request travels with the open, without waiting for the exit (a
+    // round trip less, as for a CONNECT). Nothing has been answered yet,
+    // so the exit's refusal, told to `on_refused`, still becomes an HTTP
+    // error with its reason, which the program shows.
+    let (near, far) = tokio::io::duplex(FORWARD_PIPE_BYTES);
+    let (refused_tx, refused) = oneshot::channel();
+    let refused_tx = std::sync::Mutex::new(Some(refused_tx));
+    let on_refused: OnRefused = Arc::new(move |code| {
+        if let Some(tx) = refused_tx.lock().ok().and_then(|mut tx| tx.take()) {
+            let _ = tx.send(code);
         }
-    };
-    let Ok(remote) = session.attach_local(stream).await else {
-        socket.write_all(&HttpReply::BadGateway.with_message(&format!("tollway: {target}: the tunnel closed"))).await?;
+    });
+    let mut first = request.origin_head();
+    first.extend_from_slice(&first_body);
+    if let Err(e) = pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
+        log_refusal(config, target, &e);
+        socket.write_all(&http_refusal(target, &e)).await?;
         return Ok(false);
-    };
-    let (mut from_origin, mut to_origin) = tokio::io::split(remote);
-    let mut head = request.origin_head();
-    head.extend_from_slice(&first_body);
-    to_origin.write_all(&head).await?;
+    }
+    let (mut from_origin, mut to_origin) = tokio::io::split(near);
     let (mut from_program, mut to_program) = socket.split();
 
     // The body goes on as the program sends it; what follows its end is
@@ -417,7 +423,7 @@ async fn exchange(
         }
         Ok::<bool, io::Error>(true)
     };
-    let download = relay_response(&mut from_origin, &mut to_program, request);
+    let download = relay_response(&mut from_origin, &mut to_program, request, refused, config);
     tokio::pin!(upload, download);
     let mut uploaded = false;
     loop {
@@ -440,12 +446,16 @@ async fn exchange(
 /// (`ResponseHead::encode`), interim responses first. `Ok(true)` when the
 /// response ended by its own framing; `Ok(false)` when only the origin's
 /// close ends it, or it was cut short, and the program's connection must
-/// close after it.
+/// close after it. A stream that ends before any byte was refused (the
+/// code comes on `refused`) or its origin closed without answering.
 async fn relay_response(
     from_origin: &mut (impl AsyncRead + Unpin),
     to_program: &mut (impl AsyncWrite + Unpin),
     request: &ForwardRequest,
+    refused: oneshot::Receiver<ErrorCode>,
+    config: &FrontConfig,
 ) -> io::Result<bool> {
+    let mut refused = Some(refused);
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -454,9 +464,20 @@ async fn relay_response(
             Err(ParseError::Incomplete) => {
                 let n = from_origin.read(&mut chunk).await?;
                 if n == 0 {
-                    if buf.is_empty() {
-                        let message = format!("tollway: {}: the origin closed without answering", request.target);
-                        to_program.write_all(&HttpReply::BadGateway.with_message(&message)).await?;
+                    if let (true, Some(refused)) = (buf.is_empty(), refused.take()) {
+                        // The driver tells a refusal before it closes the
+                        // stream, or drops the sender once the exit opened.
+                        let target = &request.target;
+                        let answer = match tokio::time::timeout(config.handshake_timeout, refused).await {
+                            Ok(Ok(code)) => {
+                                let e = ClientError::Destination(code);
+                                log_refusal(config, target, &e);
+                                http_refusal(target, &e)
+                            }
+                            _ => HttpReply::BadGateway
+                                .with_message(&format!("tollway: {target}: the origin closed without answering")),
+                        };
+                        to_program.write_all(&answer).await?;
                     }
                     return Ok(false);
                 }
