@@ -208,20 +208,13 @@ fn upgrade_lines(protocols: &[u8]) -> Vec<u8> {
 /// than [`MAX_HTTP_HEAD_BYTES`] is refused ([`ParseError::HeadTooLarge`]),
 /// so the driver never buffers more than that.
 pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError> {
-    let window = &buf[..buf.len().min(MAX_HTTP_HEAD_BYTES)];
     let mut pos = 0;
     let mut line_number = 0;
     let mut start = None;
     let mut credentials = None;
     let mut headers = Vec::new();
     loop {
-        let Some((line, next)) = head_line(window, pos) else {
-            return Err(if buf.len() >= MAX_HTTP_HEAD_BYTES {
-                ParseError::HeadTooLarge
-            } else {
-                ParseError::Incomplete
-            });
-        };
+        let (line, next) = head_line(buf, pos, MAX_HTTP_HEAD_BYTES, ParseError::HeadTooLarge)?;
         pos = next;
         line_number += 1;
         match start {
@@ -261,11 +254,15 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
 }
 
 /// The line of a head that starts at `pos`, without its CRLF or bare LF,
-/// and where the next one starts; `None` until the line end has come.
-pub(crate) fn head_line(window: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let len = window[pos..].iter().position(|&b| b == b'\n')?;
+/// and where the next one starts. `Incomplete` until the line end has
+/// come, unless the head already reaches `limit` bytes: then `too_large`.
+pub(crate) fn head_line(buf: &[u8], pos: usize, limit: usize, too_large: ParseError) -> Result<(&[u8], usize), ParseError> {
+    let window = &buf[..buf.len().min(limit)];
+    let Some(len) = window[pos..].iter().position(|&b| b == b'\n') else {
+        return Err(if buf.len() >= limit { too_large } else { ParseError::Incomplete });
+    };
     let line = &window[pos..pos + len];
-    Some((line.strip_suffix(b"\r").unwrap_or(line), pos + len + 1))
+    Ok((line.strip_suffix(b"\r").unwrap_or(line), pos + len + 1))
 }
 
 /// A request line: CONNECT's target, or the parts of an absolute-form one.

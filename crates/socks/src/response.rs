@@ -62,18 +62,11 @@ impl ResponseHead {
 /// bytes used))`, or `Incomplete` until its empty line has come. A head
 /// longer than [`MAX_HTTP_RESPONSE_HEAD_BYTES`] is refused.
 pub fn parse_response(buf: &[u8], method: &str) -> Result<(ResponseHead, usize), ParseError> {
-    let window = &buf[..buf.len().min(MAX_HTTP_RESPONSE_HEAD_BYTES)];
     let mut pos = 0;
     let mut status = None;
     let mut lines = Vec::new();
     loop {
-        let Some((line, next)) = head_line(window, pos) else {
-            return Err(if buf.len() >= MAX_HTTP_RESPONSE_HEAD_BYTES {
-                ParseError::ResponseHeadTooLarge
-            } else {
-                ParseError::Incomplete
-            });
-        };
+        let (line, next) = head_line(buf, pos, MAX_HTTP_RESPONSE_HEAD_BYTES, ParseError::ResponseHeadTooLarge)?;
         pos = next;
         let Some((code, status_line)) = status else {
             status = Some(parse_status_line(line)?);
