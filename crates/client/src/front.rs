@@ -314,7 +314,7 @@ async fn forward(
             return Ok(None);
         }
         if !exchange(&mut socket, &mut pending, &request, pool, config).await? {
-            let _ = socket.shutdown().await;
+            close_gracefully(socket).await;
             return Ok(None);
         }
         // Idle until the next request begins, then the head in the
@@ -330,6 +330,20 @@ async fn forward(
             Ok(Ok(None) | Err(_)) | Err(_) => return Ok(None),
         };
     }
+}
+
+/// How long a closing connection's late bytes are read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends the program's connection after a response while the program may
+/// still be sending (a body the answer did not wait for): a FIN, then
+/// whatever arrives is read and dropped for a moment, so the close does
+/// not become a reset that discards the answer before the program has
+/// read it (RFC 9112 §9.6).
+async fn close_gracefully(mut socket: TcpStream) {
+    let _ = socket.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async { while matches!(socket.read(&mut sink).await, Ok(1..)) {} }).await;
 }
 
 /// What the program sent after the head of `request`, up to its body's
@@ -425,19 +439,21 @@ async fn exchange(
     };
     let download = relay_response(&mut from_origin, &mut to_program, request, refused, config);
     tokio::pin!(upload, download);
-    let mut uploaded = false;
+    // `Some(true)`: the whole body went.
+    let mut uploaded = None;
     loop {
         tokio::select! {
             // The upload first: a body that is whole (or empty) counts as
             // sent before a response that ended in the same wake-up.
             biased;
-            sent = &mut upload, if !uploaded => {
-                if !sent? {
-                    return Ok(false);
-                }
-                uploaded = true;
-            }
-            kept = &mut download => return Ok(kept? && uploaded && request.keep_alive),
+            sent = &mut upload, if uploaded.is_none() => match sent {
+                Ok(true) => uploaded = Some(true),
+                Ok(false) => return Ok(false),
+                // The stream is gone (refused, reset): the response side
+                // tells the program why.
+                Err(_) => uploaded = Some(false),
+            },
+            kept = &mut download => return Ok(kept? && uploaded == Some(true) && request.keep_alive),
         }
     }
 }

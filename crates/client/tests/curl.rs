@@ -392,6 +392,29 @@ async fn pipelined_requests_reach_their_origin_one_at_a_time_in_origin_form() {
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.ends_with("tollway: malformed chunked body: a chunk size is not hexadecimal\n"), "{answer}");
 }
 
+/// A refused request whose body is still coming gets its answer, with the
+/// reason, and not a reset: the proxy reads the rest of the body away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_answered_with_the_reason() {
+    let (front, _pool, _exit) = one_hop_front("http-refused-upload").await;
+    let socket = TcpStream::connect(front).await.unwrap();
+    let (mut read, mut write) = socket.into_split();
+    let body_bytes = 64 << 20;
+    let upload = tokio::spawn(async move {
+        let head = format!("POST http://10.0.0.1/upload HTTP/1.1\r\nContent-Length: {body_bytes}\r\n\r\n");
+        write.write_all(head.as_bytes()).await.unwrap();
+        // The proxy may stop reading once it answered: errors are expected.
+        let _ = write.write_all(&pattern(body_bytes)).await;
+    });
+    // The program reads only once it has sent all it could, as a simple
+    // client does.
+    tokio::time::timeout(Duration::from_secs(10), upload).await.unwrap().unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403 ") && answer.contains("policy forbids"), "{answer}");
+}
+
 /// curl fetches several URLs through the HTTP proxy on one connection to
 /// it, each byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
