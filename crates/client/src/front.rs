@@ -24,6 +24,9 @@ pub const FIRST_BYTES_WAIT_DEFAULT: Duration = Duration::from_millis(2);
 /// TLS record's worth.
 const FIRST_BYTES_MAX: usize = 16 * 1024;
 
+/// What a request head is read in, at least, per read.
+const READ_STEP_BYTES: usize = 1024;
+
 /// The in-process pipe between a forwarded request's stream and the front
 /// end's relay of it, each way: a stream's read (64 KiB) in one piece.
 const FORWARD_PIPE_BYTES: usize = 64 * 1024;
@@ -155,12 +158,12 @@ async fn read_message<T>(
             }
             Err(e) => return Ok(Err(e)),
         }
-        let mut chunk = [0u8; 1024];
-        let n = socket.read(&mut chunk).await?;
-        if n == 0 {
+        // Into the buffer's spare room: no copy, and no buffer held in
+        // the connection's task across the wait.
+        buf.reserve(READ_STEP_BYTES);
+        if socket.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -189,7 +192,9 @@ async fn serve_client(
     let (protocol, target) = match wanted {
         Wanted::Tunnel(protocol, target) => (protocol, target),
         // A CONNECT may follow plain requests on the same connection.
-        Wanted::Forward(request) => match forward(socket, buf, *request, pool, config).await? {
+        // Boxed: a SOCKS or CONNECT connection's task then holds no room
+        // for this path's state (5.3 KiB a task with it inline, 3.5 without).
+        Wanted::Forward(request) => match Box::pin(forward(socket, buf, *request, pool, config)).await? {
             Some((kept, rest, target)) => {
                 (socket, buf) = (kept, rest);
                 (Protocol::Http, target)
