@@ -428,7 +428,8 @@ async fn exchange(
 
     // The body goes on as the program sends it; what follows its end is
     // the next request, kept in `pending`. `Ok(false)`: the program closed
-    // within its body.
+    // within its body, or its chunked body went wrong midway (the origin
+    // has part of it: the connection can only close).
     let upload = async {
         let mut chunk = vec![0u8; 16 * 1024];
         while !body.is_done() {
@@ -436,7 +437,9 @@ async fn exchange(
             if n == 0 {
                 return Ok(false);
             }
-            let in_body = body.take(&chunk[..n]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let Ok(in_body) = body.take(&chunk[..n]) else {
+                return Ok(false);
+            };
             to_origin.write_all(&chunk[..in_body]).await?;
             pending.extend_from_slice(&chunk[in_body..n]);
         }
