@@ -415,6 +415,35 @@ async fn a_refused_upload_is_answered_with_the_reason() {
     assert!(answer.starts_with("HTTP/1.1 403 ") && answer.contains("policy forbids"), "{answer}");
 }
 
+/// A kept connection that stays quiet closes after `keep_alive_idle`; one
+/// that starts a request head and stalls, after `handshake_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_connections_close_when_idle_or_stalled() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("http-idle");
+    let exit = start_node("exit-http-idle", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let config = FrontConfig {
+        keep_alive_idle: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(600),
+        ..FrontConfig::default()
+    };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, config).await;
+    for stall in ["", "GET http://"] {
+        let mut socket = TcpStream::connect(front).await.unwrap();
+        socket.write_all(format!("GET http://127.0.0.1:{}/10 HTTP/1.1\r\n\r\n", web.port()).as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut socket, "GET").await;
+        assert!(head.contains("Connection: keep-alive") && body == pattern(10), "{head}");
+        socket.write_all(stall.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await.unwrap().unwrap();
+        let closed_after = started.elapsed();
+        let want = if stall.is_empty() { 300 } else { 600 };
+        assert!(rest.is_empty() && closed_after >= Duration::from_millis(want - 50), "{stall:?}: {closed_after:?}");
+    }
+}
+
 /// curl fetches several URLs through the HTTP proxy on one connection to
 /// it, each byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
