@@ -24,6 +24,9 @@ pub const FIRST_BYTES_WAIT_DEFAULT: Duration = Duration::from_millis(2);
 /// TLS record's worth.
 const FIRST_BYTES_MAX: usize = 16 * 1024;
 
+/// The read size of a forwarded request's body and of its response.
+const RELAY_CHUNK_BYTES: usize = 16 * 1024;
+
 /// What a request head is read in, at least, per read.
 const READ_STEP_BYTES: usize = 1024;
 
@@ -351,17 +354,22 @@ async fn close_gracefully(mut socket: TcpStream) {
     let _ = tokio::time::timeout(LINGER, async { while matches!(socket.read(&mut sink).await, Ok(1..)) {} }).await;
 }
 
-/// What the program sent after the head of `request`, up to its body's
-/// end, taken from `pending`; a chunked body malformed within them gets
-/// its 400 here.
-async fn body_start(
+/// What goes with the open of `request`'s stream: its origin head and
+/// the part of its body the program already sent, taken from `pending`;
+/// and where the body ends. A chunked body malformed within those bytes
+/// gets its 400 here.
+async fn request_start(
     socket: &mut TcpStream,
     pending: &mut Vec<u8>,
     request: &ForwardRequest,
 ) -> io::Result<Option<(BodyEnd, Vec<u8>)>> {
     let mut body = BodyEnd::new(request.body);
     match body.take(pending) {
-        Ok(n) => Ok(Some((body, pending.drain(..n).collect()))),
+        Ok(n) => {
+            let mut first = request.origin_head();
+            first.extend(pending.drain(..n));
+            Ok(Some((body, first)))
+        }
         Err(e) => {
             socket.write_all(&HttpReply::BadRequest.with_message(&format!("tollway: {e}"))).await?;
             Ok(None)
@@ -379,11 +387,9 @@ async fn upgrade(
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<()> {
-    let Some((_, body)) = body_start(&mut socket, &mut pending, request).await? else {
+    let Some((_, mut first)) = request_start(&mut socket, &mut pending, request).await? else {
         return Ok(());
     };
-    let mut first = request.origin_head();
-    first.extend_from_slice(&body);
     first.append(&mut pending);
     let target = &request.target;
     open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
@@ -400,7 +406,7 @@ async fn exchange(
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<bool> {
-    let Some((mut body, first_body)) = body_start(socket, pending, request).await? else {
+    let Some((mut body, first)) = request_start(socket, pending, request).await? else {
         return Ok(false);
     };
     let target = &request.target;
@@ -416,8 +422,6 @@ async fn exchange(
             let _ = tx.send(code);
         }
     });
-    let mut first = request.origin_head();
-    first.extend_from_slice(&first_body);
     if let Err(e) = pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
         log_refusal(config, target, &e);
         socket.write_all(&http_refusal(target, &e)).await?;
@@ -431,19 +435,14 @@ async fn exchange(
     // within its body, or its chunked body went wrong midway (the origin
     // has part of it: the connection can only close).
     let upload = async {
-        let mut chunk = vec![0u8; 16 * 1024];
-        while !body.is_done() {
-            let n = from_program.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(false);
+        let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+        Ok::<bool, io::Error>(match pass_body(&mut from_program, &mut to_origin, &mut body, Vec::new(), &mut chunk).await? {
+            Passed::Whole { after } => {
+                pending.extend_from_slice(&after);
+                true
             }
-            let Ok(in_body) = body.take(&chunk[..n]) else {
-                return Ok(false);
-            };
-            to_origin.write_all(&chunk[..in_body]).await?;
-            pending.extend_from_slice(&chunk[in_body..n]);
-        }
-        Ok::<bool, io::Error>(true)
+            Passed::CutShort | Passed::Malformed(_) => false,
+        })
     };
     let download = relay_response(&mut from_origin, &mut to_program, request, refused, config);
     tokio::pin!(upload, download);
@@ -481,7 +480,7 @@ async fn relay_response(
 ) -> io::Result<bool> {
     let mut refused = Some(refused);
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
     loop {
         let (head, used) = match socks::parse_response(&buf, &request.method) {
             Ok(parsed) => parsed,
@@ -532,22 +531,53 @@ async fn relay_response(
             tokio::io::copy(from_origin, to_program).await?;
             return Ok(false);
         };
-        let mut next = std::mem::take(&mut buf);
-        loop {
+        return match pass_body(from_origin, to_program, &mut body, buf, &mut chunk).await? {
             // Bytes after the body's end are the origin's error: dropped.
-            let in_body = body.take(&next).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            to_program.write_all(&next[..in_body]).await?;
-            if body.is_done() {
-                return Ok(true);
-            }
-            let n = from_origin.read(&mut chunk).await?;
-            if n == 0 {
-                // Cut short: the program sees it as the connection ends.
-                return Ok(false);
-            }
-            next.clear();
-            next.extend_from_slice(&chunk[..n]);
+            Passed::Whole { .. } => Ok(true),
+            // The program sees it as the connection ends.
+            Passed::CutShort => Ok(false),
+            Passed::Malformed(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+    }
+}
+
+/// How a body's pass ended.
+enum Passed {
+    /// At its end; `after` holds what was read past it.
+    Whole { after: Vec<u8> },
+    /// The sender closed first.
+    CutShort,
+    /// It cannot be delimited (a chunked body gone wrong).
+    Malformed(socks::ChunkError),
+}
+
+/// Passes a body from `from` to `to` up to `body`'s end, `first` (already
+/// read) ahead of what `from` sends next, reading in `chunk`: the one pump
+/// of a forwarded request's body and of its response's.
+async fn pass_body(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+    body: &mut BodyEnd,
+    first: Vec<u8>,
+    chunk: &mut [u8],
+) -> io::Result<Passed> {
+    let mut next = first;
+    loop {
+        let in_body = match body.take(&next) {
+            Ok(n) => n,
+            Err(e) => return Ok(Passed::Malformed(e)),
+        };
+        to.write_all(&next[..in_body]).await?;
+        if body.is_done() {
+            next.drain(..in_body);
+            return Ok(Passed::Whole { after: next });
         }
+        let n = from.read(chunk).await?;
+        if n == 0 {
+            return Ok(Passed::CutShort);
+        }
+        next.clear();
+        next.extend_from_slice(&chunk[..n]);
     }
 }
 

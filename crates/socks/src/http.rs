@@ -147,10 +147,8 @@ impl ForwardRequest {
     /// `Connection: Upgrade`).
     pub fn origin_head(&self) -> Vec<u8> {
         let head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority);
-        match &self.upgrade {
-            Some(protocols) => self.with_headers(head, &upgrade_lines(protocols)),
-            None => self.with_headers(head, b"Connection: close\r\n"),
-        }
+        let token = if self.upgrade.is_some() { "Upgrade" } else { "close" };
+        self.with_headers(head, &self.connection_lines(&[token]))
     }
 
     /// The request head's bytes as a client sends them to the proxy.
@@ -162,10 +160,8 @@ impl ForwardRequest {
             head.push_str(&credentials.basic_header_value());
             head.push_str("\r\n");
         }
-        let mut last = Vec::new();
         let mut tokens = Vec::new();
-        if let Some(protocols) = &self.upgrade {
-            last = [b"Upgrade: ", &protocols[..], b"\r\n"].concat();
+        if self.upgrade.is_some() {
             tokens.push("upgrade");
         }
         match (self.version, self.keep_alive) {
@@ -173,10 +169,20 @@ impl ForwardRequest {
             ("HTTP/1.0", true) => tokens.push("keep-alive"),
             _ => {}
         }
-        if !tokens.is_empty() {
-            last.extend_from_slice(format!("Connection: {}\r\n", tokens.join(", ")).as_bytes());
+        self.with_headers(head, &self.connection_lines(&tokens))
+    }
+
+    /// The `Upgrade` line, if the request asks for one, and a `Connection`
+    /// line naming `tokens`, if any.
+    fn connection_lines(&self, tokens: &[&str]) -> Vec<u8> {
+        let mut lines = Vec::new();
+        if let Some(protocols) = &self.upgrade {
+            lines = [b"Upgrade: ", &protocols[..], b"\r\n"].concat();
         }
-        self.with_headers(head, &last)
+        if !tokens.is_empty() {
+            lines.extend_from_slice(format!("Connection: {}\r\n", tokens.join(", ")).as_bytes());
+        }
+        lines
     }
 
     /// `start`, then the end-to-end header lines, then `last` (whole
@@ -191,11 +197,6 @@ impl ForwardRequest {
         head.extend_from_slice(b"\r\n");
         head
     }
-}
-
-/// `Upgrade: <protocols>` and the `Connection` line that names it.
-fn upgrade_lines(protocols: &[u8]) -> Vec<u8> {
-    [b"Upgrade: ", protocols, b"\r\nConnection: Upgrade\r\n"].concat()
 }
 
 /// Parses a proxy request head: `Ok((request, bytes used))`, the bytes
