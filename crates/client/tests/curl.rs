@@ -110,9 +110,9 @@ struct TestNode {
     identity: TlsIdentity,
     receipts: Arc<ReceiptBook>,
     /// Thread-per-core, as `tollway node run` serves: every test here goes
-    /// through a shard, and a port hop's new connection may land on the
-    /// other one. Dropped after the server.
-    _shards: Shards,
+    /// through a shard, and a port hop's new connection lands on the other
+    /// one before it moves to its session's. Dropped after the server.
+    shards: Shards,
 }
 
 impl TestNode {
@@ -179,7 +179,7 @@ async fn start_node_with(
     };
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
-    TestNode { server, key, identity, receipts, _shards: shards }
+    TestNode { server, key, identity, receipts, shards }
 }
 
 async fn start_front(routes: Vec<Route>, transport: Transport, client: &SigningKey) -> (SocketAddr, Arc<RoutePool>) {
@@ -767,9 +767,39 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
         let routes = vec![Route { relay: None, exit: hop }];
         let (front, _pool) =
             start_front_full(routes, transport, &client, FrontConfig::default(), Some(Duration::from_secs(1))).await;
+        // Where the session's one connection is whenever it has one: a
+        // hop's new connection is counted on the least loaded shard (the
+        // other one) from its accept until it has moved, so samples with
+        // two connections are left out.
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = tokio::spawn({
+            let (shards, sampling) = (node.shards.handles(), sampling.clone());
+            async move {
+                let mut alone_on = vec![false; shards.len()];
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    let live = shards.live_per_shard();
+                    if live.iter().sum::<usize>() == 1 {
+                        for (on, n) in alone_on.iter_mut().zip(live) {
+                            *on |= n == 1;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                alone_on
+            }
+        });
         // About 6 s of download: at least five 1 s windows end mid-stream.
         let body = socks_get(front, web, 4 << 20).await.unwrap();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let alone_on = sampler.await.unwrap();
         assert!(body == pattern(4 << 20), "{transport}: bytes differ after hopping");
+        // TLS paths move to their session's shard, so between hops its
+        // one connection is always on the same shard. (QUIC connections
+        // stay on their endpoint's runtime.)
+        if transport == Transport::Tls {
+            let shards_used = alone_on.iter().filter(|&&on| on).count();
+            assert_eq!(shards_used, 1, "between hops the session's path was on shards {alone_on:?}");
+        }
         let ports = node.server.accepted_per_port();
         eprintln!("{transport}: connections per port {ports:?}");
         // A move always goes to another port, so two moves mean three

@@ -1,7 +1,8 @@
 //! The byte streams handed to the tunnel layer: [`Connection`] (a socket
 //! of either transport) and [`SecureStream`] (TLS inside any stream).
 
-use crate::shards::ShardLoad;
+use crate::buffered::BufferedTcp;
+use crate::shards::{Home, ShardLoad};
 use crate::Transport;
 use std::io;
 use std::net::SocketAddr;
@@ -9,15 +10,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
-/// TCP under TLS, read through a buffer: rustls asks for 4 KiB at a time,
-/// and one `read` system call per 4 KiB costs bulk transfers dearly (ADR
-/// 0007). Writes pass straight through.
-pub(crate) type BufferedTcp = tokio::io::BufReader<TcpStream>;
-
-/// The read buffer of [`BufferedTcp`]: a few TLS records.
-pub(crate) const TCP_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How long a dropped QUIC connection keeps delivering what was written
 /// before it closes (TCP delivers after `close` too; QUIC would not).
@@ -85,7 +77,7 @@ pub struct Connection {
     /// use the connection belong there (see [`crate::Shards`]).
     runtime: tokio::runtime::Handle,
     /// On a sharded node, counts this connection against its shard.
-    _shard_load: Option<ShardLoad>,
+    shard_load: Option<ShardLoad>,
 }
 
 enum Stream {
@@ -133,12 +125,43 @@ impl Connection {
 
     fn new(stream: Stream, peer_addr: SocketAddr, local_addr: SocketAddr) -> Connection {
         let runtime = tokio::runtime::Handle::current();
-        Connection { stream, peer_addr, local_addr, runtime, _shard_load: None }
+        Connection { stream, peer_addr, local_addr, runtime, shard_load: None }
     }
 
     pub(crate) fn on_shard(mut self, load: ShardLoad) -> Connection {
-        self._shard_load = Some(load);
+        self.shard_load = Some(load);
         self
+    }
+
+    /// Where this connection is served (see [`Home`]).
+    pub fn home(&self) -> Home {
+        Home::new(self.runtime.clone(), self.shard_load.as_ref())
+    }
+
+    /// Moves the connection to `home`: its socket to that runtime's
+    /// reactor (with the bytes read ahead and the TLS state), and its
+    /// count to that shard. A QUIC connection (its endpoint's one UDP
+    /// socket serves it), one already there and any off shards stay.
+    /// On an error the connection is lost.
+    pub async fn move_home(mut self, home: &Home) -> io::Result<Connection> {
+        if home.shard.is_none() || self.home().is(home) {
+            return Ok(self);
+        }
+        let Stream::Tls(tls) = &mut self.stream else { return Ok(self) };
+        tls.stream.get_mut().0.detach()?;
+        self.shard_load = None;
+        let (moved_tx, moved) = tokio::sync::oneshot::channel();
+        let there = home.clone();
+        home.runtime.spawn(async move {
+            let attached = match &mut self.stream {
+                Stream::Tls(tls) => tls.stream.get_mut().0.attach(),
+                Stream::Quic(_) => Ok(()),
+            };
+            self.runtime = there.runtime.clone();
+            self.shard_load = there.load();
+            let _ = moved_tx.send(attached.map(|()| self));
+        });
+        moved.await.map_err(|_| io::Error::other("the connection's new runtime has stopped"))?
     }
 
     /// The runtime this connection's socket is registered with. On a

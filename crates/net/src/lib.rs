@@ -42,6 +42,7 @@
 //! above it sees byte streams, addresses, ports and the binding. The pin is
 //! the only trust anchor: no CA, host name or validity period is checked.
 
+mod buffered;
 mod cert;
 pub mod driver;
 mod conn;
@@ -58,7 +59,7 @@ pub use conn::{Connection, SecureStream};
 pub use error::NetError;
 pub use identity::{pin_of_public_key, TlsIdentity};
 pub use listener::{Listener, ListenerStats, MAX_LISTEN_PORTS};
-pub use shards::{ShardHandles, Shards};
+pub use shards::{Home, ShardHandles, Shards};
 pub use options::{ClientOptions, QuicOptions, ServerOptions, DEFAULT_SERVER_NAME};
 pub use tls::{accept_tls_over, connect_tls_over};
 

@@ -47,6 +47,52 @@ pub(crate) struct ShardLoad {
     live: Arc<AtomicUsize>,
 }
 
+impl ShardLoad {
+    /// Counts one more connection on the shard whose count `live` is.
+    fn on(live: &Arc<AtomicUsize>) -> ShardLoad {
+        live.fetch_add(1, Ordering::Relaxed);
+        ShardLoad { live: live.clone() }
+    }
+}
+
+/// Where a connection is served: the runtime its socket is registered
+/// with and, on a sharded node, its shard. A node keeps a session's home
+/// and moves the session's later paths there
+/// ([`crate::Connection::move_home`]): a port hop's new connection lands
+/// on the least loaded shard, which is often not its session's.
+#[derive(Clone)]
+pub struct Home {
+    pub(crate) runtime: Handle,
+    /// The shard's live count; `None` off shards.
+    pub(crate) shard: Option<Arc<AtomicUsize>>,
+}
+
+impl Home {
+    pub(crate) fn new(runtime: Handle, load: Option<&ShardLoad>) -> Home {
+        Home { runtime, shard: load.map(|l| l.live.clone()) }
+    }
+
+    /// Whether both are the same shard (or both off shards).
+    pub fn is(&self, other: &Home) -> bool {
+        match (&self.shard, &other.shard) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// A count of one more connection on this home's shard.
+    pub(crate) fn load(&self) -> Option<ShardLoad> {
+        self.shard.as_ref().map(ShardLoad::on)
+    }
+}
+
+impl std::fmt::Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home").field("sharded", &self.shard.is_some()).finish_non_exhaustive()
+    }
+}
+
 impl Drop for ShardLoad {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -110,8 +156,7 @@ impl ShardHandles {
     /// only for an empty set (`Shards::start` makes at least one).
     pub(crate) fn least_loaded(&self) -> Option<(Handle, ShardLoad)> {
         let shard = self.shards.iter().min_by_key(|s| s.live.load(Ordering::Relaxed))?;
-        shard.live.fetch_add(1, Ordering::Relaxed);
-        Some((shard.runtime.clone(), ShardLoad { live: shard.live.clone() }))
+        Some((shard.runtime.clone(), ShardLoad::on(&shard.live)))
     }
 }
 

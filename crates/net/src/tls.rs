@@ -1,6 +1,7 @@
 //! TLS 1.3 over TCP, and over any byte stream (multi-hop).
 
-use crate::conn::{SecureStream, TCP_READ_BUFFER_BYTES};
+use crate::buffered::BufferedTcp;
+use crate::conn::SecureStream;
 use crate::identity::crypto_provider;
 use crate::verify::PinVerifier;
 use crate::{
@@ -48,7 +49,7 @@ pub(crate) async fn connect_tcp(addr: SocketAddr, pin: [u8; 32], opts: &ClientOp
     let _ = tcp.set_nodelay(true);
     let local_addr =
         tcp.local_addr().map_err(|source| NetError::Connect { transport: Transport::Tls, addr, source })?;
-    let tcp = tokio::io::BufReader::with_capacity(TCP_READ_BUFFER_BYTES, tcp);
+    let tcp = BufferedTcp::new(tcp);
     let stream = client_handshake(tcp, pin, opts, Some(addr)).await?;
     Ok(Connection::tls(stream, addr, local_addr))
 }
@@ -141,7 +142,7 @@ pub(crate) async fn accept_tcp(
         peer: Some(peer),
         reason: e.to_string(),
     })?;
-    let tcp = tokio::io::BufReader::with_capacity(TCP_READ_BUFFER_BYTES, tcp);
+    let tcp = BufferedTcp::new(tcp);
     let stream = server_handshake(tcp, identity, Some(peer)).await?;
     Ok(Connection::tls(stream, peer, local_addr))
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle};
-use tollway_net::{Connection, Listener, ServerOptions, TlsIdentity, Transport};
+use tollway_net::{Connection, Home, Listener, ServerOptions, TlsIdentity, Transport};
 use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
 use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy};
@@ -78,7 +78,7 @@ impl NodeHooks for Hooks {
 /// A running node data plane.
 pub struct NodeServer {
     listener: Arc<Listener>,
-    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
+    sessions: Arc<Sessions>,
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
     accept_task: tokio::task::JoinHandle<()>,
@@ -149,7 +149,7 @@ impl NodeServer {
     pub fn shutdown(&self) {
         self.accept_task.abort();
         if let Ok(map) = self.sessions.lock() {
-            for handle in map.values() {
+            for (handle, _) in map.values() {
                 handle.close(ErrorCode::Shutdown, "the node is shutting down");
             }
         }
@@ -162,10 +162,14 @@ impl Drop for NodeServer {
     }
 }
 
+/// The node's sessions by id, each with the home of its first connection,
+/// where its driver and stream tasks run.
+type Sessions = Mutex<HashMap<[u8; 16], (SessionHandle, Home)>>;
+
 /// What the accept loop shares with the server's handle.
 #[derive(Clone)]
 struct Accepting {
-    sessions: Arc<Mutex<HashMap<[u8; 16], SessionHandle>>>,
+    sessions: Arc<Sessions>,
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
 }
@@ -202,7 +206,7 @@ async fn serve_connection(
     mut conn: Connection,
     config: &ServerConfig,
     hooks: Arc<dyn NodeHooks>,
-    sessions: &Mutex<HashMap<[u8; 16], SessionHandle>>,
+    sessions: &Sessions,
 ) {
     let binding = conn.channel_binding();
     let deadline = tokio::time::Instant::now() + config.terms.limits.handshake_timeout;
@@ -234,9 +238,10 @@ async fn serve_connection(
                     "this node serves as many sessions as it can",
                 );
             }
+            let home = conn.home();
             let handle = driver::spawn_with_prefix(session, Box::new(conn), buf, Some(hooks));
             if let Ok(mut map) = sessions.lock() {
-                map.insert(session_id, handle.clone());
+                map.insert(session_id, (handle.clone(), home));
             }
             handle.closed().await;
             if let Ok(mut map) = sessions.lock() {
@@ -251,7 +256,10 @@ async fn serve_connection(
             let Ok((Frame::Resume(resume), used)) = Frame::decode(&buf) else {
                 return;
             };
-            if let Some(handle) = handle {
+            if let Some((handle, home)) = handle {
+                // Onto the session's shard, so the new path's I/O shares
+                // the thread of the session's driver and streams.
+                let Ok(conn) = conn.move_home(&home).await else { return };
                 let rest = buf[used..].to_vec();
                 let _ = handle.resume_path(Box::new(conn), binding, resume, rest);
             }
