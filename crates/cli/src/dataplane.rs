@@ -360,12 +360,36 @@ pub struct ConnectArgs {
     /// banner); 0 never waits.
     #[arg(long, value_name = "MS", default_value_t = FIRST_BYTES_WAIT_DEFAULT.as_millis() as u64)]
     first_bytes_wait_ms: u64,
+    /// Print what the active route has paid (bytes and USD per hop, of
+    /// each channel's escrow) every N seconds, when it changed; 0 never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    status_secs: u64,
 }
 
 /// A node's account id on the command line: checked before anything
 /// else, so a typo is reported even with no chain to ask.
 fn parse_node_id(text: &str) -> Result<AccountId, String> {
     AccountId::from_hex(text).map_err(|e| format!("not a node id (its account: 64 hex digits, as `tollway keys show --key NODE.key` prints): {e}"))
+}
+
+/// Prints the active route's usage line every `every`, when it changed
+/// since the last one printed; never returns (with `every` zero, prints
+/// nothing).
+async fn print_usage_every(pool: Arc<RoutePool>, every: Duration) {
+    if every.is_zero() {
+        return std::future::pending().await;
+    }
+    let mut last = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let line = pool.usage_line().await;
+        if line.is_some() && line != last {
+            if let Some(l) = &line {
+                let _ = outln!("{l}");
+            }
+            last = line;
+        }
+    }
 }
 
 /// A hop on the route: the node's record and this client's newest open
@@ -433,7 +457,14 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("listening on {} for the proxy", a.listen))?;
-        let pool = RoutePool::start(ClientConfig::new(connect, routes));
+        // Daemon log lines: a closed stdout must not stop it.
+        let config = ClientConfig {
+            on_event: Some(|line| {
+                let _ = outln!("{line}");
+            }),
+            ..ClientConfig::new(connect, routes)
+        };
+        let pool = RoutePool::start(config);
         outln!("SOCKS5 and HTTP proxy on {} over {}", listener.local_addr()?, a.transport)?;
         outln!("routes, best first: {}", names.join(", "))?;
         std::io::stdout().flush()?;
@@ -447,8 +478,10 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             }),
             ..FrontConfig::default()
         };
+        let status = print_usage_every(pool.clone(), Duration::from_secs(a.status_secs));
         tokio::select! {
             _ = serve_front(listener, pool, front) => {}
+            _ = status => {}
             _ = wait_for_stop() => {
                 let _ = outln!("stopping");
             }

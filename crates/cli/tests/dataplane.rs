@@ -276,7 +276,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // Failover: exit_a first, exit_b second; a bounded loop of requests,
     // exit_a SIGKILLed after the 10th.
-    let (_proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--exit", &b.id]);
+    let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--exit", &b.id, "--status-secs", "1"]);
     let mut killed_at = None;
     let mut recovered = None;
     let mut failed = 0;
@@ -303,6 +303,13 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     eprintln!("failover after SIGKILL: first success {recovered:?} after the kill; {failed} request(s) failed");
     assert!(recovered < Duration::from_secs(2), "failover took {recovered:?}");
     assert!(failed <= 1, "{failed} requests failed; only one can be in flight");
+    // The proxy told the user: the first route down and why, the second
+    // connected, and what the second has paid (one line a second, when it
+    // changed).
+    let (a8, b8) = (&a.id[..8], &b.id[..8]);
+    for line in [format!("route {a8} down: "), format!("route {b8}: connected over tls in "), format!("route {b8}: exit {b8}: ")] {
+        assert!(proxy.wait_for_line(&line, Duration::from_secs(5)).is_some(), "no {line:?} in {:?}", proxy.lines);
+    }
 
     // exit_a kept receipts for what it carried, in its home, and settles
     // the newest on the chain: its USD balance grows.

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tollway_net::driver::{self, BoxStream, SessionHandle};
+use tollway_net::driver::{self, BoxStream, SessionHandle, Status};
 use tollway_net::{ClientOptions, NetError, Transport};
 use tollway_tunnel::hop;
 use tollway_tunnel::session::{session_secret, ClientTerms, Limits, Session};
@@ -57,7 +57,17 @@ pub struct Connected {
 
 impl Connected {
     pub fn is_closed(&self) -> bool {
-        self.exit.is_closed() || self.relay.as_ref().is_some_and(SessionHandle::is_closed)
+        self.closed_because().is_some()
+    }
+
+    /// Why the route is closed (which hop's session, and what it said), or
+    /// `None` while both hops are up.
+    pub fn closed_because(&self) -> Option<String> {
+        let why = |role: &str, session: &SessionHandle| match session.status() {
+            Status::Closed { code, message } => Some(format!("the {role}'s session closed: {message} ({})", code.describe())),
+            _ => None,
+        };
+        self.relay.as_ref().and_then(|r| why("relay", r)).or_else(|| why("exit", &self.exit))
     }
 
     pub fn close(&self) {

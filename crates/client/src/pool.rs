@@ -4,11 +4,11 @@
 //! and the next one takes the new streams; only the streams that were in
 //! flight on the dead route fail.
 
-use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Route};
+use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Hop, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tollway_net::driver::{EarlySocket, OnRefused, OpenError, SessionHandle};
+use tollway_net::driver::{EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
 
@@ -23,6 +23,11 @@ pub struct ClientConfig {
     pub health_timeout: Duration,
     /// A route marked down is not tried again for this long.
     pub down_for: Duration,
+    /// Told, as one line each, what a user of the proxy wants to know as
+    /// it happens: a route connected, a route down and why, a channel's
+    /// escrow spent, a receipt the node rejected. `tollway connect` prints
+    /// them.
+    pub on_event: Option<fn(&str)>,
 }
 
 impl ClientConfig {
@@ -33,6 +38,7 @@ impl ClientConfig {
             health_interval: Duration::from_millis(500),
             health_timeout: Duration::from_millis(1000),
             down_for: Duration::from_secs(30),
+            on_event: None,
         }
     }
 }
@@ -105,18 +111,31 @@ impl RoutePool {
         let Some((index, connected)) = active else {
             return;
         };
-        let alive = !connected.is_closed()
-            && matches!(
-                tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await,
-                Ok(Some(_))
-            );
-        if !alive {
-            self.mark_down(index).await;
+            let down = if let Some(why) = connected.closed_because() {
+            Some(why)
+        } else {
+            match tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await {
+                Ok(Some(_)) => None,
+                _ => Some(format!("no answer to a ping in {} ms", self.config.health_timeout.as_millis())),
+            }
+        };
+        if let Some(why) = down {
+            self.mark_down(index, &why).await;
         }
     }
 
-    async fn mark_down(&self, index: usize) {
+    fn say(&self, line: &str) {
+        if let Some(say) = self.config.on_event {
+            say(line);
+        }
+    }
+
+    async fn mark_down(&self, index: usize, why: &str) {
         let mut state = self.state.lock().await;
+        self.mark_down_locked(&mut state, index, why);
+    }
+
+    fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
         if let Some((i, c)) = &state.active {
             if *i == index {
                 c.close();
@@ -124,34 +143,78 @@ impl RoutePool {
             }
         }
         state.down_until[index] = Some(Instant::now() + self.config.down_for);
+        let next = if self.config.routes.len() > 1 { "new connections go to the next route" } else { "no other route" };
+        self.say(&format!(
+            "route {} down: {why}; {next}, and it is tried again in {} s",
+            self.config.routes[index].name(),
+            self.config.down_for.as_secs()
+        ));
+    }
+
+    /// One line on what the active route has paid, per hop: the channel's
+    /// bytes and USD in the newest receipt, of its escrow. `None` with no
+    /// route up.
+    pub async fn usage_line(&self) -> Option<String> {
+        let state = self.state.lock().await;
+        let (index, connected) = state.active.as_ref()?;
+        let route = &self.config.routes[*index];
+        let hop = |role: &str, hop: &Hop, session: &SessionHandle| {
+            let u = session.usage();
+            format!(
+                "{role} {}: {} paid with {} of its {} escrow",
+                hop.node.short(),
+                human_bytes(u.receipted_bytes.max(hop.settled_bytes)),
+                u.receipted_usd.max(hop.settled_usd),
+                hop.escrow
+            )
+        };
+        let mut parts = vec![hop("exit", &route.exit, &connected.exit)];
+        if let (Some(r), Some(session)) = (&route.relay, &connected.relay) {
+            parts.push(hop("relay", r, session));
+        }
+        Some(format!("route {}: {}", route.name(), parts.join("; ")))
     }
 
     /// The exit session of the best route that is up, connecting if needed.
     async fn session(&self) -> Result<(usize, SessionHandle), ClientError> {
         let mut state = self.state.lock().await;
         if let Some((i, c)) = &state.active {
-            if !c.is_closed() {
-                return Ok((*i, c.exit.clone()));
-            }
-            let i = *i;
-            state.active = None;
-            state.down_until[i] = Some(Instant::now() + self.config.down_for);
+            let (i, why) = match c.closed_because() {
+                None => return Ok((*i, c.exit.clone())),
+                Some(why) => (*i, why),
+            };
+            self.mark_down_locked(&mut state, i, &why);
         }
         let mut last = String::from("no routes configured");
         for (i, route) in self.config.routes.iter().enumerate() {
             if state.down_until[i].is_some_and(|t| t > Instant::now()) {
                 continue;
             }
+            let started = Instant::now();
             match connect_route(route, &self.config.connect).await {
                 Ok(connected) => {
+                    self.say(&format!(
+                        "route {}: connected over {} in {} ms",
+                        route.name(),
+                        self.config.connect.transport,
+                        started.elapsed().as_millis()
+                    ));
+                    let connected = Arc::new(connected);
+                    if self.config.on_event.is_some() {
+                        tokio::spawn(tell_usage(route.clone(), Arc::downgrade(&connected), self.config.on_event));
+                    }
                     let exit = connected.exit.clone();
-                    state.active = Some((i, Arc::new(connected)));
+                    state.active = Some((i, connected));
                     state.history.push(i);
                     return Ok((i, exit));
                 }
                 Err(e) => {
                     last = format!("{}: {}", route.name(), describe(&e));
                     state.down_until[i] = Some(Instant::now() + self.config.down_for);
+                    self.say(&format!(
+                        "route {last}; it is tried again in {} s",
+                        self.config.down_for.as_secs()
+                    ));
                 }
             }
         }
@@ -167,7 +230,7 @@ impl RoutePool {
             match session.open(dest.clone()).await {
                 Ok(stream) => return Ok((session, stream)),
                 Err(OpenError::Refused(code)) => return Err(ClientError::Destination(code)),
-                Err(_) => self.mark_down(index).await,
+                Err(e) => self.mark_down(index, &e.to_string()).await,
             }
         }
         Err(ClientError::NoRoute("every route failed".into()))
@@ -189,8 +252,8 @@ impl RoutePool {
             match session.open_attached(dest.clone(), io, on_refused.clone()).await {
                 Ok(_) => return Ok(()),
                 Err((OpenError::Refused(code), _)) => return Err(ClientError::Destination(code)),
-                Err((_, back)) => {
-                    self.mark_down(index).await;
+                Err((e, back)) => {
+                    self.mark_down(index, &e.to_string()).await;
                     io = back.ok_or_else(|| ClientError::NoRoute("the session stopped holding the socket".into()))?;
                 }
             }
@@ -201,4 +264,88 @@ impl RoutePool {
 
 fn describe(e: &ConnectError) -> String {
     e.to_string()
+}
+
+/// `1.50 GiB`, `12.0 MiB`, `512 KiB`, `100 B`: three figures.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 };
+    format!("{v:.decimals$} {}", UNITS[unit])
+}
+
+/// Tells, while the route is connected, when one of its hops' channels
+/// runs out of escrow or its node rejects a receipt.
+async fn tell_usage(route: Route, connected: std::sync::Weak<Connected>, say: Option<fn(&str)>) {
+    let Some(say) = say else { return };
+    let (mut exit, mut relay) = {
+        let Some(c) = connected.upgrade() else { return };
+        (c.exit.watch_usage(), c.relay.as_ref().map(SessionHandle::watch_usage))
+    };
+    let (mut told_exit, mut told_relay) = (Usage::default(), Usage::default());
+    loop {
+        let relay_changed = async {
+            match relay.as_mut() {
+                Some(r) => r.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = exit.changed() => {
+                if changed.is_err() { return }
+                let now = exit.borrow_and_update().clone();
+                tell_hop(say, &route, "exit", &route.exit, &told_exit, &now);
+                told_exit = now;
+            }
+            changed = relay_changed => {
+                let (Ok(()), Some(r), Some(hop)) = (changed, relay.as_mut(), route.relay.as_ref()) else { return };
+                let now = r.borrow_and_update().clone();
+                tell_hop(say, &route, "relay", hop, &told_relay, &now);
+                told_relay = now;
+            }
+        }
+    }
+}
+
+fn tell_hop(say: fn(&str), route: &Route, role: &str, hop: &Hop, before: &Usage, now: &Usage) {
+    if now.escrow_exhausted && !before.escrow_exhausted {
+        say(&format!(
+            "route {}: the channel with {role} {} has spent its {} escrow ({} paid); that node pauses this route. \
+             Open a new channel (`tollway wallet open-channel {} <usd> --expires-in 7d`) and restart `tollway connect`",
+            route.name(),
+            hop.node.short(),
+            hop.escrow,
+            now.receipted_usd.max(hop.settled_usd),
+            hop.node.to_hex()
+        ));
+    }
+    if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
+        say(&format!(
+            "route {}: {role} {} rejected a receipt: {}",
+            route.name(),
+            hop.node.short(),
+            now.receipt_rejected.as_deref().unwrap_or_default()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_read_in_three_figures() {
+        let cases = [(0, "0 B"), (1023, "1023 B"), (1024, "1.00 KiB"), (5_358_000, "5.11 MiB"), (150 << 20, "150 MiB"), (3 << 40, "3.00 TiB")];
+        for (n, text) in cases {
+            assert_eq!(human_bytes(n), text);
+        }
+    }
 }

@@ -144,6 +144,12 @@ async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
     start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0).await
 }
 
+/// [`start_node`] with a channel of `escrow` in the node's chain.
+async fn start_node_escrow(label: &str, client: &SigningKey, nonce: u64, escrow: Usd) -> TestNode {
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    start_node_full(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0, escrow).await
+}
+
 async fn start_node_with(
     label: &str,
     client: &SigningKey,
@@ -151,6 +157,18 @@ async fn start_node_with(
     policy: ExitPolicy,
     transports: Vec<Transport>,
     ports: std::ops::RangeInclusive<u16>,
+) -> TestNode {
+    start_node_full(label, client, nonce, policy, transports, ports, Usd(50_000_000)).await
+}
+
+async fn start_node_full(
+    label: &str,
+    client: &SigningKey,
+    nonce: u64,
+    policy: ExitPolicy,
+    transports: Vec<Transport>,
+    ports: std::ops::RangeInclusive<u16>,
+    escrow: Usd,
 ) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
@@ -160,7 +178,7 @@ async fn start_node_with(
         Channel {
             client: client.public(),
             node: key.public(),
-            escrow: Usd(50_000_000),
+            escrow,
             paid: Usd::ZERO,
             paid_bytes: 0,
             expires_at_secs: u64::MAX / 2,
@@ -195,6 +213,19 @@ async fn start_front_with(
     start_front_full(routes, transport, client, front, None).await
 }
 
+/// What the pools of these tests told (`ClientConfig::on_event`), from
+/// every test: a test picks its own by its routes' names.
+static EVENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_event(line: &str) {
+    EVENTS.lock().unwrap().push(line.to_string());
+}
+
+/// The lines told so far that contain `part`.
+fn events_with(part: &str) -> Vec<String> {
+    EVENTS.lock().unwrap().iter().filter(|l| l.contains(part)).cloned().collect()
+}
+
 async fn start_front_full(
     routes: Vec<Route>,
     transport: Transport,
@@ -210,7 +241,7 @@ async fn start_front_full(
         limits: Limits::default(),
         hop_window,
     };
-    let pool = RoutePool::start(ClientConfig::new(connect, routes));
+    let pool = RoutePool::start(ClientConfig { on_event: Some(record_event), ..ClientConfig::new(connect, routes) });
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_front(listener, pool.clone(), front));
@@ -700,6 +731,7 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
         Route { relay: None, exit: first.hop(Transport::Tls, &client, 0) },
         Route { relay: None, exit: second.hop(Transport::Tls, &client, 1) },
     ];
+    let routes_named: Vec<String> = routes.iter().map(Route::name).collect();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let mut first = Some(first);
     let mut killed_at = None;
@@ -732,6 +764,54 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
     // A sequential loop has at most one request in flight at the kill.
     assert!(failures <= 1, "{failures} requests failed");
     assert_eq!(pool.history().await, [0, 1]);
+    // The pool told what happened, as `tollway connect` prints it.
+    let (name_first, name_second) = (routes_named[0].clone(), routes_named[1].clone());
+    assert_eq!(events_with(&format!("route {name_first}: connected over tls in ")).len(), 1, "{:?}", events_with(&name_first));
+    let down = events_with(&format!("route {name_first} down: "));
+    assert!(
+        down.first().is_some_and(|l| l.contains("new connections go to the next route")),
+        "{:?}",
+        events_with(&name_first)
+    );
+    assert_eq!(events_with(&format!("route {name_second}: connected over tls in ")).len(), 1, "{:?}", events_with(&name_second));
+    let usage = pool.usage_line().await.unwrap();
+    assert!(usage.starts_with(&format!("route {name_second}: exit ")) && usage.contains(" paid with $"), "{usage}");
+}
+
+/// A channel whose escrow runs out mid-download, and a node that rejects
+/// the client's receipts (its channel holds less than the client thinks):
+/// the transfer stalls once the node's credit window is used, and the
+/// pool says why, once, naming the channel's node and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_escrow_and_a_rejected_receipt_are_told() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("gina");
+    // $0.002 at $0.50 per GiB: 4 MiB, then no receipt can be signed.
+    let spent = start_node("exit-spent", &client, 0).await;
+    let hop = Hop { escrow: Usd(2_000), ..spent.hop(Transport::Tls, &client, 0) };
+    let route = Route { relay: None, exit: hop };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let stalled = tokio::time::timeout(Duration::from_secs(3), socks_get(front, web, 16 << 20)).await;
+    assert!(stalled.is_err(), "16 MiB passed on 4 MiB of escrow: {stalled:?}");
+    let told = events_with(&format!("route {name}: the channel with exit "));
+    assert_eq!(told.len(), 1, "{:?}", events_with(&name));
+    assert!(told[0].contains("has spent its $0.002 escrow"), "{}", told[0]);
+    assert!(told[0].contains(&format!("tollway wallet open-channel {} <usd>", spent.key.public().to_hex())), "{}", told[0]);
+    let usage = pool.usage_line().await.unwrap();
+    assert!(usage.contains(" of its $0.002 escrow"), "{usage}");
+    assert!(usage.contains(" MiB paid with $0.001"), "{usage}");
+
+    // The node's chain says the channel holds $0.001 (2 MiB); the client
+    // believes $50 and signs on past it.
+    let poor = start_node_escrow("exit-poor", &client, 0, Usd(1_000)).await;
+    let route = Route { relay: None, exit: poor.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let stalled = tokio::time::timeout(Duration::from_secs(3), socks_get(front, web, 16 << 20)).await;
+    assert!(stalled.is_err(), "16 MiB passed on 2 MiB of escrow: {stalled:?}");
+    let told = events_with(&format!("route {name}: exit "));
+    assert!(told.first().is_some_and(|l| l.contains("rejected a receipt: ")), "{:?}", events_with(&name));
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).

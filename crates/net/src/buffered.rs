@@ -142,7 +142,7 @@ mod tests {
     fn a_socket_moves_to_another_runtime_with_its_buffered_bytes() {
         let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (mut tcp, mut peer) = first.block_on(async {
+        let (mut tcp, peer) = first.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let connect = TcpStream::connect(listener.local_addr().unwrap());
             let (accepted, connected) = tokio::join!(listener.accept(), connect);

@@ -26,6 +26,7 @@ use tollway_tunnel::session::{ChannelInfo, Event, PathId, Session, SessionError,
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::keys::AccountId;
 use tollway_types::tx::{ChannelId, SignedReceipt};
+use tollway_types::Usd;
 
 /// Chunks queued for one path's writer.
 pub const PATH_QUEUE: usize = 8;
@@ -81,6 +82,24 @@ pub enum Status {
     Handshaking,
     Established,
     Closed { code: ErrorCode, message: String },
+}
+
+/// What a client's session has paid and what its node said about it, for
+/// the status lines of `tollway connect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The channel's cumulative bytes and USD in the newest receipt signed.
+    pub receipted_bytes: u64,
+    pub receipted_usd: Usd,
+    /// The escrow is spent: no receipt can be signed, so the node pauses
+    /// the session once its credit window is used.
+    pub escrow_exhausted: bool,
+    /// The node's newest refusal of a receipt (`code: message`).
+    pub receipt_rejected: Option<String>,
+    /// Times the node paused the session for want of a receipt. Part of a
+    /// fast download's normal flow, so a change here alone does not wake
+    /// the watchers of [`SessionHandle::watch_usage`].
+    pub pauses: u64,
 }
 
 /// Called, on the driver's task, with the exit's error code if it refuses
@@ -154,9 +173,21 @@ pub struct SessionHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
     session_id: watch::Receiver<[u8; 16]>,
+    usage: watch::Receiver<Usage>,
 }
 
 impl SessionHandle {
+    /// What the session has paid so far (client).
+    pub fn usage(&self) -> Usage {
+        self.usage.borrow().clone()
+    }
+
+    /// Changes when a receipt is signed, the escrow runs out or the node
+    /// rejects a receipt.
+    pub fn watch_usage(&self) -> watch::Receiver<Usage> {
+        self.usage.clone()
+    }
+
     /// Waits for the handshake; the error says why it failed.
     pub async fn established(&self) -> Result<(), (ErrorCode, String)> {
         let mut status = self.status.clone();
@@ -358,6 +389,7 @@ struct Driver {
     pings: HashMap<u64, oneshot::Sender<Duration>>,
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
+    usage: watch::Sender<Usage>,
 }
 
 /// Starts the driver of `session` on the connection `io` (path 0 of the
@@ -379,6 +411,7 @@ pub fn spawn_with_prefix(
     let (inbound_tx, inbound_rx) = mpsc::channel(PATH_QUEUE);
     let (status, status_rx) = watch::channel(Status::Handshaking);
     let (session_id, session_id_rx) = watch::channel(session.session_id());
+    let (usage, usage_rx) = watch::channel(Usage::default());
     let mut driver = Driver {
         session,
         hooks,
@@ -394,6 +427,7 @@ pub fn spawn_with_prefix(
         pings: HashMap::new(),
         status,
         session_id,
+        usage,
     };
     driver.add_path(0, io);
     if !prefix.is_empty() {
@@ -404,6 +438,7 @@ pub fn spawn_with_prefix(
         commands: commands_tx,
         status: status_rx,
         session_id: session_id_rx,
+        usage: usage_rx,
     }
 }
 
@@ -643,11 +678,20 @@ impl Driver {
                 self.pings.clear();
                 let _ = self.status.send(Status::Closed { code, message });
             }
-            Event::ReceiptRejected { .. }
-            | Event::ReceiptSent { .. }
-            | Event::Paused { .. }
-            | Event::EscrowExhausted
-            | Event::PathReady { .. } => {}
+            Event::ReceiptSent { cumulative_bytes, cumulative_usd } => self.usage.send_modify(|u| {
+                (u.receipted_bytes, u.receipted_usd) = (cumulative_bytes, cumulative_usd);
+            }),
+            Event::EscrowExhausted => self.usage.send_modify(|u| u.escrow_exhausted = true),
+            Event::ReceiptRejected { code, message } => {
+                self.usage.send_modify(|u| u.receipt_rejected = Some(format!("{code}: {message}")))
+            }
+            Event::Paused { .. } => {
+                self.usage.send_if_modified(|u| {
+                    u.pauses += 1;
+                    false
+                });
+            }
+            Event::PathReady { .. } => {}
         }
     }
 
