@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tollway_client::connect::ConnectOptions;
-use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
+use tollway_client::{human_bytes, serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
@@ -102,6 +102,10 @@ pub struct NodeRunArgs {
     settle_every: String,
     #[arg(long, value_name = "USD", default_value = "0.10")]
     settle_min_usd: String,
+    /// Print the sessions served and the receipts held every N seconds,
+    /// when they changed; 0 never.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    status_secs: u64,
 }
 
 pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
@@ -248,7 +252,23 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         )?;
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
-        wait_for_stop().await;
+        let status = every_when_changed(Duration::from_secs(a.status_secs), || {
+            let held = receipts.all();
+            let bytes: u64 = held.iter().map(|r| r.receipt.cumulative_bytes).sum();
+            let usd: tollway_types::amount::Usd = held.iter().map(|r| r.receipt.cumulative_usd).sum();
+            let line = format!(
+                "serving {} session(s) on {} connection(s); receipts held for {} and {usd} over {} channel(s)",
+                server.n_sessions(),
+                server.live_connections(),
+                human_bytes(bytes),
+                held.len()
+            );
+            std::future::ready(Some(line))
+        });
+        tokio::select! {
+            _ = wait_for_stop() => {}
+            _ = status => {}
+        }
         outln!(
             "stopping: {} session(s) closed, {} channel(s) with receipts to settle",
             server.n_sessions(),
@@ -372,22 +392,22 @@ fn parse_node_id(text: &str) -> Result<AccountId, String> {
     AccountId::from_hex(text).map_err(|e| format!("not a node id (its account: 64 hex digits, as `tollway keys show --key NODE.key` prints): {e}"))
 }
 
-/// Prints the active route's usage line every `every`, when it changed
-/// since the last one printed; never returns (with `every` zero, prints
-/// nothing).
-async fn print_usage_every(pool: Arc<RoutePool>, every: Duration) {
+/// Prints the line `line` makes every `every`, when it differs from the
+/// last one printed; never returns (with `every` zero, prints nothing). A
+/// daemon's log line: a closed stdout must not stop it.
+async fn every_when_changed<F: std::future::Future<Output = Option<String>>>(every: Duration, line: impl Fn() -> F) {
     if every.is_zero() {
         return std::future::pending().await;
     }
     let mut last = None;
     loop {
         tokio::time::sleep(every).await;
-        let line = pool.usage_line().await;
-        if line.is_some() && line != last {
-            if let Some(l) = &line {
+        let now = line().await;
+        if now.is_some() && now != last {
+            if let Some(l) = &now {
                 let _ = outln!("{l}");
             }
-            last = line;
+            last = now;
         }
     }
 }
@@ -478,7 +498,8 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             }),
             ..FrontConfig::default()
         };
-        let status = print_usage_every(pool.clone(), Duration::from_secs(a.status_secs));
+        let watched = pool.clone();
+        let status = every_when_changed(Duration::from_secs(a.status_secs), || watched.usage_line());
         tokio::select! {
             _ = serve_front(listener, pool, front) => {}
             _ = status => {}

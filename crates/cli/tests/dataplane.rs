@@ -222,8 +222,9 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     // serves on terms of its own: receipts every 512 KiB, 4 MiB of credit.
     args_b.extend(["--settle-every", "1s", "--settle-min-usd", "0"].map(String::from));
     args_b.extend(["--receipt-interval-kib", "512", "--credit-window-kib", "4096"].map(String::from));
+    args_b.extend(["--status-secs", "1"].map(String::from));
     let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
-    let node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let mut node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     let terms = "a receipt due every 512 KiB, a client paused 4096 KiB past its newest";
     assert!(node_b.lines.iter().any(|l| l == terms), "{:?}", node_b.lines);
     assert!(
@@ -326,6 +327,17 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         receipt["cumulative_usd"], receipt["cumulative_bytes"]
     );
     assert_eq!(settled["paid_bytes"], receipt["cumulative_bytes"], "{settled}");
+
+    // exit_b says, every second when it changed, what it serves and holds.
+    // (A line from before its first receipt says 0 B: the next one is due.)
+    let status = loop {
+        let line = node_b.wait_for_line("receipts held for ", Duration::from_secs(5));
+        let line = line.unwrap_or_else(|| panic!("no status line with receipts in {:?}", node_b.lines));
+        if !line.contains("held for 0 B") {
+            break line;
+        }
+    };
+    assert!(status.starts_with("serving ") && status.contains(" channel(s)"), "{status}");
 
     // exit_b settled its channel by itself while it served.
     let deadline = Instant::now() + Duration::from_secs(15);

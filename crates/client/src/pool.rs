@@ -267,7 +267,7 @@ fn describe(e: &ConnectError) -> String {
 }
 
 /// `1.50 GiB`, `12.0 MiB`, `512 KiB`, `100 B`: three figures.
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
