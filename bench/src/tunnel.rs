@@ -1333,7 +1333,7 @@ impl Report<'_> {
 
 fn print_setup(ours: &Setup, ss: &Setup, n: usize) {
     println!("new tunnel setup: median of {n} fresh client processes (ours: `tunnel-role client` over TLS to the running exit; shadowsocks: a fresh ss-local to the running ss-server)");
-    println!("  first request = connect + SOCKS5 + first byte of a {SMALL_BYTES}-byte answer; ours includes the TLS handshake and tunnel hello of a new session");
+    println!("  first request = connect + SOCKS5 + first byte of a {SMALL_BYTES}-byte answer; ours starts its session (TLS handshake, tunnel hello) as it starts listening, so part of that may be done by then: start→1st byte is the figure to compare");
     println!();
     println!("{:<48} {:>16} {:>16} {:>16}", "client", "start→listening", "first request", "start→1st byte");
     let row = |name: &str, s: &Setup| {

@@ -76,7 +76,8 @@ pub struct RoutePool {
 }
 
 impl RoutePool {
-    /// Starts the pool and its health checker.
+    /// Starts the pool: connects the best route that works, then checks
+    /// its health.
     pub fn start(config: ClientConfig) -> Arc<RoutePool> {
         let n = config.routes.len();
         let pool = Arc::new(RoutePool {
@@ -89,6 +90,12 @@ impl RoutePool {
         });
         let weak = Arc::downgrade(&pool);
         tokio::spawn(async move {
+            // Connect at once rather than on the first stream: the user
+            // learns now whether the routes work, and the first stream
+            // does not wait for the handshakes.
+            if let Some(pool) = weak.upgrade() {
+                let _ = pool.session().await;
+            }
             loop {
                 let Some(pool) = weak.upgrade() else { return };
                 let interval = pool.config.health_interval;
