@@ -65,6 +65,10 @@ impl ClientError {
 struct State {
     active: Option<(usize, Arc<Connected>)>,
     down_until: Vec<Option<Instant>>,
+    /// Routes that cannot carry traffic until the proxy restarts: a hop's
+    /// escrow is spent, or its node rejects our receipts (its chain says
+    /// otherwise than ours did at start).
+    retired: Vec<bool>,
     /// Which route was active, in order, for tests and logs.
     history: Vec<usize>,
 }
@@ -73,6 +77,8 @@ struct State {
 pub struct RoutePool {
     config: ClientConfig,
     state: Mutex<State>,
+    /// Itself, for the tasks it starts (which must not keep it alive).
+    me: std::sync::Weak<RoutePool>,
 }
 
 impl RoutePool {
@@ -80,11 +86,13 @@ impl RoutePool {
     /// its health.
     pub fn start(config: ClientConfig) -> Arc<RoutePool> {
         let n = config.routes.len();
-        let pool = Arc::new(RoutePool {
+        let pool = Arc::new_cyclic(|me| RoutePool {
+            me: me.clone(),
             config,
             state: Mutex::new(State {
                 active: None,
                 down_until: vec![None; n],
+                retired: vec![false; n],
                 history: Vec::new(),
             }),
         });
@@ -118,7 +126,7 @@ impl RoutePool {
         let Some((index, connected)) = active else {
             return;
         };
-            let down = if let Some(why) = connected.closed_because() {
+        let down = if let Some(why) = connected.closed_because() {
             Some(why)
         } else {
             match tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await {
@@ -143,19 +151,40 @@ impl RoutePool {
     }
 
     fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
-        if let Some((i, c)) = &state.active {
-            if *i == index {
-                c.close();
-                state.active = None;
-            }
+        let was_active = state.active.as_ref().is_some_and(|(i, _)| *i == index);
+        if let Some((_, c)) = state.active.as_ref().filter(|_| was_active) {
+            c.close();
+            state.active = None;
         }
+        let was_down = state.retired[index] || state.down_until[index].is_some_and(|t| t > Instant::now());
         state.down_until[index] = Some(Instant::now() + self.config.down_for);
-        let next = if self.config.routes.len() > 1 { "new connections go to the next route" } else { "no other route" };
-        self.say(&format!(
-            "route {} down: {why}; {next}, and it is tried again in {} s",
-            self.config.routes[index].name(),
-            self.config.down_for.as_secs()
-        ));
+        // Once per outage: a failed ping and a failed open may both report it.
+        if was_active || !was_down {
+            self.say(&format!(
+                "route {} down: {why}; {}, and it is tried again in {} s",
+                self.config.routes[index].name(),
+                self.next_route(),
+                self.config.down_for.as_secs()
+            ));
+        }
+    }
+
+    fn next_route(&self) -> &'static str {
+        if self.config.routes.len() > 1 {
+            "new connections go to the next route"
+        } else {
+            "no other route"
+        }
+    }
+
+    /// Takes route `index` out of use until the proxy restarts.
+    async fn retire(&self, index: usize) {
+        let mut state = self.state.lock().await;
+        state.retired[index] = true;
+        if let Some((_, c)) = state.active.as_ref().filter(|(i, _)| *i == index) {
+            c.close();
+            state.active = None;
+        }
     }
 
     /// One line on what the active route has paid, per hop: the channel's
@@ -194,7 +223,7 @@ impl RoutePool {
         }
         let mut last = String::from("no routes configured");
         for (i, route) in self.config.routes.iter().enumerate() {
-            if state.down_until[i].is_some_and(|t| t > Instant::now()) {
+            if state.retired[i] || state.down_until[i].is_some_and(|t| t > Instant::now()) {
                 continue;
             }
             let started = Instant::now();
@@ -207,9 +236,7 @@ impl RoutePool {
                         started.elapsed().as_millis()
                     ));
                     let connected = Arc::new(connected);
-                    if self.config.on_event.is_some() {
-                        tokio::spawn(tell_usage(route.clone(), Arc::downgrade(&connected), self.config.on_event));
-                    }
+                    tokio::spawn(watch_payments(self.me.clone(), i, Arc::downgrade(&connected)));
                     let exit = connected.exit.clone();
                     state.active = Some((i, connected));
                     state.history.push(i);
@@ -289,10 +316,11 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.decimals$} {}", UNITS[unit])
 }
 
-/// Tells, while the route is connected, when one of its hops' channels
-/// runs out of escrow or its node rejects a receipt.
-async fn tell_usage(route: Route, connected: std::sync::Weak<Connected>, say: Option<fn(&str)>) {
-    let Some(say) = say else { return };
+/// While route `index` is connected, watches what its hops' nodes say
+/// about payment: a spent escrow or a rejected receipt is told (once) and
+/// retires the route, since it can carry nothing more (its node pauses it)
+/// and the next route can.
+async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connected: std::sync::Weak<Connected>) {
     let (mut exit, mut relay) = {
         let Some(c) = connected.upgrade() else { return };
         (c.exit.watch_usage(), c.relay.as_ref().map(SessionHandle::watch_usage))
@@ -305,42 +333,42 @@ async fn tell_usage(route: Route, connected: std::sync::Weak<Connected>, say: Op
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let (role, now, before) = tokio::select! {
             changed = exit.changed() => {
                 if changed.is_err() { return }
                 let now = exit.borrow_and_update().clone();
-                tell_hop(say, &route, "exit", &route.exit, &told_exit, &now);
-                told_exit = now;
+                ("exit", now.clone(), std::mem::replace(&mut told_exit, now))
             }
             changed = relay_changed => {
-                let (Ok(()), Some(r), Some(hop)) = (changed, relay.as_mut(), route.relay.as_ref()) else { return };
+                let (Ok(()), Some(r)) = (changed, relay.as_mut()) else { return };
                 let now = r.borrow_and_update().clone();
-                tell_hop(say, &route, "relay", hop, &told_relay, &now);
-                told_relay = now;
+                ("relay", now.clone(), std::mem::replace(&mut told_relay, now))
             }
-        }
-    }
-}
-
-fn tell_hop(say: fn(&str), route: &Route, role: &str, hop: &Hop, before: &Usage, now: &Usage) {
-    if now.escrow_exhausted && !before.escrow_exhausted {
-        say(&format!(
-            "route {}: the channel with {role} {} has spent its {} escrow ({} paid); that node pauses this route. \
-             Open a new channel (`tollway wallet open-channel {} <usd> --expires-in 7d`) and restart `tollway connect`",
-            route.name(),
-            hop.node.short(),
-            hop.escrow,
-            now.receipted_usd.max(hop.settled_usd),
-            hop.node.to_hex()
-        ));
-    }
-    if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
-        say(&format!(
-            "route {}: {role} {} rejected a receipt: {}",
-            route.name(),
-            hop.node.short(),
-            now.receipt_rejected.as_deref().unwrap_or_default()
-        ));
+        };
+        let Some(pool) = pool.upgrade() else { return };
+        let route = &pool.config.routes[index];
+        let Some(hop) = (if role == "exit" { Some(&route.exit) } else { route.relay.as_ref() }) else { return };
+        let why = if now.escrow_exhausted && !before.escrow_exhausted {
+            format!(
+                "the channel with {role} {} has spent its {} escrow ({} paid). Open a new channel \
+                 (`tollway wallet open-channel {} <usd> --expires-in 7d`) and restart `tollway connect`",
+                hop.node.short(),
+                hop.escrow,
+                now.receipted_usd.max(hop.settled_usd),
+                hop.node.to_hex()
+            )
+        } else if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
+            format!(
+                "{role} {} rejected a receipt: {}",
+                hop.node.short(),
+                now.receipt_rejected.as_deref().unwrap_or_default()
+            )
+        } else {
+            continue;
+        };
+        pool.say(&format!("route {} retired: {why}; {}", route.name(), pool.next_route()));
+        pool.retire(index).await;
+        return;
     }
 }
 

@@ -780,27 +780,34 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
 
 /// A channel whose escrow runs out mid-download, and a node that rejects
 /// the client's receipts (its channel holds less than the client thinks):
-/// the transfer stalls once the node's credit window is used, and the
-/// pool says why, once, naming the channel's node and what to do.
+/// either route can carry nothing more (its node pauses it), so the pool
+/// says why, once, naming the node and what to do, and takes the route out
+/// of use; new connections go to the next route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spent_escrow_and_a_rejected_receipt_are_told() {
+async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves() {
     let web = web_server().await;
     let client = SigningKey::from_label("gina");
     // $0.002 at $0.50 per GiB: 4 MiB, then no receipt can be signed.
     let spent = start_node("exit-spent", &client, 0).await;
-    let hop = Hop { escrow: Usd(2_000), ..spent.hop(Transport::Tls, &client, 0) };
-    let route = Route { relay: None, exit: hop };
-    let name = route.name();
-    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
-    let stalled = tokio::time::timeout(Duration::from_secs(3), socks_get(front, web, 16 << 20)).await;
-    assert!(stalled.is_err(), "16 MiB passed on 4 MiB of escrow: {stalled:?}");
-    let told = events_with(&format!("route {name}: the channel with exit "));
+    let spare = start_node("exit-spare", &client, 1).await;
+    let routes = vec![
+        Route { relay: None, exit: Hop { escrow: Usd(2_000), ..spent.hop(Transport::Tls, &client, 0) } },
+        Route { relay: None, exit: spare.hop(Transport::Tls, &client, 1) },
+    ];
+    let (name, spare_name) = (routes[0].name(), routes[1].name());
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
+    assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
+    let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
-    assert!(told[0].contains("has spent its $0.002 escrow"), "{}", told[0]);
-    assert!(told[0].contains(&format!("tollway wallet open-channel {} <usd>", spent.key.public().to_hex())), "{}", told[0]);
+    assert!(told[0].contains("the channel with exit ") && told[0].contains("has spent its $0.002 escrow"), "{}", told[0]);
+    let command = format!("`tollway wallet open-channel {} <usd> --expires-in 7d`", spent.key.public().to_hex());
+    assert!(told[0].contains(&command) && told[0].ends_with("new connections go to the next route"), "{}", told[0]);
+    let body = socks_get(front, web, 1 << 20).await.unwrap();
+    assert!(body == pattern(1 << 20), "the next route: wrong bytes");
+    assert_eq!(pool.history().await, [0, 1]);
     let usage = pool.usage_line().await.unwrap();
-    assert!(usage.contains(" of its $0.002 escrow"), "{usage}");
-    assert!(usage.contains(" MiB paid with $0.001"), "{usage}");
+    assert!(usage.starts_with(&format!("route {spare_name}: exit ")) && usage.contains(" of its $50 escrow"), "{usage}");
 
     // The node's chain says the channel holds $0.001 (2 MiB); the client
     // believes $50 and signs on past it.
@@ -808,10 +815,11 @@ async fn a_spent_escrow_and_a_rejected_receipt_are_told() {
     let route = Route { relay: None, exit: poor.hop(Transport::Tls, &client, 0) };
     let name = route.name();
     let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
-    let stalled = tokio::time::timeout(Duration::from_secs(3), socks_get(front, web, 16 << 20)).await;
-    assert!(stalled.is_err(), "16 MiB passed on 2 MiB of escrow: {stalled:?}");
-    let told = events_with(&format!("route {name}: exit "));
-    assert!(told.first().is_some_and(|l| l.contains("rejected a receipt: ")), "{:?}", events_with(&name));
+    let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
+    assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 2 MiB of escrow");
+    let told = events_with(&format!("route {name} retired: "));
+    assert_eq!(told.len(), 1, "{:?}", events_with(&name));
+    assert!(told[0].contains(" rejected a receipt: over_escrow: ") && told[0].ends_with("; no other route"), "{}", told[0]);
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
