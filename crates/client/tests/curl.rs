@@ -130,38 +130,29 @@ impl TestNode {
             tls_key_pin: self.identity.pin(),
             price_usd_micro_per_gib: PRICE,
             channel: channel_id(&client.public(), nonce),
-            escrow: Usd(50_000_000),
+            escrow: ESCROW,
             settled_bytes: 0,
             settled_usd: Usd::ZERO,
         }
     }
 }
 
+/// The escrow of the channels the test nodes' chains know.
+const ESCROW: Usd = Usd(50_000_000);
+
 /// Starts a devnet node (loopback allowed, both transports, ephemeral
 /// ports) whose chain knows channel `nonce` from `client` to it.
 async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0).await
+    start_node_escrow(label, client, nonce, ESCROW).await
 }
 
 /// [`start_node`] with a channel of `escrow` in the node's chain.
 async fn start_node_escrow(label: &str, client: &SigningKey, nonce: u64, escrow: Usd) -> TestNode {
     let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    start_node_full(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0, escrow).await
+    start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0, escrow).await
 }
 
 async fn start_node_with(
-    label: &str,
-    client: &SigningKey,
-    nonce: u64,
-    policy: ExitPolicy,
-    transports: Vec<Transport>,
-    ports: std::ops::RangeInclusive<u16>,
-) -> TestNode {
-    start_node_full(label, client, nonce, policy, transports, ports, Usd(50_000_000)).await
-}
-
-async fn start_node_full(
     label: &str,
     client: &SigningKey,
     nonce: u64,
@@ -654,7 +645,7 @@ async fn curl_through_two_hops_over_tls_and_quic_is_byte_exact() {
 async fn the_exit_refuses_the_lan_and_metadata_addresses() {
     let client = SigningKey::from_label("carol");
     // This exit runs the default policy: no loopback either.
-    let exit = start_node_with("exit-3b", &client, 0, ExitPolicy::default(), vec![Transport::Tls], 0..=0).await;
+    let exit = start_node_with("exit-3b", &client, 0, ExitPolicy::default(), vec![Transport::Tls], 0..=0, ESCROW).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     // Waiting for the exit: the refusal comes back as a SOCKS error.
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
@@ -721,16 +712,22 @@ async fn socks_get(front: SocketAddr, web: SocketAddr, n: usize) -> Result<Vec<u
     Ok(all[body_at..].to_vec())
 }
 
+/// Two exits with a channel each from `client` (nonces 0 and 1), and a
+/// route to each, the first best.
+async fn two_exits(client: &SigningKey, first: &str, second: &str) -> (TestNode, TestNode, Vec<Route>) {
+    let (first, second) = (start_node(first, client, 0).await, start_node(second, client, 1).await);
+    let routes = vec![
+        Route { relay: None, exit: first.hop(Transport::Tls, client, 0) },
+        Route { relay: None, exit: second.hop(Transport::Tls, client, 1) },
+    ];
+    (first, second, routes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() {
     let web = web_server().await;
     let client = SigningKey::from_label("dave");
-    let first = start_node("exit-f1", &client, 0).await;
-    let second = start_node("exit-f2", &client, 1).await;
-    let routes = vec![
-        Route { relay: None, exit: first.hop(Transport::Tls, &client, 0) },
-        Route { relay: None, exit: second.hop(Transport::Tls, &client, 1) },
-    ];
+    let (first, _second, routes) = two_exits(&client, "exit-f1", "exit-f2").await;
     let routes_named: Vec<String> = routes.iter().map(Route::name).collect();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let mut first = Some(first);
@@ -788,12 +785,8 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     let web = web_server().await;
     let client = SigningKey::from_label("gina");
     // $0.002 at $0.50 per GiB: 4 MiB, then no receipt can be signed.
-    let spent = start_node("exit-spent", &client, 0).await;
-    let spare = start_node("exit-spare", &client, 1).await;
-    let routes = vec![
-        Route { relay: None, exit: Hop { escrow: Usd(2_000), ..spent.hop(Transport::Tls, &client, 0) } },
-        Route { relay: None, exit: spare.hop(Transport::Tls, &client, 1) },
-    ];
+    let (spent, _spare, mut routes) = two_exits(&client, "exit-spent", "exit-spare").await;
+    routes[0].exit.escrow = Usd(2_000);
     let (name, spare_name) = (routes[0].name(), routes[1].name());
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
@@ -850,7 +843,7 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
         let base = free_port_range(SPAN);
         let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
         let last = base + SPAN - 1;
-        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=last).await;
+        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=last, ESCROW).await;
         let hop = Hop { port_first: base, port_last: last, ..node.hop(transport, &client, 0) };
         let routes = vec![Route { relay: None, exit: hop }];
         let (front, _pool) =
