@@ -8,7 +8,7 @@ use crate::pool::{ClientError, RoutePool};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tollway_socks as socks;
@@ -299,16 +299,19 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 }
 
 /// Plain-HTTP requests on one program connection, one after another
-/// (RFC 9112 §9.3): each goes to its URL's host on a stream of its own,
-/// rewritten to origin form with `Connection: close`, followed by its body
-/// to the body's end and no further (`exchange`). The connection stays
-/// open for the next request while the program wants it and each
-/// response ends by its own framing; a request pipelined behind another
-/// waits in `pending` for its turn, so it never reaches an origin in the
-/// proxy's form, with the proxy's credentials. A request for an upgrade
-/// (a WebSocket) ends the sequence: after it, the connection is the new
-/// protocol's. Returns a CONNECT that followed: the connection, what
-/// came after the CONNECT's head, and its target.
+/// (RFC 9112 §9.3): each goes to its URL's host rewritten to origin form,
+/// followed by its body to the body's end and no further (`exchange`).
+/// The connection stays open for the next request while the program
+/// wants it and each response ends by its own framing; a request
+/// pipelined behind another waits in `pending` for its turn, so it never
+/// reaches an origin in the proxy's form, with the proxy's credentials.
+/// The stream to an origin is kept too, while its responses end by their
+/// framing and it says it persists, for the program's next request to the
+/// same host (`KeptOrigin`): a browser's requests for one page's parts then
+/// cost the exit one connection to the origin, not one each. A request for
+/// an upgrade (a WebSocket) ends the sequence: after it, the connection is
+/// the new protocol's. Returns a CONNECT that followed: the connection,
+/// what came after the CONNECT's head, and its target.
 async fn forward(
     mut socket: TcpStream,
     mut pending: Vec<u8>,
@@ -316,12 +319,14 @@ async fn forward(
     pool: &RoutePool,
     config: &FrontConfig,
 ) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
+    let mut kept = None;
     loop {
         if request.upgrade.is_some() {
+            drop(kept.take());
             upgrade(socket, pending, &request, pool, config).await?;
             return Ok(None);
         }
-        if !exchange(&mut socket, &mut pending, &request, pool, config).await? {
+        if !exchange(&mut socket, &mut pending, &request, pool, config, &mut kept).await? {
             close_gracefully(socket).await;
             return Ok(None);
         }
@@ -366,7 +371,8 @@ async fn request_start(
     let mut body = BodyEnd::new(request.body);
     match body.take(pending) {
         Ok(n) => {
-            let mut first = request.origin_head();
+            // The origin's connection is kept while the program's is.
+            let mut first = request.origin_head(request.keep_alive);
             first.extend(pending.drain(..n));
             Ok(Some((body, first)))
         }
@@ -395,25 +401,147 @@ async fn upgrade(
     open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
 }
 
-/// One request and its response, on a stream of its own. `Ok(true)` when
-/// the program's connection may carry the next request: the program
-/// wants that, the response ended by its own framing and the request's
-/// body went whole.
+/// A stream to an origin kept after a response, for the program's next
+/// request to the same target.
+struct KeptOrigin {
+    target: socks::Target,
+    from_origin: ReadHalf<DuplexStream>,
+    to_origin: WriteHalf<DuplexStream>,
+}
+
+impl KeptOrigin {
+    /// Whether the origin has said nothing since its last response: no
+    /// end, no stray bytes. (It may still close as the next request goes;
+    /// `exchange` sends a safe request again then.)
+    async fn quiet(&mut self) -> bool {
+        let mut one = [0u8; 1];
+        std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut one);
+            std::task::Poll::Ready(std::pin::Pin::new(&mut self.from_origin).poll_read(cx, &mut buf).is_pending())
+        })
+        .await
+    }
+}
+
+/// One request and its response, on the kept stream to its origin or a
+/// stream of its own. `Ok(true)` when the program's connection may carry
+/// the next request: the program wants that, the response ended by its
+/// own framing and the request's body went whole. The stream to the
+/// origin is left in `kept` when the origin keeps its connection too.
 async fn exchange(
     socket: &mut TcpStream,
     pending: &mut Vec<u8>,
     request: &ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
+    kept: &mut Option<KeptOrigin>,
 ) -> io::Result<bool> {
-    let Some((mut body, first)) = request_start(socket, pending, request).await? else {
-        return Ok(false);
-    };
+    let mut reuse = kept.take().filter(|k| k.target == request.target);
+    if let Some(k) = reuse.as_mut() {
+        if !k.quiet().await {
+            reuse = None;
+        }
+    }
+    loop {
+        let Some((mut body, first)) = request_start(socket, pending, request).await? else {
+            return Ok(false);
+        };
+        let reused = reuse.is_some();
+        let (mut stream, refused) = match reuse.take() {
+            Some(mut k) => match k.to_origin.write_all(&first).await {
+                Ok(()) => (k, None),
+                // The stream is gone: as if the origin closed unanswered.
+                Err(_) if request.retryable() => continue,
+                Err(_) => {
+                    socket.write_all(&unanswered(request)).await?;
+                    return Ok(false);
+                }
+            },
+            None => match open_forward(socket, request, first, pool, config).await? {
+                Some(opened) => opened,
+                None => return Ok(false),
+            },
+        };
+        // `Some(true)` in `.1`: the whole body went. The block ends the
+        // borrows of the stream and the socket.
+        let (answer, uploaded) = {
+            let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
+            let (mut from_program, mut to_program) = socket.split();
+
+            // The body goes on as the program sends it; what follows its end
+            // is the next request, kept in `pending`. `Ok(false)`: the program
+            // closed within its body, or its chunked body went wrong midway
+            // (the origin has part of it: the connection can only close).
+            let upload = async {
+                let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+                Ok::<bool, io::Error>(match pass_body(&mut from_program, to_origin, &mut body, Vec::new(), &mut chunk).await? {
+                    Passed::Whole { after } => {
+                        pending.extend_from_slice(&after);
+                        true
+                    }
+                    Passed::CutShort | Passed::Malformed(_) => false,
+                })
+            };
+            let download = relay_response(from_origin, &mut to_program, request, refused, config);
+            tokio::pin!(upload, download);
+            let mut uploaded = None;
+            let answer = loop {
+                tokio::select! {
+                    // The upload first: a body that is whole (or empty) counts
+                    // as sent before a response that ended in the same wake-up.
+                    biased;
+                    sent = &mut upload, if uploaded.is_none() => match sent {
+                        Ok(true) => uploaded = Some(true),
+                        Ok(false) => return Ok(false),
+                        // The stream is gone (refused, reset): the response
+                        // side tells the program why.
+                        Err(_) => uploaded = Some(false),
+                    },
+                    answer = &mut download => break answer?,
+                }
+            };
+            (answer, uploaded)
+        };
+        let whole = uploaded == Some(true);
+        return match answer {
+            Answer::Framed { reusable } => {
+                if reusable && whole && request.keep_alive {
+                    *kept = Some(stream);
+                }
+                Ok(whole && request.keep_alive)
+            }
+            Answer::Closed => Ok(false),
+            // A kept stream the origin closed as the request went: a safe
+            // request without a body goes again, on a fresh stream.
+            Answer::Unanswered if reused && request.retryable() => continue,
+            Answer::Unanswered => {
+                drop(stream);
+                socket.write_all(&unanswered(request)).await?;
+                Ok(false)
+            }
+        };
+    }
+}
+
+/// The 502 for a request whose origin closed without answering.
+fn unanswered(request: &ForwardRequest) -> Vec<u8> {
+    HttpReply::BadGateway.with_message(&format!("tollway: {}: the origin closed without answering", request.target))
+}
+
+/// Opens a stream for `request` with `first` (its origin head and the
+/// body's start), without waiting for the exit (a round trip less, as for
+/// a CONNECT). Nothing has been answered yet, so the exit's refusal, told
+/// to `on_refused`, still becomes an HTTP error with its reason: the
+/// receiver comes back for `relay_response`. `None`: refused at once (and
+/// answered).
+async fn open_forward(
+    socket: &mut TcpStream,
+    request: &ForwardRequest,
+    first: Vec<u8>,
+    pool: &RoutePool,
+    config: &FrontConfig,
+) -> io::Result<Option<(KeptOrigin, Option<oneshot::Receiver<ErrorCode>>)>> {
     let target = &request.target;
-    // The request travels with the open, without waiting for the exit (a
-    // round trip less, as for a CONNECT). Nothing has been answered yet,
-    // so the exit's refusal, told to `on_refused`, still becomes an HTTP
-    // error with its reason, which the program shows.
     let (near, far) = tokio::io::duplex(FORWARD_PIPE_BYTES);
     let (refused_tx, refused) = oneshot::channel();
     let refused_tx = std::sync::Mutex::new(Some(refused_tx));
@@ -425,61 +553,39 @@ async fn exchange(
     if let Err(e) = pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
         log_refusal(config, target, &e);
         socket.write_all(&http_refusal(target, &e)).await?;
-        return Ok(false);
+        return Ok(None);
     }
-    let (mut from_origin, mut to_origin) = tokio::io::split(near);
-    let (mut from_program, mut to_program) = socket.split();
+    let (from_origin, to_origin) = tokio::io::split(near);
+    Ok(Some((KeptOrigin { target: target.clone(), from_origin, to_origin }, Some(refused))))
+}
 
-    // The body goes on as the program sends it; what follows its end is
-    // the next request, kept in `pending`. `Ok(false)`: the program closed
-    // within its body, or its chunked body went wrong midway (the origin
-    // has part of it: the connection can only close).
-    let upload = async {
-        let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
-        Ok::<bool, io::Error>(match pass_body(&mut from_program, &mut to_origin, &mut body, Vec::new(), &mut chunk).await? {
-            Passed::Whole { after } => {
-                pending.extend_from_slice(&after);
-                true
-            }
-            Passed::CutShort | Passed::Malformed(_) => false,
-        })
-    };
-    let download = relay_response(&mut from_origin, &mut to_program, request, refused, config);
-    tokio::pin!(upload, download);
-    // `Some(true)`: the whole body went.
-    let mut uploaded = None;
-    loop {
-        tokio::select! {
-            // The upload first: a body that is whole (or empty) counts as
-            // sent before a response that ended in the same wake-up.
-            biased;
-            sent = &mut upload, if uploaded.is_none() => match sent {
-                Ok(true) => uploaded = Some(true),
-                Ok(false) => return Ok(false),
-                // The stream is gone (refused, reset): the response side
-                // tells the program why.
-                Err(_) => uploaded = Some(false),
-            },
-            kept = &mut download => return Ok(kept? && uploaded == Some(true) && request.keep_alive),
-        }
-    }
+/// How a forwarded request's response went.
+enum Answer {
+    /// It ended by its own framing; `reusable`: the origin keeps its
+    /// connection and sent nothing after the response.
+    Framed { reusable: bool },
+    /// It ended by the origin's close, was cut short or was not HTTP (the
+    /// program has what there was, or a 502): the program's connection
+    /// closes after it.
+    Closed,
+    /// A kept stream ended before any byte: nothing was written.
+    Unanswered,
 }
 
 /// Passes the origin's response on to the program, its head rewritten
-/// (`ResponseHead::encode`), interim responses first. `Ok(true)` when the
-/// response ended by its own framing; `Ok(false)` when only the origin's
-/// close ends it, or it was cut short, and the program's connection must
-/// close after it. A stream that ends before any byte was refused (the
-/// code comes on `refused`) or its origin closed without answering.
+/// (`ResponseHead::encode`), interim responses first. A stream that ends
+/// before any byte was refused (the code comes on `refused`, for a new
+/// stream) or its origin closed without answering.
 async fn relay_response(
     from_origin: &mut (impl AsyncRead + Unpin),
     to_program: &mut (impl AsyncWrite + Unpin),
     request: &ForwardRequest,
-    refused: oneshot::Receiver<ErrorCode>,
+    refused: Option<oneshot::Receiver<ErrorCode>>,
     config: &FrontConfig,
-) -> io::Result<bool> {
-    let mut refused = Some(refused);
+) -> io::Result<Answer> {
+    let mut refused = refused;
     let mut buf = Vec::new();
+    let mut answered = false;
     let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
     loop {
         let (head, used) = match socks::parse_response(&buf, &request.method) {
@@ -487,7 +593,8 @@ async fn relay_response(
             Err(ParseError::Incomplete) => {
                 let n = from_origin.read(&mut chunk).await?;
                 if n == 0 {
-                    if let (true, Some(refused)) = (buf.is_empty(), refused.take()) {
+                    if buf.is_empty() && !answered {
+                        let Some(refused) = refused.take() else { return Ok(Answer::Unanswered) };
                         // The driver tells a refusal before it closes the
                         // stream, or drops the sender once the exit opened.
                         let target = &request.target;
@@ -497,12 +604,11 @@ async fn relay_response(
                                 log_refusal(config, target, &e);
                                 http_refusal(target, &e)
                             }
-                            _ => HttpReply::BadGateway
-                                .with_message(&format!("tollway: {target}: the origin closed without answering")),
+                            _ => unanswered(request),
                         };
                         to_program.write_all(&answer).await?;
                     }
-                    return Ok(false);
+                    return Ok(Answer::Closed);
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 continue;
@@ -510,9 +616,10 @@ async fn relay_response(
             Err(e) => {
                 let message = format!("tollway: {}: {e}", request.target);
                 to_program.write_all(&HttpReply::BadGateway.with_message(&message)).await?;
-                return Ok(false);
+                return Ok(Answer::Closed);
             }
         };
+        answered = true;
         if head.is_interim() {
             to_program.write_all(&buf[..used]).await?;
             buf.drain(..used);
@@ -529,13 +636,14 @@ async fn relay_response(
             // To the origin's close.
             to_program.write_all(&buf).await?;
             tokio::io::copy(from_origin, to_program).await?;
-            return Ok(false);
+            return Ok(Answer::Closed);
         };
         return match pass_body(from_origin, to_program, &mut body, buf, &mut chunk).await? {
-            // Bytes after the body's end are the origin's error: dropped.
-            Passed::Whole { .. } => Ok(true),
+            // Bytes after the body's end are the origin's error: dropped,
+            // and its connection not used again.
+            Passed::Whole { after } => Ok(Answer::Framed { reusable: head.persistent && after.is_empty() }),
             // The program sees it as the connection ends.
-            Passed::CutShort => Ok(false),
+            Passed::CutShort => Ok(Answer::Closed),
             Passed::Malformed(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         };
     }

@@ -16,7 +16,7 @@
 //! GET http://example.com/a?b HTTP/1.1\r\n      GET /a?b HTTP/1.1\r\n
 //! Host: example.com\r\n                  ->    Host: example.com\r\n
 //! Proxy-Connection: Keep-Alive\r\n              Accept: */*\r\n
-//! Accept: */*\r\n                               Connection: close\r\n
+//! Accept: */*\r\n                               Connection: keep-alive\r\n
 //! \r\n                                          \r\n
 //! ```
 
@@ -141,14 +141,25 @@ pub struct ForwardRequest {
 
 impl ForwardRequest {
     /// The head the origin server gets: origin-form request line, `Host`
-    /// from the URL, the end-to-end headers, and `Connection: close`, so
-    /// the server ends the connection after its response and nothing
-    /// parses the response (or, for an upgrade, `Upgrade` and
+    /// from the URL, the end-to-end headers, and `Connection: keep-alive`
+    /// when the proxy means to send the next request on the same
+    /// connection, `close` otherwise (or, for an upgrade, `Upgrade` and
     /// `Connection: Upgrade`).
-    pub fn origin_head(&self) -> Vec<u8> {
+    pub fn origin_head(&self, keep_alive: bool) -> Vec<u8> {
         let head = format!("{} {} {}\r\nHost: {}\r\n", self.method, self.path, self.version, self.authority);
-        let token = if self.upgrade.is_some() { "Upgrade" } else { "close" };
+        let token = match (&self.upgrade, keep_alive) {
+            (Some(_), _) => "Upgrade",
+            (None, true) => "keep-alive",
+            (None, false) => "close",
+        };
         self.with_headers(head, &self.connection_lines(&[token]))
+    }
+
+    /// Whether the request may be sent again on a fresh connection when
+    /// the kept one closed before any answer (RFC 9112 §9.3.1): a safe
+    /// method with no body, so the origin cannot have applied it.
+    pub fn retryable(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE") && self.body == BodyLength::Empty
     }
 
     /// The request head's bytes as a client sends them to the proxy.
@@ -652,7 +663,7 @@ mod tests {
                     HttpRequest::Forward(f) => format!(
                         "to {} send {:?} body {:?}",
                         f.target,
-                        String::from_utf8_lossy(&f.origin_head()),
+                        String::from_utf8_lossy(&f.origin_head(false)),
                         f.body
                     ),
                 };
@@ -680,6 +691,21 @@ mod tests {
         longer.extend_from_slice(b"\x16\x03\x01 TLS bytes\r\n\r\n");
         assert_eq!(parse_http_request(&longer), Ok((request.clone(), used)));
         request
+    }
+
+    #[test]
+    fn only_safe_requests_without_a_body_are_sent_twice() {
+        let forward = |head: &str| match parse_http_request(head.as_bytes()) {
+            Ok((HttpRequest::Forward(f), _)) => f,
+            other => panic!("{other:?}"),
+        };
+        assert!(forward("GET http://a/ HTTP/1.1\r\n\r\n").retryable());
+        assert!(forward("HEAD http://a/ HTTP/1.1\r\n\r\n").retryable());
+        assert!(!forward("GET http://a/ HTTP/1.1\r\nContent-Length: 2\r\n\r\n").retryable());
+        assert!(!forward("POST http://a/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n").retryable());
+        assert!(!forward("DELETE http://a/ HTTP/1.1\r\n\r\n").retryable());
+        let head = String::from_utf8(forward("GET http://a/ HTTP/1.1\r\n\r\n").origin_head(true)).unwrap();
+        assert_eq!(head, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! (§6.3), so the next request can follow it, and the head rewritten with
 //! the proxy's own `Connection` in place of the origin's.
 //!
-//! The origin's connection carries one request (the front end sends
-//! `Connection: close`), so the program's persistence is the proxy's
-//! alone: it keeps the connection when the program asked for that and the
-//! response ends by its own framing, and closes it after a response that
-//! only the origin's close ends.
+//! The program's persistence is the proxy's: it keeps the connection when
+//! the program asked for that and the response ends by its own framing,
+//! and closes it after a response that only the origin's close ends. The
+//! origin's own persistence (`ResponseHead::persistent`) decides only
+//! whether the proxy sends the program's next request to the same host on
+//! the same stream.
 
 use crate::body::BodyLength;
-use crate::http::{content_length, end_to_end, head_line, header_field, header_values, is_chunked, without_content_length};
+use crate::http::{
+    content_length, end_to_end, head_line, header_field, header_values, is_chunked, persistent, without_content_length,
+};
 use crate::limits::MAX_HTTP_RESPONSE_HEAD_BYTES;
 use crate::ParseError;
 
@@ -30,6 +33,10 @@ pub struct ResponseHead {
     /// The status code.
     pub status: u16,
     pub body: ResponseBody,
+    /// Whether the origin leaves its connection open for the next request
+    /// (RFC 9112 §9.3: HTTP/1.1 unless `Connection` names `close`,
+    /// HTTP/1.0 only if it names `keep-alive`).
+    pub persistent: bool,
     /// The status line, as sent.
     status_line: Vec<u8>,
     /// The end-to-end header lines: without `Connection`, the fields it
@@ -78,6 +85,7 @@ pub fn parse_response(buf: &[u8], method: &str) -> Result<(ResponseHead, usize),
             continue;
         }
         let body = body_of(method, code, &lines)?;
+        let persistent = persistent(if status_line.starts_with(b"HTTP/1.1") { "HTTP/1.1" } else { "HTTP/1.0" }, &lines);
         let mut headers = end_to_end(lines);
         if body == ResponseBody::Framed(BodyLength::Chunked) {
             // As for a request (RFC 9112 §6.1): never both.
@@ -85,7 +93,7 @@ pub fn parse_response(buf: &[u8], method: &str) -> Result<(ResponseHead, usize),
         }
         // Even after an HTTP/1.0 status line, the `Connection` line the
         // proxy adds says whether the connection persists.
-        return Ok((ResponseHead { status: code, body, status_line: status_line.to_vec(), headers }, pos));
+        return Ok((ResponseHead { status: code, body, persistent, status_line: status_line.to_vec(), headers }, pos));
     }
 }
 
@@ -172,6 +180,19 @@ mod tests {
         assert_eq!(String::from_utf8(got.encode(false)).unwrap(), "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
         assert!(parsed("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", "GET").0.is_interim());
         assert!(!parsed("HTTP/1.1 101 Switching Protocols\r\n\r\n", "GET").0.is_interim());
+    }
+
+    #[test]
+    fn whether_the_origin_keeps_its_connection() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+            ("HTTP/1.1 200 OK\r\nConnection: X-Hop, Close\r\nContent-Length: 0\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", true),
+        ];
+        for (head, persistent) in cases {
+            assert_eq!(parsed(head, "GET").0.persistent, persistent, "{head:?}");
+        }
     }
 
     #[test]
