@@ -366,6 +366,7 @@ pub struct ConnectArgs {
     /// Require this username (with --password) from local programs.
     #[arg(long, value_name = "NAME", requires = "password")]
     user: Option<String>,
+    /// The password that goes with --user.
     #[arg(long, value_name = "SECRET", requires = "user")]
     password: Option<String>,
     /// Answer a program's CONNECT only once the exit has reached the
