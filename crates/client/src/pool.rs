@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use tollway_net::driver::{EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
+use tollway_types::amount::Usd;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -71,6 +72,21 @@ struct State {
     retired: Vec<bool>,
     /// Which route was active, in order, for tests and logs.
     history: Vec<usize>,
+}
+
+impl State {
+    /// Closes route `index`'s session if it is the active one; whether it
+    /// was.
+    fn close_if_active(&mut self, index: usize) -> bool {
+        match &self.active {
+            Some((i, c)) if *i == index => {
+                c.close();
+                self.active = None;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The client's routes and the one in use.
@@ -151,11 +167,7 @@ impl RoutePool {
     }
 
     fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
-        let was_active = state.active.as_ref().is_some_and(|(i, _)| *i == index);
-        if let Some((_, c)) = state.active.as_ref().filter(|_| was_active) {
-            c.close();
-            state.active = None;
-        }
+        let was_active = state.close_if_active(index);
         let was_down = state.retired[index] || state.down_until[index].is_some_and(|t| t > Instant::now());
         state.down_until[index] = Some(Instant::now() + self.config.down_for);
         // Once per outage: a failed ping and a failed open may both report it.
@@ -181,10 +193,7 @@ impl RoutePool {
     async fn retire(&self, index: usize) {
         let mut state = self.state.lock().await;
         state.retired[index] = true;
-        if let Some((_, c)) = state.active.as_ref().filter(|(i, _)| *i == index) {
-            c.close();
-            state.active = None;
-        }
+        state.close_if_active(index);
     }
 
     /// One line on what the active route has paid, per hop: the channel's
@@ -195,14 +204,8 @@ impl RoutePool {
         let (index, connected) = state.active.as_ref()?;
         let route = &self.config.routes[*index];
         let hop = |role: &str, hop: &Hop, session: &SessionHandle| {
-            let u = session.usage();
-            format!(
-                "{role} {}: {} paid with {} of its {} escrow",
-                hop.node.short(),
-                human_bytes(u.receipted_bytes.max(hop.settled_bytes)),
-                u.receipted_usd.max(hop.settled_usd),
-                hop.escrow
-            )
+            let (bytes, usd) = paid(hop, &session.usage());
+            format!("{role} {}: {} paid with {usd} of its {} escrow", hop.node.short(), human_bytes(bytes), hop.escrow)
         };
         let mut parts = vec![hop("exit", &route.exit, &connected.exit)];
         if let (Some(r), Some(session)) = (&route.relay, &connected.relay) {
@@ -300,6 +303,12 @@ fn describe(e: &ConnectError) -> String {
     e.to_string()
 }
 
+/// What a hop's channel has paid, bytes and USD: the newest receipt of
+/// this session, or what the chain had settled when the route started.
+fn paid(hop: &Hop, usage: &Usage) -> (u64, Usd) {
+    (usage.receipted_bytes.max(hop.settled_bytes), usage.receipted_usd.max(hop.settled_usd))
+}
+
 /// `1.50 GiB`, `12.0 MiB`, `512 KiB`, `100 B`: three figures.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -354,7 +363,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
                  (`tollway wallet open-channel {} <usd> --expires-in 7d`) and restart `tollway connect`",
                 hop.node.short(),
                 hop.escrow,
-                now.receipted_usd.max(hop.settled_usd),
+                paid(hop, &now).1,
                 hop.node.to_hex()
             )
         } else if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {

@@ -96,10 +96,6 @@ pub struct Usage {
     pub escrow_exhausted: bool,
     /// The node's newest refusal of a receipt (`code: message`).
     pub receipt_rejected: Option<String>,
-    /// Times the node paused the session for want of a receipt. Part of a
-    /// fast download's normal flow, so a change here alone does not wake
-    /// the watchers of [`SessionHandle::watch_usage`].
-    pub pauses: u64,
 }
 
 /// Called, on the driver's task, with the exit's error code if it refuses
@@ -685,13 +681,8 @@ impl Driver {
             Event::ReceiptRejected { code, message } => {
                 self.usage.send_modify(|u| u.receipt_rejected = Some(format!("{code}: {message}")))
             }
-            Event::Paused { .. } => {
-                self.usage.send_if_modified(|u| {
-                    u.pauses += 1;
-                    false
-                });
-            }
-            Event::PathReady { .. } => {}
+            // A pause is part of a fast download's normal flow.
+            Event::Paused { .. } | Event::PathReady { .. } => {}
         }
     }
 
