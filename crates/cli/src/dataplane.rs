@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tollway_client::connect::ConnectOptions;
-use tollway_client::{human_bytes, serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
+use tollway_client::{human_bytes, serve_front, ClientConfig, FrontConfig, Hop, Renewal, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
@@ -21,6 +21,7 @@ use tollway_tunnel::session::{
 };
 use tollway_tunnel::ExitPolicy;
 use tollway_types::keys::AccountId;
+use tollway_types::tx::ChannelId;
 use tollway_types::SigningKey;
 
 const DEFAULT_API: &str = "http://127.0.0.1:7070";
@@ -414,15 +415,16 @@ async fn every_when_changed<F: std::future::Future<Output = Option<String>>>(eve
 }
 
 /// A hop on the route: the node's record and this client's newest open
-/// channel with it that still has escrow.
-fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId) -> anyhow::Result<Hop> {
+/// channel with it that still has escrow and is not one of `spent` (whose
+/// escrow a session used up before the node settled it).
+fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId]) -> anyhow::Result<Hop> {
     let id = *id;
     let record = node_record(api, &id)?;
     let addr = *record.addrs.first().context("the node's record has no address")?;
     let (channels, _) = api.account_channels(me)?;
     let channel = channels
         .into_iter()
-        .filter(|c| c.node == id && c.paid < c.escrow)
+        .filter(|c| c.node == id && c.paid < c.escrow && !spent.contains(&c.id))
         .max_by_key(|c| c.expires_at_secs)
         .with_context(|| {
             format!(
@@ -453,11 +455,28 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let me = key.public();
-    let relay = a.relay.as_ref().map(|r| hop_for(&api, &me, r)).transpose()?;
+    let relay = a.relay.as_ref().map(|r| hop_for(&api, &me, r, &[])).transpose()?;
     let mut routes = Vec::new();
     for exit in &a.exits {
-        routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit)? });
+        routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit, &[])? });
     }
+    // A retired route's hops are looked up again on the chain, so a channel
+    // opened after its escrow ran out serves without a restart.
+    let renewal = Renewal(Arc::new(move |route: Route, spent: Vec<ChannelId>| {
+        let url = url.clone();
+        Box::pin(async move {
+            let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Route> {
+                let api = ApiClient::new(&url)?;
+                let relay = route.relay.as_ref().map(|r| hop_for(&api, &me, &r.node, &spent)).transpose()?;
+                Ok(Route { relay, exit: hop_for(&api, &me, &route.exit.node, &spent)? })
+            })
+            .await;
+            match found {
+                Ok(found) => found.map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }));
     let credentials = match (&a.user, &a.password) {
         (Some(u), Some(p)) => {
             Some(Credentials::new(u.clone(), p.clone()).map_err(|e| anyhow::anyhow!("--user/--password: {e}"))?)
@@ -483,6 +502,7 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             on_event: Some(|line| {
                 let _ = outln!("{line}");
             }),
+            renewal: Some(renewal),
             ..ClientConfig::new(connect, routes)
         };
         let pool = RoutePool::start(config);

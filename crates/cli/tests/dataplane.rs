@@ -352,6 +352,24 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     };
     eprintln!("exit_b settled on its own: {b_paid} bytes paid on chain");
     assert!(b_paid > 1 << 20, "exit_b did not settle by itself: {b_paid} bytes paid");
+
+    // A channel whose escrow runs out: alice's newest channel to exit_b
+    // holds $0.001 (2 MiB). The proxy retires the route, says so, looks it
+    // up on the chain again and brings it back on the channel that still
+    // has escrow (the $5 one), with no restart.
+    tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &b.id, "$0.001", "--expires-in", "2h"]);
+    let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &b.id]);
+    let cut = curl(&["--socks5-hostname", &listen, &url(8 << 20)]);
+    assert!(!matches!(&cut, Ok(body) if body.len() == 8 << 20), "8 MiB passed on 2 MiB of escrow");
+    let b8 = &b.id[..8];
+    let retired = format!("route {b8} retired: the channel with exit {b8} has spent its $0.001 escrow");
+    assert!(proxy.wait_for_line(&retired, Duration::from_secs(15)).is_some(), "no {retired:?} in {:?}", proxy.lines);
+    let back = proxy.wait_for_line(&format!("route {b8} back in use: exit {b8} on channel "), Duration::from_secs(15));
+    let back = back.unwrap_or_else(|| panic!("not back in use: {:?}", proxy.lines));
+    assert!(back.ends_with(" with $5 escrow"), "{back}");
+    let body = curl(&["--socks5-hostname", &listen, &url(1 << 20)]).unwrap();
+    assert!(body == pattern(1 << 20), "the renewed route: {} bytes or wrong bytes", body.len());
+    drop(proxy);
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }

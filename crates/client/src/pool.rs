@@ -2,16 +2,37 @@
 //! go to the best route that is up. A route whose session dies (its
 //! connection drops) or stops answering pings is marked down for a while
 //! and the next one takes the new streams; only the streams that were in
-//! flight on the dead route fail.
+//! flight on the dead route fail. A route whose channel can pay no more
+//! is retired, and with a [`Renewal`] comes back on its own once the chain
+//! has a channel that can.
 
 use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Hop, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tollway_net::driver::{EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
+use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
+use tollway_types::tx::ChannelId;
+
+/// Looks a retired route up again: given it and the channels the client
+/// knows are spent, the same nodes with the channels the chain has for
+/// them now (none of the spent ones), or why not. `tollway connect` asks
+/// the chain's API, so a channel the user opens after the route retired
+/// brings it back without a restart.
+#[derive(Clone)]
+pub struct Renewal(pub Arc<RenewFn>);
+
+/// A [`Renewal`]'s lookup: the retired route and the spent channels in,
+/// the route on its channels now (or why not) out.
+pub type RenewFn = dyn Fn(Route, Vec<ChannelId>) -> BoxFuture<Result<Route, String>> + Send + Sync;
+
+impl std::fmt::Debug for Renewal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Renewal")
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -29,6 +50,11 @@ pub struct ClientConfig {
     /// escrow spent, a receipt the node rejected. `tollway connect` prints
     /// them.
     pub on_event: Option<fn(&str)>,
+    /// How a retired route finds new channels; `None`: it stays retired
+    /// until the proxy restarts.
+    pub renewal: Option<Renewal>,
+    /// How often a retired route is looked up again.
+    pub renew_every: Duration,
 }
 
 impl ClientConfig {
@@ -40,6 +66,8 @@ impl ClientConfig {
             health_timeout: Duration::from_millis(1000),
             down_for: Duration::from_secs(30),
             on_event: None,
+            renewal: None,
+            renew_every: Duration::from_secs(5),
         }
     }
 }
@@ -64,12 +92,19 @@ impl ClientError {
 }
 
 struct State {
+    /// The routes as they are now, best first: the configured ones, with
+    /// the channels of those renewed since.
+    routes: Vec<Route>,
     active: Option<(usize, Arc<Connected>)>,
     down_until: Vec<Option<Instant>>,
-    /// Routes that cannot carry traffic until the proxy restarts: a hop's
-    /// escrow is spent, or its node rejects our receipts (its chain says
-    /// otherwise than ours did at start).
+    /// Routes that cannot carry traffic until renewed (or the proxy
+    /// restarts): a hop's escrow is spent, or its node rejects our receipts
+    /// (its chain says otherwise than ours did).
     retired: Vec<bool>,
+    /// Channels whose escrow ran out in a session: a renewal must not
+    /// bring them back, though the chain may still show escrow left (the
+    /// node settles later).
+    spent: Vec<ChannelId>,
     /// Which route was active, in order, for tests and logs.
     history: Vec<usize>,
 }
@@ -104,13 +139,15 @@ impl RoutePool {
         let n = config.routes.len();
         let pool = Arc::new_cyclic(|me| RoutePool {
             me: me.clone(),
-            config,
             state: Mutex::new(State {
+                routes: config.routes.clone(),
                 active: None,
                 down_until: vec![None; n],
                 retired: vec![false; n],
+                spent: Vec::new(),
                 history: Vec::new(),
             }),
+            config,
         });
         let weak = Arc::downgrade(&pool);
         tokio::spawn(async move {
@@ -128,6 +165,18 @@ impl RoutePool {
                 tokio::time::sleep(interval).await;
             }
         });
+        if pool.config.renewal.is_some() {
+            let weak = Arc::downgrade(&pool);
+            tokio::spawn(async move {
+                loop {
+                    let Some(pool) = weak.upgrade() else { return };
+                    let every = pool.config.renew_every;
+                    pool.renew_retired().await;
+                    drop(pool);
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
         pool
     }
 
@@ -189,11 +238,50 @@ impl RoutePool {
         }
     }
 
-    /// Takes route `index` out of use until the proxy restarts.
-    async fn retire(&self, index: usize) {
+    /// Takes route `index` out of use until it is renewed; `spent` is the
+    /// channel whose escrow ran out, if that is why.
+    async fn retire(&self, index: usize, spent: Option<ChannelId>) {
         let mut state = self.state.lock().await;
         state.retired[index] = true;
+        state.spent.extend(spent);
         state.close_if_active(index);
+    }
+
+    /// Looks each retired route up again ([`Renewal`]); one whose channels
+    /// changed (a new channel for a spent one, or the escrow the chain
+    /// really holds) is back in use. New connections take it when no better
+    /// route is active.
+    async fn renew_retired(&self) {
+        let Some(renewal) = &self.config.renewal else { return };
+        let (retired, spent) = {
+            let state = self.state.lock().await;
+            let retired: Vec<(usize, Route)> =
+                (0..state.routes.len()).filter(|&i| state.retired[i]).map(|i| (i, state.routes[i].clone())).collect();
+            (retired, state.spent.clone())
+        };
+        for (index, old) in retired {
+            // No channel yet, or the chain is unreachable: the retirement
+            // line already said what to do, so this stays quiet.
+            let Ok(new) = (renewal.0)(old.clone(), spent.clone()).await else { continue };
+            if !renews(&old, &new, &spent) {
+                continue;
+            }
+            let mut state = self.state.lock().await;
+            if !state.retired[index] || !same_channels(&state.routes[index], &old) {
+                continue;
+            }
+            let hops = |r: &Route| -> Vec<String> {
+                let mut hops = vec![format!("exit {} on channel {} with {} escrow", r.exit.node.short(), r.exit.channel.short(), r.exit.escrow)];
+                if let Some(h) = &r.relay {
+                    hops.push(format!("relay {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow));
+                }
+                hops
+            };
+            self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
+            state.routes[index] = new;
+            state.retired[index] = false;
+            state.down_until[index] = None;
+        }
     }
 
     /// One line on what the active route has paid, per hop: the channel's
@@ -202,7 +290,7 @@ impl RoutePool {
     pub async fn usage_line(&self) -> Option<String> {
         let state = self.state.lock().await;
         let (index, connected) = state.active.as_ref()?;
-        let route = &self.config.routes[*index];
+        let route = &state.routes[*index];
         let hop = |role: &str, hop: &Hop, session: &SessionHandle| {
             let (bytes, usd) = paid(hop, &session.usage());
             format!("{role} {}: {} paid with {usd} of its {} escrow", hop.node.short(), human_bytes(bytes), hop.escrow)
@@ -225,10 +313,12 @@ impl RoutePool {
             self.mark_down_locked(&mut state, i, &why);
         }
         let mut last = String::from("no routes configured");
-        for (i, route) in self.config.routes.iter().enumerate() {
+        for i in 0..state.routes.len() {
             if state.retired[i] || state.down_until[i].is_some_and(|t| t > Instant::now()) {
                 continue;
             }
+            let route = state.routes[i].clone();
+            let route = &route;
             let started = Instant::now();
             match connect_route(route, &self.config.connect).await {
                 Ok(connected) => {
@@ -303,6 +393,24 @@ fn describe(e: &ConnectError) -> String {
     e.to_string()
 }
 
+/// Whether two routes use the same channels on every hop.
+fn same_channels(a: &Route, b: &Route) -> bool {
+    let channel = |h: Option<&Hop>| h.map(|h| (h.channel, h.escrow));
+    channel(Some(&a.exit)) == channel(Some(&b.exit)) && channel(a.relay.as_ref()) == channel(b.relay.as_ref())
+}
+
+/// Whether `new` can carry what retired `old` could not: the same nodes,
+/// none of the spent channels, and a channel changed (a new one, or the
+/// escrow the chain really holds).
+fn renews(old: &Route, new: &Route, spent: &[ChannelId]) -> bool {
+    let hops = |r: &Route| -> Vec<Hop> { r.relay.iter().chain([&r.exit]).cloned().collect() };
+    let (old_hops, new_hops) = (hops(old), hops(new));
+    old_hops.len() == new_hops.len()
+        && old_hops.iter().zip(&new_hops).all(|(o, n)| o.node == n.node)
+        && new_hops.iter().all(|h| !spent.contains(&h.channel) && h.settled_usd < h.escrow)
+        && !same_channels(old, new)
+}
+
 /// What a hop's channel has paid, bytes and USD: the newest receipt of
 /// this session, or what the chain had settled when the route started.
 fn paid(hop: &Hop, usage: &Usage) -> (u64, Usd) {
@@ -355,28 +463,35 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
             }
         };
         let Some(pool) = pool.upgrade() else { return };
-        let route = &pool.config.routes[index];
+        let route = pool.state.lock().await.routes[index].clone();
         let Some(hop) = (if role == "exit" { Some(&route.exit) } else { route.relay.as_ref() }) else { return };
-        let why = if now.escrow_exhausted && !before.escrow_exhausted {
-            format!(
+        let then = if pool.config.renewal.is_some() {
+            "; it comes back once the chain has it"
+        } else {
+            " and restart `tollway connect`"
+        };
+        let (why, spent) = if now.escrow_exhausted && !before.escrow_exhausted {
+            let why = format!(
                 "the channel with {role} {} has spent its {} escrow ({} paid). Open a new channel \
-                 (`tollway wallet open-channel {} <usd> --expires-in 7d`) and restart `tollway connect`",
+                 (`tollway wallet open-channel {} <usd> --expires-in 7d`){then}",
                 hop.node.short(),
                 hop.escrow,
                 paid(hop, &now).1,
                 hop.node.to_hex()
-            )
+            );
+            (why, Some(hop.channel))
         } else if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
-            format!(
+            let why = format!(
                 "{role} {} rejected a receipt: {}",
                 hop.node.short(),
                 now.receipt_rejected.as_deref().unwrap_or_default()
-            )
+            );
+            (why, None)
         } else {
             continue;
         };
         pool.say(&format!("route {} retired: {why}; {}", route.name(), pool.next_route()));
-        pool.retire(index).await;
+        pool.retire(index, spent).await;
         return;
     }
 }

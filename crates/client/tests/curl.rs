@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tollway_client::connect::ConnectOptions;
-use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
+use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Renewal, Route, RoutePool};
 use tollway_ledger::state::Channel;
 use tollway_net::driver::Status;
 use tollway_socks::{BodyEnd, BodyLength, Credentials};
@@ -108,6 +108,8 @@ struct TestNode {
     server: NodeServer,
     key: SigningKey,
     identity: TlsIdentity,
+    /// The node's chain: a test opens a channel by adding one.
+    channels: Arc<StaticChannels>,
     receipts: Arc<ReceiptBook>,
     /// Thread-per-core, as `tollway node run` serves: every test here goes
     /// through a shard, and a port hop's new connection lands on the other
@@ -163,18 +165,8 @@ async fn start_node_with(
 ) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
-    let channels = StaticChannels::default();
-    channels.0.lock().unwrap().insert(
-        channel_id(&client.public(), nonce),
-        Channel {
-            client: client.public(),
-            node: key.public(),
-            escrow,
-            paid: Usd::ZERO,
-            paid_bytes: 0,
-            expires_at_secs: u64::MAX / 2,
-        },
-    );
+    let channels = Arc::new(StaticChannels::default());
+    open_channel(&channels, client, &key, nonce, escrow);
     let shards = Shards::start(2).unwrap();
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
@@ -187,8 +179,21 @@ async fn start_node_with(
         max_sessions: 1000,
     };
     let receipts = ReceiptBook::in_memory();
-    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
-    TestNode { server, key, identity, receipts, shards }
+    let server = NodeServer::start(config, &identity, channels.clone(), receipts.clone()).await.unwrap();
+    TestNode { server, key, identity, channels, receipts, shards }
+}
+
+/// Adds channel `nonce` from `client` to `node` to a node's chain.
+fn open_channel(channels: &StaticChannels, client: &SigningKey, node: &SigningKey, nonce: u64, escrow: Usd) {
+    let channel = Channel {
+        client: client.public(),
+        node: node.public(),
+        escrow,
+        paid: Usd::ZERO,
+        paid_bytes: 0,
+        expires_at_secs: u64::MAX / 2,
+    };
+    channels.0.lock().unwrap().insert(channel_id(&client.public(), nonce), channel);
 }
 
 async fn start_front(routes: Vec<Route>, transport: Transport, client: &SigningKey) -> (SocketAddr, Arc<RoutePool>) {
@@ -894,6 +899,70 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
     assert!(told[0].contains(" rejected a receipt: over_escrow: ") && told[0].ends_with("; no other route"), "{}", told[0]);
+}
+
+/// A one-hop route whose escrow runs out is retired; with a renewal that
+/// reads the node's chain, it stays retired while the chain has only the
+/// spent channel (whose settled amount still shows escrow left), and is
+/// back in use, on the new channel, once the user opens one: no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_route_comes_back_on_a_channel_opened_later() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("hana");
+    let exit = start_node_escrow("exit-renewed", &client, 0, Usd(2_000)).await;
+    let route = Route { relay: None, exit: Hop { escrow: Usd(2_000), ..exit.hop(Transport::Tls, &client, 0) } };
+    let name = route.name();
+    let (chain, me) = (exit.channels.clone(), client.public());
+    let renewal = Renewal(Arc::new(move |route: Route, spent: Vec<tollway_types::tx::ChannelId>| {
+        let found = chain.0.lock().unwrap().iter().find_map(|(id, c)| {
+            (c.client == me && c.node == route.exit.node && c.paid < c.escrow && !spent.contains(id)).then_some((*id, c.escrow))
+        });
+        Box::pin(async move {
+            let (channel, escrow) = found.ok_or("no channel")?;
+            Ok(Route { exit: Hop { channel, escrow, ..route.exit }, ..route })
+        })
+    }));
+    let connect = ConnectOptions {
+        chain_id: CHAIN.into(),
+        key: client.clone(),
+        transport: Transport::Tls,
+        net: ClientOptions::default(),
+        limits: Limits::default(),
+        hop_window: None,
+    };
+    let config = ClientConfig {
+        on_event: Some(record_event),
+        renewal: Some(renewal),
+        renew_every: Duration::from_millis(100),
+        ..ClientConfig::new(connect, vec![route])
+    };
+    let pool = RoutePool::start(config);
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let front = listener.local_addr().unwrap();
+    tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
+
+    let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
+    assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
+    let told = events_with(&format!("route {name} retired: "));
+    assert_eq!(told.len(), 1, "{:?}", events_with(&name));
+    assert!(told[0].contains("; it comes back once the chain has it; no other route"), "{}", told[0]);
+    // Several renewals find only the spent channel: still retired.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(socks_get(front, web, 1000).await.is_err(), "served on a spent channel");
+    assert!(events_with(&format!("route {name} back in use")).is_empty());
+
+    open_channel(&exit.channels, &client, &exit.key, 1, Usd(1_000_000));
+    let back = format!("route {name} back in use: exit {name} on channel {} with $1 escrow", channel_id(&me, 1).short());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while events_with(&back).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "not back in use: {:?}", events_with(&name));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = socks_get(front, web, 8 << 20).await.unwrap();
+    assert!(body == pattern(8 << 20), "the renewed route: wrong bytes");
+    assert_eq!(pool.history().await, [0, 0]);
+    let usage = pool.usage_line().await.unwrap();
+    assert!(usage.contains(" of its $1 escrow"), "{usage}");
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
