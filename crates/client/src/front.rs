@@ -6,8 +6,9 @@
 
 use crate::pool::{ClientError, RoutePool};
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
@@ -101,6 +102,7 @@ pub async fn serve_front(listener: TcpListener, pool: Arc<RoutePool>, config: Fr
 async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontConfig) {
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let config = Arc::new(config);
+    let idle = Arc::new(IdleOrigins::default());
     loop {
         let Ok((socket, _)) = listener.accept().await else {
             continue;
@@ -108,10 +110,10 @@ async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontC
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (pool, config) = (pool.clone(), config.clone());
+        let (pool, config, idle) = (pool.clone(), config.clone(), idle.clone());
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
-            let _ = serve_client(socket, &pool, &config).await;
+            let _ = serve_client(socket, &pool, &config, &idle).await;
             drop(slot);
         });
     }
@@ -182,6 +184,7 @@ async fn serve_client(
     mut socket: TcpStream,
     pool: &RoutePool,
     config: &FrontConfig,
+    idle: &IdleOrigins,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
     let request = tokio::time::timeout(
@@ -197,7 +200,7 @@ async fn serve_client(
         // A CONNECT may follow plain requests on the same connection.
         // Boxed: a SOCKS or CONNECT connection's task then holds no room
         // for this path's state (5.3 KiB a task with it inline, 3.5 without).
-        Wanted::Forward(request) => match Box::pin(forward(socket, buf, *request, pool, config)).await? {
+        Wanted::Forward(request) => match Box::pin(forward(socket, buf, *request, pool, config, idle)).await? {
             Some((kept, rest, target)) => {
                 (socket, buf) = (kept, rest);
                 (Protocol::Http, target)
@@ -308,25 +311,49 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 /// The stream to an origin is kept too, while its responses end by their
 /// framing and it says it persists, for the program's next request to the
 /// same host (`KeptOrigin`): a browser's requests for one page's parts then
-/// cost the exit one connection to the origin, not one each. A request for
-/// an upgrade (a WebSocket) ends the sequence: after it, the connection is
-/// the new protocol's. Returns a CONNECT that followed: the connection,
-/// what came after the CONNECT's head, and its target.
+/// cost the exit one connection to the origin, not one each. When the
+/// program's connection ends or turns to another host, its kept stream
+/// waits in `idle` for any program connection's next request to that host.
+/// A request for an upgrade (a WebSocket) ends the sequence: after it, the
+/// connection is the new protocol's. Returns a CONNECT that followed: the
+/// connection, what came after the CONNECT's head, and its target.
 async fn forward(
+    socket: TcpStream,
+    pending: Vec<u8>,
+    request: ForwardRequest,
+    pool: &RoutePool,
+    config: &FrontConfig,
+    idle: &IdleOrigins,
+) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
+    let mut kept = None;
+    let result = forward_each(socket, pending, request, pool, config, idle, &mut kept).await;
+    if let Some(k) = kept {
+        idle.put(k);
+    }
+    result
+}
+
+/// [`forward`]'s requests, with the kept stream left in `kept` at the end.
+async fn forward_each(
     mut socket: TcpStream,
     mut pending: Vec<u8>,
     mut request: ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
+    idle: &IdleOrigins,
+    kept: &mut Option<KeptOrigin>,
 ) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
-    let mut kept = None;
     loop {
         if request.upgrade.is_some() {
-            drop(kept.take());
+            // The upgraded connection may last: the kept stream waits for
+            // others meanwhile.
+            if let Some(k) = kept.take() {
+                idle.put(k);
+            }
             upgrade(socket, pending, &request, pool, config).await?;
             return Ok(None);
         }
-        if !exchange(&mut socket, &mut pending, &request, pool, config, &mut kept).await? {
+        if !exchange(&mut socket, &mut pending, &request, pool, config, kept, idle).await? {
             close_gracefully(socket).await;
             return Ok(None);
         }
@@ -371,8 +398,9 @@ async fn request_start(
     let mut body = BodyEnd::new(request.body);
     match body.take(pending) {
         Ok(n) => {
-            // The origin's connection is kept while the program's is.
-            let mut first = request.origin_head(request.keep_alive);
+            // The origin's connection is kept, for this program connection
+            // or another (`IdleOrigins`).
+            let mut first = request.origin_head(true);
             first.extend(pending.drain(..n));
             Ok(Some((body, first)))
         }
@@ -407,6 +435,55 @@ struct KeptOrigin {
     target: socks::Target,
     from_origin: ReadHalf<DuplexStream>,
     to_origin: WriteHalf<DuplexStream>,
+    /// A request on it carried `Authorization`: schemes such as NTLM and
+    /// Negotiate (RFC 4559) authenticate the connection, not the request,
+    /// so it serves its own program connection only.
+    authorized: bool,
+}
+
+/// Streams to origins that program connections left idle, for the next
+/// request to the same target from any of them (a proxy may reuse its
+/// connections to an origin across clients, RFC 9112 §9.3): a program
+/// that opens a connection per request (many scripts, `curl` run once per
+/// URL) then costs the exit no new connection to the origin. Bounded in
+/// count, per target and in idle time.
+#[derive(Default)]
+struct IdleOrigins {
+    /// Oldest first, with when each went idle.
+    streams: Mutex<VecDeque<(KeptOrigin, Instant)>>,
+}
+
+/// The most idle streams to origins, in all and per target.
+const IDLE_ORIGINS_MAX: usize = 32;
+const IDLE_ORIGINS_PER_TARGET: usize = 4;
+/// An idle stream to an origin older than this is closed: many origins
+/// close theirs after 5–60 s, and each holds a stream at the exit.
+const IDLE_ORIGIN_TIME: Duration = Duration::from_secs(30);
+
+impl IdleOrigins {
+    fn put(&self, stream: KeptOrigin) {
+        if stream.authorized {
+            return;
+        }
+        let Ok(mut streams) = self.streams.lock() else { return };
+        streams.retain(|(_, since)| since.elapsed() < IDLE_ORIGIN_TIME);
+        let same: Vec<usize> = (0..streams.len()).filter(|&i| streams[i].0.target == stream.target).collect();
+        if same.len() >= IDLE_ORIGINS_PER_TARGET {
+            streams.remove(same[0]);
+        }
+        if streams.len() >= IDLE_ORIGINS_MAX {
+            streams.pop_front();
+        }
+        streams.push_back((stream, Instant::now()));
+    }
+
+    /// The stream to `target` that went idle last, if one is young enough.
+    fn take(&self, target: &socks::Target) -> Option<KeptOrigin> {
+        let mut streams = self.streams.lock().ok()?;
+        streams.retain(|(_, since)| since.elapsed() < IDLE_ORIGIN_TIME);
+        let newest = streams.iter().rposition(|(k, _)| k.target == *target)?;
+        streams.remove(newest).map(|(k, _)| k)
+    }
 }
 
 impl KeptOrigin {
@@ -435,12 +512,22 @@ async fn exchange(
     pool: &RoutePool,
     config: &FrontConfig,
     kept: &mut Option<KeptOrigin>,
+    idle: &IdleOrigins,
 ) -> io::Result<bool> {
-    let mut reuse = kept.take().filter(|k| k.target == request.target);
-    if let Some(k) = reuse.as_mut() {
-        if !k.quiet().await {
-            reuse = None;
+    let mut reuse = match kept.take() {
+        Some(k) if k.target == request.target => Some(k),
+        other => {
+            if let Some(k) = other {
+                idle.put(k);
+            }
+            idle.take(&request.target)
         }
+    };
+    while let Some(k) = reuse.as_mut() {
+        if k.quiet().await {
+            break;
+        }
+        reuse = idle.take(&request.target);
     }
     loop {
         let Some((mut body, first)) = request_start(socket, pending, request).await? else {
@@ -505,7 +592,8 @@ async fn exchange(
         let whole = uploaded == Some(true);
         return match answer {
             Answer::Framed { reusable } => {
-                if reusable && whole && request.keep_alive {
+                if reusable && whole {
+                    stream.authorized |= request.authorizes();
                     *kept = Some(stream);
                 }
                 Ok(whole && request.keep_alive)
@@ -556,7 +644,7 @@ async fn open_forward(
         return Ok(None);
     }
     let (from_origin, to_origin) = tokio::io::split(near);
-    Ok(Some((KeptOrigin { target: target.clone(), from_origin, to_origin }, Some(refused))))
+    Ok(Some((KeptOrigin { target: target.clone(), from_origin, to_origin, authorized: false }, Some(refused))))
 }
 
 /// How a forwarded request's response went.

@@ -572,6 +572,40 @@ async fn the_origin_connection_is_kept_for_the_program_s_next_requests() {
     assert!(answer.ends_with(&format!("tollway: 127.0.0.1:{}: the origin closed without answering\n", origin.port())), "{answer}");
 }
 
+/// A stream to an origin that a program connection left idle serves the
+/// next program connection's request to that origin (curl run once per
+/// URL, one asking to close its own connection): the origin accepts one
+/// connection for them all. A stream that carried `Authorization` (NTLM
+/// and Negotiate authenticate the connection) serves no other program
+/// connection: the next gets a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_origin_connection_serves_the_next_program_connection() {
+    let (front, _pool, _exit) = one_hop_front("http-origin-shared").await;
+    let (origin, accepted) = keep_alive_origin(AfterOne::Keep).await;
+    let accepted_now = || accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let fetch = |n: usize, header: Option<&str>| {
+        let mut args = vec!["--proxy".to_string(), format!("http://{front}")];
+        if let Some(h) = header {
+            args.extend(["-H".to_string(), h.to_string()]);
+        }
+        args.push(format!("http://127.0.0.1:{}/{n}", origin.port()));
+        async move {
+            let body = curl(args).await;
+            assert!(body == pattern(n), "{n} bytes: got {}, or other bytes", body.len());
+        }
+    };
+    fetch(1000, None).await;
+    fetch(70_000, Some("Connection: close")).await;
+    fetch(5, None).await;
+    assert_eq!(accepted_now(), 1, "three program connections, one origin connection");
+    fetch(300, Some("Authorization: Negotiate dG9sbHdheQ==")).await;
+    assert_eq!(accepted_now(), 1, "the authorized request may take a shared stream");
+    fetch(400, None).await;
+    assert_eq!(accepted_now(), 2, "a stream that carried Authorization served another program connection");
+    fetch(500, None).await;
+    assert_eq!(accepted_now(), 2);
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {

@@ -196,6 +196,12 @@ impl ForwardRequest {
         lines
     }
 
+    /// Whether it carries `Authorization`: some schemes (NTLM, Negotiate,
+    /// RFC 4559) authenticate the connection it goes on, not the request.
+    pub fn authorizes(&self) -> bool {
+        header_values(&self.headers, b"authorization").next().is_some()
+    }
+
     /// `start`, then the end-to-end header lines, then `last` (whole
     /// lines) and the empty line that ends a head.
     fn with_headers(&self, start: String, last: &[u8]) -> Vec<u8> {
@@ -693,12 +699,16 @@ mod tests {
         request
     }
 
-    #[test]
-    fn only_safe_requests_without_a_body_are_sent_twice() {
-        let forward = |head: &str| match parse_http_request(head.as_bytes()) {
+    /// A plain-HTTP request head, parsed.
+    fn forward(head: &str) -> ForwardRequest {
+        match parse_http_request(head.as_bytes()) {
             Ok((HttpRequest::Forward(f), _)) => f,
             other => panic!("{other:?}"),
-        };
+        }
+    }
+
+    #[test]
+    fn only_safe_requests_without_a_body_are_sent_twice() {
         assert!(forward("GET http://a/ HTTP/1.1\r\n\r\n").retryable());
         assert!(forward("HEAD http://a/ HTTP/1.1\r\n\r\n").retryable());
         assert!(!forward("GET http://a/ HTTP/1.1\r\nContent-Length: 2\r\n\r\n").retryable());
@@ -706,6 +716,15 @@ mod tests {
         assert!(!forward("DELETE http://a/ HTTP/1.1\r\n\r\n").retryable());
         let head = String::from_utf8(forward("GET http://a/ HTTP/1.1\r\n\r\n").origin_head(true)).unwrap();
         assert_eq!(head, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+    }
+
+    #[test]
+    fn a_request_with_authorization_is_told_apart() {
+        assert!(forward("GET http://a/ HTTP/1.1\r\nauthorization: NTLM TlRMTVNTUAAB\r\n\r\n").authorizes());
+        assert!(forward("GET http://a/ HTTP/1.1\r\nAuthorization:Basic YTpi\r\n\r\n").authorizes());
+        // The proxy's own credentials are consumed, not passed on.
+        assert!(!forward("GET http://a/ HTTP/1.1\r\nProxy-Authorization: Basic YTpi\r\n\r\n").authorizes());
+        assert!(!forward("GET http://a/ HTTP/1.1\r\nX-Authorization: 1\r\n\r\n").authorizes());
     }
 
     #[test]
