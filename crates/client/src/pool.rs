@@ -277,7 +277,13 @@ impl RoutePool {
                 }
                 hops
             };
-            self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
+            // Failover does not switch back: a route that is up keeps the
+            // new connections.
+            let stays = match &state.active {
+                Some((i, _)) if *i != index => format!("; new connections stay on route {} while it is up", state.routes[*i].name()),
+                _ => String::new(),
+            };
+            self.say(&format!("route {} back in use: {}{stays}", new.name(), hops(&new).join("; ")));
             state.routes[index] = new;
             state.retired[index] = false;
             state.down_until[index] = None;

@@ -935,17 +935,21 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     assert!(told[0].contains(" rejected a receipt: over_escrow: ") && told[0].ends_with("; no other route"), "{}", told[0]);
 }
 
-/// A one-hop route whose escrow runs out is retired; with a renewal that
-/// reads the node's chain, it stays retired while the chain has only the
-/// spent channel (whose settled amount still shows escrow left), and is
-/// back in use, on the new channel, once the user opens one: no restart.
+/// A route whose escrow runs out is retired and the spare serves; with a
+/// renewal that reads the node's chain, it stays retired while the chain
+/// has only the spent channel (whose settled amount still shows escrow
+/// left), and is back, on the new channel, once the user opens one: no
+/// restart. The spare keeps the new connections while it is up; when it
+/// dies they go to the renewed route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_route_comes_back_on_a_channel_opened_later() {
     let web = web_server().await;
     let client = SigningKey::from_label("hana");
-    let exit = start_node_escrow("exit-renewed", &client, 0, Usd(2_000)).await;
-    let route = Route { relay: None, exit: Hop { escrow: Usd(2_000), ..exit.hop(Transport::Tls, &client, 0) } };
-    let name = route.name();
+    let (exit, spare, mut routes) = two_exits(&client, "exit-renewed", "exit-spare-2").await;
+    // $0.002 at $0.50 per GiB: 4 MiB.
+    exit.channels.0.lock().unwrap().values_mut().for_each(|c| c.escrow = Usd(2_000));
+    routes[0].exit.escrow = Usd(2_000);
+    let (name, spare_name) = (routes[0].name(), routes[1].name());
     let (chain, me) = (exit.channels.clone(), client.public());
     let renewal = Renewal(Arc::new(move |route: Route, spent: Vec<tollway_types::tx::ChannelId>| {
         let found = chain.0.lock().unwrap().iter().find_map(|(id, c)| {
@@ -968,7 +972,7 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
         on_event: Some(record_event),
         renewal: Some(renewal),
         renew_every: Duration::from_millis(100),
-        ..ClientConfig::new(connect, vec![route])
+        ..ClientConfig::new(connect, routes)
     };
     let pool = RoutePool::start(config);
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
@@ -979,24 +983,38 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
-    assert!(told[0].contains("; it comes back once the chain has it; no other route"), "{}", told[0]);
+    assert!(told[0].contains("; it comes back once the chain has it; new connections go to the next route"), "{}", told[0]);
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
     // Several renewals find only the spent channel: still retired.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(socks_get(front, web, 1000).await.is_err(), "served on a spent channel");
     assert!(events_with(&format!("route {name} back in use")).is_empty());
 
-    open_channel(&exit.channels, &client, &exit.key, 1, Usd(1_000_000));
-    let back = format!("route {name} back in use: exit {name} on channel {} with $1 escrow", channel_id(&me, 1).short());
+    open_channel(&exit.channels, &client, &exit.key, 2, Usd(1_000_000));
+    let back = format!(
+        "route {name} back in use: exit {name} on channel {} with $1 escrow; new connections stay on route {spare_name} while it is up",
+        channel_id(&me, 2).short()
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while events_with(&back).is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "not back in use: {:?}", events_with(&name));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = socks_get(front, web, 8 << 20).await.unwrap();
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    assert_eq!(pool.history().await, [0, 1], "the spare keeps the new connections while it is up");
+
+    drop(spare);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        match socks_get(front, web, 8 << 20).await {
+            Ok(body) => break body,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "the renewed route does not serve: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(body == pattern(8 << 20), "the renewed route: wrong bytes");
-    assert_eq!(pool.history().await, [0, 0]);
+    assert_eq!(pool.history().await, [0, 1, 0]);
     let usage = pool.usage_line().await.unwrap();
-    assert!(usage.contains(" of its $1 escrow"), "{usage}");
+    assert!(usage.starts_with(&format!("route {name}: ")) && usage.contains(" of its $1 escrow"), "{usage}");
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
