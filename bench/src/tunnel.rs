@@ -43,7 +43,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Route, RoutePool};
-use tollway_ledger::state::Channel;
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::session::{Limits, NodeTerms};
@@ -110,19 +109,8 @@ async fn node_role(args: &[String], shards: tollway_net::ShardHandles) -> anyhow
     let identity = node_identity(label)?;
     let client = SigningKey::from_label(CLIENT_LABEL);
     let channels = StaticChannels::default();
-    {
-        let mut map = channels.0.lock().map_err(|_| anyhow!("channel map poisoned"))?;
-        for nonce in 0..N_CHANNELS {
-            let channel = Channel {
-                client: client.public(),
-                node: key.public(),
-                escrow: ESCROW,
-                paid: Usd::ZERO,
-                paid_bytes: 0,
-                expires_at_secs: u64::MAX / 2,
-            };
-            map.insert(channel_id(&client.public(), nonce), channel);
-        }
+    for nonce in 0..N_CHANNELS {
+        channels.open(client.public(), key.public(), nonce, ESCROW);
     }
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE_USD_MICRO_PER_GIB),

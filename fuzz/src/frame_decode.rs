@@ -303,14 +303,7 @@ fn drain(session: &mut Session, now: Instant) {
             moved = true;
             match event {
                 Event::ChannelNeeded { client, .. } => {
-                    let channel = Channel {
-                        client,
-                        node: keys().node,
-                        escrow: Usd::units(1_000),
-                        paid: Usd::ZERO,
-                        paid_bytes: 0,
-                        expires_at_secs: u64::MAX,
-                    };
+                    let channel = Channel::opened(client, keys().node, Usd::units(1_000), u64::MAX);
                     session.handle_channel(
                         now,
                         Ok(ChannelInfo {

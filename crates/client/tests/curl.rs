@@ -13,7 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{serve_front, ClientConfig, FrontConfig, Hop, Renewal, Route, RoutePool};
-use tollway_ledger::state::Channel;
 use tollway_net::driver::Status;
 use tollway_socks::{BodyEnd, BodyLength, Credentials};
 use tollway_net::{ClientOptions, ServerOptions, Shards, TlsIdentity, Transport};
@@ -166,7 +165,7 @@ async fn start_node_with(
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = Arc::new(StaticChannels::default());
-    open_channel(&channels, client, &key, nonce, escrow);
+    channels.open(client.public(), key.public(), nonce, escrow);
     let shards = Shards::start(2).unwrap();
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
@@ -181,19 +180,6 @@ async fn start_node_with(
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, channels.clone(), receipts.clone()).await.unwrap();
     TestNode { server, key, identity, channels, receipts, shards }
-}
-
-/// Adds channel `nonce` from `client` to `node` to a node's chain.
-fn open_channel(channels: &StaticChannels, client: &SigningKey, node: &SigningKey, nonce: u64, escrow: Usd) {
-    let channel = Channel {
-        client: client.public(),
-        node: node.public(),
-        escrow,
-        paid: Usd::ZERO,
-        paid_bytes: 0,
-        expires_at_secs: u64::MAX / 2,
-    };
-    channels.0.lock().unwrap().insert(channel_id(&client.public(), nonce), channel);
 }
 
 async fn start_front(routes: Vec<Route>, transport: Transport, client: &SigningKey) -> (SocketAddr, Arc<RoutePool>) {
@@ -989,7 +975,7 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(events_with(&format!("route {name} back in use")).is_empty());
 
-    open_channel(&exit.channels, &client, &exit.key, 2, Usd(1_000_000));
+    exit.channels.open(client.public(), exit.key.public(), 2, Usd(1_000_000));
     let back = format!(
         "route {name} back in use: exit {name} on channel {} with $1 escrow; new connections stay on route {spare_name} while it is up",
         channel_id(&me, 2).short()

@@ -454,7 +454,7 @@ fn open_channel(
     acct.open_channels += 1;
     let client = acct.id;
     let channel = channel_id(&client, nonce);
-    state.channels.insert(channel, Channel { client, node, escrow, paid: Usd::ZERO, paid_bytes: 0, expires_at_secs });
+    state.channels.insert(channel, Channel::opened(client, node, escrow, expires_at_secs));
     events.push(Event::ChannelOpened { channel, client, node, escrow });
     Ok(())
 }

@@ -532,6 +532,13 @@ pub struct Channel {
     pub expires_at_secs: u64,
 }
 
+impl Channel {
+    /// A channel as it opens: nothing paid yet.
+    pub fn opened(client: AccountId, node: AccountId, escrow: Usd, expires_at_secs: u64) -> Channel {
+        Channel { client, node, escrow, paid: Usd::ZERO, paid_bytes: 0, expires_at_secs }
+    }
+}
+
 /// The token/USD constant-product pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tollway_ledger::state::Channel;
 use tollway_net::driver::BoxFuture;
 use tollway_tunnel::ErrorCode;
-use tollway_types::tx::{ChannelId, SignedReceipt};
+use tollway_types::amount::Usd;
+use tollway_types::keys::AccountId;
+use tollway_types::tx::{channel_id, ChannelId, SignedReceipt};
 
 /// Looks a channel up, as the ledger has it now.
 pub trait ChannelSource: Send + Sync + 'static {
@@ -65,6 +67,16 @@ impl ChannelSource for ChainChannels {
 /// chain (the receipts are still real signatures checked the real way).
 #[derive(Default)]
 pub struct StaticChannels(pub Mutex<HashMap<ChannelId, Channel>>);
+
+impl StaticChannels {
+    /// Opens channel `nonce` from `client` to `node` with `escrow`, expiring
+    /// in no test's lifetime.
+    pub fn open(&self, client: AccountId, node: AccountId, nonce: u64, escrow: Usd) {
+        if let Ok(mut channels) = self.0.lock() {
+            channels.insert(channel_id(&client, nonce), Channel::opened(client, node, escrow, u64::MAX / 2));
+        }
+    }
+}
 
 impl ChannelSource for StaticChannels {
     fn channel(&self, id: ChannelId) -> BoxFuture<Result<Channel, ErrorCode>> {

@@ -179,14 +179,7 @@ async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: 
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
-    let channel = Channel {
-        client: client.public(),
-        node: key.public(),
-        escrow,
-        paid,
-        paid_bytes: 0,
-        expires_at_secs: u64::MAX / 2,
-    };
+    let channel = Channel { paid, ..Channel::opened(client.public(), key.public(), escrow, u64::MAX / 2) };
     channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
     let config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),

@@ -47,14 +47,7 @@ fn keep(_: &Frame) -> bool {
 }
 
 fn channel_for(client: &SigningKey, node: &SigningKey, escrow: Usd) -> (ChannelId, Channel) {
-    let channel = Channel {
-        client: client.public(),
-        node: node.public(),
-        escrow,
-        paid: Usd::ZERO,
-        paid_bytes: 0,
-        expires_at_secs: 1_000_000,
-    };
+    let channel = Channel::opened(client.public(), node.public(), escrow, 1_000_000);
     (channel_id(&client.public(), 0), channel)
 }
 
