@@ -157,25 +157,10 @@ impl RoutePool {
             if let Some(pool) = weak.upgrade() {
                 let _ = pool.session().await;
             }
-            loop {
-                let Some(pool) = weak.upgrade() else { return };
-                let interval = pool.config.health_interval;
-                pool.check_health().await;
-                drop(pool);
-                tokio::time::sleep(interval).await;
-            }
+            every(weak, |c| c.health_interval, |pool| async move { pool.check_health().await }).await;
         });
         if pool.config.renewal.is_some() {
-            let weak = Arc::downgrade(&pool);
-            tokio::spawn(async move {
-                loop {
-                    let Some(pool) = weak.upgrade() else { return };
-                    let every = pool.config.renew_every;
-                    pool.renew_retired().await;
-                    drop(pool);
-                    tokio::time::sleep(every).await;
-                }
-            });
+            tokio::spawn(every(Arc::downgrade(&pool), |c| c.renew_every, |pool| async move { pool.renew_retired().await }));
         }
         pool
     }
@@ -392,6 +377,21 @@ impl RoutePool {
             }
         }
         Err(ClientError::NoRoute("every route failed".into()))
+    }
+}
+
+/// Runs `work` on the pool, then waits `interval`, for as long as the pool
+/// lives (the loop holds it only while `work` runs).
+async fn every<F, Fut>(pool: std::sync::Weak<RoutePool>, interval: fn(&ClientConfig) -> Duration, work: F)
+where
+    F: Fn(Arc<RoutePool>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let Some(strong) = pool.upgrade() else { return };
+        let wait = interval(&strong.config);
+        work(strong).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
