@@ -504,7 +504,45 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, renews};
+    use crate::connect::{Hop, Route};
+    use tollway_types::amount::Usd;
+    use tollway_types::keys::SigningKey;
+    use tollway_types::tx::channel_id;
+
+    fn hop(node: &str, nonce: u64, escrow: u128, settled: u128) -> Hop {
+        let me = SigningKey::from_label("renewing client").public();
+        Hop {
+            node: SigningKey::from_label(node).public(),
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            port_first: 1,
+            port_last: 1,
+            tls_key_pin: [0; 32],
+            price_usd_micro_per_gib: 1,
+            channel: channel_id(&me, nonce),
+            escrow: Usd(escrow),
+            settled_bytes: 0,
+            settled_usd: Usd(settled),
+        }
+    }
+
+    /// A renewal brings a route back only on the same nodes, none of the
+    /// spent channels, with escrow left, and a channel changed on some hop
+    /// (the relay's as well as the exit's).
+    #[test]
+    fn a_renewal_counts_only_when_a_hop_can_pay_again() {
+        let old = Route { relay: Some(hop("relay", 1, 100, 0)), exit: hop("exit", 2, 100, 0) };
+        let spent = [old.exit.channel];
+        let with = |relay: Hop, exit: Hop| Route { relay: Some(relay), exit };
+        assert!(renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 3, 100, 0)), &spent), "a new exit channel");
+        assert!(renews(&old, &with(hop("relay", 4, 100, 0), hop("exit", 3, 100, 0)), &spent), "new channels on both");
+        assert!(renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 2, 50, 0)), &[]), "the escrow the chain holds");
+        assert!(!renews(&old, &old, &[]), "nothing changed");
+        assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 2, 100, 0)), &spent), "the spent channel again");
+        assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 3, 100, 100)), &spent), "no escrow left");
+        assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("another exit", 3, 100, 0)), &spent), "another node");
+        assert!(!renews(&old, &Route { relay: None, exit: hop("exit", 3, 100, 0) }, &spent), "a hop fewer");
+    }
 
     #[test]
     fn byte_counts_read_in_three_figures() {
