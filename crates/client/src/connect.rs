@@ -70,6 +70,15 @@ impl Connected {
         self.relay.as_ref().and_then(|r| why("relay", r)).or_else(|| why("exit", &self.exit))
     }
 
+    /// Closes both hops' sessions once their streams are done: the route
+    /// was replaced, and what it carries finishes on it.
+    pub fn drain(&self) {
+        self.exit.close_when_drained(ErrorCode::Shutdown, "replaced by a better route");
+        if let Some(r) = &self.relay {
+            r.close_when_drained(ErrorCode::Shutdown, "replaced by a better route");
+        }
+    }
+
     pub fn close(&self) {
         self.exit.close(ErrorCode::Shutdown, "closed by the client");
         if let Some(r) = &self.relay {

@@ -2,7 +2,9 @@
 //! go to the best route that is up. A route whose session dies (its
 //! connection drops) or stops answering pings is marked down for a while
 //! and the next one takes the new streams; only the streams that were in
-//! flight on the dead route fail. A route whose channel can pay no more
+//! flight on the dead route fail. A better route that is up again takes
+//! the new streams back; the one it replaces closes once its streams are
+//! done. A route whose channel can pay no more
 //! is retired, and with a [`Renewal`] comes back on its own once the chain
 //! has a channel that can.
 
@@ -186,7 +188,66 @@ impl RoutePool {
         };
         if let Some(why) = down {
             self.mark_down(index, &why).await;
+            return;
         }
+        self.switch_back().await;
+    }
+
+    /// Connects, beside the active route, the best route ranked above it
+    /// that may be up again (its down time is over, or a renewal brought
+    /// it back); once that works, new streams go to it, and the active
+    /// route closes when the streams it carries are done. A failed try
+    /// marks it down again, quietly: its outage was told.
+    async fn switch_back(&self) {
+        let (active, better, route) = {
+            let state = self.state.lock().await;
+            let Some((active, _)) = &state.active else { return };
+            let now = Instant::now();
+            let up = |j: &usize| !state.retired[*j] && state.down_until[*j].is_none_or(|t| t <= now);
+            let Some(better) = (0..*active).find(up) else { return };
+            (*active, better, state.routes[better].clone())
+        };
+        let started = Instant::now();
+        let connected = connect_route(&route, &self.config.connect).await;
+        let mut state = self.state.lock().await;
+        let connected = match connected {
+            Ok(connected) => connected,
+            Err(_) => {
+                state.down_until[better] = Some(Instant::now() + self.config.down_for);
+                return;
+            }
+        };
+        // Meanwhile the active route may have gone, or this one retired.
+        let unchanged = matches!(&state.active, Some((i, _)) if *i == active)
+            && !state.retired[better]
+            && same_channels(&state.routes[better], &route);
+        if !unchanged {
+            connected.close();
+            return;
+        }
+        self.say(&format!(
+            "{}; new connections go to it again, ahead of route {}",
+            self.connected_line(&route, started),
+            state.routes[active].name()
+        ));
+        let connected = Arc::new(connected);
+        tokio::spawn(watch_payments(self.me.clone(), better, Arc::downgrade(&connected)));
+        if let Some((_, replaced)) = state.active.replace((better, connected)) {
+            replaced.drain();
+        }
+        state.down_until[better] = None;
+        state.history.push(better);
+    }
+
+    /// `route <r>: connected over tls in 3 ms`, for a connect started at
+    /// `started`.
+    fn connected_line(&self, route: &Route, started: Instant) -> String {
+        format!(
+            "route {}: connected over {} in {} ms",
+            route.name(),
+            self.config.connect.transport,
+            started.elapsed().as_millis()
+        )
     }
 
     fn say(&self, line: &str) {
@@ -234,8 +295,8 @@ impl RoutePool {
 
     /// Looks each retired route up again ([`Renewal`]); one whose channels
     /// changed (a new channel for a spent one, or the escrow the chain
-    /// really holds) is back in use. New connections take it when no better
-    /// route is active.
+    /// really holds) is back in use: new connections take it when no
+    /// better route is up (`switch_back`).
     async fn renew_retired(&self) {
         let Some(renewal) = &self.config.renewal else { return };
         let (retired, spent) = {
@@ -262,13 +323,7 @@ impl RoutePool {
                 }
                 hops
             };
-            // Failover does not switch back: a route that is up keeps the
-            // new connections.
-            let stays = match &state.active {
-                Some((i, _)) if *i != index => format!("; new connections stay on route {} while it is up", state.routes[*i].name()),
-                _ => String::new(),
-            };
-            self.say(&format!("route {} back in use: {}{stays}", new.name(), hops(&new).join("; ")));
+            self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
             state.routes[index] = new;
             state.retired[index] = false;
             state.down_until[index] = None;
@@ -313,12 +368,7 @@ impl RoutePool {
             let started = Instant::now();
             match connect_route(route, &self.config.connect).await {
                 Ok(connected) => {
-                    self.say(&format!(
-                        "route {}: connected over {} in {} ms",
-                        route.name(),
-                        self.config.connect.transport,
-                        started.elapsed().as_millis()
-                    ));
+                    self.say(&self.connected_line(route, started));
                     let connected = Arc::new(connected);
                     tokio::spawn(watch_payments(self.me.clone(), i, Arc::downgrade(&connected)));
                     let exit = connected.exit.clone();

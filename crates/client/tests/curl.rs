@@ -215,15 +215,26 @@ async fn start_front_full(
     front: FrontConfig,
     hop_window: Option<Duration>,
 ) -> (SocketAddr, Arc<RoutePool>) {
-    let connect = ConnectOptions {
+    let connect = ConnectOptions { hop_window, ..connect_options(client, transport) };
+    start_pool(ClientConfig::new(connect, routes), front).await
+}
+
+/// How the tests' client connects: as `client`, over `transport`.
+fn connect_options(client: &SigningKey, transport: Transport) -> ConnectOptions {
+    ConnectOptions {
         chain_id: CHAIN.into(),
         key: client.clone(),
         transport,
         net: ClientOptions::default(),
         limits: Limits::default(),
-        hop_window,
-    };
-    let pool = RoutePool::start(ClientConfig { on_event: Some(record_event), ..ClientConfig::new(connect, routes) });
+        hop_window: None,
+    }
+}
+
+/// A pool on `config` that tells its events to `EVENTS`, behind a front
+/// end on a local port.
+async fn start_pool(config: ClientConfig, front: FrontConfig) -> (SocketAddr, Arc<RoutePool>) {
+    let pool = RoutePool::start(ClientConfig { on_event: Some(record_event), ..config });
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_front(listener, pool.clone(), front));
@@ -925,8 +936,8 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
 /// renewal that reads the node's chain, it stays retired while the chain
 /// has only the spent channel (whose settled amount still shows escrow
 /// left), and is back, on the new channel, once the user opens one: no
-/// restart. The spare keeps the new connections while it is up; when it
-/// dies they go to the renewed route.
+/// restart. Being ranked first, it takes the new connections back from
+/// the spare, whose session then closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_route_comes_back_on_a_channel_opened_later() {
     let web = web_server().await;
@@ -946,24 +957,12 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
             Ok(Route { exit: Hop { channel, escrow, ..route.exit }, ..route })
         })
     }));
-    let connect = ConnectOptions {
-        chain_id: CHAIN.into(),
-        key: client.clone(),
-        transport: Transport::Tls,
-        net: ClientOptions::default(),
-        limits: Limits::default(),
-        hop_window: None,
-    };
     let config = ClientConfig {
-        on_event: Some(record_event),
         renewal: Some(renewal),
         renew_every: Duration::from_millis(100),
-        ..ClientConfig::new(connect, routes)
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), routes)
     };
-    let pool = RoutePool::start(config);
-    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-    let front = listener.local_addr().unwrap();
-    tokio::spawn(serve_front(listener, pool.clone(), FrontConfig::default()));
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
 
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
@@ -976,31 +975,73 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
     assert!(events_with(&format!("route {name} back in use")).is_empty());
 
     exit.channels.open(client.public(), exit.key.public(), 2, Usd(1_000_000));
-    let back = format!(
-        "route {name} back in use: exit {name} on channel {} with $1 escrow; new connections stay on route {spare_name} while it is up",
-        channel_id(&me, 2).short()
-    );
+    let back = format!("route {name} back in use: exit {name} on channel {} with $1 escrow", channel_id(&me, 2).short());
+    let again = format!("route {name}: connected over tls in ");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while events_with(&back).is_empty() {
+    while events_with(&back).is_empty() || events_with(&again).len() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "not back in use: {:?}", events_with(&name));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
-    assert_eq!(pool.history().await, [0, 1], "the spare keeps the new connections while it is up");
-
-    drop(spare);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        match socks_get(front, web, 8 << 20).await {
-            Ok(body) => break body,
-            Err(e) => assert!(tokio::time::Instant::now() < deadline, "the renewed route does not serve: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let told = events_with(&again).pop().unwrap();
+    assert!(told.ends_with(&format!("; new connections go to it again, ahead of route {spare_name}")), "{told}");
+    let body = socks_get(front, web, 8 << 20).await.unwrap();
     assert!(body == pattern(8 << 20), "the renewed route: wrong bytes");
     assert_eq!(pool.history().await, [0, 1, 0]);
     let usage = pool.usage_line().await.unwrap();
     assert!(usage.starts_with(&format!("route {name}: ")) && usage.contains(" of its $1 escrow"), "{usage}");
+    // The spare's session, carrying nothing, closed.
+    wait_until("the spare's session closes", || spare.server.n_sessions() == 0).await;
+}
+
+/// Waits up to 5 s for `done`, polling.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The best route, down when the pool starts, takes the new connections
+/// back once it is up: a download in flight on the second route finishes
+/// there, byte-exact, and then the second route's session closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
+    let web = web_server().await;
+    let slow = slow_web_server(4).await;
+    let client = SigningKey::from_label("ida");
+    let port = free_port_range(1);
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    let start_best = || start_node_with("exit-best", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let meanwhile = start_node("exit-meanwhile", &client, 1).await;
+    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+    let (name, second_name) = (first.name(), second.name());
+    let config = ClientConfig {
+        health_interval: Duration::from_millis(100),
+        down_for: Duration::from_millis(300),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
+    };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    assert_eq!(pool.history().await, [1]);
+    // A download spread over four seconds, in flight through the switch.
+    let in_flight = tokio::spawn(socks_get(front, slow, 4 << 20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let _best = start_best().await;
+    let again = format!("route {name}: connected over tls in ");
+    wait_until("the best route back", || !events_with(&again).is_empty()).await;
+    let told = events_with(&again).pop().unwrap();
+    assert!(told.ends_with(&format!("; new connections go to it again, ahead of route {second_name}")), "{told}");
+    assert!(!in_flight.is_finished(), "the switch came after the download: it tests nothing");
+    assert!(socks_get(front, web, 1 << 20).await.unwrap() == pattern(1 << 20));
+    assert_eq!(pool.history().await, [1, 0]);
+    let body = in_flight.await.unwrap().unwrap();
+    assert!(body == pattern(4 << 20), "the download in flight: {} bytes, or other bytes", body.len());
+    wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).

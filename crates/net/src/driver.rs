@@ -141,6 +141,10 @@ enum Command {
         code: ErrorCode,
         message: String,
     },
+    CloseWhenDrained {
+        code: ErrorCode,
+        message: String,
+    },
     // From the driver's own tasks.
     StreamBytes {
         stream: StreamId,
@@ -312,6 +316,16 @@ impl SessionHandle {
         });
     }
 
+    /// Closes the session once it carries no stream: those in flight end
+    /// as they would, and no new one should be opened on it (a client
+    /// that moved to another route).
+    pub fn close_when_drained(&self, code: ErrorCode, message: &str) {
+        let _ = self.send(Command::CloseWhenDrained {
+            code,
+            message: message.to_string(),
+        });
+    }
+
     fn send(&self, command: Command) -> Result<(), OpenError> {
         self.commands
             .send(command)
@@ -386,6 +400,8 @@ struct Driver {
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
     usage: watch::Sender<Usage>,
+    /// Close with this once no stream is left (`close_when_drained`).
+    drain: Option<(ErrorCode, String)>,
 }
 
 /// Starts the driver of `session` on the connection `io` (path 0 of the
@@ -424,6 +440,7 @@ pub fn spawn_with_prefix(
         status,
         session_id,
         usage,
+        drain: None,
     };
     driver.add_path(0, io);
     if !prefix.is_empty() {
@@ -497,6 +514,12 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         loop {
             self.process();
+            if self.session.n_streams() == 0 && !self.session.is_closed() {
+                if let Some((code, message)) = self.drain.take() {
+                    self.session.close(code, &message);
+                    self.process();
+                }
+            }
             if self.session.is_closed() && self.out.is_empty() {
                 break;
             }
@@ -775,6 +798,7 @@ impl Driver {
                 }
             }
             Command::Close { code, message } => self.session.close(code, &message),
+            Command::CloseWhenDrained { code, message } => self.drain = Some((code, message)),
             Command::StreamBytes { stream, bytes } => {
                 if let Some(io) = self.streams.get_mut(&stream) {
                     io.pending.push_back(bytes);
