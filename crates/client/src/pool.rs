@@ -161,6 +161,9 @@ impl RoutePool {
             }
             every(weak, |c| c.health_interval, |pool| async move { pool.check_health().await }).await;
         });
+        // A loop of its own: a connect to a better route that hangs must
+        // not hold up the active route's pings (failover within 2 s).
+        tokio::spawn(every(Arc::downgrade(&pool), |c| c.health_interval, |pool| async move { pool.switch_back().await }));
         if pool.config.renewal.is_some() {
             tokio::spawn(every(Arc::downgrade(&pool), |c| c.renew_every, |pool| async move { pool.renew_retired().await }));
         }
@@ -188,9 +191,7 @@ impl RoutePool {
         };
         if let Some(why) = down {
             self.mark_down(index, &why).await;
-            return;
         }
-        self.switch_back().await;
     }
 
     /// Connects, beside the active route, the best route ranked above it
