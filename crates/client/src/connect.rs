@@ -188,26 +188,35 @@ pub async fn connect_route(
             hopper,
         });
     };
-    // Two hops: a stream through the relay to the exit's port, then TLS
-    // with the exit's pinned key inside it. The relay forwards ciphertext.
-    let exit = &route.exit;
+    match connect_through(&first_handle, &route.exit, opts).await {
+        Ok(exit_handle) => Ok(Connected {
+            exit: exit_handle,
+            relay: Some(first_handle),
+            hopper,
+        }),
+        Err(e) => {
+            // The relay's session was for this route alone: it must not
+            // linger until its idle timeout (a failover or a switch back
+            // tries a dead exit again and again).
+            first_handle.close(ErrorCode::Shutdown, "the exit could not be reached through this relay");
+            if let Some(h) = hopper {
+                h.abort();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Two hops: a stream through the relay to the exit's port, then TLS with
+/// the exit's pinned key inside it and the exit's session on that. The
+/// relay forwards ciphertext.
+async fn connect_through(relay: &SessionHandle, exit: &Hop, opts: &ConnectOptions) -> Result<SessionHandle, ConnectError> {
     let dest = Dest::new(Host::Ip(exit.addr), first_port(exit));
-    let stream = first_handle
-        .open(dest)
-        .await
-        .map_err(|e| ConnectError::Relay(e.to_string()))?;
-    let through_relay = first_handle
-        .attach_local(stream)
-        .await
-        .map_err(|e| ConnectError::Relay(e.to_string()))?;
+    let stream = relay.open(dest).await.map_err(|e| ConnectError::Relay(e.to_string()))?;
+    let through_relay = relay.attach_local(stream).await.map_err(|e| ConnectError::Relay(e.to_string()))?;
     let inner = tollway_net::connect_tls_over(through_relay, exit.tls_key_pin, &opts.net).await?;
     let inner_binding = inner.channel_binding();
-    let exit_handle = start_session(Box::new(inner), inner_binding, terms(opts, exit)).await?;
-    Ok(Connected {
-        exit: exit_handle,
-        relay: Some(first_handle),
-        hopper,
-    })
+    start_session(Box::new(inner), inner_binding, terms(opts, exit)).await
 }
 
 /// Every window, if the schedule names another port, connects to it and

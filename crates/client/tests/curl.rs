@@ -1004,44 +1004,55 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 /// The best route, down when the pool starts, takes the new connections
 /// back once it is up: a download in flight on the second route finishes
-/// there, byte-exact, and then the second route's session closes.
+/// there, byte-exact, and then the second route's sessions close. One hop,
+/// and two hops through one relay (each route has a relay session of its
+/// own, and the replaced one closes once the exit session inside it has).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
     let web = web_server().await;
     let slow = slow_web_server(4).await;
     let client = SigningKey::from_label("ida");
-    let port = free_port_range(1);
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    let start_best = || start_node_with("exit-best", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
-    let best = start_best().await;
-    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
-    drop(best);
-    let meanwhile = start_node("exit-meanwhile", &client, 1).await;
-    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
-    let (name, second_name) = (first.name(), second.name());
-    let config = ClientConfig {
-        health_interval: Duration::from_millis(100),
-        down_for: Duration::from_millis(300),
-        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
-    };
-    let (front, pool) = start_pool(config, FrontConfig::default()).await;
-    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
-    assert_eq!(pool.history().await, [1]);
-    // A download spread over four seconds, in flight through the switch.
-    let in_flight = tokio::spawn(socks_get(front, slow, 4 << 20));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relay = start_node("relay-back", &client, 2).await;
+    for two_hops in [false, true] {
+        let port = free_port_range(1);
+        let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+        let label = if two_hops { "exit-best-2" } else { "exit-best-1" };
+        let start_best = || start_node_with(label, &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+        let via = two_hops.then(|| relay.hop(Transport::Tls, &client, 2));
+        let best = start_best().await;
+        let first = Route { relay: via.clone(), exit: best.hop(Transport::Tls, &client, 0) };
+        drop(best);
+        let meanwhile = start_node(&format!("{label}-meanwhile"), &client, 1).await;
+        let second = Route { relay: via, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+        let (name, second_name) = (first.name(), second.name());
+        let config = ClientConfig {
+            health_interval: Duration::from_millis(100),
+            down_for: Duration::from_millis(300),
+            ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
+        };
+        let (front, pool) = start_pool(config, FrontConfig::default()).await;
+        assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+        assert_eq!(pool.history().await, [1]);
+        // A download spread over four seconds, in flight through the switch.
+        let in_flight = tokio::spawn(socks_get(front, slow, 4 << 20));
+        tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let _best = start_best().await;
-    let again = format!("route {name}: connected over tls in ");
-    wait_until("the best route back", || !events_with(&again).is_empty()).await;
-    let told = events_with(&again).pop().unwrap();
-    assert!(told.ends_with(&format!("; new connections go to it again, ahead of route {second_name}")), "{told}");
-    assert!(!in_flight.is_finished(), "the switch came after the download: it tests nothing");
-    assert!(socks_get(front, web, 1 << 20).await.unwrap() == pattern(1 << 20));
-    assert_eq!(pool.history().await, [1, 0]);
-    let body = in_flight.await.unwrap().unwrap();
-    assert!(body == pattern(4 << 20), "the download in flight: {} bytes, or other bytes", body.len());
-    wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
+        let _best = start_best().await;
+        let again = format!("route {name}: connected over tls in ");
+        wait_until("the best route back", || !events_with(&again).is_empty()).await;
+        let told = events_with(&again).pop().unwrap();
+        assert!(told.ends_with(&format!("; new connections go to it again, ahead of route {second_name}")), "{told}");
+        assert!(!in_flight.is_finished(), "the switch came after the download: it tests nothing");
+        assert!(socks_get(front, web, 1 << 20).await.unwrap() == pattern(1 << 20));
+        assert_eq!(pool.history().await, [1, 0]);
+        let body = in_flight.await.unwrap().unwrap();
+        assert!(body == pattern(4 << 20), "two hops {two_hops}: the download in flight: {} bytes, or other bytes", body.len());
+        wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
+        if two_hops {
+            wait_until("the replaced relay session closes", || relay.server.n_sessions() == 1).await;
+        }
+        drop(pool);
+    }
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
