@@ -64,6 +64,10 @@ pub struct FrontConfig {
     /// A plain-HTTP program connection kept open after a response waits
     /// this long for its next request, then closes.
     pub keep_alive_idle: Duration,
+    /// A stream to an origin that no program connection holds is closed
+    /// after this long (many origins close theirs after 5–60 s, and each
+    /// holds a stream at the exit).
+    pub origin_idle: Duration,
 }
 
 impl Default for FrontConfig {
@@ -76,6 +80,7 @@ impl Default for FrontConfig {
             first_bytes_wait: FIRST_BYTES_WAIT_DEFAULT,
             on_refusal: None,
             keep_alive_idle: Duration::from_secs(60),
+            origin_idle: Duration::from_secs(30),
         }
     }
 }
@@ -102,7 +107,8 @@ pub async fn serve_front(listener: TcpListener, pool: Arc<RoutePool>, config: Fr
 async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontConfig) {
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let config = Arc::new(config);
-    let idle = Arc::new(IdleOrigins::default());
+    let idle = Arc::new(IdleOrigins { streams: Mutex::default(), idle_for: config.origin_idle });
+    tokio::spawn(IdleOrigins::sweep(Arc::downgrade(&idle)));
     loop {
         let Ok((socket, _)) = listener.accept().await else {
             continue;
@@ -447,18 +453,16 @@ struct KeptOrigin {
 /// that opens a connection per request (many scripts, `curl` run once per
 /// URL) then costs the exit no new connection to the origin. Bounded in
 /// count, per target and in idle time.
-#[derive(Default)]
 struct IdleOrigins {
     /// Oldest first, with when each went idle.
     streams: Mutex<VecDeque<(KeptOrigin, Instant)>>,
+    /// `FrontConfig::origin_idle`.
+    idle_for: Duration,
 }
 
 /// The most idle streams to origins, in all and per target.
 const IDLE_ORIGINS_MAX: usize = 32;
 const IDLE_ORIGINS_PER_TARGET: usize = 4;
-/// An idle stream to an origin older than this is closed: many origins
-/// close theirs after 5–60 s, and each holds a stream at the exit.
-const IDLE_ORIGIN_TIME: Duration = Duration::from_secs(30);
 
 impl IdleOrigins {
     fn put(&self, stream: KeptOrigin) {
@@ -466,7 +470,7 @@ impl IdleOrigins {
             return;
         }
         let Ok(mut streams) = self.streams.lock() else { return };
-        streams.retain(|(_, since)| since.elapsed() < IDLE_ORIGIN_TIME);
+        self.drop_old(&mut streams);
         let same: Vec<usize> = (0..streams.len()).filter(|&i| streams[i].0.target == stream.target).collect();
         if same.len() >= IDLE_ORIGINS_PER_TARGET {
             streams.remove(same[0]);
@@ -480,9 +484,26 @@ impl IdleOrigins {
     /// The stream to `target` that went idle last, if one is young enough.
     fn take(&self, target: &socks::Target) -> Option<KeptOrigin> {
         let mut streams = self.streams.lock().ok()?;
-        streams.retain(|(_, since)| since.elapsed() < IDLE_ORIGIN_TIME);
+        self.drop_old(&mut streams);
         let newest = streams.iter().rposition(|(k, _)| k.target == *target)?;
         streams.remove(newest).map(|(k, _)| k)
+    }
+
+    fn drop_old(&self, streams: &mut VecDeque<(KeptOrigin, Instant)>) {
+        streams.retain(|(_, since)| since.elapsed() < self.idle_for);
+    }
+
+    /// Closes the streams idle too long, every few seconds, while anyone
+    /// holds `idle`: a stream left in it keeps its session open (a
+    /// replaced route's session closes only once it carries none).
+    async fn sweep(idle: std::sync::Weak<IdleOrigins>) {
+        loop {
+            let Some(every) = idle.upgrade().map(|idle| idle.idle_for / 6) else { return };
+            tokio::time::sleep(every).await;
+            let Some(idle) = idle.upgrade() else { return };
+            let Ok(mut streams) = idle.streams.lock() else { return };
+            idle.drop_old(&mut streams);
+        }
     }
 }
 

@@ -502,15 +502,43 @@ enum AfterOne {
     DropNext,
 }
 
+/// The connections an origin accepted, and of those, the ones that ended.
+#[derive(Default)]
+struct OriginCounts {
+    accepted: std::sync::atomic::AtomicUsize,
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+impl OriginCounts {
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn ended(&self) -> usize {
+        self.ended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection as ended when dropped.
+struct EndsOne(Arc<OriginCounts>);
+
+impl Drop for EndsOne {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// An origin that keeps its connections (HTTP/1.1, no `Connection`
 /// header), unless `after_one` says otherwise: `GET /<n>` (or any method)
-/// gets `n` bytes of `pattern`. It counts the connections it accepts.
-async fn keep_alive_origin(after_one: AfterOne) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = accepted.clone();
+/// gets `n` bytes of `pattern`. It counts the connections it accepts and
+/// those that end.
+async fn keep_alive_origin(after_one: AfterOne) -> (SocketAddr, Arc<OriginCounts>) {
+    let counts = Arc::new(OriginCounts::default());
+    let counter = counts.clone();
     let addr = serve_each(LOOPBACK, move |mut socket| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ends = EndsOne(counter.clone());
         async move {
+            let _ends = ends;
             let mut answered = 0;
             while let Some(head) = read_head(&mut socket).await {
                 if answered == 1 && after_one == AfterOne::DropNext {
@@ -530,7 +558,7 @@ async fn keep_alive_origin(after_one: AfterOne) -> (SocketAddr, Arc<std::sync::a
         }
     })
     .await;
-    (addr, accepted)
+    (addr, counts)
 }
 
 /// A program's plain-HTTP requests to one host, on one proxy connection,
@@ -552,8 +580,7 @@ async fn the_origin_connection_is_kept_for_the_program_s_next_requests() {
         assert!(body == want, "{after_one:?}: {} bytes, or other bytes", body.len());
         // DropNext: one connection per answer, and a dropped request on
         // each but the last.
-        let seen = accepted.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(seen, connections, "connections the origin accepted ({after_one:?})");
+        assert_eq!(accepted.accepted(), connections, "connections the origin accepted ({after_one:?})");
     }
     let (origin, _) = keep_alive_origin(AfterOne::DropNext).await;
     let url = format!("http://127.0.0.1:{}", origin.port());
@@ -574,12 +601,17 @@ async fn the_origin_connection_is_kept_for_the_program_s_next_requests() {
 /// URL, one asking to close its own connection): the origin accepts one
 /// connection for them all. A stream that carried `Authorization` (NTLM
 /// and Negotiate authenticate the connection) serves no other program
-/// connection: the next gets a connection of its own.
+/// connection: the next gets a connection of its own. An idle stream is
+/// closed after `origin_idle`, and so is the origin's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_origin_connection_serves_the_next_program_connection() {
-    let (front, _pool, _exit) = one_hop_front("http-origin-shared").await;
-    let (origin, accepted) = keep_alive_origin(AfterOne::Keep).await;
-    let accepted_now = || accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let client = SigningKey::from_label("http-origin-shared");
+    let exit = start_node("exit-http-origin-shared", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let config = FrontConfig { origin_idle: Duration::from_secs(2), ..FrontConfig::default() };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, config).await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let accepted_now = || counts.accepted();
     let fetch = |n: usize, header: Option<&str>| {
         let mut args = vec!["--proxy".to_string(), format!("http://{front}")];
         if let Some(h) = header {
@@ -601,6 +633,10 @@ async fn an_idle_origin_connection_serves_the_next_program_connection() {
     assert_eq!(accepted_now(), 2, "a stream that carried Authorization served another program connection");
     fetch(500, None).await;
     assert_eq!(accepted_now(), 2);
+    // The stream that carried Authorization closed with its program
+    // connection; the other waits, idle, for its time.
+    assert_eq!(counts.ended(), 1);
+    wait_until("the idle origin connections close", || counts.ended() == 2).await;
 }
 
 /// An origin that answers each path with canned bytes, then closes.
