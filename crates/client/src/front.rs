@@ -471,9 +471,11 @@ impl IdleOrigins {
         }
         let Ok(mut streams) = self.streams.lock() else { return };
         self.drop_old(&mut streams);
-        let same: Vec<usize> = (0..streams.len()).filter(|&i| streams[i].0.target == stream.target).collect();
-        if same.len() >= IDLE_ORIGINS_PER_TARGET {
-            streams.remove(same[0]);
+        let same_target = |(k, _): &(KeptOrigin, Instant)| k.target == stream.target;
+        if streams.iter().filter(|s| same_target(s)).count() >= IDLE_ORIGINS_PER_TARGET {
+            if let Some(oldest) = streams.iter().position(same_target) {
+                streams.remove(oldest);
+            }
         }
         if streams.len() >= IDLE_ORIGINS_MAX {
             streams.pop_front();

@@ -231,13 +231,22 @@ impl RoutePool {
             self.connected_line(&route, started),
             state.routes[active].name()
         ));
+        self.activate(&mut state, better, connected);
+    }
+
+    /// Makes route `index` the active one, on `connected`, and returns its
+    /// exit session: watches what its nodes say about payment, and drains
+    /// the route it replaces, if any.
+    fn activate(&self, state: &mut State, index: usize, connected: Connected) -> SessionHandle {
         let connected = Arc::new(connected);
-        tokio::spawn(watch_payments(self.me.clone(), better, Arc::downgrade(&connected)));
-        if let Some((_, replaced)) = state.active.replace((better, connected)) {
+        tokio::spawn(watch_payments(self.me.clone(), index, Arc::downgrade(&connected)));
+        let exit = connected.exit.clone();
+        if let Some((_, replaced)) = state.active.replace((index, connected)) {
             replaced.drain();
         }
-        state.down_until[better] = None;
-        state.history.push(better);
+        state.down_until[index] = None;
+        state.history.push(index);
+        exit
     }
 
     /// `route <r>: connected over tls in 3 ms`, for a connect started at
@@ -270,7 +279,7 @@ impl RoutePool {
         if was_active || !was_down {
             self.say(&format!(
                 "route {} down: {why}; {}, and it is tried again in {} s",
-                self.config.routes[index].name(),
+                state.routes[index].name(),
                 self.next_route(),
                 self.config.down_for.as_secs()
             ));
@@ -370,12 +379,7 @@ impl RoutePool {
             match connect_route(route, &self.config.connect).await {
                 Ok(connected) => {
                     self.say(&self.connected_line(route, started));
-                    let connected = Arc::new(connected);
-                    tokio::spawn(watch_payments(self.me.clone(), i, Arc::downgrade(&connected)));
-                    let exit = connected.exit.clone();
-                    state.active = Some((i, connected));
-                    state.history.push(i);
-                    return Ok((i, exit));
+                    return Ok((i, self.activate(&mut state, i, connected)));
                 }
                 Err(e) => {
                     last = format!("{}: {}", route.name(), describe(&e));

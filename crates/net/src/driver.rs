@@ -514,7 +514,9 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         loop {
             self.process();
-            if self.session.n_streams() == 0 && !self.session.is_closed() {
+            // Only a replaced route's session drains: the common case pays
+            // one check per wake-up.
+            if self.drain.is_some() && self.session.n_streams() == 0 && !self.session.is_closed() {
                 if let Some((code, message)) = self.drain.take() {
                     self.session.close(code, &message);
                     self.process();
