@@ -45,8 +45,16 @@ pub struct ClientConfig {
     pub health_interval: Duration,
     /// A ping unanswered this long marks the route down.
     pub health_timeout: Duration,
-    /// A route marked down is not tried again for this long.
-    pub down_for: Duration,
+    /// A route marked down is tried again after this long, then after
+    /// twice as long as the time before at each failed try, up to
+    /// `retry_after_max`: a node back from a restart serves again within
+    /// about a second, and one down for hours costs a try every
+    /// `retry_after_max`.
+    pub retry_after: Duration,
+    /// The longest wait between two tries of a route that is down. A route
+    /// that has carried traffic this long starts again at `retry_after`
+    /// when it next goes down; one that flaps keeps its longer wait.
+    pub retry_after_max: Duration,
     /// Told, as one line each, what a user of the proxy wants to know as
     /// it happens: a route connected, a route down and why, a channel's
     /// escrow spent, a receipt the node rejected. `tollway connect` prints
@@ -66,7 +74,8 @@ impl ClientConfig {
             routes,
             health_interval: Duration::from_millis(500),
             health_timeout: Duration::from_millis(1000),
-            down_for: Duration::from_secs(30),
+            retry_after: Duration::from_secs(1),
+            retry_after_max: Duration::from_secs(30),
             on_event: None,
             renewal: None,
             renew_every: Duration::from_secs(5),
@@ -98,7 +107,8 @@ struct State {
     /// the channels of those renewed since.
     routes: Vec<Route>,
     active: Option<(usize, Arc<Connected>)>,
-    down_until: Vec<Option<Instant>>,
+    /// Per route: when it may be tried again, if it is down.
+    down: Vec<Backoff>,
     /// Routes that cannot carry traffic until renewed (or the proxy
     /// restarts): a hop's escrow is spent, or its node rejects our receipts
     /// (its chain says otherwise than ours did).
@@ -126,6 +136,53 @@ impl State {
     }
 }
 
+/// When a route that went down is tried again: exponential backoff,
+/// reset once the route has stayed up for a while.
+#[derive(Clone, Copy, Debug, Default)]
+struct Backoff {
+    /// Not tried before this, if set.
+    until: Option<Instant>,
+    /// The last wait; zero when the route never went down.
+    wait: Duration,
+    /// Since when it has been up (connected), if it is.
+    up_since: Option<Instant>,
+}
+
+impl Backoff {
+    fn is_down(&self, now: Instant) -> bool {
+        self.until.is_some_and(|t| t > now)
+    }
+
+    /// Marks the route down at `now`; how long until it is tried again.
+    fn down(&mut self, now: Instant, config: &ClientConfig) -> Duration {
+        let stayed_up = self.up_since.is_some_and(|t| now.saturating_duration_since(t) >= config.retry_after_max);
+        self.wait = if self.wait.is_zero() || stayed_up {
+            config.retry_after
+        } else {
+            // Not `clamp`: it panics on a configuration whose first wait is
+            // the longer one.
+            (self.wait * 2).min(config.retry_after_max).max(config.retry_after)
+        };
+        self.until = Some(now + self.wait);
+        self.up_since = None;
+        self.wait
+    }
+
+    fn up(&mut self, now: Instant) {
+        self.until = None;
+        self.up_since = Some(now);
+    }
+}
+
+/// `800 ms`, `4 s`: a wait, as a route's line tells it.
+fn wait_text(wait: Duration) -> String {
+    if wait < Duration::from_secs(1) {
+        format!("{} ms", wait.as_millis())
+    } else {
+        format!("{} s", wait.as_secs())
+    }
+}
+
 /// The client's routes and the one in use.
 pub struct RoutePool {
     config: ClientConfig,
@@ -144,7 +201,7 @@ impl RoutePool {
             state: Mutex::new(State {
                 routes: config.routes.clone(),
                 active: None,
-                down_until: vec![None; n],
+                down: vec![Backoff::default(); n],
                 retired: vec![false; n],
                 spent: Vec::new(),
                 history: Vec::new(),
@@ -204,7 +261,7 @@ impl RoutePool {
             let state = self.state.lock().await;
             let Some((active, _)) = &state.active else { return };
             let now = Instant::now();
-            let up = |j: &usize| !state.retired[*j] && state.down_until[*j].is_none_or(|t| t <= now);
+            let up = |j: &usize| !state.retired[*j] && !state.down[*j].is_down(now);
             let Some(better) = (0..*active).find(up) else { return };
             (*active, better, state.routes[better].clone())
         };
@@ -214,7 +271,7 @@ impl RoutePool {
         let connected = match connected {
             Ok(connected) => connected,
             Err(_) => {
-                state.down_until[better] = Some(Instant::now() + self.config.down_for);
+                state.down[better].down(Instant::now(), &self.config);
                 return;
             }
         };
@@ -244,7 +301,7 @@ impl RoutePool {
         if let Some((_, replaced)) = state.active.replace((index, connected)) {
             replaced.drain();
         }
-        state.down_until[index] = None;
+        state.down[index].up(Instant::now());
         state.history.push(index);
         exit
     }
@@ -273,15 +330,17 @@ impl RoutePool {
 
     fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
         let was_active = state.close_if_active(index);
-        let was_down = state.retired[index] || state.down_until[index].is_some_and(|t| t > Instant::now());
-        state.down_until[index] = Some(Instant::now() + self.config.down_for);
-        // Once per outage: a failed ping and a failed open may both report it.
+        let now = Instant::now();
+        let was_down = state.retired[index] || state.down[index].is_down(now);
+        // Once per outage: a failed ping and a failed open may both report
+        // it, and the second must not lengthen the wait.
         if was_active || !was_down {
+            let wait = state.down[index].down(now, &self.config);
             self.say(&format!(
-                "route {} down: {why}; {}, and it is tried again in {} s",
+                "route {} down: {why}; {}, and it is tried again in {}",
                 state.routes[index].name(),
                 self.next_route(),
-                self.config.down_for.as_secs()
+                wait_text(wait)
             ));
         }
     }
@@ -336,7 +395,7 @@ impl RoutePool {
             self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
             state.routes[index] = new;
             state.retired[index] = false;
-            state.down_until[index] = None;
+            state.down[index] = Backoff::default();
         }
     }
 
@@ -370,7 +429,7 @@ impl RoutePool {
         }
         let mut last = String::from("no routes configured");
         for i in 0..state.routes.len() {
-            if state.retired[i] || state.down_until[i].is_some_and(|t| t > Instant::now()) {
+            if state.retired[i] || state.down[i].is_down(Instant::now()) {
                 continue;
             }
             let route = state.routes[i].clone();
@@ -383,11 +442,8 @@ impl RoutePool {
                 }
                 Err(e) => {
                     last = format!("{}: {}", route.name(), describe(&e));
-                    state.down_until[i] = Some(Instant::now() + self.config.down_for);
-                    self.say(&format!(
-                        "route {last}; it is tried again in {} s",
-                        self.config.down_for.as_secs()
-                    ));
+                    let wait = state.down[i].down(Instant::now(), &self.config);
+                    self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
                 }
             }
         }
@@ -559,8 +615,9 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, renews};
-    use crate::connect::{Hop, Route};
+    use super::{human_bytes, renews, wait_text, Backoff, ClientConfig};
+    use crate::connect::{ConnectOptions, Hop, Route};
+    use std::time::{Duration, Instant};
     use tollway_types::amount::Usd;
     use tollway_types::keys::SigningKey;
     use tollway_types::tx::channel_id;
@@ -597,6 +654,47 @@ mod tests {
         assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 3, 100, 100)), &spent), "no escrow left");
         assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("another exit", 3, 100, 0)), &spent), "another node");
         assert!(!renews(&old, &Route { relay: None, exit: hop("exit", 3, 100, 0) }, &spent), "a hop fewer");
+    }
+
+    /// A route down again and again waits twice as long each time, up to
+    /// the maximum; only a route that stayed up that long starts over.
+    #[test]
+    fn a_route_down_again_waits_twice_as_long_up_to_the_maximum() {
+        let connect = ConnectOptions {
+            chain_id: "test".into(),
+            key: SigningKey::from_label("backing-off client"),
+            transport: tollway_net::Transport::Tls,
+            net: tollway_net::ClientOptions::default(),
+            limits: tollway_tunnel::session::Limits::default(),
+            hop_window: None,
+        };
+        let config = ClientConfig::new(connect, Vec::new());
+        let (first, max) = (config.retry_after, config.retry_after_max);
+        assert_eq!((first, max), (Duration::from_secs(1), Duration::from_secs(30)));
+        let start = Instant::now();
+        let mut backoff = Backoff::default();
+        assert!(!backoff.is_down(start));
+        let mut now = start;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let wait = backoff.down(now, &config);
+            assert!(backoff.is_down(now + wait - Duration::from_millis(1)) && !backoff.is_down(now + wait));
+            waits.push(wait.as_secs());
+            now += wait;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        // Connected for less than the maximum: a flapping route keeps its wait.
+        backoff.up(now);
+        assert!(!backoff.is_down(now));
+        now += max - Duration::from_secs(1);
+        assert_eq!(backoff.down(now, &config), max);
+        // Up for the maximum: a fresh outage, tried again soon.
+        now += max;
+        backoff.up(now);
+        now += max;
+        assert_eq!(backoff.down(now, &config), first);
+        assert_eq!(backoff.down(now, &config), first * 2);
+        assert_eq!((wait_text(Duration::from_millis(300)), wait_text(first)), ("300 ms".to_string(), "1 s".to_string()));
     }
 
     #[test]

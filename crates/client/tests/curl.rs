@@ -928,6 +928,54 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
     assert!(usage.starts_with(&format!("route {name_second}: exit ")) && usage.contains(" paid with $"), "{usage}");
 }
 
+/// The one route's exit restarts (an upgrade, a reboot of the node's
+/// host): once it listens again, the proxy serves within seconds on the
+/// default settings, not after a fixed half-minute of refusals. The
+/// outage is long enough for a failed try or two, so the wait has grown
+/// once by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_route_serves_again_soon_after_its_exit_restarts() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("ivan");
+    let port = free_port_range(1);
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    let start_exit = || start_node_with("exit-restarts", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+    let exit = start_exit().await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+
+    drop(exit);
+    let down = format!("route {name} down: ");
+    wait_until("the route marked down", || !events_with(&down).is_empty()).await;
+    let told = events_with(&down).pop().unwrap();
+    assert!(told.ends_with("no other route, and it is tried again in 1 s"), "{told}");
+    // Requests meanwhile fail (there is nowhere to send them), and one
+    // after the first wait tries the exit again, in vain.
+    for _ in 0..15 {
+        assert!(socks_get(front, web, 1000).await.is_err());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let _exit = start_exit().await;
+    let back = std::time::Instant::now();
+    let mut served_after = None;
+    // Bounded: 80 requests, 100 ms apart.
+    for _ in 0..80 {
+        if let Ok(body) = socks_get(front, web, 20_000).await {
+            assert!(body == pattern(20_000));
+            served_after = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served_after = served_after.expect("the route never served again");
+    eprintln!("restart: served again {served_after:?} after the exit listened");
+    assert!(served_after < Duration::from_secs(5), "{served_after:?}");
+    assert_eq!(events_with(&format!("route {name}: connected over tls in ")).len(), 2);
+}
+
 /// A channel whose escrow runs out mid-download, and a node that rejects
 /// the client's receipts (its channel holds less than the client thinks):
 /// either route can carry nothing more (its node pauses it), so the pool
@@ -1063,7 +1111,8 @@ async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
         let (name, second_name) = (first.name(), second.name());
         let config = ClientConfig {
             health_interval: Duration::from_millis(100),
-            down_for: Duration::from_millis(300),
+            retry_after: Duration::from_millis(300),
+            retry_after_max: Duration::from_millis(300),
             ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
         };
         let (front, pool) = start_pool(config, FrontConfig::default()).await;
