@@ -153,12 +153,41 @@ async fn start_session(
     terms: ClientTerms,
 ) -> Result<SessionHandle, ConnectError> {
     let session = Session::client(terms, Instant::now(), 0, binding);
-    let handle = driver::spawn(session, io, None);
+    let handle = CloseUnlessKept::new(driver::spawn(session, io, None));
     handle
+        .handle
         .established()
         .await
         .map_err(|(code, message)| ConnectError::Refused { code, message })?;
-    Ok(handle)
+    Ok(handle.keep())
+}
+
+/// A session a connect started, closed when dropped unless the connect
+/// kept it: a connect abandoned half-way (a faster route won the race, or
+/// the exit behind a relay could not be reached) must not leave the
+/// session open until its idle timeout.
+struct CloseUnlessKept {
+    handle: SessionHandle,
+    kept: bool,
+}
+
+impl CloseUnlessKept {
+    fn new(handle: SessionHandle) -> CloseUnlessKept {
+        CloseUnlessKept { handle, kept: false }
+    }
+
+    fn keep(mut self) -> SessionHandle {
+        self.kept = true;
+        self.handle.clone()
+    }
+}
+
+impl Drop for CloseUnlessKept {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.handle.close(ErrorCode::Shutdown, "the connect was abandoned");
+        }
+    }
 }
 
 /// Connects `route`: one hop, or the exit through the relay.
@@ -170,7 +199,15 @@ pub async fn connect_route(
     let addr = SocketAddr::new(first.addr, first_port(first));
     let conn = tollway_net::connect(opts.transport, addr, first.tls_key_pin, &opts.net).await?;
     let binding = conn.channel_binding();
-    let first_handle = start_session(Box::new(conn), binding, terms(opts, first)).await?;
+    let first_handle = CloseUnlessKept::new(start_session(Box::new(conn), binding, terms(opts, first)).await?);
+    // Through the relay, the exit's session inside a stream of the relay's;
+    // the relay's session was for this route alone, so it closes if that
+    // fails (a failover or a switch back tries a dead exit again and again).
+    let exit = match &route.relay {
+        Some(_) => Some(connect_through(&first_handle.handle, &route.exit, opts).await?),
+        None => None,
+    };
+    let first_handle = first_handle.keep();
     let hopper = match opts.hop_window {
         Some(window) if first.port_last > first.port_first => Some(tokio::spawn(hop_ports(
             first_handle.clone(),
@@ -181,30 +218,10 @@ pub async fn connect_route(
         ))),
         _ => None,
     };
-    let Some(_) = &route.relay else {
-        return Ok(Connected {
-            exit: first_handle,
-            relay: None,
-            hopper,
-        });
-    };
-    match connect_through(&first_handle, &route.exit, opts).await {
-        Ok(exit_handle) => Ok(Connected {
-            exit: exit_handle,
-            relay: Some(first_handle),
-            hopper,
-        }),
-        Err(e) => {
-            // The relay's session was for this route alone: it must not
-            // linger until its idle timeout (a failover or a switch back
-            // tries a dead exit again and again).
-            first_handle.close(ErrorCode::Shutdown, "the exit could not be reached through this relay");
-            if let Some(h) = hopper {
-                h.abort();
-            }
-            Err(e)
-        }
-    }
+    Ok(match exit {
+        Some(exit) => Connected { exit, relay: Some(first_handle), hopper },
+        None => Connected { exit: first_handle, relay: None, hopper },
+    })
 }
 
 /// Two hops: a stream through the relay to the exit's port, then TLS with

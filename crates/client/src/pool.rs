@@ -136,6 +136,10 @@ impl State {
     }
 }
 
+/// How long a failover waits on a route's connect before it starts the
+/// next route's beside it (RFC 8305's connection attempt delay).
+const NEXT_ROUTE_AFTER: Duration = Duration::from_millis(250);
+
 /// When a route that went down is tried again: exponential backoff,
 /// reset once the route has stayed up for a while.
 #[derive(Clone, Copy, Debug, Default)]
@@ -427,23 +431,58 @@ impl RoutePool {
             };
             self.mark_down_locked(&mut state, i, &why);
         }
-        let mut last = String::from("no routes configured");
-        for i in 0..state.routes.len() {
-            if state.retired[i] || state.down[i].is_down(Instant::now()) {
-                continue;
+        let now = Instant::now();
+        let mut candidates = (0..state.routes.len())
+            .filter(|&i| !state.retired[i] && !state.down[i].is_down(now))
+            .map(|i| (i, state.routes[i].clone()))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut last = match candidates.len() {
+            _ if state.routes.is_empty() => String::from("no routes configured"),
+            0 => String::from("every route is down or out of use"),
+            _ => String::new(),
+        };
+        // Best first, but not one after the other: a route whose host
+        // swallows the handshake would hold every new connection for the
+        // handshake timeout. The next route starts `NEXT_ROUTE_AFTER` later
+        // (or at once when a try fails) beside those still trying, and the
+        // first to connect serves; the others are dropped, closing what
+        // they opened. A better route that lost comes back by `switch_back`.
+        let mut tries = tokio::task::JoinSet::new();
+        let mut next_at = tokio::time::Instant::now();
+        loop {
+            if tries.is_empty() || tokio::time::Instant::now() >= next_at {
+                if let Some((i, route)) = candidates.next() {
+                    let opts = self.config.connect.clone();
+                    tries.spawn(async move {
+                        let started = Instant::now();
+                        let connected = connect_route(&route, &opts).await;
+                        (i, route, started, connected)
+                    });
+                    next_at = tokio::time::Instant::now() + NEXT_ROUTE_AFTER;
+                    continue;
+                }
             }
-            let route = state.routes[i].clone();
-            let route = &route;
-            let started = Instant::now();
-            match connect_route(route, &self.config.connect).await {
+            let done = if candidates.len() > 0 {
+                tokio::select! {
+                    done = tries.join_next() => done,
+                    () = tokio::time::sleep_until(next_at) => continue,
+                }
+            } else {
+                tries.join_next().await
+            };
+            let Some(done) = done else { break };
+            let Ok((i, route, started, connected)) = done else { continue };
+            match connected {
                 Ok(connected) => {
-                    self.say(&self.connected_line(route, started));
+                    self.say(&self.connected_line(&route, started));
                     return Ok((i, self.activate(&mut state, i, connected)));
                 }
                 Err(e) => {
                     last = format!("{}: {}", route.name(), describe(&e));
                     let wait = state.down[i].down(Instant::now(), &self.config);
                     self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
+                    next_at = tokio::time::Instant::now();
                 }
             }
         }

@@ -928,6 +928,80 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
     assert!(usage.starts_with(&format!("route {name_second}: exit ")) && usage.contains(" paid with $"), "{usage}");
 }
 
+/// A better-ranked route whose host takes TCP connections and never
+/// answers (a blackhole: a wedged node, a firewall that drops the
+/// handshake) hangs every connect to it until the handshake timeout
+/// (10 s). When the active exit dies, the failover must not wait on it:
+/// the next route is tried a quarter of a second later, beside it, and
+/// new connections go to whichever connects first. The abandoned try
+/// closes what it opened: through a relay, its relay session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_hangs_does_not_hold_up_the_failover() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("judy");
+    let relay = start_node("relay-hang", &client, 3).await;
+    for two_hops in [false, true] {
+        let tag = if two_hops { "2" } else { "1" };
+        let ghost = start_node(&format!("exit-ghost-{tag}"), &client, 0).await;
+        let port = free_port_range(1);
+        // Nothing listens on the ghost's route at the start: refused, so
+        // the second route serves.
+        let mut ghost_hop = ghost.hop(Transport::Tls, &client, 0);
+        (ghost_hop.port_first, ghost_hop.port_last) = (port, port);
+        let active = start_node(&format!("exit-h1-{tag}"), &client, 1).await;
+        let _spare = start_node(&format!("exit-h2-{tag}"), &client, 2).await;
+        let via = two_hops.then(|| relay.hop(Transport::Tls, &client, 3));
+        let routes = vec![
+            Route { relay: via.clone(), exit: ghost_hop },
+            Route { relay: via.clone(), exit: active.hop(Transport::Tls, &client, 1) },
+            Route { relay: via, exit: _spare.hop(Transport::Tls, &client, 2) },
+        ];
+        let names: Vec<String> = routes.iter().map(Route::name).collect();
+        let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+        assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+        assert_eq!(pool.history().await, [1]);
+
+        // Now the blackhole listens there: it accepts and holds connections.
+        let hole = TcpListener::bind((LOOPBACK, port)).await.unwrap();
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holder = held.clone();
+        let blackhole = tokio::spawn(async move {
+            while let Ok((socket, _)) = hole.accept().await {
+                holder.lock().unwrap().push(socket);
+            }
+        });
+        // The switch back tries the better route once its wait is over,
+        // and hangs there.
+        wait_until("a connect hanging in the blackhole", || !held.lock().unwrap().is_empty()).await;
+
+        drop(active);
+        let killed_at = std::time::Instant::now();
+        let mut recovered_after = None;
+        // Bounded: 60 requests, 50 ms apart.
+        for _ in 0..60 {
+            if let Ok(body) = socks_get(front, web, 20_000).await {
+                assert!(body == pattern(20_000));
+                recovered_after = Some(killed_at.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let recovered_after = recovered_after.expect("never recovered");
+        eprintln!("failover past a blackhole, two hops {two_hops}: recovered {recovered_after:?} after the kill");
+        assert!(recovered_after < Duration::from_secs(2), "two hops {two_hops}: failover took {recovered_after:?}");
+        assert_eq!(pool.history().await, [1, 2]);
+        assert!(events_with(&format!("route {}: connected over tls in ", names[0])).is_empty());
+        if two_hops {
+            // The relay holds the active route's session and the switch
+            // back's, still hanging; the failover's abandoned try closed
+            // its own (it lingered for the relay's 5-minute idle timeout).
+            assert!(held.lock().unwrap().len() >= 2, "the failover did not try the blackholed route");
+            wait_until("the abandoned try's relay session closes", || relay.server.n_sessions() == 2).await;
+        }
+        blackhole.abort();
+    }
+}
+
 /// The one route's exit restarts (an upgrade, a reboot of the node's
 /// host): once it listens again, the proxy serves within seconds on the
 /// default settings, not after a fixed half-minute of refusals. The
@@ -1141,8 +1215,19 @@ async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
+/// Each call in this process starts past the last one's range: tests
+/// that leave their port unbound for a while (a node restarting on it)
+/// run beside others that look for ports too, and must not be handed the
+/// same one.
 fn free_port_range(n: u16) -> u16 {
-    for base in (20000u16..60000).step_by(97) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Other test processes (other crates' suites) start elsewhere. Below
+    // Linux's ephemeral range (32768 up), so no outgoing connection takes
+    // the port while its node is down.
+    let offset = std::process::id() % 200 * 97;
+    for _ in 0..400 {
+        let step = NEXT.fetch_add(n.max(1) as u32 + 1, std::sync::atomic::Ordering::Relaxed);
+        let base = (20000 + (offset + step) % 12000) as u16;
         let ok = (base..base + n).all(|p| {
             std::net::TcpListener::bind((LOOPBACK, p)).is_ok() && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
         });
@@ -1152,7 +1237,6 @@ fn free_port_range(n: u16) -> u16 {
     }
     panic!("no free port range");
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
