@@ -245,9 +245,18 @@ impl RoutePool {
         let down = if let Some(why) = connected.closed_because() {
             Some(why)
         } else {
+            let received = connected.exit.bytes_received();
             match tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await {
                 Ok(Some(_)) => None,
-                _ => Some(format!("no answer to a ping in {} ms", self.config.health_timeout.as_millis())),
+                // Behind a slow uplink the answer waits behind the data
+                // already on its way (up to the node's credit window, which
+                // takes seconds at home speeds): bytes still arriving say
+                // the route is up. A node that hangs sends none.
+                Err(_) if connected.exit.bytes_received() > received => None,
+                _ => Some(format!(
+                    "no answer to a ping and no data in {} ms",
+                    self.config.health_timeout.as_millis()
+                )),
             }
         };
         if let Some(why) = down {

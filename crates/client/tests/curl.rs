@@ -1002,6 +1002,132 @@ async fn a_route_that_hangs_does_not_hold_up_the_failover() {
     }
 }
 
+/// A TCP forwarder in front of a node: the direction towards the client
+/// carries at most `bytes_per_sec` (a node behind a slow uplink, as at
+/// home), and `frozen` stops it both ways with the connections left open
+/// (a node's host that lost power or its network: no FIN, no RST).
+struct Forwarder {
+    port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Forwarder {
+    async fn start(to: SocketAddr, bytes_per_sec: Option<u64>) -> Forwarder {
+        let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frozen_inside = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else { continue };
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(Self::pump(from_client, to_server, None, frozen_inside.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, bytes_per_sec, frozen_inside.clone()));
+            }
+        });
+        Forwarder { port, frozen }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        bytes_per_sec: Option<u64>,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let start = tokio::time::Instant::now();
+        let (mut sent, mut buf) = (0u64, vec![0u8; 16 * 1024]);
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            sent += n as u64;
+            if let Some(rate) = bytes_per_sec {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// `hop` reached through this forwarder.
+    fn in_front_of(&self, mut hop: Hop) -> Hop {
+        (hop.port_first, hop.port_last) = (self.port, self.port);
+        hop
+    }
+}
+
+/// Through an exit behind a slow uplink (1 MiB/s), the answer to a health
+/// ping waits behind the data already on its way: up to the node's credit
+/// window (2 MiB), two seconds here. A download must not be taken for an
+/// outage (the route closed under it, the download cut): a route whose
+/// bytes keep arriving is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("kim");
+    let exit = start_node("exit-slow", &client, 0).await;
+    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(1 << 20)).await;
+    let route = Route { relay: None, exit: slow.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let started = std::time::Instant::now();
+    let body = socks_get(front, web, 4 << 20).await;
+    eprintln!("4 MiB through a 1 MiB/s exit in {:?}", started.elapsed());
+    assert!(events_with(&format!("route {name} down")).is_empty(), "{:?}", events_with(&name));
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(4 << 20)), "{:?} bytes", body.map(|b| b.len()));
+    assert_eq!(pool.history().await, [0]);
+}
+
+/// An exit whose host hangs or loses its network sends no FIN and no RST:
+/// its connection stays open and silent. The health check finds it (no
+/// answer to a ping and no data within a second), and new connections go
+/// to the next route within 2 s; the request in flight fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_exit_is_left_within_two_seconds() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("lena");
+    let (first, _second, mut routes) = two_exits(&client, "exit-w1", "exit-w2").await;
+    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None).await;
+    routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let mut frozen_at = None;
+    let mut recovered_after = None;
+    let mut failures = 0;
+    // Bounded: 60 requests, 50 ms apart; the first exit goes silent after
+    // the 10th.
+    for i in 0..60 {
+        if i == 10 {
+            front_of_first.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+            frozen_at = Some(std::time::Instant::now());
+        }
+        match socks_get(front, web, 20_000).await {
+            Ok(body) => {
+                assert!(body == pattern(20_000), "request {i}: wrong bytes");
+                if let (Some(t), None) = (frozen_at, recovered_after) {
+                    recovered_after = Some(t.elapsed());
+                    break;
+                }
+            }
+            Err(_) => {
+                assert!(frozen_at.is_some(), "request {i} failed before the exit went silent");
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered_after = recovered_after.expect("never recovered");
+    eprintln!("silent exit: recovered {recovered_after:?} after it went silent, {failures} request(s) failed");
+    assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
+    assert!(failures <= 1, "{failures} requests failed");
+    assert_eq!(pool.history().await, [0, 1]);
+    let down = events_with(&format!("route {name} down: "));
+    assert!(down.iter().any(|l| l.contains("no answer to a ping and no data in 1000 ms")), "{down:?}");
+}
+
 /// The one route's exit restarts (an upgrade, a reboot of the node's
 /// host): once it listens again, the proxy serves within seconds on the
 /// default settings, not after a fixed half-minute of refusals. The

@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -174,6 +175,7 @@ pub struct SessionHandle {
     status: watch::Receiver<Status>,
     session_id: watch::Receiver<[u8; 16]>,
     usage: watch::Receiver<Usage>,
+    received: Arc<AtomicU64>,
 }
 
 impl SessionHandle {
@@ -186,6 +188,13 @@ impl SessionHandle {
     /// rejects a receipt.
     pub fn watch_usage(&self) -> watch::Receiver<Usage> {
         self.usage.clone()
+    }
+
+    /// Bytes received from the peer so far, on every path. A health check
+    /// reads it: on a slow link the answer to a ping waits behind the data
+    /// already on its way, and bytes that keep arriving say the peer is up.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Waits for the handshake; the error says why it failed.
@@ -400,6 +409,8 @@ struct Driver {
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
     usage: watch::Sender<Usage>,
+    /// What [`SessionHandle::bytes_received`] reads.
+    received: Arc<AtomicU64>,
     /// Close with this once no stream is left (`close_when_drained`).
     drain: Option<(ErrorCode, String)>,
 }
@@ -440,18 +451,21 @@ pub fn spawn_with_prefix(
         status,
         session_id,
         usage,
+        received: Arc::new(AtomicU64::new(0)),
         drain: None,
     };
     driver.add_path(0, io);
     if !prefix.is_empty() {
         driver.session.handle_input(Instant::now(), 0, &prefix);
     }
+    let received = driver.received.clone();
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
         status: status_rx,
         session_id: session_id_rx,
         usage: usage_rx,
+        received,
     }
 }
 
@@ -541,7 +555,10 @@ impl Driver {
             tokio::select! {
                 Some((path, bytes)) = inbound.recv() => {
                     match bytes {
-                        Some(bytes) => self.session.handle_input_buf(Instant::now(), path, bytes),
+                        Some(bytes) => {
+                            self.received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            self.session.handle_input_buf(Instant::now(), path, bytes);
+                        }
                         None => {
                             if self.writers.contains_key(&path) {
                                 self.session.handle_path_lost(path);
