@@ -865,6 +865,50 @@ async fn socks_get(front: SocketAddr, web: SocketAddr, n: usize) -> Result<Vec<u
     Ok(all[body_at..].to_vec())
 }
 
+/// A bounded request loop (60 requests of 20,000 bytes, 50 ms apart) with
+/// `fail` called before request `fail_at`: how long after that the first
+/// request succeeded, and how many failed. Every answer is byte-exact, and
+/// none fails before.
+async fn failover_loop(front: SocketAddr, web: SocketAddr, fail_at: usize, fail: impl FnOnce()) -> (Duration, usize) {
+    let (mut fail, mut failed_at, mut recovered_after, mut failures) = (Some(fail), None, None, 0);
+    for i in 0..60 {
+        if i == fail_at {
+            if let Some(f) = fail.take() {
+                f();
+            }
+            failed_at = Some(std::time::Instant::now());
+        }
+        match socks_get(front, web, 20_000).await {
+            Ok(body) => {
+                assert!(body == pattern(20_000), "request {i}: wrong bytes");
+                if let (Some(t), None) = (failed_at, recovered_after) {
+                    recovered_after = Some(t.elapsed());
+                }
+            }
+            Err(_) => {
+                assert!(failed_at.is_some(), "request {i} failed before the exit did");
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (recovered_after.expect("never recovered"), failures)
+}
+
+/// Fetches 20,000 bytes through `front` every `every`, at most `tries`
+/// times (a bounded loop), until one arrives byte-exact: how long after
+/// `since` that was.
+async fn first_success(front: SocketAddr, web: SocketAddr, since: std::time::Instant, tries: usize, every: Duration) -> Option<Duration> {
+    for _ in 0..tries {
+        if let Ok(body) = socks_get(front, web, 20_000).await {
+            assert!(body == pattern(20_000), "wrong bytes");
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(every).await;
+    }
+    None
+}
+
 /// Two exits with a channel each from `client` (nonces 0 and 1), and a
 /// route to each, the first best.
 async fn two_exits(client: &SigningKey, first: &str, second: &str) -> (TestNode, TestNode, Vec<Route>) {
@@ -883,32 +927,8 @@ async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() 
     let (first, _second, routes) = two_exits(&client, "exit-f1", "exit-f2").await;
     let routes_named: Vec<String> = routes.iter().map(Route::name).collect();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
-    let mut first = Some(first);
-    let mut killed_at = None;
-    let mut recovered_after = None;
-    let mut failures = 0;
-    // A bounded request loop: 60 requests, 50 ms apart; the first exit
-    // dies after the 15th.
-    for i in 0..60 {
-        if i == 15 {
-            drop(first.take());
-            killed_at = Some(std::time::Instant::now());
-        }
-        match socks_get(front, web, 20_000).await {
-            Ok(body) => {
-                assert!(body == pattern(20_000), "request {i}: wrong bytes");
-                if let (Some(t), None) = (killed_at, recovered_after) {
-                    recovered_after = Some(t.elapsed());
-                }
-            }
-            Err(_) => {
-                assert!(killed_at.is_some(), "request {i} failed before the exit died");
-                failures += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recovered_after = recovered_after.expect("never recovered");
+    // The first exit dies after the 15th request.
+    let (recovered_after, failures) = failover_loop(front, web, 15, move || drop(first)).await;
     eprintln!("failover: recovered {recovered_after:?} after the kill, {failures} request(s) failed");
     assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
     // A sequential loop has at most one request in flight at the kill.
@@ -976,17 +996,7 @@ async fn a_route_that_hangs_does_not_hold_up_the_failover() {
 
         drop(active);
         let killed_at = std::time::Instant::now();
-        let mut recovered_after = None;
-        // Bounded: 60 requests, 50 ms apart.
-        for _ in 0..60 {
-            if let Ok(body) = socks_get(front, web, 20_000).await {
-                assert!(body == pattern(20_000));
-                recovered_after = Some(killed_at.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let recovered_after = recovered_after.expect("never recovered");
+        let recovered_after = first_success(front, web, killed_at, 60, Duration::from_millis(50)).await.expect("never recovered");
         eprintln!("failover past a blackhole, two hops {two_hops}: recovered {recovered_after:?} after the kill");
         assert!(recovered_after < Duration::from_secs(2), "two hops {two_hops}: failover took {recovered_after:?}");
         assert_eq!(pool.history().await, [1, 2]);
@@ -1094,32 +1104,10 @@ async fn a_silent_exit_is_left_within_two_seconds() {
     routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
     let name = routes[0].name();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
-    let mut frozen_at = None;
-    let mut recovered_after = None;
-    let mut failures = 0;
-    // Bounded: 60 requests, 50 ms apart; the first exit goes silent after
-    // the 10th.
-    for i in 0..60 {
-        if i == 10 {
-            front_of_first.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
-            frozen_at = Some(std::time::Instant::now());
-        }
-        match socks_get(front, web, 20_000).await {
-            Ok(body) => {
-                assert!(body == pattern(20_000), "request {i}: wrong bytes");
-                if let (Some(t), None) = (frozen_at, recovered_after) {
-                    recovered_after = Some(t.elapsed());
-                    break;
-                }
-            }
-            Err(_) => {
-                assert!(frozen_at.is_some(), "request {i} failed before the exit went silent");
-                failures += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recovered_after = recovered_after.expect("never recovered");
+    // The first exit goes silent after the 10th request.
+    let frozen = front_of_first.frozen.clone();
+    let (recovered_after, failures) =
+        failover_loop(front, web, 10, move || frozen.store(true, std::sync::atomic::Ordering::Relaxed)).await;
     eprintln!("silent exit: recovered {recovered_after:?} after it went silent, {failures} request(s) failed");
     assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
     assert!(failures <= 1, "{failures} requests failed");
@@ -1160,17 +1148,8 @@ async fn a_lone_route_serves_again_soon_after_its_exit_restarts() {
 
     let _exit = start_exit().await;
     let back = std::time::Instant::now();
-    let mut served_after = None;
-    // Bounded: 80 requests, 100 ms apart.
-    for _ in 0..80 {
-        if let Ok(body) = socks_get(front, web, 20_000).await {
-            assert!(body == pattern(20_000));
-            served_after = Some(back.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let served_after = served_after.expect("the route never served again");
+    let served_after =
+        first_success(front, web, back, 80, Duration::from_millis(100)).await.expect("the route never served again");
     eprintln!("restart: served again {served_after:?} after the exit listened");
     assert!(served_after < Duration::from_secs(5), "{served_after:?}");
     assert_eq!(events_with(&format!("route {name}: connected over tls in ")).len(), 2);
