@@ -321,7 +321,7 @@ fn drain(session: &mut Session, now: Instant) {
                     }
                 }
                 Event::Data { stream, payload } => {
-                    session.consumed(stream, payload.len());
+                    session.consumed(now, stream, payload.len());
                     // An echo: metering and the credit window downstream.
                     let _ = session.send(stream, &payload);
                     if payload.first() == Some(&0xff) {

@@ -1012,8 +1012,8 @@ async fn a_route_that_hangs_does_not_hold_up_the_failover() {
     }
 }
 
-/// A TCP forwarder in front of a node: the direction towards the client
-/// carries at most `bytes_per_sec` (a node behind a slow uplink, as at
+/// A TCP forwarder in front of a node: each direction may carry at most so
+/// many bytes a second (a node behind a slow uplink, or a client, as at
 /// home), and `frozen` stops it both ways with the connections left open
 /// (a node's host that lost power or its network: no FIN, no RST).
 struct Forwarder {
@@ -1022,7 +1022,9 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    async fn start(to: SocketAddr, bytes_per_sec: Option<u64>) -> Forwarder {
+    /// `down_bps` towards the client, `up_bps` towards the node, in bytes a
+    /// second; `None`: as fast as loopback.
+    async fn start(to: SocketAddr, down_bps: Option<u64>, up_bps: Option<u64>) -> Forwarder {
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1032,8 +1034,8 @@ impl Forwarder {
                 let Ok(server) = tokio::net::TcpStream::connect(to).await else { continue };
                 let (from_client, to_client) = client.into_split();
                 let (from_server, to_server) = server.into_split();
-                tokio::spawn(Self::pump(from_client, to_server, None, frozen_inside.clone()));
-                tokio::spawn(Self::pump(from_server, to_client, bytes_per_sec, frozen_inside.clone()));
+                tokio::spawn(Self::pump(from_client, to_server, up_bps, frozen_inside.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, down_bps, frozen_inside.clone()));
             }
         });
         Forwarder { port, frozen }
@@ -1079,7 +1081,7 @@ async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
     let web = web_server().await;
     let client = SigningKey::from_label("kim");
     let exit = start_node("exit-slow", &client, 0).await;
-    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(1 << 20)).await;
+    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(1 << 20), None).await;
     let route = Route { relay: None, exit: slow.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
     let name = route.name();
     let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
@@ -1088,6 +1090,45 @@ async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
     eprintln!("4 MiB through a 1 MiB/s exit in {:?}", started.elapsed());
     assert!(events_with(&format!("route {name} down")).is_empty(), "{:?}", events_with(&name));
     assert!(body.as_ref().is_ok_and(|b| *b == pattern(4 << 20)), "{:?} bytes", body.map(|b| b.len()));
+    assert_eq!(pool.history().await, [0]);
+}
+
+/// The same through a client's slow uplink (256 KiB/s, a 2 Mbit/s line),
+/// the usual home case: while a program uploads, the ping waits behind the
+/// upload in the client's own socket, and the route must stay up. What the
+/// client hears meanwhile is the node's window announcements, at least
+/// every quarter second (`WINDOW_ANNOUNCE_EVERY`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
+    // Reads an 8-byte length and that many bytes of the pattern, answers
+    // "ok" if they are right.
+    let sink = serve_each(LOOPBACK, |mut socket| async move {
+        let mut len = [0u8; 8];
+        if socket.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut body = vec![0u8; u64::from_be_bytes(len) as usize];
+        if socket.read_exact(&mut body).await.is_ok() && body == pattern(body.len()) {
+            let _ = socket.write_all(b"ok").await;
+        }
+    })
+    .await;
+    let client = SigningKey::from_label("mona");
+    let exit = start_node("exit-uplink", &client, 0).await;
+    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, Some(256 << 10)).await;
+    let route = Route { relay: None, exit: slow.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let started = std::time::Instant::now();
+    let mut s = socks_connect(front, sink, &[]).await;
+    let n = 1usize << 20;
+    s.write_all(&(n as u64).to_be_bytes()).await.unwrap();
+    s.write_all(&pattern(n)).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    eprintln!("1 MiB up through a 256 KiB/s uplink in {:?}", started.elapsed());
+    assert!(events_with(&format!("route {name} down")).is_empty(), "{:?}", events_with(&name));
+    assert_eq!(answer, b"ok");
     assert_eq!(pool.history().await, [0]);
 }
 
@@ -1100,7 +1141,7 @@ async fn a_silent_exit_is_left_within_two_seconds() {
     let web = web_server().await;
     let client = SigningKey::from_label("lena");
     let (first, _second, mut routes) = two_exits(&client, "exit-w1", "exit-w2").await;
-    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None).await;
+    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None, None).await;
     routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
     let name = routes[0].name();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;

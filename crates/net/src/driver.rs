@@ -833,7 +833,7 @@ impl Driver {
             Command::StreamFailed { stream } => self.drop_stream(stream, true),
             Command::Written { stream, n } => {
                 // The last bytes out may let the session forget the stream.
-                self.session.consumed(stream, n);
+                self.session.consumed(Instant::now(), stream, n);
                 self.forget_if_done(stream);
             }
         }

@@ -98,7 +98,7 @@ async fn download_with(
                 }
                 Event::Data { stream: s, payload } => {
                     received += payload.len() as u64;
-                    session.consumed(*s, payload.len());
+                    session.consumed(Instant::now(), *s, payload.len());
                 }
                 _ => {}
             }

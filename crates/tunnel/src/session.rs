@@ -314,7 +314,17 @@ struct Stream {
     /// they count against the session's window until it does, so the
     /// stream is kept until then.
     recv_unconsumed: u64,
+    /// When the stream's window was last announced, or its first bytes
+    /// consumed (`WINDOW_ANNOUNCE_EVERY`).
+    announced_at: Option<Instant>,
 }
+
+/// A stream whose consumed bytes stay under half its window (a slow one: an
+/// upload over a home uplink) still announces them this often. The
+/// announcement is what the sender hears back while it sends: its health
+/// checks count it as the peer being up when a ping's answer waits behind
+/// the data in its own queue.
+pub const WINDOW_ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 
 /// The session's window over all its streams together (HTTP/2's and QUIC's
 /// connection-level flow control). It reopens with `Window` frames for
@@ -1536,8 +1546,10 @@ impl Session {
     }
 
     /// The driver wrote `n` bytes of `stream`'s received data to its far
-    /// end: the peer may send that much more.
-    pub fn consumed(&mut self, stream: StreamId, n: usize) {
+    /// end at `now`: the peer may send that much more. Announced once half
+    /// the stream's window gathered, or `WINDOW_ANNOUNCE_EVERY` after the
+    /// last announcement.
+    pub fn consumed(&mut self, now: Instant, stream: StreamId, n: usize) {
         if self.phase != Phase::Established {
             return;
         }
@@ -1549,10 +1561,14 @@ impl Session {
         let n = (n as u64).min(s.recv_unconsumed);
         s.recv_unconsumed -= n;
         s.recv_unannounced += n;
-        if s.recv_unannounced >= half && !s.fin_received {
+        let since = *s.announced_at.get_or_insert(now);
+        let due = s.recv_unannounced >= half
+            || (s.recv_unannounced > 0 && now.saturating_duration_since(since) >= WINDOW_ANNOUNCE_EVERY);
+        if due && !s.fin_received {
             let bytes = s.recv_unannounced as u32;
             s.recv_allowance += s.recv_unannounced;
             s.recv_unannounced = 0;
+            s.announced_at = Some(now);
             self.queue(&Frame::Window { stream, bytes });
         }
         self.release(n);

@@ -146,7 +146,7 @@ impl Pair {
                             .or_default()
                             .extend_from_slice(payload);
                         if self.node_consumes {
-                            self.node.consumed(*stream, payload.len());
+                            self.node.consumed(self.now, *stream, payload.len());
                         }
                     }
                     _ => {}
@@ -160,7 +160,7 @@ impl Pair {
                         .entry(*stream)
                         .or_default()
                         .extend_from_slice(payload);
-                    self.client.consumed(*stream, payload.len());
+                    self.client.consumed(self.now, *stream, payload.len());
                 }
                 self.client_events.push(e);
             }
@@ -590,7 +590,7 @@ fn many_streams_to_destinations_that_do_not_read_hold_one_session_window_in_all(
     // time) and the rest goes through, every stream byte-exact.
     pair.node_consumes = true;
     for (&s, got) in pair.node_got.clone().iter() {
-        pair.node.consumed(s, got.len());
+        pair.node.consumed(pair.now, s, got.len());
     }
     pair.drive();
     for &s in &streams {
@@ -796,4 +796,31 @@ mod prop {
             while pair.node.poll_transmit().is_some() {}
         }
     }
+}
+
+/// A stream whose reader drains it slowly (an upload over a home uplink:
+/// less than half a window consumed between announcements) still announces
+/// what it consumed every `WINDOW_ANNOUNCE_EVERY`: the sender hears from
+/// its peer while it sends, and its health check counts that as the peer
+/// being up although the answer to its ping waits behind its own data.
+#[test]
+fn a_slowly_read_stream_announces_its_window_every_quarter_second() {
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    pair.node_consumes = false;
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let window = pair.pump(s, &pattern(4 * MIB as usize, 9), true);
+    assert_eq!(pair.client.send(s, b"x").unwrap(), 0, "the stream's window is used");
+    // A tenth of the window read, then another 100 ms later: not yet.
+    let tenth = window / 10;
+    pair.node.consumed(pair.now, s, tenth);
+    pair.now += Duration::from_millis(100);
+    pair.node.consumed(pair.now, s, tenth);
+    pair.drive();
+    assert_eq!(pair.client.send(s, b"x").unwrap(), 0);
+    // A quarter of a second after the first read: announced.
+    pair.now += tollway_tunnel::session::WINDOW_ANNOUNCE_EVERY - Duration::from_millis(100);
+    pair.node.consumed(pair.now, s, tenth);
+    pair.drive();
+    assert_eq!(pair.client.send(s, &pattern(window, 9)).unwrap(), 3 * tenth);
 }
