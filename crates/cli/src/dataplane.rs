@@ -461,7 +461,9 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit, &[])? });
     }
     // A retired route's hops are looked up again on the chain, so a channel
-    // opened after its escrow ran out serves without a restart.
+    // opened after its escrow ran out serves without a restart; so are a
+    // down route's, so a node that moved (a home line's new address, after
+    // `tollway wallet update-node`) is tried where its record now says.
     let renewal = Renewal(Arc::new(move |route: Route, spent: Vec<ChannelId>| {
         let url = url.clone();
         Box::pin(async move {

@@ -226,7 +226,7 @@ impl RoutePool {
         // not hold up the active route's pings (failover within 2 s).
         tokio::spawn(every(Arc::downgrade(&pool), |c| c.health_interval, |pool| async move { pool.switch_back().await }));
         if pool.config.renewal.is_some() {
-            tokio::spawn(every(Arc::downgrade(&pool), |c| c.renew_every, |pool| async move { pool.renew_retired().await }));
+            tokio::spawn(every(Arc::downgrade(&pool), |c| c.renew_every, |pool| async move { pool.renew().await }));
         }
         pool
     }
@@ -375,39 +375,53 @@ impl RoutePool {
         state.close_if_active(index);
     }
 
-    /// Looks each retired route up again ([`Renewal`]); one whose channels
-    /// changed (a new channel for a spent one, or the escrow the chain
-    /// really holds) is back in use: new connections take it when no
-    /// better route is up (`switch_back`).
-    async fn renew_retired(&self) {
+    /// Looks each retired route, and each route that is down, up again
+    /// ([`Renewal`]). A retired one whose channels changed (a new channel
+    /// for a spent one, or the escrow the chain really holds) is back in
+    /// use. A down one whose node the chain now reaches elsewhere (a home
+    /// node's new address after its line reconnected, other ports, a new
+    /// TLS key) is tried there at once. Either way new connections take it
+    /// when no better route is up (`switch_back`).
+    async fn renew(&self) {
         let Some(renewal) = &self.config.renewal else { return };
-        let (retired, spent) = {
+        let (lookups, spent) = {
             let state = self.state.lock().await;
-            let retired: Vec<(usize, Route)> =
-                (0..state.routes.len()).filter(|&i| state.retired[i]).map(|i| (i, state.routes[i].clone())).collect();
-            (retired, state.spent.clone())
+            let now = Instant::now();
+            let lookups: Vec<(usize, Route)> = (0..state.routes.len())
+                .filter(|&i| state.retired[i] || state.down[i].is_down(now))
+                .map(|i| (i, state.routes[i].clone()))
+                .collect();
+            (lookups, state.spent.clone())
         };
-        for (index, old) in retired {
+        for (index, old) in lookups {
             // No channel yet, or the chain is unreachable: the retirement
-            // line already said what to do, so this stays quiet.
+            // or outage line already said so, so this stays quiet.
             let Ok(new) = (renewal.0)(old.clone(), spent.clone()).await else { continue };
-            if !renews(&old, &new, &spent) {
-                continue;
-            }
             let mut state = self.state.lock().await;
-            if !state.retired[index] || !same_channels(&state.routes[index], &old) {
+            if !same_channels(&state.routes[index], &old) || !same_places(&state.routes[index], &old) {
                 continue;
             }
-            let hops = |r: &Route| -> Vec<String> {
-                let mut hops = vec![format!("exit {} on channel {} with {} escrow", r.exit.node.short(), r.exit.channel.short(), r.exit.escrow)];
-                if let Some(h) = &r.relay {
-                    hops.push(format!("relay {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow));
+            if state.retired[index] {
+                if !renews(&old, &new, &spent) {
+                    continue;
                 }
-                hops
-            };
-            self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
+                let hops = |r: &Route| -> Vec<String> {
+                    let mut hops = vec![format!("exit {} on channel {} with {} escrow", r.exit.node.short(), r.exit.channel.short(), r.exit.escrow)];
+                    if let Some(h) = &r.relay {
+                        hops.push(format!("relay {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow));
+                    }
+                    hops
+                };
+                self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
+                state.retired[index] = false;
+            } else {
+                let Some(moved) = moved(&old, &new) else { continue };
+                if !state.down[index].is_down(Instant::now()) {
+                    continue;
+                }
+                self.say(&format!("route {}: {moved}; trying it there", new.name()));
+            }
             state.routes[index] = new;
-            state.retired[index] = false;
             state.down[index] = Backoff::default();
         }
     }
@@ -576,6 +590,39 @@ fn renews(old: &Route, new: &Route, spent: &[ChannelId]) -> bool {
         && !same_channels(old, new)
 }
 
+/// Whether two routes reach every hop at the same place: address, ports
+/// and TLS key.
+fn same_places(a: &Route, b: &Route) -> bool {
+    let place = |h: Option<&Hop>| h.map(|h| (h.addr, h.port_first, h.port_last, h.tls_key_pin));
+    place(Some(&a.exit)) == place(Some(&b.exit)) && place(a.relay.as_ref()) == place(b.relay.as_ref())
+}
+
+/// Where `new` reaches a node of `old` elsewhere (the same nodes): `exit
+/// 9ad04e84 moved to 10.1.2.3:443-446`, or `None` if nothing moved.
+fn moved(old: &Route, new: &Route) -> Option<String> {
+    let hops = |r: &Route| -> Vec<(&'static str, Hop)> {
+        r.relay.iter().map(|h| ("relay", h.clone())).chain([("exit", r.exit.clone())]).collect()
+    };
+    let (old_hops, new_hops) = (hops(old), hops(new));
+    if old_hops.len() != new_hops.len() || old_hops.iter().zip(&new_hops).any(|((_, o), (_, n))| o.node != n.node) {
+        return None;
+    }
+    let told: Vec<String> = old_hops
+        .iter()
+        .zip(&new_hops)
+        .filter(|((_, o), (_, n))| (o.addr, o.port_first, o.port_last, o.tls_key_pin) != (n.addr, n.port_first, n.port_last, n.tls_key_pin))
+        .map(|(_, (role, n))| {
+            let ports = if n.port_first == n.port_last { n.port_first.to_string() } else { format!("{}-{}", n.port_first, n.port_last) };
+            let addr = match n.addr {
+                std::net::IpAddr::V4(a) => a.to_string(),
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+            };
+            format!("{role} {} moved to {addr}:{ports}", n.node.short())
+        })
+        .collect();
+    (!told.is_empty()).then(|| told.join(", "))
+}
+
 /// What a hop's channel has paid, bytes and USD: the newest receipt of
 /// this session, or what the chain had settled when the route started.
 fn paid(hop: &Hop, usage: &Usage) -> (u64, Usd) {
@@ -663,7 +710,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, renews, wait_text, Backoff, ClientConfig};
+    use super::{human_bytes, moved, renews, wait_text, Backoff, ClientConfig};
     use crate::connect::{ConnectOptions, Hop, Route};
     use std::time::{Duration, Instant};
     use tollway_types::amount::Usd;
@@ -702,6 +749,24 @@ mod tests {
         assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("exit", 3, 100, 100)), &spent), "no escrow left");
         assert!(!renews(&old, &with(hop("relay", 1, 100, 0), hop("another exit", 3, 100, 0)), &spent), "another node");
         assert!(!renews(&old, &Route { relay: None, exit: hop("exit", 3, 100, 0) }, &spent), "a hop fewer");
+    }
+
+    /// A node the chain reaches elsewhere is told by role, node and place;
+    /// the same place, or other nodes, is no move.
+    #[test]
+    fn a_move_is_told_by_where_the_node_is_now() {
+        let old = Route { relay: Some(hop("relay", 1, 10, 0)), exit: hop("exit", 2, 10, 0) };
+        assert_eq!(moved(&old, &old), None);
+        let mut new = old.clone();
+        new.exit.addr = std::net::Ipv6Addr::LOCALHOST.into();
+        (new.exit.port_first, new.exit.port_last) = (443, 446);
+        let exit = old.exit.node.short();
+        assert_eq!(moved(&old, &new), Some(format!("exit {exit} moved to [::1]:443-446")));
+        new.relay.as_mut().unwrap().tls_key_pin = [7; 32];
+        let relay = old.relay.as_ref().unwrap().node.short();
+        assert_eq!(moved(&old, &new), Some(format!("relay {relay} moved to 127.0.0.1:1, exit {exit} moved to [::1]:443-446")));
+        let other = Route { relay: None, exit: hop("another exit", 2, 10, 0) };
+        assert_eq!(moved(&Route { relay: None, exit: old.exit.clone() }, &other), None);
     }
 
     /// A route down again and again waits twice as long each time, up to

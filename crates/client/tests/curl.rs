@@ -1157,6 +1157,52 @@ async fn a_silent_exit_is_left_within_two_seconds() {
     assert!(down.iter().any(|l| l.contains("no answer to a ping and no data in 1000 ms")), "{down:?}");
 }
 
+/// A home node's line reconnects with a new address (or the node comes
+/// back on other ports) and its record on the chain says so: the route,
+/// down at its old place, is looked up again and tried at the new one,
+/// without a restart of the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_whose_node_moved_is_tried_where_the_chain_now_says() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("nina");
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    let start_on = |port: u16| start_node_with("exit-moves", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+    let exit = start_on(free_port_range(1)).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    // The chain's record of the node, as `tollway connect` would read it.
+    let record = Arc::new(std::sync::Mutex::new(route.exit.clone()));
+    let chain = record.clone();
+    let renewal = Renewal(Arc::new(move |route: Route, _spent: Vec<tollway_types::tx::ChannelId>| {
+        let exit = chain.lock().unwrap().clone();
+        Box::pin(async move { Ok(Route { exit, ..route }) })
+    }));
+    let config = ClientConfig {
+        renewal: Some(renewal),
+        renew_every: Duration::from_millis(100),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
+    };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+
+    drop(exit);
+    wait_until("the route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
+    // While the chain still has the old place, nothing changes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events_with("moved to").iter().all(|l| !l.contains(&name)));
+    let new_port = free_port_range(1);
+    let _exit = start_on(new_port).await;
+    let moved_at = std::time::Instant::now();
+    *record.lock().unwrap() = _exit.hop(Transport::Tls, &client, 0);
+    let served_after =
+        first_success(front, web, moved_at, 40, Duration::from_millis(50)).await.expect("the moved route never served");
+    eprintln!("moved: served {served_after:?} after the chain had the new place");
+    assert!(served_after < Duration::from_secs(1), "{served_after:?}");
+    let told = events_with(&format!("route {name}: exit "));
+    assert!(told.iter().any(|l| l.ends_with(&format!(" moved to 127.0.0.1:{new_port}; trying it there"))), "{told:?}");
+    assert_eq!(pool.history().await, [0, 0]);
+}
+
 /// The one route's exit restarts (an upgrade, a reboot of the node's
 /// host): once it listens again, the proxy serves within seconds on the
 /// default settings, not after a fixed half-minute of refusals. The
