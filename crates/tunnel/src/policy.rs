@@ -121,9 +121,24 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
     } else if let Some(v4) = ip.to_ipv4() {
         // ::a.b.c.d (deprecated IPv4-compatible) still names an IPv4 host.
         classify_v4(v4).or(Some(Forbidden::Special))
+    } else if let Some(v4) = nat64_embedded(ip) {
+        // On an IPv6-only line with NAT64 (mobile networks, some ISPs) the
+        // gateway connects to the embedded IPv4 host: 64:ff9b::c0a8:101 is
+        // the owner's 192.168.1.1.
+        classify_v4(v4)
     } else {
         None
     }
+}
+
+/// The IPv4 address inside a NAT64 address: the well-known prefix
+/// 64:ff9b::/96 (RFC 6052) or the local-use 64:ff9b:1::/48 (RFC 8215),
+/// whose /96 carries it in the last 32 bits.
+fn nat64_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let well_known = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let local_use = s[..3] == [0x64, 0xff9b, 1];
+    (well_known || local_use).then(|| Ipv4Addr::from(u32::from(s[6]) << 16 | u32::from(s[7])))
 }
 
 #[cfg(test)]
@@ -158,6 +173,21 @@ mod tests {
         assert_eq!(check(&p, "224.0.0.1", 80), Err(Forbidden::Special));
         assert_eq!(check(&p, "93.184.216.34", 443), Ok(()));
         assert_eq!(check(&p, "2a00:1450::1", 443), Ok(()));
+    }
+
+    /// Through a NAT64 gateway the IPv6 address reaches the IPv4 host it
+    /// embeds: the LAN and metadata stay refused, the public internet not.
+    #[test]
+    fn nat64_addresses_are_judged_by_the_ipv4_host_inside() {
+        let p = ExitPolicy::default();
+        assert_eq!(check(&p, "64:ff9b::192.168.1.1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "64:ff9b::a00:1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "64:ff9b::169.254.169.254", 80), Err(Forbidden::Metadata));
+        assert_eq!(check(&p, "64:ff9b::127.0.0.1", 80), Err(Forbidden::Loopback));
+        assert_eq!(check(&p, "64:ff9b:1::c0a8:101", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "64:ff9b::93.184.216.34", 443), Ok(()));
+        // Not NAT64: an ordinary global address that shares the first bits.
+        assert_eq!(check(&p, "64:ff9c::a00:1", 443), Ok(()));
     }
 
     #[test]
