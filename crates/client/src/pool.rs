@@ -12,6 +12,7 @@ use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Hop
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tollway_net::race;
 use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::StreamId;
 use tollway_tunnel::{Dest, ErrorCode};
@@ -135,10 +136,6 @@ impl State {
         }
     }
 }
-
-/// How long a failover waits on a route's connect before it starts the
-/// next route's beside it (RFC 8305's connection attempt delay).
-const NEXT_ROUTE_AFTER: Duration = Duration::from_millis(250);
 
 /// When a route that went down is tried again: exponential backoff,
 /// reset once the route has stayed up for a while.
@@ -455,11 +452,10 @@ impl RoutePool {
             self.mark_down_locked(&mut state, i, &why);
         }
         let now = Instant::now();
-        let mut candidates = (0..state.routes.len())
+        let candidates: Vec<(usize, Route)> = (0..state.routes.len())
             .filter(|&i| !state.retired[i] && !state.down[i].is_down(now))
             .map(|i| (i, state.routes[i].clone()))
-            .collect::<Vec<_>>()
-            .into_iter();
+            .collect();
         let mut last = match candidates.len() {
             _ if state.routes.is_empty() => String::from("no routes configured"),
             0 => String::from("every route is down or out of use"),
@@ -467,49 +463,32 @@ impl RoutePool {
         };
         // Best first, but not one after the other: a route whose host
         // swallows the handshake would hold every new connection for the
-        // handshake timeout. The next route starts `NEXT_ROUTE_AFTER` later
+        // handshake timeout. The next route starts a quarter second later
         // (or at once when a try fails) beside those still trying, and the
         // first to connect serves; the others are dropped, closing what
         // they opened. A better route that lost comes back by `switch_back`.
-        let mut tries = tokio::task::JoinSet::new();
-        let mut next_at = tokio::time::Instant::now();
-        loop {
-            if tries.is_empty() || tokio::time::Instant::now() >= next_at {
-                if let Some((i, route)) = candidates.next() {
-                    let opts = self.config.connect.clone();
-                    tries.spawn(async move {
-                        let started = Instant::now();
-                        let connected = connect_route(&route, &opts).await;
-                        (i, route, started, connected)
-                    });
-                    next_at = tokio::time::Instant::now() + NEXT_ROUTE_AFTER;
-                    continue;
+        let opts = &self.config.connect;
+        let attempt = |(i, route): (usize, Route)| {
+            let opts = opts.clone();
+            async move {
+                let started = Instant::now();
+                match connect_route(&route, &opts).await {
+                    Ok(connected) => Ok((i, route, started, connected)),
+                    Err(e) => Err((i, route, e)),
                 }
             }
-            let done = if candidates.len() > 0 {
-                tokio::select! {
-                    done = tries.join_next() => done,
-                    () = tokio::time::sleep_until(next_at) => continue,
-                }
-            } else {
-                tries.join_next().await
-            };
-            let Some(done) = done else { break };
-            let Ok((i, route, started, connected)) = done else { continue };
-            match connected {
-                Ok(connected) => {
-                    self.say(&self.connected_line(&route, started));
-                    return Ok((i, self.activate(&mut state, i, connected)));
-                }
-                Err(e) => {
-                    last = format!("{}: {}", route.name(), describe(&e));
-                    let wait = state.down[i].down(Instant::now(), &self.config);
-                    self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
-                    next_at = tokio::time::Instant::now();
-                }
-            }
-        }
-        Err(ClientError::NoRoute(last))
+        };
+        let won = race::first_success(candidates, race::NEXT_ATTEMPT_AFTER, attempt, |(i, route, e)| {
+            last = format!("{}: {}", route.name(), describe(&e));
+            let wait = state.down[i].down(Instant::now(), &self.config);
+            self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
+        })
+        .await;
+        let Some((i, route, started, connected)) = won else {
+            return Err(ClientError::NoRoute(last));
+        };
+        self.say(&self.connected_line(&route, started));
+        Ok((i, self.activate(&mut state, i, connected)))
     }
 
     /// Opens a stream to `dest` on the best route and returns once the exit

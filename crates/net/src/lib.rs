@@ -45,6 +45,7 @@
 mod buffered;
 mod cert;
 pub mod driver;
+pub mod race;
 mod conn;
 mod error;
 mod identity;

@@ -6,11 +6,13 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tollway_net::race::{first_success, NEXT_ATTEMPT_AFTER};
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 
 /// Resolves `dest`, checks every address against `policy` (a name that
 /// resolves into the LAN is refused like the address) and connects to the
-/// first allowed one.
+/// allowed ones in order, each a quarter second after the one before (or
+/// at once when one fails): the first to connect serves.
 pub async fn connect_dest(
     dest: &Dest,
     policy: &ExitPolicy,
@@ -35,19 +37,19 @@ pub async fn connect_dest(
         .into_iter()
         .filter(|a| policy.check(a.ip(), a.port()).is_ok())
         .collect();
+    // Raced with a stagger: an exit whose IPv6 route is broken (packets
+    // vanish) reaches a dual-stack destination over IPv4 a quarter second
+    // late, not after the connect timeout.
     let mut last = ErrorCode::PolicyDenied;
-    for addr in allowed {
+    let attempt = |addr| async move {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-                last = ErrorCode::ConnectionRefused
-            }
-            Ok(Err(_)) => last = ErrorCode::Unreachable,
-            Err(_) => last = ErrorCode::Timeout,
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => Err(ErrorCode::ConnectionRefused),
+            Ok(Err(_)) => Err(ErrorCode::Unreachable),
+            Err(_) => Err(ErrorCode::Timeout),
         }
-    }
-    Err(last)
+    };
+    let stream = first_success(allowed, NEXT_ATTEMPT_AFTER, attempt, |code| last = code).await.ok_or(last)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
