@@ -38,7 +38,20 @@ pub struct Route {
     pub exit: Hop,
 }
 
+impl Hop {
+    /// Where the node is reached: address, ports and TLS key.
+    pub fn place(&self) -> (IpAddr, u16, u16, [u8; 32]) {
+        (self.addr, self.port_first, self.port_last, self.tls_key_pin)
+    }
+}
+
 impl Route {
+    /// Its hops in path order, each with its role: the relay's, then the
+    /// exit's.
+    pub fn hops(&self) -> Vec<(&'static str, &Hop)> {
+        self.relay.iter().map(|h| ("relay", h)).chain([("exit", &self.exit)]).collect()
+    }
+
     pub fn name(&self) -> String {
         match &self.relay {
             Some(r) => format!("{} via {}", self.exit.node.short(), r.node.short()),

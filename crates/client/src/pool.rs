@@ -402,14 +402,11 @@ impl RoutePool {
                 if !renews(&old, &new, &spent) {
                     continue;
                 }
-                let hops = |r: &Route| -> Vec<String> {
-                    let mut hops = vec![format!("exit {} on channel {} with {} escrow", r.exit.node.short(), r.exit.channel.short(), r.exit.escrow)];
-                    if let Some(h) = &r.relay {
-                        hops.push(format!("relay {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow));
-                    }
-                    hops
-                };
-                self.say(&format!("route {} back in use: {}", new.name(), hops(&new).join("; ")));
+                // The exit first: the hop a user picked the route by.
+                let hops: Vec<String> = (new.hops().into_iter().rev())
+                    .map(|(role, h)| format!("{role} {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow))
+                    .collect();
+                self.say(&format!("route {} back in use: {}", new.name(), hops.join("; ")));
                 state.retired[index] = false;
             } else {
                 let Some(moved) = moved(&old, &new) else { continue };
@@ -551,45 +548,43 @@ fn describe(e: &ConnectError) -> String {
     e.to_string()
 }
 
+/// Whether two routes have the same hops as `key` sees them.
+fn same_hops<T: PartialEq>(a: &Route, b: &Route, key: impl Fn(&Hop) -> T) -> bool {
+    let keys = |r: &Route| -> Vec<T> { r.hops().into_iter().map(|(_, h)| key(h)).collect() };
+    keys(a) == keys(b)
+}
+
 /// Whether two routes use the same channels on every hop.
 fn same_channels(a: &Route, b: &Route) -> bool {
-    let channel = |h: Option<&Hop>| h.map(|h| (h.channel, h.escrow));
-    channel(Some(&a.exit)) == channel(Some(&b.exit)) && channel(a.relay.as_ref()) == channel(b.relay.as_ref())
+    same_hops(a, b, |h| (h.channel, h.escrow))
+}
+
+/// Whether two routes reach every hop at the same place: address, ports
+/// and TLS key.
+fn same_places(a: &Route, b: &Route) -> bool {
+    same_hops(a, b, Hop::place)
 }
 
 /// Whether `new` can carry what retired `old` could not: the same nodes,
 /// none of the spent channels, and a channel changed (a new one, or the
 /// escrow the chain really holds).
 fn renews(old: &Route, new: &Route, spent: &[ChannelId]) -> bool {
-    let hops = |r: &Route| -> Vec<Hop> { r.relay.iter().chain([&r.exit]).cloned().collect() };
-    let (old_hops, new_hops) = (hops(old), hops(new));
-    old_hops.len() == new_hops.len()
-        && old_hops.iter().zip(&new_hops).all(|(o, n)| o.node == n.node)
-        && new_hops.iter().all(|h| !spent.contains(&h.channel) && h.settled_usd < h.escrow)
+    same_hops(old, new, |h| h.node)
+        && new.hops().iter().all(|(_, h)| !spent.contains(&h.channel) && h.settled_usd < h.escrow)
         && !same_channels(old, new)
-}
-
-/// Whether two routes reach every hop at the same place: address, ports
-/// and TLS key.
-fn same_places(a: &Route, b: &Route) -> bool {
-    let place = |h: Option<&Hop>| h.map(|h| (h.addr, h.port_first, h.port_last, h.tls_key_pin));
-    place(Some(&a.exit)) == place(Some(&b.exit)) && place(a.relay.as_ref()) == place(b.relay.as_ref())
 }
 
 /// Where `new` reaches a node of `old` elsewhere (the same nodes): `exit
 /// 9ad04e84 moved to 10.1.2.3:443-446`, or `None` if nothing moved.
 fn moved(old: &Route, new: &Route) -> Option<String> {
-    let hops = |r: &Route| -> Vec<(&'static str, Hop)> {
-        r.relay.iter().map(|h| ("relay", h.clone())).chain([("exit", r.exit.clone())]).collect()
-    };
-    let (old_hops, new_hops) = (hops(old), hops(new));
-    if old_hops.len() != new_hops.len() || old_hops.iter().zip(&new_hops).any(|((_, o), (_, n))| o.node != n.node) {
+    if !same_hops(old, new, |h| h.node) {
         return None;
     }
-    let told: Vec<String> = old_hops
-        .iter()
-        .zip(&new_hops)
-        .filter(|((_, o), (_, n))| (o.addr, o.port_first, o.port_last, o.tls_key_pin) != (n.addr, n.port_first, n.port_last, n.tls_key_pin))
+    let told: Vec<String> = old
+        .hops()
+        .into_iter()
+        .zip(new.hops())
+        .filter(|((_, o), (_, n))| o.place() != n.place())
         .map(|(_, (role, n))| {
             let ports = if n.port_first == n.port_last { n.port_first.to_string() } else { format!("{}-{}", n.port_first, n.port_last) };
             let addr = match n.addr {

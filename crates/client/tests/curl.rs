@@ -153,6 +153,13 @@ async fn start_node_escrow(label: &str, client: &SigningKey, nonce: u64, escrow:
     start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0, escrow).await
 }
 
+/// A devnet node over TLS on `port` alone, with channel 0 from `client`:
+/// one a test stops and starts again on a port it knows.
+async fn start_node_on(label: &str, client: &SigningKey, port: u16) -> TestNode {
+    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
+    start_node_with(label, client, 0, devnet, vec![Transport::Tls], port..=port, ESCROW).await
+}
+
 async fn start_node_with(
     label: &str,
     client: &SigningKey,
@@ -1165,8 +1172,7 @@ async fn a_silent_exit_is_left_within_two_seconds() {
 async fn a_route_whose_node_moved_is_tried_where_the_chain_now_says() {
     let web = web_server().await;
     let client = SigningKey::from_label("nina");
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    let start_on = |port: u16| start_node_with("exit-moves", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+    let start_on = |port: u16| start_node_on("exit-moves", &client, port);
     let exit = start_on(free_port_range(1)).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     let name = route.name();
@@ -1213,8 +1219,7 @@ async fn a_lone_route_serves_again_soon_after_its_exit_restarts() {
     let web = web_server().await;
     let client = SigningKey::from_label("ivan");
     let port = free_port_range(1);
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    let start_exit = || start_node_with("exit-restarts", &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+    let start_exit = || start_node_on("exit-restarts", &client, port);
     let exit = start_exit().await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     let name = route.name();
@@ -1365,9 +1370,8 @@ async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
     let relay = start_node("relay-back", &client, 2).await;
     for two_hops in [false, true] {
         let port = free_port_range(1);
-        let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
         let label = if two_hops { "exit-best-2" } else { "exit-best-1" };
-        let start_best = || start_node_with(label, &client, 0, devnet.clone(), vec![Transport::Tls], port..=port, ESCROW);
+        let start_best = || start_node_on(label, &client, port);
         let via = two_hops.then(|| relay.hop(Transport::Tls, &client, 2));
         let best = start_best().await;
         let first = Route { relay: via.clone(), exit: best.hop(Transport::Tls, &client, 0) };
