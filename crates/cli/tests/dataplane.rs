@@ -280,7 +280,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id, "--exit", &b.id, "--status-secs", "1"]);
     let mut killed_at = None;
     let mut recovered = None;
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for i in 0..40 {
         if i == 10 {
             node_a.kill();
@@ -295,15 +295,18 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
             }
             Err(e) => {
                 assert!(killed_at.is_some(), "request {i} failed before the kill: {e}");
-                failed += 1;
+                failed.push(format!("request {i} at {:?}: {e}", killed_at.map(|t| t.elapsed())));
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let recovered = recovered.expect("no request succeeded after the kill");
-    eprintln!("failover after SIGKILL: first success {recovered:?} after the kill; {failed} request(s) failed");
-    assert!(recovered < Duration::from_secs(2), "failover took {recovered:?}");
-    assert!(failed <= 1, "{failed} requests failed; only one can be in flight");
+    eprintln!("failover after SIGKILL: first success {recovered:?} after the kill; {} request(s) failed", failed.len());
+    if recovered >= Duration::from_secs(2) || failed.len() > 1 {
+        // What the proxy said meanwhile, to tell why.
+        proxy.wait_for_line("\0", Duration::from_millis(500));
+        panic!("failover took {recovered:?}; failed: {failed:#?}; the proxy said {:#?}", proxy.lines);
+    }
     // The proxy told the user: the first route down and why, the second
     // connected, and what the second has paid (one line a second, when it
     // changed).

@@ -897,14 +897,18 @@ impl Session {
             return Err((ErrorCode::NoChannel, "the channel has expired".into()));
         }
         // The cumulative counters go on from the newest of the chain's
-        // settlement and the newest receipt this node holds.
+        // settlement and the newest receipt this node holds. That receipt
+        // goes to the client even when the chain has settled it already:
+        // the client's own lookup of the chain may predate the settlement
+        // (a node that settles every second), and its receipts would then
+        // start below what is settled and be refused as stale.
         let (mut base_bytes, mut base_usd) = (ch.paid_bytes, ch.paid);
         let mut baseline = None;
         if let Some(r) = info
             .latest_receipt
             .filter(|r| r.receipt.channel == hello.channel && r.verify(&ch.client).is_ok())
         {
-            if r.receipt.cumulative_usd > base_usd {
+            if r.receipt.cumulative_usd >= base_usd {
                 base_bytes = base_bytes.max(r.receipt.cumulative_bytes);
                 base_usd = r.receipt.cumulative_usd;
                 baseline = Some(r);

@@ -40,6 +40,9 @@ struct Pair {
     /// Whether the node's "destinations" read what arrives (the harness
     /// consumes each delivery at once); false plays ones that never read.
     node_consumes: bool,
+    /// The newest receipt the node holds for the channel, as its lookup
+    /// gives it to the session.
+    latest_receipt: Option<SignedReceipt>,
 }
 
 fn keep(_: &Frame) -> bool {
@@ -112,6 +115,7 @@ impl Pair {
             max_unpaid_bytes: 0,
             reads: 0,
             node_consumes: true,
+            latest_receipt: None,
         }
     }
 
@@ -134,7 +138,7 @@ impl Pair {
                     Event::ChannelNeeded { .. } => {
                         let info = ChannelInfo {
                             channel: self.channel.clone(),
-                            latest_receipt: None,
+                            latest_receipt: self.latest_receipt.clone(),
                             expired: false,
                         };
                         self.node.handle_channel(self.now, Ok(info));
@@ -467,6 +471,50 @@ fn forged_replayed_stale_over_escrow_and_underpaid_receipts_are_rejected() {
             .count(),
         6
     );
+}
+
+/// A node that settles on its own (every second) may settle its newest
+/// receipt after the client looked the channel up: the client then starts
+/// from less than the chain holds. The node hands it the settled receipt,
+/// and the client's receipts go on from there, every one accepted (before,
+/// the first was refused as stale and the route retired).
+#[test]
+fn a_client_whose_lookup_predates_a_settlement_goes_on_from_the_settled_receipt() {
+    let mut first = Pair::established(Usd(10_000_000));
+    let s = first.client.open_stream(dest()).unwrap();
+    first.drive();
+    first.pump(s, &pattern(3 * MIB as usize, 3), false);
+    let settled = first
+        .node_events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::ReceiptAccepted { receipt } => Some(receipt.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The chain has settled that receipt; the node still holds it; the
+    // client's terms say nothing is settled (its lookup was earlier).
+    let mut pair = Pair::new(Usd(10_000_000));
+    pair.channel.paid = settled.receipt.cumulative_usd;
+    pair.channel.paid_bytes = settled.receipt.cumulative_bytes;
+    pair.latest_receipt = Some(settled.clone());
+    pair.drive();
+    assert!(pair.client.is_established(), "{:?}", pair.client_events);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.pump(s, &pattern(3 * MIB as usize, 4), false);
+    assert_eq!(pair.rejected_codes(), Vec::<String>::new());
+    let accepted: Vec<u64> = (pair.node_events.iter())
+        .filter_map(|e| match e {
+            Event::ReceiptAccepted { receipt } => Some(receipt.receipt.cumulative_bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(accepted.len() >= 2, "{accepted:?}");
+    assert!(accepted.iter().all(|&b| b > settled.receipt.cumulative_bytes), "{accepted:?}");
+    assert_eq!(pair.client.cumulative_bytes(), settled.receipt.cumulative_bytes + 3 * MIB);
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
 }
 
 #[test]
