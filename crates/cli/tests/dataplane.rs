@@ -315,6 +315,10 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         assert!(proxy.wait_for_line(&line, Duration::from_secs(5)).is_some(), "no {line:?} in {:?}", proxy.lines);
     }
 
+    // One proxy per channel: a second one on alice's channel to exit_b
+    // would take it over (below).
+    drop(proxy);
+
     // exit_a kept receipts for what it carried, in its home, and settles
     // the newest on the chain: its USD balance grows.
     let listed = tollway(&dir, &["node", "receipts", "--home", &a.home, "--json"]);

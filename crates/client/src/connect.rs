@@ -5,6 +5,7 @@
 //! hop's connection to the port of each new time window.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollway_net::driver::{self, BoxStream, SessionHandle, Status};
 use tollway_net::{ClientOptions, NetError, Transport};
@@ -43,6 +44,12 @@ impl Hop {
     pub fn place(&self) -> (IpAddr, u16, u16, [u8; 32]) {
         (self.addr, self.port_first, self.port_last, self.tls_key_pin)
     }
+
+    /// Whether a session with `other` would be one with this hop: the same
+    /// node, place and channel.
+    pub fn same_session_as(&self, other: &Hop) -> bool {
+        self.node == other.node && self.channel == other.channel && self.place() == other.place()
+    }
 }
 
 impl Route {
@@ -64,9 +71,43 @@ impl Route {
 /// hops, the relay's session it rides on.
 pub struct Connected {
     pub exit: SessionHandle,
-    pub relay: Option<SessionHandle>,
+    pub relay: Option<Arc<RelayLink>>,
+    /// The port hopper of a one-hop route (a relay's hops with its link).
     hopper: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// A relay's session, ridden by every route through that relay on the
+/// same channel, each exit session in a stream of its own. A node serves
+/// a channel one session at a time (a second takes the first over: each
+/// would be paid over the same range), so routes through one relay share
+/// its session. It closes once no route holds it and its streams are done.
+pub struct RelayLink {
+    pub session: SessionHandle,
+    hop: Hop,
+    hopper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RelayLink {
+    /// Whether a route whose relay is `hop` can ride this session: the
+    /// same node, place and channel, and the session is up.
+    pub fn serves(&self, hop: &Hop) -> bool {
+        self.hop.same_session_as(hop) && !self.session.is_closed()
+    }
+}
+
+impl Drop for RelayLink {
+    fn drop(&mut self) {
+        if let Some(h) = &self.hopper {
+            h.abort();
+        }
+        self.session.close_when_drained(ErrorCode::Shutdown, "no route uses it any more");
+    }
+}
+
+/// Where a connect takes a route's relay session: a link to share (set,
+/// or set by the first connect that needs it, which the others then
+/// wait for), or a new session if none is given.
+pub type SharedRelay = tokio::sync::OnceCell<Arc<RelayLink>>;
 
 impl Connected {
     pub fn is_closed(&self) -> bool {
@@ -80,22 +121,22 @@ impl Connected {
             Status::Closed { code, message } => Some(format!("the {role}'s session closed: {message} ({})", code.describe())),
             _ => None,
         };
-        self.relay.as_ref().and_then(|r| why("relay", r)).or_else(|| why("exit", &self.exit))
+        self.relay.as_ref().and_then(|r| why("relay", &r.session)).or_else(|| why("exit", &self.exit))
     }
 
-    /// Closes both hops' sessions once their streams are done: the route
-    /// was replaced, and what it carries finishes on it.
+    /// Closes the exit's session once its streams are done: the route was
+    /// replaced, and what it carries finishes on it. The relay's session
+    /// closes once no route holds it and its streams are done.
     pub fn drain(&self) {
         self.exit.close_when_drained(ErrorCode::Shutdown, "replaced by a better route");
-        if let Some(r) = &self.relay {
-            r.close_when_drained(ErrorCode::Shutdown, "replaced by a better route");
-        }
     }
 
+    /// Closes the route's sessions now; the relay's only if no other route
+    /// rides it.
     pub fn close(&self) {
         self.exit.close(ErrorCode::Shutdown, "closed by the client");
-        if let Some(r) = &self.relay {
-            r.close(ErrorCode::Shutdown, "closed by the client");
+        if let Some(r) = self.relay.as_ref().filter(|r| Arc::strong_count(r) == 1) {
+            r.session.close(ErrorCode::Shutdown, "closed by the client");
         }
         if let Some(h) = &self.hopper {
             h.abort();
@@ -203,38 +244,57 @@ impl Drop for CloseUnlessKept {
     }
 }
 
-/// Connects `route`: one hop, or the exit through the relay.
-pub async fn connect_route(
-    route: &Route,
+/// Connects `route`: one hop, or the exit through a new session with the
+/// relay.
+pub async fn connect_route(route: &Route, opts: &ConnectOptions) -> Result<Connected, ConnectError> {
+    connect_route_via(route, opts, &SharedRelay::new()).await
+}
+
+/// As [`connect_route`], with the relay's session from `relay`: the link
+/// it holds, or one it gets from this connect (or from another one sharing
+/// it, which this then waits for).
+pub async fn connect_route_via(route: &Route, opts: &ConnectOptions, relay: &SharedRelay) -> Result<Connected, ConnectError> {
+    let Some(relay_hop) = &route.relay else {
+        let (exit, hopper) = connect_first(&route.exit, opts).await?;
+        return Ok(Connected { exit, relay: None, hopper });
+    };
+    let link = relay
+        .get_or_try_init(|| async {
+            let (session, hopper) = connect_first(relay_hop, opts).await?;
+            Ok::<_, ConnectError>(Arc::new(RelayLink { session, hop: relay_hop.clone(), hopper }))
+        })
+        .await?
+        .clone();
+    // A link that went down since it was shared, or another relay's: a
+    // session of the route's own.
+    let link = if link.serves(relay_hop) {
+        link
+    } else {
+        let (session, hopper) = connect_first(relay_hop, opts).await?;
+        Arc::new(RelayLink { session, hop: relay_hop.clone(), hopper })
+    };
+    // If the exit cannot be reached, the link closes with this connect's
+    // last hold on it (unless another route rides it).
+    let exit = connect_through(&link.session, &route.exit, opts).await?;
+    Ok(Connected { exit, relay: Some(link), hopper: None })
+}
+
+/// The session with a route's first hop, and its port hopper.
+async fn connect_first(
+    first: &Hop,
     opts: &ConnectOptions,
-) -> Result<Connected, ConnectError> {
-    let first = route.relay.as_ref().unwrap_or(&route.exit);
+) -> Result<(SessionHandle, Option<tokio::task::JoinHandle<()>>), ConnectError> {
     let addr = SocketAddr::new(first.addr, first_port(first));
     let conn = tollway_net::connect(opts.transport, addr, first.tls_key_pin, &opts.net).await?;
     let binding = conn.channel_binding();
-    let first_handle = CloseUnlessKept::new(start_session(Box::new(conn), binding, terms(opts, first)).await?);
-    // Through the relay, the exit's session inside a stream of the relay's;
-    // the relay's session was for this route alone, so it closes if that
-    // fails (a failover or a switch back tries a dead exit again and again).
-    let exit = match &route.relay {
-        Some(_) => Some(connect_through(&first_handle.handle, &route.exit, opts).await?),
-        None => None,
-    };
-    let first_handle = first_handle.keep();
+    let handle = start_session(Box::new(conn), binding, terms(opts, first)).await?;
     let hopper = match opts.hop_window {
-        Some(window) if first.port_last > first.port_first => Some(tokio::spawn(hop_ports(
-            first_handle.clone(),
-            first.clone(),
-            opts.clone(),
-            binding,
-            window,
-        ))),
+        Some(window) if first.port_last > first.port_first => {
+            Some(tokio::spawn(hop_ports(handle.clone(), first.clone(), opts.clone(), binding, window)))
+        }
         _ => None,
     };
-    Ok(match exit {
-        Some(exit) => Connected { exit, relay: Some(first_handle), hopper },
-        None => Connected { exit: first_handle, relay: None, hopper },
-    })
+    Ok((handle, hopper))
 }
 
 /// Two hops: a stream through the relay to the exit's port, then TLS with

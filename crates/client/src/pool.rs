@@ -8,7 +8,7 @@
 //! is retired, and with a [`Renewal`] comes back on its own once the chain
 //! has a channel that can.
 
-use crate::connect::{connect_route, ConnectError, ConnectOptions, Connected, Hop, Route};
+use crate::connect::{connect_route_via, ConnectError, ConnectOptions, Connected, Hop, RelayLink, Route, SharedRelay};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -120,6 +120,10 @@ struct State {
     spent: Vec<ChannelId>,
     /// Which route was active, in order, for tests and logs.
     history: Vec<usize>,
+    /// The relay session of the route last closed, for the next connect
+    /// through that relay: an exit that died leaves its relay up, and a
+    /// second session on the relay's channel would take the first over.
+    spare_relay: Option<Arc<RelayLink>>,
 }
 
 impl State {
@@ -128,6 +132,7 @@ impl State {
     fn close_if_active(&mut self, index: usize) -> bool {
         match &self.active {
             Some((i, c)) if *i == index => {
+                self.spare_relay = c.relay.clone();
                 c.close();
                 self.active = None;
                 true
@@ -206,6 +211,7 @@ impl RoutePool {
                 retired: vec![false; n],
                 spent: Vec::new(),
                 history: Vec::new(),
+                spare_relay: None,
             }),
             config,
         });
@@ -267,16 +273,20 @@ impl RoutePool {
     /// route closes when the streams it carries are done. A failed try
     /// marks it down again, quietly: its outage was told.
     async fn switch_back(&self) {
-        let (active, better, route) = {
+        let (active, better, route, relay) = {
             let state = self.state.lock().await;
-            let Some((active, _)) = &state.active else { return };
+            let Some((active, connected)) = &state.active else { return };
             let now = Instant::now();
             let up = |j: &usize| !state.retired[*j] && !state.down[*j].is_down(now);
             let Some(better) = (0..*active).find(up) else { return };
-            (*active, better, state.routes[better].clone())
+            let route = state.routes[better].clone();
+            // Through the active route's relay: its session, not a second
+            // one on the same channel (the relay would close the first).
+            let relay = connected.relay.clone().filter(|l| route.relay.as_ref().is_some_and(|h| l.serves(h)));
+            (*active, better, route, SharedRelay::new_with(relay))
         };
         let started = Instant::now();
-        let connected = connect_route(&route, &self.config.connect).await;
+        let connected = connect_route_via(&route, &self.config.connect, &relay).await;
         let mut state = self.state.lock().await;
         let connected = match connected {
             Ok(connected) => connected,
@@ -432,8 +442,8 @@ impl RoutePool {
             format!("{role} {}: {} paid with {usd} of its {} escrow", hop.node.short(), human_bytes(bytes), hop.escrow)
         };
         let mut parts = vec![hop("exit", &route.exit, &connected.exit)];
-        if let (Some(r), Some(session)) = (&route.relay, &connected.relay) {
-            parts.push(hop("relay", r, session));
+        if let (Some(r), Some(link)) = (&route.relay, &connected.relay) {
+            parts.push(hop("relay", r, &link.session));
         }
         Some(format!("route {}: {}", route.name(), parts.join("; ")))
     }
@@ -465,11 +475,24 @@ impl RoutePool {
         // first to connect serves; the others are dropped, closing what
         // they opened. A better route that lost comes back by `switch_back`.
         let opts = &self.config.connect;
+        // Routes through one relay share its session: the first attempt
+        // that needs it connects it, and the others wait for that.
+        let mut relays: Vec<(Hop, Arc<SharedRelay>)> = Vec::new();
+        let mut spare = state.spare_relay.take();
+        for (_, route) in &candidates {
+            if let Some(h) = route.relay.as_ref().filter(|h| !relays.iter().any(|(r, _)| r.same_session_as(h))) {
+                let link = spare.take_if(|l| l.serves(h));
+                relays.push((h.clone(), Arc::new(SharedRelay::new_with(link))));
+            }
+        }
         let attempt = |(i, route): (usize, Route)| {
             let opts = opts.clone();
+            let relay = (route.relay.as_ref())
+                .and_then(|h| relays.iter().find(|(r, _)| r.same_session_as(h)))
+                .map_or_else(|| Arc::new(SharedRelay::new()), |(_, cell)| cell.clone());
             async move {
                 let started = Instant::now();
-                match connect_route(&route, &opts).await {
+                match connect_route_via(&route, &opts, &relay).await {
                     Ok(connected) => Ok((i, route, started, connected)),
                     Err(e) => Err((i, route, e)),
                 }
@@ -626,7 +649,7 @@ pub fn human_bytes(n: u64) -> String {
 async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connected: std::sync::Weak<Connected>) {
     let (mut exit, mut relay) = {
         let Some(c) = connected.upgrade() else { return };
-        (c.exit.watch_usage(), c.relay.as_ref().map(SessionHandle::watch_usage))
+        (c.exit.watch_usage(), c.relay.as_ref().map(|l| l.session.watch_usage()))
     };
     let (mut told_exit, mut told_relay) = (Usage::default(), Usage::default());
     loop {

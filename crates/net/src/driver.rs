@@ -54,9 +54,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// What a node's driver asks of the node.
 pub trait NodeHooks: Send + Sync + 'static {
     /// The channel as the ledger has it (and the newest receipt the node
-    /// holds), or the code to refuse the session with.
+    /// holds) for session `session`, or the code to refuse the session
+    /// with.
     fn lookup_channel(
         &self,
+        session: [u8; 16],
         channel: ChannelId,
         client: AccountId,
     ) -> BoxFuture<Result<ChannelInfo, ErrorCode>>;
@@ -640,9 +642,10 @@ impl Driver {
             Event::ChannelNeeded { channel, client } => {
                 if let Some(hooks) = self.hooks.clone() {
                     let tx = self.commands_tx.clone();
+                    let session = self.session.session_id();
                     tokio::spawn(async move {
                         let _ = tx.send(Command::Channel(
-                            hooks.lookup_channel(channel, client).await,
+                            hooks.lookup_channel(session, channel, client).await,
                         ));
                     });
                 }

@@ -10,6 +10,7 @@
 
 pub mod channels;
 pub mod exit;
+pub mod holders;
 pub mod server;
 
 pub use channels::{ChainChannels, ChannelSource, ReceiptBook, StaticChannels};

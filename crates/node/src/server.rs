@@ -6,6 +6,7 @@
 
 use crate::channels::{now_unix_secs, ChannelSource, ReceiptBook};
 use crate::exit::connect_dest;
+use crate::holders::{Claim, Holders, SessionId};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle};
+use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle, Status};
 use tollway_net::{Connection, Home, Listener, ServerOptions, TlsIdentity, Transport};
 use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
 use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
@@ -40,15 +41,49 @@ struct Hooks {
     receipts: Arc<ReceiptBook>,
     policy: ExitPolicy,
     connect_timeout: Duration,
+    sessions: Arc<Sessions>,
+    /// Which session each channel pays for (`holders`).
+    holders: Mutex<Holders>,
+}
+
+impl Hooks {
+    /// Gives `channel` to `session`, closing the session that held it;
+    /// `ChannelBusy` if it was taken over too recently.
+    fn claim(&self, session: SessionId, channel: ChannelId) -> Result<(), ErrorCode> {
+        let sessions = self.sessions.lock().map_err(|_| ErrorCode::Internal)?;
+        let open = |id: &SessionId| {
+            sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }))
+        };
+        let claim = self
+            .holders
+            .lock()
+            .map_err(|_| ErrorCode::Internal)?
+            .claim(session, channel, Instant::now(), open);
+        match claim {
+            Claim::Free => Ok(()),
+            Claim::TakeOver(old) => {
+                if let Some((handle, _)) = sessions.get(&old) {
+                    handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
+                }
+                Ok(())
+            }
+            Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
+        }
+    }
 }
 
 impl NodeHooks for Hooks {
     fn lookup_channel(
         &self,
+        session: SessionId,
         channel: ChannelId,
         _client: AccountId,
     ) -> BoxFuture<Result<ChannelInfo, ErrorCode>> {
+        if let Err(code) = self.claim(session, channel) {
+            return Box::pin(async move { Err(code) });
+        }
         let found = self.channels.channel(channel);
+        // After the claim: the receipts of a session taken over are in.
         let latest_receipt = self.receipts.latest(&channel);
         Box::pin(async move {
             let channel = found.await?;
@@ -102,13 +137,15 @@ impl NodeServer {
             )
             .await?,
         );
+        let sessions = Arc::new(Mutex::new(HashMap::new()));
         let hooks: Arc<dyn NodeHooks> = Arc::new(Hooks {
             channels,
             receipts,
             policy: config.policy.clone(),
             connect_timeout: config.connect_timeout,
+            sessions: sessions.clone(),
+            holders: Mutex::new(Holders::default()),
         });
-        let sessions = Arc::new(Mutex::new(HashMap::new()));
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));
         let shared = Accepting {
@@ -164,7 +201,7 @@ impl Drop for NodeServer {
 
 /// The node's sessions by id, each with the home of its first connection,
 /// where its driver and stream tasks run.
-type Sessions = Mutex<HashMap<[u8; 16], (SessionHandle, Home)>>;
+type Sessions = Mutex<HashMap<SessionId, (SessionHandle, Home)>>;
 
 /// What the accept loop shares with the server's handle.
 #[derive(Clone)]

@@ -17,7 +17,7 @@ use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::frame::Frame;
 use tollway_tunnel::session::{ClientTerms, Event, Limits, NodeTerms, Session};
-use tollway_tunnel::{Dest, ExitPolicy, Host};
+use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 use tollway_types::amount::Usd;
 use tollway_types::keys::{AccountId, SigningKey};
 use tollway_types::tx::{channel_id, Receipt, SignedReceipt};
@@ -281,4 +281,56 @@ async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
     // And then it hangs up.
     let rest = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await.unwrap();
     assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+}
+
+/// Each session meters from the channel's newest receipt, so sessions side
+/// by side on one channel would each be paid over the same range and the
+/// node could settle only one: k sessions for the price of one. A second
+/// session takes the channel over and the first is closed; a third within
+/// ten seconds is refused. A client that pays nothing gets two credit
+/// windows in all, not one per session it opens (before: 2 MiB each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("sybil-sessions");
+    let escrow = Usd(50_000_000);
+    let node = node_with_channel(&client, "exit-one-session", escrow, Usd::ZERO).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let closed_with = |events: &[Event]| {
+        events.iter().find_map(|e| match e {
+            Event::Closed { code, .. } => Some(*code),
+            _ => None,
+        })
+    };
+    let unpaid = |node: &TestNode, terms: &ClientTerms, dest: &Dest, quiet: Duration| {
+        let (addr, pin, terms, dest) = (node.addr, node.pin, terms.clone(), dest.clone());
+        tokio::spawn(async move {
+            let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
+            download(conn, terms, dest, false, quiet, u64::MAX).await
+        })
+    };
+    // The first, unpaid, is paused at the window and stays open…
+    let first = unpaid(&node, &terms, &dest, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // …until the second takes the channel over.
+    let second = unpaid(&node, &terms, &dest, Duration::from_secs(4));
+    let (got_first, first_events) = first.await.unwrap();
+    let told = |events: &[Event]| -> Vec<String> {
+        events.iter().filter(|e| !matches!(e, Event::Data { .. })).map(|e| format!("{e:?}")).collect()
+    };
+    assert_eq!(closed_with(&first_events), Some(ErrorCode::ChannelBusy), "{:?}", told(&first_events));
+    // A third, within ten seconds of the takeover, while the second is
+    // open (paused at its window).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let (got_third, third_events) = download(conn, terms.clone(), dest.clone(), false, Duration::from_secs(2), u64::MAX).await;
+    let (got_second, _) = second.await.unwrap();
+    eprintln!(
+        "unpaid sessions on one channel: {got_first} B, {got_second} B, then {got_third} B ({:?})",
+        closed_with(&third_events)
+    );
+    assert!(got_first <= 2 * MIB && got_second <= 2 * MIB, "{got_first} B and {got_second} B unpaid");
+    assert_eq!(got_third, 0);
+    assert_eq!(closed_with(&third_events), Some(ErrorCode::ChannelBusy), "{:?}", told(&third_events));
 }

@@ -79,6 +79,9 @@ pub enum ErrorCode {
     Shutdown,
     /// The unpaid bytes reached the credit window and stayed there.
     Unpaid,
+    /// Another session on this node uses the same channel: one channel
+    /// pays for one session at a time.
+    ChannelBusy,
 }
 
 impl ErrorCode {
@@ -100,6 +103,9 @@ impl ErrorCode {
             ErrorCode::Idle => "closed after being idle",
             ErrorCode::Shutdown => "closed by its owner",
             ErrorCode::Unpaid => "no valid receipt for the credit window",
+            ErrorCode::ChannelBusy => {
+                "another session uses this channel (one `tollway connect` per channel)"
+            }
         }
     }
 }
