@@ -302,7 +302,12 @@ async fn connect_first(
 /// relay forwards ciphertext.
 async fn connect_through(relay: &SessionHandle, exit: &Hop, opts: &ConnectOptions) -> Result<SessionHandle, ConnectError> {
     let dest = Dest::new(Host::Ip(exit.addr), first_port(exit));
-    let stream = relay.open(dest).await.map_err(|e| ConnectError::Relay(e.to_string()))?;
+    // Bounded: a relay whose connection died without a word never answers
+    // (the session would notice only at its idle timeout, minutes later).
+    let wait = opts.net.handshake_timeout;
+    let stream = (tokio::time::timeout(wait, relay.open(dest)).await)
+        .map_err(|_| ConnectError::Relay(format!("the relay did not answer in {} s", wait.as_secs())))?
+        .map_err(|e| ConnectError::Relay(e.to_string()))?;
     let through_relay = relay.attach_local(stream).await.map_err(|e| ConnectError::Relay(e.to_string()))?;
     let inner = tollway_net::connect_tls_over(through_relay, exit.tls_key_pin, &opts.net).await?;
     let inner_binding = inner.channel_binding();

@@ -120,9 +120,11 @@ struct State {
     spent: Vec<ChannelId>,
     /// Which route was active, in order, for tests and logs.
     history: Vec<usize>,
-    /// The relay session of the route last closed, for the next connect
-    /// through that relay: an exit that died leaves its relay up, and a
-    /// second session on the relay's channel would take the first over.
+    /// The relay session of the route last closed because its exit's
+    /// session closed, for the next connect through that relay: the relay
+    /// that told us is up, and a second session on its channel would take
+    /// the first over. (A route gone silent may have lost its relay
+    /// connection: the next connect makes a new one.)
     spare_relay: Option<Arc<RelayLink>>,
 }
 
@@ -132,7 +134,7 @@ impl State {
     fn close_if_active(&mut self, index: usize) -> bool {
         match &self.active {
             Some((i, c)) if *i == index => {
-                self.spare_relay = c.relay.clone();
+                self.spare_relay = c.relay.clone().filter(|_| c.exit.is_closed());
                 c.close();
                 self.active = None;
                 true

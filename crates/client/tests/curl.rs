@@ -1031,6 +1031,8 @@ async fn a_route_that_hangs_does_not_hold_up_the_failover() {
 struct Forwarder {
     port: u16,
     frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Each connection's own switch, for `cut_existing`.
+    connections: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
 }
 
 impl Forwarder {
@@ -1040,29 +1042,42 @@ impl Forwarder {
         let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let frozen_inside = frozen.clone();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (frozen_inside, connections_inside) = (frozen.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(to).await else { continue };
                 let (from_client, to_client) = client.into_split();
                 let (from_server, to_server) = server.into_split();
-                tokio::spawn(Self::pump(from_client, to_server, up_bps, frozen_inside.clone()));
-                tokio::spawn(Self::pump(from_server, to_client, down_bps, frozen_inside.clone()));
+                let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                connections_inside.lock().unwrap().push(cut.clone());
+                let stops = [frozen_inside.clone(), cut];
+                tokio::spawn(Self::pump(from_client, to_server, up_bps, stops.clone()));
+                tokio::spawn(Self::pump(from_server, to_client, down_bps, stops));
             }
         });
-        Forwarder { port, frozen }
+        Forwarder { port, frozen, connections }
+    }
+
+    /// Stops the connections open now, both ways and without a word,
+    /// while new ones pass: a home line that changed its address (or its
+    /// NAT forgot the mapping) under the connections it had.
+    fn cut_existing(&self) {
+        for cut in self.connections.lock().unwrap().iter() {
+            cut.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     async fn pump(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         bytes_per_sec: Option<u64>,
-        frozen: Arc<std::sync::atomic::AtomicBool>,
+        stops: [Arc<std::sync::atomic::AtomicBool>; 2],
     ) {
         let start = tokio::time::Instant::now();
         let (mut sent, mut buf) = (0u64, vec![0u8; 16 * 1024]);
         while let Ok(n @ 1..) = from.read(&mut buf).await {
-            while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+            while stops.iter().any(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             if to.write_all(&buf[..n]).await.is_err() {
@@ -1081,6 +1096,33 @@ impl Forwarder {
         (hop.port_first, hop.port_last) = (self.port, self.port);
         hop
     }
+}
+
+/// The client's connection to its relay dies without a word (the home
+/// line changed its address, or its NAT forgot the mapping), while new
+/// connections work. The route goes silent and the next route through the
+/// same relay must not ride the dead relay session (it would hang): it
+/// takes a new one, which takes the relay's channel over from the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_connection_lost_without_a_word_is_replaced_on_failover() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("lou");
+    let relay = start_node("relay-rebind", &client, 2).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, relay.port(Transport::Tls)), None, None).await;
+    let via = line.in_front_of(relay.hop(Transport::Tls, &client, 2));
+    let (first, second) = (start_node("exit-rb1", &client, 0).await, start_node("exit-rb2", &client, 1).await);
+    let routes = vec![
+        Route { relay: Some(via.clone()), exit: first.hop(Transport::Tls, &client, 0) },
+        Route { relay: Some(via), exit: second.hop(Transport::Tls, &client, 1) },
+    ];
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let (recovered_after, failures) = failover_loop(front, web, 10, || line.cut_existing()).await;
+    eprintln!("relay connection lost: recovered {recovered_after:?} after, {failures} request(s) failed");
+    assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
+    assert!(failures <= 1, "{failures} requests failed");
+    assert_eq!(pool.history().await[..2], [0, 1]);
+    // The relay closed the dead session when the new one took its channel.
+    wait_until("the relay's dead session closes", || relay.server.n_sessions() == 1).await;
 }
 
 /// Through an exit behind a slow uplink (1 MiB/s), the answer to a health
