@@ -310,6 +310,7 @@ fn drain(session: &mut Session, now: Instant) {
                             channel,
                             latest_receipt: None,
                             expired: false,
+                            carried_bytes: 0,
                         }),
                     );
                 }
@@ -421,6 +422,7 @@ pub fn seed_frames() -> Vec<(String, Frame)> {
                 max_streams: 1024,
                 session_window_bytes: 8 << 20,
                 baseline: Some(receipt(1 << 20)),
+                carried_bytes: 512 * 1024,
             }),
         ),
         (

@@ -178,6 +178,7 @@ pub struct SessionHandle {
     session_id: watch::Receiver<[u8; 16]>,
     usage: watch::Receiver<Usage>,
     received: Arc<AtomicU64>,
+    unpaid: Arc<AtomicU64>,
 }
 
 impl SessionHandle {
@@ -197,6 +198,12 @@ impl SessionHandle {
     /// already on its way, and bytes that keep arriving say the peer is up.
     pub fn bytes_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Node: bytes delivered beyond the newest valid receipt, as of the
+    /// driver's last step.
+    pub fn unpaid_bytes(&self) -> u64 {
+        self.unpaid.load(Ordering::Relaxed)
     }
 
     /// Waits for the handshake; the error says why it failed.
@@ -413,6 +420,8 @@ struct Driver {
     usage: watch::Sender<Usage>,
     /// What [`SessionHandle::bytes_received`] reads.
     received: Arc<AtomicU64>,
+    /// What [`SessionHandle::unpaid_bytes`] reads.
+    unpaid: Arc<AtomicU64>,
     /// Close with this once no stream is left (`close_when_drained`).
     drain: Option<(ErrorCode, String)>,
 }
@@ -454,13 +463,14 @@ pub fn spawn_with_prefix(
         session_id,
         usage,
         received: Arc::new(AtomicU64::new(0)),
+        unpaid: Arc::new(AtomicU64::new(0)),
         drain: None,
     };
     driver.add_path(0, io);
     if !prefix.is_empty() {
         driver.session.handle_input(Instant::now(), 0, &prefix);
     }
-    let received = driver.received.clone();
+    let (received, unpaid) = (driver.received.clone(), driver.unpaid.clone());
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -468,6 +478,7 @@ pub fn spawn_with_prefix(
         session_id: session_id_rx,
         usage: usage_rx,
         received,
+        unpaid,
     }
 }
 
@@ -632,6 +643,7 @@ impl Driver {
                 progressed = true;
             }
             if !progressed {
+                self.unpaid.store(self.session.unpaid_bytes(), Ordering::Relaxed);
                 return;
             }
         }

@@ -48,8 +48,9 @@ struct Hooks {
 
 impl Hooks {
     /// Gives `channel` to `session`, closing the session that held it;
-    /// `ChannelBusy` if it was taken over too recently.
-    fn claim(&self, session: SessionId, channel: ChannelId) -> Result<(), ErrorCode> {
+    /// what that one delivered unpaid (owed on the new one), or
+    /// `ChannelBusy` if the channel was taken over too recently.
+    fn claim(&self, session: SessionId, channel: ChannelId) -> Result<u64, ErrorCode> {
         let sessions = self.sessions.lock().map_err(|_| ErrorCode::Internal)?;
         let open = |id: &SessionId| {
             sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }))
@@ -60,13 +61,11 @@ impl Hooks {
             .map_err(|_| ErrorCode::Internal)?
             .claim(session, channel, Instant::now(), open);
         match claim {
-            Claim::Free => Ok(()),
-            Claim::TakeOver(old) => {
-                if let Some((handle, _)) = sessions.get(&old) {
-                    handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
-                }
-                Ok(())
-            }
+            Claim::Free => Ok(0),
+            Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
+                handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
+                handle.unpaid_bytes()
+            })),
             Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
         }
     }
@@ -79,9 +78,10 @@ impl NodeHooks for Hooks {
         channel: ChannelId,
         _client: AccountId,
     ) -> BoxFuture<Result<ChannelInfo, ErrorCode>> {
-        if let Err(code) = self.claim(session, channel) {
-            return Box::pin(async move { Err(code) });
-        }
+        let carried_bytes = match self.claim(session, channel) {
+            Ok(carried) => carried,
+            Err(code) => return Box::pin(async move { Err(code) }),
+        };
         let found = self.channels.channel(channel);
         // After the claim: the receipts of a session taken over are in.
         let latest_receipt = self.receipts.latest(&channel);
@@ -92,6 +92,7 @@ impl NodeHooks for Hooks {
                 channel,
                 latest_receipt,
                 expired,
+                carried_bytes,
             })
         })
     }

@@ -14,7 +14,7 @@ use tollway_types::keys::{AccountId, Signature};
 use tollway_types::tx::{ChannelId, SignedReceipt};
 
 /// The protocol version this build speaks (in the hello, not per frame).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Header bytes before every frame body.
 pub const HEADER_BYTES: usize = 4;
 /// The largest payload of one data frame a peer may send.
@@ -152,6 +152,10 @@ pub struct ServerHello {
     /// The newest receipt the node holds for this channel, signed by the
     /// client: the cumulative counters continue from it.
     pub baseline: Option<SignedReceipt>,
+    /// Bytes the node carried beyond that receipt in the session this one
+    /// took over (one channel pays for one session at a time), at most the
+    /// credit window: the first receipt pays for them (since version 3).
+    pub carried_bytes: u64,
 }
 
 /// The first frame on an extra connection of an established session.

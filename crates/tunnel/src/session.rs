@@ -148,6 +148,9 @@ pub struct ChannelInfo {
     pub latest_receipt: Option<SignedReceipt>,
     /// Whether the channel has expired by the driver's clock.
     pub expired: bool,
+    /// Bytes delivered beyond the newest receipt by the session this one
+    /// takes over (0 if none): they are owed on this session.
+    pub carried_bytes: u64,
 }
 
 /// What happened, for the driver.
@@ -920,6 +923,9 @@ impl Session {
                 ErrorCode::EscrowExhausted.describe().into(),
             ));
         }
+        // What the session taken over delivered unpaid stays owed: a client
+        // that opens session after session gets one credit window in all.
+        let carried_bytes = info.carried_bytes.min(terms.credit_window_bytes);
         let reply = ServerHello {
             version: PROTOCOL_VERSION,
             session_id: *session_id,
@@ -930,6 +936,7 @@ impl Session {
             max_streams: terms.limits.max_streams,
             session_window_bytes: terms.limits.session_window_bytes,
             baseline,
+            carried_bytes,
         };
         let pay = Pay {
             price_usd_micro_per_gib: terms.price_usd_micro_per_gib,
@@ -937,7 +944,7 @@ impl Session {
             credit_window_bytes: terms.credit_window_bytes,
             base_bytes,
             base_usd,
-            metered_bytes: 0,
+            metered_bytes: carried_bytes,
             paid_bytes: base_bytes,
             paused: false,
         };
@@ -962,12 +969,15 @@ impl Session {
                     credit_window_bytes: hello.credit_window_bytes,
                     base_bytes,
                     base_usd,
-                    metered_bytes: 0,
+                    metered_bytes: hello.carried_bytes,
                     paid_bytes: base_bytes,
                     paused: false,
                 });
                 self.phase = Phase::Established;
                 self.events.push_back(Event::Established);
+                // Carried bytes may make a receipt due at once: the node
+                // serves nothing more until it comes.
+                self.after_metering();
             }
             Err((code, message)) => self.close(code, &message),
         }
@@ -998,6 +1008,15 @@ impl Session {
         }
         check_payment_terms(hello.receipt_interval_bytes, hello.credit_window_bytes)
             .map_err(|why| (ErrorCode::Protocol, why))?;
+        if hello.carried_bytes > hello.credit_window_bytes {
+            return Err((
+                ErrorCode::BadHello,
+                format!(
+                    "the node says {} bytes were left unpaid, more than its {}-byte credit window",
+                    hello.carried_bytes, hello.credit_window_bytes
+                ),
+            ));
+        }
         let settled = (terms.settled_bytes, terms.settled_usd);
         match &hello.baseline {
             None => Ok(settled),

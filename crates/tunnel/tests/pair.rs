@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tollway_ledger::state::Channel;
-use tollway_tunnel::frame::{Frame, FrameError};
+use tollway_tunnel::frame::{Frame, FrameError, ServerHello, PROTOCOL_VERSION};
 use tollway_tunnel::session::{
     ChannelInfo, ClientTerms, Event, Limits, NodeTerms, PathId, Session, StreamId,
 };
@@ -43,6 +43,8 @@ struct Pair {
     /// The newest receipt the node holds for the channel, as its lookup
     /// gives it to the session.
     latest_receipt: Option<SignedReceipt>,
+    /// What the node's lookup says a session taken over left unpaid.
+    carried_bytes: u64,
 }
 
 fn keep(_: &Frame) -> bool {
@@ -116,6 +118,7 @@ impl Pair {
             reads: 0,
             node_consumes: true,
             latest_receipt: None,
+            carried_bytes: 0,
         }
     }
 
@@ -140,6 +143,7 @@ impl Pair {
                             channel: self.channel.clone(),
                             latest_receipt: self.latest_receipt.clone(),
                             expired: false,
+                            carried_bytes: self.carried_bytes,
                         };
                         self.node.handle_channel(self.now, Ok(info));
                     }
@@ -517,6 +521,60 @@ fn a_client_whose_lookup_predates_a_settlement_goes_on_from_the_settled_receipt(
     assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
 }
 
+/// A session that took its channel over from another owes what that one
+/// delivered unpaid: the node counts it from the start and the client,
+/// told in the server hello, pays it in its first receipt. A node that
+/// claims more than its credit window is refused.
+#[test]
+fn a_session_that_took_its_channel_over_owes_what_the_one_before_left_unpaid() {
+    let mut pair = Pair::new(Usd(10_000_000));
+    pair.carried_bytes = 3 * MIB / 2;
+    pair.drive();
+    assert!(pair.client.is_established(), "{:?}", pair.client_events);
+    let first = pair
+        .node_events
+        .iter()
+        .find_map(|e| match e {
+            Event::ReceiptAccepted { receipt } => Some(receipt.receipt.clone()),
+            _ => None,
+        })
+        .expect("the carried bytes are paid at once");
+    assert_eq!(first.cumulative_bytes, 3 * MIB / 2);
+    assert_eq!(first.cumulative_usd, tollway_ledger::cost_of_bytes(PRICE, 3 * MIB / 2));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.pump(s, &pattern(3 * MIB as usize, 6), false);
+    assert_eq!(pair.rejected_codes(), Vec::<String>::new());
+    assert_eq!(pair.client.cumulative_bytes(), 3 * MIB / 2 + 3 * MIB);
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+
+    // A node that says more was left unpaid than its credit window allows.
+    let mut greedy = Pair::new(Usd(10_000_000));
+    while greedy.client.poll_transmit().is_some() {}
+    let hello = ServerHello {
+        version: PROTOCOL_VERSION,
+        session_id: [1; 16],
+        price_usd_micro_per_gib: PRICE,
+        receipt_interval_bytes: MIB,
+        credit_window_bytes: 2 * MIB,
+        stream_window_bytes: 256 * 1024,
+        max_streams: 64,
+        session_window_bytes: 8 * MIB,
+        baseline: None,
+        carried_bytes: 2 * MIB + 1,
+    };
+    greedy.client.handle_input(greedy.now, 1, &Frame::ServerHello(hello).to_bytes());
+    greedy.drive();
+    assert!(!greedy.client.is_established());
+    assert!(
+        greedy.client_events.iter().any(|e| matches!(e, Event::Closed { code: ErrorCode::BadHello, message, .. }
+            if message.contains("more than its 2097152-byte credit window"))),
+        "{:?}",
+        greedy.client_events
+    );
+}
+
 #[test]
 fn a_hello_signed_for_another_connection_is_refused() {
     let mut pair = Pair::with_binding(Usd(1_000_000), [1; 32], [2; 32]);
@@ -584,6 +642,7 @@ fn the_node_refuses_channels_that_are_not_usable() {
             channel: pair.channel.clone(),
             latest_receipt: None,
             expired: false,
+            carried_bytes: 0,
         };
         mutate(&mut info);
         pair.node.handle_channel(pair.now, Ok(info));
