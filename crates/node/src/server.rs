@@ -43,31 +43,23 @@ struct Hooks {
     connect_timeout: Duration,
     sessions: Arc<Sessions>,
     /// Which session each channel pays for (`holders`).
-    holders: Mutex<Holders>,
+    holders: Arc<Mutex<Holders>>,
 }
 
-impl Hooks {
-    /// Gives `channel` to `session`, closing the session that held it;
-    /// what that one delivered unpaid (owed on the new one), or
-    /// `ChannelBusy` if the channel was taken over too recently.
-    fn claim(&self, session: SessionId, channel: ChannelId) -> Result<u64, ErrorCode> {
-        let sessions = self.sessions.lock().map_err(|_| ErrorCode::Internal)?;
-        let open = |id: &SessionId| {
-            sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }))
-        };
-        let claim = self
-            .holders
-            .lock()
-            .map_err(|_| ErrorCode::Internal)?
-            .claim(session, channel, Instant::now(), open);
-        match claim {
-            Claim::Free => Ok(0),
-            Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
-                handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
-                handle.unpaid_bytes()
-            })),
-            Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
-        }
+/// Gives `channel` to `session`, closing the session that held it; what
+/// that one delivered unpaid (owed on the new one), or `ChannelBusy` if
+/// the channel was taken over too recently.
+fn claim(sessions: &Sessions, holders: &Mutex<Holders>, session: SessionId, channel: ChannelId) -> Result<u64, ErrorCode> {
+    let sessions = sessions.lock().map_err(|_| ErrorCode::Internal)?;
+    let open = |id: &SessionId| sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }));
+    let claim = holders.lock().map_err(|_| ErrorCode::Internal)?.claim(session, channel, Instant::now(), open);
+    match claim {
+        Claim::Free => Ok(0),
+        Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
+            handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
+            handle.unpaid_bytes()
+        })),
+        Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
     }
 }
 
@@ -76,20 +68,26 @@ impl NodeHooks for Hooks {
         &self,
         session: SessionId,
         channel: ChannelId,
-        _client: AccountId,
+        client: AccountId,
     ) -> BoxFuture<Result<ChannelInfo, ErrorCode>> {
-        let carried_bytes = match self.claim(session, channel) {
-            Ok(carried) => carried,
-            Err(code) => return Box::pin(async move { Err(code) }),
-        };
         let found = self.channels.channel(channel);
-        // After the claim: the receipts of a session taken over are in.
-        let latest_receipt = self.receipts.latest(&channel);
+        let (sessions, holders, receipts) = (self.sessions.clone(), self.holders.clone(), self.receipts.clone());
         Box::pin(async move {
-            let channel = found.await?;
-            let expired = channel.expires_at_secs <= now_unix_secs();
+            let channel_record = found.await?;
+            let expired = channel_record.expires_at_secs <= now_unix_secs();
+            // Only a session the channel can serve takes it over: a hello
+            // naming another client's channel (ids are public) or an
+            // expired one is refused next, and must not close the
+            // channel's session first.
+            let carried_bytes = if channel_record.client == client && !expired {
+                claim(&sessions, &holders, session, channel)?
+            } else {
+                0
+            };
+            // After the claim: the receipts of a session taken over are in.
+            let latest_receipt = receipts.latest(&channel);
             Ok(ChannelInfo {
-                channel,
+                channel: channel_record,
                 latest_receipt,
                 expired,
                 carried_bytes,
@@ -145,7 +143,7 @@ impl NodeServer {
             policy: config.policy.clone(),
             connect_timeout: config.connect_timeout,
             sessions: sessions.clone(),
-            holders: Mutex::new(Holders::default()),
+            holders: Arc::new(Mutex::new(Holders::default())),
         });
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));

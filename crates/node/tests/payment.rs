@@ -344,3 +344,36 @@ async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
     assert_eq!(got_third, 0);
     assert_eq!(closed_with(&third_events), Some(ErrorCode::ChannelBusy), "{:?}", told(&third_events));
 }
+
+/// Channel ids are public on the chain. A hello that names somebody
+/// else's channel, signed with the sender's own key, is refused, and must
+/// not take the channel over first: the channel's own session stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_naming_another_clients_channel_does_not_close_its_session() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("victim");
+    let escrow = Usd(50_000_000);
+    let node = node_with_channel(&client, "exit-no-kick", escrow, Usd::ZERO).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let (addr, pin, victim_terms, victim_dest) = (node.addr, node.pin, terms.clone(), dest.clone());
+    // Unpaid, so it is paused at the window and stays open, quiet.
+    let victim = tokio::spawn(async move {
+        let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
+        download(conn, victim_terms, victim_dest, false, Duration::from_secs(3), u64::MAX).await
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mallory = SigningKey::from_label("mallory");
+    let forged = ClientTerms { key: mallory, ..terms.clone() };
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let (got, events) = download(conn, forged, dest, false, Duration::from_secs(2), u64::MAX).await;
+    let refused = events.iter().find_map(|e| match e {
+        Event::Closed { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!((got, refused), (0, Some(ErrorCode::NoChannel)));
+    assert_eq!(node.server.n_sessions(), 1, "the victim's session must stay");
+    let (victim_got, victim_events) = victim.await.unwrap();
+    assert_eq!(victim_got, 2 * MIB);
+    assert!(!victim_events.iter().any(|e| matches!(e, Event::Closed { .. })), "the victim's session was closed");
+}
