@@ -156,10 +156,20 @@ impl Drop for Connected {
 pub enum ConnectError {
     #[error(transparent)]
     Net(#[from] NetError),
-    #[error("the node refused the session: {message} ({})", code.describe())]
+    #[error("the node refused the session: {}", refusal_text(*code, message))]
     Refused { code: ErrorCode, message: String },
     #[error("the relay could not reach the exit: {0}")]
     Relay(String),
+}
+
+/// `message (what the code means)`, or the message alone when it already
+/// says that (a refusal the node gave as a bare code).
+fn refusal_text(code: ErrorCode, message: &str) -> String {
+    if message == code.describe() {
+        message.to_string()
+    } else {
+        format!("{message} ({})", code.describe())
+    }
 }
 
 /// How the client connects, shared by every route.
@@ -353,5 +363,23 @@ async fn hop_ports(
         if handle.attach_path(Box::new(conn), binding).await.is_ok() {
             current = port;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectError;
+    use tollway_tunnel::ErrorCode;
+
+    /// A refusal given as a bare code is said once, not twice.
+    #[test]
+    fn a_refusal_says_what_the_code_means_once() {
+        let bare = ConnectError::Refused { code: ErrorCode::ChannelBusy, message: ErrorCode::ChannelBusy.describe().into() };
+        assert_eq!(
+            bare.to_string(),
+            "the node refused the session: another session uses this channel (one `tollway connect` per channel)"
+        );
+        let told = ConnectError::Refused { code: ErrorCode::NoChannel, message: "the channel has expired".into() };
+        assert_eq!(told.to_string(), format!("the node refused the session: the channel has expired ({})", ErrorCode::NoChannel.describe()));
     }
 }
