@@ -295,7 +295,7 @@ async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
 /// by side on one channel would each be paid over the same range and the
 /// node could settle only one: k sessions for the price of one. A second
 /// session takes the channel over and the first is closed, its unpaid
-/// bytes owed on the second; a third within ten seconds is refused. A
+/// bytes owed on the second; a third within five seconds is refused. A
 /// client that pays nothing gets one credit window in all, however many
 /// sessions it opens (before: 2 MiB each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +329,7 @@ async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
         events.iter().filter(|e| !matches!(e, Event::Data { .. })).map(|e| format!("{e:?}")).collect()
     };
     assert_eq!(closed_with(&first_events), Some(ErrorCode::ChannelBusy), "{:?}", told(&first_events));
-    // A third, within ten seconds of the takeover, while the second is
+    // A third, within five seconds of the takeover, while the second is
     // open (paused at its window).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
