@@ -450,6 +450,13 @@ fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId])
 }
 
 pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
+    // One node as both hops would see the client's address and where it
+    // goes, the very thing two hops keep apart; and it serves a channel
+    // one session at a time, so the exit's session would close the
+    // relay's it rides on.
+    if let Some(r) = a.relay.as_ref().filter(|r| a.exits.contains(r)) {
+        anyhow::bail!("node {} is both the relay and an exit: a route's two hops must be different nodes", r.short());
+    }
     let key = keys::load_key_file(&a.key.clone().unwrap_or_else(keys::default_key_path))?;
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;

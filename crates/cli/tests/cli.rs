@@ -94,3 +94,11 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_node_cannot_be_both_hops_of_a_route() {
+    let node = "11".repeat(32);
+    let (ok, _, stderr) = tollway(&["connect", "--relay", &node, "--exit", &node]);
+    assert!(!ok);
+    assert!(stderr.contains("node 11111111 is both the relay and an exit: a route's two hops must be different nodes"), "{stderr}");
+}
