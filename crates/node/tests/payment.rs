@@ -291,6 +291,24 @@ async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
     assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
 }
 
+/// The code a session closed with, if it closed.
+fn closed_with(events: &[Event]) -> Option<ErrorCode> {
+    events.iter().find_map(|e| match e {
+        Event::Closed { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+/// A client session on `node` that pays nothing, in a task: paused at the
+/// credit window, it stays open until nothing has arrived for `quiet`.
+fn unpaid_session(node: &TestNode, terms: &ClientTerms, dest: &Dest, quiet: Duration) -> tokio::task::JoinHandle<(u64, Vec<Event>)> {
+    let (addr, pin, terms, dest) = (node.addr, node.pin, terms.clone(), dest.clone());
+    tokio::spawn(async move {
+        let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
+        download(conn, terms, dest, false, quiet, u64::MAX).await
+    })
+}
+
 /// Each session meters from the channel's newest receipt, so sessions side
 /// by side on one channel would each be paid over the same range and the
 /// node could settle only one: k sessions for the price of one. A second
@@ -306,24 +324,11 @@ async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
     let node = node_with_channel(&client, "exit-one-session", escrow, Usd::ZERO).await;
     let terms = terms_for(&client, &node, escrow, Usd::ZERO);
     let dest = Dest::new(Host::Ip(source.ip()), source.port());
-    let closed_with = |events: &[Event]| {
-        events.iter().find_map(|e| match e {
-            Event::Closed { code, .. } => Some(*code),
-            _ => None,
-        })
-    };
-    let unpaid = |node: &TestNode, terms: &ClientTerms, dest: &Dest, quiet: Duration| {
-        let (addr, pin, terms, dest) = (node.addr, node.pin, terms.clone(), dest.clone());
-        tokio::spawn(async move {
-            let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
-            download(conn, terms, dest, false, quiet, u64::MAX).await
-        })
-    };
     // The first, unpaid, is paused at the window and stays open…
-    let first = unpaid(&node, &terms, &dest, Duration::from_secs(20));
+    let first = unpaid_session(&node, &terms, &dest, Duration::from_secs(20));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // …until the second takes the channel over.
-    let second = unpaid(&node, &terms, &dest, Duration::from_secs(4));
+    let second = unpaid_session(&node, &terms, &dest, Duration::from_secs(4));
     let (got_first, first_events) = first.await.unwrap();
     let told = |events: &[Event]| -> Vec<String> {
         events.iter().filter(|e| !matches!(e, Event::Data { .. })).map(|e| format!("{e:?}")).collect()
@@ -356,22 +361,13 @@ async fn a_hello_naming_another_clients_channel_does_not_close_its_session() {
     let node = node_with_channel(&client, "exit-no-kick", escrow, Usd::ZERO).await;
     let terms = terms_for(&client, &node, escrow, Usd::ZERO);
     let dest = Dest::new(Host::Ip(source.ip()), source.port());
-    let (addr, pin, victim_terms, victim_dest) = (node.addr, node.pin, terms.clone(), dest.clone());
-    // Unpaid, so it is paused at the window and stays open, quiet.
-    let victim = tokio::spawn(async move {
-        let conn = tollway_net::connect(Transport::Tls, addr, pin, &ClientOptions::default()).await.unwrap();
-        download(conn, victim_terms, victim_dest, false, Duration::from_secs(3), u64::MAX).await
-    });
+    let victim = unpaid_session(&node, &terms, &dest, Duration::from_secs(3));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mallory = SigningKey::from_label("mallory");
     let forged = ClientTerms { key: mallory, ..terms.clone() };
     let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
     let (got, events) = download(conn, forged, dest, false, Duration::from_secs(2), u64::MAX).await;
-    let refused = events.iter().find_map(|e| match e {
-        Event::Closed { code, .. } => Some(*code),
-        _ => None,
-    });
-    assert_eq!((got, refused), (0, Some(ErrorCode::NoChannel)));
+    assert_eq!((got, closed_with(&events)), (0, Some(ErrorCode::NoChannel)));
     // The refused session leaves the node's table as its task ends.
     for _ in 0..200 {
         if node.server.n_sessions() <= 1 {
@@ -382,5 +378,5 @@ async fn a_hello_naming_another_clients_channel_does_not_close_its_session() {
     assert_eq!(node.server.n_sessions(), 1, "the victim's session must stay");
     let (victim_got, victim_events) = victim.await.unwrap();
     assert_eq!(victim_got, 2 * MIB);
-    assert!(!victim_events.iter().any(|e| matches!(e, Event::Closed { .. })), "the victim's session was closed");
+    assert_eq!(closed_with(&victim_events), None, "the victim's session was closed");
 }
