@@ -124,6 +124,19 @@ impl Connected {
         self.relay.as_ref().and_then(|r| why("relay", &r.session)).or_else(|| why("exit", &self.exit))
     }
 
+    /// The hop whose node closed its session because another session took
+    /// its channel over (another client with this key), if one did.
+    pub fn taken_over(&self) -> Option<&'static str> {
+        let taken = |s: &SessionHandle| matches!(s.status(), Status::Closed { code: ErrorCode::ChannelBusy, .. });
+        if self.relay.as_ref().is_some_and(|r| taken(&r.session)) {
+            Some("relay")
+        } else if taken(&self.exit) {
+            Some("exit")
+        } else {
+            None
+        }
+    }
+
     /// Closes the exit's session once its streams are done: the route was
     /// replaced, and what it carries finishes on it. The relay's session
     /// closes once no route holds it and its streams are done.

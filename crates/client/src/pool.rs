@@ -351,6 +351,33 @@ impl RoutePool {
     }
 
     fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
+        // Taken over: another client with this key (a second proxy) uses
+        // the channel now. Trying it again would take it back, and the two
+        // would trade it for as long as both run; this one leaves it.
+        let taken = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| c.taken_over());
+        if let Some(role) = taken {
+            let route = state.routes[index].clone();
+            let hop = if role == "relay" { route.relay.as_ref().unwrap_or(&route.exit) } else { &route.exit };
+            self.say(&format!(
+                "route {} retired: another session took over the channel with {role} {} (another `tollway connect` \
+                 with this key?): one proxy per channel; open one for this proxy (`tollway wallet open-channel {} <usd> \
+                 --expires-in 7d`); {}",
+                route.name(),
+                hop.node.short(),
+                hop.node.to_hex(),
+                self.next_route()
+            ));
+            // Every route that pays on that channel (those through the same
+            // relay too), until a renewal finds a channel of its own.
+            for j in 0..state.routes.len() {
+                if state.routes[j].hops().iter().any(|(_, h)| h.channel == hop.channel) {
+                    state.retired[j] = true;
+                }
+            }
+            state.spent.push(hop.channel);
+            state.close_if_active(index);
+            return;
+        }
         let was_active = state.close_if_active(index);
         let now = Instant::now();
         let was_down = state.retired[index] || state.down[index].is_down(now);

@@ -1125,6 +1125,34 @@ async fn a_relay_connection_lost_without_a_word_is_replaced_on_failover() {
     wait_until("the relay's dead session closes", || relay.server.n_sessions() == 1).await;
 }
 
+/// Two proxies with one key on one channel (a second `tollway connect`):
+/// the second takes the channel over at the node, and the first leaves it
+/// with a line that says why, rather than taking it back (the two would
+/// trade it every few seconds for as long as both run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_on_the_same_channel_takes_it_and_the_first_leaves_it() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("otto");
+    let exit = start_node("exit-one-key", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    let (first, _first_pool) = start_front(vec![route.clone()], Transport::Tls, &client).await;
+    assert!(socks_get(first, web, 1000).await.unwrap() == pattern(1000));
+    let (second, _second_pool) = start_front(vec![route], Transport::Tls, &client).await;
+    assert!(socks_get(second, web, 1000).await.unwrap() == pattern(1000));
+    let retired = format!("route {name} retired: another session took over the channel with exit ");
+    wait_until("the first proxy leaves the channel", || !events_with(&retired).is_empty()).await;
+    // For longer than a takeover period (5 s), the second keeps it.
+    for i in 0..14 {
+        let body = socks_get(second, web, 1000).await;
+        assert!(body.is_ok_and(|b| b == pattern(1000)), "request {i} through the second proxy");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(events_with(&retired).len(), 1, "{:?}", events_with(&name));
+    assert!(socks_get(first, web, 1000).await.is_err(), "the first proxy still served");
+    assert_eq!(exit.server.n_sessions(), 1);
+}
+
 /// Through an exit behind a slow uplink (1 MiB/s), the answer to a health
 /// ping waits behind the data already on its way: up to the node's credit
 /// window (2 MiB), two seconds here. A download must not be taken for an

@@ -10,8 +10,9 @@
 //! delivered past its last receipt is owed on the new one (the server's
 //! `carried_bytes`). A channel is taken over at most once per
 //! [`TAKEOVER_EVERY`], and a session beyond that is refused with
-//! `ChannelBusy`: two clients on one channel (two proxies with one key)
-//! then trade it every few seconds, not in a tight loop of closes.
+//! `ChannelBusy`: two clients on one channel that both insist (two
+//! proxies with one key; ours leaves a channel taken from it) trade it
+//! every few seconds, not in a tight loop of closes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
