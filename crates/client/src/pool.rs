@@ -114,6 +114,11 @@ struct State {
     /// restarts): a hop's escrow is spent, or its node rejects our receipts
     /// (its chain says otherwise than ours did).
     retired: Vec<bool>,
+    /// Retired routes whose node refused a receipt as stale: it counts from
+    /// a settlement newer than this proxy's lookup of the channel (and
+    /// holds no receipt to hand over, or it would have). Such a route is
+    /// back once the chain shows more settled on the channel.
+    catch_up: Vec<bool>,
     /// Channels whose escrow ran out in a session: a renewal must not
     /// bring them back, though the chain may still show escrow left (the
     /// node settles later).
@@ -211,6 +216,7 @@ impl RoutePool {
                 active: None,
                 down: vec![Backoff::default(); n],
                 retired: vec![false; n],
+                catch_up: vec![false; n],
                 spent: Vec::new(),
                 history: Vec::new(),
                 spare_relay: None,
@@ -372,6 +378,7 @@ impl RoutePool {
             for j in 0..state.routes.len() {
                 if state.routes[j].hops().iter().any(|(_, h)| h.channel == hop.channel) {
                     state.retired[j] = true;
+                    state.catch_up[j] = false;
                 }
             }
             state.spent.push(hop.channel);
@@ -403,10 +410,12 @@ impl RoutePool {
     }
 
     /// Takes route `index` out of use until it is renewed; `spent` is the
-    /// channel whose escrow ran out, if that is why.
-    async fn retire(&self, index: usize, spent: Option<ChannelId>) {
+    /// channel whose escrow ran out, if that is why; `catch_up`, whether a
+    /// newer settlement on the chain brings it back (a stale receipt).
+    async fn retire(&self, index: usize, spent: Option<ChannelId>, catch_up: bool) {
         let mut state = self.state.lock().await;
         state.retired[index] = true;
+        state.catch_up[index] = catch_up;
         state.spent.extend(spent);
         state.close_if_active(index);
     }
@@ -438,15 +447,20 @@ impl RoutePool {
                 continue;
             }
             if state.retired[index] {
-                if !renews(&old, &new, &spent) {
+                let caught_up = state.catch_up[index] && catches_up(&old, &new);
+                if !renews(&old, &new, &spent) && !caught_up {
                     continue;
                 }
                 // The exit first: the hop a user picked the route by.
                 let hops: Vec<String> = (new.hops().into_iter().rev())
-                    .map(|(role, h)| format!("{role} {} on channel {} with {} escrow", h.node.short(), h.channel.short(), h.escrow))
+                    .map(|(role, h)| {
+                        let settled = if caught_up { format!(", {} settled", h.settled_usd) } else { String::new() };
+                        format!("{role} {} on channel {} with {} escrow{settled}", h.node.short(), h.channel.short(), h.escrow)
+                    })
                     .collect();
                 self.say(&format!("route {} back in use: {}", new.name(), hops.join("; ")));
                 state.retired[index] = false;
+                state.catch_up[index] = false;
             } else {
                 let Some(moved) = moved(&old, &new) else { continue };
                 if !state.down[index].is_down(Instant::now()) {
@@ -626,6 +640,16 @@ fn renews(old: &Route, new: &Route, spent: &[ChannelId]) -> bool {
         && !same_channels(old, new)
 }
 
+/// Whether `new` shows more settled on a channel of `old` (the same
+/// nodes and channels), with escrow left on every hop: a route retired for
+/// a stale receipt then goes on from the chain's newer settlement.
+fn catches_up(old: &Route, new: &Route) -> bool {
+    same_hops(old, new, |h| h.node)
+        && same_channels(old, new)
+        && new.hops().iter().all(|(_, h)| h.settled_usd < h.escrow)
+        && old.hops().iter().zip(new.hops()).any(|((_, o), (_, n))| n.settled_usd > o.settled_usd)
+}
+
 /// Where `new` reaches a node of `old` elsewhere (the same nodes): `exit
 /// 9ad04e84 moved to 10.1.2.3:443-446`, or `None` if nothing moved.
 fn moved(old: &Route, new: &Route) -> Option<String> {
@@ -708,7 +732,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
         } else {
             " and restart `tollway connect`"
         };
-        let (why, spent) = if now.escrow_exhausted && !before.escrow_exhausted {
+        let (why, spent, catch_up) = if now.escrow_exhausted && !before.escrow_exhausted {
             let why = format!(
                 "the channel with {role} {} has spent its {} escrow ({} paid). Open a new channel \
                  (`tollway wallet open-channel {} <usd> --expires-in 7d`){then}",
@@ -717,19 +741,19 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
                 paid(hop, &now).1,
                 hop.node.to_hex()
             );
-            (why, Some(hop.channel))
+            (why, Some(hop.channel), false)
         } else if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
-            let why = format!(
-                "{role} {} rejected a receipt: {}",
-                hop.node.short(),
-                now.receipt_rejected.as_deref().unwrap_or_default()
-            );
-            (why, None)
+            let rejected = now.receipt_rejected.as_deref().unwrap_or_default();
+            // Stale: the node counts from a settlement newer than our
+            // lookup; the chain shows it soon.
+            let stale = rejected.starts_with("stale_receipt") && pool.config.renewal.is_some();
+            let then = if stale { "; it comes back once the chain shows that settlement" } else { "" };
+            (format!("{role} {} rejected a receipt: {rejected}{then}", hop.node.short()), None, stale)
         } else {
             continue;
         };
         pool.say(&format!("route {} retired: {why}; {}", route.name(), pool.next_route()));
-        pool.retire(index, spent).await;
+        pool.retire(index, spent, catch_up).await;
         return;
     }
 }

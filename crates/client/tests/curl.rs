@@ -1362,6 +1362,50 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     assert!(told[0].contains(" rejected a receipt: over_escrow: ") && told[0].ends_with("; no other route"), "{}", told[0]);
 }
 
+/// The node settled more than the proxy's lookup of the channel showed,
+/// and holds no receipt to hand over (its receipt book was lost): the
+/// proxy's receipts start below the settlement and are refused as stale.
+/// The route is retired, and back once the chain shows that settlement,
+/// its receipts going on from there: no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_refused_for_stale_receipts_comes_back_from_the_chains_settlement() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("ivy");
+    let exit = start_node("exit-lost-book", &client, 0).await;
+    // $0.001 settled: 2 MiB at $0.50 per GiB; the route says nothing is.
+    exit.channels.0.lock().unwrap().values_mut().for_each(|c| (c.paid, c.paid_bytes) = (Usd(1_000), 2 << 20));
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    let chain = exit.channels.clone();
+    let renewal = Renewal(Arc::new(move |route: Route, _spent: Vec<tollway_types::tx::ChannelId>| {
+        let settled = chain.0.lock().unwrap().get(&route.exit.channel).map(|c| (c.paid, c.paid_bytes));
+        Box::pin(async move {
+            let (settled_usd, settled_bytes) = settled.ok_or("no channel")?;
+            Ok(Route { exit: Hop { settled_usd, settled_bytes, ..route.exit }, ..route })
+        })
+    }));
+    let config = ClientConfig {
+        renewal: Some(renewal),
+        renew_every: Duration::from_millis(100),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
+    };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 4 << 20)).await;
+    assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 4 << 20), "4 MiB passed on receipts refused as stale");
+    let retired = events_with(&format!("route {name} retired: "));
+    assert!(
+        retired.len() == 1 && retired[0].contains("rejected a receipt: stale_receipt") && retired[0].contains("it comes back once the chain shows that settlement"),
+        "{retired:?}"
+    );
+    wait_until("the route back", || !events_with(&format!("route {name} back in use: ")).is_empty()).await;
+    let back = events_with(&format!("route {name} back in use: ")).pop().unwrap();
+    assert!(back.ends_with(", $0.001 settled"), "{back}");
+    let body = socks_get(front, web, 4 << 20).await.unwrap();
+    assert!(body == pattern(4 << 20), "after the catch-up: wrong bytes");
+    assert_eq!(events_with(&format!("route {name} retired: ")).len(), 1, "{:?}", events_with(&name));
+    assert!(exit.receipts.latest(&exit.hop(Transport::Tls, &client, 0).channel).is_some_and(|r| r.receipt.cumulative_bytes > 4 << 20));
+}
+
 /// A route whose escrow runs out is retired and the spare serves; with a
 /// renewal that reads the node's chain, it stays retired while the chain
 /// has only the spent channel (whose settled amount still shows escrow
