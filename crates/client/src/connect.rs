@@ -59,6 +59,11 @@ impl Route {
         self.relay.iter().map(|h| ("relay", h)).chain([("exit", &self.exit)]).collect()
     }
 
+    /// Its hop in `role` (`"relay"` or `"exit"`), if it has one.
+    pub fn hop(&self, role: &str) -> Option<&Hop> {
+        self.hops().into_iter().find_map(|(r, h)| (r == role).then_some(h))
+    }
+
     pub fn name(&self) -> String {
         match &self.relay {
             Some(r) => format!("{} via {}", self.exit.node.short(), r.node.short()),
@@ -88,6 +93,12 @@ pub struct RelayLink {
 }
 
 impl RelayLink {
+    /// A new session with the relay `hop`.
+    async fn connect(hop: &Hop, opts: &ConnectOptions) -> Result<Arc<RelayLink>, ConnectError> {
+        let (session, hopper) = connect_first(hop, opts).await?;
+        Ok(Arc::new(RelayLink { session, hop: hop.clone(), hopper }))
+    }
+
     /// Whether a route whose relay is `hop` can ride this session: the
     /// same node, place and channel, and the session is up.
     pub fn serves(&self, hop: &Hop) -> bool {
@@ -281,21 +292,10 @@ pub async fn connect_route_via(route: &Route, opts: &ConnectOptions, relay: &Sha
         let (exit, hopper) = connect_first(&route.exit, opts).await?;
         return Ok(Connected { exit, relay: None, hopper });
     };
-    let link = relay
-        .get_or_try_init(|| async {
-            let (session, hopper) = connect_first(relay_hop, opts).await?;
-            Ok::<_, ConnectError>(Arc::new(RelayLink { session, hop: relay_hop.clone(), hopper }))
-        })
-        .await?
-        .clone();
+    let link = relay.get_or_try_init(|| RelayLink::connect(relay_hop, opts)).await?.clone();
     // A link that went down since it was shared, or another relay's: a
     // session of the route's own.
-    let link = if link.serves(relay_hop) {
-        link
-    } else {
-        let (session, hopper) = connect_first(relay_hop, opts).await?;
-        Arc::new(RelayLink { session, hop: relay_hop.clone(), hopper })
-    };
+    let link = if link.serves(relay_hop) { link } else { RelayLink::connect(relay_hop, opts).await? };
     // If the exit cannot be reached, the link closes with this connect's
     // last hold on it (unless another route rides it).
     let exit = connect_through(&link.session, &route.exit, opts).await?;

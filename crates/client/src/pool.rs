@@ -111,14 +111,10 @@ struct State {
     /// Per route: when it may be tried again, if it is down.
     down: Vec<Backoff>,
     /// Routes that cannot carry traffic until renewed (or the proxy
-    /// restarts): a hop's escrow is spent, or its node rejects our receipts
-    /// (its chain says otherwise than ours did).
-    retired: Vec<bool>,
-    /// Retired routes whose node refused a receipt as stale: it counts from
-    /// a settlement newer than this proxy's lookup of the channel (and
-    /// holds no receipt to hand over, or it would have). Such a route is
-    /// back once the chain shows more settled on the channel.
-    catch_up: Vec<bool>,
+    /// restarts): a hop's escrow is spent, its node rejects our receipts
+    /// (its chain says otherwise than ours did), or another client with
+    /// this key took its channel; and what brings each back.
+    retired: Vec<Option<Comeback>>,
     /// Channels whose escrow ran out in a session: a renewal must not
     /// bring them back, though the chain may still show escrow left (the
     /// node settles later).
@@ -133,7 +129,33 @@ struct State {
     spare_relay: Option<Arc<RelayLink>>,
 }
 
+/// What brings a retired route back (a [`Renewal`] finds it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Comeback {
+    /// A channel that can pay, other than the spent ones.
+    NewChannel,
+    /// That, or more settled on its channel than it knew: its node refused
+    /// a receipt as stale, counting from a settlement newer than this
+    /// proxy's lookup (and holding no receipt to hand over, or it would
+    /// have).
+    NewChannelOrSettlement,
+}
+
+/// `tollway wallet open-channel <node> <usd> --expires-in 7d`, quoted: what
+/// opens a channel with `hop`'s node.
+fn open_channel_command(hop: &Hop) -> String {
+    format!("`tollway wallet open-channel {} <usd> --expires-in 7d`", hop.node.to_hex())
+}
+
 impl State {
+    /// Takes route `index` out of use until `comeback`; `spent` is the
+    /// channel whose escrow ran out or was taken, if that is why.
+    fn retire(&mut self, index: usize, spent: Option<ChannelId>, comeback: Comeback) {
+        self.retired[index] = Some(comeback);
+        self.spent.extend(spent);
+        self.close_if_active(index);
+    }
+
     /// Closes route `index`'s session if it is the active one; whether it
     /// was.
     fn close_if_active(&mut self, index: usize) -> bool {
@@ -215,8 +237,7 @@ impl RoutePool {
                 routes: config.routes.clone(),
                 active: None,
                 down: vec![Backoff::default(); n],
-                retired: vec![false; n],
-                catch_up: vec![false; n],
+                retired: vec![None; n],
                 spent: Vec::new(),
                 history: Vec::new(),
                 spare_relay: None,
@@ -285,7 +306,7 @@ impl RoutePool {
             let state = self.state.lock().await;
             let Some((active, connected)) = &state.active else { return };
             let now = Instant::now();
-            let up = |j: &usize| !state.retired[*j] && !state.down[*j].is_down(now);
+            let up = |j: &usize| state.retired[*j].is_none() && !state.down[*j].is_down(now);
             let Some(better) = (0..*active).find(up) else { return };
             let route = state.routes[better].clone();
             // Through the active route's relay: its session, not a second
@@ -305,7 +326,7 @@ impl RoutePool {
         };
         // Meanwhile the active route may have gone, or this one retired.
         let unchanged = matches!(&state.active, Some((i, _)) if *i == active)
-            && !state.retired[better]
+            && state.retired[better].is_none()
             && same_channels(&state.routes[better], &route);
         if !unchanged {
             connected.close();
@@ -363,31 +384,28 @@ impl RoutePool {
         let taken = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| c.taken_over());
         if let Some(role) = taken {
             let route = state.routes[index].clone();
-            let hop = if role == "relay" { route.relay.as_ref().unwrap_or(&route.exit) } else { &route.exit };
+            let Some(hop) = route.hop(role) else { return };
             self.say(&format!(
                 "route {} retired: another session took over the channel with {role} {} (another `tollway connect` \
-                 with this key?): one proxy per channel; open one for this proxy (`tollway wallet open-channel {} <usd> \
-                 --expires-in 7d`); {}",
+                 with this key?): one proxy per channel; open one for this proxy ({}); {}",
                 route.name(),
                 hop.node.short(),
-                hop.node.to_hex(),
+                open_channel_command(hop),
                 self.next_route()
             ));
             // Every route that pays on that channel (those through the same
             // relay too), until a renewal finds a channel of its own.
             for j in 0..state.routes.len() {
                 if state.routes[j].hops().iter().any(|(_, h)| h.channel == hop.channel) {
-                    state.retired[j] = true;
-                    state.catch_up[j] = false;
+                    state.retired[j] = Some(Comeback::NewChannel);
                 }
             }
-            state.spent.push(hop.channel);
-            state.close_if_active(index);
+            state.retire(index, Some(hop.channel), Comeback::NewChannel);
             return;
         }
         let was_active = state.close_if_active(index);
         let now = Instant::now();
-        let was_down = state.retired[index] || state.down[index].is_down(now);
+        let was_down = state.retired[index].is_some() || state.down[index].is_down(now);
         // Once per outage: a failed ping and a failed open may both report
         // it, and the second must not lengthen the wait.
         if was_active || !was_down {
@@ -409,15 +427,8 @@ impl RoutePool {
         }
     }
 
-    /// Takes route `index` out of use until it is renewed; `spent` is the
-    /// channel whose escrow ran out, if that is why; `catch_up`, whether a
-    /// newer settlement on the chain brings it back (a stale receipt).
-    async fn retire(&self, index: usize, spent: Option<ChannelId>, catch_up: bool) {
-        let mut state = self.state.lock().await;
-        state.retired[index] = true;
-        state.catch_up[index] = catch_up;
-        state.spent.extend(spent);
-        state.close_if_active(index);
+    async fn retire(&self, index: usize, spent: Option<ChannelId>, comeback: Comeback) {
+        self.state.lock().await.retire(index, spent, comeback);
     }
 
     /// Looks each retired route, and each route that is down, up again
@@ -433,7 +444,7 @@ impl RoutePool {
             let state = self.state.lock().await;
             let now = Instant::now();
             let lookups: Vec<(usize, Route)> = (0..state.routes.len())
-                .filter(|&i| state.retired[i] || state.down[i].is_down(now))
+                .filter(|&i| state.retired[i].is_some() || state.down[i].is_down(now))
                 .map(|i| (i, state.routes[i].clone()))
                 .collect();
             (lookups, state.spent.clone())
@@ -446,8 +457,8 @@ impl RoutePool {
             if !same_channels(&state.routes[index], &old) || !same_places(&state.routes[index], &old) {
                 continue;
             }
-            if state.retired[index] {
-                let caught_up = state.catch_up[index] && catches_up(&old, &new);
+            if let Some(comeback) = state.retired[index] {
+                let caught_up = comeback == Comeback::NewChannelOrSettlement && catches_up(&old, &new);
                 if !renews(&old, &new, &spent) && !caught_up {
                     continue;
                 }
@@ -459,8 +470,7 @@ impl RoutePool {
                     })
                     .collect();
                 self.say(&format!("route {} back in use: {}", new.name(), hops.join("; ")));
-                state.retired[index] = false;
-                state.catch_up[index] = false;
+                state.retired[index] = None;
             } else {
                 let Some(moved) = moved(&old, &new) else { continue };
                 if !state.down[index].is_down(Instant::now()) {
@@ -503,7 +513,7 @@ impl RoutePool {
         }
         let now = Instant::now();
         let candidates: Vec<(usize, Route)> = (0..state.routes.len())
-            .filter(|&i| !state.retired[i] && !state.down[i].is_down(now))
+            .filter(|&i| state.retired[i].is_none() && !state.down[i].is_down(now))
             .map(|i| (i, state.routes[i].clone()))
             .collect();
         let mut last = match candidates.len() {
@@ -726,34 +736,35 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
         };
         let Some(pool) = pool.upgrade() else { return };
         let route = pool.state.lock().await.routes[index].clone();
-        let Some(hop) = (if role == "exit" { Some(&route.exit) } else { route.relay.as_ref() }) else { return };
+        let Some(hop) = route.hop(role) else { return };
         let then = if pool.config.renewal.is_some() {
             "; it comes back once the chain has it"
         } else {
             " and restart `tollway connect`"
         };
-        let (why, spent, catch_up) = if now.escrow_exhausted && !before.escrow_exhausted {
+        let (why, spent, comeback) = if now.escrow_exhausted && !before.escrow_exhausted {
             let why = format!(
                 "the channel with {role} {} has spent its {} escrow ({} paid). Open a new channel \
-                 (`tollway wallet open-channel {} <usd> --expires-in 7d`){then}",
+                 ({}){then}",
                 hop.node.short(),
                 hop.escrow,
                 paid(hop, &now).1,
-                hop.node.to_hex()
+                open_channel_command(hop)
             );
-            (why, Some(hop.channel), false)
+            (why, Some(hop.channel), Comeback::NewChannel)
         } else if now.receipt_rejected.is_some() && now.receipt_rejected != before.receipt_rejected {
             let rejected = now.receipt_rejected.as_deref().unwrap_or_default();
             // Stale: the node counts from a settlement newer than our
             // lookup; the chain shows it soon.
             let stale = rejected.starts_with("stale_receipt") && pool.config.renewal.is_some();
             let then = if stale { "; it comes back once the chain shows that settlement" } else { "" };
-            (format!("{role} {} rejected a receipt: {rejected}{then}", hop.node.short()), None, stale)
+            let comeback = if stale { Comeback::NewChannelOrSettlement } else { Comeback::NewChannel };
+            (format!("{role} {} rejected a receipt: {rejected}{then}", hop.node.short()), None, comeback)
         } else {
             continue;
         };
         pool.say(&format!("route {} retired: {why}; {}", route.name(), pool.next_route()));
-        pool.retire(index, spent, catch_up).await;
+        pool.retire(index, spent, comeback).await;
         return;
     }
 }

@@ -643,7 +643,11 @@ impl Driver {
                 progressed = true;
             }
             if !progressed {
-                self.unpaid.store(self.session.unpaid_bytes(), Ordering::Relaxed);
+                // A node's figure, for a session that takes its channel
+                // over; a client's driver has no use for it.
+                if self.hooks.is_some() {
+                    self.unpaid.store(self.session.unpaid_bytes(), Ordering::Relaxed);
+                }
                 return;
             }
         }
