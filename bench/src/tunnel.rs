@@ -122,6 +122,7 @@ async fn node_role(args: &[String], shards: tollway_net::ShardHandles) -> anyhow
         server: ServerOptions { shards: Some(shards), ..ServerOptions::default() },
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
+        max_rate_bytes_per_sec: None,
     };
     let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await?;
     let port = |t: Transport| {

@@ -46,7 +46,7 @@ pub enum NodeCommand {
     },
     /// Serve tunnels as an exit (and relay) on the ports of the node's
     /// ledger record, over TLS/TCP and QUIC, until Ctrl-C.
-    Run(NodeRunArgs),
+    Run(Box<NodeRunArgs>),
     /// The newest receipt held per channel, each as the hex that
     /// `tollway wallet settle-channel` takes.
     Receipts {
@@ -86,6 +86,11 @@ pub struct NodeRunArgs {
     /// Sessions at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_sessions: usize,
+    /// Relay at most this many Mbit/s each way, over all clients together
+    /// (what the node reads from destinations, and what it writes to them),
+    /// so the line's owner keeps the rest. Default: no cap.
+    #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_rate_mbps: Option<u64>,
     /// Unpaid bytes a client may receive beyond its newest receipt before
     /// the node pauses it: this node's exposure per session. A larger
     /// window keeps long paths (two hops, slow links) busier.
@@ -175,6 +180,24 @@ fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
     Ok(node)
 }
 
+/// 1 Mbit/s is 10⁶ bits a second.
+const BYTES_PER_SEC_PER_MBPS: u64 = 125_000;
+
+/// What to tell an operator whose cap is below the capacity the node
+/// claims: the oracles measure what it delivers, and a node that delivers
+/// less than it claims loses stake.
+fn cap_below_claim(max_rate_mbps: u64, claimed_capacity_bps: u64) -> Option<String> {
+    let cap_bps = max_rate_mbps.saturating_mul(1_000_000);
+    (cap_bps < claimed_capacity_bps).then(|| {
+        format!(
+            "warning: --max-rate-mbps {max_rate_mbps} is below the {} Mbit/s this node claims; the oracles measure \
+             what it delivers, and a node that delivers less than it claims loses stake: lower the claim with \
+             `tollway wallet update-node --capacity-bps {cap_bps}`",
+            claimed_capacity_bps as f64 / 1e6
+        )
+    })
+}
+
 fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
     let (receipt_interval_bytes, credit_window_bytes) =
         (a.receipt_interval_kib.saturating_mul(1024), a.credit_window_kib.saturating_mul(1024));
@@ -219,6 +242,7 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(10),
         max_sessions: a.max_sessions,
+        max_rate_bytes_per_sec: a.max_rate_mbps.map(|mbps| mbps * BYTES_PER_SEC_PER_MBPS),
     };
     let receipts = ReceiptBook::open(a.home.join("receipts.json"))?;
     let settle_every = tollway_ledger::params::parse_duration_secs(&a.settle_every)
@@ -251,6 +275,12 @@ fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
             "a receipt due every {} KiB, a client paused {} KiB past its newest",
             a.receipt_interval_kib, a.credit_window_kib
         )?;
+        if let Some(mbps) = a.max_rate_mbps {
+            outln!("relaying at most {mbps} Mbit/s each way")?;
+            if let Some(warning) = cap_below_claim(mbps, record.claimed_capacity_bps) {
+                outln!("{warning}")?;
+            }
+        }
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
         let status = every_when_changed(Duration::from_secs(a.status_secs), || {

@@ -102,3 +102,12 @@ fn a_node_cannot_be_both_hops_of_a_route() {
     assert!(!ok);
     assert!(stderr.contains("node 11111111 is both the relay and an exit: a route's two hops must be different nodes"), "{stderr}");
 }
+
+#[test]
+fn a_node_rate_cap_out_of_range_or_not_a_number_is_refused() {
+    for bad in ["0", "2000000", "fast"] {
+        let (ok, _, stderr) = tollway(&["node", "run", "--home", "nowhere", "--key", "none.key", "--max-rate-mbps", bad]);
+        assert!(!ok);
+        assert!(stderr.contains(&format!("invalid value '{bad}' for '--max-rate-mbps <MBPS>'")), "{stderr}");
+    }
+}

@@ -360,6 +360,26 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     eprintln!("exit_b settled on its own: {b_paid} bytes paid on chain");
     assert!(b_paid > 1 << 20, "exit_b did not settle by itself: {b_paid} bytes paid");
 
+    // exit_a back, relaying at most 16 Mbit/s (2 MB/s): it says so, warns
+    // that this is below the 100 Mbit/s it claims, and 6 MiB take it about
+    // three seconds (a few milliseconds uncapped).
+    let mut args_capped = args_a.clone();
+    args_capped.extend(["--max-rate-mbps", "16"].map(String::from));
+    let node_capped = Daemon::start(&dir, &args_capped.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    assert!(node_capped.lines.iter().any(|l| l == "relaying at most 16 Mbit/s each way"), "{:?}", node_capped.lines);
+    let warning = "warning: --max-rate-mbps 16 is below the 100 Mbit/s this node claims";
+    assert!(node_capped.lines.iter().any(|l| l.starts_with(warning)), "{:?}", node_capped.lines);
+    let (proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id]);
+    let started = Instant::now();
+    let body = curl(&["--socks5-hostname", &listen, &url(6 << 20)]).unwrap();
+    let took = started.elapsed();
+    eprintln!("6 MiB through an exit capped at 16 Mbit/s in {took:?}");
+    assert!(body == pattern(6 << 20), "capped exit: {} bytes or wrong bytes", body.len());
+    // (6 MiB less the 100 kB burst and one 64 KiB read) at 2 MB/s.
+    assert!(took >= Duration::from_millis(2_900), "6 MiB in {took:?} through a 2 MB/s cap");
+    drop(proxy);
+    drop(node_capped);
+
     // A channel whose escrow runs out: alice's newest channel to exit_b
     // holds $0.001 (2 MiB). The proxy retires the route, says so, looks it
     // up on the chain again and brings it back on the channel that still

@@ -183,6 +183,7 @@ async fn start_node_with(
         server: ServerOptions { shards: Some(shards.handles()), ..ServerOptions::default() },
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
+        max_rate_bytes_per_sec: None,
     };
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, channels.clone(), receipts.clone()).await.unwrap();

@@ -52,6 +52,7 @@ mod identity;
 mod listener;
 mod options;
 mod quic;
+pub mod rate;
 mod shards;
 mod tls;
 mod verify;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle, Status};
+use tollway_net::rate::RateLimit;
 use tollway_net::{Connection, Home, Listener, ServerOptions, TlsIdentity, Transport};
 use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
 use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Sessions at once; a client beyond it is refused with `Limit`.
     pub max_sessions: usize,
+    /// What the node relays, each way, over all its streams together
+    /// (`tollway_net::rate`); `None`: as fast as it can.
+    pub max_rate_bytes_per_sec: Option<u64>,
 }
 
 struct Hooks {
@@ -44,6 +48,7 @@ struct Hooks {
     sessions: Arc<Sessions>,
     /// Which session each channel pays for (`holders`).
     holders: Arc<Mutex<Holders>>,
+    rate: Option<Arc<RateLimit>>,
 }
 
 /// Gives `channel` to `session`, closing the session that held it; what
@@ -98,9 +103,13 @@ impl NodeHooks for Hooks {
     fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>> {
         let policy = self.policy.clone();
         let timeout = self.connect_timeout;
+        let rate = self.rate.clone();
         Box::pin(async move {
             let stream = connect_dest(&dest, &policy, timeout).await?;
-            Ok(Box::new(stream) as BoxStream)
+            Ok(match rate {
+                Some(rate) => Box::new(rate.wrap(stream)) as BoxStream,
+                None => Box::new(stream) as BoxStream,
+            })
         })
     }
 
@@ -144,6 +153,7 @@ impl NodeServer {
             connect_timeout: config.connect_timeout,
             sessions: sessions.clone(),
             holders: Arc::new(Mutex::new(Holders::default())),
+            rate: config.max_rate_bytes_per_sec.map(RateLimit::new),
         });
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));

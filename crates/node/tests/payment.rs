@@ -198,6 +198,7 @@ async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: 
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(5),
         max_sessions: 10,
+        max_rate_bytes_per_sec: None,
     };
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();

@@ -1,0 +1,276 @@
+//! A node's cap on what it relays (`tollway node run --max-rate-mbps`): a
+//! home line sells its idle bandwidth, and its owner keeps the rest.
+//!
+//! The cap applies to the node's side of each stream, its sockets to
+//! destinations (or, on a relay, to exits), each way on its own: what it
+//! reads from them (sent on to clients) and what it writes to them (from
+//! clients). Every byte relayed crosses the owner's line both in and out,
+//! so a cap of N Mbit/s each way keeps the node's use of the line near
+//! N Mbit/s in each direction, whatever the mix. Control frames, pings and
+//! receipts are not capped: a capped node still answers at once.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+const NANOS_PER_SEC: i128 = 1_000_000_000;
+
+/// A token bucket in bytes, on the caller's clock (no clock of its own, so
+/// tests drive it exactly).
+///
+/// A taker takes its bytes first and waits after: the bucket goes into debt
+/// and [`TokenBucket::take`] says how long until the debt is paid. So the
+/// bytes taken by time `t` never exceed the burst plus the rate times `t`,
+/// however many takers share the bucket, and each waits its turn.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate_bytes_per_sec: u64,
+    burst_bytes: u64,
+    /// Bytes available, in billionths of a byte (so a refill of a few
+    /// nanoseconds is not rounded away); below zero while in debt.
+    level_nanobytes: i128,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. The burst is a twentieth of a second at the rate, at
+    /// least 64 KiB (one read of a stream's socket), so a bulk transfer
+    /// moves in reads of normal size and short pauses.
+    pub fn new(rate_bytes_per_sec: u64, now: Instant) -> TokenBucket {
+        let rate_bytes_per_sec = rate_bytes_per_sec.max(1);
+        let burst_bytes = (rate_bytes_per_sec / 20).max(64 * 1024);
+        TokenBucket { rate_bytes_per_sec, burst_bytes, level_nanobytes: burst_bytes as i128 * NANOS_PER_SEC, at: now }
+    }
+
+    pub fn burst_bytes(&self) -> u64 {
+        self.burst_bytes
+    }
+
+    /// Takes `n` bytes at `now`; how long the taker should wait before it
+    /// moves more (zero while the bucket holds enough).
+    pub fn take(&mut self, now: Instant, n: u64) -> Duration {
+        let rate = self.rate_bytes_per_sec as i128;
+        if now > self.at {
+            let elapsed_ns = now.duration_since(self.at).as_nanos().min(u64::MAX as u128) as i128;
+            let full = self.burst_bytes as i128 * NANOS_PER_SEC;
+            self.level_nanobytes = (self.level_nanobytes + elapsed_ns * rate).min(full);
+            self.at = now;
+        }
+        self.level_nanobytes -= n as i128 * NANOS_PER_SEC;
+        if self.level_nanobytes >= 0 {
+            return Duration::ZERO;
+        }
+        // Rounded up, so a wait never ends before the debt is paid.
+        let wait_ns = (-self.level_nanobytes + rate - 1) / rate;
+        Duration::from_nanos(wait_ns.min(u64::MAX as i128) as u64)
+    }
+}
+
+/// Tokio's clock, which the pauses sleep on (and tests pause).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// One cap shared by every stream of a node: a bucket each way.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate_bytes_per_sec: u64,
+    /// What the node reads from its destinations (to its clients).
+    from_destinations: Mutex<TokenBucket>,
+    /// What the node writes to its destinations (from its clients).
+    to_destinations: Mutex<TokenBucket>,
+}
+
+impl RateLimit {
+    pub fn new(rate_bytes_per_sec: u64) -> Arc<RateLimit> {
+        let now = now();
+        Arc::new(RateLimit {
+            rate_bytes_per_sec,
+            from_destinations: Mutex::new(TokenBucket::new(rate_bytes_per_sec, now)),
+            to_destinations: Mutex::new(TokenBucket::new(rate_bytes_per_sec, now)),
+        })
+    }
+
+    pub fn rate_bytes_per_sec(&self) -> u64 {
+        self.rate_bytes_per_sec
+    }
+
+    /// A destination's socket, capped.
+    pub fn wrap<S>(self: &Arc<Self>, inner: S) -> RateLimited<S> {
+        RateLimited { inner, limit: self.clone(), read_pause: None, write_pause: None }
+    }
+
+    fn take(bucket: &Mutex<TokenBucket>, n: usize) -> Option<Pin<Box<Sleep>>> {
+        // A panic elsewhere while holding the lock leaves a bucket that is
+        // still a valid number: keep using it.
+        let wait = bucket.lock().unwrap_or_else(|e| e.into_inner()).take(now(), n as u64);
+        (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)))
+    }
+}
+
+/// A stream whose reads and writes wait their turn in a [`RateLimit`]: each
+/// read or write goes ahead, and the next one waits until the bytes it
+/// moved are paid for.
+pub struct RateLimited<S> {
+    inner: S,
+    limit: Arc<RateLimit>,
+    read_pause: Option<Pin<Box<Sleep>>>,
+    write_pause: Option<Pin<Box<Sleep>>>,
+}
+
+/// Waits out `pause`, if any.
+fn poll_pause(pause: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    if let Some(sleep) = pause {
+        ready!(sleep.as_mut().poll(cx));
+        *pause = None;
+    }
+    Poll::Ready(())
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for RateLimited<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(poll_pause(&mut this.read_pause, cx));
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read_pause = RateLimit::take(&this.limit.from_destinations, n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> RateLimited<S> {
+    /// Counts what a write moved.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.write_pause = RateLimit::take(&self.limit.to_destinations, n);
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for RateLimited<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(poll_pause(&mut this.write_pause, cx));
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(poll_pause(&mut this.write_pause, cx));
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_full_bucket_lets_its_burst_through_at_once() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(MIB, t0);
+        assert_eq!(b.burst_bytes(), 64 * 1024);
+        assert_eq!(b.take(t0, 64 * 1024), Duration::ZERO);
+        // One byte more is owed: a millionth of a second at 1 MiB/s.
+        let wait = b.take(t0, 1);
+        assert!(wait > Duration::ZERO && wait <= Duration::from_nanos(954), "{wait:?}");
+    }
+
+    #[test]
+    fn bytes_taken_never_outrun_the_rate_however_many_share_it() {
+        // Three takers, each taking 16 KiB as soon as its wait is over,
+        // for ten virtual seconds at 1 MiB/s: 10 MiB plus the burst, less
+        // at most one take each (the last ones still waiting).
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(MIB, t0);
+        let mut next = [t0; 3];
+        let mut taken = 0u64;
+        let end = t0 + Duration::from_secs(10);
+        loop {
+            let (i, &at) = next.iter().enumerate().min_by_key(|(_, at)| **at).unwrap();
+            if at >= end {
+                break;
+            }
+            next[i] = at + b.take(at, 16 * 1024);
+            taken += 16 * 1024;
+            let allowed = b.burst_bytes() + (MIB as f64 * at.duration_since(t0).as_secs_f64()) as u64 + 3 * 16 * 1024;
+            assert!(taken <= allowed, "{taken} B by {:?}, allowed {allowed}", at.duration_since(t0));
+        }
+        let expected = 10 * MIB + b.burst_bytes();
+        assert!(taken + 3 * 16 * 1024 >= expected && taken <= expected + 3 * 16 * 1024, "{taken} B, about {expected}");
+    }
+
+    #[test]
+    fn a_quiet_spell_refills_no_more_than_the_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(MIB, t0);
+        assert_eq!(b.take(t0, 64 * 1024), Duration::ZERO);
+        // An hour later, the bucket is full again, and no fuller.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(b.take(later, 64 * 1024), Duration::ZERO);
+        let wait = b.take(later, 512 * 1024);
+        assert!(wait >= Duration::from_millis(499) && wait <= Duration::from_millis(501), "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_stream_moves_its_bytes_at_the_rate_both_ways() {
+        // 2 MiB each way through a 1 MiB/s cap takes about two seconds of
+        // (virtual) time each, the first 64 KiB free.
+        let limit = RateLimit::new(MIB);
+        let (near, mut far) = tokio::io::duplex(256 * 1024);
+        let mut capped = limit.wrap(near);
+        let n = 2 * MIB as usize;
+        let started = tokio::time::Instant::now();
+        let writer = tokio::spawn(async move {
+            far.write_all(&vec![7u8; n]).await.unwrap();
+            let mut back = vec![0u8; n];
+            far.read_exact(&mut back).await.unwrap();
+            back
+        });
+        let mut got = vec![0u8; n];
+        capped.read_exact(&mut got).await.unwrap();
+        let read_took = started.elapsed();
+        capped.write_all(&got).await.unwrap();
+        let both_took = started.elapsed();
+        assert_eq!(writer.await.unwrap(), vec![7u8; n]);
+        // The last read's or write's bytes are paid for by the next one's
+        // wait, so a side ends up to one transfer (at most the duplex's
+        // 256 KiB) sooner.
+        let at_rate = |bytes: usize| Duration::from_secs_f64((bytes - 64 * 1024) as f64 / MIB as f64);
+        let (fastest, slowest) = (at_rate(n - 256 * 1024), at_rate(n) + Duration::from_millis(100));
+        assert!(read_took >= fastest && read_took <= slowest, "read: {read_took:?}");
+        let write_took = both_took - read_took;
+        assert!(write_took >= fastest && write_took <= slowest, "write: {write_took:?}");
+    }
+}
