@@ -149,26 +149,41 @@ async fn start_node(label: &str, client: &SigningKey, nonce: u64) -> TestNode {
 
 /// [`start_node`] with a channel of `escrow` in the node's chain.
 async fn start_node_escrow(label: &str, client: &SigningKey, nonce: u64, escrow: Usd) -> TestNode {
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    start_node_with(label, client, nonce, devnet, Transport::ALL.to_vec(), 0..=0, escrow).await
+    start_node_with(label, client, nonce, NodeSetup { escrow, ..NodeSetup::default() }).await
 }
 
 /// A devnet node over TLS on `port` alone, with channel 0 from `client`:
 /// one a test stops and starts again on a port it knows.
 async fn start_node_on(label: &str, client: &SigningKey, port: u16) -> TestNode {
-    let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
-    start_node_with(label, client, 0, devnet, vec![Transport::Tls], port..=port, ESCROW).await
+    let setup = NodeSetup { transports: vec![Transport::Tls], ports: port..=port, ..NodeSetup::default() };
+    start_node_with(label, client, 0, setup).await
 }
 
-async fn start_node_with(
-    label: &str,
-    client: &SigningKey,
-    nonce: u64,
+/// How a test node serves: a devnet's node (loopback allowed, both
+/// transports, an ephemeral port, `ESCROW` in its channel, no rate cap)
+/// unless a test says otherwise.
+struct NodeSetup {
     policy: ExitPolicy,
     transports: Vec<Transport>,
     ports: std::ops::RangeInclusive<u16>,
     escrow: Usd,
-) -> TestNode {
+    max_rate_bytes_per_sec: Option<u64>,
+}
+
+impl Default for NodeSetup {
+    fn default() -> NodeSetup {
+        NodeSetup {
+            policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
+            transports: Transport::ALL.to_vec(),
+            ports: 0..=0,
+            escrow: ESCROW,
+            max_rate_bytes_per_sec: None,
+        }
+    }
+}
+
+async fn start_node_with(label: &str, client: &SigningKey, nonce: u64, setup: NodeSetup) -> TestNode {
+    let NodeSetup { policy, transports, ports, escrow, max_rate_bytes_per_sec } = setup;
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = Arc::new(StaticChannels::default());
@@ -183,7 +198,7 @@ async fn start_node_with(
         server: ServerOptions { shards: Some(shards.handles()), ..ServerOptions::default() },
         connect_timeout: Duration::from_secs(5),
         max_sessions: 1000,
-        max_rate_bytes_per_sec: None,
+        max_rate_bytes_per_sec,
     };
     let receipts = ReceiptBook::in_memory();
     let server = NodeServer::start(config, &identity, channels.clone(), receipts.clone()).await.unwrap();
@@ -806,7 +821,8 @@ async fn curl_through_two_hops_over_tls_and_quic_is_byte_exact() {
 async fn the_exit_refuses_the_lan_and_metadata_addresses() {
     let client = SigningKey::from_label("carol");
     // This exit runs the default policy: no loopback either.
-    let exit = start_node_with("exit-3b", &client, 0, ExitPolicy::default(), vec![Transport::Tls], 0..=0, ESCROW).await;
+    let setup = NodeSetup { policy: ExitPolicy::default(), transports: vec![Transport::Tls], ..NodeSetup::default() };
+    let exit = start_node_with("exit-3b", &client, 0, setup).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     // Waiting for the exit: the refusal comes back as a SOCKS error.
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
@@ -1176,16 +1192,10 @@ async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
     assert_eq!(pool.history().await, [0]);
 }
 
-/// The same through a client's slow uplink (256 KiB/s, a 2 Mbit/s line),
-/// the usual home case: while a program uploads, the ping waits behind the
-/// upload in the client's own socket, and the route must stay up. What the
-/// client hears meanwhile is the node's window announcements, at least
-/// every quarter second (`WINDOW_ANNOUNCE_EVERY`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
-    // Reads an 8-byte length and that many bytes of the pattern, answers
-    // "ok" if they are right.
-    let sink = serve_each(LOOPBACK, |mut socket| async move {
+/// Reads an 8-byte length and that many bytes of the pattern, answers
+/// "ok" if they are right.
+async fn upload_sink() -> SocketAddr {
+    serve_each(LOOPBACK, |mut socket| async move {
         let mut len = [0u8; 8];
         if socket.read_exact(&mut len).await.is_err() {
             return;
@@ -1195,7 +1205,28 @@ async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
             let _ = socket.write_all(b"ok").await;
         }
     })
-    .await;
+    .await
+}
+
+/// Uploads `n` bytes of the pattern to an [`upload_sink`] through `front`;
+/// its answer.
+async fn upload(front: SocketAddr, sink: SocketAddr, n: usize) -> Vec<u8> {
+    let mut s = socks_connect(front, sink, &[]).await;
+    s.write_all(&(n as u64).to_be_bytes()).await.unwrap();
+    s.write_all(&pattern(n)).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    answer
+}
+
+/// The same through a client's slow uplink (256 KiB/s, a 2 Mbit/s line),
+/// the usual home case: while a program uploads, the ping waits behind the
+/// upload in the client's own socket, and the route must stay up. What the
+/// client hears meanwhile is the node's window announcements, at least
+/// every quarter second (`WINDOW_ANNOUNCE_EVERY`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
+    let sink = upload_sink().await;
     let client = SigningKey::from_label("mona");
     let exit = start_node("exit-uplink", &client, 0).await;
     let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, Some(256 << 10)).await;
@@ -1203,15 +1234,46 @@ async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
     let name = route.name();
     let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
     let started = std::time::Instant::now();
-    let mut s = socks_connect(front, sink, &[]).await;
-    let n = 1usize << 20;
-    s.write_all(&(n as u64).to_be_bytes()).await.unwrap();
-    s.write_all(&pattern(n)).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer).await;
+    let answer = upload(front, sink, 1 << 20).await;
     eprintln!("1 MiB up through a 256 KiB/s uplink in {:?}", started.elapsed());
     assert!(events_with(&format!("route {name} down")).is_empty(), "{:?}", events_with(&name));
     assert_eq!(answer, b"ok");
+    assert_eq!(pool.history().await, [0]);
+}
+
+/// A relay that caps what it relays (`node run --max-rate-mbps 16`: 2 MB/s
+/// each way) carries a two-hop download and upload at its cap, byte-exact,
+/// and the route stays up: the exit's answers to the client's pings wait
+/// behind the data in the capped relay, and the data still arriving says
+/// the route is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_relay_carries_both_ways_at_its_cap_and_the_route_stays_up() {
+    const RATE: u64 = 2_000_000;
+    let (web, sink) = (web_server().await, upload_sink().await);
+    let client = SigningKey::from_label("cap");
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_rate_bytes_per_sec: Some(RATE), ..NodeSetup::default() };
+    let relay = start_node_with("relay-capped", &client, 0, setup).await;
+    let exit = start_node("exit-behind-cap", &client, 1).await;
+    let route = Route { relay: Some(relay.hop(Transport::Tls, &client, 0)), exit: exit.hop(Transport::Tls, &client, 1) };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    // How long `bytes` take at the cap: all but the burst (100 kB) and the
+    // last read or write, whose bytes the next one would have paid for (a
+    // read of up to 64 KiB; a write of what the stream's writer gathers,
+    // 256 KiB and at most one data frame more), at the rate.
+    let at_cap = |bytes: usize, last: usize| Duration::from_secs_f64((bytes as f64 - 100e3 - last as f64) / RATE as f64);
+    let started = std::time::Instant::now();
+    let body = socks_get(front, web, 4 << 20).await;
+    let down = started.elapsed();
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(4 << 20)), "{:?} bytes", body.map(|b| b.len()));
+    let started = std::time::Instant::now();
+    let answer = upload(front, sink, 2 << 20).await;
+    let up = started.elapsed();
+    assert_eq!(answer, b"ok");
+    eprintln!("through a relay capped at 2 MB/s: 4 MiB down in {down:?}, 2 MiB up in {up:?}");
+    assert!(down >= at_cap(4 << 20, 64 << 10), "4 MiB down in {down:?}");
+    assert!(up >= at_cap(2 << 20, 272 << 10), "2 MiB up in {up:?}");
+    assert!(events_with(&format!("route {name} down")).is_empty(), "{:?}", events_with(&name));
     assert_eq!(pool.history().await, [0]);
 }
 
@@ -1567,9 +1629,9 @@ async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
         let web = slow_web_server(6).await;
         let client = SigningKey::from_label("erin");
         let base = free_port_range(SPAN);
-        let devnet = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() };
         let last = base + SPAN - 1;
-        let node = start_node_with("hopper", &client, 0, devnet, vec![transport], base..=last, ESCROW).await;
+        let setup = NodeSetup { transports: vec![transport], ports: base..=last, ..NodeSetup::default() };
+        let node = start_node_with("hopper", &client, 0, setup).await;
         let hop = Hop { port_first: base, port_last: last, ..node.hop(transport, &client, 0) };
         let routes = vec![Route { relay: None, exit: hop }];
         let (front, _pool) =

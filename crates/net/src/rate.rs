@@ -115,7 +115,8 @@ impl RateLimit {
 
 /// A stream whose reads and writes wait their turn in a [`RateLimit`]: each
 /// read or write goes ahead, and the next one waits until the bytes it
-/// moved are paid for.
+/// moved are paid for. So a transfer of n bytes through a cap of r takes at
+/// least (n − burst − its last read or write) / r.
 pub struct RateLimited<S> {
     inner: S,
     limit: Arc<RateLimit>,
