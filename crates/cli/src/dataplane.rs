@@ -487,6 +487,15 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     if let Some(r) = a.relay.as_ref().filter(|r| a.exits.contains(r)) {
         anyhow::bail!("node {} is both the relay and an exit: a route's two hops must be different nodes", r.short());
     }
+    // A proxy others can reach spends this key's channels for them, under
+    // this key's name: only with a password.
+    if !a.listen.ip().is_loopback() && a.user.is_none() {
+        anyhow::bail!(
+            "--listen {}: anyone who reaches this address could use the proxy and spend your channels; \
+             give --user and --password, or listen on a loopback address (the default, 127.0.0.1:1080)",
+            a.listen
+        );
+    }
     let key = keys::load_key_file(&a.key.clone().unwrap_or_else(keys::default_key_path))?;
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;

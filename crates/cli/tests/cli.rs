@@ -111,3 +111,21 @@ fn a_node_rate_cap_out_of_range_or_not_a_number_is_refused() {
         assert!(stderr.contains(&format!("invalid value '{bad}' for '--max-rate-mbps <MBPS>'")), "{stderr}");
     }
 }
+
+#[test]
+fn a_proxy_others_can_reach_needs_a_password() {
+    let node = "11".repeat(32);
+    for listen in ["0.0.0.0:1080", "192.168.1.20:1080", "[::]:1080"] {
+        let (ok, _, stderr) = tollway(&["connect", "--exit", &node, "--listen", listen]);
+        assert!(!ok);
+        let why = format!("--listen {listen}: anyone who reaches this address could use the proxy and spend your channels");
+        assert!(stderr.contains(&why), "{stderr}");
+    }
+    // With a password it gets past that check (to the key file, here missing).
+    let (ok, _, stderr) = tollway(&[
+        "connect", "--exit", &node, "--listen", "0.0.0.0:1080", "--user", "u", "--password", "p", "--key", "/nonexistent.key",
+    ]);
+    assert!(!ok);
+    assert!(!stderr.contains("anyone who reaches"), "{stderr}");
+    assert!(stderr.contains("nonexistent.key"), "{stderr}");
+}
