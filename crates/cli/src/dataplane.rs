@@ -4,6 +4,7 @@
 //! structs to `tollway-node` / `tollway-client`.
 
 use crate::api_client::{ApiClient, NodeInfo};
+use crate::wallet::NodeFilter;
 use crate::keys;
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tollway_client::choice::{self, Candidate};
 use tollway_client::connect::ConnectOptions;
 use tollway_client::{human_bytes, serve_front, ClientConfig, FrontConfig, Hop, Renewal, Route, RoutePool, FIRST_BYTES_WAIT_DEFAULT};
 use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
@@ -380,8 +382,20 @@ pub struct ConnectArgs {
     api: Option<String>,
     /// An exit node's account id; repeat for failover, best first. Each
     /// needs an open channel from this key.
-    #[arg(long = "exit", value_name = "NODE", required = true, value_parser = parse_node_id)]
+    #[arg(long = "exit", value_name = "NODE", required_unless_present = "pick", conflicts_with = "pick", value_parser = parse_node_id)]
     exits: Vec<AccountId>,
+    /// Instead of --exit: pick N exits from the market, best first: the
+    /// active nodes that pass the filters below and have a channel from
+    /// this key (or get one, --open-channels), scored by price, verified
+    /// throughput, reputation and latency from here.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pick: Option<u64>,
+    #[command(flatten)]
+    filter: NodeFilter,
+    /// With --pick: open a channel with this escrow (e.g. '$2'), expiring
+    /// in 7 days, to each picked node that has none.
+    #[arg(long, value_name = "USD")]
+    open_channels: Option<String>,
     /// A relay node in front of every exit (two hops).
     #[arg(long, value_name = "NODE", value_parser = parse_node_id)]
     relay: Option<AccountId>,
@@ -479,6 +493,89 @@ fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId])
     })
 }
 
+/// How long a picked node may take to accept a TCP connection before it
+/// counts as not answering.
+const PICK_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The life of a channel `connect --open-channels` opens.
+const PICKED_CHANNEL_SECS: u64 = 7 * 24 * 3600;
+
+/// `connect --pick N`: the market's active nodes that pass the filter and
+/// have (or, with --open-channels, get) a channel from this key, ranked by
+/// `tollway_client::choice`, best first; tells the user what it picked and
+/// why, and opens the missing channels.
+fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> anyhow::Result<Vec<AccountId>> {
+    let me = key.public();
+    let (market, _) = api.nodes(&a.filter.query()?)?;
+    let (channels, _) = api.account_channels(&me)?;
+    let now_secs = crate::wallet::chain_now_secs(api)?;
+    let has_channel =
+        |id: &AccountId| channels.iter().any(|c| c.node == *id && c.paid < c.escrow && c.expires_at_secs > now_secs);
+    let matching: Vec<&NodeInfo> =
+        market.iter().filter(|n| n.active && !n.addrs.is_empty() && Some(n.id) != a.relay && n.id != me).collect();
+    if matching.is_empty() {
+        bail!("no active node matches the filters; `tollway wallet nodes` with the same filters lists the market");
+    }
+    let open_escrow = a.open_channels.as_deref().map(crate::wallet::parse_usd).transpose()?;
+    let eligible: Vec<&NodeInfo> =
+        matching.iter().copied().filter(|n| open_escrow.is_some() || has_channel(&n.id)).collect();
+    if eligible.is_empty() {
+        bail!(
+            "{} node(s) match, but none has an open channel from {} with escrow left: \
+             add --open-channels '$2' to open one to each picked node, or open one with \
+             `tollway wallet open-channel <node> <usd> --expires-in 7d`",
+            matching.len(),
+            me.short()
+        );
+    }
+    // Latency from here: a TCP connect to each node's first port, all at once.
+    let rtts: Vec<Option<Duration>> = std::thread::scope(|scope| {
+        let tries: Vec<_> = eligible
+            .iter()
+            .map(|node| {
+                let addr = SocketAddr::new(node.addrs[0], node.port_first);
+                scope.spawn(move || {
+                    let started = std::time::Instant::now();
+                    std::net::TcpStream::connect_timeout(&addr, PICK_CONNECT_TIMEOUT).ok().map(|_| started.elapsed())
+                })
+            })
+            .collect();
+        tries.into_iter().map(|t| t.join().ok().flatten()).collect()
+    });
+    let candidates: Vec<Candidate> = eligible
+        .iter()
+        .zip(&rtts)
+        .map(|(node, rtt)| Candidate {
+            node: node.id,
+            price_usd_micro_per_gib: node.price_usd_micro_per_gib,
+            verified_capacity_bps: node.verified_capacity_bps,
+            reputation_ppm: node.reputation_ppm,
+            rtt: *rtt,
+        })
+        .collect();
+    let mut picked = Vec::new();
+    for (i, score) in choice::rank(&candidates, &me).into_iter().take(n) {
+        let node = eligible[i];
+        let rtt = rtts[i].map_or_else(|| "no answer".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
+        outln!(
+            "picked exit {} ({} {}, {}/GiB, {} verified, reputation {:.1}%, {rtt}): score {score:.2}",
+            node.id.short(),
+            node.country.as_str(),
+            node.region,
+            tollway_types::amount::Usd(node.price_usd_micro_per_gib as u128),
+            crate::wallet::format_bps(node.verified_capacity_bps),
+            node.reputation_ppm as f64 / 10_000.0
+        )?;
+        if let (Some(escrow), false) = (open_escrow, has_channel(&node.id)) {
+            let expires_at_secs = now_secs.saturating_add(PICKED_CHANNEL_SECS);
+            let body = tollway_types::tx::TxBody::OpenChannel { node: node.id, escrow, expires_at_secs };
+            crate::wallet::submit_and_wait(api, key, body, 15_000)?;
+            outln!("opened a channel to node {} with {escrow} escrow, for 7 days", node.id.short())?;
+        }
+        picked.push(node.id);
+    }
+    Ok(picked)
+}
+
 pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     // One node as both hops would see the client's address and where it
     // goes, the very thing two hops keep apart; and it serves a channel
@@ -496,14 +593,21 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
             a.listen
         );
     }
+    if (a.filter.is_set() || a.open_channels.is_some()) && a.pick.is_none() {
+        bail!("--region, --country, the other filters and --open-channels choose among the market's nodes for --pick N");
+    }
     let key = keys::load_key_file(&a.key.clone().unwrap_or_else(keys::default_key_path))?;
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let me = key.public();
     let relay = a.relay.as_ref().map(|r| hop_for(&api, &me, r, &[])).transpose()?;
+    let exits = match a.pick {
+        Some(n) => pick_exits(&api, &key, a, n as usize)?,
+        None => a.exits.clone(),
+    };
     let mut routes = Vec::new();
-    for exit in &a.exits {
+    for exit in &exits {
         routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit, &[])? });
     }
     // A retired route's hops are looked up again on the chain, so a channel

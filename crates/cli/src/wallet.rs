@@ -50,6 +50,63 @@ pub struct WalletArgs {
     command: WalletCommand,
 }
 
+/// Which of the market's active nodes: `wallet nodes` lists them,
+/// `connect --pick` chooses among them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NodeFilter {
+    /// A macro-region, e.g. europe or north-america.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// An ISO 3166 country code, e.g. DE.
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Highest price per GiB in USD, e.g. 0.5.
+    #[arg(long, value_name = "USD")]
+    pub max_price_usd_per_gib: Option<String>,
+    /// Lowest capacity the oracles verified, in bit/s.
+    #[arg(long, value_name = "N")]
+    pub min_verified_capacity_bps: Option<u64>,
+    /// Lowest reputation, in parts per million.
+    #[arg(long, value_name = "PPM")]
+    pub min_reputation_ppm: Option<u32>,
+}
+
+impl NodeFilter {
+    /// The chain API's query for it (`GET /v1/nodes?…`); a bad region,
+    /// country or price is an error that names the flag.
+    pub fn query(&self) -> anyhow::Result<String> {
+        let mut query = Vec::new();
+        if let Some(r) = &self.region {
+            let names: Vec<&str> = MacroRegion::ALL.iter().map(|r| r.name()).collect();
+            let region = MacroRegion::from_name(r.trim())
+                .with_context(|| format!("--region {r:?} is not a region; use one of {}", names.join(", ")))?;
+            query.push(format!("region={}", region.name()));
+        }
+        if let Some(c) = &self.country {
+            query.push(format!("country={}", CountryCode::parse(c).context("--country")?));
+        }
+        if let Some(p) = &self.max_price_usd_per_gib {
+            query.push(format!("max_price_usd_micro_per_gib={}", usd_micro("--max-price-usd-per-gib", p)?));
+        }
+        if let Some(c) = self.min_verified_capacity_bps {
+            query.push(format!("min_verified_capacity_bps={c}"));
+        }
+        if let Some(r) = self.min_reputation_ppm {
+            query.push(format!("min_reputation_ppm={r}"));
+        }
+        Ok(query.join("&"))
+    }
+
+    /// Whether any filter is given.
+    pub fn is_set(&self) -> bool {
+        self.region.is_some()
+            || self.country.is_some()
+            || self.max_price_usd_per_gib.is_some()
+            || self.min_verified_capacity_bps.is_some()
+            || self.min_reputation_ppm.is_some()
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum WalletCommand {
     /// Balances, stake, unbonding and nonce of an account [default: own].
@@ -82,23 +139,7 @@ pub enum WalletCommand {
         account: Option<String>,
     },
     /// Search active nodes, best verified capacity first.
-    Nodes {
-        /// A macro-region, e.g. europe or north-america.
-        #[arg(long)]
-        region: Option<String>,
-        /// An ISO 3166 country code, e.g. DE.
-        #[arg(long)]
-        country: Option<String>,
-        /// Highest price per GiB in USD, e.g. 0.5.
-        #[arg(long, value_name = "USD")]
-        max_price_usd_per_gib: Option<String>,
-        /// Lowest capacity the oracles verified, in bit/s.
-        #[arg(long, value_name = "N")]
-        min_verified_capacity_bps: Option<u64>,
-        /// Lowest reputation, in parts per million.
-        #[arg(long, value_name = "PPM")]
-        min_reputation_ppm: Option<u32>,
-    },
+    Nodes(NodeFilter),
     /// Open a payment channel to a node, escrowing USD.
     OpenChannel {
         /// The node's account id (64 hex digits).
@@ -288,34 +329,7 @@ impl Wallet {
                 self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
             }
             WalletCommand::Channels { account } => self.channels(account.as_deref()),
-            WalletCommand::Nodes {
-                region,
-                country,
-                max_price_usd_per_gib,
-                min_verified_capacity_bps,
-                min_reputation_ppm,
-            } => {
-                let mut query = Vec::new();
-                if let Some(r) = region {
-                    let names: Vec<&str> = MacroRegion::ALL.iter().map(|r| r.name()).collect();
-                    let region = MacroRegion::from_name(r.trim())
-                        .with_context(|| format!("--region {r:?} is not a region; use one of {}", names.join(", ")))?;
-                    query.push(format!("region={}", region.name()));
-                }
-                if let Some(c) = country {
-                    query.push(format!("country={}", CountryCode::parse(c).context("--country")?));
-                }
-                if let Some(p) = max_price_usd_per_gib {
-                    query.push(format!("max_price_usd_micro_per_gib={}", usd_micro("--max-price-usd-per-gib", p)?));
-                }
-                if let Some(c) = min_verified_capacity_bps {
-                    query.push(format!("min_verified_capacity_bps={c}"));
-                }
-                if let Some(r) = min_reputation_ppm {
-                    query.push(format!("min_reputation_ppm={r}"));
-                }
-                self.nodes(&query.join("&"))
-            }
+            WalletCommand::Nodes(filter) => self.nodes(&filter.query()?),
             WalletCommand::OpenChannel { node, escrow_usd, expires_in } => {
                 self.open_channel(node, escrow_usd, expires_in)
             }
@@ -577,16 +591,7 @@ impl Wallet {
         if lifetime_secs == 0 {
             bail!("--expires-in must be longer than 0s");
         }
-        // Expiry is on the chain's clock: the time of the block that will
-        // include the tx. The tip's time lags it while the chain is idle (no
-        // empty blocks), so count from the later of the tip and this clock.
-        let tip_secs = self.api.status()?.time_ms / 1000;
-        let local_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let chain_now_secs = tip_secs.max(local_secs);
-        let expires_at_secs = chain_now_secs.saturating_add(lifetime_secs);
+        let expires_at_secs = chain_now_secs(&self.api)?.saturating_add(lifetime_secs);
         let done = self.submit(TxBody::OpenChannel { node, escrow, expires_at_secs })?;
         let me = self.key()?.public();
         let channel = channel_id(&me, done.nonce);
@@ -657,6 +662,17 @@ fn sign_next(api: &ApiClient, key: &SigningKey, body: TxBody, fee: Option<Amount
 /// Submits `body` as `key`'s next transaction and waits up to `wait_ms`
 /// for its block; `Ok` only once it committed. For daemons that settle on
 /// their own (`tollway node run`).
+/// Now on the chain's clock, which a channel's expiry is counted on: the
+/// time of the block that will include the tx. The tip's time lags it while
+/// the chain is idle (no empty blocks), so the later of the tip and this
+/// clock.
+pub fn chain_now_secs(api: &ApiClient) -> anyhow::Result<u64> {
+    let tip_secs = api.status()?.time_ms / 1000;
+    let local_secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Ok(tip_secs.max(local_secs))
+}
+
 pub fn submit_and_wait(api: &ApiClient, key: &SigningKey, body: TxBody, wait_ms: u64) -> anyhow::Result<tollway_types::tx::TxId> {
     let (tx, _, _) = sign_next(api, key, body, None)?;
     let kind = tx.tx.body.kind();
@@ -744,7 +760,7 @@ fn print_account(acct: &Account) -> std::io::Result<()> {
 }
 
 /// Bit/s for people: "100 Mbit/s", "1.5 Gbit/s".
-fn format_bps(bps: u64) -> String {
+pub fn format_bps(bps: u64) -> String {
     for (unit, scale) in [("Gbit/s", 1_000_000_000u64), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {
         if bps >= scale {
             let tenths = bps / (scale / 10);
@@ -800,7 +816,7 @@ fn parse_token(text: &str) -> anyhow::Result<Token> {
 }
 
 /// USD as `5`, `$5`, `5 USD`; a TWY amount is an error.
-fn parse_usd(text: &str) -> anyhow::Result<Usd> {
+pub fn parse_usd(text: &str) -> anyhow::Result<Usd> {
     match Amount::parse(text) {
         Ok(Amount::Usd(u)) => Ok(u),
         Ok(Amount::Token(_)) => bail!("{text:?} is TWY; this amount is in USD, e.g. \"$5\" or 5"),

@@ -129,3 +129,21 @@ fn a_proxy_others_can_reach_needs_a_password() {
     assert!(!stderr.contains("anyone who reaches"), "{stderr}");
     assert!(stderr.contains("nonexistent.key"), "{stderr}");
 }
+
+#[test]
+fn connect_needs_exits_or_pick_and_filters_only_go_with_pick() {
+    let node = "11".repeat(32);
+    let (ok, _, stderr) = tollway(&["connect"]);
+    assert!(!ok);
+    assert!(stderr.contains("--exit <NODE>") && stderr.contains("required"), "{stderr}");
+    let (ok, _, stderr) = tollway(&["connect", "--exit", &node, "--pick", "2"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let (ok, _, stderr) = tollway(&["connect", "--exit", &node, "--region", "europe"]);
+    assert!(!ok);
+    let why = "--region, --country, the other filters and --open-channels choose among the market's nodes for --pick N";
+    assert!(stderr.contains(why), "{stderr}");
+    let (ok, _, stderr) = tollway(&["connect", "--exit", &node, "--open-channels", "$2"]);
+    assert!(!ok);
+    assert!(stderr.contains(why), "{stderr}");
+}

@@ -164,7 +164,7 @@ fn register_node(dir: &Path, api: &str, name: &str, ports: u16) -> Node {
 fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let dir = temp_dir();
     let mut ids = std::collections::BTreeMap::new();
-    for name in ["alice", "exit_a", "exit_b"] {
+    for name in ["alice", "exit_a", "exit_b", "carol"] {
         let out = tollway(&dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         ids.insert(name, v["public"].as_str().unwrap().to_string());
@@ -175,6 +175,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         format!("{}=1000TWY,100USD", ids["alice"]),
         format!("{}=2000TWY,10USD", ids["exit_a"]),
         format!("{}=2000TWY,10USD", ids["exit_b"]),
+        format!("{}=10TWY,10USD", ids["carol"]),
     ];
     tollway(
         &dir,
@@ -191,6 +192,8 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
             &allocs[1],
             "--alloc",
             &allocs[2],
+            "--alloc",
+            &allocs[3],
         ],
     );
     let chain = ChainProcess::start(&dir, &home);
@@ -273,6 +276,37 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         assert!(body == pattern(1 << 20), "two hops over {transport}, HTTP forward: {} bytes or wrong bytes", body.len());
     }
 
+    // No --exit: the proxy picks from the market. alice has channels to
+    // both nodes: both picked, each with why, and they serve.
+    let (mut proxy, listen) = start_proxy(&dir, api, &["--pick", "2", "--region", "europe"]);
+    let picked: Vec<&String> = proxy.lines.iter().filter(|l| l.starts_with("picked exit ")).collect();
+    assert_eq!(picked.len(), 2, "{:?}", proxy.lines);
+    assert!(picked.iter().all(|l| l.contains("(DE europe, $0.5/GiB, ") && l.contains(": score ")), "{picked:?}");
+    let names: Vec<String> = [&a, &b].iter().map(|n| n.id[..8].to_string()).collect();
+    let routes = proxy.wait_for_line("routes, best first: ", Duration::from_secs(5));
+    let routes = routes.unwrap_or_else(|| panic!("{:?}", proxy.lines));
+    assert!(names.iter().all(|n| routes.contains(n.as_str())), "{routes}");
+    let body = curl(&["--socks5-hostname", &listen, &url(1 << 20)]).unwrap();
+    assert!(body == pattern(1 << 20), "picked exits: {} bytes or wrong bytes", body.len());
+    drop(proxy);
+    // Filters that match nobody, and a key with no channel: refused with why.
+    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--pick", "1", "--country", "FR"]);
+    assert!(err.contains("no active node matches the filters"), "{err}");
+    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--pick", "1"]);
+    assert!(err.contains("2 node(s) match, but none has an open channel from ") && err.contains("--open-channels"), "{err}");
+    // carol lets the proxy open one: to the node it picks, and it serves.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["connect", "--key", "carol.key", "--api", api, "--listen", &listen, "--pick", "1", "--open-channels", "$1"];
+    let carol = Daemon::start(&dir, &args, "proxy on");
+    let opened = carol.lines.iter().find(|l| l.starts_with("opened a channel to node ")).unwrap_or_else(|| panic!("{:?}", carol.lines));
+    assert!(opened.ends_with(" with $1 escrow, for 7 days"), "{opened}");
+    let body = curl(&["--socks5-hostname", &listen, &url(1 << 20)]).unwrap();
+    assert!(body == pattern(1 << 20), "carol's picked exit: {} bytes or wrong bytes", body.len());
+    drop(carol);
+    let listed = tollway(&dir, &["wallet", "--api", api, "--key", "carol.key", "channels", "--json"]);
+    let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(channels.as_array().map(Vec::len), Some(1), "{channels}");
+
     abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, node_b.child.id(), &url(100_000));
 
     // Failover: exit_a first, exit_b second; a bounded loop of requests,
@@ -321,8 +355,13 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // exit_a kept receipts for what it carried, in its home, and settles
     // the newest on the chain: its USD balance grows.
+    // (Its largest: alice's; carol's picked channel may be here too.)
     let listed = tollway(&dir, &["node", "receipts", "--home", &a.home, "--json"]);
-    let receipt: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    let receipt: serde_json::Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .max_by_key(|r| r["cumulative_bytes"].as_u64().unwrap_or(0))
+        .unwrap();
     assert!(receipt["cumulative_bytes"].as_u64().unwrap() > 5 << 20, "{receipt}");
     tollway(&dir, &["wallet", "--api", api, "--key", "exit_a.key", "settle-channel", receipt["hex"].as_str().unwrap()]);
     let listed = tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "channels", "--json"]);
