@@ -4,6 +4,7 @@
 //! structs to `tollway-node` / `tollway-client`.
 
 use crate::api_client::{ApiClient, NodeInfo};
+use crate::node_config::{self, NodeSettings};
 use crate::wallet::NodeFilter;
 use crate::keys;
 use anyhow::{bail, Context};
@@ -19,7 +20,7 @@ use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
 use tollway_tunnel::session::{
-    check_payment_terms, Limits, NodeTerms, DEFAULT_CREDIT_WINDOW_BYTES, DEFAULT_RECEIPT_INTERVAL_BYTES,
+    check_payment_terms, Limits, NodeTerms,
 };
 use tollway_tunnel::ExitPolicy;
 use tollway_types::keys::AccountId;
@@ -60,21 +61,23 @@ pub enum NodeCommand {
     },
 }
 
+/// `node run`'s flags. Each but --home may instead be a key of the home's
+/// `node.toml` or a `TOLLWAY_NODE_<KEY>` variable (`node_config`).
 #[derive(clap::Args)]
 pub struct NodeRunArgs {
     #[arg(long, value_name = "DIR")]
     home: PathBuf,
     /// The node's account key (the one its ledger record is under).
     #[arg(long, value_name = "FILE")]
-    key: PathBuf,
+    key: Option<PathBuf>,
     /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
     #[arg(long, value_name = "URL")]
     api: Option<String>,
-    /// The address to listen on.
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
-    listen: IpAddr,
-    /// Transports, comma-separated.
-    #[arg(long, value_name = "LIST", default_value = "tls,quic", value_delimiter = ',')]
+    /// The address to listen on [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    listen: Option<IpAddr>,
+    /// Transports, comma-separated [default: tls,quic].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     transports: Vec<Transport>,
     /// Let clients reach this machine's loopback (devnets and tests only).
     #[arg(long)]
@@ -85,9 +88,9 @@ pub struct NodeRunArgs {
     /// A destination port to refuse, e.g. 25; repeat for several.
     #[arg(long = "deny-port", value_name = "PORT")]
     deny_ports: Vec<u16>,
-    /// Sessions at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_sessions: usize,
+    /// Sessions at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
     /// Relay at most this many Mbit/s each way, over all clients together
     /// (what the node reads from destinations, and what it writes to them),
     /// so the line's owner keeps the rest. Default: no cap.
@@ -95,25 +98,50 @@ pub struct NodeRunArgs {
     max_rate_mbps: Option<u64>,
     /// Unpaid bytes a client may receive beyond its newest receipt before
     /// the node pauses it: this node's exposure per session. A larger
-    /// window keeps long paths (two hops, slow links) busier.
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_CREDIT_WINDOW_BYTES / 1024)]
-    credit_window_kib: u64,
+    /// window keeps long paths (two hops, slow links) busier [default: 2048].
+    #[arg(long, value_name = "KIB")]
+    credit_window_kib: Option<u64>,
     /// How often clients sign a receipt, in received bytes: at least 64
-    /// (each receipt is a signature) and below the credit window.
-    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RECEIPT_INTERVAL_BYTES / 1024)]
-    receipt_interval_kib: u64,
+    /// (each receipt is a signature) and below the credit window
+    /// [default: 1024].
+    #[arg(long, value_name = "KIB")]
+    receipt_interval_kib: Option<u64>,
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
     /// A channel is settled when its newest receipt holds at least
     /// --settle-min-usd more than the chain has settled, or when it expires
-    /// within two periods.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
-    settle_every: String,
-    #[arg(long, value_name = "USD", default_value = "0.10")]
-    settle_min_usd: String,
+    /// within two periods [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    settle_every: Option<String>,
+    /// [default: 0.10]
+    #[arg(long, value_name = "USD")]
+    settle_min_usd: Option<String>,
     /// Print the sessions served and the receipts held every N seconds,
-    /// when they changed; 0 never.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    status_secs: u64,
+    /// when they changed; 0 never [default: 60].
+    #[arg(long, value_name = "SECS")]
+    status_secs: Option<u64>,
+}
+
+impl NodeRunArgs {
+    /// The flags over the environment over `node.toml` over the defaults.
+    fn settings(&self) -> anyhow::Result<NodeSettings> {
+        let flags = node_config::Flags {
+            key: self.key.clone(),
+            api: self.api.clone(),
+            listen: self.listen,
+            transports: self.transports.clone(),
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private,
+            deny_ports: self.deny_ports.clone(),
+            max_sessions: self.max_sessions,
+            max_rate_mbps: self.max_rate_mbps,
+            credit_window_kib: self.credit_window_kib,
+            receipt_interval_kib: self.receipt_interval_kib,
+            settle_every: self.settle_every.clone(),
+            settle_min_usd: self.settle_min_usd.clone(),
+            status_secs: self.status_secs,
+        };
+        NodeSettings::resolve(&self.home, flags, node_config::read(&self.home)?)
+    }
 }
 
 pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
@@ -130,6 +158,13 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
                 "register with: tollway wallet register-node --tls-pin {} ...",
                 tollway_types::keys::hex(&identity.pin())
             )?;
+            // The operator's settings are theirs: an existing file stays.
+            let settings = home.join(node_config::FILE_NAME);
+            if !settings.exists() {
+                std::fs::write(&settings, node_config::template())
+                    .with_context(|| format!("writing {}", settings.display()))?;
+                outln!("settings of `node run` in {} (the defaults; uncomment a key to change it)", settings.display())?;
+            }
             Ok(())
         }
         NodeCommand::Run(args) => node_run(args),
@@ -200,7 +235,8 @@ fn cap_below_claim(max_rate_mbps: u64, claimed_capacity_bps: u64) -> Option<Stri
     })
 }
 
-fn node_run(a: &NodeRunArgs) -> anyhow::Result<()> {
+fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
+    let a = &args.settings()?;
     let (receipt_interval_bytes, credit_window_bytes) =
         (a.receipt_interval_kib.saturating_mul(1024), a.credit_window_kib.saturating_mul(1024));
     check_payment_terms(receipt_interval_bytes, credit_window_bytes).map_err(|why| {

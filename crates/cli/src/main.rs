@@ -16,6 +16,7 @@ mod chain;
 mod dataplane;
 mod demo;
 mod keys;
+mod node_config;
 mod sim;
 mod wallet;
 

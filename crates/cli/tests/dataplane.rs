@@ -220,12 +220,21 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
             .collect()
     };
     let args_a = node_args(&a, "exit_a.key");
-    let mut args_b = node_args(&b, "exit_b.key");
     // exit_b settles on its own, every second, whatever it holds, and
     // serves on terms of its own: receipts every 512 KiB, 4 MiB of credit.
+    // Its key, terms and status period come from the node.toml that
+    // `node init` wrote (uncommented here; the key relative to the home),
+    // the rest from flags.
+    let settings = Path::new(&b.home).join("node.toml");
+    let template = std::fs::read_to_string(&settings).unwrap();
+    assert!(template.contains("# max_rate_mbps = 20"), "{template}");
+    std::fs::write(
+        &settings,
+        format!("{template}\nkey = \"../exit_b.key\"\nreceipt_interval_kib = 512\ncredit_window_kib = 4096\nstatus_secs = 1\n"),
+    )
+    .unwrap();
+    let mut args_b: Vec<String> = node_args(&b, "exit_b.key").into_iter().filter(|a| a != "--key" && a != "exit_b.key").collect();
     args_b.extend(["--settle-every", "1s", "--settle-min-usd", "0"].map(String::from));
-    args_b.extend(["--receipt-interval-kib", "512", "--credit-window-kib", "4096"].map(String::from));
-    args_b.extend(["--status-secs", "1"].map(String::from));
     let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     let mut node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     let terms = "a receipt due every 512 KiB, a client paused 4096 KiB past its newest";
