@@ -46,6 +46,15 @@ pub struct ClientConfig {
     pub health_interval: Duration,
     /// A ping unanswered this long marks the route down.
     pub health_timeout: Duration,
+    /// The active route with no stream for this long is quiet: it is
+    /// pinged only every `quiet_ping_every` (a phone's radio may sleep),
+    /// and the next new stream waits for one ping's answer first (up to
+    /// `health_timeout`; without one the route is down and the stream goes
+    /// to the next).
+    pub quiet_after: Duration,
+    /// How often a quiet route is pinged: keeps NAT mappings and the
+    /// node's idle timeout from closing it.
+    pub quiet_ping_every: Duration,
     /// A route marked down is tried again after this long, then after
     /// twice as long as the time before at each failed try, up to
     /// `retry_after_max`: a node back from a restart serves again within
@@ -75,6 +84,8 @@ impl ClientConfig {
             routes,
             health_interval: Duration::from_millis(500),
             health_timeout: Duration::from_millis(1000),
+            quiet_after: Duration::from_secs(30),
+            quiet_ping_every: Duration::from_secs(25),
             retry_after: Duration::from_secs(1),
             retry_after_max: Duration::from_secs(30),
             on_event: None,
@@ -127,6 +138,46 @@ struct State {
     /// the first over. (A route gone silent may have lost its relay
     /// connection: the next connect makes a new one.)
     spare_relay: Option<Arc<RelayLink>>,
+    /// The active route's quiet spell, if any.
+    quiet: Quiet,
+}
+
+/// The active route's health checks while it carries no stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Quiet {
+    /// Since when it has had no stream; `None` while it has one.
+    since: Option<Instant>,
+    /// The last ping of its quiet spell.
+    pinged: Option<Instant>,
+}
+
+impl Quiet {
+    /// Whether a health check at `now` pings, with `streams` open: always
+    /// while it carries streams and for `quiet_after` after; then every
+    /// `quiet_ping_every`.
+    fn should_ping(&mut self, now: Instant, streams: usize, quiet_after: Duration, ping_every: Duration) -> bool {
+        if streams > 0 {
+            *self = Quiet::default();
+            return true;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) < quiet_after {
+            return true;
+        }
+        match self.pinged {
+            Some(at) if now.duration_since(at) < ping_every => false,
+            _ => {
+                self.pinged = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Whether a new stream should wait for a ping first: the route has not
+    /// been pinged every health interval for a while.
+    fn is_quiet(&self, now: Instant, quiet_after: Duration) -> bool {
+        self.since.is_some_and(|since| now.duration_since(since) >= quiet_after)
+    }
 }
 
 /// What brings a retired route back (a [`Renewal`] finds it).
@@ -241,6 +292,7 @@ impl RoutePool {
                 spent: Vec::new(),
                 history: Vec::new(),
                 spare_relay: None,
+                quiet: Quiet::default(),
             }),
             config,
         });
@@ -270,12 +322,19 @@ impl RoutePool {
 
     /// Pings the active route; marks it down if the ping fails.
     async fn check_health(&self) {
-        let active = self.state.lock().await.active.clone();
-        let Some((index, connected)) = active else {
-            return;
+        let (index, connected, ping) = {
+            let mut state = self.state.lock().await;
+            let Some((index, connected)) = state.active.clone() else {
+                return;
+            };
+            let (after, every) = (self.config.quiet_after, self.config.quiet_ping_every);
+            let ping = state.quiet.should_ping(Instant::now(), connected.exit.streams_open(), after, every);
+            (index, connected, ping)
         };
         let down = if let Some(why) = connected.closed_because() {
             Some(why)
+        } else if !ping {
+            None
         } else {
             let received = connected.exit.bytes_received();
             match tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await {
@@ -352,6 +411,7 @@ impl RoutePool {
         }
         state.down[index].up(Instant::now());
         state.history.push(index);
+        state.quiet = Quiet::default();
         exit
     }
 
@@ -564,12 +624,37 @@ impl RoutePool {
         Ok((i, self.activate(&mut state, i, connected)))
     }
 
+    /// Before a new stream goes to a quiet route (not pinged every health
+    /// interval for a while, so its node may have gone without a word):
+    /// one ping, up to `health_timeout`. Without an answer the route is
+    /// marked down (false), and the stream goes to the next one.
+    async fn still_there_if_quiet(&self, index: usize, session: &SessionHandle) -> bool {
+        let quiet = {
+            let mut state = self.state.lock().await;
+            let quiet = state.quiet.is_quiet(Instant::now(), self.config.quiet_after);
+            if quiet {
+                // A stream is coming: checks every health interval again.
+                state.quiet = Quiet::default();
+            }
+            quiet
+        };
+        if !quiet || matches!(tokio::time::timeout(self.config.health_timeout, session.ping()).await, Ok(Some(_))) {
+            return true;
+        }
+        let why = format!("no answer to a ping in {} ms after a quiet spell", self.config.health_timeout.as_millis());
+        self.mark_down(index, &why).await;
+        false
+    }
+
     /// Opens a stream to `dest` on the best route and returns once the exit
     /// has connected it (so a refusal is an error here); a route that turns
     /// out dead is marked down and the next one is tried.
     pub async fn open(&self, dest: Dest) -> Result<(SessionHandle, StreamId), ClientError> {
         for _ in 0..=self.config.routes.len() {
             let (index, session) = self.session().await?;
+            if !self.still_there_if_quiet(index, &session).await {
+                continue;
+            }
             match session.open(dest.clone()).await {
                 Ok(stream) => return Ok((session, stream)),
                 Err(OpenError::Refused(code)) => return Err(ClientError::Destination(code)),
@@ -592,6 +677,9 @@ impl RoutePool {
         let mut io = io;
         for _ in 0..=self.config.routes.len() {
             let (index, session) = self.session().await?;
+            if !self.still_there_if_quiet(index, &session).await {
+                continue;
+            }
             match session.open_attached(dest.clone(), io, on_refused.clone()).await {
                 Ok(_) => return Ok(()),
                 Err((OpenError::Refused(code), _)) => return Err(ClientError::Destination(code)),
@@ -771,7 +859,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, moved, renews, wait_text, Backoff, ClientConfig};
+    use super::{human_bytes, moved, renews, wait_text, Backoff, ClientConfig, Quiet};
     use crate::connect::{ConnectOptions, Hop, Route};
     use std::time::{Duration, Instant};
     use tollway_types::amount::Usd;
@@ -869,6 +957,27 @@ mod tests {
         assert_eq!(backoff.down(now, &config), first);
         assert_eq!(backoff.down(now, &config), first * 2);
         assert_eq!((wait_text(Duration::from_millis(300)), wait_text(first)), ("300 ms".to_string(), "1 s".to_string()));
+    }
+
+    #[test]
+    fn a_quiet_route_is_pinged_seldom_and_checked_before_its_next_stream() {
+        let (after, every) = (Duration::from_secs(30), Duration::from_secs(25));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut q = Quiet::default();
+        // Busy: every check pings.
+        assert!(q.should_ping(at(0), 3, after, every));
+        assert!(!q.is_quiet(at(0), after));
+        // Idle, but for less than `after`: every check still pings.
+        let pings = |q: &mut Quiet, from: u64, to: u64| (from..to).step_by(500).filter(|&ms| q.should_ping(at(ms), 0, after, every)).count();
+        assert_eq!(pings(&mut q, 500, 30_500), 60);
+        assert!(!q.is_quiet(at(30_000), after) && q.is_quiet(at(30_500), after));
+        // Quiet: one ping in 25 s, not fifty.
+        assert_eq!(pings(&mut q, 30_500, 55_500), 1);
+        assert_eq!(pings(&mut q, 55_500, 80_500), 1);
+        // A stream ends the spell.
+        assert!(q.should_ping(at(81_000), 1, after, every));
+        assert_eq!(q, Quiet::default());
     }
 
     #[test]

@@ -1050,6 +1050,8 @@ struct Forwarder {
     frozen: Arc<std::sync::atomic::AtomicBool>,
     /// Each connection's own switch, for `cut_existing`.
     connections: Arc<std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+    /// Bytes passed towards the client, over all connections.
+    bytes_down: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Forwarder {
@@ -1060,7 +1062,8 @@ impl Forwarder {
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (frozen_inside, connections_inside) = (frozen.clone(), connections.clone());
+        let bytes_down = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (frozen_inside, connections_inside, counted) = (frozen.clone(), connections.clone(), bytes_down.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(to).await else { continue };
@@ -1069,11 +1072,12 @@ impl Forwarder {
                 let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 connections_inside.lock().unwrap().push(cut.clone());
                 let stops = [frozen_inside.clone(), cut];
-                tokio::spawn(Self::pump(from_client, to_server, up_bps, stops.clone()));
-                tokio::spawn(Self::pump(from_server, to_client, down_bps, stops));
+                let uncounted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                tokio::spawn(Self::pump(from_client, to_server, up_bps, stops.clone(), uncounted));
+                tokio::spawn(Self::pump(from_server, to_client, down_bps, stops, counted.clone()));
             }
         });
-        Forwarder { port, frozen, connections }
+        Forwarder { port, frozen, connections, bytes_down }
     }
 
     /// Stops the connections open now, both ways and without a word,
@@ -1090,6 +1094,7 @@ impl Forwarder {
         mut to: tokio::net::tcp::OwnedWriteHalf,
         bytes_per_sec: Option<u64>,
         stops: [Arc<std::sync::atomic::AtomicBool>; 2],
+        counted: Arc<std::sync::atomic::AtomicU64>,
     ) {
         let start = tokio::time::Instant::now();
         let (mut sent, mut buf) = (0u64, vec![0u8; 16 * 1024]);
@@ -1101,6 +1106,7 @@ impl Forwarder {
                 return;
             }
             sent += n as u64;
+            counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             if let Some(rate) = bytes_per_sec {
                 tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
             }
@@ -1300,6 +1306,46 @@ async fn a_silent_exit_is_left_within_two_seconds() {
     assert_eq!(pool.history().await, [0, 1]);
     let down = events_with(&format!("route {name} down: "));
     assert!(down.iter().any(|l| l.contains("no answer to a ping and no data in 1000 ms")), "{down:?}");
+}
+
+/// While the proxy carries nothing, its route is pinged seldom, so a
+/// phone's radio can sleep: past `quiet_after` the node's side hears next
+/// to nothing. An exit that went silent meanwhile does not take the next
+/// connection: that one waits for a ping's answer first (up to a second),
+/// the route is marked down, and the connection goes to the next route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_proxy_pings_seldom_and_checks_its_route_before_the_next_connection() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("quinn");
+    let (first, _second, mut routes) = two_exits(&client, "exit-q1", "exit-q2").await;
+    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None, None).await;
+    routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
+    let name = routes[0].name();
+    let config = ClientConfig {
+        quiet_after: Duration::from_secs(1),
+        quiet_ping_every: Duration::from_secs(60),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), routes)
+    };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 1000).await.is_ok_and(|b| b == pattern(1000)));
+    // Quiet from a second after the request on (and its first ping done).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = front_of_first.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let heard = front_of_first.bytes_down.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!("{heard} bytes from the exit in 3 quiet seconds");
+    // Pinged every half second, that would be six pongs (a TLS record each).
+    assert!(heard < 64, "{heard} bytes in 3 quiet seconds");
+    front_of_first.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let body = socks_get(front, web, 1000).await;
+    let took = started.elapsed();
+    eprintln!("the first connection after the exit went silent in a quiet spell: {took:?}");
+    assert!(body.is_ok_and(|b| b == pattern(1000)));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(pool.history().await, [0, 1]);
+    let down = events_with(&format!("route {name} down: "));
+    assert!(down.iter().any(|l| l.contains("no answer to a ping in 1000 ms after a quiet spell")), "{down:?}");
 }
 
 /// A home node's line reconnects with a new address (or the node comes

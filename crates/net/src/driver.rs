@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -179,6 +179,7 @@ pub struct SessionHandle {
     usage: watch::Receiver<Usage>,
     received: Arc<AtomicU64>,
     unpaid: Arc<AtomicU64>,
+    streams_open: Arc<AtomicUsize>,
 }
 
 impl SessionHandle {
@@ -198,6 +199,12 @@ impl SessionHandle {
     /// already on its way, and bytes that keep arriving say the peer is up.
     pub fn bytes_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Streams open or opening on the session now (a client's health
+    /// checks slow down while there are none).
+    pub fn streams_open(&self) -> usize {
+        self.streams_open.load(Ordering::Relaxed)
     }
 
     /// Node: bytes delivered beyond the newest valid receipt, as of the
@@ -422,6 +429,8 @@ struct Driver {
     received: Arc<AtomicU64>,
     /// What [`SessionHandle::unpaid_bytes`] reads.
     unpaid: Arc<AtomicU64>,
+    /// What [`SessionHandle::streams_open`] reads.
+    streams_open: Arc<AtomicUsize>,
     /// Close with this once no stream is left (`close_when_drained`).
     drain: Option<(ErrorCode, String)>,
 }
@@ -464,13 +473,14 @@ pub fn spawn_with_prefix(
         usage,
         received: Arc::new(AtomicU64::new(0)),
         unpaid: Arc::new(AtomicU64::new(0)),
+        streams_open: Arc::new(AtomicUsize::new(0)),
         drain: None,
     };
     driver.add_path(0, io);
     if !prefix.is_empty() {
         driver.session.handle_input(Instant::now(), 0, &prefix);
     }
-    let (received, unpaid) = (driver.received.clone(), driver.unpaid.clone());
+    let (received, unpaid, streams_open) = (driver.received.clone(), driver.unpaid.clone(), driver.streams_open.clone());
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -479,6 +489,7 @@ pub fn spawn_with_prefix(
         usage: usage_rx,
         received,
         unpaid,
+        streams_open,
     }
 }
 
@@ -648,6 +659,7 @@ impl Driver {
                 if self.hooks.is_some() {
                     self.unpaid.store(self.session.unpaid_bytes(), Ordering::Relaxed);
                 }
+                self.streams_open.store(self.streams.len() + self.opening.len(), Ordering::Relaxed);
                 return;
             }
         }
