@@ -1283,6 +1283,19 @@ async fn a_capped_relay_carries_both_ways_at_its_cap_and_the_route_stays_up() {
     assert_eq!(pool.history().await, [0]);
 }
 
+/// [`two_exits`], the first reached through a [`Forwarder`] (which the
+/// test can freeze).
+async fn two_exits_the_first_behind_a_forwarder(
+    client: &SigningKey,
+    first: &str,
+    second: &str,
+) -> ((TestNode, TestNode), Forwarder, Vec<Route>) {
+    let (first, second, mut routes) = two_exits(client, first, second).await;
+    let forwarder = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None, None).await;
+    routes[0].exit = forwarder.in_front_of(routes[0].exit.clone());
+    ((first, second), forwarder, routes)
+}
+
 /// An exit whose host hangs or loses its network sends no FIN and no RST:
 /// its connection stays open and silent. The health check finds it (no
 /// answer to a ping and no data within a second), and new connections go
@@ -1291,9 +1304,7 @@ async fn a_capped_relay_carries_both_ways_at_its_cap_and_the_route_stays_up() {
 async fn a_silent_exit_is_left_within_two_seconds() {
     let web = web_server().await;
     let client = SigningKey::from_label("lena");
-    let (first, _second, mut routes) = two_exits(&client, "exit-w1", "exit-w2").await;
-    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None, None).await;
-    routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
+    let (_exits, front_of_first, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-w1", "exit-w2").await;
     let name = routes[0].name();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     // The first exit goes silent after the 10th request.
@@ -1317,9 +1328,7 @@ async fn a_silent_exit_is_left_within_two_seconds() {
 async fn a_quiet_proxy_pings_seldom_and_checks_its_route_before_the_next_connection() {
     let web = web_server().await;
     let client = SigningKey::from_label("quinn");
-    let (first, _second, mut routes) = two_exits(&client, "exit-q1", "exit-q2").await;
-    let front_of_first = Forwarder::start(SocketAddr::new(LOOPBACK, first.port(Transport::Tls)), None, None).await;
-    routes[0].exit = front_of_first.in_front_of(routes[0].exit.clone());
+    let (_exits, front_of_first, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-q1", "exit-q2").await;
     let name = routes[0].name();
     let config = ClientConfig {
         quiet_after: Duration::from_secs(1),
