@@ -227,7 +227,7 @@ fn cap_below_claim(max_rate_mbps: u64, claimed_capacity_bps: u64) -> Option<Stri
     let cap_bps = max_rate_mbps.saturating_mul(1_000_000);
     (cap_bps < claimed_capacity_bps).then(|| {
         format!(
-            "warning: --max-rate-mbps {max_rate_mbps} is below the {} Mbit/s this node claims; the oracles measure \
+            "warning: a cap of {max_rate_mbps} Mbit/s is below the {} Mbit/s this node claims; the oracles measure \
              what it delivers, and a node that delivers less than it claims loses stake: lower the claim with \
              `tollway wallet update-node --capacity-bps {cap_bps}`",
             claimed_capacity_bps as f64 / 1e6

@@ -415,7 +415,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     args_capped.extend(["--max-rate-mbps", "16"].map(String::from));
     let node_capped = Daemon::start(&dir, &args_capped.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     assert!(node_capped.lines.iter().any(|l| l == "relaying at most 16 Mbit/s each way"), "{:?}", node_capped.lines);
-    let warning = "warning: --max-rate-mbps 16 is below the 100 Mbit/s this node claims";
+    let warning = "warning: a cap of 16 Mbit/s is below the 100 Mbit/s this node claims";
     assert!(node_capped.lines.iter().any(|l| l.starts_with(warning)), "{:?}", node_capped.lines);
     let (proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id]);
     let started = Instant::now();
