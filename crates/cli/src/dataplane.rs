@@ -217,6 +217,21 @@ fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
     Ok(node)
 }
 
+/// `relayed 12.3 MiB down and 1.20 MiB up in 60 s (1.72 and 0.17 Mbit/s)`:
+/// what a node read from destinations (for its clients' downloads) and
+/// wrote to them, over `over`.
+fn relayed_line(down_bytes: u64, up_bytes: u64, over: Duration) -> String {
+    let mbps = |bytes: u64| bytes as f64 * 8.0 / over.as_secs_f64().max(1e-3) / 1e6;
+    format!(
+        "relayed {} down and {} up in {} s ({:.2} and {:.2} Mbit/s)",
+        human_bytes(down_bytes),
+        human_bytes(up_bytes),
+        over.as_secs_f64().round(),
+        mbps(down_bytes),
+        mbps(up_bytes)
+    )
+}
+
 /// 1 Mbit/s is 10⁶ bits a second.
 const BYTES_PER_SEC_PER_MBPS: u64 = 125_000;
 
@@ -321,14 +336,19 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         }
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
+        // What was relayed since the last status line, and when that was.
+        let last_relayed = std::cell::Cell::new((std::time::Instant::now(), server.relayed_bytes()));
         let status = every_when_changed(Duration::from_secs(a.status_secs), || {
             let held = receipts.all();
             let bytes: u64 = held.iter().map(|r| r.receipt.cumulative_bytes).sum();
             let usd: tollway_types::amount::Usd = held.iter().map(|r| r.receipt.cumulative_usd).sum();
+            let (now, relayed) = (std::time::Instant::now(), server.relayed_bytes());
+            let (then, before) = last_relayed.replace((now, relayed));
             let line = format!(
-                "serving {} session(s) on {} connection(s); receipts held for {} and {usd} over {} channel(s)",
+                "serving {} session(s) on {} connection(s); {}; receipts held for {} and {usd} over {} channel(s)",
                 server.n_sessions(),
                 server.live_connections(),
+                relayed_line(relayed.0 - before.0, relayed.1 - before.1, now.duration_since(then)),
                 human_bytes(bytes),
                 held.len()
             );
@@ -718,4 +738,24 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_status_says_what_it_relayed_and_how_fast() {
+        let line = relayed_line(15 << 20, 1 << 20, Duration::from_secs(60));
+        assert_eq!(line, "relayed 15.0 MiB down and 1.00 MiB up in 60 s (2.10 and 0.14 Mbit/s)");
+        assert_eq!(relayed_line(0, 0, Duration::ZERO), "relayed 0 B down and 0 B up in 0 s (0.00 and 0.00 Mbit/s)");
+    }
+
+    #[test]
+    fn a_cap_below_the_claim_is_told_with_the_claim_to_register() {
+        assert_eq!(cap_below_claim(100, 100_000_000), None);
+        let warning = cap_below_claim(16, 100_000_000).unwrap_or_default();
+        assert!(warning.starts_with("warning: a cap of 16 Mbit/s is below the 100 Mbit/s this node claims"), "{warning}");
+        assert!(warning.ends_with("`tollway wallet update-node --capacity-bps 16000000`"), "{warning}");
+    }
 }

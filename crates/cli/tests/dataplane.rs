@@ -393,6 +393,9 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         }
     };
     assert!(status.starts_with("serving ") && status.contains(" channel(s)"), "{status}");
+    // And what it relayed, as it served (the failover's requests).
+    let relayed = node_b.lines.iter().filter(|l| l.contains("; relayed ") && !l.contains("; relayed 0 B down")).count();
+    assert!(relayed > 0, "no status line with bytes relayed in {:?}", node_b.lines);
 
     // exit_b settled its channel by itself while it served.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -1,5 +1,7 @@
-//! A node's cap on what it relays (`tollway node run --max-rate-mbps`): a
-//! home line sells its idle bandwidth, and its owner keeps the rest.
+//! What a node relays through its destination sockets: counted (for the
+//! status lines of `tollway node run`), and capped when its owner says so
+//! (`--max-rate-mbps`): a home line sells its idle bandwidth, and its owner
+//! keeps the rest.
 //!
 //! The cap applies to the node's side of each stream, its sockets to
 //! destinations (or, on a relay, to exits), each way on its own: what it
@@ -12,6 +14,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -76,9 +79,17 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// One cap shared by every stream of a node: a bucket each way.
+/// What a node relays through its destination sockets, shared by all of
+/// them: a count each way, and a bucket each way when capped.
 #[derive(Debug)]
-pub struct RateLimit {
+pub struct RelayTraffic {
+    cap: Option<Cap>,
+    from_destinations_bytes: AtomicU64,
+    to_destinations_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Cap {
     rate_bytes_per_sec: u64,
     /// What the node reads from its destinations (to its clients).
     from_destinations: Mutex<TokenBucket>,
@@ -86,40 +97,58 @@ pub struct RateLimit {
     to_destinations: Mutex<TokenBucket>,
 }
 
-impl RateLimit {
-    pub fn new(rate_bytes_per_sec: u64) -> Arc<RateLimit> {
+impl RelayTraffic {
+    /// Counted, and capped at `max_rate_bytes_per_sec` each way if given.
+    pub fn new(max_rate_bytes_per_sec: Option<u64>) -> Arc<RelayTraffic> {
         let now = now();
-        Arc::new(RateLimit {
-            rate_bytes_per_sec,
-            from_destinations: Mutex::new(TokenBucket::new(rate_bytes_per_sec, now)),
-            to_destinations: Mutex::new(TokenBucket::new(rate_bytes_per_sec, now)),
+        Arc::new(RelayTraffic {
+            cap: max_rate_bytes_per_sec.map(|rate| Cap {
+                rate_bytes_per_sec: rate,
+                from_destinations: Mutex::new(TokenBucket::new(rate, now)),
+                to_destinations: Mutex::new(TokenBucket::new(rate, now)),
+            }),
+            from_destinations_bytes: AtomicU64::new(0),
+            to_destinations_bytes: AtomicU64::new(0),
         })
     }
 
-    pub fn rate_bytes_per_sec(&self) -> u64 {
-        self.rate_bytes_per_sec
+    pub fn max_rate_bytes_per_sec(&self) -> Option<u64> {
+        self.cap.as_ref().map(|c| c.rate_bytes_per_sec)
     }
 
-    /// A destination's socket, capped.
-    pub fn wrap<S>(self: &Arc<Self>, inner: S) -> RateLimited<S> {
-        RateLimited { inner, limit: self.clone(), read_pause: None, write_pause: None }
+    /// Bytes read from destinations and written to them, so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.from_destinations_bytes.load(Ordering::Relaxed), self.to_destinations_bytes.load(Ordering::Relaxed))
     }
 
-    fn take(bucket: &Mutex<TokenBucket>, n: usize) -> Option<Pin<Box<Sleep>>> {
+    /// A destination's socket, counted (and capped).
+    pub fn wrap<S>(self: &Arc<Self>, inner: S) -> RelayedStream<S> {
+        RelayedStream { inner, traffic: self.clone(), read_pause: None, write_pause: None }
+    }
+
+    /// Counts `n` bytes one way and takes them from that way's bucket;
+    /// the pause the next transfer that way waits, if any.
+    fn moved(&self, from_destination: bool, n: usize) -> Option<Pin<Box<Sleep>>> {
+        let (count, bucket) = match from_destination {
+            true => (&self.from_destinations_bytes, self.cap.as_ref().map(|c| &c.from_destinations)),
+            false => (&self.to_destinations_bytes, self.cap.as_ref().map(|c| &c.to_destinations)),
+        };
+        count.fetch_add(n as u64, Ordering::Relaxed);
         // A panic elsewhere while holding the lock leaves a bucket that is
         // still a valid number: keep using it.
-        let wait = bucket.lock().unwrap_or_else(|e| e.into_inner()).take(now(), n as u64);
+        let wait = bucket?.lock().unwrap_or_else(|e| e.into_inner()).take(now(), n as u64);
         (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)))
     }
 }
 
-/// A stream whose reads and writes wait their turn in a [`RateLimit`]: each
-/// read or write goes ahead, and the next one waits until the bytes it
-/// moved are paid for. So a transfer of n bytes through a cap of r takes at
-/// least (n − burst − its last read or write) / r.
-pub struct RateLimited<S> {
+/// A destination's socket whose reads and writes are counted and, under a
+/// cap, wait their turn: each read or write goes ahead, and the next one
+/// waits until the bytes it moved are paid for. So a transfer of n bytes
+/// through a cap of r takes at least (n − burst − its last read or write)
+/// / r.
+pub struct RelayedStream<S> {
     inner: S,
-    limit: Arc<RateLimit>,
+    traffic: Arc<RelayTraffic>,
     read_pause: Option<Pin<Box<Sleep>>>,
     write_pause: Option<Pin<Box<Sleep>>>,
 }
@@ -133,7 +162,7 @@ fn poll_pause(pause: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll
     Poll::Ready(())
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for RateLimited<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for RelayedStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         ready!(poll_pause(&mut this.read_pause, cx));
@@ -141,22 +170,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for RateLimited<S> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.read_pause = RateLimit::take(&this.limit.from_destinations, n);
+            this.read_pause = this.traffic.moved(true, n);
         }
         Poll::Ready(Ok(()))
     }
 }
 
-impl<S: AsyncWrite + Unpin> RateLimited<S> {
+impl<S: AsyncWrite + Unpin> RelayedStream<S> {
     /// Counts what a write moved.
     fn wrote(&mut self, n: usize) {
         if n > 0 {
-            self.write_pause = RateLimit::take(&self.limit.to_destinations, n);
+            self.write_pause = self.traffic.moved(false, n);
         }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for RateLimited<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for RelayedStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(poll_pause(&mut this.write_pause, cx));
@@ -248,9 +277,9 @@ mod tests {
     async fn a_capped_stream_moves_its_bytes_at_the_rate_both_ways() {
         // 2 MiB each way through a 1 MiB/s cap takes about two seconds of
         // (virtual) time each, the first 64 KiB free.
-        let limit = RateLimit::new(MIB);
+        let traffic = RelayTraffic::new(Some(MIB));
         let (near, mut far) = tokio::io::duplex(256 * 1024);
-        let mut capped = limit.wrap(near);
+        let mut capped = traffic.wrap(near);
         let n = 2 * MIB as usize;
         let started = tokio::time::Instant::now();
         let writer = tokio::spawn(async move {
@@ -273,5 +302,26 @@ mod tests {
         assert!(read_took >= fastest && read_took <= slowest, "read: {read_took:?}");
         let write_took = both_took - read_took;
         assert!(write_took >= fastest && write_took <= slowest, "write: {write_took:?}");
+        assert_eq!(traffic.totals(), (n as u64, n as u64));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncapped_stream_is_counted_and_never_waits() {
+        let traffic = RelayTraffic::new(None);
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut counted = traffic.wrap(near);
+        let started = tokio::time::Instant::now();
+        let writer = tokio::spawn(async move {
+            far.write_all(&[1u8; 300_000]).await.unwrap();
+            let mut back = [0u8; 1000];
+            far.read_exact(&mut back).await.unwrap();
+        });
+        let mut got = vec![0u8; 300_000];
+        counted.read_exact(&mut got).await.unwrap();
+        counted.write_all(&[2u8; 1000]).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(traffic.totals(), (300_000, 1000));
+        assert_eq!(traffic.max_rate_bytes_per_sec(), None);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle, Status};
-use tollway_net::rate::RateLimit;
+use tollway_net::rate::RelayTraffic;
 use tollway_net::{Connection, Home, Listener, ServerOptions, TlsIdentity, Transport};
 use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
 use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
@@ -48,7 +48,9 @@ struct Hooks {
     sessions: Arc<Sessions>,
     /// Which session each channel pays for (`holders`).
     holders: Arc<Mutex<Holders>>,
-    rate: Option<Arc<RateLimit>>,
+    /// Every destination socket goes through it: counted, and capped if
+    /// the config says so.
+    traffic: Arc<RelayTraffic>,
 }
 
 /// Gives `channel` to `session`, closing the session that held it; what
@@ -103,13 +105,10 @@ impl NodeHooks for Hooks {
     fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>> {
         let policy = self.policy.clone();
         let timeout = self.connect_timeout;
-        let rate = self.rate.clone();
+        let traffic = self.traffic.clone();
         Box::pin(async move {
             let stream = connect_dest(&dest, &policy, timeout).await?;
-            Ok(match rate {
-                Some(rate) => Box::new(rate.wrap(stream)) as BoxStream,
-                None => Box::new(stream) as BoxStream,
-            })
+            Ok(Box::new(traffic.wrap(stream)) as BoxStream)
         })
     }
 
@@ -125,6 +124,7 @@ pub struct NodeServer {
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
     accept_task: tokio::task::JoinHandle<()>,
+    traffic: Arc<RelayTraffic>,
 }
 
 impl NodeServer {
@@ -146,6 +146,7 @@ impl NodeServer {
             .await?,
         );
         let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let traffic = RelayTraffic::new(config.max_rate_bytes_per_sec);
         let hooks: Arc<dyn NodeHooks> = Arc::new(Hooks {
             channels,
             receipts,
@@ -153,7 +154,7 @@ impl NodeServer {
             connect_timeout: config.connect_timeout,
             sessions: sessions.clone(),
             holders: Arc::new(Mutex::new(Holders::default())),
-            rate: config.max_rate_bytes_per_sec.map(RateLimit::new),
+            traffic: traffic.clone(),
         });
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));
@@ -169,7 +170,14 @@ impl NodeServer {
             live,
             ports,
             accept_task,
+            traffic,
         })
+    }
+
+    /// Bytes relayed so far: read from destinations (for clients) and
+    /// written to them (from clients).
+    pub fn relayed_bytes(&self) -> (u64, u64) {
+        self.traffic.totals()
     }
 
     /// Where it listens, per transport.
