@@ -65,6 +65,9 @@ pub enum NodeCommand {
 /// `node.toml` or a `TOLLWAY_NODE_<KEY>` variable (`node_config`).
 #[derive(clap::Args)]
 pub struct NodeRunArgs {
+    /// The node's home: its TLS key, receipts and node.toml, whose keys
+    /// stand in for the flags below (as do TOLLWAY_NODE_<KEY> variables;
+    /// a flag beats both).
     #[arg(long, value_name = "DIR")]
     home: PathBuf,
     /// The node's account key (the one its ledger record is under).
@@ -112,7 +115,8 @@ pub struct NodeRunArgs {
     /// within two periods [default: 10m].
     #[arg(long, value_name = "DURATION")]
     settle_every: Option<String>,
-    /// [default: 0.10]
+    /// The least a settlement must add to what the chain has settled, in
+    /// USD [default: 0.10].
     #[arg(long, value_name = "USD")]
     settle_min_usd: Option<String>,
     /// Print the sessions served and the receipts held every N seconds,
@@ -464,7 +468,8 @@ pub struct ConnectArgs {
     /// Port hopping: move to another of the node's ports every N seconds.
     #[arg(long, value_name = "SECS")]
     hop_secs: Option<u64>,
-    /// Require this username (with --password) from local programs.
+    /// Require this username (with --password) from local programs
+    /// (needed to --listen on an address other than loopback).
     #[arg(long, value_name = "NAME", requires = "password")]
     user: Option<String>,
     /// The password that goes with --user.

@@ -66,7 +66,8 @@ enum Command {
         command: dataplane::NodeCommand,
     },
     /// A local SOCKS5 / HTTP proxy whose connections go through
-    /// paid, encrypted tunnels to the given exits (optionally via a relay).
+    /// paid, encrypted tunnels to the given exits, or ones picked from the
+    /// market (optionally via a relay).
     Connect(dataplane::ConnectArgs),
     /// Economic parameters: print or check a parameters file.
     Params {
