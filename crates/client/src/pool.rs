@@ -140,6 +140,10 @@ struct State {
     spare_relay: Option<Arc<RelayLink>>,
     /// The active route's quiet spell, if any.
     quiet: Quiet,
+    /// The ping that ends a quiet spell, while it runs: the new streams
+    /// that arrive meanwhile wait for its answer too, rather than go to a
+    /// route that may be dead (a browser opens several at once).
+    probe: Option<Arc<tokio::sync::OnceCell<bool>>>,
 }
 
 /// The active route's health checks while it carries no stream.
@@ -293,6 +297,7 @@ impl RoutePool {
                 history: Vec::new(),
                 spare_relay: None,
                 quiet: Quiet::default(),
+                probe: None,
             }),
             config,
         });
@@ -626,24 +631,37 @@ impl RoutePool {
 
     /// Before a new stream goes to a quiet route (not pinged every health
     /// interval for a while, so its node may have gone without a word):
-    /// one ping, up to `health_timeout`. Without an answer the route is
-    /// marked down (false), and the stream goes to the next one.
+    /// one ping, up to `health_timeout`, which every stream arriving
+    /// meanwhile waits for as well. Without an answer the route is marked
+    /// down (false), and the streams go to the next one.
     async fn still_there_if_quiet(&self, index: usize, session: &SessionHandle) -> bool {
-        let quiet = {
+        let probe = {
             let mut state = self.state.lock().await;
-            let quiet = state.quiet.is_quiet(Instant::now(), self.config.quiet_after);
-            if quiet {
-                // A stream is coming: checks every health interval again.
-                state.quiet = Quiet::default();
+            match &state.probe {
+                Some(running) => running.clone(),
+                None if state.quiet.is_quiet(Instant::now(), self.config.quiet_after) => {
+                    // Streams are coming: checks every health interval again.
+                    state.quiet = Quiet::default();
+                    let probe = Arc::new(tokio::sync::OnceCell::new());
+                    state.probe = Some(probe.clone());
+                    probe
+                }
+                None => return true,
             }
-            quiet
         };
-        if !quiet || matches!(tokio::time::timeout(self.config.health_timeout, session.ping()).await, Ok(Some(_))) {
-            return true;
-        }
-        let why = format!("no answer to a ping in {} ms after a quiet spell", self.config.health_timeout.as_millis());
-        self.mark_down(index, &why).await;
-        false
+        let up = *probe
+            .get_or_init(|| async {
+                let up = matches!(tokio::time::timeout(self.config.health_timeout, session.ping()).await, Ok(Some(_)));
+                let mut state = self.state.lock().await;
+                state.probe = None;
+                if !up {
+                    let timeout_ms = self.config.health_timeout.as_millis();
+                    self.mark_down_locked(&mut state, index, &format!("no answer to a ping in {timeout_ms} ms after a quiet spell"));
+                }
+                up
+            })
+            .await;
+        up
     }
 
     /// Opens a stream to `dest` on the best route and returns once the exit
