@@ -9,7 +9,7 @@ use crate::wallet::NodeFilter;
 use crate::keys;
 use anyhow::{bail, Context};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,81 +70,14 @@ pub struct NodeRunArgs {
     /// a flag beats both).
     #[arg(long, value_name = "DIR")]
     home: PathBuf,
-    /// The node's account key (the one its ledger record is under).
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
-    /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
-    #[arg(long, value_name = "URL")]
-    api: Option<String>,
-    /// The address to listen on [default: 0.0.0.0].
-    #[arg(long, value_name = "IP")]
-    listen: Option<IpAddr>,
-    /// Transports, comma-separated [default: tls,quic].
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    transports: Vec<Transport>,
-    /// Let clients reach this machine's loopback (devnets and tests only).
-    #[arg(long)]
-    allow_loopback: bool,
-    /// Let clients reach private (LAN) addresses. Think twice.
-    #[arg(long)]
-    allow_private: bool,
-    /// A destination port to refuse, e.g. 25; repeat for several.
-    #[arg(long = "deny-port", value_name = "PORT")]
-    deny_ports: Vec<u16>,
-    /// Sessions at once [default: 10000].
-    #[arg(long, value_name = "N")]
-    max_sessions: Option<usize>,
-    /// Relay at most this many Mbit/s each way, over all clients together
-    /// (what the node reads from destinations, and what it writes to them),
-    /// so the line's owner keeps the rest. Default: no cap.
-    #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    max_rate_mbps: Option<u64>,
-    /// Unpaid bytes a client may receive beyond its newest receipt before
-    /// the node pauses it: this node's exposure per session. A larger
-    /// window keeps long paths (two hops, slow links) busier [default: 2048].
-    #[arg(long, value_name = "KIB")]
-    credit_window_kib: Option<u64>,
-    /// How often clients sign a receipt, in received bytes: at least 64
-    /// (each receipt is a signature) and below the credit window
-    /// [default: 1024].
-    #[arg(long, value_name = "KIB")]
-    receipt_interval_kib: Option<u64>,
-    /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
-    /// A channel is settled when its newest receipt holds at least
-    /// --settle-min-usd more than the chain has settled, or when it expires
-    /// within two periods [default: 10m].
-    #[arg(long, value_name = "DURATION")]
-    settle_every: Option<String>,
-    /// The least a settlement must add to what the chain has settled, in
-    /// USD [default: 0.10].
-    #[arg(long, value_name = "USD")]
-    settle_min_usd: Option<String>,
-    /// Print the sessions served and the receipts held every N seconds,
-    /// when they changed; 0 never [default: 60].
-    #[arg(long, value_name = "SECS")]
-    status_secs: Option<u64>,
+    #[command(flatten)]
+    flags: node_config::Flags,
 }
 
 impl NodeRunArgs {
     /// The flags over the environment over `node.toml` over the defaults.
     fn settings(&self) -> anyhow::Result<NodeSettings> {
-        let flags = node_config::Flags {
-            key: self.key.clone(),
-            api: self.api.clone(),
-            listen: self.listen,
-            transports: self.transports.clone(),
-            allow_loopback: self.allow_loopback,
-            allow_private: self.allow_private,
-            deny_ports: self.deny_ports.clone(),
-            max_sessions: self.max_sessions,
-            max_rate_mbps: self.max_rate_mbps,
-            credit_window_kib: self.credit_window_kib,
-            receipt_interval_kib: self.receipt_interval_kib,
-            settle_every: self.settle_every.clone(),
-            settle_min_usd: self.settle_min_usd.clone(),
-            status_secs: self.status_secs,
-        };
-        NodeSettings::resolve(&self.home, flags, node_config::read(&self.home)?)
+        NodeSettings::resolve(&self.home, self.flags.clone(), node_config::read(&self.home)?)
     }
 }
 

@@ -71,22 +71,61 @@ pub fn read(home: &Path) -> anyhow::Result<NodeToml> {
     }
 }
 
-/// The flags as given (`None` / empty / false: not given).
-#[derive(Debug, Default)]
+/// `node run`'s flags as given (`None` / empty / false: not given).
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct Flags {
+    /// The node's account key (the one its ledger record is under).
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// The chain node's API [default: $TOLLWAY_API, else http://127.0.0.1:7070].
+    #[arg(long, value_name = "URL")]
     pub api: Option<String>,
+    /// The address to listen on [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
     pub listen: Option<IpAddr>,
+    /// Transports, comma-separated [default: tls,quic].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub transports: Vec<Transport>,
+    /// Let clients reach this machine's loopback (devnets and tests only).
+    #[arg(long)]
     pub allow_loopback: bool,
+    /// Let clients reach private (LAN) addresses. Think twice.
+    #[arg(long)]
     pub allow_private: bool,
+    /// A destination port to refuse, e.g. 25; repeat for several.
+    #[arg(long = "deny-port", value_name = "PORT")]
     pub deny_ports: Vec<u16>,
+    /// Sessions at once [default: 10000].
+    #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// Relay at most this many Mbit/s each way, over all clients together
+    /// (what the node reads from destinations, and what it writes to them),
+    /// so the line's owner keeps the rest. Default: no cap.
+    #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_rate_mbps: Option<u64>,
+    /// Unpaid bytes a client may receive beyond its newest receipt before
+    /// the node pauses it: this node's exposure per session. A larger
+    /// window keeps long paths (two hops, slow links) busier [default: 2048].
+    #[arg(long, value_name = "KIB")]
     pub credit_window_kib: Option<u64>,
+    /// How often clients sign a receipt, in received bytes: at least 64
+    /// (each receipt is a signature) and below the credit window
+    /// [default: 1024].
+    #[arg(long, value_name = "KIB")]
     pub receipt_interval_kib: Option<u64>,
+    /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
+    /// A channel is settled when its newest receipt holds at least
+    /// --settle-min-usd more than the chain has settled, or when it expires
+    /// within two periods [default: 10m].
+    #[arg(long, value_name = "DURATION")]
     pub settle_every: Option<String>,
+    /// The least a settlement must add to what the chain has settled, in
+    /// USD [default: 0.10].
+    #[arg(long, value_name = "USD")]
     pub settle_min_usd: Option<String>,
+    /// Print the sessions served and the receipts held every N seconds,
+    /// when they changed; 0 never [default: 60].
+    #[arg(long, value_name = "SECS")]
     pub status_secs: Option<u64>,
 }
 

@@ -264,6 +264,16 @@ async fn start_pool(config: ClientConfig, front: FrontConfig) -> (SocketAddr, Ar
     (addr, pool)
 }
 
+/// [`start_pool`] over TLS with `renewal`, looked up every 100 ms.
+async fn start_renewing_pool(client: &SigningKey, routes: Vec<Route>, renewal: Renewal) -> (SocketAddr, Arc<RoutePool>) {
+    let config = ClientConfig {
+        renewal: Some(renewal),
+        renew_every: Duration::from_millis(100),
+        ..ClientConfig::new(connect_options(client, Transport::Tls), routes)
+    };
+    start_pool(config, FrontConfig::default()).await
+}
+
 /// Runs curl (blocking, so on a blocking thread) and returns the body.
 async fn curl(args: Vec<String>) -> Vec<u8> {
     tokio::task::spawn_blocking(move || {
@@ -1381,12 +1391,7 @@ async fn a_route_whose_node_moved_is_tried_where_the_chain_now_says() {
         let exit = chain.lock().unwrap().clone();
         Box::pin(async move { Ok(Route { exit, ..route }) })
     }));
-    let config = ClientConfig {
-        renewal: Some(renewal),
-        renew_every: Duration::from_millis(100),
-        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
-    };
-    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    let (front, pool) = start_renewing_pool(&client, vec![route], renewal).await;
     assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
 
     drop(exit);
@@ -1507,12 +1512,7 @@ async fn a_route_refused_for_stale_receipts_comes_back_from_the_chains_settlemen
             Ok(Route { exit: Hop { settled_usd, settled_bytes, ..route.exit }, ..route })
         })
     }));
-    let config = ClientConfig {
-        renewal: Some(renewal),
-        renew_every: Duration::from_millis(100),
-        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
-    };
-    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    let (front, _pool) = start_renewing_pool(&client, vec![route], renewal).await;
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 4 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 4 << 20), "4 MiB passed on receipts refused as stale");
     let retired = events_with(&format!("route {name} retired: "));
@@ -1554,12 +1554,7 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
             Ok(Route { exit: Hop { channel, escrow, ..route.exit }, ..route })
         })
     }));
-    let config = ClientConfig {
-        renewal: Some(renewal),
-        renew_every: Duration::from_millis(100),
-        ..ClientConfig::new(connect_options(&client, Transport::Tls), routes)
-    };
-    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    let (front, pool) = start_renewing_pool(&client, routes, renewal).await;
 
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");

@@ -54,6 +54,10 @@ impl TokenBucket {
         self.burst_bytes
     }
 
+    pub fn rate_bytes_per_sec(&self) -> u64 {
+        self.rate_bytes_per_sec
+    }
+
     /// Takes `n` bytes at `now`; how long the taker should wait before it
     /// moves more (zero while the bucket holds enough).
     pub fn take(&mut self, now: Instant, n: u64) -> Duration {
@@ -90,7 +94,6 @@ pub struct RelayTraffic {
 
 #[derive(Debug)]
 struct Cap {
-    rate_bytes_per_sec: u64,
     /// What the node reads from its destinations (to its clients).
     from_destinations: Mutex<TokenBucket>,
     /// What the node writes to its destinations (from its clients).
@@ -103,7 +106,6 @@ impl RelayTraffic {
         let now = now();
         Arc::new(RelayTraffic {
             cap: max_rate_bytes_per_sec.map(|rate| Cap {
-                rate_bytes_per_sec: rate,
                 from_destinations: Mutex::new(TokenBucket::new(rate, now)),
                 to_destinations: Mutex::new(TokenBucket::new(rate, now)),
             }),
@@ -113,7 +115,8 @@ impl RelayTraffic {
     }
 
     pub fn max_rate_bytes_per_sec(&self) -> Option<u64> {
-        self.cap.as_ref().map(|c| c.rate_bytes_per_sec)
+        let bucket = self.cap.as_ref().map(|c| c.from_destinations.lock().unwrap_or_else(|e| e.into_inner()))?;
+        Some(bucket.rate_bytes_per_sec())
     }
 
     /// Bytes read from destinations and written to them, so far.

@@ -128,13 +128,8 @@ async fn download_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_paying_gets_exactly_the_credit_window_and_is_paused() {
-    let source = firehose().await;
-    let client = SigningKey::from_label("freeloader");
-    let escrow = Usd(50_000_000);
-    let node = node_with_channel(&client, "exit-unpaid", escrow, Usd::ZERO).await;
+    let (node, terms, dest) = unpaid_channel("freeloader", "exit-unpaid").await;
     let (addr, receipts) = (node.addr, node.receipts.clone());
-    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
-    let dest = Dest::new(Host::Ip(source.ip()), source.port());
 
     // A paying client gets far more than the window.
     let conn = tollway_net::connect(Transport::Tls, addr, node.pin, &ClientOptions::default()).await.unwrap();
@@ -207,6 +202,18 @@ async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: 
 }
 
 /// The client's side of the channel to `node`.
+/// A node whose chain knows a channel from `client_label` with $50 of
+/// escrow and nothing settled, the client's terms for it, and a
+/// destination that sends as fast as it can.
+async fn unpaid_channel(client_label: &str, node_label: &str) -> (TestNode, ClientTerms, Dest) {
+    let source = firehose().await;
+    let client = SigningKey::from_label(client_label);
+    let escrow = Usd(50_000_000);
+    let node = node_with_channel(&client, node_label, escrow, Usd::ZERO).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    (node, terms, Dest::new(Host::Ip(source.ip()), source.port()))
+}
+
 fn terms_for(client: &SigningKey, node: &TestNode, escrow: Usd, settled_usd: Usd) -> ClientTerms {
     ClientTerms {
         chain_id: CHAIN.into(),
@@ -319,12 +326,7 @@ fn unpaid_session(node: &TestNode, terms: &ClientTerms, dest: &Dest, quiet: Dura
 /// sessions it opens (before: 2 MiB each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
-    let source = firehose().await;
-    let client = SigningKey::from_label("sybil-sessions");
-    let escrow = Usd(50_000_000);
-    let node = node_with_channel(&client, "exit-one-session", escrow, Usd::ZERO).await;
-    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
-    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let (node, terms, dest) = unpaid_channel("sybil-sessions", "exit-one-session").await;
     // The first, unpaid, is paused at the window and stays open…
     let first = unpaid_session(&node, &terms, &dest, Duration::from_secs(20));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -356,12 +358,7 @@ async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
 /// not take the channel over first: the channel's own session stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_naming_another_clients_channel_does_not_close_its_session() {
-    let source = firehose().await;
-    let client = SigningKey::from_label("victim");
-    let escrow = Usd(50_000_000);
-    let node = node_with_channel(&client, "exit-no-kick", escrow, Usd::ZERO).await;
-    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
-    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let (node, terms, dest) = unpaid_channel("victim", "exit-no-kick").await;
     let victim = unpaid_session(&node, &terms, &dest, Duration::from_secs(3));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mallory = SigningKey::from_label("mallory");
