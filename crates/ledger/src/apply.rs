@@ -193,17 +193,21 @@ pub(crate) fn apply_body(
             Ok(())
         }
         TxBody::ClaimVested => {
-            let vesting_secs = state.params.vesting_secs;
-            let acct = &mut state.accounts[signer as usize];
-            // `release` changes nothing when nothing has vested.
-            let amount = vesting::release(acct, ctx.time_secs, vesting_secs);
-            if amount.is_zero() {
-                return Err(TxError::NothingVested);
-            }
+            let amount = claim_vested(&mut state.accounts[signer as usize], ctx, state.params.vesting_secs)?;
             events.push(Event::VestedClaimed { account: me, amount });
             Ok(())
         }
     }
+}
+
+/// `ClaimVested`'s rule: everything vested by now moves to the balance;
+/// with nothing vested, refused (and `release` changed nothing).
+pub(crate) fn claim_vested(acct: &mut Account, ctx: Ctx, vesting_secs: u64) -> Result<Token, TxError> {
+    let amount = vesting::release(acct, ctx.time_secs, vesting_secs);
+    if amount.is_zero() {
+        return Err(TxError::NothingVested);
+    }
+    Ok(amount)
 }
 
 fn nonzero(x: u128) -> Result<(), TxError> {

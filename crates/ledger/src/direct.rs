@@ -5,12 +5,13 @@
 //! the ledger's alone; what is skipped is only the envelope (signatures,
 //! nonces, fees) and, for payments, the channel's receipt bookkeeping.
 
-use crate::apply::apply_body;
+use crate::apply::{apply_body, claim_vested};
 pub use crate::apply::PaymentParts;
 use crate::error::TxError;
 use crate::event::Event;
-use crate::state::{AccountIdx, Ctx, NodeEpoch, NodeIdx, OracleIdx, ReportSlot, State};
-use tollway_types::{MeasurementOutcome, TxBody, Usd, PPM};
+use crate::state::{Account, AccountIdx, Ctx, NodeEpoch, NodeIdx, OracleIdx, ReportSlot, State};
+use crate::workers::{self, Workers};
+use tollway_types::{MeasurementOutcome, Token, TxBody, Usd, PPM};
 
 /// Applies a transaction body as `signer` with no signature, nonce or fee.
 pub fn apply_unsigned(state: &mut State, ctx: Ctx, signer: AccountIdx, body: &TxBody) -> Result<Vec<Event>, TxError> {
@@ -20,6 +21,55 @@ pub fn apply_unsigned(state: &mut State, ctx: Ctx, signer: AccountIdx, body: &Tx
     // Keep channel ids unique for bodies that derive them from the nonce.
     state.accounts[signer as usize].nonce += 1;
     Ok(events)
+}
+
+/// `ClaimVested` from each of `accounts`, as [`apply_unsigned`] applies it
+/// account by account: returns what each claimed, zero where nothing had
+/// vested (which leaves that account as it was). With `accounts` strictly
+/// ascending, it runs in parts of consecutive accounts on `workers`: a
+/// claim touches its own account alone, so the parts cannot meet and the
+/// state is the same bytes on any count.
+pub fn claim_vested_each(state: &mut State, ctx: Ctx, accounts: &[AccountIdx], workers: &impl Workers) -> Vec<Token> {
+    let vesting_secs = state.params.vesting_secs;
+    let claim = |acct: &mut Account| match claim_vested(acct, ctx, vesting_secs) {
+        Ok(amount) => {
+            acct.nonce += 1;
+            amount
+        }
+        Err(_) => Token::ZERO,
+    };
+    let mut claimed = vec![Token::ZERO; accounts.len()];
+    let ascending = accounts.windows(2).all(|w| w[0] < w[1]);
+    let parts = if ascending { workers.parts(accounts.len()) } else { 1 };
+    if parts < 2 {
+        for (out, &a) in claimed.iter_mut().zip(accounts) {
+            *out = claim(&mut state.accounts[a as usize]);
+        }
+        return claimed;
+    }
+    // Part k owns the accounts from its first claimant's up to the next
+    // part's first (the last part: up to its own last claimant).
+    let ranges = workers::ranges(accounts.len(), parts);
+    let first = |k: usize| accounts[ranges[k].0] as usize;
+    let mut lengths = vec![first(0)];
+    for k in 0..ranges.len() {
+        let end = if k + 1 < ranges.len() { first(k + 1) } else { accounts[ranges[k].1 - 1] as usize + 1 };
+        lengths.push(end - first(k));
+    }
+    let mut slices = workers::split_lengths(&mut state.accounts, lengths).into_iter().skip(1);
+    let mut outs = workers::split_lengths(&mut claimed, ranges.iter().map(|&(s, e)| e - s)).into_iter();
+    let mut work = Vec::with_capacity(ranges.len());
+    for (k, &(s, e)) in ranges.iter().enumerate() {
+        if let (Some(slice), Some(out)) = (slices.next(), outs.next()) {
+            work.push((slice, first(k), &accounts[s..e], out));
+        }
+    }
+    workers.run(work, &|(slice, base, mine, out): (&mut [Account], usize, &[AccountIdx], &mut [Token])| {
+        for (o, &a) in out.iter_mut().zip(mine) {
+            *o = claim(&mut slice[a as usize - base]);
+        }
+    });
+    claimed
 }
 
 /// A consumer pays `amount` for `bytes` served by node `node`: the money

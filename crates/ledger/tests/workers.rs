@@ -87,3 +87,54 @@ fn a_node_with_a_strike_makes_the_aggregation_run_in_node_order() {
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
     assert_eq!(end_both_ways(&mut w), vec![4, 4]);
 }
+
+#[test]
+fn claims_in_parts_are_the_claims_one_by_one() {
+    use tollway_ledger::direct::{apply_unsigned, claim_vested_each};
+    use tollway_ledger::event::Event;
+    use tollway_types::{Token, TxBody};
+    let mut w = world();
+    // Ten epochs of rewards, then a third of the vesting period later.
+    for _ in 0..10 {
+        for i in 0..8 {
+            w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
+        }
+        w.end_epoch();
+    }
+    w.now_secs += w.state.params.vesting_secs / 3;
+    let ctx = w.ctx();
+    let idx = |w: &World, label: &str| *w.state.account_index.get(&tollway_ledger::testkit::id(label)).unwrap_or_else(|| panic!("{label}"));
+    // Node accounts with rewards, and an oracle's and the liar's with none
+    // vested (refused one by one: claimed as zero, the account untouched).
+    let mut claimants: Vec<u32> = ["oracle1", "n0", "n2", "n3", "n5", "n6", "n7", "liar"].iter().map(|l| idx(&w, l)).collect();
+    claimants.sort_unstable();
+    let mut one_by_one = w.state.clone();
+    let expected: Vec<Token> = claimants
+        .iter()
+        .map(|&a| match apply_unsigned(&mut one_by_one, ctx, a, &TxBody::ClaimVested) {
+            Ok(events) => match events.as_slice() {
+                [Event::VestedClaimed { amount, .. }] => *amount,
+                other => panic!("{other:?}"),
+            },
+            Err(_) => Token::ZERO,
+        })
+        .collect();
+    assert!(expected.iter().filter(|t| !t.is_zero()).count() >= 6, "{expected:?}");
+    assert!(expected.iter().any(|t| t.is_zero()), "{expected:?}");
+
+    let recorder = Recorder::default();
+    let mut split = w.state.clone();
+    assert_eq!(claim_vested_each(&mut split, ctx, &claimants, &recorder), expected);
+    assert_eq!(recorder.0.into_inner().unwrap_or_else(|e| e.into_inner()), vec![4]);
+    assert_eq!(state_root(&split), state_root(&one_by_one));
+
+    // Not ascending: one part, the same result.
+    claimants.reverse();
+    let recorder = Recorder::default();
+    let mut reversed = w.state.clone();
+    let mut claimed = claim_vested_each(&mut reversed, ctx, &claimants, &recorder);
+    claimed.reverse();
+    assert_eq!(claimed, expected);
+    assert!(recorder.0.into_inner().unwrap_or_else(|e| e.into_inner()).is_empty());
+    assert_eq!(state_root(&reversed), state_root(&one_by_one));
+}

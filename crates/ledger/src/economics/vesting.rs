@@ -92,16 +92,53 @@ impl Slot for SmallTranche {
     }
 }
 
+/// The vesting period, as a divisor: the same for every tranche of a
+/// release, so its reciprocal is worked out once and each tranche's share
+/// is a multiply and one correction instead of a hardware divide (most of
+/// a claim's time, for an account's 31 tranches).
+#[derive(Clone, Copy)]
+struct Period {
+    secs: u64,
+    /// ⌊(2^64 − 1) / secs⌋; 0 for a period of 0 (everything vested).
+    reciprocal: u64,
+}
+
+impl Period {
+    fn new(secs: u64) -> Period {
+        Period { secs, reciprocal: u64::MAX.checked_div(secs).unwrap_or(0) }
+    }
+
+    /// ⌊n / secs⌋ for `secs` ≥ 1, exactly. With m the reciprocal,
+    /// n·m/2^64 lies in (n/secs − 1, n/secs], so the estimate is the
+    /// quotient or one less, and the remainder tells which.
+    fn div(self, n: u64) -> u64 {
+        let q = ((n as u128 * self.reciprocal as u128) >> 64) as u64;
+        // q·secs ≤ n: no overflow, no underflow.
+        if n - q * self.secs >= self.secs {
+            q + 1
+        } else {
+            q
+        }
+    }
+}
+
 /// Base units of a tranche vested at `now_secs`, rounded down.
-fn vested<T: Slot>(t: &T, now_secs: u64, vesting_secs: u64) -> u128 {
-    if vesting_secs == 0 {
+fn vested<T: Slot>(t: &T, now_secs: u64, period: Period) -> u128 {
+    if period.secs == 0 {
         return t.amount();
     }
     let elapsed = now_secs.saturating_sub(t.start_secs());
-    if elapsed >= vesting_secs {
+    if elapsed >= period.secs {
         return t.amount(); // amount × v / v, exactly
     }
-    mul_div_floor_fast(t.amount(), elapsed as u128, vesting_secs as u128)
+    let amount = t.amount();
+    if amount >> 64 == 0 {
+        let product = amount * elapsed as u128; // both below 2^64: cannot overflow
+        if product >> 64 == 0 {
+            return period.div(product as u64) as u128;
+        }
+    }
+    mul_div_floor_fast(amount, elapsed as u128, period.secs as u128)
 }
 
 /// A stored list of tranches, oldest first, inline or on the heap: the
@@ -154,14 +191,16 @@ impl List<SmallTranche> for InlineTranches {
 
 fn releasable_in<T: Slot>(d: &impl List<T>, now_secs: u64, vesting_secs: u64) -> u128 {
     let (a, b) = d.halves();
-    a.iter().chain(b).map(|t| vested(t, now_secs, vesting_secs) - t.released()).sum()
+    let period = Period::new(vesting_secs);
+    a.iter().chain(b).map(|t| vested(t, now_secs, period) - t.released()).sum()
 }
 
 fn release_in<T: Slot>(d: &mut impl List<T>, now_secs: u64, vesting_secs: u64) -> u128 {
     let mut total = 0u128;
+    let period = Period::new(vesting_secs);
     let (a, b) = d.halves_mut();
     for t in a.iter_mut().chain(b.iter_mut()) {
-        let v = vested(t, now_secs, vesting_secs);
+        let v = vested(t, now_secs, period);
         total += v - t.released();
         t.set_released(v);
     }
@@ -281,6 +320,18 @@ mod tests {
 
     const DAY: u64 = 86_400;
     const PERIOD: u64 = 30 * DAY;
+
+    proptest::proptest! {
+        #[test]
+        fn dividing_by_the_period_is_exact(n: u64, secs in 1u64.., small_secs in 1u64..100_000_000) {
+            for d in [secs, small_secs, 1, 2, 3, PERIOD, u64::MAX, u64::MAX - 1, 1 << 63] {
+                let period = Period::new(d);
+                for x in [n, n % d, d - 1, d, d.saturating_add(1), u64::MAX, 0, n / d * d, (n / d * d).saturating_sub(1)] {
+                    proptest::prop_assert_eq!(period.div(x), x / d, "{} / {}", x, d);
+                }
+            }
+        }
+    }
 
     /// One history of rewards, claims and a slash, with amounts that pass
     /// 64 bits part-way.
