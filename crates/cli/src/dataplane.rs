@@ -453,26 +453,28 @@ async fn every_when_changed<F: std::future::Future<Output = Option<String>>>(eve
 }
 
 /// A hop on the route: the node's record and this client's newest open
-/// channel with it that still has escrow and is not one of `spent` (whose
-/// escrow a session used up before the node settled it).
+/// channel with it that still has escrow, has not expired by the chain's
+/// clock and is not one of `spent` (whose escrow a session used up before
+/// the node settled it). An expired channel would only be refused by the
+/// node, so it is refused here, with what to do.
 fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId]) -> anyhow::Result<Hop> {
     let id = *id;
     let record = node_record(api, &id)?;
     let addr = *record.addrs.first().context("the node's record has no address")?;
     let (channels, _) = api.account_channels(me)?;
-    let channel = channels
-        .into_iter()
-        .filter(|c| c.node == id && c.paid < c.escrow && !spent.contains(&c.id))
-        .max_by_key(|c| c.expires_at_secs)
-        .with_context(|| {
-            format!(
-                "no open channel from {} to node {} with escrow left: open one with \
-                 `tollway wallet open-channel {} <usd> --expires-in 7d`",
-                me.short(),
-                id.short(),
-                id.to_hex()
-            )
-        })?;
+    let now_secs = crate::wallet::chain_now_secs(api)?;
+    let with_escrow: Vec<_> =
+        channels.into_iter().filter(|c| c.node == id && c.paid < c.escrow && !spent.contains(&c.id)).collect();
+    let expired = with_escrow.iter().filter(|c| c.expires_at_secs <= now_secs).count();
+    let channel = with_escrow.into_iter().filter(|c| c.expires_at_secs > now_secs).max_by_key(|c| c.expires_at_secs);
+    let Some(channel) = channel else {
+        let why = if expired > 0 {
+            format!("{expired} channel(s) from {} to node {} with escrow left, all expired", me.short(), id.short())
+        } else {
+            format!("no open channel from {} to node {} with escrow left", me.short(), id.short())
+        };
+        bail!("{why}: open one with `tollway wallet open-channel {} <usd> --expires-in 7d`", id.to_hex());
+    };
     Ok(Hop {
         node: id,
         addr,

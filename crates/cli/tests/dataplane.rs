@@ -13,19 +13,33 @@ use common::{ChainProcess, Daemon};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `tollway args` in `dir`, free of the caller's key and API settings.
+/// A command that should end but serves on (a proxy that started when it
+/// should have refused) is killed after a minute and fails the test.
 fn run_tollway(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tollway"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
         .args(args)
         .current_dir(dir)
         .env_remove("TOLLWAY_KEY")
         .env_remove("TOLLWAY_API")
         .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("tollway {args:?} still ran after 60 s:\n{}", String::from_utf8_lossy(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn tollway(dir: &Path, args: &[&str]) -> String {
@@ -315,6 +329,15 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let listed = tollway(&dir, &["wallet", "--api", api, "--key", "carol.key", "channels", "--json"]);
     let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
     assert_eq!(channels.as_array().map(Vec::len), Some(1), "{channels}");
+    // A channel that has expired is refused before the node would refuse
+    // it, with what to do: carol's 2-second one to the node not picked.
+    let picked = channels[0]["node"].as_str().unwrap_or_else(|| panic!("{channels}"));
+    let other = if picked == a.id { &b.id } else { &a.id };
+    let opened_at = Instant::now();
+    tollway(&dir, &["wallet", "--api", api, "--key", "carol.key", "open-channel", other, "$1", "--expires-in", "2s"]);
+    std::thread::sleep((opened_at + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
+    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--exit", other]);
+    assert!(err.contains("1 channel(s) from ") && err.contains("all expired") && err.contains("open-channel"), "{err}");
 
     abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, node_b.child.id(), &url(100_000));
 
