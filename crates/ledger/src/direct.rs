@@ -40,7 +40,7 @@ pub fn claim_vested_each(state: &mut State, ctx: Ctx, accounts: &[AccountIdx], w
     };
     let mut claimed = vec![Token::ZERO; accounts.len()];
     let ascending = accounts.windows(2).all(|w| w[0] < w[1]);
-    let parts = if ascending { workers.parts(accounts.len()) } else { 1 };
+    let parts = if ascending && !accounts.is_empty() { workers.parts(accounts.len()) } else { 1 };
     if parts < 2 {
         for (out, &a) in claimed.iter_mut().zip(accounts) {
             *out = claim(&mut state.accounts[a as usize]);

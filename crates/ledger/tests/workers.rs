@@ -137,4 +137,8 @@ fn claims_in_parts_are_the_claims_one_by_one() {
     assert_eq!(claimed, expected);
     assert!(recorder.0.into_inner().unwrap_or_else(|e| e.into_inner()).is_empty());
     assert_eq!(state_root(&reversed), state_root(&one_by_one));
+    // No claimants: nothing to split, nothing changed.
+    let before = state_root(&w.state);
+    assert!(claim_vested_each(&mut w.state, ctx, &[], &Recorder::default()).is_empty());
+    assert_eq!(state_root(&w.state), before);
 }
