@@ -1372,6 +1372,79 @@ async fn a_quiet_proxy_pings_seldom_and_checks_its_route_before_the_next_connect
     assert!(down.iter().any(|l| l.contains("no answer to a ping in 1000 ms after a quiet spell")), "{down:?}");
 }
 
+/// A UDP forwarder in front of a node's QUIC port that counts the
+/// datagrams it passes towards the client (one client at a time).
+struct UdpForwarder {
+    port: u16,
+    datagrams_down: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl UdpForwarder {
+    async fn start(to: SocketAddr) -> UdpForwarder {
+        let front = tokio::net::UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let back = tokio::net::UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        back.connect(to).await.unwrap();
+        let port = front.local_addr().unwrap().port();
+        let datagrams_down = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = datagrams_down.clone();
+        tokio::spawn(async move {
+            let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = front.recv_from(&mut up) => {
+                        client = Some(from);
+                        let _ = back.send(&up[..n]).await;
+                    }
+                    Ok(n) = back.recv(&mut down) => {
+                        if let Some(client) = client {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = front.send_to(&down[..n], client).await;
+                        }
+                    }
+                }
+            }
+        });
+        UdpForwarder { port, datagrams_down }
+    }
+
+    fn heard(&self) -> u64 {
+        self.datagrams_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Over QUIC, a quiet route carries its own seldom pings and nothing
+/// else: the transport's keep-alive waits 28 s without a packet, behind
+/// the route's quiet pings (every 25 s), so a phone's radio is not woken
+/// between them. (With its former 10 s, each end sent a PING 10 s after
+/// the last packet: the node's side was heard within the 12 s below.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_quic_route_sends_nothing_between_its_pings() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("quentin");
+    let exit = start_node("exit-quiet-quic", &client, 0).await;
+    let forwarder = UdpForwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Quic))).await;
+    let mut hop = exit.hop(Transport::Quic, &client, 0);
+    (hop.port_first, hop.port_last) = (forwarder.port, forwarder.port);
+    let config = ClientConfig {
+        quiet_after: Duration::from_secs(1),
+        quiet_ping_every: Duration::from_secs(60),
+        ..ClientConfig::new(connect_options(&client, Transport::Quic), vec![Route { relay: None, exit: hop }])
+    };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 1000).await.is_ok_and(|b| b == pattern(1000)));
+    assert!(forwarder.heard() > 0, "the route went through the forwarder");
+    // Quiet from a second after the request on (its last busy ping done).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = forwarder.heard();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let heard = forwarder.heard() - before;
+    eprintln!("{heard} datagrams from the exit in 12 quiet seconds over QUIC");
+    assert_eq!(heard, 0, "datagrams from the exit in 12 quiet seconds");
+    // And the route still serves.
+    assert!(socks_get(front, web, 1000).await.is_ok_and(|b| b == pattern(1000)));
+}
+
 /// A home node's line reconnects with a new address (or the node comes
 /// back on other ports) and its record on the chain says so: the route,
 /// down at its old place, is looked up again and tried at the new one,
