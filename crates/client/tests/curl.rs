@@ -1293,6 +1293,40 @@ async fn a_capped_relay_carries_both_ways_at_its_cap_and_the_route_stays_up() {
     assert_eq!(pool.history().await, [0]);
 }
 
+/// Two clients through one capped exit: one downloads on four streams at
+/// once, the other on one. The cap is shared by session, so the one
+/// stream gets about half of it, not a fifth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_exit_shares_its_cap_by_client_not_by_stream() {
+    const RATE: u64 = 2_000_000;
+    const SIZE: usize = 2 << 20;
+    let web = web_server().await;
+    let (heavy, light) = (SigningKey::from_label("heavy"), SigningKey::from_label("light"));
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_rate_bytes_per_sec: Some(RATE), ..NodeSetup::default() };
+    let exit = start_node_with("exit-shared", &heavy, 0, setup).await;
+    exit.channels.open(light.public(), exit.key.public(), 0, ESCROW);
+    let (front_heavy, _) = start_front(vec![Route { relay: None, exit: exit.hop(Transport::Tls, &heavy, 0) }], Transport::Tls, &heavy).await;
+    let (front_light, _) = start_front(vec![Route { relay: None, exit: exit.hop(Transport::Tls, &light, 0) }], Transport::Tls, &light).await;
+    let started = std::time::Instant::now();
+    let heavy_gets: Vec<_> = (0..4).map(|_| tokio::spawn(socks_get(front_heavy, web, SIZE))).collect();
+    let light_took = tokio::spawn(async move {
+        let body = socks_get(front_light, web, SIZE).await;
+        assert!(body.as_ref().is_ok_and(|b| *b == pattern(SIZE)), "light: {:?} bytes", body.map(|b| b.len()));
+        started.elapsed()
+    });
+    for get in heavy_gets {
+        let body = get.await.unwrap();
+        assert!(body.as_ref().is_ok_and(|b| *b == pattern(SIZE)), "heavy: {:?} bytes", body.map(|b| b.len()));
+    }
+    let all_took = started.elapsed();
+    let light_took = light_took.await.unwrap();
+    eprintln!("capped at 2 MB/s: the one stream's 2 MiB in {light_took:?}, all 10 MiB in {all_took:?}");
+    // Half the cap: about 2.1 s; a fifth (shared by stream): about 5 s.
+    let at = |bytes_per_sec: f64| Duration::from_secs_f64(SIZE as f64 / bytes_per_sec);
+    assert!(light_took < at(RATE as f64 / 2.0) + Duration::from_millis(900), "{light_took:?}");
+    assert!(all_took >= at(RATE as f64) * 5 - Duration::from_millis(400), "all in {all_took:?}");
+}
+
 /// [`two_exits`], the first reached through a [`Forwarder`] (which the
 /// test can freeze).
 async fn two_exits_the_first_behind_a_forwarder(

@@ -62,8 +62,9 @@ pub trait NodeHooks: Send + Sync + 'static {
         channel: ChannelId,
         client: AccountId,
     ) -> BoxFuture<Result<ChannelInfo, ErrorCode>>;
-    /// Resolves, applies the exit policy and connects.
-    fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>>;
+    /// Resolves, applies the exit policy and connects, for session
+    /// `session` (whose streams share the node's rate cap as one).
+    fn connect(&self, session: [u8; 16], dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>>;
     /// A receipt verified: keep the newest per channel for settlement.
     fn receipt_accepted(&self, receipt: SignedReceipt);
 }
@@ -686,8 +687,9 @@ impl Driver {
                 self.streams.insert(stream, StreamIo::new());
                 if let Some(hooks) = self.hooks.clone() {
                     let tx = self.commands_tx.clone();
+                    let session = self.session.session_id();
                     tokio::spawn(async move {
-                        let result = hooks.connect(dest).await;
+                        let result = hooks.connect(session, dest).await;
                         let _ = tx.send(Command::Connected { stream, result });
                     });
                 }

@@ -9,11 +9,14 @@
 //! clients). Every byte relayed crosses the owner's line both in and out,
 //! so a cap of N Mbit/s each way keeps the node's use of the line near
 //! N Mbit/s in each direction, whatever the mix. Control frames, pings and
-//! receipts are not capped: a capped node still answers at once.
+//! receipts are not capped: a capped node still answers at once. Busy
+//! sessions share the cap equally ([`FairBucket`]), so a client with many
+//! streams does not crowd out a client with one.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -78,6 +81,54 @@ impl TokenBucket {
     }
 }
 
+/// Whose bytes a take moves: a node's cap is shared by session (one
+/// client's tunnel), not by stream.
+pub type ShareKey = [u8; 16];
+
+/// A session whose bytes are all paid for this long ago no longer counts
+/// among the busy ones.
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// A [`TokenBucket`] that busy sessions share equally: besides the
+/// bucket's own limit, a session moves at most the rate over the number of
+/// busy sessions (a bucket of its own in the time domain: the time its
+/// bytes are paid for, at its share, less the burst's time). One session
+/// alone has the whole rate; two busy ones half each, whatever the number
+/// of streams either has; a session with a small answer to send waits
+/// for nobody's debt but its own and the bucket's.
+#[derive(Debug)]
+pub struct FairBucket {
+    bucket: TokenBucket,
+    /// When each busy session's bytes are paid for, at its share.
+    paid_at: HashMap<ShareKey, Instant>,
+}
+
+impl FairBucket {
+    pub fn new(rate_bytes_per_sec: u64, now: Instant) -> FairBucket {
+        FairBucket { bucket: TokenBucket::new(rate_bytes_per_sec, now), paid_at: HashMap::new() }
+    }
+
+    pub fn rate_bytes_per_sec(&self) -> u64 {
+        self.bucket.rate_bytes_per_sec()
+    }
+
+    /// Takes `n` bytes for session `key` at `now`; how long that session's
+    /// stream should wait before it moves more.
+    pub fn take(&mut self, now: Instant, key: ShareKey, n: u64) -> Duration {
+        let bucket_wait = self.bucket.take(now, n);
+        self.paid_at.retain(|_, paid| now < *paid + BUSY_WINDOW);
+        let start = *self.paid_at.get(&key).unwrap_or(&now);
+        let busy = self.paid_at.len() as u128 + u128::from(!self.paid_at.contains_key(&key));
+        let rate = self.bucket.rate_bytes_per_sec() as u128;
+        let share_ns = (n as u128 * busy * 1_000_000_000).div_ceil(rate);
+        let paid = start.max(now) + Duration::from_nanos(share_ns.min(u64::MAX as u128) as u64);
+        self.paid_at.insert(key, paid);
+        let burst = Duration::from_nanos((self.bucket.burst_bytes() as u128 * 1_000_000_000 / rate) as u64);
+        let share_wait = paid.saturating_duration_since(now).saturating_sub(burst);
+        bucket_wait.max(share_wait)
+    }
+}
+
 /// Tokio's clock, which the pauses sleep on (and tests pause).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -95,9 +146,9 @@ pub struct RelayTraffic {
 #[derive(Debug)]
 struct Cap {
     /// What the node reads from its destinations (to its clients).
-    from_destinations: Mutex<TokenBucket>,
+    from_destinations: Mutex<FairBucket>,
     /// What the node writes to its destinations (from its clients).
-    to_destinations: Mutex<TokenBucket>,
+    to_destinations: Mutex<FairBucket>,
 }
 
 impl RelayTraffic {
@@ -106,8 +157,8 @@ impl RelayTraffic {
         let now = now();
         Arc::new(RelayTraffic {
             cap: max_rate_bytes_per_sec.map(|rate| Cap {
-                from_destinations: Mutex::new(TokenBucket::new(rate, now)),
-                to_destinations: Mutex::new(TokenBucket::new(rate, now)),
+                from_destinations: Mutex::new(FairBucket::new(rate, now)),
+                to_destinations: Mutex::new(FairBucket::new(rate, now)),
             }),
             from_destinations_bytes: AtomicU64::new(0),
             to_destinations_bytes: AtomicU64::new(0),
@@ -124,14 +175,15 @@ impl RelayTraffic {
         (self.from_destinations_bytes.load(Ordering::Relaxed), self.to_destinations_bytes.load(Ordering::Relaxed))
     }
 
-    /// A destination's socket, counted (and capped).
-    pub fn wrap<S>(self: &Arc<Self>, inner: S) -> RelayedStream<S> {
-        RelayedStream { inner, traffic: self.clone(), read_pause: None, write_pause: None }
+    /// A destination's socket for session `key`, counted (and capped, the
+    /// cap shared fairly by the sessions).
+    pub fn wrap<S>(self: &Arc<Self>, inner: S, key: ShareKey) -> RelayedStream<S> {
+        RelayedStream { inner, traffic: self.clone(), key, read_pause: None, write_pause: None }
     }
 
-    /// Counts `n` bytes one way and takes them from that way's bucket;
-    /// the pause the next transfer that way waits, if any.
-    fn moved(&self, from_destination: bool, n: usize) -> Option<Pin<Box<Sleep>>> {
+    /// Counts `n` bytes one way and takes them from that way's bucket for
+    /// session `key`; the pause the next transfer that way waits, if any.
+    fn moved(&self, from_destination: bool, key: ShareKey, n: usize) -> Option<Pin<Box<Sleep>>> {
         let (count, bucket) = match from_destination {
             true => (&self.from_destinations_bytes, self.cap.as_ref().map(|c| &c.from_destinations)),
             false => (&self.to_destinations_bytes, self.cap.as_ref().map(|c| &c.to_destinations)),
@@ -139,7 +191,7 @@ impl RelayTraffic {
         count.fetch_add(n as u64, Ordering::Relaxed);
         // A panic elsewhere while holding the lock leaves a bucket that is
         // still a valid number: keep using it.
-        let wait = bucket?.lock().unwrap_or_else(|e| e.into_inner()).take(now(), n as u64);
+        let wait = bucket?.lock().unwrap_or_else(|e| e.into_inner()).take(now(), key, n as u64);
         (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)))
     }
 }
@@ -152,6 +204,7 @@ impl RelayTraffic {
 pub struct RelayedStream<S> {
     inner: S,
     traffic: Arc<RelayTraffic>,
+    key: ShareKey,
     read_pause: Option<Pin<Box<Sleep>>>,
     write_pause: Option<Pin<Box<Sleep>>>,
 }
@@ -173,7 +226,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for RelayedStream<S> {
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.read_pause = this.traffic.moved(true, n);
+            this.read_pause = this.traffic.moved(true, this.key, n);
         }
         Poll::Ready(Ok(()))
     }
@@ -183,7 +236,7 @@ impl<S: AsyncWrite + Unpin> RelayedStream<S> {
     /// Counts what a write moved.
     fn wrote(&mut self, n: usize) {
         if n > 0 {
-            self.write_pause = self.traffic.moved(false, n);
+            self.write_pause = self.traffic.moved(false, self.key, n);
         }
     }
 }
@@ -276,13 +329,73 @@ mod tests {
         assert!(wait >= Duration::from_millis(499) && wait <= Duration::from_millis(501), "{wait:?}");
     }
 
+    /// Takers `(session, reads of `chunk` bytes)` each taking as soon as its
+    /// wait is over, for `secs` virtual seconds at 1 MiB/s: the bytes each
+    /// session moved.
+    fn share_out(takers: &[u8], chunk: u64, secs: u64) -> (HashMap<u8, u64>, u64) {
+        let t0 = Instant::now();
+        let mut b = FairBucket::new(MIB, t0);
+        let mut next = vec![t0; takers.len()];
+        let mut moved = HashMap::new();
+        let end = t0 + Duration::from_secs(secs);
+        loop {
+            let (i, &at) = next.iter().enumerate().min_by_key(|(_, at)| **at).unwrap();
+            if at >= end {
+                break;
+            }
+            next[i] = at + b.take(at, [takers[i]; 16], chunk);
+            *moved.entry(takers[i]).or_insert(0) += chunk;
+        }
+        let total = moved.values().sum();
+        (moved, total)
+    }
+
+    #[test]
+    fn busy_sessions_share_the_cap_equally_whatever_their_streams() {
+        // Session 1 reads on eight streams, session 2 on one.
+        let (moved, total) = share_out(&[1, 1, 1, 1, 1, 1, 1, 1, 2], 16 * 1024, 10);
+        let (a, b) = (moved[&1], moved[&2]);
+        eprintln!("eight streams: {a} B, one stream: {b} B, in all {total} B");
+        // Together no more than the cap allows (the rate, the burst, one
+        // read each still owed), and nearly all of it.
+        assert!(total <= 10 * MIB + 64 * 1024 + 9 * 16 * 1024, "{total}");
+        assert!(total >= 10 * MIB - 9 * 16 * 1024, "{total}");
+        // Each about half (a shared bucket gave the one stream a ninth).
+        assert!(b as f64 >= 0.45 * total as f64 && a as f64 >= 0.45 * total as f64, "{a} and {b}");
+    }
+
+    #[test]
+    fn a_session_alone_has_the_whole_cap() {
+        let (moved, total) = share_out(&[1, 1, 1], 16 * 1024, 10);
+        assert_eq!(moved.len(), 1);
+        let expected = 10 * MIB + 64 * 1024;
+        assert!(total + 3 * 16 * 1024 >= expected && total <= expected + 3 * 16 * 1024, "{total} B, about {expected}");
+    }
+
+    #[test]
+    fn a_quiet_session_leaves_the_busy_ones_and_its_share_returns() {
+        let t0 = Instant::now();
+        let mut b = FairBucket::new(MIB, t0);
+        // Two sessions busy: each 64 KiB read owes two 64 KiB-times at the
+        // half rate, less the burst's time.
+        b.take(t0, [1; 16], 64 * 1024);
+        let wait = b.take(t0, [2; 16], 64 * 1024);
+        assert!(wait >= Duration::from_millis(62) && wait <= Duration::from_millis(64), "{wait:?}");
+        // A second later session 2 is long paid and quiet: session 1 has
+        // the whole rate again.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(b.take(later, [1; 16], 64 * 1024), Duration::ZERO);
+        let wait = b.take(later, [1; 16], 64 * 1024);
+        assert!(wait >= Duration::from_millis(62) && wait <= Duration::from_millis(63), "{wait:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_capped_stream_moves_its_bytes_at_the_rate_both_ways() {
         // 2 MiB each way through a 1 MiB/s cap takes about two seconds of
         // (virtual) time each, the first 64 KiB free.
         let traffic = RelayTraffic::new(Some(MIB));
         let (near, mut far) = tokio::io::duplex(256 * 1024);
-        let mut capped = traffic.wrap(near);
+        let mut capped = traffic.wrap(near, [1; 16]);
         let n = 2 * MIB as usize;
         let started = tokio::time::Instant::now();
         let writer = tokio::spawn(async move {
@@ -312,7 +425,7 @@ mod tests {
     async fn an_uncapped_stream_is_counted_and_never_waits() {
         let traffic = RelayTraffic::new(None);
         let (near, mut far) = tokio::io::duplex(64 * 1024);
-        let mut counted = traffic.wrap(near);
+        let mut counted = traffic.wrap(near, [1; 16]);
         let started = tokio::time::Instant::now();
         let writer = tokio::spawn(async move {
             far.write_all(&[1u8; 300_000]).await.unwrap();

@@ -102,13 +102,13 @@ impl NodeHooks for Hooks {
         })
     }
 
-    fn connect(&self, dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>> {
+    fn connect(&self, session: [u8; 16], dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>> {
         let policy = self.policy.clone();
         let timeout = self.connect_timeout;
         let traffic = self.traffic.clone();
         Box::pin(async move {
             let stream = connect_dest(&dest, &policy, timeout).await?;
-            Ok(Box::new(traffic.wrap(stream)) as BoxStream)
+            Ok(Box::new(traffic.wrap(stream, session)) as BoxStream)
         })
     }
 
