@@ -100,7 +100,8 @@ pub struct Flags {
     pub max_sessions: Option<usize>,
     /// Relay at most this many Mbit/s each way, over all clients together
     /// (what the node reads from destinations, and what it writes to them),
-    /// so the line's owner keeps the rest. Default: no cap.
+    /// so the line's owner keeps the rest; busy clients share it equally.
+    /// Default: no cap.
     #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_rate_mbps: Option<u64>,
     /// Unpaid bytes a client may receive beyond its newest receipt before
