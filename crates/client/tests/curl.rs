@@ -1125,10 +1125,15 @@ impl Forwarder {
     }
 
     /// `hop` reached through this forwarder.
-    fn in_front_of(&self, mut hop: Hop) -> Hop {
-        (hop.port_first, hop.port_last) = (self.port, self.port);
-        hop
+    fn in_front_of(&self, hop: Hop) -> Hop {
+        via_port(hop, self.port)
     }
+}
+
+/// `hop` reached at `port` alone (a forwarder's, TCP or UDP).
+fn via_port(mut hop: Hop, port: u16) -> Hop {
+    (hop.port_first, hop.port_last) = (port, port);
+    hop
 }
 
 /// The client's connection to its relay dies without a word (the home
@@ -1458,8 +1463,7 @@ async fn a_quiet_quic_route_sends_nothing_between_its_pings() {
     let client = SigningKey::from_label("quentin");
     let exit = start_node("exit-quiet-quic", &client, 0).await;
     let forwarder = UdpForwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Quic))).await;
-    let mut hop = exit.hop(Transport::Quic, &client, 0);
-    (hop.port_first, hop.port_last) = (forwarder.port, forwarder.port);
+    let hop = via_port(exit.hop(Transport::Quic, &client, 0), forwarder.port);
     let config = ClientConfig {
         quiet_after: Duration::from_secs(1),
         quiet_ping_every: Duration::from_secs(60),

@@ -99,13 +99,18 @@ const BUSY_WINDOW: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct FairBucket {
     bucket: TokenBucket,
+    /// The bucket's burst, as time at the rate: what a session may run
+    /// ahead of its share.
+    burst: Duration,
     /// When each busy session's bytes are paid for, at its share.
     paid_at: HashMap<ShareKey, Instant>,
 }
 
 impl FairBucket {
     pub fn new(rate_bytes_per_sec: u64, now: Instant) -> FairBucket {
-        FairBucket { bucket: TokenBucket::new(rate_bytes_per_sec, now), paid_at: HashMap::new() }
+        let bucket = TokenBucket::new(rate_bytes_per_sec, now);
+        let burst_ns = bucket.burst_bytes() as u128 * 1_000_000_000 / bucket.rate_bytes_per_sec() as u128;
+        FairBucket { bucket, burst: Duration::from_nanos(burst_ns as u64), paid_at: HashMap::new() }
     }
 
     pub fn rate_bytes_per_sec(&self) -> u64 {
@@ -123,8 +128,7 @@ impl FairBucket {
         let share_ns = (n as u128 * busy * 1_000_000_000).div_ceil(rate);
         let paid = start.max(now) + Duration::from_nanos(share_ns.min(u64::MAX as u128) as u64);
         self.paid_at.insert(key, paid);
-        let burst = Duration::from_nanos((self.bucket.burst_bytes() as u128 * 1_000_000_000 / rate) as u64);
-        let share_wait = paid.saturating_duration_since(now).saturating_sub(burst);
+        let share_wait = paid.saturating_duration_since(now).saturating_sub(self.burst);
         bucket_wait.max(share_wait)
     }
 }
