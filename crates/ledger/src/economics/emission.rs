@@ -15,7 +15,7 @@ use super::{ppm_of, vesting, EpochReport};
 use crate::params::{Params, YEAR_SECS};
 use crate::state::{Account, AccountIdx, Ctx, Node, State};
 use crate::workers::{self, Workers};
-use tollway_types::{math::mul_div_floor, Token};
+use tollway_types::{math::mul_div_floor, MacroRegion, Token};
 
 /// The emission scheduled for `epoch` by the schedule alone: year one's
 /// emission spread over its epochs, halving every period.
@@ -42,20 +42,135 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
     }
 }
 
-/// Pays consecutive nodes their rewards (`rewards[i]` to `nodes[i]`, whose
-/// account is `node_accounts[i]`): each reward to its node's totals and
-/// into its account's vesting. `accounts` holds the accounts of the nodes
-/// paid, the first being account `account_base`.
+/// The tokens the epoch's burn bought and burned, and the USD that bought
+/// them (both 0 when nothing was burned).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Burned {
+    pub token: u128,
+    pub usd: u128,
+}
+
+impl Burned {
+    /// A node's share of the burned tokens, by the USD it routed to the
+    /// burn, rounded down.
+    fn node_share(&self, burn_usd: u128) -> u128 {
+        if burn_usd == 0 || self.usd == 0 {
+            0
+        } else {
+            mul_div_floor(self.token, burn_usd, self.usd)
+        }
+    }
+}
+
+/// The usage pool's rule: pro rata to settled value, never above the
+/// node's burned value × the cap (≤ 1), so paying your own node cannot earn
+/// what it burns.
+#[derive(Clone, Copy)]
+struct Usage {
+    pool: u128,
+    total_settled: u128,
+    burned: Burned,
+    cap_ppm: u128,
+}
+
+impl Usage {
+    /// Consecutive nodes' usage rewards into `rewards`; returns their sum.
+    fn reward(&self, rewards: &mut [u128], settled: &[u128], burn_usd: &[u128], active: &[bool]) -> u128 {
+        let mut paid = 0;
+        for (((r, &settled), &burn_usd), &active) in rewards.iter_mut().zip(settled).zip(burn_usd).zip(active) {
+            if settled == 0 || !active {
+                continue;
+            }
+            let pro_rata = mul_div_floor(self.pool, settled, self.total_settled);
+            let cap = ppm_of(self.burned.node_share(burn_usd), self.cap_ppm);
+            *r = pro_rata.min(cap);
+            paid += *r;
+        }
+        paid
+    }
+}
+
+/// The uptime pool ("bandwidth mining"), by weight.
+#[derive(Clone, Copy)]
+struct Uptime {
+    pool: u128,
+    total_weight: u128,
+}
+
+impl Uptime {
+    fn reward(&self, weight: u128) -> u128 {
+        mul_div_floor(self.pool, weight, self.total_weight)
+    }
+}
+
+/// What a part of the payout paid from the uptime pool: in all, to how many
+/// nodes, and per macro-region.
+#[derive(Clone, Copy, Default)]
+struct UptimePaid {
+    token: u128,
+    nodes: u32,
+    by_region: [u128; MacroRegion::COUNT],
+}
+
+impl UptimePaid {
+    fn add(&mut self, other: &UptimePaid) {
+        self.token += other.token;
+        self.nodes += other.nodes;
+        for (a, b) in self.by_region.iter_mut().zip(&other.by_region) {
+            *a += b;
+        }
+    }
+}
+
+/// Consecutive nodes' rows of the payout: per node its usage reward, its
+/// uptime weight, its region and its account (`node_accounts`).
+struct PayRows<'a> {
+    usage: &'a [u128],
+    weights: &'a [u128],
+    regions: &'a [u8],
+    node_accounts: &'a [AccountIdx],
+}
+
+impl<'a> PayRows<'a> {
+    fn range(&self, start: usize, end: usize) -> PayRows<'a> {
+        PayRows {
+            usage: &self.usage[start..end],
+            weights: &self.weights[start..end],
+            regions: &self.regions[start..end],
+            node_accounts: &self.node_accounts[start..end],
+        }
+    }
+
+    /// Whether node `n` may be paid: its usage reward or its uptime weight
+    /// is not 0.
+    fn may_pay(&self, n: usize, uptime: Option<Uptime>) -> bool {
+        self.usage[n] != 0 || (uptime.is_some() && self.weights[n] != 0)
+    }
+}
+
+/// Pays consecutive nodes (`rows` for `nodes`) their usage and uptime
+/// rewards: each reward to its node's totals and into its account's
+/// vesting. `accounts` holds the accounts of the nodes paid, the first
+/// being account `account_base`. No uptime pool when no node has weight.
 fn pay_nodes(
     nodes: &mut [Node],
-    node_accounts: &[AccountIdx],
-    rewards: &[u128],
-    accounts: &mut [Account],
-    account_base: usize,
+    rows: PayRows,
+    uptime: Option<Uptime>,
+    (accounts, account_base): (&mut [Account], usize),
     now_secs: u64,
     vesting_secs: u64,
+    paid: &mut UptimePaid,
 ) {
-    for ((node, &a), &r) in nodes.iter_mut().zip(node_accounts).zip(rewards) {
+    let rows = rows.usage.iter().zip(rows.weights).zip(rows.regions).zip(rows.node_accounts);
+    for (node, (((&usage, &weight), &region), &a)) in nodes.iter_mut().zip(rows) {
+        let mut r = usage;
+        if let (Some(uptime), true) = (uptime, weight != 0) {
+            let up = uptime.reward(weight);
+            paid.token += up;
+            paid.nodes += 1;
+            paid.by_region[region as usize] += up;
+            r += up;
+        }
         if r == 0 {
             continue;
         }
@@ -67,16 +182,16 @@ fn pay_nodes(
 }
 
 /// Per part of the payout (`ranges` of nodes), the lowest and highest
-/// account among the nodes it pays; `None` unless there are several parts
-/// and their accounts lie in ascending, separate ranges.
-fn account_bounds(ranges: &[(usize, usize)], rewards: &[u128], node_accounts: &[AccountIdx]) -> Option<Vec<Option<(usize, usize)>>> {
+/// account among the nodes it may pay; `None` unless there are several
+/// parts and their accounts lie in ascending, separate ranges.
+fn account_bounds(ranges: &[(usize, usize)], rows: &PayRows, uptime: Option<Uptime>) -> Option<Vec<Option<(usize, usize)>>> {
     if ranges.len() < 2 {
         return None;
     }
     let bounds: Vec<Option<(usize, usize)>> = ranges
         .iter()
         .map(|&(start, end)| {
-            (start..end).filter(|&n| rewards[n] != 0).map(|n| node_accounts[n] as usize).fold(None, |b, a| {
+            (start..end).filter(|&n| rows.may_pay(n, uptime)).map(|n| rows.node_accounts[n] as usize).fold(None, |b, a| {
                 Some(b.map_or((a, a), |(lo, hi): (usize, usize)| (lo.min(a), hi.max(a))))
             })
         })
@@ -85,21 +200,46 @@ fn account_bounds(ranges: &[(usize, usize)], rewards: &[u128], node_accounts: &[
     paying.windows(2).all(|w| w[0].1 < w[1].0).then_some(bounds)
 }
 
-/// Pays every node its reward, in parts on `workers` when the parts' nodes
-/// have accounts in ascending, separate ranges (each node has an account
-/// of its own, so then each part owns the accounts it pays).
-fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &[AccountIdx], workers: &impl Workers) {
+/// The usage pass over every node, in parts on `workers`: each node's
+/// usage reward, and their sum.
+fn usage_rewards(usage: Usage, measured: &super::measure::Measured, workers: &impl Workers) -> (Vec<u128>, u128) {
+    let n_nodes = measured.settled_usd.len();
+    let mut rewards = vec![0u128; n_nodes];
+    if usage.total_settled == 0 {
+        return (rewards, 0);
+    }
+    let ranges = workers::ranges(n_nodes, workers.parts(n_nodes));
+    let mut sums = vec![0u128; ranges.len()];
+    let parts: Vec<_> = workers::split_lengths(&mut rewards, ranges.iter().map(|&(s, e)| e - s))
+        .into_iter()
+        .zip(sums.iter_mut())
+        .zip(&ranges)
+        .collect();
+    workers.run(parts, &|((rewards, sum), &(start, end)): ((&mut [u128], &mut u128), &(usize, usize))| {
+        let m = measured;
+        *sum = usage.reward(rewards, &m.settled_usd[start..end], &m.burn_usd[start..end], &m.active[start..end]);
+    });
+    (rewards, sums.iter().sum())
+}
+
+/// Pays every node its usage and uptime rewards, in parts on `workers`
+/// when the parts' nodes have accounts in ascending, separate ranges (each
+/// node has an account of its own, so then each part owns the accounts it
+/// pays). Returns what the uptime pool paid.
+fn pay_all_nodes(state: &mut State, ctx: Ctx, rows: PayRows, uptime: Option<Uptime>, workers: &impl Workers) -> UptimePaid {
     let vesting_secs = state.params.vesting_secs;
-    let ranges = workers::ranges(rewards.len(), workers.parts(rewards.len()));
-    let Some(bounds) = account_bounds(&ranges, rewards, node_accounts) else {
-        pay_nodes(&mut state.nodes, node_accounts, rewards, &mut state.accounts, 0, ctx.time_secs, vesting_secs);
-        return;
+    let ranges = workers::ranges(rows.usage.len(), workers.parts(rows.usage.len()));
+    let mut paid = UptimePaid::default();
+    let Some(bounds) = account_bounds(&ranges, &rows, uptime) else {
+        pay_nodes(&mut state.nodes, rows, uptime, (&mut state.accounts, 0), ctx.time_secs, vesting_secs, &mut paid);
+        return paid;
     };
     let mut accounts: &mut [Account] = &mut state.accounts;
     let mut base = 0;
+    let mut part_paid = vec![UptimePaid::default(); ranges.len()];
     let mut parts = Vec::with_capacity(ranges.len());
     let node_parts = workers::split_lengths(&mut state.nodes, ranges.iter().map(|&(s, e)| e - s));
-    for ((nodes, &(start, end)), bound) in node_parts.into_iter().zip(&ranges).zip(&bounds) {
+    for (((nodes, &(start, end)), bound), paid) in node_parts.into_iter().zip(&ranges).zip(&bounds).zip(part_paid.iter_mut()) {
         let mine: &mut [Account] = match *bound {
             None => &mut [],
             Some((lo, hi)) => {
@@ -111,19 +251,25 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rewards: &[u128], node_accounts: &
             }
         };
         let first = bound.map_or(0, |(lo, _)| lo);
-        parts.push((nodes, &node_accounts[start..end], &rewards[start..end], mine, first));
+        parts.push((nodes, rows.range(start, end), (mine, first), paid));
     }
-    workers.run(parts, &|(nodes, node_accounts, rewards, accounts, first)| {
-        pay_nodes(nodes, node_accounts, rewards, accounts, first, ctx.time_secs, vesting_secs);
+    workers.run(parts, &|(nodes, rows, accounts, paid)| {
+        pay_nodes(nodes, rows, uptime, accounts, ctx.time_secs, vesting_secs, paid);
     });
+    for p in &part_paid {
+        paid.add(p);
+    }
+    paid
 }
 
+/// Steps 4–5: mints the epoch's emission and pays it out by the three
+/// pools' rules, vesting each reward.
 pub fn distribute(
     state: &mut State,
     ctx: Ctx,
     weights: &[u128],
     measured: &super::measure::Measured,
-    node_burned: &[Token],
+    burned: Burned,
     report: &mut EpochReport,
     workers: &impl Workers,
 ) {
@@ -141,50 +287,26 @@ pub fn distribute(
     let mut uptime_pool = ppm_of(available, uptime_share);
     let usage_pool = available - oracle_pool - uptime_pool;
 
-    // Each node's reward this epoch, from both pools, is summed first and
-    // paid in one pass below: one vesting update per node, in a short loop
-    // (two rewards at the same time join the same tranche, so paying the
-    // sum is paying both).
-    let mut node_reward = vec![0u128; state.nodes.len()];
-
-    // Usage: pro rata to settled value, never above the burned value ×
-    // the cap (≤ 1), so paying your own node cannot earn what it burns.
-    let total_settled = report.settled_usd.0; // summed over every node by `burn`
-    let mut paid_usage = 0u128;
-    if total_settled > 0 {
-        for (n, &settled) in measured.settled_usd.iter().enumerate() {
-            if settled == 0 || !measured.active[n] {
-                continue;
-            }
-            let pro_rata = mul_div_floor(usage_pool, settled, total_settled);
-            let cap = ppm_of(node_burned[n].0, p.usage_reward_cap_ppm as u128);
-            let r = pro_rata.min(cap);
-            node_reward[n] += r;
-            paid_usage += r;
-        }
-    }
-    // What usage could not absorb subsidises uptime this same epoch.
+    // Usage first: what it could not absorb subsidises uptime this same
+    // epoch. Each node's two rewards are then paid as one, in one pass:
+    // one vesting update per node (two rewards at the same time join the
+    // same tranche, so paying the sum is paying both).
+    let usage = Usage {
+        pool: usage_pool,
+        total_settled: report.settled_usd.0, // summed over every node by `burn`
+        burned,
+        cap_ppm: p.usage_reward_cap_ppm as u128,
+    };
+    let (usage_rewards, paid_usage) = usage_rewards(usage, measured, workers);
     uptime_pool += usage_pool - paid_usage;
-
-    // Uptime ("bandwidth mining"): by weight.
     let total_weight: u128 = weights.iter().sum();
-    let mut paid_uptime = 0u128;
-    let mut rewarded = 0u32;
-    if total_weight > 0 {
-        for (n, &w) in weights.iter().enumerate() {
-            if w == 0 {
-                continue;
-            }
-            let r = mul_div_floor(uptime_pool, w, total_weight);
-            node_reward[n] += r;
-            if let Some(s) = report.regions.get_mut(measured.region[n] as usize) {
-                s.uptime_rewards.0 += r;
-            }
-            paid_uptime += r;
-            rewarded += 1;
-        }
+    let uptime = (total_weight > 0).then_some(Uptime { pool: uptime_pool, total_weight });
+    let rows = PayRows { usage: &usage_rewards, weights, regions: &measured.region, node_accounts: &measured.account };
+    let uptime_paid = pay_all_nodes(state, ctx, rows, uptime, workers);
+    for (summary, &paid) in report.regions.iter_mut().zip(&uptime_paid.by_region) {
+        summary.uptime_rewards.0 += paid;
     }
-    pay_all_nodes(state, ctx, &node_reward, &measured.account, workers);
+    let paid_uptime = uptime_paid.token;
 
     // Oracles: by reports that agreed with the median.
     let total_good: u128 = state.oracles.iter().map(|o| o.good_reports_epoch as u128).sum();
@@ -214,7 +336,7 @@ pub fn distribute(
     report.minted_uptime = Token(paid_uptime);
     report.minted_oracle = Token(paid_oracle);
     report.carry_out = state.emission_carry;
-    report.rewarded_nodes = rewarded;
+    report.rewarded_nodes = uptime_paid.nodes;
 }
 
 #[cfg(test)]

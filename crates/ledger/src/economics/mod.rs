@@ -103,10 +103,10 @@ pub fn end_epoch_with(state: &mut State, ctx: Ctx, seed: Hash32, workers: &impl 
     let weights = measure::capped_weights(state, &measured, &report.regions);
 
     // Step 3: buy and burn the settled USD through the pool.
-    let node_burned = burn(state, &measured, &mut report);
+    let burned = burn(state, &measured, &mut report);
 
     // Step 4: mint the emission into the three pools.
-    emission::distribute(state, ctx, &weights, &measured, &node_burned, &mut report, workers);
+    emission::distribute(state, ctx, &weights, &measured, burned, &mut report, workers);
 
     report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
 
@@ -134,15 +134,15 @@ pub fn epoch_due(state: &State, now_secs: u64) -> bool {
 }
 
 /// Step 3: the queued USD buys tokens from the pool, which are burned.
-/// Returns each node's share of the burned tokens (by the USD it routed to
-/// the burn), which caps its usage reward.
-fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochReport) -> Vec<Token> {
-    let mut node_burned = vec![Token::ZERO; state.nodes.len()];
+/// Returns what was burned and the USD that bought it: each node's share
+/// of it (by the USD it routed to the burn) caps its usage reward, and is
+/// worked out where the reward is (`emission::distribute`).
+fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochReport) -> emission::Burned {
     report.settled_usd = Usd(measured.settled_usd.iter().sum());
     let queue = state.burn_queue_usd;
     if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
         // Nothing to burn, or no pool yet: the queue waits for liquidity.
-        return node_burned;
+        return emission::Burned::default();
     }
     let out = amm::swap_output(state.pool.usd.0, state.pool.token.0, queue.0, state.params.pool_fee_ppm);
     state.pool.usd.0 += queue.0;
@@ -151,12 +151,7 @@ fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochRepor
     state.burn_queue_usd = Usd::ZERO;
     report.burn_usd = queue;
     report.burned_token = Token(out);
-    for (i, &burn_usd) in measured.burn_usd.iter().enumerate() {
-        if burn_usd != 0 {
-            node_burned[i] = Token(mul_div_floor(out, burn_usd, queue.0));
-        }
-    }
-    node_burned
+    emission::Burned { token: out, usd: queue.0 }
 }
 
 /// `x × ppm / 1e6`, floor, on u128.
