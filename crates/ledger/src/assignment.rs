@@ -64,6 +64,13 @@ impl Assignment {
     pub fn contains(&self, o: OracleIdx) -> bool {
         self.as_slice().contains(&o)
     }
+    /// The oracles in every slot, `empty` after the last: a fixed-size
+    /// copy, where copying `as_slice` (a few bytes of varying length) was a
+    /// call to `memcpy` per node in the simulator's assignment pass.
+    #[inline]
+    pub fn padded(&self, empty: OracleIdx) -> [OracleIdx; MAX_ORACLES_PER_NODE] {
+        std::array::from_fn(|j| if j < self.len { self.oracles[j] } else { empty })
+    }
 }
 
 /// A node as the common case of the assignment sees it

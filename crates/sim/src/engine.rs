@@ -10,6 +10,7 @@ use crate::output::{EpochRow, RunOutput, RunSummary};
 use crate::rng::{Keyed, Rng};
 use crate::scenario::{Scenario, Shock};
 use tollway_ledger::assignment::Assigner;
+use tollway_ledger::params::MAX_ORACLES_PER_NODE;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tollway_ledger::direct::{apply_unsigned, claim_vested_each, pay_node_in, record_report_in, PaymentParts};
@@ -225,10 +226,12 @@ pub struct Sim {
     income_usd: Vec<f64>,
     /// The seed of the measurements' streams (`measure_node`).
     measure_seed: u64,
-    /// The day's assigned oracles: `oracles_per_node` slots per operator,
-    /// in operator order, `NO_ORACLE` where empty (kept to reuse its
-    /// memory).
-    assigned: Vec<OracleIdx>,
+    /// The day's assigned oracles per operator, in operator order,
+    /// `NO_ORACLE` where empty (kept to reuse its memory).
+    assigned: Vec<[OracleIdx; MAX_ORACLES_PER_NODE]>,
+    /// The day's payments (`serve`), kept to reuse their memory: grown
+    /// anew each day, the vector was copied on every doubling.
+    payments: Vec<Payment>,
     /// Threads this run may use for the day's oracle assignment and supply
     /// check (cores the Monte Carlo leaves idle when it has fewer runs than
     /// cores).
@@ -464,6 +467,7 @@ impl Sim {
             income_usd: Vec::new(),
             measure_seed: seed,
             assigned: Vec::new(),
+            payments: Vec::new(),
             threads: 1,
         };
         let ctx = sim.ctx();
@@ -811,7 +815,8 @@ impl Sim {
         // proportion to the capacity-hours it was online.
         let ctx = self.ctx();
         let mut paid = [0f64; 8];
-        let mut payments = Vec::new();
+        let mut payments = std::mem::take(&mut self.payments);
+        payments.clear();
         for (i, op) in self.ops.iter_mut().enumerate() {
             if !op.active || region_weight[op.region] <= 0.0 {
                 continue;
@@ -875,43 +880,42 @@ impl Sim {
         let (served, payments) = self.serve()?;
         let day = self.day;
         let helpers = self.helpers_for(self.ops.len());
-        let k = assigner.oracles_per_node().max(1);
         self.assigned.clear();
-        self.assigned.resize(self.ops.len() * k, NO_ORACLE);
+        self.assigned.resize(self.ops.len(), [NO_ORACLE; MAX_ORACLES_PER_NODE]);
         self.income_usd.clear();
         self.income_usd.resize(self.ops.len(), 0.0);
         let (nodes, mut parts) = self.state.payment_parts();
-        let assign = |(ops, out): (&[Operator], &mut [OracleIdx])| {
-            for (op, out) in ops.iter().zip(out.chunks_mut(k)) {
+        let assign = |(ops, out): (&[Operator], &mut [[OracleIdx; MAX_ORACLES_PER_NODE]])| {
+            for (op, out) in ops.iter().zip(out) {
                 if is_measured(nodes, op) {
-                    let a = assigner.assign_in(nodes, op.node);
-                    out[..a.as_slice().len()].copy_from_slice(a.as_slice());
+                    *out = assigner.assign_in(nodes, op.node).padded(NO_ORACLE);
                 }
             }
         };
-        let chunks: Vec<(&[Operator], &mut [OracleIdx])> =
-            self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks_mut(MEASURE_CHUNK * k)).collect();
+        let chunks: Vec<(&[Operator], &mut [[OracleIdx; MAX_ORACLES_PER_NODE]])> =
+            self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks_mut(MEASURE_CHUNK)).collect();
         let (consumer_accounts, income_usd) = (&self.consumer_accounts, &mut self.income_usd);
         helpers.run_beside(chunks, &assign, || Self::pay(&mut parts, consumer_accounts, &payments, day, income_usd))?;
+        self.payments = payments;
         // Debug builds check the assignments against ones made from the
         // state as it is now, after the payments.
         #[cfg(debug_assertions)]
         {
             let now = Assigner::new(&self.state);
-            for (op, a) in self.ops.iter().zip(self.assigned.chunks(k)) {
+            for (op, a) in self.ops.iter().zip(&self.assigned) {
                 if is_measured(&self.state.nodes, op) {
                     let a: Vec<OracleIdx> = a.iter().copied().take_while(|&o| o != NO_ORACLE).collect();
                     assert_eq!(a, now.assign(&self.state, op.node).as_slice(), "the assignment changed under the payments");
                 }
             }
         }
-        self.measure(&helpers, k);
+        self.measure(&helpers);
         Ok(served)
     }
 
     /// The assigned oracles measure their nodes, a range of operators (and
     /// so of their nodes, which follow operator order) per part.
-    fn measure(&mut self, helpers: &Helpers, k: usize) {
+    fn measure(&mut self, helpers: &Helpers) {
         let colluding: Vec<bool> = {
             let mut v = vec![false; self.state.oracles.len()];
             if self.colluding_today() {
@@ -927,7 +931,7 @@ impl Sim {
         let mut parts = Vec::new();
         let mut epochs: &mut [NodeEpoch] = &mut self.state.node_epochs;
         let mut base = 0;
-        let mut chunks = self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks(MEASURE_CHUNK * k)).peekable();
+        let mut chunks = self.ops.chunks(MEASURE_CHUNK).zip(self.assigned.chunks(MEASURE_CHUNK)).peekable();
         while let Some((ops, assigned)) = chunks.next() {
             // This part's nodes: from its first operator's node up to the
             // next part's first.
@@ -938,8 +942,8 @@ impl Sim {
             (epochs, base) = (rest, end);
             parts.push((ops, assigned, mine, first));
         }
-        let measure = |(ops, assigned, epochs, first): (&[Operator], &[OracleIdx], &mut [NodeEpoch], usize)| {
-            for (op, a) in ops.iter().zip(assigned.chunks(k)) {
+        let measure = |(ops, assigned, epochs, first): (&[Operator], &[[OracleIdx; MAX_ORACLES_PER_NODE]], &mut [NodeEpoch], usize)| {
+            for (op, a) in ops.iter().zip(assigned) {
                 if a[0] != NO_ORACLE {
                     measure_node(&mut epochs[op.node as usize - first], op, a, &colluding, stream);
                 }
@@ -1079,7 +1083,7 @@ impl Sim {
         let mut sellers = sellers.into_iter().peekable();
         let mut region_reward = [0f64; 8];
         let mut region_mbps = [0f64; 8];
-        let mut profits = Vec::new();
+        let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = 0;
         for (i, node_today) in nodes_today.into_iter().enumerate() {
             let (active, kind, account) = {
