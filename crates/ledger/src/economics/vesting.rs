@@ -122,8 +122,21 @@ impl Period {
     }
 }
 
-/// Base units of a tranche vested at `now_secs`, rounded down.
+/// Base units of a tranche vested at `now_secs`: its amount's straight
+/// line, rounded down, but never less than what it has released. A slash
+/// lowers a tranche's amount (by its unreleased part), and the lower
+/// line can pass under what was released before; the tranche then
+/// releases nothing more until the line is above it again. (Without the
+/// floor, a release after such a slash took `released` from less than it:
+/// in a release build the difference wrapped back from the balance into
+/// the vesting, and a balance smaller than it wrapped to nearly 2^128.)
 fn vested<T: Slot>(t: &T, now_secs: u64, period: Period) -> u128 {
+    vested_on_line(t, now_secs, period).max(t.released())
+}
+
+/// Base units of a tranche's amount vested at `now_secs` on its straight
+/// line, rounded down.
+fn vested_on_line<T: Slot>(t: &T, now_secs: u64, period: Period) -> u128 {
     if period.secs == 0 {
         return t.amount();
     }
@@ -398,6 +411,63 @@ mod tests {
             let back: Account = codec::decode(&bytes, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
             assert!(tier_ok(&back.vesting), "case {i}: decoded into {:?}", back.vesting.tier());
             assert_eq!(back, acct);
+        }
+    }
+
+    /// A reward half released, then slashed by two thirds of its
+    /// unreleased half: its line is now two thirds as steep, and below
+    /// what it released until the period ends. A release meanwhile
+    /// releases nothing (it underflowed); at the end, the rest.
+    #[test]
+    fn a_release_after_a_slash_releases_nothing_its_line_has_not_passed() {
+        let mut acct = Account::new(PublicKey([5; 32]));
+        add_reward(&mut acct, Token(3_000), 0, PERIOD);
+        assert_eq!(release(&mut acct, PERIOD / 2, PERIOD), Token(1_500));
+        assert_eq!(slash_unvested(&mut acct, Token(1_000)), Token(1_000));
+        // The line: 2,000 × 2/3 = 1,333, under the 1,500 released.
+        assert_eq!(releasable(&acct, PERIOD * 2 / 3, PERIOD), Token::ZERO);
+        assert_eq!(release(&mut acct, PERIOD * 2 / 3, PERIOD), Token::ZERO);
+        assert_eq!(acct.token, Token(1_500));
+        assert!(acct.vesting_cache_is_consistent());
+        assert_eq!(release(&mut acct, PERIOD, PERIOD), Token(500));
+        assert_eq!(acct.token, Token(2_000));
+        assert_eq!(acct.vesting.len(), 0, "a tranche released in full is dropped");
+    }
+
+    proptest::proptest! {
+        /// Whatever the rewards, gaps, releases and slashes, the inline
+        /// tier holds what wide storage holds, after every step and in its
+        /// encoding, and nothing is minted on the way.
+        #[test]
+        fn inline_tranches_match_wide_storage_through_any_history(
+            steps in proptest::collection::vec((0u64..3 * DAY, 0u8..10, 1u32..1_000_000), 1..200)
+        ) {
+            let mut inline = Account::new(PublicKey([4; 32]));
+            let mut wide = Account::new(PublicKey([4; 32]));
+            wide.vesting.widen();
+            let (mut now, mut rewarded, mut slashed) = (0, 0u128, 0u128);
+            for (gap, op, amount) in steps {
+                now += gap;
+                let amount = Token(amount as u128);
+                match op {
+                    0 => proptest::prop_assert_eq!(release(&mut inline, now, PERIOD), release(&mut wide, now, PERIOD)),
+                    1 => {
+                        let taken = slash_unvested(&mut inline, amount);
+                        proptest::prop_assert_eq!(taken, slash_unvested(&mut wide, amount));
+                        slashed += taken.0;
+                    }
+                    _ => {
+                        add_reward(&mut inline, amount, now, PERIOD);
+                        add_reward(&mut wide, amount, now, PERIOD);
+                        rewarded += amount.0;
+                    }
+                }
+                proptest::prop_assert!(matches!(inline.vesting, Tranches::Small(_)));
+                proptest::prop_assert_eq!(&inline, &wide);
+                proptest::prop_assert!(inline.vesting_cache_is_consistent());
+                proptest::prop_assert_eq!(inline.token.0 + inline.vesting_unreleased.0 + slashed, rewarded);
+            }
+            proptest::prop_assert_eq!(codec::encode(&inline), codec::encode(&wide));
         }
     }
 
