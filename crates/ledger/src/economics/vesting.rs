@@ -186,10 +186,10 @@ impl<T: Slot> List<T> for VecDeque<T> {
 
 impl List<SmallTranche> for InlineTranches {
     fn halves(&self) -> (&[SmallTranche], &[SmallTranche]) {
-        (self.as_slice(), &[])
+        InlineTranches::halves(self)
     }
     fn halves_mut(&mut self) -> (&mut [SmallTranche], &mut [SmallTranche]) {
-        (self.as_mut_slice(), &mut [])
+        InlineTranches::halves_mut(self)
     }
     fn pop_front(&mut self) {
         InlineTranches::pop_front(self);
@@ -211,11 +211,15 @@ fn releasable_in<T: Slot>(d: &impl List<T>, now_secs: u64, vesting_secs: u64) ->
 fn release_in<T: Slot>(d: &mut impl List<T>, now_secs: u64, vesting_secs: u64) -> u128 {
     let mut total = 0u128;
     let period = Period::new(vesting_secs);
+    // Each half in a loop of its own: a chained iterator checks which half
+    // it is in at every tranche.
     let (a, b) = d.halves_mut();
-    for t in a.iter_mut().chain(b.iter_mut()) {
-        let v = vested(t, now_secs, period);
-        total += v - t.released();
-        t.set_released(v);
+    for half in [a, b] {
+        for t in half.iter_mut() {
+            let v = vested(t, now_secs, period);
+            total += v - t.released();
+            t.set_released(v);
+        }
     }
     d.drop_finished();
     total
@@ -296,7 +300,7 @@ pub fn add_reward(acct: &mut Account, amount: Token, now_secs: u64, vesting_secs
     // The storage holds the result only if the reward, added to the newest
     // tranche, fits its tier (and, for the smallest, so does the start).
     let newest = match &acct.vesting {
-        Tranches::Small(d) => d.as_slice().last().map_or(0, |t| t.amount as u128),
+        Tranches::Small(d) => d.back().map_or(0, |t| t.amount as u128),
         Tranches::Narrow(d) => d.back().map_or(0, |t| t.amount as u128),
         Tranches::Wide(_) => 0, // holds anything
     };
