@@ -327,6 +327,39 @@ proptest! {
         }
     }
 
+    /// A slash that reaches past the stake into vesting rewards, some of
+    /// them already released, and a claim after it: the claim releases
+    /// only what was left unreleased, and the account's sums hold. (A
+    /// slash could lower a tranche's line under what it had released,
+    /// and the claim then underflowed.)
+    #[test]
+    fn a_claim_after_a_slash_of_vesting_rewards_releases_only_what_is_left(
+        staked in 0u64..1_000, rewards in prop::collection::vec((1u64..1 << 40, 0u64..100), 1..5),
+        released_at in 0u64..150, past_stake in any::<u64>(), claimed_at in 0u64..150,
+    ) {
+        use tollway_ledger::economics::vesting::{add_reward, release};
+        let mut a = Account::new(id("x"));
+        a.staked = Token(staked as u128);
+        let mut rewards = rewards;
+        rewards.sort_by_key(|&(_, at)| at);
+        for &(amount, at) in &rewards {
+            add_reward(&mut a, Token(amount as u128), at, 100);
+        }
+        release(&mut a, released_at.max(rewards[rewards.len() - 1].1), 100);
+        let balance = a.token.0;
+        let vesting = a.vesting_total().0;
+        let slash = staked as u128 + past_stake as u128 % (vesting + 1);
+        let taken = take_stake(&mut a, Token(slash));
+        prop_assert_eq!(taken.0, slash);
+        prop_assert_eq!(a.vesting_total().0, vesting - (slash - staked as u128));
+        let left = a.vesting_total().0;
+        let claimed = release(&mut a, released_at.max(claimed_at).max(rewards[rewards.len() - 1].1), 100);
+        prop_assert!(claimed.0 <= left);
+        prop_assert_eq!(a.token.0, balance + claimed.0);
+        prop_assert_eq!(a.vesting_total().0, left - claimed.0);
+        prop_assert!(a.vesting_cache_is_consistent());
+    }
+
     #[test]
     fn slashing_never_underflows(staked in any::<u64>(), unbonding in prop::collection::vec(any::<u64>(), 0..4),
                                  vesting in any::<u64>(), amount in any::<u128>()) {
