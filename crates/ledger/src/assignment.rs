@@ -140,12 +140,6 @@ impl Assigner {
         }
     }
 
-    /// The most oracles an assignment holds: the parameter
-    /// `oracles_per_node`, at most `MAX_ORACLES_PER_NODE`.
-    pub fn oracles_per_node(&self) -> usize {
-        self.k
-    }
-
     /// The common case of [`Assigner::assign`], the same result: a node
     /// with one address and no strike from the previous epoch, so an oracle
     /// is eligible exactly when its account and its subnet group differ

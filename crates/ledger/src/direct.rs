@@ -47,23 +47,12 @@ pub fn claim_vested_each(state: &mut State, ctx: Ctx, accounts: &[AccountIdx], w
         }
         return claimed;
     }
-    // Part k owns the accounts from its first claimant's up to the next
-    // part's first (the last part: up to its own last claimant).
+    // Part k owns the accounts from its first claimant's to its last's.
     let ranges = workers::ranges(accounts.len(), parts);
-    let first = |k: usize| accounts[ranges[k].0] as usize;
-    let mut lengths = vec![first(0)];
-    for k in 0..ranges.len() {
-        let end = if k + 1 < ranges.len() { first(k + 1) } else { accounts[ranges[k].1 - 1] as usize + 1 };
-        lengths.push(end - first(k));
-    }
-    let mut slices = workers::split_lengths(&mut state.accounts, lengths).into_iter().skip(1);
-    let mut outs = workers::split_lengths(&mut claimed, ranges.iter().map(|&(s, e)| e - s)).into_iter();
-    let mut work = Vec::with_capacity(ranges.len());
-    for (k, &(s, e)) in ranges.iter().enumerate() {
-        if let (Some(slice), Some(out)) = (slices.next(), outs.next()) {
-            work.push((slice, first(k), &accounts[s..e], out));
-        }
-    }
+    let bounds: Vec<_> = ranges.iter().map(|&(s, e)| Some((accounts[s] as usize, accounts[e - 1] as usize))).collect();
+    let slices = workers::split_at_bounds(&mut state.accounts, &bounds);
+    let outs = workers::split_lengths(&mut claimed, ranges.iter().map(|&(s, e)| e - s));
+    let work: Vec<_> = slices.into_iter().zip(outs).zip(&ranges).map(|(((slice, base), out), &(s, e))| (slice, base, &accounts[s..e], out)).collect();
     workers.run(work, &|(slice, base, mine, out): (&mut [Account], usize, &[AccountIdx], &mut [Token])| {
         for (o, &a) in out.iter_mut().zip(mine) {
             *o = claim(&mut slice[a as usize - base]);

@@ -76,6 +76,27 @@ pub fn split_lengths<T>(mut slice: &mut [T], lengths: impl IntoIterator<Item = u
     out
 }
 
+/// Splits `slice` into the pieces `bounds` name, each with the index of
+/// its first item: `Some((lo, hi))` is items `lo..=hi`, `None` an empty
+/// piece. The bounds must ascend and not overlap (each part of a pass
+/// then owns the records it writes).
+pub fn split_at_bounds<'a, T>(mut slice: &'a mut [T], bounds: &[Option<(usize, usize)>]) -> Vec<(&'a mut [T], usize)> {
+    let mut base = 0;
+    let mut out = Vec::with_capacity(bounds.len());
+    for bound in bounds {
+        match *bound {
+            None => out.push((&mut [][..], 0)),
+            Some((lo, hi)) => {
+                let (_, from_lo) = std::mem::take(&mut slice).split_at_mut(lo - base);
+                let (piece, rest) = from_lo.split_at_mut(hi + 1 - lo);
+                (slice, base) = (rest, hi + 1);
+                out.push((piece, lo));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +117,13 @@ mod tests {
             }
         }
         assert_eq!(split_lengths(&mut [1, 2, 3, 4, 5][..], [2, 0, 3]), vec![&mut [1, 2][..], &mut [][..], &mut [3, 4, 5][..]]);
+    }
+
+    #[test]
+    fn bounds_name_each_piece_and_its_first_index() {
+        let mut items = [0, 1, 2, 3, 4, 5, 6];
+        let pieces = split_at_bounds(&mut items[..], &[Some((1, 2)), None, Some((4, 4)), Some((5, 6))]);
+        let got: Vec<(Vec<i32>, usize)> = pieces.into_iter().map(|(p, base)| (p.to_vec(), base)).collect();
+        assert_eq!(got, vec![(vec![1, 2], 1), (vec![], 0), (vec![4], 4), (vec![5, 6], 5)]);
     }
 }

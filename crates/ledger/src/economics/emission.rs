@@ -234,24 +234,12 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rows: PayRows, uptime: Option<Upti
         pay_nodes(&mut state.nodes, rows, uptime, (&mut state.accounts, 0), ctx.time_secs, vesting_secs, &mut paid);
         return paid;
     };
-    let mut accounts: &mut [Account] = &mut state.accounts;
-    let mut base = 0;
     let mut part_paid = vec![UptimePaid::default(); ranges.len()];
     let mut parts = Vec::with_capacity(ranges.len());
     let node_parts = workers::split_lengths(&mut state.nodes, ranges.iter().map(|&(s, e)| e - s));
-    for (((nodes, &(start, end)), bound), paid) in node_parts.into_iter().zip(&ranges).zip(&bounds).zip(part_paid.iter_mut()) {
-        let mine: &mut [Account] = match *bound {
-            None => &mut [],
-            Some((lo, hi)) => {
-                let (_, from_lo) = std::mem::take(&mut accounts).split_at_mut(lo - base);
-                let (mine, rest) = from_lo.split_at_mut(hi + 1 - lo);
-                accounts = rest;
-                base = hi + 1;
-                mine
-            }
-        };
-        let first = bound.map_or(0, |(lo, _)| lo);
-        parts.push((nodes, rows.range(start, end), (mine, first), paid));
+    let account_parts = workers::split_at_bounds(&mut state.accounts, &bounds);
+    for (((nodes, &(start, end)), accounts), paid) in node_parts.into_iter().zip(&ranges).zip(account_parts).zip(part_paid.iter_mut()) {
+        parts.push((nodes, rows.range(start, end), accounts, paid));
     }
     workers.run(parts, &|(nodes, rows, accounts, paid)| {
         pay_nodes(nodes, rows, uptime, accounts, ctx.time_secs, vesting_secs, paid);
