@@ -49,8 +49,8 @@ pub struct RunOpts {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Worker threads (default: every core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// No progress bar (it is also off when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
@@ -127,7 +127,7 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     });
     // Before the (possibly long) simulation, so a bad --out loses nothing.
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output directory {}", out.display()))?;
-    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = opts.threads.map(|n| n as usize).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let total_days: u64 = scenarios.iter().map(|s| s.run.days * s.run.runs).sum();
     eprintln!(
         "simulating {} scenario(s), {} run(s), {} simulated days on {threads} thread(s)",

@@ -113,6 +113,9 @@ fn bad_scenarios_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
     assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");
     assert_eq!(stderr.matches("no parameter named").count(), 1, "{stderr}");
+    // No threads is no way to run.
+    let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--threads", "0"]);
+    assert!(!ok && stderr.contains("--threads") && !stderr.contains("simulated in"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
