@@ -399,7 +399,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "NAME", default_value = "tls")]
     transport: Transport,
     /// Port hopping: move to another of the node's ports every N seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     hop_secs: Option<u64>,
     /// Require this username (with --password) from local programs
     /// (needed to --listen on an address other than loopback).
@@ -418,7 +418,8 @@ pub struct ConnectArgs {
     /// first bytes so they travel with the open in one record (a program
     /// whose server speaks first, like SMTP, waits this long more for the
     /// banner); 0 never waits.
-    #[arg(long, value_name = "MS", default_value_t = FIRST_BYTES_WAIT_DEFAULT.as_millis() as u64)]
+    #[arg(long, value_name = "MS", default_value_t = FIRST_BYTES_WAIT_DEFAULT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
     first_bytes_wait_ms: u64,
     /// Print what the active route has paid (bytes and USD per hop, of
     /// each channel's escrow) every N seconds, when it changed; 0 never.

@@ -223,6 +223,11 @@ impl NodeSettings {
         if max_rate_mbps.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
             bail!("max_rate_mbps must be from 1 to 1000000");
         }
+        let max_sessions = flags.max_sessions.or(from_env(env, "MAX_SESSIONS")?).or(file.max_sessions).unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&max_sessions) {
+            // 0 would turn every client away while the node looks healthy.
+            bail!("max_sessions must be from 1 to 1000000, not {max_sessions}");
+        }
         Ok(NodeSettings {
             home: home.to_path_buf(),
             key,
@@ -232,7 +237,7 @@ impl NodeSettings {
             allow_loopback: flags.allow_loopback || from_env(env, "ALLOW_LOOPBACK")?.or(file.allow_loopback).unwrap_or(false),
             allow_private: flags.allow_private || from_env(env, "ALLOW_PRIVATE")?.or(file.allow_private).unwrap_or(false),
             deny_ports,
-            max_sessions: flags.max_sessions.or(from_env(env, "MAX_SESSIONS")?).or(file.max_sessions).unwrap_or(10_000),
+            max_sessions,
             max_rate_mbps,
             credit_window_kib: flags
                 .credit_window_kib
@@ -332,5 +337,8 @@ mod tests {
         assert!(err.to_string().starts_with("node.toml: transports: "), "{err}");
         let file: NodeToml = toml::from_str("max_rate_mbps = 0\n").unwrap();
         assert!(NodeSettings::resolve_with(Path::new("/h"), flags_with_key(), file, &no_env).is_err());
+        let flags = Flags { max_sessions: Some(0), ..flags_with_key() };
+        let err = NodeSettings::resolve_with(Path::new("/h"), flags, NodeToml::default(), &no_env).unwrap_err();
+        assert!(err.to_string().contains("max_sessions must be from 1 to 1000000, not 0"), "{err}");
     }
 }

@@ -78,6 +78,12 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["connect", "--exit", "abc123", "--api", "http://127.0.0.1:9"]);
     assert!(!ok);
     assert!(stderr.contains("invalid value 'abc123' for '--exit <NODE>': not a node id"), "{stderr}");
+    // So are a hop window of no time and a first-bytes wait of more than 10 s.
+    let exit = "11".repeat(32);
+    for (flag, value) in [("--hop-secs", "0"), ("--first-bytes-wait-ms", "10001")] {
+        let (ok, _, stderr) = tollway(&["connect", "--exit", &exit, flag, value, "--api", "http://127.0.0.1:9"]);
+        assert!(!ok && stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
+    }
 
     // Payment terms a client would refuse are refused when the node starts.
     let home = dir.join("node");
