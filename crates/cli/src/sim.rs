@@ -169,41 +169,29 @@ fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow:
     Ok(())
 }
 
-/// The median (the mean of the middle two for an even count), as the
-/// report computes it.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
+/// One line per scenario, of the report's own figures
+/// (`report::ScenarioStats`, rounded as the report rounds them), so that
+/// the terminal and the report never disagree.
 fn print_summary(results: &[ScenarioResult]) -> std::io::Result<()> {
     outln!(
         "{:<40} {:>5} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11} {:>9}",
         "scenario (median of runs)", "runs", "burn>=mint day", "worst liq", "retention", "drawdown", "price $", "attacker $", "nodes"
     )?;
     for s in results {
-        let m = |f: &dyn Fn(&tollway_sim::output::RunSummary) -> f64| median(s.runs.iter().map(|r| f(&r.summary)).collect());
-        let burn_day = {
-            let days: Vec<f64> = s.runs.iter().map(|r| r.summary.burn_ge_mint_epoch.map_or(f64::INFINITY, |e| e as f64)).collect();
-            let d = median(days);
-            if d.is_finite() { format!("{d:.0}") } else { "never".into() }
-        };
+        let stats = report::ScenarioStats::of(s);
+        let p50 = |x: &Option<report::stats::Spread>| x.as_ref().map_or(f64::NAN, |x| x.p50);
+        let burn_day = stats.burn_ge_mint_day_median.map_or_else(|| "never".to_string(), report::human::count);
         outln!(
             "{:<40} {:>5} {:>14} {:>10.2} {:>10.2} {:>9.0}% {:>9.3} {:>11.0} {:>9.0}",
             s.name,
-            s.runs.len(),
+            stats.runs,
             burn_day,
-            m(&|x| x.worst_regional_liquidity),
-            m(&|x| x.operator_retention),
-            m(&|x| x.price_drawdown) * 100.0,
-            m(&|x| x.final_price_usd),
-            m(&|x| x.attacker_profit_usd),
-            m(&|x| x.final_nodes as f64),
+            p50(&stats.worst_regional_liquidity),
+            p50(&stats.operator_retention),
+            p50(&stats.price_drawdown) * 100.0,
+            p50(&stats.final_price_usd),
+            p50(&stats.attacker_profit_usd),
+            p50(&stats.final_nodes),
         )?;
     }
     Ok(())
