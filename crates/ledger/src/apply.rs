@@ -138,6 +138,9 @@ pub(crate) fn apply_body(
         TxBody::UpdateNode(spec) => update_node(state, signer, spec, events),
         TxBody::DeregisterNode => {
             let n = active_node(state, signer)?;
+            // A deregistered node is not measured, so its strike would
+            // never be confirmed.
+            no_strike_pending(state, signer)?;
             state.nodes[n as usize].active = false;
             events.push(Event::NodeDeregistered { node: me });
             Ok(())
@@ -273,7 +276,20 @@ fn begin_unbond(state: &mut State, ctx: Ctx, signer: AccountIdx, amount: Token, 
     Ok(())
 }
 
+/// Refuses while the account's node holds an over-claim strike: until a
+/// measurement confirms or clears it, all of the account's bond is what
+/// the slash may take (unbonding entries included, `slash::take_stake`).
+fn no_strike_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
+    let strike = state.accounts[signer as usize].node.and_then(|n| state.nodes[n as usize].strike.as_ref());
+    match strike {
+        Some(s) => Err(TxError::StrikePending { epoch: s.epoch }),
+        None => Ok(()),
+    }
+}
+
 fn withdraw_unbonded(state: &mut State, ctx: Ctx, signer: AccountIdx, events: &mut Vec<Event>) -> Result<(), TxError> {
+    // Matured or not, unbonding stays slashable while a strike waits.
+    no_strike_pending(state, signer)?;
     let acct = &mut state.accounts[signer as usize];
     let now = ctx.time_secs;
     let matured: Token = acct.unbonding.iter().filter(|u| u.release_at_secs <= now).map(|u| u.amount).sum();

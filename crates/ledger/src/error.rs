@@ -75,6 +75,11 @@ pub enum TxError {
     EmptyPool,
     #[error("swap output {out} is below the minimum {min_out} you accepted")]
     Slippage { out: u128, min_out: u128 },
+    #[error(
+        "the account's node holds an over-claim strike from epoch {epoch}: its stake stays slashable, \
+         so deregistering and withdrawing unbonded stake wait until a measurement clears or confirms it"
+    )]
+    StrikePending { epoch: u64 },
     #[error("only the gateway may deposit USD")]
     NotGateway,
     #[error("arithmetic overflow: amount too large")]
@@ -121,6 +126,7 @@ impl TxError {
             TxError::EmptyPool => "empty_pool",
             TxError::Slippage { .. } => "slippage",
             TxError::NotGateway => "not_gateway",
+            TxError::StrikePending { .. } => "strike_pending",
             TxError::Overflow => "overflow",
         }
     }

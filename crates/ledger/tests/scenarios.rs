@@ -270,6 +270,82 @@ fn a_strike_is_cleared_by_an_honest_measurement_after_a_gap() {
     assert!(w.end_epoch().slashes.is_empty(), "a fresh strike, not a confirmation");
 }
 
+/// A liar with 10,000 TWY bonded, struck in epoch 1 (claims 1,000 Mbit/s,
+/// delivers 100); `between` runs before the confirming epoch. Returns the
+/// world and the over-claim slash taken.
+fn struck_liar_then(between: impl FnOnce(&mut World)) -> (World, Token) {
+    let mut w = world(Params::default_params(), 6, vec![fund("liar", 10, 0, 10_000)]);
+    w.register_node("liar", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    assert!(w.node("liar").strike.is_some());
+    between(&mut w);
+    w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    let taken = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::OverClaim { .. })).map_or(Token::ZERO, |s| s.amount);
+    (w, taken)
+}
+
+#[test]
+fn stake_unbonded_between_a_strike_and_its_confirmation_is_slashed_as_if_bonded() {
+    // 45 % of the 10,000 TWY bond. The fraction was of the bonded stake
+    // alone, so unbonding 9,000 between the two epochs cut it to 450.
+    let (_, stayed) = struck_liar_then(|_| {});
+    assert_eq!(stayed, Token::units(4_500));
+    let (w, fled) = struck_liar_then(|w| {
+        w.must("liar", TxBody::BeginUnbond { amount: Token::units(9_000) });
+    });
+    assert_eq!(fled, Token::units(4_500));
+    // Taken from the bond first, then the newest unbonding.
+    assert_eq!(w.account("liar").staked, Token::ZERO);
+    assert_eq!(w.account("liar").unbonding_total(), Token::units(5_500));
+}
+
+#[test]
+fn a_struck_node_can_neither_deregister_nor_withdraw_until_a_measurement_decides() {
+    let (mut w, taken) = struck_liar_then(|w| {
+        // Deregistering would stop the measurements that confirm.
+        let err = w.submit("liar", TxBody::DeregisterNode).unwrap_err();
+        assert!(matches!(err, TxError::StrikePending { epoch: 1 }), "{err}");
+        assert!(w.node("liar").active);
+        // Unbonded stake that has matured waits too.
+        w.state.params.unbonding_secs = 0;
+        w.must("liar", TxBody::BeginUnbond { amount: Token::units(9_000) });
+        let err = w.submit("liar", TxBody::WithdrawUnbonded).unwrap_err();
+        assert_eq!(err.code(), "strike_pending");
+        assert!(err.to_string().contains("over-claim strike from epoch 1"), "{err}");
+        assert_eq!(w.account("liar").unbonding_total(), Token::units(9_000));
+    });
+    assert_eq!(taken, Token::units(4_500));
+    // Confirmed and slashed: the strike is gone, the rest is free to go.
+    assert!(w.node("liar").strike.is_none());
+    w.must("liar", TxBody::WithdrawUnbonded);
+    assert_eq!(w.account("liar").unbonding_total(), Token::ZERO);
+}
+
+#[test]
+fn a_struck_node_that_goes_dark_keeps_its_bond_slashable() {
+    // Unmeasured, the strike waits (see the dodging liar above), and so do
+    // the deregistration and the unbonded stake, however long it stays away.
+    let mut w = world(Params::default_params(), 6, vec![fund("liar", 10, 0, 10_000)]);
+    w.register_node("liar", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    w.must("liar", TxBody::BeginUnbond { amount: Token::units(9_000) });
+    for _ in 0..(7 * 24 + 1) {
+        w.end_epoch();
+    }
+    assert!(w.submit("liar", TxBody::WithdrawUnbonded).is_err());
+    assert!(w.submit("liar", TxBody::DeregisterNode).is_err());
+    assert_eq!(w.account("liar").unbonding_total(), Token::units(9_000));
+    // An honest measurement clears the strike; then it may leave.
+    w.measure("liar", 990 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    w.must("liar", TxBody::WithdrawUnbonded);
+    w.must("liar", TxBody::DeregisterNode);
+    assert_eq!(w.account("liar").unbonding_total(), Token::ZERO);
+}
+
 fn measured(throughput_bps: u64) -> tollway_types::MeasurementOutcome {
     tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 }
 }
@@ -339,6 +415,24 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
     let tokens_after: Vec<Token> = honest2.iter().chain([&voucher2]).map(|l| w.account(l).token).collect();
     let gained: Vec<u128> = tokens_before.iter().zip(&tokens_after).map(|(b, a)| a.0 - b.0).collect();
     assert_eq!(gained, [Token::units(45).0, Token::units(45).0, 0]);
+}
+
+#[test]
+fn an_oracle_that_vouched_and_then_unbonds_is_slashed_as_if_it_had_stayed() {
+    // Retiring drops an oracle's stake requirement at once, so a voucher
+    // could unbond its whole 5,000 TWY before the confirming epoch: the
+    // fraction, of bonded stake alone, then took nothing.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    assert!(w.end_epoch().slashes.is_empty());
+    w.must(&voucher, TxBody::DeregisterOracle);
+    w.must(&voucher, TxBody::BeginUnbond { amount: Token::units(5_000) });
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    let vouched = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::VouchedForOverClaim { .. }));
+    assert_eq!(vouched.map(|s| (w.label_of(&s.account), s.amount)), Some((voucher.clone(), Token::units(2_250))));
+    assert_eq!(w.account(&voucher).unbonding_total(), Token::units(2_750));
 }
 
 #[test]

@@ -30,6 +30,14 @@ pub fn take_stake(acct: &mut Account, amount: Token) -> Token {
     Token(amount.0 - left)
 }
 
+/// What a slash's fraction is of: the bonded stake and the unbonding
+/// entries, which stay slashable until they are withdrawn (a fraction of
+/// the bonded stake alone let an account shrink its slash by unbonding
+/// between the strike and its confirmation).
+fn slashable_bond(acct: &Account) -> u128 {
+    acct.staked.0 + acct.unbonding_total().0
+}
+
 /// The share of stake slashed for ρ above the threshold: base plus
 /// per-unit-of-ρ, capped (claims 100, delivers 10: ρ = 10 → 45 % by
 /// default).
@@ -66,7 +74,7 @@ pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, reporters: &[Oracle
     let a = node.account as usize;
     let claimed_bps = node.spec.claimed_capacity_bps;
     let verified_bps = node.verified_capacity_bps;
-    let amount = Token(ppm_of(state.accounts[a].staked.0, fraction));
+    let amount = Token(ppm_of(slashable_bond(&state.accounts[a]), fraction));
     let taken = take_stake(&mut state.accounts[a], amount);
     let (burned, to_reporters) = burn_and_reward(state, taken, reporters);
     let ejected = state.accounts[a].staked < state.params.min_node_stake;
@@ -128,10 +136,11 @@ pub fn slash_vouching_oracle(state: &mut State, o: usize, n: usize, rho_ppm: u64
     slash_oracle(state, o, fraction, SlashReason::VouchedForOverClaim { node }, report);
 }
 
-/// Takes `fraction_ppm` of the oracle's stake and burns it.
+/// Takes `fraction_ppm` of the oracle's bond (`slashable_bond`) and burns
+/// it.
 fn slash_oracle(state: &mut State, o: usize, fraction_ppm: u128, reason: SlashReason, report: &mut EpochReport) {
     let a = state.oracles[o].account as usize;
-    let amount = Token(ppm_of(state.accounts[a].staked.0, fraction_ppm));
+    let amount = Token(ppm_of(slashable_bond(&state.accounts[a]), fraction_ppm));
     let taken = take_stake(&mut state.accounts[a], amount);
     let (burned, to_reporters) = burn_and_reward(state, taken, &[]);
     state.oracles[o].total_slashed.0 += taken.0;
