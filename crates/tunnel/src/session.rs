@@ -656,10 +656,24 @@ impl Session {
         };
         self.last_received = now;
         self.paths[index].inbuf.extend_from_slice(bytes);
+        if index != self.recv_path && self.paths[index].inbuf.len() as u64 > self.unswitched_path_limit_bytes() {
+            let held = self.paths[index].inbuf.len();
+            return self.violation(format!("{held} bytes on a path not yet switched to, more than flow control lets a peer send"));
+        }
         if self.paths[index].awaiting_resume_ok {
             self.take_resume_ok(index);
         }
         self.parse(now);
+    }
+
+    /// What a path that is not yet read (a port hop's new connection,
+    /// before the peer's `PathSwitch` on the old one) may hold: the peer
+    /// sends there no more data than the session window lets it have
+    /// unacknowledged, plus frame headers and small control frames; twice
+    /// the window and a MiB is far above that. Without a bound, a peer that
+    /// never switched could fill the node's memory on a resumed path.
+    fn unswitched_path_limit_bytes(&self) -> u64 {
+        2 * self.limits.session_window_bytes + (1 << 20)
     }
 
     /// As [`Session::handle_input`], taking the read's buffer: data frames

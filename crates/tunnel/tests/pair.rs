@@ -816,6 +816,39 @@ fn the_session_moves_to_new_connections_three_times_mid_transfer_byte_exact() {
 }
 
 #[test]
+fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
+    // After a valid resume the node reads the old path until the client's
+    // PathSwitch there; what arrives on the new one waits. A client that
+    // never switches and pours data frames into the new path was buffered
+    // without bound (128 MiB here, 16 windows).
+    let mut pair = Pair::established(Usd(100_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.client.attach_path(2, [2; 32]).unwrap();
+    let (_, bytes) = pair.client.poll_transmit().unwrap();
+    let (Frame::Resume(resume), _) = Frame::decode(&bytes).unwrap() else { panic!("not a resume") };
+    pair.node.handle_resume(pair.now, 2, [2; 32], &resume).unwrap();
+    let mut chunk = Vec::new();
+    while chunk.len() < MIB as usize {
+        tollway_tunnel::frame::encode_data(&mut chunk, s, &[0x41; 16 * 1024 - 8]);
+    }
+    let mut fed = 0u64;
+    while !pair.node.is_closed() && fed < 128 * MIB {
+        pair.node.handle_input(pair.now, 2, &chunk);
+        fed += chunk.len() as u64;
+    }
+    assert!(pair.node.is_closed(), "still open after {} MiB on an unswitched path", fed / MIB);
+    assert!(fed <= 18 * MIB, "closed only after {} MiB", fed / MIB);
+    let closed = std::iter::from_fn(|| pair.node.poll_event()).find_map(|e| match e {
+        Event::Closed { code, message, .. } => Some((code, message)),
+        _ => None,
+    });
+    let (code, message) = closed.expect("a Closed event");
+    assert_eq!(code, ErrorCode::Protocol);
+    assert!(message.contains("on a path not yet switched to"), "{message}");
+}
+
+#[test]
 fn a_wrong_resume_proof_is_refused() {
     let mut pair = Pair::established(Usd(1_000_000));
     let resume = tollway_tunnel::frame::Resume {
