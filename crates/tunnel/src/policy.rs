@@ -108,8 +108,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
         Some(Forbidden::Metadata)
     } else if ip.is_loopback() {
         Some(Forbidden::Loopback)
-    } else if first & 0xfe00 == 0xfc00 {
-        // fc00::/7, unique local: the IPv6 LAN.
+    } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+        // fc00::/7, unique local: the IPv6 LAN; and fec0::/10, site-local,
+        // deprecated, but still routed like any LAN prefix.
         Some(Forbidden::Private)
     } else if first & 0xffc0 == 0xfe80 {
         Some(Forbidden::LinkLocal)
@@ -121,6 +122,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
     } else if let Some(v4) = ip.to_ipv4() {
         // ::a.b.c.d (deprecated IPv4-compatible) still names an IPv4 host.
         classify_v4(v4).or(Some(Forbidden::Special))
+    } else if first == 0x2002 {
+        // 6to4 (RFC 3056): on a host with a 6to4 route the kernel sends
+        // 2002:c0a8:101:: to the IPv4 host it embeds, 192.168.1.1.
+        let s = ip.segments();
+        classify_v4(Ipv4Addr::from(u32::from(s[1]) << 16 | u32::from(s[2])))
     } else if let Some(v4) = nat64_embedded(ip) {
         // On an IPv6-only line with NAT64 (mobile networks, some ISPs) the
         // gateway connects to the embedded IPv4 host: 64:ff9b::c0a8:101 is
@@ -188,6 +194,19 @@ mod tests {
         assert_eq!(check(&p, "64:ff9b::93.184.216.34", 443), Ok(()));
         // Not NAT64: an ordinary global address that shares the first bits.
         assert_eq!(check(&p, "64:ff9c::a00:1", 443), Ok(()));
+    }
+
+    /// Site-local fec0::/10 is a LAN prefix too, and a 6to4 address is
+    /// judged by the IPv4 host inside it.
+    #[test]
+    fn site_local_and_6to4_addresses_are_judged_like_the_lan_they_reach() {
+        let p = ExitPolicy::default();
+        assert_eq!(check(&p, "fec0::1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "feff::1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "2002:c0a8:101::1", 80), Err(Forbidden::Private));
+        assert_eq!(check(&p, "2002:7f00:1::1", 80), Err(Forbidden::Loopback));
+        assert_eq!(check(&p, "2002:a9fe:a9fe::1", 80), Err(Forbidden::Metadata));
+        assert_eq!(check(&p, "2002:5db8:d822::1", 443), Ok(()), "93.184.216.34 inside");
     }
 
     #[test]
