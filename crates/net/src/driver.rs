@@ -67,6 +67,9 @@ pub trait NodeHooks: Send + Sync + 'static {
     fn connect(&self, session: [u8; 16], dest: Dest) -> BoxFuture<Result<BoxStream, ErrorCode>>;
     /// A receipt verified: keep the newest per channel for settlement.
     fn receipt_accepted(&self, receipt: SignedReceipt);
+    /// Session `session` closed, having delivered `unpaid_bytes` beyond
+    /// its channel's newest receipt: owed on the channel's next session.
+    fn session_closed(&self, session: [u8; 16], unpaid_bytes: u64);
 }
 
 /// Why a stream could not be opened.
@@ -747,6 +750,12 @@ impl Driver {
                     io.abort();
                 }
                 self.pings.clear();
+                // Before the status: whoever waits for it may read this.
+                if let Some(hooks) = &self.hooks {
+                    let unpaid = self.session.unpaid_bytes();
+                    self.unpaid.store(unpaid, Ordering::Relaxed);
+                    hooks.session_closed(self.session.session_id(), unpaid);
+                }
                 let _ = self.status.send(Status::Closed { code, message });
             }
             Event::ReceiptSent { cumulative_bytes, cumulative_usd } => self.usage.send_modify(|u| {

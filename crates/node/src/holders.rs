@@ -13,6 +13,11 @@
 //! `ChannelBusy`: two clients on one channel that both insist (two
 //! proxies with one key; ours leaves a channel taken from it) trade it
 //! every few seconds, not in a tight loop of closes.
+//!
+//! What a session that closed had delivered past its last receipt is owed
+//! on its channel's next session too ([`Holders::closed`],
+//! [`Holders::take_owed`]): a client that never paid, hung up at the
+//! pause and reconnected got a fresh credit window every time.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -42,11 +47,23 @@ struct Holder {
     taken_over_at: Option<Instant>,
 }
 
-/// Which session holds each channel.
+/// Which session holds each channel, and what closed sessions left
+/// unpaid.
 #[derive(Debug, Default)]
 pub struct Holders {
     by_channel: HashMap<ChannelId, Holder>,
+    /// The channel each open session claimed, and when the channel
+    /// expires (unix seconds).
+    by_session: HashMap<SessionId, (ChannelId, u64)>,
+    /// Per channel whose last session closed owing: the bytes it owed and
+    /// the channel's expiry. One entry per channel (each an escrow on the
+    /// chain); expired channels' entries go (`closed`), as an expired
+    /// channel is refused anyway.
+    owed: HashMap<ChannelId, (u64, u64)>,
 }
+
+/// Entries of [`Holders::owed`] beyond which expired ones are dropped.
+const OWED_PRUNE_ABOVE: usize = 1024;
 
 impl Holders {
     /// Session `session` asks for `channel` at `now`; `is_open` tells
@@ -56,6 +73,7 @@ impl Holders {
         &mut self,
         session: SessionId,
         channel: ChannelId,
+        expires_at_secs: u64,
         now: Instant,
         is_open: impl Fn(&SessionId) -> bool,
     ) -> Claim {
@@ -76,6 +94,7 @@ impl Holders {
             _ => before.and_then(|h| h.taken_over_at).filter(|t| now.saturating_duration_since(*t) < TAKEOVER_EVERY),
         };
         self.by_channel.insert(channel, Holder { session, taken_over_at });
+        self.by_session.insert(session, (channel, expires_at_secs));
         // Bounded: a channel whose session has closed, with no recent
         // takeover, needs no entry.
         if self.by_channel.len() > 1024 && self.by_channel.len().is_power_of_two() {
@@ -85,12 +104,43 @@ impl Holders {
         }
         claim
     }
+
+    /// The sessions whose channel expired by `now_unix_secs`; each still
+    /// open (a session leaves when it closes, `closed`).
+    pub fn expired_sessions(&self, now_unix_secs: u64) -> Vec<SessionId> {
+        self.by_session.iter().filter(|(_, (_, expires))| *expires <= now_unix_secs).map(|(s, _)| *s).collect()
+    }
+
+    /// What the channel's last session left unpaid when it closed: owed by
+    /// the session that has just claimed it free, and so no longer here.
+    pub fn take_owed(&mut self, channel: &ChannelId) -> u64 {
+        self.owed.remove(channel).map_or(0, |(bytes, _)| bytes)
+    }
+
+    /// Session `session` closed, `unpaid_bytes` past its channel's newest
+    /// receipt (what it carried from before included). Owed on the
+    /// channel's next session, unless another session has taken the
+    /// channel over (which carried this one's debt at the takeover).
+    pub fn closed(&mut self, session: SessionId, unpaid_bytes: u64, now_unix_secs: u64) {
+        let Some((channel, expires_at_secs)) = self.by_session.remove(&session) else {
+            return;
+        };
+        if self.by_channel.get(&channel).is_none_or(|h| h.session != session) {
+            return;
+        }
+        if unpaid_bytes > 0 {
+            self.owed.insert(channel, (unpaid_bytes, expires_at_secs));
+        }
+        if self.owed.len() > OWED_PRUNE_ABOVE && self.owed.len().is_power_of_two() {
+            self.owed.retain(|_, (_, expires)| *expires > now_unix_secs);
+        }
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{Claim, Holders, TAKEOVER_EVERY};
+    use super::{Claim, Holders, OWED_PRUNE_ABOVE, TAKEOVER_EVERY};
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
     use tollway_types::tx::{ChannelId, Hash32};
@@ -105,7 +155,7 @@ mod tests {
         let mut holders = Holders::default();
         let mut open: HashSet<[u8; 16]> = HashSet::new();
         let claim = |holders: &mut Holders, open: &mut HashSet<[u8; 16]>, s: u8, ch, at: Duration| {
-            let c = holders.claim([s; 16], ch, t0 + at, |id| open.contains(id));
+            let c = holders.claim([s; 16], ch, u64::MAX, t0 + at, |id| open.contains(id));
             if let Claim::TakeOver(old) = c {
                 open.remove(&old);
             }
@@ -129,5 +179,36 @@ mod tests {
         assert_eq!(claim(&mut holders, &mut open, 4, a, later + s(1)), Claim::Free);
         assert_eq!(claim(&mut holders, &mut open, 5, a, later + s(2)), Claim::Busy(every - s(2)));
         assert_eq!(claim(&mut holders, &mut open, 5, a, later + every), Claim::TakeOver([4; 16]));
+    }
+
+    /// A closed session's debt is owed by the channel's next session, once;
+    /// a session taken over leaves none (its taker carried it); debts on
+    /// expired channels go once the list is long.
+    #[test]
+    fn a_closed_sessions_debt_is_owed_once_by_the_next_session() {
+        let ch: ChannelId = Hash32([1; 32]);
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
+        h.closed([1; 16], 5_000, 50);
+        assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed(&ch), 5_000);
+        assert_eq!(h.take_owed(&ch), 0);
+        assert_eq!(h.claim([3; 16], ch, 100, t0, |id| *id == [2; 16]), Claim::TakeOver([2; 16]));
+        h.closed([2; 16], 7_000, 50);
+        assert_eq!(h.take_owed(&ch), 0, "session 3 carried it at the takeover");
+        h.closed([3; 16], 0, 50);
+        assert_eq!(h.take_owed(&ch), 0, "nothing unpaid, nothing owed");
+        for i in 0..2 * OWED_PRUNE_ABOVE as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let session: [u8; 16] = id[..16].try_into().unwrap();
+            let expires = if i == 0 { 100 } else { 10 };
+            // Open while it claims, as the server's sessions are.
+            h.claim(session, Hash32(id), expires, t0, |s| *s == session);
+            h.closed(session, 1, 50);
+        }
+        assert_eq!(h.owed.len(), 1, "only the unexpired channel's debt stays");
+        assert!(h.by_session.is_empty(), "closed sessions leave no entry");
     }
 }

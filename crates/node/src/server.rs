@@ -56,12 +56,20 @@ struct Hooks {
 /// Gives `channel` to `session`, closing the session that held it; what
 /// that one delivered unpaid (owed on the new one), or `ChannelBusy` if
 /// the channel was taken over too recently.
-fn claim(sessions: &Sessions, holders: &Mutex<Holders>, session: SessionId, channel: ChannelId) -> Result<u64, ErrorCode> {
+fn claim(
+    sessions: &Sessions,
+    holders: &Mutex<Holders>,
+    session: SessionId,
+    channel: ChannelId,
+    expires_at_secs: u64,
+) -> Result<u64, ErrorCode> {
     let sessions = sessions.lock().map_err(|_| ErrorCode::Internal)?;
     let open = |id: &SessionId| sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }));
-    let claim = holders.lock().map_err(|_| ErrorCode::Internal)?.claim(session, channel, Instant::now(), open);
+    let mut holders = holders.lock().map_err(|_| ErrorCode::Internal)?;
+    let claim = holders.claim(session, channel, expires_at_secs, Instant::now(), open);
     match claim {
-        Claim::Free => Ok(0),
+        // What the channel's last session, closed, left unpaid.
+        Claim::Free => Ok(holders.take_owed(&channel)),
         Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
             handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
             handle.unpaid_bytes()
@@ -87,7 +95,7 @@ impl NodeHooks for Hooks {
             // expired one is refused next, and must not close the
             // channel's session first.
             let carried_bytes = if channel_record.client == client && !expired {
-                claim(&sessions, &holders, session, channel)?
+                claim(&sessions, &holders, session, channel, channel_record.expires_at_secs)?
             } else {
                 0
             };
@@ -115,6 +123,12 @@ impl NodeHooks for Hooks {
     fn receipt_accepted(&self, receipt: SignedReceipt) {
         self.receipts.record(receipt);
     }
+
+    fn session_closed(&self, session: SessionId, unpaid_bytes: u64) {
+        if let Ok(mut holders) = self.holders.lock() {
+            holders.closed(session, unpaid_bytes, now_unix_secs());
+        }
+    }
 }
 
 /// A running node data plane.
@@ -124,7 +138,35 @@ pub struct NodeServer {
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
     accept_task: tokio::task::JoinHandle<()>,
+    /// Closes sessions whose channel has expired (`close_expired`).
+    expiry_task: tokio::task::JoinHandle<()>,
     traffic: Arc<RelayTraffic>,
+}
+
+/// How often the node looks for sessions whose channel has expired.
+const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes every session whose channel has expired, every
+/// [`EXPIRY_SWEEP_EVERY`]. A channel is checked at the hello only, and a
+/// session may outlive it by far: what it served after the expiry was paid
+/// by receipts that stop counting once the client closes the channel (an
+/// hour after it expires), and the node settles only every few minutes.
+async fn close_expired(sessions: Arc<Sessions>, holders: Arc<Mutex<Holders>>) {
+    let mut tick = tokio::time::interval(EXPIRY_SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let expired = holders.lock().map(|h| h.expired_sessions(now_unix_secs())).unwrap_or_default();
+        if expired.is_empty() {
+            continue;
+        }
+        let Ok(map) = sessions.lock() else { continue };
+        for session in expired {
+            if let Some((handle, _)) = map.get(&session) {
+                handle.close(ErrorCode::NoChannel, "the channel has expired");
+            }
+        }
+    }
 }
 
 impl NodeServer {
@@ -146,6 +188,7 @@ impl NodeServer {
             .await?,
         );
         let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let holders = Arc::new(Mutex::new(Holders::default()));
         let traffic = RelayTraffic::new(config.max_rate_bytes_per_sec);
         let hooks: Arc<dyn NodeHooks> = Arc::new(Hooks {
             channels,
@@ -153,9 +196,10 @@ impl NodeServer {
             policy: config.policy.clone(),
             connect_timeout: config.connect_timeout,
             sessions: sessions.clone(),
-            holders: Arc::new(Mutex::new(Holders::default())),
+            holders: holders.clone(),
             traffic: traffic.clone(),
         });
+        let expiry_task = tokio::spawn(close_expired(sessions.clone(), holders));
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));
         let shared = Accepting {
@@ -170,6 +214,7 @@ impl NodeServer {
             live,
             ports,
             accept_task,
+            expiry_task,
             traffic,
         })
     }
@@ -202,6 +247,7 @@ impl NodeServer {
     /// Stops accepting and closes every session.
     pub fn shutdown(&self) {
         self.accept_task.abort();
+        self.expiry_task.abort();
         if let Ok(map) = self.sessions.lock() {
             for (handle, _) in map.values() {
                 handle.close(ErrorCode::Shutdown, "the node is shutting down");
