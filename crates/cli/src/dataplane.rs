@@ -228,6 +228,7 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             allow_loopback: a.allow_loopback,
             allow_private: a.allow_private,
             denied_ports: a.deny_ports.clone(),
+            own_addrs: record.addrs.iter().copied().chain(Some(a.listen).filter(|ip| !ip.is_unspecified())).collect(),
         },
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(10),

@@ -19,6 +19,10 @@ pub enum Forbidden {
     SharedAddressSpace,
     /// A port the operator denied (e.g. SMTP 25).
     Port(u16),
+    /// One of the node's own public addresses: behind a home router that
+    /// is the router itself (its admin page, through hairpin NAT), and on
+    /// a server every service bound to all interfaces.
+    OwnAddress,
 }
 
 impl Forbidden {
@@ -31,6 +35,7 @@ impl Forbidden {
             Forbidden::Special => "a reserved, multicast or unspecified address".into(),
             Forbidden::SharedAddressSpace => "a carrier-grade NAT address".into(),
             Forbidden::Port(p) => format!("port {p}, which this exit denies"),
+            Forbidden::OwnAddress => "the exit's own address".into(),
         }
     }
 }
@@ -42,6 +47,11 @@ pub struct ExitPolicy {
     pub allow_loopback: bool,
     pub allow_private: bool,
     pub denied_ports: Vec<u16>,
+    /// The node's own addresses (its ledger record's and the one it
+    /// listens on), refused like its LAN; a local one is judged by its
+    /// class alone, so the devnet's loopback node still reaches its
+    /// loopback test servers.
+    pub own_addrs: Vec<IpAddr>,
 }
 
 impl ExitPolicy {
@@ -51,6 +61,7 @@ impl ExitPolicy {
             return Err(Forbidden::Port(port));
         }
         match classify(ip) {
+            None if self.own_addrs.iter().any(|own| own.to_canonical() == ip.to_canonical()) => Err(Forbidden::OwnAddress),
             None => Ok(()),
             Some(Forbidden::Loopback) if self.allow_loopback => Ok(()),
             Some(Forbidden::Private) if self.allow_private => Ok(()),
@@ -218,6 +229,21 @@ mod tests {
         assert_eq!(check(&p, "127.0.0.1", 8080), Ok(()));
         assert_eq!(check(&p, "10.0.0.1", 80), Err(Forbidden::Private));
         assert_eq!(check(&p, "169.254.169.254", 80), Err(Forbidden::Metadata));
+    }
+
+    #[test]
+    fn the_nodes_own_public_addresses_are_refused() {
+        let p = ExitPolicy {
+            own_addrs: vec!["93.184.216.7".parse().unwrap(), "2a00:1450::7".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+            allow_loopback: true,
+            ..ExitPolicy::default()
+        };
+        assert_eq!(check(&p, "93.184.216.7", 22), Err(Forbidden::OwnAddress));
+        assert_eq!(check(&p, "::ffff:93.184.216.7", 80), Err(Forbidden::OwnAddress));
+        assert_eq!(check(&p, "2a00:1450::7", 443), Err(Forbidden::OwnAddress));
+        assert_eq!(check(&p, "93.184.216.8", 80), Ok(()));
+        // A loopback one is a matter of allow_loopback (the devnet's).
+        assert_eq!(check(&p, "127.0.0.1", 8080), Ok(()));
     }
 
     #[test]
