@@ -94,15 +94,32 @@ pub const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 2 << 20;
 /// clients' CPU (at 64 KiB, 16,384 signatures per GiB).
 pub const MIN_RECEIPT_INTERVAL_BYTES: u64 = 64 * 1024;
 
+/// The largest credit window there is: what a node may leave unpaid, and
+/// so what it may say an earlier session on the channel left unpaid
+/// (`carried_bytes`), which the client's first receipt pays at once.
+/// Without a bound, a node announced a window of gigabytes, said as much
+/// was carried, and had the client sign for it having received nothing.
+pub const MAX_CREDIT_WINDOW_BYTES: u64 = 64 << 20;
+
+/// The largest windows a node's hello may set for a client (stream and
+/// session): they bound what the client holds for programs that do not
+/// read, so a node announcing more could fill the client's memory.
+pub const MAX_STREAM_WINDOW_BYTES: u32 = 16 << 20;
+pub const MAX_SESSION_WINDOW_BYTES: u64 = 64 << 20;
+
 /// The rule for a node's payment terms, checked where the node starts
 /// (`tollway node run`) and by the client in every hello: receipts not
-/// absurdly often, and one due before the credit runs out.
+/// absurdly often, one due before the credit runs out, and the credit
+/// within [`MAX_CREDIT_WINDOW_BYTES`].
 pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64) -> Result<(), String> {
     if receipt_interval_bytes < MIN_RECEIPT_INTERVAL_BYTES || receipt_interval_bytes >= credit_window_bytes {
         return Err(format!(
             "the receipt interval must be at least {} KiB and below the credit window",
             MIN_RECEIPT_INTERVAL_BYTES / 1024
         ));
+    }
+    if credit_window_bytes > MAX_CREDIT_WINDOW_BYTES {
+        return Err(format!("the credit window may be at most {} MiB", MAX_CREDIT_WINDOW_BYTES >> 20));
     }
     Ok(())
 }
@@ -923,7 +940,7 @@ impl Session {
         let mut baseline = None;
         if let Some(r) = info
             .latest_receipt
-            .filter(|r| r.receipt.channel == hello.channel && r.verify(&ch.client).is_ok())
+            .filter(|r| r.receipt.channel == hello.channel && r.receipt.chain_id == terms.chain_id && r.verify(&ch.client).is_ok())
         {
             if r.receipt.cumulative_usd >= base_usd {
                 base_bytes = base_bytes.max(r.receipt.cumulative_bytes);
@@ -1020,6 +1037,16 @@ impl Session {
                 "the session window must hold at least one stream window".into(),
             ));
         }
+        if hello.stream_window_bytes > MAX_STREAM_WINDOW_BYTES || hello.session_window_bytes > MAX_SESSION_WINDOW_BYTES {
+            let msg = format!(
+                "the node's windows ({} B a stream, {} B a session) are above what a client holds ({} MiB, {} MiB)",
+                hello.stream_window_bytes,
+                hello.session_window_bytes,
+                MAX_STREAM_WINDOW_BYTES >> 20,
+                MAX_SESSION_WINDOW_BYTES >> 20
+            );
+            return Err((ErrorCode::BadHello, msg));
+        }
         check_payment_terms(hello.receipt_interval_bytes, hello.credit_window_bytes)
             .map_err(|why| (ErrorCode::Protocol, why))?;
         if hello.carried_bytes > hello.credit_window_bytes {
@@ -1035,9 +1062,13 @@ impl Session {
         match &hello.baseline {
             None => Ok(settled),
             // A baseline the client did not sign would let a node charge
-            // for bytes nobody carried.
+            // for bytes nobody carried; one from another chain (the same
+            // key and nonce give the same channel id on a testnet) would
+            // go on from that chain's sums.
             Some(r)
-                if r.receipt.channel != terms.channel || r.verify(&terms.key.public()).is_err() =>
+                if r.receipt.channel != terms.channel
+                    || r.receipt.chain_id != terms.chain_id
+                    || r.verify(&terms.key.public()).is_err() =>
             {
                 Err((
                     ErrorCode::BadHello,

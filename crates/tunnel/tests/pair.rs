@@ -848,6 +848,105 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
     assert!(message.contains("on a path not yet switched to"), "{message}");
 }
 
+/// A node's hello as a greedy node would write it, the rest as ours.
+fn greedy_hello(credit_window_bytes: u64, carried_bytes: u64, stream_window_bytes: u32, session_window_bytes: u64) -> ServerHello {
+    ServerHello {
+        version: PROTOCOL_VERSION,
+        session_id: [1; 16],
+        price_usd_micro_per_gib: PRICE,
+        receipt_interval_bytes: MIB,
+        credit_window_bytes,
+        stream_window_bytes,
+        max_streams: 64,
+        session_window_bytes,
+        baseline: None,
+        carried_bytes,
+    }
+}
+
+/// What the client signed, as (bytes, USD).
+fn signed(events: impl IntoIterator<Item = Event>) -> Vec<(u64, Usd)> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ReceiptSent { cumulative_bytes, cumulative_usd } => Some((cumulative_bytes, cumulative_usd)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_cannot_claim_gigabytes_carried_by_announcing_a_huge_credit_window() {
+    // The client refused carried bytes above the node's credit window, but
+    // the node chose the window: 9 GiB of each had the client sign $9 at
+    // once, having received nothing.
+    const GIB: u64 = 1 << 30;
+    let mut pair = Pair::new(Usd(10_000_000));
+    while pair.client.poll_transmit().is_some() {}
+    let hello = greedy_hello(9 * GIB, 9 * GIB, 256 * 1024, 8 * MIB);
+    pair.client.handle_input(pair.now, 1, &Frame::ServerHello(hello).to_bytes());
+    let events: Vec<Event> = std::iter::from_fn(|| pair.client.poll_event()).collect();
+    assert_eq!(signed(events.clone()), [], "signed for a session that received nothing");
+    let closed = events.iter().find_map(|e| match e {
+        Event::Closed { code, message, .. } => Some((*code, message.clone())),
+        _ => None,
+    });
+    assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("at most 64 MiB")), "{closed:?}");
+    // Within the bound, a carried window is owed as before.
+    let mut pair = Pair::new(Usd(10_000_000));
+    while pair.client.poll_transmit().is_some() {}
+    pair.client.handle_input(pair.now, 1, &Frame::ServerHello(greedy_hello(64 * MIB, 64 * MIB, 256 * 1024, 8 * MIB)).to_bytes());
+    assert!(pair.client.is_established());
+}
+
+#[test]
+fn a_baseline_receipt_from_another_chain_is_refused() {
+    // The same key and channel nonce on a testnet give the same channel id.
+    // A node holding the client's testnet receipt handed it over as the
+    // baseline: the client went on from its $9 and signed $9.000977 here
+    // for a MiB. The node's lookup passes it on as a node with such a
+    // receipt in its book would.
+    let mut pair = Pair::new(Usd(10_000_000));
+    let foreign = Receipt {
+        chain_id: "tollway-testnet".into(),
+        channel: pair.channel_id,
+        cumulative_usd: Usd(9_000_000),
+        cumulative_bytes: MIB,
+    }
+    .sign(&pair.client_key);
+    pair.latest_receipt = Some(foreign.clone());
+    pair.drive();
+    assert!(pair.client.is_established(), "our node leaves a receipt of another chain out: {:?}", pair.client_events);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.pump(s, &pattern(MIB as usize, 3), false);
+    let most = signed(pair.client_events.clone()).iter().map(|(_, usd)| *usd).max().unwrap_or(Usd::ZERO);
+    assert!(most <= Usd(2_000), "for a MiB the client signed {most}");
+    // A node that sends it anyway is refused by the client.
+    let mut pair = Pair::new(Usd(10_000_000));
+    while pair.client.poll_transmit().is_some() {}
+    let hello = ServerHello { baseline: Some(foreign), ..greedy_hello(2 * MIB, 0, 256 * 1024, 8 * MIB) };
+    pair.client.handle_input(pair.now, 1, &Frame::ServerHello(hello).to_bytes());
+    assert!(pair.client.is_closed());
+}
+
+#[test]
+fn a_node_cannot_make_the_client_hold_more_than_its_windows_allow() {
+    // The hello's windows are the session's; a node announcing a 4 GiB
+    // stream window and a 1 TiB session window made the client take 256
+    // MiB on a stream nobody read (and sign for it).
+    let mut pair = Pair::new(Usd(10_000_000_000));
+    while pair.client.poll_transmit().is_some() {}
+    let hello = greedy_hello(2 * MIB, 0, u32::MAX, 1 << 40);
+    pair.client.handle_input(pair.now, 1, &Frame::ServerHello(hello).to_bytes());
+    assert!(!pair.client.is_established());
+    let closed = std::iter::from_fn(|| pair.client.poll_event()).find_map(|e| match e {
+        Event::Closed { code, message, .. } => Some((code, message)),
+        _ => None,
+    });
+    assert!(matches!(&closed, Some((ErrorCode::BadHello, m)) if m.contains("above what a client holds")), "{closed:?}");
+}
+
 #[test]
 fn a_wrong_resume_proof_is_refused() {
     let mut pair = Pair::established(Usd(1_000_000));
