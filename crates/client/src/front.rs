@@ -104,17 +104,29 @@ pub async fn serve_front(listener: TcpListener, pool: Arc<RoutePool>, config: Fr
     let _ = (&mut accept.0).await;
 }
 
+/// How long the front end waits after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontConfig) {
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let config = Arc::new(config);
     let idle = Arc::new(IdleOrigins { streams: Mutex::default(), idle_for: config.origin_idle });
     tokio::spawn(IdleOrigins::sweep(Arc::downgrade(&idle)));
     loop {
-        let Ok((socket, _)) = listener.accept().await else {
-            continue;
-        };
+        // The slot first: at the limit, programs wait in the kernel's
+        // backlog rather than hold a descriptor here each.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
+        };
+        let socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(_) => {
+                // Out of descriptors (EMFILE) the connection stays queued
+                // and the listener readable: without a pause this loop
+                // spun a core until one was freed.
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
         };
         let (pool, config, idle) = (pool.clone(), config.clone(), idle.clone());
         tokio::spawn(async move {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tollway_net::race;
 use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
-use tollway_tunnel::session::StreamId;
+use tollway_tunnel::session::{SessionError, StreamId};
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
 use tollway_types::tx::ChannelId;
@@ -675,8 +675,12 @@ impl RoutePool {
             }
             match session.open(dest.clone()).await {
                 Ok(stream) => return Ok((session, stream)),
-                Err(OpenError::Refused(code)) => return Err(ClientError::Destination(code)),
-                Err(e) => self.mark_down(index, &e.to_string()).await,
+                Err(e) => {
+                    if let Some(code) = not_the_routes_fault(&e) {
+                        return Err(ClientError::Destination(code));
+                    }
+                    self.mark_down(index, &e.to_string()).await
+                }
             }
         }
         Err(ClientError::NoRoute("every route failed".into()))
@@ -700,14 +704,29 @@ impl RoutePool {
             }
             match session.open_attached(dest.clone(), io, on_refused.clone()).await {
                 Ok(_) => return Ok(()),
-                Err((OpenError::Refused(code), _)) => return Err(ClientError::Destination(code)),
                 Err((e, back)) => {
+                    if let Some(code) = not_the_routes_fault(&e) {
+                        return Err(ClientError::Destination(code));
+                    }
                     self.mark_down(index, &e.to_string()).await;
                     io = back.ok_or_else(|| ClientError::NoRoute("the session stopped holding the socket".into()))?;
                 }
             }
         }
         Err(ClientError::NoRoute("every route failed".into()))
+    }
+}
+
+/// The code for a program when opening a stream failed for a reason of
+/// its own, not the route's: the exit refused the destination, or the
+/// session holds as many streams as it may (one more connection than the
+/// limit took the healthy route down, and every connection on it). `None`:
+/// the route is at fault.
+fn not_the_routes_fault(e: &OpenError) -> Option<ErrorCode> {
+    match e {
+        OpenError::Refused(code) => Some(*code),
+        OpenError::Session(SessionError::TooManyStreams(_)) => Some(ErrorCode::Limit),
+        _ => None,
     }
 }
 

@@ -2021,3 +2021,47 @@ async fn an_idle_session_closes_after_its_timeout_counted_from_the_last_frame() 
     let status = connected.exit.status();
     assert!(matches!(status, Status::Closed { code: ErrorCode::Idle, .. }), "{status:?}");
 }
+
+/// A program that opens one connection more than the session's stream
+/// limit (1,024 by default; 4 here) gets that one refused, and the four
+/// open go on. The failed open was taken for a dead route: the route was
+/// marked down and its session closed, with every connection on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connections_up() {
+    let client = SigningKey::from_label("stream-limit");
+    let exit = start_node("exit-stream-limit", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let connect = ConnectOptions { limits: Limits { max_streams: 4, ..Limits::default() }, ..connect_options(&client, Transport::Tls) };
+    let (front, pool) = start_pool(ClientConfig::new(connect, vec![route]), FrontConfig::default()).await;
+    let echo = banner_echo_server().await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = socks_connect(front, echo, b"").await;
+        let mut banner = [0u8; 11];
+        bounded("banner", async {
+            s.read_exact(&mut banner).await.unwrap();
+        })
+        .await;
+        open.push(s);
+    }
+    // The fifth is answered at once (optimistic), then closed.
+    let mut fifth = socks_connect(front, echo, b"").await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), fifth.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "the fifth got {rest:?}");
+    for (i, s) in open.iter_mut().enumerate() {
+        let echoed = tokio::time::timeout(Duration::from_secs(3), async {
+            s.write_all(b"ping").await?;
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.map(|_| back)
+        })
+        .await;
+        assert!(
+            matches!(echoed, Ok(Ok(b)) if &b == b"ping"),
+            "connection {i} died when a fifth was opened: {echoed:?}; pool history {:?}; {:?}",
+            pool.history().await,
+            events_with("stream-limit")
+        );
+    }
+    assert!(events_with("stream-limit").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-limit"));
+}
