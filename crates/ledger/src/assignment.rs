@@ -2,10 +2,17 @@
 //! hashing keyed by the epoch seed, so nobody knows the assignment before
 //! the seed exists, and a node's oracles change little when others join.
 //!
-//! Excluded: the node's own account, oracles in the node's /24 or /48, and,
-//! while the node has an unconfirmed over-claim strike from its last
-//! measurement, the oracles that saw it, so that the confirming set is
-//! disjoint (DESIGN §2 step 2) whenever there are enough oracles.
+//! Excluded: the node's own account, oracles in the /24 or /48 of the
+//! node's first address (the one it is measured at, and its subnet for the
+//! /24 cap), and, while the node has an unconfirmed over-claim strike from
+//! its last measurement, the oracles that saw it, so that the confirming
+//! set is disjoint (DESIGN §2 step 2) whenever there are enough oracles.
+//!
+//! Only the first address: a node's other addresses are its own word, and
+//! when each excluded the oracles of its subnet, a node that had seen the
+//! epoch's seed could list addresses in the /24s of up to seven honest
+//! oracles ranked above a colluding one (an `UpdateNode` costs a fee) and
+//! so pick who measures it.
 
 use crate::params::MAX_ORACLES_PER_NODE;
 use crate::state::{AccountIdx, Node, NodeIdx, OracleIdx, State, SubnetKey};
@@ -81,7 +88,7 @@ struct NodeKey {
     key: u32,
     account: AccountIdx,
     group: u32,
-    /// One address and no strike from the previous epoch.
+    /// No strike from the previous epoch.
     common: bool,
 }
 
@@ -141,7 +148,7 @@ impl Assigner {
     }
 
     /// The common case of [`Assigner::assign`], the same result: a node
-    /// with one address and no strike from the previous epoch, so an oracle
+    /// with no strike from the previous epoch, so an oracle
     /// is eligible exactly when its account and its subnet group differ
     /// from the node's.
     ///
@@ -204,14 +211,14 @@ impl Assigner {
             key: epoch_key(self.seed, key64(&node.operator.0)),
             account: node.account,
             group: node.subnet_group,
-            common: node.spec.addrs.len() == 1 && !struck_now,
+            common: !struck_now,
         }
     }
 
-    /// The node's assignment when the common case decides it (one
-    /// address, no strike, neither its own oracle nor one of its subnet
-    /// among the winners); `None` when only [`Assigner::assign`], which
-    /// reads the node's addresses and strike, can.
+    /// The node's assignment when the common case decides it (no strike,
+    /// neither its own oracle nor one of its subnet among the winners);
+    /// `None` when only [`Assigner::assign`], which reads the node's
+    /// strike, can.
     fn assign_common(&self, node: &NodeKey) -> Option<Assignment> {
         if self.k == 0 {
             return Some(Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 });
@@ -248,30 +255,15 @@ impl Assigner {
         let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
         let node = &nodes[n as usize];
         let node_key = key.key;
-        // A node with one address is in the subnet of its subnet group
-        // (`Node::subnet_group`), so the oracle's group decides, without
-        // reading the address list; a node with several compares them all.
-        let single_addr = node.spec.addrs.len() == 1;
-        let mut node_subnets = [u64::MAX; tollway_types::tx::limits::MAX_NODE_ADDRS];
-        let mut n_subnets = 0;
-        if !single_addr {
-            n_subnets = node.spec.addrs.len().min(node_subnets.len());
-            for (slot, a) in node_subnets.iter_mut().zip(&node.spec.addrs) {
-                *slot = SubnetKey::of(a).as_u64();
-            }
-        }
-        let node_subnets = &node_subnets[..n_subnets];
+        // The node's subnet is its subnet group's (`Node::subnet_group`, of
+        // its first address).
         let in_node_subnet = |o: &EligibleOracle| {
-            if single_addr {
-                debug_assert_eq!(
-                    o.subnet_group == node.subnet_group,
-                    o.subnet == SubnetKey::of(&node.spec.addrs[0]).as_u64(),
-                    "subnet_group must be the group of the node's first address"
-                );
-                o.subnet_group == node.subnet_group
-            } else {
-                node_subnets.contains(&o.subnet)
-            }
+            debug_assert_eq!(
+                o.subnet_group == node.subnet_group,
+                o.subnet == SubnetKey::of(&node.spec.addrs[0]).as_u64(),
+                "subnet_group must be the group of the node's first address"
+            );
+            o.subnet_group == node.subnet_group
         };
         let struck: &[OracleIdx] = match &node.strike {
             Some(s) if s.epoch < self.epoch => &s.oracles,
@@ -373,10 +365,9 @@ mod tests {
         let seed = key64(&state.epoch_seed.0) ^ mix64(state.epoch);
         let node_key = epoch_key(seed, key64(&node.operator.0));
         let k = state.params.oracles_per_node as usize;
-        let subnets: Vec<SubnetKey> = node.spec.addrs.iter().map(SubnetKey::of).collect();
-        let eligible = |o: &crate::state::Oracle| {
-            o.eligible(state.epoch) && o.account != node.account && !subnets.contains(&o.subnet)
-        };
+        let subnet = SubnetKey::of(&node.spec.addrs[0]);
+        let eligible =
+            |o: &crate::state::Oracle| o.eligible(state.epoch) && o.account != node.account && o.subnet != subnet;
         let struck: Vec<OracleIdx> = match &node.strike {
             Some(s) if s.epoch < state.epoch => s.oracles.clone(),
             _ => Vec::new(),
@@ -436,6 +427,37 @@ mod tests {
         w.state.params.oracles_per_node = 5;
         assert_eq!(assigned_oracles(&w.state, 0).len(), 2);
         assert_eq!(assigned_oracles(&w.state, 0), reference(&w.state, 0));
+    }
+
+    /// A node's other addresses are its own word: listing addresses in the
+    /// /24s of the oracles it would rather not meet changes nothing, while
+    /// an oracle in the subnet of its first address stays excluded.
+    #[test]
+    fn only_the_first_address_excludes_oracles_of_its_subnet() {
+        let mut accounts: Vec<_> = (0..12).map(|i| fund(&format!("o{i}"), 1, 0, 5_000)).collect();
+        accounts.push(fund("n", 1, 0, 8_000));
+        let mut w = World::new(Params::default_params(), 1, 1, accounts);
+        for i in 0..12 {
+            w.register_oracle(&format!("o{i}"), &format!("198.51.{i}.1"));
+        }
+        w.register_node("n", "DE", "198.51.11.200", 1_000_000); // o11's /24
+        let n = w.state.node_index[&crate::testkit::id("n")];
+        let o11 = 11;
+        for _ in 0..20 {
+            w.end_epoch();
+            let honest = assigned_oracles(&w.state, n);
+            assert!(!honest.contains(&o11), "o11 shares the node's measured /24");
+            // The node lists the /24s of the oracles it was given.
+            let spec = w.state.nodes[n as usize].spec.clone();
+            let mut shopping = spec.clone();
+            for &o in &honest {
+                shopping.addrs.push(w.state.oracles[o as usize].addr);
+            }
+            w.state.nodes[n as usize].spec = shopping;
+            assert_eq!(assigned_oracles(&w.state, n), honest, "epoch {}", w.state.epoch);
+            assert_eq!(assigned_oracles(&w.state, n), reference(&w.state, n));
+            w.state.nodes[n as usize].spec = spec;
+        }
     }
 
     /// Equal scores (here: equal keys) rank by oracle index, later first,
