@@ -552,7 +552,7 @@ fn post_batch(agent: &ureq::Agent, url: &str, txs: &[&[u8]]) -> anyhow::Result<V
 
 /// Backpressure answers: wait a little and send the same tx again.
 fn retryable(code: &str) -> bool {
-    matches!(code, "busy" | "mempool_full" | "account_limit" | "nonce_too_far")
+    matches!(code, "busy" | "mempool_full" | "account_limit" | "nonce_too_far" | "nonce_gaps_full")
 }
 
 /// A load thread: submits its txs in order, `mode.batch` per POST, keeping

@@ -125,7 +125,7 @@ fn status_of(code: &str) -> StatusCode {
     match code {
         "unknown_account" => StatusCode::NOT_FOUND,
         "duplicate" | "stale_nonce" | "nonce_taken" => StatusCode::CONFLICT,
-        "account_limit" => StatusCode::TOO_MANY_REQUESTS,
+        "account_limit" | "nonce_gaps_full" => StatusCode::TOO_MANY_REQUESTS,
         "mempool_full" | "busy" => StatusCode::SERVICE_UNAVAILABLE,
         "bad_signature" | "wrong_chain" | "bad_encoding" | "malformed_json" => StatusCode::BAD_REQUEST,
         _ => StatusCode::UNPROCESSABLE_ENTITY,

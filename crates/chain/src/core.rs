@@ -185,9 +185,11 @@ impl Core {
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()
     }
-    /// Txs that could go into the next block now (for "produce when full").
+    /// Txs that could go into the next block now (for "produce when full"):
+    /// those behind a nonce gap cannot, and counting them made every
+    /// submission start an empty block once enough waited.
     pub fn block_is_full(&self) -> bool {
-        self.mempool.len() >= self.config.max_block_txs
+        self.mempool.ready_len() >= self.config.max_block_txs
     }
 
     fn next_nonce(state: &State, account: &PublicKey) -> u64 {

@@ -8,6 +8,10 @@
 //! - Limits on everything: total txs, total bytes, txs per account, and how
 //!   far ahead of the account's nonce a tx may be. A full, duplicate or
 //!   replayed submission is refused with a reason, never silently dropped.
+//! - A tx behind a nonce gap pays nothing until the gap fills, and leaves
+//!   for free when it never does: such txs are capped apart (per account
+//!   and in all), so that they cannot fill the pool and lock everyone
+//!   else out, and they do not count towards a full block.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -22,11 +26,21 @@ pub struct MempoolLimits {
     pub max_per_account: usize,
     /// A tx waiting behind a nonce gap is dropped after this many blocks.
     pub gap_ttl_blocks: u64,
+    /// Txs behind a nonce gap, per account and in all.
+    pub max_gapped_per_account: usize,
+    pub max_gapped: usize,
 }
 
 impl Default for MempoolLimits {
     fn default() -> MempoolLimits {
-        MempoolLimits { max_txs: 100_000, max_bytes: 256 << 20, max_per_account: 256, gap_ttl_blocks: 120 }
+        MempoolLimits {
+            max_txs: 100_000,
+            max_bytes: 256 << 20,
+            max_per_account: 256,
+            gap_ttl_blocks: 120,
+            max_gapped_per_account: 16,
+            max_gapped: 10_000,
+        }
     }
 }
 
@@ -57,6 +71,11 @@ pub enum AdmitError {
     NonceTaken { account: AccountId, nonce: u64 },
     #[error("nonce {found} is too far ahead: account {account}'s next nonce is {expected} and at most {limit} may wait")]
     NonceTooFar { account: AccountId, expected: u64, found: u64, limit: usize },
+    #[error(
+        "nonce {found} leaves a gap after account {account}'s next nonce {expected}, and {limit} txs already wait behind gaps \
+         ({scope}); send the missing nonces first"
+    )]
+    GapsFull { account: AccountId, expected: u64, found: u64, limit: usize, scope: &'static str },
     #[error("account {account} has {limit} txs pending, the most allowed; wait for a block")]
     AccountFull { account: AccountId, limit: usize },
     #[error("the mempool is full ({limit} txs or {limit_bytes} bytes); try again after the next block")]
@@ -73,6 +92,7 @@ impl AdmitError {
             AdmitError::NonceTooFar { .. } => "nonce_too_far",
             AdmitError::AccountFull { .. } => "account_limit",
             AdmitError::Full { .. } => "mempool_full",
+            AdmitError::GapsFull { .. } => "nonce_gaps_full",
         }
     }
 }
@@ -101,6 +121,10 @@ pub struct Mempool {
     ids: HashMap<TxId, (AccountId, u64)>,
     bytes: usize,
     next_seq: u64,
+    /// Per account, its txs behind a nonce gap, as last counted (`recount`:
+    /// at each admission and after each block), and their sum.
+    gapped: HashMap<AccountId, usize>,
+    gapped_total: usize,
 }
 
 impl Mempool {
@@ -119,6 +143,24 @@ impl Mempool {
     }
     pub fn contains(&self, id: &TxId) -> bool {
         self.ids.contains_key(id)
+    }
+    /// Txs that a block could take now (none behind a nonce gap).
+    pub fn ready_len(&self) -> usize {
+        self.ids.len().saturating_sub(self.gapped_total)
+    }
+
+    /// Counts again the account's txs behind a gap, its next nonce being
+    /// `next_nonce`: those after the first nonce missing from its queue.
+    fn recount(&mut self, account: &AccountId, next_nonce: u64) {
+        let gapped = self.accounts.get(account).map_or(0, |q| {
+            let mut run_end = next_nonce;
+            while q.contains_key(&run_end) {
+                run_end += 1;
+            }
+            q.range(run_end..).count()
+        });
+        let before = if gapped == 0 { self.gapped.remove(account) } else { self.gapped.insert(*account, gapped) };
+        self.gapped_total = self.gapped_total + gapped - before.unwrap_or(0);
     }
 
     /// Admits a tx whose signature has been verified. `account_nonce` is the
@@ -146,12 +188,29 @@ impl Mempool {
         if self.ids.len() >= self.limits.max_txs || self.bytes + p.bytes > self.limits.max_bytes {
             return Err(AdmitError::Full { limit: self.limits.max_txs, limit_bytes: self.limits.max_bytes });
         }
+        // Behind a gap: some nonce from the account's next one up to this
+        // one is not pending.
+        let behind_gap = (account_nonce..nonce).any(|n| !queue.is_some_and(|q| q.contains_key(&n)));
+        if behind_gap {
+            let expected = account_nonce;
+            let mine = self.gapped.get(&account).copied().unwrap_or(0);
+            if mine >= self.limits.max_gapped_per_account {
+                let limit = self.limits.max_gapped_per_account;
+                return Err(AdmitError::GapsFull { account, expected, found: nonce, limit, scope: "this account's" });
+            }
+            if self.gapped_total >= self.limits.max_gapped {
+                let limit = self.limits.max_gapped;
+                return Err(AdmitError::GapsFull { account, expected, found: nonce, limit, scope: "everyone's" });
+            }
+        }
         p.seq = self.next_seq;
         self.next_seq += 1;
         p.admitted_height = height;
         self.bytes += p.bytes;
         self.ids.insert(p.id, (account, nonce));
         self.accounts.entry(account).or_default().insert(nonce, p);
+        // It may also have filled a gap, and readied the txs after it.
+        self.recount(&account, account_nonce);
         Ok(())
     }
 
@@ -212,6 +271,7 @@ impl Mempool {
                             message: format!("dropped: this account's earlier tx with nonce {nonce} was rejected ({e})"),
                         });
                     }
+                    self.recount(&account, nonce);
                 }
             }
         }
@@ -242,6 +302,12 @@ impl Mempool {
             if let Some(p) = self.remove(&account, nonce) {
                 out.push(Dropped { id: p.id, code, message });
             }
+        }
+        // What waits behind a gap, against the nonces the block left; an
+        // account whose txs all went counts none.
+        let accounts: Vec<AccountId> = self.accounts.keys().chain(self.gapped.keys()).copied().collect();
+        for account in accounts {
+            self.recount(&account, next_nonce(&account));
         }
         out
     }
@@ -281,7 +347,44 @@ mod tests {
     }
 
     fn limits() -> MempoolLimits {
-        MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_blocks: 5 }
+        MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_blocks: 5, max_gapped_per_account: 3, max_gapped: 10 }
+    }
+
+    /// Txs behind a nonce gap pay nothing while they wait and leave for
+    /// free: a few accounts' worth filled the pool, and everyone else was
+    /// refused as `mempool_full`. They are capped apart, do not count as
+    /// ready, and count again once the gap fills.
+    #[test]
+    fn txs_behind_a_gap_are_capped_apart_and_never_lock_out_ready_ones() {
+        let tight = MempoolLimits { max_gapped_per_account: 2, max_gapped: 3, ..limits() };
+        let mut m = Mempool::new(tight);
+        // Nonce 0 never comes.
+        m.admit(tx("spam1", 1, 1), 0, 0).unwrap();
+        m.admit(tx("spam1", 2, 1), 0, 0).unwrap();
+        let e = m.admit(tx("spam1", 3, 1), 0, 0);
+        assert!(e.is_err(), "max_per_account is 3, this account's gaps 2: {e:?}");
+        m.admit(tx("spam2", 1, 1), 0, 0).unwrap();
+        let e = m.admit(tx("spam2", 2, 1), 0, 0).unwrap_err();
+        assert_eq!(e.code(), "nonce_gaps_full");
+        assert!(e.to_string().contains("3 txs already wait behind gaps (everyone's)"), "{e}");
+        assert_eq!((m.len(), m.ready_len()), (3, 0));
+        // Ready txs still come in, up to the pool's own limit.
+        for i in 0..7 {
+            m.admit(tx(&format!("honest{i}"), 0, 1), 0, 0).unwrap();
+        }
+        assert_eq!(m.ready_len(), 7);
+        // The missing nonce readies spam2's: no longer behind a gap.
+        let mut m = Mempool::new(tight);
+        m.admit(tx("late", 1, 1), 0, 0).unwrap();
+        m.admit(tx("late", 2, 1), 0, 0).unwrap();
+        assert_eq!(m.ready_len(), 0);
+        m.admit(tx("late", 0, 1), 0, 0).unwrap();
+        assert_eq!(m.ready_len(), 3);
+        // And a pruned gap frees its share.
+        let mut m = Mempool::new(tight);
+        m.admit(tx("gone", 1, 1), 0, 0).unwrap();
+        assert_eq!(m.prune(|_| 0, 6).len(), 1);
+        assert_eq!((m.len(), m.ready_len(), m.gapped_total), (0, 0, 0));
     }
 
     #[test]

@@ -214,6 +214,7 @@ fn verify_and_admit(shared: &Shared, taken: Vec<Submission>) {
     let mut ok = ok.into_iter();
     let mut answers = Vec::with_capacity(taken.len());
     let mut counts = crate::metrics::SubmitCounts::default();
+    let mut admitted = 0usize;
     {
         let mut core = shared.core();
         for s in taken {
@@ -228,12 +229,15 @@ fn verify_and_admit(shared: &Shared, taken: Vec<Submission>) {
                     })
                 };
                 counts.add(result.as_ref().err().map(|r| r.code));
+                admitted += usize::from(result.is_ok());
                 results.push(result);
             }
             answers.push((s.reply, results));
         }
         crate::metrics::mempool(core.mempool_len());
-        if core.block_is_full() {
+        // Only news can fill a block: a round of refusals woke the producer
+        // for a block as empty as the last.
+        if admitted > 0 && core.block_is_full() {
             shared.produce_now.notify_one();
         }
     }

@@ -28,6 +28,11 @@ fn key(label: &str) -> SigningKey {
 }
 
 fn start() -> TestChain {
+    start_with(|_| {})
+}
+
+/// A node whose config `tweak` changes first.
+fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
     let dir = tempfile::tempdir().unwrap();
     let seq = key("sequencer");
     let alloc = |l: &str| Allocation { account: key(l).public(), token: Token::units(1000), usd: Usd::units(100), staked: Token::ZERO };
@@ -48,6 +53,7 @@ fn start() -> TestChain {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut config = NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), block_interval: Duration::from_millis(100), ..NodeConfig::default() };
     config.core.mempool.max_per_account = 8;
+    tweak(&mut config);
     let (running, _joined) = rt.block_on(node::start(Store::open(&path).unwrap(), seq, config)).unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     TestChain { addr: running.addr, agent, _rt: rt, _dir: dir }
@@ -420,4 +426,54 @@ fn an_oversized_or_broken_batch_is_refused_whole() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.state_root(), root);
     assert_eq!(c.nonce("alice"), 0);
+}
+
+/// Txs behind a nonce gap pay nothing while they wait and leave for free
+/// when the gap never fills: two accounts' worth filled a small pool, and a
+/// tx paying any fee was refused as `mempool_full`. They are now capped
+/// apart (here 4 of the pool's 14), and the ready tx gets in.
+#[test]
+fn txs_behind_a_nonce_gap_cannot_lock_everyone_else_out_of_the_mempool() {
+    let c = start_with(|cfg| {
+        cfg.core.mempool.max_txs = 14;
+        cfg.core.mempool.max_gapped = 4;
+    });
+    // Nonce 0 never comes from either.
+    let mut codes = Vec::new();
+    for n in 1..=7 {
+        for (from, to) in [("flooder", "bob"), ("bob", "flooder")] {
+            let (s, v) = c.post("/v1/txs", "application/octet-stream", &transfer(from, to, n, 1).encode());
+            codes.push(if s == 202 { "accepted".to_string() } else { code(&v).to_string() });
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "accepted").count(), 4, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "accepted" || c == "nonce_gaps_full"), "{codes:?}");
+    let (s, v) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200, "a ready tx behind the flood: {v}");
+}
+
+/// "Produce when the block is full" counted txs no block could take (those
+/// behind a gap), and every submission woke the producer: once enough
+/// waited, each refused request committed an empty block (50 in 22 ms
+/// with a 2 s interval).
+#[test]
+fn refused_submissions_do_not_make_empty_blocks() {
+    let c = start_with(|cfg| {
+        cfg.block_interval = Duration::from_secs(2);
+        cfg.core.max_block_txs = 4;
+    });
+    for n in 1..=7 {
+        let (s, v) = c.post("/v1/txs", "application/octet-stream", &transfer("flooder", "bob", n, 1).encode());
+        assert_eq!(s, 202, "{v}");
+    }
+    let height = || c.get("/v1/status").1["height"].as_u64().unwrap();
+    let (h0, t0) = (height(), std::time::Instant::now());
+    let mut forged = transfer("flooder", "bob", 0, 1);
+    forged.signature.0[3] ^= 1;
+    for _ in 0..50 {
+        let (s, v) = c.post("/v1/txs", "application/octet-stream", &forged.encode());
+        assert_eq!((s, code(&v)), (400, "bad_signature"), "{v}");
+    }
+    let (blocks, took) = (height() - h0, t0.elapsed());
+    assert!(blocks <= took.as_secs() / 2 + 1, "{blocks} blocks in {took:?} with a 2 s interval");
 }
