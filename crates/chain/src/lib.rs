@@ -5,12 +5,14 @@
 //! - `consensus`: the engine interface; `Solo` is the one sequencer.
 //! - `core`: ledger state + mempool + store: admission to commit.
 //! - `replay`: every block again from genesis, every root checked.
-//! - `node`, `api`: the tokio driver and the axum HTTP API.
+//! - `node`, `api`: the tokio driver and the axum HTTP API; `listener`:
+//!   the API's connection limits and idle timeout.
 
 pub mod consensus;
 pub mod core;
 pub mod execute;
 pub mod genesis;
+pub mod listener;
 pub mod mempool;
 pub mod api;
 pub mod metrics;

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub verify_batch_max: usize,
     /// Txs waiting for verification beyond this are refused (503).
     pub verify_queue: usize,
+    /// The API's connections: how many, from one address, how long idle.
+    pub api: crate::listener::ApiLimits,
 }
 
 impl Default for NodeConfig {
@@ -41,6 +43,7 @@ impl Default for NodeConfig {
             core: CoreConfig::default(),
             verify_batch_max: 512,
             verify_queue: 8192,
+            api: crate::listener::ApiLimits::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         tokio::task::spawn_blocking(move || produce(shared, Box::new(consensus), handle))
     };
     let app = crate::api::router(shared.clone());
+    let listener = crate::listener::GuardedListener::new(listener, config.api);
     let server = tokio::spawn(async move { axum::serve(listener, app).await.map_err(anyhow::Error::from) });
     let joined = tokio::spawn(async move {
         tokio::select! {

@@ -477,3 +477,81 @@ fn refused_submissions_do_not_make_empty_blocks() {
     let (blocks, took) = (height() - h0, t0.elapsed());
     assert!(blocks <= took.as_secs() / 2 + 1, "{blocks} blocks in {took:?} with a 2 s interval");
 }
+
+/// A connection from `from` (any 127.x address) to the node.
+fn connect_from(c: &TestChain, from: &str) -> TcpStream {
+    let socket = socket_from(from);
+    let s = c._rt.block_on(async { socket.connect(c.addr).await.unwrap().into_std().unwrap() });
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+fn socket_from(from: &str) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket
+}
+
+/// Whether the node has closed `s` (read gives EOF or an error, not a
+/// timeout) within `wait`.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Half a request head, or a head and a little of its body, then nothing:
+/// the node held such connections (task, descriptor, buffered body) for
+/// good, and a few hundred of them took its descriptors from everyone.
+/// Now a connection idle both ways is closed, one address holds only its
+/// share, and everyone else gets through.
+#[test]
+fn slow_and_idle_connections_are_closed_and_one_address_cannot_take_them_all() {
+    let c = start_with(|cfg| {
+        cfg.api.idle = Duration::from_secs(2);
+        cfg.api.max_per_ip = 4;
+    });
+    let mut held: Vec<TcpStream> = (0..4).map(|_| connect_from(&c, "127.0.0.2")).collect();
+    held[0].write_all(b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    held[1].write_all(b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab").unwrap();
+    // The fifth from that address is closed at once; another address's
+    // request is answered meanwhile.
+    let mut fifth = connect_from(&c, "127.0.0.2");
+    assert!(closed_within(&mut fifth, Duration::from_secs(1)), "a fifth connection from one address stayed open");
+    assert_eq!(c.get("/v1/status").0, 200);
+    // All four are closed once idle for 2 s (give it 4).
+    let started = std::time::Instant::now();
+    for (i, s) in held.iter_mut().enumerate() {
+        let left = Duration::from_secs(4).saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        assert!(closed_within(s, left), "connection {i} still open after {:?}", started.elapsed());
+    }
+    // And the address may connect again.
+    let mut again = connect_from(&c, "127.0.0.2");
+    again.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    again.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+}
+
+/// At the connection limit, a new connection waits in the backlog until an
+/// idle one is closed, then is answered.
+#[test]
+fn at_the_connection_limit_a_new_client_is_answered_once_an_idle_one_goes() {
+    let c = start_with(|cfg| {
+        cfg.api.idle = Duration::from_secs(2);
+        cfg.api.max_connections = 3;
+    });
+    let held: Vec<TcpStream> = (0..3).map(|i| connect_from(&c, &format!("127.0.0.{}", 10 + i))).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let mut s = connect_from(&c, "127.0.0.20");
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "answered after {waited:?}, before a slot was free");
+    drop(held);
+}
