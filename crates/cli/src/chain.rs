@@ -129,20 +129,17 @@ fn parse_amounts(text: &str) -> anyhow::Result<(Token, Usd, Token)> {
     Ok((token, usd, stake))
 }
 
+/// What `chain init` writes in a home.
+const HOME_FILES: [&str; 4] = ["genesis.json", "node.key", "chain.toml", "chain.redb"];
+
 fn init(a: &InitArgs) -> anyhow::Result<()> {
     let genesis_path = a.home.join("genesis.json");
-    if genesis_path.exists() || store_path(&a.home).exists() {
-        if !a.force {
-            bail!("{} already holds a chain; pass --force to replace it", a.home.display());
-        }
-        for f in ["genesis.json", "node.key", "chain.toml", "chain.redb"] {
-            let p = a.home.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
-        }
+    let existing = HOME_FILES.iter().any(|f| a.home.join(f).exists());
+    if existing && !a.force {
+        bail!("{} already holds a chain (or part of one); pass --force to replace it", a.home.display());
     }
-    std::fs::create_dir_all(&a.home).with_context(|| format!("creating {}", a.home.display()))?;
+    // Everything is checked before anything is removed: a mistyped
+    // argument to `--force` had deleted the chain it was meant to replace.
     let mut params = Params::default_params();
     for p in &a.params {
         let (k, v) = p.split_once('=').with_context(|| format!("--param {p:?}: use KEY=VALUE"))?;
@@ -178,6 +175,23 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     };
     // Build once here so a bad genesis is refused before anything is written.
     file.ledger.build().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
+    if existing {
+        let store = store_path(&a.home);
+        if store.exists() {
+            // A running node holds its store: replacing the files under it
+            // lost what it acknowledged afterwards.
+            if let Err(tollway_store::StoreError::InUse(_)) = tollway_store::Store::open(&store) {
+                bail!("{} is in use by a running chain; stop it before replacing it", store.display());
+            }
+        }
+        for f in HOME_FILES {
+            let p = a.home.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&a.home).with_context(|| format!("creating {}", a.home.display()))?;
     let bytes = file.to_json();
     std::fs::write(&genesis_path, &bytes).with_context(|| format!("writing {}", genesis_path.display()))?;
     let key_path = a.home.join("node.key");
@@ -198,7 +212,9 @@ fn node_config(home: &Path, a: &RunArgs) -> anyhow::Result<NodeConfig> {
     let path = home.join("chain.toml");
     let file: ChainToml = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
-        Err(_) => ChainToml::default(),
+        // Only a missing file means the defaults.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChainToml::default(),
+        Err(e) => bail!("reading {}: {e}", path.display()),
     };
     let env = |k: &str| std::env::var(format!("TOLLWAY_CHAIN_{k}")).ok();
     let listen = match (a.listen, env("LISTEN")) {
@@ -208,6 +224,16 @@ fn node_config(home: &Path, a: &RunArgs) -> anyhow::Result<NodeConfig> {
     };
     let interval = a.block_interval.clone().or_else(|| env("BLOCK_INTERVAL")).unwrap_or(file.block_interval);
     let block_interval = parse_interval(&interval)?;
+    for (key, value) in [
+        ("max_block_txs", file.max_block_txs),
+        ("mempool_max_txs", file.mempool_max_txs),
+        ("mempool_max_per_account", file.mempool_max_per_account),
+    ] {
+        // 0 made a chain that takes txs and never includes one.
+        if value == 0 {
+            bail!("{}: {key} = 0: it must be at least 1", path.display());
+        }
+    }
     let mut c = NodeConfig { listen, block_interval, ..NodeConfig::default() };
     c.core.max_block_txs = file.max_block_txs;
     c.core.mempool.max_txs = file.mempool_max_txs;

@@ -190,8 +190,15 @@ pub fn load_key_file(path: &Path) -> anyhow::Result<SigningKey> {
         }
     }
     let file: KeyFile = serde_json::from_str(&text).map_err(|e| {
-        // serde_json's message names a position, never the content.
-        anyhow::anyhow!("{} is not a key file ({e}); expected {{\"public\": \"<64 hex>\", \"secret\": \"<64 hex>\"}}", path.display())
+        // Only where, not serde's message: that quotes the content (a bare
+        // string or number there is the secret itself).
+        anyhow::anyhow!(
+            "{} is not a key file ({:?} at line {} column {}); expected {{\"public\": \"<64 hex>\", \"secret\": \"<64 hex>\"}}",
+            path.display(),
+            e.classify(),
+            e.line(),
+            e.column()
+        )
     })?;
     let seed = parse_hex32(&file.secret)
         .with_context(|| format!("key file {}: \"secret\" is not 64 hex digits", path.display()))?;
@@ -271,6 +278,14 @@ mod tests {
         std::fs::write(&path, "not json").unwrap_or_else(|e| panic!("{e}"));
         let err = err_of(load_key_file(&path));
         assert!(err.contains("is not a key file"), "{err}");
+        // A bare seed, as a string or a number, is never quoted back: the
+        // parser's own message did ("invalid type: string \"<seed>\"").
+        let seed = hex(&a.seed_bytes());
+        for text in [format!("\"{seed}\""), seed.clone(), format!("[\"{seed}\"]")] {
+            std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            let err = err_of(load_key_file(&path));
+            assert!(err.contains("is not a key file") && !err.contains(&seed[..8]), "{err}");
+        }
         let err = err_of(load_key_file(&dir.join("missing.key")));
         assert!(err.contains("does not exist"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);

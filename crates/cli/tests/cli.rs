@@ -153,3 +153,38 @@ fn connect_needs_exits_or_pick_and_filters_only_go_with_pick() {
     assert!(!ok);
     assert!(stderr.contains(why), "{stderr}");
 }
+
+/// `chain init --force` with a mistyped argument deleted the chain it was
+/// to replace before it read the argument; and `chain.toml` values of 0
+/// made a chain that takes txs and includes none.
+#[test]
+fn chain_init_checks_everything_before_replacing_a_chain() {
+    let dir = std::env::temp_dir().join(format!("tollway-cli-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("chain");
+    let home = home.to_str().unwrap_or_default();
+    let (ok, _, stderr) = tollway(&["chain", "init", "--home", home]);
+    assert!(ok, "{stderr}");
+    let files = ["genesis.json", "node.key", "chain.toml", "chain.redb"];
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.join("chain").join(f)).unwrap_or_default()).collect();
+    for bad in [["--alloc", "garbage=1TWY"], ["--param", "nope=1"]] {
+        let (ok, _, stderr) = tollway(&["chain", "init", "--home", home, "--force", bad[0], bad[1]]);
+        assert!(!ok, "{stderr}");
+        let after: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.join("chain").join(f)).unwrap_or_default()).collect();
+        assert!(after == before, "{bad:?} changed the chain's files: {stderr}");
+    }
+    let toml = dir.join("chain").join("chain.toml");
+    let text = std::fs::read_to_string(&toml).unwrap_or_default();
+    let zero: String = text.lines().map(|l| if l.starts_with("max_block_txs") { "max_block_txs = 0\n".to_string() } else { format!("{l}\n") }).collect();
+    std::fs::write(&toml, zero).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["chain", "run", "--home", home]);
+    assert!(!ok && stderr.contains("max_block_txs = 0: it must be at least 1"), "{stderr}");
+    // A home with only a key of its own is not initialised over.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(dir.join("chain").join("node.key"), other.join("node.key")).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["chain", "init", "--home", other.to_str().unwrap_or_default()]);
+    assert!(!ok && stderr.contains("already holds a chain"), "{stderr}");
+    assert!(!other.join("genesis.json").exists(), "a half-written home");
+    let _ = std::fs::remove_dir_all(&dir);
+}
