@@ -158,6 +158,17 @@ impl Core {
                 tip_block.header.height, tip_block.header.state_root
             )));
         }
+        // The next block is built on the tip: its txs must be the ones its
+        // header names (the state's root alone does not cover them; a bit
+        // flipped in a stored tx was served as it was).
+        let tx_ids: Vec<_> = tip_block.txs.iter().map(|t| t.id()).collect();
+        let header = &tip_block.header;
+        if header.n_txs as usize != tx_ids.len() || header.tx_root != tollway_types::block::tx_root(tx_ids.iter().copied()) {
+            return Err(ChainError::Other(format!(
+                "the stored block {} does not match its header's tx root or count: the store is damaged (`tollway chain replay` checks every block)",
+                header.height
+            )));
+        }
         let state = decode_state(&encoding).map_err(|e| ChainError::Other(format!("stored state: {e}")))?;
         let statuses = Statuses { cap: config.status_cache, ..Statuses::default() };
         Ok(Core {

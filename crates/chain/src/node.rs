@@ -93,6 +93,9 @@ pub struct Shared {
     /// `config.verify_queue`).
     pub(crate) queued_txs: AtomicUsize,
     produce_now: Notify,
+    /// Set by [`RunningNode::stop`]: the block loop ends after the block
+    /// in progress.
+    stopping: std::sync::atomic::AtomicBool,
     pub config: NodeConfig,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub(crate) started: Instant,
@@ -133,6 +136,17 @@ pub struct RunningNode {
     pub shared: Arc<Shared>,
 }
 
+impl RunningNode {
+    /// Ends the block loop after the block in progress, so that the
+    /// returned task of [`start`] ends and the store can close cleanly.
+    /// (A runtime dropped under the loop panicked in it, and left the
+    /// store for redb to repair at the next open.)
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.produce_now.notify_one();
+    }
+}
+
 /// Opens the store and starts the node's tasks on the current tokio
 /// runtime. Returns once the API listens. The returned future of
 /// [`serve`] ends only on a fatal error.
@@ -149,6 +163,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         submit,
         queued_txs: AtomicUsize::new(0),
         produce_now: Notify::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         config: config.clone(),
         metrics: crate::metrics::handle(),
         started: Instant::now(),
@@ -263,6 +278,9 @@ fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::ru
         rt.block_on(async {
             let _ = tokio::time::timeout(wait, shared.produce_now.notified()).await;
         });
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if Instant::now() >= next {
             next += interval;
             if next < Instant::now() {

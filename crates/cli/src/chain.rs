@@ -277,12 +277,19 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         outln!("block interval {} ms", config.block_interval.as_millis())?;
         outln!("listening on http://{}", node.addr)?;
         std::io::stdout().flush()?;
+        let mut joined = joined;
         tokio::select! {
-            r = joined => r?,
+            r = &mut joined => r?,
             _ = tokio::signal::ctrl_c() => {
                 // Blocks are durable when committed; stopping loses only
-                // unacknowledged mempool txs.
+                // unacknowledged mempool txs. The block loop finishes its
+                // block, so that the store closes cleanly.
                 let _ = outln!("stopping");
+                node.stop();
+                match tokio::time::timeout(Duration::from_secs(30), joined).await {
+                    Ok(r) => r??,
+                    Err(_) => bail!("the block loop did not stop within 30 s"),
+                }
                 Ok(())
             }
         }
