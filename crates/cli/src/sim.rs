@@ -94,8 +94,54 @@ fn load(path: &Path, opts: &RunOpts) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
+/// A scenario's directory name: letters, digits, '-' and '_' only. ('.'
+/// was kept, and a scenario named ".." wrote its CSVs above `--out`, or
+/// the whole report into the working directory.)
 fn slug(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    if s.is_empty() {
+        "_".into()
+    } else {
+        s
+    }
+}
+
+/// `out`'s entries, refusing a directory that is neither empty nor an
+/// earlier report (checked before simulating, so a bad `--out` loses
+/// nothing).
+fn earlier_report(out: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", out.display()))?;
+    if !entries.is_empty() && !out.join("summary.json").is_file() {
+        bail!("{} is not empty and holds no earlier report (no summary.json): choose another --out", out.display());
+    }
+    Ok(entries)
+}
+
+/// Removes what an earlier report left in `out` (once this one is ready
+/// to be written), so that its CSVs are not mixed with this one's: the
+/// report's own files, and each directory that holds nothing but
+/// `seed-*.csv` files. Anything else is left.
+fn clear_earlier_report(out: &Path) -> anyhow::Result<()> {
+    let entries = earlier_report(out)?;
+    let is_seed_csv = |p: &Path| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("seed-") && n.ends_with(".csv"))
+    };
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            let files: Vec<PathBuf> = std::fs::read_dir(&path)?.filter_map(|f| f.ok().map(|f| f.path())).collect();
+            if files.iter().all(|f| is_seed_csv(f)) {
+                std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        } else if name == "index.html" || name == "summary.json" || name.ends_with(".png") || name.ends_with(".svg") {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
@@ -122,11 +168,19 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     if names.len() != scenarios.len() {
         bail!("two scenarios share a name; names label the charts, so they must differ");
     }
+    // Their directories too: "a b" and "a/b" both write to a_b/.
+    let mut slugs: Vec<String> = scenarios.iter().map(|s| slug(&s.name)).collect();
+    slugs.sort_unstable();
+    slugs.dedup();
+    if slugs.len() != scenarios.len() {
+        bail!("two scenarios' names differ only in characters other than letters, digits and '-'; their CSVs would share a directory");
+    }
     let out = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))
     });
     // Before the (possibly long) simulation, so a bad --out loses nothing.
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output directory {}", out.display()))?;
+    earlier_report(&out)?;
     let threads = opts.threads.map(|n| n as usize).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let total_days: u64 = scenarios.iter().map(|s| s.run.days * s.run.runs).sum();
     eprintln!(
@@ -157,6 +211,7 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
 
 fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    clear_earlier_report(out)?;
     for s in results {
         let dir = out.join(slug(&s.name));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

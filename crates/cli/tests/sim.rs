@@ -83,6 +83,11 @@ fn bad_scenarios_get_clear_errors() {
         (good.replace("oracles = 30", "oracles = 30\ncolour = 3"), "unknown field `colour`"),
         (good.replace("[params]", "[params]\nusage_reward_cap = 2.0"), "`emission.usage_reward_cap`: 2 is outside [0, 1]"),
         (good.replace("uptime = [0.6, 1.0]", "uptime = [0.9, 0.2]"), "population.uptime"),
+        // Infinities ran as garbage, and NaN passed every check.
+        (good.replace("gb_per_consumer_per_day = 1.5", "gb_per_consumer_per_day = inf"), "demand.gb_per_consumer_per_day"),
+        (good.replace("trader_volume_usd = 2000", "trader_volume_usd = nan"), "market.trader_volume_usd"),
+        // Each oracle's address lives in 100.64/10 (a debug build overflowed).
+        (good.replace("oracles = 30", "oracles = 50000"), "population.oracles"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("bad{i}.toml"));
@@ -113,6 +118,25 @@ fn bad_scenarios_get_clear_errors() {
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
     assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");
     assert_eq!(stderr.matches("no parameter named").count(), 1, "{stderr}");
+    // Shocks and attacks on day 0 never happened, without a word; and an
+    // attack the ledger refuses failed only on its first day, deep in a run.
+    let shock = std::fs::read_to_string(repo().join("scenarios/demand-shock.toml")).unwrap_or_default();
+    let attack = std::fs::read_to_string(repo().join("scenarios/sybil-and-liars.toml")).unwrap_or_default();
+    for (i, (text, want)) in [
+        (shock.replace("start_day = 180", "start_day = 0"), "1 ≤ start_day"),
+        (attack.replace("start_day = 30", "start_day = 0"), "start_day ≥ 1"),
+        (attack.replace("liar_claim_factor = 10.0", "liar_claim_factor = 1000.0"), "attack.liar_claim_factor"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = dir.join(format!("day{i}.toml"));
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--quiet"]);
+        assert!(!ok && stderr.contains(want), "case {i}: wanted {want:?} in {stderr}");
+    }
+    let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_share=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1"]);
+    assert!(!ok && stderr.contains("11 values: a sweep takes at most 10"), "{stderr}");
     // No threads is no way to run.
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--threads", "0"]);
     assert!(!ok && stderr.contains("--threads") && !stderr.contains("simulated in"), "{stderr}");
@@ -138,5 +162,40 @@ fn a_built_in_scenario_runs_by_name_from_anywhere() {
     run(file.to_str().unwrap_or_default(), &by_file);
     let csv = |d: &Path| std::fs::read(d.join("hybrid/seed-1.csv")).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     assert_eq!(csv(&by_name), csv(&by_file));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scenario's name makes its directory: ".." wrote the CSVs above
+/// `--out`; and a reused `--out` kept the last report's CSVs beside the
+/// new ones. Now names are slugs without dots, and an earlier report's
+/// files go (a directory that holds something else is refused).
+#[test]
+fn outputs_stay_inside_out_and_replace_an_earlier_report() {
+    let dir = temp_dir("sim-out");
+    let text = std::fs::read_to_string(small_scenario(&dir, "burn-and-mint")).unwrap_or_default();
+    let dots = dir.join("dots.toml");
+    std::fs::write(&dots, text.replace("name = \"burn-and-mint\"", "name = \"..\"")).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.join("deep").join("out");
+    let run = |seed: &str, runs: &str| {
+        tollway(&["sim", "run", dots.to_str().unwrap_or_default(), "--out", out.to_str().unwrap_or_default(), "--days", "3", "--runs", runs, "--seed", seed, "--quiet"])
+    };
+    let (ok, _, stderr) = run("1", "2");
+    assert!(ok, "{stderr}");
+    assert!(out.join("__").join("seed-1.csv").is_file(), "the CSVs go to out/__/");
+    assert!(!dir.join("deep").join("seed-1.csv").exists(), "a CSV escaped --out");
+    // Again into the same directory, another seed: only its CSV is left.
+    let (ok, _, stderr) = run("5", "1");
+    assert!(ok, "{stderr}");
+    let csvs: Vec<String> = std::fs::read_dir(out.join("__"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    assert_eq!(csvs, ["seed-5.csv"]);
+    // A directory that is not a report is not written into.
+    let other = dir.join("notes");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(other.join("mine.txt"), b"keep").unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["sim", "run", dots.to_str().unwrap_or_default(), "--out", other.to_str().unwrap_or_default(), "--days", "3", "--runs", "1", "--quiet"]);
+    assert!(!ok && stderr.contains("holds no earlier report"), "{stderr}");
+    assert!(other.join("mine.txt").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }

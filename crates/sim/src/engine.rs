@@ -32,16 +32,31 @@ const COUNTRIES: [&[u8; 2]; 8] = [b"US", b"BR", b"DE", b"NG", b"AE", b"IN", b"JP
 /// Local time = UTC + offset, per macro-region: when its nights fall.
 const UTC_OFFSET_HOURS: [u32; 8] = [19, 21, 1, 1, 3, 5, 8, 10];
 
+// Not `#[from]` on the wrapped errors: that makes each the source too, and
+// error chains printed its message twice ("genesis: genesis amounts
+// overflow: genesis amounts overflow"), as in `ScenarioError`.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("scenario: {0}")]
-    Scenario(#[from] crate::scenario::ScenarioError),
+    Scenario(crate::scenario::ScenarioError),
     #[error("genesis: {0}")]
-    Genesis(#[from] tollway_ledger::genesis::GenesisError),
+    Genesis(tollway_ledger::genesis::GenesisError),
     #[error("day {day}: the supply invariant broke: {why}")]
     Invariant { day: u64, why: String },
     #[error("day {day}: setting up {what} failed: {why}")]
     Setup { day: u64, what: String, why: String },
+}
+
+impl From<crate::scenario::ScenarioError> for SimError {
+    fn from(e: crate::scenario::ScenarioError) -> SimError {
+        SimError::Scenario(e)
+    }
+}
+
+impl From<tollway_ledger::genesis::GenesisError> for SimError {
+    fn from(e: tollway_ledger::genesis::GenesisError) -> SimError {
+        SimError::Genesis(e)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1240,10 +1255,13 @@ impl Sim {
             }
         }
         let tail = &rows[n.saturating_sub(90)..];
+        // Not a number when no region wanted anything (it read 100 %, and
+        // a report marked that run the best).
         let worst_regional_liquidity = tail
             .iter()
             .flat_map(|r| r.liquidity_by_region.iter().zip(&r.demand_gbps_by_region).filter(|(_, d)| **d > 0.0).map(|(l, _)| *l))
-            .fold(1.0, f64::min);
+            .fold(None, |worst: Option<f64>, l| Some(worst.map_or(l, |w| w.min(l))))
+            .unwrap_or(f64::NAN);
         let early: Vec<&Operator> = self.ops.iter().filter(|o| o.kind == Kind::Honest && o.first_day <= 30).collect();
         let operator_retention = if early.is_empty() {
             0.0
@@ -1277,7 +1295,9 @@ impl Sim {
             honest_oracles_slashed: attack.honest_oracles_slashed,
             total_minted_twy: rows.iter().map(|r| r.minted_twy).sum(),
             total_burned_twy: rows.iter().map(|r| r.burned_twy).sum(),
-            consumer_price_usd_per_gb: last.consumer_price_usd_per_gb,
+            // Not a number when the last day served nothing: a dead
+            // network's $0 was the best price in a comparison.
+            consumer_price_usd_per_gb: if last.served_gb > 0.0 { last.consumer_price_usd_per_gb } else { f64::NAN },
         };
         let operator_monthly_profit_usd = self
             .ops

@@ -8,6 +8,9 @@ use crate::scenario::{Scenario, ScenarioError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// The most values a sweep takes (the charts' palette).
+pub const MAX_SWEEP_VALUES: usize = 10;
+
 /// `key=v1,v2,v3`: one scenario per value.
 pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError> {
     let (key, values) = spec.split_once('=').ok_or_else(|| ScenarioError::Invalid {
@@ -15,6 +18,15 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
         why: "a sweep is key=v1,v2,… such as uptime_share=0.5,0.6,0.7".into(),
     })?;
     let key = key.trim();
+    // One line per value on every chart, each in a colour of its own:
+    // beyond ten, lines shared colours and the legend filled the plot.
+    let n = values.split(',').count();
+    if n > MAX_SWEEP_VALUES {
+        return Err(ScenarioError::Invalid {
+            key: key.to_string(),
+            why: format!("{n} values: a sweep takes at most {MAX_SWEEP_VALUES}, one colour each on the charts"),
+        });
+    }
     values
         .split(',')
         .map(|v| {

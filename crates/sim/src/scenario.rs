@@ -265,42 +265,88 @@ impl Scenario {
         range("population.uptime", p.uptime, 0.0, 1.0)?;
         range("population.sell_share", p.sell_share, 0.0, 1.0)?;
         range("population.price_usd_per_gb", p.price_usd_per_gb, 0.0, 1000.0)?;
-        if p.oracles < 3 {
-            return Err(invalid("population.oracles", "at least 3 (the default assigns 3 per node)"));
+        if p.oracles < 3 || p.oracles > 16_384 {
+            // 16,384: each oracle gets an address of its own in 100.64/10.
+            return Err(invalid("population.oracles", "3 to 16384 (the default assigns 3 per node)"));
+        }
+        // Counts whose every unit costs memory or time each day.
+        if u64::from(p.operators) + u64::from(p.farmers) > 1_000_000 {
+            return Err(invalid("population.farmers", "operators and farmers together at most 1000000"));
+        }
+        if p.max_joins_per_day > 100_000 {
+            return Err(invalid("population.max_joins_per_day", "at most 100000"));
+        }
+        if self.market.traders > 10_000 {
+            return Err(invalid("market.traders", "at most 10000"));
         }
         let d = &self.demand;
         if d.region_weights.iter().any(|w| !w.is_finite() || *w < 0.0) || d.region_weights.iter().sum::<f64>() <= 0.0 {
             return Err(invalid("demand.region_weights", "weights must be non-negative with a positive sum"));
         }
-        if !(d.gb_per_consumer_per_day >= 0.0 && d.growth_per_year > -1.0 && (0.0..=1.0).contains(&d.diurnal_amplitude))
-        {
-            return Err(invalid("demand", "gb_per_consumer_per_day ≥ 0, growth_per_year > -1, diurnal_amplitude in [0, 1]"));
+        // Every number below must be finite: infinities ran as garbage,
+        // and NaN passes any comparison written the other way round.
+        let finite = |key: &str, x: f64, lo: f64| {
+            if x.is_finite() && x >= lo {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("{x} must be a finite number ≥ {lo}")))
+            }
+        };
+        finite("demand.gb_per_consumer_per_day", d.gb_per_consumer_per_day, 0.0)?;
+        finite("demand.price_elasticity", d.price_elasticity, 0.0)?;
+        if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0 && (0.0..=1.0).contains(&d.diurnal_amplitude)) {
+            return Err(invalid("demand", "growth_per_year finite and > -1, diurnal_amplitude in [0, 1]"));
         }
-        if !(d.reference_price_usd_per_gb > 0.0 && d.price_elasticity >= 0.0) {
-            return Err(invalid("demand.reference_price_usd_per_gb", "must be positive (and elasticity non-negative)"));
+        if !(d.reference_price_usd_per_gb.is_finite() && d.reference_price_usd_per_gb > 0.0) {
+            return Err(invalid("demand.reference_price_usd_per_gb", "must be a finite positive number"));
         }
         let m = &self.market;
-        if !(m.valuation_multiple >= 0.0 && (0.0..=0.5).contains(&m.value_trader_daily_share)) {
-            return Err(invalid("market.value_trader_daily_share", "valuation_multiple ≥ 0 and a daily share in [0, 0.5]"));
+        finite("market.valuation_multiple", m.valuation_multiple, 0.0)?;
+        finite("market.trader_volume_usd", m.trader_volume_usd, 0.0)?;
+        if !(0.0..=0.5).contains(&m.value_trader_daily_share) {
+            return Err(invalid("market.value_trader_daily_share", "a daily share in [0, 0.5]"));
         }
         if !(m.pool_twy >= 1.0 && m.pool_usd >= 1.0 && m.pool_twy <= 9e9 && m.pool_usd <= 9e9) {
             return Err(invalid("market.pool_twy", "pool liquidity must be between 1 and 9e9 on each side"));
         }
+        // Day 1 is the first simulated day: a shock or an attack on day 0
+        // never happened, without a word.
         for s in &self.shocks {
-            if let Shock::Demand { start_day, end_day, factor } = s {
-                if start_day > end_day || *factor < 0.0 {
-                    return Err(invalid("shocks", "a demand shock needs start_day ≤ end_day and factor ≥ 0"));
+            match s {
+                Shock::Demand { start_day, end_day, factor } => {
+                    if *start_day == 0 || start_day > end_day {
+                        return Err(invalid("shocks", "a demand shock needs 1 ≤ start_day ≤ end_day"));
+                    }
+                    finite("shocks.factor", *factor, 0.0)?;
                 }
-            }
-            if let Shock::Exodus { share, .. } = s {
-                if !(0.0..=1.0).contains(share) {
-                    return Err(invalid("shocks", "an exodus share must be in [0, 1]"));
+                Shock::PriceCrash { day, sell_twy } => {
+                    if *day == 0 {
+                        return Err(invalid("shocks", "a price crash's day is 1 or later"));
+                    }
+                    finite("shocks.sell_twy", *sell_twy, 0.0)?;
+                }
+                Shock::Exodus { day, share } => {
+                    if *day == 0 || !(0.0..=1.0).contains(share) {
+                        return Err(invalid("shocks", "an exodus needs day ≥ 1 and a share in [0, 1]"));
+                    }
                 }
             }
         }
         if let Some(a) = &self.attack {
-            if a.sybil_nodes > 250 || a.liar_claim_factor < 1.0 || a.colluding_oracles >= self.population.oracles {
-                return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), liar_claim_factor ≥ 1, colluding_oracles < oracles"));
+            if a.sybil_nodes > 250 || a.colluding_oracles >= self.population.oracles || a.start_day == 0 {
+                return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), colluding_oracles < oracles, start_day ≥ 1"));
+            }
+            // What the ledger accepts as a claim (100 Gbit/s), checked here
+            // rather than at the attack's first day, deep into a run.
+            if !(a.sybil_line_mbps.is_finite() && a.sybil_line_mbps > 0.0 && a.sybil_line_mbps <= 100_000.0) {
+                return Err(invalid("attack.sybil_line_mbps", "must be above 0 and at most 100000 (the ledger's largest claim)"));
+            }
+            let largest_claim_mbps = p.capacity_mbps[1] * a.liar_claim_factor;
+            if !(a.liar_claim_factor.is_finite() && a.liar_claim_factor >= 1.0 && largest_claim_mbps <= 100_000.0) {
+                return Err(invalid(
+                    "attack.liar_claim_factor",
+                    "must be ≥ 1, and times the largest capacity at most 100000 Mbit/s (the ledger's largest claim)",
+                ));
             }
         }
         self.params()?;

@@ -31,7 +31,7 @@ const GRID: RGBColor = RGBColor(0xe6, 0xe9, 0xed);
 const BACKGROUND: RGBColor = RGBColor(0xff, 0xff, 0xff);
 
 /// Matplotlib's "tab10": distinct, and readable on white.
-pub(crate) const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; crate::montecarlo::MAX_SWEEP_VALUES] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
