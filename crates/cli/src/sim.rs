@@ -156,12 +156,21 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             (list, opts, title)
         }
         SimCommand::Compare { scenarios, opts } => {
+            let most = tollway_sim::montecarlo::MAX_SWEEP_VALUES;
+            if scenarios.len() > most {
+                bail!("{} scenarios: compare takes at most {most}, one colour each on the charts", scenarios.len());
+            }
             let list = scenarios.iter().map(|p| load(p, opts)).collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
             let title = format!("Tollway simulation: {}", names.join(" vs "));
             (list, opts, title)
         }
     };
+    for s in &scenarios {
+        for day in s.events_after_the_run() {
+            eprintln!("note: {}: what happens on day {day} is after the run's {} days, so it does not happen", s.name, s.run.days);
+        }
+    }
     let mut names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     names.dedup();

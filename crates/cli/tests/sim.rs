@@ -137,6 +137,15 @@ fn bad_scenarios_get_clear_errors() {
     }
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_share=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,1"]);
     assert!(!ok && stderr.contains("11 values: a sweep takes at most 10"), "{stderr}");
+    let eleven: Vec<&str> = ["sim", "compare"].into_iter().chain(std::iter::repeat_n(p.to_str().unwrap_or_default(), 11)).collect();
+    let (ok, _, stderr) = tollway(&eleven);
+    assert!(!ok && stderr.contains("11 scenarios: compare takes at most 10"), "{stderr}");
+    // A shock after a shortened run is named, not silently dropped.
+    let shock_path = dir.join("shock.toml");
+    std::fs::write(&shock_path, &shock).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.join("shock-out");
+    let (ok, _, stderr) = tollway(&["sim", "run", shock_path.to_str().unwrap_or_default(), "--days", "3", "--runs", "1", "--quiet", "--out", out.to_str().unwrap_or_default()]);
+    assert!(ok && stderr.contains("what happens on day 180 is after the run's 3 days"), "{stderr}");
     // No threads is no way to run.
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--threads", "0"]);
     assert!(!ok && stderr.contains("--threads") && !stderr.contains("simulated in"), "{stderr}");

@@ -187,6 +187,18 @@ impl Scenario {
 
     /// The ledger parameters: the defaults, daily epochs, then this
     /// scenario's overrides (validated by the ledger's own rules).
+    /// The days of shocks, and of the attack's start, that fall after the
+    /// run's last day (a run shortened with `--days` drops them): a caller
+    /// says so, as they do not happen.
+    pub fn events_after_the_run(&self) -> Vec<u64> {
+        let shocks = self.shocks.iter().map(|s| match s {
+            Shock::Demand { start_day, .. } => *start_day,
+            Shock::PriceCrash { day, .. } | Shock::Exodus { day, .. } => *day,
+        });
+        let attack = self.attack.as_ref().map(|a| a.start_day);
+        shocks.chain(attack).filter(|&d| d > self.run.days).collect()
+    }
+
     pub fn params(&self) -> Result<Params, ScenarioError> {
         let mut p = Params::default_params().with_override("time.epoch", "\"1d\"")?;
         for (key, value) in &self.params {
