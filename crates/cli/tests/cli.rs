@@ -154,17 +154,24 @@ fn connect_needs_exits_or_pick_and_filters_only_go_with_pick() {
     assert!(stderr.contains(why), "{stderr}");
 }
 
+/// A fresh temporary directory (`tollway-cli-NAME-PID`) with a chain
+/// initialised in its `chain/`, and that home's path.
+fn initialised_chain(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("tollway-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("chain").to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["chain", "init", "--home", &home]);
+    assert!(ok, "{stderr}");
+    (dir, home)
+}
+
 /// `chain init --force` with a mistyped argument deleted the chain it was
 /// to replace before it read the argument; and `chain.toml` values of 0
 /// made a chain that takes txs and includes none.
 #[test]
 fn chain_init_checks_everything_before_replacing_a_chain() {
-    let dir = std::env::temp_dir().join(format!("tollway-cli-init-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let home = dir.join("chain");
-    let home = home.to_str().unwrap_or_default();
-    let (ok, _, stderr) = tollway(&["chain", "init", "--home", home]);
-    assert!(ok, "{stderr}");
+    let (dir, home) = initialised_chain("init");
+    let home = home.as_str();
     let files = ["genesis.json", "node.key", "chain.toml", "chain.redb"];
     let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(dir.join("chain").join(f)).unwrap_or_default()).collect();
     for bad in [["--alloc", "garbage=1TWY"], ["--param", "nope=1"]] {
@@ -196,12 +203,8 @@ fn chain_init_checks_everything_before_replacing_a_chain() {
 #[test]
 fn ctrl_c_stops_a_chain_cleanly() {
     use std::io::{BufRead, BufReader, Read};
-    let dir = std::env::temp_dir().join(format!("tollway-cli-ctrl-c-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let home = dir.join("chain");
-    let home = home.to_str().unwrap_or_default();
-    let (ok, _, stderr) = tollway(&["chain", "init", "--home", home]);
-    assert!(ok, "{stderr}");
+    let (dir, home) = initialised_chain("ctrl-c");
+    let home = home.as_str();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
         .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "50ms"])
         .stdout(std::process::Stdio::piped())

@@ -271,14 +271,21 @@ fn a_strike_is_cleared_by_an_honest_measurement_after_a_gap() {
 }
 
 /// A liar with 10,000 TWY bonded, struck in epoch 1 (claims 1,000 Mbit/s,
-/// delivers 100); `between` runs before the confirming epoch. Returns the
-/// world and the over-claim slash taken.
-fn struck_liar_then(between: impl FnOnce(&mut World)) -> (World, Token) {
+/// delivers 100).
+fn struck_liar() -> World {
     let mut w = world(Params::default_params(), 6, vec![fund("liar", 10, 0, 10_000)]);
     w.register_node("liar", "FR", "203.0.113.10", 1_000 * MBPS);
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
     assert!(w.end_epoch().slashes.is_empty());
     assert!(w.node("liar").strike.is_some());
+    w
+}
+
+/// [`struck_liar`] (claims 1,000 Mbit/s,
+/// delivers 100); `between` runs before the confirming epoch. Returns the
+/// world and the over-claim slash taken.
+fn struck_liar_then(between: impl FnOnce(&mut World)) -> (World, Token) {
+    let mut w = struck_liar();
     between(&mut w);
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
     let r = w.end_epoch();
@@ -327,10 +334,7 @@ fn a_struck_node_can_neither_deregister_nor_withdraw_until_a_measurement_decides
 fn a_struck_node_that_goes_dark_keeps_its_bond_slashable() {
     // Unmeasured, the strike waits (see the dodging liar above), and so do
     // the deregistration and the unbonded stake, however long it stays away.
-    let mut w = world(Params::default_params(), 6, vec![fund("liar", 10, 0, 10_000)]);
-    w.register_node("liar", "FR", "203.0.113.10", 1_000 * MBPS);
-    w.measure("liar", 100 * MBPS, 20, 1_000_000);
-    w.end_epoch();
+    let mut w = struck_liar();
     w.must("liar", TxBody::BeginUnbond { amount: Token::units(9_000) });
     for _ in 0..(7 * 24 + 1) {
         w.end_epoch();

@@ -839,10 +839,7 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
     }
     assert!(pair.node.is_closed(), "still open after {} MiB on an unswitched path", fed / MIB);
     assert!(fed <= 18 * MIB, "closed only after {} MiB", fed / MIB);
-    let closed = std::iter::from_fn(|| pair.node.poll_event()).find_map(|e| match e {
-        Event::Closed { code, message, .. } => Some((code, message)),
-        _ => None,
-    });
+    let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
     let (code, message) = closed.expect("a Closed event");
     assert_eq!(code, ErrorCode::Protocol);
     assert!(message.contains("on a path not yet switched to"), "{message}");
@@ -862,6 +859,14 @@ fn greedy_hello(credit_window_bytes: u64, carried_bytes: u64, stream_window_byte
         baseline: None,
         carried_bytes,
     }
+}
+
+/// The code and message of the first `Closed` among `events`.
+fn closed_event(events: impl IntoIterator<Item = Event>) -> Option<(ErrorCode, String)> {
+    events.into_iter().find_map(|e| match e {
+        Event::Closed { code, message, .. } => Some((code, message)),
+        _ => None,
+    })
 }
 
 /// What the client signed, as (bytes, USD).
@@ -887,10 +892,7 @@ fn a_node_cannot_claim_gigabytes_carried_by_announcing_a_huge_credit_window() {
     pair.client.handle_input(pair.now, 1, &Frame::ServerHello(hello).to_bytes());
     let events: Vec<Event> = std::iter::from_fn(|| pair.client.poll_event()).collect();
     assert_eq!(signed(events.clone()), [], "signed for a session that received nothing");
-    let closed = events.iter().find_map(|e| match e {
-        Event::Closed { code, message, .. } => Some((*code, message.clone())),
-        _ => None,
-    });
+    let closed = closed_event(events.iter().cloned());
     assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("at most 64 MiB")), "{closed:?}");
     // Within the bound, a carried window is owed as before.
     let mut pair = Pair::new(Usd(10_000_000));
@@ -940,10 +942,7 @@ fn a_node_cannot_make_the_client_hold_more_than_its_windows_allow() {
     let hello = greedy_hello(2 * MIB, 0, u32::MAX, 1 << 40);
     pair.client.handle_input(pair.now, 1, &Frame::ServerHello(hello).to_bytes());
     assert!(!pair.client.is_established());
-    let closed = std::iter::from_fn(|| pair.client.poll_event()).find_map(|e| match e {
-        Event::Closed { code, message, .. } => Some((code, message)),
-        _ => None,
-    });
+    let closed = closed_event(std::iter::from_fn(|| pair.client.poll_event()));
     assert!(matches!(&closed, Some((ErrorCode::BadHello, m)) if m.contains("above what a client holds")), "{closed:?}");
 }
 
