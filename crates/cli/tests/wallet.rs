@@ -170,7 +170,8 @@ fn wallet_drives_a_real_chain_end_to_end() {
     let (alice, bob, node) = (&ids["alice"], &ids["bob"], &ids["node"]);
 
     // Unbonding and the channel grace are seconds here so that withdraw and
-    // close-channel can succeed within the test.
+    // close-channel can succeed within the test; unbonding must last two
+    // epochs, so epochs are 2 s.
     let home = dir.join("home");
     let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
     let alloc_alice = format!("{alice}=1000TWY,100USD");
@@ -179,7 +180,7 @@ fn wallet_drives_a_real_chain_end_to_end() {
         &dir,
         &[
             "chain", "init", "--home", home_str, "--chain-id", "tollway-e2e", "--alloc", &alloc_alice, "--alloc",
-            &alloc_node, "--param", "unbonding=4s", "--param", "channel_close_grace=1s",
+            &alloc_node, "--param", "epoch=2s", "--param", "unbonding=4s", "--param", "channel_close_grace=1s",
         ],
         None,
     )

@@ -287,9 +287,23 @@ fn no_strike_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
     }
 }
 
+/// Refuses while a strike the account's oracle vouched for waits (ADR
+/// 0011): its confirmation slashes the voucher too, however many epochs
+/// later it comes, so the oracle's bond must still be there. A scan of the
+/// nodes, for a tx that is rare.
+fn no_vouch_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
+    let Some(o) = state.accounts[signer as usize].oracle else { return Ok(()) };
+    let pending = state.nodes.iter().find_map(|n| n.strike.as_ref().filter(|s| s.vouching.contains(&o)).map(|s| (n, s)));
+    match pending {
+        Some((n, s)) => Err(TxError::VouchPending { node: n.operator, epoch: s.epoch }),
+        None => Ok(()),
+    }
+}
+
 fn withdraw_unbonded(state: &mut State, ctx: Ctx, signer: AccountIdx, events: &mut Vec<Event>) -> Result<(), TxError> {
     // Matured or not, unbonding stays slashable while a strike waits.
     no_strike_pending(state, signer)?;
+    no_vouch_pending(state, signer)?;
     let acct = &mut state.accounts[signer as usize];
     let now = ctx.time_secs;
     let matured: Token = acct.unbonding.iter().filter(|u| u.release_at_secs <= now).map(|u| u.amount).sum();

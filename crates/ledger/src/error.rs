@@ -80,6 +80,11 @@ pub enum TxError {
          so deregistering and withdrawing unbonded stake wait until a measurement clears or confirms it"
     )]
     StrikePending { epoch: u64 },
+    #[error(
+        "the account's oracle vouched for node {node}'s claim, which holds an over-claim strike from epoch {epoch}: \
+         if a measurement confirms it, the voucher is slashed too, so withdrawing unbonded stake waits until one decides"
+    )]
+    VouchPending { node: AccountId, epoch: u64 },
     #[error("only the gateway may deposit USD")]
     NotGateway,
     #[error("arithmetic overflow: amount too large")]
@@ -127,6 +132,7 @@ impl TxError {
             TxError::Slippage { .. } => "slippage",
             TxError::NotGateway => "not_gateway",
             TxError::StrikePending { .. } => "strike_pending",
+            TxError::VouchPending { .. } => "vouch_pending",
             TxError::Overflow => "overflow",
         }
     }

@@ -497,6 +497,19 @@ fn check_relations(p: &Params, r: &mut Resolver) {
     if p.epoch_secs > YEAR_SECS {
         r.fail("time.epoch", "must not exceed a year".into());
     }
+    // A stake that starts unbonding during an epoch is slashed at that
+    // epoch's end for what it did in it, or an epoch later when its
+    // over-claim is confirmed: shorter, and it is withdrawn first.
+    if p.unbonding_secs < p.epoch_secs.saturating_mul(2) {
+        r.fail(
+            "time.unbonding",
+            format!(
+                "{} is shorter than two epochs ({}): a slash confirmed an epoch later would find the stake withdrawn",
+                format_duration(p.unbonding_secs),
+                format_duration(p.epoch_secs.saturating_mul(2))
+            ),
+        );
+    }
     if p.halving_period_secs < p.epoch_secs {
         r.fail("emission.halving_period", "must be at least one epoch".into());
     }
@@ -541,6 +554,7 @@ mod tests {
                 "ok",
                 "parameter `measurement.oracle_deviation_tolerance`: 1.5 is outside [0, 1]",
                 "parameter `time.unbonding`: \"0s\" is 0 s; it must be at least 1 s",
+                "parameter `time.unbonding`: 1h is shorter than two epochs (2h): a slash confirmed an epoch later would find the stake withdrawn",
                 "parameter `time.epoch`: \"1 fortnight\" has an unknown unit (use s, m, h, d or y)",
                 "parameter `emission.usage_reward_cap`: 1.2 is outside [0, 1]",
                 "parameter `measurement.min_reports`: 4 must be in [1, oracles_per_node = 3]",
@@ -553,6 +567,7 @@ mod tests {
             with("uptime_share_start", "0.6"),
             with("oracle_deviation_tolerance", "1.5"),
             with("unbonding", "\"0s\""),
+            with("unbonding", "\"1h\""),
             with("epoch", "\"1 fortnight\""),
             with("usage_reward_cap", "1.2"),
             with("min_reports", "4"),

@@ -440,6 +440,33 @@ fn an_oracle_that_vouched_and_then_unbonds_is_slashed_as_if_it_had_stayed() {
 }
 
 #[test]
+fn a_voucher_cannot_withdraw_while_the_strike_it_vouched_for_waits() {
+    // The liar goes dark after its strike, for longer than the unbonding
+    // period: the voucher's unbonded stake matured and was withdrawn before
+    // the confirming measurement came, which then found nothing to take.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    assert!(w.end_epoch().slashes.is_empty());
+    w.must(&voucher, TxBody::DeregisterOracle);
+    w.must(&voucher, TxBody::BeginUnbond { amount: Token::units(5_000) });
+    for _ in 0..(7 * 24 + 1) {
+        w.end_epoch();
+    }
+    let err = w.submit(&voucher, TxBody::WithdrawUnbonded).unwrap_err();
+    assert_eq!(err.code(), "vouch_pending");
+    assert!(err.to_string().contains("over-claim strike from epoch 1"), "{err}");
+    assert_eq!(w.account(&voucher).unbonding_total(), Token::units(5_000));
+    // The liar is back and measured by a disjoint set: both pay.
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    let vouched = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::VouchedForOverClaim { .. }));
+    assert_eq!(vouched.map(|s| (w.label_of(&s.account), s.amount)), Some((voucher.clone(), Token::units(2_250))));
+    w.must(&voucher, TxBody::WithdrawUnbonded);
+    assert_eq!(w.account(&voucher).unbonding_total(), Token::ZERO);
+}
+
+#[test]
 fn an_oracle_that_vouched_for_a_strike_never_confirmed_keeps_its_stake() {
     let mut w = world(Params::default_params(), 6, operators("n", 1));
     w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
