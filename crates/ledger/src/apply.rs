@@ -11,7 +11,7 @@ use crate::error::TxError;
 use crate::event::Event;
 use crate::params::Params;
 use crate::state::{
-    Account, AccountIdx, Channel, Ctx, Node, NodeEpoch, Oracle, RegionState, ReportSlot, State, SubnetKey, Unbonding,
+    Account, AccountIdx, Channel, Ctx, Node, NodeEpoch, NodeIdx, Oracle, RegionState, ReportSlot, State, SubnetKey, Unbonding,
 };
 use std::net::IpAddr;
 use tollway_types::tx::limits;
@@ -364,6 +364,14 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
     if acct.staked < need {
         return Err(TxError::InsufficientStake { have: acct.staked, need });
     }
+    if let Some(n) = state.accounts[signer as usize].node {
+        // Re-registration keeps the node's history (reputation, slashes),
+        // and moves it as an update does.
+        respec_node(state, n, spec)?;
+        state.nodes[n as usize].active = true;
+        events.push(Event::NodeRegistered { node: me });
+        return Ok(());
+    }
     let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
     let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
     let node = Node {
@@ -372,6 +380,7 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         spec: spec.clone(),
         region,
         subnet_group,
+        epoch_claim_bps: spec.claimed_capacity_bps,
         active: true,
         registered_epoch: state.epoch,
         verified_capacity_bps: 0,
@@ -383,23 +392,11 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         total_rewards: Token::ZERO,
         total_slashed: Token::ZERO,
     };
-    match state.accounts[signer as usize].node {
-        // Re-registration keeps the node's history (reputation, slashes).
-        Some(n) => {
-            let old = &mut state.nodes[n as usize];
-            old.spec = node.spec;
-            old.region = region;
-            old.subnet_group = subnet_group;
-            old.active = true;
-        }
-        None => {
-            let n = state.nodes.len() as u32;
-            state.nodes.push(node);
-            state.node_epochs.push(NodeEpoch::default());
-            state.node_index.insert(me, n);
-            state.accounts[signer as usize].node = Some(n);
-        }
-    }
+    let n = state.nodes.len() as u32;
+    state.nodes.push(node);
+    state.node_epochs.push(NodeEpoch::default());
+    state.node_index.insert(me, n);
+    state.accounts[signer as usize].node = Some(n);
     events.push(Event::NodeRegistered { node: me });
     Ok(())
 }
@@ -407,14 +404,41 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
 fn update_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events: &mut Vec<Event>) -> Result<(), TxError> {
     let n = active_node(state, signer)?;
     validate_spec(spec)?;
+    respec_node(state, n, spec)?;
+    events.push(Event::NodeUpdated { node: state.nodes[n as usize].operator });
+    Ok(())
+}
+
+/// A registered node's new spec (validated). Addresses, ports and prices
+/// take effect at once; what this epoch's economics read of it waits for
+/// the epoch's end when it would change them after the oracles measured
+/// (`Node::region`, `Node::epoch_claim_bps`): a move to another region or
+/// subnet group, or a lower claim. A higher claim counts at once.
+fn respec_node(state: &mut State, n: NodeIdx, spec: &NodeSpec) -> Result<(), TxError> {
     let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
     let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
     let node = &mut state.nodes[n as usize];
     node.spec = spec.clone();
-    node.region = region;
-    node.subnet_group = subnet_group;
-    events.push(Event::NodeUpdated { node: node.operator });
+    node.epoch_claim_bps = node.epoch_claim_bps.max(spec.claimed_capacity_bps);
+    if node.region != region || node.subnet_group != subnet_group || node.epoch_claim_bps != spec.claimed_capacity_bps {
+        state.deferred_node_updates.insert(n);
+    }
     Ok(())
+}
+
+/// At an epoch's end, after its rewards: the deferred parts of the nodes'
+/// new specs ([`respec_node`]) take effect for the next epoch.
+pub(crate) fn apply_deferred_node_updates(state: &mut State) {
+    for n in std::mem::take(&mut state.deferred_node_updates) {
+        let node = &state.nodes[n as usize];
+        let Some(region) = node.spec.country.macro_region() else { continue }; // validated when set
+        let key = SubnetKey::of(&node.spec.addrs[0]);
+        let subnet_group = state.subnet_group_or_create(key);
+        let node = &mut state.nodes[n as usize];
+        node.region = region;
+        node.subnet_group = subnet_group;
+        node.epoch_claim_bps = node.spec.claimed_capacity_bps;
+    }
 }
 
 fn register_oracle(state: &mut State, signer: AccountIdx, addr: IpAddr, events: &mut Vec<Event>) -> Result<(), TxError> {

@@ -5,7 +5,7 @@
 
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use tollway_types::{AccountId, ChannelId, Hash32, MacroRegion, NodeSpec, Token, Usd};
 
@@ -521,8 +521,18 @@ pub struct Node {
     pub account: AccountIdx,
     pub operator: AccountId,
     pub spec: NodeSpec,
+    /// The region and subnet group this epoch's rewards, caps and oracle
+    /// assignment use: those of the spec at the epoch's start. A node
+    /// that moved since (`State::deferred_node_updates`) takes the spec's
+    /// at the epoch's end, so a farm measured in one /24 cannot spread
+    /// its addresses before the rewards.
     pub region: MacroRegion,
     pub subnet_group: u32,
+    /// The claim this epoch's measurement and rewards are judged against:
+    /// the highest `spec.claimed_capacity_bps` held this epoch, so a claim
+    /// lowered once the oracles have measured does not escape the strike.
+    /// Back to the spec's at the epoch's end.
+    pub epoch_claim_bps: u64,
     pub active: bool,
     pub registered_epoch: u64,
     /// Latest stake-weighted median throughput; 0 until measured.
@@ -673,6 +683,11 @@ pub struct State {
     /// Scheduled emission not yet paid out (rounding, empty pools).
     pub emission_carry: Token,
     pub regions: [RegionState; MacroRegion::COUNT],
+    /// Nodes whose `UpdateNode` or re-registration this epoch changed
+    /// their region or subnet group, or lowered their claim: `end_epoch`
+    /// applies the spec's after its rewards (`Node::region`,
+    /// `Node::epoch_claim_bps`).
+    pub deferred_node_updates: BTreeSet<NodeIdx>,
 }
 
 impl State {

@@ -156,6 +156,88 @@ fn nodes_of_one_slash24_share_their_mean_weight_counting_the_ones_that_earned_no
     assert!(farm.abs_diff(want) <= want / 1_000, "farm {farm} vs 60 % of honest {want}");
 }
 
+/// `UpdateNode` to `spec`, keeping everything else of the node's.
+fn update(w: &mut World, node: &str, change: impl FnOnce(&mut tollway_types::NodeSpec)) {
+    let mut spec = w.node(node).spec.clone();
+    change(&mut spec);
+    w.must(node, TxBody::UpdateNode(spec));
+}
+
+#[test]
+fn a_farm_that_spreads_its_addresses_after_the_measurement_stays_capped_that_epoch() {
+    // Ten identities measured in one /24 move to ten /24s of their own
+    // before the epoch ends. Read at the end, the new subnets made each its
+    // own group: the farm earned ten lone nodes' rewards for the epoch its
+    // oracles measured it as one line (and could move back before the
+    // next measurement).
+    let mut accounts = operators("farm", 10);
+    accounts.extend(operators("honest", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    for i in 0..10 {
+        w.register_node(&format!("farm{i}"), "US", &format!("203.0.113.{}", i + 1), 100 * MBPS);
+        w.measure(&format!("farm{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+    let group = w.node("farm0").subnet_group;
+    for i in 0..9 {
+        update(&mut w, &format!("farm{i}"), |s| s.addrs = vec![format!("198.51.{}.1", i + 1).parse().unwrap_or_else(|e| panic!("{e}"))]);
+    }
+    // The last one leaves and comes back elsewhere: the same move.
+    w.must("farm9", TxBody::DeregisterNode);
+    w.register_node("farm9", "US", "198.51.10.1", 100 * MBPS);
+    assert_eq!(w.node("farm3").subnet_group, group, "the epoch's group until its end");
+    assert_eq!(w.node("farm9").subnet_group, group);
+    w.end_epoch();
+    let farm: u128 = (0..10).map(|i| last(&w, &format!("farm{i}"))).sum();
+    let honest = last(&w, "honest0");
+    assert!(farm <= honest && honest - farm <= 10, "farm {farm} vs honest {honest}");
+    // From the next epoch on, each is in its new subnet.
+    let groups: std::collections::BTreeSet<u32> = (0..10).map(|i| w.node(&format!("farm{i}")).subnet_group).collect();
+    assert_eq!(groups.len(), 10);
+    assert!(!groups.contains(&group));
+}
+
+#[test]
+fn a_claim_lowered_after_the_measurement_is_still_judged_this_epoch() {
+    // A liar claims 1,000 Mbit/s, is measured at 100, and lowers its claim
+    // to 100 before the epoch ends. Judged on the claim at the end, ρ was 1:
+    // no strike, and it could claim 1,000 again next epoch, every epoch.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    update(&mut w, "n0", |s| s.claimed_capacity_bps = 100 * MBPS);
+    assert_eq!(w.node("n0").epoch_claim_bps, 1_000 * MBPS);
+    w.end_epoch();
+    let strike = w.node("n0").strike.clone().expect("a strike on the claim it held");
+    assert_eq!(strike.epoch, 1);
+    assert_eq!(w.node("n0").epoch_claim_bps, 100 * MBPS, "the lower claim from the next epoch");
+    // Measured honestly against its new claim, the strike clears.
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    assert!(w.end_epoch().slashes.is_empty());
+    assert!(w.node("n0").strike.is_none());
+    // A higher claim counts at once: it is judged on what it claims.
+    update(&mut w, "n0", |s| s.claimed_capacity_bps = 1_000 * MBPS);
+    assert_eq!(w.node("n0").epoch_claim_bps, 1_000 * MBPS);
+}
+
+#[test]
+fn a_node_that_changes_country_mid_epoch_counts_in_its_old_region_until_the_end() {
+    let mut w = world(Params::default_params(), 3, operators("n", 2));
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    w.register_node("n1", "DE", "203.0.114.10", 100 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 100 * MBPS, 20, 1_000_000);
+    update(&mut w, "n1", |s| s.country = tollway_types::CountryCode::parse("NG").unwrap_or_else(|e| panic!("{e}")));
+    let r = w.end_epoch();
+    let (europe, africa) = (tollway_types::MacroRegion::Europe.index(), tollway_types::MacroRegion::Africa.index());
+    assert_eq!((r.regions[europe].active_nodes, r.regions[africa].active_nodes), (2, 0));
+    assert!(last(&w, "n0").abs_diff(last(&w, "n1")) <= 1, "one region's multiplier for both");
+    assert_eq!(w.node("n1").region, tollway_types::MacroRegion::Africa);
+    let r = w.end_epoch();
+    assert_eq!((r.regions[europe].active_nodes, r.regions[africa].active_nodes), (1, 1));
+}
+
 #[test]
 fn a_farm_in_one_slash24_counts_as_one_node_of_supply_in_its_region() {
     // Ten identities of one 100 Mbit/s line in one /24, and one honest

@@ -343,7 +343,7 @@ fn measure_node(
     sums: &mut Sums,
 ) -> (Option<OverClaim>, Option<u64>) {
     let agg = aggregate_reports(p, &node_epoch.reports, oracle_weights, sums);
-    let measured = agg.throughput_bps.map(|t| (t, rho_ppm(node.spec.claimed_capacity_bps, t)));
+    let measured = agg.throughput_bps.map(|t| (t, rho_ppm(node.epoch_claim_bps, t)));
     // Only above the slash threshold (rare) are the reports read again.
     let vouching = match measured {
         Some((t, rho)) if rho > p.rho_slash_min_ppm as u64 => vouching_oracles(&node_epoch.reports, t, p),
@@ -396,7 +396,7 @@ fn weigh_node(p: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, 
         return 0;
     }
     let verified = node.verified_capacity_bps;
-    let claimed = node.spec.claimed_capacity_bps;
+    let claimed = node.epoch_claim_bps;
     // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
     let capacity = if verified == 0 {
         0
