@@ -151,6 +151,11 @@ fn query_u64(q: &std::collections::HashMap<String, String>, key: &str) -> ApiRes
 
 type QueryMap = Query<std::collections::HashMap<String, String>>;
 
+/// A list's `limit`: 100 unless given, at most 1,000.
+fn page_limit(q: &std::collections::HashMap<String, String>) -> ApiResult<usize> {
+    Ok(query_u64(q, "limit")?.unwrap_or(100).min(1000) as usize)
+}
+
 // ---------------------------------------------------------------- views
 
 #[derive(Serialize)]
@@ -693,15 +698,9 @@ async fn account(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
 async fn account_channels(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<Vec<ChannelView>>> {
     let id = parse_key(&id)?;
     let core = s.core();
-    // Channels are few per account but the map is keyed by channel id: a
-    // scan, bounded by the ledger's channel limits.
-    let list = core
-        .state()
-        .channels
-        .iter()
-        .filter(|(_, c)| c.client == id || c.node == id)
-        .map(|(cid, c)| ChannelView::of(cid, c))
-        .collect();
+    // A range of the ledger's index, not a scan of every channel: this
+    // runs under the lock the block producer needs.
+    let list = core.state().channels_of(id).map(|(cid, c)| ChannelView::of(cid, c)).collect();
     Ok(Json(list))
 }
 
@@ -731,7 +730,7 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
         Some("false") | Some("any") => false,
         Some(v) => return Err(ApiError::bad_request("bad_query", format!("active={v:?}: use true or any"))),
     };
-    let limit = query_u64(&q, "limit")?.unwrap_or(100).min(1000) as usize;
+    let limit = page_limit(&q)?;
     let core = s.core();
     let st = core.state();
     let mut found: Vec<&Node> = st
@@ -744,14 +743,23 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
         .filter(|n| min_capacity.is_none_or(|c| n.verified_capacity_bps >= c))
         .filter(|n| min_reputation.is_none_or(|r| n.reputation_ppm as u64 >= r))
         .collect();
-    // Best first: verified capacity, then reputation, then price.
-    found.sort_by(|a, b| {
+    // Best first: verified capacity, then reputation, then price, then id
+    // (a total order, so a page is the same whichever way it was found).
+    // Under the producer's lock: the best `limit` are selected in linear
+    // time and only they are sorted.
+    let best_first = |a: &&Node, b: &&Node| {
         b.verified_capacity_bps
             .cmp(&a.verified_capacity_bps)
             .then(b.reputation_ppm.cmp(&a.reputation_ppm))
             .then(a.spec.price_usd_micro_per_gib.cmp(&b.spec.price_usd_micro_per_gib))
-    });
-    Ok(Json(found.into_iter().take(limit).map(|n| NodeView::of(n, st)).collect()))
+            .then(a.operator.cmp(&b.operator))
+    };
+    if limit < found.len() {
+        found.select_nth_unstable_by(limit, best_first);
+        found.truncate(limit);
+    }
+    found.sort_unstable_by(best_first);
+    Ok(Json(found.into_iter().map(|n| NodeView::of(n, st)).collect()))
 }
 
 async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {
@@ -762,10 +770,14 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
     Ok(Json(NodeView::of(&st.nodes[*idx as usize], st)))
 }
 
-async fn oracles(State(s): State<Arc<Shared>>) -> Json<Vec<OracleView>> {
+/// In registration order, a page at a time (`from` is an index in it).
+async fn oracles(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<OracleView>>> {
+    let from = query_u64(&q, "from")?.unwrap_or(0);
+    let limit = page_limit(&q)?;
     let core = s.core();
     let st = core.state();
-    Json(st.oracles.iter().map(|o| OracleView::of(o, st)).collect())
+    let page = usize::try_from(from).ok().and_then(|f| st.oracles.get(f..)).unwrap_or_default();
+    Ok(Json(page.iter().take(limit).map(|o| OracleView::of(o, st)).collect()))
 }
 
 async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult<Json<Value>> {
@@ -778,7 +790,7 @@ async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiR
 
 fn list_epochs(s: &Shared, q: &std::collections::HashMap<String, String>) -> ApiResult<Vec<tollway_store::EpochRecord>> {
     let from = query_u64(q, "from")?.unwrap_or(0);
-    let limit = query_u64(q, "limit")?.unwrap_or(100).min(1000) as usize;
+    let limit = page_limit(q)?;
     s.core().store().epochs(from, limit).map_err(ApiError::internal)
 }
 

@@ -36,13 +36,15 @@ fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
     let dir = tempfile::tempdir().unwrap();
     let seq = key("sequencer");
     let alloc = |l: &str| Allocation { account: key(l).public(), token: Token::units(1000), usd: Usd::units(100), staked: Token::ZERO };
+    // Bonded enough for a node or an oracle.
+    let staked = |l: &str, twy: u128| Allocation { account: key(l).public(), token: Token::ZERO, usd: Usd::units(10), staked: Token::units(twy) };
     let file = GenesisFile {
         ledger: Genesis {
             chain_id: CHAIN.into(),
             genesis_time_secs: node::now_ms() / 1000,
             gateway: seq.public(),
             params: Params::default_params(),
-            allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder")],
+            allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder"), staked("operator", 1000), staked("cheaper", 1000), staked("oracle0", 5000), staked("oracle1", 5000), staked("oracle2", 5000)],
             pool_token: Token::units(100_000),
             pool_usd: Usd::units(10_000),
         },
@@ -91,14 +93,11 @@ impl TestChain {
 }
 
 fn transfer(from: &str, to: &str, nonce: u64, twy: u128) -> SignedTx {
-    Tx {
-        chain_id: CHAIN.into(),
-        signer: key(from).public(),
-        nonce,
-        fee: Amount::Usd(Usd(100)),
-        body: TxBody::Transfer { to: key(to).public(), amount: Amount::Token(Token::units(twy)) },
-    }
-    .sign(&key(from))
+    signed(from, nonce, TxBody::Transfer { to: key(to).public(), amount: Amount::Token(Token::units(twy)) })
+}
+
+fn signed(from: &str, nonce: u64, body: TxBody) -> SignedTx {
+    Tx { chain_id: CHAIN.into(), signer: key(from).public(), nonce, fee: Amount::Usd(Usd(100)), body }.sign(&key(from))
 }
 
 fn code(v: &serde_json::Value) -> &str {
@@ -130,6 +129,47 @@ fn a_transfer_is_acknowledged_only_once_durable_and_then_queryable() {
     let (s, v) = c.post("/v1/txs?wait=commit", "application/json", format!("{{\"tx\":{json}}}").as_bytes());
     assert_eq!(s, 200, "{v}");
     assert_eq!(c.nonce("alice"), 3);
+}
+
+#[test]
+fn an_accounts_channels_and_the_oracles_are_listed_a_page_at_a_time() {
+    let c = start();
+    let spec = tollway_ledger::testkit::node_spec("DE", "203.0.113.7", 100_000_000);
+    assert_eq!(c.submit_wait(&signed("operator", 0, TxBody::RegisterNode(spec.clone()))).0, 200);
+    let cheaper = tollway_types::NodeSpec { price_usd_micro_per_gib: spec.price_usd_micro_per_gib / 2, ..spec };
+    assert_eq!(c.submit_wait(&signed("cheaper", 0, TxBody::RegisterNode(cheaper))).0, 200);
+    // The best first (equal but for the price), a page of one.
+    let best = |q: &str| c.get(&format!("/v1/nodes{q}")).1.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (op_hex, cheaper_hex) = (key("operator").public().to_string(), key("cheaper").public().to_string());
+    assert_eq!(best(""), vec![cheaper_hex.clone(), op_hex.clone()]);
+    assert_eq!(best("?limit=1"), vec![cheaper_hex]);
+    let operator = key("operator").public();
+    let expires_at_secs = node::now_ms() / 1000 + 3600;
+    let open = |from: &str, nonce: u64| {
+        let body = TxBody::OpenChannel { node: operator, escrow: Usd::units(1), expires_at_secs };
+        let (s, v) = c.submit_wait(&signed(from, nonce, body));
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    };
+    open("alice", 0);
+    open("alice", 1);
+    open("bob", 0);
+    let channels = |label: &str| {
+        let (s, v) = c.get(&format!("/v1/accounts/{}/channels", key(label).public()));
+        assert_eq!(s, 200, "{v}");
+        v.as_array().unwrap().len()
+    };
+    assert_eq!((channels("alice"), channels("bob"), channels("operator"), channels("flooder")), (2, 1, 3, 0));
+
+    for (i, o) in ["oracle0", "oracle1", "oracle2"].iter().enumerate() {
+        let addr = format!("198.51.100.{}", i + 1).parse().unwrap();
+        assert_eq!(c.submit_wait(&signed(o, 0, TxBody::RegisterOracle { addr })).0, 200);
+    }
+    let page = |q: &str| c.get(&format!("/v1/oracles{q}")).1.as_array().map(|a| a.len());
+    assert_eq!((page(""), page("?limit=2"), page("?from=2"), page("?from=3"), page("?from=99999999999999999999")), (Some(3), Some(2), Some(1), Some(0), None));
+    let (s, v) = c.get("/v1/oracles?from=99999999999999999999");
+    assert_eq!((s, code(&v)), (400, "bad_query"), "{v}");
+    let (s, v) = c.get(&format!("/v1/oracles?from={}", u64::MAX));
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(0)), "{v}");
 }
 
 #[test]

@@ -513,6 +513,8 @@ fn open_channel(
     let client = acct.id;
     let channel = channel_id(&client, nonce);
     state.channels.insert(channel, Channel::opened(client, node, escrow, expires_at_secs));
+    state.channels_by_account.insert((client, channel));
+    state.channels_by_account.insert((node, channel));
     events.push(Event::ChannelOpened { channel, client, node, escrow });
     Ok(())
 }
@@ -646,7 +648,10 @@ fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &Chan
         return Err(TxError::ChannelNotExpired { closable_at_secs, now_secs: ctx.time_secs });
     }
     let refund = Usd(ch.escrow.0 - ch.paid.0);
+    let node = ch.node;
     state.channels.remove(channel);
+    state.channels_by_account.remove(&(state.accounts[signer as usize].id, *channel));
+    state.channels_by_account.remove(&(node, *channel));
     let acct = &mut state.accounts[signer as usize];
     acct.usd.0 += refund.0;
     acct.open_channels -= 1;

@@ -59,6 +59,7 @@ impl Genesis {
             oracle_index: BTreeMap::new(),
             oracles: Vec::new(),
             channels: BTreeMap::new(),
+            channels_by_account: Default::default(),
             pool: Pool { token: self.pool_token, usd: self.pool_usd },
             supply: Supply::default(),
             burn_queue_usd: Usd::ZERO,

@@ -676,6 +676,10 @@ pub struct State {
     pub oracle_index: BTreeMap<AccountId, OracleIdx>,
     pub oracles: Vec<Oracle>,
     pub channels: BTreeMap<ChannelId, Channel>,
+    /// The open channels of each account, as client and as node (a range
+    /// per account): the chain's API lists an account's channels from it
+    /// rather than scanning every channel under its lock.
+    pub channels_by_account: BTreeSet<(AccountId, ChannelId)>,
     pub pool: Pool,
     pub supply: Supply,
     /// USD settled or paid as fees, waiting for the epoch's buy-and-burn.
@@ -699,6 +703,14 @@ impl State {
     }
     pub fn oracle(&self, id: &AccountId) -> Option<&Oracle> {
         self.oracle_index.get(id).map(|&i| &self.oracles[i as usize])
+    }
+
+    /// The account's open channels, as client or as node, by channel id.
+    pub fn channels_of(&self, id: AccountId) -> impl Iterator<Item = (&ChannelId, &Channel)> {
+        self.channels_by_account
+            .range((id, Hash32([0; 32]))..)
+            .take_while(move |(a, _)| *a == id)
+            .filter_map(|(_, c)| self.channels.get_key_value(c))
     }
 
     /// The account's index, creating an empty account if needed.

@@ -289,6 +289,9 @@ impl Run {
         // The supply check trusts each account's stored vesting total:
         // prove it equals the tranches' sum after every step.
         assert!(self.w.state.accounts.iter().all(|a| a.vesting_cache_is_consistent()), "vesting total out of step");
+        let by_account: std::collections::BTreeSet<_> =
+            self.w.state.channels.iter().flat_map(|(id, ch)| [(ch.client, *id), (ch.node, *id)]).collect();
+        assert_eq!(by_account, self.w.state.channels_by_account, "the channel index is out of step");
         for (id, ch) in &self.w.state.channels {
             assert!(ch.paid <= ch.escrow, "channel pays out more than its escrow");
             let before = self.paid.insert(*id, ch.paid).unwrap_or(Usd::ZERO);
