@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tollway_net::race::{first_success, NEXT_ATTEMPT_AFTER};
+use tollway_tunnel::policy::classify;
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 
 /// Resolves `dest`, checks every address against `policy` (a name that
@@ -41,8 +42,13 @@ pub async fn connect_dest(
     // vanish) reaches a dual-stack destination over IPv4 a quarter second
     // late, not after the connect timeout.
     let mut last = ErrorCode::PolicyDenied;
-    let attempt = |addr| async move {
+    let attempt = |addr: SocketAddr| async move {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            // A public address of this host that its ledger record does
+            // not list (a second address, a new dynamic one): refused like
+            // the listed ones (`Forbidden::OwnAddress`), before a byte is
+            // sent. A service bound to it trusts its own host.
+            Ok(Ok(stream)) if classify(addr.ip()).is_none() && reaches_this_host(&stream) => Err(ErrorCode::PolicyDenied),
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => Err(ErrorCode::ConnectionRefused),
             Ok(Err(_)) => Err(ErrorCode::Unreachable),
@@ -52,4 +58,39 @@ pub async fn connect_dest(
     let stream = first_success(allowed, NEXT_ATTEMPT_AFTER, attempt, |code| last = code).await.ok_or(last)?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Whether `stream` connects this host to itself: the kernel routes a
+/// connection to one of the host's own addresses through its local table,
+/// whose source address is the destination itself, whatever interface
+/// holds it. Asked of the connected socket, so it holds for addresses the
+/// host gained after the node started.
+fn reaches_this_host(stream: &TcpStream) -> bool {
+    match (stream.local_addr(), stream.peer_addr()) {
+        (Ok(local), Ok(peer)) => local.ip().to_canonical() == peer.ip().to_canonical(),
+        // Not known: let it through, as before; the policy checked the
+        // address.
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback stands in for a public address of this host (a test cannot
+    /// give itself one): the kernel answers the same way for both.
+    #[tokio::test]
+    async fn a_connection_to_one_of_this_hosts_addresses_is_seen_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+        let to_self = TcpStream::connect(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(reaches_this_host(&to_self));
+        // 127.0.0.2 is this host too, but its route's source is 127.0.0.1:
+        // only the exact address counts, which is what a public one is.
+        let listener2 = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let port2 = listener2.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
+        let other = TcpStream::connect(("127.0.0.2", port2)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!reaches_this_host(&other));
+    }
 }
