@@ -77,7 +77,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 // ---------------------------------------------------------------------------
 // The roles (child processes).
 
-/// `tollway-bench tunnel-role node LABEL` or `tunnel-role client TRANSPORT
+/// `tollway-bench tunnel-role node LABEL RECEIPTS_FILE` or `tunnel-role client TRANSPORT
 /// EXIT_LABEL EXIT_PORT EXIT_NONCE [RELAY_LABEL RELAY_PORT RELAY_NONCE]`:
 /// prints `ready ...` with its ports and serves until its stdin closes
 /// (the parent holds it, so a role never outlives the benchmark).
@@ -104,7 +104,9 @@ fn node_identity(label: &str) -> anyhow::Result<TlsIdentity> {
 }
 
 async fn node_role(args: &[String], shards: tollway_net::ShardHandles) -> anyhow::Result<()> {
-    let label = args.first().context("tunnel-role node LABEL")?;
+    let label = args.first().context("tunnel-role node LABEL RECEIPTS_FILE")?;
+    // A receipt book on disk, as `tollway node run` keeps one.
+    let receipts = ReceiptBook::open(args.get(1).context("tunnel-role node LABEL RECEIPTS_FILE")?.into())?;
     let key = SigningKey::from_label(label);
     let identity = node_identity(label)?;
     let client = SigningKey::from_label(CLIENT_LABEL);
@@ -124,7 +126,7 @@ async fn node_role(args: &[String], shards: tollway_net::ShardHandles) -> anyhow
         max_sessions: 1000,
         max_rate_bytes_per_sec: None,
     };
-    let server = NodeServer::start(config, &identity, Arc::new(channels), ReceiptBook::in_memory()).await?;
+    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts).await?;
     let port = |t: Transport| {
         server.local_addrs().iter().find(|(x, _)| *x == t).map(|(_, a)| a.port()).context("a listening port")
     };
@@ -283,8 +285,10 @@ struct Node {
     quic_port: u16,
 }
 
-fn start_node(label: &str) -> anyhow::Result<Node> {
-    let (proc, line) = spawn_role(&format!("node {label}"), &["node".into(), label.into()])?;
+/// An exit or relay role, keeping its receipts in `work_dir`.
+fn start_node(label: &str, work_dir: &Path) -> anyhow::Result<Node> {
+    let receipts = work_dir.join(format!("receipts-{label}.json")).display().to_string();
+    let (proc, line) = spawn_role(&format!("node {label}"), &["node".into(), label.into(), receipts])?;
     Ok(Node {
         proc,
         label: label.to_string(),
@@ -862,8 +866,8 @@ fn run_with(
 
     progress.say("starting our roles: exit node, relay node, three clients (TLS, QUIC, two hops)");
     let mut nonces = Nonces(0);
-    let exit = start_node("bench-exit")?;
-    let relay = start_node("bench-relay")?;
+    let exit = start_node("bench-exit", work_dir)?;
+    let relay = start_node("bench-relay", work_dir)?;
     let (client_tls, proxy_tls) = start_client(Transport::Tls, &exit, None, &mut nonces)?;
     let (client_quic, proxy_quic) = start_client(Transport::Quic, &exit, None, &mut nonces)?;
     let (client_two, proxy_two) = start_client(Transport::Tls, &exit, Some(&relay), &mut nonces)?;
@@ -1032,7 +1036,7 @@ fn run_with(
     progress.say(&format!("peak RSS: {STREAMS_FOR_RSS} concurrent streams through fresh processes"));
     let mut rss = Vec::new();
     {
-        let node = start_node("bench-exit-rss")?;
+        let node = start_node("bench-exit-rss", work_dir)?;
         let (client, proxy) = start_client(Transport::Tls, &node, None, &mut nonces)?;
         let streams = runtime.block_on(bounded(
             Duration::from_secs(120),

@@ -302,7 +302,9 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             receipts.all().len()
         )?;
         server.shutdown();
-        Ok(())
+        // The settling thread holds the book too, so it is not dropped
+        // (which would write it) before the process ends.
+        receipts.flush()
     })
 }
 
@@ -318,6 +320,14 @@ fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every:
             let r = &receipt.receipt;
             let channel = match api.channel(&r.channel) {
                 Ok((channel, _)) => channel,
+                // Closed (its escrow went back to the client): nothing can
+                // be settled on it any more, and a book that kept every
+                // channel ever served would only grow.
+                Err(e) if e.downcast_ref::<crate::api_client::ApiError>().is_some_and(|a| a.code == "unknown_channel") => {
+                    let _ = outln!("channel {} is closed on the chain: its receipt is dropped", r.channel.short());
+                    receipts.forget(&r.channel);
+                    continue;
+                }
                 Err(e) => {
                     eprintln!("settle: looking up channel {}: {e:#}", r.channel.short());
                     continue;

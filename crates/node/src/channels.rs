@@ -92,21 +92,50 @@ impl ChannelSource for StaticChannels {
 
 /// The newest accepted receipt per channel, written through to a JSON
 /// file (when given) so a restart loses no payment.
+/// The newest receipt of each channel, kept in a file so that a restart
+/// can still settle them.
+///
+/// A receipt is accepted on the session's thread, every receipt interval
+/// of every session: writing the whole book there, as it once did, cost a
+/// file write and rename per MiB served, and every channel the node ever
+/// served in each, under a lock every session shares. The book is now
+/// written by a thread of its own, at most every [`FLUSH_EVERY`] and only
+/// when something changed, and at the end ([`ReceiptBook::flush`], or when
+/// the book is dropped). A crash loses at most that long of receipts: the
+/// node settles the one before, so it loses what that interval paid.
 pub struct ReceiptBook {
-    receipts: Mutex<HashMap<ChannelId, SignedReceipt>>,
+    book: Mutex<Book>,
     file: Option<PathBuf>,
+    /// Held while a snapshot is written, so that an older one never
+    /// replaces a newer.
+    writing: Mutex<()>,
 }
+
+#[derive(Default)]
+struct Book {
+    receipts: HashMap<ChannelId, SignedReceipt>,
+    /// Changed since the file was last written.
+    dirty: bool,
+    /// Files written, for tests.
+    writes: u64,
+}
+
+/// How often the book's thread writes a changed book.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl ReceiptBook {
     pub fn in_memory() -> Arc<ReceiptBook> {
-        Arc::new(ReceiptBook {
-            receipts: Mutex::new(HashMap::new()),
-            file: None,
-        })
+        Arc::new(ReceiptBook { book: Mutex::new(Book::default()), file: None, writing: Mutex::new(()) })
     }
 
-    /// Opens (or starts) the book at `file`.
+    /// Opens (or starts) the book at `file`, written every [`FLUSH_EVERY`]
+    /// when changed.
     pub fn open(file: PathBuf) -> anyhow::Result<Arc<ReceiptBook>> {
+        ReceiptBook::open_flushing_every(file, FLUSH_EVERY)
+    }
+
+    /// [`ReceiptBook::open`] with the writer's period.
+    pub fn open_flushing_every(file: PathBuf, every: Duration) -> anyhow::Result<Arc<ReceiptBook>> {
         let receipts = match std::fs::read_to_string(&file) {
             Ok(text) => {
                 let list: Vec<SignedReceipt> = serde_json::from_str(&text).map_err(|e| {
@@ -117,50 +146,177 @@ impl ReceiptBook {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
         };
-        Ok(Arc::new(ReceiptBook {
-            receipts: Mutex::new(receipts),
+        let book = Arc::new(ReceiptBook {
+            book: Mutex::new(Book { receipts, ..Book::default() }),
             file: Some(file),
-        }))
+            writing: Mutex::new(()),
+        });
+        // The thread holds the book weakly: it ends once the book is gone
+        // (whose drop writes what is left).
+        let weak = Arc::downgrade(&book);
+        std::thread::Builder::new().name("receipt-book".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(book) = weak.upgrade() else { return };
+            if let Err(e) = book.flush() {
+                eprintln!("receipt book: {e:#} (will retry)");
+            }
+        })?;
+        Ok(book)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic while holding the lock left a whole map behind it.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn latest(&self, channel: &ChannelId) -> Option<SignedReceipt> {
-        self.receipts.lock().ok()?.get(channel).cloned()
+        self.lock().receipts.get(channel).cloned()
     }
 
     pub fn all(&self) -> Vec<SignedReceipt> {
-        self.receipts
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.lock().receipts.values().cloned().collect()
     }
 
     /// Keeps `receipt` if it is newer than the one held.
     pub fn record(&self, receipt: SignedReceipt) {
-        let Ok(mut map) = self.receipts.lock() else {
-            return;
-        };
-        let newer = map
+        let mut book = self.lock();
+        let newer = book
+            .receipts
             .get(&receipt.receipt.channel)
             .is_none_or(|r| r.receipt.cumulative_usd < receipt.receipt.cumulative_usd);
-        if !newer {
-            return;
-        }
-        map.insert(receipt.receipt.channel, receipt);
-        if let Some(file) = &self.file {
-            let list: Vec<&SignedReceipt> = map.values().collect();
-            if let Ok(text) = serde_json::to_string_pretty(&list) {
-                // Write-then-rename: a crash leaves the old book or the new.
-                let tmp = file.with_extension("tmp");
-                if std::fs::write(&tmp, text).is_ok() {
-                    let _ = std::fs::rename(&tmp, file);
-                }
-            }
+        if newer {
+            book.receipts.insert(receipt.receipt.channel, receipt);
+            book.dirty = true;
         }
     }
+
+    /// Drops the channel's receipt: the channel is closed on the chain, so
+    /// it can no longer be settled.
+    pub fn forget(&self, channel: &ChannelId) {
+        let mut book = self.lock();
+        if book.receipts.remove(channel).is_some() {
+            book.dirty = true;
+        }
+    }
+
+    /// Writes the book now if it changed since it was last written.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<SignedReceipt> = {
+            let mut book = self.lock();
+            if !book.dirty {
+                return Ok(());
+            }
+            book.dirty = false;
+            let mut list: Vec<SignedReceipt> = book.receipts.values().cloned().collect();
+            list.sort_by_key(|r| r.receipt.channel);
+            list
+        };
+        let written = write_atomically(file, &list);
+        match written {
+            Ok(()) => self.lock().writes += 1,
+            Err(_) => self.lock().dirty = true,
+        }
+        written
+    }
+
+    /// How many times the file has been written.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+}
+
+impl Drop for ReceiptBook {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            eprintln!("receipt book: {e:#}");
+        }
+    }
+}
+
+/// Write-then-rename, synced: a crash leaves the old book or the new.
+fn write_atomically(file: &std::path::Path, list: &[SignedReceipt]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(list)?;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, file).map_err(|e| anyhow::anyhow!("replacing {}: {e}", file.display()))?;
+    Ok(())
 }
 
 pub fn now_unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::tx::Receipt;
+    use tollway_types::SigningKey;
+
+    fn receipt(channel: u8, cumulative_usd: u128) -> SignedReceipt {
+        let r = Receipt {
+            chain_id: "tollway-test".into(),
+            channel: tollway_types::Hash32([channel; 32]),
+            cumulative_usd: Usd(cumulative_usd),
+            cumulative_bytes: cumulative_usd as u64 * 1000,
+        };
+        r.sign(&SigningKey::from_label("client"))
+    }
+
+    fn on_disk(file: &std::path::Path) -> Vec<(u8, u128)> {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+        let list: Vec<SignedReceipt> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        list.iter().map(|r| (r.receipt.channel.0[0], r.receipt.cumulative_usd.0)).collect()
+    }
+
+    /// A thousand receipts over a hundred channels are one write of the
+    /// book, not a thousand of it; what was written opens again.
+    #[test]
+    fn a_burst_of_receipts_is_one_write_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("receipts.json");
+        let book = ReceiptBook::open_flushing_every(file.clone(), Duration::from_secs(3600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for round in 1..=10u128 {
+            for channel in 0..100u8 {
+                book.record(receipt(channel, round));
+            }
+        }
+        book.record(receipt(7, 3)); // older than the one held: ignored
+        assert_eq!((book.writes(), file.exists()), (0, false), "nothing written on the sessions' path");
+        book.flush().unwrap_or_else(|e| panic!("{e}"));
+        book.flush().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(book.writes(), 1, "a second flush with nothing new writes nothing");
+        let written = on_disk(&file);
+        assert_eq!(written.len(), 100);
+        assert!(written.iter().all(|&(_, usd)| usd == 10), "{written:?}");
+        // Forgotten, recorded and dropped: the drop writes what is left.
+        book.forget(&tollway_types::Hash32([0; 32]));
+        book.record(receipt(1, 11));
+        drop(book);
+        let again = ReceiptBook::open(file.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.all().len(), 99);
+        assert!(again.latest(&tollway_types::Hash32([0; 32])).is_none());
+        assert_eq!(again.latest(&tollway_types::Hash32([1; 32])).map(|r| r.receipt.cumulative_usd), Some(Usd(11)));
+    }
+
+    /// The book's thread writes a changed book by itself.
+    #[test]
+    fn the_book_is_written_within_its_period() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("receipts.json");
+        let book = ReceiptBook::open_flushing_every(file.clone(), Duration::from_millis(20))
+            .unwrap_or_else(|e| panic!("{e}"));
+        book.record(receipt(5, 42));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while book.writes() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(on_disk(&file), vec![(5, 42)]);
+    }
 }
