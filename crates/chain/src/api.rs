@@ -695,12 +695,20 @@ async fn account(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
     Ok(Json(AccountView::of(&st.accounts[*idx as usize])))
 }
 
-async fn account_channels(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<Vec<ChannelView>>> {
+/// By channel id, a page at a time: a node may hold any number. A client
+/// holds at most 256, so its channels fit the default page.
+async fn account_channels(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): QueryMap,
+) -> ApiResult<Json<Vec<ChannelView>>> {
     let id = parse_key(&id)?;
+    let after = q.get("after").map(|a| parse_hash(a, "channel")).transpose()?;
+    let limit = query_u64(&q, "limit")?.unwrap_or(1000).min(1000) as usize;
     let core = s.core();
     // A range of the ledger's index, not a scan of every channel: this
     // runs under the lock the block producer needs.
-    let list = core.state().channels_of(id).map(|(cid, c)| ChannelView::of(cid, c)).collect();
+    let list = core.state().channels_of(id, after).take(limit).map(|(cid, c)| ChannelView::of(cid, c)).collect();
     Ok(Json(list))
 }
 

@@ -159,6 +159,18 @@ fn an_accounts_channels_and_the_oracles_are_listed_a_page_at_a_time() {
         v.as_array().unwrap().len()
     };
     assert_eq!((channels("alice"), channels("bob"), channels("operator"), channels("flooder")), (2, 1, 3, 0));
+    // A node's, a page at a time, after the last one seen.
+    let page = |q: &str| {
+        let (s, v) = c.get(&format!("/v1/accounts/{operator}/channels{q}"));
+        assert_eq!(s, 200, "{v}");
+        v.as_array().unwrap().iter().map(|ch| ch["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let all = page("");
+    let first = page("?limit=2");
+    assert_eq!(first, all[..2]);
+    assert_eq!(page(&format!("?after={}", first[1])), all[2..]);
+    let (s, v) = c.get(&format!("/v1/accounts/{operator}/channels?after=xyz"));
+    assert_eq!((s, code(&v)), (400, "bad_id"), "{v}");
 
     for (i, o) in ["oracle0", "oracle1", "oracle2"].iter().enumerate() {
         let addr = format!("198.51.100.{}", i + 1).parse().unwrap();

@@ -141,6 +141,10 @@ pub(crate) fn apply_body(
             // A deregistered node is not measured, so its strike would
             // never be confirmed.
             no_strike_pending(state, signer)?;
+            // Should it come back this epoch, the claim it held counts.
+            let claim = state.nodes[n as usize].spec.claimed_capacity_bps;
+            let node_epoch = &mut state.node_epochs[n as usize];
+            node_epoch.claim_held_bps = node_epoch.judged_claim_bps(claim);
             state.nodes[n as usize].active = false;
             events.push(Event::NodeDeregistered { node: me });
             Ok(())
@@ -301,11 +305,8 @@ fn no_vouch_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
 }
 
 fn withdraw_unbonded(state: &mut State, ctx: Ctx, signer: AccountIdx, events: &mut Vec<Event>) -> Result<(), TxError> {
-    // Matured or not, unbonding stays slashable while a strike waits.
-    no_strike_pending(state, signer)?;
-    no_vouch_pending(state, signer)?;
-    let acct = &mut state.accounts[signer as usize];
     let now = ctx.time_secs;
+    let acct = &state.accounts[signer as usize];
     let matured: Token = acct.unbonding.iter().filter(|u| u.release_at_secs <= now).map(|u| u.amount).sum();
     if matured.is_zero() {
         let why = match acct.unbonding.iter().map(|u| u.release_at_secs).min() {
@@ -314,6 +315,12 @@ fn withdraw_unbonded(state: &mut State, ctx: Ctx, signer: AccountIdx, events: &m
         };
         return Err(TxError::NothingToWithdraw(why));
     }
+    // Matured, it stays slashable while a strike waits. Checked after the
+    // cheap refusal: a refused tx pays no fee, and the vouch check scans
+    // the nodes.
+    no_strike_pending(state, signer)?;
+    no_vouch_pending(state, signer)?;
+    let acct = &mut state.accounts[signer as usize];
     acct.unbonding.retain(|u| u.release_at_secs > now);
     acct.token.0 += matured.0;
     events.push(Event::UnbondedWithdrawn { account: acct.id, amount: matured });
@@ -365,9 +372,11 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         return Err(TxError::InsufficientStake { have: acct.staked, need });
     }
     if let Some(n) = state.accounts[signer as usize].node {
-        // Re-registration keeps the node's history (reputation, slashes),
-        // and moves it as an update does.
-        respec_node(state, n, spec)?;
+        // Re-registration keeps the node's history (reputation, slashes).
+        // Back in the epoch it left, it is judged as an update is (ADR
+        // 0014); after an epoch away it starts afresh.
+        let left_this_epoch = state.node_epochs[n as usize].claim_held_bps > 0;
+        respec_node(state, n, spec, left_this_epoch)?;
         state.nodes[n as usize].active = true;
         events.push(Event::NodeRegistered { node: me });
         return Ok(());
@@ -380,7 +389,6 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         spec: spec.clone(),
         region,
         subnet_group,
-        epoch_claim_bps: spec.claimed_capacity_bps,
         active: true,
         registered_epoch: state.epoch,
         verified_capacity_bps: 0,
@@ -404,41 +412,30 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
 fn update_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events: &mut Vec<Event>) -> Result<(), TxError> {
     let n = active_node(state, signer)?;
     validate_spec(spec)?;
-    respec_node(state, n, spec)?;
+    respec_node(state, n, spec, true)?;
     events.push(Event::NodeUpdated { node: state.nodes[n as usize].operator });
     Ok(())
 }
 
-/// A registered node's new spec (validated). Addresses, ports and prices
-/// take effect at once; what this epoch's economics read of it waits for
-/// the epoch's end when it would change them after the oracles measured
-/// (`Node::region`, `Node::epoch_claim_bps`): a move to another region or
-/// subnet group, or a lower claim. A higher claim counts at once.
-fn respec_node(state: &mut State, n: NodeIdx, spec: &NodeSpec) -> Result<(), TxError> {
+/// A registered node's new spec (validated), in effect at once. With
+/// `same_epoch` (an update, or a return in the epoch the node left), what
+/// it held earlier in the epoch still counts (ADR 0014): the epoch is
+/// judged against the highest claim it held, and a move to another region
+/// or /24 (/48) forfeits the epoch's uptime reward, since the oracles may
+/// have measured it where it was.
+fn respec_node(state: &mut State, n: NodeIdx, spec: &NodeSpec, same_epoch: bool) -> Result<(), TxError> {
     let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
     let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
     let node = &mut state.nodes[n as usize];
+    if same_epoch {
+        let node_epoch = &mut state.node_epochs[n as usize];
+        node_epoch.claim_held_bps = node_epoch.judged_claim_bps(node.spec.claimed_capacity_bps);
+        node_epoch.moved |= node.region != region || node.subnet_group != subnet_group;
+    }
     node.spec = spec.clone();
-    node.epoch_claim_bps = node.epoch_claim_bps.max(spec.claimed_capacity_bps);
-    if node.region != region || node.subnet_group != subnet_group || node.epoch_claim_bps != spec.claimed_capacity_bps {
-        state.deferred_node_updates.insert(n);
-    }
+    node.region = region;
+    node.subnet_group = subnet_group;
     Ok(())
-}
-
-/// At an epoch's end, after its rewards: the deferred parts of the nodes'
-/// new specs ([`respec_node`]) take effect for the next epoch.
-pub(crate) fn apply_deferred_node_updates(state: &mut State) {
-    for n in std::mem::take(&mut state.deferred_node_updates) {
-        let node = &state.nodes[n as usize];
-        let Some(region) = node.spec.country.macro_region() else { continue }; // validated when set
-        let key = SubnetKey::of(&node.spec.addrs[0]);
-        let subnet_group = state.subnet_group_or_create(key);
-        let node = &mut state.nodes[n as usize];
-        node.region = region;
-        node.subnet_group = subnet_group;
-        node.epoch_claim_bps = node.spec.claimed_capacity_bps;
-    }
 }
 
 fn register_oracle(state: &mut State, signer: AccountIdx, addr: IpAddr, events: &mut Vec<Event>) -> Result<(), TxError> {

@@ -15,7 +15,7 @@
 //! so pick who measures it.
 
 use crate::params::MAX_ORACLES_PER_NODE;
-use crate::state::{AccountIdx, Node, NodeIdx, OracleIdx, State};
+use crate::state::{AccountIdx, Node, NodeIdx, OracleIdx, State, SubnetKey};
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash step.
 fn mix64(mut z: u64) -> u64 {
@@ -95,6 +95,7 @@ struct NodeKey {
 struct EligibleOracle {
     idx: OracleIdx,
     account: AccountIdx,
+    subnet: u64,
     /// The subnet group (`State::subnet_index`) of the oracle's subnet, or
     /// `u32::MAX` when no node has ever registered in it.
     subnet_group: u32,
@@ -131,6 +132,7 @@ impl Assigner {
             oracles.push(EligibleOracle {
                 idx: i as OracleIdx,
                 account: o.account,
+                subnet: o.subnet.as_u64(),
                 subnet_group: state.subnet_index.get(&o.subnet).copied().unwrap_or(u32::MAX),
             });
         }
@@ -253,9 +255,16 @@ impl Assigner {
         let mut out = Assignment { oracles: [0; MAX_ORACLES_PER_NODE], len: 0 };
         let node = &nodes[n as usize];
         let node_key = key.key;
-        // The node's subnet is its subnet group's (`Node::subnet_group`: of
-        // its first address at the epoch's start).
-        let in_node_subnet = |o: &EligibleOracle| o.subnet_group == node.subnet_group;
+        // The node's subnet is its subnet group's (`Node::subnet_group`, of
+        // its first address).
+        let in_node_subnet = |o: &EligibleOracle| {
+            debug_assert_eq!(
+                o.subnet_group == node.subnet_group,
+                o.subnet == SubnetKey::of(&node.spec.addrs[0]).as_u64(),
+                "subnet_group must be the group of the node's first address"
+            );
+            o.subnet_group == node.subnet_group
+        };
         let struck: &[OracleIdx] = match &node.strike {
             Some(s) if s.epoch < self.epoch => &s.oracles,
             _ => &[],
@@ -314,7 +323,6 @@ mod tests {
     use super::*;
     use crate::testkit::{fund, World};
     use crate::Params;
-    use crate::state::SubnetKey;
     use std::net::IpAddr;
 
     #[test]
@@ -461,7 +469,7 @@ mod tests {
         let keys: Vec<u32> = (0..150).map(|j| [7u32, 9, 7, 7, 9, 1, 7, 3][j % 8] + (j / 100) as u32).collect();
         let n = keys.len() as u32;
         let oracles: Vec<EligibleOracle> = (0..n)
-            .map(|j| EligibleOracle { idx: 10 + 2 * j, account: j % 3, subnet_group: 100 + j % 4 })
+            .map(|j| EligibleOracle { idx: 10 + 2 * j, account: j % 3, subnet: 0, subnet_group: 100 + j % 4 })
             .collect();
         let account_group = oracles.iter().map(|o| (o.account as u64) << 32 | o.subnet_group as u64).collect();
         let a = Assigner { epoch: 0, seed: 0, k: 3, keys, oracles, account_group };

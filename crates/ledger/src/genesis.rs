@@ -65,7 +65,6 @@ impl Genesis {
             burn_queue_usd: Usd::ZERO,
             emission_carry: Token::ZERO,
             regions: Default::default(),
-            deferred_node_updates: Default::default(),
         };
         let mut token = self.pool_token.0;
         let mut usd = self.pool_usd.0;

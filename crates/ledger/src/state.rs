@@ -503,6 +503,15 @@ pub struct NodeEpoch {
     pub settled_usd: Usd,
     /// The part of `settled_usd` routed to the burn.
     pub burn_usd: Usd,
+    /// The highest claim the node held this epoch before its current one
+    /// (0: none other): the epoch is judged against the higher of the two
+    /// (ADR 0014), so a claim lowered once the oracles have measured does
+    /// not escape the strike.
+    pub claim_held_bps: u64,
+    /// Its region or /24 (/48) changed this epoch: it earns no uptime
+    /// reward for it (ADR 0014), as the oracles may have measured it
+    /// elsewhere.
+    pub moved: bool,
 }
 
 impl NodeEpoch {
@@ -513,6 +522,14 @@ impl NodeEpoch {
         self.heartbeat = false;
         self.settled_usd = Usd::ZERO;
         self.burn_usd = Usd::ZERO;
+        self.claim_held_bps = 0;
+        self.moved = false;
+    }
+
+    /// The claim this epoch is judged against: the higher of the spec's
+    /// and any it held earlier in the epoch.
+    pub fn judged_claim_bps(&self, spec_claim_bps: u64) -> u64 {
+        spec_claim_bps.max(self.claim_held_bps)
     }
 }
 
@@ -521,18 +538,8 @@ pub struct Node {
     pub account: AccountIdx,
     pub operator: AccountId,
     pub spec: NodeSpec,
-    /// The region and subnet group this epoch's rewards, caps and oracle
-    /// assignment use: those of the spec at the epoch's start. A node
-    /// that moved since (`State::deferred_node_updates`) takes the spec's
-    /// at the epoch's end, so a farm measured in one /24 cannot spread
-    /// its addresses before the rewards.
     pub region: MacroRegion,
     pub subnet_group: u32,
-    /// The claim this epoch's measurement and rewards are judged against:
-    /// the highest `spec.claimed_capacity_bps` held this epoch, so a claim
-    /// lowered once the oracles have measured does not escape the strike.
-    /// Back to the spec's at the epoch's end.
-    pub epoch_claim_bps: u64,
     pub active: bool,
     pub registered_epoch: u64,
     /// Latest stake-weighted median throughput; 0 until measured.
@@ -687,11 +694,6 @@ pub struct State {
     /// Scheduled emission not yet paid out (rounding, empty pools).
     pub emission_carry: Token,
     pub regions: [RegionState; MacroRegion::COUNT],
-    /// Nodes whose `UpdateNode` or re-registration this epoch changed
-    /// their region or subnet group, or lowered their claim: `end_epoch`
-    /// applies the spec's after its rewards (`Node::region`,
-    /// `Node::epoch_claim_bps`).
-    pub deferred_node_updates: BTreeSet<NodeIdx>,
 }
 
 impl State {
@@ -705,10 +707,16 @@ impl State {
         self.oracle_index.get(id).map(|&i| &self.oracles[i as usize])
     }
 
-    /// The account's open channels, as client or as node, by channel id.
-    pub fn channels_of(&self, id: AccountId) -> impl Iterator<Item = (&ChannelId, &Channel)> {
+    /// The account's open channels, as client or as node, by channel id;
+    /// those after `after` only, if given.
+    pub fn channels_of(&self, id: AccountId, after: Option<ChannelId>) -> impl Iterator<Item = (&ChannelId, &Channel)> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let from = match after {
+            Some(c) => Excluded((id, c)),
+            None => Included((id, Hash32([0; 32]))),
+        };
         self.channels_by_account
-            .range((id, Hash32([0; 32]))..)
+            .range((from, Unbounded))
             .take_while(move |(a, _)| *a == id)
             .filter_map(|(_, c)| self.channels.get_key_value(c))
     }

@@ -163,43 +163,64 @@ fn update(w: &mut World, node: &str, change: impl FnOnce(&mut tollway_types::Nod
     w.must(node, TxBody::UpdateNode(spec));
 }
 
+/// Each node of the farm in `farm_subnet` (a /24 of 203.0.113.x or
+/// 198.51.x.1 per identity) and the honest node, measured.
+fn measure_farm_and_honest(w: &mut World, farm: usize) {
+    for i in 0..farm {
+        w.measure(&format!("farm{i}"), 100 * MBPS, 20, 1_000_000);
+    }
+    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+}
+
+fn farm_total(w: &World, farm: usize) -> u128 {
+    (0..farm).map(|i| last(w, &format!("farm{i}"))).sum()
+}
+
 #[test]
-fn a_farm_that_spreads_its_addresses_after_the_measurement_stays_capped_that_epoch() {
+fn a_farm_that_moves_its_addresses_earns_nothing_for_the_epochs_it_moves() {
     // Ten identities measured in one /24 move to ten /24s of their own
     // before the epoch ends. Read at the end, the new subnets made each its
-    // own group: the farm earned ten lone nodes' rewards for the epoch its
-    // oracles measured it as one line (and could move back before the
-    // next measurement).
+    // own group: the farm was paid as ten lone nodes for the epoch its
+    // oracles measured it as one line. Moving back at the next epoch's
+    // start, to be measured on the real line again, and out at its end, is
+    // the same dance with the epochs' roles swapped: a node that moves
+    // earns no uptime reward for that epoch.
     let mut accounts = operators("farm", 10);
     accounts.extend(operators("honest", 1));
     let mut w = world(Params::default_params(), 3, accounts);
     for i in 0..10 {
         w.register_node(&format!("farm{i}"), "US", &format!("203.0.113.{}", i + 1), 100 * MBPS);
-        w.measure(&format!("farm{i}"), 100 * MBPS, 20, 1_000_000);
     }
     w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
-    w.measure("honest0", 100 * MBPS, 20, 1_000_000);
-    let group = w.node("farm0").subnet_group;
+    let real = w.node("farm0").subnet_group;
+    let to = |i: usize, ip: String| move |s: &mut tollway_types::NodeSpec| s.addrs = vec![ip.parse().unwrap_or_else(|e| panic!("{e}:{i}"))];
+    measure_farm_and_honest(&mut w, 10);
     for i in 0..9 {
-        update(&mut w, &format!("farm{i}"), |s| s.addrs = vec![format!("198.51.{}.1", i + 1).parse().unwrap_or_else(|e| panic!("{e}"))]);
+        update(&mut w, &format!("farm{i}"), to(i, format!("198.51.{}.1", i + 1)));
     }
-    // The last one leaves and comes back elsewhere: the same move.
+    // The last one leaves and comes back elsewhere in the epoch: a move.
     w.must("farm9", TxBody::DeregisterNode);
     w.register_node("farm9", "US", "198.51.10.1", 100 * MBPS);
-    assert_eq!(w.node("farm3").subnet_group, group, "the epoch's group until its end");
-    assert_eq!(w.node("farm9").subnet_group, group);
+    assert_ne!(w.node("farm3").subnet_group, real, "the spec and its group change at once");
     w.end_epoch();
-    let farm: u128 = (0..10).map(|i| last(&w, &format!("farm{i}"))).sum();
-    let honest = last(&w, "honest0");
+    assert_eq!(farm_total(&w, 10), 0, "moved: no uptime reward");
+    assert!(last(&w, "honest0") > 0);
+    // Back on the real line at the epoch's start, measured there.
+    for i in 0..10 {
+        update(&mut w, &format!("farm{i}"), to(i, format!("203.0.113.{}", i + 1)));
+    }
+    measure_farm_and_honest(&mut w, 10);
+    w.end_epoch();
+    assert_eq!(farm_total(&w, 10), 0, "moved back: none either");
+    // Staying put, it shares one node's weight.
+    measure_farm_and_honest(&mut w, 10);
+    w.end_epoch();
+    let (farm, honest) = (farm_total(&w, 10), last(&w, "honest0"));
     assert!(farm <= honest && honest - farm <= 10, "farm {farm} vs honest {honest}");
-    // From the next epoch on, each is in its new subnet.
-    let groups: std::collections::BTreeSet<u32> = (0..10).map(|i| w.node(&format!("farm{i}")).subnet_group).collect();
-    assert_eq!(groups.len(), 10);
-    assert!(!groups.contains(&group));
 }
 
 #[test]
-fn a_claim_lowered_after_the_measurement_is_still_judged_this_epoch() {
+fn a_claim_lowered_after_the_measurement_is_still_judged_that_epoch() {
     // A liar claims 1,000 Mbit/s, is measured at 100, and lowers its claim
     // to 100 before the epoch ends. Judged on the claim at the end, ρ was 1:
     // no strike, and it could claim 1,000 again next epoch, every epoch.
@@ -207,35 +228,58 @@ fn a_claim_lowered_after_the_measurement_is_still_judged_this_epoch() {
     w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
     update(&mut w, "n0", |s| s.claimed_capacity_bps = 100 * MBPS);
-    assert_eq!(w.node("n0").epoch_claim_bps, 1_000 * MBPS);
     w.end_epoch();
     let strike = w.node("n0").strike.clone().expect("a strike on the claim it held");
     assert_eq!(strike.epoch, 1);
-    assert_eq!(w.node("n0").epoch_claim_bps, 100 * MBPS, "the lower claim from the next epoch");
     // Measured honestly against its new claim, the strike clears.
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
     assert!(w.end_epoch().slashes.is_empty());
     assert!(w.node("n0").strike.is_none());
-    // A higher claim counts at once: it is judged on what it claims.
+    // Leaving and coming back with the lower claim is the same update.
     update(&mut w, "n0", |s| s.claimed_capacity_bps = 1_000 * MBPS);
-    assert_eq!(w.node("n0").epoch_claim_bps, 1_000 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.must("n0", TxBody::DeregisterNode);
+    w.register_node("n0", "FR", "203.0.113.10", 100 * MBPS);
+    w.end_epoch();
+    assert_eq!(w.node("n0").strike.as_ref().map(|s| s.epoch), Some(3));
 }
 
 #[test]
-fn a_node_that_changes_country_mid_epoch_counts_in_its_old_region_until_the_end() {
-    let mut w = world(Params::default_params(), 3, operators("n", 2));
-    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
-    w.register_node("n1", "DE", "203.0.114.10", 100 * MBPS);
+fn a_node_back_after_an_epoch_away_is_judged_on_its_new_claim_alone() {
+    // It left claiming 1,000 Mbit/s and comes back epochs later claiming
+    // the 100 it delivers: no strike for a claim it no longer makes.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.must("n0", TxBody::DeregisterNode);
+    w.end_epoch();
+    w.end_epoch();
+    w.register_node("n0", "FR", "198.51.100.10", 100 * MBPS);
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
-    w.measure("n1", 100 * MBPS, 20, 1_000_000);
-    update(&mut w, "n1", |s| s.country = tollway_types::CountryCode::parse("NG").unwrap_or_else(|e| panic!("{e}")));
+    w.end_epoch();
+    assert!(w.node("n0").strike.is_none());
+    assert!(last(&w, "n0") > 0, "no move counted for a node that was away");
+}
+
+#[test]
+fn a_node_that_changes_region_mid_epoch_earns_nothing_that_epoch() {
+    // Europe is well supplied (ten 100 Mbit/s nodes: multiplier 1); one of
+    // them moves to Nigeria (multiplier 3) for the epoch's end.
+    let mut w = world(Params::default_params(), 3, operators("n", 10));
+    let measure_all = |w: &mut World| (0..10).for_each(|i| w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000));
+    for i in 0..10 {
+        w.register_node(&format!("n{i}"), "DE", &format!("203.0.{i}.10"), 100 * MBPS);
+    }
+    measure_all(&mut w);
+    update(&mut w, "n9", |s| s.country = tollway_types::CountryCode::parse("NG").unwrap_or_else(|e| panic!("{e}")));
     let r = w.end_epoch();
     let (europe, africa) = (tollway_types::MacroRegion::Europe.index(), tollway_types::MacroRegion::Africa.index());
-    assert_eq!((r.regions[europe].active_nodes, r.regions[africa].active_nodes), (2, 0));
-    assert!(last(&w, "n0").abs_diff(last(&w, "n1")) <= 1, "one region's multiplier for both");
-    assert_eq!(w.node("n1").region, tollway_types::MacroRegion::Africa);
-    let r = w.end_epoch();
-    assert_eq!((r.regions[europe].active_nodes, r.regions[africa].active_nodes), (1, 1));
+    assert_eq!((r.regions[europe].active_nodes, r.regions[africa].active_nodes), (9, 1));
+    assert_eq!(last(&w, "n9"), 0, "moved to the scarce region for the epoch's end: nothing");
+    assert!(last(&w, "n0") > 0);
+    // Staying there, it earns Africa's multiplier.
+    measure_all(&mut w);
+    w.end_epoch();
+    assert!(last(&w, "n9") > 2 * last(&w, "n0"), "{} vs {}", last(&w, "n9"), last(&w, "n0"));
 }
 
 #[test]

@@ -300,6 +300,7 @@ impl Sums {
 /// and those that vouched for the false claim in either epoch.
 pub(crate) struct OverClaim {
     rho_ppm: u64,
+    claimed_bps: u64,
     confirming: Vec<OracleIdx>,
     vouching: Vec<OracleIdx>,
 }
@@ -326,12 +327,23 @@ fn vouching_oracles(reports: &Reports, median_bps: u64, p: &Params) -> Vec<Oracl
         .collect()
 }
 
+/// What the reward step needs of a node's measurement.
+#[derive(Clone, Copy)]
+struct Judged {
+    /// ρ of this measurement (for the reward cap, one division per node
+    /// fewer), unless a slash comes first.
+    rho_measured: Option<u64>,
+    /// The claim the epoch is judged against (`NodeEpoch::judged_claim_bps`).
+    claim_bps: u64,
+    /// It moved region or /24 (/48) in the epoch: no uptime reward.
+    moved: bool,
+}
+
 /// Step 1 and the strike of step 2 for one active node: aggregates its
 /// reports, resets its epoch accumulators (everything this epoch's steps
 /// need from them is read by then: one pass), and updates its uptime,
 /// measurement, reputation and strike. Returns the over-claim to slash if
-/// this measurement confirms one, and ρ of this measurement (for the
-/// reward cap, one division per node fewer) unless a slash comes first.
+/// this measurement confirms one, and what the reward step needs.
 // Inlined into both passes: the per-node steps are most of the pass.
 #[inline(always)]
 fn measure_node(
@@ -341,9 +353,11 @@ fn measure_node(
     node_epoch: &mut NodeEpoch,
     oracle_weights: &[u128],
     sums: &mut Sums,
-) -> (Option<OverClaim>, Option<u64>) {
+) -> (Option<OverClaim>, Judged) {
     let agg = aggregate_reports(p, &node_epoch.reports, oracle_weights, sums);
-    let measured = agg.throughput_bps.map(|t| (t, rho_ppm(node.epoch_claim_bps, t)));
+    let claim_bps = node_epoch.judged_claim_bps(node.spec.claimed_capacity_bps);
+    let mut judged = Judged { rho_measured: None, claim_bps, moved: node_epoch.moved };
+    let measured = agg.throughput_bps.map(|t| (t, rho_ppm(claim_bps, t)));
     // Only above the slash threshold (rare) are the reports read again.
     let vouching = match measured {
         Some((t, rho)) if rho > p.rho_slash_min_ppm as u64 => vouching_oracles(&node_epoch.reports, t, p),
@@ -358,7 +372,7 @@ fn measure_node(
         None if heartbeat => PPM as u32,
         None => 0,
     };
-    let Some((t, rho)) = measured else { return (None, None) };
+    let Some((t, rho)) = measured else { return (None, judged) };
     sums.measured_nodes += 1;
     node.verified_capacity_bps = t;
     node.latency_us = agg.latency_us;
@@ -367,7 +381,8 @@ fn measure_node(
     node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
     if rho <= p.rho_slash_min_ppm as u64 {
         node.strike = None;
-        return (None, Some(rho));
+        judged.rho_measured = Some(rho);
+        return (None, judged);
     }
     let measuring = &agg.measuring[..agg.n_measuring];
     match node.strike.take() {
@@ -376,11 +391,12 @@ fn measure_node(
             // The two sets are disjoint, so no oracle is counted twice.
             let mut all_vouching = strike.vouching;
             all_vouching.extend(vouching);
-            (Some(OverClaim { rho_ppm: rho, confirming, vouching: all_vouching }), None)
+            (Some(OverClaim { rho_ppm: rho, claimed_bps: claim_bps, confirming, vouching: all_vouching }), judged)
         }
         _ => {
             node.strike = Some(Strike { epoch, oracles: measuring.to_vec(), vouching });
-            (None, Some(rho))
+            judged.rho_measured = Some(rho);
+            (None, judged)
         }
     }
 }
@@ -389,14 +405,14 @@ fn measure_node(
 /// region's counts, and its base weight (0 below the minimum uptime).
 /// `staked` is its account's bonded stake.
 #[inline(always)]
-fn weigh_node(p: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) -> u128 {
+fn weigh_node(p: &Params, node: &Node, staked: u128, judged: Judged, sums: &mut Sums) -> u128 {
     let r = node.region.index();
     sums.active_nodes[r] += 1;
-    if node.uptime_ppm < p.min_uptime_ppm {
+    if node.uptime_ppm < p.min_uptime_ppm || judged.moved {
         return 0;
     }
     let verified = node.verified_capacity_bps;
-    let claimed = node.epoch_claim_bps;
+    let (claimed, rho_measured) = (judged.claim_bps, judged.rho_measured);
     // ρ ≤ 1.25: rewards follow the claim; above: the measurement.
     let capacity = if verified == 0 {
         0
@@ -475,11 +491,11 @@ impl<'a> Rows<'a> {
 
     /// The row of a node still registered after this epoch's slashes.
     #[inline(always)]
-    fn weigh(&mut self, i: usize, params: &Params, node: &Node, staked: u128, rho_measured: Option<u64>, sums: &mut Sums) {
+    fn weigh(&mut self, i: usize, params: &Params, node: &Node, staked: u128, judged: Judged, sums: &mut Sums) {
         self.active[i] = true;
         // At most the verified capacity: fits 64 bits.
         self.online_capacity_bps[i] = ppm_of(node.verified_capacity_bps as u128, node.uptime_ppm as u128) as u64;
-        self.base_weight[i] = weigh_node(params, node, staked, rho_measured, sums);
+        self.base_weight[i] = weigh_node(params, node, staked, judged, sums);
     }
 }
 
@@ -556,11 +572,13 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
             node_epoch.reset();
             continue;
         }
-        let (over_claim, mut rho_measured) =
+        let (over_claim, mut judged) =
             measure_node(&state.params, epoch, node, node_epoch, &oracle_weights, &mut sums);
         if let Some(over_claim) = over_claim {
-            rho_measured = None;
-            slash::slash_node(state, n, over_claim.rho_ppm, &over_claim.confirming, report);
+            slash::slash_node(state, n, over_claim.rho_ppm, over_claim.claimed_bps, &over_claim.confirming, report);
+            // Rewarded on the claim the slash reset to the verified one.
+            judged.rho_measured = None;
+            judged.claim_bps = state.nodes[n].spec.claimed_capacity_bps;
             let mut slashed = vec![state.nodes[n].account];
             for &o in &over_claim.vouching {
                 slash::slash_vouching_oracle(state, o as usize, n, over_claim.rho_ppm, report);
@@ -579,7 +597,7 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
             continue; // ejected by the slash
         }
         let staked = state.accounts[node.account as usize].staked.0;
-        rows.weigh(n, &state.params, node, staked, rho_measured, &mut sums);
+        rows.weigh(n, &state.params, node, staked, judged, &mut sums);
     }
     sums
 }
@@ -634,10 +652,10 @@ fn aggregate_in_parts(
                 node_epoch.reset();
                 continue;
             }
-            let (over_claim, rho_measured) = measure_node(params, epoch, node, node_epoch, oracle_weights, sums);
+            let (over_claim, judged) = measure_node(params, epoch, node, node_epoch, oracle_weights, sums);
             assert!(over_claim.is_none(), "a slash confirmed for a node without a strike");
             let staked = accounts[node.account as usize].staked.0;
-            rows.weigh(i, params, node, staked, rho_measured, sums);
+            rows.weigh(i, params, node, staked, judged, sums);
         }
     });
     let mut total = Sums::new(oracle_weights.len());

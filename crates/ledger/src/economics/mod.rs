@@ -118,7 +118,6 @@ pub fn end_epoch_with(state: &mut State, ctx: Ctx, seed: Hash32, workers: &impl 
     for r in state.regions.iter_mut() {
         r.settled_bytes_epoch = 0;
     }
-    crate::apply::apply_deferred_node_updates(state);
     state.epoch += 1;
     state.epoch_start_secs = ctx.time_secs;
     let mut h = blake3::Hasher::new();

@@ -66,13 +66,13 @@ fn burn_and_reward(state: &mut State, amount: Token, reporters: &[OracleIdx]) ->
     (Token(burned), Token(to_reporters))
 }
 
-/// A confirmed over-claim: slash, reset the claim to the verified value,
-/// and deregister the node if its bond fell below the minimum.
-pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, reporters: &[OracleIdx], report: &mut EpochReport) {
+/// A confirmed over-claim of `claimed_bps` (the claim the epoch was judged
+/// against): slash, reset the claim to the verified value, and deregister
+/// the node if its bond fell below the minimum.
+pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, claimed_bps: u64, reporters: &[OracleIdx], report: &mut EpochReport) {
     let fraction = over_claim_fraction_ppm(&state.params, rho_ppm);
     let node = &state.nodes[n];
     let a = node.account as usize;
-    let claimed_bps = node.epoch_claim_bps;
     let verified_bps = node.verified_capacity_bps;
     let amount = Token(ppm_of(slashable_bond(&state.accounts[a]), fraction));
     let taken = take_stake(&mut state.accounts[a], amount);
@@ -80,7 +80,6 @@ pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, reporters: &[Oracle
     let ejected = state.accounts[a].staked < state.params.min_node_stake;
     let node = &mut state.nodes[n];
     node.spec.claimed_capacity_bps = verified_bps.max(1);
-    node.epoch_claim_bps = node.spec.claimed_capacity_bps;
     node.total_slashed.0 += taken.0;
     if ejected {
         node.active = false;
