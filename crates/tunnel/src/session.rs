@@ -693,6 +693,17 @@ impl Session {
         2 * self.limits.session_window_bytes + (1 << 20)
     }
 
+    /// What the path we send on may hold before the peer is taken to read
+    /// none of it: stream data stops at `max_unsent_bytes` (`send`), but
+    /// answers to the peer's frames (a `Pong` to each `Ping`, an
+    /// `OpenFailed` to each refused open) were queued without bound, so a
+    /// peer that sent pings and never read grew our memory byte for byte
+    /// with what it sent. A MiB of answers above the data is thousands of
+    /// frames no honest peer leaves unread.
+    fn answers_limit_bytes(&self) -> usize {
+        self.limits.max_unsent_bytes + (1 << 20)
+    }
+
     /// As [`Session::handle_input`], taking the read's buffer: data frames
     /// in it are handed on as slices of it (`Event::Data`), and a frame
     /// begun in an earlier read is completed with only the bytes it lacks.
@@ -761,6 +772,10 @@ impl Session {
         loop {
             if self.phase == Phase::Closed {
                 return;
+            }
+            let queued = self.paths[self.send_path].outbuf.len();
+            if queued > self.answers_limit_bytes() {
+                return self.violation(format!("{queued} bytes queued for a peer that reads none of them"));
             }
             let index = self.recv_path;
             if self.phase == Phase::Established {

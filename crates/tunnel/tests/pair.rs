@@ -845,6 +845,27 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
     assert!(message.contains("on a path not yet switched to"), "{message}");
 }
 
+#[test]
+fn a_peer_that_pings_and_never_reads_the_answers_is_closed() {
+    // Each Ping queued a Pong, and nothing bounded the queue: a client
+    // that never read grew the node's memory with every ping it sent.
+    let mut pair = Pair::established(Usd(100_000_000));
+    let mut pings = Vec::new();
+    for nonce in 0..100_000u64 {
+        Frame::Ping { nonce }.encode(&mut pings);
+    }
+    let mut fed = 0u64;
+    while !pair.node.is_closed() && fed < 64 * MIB {
+        pair.node.handle_input(pair.now, 1, &pings);
+        fed += pings.len() as u64;
+    }
+    assert!(pair.node.is_closed(), "still open after {} MiB of pings", fed / MIB);
+    assert!(fed <= 8 * MIB, "closed only after {} MiB", fed / MIB);
+    let (code, message) = closed_event(std::iter::from_fn(|| pair.node.poll_event())).expect("a Closed event");
+    assert_eq!(code, ErrorCode::Protocol);
+    assert!(message.contains("reads none of them"), "{message}");
+}
+
 /// A node's hello as a greedy node would write it, the rest as ours.
 fn greedy_hello(credit_window_bytes: u64, carried_bytes: u64, stream_window_bytes: u32, session_window_bytes: u64) -> ServerHello {
     ServerHello {
