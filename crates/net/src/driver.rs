@@ -43,6 +43,12 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// A stream socket's read buffer when it is quiet.
 const MIN_READ_BYTES: usize = 4 * 1024;
 
+/// How long a closed session's paths may take to write what is left (its
+/// `GoAway`) before they are dropped: a peer that stops reading held the
+/// driver, its writer task and the socket for ever, after the node had
+/// stopped counting the session.
+pub const CLOSING_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Any byte stream: a TLS or QUIC connection, a TCP socket, a TLS stream
 /// inside a relayed tunnel stream.
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -419,6 +425,9 @@ struct Driver {
     inbound_tx: mpsc::Sender<(PathId, Option<BytesMut>)>,
     writers: HashMap<PathId, mpsc::Sender<Vec<u8>>>,
     path_tasks: HashMap<PathId, tokio::task::JoinHandle<()>>,
+    /// Each path's writer task, given [`CLOSING_WRITE_TIMEOUT`] to finish
+    /// once its path is retired or the session ends.
+    writer_tasks: HashMap<PathId, tokio::task::JoinHandle<()>>,
     next_path: PathId,
     out: VecDeque<Out>,
     streams: HashMap<StreamId, StreamIo>,
@@ -466,6 +475,7 @@ pub fn spawn_with_prefix(
         inbound_tx,
         writers: HashMap::new(),
         path_tasks: HashMap::new(),
+        writer_tasks: HashMap::new(),
         next_path: 1,
         out: VecDeque::new(),
         streams: HashMap::new(),
@@ -523,7 +533,7 @@ impl Driver {
                 }
             }
         });
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if write.write_all(&bytes).await.is_err() {
                     return;
@@ -538,6 +548,22 @@ impl Driver {
         });
         self.writers.insert(path, tx);
         self.path_tasks.insert(path, reader);
+        self.writer_tasks.insert(path, writer);
+    }
+
+    /// The path's writer, its queue closed, gets [`CLOSING_WRITE_TIMEOUT`]
+    /// to write what it holds and shut down; then it is aborted, which
+    /// drops its half of the connection.
+    fn let_writer_finish(&mut self, path: PathId) {
+        self.writers.remove(&path);
+        if let Some(task) = self.writer_tasks.remove(&path) {
+            let abort = task.abort_handle();
+            tokio::spawn(async move {
+                if tokio::time::timeout(CLOSING_WRITE_TIMEOUT, task).await.is_err() {
+                    abort.abort();
+                }
+            });
+        }
     }
 
     async fn run(
@@ -554,6 +580,8 @@ impl Driver {
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // Once closed: until when what is left may wait for a writer.
+        let mut closing_until: Option<tokio::time::Instant> = None;
         loop {
             self.process();
             // Only a replaced route's session drains: the common case pays
@@ -566,6 +594,9 @@ impl Driver {
             }
             if self.session.is_closed() && self.out.is_empty() {
                 break;
+            }
+            if self.session.is_closed() && closing_until.is_none() {
+                closing_until = Some(tokio::time::Instant::now() + CLOSING_WRITE_TIMEOUT);
             }
             // Wait for room in the writer of the first queued chunk.
             let blocked_writer = match self.out.front() {
@@ -604,12 +635,18 @@ impl Driver {
                         permit.send(bytes);
                     }
                 }
+                () = sleep_until_opt(closing_until) => break,
             }
         }
         for (_, task) in self.path_tasks.drain() {
             task.abort();
         }
-        // Dropping the writers lets each writer task flush and shut down.
+        // Closing the writers' queues lets each write what it holds and
+        // shut down, within its time.
+        let paths: Vec<PathId> = self.writer_tasks.keys().copied().collect();
+        for path in paths {
+            self.let_writer_finish(path);
+        }
         self.writers.clear();
     }
 
@@ -638,7 +675,7 @@ impl Driver {
                     },
                     Out::Retire(path) => {
                         let path = *path;
-                        self.writers.remove(&path);
+                        self.let_writer_finish(path);
                         if let Some(t) = self.path_tasks.remove(&path) {
                             t.abort();
                         }
@@ -687,15 +724,20 @@ impl Driver {
                 let _ = self.status.send(Status::Established);
             }
             Event::OpenRequested { stream, dest } => {
-                self.streams.insert(stream, StreamIo::new());
+                let mut io = StreamIo::new();
                 if let Some(hooks) = self.hooks.clone() {
                     let tx = self.commands_tx.clone();
                     let session = self.session.session_id();
-                    tokio::spawn(async move {
+                    // The stream's task: a reset aborts the connect with
+                    // it. Left running, an open and a reset freed the
+                    // stream's slot while the connect went on for up to
+                    // its timeout, so open-reset pairs opened any number.
+                    io.tasks.push(tokio::spawn(async move {
                         let result = hooks.connect(session, dest).await;
                         let _ = tx.send(Command::Connected { stream, result });
-                    });
+                    }));
                 }
+                self.streams.insert(stream, io);
             }
             Event::Opened { stream } => {
                 self.refusals.remove(&stream);
@@ -1289,9 +1331,71 @@ async fn reserve_opt(
     }
 }
 
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream whose drop is seen: the driver let go of the connection.
+    struct Watched(tokio::io::DuplexStream, Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+    impl AsyncRead for Watched {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+    impl AsyncWrite for Watched {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// A peer that reads nothing: the hello fills the 16-byte pipe and the
+    /// closing `GoAway` waits behind it. The driver waited for it for ever,
+    /// and its writer held the connection; it now lets go within
+    /// [`CLOSING_WRITE_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_session_lets_go_of_a_peer_that_never_reads() {
+        let (ours, _peer) = tokio::io::duplex(16);
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let key = tollway_types::SigningKey::from_label("closing-client");
+        let terms = tollway_tunnel::session::ClientTerms {
+            chain_id: "tollway-closing".into(),
+            node: tollway_types::SigningKey::from_label("closing-node").public(),
+            channel: tollway_types::tx::channel_id(&key.public(), 0),
+            key,
+            escrow: tollway_types::amount::Usd(1_000_000),
+            settled_bytes: 0,
+            settled_usd: tollway_types::amount::Usd(0),
+            max_price_usd_micro_per_gib: 1_000_000,
+            limits: tollway_tunnel::session::Limits::default(),
+        };
+        let session = Session::client(terms, Instant::now(), 0, [9; 32]);
+        let handle = spawn(session, Box::new(Watched(ours, dropped.clone())), None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!dropped.load(Ordering::SeqCst), "open: the connection is kept");
+        handle.close(ErrorCode::Shutdown, "test");
+        tokio::time::sleep(CLOSING_WRITE_TIMEOUT * 2 + Duration::from_secs(1)).await;
+        assert!(dropped.load(Ordering::SeqCst), "still held after the closing timeout");
+    }
 
     /// A block is reused once every chunk read into it is dropped; while
     /// chunks are held, fresh blocks are made (up to `READ_BLOCKS`), and a

@@ -10,6 +10,11 @@ use tollway_net::race::{first_success, NEXT_ATTEMPT_AFTER};
 use tollway_tunnel::policy::classify;
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 
+/// The most addresses of one name an exit tries: each attempt holds a
+/// socket until the connect timeout, a quarter second after the one
+/// before, and a name may resolve to dozens.
+pub const MAX_ADDRESSES_TRIED: usize = 4;
+
 /// Resolves `dest`, checks every address against `policy` (a name that
 /// resolves into the LAN is refused like the address) and connects to the
 /// allowed ones in order, each a quarter second after the one before (or
@@ -37,6 +42,7 @@ pub async fn connect_dest(
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|a| policy.check(a.ip(), a.port()).is_ok())
+        .take(MAX_ADDRESSES_TRIED)
         .collect();
     // Raced with a stagger: an exit whose IPv6 route is broken (packets
     // vanish) reaches a dual-stack destination over IPv4 a quarter second

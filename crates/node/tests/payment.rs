@@ -453,3 +453,81 @@ async fn a_hello_naming_another_clients_channel_does_not_close_its_session() {
     assert_eq!(victim_got, 2 * MIB);
     assert_eq!(closed_with(&victim_events), None, "the victim's session was closed");
 }
+
+/// A destination whose connects hang: a listener with a full accept queue
+/// (nothing accepts), so the kernel drops further SYNs.
+async fn black_hole() -> (SocketAddr, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((LOOPBACK, 0).into()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fill = Vec::new();
+    // The queue takes backlog + 1; the rest hang.
+    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await {
+        fill.push(s);
+        assert!(fill.len() < 64, "the accept queue never filled");
+    }
+    std::mem::forget(listener); // kept for the test's life: the queue stays full
+    (addr, fill)
+}
+
+/// Connects to `port` on loopback still waiting for the peer's SYN-ACK.
+fn syn_sent_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "02" && f[2].ends_with(&format!(":{port:04X}"))
+        })
+        .count()
+}
+
+/// A stream reset while its destination's connect is pending ends that
+/// connect. It went on for the connect timeout, while the reset had
+/// freed the stream's slot: open-reset pairs opened any number of sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_reset_before_they_connect_leave_no_connects_behind() {
+    let (hole, _fill) = black_hole().await;
+    let client = SigningKey::from_label("open-reset");
+    let node = node_with_channel(&client, "exit-open-reset", Usd(50_000_000), Usd::ZERO).await;
+    let terms = terms_for(&client, &node, Usd(50_000_000), Usd::ZERO);
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let binding = conn.channel_binding();
+    let mut session = Session::client(terms, Instant::now(), 0, binding);
+    let (mut read, mut write) = tokio::io::split(conn);
+    let mut buf = vec![0u8; 64 * 1024];
+    let dest = Dest::new(Host::Ip(hole.ip()), hole.port());
+    let mut opened = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while opened < 200 && Instant::now() < deadline {
+        while let Some((_, bytes)) = session.poll_transmit() {
+            write.write_all(&bytes).await.unwrap();
+        }
+        while let Some(e) = session.poll_event() {
+            if matches!(e, Event::Established) {
+                for _ in 0..200 {
+                    let s = session.open_stream(dest.clone()).unwrap();
+                    session.reset(s, ErrorCode::Shutdown);
+                    opened += 1;
+                }
+            }
+        }
+        if opened > 0 {
+            break;
+        }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await {
+            session.handle_input(Instant::now(), 0, &buf[..n]);
+        }
+    }
+    while let Some((_, bytes)) = session.poll_transmit() {
+        write.write_all(&bytes).await.unwrap();
+    }
+    assert_eq!(opened, 200, "the session was never established");
+    // The node has read them all well within its 5 s connect timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pending = syn_sent_to(hole.port());
+    assert!(pending <= 2, "{pending} connects still pending for 200 streams opened and reset");
+    drop(write);
+}
