@@ -547,21 +547,35 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
     assert_eq!(gained, [Token::units(45).0, Token::units(45).0, 0]);
 }
 
-#[test]
-fn an_oracle_that_vouched_and_then_unbonds_is_slashed_as_if_it_had_stayed() {
-    // Retiring drops an oracle's stake requirement at once, so a voucher
-    // could unbond its whole 5,000 TWY before the confirming epoch: the
-    // fraction, of bonded stake alone, then took nothing.
+/// A liar struck with one oracle vouching for its claim, which then
+/// retires and unbonds its whole 5,000 TWY. Returns the world and the
+/// voucher's label.
+fn voucher_gone_after_a_strike() -> (World, String) {
     let mut w = world(Params::default_params(), 6, operators("n", 1));
     w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
     let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
     assert!(w.end_epoch().slashes.is_empty());
     w.must(&voucher, TxBody::DeregisterOracle);
     w.must(&voucher, TxBody::BeginUnbond { amount: Token::units(5_000) });
+    (w, voucher)
+}
+
+/// The liar measured again by a disjoint set: whom the confirmation
+/// slashed for vouching, and how much.
+fn confirm_and_find_the_vouch_slash(w: &mut World) -> Option<(String, Token)> {
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
     let r = w.end_epoch();
     let vouched = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::VouchedForOverClaim { .. }));
-    assert_eq!(vouched.map(|s| (w.label_of(&s.account), s.amount)), Some((voucher.clone(), Token::units(2_250))));
+    vouched.map(|s| (w.label_of(&s.account), s.amount))
+}
+
+#[test]
+fn an_oracle_that_vouched_and_then_unbonds_is_slashed_as_if_it_had_stayed() {
+    // Retiring drops an oracle's stake requirement at once, so a voucher
+    // could unbond its whole 5,000 TWY before the confirming epoch: the
+    // fraction, of bonded stake alone, then took nothing.
+    let (mut w, voucher) = voucher_gone_after_a_strike();
+    assert_eq!(confirm_and_find_the_vouch_slash(&mut w), Some((voucher.clone(), Token::units(2_250))));
     assert_eq!(w.account(&voucher).unbonding_total(), Token::units(2_750));
 }
 
@@ -570,12 +584,7 @@ fn a_voucher_cannot_withdraw_while_the_strike_it_vouched_for_waits() {
     // The liar goes dark after its strike, for longer than the unbonding
     // period: the voucher's unbonded stake matured and was withdrawn before
     // the confirming measurement came, which then found nothing to take.
-    let mut w = world(Params::default_params(), 6, operators("n", 1));
-    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
-    let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
-    assert!(w.end_epoch().slashes.is_empty());
-    w.must(&voucher, TxBody::DeregisterOracle);
-    w.must(&voucher, TxBody::BeginUnbond { amount: Token::units(5_000) });
+    let (mut w, voucher) = voucher_gone_after_a_strike();
     for _ in 0..(7 * 24 + 1) {
         w.end_epoch();
     }
@@ -584,10 +593,7 @@ fn a_voucher_cannot_withdraw_while_the_strike_it_vouched_for_waits() {
     assert!(err.to_string().contains("over-claim strike from epoch 1"), "{err}");
     assert_eq!(w.account(&voucher).unbonding_total(), Token::units(5_000));
     // The liar is back and measured by a disjoint set: both pay.
-    w.measure("n0", 100 * MBPS, 20, 1_000_000);
-    let r = w.end_epoch();
-    let vouched = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::VouchedForOverClaim { .. }));
-    assert_eq!(vouched.map(|s| (w.label_of(&s.account), s.amount)), Some((voucher.clone(), Token::units(2_250))));
+    assert_eq!(confirm_and_find_the_vouch_slash(&mut w), Some((voucher.clone(), Token::units(2_250))));
     w.must(&voucher, TxBody::WithdrawUnbonded);
     assert_eq!(w.account(&voucher).unbonding_total(), Token::ZERO);
 }

@@ -274,14 +274,20 @@ mod tests {
         list.iter().map(|r| (r.receipt.channel.0[0], r.receipt.cumulative_usd.0)).collect()
     }
 
+    /// A book in a fresh directory (kept alive beside it), written every
+    /// `every`.
+    fn fresh_book(every: Duration) -> (tempfile::TempDir, PathBuf, Arc<ReceiptBook>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("receipts.json");
+        let book = ReceiptBook::open_flushing_every(file.clone(), every).unwrap_or_else(|e| panic!("{e}"));
+        (dir, file, book)
+    }
+
     /// A thousand receipts over a hundred channels are one write of the
     /// book, not a thousand of it; what was written opens again.
     #[test]
     fn a_burst_of_receipts_is_one_write_and_survives_a_reopen() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let file = dir.path().join("receipts.json");
-        let book = ReceiptBook::open_flushing_every(file.clone(), Duration::from_secs(3600))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, file, book) = fresh_book(Duration::from_secs(3600));
         for round in 1..=10u128 {
             for channel in 0..100u8 {
                 book.record(receipt(channel, round));
@@ -308,10 +314,7 @@ mod tests {
     /// The book's thread writes a changed book by itself.
     #[test]
     fn the_book_is_written_within_its_period() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let file = dir.path().join("receipts.json");
-        let book = ReceiptBook::open_flushing_every(file.clone(), Duration::from_millis(20))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, file, book) = fresh_book(Duration::from_millis(20));
         book.record(receipt(5, 42));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while book.writes() == 0 && std::time::Instant::now() < deadline {

@@ -832,17 +832,23 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
     while chunk.len() < MIB as usize {
         tollway_tunnel::frame::encode_data(&mut chunk, s, &[0x41; 16 * 1024 - 8]);
     }
+    pour_until_closed(&mut pair, 2, &chunk, 128 * MIB, 18 * MIB, "on a path not yet switched to");
+}
+
+/// Feeds `chunk` to the node on `path` again and again, `give_up` bytes
+/// at most: it must close for a protocol violation saying `why` within
+/// `closed_within` bytes.
+fn pour_until_closed(pair: &mut Pair, path: PathId, chunk: &[u8], give_up: u64, closed_within: u64, why: &str) {
     let mut fed = 0u64;
-    while !pair.node.is_closed() && fed < 128 * MIB {
-        pair.node.handle_input(pair.now, 2, &chunk);
+    while !pair.node.is_closed() && fed < give_up {
+        pair.node.handle_input(pair.now, path, chunk);
         fed += chunk.len() as u64;
     }
-    assert!(pair.node.is_closed(), "still open after {} MiB on an unswitched path", fed / MIB);
-    assert!(fed <= 18 * MIB, "closed only after {} MiB", fed / MIB);
-    let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
-    let (code, message) = closed.expect("a Closed event");
+    assert!(pair.node.is_closed(), "still open after {} MiB", fed / MIB);
+    assert!(fed <= closed_within, "closed only after {} MiB", fed / MIB);
+    let (code, message) = closed_event(std::iter::from_fn(|| pair.node.poll_event())).expect("a Closed event");
     assert_eq!(code, ErrorCode::Protocol);
-    assert!(message.contains("on a path not yet switched to"), "{message}");
+    assert!(message.contains(why), "{message}");
 }
 
 #[test]
@@ -854,16 +860,7 @@ fn a_peer_that_pings_and_never_reads_the_answers_is_closed() {
     for nonce in 0..100_000u64 {
         Frame::Ping { nonce }.encode(&mut pings);
     }
-    let mut fed = 0u64;
-    while !pair.node.is_closed() && fed < 64 * MIB {
-        pair.node.handle_input(pair.now, 1, &pings);
-        fed += pings.len() as u64;
-    }
-    assert!(pair.node.is_closed(), "still open after {} MiB of pings", fed / MIB);
-    assert!(fed <= 8 * MIB, "closed only after {} MiB", fed / MIB);
-    let (code, message) = closed_event(std::iter::from_fn(|| pair.node.poll_event())).expect("a Closed event");
-    assert_eq!(code, ErrorCode::Protocol);
-    assert!(message.contains("reads none of them"), "{message}");
+    pour_until_closed(&mut pair, 1, &pings, 64 * MIB, 8 * MIB, "reads none of them");
 }
 
 /// A node's hello as a greedy node would write it, the rest as ours.
