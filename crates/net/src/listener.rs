@@ -48,6 +48,12 @@ pub struct ListenerStats {
     pub handshakes_timed_out: u64,
     /// Failed `accept` calls on a socket.
     pub accept_errors: u64,
+    /// Connections closed at once: their address already had
+    /// `max_handshakes_per_address` under way.
+    pub refused_per_address: u64,
+    /// QUIC connections asked to prove their address (a Retry) because
+    /// half the handshake slots were taken.
+    pub quic_retries: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +62,8 @@ struct Counters {
     failed: AtomicU64,
     timed_out: AtomicU64,
     accept_errors: AtomicU64,
+    refused_per_address: AtomicU64,
+    quic_retries: AtomicU64,
 }
 
 /// What every accept loop and handshake task shares.
@@ -63,6 +71,8 @@ struct Shared {
     identity: TlsIdentity,
     handshake_timeout: Duration,
     handshakes: Arc<Semaphore>,
+    max_handshakes: usize,
+    per_address: Arc<PerAddress>,
     /// TCP connections accepted that have not sent a byte yet: they cost a
     /// task and a socket, never a handshake slot, so thousands of idle
     /// clients cannot keep a real one from handshaking.
@@ -103,7 +113,7 @@ impl Shared {
         self: Arc<Self>,
         tcp: tokio::net::TcpStream,
         peer: SocketAddr,
-        waiting: OwnedSemaphorePermit,
+        (waiting, _slot): (OwnedSemaphorePermit, AddressSlot),
         shard_load: Option<ShardLoad>,
     ) {
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
@@ -217,6 +227,11 @@ impl Listener {
             identity: identity.clone(),
             handshake_timeout: opts.handshake_timeout,
             handshakes: Arc::new(Semaphore::new(opts.max_concurrent_handshakes)),
+            max_handshakes: opts.max_concurrent_handshakes,
+            per_address: Arc::new(PerAddress {
+                max: opts.max_handshakes_per_address.max(1),
+                counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+            }),
             waiting: Arc::new(Semaphore::new(opts.max_waiting_connections.max(1))),
             counters: counters.clone(),
             shards: opts.shards.clone(),
@@ -263,6 +278,8 @@ impl Listener {
             handshakes_failed: c.failed.load(Ordering::Relaxed),
             handshakes_timed_out: c.timed_out.load(Ordering::Relaxed),
             accept_errors: c.accept_errors.load(Ordering::Relaxed),
+            refused_per_address: c.refused_per_address.load(Ordering::Relaxed),
+            quic_retries: c.quic_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -296,6 +313,11 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let Some(slot) = shared.per_address.admit(peer.ip()) else {
+            shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
+            continue; // dropped: closed
+        };
+        let waiting = (waiting, slot);
         // Without shards, the accepting runtime serves the connection.
         let Some((runtime, load)) = shared.shards.as_ref().and_then(|s| s.least_loaded()) else {
             tokio::spawn(shared.clone().handshake_tcp(tcp, peer, waiting, None));
@@ -323,8 +345,79 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
     loop {
         let Ok(permit) = shared.handshakes.clone().acquire_owned().await else { return };
         let Some(incoming) = endpoint.accept().await else { return };
+        // An Initial's source address is unproven: a spoofer sends them by
+        // the thousand for the price of UDP, each holding a slot for the
+        // timeout. Once half the slots are taken, an unproven address is
+        // asked to prove it (a stateless Retry: one round trip more, and
+        // nothing held meanwhile).
+        if !incoming.remote_address_validated() && shared.handshakes.available_permits() < shared.max_handshakes / 2 {
+            shared.counters.quic_retries.fetch_add(1, Ordering::Relaxed);
+            let _ = incoming.retry();
+            continue;
+        }
+        let Some(slot) = shared.per_address.admit(incoming.remote_address().ip()) else {
+            shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        };
         let handshake = quic::accept(incoming, endpoint.clone(), local);
         let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
-        tokio::spawn(shared.clone().finish(handshake, permit, deadline));
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            shared.finish(handshake, permit, deadline).await;
+        });
+    }
+}
+
+/// Connections waiting or handshaking per client address, capped.
+struct PerAddress {
+    max: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// A slot for a connection from `ip`, or `None` if its address has
+    /// all of its own.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { of: self.clone(), key })
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+struct AddressSlot {
+    of: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.of.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What one client is: its IPv4 address, or its IPv6 /64 (one host's
+/// usual share, and a host can pick any address in it).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
     }
 }

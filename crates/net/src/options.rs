@@ -38,6 +38,11 @@ pub struct ServerOptions {
     /// Handshakes in progress at once, over all ports and transports; when
     /// full, new connections wait in the kernel's backlog.
     pub max_concurrent_handshakes: usize,
+    /// Connections of one client address (an IPv6 client's /64) waiting or
+    /// handshaking at once; beyond it, new ones from there are closed at
+    /// once (`ListenerStats::refused_per_address`), so one address cannot
+    /// take every handshake slot for itself.
+    pub max_handshakes_per_address: usize,
     /// TCP connections that have not sent their first byte yet, over all
     /// ports; each costs a socket and a small task. Beyond it, new
     /// connections wait in the kernel's backlog.
@@ -56,6 +61,7 @@ impl Default for ServerOptions {
         ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 256,
+            max_handshakes_per_address: 32,
             max_waiting_connections: 16_384,
             accept_queue: 64,
             quic: QuicOptions::default(),

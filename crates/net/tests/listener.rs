@@ -177,3 +177,60 @@ async fn a_sharded_listener_spreads_connections_and_serves_each_on_its_shard() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Raw TCP connections from `from` that each send one byte and then
+/// nothing: each holds a handshake slot until the node's timeout.
+async fn stalled_from(from: &str, to: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+        let mut s = socket.connect(to).await.unwrap();
+        s.write_all(&[0x16]).await.unwrap(); // a TLS record's first byte
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held
+}
+
+/// One address that opens handshakes and stalls them gets its own share
+/// of the slots, not all of them: a client elsewhere is served at once.
+#[tokio::test]
+async fn one_address_cannot_take_every_handshake_slot() {
+    let node = identity(26);
+    let opts = ServerOptions {
+        handshake_timeout: Duration::from_secs(60),
+        max_concurrent_handshakes: 8,
+        max_handshakes_per_address: 4,
+        ..ServerOptions::default()
+    };
+    let listener = listener(&node, &[Transport::Tls], &opts).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    let held = stalled_from("127.0.0.2", addr, 8).await;
+    assert_eq!(listener.stats().refused_per_address, 4);
+    let quick = ClientOptions { handshake_timeout: Duration::from_secs(2), ..ClientOptions::default() };
+    let client = connect(Transport::Tls, addr, node.pin(), &quick).await.expect("served beside the stalled address");
+    let server = listener.accept().await.unwrap();
+    assert_eq!(server.channel_binding(), client.channel_binding());
+    drop(held);
+}
+
+/// With half the handshake slots taken, a QUIC client is asked to prove
+/// its address (a spoofed Initial cannot) and is then served.
+#[tokio::test]
+async fn under_pressure_quic_asks_for_proof_of_address_and_still_serves() {
+    let node = identity(27);
+    let opts = ServerOptions {
+        handshake_timeout: Duration::from_secs(60),
+        max_concurrent_handshakes: 4,
+        ..ServerOptions::default()
+    };
+    let listener = listener(&node, &Transport::ALL, &opts).await;
+    let held = stalled_from("127.0.0.2", addr_of(&listener, Transport::Tls), 3).await;
+    let quick = ClientOptions { handshake_timeout: Duration::from_secs(3), ..ClientOptions::default() };
+    let client = connect(Transport::Quic, addr_of(&listener, Transport::Quic), node.pin(), &quick).await.unwrap();
+    let server = listener.accept().await.unwrap();
+    assert_eq!(server.channel_binding(), client.channel_binding());
+    assert!(listener.stats().quic_retries >= 1, "{:?}", listener.stats());
+    drop(held);
+}
