@@ -489,21 +489,39 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// 10,000 idle connections, malformed handshakes and slowloris clients on
-/// a node's ports; a real client still gets through quickly, and the
-/// node's memory stays bounded (printed).
-fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u16, pid: u32, url: &str) {
-    use std::net::TcpStream;
-    let (rss_before, _) = rss_mib(pid);
-    let mut idle = Vec::new();
-    for i in 0..10_000u16 {
-        match TcpStream::connect(("127.0.0.1", ports + i % 4)) {
-            Ok(s) => idle.push(s),
-            Err(e) => panic!("idle connection {i}: {e}"),
+/// TCP connections to loopback `port`s from the source addresses `from`
+/// gives (every 127.x.y.z is this host): the node caps what one address
+/// may hold, so an attack comes from many, as a botnet's would.
+fn connect_from(targets: impl Iterator<Item = (std::net::Ipv4Addr, u16)>) -> Vec<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (i, (from, port)) in targets.enumerate() {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((from, 0).into()).unwrap();
+            let stream = socket.connect((std::net::Ipv4Addr::LOCALHOST, port).into()).await;
+            let stream = stream.unwrap_or_else(|e| panic!("connection {i} from {from}: {e}")).into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            out.push(stream);
         }
-    }
+        out
+    })
+}
+
+/// 10,000 idle connections, malformed handshakes and slowloris clients on
+/// a node's ports, from 411 addresses other than the real client's; a
+/// real client still gets through quickly, and the node's memory stays
+/// bounded (printed).
+fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u16, pid: u32, url: &str) {
+    use std::net::Ipv4Addr;
+    let (rss_before, _) = rss_mib(pid);
+    // 25 from each of 400 addresses (a node takes 32 from one).
+    let idle = connect_from((0..10_000u16).map(|i| {
+        let k = i / 25;
+        (Ipv4Addr::new(127, 1, (k / 200) as u8, (k % 200) as u8 + 1), ports + i % 4)
+    }));
     // Not TLS at all: the node drops it.
-    let mut junk = TcpStream::connect(("127.0.0.1", ports)).unwrap();
+    let mut junk = connect_from(std::iter::once((Ipv4Addr::new(127, 3, 0, 1), ports))).remove(0);
     junk.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // What any TLS server does: at most an alert record, then close.
@@ -515,12 +533,11 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
     };
     assert!(dropped, "the node did not drop a client that spoke garbage: {ended:?}");
     assert!(answer.is_empty() || (answer[0] == 0x15 && answer.len() <= 7), "the node answered garbage with {answer:?}");
-    // Slowloris: 200 clients that send one byte of a TLS record header.
-    let mut slow = Vec::new();
-    for _ in 0..200 {
-        let mut s = TcpStream::connect(("127.0.0.1", ports + 1)).unwrap();
+    // Slowloris: 200 clients (20 from each of 10 addresses) that send one
+    // byte of a TLS record header.
+    let mut slow = connect_from((0..200u16).map(|i| (Ipv4Addr::new(127, 2, 0, (i / 20) as u8 + 1), ports + 1)));
+    for s in &mut slow {
         let _ = s.write_all(&[0x16]);
-        slow.push(s);
     }
     let started = Instant::now();
     let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
