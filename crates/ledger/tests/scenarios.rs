@@ -245,6 +245,30 @@ fn a_claim_lowered_after_the_measurement_is_still_judged_that_epoch() {
 }
 
 #[test]
+fn a_liar_that_leaves_before_the_epoch_ends_is_still_struck_and_later_slashed() {
+    // Measured at a tenth of its claim, it deregistered before the end: an
+    // inactive node was not measured, so no strike came, and it could
+    // come back next epoch with the same claim, every epoch.
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.must("n0", TxBody::DeregisterNode);
+    let r = w.end_epoch();
+    assert!(r.slashes.is_empty());
+    assert_eq!(w.node("n0").strike.as_ref().map(|s| s.epoch), Some(1), "struck on what was measured");
+    assert_eq!(last(&w, "n0"), 0, "not rewarded for an epoch it left");
+    // Its bond stays while the strike waits; back with the same claim,
+    // a disjoint set confirms it.
+    w.state.params.unbonding_secs = 0;
+    w.must("n0", TxBody::BeginUnbond { amount: Token::units(10) });
+    assert_eq!(w.submit("n0", TxBody::WithdrawUnbonded).unwrap_err().code(), "strike_pending");
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    let r = w.end_epoch();
+    assert!(r.slashes.iter().any(|s| matches!(s.reason, SlashReason::OverClaim { .. })), "{:?}", r.slashes);
+}
+
+#[test]
 fn a_node_back_after_an_epoch_away_is_judged_on_its_new_claim_alone() {
     // It left claiming 1,000 Mbit/s and comes back epochs later claiming
     // the 100 it delivers: no strike for a claim it no longer makes.

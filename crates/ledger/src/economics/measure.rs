@@ -339,7 +339,9 @@ struct Judged {
     moved: bool,
 }
 
-/// Step 1 and the strike of step 2 for one active node: aggregates its
+/// Step 1 and the strike of step 2 for one node that is active, or left
+/// during the epoch after its oracles reported (leaving before the end
+/// does not dodge a strike; ADR 0014): aggregates its
 /// reports, resets its epoch accumulators (everything this epoch's steps
 /// need from them is read by then: one pass), and updates its uptime,
 /// measurement, reputation and strike. Returns the over-claim to slash if
@@ -568,7 +570,7 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
     for n in 0..state.nodes.len() {
         let (node, node_epoch) = (&mut state.nodes[n], &mut state.node_epochs[n]);
         rows.start(n, node, node_epoch);
-        if !node.active {
+        if !node.active && node_epoch.reports.is_empty() {
             node_epoch.reset();
             continue;
         }
@@ -594,7 +596,7 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
         }
         let node = &state.nodes[n];
         if !node.active {
-            continue; // ejected by the slash
+            continue; // left in the epoch (judged, not rewarded), or ejected by the slash
         }
         let staked = state.accounts[node.account as usize].staked.0;
         rows.weigh(n, &state.params, node, staked, judged, &mut sums);
@@ -648,12 +650,17 @@ fn aggregate_in_parts(
     workers.run(parts, &|(nodes, node_epochs, mut rows, sums)| {
         for (i, (node, node_epoch)) in nodes.iter_mut().zip(node_epochs.iter_mut()).enumerate() {
             rows.start(i, node, node_epoch);
-            if !node.active {
+            if !node.active && node_epoch.reports.is_empty() {
                 node_epoch.reset();
                 continue;
             }
             let (over_claim, judged) = measure_node(params, epoch, node, node_epoch, oracle_weights, sums);
+            // A node that left in the epoch had no strike (DeregisterNode
+            // refuses one), so it cannot be confirmed either.
             assert!(over_claim.is_none(), "a slash confirmed for a node without a strike");
+            if !node.active {
+                continue; // left in the epoch: judged, not rewarded
+            }
             let staked = accounts[node.account as usize].staked.0;
             rows.weigh(i, params, node, staked, judged, sums);
         }
