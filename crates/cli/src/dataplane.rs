@@ -187,6 +187,28 @@ fn cap_below_claim(max_rate_mbps: u64, claimed_capacity_bps: u64) -> Option<Stri
     })
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go programs do at start: a node holds a socket per connection, per
+/// path and per destination, and a desktop's soft limit is often 1,024
+/// against a hard one of hundreds of thousands. Returns the limit before
+/// and after (the same when it could not be raised), `None` when unknown.
+fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // The kernel's default ceiling (fs.nr_open): an unlimited hard limit
+    // cannot be set as the soft one.
+    const CEILING: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current.unwrap_or(CEILING);
+    let target = limit.maximum.unwrap_or(CEILING).min(CEILING);
+    if before >= target {
+        return Some((before, before));
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum }) {
+        Ok(()) => Some((before, target)),
+        Err(_) => Some((before, before)),
+    }
+}
+
 fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let a = &args.settings()?;
     let (receipt_interval_bytes, credit_window_bytes) =
@@ -235,6 +257,14 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         max_sessions: a.max_sessions,
         max_rate_bytes_per_sec: a.max_rate_mbps.map(|mbps| mbps * BYTES_PER_SEC_PER_MBPS),
     };
+    // Connections that have sent nothing yet take at most a quarter of the
+    // descriptors, so that idle ones from many addresses cannot starve the
+    // sessions, their destinations and the receipt book of them.
+    let open_files = raise_open_files_limit();
+    if let Some((_, limit)) = open_files {
+        let quarter = usize::try_from(limit / 4).unwrap_or(usize::MAX).max(64);
+        config.server.max_waiting_connections = config.server.max_waiting_connections.min(quarter);
+    }
     let receipts = ReceiptBook::open(a.home.join("receipts.json"))?;
     let settle_every = tollway_ledger::params::parse_duration_secs(&a.settle_every)
         .map_err(|e| anyhow::anyhow!("--settle-every: {e}"))?;
@@ -251,6 +281,7 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let channels = Arc::new(ChainChannels::new(&url));
+        let config_waiting = config.server.max_waiting_connections;
         let server = NodeServer::start(config, &identity, channels, receipts.clone()).await?;
         outln!(
             "node {} on chain {}: price {} micro-USD/GiB, tls pin {}",
@@ -271,6 +302,13 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             if let Some(warning) = cap_below_claim(mbps, record.claimed_capacity_bps) {
                 outln!("{warning}")?;
             }
+        }
+        if let Some((before, after)) = open_files {
+            let raised = if after > before { format!(" (raised from {before})") } else { String::new() };
+            outln!(
+                "open files: at most {after}{raised}; at most {} connections waiting for a first byte",
+                config_waiting
+            )?;
         }
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
@@ -585,6 +623,8 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
 }
 
 pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
+    // Each local program's connection is a descriptor, and a stream's.
+    let _ = raise_open_files_limit();
     // One node as both hops would see the client's address and where it
     // goes, the very thing two hops keep apart; and it serves a channel
     // one session at a time, so the exit's session would close the

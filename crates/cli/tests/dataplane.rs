@@ -249,7 +249,15 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     .unwrap();
     let mut args_b: Vec<String> = node_args(&b, "exit_b.key").into_iter().filter(|a| a != "--key" && a != "exit_b.key").collect();
     args_b.extend(["--settle-every", "1s", "--settle-min-usd", "0"].map(String::from));
-    let mut node_a = Daemon::start(&dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    // node_a starts with a desktop's soft limit on open files under a
+    // higher hard one: it raises the soft one to the hard one.
+    let prlimit = ["prlimit", "--nofile=1024:8192", "--"];
+    let mut node_a = Daemon::start_under(&prlimit, &dir, &args_a.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let raised = node_a.lines.iter().find(|l| l.starts_with("open files: ")).cloned().unwrap_or_default();
+    assert_eq!(raised, "open files: at most 8192 (raised from 1024); at most 2048 connections waiting for a first byte");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node_a.child.id())).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default().to_string();
+    assert_eq!(open_files.split_whitespace().collect::<Vec<_>>(), ["Max", "open", "files", "8192", "8192", "files"]);
     let mut node_b = Daemon::start(&dir, &args_b.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     let terms = "a receipt due every 512 KiB, a client paused 4096 KiB past its newest";
     assert!(node_b.lines.iter().any(|l| l == terms), "{:?}", node_b.lines);

@@ -40,7 +40,22 @@ pub struct Daemon {
 #[allow(dead_code)]
 impl Daemon {
     pub fn start(dir: &Path, args: &[&str], ready: &str) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        Daemon::start_under(&[], dir, args, ready)
+    }
+
+    /// As [`Daemon::start`], run by `wrapper` (a command that runs the
+    /// rest of its arguments, e.g. `prlimit --nofile=…`).
+    pub fn start_under(wrapper: &[&str], dir: &Path, args: &[&str], ready: &str) -> Daemon {
+        let tollway = env!("CARGO_BIN_EXE_tollway");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(tollway);
+                c
+            }
+            None => Command::new(tollway),
+        };
+        let mut child = command
             .args(args)
             .current_dir(dir)
             .env_remove("RUST_BACKTRACE")
