@@ -616,12 +616,15 @@ impl RoutePool {
                 }
             }
         };
-        let won = race::first_success(candidates, race::NEXT_ATTEMPT_AFTER, attempt, |(i, route, e)| {
+        let failed = |(i, route, e): (usize, Route, _)| {
             last = format!("{}: {}", route.name(), describe(&e));
             let wait = state.down[i].down(Instant::now(), &self.config);
             self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
-        })
-        .await;
+        };
+        // A route that connected in the same instant as the winner: its
+        // sessions close (a drop leaves them open on their nodes).
+        let surplus = |(_, _, _, connected): (usize, Route, Instant, Connected)| connected.close();
+        let won = race::first_success(candidates, race::NEXT_ATTEMPT_AFTER, attempt, failed, surplus).await;
         let Some((i, route, started, connected)) = won else {
             return Err(ClientError::NoRoute(last));
         };

@@ -15,13 +15,16 @@ pub const NEXT_ATTEMPT_AFTER: Duration = Duration::from_millis(250);
 /// Starts `attempt` on each of `items` in order, the next one `stagger`
 /// after the one before or at once when one fails, and returns the first
 /// success. The attempts still running are then aborted (dropped, so
-/// whatever they opened closes). `failed` hears each failure as it comes;
-/// `None` once every attempt failed.
+/// whatever they opened closes); one that had succeeded as well (a tie)
+/// goes to `surplus`, whose value may hold more than its drop closes (a
+/// client's session stays open on its node until told). `failed` hears
+/// each failure as it comes; `None` once every attempt failed.
 pub async fn first_success<I, T, E, Fut>(
     items: Vec<I>,
     stagger: Duration,
     attempt: impl Fn(I) -> Fut,
     mut failed: impl FnMut(E),
+    mut surplus: impl FnMut(T),
 ) -> Option<T>
 where
     Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -53,7 +56,15 @@ where
             running.join_next().await
         };
         match done? {
-            Ok(Ok(value)) => return Some(value),
+            Ok(Ok(value)) => {
+                running.abort_all();
+                while let Some(done) = running.join_next().await {
+                    if let Ok(Ok(extra)) = done {
+                        surplus(extra);
+                    }
+                }
+                return Some(value);
+            }
             Ok(Err(e)) => {
                 failed(e);
                 next_at = Instant::now();
@@ -86,7 +97,7 @@ mod tests {
         let start = Instant::now();
         let mut failures = Vec::new();
         let items = vec![("hangs", hang, true), ("second", quick, true), ("third", quick, true)];
-        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e)).await;
+        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e), drop).await;
         assert_eq!(won, Some("second"));
         assert_eq!(start.elapsed(), NEXT_ATTEMPT_AFTER + quick);
         assert!(failures.is_empty());
@@ -101,7 +112,7 @@ mod tests {
             ("best", Duration::from_millis(100), true),
             ("later", Duration::from_millis(1), true),
         ];
-        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e)).await;
+        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e), drop).await;
         // "best" started at 1 ms and won at 101 ms, before "later" started.
         assert_eq!(won, Some("best"));
         assert_eq!(start.elapsed(), Duration::from_millis(101));
@@ -112,14 +123,27 @@ mod tests {
     async fn every_failure_is_heard_and_none_wins() {
         let mut failures = Vec::new();
         let items = vec![("a", Duration::from_millis(300), false), ("b", Duration::from_millis(1), false)];
-        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e)).await;
+        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| failures.push(e), drop).await;
         assert_eq!(won, None);
         assert_eq!(failures, ["b", "a"]);
         let mut heard = Vec::new();
         let one = vec![("alone", Duration::from_millis(1), false)];
-        assert_eq!(first_success(one, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| heard.push(e)).await, None);
+        assert_eq!(first_success(one, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |e| heard.push(e), drop).await, None);
         assert_eq!(heard, ["alone"]);
         let none: Vec<(&str, Duration, bool)> = Vec::new();
-        assert_eq!(first_success(none, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |_| {}).await, None);
+        assert_eq!(first_success(none, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |_| {}, drop).await, None);
+    }
+
+    /// Two that succeed in the same instant: one wins, the other is handed
+    /// to `surplus` (it was dropped unseen, and a client's session behind
+    /// it stayed open on its node).
+    #[tokio::test(start_paused = true)]
+    async fn a_tie_hands_the_other_success_to_surplus() {
+        let items = vec![("slow", Duration::from_millis(300), true), ("quick", Duration::from_millis(50), true)];
+        let mut extra = Vec::new();
+        let won = first_success(items, NEXT_ATTEMPT_AFTER, |(n, d, ok)| settles(n, d, ok), |_| {}, |e| extra.push(e)).await;
+        let mut both = vec![won.unwrap(), extra[0]];
+        both.sort_unstable();
+        assert_eq!((extra.len(), both), (1, vec!["quick", "slow"]));
     }
 }

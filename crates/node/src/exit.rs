@@ -61,7 +61,7 @@ pub async fn connect_dest(
             Err(_) => Err(ErrorCode::Timeout),
         }
     };
-    let stream = first_success(allowed, NEXT_ATTEMPT_AFTER, attempt, |code| last = code).await.ok_or(last)?;
+    let stream = first_success(allowed, NEXT_ATTEMPT_AFTER, attempt, |code| last = code, drop).await.ok_or(last)?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
