@@ -151,9 +151,9 @@ fn query_u64(q: &std::collections::HashMap<String, String>, key: &str) -> ApiRes
 
 type QueryMap = Query<std::collections::HashMap<String, String>>;
 
-/// A list's `limit`: 100 unless given, at most 1,000.
-fn page_limit(q: &std::collections::HashMap<String, String>) -> ApiResult<usize> {
-    Ok(query_u64(q, "limit")?.unwrap_or(100).min(1000) as usize)
+/// A list's `limit`: `default` unless given, at most 1,000.
+fn page_limit(q: &std::collections::HashMap<String, String>, default: u64) -> ApiResult<usize> {
+    Ok(query_u64(q, "limit")?.unwrap_or(default).min(1000) as usize)
 }
 
 // ---------------------------------------------------------------- views
@@ -704,7 +704,7 @@ async fn account_channels(
 ) -> ApiResult<Json<Vec<ChannelView>>> {
     let id = parse_key(&id)?;
     let after = q.get("after").map(|a| parse_hash(a, "channel")).transpose()?;
-    let limit = query_u64(&q, "limit")?.unwrap_or(1000).min(1000) as usize;
+    let limit = page_limit(&q, 1000)?;
     let core = s.core();
     // A range of the ledger's index, not a scan of every channel: this
     // runs under the lock the block producer needs.
@@ -738,7 +738,7 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
         Some("false") | Some("any") => false,
         Some(v) => return Err(ApiError::bad_request("bad_query", format!("active={v:?}: use true or any"))),
     };
-    let limit = page_limit(&q)?;
+    let limit = page_limit(&q, 100)?;
     let core = s.core();
     let st = core.state();
     let mut found: Vec<&Node> = st
@@ -781,7 +781,7 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
 /// In registration order, a page at a time (`from` is an index in it).
 async fn oracles(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<OracleView>>> {
     let from = query_u64(&q, "from")?.unwrap_or(0);
-    let limit = page_limit(&q)?;
+    let limit = page_limit(&q, 100)?;
     let core = s.core();
     let st = core.state();
     let page = usize::try_from(from).ok().and_then(|f| st.oracles.get(f..)).unwrap_or_default();
@@ -798,7 +798,7 @@ async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiR
 
 fn list_epochs(s: &Shared, q: &std::collections::HashMap<String, String>) -> ApiResult<Vec<tollway_store::EpochRecord>> {
     let from = query_u64(q, "from")?.unwrap_or(0);
-    let limit = page_limit(q)?;
+    let limit = page_limit(q, 100)?;
     s.core().store().epochs(from, limit).map_err(ApiError::internal)
 }
 

@@ -10,18 +10,18 @@
 //! at most [`ApiLimits::max_per_ip`] (beyond, a new one is closed at once),
 //! and a connection with no progress for [`ApiLimits::idle`] is closed.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tollway_types::admission::{AddressSlot, PerAddress};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiLimits {
@@ -44,30 +44,17 @@ impl Default for ApiLimits {
     }
 }
 
-type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
 /// A TCP listener with [`ApiLimits`], for `axum::serve`.
 pub struct GuardedListener {
     inner: TcpListener,
     limits: ApiLimits,
     slots: Arc<Semaphore>,
-    per_ip: PerIp,
+    per_ip: Arc<PerAddress>,
 }
 
 impl GuardedListener {
     pub fn new(inner: TcpListener, limits: ApiLimits) -> GuardedListener {
-        GuardedListener { inner, limits, slots: Arc::new(Semaphore::new(limits.max_connections)), per_ip: PerIp::default() }
-    }
-
-    /// Counts one more connection from `ip`, unless it has its share.
-    fn admit(&self, ip: IpAddr) -> Option<IpSlot> {
-        let mut counts = self.per_ip.lock().ok()?;
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= self.limits.max_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { per_ip: self.per_ip.clone(), ip })
+        GuardedListener { inner, limits, slots: Arc::new(Semaphore::new(limits.max_connections)), per_ip: PerAddress::new(limits.max_per_ip) }
     }
 }
 
@@ -93,7 +80,7 @@ impl axum::serve::Listener for GuardedListener {
                     continue;
                 }
             };
-            let Some(ip_slot) = self.admit(addr.ip()) else {
+            let Some(ip_slot) = self.per_ip.admit(addr.ip()) else {
                 // Closed at once: this address holds its share.
                 continue;
             };
@@ -111,25 +98,6 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
-/// An address's count, given back when its connection goes.
-struct IpSlot {
-    per_ip: PerIp,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        if let Ok(mut counts) = self.per_ip.lock() {
-            if let Some(n) = counts.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 /// An accepted connection: its slots, and when a byte last went either
 /// way.
 pub struct Guarded {
@@ -141,7 +109,7 @@ pub struct Guarded {
     /// not a timer reset.
     timer: Pin<Box<Sleep>>,
     _slot: OwnedSemaphorePermit,
-    _ip_slot: IpSlot,
+    _ip_slot: AddressSlot,
 }
 
 impl Guarded {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tollway_types::admission::{AddressSlot, PerAddress};
 
 /// At most this many ports per listener (each is a TCP and/or a UDP
 /// socket; UDP sockets have 4 MiB buffers).
@@ -228,10 +229,7 @@ impl Listener {
             handshake_timeout: opts.handshake_timeout,
             handshakes: Arc::new(Semaphore::new(opts.max_concurrent_handshakes)),
             max_handshakes: opts.max_concurrent_handshakes,
-            per_address: Arc::new(PerAddress {
-                max: opts.max_handshakes_per_address.max(1),
-                counts: std::sync::Mutex::new(std::collections::HashMap::new()),
-            }),
+            per_address: PerAddress::new(opts.max_handshakes_per_address.max(1)),
             waiting: Arc::new(Semaphore::new(opts.max_waiting_connections.max(1))),
             counters: counters.clone(),
             shards: opts.shards.clone(),
@@ -313,7 +311,7 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(slot) = shared.per_address.admit(peer.ip()) else {
+        let Some(slot) = shared.per_address.admit(address_key(peer.ip())) else {
             shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
             continue; // dropped: closed
         };
@@ -355,7 +353,7 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
             let _ = incoming.retry();
             continue;
         }
-        let Some(slot) = shared.per_address.admit(incoming.remote_address().ip()) else {
+        let Some(slot) = shared.per_address.admit(address_key(incoming.remote_address().ip())) else {
             shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
@@ -367,45 +365,6 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
             let _slot = slot;
             shared.finish(handshake, permit, deadline).await;
         });
-    }
-}
-
-/// Connections waiting or handshaking per client address, capped.
-struct PerAddress {
-    max: usize,
-    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-}
-
-impl PerAddress {
-    /// A slot for a connection from `ip`, or `None` if its address has
-    /// all of its own.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
-        let key = address_key(ip);
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot { of: self.clone(), key })
-    }
-}
-
-/// One connection's place in its address's count, given back on drop.
-struct AddressSlot {
-    of: Arc<PerAddress>,
-    key: IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut counts = self.of.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tollway's core types: amounts, ids, keys, the signed transaction envelope
 //! and its codec. Pure: no I/O, clocks or randomness (ARCHITECTURE.md).
 
+pub mod admission;
 pub mod amount;
 pub mod block;
 pub mod codec;
