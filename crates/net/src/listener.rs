@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tollway_types::admission::{AddressSlot, PerAddress};
+use tollway_types::admission::{client_key, AddressSlot, PerAddress};
 
 /// At most this many ports per listener (each is a TCP and/or a UDP
 /// socket; UDP sockets have 4 MiB buffers).
@@ -311,7 +311,7 @@ async fn tcp_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(slot) = shared.per_address.admit(address_key(peer.ip())) else {
+        let Some(slot) = shared.per_address.admit(client_key(peer.ip())) else {
             shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
             continue; // dropped: closed
         };
@@ -353,7 +353,7 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
             let _ = incoming.retry();
             continue;
         }
-        let Some(slot) = shared.per_address.admit(address_key(incoming.remote_address().ip())) else {
+        let Some(slot) = shared.per_address.admit(client_key(incoming.remote_address().ip())) else {
             shared.counters.refused_per_address.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
@@ -365,18 +365,5 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
             let _slot = slot;
             shared.finish(handshake, permit, deadline).await;
         });
-    }
-}
-
-/// What one client is: its IPv4 address, or its IPv6 /64 (one host's
-/// usual share, and a host can pick any address in it).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        v4 => v4,
     }
 }

@@ -47,6 +47,11 @@ pub struct ServerOptions {
     /// ports; each costs a socket and a small task. Beyond it, new
     /// connections wait in the kernel's backlog.
     pub max_waiting_connections: usize,
+    /// Connections past their handshake that have not sent their first
+    /// frame yet, over all ports: each holds its TLS state until the
+    /// handshake timeout. The node closes more at once, and one client
+    /// address holds at most `max_handshakes_per_address` of them.
+    pub max_awaiting_first_frame: usize,
     /// Finished connections waiting for [`crate::Listener::accept`].
     pub accept_queue: usize,
     pub quic: QuicOptions,
@@ -63,6 +68,7 @@ impl Default for ServerOptions {
             max_concurrent_handshakes: 256,
             max_handshakes_per_address: 32,
             max_waiting_connections: 16_384,
+            max_awaiting_first_frame: 1024,
             accept_queue: 64,
             quic: QuicOptions::default(),
             shards: None,

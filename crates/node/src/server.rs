@@ -1,8 +1,9 @@
 //! The node's listener loop: every accepted connection starts with a hello
 //! (a new session) or a resume (another path of a session it has, after a
 //! port hop). The first frame is read under the handshake timeout, so a
-//! silent or slow client costs a task and a few bytes, and the number of
-//! sessions is capped.
+//! silent or slow client costs a task and a few bytes; how many
+//! connections wait for it is capped, overall and per client address, and
+//! so is the number of sessions.
 
 use crate::channels::{now_unix_secs, ChannelSource, ReceiptBook};
 use crate::exit::connect_dest;
@@ -10,16 +11,18 @@ use crate::holders::{Claim, Holders, SessionId};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollway_net::driver::{self, BoxFuture, BoxStream, NodeHooks, SessionHandle, Status};
 use tollway_net::rate::RelayTraffic;
 use tollway_net::{Connection, Home, Listener, ServerOptions, TlsIdentity, Transport};
 use tollway_tunnel::frame::{first_frame, FirstFrame, Frame, FrameError, MAX_BODY_BYTES};
 use tollway_tunnel::session::{ChannelInfo, NodeTerms, Session};
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy};
+use tollway_types::admission::{client_key, AddressSlot, PerAddress};
 use tollway_types::keys::AccountId;
 use tollway_types::tx::{ChannelId, SignedReceipt};
 
@@ -137,6 +140,7 @@ pub struct NodeServer {
     sessions: Arc<Sessions>,
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
+    refused_before_first_frame: Arc<AtomicU64>,
     accept_task: tokio::task::JoinHandle<()>,
     /// Closes sessions whose channel has expired (`close_expired`).
     expiry_task: tokio::task::JoinHandle<()>,
@@ -202,10 +206,14 @@ impl NodeServer {
         let expiry_task = tokio::spawn(close_expired(sessions.clone(), holders));
         let live = Arc::new(AtomicUsize::new(0));
         let ports = Arc::new(Mutex::new(BTreeMap::new()));
+        let refused_before_first_frame = Arc::new(AtomicU64::new(0));
         let shared = Accepting {
             sessions: sessions.clone(),
             live: live.clone(),
             ports: ports.clone(),
+            awaiting_first_frame: Arc::new(Semaphore::new(config.server.max_awaiting_first_frame.max(1))),
+            awaiting_per_address: PerAddress::new(config.server.max_handshakes_per_address.max(1)),
+            refused_before_first_frame: refused_before_first_frame.clone(),
         };
         let accept_task = tokio::spawn(accept_loop(listener.clone(), config, hooks, shared));
         Ok(NodeServer {
@@ -213,6 +221,7 @@ impl NodeServer {
             sessions,
             live,
             ports,
+            refused_before_first_frame,
             accept_task,
             expiry_task,
             traffic,
@@ -238,6 +247,13 @@ impl NodeServer {
     /// Connections accepted per local port (port hopping shows here).
     pub fn accepted_per_port(&self) -> BTreeMap<u16, u64> {
         self.ports.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Connections closed after their handshake without being read: too
+    /// many were waiting for their first frame, overall or from their
+    /// client's address.
+    pub fn refused_before_first_frame(&self) -> u64 {
+        self.refused_before_first_frame.load(Ordering::Relaxed)
     }
 
     pub fn n_sessions(&self) -> usize {
@@ -272,6 +288,27 @@ struct Accepting {
     sessions: Arc<Sessions>,
     live: Arc<AtomicUsize>,
     ports: Arc<Mutex<BTreeMap<u16, u64>>>,
+    /// Places for connections between their handshake and their first
+    /// frame: a client can finish handshakes and then say nothing, each
+    /// holding its TLS state for the handshake timeout.
+    awaiting_first_frame: Arc<Semaphore>,
+    awaiting_per_address: Arc<PerAddress>,
+    refused_before_first_frame: Arc<AtomicU64>,
+}
+
+/// A connection's place while the node waits for its first frame.
+type AwaitingPlace = (OwnedSemaphorePermit, AddressSlot);
+
+impl Accepting {
+    fn admit(&self, conn: &Connection) -> Option<AwaitingPlace> {
+        let place = self.awaiting_per_address.admit(client_key(conn.peer_addr().ip()));
+        let permit = self.awaiting_first_frame.clone().try_acquire_owned().ok();
+        let admitted = permit.zip(place);
+        if admitted.is_none() {
+            self.refused_before_first_frame.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
 }
 
 async fn accept_loop(
@@ -289,12 +326,15 @@ async fn accept_loop(
         if let Ok(mut ports) = shared.ports.lock() {
             *ports.entry(conn.local_port()).or_default() += 1;
         }
+        let Some(awaiting) = shared.admit(&conn) else {
+            continue; // dropped: closed
+        };
         let (config, hooks, shared) = (config.clone(), hooks.clone(), shared.clone());
         // On its connection's runtime: on a sharded node the session's
         // driver and stream tasks then share the thread of its socket.
         conn.runtime().clone().spawn(async move {
             shared.live.fetch_add(1, Ordering::Relaxed);
-            serve_connection(conn, &config, hooks, &shared.sessions).await;
+            serve_connection(conn, awaiting, &config, hooks, &shared.sessions).await;
             shared.live.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -304,6 +344,7 @@ async fn accept_loop(
 /// the session (or this path of it) ends.
 async fn serve_connection(
     mut conn: Connection,
+    awaiting: AwaitingPlace,
     config: &ServerConfig,
     hooks: Arc<dyn NodeHooks>,
     sessions: &Sessions,
@@ -322,6 +363,7 @@ async fn serve_connection(
             _ => return,
         }
     };
+    drop(awaiting);
     match first {
         Ok(FirstFrame::Hello) => {
             let at_limit = sessions

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tollway_ledger::state::Channel;
-use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
+use tollway_net::{ClientOptions, SecureStream, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::frame::Frame;
 use tollway_tunnel::session::{ClientTerms, Event, Limits, NodeTerms, Session};
@@ -185,6 +185,11 @@ async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: 
 
 /// As `node_with_channel`, the channel expiring at `expires_at_secs`.
 async fn node_with_channel_until(client: &SigningKey, label: &str, escrow: Usd, paid: Usd, expires_at_secs: u64) -> TestNode {
+    node_with(client, label, (escrow, paid, expires_at_secs), ServerOptions::default()).await
+}
+
+/// As `node_with_channel_until`, accepting as `server` says.
+async fn node_with(client: &SigningKey, label: &str, (escrow, paid, expires_at_secs): (Usd, Usd, u64), server: ServerOptions) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
@@ -196,7 +201,7 @@ async fn node_with_channel_until(client: &SigningKey, label: &str, escrow: Usd, 
         ports: 0..=0,
         transports: vec![Transport::Tls],
         policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
-        server: ServerOptions::default(),
+        server,
         connect_timeout: Duration::from_secs(5),
         max_sessions: 10,
         max_rate_bytes_per_sec: None,
@@ -530,4 +535,55 @@ async fn opens_reset_before_they_connect_leave_no_connects_behind() {
     let pending = syn_sent_to(hole.port());
     assert!(pending <= 2, "{pending} connects still pending for 200 streams opened and reset");
     drop(write);
+}
+
+/// A TLS connection to `node` from `source` (a loopback address), which
+/// says nothing after its handshake.
+async fn silent_from(source: Ipv4Addr, node: &TestNode) -> SecureStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let tcp = socket.connect(node.addr).await.unwrap();
+    tollway_net::connect_tls_over(tcp, node.pin, &ClientOptions::default()).await.unwrap()
+}
+
+/// Whether the node closed `conn` within `wait`.
+async fn closed_within(conn: &mut SecureStream<tokio::net::TcpStream>, wait: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(wait, conn.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_silent_after_their_handshake_are_capped_per_address_and_in_all() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("silent-after-tls");
+    let escrow = Usd(50_000_000);
+    let server = ServerOptions { max_handshakes_per_address: 4, max_awaiting_first_frame: 6, ..ServerOptions::default() };
+    let node = node_with(&client, "exit-silent", (escrow, Usd::ZERO, u64::MAX / 2), server).await;
+    let (a, b, c) = (Ipv4Addr::new(127, 0, 0, 11), Ipv4Addr::new(127, 0, 0, 12), Ipv4Addr::new(127, 0, 0, 13));
+    let mut kept = Vec::new();
+    for _ in 0..4 {
+        kept.push(silent_from(a, &node).await);
+    }
+    let mut fifth = silent_from(a, &node).await;
+    assert!(closed_within(&mut fifth, Duration::from_secs(2)).await, "a fifth silent connection from one address was kept");
+    for _ in 0..2 {
+        kept.push(silent_from(b, &node).await);
+    }
+    let mut seventh = silent_from(c, &node).await;
+    assert!(closed_within(&mut seventh, Duration::from_secs(2)).await, "a seventh silent connection in all was kept");
+    for conn in &mut kept {
+        assert!(!closed_within(conn, Duration::from_millis(50)).await, "a connection within both caps was closed");
+    }
+    assert_eq!(node.server.refused_before_first_frame(), 2);
+
+    // A place comes back when its connection leaves: a paying client is
+    // then served.
+    drop(kept.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let (got, _) = download(conn, terms, dest, true, Duration::from_secs(3), MIB).await;
+    assert!(got >= MIB, "the paying client got {got} bytes");
+    assert_eq!(node.server.refused_before_first_frame(), 2);
 }

@@ -30,6 +30,19 @@ impl PerAddress {
     }
 }
 
+/// What one client is: its IPv4 address, or its IPv6 /64 (one host's
+/// usual share, and a host can pick any address in it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 /// One connection's place in its key's count, given back on drop.
 pub struct AddressSlot {
     of: Arc<PerAddress>,
@@ -63,5 +76,14 @@ mod tests {
         assert!(caps.admit(b).is_some(), "another key has its own");
         drop(first);
         assert!(caps.admit(a).is_some(), "given back");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_one_its_address() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 }
