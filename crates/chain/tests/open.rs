@@ -4,6 +4,7 @@
 use tollway_chain::core::{init_store, Core, CoreConfig};
 use tollway_chain::genesis::GenesisFile;
 use tollway_ledger::genesis::{Allocation, Genesis};
+use tollway_ledger::root::state_root_of_encoding;
 use tollway_ledger::Params;
 use tollway_store::{BlockCommit, Store};
 use tollway_types::{SigningKey, Token, Usd};
@@ -15,6 +16,36 @@ use tollway_types::{SigningKey, Token, Usd};
 #[test]
 fn a_tip_whose_txs_do_not_match_its_header_is_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let (store, seq) = genesis_store(dir.path());
+    let (tip, _) = store.tip().unwrap();
+    // Block 1: no state change, and a header that names one tx it does
+    // not hold.
+    let mut block = next_block(&tip);
+    block.header.n_txs = 1;
+    store.commit(&BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
+    let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("a damaged tip is refused");
+    assert!(err.to_string().contains("does not match its header's tx root or count"), "{err}");
+}
+
+/// A state stored by a build with another state layout (before
+/// `STATE_VERSION`, the codec's byte 1 came first) is refused by name, not
+/// as a malformed encoding.
+#[test]
+fn a_state_stored_in_another_layout_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, seq) = genesis_store(dir.path());
+    let (tip, mut encoding) = store.tip().unwrap();
+    encoding[0] = 1;
+    let mut block = next_block(&tip);
+    block.header.state_root = state_root_of_encoding(&encoding);
+    let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(&encoding) };
+    store.commit(&commit).unwrap();
+    let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("another layout is refused");
+    assert!(err.to_string().contains("stored in layout version 1, and this build reads version 2"), "{err}");
+}
+
+/// A store holding only the genesis block, and the sequencer's key.
+fn genesis_store(dir: &std::path::Path) -> (Store, SigningKey) {
     let seq = SigningKey::from_label("sequencer");
     let file = GenesisFile {
         ledger: Genesis {
@@ -28,18 +59,16 @@ fn a_tip_whose_txs_do_not_match_its_header_is_refused() {
         },
         validators: vec![seq.public()],
     };
-    let path = dir.path().join("chain.redb");
+    let path = dir.join("chain.redb");
     init_store(&path, &file.to_json(), &seq).unwrap();
-    let store = Store::open(&path).unwrap();
-    let (tip, _) = store.tip().unwrap();
-    // Block 1: no state change, and a header that names one tx it does
-    // not hold.
+    (Store::open(&path).unwrap(), seq)
+}
+
+/// Block 1 on `tip`, empty, one second later.
+fn next_block(tip: &tollway_types::block::Block) -> tollway_types::block::Block {
     let mut block = tip.clone();
     block.header.height = 1;
     block.header.parent = tip.header.hash();
     block.header.time_ms += 1_000;
-    block.header.n_txs = 1;
-    store.commit(&BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
-    let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("a damaged tip is refused");
-    assert!(err.to_string().contains("does not match its header's tx root or count"), "{err}");
+    block
 }
