@@ -292,14 +292,21 @@ fn no_strike_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
 }
 
 /// Refuses while a strike the account's oracle vouched for waits (ADR
-/// 0011): its confirmation slashes the voucher too, however many epochs
-/// later it comes, so the oracle's bond must still be there. A scan of the
-/// nodes, for a tx that is rare.
+/// 0011), for at most one unbonding period after the strike (ADR 0013):
+/// its confirmation slashes the voucher too, so the stake that vouched
+/// stays as long as stake that starts unbonding does. Not longer: a node
+/// that frames an honest oracle and then stays dark would hold its stake
+/// for ever. A scan of the nodes, for a tx that is rare.
 fn no_vouch_pending(state: &State, signer: AccountIdx) -> Result<(), TxError> {
     let Some(o) = state.accounts[signer as usize].oracle else { return Ok(()) };
-    let pending = state.nodes.iter().find_map(|n| n.strike.as_ref().filter(|s| s.vouching.contains(&o)).map(|s| (n, s)));
+    let hold_epochs = state.params.unbonding_secs.div_ceil(state.params.epoch_secs.max(1));
+    let pending = state.nodes.iter().find_map(|n| {
+        let s = n.strike.as_ref()?;
+        let until_epoch = s.epoch.saturating_add(hold_epochs);
+        (state.epoch < until_epoch && s.vouching.contains(&o)).then_some((n.operator, s.epoch, until_epoch))
+    });
     match pending {
-        Some((n, s)) => Err(TxError::VouchPending { node: n.operator, epoch: s.epoch }),
+        Some((node, epoch, until_epoch)) => Err(TxError::VouchPending { node, epoch, until_epoch }),
         None => Ok(()),
     }
 }

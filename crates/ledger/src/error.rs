@@ -82,9 +82,10 @@ pub enum TxError {
     StrikePending { epoch: u64 },
     #[error(
         "the account's oracle vouched for node {node}'s claim, which holds an over-claim strike from epoch {epoch}: \
-         if a measurement confirms it, the voucher is slashed too, so withdrawing unbonded stake waits until one decides"
+         if a measurement confirms it, the voucher is slashed too, so withdrawing unbonded stake waits until one \
+         decides, or until epoch {until_epoch}"
     )]
-    VouchPending { node: AccountId, epoch: u64 },
+    VouchPending { node: AccountId, epoch: u64, until_epoch: u64 },
     #[error("only the gateway may deposit USD")]
     NotGateway,
     #[error("arithmetic overflow: amount too large")]

@@ -604,22 +604,51 @@ fn an_oracle_that_vouched_and_then_unbonds_is_slashed_as_if_it_had_stayed() {
 }
 
 #[test]
-fn a_voucher_cannot_withdraw_while_the_strike_it_vouched_for_waits() {
-    // The liar goes dark after its strike, for longer than the unbonding
-    // period: the voucher's unbonded stake matured and was withdrawn before
-    // the confirming measurement came, which then found nothing to take.
-    let (mut w, voucher) = voucher_gone_after_a_strike();
-    for _ in 0..(7 * 24 + 1) {
+fn a_voucher_cannot_withdraw_for_an_unbonding_period_after_the_strike_it_vouched_for() {
+    // Each oracle has 1,000 TWY above its requirement unbonding from epoch
+    // 0, and the strike comes two epochs before that matures. Without the
+    // hold, the voucher withdrew it then, and the liar, staying dark until
+    // it had, was confirmed against a smaller stake.
+    let mut accounts = operators("n", 1);
+    for i in 0..6 {
+        accounts.push(fund(&format!("oracle{i}"), 10, 0, 6_000));
+    }
+    let mut w = World::new(Params::default_params(), 1_000_000, 1_000_000, accounts);
+    for i in 0..6 {
+        w.register_oracle(&format!("oracle{i}"), &format!("198.51.{i}.1"));
+        w.must(&format!("oracle{i}"), TxBody::BeginUnbond { amount: Token::units(1_000) });
+    }
+    let unbonding_epochs = w.state.params.unbonding_secs / w.state.params.epoch_secs;
+    while w.state.epoch < unbonding_epochs - 2 {
         w.end_epoch();
     }
-    let err = w.submit(&voucher, TxBody::WithdrawUnbonded).unwrap_err();
-    assert_eq!(err.code(), "vouch_pending");
-    assert!(err.to_string().contains("over-claim strike from epoch 1"), "{err}");
-    assert_eq!(w.account(&voucher).unbonding_total(), Token::units(5_000));
-    // The liar is back and measured by a disjoint set: both pay.
-    assert_eq!(confirm_and_find_the_vouch_slash(&mut w), Some((voucher.clone(), Token::units(2_250))));
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    let (voucher, _) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    let strike_epoch = w.state.epoch;
+    assert!(w.end_epoch().slashes.is_empty());
+    assert_eq!(w.node("n0").strike.as_ref().map(|s| s.epoch), Some(strike_epoch));
+    let until_epoch = strike_epoch + unbonding_epochs;
+    let mut refused = 0;
+    while w.state.epoch < until_epoch {
+        let matured = w.account(&voucher).unbonding.iter().all(|u| u.release_at_secs <= w.now_secs);
+        if matured {
+            let err = w.submit(&voucher, TxBody::WithdrawUnbonded).unwrap_err();
+            assert_eq!(err.code(), "vouch_pending");
+            let why = format!("over-claim strike from epoch {strike_epoch}: if a measurement confirms it, the voucher is slashed too, so withdrawing unbonded stake waits until one decides, or until epoch {until_epoch}");
+            assert!(err.to_string().contains(&why), "{err}");
+            refused += 1;
+        }
+        w.end_epoch();
+    }
+    assert!(refused > 100, "matured and refused in only {refused} epochs");
+    // An unbonding period after the strike it is free, as any unbonding
+    // stake is a period after it starts: a node that framed an honest
+    // oracle (served it alone at its claim) and then went dark would
+    // otherwise hold that oracle's stake for ever (ADR 0013).
     w.must(&voucher, TxBody::WithdrawUnbonded);
     assert_eq!(w.account(&voucher).unbonding_total(), Token::ZERO);
+    // The stake still bonded still answers for the vouch: 45 % of 5,000.
+    assert_eq!(confirm_and_find_the_vouch_slash(&mut w), Some((voucher.clone(), Token::units(2_250))));
 }
 
 #[test]
