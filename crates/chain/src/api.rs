@@ -4,6 +4,7 @@
 //! state: submissions only reach the mempool, blocks only the producer.
 
 use crate::core::TxState;
+use crate::directory::{NodeQuery, NodeRow};
 use crate::node::{ChainEvent, Incoming, Shared, Submission, SubmitRefusal};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -730,44 +731,34 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
         .get("country")
         .map(|c| CountryCode::parse(c).map_err(|e| ApiError::bad_request("bad_query", e.to_string())))
         .transpose()?;
-    let max_price = query_u64(&q, "max_price_usd_micro_per_gib")?;
-    let min_capacity = query_u64(&q, "min_verified_capacity_bps")?;
-    let min_reputation = query_u64(&q, "min_reputation_ppm")?;
     let active_only = match q.get("active").map(String::as_str) {
         None | Some("true") => true,
         Some("false") | Some("any") => false,
         Some(v) => return Err(ApiError::bad_request("bad_query", format!("active={v:?}: use true or any"))),
     };
+    let query = NodeQuery {
+        active_only,
+        region,
+        country,
+        max_price_usd_micro_per_gib: query_u64(&q, "max_price_usd_micro_per_gib")?,
+        min_verified_capacity_bps: query_u64(&q, "min_verified_capacity_bps")?,
+        min_reputation_ppm: query_u64(&q, "min_reputation_ppm")?,
+    };
     let limit = page_limit(&q, 100)?;
+    // Filtered and ordered outside the core's lock, on the list as of the
+    // tip (`directory`). The records are read as they are now: a block
+    // since the copy may have changed one, so each is checked against the
+    // query again, and the order is at most a block old.
+    let page = query.page(&s.node_directory(), limit);
     let core = s.core();
     let st = core.state();
-    let mut found: Vec<&Node> = st
-        .nodes
-        .iter()
-        .filter(|n| !active_only || n.active)
-        .filter(|n| region.is_none_or(|r| n.region == r))
-        .filter(|n| country.is_none_or(|c| n.spec.country == c))
-        .filter(|n| max_price.is_none_or(|p| n.spec.price_usd_micro_per_gib <= p))
-        .filter(|n| min_capacity.is_none_or(|c| n.verified_capacity_bps >= c))
-        .filter(|n| min_reputation.is_none_or(|r| n.reputation_ppm as u64 >= r))
+    let views = page
+        .into_iter()
+        .map(|i| (i, &st.nodes[i as usize]))
+        .filter(|&(i, n)| query.matches(&NodeRow::of(i, n)))
+        .map(|(_, n)| NodeView::of(n, st))
         .collect();
-    // Best first: verified capacity, then reputation, then price, then id
-    // (a total order, so a page is the same whichever way it was found).
-    // Under the producer's lock: the best `limit` are selected in linear
-    // time and only they are sorted.
-    let best_first = |a: &&Node, b: &&Node| {
-        b.verified_capacity_bps
-            .cmp(&a.verified_capacity_bps)
-            .then(b.reputation_ppm.cmp(&a.reputation_ppm))
-            .then(a.spec.price_usd_micro_per_gib.cmp(&b.spec.price_usd_micro_per_gib))
-            .then(a.operator.cmp(&b.operator))
-    };
-    if limit < found.len() {
-        found.select_nth_unstable_by(limit, best_first);
-        found.truncate(limit);
-    }
-    found.sort_unstable_by(best_first);
-    Ok(Json(found.into_iter().map(|n| NodeView::of(n, st)).collect()))
+    Ok(Json(views))
 }
 
 async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {

@@ -6,10 +6,12 @@
 //! - `core`: ledger state + mempool + store: admission to commit.
 //! - `replay`: every block again from genesis, every root checked.
 //! - `node`, `api`: the tokio driver and the axum HTTP API; `listener`:
-//!   the API's connection limits and idle timeout.
+//!   the API's connection limits and idle timeout; `directory`: the node
+//!   list the API filters, copied once per block, outside the lock.
 
 pub mod consensus;
 pub mod core;
+pub mod directory;
 pub mod execute;
 pub mod genesis;
 pub mod listener;

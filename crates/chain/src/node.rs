@@ -14,6 +14,7 @@
 
 use crate::consensus::{Consensus, Solo};
 use crate::core::{Committed, Core, CoreConfig, SubmitError, TxState};
+use crate::directory::NodeDirectory;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,6 +100,9 @@ pub struct Shared {
     pub config: NodeConfig,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub(crate) started: Instant,
+    /// The newest copy of the node list (`directory`); held while one is
+    /// made, so requests at a new block make one between them.
+    directory: Mutex<Option<Arc<NodeDirectory>>>,
 }
 
 impl Shared {
@@ -107,6 +111,23 @@ impl Shared {
         // A panic while holding the lock is a bug that already stopped the
         // producer; the data behind it is still the committed state.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node list as of the tip, copied under the core's lock at most
+    /// once per block.
+    pub(crate) fn node_directory(&self) -> Arc<NodeDirectory> {
+        let height = *self.tip.borrow();
+        let mut cached = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = cached.as_ref().filter(|d| d.height >= height) {
+            return d.clone();
+        }
+        let (height, rows) = {
+            let core = self.core();
+            (core.tip().height, NodeDirectory::rows(core.state()))
+        };
+        let directory = Arc::new(NodeDirectory::sorted(height, rows));
+        *cached = Some(directory.clone());
+        directory
     }
 
     /// Waits until the tx is committed or rejected, or the timeout passes.
@@ -167,6 +188,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         config: config.clone(),
         metrics: crate::metrics::handle(),
         started: Instant::now(),
+        directory: Mutex::new(None),
     });
     crate::metrics::on_open(&shared.core());
     let listener = tokio::net::TcpListener::bind(config.listen)

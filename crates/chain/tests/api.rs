@@ -44,7 +44,7 @@ fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
             genesis_time_secs: node::now_ms() / 1000,
             gateway: seq.public(),
             params: Params::default_params(),
-            allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder"), staked("operator", 1000), staked("cheaper", 1000), staked("oracle0", 5000), staked("oracle1", 5000), staked("oracle2", 5000)],
+            allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder"), staked("operator", 1000), staked("cheaper", 1000), staked("french", 1000), staked("oracle0", 5000), staked("oracle1", 5000), staked("oracle2", 5000)],
             pool_token: Token::units(100_000),
             pool_usd: Usd::units(10_000),
         },
@@ -136,13 +136,22 @@ fn an_accounts_channels_and_the_oracles_are_listed_a_page_at_a_time() {
     let c = start();
     let spec = tollway_ledger::testkit::node_spec("DE", "203.0.113.7", 100_000_000);
     assert_eq!(c.submit_wait(&signed("operator", 0, TxBody::RegisterNode(spec.clone()))).0, 200);
-    let cheaper = tollway_types::NodeSpec { price_usd_micro_per_gib: spec.price_usd_micro_per_gib / 2, ..spec };
+    let cheaper = tollway_types::NodeSpec { price_usd_micro_per_gib: spec.price_usd_micro_per_gib / 2, ..spec.clone() };
     assert_eq!(c.submit_wait(&signed("cheaper", 0, TxBody::RegisterNode(cheaper))).0, 200);
     // The best first (equal but for the price), a page of one.
     let best = |q: &str| c.get(&format!("/v1/nodes{q}")).1.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     let (op_hex, cheaper_hex) = (key("operator").public().to_string(), key("cheaper").public().to_string());
     assert_eq!(best(""), vec![cheaper_hex.clone(), op_hex.clone()]);
-    assert_eq!(best("?limit=1"), vec![cheaper_hex]);
+    assert_eq!(best("?limit=1"), vec![cheaper_hex.clone()]);
+    // The list the API filters is copied once per block: a node registered
+    // in a later block is in it.
+    let french = tollway_types::NodeSpec { country: tollway_types::CountryCode::parse("FR").unwrap(), ..spec };
+    assert_eq!(c.submit_wait(&signed("french", 0, TxBody::RegisterNode(french))).0, 200);
+    let french_hex = key("french").public().to_string();
+    assert_eq!(best("?country=FR"), vec![french_hex.clone()]);
+    let all = best("");
+    assert_eq!((all.len(), &all[0]), (3, &cheaper_hex), "{all:?}");
+    assert!(all.contains(&french_hex));
     let operator = key("operator").public();
     let expires_at_secs = node::now_ms() / 1000 + 3600;
     let open = |from: &str, nonce: u64| {
