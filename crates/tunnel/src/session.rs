@@ -1194,8 +1194,18 @@ impl Session {
         self.window.recv_allowance -= len;
         let Some(s) = self.streams.get_mut(&stream) else {
             // A stream we reset may still have bytes in flight: dropped
-            // here, so the session's window reopens for them at once.
-            return self.release(len);
+            // here, so the session's window reopens for them at once. The
+            // client still counts them, as the node did when it sent them:
+            // a client behind the node's count waits for bytes while the
+            // node waits for a receipt, for good.
+            self.release(len);
+            if !is_node {
+                if let Some(pay) = self.pay.as_mut() {
+                    pay.metered_bytes += len;
+                    self.after_metering();
+                }
+            }
+            return;
         };
         if s.fin_received || len > s.recv_allowance {
             return self.violation(format!("stream {stream} sent past its window or its end"));

@@ -729,6 +729,39 @@ fn resetting_streams_returns_their_unread_bytes_to_the_session_window() {
 }
 
 #[test]
+fn bytes_for_streams_the_client_reset_are_still_paid_so_the_session_never_stalls() {
+    // The node counts what it sends when it sends it; the client counted
+    // only bytes for streams it still had. Data already in flight to a
+    // stream the client reset (a program that hung up mid-download) was
+    // dropped uncounted, so the client's count fell behind the node's: at
+    // a credit window behind, the node waited for a receipt and the client
+    // for bytes, for good.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let data = pattern(256 * 1024, 5);
+    let mut dropped = 0;
+    // Until the node's whole credit window went to streams the client reset.
+    while dropped < 2 * MIB {
+        let streams: Vec<StreamId> = (0..4).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+        pair.drive();
+        for &s in &streams {
+            dropped += pair.node.send(s, &data).unwrap() as u64;
+            pair.client.reset(s, ErrorCode::Shutdown);
+        }
+        // The resets reach the node first, then the data the client drops.
+        pair.drive();
+    }
+    assert!(pair.client_got.is_empty(), "the reset streams delivered data");
+    let fresh = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let big = pattern(4 * MIB as usize, 6);
+    assert_eq!(pair.pump(fresh, &big, false), big.len(), "the download stalled");
+    assert_eq!(pair.client_got[&fresh], big);
+    let paid = signed(pair.client_events.iter().cloned());
+    assert!(paid.last().is_some_and(|&(bytes, _)| bytes + MIB > dropped + 4 * MIB), "receipts {paid:?}");
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+#[test]
 fn a_peer_that_ignores_the_session_window_is_closed() {
     let mut pair = Pair::established(Usd(1_000_000_000));
     pair.node_consumes = false;
