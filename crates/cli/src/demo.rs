@@ -3,8 +3,8 @@
 //! epoch is the ledger's own `end_epoch`; the supply invariant is checked
 //! after each one. Deterministic: the same flags print the same table.
 
-use anyhow::bail;
-use tollway_ledger::testkit::{fund, id, Funding, World};
+use anyhow::{bail, Context};
+use tollway_ledger::testkit::{fund, id, node_spec, Funding, World};
 use tollway_ledger::{check_supply, state_root, Params, SlashReason};
 use tollway_types::{channel_id, Hash32, Token, TxBody, Usd};
 
@@ -16,7 +16,7 @@ pub struct DemoArgs {
     /// Honest nodes per macro-region (eight regions).
     #[arg(long, default_value_t = 3)]
     nodes_per_region: usize,
-    /// Consumers paying for bandwidth.
+    /// Consumers paying for bandwidth (at most 10,000).
     #[arg(long, default_value_t = 16)]
     consumers: usize,
     /// Parameters file (default: the compiled-in params/default.toml).
@@ -54,10 +54,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if args.nodes_per_region == 0 || args.nodes_per_region > 200 {
         bail!("--nodes-per-region must be between 1 and 200, not {}", args.nodes_per_region);
     }
+    if args.consumers > 10_000 {
+        bail!("--consumers must be at most 10000, not {}", args.consumers);
+    }
     let params = match &args.params {
-        Some(path) => Params::from_toml(&std::fs::read_to_string(path)?)?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Params::from_toml(&text).with_context(|| format!("{}", path.display()))?
+        }
         None => Params::default_params(),
     };
+    // Stakes as the parameters ask, at least the story's own.
+    let whole = |t: Token| t.0.div_ceil(1_000_000);
+    let (node_stake, oracle_stake) = (whole(params.min_node_stake).max(2_000), whole(params.min_oracle_stake).max(5_000));
 
     // Cast: honest providers (capacities 50–500 Mbit/s), one liar claiming
     // ten times what it has, a sybil farm in one /24, oracles, consumers.
@@ -70,31 +79,36 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             // The first node of every region sleeps two epochs in eight.
             let offline_phase = (i == 0).then_some(r as u64 % 8);
             providers.push(Provider { label: label.clone(), true_capacity_bps, offline_phase });
-            accounts.push(fund(&label, 10, 0, 2_000));
+            accounts.push(fund(&label, 10, 0, node_stake));
         }
     }
-    accounts.push(fund("liar", 10, 0, 2_000));
+    accounts.push(fund("liar", 10, 0, node_stake));
     for s in 0..SYBILS {
-        accounts.push(fund(&format!("sybil-{s}"), 10, 0, 2_000));
+        accounts.push(fund(&format!("sybil-{s}"), 10, 0, node_stake));
     }
     for o in 0..ORACLES {
-        accounts.push(fund(&format!("oracle-{o}"), 10, 0, 5_000));
+        accounts.push(fund(&format!("oracle-{o}"), 10, 0, oracle_stake));
     }
     for c in 0..args.consumers {
         accounts.push(fund(&format!("consumer-{c}"), 0, 500, 0));
     }
     let mut w = World::new(params, 10_000_000, 10_000_000, accounts);
 
+    // A parameters file can ask for what the story cannot do (fees above
+    // what its accounts hold, say): the ledger's refusal is the error.
+    let register = |w: &mut World, label: &str, country: &str, ip: &str, claimed_bps: u64| {
+        w.try_must(label, TxBody::RegisterNode(node_spec(country, ip, claimed_bps))).map(drop)
+    };
     for (i, p) in providers.iter().enumerate() {
         let country = &p.label[..2];
-        w.register_node(&p.label, country, &format!("203.{}.{}.10", i / 250, i % 250), p.true_capacity_bps);
+        register(&mut w, &p.label, country, &format!("203.{}.{}.10", i / 250, i % 250), p.true_capacity_bps)?;
     }
-    w.register_node("liar", "DE", "198.18.0.10", 1_000 * MBPS); // delivers 100
+    register(&mut w, "liar", "DE", "198.18.0.10", 1_000 * MBPS)?; // delivers 100
     for s in 0..SYBILS {
-        w.register_node(&format!("sybil-{s}"), "US", &format!("198.19.7.{}", s + 1), 200 * MBPS);
+        register(&mut w, &format!("sybil-{s}"), "US", &format!("198.19.7.{}", s + 1), 200 * MBPS)?;
     }
     for o in 0..ORACLES {
-        w.register_oracle(&format!("oracle-{o}"), &format!("192.0.{o}.1"));
+        w.try_register_oracle(&format!("oracle-{o}"), &format!("192.0.{o}.1"))?;
     }
     w.end_epoch(); // oracles become eligible
 
@@ -147,22 +161,22 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             if !online || !w.node(&p.label).active {
                 continue;
             }
-            w.must(&p.label, TxBody::Heartbeat { epoch });
+            w.try_must(&p.label, TxBody::Heartbeat { epoch })?;
             // Honest nodes measure between 0.85 and 1.0 of their capacity.
             let measured = p.true_capacity_bps / 1_000_000 * (850_000 + noise_ppm(&p.label, epoch) % 150_000);
-            w.measure(&p.label, measured, 20 + (noise_ppm(&p.label, epoch) % 120) as u32, 990_000);
+            w.try_measure(&p.label, measured, 20 + (noise_ppm(&p.label, epoch) % 120) as u32, 990_000)?;
         }
         if w.node("liar").active {
             // The honest oracles measure the 100 Mbit/s it delivers; the
             // colluder, when assigned, vouches for whatever it claims.
             let claimed_bps = w.node("liar").spec.claimed_capacity_bps;
-            w.report_each("liar", 990_000, |oracle| {
+            w.try_report_each("liar", 990_000, |oracle| {
                 let throughput_bps = if oracle == COLLUDER { claimed_bps } else { 100 * MBPS };
                 tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 40_000 }
-            });
+            })?;
         }
         for s in 0..SYBILS {
-            w.measure(&format!("sybil-{s}"), 200 * MBPS, 30, 990_000);
+            w.try_measure(&format!("sybil-{s}"), 200 * MBPS, 30, 990_000)?;
         }
 
         let r = w.end_epoch();
@@ -204,7 +218,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     // What the story showed.
     let sybil_total: u128 = (0..SYBILS).map(|s| w.node(&format!("sybil-{s}")).total_rewards.0).sum();
-    let us_honest = w.node("US-1").total_rewards.0;
+    // The farm's honest neighbour in its region: US-1 is never offline
+    // (US-0 sleeps two epochs in eight), when there is one.
+    let neighbour = if args.nodes_per_region > 1 { "US-1" } else { "US-0" };
+    let us_honest = w.node(neighbour).total_rewards.0;
     let liar = w.node("liar");
     outln!()?;
     outln!("Summary after {} epochs:", args.epochs)?;
@@ -224,9 +241,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         w.account(COLLUDER).staked
     )?;
     outln!(
-        "  sybil farm of {SYBILS} (200 Mbit/s each, one /24) earned {} in all; honest US-1 ({} Mbit/s) earned {}",
+        "  sybil farm of {SYBILS} (200 Mbit/s each, one /24) earned {} in all; honest {neighbour} ({} Mbit/s) earned {}",
         Token(sybil_total),
-        providers.iter().find(|p| p.label == "US-1").map_or(0, |p| p.true_capacity_bps / MBPS),
+        providers.iter().find(|p| p.label == neighbour).map_or(0, |p| p.true_capacity_bps / MBPS),
         Token(us_honest)
     )?;
     let supply = &w.state.supply;

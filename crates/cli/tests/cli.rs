@@ -40,6 +40,38 @@ fn a_reader_that_stops_early_ends_the_demo_quietly() {
 }
 
 #[test]
+fn demo_runs_with_one_node_a_region_and_with_the_parameters_it_is_given() {
+    // The summary compared the farm with US-1, which one node a region
+    // does not have: a panic after the last epoch.
+    let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "2", "--nodes-per-region", "1"]);
+    assert!(ok && !stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("honest US-0"), "{stdout}");
+
+    let dir = std::env::temp_dir().join(format!("tollway-demo-params-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let (_, defaults, _) = tollway(&["params", "show"]);
+    let write = |name: &str, from: &str, to: &str| {
+        assert!(defaults.contains(from), "{from}");
+        let path = dir.join(name);
+        std::fs::write(&path, defaults.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        path.to_str().unwrap_or_default().to_string()
+    };
+    // Stakes above the story's own: its accounts are funded to match.
+    let stakes = write("stakes.toml", "min_oracle_stake_twy = 5000", "min_oracle_stake_twy = 6000");
+    let (ok, _, stderr) = tollway(&["demo", "--epochs", "2", "--params", &stakes]);
+    assert!(ok, "{stderr}");
+    // Fees its accounts cannot pay: the ledger's refusal, not a panic.
+    let fees = write("fees.toml", "min_fee_twy = 0.001", "min_fee_twy = 20");
+    let (ok, _, stderr) = tollway(&["demo", "--epochs", "2", "--params", &fees]);
+    assert!(!ok && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("register-node rejected: insufficient token balance"), "{stderr}");
+    // A file that is not there is named.
+    let (ok, _, stderr) = tollway(&["demo", "--params", "no-such-params.toml"]);
+    assert!(!ok && stderr.contains("reading no-such-params.toml"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn demo_is_deterministic() {
     let (_, a, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);
     let (_, b, _) = tollway(&["demo", "--epochs", "3", "--nodes-per-region", "2"]);

@@ -32,6 +32,15 @@ pub struct Funding {
     pub staked: Token,
 }
 
+/// A transaction of a labelled account that the ledger refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{label}: {kind} rejected: {error}")]
+pub struct Rejected {
+    pub label: String,
+    pub kind: &'static str,
+    pub error: TxError,
+}
+
 pub fn fund(label: &str, token: u128, usd: u128, staked: u128) -> Funding {
     Funding { label: label.into(), token: Token::units(token), usd: Usd::units(usd), staked: Token::units(staked) }
 }
@@ -121,27 +130,40 @@ impl World {
     }
 
     pub fn must(&mut self, label: &str, body: TxBody) -> Vec<Event> {
+        self.try_must(label, body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `submit`, with the refusal naming the account and the tx.
+    pub fn try_must(&mut self, label: &str, body: TxBody) -> Result<Vec<Event>, Rejected> {
         let kind = body.kind();
-        self.submit(label, body).unwrap_or_else(|e| panic!("{label}: {kind} rejected: {e}"))
+        self.submit(label, body).map_err(|error| Rejected { label: label.into(), kind, error })
     }
 
     pub fn register_node(&mut self, label: &str, country: &str, ip: &str, claimed_bps: u64) {
         self.must(label, TxBody::RegisterNode(node_spec(country, ip, claimed_bps)));
     }
 
-    /// Registers `label` as an oracle at `ip` and moves to the next epoch,
-    /// where it becomes eligible.
+    /// Registers `label` as an oracle at `ip`; it becomes eligible at the
+    /// next epoch.
     pub fn register_oracle(&mut self, label: &str, ip: &str) {
+        self.try_register_oracle(label, ip).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn try_register_oracle(&mut self, label: &str, ip: &str) -> Result<(), Rejected> {
         let addr = ip.parse().unwrap_or(IpAddr::from([198, 51, 100, 1]));
-        self.must(label, TxBody::RegisterOracle { addr });
+        self.try_must(label, TxBody::RegisterOracle { addr }).map(drop)
     }
 
     /// Every oracle assigned to `node` reports `throughput_bps` (each
     /// oracle's figure scaled by `per_oracle_ppm` if given) with the given
     /// latency and uptime.
     pub fn measure(&mut self, node: &str, throughput_bps: u64, latency_ms: u32, uptime_ppm: u32) {
+        self.try_measure(node, throughput_bps, latency_ms, uptime_ppm).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn try_measure(&mut self, node: &str, throughput_bps: u64, latency_ms: u32, uptime_ppm: u32) -> Result<(), Rejected> {
         let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us: latency_ms * 1000 };
-        self.report(node, outcome, uptime_ppm);
+        self.try_report_each(node, uptime_ppm, |_| outcome).map(drop)
     }
 
     /// Every oracle assigned to `node` this epoch reports `outcome`.
@@ -155,8 +177,17 @@ impl World {
         &mut self,
         node: &str,
         uptime_ppm: u32,
-        mut outcome_of: impl FnMut(&str) -> MeasurementOutcome,
+        outcome_of: impl FnMut(&str) -> MeasurementOutcome,
     ) -> Vec<String> {
+        self.try_report_each(node, uptime_ppm, outcome_of).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_report_each(
+        &mut self,
+        node: &str,
+        uptime_ppm: u32,
+        mut outcome_of: impl FnMut(&str) -> MeasurementOutcome,
+    ) -> Result<Vec<String>, Rejected> {
         let n = self.state.node_index[&id(node)];
         let mut labels = Vec::new();
         for o in crate::assignment::assigned_oracles(&self.state, n) {
@@ -169,10 +200,10 @@ impl World {
                     uptime_ppm,
                 }],
             };
-            self.must(&label, TxBody::Report(report));
+            self.try_must(&label, TxBody::Report(report))?;
             labels.push(label);
         }
-        labels
+        Ok(labels)
     }
 
     /// The label whose key is `account` (only for labels this world knows).
