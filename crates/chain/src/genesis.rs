@@ -44,7 +44,7 @@ impl GenesisFile {
             chain_id: self.ledger.chain_id.clone(),
             height: 0,
             parent: GenesisFile::hash_of(file_bytes),
-            time_ms: self.ledger.genesis_time_secs * 1000,
+            time_ms: self.ledger.genesis_time_secs.saturating_mul(1000),
             tx_root: tollway_types::block::tx_root([]),
             n_txs: 0,
             state_root,

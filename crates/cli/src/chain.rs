@@ -55,7 +55,8 @@ pub struct InitArgs {
     /// Override an economic parameter, e.g. --param epoch=60s. Repeatable.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
-    /// Genesis time in Unix seconds (default: now).
+    /// Genesis time in Unix seconds (default: now; at most 10 minutes
+    /// ahead).
     #[arg(long)]
     genesis_time: Option<u64>,
     /// Replace an existing chain home.
@@ -111,33 +112,93 @@ fn store_path(home: &Path) -> PathBuf {
     home.join("chain.redb")
 }
 
+/// "1000TWY,50USD,stake:500TWY": each kind at most once (a second one
+/// replaced the first: `1000TWY,100TWY`, meant as 100 USD, gave 100 TWY
+/// and no USD).
 fn parse_amounts(text: &str) -> anyhow::Result<(Token, Usd, Token)> {
-    let (mut token, mut usd, mut stake) = (Token::ZERO, Usd::ZERO, Token::ZERO);
+    let (mut token, mut usd, mut stake) = (None, None, None);
+    let once = |slot: &mut Option<_>, v, part: &str| match slot.replace(v) {
+        Some(_) => bail!("{part:?}: {} given twice", if part.starts_with("stake:") { "stake" } else { "this currency" }),
+        None => Ok(()),
+    };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some(s) = part.strip_prefix("stake:") {
             match Amount::parse(s)? {
-                Amount::Token(t) => stake = t,
+                Amount::Token(t) => once(&mut stake, t, part)?,
                 Amount::Usd(_) => bail!("{part:?}: stake is in TWY"),
             }
             continue;
         }
         match Amount::parse(part)? {
-            Amount::Token(t) => token = t,
-            Amount::Usd(u) => usd = u,
+            Amount::Token(t) => once(&mut token, t, part)?,
+            Amount::Usd(u) => {
+                if usd.replace(u).is_some() {
+                    bail!("{part:?}: this currency given twice");
+                }
+            }
         }
     }
-    Ok((token, usd, stake))
+    Ok((token.unwrap_or(Token::ZERO), usd.unwrap_or(Usd::ZERO), stake.unwrap_or(Token::ZERO)))
 }
+
+/// The pool's two sides: both needed, no stake (a pool with no USD never
+/// burns, and its price reads 0, for the chain's whole life).
+fn parse_pool(text: &str) -> anyhow::Result<(Token, Usd)> {
+    let (token, usd, stake) = parse_amounts(text)?;
+    if !stake.is_zero() {
+        bail!("{text:?}: a pool holds TWY and USD, no stake");
+    }
+    if token.is_zero() || usd.is_zero() {
+        bail!("{text:?}: the pool needs both sides, e.g. 1000000TWY,100000USD (with no USD nothing is ever burned)");
+    }
+    Ok((token, usd))
+}
+
+/// A genesis time more than this far ahead of now is refused: block times
+/// only move 1 ms past the tip until the clock reaches it, so no epoch
+/// would end meanwhile (and a time in milliseconds is 1,000 times too far).
+const MAX_GENESIS_AHEAD_SECS: u64 = 600;
 
 /// What `chain init` writes in a home.
 const HOME_FILES: [&str; 4] = ["genesis.json", "node.key", "chain.toml", "chain.redb"];
 
+/// Refuses a `node.key` in `home` that is not the sequencer key of the
+/// chain there: `node.key` is also what users call their own account's
+/// key, and `--force` replaced it (and lost what it held) as part of the
+/// chain.
+fn no_foreign_key(home: &Path) -> anyhow::Result<()> {
+    let key_path = home.join("node.key");
+    if !key_path.exists() {
+        return Ok(());
+    }
+    let validators = std::fs::read(home.join("genesis.json"))
+        .ok()
+        .and_then(|bytes| GenesisFile::from_json(&bytes).ok())
+        .map(|g| g.validators)
+        .unwrap_or_default();
+    let sequencer = crate::keys::load_key_file(&key_path).is_ok_and(|k| validators.contains(&k.public()));
+    if !sequencer {
+        bail!(
+            "{} holds a key that is not the sequencer key of a chain there (an account's key?): \
+             chain init never replaces it; move it, or choose another --home",
+            key_path.display()
+        );
+    }
+    Ok(())
+}
+
 fn init(a: &InitArgs) -> anyhow::Result<()> {
     let genesis_path = a.home.join("genesis.json");
-    let existing = HOME_FILES.iter().any(|f| a.home.join(f).exists());
-    if existing && !a.force {
-        bail!("{} already holds a chain (or part of one); pass --force to replace it", a.home.display());
+    no_foreign_key(&a.home)?;
+    let existing: Vec<&str> = HOME_FILES.iter().copied().filter(|f| a.home.join(f).exists()).collect();
+    if !existing.is_empty() && !a.force {
+        bail!(
+            "{} already holds a chain (or part of one: {}); pass --force to replace it",
+            a.home.display(),
+            existing.join(", ")
+        );
     }
+    let existing = !existing.is_empty();
     // Everything is checked before anything is removed: a mistyped
     // argument to `--force` had deleted the chain it was meant to replace.
     let mut params = Params::default_params();
@@ -159,8 +220,16 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
         let (token, usd, staked) = parse_amounts(amounts).with_context(|| format!("--alloc {spec:?}"))?;
         allocations.push(Allocation { account, token, usd, staked });
     }
-    let (pool_token, pool_usd, _) = parse_amounts(&a.pool).context("--pool")?;
-    let genesis_time_secs = a.genesis_time.unwrap_or_else(|| tollway_chain::node::now_ms() / 1000);
+    let (pool_token, pool_usd) = parse_pool(&a.pool).context("--pool")?;
+    let now_secs = tollway_chain::node::now_ms() / 1000;
+    let genesis_time_secs = a.genesis_time.unwrap_or(now_secs);
+    if genesis_time_secs > now_secs + MAX_GENESIS_AHEAD_SECS {
+        bail!(
+            "--genesis-time {genesis_time_secs} is {} s ahead of now ({now_secs}): it is in Unix seconds, \
+             and at most {MAX_GENESIS_AHEAD_SECS} s ahead (until the clock reaches it no epoch ends)",
+            genesis_time_secs - now_secs
+        );
+    }
     let file = GenesisFile {
         ledger: Genesis {
             chain_id: a.chain_id.clone(),
@@ -200,7 +269,7 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)?;
     let root = tollway_chain::core::init_store(&store_path(&a.home), &bytes, &key)?;
     outln!("chain {} initialised in {}", a.chain_id, a.home.display())?;
-    outln!("  genesis      {}", genesis_path.display())?;
+    outln!("  genesis      {} (time {genesis_time_secs})", genesis_path.display())?;
     outln!("  sequencer    {} (key {}, also the USD gateway)", me, key_path.display())?;
     outln!("  config       {}", toml_path.display())?;
     outln!("  store        {} (block 0, state root {})", store_path(&a.home).display(), root.short())?;

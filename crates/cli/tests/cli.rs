@@ -218,13 +218,42 @@ fn chain_init_checks_everything_before_replacing_a_chain() {
     std::fs::write(&toml, zero).unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&["chain", "run", "--home", home]);
     assert!(!ok && stderr.contains("max_block_txs = 0: it must be at least 1"), "{stderr}");
-    // A home with only a key of its own is not initialised over.
+    // A home with only a key of its own is not initialised over, even with
+    // --force: `node.key` is also what users call their account's key, and
+    // --force replaced it (and lost what it held).
     let other = dir.join("other");
     std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
     std::fs::copy(dir.join("chain").join("node.key"), other.join("node.key")).unwrap_or_else(|e| panic!("{e}"));
-    let (ok, _, stderr) = tollway(&["chain", "init", "--home", other.to_str().unwrap_or_default()]);
-    assert!(!ok && stderr.contains("already holds a chain"), "{stderr}");
-    assert!(!other.join("genesis.json").exists(), "a half-written home");
+    let key_before = std::fs::read(other.join("node.key")).unwrap_or_default();
+    for force in [&[][..], &["--force"][..]] {
+        let mut args = vec!["chain", "init", "--home", other.to_str().unwrap_or_default()];
+        args.extend_from_slice(force);
+        let (ok, _, stderr) = tollway(&args);
+        assert!(!ok && stderr.contains("holds a key that is not the sequencer key of a chain there"), "{stderr}");
+        assert!(!other.join("genesis.json").exists(), "a half-written home");
+        assert_eq!(std::fs::read(other.join("node.key")).unwrap_or_default(), key_before);
+    }
+    // The chain's own sequencer key is replaced with its chain.
+    let (ok, _, stderr) = tollway(&["chain", "init", "--home", home, "--force"]);
+    assert!(ok, "{stderr}");
+    // Amounts that would have been read wrong, and a genesis time in
+    // milliseconds or next week (no epoch would end until then).
+    let fresh = dir.join("fresh");
+    let fresh = fresh.to_str().unwrap_or_default();
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (in_ms, next_week) = ((now_secs * 1000).to_string(), (now_secs + 7 * 86_400).to_string());
+    let alloc = format!("{}=1000TWY,100TWY", "11".repeat(32));
+    for (flag, value, why) in [
+        ("--pool", "1000000TWY", "the pool needs both sides"),
+        ("--pool", "1000TWY,10USD,stake:5TWY", "a pool holds TWY and USD, no stake"),
+        ("--alloc", alloc.as_str(), "\"100TWY\": this currency given twice"),
+        ("--genesis-time", in_ms.as_str(), "it is in Unix seconds"),
+        ("--genesis-time", next_week.as_str(), "s ahead of now"),
+    ] {
+        let (ok, _, stderr) = tollway(&["chain", "init", "--home", fresh, flag, value]);
+        assert!(!ok && stderr.contains(why), "{flag} {value}: {stderr}");
+        assert!(!std::path::Path::new(fresh).exists(), "{flag} {value} wrote a home");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
