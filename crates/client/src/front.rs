@@ -292,8 +292,13 @@ async fn open_waiting(
 ) -> io::Result<()> {
     match pool.open(dest_of(target)).await {
         Ok((session, stream)) => {
-            socket.write_all(answer).await?;
+            // Attached even if the program has gone: its pumps then fail
+            // and end the stream. Left out, it stayed open in the session
+            // until the session ended, counted against the stream limit
+            // and holding the exit's connection to the destination.
+            let written = socket.write_all(answer).await;
             let _ = session.attach(stream, EarlySocket { io: Box::new(socket), first });
+            written?;
         }
         Err(e) => {
             log_refusal(config, target, &e);
@@ -710,8 +715,14 @@ async fn relay_response(
     let mut buf = Vec::new();
     let mut answered = false;
     let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+    let mut scan = HeadScan::default();
     loop {
-        let (head, used) = match socks::parse_response(&buf, &request.method) {
+        let parsed = if scan.may_be_whole(&buf) {
+            socks::parse_response(&buf, &request.method)
+        } else {
+            Err(ParseError::Incomplete)
+        };
+        let (head, used) = match parsed {
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => {
                 let n = from_origin.read(&mut chunk).await?;
@@ -746,6 +757,7 @@ async fn relay_response(
         if head.is_interim() {
             to_program.write_all(&buf[..used]).await?;
             buf.drain(..used);
+            scan = HeadScan::default();
             continue;
         }
         let framed = match head.body {
@@ -769,6 +781,31 @@ async fn relay_response(
             Passed::CutShort => Ok(Answer::Closed),
             Passed::Malformed(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         };
+    }
+}
+
+/// Where the look for a response head's end got to. The head is parsed
+/// only when it may be whole: its status line has just ended, it holds a
+/// blank line, or it is as long as a head may be. Parsed after every read
+/// instead, a head that came a byte at a time was parsed from its start
+/// each time: quadratic in what an origin sends (about 2^31 steps for a
+/// 64 KiB head), on the client's one thread.
+#[derive(Default)]
+struct HeadScan {
+    /// Bytes of the buffer looked at.
+    scanned: usize,
+    status_line_ended: bool,
+}
+
+impl HeadScan {
+    fn may_be_whole(&mut self, buf: &[u8]) -> bool {
+        // Two bytes back: a blank line's `\n\r\n` may straddle reads.
+        let new = &buf[self.scanned.saturating_sub(2).min(buf.len())..];
+        self.scanned = buf.len();
+        let status_line_ends = !self.status_line_ended && new.contains(&b'\n');
+        self.status_line_ended |= status_line_ends;
+        let blank_line = new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
+        status_line_ends || blank_line || buf.len() >= socks::limits::MAX_HTTP_RESPONSE_HEAD_BYTES
     }
 }
 
@@ -841,6 +878,9 @@ async fn read_request(
             }
             if method == socks::Method::USERNAME_PASSWORD {
                 let Ok(given) = read_message(socket, buf, socks::parse_auth).await? else {
+                    // RFC 1929: a failure status, then the close (the
+                    // program otherwise saw only the connection end).
+                    socket.write_all(&socks::auth_reply(false)).await?;
                     return Ok(None);
                 };
                 let ok = config
@@ -901,4 +941,35 @@ async fn read_http_request(
         }
     }
     Ok(Some(request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    /// A head that comes a byte at a time is parsed twice (its status line
+    /// ended, its blank line came), not after every byte; so is one whose
+    /// blank line straddles two reads.
+    #[test]
+    fn a_head_is_parsed_when_it_may_be_whole_not_after_every_read() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Long: aaaaaaaaaaaaaaaaaaaa\r\n\r\nhello";
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
+        let mut scan = HeadScan::default();
+        let mut parses = Vec::new();
+        for n in 1..=end {
+            if scan.may_be_whole(&head[..n]) {
+                parses.push(n);
+            }
+        }
+        assert_eq!(parses, vec![17, end]);
+        for cut in 1..end {
+            let mut scan = HeadScan::default();
+            let parsed = [cut, end].iter().filter(|&&n| scan.may_be_whole(&head[..n])).count();
+            assert!(parsed >= 1 && scan.status_line_ended, "cut at {cut}");
+            // The read that completes the head always asks for a parse.
+            let mut scan = HeadScan::default();
+            scan.may_be_whole(&head[..cut]);
+            assert!(scan.may_be_whole(&head[..end]), "cut at {cut}");
+        }
+    }
 }

@@ -1900,6 +1900,21 @@ async fn username_password_and_ipv6_destinations_work_through_the_front_end() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 
+    // A sub-negotiation that cannot be read (a user name that is not
+    // UTF-8) gets RFC 1929's failure status, not just the connection closed.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(front).await.unwrap();
+        raw.write_all(&[5, 1, 2]).await.unwrap();
+        let mut method = [0u8; 2];
+        raw.read_exact(&mut method).await.unwrap();
+        assert_eq!(method, [5, 2]);
+        raw.write_all(&[1, 1, 0xe9, 1, b'p']).await.unwrap();
+        let mut status = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut status)).await;
+        assert_eq!(status, [1, 1], "the status, then the close");
+    }
+
     // An IPv6 destination (a literal; curl sends it as an IPv6 address).
     if let Ok(l) = std::net::TcpListener::bind("[::1]:0") {
         drop(l);
