@@ -346,60 +346,69 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Settles what the receipt book holds beyond the chain's settlement,
-/// every `every`, for channels with at least `min` unsettled or about to
-/// expire. Runs until the process ends; a failure is reported and retried
-/// next period.
+/// Settles what the receipt book holds beyond the chain's settlement, at
+/// start and then every `every`, for channels with at least `min`
+/// unsettled or about to expire. Runs until the process ends; a failure is
+/// reported and retried next period. (It slept first: a node that
+/// restarted waited a whole period, 10 minutes by default, before it
+/// settled what its last run was paid, and a node restarted more often
+/// than that never did.)
 fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
     loop {
+        settle_due(api, key, receipts, every, min);
         std::thread::sleep(every);
-        let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        for receipt in receipts.all() {
-            let r = &receipt.receipt;
-            let channel = match api.channel(&r.channel) {
-                Ok((channel, _)) => channel,
-                // Closed (its escrow went back to the client): nothing can
-                // be settled on it any more, and a book that kept every
-                // channel ever served would only grow.
-                Err(e) if e.downcast_ref::<crate::api_client::ApiError>().is_some_and(|a| a.code == "unknown_channel") => {
-                    let _ = outln!("channel {} is closed on the chain: its receipt is dropped", r.channel.short());
-                    receipts.forget(&r.channel);
-                    continue;
-                }
-                Err(e) => {
-                    eprintln!("settle: looking up channel {}: {e:#}", r.channel.short());
-                    continue;
-                }
-            };
-            if r.cumulative_usd <= channel.paid {
-                continue;
-            }
-            let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
-            let expiring = channel.expires_at_secs <= now_secs + 2 * every.as_secs();
-            if unsettled < min && !expiring {
-                continue;
-            }
-            let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
-            match crate::wallet::submit_and_wait(api, key, body, 15_000) {
-                // A log line: a closed stdout must not stop the settling
-                // (`println!` would panic this thread away).
-                Ok(tx) => {
-                    let _ = outln!(
-                        "settled channel {}: {} for {} bytes in total (tx {})",
-                        r.channel.short(),
-                        r.cumulative_usd,
-                        r.cumulative_bytes,
-                        tx.short()
-                    );
-                }
-                Err(e) => eprintln!("settle: channel {}: {e:#}", r.channel.short()),
-            }
-            let _ = std::io::stdout().flush();
-        }
     }
 }
 
-async fn wait_for_stop() {
+/// One pass of [`settle_loop`].
+fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for receipt in receipts.all() {
+        let r = &receipt.receipt;
+        let channel = match api.channel(&r.channel) {
+            Ok((channel, _)) => channel,
+            // Closed (its escrow went back to the client): nothing can
+            // be settled on it any more, and a book that kept every
+            // channel ever served would only grow.
+            Err(e) if e.downcast_ref::<crate::api_client::ApiError>().is_some_and(|a| a.code == "unknown_channel") => {
+                let _ = outln!("channel {} is closed on the chain: its receipt is dropped", r.channel.short());
+                receipts.forget(&r.channel);
+                continue;
+            }
+            Err(e) => {
+                eprintln!("settle: looking up channel {}: {e:#}", r.channel.short());
+                continue;
+            }
+        };
+        if r.cumulative_usd <= channel.paid {
+            continue;
+        }
+        let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
+        let expiring = channel.expires_at_secs <= now_secs + 2 * every.as_secs();
+        if unsettled < min && !expiring {
+            continue;
+        }
+        let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
+        match crate::wallet::submit_and_wait(api, key, body, 15_000) {
+            // A log line: a closed stdout must not stop the settling
+            // (`println!` would panic this thread away).
+            Ok(tx) => {
+                let _ = outln!(
+                    "settled channel {}: {} for {} bytes in total (tx {})",
+                    r.channel.short(),
+                    r.cumulative_usd,
+                    r.cumulative_bytes,
+                    tx.short()
+                );
+            }
+            Err(e) => eprintln!("settle: channel {}: {e:#}", r.channel.short()),
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -599,7 +608,13 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
         })
         .collect();
     let mut picked = Vec::new();
-    for (i, score) in choice::rank(&candidates, &me).into_iter().take(n) {
+    // A channel is opened only to a node that answered: escrow sent to one
+    // that is down stays locked until the channel expires, a week on. (A
+    // node without an answer loses only the latency part of its score, so
+    // a cheap, well-measured node that is off ranked first.)
+    let ranked = choice::rank(&candidates, &me);
+    let answered_or_paid = |&(i, _): &(usize, f64)| rtts[i].is_some() || has_channel(&eligible[i].id);
+    for (i, score) in ranked.into_iter().filter(answered_or_paid).take(n) {
         let node = eligible[i];
         let rtt = rtts[i].map_or_else(|| "no answer".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
         outln!(
@@ -618,6 +633,15 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
             outln!("opened a channel to node {} with {escrow} escrow, for 7 days", node.id.short())?;
         }
         picked.push(node.id);
+    }
+    if picked.is_empty() {
+        bail!(
+            "none of the {} matching node(s) answered a TCP connect within {} s, and none has a channel from {}: \
+             no channel was opened",
+            eligible.len(),
+            PICK_CONNECT_TIMEOUT.as_secs(),
+            me.short()
+        );
     }
     Ok(picked)
 }

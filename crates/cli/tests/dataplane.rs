@@ -178,7 +178,7 @@ fn register_node(dir: &Path, api: &str, name: &str, ports: u16) -> Node {
 fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let dir = temp_dir();
     let mut ids = std::collections::BTreeMap::new();
-    for name in ["alice", "exit_a", "exit_b", "carol"] {
+    for name in ["alice", "exit_a", "exit_b", "carol", "dave"] {
         let out = tollway(&dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         ids.insert(name, v["public"].as_str().unwrap().to_string());
@@ -190,6 +190,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         format!("{}=2000TWY,10USD", ids["exit_a"]),
         format!("{}=2000TWY,10USD", ids["exit_b"]),
         format!("{}=10TWY,10USD", ids["carol"]),
+        format!("{}=10TWY,10USD", ids["dave"]),
     ];
     tollway(
         &dir,
@@ -208,6 +209,8 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
             &allocs[2],
             "--alloc",
             &allocs[3],
+            "--alloc",
+            &allocs[4],
         ],
     );
     let chain = ChainProcess::start(&dir, &home);
@@ -393,8 +396,20 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     // would take it over (below).
     drop(proxy);
 
-    // exit_a kept receipts for what it carried, in its home, and settles
-    // the newest on the chain: its USD balance grows.
+    // exit_a is down: a proxy that opens channels opens one to exit_b
+    // alone. (A node that does not answer lost only the latency part of
+    // its score, and got a week's escrow.)
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["connect", "--key", "dave.key", "--api", api, "--listen", &listen, "--pick", "2", "--open-channels", "$1"];
+    let dave = Daemon::start(&dir, &args, "proxy on");
+    let opened: Vec<&String> = dave.lines.iter().filter(|l| l.starts_with("opened a channel to node ")).collect();
+    assert_eq!(opened.len(), 1, "{:?}", dave.lines);
+    assert!(opened[0].contains(&b.id[..8]), "{:?}", dave.lines);
+    drop(dave);
+
+    // exit_a kept receipts for what it carried, in its home. Started
+    // again, it settles them at once, not a settling period later (an
+    // hour here): its USD balance grows.
     // (Its largest: alice's; carol's picked channel may be here too.)
     let listed = tollway(&dir, &["node", "receipts", "--home", &a.home, "--json"]);
     let receipt: serde_json::Value = listed
@@ -403,7 +418,13 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         .max_by_key(|r| r["cumulative_bytes"].as_u64().unwrap_or(0))
         .unwrap();
     assert!(receipt["cumulative_bytes"].as_u64().unwrap() > 5 << 20, "{receipt}");
-    tollway(&dir, &["wallet", "--api", api, "--key", "exit_a.key", "settle-channel", receipt["hex"].as_str().unwrap()]);
+    let mut again = args_a.clone();
+    again.extend(["--settle-every", "1h", "--settle-min-usd", "0"].map(String::from));
+    let mut node_a = Daemon::start(&dir, &again.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let channel_hex = receipt["channel"].as_str().unwrap_or_default();
+    let settled_line = node_a.wait_for_line(&format!("settled channel {}", &channel_hex[..8]), Duration::from_secs(15));
+    assert!(settled_line.is_some(), "{:?}", node_a.lines);
+    drop(node_a);
     let listed = tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "channels", "--json"]);
     let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
     let settled =
