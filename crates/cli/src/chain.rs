@@ -349,7 +349,8 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         let mut joined = joined;
         tokio::select! {
             r = &mut joined => r?,
-            _ = tokio::signal::ctrl_c() => {
+            // Ctrl-C, or SIGTERM (`systemctl stop`, `docker stop`).
+            _ = crate::dataplane::wait_for_stop() => {
                 // Blocks are durable when committed; stopping loses only
                 // unacknowledged mempool txs. The block loop finishes its
                 // block, so that the store closes cleanly.

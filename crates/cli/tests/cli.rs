@@ -266,32 +266,36 @@ fn ctrl_c_stops_a_chain_cleanly() {
     use std::io::{BufRead, BufReader, Read};
     let (dir, home) = initialised_chain("ctrl-c");
     let home = home.as_str();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
-        .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "50ms"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if line.contains("listening on") {
-            break;
+    // Ctrl-C, and SIGTERM (`systemctl stop`, `docker stop`): it only
+    // heeded Ctrl-C, and SIGTERM ended it without the clean stop.
+    for signal in ["-INT", "-TERM"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
+            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "50ms"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.contains("listening on") {
+                break;
+            }
         }
+        // A few blocks, then the signal.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let sent = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()));
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(status.success() && !stderr.contains("panicked"), "{status:?}: {stderr}");
+        assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
+        let (ok, stdout, stderr) = tollway(&["chain", "replay", "--home", home]);
+        assert!(ok && stdout.contains("every state root matches"), "{stdout}{stderr}");
     }
-    // A few blocks, then Ctrl-C.
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    assert!(sent.is_ok_and(|s| s.success()));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    assert!(status.success() && !stderr.contains("panicked"), "{status:?}: {stderr}");
-    assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
-    let (ok, stdout, stderr) = tollway(&["chain", "replay", "--home", home]);
-    assert!(ok && stdout.contains("every state root matches"), "{stdout}{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
