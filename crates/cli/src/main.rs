@@ -140,3 +140,28 @@ mod test_util {
         }
     }
 }
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// No help text shows a USD amount in double quotes: a shell expands
+    /// `"$25"` to the second positional argument (usually empty) and `5`,
+    /// and bare numbers are USD, so the command went through with $5.
+    #[test]
+    fn no_help_shows_a_dollar_amount_a_shell_would_expand() {
+        fn walk(cmd: &mut clap::Command, path: &str, found: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for line in help.lines().filter(|l| l.contains("\"$")) {
+                found.push(format!("{path}: {}", line.trim()));
+            }
+            for sub in cmd.get_subcommands_mut() {
+                let name = format!("{path} {}", sub.get_name());
+                walk(sub, &name, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&mut super::Cli::command(), "tollway", &mut found);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+}

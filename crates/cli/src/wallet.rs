@@ -39,7 +39,7 @@ pub struct WalletArgs {
     /// Print the API's JSON instead of a sentence (for scripts).
     #[arg(long, global = true)]
     json: bool,
-    /// Fee for a transaction, e.g. "0.001 TWY" or "$0.0001" [default: the
+    /// Fee for a transaction, e.g. "0.001 TWY" or '$0.0001' [default: the
     /// chain's minimum, in USD if the account can pay it, else in TWY].
     #[arg(long, global = true, value_name = "AMOUNT")]
     fee: Option<String>,
@@ -114,11 +114,11 @@ pub enum WalletCommand {
         /// An account id (64 hex digits).
         account: Option<String>,
     },
-    /// Send TWY or USD: `transfer TO "12.5 TWY"`, `transfer TO "$3"`.
+    /// Send TWY or USD: `transfer TO "12.5 TWY"`, `transfer TO '$3'`.
     Transfer {
         /// The receiving account id (64 hex digits).
         to: String,
-        /// "12.5 TWY", "3 USD" or "$3".
+        /// "12.5 TWY", "3 USD" or '$3'.
         amount: String,
     },
     /// Bond liquid TWY as stake.
@@ -144,7 +144,7 @@ pub enum WalletCommand {
     OpenChannel {
         /// The node's account id (64 hex digits).
         node: String,
-        /// USD to escrow, e.g. 5 or "$5".
+        /// USD to escrow, e.g. 5 or '$5'.
         escrow_usd: String,
         /// Expiry, counted from the chain's current time: 30m, 1h, 7d.
         #[arg(long, value_name = "DURATION", default_value = "1h")]
@@ -185,7 +185,7 @@ pub enum WalletCommand {
     Deposit {
         /// The receiving account id (64 hex digits).
         to: String,
-        /// USD, e.g. 100 or "$100".
+        /// USD, e.g. 100 or '$100'.
         amount_usd: String,
     },
 }
@@ -819,8 +819,8 @@ fn parse_token(text: &str) -> anyhow::Result<Token> {
 pub fn parse_usd(text: &str) -> anyhow::Result<Usd> {
     match Amount::parse(text) {
         Ok(Amount::Usd(u)) => Ok(u),
-        Ok(Amount::Token(_)) => bail!("{text:?} is TWY; this amount is in USD, e.g. \"$5\" or 5"),
-        Err(_) => Usd::parse_decimal(text).with_context(|| format!("{text:?} is not an amount of USD such as 5 or \"$0.25\"")),
+        Ok(Amount::Token(_)) => bail!("{text:?} is TWY; this amount is in USD, e.g. '$5' or 5"),
+        Err(_) => Usd::parse_decimal(text).with_context(|| format!("{text:?} is not an amount of USD such as 5 or '$0.25'")),
     }
 }
 
@@ -863,6 +863,12 @@ fn parse_ports(text: &str) -> anyhow::Result<(u16, u16)> {
     if first == 0 || first > last {
         return Err(bad());
     }
+    // A node listens on at most this many ports: a record with more is one
+    // `node run` refuses to serve, after its fee was paid.
+    let count = usize::from(last - first) + 1;
+    if count > tollway_net::MAX_LISTEN_PORTS {
+        bail!("--ports {text:?} is {count} ports; a node listens on at most {}", tollway_net::MAX_LISTEN_PORTS);
+    }
     Ok((first, last))
 }
 
@@ -883,6 +889,8 @@ mod tests {
         assert_eq!(parse_token("1000").unwrap_or_default(), Token::units(1000));
         assert_eq!(parse_token("12.5 TWY").unwrap_or_default(), Token(12_500_000));
         assert!(err_of(parse_token("$5")).contains("is USD"));
+        assert_eq!(parse_ports("4433-4688").unwrap_or_default(), (4433, 4688));
+        assert!(err_of(parse_ports("4433-5000")).contains("is 568 ports; a node listens on at most 256"));
         assert_eq!(parse_usd("$0.25").unwrap_or_default(), Usd(250_000));
         assert_eq!(parse_usd("5").unwrap_or_default(), Usd::units(5));
         assert!(err_of(parse_usd("5 TWY")).contains("is TWY"));
