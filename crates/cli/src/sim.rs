@@ -106,6 +106,23 @@ fn slug(name: &str) -> String {
     }
 }
 
+/// Written into `--out` before anything else of a report: a report whose
+/// writing was cut short (Ctrl-C, a full disk) is still known for one, and
+/// replaced by the next run rather than refused.
+const REPORT_MARKER: &str = ".tollway-sim-report";
+
+/// Whether `out` holds a report of ours: its marker, or a summary.json in
+/// our format (reports written before the marker). Any file named
+/// summary.json counted, and the report's own file names (index.html,
+/// *.png) beside it were then deleted.
+fn holds_our_report(out: &Path) -> bool {
+    let summary = std::fs::read(out.join("summary.json")).ok();
+    let format = summary.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok()).and_then(|v| {
+        v.get("format").and_then(|f| f.as_str()).map(str::to_string)
+    });
+    out.join(REPORT_MARKER).is_file() || format.is_some_and(|f| f.starts_with("tollway-sim-summary/"))
+}
+
 /// `out`'s entries, refusing a directory that is neither empty nor an
 /// earlier report (checked before simulating, so a bad `--out` loses
 /// nothing).
@@ -114,8 +131,8 @@ fn earlier_report(out: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
         .with_context(|| format!("reading {}", out.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("reading {}", out.display()))?;
-    if !entries.is_empty() && !out.join("summary.json").is_file() {
-        bail!("{} is not empty and holds no earlier report (no summary.json): choose another --out", out.display());
+    if !entries.is_empty() && !holds_our_report(out) {
+        bail!("{} is not empty and holds no earlier report of `tollway sim`: choose another --out", out.display());
     }
     Ok(entries)
 }
@@ -221,6 +238,9 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
 fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     clear_earlier_report(out)?;
+    let marker = out.join(REPORT_MARKER);
+    std::fs::write(&marker, "a report of `tollway sim`: the next run with this --out replaces it\n")
+        .with_context(|| format!("writing {}", marker.display()))?;
     for s in results {
         let dir = out.join(slug(&s.name));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -206,5 +206,22 @@ fn outputs_stay_inside_out_and_replace_an_earlier_report() {
     let (ok, _, stderr) = tollway(&["sim", "run", dots.to_str().unwrap_or_default(), "--out", other.to_str().unwrap_or_default(), "--days", "3", "--runs", "1", "--quiet"]);
     assert!(!ok && stderr.contains("holds no earlier report"), "{stderr}");
     assert!(other.join("mine.txt").is_file());
+    // Nor is one that has a summary.json of its own: its index.html and
+    // images were deleted as the report's.
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
+    for (name, text) in [("summary.json", "{}"), ("index.html", "mine"), ("logo.png", "mine")] {
+        std::fs::write(site.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (ok, _, stderr) = tollway(&["sim", "run", dots.to_str().unwrap_or_default(), "--out", site.to_str().unwrap_or_default(), "--days", "3", "--runs", "1", "--quiet"]);
+    assert!(!ok && stderr.contains("holds no earlier report"), "{stderr}");
+    assert!(site.join("logo.png").is_file() && site.join("index.html").is_file());
+    // A report cut short before its summary.json (Ctrl-C) is one: the
+    // next run replaces it.
+    std::fs::remove_file(out.join("summary.json")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(out.join("index.html")).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = run("7", "1");
+    assert!(ok, "{stderr}");
+    assert!(out.join("__").join("seed-7.csv").is_file() && out.join("summary.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
