@@ -463,8 +463,10 @@ pub struct ConnectArgs {
     /// (needed to --listen on an address other than loopback).
     #[arg(long, value_name = "NAME", requires = "password")]
     user: Option<String>,
-    /// The password that goes with --user.
-    #[arg(long, value_name = "SECRET", requires = "user")]
+    /// The password that goes with --user. Better from the environment
+    /// variable: a flag shows in every local user's `ps` and in the
+    /// shell's history.
+    #[arg(long, value_name = "SECRET", requires = "user", env = "TOLLWAY_PROXY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Answer a program's CONNECT only once the exit has reached the
     /// destination, so refusals come back as SOCKS / HTTP error codes

@@ -133,6 +133,25 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The proxy's password can come from the environment, out of `ps` and
+/// the shell's history.
+#[test]
+fn the_proxy_password_may_come_from_the_environment() {
+    let exit = "11".repeat(32);
+    let args = ["connect", "--exit", &exit, "--user", "me", "--listen", "0.0.0.0:1", "--api", "http://127.0.0.1:9"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(args)
+        .env("TOLLWAY_PROXY_PASSWORD", "s3cret")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Past the flags and the password check; it stops at the chain, which
+    // does not run.
+    assert!(!out.status.success() && !stderr.contains("--password") && !stderr.contains("s3cret"), "{stderr}");
+    let (ok, _, stderr) = tollway(&args);
+    assert!(!ok && stderr.contains("--password"), "{stderr}");
+}
+
 #[test]
 fn a_node_cannot_be_both_hops_of_a_route() {
     let node = "11".repeat(32);
