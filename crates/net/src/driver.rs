@@ -865,7 +865,7 @@ impl Driver {
             Command::Channel(info) => self.session.handle_channel(Instant::now(), info),
             Command::AttachPath { io, binding, reply } => {
                 let path = self.next_path;
-                match self.session.attach_path(path, binding) {
+                match self.session.attach_path(Instant::now(), path, binding) {
                     Ok(()) => {
                         self.next_path += 1;
                         self.add_path(path, io);

@@ -305,12 +305,22 @@ struct Path {
     binding: [u8; 32],
     /// Client: the node's ResumeOk has not arrived on this path yet.
     awaiting_resume_ok: bool,
+    /// Client: when a path still awaiting its ResumeOk is given up.
+    resume_deadline: Option<Instant>,
 }
 
 impl Path {
     /// A path with nothing read or queued yet.
     fn new(id: PathId, binding: [u8; 32]) -> Path {
-        Path { id, inbuf: BytesMut::new(), joining: false, outbuf: Vec::new(), binding, awaiting_resume_ok: false }
+        Path {
+            id,
+            inbuf: BytesMut::new(),
+            joining: false,
+            outbuf: Vec::new(),
+            binding,
+            awaiting_resume_ok: false,
+            resume_deadline: None,
+        }
     }
 }
 
@@ -1485,8 +1495,12 @@ impl Session {
     // ---- paths (port hopping) ----------------------------------------------
 
     /// Client: a new connection to the node whose TLS exporter gave
-    /// `binding`; the session moves to it once the node confirms.
-    pub fn attach_path(&mut self, path: PathId, binding: [u8; 32]) -> Result<(), SessionError> {
+    /// `binding`; the session moves to it once the node confirms, which it
+    /// must within the handshake timeout. (A path left waiting, on a port
+    /// where a censor let the handshake through and then dropped every
+    /// packet, refused every later one with `MigrationPending` for as long
+    /// as its TCP connection lived.)
+    pub fn attach_path(&mut self, now: Instant, path: PathId, binding: [u8; 32]) -> Result<(), SessionError> {
         if !matches!(self.side, Side::Client { .. }) {
             return Err(SessionError::WrongSide("client"));
         }
@@ -1495,7 +1509,11 @@ impl Session {
             return Err(SessionError::MigrationPending);
         }
         let proof = resume_proof(&self.secret, &binding);
-        let mut p = Path { awaiting_resume_ok: true, ..Path::new(path, binding) };
+        let mut p = Path {
+            awaiting_resume_ok: true,
+            resume_deadline: Some(now + self.limits.handshake_timeout),
+            ..Path::new(path, binding)
+        };
         Frame::Resume(Resume {
             session_id: self.session_id,
             proof,
@@ -1730,11 +1748,37 @@ impl Session {
         match self.phase {
             Phase::Closed => None,
             Phase::Handshake | Phase::AwaitChannel => Some(self.handshake_deadline),
-            Phase::Established => Some(self.last_received + self.limits.idle_timeout),
+            Phase::Established => {
+                let idle = self.last_received + self.limits.idle_timeout;
+                Some(self.pending_resume_deadline().map_or(idle, |d| d.min(idle)))
+            }
         }
     }
 
+    /// The earliest deadline of a path still awaiting its ResumeOk.
+    fn pending_resume_deadline(&self) -> Option<Instant> {
+        self.paths.iter().filter(|p| p.awaiting_resume_ok).filter_map(|p| p.resume_deadline).min()
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Established && self.pending_resume_deadline().is_some_and(|d| now >= d) {
+            // Given up, as a path whose connection was lost: the session
+            // stays on the old one, and the driver closes the new one's.
+            // (Only one not yet read from: one the peer already switched
+            // to is the session's, and the idle timeout judges it.)
+            let (send, recv) = (self.send_path, self.recv_path);
+            let expired: Vec<PathId> = self
+                .paths
+                .iter()
+                .enumerate()
+                .filter(|&(i, p)| i > send && i > recv && p.awaiting_resume_ok && p.resume_deadline.is_some_and(|d| now >= d))
+                .map(|(_, p)| p.id)
+                .collect();
+            for path in expired {
+                self.handle_path_lost(path);
+                self.events.push_back(Event::PathRetired { path });
+            }
+        }
         match self.phase {
             Phase::Handshake | Phase::AwaitChannel if now >= self.handshake_deadline => {
                 self.close(ErrorCode::Timeout, "the handshake did not finish in time");

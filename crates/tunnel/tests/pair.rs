@@ -812,7 +812,7 @@ fn the_session_moves_to_new_connections_three_times_mid_transfer_byte_exact() {
         sent += n;
         if round < 3 {
             let binding = [next_path as u8; 32];
-            pair.client.attach_path(next_path, binding).unwrap();
+            pair.client.attach_path(pair.now, next_path, binding).unwrap();
             // The node's driver sees a Resume as the first frame.
             let (path, bytes) = pair.client.poll_transmit().unwrap();
             assert_eq!(path, next_path);
@@ -857,7 +857,7 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
     let mut pair = Pair::established(Usd(100_000_000));
     let s = pair.client.open_stream(dest()).unwrap();
     pair.drive();
-    pair.client.attach_path(2, [2; 32]).unwrap();
+    pair.client.attach_path(pair.now, 2, [2; 32]).unwrap();
     let (_, bytes) = pair.client.poll_transmit().unwrap();
     let (Frame::Resume(resume), _) = Frame::decode(&bytes).unwrap() else { panic!("not a resume") };
     pair.node.handle_resume(pair.now, 2, [2; 32], &resume).unwrap();
@@ -866,6 +866,37 @@ fn a_peer_that_pours_bytes_into_a_path_it_never_switches_to_is_closed() {
         tollway_tunnel::frame::encode_data(&mut chunk, s, &[0x41; 16 * 1024 - 8]);
     }
     pour_until_closed(&mut pair, 2, &chunk, 128 * MIB, 18 * MIB, "on a path not yet switched to");
+}
+
+#[test]
+fn a_new_path_the_node_never_answers_is_given_up_and_the_next_hop_is_tried() {
+    // A port where a censor let the handshake through and then dropped
+    // every packet: the client's resume never gets its ResumeOk. The path
+    // waited for as long as its connection lived, and every later hop was
+    // refused with `MigrationPending`.
+    let mut pair = Pair::established(Usd(100_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.client.attach_path(pair.now, 2, [2; 32]).unwrap();
+    // Whatever goes to path 2 is lost.
+    while pair.client.poll_transmit().is_some() {}
+    assert!(matches!(pair.client.attach_path(pair.now, 3, [3; 32]), Err(tollway_tunnel::session::SessionError::MigrationPending)));
+    let deadline = pair.client.poll_timeout().unwrap();
+    assert!(deadline <= pair.now + Limits::default().handshake_timeout, "no deadline for the new path");
+    pair.now = deadline;
+    pair.client.handle_timeout(pair.now);
+    let retired: Vec<PathId> = std::iter::from_fn(|| pair.client.poll_event())
+        .filter_map(|e| match e {
+            Event::PathRetired { path } => Some(path),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retired, vec![2], "the driver is told to close the new path's connection");
+    // The session goes on where it was, and the next window's hop is taken.
+    assert!(pair.client.is_established());
+    pair.client.attach_path(pair.now, 3, [3; 32]).unwrap();
+    let data = pattern(64 * 1024, 9);
+    assert_eq!(pair.pump(s, &data, true), data.len());
 }
 
 /// Feeds `chunk` to the node on `path` again and again, `give_up` bytes
