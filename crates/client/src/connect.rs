@@ -155,6 +155,13 @@ impl Connected {
         self.exit.close_when_drained(ErrorCode::Shutdown, "replaced by a better route");
     }
 
+    /// Undoes [`Connected::drain`]: the route is active again. Whether it
+    /// still is open is for the caller to check after
+    /// ([`Connected::closed_because`]).
+    pub fn keep_open(&self) {
+        self.exit.keep_open();
+    }
+
     /// Closes the route's sessions now; the relay's only if no other route
     /// rides it.
     pub fn close(&self) {

@@ -138,6 +138,12 @@ struct State {
     /// the first over. (A route gone silent may have lost its relay
     /// connection: the next connect makes a new one.)
     spare_relay: Option<Arc<RelayLink>>,
+    /// Routes replaced while they still carried streams, closing once
+    /// those are done. A route picked again while draining is taken back
+    /// as it is: a second session on its channel would make the node close
+    /// the first, and the streams with it (or, within the node's takeover
+    /// period, refuse the second, blaming another proxy).
+    draining: Vec<(usize, Arc<Connected>)>,
     /// The active route's quiet spell, if any.
     quiet: Quiet,
     /// The ping that ends a quiet spell, while it runs: the new streams
@@ -296,6 +302,7 @@ impl RoutePool {
                 spent: Vec::new(),
                 history: Vec::new(),
                 spare_relay: None,
+                draining: Vec::new(),
                 quiet: Quiet::default(),
                 probe: None,
             }),
@@ -410,9 +417,17 @@ impl RoutePool {
     fn activate(&self, state: &mut State, index: usize, connected: Connected) -> SessionHandle {
         let connected = Arc::new(connected);
         tokio::spawn(watch_payments(self.me.clone(), index, Arc::downgrade(&connected)));
+        self.activate_shared(state, index, connected)
+    }
+
+    /// [`Pool::activate`], for a route's connection that may have been
+    /// active before (one taken back from draining).
+    fn activate_shared(&self, state: &mut State, index: usize, connected: Arc<Connected>) -> SessionHandle {
         let exit = connected.exit.clone();
-        if let Some((_, replaced)) = state.active.replace((index, connected)) {
+        state.draining.retain(|(i, c)| *i != index && c.closed_because().is_none());
+        if let Some((replaced_index, replaced)) = state.active.replace((index, connected)) {
             replaced.drain();
+            state.draining.push((replaced_index, replaced));
         }
         state.down[index].up(Instant::now());
         state.history.push(index);
@@ -581,6 +596,19 @@ impl RoutePool {
             .filter(|&i| state.retired[i].is_none() && !state.down[i].is_down(now))
             .map(|i| (i, state.routes[i].clone()))
             .collect();
+        // A route still draining is taken back as it is, not connected
+        // again (see `State::draining`): ahead of the race when it is the
+        // best route up.
+        state.draining.retain(|(_, c)| c.closed_because().is_none());
+        let draining: Vec<(usize, Arc<Connected>)> =
+            candidates.iter().filter_map(|(i, _)| state.draining.iter().find(|(j, _)| j == i).cloned()).collect();
+        if let Some(first) = draining.first().filter(|(i, _)| candidates.first().is_some_and(|(c, _)| c == i)) {
+            if let Some(taken_back) = self.take_back(&mut state, first.clone()) {
+                return Ok(taken_back);
+            }
+        }
+        let candidates: Vec<(usize, Route)> =
+            candidates.into_iter().filter(|(i, _)| !draining.iter().any(|(j, _)| j == i)).collect();
         let mut last = match candidates.len() {
             _ if state.routes.is_empty() => String::from("no routes configured"),
             0 => String::from("every route is down or out of use"),
@@ -626,10 +654,26 @@ impl RoutePool {
         let surplus = |(_, _, _, connected): (usize, Route, Instant, Connected)| connected.close();
         let won = race::first_success(candidates, race::NEXT_ATTEMPT_AFTER, attempt, failed, surplus).await;
         let Some((i, route, started, connected)) = won else {
+            // Worse routes still draining serve before nothing does.
+            for d in draining {
+                if let Some(taken_back) = self.take_back(&mut state, d) {
+                    return Ok(taken_back);
+                }
+            }
             return Err(ClientError::NoRoute(last));
         };
         self.say(&self.connected_line(&route, started));
         Ok((i, self.activate(&mut state, i, connected)))
+    }
+
+    /// Makes a draining route active again, if it still is open.
+    fn take_back(&self, state: &mut State, (i, c): (usize, Arc<Connected>)) -> Option<(usize, SessionHandle)> {
+        c.keep_open();
+        if c.closed_because().is_some() {
+            return None;
+        }
+        self.say(&format!("route {}: still open, new connections go to it again", state.routes[i].name()));
+        Some((i, self.activate_shared(state, i, c)))
     }
 
     /// Before a new stream goes to a quiet route (not pinged every health

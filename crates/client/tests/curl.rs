@@ -1759,6 +1759,50 @@ async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
     }
 }
 
+/// A route replaced while it still carries a download is taken back as
+/// it is when the route that replaced it goes down again: the download
+/// finishes on it, byte-exact, and its node never sees a second session.
+/// (The pool forgot the draining route and connected it anew: its node
+/// closed the draining session for the new one, download and all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_route_is_taken_back_not_connected_again() {
+    let web = web_server().await;
+    let slow = slow_web_server(4).await;
+    let client = SigningKey::from_label("jan");
+    let port = free_port_range(1);
+    let start_best = || start_node_on("exit-flaps", &client, port);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let meanwhile = start_node("exit-drains", &client, 1).await;
+    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+    let (name, second_name) = (first.name(), second.name());
+    let config = ClientConfig {
+        health_interval: Duration::from_millis(100),
+        retry_after: Duration::from_millis(300),
+        retry_after_max: Duration::from_millis(300),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
+    };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    let in_flight = tokio::spawn(socks_get(front, slow, 4 << 20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The best route comes back (the second drains), then goes again.
+    let best = start_best().await;
+    let again = format!("route {name}: connected over tls in ");
+    wait_until("the best route back", || !events_with(&again).is_empty()).await;
+    assert_eq!(pool.history().await, [1, 0]);
+    drop(best);
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    let told = events_with(&format!("route {second_name}: still open, new connections go to it again"));
+    assert_eq!(told.len(), 1, "{:?}", events_with(&second_name));
+    assert!(!in_flight.is_finished(), "the download ended before the test's point");
+    let body = in_flight.await.unwrap().unwrap();
+    assert!(body == pattern(4 << 20), "the draining route's download: {} bytes, or other bytes", body.len());
+    assert_eq!(meanwhile.server.n_sessions(), 1, "the draining route was connected again");
+    drop(pool);
+}
+
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
 /// Each call in this process starts past the last one's range: tests
 /// that leave their port unbound for a while (a node restarting on it)

@@ -158,6 +158,7 @@ enum Command {
         code: ErrorCode,
         message: String,
     },
+    KeepOpen,
     // From the driver's own tasks.
     StreamBytes {
         stream: StreamId,
@@ -359,6 +360,13 @@ impl SessionHandle {
             code,
             message: message.to_string(),
         });
+    }
+
+    /// Undoes [`SessionHandle::close_when_drained`] if the session has not
+    /// closed yet (check its status after): a client going back to the
+    /// route it was leaving keeps the streams that route still carries.
+    pub fn keep_open(&self) {
+        let _ = self.send(Command::KeepOpen);
     }
 
     fn send(&self, command: Command) -> Result<(), OpenError> {
@@ -902,6 +910,7 @@ impl Driver {
             }
             Command::Close { code, message } => self.session.close(code, &message),
             Command::CloseWhenDrained { code, message } => self.drain = Some((code, message)),
+            Command::KeepOpen => self.drain = None,
             Command::StreamBytes { stream, bytes } => {
                 if let Some(io) = self.streams.get_mut(&stream) {
                     io.pending.push_back(bytes);
