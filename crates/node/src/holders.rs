@@ -39,6 +39,9 @@ pub enum Claim {
     /// Taken over too recently: refused; it may be taken over again after
     /// the duration.
     Busy(Duration),
+    /// The session closed before its claim came (its channel lookup was
+    /// still running): nothing changes.
+    Gone,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,10 +63,20 @@ pub struct Holders {
     /// chain); expired channels' entries go (`closed`), as an expired
     /// channel is refused anyway.
     owed: HashMap<ChannelId, (u64, u64)>,
+    /// Sessions that closed before they claimed a channel, and when (unix
+    /// seconds). A channel lookup runs apart from its session and claims
+    /// when it returns: one that returned after its session had closed
+    /// took the channel free, and with it the debt the last session left,
+    /// which the dead session could not pass on; a client that opened a
+    /// session and hung up at once got a new credit window every time.
+    closed_unclaimed: HashMap<SessionId, u64>,
 }
 
 /// Entries of [`Holders::owed`] beyond which expired ones are dropped.
 const OWED_PRUNE_ABOVE: usize = 1024;
+/// How long a session that closed unclaimed is remembered: far longer
+/// than a channel lookup takes (a few seconds at most).
+const CLOSED_UNCLAIMED_SECS: u64 = 120;
 
 impl Holders {
     /// Session `session` asks for `channel` at `now`; `is_open` tells
@@ -77,6 +90,9 @@ impl Holders {
         now: Instant,
         is_open: impl Fn(&SessionId) -> bool,
     ) -> Claim {
+        if self.closed_unclaimed.remove(&session).is_some() {
+            return Claim::Gone;
+        }
         let before = self.by_channel.get(&channel).copied();
         let claim = match before {
             Some(h) if h.session != session && is_open(&h.session) => {
@@ -95,6 +111,12 @@ impl Holders {
         };
         self.by_channel.insert(channel, Holder { session, taken_over_at });
         self.by_session.insert(session, (channel, expires_at_secs));
+        if let Claim::TakeOver(_) = claim {
+            // The session taken over carries what it owes to this one (the
+            // server's `carried_bytes`); a debt it recorded as it closed,
+            // in the instant before it counted as closed, is that same one.
+            self.owed.remove(&channel);
+        }
         // Bounded: a channel whose session has closed, with no recent
         // takeover, needs no entry.
         if self.by_channel.len() > 1024 && self.by_channel.len().is_power_of_two() {
@@ -123,6 +145,10 @@ impl Holders {
     /// channel over (which carried this one's debt at the takeover).
     pub fn closed(&mut self, session: SessionId, unpaid_bytes: u64, now_unix_secs: u64) {
         let Some((channel, expires_at_secs)) = self.by_session.remove(&session) else {
+            self.closed_unclaimed.insert(session, now_unix_secs);
+            if self.closed_unclaimed.len() > 1024 && self.closed_unclaimed.len().is_power_of_two() {
+                self.closed_unclaimed.retain(|_, at| at.saturating_add(CLOSED_UNCLAIMED_SECS) > now_unix_secs);
+            }
             return;
         };
         if self.by_channel.get(&channel).is_none_or(|h| h.session != session) {
@@ -210,5 +236,25 @@ mod tests {
         }
         assert_eq!(h.owed.len(), 1, "only the unexpired channel's debt stays");
         assert!(h.by_session.is_empty(), "closed sessions leave no entry");
+    }
+
+    /// A session that closed before its claim came claims nothing, and the
+    /// debt stays for the next; a takeover in the instant a closing session
+    /// recorded its debt (still open to the node) carries it, so it is not
+    /// owed twice.
+    #[test]
+    fn a_late_claim_takes_nothing_and_a_takeover_leaves_no_debt_behind() {
+        let ch: ChannelId = Hash32([1; 32]);
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
+        h.closed([1; 16], 5_000, 50);
+        h.closed([2; 16], 0, 50); // gone before its lookup returned
+        assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Gone);
+        assert_eq!(h.claim([3; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed(&ch), 5_000, "the debt waited for a session that got the channel");
+        h.closed([3; 16], 4_000, 50);
+        assert_eq!(h.claim([4; 16], ch, 100, t0, |id| *id == [3; 16]), Claim::TakeOver([3; 16]));
+        assert_eq!(h.take_owed(&ch), 0, "carried at the takeover, not owed again");
     }
 }

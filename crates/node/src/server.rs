@@ -78,6 +78,7 @@ fn claim(
             handle.unpaid_bytes()
         })),
         Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
+        Claim::Gone => Err(ErrorCode::Shutdown),
     }
 }
 

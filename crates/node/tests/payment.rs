@@ -14,13 +14,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tollway_ledger::state::Channel;
 use tollway_net::{ClientOptions, SecureStream, ServerOptions, TlsIdentity, Transport};
-use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
+use tollway_node::{ChannelSource, NodeServer, ReceiptBook, ServerConfig, StaticChannels};
 use tollway_tunnel::frame::Frame;
 use tollway_tunnel::session::{ClientTerms, Event, Limits, NodeTerms, Session};
 use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 use tollway_types::amount::Usd;
 use tollway_types::keys::{AccountId, SigningKey};
-use tollway_types::tx::{channel_id, Receipt, SignedReceipt};
+use tollway_types::tx::{channel_id, ChannelId, Receipt, SignedReceipt};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const MIB: u64 = 1 << 20;
@@ -185,11 +185,31 @@ async fn node_with_channel(client: &SigningKey, label: &str, escrow: Usd, paid: 
 
 /// As `node_with_channel`, the channel expiring at `expires_at_secs`.
 async fn node_with_channel_until(client: &SigningKey, label: &str, escrow: Usd, paid: Usd, expires_at_secs: u64) -> TestNode {
-    node_with(client, label, (escrow, paid, expires_at_secs), ServerOptions::default()).await
+    node_with(client, label, (escrow, paid, expires_at_secs), ServerOptions::default(), Duration::ZERO).await
 }
 
-/// As `node_with_channel_until`, accepting as `server` says.
-async fn node_with(client: &SigningKey, label: &str, (escrow, paid, expires_at_secs): (Usd, Usd, u64), server: ServerOptions) -> TestNode {
+/// Answers as `StaticChannels`, `delay` later (a chain a round trip away).
+struct SlowChannels(StaticChannels, Duration);
+
+impl ChannelSource for SlowChannels {
+    fn channel(&self, id: ChannelId) -> tollway_net::driver::BoxFuture<Result<Channel, ErrorCode>> {
+        let (found, delay) = (self.0.channel(id), self.1);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            found.await
+        })
+    }
+}
+
+/// As `node_with_channel_until`, accepting as `server` says, its channel
+/// lookups answered `lookup_delay` late.
+async fn node_with(
+    client: &SigningKey,
+    label: &str,
+    (escrow, paid, expires_at_secs): (Usd, Usd, u64),
+    server: ServerOptions,
+    lookup_delay: Duration,
+) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
@@ -207,7 +227,8 @@ async fn node_with(client: &SigningKey, label: &str, (escrow, paid, expires_at_s
         max_rate_bytes_per_sec: None,
     };
     let receipts = ReceiptBook::in_memory();
-    let server = NodeServer::start(config, &identity, Arc::new(channels), receipts.clone()).await.unwrap();
+    let channels = Arc::new(SlowChannels(channels, lookup_delay));
+    let server = NodeServer::start(config, &identity, channels, receipts.clone()).await.unwrap();
     let addr = server.local_addrs()[0].1;
     TestNode { server, addr, pin: identity.pin(), account: key.public(), receipts }
 }
@@ -397,6 +418,52 @@ async fn a_client_that_hangs_up_at_the_pause_and_reconnects_gets_no_new_window()
     }
 }
 
+/// A session that hangs up while the node still looks its channel up
+/// leaves the channel's debt where it was. The lookup claimed the channel
+/// when it returned, closed session or not: it took the debt the last
+/// session left with it, and the next session got a new credit window,
+/// every time a client opened a session and hung up at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_gone_before_its_channel_lookup_returns_does_not_clear_the_debt() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("hang-up-early");
+    let escrow = Usd(50_000_000);
+    let lookup = Duration::from_millis(300);
+    let node = node_with(&client, "exit-slow-chain", (escrow, Usd::ZERO, u64::MAX / 2), ServerOptions::default(), lookup).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let opts = ClientOptions::default();
+    let connect = || tollway_net::connect(Transport::Tls, node.addr, node.pin, &opts);
+    let wait_closed = || async {
+        for _ in 0..500 {
+            if node.server.n_sessions() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the node kept the session");
+    };
+    // A whole window unpaid, then gone.
+    let (got, _) = download(connect().await.unwrap(), terms.clone(), dest.clone(), false, Duration::from_millis(1500), u64::MAX).await;
+    assert_eq!(got, 2 * MIB);
+    wait_closed().await;
+    for _ in 0..2 {
+        // A hello, and the connection dropped before the lookup returns.
+        let conn = connect().await.unwrap();
+        let mut session = Session::client(terms.clone(), Instant::now(), 0, conn.channel_binding());
+        let (_read, mut write) = tokio::io::split(conn);
+        while let Some((_, bytes)) = session.poll_transmit() {
+            write.write_all(&bytes).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop((_read, write));
+        tokio::time::sleep(lookup * 2).await;
+        wait_closed().await;
+    }
+    let (got, _) = download(connect().await.unwrap(), terms, dest, false, Duration::from_millis(1500), u64::MAX).await;
+    assert_eq!(got, 0, "the first session's debt was cleared by a session that never got its channel");
+}
+
 /// A channel is checked at the hello, but a session may outlive it: the
 /// node closes a session once its channel expires (what it served after
 /// that would be paid by receipts the client can void by closing the
@@ -558,7 +625,7 @@ async fn connections_silent_after_their_handshake_are_capped_per_address_and_in_
     let client = SigningKey::from_label("silent-after-tls");
     let escrow = Usd(50_000_000);
     let server = ServerOptions { max_handshakes_per_address: 4, max_awaiting_first_frame: 6, ..ServerOptions::default() };
-    let node = node_with(&client, "exit-silent", (escrow, Usd::ZERO, u64::MAX / 2), server).await;
+    let node = node_with(&client, "exit-silent", (escrow, Usd::ZERO, u64::MAX / 2), server, Duration::ZERO).await;
     let (a, b, c) = (Ipv4Addr::new(127, 0, 0, 11), Ipv4Addr::new(127, 0, 0, 12), Ipv4Addr::new(127, 0, 0, 13));
     let mut kept = Vec::new();
     for _ in 0..4 {
