@@ -87,7 +87,11 @@ async fn download_with(
                 }
                 rest = &rest[used..];
             }
-            write.write_all(&out).await.unwrap();
+            // The node may have closed and reset the connection (a channel
+            // that expired): the download ends there.
+            if write.write_all(&out).await.is_err() {
+                return (received, events);
+            }
         }
         let mut handled = false;
         while let Some(e) = session.poll_event() {
