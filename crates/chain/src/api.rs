@@ -749,7 +749,8 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
     // tip (`directory`). The records are read as they are now: a block
     // since the copy may have changed one, so each is checked against the
     // query again, and the order is at most a block old.
-    let page = query.page(&s.node_directory(), limit);
+    let directory = s.node_directory().await.map_err(ApiError::internal)?;
+    let page = query.page(&directory, limit);
     let core = s.core();
     let st = core.state();
     let views = page

@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tollway_types::admission::{AddressSlot, PerAddress};
+use tollway_types::admission::{client_key, AddressSlot, PerAddress};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiLimits {
     /// Connections at once.
     pub max_connections: usize,
-    /// Connections at once from one address: a quarter of all, so that a
+    /// Connections at once from one address (an IPv6 client's /64, which a
+    /// host can pick any address in): a quarter of all, so that a
     /// gateway on one address (a wallet service, the `chain` benchmark's
     /// 70 load and probe threads) fits, and one address cannot hold the
     /// rest.
@@ -80,7 +81,7 @@ impl axum::serve::Listener for GuardedListener {
                     continue;
                 }
             };
-            let Some(ip_slot) = self.per_ip.admit(addr.ip()) else {
+            let Some(ip_slot) = self.per_ip.admit(client_key(addr.ip())) else {
                 // Closed at once: this address holds its share.
                 continue;
             };

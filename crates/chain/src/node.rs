@@ -100,9 +100,12 @@ pub struct Shared {
     pub config: NodeConfig,
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub(crate) started: Instant,
-    /// The newest copy of the node list (`directory`); held while one is
-    /// made, so requests at a new block make one between them.
+    /// The newest copy of the node list (`directory`).
     directory: Mutex<Option<Arc<NodeDirectory>>>,
+    /// Held (asynchronously) while a copy is made, so that requests at a
+    /// new block make one between them, and wait without blocking their
+    /// worker thread.
+    directory_gate: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -114,20 +117,31 @@ impl Shared {
     }
 
     /// The node list as of the tip, copied under the core's lock at most
-    /// once per block.
-    pub(crate) fn node_directory(&self) -> Arc<NodeDirectory> {
+    /// once per block, and sorted on a blocking thread.
+    pub(crate) async fn node_directory(self: &Arc<Self>) -> Result<Arc<NodeDirectory>, tokio::task::JoinError> {
         let height = *self.tip.borrow();
-        let mut cached = self.directory.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = cached.as_ref().filter(|d| d.height >= height) {
-            return d.clone();
-        }
-        let (height, rows) = {
-            let core = self.core();
-            (core.tip().height, NodeDirectory::rows(core.state()))
+        let fresh = || {
+            let cached = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+            cached.as_ref().filter(|d| d.height >= height).cloned()
         };
-        let directory = Arc::new(NodeDirectory::sorted(height, rows));
-        *cached = Some(directory.clone());
-        directory
+        if let Some(d) = fresh() {
+            return Ok(d);
+        }
+        let _building = self.directory_gate.lock().await;
+        if let Some(d) = fresh() {
+            return Ok(d);
+        }
+        let shared = self.clone();
+        let directory = tokio::task::spawn_blocking(move || {
+            let (height, rows) = {
+                let core = shared.core();
+                (core.tip().height, NodeDirectory::rows(core.state()))
+            };
+            Arc::new(NodeDirectory::sorted(height, rows))
+        })
+        .await?;
+        *self.directory.lock().unwrap_or_else(|p| p.into_inner()) = Some(directory.clone());
+        Ok(directory)
     }
 
     /// Waits until the tx is committed or rejected, or the timeout passes.
@@ -189,6 +203,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         metrics: crate::metrics::handle(),
         started: Instant::now(),
         directory: Mutex::new(None),
+        directory_gate: tokio::sync::Mutex::new(()),
     });
     crate::metrics::on_open(&shared.core());
     let listener = tokio::net::TcpListener::bind(config.listen)
