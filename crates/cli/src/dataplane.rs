@@ -250,7 +250,10 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             allow_loopback: a.allow_loopback,
             allow_private: a.allow_private,
             denied_ports: a.deny_ports.clone(),
-            own_addrs: record.addrs.iter().copied().chain(Some(a.listen).filter(|ip| !ip.is_unspecified())).collect(),
+            own_addrs: (record.addrs.iter().copied())
+                .chain(Some(a.listen).filter(|ip| !ip.is_unspecified()))
+                .chain(tollway_node::exit::host_ipv6_addrs())
+                .collect(),
         },
         server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 //! a timeout.
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tollway_net::race::{first_success, NEXT_ATTEMPT_AFTER};
@@ -14,6 +14,29 @@ use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
 /// socket until the connect timeout, a quarter second after the one
 /// before, and a name may resolve to dozens.
 pub const MAX_ADDRESSES_TRIED: usize = 4;
+
+/// The host's global IPv6 addresses, from Linux's `/proc/net/if_inet6`
+/// (none elsewhere). In the policy's `own_addrs`, their /64s are refused
+/// as the owner's IPv6 LAN (`Forbidden::OwnNetwork`): the ledger record
+/// lists the address clients reach, which may not be the host's own.
+pub fn host_ipv6_addrs() -> Vec<IpAddr> {
+    std::fs::read_to_string("/proc/net/if_inet6").map(|text| parse_if_inet6(&text)).unwrap_or_default()
+}
+
+/// Lines of `address ifindex prefix-length scope flags name`, the address
+/// as 32 hex digits; the global ones (scope 00).
+fn parse_if_inet6(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (hex, scope) = (fields.first()?, fields.get(3)?);
+            if *scope != "00" || hex.len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(hex, 16).ok().map(|bits| IpAddr::V6(Ipv6Addr::from(bits)))
+        })
+        .collect()
+}
 
 /// Resolves `dest`, checks every address against `policy` (a name that
 /// resolves into the LAN is refused like the address) and connects to the
@@ -98,5 +121,15 @@ mod tests {
         let port2 = listener2.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("{e}"));
         let other = TcpStream::connect(("127.0.0.2", port2)).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!reaches_this_host(&other));
+    }
+
+    /// The global addresses of `/proc/net/if_inet6`, not loopback or
+    /// link-local ones.
+    #[test]
+    fn the_hosts_global_ipv6_addresses_are_read_from_proc() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                    2a0014501234abcd0000000000000007 02 40 00 00     eth0\n\
+                    fe8000000000000000fc00fffe000001 02 40 20 80     eth0\n";
+        assert_eq!(parse_if_inet6(text), vec!["2a00:1450:1234:abcd::7".parse::<IpAddr>().unwrap_or_else(|e| panic!("{e}"))]);
     }
 }

@@ -23,6 +23,11 @@ pub enum Forbidden {
     /// is the router itself (its admin page, through hairpin NAT), and on
     /// a server every service bound to all interfaces.
     OwnAddress,
+    /// In the /64 of one of the node's own IPv6 addresses: a home's IPv6
+    /// LAN is global, so its router, NAS and printers there are public
+    /// addresses, kept apart from the internet only by the router's
+    /// firewall, which the exit sits behind.
+    OwnNetwork,
 }
 
 impl Forbidden {
@@ -36,6 +41,7 @@ impl Forbidden {
             Forbidden::SharedAddressSpace => "a carrier-grade NAT address".into(),
             Forbidden::Port(p) => format!("port {p}, which this exit denies"),
             Forbidden::OwnAddress => "the exit's own address".into(),
+            Forbidden::OwnNetwork => "an address on the exit's own IPv6 network (its /64)".into(),
         }
     }
 }
@@ -62,11 +68,20 @@ impl ExitPolicy {
         }
         match classify(ip) {
             None if self.own_addrs.iter().any(|own| own.to_canonical() == ip.to_canonical()) => Err(Forbidden::OwnAddress),
+            None if self.own_addrs.iter().any(|own| same_64(*own, ip)) => Err(Forbidden::OwnNetwork),
             None => Ok(()),
             Some(Forbidden::Loopback) if self.allow_loopback => Ok(()),
             Some(Forbidden::Private) if self.allow_private => Ok(()),
             Some(class) => Err(class),
         }
+    }
+}
+
+/// Whether `a` and `b` are IPv6 addresses in one /64 (a LAN's prefix).
+fn same_64(a: IpAddr, b: IpAddr) -> bool {
+    match (a.to_canonical(), b.to_canonical()) {
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
     }
 }
 
@@ -138,6 +153,8 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
         // 2002:c0a8:101:: to the IPv4 host it embeds, 192.168.1.1.
         let s = ip.segments();
         classify_v4(Ipv4Addr::from(u32::from(s[1]) << 16 | u32::from(s[2])))
+    } else if first == 0x64 && ip.segments()[1..3] == [0xff9b, 1] {
+        Some(Forbidden::Special)
     } else if let Some(v4) = nat64_embedded(ip) {
         // On an IPv6-only line with NAT64 (mobile networks, some ISPs) the
         // gateway connects to the embedded IPv4 host: 64:ff9b::c0a8:101 is
@@ -148,14 +165,14 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
     }
 }
 
-/// The IPv4 address inside a NAT64 address: the well-known prefix
-/// 64:ff9b::/96 (RFC 6052) or the local-use 64:ff9b:1::/48 (RFC 8215),
-/// whose /96 carries it in the last 32 bits.
+/// The IPv4 address inside a NAT64 address of the well-known prefix
+/// 64:ff9b::/96 (RFC 6052), in its last 32 bits. The local-use
+/// 64:ff9b:1::/48 (RFC 8215) is refused whole (`classify_v6`): an
+/// operator may lay it out as a /48 to /64 prefix, whose IPv4 address sits
+/// elsewhere, so no reading of it can be trusted.
 fn nat64_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let well_known = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    let local_use = s[..3] == [0x64, 0xff9b, 1];
-    (well_known || local_use).then(|| Ipv4Addr::from(u32::from(s[6]) << 16 | u32::from(s[7])))
+    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| Ipv4Addr::from(u32::from(s[6]) << 16 | u32::from(s[7])))
 }
 
 #[cfg(test)]
@@ -201,7 +218,11 @@ mod tests {
         assert_eq!(check(&p, "64:ff9b::a00:1", 80), Err(Forbidden::Private));
         assert_eq!(check(&p, "64:ff9b::169.254.169.254", 80), Err(Forbidden::Metadata));
         assert_eq!(check(&p, "64:ff9b::127.0.0.1", 80), Err(Forbidden::Loopback));
-        assert_eq!(check(&p, "64:ff9b:1::c0a8:101", 80), Err(Forbidden::Private));
+        // The local-use /48 is refused whole: an operator may lay it out so
+        // that 64:ff9b:1:c0a8:1:100:5db8:d822, read as a /96, looks like
+        // 93.184.216.34 while it is translated to 192.168.1.1.
+        assert_eq!(check(&p, "64:ff9b:1::c0a8:101", 80), Err(Forbidden::Special));
+        assert_eq!(check(&p, "64:ff9b:1:c0a8:1:100:5db8:d822", 80), Err(Forbidden::Special));
         assert_eq!(check(&p, "64:ff9b::93.184.216.34", 443), Ok(()));
         // Not NAT64: an ordinary global address that shares the first bits.
         assert_eq!(check(&p, "64:ff9c::a00:1", 443), Ok(()));
@@ -241,6 +262,11 @@ mod tests {
         assert_eq!(check(&p, "93.184.216.7", 22), Err(Forbidden::OwnAddress));
         assert_eq!(check(&p, "::ffff:93.184.216.7", 80), Err(Forbidden::OwnAddress));
         assert_eq!(check(&p, "2a00:1450::7", 443), Err(Forbidden::OwnAddress));
+        // Its IPv6 LAN's neighbours (the router at ::1, a NAS), in its /64;
+        // the next /64 is someone else's.
+        assert_eq!(check(&p, "2a00:1450::1", 80), Err(Forbidden::OwnNetwork));
+        assert_eq!(check(&p, "2a00:1450:0:0:aaaa:bbbb:cccc:dddd", 445), Err(Forbidden::OwnNetwork));
+        assert_eq!(check(&p, "2a00:1450:0:1::1", 80), Ok(()));
         assert_eq!(check(&p, "93.184.216.8", 80), Ok(()));
         // A loopback one is a matter of allow_loopback (the devnet's).
         assert_eq!(check(&p, "127.0.0.1", 8080), Ok(()));
