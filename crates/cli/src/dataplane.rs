@@ -343,8 +343,14 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             receipts.all().len()
         )?;
         server.shutdown();
-        // The settling thread holds the book too, so it is not dropped
-        // (which would write it) before the process ends.
+        // The sessions' last receipts come as they close: the book is
+        // written once they have (or a few seconds on). The settling
+        // thread holds the book too, so it is not dropped (which would
+        // write it) before the process ends.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while server.n_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         receipts.flush()
     })
 }

@@ -243,6 +243,11 @@ fn write_atomically(file: &std::path::Path, list: &[SignedReceipt]) -> anyhow::R
     let mut f = std::fs::File::create(&tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
     f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, file).map_err(|e| anyhow::anyhow!("replacing {}: {e}", file.display()))?;
+    // The rename is durable once its directory is: without this a crash
+    // could bring back the older book, up to the file system's commit
+    // interval later than the book's own 250 ms.
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| anyhow::anyhow!("syncing {}: {e}", dir.display()))?;
     Ok(())
 }
 
