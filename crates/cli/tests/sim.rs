@@ -88,6 +88,13 @@ fn bad_scenarios_get_clear_errors() {
         (good.replace("trader_volume_usd = 2000", "trader_volume_usd = nan"), "market.trader_volume_usd"),
         // Each oracle's address lives in 100.64/10 (a debug build overflowed).
         (good.replace("oracles = 30", "oracles = 50000"), "population.oracles"),
+        // A region's price of 0 made its demand infinite; 0 days of churn
+        // or of unserved patience emptied the market on day 1; a shock
+        // ending the day it starts never came.
+        (good.replace("price_usd_per_gb = [0.3, 1.0]", "price_usd_per_gb = [0.0, 0.0]"), "population.price_usd_per_gb"),
+        (good.replace("churn_after_days = 30", "churn_after_days = 0"), "population.churn_after_days"),
+        (good.replace("leave_after_unserved_days = 7", "leave_after_unserved_days = 0"), "demand.leave_after_unserved_days"),
+        (format!("{good}\n[[shocks]]\nkind = \"demand\"\nstart_day = 10\nend_day = 10\nfactor = 0.5\n"), "1 ≤ start_day < end_day"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("bad{i}.toml"));

@@ -617,7 +617,9 @@ impl Sim {
 
     /// A newcomer: deposits USD, buys the minimum stake on the pool,
     /// stakes it and registers.
-    fn join(&mut self, kind: Kind, region: usize, subnet: Option<u32>) -> Result<(), SimError> {
+    /// Whether the operator joined: not when the pool cannot sell it its
+    /// stake.
+    fn join(&mut self, kind: Kind, region: usize, subnet: Option<u32>) -> Result<bool, SimError> {
         let label = self.next_label;
         self.next_label += 1;
         let id = account_id(&format!("op{label}"));
@@ -634,7 +636,7 @@ impl Sim {
         let (t, u) = (pool.token.0 as f64, pool.usd.0 as f64);
         let need = stake.0 as f64;
         if need >= t {
-            return Ok(()); // the pool cannot sell that much: nobody joins
+            return Ok(false); // the pool cannot sell that much: nobody joins
         }
         let usd_in = (u * need / (t - need) / fee * 1.0001) as u128 + 1;
         let have = self.state.accounts[account as usize].usd.0;
@@ -646,10 +648,11 @@ impl Sim {
         let bought = self.state.accounts[account as usize].token;
         let stake_now = bought.min(stake);
         if stake_now < stake {
-            return Ok(());
+            return Ok(false);
         }
         self.apply(ctx, account, &TxBody::Stake { amount: stake_now }, "staking")?;
-        self.spawn(kind, account, region, label, subnet)
+        self.spawn(kind, account, region, label, subnet)?;
+        Ok(true)
     }
 
     fn leave(&mut self, i: usize) {
@@ -681,8 +684,11 @@ impl Sim {
         (self.state.accounts[account as usize].usd.0.saturating_sub(before.0)) as f64 / 1e6
     }
 
-    fn apply_shocks(&mut self) {
+    /// Today's shocks; returns how many operators an exodus took (a row's
+    /// `operators_left` missed them).
+    fn apply_shocks(&mut self) -> u32 {
         let day = self.day;
+        let mut left = 0;
         for shock in self.scenario.shocks.clone() {
             match shock {
                 Shock::PriceCrash { day: d, sell_twy } if d == day => {
@@ -694,12 +700,14 @@ impl Sim {
                     for i in 0..self.ops.len() {
                         if self.ops[i].active && self.ops[i].kind == Kind::Honest && self.rng.chance(share) {
                             self.leave(i);
+                            left += 1;
                         }
                     }
                 }
                 _ => {}
             }
         }
+        left
     }
 
     fn demand_factor(&self) -> f64 {
@@ -774,8 +782,9 @@ impl Sim {
             let capacity = self.rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]);
             let cost_day = self.rng.range(p.monthly_cost_usd[0], p.monthly_cost_usd[1]) / 30.0;
             let expected = self.region_reward_per_mbps_day[region] * capacity * price;
-            if expected > cost_day * 1.2 {
-                self.join(Kind::Honest, region, None)?;
+            // Counted only if it joined (a row counted joins the pool
+            // could not sell a stake for).
+            if expected > cost_day * 1.2 && self.join(Kind::Honest, region, None)? {
                 joined += 1;
             }
         }
@@ -1054,7 +1063,7 @@ impl Sim {
     pub fn step(&mut self) -> Result<EpochRow, SimError> {
         self.day += 1;
         let price_before = self.price();
-        self.apply_shocks();
+        let left_in_shocks = self.apply_shocks();
         self.attack_phase()?;
         let joined = self.joins()?;
         let served = self.serve_and_measure()?;
@@ -1099,7 +1108,7 @@ impl Sim {
         let mut region_reward = [0f64; 8];
         let mut region_mbps = [0f64; 8];
         let mut profits = Vec::with_capacity(self.ops.len());
-        let mut left = 0;
+        let mut left = left_in_shocks;
         for (i, node_today) in nodes_today.into_iter().enumerate() {
             let (active, kind, account) = {
                 let op = &self.ops[i];

@@ -276,7 +276,14 @@ impl Scenario {
         range("population.monthly_cost_usd", p.monthly_cost_usd, 0.0, 1e6)?;
         range("population.uptime", p.uptime, 0.0, 1.0)?;
         range("population.sell_share", p.sell_share, 0.0, 1.0)?;
-        range("population.price_usd_per_gb", p.price_usd_per_gb, 0.0, 1000.0)?;
+        // Above 0: a region's price of 0 raised to the elasticity's minus
+        // power made its demand infinite (`inf` in the CSV from day 2).
+        range("population.price_usd_per_gb", p.price_usd_per_gb, 0.001, 1000.0)?;
+        // 0 days made every honest operator leave on day 1 and consumers
+        // shrink every day, whatever happened.
+        if p.churn_after_days == 0 {
+            return Err(invalid("population.churn_after_days", "must be at least 1"));
+        }
         if p.oracles < 3 || p.oracles > 16_384 {
             // 16,384: each oracle gets an address of its own in 100.64/10.
             return Err(invalid("population.oracles", "3 to 16384 (the default assigns 3 per node)"));
@@ -312,6 +319,9 @@ impl Scenario {
         if !(d.reference_price_usd_per_gb.is_finite() && d.reference_price_usd_per_gb > 0.0) {
             return Err(invalid("demand.reference_price_usd_per_gb", "must be a finite positive number"));
         }
+        if d.leave_after_unserved_days == 0 {
+            return Err(invalid("demand.leave_after_unserved_days", "must be at least 1"));
+        }
         let m = &self.market;
         finite("market.valuation_multiple", m.valuation_multiple, 0.0)?;
         finite("market.trader_volume_usd", m.trader_volume_usd, 0.0)?;
@@ -326,8 +336,10 @@ impl Scenario {
         for s in &self.shocks {
             match s {
                 Shock::Demand { start_day, end_day, factor } => {
-                    if *start_day == 0 || start_day > end_day {
-                        return Err(invalid("shocks", "a demand shock needs 1 ≤ start_day ≤ end_day"));
+                    // `end_day` is the first day back to normal: a shock
+                    // with start_day = end_day was accepted and never came.
+                    if *start_day == 0 || start_day >= end_day {
+                        return Err(invalid("shocks", "a demand shock needs 1 ≤ start_day < end_day (the first day back to normal)"));
                     }
                     finite("shocks.factor", *factor, 0.0)?;
                 }

@@ -138,3 +138,15 @@ fn an_uptime_share_sweep_overrides_the_files_own_slide() {
     assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (950_000, 400_000));
 }
 
+
+/// An exodus's leavers are in the day's `operators_left` (the row counted
+/// only the day's churn, so the day half the operators left showed none).
+#[test]
+fn an_exodus_is_counted_among_the_operators_who_left() {
+    let mut s = small("burn-and-mint", 12);
+    s.shocks.push(tollway_sim::scenario::Shock::Exodus { day: 10, share: 0.5 });
+    let run = Sim::new(&s, 3).and_then(|sim| sim.run(3, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let day10 = &run.rows[9];
+    let before = run.rows[8].nodes as f64;
+    assert!(day10.operators_left as f64 >= 0.3 * before, "{} left of {before} nodes", day10.operators_left);
+}
