@@ -1191,6 +1191,8 @@ impl Sim {
             paid_total += paid;
             row.liquidity_by_region[r] = liquidity;
             row.capacity_gbps_by_region[r] = cap_gbps;
+            row.verified_capacity_gbps_by_region[r] =
+                report.regions.get(r).map_or(0.0, |x| x.online_capacity_bps as f64 / 1e9);
             row.demand_gbps_by_region[r] = demand_gbps;
             row.multiplier_by_region[r] = report.regions.get(r).map_or(0.0, |x| x.multiplier_ppm as f64 / 1e6);
             row.nodes_by_region[r] = report.regions.get(r).map_or(0, |x| x.active_nodes);

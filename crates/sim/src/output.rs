@@ -29,8 +29,14 @@ pub struct EpochRow {
     pub paid_usd: f64,
     pub nodes: u32,
     pub nodes_by_region: [u32; 8],
-    /// Online verified capacity per region, Gbit/s.
+    /// What the nodes online in each region can serve, on average over
+    /// the day, Gbit/s: the simulator's own figure, which liquidity is
+    /// judged on.
     pub capacity_gbps_by_region: [f64; 8],
+    /// What the ledger verified online in each region at the epoch's end,
+    /// Gbit/s (`RegionSummary::online_capacity_bps`: measured capacity,
+    /// a shared /24 or /48 counted as one node's).
+    pub verified_capacity_gbps_by_region: [f64; 8],
     /// Average demand per region, Gbit/s.
     pub demand_gbps_by_region: [f64; 8],
     /// Share of the epoch's hours in which the region's online capacity

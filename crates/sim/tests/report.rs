@@ -322,7 +322,7 @@ fn run_csv_has_a_column_per_field_and_region_and_reads_back() {
     }
     let got: HashSet<String> = header.iter().map(|s| s.to_string()).collect();
     assert_eq!(got, expected);
-    assert_eq!(header.len(), 21 + 5 * REGIONS.len(), "no column twice");
+    assert_eq!(header.len(), 21 + 6 * REGIONS.len(), "no column twice");
     assert!(header.contains(&"liquidity_europe"));
     assert!(header.contains(&"nodes_north_america"));
 

@@ -130,7 +130,7 @@ fn regions_u32(v: &[u32; 8]) -> [f64; 8] {
 
 /// Every `EpochRow` field in declaration order (a test checks none is
 /// missing). Per-region arrays drop their `_by_region` suffix.
-const CSV_FIELDS: [Field; 26] = [
+const CSV_FIELDS: [Field; 27] = [
     Field { name: "epoch", value: Value::U64(|r| r.epoch) },
     Field { name: "day", value: Value::F64(|r| r.day) },
     Field { name: "price_usd", value: Value::F64(|r| r.price_usd) },
@@ -142,6 +142,7 @@ const CSV_FIELDS: [Field; 26] = [
     Field { name: "nodes", value: Value::U64(|r| u64::from(r.nodes)) },
     Field { name: "nodes", value: Value::Regions(|r| regions_u32(&r.nodes_by_region)) },
     Field { name: "capacity_gbps", value: Value::Regions(|r| r.capacity_gbps_by_region) },
+    Field { name: "verified_capacity_gbps", value: Value::Regions(|r| r.verified_capacity_gbps_by_region) },
     Field { name: "demand_gbps", value: Value::Regions(|r| r.demand_gbps_by_region) },
     Field { name: "liquidity", value: Value::Regions(|r| r.liquidity_by_region) },
     Field { name: "multiplier", value: Value::Regions(|r| r.multiplier_by_region) },

@@ -346,8 +346,9 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "capacity",
             ("Verified capacity online by region", "Verified capacity online by region (Gbit/s)"),
             "Gbit/s",
-            |row, r| row.capacity_gbps_by_region[r],
-            "Online verified capacity in each macro-region, Gbit/s.",
+            |row, r| row.verified_capacity_gbps_by_region[r],
+            "The capacity the ledger verified online in each macro-region at each epoch's end, Gbit/s \
+             (measured by the oracles; the nodes of one /24 or /48 count as one).",
         ),
         operator_profit(scenarios),
         per_scenario(
