@@ -1727,13 +1727,7 @@ async fn a_better_route_that_comes_back_takes_the_new_connections_again() {
         let meanwhile = start_node(&format!("{label}-meanwhile"), &client, 1).await;
         let second = Route { relay: via, exit: meanwhile.hop(Transport::Tls, &client, 1) };
         let (name, second_name) = (first.name(), second.name());
-        let config = ClientConfig {
-            health_interval: Duration::from_millis(100),
-            retry_after: Duration::from_millis(300),
-            retry_after_max: Duration::from_millis(300),
-            ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
-        };
-        let (front, pool) = start_pool(config, FrontConfig::default()).await;
+        let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
         assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
         assert_eq!(pool.history().await, [1]);
         // A download spread over four seconds, in flight through the switch.
@@ -1777,13 +1771,7 @@ async fn a_draining_route_is_taken_back_not_connected_again() {
     let meanwhile = start_node("exit-drains", &client, 1).await;
     let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
     let (name, second_name) = (first.name(), second.name());
-    let config = ClientConfig {
-        health_interval: Duration::from_millis(100),
-        retry_after: Duration::from_millis(300),
-        retry_after_max: Duration::from_millis(300),
-        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
-    };
-    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
     assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
     let in_flight = tokio::spawn(socks_get(front, slow, 4 << 20));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1801,6 +1789,17 @@ async fn a_draining_route_is_taken_back_not_connected_again() {
     assert!(body == pattern(4 << 20), "the draining route's download: {} bytes, or other bytes", body.len());
     assert_eq!(meanwhile.server.n_sessions(), 1, "the draining route was connected again");
     drop(pool);
+}
+
+/// `routes` over TLS, checked every 100 ms and a route down tried again
+/// after 300 ms: for the tests of routes that come back.
+fn quick_retries(client: &SigningKey, routes: Vec<Route>) -> ClientConfig {
+    ClientConfig {
+        health_interval: Duration::from_millis(100),
+        retry_after: Duration::from_millis(300),
+        retry_after_max: Duration::from_millis(300),
+        ..ClientConfig::new(connect_options(client, Transport::Tls), routes)
+    }
 }
 
 /// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).

@@ -139,6 +139,15 @@ impl World {
         self.submit(label, body).map_err(|error| Rejected { label: label.into(), kind, error })
     }
 
+    /// `client` opens a channel to `node`'s account with `escrow`, for
+    /// `expires_in_secs`, paying its fee in USD; returns the channel's id.
+    pub fn open_channel(&mut self, client: &str, node: &str, escrow: Usd, expires_in_secs: u64) -> Hash32 {
+        let channel = tollway_types::channel_id(&id(client), self.nonce(client));
+        let body = TxBody::OpenChannel { node: id(node), escrow, expires_at_secs: self.now_secs + expires_in_secs };
+        self.submit_usd_fee(client, body).unwrap_or_else(|e| panic!("{client}: open-channel rejected: {e}"));
+        channel
+    }
+
     pub fn register_node(&mut self, label: &str, country: &str, ip: &str, claimed_bps: u64) {
         self.must(label, TxBody::RegisterNode(node_spec(country, ip, claimed_bps)));
     }

@@ -711,10 +711,7 @@ fn paying_your_own_node_earns_back_less_than_it_burns() {
     accounts.push(fund("me", 0, 1_000, 0));
     let mut w = world(Params::default_params(), 3, accounts);
     w.register_node("wash0", "DE", "203.0.113.10", 100 * MBPS);
-    let channel = tollway_types::channel_id(&id("me"), w.nonce("me"));
-    let expires = w.now_secs + 86_400;
-    w.submit_usd_fee("me", TxBody::OpenChannel { node: id("wash0"), escrow: Usd::units(900), expires_at_secs: expires })
-        .expect("open");
+    let channel = w.open_channel("me", "wash0", Usd::units(900), 86_400);
     let receipt = w.receipt("me", channel, Usd::units(900), 100 << 30);
     w.must("wash0", TxBody::SettleChannel { receipt });
     let price_before = amm::price_usd_micro_per_token(w.state.pool.token.0, w.state.pool.usd.0);
@@ -831,10 +828,7 @@ fn settled_usd_burns_the_right_number_of_tokens_at_the_pool_price() {
     accounts.push(fund("client", 0, 2_000, 0));
     let mut w = world(Params::default_params(), 0, accounts);
     w.register_node("n0", "DE", "203.0.113.10", 10 * MBPS);
-    let channel = tollway_types::channel_id(&id("client"), w.nonce("client"));
-    let expires = w.now_secs + 3_600;
-    w.submit_usd_fee("client", TxBody::OpenChannel { node: id("n0"), escrow: Usd::units(1_000), expires_at_secs: expires })
-        .expect("open");
+    let channel = w.open_channel("client", "n0", Usd::units(1_000), 3_600);
     let half = w.receipt("client", channel, Usd::units(400), 1 << 30);
     w.must("n0", TxBody::SettleChannel { receipt: half });
     let all = w.receipt("client", channel, Usd::units(1_000), 3 << 30);

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tollway_ledger::root::{decode_state, encode_state, SnapshotError, STATE_VERSION};
-use tollway_ledger::testkit::{fund, id, World};
+use tollway_ledger::testkit::{fund, World};
 use tollway_ledger::Params;
 use tollway_types::{Token, TxBody, Usd};
 
@@ -31,10 +31,7 @@ fn a_state_of_every_kind() -> World {
     w.end_epoch();
     w.register_node("honest", "DE", "203.0.113.10", 100 * MBPS);
     w.register_node("liar", "NG", "203.0.114.10", 1_000 * MBPS);
-    let channel = tollway_types::channel_id(&id("client"), w.nonce("client"));
-    let expires = w.now_secs + 3_600;
-    w.submit_usd_fee("client", TxBody::OpenChannel { node: id("honest"), escrow: Usd::units(100), expires_at_secs: expires })
-        .expect("open");
+    let channel = w.open_channel("client", "honest", Usd::units(100), 3_600);
     let receipt = w.receipt("client", channel, Usd::units(10), 1 << 30);
     w.must("honest", TxBody::SettleChannel { receipt });
     w.measure("honest", 100 * MBPS, 20, 1_000_000);
