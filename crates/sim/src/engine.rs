@@ -90,6 +90,9 @@ struct Operator {
     sell_share: f64,
     price_usd_per_gb: f64,
     active: bool,
+    /// Wants to leave, and the ledger refused its node's deregistration
+    /// (it holds a strike): tried again each day, measured meanwhile.
+    leaving: bool,
     /// Unbonding after leaving: sell the stake once it is released.
     exiting_until_secs: Option<u64>,
     first_day: u64,
@@ -597,6 +600,7 @@ impl Sim {
             sell_share,
             price_usd_per_gb: price,
             active: true,
+            leaving: false,
             exiting_until_secs: None,
             first_day: self.day,
             days_active: 0,
@@ -655,20 +659,34 @@ impl Sim {
         Ok(true)
     }
 
-    fn leave(&mut self, i: usize) {
+    /// Deregisters the operator's node and starts its unbonding; false
+    /// while the ledger refuses (its node holds a strike, which a
+    /// measurement must decide first), and then it is tried again each day
+    /// and the node stays measured. (The operator was marked gone whatever
+    /// the ledger said: its node was never measured again, its strike
+    /// never decided, its liar's and vouchers' slashes never came, and its
+    /// stake stayed locked, counted as a node for ever.)
+    fn leave(&mut self, i: usize) -> bool {
         let ctx = self.ctx();
-        let op = &mut self.ops[i];
-        if !op.active {
-            return;
+        let (active, account, node) = (self.ops[i].active, self.ops[i].account, self.ops[i].node);
+        if !active {
+            return false;
         }
+        if self.state.nodes[node as usize].active
+            && apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode).is_err()
+        {
+            self.ops[i].leaving = true;
+            return false;
+        }
+        let op = &mut self.ops[i];
         op.active = false;
+        op.leaving = false;
         self.supply = None;
-        let account = op.account;
-        let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode);
         let staked = self.state.accounts[account as usize].staked;
         if !staked.is_zero() && apply_unsigned(&mut self.state, ctx, account, &TxBody::BeginUnbond { amount: staked }).is_ok() {
             self.ops[i].exiting_until_secs = Some(ctx.time_secs + self.state.params.unbonding_secs);
         }
+        true
     }
 
     /// Sells `share` of the account's liquid tokens on the pool.
@@ -698,8 +716,7 @@ impl Sim {
                 }
                 Shock::Exodus { day: d, share } if d == day => {
                     for i in 0..self.ops.len() {
-                        if self.ops[i].active && self.ops[i].kind == Kind::Honest && self.rng.chance(share) {
-                            self.leave(i);
+                        if self.ops[i].active && self.ops[i].kind == Kind::Honest && self.rng.chance(share) && self.leave(i) {
                             left += 1;
                         }
                     }
@@ -755,7 +772,7 @@ impl Sim {
         if self.day == a.end_day {
             for i in 0..self.ops.len() {
                 if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control) {
-                    self.leave(i);
+                    let _ = self.leave(i);
                 }
             }
         }
@@ -1125,10 +1142,12 @@ impl Sim {
             if !active {
                 continue;
             }
-            if !node_today.active {
-                // Ejected by a slash.
-                self.leave(i);
-                left += 1;
+            if !node_today.active || self.ops[i].leaving {
+                // Ejected by a slash, or waiting for its strike to be
+                // decided before it may go.
+                if self.leave(i) {
+                    left += 1;
+                }
                 continue;
             }
             let reward = f_twy(node_today.reward);
@@ -1154,8 +1173,7 @@ impl Sim {
             if sellers.next_if_eq(&i).is_some() {
                 self.sell(account, share);
             }
-            if churn {
-                self.leave(i);
+            if churn && self.leave(i) {
                 left += 1;
             }
         }

@@ -150,3 +150,31 @@ fn an_exodus_is_counted_among_the_operators_who_left() {
     let before = run.rows[8].nodes as f64;
     assert!(day10.operators_left as f64 >= 0.3 * before, "{} left of {before} nodes", day10.operators_left);
 }
+
+/// An attack that ends while its liars hold strikes: they leave only once
+/// a measurement has decided each strike (the ledger refuses a struck
+/// node's deregistration). They were marked gone anyway, never measured
+/// again, their strikes never decided and their slashes never taken,
+/// their nodes registered for ever.
+#[test]
+fn liars_that_leave_with_a_strike_are_measured_until_it_is_decided() {
+    let s = small("sybil-and-liars", 45);
+    let s = s.with_override("attack.start_day", "30").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("attack.end_day", "31").unwrap_or_else(|e| panic!("{e}"));
+    let mut sim = Sim::new(&s, 11).unwrap_or_else(|e| panic!("{e}"));
+    let mut slashes_after_the_end = 0;
+    for day in 1..=45 {
+        let row = sim.step().unwrap_or_else(|e| panic!("day {day}: {e}"));
+        if day == 30 {
+            // The attack ends the next morning.
+            let struck = sim.state.nodes.iter().filter(|n| n.active && n.strike.is_some()).count();
+            assert!(struck > 0, "no liar held a strike as the attack ended: the test shows nothing");
+        }
+        if day >= 31 {
+            slashes_after_the_end += row.slashes;
+        }
+    }
+    let struck = sim.state.nodes.iter().filter(|n| n.active && n.strike.is_some()).count();
+    assert_eq!(struck, 0, "nodes still registered with an undecided strike");
+    assert!(slashes_after_the_end > 0, "the strikes were never confirmed");
+}
