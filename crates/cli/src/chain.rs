@@ -117,28 +117,28 @@ fn store_path(home: &Path) -> PathBuf {
 /// and no USD).
 fn parse_amounts(text: &str) -> anyhow::Result<(Token, Usd, Token)> {
     let (mut token, mut usd, mut stake) = (None, None, None);
-    let once = |slot: &mut Option<_>, v, part: &str| match slot.replace(v) {
-        Some(_) => bail!("{part:?}: {} given twice", if part.starts_with("stake:") { "stake" } else { "this currency" }),
-        None => Ok(()),
-    };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some(s) = part.strip_prefix("stake:") {
             match Amount::parse(s)? {
-                Amount::Token(t) => once(&mut stake, t, part)?,
+                Amount::Token(t) => set_once(&mut stake, t, part, "stake")?,
                 Amount::Usd(_) => bail!("{part:?}: stake is in TWY"),
             }
             continue;
         }
         match Amount::parse(part)? {
-            Amount::Token(t) => once(&mut token, t, part)?,
-            Amount::Usd(u) => {
-                if usd.replace(u).is_some() {
-                    bail!("{part:?}: this currency given twice");
-                }
-            }
+            Amount::Token(t) => set_once(&mut token, t, part, "this currency")?,
+            Amount::Usd(u) => set_once(&mut usd, u, part, "this currency")?,
         }
     }
     Ok((token.unwrap_or(Token::ZERO), usd.unwrap_or(Usd::ZERO), stake.unwrap_or(Token::ZERO)))
+}
+
+/// `slot = Some(value)`, refusing a second one: `part` gave `what` twice.
+fn set_once<T>(slot: &mut Option<T>, value: T, part: &str, what: &str) -> anyhow::Result<()> {
+    if slot.replace(value).is_some() {
+        bail!("{part:?}: {what} given twice");
+    }
+    Ok(())
 }
 
 /// The pool's two sides: both needed, no stake (a pool with no USD never
