@@ -691,9 +691,15 @@ impl Sim {
 
     /// Sells `share` of the account's liquid tokens on the pool.
     fn sell(&mut self, account: AccountIdx, share: f64) -> f64 {
+        let have = self.state.accounts[account as usize].token;
+        self.sell_part(account, have, share)
+    }
+
+    /// Sells `share` of `of`, at most the account's liquid tokens.
+    fn sell_part(&mut self, account: AccountIdx, of: Token, share: f64) -> f64 {
         let ctx = self.ctx();
         let have = self.state.accounts[account as usize].token;
-        let amount = Token((u128_to_f64(have.0) * share) as u128).min(have);
+        let amount = Token((u128_to_f64(of.0) * share) as u128).min(have);
         if amount.0 < 1_000_000 {
             return 0.0;
         }
@@ -1119,9 +1125,10 @@ impl Sim {
         let nodes_today = self.nodes_today();
         let sellers: Vec<usize> = (0..self.ops.len()).filter(|&i| nodes_today[i].sells).collect();
         let claimants: Vec<AccountIdx> = sellers.iter().map(|&i| self.ops[i].account).collect();
+        let liquid_before: Vec<Token> = claimants.iter().map(|&a| self.state.accounts[a as usize].token).collect();
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
-        let mut sellers = sellers.into_iter().peekable();
+        let mut sellers = sellers.into_iter().zip(liquid_before).peekable();
         let mut region_reward = [0f64; 8];
         let mut region_mbps = [0f64; 8];
         let mut profits = Vec::with_capacity(self.ops.len());
@@ -1170,8 +1177,12 @@ impl Sim {
             op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
             let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
             let share = op.sell_share;
-            if sellers.next_if_eq(&i).is_some() {
-                self.sell(account, share);
+            // Its share of what it has just claimed: the tokens it kept
+            // from earlier weeks stay kept (a share of the whole balance
+            // sold, in steady state, every new reward).
+            if let Some((_, before)) = sellers.next_if(|&(s, _)| s == i) {
+                let claimed = Token(self.state.accounts[account as usize].token.0.saturating_sub(before.0));
+                self.sell_part(account, claimed, share);
             }
             if churn && self.leave(i) {
                 left += 1;
