@@ -19,13 +19,15 @@ use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{Account, AccountIdx, Node, NodeEpoch, NodeIdx, OracleIdx};
 use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
 use tollway_ledger::workers::{ranges, split_lengths, Workers};
-use tollway_ledger::{check_supply, end_epoch, end_epoch_with, Ctx, State};
+use tollway_ledger::{check_supply, cost_of_bytes, end_epoch, end_epoch_with, Ctx, State};
 use tollway_types::{
     AccountId, Amount, CountryCode, Hash32, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
     Usd, PPM,
 };
 
 const DAY_SECS: u64 = 86_400;
+/// Bytes in a GiB over bytes in a GB.
+const GIB_PER_GB: f64 = (1u64 << 30) as f64 / 1e9;
 const GENESIS_SECS: u64 = 1_700_000_000;
 /// One representative country per macro-region (MacroRegion order).
 const COUNTRIES: [&[u8; 2]; 8] = [b"US", b"BR", b"DE", b"NG", b"AE", b"IN", b"JP", b"AU"];
@@ -88,7 +90,8 @@ struct Operator {
     online_hours: u32,
     uptime_ppm: u32,
     sell_share: f64,
-    price_usd_per_gb: f64,
+    /// Its price as registered: what the ledger's `cost_of_bytes` charges.
+    price_usd_micro_per_gib: u64,
     active: bool,
     /// Wants to leave, and the ledger refused its node's deregistration
     /// (it holds a strike): tried again each day, measured meanwhile.
@@ -560,7 +563,8 @@ impl Sim {
             _ => capacity_bps,
         };
         let claim_bps = (capacity_bps as f64 * claim_factor) as u64;
-        let price = rng.range(p.price_usd_per_gb[0], p.price_usd_per_gb[1]);
+        // Scenarios price per GB (10^9 bytes), the ledger per GiB.
+        let price_usd_micro_per_gib = (rng.range(p.price_usd_per_gb[0], p.price_usd_per_gb[1]) * 1e6 * GIB_PER_GB).round() as u64;
         let sell_share = match kind {
             Kind::Honest => rng.range(p.sell_share[0], p.sell_share[1]),
             _ => 1.0,
@@ -576,7 +580,7 @@ impl Sim {
             port_last: 443,
             tls_key_pin: [0; 32],
             claimed_capacity_bps: claim_bps.max(1),
-            price_usd_micro_per_gib: (price * 1e6) as u64,
+            price_usd_micro_per_gib,
             price_usd_micro_per_hour: None,
         };
         let ctx = self.ctx();
@@ -598,7 +602,7 @@ impl Sim {
             online_hours,
             uptime_ppm,
             sell_share,
-            price_usd_per_gb: price,
+            price_usd_micro_per_gib,
             active: true,
             leaving: false,
             exiting_until_secs: None,
@@ -870,9 +874,10 @@ impl Sim {
             }
             let gb = served_share[op.region] * op.serving_bps as f64 * op.online_hours.count_ones() as f64
                 / region_weight[op.region];
-            let amount = usd(gb * op.price_usd_per_gb);
+            let bytes = (gb * 1e9) as u64;
+            let amount = cost_of_bytes(op.price_usd_micro_per_gib, bytes);
             if !amount.is_zero() {
-                payments.push((i, op.node, op.region, amount, (gb * 1e9) as u64));
+                payments.push((i, op.node, op.region, amount, bytes));
                 paid[op.region] += u128_to_f64(amount.0) / 1e6;
             }
         }

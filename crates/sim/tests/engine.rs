@@ -204,3 +204,23 @@ fn operators_sell_their_share_of_new_rewards_and_keep_the_rest() {
     // unclaimed: 0.7 of the rest is about 0.58.
     assert!(kept > 0.45, "operators hold {kept:.3} of what they earned");
 }
+
+/// A node is paid what the ledger's `cost_of_bytes` charges for its bytes
+/// at the price it registered. Scenarios price per GB and the ledger per
+/// GiB: the simulator registered the GB figure as the GiB price and then
+/// charged per GB, 7.4 % more than the ledger would.
+#[test]
+fn nodes_register_the_price_they_are_paid() {
+    let s = small("burn-and-mint", 3);
+    let s = s.with_override("population.price_usd_per_gb", "[0.5, 0.5]").unwrap_or_else(|e| panic!("{e}"));
+    let mut sim = Sim::new(&s, 2).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        let row = sim.step().unwrap_or_else(|e| panic!("{e}"));
+        assert!(row.served_gb > 0.0);
+        assert!((row.consumer_price_usd_per_gb - 0.5).abs() < 1e-3, "{}", row.consumer_price_usd_per_gb);
+    }
+    // $0.5 per 10^9 bytes is $0.536871 per 2^30.
+    assert!(sim.state.nodes.iter().all(|n| n.spec.price_usd_micro_per_gib == 536_871));
+    let gib = 1u64 << 30;
+    assert_eq!(tollway_ledger::cost_of_bytes(536_871, gib).0, 536_871);
+}
