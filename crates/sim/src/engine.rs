@@ -71,6 +71,10 @@ enum Kind {
     /// what the farm should earn, all identities together, is the mean of
     /// `CONTROL_NODES` of them.
     Control,
+    /// An honest node on the same line as a liar (its region, its
+    /// capacity, online all day), claiming the truth: what the liar would
+    /// have earned running its hardware honestly.
+    Twin,
 }
 
 struct Operator {
@@ -501,7 +505,7 @@ impl Sim {
             let kind = if i < p.operators { Kind::Honest } else { Kind::Farmer };
             let region = sim.rng.weighted(weights);
             let account = idx(&sim.state, &format!("op{i}"));
-            sim.spawn(kind, account, region, i, None)?;
+            sim.spawn(kind, account, region, i, None, None)?;
         }
         // Oracles become eligible in the next epoch: genesis day is setup.
         let seed_hash = Hash32::of(&seed.to_le_bytes());
@@ -535,7 +539,17 @@ impl Sim {
 
     /// Creates an operator's node. `bought_stake`: buy the minimum stake on
     /// the pool with fresh USD first (operators joining after genesis).
-    fn spawn(&mut self, kind: Kind, account: AccountIdx, region: usize, label: u32, subnet: Option<u32>) -> Result<(), SimError> {
+    /// `line_bps`: its capacity, drawn when `None` (a liar's twin runs
+    /// the liar's).
+    fn spawn(
+        &mut self,
+        kind: Kind,
+        account: AccountIdx,
+        region: usize,
+        label: u32,
+        subnet: Option<u32>,
+        line_bps: Option<u64>,
+    ) -> Result<(), SimError> {
         let p = self.scenario.population.clone();
         let rng = &mut self.rng;
         let mut capacity_mbps = rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]);
@@ -543,7 +557,7 @@ impl Sim {
         let mut claim_factor = 1.0;
         let uptime = match kind {
             Kind::Honest | Kind::Farmer => rng.range(p.uptime[0], p.uptime[1]),
-            Kind::Sybil | Kind::Liar | Kind::Control => 1.0,
+            Kind::Sybil | Kind::Liar | Kind::Control | Kind::Twin => 1.0,
         };
         if let Some(a) = &self.scenario.attack {
             match kind {
@@ -557,7 +571,7 @@ impl Sim {
             }
         }
         let (online_hours, uptime_ppm) = online_mask(rng, region, uptime);
-        let capacity_bps = (capacity_mbps * 1e6) as u64;
+        let capacity_bps = line_bps.unwrap_or((capacity_mbps * 1e6) as u64);
         let serving_bps = match (&self.scenario.attack, kind) {
             (Some(a), Kind::Sybil) => capacity_bps / a.sybil_nodes.max(1) as u64,
             _ => capacity_bps,
@@ -627,7 +641,7 @@ impl Sim {
     /// stakes it and registers.
     /// Whether the operator joined: not when the pool cannot sell it its
     /// stake.
-    fn join(&mut self, kind: Kind, region: usize, subnet: Option<u32>) -> Result<bool, SimError> {
+    fn join(&mut self, kind: Kind, region: usize, subnet: Option<u32>, line_bps: Option<u64>) -> Result<bool, SimError> {
         let label = self.next_label;
         self.next_label += 1;
         let id = account_id(&format!("op{label}"));
@@ -659,7 +673,7 @@ impl Sim {
             return Ok(false);
         }
         self.apply(ctx, account, &TxBody::Stake { amount: stake_now }, "staking")?;
-        self.spawn(kind, account, region, label, subnet)?;
+        self.spawn(kind, account, region, label, subnet, line_bps)?;
         Ok(true)
     }
 
@@ -765,23 +779,27 @@ impl Sim {
             // The sybil farm: one line, many identities, one /24.
             let region = 0;
             for _ in 0..a.sybil_nodes {
-                self.join(Kind::Sybil, region, Some(7))?;
+                self.join(Kind::Sybil, region, Some(7), None)?;
             }
             if a.sybil_nodes > 0 {
                 for _ in 0..CONTROL_NODES {
-                    self.join(Kind::Control, region, None)?;
+                    self.join(Kind::Control, region, None, None)?;
                 }
             }
             for k in 0..a.liars {
                 let region = (k % 8) as usize;
-                self.join(Kind::Liar, region, None)?;
+                // Each liar has an honest twin on its line, joined with it.
+                if self.join(Kind::Liar, region, None, None)? {
+                    let line_bps = self.ops.last().map(|o| o.capacity_bps);
+                    self.join(Kind::Twin, region, None, line_bps)?;
+                }
             }
             let n = self.oracles.len();
             self.colluders = (0..a.colluding_oracles as usize).map(|o| self.oracles[n - 1 - o]).collect();
         }
         if self.day == a.end_day {
             for i in 0..self.ops.len() {
-                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control) {
+                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control | Kind::Twin) {
                     let _ = self.leave(i);
                 }
             }
@@ -811,7 +829,7 @@ impl Sim {
             let expected = self.region_reward_per_mbps_day[region] * capacity * price;
             // Counted only if it joined (a row counted joins the pool
             // could not sell a stake for).
-            if expected > cost_day * 1.2 && self.join(Kind::Honest, region, None)? {
+            if expected > cost_day * 1.2 && self.join(Kind::Honest, region, None, None)? {
                 joined += 1;
             }
         }
@@ -1177,7 +1195,15 @@ impl Sim {
                     profits.push(profit);
                     self.attacker_profit_usd -= reward * price / CONTROL_NODES as f64;
                 }
-                Kind::Liar | Kind::Farmer => {}
+                // What a liar gained over its twin, on the same line
+                // honestly: before its slash, and all along when its
+                // over-claim is small enough to be paid on the claim.
+                Kind::Liar => self.attacker_profit_usd += reward * price,
+                Kind::Twin => {
+                    profits.push(profit);
+                    self.attacker_profit_usd -= reward * price;
+                }
+                Kind::Farmer => {}
             }
             op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
             let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
@@ -1367,6 +1393,8 @@ pub struct AttackOutcome {
     pub liars_slashed: u32,
     pub liar_rewards: Token,
     pub liar_slashed: Token,
+    /// Rewards of the liars' honest twins (`Kind::Twin`), all together.
+    pub twin_rewards: Token,
     pub colluding_oracles: u32,
     /// Colluding oracles slashed at least once, and their slashes.
     pub colluding_oracles_slashed: u32,
@@ -1390,6 +1418,7 @@ impl Sim {
                     out.liar_rewards.0 += rewards(o).0;
                     out.liar_slashed.0 += slashed(o).0;
                 }
+                Kind::Twin => out.twin_rewards.0 += rewards(o).0,
                 _ => {}
             }
         }

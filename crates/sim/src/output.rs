@@ -59,8 +59,10 @@ pub struct EpochRow {
     pub operators_left: u32,
     /// What the attacks gained, cumulative, in USD at the pool price, over
     /// running the same hardware honestly: the sybil farm's rewards minus
-    /// those of one honest node on the same line, minus the stake slashed
-    /// from nodes that over-claimed. Negative: the attacks did not pay.
+    /// those of one honest node on the same line, the liars' rewards minus
+    /// those of their honest twins (each on its liar's line), minus the
+    /// stake slashed from nodes that over-claimed and from colluding
+    /// oracles. Negative: the attacks did not pay.
     pub attacker_profit_usd: f64,
     pub slashed_twy: f64,
     pub slashes: u32,

@@ -91,6 +91,7 @@ fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_s
         // Every liar (ten times its capacity, 3 of 30 oracles colluding) was
         // caught by the ledger's two-epoch, disjoint-oracle rule.
         assert_eq!(a.liars, 40);
+        assert!(a.twin_rewards.0 > 0, "every liar has an honest twin: {a:?}");
         assert_eq!(a.liars_slashed, a.liars, "seed {seed}: {a:?}");
         assert!(a.liar_slashed.0 > 0);
         // The 3 colluding oracles reported the liars' claims: whenever a
@@ -223,4 +224,28 @@ fn nodes_register_the_price_they_are_paid() {
     assert!(sim.state.nodes.iter().all(|n| n.spec.price_usd_micro_per_gib == 536_871));
     let gib = 1u64 << 30;
     assert_eq!(tollway_ledger::cost_of_bytes(536_871, gib).0, 536_871);
+}
+
+/// A liar's gain over running its line honestly counts toward the
+/// attack's profit: here a small over-claim (1.1×, within what the ledger
+/// pays on the claim) that no oracle can call a lie, with no sybil farm
+/// and no colluders. The profit read 0 (liars' rewards were not counted,
+/// only their slashes).
+#[test]
+fn a_liars_gain_over_its_honest_twin_counts_as_the_attacks_profit() {
+    let s = small("sybil-and-liars", 60);
+    let mut s = s.clone();
+    if let Some(a) = s.attack.as_mut() {
+        (a.start_day, a.sybil_nodes, a.liar_claim_factor, a.colluding_oracles) = (5, 0, 1.1, 0);
+    }
+    let mut sim = Sim::new(&s, 4).unwrap_or_else(|e| panic!("{e}"));
+    let mut last = None;
+    for _ in 0..60 {
+        last = Some(sim.step().unwrap_or_else(|e| panic!("{e}")));
+    }
+    let a = sim.attack_outcome();
+    assert_eq!(a.liars_slashed, 0, "{a:?}");
+    assert!(a.liar_rewards.0 > a.twin_rewards.0 * 105 / 100, "{a:?}");
+    let profit = last.map_or(0.0, |r| r.attacker_profit_usd);
+    assert!(profit > 0.0, "the over-claim paid {profit}");
 }
