@@ -226,9 +226,10 @@ pub struct Sim {
     consumers: [f64; 8],
     unserved_days: [u32; 8],
     region_price_usd_per_gb: [f64; 8],
-    /// Last epoch's rewards (tokens) and capacity (Mbit/s) per region: what
-    /// prospective operators look at.
+    /// Last epoch's rewards (tokens) and USD income per Mbit/s of
+    /// capacity, per region: what prospective operators look at.
     region_reward_per_mbps_day: [f64; 8],
+    region_income_usd_per_mbps_day: [f64; 8],
     day: u64,
     next_label: u32,
     trader_momentum: f64,
@@ -480,6 +481,7 @@ impl Sim {
             unserved_days: [0; 8],
             region_price_usd_per_gb: [scenario.demand.reference_price_usd_per_gb; 8],
             region_reward_per_mbps_day: [0.0; 8],
+            region_income_usd_per_mbps_day: [0.0; 8],
             day: 0,
             next_label: p.operators + p.farmers,
             trader_momentum: 0.0,
@@ -826,7 +828,10 @@ impl Sim {
             let region = self.rng.weighted(&p.region_weights);
             let capacity = self.rng.log_range(p.capacity_mbps[0], p.capacity_mbps[1]);
             let cost_day = self.rng.range(p.monthly_cost_usd[0], p.monthly_cost_usd[1]) / 30.0;
-            let expected = self.region_reward_per_mbps_day[region] * capacity * price;
+            // Rewards and USD income both: churn counts both, and in a
+            // hybrid design the USD alone may pay.
+            let per_mbps = self.region_reward_per_mbps_day[region] * price + self.region_income_usd_per_mbps_day[region];
+            let expected = per_mbps * capacity;
             // Counted only if it joined (a row counted joins the pool
             // could not sell a stake for).
             if expected > cost_day * 1.2 && self.join(Kind::Honest, region, None, None)? {
@@ -1152,8 +1157,7 @@ impl Sim {
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
         let mut sellers = sellers.into_iter().zip(liquid_before).peekable();
-        let mut region_reward = [0f64; 8];
-        let mut region_mbps = [0f64; 8];
+        let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
         for (i, node_today) in nodes_today.into_iter().enumerate() {
@@ -1186,7 +1190,10 @@ impl Sim {
             op.profit_usd += profit;
             op.days_active += 1;
             region_reward[op.region] += reward;
-            region_mbps[op.region] += op.capacity_bps as f64 / 1e6;
+            region_income_usd[op.region] += self.income_usd[i];
+            // What it serves: a sybil farm's line once, not once per
+            // identity (which showed fifty lines sharing the rewards).
+            region_mbps[op.region] += op.serving_bps as f64 / 1e6;
             match kind {
                 Kind::Honest => profits.push(profit),
                 // What the attack gained over the same line run honestly.
@@ -1220,7 +1227,9 @@ impl Sim {
             }
         }
         for r in 0..8 {
-            self.region_reward_per_mbps_day[r] = if region_mbps[r] > 0.0 { region_reward[r] / region_mbps[r] } else { 0.0 };
+            let per_mbps = |x: f64| if region_mbps[r] > 0.0 { x / region_mbps[r] } else { 0.0 };
+            self.region_reward_per_mbps_day[r] = per_mbps(region_reward[r]);
+            self.region_income_usd_per_mbps_day[r] = per_mbps(region_income_usd[r]);
         }
 
         let [p10, p50, p90] = quantiles(&mut profits, [0.1, 0.5, 0.9]);

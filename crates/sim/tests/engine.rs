@@ -249,3 +249,18 @@ fn a_liars_gain_over_its_honest_twin_counts_as_the_attacks_profit() {
     let profit = last.map_or(0.0, |r| r.attacker_profit_usd);
     assert!(profit > 0.0, "the over-claim paid {profit}");
 }
+
+/// Prospective operators count the USD income a region's nodes earn, as
+/// churn does: where every payment goes to the node in USD and the
+/// emission is next to nothing, operators still join. Only the rewards
+/// were counted, and nobody joined.
+#[test]
+fn operators_join_for_usd_income_too() {
+    let s = small("hybrid", 20);
+    let s = s.with_override("node_usd_share", "1.0").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("year_one_twy", "1").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 6).and_then(|sim| sim.run(6, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.rows.iter().all(|r| r.minted_twy < 1.0));
+    let joined: u32 = run.rows.iter().map(|r| r.operators_joined).sum();
+    assert!(joined > 0, "nobody joined");
+}
