@@ -138,10 +138,20 @@ fn f_twy(t: Token) -> f64 {
     u128_to_f64(t.0) / 1e6
 }
 
-/// A distinct /24 for each index: 11.0.0.0 upward (never unspecified or
-/// multicast); oracles live in 100.64.0.0/10.
+/// Labels with an IPv4 /24 of their own (`node_ip`): 11.0.0.0 up to
+/// 99.255.255.0, below the oracles' 100.64.0.0/10.
+const IPV4_LABELS: u32 = (100 - 11) << 16;
+
+/// A distinct /24 for each index, 11.0.0.0 upward, and past those a
+/// distinct IPv6 /48 in 2a00::/16 (in IPv4 the next labels reached the
+/// oracles' 100.64.0.0/10, loopback, the sybil farm's 172.31.0.0/16 and
+/// multicast).
 fn node_ip(i: u32) -> std::net::IpAddr {
-    std::net::IpAddr::from([11 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 1])
+    if i < IPV4_LABELS {
+        return std::net::IpAddr::from([11 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]);
+    }
+    let j = i - IPV4_LABELS;
+    std::net::IpAddr::from([0x2a00, (j >> 16) as u16, j as u16, 0, 0, 0, 0, 1])
 }
 
 /// Online hours: `uptime` of the day, with the offline stretch starting
@@ -238,6 +248,8 @@ pub struct Sim {
     value_trader: AccountIdx,
     attacker_profit_usd: f64,
     attackers_slashed_twy: f64,
+    /// The pool's price before the first day: where the drawdown starts.
+    genesis_price_usd: f64,
     rows: Vec<EpochRow>,
     /// What `serve` derives from the active operators alone (capacity
     /// online per region and UTC hour, each region's capacity-hours): the
@@ -489,6 +501,7 @@ impl Sim {
             value_trader,
             attacker_profit_usd: 0.0,
             attackers_slashed_twy: 0.0,
+            genesis_price_usd: 0.0,
             rows: Vec::new(),
             supply: None,
             income_usd: Vec::new(),
@@ -513,6 +526,7 @@ impl Sim {
         let seed_hash = Hash32::of(&seed.to_le_bytes());
         let ctx = sim.ctx_at(0);
         end_epoch(&mut sim.state, ctx, seed_hash);
+        sim.genesis_price_usd = sim.price();
         Ok(sim)
     }
 
@@ -1268,7 +1282,14 @@ impl Sim {
         }
         row.nodes = row.nodes_by_region.iter().sum();
         row.paid_usd = paid_total;
-        row.consumer_price_usd_per_gb = if served_total > 0.0 { paid_total / served_total } else { 0.0 };
+        // A day that served nothing keeps the last price paid (the
+        // scenario's reference price before any): plotted as $0, it drew a
+        // fall to a free network.
+        row.consumer_price_usd_per_gb = if served_total > 0.0 {
+            paid_total / served_total
+        } else {
+            self.rows.last().map_or(self.scenario.demand.reference_price_usd_per_gb, |r| r.consumer_price_usd_per_gb)
+        };
         row.consumers = self.consumers.iter().sum::<f64>() as u32;
         self.rows.push(row.clone());
         Ok(row)
@@ -1348,7 +1369,9 @@ impl Sim {
         } else {
             early.iter().filter(|o| o.active).count() as f64 / early.len() as f64
         };
-        let mut peak = 0f64;
+        // From the price at launch: a fall on day 1 is a fall (the peak
+        // started at day 1's price, after it).
+        let mut peak = self.genesis_price_usd;
         let mut drawdown = 0f64;
         for r in &rows {
             peak = peak.max(r.price_usd);
@@ -1446,5 +1469,37 @@ impl Sim {
 
     pub fn day(&self) -> u64 {
         self.day
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// Each label a public subnet of its own, clear of the oracles' and
+    /// the farm's: past about 5.8 million labels the IPv4 scheme reached
+    /// 100.64.0.0/10, then loopback, 172.31.0.0/16 and multicast.
+    #[test]
+    fn every_label_gets_a_public_subnet_of_its_own() {
+        let subnet = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                assert!(!v4.is_private() && !v4.is_loopback() && !v4.is_multicast() && !v4.is_broadcast(), "{v4}");
+                assert!(!(o[0] == 100 && o[1] & 0xc0 == 64), "{v4} is in the oracles' 100.64.0.0/10");
+                u128::from(o[0]) << 16 | u128::from(o[1]) << 8 | u128::from(o[2])
+            }
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                assert_eq!(s[0], 0x2a00, "{v6}");
+                1 << 64 | u128::from(s[1]) << 16 | u128::from(s[2])
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for start in [0, IPV4_LABELS - 300, 5_830_000, 7_700_000, 10_600_000, 14_000_000, u32::MAX - 300] {
+            for i in start..=start.saturating_add(300) {
+                assert!(seen.insert(subnet(node_ip(i))), "label {i} shares a subnet");
+            }
+        }
     }
 }

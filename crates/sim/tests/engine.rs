@@ -264,3 +264,32 @@ fn operators_join_for_usd_income_too() {
     let joined: u32 = run.rows.iter().map(|r| r.operators_joined).sum();
     assert!(joined > 0, "nobody joined");
 }
+
+/// The price drawdown counts from the price at launch: a crash on day 1
+/// is a drawdown (it started from day 1's price, after the crash, and
+/// read about nothing).
+#[test]
+fn a_crash_on_the_first_day_is_a_drawdown() {
+    let mut s = small("burn-and-mint", 10);
+    s.shocks.push(tollway_sim::scenario::Shock::PriceCrash { day: 1, sell_twy: 20_000_000.0 });
+    let run = Sim::new(&s, 8).and_then(|sim| sim.run(8, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let launch = s.market.pool_usd / s.market.pool_twy;
+    assert!(run.rows[0].price_usd < 0.5 * launch, "the crash: {} from {launch}", run.rows[0].price_usd);
+    assert!(run.summary.price_drawdown > 0.5, "drawdown {}", run.summary.price_drawdown);
+}
+
+/// A day that serves nothing keeps the last price consumers paid; the
+/// consumer price chart showed $0 for it.
+#[test]
+fn a_day_that_serves_nothing_keeps_the_last_consumer_price() {
+    let mut s = small("burn-and-mint", 8);
+    s.shocks.push(tollway_sim::scenario::Shock::Exodus { day: 5, share: 1.0 });
+    let s = s.with_override("population.max_joins_per_day", "0").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 9).and_then(|sim| sim.run(9, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let before = run.rows[3].consumer_price_usd_per_gb;
+    assert!(before > 0.0);
+    for r in &run.rows[4..] {
+        assert_eq!(r.served_gb, 0.0, "day {}: the exodus left nobody", r.day);
+        assert_eq!(r.consumer_price_usd_per_gb, before, "day {}", r.day);
+    }
+}
