@@ -869,7 +869,7 @@ impl Sim {
         let mut out = [[0f64; 6]; 8];
         let mut served_share = [0f64; 8];
         for r in 0..8 {
-            let price_factor = (self.region_price_usd_per_gb[r] / d.reference_price_usd_per_gb).powf(-d.price_elasticity);
+            let price_factor = libm::pow(self.region_price_usd_per_gb[r] / d.reference_price_usd_per_gb, -d.price_elasticity);
             let gb_day = self.consumers[r] * d.gb_per_consumer_per_day * shock * price_factor;
             let mut served_gb = 0.0;
             let mut covered_hours = 0;
@@ -877,7 +877,7 @@ impl Sim {
                 let local = (h as u32 + UTC_OFFSET_HOURS[r]) % 24;
                 // Demand peaks in the local evening (20:00), dips at 08:00.
                 let phase = (local as f64 - 20.0) / 24.0 * std::f64::consts::TAU;
-                let gb_hour = gb_day / 24.0 * (1.0 + d.diurnal_amplitude * phase.cos());
+                let gb_hour = gb_day / 24.0 * (1.0 + d.diurnal_amplitude * libm::cos(phase));
                 let demand_bps = gb_hour * 8e9 / 3600.0;
                 // Nodes serve at most 80 % of capacity: headroom for bursts.
                 let usable = 0.8 * c;
@@ -933,7 +933,7 @@ impl Sim {
                 self.region_price_usd_per_gb[r] = paid[r] / out[r][0];
             }
             // Consumers arrive with growth (compounded daily).
-            self.consumers[r] *= (1.0 + d.growth_per_year).powf(1.0 / 365.0);
+            self.consumers[r] *= libm::pow(1.0 + d.growth_per_year, 1.0 / 365.0);
         }
         Ok((out, payments))
     }

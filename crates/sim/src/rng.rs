@@ -44,7 +44,7 @@ impl Rng {
 
     /// Log-uniform in [lo, hi): capacities and costs span magnitudes.
     pub fn log_range(&mut self, lo: f64, hi: f64) -> f64 {
-        (lo.ln() + (hi.ln() - lo.ln()) * self.unit()).exp()
+        libm::exp(libm::log(lo) + (libm::log(hi) - libm::log(lo)) * self.unit())
     }
 
     pub fn below(&mut self, n: u64) -> u64 {

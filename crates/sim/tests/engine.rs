@@ -293,3 +293,17 @@ fn a_day_that_serves_nothing_keeps_the_last_consumer_price() {
         assert_eq!(r.consumer_price_usd_per_gb, before, "day {}", r.day);
     }
 }
+
+/// A small run's CSV, pinned: the same bytes on every machine (the
+/// agents' transcendental functions come from the `libm` crate). When a
+/// change to the model moves it, re-pin it in the same commit and say so;
+/// when it moves with no change, a platform's arithmetic leaked in.
+#[test]
+fn a_runs_csv_is_the_same_bytes_on_every_machine() {
+    let s = small("sybil-and-liars", 40);
+    let s = s.with_override("attack.start_day", "10").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 1).and_then(|sim| sim.run(1, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let csv = report::run_csv(&run);
+    let hash = tollway_types::Hash32::of(csv.as_bytes());
+    assert_eq!(hash.to_hex(), "7ec53a97601c23676ff3f6784690f5e6c910bb58388a3eef934016dc603e692f", "the CSV changed");
+}

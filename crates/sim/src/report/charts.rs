@@ -408,7 +408,7 @@ fn log_range(lines: &Lines) -> Option<(f64, f64)> {
     }
     let (lo, hi) = positive_extent(&lines.series)?;
     // Pad by 4% of the decades shown on either side.
-    let pad = (hi / lo).powf(0.04);
+    let pad = libm::pow(hi / lo, 0.04);
     Some((lo / pad, hi * pad))
 }
 

@@ -11,7 +11,7 @@ pub fn significant(x: f64, sig: u32) -> String {
     if x == 0.0 {
         return "0".to_string();
     }
-    let magnitude = x.abs().log10().floor() as i32;
+    let magnitude = libm::log10(x.abs()).floor() as i32;
     let decimals = (sig as i32 - 1 - magnitude).clamp(0, 12) as usize;
     trim_zeros(format!("{x:.decimals$}"))
 }
