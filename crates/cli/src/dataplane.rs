@@ -273,10 +273,13 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--settle-every: {e}"))?;
     let settle_min = tollway_types::amount::Usd::parse_decimal(&a.settle_min_usd)
         .map_err(|e| anyhow::anyhow!("--settle-min-usd {:?}: {e}", a.settle_min_usd))?;
-    if settle_every > 0 {
-        let (api, key, receipts) = (ApiClient::new(&url)?, key.clone(), receipts.clone());
-        std::thread::spawn(move || settle_loop(&api, &key, &receipts, Duration::from_secs(settle_every), settle_min));
-    }
+    let settler = if settle_every > 0 {
+        let (api, signer, book) = (ApiClient::new(&url)?, key.clone(), receipts.clone());
+        std::thread::spawn(move || settle_loop(&api, &signer, &book, Duration::from_secs(settle_every), settle_min));
+        Some((ApiClient::new(&url)?, key.clone(), receipts.clone()))
+    } else {
+        None
+    };
     // Each TCP session on one core's thread (thread-per-core); kept for
     // the life of the process.
     let shards = tollway_net::Shards::per_core()?;
@@ -352,7 +355,39 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         receipts.flush()
-    })
+    })?;
+    // A node stopped may stay down for longer than its channels last, and
+    // a channel that expires unsettled goes back to its client whole. So
+    // the last pass also settles what expires within a day, whatever its
+    // amount; the rest waits for the next start's pass. (It settled
+    // nothing at stop.)
+    if let Some((api, key, receipts)) = settler {
+        let pass = SettlePass {
+            min: settle_min,
+            expiring_within: Duration::from_secs(settle_every.saturating_mul(2).max(STOP_SETTLES_EXPIRING_WITHIN_SECS)),
+            deadline: Some(std::time::Instant::now() + STOP_SETTLING_FOR),
+        };
+        let left = settle_due(&api, &key, &receipts, &pass);
+        if left > 0 {
+            outln!("{left} channel(s) not settled before stopping: the next start settles them")?;
+        }
+    }
+    Ok(())
+}
+
+/// At stop, channels expiring this soon are settled whatever their amount.
+const STOP_SETTLES_EXPIRING_WITHIN_SECS: u64 = 86_400;
+/// How long a stop may spend settling: well inside the 90 s a service
+/// manager gives a stop before it kills.
+const STOP_SETTLING_FOR: Duration = Duration::from_secs(20);
+
+/// What a settling pass settles: channels with at least `min` unsettled,
+/// or any unsettled amount if they expire within `expiring_within`; until
+/// `deadline`, if any.
+struct SettlePass {
+    min: tollway_types::amount::Usd,
+    expiring_within: Duration,
+    deadline: Option<std::time::Instant>,
 }
 
 /// Settles what the receipt book holds beyond the chain's settlement, at
@@ -363,15 +398,22 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
 /// settled what its last run was paid, and a node restarted more often
 /// than that never did.)
 fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
+    let pass = SettlePass { min, expiring_within: every * 2, deadline: None };
     loop {
-        settle_due(api, key, receipts, every, min);
+        settle_due(api, key, receipts, &pass);
         std::thread::sleep(every);
     }
 }
 
-/// One pass of [`settle_loop`].
-fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
+/// How long a settlement waits to be committed.
+const SETTLE_WAIT_MS: u64 = 15_000;
+
+/// One pass of [`settle_loop`]: looks up each channel the book holds a
+/// receipt for, then settles those due, soonest expiry first. Returns how
+/// many due channels it left for lack of time.
+fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, pass: &SettlePass) -> usize {
     let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut due = Vec::new();
     for receipt in receipts.all() {
         let r = &receipt.receipt;
         let channel = match api.channel(&r.channel) {
@@ -393,12 +435,21 @@ fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: 
             continue;
         }
         let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
-        let expiring = channel.expires_at_secs <= now_secs + 2 * every.as_secs();
-        if unsettled < min && !expiring {
-            continue;
+        let expiring = channel.expires_at_secs <= now_secs.saturating_add(pass.expiring_within.as_secs());
+        if unsettled >= pass.min || expiring {
+            due.push((channel.expires_at_secs, receipt));
         }
+    }
+    due.sort_by_key(|(expires_at_secs, _)| *expires_at_secs);
+    for (done, (_, receipt)) in due.iter().enumerate() {
+        let r = &receipt.receipt;
+        let wait_ms = match pass.deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())) {
+            Some(left) if left.is_zero() => return due.len() - done,
+            Some(left) => u64::try_from(left.as_millis()).unwrap_or(u64::MAX).min(SETTLE_WAIT_MS),
+            None => SETTLE_WAIT_MS,
+        };
         let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
-        match crate::wallet::submit_and_wait(api, key, body, 15_000) {
+        match crate::wallet::submit_and_wait(api, key, body, wait_ms) {
             // A log line: a closed stdout must not stop the settling
             // (`println!` would panic this thread away).
             Ok(tx) => {
@@ -414,6 +465,7 @@ fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: 
         }
         let _ = std::io::stdout().flush();
     }
+    0
 }
 
 /// Ctrl-C or SIGTERM.

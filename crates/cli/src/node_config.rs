@@ -117,7 +117,8 @@ pub struct Flags {
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
     /// A channel is settled when its newest receipt holds at least
     /// --settle-min-usd more than the chain has settled, or when it expires
-    /// within two periods [default: 10m].
+    /// within two periods; at start, and at stop too, where a channel that
+    /// expires within a day is settled whatever its amount [default: 10m].
     #[arg(long, value_name = "DURATION")]
     pub settle_every: Option<String>,
     /// The least a settlement must add to what the chain has settled, in

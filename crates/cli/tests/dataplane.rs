@@ -465,10 +465,11 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
 
     // exit_a back, relaying at most 16 Mbit/s (2 MB/s): it says so, warns
     // that this is below the 100 Mbit/s it claims, and 6 MiB take it about
-    // three seconds (a few milliseconds uncapped).
+    // three seconds (a few milliseconds uncapped). It settles every 10
+    // minutes, any amount.
     let mut args_capped = args_a.clone();
-    args_capped.extend(["--max-rate-mbps", "16"].map(String::from));
-    let node_capped = Daemon::start(&dir, &args_capped.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    args_capped.extend(["--max-rate-mbps", "16", "--settle-every", "10m", "--settle-min-usd", "0"].map(String::from));
+    let mut node_capped = Daemon::start(&dir, &args_capped.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
     assert!(node_capped.lines.iter().any(|l| l == "relaying at most 16 Mbit/s each way"), "{:?}", node_capped.lines);
     let warning = "warning: a cap of 16 Mbit/s is below the 100 Mbit/s this node claims";
     assert!(node_capped.lines.iter().any(|l| l.starts_with(warning)), "{:?}", node_capped.lines);
@@ -481,7 +482,26 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     // (6 MiB less the 100 kB burst and one 64 KiB read) at 2 MB/s.
     assert!(took >= Duration::from_millis(2_900), "6 MiB in {took:?} through a 2 MB/s cap");
     drop(proxy);
-    drop(node_capped);
+    // Stopped (SIGTERM) minutes before its next settling pass, it settles
+    // what it was paid before it exits: every receipt it holds is paid on
+    // the chain. (It settled nothing at stop.)
+    let sent = Command::new("kill").args(["-TERM", &node_capped.child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let stopped = node_capped.child.wait().unwrap();
+    node_capped.wait_for_line("\0", Duration::from_millis(500));
+    assert!(stopped.success(), "{stopped:?}: {:?}", node_capped.lines);
+    assert!(node_capped.lines.iter().any(|l| l.starts_with("settled channel ")), "{:?}", node_capped.lines);
+    let held = tollway(&dir, &["node", "receipts", "--home", &a.home, "--json"]);
+    let listed = tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "channels", "--json"]);
+    let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    let mut checked = 0;
+    for receipt in held.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()) {
+        if let Some(c) = channels.as_array().unwrap().iter().find(|c| c["id"] == receipt["channel"]) {
+            assert_eq!(c["paid_bytes"], receipt["cumulative_bytes"], "not settled at stop: {c}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "exit_a holds no receipt of alice's: {held}");
 
     // A channel whose escrow runs out: alice's newest channel to exit_b
     // holds $0.001 (2 MiB). The proxy retires the route, says so, looks it
