@@ -8,10 +8,12 @@ use crate::pool::{ClientError, RoutePool};
 use std::io;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tollway_socks as socks;
 use tollway_socks::{AuthPolicy, BodyEnd, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
 use tollway_net::driver::{ByteStream, EarlySocket, OnRefused};
@@ -41,7 +43,10 @@ pub struct FrontConfig {
     pub credentials: Option<Credentials>,
     /// A client must finish its request in this time (slowloris).
     pub handshake_timeout: Duration,
-    /// Local connections at once.
+    /// Local connections at once, each counted from its accept until it
+    /// has ended both ways (a tunnel's until the session's pumps are done
+    /// with it). At the limit, the next programs wait in the listener's
+    /// backlog, unanswered, until one ends.
     pub max_clients: usize,
     /// Answer a CONNECT only once the exit has connected the destination,
     /// so a refusal (policy, DNS, refused) reaches the program as a SOCKS /
@@ -131,9 +136,63 @@ async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontC
         let (pool, config, idle) = (pool.clone(), config.clone(), idle.clone());
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
-            let _ = serve_client(socket, &pool, &config, &idle).await;
-            drop(slot);
+            let _ = serve_client(Counted { io: socket, _slot: slot }, &pool, &config, &idle).await;
         });
+    }
+}
+
+/// A program's connection with its slot among `FrontConfig::max_clients`,
+/// which goes back when the connection is dropped: when its task ends,
+/// or, once a tunnel's session holds it, when the session's pumps are done
+/// with it both ways. (Dropped once the tunnel was set up instead, the
+/// slot let any number of tunnels live at once.) It derefs to the socket,
+/// which the front end reads and writes as the `TcpStream` it is.
+struct Counted<S> {
+    io: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S> std::ops::Deref for Counted<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.io
+    }
+}
+
+impl<S> std::ops::DerefMut for Counted<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    // Passed on: the session's stream writer gathers its chunks in one
+    // vectored write.
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -199,7 +258,7 @@ enum Wanted {
 }
 
 async fn serve_client(
-    mut socket: TcpStream,
+    mut socket: Counted<TcpStream>,
     pool: &RoutePool,
     config: &FrontConfig,
     idle: &IdleOrigins,
@@ -232,7 +291,7 @@ async fn serve_client(
 /// Serves a CONNECT (SOCKS5 or HTTP) to `target`, `buf` holding what the
 /// program sent after it.
 async fn tunnel(
-    mut socket: TcpStream,
+    mut socket: Counted<TcpStream>,
     mut buf: Vec<u8>,
     protocol: Protocol,
     target: socks::Target,
@@ -341,13 +400,13 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 /// connection is the new protocol's. Returns a CONNECT that followed: the
 /// connection, what came after the CONNECT's head, and its target.
 async fn forward(
-    socket: TcpStream,
+    socket: Counted<TcpStream>,
     pending: Vec<u8>,
     request: ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
     idle: &IdleOrigins,
-) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
+) -> io::Result<Option<(Counted<TcpStream>, Vec<u8>, socks::Target)>> {
     let mut kept = None;
     let result = forward_each(socket, pending, request, pool, config, idle, &mut kept).await;
     if let Some(k) = kept {
@@ -358,14 +417,14 @@ async fn forward(
 
 /// [`forward`]'s requests, with the kept stream left in `kept` at the end.
 async fn forward_each(
-    mut socket: TcpStream,
+    mut socket: Counted<TcpStream>,
     mut pending: Vec<u8>,
     mut request: ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
     idle: &IdleOrigins,
     kept: &mut Option<KeptOrigin>,
-) -> io::Result<Option<(TcpStream, Vec<u8>, socks::Target)>> {
+) -> io::Result<Option<(Counted<TcpStream>, Vec<u8>, socks::Target)>> {
     loop {
         if request.upgrade.is_some() {
             // The upgraded connection may last: the kept stream waits for
@@ -403,7 +462,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// whatever arrives is read and dropped for a moment, so the close does
 /// not become a reset that discards the answer before the program has
 /// read it (RFC 9112 §9.6).
-async fn close_gracefully(mut socket: TcpStream) {
+async fn close_gracefully(mut socket: Counted<TcpStream>) {
     let _ = socket.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async { while matches!(socket.read(&mut sink).await, Ok(1..)) {} }).await;
@@ -438,7 +497,7 @@ async fn request_start(
 /// for a CONNECT; the origin's 101 (or refusal) passes unchanged. It
 /// waits for the exit, so a refusal becomes an HTTP error with its reason.
 async fn upgrade(
-    mut socket: TcpStream,
+    mut socket: Counted<TcpStream>,
     mut pending: Vec<u8>,
     request: &ForwardRequest,
     pool: &RoutePool,

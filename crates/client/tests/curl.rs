@@ -2123,3 +2123,69 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
     }
     assert!(events_with("stream-limit").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-limit"));
 }
+
+/// `FrontConfig::max_clients` counts the program's connections for as long
+/// as they live: four tunnels open through a front end that takes four
+/// keep their slots, and a fifth program waits in the listener's backlog
+/// (its greeting unanswered) until one of the four closes. The slot went
+/// back once the tunnel was set up, so any number of tunnels lived at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_clients_counts_open_tunnels_until_they_close() {
+    let client = SigningKey::from_label("max-clients");
+    let exit = start_node("exit-max-clients", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let front_config = FrontConfig { max_clients: 4, ..FrontConfig::default() };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let echo = banner_echo_server().await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = socks_connect(front, echo, b"").await;
+        let mut banner = [0u8; 11];
+        bounded("banner", async {
+            s.read_exact(&mut banner).await.unwrap();
+        })
+        .await;
+        open.push(s);
+    }
+    // The fifth's greeting waits: the front end does not accept it while
+    // four tunnels live.
+    let mut fifth = TcpStream::connect(front).await.unwrap();
+    fifth.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    let answered = tokio::time::timeout(Duration::from_secs(2), fifth.read_exact(&mut method)).await;
+    assert!(answered.is_err(), "a fifth connection was served beside four open tunnels: {answered:?}");
+    // The four still carry bytes.
+    for (i, s) in open.iter_mut().enumerate() {
+        bounded("an open tunnel's echo", async {
+            s.write_all(b"ping").await.unwrap();
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"ping", "tunnel {i}");
+        })
+        .await;
+    }
+    // One closes: its slot goes to the fifth, whose greeting is answered
+    // and whose tunnel works.
+    drop(open.pop());
+    bounded("the fifth's greeting answered once a tunnel closed", async {
+        fifth.read_exact(&mut method).await.unwrap();
+    })
+    .await;
+    assert_eq!(method, [5, 0]);
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&echo.port().to_be_bytes());
+    fifth.write_all(&request).await.unwrap();
+    bounded("the fifth's tunnel", async {
+        let mut reply = [0u8; 10];
+        fifth.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply[1], 0, "SOCKS reply");
+        let mut banner = [0u8; 11];
+        fifth.read_exact(&mut banner).await.unwrap();
+        assert_eq!(&banner, b"220 hello\r\n");
+        fifth.write_all(b"pong").await.unwrap();
+        let mut back = [0u8; 4];
+        fifth.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"pong");
+    })
+    .await;
+}
