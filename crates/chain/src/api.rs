@@ -5,10 +5,11 @@
 
 use crate::core::TxState;
 use crate::directory::{NodeQuery, NodeRow};
+use crate::listener::{ApiLimits, BodyTooSlow, ClientKey};
 use crate::node::{ChainEvent, Incoming, Shared, Submission, SubmitRefusal};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +21,11 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tollway_ledger::state::{Account, Channel, Node, Oracle};
+use tollway_types::admission::{AddressSlot, PerAddress};
 use tollway_types::tx::limits::MAX_TX_BYTES;
 use tollway_types::{AccountId, CountryCode, Hash32, MacroRegion, PublicKey, SignedTx, Token, TxId, Usd};
 
@@ -374,6 +376,9 @@ async fn submit(
 /// limit).
 fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
     body.map_err(|r| {
+        if let Some(slow) = too_slow(&r) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "too_slow", slow.to_string());
+        }
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "too_large"
@@ -386,6 +391,19 @@ fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Byt
             format!("{} (the limit is {limit} bytes)", r.body_text()),
         )
     })
+}
+
+/// The listener's body deadline, if that is why the body could not be
+/// read (it is somewhere in the rejection's chain of sources).
+fn too_slow(r: &BytesRejection) -> Option<&BodyTooSlow> {
+    let mut source = std::error::Error::source(r);
+    while let Some(e) = source {
+        if let Some(slow) = e.downcast_ref::<BodyTooSlow>() {
+            return Some(slow);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// `wait` and `timeout_ms` of the submit routes.
@@ -855,8 +873,62 @@ async fn slashes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<
     Ok(Json(list))
 }
 
-async fn events(State(s): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(|item| {
+/// The places of event streams (`ApiLimits::max_event_streams`, and
+/// `max_event_streams_per_ip` for each client): a stream holds one of each
+/// for as long as it is open.
+pub(crate) struct EventStreamPlaces {
+    all: Arc<Semaphore>,
+    max_all: usize,
+    per_client: Arc<PerAddress>,
+    max_per_client: usize,
+}
+
+/// One stream's places, given back when the stream is dropped (its
+/// connection closed, or found gone at a write).
+struct EventStreamPlace {
+    _all: OwnedSemaphorePermit,
+    _client: AddressSlot,
+}
+
+impl EventStreamPlaces {
+    pub(crate) fn new(limits: &ApiLimits) -> EventStreamPlaces {
+        EventStreamPlaces {
+            all: Arc::new(Semaphore::new(limits.max_event_streams)),
+            max_all: limits.max_event_streams,
+            per_client: PerAddress::new(limits.max_event_streams_per_ip),
+            max_per_client: limits.max_event_streams_per_ip,
+        }
+    }
+
+    /// A place for one more stream of `client`, or why not: 429 if the
+    /// client holds all of its own, 503 if the node holds all it serves.
+    fn admit(&self, client: ClientKey) -> ApiResult<EventStreamPlace> {
+        let Some(own) = self.per_client.admit(client.0) else {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "stream_limit",
+                format!("this address holds {} event streams, the most it may; close one first", self.max_per_client),
+            ));
+        };
+        let Ok(place) = self.all.clone().try_acquire_owned() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "streams_full",
+                format!("the node serves {} event streams, the most it may; retry later", self.max_all),
+            ));
+        };
+        Ok(EventStreamPlace { _all: place, _client: own })
+    }
+}
+
+async fn events(
+    State(s): State<Arc<Shared>>,
+    Extension(client): Extension<ClientKey>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let place = s.event_streams.admit(client)?;
+    let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
+        // The stream owns its places: they go back when it is dropped.
+        let _place = &place;
         let ev = match item {
             Ok(ChainEvent::Block(c)) => SseEvent::default().event("block").json_data(json!({
                 "height": c.header.height, "hash": c.hash, "time_ms": c.header.time_ms, "n_txs": c.header.n_txs,
@@ -870,5 +942,5 @@ async fn events(State(s): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<S
         };
         ev.ok().map(Ok)
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -6,7 +6,8 @@
 //! - `core`: ledger state + mempool + store: admission to commit.
 //! - `replay`: every block again from genesis, every root checked.
 //! - `node`, `api`: the tokio driver and the axum HTTP API; `listener`:
-//!   the API's connection limits and idle timeout; `directory`: the node
+//!   the API's server: connection limits, idle timeout, request head and
+//!   body deadlines; `directory`: the node
 //!   list the API filters, copied once per block, outside the lock.
 
 pub mod consensus;

@@ -1,5 +1,6 @@
 //! The API's listener: how many connections it holds, how many from one
-//! address, and how long one may sit without a byte either way.
+//! address, how long one may sit without a byte either way, and how long
+//! a request's head and body may take to arrive.
 //!
 //! axum's `serve` sets no timeouts (hyper's header timeout needs a timer
 //! it is not given) and no cap: a client that sent half a request head
@@ -9,10 +10,23 @@
 //! (at the limit, new ones wait in the kernel's backlog), an address holds
 //! at most [`ApiLimits::max_per_ip`] (beyond, a new one is closed at once),
 //! and a connection with no progress for [`ApiLimits::idle`] is closed.
+//!
+//! Progress alone is cheap: a head or a body sent a byte a minute never
+//! let the idle timeout fire, and four addresses' worth of such
+//! connections held every place for good. So [`GuardedListener::serve`]
+//! runs hyper itself, with a timer, and a head must be whole within
+//! [`ApiLimits::head_timeout`] (hyper's `header_read_timeout`), a body
+//! within [`ApiLimits::body_timeout`] ([`BodyDeadline`]), however they
+//! trickle. Event streams, which hold a connection by design, are capped
+//! apart (`api::EventStreamPlaces`).
 
+use axum::body::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,15 +51,55 @@ pub struct ApiLimits {
     /// longer than the longest wait a request may ask for (`timeout_ms`,
     /// at most 60 s) and the event stream's keep-alive (15 s).
     pub idle: Duration,
+    /// A request head must arrive whole within this long of the
+    /// connection's starting to wait for it: when it opens, and after each
+    /// answer (so this is also how long a kept-alive connection may sit
+    /// between requests; clients reconnect, and ureq checks a pooled
+    /// connection before it reuses one). A head is a few hundred bytes,
+    /// sent at once by every client; 10 s is a slow link's round trips
+    /// many times over.
+    pub head_timeout: Duration,
+    /// A request body must arrive whole within this long of its head, or
+    /// the request is answered 408 and the connection closed: the largest
+    /// body read (4 MiB) at 560 kbit/s.
+    pub body_timeout: Duration,
+    /// Event streams (`/v1/events`) at once. A stream holds its connection
+    /// for as long as its client likes, and its keep-alive is progress, so
+    /// streams are capped apart, at a quarter of the connections: however
+    /// many are held, three quarters of the places are left for requests.
+    pub max_event_streams: usize,
+    /// Event streams at once from one address (`client_key`): a wallet or
+    /// explorer needs one, a gateway running a few services on one
+    /// address several; 8 leaves room for them, and it takes 32 addresses
+    /// to hold every stream. There is no cap on a stream's life: the events
+    /// carry no id to resume from, so a forced reconnect would lose
+    /// events, and it would free no place from a client that reconnects
+    /// at once; a client that is gone is found at a write that fails (a
+    /// block each interval, a keep-alive each 15 s) or by the idle timeout.
+    pub max_event_streams_per_ip: usize,
 }
 
 impl Default for ApiLimits {
     fn default() -> ApiLimits {
-        ApiLimits { max_connections: 1024, max_per_ip: 256, idle: Duration::from_secs(75) }
+        ApiLimits {
+            max_connections: 1024,
+            max_per_ip: 256,
+            idle: Duration::from_secs(75),
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_event_streams: 256,
+            max_event_streams_per_ip: 8,
+        }
     }
 }
 
-/// A TCP listener with [`ApiLimits`], for `axum::serve`.
+/// Which client sent a request: its `client_key` (IPv4 address, IPv6
+/// /64). Every request served by [`GuardedListener::serve`] carries one
+/// as an extension, for limits counted per client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientKey(pub IpAddr);
+
+/// A TCP listener with [`ApiLimits`].
 pub struct GuardedListener {
     inner: TcpListener,
     limits: ApiLimits,
@@ -57,12 +111,32 @@ impl GuardedListener {
     pub fn new(inner: TcpListener, limits: ApiLimits) -> GuardedListener {
         GuardedListener { inner, limits, slots: Arc::new(Semaphore::new(limits.max_connections)), per_ip: PerAddress::new(limits.max_per_ip) }
     }
-}
 
-impl axum::serve::Listener for GuardedListener {
-    type Io = Guarded;
-    type Addr = SocketAddr;
+    /// Serves `app` on every connection, HTTP/1.1, and never returns.
+    pub async fn serve(mut self, app: axum::Router) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(self.limits.head_timeout);
+        let body_timeout = self.limits.body_timeout;
+        loop {
+            let (io, addr) = self.accept().await;
+            let client = ClientKey(client_key(addr.ip()));
+            let app = app.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(|body| BodyDeadline::new(body, body_timeout));
+                request.extensions_mut().insert(client);
+                // A router is always ready: no `poll_ready` first.
+                tower_service::Service::call(&mut app.clone(), request)
+            });
+            let connection = http.serve_connection(TokioIo::new(io), service);
+            tokio::spawn(async move {
+                // An error ends the connection (closed, reset, a deadline
+                // passed): there is no one to tell.
+                let _ = connection.await;
+            });
+        }
+    }
 
+    /// The next connection, once it holds its slots.
     async fn accept(&mut self) -> (Guarded, SocketAddr) {
         loop {
             // The slot first: at the limit, connections wait in the
@@ -94,8 +168,63 @@ impl axum::serve::Listener for GuardedListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+/// A request body that must be whole by a deadline
+/// ([`ApiLimits::body_timeout`] after its head): past it, a read that
+/// waits is a [`BodyTooSlow`] error, the handler answers 408, and hyper
+/// closes the connection (the rest of the body never came).
+pub struct BodyDeadline {
+    body: Incoming,
+    deadline: Instant,
+    limit: Duration,
+    /// Made when a read first waits: most bodies are whole at once, and
+    /// most requests have none.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl BodyDeadline {
+    fn new(body: Incoming, limit: Duration) -> BodyDeadline {
+        BodyDeadline { body, deadline: Instant::now() + limit, limit, timer: None }
+    }
+}
+
+/// The error of a [`BodyDeadline`] that passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive whole within {} s of its head", limit.as_secs_f64())]
+pub struct BodyTooSlow {
+    pub limit: Duration,
+}
+
+impl Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTooSlow { limit: this.limit })))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The length limit checks it before reading a byte.
+        self.body.size_hint()
     }
 }
 

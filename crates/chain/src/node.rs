@@ -32,7 +32,8 @@ pub struct NodeConfig {
     pub verify_batch_max: usize,
     /// Txs waiting for verification beyond this are refused (503).
     pub verify_queue: usize,
-    /// The API's connections: how many, from one address, how long idle.
+    /// The API's connections: how many, from one address, how long idle,
+    /// how long a request's head and body may take; its event streams.
     pub api: crate::listener::ApiLimits,
 }
 
@@ -106,6 +107,8 @@ pub struct Shared {
     /// new block make one between them, and wait without blocking their
     /// worker thread.
     directory_gate: tokio::sync::Mutex<()>,
+    /// Event streams open, in all and per client (`ApiLimits`).
+    pub(crate) event_streams: crate::api::EventStreamPlaces,
 }
 
 impl Shared {
@@ -204,6 +207,7 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         started: Instant::now(),
         directory: Mutex::new(None),
         directory_gate: tokio::sync::Mutex::new(()),
+        event_streams: crate::api::EventStreamPlaces::new(&config.api),
     });
     crate::metrics::on_open(&shared.core());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -220,7 +224,10 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
     };
     let app = crate::api::router(shared.clone());
     let listener = crate::listener::GuardedListener::new(listener, config.api);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.map_err(anyhow::Error::from) });
+    let server = tokio::spawn(async move {
+        listener.serve(app).await;
+        Ok::<(), anyhow::Error>(())
+    });
     let joined = tokio::spawn(async move {
         tokio::select! {
             r = producer => r.map_err(anyhow::Error::from)?,

@@ -616,3 +616,172 @@ fn at_the_connection_limit_a_new_client_is_answered_once_an_idle_one_goes() {
     assert!(waited >= Duration::from_millis(1500), "answered after {waited:?}, before a slot was free");
     drop(held);
 }
+
+/// Writes `bytes` to `s` one at a time, `every` apart, on a thread, until
+/// they run out or a write fails (the node closed the connection).
+fn trickle(s: &TcpStream, bytes: Vec<u8>, every: Duration) -> std::thread::JoinHandle<()> {
+    let mut s = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in bytes {
+            if s.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// A request head sent a byte every 250 ms made progress, so the idle
+/// timeout never closed it: a client could keep its place (and, 256 per
+/// address, four addresses all of the API's) with a byte a minute. Now a
+/// head must be whole within `head_timeout` (1 s here) however it
+/// trickles, while the idle timeout (20 s) is far off.
+#[test]
+fn a_request_head_sent_a_byte_at_a_time_is_closed_at_the_head_deadline() {
+    let c = start_with(|cfg| {
+        cfg.api.idle = Duration::from_secs(20);
+        cfg.api.head_timeout = Duration::from_secs(1);
+    });
+    let mut s = connect_from(&c, "127.0.0.30");
+    let started = std::time::Instant::now();
+    // 40 bytes, 10 s of trickling, and never the head's end.
+    let head = b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().copied().chain(std::iter::repeat(b'a')).take(40).collect();
+    let writer = trickle(&s, head, Duration::from_millis(250));
+    let closed = closed_within(&mut s, Duration::from_secs(8));
+    let after = started.elapsed();
+    assert!(closed, "a trickled head kept its connection for {after:?}");
+    assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the head deadline");
+    assert!(after < Duration::from_secs(6), "closed only after {after:?}");
+    writer.join().unwrap();
+    // A whole head is answered as before.
+    assert_eq!(c.get("/v1/status").0, 200);
+}
+
+/// The same with a whole head and a body trickled after it: the body
+/// must be whole within `body_timeout` (1 s here); the node answers 408 and
+/// closes (or, with the client's bytes still coming, resets) the
+/// connection.
+#[test]
+fn a_request_body_sent_a_byte_at_a_time_is_cut_off_at_the_body_deadline() {
+    let c = start_with(|cfg| {
+        cfg.api.idle = Duration::from_secs(20);
+        cfg.api.body_timeout = Duration::from_secs(1);
+    });
+    let mut s = connect_from(&c, "127.0.0.31");
+    s.write_all(b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let writer = trickle(&s, vec![1u8; 40], Duration::from_millis(250));
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut status_line = String::new();
+    let answer = reader.read_line(&mut status_line);
+    let after = started.elapsed();
+    match answer {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            panic!("a trickled body kept its connection for {after:?}")
+        }
+        // Reset: the node closed with the client's bytes unread.
+        Err(_) | Ok(0) => {}
+        Ok(_) => assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line:?}"),
+    }
+    assert!(after >= Duration::from_millis(900), "cut off after {after:?}, before the body deadline");
+    assert!(after < Duration::from_secs(6), "cut off only after {after:?}");
+    assert!(closed_within(&mut s, Duration::from_secs(4)), "still open after the 408");
+    writer.join().unwrap();
+    // A body sent at once is read as before.
+    let (status, v) = c.post("/v1/txs", "application/octet-stream", b"\x01definitely not a tx");
+    assert_eq!((status, code(&v)), (400, "bad_encoding"), "{v}");
+}
+
+/// `GET /v1/events` from `from`: the status, the JSON body of a refusal,
+/// and the reader, past the response head (an admitted stream's events
+/// follow).
+fn open_events(c: &TestChain, from: &str) -> (u16, serde_json::Value, BufReader<TcpStream>) {
+    let mut s = connect_from(c, from);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line: {line:?}"));
+    let mut content_length = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = Some(v.trim().parse::<usize>().unwrap());
+        }
+    }
+    let body = match content_length {
+        Some(n) => {
+            let mut body = vec![0u8; n];
+            r.read_exact(&mut body).unwrap();
+            serde_json::from_slice(&body).unwrap()
+        }
+        None => serde_json::Value::Null,
+    };
+    (status, body, r)
+}
+
+/// Whether a block event comes on an admitted stream.
+fn sees_a_block(r: &mut BufReader<TcpStream>) -> bool {
+    let mut line = String::new();
+    for _ in 0..200 {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if line.starts_with("event: block") {
+            return true;
+        }
+    }
+    false
+}
+
+/// An event stream sends a keep-alive every 15 s, so the idle timeout
+/// never closed one: 256 streams from each of four addresses held every
+/// place of the API for good. Now streams are capped in all and per
+/// address (here 3 and 2), far below the connections, and the next one is
+/// refused at once with a JSON error (429 for the address, 503 for the
+/// node); a stream that closes gives its place back.
+#[test]
+fn event_streams_are_capped_per_address_and_in_all_and_a_closed_one_gives_its_place_back() {
+    let c = start_with(|cfg| {
+        cfg.api.max_event_streams = 3;
+        cfg.api.max_event_streams_per_ip = 2;
+    });
+    let (s, _, mut a1) = open_events(&c, "127.0.0.40");
+    assert_eq!(s, 200);
+    let (s, _, mut a2) = open_events(&c, "127.0.0.40");
+    assert_eq!(s, 200);
+    assert!(sees_a_block(&mut a1) && sees_a_block(&mut a2), "an admitted stream carries blocks");
+    let (s, v, _) = open_events(&c, "127.0.0.40");
+    assert_eq!((s, code(&v)), (429, "stream_limit"), "{v}");
+    let (s, _, mut b1) = open_events(&c, "127.0.0.41");
+    assert_eq!(s, 200);
+    assert!(sees_a_block(&mut b1));
+    for from in ["127.0.0.41", "127.0.0.42"] {
+        let (s, v, _) = open_events(&c, from);
+        assert_eq!((s, code(&v)), (503, "streams_full"), "{from}: {v}");
+    }
+    // Everything else is answered meanwhile.
+    assert_eq!(c.get("/v1/status").0, 200);
+    // A stream closed by its client gives both places back (the node sees
+    // it at its next write: a block every 100 ms here).
+    drop(a1);
+    let started = std::time::Instant::now();
+    let again = loop {
+        let (s, _, r) = open_events(&c, "127.0.0.40");
+        if s == 200 || started.elapsed() > Duration::from_secs(10) {
+            break (s, r);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(again.0, 200, "no place given back after {:?}", started.elapsed());
+    let mut again = again.1;
+    assert!(sees_a_block(&mut again));
+    drop((a2, b1));
+}
