@@ -1,6 +1,8 @@
 //! Where a node learns about channels (the chain) and where it keeps the
-//! receipts it will settle with.
+//! receipts it will settle with, and the debts its closed sessions left.
 
+use crate::holders::OwedDebt;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -90,10 +92,9 @@ impl ChannelSource for StaticChannels {
     }
 }
 
-/// The newest accepted receipt per channel, written through to a JSON
-/// file (when given) so a restart loses no payment.
 /// The newest receipt of each channel, kept in a file so that a restart
-/// can still settle them.
+/// can still settle them; and what each channel's closed sessions left
+/// unpaid (`holders`), so that a restart does not forgive it.
 ///
 /// A receipt is accepted on the session's thread, every receipt interval
 /// of every session: writing the whole book there, as it once did, cost a
@@ -103,6 +104,11 @@ impl ChannelSource for StaticChannels {
 /// when something changed, and at the end ([`ReceiptBook::flush`], or when
 /// the book is dropped). A crash loses at most that long of receipts: the
 /// node settles the one before, so it loses what that interval paid.
+///
+/// The file is a JSON object: `receipts`, a list of signed receipts, and
+/// `owed`, a list of `{channel, bytes, expires_at_secs}`. A book written
+/// before the debts were kept, a bare list of receipts, opens with no
+/// debts, as does an object with no `owed`.
 pub struct ReceiptBook {
     book: Mutex<Book>,
     file: Option<PathBuf>,
@@ -114,6 +120,7 @@ pub struct ReceiptBook {
 #[derive(Default)]
 struct Book {
     receipts: HashMap<ChannelId, SignedReceipt>,
+    owed: HashMap<ChannelId, OwedDebt>,
     /// Changed since the file was last written.
     dirty: bool,
     /// Files written, for tests.
@@ -122,6 +129,33 @@ struct Book {
 
 /// How often the book's thread writes a changed book.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// The book as its file holds it.
+#[derive(Default, Serialize, Deserialize)]
+struct BookFile {
+    receipts: Vec<SignedReceipt>,
+    #[serde(default)]
+    owed: Vec<OwedEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OwedEntry {
+    channel: ChannelId,
+    bytes: u64,
+    expires_at_secs: u64,
+}
+
+impl BookFile {
+    /// Reads the book's JSON, in either of its forms.
+    fn parse(text: &str) -> serde_json::Result<BookFile> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if value.is_array() {
+            // Written before the book kept debts: receipts only.
+            return Ok(BookFile { receipts: serde_json::from_value(value)?, owed: Vec::new() });
+        }
+        serde_json::from_value(value)
+    }
+}
 
 impl ReceiptBook {
     pub fn in_memory() -> Arc<ReceiptBook> {
@@ -136,18 +170,20 @@ impl ReceiptBook {
 
     /// [`ReceiptBook::open`] with the writer's period.
     pub fn open_flushing_every(file: PathBuf, every: Duration) -> anyhow::Result<Arc<ReceiptBook>> {
-        let receipts = match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                let list: Vec<SignedReceipt> = serde_json::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("{} is not a receipt book: {e}", file.display())
-                })?;
-                list.into_iter().map(|r| (r.receipt.channel, r)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+        let on_disk = match std::fs::read_to_string(&file) {
+            Ok(text) => BookFile::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not a receipt book: {e}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BookFile::default(),
             Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
         };
+        let receipts = on_disk.receipts.into_iter().map(|r| (r.receipt.channel, r)).collect();
+        let owed = on_disk
+            .owed
+            .into_iter()
+            .map(|e| (e.channel, OwedDebt { bytes: e.bytes, expires_at_secs: e.expires_at_secs }))
+            .collect();
         let book = Arc::new(ReceiptBook {
-            book: Mutex::new(Book { receipts, ..Book::default() }),
+            book: Mutex::new(Book { receipts, owed, ..Book::default() }),
             file: Some(file),
             writing: Mutex::new(()),
         });
@@ -199,21 +235,53 @@ impl ReceiptBook {
         }
     }
 
+    /// What each channel's closed sessions left unpaid, as last kept
+    /// (read from the file at open): for the node's `Holders` at start.
+    pub fn owed(&self) -> Vec<(ChannelId, OwedDebt)> {
+        let mut owed: Vec<(ChannelId, OwedDebt)> = self.lock().owed.iter().map(|(c, d)| (*c, *d)).collect();
+        owed.sort_by_key(|(channel, _)| *channel);
+        owed
+    }
+
+    /// Keeps the channels' debts as changed (`None`: the channel owes
+    /// nothing now), from `Holders::drain_owed_changes`.
+    pub fn keep_owed(&self, changes: Vec<(ChannelId, Option<OwedDebt>)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut book = self.lock();
+        for (channel, debt) in changes {
+            let before = match debt {
+                Some(debt) => book.owed.insert(channel, debt),
+                None => book.owed.remove(&channel),
+            };
+            if before != debt {
+                book.dirty = true;
+            }
+        }
+    }
+
     /// Writes the book now if it changed since it was last written.
     pub fn flush(&self) -> anyhow::Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<SignedReceipt> = {
+        let on_disk = {
             let mut book = self.lock();
             if !book.dirty {
                 return Ok(());
             }
             book.dirty = false;
-            let mut list: Vec<SignedReceipt> = book.receipts.values().cloned().collect();
-            list.sort_by_key(|r| r.receipt.channel);
-            list
+            let mut receipts: Vec<SignedReceipt> = book.receipts.values().cloned().collect();
+            receipts.sort_by_key(|r| r.receipt.channel);
+            let mut owed: Vec<OwedEntry> = book
+                .owed
+                .iter()
+                .map(|(channel, d)| OwedEntry { channel: *channel, bytes: d.bytes, expires_at_secs: d.expires_at_secs })
+                .collect();
+            owed.sort_by_key(|e| e.channel);
+            BookFile { receipts, owed }
         };
-        let written = write_atomically(file, &list);
+        let written = write_atomically(file, &on_disk);
         match written {
             Ok(()) => self.lock().writes += 1,
             Err(_) => self.lock().dirty = true,
@@ -236,9 +304,9 @@ impl Drop for ReceiptBook {
 }
 
 /// Write-then-rename, synced: a crash leaves the old book or the new.
-fn write_atomically(file: &std::path::Path, list: &[SignedReceipt]) -> anyhow::Result<()> {
+fn write_atomically(file: &std::path::Path, book: &BookFile) -> anyhow::Result<()> {
     use std::io::Write;
-    let text = serde_json::to_string_pretty(list)?;
+    let text = serde_json::to_string_pretty(book)?;
     let tmp = file.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
     f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
@@ -275,8 +343,8 @@ mod tests {
 
     fn on_disk(file: &std::path::Path) -> Vec<(u8, u128)> {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
-        let list: Vec<SignedReceipt> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-        list.iter().map(|r| (r.receipt.channel.0[0], r.receipt.cumulative_usd.0)).collect()
+        let book = BookFile::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        book.receipts.iter().map(|r| (r.receipt.channel.0[0], r.receipt.cumulative_usd.0)).collect()
     }
 
     /// A book in a fresh directory (kept alive beside it), written every
@@ -314,6 +382,38 @@ mod tests {
         assert_eq!(again.all().len(), 99);
         assert!(again.latest(&tollway_types::Hash32([0; 32])).is_none());
         assert_eq!(again.latest(&tollway_types::Hash32([1; 32])).map(|r| r.receipt.cumulative_usd), Some(Usd(11)));
+    }
+
+    /// The debts closed sessions left are kept with the receipts and open
+    /// again; a book written before they were kept (a bare list of
+    /// receipts) opens, with no debts.
+    #[test]
+    fn debts_survive_a_reopen_and_a_book_of_receipts_only_still_opens() {
+        let (dir, file, book) = fresh_book(Duration::from_secs(3600));
+        let debt = |bytes| OwedDebt { bytes, expires_at_secs: 1_000 };
+        let (a, b) = (tollway_types::Hash32([1; 32]), tollway_types::Hash32([2; 32]));
+        book.record(receipt(1, 5));
+        book.keep_owed(vec![(a, Some(debt(7_000))), (b, Some(debt(9_000)))]);
+        book.keep_owed(vec![(b, None)]);
+        drop(book);
+        let again = ReceiptBook::open(file.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.owed(), vec![(a, debt(7_000))]);
+        assert_eq!(again.all().len(), 1);
+        drop(again);
+
+        let old = dir.path().join("old.json");
+        let receipts = vec![receipt(3, 8)];
+        std::fs::write(&old, serde_json::to_string_pretty(&receipts).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opened = ReceiptBook::open(old.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.latest(&tollway_types::Hash32([3; 32])).map(|r| r.receipt.cumulative_usd), Some(Usd(8)));
+        assert!(opened.owed().is_empty());
+        // Written again, it is the new form, and opens as it was.
+        opened.keep_owed(vec![(a, Some(debt(1)))]);
+        drop(opened);
+        assert_eq!(on_disk(&old), vec![(3, 8)]);
+        let reopened = ReceiptBook::open(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reopened.owed(), vec![(a, debt(1))]);
     }
 
     /// The book's thread writes a changed book by itself.

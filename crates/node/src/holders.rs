@@ -17,9 +17,13 @@
 //! What a session that closed had delivered past its last receipt is owed
 //! on its channel's next session too ([`Holders::closed`],
 //! [`Holders::take_owed`]): a client that never paid, hung up at the
-//! pause and reconnected got a fresh credit window every time.
+//! pause and reconnected got a fresh credit window every time. The server
+//! keeps these debts in the receipt book ([`Holders::with_owed`],
+//! [`Holders::drain_owed_changes`]): held in memory only, a node restart
+//! forgot them, and a client that stopped paying got a fresh window on
+//! each channel after every restart.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tollway_types::tx::ChannelId;
 
@@ -44,6 +48,16 @@ pub enum Claim {
     Gone,
 }
 
+/// What the sessions of a channel left unpaid when they closed, owed by
+/// its next session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwedDebt {
+    pub bytes: u64,
+    /// When the channel expires (unix seconds): the debt goes with it, as
+    /// an expired channel is refused anyway.
+    pub expires_at_secs: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Holder {
     session: SessionId,
@@ -58,11 +72,14 @@ pub struct Holders {
     /// The channel each open session claimed, and when the channel
     /// expires (unix seconds).
     by_session: HashMap<SessionId, (ChannelId, u64)>,
-    /// Per channel whose last session closed owing: the bytes it owed and
-    /// the channel's expiry. One entry per channel (each an escrow on the
-    /// chain); expired channels' entries go (`closed`), as an expired
-    /// channel is refused anyway.
-    owed: HashMap<ChannelId, (u64, u64)>,
+    /// Per channel whose last session closed owing: what it owed. One
+    /// entry per channel (each an escrow on the chain); expired channels'
+    /// entries go (`closed`, `with_owed`), as an expired channel is refused
+    /// anyway.
+    owed: HashMap<ChannelId, OwedDebt>,
+    /// Channels whose entry in `owed` changed since the last
+    /// [`Holders::drain_owed_changes`].
+    owed_changed: BTreeSet<ChannelId>,
     /// Sessions that closed before they claimed a channel, and when (unix
     /// seconds). A channel lookup runs apart from its session and claims
     /// when it returns: one that returned after its session had closed
@@ -79,6 +96,28 @@ const OWED_PRUNE_ABOVE: usize = 1024;
 const CLOSED_UNCLAIMED_SECS: u64 = 120;
 
 impl Holders {
+    /// Holders that know the debts `owed` (kept from before a restart),
+    /// but those of channels expired by `now_unix_secs`, whose going counts
+    /// as a change.
+    pub fn with_owed(owed: impl IntoIterator<Item = (ChannelId, OwedDebt)>, now_unix_secs: u64) -> Holders {
+        let mut holders = Holders::default();
+        for (channel, debt) in owed {
+            if debt.expires_at_secs > now_unix_secs {
+                holders.owed.insert(channel, debt);
+            } else {
+                holders.owed_changed.insert(channel);
+            }
+        }
+        holders
+    }
+
+    /// The channels whose debt changed since the last call, with the debt
+    /// each owes now (`None`: nothing), for the receipt book to keep.
+    pub fn drain_owed_changes(&mut self) -> Vec<(ChannelId, Option<OwedDebt>)> {
+        let changed = std::mem::take(&mut self.owed_changed);
+        changed.into_iter().map(|channel| (channel, self.owed.get(&channel).copied())).collect()
+    }
+
     /// Session `session` asks for `channel` at `now`; `is_open` tells
     /// whether a session is still open. On `Free` and `TakeOver` the
     /// channel is `session`'s from now on.
@@ -115,7 +154,9 @@ impl Holders {
             // The session taken over carries what it owes to this one (the
             // server's `carried_bytes`); a debt it recorded as it closed,
             // in the instant before it counted as closed, is that same one.
-            self.owed.remove(&channel);
+            if self.owed.remove(&channel).is_some() {
+                self.owed_changed.insert(channel);
+            }
         }
         // Bounded: a channel whose session has closed, with no recent
         // takeover, needs no entry.
@@ -136,7 +177,9 @@ impl Holders {
     /// What the channel's last session left unpaid when it closed: owed by
     /// the session that has just claimed it free, and so no longer here.
     pub fn take_owed(&mut self, channel: &ChannelId) -> u64 {
-        self.owed.remove(channel).map_or(0, |(bytes, _)| bytes)
+        let Some(debt) = self.owed.remove(channel) else { return 0 };
+        self.owed_changed.insert(*channel);
+        debt.bytes
     }
 
     /// Session `session` closed, `unpaid_bytes` past its channel's newest
@@ -155,10 +198,18 @@ impl Holders {
             return;
         }
         if unpaid_bytes > 0 {
-            self.owed.insert(channel, (unpaid_bytes, expires_at_secs));
+            self.owed.insert(channel, OwedDebt { bytes: unpaid_bytes, expires_at_secs });
+            self.owed_changed.insert(channel);
         }
         if self.owed.len() > OWED_PRUNE_ABOVE && self.owed.len().is_power_of_two() {
-            self.owed.retain(|_, (_, expires)| *expires > now_unix_secs);
+            let changed = &mut self.owed_changed;
+            self.owed.retain(|channel, debt| {
+                let keep = debt.expires_at_secs > now_unix_secs;
+                if !keep {
+                    changed.insert(*channel);
+                }
+                keep
+            });
         }
     }
 }
@@ -166,7 +217,7 @@ impl Holders {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{Claim, Holders, OWED_PRUNE_ABOVE, TAKEOVER_EVERY};
+    use super::{Claim, Holders, OwedDebt, OWED_PRUNE_ABOVE, TAKEOVER_EVERY};
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
     use tollway_types::tx::{ChannelId, Hash32};
@@ -256,5 +307,33 @@ mod tests {
         h.closed([3; 16], 4_000, 50);
         assert_eq!(h.claim([4; 16], ch, 100, t0, |id| *id == [3; 16]), Claim::TakeOver([3; 16]));
         assert_eq!(h.take_owed(&ch), 0, "carried at the takeover, not owed again");
+    }
+
+    /// Every change to the debts is told once, as the debt now stands, so
+    /// that the receipt book can keep them; debts kept from before a
+    /// restart are owed again, but those of expired channels, which go.
+    #[test]
+    fn debts_are_told_as_they_change_and_come_back_after_a_restart() {
+        let (a, b): (ChannelId, ChannelId) = (Hash32([1; 32]), Hash32([2; 32]));
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        h.claim([1; 16], a, 100, t0, |_| false);
+        h.claim([2; 16], b, 100, t0, |_| false);
+        h.closed([1; 16], 5_000, 50);
+        h.closed([2; 16], 0, 50);
+        let debt = OwedDebt { bytes: 5_000, expires_at_secs: 100 };
+        assert_eq!(h.drain_owed_changes(), vec![(a, Some(debt))], "only a debt that changed");
+        assert_eq!(h.drain_owed_changes(), vec![]);
+        h.claim([3; 16], a, 100, t0, |_| false);
+        assert_eq!(h.take_owed(&a), 5_000);
+        assert_eq!(h.drain_owed_changes(), vec![(a, None)]);
+
+        let expired = OwedDebt { bytes: 9_000, expires_at_secs: 40 };
+        let mut h = Holders::with_owed([(a, debt), (b, expired)], 50);
+        assert_eq!(h.drain_owed_changes(), vec![(b, None)], "the expired channel's debt goes");
+        assert_eq!(h.claim([4; 16], a, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed(&a), 5_000, "owed after the restart as before it");
+        assert_eq!(h.claim([5; 16], b, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed(&b), 0);
     }
 }

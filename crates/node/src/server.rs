@@ -62,6 +62,7 @@ struct Hooks {
 fn claim(
     sessions: &Sessions,
     holders: &Mutex<Holders>,
+    receipts: &ReceiptBook,
     session: SessionId,
     channel: ChannelId,
     expires_at_secs: u64,
@@ -70,7 +71,7 @@ fn claim(
     let open = |id: &SessionId| sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }));
     let mut holders = holders.lock().map_err(|_| ErrorCode::Internal)?;
     let claim = holders.claim(session, channel, expires_at_secs, Instant::now(), open);
-    match claim {
+    let carried = match claim {
         // What the channel's last session, closed, left unpaid.
         Claim::Free => Ok(holders.take_owed(&channel)),
         Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
@@ -79,7 +80,10 @@ fn claim(
         })),
         Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
         Claim::Gone => Err(ErrorCode::Shutdown),
-    }
+    };
+    // Under the holders' lock, so that the book gets the changes in order.
+    receipts.keep_owed(holders.drain_owed_changes());
+    carried
 }
 
 impl NodeHooks for Hooks {
@@ -99,7 +103,7 @@ impl NodeHooks for Hooks {
             // expired one is refused next, and must not close the
             // channel's session first.
             let carried_bytes = if channel_record.client == client && !expired {
-                claim(&sessions, &holders, session, channel, channel_record.expires_at_secs)?
+                claim(&sessions, &holders, &receipts, session, channel, channel_record.expires_at_secs)?
             } else {
                 0
             };
@@ -131,6 +135,8 @@ impl NodeHooks for Hooks {
     fn session_closed(&self, session: SessionId, unpaid_bytes: u64) {
         if let Ok(mut holders) = self.holders.lock() {
             holders.closed(session, unpaid_bytes, now_unix_secs());
+            // Kept in the book, so that a restart does not forgive it.
+            self.receipts.keep_owed(holders.drain_owed_changes());
         }
     }
 }
@@ -193,7 +199,10 @@ impl NodeServer {
             .await?,
         );
         let sessions = Arc::new(Mutex::new(HashMap::new()));
-        let holders = Arc::new(Mutex::new(Holders::default()));
+        // The debts the node's sessions left before it restarted.
+        let mut holders = Holders::with_owed(receipts.owed(), now_unix_secs());
+        receipts.keep_owed(holders.drain_owed_changes());
+        let holders = Arc::new(Mutex::new(holders));
         let traffic = RelayTraffic::new(config.max_rate_bytes_per_sec);
         let hooks: Arc<dyn NodeHooks> = Arc::new(Hooks {
             channels,

@@ -210,9 +210,21 @@ impl ChannelSource for SlowChannels {
 async fn node_with(
     client: &SigningKey,
     label: &str,
+    channel: (Usd, Usd, u64),
+    server: ServerOptions,
+    lookup_delay: Duration,
+) -> TestNode {
+    node_on_book(client, label, channel, server, lookup_delay, ReceiptBook::in_memory()).await
+}
+
+/// As `node_with`, keeping its receipts in `receipts`.
+async fn node_on_book(
+    client: &SigningKey,
+    label: &str,
     (escrow, paid, expires_at_secs): (Usd, Usd, u64),
     server: ServerOptions,
     lookup_delay: Duration,
+    receipts: Arc<ReceiptBook>,
 ) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
@@ -230,11 +242,46 @@ async fn node_with(
         max_sessions: 10,
         max_rate_bytes_per_sec: None,
     };
-    let receipts = ReceiptBook::in_memory();
     let channels = Arc::new(SlowChannels(channels, lookup_delay));
     let server = NodeServer::start(config, &identity, channels, receipts.clone()).await.unwrap();
     let addr = server.local_addrs()[0].1;
     TestNode { server, addr, pin: identity.pin(), account: key.public(), receipts }
+}
+
+/// Waits until the node has let its sessions go.
+async fn sessions_gone(node: &TestNode) {
+    for _ in 0..500 {
+        if node.server.n_sessions() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the node kept its sessions");
+}
+
+/// Opens a session on `node` and returns what the client's first receipt
+/// must cover there: the newest receipt the node holds plus what the
+/// channel's earlier sessions left unpaid (the hello's `carried_bytes`).
+async fn owed_at_hello(node: &TestNode, terms: &ClientTerms) -> u64 {
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let mut session = Session::client(terms.clone(), Instant::now(), 0, conn.channel_binding());
+    let (mut read, mut write) = tokio::io::split(conn);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some((_, bytes)) = session.poll_transmit() {
+            write.write_all(&bytes).await.unwrap();
+        }
+        while let Some(e) = session.poll_event() {
+            match e {
+                Event::Established => return session.cumulative_bytes(),
+                Event::Closed { code, message, .. } => panic!("the node refused the session: {code:?} {message}"),
+                _ => {}
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the node hung up before its hello");
+        session.handle_input(Instant::now(), 0, &buf[..n]);
+    }
 }
 
 /// The client's side of the channel to `node`.
@@ -420,6 +467,37 @@ async fn a_client_that_hangs_up_at_the_pause_and_reconnects_gets_no_new_window()
     for (got, _) in &per_session[1..] {
         assert_eq!(*got, 0, "a later session owes the first's window: nothing more unpaid");
     }
+}
+
+/// What a closed session left unpaid is still owed after the node
+/// restarts on the same receipt book: the node keeps the debts with the
+/// receipts. It kept them in memory only, so a client that stopped paying
+/// got a fresh credit window on each channel after every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debt_left_by_a_closed_session_is_owed_after_the_node_restarts() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("restart-debtor");
+    let escrow = Usd(50_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipts.json");
+    let channel = (escrow, Usd::ZERO, u64::MAX / 2);
+    let start = |book| node_on_book(&client, "exit-restart", channel, ServerOptions::default(), Duration::ZERO, book);
+    let node = start(ReceiptBook::open(file.clone()).unwrap()).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let (got, _) = download(conn, terms.clone(), dest, false, Duration::from_millis(1500), u64::MAX).await;
+    assert_eq!(got, 2 * MIB, "the first session's window");
+    sessions_gone(&node).await;
+    // Stopped, the node writes its book (as `node run` does at stop), and
+    // starts again on that file.
+    node.server.shutdown();
+    node.receipts.flush().unwrap();
+    drop(node);
+    let node = start(ReceiptBook::open(file).unwrap()).await;
+    assert!(node.receipts.latest(&terms.channel).is_none(), "no receipt was ever sent");
+    let owed = owed_at_hello(&node, &terms).await;
+    assert_eq!(owed, 2 * MIB, "the next session after the restart carries the closed one's debt");
 }
 
 /// A session that hangs up while the node still looks its channel up
