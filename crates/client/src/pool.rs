@@ -1,10 +1,12 @@
 //! Ranked routes with health checks and failover (DESIGN §4): new streams
 //! go to the best route that is up. A route whose session dies (its
 //! connection drops) or stops answering pings is marked down for a while
-//! and the next one takes the new streams; only the streams that were in
-//! flight on the dead route fail. A better route that is up again takes
-//! the new streams back; the one it replaces closes once its streams are
-//! done. A route whose channel can pay no more
+//! and the next one takes the new streams. The streams in flight on a
+//! route whose session died fail with it; those on a route that only
+//! went silent stay on it while its session lives, until it answers again
+//! or has been silent for `ClientConfig::dead_after`. A better route that
+//! is up again takes the new streams back; the one it replaces closes once
+//! its streams are done. A route whose channel can pay no more
 //! is retired, and with a [`Renewal`] comes back on its own once the chain
 //! has a channel that can.
 
@@ -44,8 +46,22 @@ pub struct ClientConfig {
     pub routes: Vec<Route>,
     /// How often the active route is pinged.
     pub health_interval: Duration,
-    /// A ping unanswered this long marks the route down.
+    /// A ping unanswered this long (with no byte from the route either)
+    /// marks the route down: new streams go to the next route. The streams
+    /// it carries stay on it (`dead_after`).
     pub health_timeout: Duration,
+    /// How long a route marked down for want of answers keeps the streams
+    /// it carries, in case it answers again: its session drains (no new
+    /// stream goes to it), it is pinged every `health_interval`, and once
+    /// it answers it is taken back as it is when it is the best route up.
+    /// Silent this long after it was marked down, it is closed with them.
+    /// 30 s: a Wi-Fi roam, a handover between cells or a line's brief
+    /// outage silences a route for a few seconds, which an idle SSH
+    /// session on it must outlive; a node that is really gone (its host
+    /// lost power) should fail the programs' connections in half a minute,
+    /// not leave them hanging until the session's idle timeout (5 minutes).
+    /// A route whose connection drops closes at once, whatever this says.
+    pub dead_after: Duration,
     /// The active route with no stream for this long is quiet: it is
     /// pinged only every `quiet_ping_every` (a phone's radio may sleep),
     /// and the next new stream waits for one ping's answer first (up to
@@ -84,6 +100,7 @@ impl ClientConfig {
             routes,
             health_interval: Duration::from_millis(500),
             health_timeout: Duration::from_millis(1000),
+            dead_after: Duration::from_secs(30),
             quiet_after: Duration::from_secs(30),
             quiet_ping_every: Duration::from_secs(25),
             retry_after: Duration::from_secs(1),
@@ -138,18 +155,51 @@ struct State {
     /// the first over. (A route gone silent may have lost its relay
     /// connection: the next connect makes a new one.)
     spare_relay: Option<Arc<RelayLink>>,
-    /// Routes replaced while they still carried streams, closing once
-    /// those are done. A route picked again while draining is taken back
-    /// as it is: a second session on its channel would make the node close
-    /// the first, and the streams with it (or, within the node's takeover
-    /// period, refuse the second, blaming another proxy).
-    draining: Vec<(usize, Arc<Connected>)>,
+    /// Routes replaced while they still carried streams, or marked down
+    /// for want of answers while they did, closing once those are done. A
+    /// route picked again while draining is taken back as it is: a second
+    /// session on its channel would make the node close the first, and the
+    /// streams with it (or, within the node's takeover period, refuse the
+    /// second, blaming another proxy).
+    draining: Vec<Draining>,
     /// The active route's quiet spell, if any.
     quiet: Quiet,
     /// The ping that ends a quiet spell, while it runs: the new streams
     /// that arrive meanwhile wait for its answer too, rather than go to a
     /// route that may be dead (a browser opens several at once).
     probe: Option<Arc<tokio::sync::OnceCell<bool>>>,
+}
+
+/// A route's session that carries no new streams but keeps those it has.
+#[derive(Clone)]
+struct Draining {
+    index: usize,
+    connected: Arc<Connected>,
+    /// Since when it has not answered, while it has not: it was marked
+    /// down for that, not replaced by a better route. Such a route is
+    /// neither taken back (it may be dead) nor connected again (its node
+    /// would close this session for the new one, and the streams with it)
+    /// until it answers or closes (`watch_silent`).
+    silent_since: Option<Instant>,
+}
+
+/// How a route went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outage {
+    /// Its session closed or failed: the streams on it are gone.
+    Closed,
+    /// It did not answer a ping in time: its session may still carry the
+    /// streams on it once it answers again (a Wi-Fi roam).
+    Silent,
+}
+
+/// `1 connection`, `3 connections`.
+fn connections(n: usize) -> String {
+    if n == 1 {
+        String::from("1 connection")
+    } else {
+        format!("{n} connections")
+    }
 }
 
 /// The active route's health checks while it carries no stream.
@@ -344,7 +394,7 @@ impl RoutePool {
             (index, connected, ping)
         };
         let down = if let Some(why) = connected.closed_because() {
-            Some(why)
+            Some((why, Outage::Closed))
         } else if !ping {
             None
         } else {
@@ -356,14 +406,14 @@ impl RoutePool {
                 // takes seconds at home speeds): bytes still arriving say
                 // the route is up. A node that hangs sends none.
                 Err(_) if connected.exit.bytes_received() > received => None,
-                _ => Some(format!(
-                    "no answer to a ping and no data in {} ms",
-                    self.config.health_timeout.as_millis()
+                _ => Some((
+                    format!("no answer to a ping and no data in {} ms", self.config.health_timeout.as_millis()),
+                    Outage::Silent,
                 )),
             }
         };
-        if let Some(why) = down {
-            self.mark_down(index, &why).await;
+        if let Some((why, outage)) = down {
+            self.mark_down(index, &why, outage).await;
         }
     }
 
@@ -374,16 +424,24 @@ impl RoutePool {
     /// marks it down again, quietly: its outage was told.
     async fn switch_back(&self) {
         let (active, better, route, relay) = {
-            let state = self.state.lock().await;
-            let Some((active, connected)) = &state.active else { return };
+            let mut state = self.state.lock().await;
+            let Some((active, connected)) = state.active.clone() else { return };
             let now = Instant::now();
-            let up = |j: &usize| state.retired[*j].is_none() && !state.down[*j].is_down(now);
-            let Some(better) = (0..*active).find(up) else { return };
+            state.draining.retain(|d| !d.connected.is_closed());
+            let silent = |j: usize| state.draining.iter().any(|d| d.index == j && d.silent_since.is_some());
+            let up = |j: &usize| state.retired[*j].is_none() && !state.down[*j].is_down(now) && !silent(*j);
+            let Some(better) = (0..active).find(up) else { return };
+            // Still draining (it answered again after a silence): taken
+            // back as it is, not connected again (see `State::draining`).
+            if let Some(draining) = state.draining.iter().find(|d| d.index == better).cloned() {
+                self.take_back(&mut state, draining);
+                return;
+            }
             let route = state.routes[better].clone();
             // Through the active route's relay: its session, not a second
             // one on the same channel (the relay would close the first).
             let relay = connected.relay.clone().filter(|l| route.relay.as_ref().is_some_and(|h| l.serves(h)));
-            (*active, better, route, SharedRelay::new_with(relay))
+            (active, better, route, SharedRelay::new_with(relay))
         };
         let started = Instant::now();
         let connected = connect_route_via(&route, &self.config.connect, &relay).await;
@@ -424,10 +482,10 @@ impl RoutePool {
     /// active before (one taken back from draining).
     fn activate_shared(&self, state: &mut State, index: usize, connected: Arc<Connected>) -> SessionHandle {
         let exit = connected.exit.clone();
-        state.draining.retain(|(i, c)| *i != index && c.closed_because().is_none());
+        state.draining.retain(|d| d.index != index && !d.connected.is_closed());
         if let Some((replaced_index, replaced)) = state.active.replace((index, connected)) {
             replaced.drain();
-            state.draining.push((replaced_index, replaced));
+            state.draining.push(Draining { index: replaced_index, connected: replaced, silent_since: None });
         }
         state.down[index].up(Instant::now());
         state.history.push(index);
@@ -452,12 +510,12 @@ impl RoutePool {
         }
     }
 
-    async fn mark_down(&self, index: usize, why: &str) {
+    async fn mark_down(&self, index: usize, why: &str, outage: Outage) {
         let mut state = self.state.lock().await;
-        self.mark_down_locked(&mut state, index, why);
+        self.mark_down_locked(&mut state, index, why, outage);
     }
 
-    fn mark_down_locked(&self, state: &mut State, index: usize, why: &str) {
+    fn mark_down_locked(&self, state: &mut State, index: usize, why: &str, outage: Outage) {
         // Taken over: another client with this key (a second proxy) uses
         // the channel now. Trying it again would take it back, and the two
         // would trade it for as long as both run; this one leaves it.
@@ -483,19 +541,86 @@ impl RoutePool {
             state.retire(index, Some(hop.channel), Comeback::NewChannel);
             return;
         }
-        let was_active = state.close_if_active(index);
         let now = Instant::now();
+        let kept = match outage {
+            Outage::Silent => self.keep_while_silent(state, index, now),
+            Outage::Closed => 0,
+        };
+        let was_active = kept > 0 || state.close_if_active(index);
         let was_down = state.retired[index].is_some() || state.down[index].is_down(now);
         // Once per outage: a failed ping and a failed open may both report
         // it, and the second must not lengthen the wait.
         if was_active || !was_down {
             let wait = state.down[index].down(now, &self.config);
+            let kept_line = if kept > 0 {
+                format!(
+                    "; the {} open on it stay for up to {} in case it answers again",
+                    connections(kept),
+                    wait_text(self.config.dead_after)
+                )
+            } else {
+                String::new()
+            };
             self.say(&format!(
-                "route {} down: {why}; {}, and it is tried again in {}",
+                "route {} down: {why}; {}, and it is tried again in {}{kept_line}",
                 state.routes[index].name(),
                 self.next_route(),
                 wait_text(wait)
             ));
+        }
+    }
+
+    /// Route `index`, if it is the active one and its session is up with
+    /// streams on it, stops taking new streams but keeps those (it went
+    /// silent, and may answer again): it drains, watched by
+    /// [`watch_silent`]. How many streams it keeps; none: the caller closes
+    /// it as before, as there is nothing to keep it for.
+    fn keep_while_silent(&self, state: &mut State, index: usize, now: Instant) -> usize {
+        let streams = match &state.active {
+            Some((i, c)) if *i == index && !c.is_closed() => c.exit.streams_open(),
+            _ => return 0,
+        };
+        if streams == 0 {
+            return 0;
+        }
+        let Some((_, connected)) = state.active.take() else { return 0 };
+        connected.drain();
+        let heard = connected.exit.bytes_received();
+        tokio::spawn(watch_silent(self.me.clone(), index, Arc::downgrade(&connected), heard));
+        state.draining.push(Draining { index, connected, silent_since: Some(now) });
+        streams
+    }
+
+    /// What one check of route `index`'s session `connected`, kept while
+    /// silent, found (`answered`: a pong or any byte since it went silent);
+    /// whether to check it again. Answered, it is a draining route like
+    /// any other, taken back when it is the best up and its wait is over;
+    /// silent for `dead_after`, it is closed with its streams.
+    async fn after_silent_check(&self, index: usize, connected: &Arc<Connected>, answered: bool) -> bool {
+        let mut state = self.state.lock().await;
+        let Some(at) = state.draining.iter().position(|d| Arc::ptr_eq(&d.connected, connected)) else {
+            return false;
+        };
+        let Some(since) = state.draining[at].silent_since else { return false };
+        let name = state.routes[index].name();
+        if connected.is_closed() {
+            // Its connection dropped, or its streams ended and it drained.
+            state.draining.remove(at);
+            false
+        } else if answered {
+            state.draining[at].silent_since = None;
+            let streams = connections(connected.exit.streams_open());
+            self.say(&format!("route {name} answers again; the {streams} open on it go on"));
+            false
+        } else if since.elapsed() >= self.config.dead_after {
+            state.draining.remove(at);
+            let streams = connections(connected.exit.streams_open());
+            connected.close();
+            let silent_for = wait_text(self.config.dead_after);
+            self.say(&format!("route {name}: no answer for {silent_for}; the {streams} open on it are closed"));
+            false
+        } else {
+            true
         }
     }
 
@@ -557,6 +682,11 @@ impl RoutePool {
                     continue;
                 }
                 self.say(&format!("route {}: {moved}; trying it there", new.name()));
+                // A session kept at the old place while silent waits for
+                // nothing now, and would keep the route from the new one.
+                if let Some(at) = state.draining.iter().position(|d| d.index == index && d.silent_since.is_some()) {
+                    state.draining.remove(at).connected.close();
+                }
             }
             state.routes[index] = new;
             state.down[index] = Backoff::default();
@@ -589,7 +719,7 @@ impl RoutePool {
                 None => return Ok((*i, c.exit.clone())),
                 Some(why) => (*i, why),
             };
-            self.mark_down_locked(&mut state, i, &why);
+            self.mark_down_locked(&mut state, i, &why, Outage::Closed);
         }
         let now = Instant::now();
         let candidates: Vec<(usize, Route)> = (0..state.routes.len())
@@ -598,17 +728,17 @@ impl RoutePool {
             .collect();
         // A route still draining is taken back as it is, not connected
         // again (see `State::draining`): ahead of the race when it is the
-        // best route up.
-        state.draining.retain(|(_, c)| c.closed_because().is_none());
-        let draining: Vec<(usize, Arc<Connected>)> =
-            candidates.iter().filter_map(|(i, _)| state.draining.iter().find(|(j, _)| j == i).cloned()).collect();
-        if let Some(first) = draining.first().filter(|(i, _)| candidates.first().is_some_and(|(c, _)| c == i)) {
+        // best route up. One still silent is neither.
+        state.draining.retain(|d| !d.connected.is_closed());
+        let draining: Vec<Draining> =
+            candidates.iter().filter_map(|(i, _)| state.draining.iter().find(|d| d.index == *i).cloned()).collect();
+        if let Some(first) = draining.first().filter(|d| candidates.first().is_some_and(|(c, _)| *c == d.index)) {
             if let Some(taken_back) = self.take_back(&mut state, first.clone()) {
                 return Ok(taken_back);
             }
         }
         let candidates: Vec<(usize, Route)> =
-            candidates.into_iter().filter(|(i, _)| !draining.iter().any(|(j, _)| j == i)).collect();
+            candidates.into_iter().filter(|(i, _)| !draining.iter().any(|d| d.index == *i)).collect();
         let mut last = match candidates.len() {
             _ if state.routes.is_empty() => String::from("no routes configured"),
             0 => String::from("every route is down or out of use"),
@@ -666,14 +796,19 @@ impl RoutePool {
         Ok((i, self.activate(&mut state, i, connected)))
     }
 
-    /// Makes a draining route active again, if it still is open.
-    fn take_back(&self, state: &mut State, (i, c): (usize, Arc<Connected>)) -> Option<(usize, SessionHandle)> {
-        c.keep_open();
-        if c.closed_because().is_some() {
+    /// Makes a draining route active again, if it still is open and not
+    /// silent.
+    fn take_back(&self, state: &mut State, draining: Draining) -> Option<(usize, SessionHandle)> {
+        let Draining { index, connected, silent_since } = draining;
+        if silent_since.is_some() {
             return None;
         }
-        self.say(&format!("route {}: still open, new connections go to it again", state.routes[i].name()));
-        Some((i, self.activate_shared(state, i, c)))
+        connected.keep_open();
+        if connected.is_closed() {
+            return None;
+        }
+        self.say(&format!("route {}: still open, new connections go to it again", state.routes[index].name()));
+        Some((index, self.activate_shared(state, index, connected)))
     }
 
     /// Before a new stream goes to a quiet route (not pinged every health
@@ -703,7 +838,8 @@ impl RoutePool {
                 state.probe = None;
                 if !up {
                     let timeout_ms = self.config.health_timeout.as_millis();
-                    self.mark_down_locked(&mut state, index, &format!("no answer to a ping in {timeout_ms} ms after a quiet spell"));
+                    let why = format!("no answer to a ping in {timeout_ms} ms after a quiet spell");
+                    self.mark_down_locked(&mut state, index, &why, Outage::Silent);
                 }
                 up
             })
@@ -726,7 +862,7 @@ impl RoutePool {
                     if let Some(code) = not_the_routes_fault(&e) {
                         return Err(ClientError::Destination(code));
                     }
-                    self.mark_down(index, &e.to_string()).await
+                    self.mark_down(index, &e.to_string(), Outage::Closed).await
                 }
             }
         }
@@ -755,7 +891,7 @@ impl RoutePool {
                     if let Some(code) = not_the_routes_fault(&e) {
                         return Err(ClientError::Destination(code));
                     }
-                    self.mark_down(index, &e.to_string()).await;
+                    self.mark_down(index, &e.to_string(), Outage::Closed).await;
                     io = back.ok_or_else(|| ClientError::NoRoute("the session stopped holding the socket".into()))?;
                 }
             }
@@ -875,6 +1011,26 @@ pub fn human_bytes(n: u64) -> String {
     }
     let decimals = if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 };
     format!("{v:.decimals$} {}", UNITS[unit])
+}
+
+/// While route `index`'s session `connected` is kept for its streams after
+/// it went silent (having received `heard` bytes by then): pings it every
+/// health interval until it answers, closes or has been silent for
+/// `dead_after` ([`RoutePool::after_silent_check`]).
+async fn watch_silent(pool: std::sync::Weak<RoutePool>, index: usize, connected: std::sync::Weak<Connected>, heard: u64) {
+    loop {
+        let Some((every, timeout)) = pool.upgrade().map(|p| (p.config.health_interval, p.config.health_timeout)) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Some(c) = connected.upgrade() else { return };
+        let pong = matches!(tokio::time::timeout(timeout, c.exit.ping()).await, Ok(Some(_)));
+        let answered = pong || c.exit.bytes_received() > heard;
+        let Some(pool) = pool.upgrade() else { return };
+        if !pool.after_silent_check(index, &c, answered).await {
+            return;
+        }
+    }
 }
 
 /// While route `index` is connected, watches what its hops' nodes say

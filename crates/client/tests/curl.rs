@@ -1141,6 +1141,8 @@ fn via_port(mut hop: Hop, port: u16) -> Hop {
 /// connections work. The route goes silent and the next route through the
 /// same relay must not ride the dead relay session (it would hang): it
 /// takes a new one, which takes the relay's channel over from the old.
+/// The connections in flight on the silent route end once it has been
+/// silent for `dead_after` (3 s here), none sooner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_connection_lost_without_a_word_is_replaced_on_failover() {
     let web = web_server().await;
@@ -1153,14 +1155,41 @@ async fn a_relay_connection_lost_without_a_word_is_replaced_on_failover() {
         Route { relay: Some(via.clone()), exit: first.hop(Transport::Tls, &client, 0) },
         Route { relay: Some(via), exit: second.hop(Transport::Tls, &client, 1) },
     ];
-    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
-    let (recovered_after, failures) = failover_loop(front, web, 10, || line.cut_existing()).await;
-    eprintln!("relay connection lost: recovered {recovered_after:?} after, {failures} request(s) failed");
+    let dead_after = Duration::from_secs(3);
+    let config = ClientConfig { dead_after, ..ClientConfig::new(connect_options(&client, Transport::Tls), routes) };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    for _ in 0..10 {
+        assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+    }
+    line.cut_existing();
+    let cut_at = std::time::Instant::now();
+    let (recovered_after, held) = first_success_beside_held(front, web, cut_at).await;
+    eprintln!("relay connection lost: recovered {recovered_after:?} after, {} tries held", held.len());
     assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
-    assert!(failures <= 1, "{failures} requests failed");
     assert_eq!(pool.history().await[..2], [0, 1]);
     // The relay closed the dead session when the new one took its channel.
     wait_until("the relay's dead session closes", || relay.server.n_sessions() == 1).await;
+    held_tries_fail_once_dead(held, cut_at, dead_after).await;
+}
+
+/// Waits for the tries [`first_success_beside_held`] left under way, some
+/// held by a route that went silent at `silent_at` and never answered
+/// again: each arrives byte-exact (it went to the next route) or fails,
+/// and none fails before the route has been silent for `dead_after`.
+async fn held_tries_fail_once_dead(held: Vec<HeldTry>, silent_at: std::time::Instant, dead_after: Duration) {
+    let mut failed = 0;
+    for try_held in held {
+        let (body, ended) = tokio::time::timeout(dead_after + Duration::from_secs(10), try_held).await.expect("a held try never ended").unwrap();
+        match body {
+            Ok(b) => assert!(b == pattern(20_000), "a held try: wrong bytes"),
+            Err(why) => {
+                let after = ended - silent_at;
+                assert!(after >= dead_after, "a held try failed {after:?} after the route went silent: {why}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed >= 1, "no try was held by the silent route: it tests nothing");
 }
 
 /// Two proxies with one key on one channel (a second `tollway connect`):
@@ -1348,24 +1377,123 @@ async fn two_exits_the_first_behind_a_forwarder(
 /// An exit whose host hangs or loses its network sends no FIN and no RST:
 /// its connection stays open and silent. The health check finds it (no
 /// answer to a ping and no data within a second), and new connections go
-/// to the next route within 2 s; the request in flight fails.
+/// to the next route within 2 s. The connections in flight on it stay in
+/// case it answers again, and fail once it has been silent for
+/// `dead_after` (3 s here), none sooner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_exit_is_left_within_two_seconds() {
     let web = web_server().await;
     let client = SigningKey::from_label("lena");
     let (_exits, front_of_first, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-w1", "exit-w2").await;
     let name = routes[0].name();
-    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
-    // The first exit goes silent after the 10th request.
-    let frozen = front_of_first.frozen.clone();
-    let (recovered_after, failures) =
-        failover_loop(front, web, 10, move || frozen.store(true, std::sync::atomic::Ordering::Relaxed)).await;
-    eprintln!("silent exit: recovered {recovered_after:?} after it went silent, {failures} request(s) failed");
+    let dead_after = Duration::from_secs(3);
+    let config = ClientConfig { dead_after, ..ClientConfig::new(connect_options(&client, Transport::Tls), routes) };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    for _ in 0..10 {
+        assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+    }
+    front_of_first.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let silent_at = std::time::Instant::now();
+    let (recovered_after, held) = first_success_beside_held(front, web, silent_at).await;
+    eprintln!("silent exit: recovered {recovered_after:?} after it went silent, {} tries held", held.len());
     assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
-    assert!(failures <= 1, "{failures} requests failed");
     assert_eq!(pool.history().await, [0, 1]);
     let down = events_with(&format!("route {name} down: "));
     assert!(down.iter().any(|l| l.contains("no answer to a ping and no data in 1000 ms")), "{down:?}");
+    held_tries_fail_once_dead(held, silent_at, dead_after).await;
+    let closed = events_with(&format!("route {name}: no answer for 3 s; the "));
+    assert_eq!(closed.len(), 1, "{:?}", events_with(&name));
+}
+
+/// A try of [`first_success_beside_held`]: its body (or why not) and when
+/// it ended.
+type HeldTry = tokio::task::JoinHandle<(Result<Vec<u8>, String>, std::time::Instant)>;
+
+/// Fetches 20,000 bytes through `front` every 50 ms (60 tries at most),
+/// each try in a task of its own, until one arrives byte-exact: how long
+/// after `since` that was, and the tries still under way. A try held by a
+/// route that went silent does not hold up the next, as a program with
+/// several connections opens the next beside it.
+async fn first_success_beside_held(front: SocketAddr, web: SocketAddr, since: std::time::Instant) -> (Duration, Vec<HeldTry>) {
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let mut tries = Vec::new();
+    for _ in 0..60 {
+        let arrived = arrived.clone();
+        tries.push(tokio::spawn(async move {
+            let body = socks_get(front, web, 20_000).await;
+            if body.as_ref().is_ok_and(|b| *b == pattern(20_000)) {
+                let _ = arrived.send(since.elapsed());
+            }
+            (body, std::time::Instant::now())
+        }));
+        if let Ok(Some(took)) = tokio::time::timeout(Duration::from_millis(50), arrivals.recv()).await {
+            tries.retain(|t| !t.is_finished());
+            return (took, tries);
+        }
+    }
+    panic!("none of 60 tries arrived");
+}
+
+/// A route that stops answering for a few seconds (a Wi-Fi roam, far
+/// shorter than `ClientConfig::dead_after`) loses the new connections to
+/// the next route within 2 s, but keeps those open on it: an idle SSH
+/// session's tunnel carries what was typed meanwhile, byte-exact, once the
+/// exit answers again, and so do the connections that went to it before it
+/// was found silent. Then the route, taken back as it is (its node never
+/// sees a second session), serves new connections again. One unanswered
+/// ping closed the route's session, and every connection on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_open_on_a_route_silent_for_seconds_outlive_the_silence() {
+    let web = web_server().await;
+    let echo = banner_echo_server().await;
+    let client = SigningKey::from_label("roam");
+    let ((first, _second), line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-roam1", "exit-roam2").await;
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let mut ssh = socks_connect(front, echo, b"").await;
+    bounded("the banner", async {
+        let mut banner = [0u8; 11];
+        ssh.read_exact(&mut banner).await.unwrap();
+        assert_eq!(&banner, b"220 hello\r\n");
+    })
+    .await;
+
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let silent_at = std::time::Instant::now();
+    // Typed during the silence: it waits on the way.
+    let typed = pattern(64 << 10);
+    bounded("typing during the silence", async { ssh.write_all(&typed).await.unwrap() }).await;
+    let (recovered_after, held) = first_success_beside_held(front, web, silent_at).await;
+    eprintln!("a route silent: new connections served {recovered_after:?} after, {} tries held by it", held.len());
+    assert!(recovered_after < Duration::from_secs(2), "failover took {recovered_after:?}");
+    assert_eq!(pool.history().await, [0, 1]);
+    assert!(!events_with(&format!("route {name} down: ")).is_empty(), "{:?}", events_with(&name));
+    // Silent for 4 s in all: the SSH connection is still open.
+    tokio::time::sleep_until((silent_at + Duration::from_secs(4)).into()).await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(200), ssh.read(&mut byte)).await;
+    assert!(read.is_err(), "the SSH connection ended during the silence: {read:?}; {:?}", events_with(&name));
+
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    bounded("what was typed, echoed once the exit answers", async {
+        let mut echoed = vec![0u8; typed.len()];
+        ssh.read_exact(&mut echoed).await.unwrap();
+        assert!(echoed == typed, "the echo differs");
+        ssh.write_all(b"still here").await.unwrap();
+        let mut back = [0u8; 10];
+        ssh.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still here");
+    })
+    .await;
+    for try_held in held {
+        let (body, _) = tokio::time::timeout(Duration::from_secs(10), try_held).await.expect("a held try never ended").unwrap();
+        assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "a try held by the silent route: {:?}", body.map(|b| b.len()));
+    }
+    let again = format!("route {name}: still open, new connections go to it again");
+    wait_until("the first route taken back", || !events_with(&again).is_empty()).await;
+    assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+    assert_eq!(pool.history().await, [0, 1, 0]);
+    assert_eq!(first.server.n_sessions(), 1, "the first route was connected again");
 }
 
 /// While the proxy carries nothing, its route is pinged seldom, so a
