@@ -94,6 +94,10 @@ struct Operator {
     online_hours: u32,
     uptime_ppm: u32,
     sell_share: f64,
+    /// Its liquid tokens after its last sale: what it holds beyond them
+    /// came since, from rewards (claimed, or released by the ledger as a
+    /// new reward arrived, or credited at once without vesting).
+    liquid_after_sale: Token,
     /// Its price as registered: what the ledger's `cost_of_bytes` charges.
     price_usd_micro_per_gib: u64,
     active: bool,
@@ -632,6 +636,7 @@ impl Sim {
             online_hours,
             uptime_ppm,
             sell_share,
+            liquid_after_sale: self.state.accounts[account as usize].token,
             price_usd_micro_per_gib,
             active: true,
             leaving: false,
@@ -1167,10 +1172,9 @@ impl Sim {
         let nodes_today = self.nodes_today();
         let sellers: Vec<usize> = (0..self.ops.len()).filter(|&i| nodes_today[i].sells).collect();
         let claimants: Vec<AccountIdx> = sellers.iter().map(|&i| self.ops[i].account).collect();
-        let liquid_before: Vec<Token> = claimants.iter().map(|&a| self.state.accounts[a as usize].token).collect();
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
-        let mut sellers = sellers.into_iter().zip(liquid_before).peekable();
+        let mut sellers = sellers.into_iter().peekable();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
@@ -1229,12 +1233,16 @@ impl Sim {
             op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
             let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
             let share = op.sell_share;
-            // Its share of what it has just claimed: the tokens it kept
-            // from earlier weeks stay kept (a share of the whole balance
-            // sold, in steady state, every new reward).
-            if let Some((_, before)) = sellers.next_if(|&(s, _)| s == i) {
-                let claimed = Token(self.state.accounts[account as usize].token.0.saturating_sub(before.0));
-                self.sell_part(account, claimed, share);
+            // Its share of the rewards that reached its balance since its
+            // last sale: the tokens it kept from earlier weeks stay kept (a
+            // share of the whole balance sold, in steady state, every new
+            // reward; a share of what the claim released missed what the
+            // ledger releases or credits without one, all of it with no
+            // vesting).
+            if sellers.next_if_eq(&i).is_some() {
+                let gained = Token(self.state.accounts[account as usize].token.0.saturating_sub(self.ops[i].liquid_after_sale.0));
+                self.sell_part(account, gained, share);
+                self.ops[i].liquid_after_sale = self.state.accounts[account as usize].token;
             }
             if churn && self.leave(i) {
                 left += 1;
