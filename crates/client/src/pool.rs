@@ -62,6 +62,14 @@ pub struct ClientConfig {
     /// not leave them hanging until the session's idle timeout (5 minutes).
     /// A route whose connection drops closes at once, whatever this says.
     pub dead_after: Duration,
+    /// `dead_after` while no other route is up to take new connections (a
+    /// proxy with one exit, or all others down): new connections fail
+    /// while the route is kept, and connecting it anew, which serves them
+    /// again, closes the kept session at its node. 5 s: a roam's brief
+    /// silence passes with the streams kept, and a connection that died
+    /// for good (a laptop on another network: its TCP path is gone) is
+    /// replaced after seconds, not after half a minute without service.
+    pub dead_after_alone: Duration,
     /// The active route with no stream for this long is quiet: it is
     /// pinged only every `quiet_ping_every` (a phone's radio may sleep),
     /// and the next new stream waits for one ping's answer first (up to
@@ -101,6 +109,7 @@ impl ClientConfig {
             health_interval: Duration::from_millis(500),
             health_timeout: Duration::from_millis(1000),
             dead_after: Duration::from_secs(30),
+            dead_after_alone: Duration::from_secs(5),
             quiet_after: Duration::from_secs(30),
             quiet_ping_every: Duration::from_secs(25),
             retry_after: Duration::from_secs(1),
@@ -553,10 +562,12 @@ impl RoutePool {
         if was_active || !was_down {
             let wait = state.down[index].down(now, &self.config);
             let kept_line = if kept > 0 {
+                let alone = self.config.routes.len() < 2;
+                let kept_for = if alone { self.config.dead_after.min(self.config.dead_after_alone) } else { self.config.dead_after };
                 format!(
                     "; the {} open on it stay for up to {} in case it answers again",
                     connections(kept),
-                    wait_text(self.config.dead_after)
+                    wait_text(kept_for)
                 )
             } else {
                 String::new()
@@ -595,7 +606,8 @@ impl RoutePool {
     /// silent, found (`answered`: a pong or any byte since it went silent);
     /// whether to check it again. Answered, it is a draining route like
     /// any other, taken back when it is the best up and its wait is over;
-    /// silent for `dead_after`, it is closed with its streams.
+    /// silent for `dead_after` (`dead_after_alone` while no other route
+    /// is active), it is closed with its streams.
     async fn after_silent_check(&self, index: usize, connected: &Arc<Connected>, answered: bool) -> bool {
         let mut state = self.state.lock().await;
         let Some(at) = state.draining.iter().position(|d| Arc::ptr_eq(&d.connected, connected)) else {
@@ -603,6 +615,11 @@ impl RoutePool {
         };
         let Some(since) = state.draining[at].silent_since else { return false };
         let name = state.routes[index].name();
+        // With no other route up, new connections have nowhere to go.
+        let bound = match state.active {
+            None => self.config.dead_after.min(self.config.dead_after_alone),
+            Some(_) => self.config.dead_after,
+        };
         if connected.is_closed() {
             // Its connection dropped, or its streams ended and it drained.
             state.draining.remove(at);
@@ -612,11 +629,11 @@ impl RoutePool {
             let streams = connections(connected.exit.streams_open());
             self.say(&format!("route {name} answers again; the {streams} open on it go on"));
             false
-        } else if since.elapsed() >= self.config.dead_after {
+        } else if since.elapsed() >= bound {
             state.draining.remove(at);
             let streams = connections(connected.exit.streams_open());
             connected.close();
-            let silent_for = wait_text(self.config.dead_after);
+            let silent_for = wait_text(bound);
             self.say(&format!("route {name}: no answer for {silent_for}; the {streams} open on it are closed"));
             false
         } else {

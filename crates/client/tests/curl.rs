@@ -1172,6 +1172,48 @@ async fn a_relay_connection_lost_without_a_word_is_replaced_on_failover() {
     held_tries_fail_once_dead(held, cut_at, dead_after).await;
 }
 
+/// A proxy with one exit, whose connection dies without a word while a
+/// program's connection is open on it (a laptop moved to another network:
+/// its TCP path is gone, new connections pass). With no other route to
+/// take new connections, the silent route is kept for `dead_after_alone`
+/// (2 s here), not `dead_after` (30 s), and then connected anew: new
+/// connections are served again within seconds. Kept for `dead_after`,
+/// the proxy served nothing for half a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_route_whose_connection_died_is_connected_anew_within_seconds() {
+    let web = web_server().await;
+    let echo = banner_echo_server().await;
+    let client = SigningKey::from_label("moved");
+    let (_exits, line, mut routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-mv1", "exit-mv2").await;
+    routes.truncate(1);
+    let name = routes[0].name();
+    let dead_after_alone = Duration::from_secs(2);
+    let config = ClientConfig { dead_after_alone, ..ClientConfig::new(connect_options(&client, Transport::Tls), routes) };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    let mut ssh = socks_connect(front, echo, b"").await;
+    bounded("the banner", async {
+        let mut banner = [0u8; 11];
+        ssh.read_exact(&mut banner).await.unwrap();
+    })
+    .await;
+    line.cut_existing();
+    let cut_at = std::time::Instant::now();
+    let served_after = loop {
+        let body = tokio::time::timeout(Duration::from_secs(2), socks_get(front, web, 20_000)).await;
+        if body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(20_000))) {
+            break cut_at.elapsed();
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(15), "nothing served since the cut: {:?}", events_with(&name));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("one route, its connection cut: served again {served_after:?} after");
+    let closed = events_with(&format!("route {name}: no answer for 2 s; the "));
+    assert_eq!(closed.len(), 1, "{:?}", events_with(&name));
+    assert!(served_after >= dead_after_alone, "served {served_after:?} after the cut, on the dead route?");
+    let down = events_with(&format!("route {name} down: "));
+    assert!(down.iter().any(|l| l.ends_with("stay for up to 2 s in case it answers again")), "{down:?}");
+}
+
 /// Waits for the tries [`first_success_beside_held`] left under way, some
 /// held by a route that went silent at `silent_at` and never answered
 /// again: each arrives byte-exact (it went to the next route) or fails,
