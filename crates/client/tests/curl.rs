@@ -1190,12 +1190,7 @@ async fn a_lone_route_whose_connection_died_is_connected_anew_within_seconds() {
     let dead_after_alone = Duration::from_secs(2);
     let config = ClientConfig { dead_after_alone, ..ClientConfig::new(connect_options(&client, Transport::Tls), routes) };
     let (front, _pool) = start_pool(config, FrontConfig::default()).await;
-    let mut ssh = socks_connect(front, echo, b"").await;
-    bounded("the banner", async {
-        let mut banner = [0u8; 11];
-        ssh.read_exact(&mut banner).await.unwrap();
-    })
-    .await;
+    let _ssh = echo_connection(front, echo).await;
     line.cut_existing();
     let cut_at = std::time::Instant::now();
     let served_after = loop {
@@ -1492,13 +1487,7 @@ async fn connections_open_on_a_route_silent_for_seconds_outlive_the_silence() {
     let ((first, _second), line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-roam1", "exit-roam2").await;
     let name = routes[0].name();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
-    let mut ssh = socks_connect(front, echo, b"").await;
-    bounded("the banner", async {
-        let mut banner = [0u8; 11];
-        ssh.read_exact(&mut banner).await.unwrap();
-        assert_eq!(&banner, b"220 hello\r\n");
-    })
-    .await;
+    let mut ssh = echo_connection(front, echo).await;
 
     line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let silent_at = std::time::Instant::now();
@@ -2157,6 +2146,19 @@ async fn bounded(what: &str, f: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(10), f).await.unwrap_or_else(|_| panic!("{what}: timed out"))
 }
 
+/// A program's connection through the front end to the banner echo server
+/// at `echo`, its banner read: a tunnel open and idle, as an SSH session's.
+async fn echo_connection(front: SocketAddr, echo: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = socks_connect(front, echo, b"").await;
+    bounded("the banner", async {
+        let mut banner = [0u8; 11];
+        s.read_exact(&mut banner).await.unwrap();
+        assert_eq!(&banner, b"220 hello\r\n");
+    })
+    .await;
+    s
+}
+
 /// A SOCKS5 CONNECT to `dest`; `early` is written with the request, before
 /// the reply is read (a program pipelining its first bytes).
 async fn socks_connect(front: SocketAddr, dest: SocketAddr, early: &[u8]) -> tokio::net::TcpStream {
@@ -2264,13 +2266,7 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
     let echo = banner_echo_server().await;
     let mut open = Vec::new();
     for _ in 0..4 {
-        let mut s = socks_connect(front, echo, b"").await;
-        let mut banner = [0u8; 11];
-        bounded("banner", async {
-            s.read_exact(&mut banner).await.unwrap();
-        })
-        .await;
-        open.push(s);
+        open.push(echo_connection(front, echo).await);
     }
     // The fifth is answered at once (optimistic), then closed.
     let mut fifth = socks_connect(front, echo, b"").await;
@@ -2309,13 +2305,7 @@ async fn max_clients_counts_open_tunnels_until_they_close() {
     let echo = banner_echo_server().await;
     let mut open = Vec::new();
     for _ in 0..4 {
-        let mut s = socks_connect(front, echo, b"").await;
-        let mut banner = [0u8; 11];
-        bounded("banner", async {
-            s.read_exact(&mut banner).await.unwrap();
-        })
-        .await;
-        open.push(s);
+        open.push(echo_connection(front, echo).await);
     }
     // The fifth's greeting waits: the front end does not accept it while
     // four tunnels live.
