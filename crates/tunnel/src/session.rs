@@ -349,6 +349,22 @@ struct Stream {
     announced_at: Option<Instant>,
 }
 
+/// Client: a stream it reset whose data may still be on its way. The node
+/// may send on it what the stream's window allowed at the reset and no
+/// more: those bytes are paid (the node counted them when it sent them),
+/// anything beyond is a protocol violation. Without the bound, data on any
+/// stream id the client did not know was counted and paid, so a node
+/// sending on made-up streams drained the escrow with no program asking
+/// for a byte.
+struct ResetStream {
+    /// Bytes the node may still send on the stream.
+    allowance_bytes: u64,
+    /// The nonce of the ping queued right behind the reset: its pong comes
+    /// after everything the node sent before it read the reset, so the
+    /// stream is forgotten then.
+    fence: u64,
+}
+
 /// A stream whose consumed bytes stay under half its window (a slow one: an
 /// upload over a home uplink) still announces them this often. The
 /// announcement is what the sender hears back while it sends: its health
@@ -427,6 +443,10 @@ pub struct Session {
     secret: [u8; 32],
     session_id: [u8; 16],
     streams: BTreeMap<StreamId, Stream>,
+    /// Client: streams it reset that the node may not have finished
+    /// sending on yet. They count against `max_streams` until the node's
+    /// pong shows it read the reset, so they stay as few as streams.
+    reset_streams: BTreeMap<StreamId, ResetStream>,
     blocked: BTreeSet<StreamId>,
     window: SessionWindow,
     pay: Option<Pay>,
@@ -523,6 +543,7 @@ impl Session {
             secret: session_secret(&binding),
             session_id: [0; 16],
             streams: BTreeMap::new(),
+            reset_streams: BTreeMap::new(),
             blocked: BTreeSet::new(),
             window,
             pay: None,
@@ -659,6 +680,7 @@ impl Session {
     fn finish_closed(&mut self, code: ErrorCode, message: String, by_peer: bool) {
         self.phase = Phase::Closed;
         self.streams.clear();
+        self.reset_streams.clear();
         self.blocked.clear();
         self.events.push_back(Event::Closed {
             code,
@@ -1134,6 +1156,8 @@ impl Session {
             }
             Frame::Fin { stream } => self.on_fin(stream),
             Frame::Reset { stream, code } => {
+                // The peer sends nothing on a stream after its reset.
+                self.reset_streams.remove(&stream);
                 if self.remove_stream(stream) {
                     self.events.push_back(Event::Reset { stream, code });
                 }
@@ -1160,6 +1184,9 @@ impl Session {
             }
             Frame::Ping { nonce } => self.queue(&Frame::Pong { nonce }),
             Frame::Pong { nonce } => {
+                // The node read every reset queued before this ping, and
+                // sent everything it had on those streams before its pong.
+                self.reset_streams.retain(|_, r| r.fence > nonce);
                 if let Some(sent) = self.pings.remove(&nonce) {
                     self.events.push_back(Event::Pong {
                         nonce,
@@ -1207,14 +1234,28 @@ impl Session {
             // here, so the session's window reopens for them at once. The
             // client still counts them, as the node did when it sent them:
             // a client behind the node's count waits for bytes while the
-            // node waits for a receipt, for good.
-            self.release(len);
+            // node waits for a receipt, for good. It counts them only up
+            // to what the stream's window allowed at the reset: a node
+            // sending on streams that do not exist would be paid for them.
+            // (The node does not charge for what it drops.)
             if !is_node {
+                let Some(reset) = self.reset_streams.get_mut(&stream).filter(|r| len <= r.allowance_bytes) else {
+                    return self.violation(format!(
+                        "{len} bytes on stream {stream}, which is not open (never opened, ended, or reset with less window left)"
+                    ));
+                };
+                reset.allowance_bytes -= len;
+                if reset.allowance_bytes == 0 {
+                    self.reset_streams.remove(&stream);
+                }
                 if let Some(pay) = self.pay.as_mut() {
                     pay.metered_bytes += len;
-                    self.after_metering();
                 }
+                self.release(len);
+                self.after_metering();
+                return;
             }
+            self.release(len);
             return;
         };
         if s.fin_received || len > s.recv_allowance {
@@ -1581,7 +1622,7 @@ impl Session {
         let Side::Client { next_stream, .. } = &mut self.side else {
             return Err(SessionError::WrongSide("client"));
         };
-        if self.streams.len() >= self.limits.max_streams as usize {
+        if self.streams.len() + self.reset_streams.len() >= self.limits.max_streams as usize {
             return Err(SessionError::TooManyStreams(self.limits.max_streams));
         }
         let stream = *next_stream;
@@ -1703,8 +1744,19 @@ impl Session {
 
     /// Abandons `stream` both ways.
     pub fn reset(&mut self, stream: StreamId, code: ErrorCode) {
+        // What the node may still send on it: what its window allows, unless
+        // the node has finished it.
+        let allowance_bytes = (self.streams.get(&stream))
+            .filter(|s| !s.fin_received)
+            .map_or(0, |s| s.recv_allowance);
         if self.remove_stream(stream) && self.phase == Phase::Established {
             self.queue(&Frame::Reset { stream, code });
+            if !self.is_node() && allowance_bytes > 0 {
+                let fence = self.next_ping;
+                self.next_ping += 1;
+                self.queue(&Frame::Ping { nonce: fence });
+                self.reset_streams.insert(stream, ResetStream { allowance_bytes, fence });
+            }
         }
     }
 

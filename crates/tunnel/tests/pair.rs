@@ -761,6 +761,92 @@ fn bytes_for_streams_the_client_reset_are_still_paid_so_the_session_never_stalls
     assert!(pair.max_unpaid_bytes <= 2 * MIB);
 }
 
+/// Raw data frames for `stream`, `total_bytes` in 16 KiB frames, as a
+/// node that ignores the protocol would write them.
+fn raw_data(stream: StreamId, total_bytes: u64) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for chunk in pattern(total_bytes as usize, 8).chunks(16 * 1024) {
+        Frame::Data { stream, payload: chunk.to_vec() }.encode(&mut wire);
+    }
+    wire
+}
+
+#[test]
+fn data_on_streams_the_client_never_opened_closes_the_session_unpaid() {
+    // The client counted and paid for data on any stream it did not know
+    // (meant for streams it had reset), so a node writing data for stream
+    // 999 in a loop had it sign receipt after receipt, draining the escrow
+    // with no program asking for a byte.
+    for stream in [999, 0] {
+        let mut pair = Pair::established(Usd(1_000_000_000));
+        let s = pair.client.open_stream(dest()).unwrap();
+        pair.drive();
+        assert_ne!(s, stream);
+        pair.client.handle_input(pair.now, 1, &raw_data(stream, 4 * MIB));
+        let events: Vec<Event> = std::iter::from_fn(|| pair.client.poll_event()).collect();
+        assert_eq!(signed(events.clone()), [], "the client paid for stream {stream}");
+        let closed = closed_event(events);
+        assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
+        assert_eq!(pair.client.cumulative_bytes(), 0);
+    }
+}
+
+#[test]
+fn a_stream_the_client_reset_is_paid_only_up_to_what_its_window_allowed() {
+    // A reset stream may still have bytes in flight, at most what its
+    // window allowed the node when the reset left: those are counted, more
+    // is a protocol violation.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let window = 256 * 1024;
+    pair.client.reset(s, ErrorCode::Shutdown);
+    // The node has not read the reset yet: its window's worth arrives.
+    pair.client.handle_input(pair.now, 1, &raw_data(s, window));
+    assert!(!pair.client.is_closed());
+    assert_eq!(pair.client.cumulative_bytes(), window);
+    pair.client.handle_input(pair.now, 1, &raw_data(s, 1));
+    let closed = closed_event(std::iter::from_fn(|| pair.client.poll_event()));
+    assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
+
+    // Once the node answered the ping behind the reset, it has read the
+    // reset: the stream is forgotten, and data on it is a violation.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.client.reset(s, ErrorCode::Shutdown);
+    pair.drive();
+    pair.client.handle_input(pair.now, 1, &raw_data(s, 100));
+    assert!(pair.client.is_closed());
+}
+
+#[test]
+fn streams_reset_again_and_again_are_forgotten_and_never_fill_the_session() {
+    // Reset streams are remembered until the node's pong says it read the
+    // reset, and count against the stream limit meanwhile: memory stays
+    // bounded by max_streams, and an honest node frees them in a round trip.
+    let mut pair = Pair::build(Usd(1_000_000_000), [9; 32], [9; 32], |t| t.limits.max_streams = 4);
+    pair.drive();
+    for _ in 0..200 {
+        let streams: Vec<StreamId> = (0..4).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+        pair.drive();
+        for &s in &streams {
+            pair.node.send(s, b"some bytes").unwrap();
+            pair.client.reset(s, ErrorCode::Shutdown);
+        }
+        assert!(matches!(
+            pair.client.open_stream(dest()),
+            Err(tollway_tunnel::session::SessionError::TooManyStreams(4))
+        ));
+        pair.drive();
+    }
+    assert!(pair.client.is_established() && pair.node.is_established());
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(pair.pump(s, &pattern(MIB as usize, 3), false), MIB as usize);
+    assert!(pair.rejected_codes().is_empty());
+}
+
 #[test]
 fn a_peer_that_ignores_the_session_window_is_closed() {
     let mut pair = Pair::established(Usd(1_000_000_000));
