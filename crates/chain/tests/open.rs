@@ -4,7 +4,7 @@
 use tollway_chain::core::{init_store, Core, CoreConfig};
 use tollway_chain::genesis::GenesisFile;
 use tollway_ledger::genesis::{Allocation, Genesis};
-use tollway_ledger::root::state_root_of_encoding;
+use tollway_ledger::root::{state_root_of_encoding, STATE_VERSION};
 use tollway_ledger::Params;
 use tollway_store::{BlockCommit, Store};
 use tollway_types::{SigningKey, Token, Usd};
@@ -41,7 +41,8 @@ fn a_state_stored_in_another_layout_is_refused_by_name() {
     let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(&encoding) };
     store.commit(&commit).unwrap();
     let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("another layout is refused");
-    assert!(err.to_string().contains("stored in layout version 1, and this build reads version 2"), "{err}");
+    let names = format!("stored in layout version 1, and this build reads version {STATE_VERSION}");
+    assert!(err.to_string().contains(&names), "{err}");
 }
 
 /// A store holding only the genesis block, and the sequencer's key.

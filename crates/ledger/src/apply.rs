@@ -573,9 +573,38 @@ pub fn cost_of_bytes(price_usd_micro_per_gib: u64, bytes: u64) -> Usd {
     Usd((u128::from(bytes) * u128::from(price_usd_micro_per_gib)).div_ceil(GIB))
 }
 
+/// How many bytes `usd` buys at `price_usd_micro_per_gib`, rounded down:
+/// the inverse of [`cost_of_bytes`], so `bytes_bought(p, cost_of_bytes(p,
+/// b)) >= b`. Unbounded (`u64::MAX`) at a price of 0.
+pub fn bytes_bought(price_usd_micro_per_gib: u64, usd: Usd) -> u64 {
+    const GIB: u128 = 1 << 30;
+    if price_usd_micro_per_gib == 0 {
+        return u64::MAX;
+    }
+    let bytes = crate::economics::mul_div_floor_fast(usd.0, GIB, u128::from(price_usd_micro_per_gib));
+    bytes.min(u128::from(u64::MAX)) as u64
+}
+
+/// The bytes a settlement of `amount` for `bytes` counts toward its
+/// region's demand: at most what `amount` buys at the node's price per
+/// GiB, and at no less than the floor price
+/// (`regions.demand_price_floor_usd_per_gib`). A receipt's bytes are the
+/// client's word and nobody prices them: counted as given, one
+/// micro-dollar "for" `u64::MAX` bytes to one's own node pinned the
+/// region's scarcity multiplier at its maximum for days. A payment at the
+/// node's price (the simulator's, a client's receipts) counts all its
+/// bytes. A node priced by the hour is counted at its price per GiB too
+/// (the floor if it has none): its demand is its USD, not its bytes.
+#[inline]
+pub fn demand_bytes(price_usd_micro_per_gib: u64, params: &Params, amount: Usd, bytes: u64) -> u64 {
+    let price = price_usd_micro_per_gib.max(params.region_demand_price_floor_usd_micro_per_gib);
+    bytes.min(bytes_bought(price, amount))
+}
+
 /// Where a payment for bandwidth goes (DESIGN §2 step 3): the hybrid share
 /// to the node's account in USD at once, the rest to the epoch's
-/// buy-and-burn; the node's and its region's usage counters record it.
+/// buy-and-burn; the node's and its region's usage counters record it
+/// (the region's, only the bytes the USD pays for: `demand_bytes`).
 /// The one implementation of the split, for channels and the simulator.
 #[inline]
 pub(crate) fn credit_settlement(
@@ -635,8 +664,10 @@ impl PaymentParts<'_> {
             let node_epoch = &mut self.node_epochs[n as usize];
             node_epoch.settled_usd.0 += amount.0;
             node_epoch.burn_usd.0 += to_burn.0;
-            let region = &mut self.regions[self.nodes[n as usize].region.index()];
-            region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(bytes);
+            let node = &self.nodes[n as usize];
+            let counted = demand_bytes(node.spec.price_usd_micro_per_gib, self.params, amount, bytes);
+            let region = &mut self.regions[node.region.index()];
+            region.settled_bytes_epoch = region.settled_bytes_epoch.saturating_add(counted);
         }
         (to_node, to_burn)
     }
@@ -758,4 +789,38 @@ fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, even
     }
     events.push(Event::Swapped { account: me, sold: sell, bought });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the simulator and a client's receipts pay for bytes,
+    /// `cost_of_bytes` at the node's price, counts every byte toward
+    /// demand; a receipt's bytes beyond what its USD buys do not count,
+    /// and a node priced at 0 counts at the floor.
+    #[test]
+    fn a_payment_at_the_nodes_price_counts_all_its_bytes_and_no_more() {
+        let p = Params::default_params();
+        let floor = p.region_demand_price_floor_usd_micro_per_gib;
+        let mut z = 3u64;
+        let mut next = |m: u64| {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (z >> 11) % m
+        };
+        for _ in 0..20_000 {
+            let price = floor + next(MAX_PRICE_USD_MICRO);
+            let bytes = next(1 << 52) >> next(52);
+            let paid = cost_of_bytes(price, bytes);
+            assert_eq!(demand_bytes(price, &p, paid, bytes), bytes, "{bytes} bytes at {price}");
+            // Beyond them, at most what the round-up's micro-dollar buys.
+            let most = bytes + (1 << 30) / price + 1;
+            assert!(demand_bytes(price, &p, paid, u64::MAX) <= most, "{bytes} bytes at {price}");
+        }
+        // $0.01 buys 1 GiB at the $0.01 floor, and 2 MiB at $5/GiB.
+        assert_eq!(floor, 10_000);
+        assert_eq!(demand_bytes(0, &p, Usd(10_000), u64::MAX), 1 << 30);
+        assert_eq!(demand_bytes(5_000_000, &p, Usd(10_000), u64::MAX), 2_147_483);
+        assert_eq!(bytes_bought(0, Usd(1)), u64::MAX);
+    }
 }

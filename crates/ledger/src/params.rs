@@ -63,6 +63,9 @@ pub struct Params {
     pub region_target_floor_bps: u64,
     pub region_multiplier_min_ppm: u32,
     pub region_multiplier_max_ppm: u32,
+    /// The lowest price per GiB a settlement's bytes are counted at toward
+    /// its region's demand (`apply::demand_bytes`).
+    pub region_demand_price_floor_usd_micro_per_gib: u64,
 }
 
 /// The default parameters, compiled in from `params/default.toml`.
@@ -269,6 +272,7 @@ struct RegionSection {
     target_floor_mbps: f64,
     multiplier_min: f64,
     multiplier_max: f64,
+    demand_price_floor_usd_per_gib: f64,
 }
 
 /// Checks a value and converts it, naming the key on failure.
@@ -397,6 +401,12 @@ impl ParamsFile {
             region_target_floor_bps: (r.amount("regions.target_floor_mbps", g.target_floor_mbps, 0.0) as u64),
             region_multiplier_min_ppm: r.ratio("regions.multiplier_min", g.multiplier_min, 0.0, 1.0),
             region_multiplier_max_ppm: r.ratio("regions.multiplier_max", g.multiplier_max, 1.0, 100.0),
+            // At most 9e15 micro-dollars (`amount`'s bound): fits in u64.
+            region_demand_price_floor_usd_micro_per_gib: r.amount(
+                "regions.demand_price_floor_usd_per_gib",
+                g.demand_price_floor_usd_per_gib,
+                0.000001,
+            ) as u64,
         };
         // target_floor_mbps was scaled by 1e6 above: that is bit/s.
         check_relations(&p, &mut r);
@@ -464,6 +474,7 @@ impl ParamsFile {
                 target_floor_mbps: p.region_target_floor_bps as f64 / 1e6,
                 multiplier_min: ratio(p.region_multiplier_min_ppm),
                 multiplier_max: ratio(p.region_multiplier_max_ppm),
+                demand_price_floor_usd_per_gib: whole(p.region_demand_price_floor_usd_micro_per_gib as u128),
             },
         }
     }

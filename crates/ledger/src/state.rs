@@ -627,7 +627,8 @@ impl Supply {
 pub struct RegionState {
     /// Exponential average of demand, in bit/s.
     pub demand_bps: u64,
-    /// Bytes settled this epoch on channels of nodes in the region.
+    /// Bytes settled this epoch on channels of nodes in the region, each
+    /// settlement's at most what its USD buys (`apply::demand_bytes`).
     pub settled_bytes_epoch: u64,
     /// Last epoch's scarcity multiplier and its inputs, for queries.
     pub multiplier_ppm: u32,

@@ -71,11 +71,20 @@ fn under_served_region_earns_more_per_unit_of_capacity() {
     // Europe has ten 100 Mbit/s nodes: 1,000 Mbit/s online, exactly the
     // regional floor target, so its multiplier is 1. Nigeria's one node is
     // 100 Mbit/s against the same target: multiplier 10, clamped to 3.
-    let mut w = world(Params::default_params(), 3, operators("n", 11));
+    let mut accounts = operators("n", 11);
+    accounts.push(fund("n0-wallet", 0, 1, 0));
+    let mut w = world(Params::default_params(), 3, accounts);
     for i in 0..10 {
         w.register_node(&format!("n{i}"), "DE", &format!("203.0.{i}.10"), 100 * MBPS);
     }
     w.register_node("n10", "NG", "203.0.10.10", 100 * MBPS);
+    // n0's operator pays its own node one micro-dollar "for" u64::MAX
+    // bytes. Counted as demand, those bytes pinned Europe's multiplier at
+    // 3x for 77 epochs; at n0's price of $0.50/GiB the micro-dollar
+    // buys 2 KiB, which moves nothing.
+    let channel = w.open_channel("n0-wallet", "n0", Usd(10_000), 3_600); // $0.01
+    let receipt = w.receipt("n0-wallet", channel, Usd(1), u64::MAX);
+    w.must("n0", TxBody::SettleChannel { receipt });
     for i in 0..11 {
         w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
     }
