@@ -1720,13 +1720,14 @@ async fn a_lone_route_serves_again_soon_after_its_exit_restarts() {
     assert_eq!(events_with(&format!("route {name}: connected over tls in ")).len(), 2);
 }
 
-/// A channel whose escrow runs out mid-download, and a node that rejects
-/// the client's receipts (its channel holds less than the client thinks):
-/// either route can carry nothing more (its node pauses it), so the pool
-/// says why, once, naming the node and what to do, and takes the route out
-/// of use; new connections go to the next route.
+/// A channel whose escrow runs out mid-download, as the client knows it or
+/// as only the node does (its channel holds less than the client thinks):
+/// either route can carry nothing more (its node serves no byte the escrow
+/// cannot pay for), so the pool says why, once, naming the node and what
+/// to do, and takes the route out of use; new connections go to the next
+/// route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves() {
+async fn a_spent_escrow_as_the_client_or_the_node_knows_it_is_told_and_the_next_route_serves() {
     let web = web_server().await;
     let client = SigningKey::from_label("gina");
     // $0.002 at $0.50 per GiB: 4 MiB, then no receipt can be signed.
@@ -1748,7 +1749,8 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     assert!(usage.starts_with(&format!("route {spare_name}: exit ")) && usage.contains(" of its $50 escrow"), "{usage}");
 
     // The node's chain says the channel holds $0.001 (2 MiB); the client
-    // believes $50 and signs on past it.
+    // believes $50. The node serves what $0.001 buys, the client pays for
+    // all of it, and the node closes the session as spent.
     let poor = start_node_escrow("exit-poor", &client, 0, Usd(1_000)).await;
     let route = Route { relay: None, exit: poor.hop(Transport::Tls, &client, 0) };
     let name = route.name();
@@ -1757,7 +1759,7 @@ async fn a_spent_escrow_or_a_rejected_receipt_is_told_and_the_next_route_serves(
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 2 MiB of escrow");
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
-    assert!(told[0].contains(" rejected a receipt: over_escrow: ") && told[0].ends_with("; no other route"), "{}", told[0]);
+    assert!(told[0].contains("has spent its $50 escrow ($0.001 paid)") && told[0].ends_with("; no other route"), "{}", told[0]);
 }
 
 /// The node settled more than the proxy's lookup of the channel showed,

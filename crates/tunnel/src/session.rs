@@ -13,8 +13,9 @@
 //! Payment (node side): every byte the node delivers, upstream to a
 //! destination or downstream to the client, is metered. The node serves at
 //! most `credit_window_bytes` beyond the newest valid receipt, then pauses
-//! until the next one; receipts are checked with the ledger's own
-//! `check_receipt` against the channel's escrow.
+//! until the next one, and never a byte the channel's escrow cannot pay
+//! for; receipts are checked with the ledger's own `check_receipt` against
+//! the channel's escrow.
 
 use crate::dest::Dest;
 use crate::frame;
@@ -227,12 +228,14 @@ pub enum Event {
         cumulative_bytes: u64,
         cumulative_usd: Usd,
     },
-    /// Node: unpaid bytes reached the credit window; serving stopped.
-    /// Client: the node said so.
+    /// Node: unpaid bytes reached the credit window, or all the channel's
+    /// escrow pays for was delivered; serving stopped. Client: the node
+    /// said so (short of the window: it pays for all it received at once).
     Paused {
         unpaid_bytes: u64,
     },
-    /// Client: the escrow is spent; no more receipts can be signed.
+    /// Client: the escrow is spent (all it pays for has arrived, or the
+    /// node closed the session saying so); no more receipts are signed.
     EscrowExhausted,
     Pong {
         nonce: u64,
@@ -399,20 +402,69 @@ struct Pay {
     /// Cumulative counters when the session began.
     base_bytes: u64,
     base_usd: Usd,
+    /// The cumulative bytes the channel's escrow pays for at this price
+    /// (the node's view of the escrow, or the client's).
+    escrow_bytes: u64,
     /// Bytes metered this session (delivered by the node / seen by client).
     metered_bytes: u64,
-    /// Newest cumulative bytes paid for (node) or receipted (client).
+    /// Newest cumulative bytes and USD paid for (node) or receipted (client).
     paid_bytes: u64,
+    paid_usd: Usd,
     paused: bool,
 }
 
 impl Pay {
+    /// The session's payment state at its start, from the cumulative
+    /// counters it goes on from and the channel's escrow.
+    fn new(price_usd_micro_per_gib: u64, receipt_interval_bytes: u64, credit_window_bytes: u64, base: (u64, Usd), escrow: Usd) -> Pay {
+        let (base_bytes, base_usd) = base;
+        let left = escrow.saturating_sub(base_usd);
+        Pay {
+            price_usd_micro_per_gib,
+            receipt_interval_bytes,
+            credit_window_bytes,
+            base_bytes,
+            base_usd,
+            escrow_bytes: base_bytes.saturating_add(bytes_bought(price_usd_micro_per_gib, left)),
+            metered_bytes: 0,
+            paid_bytes: base_bytes,
+            paid_usd: base_usd,
+            paused: false,
+        }
+    }
     fn cumulative_bytes(&self) -> u64 {
         self.base_bytes + self.metered_bytes
     }
-    /// Node: bytes it may still deliver before a receipt.
+    /// Node: bytes it may still deliver before a receipt: the credit window
+    /// beyond the newest one, and never a byte the escrow cannot pay for.
     fn credit(&self) -> u64 {
-        (self.paid_bytes + self.credit_window_bytes).saturating_sub(self.cumulative_bytes())
+        let limit = (self.paid_bytes + self.credit_window_bytes).min(self.escrow_bytes);
+        limit.saturating_sub(self.cumulative_bytes())
+    }
+    /// What a receipt for `cumulative_bytes` pays: the session's base and
+    /// its bytes beyond the base at the session's price.
+    fn usd_for(&self, cumulative_bytes: u64) -> Usd {
+        let owed = cost_of_bytes(self.price_usd_micro_per_gib, cumulative_bytes.saturating_sub(self.base_bytes));
+        Usd(self.base_usd.0 + owed.0)
+    }
+    /// Everything the escrow pays for is delivered and paid: the channel
+    /// can carry nothing more.
+    fn escrow_spent(&self) -> bool {
+        let delivered = self.cumulative_bytes();
+        delivered >= self.escrow_bytes && self.paid_usd >= self.usd_for(delivered)
+    }
+}
+
+/// The most bytes `usd` pays for at `price_usd_micro_per_gib` by the
+/// ledger's rule (`cost_of_bytes`, rounded up): the largest `b` with
+/// `cost_of_bytes(price, b) <= usd`, so a node that serves no more than
+/// this is paid for every byte. Unbounded at price 0.
+pub fn bytes_bought(price_usd_micro_per_gib: u64, usd: Usd) -> u64 {
+    const GIB: u128 = 1 << 30;
+    // ceil(b * price / GIB) <= usd  <=>  b * price <= usd * GIB.
+    match usd.0.saturating_mul(GIB).checked_div(u128::from(price_usd_micro_per_gib)) {
+        Some(bytes) => u64::try_from(bytes).unwrap_or(u64::MAX),
+        None => u64::MAX,
     }
 }
 
@@ -678,6 +730,14 @@ impl Session {
     }
 
     fn finish_closed(&mut self, code: ErrorCode, message: String, by_peer: bool) {
+        if let Side::Client { escrow_exhausted: exhausted @ false, .. } = &mut self.side {
+            // The node knows the channel's escrow spent (its view may be
+            // smaller than ours): the driver hears it as its own finding.
+            if by_peer && code == ErrorCode::EscrowExhausted {
+                *exhausted = true;
+                self.events.push_back(Event::EscrowExhausted);
+            }
+        }
         self.phase = Phase::Closed;
         self.streams.clear();
         self.reset_streams.clear();
@@ -1001,6 +1061,16 @@ impl Session {
                 ErrorCode::EscrowExhausted.describe().into(),
             ));
         }
+        // The credit is what the escrow can still pay for, too: a channel
+        // of a micro-dollar got the whole window on every session.
+        let left = ch.escrow.saturating_sub(base_usd);
+        if bytes_bought(terms.price_usd_micro_per_gib, left) < terms.receipt_interval_bytes {
+            let msg = format!(
+                "the channel's escrow has {left} left, less than one receipt interval ({} KiB) costs here: open a new channel",
+                terms.receipt_interval_bytes / 1024
+            );
+            return Err((ErrorCode::EscrowExhausted, msg));
+        }
         // What the session taken over delivered unpaid stays owed: a client
         // that opens session after session gets one credit window in all.
         let carried_bytes = info.carried_bytes.min(terms.credit_window_bytes);
@@ -1017,14 +1087,14 @@ impl Session {
             carried_bytes,
         };
         let pay = Pay {
-            price_usd_micro_per_gib: terms.price_usd_micro_per_gib,
-            receipt_interval_bytes: terms.receipt_interval_bytes,
-            credit_window_bytes: terms.credit_window_bytes,
-            base_bytes,
-            base_usd,
             metered_bytes: carried_bytes,
-            paid_bytes: base_bytes,
-            paused: false,
+            ..Pay::new(
+                terms.price_usd_micro_per_gib,
+                terms.receipt_interval_bytes,
+                terms.credit_window_bytes,
+                (base_bytes, base_usd),
+                ch.escrow,
+            )
         };
         let mut view = ch.clone();
         view.paid = base_usd;
@@ -1041,15 +1111,19 @@ impl Session {
                 self.limits.max_streams = self.limits.max_streams.min(hello.max_streams);
                 self.limits.session_window_bytes = hello.session_window_bytes;
                 self.window = SessionWindow::new(hello.session_window_bytes);
+                let escrow = match &self.side {
+                    Side::Client { terms, .. } => terms.escrow,
+                    Side::Node { .. } => Usd::ZERO,
+                };
                 self.pay = Some(Pay {
-                    price_usd_micro_per_gib: hello.price_usd_micro_per_gib,
-                    receipt_interval_bytes: hello.receipt_interval_bytes,
-                    credit_window_bytes: hello.credit_window_bytes,
-                    base_bytes,
-                    base_usd,
                     metered_bytes: hello.carried_bytes,
-                    paid_bytes: base_bytes,
-                    paused: false,
+                    ..Pay::new(
+                        hello.price_usd_micro_per_gib,
+                        hello.receipt_interval_bytes,
+                        hello.credit_window_bytes,
+                        (base_bytes, base_usd),
+                        escrow,
+                    )
                 });
                 self.phase = Phase::Established;
                 self.events.push_back(Event::Established);
@@ -1180,7 +1254,14 @@ impl Session {
                 .events
                 .push_back(Event::ReceiptRejected { code, message }),
             Frame::Paused { unpaid_bytes } if !is_node => {
-                self.events.push_back(Event::Paused { unpaid_bytes })
+                self.events.push_back(Event::Paused { unpaid_bytes });
+                // Paused short of its credit window: the node will serve
+                // nothing more that the channel's escrow (as it knows it)
+                // could not pay for. Pay for all it served: no receipt
+                // interval would ever complete.
+                if self.pay.as_ref().is_some_and(|p| unpaid_bytes < p.credit_window_bytes) {
+                    self.sign_receipt(true);
+                }
             }
             Frame::Ping { nonce } => self.queue(&Frame::Pong { nonce }),
             Frame::Pong { nonce } => {
@@ -1369,6 +1450,7 @@ impl Session {
                 }
                 if let Some(pay) = self.pay.as_mut() {
                     pay.paid_bytes = r.cumulative_bytes;
+                    pay.paid_usd = r.cumulative_usd;
                 }
                 self.queue(&Frame::ReceiptAccepted {
                     cumulative_bytes: r.cumulative_bytes,
@@ -1434,6 +1516,14 @@ impl Session {
         if let Some(pay) = self.pay.as_mut() {
             if pay.credit() > 0 {
                 pay.paused = false;
+            } else if pay.paused {
+                // Still paused: at the escrow's end. Spent and paid, the
+                // session is over; else the client hears what it owes.
+                if pay.escrow_spent() {
+                    return self.close(ErrorCode::EscrowExhausted, ErrorCode::EscrowExhausted.describe());
+                }
+                let unpaid_bytes = pay.cumulative_bytes().saturating_sub(pay.paid_bytes);
+                self.queue(&Frame::Paused { unpaid_bytes });
             }
         }
         let waiting: Vec<StreamId> = self
@@ -1457,51 +1547,64 @@ impl Session {
     /// After bytes were metered: the client signs a receipt when one is
     /// due; the node pauses when the window is used up.
     fn after_metering(&mut self) {
+        if !self.is_node() {
+            return self.sign_receipt(false);
+        }
         let Some(pay) = self.pay.as_mut() else { return };
-        let frame = match &mut self.side {
-            Side::Client {
-                terms,
-                escrow_exhausted,
-                ..
-            } => {
-                let cumulative_bytes = pay.cumulative_bytes();
-                if *escrow_exhausted
-                    || cumulative_bytes < pay.paid_bytes + pay.receipt_interval_bytes
-                {
-                    return;
-                }
-                let owed = cost_of_bytes(pay.price_usd_micro_per_gib, pay.metered_bytes);
-                let cumulative_usd = Usd(pay.base_usd.0 + owed.0);
-                if cumulative_usd > terms.escrow {
-                    *escrow_exhausted = true;
-                    self.events.push_back(Event::EscrowExhausted);
-                    return;
-                }
-                let receipt = Receipt {
-                    chain_id: terms.chain_id.clone(),
-                    channel: terms.channel,
-                    cumulative_usd,
-                    cumulative_bytes,
-                }
-                .sign(&terms.key);
-                pay.paid_bytes = cumulative_bytes;
-                self.events.push_back(Event::ReceiptSent {
-                    cumulative_bytes,
-                    cumulative_usd,
-                });
-                Frame::Receipt(receipt)
-            }
-            Side::Node { .. } => {
-                if pay.credit() > 0 || pay.paused {
-                    return;
-                }
-                pay.paused = true;
-                let unpaid_bytes = pay.cumulative_bytes() - pay.paid_bytes;
-                self.events.push_back(Event::Paused { unpaid_bytes });
-                Frame::Paused { unpaid_bytes }
-            }
+        if pay.credit() > 0 || pay.paused {
+            return;
+        }
+        if pay.escrow_spent() {
+            // Nothing is owed and the escrow buys nothing more.
+            return self.close(ErrorCode::EscrowExhausted, ErrorCode::EscrowExhausted.describe());
+        }
+        pay.paused = true;
+        let unpaid_bytes = pay.cumulative_bytes() - pay.paid_bytes;
+        self.events.push_back(Event::Paused { unpaid_bytes });
+        self.queue(&Frame::Paused { unpaid_bytes });
+    }
+
+    /// Client: signs a receipt for what it received when one is due (a
+    /// receipt interval since the last, or all the escrow pays for
+    /// received), or at once when `pay_up` (the node paused short of its
+    /// window). Never for more than the escrow pays for: once that much has
+    /// come, the escrow is spent.
+    fn sign_receipt(&mut self, pay_up: bool) {
+        let Some(pay) = self.pay.as_mut() else { return };
+        let Side::Client { terms, escrow_exhausted, .. } = &mut self.side else {
+            return;
         };
-        self.queue(&frame);
+        let received = pay.cumulative_bytes();
+        let spent = received >= pay.escrow_bytes;
+        let due = pay_up || spent || received >= pay.paid_bytes + pay.receipt_interval_bytes;
+        if *escrow_exhausted || !due {
+            return;
+        }
+        let cumulative_bytes = received.min(pay.escrow_bytes);
+        let cumulative_usd = pay.usd_for(cumulative_bytes);
+        // A receipt paying no more than the last would be stale (the
+        // bytes since cost less than a micro-dollar, rounded up already).
+        if cumulative_bytes > pay.paid_bytes && cumulative_usd > pay.paid_usd && cumulative_usd <= terms.escrow {
+            let receipt = Receipt {
+                chain_id: terms.chain_id.clone(),
+                channel: terms.channel,
+                cumulative_usd,
+                cumulative_bytes,
+            }
+            .sign(&terms.key);
+            pay.paid_bytes = cumulative_bytes;
+            pay.paid_usd = cumulative_usd;
+            self.events.push_back(Event::ReceiptSent {
+                cumulative_bytes,
+                cumulative_usd,
+            });
+            let i = self.send_path;
+            Frame::Receipt(receipt).encode(&mut self.paths[i].outbuf);
+        }
+        if spent {
+            *escrow_exhausted = true;
+            self.events.push_back(Event::EscrowExhausted);
+        }
     }
 
     fn on_path_switch(&mut self) {
@@ -1846,6 +1949,23 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `bytes_bought` gives costs at most the USD by the ledger's
+    /// rule, and one byte more costs more.
+    #[test]
+    fn bytes_bought_is_the_most_the_usd_pays_for_by_the_ledgers_rule() {
+        for price in [1, 3, 100, 1023, 1024, 500_000, 1_000_000, 999_999_937] {
+            for usd in [0, 1, 2, 977, 1465, 1_000_000, 10u128.pow(15)] {
+                let bytes = bytes_bought(price, Usd(usd));
+                assert!(cost_of_bytes(price, bytes) <= Usd(usd), "{price} {usd}");
+                if bytes < u64::MAX {
+                    assert!(cost_of_bytes(price, bytes + 1) > Usd(usd), "{price} {usd}");
+                }
+            }
+        }
+        assert_eq!(bytes_bought(1_000_000, Usd(1)), 1_073);
+        assert_eq!(bytes_bought(0, Usd(1)), u64::MAX);
+    }
 
     /// A join buffer comes back once the payload sliced from it is gone,
     /// and not before.

@@ -657,6 +657,85 @@ fn the_node_refuses_channels_that_are_not_usable() {
     }
 }
 
+/// The newest receipt the node accepted, as (bytes, USD).
+fn last_accepted(pair: &Pair) -> Option<(u64, Usd)> {
+    pair.node_events.iter().rev().find_map(|e| match e {
+        Event::ReceiptAccepted { receipt } => Some((receipt.receipt.cumulative_bytes, receipt.receipt.cumulative_usd)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_channel_whose_escrow_buys_less_than_a_receipt_interval_gets_no_credit() {
+    // Only a spent escrow was refused: a channel of one micro-dollar got
+    // the whole 2 MiB credit window, on every session, at any price.
+    let mut pair = Pair::new(Usd(1));
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    pair.drive();
+    // (Refused at the hello now; before, the download got the window.)
+    if let Ok(s) = pair.client.open_stream(dest()) {
+        pair.drive();
+        pair.pump(s, &pattern(4 * MIB as usize, 3), false);
+    }
+    let delivered = pair.node.cumulative_bytes();
+    assert!(delivered <= tollway_tunnel::session::bytes_bought(PRICE, Usd(1)), "{delivered} bytes on $0.000001 at $1/GiB");
+    let closed = closed_event(pair.client_events.clone());
+    assert!(
+        matches!(&closed, Some((ErrorCode::EscrowExhausted, m)) if m.contains("less than one receipt interval")),
+        "{closed:?}"
+    );
+}
+
+#[test]
+fn the_node_serves_no_more_than_the_escrow_pays_for_and_the_client_pays_it_all() {
+    // $0.001465 at $1/GiB buys about 1.5 MiB. The node's credit ignored
+    // the escrow: a client that never paid got the 2 MiB window, and one
+    // that paid got a MiB past its last affordable receipt, unpaid.
+    let escrow = Usd(1_465);
+    let bought = tollway_tunnel::session::bytes_bought(PRICE, escrow);
+    assert!(MIB < bought && bought < 2 * MIB);
+    let down = pattern(4 * MIB as usize, 3);
+
+    let mut unpaying = Pair::established(escrow);
+    unpaying.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    let s = unpaying.client.open_stream(dest()).unwrap();
+    unpaying.drive();
+    assert_eq!(unpaying.pump(s, &down, false) as u64, bought);
+    assert_eq!(unpaying.max_unpaid_bytes, bought);
+
+    let mut paying = Pair::established(escrow);
+    let s = paying.client.open_stream(dest()).unwrap();
+    paying.drive();
+    assert_eq!(paying.pump(s, &down, false) as u64, bought);
+    assert_eq!(paying.client_got[&s].len() as u64, bought);
+    // Paid to the last byte, within the escrow; then the session is over.
+    assert_eq!(last_accepted(&paying), Some((bought, escrow)));
+    assert!(paying.rejected_codes().is_empty(), "{:?}", paying.rejected_codes());
+    assert!(paying.client_events.contains(&Event::EscrowExhausted));
+    assert_eq!(closed_event(paying.node_events.clone()).map(|c| c.0), Some(ErrorCode::EscrowExhausted));
+    assert!(paying.client.is_closed());
+}
+
+#[test]
+fn a_client_that_believes_in_more_escrow_than_the_node_pays_all_it_got_and_hears_it_is_spent() {
+    // The node's lookup of the channel shows less escrow than the client's
+    // (a top-up the node has not seen, or a client's mistake): the node
+    // pauses short of its window, the client pays for what it received at
+    // once, and the node closes the session as spent.
+    let escrow = Usd(1_465);
+    let bought = tollway_tunnel::session::bytes_bought(PRICE, escrow);
+    let mut pair = Pair::new(Usd(10_000_000));
+    pair.channel.escrow = escrow;
+    pair.drive();
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(pair.pump(s, &pattern(4 * MIB as usize, 3), false) as u64, bought);
+    assert_eq!(last_accepted(&pair), Some((bought, escrow)));
+    assert!(pair.client_events.contains(&Event::EscrowExhausted), "{:?}", pair.client_events);
+    let closed = closed_event(pair.client_events.clone());
+    assert_eq!(closed.map(|c| c.0), Some(ErrorCode::EscrowExhausted));
+}
+
 #[test]
 fn flow_control_blocks_a_sender_until_the_receiver_consumes() {
     let mut pair = Pair::established(Usd(10_000_000));
