@@ -15,7 +15,8 @@
 //! most `credit_window_bytes` beyond the newest valid receipt, then pauses
 //! until the next one, and never a byte the channel's escrow cannot pay
 //! for; receipts are checked with the ledger's own `check_receipt` against
-//! the channel's escrow.
+//! the channel's escrow. Paused, it connects nothing new for the client,
+//! and closes the session if no receipt comes within `unpaid_timeout`.
 
 use crate::dest::Dest;
 use crate::frame;
@@ -83,12 +84,20 @@ pub struct NodeTerms {
     pub price_usd_micro_per_gib: u64,
     pub receipt_interval_bytes: u64,
     pub credit_window_bytes: u64,
+    /// A session paused for want of a receipt this long is closed with
+    /// `Unpaid` (its pings kept the idle timeout from ever doing it).
+    pub unpaid_timeout: Duration,
     pub limits: Limits,
 }
 
 /// DESIGN §4's defaults: a receipt every MiB, at most 2 MiB unpaid.
 pub const DEFAULT_RECEIPT_INTERVAL_BYTES: u64 = 1 << 20;
 pub const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 2 << 20;
+
+/// How long a node waits, paused, for a receipt: an honest client's comes
+/// within a round trip; 30 s covers a route that roams or a relay whose
+/// own session is paused meanwhile.
+pub const DEFAULT_UNPAID_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The shortest receipt interval a client accepts: each receipt is a
 /// signature, and a node asking for one every few bytes would spend its
@@ -133,6 +142,7 @@ impl NodeTerms {
             price_usd_micro_per_gib,
             receipt_interval_bytes: DEFAULT_RECEIPT_INTERVAL_BYTES,
             credit_window_bytes: DEFAULT_CREDIT_WINDOW_BYTES,
+            unpaid_timeout: DEFAULT_UNPAID_TIMEOUT,
             limits: Limits::default(),
         }
     }
@@ -343,6 +353,9 @@ struct Stream {
     fin_held: bool,
     /// Client: waiting for `Opened`.
     opening: bool,
+    /// Node: the client asked for this destination while its session was
+    /// paused; the driver hears of it once a receipt resumes the session.
+    open_held: Option<Dest>,
     /// Bytes received (held ones too) that the driver has not consumed:
     /// they count against the session's window until it does, so the
     /// stream is kept until then.
@@ -411,6 +424,9 @@ struct Pay {
     paid_bytes: u64,
     paid_usd: Usd,
     paused: bool,
+    /// Node: the first `now` the session saw while paused (the pause
+    /// itself may come in `send`, which has no clock).
+    paused_since: Option<Instant>,
 }
 
 impl Pay {
@@ -430,6 +446,7 @@ impl Pay {
             paid_bytes: base_bytes,
             paid_usd: base_usd,
             paused: false,
+            paused_since: None,
         }
     }
     fn cumulative_bytes(&self) -> u64 {
@@ -764,6 +781,7 @@ impl Session {
             return;
         };
         self.last_received = now;
+        self.note_pause(now);
         self.paths[index].inbuf.extend_from_slice(bytes);
         if index != self.recv_path && self.paths[index].inbuf.len() as u64 > self.unswitched_path_limit_bytes() {
             let held = self.paths[index].inbuf.len();
@@ -820,6 +838,7 @@ impl Session {
             return self.handle_input(now, path, &bytes);
         }
         self.last_received = now;
+        self.note_pause(now);
         let mut rest = bytes;
         if !self.paths[index].inbuf.is_empty() && !self.paths[index].joining && !rest.is_empty() {
             // A frame begun in the last read: join it in a reused buffer
@@ -1232,7 +1251,9 @@ impl Session {
             Frame::Reset { stream, code } => {
                 // The peer sends nothing on a stream after its reset.
                 self.reset_streams.remove(&stream);
-                if self.remove_stream(stream) {
+                // (The driver never heard of an open still held.)
+                let told = self.streams.get(&stream).is_some_and(|s| s.open_held.is_none());
+                if self.remove_stream(stream) && told {
                     self.events.push_back(Event::Reset { stream, code });
                 }
             }
@@ -1291,16 +1312,24 @@ impl Session {
             });
             return;
         }
+        // Paused, the node connects nowhere for the client until it pays:
+        // the open waits for the receipt (an honest one is a round trip
+        // away, and refusing would fail a program's connection at every
+        // pause of a download) or ends with the session.
+        let paused = self.pay.as_ref().is_some_and(|p| p.paused);
         let window = u64::from(self.limits.stream_window_bytes);
         self.streams.insert(
             stream,
             Stream {
                 send_credit: window,
                 recv_allowance: window,
+                open_held: paused.then(|| dest.clone()),
                 ..Stream::default()
             },
         );
-        self.events.push_back(Event::OpenRequested { stream, dest });
+        if !paused {
+            self.events.push_back(Event::OpenRequested { stream, dest });
+        }
     }
 
     fn on_data(&mut self, stream: StreamId, payload: Bytes) {
@@ -1361,7 +1390,7 @@ impl Session {
 
     /// Node: delivers as much held upstream data of `stream` as credit allows.
     fn release_held(&mut self, stream: StreamId) {
-        let Some(s) = self.streams.get_mut(&stream) else {
+        let Some(s) = self.streams.get_mut(&stream).filter(|s| s.open_held.is_none()) else {
             return;
         };
         let Some(pay) = self.pay.as_mut() else { return };
@@ -1396,7 +1425,7 @@ impl Session {
             return self.violation(format!("stream {stream} finished twice"));
         }
         s.fin_received = true;
-        if s.held.is_empty() {
+        if s.held.is_empty() && s.open_held.is_none() {
             self.events.push_back(Event::Finished { stream });
         } else {
             s.fin_held = true;
@@ -1516,6 +1545,7 @@ impl Session {
         if let Some(pay) = self.pay.as_mut() {
             if pay.credit() > 0 {
                 pay.paused = false;
+                pay.paused_since = None;
             } else if pay.paused {
                 // Still paused: at the escrow's end. Spent and paid, the
                 // session is over; else the client hears what it owes.
@@ -1526,16 +1556,39 @@ impl Session {
                 self.queue(&Frame::Paused { unpaid_bytes });
             }
         }
+        if self.pay.as_ref().is_some_and(|p| p.paused) {
+            return;
+        }
+        // Opens that waited go to the driver before their data.
+        for (&stream, s) in self.streams.iter_mut() {
+            if let Some(dest) = s.open_held.take() {
+                self.events.push_back(Event::OpenRequested { stream, dest });
+            }
+        }
         let waiting: Vec<StreamId> = self
             .streams
             .iter()
-            .filter(|(_, s)| !s.held.is_empty())
+            .filter(|(_, s)| !s.held.is_empty() || s.fin_held)
             .map(|(id, _)| *id)
             .collect();
         for stream in waiting {
             self.release_held(stream);
         }
         self.wake_blocked();
+    }
+
+    /// Node: starts the unpaid timeout at the first `now` seen paused.
+    fn note_pause(&mut self, now: Instant) {
+        if let Some(pay) = self.pay.as_mut().filter(|p| p.paused && p.paused_since.is_none()) {
+            pay.paused_since = Some(now);
+        }
+    }
+
+    /// Node: when a session paused without a receipt is closed.
+    fn unpaid_deadline(&self) -> Option<Instant> {
+        let Side::Node { terms, .. } = &self.side else { return None };
+        let since = self.pay.as_ref()?.paused_since?;
+        Some(since + terms.unpaid_timeout)
     }
 
     fn wake_blocked(&mut self) {
@@ -1808,6 +1861,7 @@ impl Session {
         if self.phase != Phase::Established {
             return;
         }
+        self.note_pause(now);
         let half = u64::from(self.limits.stream_window_bytes) / 2;
         // A stream already gone was reset: its bytes went back then.
         let Some(s) = self.streams.get_mut(&stream) else {
@@ -1905,7 +1959,8 @@ impl Session {
             Phase::Handshake | Phase::AwaitChannel => Some(self.handshake_deadline),
             Phase::Established => {
                 let idle = self.last_received + self.limits.idle_timeout;
-                Some(self.pending_resume_deadline().map_or(idle, |d| d.min(idle)))
+                let deadlines = [self.pending_resume_deadline(), self.unpaid_deadline()];
+                Some(deadlines.into_iter().flatten().fold(idle, Instant::min))
             }
         }
     }
@@ -1916,6 +1971,12 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.note_pause(now);
+        if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
+            let Side::Node { terms, .. } = &self.side else { return };
+            let message = format!("paused for {} s with no valid receipt", terms.unpaid_timeout.as_secs());
+            return self.close(ErrorCode::Unpaid, &message);
+        }
         if self.phase == Phase::Established && self.pending_resume_deadline().is_some_and(|d| now >= d) {
             // Given up, as a path whose connection was lost: the session
             // stays on the old one, and the driver closes the new one's.

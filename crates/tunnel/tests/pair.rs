@@ -403,6 +403,71 @@ fn a_client_that_stops_paying_is_paused_at_the_credit_window() {
     assert!(pair.max_unpaid_bytes <= 2 * MIB);
 }
 
+/// How many streams the node's driver was asked to connect.
+fn opens_requested(pair: &Pair) -> usize {
+    pair.node_events.iter().filter(|e| matches!(e, Event::OpenRequested { .. })).count()
+}
+
+/// A pair whose client stopped paying and was paused at the credit window,
+/// then opened a stream: the node's driver never heard of it.
+fn paused_with_an_open_waiting() -> (Pair, StreamId) {
+    let mut pair = Pair::established(Usd(10_000_000));
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.pump(s, &pattern(3 * MIB as usize, 3), false);
+    assert_eq!(pair.node.unpaid_bytes(), 2 * MIB);
+    let before = opens_requested(&pair);
+    let fresh = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(opens_requested(&pair), before, "the node connected for a client that does not pay");
+    assert!(!pair.client_events.contains(&Event::Opened { stream: fresh }));
+    (pair, fresh)
+}
+
+#[test]
+fn a_paused_client_gets_no_new_connections_and_is_closed_when_it_never_pays() {
+    // Paused, the node still connected every stream the client opened, and
+    // the client's pings kept the idle timeout away: a client that never
+    // paid held the session, and had the node connect for it, for good.
+    let (mut pair, _) = paused_with_an_open_waiting();
+    let paused_at = pair.now;
+    // The default unpaid timeout: 30 s.
+    let deadline = paused_at + Duration::from_secs(30);
+    assert!(pair.node.poll_timeout().is_some_and(|t| t <= deadline), "{:?}", pair.node.poll_timeout());
+    while pair.now < deadline {
+        pair.now += Duration::from_secs(5);
+        pair.client.ping(pair.now).unwrap();
+        pair.drive();
+        assert!(!pair.node.is_closed() || pair.now >= deadline, "closed early");
+        pair.node.handle_timeout(pair.now);
+        pair.drive();
+    }
+    assert!(pair.node.is_closed());
+    let closed = closed_event(pair.client_events.clone());
+    assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no valid receipt")), "{closed:?}");
+}
+
+#[test]
+fn a_paused_client_that_pays_in_time_gets_its_waiting_connection() {
+    let (mut pair, fresh) = paused_with_an_open_waiting();
+    let deadline = pair.now + Duration::from_secs(30);
+    pair.now += Duration::from_secs(20);
+    pair.drop_client_frame = keep;
+    let bytes = pair.client.cumulative_bytes();
+    let paid = pair.receipt(&pair.client_key.clone(), tollway_ledger::cost_of_bytes(PRICE, bytes).0, bytes);
+    pair.node.handle_input(pair.now, 1, &Frame::Receipt(paid).to_bytes());
+    pair.drive();
+    assert!(pair.node_events.contains(&Event::OpenRequested { stream: fresh, dest: dest() }));
+    assert!(pair.client_events.contains(&Event::Opened { stream: fresh }));
+    pair.now = deadline + Duration::from_secs(1);
+    pair.node.handle_timeout(pair.now);
+    assert!(pair.node.is_established());
+    let down = pattern(3 * MIB as usize, 4);
+    assert_eq!(pair.pump(fresh, &down, false), down.len());
+    assert!(pair.client_got[&fresh] == down);
+}
+
 #[test]
 fn forged_replayed_stale_over_escrow_and_underpaid_receipts_are_rejected() {
     // The chain has settled 1000 micro-USD on this channel already.
