@@ -504,15 +504,16 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     assert!(checked > 0, "exit_a holds no receipt of alice's: {held}");
 
     // A channel whose escrow runs out: alice's newest channel to exit_b
-    // holds $0.001 (2 MiB). The proxy retires the route, says so, looks it
-    // up on the chain again and brings it back on the channel that still
-    // has escrow (the $5 one), with no restart.
-    tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &b.id, "$0.001", "--expires-in", "2h"]);
+    // holds $0.01 (20 MiB), the least a channel may. The proxy retires
+    // the route, says so, looks it up on the chain again and brings it
+    // back on the channel that still has escrow (the $5 one), with no
+    // restart.
+    tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &b.id, "$0.01", "--expires-in", "2h"]);
     let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &b.id]);
-    let cut = curl(&["--socks5-hostname", &listen, &url(8 << 20)]);
-    assert!(!matches!(&cut, Ok(body) if body.len() == 8 << 20), "8 MiB passed on 2 MiB of escrow");
+    let cut = curl(&["--socks5-hostname", &listen, &url(32 << 20)]);
+    assert!(!matches!(&cut, Ok(body) if body.len() == 32 << 20), "32 MiB passed on 20 MiB of escrow");
     let b8 = &b.id[..8];
-    let retired = format!("route {b8} retired: the channel with exit {b8} has spent its $0.001 escrow");
+    let retired = format!("route {b8} retired: the channel with exit {b8} has spent its $0.01 escrow");
     assert!(proxy.wait_for_line(&retired, Duration::from_secs(15)).is_some(), "no {retired:?} in {:?}", proxy.lines);
     let back = proxy.wait_for_line(&format!("route {b8} back in use: exit {b8} on channel "), Duration::from_secs(15));
     let back = back.unwrap_or_else(|| panic!("not back in use: {:?}", proxy.lines));

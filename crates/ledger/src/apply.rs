@@ -245,6 +245,19 @@ fn transfer(state: &mut State, signer: AccountIdx, to: AccountId, amount: Amount
             }
         }
     }
+    // An account is never removed (its nonce guards its old txs against
+    // replay), and the chain encodes and hashes every one with every
+    // block: one that a transfer creates must carry more than dust.
+    if !state.account_index.contains_key(&to) {
+        let p = &state.params;
+        let below = match amount {
+            Amount::Token(a) => (a < p.min_new_account_token).then_some(Amount::Token(p.min_new_account_token)),
+            Amount::Usd(a) => (a < p.min_new_account_usd).then_some(Amount::Usd(p.min_new_account_usd)),
+        };
+        if let Some(minimum) = below {
+            return Err(TxError::NewAccountTooSmall { amount, minimum });
+        }
+    }
     let to_idx = state.account_idx_or_create(to) as usize;
     let from_idx = signer as usize;
     match amount {
@@ -502,11 +515,22 @@ fn open_channel(
     events: &mut Vec<Event>,
 ) -> Result<(), TxError> {
     nonzero(escrow.0)?;
+    // A channel stays in the state until its client closes it: its escrow
+    // is what keeping it there costs, and its lifetime bounds how long the
+    // escrow may be locked away (DESIGN §2; params/default.toml [dust]).
+    let p = &state.params;
+    if escrow < p.min_channel_escrow {
+        return Err(TxError::EscrowTooSmall { escrow, minimum: p.min_channel_escrow });
+    }
     if !state.node(&node).is_some_and(|n| n.active) {
         return Err(TxError::NotANode(node));
     }
     if expires_at_secs <= ctx.time_secs {
         return Err(TxError::ExpiryInPast { expires_at_secs, now_secs: ctx.time_secs });
+    }
+    let max_lifetime_secs = p.channel_max_lifetime_secs;
+    if expires_at_secs > ctx.time_secs.saturating_add(max_lifetime_secs) {
+        return Err(TxError::ExpiryTooFar { expires_at_secs, now_secs: ctx.time_secs, max_lifetime_secs });
     }
     let acct = &mut state.accounts[signer as usize];
     if acct.open_channels >= MAX_OPEN_CHANNELS {

@@ -1,7 +1,8 @@
 //! Why a transaction was rejected. Each variant's message says what was
 //! wrong and, where it helps, what to do; a rejected tx changes nothing.
 
-use tollway_types::{AccountId, ChannelId, Token, Usd};
+use crate::params::format_duration;
+use tollway_types::{AccountId, Amount, ChannelId, Token, Usd};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
@@ -25,6 +26,11 @@ pub enum TxError {
     ZeroAmount,
     #[error("cannot send to yourself")]
     SelfTransfer,
+    #[error(
+        "the receiver has no account yet, and a transfer that creates one must send at least {minimum} \
+         (this sends {amount}): accounts stay in the state for good"
+    )]
+    NewAccountTooSmall { amount: Amount, minimum: Amount },
     #[error("unbonding {amount} would leave {left} bonded, but your roles need {need}: deregister first")]
     StakeLocked { amount: Token, left: Token, need: Token },
     #[error("too many unbonding entries ({limit}): withdraw matured ones first")]
@@ -51,6 +57,15 @@ pub enum TxError {
     NotChannelParty { role: &'static str, expected: AccountId },
     #[error("channel expiry {expires_at_secs} is not after the current time {now_secs}")]
     ExpiryInPast { expires_at_secs: u64, now_secs: u64 },
+    #[error(
+        "channel expiry {expires_at_secs} is too far ahead: a channel may last at most {}, \
+         so it must expire by {} (the current time is {now_secs})",
+        format_duration(*.max_lifetime_secs),
+        .now_secs.saturating_add(*.max_lifetime_secs)
+    )]
+    ExpiryTooFar { expires_at_secs: u64, now_secs: u64, max_lifetime_secs: u64 },
+    #[error("channel escrow {escrow} is below the minimum of {minimum}")]
+    EscrowTooSmall { escrow: Usd, minimum: Usd },
     #[error("channel cannot be closed before {closable_at_secs} (expiry plus the settlement grace); now is {now_secs}")]
     ChannelNotExpired { closable_at_secs: u64, now_secs: u64 },
     #[error("too many open channels ({limit}): close expired ones first")]
@@ -106,6 +121,7 @@ impl TxError {
             TxError::InsufficientStake { .. } => "insufficient_stake",
             TxError::ZeroAmount => "zero_amount",
             TxError::SelfTransfer => "self_transfer",
+            TxError::NewAccountTooSmall { .. } => "new_account_too_small",
             TxError::StakeLocked { .. } => "stake_locked",
             TxError::TooManyUnbondings { .. } => "too_many_unbondings",
             TxError::NothingToWithdraw(..) => "nothing_to_withdraw",
@@ -119,6 +135,8 @@ impl TxError {
             TxError::UnknownChannel(..) => "unknown_channel",
             TxError::NotChannelParty { .. } => "not_channel_party",
             TxError::ExpiryInPast { .. } => "expiry_in_past",
+            TxError::ExpiryTooFar { .. } => "expiry_too_far",
+            TxError::EscrowTooSmall { .. } => "escrow_too_small",
             TxError::ChannelNotExpired { .. } => "channel_not_expired",
             TxError::TooManyChannels { .. } => "too_many_channels",
             TxError::ReceiptWrongChain(..) => "receipt_wrong_chain",

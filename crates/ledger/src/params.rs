@@ -20,6 +20,8 @@ pub struct Params {
     pub unbonding_secs: u64,
     pub vesting_secs: u64,
     pub channel_close_grace_secs: u64,
+    /// The furthest a channel's expiry may be past the time it opens.
+    pub channel_max_lifetime_secs: u64,
 
     pub min_node_stake: Token,
     pub min_oracle_stake: Token,
@@ -27,6 +29,12 @@ pub struct Params {
 
     pub min_fee_token: Token,
     pub min_fee_usd: Usd,
+
+    /// The least escrow a channel opens with.
+    pub min_channel_escrow: Usd,
+    /// The least a transfer that creates an account sends, per currency.
+    pub min_new_account_token: Token,
+    pub min_new_account_usd: Usd,
 
     pub emission_year_one: Token,
     pub halving_period_secs: u64,
@@ -196,6 +204,7 @@ struct ParamsFile {
     measurement: MeasurementSection,
     quality: QualitySection,
     regions: RegionSection,
+    dust: DustSection,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -205,6 +214,7 @@ struct TimeSection {
     unbonding: String,
     vesting: String,
     channel_close_grace: String,
+    channel_max_lifetime: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -221,6 +231,14 @@ struct FeeSection {
     min_fee_twy: f64,
     min_fee_usd: f64,
     pool_fee: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DustSection {
+    min_channel_escrow_usd: f64,
+    min_new_account_twy: f64,
+    min_new_account_usd: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,7 +355,8 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn format_duration(secs: u64) -> String {
+/// `secs` in the largest unit that divides it: "90d", "1h", "45s".
+pub fn format_duration(secs: u64) -> String {
     for (unit, mult) in [("y", YEAR_SECS), ("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs >= mult && secs.is_multiple_of(mult) {
             return format!("{}{unit}", secs / mult);
@@ -357,16 +376,21 @@ impl ParamsFile {
         let m = &self.measurement;
         let q = &self.quality;
         let g = &self.regions;
+        let d = &self.dust;
         let p = Params {
             epoch_secs,
             unbonding_secs: r.duration("time.unbonding", &t.unbonding, 1),
             vesting_secs: r.duration("time.vesting", &t.vesting, 0),
             channel_close_grace_secs: r.duration("time.channel_close_grace", &t.channel_close_grace, 0),
+            channel_max_lifetime_secs: r.duration("time.channel_max_lifetime", &t.channel_max_lifetime, 1),
             min_node_stake: Token(r.amount("stake.min_node_stake_twy", s.min_node_stake_twy, 0.000001)),
             min_oracle_stake: Token(r.amount("stake.min_oracle_stake_twy", s.min_oracle_stake_twy, 0.000001)),
             stake_saturation: Token(r.amount("stake.stake_saturation_twy", s.stake_saturation_twy, 0.000001)),
             min_fee_token: Token(r.amount("fees.min_fee_twy", f.min_fee_twy, 0.0)),
             min_fee_usd: Usd(r.amount("fees.min_fee_usd", f.min_fee_usd, 0.0)),
+            min_channel_escrow: Usd(r.amount("dust.min_channel_escrow_usd", d.min_channel_escrow_usd, 0.0)),
+            min_new_account_token: Token(r.amount("dust.min_new_account_twy", d.min_new_account_twy, 0.0)),
+            min_new_account_usd: Usd(r.amount("dust.min_new_account_usd", d.min_new_account_usd, 0.0)),
             pool_fee_ppm: r.ratio("fees.pool_fee", f.pool_fee, 0.0, 0.1),
             emission_year_one: Token(r.amount("emission.year_one_twy", e.year_one_twy, 0.0)),
             halving_period_secs: r.duration("emission.halving_period", &e.halving_period, 1),
@@ -425,6 +449,7 @@ impl ParamsFile {
                 unbonding: format_duration(p.unbonding_secs),
                 vesting: format_duration(p.vesting_secs),
                 channel_close_grace: format_duration(p.channel_close_grace_secs),
+                channel_max_lifetime: format_duration(p.channel_max_lifetime_secs),
             },
             stake: StakeSection {
                 min_node_stake_twy: whole(p.min_node_stake.0),
@@ -475,6 +500,11 @@ impl ParamsFile {
                 multiplier_min: ratio(p.region_multiplier_min_ppm),
                 multiplier_max: ratio(p.region_multiplier_max_ppm),
                 demand_price_floor_usd_per_gib: whole(p.region_demand_price_floor_usd_micro_per_gib as u128),
+            },
+            dust: DustSection {
+                min_channel_escrow_usd: whole(p.min_channel_escrow.0),
+                min_new_account_twy: whole(p.min_new_account_token.0),
+                min_new_account_usd: whole(p.min_new_account_usd.0),
             },
         }
     }

@@ -75,6 +75,13 @@ fn rejections_explain_themselves() {
     out.push(check(|w| w.tx("alice", TxBody::OpenChannel { node: id("bob"), escrow: Usd::units(1), expires_at_secs: later })));
     out.push(check(|w| w.tx("alice", TxBody::OpenChannel { node: id("node"), escrow: Usd::units(60), expires_at_secs: later })));
     out.push(check(|w| w.tx("alice", TxBody::OpenChannel { node: id("node"), escrow: Usd::units(1), expires_at_secs: 5 })));
+    out.push(check(|w| w.tx("alice", TxBody::OpenChannel { node: id("node"), escrow: Usd(9_999), expires_at_secs: later })));
+    out.push(check(|w| {
+        let far = w.now_secs + 91 * 86_400;
+        w.tx("alice", TxBody::OpenChannel { node: id("node"), escrow: Usd::units(1), expires_at_secs: far })
+    }));
+    out.push(check(|w| w.tx("alice", TxBody::Transfer { to: id("newcomer"), amount: Amount::Token(Token(999_999)) })));
+    out.push(check(|w| w.tx("alice", TxBody::Transfer { to: id("newcomer"), amount: Amount::Usd(Usd(9_999)) })));
     // Channel-state errors: open one first.
     let settle = |cumulative: u128, signer: &'static str, bytes: u64| {
         move |w: &mut World| {
@@ -141,6 +148,10 @@ fn rejections_explain_themselves() {
             "dd7d4e30827b7cb0c7842775ef2ff0764a85c2f8a78897e54fbae5c5c4f57d33 runs no active node",
             "insufficient USD balance: have $50, need $60",
             "channel expiry 5 is not after the current time 1000000",
+            "channel escrow $0.009999 is below the minimum of $0.01",
+            "channel expiry 8862400 is too far ahead: a channel may last at most 90d, so it must expire by 8776000 (the current time is 1000000)",
+            "the receiver has no account yet, and a transfer that creates one must send at least 1 TWY (this sends 0.999999 TWY): accounts stay in the state for good",
+            "the receiver has no account yet, and a transfer that creates one must send at least $0.01 (this sends $0.009999): accounts stay in the state for good",
             "stale receipt: cumulative $2 is not above the $2 already settled",
             "receipt for $11 exceeds the channel's escrow of $10",
             "receipt signature is not the channel client's",
@@ -158,4 +169,39 @@ fn rejections_explain_themselves() {
         ]
     "#]]
     .assert_debug_eq(&out);
+}
+
+/// Every record a tx creates stays in the state, which the chain encodes
+/// and hashes with every block: a transfer of one base unit made an
+/// account for good, and a channel of one micro-dollar with any far
+/// expiry lived for ever, each for a $0.0001 fee. Refused, saying the
+/// minimum; the minimum itself passes.
+#[test]
+fn a_dust_transfer_to_a_new_account_and_a_dust_or_eternal_channel_are_refused_with_the_minimum() {
+    let mut w = world();
+    let now = w.now_secs;
+    let refused = |w: &mut World, label: &str, body: TxBody| {
+        let before = state_root(&w.state);
+        let Err(err) = w.submit_usd_fee(label, body) else { panic!("{label}'s dust was accepted") };
+        assert_eq!(state_root(&w.state), before, "a rejected tx changed the state");
+        (err.code(), err.to_string())
+    };
+    let (code, msg) = refused(&mut w, "alice", TxBody::Transfer { to: id("dust"), amount: Amount::Token(Token(1)) });
+    assert_eq!(code, "new_account_too_small");
+    assert!(msg.contains("must send at least 1 TWY"), "{msg}");
+    let (code, msg) = refused(&mut w, "alice", TxBody::Transfer { to: id("dust"), amount: Amount::Usd(Usd(1)) });
+    assert_eq!(code, "new_account_too_small");
+    assert!(msg.contains("must send at least $0.01"), "{msg}");
+    w.must("alice", TxBody::Transfer { to: id("dust"), amount: Amount::Token(Token::units(1)) });
+    // To an account that exists, any amount.
+    w.must("alice", TxBody::Transfer { to: id("dust"), amount: Amount::Usd(Usd(1)) });
+
+    let open = |escrow: Usd, expires_at_secs: u64| TxBody::OpenChannel { node: id("node"), escrow, expires_at_secs };
+    let (code, msg) = refused(&mut w, "alice", open(Usd(1), now + 3_600));
+    assert_eq!(code, "escrow_too_small");
+    assert!(msg.contains("below the minimum of $0.01"), "{msg}");
+    let (code, msg) = refused(&mut w, "alice", open(Usd::units(1), u64::MAX));
+    assert_eq!(code, "expiry_too_far");
+    assert!(msg.contains("a channel may last at most 90d"), "{msg}");
+    w.submit_usd_fee("alice", open(Usd(10_000), now + 90 * 86_400)).unwrap_or_else(|e| panic!("{e}"));
 }
