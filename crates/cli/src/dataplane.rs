@@ -20,7 +20,7 @@ use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
 use tollway_node::{ChainChannels, NodeServer, ReceiptBook, ServerConfig};
 use tollway_socks::Credentials;
 use tollway_tunnel::session::{
-    check_payment_terms, Limits, NodeTerms,
+    check_payment_terms, check_price_terms, Limits, NodeTerms,
 };
 use tollway_tunnel::ExitPolicy;
 use tollway_types::keys::AccountId;
@@ -238,6 +238,15 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     if !record.active {
         bail!("node {} is registered but not active", record.id.short());
     }
+    // Clients would refuse the node's hello (its receipts could not grow):
+    // said here, where the operator can change it.
+    check_price_terms(record.price_usd_micro_per_gib, receipt_interval_bytes).map_err(|why| {
+        anyhow::anyhow!(
+            "this node's price on the chain with --receipt-interval-kib {}: {why}; \
+             raise it with `tollway wallet update-node --price-usd-per-gib`, or ask for receipts less often",
+            a.receipt_interval_kib
+        )
+    })?;
     let mut terms = NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib);
     terms.receipt_interval_bytes = receipt_interval_bytes;
     terms.credit_window_bytes = credit_window_bytes;

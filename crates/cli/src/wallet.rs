@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use tollway_ledger::params::parse_duration_secs;
+use tollway_tunnel::session::{min_price_usd_micro_per_gib, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB};
 use tollway_types::keys::parse_hex;
 use tollway_types::{
     channel_id, codec, AccountId, Amount, ChannelId, CountryCode, Hash32, MacroRegion, NodeSpec, PublicKey, Receipt,
@@ -349,7 +350,7 @@ impl Wallet {
                     Some(hex) => parse_tls_pin(hex)?,
                     None => [0; 32],
                 };
-                let price_usd_micro_per_gib = usd_micro("--price-usd-per-gib", price_usd_per_gib)?;
+                let price_usd_micro_per_gib = gib_price(price_usd_per_gib)?;
                 let price_usd_micro_per_hour = match price_usd_per_hour {
                     Some(p) => Some(usd_micro("--price-usd-per-hour", p)?),
                     None => None,
@@ -403,7 +404,7 @@ impl Wallet {
                     spec.claimed_capacity_bps = *c;
                 }
                 if let Some(p) = price_usd_per_gib {
-                    spec.price_usd_micro_per_gib = usd_micro("--price-usd-per-gib", p)?;
+                    spec.price_usd_micro_per_gib = gib_price(p)?;
                 }
                 if let Some(p) = price_usd_per_hour {
                     spec.price_usd_micro_per_hour = Some(usd_micro("--price-usd-per-hour", p)?);
@@ -848,6 +849,25 @@ fn describe_node(spec: &NodeSpec) -> String {
 fn usd_micro(flag: &str, text: &str) -> anyhow::Result<u64> {
     let usd = parse_usd(text).with_context(|| flag.to_string())?;
     u64::try_from(usd.base()).with_context(|| format!("{flag} {text:?} is too large"))
+}
+
+/// `--price-usd-per-gib` in micro-USD, refused below the least price any
+/// node can be paid at: there no receipt interval costs a micro-dollar, so
+/// a client's receipts could not grow and `node run` refuses to serve (a
+/// record at such a price would have its fee paid for nothing).
+fn gib_price(text: &str) -> anyhow::Result<u64> {
+    let price = usd_micro("--price-usd-per-gib", text)?;
+    let least = MIN_PRICE_USD_MICRO_PER_GIB;
+    if price < least {
+        let usd = |micro: u64| Usd(u128::from(micro));
+        bail!(
+            "--price-usd-per-gib {text}: clients cannot pay a node less than {} per GiB (receipts could not grow); \
+             at the default receipt interval of 1 MiB the least is {}",
+            usd(least),
+            usd(min_price_usd_micro_per_gib(DEFAULT_RECEIPT_INTERVAL_BYTES))
+        );
+    }
+    Ok(price)
 }
 
 /// `4433` or `4433-4440`.

@@ -130,6 +130,14 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
         );
         assert!(stderr.contains(&want), "{stderr}");
     }
+    // So is a price no client can pay a node (its receipts could not
+    // grow), before its registration's fee is spent.
+    for price in ["0", "0.000016"] {
+        let args = ["wallet", "--api", "http://127.0.0.1:9", "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "1000000", "--price-usd-per-gib", price];
+        let (ok, _, stderr) = tollway(&args);
+        let want = format!("--price-usd-per-gib {price}: clients cannot pay a node less than $0.000017 per GiB");
+        assert!(!ok && stderr.contains(&want) && stderr.contains("the least is $0.001024"), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

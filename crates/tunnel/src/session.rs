@@ -134,6 +134,40 @@ pub fn check_payment_terms(receipt_interval_bytes: u64, credit_window_bytes: u64
     Ok(())
 }
 
+/// The least price per GiB at which one receipt interval costs a
+/// micro-dollar. Every receipt must pay more than the one before (the
+/// ledger refuses one that does not as stale), and `cost_of_bytes` rounds
+/// each up: below this price two receipts an interval apart could pay the
+/// same, and at price 0 all of them do.
+pub const fn min_price_usd_micro_per_gib(receipt_interval_bytes: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    if receipt_interval_bytes == 0 {
+        return GIB;
+    }
+    GIB.div_ceil(receipt_interval_bytes)
+}
+
+/// The least price per GiB any node can charge: the one at the longest
+/// receipt interval there is (just below [`MAX_CREDIT_WINDOW_BYTES`]).
+pub const MIN_PRICE_USD_MICRO_PER_GIB: u64 = min_price_usd_micro_per_gib(MAX_CREDIT_WINDOW_BYTES - 1);
+
+/// The rule for a node's price against its receipt interval, checked by
+/// `node run` once it has read its price from the chain and by the client
+/// in every hello: one interval must cost at least a micro-dollar
+/// ([`min_price_usd_micro_per_gib`]). Below that, the client's receipts
+/// were refused as stale and the session stalled at the credit window.
+pub fn check_price_terms(price_usd_micro_per_gib: u64, receipt_interval_bytes: u64) -> Result<(), String> {
+    let min = min_price_usd_micro_per_gib(receipt_interval_bytes);
+    if price_usd_micro_per_gib < min {
+        return Err(format!(
+            "at {price_usd_micro_per_gib} micro-USD per GiB a receipt interval of {} KiB costs less than a micro-dollar, \
+             so receipts could not grow: at this interval the price must be at least {min} micro-USD per GiB",
+            receipt_interval_bytes / 1024
+        ));
+    }
+    Ok(())
+}
+
 impl NodeTerms {
     pub fn new(chain_id: String, node: AccountId, price_usd_micro_per_gib: u64) -> NodeTerms {
         NodeTerms {
@@ -1188,6 +1222,7 @@ impl Session {
             return Err((ErrorCode::BadHello, msg));
         }
         check_payment_terms(hello.receipt_interval_bytes, hello.credit_window_bytes)
+            .and_then(|()| check_price_terms(hello.price_usd_micro_per_gib, hello.receipt_interval_bytes))
             .map_err(|why| (ErrorCode::Protocol, why))?;
         if hello.carried_bytes > hello.credit_window_bytes {
             return Err((
@@ -2026,6 +2061,24 @@ mod tests {
         }
         assert_eq!(bytes_bought(1_000_000, Usd(1)), 1_073);
         assert_eq!(bytes_bought(0, Usd(1)), u64::MAX);
+    }
+
+    /// At the least price an interval costs a micro-dollar, so receipts an
+    /// interval apart always pay more; a micro-dollar less and it does not.
+    #[test]
+    fn the_least_price_makes_every_receipt_interval_cost_a_micro_dollar() {
+        const GIB: u128 = 1 << 30;
+        for interval in [MIN_RECEIPT_INTERVAL_BYTES, 100_000, DEFAULT_RECEIPT_INTERVAL_BYTES, MAX_CREDIT_WINDOW_BYTES - 1] {
+            let min = min_price_usd_micro_per_gib(interval);
+            assert!(u128::from(min) * u128::from(interval) >= GIB, "{interval}");
+            assert!(u128::from(min - 1) * u128::from(interval) < GIB, "{interval}");
+            for b in [0, 1, 12_345, interval - 1, 7 * interval + 3] {
+                assert!(cost_of_bytes(min, b + interval) > cost_of_bytes(min, b), "{interval} {b}");
+            }
+            assert!(check_price_terms(min, interval).is_ok() && check_price_terms(min - 1, interval).is_err());
+        }
+        assert_eq!(min_price_usd_micro_per_gib(DEFAULT_RECEIPT_INTERVAL_BYTES), 1_024);
+        assert_eq!(MIN_PRICE_USD_MICRO_PER_GIB, 17);
     }
 
     /// A join buffer comes back once the payload sliced from it is gone,

@@ -680,6 +680,41 @@ fn a_client_refuses_payment_terms_that_would_spend_it_or_stall() {
 }
 
 #[test]
+fn a_client_refuses_a_price_at_which_receipts_could_not_grow() {
+    // At price 0 every receipt paid what the one before it did, and at 100
+    // micro-USD per GiB (a MiB costs a tenth of a micro-dollar, rounded up)
+    // the second paid what the first did: the node refused them as stale,
+    // the client took itself for paid, and the session stalled for good
+    // at 2-3 MiB.
+    let cases: [fn(&mut NodeTerms); 2] = [|t| t.price_usd_micro_per_gib = 0, |t| t.price_usd_micro_per_gib = 100];
+    for adjust in cases {
+        let mut pair = Pair::build(Usd(1_000_000), [9; 32], [9; 32], adjust);
+        pair.drive();
+        // (Refused at the hello now; before, the download stalled.)
+        if let Ok(s) = pair.client.open_stream(dest()) {
+            pair.drive();
+            pair.pump(s, &pattern(4 * MIB as usize, 3), false);
+        }
+        let closed = closed_event(pair.client_events.clone());
+        assert!(
+            matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("costs less than a micro-dollar")),
+            "{closed:?}; {} bytes delivered, receipts rejected {:?}",
+            pair.node.cumulative_bytes(),
+            pair.rejected_codes()
+        );
+    }
+    // At the least price for a MiB interval, 1,024 micro-USD per GiB,
+    // every receipt pays more than the last.
+    let mut pair = Pair::build(Usd(1_000_000), [9; 32], [9; 32], |t| t.price_usd_micro_per_gib = 1_024);
+    pair.drive();
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(8 * MIB as usize, 3);
+    assert_eq!(pair.pump(s, &down, false), down.len());
+    assert!(pair.rejected_codes().is_empty(), "{:?}", pair.rejected_codes());
+}
+
+#[test]
 fn the_node_refuses_channels_that_are_not_usable() {
     for (mutate, want) in [
         (
