@@ -141,10 +141,12 @@ pub(crate) fn apply_body(
             // A deregistered node is not measured, so its strike would
             // never be confirmed.
             no_strike_pending(state, signer)?;
-            // Should it come back this epoch, the claim it held counts.
-            let claim = state.nodes[n as usize].spec.claimed_capacity_bps;
+            // Should it come back this epoch, the claim it held counts; and
+            // its group counts it for the epoch all the same (ADR 0010).
+            let node = &state.nodes[n as usize];
             let node_epoch = &mut state.node_epochs[n as usize];
-            node_epoch.claim_held_bps = node_epoch.judged_claim_bps(claim);
+            node_epoch.claim_held_bps = node_epoch.judged_claim_bps(node.spec.claimed_capacity_bps);
+            node_epoch.group_left.get_or_insert(node.subnet_group);
             state.nodes[n as usize].active = false;
             events.push(Event::NodeDeregistered { node: me });
             Ok(())
@@ -442,7 +444,8 @@ fn update_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events: &
 /// it held earlier in the epoch still counts (ADR 0014): the epoch is
 /// judged against the highest claim it held, and a move to another region
 /// or /24 (/48) forfeits the epoch's uptime reward, since the oracles may
-/// have measured it where it was.
+/// have measured it where it was; the group it left still counts it for
+/// the epoch (ADR 0010).
 fn respec_node(state: &mut State, n: NodeIdx, spec: &NodeSpec, same_epoch: bool) -> Result<(), TxError> {
     let region = spec.country.macro_region().ok_or_else(|| TxError::InvalidNodeSpec("unknown country".into()))?;
     let subnet_group = state.subnet_group_or_create(SubnetKey::of(&spec.addrs[0]));
@@ -451,6 +454,9 @@ fn respec_node(state: &mut State, n: NodeIdx, spec: &NodeSpec, same_epoch: bool)
         let node_epoch = &mut state.node_epochs[n as usize];
         node_epoch.claim_held_bps = node_epoch.judged_claim_bps(node.spec.claimed_capacity_bps);
         node_epoch.moved |= node.region != region || node.subnet_group != subnet_group;
+        if node.subnet_group != subnet_group {
+            node_epoch.group_left.get_or_insert(node.subnet_group);
+        }
     }
     node.spec = spec.clone();
     node.region = region;

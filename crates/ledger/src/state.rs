@@ -512,6 +512,12 @@ pub struct NodeEpoch {
     /// reward for it (ADR 0014), as the oracles may have measured it
     /// elsewhere.
     pub moved: bool,
+    /// The subnet group (`Node::subnet_group`) it first left this epoch,
+    /// by deregistering or by moving its first address to another /24
+    /// (/48): it still counts among that group's nodes for the epoch
+    /// (ADR 0010), so that a farm cannot shrink its group's divisor by
+    /// taking its unluckily measured identities out before the end.
+    pub group_left: Option<u32>,
 }
 
 impl NodeEpoch {
@@ -524,6 +530,7 @@ impl NodeEpoch {
         self.burn_usd = Usd::ZERO;
         self.claim_held_bps = 0;
         self.moved = false;
+        self.group_left = None;
     }
 
     /// The claim this epoch is judged against: the higher of the spec's

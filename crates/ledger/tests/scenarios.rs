@@ -115,6 +115,16 @@ fn under_served_region_earns_more_per_unit_of_capacity() {
 /// epoch. Returns the world, the epoch's report, the farm's rewards in all
 /// and the honest node's.
 fn farm_beside_one_honest_node(country: &str, farm_mbps: &[u64]) -> (World, EpochReport, u128, u128) {
+    farm_beside_one_honest_node_then(country, farm_mbps, |_| {})
+}
+
+/// `farm_beside_one_honest_node`, with `before_end` run after the
+/// measurements and before the epoch ends.
+fn farm_beside_one_honest_node_then(
+    country: &str,
+    farm_mbps: &[u64],
+    before_end: impl FnOnce(&mut World),
+) -> (World, EpochReport, u128, u128) {
     let mut accounts = operators("farm", farm_mbps.len());
     accounts.extend(operators("honest", 1));
     let mut w = world(Params::default_params(), 3, accounts);
@@ -127,6 +137,7 @@ fn farm_beside_one_honest_node(country: &str, farm_mbps: &[u64]) -> (World, Epoc
     }
     w.register_node("honest0", country, "203.0.200.1", 100 * MBPS);
     w.measure("honest0", 100 * MBPS, 20, 1_000_000);
+    before_end(&mut w);
     let report = w.end_epoch();
     let farm: u128 = (0..farm_mbps.len()).map(|i| last(&w, &format!("farm{i}"))).sum();
     let honest = last(&w, "honest0");
@@ -163,6 +174,20 @@ fn nodes_of_one_slash24_share_their_mean_weight_counting_the_ones_that_earned_no
     assert_eq!(last(&w, "farm3"), 0);
     let want = honest * 6 / 10;
     assert!(farm.abs_diff(want) <= want / 1_000, "farm {farm} vs 60 % of honest {want}");
+    // Nor by taking them out of the /24 once measured: two deregister and
+    // one moves to a /24 of its own before the epoch ends. Counting only
+    // the nodes still there at the end, the lucky one was alone in its
+    // group and earned what the honest node did, 100 %. Every node that
+    // was in the group during the epoch counts: 100 / 4 = 25 %.
+    let (w, _, farm, honest) = farm_beside_one_honest_node_then("US", &[100, 80, 60, 0], |w| {
+        w.must("farm1", TxBody::DeregisterNode);
+        w.must("farm3", TxBody::DeregisterNode);
+        update(w, "farm2", |s| s.addrs = vec![std::net::IpAddr::from([198, 51, 200, 1])]);
+    });
+    assert_eq!((last(&w, "farm1"), last(&w, "farm2"), last(&w, "farm3")), (0, 0, 0), "left or moved: nothing");
+    assert!(farm * 10 <= honest * 6, "farm {farm} earned more than 60 % of honest {honest} by leaving");
+    let want = honest / 4;
+    assert!(farm.abs_diff(want) <= want / 1_000, "farm {farm} vs 25 % of honest {want}");
 }
 
 /// `UpdateNode` to `spec`, keeping everything else of the node's.

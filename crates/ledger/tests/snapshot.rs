@@ -1,7 +1,8 @@
 //! A stored state names its layout (`root::STATE_VERSION`). This pins the
 //! encoding of one state that holds an instance of each stored type
 //! (accounts with vesting and unbonding, nodes with a strike, oracles and
-//! their reports, a channel, the pool, the epoch records), so a change to
+//! their reports, a channel, the pool, the epoch records, a node's move in
+//! the epoch), so a change to
 //! any of them fails here until the version is bumped and the pin moved.
 //! A change of rules that only changes the values fails here too: then
 //! move the pin alone.
@@ -17,7 +18,7 @@ const MBPS: u64 = 1_000_000;
 
 /// blake3 of `encode_state` of [`a_state_of_every_kind`], in layout
 /// `STATE_VERSION`.
-const PINNED: (u8, &str) = (4, "781d1b6f1a2ef871e07f57c1124216903af35468452edf8d46358dee47f2fbc1");
+const PINNED: (u8, &str) = (5, "1a6dce3d48b5bafd839d5ec69015597f4b55cae451b7765f9ef79c876429314f");
 
 fn a_state_of_every_kind() -> World {
     let mut accounts = vec![fund("honest", 10, 0, 2_000), fund("liar", 10, 0, 10_000), fund("client", 0, 2_000, 0)];
@@ -38,6 +39,10 @@ fn a_state_of_every_kind() -> World {
     w.measure("liar", 100 * MBPS, 20, 1_000_000); // a tenth of its claim: a strike
     w.end_epoch();
     w.must("honest", TxBody::BeginUnbond { amount: Token::units(10) });
+    // A move to another /24 in the epoch: the epoch's record of it.
+    let mut spec = w.node("liar").spec.clone();
+    spec.addrs = vec!["203.0.115.10".parse().unwrap()];
+    w.must("liar", TxBody::UpdateNode(spec));
     w
 }
 
@@ -46,6 +51,7 @@ fn the_stored_state_layout_is_the_one_its_version_names() {
     let w = a_state_of_every_kind();
     assert!(w.node("liar").strike.is_some(), "the fixture lost its strike");
     assert!(w.account("honest").unbonding_total() > Token::ZERO);
+    assert!(w.state.node_epochs.iter().any(|e| e.group_left.is_some()), "the fixture lost its move");
     let encoded = encode_state(&w.state);
     assert_eq!(encoded[0], STATE_VERSION);
     let hash = blake3::hash(&encoded).to_hex().to_string();
@@ -64,5 +70,5 @@ fn a_state_stored_in_another_layout_is_refused_by_name() {
     encoded[0] = 1; // what the builds before STATE_VERSION wrote: the codec's byte
     let err = decode_state(&encoded).unwrap_err();
     assert_eq!(err, SnapshotError::Version { found: 1 });
-    assert!(err.to_string().contains("layout version 1, and this build reads version 4"), "{err}");
+    assert!(err.to_string().contains("layout version 1, and this build reads version 5"), "{err}");
 }

@@ -30,18 +30,26 @@ pub struct Measured {
     pub account: Vec<AccountIdx>,
     /// Per node: still registered after this epoch's slashes.
     pub active: Vec<bool>,
+    /// Per node: registered at the epoch's end, before its slashes; and
+    /// the subnet group it left during the epoch (`NodeEpoch::group_left`,
+    /// `NO_GROUP` if none). Both count it among a group's nodes.
+    pub registered: Vec<bool>,
+    pub group_left: Vec<u32>,
     /// Per node: online verified capacity (capacity × uptime); 0 for nodes
     /// no longer registered.
     pub online_capacity_bps: Vec<u64>,
-    /// Per subnet group (`Node::subnet_group`): its registered nodes, which
-    /// share one node's weight and one node's online capacity
-    /// (`share_subnets`).
+    /// Per subnet group (`Node::subnet_group`): the nodes registered in it
+    /// at any time in the epoch, which share one node's weight and one
+    /// node's online capacity (`share_subnets`).
     pub subnet_nodes: Vec<u32>,
     /// Per macro-region: online verified capacity, each subnet group's
     /// counted once (its nodes' mean).
     pub online_bps: [u128; MacroRegion::COUNT],
     pub active_nodes: [u32; MacroRegion::COUNT],
 }
+
+/// `Measured::group_left` of a node that left no group in the epoch.
+pub const NO_GROUP: u32 = u32::MAX;
 
 /// A small fixed-capacity list of (value, stake weight) samples.
 struct Samples {
@@ -437,6 +445,8 @@ struct Rows<'a> {
     subnet_group: &'a mut [u32],
     account: &'a mut [AccountIdx],
     active: &'a mut [bool],
+    registered: &'a mut [bool],
+    group_left: &'a mut [u32],
     online_capacity_bps: &'a mut [u64],
 }
 
@@ -450,6 +460,8 @@ impl<'a> Rows<'a> {
             subnet_group: &mut out.subnet_group,
             account: &mut out.account,
             active: &mut out.active,
+            registered: &mut out.registered,
+            group_left: &mut out.group_left,
             online_capacity_bps: &mut out.online_capacity_bps,
         }
     }
@@ -463,9 +475,22 @@ impl<'a> Rows<'a> {
         let (subnet_group, subnet_group_rest) = self.subnet_group.split_at_mut(n);
         let (account, account_rest) = self.account.split_at_mut(n);
         let (active, active_rest) = self.active.split_at_mut(n);
+        let (registered, registered_rest) = self.registered.split_at_mut(n);
+        let (group_left, group_left_rest) = self.group_left.split_at_mut(n);
         let (online_capacity_bps, online_capacity_bps_rest) = self.online_capacity_bps.split_at_mut(n);
         (
-            Rows { base_weight, settled_usd, burn_usd, region, subnet_group, account, active, online_capacity_bps },
+            Rows {
+                base_weight,
+                settled_usd,
+                burn_usd,
+                region,
+                subnet_group,
+                account,
+                active,
+                registered,
+                group_left,
+                online_capacity_bps,
+            },
             Rows {
                 base_weight: base_weight_rest,
                 settled_usd: settled_usd_rest,
@@ -474,13 +499,16 @@ impl<'a> Rows<'a> {
                 subnet_group: subnet_group_rest,
                 account: account_rest,
                 active: active_rest,
+                registered: registered_rest,
+                group_left: group_left_rest,
                 online_capacity_bps: online_capacity_bps_rest,
             },
         )
     }
 
     /// What every node's row holds, active or not: its epoch's settlements,
-    /// region and subnet group. Also clears its last reward.
+    /// region and subnet group, and the groups that count it this epoch.
+    /// Also clears its last reward.
     #[inline(always)]
     fn start(&mut self, i: usize, node: &mut Node, node_epoch: &NodeEpoch) {
         node.last_reward = tollway_types::Token::ZERO;
@@ -489,6 +517,8 @@ impl<'a> Rows<'a> {
         self.region[i] = node.region.index() as u8;
         self.subnet_group[i] = node.subnet_group;
         self.account[i] = node.account;
+        self.registered[i] = node.active;
+        self.group_left[i] = node_epoch.group_left.unwrap_or(NO_GROUP);
     }
 
     /// The row of a node still registered after this epoch's slashes.
@@ -513,6 +543,8 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Wor
         subnet_group: vec![0; n_nodes],
         account: vec![0; n_nodes],
         active: vec![false; n_nodes],
+        registered: vec![false; n_nodes],
+        group_left: vec![NO_GROUP; n_nodes],
         online_capacity_bps: vec![0; n_nodes],
         subnet_nodes: Vec::new(),
         online_bps: [0; MacroRegion::COUNT],
@@ -530,15 +562,27 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Wor
     out
 }
 
-/// Counts each subnet group's registered nodes, and sums each region's
-/// online capacity with a group's nodes sharing one node's: the group's
-/// mean, as in `capped_weights`. Counted once per node, fifty identities of
-/// one farm on one line would otherwise show fifty lines of supply, and
-/// lower their region's scarcity multiplier for every honest node there.
+/// Counts each subnet group's nodes, and sums each region's online
+/// capacity with a group's nodes sharing one node's: the group's mean, as
+/// in `capped_weights`. Counted once per node, fifty identities of one farm
+/// on one line would otherwise show fifty lines of supply, and lower their
+/// region's scarcity multiplier for every honest node there.
+///
+/// A group's nodes are all those registered in it at any time in the
+/// epoch: those registered at its end (an ejection by this epoch's slash
+/// included) and those that left it during the epoch, by deregistering or
+/// moving to another /24 (/48) (ADR 0010). Counting only the nodes still
+/// there at the end, a farm deregistered the identities whose measurement
+/// went badly before the end, and its lucky ones shared their weight
+/// among themselves alone (the next epoch they registered again).
 fn share_subnets(out: &mut Measured, n_groups: usize) {
     let mut subnet_nodes = vec![0u32; n_groups];
-    for (&g, &active) in out.subnet_group.iter().zip(&out.active) {
-        subnet_nodes[g as usize] += active as u32;
+    for ((&g, &registered), &left) in out.subnet_group.iter().zip(&out.registered).zip(&out.group_left) {
+        subnet_nodes[g as usize] += registered as u32;
+        // A node back in the group it left is counted there once.
+        if left != NO_GROUP && !(registered && left == g) {
+            subnet_nodes[left as usize] += 1;
+        }
     }
     let mut online_bps = [0u128; MacroRegion::COUNT];
     for ((&online, &g), &r) in out.online_capacity_bps.iter().zip(&out.subnet_group).zip(&out.region) {
@@ -717,10 +761,12 @@ pub fn regional_multipliers(state: &mut State, measured: &Measured) -> Vec<Regio
 /// simulator's attack the farm earned 5–10 % more than such a node, on
 /// each of eight seeds), while the mean of n identically measured
 /// identities is, in expectation, exactly one node's weight. The
-/// divisor counts the registered nodes, not only those that earned
-/// something this epoch: otherwise a farm could take an identity whose
-/// measurement went badly offline for the rest of the epoch and share only
-/// its best identities' weights.
+/// divisor counts the nodes registered in the group at any time in the
+/// epoch (`share_subnets`), not only those that earned something this
+/// epoch, nor only those still there at its end: otherwise a farm could
+/// take an identity whose measurement went badly offline, or out of the
+/// group, for the rest of the epoch and share only its best identities'
+/// weights.
 pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary]) -> Vec<u128> {
     let mut weights = vec![0u128; state.nodes.len()];
     for (n, &base) in measured.base_weight.iter().enumerate() {
