@@ -8,11 +8,15 @@
 //! it over (a client whose connection died without a word reconnects at
 //! once, before the node notices), and the old one is closed; what it
 //! delivered past its last receipt is owed on the new one (the server's
-//! `carried_bytes`). A channel is taken over at most once per
-//! [`TAKEOVER_EVERY`], and a session beyond that is refused with
-//! `ChannelBusy`: two clients on one channel that both insist (two
-//! proxies with one key; ours leaves a channel taken from it) trade it
-//! every few seconds, not in a tight loop of closes.
+//! `carried_bytes`), counted once it has closed: the new session takes the
+//! debt the old one records as it closes ([`Holders::closed`],
+//! [`Holders::take_owed`]). Counted while the old one was still open, the
+//! bytes it delivered between the count and its close were owed by no one.
+//! A channel is taken over at most once per [`TAKEOVER_EVERY`], and a
+//! session beyond that is refused with `ChannelBusy`: two clients on one
+//! channel that both insist (two proxies with one key; ours leaves a
+//! channel taken from it) trade it every few seconds, not in a tight loop
+//! of closes.
 //!
 //! What a session that closed had delivered past its last receipt is owed
 //! on its channel's next session too ([`Holders::closed`],
@@ -38,7 +42,9 @@ pub type SessionId = [u8; 16];
 pub enum Claim {
     /// The channel is free (or already this session's).
     Free,
-    /// The channel's open session `0` is to be closed: this one takes over.
+    /// The channel's open session `0` is to be closed: this one takes
+    /// over, and owes what that one leaves unpaid once it has closed
+    /// ([`Holders::take_owed`]).
     TakeOver(SessionId),
     /// Taken over too recently: refused; it may be taken over again after
     /// the duration.
@@ -49,7 +55,7 @@ pub enum Claim {
 }
 
 /// What the sessions of a channel left unpaid when they closed, owed by
-/// its next session.
+/// the next session that takes it ([`Holders::take_owed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwedDebt {
     pub bytes: u64,
@@ -72,10 +78,10 @@ pub struct Holders {
     /// The channel each open session claimed, and when the channel
     /// expires (unix seconds).
     by_session: HashMap<SessionId, (ChannelId, u64)>,
-    /// Per channel whose last session closed owing: what it owed. One
-    /// entry per channel (each an escrow on the chain); expired channels'
-    /// entries go (`closed`, `with_owed`), as an expired channel is refused
-    /// anyway.
+    /// Per channel whose sessions closed owing: what they owed, until a
+    /// session takes it. One entry per channel (each an escrow on the
+    /// chain); expired channels' entries go (`closed`, `with_owed`), as an
+    /// expired channel is refused anyway.
     owed: HashMap<ChannelId, OwedDebt>,
     /// Channels whose entry in `owed` changed since the last
     /// [`Holders::drain_owed_changes`].
@@ -150,14 +156,6 @@ impl Holders {
         };
         self.by_channel.insert(channel, Holder { session, taken_over_at });
         self.by_session.insert(session, (channel, expires_at_secs));
-        if let Claim::TakeOver(_) = claim {
-            // The session taken over carries what it owes to this one (the
-            // server's `carried_bytes`); a debt it recorded as it closed,
-            // in the instant before it counted as closed, is that same one.
-            if self.owed.remove(&channel).is_some() {
-                self.owed_changed.insert(channel);
-            }
-        }
         // Bounded: a channel whose session has closed, with no recent
         // takeover, needs no entry.
         if self.by_channel.len() > 1024 && self.by_channel.len().is_power_of_two() {
@@ -174,9 +172,15 @@ impl Holders {
         self.by_session.iter().filter(|(_, (_, expires))| *expires <= now_unix_secs).map(|(s, _)| *s).collect()
     }
 
-    /// What the channel's last session left unpaid when it closed: owed by
-    /// the session that has just claimed it free, and so no longer here.
-    pub fn take_owed(&mut self, channel: &ChannelId) -> u64 {
+    /// What the channel's closed sessions left unpaid, owed by `session`,
+    /// which claimed it: at once when it claimed the channel free, after
+    /// the session it took over has closed on a takeover. Nothing if
+    /// `session` has closed meanwhile: the debt stays for the channel's
+    /// next session, as a closed session can pass nothing on.
+    pub fn take_owed(&mut self, session: SessionId, channel: &ChannelId) -> u64 {
+        if self.by_session.get(&session).is_none_or(|(claimed, _)| claimed != channel) {
+            return 0;
+        }
         let Some(debt) = self.owed.remove(channel) else { return 0 };
         self.owed_changed.insert(*channel);
         debt.bytes
@@ -184,8 +188,10 @@ impl Holders {
 
     /// Session `session` closed, `unpaid_bytes` past its channel's newest
     /// receipt (what it carried from before included). Owed on the
-    /// channel's next session, unless another session has taken the
-    /// channel over (which carried this one's debt at the takeover).
+    /// channel's next session, or on the one that took the channel over
+    /// from it (which takes it now that this one has closed); added to what
+    /// is owed already (a debt that came after its taker had taken the
+    /// rest, as the taker waits for the close a bounded time only).
     pub fn closed(&mut self, session: SessionId, unpaid_bytes: u64, now_unix_secs: u64) {
         let Some((channel, expires_at_secs)) = self.by_session.remove(&session) else {
             self.closed_unclaimed.insert(session, now_unix_secs);
@@ -194,11 +200,9 @@ impl Holders {
             }
             return;
         };
-        if self.by_channel.get(&channel).is_none_or(|h| h.session != session) {
-            return;
-        }
         if unpaid_bytes > 0 {
-            self.owed.insert(channel, OwedDebt { bytes: unpaid_bytes, expires_at_secs });
+            let debt = self.owed.entry(channel).or_insert(OwedDebt { bytes: 0, expires_at_secs });
+            debt.bytes = debt.bytes.saturating_add(unpaid_bytes);
             self.owed_changed.insert(channel);
         }
         if self.owed.len() > OWED_PRUNE_ABOVE && self.owed.len().is_power_of_two() {
@@ -258,8 +262,8 @@ mod tests {
         assert_eq!(claim(&mut holders, &mut open, 5, a, later + every), Claim::TakeOver([4; 16]));
     }
 
-    /// A closed session's debt is owed by the channel's next session, once;
-    /// a session taken over leaves none (its taker carried it); debts on
+    /// A closed session's debt is owed by the channel's next session, once,
+    /// and a session taken over leaves its debt to its taker; debts on
     /// expired channels go once the list is long.
     #[test]
     fn a_closed_sessions_debt_is_owed_once_by_the_next_session() {
@@ -269,13 +273,15 @@ mod tests {
         assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
         h.closed([1; 16], 5_000, 50);
         assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Free);
-        assert_eq!(h.take_owed(&ch), 5_000);
-        assert_eq!(h.take_owed(&ch), 0);
+        assert_eq!(h.take_owed([2; 16], &ch), 5_000);
+        assert_eq!(h.take_owed([2; 16], &ch), 0);
         assert_eq!(h.claim([3; 16], ch, 100, t0, |id| *id == [2; 16]), Claim::TakeOver([2; 16]));
         h.closed([2; 16], 7_000, 50);
-        assert_eq!(h.take_owed(&ch), 0, "session 3 carried it at the takeover");
+        assert_eq!(h.take_owed([3; 16], &ch), 7_000, "session 3 owes what session 2 left as it closed");
         h.closed([3; 16], 0, 50);
-        assert_eq!(h.take_owed(&ch), 0, "nothing unpaid, nothing owed");
+        assert_eq!(h.claim([4; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([4; 16], &ch), 0, "nothing unpaid, nothing owed");
+        h.closed([4; 16], 0, 50);
         for i in 0..2 * OWED_PRUNE_ABOVE as u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
@@ -291,10 +297,9 @@ mod tests {
 
     /// A session that closed before its claim came claims nothing, and the
     /// debt stays for the next; a takeover in the instant a closing session
-    /// recorded its debt (still open to the node) carries it, so it is not
-    /// owed twice.
+    /// recorded its debt (still open to the node) owes that debt once.
     #[test]
-    fn a_late_claim_takes_nothing_and_a_takeover_leaves_no_debt_behind() {
+    fn a_late_claim_takes_nothing_and_a_takeover_owes_the_debt_once() {
         let ch: ChannelId = Hash32([1; 32]);
         let t0 = Instant::now();
         let mut h = Holders::default();
@@ -303,10 +308,50 @@ mod tests {
         h.closed([2; 16], 0, 50); // gone before its lookup returned
         assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Gone);
         assert_eq!(h.claim([3; 16], ch, 100, t0, |_| false), Claim::Free);
-        assert_eq!(h.take_owed(&ch), 5_000, "the debt waited for a session that got the channel");
+        assert_eq!(h.take_owed([3; 16], &ch), 5_000, "the debt waited for a session that got the channel");
         h.closed([3; 16], 4_000, 50);
         assert_eq!(h.claim([4; 16], ch, 100, t0, |id| *id == [3; 16]), Claim::TakeOver([3; 16]));
-        assert_eq!(h.take_owed(&ch), 0, "carried at the takeover, not owed again");
+        assert_eq!(h.take_owed([4; 16], &ch), 4_000);
+        assert_eq!(h.claim([5; 16], ch, 100, t0 + TAKEOVER_EVERY, |id| *id == [4; 16]), Claim::TakeOver([4; 16]));
+        h.closed([4; 16], 0, 50);
+        assert_eq!(h.take_owed([5; 16], &ch), 0, "owed once, not again");
+    }
+
+    /// A session taken over owes what it delivered until it closed, not
+    /// only until the takeover: its taker takes the debt it records as it
+    /// closes. A debt that comes after its taker took what was owed (the
+    /// server waits for the close a bounded time), or after the taker
+    /// itself closed, stays for the channel's next session, beside the
+    /// taker's own.
+    #[test]
+    fn a_session_taken_over_owes_what_it_delivered_until_it_closed() {
+        let ch: ChannelId = Hash32([1; 32]);
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
+        // Taken over while it had 3,000 bytes unpaid; it delivered 2,000
+        // more before its close.
+        assert_eq!(h.claim([2; 16], ch, 100, t0, |id| *id == [1; 16]), Claim::TakeOver([1; 16]));
+        h.closed([1; 16], 5_000, 50);
+        assert_eq!(h.take_owed([2; 16], &ch), 5_000, "all it delivered, to its close");
+
+        // A close that comes after the taker took what was owed.
+        let later = t0 + TAKEOVER_EVERY;
+        assert_eq!(h.claim([3; 16], ch, 100, later, |id| *id == [2; 16]), Claim::TakeOver([2; 16]));
+        assert_eq!(h.take_owed([3; 16], &ch), 0, "session 2 has not closed yet");
+        h.closed([2; 16], 6_000, 50);
+        h.closed([3; 16], 1_000, 50);
+        assert_eq!(h.claim([4; 16], ch, 100, later, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([4; 16], &ch), 7_000, "both debts, each once");
+
+        // A taker that closed before the session it took over.
+        let later = later + TAKEOVER_EVERY;
+        assert_eq!(h.claim([5; 16], ch, 100, later, |id| *id == [4; 16]), Claim::TakeOver([4; 16]));
+        h.closed([5; 16], 0, 50);
+        h.closed([4; 16], 8_000, 50);
+        assert_eq!(h.take_owed([5; 16], &ch), 0, "a closed session takes nothing");
+        assert_eq!(h.claim([6; 16], ch, 100, later, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([6; 16], &ch), 8_000, "the debt waited for the next session");
     }
 
     /// Every change to the debts is told once, as the debt now stands, so
@@ -325,15 +370,15 @@ mod tests {
         assert_eq!(h.drain_owed_changes(), vec![(a, Some(debt))], "only a debt that changed");
         assert_eq!(h.drain_owed_changes(), vec![]);
         h.claim([3; 16], a, 100, t0, |_| false);
-        assert_eq!(h.take_owed(&a), 5_000);
+        assert_eq!(h.take_owed([3; 16], &a), 5_000);
         assert_eq!(h.drain_owed_changes(), vec![(a, None)]);
 
         let expired = OwedDebt { bytes: 9_000, expires_at_secs: 40 };
         let mut h = Holders::with_owed([(a, debt), (b, expired)], 50);
         assert_eq!(h.drain_owed_changes(), vec![(b, None)], "the expired channel's debt goes");
         assert_eq!(h.claim([4; 16], a, 100, t0, |_| false), Claim::Free);
-        assert_eq!(h.take_owed(&a), 5_000, "owed after the restart as before it");
+        assert_eq!(h.take_owed([4; 16], &a), 5_000, "owed after the restart as before it");
         assert_eq!(h.claim([5; 16], b, 100, t0, |_| false), Claim::Free);
-        assert_eq!(h.take_owed(&b), 0);
+        assert_eq!(h.take_owed([5; 16], &b), 0);
     }
 }

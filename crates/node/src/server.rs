@@ -56,9 +56,23 @@ struct Hooks {
     traffic: Arc<RelayTraffic>,
 }
 
-/// Gives `channel` to `session`, closing the session that held it; what
-/// that one delivered unpaid (owed on the new one), or `ChannelBusy` if
-/// the channel was taken over too recently.
+/// How long a session that takes a channel over waits for the session it
+/// took it from to close. The old session's driver closes it at its next
+/// turn; should it take longer, what it leaves unpaid comes later and is
+/// owed on the channel's next session instead (`Holders::closed`).
+const TAKEN_OVER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What a session that claimed its channel owes from before.
+enum Claimed {
+    /// What the channel's closed sessions left unpaid.
+    Owed(u64),
+    /// The channel's open session, told to close: owed is what it leaves
+    /// unpaid once it has closed.
+    TakingOver(SessionHandle),
+}
+
+/// Gives `channel` to `session`, closing the session that held it, or
+/// `ChannelBusy` if the channel was taken over too recently.
 fn claim(
     sessions: &Sessions,
     holders: &Mutex<Holders>,
@@ -66,24 +80,34 @@ fn claim(
     session: SessionId,
     channel: ChannelId,
     expires_at_secs: u64,
-) -> Result<u64, ErrorCode> {
+) -> Result<Claimed, ErrorCode> {
     let sessions = sessions.lock().map_err(|_| ErrorCode::Internal)?;
     let open = |id: &SessionId| sessions.get(id).is_some_and(|(h, _)| !matches!(h.status(), Status::Closed { .. }));
     let mut holders = holders.lock().map_err(|_| ErrorCode::Internal)?;
-    let claim = holders.claim(session, channel, expires_at_secs, Instant::now(), open);
-    let carried = match claim {
-        // What the channel's last session, closed, left unpaid.
-        Claim::Free => Ok(holders.take_owed(&channel)),
-        Claim::TakeOver(old) => Ok(sessions.get(&old).map_or(0, |(handle, _)| {
-            handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
-            handle.unpaid_bytes()
-        })),
+    let claimed = match holders.claim(session, channel, expires_at_secs, Instant::now(), open) {
+        Claim::TakeOver(old) => match sessions.get(&old) {
+            Some((handle, _)) => {
+                handle.close(ErrorCode::ChannelBusy, "another session took this channel over");
+                Ok(Claimed::TakingOver(handle.clone()))
+            }
+            // Gone from the table, so closed: its debt is in.
+            None => Ok(Claimed::Owed(holders.take_owed(session, &channel))),
+        },
+        Claim::Free => Ok(Claimed::Owed(holders.take_owed(session, &channel))),
         Claim::Busy(_) => Err(ErrorCode::ChannelBusy),
         Claim::Gone => Err(ErrorCode::Shutdown),
     };
     // Under the holders' lock, so that the book gets the changes in order.
     receipts.keep_owed(holders.drain_owed_changes());
-    carried
+    claimed
+}
+
+/// What the channel's closed sessions left unpaid, owed by `session`.
+fn take_owed(holders: &Mutex<Holders>, receipts: &ReceiptBook, session: SessionId, channel: ChannelId) -> Result<u64, ErrorCode> {
+    let mut holders = holders.lock().map_err(|_| ErrorCode::Internal)?;
+    let owed = holders.take_owed(session, &channel);
+    receipts.keep_owed(holders.drain_owed_changes());
+    Ok(owed)
 }
 
 impl NodeHooks for Hooks {
@@ -103,11 +127,23 @@ impl NodeHooks for Hooks {
             // expired one is refused next, and must not close the
             // channel's session first.
             let carried_bytes = if channel_record.client == client && !expired {
-                claim(&sessions, &holders, &receipts, session, channel, channel_record.expires_at_secs)?
+                match claim(&sessions, &holders, &receipts, session, channel, channel_record.expires_at_secs)? {
+                    Claimed::Owed(bytes) => bytes,
+                    // What the old session owes is read once it has closed
+                    // (its driver records it as the session closes): read
+                    // at the takeover, while it still ran, the bytes it
+                    // delivered between the read and its close were owed by
+                    // no one.
+                    Claimed::TakingOver(old) => {
+                        let _ = tokio::time::timeout(TAKEN_OVER_CLOSE_WAIT, old.closed()).await;
+                        take_owed(&holders, &receipts, session, channel)?
+                    }
+                }
             } else {
                 0
             };
-            // After the claim: the receipts of a session taken over are in.
+            // After the old session closed: its receipts are in, so the
+            // debt it left counts from its newest.
             let latest_receipt = receipts.latest(&channel);
             Ok(ChannelInfo {
                 channel: channel_record,

@@ -214,34 +214,36 @@ async fn node_with(
     server: ServerOptions,
     lookup_delay: Duration,
 ) -> TestNode {
-    node_on_book(client, label, channel, server, lookup_delay, ReceiptBook::in_memory()).await
+    node_on_book(client, label, channel, lookup_delay, ReceiptBook::in_memory(), |config| config.server = server).await
 }
 
-/// As `node_with`, keeping its receipts in `receipts`.
+/// As `node_with`, keeping its receipts in `receipts`, its config as
+/// `configure` leaves it.
 async fn node_on_book(
     client: &SigningKey,
     label: &str,
     (escrow, paid, expires_at_secs): (Usd, Usd, u64),
-    server: ServerOptions,
     lookup_delay: Duration,
     receipts: Arc<ReceiptBook>,
+    configure: impl FnOnce(&mut ServerConfig),
 ) -> TestNode {
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = StaticChannels::default();
     let channel = Channel { paid, ..Channel::opened(client.public(), key.public(), escrow, expires_at_secs) };
     channels.0.lock().unwrap().insert(channel_id(&client.public(), 0), channel);
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
         listen_ip: LOOPBACK,
         ports: 0..=0,
         transports: vec![Transport::Tls],
         policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
-        server,
+        server: ServerOptions::default(),
         connect_timeout: Duration::from_secs(5),
         max_sessions: 10,
         max_rate_bytes_per_sec: None,
     };
+    configure(&mut config);
     let channels = Arc::new(SlowChannels(channels, lookup_delay));
     let server = NodeServer::start(config, &identity, channels, receipts.clone()).await.unwrap();
     let addr = server.local_addrs()[0].1;
@@ -259,17 +261,21 @@ async fn sessions_gone(node: &TestNode) {
     panic!("the node kept its sessions");
 }
 
-/// Opens a session on `node` and returns what the client's first receipt
-/// must cover there: the newest receipt the node holds plus what the
-/// channel's earlier sessions left unpaid (the hello's `carried_bytes`).
-async fn owed_at_hello(node: &TestNode, terms: &ClientTerms) -> u64 {
-    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+/// Opens a session over `conn` and returns what the client's first
+/// receipt must cover there: the newest receipt the node holds plus what
+/// the channel's earlier sessions left unpaid (the hello's
+/// `carried_bytes`).
+async fn owed_at_hello(conn: tollway_net::Connection, terms: &ClientTerms) -> u64 {
     let mut session = Session::client(terms.clone(), Instant::now(), 0, conn.channel_binding());
     let (mut read, mut write) = tokio::io::split(conn);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some((_, bytes)) = session.poll_transmit() {
             write.write_all(&bytes).await.unwrap();
+            // The TLS stream may hold back what the socket did not take at
+            // once until the next write, and nothing is written until the
+            // node answers.
+            write.flush().await.unwrap();
         }
         while let Some(e) = session.poll_event() {
             match e {
@@ -436,6 +442,102 @@ async fn sessions_side_by_side_on_one_channel_are_not_each_paid_for() {
     assert_eq!(closed_with(&third_events), Some(ErrorCode::ChannelBusy), "{:?}", told(&third_events));
 }
 
+/// A client on `node` that opens four streams to `dest` and then only
+/// reads, until the node closes its session; once `after` bytes have
+/// arrived it says so on `going`. It writes nothing after its opens (no
+/// receipt, no window update), so that the node, which stops reading as
+/// it closes, closes the connection cleanly rather than resetting it over
+/// unread bytes: the client then gets every byte the node sent. Returns
+/// the bytes its session metered on the channel (all it received) and the
+/// code the node closed it with (`None`: the connection ended first).
+async fn read_until_closed(
+    node: &TestNode,
+    terms: ClientTerms,
+    dest: Dest,
+    after: u64,
+    going: tokio::sync::oneshot::Sender<()>,
+) -> (u64, Option<ErrorCode>) {
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let mut session = Session::client(terms, Instant::now(), 0, conn.channel_binding());
+    let (mut read, mut write) = tokio::io::split(conn);
+    let (mut going, mut received, mut opened) = (Some(going), 0u64, false);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !opened {
+            while let Some((_, bytes)) = session.poll_transmit() {
+                write.write_all(&bytes).await.unwrap();
+                write.flush().await.unwrap();
+            }
+        }
+        let mut handled = false;
+        while let Some(e) = session.poll_event() {
+            match e {
+                Event::Established => {
+                    for _ in 0..4 {
+                        session.open_stream(dest.clone()).unwrap();
+                    }
+                    handled = true;
+                }
+                Event::Data { payload, .. } => {
+                    received += payload.len() as u64;
+                    opened = true;
+                }
+                Event::Closed { code, .. } => return (session.cumulative_bytes(), Some(code)),
+                _ => {}
+            }
+        }
+        if received >= after {
+            if let Some(going) = going.take() {
+                let _ = going.send(());
+            }
+        }
+        if handled {
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => session.handle_input(Instant::now(), 0, &buf[..n]),
+            _ => return (session.cumulative_bytes(), None),
+        }
+    }
+}
+
+/// What a session delivers while it is being taken over is owed on the
+/// channel: the new session's first receipt covers every byte the old one
+/// delivered. The node read the old session's unpaid bytes and then closed
+/// it, and what the old one delivered in between (a busy download's bytes
+/// already in its driver) was owed by no one. The race is the old driver's
+/// against the new session's claim, so it is run ten times, each on a
+/// node of its own (a channel is taken over at most every 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_delivered_by_a_session_as_it_is_taken_over_are_owed() {
+    let source = firehose().await;
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let client = SigningKey::from_label("busy-when-taken");
+    let escrow = Usd(50_000_000);
+    for run in 0..10 {
+        // A credit window as wide as the session's (8 MiB), so that the
+        // node sends on for a while with no word from the client.
+        let label = format!("exit-busy-takeover-{run}");
+        let node = node_on_book(&client, &label, (escrow, Usd::ZERO, u64::MAX / 2), Duration::ZERO, ReceiptBook::in_memory(), |config| {
+            config.terms.credit_window_bytes = config.terms.limits.session_window_bytes;
+        })
+        .await;
+        let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+        // The second connection is ready before the first session starts,
+        // so that its hello takes the channel over while the node sends.
+        let second = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+        let (going, downloading) = tokio::sync::oneshot::channel();
+        let (first, owed) = tokio::join!(read_until_closed(&node, terms.clone(), dest.clone(), MIB, going), async {
+            downloading.await.unwrap();
+            owed_at_hello(second, &terms).await
+        });
+        let (delivered, closed) = first;
+        eprintln!("run {run}, taken over while downloading: {delivered} B delivered, {owed} B owed on the next session");
+        assert_eq!(closed, Some(ErrorCode::ChannelBusy), "the first session was closed for the second");
+        assert_eq!(owed, delivered, "every byte the first session delivered is owed on the second");
+    }
+}
+
 /// A client that never pays, hangs up at the pause and reconnects, again
 /// and again, gets one credit window in all: what a closed session
 /// delivered unpaid is owed on the channel's next one. (Only a takeover of
@@ -481,7 +583,7 @@ async fn a_debt_left_by_a_closed_session_is_owed_after_the_node_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("receipts.json");
     let channel = (escrow, Usd::ZERO, u64::MAX / 2);
-    let start = |book| node_on_book(&client, "exit-restart", channel, ServerOptions::default(), Duration::ZERO, book);
+    let start = |book| node_on_book(&client, "exit-restart", channel, Duration::ZERO, book, |_| {});
     let node = start(ReceiptBook::open(file.clone()).unwrap()).await;
     let terms = terms_for(&client, &node, escrow, Usd::ZERO);
     let dest = Dest::new(Host::Ip(source.ip()), source.port());
@@ -496,7 +598,8 @@ async fn a_debt_left_by_a_closed_session_is_owed_after_the_node_restarts() {
     drop(node);
     let node = start(ReceiptBook::open(file).unwrap()).await;
     assert!(node.receipts.latest(&terms.channel).is_none(), "no receipt was ever sent");
-    let owed = owed_at_hello(&node, &terms).await;
+    let conn = tollway_net::connect(Transport::Tls, node.addr, node.pin, &ClientOptions::default()).await.unwrap();
+    let owed = owed_at_hello(conn, &terms).await;
     assert_eq!(owed, 2 * MIB, "the next session after the restart carries the closed one's debt");
 }
 
