@@ -189,7 +189,6 @@ pub struct SessionHandle {
     session_id: watch::Receiver<[u8; 16]>,
     usage: watch::Receiver<Usage>,
     received: Arc<AtomicU64>,
-    unpaid: Arc<AtomicU64>,
     streams_open: Arc<AtomicUsize>,
 }
 
@@ -216,12 +215,6 @@ impl SessionHandle {
     /// checks slow down while there are none).
     pub fn streams_open(&self) -> usize {
         self.streams_open.load(Ordering::Relaxed)
-    }
-
-    /// Node: bytes delivered beyond the newest valid receipt, as of the
-    /// driver's last step.
-    pub fn unpaid_bytes(&self) -> u64 {
-        self.unpaid.load(Ordering::Relaxed)
     }
 
     /// Waits for the handshake; the error says why it failed.
@@ -448,8 +441,6 @@ struct Driver {
     usage: watch::Sender<Usage>,
     /// What [`SessionHandle::bytes_received`] reads.
     received: Arc<AtomicU64>,
-    /// What [`SessionHandle::unpaid_bytes`] reads.
-    unpaid: Arc<AtomicU64>,
     /// What [`SessionHandle::streams_open`] reads.
     streams_open: Arc<AtomicUsize>,
     /// Close with this once no stream is left (`close_when_drained`).
@@ -494,7 +485,6 @@ pub fn spawn_with_prefix(
         session_id,
         usage,
         received: Arc::new(AtomicU64::new(0)),
-        unpaid: Arc::new(AtomicU64::new(0)),
         streams_open: Arc::new(AtomicUsize::new(0)),
         drain: None,
     };
@@ -502,7 +492,7 @@ pub fn spawn_with_prefix(
     if !prefix.is_empty() {
         driver.session.handle_input(Instant::now(), 0, &prefix);
     }
-    let (received, unpaid, streams_open) = (driver.received.clone(), driver.unpaid.clone(), driver.streams_open.clone());
+    let (received, streams_open) = (driver.received.clone(), driver.streams_open.clone());
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -510,7 +500,6 @@ pub fn spawn_with_prefix(
         session_id: session_id_rx,
         usage: usage_rx,
         received,
-        unpaid,
         streams_open,
     }
 }
@@ -703,11 +692,6 @@ impl Driver {
                 progressed = true;
             }
             if !progressed {
-                // A node's figure, for a session that takes its channel
-                // over; a client's driver has no use for it.
-                if self.hooks.is_some() {
-                    self.unpaid.store(self.session.unpaid_bytes(), Ordering::Relaxed);
-                }
                 self.streams_open.store(self.streams.len() + self.opening.len(), Ordering::Relaxed);
                 return;
             }
@@ -802,9 +786,7 @@ impl Driver {
                 self.pings.clear();
                 // Before the status: whoever waits for it may read this.
                 if let Some(hooks) = &self.hooks {
-                    let unpaid = self.session.unpaid_bytes();
-                    self.unpaid.store(unpaid, Ordering::Relaxed);
-                    hooks.session_closed(self.session.session_id(), unpaid);
+                    hooks.session_closed(self.session.session_id(), self.session.unpaid_bytes());
                 }
                 let _ = self.status.send(Status::Closed { code, message });
             }

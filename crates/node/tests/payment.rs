@@ -374,6 +374,8 @@ async fn a_hello_signed_for_another_connection_is_refused_on_the_wire() {
     while let Some((_, bytes)) = session.poll_transmit() {
         write.write_all(&bytes).await.unwrap();
     }
+    // rustls holds what it was given until flushed.
+    write.flush().await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await.unwrap().unwrap();
     session.handle_input(Instant::now(), 0, &buf[..n]);
@@ -640,6 +642,8 @@ async fn a_session_gone_before_its_channel_lookup_returns_does_not_clear_the_deb
         while let Some((_, bytes)) = session.poll_transmit() {
             write.write_all(&bytes).await.unwrap();
         }
+        // rustls holds what it was given until flushed.
+        write.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop((_read, write));
         tokio::time::sleep(lookup * 2).await;
@@ -762,6 +766,8 @@ async fn opens_reset_before_they_connect_leave_no_connects_behind() {
         while let Some((_, bytes)) = session.poll_transmit() {
             write.write_all(&bytes).await.unwrap();
         }
+        // rustls holds what it was given until flushed.
+        write.flush().await.unwrap();
         while let Some(e) = session.poll_event() {
             if matches!(e, Event::Established) {
                 for _ in 0..200 {
@@ -781,6 +787,8 @@ async fn opens_reset_before_they_connect_leave_no_connects_behind() {
     while let Some((_, bytes)) = session.poll_transmit() {
         write.write_all(&bytes).await.unwrap();
     }
+    // rustls holds what it was given until flushed.
+    write.flush().await.unwrap();
     assert_eq!(opened, 200, "the session was never established");
     // The node has read them all well within its 5 s connect timeout.
     tokio::time::sleep(Duration::from_millis(1500)).await;
