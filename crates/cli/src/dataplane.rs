@@ -283,9 +283,16 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let settle_min = tollway_types::amount::Usd::parse_decimal(&a.settle_min_usd)
         .map_err(|e| anyhow::anyhow!("--settle-min-usd {:?}: {e}", a.settle_min_usd))?;
     let settler = if settle_every > 0 {
-        let (api, signer, book) = (ApiClient::new(&url)?, key.clone(), receipts.clone());
-        std::thread::spawn(move || settle_loop(&api, &signer, &book, Duration::from_secs(settle_every), settle_min));
-        Some((ApiClient::new(&url)?, key.clone(), receipts.clone()))
+        let settler = Arc::new(Settler {
+            api: ApiClient::new(&url)?,
+            key: key.clone(),
+            receipts: receipts.clone(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            pass: std::sync::Mutex::new(()),
+        });
+        let periodic = settler.clone();
+        std::thread::spawn(move || periodic.run(Duration::from_secs(settle_every), settle_min));
+        Some(settler)
     } else {
         None
     };
@@ -370,15 +377,23 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     // the last pass also settles what expires within a day, whatever its
     // amount; the rest waits for the next start's pass. (It settled
     // nothing at stop.)
-    if let Some((api, key, receipts)) = settler {
+    if let Some(settler) = settler {
         let pass = SettlePass {
             min: settle_min,
             expiring_within: Duration::from_secs(settle_every.saturating_mul(2).max(STOP_SETTLES_EXPIRING_WITHIN_SECS)),
             deadline: Some(std::time::Instant::now() + STOP_SETTLING_FOR),
         };
-        let left = settle_due(&api, &key, &receipts, &pass);
-        if left > 0 {
-            outln!("{left} channel(s) not settled before stopping: the next start settles them")?;
+        let (done, left) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(settler.last_pass(&pass));
+        });
+        // The pass checks its deadline between requests; a request to a
+        // chain that does not answer is left behind, as the process ends.
+        let left = left.recv_timeout(STOP_SETTLING_FOR + Duration::from_secs(1)).ok();
+        match left {
+            Some(0) => {}
+            Some(n) => outln!("{n} channel(s) not settled before stopping: the next start settles them")?,
+            None => outln!("settling at stop took too long: the next start settles what is left")?,
         }
     }
     Ok(())
@@ -399,31 +414,91 @@ struct SettlePass {
     deadline: Option<std::time::Instant>,
 }
 
-/// Settles what the receipt book holds beyond the chain's settlement, at
-/// start and then every `every`, for channels with at least `min`
-/// unsettled or about to expire. Runs until the process ends; a failure is
-/// reported and retried next period. (It slept first: a node that
-/// restarted waited a whole period, 10 minutes by default, before it
-/// settled what its last run was paid, and a node restarted more often
-/// than that never did.)
-fn settle_loop(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, every: Duration, min: tollway_types::amount::Usd) {
-    let pass = SettlePass { min, expiring_within: every * 2, deadline: None };
-    loop {
-        settle_due(api, key, receipts, &pass);
-        std::thread::sleep(every);
+/// Settles the receipt book's channels on the chain: periodically
+/// ([`Settler::run`]) and once at stop ([`Settler::last_pass`]), never two
+/// passes at once (both sign with the node's key: one of two transactions
+/// with the same nonce is refused).
+struct Settler {
+    api: ApiClient,
+    key: SigningKey,
+    receipts: Arc<ReceiptBook>,
+    /// Set at stop: the periodic pass ends at its next request.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Held for a pass.
+    pass: std::sync::Mutex<()>,
+}
+
+impl Settler {
+    /// Settles what the receipt book holds beyond the chain's settlement,
+    /// at start and then every `every`, for channels with at least `min`
+    /// unsettled or about to expire, until stopped; a failure is reported
+    /// and retried next period. (It slept first: a node that restarted
+    /// waited a whole period, 10 minutes by default, before it settled
+    /// what its last run was paid, and a node restarted more often than
+    /// that never did.)
+    fn run(&self, every: Duration, min: tollway_types::amount::Usd) {
+        let pass = SettlePass { min, expiring_within: every * 2, deadline: None };
+        while !self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            {
+                let _pass = self.pass.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                settle_due(self, &pass, &self.stopping);
+            }
+            std::thread::sleep(every);
+        }
+    }
+
+    /// Stops the periodic passes, waits for one under way to end (up to
+    /// `pass`'s deadline), then makes `pass`. How many due channels it
+    /// left for lack of time.
+    fn last_pass(&self, pass: &SettlePass) -> usize {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _pass = loop {
+            match self.pass.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if pass.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return self.receipts.all().len();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        settle_due(self, pass, &std::sync::atomic::AtomicBool::new(false))
     }
 }
 
 /// How long a settlement waits to be committed.
 const SETTLE_WAIT_MS: u64 = 15_000;
 
-/// One pass of [`settle_loop`]: looks up each channel the book holds a
-/// receipt for, then settles those due, soonest expiry first. Returns how
-/// many due channels it left for lack of time.
-fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, pass: &SettlePass) -> usize {
+/// One pass: looks up each channel the book holds a receipt for, then
+/// settles those due, soonest expiry first, each for more than a fee.
+/// Stops at `pass`'s deadline or when `interrupted`; returns how many
+/// channels it left (all those not yet looked up, or the due ones not yet
+/// settled).
+fn settle_due(settler: &Settler, pass: &SettlePass, interrupted: &std::sync::atomic::AtomicBool) -> usize {
+    let Settler { api, key, receipts, .. } = settler;
+    let time_left = || match pass.deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())) {
+        _ if interrupted.load(std::sync::atomic::Ordering::Relaxed) => None,
+        Some(left) if left.is_zero() => None,
+        Some(left) => Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).min(SETTLE_WAIT_MS)),
+        None => Some(SETTLE_WAIT_MS),
+    };
     let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // A settlement of no more than the fee would cost what it brings.
+    let fee = match api.status() {
+        Ok(status) => status.min_fee_usd,
+        Err(e) => {
+            eprintln!("settle: the chain's status: {e:#}");
+            return receipts.all().len();
+        }
+    };
+    let held = receipts.all();
     let mut due = Vec::new();
-    for receipt in receipts.all() {
+    for (looked_up, receipt) in held.iter().enumerate() {
+        if time_left().is_none() {
+            return held.len() - looked_up;
+        }
         let r = &receipt.receipt;
         let channel = match api.channel(&r.channel) {
             Ok((channel, _)) => channel,
@@ -445,19 +520,15 @@ fn settle_due(api: &ApiClient, key: &SigningKey, receipts: &ReceiptBook, pass: &
         }
         let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
         let expiring = channel.expires_at_secs <= now_secs.saturating_add(pass.expiring_within.as_secs());
-        if unsettled >= pass.min || expiring {
+        if unsettled > fee && (unsettled >= pass.min || expiring) {
             due.push((channel.expires_at_secs, receipt));
         }
     }
     due.sort_by_key(|(expires_at_secs, _)| *expires_at_secs);
     for (done, (_, receipt)) in due.iter().enumerate() {
         let r = &receipt.receipt;
-        let wait_ms = match pass.deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())) {
-            Some(left) if left.is_zero() => return due.len() - done,
-            Some(left) => u64::try_from(left.as_millis()).unwrap_or(u64::MAX).min(SETTLE_WAIT_MS),
-            None => SETTLE_WAIT_MS,
-        };
-        let body = tollway_types::TxBody::SettleChannel { receipt: receipt.clone() };
+        let Some(wait_ms) = time_left() else { return due.len() - done };
+        let body = tollway_types::TxBody::SettleChannel { receipt: (*receipt).clone() };
         match crate::wallet::submit_and_wait(api, key, body, wait_ms) {
             // A log line: a closed stdout must not stop the settling
             // (`println!` would panic this thread away).

@@ -502,6 +502,21 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         }
     }
     assert!(checked > 0, "exit_a holds no receipt of alice's: {held}");
+    // With the chain hung (stopped: its port takes connections and never
+    // answers), a stop still ends within the settling bound, and says so.
+    let mut node_a = Daemon::start(&dir, &args_capped.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
+    let chain_pid = chain.daemon.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &chain_pid]).status().unwrap().success());
+    let stop_at = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &node_a.child.id().to_string()]).status().unwrap().success());
+    let stopped = node_a.child.wait().unwrap();
+    let took = stop_at.elapsed();
+    assert!(Command::new("kill").args(["-CONT", &chain_pid]).status().unwrap().success());
+    node_a.wait_for_line("\0", Duration::from_millis(500));
+    eprintln!("node stopped in {took:?} with its chain hung");
+    assert!(stopped.success(), "{stopped:?}: {:?}", node_a.lines);
+    assert!(took < Duration::from_secs(30), "a stop with the chain hung took {took:?}");
+    assert!(node_a.lines.iter().any(|l| l.starts_with("settling at stop took too long")), "{:?}", node_a.lines);
 
     // A channel whose escrow runs out: alice's newest channel to exit_b
     // holds $0.01 (20 MiB), the least a channel may. The proxy retires
