@@ -145,6 +145,9 @@ impl ApiClient {
             .timeout_send_body(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(Duration::from_secs(75)))
             .timeout_recv_body(Some(Duration::from_secs(75)))
+            // The chain API closes a connection idle for its head timeout
+            // (10 s): a pooled one kept longer could be reused as it closes.
+            .max_idle_age(Duration::from_secs(5))
             .build();
         Ok(ApiClient { base, agent: config.into() })
     }

@@ -32,6 +32,10 @@ impl ChainChannels {
             .timeout_recv_body(Some(Duration::from_secs(5)))
             .timeout_recv_response(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
+            // The chain API closes a connection idle for its head timeout
+            // (10 s): a pooled one kept longer could be reused as it
+            // closes, and the lookup fail a client's hello.
+            .max_idle_age(Duration::from_secs(5))
             .build()
             .new_agent();
         ChainChannels {
