@@ -20,6 +20,14 @@ pub struct Status {
     pub min_fee_usd: Usd,
     #[serde(default)]
     pub gateway: Option<PublicKey>,
+    /// The chain node's clock (ms); absent from older chains.
+    #[serde(default)]
+    pub now_ms: Option<u64>,
+    /// The channel limits (absent from older chains).
+    #[serde(default)]
+    pub min_channel_escrow_usd: Option<Usd>,
+    #[serde(default)]
+    pub channel_max_lifetime_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use tollway_ledger::params::parse_duration_secs;
+use tollway_ledger::params::{format_duration, parse_duration_secs};
 use tollway_tunnel::session::{min_price_usd_micro_per_gib, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB};
 use tollway_types::keys::parse_hex;
 use tollway_types::{
@@ -145,9 +145,11 @@ pub enum WalletCommand {
     OpenChannel {
         /// The node's account id (64 hex digits).
         node: String,
-        /// USD to escrow, e.g. 5 or '$5'.
+        /// USD to escrow, e.g. 5 or '$5' (the default chain's least is
+        /// $0.01).
         escrow_usd: String,
-        /// Expiry, counted from the chain's current time: 30m, 1h, 7d.
+        /// Expiry, counted from the chain's current time: 30m, 1h, 7d (the
+        /// default chain allows at most 90d).
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         expires_in: String,
     },
@@ -592,7 +594,15 @@ impl Wallet {
         if lifetime_secs == 0 {
             bail!("--expires-in must be longer than 0s");
         }
-        let expires_at_secs = chain_now_secs(&self.api)?.saturating_add(lifetime_secs);
+        // The chain's limits, said in the flags' terms before a fee is paid.
+        let status = self.api.status()?;
+        if let Some(max) = status.channel_max_lifetime_secs.filter(|&max| lifetime_secs > max) {
+            bail!("--expires-in {expires_in}: a channel on this chain may last at most {}", format_duration(max));
+        }
+        if let Some(least) = status.min_channel_escrow_usd.filter(|&least| escrow < least) {
+            bail!("escrow {escrow}: a channel on this chain holds at least {least}");
+        }
+        let expires_at_secs = chain_now_secs_of(&status).saturating_add(lifetime_secs);
         let done = self.submit(TxBody::OpenChannel { node, escrow, expires_at_secs })?;
         let me = self.key()?.public();
         let channel = channel_id(&me, done.nonce);
@@ -665,13 +675,19 @@ fn sign_next(api: &ApiClient, key: &SigningKey, body: TxBody, fee: Option<Amount
 /// their own (`tollway node run`).
 /// Now on the chain's clock, which a channel's expiry is counted on: the
 /// time of the block that will include the tx. The tip's time lags it while
-/// the chain is idle (no empty blocks), so the later of the tip and this
-/// clock.
+/// the chain is idle (no empty blocks), so the later of the tip and the
+/// chain node's clock (this machine's for an older chain that does not
+/// say: a local clock ahead of the chain's made a channel of the longest
+/// lifetime expire too far ahead, and the chain refused it).
 pub fn chain_now_secs(api: &ApiClient) -> anyhow::Result<u64> {
-    let tip_secs = api.status()?.time_ms / 1000;
-    let local_secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Ok(tip_secs.max(local_secs))
+    Ok(chain_now_secs_of(&api.status()?))
+}
+
+fn chain_now_secs_of(status: &Status) -> u64 {
+    let clock_secs = status.now_ms.map(|ms| ms / 1000).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
+    (status.time_ms / 1000).max(clock_secs)
 }
 
 pub fn submit_and_wait(api: &ApiClient, key: &SigningKey, body: TxBody, wait_ms: u64) -> anyhow::Result<tollway_types::tx::TxId> {
@@ -867,6 +883,19 @@ fn gib_price(text: &str) -> anyhow::Result<u64> {
             usd(min_price_usd_micro_per_gib(DEFAULT_RECEIPT_INTERVAL_BYTES))
         );
     }
+    let at_default_interval = min_price_usd_micro_per_gib(DEFAULT_RECEIPT_INTERVAL_BYTES);
+    if price < at_default_interval {
+        // Allowed (a node may ask for receipts less often), but `node run`
+        // refuses to serve at the default interval: said before the fee.
+        let usd = |micro: u64| Usd(u128::from(micro));
+        let kib = (1u64 << 30).div_ceil(price).div_ceil(1024);
+        eprintln!(
+            "warning: at {} per GiB the node must ask for receipts at least every {kib} KiB \
+             (`node run --receipt-interval-kib {kib}`); the default of 1 MiB needs {} per GiB",
+            usd(price),
+            usd(at_default_interval)
+        );
+    }
     Ok(price)
 }
 
@@ -927,7 +956,7 @@ mod tests {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
 
-        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None };
+        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None };
         let account = |token: u128, usd: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,

@@ -269,6 +269,10 @@ fn wallet_drives_a_real_chain_end_to_end() {
     assert_eq!(record["price_usd_micro_per_gib"], 450_000);
     assert_eq!(record["claimed_capacity_bps"], 100_000_000);
     assert_eq!((record["port_first"].clone(), record["port_last"].clone()), (4433.into(), 4440.into()));
+    // A price `node run` serves only with receipts asked for less often:
+    // allowed, with a warning that says the interval it needs.
+    let cheap = wallet(&dir, api, "node.key", &["update-node", "--price-usd-per-gib", "0.0001"]).expect_ok("cheap");
+    assert!(cheap.stderr.contains("must ask for receipts at least every 10486 KiB"), "{}", cheap.stderr);
     wallet(&dir, api, "node.key", &["update-node", "--price-usd-per-gib", "0.5"]).expect_ok("price back");
     wallet(&dir, api, "alice.key", &["update-node", "--ports", "5000"]).expect_err("not a node", "is not a registered node");
 
@@ -286,6 +290,12 @@ fn wallet_drives_a_real_chain_end_to_end() {
     assert!(cheaper.stdout.contains("no active node matches"), "{}", cheaper.stdout);
     wallet(&dir, api, "alice.key", &["nodes", "--region", "atlantis"]).expect_err("bad region", "is not a region");
 
+    // The chain's channel limits, said in the flags' terms before a fee
+    // is paid.
+    wallet(&dir, api, "alice.key", &["open-channel", node, "$5", "--expires-in", "91d"])
+        .expect_err("too long", "--expires-in 91d: a channel on this chain may last at most 90d");
+    wallet(&dir, api, "alice.key", &["open-channel", node, "$0.001"])
+        .expect_err("too small", "escrow $0.001: a channel on this chain holds at least $0.01");
     // Alice opens a channel, signs a receipt, the node settles it.
     let opened =
         wallet(&dir, api, "alice.key", &["open-channel", node, "$5", "--expires-in", "1h", "--json"]).expect_ok("open").json();
