@@ -376,6 +376,7 @@ fn signed_hello() -> Vec<u8> {
             settled_usd: Usd::ZERO,
             max_price_usd_micro_per_gib: PRICE,
             limits: Limits::default(),
+            earlier: Default::default(),
         },
         Instant::now(),
         1,

@@ -4,6 +4,7 @@
 //! *inside* it, end to end with the exit. Port hopping moves the first
 //! hop's connection to the port of each new time window.
 
+use crate::carried::CarriedBook;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,8 +95,8 @@ pub struct RelayLink {
 
 impl RelayLink {
     /// A new session with the relay `hop`.
-    async fn connect(hop: &Hop, opts: &ConnectOptions) -> Result<Arc<RelayLink>, ConnectError> {
-        let (session, hopper) = connect_first(hop, opts).await?;
+    async fn connect(hop: &Hop, opts: &ConnectOptions, book: &CarriedBook) -> Result<Arc<RelayLink>, ConnectError> {
+        let (session, hopper) = connect_first(hop, opts, book).await?;
         Ok(Arc::new(RelayLink { session, hop: hop.clone(), hopper }))
     }
 
@@ -191,6 +192,11 @@ pub enum ConnectError {
     Refused { code: ErrorCode, message: String },
     #[error("the relay could not reach the exit: {0}")]
     Relay(String),
+    /// The node's hello said the channel's earlier sessions left more
+    /// unpaid than this client counted, beyond what it takes on a node's
+    /// word: the node is misbehaving, not down.
+    #[error("refused the node's hello: {message}")]
+    CarriedClaim { node: AccountId, channel: ChannelId, message: String },
 }
 
 /// `message (what the code means)`, or the message alone when it already
@@ -215,7 +221,9 @@ pub struct ConnectOptions {
     pub hop_window: Option<Duration>,
 }
 
-fn terms(opts: &ConnectOptions, hop: &Hop) -> ClientTerms {
+/// The terms of a session with `hop`, whose node's carried bytes are held
+/// to what `book` knows of the channel's earlier sessions.
+fn terms(opts: &ConnectOptions, hop: &Hop, book: &CarriedBook) -> ClientTerms {
     ClientTerms {
         chain_id: opts.chain_id.clone(),
         node: hop.node,
@@ -226,6 +234,7 @@ fn terms(opts: &ConnectOptions, hop: &Hop) -> ClientTerms {
         settled_usd: hop.settled_usd,
         max_price_usd_micro_per_gib: hop.price_usd_micro_per_gib,
         limits: opts.limits.clone(),
+        earlier: book.earlier(&hop.channel),
     }
 }
 
@@ -241,19 +250,24 @@ fn first_port(hop: &Hop) -> u16 {
     hop::port_for(&hop.channel.0, hop.port_first, hop.port_last, 1, 0)
 }
 
-/// Handshakes a client session on a connection and starts its driver.
+/// Handshakes a client session with `hop` on a connection and starts its
+/// driver; once established, it is the channel's last session in `book`.
 async fn start_session(
     io: BoxStream,
     binding: [u8; 32],
-    terms: ClientTerms,
+    hop: &Hop,
+    opts: &ConnectOptions,
+    book: &CarriedBook,
 ) -> Result<SessionHandle, ConnectError> {
-    let session = Session::client(terms, Instant::now(), 0, binding);
+    let session = Session::client(terms(opts, hop, book), Instant::now(), 0, binding);
     let handle = CloseUnlessKept::new(driver::spawn(session, io, None));
-    handle
-        .handle
-        .established()
-        .await
-        .map_err(|(code, message)| ConnectError::Refused { code, message })?;
+    if let Err((code, message)) = handle.handle.established().await {
+        if handle.handle.usage().carried_refused {
+            return Err(ConnectError::CarriedClaim { node: hop.node, channel: hop.channel, message });
+        }
+        return Err(ConnectError::Refused { code, message });
+    }
+    book.established(hop.channel, &handle.handle);
     Ok(handle.keep())
 }
 
@@ -286,26 +300,33 @@ impl Drop for CloseUnlessKept {
 }
 
 /// Connects `route`: one hop, or the exit through a new session with the
-/// relay.
+/// relay. Knowing nothing of the channels' earlier sessions, it takes a
+/// node's carried bytes on its word up to one credit window.
 pub async fn connect_route(route: &Route, opts: &ConnectOptions) -> Result<Connected, ConnectError> {
-    connect_route_via(route, opts, &SharedRelay::new()).await
+    connect_route_via(route, opts, &SharedRelay::new(), &CarriedBook::default()).await
 }
 
 /// As [`connect_route`], with the relay's session from `relay`: the link
 /// it holds, or one it gets from this connect (or from another one sharing
-/// it, which this then waits for).
-pub async fn connect_route_via(route: &Route, opts: &ConnectOptions, relay: &SharedRelay) -> Result<Connected, ConnectError> {
+/// it, which this then waits for); and the nodes' carried bytes held to
+/// what `book` knows of the channels' earlier sessions.
+pub async fn connect_route_via(
+    route: &Route,
+    opts: &ConnectOptions,
+    relay: &SharedRelay,
+    book: &CarriedBook,
+) -> Result<Connected, ConnectError> {
     let Some(relay_hop) = &route.relay else {
-        let (exit, hopper) = connect_first(&route.exit, opts).await?;
+        let (exit, hopper) = connect_first(&route.exit, opts, book).await?;
         return Ok(Connected { exit, relay: None, hopper });
     };
-    let link = relay.get_or_try_init(|| RelayLink::connect(relay_hop, opts)).await?.clone();
+    let link = relay.get_or_try_init(|| RelayLink::connect(relay_hop, opts, book)).await?.clone();
     // A link that went down since it was shared, or another relay's: a
     // session of the route's own.
-    let link = if link.serves(relay_hop) { link } else { RelayLink::connect(relay_hop, opts).await? };
+    let link = if link.serves(relay_hop) { link } else { RelayLink::connect(relay_hop, opts, book).await? };
     // If the exit cannot be reached, the link closes with this connect's
     // last hold on it (unless another route rides it).
-    let exit = connect_through(&link.session, &route.exit, opts).await?;
+    let exit = connect_through(&link.session, &route.exit, opts, book).await?;
     Ok(Connected { exit, relay: Some(link), hopper: None })
 }
 
@@ -313,11 +334,12 @@ pub async fn connect_route_via(route: &Route, opts: &ConnectOptions, relay: &Sha
 async fn connect_first(
     first: &Hop,
     opts: &ConnectOptions,
+    book: &CarriedBook,
 ) -> Result<(SessionHandle, Option<tokio::task::JoinHandle<()>>), ConnectError> {
     let addr = SocketAddr::new(first.addr, first_port(first));
     let conn = tollway_net::connect(opts.transport, addr, first.tls_key_pin, &opts.net).await?;
     let binding = conn.channel_binding();
-    let handle = start_session(Box::new(conn), binding, terms(opts, first)).await?;
+    let handle = start_session(Box::new(conn), binding, first, opts, book).await?;
     let hopper = match opts.hop_window {
         Some(window) if first.port_last > first.port_first => {
             Some(tokio::spawn(hop_ports(handle.clone(), first.clone(), opts.clone(), binding, window)))
@@ -330,7 +352,12 @@ async fn connect_first(
 /// Two hops: a stream through the relay to the exit's port, then TLS with
 /// the exit's pinned key inside it and the exit's session on that. The
 /// relay forwards ciphertext.
-async fn connect_through(relay: &SessionHandle, exit: &Hop, opts: &ConnectOptions) -> Result<SessionHandle, ConnectError> {
+async fn connect_through(
+    relay: &SessionHandle,
+    exit: &Hop,
+    opts: &ConnectOptions,
+    book: &CarriedBook,
+) -> Result<SessionHandle, ConnectError> {
     let dest = Dest::new(Host::Ip(exit.addr), first_port(exit));
     // Bounded: a relay whose connection died without a word never answers
     // (the session would notice only at its idle timeout, minutes later).
@@ -341,7 +368,7 @@ async fn connect_through(relay: &SessionHandle, exit: &Hop, opts: &ConnectOption
     let through_relay = relay.attach_local(stream).await.map_err(|e| ConnectError::Relay(e.to_string()))?;
     let inner = tollway_net::connect_tls_over(through_relay, exit.tls_key_pin, &opts.net).await?;
     let inner_binding = inner.channel_binding();
-    start_session(Box::new(inner), inner_binding, terms(opts, exit)).await
+    start_session(Box::new(inner), inner_binding, exit, opts, book).await
 }
 
 /// Every window, if the schedule names another port, connects to it and

@@ -3,6 +3,7 @@
 //! list of routes (an exit, or a relay then an exit), with health checks,
 //! failover and port hopping.
 
+pub mod carried;
 pub mod choice;
 pub mod connect;
 pub mod front;

@@ -8,8 +8,11 @@
 //! is up again takes the new streams back; the one it replaces closes once
 //! its streams are done. A route whose channel can pay no more
 //! is retired, and with a [`Renewal`] comes back on its own once the chain
-//! has a channel that can.
+//! has a channel that can. So is a route whose node claims more carried
+//! bytes than this proxy takes on a node's word ([`CarriedBook`]): it
+//! would claim them again at every connect.
 
+use crate::carried::CarriedBook;
 use crate::connect::{connect_route_via, ConnectError, ConnectOptions, Connected, Hop, RelayLink, Route, SharedRelay};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionH
 use tollway_tunnel::session::{SessionError, StreamId};
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
+use tollway_types::keys::AccountId;
 use tollway_types::tx::ChannelId;
 
 /// Looks a retired route up again: given it and the channels the client
@@ -276,6 +280,18 @@ impl State {
         self.close_if_active(index);
     }
 
+    /// Takes route `index`, and every other route that pays on `channel`
+    /// (those through the same relay too), out of use until a renewal
+    /// finds them a channel other than `channel`.
+    fn retire_channel(&mut self, index: usize, channel: ChannelId) {
+        for j in 0..self.routes.len() {
+            if self.routes[j].hops().iter().any(|(_, h)| h.channel == channel) {
+                self.retired[j] = Some(Comeback::NewChannel);
+            }
+        }
+        self.retire(index, Some(channel), Comeback::NewChannel);
+    }
+
     /// Closes route `index`'s session if it is the active one; whether it
     /// was.
     fn close_if_active(&mut self, index: usize) -> bool {
@@ -342,6 +358,9 @@ fn wait_text(wait: Duration) -> String {
 pub struct RoutePool {
     config: ClientConfig,
     state: Mutex<State>,
+    /// What the routes' sessions counted on each channel: holds the next
+    /// session's carried bytes to it.
+    carried: Arc<CarriedBook>,
     /// Itself, for the tasks it starts (which must not keep it alive).
     me: std::sync::Weak<RoutePool>,
 }
@@ -353,6 +372,7 @@ impl RoutePool {
         let n = config.routes.len();
         let pool = Arc::new_cyclic(|me| RoutePool {
             me: me.clone(),
+            carried: Arc::new(CarriedBook::default()),
             state: Mutex::new(State {
                 routes: config.routes.clone(),
                 active: None,
@@ -453,10 +473,14 @@ impl RoutePool {
             (active, better, route, SharedRelay::new_with(relay))
         };
         let started = Instant::now();
-        let connected = connect_route_via(&route, &self.config.connect, &relay).await;
+        let connected = connect_route_via(&route, &self.config.connect, &relay, &self.carried).await;
         let mut state = self.state.lock().await;
         let connected = match connected {
             Ok(connected) => connected,
+            Err(ConnectError::CarriedClaim { node, channel, message }) => {
+                self.retire_for_carried_claim(&mut state, better, &route, node, channel, &message);
+                return;
+            }
             Err(_) => {
                 state.down[better].down(Instant::now(), &self.config);
                 return;
@@ -542,12 +566,7 @@ impl RoutePool {
             ));
             // Every route that pays on that channel (those through the same
             // relay too), until a renewal finds a channel of its own.
-            for j in 0..state.routes.len() {
-                if state.routes[j].hops().iter().any(|(_, h)| h.channel == hop.channel) {
-                    state.retired[j] = Some(Comeback::NewChannel);
-                }
-            }
-            state.retire(index, Some(hop.channel), Comeback::NewChannel);
+            state.retire_channel(index, hop.channel);
             return;
         }
         let now = Instant::now();
@@ -647,6 +666,38 @@ impl RoutePool {
         } else {
             "no other route"
         }
+    }
+
+    /// Route `index` (`route`) was refused at connect: `node`'s hello
+    /// claimed more carried bytes on `channel` than this proxy takes on a
+    /// node's word (`message` says how much). Tried again, the node would
+    /// claim them again, so the route and every other that pays on the
+    /// channel are retired, as a channel taken over is; only a new channel
+    /// (a renewal) brings them back.
+    fn retire_for_carried_claim(
+        &self,
+        state: &mut State,
+        index: usize,
+        route: &Route,
+        node: AccountId,
+        channel: ChannelId,
+        message: &str,
+    ) {
+        // Told once: routes through one relay that a race tried together
+        // are refused together, and went with the first.
+        if state.retired[index].is_some() {
+            return;
+        }
+        let role = (route.hops().into_iter())
+            .find_map(|(role, h)| (h.node == node && h.channel == channel).then_some(role))
+            .unwrap_or("exit");
+        self.say(&format!(
+            "route {} retired: {role} {} asks to be paid for bytes this proxy never received: {message}; {}",
+            route.name(),
+            node.short(),
+            self.next_route()
+        ));
+        state.retire_channel(index, channel);
     }
 
     async fn retire(&self, index: usize, spent: Option<ChannelId>, comeback: Comeback) {
@@ -780,19 +831,23 @@ impl RoutePool {
         }
         let attempt = |(i, route): (usize, Route)| {
             let opts = opts.clone();
+            let carried = self.carried.clone();
             let relay = (route.relay.as_ref())
                 .and_then(|h| relays.iter().find(|(r, _)| r.same_session_as(h)))
                 .map_or_else(|| Arc::new(SharedRelay::new()), |(_, cell)| cell.clone());
             async move {
                 let started = Instant::now();
-                match connect_route_via(&route, &opts, &relay).await {
+                match connect_route_via(&route, &opts, &relay, &carried).await {
                     Ok(connected) => Ok((i, route, started, connected)),
                     Err(e) => Err((i, route, e)),
                 }
             }
         };
-        let failed = |(i, route, e): (usize, Route, _)| {
+        let failed = |(i, route, e): (usize, Route, ConnectError)| {
             last = format!("{}: {}", route.name(), describe(&e));
+            if let ConnectError::CarriedClaim { node, channel, message } = e {
+                return self.retire_for_carried_claim(&mut state, i, &route, node, channel, &message);
+            }
             let wait = state.down[i].down(Instant::now(), &self.config);
             self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));
         };
@@ -1014,21 +1069,7 @@ fn paid(hop: &Hop, usage: &Usage) -> (u64, Usd) {
     (usage.receipted_bytes.max(hop.settled_bytes), usage.receipted_usd.max(hop.settled_usd))
 }
 
-/// `1.50 GiB`, `12.0 MiB`, `512 KiB`, `100 B`: three figures.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    let decimals = if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 };
-    format!("{v:.decimals$} {}", UNITS[unit])
-}
+pub use tollway_tunnel::session::human_bytes;
 
 /// While route `index`'s session `connected` is kept for its streams after
 /// it went silent (having received `heard` bytes by then): pings it every

@@ -1257,6 +1257,240 @@ async fn a_second_proxy_on_the_same_channel_takes_it_and_the_first_leaves_it() {
     assert_eq!(exit.server.n_sessions(), 1);
 }
 
+/// An exit that says a whole credit window was left unpaid on its channel
+/// (`carried_bytes`) at every session, whatever it delivered: the real
+/// node session and driver, behind hooks that lie. It keeps the newest
+/// receipt and hands it over as the baseline, as a node does, so each
+/// claim the client paid came on top of the last.
+struct LyingExit {
+    key: SigningKey,
+    identity: TlsIdentity,
+    port: u16,
+    hooks: Arc<LyingHooks>,
+    sessions: Arc<std::sync::Mutex<Vec<tollway_net::driver::SessionHandle>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+struct LyingHooks {
+    channel: tollway_ledger::state::Channel,
+    latest_receipt: std::sync::Mutex<Option<tollway_types::tx::SignedReceipt>>,
+    /// Sessions that reached the channel lookup.
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl tollway_net::driver::NodeHooks for LyingHooks {
+    fn lookup_channel(
+        &self,
+        _session: [u8; 16],
+        _channel: tollway_types::tx::ChannelId,
+        _client: tollway_types::keys::AccountId,
+    ) -> tollway_net::driver::BoxFuture<Result<tollway_tunnel::session::ChannelInfo, ErrorCode>> {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let info = tollway_tunnel::session::ChannelInfo {
+            channel: self.channel.clone(),
+            latest_receipt: self.latest_receipt.lock().unwrap().clone(),
+            expired: false,
+            carried_bytes: tollway_tunnel::session::DEFAULT_CREDIT_WINDOW_BYTES,
+        };
+        Box::pin(async move { Ok(info) })
+    }
+
+    fn connect(&self, _session: [u8; 16], dest: tollway_tunnel::Dest) -> tollway_net::driver::BoxFuture<Result<tollway_net::driver::BoxStream, ErrorCode>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(dest.to_string()).await.map_err(|_| ErrorCode::Unreachable)?;
+            Ok(Box::new(stream) as tollway_net::driver::BoxStream)
+        })
+    }
+
+    fn receipt_accepted(&self, receipt: tollway_types::tx::SignedReceipt) {
+        *self.latest_receipt.lock().unwrap() = Some(receipt);
+    }
+
+    fn session_closed(&self, _session: [u8; 16], _unpaid_bytes: u64) {}
+}
+
+impl LyingExit {
+    /// Serves any channel from `client` over TLS on a port of its own.
+    async fn start(label: &str, client: &SigningKey) -> LyingExit {
+        let key = SigningKey::from_label(label);
+        let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
+        let listener =
+            tollway_net::Listener::bind(&[Transport::Tls], LOOPBACK, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
+        let port = listener.local_addrs()[0].1.port();
+        let channel = tollway_ledger::state::Channel::opened(client.public(), key.public(), ESCROW, u64::MAX / 2);
+        let hooks = Arc::new(LyingHooks { channel, latest_receipt: std::sync::Mutex::new(None), lookups: 0.into() });
+        let sessions = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let terms = NodeTerms::new(CHAIN.into(), key.public(), PRICE);
+        let (hooks_inside, sessions_inside) = (hooks.clone(), sessions.clone());
+        let accepting = tokio::spawn(async move {
+            let mut n: u8 = 0;
+            while let Ok(conn) = listener.accept().await {
+                n = n.wrapping_add(1);
+                let binding = conn.channel_binding();
+                let session = tollway_tunnel::Session::node(terms.clone(), std::time::Instant::now(), 0, binding, [n; 16]);
+                let hooks: Arc<dyn tollway_net::driver::NodeHooks> = hooks_inside.clone();
+                let handle = tollway_net::driver::spawn(session, Box::new(conn), Some(hooks));
+                sessions_inside.lock().unwrap().push(handle);
+            }
+        });
+        LyingExit { key, identity, port, hooks, sessions, accepting }
+    }
+
+    fn hop(&self, client: &SigningKey, nonce: u64) -> Hop {
+        Hop {
+            node: self.key.public(),
+            addr: LOOPBACK,
+            port_first: self.port,
+            port_last: self.port,
+            tls_key_pin: self.identity.pin(),
+            price_usd_micro_per_gib: PRICE,
+            channel: channel_id(&client.public(), nonce),
+            escrow: ESCROW,
+            settled_bytes: 0,
+            settled_usd: Usd::ZERO,
+        }
+    }
+
+    /// Closes its sessions, as a node that restarts or hangs up does: the
+    /// client connects again, and hears the claim again.
+    fn close_sessions(&self) {
+        for session in self.sessions.lock().unwrap().iter() {
+            session.close(ErrorCode::Shutdown, "the node hangs up");
+        }
+    }
+
+    fn lookups(&self) -> usize {
+        self.hooks.lookups.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cumulative bytes of the newest receipt it holds.
+    fn paid_bytes(&self) -> u64 {
+        self.hooks.latest_receipt.lock().unwrap().as_ref().map_or(0, |r| r.receipt.cumulative_bytes)
+    }
+}
+
+impl Drop for LyingExit {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.close_sessions();
+    }
+}
+
+/// An exit that says a whole credit window (2 MiB) was left unpaid on its
+/// channel at every session was paid 2 MiB more, for nothing, every time
+/// the proxy connected again (a review found it). The proxy knows nothing
+/// of the channel at its first session, so it pays that claim (one window
+/// on the node's word); the next is refused, as the proxy had received
+/// 100 kB past its last receipt, and the route is retired with a line
+/// that says why. It is not tried again, and the next route serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_that_says_a_window_was_left_unpaid_at_every_session_is_paid_it_once_then_retired() {
+    const WINDOW: u64 = 2 << 20;
+    let web = web_server().await;
+    let client = SigningKey::from_label("carried-claims");
+    let liar = LyingExit::start("exit-liar", &client).await;
+    let next = start_node("exit-after-liar", &client, 1).await;
+    let routes = vec![
+        Route { relay: None, exit: liar.hop(&client, 0) },
+        Route { relay: None, exit: next.hop(Transport::Tls, &client, 1) },
+    ];
+    let name = routes[0].name();
+    let (front, pool) = start_pool(quick_retries(&client, routes), FrontConfig::default()).await;
+    assert!(socks_get(front, web, 100_000).await.unwrap() == pattern(100_000));
+    assert_eq!(pool.history().await, [0]);
+    assert_eq!(liar.paid_bytes(), WINDOW, "the first claim is paid at once");
+
+    // Once the proxy has seen the session close, the next connection goes
+    // to the next route, and the liar's is connected again once its 300 ms
+    // are over, to take the new connections back.
+    liar.close_sessions();
+    let down = format!("route {name} down: the exit's session closed: ");
+    wait_until("the liar's session seen closed", || !events_with(&down).is_empty()).await;
+    assert!(socks_get(front, web, 100_000).await.unwrap() == pattern(100_000));
+    let retired = format!("route {name} retired: exit {} asks to be paid for bytes this proxy never received: ", liar.key.public().short());
+    wait_until("the liar's route retired or paid again", || !events_with(&retired).is_empty() || liar.paid_bytes() > WINDOW).await;
+    // Paid once: the window, and nothing for the refused claim.
+    assert_eq!(liar.paid_bytes(), WINDOW, "the claim was paid again: {:?}", events_with(&name));
+    let told = events_with(&retired).pop().unwrap();
+    eprintln!("{told}");
+    assert!(
+        told.contains("the node says 2.00 MiB were left unpaid on this channel, but this client received ")
+            && told.contains(" past its last receipt (and has already paid 2.00 MiB of such claims, of the 2.00 MiB credit window"),
+        "{told}"
+    );
+    assert!(told.ends_with("; new connections go to the next route"), "{told}");
+    assert_eq!(liar.lookups(), 2);
+    // Not tried again (its retries come every 300 ms), and the next
+    // route serves.
+    for _ in 0..5 {
+        assert!(socks_get(front, web, 100_000).await.unwrap() == pattern(100_000));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(liar.lookups(), 2);
+    assert_eq!(events_with(&retired).len(), 1);
+    assert!(!pool.history().await.ends_with(&[0]), "{:?}", pool.history().await);
+}
+
+/// The client's connection to its lone exit dies without a word in the
+/// middle of a download (its TCP path is gone): the exit goes on sending
+/// into the dead connection up to its credit window, bytes it counted and
+/// the client never received. The proxy connects anew, the exit's new
+/// session takes the channel over and says those bytes were left unpaid:
+/// more than the proxy counted, within the one window it takes on a
+/// node's word, so the session goes on, and the next download is
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_after_a_connection_died_mid_download_pays_the_bytes_in_flight_and_serves_on() {
+    let web = web_server().await;
+    let slow = slow_web_server(4).await;
+    let client = SigningKey::from_label("cut-mid-download");
+    let (exits, line, mut routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-cut1", "exit-cut2").await;
+    routes.truncate(1);
+    let name = routes[0].name();
+    let channel = routes[0].exit.channel;
+    let config = ClientConfig {
+        dead_after_alone: Duration::from_secs(1),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), routes)
+    };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    // 8 MiB over 4 s, cut after one.
+    let download = tokio::spawn(socks_get(front, slow, 8 << 20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    line.cut_existing();
+    let cut_at = std::time::Instant::now();
+    assert!(!download.is_finished(), "the download ended before the cut: it tests nothing");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reached_client = line.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+    let receipts = exits.0.receipts.clone();
+    let paid = || receipts.latest(&channel).map_or(0, |r| r.receipt.cumulative_bytes);
+    let paid_before = paid();
+    // New connections bring the route back once the dead one is given up
+    // (a second); the exit's new session takes the channel over.
+    let served_after = loop {
+        let body = tokio::time::timeout(Duration::from_secs(2), socks_get(front, web, 1000)).await;
+        if body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(1000))) {
+            break cut_at.elapsed();
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(15), "nothing served since the cut: {:?}", events_with(&name));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The new session's first receipt paid at once what the node says the
+    // old one left unpaid (up to its window, and more than a receipt
+    // interval), and nothing since: more than ever reached the client.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let paid_after = paid();
+    eprintln!("cut mid-download: served again {served_after:?} after; {reached_client} bytes reached the client, {paid_before} were paid before the cut, {paid_after} after");
+    assert!(
+        paid_after > reached_client,
+        "the node claimed no byte in flight ({paid_after} paid, {reached_client} reached the client): it tests nothing"
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 1 << 20)).await.unwrap().unwrap();
+    assert!(body == pattern(1 << 20), "after the takeover: {} bytes, or other bytes", body.len());
+    assert!(events_with(&format!("route {name} retired")).is_empty(), "{:?}", events_with(&name));
+    let _ = download.await;
+}
+
 /// Through an exit behind a slow uplink (1 MiB/s), the answer to a health
 /// ping waits behind the data already on its way: up to the node's credit
 /// window (2 MiB), two seconds here. A download must not be taken for an

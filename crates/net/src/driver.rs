@@ -109,6 +109,14 @@ pub struct Usage {
     pub escrow_exhausted: bool,
     /// The node's newest refusal of a receipt (`code: message`).
     pub receipt_rejected: Option<String>,
+    /// Of the bytes the node's hello said the channel's earlier sessions
+    /// left unpaid, those beyond the client's own count of them
+    /// (`Session::carried_unseen_bytes`): set once established.
+    pub carried_unseen_bytes: u64,
+    /// The client refused the node's hello for claiming more carried
+    /// bytes than it takes on a node's word (`Event::CarriedRefused`):
+    /// set before the session's status says closed.
+    pub carried_refused: bool,
 }
 
 /// Called, on the driver's task, with the exit's error code if it refuses
@@ -189,6 +197,7 @@ pub struct SessionHandle {
     session_id: watch::Receiver<[u8; 16]>,
     usage: watch::Receiver<Usage>,
     received: Arc<AtomicU64>,
+    cumulative: Arc<AtomicU64>,
     streams_open: Arc<AtomicUsize>,
 }
 
@@ -215,6 +224,14 @@ impl SessionHandle {
     /// checks slow down while there are none).
     pub fn streams_open(&self) -> usize {
         self.streams_open.load(Ordering::Relaxed)
+    }
+
+    /// Client: the channel's cumulative bytes as the session counts them
+    /// (`Session::cumulative_bytes`) as of the driver's last step, or as
+    /// the session ended: what the client's next session on the channel
+    /// holds a node's carried bytes to.
+    pub fn cumulative_bytes(&self) -> u64 {
+        self.cumulative.load(Ordering::Relaxed)
     }
 
     /// Waits for the handshake; the error says why it failed.
@@ -441,6 +458,8 @@ struct Driver {
     usage: watch::Sender<Usage>,
     /// What [`SessionHandle::bytes_received`] reads.
     received: Arc<AtomicU64>,
+    /// What [`SessionHandle::cumulative_bytes`] reads (a client's).
+    cumulative: Arc<AtomicU64>,
     /// What [`SessionHandle::streams_open`] reads.
     streams_open: Arc<AtomicUsize>,
     /// Close with this once no stream is left (`close_when_drained`).
@@ -485,6 +504,7 @@ pub fn spawn_with_prefix(
         session_id,
         usage,
         received: Arc::new(AtomicU64::new(0)),
+        cumulative: Arc::new(AtomicU64::new(0)),
         streams_open: Arc::new(AtomicUsize::new(0)),
         drain: None,
     };
@@ -492,7 +512,8 @@ pub fn spawn_with_prefix(
     if !prefix.is_empty() {
         driver.session.handle_input(Instant::now(), 0, &prefix);
     }
-    let (received, streams_open) = (driver.received.clone(), driver.streams_open.clone());
+    let (received, cumulative) = (driver.received.clone(), driver.cumulative.clone());
+    let streams_open = driver.streams_open.clone();
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -500,6 +521,7 @@ pub fn spawn_with_prefix(
         session_id: session_id_rx,
         usage: usage_rx,
         received,
+        cumulative,
         streams_open,
     }
 }
@@ -692,6 +714,10 @@ impl Driver {
                 progressed = true;
             }
             if !progressed {
+                // A client's figure, for its next session on the channel.
+                if self.hooks.is_none() {
+                    self.cumulative.store(self.session.cumulative_bytes(), Ordering::Relaxed);
+                }
                 self.streams_open.store(self.streams.len() + self.opening.len(), Ordering::Relaxed);
                 return;
             }
@@ -713,6 +739,10 @@ impl Driver {
             }
             Event::Established => {
                 let _ = self.session_id.send(self.session.session_id());
+                let unseen = self.session.carried_unseen_bytes();
+                if unseen > 0 {
+                    self.usage.send_modify(|u| u.carried_unseen_bytes = unseen);
+                }
                 let _ = self.status.send(Status::Established);
             }
             Event::OpenRequested { stream, dest } => {
@@ -787,6 +817,8 @@ impl Driver {
                 // Before the status: whoever waits for it may read this.
                 if let Some(hooks) = &self.hooks {
                     hooks.session_closed(self.session.session_id(), self.session.unpaid_bytes());
+                } else {
+                    self.cumulative.store(self.session.cumulative_bytes(), Ordering::Relaxed);
                 }
                 let _ = self.status.send(Status::Closed { code, message });
             }
@@ -794,6 +826,7 @@ impl Driver {
                 (u.receipted_bytes, u.receipted_usd) = (cumulative_bytes, cumulative_usd);
             }),
             Event::EscrowExhausted => self.usage.send_modify(|u| u.escrow_exhausted = true),
+            Event::CarriedRefused => self.usage.send_modify(|u| u.carried_refused = true),
             Event::ReceiptRejected { code, message } => {
                 self.usage.send_modify(|u| u.receipt_rejected = Some(format!("{code}: {message}")))
             }
@@ -1378,6 +1411,7 @@ mod tests {
             settled_usd: tollway_types::amount::Usd(0),
             max_price_usd_micro_per_gib: 1_000_000,
             limits: tollway_tunnel::session::Limits::default(),
+            earlier: tollway_tunnel::session::EarlierSessions::default(),
         };
         let session = Session::client(terms, Instant::now(), 0, [9; 32]);
         let handle = spawn(session, Box::new(Watched(ours, dropped.clone())), None);

@@ -314,6 +314,7 @@ fn terms_for(client: &SigningKey, node: &TestNode, escrow: Usd, settled_usd: Usd
         settled_usd,
         max_price_usd_micro_per_gib: PRICE,
         limits: Limits::default(),
+        earlier: Default::default(),
     }
 }
 

@@ -18,5 +18,5 @@ pub use dest::{Dest, Host};
 pub use frame::{ErrorCode, Frame, FrameError};
 pub use policy::ExitPolicy;
 pub use session::{
-    ChannelInfo, ClientTerms, Event, Limits, NodeTerms, PathId, Session, SessionError, StreamId,
+    ChannelInfo, ClientTerms, EarlierSessions, Event, Limits, NodeTerms, PathId, Session, SessionError, StreamId,
 };

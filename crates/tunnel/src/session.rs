@@ -17,6 +17,17 @@
 //! for; receipts are checked with the ledger's own `check_receipt` against
 //! the channel's escrow. Paused, it connects nothing new for the client,
 //! and closes the session if no receipt comes within `unpaid_timeout`.
+//!
+//! Payment (client side): the client meters every byte it receives and
+//! sends, and signs a cumulative receipt every receipt interval. A node's
+//! hello may say that the channel's earlier sessions left bytes unpaid
+//! (`carried_bytes`, owed when a session was taken over or closed owing);
+//! the client takes that word only as far as its own count of those
+//! sessions goes ([`EarlierSessions`]), plus one credit window in all over
+//! the sessions it remembers, and refuses a hello that claims more
+//! (`BadHello`). Trusted up to the window on every session, a node could
+//! claim a window each time the client reconnected and be paid for bytes
+//! it never sent.
 
 use crate::dest::Dest;
 use crate::frame;
@@ -200,6 +211,87 @@ pub struct ClientTerms {
     /// The node's advertised price; a hello asking more is refused.
     pub max_price_usd_micro_per_gib: u64,
     pub limits: Limits,
+    /// What this client's own earlier sessions on the channel counted:
+    /// bounds what the node may say they left unpaid.
+    pub earlier: EarlierSessions,
+}
+
+/// What a client's own earlier sessions on a channel counted, kept by the
+/// client between sessions (`tollway_client`'s pool keeps it per channel
+/// for the life of the process). A node's hello says what the channel's
+/// earlier sessions delivered past their last receipt (`carried_bytes`);
+/// the client takes that as far as its own count goes, and beyond it one
+/// credit window in all ([`check_carried_bytes`]).
+///
+/// Honest disagreement exists: the bytes in flight when a connection died
+/// were counted by the node but never reached the client (at most one
+/// window), so the client cannot hold the node to its own count exactly.
+/// Trusted up to the window on every session, a node could claim a window
+/// each time, take the first receipt, close and wait for the reconnect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EarlierSessions {
+    /// The channel's cumulative bytes, as the client's last session on it
+    /// counted them when it ended ([`Session::cumulative_bytes`]); `None`
+    /// if it has had none. Cumulative, not "unpaid": a receipt the node
+    /// never got (lost with the connection) shows as a lower baseline in
+    /// the next hello and more carried bytes, which this still matches.
+    pub last_cumulative_bytes: Option<u64>,
+    /// Of the carried bytes the client paid on earlier sessions, those
+    /// beyond its own count ([`Session::carried_unseen_bytes`]): paid on
+    /// the node's word.
+    pub carried_unseen_bytes: u64,
+}
+
+/// The client's rule for a node's `carried_bytes`: of the bytes it says
+/// the channel's earlier sessions left unpaid, those the client's own last
+/// session had counted past the node's baseline (`base_bytes`, where the
+/// session's receipts go on from) are owed; beyond that, the node's word is
+/// taken for at most one credit window over all the sessions the client
+/// remembers (`earlier.carried_unseen_bytes` of it taken already). A
+/// channel with no earlier session the client knows of (a fresh process)
+/// counts the whole claim as taken on the node's word: one window in all,
+/// not one at every start plus one over the sessions after. Returns the
+/// carried bytes beyond the client's own count, or why the claim is
+/// refused, in words a user can act on.
+pub fn check_carried_bytes(
+    carried_bytes: u64,
+    credit_window_bytes: u64,
+    base_bytes: u64,
+    earlier: &EarlierSessions,
+) -> Result<u64, String> {
+    let seen = earlier.last_cumulative_bytes.map_or(0, |c| c.saturating_sub(base_bytes));
+    let unseen = carried_bytes.saturating_sub(seen);
+    let allowance = credit_window_bytes.saturating_sub(earlier.carried_unseen_bytes);
+    if unseen <= allowance {
+        return Ok(unseen);
+    }
+    let this_client = match earlier.last_cumulative_bytes {
+        Some(_) => format!("this client received {} past its last receipt", human_bytes(seen)),
+        None => "this client has had no session on it before".to_string(),
+    };
+    Err(format!(
+        "the node says {} were left unpaid on this channel, but {this_client} (and has already paid {} of such claims, \
+         of the {} credit window it pays on a node's word)",
+        human_bytes(carried_bytes),
+        human_bytes(earlier.carried_unseen_bytes),
+        human_bytes(credit_window_bytes)
+    ))
+}
+
+/// `1.50 GiB`, `12.0 MiB`, `512 KiB`, `100 B`: three figures.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if v < 10.0 { 2 } else if v < 100.0 { 1 } else { 0 };
+    format!("{v:.decimals$} {}", UNITS[unit])
 }
 
 /// The ledger's view of a channel, as the node's driver looked it up.
@@ -281,6 +373,11 @@ pub enum Event {
     /// Client: the escrow is spent (all it pays for has arrived, or the
     /// node closed the session saying so); no more receipts are signed.
     EscrowExhausted,
+    /// Client: the node's hello said the channel's earlier sessions left
+    /// more unpaid than the client counted, beyond what it takes on a
+    /// node's word ([`check_carried_bytes`]); `Closed` with `BadHello`
+    /// follows. A node that does this is misbehaving, not down.
+    CarriedRefused,
     Pong {
         nonce: u64,
         rtt: Duration,
@@ -506,6 +603,16 @@ impl Pay {
     }
 }
 
+/// What the client made of a node's hello.
+enum HelloChecked {
+    /// Go on from these cumulative counters (bytes, USD); of the hello's
+    /// carried bytes, `carried_unseen_bytes` are beyond the client's count.
+    Accepted { base: (u64, Usd), carried_unseen_bytes: u64 },
+    /// The hello claims more carried bytes than the client takes on the
+    /// node's word: why, for the user.
+    CarriedRefused(String),
+}
+
 /// The most bytes `usd` pays for at `price_usd_micro_per_gib` by the
 /// ledger's rule (`cost_of_bytes`, rounded up): the largest `b` with
 /// `cost_of_bytes(price, b) <= usd`, so a node that serves no more than
@@ -524,6 +631,9 @@ enum Side {
         terms: ClientTerms,
         next_stream: StreamId,
         escrow_exhausted: bool,
+        /// Of the hello's carried bytes, those beyond the client's own
+        /// count of its earlier sessions.
+        carried_unseen_bytes: u64,
     },
     Node {
         terms: NodeTerms,
@@ -682,6 +792,7 @@ impl Session {
                 terms,
                 next_stream: 1,
                 escrow_exhausted: false,
+                carried_unseen_bytes: 0,
             },
             limits,
             now,
@@ -742,15 +853,28 @@ impl Session {
     pub fn current_path(&self) -> PathId {
         self.paths[self.send_path].id
     }
-    /// Node: bytes delivered beyond the newest valid receipt.
+    /// Node: bytes delivered beyond the newest valid receipt. Client:
+    /// bytes received and sent (and carried bytes accepted) beyond the
+    /// newest receipt it signed.
     pub fn unpaid_bytes(&self) -> u64 {
         self.pay
             .as_ref()
             .map_or(0, |p| p.cumulative_bytes().saturating_sub(p.paid_bytes))
     }
-    /// Cumulative bytes metered on the channel, this session included.
+    /// Cumulative bytes metered on the channel, this session included
+    /// (the carried bytes it accepted too). A client keeps its last
+    /// session's figure for the next one's [`EarlierSessions`].
     pub fn cumulative_bytes(&self) -> u64 {
         self.pay.as_ref().map_or(0, Pay::cumulative_bytes)
+    }
+    /// Client: of the carried bytes the node's hello claimed, those beyond
+    /// what the client's own earlier sessions counted (taken on the node's
+    /// word, [`check_carried_bytes`]); 0 before the hello.
+    pub fn carried_unseen_bytes(&self) -> u64 {
+        match &self.side {
+            Side::Client { carried_unseen_bytes, .. } => *carried_unseen_bytes,
+            Side::Node { .. } => 0,
+        }
     }
 
     fn path_index(&self, path: PathId) -> Option<usize> {
@@ -1158,7 +1282,10 @@ impl Session {
 
     fn on_server_hello(&mut self, hello: ServerHello) {
         match self.check_server_hello(&hello) {
-            Ok((base_bytes, base_usd)) => {
+            Ok(HelloChecked::Accepted { base: (base_bytes, base_usd), carried_unseen_bytes: unseen }) => {
+                if let Side::Client { carried_unseen_bytes, .. } = &mut self.side {
+                    *carried_unseen_bytes = unseen;
+                }
                 self.session_id = hello.session_id;
                 self.limits.stream_window_bytes = hello.stream_window_bytes;
                 self.limits.max_streams = self.limits.max_streams.min(hello.max_streams);
@@ -1184,11 +1311,29 @@ impl Session {
                 // serves nothing more until it comes.
                 self.after_metering();
             }
+            Ok(HelloChecked::CarriedRefused(message)) => {
+                self.events.push_back(Event::CarriedRefused);
+                self.close(ErrorCode::BadHello, &message);
+            }
             Err((code, message)) => self.close(code, &message),
         }
     }
 
-    fn check_server_hello(&self, hello: &ServerHello) -> Result<(u64, Usd), (ErrorCode, String)> {
+    /// Client: whether the node's hello is one to go on with, and from
+    /// which cumulative counters; its carried bytes are checked last, once
+    /// the baseline they count from is known.
+    fn check_server_hello(&self, hello: &ServerHello) -> Result<HelloChecked, (ErrorCode, String)> {
+        let (base_bytes, base_usd) = self.check_server_hello_terms(hello)?;
+        let Side::Client { terms, .. } = &self.side else {
+            return Err((ErrorCode::Protocol, "a server hello sent to a node".into()));
+        };
+        Ok(match check_carried_bytes(hello.carried_bytes, hello.credit_window_bytes, base_bytes, &terms.earlier) {
+            Ok(carried_unseen_bytes) => HelloChecked::Accepted { base: (base_bytes, base_usd), carried_unseen_bytes },
+            Err(message) => HelloChecked::CarriedRefused(message),
+        })
+    }
+
+    fn check_server_hello_terms(&self, hello: &ServerHello) -> Result<(u64, Usd), (ErrorCode, String)> {
         let Side::Client { terms, .. } = &self.side else {
             return Err((ErrorCode::Protocol, "a server hello sent to a node".into()));
         };

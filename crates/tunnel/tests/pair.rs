@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tollway_ledger::state::Channel;
 use tollway_tunnel::frame::{Frame, FrameError, ServerHello, PROTOCOL_VERSION};
 use tollway_tunnel::session::{
-    ChannelInfo, ClientTerms, Event, Limits, NodeTerms, PathId, Session, StreamId,
+    ChannelInfo, ClientTerms, EarlierSessions, Event, Limits, NodeTerms, PathId, Session, StreamId,
 };
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
@@ -74,6 +74,22 @@ impl Pair {
         node_binding: [u8; 32],
         adjust: fn(&mut NodeTerms),
     ) -> Pair {
+        Pair::build_after(escrow, client_binding, node_binding, adjust, EarlierSessions::default())
+    }
+
+    /// A pair whose client remembers `earlier` sessions on the channel (as
+    /// its proxy does within a process).
+    fn remembering(escrow: Usd, earlier: EarlierSessions) -> Pair {
+        Pair::build_after(escrow, [9; 32], [9; 32], |_| {}, earlier)
+    }
+
+    fn build_after(
+        escrow: Usd,
+        client_binding: [u8; 32],
+        node_binding: [u8; 32],
+        adjust: fn(&mut NodeTerms),
+        earlier: EarlierSessions,
+    ) -> Pair {
         let now = Instant::now();
         let client_key = SigningKey::from_label("client");
         let node_key = SigningKey::from_label("node");
@@ -93,6 +109,7 @@ impl Pair {
                 settled_usd: Usd::ZERO,
                 max_price_usd_micro_per_gib: PRICE,
                 limits: limits.clone(),
+                earlier,
             },
             now,
             1,
@@ -638,6 +655,113 @@ fn a_session_that_took_its_channel_over_owes_what_the_one_before_left_unpaid() {
         "{:?}",
         greedy.client_events
     );
+}
+
+/// The newest receipt the node accepted.
+fn newest_accepted_receipt(pair: &Pair) -> Option<SignedReceipt> {
+    pair.node_events.iter().rev().find_map(|e| match e {
+        Event::ReceiptAccepted { receipt } => Some(receipt.clone()),
+        _ => None,
+    })
+}
+
+/// What a client's proxy remembers of `pair`'s client session once it has
+/// ended, for its next session on the channel.
+fn remembered(pair: &Pair, before: EarlierSessions) -> EarlierSessions {
+    EarlierSessions {
+        last_cumulative_bytes: Some(pair.client.cumulative_bytes()),
+        carried_unseen_bytes: before.carried_unseen_bytes + pair.client.carried_unseen_bytes(),
+    }
+}
+
+/// A node's word on what the channel's earlier sessions left unpaid is
+/// taken as far as the client's own count of them goes, and beyond it for
+/// one credit window in all (a node that said a window was carried was
+/// paid it on every session, having sent nothing; a review found it).
+/// Here the client's last session counted 2.5 MiB and paid 2 MiB, and a
+/// MiB of claims beyond its count went before: 1.5 MiB (the half it saw
+/// and the MiB of window left) is paid by the first receipt; a byte more
+/// is refused with BadHello, saying why, and nothing is signed.
+#[test]
+fn carried_bytes_beyond_the_clients_count_and_its_window_are_refused() {
+    let escrow = Usd(10_000_000);
+    let earlier = EarlierSessions { last_cumulative_bytes: Some(5 * MIB / 2), carried_unseen_bytes: MIB };
+    let paid_2_mib = |pair: &Pair| pair.receipt(&pair.client_key, tollway_ledger::cost_of_bytes(PRICE, 2 * MIB).0, 2 * MIB);
+
+    let mut greedy = Pair::remembering(escrow, earlier);
+    greedy.latest_receipt = Some(paid_2_mib(&greedy));
+    greedy.carried_bytes = 3 * MIB / 2 + 1;
+    greedy.drive();
+    assert!(!greedy.client.is_established());
+    assert!(greedy.client_events.contains(&Event::CarriedRefused), "{:?}", greedy.client_events);
+    assert_eq!(signed(greedy.client_events.clone()), []);
+    let message = "the node says 1.50 MiB were left unpaid on this channel, but this client received 512 KiB past its \
+                   last receipt (and has already paid 1.00 MiB of such claims, of the 2.00 MiB credit window it pays \
+                   on a node's word)";
+    assert_eq!(closed_event(greedy.client_events.clone()), Some((ErrorCode::BadHello, message.to_string())));
+
+    let mut pair = Pair::remembering(escrow, earlier);
+    pair.latest_receipt = Some(paid_2_mib(&pair));
+    pair.carried_bytes = 3 * MIB / 2;
+    pair.drive();
+    assert!(pair.client.is_established(), "{:?}", pair.client_events);
+    assert_eq!(pair.client.carried_unseen_bytes(), MIB);
+    let first = newest_accepted_receipt(&pair).expect("the carried bytes are paid at once").receipt;
+    assert_eq!(first.cumulative_bytes, 2 * MIB + 3 * MIB / 2);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.pump(s, &pattern(3 * MIB as usize, 8), false);
+    assert_eq!(pair.rejected_codes(), Vec::<String>::new());
+    assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 3 * MIB / 2 + 3 * MIB);
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+}
+
+/// A node that says a whole credit window was left unpaid on every
+/// session is paid it once: on the client's first session, which knows
+/// nothing of the channel before (the window counts whole against what is
+/// taken on a node's word). The next session, whose client received
+/// 256 KiB past its receipt since, refuses the window again, and takes
+/// what it counted, however often. A receipt the node never got (lost
+/// with the connection) shows as a lower baseline and as many more
+/// carried bytes, which the client's count explains too.
+#[test]
+fn a_node_that_says_a_window_was_left_unpaid_on_every_session_is_paid_it_once() {
+    let escrow = Usd(10_000_000);
+    let mut first = Pair::new(escrow);
+    first.carried_bytes = 2 * MIB;
+    first.drive();
+    assert!(first.client.is_established(), "{:?}", first.client_events);
+    assert_eq!(first.client.carried_unseen_bytes(), 2 * MIB);
+    let s = first.client.open_stream(dest()).unwrap();
+    first.drive();
+    first.pump(s, &pattern(256 * 1024, 1), false);
+    let receipt = newest_accepted_receipt(&first).unwrap();
+    assert_eq!(receipt.receipt.cumulative_bytes, 2 * MIB);
+    let earlier = remembered(&first, EarlierSessions::default());
+    assert_eq!(earlier, EarlierSessions { last_cumulative_bytes: Some(2 * MIB + 256 * 1024), carried_unseen_bytes: 2 * MIB });
+
+    let session_after = |latest_receipt: Option<SignedReceipt>, carried_bytes: u64| {
+        let mut pair = Pair::remembering(escrow, earlier);
+        (pair.latest_receipt, pair.carried_bytes) = (latest_receipt, carried_bytes);
+        pair.drive();
+        pair
+    };
+    let greedy = session_after(Some(receipt.clone()), 2 * MIB);
+    assert!(!greedy.client.is_established());
+    assert_eq!(signed(greedy.client_events.clone()), []);
+    let closed = closed_event(greedy.client_events.clone());
+    assert!(
+        matches!(&closed, Some((ErrorCode::BadHello, m)) if m.contains("received 256 KiB past its last receipt (and has already paid 2.00 MiB")),
+        "{closed:?}"
+    );
+    for _ in 0..3 {
+        let honest = session_after(Some(receipt.clone()), 256 * 1024);
+        assert!(honest.client.is_established(), "{:?}", honest.client_events);
+        assert_eq!(honest.client.carried_unseen_bytes(), 0);
+    }
+    let receipt_lost = session_after(None, 2 * MIB);
+    assert!(receipt_lost.client.is_established(), "{:?}", receipt_lost.client_events);
+    assert_eq!(receipt_lost.client.carried_unseen_bytes(), 0);
 }
 
 #[test]
