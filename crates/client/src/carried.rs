@@ -12,6 +12,13 @@
 //! the node's word beyond that for as long as the process runs
 //! (`tollway_tunnel::session::check_carried_bytes`).
 //!
+//! What sessions carry on the channel earns that allowance back, a byte
+//! per [`REFILL_RATIO`] bytes: each connection that dies under a download
+//! leaves its bytes in flight unseen by the client (a megabyte, say), and
+//! a proxy on a flaky line would otherwise retire an honest exit after a
+//! couple of drops; a node that over-claims must carry 64 windows for the
+//! client before its next claim (an overcharge of 1.6 % at most).
+//!
 //! Kept in memory: a restarted proxy knows nothing of its channels'
 //! earlier sessions, and the first claim on each counts whole against
 //! the window. Two connects on one channel at once (routes through two
@@ -32,12 +39,25 @@ pub struct CarriedBook {
     channels: Mutex<BTreeMap<ChannelId, Seen>>,
 }
 
+/// Bytes a channel's sessions carry per byte of carried claims they earn
+/// back (see the module's docs).
+pub const REFILL_RATIO: u64 = 64;
+
 #[derive(Default)]
 struct Seen {
     /// The channel's last established session: its cumulative count as it
     /// stands, or as it ended.
     last: Option<SessionHandle>,
+    /// `last`'s cumulative count when it was established: what it has
+    /// carried since is the rest of its count.
+    last_established_at_bytes: u64,
     carried_unseen_bytes: u64,
+}
+
+/// What claims taken on nodes' word (`unseen`) still count after the
+/// channel's sessions carried `carried` bytes, and a new claim `claimed`.
+fn unseen_after(unseen: u64, carried: u64, claimed: u64) -> u64 {
+    unseen.saturating_sub(carried / REFILL_RATIO).saturating_add(claimed)
 }
 
 impl CarriedBook {
@@ -63,7 +83,30 @@ impl CarriedBook {
         let unseen = session.usage().carried_unseen_bytes;
         let mut channels = self.channels();
         let seen = channels.entry(channel).or_default();
-        seen.carried_unseen_bytes = seen.carried_unseen_bytes.saturating_add(unseen);
+        let carried = seen.last.as_ref().map_or(0, |last| last.cumulative_bytes().saturating_sub(seen.last_established_at_bytes));
+        seen.carried_unseen_bytes = unseen_after(seen.carried_unseen_bytes, carried, unseen);
         seen.last = Some(session.clone());
+        seen.last_established_at_bytes = session.cumulative_bytes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Honest traffic earns claims back; a claim that comes with none
+    /// counts whole.
+    #[test]
+    fn carried_traffic_earns_claims_back_at_the_refill_ratio() {
+        const MIB: u64 = 1 << 20;
+        // Two drops under downloads, each leaving 1.1 MiB unseen, with 70
+        // MiB carried between them: the second counts alone.
+        let after_first = unseen_after(0, 0, 1_100_000);
+        assert_eq!(unseen_after(after_first, 70 * MIB, 1_100_000), 1_100_000);
+        // A node claiming 2 MiB again with nothing carried between.
+        assert_eq!(unseen_after(2 * MIB, 0, 2 * MIB), 4 * MIB);
+        // 64 windows carried earn one window back, no more.
+        assert_eq!(unseen_after(2 * MIB, 64 * 2 * MIB, 0), 0);
+        assert_eq!(unseen_after(2 * MIB, 63 * 2 * MIB, 0), 2 * MIB / 64);
     }
 }

@@ -743,6 +743,11 @@ impl Driver {
                 if unseen > 0 {
                     self.usage.send_modify(|u| u.carried_unseen_bytes = unseen);
                 }
+                // Before the status: whoever waits for it reads the count
+                // the session starts from (the client's carried book).
+                if self.hooks.is_none() {
+                    self.cumulative.store(self.session.cumulative_bytes(), Ordering::Relaxed);
+                }
                 let _ = self.status.send(Status::Established);
             }
             Event::OpenRequested { stream, dest } => {
