@@ -272,6 +272,23 @@ fn open_channel_command(hop: &Hop) -> String {
 }
 
 impl State {
+    /// How long route `index`, silent, keeps the streams it carries: the
+    /// shorter `dead_after_alone` when no other route could take new
+    /// connections meanwhile (none is active, retired, down or silent
+    /// itself). Not "none active": the next route is connected only when a
+    /// new connection comes, so an idle SSH session on a proxy with two
+    /// exits was cut after 5 s, not 30.
+    fn silent_keep_for(&self, index: usize, now: Instant, config: &ClientConfig) -> Duration {
+        let silent = |j: usize| self.draining.iter().any(|d| d.index == j && d.silent_since.is_some());
+        let other = (0..self.routes.len())
+            .any(|j| j != index && self.retired[j].is_none() && !self.down[j].is_down(now) && !silent(j));
+        if other {
+            config.dead_after
+        } else {
+            config.dead_after.min(config.dead_after_alone)
+        }
+    }
+
     /// Takes route `index` out of use until `comeback`; `spent` is the
     /// channel whose escrow ran out or was taken, if that is why.
     fn retire(&mut self, index: usize, spent: Option<ChannelId>, comeback: Comeback) {
@@ -581,8 +598,7 @@ impl RoutePool {
         if was_active || !was_down {
             let wait = state.down[index].down(now, &self.config);
             let kept_line = if kept > 0 {
-                let alone = self.config.routes.len() < 2;
-                let kept_for = if alone { self.config.dead_after.min(self.config.dead_after_alone) } else { self.config.dead_after };
+                let kept_for = state.silent_keep_for(index, now, &self.config);
                 format!(
                     "; the {} open on it stay for up to {} in case it answers again",
                     connections(kept),
@@ -626,7 +642,8 @@ impl RoutePool {
     /// whether to check it again. Answered, it is a draining route like
     /// any other, taken back when it is the best up and its wait is over;
     /// silent for `dead_after` (`dead_after_alone` while no other route
-    /// is active), it is closed with its streams.
+    /// could take new connections: `State::silent_keep_for`), it is closed
+    /// with its streams.
     async fn after_silent_check(&self, index: usize, connected: &Arc<Connected>, answered: bool) -> bool {
         let mut state = self.state.lock().await;
         let Some(at) = state.draining.iter().position(|d| Arc::ptr_eq(&d.connected, connected)) else {
@@ -635,10 +652,7 @@ impl RoutePool {
         let Some(since) = state.draining[at].silent_since else { return false };
         let name = state.routes[index].name();
         // With no other route up, new connections have nowhere to go.
-        let bound = match state.active {
-            None => self.config.dead_after.min(self.config.dead_after_alone),
-            Some(_) => self.config.dead_after,
-        };
+        let bound = state.silent_keep_for(index, Instant::now(), &self.config);
         if connected.is_closed() {
             // Its connection dropped, or its streams ended and it drained.
             state.draining.remove(at);

@@ -1209,6 +1209,38 @@ async fn a_lone_route_whose_connection_died_is_connected_anew_within_seconds() {
     assert!(down.iter().any(|l| l.ends_with("stay for up to 2 s in case it answers again")), "{down:?}");
 }
 
+/// A proxy with two exits and only an idle SSH-like connection open: the
+/// first exit goes silent for 8 s, and no new connection comes meanwhile
+/// (so the second route is never connected). The silent route keeps its
+/// connection for `dead_after` (30 s), as another route could take new
+/// connections: the idle session outlives the silence. It was cut after
+/// `dead_after_alone` (5 s), as no route was active, while the route-down
+/// line promised 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_outlives_a_silence_when_another_route_could_serve() {
+    let echo = banner_echo_server().await;
+    let client = SigningKey::from_label("idle-two");
+    let (_exits, line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-it1", "exit-it2").await;
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let mut ssh = echo_connection(front, echo).await;
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let down = format!("route {name} down: ");
+    wait_until("the silent route marked down", || !events_with(&down).is_empty()).await;
+    assert!(events_with(&down).iter().any(|l| l.ends_with("stay for up to 30 s in case it answers again")), "{:?}", events_with(&name));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    bounded("the idle connection, after the silence", async {
+        ssh.write_all(b"still here").await.unwrap();
+        let mut back = [0u8; 10];
+        ssh.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still here");
+    })
+    .await;
+    assert!(events_with(&format!("route {name}: no answer for ")).is_empty(), "{:?}", events_with(&name));
+    assert_eq!(pool.history().await, [0]);
+}
+
 /// Waits for the tries [`first_success_beside_held`] left under way, some
 /// held by a route that went silent at `silent_at` and never answered
 /// again: each arrives byte-exact (it went to the next route) or fails,
