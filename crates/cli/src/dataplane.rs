@@ -668,7 +668,13 @@ fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId])
     let with_escrow: Vec<_> =
         channels.into_iter().filter(|c| c.node == id && c.paid < c.escrow && !spent.contains(&c.id)).collect();
     let expired = with_escrow.iter().filter(|c| c.expires_at_secs <= now_secs).count();
-    let channel = with_escrow.into_iter().filter(|c| c.expires_at_secs > now_secs).max_by_key(|c| c.expires_at_secs);
+    // One whose escrow left pays for a receipt interval at the node's
+    // price first (a node refuses the others at the hello), then the
+    // latest to expire.
+    let interval_usd =
+        tollway_ledger::cost_of_bytes(record.price_usd_micro_per_gib, tollway_tunnel::session::DEFAULT_RECEIPT_INTERVAL_BYTES);
+    let channel = (with_escrow.into_iter().filter(|c| c.expires_at_secs > now_secs))
+        .max_by_key(|c| (tollway_types::amount::Usd(c.escrow.0 - c.paid.0) >= interval_usd, c.expires_at_secs));
     let Some(channel) = channel else {
         let why = if expired > 0 {
             format!("{expired} channel(s) from {} to node {} with escrow left, all expired", me.short(), id.short())

@@ -197,6 +197,11 @@ pub enum ConnectError {
     /// word: the node is misbehaving, not down.
     #[error("refused the node's hello: {message}")]
     CarriedClaim { node: AccountId, channel: ChannelId, message: String },
+    /// The node refused the channel at the hello: what is left of its
+    /// escrow cannot pay for one receipt interval (or nothing is). Tried
+    /// again, it would refuse again.
+    #[error("the node refused the session: {}", refusal_text(ErrorCode::EscrowExhausted, message))]
+    EscrowSpent { node: AccountId, channel: ChannelId, message: String },
 }
 
 /// `message (what the code means)`, or the message alone when it already
@@ -264,6 +269,9 @@ async fn start_session(
     if let Err((code, message)) = handle.handle.established().await {
         if handle.handle.usage().carried_refused {
             return Err(ConnectError::CarriedClaim { node: hop.node, channel: hop.channel, message });
+        }
+        if code == ErrorCode::EscrowExhausted {
+            return Err(ConnectError::EscrowSpent { node: hop.node, channel: hop.channel, message });
         }
         return Err(ConnectError::Refused { code, message });
     }

@@ -22,7 +22,6 @@ use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionH
 use tollway_tunnel::session::{SessionError, StreamId};
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
-use tollway_types::keys::AccountId;
 use tollway_types::tx::ChannelId;
 
 /// Looks a retired route up again: given it and the channels the client
@@ -494,8 +493,8 @@ impl RoutePool {
         let mut state = self.state.lock().await;
         let connected = match connected {
             Ok(connected) => connected,
-            Err(ConnectError::CarriedClaim { node, channel, message }) => {
-                self.retire_for_carried_claim(&mut state, better, &route, node, channel, &message);
+            Err(e @ (ConnectError::CarriedClaim { .. } | ConnectError::EscrowSpent { .. })) => {
+                self.retire_refused(&mut state, better, &route, e);
                 return;
             }
             Err(_) => {
@@ -688,30 +687,32 @@ impl RoutePool {
     /// claim them again, so the route and every other that pays on the
     /// channel are retired, as a channel taken over is; only a new channel
     /// (a renewal) brings them back.
-    fn retire_for_carried_claim(
-        &self,
-        state: &mut State,
-        index: usize,
-        route: &Route,
-        node: AccountId,
-        channel: ChannelId,
-        message: &str,
-    ) {
+    fn retire_refused(&self, state: &mut State, index: usize, route: &Route, refusal: ConnectError) {
         // Told once: routes through one relay that a race tried together
         // are refused together, and went with the first.
         if state.retired[index].is_some() {
             return;
         }
-        let role = (route.hops().into_iter())
-            .find_map(|(role, h)| (h.node == node && h.channel == channel).then_some(role))
-            .unwrap_or("exit");
-        self.say(&format!(
-            "route {} retired: {role} {} asks to be paid for bytes this proxy never received: {message}; {}",
-            route.name(),
-            node.short(),
-            self.next_route()
-        ));
-        state.retire_channel(index, channel);
+        let (ConnectError::CarriedClaim { node, channel, message } | ConnectError::EscrowSpent { node, channel, message }) =
+            &refusal
+        else {
+            return;
+        };
+        let Some((role, hop)) = route.hops().into_iter().find(|(_, h)| h.node == *node && h.channel == *channel) else {
+            return;
+        };
+        let why = match refusal {
+            ConnectError::EscrowSpent { .. } => format!(
+                "the channel with {role} {} has too little of its {} escrow left for one receipt ({message}). Open a \
+                 new channel ({})",
+                node.short(),
+                hop.escrow,
+                open_channel_command(hop)
+            ),
+            _ => format!("{role} {} asks to be paid for bytes this proxy never received: {message}", node.short()),
+        };
+        self.say(&format!("route {} retired: {why}; {}", route.name(), self.next_route()));
+        state.retire_channel(index, *channel);
     }
 
     async fn retire(&self, index: usize, spent: Option<ChannelId>, comeback: Comeback) {
@@ -859,8 +860,8 @@ impl RoutePool {
         };
         let failed = |(i, route, e): (usize, Route, ConnectError)| {
             last = format!("{}: {}", route.name(), describe(&e));
-            if let ConnectError::CarriedClaim { node, channel, message } = e {
-                return self.retire_for_carried_claim(&mut state, i, &route, node, channel, &message);
+            if matches!(e, ConnectError::CarriedClaim { .. } | ConnectError::EscrowSpent { .. }) {
+                return self.retire_refused(&mut state, i, &route, e);
             }
             let wait = state.down[i].down(Instant::now(), &self.config);
             self.say(&format!("route {last}; it is tried again in {}", wait_text(wait)));

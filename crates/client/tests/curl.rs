@@ -958,6 +958,35 @@ async fn two_exits(client: &SigningKey, first: &str, second: &str) -> (TestNode,
     (first, second, routes)
 }
 
+/// A channel whose escrow left cannot pay for one receipt interval is
+/// refused at the hello (EscrowExhausted): the route is retired with a
+/// line that says what to do, and the next route serves. It was only
+/// marked down and tried again and again, as if its node were down, and a
+/// proxy with no other channel never said why it served nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_refused_at_the_hello_for_its_escrow_retires_its_route() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("nearly-spent");
+    // $0.0001 left: 1 MiB at $0.50/GiB costs $0.000489.
+    let first = start_node_escrow("exit-ns1", &client, 0, Usd(100)).await;
+    let second = start_node("exit-ns2", &client, 1).await;
+    let routes = vec![
+        Route { relay: None, exit: first.hop(Transport::Tls, &client, 0) },
+        Route { relay: None, exit: second.hop(Transport::Tls, &client, 1) },
+    ];
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    for _ in 0..10 {
+        assert!(socks_get(front, web, 20_000).await.unwrap() == pattern(20_000));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let retired = events_with(&format!("route {name} retired: the channel with exit "));
+    assert_eq!(retired.len(), 1, "{:?}", events_with(&name));
+    assert!(retired[0].contains("escrow left for one receipt") && retired[0].contains("tollway wallet open-channel"), "{retired:?}");
+    assert!(events_with(&format!("route {name}: ")).iter().all(|l| !l.contains("tried again")), "{:?}", events_with(&name));
+    assert_eq!(pool.history().await, [1]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_exit_dies_new_connections_go_to_the_next_within_two_seconds() {
     let web = web_server().await;
