@@ -26,6 +26,13 @@
 //! [`Holders::drain_owed_changes`]): held in memory only, a node restart
 //! forgot them, and a client that stopped paying got a fresh window on
 //! each channel after every restart.
+//!
+//! The debt a session's lookup takes is the session's only once it takes
+//! its channel: one that closes before the lookup's answer reaches it, or
+//! whose channel is then refused, carried none of it, and its close hands
+//! the debt back ([`Holders::closed`] with `None`). Taken for good at the
+//! lookup, it was forgiven to a client that hung up as its lookup
+//! returned.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -70,14 +77,24 @@ struct Holder {
     taken_over_at: Option<Instant>,
 }
 
+/// An open session's claim on its channel.
+#[derive(Clone, Copy, Debug)]
+struct SessionClaim {
+    channel: ChannelId,
+    /// When the channel expires (unix seconds).
+    expires_at_secs: u64,
+    /// What its lookup took of the channel's debt ([`Holders::take_owed`]):
+    /// owed again if it closes without taking the channel.
+    carried_bytes: u64,
+}
+
 /// Which session holds each channel, and what closed sessions left
 /// unpaid.
 #[derive(Debug, Default)]
 pub struct Holders {
     by_channel: HashMap<ChannelId, Holder>,
-    /// The channel each open session claimed, and when the channel
-    /// expires (unix seconds).
-    by_session: HashMap<SessionId, (ChannelId, u64)>,
+    /// The channel each open session claimed.
+    by_session: HashMap<SessionId, SessionClaim>,
     /// Per channel whose sessions closed owing: what they owed, until a
     /// session takes it. One entry per channel (each an escrow on the
     /// chain); expired channels' entries go (`closed`, `with_owed`), as an
@@ -155,7 +172,7 @@ impl Holders {
             _ => before.and_then(|h| h.taken_over_at).filter(|t| now.saturating_duration_since(*t) < TAKEOVER_EVERY),
         };
         self.by_channel.insert(channel, Holder { session, taken_over_at });
-        self.by_session.insert(session, (channel, expires_at_secs));
+        self.by_session.insert(session, SessionClaim { channel, expires_at_secs, carried_bytes: 0 });
         // Bounded: a channel whose session has closed, with no recent
         // takeover, needs no entry.
         if self.by_channel.len() > 1024 && self.by_channel.len().is_power_of_two() {
@@ -169,37 +186,45 @@ impl Holders {
     /// The sessions whose channel expired by `now_unix_secs`; each still
     /// open (a session leaves when it closes, `closed`).
     pub fn expired_sessions(&self, now_unix_secs: u64) -> Vec<SessionId> {
-        self.by_session.iter().filter(|(_, (_, expires))| *expires <= now_unix_secs).map(|(s, _)| *s).collect()
+        self.by_session.iter().filter(|(_, c)| c.expires_at_secs <= now_unix_secs).map(|(s, _)| *s).collect()
     }
 
     /// What the channel's closed sessions left unpaid, owed by `session`,
     /// which claimed it: at once when it claimed the channel free, after
     /// the session it took over has closed on a takeover. Nothing if
     /// `session` has closed meanwhile: the debt stays for the channel's
-    /// next session, as a closed session can pass nothing on.
+    /// next session, as a closed session can pass nothing on. Should
+    /// `session` close without taking the channel, the debt is owed again
+    /// ([`Holders::closed`]).
     pub fn take_owed(&mut self, session: SessionId, channel: &ChannelId) -> u64 {
-        if self.by_session.get(&session).is_none_or(|(claimed, _)| claimed != channel) {
+        let Some(claim) = self.by_session.get_mut(&session).filter(|c| c.channel == *channel) else {
             return 0;
-        }
+        };
         let Some(debt) = self.owed.remove(channel) else { return 0 };
         self.owed_changed.insert(*channel);
+        claim.carried_bytes = claim.carried_bytes.saturating_add(debt.bytes);
         debt.bytes
     }
 
     /// Session `session` closed, `unpaid_bytes` past its channel's newest
-    /// receipt (what it carried from before included). Owed on the
-    /// channel's next session, or on the one that took the channel over
-    /// from it (which takes it now that this one has closed); added to what
-    /// is owed already (a debt that came after its taker had taken the
-    /// rest, as the taker waits for the close a bounded time only).
-    pub fn closed(&mut self, session: SessionId, unpaid_bytes: u64, now_unix_secs: u64) {
-        let Some((channel, expires_at_secs)) = self.by_session.remove(&session) else {
+    /// receipt (what it carried from before included), or `None` if it
+    /// never took its channel (refused after its lookup, or closed before
+    /// the lookup's answer reached it): then what its lookup took of the
+    /// channel's debt is still owed, as the session carried none of it.
+    /// Owed on the channel's next session, or on the one that took the
+    /// channel over from it (which takes it now that this one has closed);
+    /// added to what is owed already (a debt that came after its taker had
+    /// taken the rest, as the taker waits for the close a bounded time
+    /// only).
+    pub fn closed(&mut self, session: SessionId, unpaid_bytes: Option<u64>, now_unix_secs: u64) {
+        let Some(SessionClaim { channel, expires_at_secs, carried_bytes }) = self.by_session.remove(&session) else {
             self.closed_unclaimed.insert(session, now_unix_secs);
             if self.closed_unclaimed.len() > 1024 && self.closed_unclaimed.len().is_power_of_two() {
                 self.closed_unclaimed.retain(|_, at| at.saturating_add(CLOSED_UNCLAIMED_SECS) > now_unix_secs);
             }
             return;
         };
+        let unpaid_bytes = unpaid_bytes.unwrap_or(carried_bytes);
         if unpaid_bytes > 0 {
             let debt = self.owed.entry(channel).or_insert(OwedDebt { bytes: 0, expires_at_secs });
             debt.bytes = debt.bytes.saturating_add(unpaid_bytes);
@@ -271,17 +296,17 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Holders::default();
         assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
-        h.closed([1; 16], 5_000, 50);
+        h.closed([1; 16], Some(5_000), 50);
         assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Free);
         assert_eq!(h.take_owed([2; 16], &ch), 5_000);
         assert_eq!(h.take_owed([2; 16], &ch), 0);
         assert_eq!(h.claim([3; 16], ch, 100, t0, |id| *id == [2; 16]), Claim::TakeOver([2; 16]));
-        h.closed([2; 16], 7_000, 50);
+        h.closed([2; 16], Some(7_000), 50);
         assert_eq!(h.take_owed([3; 16], &ch), 7_000, "session 3 owes what session 2 left as it closed");
-        h.closed([3; 16], 0, 50);
+        h.closed([3; 16], Some(0), 50);
         assert_eq!(h.claim([4; 16], ch, 100, t0, |_| false), Claim::Free);
         assert_eq!(h.take_owed([4; 16], &ch), 0, "nothing unpaid, nothing owed");
-        h.closed([4; 16], 0, 50);
+        h.closed([4; 16], Some(0), 50);
         for i in 0..2 * OWED_PRUNE_ABOVE as u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&i.to_le_bytes());
@@ -289,7 +314,7 @@ mod tests {
             let expires = if i == 0 { 100 } else { 10 };
             // Open while it claims, as the server's sessions are.
             h.claim(session, Hash32(id), expires, t0, |s| *s == session);
-            h.closed(session, 1, 50);
+            h.closed(session, Some(1), 50);
         }
         assert_eq!(h.owed.len(), 1, "only the unexpired channel's debt stays");
         assert!(h.by_session.is_empty(), "closed sessions leave no entry");
@@ -304,17 +329,53 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Holders::default();
         assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
-        h.closed([1; 16], 5_000, 50);
-        h.closed([2; 16], 0, 50); // gone before its lookup returned
+        h.closed([1; 16], Some(5_000), 50);
+        h.closed([2; 16], Some(0), 50); // gone before its lookup returned
         assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Gone);
         assert_eq!(h.claim([3; 16], ch, 100, t0, |_| false), Claim::Free);
         assert_eq!(h.take_owed([3; 16], &ch), 5_000, "the debt waited for a session that got the channel");
-        h.closed([3; 16], 4_000, 50);
+        h.closed([3; 16], Some(4_000), 50);
         assert_eq!(h.claim([4; 16], ch, 100, t0, |id| *id == [3; 16]), Claim::TakeOver([3; 16]));
         assert_eq!(h.take_owed([4; 16], &ch), 4_000);
         assert_eq!(h.claim([5; 16], ch, 100, t0 + TAKEOVER_EVERY, |id| *id == [4; 16]), Claim::TakeOver([4; 16]));
-        h.closed([4; 16], 0, 50);
+        h.closed([4; 16], Some(0), 50);
         assert_eq!(h.take_owed([5; 16], &ch), 0, "owed once, not again");
+    }
+
+    /// The debt a session's lookup took is owed still when the session
+    /// never took its channel: it closed before the lookup's answer reached
+    /// it, or its channel was refused then. It was forgiven, and the next
+    /// session started a fresh credit window. A session that took its
+    /// channel owes what it says it left, the debt it carried included, not
+    /// the debt again.
+    #[test]
+    fn a_debt_taken_by_a_session_that_never_took_its_channel_is_owed_still() {
+        let ch: ChannelId = Hash32([1; 32]);
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        assert_eq!(h.claim([1; 16], ch, 100, t0, |_| false), Claim::Free);
+        h.closed([1; 16], Some(5_000), 50);
+        assert_eq!(h.claim([2; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([2; 16], &ch), 5_000);
+        h.drain_owed_changes();
+        h.closed([2; 16], None, 50);
+        let debt = OwedDebt { bytes: 5_000, expires_at_secs: 100 };
+        assert_eq!(h.drain_owed_changes(), vec![(ch, Some(debt))], "the book keeps it again");
+        assert_eq!(h.claim([3; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([3; 16], &ch), 5_000, "session 2 never carried it");
+        // Session 3 took its channel and was paid in full.
+        h.closed([3; 16], Some(0), 50);
+        assert_eq!(h.claim([4; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([4; 16], &ch), 0, "paid, not owed again");
+
+        // A takeover's taker that closes before it takes the channel hands
+        // back what the session it took over left.
+        assert_eq!(h.claim([5; 16], ch, 100, t0, |id| *id == [4; 16]), Claim::TakeOver([4; 16]));
+        h.closed([4; 16], Some(7_000), 50);
+        assert_eq!(h.take_owed([5; 16], &ch), 7_000);
+        h.closed([5; 16], None, 50);
+        assert_eq!(h.claim([6; 16], ch, 100, t0, |_| false), Claim::Free);
+        assert_eq!(h.take_owed([6; 16], &ch), 7_000, "session 5 never carried it");
     }
 
     /// A session taken over owes what it delivered until it closed, not
@@ -332,23 +393,23 @@ mod tests {
         // Taken over while it had 3,000 bytes unpaid; it delivered 2,000
         // more before its close.
         assert_eq!(h.claim([2; 16], ch, 100, t0, |id| *id == [1; 16]), Claim::TakeOver([1; 16]));
-        h.closed([1; 16], 5_000, 50);
+        h.closed([1; 16], Some(5_000), 50);
         assert_eq!(h.take_owed([2; 16], &ch), 5_000, "all it delivered, to its close");
 
         // A close that comes after the taker took what was owed.
         let later = t0 + TAKEOVER_EVERY;
         assert_eq!(h.claim([3; 16], ch, 100, later, |id| *id == [2; 16]), Claim::TakeOver([2; 16]));
         assert_eq!(h.take_owed([3; 16], &ch), 0, "session 2 has not closed yet");
-        h.closed([2; 16], 6_000, 50);
-        h.closed([3; 16], 1_000, 50);
+        h.closed([2; 16], Some(6_000), 50);
+        h.closed([3; 16], Some(1_000), 50);
         assert_eq!(h.claim([4; 16], ch, 100, later, |_| false), Claim::Free);
         assert_eq!(h.take_owed([4; 16], &ch), 7_000, "both debts, each once");
 
         // A taker that closed before the session it took over.
         let later = later + TAKEOVER_EVERY;
         assert_eq!(h.claim([5; 16], ch, 100, later, |id| *id == [4; 16]), Claim::TakeOver([4; 16]));
-        h.closed([5; 16], 0, 50);
-        h.closed([4; 16], 8_000, 50);
+        h.closed([5; 16], Some(0), 50);
+        h.closed([4; 16], Some(8_000), 50);
         assert_eq!(h.take_owed([5; 16], &ch), 0, "a closed session takes nothing");
         assert_eq!(h.claim([6; 16], ch, 100, later, |_| false), Claim::Free);
         assert_eq!(h.take_owed([6; 16], &ch), 8_000, "the debt waited for the next session");
@@ -364,8 +425,8 @@ mod tests {
         let mut h = Holders::default();
         h.claim([1; 16], a, 100, t0, |_| false);
         h.claim([2; 16], b, 100, t0, |_| false);
-        h.closed([1; 16], 5_000, 50);
-        h.closed([2; 16], 0, 50);
+        h.closed([1; 16], Some(5_000), 50);
+        h.closed([2; 16], Some(0), 50);
         let debt = OwedDebt { bytes: 5_000, expires_at_secs: 100 };
         assert_eq!(h.drain_owed_changes(), vec![(a, Some(debt))], "only a debt that changed");
         assert_eq!(h.drain_owed_changes(), vec![]);

@@ -169,8 +169,19 @@ impl NodeHooks for Hooks {
     }
 
     fn session_closed(&self, session: SessionId, unpaid_bytes: u64) {
+        // Whether it took its channel: only such a session meters unpaid
+        // bytes, and its driver's status says Established until after this
+        // call. One that did not (refused after its lookup, or closed
+        // before the lookup's answer reached its driver) carried none of
+        // the debt its lookup took (`take_owed`), which is owed still:
+        // taken for good, it was forgiven to a client that hung up as its
+        // lookup returned (ADR 0008).
+        let took_channel = unpaid_bytes > 0
+            || self.sessions.lock().is_ok_and(|map| {
+                map.get(&session).is_some_and(|(handle, _)| matches!(handle.status(), Status::Established))
+            });
         if let Ok(mut holders) = self.holders.lock() {
-            holders.closed(session, unpaid_bytes, now_unix_secs());
+            holders.closed(session, took_channel.then_some(unpaid_bytes), now_unix_secs());
             // Kept in the book, so that a restart does not forgive it.
             self.receipts.keep_owed(holders.drain_owed_changes());
         }

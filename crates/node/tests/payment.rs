@@ -654,6 +654,46 @@ async fn a_session_gone_before_its_channel_lookup_returns_does_not_clear_the_deb
     assert_eq!(got, 0, "the first session's debt was cleared by a session that never got its channel");
 }
 
+/// A session whose lookup took the channel's debt but whose channel was
+/// then refused (the escrow left buys less than a receipt interval) leaves
+/// the debt owed, as does one that closes before the lookup's answer
+/// reaches it: neither took its channel. The lookup's take was for good,
+/// so the debt was forgiven (a client that hung up as its lookup returned
+/// started a fresh credit window). Every later session on this channel is
+/// refused too, so the node's book shows the debt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debt_taken_by_a_session_refused_its_channel_is_owed_still() {
+    let source = firehose().await;
+    let client = SigningKey::from_label("refused-after-lookup");
+    // Buys 1.54 MiB at the node's price: one receipt interval and a half.
+    let escrow = Usd(1_500);
+    let node = node_with_channel(&client, "exit-refused-after-lookup", escrow, Usd::ZERO).await;
+    let terms = terms_for(&client, &node, escrow, Usd::ZERO);
+    let dest = Dest::new(Host::Ip(source.ip()), source.port());
+    let opts = ClientOptions::default();
+    let connect = || tollway_net::connect(Transport::Tls, node.addr, node.pin, &opts);
+    // Served to the escrow's end, the client pays its first receipt (about
+    // 1 MiB) only and hangs up owing the rest.
+    let conn = connect().await.unwrap();
+    let (got, _) = download_with(conn, terms.clone(), dest.clone(), false, Duration::from_secs(3), u64::MAX, |first| {
+        vec![Frame::Receipt(first.clone())]
+    })
+    .await;
+    sessions_gone(&node).await;
+    let paid = node.receipts.latest(&terms.channel).map_or(0, |r| r.receipt.cumulative_bytes);
+    assert!(paid >= MIB && paid < got, "served {got} B, paid for {paid} B");
+    let owed = node.receipts.owed();
+    assert!(matches!(owed[..], [(channel, debt)] if channel == terms.channel && debt.bytes > 0), "{owed:?}");
+    eprintln!("served {got} B, paid for {paid} B, owed {owed:?}");
+    // The next session's lookup takes the debt; the escrow left (about
+    // 520 micro-USD) buys less than a receipt interval, so its channel is
+    // refused.
+    let (_, events) = download(connect().await.unwrap(), terms, dest, false, Duration::from_secs(2), u64::MAX).await;
+    assert_eq!(closed_with(&events), Some(ErrorCode::EscrowExhausted));
+    sessions_gone(&node).await;
+    assert_eq!(node.receipts.owed(), owed, "the debt was forgiven to a session that never took its channel");
+}
+
 /// A channel is checked at the hello, but a session may outlive it: the
 /// node closes a session once its channel expires (what it served after
 /// that would be paid by receipts the client can void by closing the
