@@ -250,6 +250,7 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let mut terms = NodeTerms::new(status.chain_id.clone(), key.public(), record.price_usd_micro_per_gib);
     terms.receipt_interval_bytes = receipt_interval_bytes;
     terms.credit_window_bytes = credit_window_bytes;
+    terms.unpaid_timeout = a.unpaid_timeout;
     let mut config = ServerConfig {
         terms,
         listen_ip: a.listen,

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
+use tollway_ledger::params::{format_duration, parse_duration_secs};
 use tollway_net::Transport;
-use tollway_tunnel::session::{DEFAULT_CREDIT_WINDOW_BYTES, DEFAULT_RECEIPT_INTERVAL_BYTES};
+use tollway_tunnel::session::{DEFAULT_CREDIT_WINDOW_BYTES, DEFAULT_RECEIPT_INTERVAL_BYTES, DEFAULT_UNPAID_TIMEOUT};
 
 pub const FILE_NAME: &str = "node.toml";
 const ENV_PREFIX: &str = "TOLLWAY_NODE_";
@@ -29,6 +31,7 @@ pub struct NodeToml {
     max_rate_mbps: Option<u64>,
     credit_window_kib: Option<u64>,
     receipt_interval_kib: Option<u64>,
+    unpaid_timeout: Option<String>,
     settle_every: Option<String>,
     settle_min_usd: Option<String>,
     status_secs: Option<u64>,
@@ -53,11 +56,13 @@ pub fn template() -> String {
          # max_rate_mbps = 20             # relay at most this each way (default: no cap)\n\
          # credit_window_kib = {}\n\
          # receipt_interval_kib = {}\n\
+         # unpaid_timeout = \"{}\"         # how long a client may owe a receipt it has the bytes for\n\
          # settle_every = \"10m\"\n\
          # settle_min_usd = \"0.10\"\n\
          # status_secs = 60\n",
         DEFAULT_CREDIT_WINDOW_BYTES / 1024,
-        DEFAULT_RECEIPT_INTERVAL_BYTES / 1024
+        DEFAULT_RECEIPT_INTERVAL_BYTES / 1024,
+        format_duration(DEFAULT_UNPAID_TIMEOUT.as_secs())
     )
 }
 
@@ -114,6 +119,12 @@ pub struct Flags {
     /// [default: 1024].
     #[arg(long, value_name = "KIB")]
     pub receipt_interval_kib: Option<u64>,
+    /// How long a paused client may owe a receipt before the node closes
+    /// its session (e.g. 30s, 2m), counted from when the client has
+    /// received the bytes that make the receipt due, not from the pause: a
+    /// slow link takes long to carry a receipt interval [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub unpaid_timeout: Option<String>,
     /// How often to settle receipts on the chain (e.g. 10m, 30s; 0 never).
     /// A channel is settled when its newest receipt holds at least
     /// --settle-min-usd more than the chain has settled, or when it expires
@@ -147,6 +158,7 @@ pub struct NodeSettings {
     pub max_rate_mbps: Option<u64>,
     pub credit_window_kib: u64,
     pub receipt_interval_kib: u64,
+    pub unpaid_timeout: Duration,
     pub settle_every: String,
     pub settle_min_usd: String,
     pub status_secs: u64,
@@ -173,6 +185,29 @@ where
         .map(|s| s.parse().map_err(|e| anyhow::anyhow!("{ENV_PREFIX}{key}={text:?}: {s:?}: {e}")))
         .collect::<anyhow::Result<Vec<T>>>()
         .map(Some)
+}
+
+/// A duration setting (`30s`, `2m`) from the first of `flag`, the
+/// environment and the file that gives one, else `default`; an unparsable
+/// or zero value is an error that names where it came from.
+fn duration_setting(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: Option<String>,
+    key: &str,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    let (text, origin) = match (flag, env(&key.to_uppercase()), file) {
+        (Some(text), _, _) => (text.clone(), format!("--{} {text:?}", key.replace('_', "-"))),
+        (None, Some(text), _) => (text.clone(), format!("{ENV_PREFIX}{}={text:?}", key.to_uppercase())),
+        (None, None, Some(text)) => (text.clone(), format!("{FILE_NAME}: {key} = {text:?}")),
+        (None, None, None) => return Ok(default),
+    };
+    match parse_duration_secs(&text) {
+        Ok(0) => bail!("{origin}: must be at least 1s"),
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(e) => bail!("{origin}: {e}"),
+    }
 }
 
 impl NodeSettings {
@@ -250,6 +285,7 @@ impl NodeSettings {
                 .or(from_env(env, "RECEIPT_INTERVAL_KIB")?)
                 .or(file.receipt_interval_kib)
                 .unwrap_or(DEFAULT_RECEIPT_INTERVAL_BYTES / 1024),
+            unpaid_timeout: duration_setting(flags.unpaid_timeout, env, file.unpaid_timeout, "unpaid_timeout", DEFAULT_UNPAID_TIMEOUT)?,
             settle_every: flags.settle_every.or(from_env(env, "SETTLE_EVERY")?).or(file.settle_every).unwrap_or_else(|| "10m".into()),
             settle_min_usd: flags
                 .settle_min_usd
@@ -322,6 +358,19 @@ mod tests {
         assert_eq!(s.transports, vec![Transport::Quic]);
         assert_eq!(s.deny_ports, vec![25, 465]);
         assert_eq!(s.key, PathBuf::from("/keys/node.key"));
+
+        // The unpaid timeout, each layer in turn over the one below.
+        let timeout = |flag: Option<&str>, env: Option<&str>, file: &str| {
+            let flags = Flags { unpaid_timeout: flag.map(String::from), ..flags_with_key() };
+            let env_var = |k: &str| env.filter(|_| k == "UNPAID_TIMEOUT").map(String::from);
+            let file: NodeToml = toml::from_str(file).unwrap();
+            NodeSettings::resolve_with(Path::new("/h"), flags, file, &env_var).unwrap().unpaid_timeout
+        };
+        let file = "unpaid_timeout = \"2m\"\n";
+        assert_eq!(timeout(Some("90s"), Some("45s"), file), Duration::from_secs(90));
+        assert_eq!(timeout(None, Some("45s"), file), Duration::from_secs(45));
+        assert_eq!(timeout(None, None, file), Duration::from_secs(120));
+        assert_eq!(timeout(None, None, ""), DEFAULT_UNPAID_TIMEOUT);
     }
 
     #[test]
@@ -341,5 +390,14 @@ mod tests {
         let flags = Flags { max_sessions: Some(0), ..flags_with_key() };
         let err = NodeSettings::resolve_with(Path::new("/h"), flags, NodeToml::default(), &no_env).unwrap_err();
         assert!(err.to_string().contains("max_sessions must be from 1 to 1000000, not 0"), "{err}");
+        let env = |k: &str| (k == "UNPAID_TIMEOUT").then(|| "soon".to_string());
+        let err = NodeSettings::resolve_with(Path::new("/h"), flags_with_key(), NodeToml::default(), &env).unwrap_err();
+        assert!(err.to_string().starts_with("TOLLWAY_NODE_UNPAID_TIMEOUT=\"soon\": "), "{err}");
+        let file: NodeToml = toml::from_str("unpaid_timeout = \"0s\"\n").unwrap();
+        let err = NodeSettings::resolve_with(Path::new("/h"), flags_with_key(), file, &no_env).unwrap_err();
+        assert_eq!(err.to_string(), "node.toml: unpaid_timeout = \"0s\": must be at least 1s");
+        let flags = Flags { unpaid_timeout: Some("30 parsecs".into()), ..flags_with_key() };
+        let err = NodeSettings::resolve_with(Path::new("/h"), flags, NodeToml::default(), &no_env).unwrap_err();
+        assert!(err.to_string().starts_with("--unpaid-timeout \"30 parsecs\": "), "{err}");
     }
 }

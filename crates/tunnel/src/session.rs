@@ -16,7 +16,8 @@
 //! until the next one, and never a byte the channel's escrow cannot pay
 //! for; receipts are checked with the ledger's own `check_receipt` against
 //! the channel's escrow. Paused, it connects nothing new for the client,
-//! and closes the session if no receipt comes within `unpaid_timeout`.
+//! and closes the session if no receipt comes within `unpaid_timeout` of
+//! the client having received what makes one due.
 //!
 //! Payment (client side): the client meters every byte it receives and
 //! sends, and signs a cumulative receipt every receipt interval. A node's
@@ -95,8 +96,11 @@ pub struct NodeTerms {
     pub price_usd_micro_per_gib: u64,
     pub receipt_interval_bytes: u64,
     pub credit_window_bytes: u64,
-    /// A session paused for want of a receipt this long is closed with
-    /// `Unpaid` (its pings kept the idle timeout from ever doing it).
+    /// A paused session is closed with `Unpaid` this long after the client
+    /// was shown to owe a receipt it did not send (its pings kept the idle
+    /// timeout from ever doing it). Counted from that showing, not from
+    /// the pause: on a slow link an honest client may take minutes to
+    /// receive the receipt interval that makes its receipt due.
     pub unpaid_timeout: Duration,
     pub limits: Limits,
 }
@@ -105,10 +109,17 @@ pub struct NodeTerms {
 pub const DEFAULT_RECEIPT_INTERVAL_BYTES: u64 = 1 << 20;
 pub const DEFAULT_CREDIT_WINDOW_BYTES: u64 = 2 << 20;
 
-/// How long a node waits, paused, for a receipt: an honest client's comes
-/// within a round trip; 30 s covers a route that roams or a relay whose
-/// own session is paused meanwhile.
+/// How long a node waits for a receipt once the client has received what
+/// makes it due (the clock starts then, not at the pause: see
+/// `Session::note_pause`): an honest client's comes before the node even
+/// learns it is due; 30 s covers a route that roams or a relay whose own
+/// session is paused meanwhile.
 pub const DEFAULT_UNPAID_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a node stays paused before it queues a ping behind all it
+/// delivered, whose pong shows the client has received it all. An honest
+/// pause on a fast path ends within a round trip, with no ping.
+pub const PAUSE_FENCE_AFTER: Duration = Duration::from_secs(1);
 
 /// The shortest receipt interval a client accepts: each receipt is a
 /// signature, and a node asking for one every few bytes would spend its
@@ -558,6 +569,20 @@ struct Pay {
     /// Node: the first `now` the session saw while paused (the pause
     /// itself may come in `send`, which has no clock).
     paused_since: Option<Instant>,
+    /// Node: the nonce of the ping queued behind all it delivered, once
+    /// paused for `PAUSE_FENCE_AFTER`: its pong shows the client has
+    /// received every byte delivered before the pause.
+    pause_fence: Option<u64>,
+    /// Node: when the client was first shown to owe a receipt it has not
+    /// sent, while paused: the unpaid timeout counts from here.
+    overdue_since: Option<Instant>,
+    /// Node: bytes it sent the client this session (downstream).
+    downstream_bytes: u64,
+    /// Node: what the client's window announcements say it consumed of
+    /// them: its stream windows' announcements summed, and its session
+    /// window's, kept apart as both count the same bytes.
+    shown_stream_bytes: u64,
+    shown_session_bytes: u64,
 }
 
 impl Pay {
@@ -578,6 +603,11 @@ impl Pay {
             paid_usd: base_usd,
             paused: false,
             paused_since: None,
+            pause_fence: None,
+            overdue_since: None,
+            downstream_bytes: 0,
+            shown_stream_bytes: 0,
+            shown_session_bytes: 0,
         }
     }
     fn cumulative_bytes(&self) -> u64 {
@@ -594,6 +624,14 @@ impl Pay {
     fn usd_for(&self, cumulative_bytes: u64) -> Usd {
         let owed = cost_of_bytes(self.price_usd_micro_per_gib, cumulative_bytes.saturating_sub(self.base_bytes));
         Usd(self.base_usd.0 + owed.0)
+    }
+    /// Node: the least cumulative count the client can have reached: all
+    /// the node delivered but the downstream bytes the client has not yet
+    /// shown, by its window announcements, that it consumed. (Upstream
+    /// bytes the node delivered the client had sent; it counts both ways.)
+    fn client_count_shown(&self) -> u64 {
+        let shown = self.shown_stream_bytes.max(self.shown_session_bytes);
+        self.cumulative_bytes().saturating_sub(self.downstream_bytes.saturating_sub(shown))
     }
     /// Everything the escrow pays for is delivered and paid: the channel
     /// can carry nothing more.
@@ -1418,6 +1456,10 @@ impl Session {
                 for stream in std::mem::take(&mut self.blocked) {
                     self.events.push_back(Event::Writable { stream });
                 }
+                if let Some(pay) = self.pay.as_mut().filter(|_| is_node) {
+                    pay.shown_session_bytes = pay.shown_session_bytes.saturating_add(u64::from(bytes));
+                    self.note_pause(now);
+                }
             }
             Frame::Window { stream, bytes } => {
                 if let Some(s) = self.streams.get_mut(&stream) {
@@ -1425,6 +1467,11 @@ impl Session {
                     if self.blocked.remove(&stream) {
                         self.events.push_back(Event::Writable { stream });
                     }
+                }
+                // A stream gone since counts too: the client consumed them.
+                if let Some(pay) = self.pay.as_mut().filter(|_| is_node) {
+                    pay.shown_stream_bytes = pay.shown_stream_bytes.saturating_add(u64::from(bytes));
+                    self.note_pause(now);
                 }
             }
             Frame::Fin { stream } => self.on_fin(stream),
@@ -1466,6 +1513,12 @@ impl Session {
             }
             Frame::Ping { nonce } => self.queue(&Frame::Pong { nonce }),
             Frame::Pong { nonce } => {
+                // Node: the pong to the ping behind its pause: the client
+                // has received all that was delivered before it, and a
+                // receipt it owes would have come before this pong.
+                if let Some(pay) = self.pay.as_mut().filter(|p| is_node && p.paused && p.pause_fence == Some(nonce)) {
+                    pay.overdue_since.get_or_insert(now);
+                }
                 // The node read every reset queued before this ping, and
                 // sent everything it had on those streams before its pong.
                 self.reset_streams.retain(|_, r| r.fence > nonce);
@@ -1726,6 +1779,8 @@ impl Session {
             if pay.credit() > 0 {
                 pay.paused = false;
                 pay.paused_since = None;
+                pay.pause_fence = None;
+                pay.overdue_since = None;
             } else if pay.paused {
                 // Still paused: at the escrow's end. Spent and paid, the
                 // session is over; else the client hears what it owes.
@@ -1757,18 +1812,61 @@ impl Session {
         self.wake_blocked();
     }
 
-    /// Node: starts the unpaid timeout at the first `now` seen paused.
+    /// Node: the unpaid clock, at an input or timer at `now`.
+    ///
+    /// It runs only while the client has been shown to owe a receipt it
+    /// has not sent: from the pause alone it cannot tell. The node counts a
+    /// byte delivered when it queues it, so it may queue its whole credit
+    /// window and pause while the client, which signs once it has
+    /// *received* a receipt interval, waits for those bytes to cross its
+    /// link: at 16 KiB/s a MiB takes 64 s, and a clock started at the
+    /// pause closed honest slow downloads with `Unpaid`. Two things show
+    /// the debt, and the clock starts at the first:
+    /// - the client's window announcements: what it announced consumed,
+    ///   and all else the node delivered, reach a receipt interval past the
+    ///   newest receipt (`client_count_shown`). Bytes are consumed after
+    ///   they are received, and the client signs as they are received, so
+    ///   an honest receipt comes before the announcement that shows it due;
+    /// - the pong to a ping queued behind everything delivered, sent
+    ///   `PAUSE_FENCE_AFTER` into the pause (not at once: a fast
+    ///   download pauses about once per receipt, for a round trip, and a
+    ///   pong then would be one more lone record per MiB): the client has
+    ///   received it all (at least a receipt interval, or at the escrow's
+    ///   end the `Paused` frame that asks it to pay at once), and a receipt
+    ///   would have come before the pong. This catches what the
+    ///   announcements may not show: a program that reads nothing, or
+    ///   streams each holding less than their announcement threshold.
+    ///
+    /// A client that does neither gets nothing while paused (no byte, no
+    /// connection) and is as an idle session to the node.
     fn note_pause(&mut self, now: Instant) {
-        if let Some(pay) = self.pay.as_mut().filter(|p| p.paused && p.paused_since.is_none()) {
-            pay.paused_since = Some(now);
+        if !self.is_node() {
+            return;
+        }
+        let Some(pay) = self.pay.as_mut().filter(|p| p.paused) else { return };
+        let since = *pay.paused_since.get_or_insert(now);
+        if pay.overdue_since.is_none() && pay.client_count_shown() >= pay.paid_bytes.saturating_add(pay.receipt_interval_bytes) {
+            pay.overdue_since = Some(now);
+        }
+        if pay.pause_fence.is_none() && now >= since + PAUSE_FENCE_AFTER {
+            let nonce = self.next_ping;
+            self.next_ping += 1;
+            pay.pause_fence = Some(nonce);
+            self.queue(&Frame::Ping { nonce });
         }
     }
 
-    /// Node: when a session paused without a receipt is closed.
+    /// Node: when a session paused with a receipt overdue is closed.
     fn unpaid_deadline(&self) -> Option<Instant> {
         let Side::Node { terms, .. } = &self.side else { return None };
-        let since = self.pay.as_ref()?.paused_since?;
+        let since = self.pay.as_ref()?.overdue_since?;
         Some(since + terms.unpaid_timeout)
+    }
+
+    /// Node: when a paused session queues the ping behind its pause.
+    fn pause_fence_deadline(&self) -> Option<Instant> {
+        let pay = self.pay.as_ref().filter(|p| p.paused && p.pause_fence.is_none())?;
+        Some(pay.paused_since? + PAUSE_FENCE_AFTER)
     }
 
     fn wake_blocked(&mut self) {
@@ -2027,6 +2125,9 @@ impl Session {
         if n > 0 {
             if let Some(pay) = self.pay.as_mut() {
                 pay.metered_bytes += n as u64;
+                if is_node {
+                    pay.downstream_bytes += n as u64;
+                }
             }
             self.after_metering();
         }
@@ -2139,7 +2240,7 @@ impl Session {
             Phase::Handshake | Phase::AwaitChannel => Some(self.handshake_deadline),
             Phase::Established => {
                 let idle = self.last_received + self.limits.idle_timeout;
-                let deadlines = [self.pending_resume_deadline(), self.unpaid_deadline()];
+                let deadlines = [self.pending_resume_deadline(), self.unpaid_deadline(), self.pause_fence_deadline()];
                 Some(deadlines.into_iter().flatten().fold(idle, Instant::min))
             }
         }
@@ -2154,7 +2255,11 @@ impl Session {
         self.note_pause(now);
         if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
             let Side::Node { terms, .. } = &self.side else { return };
-            let message = format!("paused for {} s with no valid receipt", terms.unpaid_timeout.as_secs());
+            let message = format!(
+                "no valid receipt {} s after the client had received what made one due ({} unpaid)",
+                terms.unpaid_timeout.as_secs(),
+                human_bytes(self.unpaid_bytes())
+            );
             return self.close(ErrorCode::Unpaid, &message);
         }
         if self.phase == Phase::Established && self.pending_resume_deadline().is_some_and(|d| now >= d) {

@@ -4,7 +4,7 @@
 //! path switching are tested without sockets or clocks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use tollway_ledger::state::Channel;
 use tollway_tunnel::frame::{Frame, FrameError, ServerHello, PROTOCOL_VERSION};
@@ -45,6 +45,15 @@ struct Pair {
     latest_receipt: Option<SignedReceipt>,
     /// What the node's lookup says a session taken over left unpaid.
     carried_bytes: u64,
+    /// Whether the client's "programs" read what arrives (the harness
+    /// consumes each delivery at once); false plays ones that never read.
+    client_consumes: bool,
+    /// The node-to-client link's rate, if slow: what the node transmits
+    /// waits in `downlink` and crosses at this rate as `advance` moves the
+    /// clock (a line the link leaves idle is not banked).
+    downlink_bytes_per_sec: Option<u64>,
+    downlink: VecDeque<(PathId, Vec<u8>)>,
+    downlink_budget_bytes: u64,
 }
 
 fn keep(_: &Frame) -> bool {
@@ -136,7 +145,48 @@ impl Pair {
             node_consumes: true,
             latest_receipt: None,
             carried_bytes: 0,
+            client_consumes: true,
+            downlink_bytes_per_sec: None,
+            downlink: VecDeque::new(),
+            downlink_budget_bytes: 0,
         }
+    }
+
+    /// Moves the clock on by `dt`: the slow downlink carries what `dt`
+    /// allows, and each side's timer runs if due.
+    fn advance(&mut self, dt: Duration) {
+        self.now += dt;
+        if let Some(rate) = self.downlink_bytes_per_sec {
+            self.downlink_budget_bytes += rate * dt.as_millis() as u64 / 1000;
+        }
+        self.drive();
+        for side in [&mut self.client, &mut self.node] {
+            if side.poll_timeout().is_some_and(|t| t <= self.now) {
+                side.handle_timeout(self.now);
+            }
+        }
+        self.drive();
+    }
+
+    /// Hands the client what the slow downlink carries now; whether it
+    /// carried anything.
+    fn cross_downlink(&mut self) -> bool {
+        let mut moved = false;
+        while self.downlink_budget_bytes > 0 {
+            let Some((path, mut bytes)) = self.downlink.pop_front() else { break };
+            let budget = usize::try_from(self.downlink_budget_bytes).unwrap();
+            if bytes.len() > budget {
+                let rest = bytes.split_off(budget);
+                self.downlink.push_front((path, rest));
+            }
+            self.downlink_budget_bytes -= bytes.len() as u64;
+            deliver(&mut self.client, self.now, path, bytes, &mut self.reads);
+            moved = true;
+        }
+        if self.downlink.is_empty() {
+            self.downlink_budget_bytes = 0;
+        }
+        moved
     }
 
     /// Moves bytes and handles events until nothing changes.
@@ -149,9 +199,13 @@ impl Pair {
                 moved = true;
             }
             while let Some((path, bytes)) = self.node.poll_transmit() {
-                deliver(&mut self.client, self.now, path, bytes, &mut self.reads);
+                match self.downlink_bytes_per_sec {
+                    Some(_) => self.downlink.push_back((path, bytes)),
+                    None => deliver(&mut self.client, self.now, path, bytes, &mut self.reads),
+                }
                 moved = true;
             }
+            moved |= self.cross_downlink();
             while let Some(e) = self.node.poll_event() {
                 moved = true;
                 match &e {
@@ -185,7 +239,9 @@ impl Pair {
                         .entry(*stream)
                         .or_default()
                         .extend_from_slice(payload);
-                    self.client.consumed(self.now, *stream, payload.len());
+                    if self.client_consumes {
+                        self.client.consumed(self.now, *stream, payload.len());
+                    }
                 }
                 self.client_events.push(e);
             }
@@ -483,6 +539,113 @@ fn a_paused_client_that_pays_in_time_gets_its_waiting_connection() {
     let down = pattern(3 * MIB as usize, 4);
     assert_eq!(pair.pump(fresh, &down, false), down.len());
     assert!(pair.client_got[&fresh] == down);
+}
+
+/// 16 KiB/s (128 kbit/s): a throttled mobile plan, the kind of line this
+/// product is for.
+const SLOW_LINK_BYTES_PER_SEC: u64 = 16 * 1024;
+
+/// An established pair on the node's default terms, its windows too: the
+/// harness's smaller stream window keeps a node from ever queueing its
+/// whole credit window ahead of the client, as the default one lets it.
+fn default_terms_pair() -> Pair {
+    let mut pair = Pair::build(Usd(10_000_000), [9; 32], [9; 32], |terms| terms.limits = Limits::default());
+    pair.drive();
+    assert!(pair.client.is_established() && pair.node.is_established(), "{:?}", pair.client_events);
+    pair
+}
+
+/// Has the node send `down` on `stream` as fast as it will take it, a
+/// tenth of a second at a time on the pair's clock (the client pinging
+/// every 5 s, as its pool does), until the client has it all, the session
+/// closes or `limit` has passed. Returns the time it took.
+fn serve_for(pair: &mut Pair, stream: StreamId, down: &[u8], limit: Duration) -> Duration {
+    let start = pair.now;
+    let mut sent = 0;
+    let mut next_ping = start;
+    while pair.client_got.get(&stream).map_or(0, Vec::len) < down.len() && !pair.node.is_closed() && pair.now - start < limit {
+        sent += pair.node.send(stream, &down[sent..]).unwrap_or(0);
+        if pair.now >= next_ping {
+            pair.client.ping(pair.now).unwrap();
+            next_ping += Duration::from_secs(5);
+        }
+        pair.drive();
+        pair.advance(Duration::from_millis(100));
+    }
+    pair.now - start
+}
+
+/// A download over a slow link, with the node's default terms. The node
+/// counts a byte delivered when it queues it, so it queues its whole
+/// credit window (2 MiB) and pauses, while the client signs only once it
+/// has received a receipt interval (1 MiB): at 16 KiB/s each pause
+/// honestly lasts 64 s. The node's unpaid clock ran from the pause, and
+/// it closed the session with `Unpaid` 30 s into the first one.
+#[test]
+fn a_download_over_a_slow_link_pauses_for_its_receipts_and_is_not_closed_unpaid() {
+    let mut pair = default_terms_pair();
+    pair.downlink_bytes_per_sec = Some(SLOW_LINK_BYTES_PER_SEC);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(6 * MIB as usize, 12);
+    let took = serve_for(&mut pair, s, &down, Duration::from_secs(600));
+    assert_eq!(closed_event(pair.node_events.clone()), None, "after {took:?}");
+    assert!(pair.client_got[&s] == down, "the download is not whole");
+    // It went at the link's pace (384 s), pausing at the window for each
+    // receipt.
+    assert!((384..=390).contains(&took.as_secs()), "{took:?}");
+    assert!(pair.node_events.iter().filter(|e| matches!(e, Event::Paused { .. })).count() >= 4);
+    assert_eq!(pair.max_unpaid_bytes, 2 * MIB);
+    assert!(signed(pair.client_events.clone()).len() >= 5);
+}
+
+/// A client on the same slow link that reads everything and never pays
+/// is closed 30 s after its window announcements show it has received a
+/// receipt interval past its newest receipt: 64 s down the link, 94 s in.
+#[test]
+fn a_client_on_a_slow_link_that_reads_and_never_pays_is_closed_30_s_after_a_receipt_is_due() {
+    let mut pair = default_terms_pair();
+    pair.downlink_bytes_per_sec = Some(SLOW_LINK_BYTES_PER_SEC);
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let took = serve_for(&mut pair, s, &pattern(6 * MIB as usize, 13), Duration::from_secs(600));
+    // (The node's word of it waits behind the bytes still on the link.)
+    let closed = closed_event(pair.node_events.clone());
+    assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no valid receipt")), "{closed:?}");
+    assert!((94..=96).contains(&took.as_secs()), "{took:?}");
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+/// A client whose programs read nothing shows nothing consumed. One that
+/// pays is not closed, however long its bytes take to arrive; paused, the
+/// node asks with a ping behind all it delivered, and a client that has it
+/// all and has not paid is closed 30 s after its pong.
+#[test]
+fn a_client_that_reads_nothing_is_closed_unpaid_only_when_its_pong_shows_it_has_all_and_owes() {
+    // Over the slow link, paying: the 2 MiB the windows allow take 128 s.
+    let mut pair = default_terms_pair();
+    pair.client_consumes = false;
+    pair.downlink_bytes_per_sec = Some(SLOW_LINK_BYTES_PER_SEC);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 14), Duration::from_secs(200));
+    assert_eq!(closed_event(pair.node_events.clone()), None, "after {took:?}");
+    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+
+    // Over a fast one, never paying.
+    let mut pair = default_terms_pair();
+    pair.client_consumes = false;
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 14), Duration::from_secs(120));
+    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+    let closed = closed_event(pair.client_events.clone());
+    assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no valid receipt")), "{closed:?}");
+    // Paused within a tenth of a second, seen paused at the client's next
+    // ping (5 s), asked 1 s later, closed 30 s after the pong.
+    assert!((36..=37).contains(&took.as_secs()), "{took:?}");
 }
 
 #[test]
