@@ -1223,6 +1223,10 @@ impl Session {
                 self.phase = Phase::Established;
                 self.last_received = now;
                 self.events.push_back(Event::Established);
+                // Carried bytes may use the whole credit: paused from the
+                // start, not at a next metered byte that never comes.
+                self.after_metering();
+                self.note_pause(now);
             }
             Err((code, message)) => self.close(code, &message),
         }

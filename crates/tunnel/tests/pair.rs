@@ -541,6 +541,39 @@ fn a_paused_client_that_pays_in_time_gets_its_waiting_connection() {
     assert!(pair.client_got[&fresh] == down);
 }
 
+/// A session that starts owing its whole credit window (what the
+/// channel's last session left unpaid, carried) has no credit from its
+/// first moment. The node marked itself paused only when it next metered a
+/// byte, which a session without credit never does: it connected every
+/// stream the client opened and never started its unpaid clock.
+#[test]
+fn a_session_that_starts_owing_its_whole_window_is_paused_from_the_start() {
+    let mut pair = Pair::new(Usd(10_000_000));
+    pair.carried_bytes = 2 * MIB;
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    pair.drive();
+    assert!(pair.node.is_established());
+    assert!(pair.node_events.contains(&Event::Paused { unpaid_bytes: 2 * MIB }), "{:?}", pair.node_events);
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(opens_requested(&pair), 0, "the node connected for a client that owes its window");
+    let took = serve_for(&mut pair, s, &pattern(MIB as usize, 15), Duration::from_secs(120));
+    let closed = closed_event(pair.client_events.clone());
+    assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no valid receipt")), "{closed:?}");
+    // The client's count shows the receipt due at once.
+    assert!((30..=31).contains(&took.as_secs()), "{took:?}");
+
+    // A client that pays goes on.
+    let mut pair = Pair::new(Usd(10_000_000));
+    pair.carried_bytes = 2 * MIB;
+    pair.drive();
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(3 * MIB as usize, 16);
+    assert_eq!(pair.pump(s, &down, false), down.len());
+    assert!(pair.client_got[&s] == down);
+}
+
 /// 16 KiB/s (128 kbit/s): a throttled mobile plan, the kind of line this
 /// product is for.
 const SLOW_LINK_BYTES_PER_SEC: u64 = 16 * 1024;
