@@ -674,7 +674,8 @@ fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId])
     // latest to expire. The interval: the default, or the least a node at
     // this price can serve with (it must ask for receipts less often).
     let price = record.price_usd_micro_per_gib;
-    let interval_bytes = tollway_tunnel::session::DEFAULT_RECEIPT_INTERVAL_BYTES.max((1u64 << 30).div_ceil(price.max(1)));
+    let interval_bytes =
+        tollway_tunnel::session::DEFAULT_RECEIPT_INTERVAL_BYTES.max(tollway_tunnel::session::min_receipt_interval_bytes(price));
     let interval_usd = tollway_ledger::cost_of_bytes(price, interval_bytes);
     let channel = (with_escrow.into_iter().filter(|c| c.expires_at_secs > now_secs))
         .max_by_key(|c| (tollway_types::amount::Usd(c.escrow.0 - c.paid.0) >= interval_usd, c.expires_at_secs));

@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use tollway_ledger::params::{format_duration, parse_duration_secs};
-use tollway_tunnel::session::{min_price_usd_micro_per_gib, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB};
+use tollway_tunnel::session::{
+    min_price_usd_micro_per_gib, min_receipt_interval_bytes, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB,
+};
 use tollway_types::keys::parse_hex;
 use tollway_types::{
     channel_id, codec, AccountId, Amount, ChannelId, CountryCode, Hash32, MacroRegion, NodeSpec, PublicKey, Receipt,
@@ -888,7 +890,7 @@ fn gib_price(text: &str) -> anyhow::Result<u64> {
         // Allowed (a node may ask for receipts less often), but `node run`
         // refuses to serve at the default interval: said before the fee.
         let usd = |micro: u64| Usd(u128::from(micro));
-        let kib = (1u64 << 30).div_ceil(price).div_ceil(1024);
+        let kib = min_receipt_interval_bytes(price).div_ceil(1024);
         eprintln!(
             "warning: at {} per GiB the node must ask for receipts at least every {kib} KiB \
              (`node run --receipt-interval-kib {kib}`); the default of 1 MiB needs {} per GiB",

@@ -1222,14 +1222,7 @@ async fn a_lone_route_whose_connection_died_is_connected_anew_within_seconds() {
     let _ssh = echo_connection(front, echo).await;
     line.cut_existing();
     let cut_at = std::time::Instant::now();
-    let served_after = loop {
-        let body = tokio::time::timeout(Duration::from_secs(2), socks_get(front, web, 20_000)).await;
-        if body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(20_000))) {
-            break cut_at.elapsed();
-        }
-        assert!(cut_at.elapsed() < Duration::from_secs(15), "nothing served since the cut: {:?}", events_with(&name));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let served_after = served_again_after(front, web, 20_000, cut_at, &name).await;
     eprintln!("one route, its connection cut: served again {served_after:?} after");
     let closed = events_with(&format!("route {name}: no answer for 2 s; the "));
     assert_eq!(closed.len(), 1, "{:?}", events_with(&name));
@@ -1268,6 +1261,20 @@ async fn an_idle_connection_outlives_a_silence_when_another_route_could_serve() 
     .await;
     assert!(events_with(&format!("route {name}: no answer for ")).is_empty(), "{:?}", events_with(&name));
     assert_eq!(pool.history().await, [0]);
+}
+
+/// How long after `since` a request of `n` bytes through the front end is
+/// served byte-exact again, trying one at a time (each up to 2 s) for at
+/// most 15 s; the events of route `name` say why if never.
+async fn served_again_after(front: SocketAddr, web: SocketAddr, n: usize, since: std::time::Instant, name: &str) -> Duration {
+    loop {
+        let body = tokio::time::timeout(Duration::from_secs(2), socks_get(front, web, n)).await;
+        if body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(n))) {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < Duration::from_secs(15), "nothing served since the cut: {:?}", events_with(name));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits for the tries [`first_success_beside_held`] left under way, some
@@ -1528,14 +1535,7 @@ async fn a_takeover_after_a_connection_died_mid_download_pays_the_bytes_in_fligh
     let paid_before = paid();
     // New connections bring the route back once the dead one is given up
     // (a second); the exit's new session takes the channel over.
-    let served_after = loop {
-        let body = tokio::time::timeout(Duration::from_secs(2), socks_get(front, web, 1000)).await;
-        if body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(1000))) {
-            break cut_at.elapsed();
-        }
-        assert!(cut_at.elapsed() < Duration::from_secs(15), "nothing served since the cut: {:?}", events_with(&name));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let served_after = served_again_after(front, web, 1000, cut_at, &name).await;
     // The new session's first receipt paid at once what the node says the
     // old one left unpaid (up to its window, and more than a receipt
     // interval), and nothing since: more than ever reached the client.

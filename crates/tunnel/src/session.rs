@@ -169,6 +169,18 @@ pub const fn min_price_usd_micro_per_gib(receipt_interval_bytes: u64) -> u64 {
     GIB.div_ceil(receipt_interval_bytes)
 }
 
+/// The same rule the other way: the shortest receipt interval that costs
+/// a micro-dollar at `price_usd_micro_per_gib` (a node cheaper than
+/// [`min_price_usd_micro_per_gib`] of the default interval must ask for
+/// receipts at least this far apart).
+pub const fn min_receipt_interval_bytes(price_usd_micro_per_gib: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    if price_usd_micro_per_gib == 0 {
+        return u64::MAX;
+    }
+    GIB.div_ceil(price_usd_micro_per_gib)
+}
+
 /// The least price per GiB any node can charge: the one at the longest
 /// receipt interval there is (just below [`MAX_CREDIT_WINDOW_BYTES`]).
 pub const MIN_PRICE_USD_MICRO_PER_GIB: u64 = min_price_usd_micro_per_gib(MAX_CREDIT_WINDOW_BYTES - 1);
