@@ -519,18 +519,21 @@ struct Stream {
     announced_at: Option<Instant>,
 }
 
-/// Client: a stream it reset whose data may still be on its way. The node
-/// may send on it what the stream's window allowed at the reset and no
-/// more: those bytes are paid (the node counted them when it sent them),
-/// anything beyond is a protocol violation. Without the bound, data on any
-/// stream id the client did not know was counted and paid, so a node
-/// sending on made-up streams drained the escrow with no program asking
-/// for a byte.
+/// A stream this side reset (or, the node, refused) whose peer may still
+/// have data on its way. The peer may send on it what the stream's window
+/// allowed at the reset and no more: those bytes are counted (the peer
+/// counted them when it sent them: the node as it delivered them, the
+/// client as it sent them), anything beyond is a protocol violation.
+/// Without the bound, data on any stream id the client did not know was
+/// counted and paid, so a node sending on made-up streams drained the
+/// escrow with no program asking for a byte; and the node dropped data on
+/// any stream id it did not know, uncounted, so a client sending on
+/// made-up streams had the node take upstream bytes for free, for good.
 struct ResetStream {
-    /// Bytes the node may still send on the stream.
+    /// Bytes the peer may still send on the stream.
     allowance_bytes: u64,
     /// The nonce of the ping queued right behind the reset: its pong comes
-    /// after everything the node sent before it read the reset, so the
+    /// after everything the peer sent before it read the reset, so the
     /// stream is forgotten then.
     fence: u64,
 }
@@ -648,8 +651,11 @@ impl Pay {
     /// Everything the escrow pays for is delivered and paid: the channel
     /// can carry nothing more.
     fn escrow_spent(&self) -> bool {
+        // Past the escrow only by upstream bytes dropped on streams the
+        // node closed (counted as the client counted them, never served),
+        // which the client's receipts stop short of.
         let delivered = self.cumulative_bytes();
-        delivered >= self.escrow_bytes && self.paid_usd >= self.usd_for(delivered)
+        delivered >= self.escrow_bytes && self.paid_usd >= self.usd_for(delivered.min(self.escrow_bytes))
     }
 }
 
@@ -706,9 +712,12 @@ pub struct Session {
     secret: [u8; 32],
     session_id: [u8; 16],
     streams: BTreeMap<StreamId, Stream>,
-    /// Client: streams it reset that the node may not have finished
-    /// sending on yet. They count against `max_streams` until the node's
-    /// pong shows it read the reset, so they stay as few as streams.
+    /// Streams this side reset (the node: or refused) that the peer may
+    /// not have finished sending on yet, until the peer's pong shows it
+    /// read the reset. Client: they count against `max_streams` for its
+    /// opens, so they stay as few as streams. Node: the client opens, so
+    /// at most `max_streams` are kept, the oldest forgotten first
+    /// (`remember_reset`).
     reset_streams: BTreeMap<StreamId, ResetStream>,
     blocked: BTreeSet<StreamId>,
     window: SessionWindow,
@@ -1535,7 +1544,7 @@ impl Session {
                 if let Some(pay) = self.pay.as_mut().filter(|p| is_node && p.paused && p.pause_fence == Some(nonce)) {
                     pay.overdue_since.get_or_insert(now);
                 }
-                // The node read every reset queued before this ping, and
+                // The peer read every reset queued before this ping, and
                 // sent everything it had on those streams before its pong.
                 self.reset_streams.retain(|_, r| r.fence > nonce);
                 if let Some(sent) = self.pings.remove(&nonce) {
@@ -1554,11 +1563,17 @@ impl Session {
         if self.streams.contains_key(&stream) {
             return self.violation(format!("stream {stream} opened twice"));
         }
+        // A stream id reused: the client sent nothing more on the old one.
+        self.reset_streams.remove(&stream);
         if self.streams.len() >= self.limits.max_streams as usize {
             self.queue(&Frame::OpenFailed {
                 stream,
                 code: ErrorCode::Limit,
             });
+            // The client may send on it before it reads the refusal (an
+            // honest one too: the node may still hold a stream the client
+            // forgot, whose last bytes its destination has not taken).
+            self.remember_reset(stream, u64::from(self.limits.stream_window_bytes));
             return;
         }
         // Paused, the node connects nowhere for the client until it pays:
@@ -1589,32 +1604,33 @@ impl Session {
         }
         self.window.recv_allowance -= len;
         let Some(s) = self.streams.get_mut(&stream) else {
-            // A stream we reset may still have bytes in flight: dropped
-            // here, so the session's window reopens for them at once. The
-            // client still counts them, as the node did when it sent them:
-            // a client behind the node's count waits for bytes while the
-            // node waits for a receipt, for good. It counts them only up
-            // to what the stream's window allowed at the reset: a node
-            // sending on streams that do not exist would be paid for them.
-            // (The node does not charge for what it drops.)
-            if !is_node {
-                let Some(reset) = self.reset_streams.get_mut(&stream).filter(|r| len <= r.allowance_bytes) else {
-                    return self.violation(format!(
-                        "{len} bytes on stream {stream}, which is not open (never opened, ended, or reset with less window left)"
-                    ));
-                };
-                reset.allowance_bytes -= len;
-                if reset.allowance_bytes == 0 {
-                    self.reset_streams.remove(&stream);
-                }
-                if let Some(pay) = self.pay.as_mut() {
-                    pay.metered_bytes += len;
-                }
-                self.release(len);
-                self.after_metering();
-                return;
+            // A stream we reset (the node: or refused) may still have
+            // bytes in flight: dropped here, so the session's window
+            // reopens for them at once. They are counted, as the peer
+            // counted them: the node when it sent them (a client behind
+            // the node's count waits for bytes while the node waits for a
+            // receipt, for good), the client when it sent them (so the
+            // node charges for them: the two counts stay one, and a client
+            // pays for an upload its destination hung up on, as for one
+            // the exit could not deliver). Only up to what the stream's
+            // window allowed at the reset, and only until the peer's pong
+            // shows it read the reset: a node sending on streams that do
+            // not exist would be paid for them, and a client sending on
+            // them would have the node take its bytes for free.
+            let Some(reset) = self.reset_streams.get_mut(&stream).filter(|r| len <= r.allowance_bytes) else {
+                return self.violation(format!(
+                    "{len} bytes on stream {stream}, which is not open (never opened, ended, or reset or refused with less window left)"
+                ));
+            };
+            reset.allowance_bytes -= len;
+            if reset.allowance_bytes == 0 {
+                self.reset_streams.remove(&stream);
+            }
+            if let Some(pay) = self.pay.as_mut() {
+                pay.metered_bytes += len;
             }
             self.release(len);
+            self.after_metering();
             return;
         };
         if s.fin_received || len > s.recv_allowance {
@@ -1668,6 +1684,8 @@ impl Session {
 
     fn on_fin(&mut self, stream: StreamId) {
         let Some(s) = self.streams.get_mut(&stream) else {
+            // The peer sends nothing on a stream after its end.
+            self.reset_streams.remove(&stream);
             return;
         };
         if s.fin_received {
@@ -1698,7 +1716,44 @@ impl Session {
         };
         self.blocked.remove(&stream);
         self.release(s.recv_unconsumed);
+        // Node: upstream bytes held for a receipt are dropped with the
+        // stream, and counted: the client counted them when it sent them
+        // (as for bytes that arrive after a reset, `on_data`).
+        let held: u64 = s.held.iter().map(|b| b.len() as u64).sum();
+        if held > 0 {
+            if let Some(pay) = self.pay.as_mut() {
+                pay.metered_bytes += held;
+            }
+            self.after_metering();
+        }
         true
+    }
+
+    /// `stream` was just reset (or refused) on our side while the peer may
+    /// still be sending on it, `allowance_bytes` at most: remembered, with
+    /// a ping queued right behind the frame that ended it, until the
+    /// peer's pong (which follows all it sent before it read that frame)
+    /// or its allowance is used up. Client: its resets come from its own
+    /// streams, which count against `max_streams` with these, so this
+    /// keeps no more. Node: the client opens, so at most `max_streams` are
+    /// kept: past that, the one whose ping left first (whose pong an
+    /// honest client has most likely sent) is forgotten, and data on it is
+    /// then a violation. An honest client's stay a round trip, one per
+    /// stream it held or opened past the limit.
+    fn remember_reset(&mut self, stream: StreamId, allowance_bytes: u64) {
+        if allowance_bytes == 0 || self.phase != Phase::Established {
+            return;
+        }
+        let fence = self.next_ping;
+        self.next_ping += 1;
+        self.queue(&Frame::Ping { nonce: fence });
+        if self.reset_streams.len() >= self.limits.max_streams as usize {
+            let oldest = self.reset_streams.iter().min_by_key(|(_, r)| r.fence).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.reset_streams.remove(&oldest);
+            }
+        }
+        self.reset_streams.insert(stream, ResetStream { allowance_bytes, fence });
     }
 
     /// `n` received bytes left the session's buffers: announce them to the
@@ -2100,9 +2155,21 @@ impl Session {
 
     /// Node: the destination could not be reached (or is not allowed).
     pub fn refuse_stream(&mut self, stream: StreamId, code: ErrorCode) {
+        // The client may have sent on it before it hears (it sends before
+        // `Opened`): what its window allows.
+        let allowance_bytes = self.recv_allowance_left(stream);
         if self.remove_stream(stream) && self.phase == Phase::Established {
             self.queue(&Frame::OpenFailed { stream, code });
+            self.remember_reset(stream, allowance_bytes);
         }
+    }
+
+    /// What `stream`'s peer may still send on it: what its window allows,
+    /// unless the peer has finished it.
+    fn recv_allowance_left(&self, stream: StreamId) -> u64 {
+        (self.streams.get(&stream))
+            .filter(|s| !s.fin_received)
+            .map_or(0, |s| s.recv_allowance)
     }
 
     /// Queues up to `data.len()` bytes on `stream`; returns how many were
@@ -2198,19 +2265,11 @@ impl Session {
 
     /// Abandons `stream` both ways.
     pub fn reset(&mut self, stream: StreamId, code: ErrorCode) {
-        // What the node may still send on it: what its window allows, unless
-        // the node has finished it.
-        let allowance_bytes = (self.streams.get(&stream))
-            .filter(|s| !s.fin_received)
-            .map_or(0, |s| s.recv_allowance);
+        // What the peer may still send on it.
+        let allowance_bytes = self.recv_allowance_left(stream);
         if self.remove_stream(stream) && self.phase == Phase::Established {
             self.queue(&Frame::Reset { stream, code });
-            if !self.is_node() && allowance_bytes > 0 {
-                let fence = self.next_ping;
-                self.next_ping += 1;
-                self.queue(&Frame::Ping { nonce: fence });
-                self.reset_streams.insert(stream, ResetStream { allowance_bytes, fence });
-            }
+            self.remember_reset(stream, allowance_bytes);
         }
     }
 

@@ -1347,6 +1347,219 @@ fn streams_reset_again_and_again_are_forgotten_and_never_fill_the_session() {
 }
 
 #[test]
+fn data_on_streams_the_node_never_opened_closes_the_session() {
+    // The node dropped data on any stream id it did not hold, uncounted,
+    // and the drop reopened the session's window at once: a client writing
+    // on stream 999 in a loop had the node take upstream bytes for free,
+    // for good. Now, as on the client, it is a protocol violation.
+    for stream in [999, 0] {
+        let mut pair = Pair::established(Usd(1_000_000_000));
+        let s = pair.client.open_stream(dest()).unwrap();
+        pair.drive();
+        assert_ne!(s, stream);
+        pair.node.handle_input(pair.now, 1, &raw_data(stream, 4 * MIB));
+        let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
+        assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
+        assert_eq!(pair.node.cumulative_bytes(), 0);
+    }
+}
+
+#[test]
+fn an_upload_in_flight_to_a_stream_the_node_reset_is_taken_and_counted_as_the_client_counted_it() {
+    // A program's upload is on its way as its destination hangs up: the
+    // node resets the stream and its bytes in flight arrive after. The
+    // node takes them (up to the stream's window) and counts them, as the
+    // client counted them when it sent them.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let data = pattern(256 * 1024, 7);
+    let mut dropped = 0;
+    // Past the whole credit window (2 MiB).
+    while dropped < 3 * MIB {
+        let streams: Vec<StreamId> = (0..4).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+        pair.drive();
+        for &s in &streams {
+            dropped += pair.client.send(s, &data).unwrap() as u64;
+            pair.node.reset(s, ErrorCode::Shutdown);
+        }
+        // The client's data reaches the node after its resets left.
+        pair.drive();
+        assert!(pair.node.is_established(), "{:?}", closed_event(pair.node_events.clone()));
+    }
+    assert!(pair.node_got.is_empty(), "the reset streams delivered data");
+    assert_eq!(pair.client.cumulative_bytes(), dropped);
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+    // Paid alike, and the session goes on.
+    let fresh = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let up = pattern(3 * MIB as usize, 8);
+    assert_eq!(pair.pump(fresh, &up, true), up.len(), "the upload stalled");
+    assert_eq!(pair.node_got[&fresh], up);
+    assert!(pair.rejected_codes().is_empty(), "{:?}", pair.rejected_codes());
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+    assert_eq!(pair.node.unpaid_bytes(), pair.client.unpaid_bytes());
+    assert!(pair.client.is_established() && pair.node.is_established());
+}
+
+#[test]
+fn an_optimistic_upload_to_a_stream_the_node_refused_is_taken_and_counted() {
+    // The client sends on a stream before it is connected; the exit
+    // refuses the destination (policy, or the connect failed) while more
+    // of it is on its way.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    let first = pattern(100_000, 9);
+    assert_eq!(pair.client.send(s, &first).unwrap(), first.len());
+    while let Some((path, bytes)) = pair.client.poll_transmit() {
+        pair.node.handle_input(pair.now, path, &bytes);
+    }
+    while pair.node.poll_event().is_some() {}
+    pair.node.refuse_stream(s, ErrorCode::PolicyDenied);
+    let more = pattern(150_000, 10);
+    assert_eq!(pair.client.send(s, &more).unwrap(), more.len());
+    pair.drive();
+    assert!(pair.node.is_established(), "{:?}", closed_event(pair.node_events.clone()));
+    assert!(pair.client_events.contains(&Event::OpenFailed { stream: s, code: ErrorCode::PolicyDenied }));
+    assert_eq!(pair.client.cumulative_bytes(), 250_000);
+    assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+}
+
+#[test]
+fn a_stream_the_node_reset_takes_only_what_its_window_allowed() {
+    // The bytes a client may still send on a stream the node reset are
+    // what its window allowed when the reset left; more is a violation.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let window = 256 * 1024;
+    pair.node.reset(s, ErrorCode::Shutdown);
+    // The client has not read the reset yet: its window's worth arrives.
+    pair.node.handle_input(pair.now, 1, &raw_data(s, window));
+    assert!(!pair.node.is_closed());
+    assert_eq!(pair.node.cumulative_bytes(), window);
+    pair.node.handle_input(pair.now, 1, &raw_data(s, 1));
+    let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
+    assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
+
+    // Once the client answered the ping behind the reset, it has read the
+    // reset: the stream is forgotten, and data on it is a violation.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.node.reset(s, ErrorCode::Shutdown);
+    pair.drive();
+    pair.node.handle_input(pair.now, 1, &raw_data(s, 100));
+    assert!(pair.node.is_closed());
+
+    // A stream the client finished sends nothing more.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.client.finish(s);
+    pair.drive();
+    pair.node.reset(s, ErrorCode::Shutdown);
+    pair.node.handle_input(pair.now, 1, &raw_data(s, 100));
+    assert!(pair.node.is_closed());
+
+    // Nor does one it finished after the reset left.
+    let mut pair = Pair::established(Usd(1_000_000_000));
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    pair.node.reset(s, ErrorCode::Shutdown);
+    let mut wire = Frame::Fin { stream: s }.to_bytes();
+    wire.extend_from_slice(&raw_data(s, 100));
+    pair.node.handle_input(pair.now, 1, &wire);
+    assert!(pair.node.is_closed());
+}
+
+/// Raw `Open` frames for `streams`, as a client that ignores the limit
+/// would write them.
+fn raw_opens(streams: impl IntoIterator<Item = StreamId>) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for stream in streams {
+        Frame::Open { stream, dest: dest() }.encode(&mut wire);
+    }
+    wire
+}
+
+#[test]
+fn streams_the_node_refused_at_its_limit_are_remembered_no_more_than_its_limit() {
+    // An open past the node's stream limit is refused, and the client may
+    // have sent on it meanwhile (its view of the limit lags the node's):
+    // that much is taken. What the node remembers of such streams, until
+    // the client's pong, stays within max_streams however many come: the
+    // oldest is forgotten first, and data on it is then a violation.
+    let limited = |t: &mut NodeTerms| t.limits.max_streams = 4;
+    for (stream, taken) in [(12, true), (5, false)] {
+        let mut pair = Pair::build(Usd(1_000_000_000), [9; 32], [9; 32], limited);
+        pair.drive();
+        for _ in 0..4 {
+            pair.client.open_stream(dest()).unwrap();
+        }
+        pair.drive();
+        // Streams 5 to 12, past the limit; the client never reads the
+        // answers (so no pong forgets them).
+        pair.node.handle_input(pair.now, 1, &raw_opens(5..=12));
+        pair.node.handle_input(pair.now, 1, &raw_data(stream, 256 * 1024));
+        assert_eq!(pair.node.is_closed(), !taken, "stream {stream}");
+        if !taken {
+            let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
+            assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
+        }
+    }
+}
+
+#[test]
+fn bytes_the_node_held_for_a_receipt_and_dropped_with_their_stream_are_counted_as_the_client_counted_them() {
+    // Paused, the node holds what the client sends; the client counted it
+    // when it sent it. A reset drops the stream with it: counted by the
+    // node too, or the two counts part.
+    for node_resets in [false, true] {
+        let mut pair = Pair::established(Usd(10_000_000));
+        pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+        let s = pair.client.open_stream(dest()).unwrap();
+        pair.drive();
+        pair.pump(s, &pattern(3 * MIB as usize, 3), false);
+        assert_eq!(pair.node.unpaid_bytes(), 2 * MIB);
+        pair.pump(s, &pattern(100_000, 4), true);
+        assert_eq!(pair.node.cumulative_bytes(), 2 * MIB);
+        if node_resets {
+            pair.node.reset(s, ErrorCode::Shutdown);
+        } else {
+            pair.client.reset(s, ErrorCode::Shutdown);
+        }
+        pair.drive();
+        assert!(pair.node.is_established());
+        assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 100_000);
+        assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+    }
+}
+
+#[test]
+fn uploads_dropped_past_the_escrow_end_the_session_as_spent() {
+    // What the node counts as it drops it (bytes in flight to streams it
+    // reset) is not held back by its credit, so its count can pass what
+    // the escrow buys, where the client's receipts stop: paid to the
+    // escrow's end, the session is over, not paused until it is unpaid.
+    let escrow = Usd(1_465);
+    let bought = tollway_tunnel::session::bytes_bought(PRICE, escrow);
+    let mut pair = Pair::established(escrow);
+    let data = pattern(256 * 1024, 7);
+    let mut dropped = 0;
+    while dropped < 2 * MIB && !pair.node.is_closed() {
+        let streams: Vec<StreamId> = (0..4).map(|_| pair.client.open_stream(dest()).unwrap()).collect();
+        pair.drive();
+        for &s in &streams {
+            dropped += pair.client.send(s, &data).unwrap_or(0) as u64;
+            pair.node.reset(s, ErrorCode::Shutdown);
+        }
+        pair.drive();
+    }
+    assert!(dropped > bought, "{dropped} bytes sent, {bought} bought");
+    assert_eq!(last_accepted(&pair), Some((bought, escrow)));
+    assert!(pair.client_events.contains(&Event::EscrowExhausted));
+    assert_eq!(closed_event(pair.node_events.clone()).map(|c| c.0), Some(ErrorCode::EscrowExhausted));
+}
+
+#[test]
 fn a_peer_that_ignores_the_session_window_is_closed() {
     let mut pair = Pair::established(Usd(1_000_000_000));
     pair.node_consumes = false;
