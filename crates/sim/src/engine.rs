@@ -433,13 +433,12 @@ impl Sim {
         let mut alloc = |label: &str, token: f64, usd_: f64, staked: Token| {
             allocations.push(Allocation { account: account_id(label), token: twy(token), usd: usd(usd_), staked });
         };
-        // Genesis operators hold a stake between the minimum and the
-        // saturation bond; farmers the minimum.
+        // Genesis operators hold the scenario's genesis stake; farmers the
+        // minimum.
         let mut stakes = Vec::new();
         for i in 0..p.operators + p.farmers {
             let stake = if i < p.operators {
-                let lo = params.min_node_stake.0 as f64 / 1e6;
-                let hi = params.stake_saturation.0 as f64 / 1e6;
+                let [lo, hi] = p.genesis_stake_twy;
                 twy(rng.range(lo, hi))
             } else {
                 params.min_node_stake

@@ -90,6 +90,19 @@ pub struct PopulationSection {
     /// "Farm and dump" farmers at genesis: sell every reward, leave as soon
     /// as rewards stop covering costs, dump their stake.
     pub farmers: u32,
+    /// The stake each honest genesis operator bonds, TWY, uniform between
+    /// the two (farmers and joiners bond the minimum). A number of the
+    /// scenario, not the ledger's saturation bond: when it was read from
+    /// `stake_saturation_twy`, a sweep of that parameter also handed the
+    /// genesis operators more stake, and the retention it seemed to buy
+    /// was the gift's.
+    #[serde(default = "default_genesis_stake_twy")]
+    pub genesis_stake_twy: [f64; 2],
+}
+
+/// DESIGN's minimum node stake and saturation bond.
+fn default_genesis_stake_twy() -> [f64; 2] {
+    [1_000.0, 2_000.0]
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -373,7 +386,12 @@ impl Scenario {
                 ));
             }
         }
-        self.params()?;
+        let params = self.params()?;
+        // At least the minimum, or the genesis operators' nodes could not
+        // register; at most the pool's scale, so amounts stay far from
+        // overflow.
+        let min_stake_twy = params.min_node_stake.0 as f64 / 1e6;
+        range("population.genesis_stake_twy", p.genesis_stake_twy, min_stake_twy, 1e9)?;
         Ok(())
     }
 }

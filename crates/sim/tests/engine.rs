@@ -140,6 +140,31 @@ fn an_uptime_share_sweep_overrides_the_files_own_slide() {
 }
 
 
+/// Sweeping the saturation bond sweeps the ledger's rule alone: the stakes
+/// the genesis operators bond stay as the scenario says. They were drawn up
+/// to the saturation bond, so a sweep to 5,000 handed them up to 5,000 TWY
+/// and the retention that bought was credited to the parameter.
+#[test]
+fn a_saturation_sweep_leaves_the_genesis_stakes_alone() {
+    let base = small("burn-and-mint", 1);
+    let designs = montecarlo::sweep(&base, "stake_saturation_twy=2000,5000").unwrap_or_else(|e| panic!("{e}"));
+    let staked = |s: &Scenario| -> Vec<u128> {
+        let sim = Sim::new(s, 3).unwrap_or_else(|e| panic!("{e}"));
+        sim.state.accounts.iter().filter(|a| a.node.is_some()).map(|a| a.staked.0).collect()
+    };
+    let (at_2000, at_5000) = (staked(&designs[0]), staked(&designs[1]));
+    assert_eq!(at_2000, at_5000);
+    let most = at_2000.iter().max().copied().unwrap_or(0);
+    assert!(most > 1_500_000_000 && most <= 2_000_000_000, "genesis stakes up to the scenario's 2,000 TWY, got {most}");
+    // The scenario's own range is what moves them.
+    let wider = base.with_override("population.genesis_stake_twy", "[1000.0, 5000.0]").unwrap_or_else(|e| panic!("{e}"));
+    assert!(staked(&wider).iter().any(|&s| s > 2_000_000_000));
+    // Below the ledger's minimum stake the nodes could not register: refused
+    // by name.
+    let err = base.with_override("population.genesis_stake_twy", "[500.0, 2000.0]").map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("population.genesis_stake_twy"), "{err}");
+}
+
 /// An exodus's leavers are in the day's `operators_left` (the row counted
 /// only the day's churn, so the day half the operators left showed none).
 #[test]
