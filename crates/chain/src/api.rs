@@ -5,7 +5,7 @@
 
 use crate::core::TxState;
 use crate::directory::{NodeQuery, NodeRow};
-use crate::listener::{ApiLimits, BodyTooSlow, ClientKey};
+use crate::listener::{BodyTooSlow, ClientKey};
 use crate::node::{ChainEvent, Incoming, Shared, Submission, SubmitRefusal};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -364,11 +364,12 @@ struct SubmitJson {
 
 async fn submit(
     State(s): State<Arc<Shared>>,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     Query(q): QueryMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match submit_inner(&s, &headers, &q, body).await {
+    match submit_inner(&s, client, &headers, &q, body).await {
         Ok((code, v)) => (code, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -480,8 +481,17 @@ async fn enqueue(s: &Shared, txs: Vec<Incoming>) -> ApiResult<Vec<Result<(), Sub
         .map_err(|_| ApiError::internal("the verifier stopped"))
 }
 
+/// With `wait=commit`, the wait holds one of the long-poll places
+/// (`Shared::waits`), taken once the tx is accepted. If there is none, the
+/// tx stays submitted and the answer comes at once: 202 `pending`, with
+/// `wait_refused` saying why it was not waited for. Refusing the
+/// submission instead would let whoever holds every place refuse every
+/// wallet's (wallets submit with `wait=commit`); and the tx is submitted
+/// once either way, so a client that polls for it, or sends it again
+/// (refused as a duplicate or a stale nonce), loses nothing.
 async fn submit_inner(
     s: &Arc<Shared>,
+    client: ClientKey,
     headers: &HeaderMap,
     q: &std::collections::HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
@@ -527,6 +537,16 @@ async fn submit_inner(
             StatusCode::ACCEPTED,
             json!({"id": id.to_hex(), "status": "pending"}),
         ));
+    };
+    let _place = match s.waits.take(client) {
+        Ok(place) => place,
+        Err(why) => {
+            let refused = no_wait_place(why, &format!("GET /v1/txs/{id}"));
+            return Ok((
+                StatusCode::ACCEPTED,
+                json!({"id": id.to_hex(), "status": "pending", "wait_refused": wait_refused_view(&refused)}),
+            ));
+        }
     };
     let state = s
         .wait_final(&id, timeout)
@@ -578,11 +598,12 @@ fn refused_view(id: Option<TxId>, e: &ApiError) -> Value {
 
 async fn submit_batch(
     State(s): State<Arc<Shared>>,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     Query(q): QueryMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match submit_batch_inner(&s, &headers, &q, body).await {
+    match submit_batch_inner(&s, client, &headers, &q, body).await {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -591,9 +612,12 @@ async fn submit_batch(
 /// `POST /v1/txs/batch`: many txs in one request, all their signatures
 /// checked in one batch, one result per tx in order. A bad tx refuses only
 /// itself; the batch as a whole is refused only for its size, its framing
-/// or a full verifier queue.
+/// or a full verifier queue. With `wait=commit` the batch's wait holds one
+/// long-poll place, and without one its accepted txs stay submitted and
+/// are answered `pending` at once, as on the single route.
 async fn submit_batch_inner(
     s: &Arc<Shared>,
+    client: ClientKey,
     headers: &HeaderMap,
     q: &std::collections::HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
@@ -662,7 +686,16 @@ async fn submit_batch_inner(
             entry.1 = Some(ApiError::new(status_of(r.code), r.code, r.message));
         }
     }
-    let deadline = wait.map(|t| tokio::time::Instant::now() + t);
+    let any_accepted = entries.iter().any(|(id, e)| id.is_some() && e.is_none());
+    // The place, if any, is held until the answer is made.
+    let (deadline, _place, wait_refused) = match wait {
+        Some(t) if any_accepted => match s.waits.take(client) {
+            Ok(place) => (Some(tokio::time::Instant::now() + t), Some(place), None),
+            Err(why) => (None, None, Some(wait_refused_view(&no_wait_place(why, "GET /v1/txs/{id} for each tx")))),
+        },
+        // No wait, or nothing accepted to wait for.
+        _ => (None, None, None),
+    };
     let mut results = Vec::with_capacity(entries.len());
     let (mut accepted, mut refused) = (0u64, 0u64);
     for (id, error) in &entries {
@@ -688,7 +721,11 @@ async fn submit_batch_inner(
             }
         }
     }
-    Ok(json!({"accepted": accepted, "refused": refused, "results": results}))
+    let mut answer = json!({"accepted": accepted, "refused": refused, "results": results});
+    if let Some(why) = wait_refused {
+        answer["wait_refused"] = why;
+    }
+    Ok(answer)
 }
 
 async fn tx_status(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -698,10 +735,23 @@ async fn tx_status(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiR
     Ok((code, Json(v)).into_response())
 }
 
-async fn tx_wait(State(s): State<Arc<Shared>>, Path(id): Path<String>, Query(q): QueryMap) -> ApiResult<Response> {
+/// Holds one of the long-poll places (`Shared::waits`) while it waits; a
+/// tx already committed, rejected or unknown is answered without one.
+async fn tx_wait(
+    State(s): State<Arc<Shared>>,
+    Extension(client): Extension<ClientKey>,
+    Path(id): Path<String>,
+    Query(q): QueryMap,
+) -> ApiResult<Response> {
     let id = parse_hash(&id, "tx")?;
     let timeout = Duration::from_millis(query_u64(&q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
-    let state = s.wait_final(&id, timeout).await.map_err(ApiError::internal)?;
+    let state = s.core().status(&id).map_err(ApiError::internal)?;
+    let state = if matches!(state, Some(TxState::Pending)) && !timeout.is_zero() {
+        let _place = s.waits.take(client).map_err(|why| no_wait_place(why, &format!("GET /v1/txs/{id}")))?;
+        s.wait_final(&id, timeout).await.map_err(ApiError::internal)?
+    } else {
+        state
+    };
     let (code, v) = tx_view(&s, &id, state)?;
     Ok((code, Json(v)).into_response())
 }
@@ -875,59 +925,88 @@ async fn slashes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<
     Ok(Json(list))
 }
 
-/// The places of event streams (`ApiLimits::max_event_streams`, and
-/// `max_event_streams_per_ip` for each client): a stream holds one of each
-/// for as long as it is open.
-pub(crate) struct EventStreamPlaces {
+/// Places for requests that hold their connection by design, in all and
+/// per client: event streams (`ApiLimits::max_event_streams`,
+/// `max_event_streams_per_ip`) and long-polls (`max_waits`,
+/// `max_waits_per_ip`). A request holds one of each kind's for as long as
+/// it is open.
+pub(crate) struct Places {
     all: Arc<Semaphore>,
     max_all: usize,
     per_client: Arc<PerAddress>,
     max_per_client: usize,
 }
 
-/// One stream's places, given back when the stream is dropped (its
-/// connection closed, or found gone at a write).
-struct EventStreamPlace {
+/// One request's places, given back when it is dropped (an event stream's
+/// connection closed, or found gone at a write; a wait answered).
+struct Place {
     _all: OwnedSemaphorePermit,
     _client: AddressSlot,
 }
 
-impl EventStreamPlaces {
-    pub(crate) fn new(limits: &ApiLimits) -> EventStreamPlaces {
-        EventStreamPlaces {
-            all: Arc::new(Semaphore::new(limits.max_event_streams)),
-            max_all: limits.max_event_streams,
-            per_client: PerAddress::new(limits.max_event_streams_per_ip),
-            max_per_client: limits.max_event_streams_per_ip,
-        }
+/// Why a request found no place: its client holds all of its own (429),
+/// or the node all it serves (503). Each holds that maximum.
+enum NoPlace {
+    Client(usize),
+    All(usize),
+}
+
+impl Places {
+    pub(crate) fn new(max_all: usize, max_per_client: usize) -> Places {
+        Places { all: Arc::new(Semaphore::new(max_all)), max_all, per_client: PerAddress::new(max_per_client), max_per_client }
     }
 
-    /// A place for one more stream of `client`, or why not: 429 if the
-    /// client holds all of its own, 503 if the node holds all it serves.
-    fn admit(&self, client: ClientKey) -> ApiResult<EventStreamPlace> {
-        let Some(own) = self.per_client.admit(client.0) else {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "stream_limit",
-                format!("this address holds {} event streams, the most it may; close one first", self.max_per_client),
-            ));
-        };
-        let Ok(place) = self.all.clone().try_acquire_owned() else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "streams_full",
-                format!("the node serves {} event streams, the most it may; retry later", self.max_all),
-            ));
-        };
-        Ok(EventStreamPlace { _all: place, _client: own })
+    /// A place for one more request of `client`, or why not.
+    fn take(&self, client: ClientKey) -> Result<Place, NoPlace> {
+        let own = self.per_client.admit(client.0).ok_or(NoPlace::Client(self.max_per_client))?;
+        let all = self.all.clone().try_acquire_owned().map_err(|_| NoPlace::All(self.max_all))?;
+        Ok(Place { _all: all, _client: own })
     }
+}
+
+fn no_stream_place(why: NoPlace) -> ApiError {
+    match why {
+        NoPlace::Client(n) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "stream_limit",
+            format!("this address holds {n} event streams, the most it may; close one first"),
+        ),
+        NoPlace::All(n) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "streams_full",
+            format!("the node serves {n} event streams, the most it may; retry later"),
+        ),
+    }
+}
+
+/// A long-poll refused its place; `poll` names the route that answers at
+/// once instead.
+fn no_wait_place(why: NoPlace, poll: &str) -> ApiError {
+    match why {
+        NoPlace::Client(n) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "wait_limit",
+            format!("this address holds {n} waiting requests, the most it may; wait for one to finish, or poll {poll} without waiting"),
+        ),
+        NoPlace::All(n) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waits_full",
+            format!("the node holds {n} waiting requests, the most it may; retry later, or poll {poll} without waiting"),
+        ),
+    }
+}
+
+/// What a submission with `wait=commit` says when its tx was accepted and
+/// its wait found no place: the tx is in the mempool, and not waited for.
+fn wait_refused_view(e: &ApiError) -> Value {
+    json!({"code": e.code, "message": format!("the tx was accepted, and is not waited for: {}", e.message)})
 }
 
 async fn events(
     State(s): State<Arc<Shared>>,
     Extension(client): Extension<ClientKey>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let place = s.event_streams.admit(client)?;
+    let place = s.event_streams.take(client).map_err(no_stream_place)?;
     let stream = BroadcastStream::new(s.events.subscribe()).filter_map(move |item| {
         // The stream owns its places: they go back when it is dropped.
         let _place = &place;

@@ -18,7 +18,8 @@
 //! [`ApiLimits::head_timeout`] (hyper's `header_read_timeout`), a body
 //! within [`ApiLimits::body_timeout`] ([`BodyDeadline`]), however they
 //! trickle. Event streams, which hold a connection by design, are capped
-//! apart (`api::EventStreamPlaces`).
+//! apart, and so are long-polls, which hold one for up to 60 s without a
+//! byte (`api::Places`).
 
 use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -77,6 +78,23 @@ pub struct ApiLimits {
     /// at once; a client that is gone is found at a write that fails (a
     /// block each interval, a keep-alive each 15 s) or by the idle timeout.
     pub max_event_streams_per_ip: usize,
+    /// Long-polls at once: requests waiting for a tx's block
+    /// (`GET /v1/txs/{id}/wait`, and `wait=commit` on the submit routes),
+    /// each holding its connection up to 60 s with no byte either way, so
+    /// that neither the idle timeout nor the head deadline closes it.
+    /// Uncapped, waits from four addresses on a tx that stays pending
+    /// (one behind a nonce gap) held all the connections with about 17
+    /// requests a second. Capped apart as event streams are, at a quarter
+    /// of the connections: with both full, half the places are left for
+    /// requests that are answered at once.
+    pub max_waits: usize,
+    /// Long-polls at once from one address (`client_key`): a wallet waits
+    /// for one tx at a time, a gateway or a benchmark's probes for a few;
+    /// 8 leaves room for them, and it takes 32 addresses to hold every
+    /// place. Beyond, `GET /v1/txs/{id}/wait` is refused (429), and a
+    /// submission with `wait=commit` is still submitted and answered at
+    /// once, not waited for (`api::submit_inner`).
+    pub max_waits_per_ip: usize,
 }
 
 impl Default for ApiLimits {
@@ -89,6 +107,8 @@ impl Default for ApiLimits {
             body_timeout: Duration::from_secs(60),
             max_event_streams: 256,
             max_event_streams_per_ip: 8,
+            max_waits: 256,
+            max_waits_per_ip: 8,
         }
     }
 }

@@ -108,7 +108,10 @@ pub struct Shared {
     /// worker thread.
     directory_gate: tokio::sync::Mutex<()>,
     /// Event streams open, in all and per client (`ApiLimits`).
-    pub(crate) event_streams: crate::api::EventStreamPlaces,
+    pub(crate) event_streams: crate::api::Places,
+    /// Long-polls waiting for a tx's block, in all and per client
+    /// (`ApiLimits::max_waits`).
+    pub(crate) waits: crate::api::Places,
 }
 
 impl Shared {
@@ -207,7 +210,8 @@ pub async fn start(store: Store, key: SigningKey, config: NodeConfig) -> anyhow:
         started: Instant::now(),
         directory: Mutex::new(None),
         directory_gate: tokio::sync::Mutex::new(()),
-        event_streams: crate::api::EventStreamPlaces::new(&config.api),
+        event_streams: crate::api::Places::new(config.api.max_event_streams, config.api.max_event_streams_per_ip),
+        waits: crate::api::Places::new(config.api.max_waits, config.api.max_waits_per_ip),
     });
     crate::metrics::on_open(&shared.core());
     let listener = tokio::net::TcpListener::bind(config.listen)

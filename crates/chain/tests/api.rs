@@ -693,14 +693,18 @@ fn a_request_body_sent_a_byte_at_a_time_is_cut_off_at_the_body_deadline() {
     assert_eq!((status, code(&v)), (400, "bad_encoding"), "{v}");
 }
 
-/// `GET /v1/events` from `from`: the status, the JSON body of a refusal,
-/// and the reader, past the response head (an admitted stream's events
-/// follow).
-fn open_events(c: &TestChain, from: &str) -> (u16, serde_json::Value, BufReader<TcpStream>) {
+/// Sends `request` (a whole HTTP/1.1 request) on a new connection from
+/// `from`; the answer is read from the returned reader.
+fn send_from(c: &TestChain, from: &str, request: &[u8]) -> BufReader<TcpStream> {
     let mut s = connect_from(c, from);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
-    let mut r = BufReader::new(s);
+    s.write_all(request).unwrap();
+    BufReader::new(s)
+}
+
+/// An answer's status and JSON body (`Null` for a body without a length,
+/// such as an event stream's, which then follows on the reader).
+fn read_answer(r: &mut BufReader<TcpStream>) -> (u16, serde_json::Value) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line: {line:?}"));
@@ -723,6 +727,15 @@ fn open_events(c: &TestChain, from: &str) -> (u16, serde_json::Value, BufReader<
         }
         None => serde_json::Value::Null,
     };
+    (status, body)
+}
+
+/// `GET /v1/events` from `from`: the status, the JSON body of a refusal,
+/// and the reader, past the response head (an admitted stream's events
+/// follow).
+fn open_events(c: &TestChain, from: &str) -> (u16, serde_json::Value, BufReader<TcpStream>) {
+    let mut r = send_from(c, from, b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+    let (status, body) = read_answer(&mut r);
     (status, body, r)
 }
 
@@ -784,4 +797,103 @@ fn event_streams_are_capped_per_address_and_in_all_and_a_closed_one_gives_its_pl
     let mut again = again.1;
     assert!(sees_a_block(&mut again));
     drop((a2, b1));
+}
+
+/// `GET /v1/txs/{id}/wait` from `from`, answered on the returned reader.
+fn wait_from(c: &TestChain, from: &str, id: &str, timeout_ms: u64) -> BufReader<TcpStream> {
+    send_from(c, from, format!("GET /v1/txs/{id}/wait?timeout_ms={timeout_ms} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+}
+
+/// A whole POST of `body` (raw bytes) to `path`.
+fn post_request(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// A long-poll (`GET /v1/txs/{id}/wait`, a submission's `wait=commit`)
+/// holds its connection up to 60 s with no byte either way, and nothing
+/// capped them: waits from four addresses on a tx that stays pending held
+/// all 1,024 connections with about 17 requests a second. Now waits are
+/// capped in all and per address (here 3 and 2), as event streams are:
+/// the next is refused at once with what to do (429 for the address, 503
+/// for the node), and a wait that ends gives its place back.
+#[test]
+fn long_polls_are_capped_per_address_and_in_all_and_a_finished_one_gives_its_place_back() {
+    let c = start_with(|cfg| {
+        cfg.api.max_waits = 3;
+        cfg.api.max_waits_per_ip = 2;
+    });
+    // Pending until nonce 0 comes.
+    let gapped = transfer("alice", "bob", 1, 1);
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &gapped.encode());
+    assert_eq!(s, 202, "{v}");
+    let id = gapped.id().to_hex();
+    let mut short = wait_from(&c, "127.0.0.50", &id, 3000);
+    let mut long = wait_from(&c, "127.0.0.50", &id, 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, v) = read_answer(&mut wait_from(&c, "127.0.0.50", &id, 30_000));
+    assert_eq!((s, code(&v)), (429, "wait_limit"), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("holds 2 waiting requests") && message.contains("without waiting"), "{message}");
+    let mut other = wait_from(&c, "127.0.0.51", &id, 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, v) = read_answer(&mut wait_from(&c, "127.0.0.52", &id, 30_000));
+    assert_eq!((s, code(&v)), (503, "waits_full"), "{v}");
+    // Everything else is answered meanwhile, the tx's status too.
+    assert_eq!(c.get(&format!("/v1/txs/{id}")).0, 202);
+    // The short wait ends at its timeout and gives its place back.
+    let (s, v) = read_answer(&mut short);
+    assert_eq!((s, v["status"].as_str()), (202, Some("pending")), "{v}");
+    let mut again = wait_from(&c, "127.0.0.50", &id, 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+    // Nonce 0 fills the gap: every admitted wait sees the commit.
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &transfer("alice", "bob", 0, 1).encode());
+    assert_eq!(s, 202, "{v}");
+    for (name, r) in [("long", &mut long), ("other", &mut other), ("again", &mut again)] {
+        let (s, v) = read_answer(r);
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{name}: {v}");
+    }
+}
+
+/// A submission with `wait=commit` whose wait finds no place is still
+/// submitted, once, and answered at once: 202 `pending` with `wait_refused`
+/// saying why it was not waited for (refused whole, anyone holding every
+/// place would refuse every wallet's submissions). The batch route
+/// likewise. Each tx commits as any other, and only once.
+#[test]
+fn a_submission_whose_wait_finds_no_place_is_submitted_once_and_not_waited_for() {
+    let c = start_with(|cfg| cfg.api.max_waits_per_ip = 1);
+    // Pending until nonces 0 and 1 come; the address's one place waits on it.
+    let gapped = transfer("alice", "bob", 2, 1);
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &gapped.encode());
+    assert_eq!(s, 202, "{v}");
+    let mut held = wait_from(&c, "127.0.0.60", &gapped.id().to_hex(), 30_000);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let first = transfer("alice", "bob", 0, 1);
+    let (s, v) = read_answer(&mut send_from(&c, "127.0.0.60", &post_request("/v1/txs?wait=commit&timeout_ms=10000", &first.encode())));
+    assert_eq!((s, v["status"].as_str(), v["id"].as_str()), (202, Some("pending"), Some(first.id().to_hex().as_str())), "{v}");
+    assert_eq!(v["wait_refused"]["code"], "wait_limit", "{v}");
+    let message = v["wait_refused"]["message"].as_str().unwrap();
+    assert!(message.contains("accepted") && message.contains(&format!("GET /v1/txs/{}", first.id())), "{message}");
+
+    let second = transfer("alice", "bob", 1, 1);
+    let batch = binary_batch(&[second.encode()]);
+    let (s, v) = read_answer(&mut send_from(&c, "127.0.0.60", &post_request("/v1/txs/batch?wait=commit&timeout_ms=10000", &batch)));
+    assert_eq!((s, v["accepted"].as_u64(), v["results"][0]["status"].as_str()), (200, Some(1), Some("pending")), "{v}");
+    assert_eq!(v["wait_refused"]["code"], "wait_limit", "{v}");
+
+    // Both were submitted: the held wait sees nonce 2 commit behind them.
+    let (s, v) = read_answer(&mut held);
+    assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    for tx in [&first, &second] {
+        assert_eq!(c.get(&format!("/v1/txs/{}", tx.id())).1["status"], "committed");
+    }
+    // Once each: alice sent three txs, and the first again is stale.
+    assert_eq!(c.nonce("alice"), 3);
+    assert_eq!(c.token("bob"), "1003");
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &first.encode());
+    assert_eq!(s, 409, "{v}");
 }
