@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tollway_types::{AccountId, ChannelId, CountryCode, PublicKey, SignedTx, Token, TxId, Usd};
 
 /// `GET /v1/status`: what a tx builder needs (chain id, fees, chain time).
@@ -260,20 +260,61 @@ impl ApiClient {
     /// POSTs the canonical bytes and waits up to `timeout_ms` for the block.
     /// Returns the tx's status whether committed, rejected in the block, or
     /// still pending; a refusal at submission is an [`ApiError`].
+    ///
+    /// A node whose long-poll places are all taken submits the tx and
+    /// answers at once, pending with `wait_refused`: then its status is
+    /// polled until `timeout_ms` has passed, so the caller still gets the
+    /// block (an answer of "not committed within N ms" that never waited
+    /// told a user to check by hand what was a few seconds from done).
     pub fn submit(&self, tx: &SignedTx, timeout_ms: u64) -> anyhow::Result<(TxStatus, serde_json::Value)> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let path = format!("/v1/txs?wait=commit&timeout_ms={timeout_ms}");
         let (status, text) = self.call("POST", &path, Some(&tx.encode()))?;
+        let found = Self::tx_status_answer(&path, status, &text)?;
+        if found.0.status == "pending" && found.1.get("wait_refused").is_some() {
+            return self.poll_pending(found, deadline);
+        }
+        Ok(found)
+    }
+
+    /// A tx's status from an answer to a submission or a status query.
+    fn tx_status_answer(path: &str, status: u16, text: &str) -> anyhow::Result<(TxStatus, serde_json::Value)> {
         match status {
-            200 | 202 | 422 => match decode::<TxStatus>(&path, &text) {
+            200 | 202 | 422 => match decode::<TxStatus>(path, text) {
                 Ok(found) => Ok(found),
                 // A 422 without a TxStatus body is a plain refusal.
-                Err(_) if status == 422 => Err(Self::api_error(status, &text).into()),
+                Err(_) if status == 422 => Err(Self::api_error(status, text).into()),
                 Err(e) => Err(e),
             },
-            _ => Err(Self::api_error(status, &text).into()),
+            _ => Err(Self::api_error(status, text).into()),
         }
     }
+
+    /// Polls a submitted, pending tx (`GET /v1/txs/{id}`, which holds no
+    /// place) until it leaves pending or `deadline` passes; the last answer.
+    fn poll_pending(
+        &self,
+        mut found: (TxStatus, serde_json::Value),
+        deadline: Instant,
+    ) -> anyhow::Result<(TxStatus, serde_json::Value)> {
+        let path = format!("/v1/txs/{}", found.0.id.to_hex());
+        while found.0.status == "pending" {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep(POLL_PENDING_EVERY.min(deadline - now));
+            let (status, text) = self.call("GET", &path, None)?;
+            found = Self::tx_status_answer(&path, status, &text)
+                .with_context(|| format!("tx {} was submitted; asking for its status failed", found.0.id.to_hex()))?;
+        }
+        Ok(found)
+    }
 }
+
+/// How often [`ApiClient::submit`] asks for a tx's status when the node
+/// would not wait for it: a block is a second or so.
+const POLL_PENDING_EVERY: Duration = Duration::from_millis(200);
 
 fn decode<T: DeserializeOwned>(path: &str, text: &str) -> anyhow::Result<(T, serde_json::Value)> {
     let raw: serde_json::Value =
@@ -285,4 +326,85 @@ fn decode<T: DeserializeOwned>(path: &str, text: &str) -> anyhow::Result<(T, ser
 fn hex32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
     let text = <String as serde::Deserialize>::deserialize(d)?;
     tollway_types::keys::parse_hex32(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tollway_types::keys::SigningKey;
+    use tollway_types::{Amount, Tx, TxBody};
+
+    /// A chain API that submits without waiting (its places all taken)
+    /// and shows the tx pending for `pending_polls` status queries, then
+    /// committed. Answers each request on its own connection.
+    fn fake_api(id: TxId, pending_polls: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let base = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let seen = polls.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(100) {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap_or_else(|e| panic!("{e}")));
+                let (mut request, mut length) = (String::new(), 0usize);
+                let _ = reader.read_line(&mut request);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let id = id.to_hex();
+                let (code, json) = if request.starts_with("POST") {
+                    (202, format!(r#"{{"id":"{id}","status":"pending","wait_refused":{{"code":"wait_limit","message":"full"}}}}"#))
+                } else if seen.fetch_add(1, Ordering::SeqCst) < pending_polls {
+                    (202, format!(r#"{{"id":"{id}","status":"pending"}}"#))
+                } else {
+                    (200, format!(r#"{{"id":"{id}","status":"committed","height":7}}"#))
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                    json.len()
+                );
+            }
+        });
+        (base, polls)
+    }
+
+    fn a_tx() -> SignedTx {
+        let key = SigningKey::from_seed([7; 32]);
+        let body = TxBody::ClaimVested;
+        Tx { chain_id: "test".into(), signer: key.public(), nonce: 0, fee: Amount::Usd(Usd(0)), body }.sign(&key)
+    }
+
+    #[test]
+    fn a_submission_the_node_would_not_wait_for_is_polled_to_its_block() {
+        let tx = a_tx();
+        let (base, polls) = fake_api(tx.id(), 3);
+        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
+        let (status, _) = api.submit(&tx, 10_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((status.status.as_str(), status.height), ("committed", Some(7)));
+        assert_eq!(polls.load(Ordering::SeqCst), 4, "three pending answers, then the block");
+    }
+
+    #[test]
+    fn polling_stops_at_the_callers_timeout() {
+        let tx = a_tx();
+        let (base, _) = fake_api(tx.id(), usize::MAX);
+        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        let (status, _) = api.submit(&tx, 700).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.status, "pending");
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    }
 }
