@@ -23,7 +23,22 @@ impl GenesisFile {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<GenesisFile, String> {
-        let g: GenesisFile = serde_json::from_slice(bytes).map_err(|e| format!("genesis file: {e}"))?;
+        let g: GenesisFile = serde_json::from_slice(bytes).map_err(|e| {
+            // A field this version has and the file lacks (or the other
+            // way round) means the file came from another version of
+            // tollway: say so, rather than serde's bare "missing field".
+            let text = e.to_string();
+            if text.contains("missing field") || text.contains("unknown field") {
+                format!(
+                    "genesis file: {text}: it was written by another version of tollway, whose ledger \
+                     parameters or genesis differ from this one's; a chain's genesis is fixed when it \
+                     starts, so run this chain with the version that wrote it, or start a new chain \
+                     (`tollway chain init --force`)"
+                )
+            } else {
+                format!("genesis file: {text}")
+            }
+        })?;
         if g.validators.is_empty() {
             return Err("genesis file: `validators` is empty; a chain needs at least one".into());
         }
@@ -52,5 +67,34 @@ impl GenesisFile {
         };
         let signatures = key.map(|k| vec![header.sign(k)]).unwrap_or_default();
         Block { header, commit: Commit { signatures }, txs: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_genesis_file_from_another_version_says_so() {
+        let key = SigningKey::from_seed([1; 32]).public();
+        let ledger = Genesis {
+            chain_id: "old".into(),
+            genesis_time_secs: 1_700_000_000,
+            gateway: key,
+            params: tollway_ledger::Params::default_params(),
+            allocations: Vec::new(),
+            pool_token: tollway_types::Token(1),
+            pool_usd: tollway_types::Usd(1),
+        };
+        let file = GenesisFile { ledger, validators: vec![key] };
+        let mut json: serde_json::Value = serde_json::from_slice(&file.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        let params = json["ledger"]["params"].as_object_mut().unwrap_or_else(|| panic!("params is an object"));
+        let (first, _) = params.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap_or_else(|| panic!("no params"));
+        params.remove(&first);
+        let err = GenesisFile::from_json(json.to_string().as_bytes()).map(|_| ()).unwrap_err();
+        assert!(err.contains("missing field") && err.contains("another version of tollway"), "{err}");
+        // Other damage keeps its own message.
+        let err = GenesisFile::from_json(b"{").map(|_| ()).unwrap_err();
+        assert!(!err.contains("another version"), "{err}");
     }
 }
