@@ -414,6 +414,7 @@ fn register_node(state: &mut State, signer: AccountIdx, spec: &NodeSpec, events:
         active: true,
         registered_epoch: state.epoch,
         verified_capacity_bps: 0,
+        measured_epoch: None,
         latency_us: 0,
         uptime_ppm: 0,
         reputation_ppm: state.params.reputation_initial_ppm,

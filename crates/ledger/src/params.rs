@@ -22,6 +22,12 @@ pub struct Params {
     pub channel_close_grace_secs: u64,
     /// The furthest a channel's expiry may be past the time it opens.
     pub channel_max_lifetime_secs: u64,
+    /// How old a node's last measurement by a quorum of oracles may be and
+    /// still earn in an epoch no quorum measured it (on its heartbeat, or
+    /// the oracles' uptime alone); past it the node's uptime counts as 0
+    /// until it is measured again (ADR 0016). At least one epoch; in
+    /// epochs, `measurement_max_age_epochs`.
+    pub measurement_max_age_secs: u64,
 
     pub min_node_stake: Token,
     pub min_oracle_stake: Token,
@@ -127,6 +133,13 @@ impl Params {
     pub fn epochs_per_year(&self) -> u64 {
         (YEAR_SECS / self.epoch_secs).max(1)
     }
+
+    /// `measurement_max_age_secs` in whole epochs (at least 1): a
+    /// measurement made in epoch m still earns in epoch e if e − m is at
+    /// most this.
+    pub fn measurement_max_age_epochs(&self) -> u64 {
+        self.measurement_max_age_secs / self.epoch_secs.max(1)
+    }
 }
 
 /// The override key that sets both ends of the uptime share's slide.
@@ -215,6 +228,7 @@ struct TimeSection {
     vesting: String,
     channel_close_grace: String,
     channel_max_lifetime: String,
+    measurement_max_age: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -383,6 +397,7 @@ impl ParamsFile {
             vesting_secs: r.duration("time.vesting", &t.vesting, 0),
             channel_close_grace_secs: r.duration("time.channel_close_grace", &t.channel_close_grace, 0),
             channel_max_lifetime_secs: r.duration("time.channel_max_lifetime", &t.channel_max_lifetime, 1),
+            measurement_max_age_secs: r.duration("time.measurement_max_age", &t.measurement_max_age, 1),
             min_node_stake: Token(r.amount("stake.min_node_stake_twy", s.min_node_stake_twy, 0.000001)),
             min_oracle_stake: Token(r.amount("stake.min_oracle_stake_twy", s.min_oracle_stake_twy, 0.000001)),
             stake_saturation: Token(r.amount("stake.stake_saturation_twy", s.stake_saturation_twy, 0.000001)),
@@ -450,6 +465,7 @@ impl ParamsFile {
                 vesting: format_duration(p.vesting_secs),
                 channel_close_grace: format_duration(p.channel_close_grace_secs),
                 channel_max_lifetime: format_duration(p.channel_max_lifetime_secs),
+                measurement_max_age: format_duration(p.measurement_max_age_secs),
             },
             stake: StakeSection {
                 min_node_stake_twy: whole(p.min_node_stake.0),
@@ -551,6 +567,19 @@ fn check_relations(p: &Params, r: &mut Resolver) {
             ),
         );
     }
+    // An epoch without a quorum (an oracle down, a report lost) costs an
+    // honest node nothing while its last measurement is recent: at least
+    // the one before it must still count.
+    if p.measurement_max_age_secs < p.epoch_secs {
+        r.fail(
+            "time.measurement_max_age",
+            format!(
+                "{} is shorter than one epoch ({}): one epoch without a quorum would cost every node its uptime",
+                format_duration(p.measurement_max_age_secs),
+                format_duration(p.epoch_secs)
+            ),
+        );
+    }
     if p.halving_period_secs < p.epoch_secs {
         r.fail("emission.halving_period", "must be at least one epoch".into());
     }
@@ -579,6 +608,10 @@ mod tests {
         assert_eq!(p.epoch_secs, 3600);
         assert_eq!(p.unbonding_secs, 7 * 86_400);
         assert_eq!(p.min_node_stake, Token::units(1000));
+        assert_eq!(p.measurement_max_age_epochs(), 24);
+        // The simulator's daily epochs: one.
+        let daily = p.with_override("time.epoch", "\"1d\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(daily.measurement_max_age_epochs(), 1);
     }
 
     fn with(key: &str, value: &str) -> String {
@@ -601,6 +634,7 @@ mod tests {
                 "parameter `measurement.min_reports`: 4 must be in [1, oracles_per_node = 3]",
                 "parameter `emission.oracle_share`: uptime share plus oracle share exceeds 1",
                 "no parameter named `no_such_key`; the names are those of params/default.toml",
+                "parameter `time.measurement_max_age`: 30m is shorter than one epoch (1h): one epoch without a quorum would cost every node its uptime",
                 "parameter `stake.min_node_stake_twy`: -5 is outside [0.000001, 9e9]",
             ]
         "#]]
@@ -614,6 +648,7 @@ mod tests {
             with("min_reports", "4"),
             with("oracle_share", "0.5"),
             with("no_such_key", "1"),
+            with("measurement_max_age", "\"30m\""),
             with("min_node_stake_twy", "-5"),
         ]);
     }

@@ -551,7 +551,15 @@ pub struct Node {
     pub registered_epoch: u64,
     /// Latest stake-weighted median throughput; 0 until measured.
     pub verified_capacity_bps: u64,
+    /// The epoch of that measurement, the node's last by a quorum of
+    /// oracles; `None` until the first (a new node's capacity is 0). An
+    /// epoch without a quorum keeps the uptime only while it is at most
+    /// `Params::measurement_max_age_secs` old (ADR 0016).
+    pub measured_epoch: Option<u64>,
     pub latency_us: u32,
+    /// The uptime credited for the last epoch: the oracles' median, or
+    /// the heartbeat's full uptime when too few reported; 0 in an epoch
+    /// without a quorum once `measured_epoch` is too old.
     pub uptime_ppm: u32,
     pub reputation_ppm: u32,
     pub strike: Option<Strike>,

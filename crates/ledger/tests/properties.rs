@@ -93,6 +93,8 @@ fn params() -> Params {
     let p = Params::default_params();
     let p = p.with_override("epoch", "\"1h\"").unwrap_or(p);
     let p = p.with_override("unbonding", "\"1d\"").unwrap_or(p);
+    // A node unmeasured for two epochs earns nothing on its heartbeat.
+    let p = p.with_override("measurement_max_age", "\"1h\"").unwrap_or(p);
     p.with_override("vesting", "\"2d\"").unwrap_or(p)
 }
 

@@ -534,6 +534,70 @@ fn a_struck_node_that_goes_dark_keeps_its_bond_slashable() {
     assert_eq!(w.account("liar").unbonding_total(), Token::ZERO);
 }
 
+#[test]
+fn a_node_unmeasured_for_longer_than_the_max_age_earns_nothing_on_its_heartbeat_until_measured_again() {
+    // n0 is measured once, then no quorum of its oracles reports on it
+    // (too few eligible oracles, oracles that withhold their reports, or a
+    // node that makes itself unmeasurable) while it sends its heartbeat
+    // every epoch. Its heartbeat keeps its uptime for as long as its last
+    // measurement is at most `time.measurement_max_age` old (a day of hourly
+    // epochs); after that it earns no uptime reward, and is neither struck
+    // nor slashed for it. Measured again, it earns again at once. n1,
+    // measured every epoch, keeps the uptime pool paying out.
+    let mut w = world(Params::default_params(), 3, operators("n", 2));
+    let max_age_epochs = w.state.params.measurement_max_age_epochs();
+    assert_eq!(max_age_epochs, 24, "the default: a day of hourly epochs");
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    w.register_node("n1", "DE", "203.0.114.10", 100 * MBPS);
+    let measured_in = w.state.epoch;
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    assert!(last(&w, "n0") > 0, "measured: an uptime reward");
+    let bond = w.account("n0").staked;
+    for _ in 0..max_age_epochs + 5 {
+        let epoch = w.state.epoch;
+        w.must("n0", TxBody::Heartbeat { epoch });
+        w.measure("n1", 100 * MBPS, 20, 1_000_000);
+        let r = w.end_epoch();
+        assert!(r.slashes.is_empty(), "{:?}", r.slashes);
+        assert!(w.node("n0").strike.is_none(), "an unmeasured epoch is no strike");
+        let age = epoch - measured_in;
+        if age <= max_age_epochs {
+            assert!(last(&w, "n0") > 0, "epoch {epoch}: measured {age} epochs ago, the heartbeat keeps its uptime");
+            assert_eq!(w.node("n0").uptime_ppm, 1_000_000);
+        } else {
+            assert_eq!(last(&w, "n0"), 0, "epoch {epoch}: measured {age} epochs ago, yet paid on the heartbeat");
+            assert_eq!(w.node("n0").uptime_ppm, 0, "epoch {epoch}: the stale measurement counts as no uptime");
+        }
+        assert!(last(&w, "n1") > 0);
+    }
+    // Nor do reports short of a quorum's throughput help: one oracle's
+    // measurement, or the oracles' uptime without one.
+    let epoch = w.state.epoch;
+    w.must("n0", TxBody::Heartbeat { epoch });
+    let mut first = true;
+    w.report_each("n0", 1_000_000, |_| if std::mem::take(&mut first) { measured(100 * MBPS) } else { unreached() });
+    w.end_epoch();
+    assert_eq!((last(&w, "n0"), w.node("n0").uptime_ppm), (0, 0), "one measurement is no quorum");
+    w.report("n0", unreached(), 1_000_000);
+    w.end_epoch();
+    assert_eq!((last(&w, "n0"), w.node("n0").uptime_ppm), (0, 0), "uptime without a capacity");
+    assert_eq!(w.account("n0").staked, bond, "a failed measurement is never a slash by itself");
+    assert_eq!(w.node("n0").verified_capacity_bps, 100 * MBPS, "the last measurement is kept");
+    assert_eq!(w.node("n0").measured_epoch, Some(measured_in));
+    // A quorum measures it again: it earns in that epoch.
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n1", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    assert!(last(&w, "n0") > 0, "measured again: an uptime reward again");
+    assert_eq!(w.node("n0").uptime_ppm, 1_000_000);
+}
+
+fn unreached() -> tollway_types::MeasurementOutcome {
+    tollway_types::MeasurementOutcome::Unreachable
+}
+
 fn measured(throughput_bps: u64) -> tollway_types::MeasurementOutcome {
     tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 }
 }

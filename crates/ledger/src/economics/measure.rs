@@ -347,6 +347,16 @@ struct Judged {
     moved: bool,
 }
 
+/// Whether a node last measured by a quorum in `measured_epoch` may still
+/// earn on that measurement in `epoch`, without one: it is at most
+/// `measurement_max_age_secs` old. Never measured: no. Without the bound a
+/// node's own heartbeat paid it its full uptime reward, every epoch, on a
+/// capacity measured months before, however it kept the oracles from
+/// measuring it again (ADR 0016).
+fn measurement_is_recent(p: &Params, measured_epoch: Option<u64>, epoch: u64) -> bool {
+    measured_epoch.is_some_and(|m| epoch.saturating_sub(m).saturating_mul(p.epoch_secs) <= p.measurement_max_age_secs)
+}
+
 /// Step 1 and the strike of step 2 for one node that is active, or left
 /// during the epoch after its oracles reported (leaving before the end
 /// does not dodge a strike; ADR 0014): aggregates its
@@ -375,7 +385,11 @@ fn measure_node(
     };
     let heartbeat = node_epoch.heartbeat;
     node_epoch.reset();
+    // Unmeasured, the node earns on its last measurement while that is
+    // recent (ADR 0016); past it, its capacity is only its own word.
+    let recent = measured.is_some() || measurement_is_recent(p, node.measured_epoch, epoch);
     node.uptime_ppm = match agg.uptime_ppm {
+        _ if !recent => 0,
         Some(u) => u,
         // Unmeasured: the heartbeat speaks for the node (a failed
         // measurement is never a slash by itself).
@@ -385,6 +399,7 @@ fn measure_node(
     let Some((t, rho)) = measured else { return (None, judged) };
     sums.measured_nodes += 1;
     node.verified_capacity_bps = t;
+    node.measured_epoch = Some(epoch);
     node.latency_us = agg.latency_us;
     let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
     let alpha = p.reputation_alpha_ppm as u128;
