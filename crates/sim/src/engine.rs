@@ -585,7 +585,9 @@ impl Sim {
                     monthly_cost /= a.sybil_nodes.max(1) as f64; // one line, many identities
                 }
                 Kind::Control => capacity_mbps = a.sybil_line_mbps,
-                Kind::Liar => claim_factor = a.liar_claim_factor,
+                // A long con claims the truth until its day comes
+                // (`Sim::attack_phase`).
+                Kind::Liar if a.liar_honest_days == 0 => claim_factor = a.liar_claim_factor,
                 _ => {}
             }
         }
@@ -822,6 +824,12 @@ impl Sim {
                 if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control | Kind::Twin) {
                     let _ = self.leave(i);
                 }
+            }
+        }
+        // A long con's honest days are over: from now on it over-claims.
+        if a.liar_honest_days > 0 && self.day == a.start_day.saturating_add(a.liar_honest_days) {
+            for op in self.ops.iter_mut().filter(|o| o.active && o.kind == Kind::Liar) {
+                op.claim_bps = (op.capacity_bps as f64 * a.liar_claim_factor) as u64;
             }
         }
         // A stubborn liar re-inflates its claim after the ledger resets it.

@@ -165,6 +165,12 @@ pub struct AttackSection {
     /// Nodes claiming `liar_claim_factor` × what they deliver.
     pub liars: u32,
     pub liar_claim_factor: f64,
+    /// Days each liar claims the truth before it over-claims (0: from its
+    /// first day). A long con: the rewards of its honest days vest, and
+    /// what has not vested at its slash is slashed with its bond; without
+    /// vesting they are already its own.
+    #[serde(default)]
+    pub liar_honest_days: u64,
     /// Oracles that report the liars' claims instead of what they saw.
     pub colluding_oracles: u32,
 }
@@ -370,6 +376,9 @@ impl Scenario {
             }
         }
         if let Some(a) = &self.attack {
+            if a.liar_honest_days > 36_500 {
+                return Err(invalid("attack.liar_honest_days", "at most 36500"));
+            }
             if a.sybil_nodes > 250 || a.colluding_oracles >= self.population.oracles || a.start_day == 0 {
                 return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), colluding_oracles < oracles, start_day ≥ 1"));
             }

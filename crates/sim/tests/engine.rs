@@ -107,6 +107,39 @@ fn the_sybil_farm_earns_no_more_than_one_honest_node_on_its_line_and_liars_are_s
     assert!(farm * 2 >= control, "the farm still earns about one node's share: {farm} against {control}");
 }
 
+/// A long con: liars that claim the truth for their first days are not
+/// slashed then, and are once they over-claim. Vesting does not make the
+/// slash larger: the ledger slashes a fraction of the bond, and reaches
+/// unvested rewards only where the bond falls short, which a fraction of
+/// it never does (docs/economics.md, `vesting`).
+#[test]
+fn a_long_con_is_slashed_when_it_lies_and_its_bond_pays_with_or_without_vesting() {
+    let s = small("sybil-and-liars", 75);
+    let s = s.with_override("attack.liar_honest_days", "30").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("attack.sybil_nodes", "0").unwrap_or_else(|e| panic!("{e}"));
+    let start = s.attack.as_ref().map_or(0, |a| a.start_day);
+    let outcome = |vesting: &str, days: u64| {
+        let s = s.with_override("vesting", vesting).unwrap_or_else(|e| panic!("{e}"));
+        let mut sim = Sim::new(&s, 5).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..days {
+            sim.step().unwrap_or_else(|e| panic!("{e}"));
+        }
+        sim.attack_outcome()
+    };
+    // Honest for 30 days from the attack's start: nothing to slash.
+    let honest = outcome("\"30d\"", start + 29);
+    assert_eq!(honest.liars, 40);
+    assert_eq!(honest.liars_slashed, 0, "{honest:?}");
+    assert!(honest.liar_rewards.0 > 0);
+    // Then they lie, and are caught.
+    let vested = outcome("\"30d\"", 75);
+    let unvested = outcome("\"0s\"", 75);
+    assert_eq!(vested.liars_slashed, 40, "{vested:?}");
+    assert_eq!(unvested.liars_slashed, 40, "{unvested:?}");
+    assert!(vested.liar_slashed.0 > 0);
+    assert_eq!(vested.liar_slashed, unvested.liar_slashed, "the same fraction of the same bonds");
+}
+
 /// `--sweep uptime_share=…` (the example) sets a flat share, and
 /// wins over a scenario file that sets both ends of the slide itself.
 #[test]
