@@ -234,6 +234,10 @@ struct NodeView {
     tls_key_pin: String,
     claimed_capacity_bps: u64,
     verified_capacity_bps: u64,
+    /// The epoch of the last measurement by a quorum of oracles (none:
+    /// never measured): a node unmeasured longer than the chain's
+    /// `measurement_max_age` earns nothing on its heartbeat.
+    measured_epoch: Option<u64>,
     price_usd_micro_per_gib: u64,
     price_usd_micro_per_hour: Option<u64>,
     reputation_ppm: u32,
@@ -258,6 +262,7 @@ impl NodeView {
             tls_key_pin: tollway_types::keys::hex(&n.spec.tls_key_pin),
             claimed_capacity_bps: n.spec.claimed_capacity_bps,
             verified_capacity_bps: n.verified_capacity_bps,
+            measured_epoch: n.measured_epoch,
             price_usd_micro_per_gib: n.spec.price_usd_micro_per_gib,
             price_usd_micro_per_hour: n.spec.price_usd_micro_per_hour,
             reputation_ppm: n.reputation_ppm,

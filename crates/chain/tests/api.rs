@@ -143,6 +143,11 @@ fn an_accounts_channels_and_the_oracles_are_listed_a_page_at_a_time() {
     let (op_hex, cheaper_hex) = (key("operator").public().to_string(), key("cheaper").public().to_string());
     assert_eq!(best(""), vec![cheaper_hex.clone(), op_hex.clone()]);
     assert_eq!(best("?limit=1"), vec![cheaper_hex.clone()]);
+    // A node no oracle has measured says so (null), so a client can tell a
+    // stale or missing measurement from a fresh one.
+    let (s, listed) = c.get("/v1/nodes?limit=1");
+    assert_eq!(s, 200);
+    assert!(listed[0].as_object().is_some_and(|n| n.get("measured_epoch") == Some(&serde_json::Value::Null)), "{listed}");
     // The list the API filters is copied once per block: a node registered
     // in a later block is in it.
     let french = tollway_types::NodeSpec { country: tollway_types::CountryCode::parse("FR").unwrap(), ..spec };
