@@ -1290,33 +1290,50 @@ fn data_on_streams_the_client_never_opened_closes_the_session_unpaid() {
     }
 }
 
-#[test]
-fn a_stream_the_client_reset_is_paid_only_up_to_what_its_window_allowed() {
-    // A reset stream may still have bytes in flight, at most what its
-    // window allowed the node when the reset left: those are counted, more
-    // is a protocol violation.
+/// The session of `pair` on the side that resets: the client's or the
+/// node's.
+fn side(pair: &mut Pair, node: bool) -> &mut Session {
+    if node {
+        &mut pair.node
+    } else {
+        &mut pair.client
+    }
+}
+
+/// A stream one side reset may still have bytes in flight from the other,
+/// at most what its window allowed when the reset left: those are counted,
+/// more is a protocol violation; and once the peer answered the ping behind
+/// the reset, data on it is a violation at once. The same rule both ways.
+fn a_reset_stream_takes_only_what_its_window_allowed(node: bool) {
     let mut pair = Pair::established(Usd(1_000_000_000));
     let s = pair.client.open_stream(dest()).unwrap();
     pair.drive();
     let window = 256 * 1024;
-    pair.client.reset(s, ErrorCode::Shutdown);
-    // The node has not read the reset yet: its window's worth arrives.
-    pair.client.handle_input(pair.now, 1, &raw_data(s, window));
-    assert!(!pair.client.is_closed());
-    assert_eq!(pair.client.cumulative_bytes(), window);
-    pair.client.handle_input(pair.now, 1, &raw_data(s, 1));
-    let closed = closed_event(std::iter::from_fn(|| pair.client.poll_event()));
+    let now = pair.now;
+    let resetting = side(&mut pair, node);
+    resetting.reset(s, ErrorCode::Shutdown);
+    // The peer has not read the reset yet: its window's worth arrives.
+    resetting.handle_input(now, 1, &raw_data(s, window));
+    assert!(!resetting.is_closed());
+    assert_eq!(resetting.cumulative_bytes(), window);
+    resetting.handle_input(now, 1, &raw_data(s, 1));
+    let closed = closed_event(std::iter::from_fn(|| resetting.poll_event()));
     assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
 
-    // Once the node answered the ping behind the reset, it has read the
-    // reset: the stream is forgotten, and data on it is a violation.
     let mut pair = Pair::established(Usd(1_000_000_000));
     let s = pair.client.open_stream(dest()).unwrap();
     pair.drive();
-    pair.client.reset(s, ErrorCode::Shutdown);
+    side(&mut pair, node).reset(s, ErrorCode::Shutdown);
     pair.drive();
-    pair.client.handle_input(pair.now, 1, &raw_data(s, 100));
-    assert!(pair.client.is_closed());
+    let now = pair.now;
+    let resetting = side(&mut pair, node);
+    resetting.handle_input(now, 1, &raw_data(s, 100));
+    assert!(resetting.is_closed());
+}
+
+#[test]
+fn a_stream_the_client_reset_is_paid_only_up_to_what_its_window_allowed() {
+    a_reset_stream_takes_only_what_its_window_allowed(false);
 }
 
 #[test]
@@ -1425,30 +1442,7 @@ fn an_optimistic_upload_to_a_stream_the_node_refused_is_taken_and_counted() {
 
 #[test]
 fn a_stream_the_node_reset_takes_only_what_its_window_allowed() {
-    // The bytes a client may still send on a stream the node reset are
-    // what its window allowed when the reset left; more is a violation.
-    let mut pair = Pair::established(Usd(1_000_000_000));
-    let s = pair.client.open_stream(dest()).unwrap();
-    pair.drive();
-    let window = 256 * 1024;
-    pair.node.reset(s, ErrorCode::Shutdown);
-    // The client has not read the reset yet: its window's worth arrives.
-    pair.node.handle_input(pair.now, 1, &raw_data(s, window));
-    assert!(!pair.node.is_closed());
-    assert_eq!(pair.node.cumulative_bytes(), window);
-    pair.node.handle_input(pair.now, 1, &raw_data(s, 1));
-    let closed = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
-    assert!(matches!(&closed, Some((ErrorCode::Protocol, m)) if m.contains("not open")), "{closed:?}");
-
-    // Once the client answered the ping behind the reset, it has read the
-    // reset: the stream is forgotten, and data on it is a violation.
-    let mut pair = Pair::established(Usd(1_000_000_000));
-    let s = pair.client.open_stream(dest()).unwrap();
-    pair.drive();
-    pair.node.reset(s, ErrorCode::Shutdown);
-    pair.drive();
-    pair.node.handle_input(pair.now, 1, &raw_data(s, 100));
-    assert!(pair.node.is_closed());
+    a_reset_stream_takes_only_what_its_window_allowed(true);
 
     // A stream the client finished sends nothing more.
     let mut pair = Pair::established(Usd(1_000_000_000));
