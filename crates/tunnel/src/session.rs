@@ -538,6 +538,69 @@ struct ResetStream {
     fence: u64,
 }
 
+/// The streams this side reset and their peer may still send on
+/// (`ResetStream`), by stream and by fence: fences only grow, so the
+/// oldest record, the one a full node forgets first, is the first by fence
+/// (a scan of every record for it made each refusal past the limit cost
+/// the node `max_streams` steps).
+#[derive(Default)]
+struct ResetStreams {
+    by_stream: BTreeMap<StreamId, ResetStream>,
+    by_fence: BTreeMap<u64, StreamId>,
+}
+
+impl ResetStreams {
+    fn len(&self) -> usize {
+        self.by_stream.len()
+    }
+
+    fn clear(&mut self) {
+        self.by_stream.clear();
+        self.by_fence.clear();
+    }
+
+    fn insert(&mut self, stream: StreamId, reset: ResetStream) {
+        self.remove(stream);
+        self.by_fence.insert(reset.fence, stream);
+        self.by_stream.insert(stream, reset);
+    }
+
+    fn remove(&mut self, stream: StreamId) {
+        if let Some(reset) = self.by_stream.remove(&stream) {
+            self.by_fence.remove(&reset.fence);
+        }
+    }
+
+    /// Takes `len` bytes from `stream`'s allowance, forgetting it once
+    /// spent; false (and no change) if it is not remembered or allows less.
+    fn take(&mut self, stream: StreamId, len: u64) -> bool {
+        let Some(reset) = self.by_stream.get_mut(&stream).filter(|r| len <= r.allowance_bytes) else {
+            return false;
+        };
+        reset.allowance_bytes -= len;
+        if reset.allowance_bytes == 0 {
+            self.remove(stream);
+        }
+        true
+    }
+
+    /// The peer answered the ping `nonce`: it read every reset queued
+    /// before it, and sent everything it had on those streams.
+    fn fenced(&mut self, nonce: u64) {
+        let later = self.by_fence.split_off(&nonce.saturating_add(1));
+        for stream in std::mem::replace(&mut self.by_fence, later).into_values() {
+            self.by_stream.remove(&stream);
+        }
+    }
+
+    /// Forgets the record whose ping left first.
+    fn forget_oldest(&mut self) {
+        if let Some((_, stream)) = self.by_fence.pop_first() {
+            self.by_stream.remove(&stream);
+        }
+    }
+}
+
 /// A stream whose consumed bytes stay under half its window (a slow one: an
 /// upload over a home uplink) still announces them this often. The
 /// announcement is what the sender hears back while it sends: its health
@@ -718,7 +781,7 @@ pub struct Session {
     /// opens, so they stay as few as streams. Node: the client opens, so
     /// at most `max_streams` are kept, the oldest forgotten first
     /// (`remember_reset`).
-    reset_streams: BTreeMap<StreamId, ResetStream>,
+    reset_streams: ResetStreams,
     blocked: BTreeSet<StreamId>,
     window: SessionWindow,
     pay: Option<Pay>,
@@ -815,7 +878,7 @@ impl Session {
             secret: session_secret(&binding),
             session_id: [0; 16],
             streams: BTreeMap::new(),
-            reset_streams: BTreeMap::new(),
+            reset_streams: ResetStreams::default(),
             blocked: BTreeSet::new(),
             window,
             pay: None,
@@ -1502,7 +1565,7 @@ impl Session {
             Frame::Fin { stream } => self.on_fin(stream),
             Frame::Reset { stream, code } => {
                 // The peer sends nothing on a stream after its reset.
-                self.reset_streams.remove(&stream);
+                self.reset_streams.remove(stream);
                 // (The driver never heard of an open still held.)
                 let told = self.streams.get(&stream).is_some_and(|s| s.open_held.is_none());
                 if self.remove_stream(stream) && told {
@@ -1546,7 +1609,7 @@ impl Session {
                 }
                 // The peer read every reset queued before this ping, and
                 // sent everything it had on those streams before its pong.
-                self.reset_streams.retain(|_, r| r.fence > nonce);
+                self.reset_streams.fenced(nonce);
                 if let Some(sent) = self.pings.remove(&nonce) {
                     self.events.push_back(Event::Pong {
                         nonce,
@@ -1564,7 +1627,7 @@ impl Session {
             return self.violation(format!("stream {stream} opened twice"));
         }
         // A stream id reused: the client sent nothing more on the old one.
-        self.reset_streams.remove(&stream);
+        self.reset_streams.remove(stream);
         if self.streams.len() >= self.limits.max_streams as usize {
             self.queue(&Frame::OpenFailed {
                 stream,
@@ -1617,14 +1680,10 @@ impl Session {
             // shows it read the reset: a node sending on streams that do
             // not exist would be paid for them, and a client sending on
             // them would have the node take its bytes for free.
-            let Some(reset) = self.reset_streams.get_mut(&stream).filter(|r| len <= r.allowance_bytes) else {
+            if !self.reset_streams.take(stream, len) {
                 return self.violation(format!(
                     "{len} bytes on stream {stream}, which is not open (never opened, ended, or reset or refused with less window left)"
                 ));
-            };
-            reset.allowance_bytes -= len;
-            if reset.allowance_bytes == 0 {
-                self.reset_streams.remove(&stream);
             }
             if let Some(pay) = self.pay.as_mut() {
                 pay.metered_bytes += len;
@@ -1685,7 +1744,7 @@ impl Session {
     fn on_fin(&mut self, stream: StreamId) {
         let Some(s) = self.streams.get_mut(&stream) else {
             // The peer sends nothing on a stream after its end.
-            self.reset_streams.remove(&stream);
+            self.reset_streams.remove(stream);
             return;
         };
         if s.fin_received {
@@ -1748,10 +1807,7 @@ impl Session {
         self.next_ping += 1;
         self.queue(&Frame::Ping { nonce: fence });
         if self.reset_streams.len() >= self.limits.max_streams as usize {
-            let oldest = self.reset_streams.iter().min_by_key(|(_, r)| r.fence).map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
-                self.reset_streams.remove(&oldest);
-            }
+            self.reset_streams.forget_oldest();
         }
         self.reset_streams.insert(stream, ResetStream { allowance_bytes, fence });
     }
@@ -2370,6 +2426,33 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The two indexes of the reset records agree through every way a
+    /// record leaves: the oldest by fence, a pong, a spent allowance, a
+    /// stream id remembered again.
+    #[test]
+    fn reset_records_leave_oldest_first_and_both_indexes_agree() {
+        let mut r = ResetStreams::default();
+        for (stream, fence) in [(5, 10), (2, 11), (9, 12), (4, 13)] {
+            r.insert(stream, ResetStream { allowance_bytes: 100, fence });
+        }
+        let agree = |r: &ResetStreams| {
+            assert_eq!(r.by_stream.len(), r.by_fence.len());
+            assert!(r.by_fence.iter().all(|(f, s)| r.by_stream.get(s).is_some_and(|x| x.fence == *f)));
+        };
+        r.forget_oldest();
+        assert!(!r.by_stream.contains_key(&5));
+        agree(&r);
+        r.fenced(11);
+        assert_eq!(r.by_stream.keys().copied().collect::<Vec<_>>(), [4, 9]);
+        agree(&r);
+        assert!(r.take(9, 60) && !r.take(9, 41) && r.take(9, 40));
+        assert!(!r.by_stream.contains_key(&9));
+        agree(&r);
+        r.insert(4, ResetStream { allowance_bytes: 7, fence: 20 });
+        assert_eq!((r.len(), r.by_fence.keys().copied().collect::<Vec<_>>()), (1, vec![20]));
+        agree(&r);
+    }
 
     /// What `bytes_bought` gives costs at most the USD by the ledger's
     /// rule, and one byte more costs more.
