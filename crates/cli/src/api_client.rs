@@ -267,7 +267,8 @@ impl ApiClient {
     /// block (an answer of "not committed within N ms" that never waited
     /// told a user to check by hand what was a few seconds from done).
     pub fn submit(&self, tx: &SignedTx, timeout_ms: u64) -> anyhow::Result<(TxStatus, serde_json::Value)> {
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        // The chain waits at most a minute (`MAX_WAIT`): no longer here.
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms).min(LONGEST_WAIT);
         let path = format!("/v1/txs?wait=commit&timeout_ms={timeout_ms}");
         let (status, text) = self.call("POST", &path, Some(&tx.encode()))?;
         let found = Self::tx_status_answer(&path, status, &text)?;
@@ -292,29 +293,45 @@ impl ApiClient {
 
     /// Polls a submitted, pending tx (`GET /v1/txs/{id}`, which holds no
     /// place) until it leaves pending or `deadline` passes; the last answer.
+    /// A poll that fails (the node restarting, a dropped connection) is
+    /// tried again until the deadline: the tx was accepted, so a failure
+    /// here is never a refusal, and the error says so (a plain message, so
+    /// that callers do not take it for the chain's [`ApiError`]).
     fn poll_pending(
         &self,
         mut found: (TxStatus, serde_json::Value),
         deadline: Instant,
     ) -> anyhow::Result<(TxStatus, serde_json::Value)> {
-        let path = format!("/v1/txs/{}", found.0.id.to_hex());
+        let id = found.0.id.to_hex();
+        let path = format!("/v1/txs/{id}");
+        let mut failed: Option<String> = None;
         while found.0.status == "pending" {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
             std::thread::sleep(POLL_PENDING_EVERY.min(deadline - now));
-            let (status, text) = self.call("GET", &path, None)?;
-            found = Self::tx_status_answer(&path, status, &text)
-                .with_context(|| format!("tx {} was submitted; asking for its status failed", found.0.id.to_hex()))?;
+            match self.call("GET", &path, None).and_then(|(status, text)| Self::tx_status_answer(&path, status, &text)) {
+                Ok(answer) => (found, failed) = (answer, None),
+                Err(e) => failed = Some(format!("{e:#}")),
+            }
         }
-        Ok(found)
+        match failed {
+            Some(why) => Err(anyhow::anyhow!(
+                "tx {id} was accepted by the chain, but its status could not be read since ({why}); it may still be included (GET {}{path})",
+                self.base
+            )),
+            None => Ok(found),
+        }
     }
 }
 
 /// How often [`ApiClient::submit`] asks for a tx's status when the node
 /// would not wait for it: a block is a second or so.
 const POLL_PENDING_EVERY: Duration = Duration::from_millis(200);
+
+/// The longest the chain's API waits for a tx's block.
+const LONGEST_WAIT: Duration = Duration::from_secs(60);
 
 fn decode<T: DeserializeOwned>(path: &str, text: &str) -> anyhow::Result<(T, serde_json::Value)> {
     let raw: serde_json::Value =
@@ -339,15 +356,16 @@ mod tests {
     use tollway_types::{Amount, Tx, TxBody};
 
     /// A chain API that submits without waiting (its places all taken)
-    /// and shows the tx pending for `pending_polls` status queries, then
-    /// committed. Answers each request on its own connection.
-    fn fake_api(id: TxId, pending_polls: usize) -> (String, Arc<AtomicUsize>) {
+    /// and answers the status queries from `script` in turn ("pending",
+    /// "committed", or "503" for a node that cannot answer), its last
+    /// answer for good after. Answers each request on its own connection.
+    fn fake_api(id: TxId, script: &'static [&'static str]) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let base = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
         let polls = Arc::new(AtomicUsize::new(0));
         let seen = polls.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming().take(100) {
+            for conn in listener.incoming().take(1000) {
                 let Ok(mut conn) = conn else { return };
                 let mut reader = BufReader::new(conn.try_clone().unwrap_or_else(|e| panic!("{e}")));
                 let (mut request, mut length) = (String::new(), 0usize);
@@ -366,10 +384,13 @@ mod tests {
                 let id = id.to_hex();
                 let (code, json) = if request.starts_with("POST") {
                     (202, format!(r#"{{"id":"{id}","status":"pending","wait_refused":{{"code":"wait_limit","message":"full"}}}}"#))
-                } else if seen.fetch_add(1, Ordering::SeqCst) < pending_polls {
-                    (202, format!(r#"{{"id":"{id}","status":"pending"}}"#))
                 } else {
-                    (200, format!(r#"{{"id":"{id}","status":"committed","height":7}}"#))
+                    let turn = seen.fetch_add(1, Ordering::SeqCst);
+                    match script[turn.min(script.len() - 1)] {
+                        "pending" => (202, format!(r#"{{"id":"{id}","status":"pending"}}"#)),
+                        "committed" => (200, format!(r#"{{"id":"{id}","status":"committed","height":7}}"#)),
+                        _ => (503, r#"{"error":{"code":"unavailable","message":"restarting"}}"#.to_string()),
+                    }
                 };
                 let _ = write!(
                     conn,
@@ -390,7 +411,7 @@ mod tests {
     #[test]
     fn a_submission_the_node_would_not_wait_for_is_polled_to_its_block() {
         let tx = a_tx();
-        let (base, polls) = fake_api(tx.id(), 3);
+        let (base, polls) = fake_api(tx.id(), &["pending", "pending", "pending", "committed"]);
         let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
         let (status, _) = api.submit(&tx, 10_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((status.status.as_str(), status.height), ("committed", Some(7)));
@@ -398,13 +419,36 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_that_fails_is_tried_again() {
+        let tx = a_tx();
+        let (base, _) = fake_api(tx.id(), &["503", "pending", "503", "committed"]);
+        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
+        let (status, _) = api.submit(&tx, 10_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.status, "committed");
+    }
+
+    #[test]
     fn polling_stops_at_the_callers_timeout() {
         let tx = a_tx();
-        let (base, _) = fake_api(tx.id(), usize::MAX);
+        let (base, polls) = fake_api(tx.id(), &["pending"]);
         let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
         let start = Instant::now();
         let (status, _) = api.submit(&tx, 700).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status.status, "pending");
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(5), "{took:?}");
+        assert!(polls.load(Ordering::SeqCst) >= 3, "it polled until the timeout");
+    }
+
+    /// Polls that fail until the wait ends say the tx was accepted, in an
+    /// error the wallet cannot take for the chain's refusal.
+    #[test]
+    fn polls_failing_to_the_end_are_no_refusal() {
+        let tx = a_tx();
+        let (base, _) = fake_api(tx.id(), &["503"]);
+        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
+        let err = api.submit(&tx, 700).map(|_| ()).unwrap_err();
+        assert!(err.downcast_ref::<ApiError>().is_none(), "{err:#}");
+        assert!(err.to_string().contains("was accepted by the chain"), "{err:#}");
     }
 }
