@@ -438,8 +438,10 @@ impl Sim {
         let mut stakes = Vec::new();
         for i in 0..p.operators + p.farmers {
             let stake = if i < p.operators {
+                // Raised to the minimum, or the node could not register.
+                let min_twy = params.min_node_stake.0 as f64 / 1e6;
                 let [lo, hi] = p.genesis_stake_twy;
-                twy(rng.range(lo, hi))
+                twy(rng.range(lo.max(min_twy), hi.max(min_twy)))
             } else {
                 params.min_node_stake
             };

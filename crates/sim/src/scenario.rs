@@ -95,7 +95,8 @@ pub struct PopulationSection {
     /// scenario, not the ledger's saturation bond: when it was read from
     /// `stake_saturation_twy`, a sweep of that parameter also handed the
     /// genesis operators more stake, and the retention it seemed to buy
-    /// was the gift's.
+    /// was the gift's. A stake below the ledger's minimum is raised to it,
+    /// so that a sweep of `min_node_stake_twy` runs.
     #[serde(default = "default_genesis_stake_twy")]
     pub genesis_stake_twy: [f64; 2],
 }
@@ -395,12 +396,10 @@ impl Scenario {
                 ));
             }
         }
-        let params = self.params()?;
-        // At least the minimum, or the genesis operators' nodes could not
-        // register; at most the pool's scale, so amounts stay far from
-        // overflow.
-        let min_stake_twy = params.min_node_stake.0 as f64 / 1e6;
-        range("population.genesis_stake_twy", p.genesis_stake_twy, min_stake_twy, 1e9)?;
+        self.params()?;
+        // At most the pool's scale, so amounts stay far from overflow.
+        // (Below the ledger's minimum stake, a stake is raised to it.)
+        range("population.genesis_stake_twy", p.genesis_stake_twy, 0.0, 1e9)?;
         Ok(())
     }
 }
