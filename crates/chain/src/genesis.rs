@@ -30,10 +30,10 @@ impl GenesisFile {
             let text = e.to_string();
             if text.contains("missing field") || text.contains("unknown field") {
                 format!(
-                    "genesis file: {text}: it was written by another version of tollway, whose ledger \
-                     parameters or genesis differ from this one's; a chain's genesis is fixed when it \
-                     starts, so run this chain with the version that wrote it, or start a new chain \
-                     (`tollway chain init --force`)"
+                    "genesis file: {text}: unless it was edited by hand, it was written by another \
+                     version of tollway, whose ledger parameters or genesis differ from this one's; a \
+                     chain's genesis is fixed when it starts, so run this chain with the version that \
+                     wrote it, or start a new chain (`tollway chain init --force`)"
                 )
             } else {
                 format!("genesis file: {text}")

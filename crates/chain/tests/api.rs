@@ -862,6 +862,32 @@ fn long_polls_are_capped_per_address_and_in_all_and_a_finished_one_gives_its_pla
     }
 }
 
+/// A wait whose client hangs up gives its place back then, not at its
+/// timeout: else a client that opens waits and drops them holds the
+/// places a minute each for nothing.
+#[test]
+fn a_long_poll_whose_client_hangs_up_gives_its_place_back() {
+    let c = start_with(|cfg| cfg.api.max_waits = 1);
+    let gapped = transfer("alice", "bob", 1, 1);
+    assert_eq!(c.post("/v1/txs", "application/octet-stream", &gapped.encode()).0, 202);
+    let id = gapped.id().to_hex();
+    let held = wait_from(&c, "127.0.0.70", &id, 60_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, v) = read_answer(&mut wait_from(&c, "127.0.0.71", &id, 500));
+    assert_eq!((s, code(&v)), (503, "waits_full"), "{v}");
+    drop(held);
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let (s, v) = read_answer(&mut wait_from(&c, "127.0.0.71", &id, 500));
+        if s != 503 || started.elapsed() > Duration::from_secs(20) {
+            break (s, v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((answer.0, answer.1["status"].as_str()), (202, Some("pending")), "{:?} after {:?}", answer.1, started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
 /// A submission with `wait=commit` whose wait finds no place is still
 /// submitted, once, and answered at once: 202 `pending` with `wait_refused`
 /// saying why it was not waited for (refused whole, anyone holding every

@@ -559,7 +559,8 @@ pub struct Node {
     pub latency_us: u32,
     /// The uptime credited for the last epoch: the oracles' median, or
     /// the heartbeat's full uptime when too few reported; 0 in an epoch
-    /// without a quorum once `measured_epoch` is too old.
+    /// without a quorum once `measured_epoch` is too old, or while it is
+    /// `None` (a node not yet measured: it earns nothing either way).
     pub uptime_ppm: u32,
     pub reputation_ppm: u32,
     pub strike: Option<Strike>,
