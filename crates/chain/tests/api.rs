@@ -17,8 +17,22 @@ use tollway_types::{Amount, SignedTx, SigningKey, Token, Tx, TxBody, Usd};
 struct TestChain {
     addr: SocketAddr,
     agent: ureq::Agent,
-    _rt: tokio::runtime::Runtime,
+    running: node::RunningNode,
+    joined: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
+}
+
+/// Stops the node as `tollway chain run` does before its runtime goes: a
+/// runtime dropped under the block loop panicked in it ("being shutdown"),
+/// noise in every test's output.
+impl Drop for TestChain {
+    fn drop(&mut self) {
+        self.running.stop();
+        if let Some(joined) = self.joined.take() {
+            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), joined).await });
+        }
+    }
 }
 
 const CHAIN: &str = "tollway-api-test";
@@ -56,9 +70,9 @@ fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
     let mut config = NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), block_interval: Duration::from_millis(100), ..NodeConfig::default() };
     config.core.mempool.max_per_account = 8;
     tweak(&mut config);
-    let (running, _joined) = rt.block_on(node::start(Store::open(&path).unwrap(), seq, config)).unwrap();
+    let (running, joined) = rt.block_on(node::start(Store::open(&path).unwrap(), seq, config)).unwrap();
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    TestChain { addr: running.addr, agent, _rt: rt, _dir: dir }
+    TestChain { addr: running.addr, agent, running, joined: Some(joined), rt, _dir: dir }
 }
 
 impl TestChain {
@@ -547,7 +561,7 @@ fn refused_submissions_do_not_make_empty_blocks() {
 /// A connection from `from` (any 127.x address) to the node.
 fn connect_from(c: &TestChain, from: &str) -> TcpStream {
     let socket = socket_from(from);
-    let s = c._rt.block_on(async { socket.connect(c.addr).await.unwrap().into_std().unwrap() });
+    let s = c.rt.block_on(async { socket.connect(c.addr).await.unwrap().into_std().unwrap() });
     s.set_nonblocking(false).unwrap();
     s
 }
