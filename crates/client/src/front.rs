@@ -396,8 +396,9 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 /// cost the exit one connection to the origin, not one each. When the
 /// program's connection ends or turns to another host, its kept stream
 /// waits in `idle` for any program connection's next request to that host.
-/// A request for an upgrade (a WebSocket) ends the sequence: after it, the
-/// connection is the new protocol's. Returns a CONNECT that followed: the
+/// A request for an upgrade (a WebSocket) ends the sequence once its origin
+/// switches: after that, the connection is the new protocol's (`upgrade`).
+/// Returns a CONNECT that followed: the
 /// connection, what came after the CONNECT's head, and its target.
 async fn forward(
     socket: Counted<TcpStream>,
@@ -426,16 +427,17 @@ async fn forward_each(
     kept: &mut Option<KeptOrigin>,
 ) -> io::Result<Option<(Counted<TcpStream>, Vec<u8>, socks::Target)>> {
     loop {
-        if request.upgrade.is_some() {
+        let goes_on = if request.upgrade.is_some() {
             // The upgraded connection may last: the kept stream waits for
             // others meanwhile.
             if let Some(k) = kept.take() {
                 idle.put(k);
             }
-            upgrade(socket, pending, &request, pool, config).await?;
-            return Ok(None);
-        }
-        if !exchange(&mut socket, &mut pending, &request, pool, config, kept, idle).await? {
+            upgrade(&mut socket, &mut pending, &request, pool, config).await?
+        } else {
+            exchange(&mut socket, &mut pending, &request, pool, config, kept, idle).await?
+        };
+        if !goes_on {
             close_gracefully(socket).await;
             return Ok(None);
         }
@@ -493,22 +495,129 @@ async fn request_start(
     }
 }
 
-/// An upgrade request: its head and body, then every byte both ways, as
-/// for a CONNECT; the origin's 101 (or refusal) passes unchanged. It
-/// waits for the exit, so a refusal becomes an HTTP error with its reason.
+/// An upgrade request (RFC 9110 §7.8): its head and body go as any
+/// request's, on a stream of its own. Only if the origin switches (`101
+/// Switching Protocols`, which passes unchanged) does the connection carry
+/// every byte both ways from then on, as for a CONNECT. An origin may
+/// ignore the upgrade (nginx does for `h2c`) and answer as for any
+/// request: that response is relayed as one, and the program's connection
+/// stays plain HTTP. Raw from the request on, it had sent the program's
+/// next request, in the proxy's form with the proxy's credentials, to that
+/// origin. The origin's stream is never kept. `Ok(true)` as for
+/// `exchange`: the program's connection may carry the next request.
 async fn upgrade(
-    mut socket: Counted<TcpStream>,
-    mut pending: Vec<u8>,
+    socket: &mut Counted<TcpStream>,
+    pending: &mut Vec<u8>,
     request: &ForwardRequest,
     pool: &RoutePool,
     config: &FrontConfig,
-) -> io::Result<()> {
-    let Some((_, mut first)) = request_start(&mut socket, &mut pending, request).await? else {
-        return Ok(());
+) -> io::Result<bool> {
+    let Some((mut body, first)) = request_start(socket, pending, request).await? else {
+        return Ok(false);
     };
-    first.append(&mut pending);
-    let target = &request.target;
-    open_waiting(socket, pool, config, target, &[], first, |e| http_refusal(target, e)).await
+    let Some((mut stream, refused)) = open_forward(socket, request, first, pool, config).await? else {
+        return Ok(false);
+    };
+    // `Some(seen)`: the origin switched, `seen` its 101 (after any interim
+    // responses) and what followed it.
+    let (switched, answer, uploaded) = {
+        let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
+        let (mut from_program, mut to_program) = socket.split();
+        let upload = async {
+            let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+            Ok::<bool, io::Error>(match pass_body(&mut from_program, to_origin, &mut body, Vec::new(), &mut chunk).await? {
+                Passed::Whole { after } => {
+                    pending.extend_from_slice(&after);
+                    true
+                }
+                Passed::CutShort | Passed::Malformed(_) => false,
+            })
+        };
+        let download = async {
+            let (seen, switched) = read_final_head(from_origin, &request.method).await?;
+            if switched {
+                return Ok::<_, io::Error>((Some(seen), None));
+            }
+            // What was read goes through `relay_response` again, ahead of
+            // the rest: it writes the head, interim responses and body,
+            // or the refusal or 502.
+            let mut rest = seen.as_slice().chain(&mut *from_origin);
+            let answer = relay_response(&mut rest, &mut to_program, request, refused, config).await?;
+            Ok((None, Some(answer)))
+        };
+        tokio::pin!(upload, download);
+        let mut uploaded = None;
+        let (switched, answer) = loop {
+            tokio::select! {
+                biased;
+                sent = &mut upload, if uploaded.is_none() => match sent {
+                    Ok(sent) => uploaded = Some(sent),
+                    Err(_) => uploaded = Some(false),
+                },
+                done = &mut download => break done?,
+            }
+        };
+        // The origin switches after the request's body (RFC 9110 §7.8):
+        // the rest of it goes before the new protocol's bytes.
+        if switched.is_some() && uploaded.is_none() {
+            uploaded = Some(upload.await.unwrap_or(false));
+        }
+        (switched, answer, uploaded)
+    };
+    let whole = uploaded == Some(true);
+    let Some(seen) = switched else {
+        return match answer {
+            Some(Answer::Framed { .. }) => Ok(whole && request.keep_alive),
+            Some(Answer::Closed) => Ok(false),
+            Some(Answer::Unanswered) | None => {
+                socket.write_all(&unanswered(request)).await?;
+                Ok(false)
+            }
+        };
+    };
+    if !whole {
+        return Ok(false);
+    }
+    socket.write_all(&seen).await?;
+    let KeptOrigin { from_origin, mut to_origin, .. } = stream;
+    to_origin.write_all(pending).await?;
+    pending.clear();
+    let mut origin = from_origin.unsplit(to_origin);
+    tokio::io::copy_bidirectional(&mut **socket, &mut origin).await?;
+    Ok(false)
+}
+
+/// Reads an upgrade request's response up to its final head: `(bytes
+/// read, true)` once that head says `101 Switching Protocols`, else the
+/// bytes read (a final head of another status, or what came before the
+/// stream's end or an unparsable head) and `false`.
+async fn read_final_head(from_origin: &mut (impl AsyncRead + Unpin), method: &str) -> io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::new();
+    let mut start = 0;
+    let mut scan = HeadScan::default();
+    let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+    loop {
+        let parsed = if scan.may_be_whole(&buf[start..]) {
+            socks::parse_response(&buf[start..], method)
+        } else {
+            Err(ParseError::Incomplete)
+        };
+        match parsed {
+            Ok((head, used)) if head.is_interim() => {
+                start += used;
+                scan = HeadScan::default();
+                continue;
+            }
+            Ok((head, _)) => return Ok((buf, head.status == 101)),
+            Err(ParseError::Incomplete) => {}
+            Err(_) => return Ok((buf, false)),
+        }
+        let n = from_origin.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((buf, false));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// A stream to an origin kept after a response, for the program's next

@@ -791,6 +791,64 @@ async fn an_upgraded_connection_carries_the_new_protocol_both_ways() {
     }
 }
 
+/// An origin that ignores an upgrade (RFC 9110 §7.8 lets it; nginx does
+/// for `h2c`): it answers every request on its connection with a framed
+/// `200` whose body says which request of the connection it was and what
+/// reached it.
+async fn upgrade_ignoring_origin() -> SocketAddr {
+    serve_each(LOOPBACK, |mut socket| async move {
+        let mut n = 0;
+        while let Some(head) = read_head(&mut socket).await {
+            n += 1;
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let body = format!("request {n} here: {head}");
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            if socket.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Regression: a declined upgrade (the origin answers with a plain 200,
+/// not 101) turned the program's connection into a raw pipe to that
+/// origin, so the program's next request, in the proxy's form and with
+/// the proxy's credentials, reached the first origin unparsed. The 200
+/// is relayed as a response like any other, and the next request goes to
+/// its own origin in origin form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_upgrade_leaves_the_connection_plain_http() {
+    let (a, b) = (upgrade_ignoring_origin().await, upgrade_ignoring_origin().await);
+    let (front, _pool, _exit) = one_hop_front("http-declined-upgrade").await;
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let upgrade = format!(
+        "GET http://127.0.0.1:{}/ HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        a.port()
+    );
+    socket.write_all(upgrade.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut socket, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.starts_with("request 1 here: GET / HTTP/1.1\r\n") && body.contains("\r\nUpgrade: h2c\r\n"), "{body}");
+    let next = format!("GET http://127.0.0.1:{}/next HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n", b.port());
+    socket.write_all(next.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut socket, "GET").await;
+    let body = String::from_utf8(body).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{body}");
+    let want = format!("request 1 here: GET /next HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: keep-alive\r\n\r\n", b.port());
+    assert_eq!(body, want, "what reached the second origin (the first must not see it)");
+    // An upgrade the exit cannot connect still gets the reason.
+    let closed = TcpListener::bind((LOOPBACK, 0)).await.unwrap().local_addr().unwrap();
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let refused = format!("GET http://127.0.0.1:{}/ HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", closed.port());
+    socket.write_all(refused.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502 ") && answer.contains("refused"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_one_hop_over_tls_and_quic_is_byte_exact() {
     let web = web_server().await;
