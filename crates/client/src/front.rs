@@ -269,8 +269,15 @@ async fn serve_client(
         read_request(&mut socket, &mut buf, config),
     )
     .await;
-    let Ok(Ok(Some(wanted))) = request else {
-        return Ok(());
+    let wanted = match request {
+        Ok(Ok(Some(wanted))) => wanted,
+        // Refused and answered: the program may still be sending.
+        Ok(Ok(None)) => {
+            close_gracefully(socket).await;
+            return Ok(());
+        }
+        // Closed, or too slow.
+        Ok(Err(_)) | Err(_) => return Ok(()),
     };
     let (protocol, target) = match wanted {
         Wanted::Tunnel(protocol, target) => (protocol, target),
@@ -362,7 +369,7 @@ async fn open_waiting(
         Err(e) => {
             log_refusal(config, target, &e);
             socket.write_all(&refused(&e)).await?;
-            let _ = socket.shutdown().await;
+            close_gracefully(socket).await;
         }
     }
     Ok(())
@@ -450,8 +457,13 @@ async fn forward_each(
         request = match next {
             Ok(Ok(Some(HttpRequest::Forward(next)))) => next,
             Ok(Ok(Some(HttpRequest::Connect(connect)))) => return Ok(Some((socket, pending, connect.target))),
-            // Closed, refused (and answered), or too slow.
-            Ok(Ok(None) | Err(_)) | Err(_) => return Ok(None),
+            // Refused and answered: the program may still be sending.
+            Ok(Ok(None)) => {
+                close_gracefully(socket).await;
+                return Ok(None);
+            }
+            // Closed, or too slow.
+            Ok(Err(_)) | Err(_) => return Ok(None),
         };
     }
 }
@@ -459,12 +471,13 @@ async fn forward_each(
 /// How long a closing connection's late bytes are read and dropped.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Ends the program's connection after a response while the program may
-/// still be sending (a body the answer did not wait for): a FIN, then
-/// whatever arrives is read and dropped for a moment, so the close does
-/// not become a reset that discards the answer before the program has
-/// read it (RFC 9112 §9.6).
-async fn close_gracefully(mut socket: Counted<TcpStream>) {
+/// Ends the program's connection after a response (an error reply too)
+/// while the program may still be sending (a body or a tunnel's bytes the
+/// answer did not wait for): a FIN, then whatever arrives is read and
+/// dropped for a moment, so the close does not become a reset that
+/// discards the answer before the program has read it, or fails the
+/// program's write so that it never reads the answer (RFC 9112 §9.6).
+async fn close_gracefully(mut socket: impl AsyncRead + AsyncWrite + Unpin) {
     let _ = socket.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async { while matches!(socket.read(&mut sink).await, Ok(1..)) {} }).await;

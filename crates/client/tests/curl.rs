@@ -849,6 +849,69 @@ async fn a_declined_upgrade_leaves_the_connection_plain_http() {
     assert!(answer.starts_with("HTTP/1.1 502 ") && answer.contains("refused"), "{answer}");
 }
 
+/// Writes `head` and then `body_bytes` more (a body or a tunnel's first
+/// bytes) without reading, then reads until the proxy closes: what came,
+/// or the error that ended the write (a program such as curl then gives
+/// up without reading) or the read.
+async fn reply_to_unread_upload(socket: &mut TcpStream, head: &str, body_bytes: usize) -> Result<String, String> {
+    let mut sent = head.as_bytes().to_vec();
+    sent.extend(pattern(body_bytes));
+    let written = tokio::time::timeout(Duration::from_secs(10), socket.write_all(&sent)).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    match (written, read) {
+        (Ok(Ok(())), Ok(Ok(_))) => Ok(answer),
+        (Ok(Err(e)), _) => Err(format!("the write failed: {e}; read {answer:?}")),
+        (_, Ok(Err(e))) => Err(format!("the read failed: {e} after {answer:?}")),
+        (Err(_), _) | (_, Err(_)) => Err(format!("the proxy neither read nor closed; read {answer:?}")),
+    }
+}
+
+/// Regression: an error reply was followed by a close while the program
+/// was still sending (curl sends a body under 1 MiB without waiting for
+/// 100-continue), and the bytes left unread made the close a reset that
+/// could destroy the reply before the program read it (RFC 9112 §9.6).
+/// The 407 for a first request and for a later one, and a refused
+/// CONNECT's 502, each reach a program that sent 300 KB more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_reply_reaches_a_program_still_sending_its_body() {
+    const BODY_BYTES: usize = 300_000;
+    let origin = upgrade_ignoring_origin().await;
+    let client = SigningKey::from_label("http-error-linger");
+    let exit = start_node("exit-linger", &client, 0).await;
+    let credentials = Credentials::new("alice", "s3cret").unwrap();
+    let front_config = FrontConfig { credentials: Some(credentials), wait_for_exit: true, ..FrontConfig::default() };
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let url = format!("http://127.0.0.1:{}/upload", origin.port());
+    let post = format!("POST {url} HTTP/1.1\r\nContent-Length: {BODY_BYTES}\r\n\r\n");
+    let needs = "tollway: this proxy needs a user name and password";
+
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let answer = reply_to_unread_upload(&mut socket, &post, BODY_BYTES).await;
+    assert!(answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 407 ") && a.contains(needs)), "first request: {answer:?}");
+
+    // A later request on a kept connection.
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let get = format!("GET {url} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n");
+    socket.write_all(get.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut socket, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let answer = reply_to_unread_upload(&mut socket, &post, BODY_BYTES).await;
+    assert!(answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 407 ") && a.contains(needs)), "second request: {answer:?}");
+
+    // A CONNECT the exit refuses, answered after the exit's word.
+    let closed = TcpListener::bind((LOOPBACK, 0)).await.unwrap().local_addr().unwrap();
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n", closed.port());
+    // More than the kernel's buffers hold: the close came with bytes
+    // unread, so the program's write failed (a FIN went first, so its
+    // read did not tell).
+    let answer = reply_to_unread_upload(&mut socket, &connect, 16 << 20).await;
+    assert!(answer.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 502 ") && a.contains("refused")), "CONNECT: {answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_through_one_hop_over_tls_and_quic_is_byte_exact() {
     let web = web_server().await;
