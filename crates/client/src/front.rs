@@ -536,16 +536,7 @@ async fn upgrade(
     let (switched, answer, uploaded) = {
         let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
         let (mut from_program, mut to_program) = socket.split();
-        let upload = async {
-            let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
-            Ok::<bool, io::Error>(match pass_body(&mut from_program, to_origin, &mut body, Vec::new(), &mut chunk).await? {
-                Passed::Whole { after } => {
-                    pending.extend_from_slice(&after);
-                    true
-                }
-                Passed::CutShort | Passed::Malformed(_) => false,
-            })
-        };
+        let upload = upload_body(&mut from_program, to_origin, &mut body, pending);
         let download = async {
             let (seen, switched) = read_final_head(from_origin, &request.method).await?;
             if switched {
@@ -776,20 +767,7 @@ async fn exchange(
             let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
             let (mut from_program, mut to_program) = socket.split();
 
-            // The body goes on as the program sends it; what follows its end
-            // is the next request, kept in `pending`. `Ok(false)`: the program
-            // closed within its body, or its chunked body went wrong midway
-            // (the origin has part of it: the connection can only close).
-            let upload = async {
-                let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
-                Ok::<bool, io::Error>(match pass_body(&mut from_program, to_origin, &mut body, Vec::new(), &mut chunk).await? {
-                    Passed::Whole { after } => {
-                        pending.extend_from_slice(&after);
-                        true
-                    }
-                    Passed::CutShort | Passed::Malformed(_) => false,
-                })
-            };
+            let upload = upload_body(&mut from_program, to_origin, &mut body, pending);
             let download = relay_response(from_origin, &mut to_program, request, refused, config);
             tokio::pin!(upload, download);
             let mut uploaded = None;
@@ -998,6 +976,26 @@ enum Passed {
     CutShort,
     /// It cannot be delimited (a chunked body gone wrong).
     Malformed(socks::ChunkError),
+}
+
+/// A request's body, on as the program sends it; what follows its end is
+/// the next request, kept in `pending`. `Ok(false)`: the program closed
+/// within its body, or its chunked body went wrong midway (the origin has
+/// part of it: the connection can only close).
+async fn upload_body(
+    from_program: &mut (impl AsyncRead + Unpin),
+    to_origin: &mut (impl AsyncWrite + Unpin),
+    body: &mut BodyEnd,
+    pending: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let mut chunk = vec![0u8; RELAY_CHUNK_BYTES];
+    Ok(match pass_body(from_program, to_origin, body, Vec::new(), &mut chunk).await? {
+        Passed::Whole { after } => {
+            pending.extend_from_slice(&after);
+            true
+        }
+        Passed::CutShort | Passed::Malformed(_) => false,
+    })
 }
 
 /// Passes a body from `from` to `to` up to `body`'s end, `first` (already
