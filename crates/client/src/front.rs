@@ -536,7 +536,6 @@ async fn upgrade(
     let (switched, answer, uploaded) = {
         let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
         let (mut from_program, mut to_program) = socket.split();
-        let upload = upload_body(&mut from_program, to_origin, &mut body, pending);
         let download = async {
             let (seen, switched) = read_final_head(from_origin, &request.method).await?;
             if switched {
@@ -549,23 +548,37 @@ async fn upgrade(
             let answer = relay_response(&mut rest, &mut to_program, request, refused, config).await?;
             Ok((None, Some(answer)))
         };
-        tokio::pin!(upload, download);
-        let mut uploaded = None;
-        let (switched, answer) = loop {
-            tokio::select! {
+        tokio::pin!(download);
+        // In a block of its own: the upload's hold on `from_program` ends
+        // with it, for `hung_up`.
+        let (done, uploaded) = {
+            let upload = upload_body(&mut from_program, to_origin, &mut body, pending);
+            tokio::pin!(upload);
+            let mut uploaded = None;
+            let done = tokio::select! {
                 biased;
-                sent = &mut upload, if uploaded.is_none() => match sent {
-                    Ok(sent) => uploaded = Some(sent),
-                    Err(_) => uploaded = Some(false),
-                },
-                done = &mut download => break done?,
+                sent = &mut upload => {
+                    uploaded = Some(sent.unwrap_or(false));
+                    None
+                }
+                done = &mut download => Some(done?),
+            };
+            // The origin switches after the request's body (RFC 9110 §7.8):
+            // the rest of it goes before the new protocol's bytes.
+            if matches!(done, Some((Some(_), _))) && uploaded.is_none() {
+                uploaded = Some(upload.await.unwrap_or(false));
             }
+            (done, uploaded)
         };
-        // The origin switches after the request's body (RFC 9110 §7.8):
-        // the rest of it goes before the new protocol's bytes.
-        if switched.is_some() && uploaded.is_none() {
-            uploaded = Some(upload.await.unwrap_or(false));
-        }
+        let (switched, answer) = match done {
+            Some(done) => done,
+            // As in `exchange`: a hang-up ends the wait, and the stream.
+            None => tokio::select! {
+                biased;
+                done = &mut download => done?,
+                () = hung_up(&mut from_program) => return Ok(false),
+            },
+        };
         (switched, answer, uploaded)
     };
     let whole = uploaded == Some(true);
@@ -767,24 +780,37 @@ async fn exchange(
             let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
             let (mut from_program, mut to_program) = socket.split();
 
-            let upload = upload_body(&mut from_program, to_origin, &mut body, pending);
             let download = relay_response(from_origin, &mut to_program, request, refused, config);
-            tokio::pin!(upload, download);
-            let mut uploaded = None;
-            let answer = loop {
-                tokio::select! {
-                    // The upload first: a body that is whole (or empty) counts
-                    // as sent before a response that ended in the same wake-up.
-                    biased;
-                    sent = &mut upload, if uploaded.is_none() => match sent {
-                        Ok(true) => uploaded = Some(true),
-                        Ok(false) => return Ok(false),
-                        // The stream is gone (refused, reset): the response
-                        // side tells the program why.
-                        Err(_) => uploaded = Some(false),
-                    },
-                    answer = &mut download => break answer?,
+            tokio::pin!(download);
+            let mut answered = None;
+            let uploaded = tokio::select! {
+                // The upload first: a body that is whole (or empty) counts
+                // as sent before a response that ended in the same wake-up.
+                biased;
+                sent = upload_body(&mut from_program, to_origin, &mut body, pending) => match sent {
+                    Ok(true) => Some(true),
+                    Ok(false) => return Ok(false),
+                    // The stream is gone (refused, reset): the response
+                    // side tells the program why.
+                    Err(_) => Some(false),
+                },
+                answer = &mut download => {
+                    answered = Some(answer?);
+                    None
                 }
+            };
+            let answer = match answered {
+                Some(answer) => answer,
+                // A program that hangs up now ends the exchange, and the
+                // stream is dropped with it, never kept: its end reaches
+                // the exit, which shuts its connection to the origin for
+                // sending. Else the connection, its slot and the stream
+                // waited for the origin, maybe forever.
+                None => tokio::select! {
+                    biased;
+                    answer = &mut download => answer?,
+                    () = hung_up(&mut from_program) => return Ok(false),
+                },
             };
             (answer, uploaded)
         };
@@ -996,6 +1022,30 @@ async fn upload_body(
         }
         Passed::CutShort | Passed::Malformed(_) => false,
     })
+}
+
+/// Resolves once the program has hung up: its socket reports its end, or
+/// fails. Watched while a forwarded request waits for its response, when
+/// nothing else reads the socket; unwatched, a program gone meanwhile
+/// (Ctrl-C on a long poll, an origin that never answers) held its task,
+/// its `max_clients` slot and the exit's stream to the origin until the
+/// origin spoke or closed, and that open stream kept its route from going
+/// quiet (ADR 0012).
+///
+/// Bytes that arrive instead are the program's next request, pipelined
+/// (RFC 9112 §9.3): they are only peeked at, left for the request loop
+/// after the response, and the watch then never resolves.
+///
+/// The end is taken as a hang-up even though a program that only shut its
+/// sending side after the request (a half-close) looks the same: RFC 9112
+/// §9.6 lets a proxy take either as the connection's end, and curl,
+/// browsers and most HTTP clients never half-close, while waiting on for
+/// every one that ends would keep the leak for the hung-up ones.
+async fn hung_up(from_program: &mut tokio::net::tcp::ReadHalf<'_>) {
+    let mut one = [0u8; 1];
+    if let Ok(1..) = from_program.peek(&mut one).await {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Passes a body from `from` to `to` up to `body`'s end, `first` (already

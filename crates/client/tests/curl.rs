@@ -502,6 +502,55 @@ async fn kept_connections_close_when_idle_or_stalled() {
     }
 }
 
+/// Regression: a program that hung up while its plain-HTTP request waited
+/// for the origin's response (Ctrl-C on a long poll; an origin that never
+/// answers) went unnoticed, as nothing read its socket once the request
+/// had gone: its connection's task and `max_clients` slot, and the exit's
+/// stream to the origin, stayed until the origin spoke or closed, maybe
+/// never. The proxy now ends the exchange at the hang-up: the origin sees
+/// its connection end, and the slot serves the next program. Both for an
+/// ordinary request and for an upgrade the origin has not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_hangs_up_before_the_response_frees_its_slot_and_origin() {
+    let (reached, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    // Reads a request and never answers; tells when its connection ends.
+    let silent = serve_each(LOOPBACK, move |mut socket| {
+        let (reached, ended) = (reached.clone(), ended.clone());
+        async move {
+            if read_head(&mut socket).await.is_none() {
+                return;
+            }
+            let _ = reached.send(());
+            let mut chunk = [0u8; 1024];
+            while let Ok(1..) = socket.read(&mut chunk).await {}
+            let _ = ended.send(());
+        }
+    })
+    .await;
+    let web = web_server().await;
+    let client = SigningKey::from_label("http-hang-up");
+    let exit = start_node("exit-http-hang-up", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let config = FrontConfig { max_clients: 1, ..FrontConfig::default() };
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, config).await;
+    let host = format!("Host: 127.0.0.1:{}\r\n", silent.port());
+    for extra in ["", "Connection: Upgrade\r\nUpgrade: websocket\r\n"] {
+        let mut socket = TcpStream::connect(front).await.unwrap();
+        let request = format!("GET http://127.0.0.1:{}/longpoll HTTP/1.1\r\n{host}{extra}\r\n", silent.port());
+        socket.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), requests.recv()).await.unwrap().unwrap();
+        drop(socket);
+        let origin_ended = tokio::time::timeout(Duration::from_secs(3), ends.recv()).await;
+        assert!(matches!(origin_ended, Ok(Some(()))), "{extra:?}: the origin's connection outlived the program's");
+        // The one slot came back: the next program is served.
+        let mut next = TcpStream::connect(front).await.unwrap();
+        next.write_all(format!("GET http://127.0.0.1:{}/10 HTTP/1.1\r\n\r\n", web.port()).as_bytes()).await.unwrap();
+        let (head, body) = tokio::time::timeout(Duration::from_secs(3), read_response(&mut next, "GET")).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 ") && body == pattern(10), "{extra:?}: {head}");
+    }
+}
+
 /// curl fetches several URLs through the HTTP proxy on one connection to
 /// it, each byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
