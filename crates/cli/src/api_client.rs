@@ -408,46 +408,51 @@ mod tests {
         Tx { chain_id: "test".into(), signer: key.public(), nonce: 0, fee: Amount::Usd(Usd(0)), body }.sign(&key)
     }
 
+    /// Submits a tx, waiting up to `timeout_ms`, to a fake API that
+    /// refuses the wait and answers its status queries from `script`:
+    /// the answer, how many status queries came, and how long it took.
+    fn submit_against(
+        script: &'static [&'static str],
+        timeout_ms: u64,
+    ) -> (anyhow::Result<(TxStatus, serde_json::Value)>, usize, Duration) {
+        let tx = a_tx();
+        let (base, polls) = fake_api(tx.id(), script);
+        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        let answer = api.submit(&tx, timeout_ms);
+        (answer, polls.load(Ordering::SeqCst), start.elapsed())
+    }
+
     #[test]
     fn a_submission_the_node_would_not_wait_for_is_polled_to_its_block() {
-        let tx = a_tx();
-        let (base, polls) = fake_api(tx.id(), &["pending", "pending", "pending", "committed"]);
-        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
-        let (status, _) = api.submit(&tx, 10_000).unwrap_or_else(|e| panic!("{e}"));
+        let (answer, polls, _) = submit_against(&["pending", "pending", "pending", "committed"], 10_000);
+        let (status, _) = answer.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((status.status.as_str(), status.height), ("committed", Some(7)));
-        assert_eq!(polls.load(Ordering::SeqCst), 4, "three pending answers, then the block");
+        assert_eq!(polls, 4, "three pending answers, then the block");
     }
 
     #[test]
     fn a_poll_that_fails_is_tried_again() {
-        let tx = a_tx();
-        let (base, _) = fake_api(tx.id(), &["503", "pending", "503", "committed"]);
-        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
-        let (status, _) = api.submit(&tx, 10_000).unwrap_or_else(|e| panic!("{e}"));
+        let (answer, _, _) = submit_against(&["503", "pending", "503", "committed"], 10_000);
+        let (status, _) = answer.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status.status, "committed");
     }
 
     #[test]
     fn polling_stops_at_the_callers_timeout() {
-        let tx = a_tx();
-        let (base, polls) = fake_api(tx.id(), &["pending"]);
-        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
-        let start = Instant::now();
-        let (status, _) = api.submit(&tx, 700).unwrap_or_else(|e| panic!("{e}"));
+        let (answer, polls, took) = submit_against(&["pending"], 700);
+        let (status, _) = answer.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status.status, "pending");
-        let took = start.elapsed();
         assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(5), "{took:?}");
-        assert!(polls.load(Ordering::SeqCst) >= 3, "it polled until the timeout");
+        assert!(polls >= 3, "it polled until the timeout");
     }
 
     /// Polls that fail until the wait ends say the tx was accepted, in an
     /// error the wallet cannot take for the chain's refusal.
     #[test]
     fn polls_failing_to_the_end_are_no_refusal() {
-        let tx = a_tx();
-        let (base, _) = fake_api(tx.id(), &["503"]);
-        let api = ApiClient::new(&base).unwrap_or_else(|e| panic!("{e}"));
-        let err = api.submit(&tx, 700).map(|_| ()).unwrap_err();
+        let (answer, _, _) = submit_against(&["503"], 700);
+        let err = answer.map(|_| ()).unwrap_err();
         assert!(err.downcast_ref::<ApiError>().is_none(), "{err:#}");
         assert!(err.to_string().contains("was accepted by the chain"), "{err:#}");
     }
