@@ -8,7 +8,9 @@ use common::tollway;
 fn demo_runs_the_economy_and_slashes_the_liar() {
     let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "4"]);
     assert!(ok, "demo failed: {stderr}");
-    assert!(stdout.contains("SLASH liar 900 TWY (rho 10.0)"), "{stdout}");
+    // 45 % of its 2,000 TWY bond, and 45 % of its first epoch's rewards,
+    // still vesting (ADR 0017).
+    assert!(stdout.contains("SLASH liar 962.335218 TWY (rho 10.0)"), "{stdout}");
     // The oracle that reported the liar's claim shares its 45 % slash.
     assert!(stdout.contains("SLASH oracle-5 2250 TWY (vouched for liar)"), "{stdout}");
     assert!(stdout.contains("checked every epoch"), "{stdout}");

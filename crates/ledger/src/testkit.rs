@@ -254,6 +254,16 @@ impl World {
         report
     }
 
+    /// The rewards of `label` that will not have vested when the next
+    /// [`World::end_epoch`] ends: what an over-claim slash in that epoch
+    /// takes its fraction of, beside the bond (ADR 0017).
+    pub fn unvested_at_next_end(&self, label: &str) -> Token {
+        let end_secs = self.now_secs + self.state.params.epoch_secs;
+        let account = self.account(label);
+        let vested = crate::economics::vesting::releasable(account, end_secs, self.state.params.vesting_secs);
+        Token(account.vesting_total().0 - vested.0)
+    }
+
     pub fn account(&self, label: &str) -> &crate::state::Account {
         self.state.account(&id(label)).unwrap_or_else(|| panic!("no account {label}"))
     }

@@ -374,27 +374,25 @@ fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Epoch 2: the same lie, seen by three other oracles: slashed.
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
     w.measure("n1", 85 * MBPS, 20, 1_000_000);
-    let n = w.state.node_index[&id("n0")];
-    let _ = n;
+    let unvested = w.unvested_at_next_end("n0");
+    assert!(unvested > Token::ZERO, "the first epoch's reward is still vesting");
     let second = w.end_epoch();
     assert_eq!(second.slashes.len(), 1, "{:?}", second.slashes);
     let slash = &second.slashes[0];
     assert_eq!(slash.account, id("n0"));
     let SlashReason::OverClaim { rho_ppm, .. } = slash.reason.clone() else { panic!("not an over-claim") };
     assert_eq!(rho_ppm, 10_000_000);
-    // base 5 % + 5 % × (10 − 2) = 45 % of the 2,000 TWY bond.
-    assert_eq!(slash.amount, Token::units(900));
+    // base 5 % + 5 % × (10 − 2) = 45 % of the 2,000 TWY bond, and 45 % of
+    // the rewards still vesting (ADR 0017).
+    assert_eq!(slash.amount, Token(Token::units(900).0 + unvested.0 * 45 / 100));
     assert_eq!(w.account("n0").staked, Token::units(1_100));
     assert_eq!(w.node("n0").spec.claimed_capacity_bps, 100 * MBPS, "claim reset to the verified value");
     assert!(w.node("n0").active, "1,100 TWY still covers the 1,000 TWY minimum");
     assert!(!strike.oracles.is_empty());
-    expect_test::expect![[r#"
-        "slashed 900 TWY: 810 TWY burned, 90 TWY to the 3 confirming oracles"
-    "#]]
-    .assert_debug_eq(&format!(
-        "slashed {}: {} burned, {} to the 3 confirming oracles",
-        slash.amount, slash.burned, slash.to_reporters
-    ));
+    // 10 % to the three confirming oracles in equal parts, the rest (and
+    // the rounding) burned.
+    let to_each = slash.amount.0 / 10 / 3;
+    assert_eq!((slash.to_reporters, slash.burned), (Token(3 * to_each), Token(slash.amount.0 - 3 * to_each)));
 
     // The honest node, measured at 0.85 of its claim for ten more epochs,
     // is never slashed and keeps earning on its claim.
@@ -467,14 +465,16 @@ fn struck_liar() -> World {
 
 /// [`struck_liar`] (claims 1,000 Mbit/s,
 /// delivers 100); `between` runs before the confirming epoch. Returns the
-/// world and the over-claim slash taken.
+/// world and the over-claim slash's part from the bond (what it took less
+/// its 45 % of the unvested rewards, ADR 0017).
 fn struck_liar_then(between: impl FnOnce(&mut World)) -> (World, Token) {
     let mut w = struck_liar();
     between(&mut w);
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
+    let unvested = w.unvested_at_next_end("liar");
     let r = w.end_epoch();
     let taken = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::OverClaim { .. })).map_or(Token::ZERO, |s| s.amount);
-    (w, taken)
+    (w, Token(taken.0 - unvested.0 * 45 / 100))
 }
 
 #[test]
@@ -490,6 +490,49 @@ fn stake_unbonded_between_a_strike_and_its_confirmation_is_slashed_as_if_bonded(
     // Taken from the bond first, then the newest unbonding.
     assert_eq!(w.account("liar").staked, Token::ZERO);
     assert_eq!(w.account("liar").unbonding_total(), Token::units(5_500));
+}
+
+#[test]
+fn an_over_claim_slash_takes_its_fraction_of_the_unvested_rewards_too() {
+    // ADR 0017: unvested rewards are collateral. A node honest for twenty
+    // epochs, with ten-epoch vesting, then delivers a tenth of its claim
+    // twice. The slash takes 45 % of its bond and 45 % of what has not
+    // vested; what has vested is its own, released to its balance. With no
+    // vesting the same liar loses 45 % of its bond alone.
+    let liar = |vesting_epochs: u64| {
+        let mut params = Params::default_params();
+        params.vesting_secs = vesting_epochs * params.epoch_secs;
+        let mut w = world(params, 6, operators("n", 1));
+        w.register_node("n0", "FR", "203.0.113.10", 100 * MBPS);
+        for _ in 0..20 {
+            w.measure("n0", 95 * MBPS, 20, 1_000_000);
+            assert!(w.end_epoch().slashes.is_empty());
+        }
+        w.measure("n0", 10 * MBPS, 20, 1_000_000);
+        assert!(w.end_epoch().slashes.is_empty(), "a strike first");
+        w.measure("n0", 10 * MBPS, 20, 1_000_000);
+        let unvested = w.unvested_at_next_end("n0");
+        let (unreleased, balance) = (w.account("n0").vesting_total(), w.account("n0").token);
+        let r = w.end_epoch();
+        let slash = r.slashes.iter().find(|s| s.account == id("n0")).expect("slashed").amount;
+        (w, slash, unvested, unreleased, balance)
+    };
+
+    let (w, slash, unvested, unreleased, balance) = liar(10);
+    assert!(unvested > Token::ZERO && unvested < unreleased, "some rewards vested, some not: {unvested} of {unreleased}");
+    let from_unvested = unvested.0 * 45 / 100;
+    assert_eq!(slash, Token(Token::units(900).0 + from_unvested));
+    assert_eq!(w.account("n0").staked, Token::units(1_100));
+    // The vested part went to the balance, whole; the unvested part lost
+    // 45 % and vests on, with the slashed epoch's own reward beside it.
+    let vested = unreleased.0 - unvested.0;
+    assert_eq!(w.account("n0").token, Token(balance.0 + vested));
+    assert_eq!(w.account("n0").vesting_total(), Token(unvested.0 - from_unvested + w.node("n0").last_reward.0));
+
+    let (w, slash, unvested, _, _) = liar(0);
+    assert_eq!(unvested, Token::ZERO);
+    assert_eq!(slash, Token::units(900), "no vesting: the bond alone");
+    assert_eq!(w.account("n0").staked, Token::units(1_100));
 }
 
 #[test]
@@ -635,6 +678,9 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
 
     let (voucher2, honest2) = first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
     let tokens_before: Vec<Token> = honest2.iter().chain([&voucher2]).map(|l| w.account(l).token).collect();
+    // 45 % of the node's bond of 2,000 and of its unvested rewards (ADR
+    // 0017); the vouchers have none.
+    let node_slash = Token(Token::units(900).0 + w.unvested_at_next_end("n0").0 * 45 / 100);
     let r = w.end_epoch();
     let mut slashed: Vec<(String, String)> = r
         .slashes
@@ -650,7 +696,7 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
         .collect();
     slashed.sort();
     let mut expected = vec![
-        ("n0".to_string(), "over-claim: 900 TWY".to_string()),
+        ("n0".to_string(), format!("over-claim: {node_slash}")),
         (voucher1.clone(), "vouched for n0: 2250 TWY".to_string()),
         (voucher2.clone(), "vouched for n0: 2250 TWY".to_string()),
     ];
@@ -662,11 +708,12 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
     for h in honest1.iter().chain(&honest2) {
         assert_eq!(w.account(h).staked, Token::units(5_000), "{h} measured honestly");
     }
-    // The node's slash pays its reporters' share (10 % of 900) to the two
-    // honest confirming oracles only, not to the one that vouched.
+    // The node's slash pays its reporters' share (10 %) to the two honest
+    // confirming oracles only, not to the one that vouched.
     let tokens_after: Vec<Token> = honest2.iter().chain([&voucher2]).map(|l| w.account(l).token).collect();
     let gained: Vec<u128> = tokens_before.iter().zip(&tokens_after).map(|(b, a)| a.0 - b.0).collect();
-    assert_eq!(gained, [Token::units(45).0, Token::units(45).0, 0]);
+    let each = node_slash.0 / 10 / 2;
+    assert_eq!(gained, [each, each, 0]);
 }
 
 /// A liar struck with one oracle vouching for its claim, which then

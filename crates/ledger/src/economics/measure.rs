@@ -546,9 +546,10 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Steps 1–2 over every node; the parts of the pass run on `workers` when
-/// no slash can happen in it (see `aggregate_in_parts`).
-pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Workers) -> Measured {
+/// Steps 1–2 over every node, at the epoch's end `now_secs` (what a slash
+/// counts as vested); the parts of the pass run on `workers` when no slash
+/// can happen in it (see `aggregate_in_parts`).
+pub fn aggregate(state: &mut State, now_secs: u64, report: &mut EpochReport, workers: &impl Workers) -> Measured {
     let n_nodes = state.nodes.len();
     let mut out = Measured {
         base_weight: vec![0; n_nodes],
@@ -568,7 +569,7 @@ pub fn aggregate(state: &mut State, report: &mut EpochReport, workers: &impl Wor
     let oracle_weights: Vec<u128> = (0..state.oracles.len()).map(|o| oracle_weight(state, o)).collect();
     let sums = match aggregate_in_parts(state, &mut out, &oracle_weights, workers) {
         Some(sums) => sums,
-        None => aggregate_in_order(state, &mut out, oracle_weights, report),
+        None => aggregate_in_order(state, &mut out, oracle_weights, now_secs, report),
     };
     report.measured_nodes += sums.measured_nodes;
     out.active_nodes = sums.active_nodes;
@@ -622,7 +623,13 @@ fn member_share(value: u128, members: u32) -> u128 {
 /// The pass in node order on this thread: a slash takes effect at once
 /// (the slashed account's oracle, if it has one, weighs less for the nodes
 /// after it).
-fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights: Vec<u128>, report: &mut EpochReport) -> Sums {
+fn aggregate_in_order(
+    state: &mut State,
+    out: &mut Measured,
+    mut oracle_weights: Vec<u128>,
+    now_secs: u64,
+    report: &mut EpochReport,
+) -> Sums {
     let epoch = state.epoch;
     let mut sums = Sums::new(state.oracles.len());
     let mut rows = Rows::of(out);
@@ -636,7 +643,7 @@ fn aggregate_in_order(state: &mut State, out: &mut Measured, mut oracle_weights:
         let (over_claim, mut judged) =
             measure_node(&state.params, epoch, node, node_epoch, &oracle_weights, &mut sums);
         if let Some(over_claim) = over_claim {
-            slash::slash_node(state, n, over_claim.rho_ppm, over_claim.claimed_bps, &over_claim.confirming, report);
+            slash::slash_node(state, n, over_claim.rho_ppm, over_claim.claimed_bps, &over_claim.confirming, now_secs, report);
             // Rewarded on the claim the slash reset to the verified one.
             judged.rho_measured = None;
             judged.claim_bps = state.nodes[n].spec.claimed_capacity_bps;

@@ -94,7 +94,7 @@ pub fn end_epoch_with(state: &mut State, ctx: Ctx, seed: Hash32, workers: &impl 
 
     // Steps 1–2: aggregate measurements, update verified capacity and
     // reputation, cap and slash; the result is each node's base weight.
-    let measured = measure::aggregate(state, &mut report, workers);
+    let measured = measure::aggregate(state, ctx.time_secs, &mut report, workers);
 
     // Regional scarcity multipliers from online capacity against demand.
     report.regions = measure::regional_multipliers(state, &measured);

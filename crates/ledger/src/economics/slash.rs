@@ -67,15 +67,34 @@ fn burn_and_reward(state: &mut State, amount: Token, reporters: &[OracleIdx]) ->
 }
 
 /// A confirmed over-claim of `claimed_bps` (the claim the epoch was judged
-/// against): slash, reset the claim to the verified value, and deregister
-/// the node if its bond fell below the minimum.
-pub fn slash_node(state: &mut State, n: usize, rho_ppm: u64, claimed_bps: u64, reporters: &[OracleIdx], report: &mut EpochReport) {
+/// against), at `now_secs`: slash, reset the claim to the verified value,
+/// and deregister the node if its bond fell below the minimum.
+///
+/// The fraction is taken from the bond and, alike, from the rewards that
+/// have not vested by `now_secs` (ADR 0017): unvested rewards are
+/// collateral, as in Filecoin. What has vested is released to the balance
+/// first, so the fraction is of what is still unvested alone.
+pub fn slash_node(
+    state: &mut State,
+    n: usize,
+    rho_ppm: u64,
+    claimed_bps: u64,
+    reporters: &[OracleIdx],
+    now_secs: u64,
+    report: &mut EpochReport,
+) {
     let fraction = over_claim_fraction_ppm(&state.params, rho_ppm);
+    let vesting_secs = state.params.vesting_secs;
     let node = &state.nodes[n];
     let a = node.account as usize;
     let verified_bps = node.verified_capacity_bps;
-    let amount = Token(ppm_of(slashable_bond(&state.accounts[a]), fraction));
-    let taken = take_stake(&mut state.accounts[a], amount);
+    let acct = &mut state.accounts[a];
+    vesting::release(acct, now_secs, vesting_secs);
+    let from_bond = Token(ppm_of(slashable_bond(acct), fraction));
+    let from_unvested = Token(ppm_of(acct.vesting_unreleased.0, fraction));
+    // The bond's part never reaches the unvested rewards: a fraction of
+    // the bond is at most the bond.
+    let taken = Token(take_stake(acct, from_bond).0 + vesting::slash_unvested(acct, from_unvested).0);
     let (burned, to_reporters) = burn_and_reward(state, taken, reporters);
     let ejected = state.accounts[a].staked < state.params.min_node_stake;
     let node = &mut state.nodes[n];
