@@ -440,22 +440,11 @@ impl RoutePool {
         };
         let down = if let Some(why) = connected.closed_because() {
             Some((why, Outage::Closed))
-        } else if !ping {
+        } else if !ping || answers_or_sends(&connected.exit, self.config.health_timeout).await {
             None
         } else {
-            let received = connected.exit.bytes_received();
-            match tokio::time::timeout(self.config.health_timeout, connected.exit.ping()).await {
-                Ok(Some(_)) => None,
-                // Behind a slow uplink the answer waits behind the data
-                // already on its way (up to the node's credit window, which
-                // takes seconds at home speeds): bytes still arriving say
-                // the route is up. A node that hangs sends none.
-                Err(_) if connected.exit.bytes_received() > received => None,
-                _ => Some((
-                    format!("no answer to a ping and no data in {} ms", self.config.health_timeout.as_millis()),
-                    Outage::Silent,
-                )),
-            }
+            let why = format!("no answer to a ping and no data in {} ms", self.config.health_timeout.as_millis());
+            Some((why, Outage::Silent))
         };
         if let Some((why, outage)) = down {
             self.mark_down(index, &why, outage).await;
@@ -997,6 +986,38 @@ fn not_the_routes_fault(e: &OpenError) -> Option<ErrorCode> {
         OpenError::Refused(code) => Some(*code),
         OpenError::Session(SessionError::TooManyStreams(_)) => Some(ErrorCode::Limit),
         _ => None,
+    }
+}
+
+/// Pings `session`: whether it answered, or kept sending while the answer
+/// was awaited. Behind a slow link the answer waits behind the data
+/// already on its way (up to the node's credit window, which takes
+/// seconds at home speeds): bytes still arriving say the route is up, and
+/// the answer is awaited for as long as they do. It is not up once
+/// neither the answer nor a byte came for `timeout`: counted from its last
+/// bytes, not from the ping, so a route that goes silent in the middle of
+/// a download is down a timeout after its bytes stopped. (Excused by those
+/// bytes and pinged again a health interval later, it waited that
+/// interval and a second timeout: 2.5 s with the defaults, not 1.)
+async fn answers_or_sends(session: &SessionHandle, timeout: Duration) -> bool {
+    // How late the bytes' end may be seen: a tenth of the timeout.
+    let look_every = (timeout / 10).max(Duration::from_millis(1));
+    let ping = session.ping();
+    tokio::pin!(ping);
+    let (mut heard_bytes, mut heard_at) = (session.bytes_received(), Instant::now());
+    loop {
+        let wait = look_every.min(timeout.saturating_sub(heard_at.elapsed()));
+        match tokio::time::timeout(wait, &mut ping).await {
+            Ok(pong) => return pong.is_some(),
+            Err(_) => {
+                let received = session.bytes_received();
+                if received > heard_bytes {
+                    (heard_bytes, heard_at) = (received, Instant::now());
+                } else if heard_at.elapsed() >= timeout {
+                    return false;
+                }
+            }
+        }
     }
 }
 

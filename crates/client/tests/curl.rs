@@ -1744,6 +1744,49 @@ async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
     assert_eq!(pool.history().await, [0]);
 }
 
+/// Regression: a route that went silent in the middle of a download was
+/// marked down a whole ping interval and timeout later than one silent
+/// while idle. The ping sent just before the silence went unanswered, but
+/// the bytes that came after it excused it; the next ping went out a
+/// health interval later and waited a whole timeout again (about 2.5 s
+/// with the defaults, about 6 s here). The ping is now waited for as long
+/// as bytes keep coming, and the route is down once neither a pong nor a
+/// byte came for `health_timeout` (3 s here). Through a 2 MiB/s line, so
+/// that each pong waits behind data, as on a real download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_silent_mid_download_is_down_one_timeout_after_its_last_bytes() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("dana");
+    let exit = start_node("exit-mid-download", &client, 0).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(2 << 20), None).await;
+    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let name = route.name();
+    let health_timeout = Duration::from_secs(3);
+    let config = ClientConfig {
+        health_interval: Duration::from_millis(50),
+        health_timeout,
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
+    };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    let download = tokio::spawn(socks_get(front, web, 32 << 20));
+    // Past the first 2 MiB, whose pong comes as they end: each pong after
+    // waits behind about a second of data, and the silence comes while
+    // one is awaited (as it does on a fast download, whose pings take
+    // longer than their interval).
+    wait_until("3 MiB of the download", || line.bytes_down.load(std::sync::atomic::Ordering::Relaxed) > 3 << 20).await;
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let silent_at = std::time::Instant::now();
+    let down = format!("route {name} down: ");
+    while events_with(&down).is_empty() && silent_at.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down_after = silent_at.elapsed();
+    eprintln!("silent mid-download: marked down {down_after:?} after its last bytes");
+    download.abort();
+    let bound = health_timeout + Duration::from_millis(1200);
+    assert!(down_after < bound, "marked down {down_after:?} after the silence: {:?}", events_with(&name));
+}
+
 /// Reads an 8-byte length and that many bytes of the pattern, answers
 /// "ok" if they are right.
 async fn upload_sink() -> SocketAddr {
