@@ -4,7 +4,7 @@
 //! connection) on one port, so any ordinary program works through the
 //! tunnel. Parsing is `tollway-socks` (pure); this is only its driver.
 
-use crate::pool::{ClientError, RoutePool};
+use crate::pool::{ClientError, OpenedOn, RoutePool};
 use std::io;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -399,8 +399,10 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 /// reaches an origin in the proxy's form, with the proxy's credentials.
 /// The stream to an origin is kept too, while its responses end by their
 /// framing and it says it persists, for the program's next request to the
-/// same host (`KeptOrigin`): a browser's requests for one page's parts then
-/// cost the exit one connection to the origin, not one each. When the
+/// same host while new streams still go to its route (`KeptOrigin`,
+/// `RoutePool::takes_new_streams`): a browser's requests for one page's
+/// parts then cost the exit one connection to the origin, not one each.
+/// When the
 /// program's connection ends or turns to another host, its kept stream
 /// waits in `idle` for any program connection's next request to that host.
 /// A request for an upgrade (a WebSocket) ends the sequence once its origin
@@ -647,6 +649,8 @@ struct KeptOrigin {
     /// Negotiate (RFC 4559) authenticate the connection, not the request,
     /// so it serves its own program connection only.
     authorized: bool,
+    /// The route it rides: it serves again only while new streams go there.
+    route: OpenedOn,
 }
 
 /// Streams to origins that program connections left idle, for the next
@@ -748,8 +752,12 @@ async fn exchange(
             idle.take(&request.target)
         }
     };
+    // A stream on a route that went silent or was replaced is dropped,
+    // which closes it: on the first the request would wait for as long as
+    // the silent route is kept (30 s), and on the second the stream kept
+    // the replaced session open for as long as the host was visited.
     while let Some(k) = reuse.as_mut() {
-        if k.quiet().await {
+        if k.quiet().await && pool.takes_new_streams(&k.route).await {
             break;
         }
         reuse = idle.take(&request.target);
@@ -863,13 +871,16 @@ async fn open_forward(
             let _ = tx.send(code);
         }
     });
-    if let Err(e) = pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
-        log_refusal(config, target, &e);
-        socket.write_all(&http_refusal(target, &e)).await?;
-        return Ok(None);
-    }
+    let route = match pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
+        Ok(route) => route,
+        Err(e) => {
+            log_refusal(config, target, &e);
+            socket.write_all(&http_refusal(target, &e)).await?;
+            return Ok(None);
+        }
+    };
     let (from_origin, to_origin) = tokio::io::split(near);
-    Ok(Some((KeptOrigin { target: target.clone(), from_origin, to_origin, authorized: false }, Some(refused))))
+    Ok(Some((KeptOrigin { target: target.clone(), from_origin, to_origin, authorized: false, route }, Some(refused))))
 }
 
 /// How a forwarded request's response went.

@@ -507,10 +507,10 @@ impl RoutePool {
         self.activate(&mut state, better, connected);
     }
 
-    /// Makes route `index` the active one, on `connected`, and returns its
-    /// exit session: watches what its nodes say about payment, and drains
-    /// the route it replaces, if any.
-    fn activate(&self, state: &mut State, index: usize, connected: Connected) -> SessionHandle {
+    /// Makes route `index` the active one, on `connected`, and returns it:
+    /// watches what its nodes say about payment, and drains the route it
+    /// replaces, if any.
+    fn activate(&self, state: &mut State, index: usize, connected: Connected) -> Arc<Connected> {
         let connected = Arc::new(connected);
         tokio::spawn(watch_payments(self.me.clone(), index, Arc::downgrade(&connected)));
         self.activate_shared(state, index, connected)
@@ -518,17 +518,16 @@ impl RoutePool {
 
     /// [`Pool::activate`], for a route's connection that may have been
     /// active before (one taken back from draining).
-    fn activate_shared(&self, state: &mut State, index: usize, connected: Arc<Connected>) -> SessionHandle {
-        let exit = connected.exit.clone();
+    fn activate_shared(&self, state: &mut State, index: usize, connected: Arc<Connected>) -> Arc<Connected> {
         state.draining.retain(|d| d.index != index && !d.connected.is_closed());
-        if let Some((replaced_index, replaced)) = state.active.replace((index, connected)) {
+        if let Some((replaced_index, replaced)) = state.active.replace((index, connected.clone())) {
             replaced.drain();
             state.draining.push(Draining { index: replaced_index, connected: replaced, silent_since: None });
         }
         state.down[index].up(Instant::now());
         state.history.push(index);
         state.quiet = Quiet::default();
-        exit
+        connected
     }
 
     /// `route <r>: connected over tls in 3 ms`, for a connect started at
@@ -783,12 +782,12 @@ impl RoutePool {
         Some(format!("route {}: {}", route.name(), parts.join("; ")))
     }
 
-    /// The exit session of the best route that is up, connecting if needed.
-    async fn session(&self) -> Result<(usize, SessionHandle), ClientError> {
+    /// The best route that is up, connecting if needed.
+    async fn session(&self) -> Result<(usize, Arc<Connected>), ClientError> {
         let mut state = self.state.lock().await;
         if let Some((i, c)) = &state.active {
             let (i, why) = match c.closed_because() {
-                None => return Ok((*i, c.exit.clone())),
+                None => return Ok((*i, c.clone())),
                 Some(why) => (*i, why),
             };
             self.mark_down_locked(&mut state, i, &why, Outage::Closed);
@@ -874,7 +873,7 @@ impl RoutePool {
 
     /// Makes a draining route active again, if it still is open and not
     /// silent.
-    fn take_back(&self, state: &mut State, draining: Draining) -> Option<(usize, SessionHandle)> {
+    fn take_back(&self, state: &mut State, draining: Draining) -> Option<(usize, Arc<Connected>)> {
         let Draining { index, connected, silent_since } = draining;
         if silent_since.is_some() {
             return None;
@@ -928,12 +927,13 @@ impl RoutePool {
     /// out dead is marked down and the next one is tried.
     pub async fn open(&self, dest: Dest) -> Result<(SessionHandle, StreamId), ClientError> {
         for _ in 0..=self.config.routes.len() {
-            let (index, session) = self.session().await?;
-            if !self.still_there_if_quiet(index, &session).await {
+            let (index, connected) = self.session().await?;
+            let session = &connected.exit;
+            if !self.still_there_if_quiet(index, session).await {
                 continue;
             }
             match session.open(dest.clone()).await {
-                Ok(stream) => return Ok((session, stream)),
+                Ok(stream) => return Ok((session.clone(), stream)),
                 Err(e) => {
                     if let Some(code) = not_the_routes_fault(&e) {
                         return Err(ClientError::Destination(code));
@@ -945,24 +945,37 @@ impl RoutePool {
         Err(ClientError::NoRoute("every route failed".into()))
     }
 
+    /// Whether new streams still go to the route a stream was `opened` on:
+    /// it is the active route, and open. A stream kept for another request
+    /// (the front end's to an origin) serves again only then: on a route
+    /// marked down for its silence the request would wait for as long as
+    /// the route is kept (`dead_after`), and on a replaced route it would
+    /// keep that route's session from closing.
+    pub async fn takes_new_streams(&self, opened: &OpenedOn) -> bool {
+        let state = self.state.lock().await;
+        state.active.as_ref().is_some_and(|(_, c)| std::ptr::eq(Arc::as_ptr(c), opened.0.as_ptr()) && !c.is_closed())
+    }
+
     /// [`RoutePool::open`] without waiting for the exit, with the socket
     /// attached in the same step (the front end's optimistic CONNECT). A
     /// dead route is marked down and the socket goes to the next one. The
-    /// exit's answer comes later: `on_refused` hears a refusal.
+    /// exit's answer comes later: `on_refused` hears a refusal. Returns the
+    /// route it went to.
     pub async fn open_attached(
         &self,
         dest: Dest,
         io: EarlySocket,
         on_refused: Option<OnRefused>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<OpenedOn, ClientError> {
         let mut io = io;
         for _ in 0..=self.config.routes.len() {
-            let (index, session) = self.session().await?;
-            if !self.still_there_if_quiet(index, &session).await {
+            let (index, connected) = self.session().await?;
+            let session = &connected.exit;
+            if !self.still_there_if_quiet(index, session).await {
                 continue;
             }
             match session.open_attached(dest.clone(), io, on_refused.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(OpenedOn(Arc::downgrade(&connected))),
                 Err((e, back)) => {
                     if let Some(code) = not_the_routes_fault(&e) {
                         return Err(ClientError::Destination(code));
@@ -975,6 +988,11 @@ impl RoutePool {
         Err(ClientError::NoRoute("every route failed".into()))
     }
 }
+
+/// The route a stream was opened on, for [`RoutePool::takes_new_streams`].
+/// It does not keep the route's session open.
+#[derive(Clone)]
+pub struct OpenedOn(std::sync::Weak<Connected>);
 
 /// The code for a program when opening a stream failed for a reason of
 /// its own, not the route's: the exit refused the destination, or the

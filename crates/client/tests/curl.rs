@@ -721,6 +721,88 @@ async fn an_idle_origin_connection_serves_the_next_program_connection() {
     wait_until("the idle origin connections close", || counts.ended() == 2).await;
 }
 
+/// curl through the HTTP proxy to `url`, without CONNECT, for at most
+/// `max_secs`: the body or why not, and how long it took.
+async fn curl_forward_timed(front: SocketAddr, url: String, max_secs: u32) -> (Result<Vec<u8>, String>, Duration) {
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", &max_secs.to_string(), "--proxy", &format!("http://{front}"), &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let body = if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) };
+    (body, started.elapsed())
+}
+
+/// Regression: a plain-HTTP request to a host visited before went on the
+/// stream kept to that origin whatever became of its route. The route
+/// gone silent, the request waited on it for `dead_after` (30 s), though
+/// new connections had gone to the next route since. The kept stream now
+/// serves only while its route takes new streams: the request goes to the
+/// next route at once, and a new connection reaches the origin there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_host_visited_through_a_silent_route_goes_to_the_next() {
+    let client = SigningKey::from_label("kept-silent");
+    let (_exits, line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-ks1", "exit-ks2").await;
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let url = |n: usize| format!("http://127.0.0.1:{}/{n}", origin.port());
+    let (body, _) = curl_forward_timed(front, url(1000), 10).await;
+    assert!(body.is_ok_and(|b| b == pattern(1000)), "the first visit");
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_until("the silent route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
+    let (body, took) = curl_forward_timed(front, url(2000), 10).await;
+    eprintln!("a host visited through a silent route: answered in {took:?}");
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(2000)), "the second visit, after {took:?}: {:?}", body.map(|b| b.len()));
+    assert!(took < Duration::from_secs(5), "the second visit took {took:?}");
+    assert_eq!(pool.history().await, [0, 1]);
+    assert_eq!(counts.accepted(), 2, "the second visit reached the origin on a connection of its own");
+}
+
+/// Regression: a host visited steadily stayed on the route it was first
+/// visited through. Each request went on the stream kept to the origin,
+/// on a route that a better one, back up, had replaced since: the
+/// replaced route's session stayed open for as long as the visits came.
+/// The kept stream now serves only while new streams go to its route: the
+/// next visit reaches the origin through the better route, and the
+/// replaced session closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_visited_steadily_moves_to_the_better_route_when_it_is_back() {
+    let client = SigningKey::from_label("kept-replaced");
+    let port = free_port_range(1);
+    let start_best = || start_node_on("exit-kept-best", &client, port);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let meanwhile = start_node("exit-kept-meanwhile", &client, 1).await;
+    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+    let name = first.name();
+    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let visit = |n: usize| {
+        let url = format!("http://127.0.0.1:{}/{n}", origin.port());
+        async move {
+            let (body, took) = curl_forward_timed(front, url, 10).await;
+            assert!(body.as_ref().is_ok_and(|b| *b == pattern(n)), "{n} bytes, after {took:?}: {:?}", body.map(|b| b.len()));
+        }
+    };
+    visit(1000).await;
+    assert_eq!(pool.history().await, [1]);
+    let _best = start_best().await;
+    let again = format!("route {name}: connected over tls in ");
+    wait_until("the best route back", || !events_with(&again).is_empty()).await;
+    for n in [2000, 3000, 4000] {
+        visit(n).await;
+    }
+    assert_eq!(pool.history().await, [1, 0]);
+    assert_eq!(counts.accepted(), 2, "one origin connection through each route");
+    wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {
