@@ -379,6 +379,10 @@ pub struct RoutePool {
     carried: Arc<CarriedBook>,
     /// Itself, for the tasks it starts (which must not keep it alive).
     me: std::sync::Weak<RoutePool>,
+    /// How many times a route was marked down for its silence and kept:
+    /// an open waiting for its exit's answer on such a route goes to the
+    /// next one ([`RoutePool::went_silent`]).
+    silenced: tokio::sync::watch::Sender<u64>,
 }
 
 impl RoutePool {
@@ -388,6 +392,7 @@ impl RoutePool {
         let n = config.routes.len();
         let pool = Arc::new_cyclic(|me| RoutePool {
             me: me.clone(),
+            silenced: tokio::sync::watch::channel(0).0,
             carried: Arc::new(CarriedBook::default()),
             state: Mutex::new(State {
                 routes: config.routes.clone(),
@@ -621,7 +626,26 @@ impl RoutePool {
         let heard = connected.exit.bytes_received();
         tokio::spawn(watch_silent(self.me.clone(), index, Arc::downgrade(&connected), heard));
         state.draining.push(Draining { index, connected, silent_since: Some(now) });
+        self.silenced.send_modify(|n| *n += 1);
         streams
+    }
+
+    /// Returns once `connected` has been marked down for its silence (and
+    /// kept for the streams it carries): never while it answers.
+    async fn went_silent(&self, connected: &Arc<Connected>) {
+        // Subscribed before the look, so a silence found after it wakes it.
+        let mut silenced = self.silenced.subscribe();
+        loop {
+            let state = self.state.lock().await;
+            if state.draining.iter().any(|d| Arc::ptr_eq(&d.connected, connected) && d.silent_since.is_some()) {
+                return;
+            }
+            drop(state);
+            if silenced.changed().await.is_err() {
+                // The pool is gone: nothing will say so.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// What one check of route `index`'s session `connected`, kept while
@@ -932,7 +956,15 @@ impl RoutePool {
             if !self.still_there_if_quiet(index, session).await {
                 continue;
             }
-            match session.open(dest.clone()).await {
+            let opened = tokio::select! {
+                opened = session.open(dest.clone()) => opened,
+                // Marked down before its exit answered: the open would wait
+                // for as long as the route is kept (`dead_after`), while the
+                // next route serves at once. Should the route answer after
+                // all, its driver resets the stream, which no one awaits.
+                () = self.went_silent(&connected) => continue,
+            };
+            match opened {
                 Ok(stream) => return Ok((session.clone(), stream)),
                 Err(e) => {
                     if let Some(code) = not_the_routes_fault(&e) {

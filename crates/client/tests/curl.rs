@@ -1515,6 +1515,38 @@ async fn an_idle_connection_outlives_a_silence_when_another_route_could_serve() 
     assert_eq!(pool.history().await, [0]);
 }
 
+/// Regression: a connection that waits for the exit (`wait_for_exit`)
+/// opened on a route that went silent before the exit answered waited for
+/// as long as the silent route was kept (`dead_after`, 30 s), and only
+/// then went to the next route. It goes there once the route is marked
+/// down (a health timeout, 1 s): the open is left to the silent route,
+/// and once the route answers again, the stream it opened there is closed,
+/// and so is the exit's connection to the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_on_a_route_gone_silent_goes_to_the_next_once_it_is_down() {
+    let web = web_server().await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Close).await;
+    let client = SigningKey::from_label("open-silent");
+    let (_exits, line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-os1", "exit-os2").await;
+    let name = routes[0].name();
+    let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
+    let (front, pool) = start_front_with(routes, Transport::Tls, &client, strict).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let silent_at = std::time::Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(10), socks_get(front, origin, 20_000)).await;
+    let took = silent_at.elapsed();
+    eprintln!("an open on a route gone silent: answered {took:?} after the silence");
+    assert!(body.is_ok_and(|b| b.is_ok_and(|b| b == pattern(20_000))), "no answer within 10 s: {:?}", events_with(&name));
+    assert!(took < Duration::from_secs(4), "answered {took:?} after the silence");
+    assert_eq!(pool.history().await, [0, 1]);
+    assert_eq!(events_with(&format!("route {name} down: ")).len(), 1, "{:?}", events_with(&name));
+    assert_eq!((counts.accepted(), counts.ended()), (1, 1), "the origin, through the next route");
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    wait_until("the silent route's open reaches the origin", || counts.accepted() == 2).await;
+    wait_until("the stream nobody waits for closes", || counts.ended() == 2).await;
+}
+
 /// How long after `since` a request of `n` bytes through the front end is
 /// served byte-exact again, trying one at a time (each up to 2 s) for at
 /// most 15 s; the events of route `name` say why if never.
