@@ -10,7 +10,7 @@ fn demo_runs_the_economy_and_slashes_the_liar() {
     assert!(ok, "demo failed: {stderr}");
     // 45 % of its 2,000 TWY bond, and 45 % of its first epoch's rewards,
     // still vesting (ADR 0017).
-    assert!(stdout.contains("SLASH liar 962.335218 TWY (rho 10.0)"), "{stdout}");
+    assert!(stdout.contains("SLASH liar 962.050356 TWY (rho 10.0)"), "{stdout}");
     // The oracle that reported the liar's claim shares its 45 % slash.
     assert!(stdout.contains("SLASH oracle-5 2250 TWY (vouched for liar)"), "{stdout}");
     assert!(stdout.contains("checked every epoch"), "{stdout}");

@@ -893,21 +893,23 @@ fn vesting_releases_linearly() {
     let start = w.now_secs;
     let balance0 = w.account("n0").token.0;
     assert_eq!(w.submit("n0", TxBody::ClaimVested), Err(TxError::NothingVested));
+    // Over the default period (7 days), at a tenth, a third, two thirds
+    // and all of it.
+    let period = w.state.params.vesting_secs;
     let mut released = Vec::new();
-    for day in [3u64, 10, 20, 30] {
-        w.now_secs = start + day * 86_400;
+    for after in [period * 3 / 30, period / 3, period * 2 / 3, period] {
+        w.now_secs = start + after;
         w.must("n0", TxBody::ClaimVested);
         let fee = w.state.params.min_fee_token.0 * released.len() as u128 + w.state.params.min_fee_token.0;
         released.push(w.account("n0").token.0 + fee - balance0);
     }
-    // A tenth after 3 days, a third after 10, two thirds after 20, all at 30.
     assert_eq!(released[0], earned * 3 / 30);
     assert_eq!(released[1], earned / 3);
     assert_eq!(released[2], earned * 2 / 3);
     assert_eq!(released[3], earned);
     assert_eq!(w.account("n0").vesting_total(), Token::ZERO);
-    // Nothing is left after day 30.
-    w.now_secs = start + 45 * 86_400;
+    // Nothing is left after the period.
+    w.now_secs = start + period * 3 / 2;
     assert_eq!(w.submit("n0", TxBody::ClaimVested), Err(TxError::NothingVested));
 }
 
