@@ -402,9 +402,9 @@ fn http_refusal(target: &socks::Target, e: &ClientError) -> Vec<u8> {
 /// same host while new streams still go to its route (`KeptOrigin`,
 /// `RoutePool::takes_new_streams`): a browser's requests for one page's
 /// parts then cost the exit one connection to the origin, not one each.
-/// When the
-/// program's connection ends or turns to another host, its kept stream
-/// waits in `idle` for any program connection's next request to that host.
+/// When the program's connection ends or turns to another host, its kept
+/// stream waits in `idle` for any program connection's next request to
+/// that host.
 /// A request for an upgrade (a WebSocket) ends the sequence once its origin
 /// switches: after that, the connection is the new protocol's (`upgrade`).
 /// Returns a CONNECT that followed: the
