@@ -762,6 +762,8 @@ async fn exchange(
         }
         reuse = idle.take(&request.target);
     }
+    // Bounds the sends after a route failed under a fresh stream: one.
+    let mut sent_again_after_route_failed = false;
     loop {
         let Some((mut body, first)) = request_start(socket, pending, request).await? else {
             return Ok(false);
@@ -836,8 +838,19 @@ async fn exchange(
             // request without a body goes again, on a fresh stream.
             Answer::Unanswered if reused && request.retryable() => continue,
             Answer::Unanswered => {
+                // A fresh stream that ended unanswered on a route that no
+                // longer takes new streams (its session closed, or it was
+                // marked down) was ended by the route, not the origin: new
+                // streams already go to the next route, and so does a safe
+                // request without a body, once.
+                let route_failed = !reused && !pool.takes_new_streams(&stream.route).await;
                 drop(stream);
-                socket.write_all(&unanswered(request)).await?;
+                if route_failed && request.retryable() && !sent_again_after_route_failed {
+                    sent_again_after_route_failed = true;
+                    continue;
+                }
+                let reply = if route_failed { route_failed_unanswered(request) } else { unanswered(request) };
+                socket.write_all(&reply).await?;
                 Ok(false)
             }
         };
@@ -847,6 +860,12 @@ async fn exchange(
 /// The 502 for a request whose origin closed without answering.
 fn unanswered(request: &ForwardRequest) -> Vec<u8> {
     HttpReply::BadGateway.with_message(&format!("tollway: {}: the origin closed without answering", request.target))
+}
+
+/// The 502 for a request whose route failed before its origin answered,
+/// and which was not sent again (it may have reached the origin).
+fn route_failed_unanswered(request: &ForwardRequest) -> Vec<u8> {
+    HttpReply::BadGateway.with_message(&format!("tollway: {}: the route failed before the origin answered", request.target))
 }
 
 /// Opens a stream for `request` with `first` (its origin head and the
@@ -892,14 +911,16 @@ enum Answer {
     /// program has what there was, or a 502): the program's connection
     /// closes after it.
     Closed,
-    /// A kept stream ended before any byte: nothing was written.
+    /// The stream ended (or failed) before any byte, and the exit did not
+    /// refuse it: nothing was written.
     Unanswered,
 }
 
 /// Passes the origin's response on to the program, its head rewritten
 /// (`ResponseHead::encode`), interim responses first. A stream that ends
 /// before any byte was refused (the code comes on `refused`, for a new
-/// stream) or its origin closed without answering.
+/// stream, and the refusal is written) or is `Unanswered`: its origin
+/// closed without answering, or its route failed (the caller tells which).
 async fn relay_response(
     from_origin: &mut (impl AsyncRead + Unpin),
     to_program: &mut (impl AsyncWrite + Unpin),
@@ -921,22 +942,25 @@ async fn relay_response(
         let (head, used) = match parsed {
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => {
-                let n = from_origin.read(&mut chunk).await?;
+                let unanswered_yet = buf.is_empty() && !answered;
+                let n = match from_origin.read(&mut chunk).await {
+                    Ok(n) => n,
+                    // Nothing was written: the caller may send it again.
+                    Err(_) if unanswered_yet => 0,
+                    Err(e) => return Err(e),
+                };
                 if n == 0 {
-                    if buf.is_empty() && !answered {
+                    if unanswered_yet {
                         let Some(refused) = refused.take() else { return Ok(Answer::Unanswered) };
                         // The driver tells a refusal before it closes the
                         // stream, or drops the sender once the exit opened.
                         let target = &request.target;
-                        let answer = match tokio::time::timeout(config.handshake_timeout, refused).await {
-                            Ok(Ok(code)) => {
-                                let e = ClientError::Destination(code);
-                                log_refusal(config, target, &e);
-                                http_refusal(target, &e)
-                            }
-                            _ => unanswered(request),
+                        let Ok(Ok(code)) = tokio::time::timeout(config.handshake_timeout, refused).await else {
+                            return Ok(Answer::Unanswered);
                         };
-                        to_program.write_all(&answer).await?;
+                        let e = ClientError::Destination(code);
+                        log_refusal(config, target, &e);
+                        to_program.write_all(&http_refusal(target, &e)).await?;
                     }
                     return Ok(Answer::Closed);
                 }

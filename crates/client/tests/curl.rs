@@ -803,6 +803,70 @@ async fn a_host_visited_steadily_moves_to_the_better_route_when_it_is_back() {
     wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
 }
 
+/// An origin that answers each request `delay` after its head came
+/// (`GET /<n>`: `n` bytes of `pattern`, then it closes); it counts the
+/// connections it accepts.
+async fn late_origin(delay: Duration) -> (SocketAddr, Arc<OriginCounts>) {
+    let counts = Arc::new(OriginCounts::default());
+    let counter = counts.clone();
+    let addr = serve_each(LOOPBACK, move |mut socket| {
+        counter.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ends = EndsOne(counter.clone());
+        async move {
+            let _ends = ends;
+            let Some(head) = read_head(&mut socket).await else { return };
+            let line = String::from_utf8_lossy(&head).into_owned();
+            let n: usize = line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
+            tokio::time::sleep(delay).await;
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+            let _ = socket.write_all(reply.as_bytes()).await;
+            let _ = socket.write_all(&pattern(n)).await;
+            let _ = socket.shutdown().await;
+        }
+    })
+    .await;
+    (addr, counts)
+}
+
+/// Regression: a plain-HTTP request on a stream of its own whose route
+/// died before the origin answered got a 502 that blamed the origin ("the
+/// origin closed without answering"), though new connections went to the
+/// next route at once: a page load failed at every failover. A GET now
+/// goes again on the next route and is answered there; a POST (the origin
+/// may have applied it) gets a 502 that says the route failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
+    let client = SigningKey::from_label("fresh-route-dies");
+    let (first, second, mut routes) = two_exits(&client, "exit-frd1", "exit-frd2").await;
+    let third = start_node("exit-frd3", &client, 2).await;
+    routes.push(Route { relay: None, exit: third.hop(Transport::Tls, &client, 2) });
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let (origin, counts) = late_origin(Duration::from_secs(2)).await;
+    let url = format!("http://127.0.0.1:{}", origin.port());
+
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    socket.write_all(format!("GET {url}/1000 HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    drop(first);
+    let (head, body) = read_response(&mut socket, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
+    assert!(body == pattern(1000), "{} bytes, or other bytes", body.len());
+    assert_eq!(pool.history().await, [0, 1]);
+    assert_eq!(counts.accepted(), 2, "the GET went again, on a connection of its own");
+
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    socket.write_all(format!("POST {url}/4 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").as_bytes()).await.unwrap();
+    wait_until("the POST reaches the origin", || counts.accepted() == 3).await;
+    drop(second);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    let why = format!("tollway: 127.0.0.1:{}: the route failed before the origin answered", origin.port());
+    assert!(answer.contains(&why), "{answer}");
+    assert_eq!(counts.accepted(), 3, "the POST was not sent again");
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {
