@@ -787,10 +787,29 @@ async fn exchange(
         // `Some(true)` in `.1`: the whole body went. The block ends the
         // borrows of the stream and the socket.
         let (answer, uploaded) = {
-            let (from_origin, to_origin) = (&mut stream.from_origin, &mut stream.to_origin);
+            let (from_origin, to_origin, route) = (&mut stream.from_origin, &mut stream.to_origin, &stream.route);
             let (mut from_program, mut to_program) = socket.split();
 
-            let download = relay_response(from_origin, &mut to_program, request, refused, config);
+            // A request that may go again on a fresh stream waits for its
+            // first bytes only while its route is up: kept for its silence,
+            // the route would hold it for `dead_after` (30 s) while new
+            // streams go to the next route a second after the silence
+            // began. It goes there too (below, as if the stream ended).
+            let may_go_again = !reused && request.retryable() && !sent_again_after_route_failed;
+            let download = async {
+                let mut seen = Vec::new();
+                if may_go_again {
+                    seen.resize(RELAY_CHUNK_BYTES, 0);
+                    let read = tokio::select! {
+                        read = from_origin.read(&mut seen) => read,
+                        () = pool.went_silent_or_closed(route) => return Ok(Answer::Unanswered),
+                    };
+                    let Ok(n) = read else { return Ok(Answer::Unanswered) };
+                    seen.truncate(n);
+                }
+                let mut from_origin = seen.as_slice().chain(&mut *from_origin);
+                relay_response(&mut from_origin, &mut to_program, request, refused, config).await
+            };
             tokio::pin!(download);
             let mut answered = None;
             let uploaded = tokio::select! {

@@ -278,14 +278,18 @@ impl State {
     /// new connection comes, so an idle SSH session on a proxy with two
     /// exits was cut after 5 s, not 30.
     fn silent_keep_for(&self, index: usize, now: Instant, config: &ClientConfig) -> Duration {
-        let silent = |j: usize| self.draining.iter().any(|d| d.index == j && d.silent_since.is_some());
-        let other = (0..self.routes.len())
-            .any(|j| j != index && self.retired[j].is_none() && !self.down[j].is_down(now) && !silent(j));
-        if other {
+        if self.another_route_could_serve(index, now) {
             config.dead_after
         } else {
             config.dead_after.min(config.dead_after_alone)
         }
+    }
+
+    /// Whether a route other than `index` could take new connections: one
+    /// not retired, down or silent itself.
+    fn another_route_could_serve(&self, index: usize, now: Instant) -> bool {
+        let silent = |j: usize| self.draining.iter().any(|d| d.index == j && d.silent_since.is_some());
+        (0..self.routes.len()).any(|j| j != index && self.retired[j].is_none() && !self.down[j].is_down(now) && !silent(j))
     }
 
     /// Takes route `index` out of use until `comeback`; `spent` is the
@@ -986,6 +990,36 @@ impl RoutePool {
     pub async fn takes_new_streams(&self, opened: &OpenedOn) -> bool {
         let state = self.state.lock().await;
         state.active.as_ref().is_some_and(|(_, c)| std::ptr::eq(Arc::as_ptr(c), opened.0.as_ptr()) && !c.is_closed())
+    }
+
+    /// Waits until the route a stream was `opened` on is kept for its
+    /// silence (marked down; its streams wait for `dead_after` in case it
+    /// answers again) while another route could take new streams, or its
+    /// session closed. Pending while it is up, even replaced: a response
+    /// on its way still comes then. Pending too while it is silent with
+    /// no other route to go to: a roam's silence may pass.
+    pub async fn went_silent_or_closed(&self, opened: &OpenedOn) {
+        let Some(connected) = opened.0.upgrade() else { return };
+        let silent_beside_another = async {
+            // Subscribed before the look, so a silence found after it wakes it.
+            let mut silenced = self.silenced.subscribe();
+            loop {
+                let state = self.state.lock().await;
+                let silent = state.draining.iter().find(|d| Arc::ptr_eq(&d.connected, &connected) && d.silent_since.is_some());
+                if silent.is_some_and(|d| state.another_route_could_serve(d.index, Instant::now())) {
+                    return;
+                }
+                drop(state);
+                if silenced.changed().await.is_err() {
+                    // The pool is gone: nothing will say so.
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = silent_beside_another => {}
+            () = connected.exit.closed() => {}
+        }
     }
 
     /// [`RoutePool::open`] without waiting for the exit, with the socket

@@ -867,6 +867,64 @@ async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
     assert_eq!(counts.accepted(), 3, "the POST was not sent again");
 }
 
+/// Regression: a plain-HTTP GET on a stream of its own whose route went
+/// silent before the origin answered waited on that route for as long as
+/// it was kept (`dead_after`, 30 s), though new connections went to the
+/// next route a second after the silence began. Sent again on the next
+/// route once its own is marked down, it is answered there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_route_goes_silent_before_the_answer_goes_again_on_the_next() {
+    let client = SigningKey::from_label("fresh-route-silent");
+    let (_exits, line, routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-frs1", "exit-frs2").await;
+    let name = routes[0].name();
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let (origin, counts) = late_origin(Duration::from_secs(2)).await;
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
+    socket.write_all(get.as_bytes()).await.unwrap();
+    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let frozen_at = std::time::Instant::now();
+    // Within `read_response`'s 10 s: the route kept for 30 s holds it longer.
+    let (head, body) = read_response(&mut socket, "GET").await;
+    let took = frozen_at.elapsed();
+    eprintln!("a GET whose route went silent: answered {took:?} after the silence began");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
+    assert!(body == pattern(1000), "{} bytes, or other bytes", body.len());
+    assert!(!events_with(&format!("route {name} down: ")).is_empty(), "{:?}", events_with(&name));
+    assert_eq!(pool.history().await, [0, 1]);
+    assert_eq!(counts.accepted(), 2, "the GET went again, on a connection of its own");
+}
+
+/// A GET waiting on the only route when it goes silent for a moment (a
+/// roam) is not sent again, as there is nowhere to send it: it waits, and
+/// is answered through that route once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_lone_route_silent_for_a_moment_is_answered_there() {
+    let client = SigningKey::from_label("fresh-route-roam");
+    let exit = start_node("exit-frr", &client, 0).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
+    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let (origin, counts) = late_origin(Duration::from_secs(1)).await;
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
+    socket.write_all(get.as_bytes()).await.unwrap();
+    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_until("the silent route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
+    // Time for the request to go elsewhere, were it to; the route is kept
+    // for `dead_after_alone` (5 s) from its silence.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (head, body) = read_response(&mut socket, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
+    assert!(body == pattern(1000), "{} bytes, or other bytes", body.len());
+    assert_eq!(pool.history().await, [0]);
+    assert_eq!(counts.accepted(), 1, "the GET was sent once");
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {
