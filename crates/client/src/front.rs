@@ -116,7 +116,7 @@ async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontC
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let config = Arc::new(config);
     let idle = Arc::new(IdleOrigins { streams: Mutex::default(), idle_for: config.origin_idle });
-    tokio::spawn(IdleOrigins::sweep(Arc::downgrade(&idle)));
+    tokio::spawn(IdleOrigins::sweep(Arc::downgrade(&idle), Arc::downgrade(&pool)));
     loop {
         // The slot first: at the limit, programs wait in the kernel's
         // backlog rather than hold a descriptor here each.
@@ -666,6 +666,9 @@ struct IdleOrigins {
     idle_for: Duration,
 }
 
+/// The longest between two sweeps of the idle streams to origins.
+const IDLE_SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
+
 /// The most idle streams to origins, in all and per target.
 const IDLE_ORIGINS_MAX: usize = 32;
 const IDLE_ORIGINS_PER_TARGET: usize = 4;
@@ -701,16 +704,23 @@ impl IdleOrigins {
         streams.retain(|(_, since)| since.elapsed() < self.idle_for);
     }
 
-    /// Closes the streams idle too long, every few seconds, while anyone
-    /// holds `idle`: a stream left in it keeps its session open (a
-    /// replaced route's session closes only once it carries none).
-    async fn sweep(idle: std::sync::Weak<IdleOrigins>) {
+    /// Closes the streams idle too long, and those on a route new streams
+    /// no longer go to (replaced, silent or closed: they would serve no
+    /// request again), every second or so while anyone holds `idle`: a
+    /// stream left in it keeps its session open (a replaced route's
+    /// session closes only once it carries none).
+    async fn sweep(idle: std::sync::Weak<IdleOrigins>, pool: std::sync::Weak<RoutePool>) {
         loop {
-            let Some(every) = idle.upgrade().map(|idle| idle.idle_for / 6) else { return };
+            let Some(every) = idle.upgrade().map(|idle| (idle.idle_for / 6).min(IDLE_SWEEP_EVERY_MAX)) else { return };
             tokio::time::sleep(every).await;
             let Some(idle) = idle.upgrade() else { return };
+            let active = match pool.upgrade() {
+                Some(pool) => pool.active_route().await,
+                None => None,
+            };
             let Ok(mut streams) = idle.streams.lock() else { return };
             idle.drop_old(&mut streams);
+            streams.retain(|(k, _)| active.as_ref().is_some_and(|route| route.same_session_as(&k.route)));
         }
     }
 }

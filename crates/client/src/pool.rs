@@ -1022,6 +1022,14 @@ impl RoutePool {
         }
     }
 
+    /// The route new streams go to now, if one is active and open: a
+    /// stream opened on any other no longer takes new requests
+    /// ([`RoutePool::takes_new_streams`]).
+    pub async fn active_route(&self) -> Option<OpenedOn> {
+        let state = self.state.lock().await;
+        state.active.as_ref().filter(|(_, c)| !c.is_closed()).map(|(_, c)| OpenedOn(Arc::downgrade(c)))
+    }
+
     /// [`RoutePool::open`] without waiting for the exit, with the socket
     /// attached in the same step (the front end's optimistic CONNECT). A
     /// dead route is marked down and the socket goes to the next one. The
@@ -1059,6 +1067,13 @@ impl RoutePool {
 /// It does not keep the route's session open.
 #[derive(Clone)]
 pub struct OpenedOn(std::sync::Weak<Connected>);
+
+impl OpenedOn {
+    /// Whether both are the same route's session.
+    pub fn same_session_as(&self, other: &OpenedOn) -> bool {
+        std::sync::Weak::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// The code for a program when opening a stream failed for a reason of
 /// its own, not the route's: the exit refused the destination, or the

@@ -925,6 +925,36 @@ async fn a_request_on_a_lone_route_silent_for_a_moment_is_answered_there() {
     assert_eq!(counts.accepted(), 1, "the GET was sent once");
 }
 
+/// Regression: a stream to an origin left idle on a route that a better
+/// one, back up, replaced stayed idle (`IdleOrigins`) until the host's
+/// next visit or `origin_idle` (30 s), and kept the replaced session open
+/// all that while. The idle streams on a route that no longer takes new
+/// streams are now closed within a second or so, and the session with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_origin_connection_on_a_replaced_route_lets_its_session_close() {
+    let client = SigningKey::from_label("idle-replaced");
+    let port = free_port_range(1);
+    let start_best = || start_node_on("exit-idle-best", &client, port);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let meanwhile = start_node("exit-idle-meanwhile", &client, 1).await;
+    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+    let name = first.name();
+    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let (body, took) = curl_forward_timed(front, format!("http://127.0.0.1:{}/1000", origin.port()), 10).await;
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(1000)), "after {took:?}: {:?}", body.map(|b| b.len()));
+    assert_eq!(pool.history().await, [1]);
+    assert_eq!(counts.ended(), 0, "the origin connection waits, idle");
+    let _best = start_best().await;
+    let again = format!("route {name}: connected over tls in ");
+    wait_until("the best route back", || !events_with(&again).is_empty()).await;
+    wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
+    wait_until("the idle origin connection closes", || counts.ended() == 1).await;
+    assert_eq!(pool.history().await, [1, 0]);
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {
