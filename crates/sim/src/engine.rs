@@ -260,6 +260,11 @@ pub struct Sim {
     /// same every day until an operator joins or leaves, which clears it.
     /// Recomputed in the same order, it is the same bits.
     supply: Option<Supply>,
+    /// The active operators as `serve` pays them, in operator order: made
+    /// with `supply` and valid while it is (an operator joining or leaving
+    /// clears that), so the day's payments read 32 bytes an active
+    /// operator, not 144 bytes an operator, gone ones too.
+    servers: Vec<Server>,
     /// The day's USD income of each operator from its consumers, by
     /// operator index: written by the payments, read by the books. A
     /// vector of its own, so the payments write it while the assignment
@@ -271,9 +276,14 @@ pub struct Sim {
     /// The day's assigned oracles per operator, in operator order,
     /// `NO_ORACLE` where empty (kept to reuse its memory).
     assigned: Vec<[OracleIdx; MAX_ORACLES_PER_NODE]>,
-    /// The day's payments (`serve`), kept to reuse their memory: grown
-    /// anew each day, the vector was copied on every doubling.
-    payments: Vec<Payment>,
+    /// The day's payments (`serve`), one vector per range of operators,
+    /// kept to reuse their memory: grown anew each day, the vector was
+    /// copied on every doubling.
+    payments: Payments,
+    /// The day's books of each operator (`book_each`), kept to reuse its
+    /// memory: filled anew, a vector of 3.2 MB at 100,000 operators was
+    /// a fill a day on this thread alone, before the pass wrote it again.
+    booked: Vec<BookedToday>,
     /// Threads this run may use for the day's oracle assignment and supply
     /// check (cores the Monte Carlo leaves idle when it has fewer runs than
     /// cores).
@@ -400,19 +410,84 @@ impl Helpers {
     }
 }
 
-/// An operator's node as the day's books see it, after the epoch.
-#[derive(Clone, Copy, Default)]
-struct NodeToday {
-    /// Not ejected by a slash.
-    active: bool,
-    /// The epoch's reward.
-    reward: Token,
-    /// Claims its vested rewards and sells today.
+/// What the day's books do with an operator (`Sim::book_each`).
+#[derive(Clone, Copy)]
+enum Books {
+    /// It left on an earlier day: nothing to book.
+    Gone,
+    /// Ejected by a slash, or waiting for its strike to be decided before
+    /// it may go: it tries to leave, and books nothing.
+    Leaves,
+    /// Its day's profit is booked; `churn`: it has lost money for too
+    /// long and leaves after its sale.
+    Booked { churn: bool },
+}
+
+/// An operator's day in the books as far as it depends on the operator
+/// alone, left by the split pass (`Sim::book_each`) for the sequential one
+/// in `step`: 32 bytes, where the sequential pass read a 144-byte operator.
+#[derive(Clone, Copy)]
+struct BookedToday {
+    /// The epoch's reward of its node, TWY.
+    reward_twy: f64,
+    profit_usd: f64,
+    serving_mbps: f64,
+    region: u8,
+    kind: Kind,
+    books: Books,
+    /// Its node is active and today it sells (weekly; farmers daily): its
+    /// vested rewards are claimed first.
     sells: bool,
+    /// Its unbonding has ended: it withdraws, claims and sells.
+    exit_due: bool,
+}
+
+impl BookedToday {
+    const GONE: BookedToday = BookedToday {
+        reward_twy: 0.0,
+        profit_usd: 0.0,
+        serving_mbps: 0.0,
+        region: 0,
+        kind: Kind::Honest,
+        books: Books::Gone,
+        sells: false,
+        exit_due: false,
+    };
 }
 
 /// A payment `serve` decides: (operator, its node, region, USD, bytes).
 type Payment = (usize, NodeIdx, usize, Usd, u64);
+
+/// The payments `serve` decides, one vector per range of operators: in
+/// operator order, read flattened.
+type Payments = Vec<Vec<Payment>>;
+
+/// An active operator as `serve` pays it: what the payment reads of the
+/// 144-byte `Operator`, in 32 bytes (`Sim::servers`).
+#[derive(Clone, Copy)]
+struct Server {
+    /// Its index in `Sim::ops`.
+    op: usize,
+    price_usd_micro_per_gib: u64,
+    serving_bps: u64,
+    node: NodeIdx,
+    hours_online: u8,
+    region: u8,
+}
+
+impl Server {
+    fn list(ops: &[Operator]) -> Vec<Server> {
+        let server = |(op, o): (usize, &Operator)| Server {
+            op,
+            price_usd_micro_per_gib: o.price_usd_micro_per_gib,
+            serving_bps: o.serving_bps,
+            node: o.node,
+            hours_online: o.online_hours.count_ones() as u8,
+            region: o.region as u8,
+        };
+        ops.iter().enumerate().filter(|(_, o)| o.active).map(server).collect()
+    }
+}
 
 /// The active operators' capacity, as `serve` sums it.
 #[derive(Clone, Copy)]
@@ -509,10 +584,12 @@ impl Sim {
             genesis_price_usd: 0.0,
             rows: Vec::new(),
             supply: None,
+            servers: Vec::new(),
             income_usd: Vec::new(),
             measure_seed: seed,
             assigned: Vec::new(),
             payments: Vec::new(),
+            booked: Vec::new(),
             threads: 1,
         };
         let ctx = sim.ctx();
@@ -873,12 +950,15 @@ impl Sim {
     /// online then; their USD arrives through the gateway. Returns per
     /// region (served GB, unserved GB, paid USD, liquidity, capacity
     /// Gbit/s, demand Gbit/s), and the payments to make (`pay`).
-    fn serve(&mut self) -> Result<([[f64; 6]; 8], Vec<Payment>), SimError> {
+    fn serve(&mut self) -> Result<([[f64; 6]; 8], Payments), SimError> {
         let d = self.scenario.demand.clone();
         // Growth is in the consumer count (compounded daily below), so it is
         // not applied again here.
         let shock = self.demand_factor();
         let ops = &self.ops;
+        if self.supply.is_none() {
+            self.servers = Server::list(ops);
+        }
         let Supply { cap, region_weight } = *self.supply.get_or_insert_with(|| Supply::of(ops));
         let mut out = [[0f64; 6]; 8];
         let mut served_share = [0f64; 8];
@@ -914,23 +994,35 @@ impl Sim {
             }
         }
         // Pay each node its share of the region's served traffic, in
-        // proportion to the capacity-hours it was online.
+        // proportion to the capacity-hours it was online: decided by ranges
+        // of the active operators (`servers`) on the run's threads (one
+        // pass streamed through every 144-byte operator on this thread
+        // alone), in operator order within a range and the ranges in order.
         let ctx = self.ctx();
-        let mut paid = [0f64; 8];
+        let servers = &self.servers;
+        let helpers = self.helpers_for(servers.len());
+        let ranges = ranges(servers.len(), helpers.parts(servers.len()));
         let mut payments = std::mem::take(&mut self.payments);
-        payments.clear();
-        for (i, op) in self.ops.iter_mut().enumerate() {
-            if !op.active || region_weight[op.region] <= 0.0 {
-                continue;
+        payments.resize_with(ranges.len(), Vec::new);
+        helpers.run(payments.iter_mut().zip(ranges).collect(), &|(out, (start, end)): (&mut Vec<Payment>, (usize, usize))| {
+            out.clear();
+            for server in &servers[start..end] {
+                let region = server.region as usize;
+                if region_weight[region] <= 0.0 {
+                    continue;
+                }
+                let gb = served_share[region] * server.serving_bps as f64 * server.hours_online as f64 / region_weight[region];
+                let bytes = (gb * 1e9) as u64;
+                let amount = cost_of_bytes(server.price_usd_micro_per_gib, bytes);
+                if !amount.is_zero() {
+                    out.push((server.op, server.node, region, amount, bytes));
+                }
             }
-            let gb = served_share[op.region] * op.serving_bps as f64 * op.online_hours.count_ones() as f64
-                / region_weight[op.region];
-            let bytes = (gb * 1e9) as u64;
-            let amount = cost_of_bytes(op.price_usd_micro_per_gib, bytes);
-            if !amount.is_zero() {
-                payments.push((i, op.node, op.region, amount, bytes));
-                paid[op.region] += u128_to_f64(amount.0) / 1e6;
-            }
+        });
+        // Summed in operator order, as one pass summed them: the same bits.
+        let mut paid = [0f64; 8];
+        for &(_, _, r, amount, _) in payments.iter().flatten() {
+            paid[r] += u128_to_f64(amount.0) / 1e6;
         }
         // Consumers' USD arrives through the gateway, then pays the nodes.
         for (r, &paid_usd) in paid.iter().enumerate() {
@@ -958,11 +1050,11 @@ impl Sim {
     fn pay(
         parts: &mut PaymentParts<'_>,
         consumer_accounts: &[AccountIdx; 8],
-        payments: &[Payment],
+        payments: &[Vec<Payment>],
         day: u64,
         income_usd: &mut [f64],
     ) -> Result<(), SimError> {
-        for &(i, node, r, amount, bytes) in payments {
+        for &(i, node, r, amount, bytes) in payments.iter().flatten() {
             let (to_node, _) = pay_node_in(parts, consumer_accounts[r], node, amount, bytes)
                 .map_err(|e| SimError::Setup { day, what: "a payment".into(), why: e.to_string() })?;
             income_usd[i] += u128_to_f64(to_node.0) / 1e6;
@@ -983,16 +1075,15 @@ impl Sim {
         let (served, payments) = self.serve()?;
         let day = self.day;
         let helpers = self.helpers_for(self.ops.len());
-        self.assigned.clear();
+        // Not cleared first: the assignment writes every entry (a fill of
+        // 2.8 MB a day at 100,000 operators, on this thread alone).
         self.assigned.resize(self.ops.len(), [NO_ORACLE; MAX_ORACLES_PER_NODE]);
         self.income_usd.clear();
         self.income_usd.resize(self.ops.len(), 0.0);
         let (nodes, mut parts) = self.state.payment_parts();
         let assign = |(ops, out): (&[Operator], &mut [[OracleIdx; MAX_ORACLES_PER_NODE]])| {
             for (op, out) in ops.iter().zip(out) {
-                if is_measured(nodes, op) {
-                    *out = assigner.assign_in(nodes, op.node).padded(NO_ORACLE);
-                }
+                *out = if is_measured(nodes, op) { assigner.assign_in(nodes, op.node).padded(NO_ORACLE) } else { [NO_ORACLE; MAX_ORACLES_PER_NODE] };
             }
         };
         let chunks: Vec<(&[Operator], &mut [[OracleIdx; MAX_ORACLES_PER_NODE]])> =
@@ -1178,8 +1269,8 @@ impl Sim {
         // touches its own account alone, so the ledger may split the
         // claims over the run's threads (the same bytes as claiming each
         // just before its sale, in the loop below).
-        let nodes_today = self.nodes_today();
-        let sellers: Vec<usize> = (0..self.ops.len()).filter(|&i| nodes_today[i].sells).collect();
+        let booked = self.book_each(price, ctx.time_secs);
+        let sellers: Vec<usize> = (0..booked.len()).filter(|&i| booked[i].sells).collect();
         let claimants: Vec<AccountIdx> = sellers.iter().map(|&i| self.ops[i].account).collect();
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
@@ -1187,41 +1278,33 @@ impl Sim {
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
-        for (i, node_today) in nodes_today.into_iter().enumerate() {
-            let (active, kind, account) = {
-                let op = &self.ops[i];
-                (op.active, op.kind, op.account)
+        // In operator order, on this thread: the sums are of floats (the
+        // same bits only in the same order), and each exit, sale and
+        // departure goes through the ledger, where it changes the pool the
+        // next operator sells on and what the ledger lets it do.
+        for (i, today) in booked.iter().enumerate() {
+            if today.exit_due {
+                let (account, kind, sell_share) = (self.ops[i].account, self.ops[i].kind, self.ops[i].sell_share);
+                let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::WithdrawUnbonded);
+                let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
+                self.sell(account, if kind == Kind::Honest { sell_share } else { 1.0 });
+                self.ops[i].exiting_until_secs = None;
+            }
+            let churn = match today.books {
+                Books::Gone => continue,
+                Books::Leaves => {
+                    if self.leave(i) {
+                        left += 1;
+                    }
+                    continue;
+                }
+                Books::Booked { churn } => churn,
             };
-            if let Some(until) = self.ops[i].exiting_until_secs {
-                if ctx.time_secs >= until {
-                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::WithdrawUnbonded);
-                    let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
-                    self.sell(account, if kind == Kind::Honest { self.ops[i].sell_share } else { 1.0 });
-                    self.ops[i].exiting_until_secs = None;
-                }
-            }
-            if !active {
-                continue;
-            }
-            if !node_today.active || self.ops[i].leaving {
-                // Ejected by a slash, or waiting for its strike to be
-                // decided before it may go.
-                if self.leave(i) {
-                    left += 1;
-                }
-                continue;
-            }
-            let reward = f_twy(node_today.reward);
-            let op = &mut self.ops[i];
-            let profit = reward * price + self.income_usd[i] - op.daily_cost_usd;
-            op.profit_usd += profit;
-            op.days_active += 1;
-            region_reward[op.region] += reward;
-            region_income_usd[op.region] += self.income_usd[i];
-            // What it serves: a sybil farm's line once, not once per
-            // identity (which showed fifty lines sharing the rewards).
-            region_mbps[op.region] += op.serving_bps as f64 / 1e6;
-            match kind {
+            let (region, reward, profit) = (today.region as usize, today.reward_twy, today.profit_usd);
+            region_reward[region] += reward;
+            region_income_usd[region] += self.income_usd[i];
+            region_mbps[region] += today.serving_mbps;
+            match today.kind {
                 Kind::Honest => profits.push(profit),
                 // What the attack gained over the same line run honestly.
                 Kind::Sybil => self.attacker_profit_usd += reward * price,
@@ -1239,16 +1322,16 @@ impl Sim {
                 }
                 Kind::Farmer => {}
             }
-            op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
-            let churn = op.unprofitable_days >= op.churn_after_days && matches!(kind, Kind::Honest | Kind::Farmer);
-            let share = op.sell_share;
             // Its share of the rewards that reached its balance since its
             // last sale: the tokens it kept from earlier weeks stay kept (a
             // share of the whole balance sold, in steady state, every new
             // reward; a share of what the claim released missed what the
             // ledger releases or credits without one, all of it with no
-            // vesting).
+            // vesting). (A seller that `Leaves` is never taken from
+            // `sellers`, and no operator after it sells that day: kept as
+            // it was, for the same bytes.)
             if sellers.next_if_eq(&i).is_some() {
+                let (account, share) = (self.ops[i].account, self.ops[i].sell_share);
                 let gained = Token(self.state.accounts[account as usize].token.0.saturating_sub(self.ops[i].liquid_after_sale.0));
                 self.sell_part(account, gained, share);
                 self.ops[i].liquid_after_sale = self.state.accounts[account as usize].token;
@@ -1257,6 +1340,7 @@ impl Sim {
                 left += 1;
             }
         }
+        self.booked = booked;
         for r in 0..8 {
             let per_mbps = |x: f64| if region_mbps[r] > 0.0 { x / region_mbps[r] } else { 0.0 };
             self.region_reward_per_mbps_day[r] = per_mbps(region_reward[r]);
@@ -1312,25 +1396,52 @@ impl Sim {
         Ok(row)
     }
 
-    /// What the day's books read of each operator's node, gathered on the
-    /// run's threads: a node record is 272 bytes, and the books' one pass
-    /// over the operators waited on each (at 100,000 nodes the records fill
-    /// 27 MB, most of the cache).
-    fn nodes_today(&self) -> Vec<NodeToday> {
-        let (ops, nodes, day) = (&self.ops, &self.state.nodes, self.day);
-        let mut today = vec![NodeToday::default(); ops.len()];
-        let helpers = self.helpers_for(ops.len());
-        let ranges = ranges(ops.len(), helpers.parts(ops.len()));
-        let parts = split_lengths(&mut today, ranges.iter().map(|&(s, e)| e - s)).into_iter().zip(ranges.iter().map(|r| r.0));
-        helpers.run(parts.collect(), &|(out, start): (&mut [NodeToday], usize)| {
-            for ((today, op), i) in out.iter_mut().zip(&ops[start..]).zip(start as u64..) {
+    /// The day's books of each operator as far as they depend on it alone
+    /// (its node after the epoch, its USD income, the day's `price`): its
+    /// profit booked, whether it churns, sells today or ends its
+    /// unbonding. Split over the run's threads by ranges of operators, with
+    /// the read of each one's node (272 bytes a record, 27 MB at 100,000
+    /// nodes): the books' one pass over the 144-byte operators ran on this
+    /// thread alone. What depends on other operators (the sums, the
+    /// ledger) is left to `step`, in operator order.
+    fn book_each(&mut self, price: f64, now_secs: u64) -> Vec<BookedToday> {
+        let n = self.ops.len();
+        let helpers = self.helpers_for(n);
+        let ranges = ranges(n, helpers.parts(n));
+        let (nodes, income_usd, day) = (&self.state.nodes, &self.income_usd, self.day);
+        let mut booked = std::mem::take(&mut self.booked);
+        // Not cleared first: the pass writes every entry.
+        booked.resize(n, BookedToday::GONE);
+        let lengths = || ranges.iter().map(|&(start, end)| end - start);
+        let parts = split_lengths(&mut self.ops, lengths()).into_iter().zip(split_lengths(&mut booked, lengths())).zip(ranges.iter().map(|r| r.0));
+        helpers.run(parts.collect(), &|((ops, out), start): ((&mut [Operator], &mut [BookedToday]), usize)| {
+            for ((op, today), i) in ops.iter_mut().zip(out.iter_mut()).zip(start..) {
                 let node = &nodes[op.node as usize];
                 // Vested rewards are sold weekly (farmers: daily).
-                let sells = op.active && node.active && (op.kind == Kind::Farmer || (day + i).is_multiple_of(7));
-                *today = NodeToday { active: node.active, reward: node.last_reward, sells };
+                let sells = op.active && node.active && (op.kind == Kind::Farmer || (day + i as u64).is_multiple_of(7));
+                let exit_due = op.exiting_until_secs.is_some_and(|until| now_secs >= until);
+                *today = BookedToday { sells, exit_due, kind: op.kind, region: op.region as u8, ..BookedToday::GONE };
+                if !op.active {
+                    continue;
+                }
+                if !node.active || op.leaving {
+                    today.books = Books::Leaves;
+                    continue;
+                }
+                let reward = f_twy(node.last_reward);
+                let profit = reward * price + income_usd[i] - op.daily_cost_usd;
+                op.profit_usd += profit;
+                op.days_active += 1;
+                op.unprofitable_days = if profit < 0.0 { op.unprofitable_days + 1 } else { 0 };
+                let churn = op.unprofitable_days >= op.churn_after_days && matches!(op.kind, Kind::Honest | Kind::Farmer);
+                // What it serves: a sybil farm's line once, not once per
+                // identity (which showed fifty lines sharing the rewards).
+                let serving_mbps = op.serving_bps as f64 / 1e6;
+                today.books = Books::Booked { churn };
+                (today.reward_twy, today.profit_usd, today.serving_mbps) = (reward, profit, serving_mbps);
             }
         });
-        today
+        booked
     }
 
     /// Runs every day, calling `progress(day)` after each.
