@@ -1274,7 +1274,6 @@ impl Sim {
         let claimants: Vec<AccountIdx> = sellers.iter().map(|&i| self.ops[i].account).collect();
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
-        let mut sellers = sellers.into_iter().peekable();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
@@ -1327,10 +1326,11 @@ impl Sim {
             // share of the whole balance sold, in steady state, every new
             // reward; a share of what the claim released missed what the
             // ledger releases or credits without one, all of it with no
-            // vesting). (A seller that `Leaves` is never taken from
-            // `sellers`, and no operator after it sells that day: kept as
-            // it was, for the same bytes.)
-            if sellers.next_if_eq(&i).is_some() {
+            // vesting). An operator that `Leaves` does not sell: it waits
+            // for its strike to be decided. (Its place in a peekable list
+            // of the day's sellers was never taken, which stopped every
+            // sale after it that day.)
+            if today.sells {
                 let (account, share) = (self.ops[i].account, self.ops[i].sell_share);
                 let gained = Token(self.state.accounts[account as usize].token.0.saturating_sub(self.ops[i].liquid_after_sale.0));
                 self.sell_part(account, gained, share);
@@ -1629,5 +1629,37 @@ mod tests {
                 assert!(seen.insert(subnet(node_ip(i))), "label {i} shares a subnet");
             }
         }
+    }
+
+    /// An operator waiting to leave (the ledger refused its node's
+    /// deregistration) does not sell, and the sellers after it on the same
+    /// day still do: it once stopped every sale after it that day.
+    #[test]
+    fn an_operator_waiting_to_leave_does_not_stop_the_sales_after_it() {
+        let path = format!("{}/../../scenarios/burn-and-mint.toml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let s = Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let s = s.with_override("population.operators", "150").unwrap_or_else(|e| panic!("{e}"));
+        let s = s.with_override("population.consumers", "8000").unwrap_or_else(|e| panic!("{e}"));
+        let mut sim = Sim::new(&s, 3).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..20 {
+            sim.step().unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Tomorrow's sellers among the honest operators, in order: the
+        // first one is made to wait to leave, the others must sell.
+        let tomorrow = sim.day + 1;
+        let sellers: Vec<usize> = (0..sim.ops.len())
+            .filter(|&i| {
+                let op = &sim.ops[i];
+                op.active && op.kind == Kind::Honest && (tomorrow + i as u64).is_multiple_of(7)
+            })
+            .collect();
+        assert!(sellers.len() > 3, "{sellers:?}");
+        sim.ops[sellers[0]].leaving = true;
+        let before: Vec<Token> = sellers.iter().map(|&i| sim.ops[i].liquid_after_sale).collect();
+        sim.step().unwrap_or_else(|e| panic!("{e}"));
+        let sold: Vec<bool> = sellers.iter().zip(&before).map(|(&i, b)| sim.ops[i].liquid_after_sale != *b).collect();
+        assert!(!sold[0], "the operator waiting to leave sold");
+        assert!(sold[1..].iter().all(|&s| s), "sellers after it that sold: {sold:?}");
     }
 }
