@@ -466,15 +466,21 @@ fn struck_liar() -> World {
 /// [`struck_liar`] (claims 1,000 Mbit/s,
 /// delivers 100); `between` runs before the confirming epoch. Returns the
 /// world and the over-claim slash's part from the bond (what it took less
-/// its 45 % of the unvested rewards, ADR 0017).
+/// its fraction of the unvested rewards, ADR 0017).
 fn struck_liar_then(between: impl FnOnce(&mut World)) -> (World, Token) {
     let mut w = struck_liar();
     between(&mut w);
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
     let unvested = w.unvested_at_next_end("liar");
     let r = w.end_epoch();
-    let taken = r.slashes.iter().find(|s| matches!(s.reason, SlashReason::OverClaim { .. })).map_or(Token::ZERO, |s| s.amount);
-    (w, Token(taken.0 - unvested.0 * 45 / 100))
+    let Some((slash, rho_ppm)) = r.slashes.iter().find_map(|s| match s.reason {
+        SlashReason::OverClaim { rho_ppm, .. } => Some((s, rho_ppm)),
+        _ => None,
+    }) else {
+        panic!("no over-claim slash: {:?}", r.slashes)
+    };
+    let fraction_ppm = tollway_ledger::economics::slash::over_claim_fraction_ppm(&w.state.params, rho_ppm);
+    (w, Token(slash.amount.0 - unvested.0 * fraction_ppm / 1_000_000))
 }
 
 #[test]
