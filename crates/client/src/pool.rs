@@ -383,10 +383,13 @@ pub struct RoutePool {
     carried: Arc<CarriedBook>,
     /// Itself, for the tasks it starts (which must not keep it alive).
     me: std::sync::Weak<RoutePool>,
-    /// How many times a route was marked down for its silence and kept:
-    /// an open waiting for its exit's answer on such a route goes to the
-    /// next one ([`RoutePool::went_silent`]).
-    silenced: tokio::sync::watch::Sender<u64>,
+    /// Counts the changes, other than by time, to whether a route could
+    /// take new streams: a route kept for its silence, one activated or
+    /// taken back, one that answers again or is closed after its silence,
+    /// one renewed. A wait for a silent route to be left while another
+    /// could serve ([`RoutePool::kept_silent_beside_another`]) looks
+    /// again at each; a backoff's end it sees by a timer.
+    routes_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl RoutePool {
@@ -396,7 +399,7 @@ impl RoutePool {
         let n = config.routes.len();
         let pool = Arc::new_cyclic(|me| RoutePool {
             me: me.clone(),
-            silenced: tokio::sync::watch::channel(0).0,
+            routes_changed: tokio::sync::watch::channel(0).0,
             carried: Arc::new(CarriedBook::default()),
             state: Mutex::new(State {
                 routes: config.routes.clone(),
@@ -449,7 +452,7 @@ impl RoutePool {
         };
         let down = if let Some(why) = connected.closed_because() {
             Some((why, Outage::Closed))
-        } else if !ping || answers_or_sends(&connected.exit, self.config.health_timeout).await {
+        } else if !ping || self.answers_or_sends(&connected).await {
             None
         } else {
             let why = format!("no answer to a ping and no data in {} ms", self.config.health_timeout.as_millis());
@@ -458,6 +461,54 @@ impl RoutePool {
         if let Some((why, outage)) = down {
             self.mark_down(index, &why, outage).await;
         }
+    }
+
+    /// Pings the active route's session `connected`: whether it answered,
+    /// or kept sending while the answer was awaited. Behind a slow link
+    /// the answer waits behind the data already on its way (up to the
+    /// node's credit window, which takes seconds at home speeds): bytes
+    /// still arriving say the route is up, and the answer is awaited for
+    /// as long as they do. It is not up once neither the answer nor a byte
+    /// came for the health timeout: counted from its last bytes, not from
+    /// the ping, so a route that goes silent in the middle of a download
+    /// is down a timeout after its bytes stopped. (Excused by those bytes
+    /// and pinged again a health interval later, it waited that interval
+    /// and a second timeout: 2.5 s with the defaults, not 1.)
+    ///
+    /// Up, with no verdict, once `connected` is no longer the active
+    /// route (a better one took the new streams back meanwhile): the one
+    /// health loop, held by this wait for as long as bytes come, must ping
+    /// the route that is active now, and a verdict here would mark down
+    /// the route's index, now another session's.
+    async fn answers_or_sends(&self, connected: &Arc<Connected>) -> bool {
+        let (session, timeout) = (&connected.exit, self.config.health_timeout);
+        // How late the bytes' end may be seen: a tenth of the timeout.
+        let look_every = (timeout / 10).max(Duration::from_millis(1));
+        let ping = session.ping();
+        tokio::pin!(ping);
+        let (mut heard_bytes, mut heard_at) = (session.bytes_received(), Instant::now());
+        loop {
+            let wait = look_every.min(timeout.saturating_sub(heard_at.elapsed()));
+            match tokio::time::timeout(wait, &mut ping).await {
+                Ok(pong) => return pong.is_some(),
+                Err(_) => {
+                    if !self.is_active(connected).await {
+                        return true;
+                    }
+                    let received = session.bytes_received();
+                    if received > heard_bytes {
+                        (heard_bytes, heard_at) = (received, Instant::now());
+                    } else if heard_at.elapsed() >= timeout {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `connected` is the active route's session.
+    async fn is_active(&self, connected: &Arc<Connected>) -> bool {
+        self.state.lock().await.active.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, connected))
     }
 
     /// Connects, beside the active route, the best route ranked above it
@@ -536,7 +587,13 @@ impl RoutePool {
         state.down[index].up(Instant::now());
         state.history.push(index);
         state.quiet = Quiet::default();
+        self.note_routes_changed();
         connected
+    }
+
+    /// Wakes the waits on `routes_changed`.
+    fn note_routes_changed(&self) {
+        self.routes_changed.send_modify(|n| *n += 1);
     }
 
     /// `route <r>: connected over tls in 3 ms`, for a connect started at
@@ -630,24 +687,50 @@ impl RoutePool {
         let heard = connected.exit.bytes_received();
         tokio::spawn(watch_silent(self.me.clone(), index, Arc::downgrade(&connected), heard));
         state.draining.push(Draining { index, connected, silent_since: Some(now) });
-        self.silenced.send_modify(|n| *n += 1);
+        self.note_routes_changed();
         streams
     }
 
-    /// Returns once `connected` has been marked down for its silence (and
-    /// kept for the streams it carries): never while it answers.
-    async fn went_silent(&self, connected: &Arc<Connected>) {
-        // Subscribed before the look, so a silence found after it wakes it.
-        let mut silenced = self.silenced.subscribe();
+    /// Returns once `connected` is kept for its silence (marked down; its
+    /// streams wait for `dead_after` in case it answers again) while
+    /// another route could take new streams: a stream still waiting for
+    /// its first answer there goes to that route instead. Pending while
+    /// the route answers, and while it is silent with no other route to
+    /// go to: a roam's silence may pass, and the stream with it.
+    ///
+    /// Looks again at each change to the routes (`routes_changed`) and,
+    /// while the route is kept, when another route's backoff ends (a
+    /// change by time alone), and every health interval at most.
+    async fn kept_silent_beside_another(&self, connected: &Arc<Connected>) {
+        // Subscribed before the look, so a change after it wakes it.
+        let mut changes = self.routes_changed.subscribe();
         loop {
-            let state = self.state.lock().await;
-            if state.draining.iter().any(|d| Arc::ptr_eq(&d.connected, connected) && d.silent_since.is_some()) {
-                return;
-            }
-            drop(state);
-            if silenced.changed().await.is_err() {
-                // The pool is gone: nothing will say so.
-                return std::future::pending().await;
+            let next_look = {
+                let state = self.state.lock().await;
+                let now = Instant::now();
+                let silent = state.draining.iter().find(|d| Arc::ptr_eq(&d.connected, connected) && d.silent_since.is_some());
+                match silent {
+                    None => None,
+                    Some(d) if state.another_route_could_serve(d.index, now) => return,
+                    Some(_) => {
+                        let backoff_ends = state.down.iter().filter_map(|b| b.until).filter(|t| *t > now).min();
+                        let every = self.config.health_interval;
+                        Some(backoff_ends.map_or(every, |t| t.duration_since(now).min(every)))
+                    }
+                }
+            };
+            let timer = async {
+                match next_look {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    // The pool is gone: nothing will say so.
+                    return std::future::pending().await;
+                },
+                () = timer => {}
             }
         }
     }
@@ -671,14 +754,17 @@ impl RoutePool {
         if connected.is_closed() {
             // Its connection dropped, or its streams ended and it drained.
             state.draining.remove(at);
+            self.note_routes_changed();
             false
         } else if answered {
             state.draining[at].silent_since = None;
+            self.note_routes_changed();
             let streams = connections(connected.exit.streams_open());
             self.say(&format!("route {name} answers again; the {streams} open on it go on"));
             false
         } else if since.elapsed() >= bound {
             state.draining.remove(at);
+            self.note_routes_changed();
             let streams = connections(connected.exit.streams_open());
             connected.close();
             let silent_for = wait_text(bound);
@@ -789,6 +875,7 @@ impl RoutePool {
             }
             state.routes[index] = new;
             state.down[index] = Backoff::default();
+            self.note_routes_changed();
         }
     }
 
@@ -962,11 +1049,13 @@ impl RoutePool {
             }
             let opened = tokio::select! {
                 opened = session.open(dest.clone()) => opened,
-                // Marked down before its exit answered: the open would wait
-                // for as long as the route is kept (`dead_after`), while the
-                // next route serves at once. Should the route answer after
-                // all, its driver resets the stream, which no one awaits.
-                () = self.went_silent(&connected) => continue,
+                // Marked down before its exit answered while another route
+                // could serve: the open would wait for as long as the route
+                // is kept (`dead_after`), while the next route serves at
+                // once. Should the route answer after all, its driver
+                // resets the stream, which no one awaits. With no other
+                // route it waits, as a roam's silence may pass.
+                () = self.kept_silent_beside_another(&connected) => continue,
             };
             match opened {
                 Ok(stream) => return Ok((session.clone(), stream)),
@@ -989,7 +1078,7 @@ impl RoutePool {
     /// keep that route's session from closing.
     pub async fn takes_new_streams(&self, opened: &OpenedOn) -> bool {
         let state = self.state.lock().await;
-        state.active.as_ref().is_some_and(|(_, c)| std::ptr::eq(Arc::as_ptr(c), opened.0.as_ptr()) && !c.is_closed())
+        state.active.as_ref().is_some_and(|(_, c)| opened.is_session(c) && !c.is_closed())
     }
 
     /// Waits until the route a stream was `opened` on is kept for its
@@ -1000,24 +1089,8 @@ impl RoutePool {
     /// no other route to go to: a roam's silence may pass.
     pub async fn went_silent_or_closed(&self, opened: &OpenedOn) {
         let Some(connected) = opened.0.upgrade() else { return };
-        let silent_beside_another = async {
-            // Subscribed before the look, so a silence found after it wakes it.
-            let mut silenced = self.silenced.subscribe();
-            loop {
-                let state = self.state.lock().await;
-                let silent = state.draining.iter().find(|d| Arc::ptr_eq(&d.connected, &connected) && d.silent_since.is_some());
-                if silent.is_some_and(|d| state.another_route_could_serve(d.index, Instant::now())) {
-                    return;
-                }
-                drop(state);
-                if silenced.changed().await.is_err() {
-                    // The pool is gone: nothing will say so.
-                    return std::future::pending().await;
-                }
-            }
-        };
         tokio::select! {
-            () = silent_beside_another => {}
+            () = self.kept_silent_beside_another(&connected) => {}
             () = connected.exit.closed() => {}
         }
     }
@@ -1073,6 +1146,11 @@ impl OpenedOn {
     pub fn same_session_as(&self, other: &OpenedOn) -> bool {
         std::sync::Weak::ptr_eq(&self.0, &other.0)
     }
+
+    /// Whether it is `session`.
+    fn is_session(&self, session: &Arc<Connected>) -> bool {
+        std::sync::Weak::ptr_eq(&self.0, &Arc::downgrade(session))
+    }
 }
 
 /// The code for a program when opening a stream failed for a reason of
@@ -1085,38 +1163,6 @@ fn not_the_routes_fault(e: &OpenError) -> Option<ErrorCode> {
         OpenError::Refused(code) => Some(*code),
         OpenError::Session(SessionError::TooManyStreams(_)) => Some(ErrorCode::Limit),
         _ => None,
-    }
-}
-
-/// Pings `session`: whether it answered, or kept sending while the answer
-/// was awaited. Behind a slow link the answer waits behind the data
-/// already on its way (up to the node's credit window, which takes
-/// seconds at home speeds): bytes still arriving say the route is up, and
-/// the answer is awaited for as long as they do. It is not up once
-/// neither the answer nor a byte came for `timeout`: counted from its last
-/// bytes, not from the ping, so a route that goes silent in the middle of
-/// a download is down a timeout after its bytes stopped. (Excused by those
-/// bytes and pinged again a health interval later, it waited that
-/// interval and a second timeout: 2.5 s with the defaults, not 1.)
-async fn answers_or_sends(session: &SessionHandle, timeout: Duration) -> bool {
-    // How late the bytes' end may be seen: a tenth of the timeout.
-    let look_every = (timeout / 10).max(Duration::from_millis(1));
-    let ping = session.ping();
-    tokio::pin!(ping);
-    let (mut heard_bytes, mut heard_at) = (session.bytes_received(), Instant::now());
-    loop {
-        let wait = look_every.min(timeout.saturating_sub(heard_at.elapsed()));
-        match tokio::time::timeout(wait, &mut ping).await {
-            Ok(pong) => return pong.is_some(),
-            Err(_) => {
-                let received = session.bytes_received();
-                if received > heard_bytes {
-                    (heard_bytes, heard_at) = (received, Instant::now());
-                } else if heard_at.elapsed() >= timeout {
-                    return false;
-                }
-            }
-        }
     }
 }
 

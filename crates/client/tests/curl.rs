@@ -925,6 +925,88 @@ async fn a_request_on_a_lone_route_silent_for_a_moment_is_answered_there() {
     assert_eq!(counts.accepted(), 1, "the GET was sent once");
 }
 
+/// Regression: a GET waiting on a route that went silent while the only
+/// other route was down (in its backoff) waited on it for as long as the
+/// route was kept, though the other route's backoff ended seconds later:
+/// nothing woke the GET when another route could serve again (the wait
+/// looked again only when a route went silent), and with one up, the
+/// silent route is kept for `dead_after` (30 s). It goes again once the
+/// other route's backoff ends, and is answered there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_silent_route_goes_to_the_next_once_its_backoff_ends() {
+    let client = SigningKey::from_label("fresh-route-backoff");
+    let port = free_port_range(1);
+    let start_best = || start_node_on("exit-frb-best", &client, port);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let exit = start_node("exit-frb-second", &client, 1).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
+    let second = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 1)) };
+    let (first_name, second_name) = (first.name(), second.name());
+    // The best route, down at the start, is tried again 4 s later; the
+    // second is marked down about a second after its silence, well before.
+    let retry_after = Duration::from_secs(4);
+    let config = ClientConfig {
+        retry_after,
+        retry_after_max: retry_after,
+        dead_after_alone: Duration::from_secs(6),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![first, second])
+    };
+    let (front, pool) = start_pool(config, FrontConfig::default()).await;
+    let (origin, counts) = late_origin(Duration::from_secs(1)).await;
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
+    socket.write_all(get.as_bytes()).await.unwrap();
+    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let frozen_at = std::time::Instant::now();
+    let down = format!("route {second_name} down: ");
+    wait_until("the silent route marked down", || !events_with(&down).is_empty()).await;
+    // Kept for `dead_after_alone`: the best route was still in its backoff.
+    assert!(events_with(&down).iter().any(|l| l.ends_with("stay for up to 6 s in case it answers again")), "{:?}", events_with(&down));
+    let _best = start_best().await;
+    let (head, body) = read_response(&mut socket, "GET").await;
+    let took = frozen_at.elapsed();
+    eprintln!("a GET whose route went silent beside a route in its backoff: answered {took:?} after the silence");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
+    assert!(body == pattern(1000), "{} bytes, or other bytes", body.len());
+    // The backoff ends within 4 s of the silence, the origin answers a
+    // second later; kept for `dead_after`, the route held the GET 30 s.
+    assert!(took < Duration::from_secs(9), "answered {took:?} after the silence: {:?}", events_with(&first_name));
+    assert_eq!(pool.history().await, [1, 0]);
+    assert_eq!(counts.accepted(), 2, "the GET went again, on a connection of its own");
+}
+
+/// Regression: a connection that waits for the exit (`wait_for_exit`) on
+/// the only route, when that route went silent for a moment (a roam),
+/// failed ("reply 3": no route) as soon as the route was marked down: the
+/// open gave up on the silent route, as if another could take it, and
+/// found none. With nowhere else to go it waits, as a GET does, and is
+/// served through the route once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_on_a_lone_route_silent_for_a_moment_is_served_there() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("open-roam");
+    let exit = start_node("exit-or", &client, 0).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
+    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let name = route.name();
+    let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
+    let (front, pool) = start_front_with(vec![route], Transport::Tls, &client, strict).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let waiting = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 20_000)).await });
+    wait_until("the silent route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
+    // Time for the open to give up, were it to; the route is kept for
+    // `dead_after_alone` (5 s) from its silence.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    let body = waiting.await.unwrap().expect("no answer within 10 s");
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "{:?}: {:?}", body.map(|b| b.len()), events_with(&name));
+    assert_eq!(pool.history().await, [0]);
+}
+
 /// Regression: a stream to an origin left idle on a route that a better
 /// one, back up, replaced stayed idle (`IdleOrigins`) until the host's
 /// next visit or `origin_idle` (30 s), and kept the replaced session open
