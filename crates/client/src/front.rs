@@ -451,9 +451,19 @@ async fn forward_each(
             return Ok(None);
         }
         // Idle until the next request begins, then the head in the
-        // handshake's time, as the first (slowloris).
-        if pending.is_empty() && !matches!(tokio::time::timeout(config.keep_alive_idle, socket.readable()).await, Ok(Ok(()))) {
-            return Ok(None);
+        // handshake's time, as the first (slowloris). The kept stream goes
+        // meanwhile if its route is replaced or goes silent, as an idle
+        // one does (`IdleOrigins::sweep`): it would serve no request, and
+        // it kept the replaced session open for as long as the program
+        // kept its connection (a browser: `keep_alive_idle`, 60 s).
+        if pending.is_empty() {
+            let next_begins = tokio::select! {
+                ready = tokio::time::timeout(config.keep_alive_idle, socket.readable()) => matches!(ready, Ok(Ok(()))),
+                never = drop_once_its_route_is_left(kept, pool) => match never {},
+            };
+            if !next_begins {
+                return Ok(None);
+            }
         }
         let next = tokio::time::timeout(config.handshake_timeout, read_http_request(&mut socket, &mut pending, config)).await;
         request = match next {
@@ -637,6 +647,18 @@ async fn read_final_head(from_origin: &mut (impl AsyncRead + Unpin), method: &st
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Drops `kept` once new streams no longer go to its route, looking as
+/// often as the idle sweeper does; then, or with none, pending.
+async fn drop_once_its_route_is_left(kept: &mut Option<KeptOrigin>, pool: &RoutePool) -> std::convert::Infallible {
+    while let Some(k) = kept.as_ref() {
+        tokio::time::sleep(IDLE_SWEEP_EVERY_MAX).await;
+        if !pool.takes_new_streams(&k.route).await {
+            *kept = None;
+        }
+    }
+    std::future::pending().await
 }
 
 /// A stream to an origin kept after a response, for the program's next

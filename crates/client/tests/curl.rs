@@ -1037,6 +1037,43 @@ async fn an_idle_origin_connection_on_a_replaced_route_lets_its_session_close() 
     assert_eq!(pool.history().await, [1, 0]);
 }
 
+/// Regression: a stream to an origin kept for a program connection that
+/// stays open between requests (a browser's, for `keep_alive_idle`, 60 s)
+/// kept the session of its route open that long after a better route,
+/// back up, replaced it, though the idle sweeper let such streams go
+/// within a second. It goes as soon, and the replaced session closes; the
+/// program's next request reaches the origin through the better route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_origin_connection_on_a_replaced_route_lets_its_session_close() {
+    let client = SigningKey::from_label("kept-replaced-open");
+    let port = free_port_range(1);
+    let start_best = || start_node_on("exit-kro-best", &client, port);
+    let best = start_best().await;
+    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+    drop(best);
+    let meanwhile = start_node("exit-kro-meanwhile", &client, 1).await;
+    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+    let name = first.name();
+    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
+    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let get = |n: usize| format!("GET http://127.0.0.1:{}/{n} HTTP/1.1\r\nHost: x\r\n\r\n", origin.port());
+    let mut program = TcpStream::connect(front).await.unwrap();
+    program.write_all(get(1000).as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut program, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && body == pattern(1000), "{head}: {} bytes", body.len());
+    assert_eq!(pool.history().await, [1]);
+    let _best = start_best().await;
+    let again = format!("route {name}: connected over tls in ");
+    wait_until("the best route back", || !events_with(&again).is_empty()).await;
+    wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
+    wait_until("the kept origin connection closes", || counts.ended() == 1).await;
+    program.write_all(get(2000).as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut program, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && body == pattern(2000), "{head}: {} bytes", body.len());
+    assert_eq!(pool.history().await, [1, 0]);
+    assert_eq!(counts.accepted(), 2, "the next request, through the better route");
+}
+
 /// An origin that answers each path with canned bytes, then closes.
 async fn canned_origin() -> SocketAddr {
     serve_each(LOOPBACK, |mut socket| async move {
