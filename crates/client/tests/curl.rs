@@ -614,33 +614,52 @@ impl Drop for EndsOne {
 /// gets `n` bytes of `pattern`. It counts the connections it accepts and
 /// those that end.
 async fn keep_alive_origin(after_one: AfterOne) -> (SocketAddr, Arc<OriginCounts>) {
+    counting_origin(move |mut socket| async move {
+        let mut answered = 0;
+        while let Some(head) = read_head(&mut socket).await {
+            if answered == 1 && after_one == AfterOne::DropNext {
+                return;
+            }
+            let n = requested_bytes(&head);
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            if socket.write_all(reply.as_bytes()).await.is_err() || socket.write_all(&pattern(n)).await.is_err() {
+                return;
+            }
+            answered += 1;
+            if after_one == AfterOne::Close {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Serves each connection with `serve`, counting the connections it
+/// accepts and those that end.
+async fn counting_origin<F, Fut>(serve: F) -> (SocketAddr, Arc<OriginCounts>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let counts = Arc::new(OriginCounts::default());
     let counter = counts.clone();
-    let addr = serve_each(LOOPBACK, move |mut socket| {
+    let addr = serve_each(LOOPBACK, move |socket| {
         counter.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ends = EndsOne(counter.clone());
+        let served = serve(socket);
         async move {
             let _ends = ends;
-            let mut answered = 0;
-            while let Some(head) = read_head(&mut socket).await {
-                if answered == 1 && after_one == AfterOne::DropNext {
-                    return;
-                }
-                let line = String::from_utf8_lossy(&head).into_owned();
-                let n: usize = line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
-                if socket.write_all(reply.as_bytes()).await.is_err() || socket.write_all(&pattern(n)).await.is_err() {
-                    return;
-                }
-                answered += 1;
-                if after_one == AfterOne::Close {
-                    return;
-                }
-            }
+            served.await
         }
     })
     .await;
     (addr, counts)
+}
+
+/// The `n` of a request head's `GET /<n>` (0 if none).
+fn requested_bytes(head: &[u8]) -> usize {
+    let line = String::from_utf8_lossy(head);
+    line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0)
 }
 
 /// A program's plain-HTTP requests to one host, on one proxy connection,
@@ -763,6 +782,45 @@ async fn a_request_to_a_host_visited_through_a_silent_route_goes_to_the_next() {
     assert_eq!(counts.accepted(), 2, "the second visit reached the origin on a connection of its own");
 }
 
+/// A proxy on two routes whose better one is down at the start (its node
+/// started once for its hop, then stopped): it serves through the second
+/// and a keep-alive origin, until `best_back` starts the better route's
+/// node again on its port.
+struct BetterRouteLater {
+    client: SigningKey,
+    port: u16,
+    label: String,
+    /// The better route's name, as the pool's events say it.
+    name: String,
+    front: SocketAddr,
+    pool: Arc<RoutePool>,
+    origin: SocketAddr,
+    counts: Arc<OriginCounts>,
+    /// The second route's node, which serves meanwhile.
+    meanwhile: TestNode,
+}
+
+impl BetterRouteLater {
+    async fn start(label: &str) -> BetterRouteLater {
+        let client = SigningKey::from_label(label);
+        let port = free_port_range(1);
+        let best = start_node_on(&format!("exit-{label}-best"), &client, port).await;
+        let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
+        drop(best);
+        let meanwhile = start_node(&format!("exit-{label}-meanwhile"), &client, 1).await;
+        let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
+        let name = first.name();
+        let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
+        let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+        BetterRouteLater { client, port, label: label.into(), name, front, pool, origin, counts, meanwhile }
+    }
+
+    /// The better route's node, back on its port.
+    async fn best_back(&self) -> TestNode {
+        start_node_on(&format!("exit-{}-best", self.label), &self.client, self.port).await
+    }
+}
+
 /// Regression: a host visited steadily stayed on the route it was first
 /// visited through. Each request went on the stream kept to the origin,
 /// on a route that a better one, back up, had replaced since: the
@@ -772,17 +830,8 @@ async fn a_request_to_a_host_visited_through_a_silent_route_goes_to_the_next() {
 /// replaced session closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_visited_steadily_moves_to_the_better_route_when_it_is_back() {
-    let client = SigningKey::from_label("kept-replaced");
-    let port = free_port_range(1);
-    let start_best = || start_node_on("exit-kept-best", &client, port);
-    let best = start_best().await;
-    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
-    drop(best);
-    let meanwhile = start_node("exit-kept-meanwhile", &client, 1).await;
-    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
-    let name = first.name();
-    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
-    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let setup = BetterRouteLater::start("kept-replaced").await;
+    let BetterRouteLater { front, ref pool, origin, ref counts, ref name, ref meanwhile, .. } = setup;
     let visit = |n: usize| {
         let url = format!("http://127.0.0.1:{}/{n}", origin.port());
         async move {
@@ -792,7 +841,7 @@ async fn a_host_visited_steadily_moves_to_the_better_route_when_it_is_back() {
     };
     visit(1000).await;
     assert_eq!(pool.history().await, [1]);
-    let _best = start_best().await;
+    let _best = setup.best_back().await;
     let again = format!("route {name}: connected over tls in ");
     wait_until("the best route back", || !events_with(&again).is_empty()).await;
     for n in [2000, 3000, 4000] {
@@ -807,25 +856,16 @@ async fn a_host_visited_steadily_moves_to_the_better_route_when_it_is_back() {
 /// (`GET /<n>`: `n` bytes of `pattern`, then it closes); it counts the
 /// connections it accepts.
 async fn late_origin(delay: Duration) -> (SocketAddr, Arc<OriginCounts>) {
-    let counts = Arc::new(OriginCounts::default());
-    let counter = counts.clone();
-    let addr = serve_each(LOOPBACK, move |mut socket| {
-        counter.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ends = EndsOne(counter.clone());
-        async move {
-            let _ends = ends;
-            let Some(head) = read_head(&mut socket).await else { return };
-            let line = String::from_utf8_lossy(&head).into_owned();
-            let n: usize = line.split_whitespace().nth(1).and_then(|p| p.trim_start_matches('/').parse().ok()).unwrap_or(0);
-            tokio::time::sleep(delay).await;
-            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
-            let _ = socket.write_all(reply.as_bytes()).await;
-            let _ = socket.write_all(&pattern(n)).await;
-            let _ = socket.shutdown().await;
-        }
+    counting_origin(move |mut socket| async move {
+        let Some(head) = read_head(&mut socket).await else { return };
+        let n = requested_bytes(&head);
+        tokio::time::sleep(delay).await;
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+        let _ = socket.write_all(reply.as_bytes()).await;
+        let _ = socket.write_all(&pattern(n)).await;
+        let _ = socket.shutdown().await;
     })
-    .await;
-    (addr, counts)
+    .await
 }
 
 /// Regression: a plain-HTTP request on a stream of its own whose route
@@ -1014,22 +1054,13 @@ async fn an_open_on_a_lone_route_silent_for_a_moment_is_served_there() {
 /// streams are now closed within a second or so, and the session with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_origin_connection_on_a_replaced_route_lets_its_session_close() {
-    let client = SigningKey::from_label("idle-replaced");
-    let port = free_port_range(1);
-    let start_best = || start_node_on("exit-idle-best", &client, port);
-    let best = start_best().await;
-    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
-    drop(best);
-    let meanwhile = start_node("exit-idle-meanwhile", &client, 1).await;
-    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
-    let name = first.name();
-    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
-    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let setup = BetterRouteLater::start("idle-replaced").await;
+    let BetterRouteLater { front, ref pool, origin, ref counts, ref name, ref meanwhile, .. } = setup;
     let (body, took) = curl_forward_timed(front, format!("http://127.0.0.1:{}/1000", origin.port()), 10).await;
     assert!(body.as_ref().is_ok_and(|b| *b == pattern(1000)), "after {took:?}: {:?}", body.map(|b| b.len()));
     assert_eq!(pool.history().await, [1]);
     assert_eq!(counts.ended(), 0, "the origin connection waits, idle");
-    let _best = start_best().await;
+    let _best = setup.best_back().await;
     let again = format!("route {name}: connected over tls in ");
     wait_until("the best route back", || !events_with(&again).is_empty()).await;
     wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
@@ -1045,24 +1076,15 @@ async fn an_idle_origin_connection_on_a_replaced_route_lets_its_session_close() 
 /// program's next request reaches the origin through the better route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_origin_connection_on_a_replaced_route_lets_its_session_close() {
-    let client = SigningKey::from_label("kept-replaced-open");
-    let port = free_port_range(1);
-    let start_best = || start_node_on("exit-kro-best", &client, port);
-    let best = start_best().await;
-    let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
-    drop(best);
-    let meanwhile = start_node("exit-kro-meanwhile", &client, 1).await;
-    let second = Route { relay: None, exit: meanwhile.hop(Transport::Tls, &client, 1) };
-    let name = first.name();
-    let (front, pool) = start_pool(quick_retries(&client, vec![first, second]), FrontConfig::default()).await;
-    let (origin, counts) = keep_alive_origin(AfterOne::Keep).await;
+    let setup = BetterRouteLater::start("kept-replaced-open").await;
+    let BetterRouteLater { front, ref pool, origin, ref counts, ref name, ref meanwhile, .. } = setup;
     let get = |n: usize| format!("GET http://127.0.0.1:{}/{n} HTTP/1.1\r\nHost: x\r\n\r\n", origin.port());
     let mut program = TcpStream::connect(front).await.unwrap();
     program.write_all(get(1000).as_bytes()).await.unwrap();
     let (head, body) = read_response(&mut program, "GET").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && body == pattern(1000), "{head}: {} bytes", body.len());
     assert_eq!(pool.history().await, [1]);
-    let _best = start_best().await;
+    let _best = setup.best_back().await;
     let again = format!("route {name}: connected over tls in ");
     wait_until("the best route back", || !events_with(&again).is_empty()).await;
     wait_until("the replaced session closes", || meanwhile.server.n_sessions() == 0).await;
