@@ -599,7 +599,14 @@ async fn upgrade(
             Some(Answer::Framed { .. }) => Ok(whole && request.keep_alive),
             Some(Answer::Closed) => Ok(false),
             Some(Answer::Unanswered) | None => {
-                socket.write_all(&unanswered(request)).await?;
+                // An upgrade is never sent again (its origin may have
+                // acted on it), but its 502 says whose end failed.
+                let reply = if pool.takes_new_streams(&stream.route).await {
+                    unanswered(request)
+                } else {
+                    route_failed_unanswered(request)
+                };
+                socket.write_all(&reply).await?;
                 Ok(false)
             }
         };

@@ -905,6 +905,20 @@ async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
     let why = format!("tollway: 127.0.0.1:{}: the route failed before the origin answered", origin.port());
     assert!(answer.contains(&why), "{answer}");
     assert_eq!(counts.accepted(), 3, "the POST was not sent again");
+
+    // An upgrade is not sent again either, and its 502 says the same (it
+    // said the origin closed without answering).
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let upgrade = format!("GET {url}/5 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    socket.write_all(upgrade.as_bytes()).await.unwrap();
+    wait_until("the upgrade reaches the origin", || counts.accepted() == 4).await;
+    drop(third);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    assert!(answer.contains(&why), "{answer}");
+    assert_eq!(counts.accepted(), 4, "the upgrade was not sent again");
 }
 
 /// Regression: a plain-HTTP GET on a stream of its own whose route went
