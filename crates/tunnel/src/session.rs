@@ -1036,6 +1036,14 @@ impl Session {
             }
         }
         self.phase = Phase::Closed;
+        // Node: upstream bytes held for a receipt go with the streams, and
+        // are counted, as when one stream goes (`remove_stream`): the
+        // client counted them when it sent them, and the count at the
+        // close is what the node carries into the client's next session.
+        let held: u64 = self.streams.values().flat_map(|s| &s.held).map(|b| b.len() as u64).sum();
+        if let Some(pay) = self.pay.as_mut().filter(|_| held > 0) {
+            pay.metered_bytes += held;
+        }
         self.streams.clear();
         self.reset_streams.clear();
         self.blocked.clear();

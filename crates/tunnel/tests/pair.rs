@@ -1528,6 +1528,31 @@ fn bytes_the_node_held_for_a_receipt_and_dropped_with_their_stream_are_counted_a
 }
 
 #[test]
+fn bytes_the_node_held_for_a_receipt_when_the_session_closes_are_counted_as_the_client_counted_them() {
+    // The same when the session ends with the stream: the node's count at
+    // its close (what it carries into the client's next session) is the
+    // client's, whichever side closes.
+    for node_closes in [false, true] {
+        let mut pair = Pair::established(Usd(10_000_000));
+        pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+        let s = pair.client.open_stream(dest()).unwrap();
+        pair.drive();
+        pair.pump(s, &pattern(3 * MIB as usize, 3), false);
+        pair.pump(s, &pattern(100_000, 4), true);
+        assert_eq!(pair.node.cumulative_bytes(), 2 * MIB);
+        if node_closes {
+            pair.node.close(ErrorCode::Shutdown, "going away");
+        } else {
+            pair.client.close(ErrorCode::Shutdown, "going away");
+        }
+        pair.drive();
+        assert!(pair.node.is_closed());
+        assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 100_000);
+        assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+    }
+}
+
+#[test]
 fn uploads_dropped_past_the_escrow_end_the_session_as_spent() {
     // What the node counts as it drops it (bytes in flight to streams it
     // reset) is not held back by its credit, so its count can pass what
