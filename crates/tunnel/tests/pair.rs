@@ -1502,11 +1502,20 @@ fn streams_the_node_refused_at_its_limit_are_remembered_no_more_than_its_limit()
 }
 
 #[test]
-fn bytes_the_node_held_for_a_receipt_and_dropped_with_their_stream_are_counted_as_the_client_counted_them() {
+fn bytes_the_node_held_for_a_receipt_are_counted_as_the_client_counted_them_however_the_stream_ends() {
     // Paused, the node holds what the client sends; the client counted it
-    // when it sent it. A reset drops the stream with it: counted by the
-    // node too, or the two counts part.
-    for node_resets in [false, true] {
+    // when it sent it. A reset drops the stream with it, and so does the
+    // session's close: counted by the node too, or the two counts part
+    // (at the close, the node's count is what it carries into the client's
+    // next session).
+    #[derive(Debug)]
+    enum End {
+        ClientResets,
+        NodeResets,
+        ClientCloses,
+        NodeCloses,
+    }
+    for end in [End::ClientResets, End::NodeResets, End::ClientCloses, End::NodeCloses] {
         let mut pair = Pair::established(Usd(10_000_000));
         pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
         let s = pair.client.open_stream(dest()).unwrap();
@@ -1515,40 +1524,17 @@ fn bytes_the_node_held_for_a_receipt_and_dropped_with_their_stream_are_counted_a
         assert_eq!(pair.node.unpaid_bytes(), 2 * MIB);
         pair.pump(s, &pattern(100_000, 4), true);
         assert_eq!(pair.node.cumulative_bytes(), 2 * MIB);
-        if node_resets {
-            pair.node.reset(s, ErrorCode::Shutdown);
-        } else {
-            pair.client.reset(s, ErrorCode::Shutdown);
+        match end {
+            End::ClientResets => pair.client.reset(s, ErrorCode::Shutdown),
+            End::NodeResets => pair.node.reset(s, ErrorCode::Shutdown),
+            End::ClientCloses => pair.client.close(ErrorCode::Shutdown, "going away"),
+            End::NodeCloses => pair.node.close(ErrorCode::Shutdown, "going away"),
         }
         pair.drive();
-        assert!(pair.node.is_established());
-        assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 100_000);
-        assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
-    }
-}
-
-#[test]
-fn bytes_the_node_held_for_a_receipt_when_the_session_closes_are_counted_as_the_client_counted_them() {
-    // The same when the session ends with the stream: the node's count at
-    // its close (what it carries into the client's next session) is the
-    // client's, whichever side closes.
-    for node_closes in [false, true] {
-        let mut pair = Pair::established(Usd(10_000_000));
-        pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
-        let s = pair.client.open_stream(dest()).unwrap();
-        pair.drive();
-        pair.pump(s, &pattern(3 * MIB as usize, 3), false);
-        pair.pump(s, &pattern(100_000, 4), true);
-        assert_eq!(pair.node.cumulative_bytes(), 2 * MIB);
-        if node_closes {
-            pair.node.close(ErrorCode::Shutdown, "going away");
-        } else {
-            pair.client.close(ErrorCode::Shutdown, "going away");
-        }
-        pair.drive();
-        assert!(pair.node.is_closed());
-        assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 100_000);
-        assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes());
+        let closes = matches!(end, End::ClientCloses | End::NodeCloses);
+        assert_eq!(pair.node.is_closed(), closes, "{end:?}");
+        assert_eq!(pair.client.cumulative_bytes(), 2 * MIB + 100_000, "{end:?}");
+        assert_eq!(pair.node.cumulative_bytes(), pair.client.cumulative_bytes(), "{end:?}");
     }
 }
 
