@@ -601,12 +601,8 @@ async fn upgrade(
             Some(Answer::Unanswered) | None => {
                 // An upgrade is never sent again (its origin may have
                 // acted on it), but its 502 says whose end failed.
-                let reply = if pool.takes_new_streams(&stream.route).await {
-                    unanswered(request)
-                } else {
-                    route_failed_unanswered(request)
-                };
-                socket.write_all(&reply).await?;
+                let route_failed = !pool.takes_new_streams(&stream.route).await;
+                socket.write_all(&unanswered(request, route_failed)).await?;
                 Ok(false)
             }
         };
@@ -814,7 +810,7 @@ async fn exchange(
                 // The stream is gone: as if the origin closed unanswered.
                 Err(_) if request.retryable() => continue,
                 Err(_) => {
-                    socket.write_all(&unanswered(request)).await?;
+                    socket.write_all(&unanswered(request, false)).await?;
                     return Ok(false);
                 }
             },
@@ -907,23 +903,19 @@ async fn exchange(
                     sent_again_after_route_failed = true;
                     continue;
                 }
-                let reply = if route_failed { route_failed_unanswered(request) } else { unanswered(request) };
-                socket.write_all(&reply).await?;
+                socket.write_all(&unanswered(request, route_failed)).await?;
                 Ok(false)
             }
         };
     }
 }
 
-/// The 502 for a request whose origin closed without answering.
-fn unanswered(request: &ForwardRequest) -> Vec<u8> {
-    HttpReply::BadGateway.with_message(&format!("tollway: {}: the origin closed without answering", request.target))
-}
-
-/// The 502 for a request whose route failed before its origin answered,
-/// and which was not sent again (it may have reached the origin).
-fn route_failed_unanswered(request: &ForwardRequest) -> Vec<u8> {
-    HttpReply::BadGateway.with_message(&format!("tollway: {}: the route failed before the origin answered", request.target))
+/// The 502 for a request not answered and not sent again: its origin
+/// closed without answering, or its route failed first (`route_failed`;
+/// the request may have reached the origin).
+fn unanswered(request: &ForwardRequest, route_failed: bool) -> Vec<u8> {
+    let why = if route_failed { "the route failed before the origin answered" } else { "the origin closed without answering" };
+    HttpReply::BadGateway.with_message(&format!("tollway: {}: {why}", request.target))
 }
 
 /// Opens a stream for `request` with `first` (its origin head and the

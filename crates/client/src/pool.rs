@@ -1077,8 +1077,7 @@ impl RoutePool {
     /// the route is kept (`dead_after`), and on a replaced route it would
     /// keep that route's session from closing.
     pub async fn takes_new_streams(&self, opened: &OpenedOn) -> bool {
-        let state = self.state.lock().await;
-        state.active.as_ref().is_some_and(|(_, c)| opened.is_session(c) && !c.is_closed())
+        self.active_route().await.is_some_and(|active| active.same_session_as(opened))
     }
 
     /// Waits until the route a stream was `opened` on is kept for its
@@ -1145,11 +1144,6 @@ impl OpenedOn {
     /// Whether both are the same route's session.
     pub fn same_session_as(&self, other: &OpenedOn) -> bool {
         std::sync::Weak::ptr_eq(&self.0, &other.0)
-    }
-
-    /// Whether it is `session`.
-    fn is_session(&self, session: &Arc<Connected>) -> bool {
-        std::sync::Weak::ptr_eq(&self.0, &Arc::downgrade(session))
     }
 }
 

@@ -868,6 +868,17 @@ async fn late_origin(delay: Duration) -> (SocketAddr, Arc<OriginCounts>) {
     .await
 }
 
+/// A program's `GET /1000` to `origin` through the proxy at `front`,
+/// once the origin (which had no connection yet) has it: the program's
+/// connection, waiting for the answer.
+async fn get_waiting_at(front: SocketAddr, origin: SocketAddr, counts: &OriginCounts) -> TcpStream {
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
+    socket.write_all(get.as_bytes()).await.unwrap();
+    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    socket
+}
+
 /// Regression: a plain-HTTP request on a stream of its own whose route
 /// died before the origin answered got a 502 that blamed the origin ("the
 /// origin closed without answering"), though new connections went to the
@@ -933,10 +944,7 @@ async fn a_request_whose_route_goes_silent_before_the_answer_goes_again_on_the_n
     let name = routes[0].name();
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let (origin, counts) = late_origin(Duration::from_secs(2)).await;
-    let mut socket = TcpStream::connect(front).await.unwrap();
-    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
-    socket.write_all(get.as_bytes()).await.unwrap();
-    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    let mut socket = get_waiting_at(front, origin, &counts).await;
     line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let frozen_at = std::time::Instant::now();
     // Within `read_response`'s 10 s: the route kept for 30 s holds it longer.
@@ -956,16 +964,11 @@ async fn a_request_whose_route_goes_silent_before_the_answer_goes_again_on_the_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_on_a_lone_route_silent_for_a_moment_is_answered_there() {
     let client = SigningKey::from_label("fresh-route-roam");
-    let exit = start_node("exit-frr", &client, 0).await;
-    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
-    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let (_exit, line, route) = exit_behind_forwarder("exit-frr", &client, 0, None, None).await;
     let name = route.name();
     let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
     let (origin, counts) = late_origin(Duration::from_secs(1)).await;
-    let mut socket = TcpStream::connect(front).await.unwrap();
-    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
-    socket.write_all(get.as_bytes()).await.unwrap();
-    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    let mut socket = get_waiting_at(front, origin, &counts).await;
     line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     wait_until("the silent route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
     // Time for the request to go elsewhere, were it to; the route is kept
@@ -994,9 +997,7 @@ async fn a_request_on_a_silent_route_goes_to_the_next_once_its_backoff_ends() {
     let best = start_best().await;
     let first = Route { relay: None, exit: best.hop(Transport::Tls, &client, 0) };
     drop(best);
-    let exit = start_node("exit-frb-second", &client, 1).await;
-    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
-    let second = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 1)) };
+    let (_exit, line, second) = exit_behind_forwarder("exit-frb-second", &client, 1, None, None).await;
     let (first_name, second_name) = (first.name(), second.name());
     // The best route, down at the start, is tried again 4 s later; the
     // second is marked down about a second after its silence, well before.
@@ -1009,10 +1010,7 @@ async fn a_request_on_a_silent_route_goes_to_the_next_once_its_backoff_ends() {
     };
     let (front, pool) = start_pool(config, FrontConfig::default()).await;
     let (origin, counts) = late_origin(Duration::from_secs(1)).await;
-    let mut socket = TcpStream::connect(front).await.unwrap();
-    let get = format!("GET http://127.0.0.1:{}/1000 HTTP/1.1\r\n\r\n", origin.port());
-    socket.write_all(get.as_bytes()).await.unwrap();
-    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    let mut socket = get_waiting_at(front, origin, &counts).await;
     line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let frozen_at = std::time::Instant::now();
     let down = format!("route {second_name} down: ");
@@ -1042,9 +1040,7 @@ async fn a_request_on_a_silent_route_goes_to_the_next_once_its_backoff_ends() {
 async fn an_open_on_a_lone_route_silent_for_a_moment_is_served_there() {
     let web = web_server().await;
     let client = SigningKey::from_label("open-roam");
-    let exit = start_node("exit-or", &client, 0).await;
-    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, None).await;
-    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let (_exit, line, route) = exit_behind_forwarder("exit-or", &client, 0, None, None).await;
     let name = route.name();
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
     let (front, pool) = start_front_with(vec![route], Transport::Tls, &client, strict).await;
@@ -2152,9 +2148,7 @@ async fn a_takeover_after_a_connection_died_mid_download_pays_the_bytes_in_fligh
 async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
     let web = web_server().await;
     let client = SigningKey::from_label("kim");
-    let exit = start_node("exit-slow", &client, 0).await;
-    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(1 << 20), None).await;
-    let route = Route { relay: None, exit: slow.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let (_exit, _slow, route) = exit_behind_forwarder("exit-slow", &client, 0, Some(1 << 20), None).await;
     let name = route.name();
     let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
     let started = std::time::Instant::now();
@@ -2178,9 +2172,7 @@ async fn a_download_through_a_slow_exit_is_not_taken_for_an_outage() {
 async fn a_route_silent_mid_download_is_down_one_timeout_after_its_last_bytes() {
     let web = web_server().await;
     let client = SigningKey::from_label("dana");
-    let exit = start_node("exit-mid-download", &client, 0).await;
-    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Some(2 << 20), None).await;
-    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let (_exit, line, route) = exit_behind_forwarder("exit-mid-download", &client, 0, Some(2 << 20), None).await;
     let name = route.name();
     let health_timeout = Duration::from_secs(3);
     let config = ClientConfig {
@@ -2244,9 +2236,7 @@ async fn upload(front: SocketAddr, sink: SocketAddr, n: usize) -> Vec<u8> {
 async fn an_upload_over_a_slow_uplink_is_not_taken_for_an_outage() {
     let sink = upload_sink().await;
     let client = SigningKey::from_label("mona");
-    let exit = start_node("exit-uplink", &client, 0).await;
-    let slow = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), None, Some(256 << 10)).await;
-    let route = Route { relay: None, exit: slow.in_front_of(exit.hop(Transport::Tls, &client, 0)) };
+    let (_exit, _slow, route) = exit_behind_forwarder("exit-uplink", &client, 0, None, Some(256 << 10)).await;
     let name = route.name();
     let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
     let started = std::time::Instant::now();
@@ -2329,6 +2319,22 @@ async fn a_capped_exit_shares_its_cap_by_client_not_by_stream() {
 
 /// [`two_exits`], the first reached through a [`Forwarder`] (which the
 /// test can freeze).
+/// A node whose route goes through a [`Forwarder`], to freeze or throttle
+/// its line: the forwarder's rates in bytes per second, down and up
+/// (`None`: as fast as it goes). The node serves while it is kept.
+async fn exit_behind_forwarder(
+    label: &str,
+    client: &SigningKey,
+    nonce: u64,
+    down: Option<u64>,
+    up: Option<u64>,
+) -> (TestNode, Forwarder, Route) {
+    let exit = start_node(label, client, nonce).await;
+    let line = Forwarder::start(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), down, up).await;
+    let route = Route { relay: None, exit: line.in_front_of(exit.hop(Transport::Tls, client, nonce)) };
+    (exit, line, route)
+}
+
 async fn two_exits_the_first_behind_a_forwarder(
     client: &SigningKey,
     first: &str,

@@ -210,7 +210,8 @@ impl Supply {
     fn of(ops: &[Operator]) -> Supply {
         let mut cap = [[0f64; 24]; 8];
         let mut region_weight = [0f64; 8];
-        for op in ops.iter().filter(|o| o.active) {
+        let mut servers = Vec::new();
+        for (i, op) in ops.iter().enumerate().filter(|(_, o)| o.active) {
             // Branch-free: an offline hour adds +0.0, which leaves the sum
             // (never −0.0: it starts at +0.0 and adds non-negatives) as is.
             let bps = op.serving_bps as f64;
@@ -218,8 +219,16 @@ impl Supply {
                 *c += if op.online_hours >> h & 1 != 0 { bps } else { 0.0 };
             }
             region_weight[op.region] += bps * op.online_hours.count_ones() as f64;
+            servers.push(Server {
+                op: i,
+                price_usd_micro_per_gib: op.price_usd_micro_per_gib,
+                serving_bps: op.serving_bps,
+                node: op.node,
+                hours_online: op.online_hours.count_ones() as u8,
+                region: op.region as u8,
+            });
         }
-        Supply { cap, region_weight }
+        Supply { cap, region_weight, servers }
     }
 }
 
@@ -256,15 +265,11 @@ pub struct Sim {
     genesis_price_usd: f64,
     rows: Vec<EpochRow>,
     /// What `serve` derives from the active operators alone (capacity
-    /// online per region and UTC hour, each region's capacity-hours): the
-    /// same every day until an operator joins or leaves, which clears it.
-    /// Recomputed in the same order, it is the same bits.
+    /// online per region and UTC hour, each region's capacity-hours, the
+    /// operators as it pays them): the same every day until an operator
+    /// joins or leaves, which clears it. Recomputed in the same order, it
+    /// is the same bits.
     supply: Option<Supply>,
-    /// The active operators as `serve` pays them, in operator order: made
-    /// with `supply` and valid while it is (an operator joining or leaving
-    /// clears that), so the day's payments read 32 bytes an active
-    /// operator, not 144 bytes an operator, gone ones too.
-    servers: Vec<Server>,
     /// The day's USD income of each operator from its consumers, by
     /// operator index: written by the payments, read by the books. A
     /// vector of its own, so the payments write it while the assignment
@@ -463,7 +468,7 @@ type Payment = (usize, NodeIdx, usize, Usd, u64);
 type Payments = Vec<Vec<Payment>>;
 
 /// An active operator as `serve` pays it: what the payment reads of the
-/// 144-byte `Operator`, in 32 bytes (`Sim::servers`).
+/// 144-byte `Operator`, in 32 bytes (`Supply::servers`).
 #[derive(Clone, Copy)]
 struct Server {
     /// Its index in `Sim::ops`.
@@ -475,27 +480,17 @@ struct Server {
     region: u8,
 }
 
-impl Server {
-    fn list(ops: &[Operator]) -> Vec<Server> {
-        let server = |(op, o): (usize, &Operator)| Server {
-            op,
-            price_usd_micro_per_gib: o.price_usd_micro_per_gib,
-            serving_bps: o.serving_bps,
-            node: o.node,
-            hours_online: o.online_hours.count_ones() as u8,
-            region: o.region as u8,
-        };
-        ops.iter().enumerate().filter(|(_, o)| o.active).map(server).collect()
-    }
-}
-
-/// The active operators' capacity, as `serve` sums it.
-#[derive(Clone, Copy)]
+/// The active operators' capacity, as `serve` sums it, and the operators
+/// as it pays them.
 struct Supply {
     /// Bit/s online per region and UTC hour.
     cap: [[f64; 24]; 8],
     /// Per region: the sum of serving bit/s × hours online.
     region_weight: [f64; 8],
+    /// The active operators, in operator order: the day's payments read
+    /// 32 bytes an active operator, not 144 bytes an operator, gone ones
+    /// too.
+    servers: Vec<Server>,
 }
 
 impl Sim {
@@ -584,7 +579,6 @@ impl Sim {
             genesis_price_usd: 0.0,
             rows: Vec::new(),
             supply: None,
-            servers: Vec::new(),
             income_usd: Vec::new(),
             measure_seed: seed,
             assigned: Vec::new(),
@@ -955,11 +949,10 @@ impl Sim {
         // Growth is in the consumer count (compounded daily below), so it is
         // not applied again here.
         let shock = self.demand_factor();
-        let ops = &self.ops;
-        if self.supply.is_none() {
-            self.servers = Server::list(ops);
-        }
-        let Supply { cap, region_weight } = *self.supply.get_or_insert_with(|| Supply::of(ops));
+        // Taken out for the day and put back at its end (an error ends
+        // the run anyway).
+        let supply = self.supply.take().unwrap_or_else(|| Supply::of(&self.ops));
+        let Supply { cap, region_weight, ref servers } = supply;
         let mut out = [[0f64; 6]; 8];
         let mut served_share = [0f64; 8];
         for r in 0..8 {
@@ -995,11 +988,10 @@ impl Sim {
         }
         // Pay each node its share of the region's served traffic, in
         // proportion to the capacity-hours it was online: decided by ranges
-        // of the active operators (`servers`) on the run's threads (one
+        // of the active operators (`Supply::servers`) on the run's threads (one
         // pass streamed through every 144-byte operator on this thread
         // alone), in operator order within a range and the ranges in order.
         let ctx = self.ctx();
-        let servers = &self.servers;
         let helpers = self.helpers_for(servers.len());
         let ranges = ranges(servers.len(), helpers.parts(servers.len()));
         let mut payments = std::mem::take(&mut self.payments);
@@ -1041,6 +1033,7 @@ impl Sim {
             // Consumers arrive with growth (compounded daily).
             self.consumers[r] *= libm::pow(1.0 + d.growth_per_year, 1.0 / 365.0);
         }
+        self.supply = Some(supply);
         Ok((out, payments))
     }
 

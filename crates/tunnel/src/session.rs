@@ -491,6 +491,13 @@ impl Path {
     }
 }
 
+impl Stream {
+    /// Node: the upstream bytes it holds for a receipt.
+    fn held_bytes(&self) -> u64 {
+        self.held.iter().map(|b| b.len() as u64).sum()
+    }
+}
+
 #[derive(Default)]
 struct Stream {
     /// Bytes the peer lets us send.
@@ -1040,10 +1047,8 @@ impl Session {
         // are counted, as when one stream goes (`remove_stream`): the
         // client counted them when it sent them, and the count at the
         // close is what the node carries into the client's next session.
-        let held: u64 = self.streams.values().flat_map(|s| &s.held).map(|b| b.len() as u64).sum();
-        if let Some(pay) = self.pay.as_mut().filter(|_| held > 0) {
-            pay.metered_bytes += held;
-        }
+        let held: u64 = self.streams.values().map(Stream::held_bytes).sum();
+        self.meter_dropped(held);
         self.streams.clear();
         self.reset_streams.clear();
         self.blocked.clear();
@@ -1786,12 +1791,20 @@ impl Session {
         // Node: upstream bytes held for a receipt are dropped with the
         // stream, and counted: the client counted them when it sent them
         // (as for bytes that arrive after a reset, `on_data`).
-        let held: u64 = s.held.iter().map(|b| b.len() as u64).sum();
-        if held > 0 {
-            if let Some(pay) = self.pay.as_mut() {
-                pay.metered_bytes += held;
-            }
+        if self.meter_dropped(s.held_bytes()) {
             self.after_metering();
+        }
+        true
+    }
+
+    /// Node: counts `bytes` of upstream data it dropped unread, as the
+    /// client counted them when it sent them; whether there were any.
+    fn meter_dropped(&mut self, bytes: u64) -> bool {
+        if bytes == 0 {
+            return false;
+        }
+        if let Some(pay) = self.pay.as_mut() {
+            pay.metered_bytes += bytes;
         }
         true
     }
