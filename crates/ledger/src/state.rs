@@ -73,10 +73,17 @@ impl SmallTranche {
     }
 }
 
-/// Small tranches an account holds inline: a daily reward over a 30-day
-/// vesting keeps about 31 (`economics::vesting`); more move the account to
-/// the next tier, on the heap.
-pub(crate) const INLINE_TRANCHES: usize = 32;
+/// Small tranches an account holds inline; more move the account to the
+/// next tier, on the heap. Sized for daily rewards over the default week of
+/// vesting, which keep at most 8 (`economics::vesting`: a tranche per
+/// reward further apart than a thirtieth of the period, and the oldest
+/// leaves once vested): the simulator's daily epochs. A chain's hourly
+/// rewards keep up to 31 and move to the heap within a day or so; a
+/// 30-day vesting too. Every pass over the accounts streams through the
+/// records, so the inline room is paid for by all of them: at 32 slots
+/// an account was 544 bytes, at 12 it is 304, and the simulator's run of
+/// 100,000 nodes took 7-11 % less time in three alternated pairs.
+pub(crate) const INLINE_TRANCHES: usize = 12;
 
 /// Up to `INLINE_TRANCHES` small tranches inside the account record, oldest
 /// first. Every reward touches the newest tranche and a new one pops the
@@ -563,7 +570,9 @@ pub struct Node {
     /// `None` (a node not yet measured: it earns nothing either way).
     pub uptime_ppm: u32,
     pub reputation_ppm: u32,
-    pub strike: Option<Strike>,
+    /// Boxed: few nodes hold a strike, and inline it made every node
+    /// record 48 bytes longer (288 bytes), for the passes over all of them.
+    pub strike: Option<Box<Strike>>,
     pub last_reward: Token,
     pub total_rewards: Token,
     pub total_slashed: Token,

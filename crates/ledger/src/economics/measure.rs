@@ -419,7 +419,7 @@ fn measure_node(
             (Some(OverClaim { rho_ppm: rho, claimed_bps: claim_bps, confirming, vouching: all_vouching }), judged)
         }
         _ => {
-            node.strike = Some(Strike { epoch, oracles: measuring.to_vec(), vouching });
+            node.strike = Some(Box::new(Strike { epoch, oracles: measuring.to_vec(), vouching }));
             judged.rho_measured = Some(rho);
             (None, judged)
         }
