@@ -431,18 +431,76 @@ impl ReportSlot {
         ReportSlot { oracle: 0, outcome: tollway_types::MeasurementOutcome::OracleError, uptime_ppm: 0 };
 }
 
+/// Reports a node's epoch record holds inline: the default
+/// `oracles_per_node`. A node assigned more (up to `MAX_ORACLES_PER_NODE`)
+/// moves its reports to the heap at its fourth, and keeps that room.
+pub(crate) const INLINE_REPORTS: usize = 3;
+
+/// Where a node's reports are: inline, or on the heap once more came.
+#[derive(Clone, Debug)]
+enum ReportSlots {
+    Inline([ReportSlot; INLINE_REPORTS]),
+    Heap(Box<[ReportSlot; MAX_ORACLES_PER_NODE]>),
+}
+
 /// A node's reports this epoch, stored inline (no heap allocation per
-/// node: `end_epoch` reads them for every node, ADR 0004). Unused slots
-/// stay `EMPTY`, so the encoding is canonical.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// node: `end_epoch` reads them for every node, ADR 0004) while there are
+/// at most `INLINE_REPORTS`. Every epoch record streams through the passes
+/// over all nodes (the simulator's reports and payments, `end_epoch`), so
+/// room for seven reports made each record 240 bytes where three make it
+/// 144. The storage is not part of the state: equality and the encoding
+/// see the reports, encoded as before as seven slots (unused ones `EMPTY`,
+/// so the encoding is canonical) and a count.
+#[derive(Clone, Debug)]
 pub struct Reports {
-    slots: [ReportSlot; MAX_ORACLES_PER_NODE],
+    slots: ReportSlots,
     len: u8,
 }
 
 impl Default for Reports {
     fn default() -> Reports {
-        Reports { slots: [ReportSlot::EMPTY; MAX_ORACLES_PER_NODE], len: 0 }
+        Reports { slots: ReportSlots::Inline([ReportSlot::EMPTY; INLINE_REPORTS]), len: 0 }
+    }
+}
+
+impl PartialEq for Reports {
+    fn eq(&self, other: &Reports) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Reports {}
+
+/// The encoding of `Reports`: every slot, as when all seven were inline.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Reports")]
+struct ReportsWire {
+    slots: [ReportSlot; MAX_ORACLES_PER_NODE],
+    len: u8,
+}
+
+impl Serialize for Reports {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut slots = [ReportSlot::EMPTY; MAX_ORACLES_PER_NODE];
+        slots[..self.len()].copy_from_slice(self.as_slice());
+        ReportsWire { slots, len: self.len }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reports {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Reports, D::Error> {
+        let wire = ReportsWire::deserialize(deserializer)?;
+        let len = wire.len as usize;
+        // Canonical only: a count within the slots and nothing after it
+        // (a longer count made every later read of the reports panic).
+        if len > MAX_ORACLES_PER_NODE || wire.slots[len..].iter().any(|s| *s != ReportSlot::EMPTY) {
+            return Err(serde::de::Error::custom("reports: a count past the slots, or a used slot after it"));
+        }
+        let mut out = Reports::default();
+        for slot in &wire.slots[..len] {
+            out.push(*slot);
+        }
+        Ok(out)
     }
 }
 
@@ -451,7 +509,11 @@ impl Default for Reports {
 impl Reports {
     #[inline]
     pub fn as_slice(&self) -> &[ReportSlot] {
-        &self.slots[..self.len as usize]
+        let len = self.len as usize;
+        match &self.slots {
+            ReportSlots::Inline(slots) => &slots[..len],
+            ReportSlots::Heap(slots) => &slots[..len],
+        }
     }
     #[inline]
     pub fn iter(&self) -> std::slice::Iter<'_, ReportSlot> {
@@ -475,16 +537,30 @@ impl Reports {
         if self.is_full() {
             return false;
         }
-        self.slots[self.len as usize] = slot;
+        let len = self.len as usize;
+        if let ReportSlots::Inline(inline) = &self.slots {
+            if len == INLINE_REPORTS {
+                let mut all = Box::new([ReportSlot::EMPTY; MAX_ORACLES_PER_NODE]);
+                all[..INLINE_REPORTS].copy_from_slice(inline);
+                self.slots = ReportSlots::Heap(all);
+            }
+        }
+        match &mut self.slots {
+            ReportSlots::Inline(slots) => slots[len] = slot,
+            ReportSlots::Heap(slots) => slots[len] = slot,
+        }
         self.len += 1;
         true
     }
     /// Back to empty: the used slots return to `EMPTY` (the others are).
     #[inline]
     pub fn clear(&mut self) {
-        for slot in &mut self.slots[..self.len as usize] {
-            *slot = ReportSlot::EMPTY;
-        }
+        let len = self.len as usize;
+        let used = match &mut self.slots {
+            ReportSlots::Inline(slots) => &mut slots[..len],
+            ReportSlots::Heap(slots) => &mut slots[..len],
+        };
+        used.fill(ReportSlot::EMPTY);
         self.len = 0;
     }
 }
@@ -780,3 +856,64 @@ impl State {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_types::{codec, MeasurementOutcome};
+
+    fn slot(o: OracleIdx) -> ReportSlot {
+        ReportSlot {
+            oracle: o,
+            outcome: MeasurementOutcome::Measured { throughput_bps: 1_000 + o as u64, latency_us: 20 + o },
+            uptime_ppm: 999_000,
+        }
+    }
+
+    /// The seven slots encoded before, whatever the storage: from one to
+    /// seven reports (the heap from the fourth), after a clear, and back.
+    #[test]
+    fn reports_encode_as_seven_slots_inline_or_on_the_heap() {
+        assert!(std::mem::size_of::<NodeEpoch>() <= 144, "{}", std::mem::size_of::<NodeEpoch>());
+        for n in 0..=MAX_ORACLES_PER_NODE {
+            let mut reports = Reports::default();
+            let mut wire = ReportsWire { slots: [ReportSlot::EMPTY; MAX_ORACLES_PER_NODE], len: n as u8 };
+            for o in 0..n {
+                assert!(reports.push(slot(o as OracleIdx)));
+                wire.slots[o] = slot(o as OracleIdx);
+            }
+            assert_eq!(matches!(reports.slots, ReportSlots::Heap(_)), n > INLINE_REPORTS, "{n} reports");
+            assert_eq!(reports.len(), n);
+            let bytes = codec::encode(&reports);
+            assert_eq!(bytes, codec::encode(&wire), "{n} reports");
+            let back: Reports = codec::decode(&bytes, 1 << 10).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, reports);
+            assert_eq!(back.as_slice(), &wire.slots[..n]);
+            // Cleared, it keeps its storage and equals an empty one.
+            reports.clear();
+            assert_eq!(reports, Reports::default());
+            assert_eq!(codec::encode(&reports), codec::encode(&Reports::default()));
+        }
+        let mut full = Reports::default();
+        for o in 0..MAX_ORACLES_PER_NODE as OracleIdx {
+            assert!(full.push(slot(o)));
+        }
+        assert!(!full.push(slot(99)), "an eighth report is refused");
+        assert_eq!(full.len(), MAX_ORACLES_PER_NODE);
+    }
+
+    /// A count past the slots, or a used slot after the count, is refused
+    /// (the count made every later read panic; the slot broke canonicity).
+    #[test]
+    fn reports_decode_only_canonical_slots() {
+        let mut wire = ReportsWire { slots: [ReportSlot::EMPTY; MAX_ORACLES_PER_NODE], len: 2 };
+        wire.slots[0] = slot(1);
+        wire.slots[1] = slot(2);
+        assert!(codec::decode::<Reports>(&codec::encode(&wire), 1 << 10).is_ok());
+        wire.slots[4] = slot(5);
+        assert!(codec::decode::<Reports>(&codec::encode(&wire), 1 << 10).is_err(), "a used slot after the count");
+        wire.slots[4] = ReportSlot::EMPTY;
+        wire.len = MAX_ORACLES_PER_NODE as u8 + 1;
+        assert!(codec::decode::<Reports>(&codec::encode(&wire), 1 << 10).is_err(), "a count past the slots");
+    }
+}
