@@ -1393,7 +1393,7 @@ impl Sim {
     /// (its node after the epoch, its USD income, the day's `price`): its
     /// profit booked, whether it churns, sells today or ends its
     /// unbonding. Split over the run's threads by ranges of operators, with
-    /// the read of each one's node (272 bytes a record, 27 MB at 100,000
+    /// the read of each one's node (240 bytes a record, 24 MB at 100,000
     /// nodes): the books' one pass over the 144-byte operators ran on this
     /// thread alone. What depends on other operators (the sums, the
     /// ledger) is left to `step`, in operator order.
