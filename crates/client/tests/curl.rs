@@ -2672,6 +2672,9 @@ async fn a_spent_escrow_as_the_client_or_the_node_knows_it_is_told_and_the_next_
     let (front, pool) = start_front(routes, Transport::Tls, &client).await;
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
+    // Told from the pool's watch on the session's usage, which may run
+    // after the program saw its connection end.
+    wait_until("the route retired", || !events_with(&format!("route {name} retired: ")).is_empty()).await;
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
     assert!(told[0].contains("the channel with exit ") && told[0].contains("has spent its $0.002 escrow"), "{}", told[0]);
@@ -2692,6 +2695,9 @@ async fn a_spent_escrow_as_the_client_or_the_node_knows_it_is_told_and_the_next_
     let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 2 MiB of escrow");
+    // Told from the pool's watch on the session's usage, which may run
+    // after the program saw its connection end.
+    wait_until("the route retired", || !events_with(&format!("route {name} retired: ")).is_empty()).await;
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
     assert!(told[0].contains("has spent its $50 escrow ($0.001 paid)") && told[0].ends_with("; no other route"), "{}", told[0]);
@@ -2722,6 +2728,7 @@ async fn a_route_refused_for_stale_receipts_comes_back_from_the_chains_settlemen
     let (front, _pool) = start_renewing_pool(&client, vec![route], renewal).await;
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 4 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 4 << 20), "4 MiB passed on receipts refused as stale");
+    wait_until("the route retired", || !events_with(&format!("route {name} retired: ")).is_empty()).await;
     let retired = events_with(&format!("route {name} retired: "));
     assert!(
         retired.len() == 1 && retired[0].contains("rejected a receipt: stale_receipt") && retired[0].contains("it comes back once the chain shows that settlement"),
@@ -2765,6 +2772,9 @@ async fn a_retired_route_comes_back_on_a_channel_opened_later() {
 
     let cut = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 16 << 20)).await;
     assert!(!matches!(&cut, Ok(Ok(body)) if body.len() == 16 << 20), "16 MiB passed on 4 MiB of escrow");
+    // Told from the pool's watch on the session's usage, which may run
+    // after the program saw its connection end.
+    wait_until("the route retired", || !events_with(&format!("route {name} retired: ")).is_empty()).await;
     let told = events_with(&format!("route {name} retired: "));
     assert_eq!(told.len(), 1, "{:?}", events_with(&name));
     assert!(told[0].contains("; it comes back once the chain has it; new connections go to the next route"), "{}", told[0]);
