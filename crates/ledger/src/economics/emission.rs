@@ -79,6 +79,7 @@ impl Usage {
         let mut paid = 0;
         for (((r, &settled), &burn_usd), &active) in rewards.iter_mut().zip(settled).zip(burn_usd).zip(active) {
             if settled == 0 || !active {
+                *r = 0; // the vector may hold an earlier epoch's rewards
                 continue;
             }
             let pro_rata = mul_div_floor(self.pool, settled, self.total_settled);
@@ -150,7 +151,7 @@ impl<'a> PayRows<'a> {
 
 /// Pays consecutive nodes (`rows` for `nodes`) their usage and uptime
 /// rewards: each reward to its node's totals and into its account's
-/// vesting. `accounts` holds the accounts of the nodes paid, the first
+/// vesting, and every node's `last_reward` (0 for one paid nothing). `accounts` holds the accounts of the nodes paid, the first
 /// being account `account_base`. No uptime pool when no node has weight.
 fn pay_nodes(
     nodes: &mut [Node],
@@ -171,11 +172,12 @@ fn pay_nodes(
             paid.by_region[region as usize] += up;
             r += up;
         }
+        // Every node's: this epoch's reward, 0 if none.
+        node.last_reward = Token(r);
         if r == 0 {
             continue;
         }
         debug_assert_eq!(node.account, a, "the aggregation's copy of the node's account");
-        node.last_reward.0 += r;
         node.total_rewards.0 += r;
         vesting::add_reward(&mut accounts[a as usize - account_base], Token(r), now_secs, vesting_secs);
     }
@@ -202,15 +204,17 @@ fn account_bounds(ranges: &[(usize, usize)], rows: &PayRows, uptime: Option<Upti
 
 /// The usage pass over every node, in parts on `workers`: each node's
 /// usage reward, and their sum.
-fn usage_rewards(usage: Usage, measured: &super::measure::Measured, workers: &impl Workers) -> (Vec<u128>, u128) {
+/// Into `rewards`, one per node (an earlier epoch's are written over).
+fn usage_rewards(usage: Usage, measured: &super::measure::Measured, workers: &impl Workers, rewards: &mut Vec<u128>) -> u128 {
     let n_nodes = measured.settled_usd.len();
-    let mut rewards = vec![0u128; n_nodes];
+    rewards.resize(n_nodes, 0);
     if usage.total_settled == 0 {
-        return (rewards, 0);
+        rewards.fill(0);
+        return 0;
     }
     let ranges = workers::ranges(n_nodes, workers.parts(n_nodes));
     let mut sums = vec![0u128; ranges.len()];
-    let parts: Vec<_> = workers::split_lengths(&mut rewards, ranges.iter().map(|&(s, e)| e - s))
+    let parts: Vec<_> = workers::split_lengths(rewards, ranges.iter().map(|&(s, e)| e - s))
         .into_iter()
         .zip(sums.iter_mut())
         .zip(&ranges)
@@ -219,7 +223,7 @@ fn usage_rewards(usage: Usage, measured: &super::measure::Measured, workers: &im
         let m = measured;
         *sum = usage.reward(rewards, &m.settled_usd[start..end], &m.burn_usd[start..end], &m.active[start..end]);
     });
-    (rewards, sums.iter().sum())
+    sums.iter().sum()
 }
 
 /// Pays every node its usage and uptime rewards, in parts on `workers`
@@ -255,12 +259,16 @@ fn pay_all_nodes(state: &mut State, ctx: Ctx, rows: PayRows, uptime: Option<Upti
 pub fn distribute(
     state: &mut State,
     ctx: Ctx,
-    weights: &[u128],
     measured: &super::measure::Measured,
     burned: Burned,
     report: &mut EpochReport,
     workers: &impl Workers,
+    buffers: &mut super::EpochBuffers,
 ) {
+    // The uptime weights (`measure::capped_weights`), and room for the
+    // usage rewards.
+    let super::EpochBuffers { weights, usage_rewards: usage_rewards_buffer, .. } = buffers;
+    let weights = &weights[..];
     let p = state.params.clone();
     let cap_left = p.emission_cap.0.saturating_sub(state.supply.scheduled_token.0);
     let scheduled = schedule(&p, state.epoch).0.min(cap_left);
@@ -285,11 +293,12 @@ pub fn distribute(
         burned,
         cap_ppm: p.usage_reward_cap_ppm as u128,
     };
-    let (usage_rewards, paid_usage) = usage_rewards(usage, measured, workers);
+    let paid_usage = usage_rewards(usage, measured, workers, usage_rewards_buffer);
+    let usage_rewards = &*usage_rewards_buffer;
     uptime_pool += usage_pool - paid_usage;
     let total_weight: u128 = weights.iter().sum();
     let uptime = (total_weight > 0).then_some(Uptime { pool: uptime_pool, total_weight });
-    let rows = PayRows { usage: &usage_rewards, weights, regions: &measured.region, node_accounts: &measured.account };
+    let rows = PayRows { usage: usage_rewards, weights, regions: &measured.region, node_accounts: &measured.account };
     let uptime_paid = pay_all_nodes(state, ctx, rows, uptime, workers);
     for (summary, &paid) in report.regions.iter_mut().zip(&uptime_paid.by_region) {
         summary.uptime_rewards.0 += paid;

@@ -15,6 +15,7 @@ use tollway_types::{math::mul_div_floor, MacroRegion, MeasurementOutcome, PPM};
 /// The per-node vectors are dense copies of what the later steps need, so
 /// that after this one pass no step walks the (large) node records again,
 /// except to pay the nodes that earned something (ADR 0004).
+#[derive(Default)]
 pub struct Measured {
     /// Per node: capacity × uptime × reputation × stake factor, before the
     /// regional multiplier and the subnet cap. 0 for nodes that earn none.
@@ -46,6 +47,29 @@ pub struct Measured {
     /// counted once (its nodes' mean).
     pub online_bps: [u128; MacroRegion::COUNT],
     pub active_nodes: [u32; MacroRegion::COUNT],
+}
+
+impl Measured {
+    /// Rows for `n` nodes, in `kept`'s vectors when given (a caller's
+    /// buffers from an earlier epoch, `EpochBuffers`): the pass writes
+    /// every row (`Rows::start`), so the old ones need no zeroing.
+    fn for_nodes(n: usize, kept: Option<Measured>) -> Measured {
+        let mut m = kept.unwrap_or_default();
+        m.base_weight.resize(n, 0);
+        m.settled_usd.resize(n, 0);
+        m.burn_usd.resize(n, 0);
+        m.region.resize(n, 0);
+        m.subnet_group.resize(n, 0);
+        m.account.resize(n, 0);
+        m.active.resize(n, false);
+        m.registered.resize(n, false);
+        m.group_left.resize(n, NO_GROUP);
+        m.online_capacity_bps.resize(n, 0);
+        m.subnet_nodes.clear();
+        m.online_bps = [0; MacroRegion::COUNT];
+        m.active_nodes = [0; MacroRegion::COUNT];
+        m
+    }
 }
 
 /// `Measured::group_left` of a node that left no group in the epoch.
@@ -522,11 +546,17 @@ impl<'a> Rows<'a> {
     }
 
     /// What every node's row holds, active or not: its epoch's settlements,
-    /// region and subnet group, and the groups that count it this epoch.
-    /// Also clears its last reward.
+    /// region and subnet group, and the groups that count it this epoch;
+    /// inactive and weightless until `weigh` says otherwise (every field of
+    /// the row is written: the vectors may hold an earlier epoch's rows).
+    /// (Its last reward is set by the payout, for every node: clearing it
+    /// here was a line of every node record this pass does not otherwise
+    /// read.)
     #[inline(always)]
-    fn start(&mut self, i: usize, node: &mut Node, node_epoch: &NodeEpoch) {
-        node.last_reward = tollway_types::Token::ZERO;
+    fn start(&mut self, i: usize, node: &Node, node_epoch: &NodeEpoch) {
+        self.base_weight[i] = 0;
+        self.active[i] = false;
+        self.online_capacity_bps[i] = 0;
         self.settled_usd[i] = node_epoch.settled_usd.0;
         self.burn_usd[i] = node_epoch.burn_usd.0;
         self.region[i] = node.region.index() as u8;
@@ -549,23 +579,15 @@ impl<'a> Rows<'a> {
 /// Steps 1–2 over every node, at the epoch's end `now_secs` (what a slash
 /// counts as vested); the parts of the pass run on `workers` when no slash
 /// can happen in it (see `aggregate_in_parts`).
-pub fn aggregate(state: &mut State, now_secs: u64, report: &mut EpochReport, workers: &impl Workers) -> Measured {
-    let n_nodes = state.nodes.len();
-    let mut out = Measured {
-        base_weight: vec![0; n_nodes],
-        settled_usd: vec![0; n_nodes],
-        burn_usd: vec![0; n_nodes],
-        region: vec![0; n_nodes],
-        subnet_group: vec![0; n_nodes],
-        account: vec![0; n_nodes],
-        active: vec![false; n_nodes],
-        registered: vec![false; n_nodes],
-        group_left: vec![NO_GROUP; n_nodes],
-        online_capacity_bps: vec![0; n_nodes],
-        subnet_nodes: Vec::new(),
-        online_bps: [0; MacroRegion::COUNT],
-        active_nodes: [0; MacroRegion::COUNT],
-    };
+/// `kept`: the rows of an earlier epoch to write over (`EpochBuffers`).
+pub fn aggregate(
+    state: &mut State,
+    now_secs: u64,
+    report: &mut EpochReport,
+    workers: &impl Workers,
+    kept: Option<Measured>,
+) -> Measured {
+    let mut out = Measured::for_nodes(state.nodes.len(), kept);
     let oracle_weights: Vec<u128> = (0..state.oracles.len()).map(|o| oracle_weight(state, o)).collect();
     let sums = match aggregate_in_parts(state, &mut out, &oracle_weights, workers) {
         Some(sums) => sums,
@@ -789,16 +811,17 @@ pub fn regional_multipliers(state: &mut State, measured: &Measured) -> Vec<Regio
 /// take an identity whose measurement went badly offline, or out of the
 /// group, for the rest of the epoch and share only its best identities'
 /// weights.
-pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary]) -> Vec<u128> {
-    let mut weights = vec![0u128; state.nodes.len()];
-    for (n, &base) in measured.base_weight.iter().enumerate() {
-        if base == 0 {
-            continue;
-        }
-        let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
-        weights[n] = member_share(w, measured.subnet_nodes[measured.subnet_group[n] as usize]);
+/// Into `weights`, one per node (an earlier epoch's are written over).
+pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary], weights: &mut Vec<u128>) {
+    weights.resize(state.nodes.len(), 0);
+    for (n, (&base, weight)) in measured.base_weight.iter().zip(weights.iter_mut()).enumerate() {
+        *weight = if base == 0 {
+            0
+        } else {
+            let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
+            member_share(w, measured.subnet_nodes[measured.subnet_group[n] as usize])
+        };
     }
-    weights
 }
 
 #[cfg(test)]

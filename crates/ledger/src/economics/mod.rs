@@ -89,24 +89,50 @@ pub fn end_epoch(state: &mut State, ctx: Ctx, seed: Hash32) -> EpochReport {
 /// where the parts are independent: the same state and report, to the
 /// byte, on any number of threads.
 pub fn end_epoch_with(state: &mut State, ctx: Ctx, seed: Hash32, workers: &impl Workers) -> EpochReport {
+    end_epoch_reusing(state, ctx, seed, workers, &mut EpochBuffers::default())
+}
+
+/// What an epoch's passes fill for every node (the aggregation's rows, the
+/// uptime weights, the usage rewards), kept for the next epoch by a caller
+/// that ends many ([`end_epoch_reusing`]: the simulator). Every pass writes
+/// every row, so a kept buffer needs no zeroing: at 100,000 nodes, about
+/// 10 MB an epoch that the simulator's main thread allocated zeroed and
+/// freed. Nothing in them carries from one epoch to the next.
+#[derive(Default)]
+pub struct EpochBuffers {
+    measured: Option<measure::Measured>,
+    weights: Vec<u128>,
+    usage_rewards: Vec<u128>,
+}
+
+/// [`end_epoch_with`], its per-node rows written into `buffers`, which
+/// keeps them for the caller's next epoch: the same state and report.
+pub fn end_epoch_reusing(
+    state: &mut State,
+    ctx: Ctx,
+    seed: Hash32,
+    workers: &impl Workers,
+    buffers: &mut EpochBuffers,
+) -> EpochReport {
     let epoch = state.epoch;
     let mut report = EpochReport { epoch, ..EpochReport::default() };
 
     // Steps 1–2: aggregate measurements, update verified capacity and
     // reputation, cap and slash; the result is each node's base weight.
-    let measured = measure::aggregate(state, ctx.time_secs, &mut report, workers);
+    let measured = measure::aggregate(state, ctx.time_secs, &mut report, workers, buffers.measured.take());
 
     // Regional scarcity multipliers from online capacity against demand.
     report.regions = measure::regional_multipliers(state, &measured);
 
     // Uptime weights: base × regional multiplier, then the /24 and /48 cap.
-    let weights = measure::capped_weights(state, &measured, &report.regions);
+    measure::capped_weights(state, &measured, &report.regions, &mut buffers.weights);
 
     // Step 3: buy and burn the settled USD through the pool.
     let burned = burn(state, &measured, &mut report);
 
     // Step 4: mint the emission into the three pools.
-    emission::distribute(state, ctx, &weights, &measured, burned, &mut report, workers);
+    emission::distribute(state, ctx, &measured, burned, &mut report, workers, buffers);
+    buffers.measured = Some(measured);
 
     report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
 
