@@ -75,15 +75,16 @@ impl SmallTranche {
 
 /// Small tranches an account holds inline; more move the account to the
 /// next tier, on the heap. Sized for daily rewards over the default week of
-/// vesting, which keep at most 8 (`economics::vesting`: a tranche per
+/// vesting, which keep at most 7 (`economics::vesting`: a tranche per
 /// reward further apart than a thirtieth of the period, and the oldest
-/// leaves once vested): the simulator's daily epochs. A chain's hourly
-/// rewards keep up to 31 and move to the heap within a day or so; a
-/// 30-day vesting too. Every pass over the accounts streams through the
-/// records, so the inline room is paid for by all of them: at 32 slots
-/// an account was 544 bytes, at 12 it is 304, and the simulator's run of
-/// 100,000 nodes took 7-11 % less time in three alternated pairs.
-pub(crate) const INLINE_TRANCHES: usize = 12;
+/// leaves once vested), with one to spare: the simulator's daily epochs.
+/// A chain's hourly rewards keep up to 31 and move to the heap within
+/// hours; a 30-day vesting too. Every pass over the accounts streams
+/// through the records, so the inline room is paid for by all of them: at
+/// 32 slots an account was 544 bytes, at 12 it was 304 (the simulator's
+/// run of 100,000 nodes took 7-11 % less time in three alternated pairs),
+/// at 8 it is 256.
+pub(crate) const INLINE_TRANCHES: usize = 8;
 
 /// Up to `INLINE_TRANCHES` small tranches inside the account record, oldest
 /// first. Every reward touches the newest tranche and a new one pops the

@@ -393,10 +393,10 @@ mod tests {
             let mut acct_wide = Account::new(PublicKey([2; 32]));
             acct_wide.vesting.widen();
             for day in 0..40u64 {
-                // Two rewards every third day, half a day apart: the second
-                // joins the first's tranche, and at most 11 tranches are
+                // Two rewards every fifth day, half a day apart: the second
+                // joins the first's tranche, and at most 7 tranches are
                 // unreleased at a time, so the smallest tier stays inline.
-                for half in (0..2).filter(|_| day % 3 == 0) {
+                for half in (0..2).filter(|_| day % 5 == 0) {
                     let now = t0 + day * DAY + half * DAY / 2;
                     add_reward(&mut acct, Token(base + day as u128), now, PERIOD);
                     add_reward(&mut acct_wide, Token(base + day as u128), now, PERIOD);
@@ -481,6 +481,24 @@ mod tests {
         }
     }
 
+    /// Daily rewards over the default week of vesting (the simulator's
+    /// epochs) keep at most 7 tranches, so the account's stay inline
+    /// (`INLINE_TRANCHES`), whether a release comes between them or not.
+    #[test]
+    fn daily_rewards_over_a_week_of_vesting_stay_inline() {
+        const WEEK: u64 = 7 * DAY;
+        let mut acct = Account::new(PublicKey([6; 32]));
+        for day in 1..=120u64 {
+            add_reward(&mut acct, Token(1_000_000 + day as u128), day * DAY, WEEK);
+            assert!(acct.vesting.len() <= 7, "day {day}: {} tranches", acct.vesting.len());
+            if day % 7 == 3 {
+                release(&mut acct, day * DAY, WEEK);
+            }
+        }
+        assert!(matches!(acct.vesting, Tranches::Small(_)), "{:?}", acct.vesting.tier());
+        assert!(acct.vesting_cache_is_consistent());
+    }
+
     /// A vesting period of 59 s has 1 s buckets, so rewards every second
     /// keep 59 tranches: more than fit inline. The account moves to the
     /// heap tier and stays equal, in value and encoding, to wide storage.
@@ -493,8 +511,8 @@ mod tests {
         for now in 0..200u64 {
             add_reward(&mut acct, Token(1_000 + now as u128), now, SHORT);
             add_reward(&mut acct_wide, Token(1_000 + now as u128), now, SHORT);
-            if now == 10 {
-                assert!(matches!(acct.vesting, Tranches::Small(_)), "11 tranches fit inline");
+            if now == 6 {
+                assert!(matches!(acct.vesting, Tranches::Small(_)), "7 tranches fit inline");
             }
             if now % 37 == 5 {
                 assert_eq!(release(&mut acct, now, SHORT), release(&mut acct_wide, now, SHORT));
