@@ -63,8 +63,9 @@ fn with_no_strike_the_aggregation_and_the_payout_run_in_parts() {
     for i in 0..8 {
         w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
     }
-    // The strike check, the aggregation, the payout: four parts each.
-    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4]);
+    // The strike check, the aggregation, the uptime weights, the payout:
+    // four parts each.
+    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4, 4]);
     assert!((0..8).all(|i| w.node(&format!("n{i}")).last_reward.0 > 0), "every node was paid");
 }
 
@@ -77,15 +78,16 @@ fn a_node_with_a_strike_makes_the_aggregation_run_in_node_order() {
         w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
     }
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
-    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4]);
+    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4, 4]);
     assert!(w.node("liar").strike.is_some());
     // Next epoch the strike may be confirmed, and a slash changes stakes
-    // in the middle of the pass: only the check and the payout split.
+    // in the middle of the pass: only the check, the weights and the
+    // payout split.
     for i in 0..8 {
         w.measure(&format!("n{i}"), 100 * MBPS, 20, 1_000_000);
     }
     w.measure("liar", 100 * MBPS, 20, 1_000_000);
-    assert_eq!(end_both_ways(&mut w), vec![4, 4]);
+    assert_eq!(end_both_ways(&mut w), vec![4, 4, 4]);
 }
 
 #[test]

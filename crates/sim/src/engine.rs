@@ -444,6 +444,9 @@ struct BookedToday {
     region: u8,
     kind: Kind,
     books: Books,
+    /// Its account (a copy, so that the day's claimants are read from the
+    /// books alone, not from each seller's operator record).
+    account: AccountIdx,
     /// Its node is active and today it sells (weekly; farmers daily): its
     /// vested rewards are claimed first.
     sells: bool,
@@ -459,6 +462,7 @@ impl BookedToday {
         region: 0,
         kind: Kind::Honest,
         books: Books::Gone,
+        account: 0,
         sells: false,
         exit_due: false,
     };
@@ -1268,8 +1272,7 @@ impl Sim {
         // claims over the run's threads (the same bytes as claiming each
         // just before its sale, in the loop below).
         let booked = self.book_each(price, ctx.time_secs);
-        let sellers: Vec<usize> = (0..booked.len()).filter(|&i| booked[i].sells).collect();
-        let claimants: Vec<AccountIdx> = sellers.iter().map(|&i| self.ops[i].account).collect();
+        let claimants: Vec<AccountIdx> = booked.iter().filter(|b| b.sells).map(|b| b.account).collect();
         let helpers = self.helpers_for(claimants.len());
         claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
@@ -1418,7 +1421,8 @@ impl Sim {
                 // Vested rewards are sold weekly (farmers: daily).
                 let sells = op.active && node.active && (op.kind == Kind::Farmer || (day + i as u64).is_multiple_of(7));
                 let exit_due = op.exiting_until_secs.is_some_and(|until| now_secs >= until);
-                *today = BookedToday { sells, exit_due, kind: op.kind, region: op.region as u8, ..BookedToday::GONE };
+                let (kind, region, account) = (op.kind, op.region as u8, op.account);
+                *today = BookedToday { sells, exit_due, kind, region, account, ..BookedToday::GONE };
                 if !op.active {
                     continue;
                 }

@@ -811,17 +811,30 @@ pub fn regional_multipliers(state: &mut State, measured: &Measured) -> Vec<Regio
 /// take an identity whose measurement went badly offline, or out of the
 /// group, for the rest of the epoch and share only its best identities'
 /// weights.
-/// Into `weights`, one per node (an earlier epoch's are written over).
-pub fn capped_weights(state: &State, measured: &Measured, regions: &[RegionSummary], weights: &mut Vec<u128>) {
-    weights.resize(state.nodes.len(), 0);
-    for (n, (&base, weight)) in measured.base_weight.iter().zip(weights.iter_mut()).enumerate() {
-        *weight = if base == 0 {
-            0
-        } else {
-            let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
-            member_share(w, measured.subnet_nodes[measured.subnet_group[n] as usize])
-        };
-    }
+/// Into `weights`, one per node (an earlier epoch's are written over), in
+/// parts of consecutive nodes on `workers`.
+pub fn capped_weights(
+    state: &State,
+    measured: &Measured,
+    regions: &[RegionSummary],
+    weights: &mut Vec<u128>,
+    workers: &impl Workers,
+) {
+    let n_nodes = state.nodes.len();
+    weights.resize(n_nodes, 0);
+    let ranges = workers::ranges(n_nodes, workers.parts(n_nodes));
+    let parts: Vec<_> = split_lengths(weights, ranges.iter().map(|&(s, e)| e - s)).into_iter().zip(&ranges).collect();
+    workers.run(parts, &|(weights, &(start, _)): (&mut [u128], &(usize, usize))| {
+        for (n, weight) in (start..).zip(weights.iter_mut()) {
+            let base = measured.base_weight[n];
+            *weight = if base == 0 {
+                0
+            } else {
+                let w = ppm_of(base, regions[measured.region[n] as usize].multiplier_ppm as u128);
+                member_share(w, measured.subnet_nodes[measured.subnet_group[n] as usize])
+            };
+        }
+    });
 }
 
 #[cfg(test)]

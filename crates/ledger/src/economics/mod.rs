@@ -125,7 +125,7 @@ pub fn end_epoch_reusing(
     report.regions = measure::regional_multipliers(state, &measured);
 
     // Uptime weights: base × regional multiplier, then the /24 and /48 cap.
-    measure::capped_weights(state, &measured, &report.regions, &mut buffers.weights);
+    measure::capped_weights(state, &measured, &report.regions, &mut buffers.weights, workers);
 
     // Step 3: buy and burn the settled USD through the pool.
     let burned = burn(state, &measured, &mut report);
