@@ -151,8 +151,9 @@ impl<'a> PayRows<'a> {
 
 /// Pays consecutive nodes (`rows` for `nodes`) their usage and uptime
 /// rewards: each reward to its node's totals and into its account's
-/// vesting, and every node's `last_reward` (0 for one paid nothing). `accounts` holds the accounts of the nodes paid, the first
-/// being account `account_base`. No uptime pool when no node has weight.
+/// vesting, and every node's `last_reward` (0 for one paid nothing).
+/// `accounts` holds the accounts of the nodes paid, the first being
+/// account `account_base`. No uptime pool when no node has weight.
 fn pay_nodes(
     nodes: &mut [Node],
     rows: PayRows,
