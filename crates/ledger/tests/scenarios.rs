@@ -1002,3 +1002,37 @@ fn settled_usd_burns_the_right_number_of_tokens_at_the_pool_price() {
     "#]]
     .assert_debug_eq(&format!("{} bought and burned {:.3} TWY at about $1", r.burn_usd, r.burned_token.0 as f64 / 1e6));
 }
+
+/// Five oracles per node: a node's reports outgrow the three its epoch
+/// record holds inline and move to the heap. The stake-weighted median
+/// still decides (one oracle's outlier changes nothing), every epoch
+/// (the record keeps its heap room once cleared), and the state encodes
+/// and decodes to the same state and root with the reports on the heap.
+#[test]
+fn five_oracles_per_node_measure_through_reports_on_the_heap() {
+    let mut params = Params::default_params();
+    params.oracles_per_node = 5;
+    let mut w = world(params, 7, operators("n", 1));
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    for epoch in 0..3u64 {
+        let measured = 90 * MBPS + epoch * MBPS;
+        let mut first = true;
+        let labels = w.report_each("n0", 1_000_000, |_| {
+            // The first oracle reports twice the rest: the median ignores it.
+            let throughput_bps = if std::mem::take(&mut first) { 2 * measured } else { measured };
+            tollway_types::MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 }
+        });
+        assert_eq!(labels.len(), 5, "five oracles report");
+        let n = w.state.node_index[&id("n0")] as usize;
+        assert_eq!(w.state.node_epochs[n].reports.len(), 5);
+        // Mid-epoch, with five reports held: the encoding round-trips.
+        let bytes = tollway_types::codec::encode(&w.state);
+        let back: tollway_ledger::State =
+            tollway_types::codec::decode(&bytes, 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        assert!(back == w.state, "the state decoded from its encoding differs");
+        assert_eq!(tollway_ledger::state_root(&back), tollway_ledger::state_root(&w.state));
+        w.end_epoch();
+        assert_eq!(w.node("n0").verified_capacity_bps, measured, "epoch {epoch}");
+        assert!(w.state.node_epochs[n].reports.is_empty(), "cleared at the epoch's end");
+    }
+}
