@@ -879,6 +879,19 @@ async fn get_waiting_at(front: SocketAddr, origin: SocketAddr, counts: &OriginCo
     socket
 }
 
+/// Sends `request` on a new connection to the front and, once the origin
+/// has had `reached` connections (this one's included), takes `exit` (the
+/// route's node) down; returns all the proxy answers before it closes.
+async fn answer_once_the_route_dies<N>(front: SocketAddr, request: &str, counts: &OriginCounts, reached: usize, exit: N) -> String {
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    wait_until("the request reaches the origin", || counts.accepted() == reached).await;
+    drop(exit);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Regression: a plain-HTTP request on a stream of its own whose route
 /// died before the origin answered got a 502 that blamed the origin ("the
 /// origin closed without answering"), though new connections went to the
@@ -895,9 +908,7 @@ async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
     let (origin, counts) = late_origin(Duration::from_secs(2)).await;
     let url = format!("http://127.0.0.1:{}", origin.port());
 
-    let mut socket = TcpStream::connect(front).await.unwrap();
-    socket.write_all(format!("GET {url}/1000 HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
-    wait_until("the GET reaches the origin", || counts.accepted() == 1).await;
+    let mut socket = get_waiting_at(front, origin, &counts).await;
     drop(first);
     let (head, body) = read_response(&mut socket, "GET").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
@@ -905,13 +916,8 @@ async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
     assert_eq!(pool.history().await, [0, 1]);
     assert_eq!(counts.accepted(), 2, "the GET went again, on a connection of its own");
 
-    let mut socket = TcpStream::connect(front).await.unwrap();
-    socket.write_all(format!("POST {url}/4 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").as_bytes()).await.unwrap();
-    wait_until("the POST reaches the origin", || counts.accepted() == 3).await;
-    drop(second);
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let post = format!("POST {url}/4 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    let answer = answer_once_the_route_dies(front, &post, &counts, 3, second).await;
     assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
     let why = format!("tollway: 127.0.0.1:{}: the route failed before the origin answered", origin.port());
     assert!(answer.contains(&why), "{answer}");
@@ -919,14 +925,8 @@ async fn a_request_whose_route_dies_before_the_answer_goes_again_on_the_next() {
 
     // An upgrade is not sent again either, and its 502 says the same (it
     // said the origin closed without answering).
-    let mut socket = TcpStream::connect(front).await.unwrap();
     let upgrade = format!("GET {url}/5 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-    socket.write_all(upgrade.as_bytes()).await.unwrap();
-    wait_until("the upgrade reaches the origin", || counts.accepted() == 4).await;
-    drop(third);
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.expect("the proxy closes").unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answer_once_the_route_dies(front, &upgrade, &counts, 4, third).await;
     assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
     assert!(answer.contains(&why), "{answer}");
     assert_eq!(counts.accepted(), 4, "the upgrade was not sent again");
