@@ -92,7 +92,7 @@ fn a_node_with_a_strike_makes_the_aggregation_run_in_node_order() {
 
 #[test]
 fn claims_in_parts_are_the_claims_one_by_one() {
-    use tollway_ledger::direct::{apply_unsigned, claim_vested_each};
+    use tollway_ledger::direct::{apply_unsigned, claim_vested_each, Claimed};
     use tollway_ledger::event::Event;
     use tollway_types::{Token, TxBody};
     let mut w = world();
@@ -111,18 +111,21 @@ fn claims_in_parts_are_the_claims_one_by_one() {
     let mut claimants: Vec<u32> = ["oracle1", "n0", "n2", "n3", "n5", "n6", "n7", "liar"].iter().map(|l| idx(&w, l)).collect();
     claimants.sort_unstable();
     let mut one_by_one = w.state.clone();
-    let expected: Vec<Token> = claimants
+    let expected: Vec<Claimed> = claimants
         .iter()
-        .map(|&a| match apply_unsigned(&mut one_by_one, ctx, a, &TxBody::ClaimVested) {
-            Ok(events) => match events.as_slice() {
-                [Event::VestedClaimed { amount, .. }] => *amount,
-                other => panic!("{other:?}"),
-            },
-            Err(_) => Token::ZERO,
+        .map(|&a| {
+            let amount = match apply_unsigned(&mut one_by_one, ctx, a, &TxBody::ClaimVested) {
+                Ok(events) => match events.as_slice() {
+                    [Event::VestedClaimed { amount, .. }] => *amount,
+                    other => panic!("{other:?}"),
+                },
+                Err(_) => Token::ZERO,
+            };
+            Claimed { amount, balance: one_by_one.accounts[a as usize].token }
         })
         .collect();
-    assert!(expected.iter().filter(|t| !t.is_zero()).count() >= 6, "{expected:?}");
-    assert!(expected.iter().any(|t| t.is_zero()), "{expected:?}");
+    assert!(expected.iter().filter(|c| !c.amount.is_zero()).count() >= 6, "{expected:?}");
+    assert!(expected.iter().any(|c| c.amount.is_zero() && !c.balance.is_zero()), "{expected:?}");
 
     let recorder = Recorder::default();
     let mut split = w.state.clone();
@@ -143,4 +146,60 @@ fn claims_in_parts_are_the_claims_one_by_one() {
     let before = state_root(&w.state);
     assert!(claim_vested_each(&mut w.state, ctx, &[], &Recorder::default()).is_empty());
     assert_eq!(state_root(&w.state), before);
+}
+
+#[test]
+fn sales_in_parts_are_the_sales_one_by_one() {
+    use tollway_ledger::direct::{apply_unsigned, sell_tokens_each};
+    use tollway_ledger::event::Event;
+    use tollway_types::{Amount, Token, TxBody, Usd};
+    let w = world();
+    let ctx = w.ctx();
+    let idx = |w: &World, label: &str| *w.state.account_index.get(&tollway_ledger::testkit::id(label)).unwrap_or_else(|| panic!("{label}"));
+    // Each node account holds 10 tokens. Sales of 1 to 8 tokens, and three
+    // the ledger refuses: nothing, more than the account holds, and so
+    // little that the pool pays less than a micro-dollar.
+    let amounts = [Token::units(1), Token::ZERO, Token::units(3), Token::units(11), Token(1), Token::units(8), Token::units(2), Token::units(5)];
+    let sales: Vec<(u32, Token)> = (0..8).map(|i| (idx(&w, &format!("n{i}")), amounts[i])).collect();
+    assert!(sales.windows(2).all(|s| s[0].0 < s[1].0), "the world opens the node accounts in order");
+    let one_by_one = |sales: &[(u32, Token)]| {
+        let mut state = w.state.clone();
+        let bought: Vec<Option<Usd>> = sales
+            .iter()
+            .map(|&(a, amount)| match apply_unsigned(&mut state, ctx, a, &TxBody::Swap { sell: Amount::Token(amount), min_out: 0 }) {
+                Ok(events) => match events.as_slice() {
+                    [Event::Swapped { bought: Amount::Usd(out), .. }] => Some(*out),
+                    other => panic!("{other:?}"),
+                },
+                Err(_) => None,
+            })
+            .collect();
+        (state, bought)
+    };
+    let (expected_state, expected) = one_by_one(&sales);
+    assert_eq!(expected.iter().filter(|b| b.is_none()).count(), 3, "{expected:?}");
+    // Later sales get less a token: the pool's price falls through them.
+    assert!(expected[0].unwrap().0 > expected[6].unwrap().0 / 2, "{expected:?}");
+
+    let recorder = Recorder::default();
+    let mut split = w.state.clone();
+    assert_eq!(sell_tokens_each(&mut split, ctx, &sales, &recorder), expected);
+    // Checked in four parts, then paid in four.
+    assert_eq!(recorder.0.into_inner().unwrap_or_else(|e| e.into_inner()), vec![4, 4]);
+    assert_eq!(state_root(&split), state_root(&expected_state));
+    assert_eq!(split.pool.token, expected_state.pool.token);
+
+    // Not ascending: one by one on this thread, the same result.
+    let reversed: Vec<(u32, Token)> = sales.iter().rev().copied().collect();
+    let (expected_state, mut expected) = one_by_one(&reversed);
+    let recorder = Recorder::default();
+    let mut state = w.state.clone();
+    assert_eq!(sell_tokens_each(&mut state, ctx, &reversed, &recorder), expected);
+    assert!(recorder.0.into_inner().unwrap_or_else(|e| e.into_inner()).is_empty());
+    assert_eq!(state_root(&state), state_root(&expected_state));
+    // The same account twice: its second sale sees the first's balance.
+    let twice = [(sales[0].0, Token::units(6)), (sales[0].0, Token::units(6))];
+    (_, expected) = one_by_one(&twice);
+    assert!(expected[0].is_some() && expected[1].is_none(), "{expected:?}");
+    assert_eq!(sell_tokens_each(&mut w.state.clone(), ctx, &twice, &Recorder::default()), expected);
 }

@@ -13,7 +13,7 @@ use tollway_ledger::assignment::Assigner;
 use tollway_ledger::params::MAX_ORACLES_PER_NODE;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use tollway_ledger::direct::{apply_unsigned, claim_vested_each, pay_node_in, record_report_in, PaymentParts};
+use tollway_ledger::direct::{apply_unsigned, claim_vested_each, pay_node_in, record_report_in, sell_tokens_each, PaymentParts};
 use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{Account, AccountIdx, Node, NodeEpoch, NodeIdx, OracleIdx};
@@ -94,10 +94,6 @@ struct Operator {
     online_hours: u32,
     uptime_ppm: u32,
     sell_share: f64,
-    /// Its liquid tokens after its last sale: what it holds beyond them
-    /// came since, from rewards (claimed, or released by the ledger as a
-    /// new reward arrived, or credited at once without vesting).
-    liquid_after_sale: Token,
     /// Its price as registered: what the ledger's `cost_of_bytes` charges.
     price_usd_micro_per_gib: u64,
     active: bool,
@@ -190,6 +186,13 @@ fn u128_to_f64(x: u128) -> f64 {
 /// element `⌊(len − 1) × f⌋` of the sorted order, found by selection
 /// rather than a full sort (elements equal under `total_cmp` are the same
 /// bits, so the values are those of the sorted vector). 0 when empty.
+/// What a sale of `share` of `of` sells, at most `have` (the account's
+/// liquid tokens); `None` below a millionth of a token, not worth a swap.
+fn sale_amount(of: Token, have: Token, share: f64) -> Option<Token> {
+    let amount = Token((u128_to_f64(of.0) * share) as u128).min(have);
+    (amount.0 >= 1_000_000).then_some(amount)
+}
+
 fn quantiles<const N: usize>(v: &mut [f64], fs: [f64; N]) -> [f64; N] {
     let mut out = [0.0; N];
     if v.is_empty() {
@@ -237,6 +240,13 @@ pub struct Sim {
     pub state: State,
     rng: Rng,
     ops: Vec<Operator>,
+    /// Each operator's liquid tokens after its last sale, beside `ops`:
+    /// what it holds beyond them came since, from rewards (claimed, or
+    /// released by the ledger as a new reward arrived, or credited at once
+    /// without vesting). Dense, for the day's sellers (every seventh
+    /// operator) read and written on the main thread: in the operator
+    /// records (144 bytes with it) each was a cache miss.
+    liquid_after_sale: Vec<Token>,
     oracles: Vec<AccountIdx>,
     /// The accounts of the oracles that collude with the liars from the
     /// attack's start; they report liars' claims while it lasts
@@ -434,7 +444,7 @@ enum Books {
 
 /// An operator's day in the books as far as it depends on the operator
 /// alone, left by the split pass (`Sim::book_each`) for the sequential one
-/// in `step`: 32 bytes, where the sequential pass read a 144-byte operator.
+/// in `step`: 48 bytes, where the sequential pass read a 128-byte operator.
 #[derive(Clone, Copy)]
 struct BookedToday {
     /// The epoch's reward of its node, TWY.
@@ -452,6 +462,8 @@ struct BookedToday {
     sells: bool,
     /// Its unbonding has ended: it withdraws, claims and sells.
     exit_due: bool,
+    /// The share of its new tokens it sells (`Operator::sell_share`).
+    sell_share: f64,
 }
 
 impl BookedToday {
@@ -465,6 +477,7 @@ impl BookedToday {
         account: 0,
         sells: false,
         exit_due: false,
+        sell_share: 0.0,
     };
 }
 
@@ -476,7 +489,7 @@ type Payment = (usize, NodeIdx, usize, Usd, u64);
 type Payments = Vec<Vec<Payment>>;
 
 /// An active operator as `serve` pays it: what the payment reads of the
-/// 144-byte `Operator`, in 32 bytes (`Supply::servers`).
+/// 128-byte `Operator`, in 32 bytes (`Supply::servers`).
 #[derive(Clone, Copy)]
 struct Server {
     /// Its index in `Sim::ops`.
@@ -496,7 +509,7 @@ struct Supply {
     /// Per region: the sum of serving bit/s × hours online.
     region_weight: [f64; 8],
     /// The active operators, in operator order: the day's payments read
-    /// 32 bytes an active operator, not 144 bytes an operator, gone ones
+    /// 32 bytes an active operator, not 128 bytes an operator, gone ones
     /// too.
     servers: Vec<Server>,
 }
@@ -566,6 +579,7 @@ impl Sim {
             state,
             rng,
             ops: Vec::new(),
+            liquid_after_sale: Vec::new(),
             oracles,
             colluders: Vec::new(),
             traders,
@@ -707,6 +721,7 @@ impl Sim {
         // their nodes together (`Sim::measure`).
         assert!(self.ops.last().is_none_or(|o| o.node < node), "operators must hold nodes in node order");
         self.supply = None;
+        self.liquid_after_sale.push(self.state.accounts[account as usize].token);
         self.ops.push(Operator {
             kind,
             account,
@@ -719,7 +734,6 @@ impl Sim {
             online_hours,
             uptime_ppm,
             sell_share,
-            liquid_after_sale: self.state.accounts[account as usize].token,
             price_usd_micro_per_gib,
             active: true,
             leaving: false,
@@ -821,10 +835,7 @@ impl Sim {
     fn sell_part(&mut self, account: AccountIdx, of: Token, share: f64) -> f64 {
         let ctx = self.ctx();
         let have = self.state.accounts[account as usize].token;
-        let amount = Token((u128_to_f64(of.0) * share) as u128).min(have);
-        if amount.0 < 1_000_000 {
-            return 0.0;
-        }
+        let Some(amount) = sale_amount(of, have, share) else { return 0.0 };
         let before = self.state.accounts[account as usize].usd;
         let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell: Amount::Token(amount), min_out: 0 });
         (self.state.accounts[account as usize].usd.0.saturating_sub(before.0)) as f64 / 1e6
@@ -998,7 +1009,7 @@ impl Sim {
         // Pay each node its share of the region's served traffic, in
         // proportion to the capacity-hours it was online: decided by ranges
         // of the active operators (`Supply::servers`) on the run's threads (one
-        // pass streamed through every 144-byte operator on this thread
+        // pass streamed through every 128-byte operator on this thread
         // alone), in operator order within a range and the ranges in order.
         let ctx = self.ctx();
         let helpers = self.helpers_for(servers.len());
@@ -1274,7 +1285,15 @@ impl Sim {
         let booked = self.book_each(price, ctx.time_secs);
         let claimants: Vec<AccountIdx> = booked.iter().filter(|b| b.sells).map(|b| b.account).collect();
         let helpers = self.helpers_for(claimants.len());
-        claim_vested_each(&mut self.state, ctx, &claimants, &helpers);
+        let mut claims = claim_vested_each(&mut self.state, ctx, &claimants, &helpers).into_iter();
+        // The day's sales, in operator order, made after the loop below
+        // (`sell_tokens_each`): each sells from its own account, and the
+        // loop reads and changes no seller's tokens and not the pool, so
+        // the pool sees them in the same order. (One by one, each read and
+        // changed its 256-byte account on this thread.) With the index of
+        // the weekly seller and its balance before the sale, if it is one.
+        let mut sales: Vec<(AccountIdx, Token)> = Vec::new();
+        let mut sellers: Vec<(usize, usize, Token)> = Vec::new();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
@@ -1283,11 +1302,16 @@ impl Sim {
         // departure goes through the ledger, where it changes the pool the
         // next operator sells on and what the ledger lets it do.
         for (i, today) in booked.iter().enumerate() {
+            // Claimed for every seller, in this order (`claimants`).
+            let claimed = if today.sells { claims.next() } else { None };
             if today.exit_due {
                 let (account, kind, sell_share) = (self.ops[i].account, self.ops[i].kind, self.ops[i].sell_share);
                 let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::WithdrawUnbonded);
                 let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::ClaimVested);
-                self.sell(account, if kind == Kind::Honest { sell_share } else { 1.0 });
+                let have = self.state.accounts[account as usize].token;
+                if let Some(amount) = sale_amount(have, have, if kind == Kind::Honest { sell_share } else { 1.0 }) {
+                    sales.push((account, amount));
+                }
                 self.ops[i].exiting_until_secs = None;
             }
             let churn = match today.books {
@@ -1331,15 +1355,26 @@ impl Sim {
             // for its strike to be decided. (Its place in a peekable list
             // of the day's sellers was never taken, which stopped every
             // sale after it that day.)
-            if today.sells {
-                let (account, share) = (self.ops[i].account, self.ops[i].sell_share);
-                let gained = Token(self.state.accounts[account as usize].token.0.saturating_sub(self.ops[i].liquid_after_sale.0));
-                self.sell_part(account, gained, share);
-                self.ops[i].liquid_after_sale = self.state.accounts[account as usize].token;
+            if let Some(claimed) = claimed {
+                let (account, share, have) = (today.account, today.sell_share, claimed.balance);
+                let gained = Token(have.0.saturating_sub(self.liquid_after_sale[i].0));
+                match sale_amount(gained, have, share) {
+                    Some(amount) => {
+                        sellers.push((i, sales.len(), have));
+                        sales.push((account, amount));
+                    }
+                    None => self.liquid_after_sale[i] = have,
+                }
             }
             if churn && self.leave(i) {
                 left += 1;
             }
+        }
+        let helpers = self.helpers_for(sales.len());
+        let bought = sell_tokens_each(&mut self.state, ctx, &sales, &helpers);
+        for (i, k, have) in sellers {
+            let sold = if bought[k].is_some() { sales[k].1 } else { Token::ZERO };
+            self.liquid_after_sale[i] = Token(have.0 - sold.0);
         }
         self.booked = booked;
         for r in 0..8 {
@@ -1402,7 +1437,7 @@ impl Sim {
     /// profit booked, whether it churns, sells today or ends its
     /// unbonding. Split over the run's threads by ranges of operators, with
     /// the read of each one's node (240 bytes a record, 24 MB at 100,000
-    /// nodes): the books' one pass over the 144-byte operators ran on this
+    /// nodes): the books' one pass over the 128-byte operators ran on this
     /// thread alone. What depends on other operators (the sums, the
     /// ledger) is left to `step`, in operator order.
     fn book_each(&mut self, price: f64, now_secs: u64) -> Vec<BookedToday> {
@@ -1422,7 +1457,7 @@ impl Sim {
                 let sells = op.active && node.active && (op.kind == Kind::Farmer || (day + i as u64).is_multiple_of(7));
                 let exit_due = op.exiting_until_secs.is_some_and(|until| now_secs >= until);
                 let (kind, region, account) = (op.kind, op.region as u8, op.account);
-                *today = BookedToday { sells, exit_due, kind, region, account, ..BookedToday::GONE };
+                *today = BookedToday { sells, exit_due, kind, region, account, sell_share: op.sell_share, ..BookedToday::GONE };
                 if !op.active {
                     continue;
                 }
@@ -1658,9 +1693,9 @@ mod tests {
             .collect();
         assert!(sellers.len() > 3, "{sellers:?}");
         sim.ops[sellers[0]].leaving = true;
-        let before: Vec<Token> = sellers.iter().map(|&i| sim.ops[i].liquid_after_sale).collect();
+        let before: Vec<Token> = sellers.iter().map(|&i| sim.liquid_after_sale[i]).collect();
         sim.step().unwrap_or_else(|e| panic!("{e}"));
-        let sold: Vec<bool> = sellers.iter().zip(&before).map(|(&i, b)| sim.ops[i].liquid_after_sale != *b).collect();
+        let sold: Vec<bool> = sellers.iter().zip(&before).map(|(&i, b)| sim.liquid_after_sale[i] != *b).collect();
         assert!(!sold[0], "the operator waiting to leave sold");
         assert!(sold[1..].iter().all(|&s| s), "sellers after it that sold: {sold:?}");
     }
