@@ -247,6 +247,9 @@ pub struct Sim {
     /// operator) read and written on the main thread: in the operator
     /// records (144 bytes with it) each was a cache miss.
     liquid_after_sale: Vec<Token>,
+    /// The day's operator profits, for their quantiles (kept for the
+    /// next day's: 800 kB at 100,000 operators).
+    profits: Vec<f64>,
     oracles: Vec<AccountIdx>,
     /// The accounts of the oracles that collude with the liars from the
     /// attack's start; they report liars' claims while it lasts
@@ -467,6 +470,13 @@ struct BookedToday {
 }
 
 impl BookedToday {
+    /// Whether its profit counts in the day's profit quantiles: booked,
+    /// and run as a real operator would (honest lines and their controls
+    /// and twins; not the attackers' lines, nor the reward farmers).
+    fn counts_profit(&self) -> bool {
+        matches!(self.books, Books::Booked { .. }) && matches!(self.kind, Kind::Honest | Kind::Control | Kind::Twin)
+    }
+
     const GONE: BookedToday = BookedToday {
         reward_twy: 0.0,
         profit_usd: 0.0,
@@ -580,6 +590,7 @@ impl Sim {
             rng,
             ops: Vec::new(),
             liquid_after_sale: Vec::new(),
+            profits: Vec::new(),
             oracles,
             colluders: Vec::new(),
             traders,
@@ -1295,13 +1306,23 @@ impl Sim {
         let mut sales: Vec<(AccountIdx, Token)> = Vec::new();
         let mut sellers: Vec<(usize, usize, Token)> = Vec::new();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
-        let mut profits = Vec::with_capacity(self.ops.len());
         let mut left = left_in_shocks;
+        // The quantiles of the operators' profits, worked out beside the
+        // loop below from the books alone (the k-th smallest under
+        // `total_cmp` is the same value in any order), on a helper that
+        // waited for this thread's loop.
+        let mut profits = std::mem::take(&mut self.profits);
+        let mut profit_quantiles = [0f64; 3];
+        let work = |(profits, out): (&mut Vec<f64>, &mut [f64; 3])| {
+            profits.clear();
+            profits.extend(booked.iter().filter(|b| b.counts_profit()).map(|b| b.profit_usd));
+            *out = quantiles(profits, [0.1, 0.5, 0.9]);
+        };
         // In operator order, on this thread: the sums are of floats (the
-        // same bits only in the same order), and each exit, sale and
-        // departure goes through the ledger, where it changes the pool the
-        // next operator sells on and what the ledger lets it do.
-        for (i, today) in booked.iter().enumerate() {
+        // same bits only in the same order), and each exit and departure
+        // goes through the ledger, where it changes what the ledger lets
+        // the next operator do.
+        self.helpers().run_beside(vec![(&mut profits, &mut profit_quantiles)], &work, || for (i, today) in booked.iter().enumerate() {
             // Claimed for every seller, in this order (`claimants`).
             let claimed = if today.sells { claims.next() } else { None };
             if today.exit_due {
@@ -1324,27 +1345,20 @@ impl Sim {
                 }
                 Books::Booked { churn } => churn,
             };
-            let (region, reward, profit) = (today.region as usize, today.reward_twy, today.profit_usd);
+            let (region, reward) = (today.region as usize, today.reward_twy);
             region_reward[region] += reward;
             region_income_usd[region] += self.income_usd[i];
             region_mbps[region] += today.serving_mbps;
             match today.kind {
-                Kind::Honest => profits.push(profit),
+                Kind::Honest | Kind::Farmer => {}
                 // What the attack gained over the same line run honestly.
                 Kind::Sybil => self.attacker_profit_usd += reward * price,
-                Kind::Control => {
-                    profits.push(profit);
-                    self.attacker_profit_usd -= reward * price / CONTROL_NODES as f64;
-                }
+                Kind::Control => self.attacker_profit_usd -= reward * price / CONTROL_NODES as f64,
                 // What a liar gained over its twin, on the same line
                 // honestly: before its slash, and all along when its
                 // over-claim is small enough to be paid on the claim.
                 Kind::Liar => self.attacker_profit_usd += reward * price,
-                Kind::Twin => {
-                    profits.push(profit);
-                    self.attacker_profit_usd -= reward * price;
-                }
-                Kind::Farmer => {}
+                Kind::Twin => self.attacker_profit_usd -= reward * price,
             }
             // Its share of the rewards that reached its balance since its
             // last sale: the tokens it kept from earlier weeks stay kept (a
@@ -1369,7 +1383,8 @@ impl Sim {
             if churn && self.leave(i) {
                 left += 1;
             }
-        }
+        });
+        self.profits = profits;
         let helpers = self.helpers_for(sales.len());
         let bought = sell_tokens_each(&mut self.state, ctx, &sales, &helpers);
         for (i, k, have) in sellers {
@@ -1383,7 +1398,7 @@ impl Sim {
             self.region_income_usd_per_mbps_day[r] = per_mbps(region_income_usd[r]);
         }
 
-        let [p10, p50, p90] = quantiles(&mut profits, [0.1, 0.5, 0.9]);
+        let [p10, p50, p90] = profit_quantiles;
         let mut row = EpochRow {
             epoch: report.epoch,
             day: self.day as f64,
