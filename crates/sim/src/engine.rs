@@ -392,7 +392,7 @@ struct Helpers {
 impl Workers for Helpers {
     fn parts(&self, items: usize) -> usize {
         if self.threads > 1 && items >= PARALLEL_MIN_OPERATORS {
-            4 * self.threads
+            2 * self.threads
         } else {
             1
         }
