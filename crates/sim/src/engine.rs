@@ -1029,7 +1029,8 @@ impl Sim {
         payments.resize_with(ranges.len(), Vec::new);
         let mut paid_micro = vec![[0u128; 8]; ranges.len()];
         let parts = payments.iter_mut().zip(paid_micro.iter_mut()).zip(ranges).collect();
-        helpers.run(parts, &|((out, part_paid), (start, end)): ((&mut Vec<Payment>, &mut [u128; 8]), (usize, usize))| {
+        type Part<'a> = ((&'a mut Vec<Payment>, &'a mut [u128; 8]), (usize, usize));
+        helpers.run(parts, &|((out, part_paid), (start, end)): Part| {
             out.clear();
             // Summed here and stored once: the parts' sums are neighbours
             // in memory, and adding to them in place shared their cache
