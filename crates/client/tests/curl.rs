@@ -450,6 +450,38 @@ async fn pipelined_requests_reach_their_origin_one_at_a_time_in_origin_form() {
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.ends_with("tollway: malformed chunked body: a chunk size is not hexadecimal\n"), "{answer}");
 }
 
+/// A request with both framings (chunked and a Content-Length) is sent on
+/// as chunked, and its connection closes after the response: a request
+/// behind it is what request smuggling would have the origin read as the
+/// body (RFC 9112 §6.1). A head longer than the proxy reads gets 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_framings_end_the_connection_and_a_huge_head_gets_431() {
+    let origin = record_connection_server().await;
+    let (front, _pool, _exit) = one_hop_front("http-both-framings").await;
+    let url = format!("http://127.0.0.1:{}", origin.port());
+    let host = format!("Host: 127.0.0.1:{}\r\n", origin.port());
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let first = format!("POST {url}/both HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let second = format!("GET {url}/second HTTP/1.1\r\n{host}\r\n");
+    socket.write_all(format!("{first}{second}").as_bytes()).await.unwrap();
+    let (head, reached) = read_response(&mut socket, "POST").await;
+    assert!(head.ends_with("\r\nConnection: close\r\n\r\n"), "{head}");
+    let reached = String::from_utf8(reached).unwrap();
+    assert!(reached.starts_with("POST /both HTTP/1.1\r\n") && reached.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{reached}");
+    assert!(!reached.to_ascii_lowercase().contains("content-length"), "{reached}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty(), "the request behind it was answered: {}", String::from_utf8_lossy(&rest));
+
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let big = format!("GET {url}/big HTTP/1.1\r\n{host}Cookie: {}\r\n\r\n", "a".repeat(9000));
+    socket.write_all(big.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
+}
+
 /// A refused request whose body is still coming gets its answer, with the
 /// reason, and not a reset: the proxy reads the rest of the body away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,8 +130,8 @@ impl ParseError {
             ParseError::UnsupportedAuthScheme
             | ParseError::CredentialsNotUtf8 { .. }
             | ParseError::CredentialsTooLong { .. } => Some(HttpReply::ProxyAuthRequired),
+            ParseError::HeadTooLarge => Some(HttpReply::HeadTooLarge),
             ParseError::InvalidDomain(_)
-            | ParseError::HeadTooLarge
             | ParseError::BadRequestLine(_)
             | ParseError::UnsupportedHttpVersion
             | ParseError::BadAuthority(_)

@@ -242,7 +242,12 @@ pub fn parse_http_request(buf: &[u8]) -> Result<(HttpRequest, usize), ParseError
                     RequestLine::Connect(target) => HttpRequest::Connect(ConnectRequest { target, credentials }),
                     RequestLine::Forward(f) => {
                         let upgrade = if f.version == "HTTP/1.1" { upgrade_of(&headers) } else { None };
-                        let keep_alive = persistent(f.version, &headers);
+                        // Both framings (RFC 9112 §6.1): sent on as chunked,
+                        // and the connection closes after the response, as
+                        // the pair is what request smuggling plays on.
+                        let both_framings = header_values(&headers, b"transfer-encoding").next().is_some()
+                            && header_values(&headers, b"content-length").next().is_some();
+                        let keep_alive = persistent(f.version, &headers) && !both_framings;
                         let (body, headers) = framing(end_to_end(headers))?;
                         HttpRequest::Forward(ForwardRequest {
                             method: f.method,
@@ -589,6 +594,9 @@ pub enum HttpReply {
     Forbidden,
     /// 407: credentials are required (`Proxy-Authenticate: Basic`).
     ProxyAuthRequired,
+    /// 431: the request head is longer than the proxy reads (RFC 6585
+    /// §5), which a program may answer by sending fewer cookies.
+    HeadTooLarge,
     /// 502: the exit could not reach the target.
     BadGateway,
     /// 504: the exit did not reach the target in time.
@@ -596,11 +604,12 @@ pub enum HttpReply {
 }
 
 impl HttpReply {
-    pub const ALL: [HttpReply; 6] = [
+    pub const ALL: [HttpReply; 7] = [
         HttpReply::Established,
         HttpReply::BadRequest,
         HttpReply::Forbidden,
         HttpReply::ProxyAuthRequired,
+        HttpReply::HeadTooLarge,
         HttpReply::BadGateway,
         HttpReply::GatewayTimeout,
     ];
@@ -611,6 +620,7 @@ impl HttpReply {
             HttpReply::BadRequest => 400,
             HttpReply::Forbidden => 403,
             HttpReply::ProxyAuthRequired => 407,
+            HttpReply::HeadTooLarge => 431,
             HttpReply::BadGateway => 502,
             HttpReply::GatewayTimeout => 504,
         }
@@ -627,6 +637,9 @@ impl HttpReply {
             HttpReply::ProxyAuthRequired => {
                 b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tollway\"\r\n\
                   Content-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+            HttpReply::HeadTooLarge => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             }
             HttpReply::BadGateway => b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             HttpReply::GatewayTimeout => {
@@ -850,6 +863,12 @@ mod tests {
         assert!(!keeps("GET http://a/ HTTP/1.1\r\nConnection: TE, Close\r\n\r\n"));
         assert!(!keeps("GET http://a/ HTTP/1.0\r\n\r\n"));
         assert!(keeps("GET http://a/ HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        // Chunked with a Content-Length too: the next request on the
+        // connection could be one the origin reads as this one's body.
+        assert!(keeps("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(keeps("POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\n\r\n"));
+        assert!(!keeps("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"));
+        assert!(!keeps("POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"));
     }
 
     #[test]
@@ -997,10 +1016,10 @@ mod tests {
         );
         check(
             &"G".repeat(10_000),
-            expect!["error: HTTP request header too large: the request head exceeds 8192 bytes -> Some(400)"],
+            expect!["error: HTTP request header too large: the request head exceeds 8192 bytes -> Some(431)"],
         );
         let many_lines = format!("CONNECT a:1 HTTP/1.1\r\n{}", "A: b\r\n".repeat(2000));
-        check(&many_lines, expect!["error: HTTP request header too large: the request head exceeds 8192 bytes -> Some(400)"]);
+        check(&many_lines, expect!["error: HTTP request header too large: the request head exceeds 8192 bytes -> Some(431)"]);
     }
 
     #[test]
@@ -1078,6 +1097,7 @@ mod tests {
             400 HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             403 HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             407 HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tollway\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
+            431 HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             502 HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             504 HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
         "#]]
