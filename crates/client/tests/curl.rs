@@ -368,14 +368,20 @@ async fn a_plain_http_request_reaches_the_origin_rewritten_with_its_body() {
         assert!(!names.iter().any(|n| n == gone), "{gone} reached the origin: {head}");
     }
     assert_eq!(got_body, body);
-    // Without the credentials: 407 with its reason, and nothing forwarded.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl").args(["--silent", "--max-time", "10", "--proxy", &proxy, "--write-out", "%{http_code}", &url]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.ends_with("407") && text.contains("needs a user name and password"), "{text}");
+    // Without the credentials, or with another scheme's: 407 with its
+    // reason, and nothing forwarded.
+    for extra in [None, Some("Proxy-Authorization: Negotiate YIIBhg==")] {
+        let (proxy, url) = (proxy.clone(), url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--silent", "--max-time", "10", "--proxy", &proxy, "--write-out", "%{http_code}", &url];
+            args.extend(extra.iter().flat_map(|h| ["-H", *h]));
+            Command::new("curl").args(args).output().unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.ends_with("407") && text.contains("needs a user name and password"), "{extra:?}: {text}");
+    }
 }
 
 /// A program that pipelines: the origin gets the first request and its
@@ -480,6 +486,23 @@ async fn both_framings_end_the_connection_and_a_huge_head_gets_431() {
     tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
     let answer = String::from_utf8(answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
+}
+
+/// An open proxy serves a request whose Proxy-Authorization uses a scheme
+/// it does not know (a program may send its Negotiate token to every
+/// proxy), and the header, the proxy's, reaches no origin. (It answered
+/// 407, asking for credentials it does not want.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_proxy_serves_a_request_with_another_auth_scheme() {
+    let origin = record_connection_server().await;
+    let (front, _pool, _exit) = one_hop_front("http-other-scheme").await;
+    let (url, port) = (format!("http://127.0.0.1:{}", origin.port()), origin.port());
+    let mut socket = TcpStream::connect(front).await.unwrap();
+    let request = format!("GET {url}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Negotiate YIIBhg==\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let (head, reached) = read_response(&mut socket, "GET").await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(String::from_utf8(reached).unwrap(), format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: keep-alive\r\n\r\n"));
 }
 
 /// A refused request whose body is still coming gets its answer, with the

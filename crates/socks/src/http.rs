@@ -507,7 +507,16 @@ fn parse_header(
         if credentials.is_some() {
             return Err(ParseError::DuplicateProxyAuthorization);
         }
-        *credentials = Some(parse_basic(value)?);
+        match parse_basic(value) {
+            Ok(given) => *credentials = Some(given),
+            // Another scheme (Negotiate, NTLM, Bearer), which a program
+            // may send to every proxy: read as no credentials, so a proxy
+            // that wants them asks with 407 as for none, and an open proxy
+            // serves (refused here, it answered 407 to a proxy that asks
+            // for nothing). The header is the proxy's: it goes no further.
+            Err(ParseError::UnsupportedAuthScheme) => {}
+            Err(e) => return Err(e),
+        }
         return Ok(Header::ProxyAuthorization);
     }
     Ok(Header::Other)
@@ -966,7 +975,8 @@ mod tests {
         // Refused as soon as the bad line is complete, before the head ends.
         check("CONNECT a:1 HTTP/1.1\r\nA: b\0c\r\n", expect!["error: malformed HTTP header on line 2: a control character in the header value -> Some(400)"]);
         check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\nproxy-authorization: Basic dTpw\r\n\r\n", expect!["error: more than one Proxy-Authorization header -> Some(400)"]);
-        check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Bearer abc\r\n\r\n", expect!["error: Proxy-Authorization uses a scheme other than Basic; this proxy accepts only Basic credentials -> Some(407)"]);
+        // Another scheme: no credentials (a proxy that wants some asks).
+        check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Bearer abc\r\n\r\n", expect!["CONNECT a:1 (used 57 of 57)"]);
         check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization:\r\n\r\n", expect!["error: malformed Proxy-Authorization Basic credentials: the header is empty -> Some(400)"]);
         check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic\r\n\r\n", expect!["error: malformed Proxy-Authorization Basic credentials: nothing after `Basic` -> Some(400)"]);
         check("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic dTpw=\r\n\r\n", expect!["error: malformed Proxy-Authorization Basic credentials: not valid Base64 -> Some(400)"]);
