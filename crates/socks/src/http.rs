@@ -164,8 +164,10 @@ impl ForwardRequest {
 
     /// The request head's bytes as a client sends them to the proxy.
     pub fn encode(&self) -> Vec<u8> {
-        let mut head =
-            format!("{} http://{}{} {}\r\nHost: {}\r\n", self.method, self.authority, self.path, self.version, self.authority);
+        // `*` is what an OPTIONS for the origin as a whole becomes; the
+        // proxy is asked for it by the URL with no path.
+        let path = if self.path == "*" { "" } else { &self.path };
+        let mut head = format!("{} http://{}{} {}\r\nHost: {}\r\n", self.method, self.authority, path, self.version, self.authority);
         if let Some(credentials) = &self.credentials {
             head.push_str("Proxy-Authorization: ");
             head.push_str(&credentials.basic_header_value());
@@ -327,6 +329,13 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
         return Ok(RequestLine::Connect(target));
     }
     let (authority, target, path) = parse_http_url(target)?;
+    let path = match path {
+        // An OPTIONS for the origin as a whole (no path, no query) asks it
+        // as `OPTIONS *` (RFC 9112 §3.2.4); any other request, for `/`.
+        None if method == b"OPTIONS" => "*".to_string(),
+        None => "/".to_string(),
+        Some(path) => path,
+    };
     // A token is ASCII.
     let method = String::from_utf8_lossy(method).into_owned();
     Ok(RequestLine::Forward(ForwardLine { method, authority, target, path, version }))
@@ -334,8 +343,9 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
 
 /// `http://authority[/path][?query][#fragment]` (RFC 9112 §3.2.2, RFC 3986
 /// §3): the authority as written, where to connect, and the origin-form
-/// path (the fragment is the client's alone).
-fn parse_http_url(url: &[u8]) -> Result<(String, Target, String), ParseError> {
+/// path (the fragment is the client's alone), `None` when the URL has
+/// neither path nor query.
+fn parse_http_url(url: &[u8]) -> Result<(String, Target, Option<String>), ParseError> {
     let has_scheme = |scheme: &[u8]| url.len() >= scheme.len() && url[..scheme.len()].eq_ignore_ascii_case(scheme);
     if !has_scheme(b"http://") {
         return Err(if has_scheme(b"https://") {
@@ -366,10 +376,13 @@ fn parse_http_url(url: &[u8]) -> Result<(String, Target, String), ParseError> {
     if path.iter().any(|&b| !(0x21..0x7f).contains(&b)) {
         return Err(ParseError::BadUrl("the path holds a byte that is not printable ASCII (percent-encode it)"));
     }
+    if path.is_empty() {
+        return Ok((authority.to_string(), target, None));
+    }
     // ASCII by the check above.
     let path = String::from_utf8_lossy(path);
     let path = if path.starts_with('/') { path.into_owned() } else { format!("/{path}") };
-    Ok((authority.to_string(), target, path))
+    Ok((authority.to_string(), target, Some(path)))
 }
 
 /// The headers a forwarded request keeps: every line but `Host`,
@@ -860,6 +873,30 @@ mod tests {
             "PUT http://a:81/x HTTP/1.1\r\nConnection: keep-alive, X-Hop, Transfer-Encoding\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
             expect![[r#"to a:81 send "PUT /x HTTP/1.1\r\nHost: a:81\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\nConnection: close\r\n\r\n" body Chunked user="u" password="p" (used 204 of 204)"#]],
         );
+    }
+
+    #[test]
+    fn an_options_for_the_whole_origin_goes_as_an_asterisk() {
+        check(
+            "OPTIONS http://a:81 HTTP/1.1\r\n\r\n",
+            expect![[r#"to a:81 send "OPTIONS * HTTP/1.1\r\nHost: a:81\r\nConnection: close\r\n\r\n" body Empty (used 32 of 32)"#]],
+        );
+        // With a path or a query it asks for that; other methods ask for `/`.
+        check(
+            "OPTIONS http://a:81/ HTTP/1.1\r\n\r\n",
+            expect![[r#"to a:81 send "OPTIONS / HTTP/1.1\r\nHost: a:81\r\nConnection: close\r\n\r\n" body Empty (used 33 of 33)"#]],
+        );
+        check(
+            "OPTIONS http://a:81?x HTTP/1.1\r\n\r\n",
+            expect![[r#"to a:81 send "OPTIONS /?x HTTP/1.1\r\nHost: a:81\r\nConnection: close\r\n\r\n" body Empty (used 34 of 34)"#]],
+        );
+        check(
+            "GET http://a:81#top HTTP/1.1\r\n\r\n",
+            expect![[r#"to a:81 send "GET / HTTP/1.1\r\nHost: a:81\r\nConnection: close\r\n\r\n" body Empty (used 32 of 32)"#]],
+        );
+        // Encoded for a proxy again, it is the URL with no path.
+        let (request, _) = parse_http_request(b"OPTIONS http://a:81 HTTP/1.1\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(request.encode().starts_with(b"OPTIONS http://a:81 HTTP/1.1\r\n"));
     }
 
     #[test]
