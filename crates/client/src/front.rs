@@ -700,7 +700,9 @@ const IDLE_ORIGINS_PER_TARGET: usize = 4;
 
 impl IdleOrigins {
     fn put(&self, stream: KeptOrigin) {
-        if stream.authorized {
+        // Kept for no time (`origin_idle` 0): closed now, not when the next
+        // request or sweep finds it stale (it kept its session open).
+        if stream.authorized || self.idle_for.is_zero() {
             return;
         }
         let Ok(mut streams) = self.streams.lock() else { return };
@@ -737,6 +739,11 @@ impl IdleOrigins {
     async fn sweep(idle: std::sync::Weak<IdleOrigins>, pool: std::sync::Weak<RoutePool>) {
         loop {
             let Some(every) = idle.upgrade().map(|idle| (idle.idle_for / 6).min(IDLE_SWEEP_EVERY_MAX)) else { return };
+            // Nothing is kept (`origin_idle` 0), so nothing to sweep: a
+            // sleep of 0 made this loop spin a core.
+            if every.is_zero() {
+                return;
+            }
             tokio::time::sleep(every).await;
             let Some(idle) = idle.upgrade() else { return };
             let active = match pool.upgrade() {
@@ -1259,7 +1266,18 @@ async fn read_http_request(
 
 #[cfg(test)]
 mod tests {
-    use super::HeadScan;
+    use super::{HeadScan, IdleOrigins};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// With `origin_idle` 0 nothing is kept and the sweep ends at once (it
+    /// looped on sleeps of 0, a core busy for as long as the proxy ran).
+    #[tokio::test]
+    async fn with_no_idle_time_nothing_is_swept() {
+        let idle = Arc::new(IdleOrigins { streams: Mutex::default(), idle_for: Duration::ZERO });
+        let sweep = IdleOrigins::sweep(Arc::downgrade(&idle), std::sync::Weak::new());
+        assert!(tokio::time::timeout(Duration::from_secs(1), sweep).await.is_ok(), "the sweep did not end");
+    }
 
     /// A head that comes a byte at a time is parsed twice (its status line
     /// ended, its blank line came), not after every byte; so is one whose
