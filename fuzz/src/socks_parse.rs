@@ -496,7 +496,8 @@ pub fn seed_socks_parse() -> Vec<SocksSeed> {
         ("http-https-url", http("GET https://example.com/ HTTP/1.1\r\n\r\n"), false),
         ("http-no-port", http("CONNECT example.com HTTP/1.1\r\n\r\n"), false),
         ("http-v6-unbracketed", http("CONNECT ::1:443 HTTP/1.1\r\n\r\n"), false),
-        ("http-bearer", http("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Bearer x\r\n\r\n"), false),
+        // Another scheme than Basic reads as no credentials.
+        ("http-bearer", http("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Bearer x\r\n\r\n"), true),
         ("http-bad-base64", http("CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic dTp=w\r\n\r\n"), false),
         ("http-folded-header", http("CONNECT a:1 HTTP/1.1\r\nA: b\r\n c\r\n\r\n"), false),
         ("http-version-2", http("CONNECT a:1 HTTP/2.0\r\n\r\n"), false),
