@@ -309,6 +309,15 @@ async fn one_hop_front(label: &str) -> (SocketAddr, Arc<RoutePool>, TestNode) {
     (front, pool, exit)
 }
 
+/// A one-hop front end (with its pool and exit, to hold) and an origin
+/// that answers with what reached it (`record_connection_server`): the
+/// front's address, the origin's URL, and its `Host` line.
+async fn front_to_recording_origin(label: &str) -> (SocketAddr, (Arc<RoutePool>, TestNode), String, String) {
+    let origin = record_connection_server().await;
+    let (front, pool, exit) = one_hop_front(label).await;
+    (front, (pool, exit), format!("http://127.0.0.1:{}", origin.port()), format!("Host: 127.0.0.1:{}\r\n", origin.port()))
+}
+
 /// Answers each connection with every byte that reached it: its request
 /// head, then whatever follows until the line is quiet for `QUIET`.
 async fn record_connection_server() -> SocketAddr {
@@ -425,10 +434,7 @@ async fn read_response(socket: &mut TcpStream, method: &str) -> (String, Vec<u8>
 /// the first's body with the proxy's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_reach_their_origin_one_at_a_time_in_origin_form() {
-    let origin = record_connection_server().await;
-    let (front, _pool, _exit) = one_hop_front("http-pipeline").await;
-    let url = format!("http://127.0.0.1:{}", origin.port());
-    let host = format!("Host: 127.0.0.1:{}\r\n", origin.port());
+    let (front, _held, url, host) = front_to_recording_origin("http-pipeline").await;
     let second = format!("GET {url}/second HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n");
     for (framing, body) in [
         ("Content-Length: 5\r\n", "hello"),
@@ -462,10 +468,7 @@ async fn pipelined_requests_reach_their_origin_one_at_a_time_in_origin_form() {
 /// body (RFC 9112 §6.1). A head longer than the proxy reads gets 431.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_framings_end_the_connection_and_a_huge_head_gets_431() {
-    let origin = record_connection_server().await;
-    let (front, _pool, _exit) = one_hop_front("http-both-framings").await;
-    let url = format!("http://127.0.0.1:{}", origin.port());
-    let host = format!("Host: 127.0.0.1:{}\r\n", origin.port());
+    let (front, _held, url, host) = front_to_recording_origin("http-both-framings").await;
     let mut socket = TcpStream::connect(front).await.unwrap();
     let first = format!("POST {url}/both HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
     let second = format!("GET {url}/second HTTP/1.1\r\n{host}\r\n");
@@ -494,15 +497,13 @@ async fn both_framings_end_the_connection_and_a_huge_head_gets_431() {
 /// 407, asking for credentials it does not want.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_proxy_serves_a_request_with_another_auth_scheme() {
-    let origin = record_connection_server().await;
-    let (front, _pool, _exit) = one_hop_front("http-other-scheme").await;
-    let (url, port) = (format!("http://127.0.0.1:{}", origin.port()), origin.port());
+    let (front, _held, url, host) = front_to_recording_origin("http-other-scheme").await;
     let mut socket = TcpStream::connect(front).await.unwrap();
-    let request = format!("GET {url}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Negotiate YIIBhg==\r\n\r\n");
+    let request = format!("GET {url}/x HTTP/1.1\r\n{host}Proxy-Authorization: Negotiate YIIBhg==\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
     let (head, reached) = read_response(&mut socket, "GET").await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert_eq!(String::from_utf8(reached).unwrap(), format!("GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: keep-alive\r\n\r\n"));
+    assert_eq!(String::from_utf8(reached).unwrap(), format!("GET /x HTTP/1.1\r\n{host}Connection: keep-alive\r\n\r\n"));
 }
 
 /// A refused request whose body is still coming gets its answer, with the
