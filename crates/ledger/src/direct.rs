@@ -7,11 +7,11 @@
 
 use crate::apply::{apply_body, claim_vested};
 pub use crate::apply::PaymentParts;
+use crate::economics::amm;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::state::{Account, AccountIdx, Ctx, NodeEpoch, NodeIdx, OracleIdx, ReportSlot, State};
 use crate::workers::{self, Workers};
-use crate::economics::amm;
 use tollway_types::{Amount, MeasurementOutcome, Token, TxBody, Usd, PPM};
 
 /// Applies a transaction body as `signer` with no signature, nonce or fee.

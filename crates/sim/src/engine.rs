@@ -1308,8 +1308,9 @@ impl Sim {
         // (`sell_tokens_each`): each sells from its own account, and the
         // loop reads and changes no seller's tokens and not the pool, so
         // the pool sees them in the same order. (One by one, each read and
-        // changed its 256-byte account on this thread.) With the index of
-        // the weekly seller and its balance before the sale, if it is one.
+        // changed its 256-byte account on this thread.) `sellers`: for each
+        // weekly seller's sale, its operator, its place in `sales` and its
+        // balance before it.
         let mut sales: Vec<(AccountIdx, Token)> = Vec::new();
         let mut sellers: Vec<(usize, usize, Token)> = Vec::new();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
