@@ -510,10 +510,18 @@ impl<'de> Deserialize<'de> for Reports {
 impl Reports {
     #[inline]
     pub fn as_slice(&self) -> &[ReportSlot] {
-        let len = self.len as usize;
-        match &self.slots {
-            ReportSlots::Inline(slots) => &slots[..len],
-            ReportSlots::Heap(slots) => &slots[..len],
+        let all: &[ReportSlot] = match &self.slots {
+            ReportSlots::Inline(slots) => slots,
+            ReportSlots::Heap(slots) => &slots[..],
+        };
+        &all[..self.len as usize]
+    }
+    /// Every slot of the storage, used or not.
+    #[inline]
+    fn storage_mut(&mut self) -> &mut [ReportSlot] {
+        match &mut self.slots {
+            ReportSlots::Inline(slots) => slots,
+            ReportSlots::Heap(slots) => &mut slots[..],
         }
     }
     #[inline]
@@ -546,10 +554,7 @@ impl Reports {
                 self.slots = ReportSlots::Heap(all);
             }
         }
-        match &mut self.slots {
-            ReportSlots::Inline(slots) => slots[len] = slot,
-            ReportSlots::Heap(slots) => slots[len] = slot,
-        }
+        self.storage_mut()[len] = slot;
         self.len += 1;
         true
     }
@@ -557,11 +562,7 @@ impl Reports {
     #[inline]
     pub fn clear(&mut self) {
         let len = self.len as usize;
-        let used = match &mut self.slots {
-            ReportSlots::Inline(slots) => &mut slots[..len],
-            ReportSlots::Heap(slots) => &mut slots[..len],
-        };
-        used.fill(ReportSlot::EMPTY);
+        self.storage_mut()[..len].fill(ReportSlot::EMPTY);
         self.len = 0;
     }
 }

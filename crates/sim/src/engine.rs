@@ -18,7 +18,7 @@ use tollway_ledger::economics::SlashReason;
 use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::state::{Account, AccountIdx, Node, NodeEpoch, NodeIdx, OracleIdx};
 use tollway_ledger::invariants::{check_supply_with, AccountSums, Holdings};
-use tollway_ledger::workers::{ranges, split_lengths, Workers};
+use tollway_ledger::workers::{ranges, split_lengths, OneThread, Workers};
 use tollway_ledger::{check_supply, cost_of_bytes, end_epoch, end_epoch_reusing, Ctx, EpochBuffers, State};
 use tollway_types::{
     AccountId, Amount, CountryCode, Hash32, MeasurementOutcome, NodeSpec, PublicKey, Token, TxBody,
@@ -837,19 +837,12 @@ impl Sim {
     }
 
     /// Sells `share` of the account's liquid tokens on the pool.
-    fn sell(&mut self, account: AccountIdx, share: f64) -> f64 {
+    fn sell(&mut self, account: AccountIdx, share: f64) {
         let have = self.state.accounts[account as usize].token;
-        self.sell_part(account, have, share)
-    }
-
-    /// Sells `share` of `of`, at most the account's liquid tokens.
-    fn sell_part(&mut self, account: AccountIdx, of: Token, share: f64) -> f64 {
-        let ctx = self.ctx();
-        let have = self.state.accounts[account as usize].token;
-        let Some(amount) = sale_amount(of, have, share) else { return 0.0 };
-        let before = self.state.accounts[account as usize].usd;
-        let _ = apply_unsigned(&mut self.state, ctx, account, &TxBody::Swap { sell: Amount::Token(amount), min_out: 0 });
-        (self.state.accounts[account as usize].usd.0.saturating_sub(before.0)) as f64 / 1e6
+        if let Some(amount) = sale_amount(have, have, share) {
+            let ctx = self.ctx();
+            sell_tokens_each(&mut self.state, ctx, &[(account, amount)], &OneThread);
+        }
     }
 
     /// Today's shocks; returns how many operators an exodus took (a row's
