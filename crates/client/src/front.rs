@@ -4,7 +4,7 @@
 //! connection) on one port, so any ordinary program works through the
 //! tunnel. Parsing is `tollway-socks` (pure); this is only its driver.
 
-use crate::pool::{ClientError, OpenedOn, RoutePool};
+use crate::pool::{ClientError, IfUnanswered, OpenedOn, RoutePool};
 use std::io;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -332,7 +332,7 @@ async fn tunnel(
             let target = target.clone();
             Arc::new(move |code: ErrorCode| log(&refusal_line(&target, code.describe()))) as OnRefused
         });
-        if let Err(e) = pool.open_attached(dest, io, on_refused).await {
+        if let Err(e) = pool.open_attached(dest, io, on_refused, IfUnanswered::OpenAgain).await {
             log_refusal(config, &target, e);
         }
         return Ok(());
@@ -947,7 +947,10 @@ async fn open_forward(
             let _ = tx.send(code);
         }
     });
-    let route = match pool.open_attached(dest_of(target), EarlySocket { io: Box::new(far), first }, Some(on_refused)).await {
+    // Not opened again if unanswered: `forward` sends a request again
+    // itself, if its method allows (a GET, not a POST).
+    let on_far = EarlySocket { io: Box::new(far), first };
+    let route = match pool.open_attached(dest_of(target), on_far, Some(on_refused), IfUnanswered::Close).await {
         Ok(route) => route,
         Err(e) => {
             log_refusal(config, target, &e);

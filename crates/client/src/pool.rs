@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tollway_net::race;
-use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OpenError, SessionHandle, Usage};
+use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OnUnanswered, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::{SessionError, StreamId};
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
@@ -1107,11 +1107,31 @@ impl RoutePool {
     /// dead route is marked down and the socket goes to the next one. The
     /// exit's answer comes later: `on_refused` hears a refusal. Returns the
     /// route it went to.
+    ///
+    /// Should the route's session end before its exit answered (the exit
+    /// died or hung right as the program connected, before the pool could
+    /// know), `if_unanswered` says what becomes of the connection.
     pub async fn open_attached(
         &self,
         dest: Dest,
         io: EarlySocket,
         on_refused: Option<OnRefused>,
+        if_unanswered: IfUnanswered,
+    ) -> Result<OpenedOn, ClientError> {
+        let replays = match if_unanswered {
+            IfUnanswered::OpenAgain => self.config.routes.len(),
+            IfUnanswered::Close => 0,
+        };
+        self.open_attached_again(dest, io, on_refused, replays).await
+    }
+
+    /// [`RoutePool::open_attached`], opened again at most `replays` times.
+    async fn open_attached_again(
+        &self,
+        dest: Dest,
+        io: EarlySocket,
+        on_refused: Option<OnRefused>,
+        replays: usize,
     ) -> Result<OpenedOn, ClientError> {
         let mut io = io;
         for _ in 0..=self.config.routes.len() {
@@ -1120,7 +1140,8 @@ impl RoutePool {
             if !self.still_there_if_quiet(index, session).await {
                 continue;
             }
-            match session.open_attached(dest.clone(), io, on_refused.clone()).await {
+            let on_unanswered = (replays > 0).then(|| self.open_elsewhere(index, &dest, on_refused.clone(), replays - 1));
+            match session.open_attached(dest.clone(), io, on_refused.clone(), on_unanswered).await {
                 Ok(_) => return Ok(OpenedOn(Arc::downgrade(&connected))),
                 Err((e, back)) => {
                     if let Some(code) = not_the_routes_fault(&e) {
@@ -1133,6 +1154,39 @@ impl RoutePool {
         }
         Err(ClientError::NoRoute("every route failed".into()))
     }
+
+    /// What becomes of a connection opened on route `index` whose session
+    /// ends before its exit answered: it is opened again, on the route new
+    /// streams go to by then.
+    fn open_elsewhere(&self, index: usize, dest: &Dest, on_refused: Option<OnRefused>, replays: usize) -> OnUnanswered {
+        let (pool, dest) = (self.me.clone(), dest.clone());
+        let name = self.config.routes[index].name();
+        Box::new(move |io: EarlySocket| {
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            pool.say(&format!("route {name}: closed before its exit answered a connection to {dest}: opened again on the next route"));
+            tokio::spawn(async move {
+                if let Err(e) = Box::pin(pool.open_attached_again(dest.clone(), io, on_refused, replays)).await {
+                    pool.say(&format!("a connection to {dest} opened again failed: {e}"));
+                }
+            });
+        })
+    }
+}
+
+/// What becomes of an optimistic open ([`RoutePool::open_attached`]) whose
+/// route's session ends before its exit answered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfUnanswered {
+    /// It is opened again on the route new streams go to by then, with
+    /// the bytes the program had sent: it was not yet in flight, so the
+    /// program does not see it fail (`OnUnanswered`). Its socket is read no
+    /// further than those first bytes until the exit answers.
+    OpenAgain,
+    /// It closes, as one in flight does: for a caller that decides itself
+    /// whether its bytes may go twice.
+    Close,
 }
 
 /// The route a stream was opened on, for [`RoutePool::takes_new_streams`].

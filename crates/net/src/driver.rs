@@ -125,6 +125,15 @@ pub struct Usage {
 /// only one who can tell anybody. Dropped unused once the exit opens it.
 pub type OnRefused = Arc<dyn Fn(ErrorCode) + Send + Sync>;
 
+/// Called, on the driver's task, when the session ends before its exit
+/// answered an optimistic open ([`SessionHandle::open_attached`]): with the
+/// program's socket and the bytes it had sent, so the connection can be
+/// opened again on another route instead of failing. The exit said
+/// neither `Opened` nor a refusal, so the program has had no byte back;
+/// the exit may still have passed the bytes on before it died (as with
+/// Tor's optimistic data, which is retried the same way).
+pub type OnUnanswered = Box<dyn FnOnce(EarlySocket) + Send>;
+
 enum Command {
     Open {
         dest: Dest,
@@ -139,6 +148,7 @@ enum Command {
         io: EarlySocket,
         reply: oneshot::Sender<Result<StreamId, (OpenError, Option<EarlySocket>)>>,
         on_refused: Option<OnRefused>,
+        on_unanswered: Option<OnUnanswered>,
     },
     AttachLocal {
         stream: StreamId,
@@ -286,16 +296,20 @@ impl SessionHandle {
     /// follow it (its `first` bytes in the open's own record); if the exit
     /// then refuses, the socket is closed. On an error the socket comes
     /// back, for the next route (unless the driver stopped holding it).
+    /// With `on_unanswered`, the socket is read no further than its
+    /// `first` bytes until the exit answers, and should the session end
+    /// before that, it goes to `on_unanswered` with them.
     pub async fn open_attached(
         &self,
         dest: Dest,
         io: EarlySocket,
         on_refused: Option<OnRefused>,
+        on_unanswered: Option<OnUnanswered>,
     ) -> Result<StreamId, (OpenError, Option<EarlySocket>)> {
         let gone = || OpenError::SessionGone("the session's driver stopped".into());
         let (reply, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(command)) =
-            self.commands.send(Command::OpenAttached { dest, io, reply, on_refused })
+            self.commands.send(Command::OpenAttached { dest, io, reply, on_refused, on_unanswered })
         {
             let Command::OpenAttached { io, .. } = command else { unreachable!("the command just sent") };
             return Err((gone(), Some(io)));
@@ -394,6 +408,13 @@ pub struct EarlySocket {
     pub first: Vec<u8>,
 }
 
+/// An optimistic open's socket while its exit has not answered.
+struct Unanswered {
+    /// Its `first` bytes are the stream's, and so far all it sent.
+    io: EarlySocket,
+    on_unanswered: OnUnanswered,
+}
+
 struct StreamIo {
     /// To the socket's writer task; `None` in the queue means FIN.
     to_socket: mpsc::UnboundedSender<Option<Bytes>>,
@@ -452,6 +473,9 @@ struct Driver {
     opening: HashMap<StreamId, oneshot::Sender<Result<StreamId, OpenError>>>,
     /// Optimistic opens not yet answered whose opener wants a refusal told.
     refusals: HashMap<StreamId, OnRefused>,
+    /// Optimistic opens not yet answered whose socket waits for the answer
+    /// to be read on (`OnUnanswered`).
+    unanswered: HashMap<StreamId, Unanswered>,
     pings: HashMap<u64, oneshot::Sender<Duration>>,
     status: watch::Sender<Status>,
     session_id: watch::Sender<[u8; 16]>,
@@ -499,6 +523,7 @@ pub fn spawn_with_prefix(
         streams: HashMap::new(),
         opening: HashMap::new(),
         refusals: HashMap::new(),
+        unanswered: HashMap::new(),
         pings: HashMap::new(),
         status,
         session_id,
@@ -768,6 +793,9 @@ impl Driver {
             }
             Event::Opened { stream } => {
                 self.refusals.remove(&stream);
+                if let Some(waiting) = self.unanswered.remove(&stream) {
+                    self.attach(stream, waiting.io.io);
+                }
                 if let Some(reply) = self.opening.remove(&stream) {
                     if reply.send(Ok(stream)).is_err() {
                         self.drop_stream(stream, true);
@@ -779,6 +807,7 @@ impl Driver {
                 if let Some(io) = self.streams.remove(&stream) {
                     io.abort();
                 }
+                self.unanswered.remove(&stream);
                 if let Some(reply) = self.opening.remove(&stream) {
                     let _ = reply.send(Err(OpenError::Refused(code)));
                 }
@@ -818,6 +847,10 @@ impl Driver {
                 for (_, io) in self.streams.drain() {
                     io.abort();
                 }
+                // Their exit never answered: elsewhere, they may still be.
+                for (_, waiting) in self.unanswered.drain() {
+                    (waiting.on_unanswered)(waiting.io);
+                }
                 self.pings.clear();
                 // Before the status: whoever waits for it may read this.
                 if let Some(hooks) = &self.hooks {
@@ -851,12 +884,18 @@ impl Driver {
                 }
             },
             Command::Attach { stream, io } => self.attach_early(stream, io),
-            Command::OpenAttached { dest, io, reply, on_refused } => match self.open_stream(dest) {
+            Command::OpenAttached { dest, io, reply, on_refused, on_unanswered } => match self.open_stream(dest) {
                 Ok(stream) => {
                     if let Some(on_refused) = on_refused {
                         self.refusals.insert(stream, on_refused);
                     }
-                    self.attach_early(stream, io);
+                    match on_unanswered {
+                        Some(on_unanswered) => {
+                            self.queue_first(stream, io.first.clone());
+                            self.unanswered.insert(stream, Unanswered { io, on_unanswered });
+                        }
+                        None => self.attach_early(stream, io),
+                    }
                     let _ = reply.send(Ok(stream));
                 }
                 Err(e) => {
@@ -999,6 +1038,7 @@ impl Driver {
 
     fn drop_stream(&mut self, stream: StreamId, tell_peer: bool) {
         self.refusals.remove(&stream);
+        self.unanswered.remove(&stream);
         if let Some(io) = self.streams.remove(&stream) {
             io.abort();
             if tell_peer {
@@ -1008,10 +1048,17 @@ impl Driver {
     }
 
     /// [`Driver::attach`] for a program's socket with bytes already read
-    /// from it: they go to the session first (right behind an open still
-    /// queued, so in its record), as if the socket's reader had read them.
+    /// from it (`queue_first`).
     fn attach_early(&mut self, stream: StreamId, io: EarlySocket) {
         let EarlySocket { io, first } = io;
+        self.queue_first(stream, first);
+        self.attach(stream, io);
+    }
+
+    /// Bytes already read from `stream`'s socket go to the session first
+    /// (right behind an open still queued, so in its record), as if the
+    /// socket's reader had read them.
+    fn queue_first(&mut self, stream: StreamId, first: Vec<u8>) {
         if let Some(state) = self.streams.get_mut(&stream) {
             if !first.is_empty() {
                 // They take read credit, returned as the session takes them.
@@ -1020,7 +1067,6 @@ impl Driver {
                 self.flush_stream(stream);
             }
         }
-        self.attach(stream, io);
     }
 
     /// Starts the two pumps between a stream and its socket.
