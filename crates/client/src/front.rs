@@ -804,8 +804,11 @@ async fn exchange(
         }
         reuse = idle.take(&request.target);
     }
-    // Bounds the sends after a route failed under a fresh stream: one.
-    let mut sent_again_after_route_failed = false;
+    // Bounds the sends after a route failed under a fresh stream: one per
+    // other route (one on a lone route, reconnected), so each route it goes
+    // to is watched for silence as the first was, and the loop ends.
+    let mut sent_again_after_route_failed = 0;
+    let may_send_again = pool.route_count().saturating_sub(1).max(1);
     loop {
         let Some((mut body, first)) = request_start(socket, pending, request).await? else {
             return Ok(false);
@@ -837,7 +840,7 @@ async fn exchange(
             // the route would hold it for `dead_after` (30 s) while new
             // streams go to the next route a second after the silence
             // began. It goes there too (below, as if the stream ended).
-            let may_go_again = !reused && request.retryable() && !sent_again_after_route_failed;
+            let may_go_again = !reused && request.retryable() && sent_again_after_route_failed < may_send_again;
             let download = async {
                 let mut seen = Vec::new();
                 if may_go_again {
@@ -906,8 +909,8 @@ async fn exchange(
                 // request without a body, once.
                 let route_failed = !reused && !pool.takes_new_streams(&stream.route).await;
                 drop(stream);
-                if route_failed && request.retryable() && !sent_again_after_route_failed {
-                    sent_again_after_route_failed = true;
+                if route_failed && request.retryable() && sent_again_after_route_failed < may_send_again {
+                    sent_again_after_route_failed += 1;
                     continue;
                 }
                 socket.write_all(&unanswered(request, route_failed)).await?;

@@ -434,6 +434,11 @@ impl RoutePool {
         pool
     }
 
+    /// How many routes the pool has (up or not).
+    pub fn route_count(&self) -> usize {
+        self.config.routes.len()
+    }
+
     /// Routes that were active, in order.
     pub async fn history(&self) -> Vec<usize> {
         self.state.lock().await.history.clone()

@@ -1014,6 +1014,37 @@ async fn a_request_whose_route_goes_silent_before_the_answer_goes_again_on_the_n
     assert_eq!(counts.accepted(), 2, "the GET went again, on a connection of its own");
 }
 
+/// Regression: a GET sent again after its route went silent was not
+/// watched on its second route: if that one went silent too, it waited
+/// there for as long as the route was kept (`dead_after`, 30 s). Each
+/// route it goes to is watched as the first was, so it goes on to the
+/// third and is answered there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_next_route_goes_silent_too_goes_on_to_the_third() {
+    let client = SigningKey::from_label("fresh-routes-silent");
+    let ((_first, second), first_line, mut routes) =
+        two_exits_the_first_behind_a_forwarder(&client, "exit-fts1", "exit-fts2").await;
+    let second_line = Forwarder::start(SocketAddr::new(LOOPBACK, second.port(Transport::Tls)), None, None).await;
+    routes[1].exit = second_line.in_front_of(routes[1].exit.clone());
+    let third = start_node("exit-fts3", &client, 2).await;
+    routes.push(Route { relay: None, exit: third.hop(Transport::Tls, &client, 2) });
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let (origin, counts) = late_origin(Duration::from_secs(2)).await;
+    let mut socket = get_waiting_at(front, origin, &counts).await;
+    first_line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_until("the GET sent again reaches the origin", || counts.accepted() == 2).await;
+    second_line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let frozen_at = std::time::Instant::now();
+    // Within `read_response`'s 10 s: the second route kept for 30 s holds
+    // it longer.
+    let (head, body) = read_response(&mut socket, "GET").await;
+    eprintln!("a GET whose next route went silent too: answered {:?} after", frozen_at.elapsed());
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}{}", String::from_utf8_lossy(&body));
+    assert!(body == pattern(1000), "{} bytes, or other bytes", body.len());
+    assert_eq!(pool.history().await, [0, 1, 2]);
+    assert_eq!(counts.accepted(), 3, "the GET went once through each route");
+}
+
 /// A GET waiting on the only route when it goes silent for a moment (a
 /// roam) is not sent again, as there is nowhere to send it: it waits, and
 /// is answered through that route once it answers again.
