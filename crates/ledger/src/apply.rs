@@ -778,46 +778,40 @@ fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, even
     }
     let acct = &state.accounts[signer as usize];
     let me = acct.id;
-    let bought = match sell {
+    match sell {
         Amount::Token(a) => {
             nonzero(a.0)?;
             if acct.token < a {
                 return Err(TxError::InsufficientToken { have: acct.token, need: a });
             }
-            Amount::Usd(Usd(amm::swap_output(pool.token.0, pool.usd.0, a.0, fee)))
         }
         Amount::Usd(a) => {
             nonzero(a.0)?;
             if acct.usd < a {
                 return Err(TxError::InsufficientUsd { have: acct.usd, need: a });
             }
-            Amount::Token(Token(amm::swap_output(pool.usd.0, pool.token.0, a.0, fee)))
         }
-    };
-    let out = match bought {
-        Amount::Token(t) => t.0,
-        Amount::Usd(u) => u.0,
-    };
-    if out < min_out.max(1) {
-        return Err(TxError::Slippage { out, min_out: min_out.max(1) });
     }
-    let acct = &mut state.accounts[signer as usize];
     let pool = &mut state.pool;
-    match (sell, bought) {
-        (Amount::Token(a), Amount::Usd(u)) => {
+    let (reserve_in, reserve_out, amount_in) = match sell {
+        Amount::Token(a) => (&mut pool.token.0, &mut pool.usd.0, a.0),
+        Amount::Usd(a) => (&mut pool.usd.0, &mut pool.token.0, a.0),
+    };
+    let out = amm::swap_into(reserve_in, reserve_out, amount_in, fee, min_out)
+        .map_err(|out| TxError::Slippage { out, min_out: min_out.max(1) })?;
+    let acct = &mut state.accounts[signer as usize];
+    let bought = match sell {
+        Amount::Token(a) => {
             acct.token.0 -= a.0;
-            pool.token.0 += a.0;
-            pool.usd.0 -= u.0;
-            acct.usd.0 += u.0;
+            acct.usd.0 += out;
+            Amount::Usd(Usd(out))
         }
-        (Amount::Usd(a), Amount::Token(t)) => {
+        Amount::Usd(a) => {
             acct.usd.0 -= a.0;
-            pool.usd.0 += a.0;
-            pool.token.0 -= t.0;
-            acct.token.0 += t.0;
+            acct.token.0 += out;
+            Amount::Token(Token(out))
         }
-        _ => unreachable!("a swap buys the other currency"),
-    }
+    };
     events.push(Event::Swapped { account: me, sold: sell, bought });
     Ok(())
 }

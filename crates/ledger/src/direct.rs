@@ -81,13 +81,8 @@ pub fn sell_tokens_each(state: &mut State, ctx: Ctx, sales: &[(AccountIdx, Token
             if !covered || pool.token.is_zero() || pool.usd.is_zero() {
                 return None;
             }
-            let out = amm::swap_output(pool.token.0, pool.usd.0, amount.0, fee_ppm);
-            if out < 1 {
-                return None; // `Slippage`: below the least output, 1
-            }
-            pool.token.0 += amount.0;
-            pool.usd.0 -= out;
-            Some(Usd(out))
+            // Refused below the least output, 1 (`Slippage`).
+            amm::swap_into(&mut pool.token.0, &mut pool.usd.0, amount.0, fee_ppm, 0).ok().map(Usd)
         })
         .collect();
     each_account(state, &accounts, workers, &|k, acct: &mut Account| {

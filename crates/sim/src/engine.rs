@@ -182,10 +182,6 @@ fn u128_to_f64(x: u128) -> f64 {
     }
 }
 
-/// The values at fractions `fs` (ascending) of `v` sorted by `total_cmp`:
-/// element `⌊(len − 1) × f⌋` of the sorted order, found by selection
-/// rather than a full sort (elements equal under `total_cmp` are the same
-/// bits, so the values are those of the sorted vector). 0 when empty.
 /// What a sale of `share` of `of` sells, at most `have` (the account's
 /// liquid tokens); `None` below a millionth of a token, not worth a swap.
 fn sale_amount(of: Token, have: Token, share: f64) -> Option<Token> {
@@ -193,6 +189,10 @@ fn sale_amount(of: Token, have: Token, share: f64) -> Option<Token> {
     (amount.0 >= 1_000_000).then_some(amount)
 }
 
+/// The values at fractions `fs` (ascending) of `v` sorted by `total_cmp`:
+/// element `⌊(len − 1) × f⌋` of the sorted order, found by selection
+/// rather than a full sort (elements equal under `total_cmp` are the same
+/// bits, so the values are those of the sorted vector). 0 when empty.
 fn quantiles<const N: usize>(v: &mut [f64], fs: [f64; N]) -> [f64; N] {
     let mut out = [0.0; N];
     if v.is_empty() {
