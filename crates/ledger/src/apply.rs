@@ -612,7 +612,7 @@ pub fn bytes_bought(price_usd_micro_per_gib: u64, usd: Usd) -> u64 {
     if price_usd_micro_per_gib == 0 {
         return u64::MAX;
     }
-    let bytes = crate::economics::mul_div_floor_fast(usd.0, GIB, u128::from(price_usd_micro_per_gib));
+    let bytes = tollway_types::math::mul_div_floor(usd.0, GIB, u128::from(price_usd_micro_per_gib));
     bytes.min(u128::from(u64::MAX)) as u64
 }
 

@@ -3,7 +3,7 @@
 //! over-claim ratio ρ; then weigh nodes for the uptime pool with the
 //! regional scarcity multiplier and the /24 and /48 sybil cap.
 
-use super::{mul_div_floor_fast, ppm_of, slash, EpochReport, RegionSummary};
+use super::{ppm_of, slash, EpochReport, RegionSummary};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
 use crate::state::{AccountIdx, Node, NodeEpoch, OracleIdx, ReportSlot, Reports, State, Strike};
 use crate::workers::{self, split_lengths, Workers};
@@ -186,7 +186,7 @@ pub fn rho_ppm(claimed_bps: u64, verified_bps: u64) -> u64 {
         return u64::MAX;
     }
     // Per node per epoch, twice: the hardware division when it fits.
-    mul_div_floor_fast(claimed_bps as u128, PPM, verified_bps as u128).min(u64::MAX as u128) as u64
+    mul_div_floor(claimed_bps as u128, PPM, verified_bps as u128).min(u64::MAX as u128) as u64
 }
 
 /// The latency tier multiplier (after Helium Mobile's speed tiers).
@@ -203,7 +203,7 @@ pub fn latency_multiplier_ppm(latency_us: u32, p: &Params) -> u32 {
 /// The stake factor: linear up to the saturation bond, then flat (Nym).
 pub fn stake_factor_ppm(staked: u128, p: &Params) -> u128 {
     let sat = p.stake_saturation.0.max(1);
-    mul_div_floor_fast(staked.min(sat), PPM, sat)
+    mul_div_floor(staked.min(sat), PPM, sat)
 }
 
 /// Each oracle's weight in the medians: its account's bonded stake, at
@@ -427,7 +427,7 @@ fn measure_node(
     node.latency_us = agg.latency_us;
     let score = latency_multiplier_ppm(agg.latency_us, p) as u128;
     let alpha = p.reputation_alpha_ppm as u128;
-    node.reputation_ppm = mul_div_floor_fast(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
+    node.reputation_ppm = mul_div_floor(node.reputation_ppm as u128 * (PPM - alpha) + score * alpha, 1, PPM) as u32;
     if rho <= p.rho_slash_min_ppm as u64 {
         node.strike = None;
         judged.rho_measured = Some(rho);
@@ -636,7 +636,7 @@ fn share_subnets(out: &mut Measured, n_groups: usize) {
 /// alone in their subnet: no division at all.
 fn member_share(value: u128, members: u32) -> u128 {
     if members > 1 {
-        mul_div_floor_fast(value, 1, members as u128)
+        mul_div_floor(value, 1, members as u128)
     } else {
         value
     }

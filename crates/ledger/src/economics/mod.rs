@@ -183,20 +183,6 @@ fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochRepor
 /// `x × ppm / 1e6`, floor, on u128.
 #[inline]
 pub(crate) fn ppm_of(x: u128, ppm: u128) -> u128 {
-    mul_div_floor_fast(x, ppm, PPM)
+    mul_div_floor(x, ppm, PPM)
 }
 
-/// `tollway_types::math::mul_div_floor`, the same value, with the common
-/// case of a product and divisor within 64 bits done by a hardware 64-bit
-/// division instead of the soft 128-bit one (epoch hot loops call this
-/// per node and per tranche).
-#[inline]
-pub(crate) fn mul_div_floor_fast(a: u128, b: u128, c: u128) -> u128 {
-    if (a | b | c) >> 64 == 0 && c != 0 {
-        let p = a * b; // both below 2^64: cannot overflow
-        if p >> 64 == 0 {
-            return (p as u64 / c as u64) as u128;
-        }
-    }
-    mul_div_floor(a, b, c)
-}

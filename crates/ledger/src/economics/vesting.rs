@@ -4,10 +4,9 @@
 //! joins a tranche late vests at most one bucket early, which is the price
 //! of O(1) work per reward.
 
-use super::mul_div_floor_fast;
 use crate::state::{Account, InlineTranches, NarrowTranche, SmallTranche, Tranche, TrancheTier, Tranches};
 use std::collections::VecDeque;
-use tollway_types::Token;
+use tollway_types::{math::mul_div_floor, Token};
 
 /// Tranches per vesting period.
 const BUCKETS_PER_PERIOD: u64 = 30;
@@ -151,7 +150,7 @@ fn vested_on_line<T: Slot>(t: &T, now_secs: u64, period: Period) -> u128 {
             return period.div(product as u64) as u128;
         }
     }
-    mul_div_floor_fast(amount, elapsed as u128, period.secs as u128)
+    mul_div_floor(amount, elapsed as u128, period.secs as u128)
 }
 
 /// A stored list of tranches, oldest first, inline or on the heap: the
