@@ -1044,12 +1044,23 @@ impl RoutePool {
 
     /// Opens a stream to `dest` on the best route and returns once the exit
     /// has connected it (so a refusal is an error here); a route that turns
-    /// out dead is marked down and the next one is tried.
+    /// out dead is marked down and the next one is tried. One gone silent
+    /// is left for the next while that could serve, and waited on again if
+    /// none connects (it is kept in case it answers).
     pub async fn open(&self, dest: Dest) -> Result<(SessionHandle, StreamId), ClientError> {
+        // The route this open left for its silence, kept in case it answers
+        // again: should no other route connect, the open goes back to it.
+        let mut left_silent: Option<(usize, Arc<Connected>)> = None;
         for _ in 0..=self.config.routes.len() {
-            let (index, connected) = self.session().await?;
+            let ((index, connected), back) = match self.session().await {
+                Ok(up) => (up, false),
+                Err(e) => match left_silent.take().filter(|(_, c)| !c.is_closed()) {
+                    Some(silent) => (silent, true),
+                    None => return Err(e),
+                },
+            };
             let session = &connected.exit;
-            if !self.still_there_if_quiet(index, session).await {
+            if !back && !self.still_there_if_quiet(index, session).await {
                 continue;
             }
             let opened = tokio::select! {
@@ -1059,8 +1070,12 @@ impl RoutePool {
                 // is kept (`dead_after`), while the next route serves at
                 // once. Should the route answer after all, its driver
                 // resets the stream, which no one awaits. With no other
-                // route it waits, as a roam's silence may pass.
-                () = self.kept_silent_beside_another(&connected) => continue,
+                // route it waits, as a roam's silence may pass; and so it
+                // does back on the silent route when the others failed.
+                () = self.kept_silent_beside_another(&connected), if !back => {
+                    left_silent = Some((index, connected.clone()));
+                    continue;
+                }
             };
             match opened {
                 Ok(stream) => return Ok((session.clone(), stream)),
@@ -1165,11 +1180,12 @@ impl RoutePool {
     /// streams go to by then.
     fn open_elsewhere(&self, index: usize, dest: &Dest, on_refused: Option<OnRefused>, replays: usize) -> OnUnanswered {
         let (pool, dest) = (self.me.clone(), dest.clone());
-        let name = self.config.routes[index].name();
         Box::new(move |io: EarlySocket| {
             let Some(pool) = pool.upgrade() else {
                 return;
             };
+            // Named here, not for every connection opened: this is rare.
+            let name = pool.config.routes[index].name();
             pool.say(&format!("route {name}: closed before its exit answered a connection to {dest}: opened again on the next route"));
             tokio::spawn(async move {
                 if let Err(e) = Box::pin(pool.open_attached_again(dest.clone(), io, on_refused, replays)).await {

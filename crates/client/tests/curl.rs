@@ -1972,6 +1972,35 @@ async fn an_open_on_a_route_gone_silent_goes_to_the_next_once_it_is_down() {
     wait_until("the stream nobody waits for closes", || counts.ended() == 2).await;
 }
 
+/// Regression: a connection that waits for the exit (`wait_for_exit`),
+/// on a route gone silent, leaves it for the next route once the silent
+/// one is marked down; when that one then failed to connect (its node
+/// down too), the open failed with no route (reply 3), though the silent
+/// route was still kept, in case it answers again, and did a moment later.
+/// The open now goes back to wait on the silent route, and is served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_whose_next_route_fails_goes_back_to_wait_on_the_silent_one() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("open-back");
+    let (_exits, line, mut routes) = two_exits_the_first_behind_a_forwarder(&client, "exit-ob1", "exit-ob2").await;
+    // The second exit's host is down: nothing listens at its port.
+    let nowhere = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap().local_addr().unwrap().port();
+    (routes[1].exit.port_first, routes[1].exit.port_last) = (nowhere, nowhere);
+    let (name, next) = (routes[0].name(), routes[1].name());
+    let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
+    let (front, pool) = start_front_with(routes, Transport::Tls, &client, strict).await;
+    assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
+    let waiting = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 20_000)).await });
+    wait_until("the next route tried and failed", || !events_with(&format!("route {next}: ")).is_empty()).await;
+    // Time for the open to give up, were it to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
+    let body = waiting.await.unwrap().expect("no answer within 10 s");
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "{:?}: {:?}", body.map(|b| b.len()), events_with(&name));
+    assert_eq!(pool.history().await, [0]);
+}
+
 /// How long after `since` a request of `n` bytes through the front end is
 /// served byte-exact again, trying one at a time (each up to 2 s) for at
 /// most 15 s; the events of route `name` say why if never.
