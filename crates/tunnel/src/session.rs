@@ -17,7 +17,9 @@
 //! for; receipts are checked with the ledger's own `check_receipt` against
 //! the channel's escrow. Paused, it connects nothing new for the client,
 //! and closes the session if no receipt comes within `unpaid_timeout` of
-//! the client having received what makes one due.
+//! the client having received what makes one due (or, for a client that
+//! answers none of the node's pings, an idle timeout after the ping
+//! behind the pause).
 //!
 //! Payment (client side): the client meters every byte it receives and
 //! sends, and signs a cumulative receipt every receipt interval. A node's
@@ -658,6 +660,11 @@ struct Pay {
     /// paused for `PAUSE_FENCE_AFTER`: its pong shows the client has
     /// received every byte delivered before the pause.
     pause_fence: Option<u64>,
+    /// Node: when that ping was queued, until its pong comes: a client
+    /// that answers none is closed an idle timeout later (it would
+    /// otherwise stay paused for as long as its own frames kept the
+    /// session from being idle, owing what it never showed it received).
+    fence_unanswered_since: Option<Instant>,
     /// Node: when the client was first shown to owe a receipt it has not
     /// sent, while paused: the unpaid timeout counts from here.
     overdue_since: Option<Instant>,
@@ -689,6 +696,7 @@ impl Pay {
             paused: false,
             paused_since: None,
             pause_fence: None,
+            fence_unanswered_since: None,
             overdue_since: None,
             downstream_bytes: 0,
             shown_stream_bytes: 0,
@@ -1619,6 +1627,7 @@ impl Session {
                 // receipt it owes would have come before this pong.
                 if let Some(pay) = self.pay.as_mut().filter(|p| is_node && p.paused && p.pause_fence == Some(nonce)) {
                     pay.overdue_since.get_or_insert(now);
+                    pay.fence_unanswered_since = None;
                 }
                 // The peer read every reset queued before this ping, and
                 // sent everything it had on those streams before its pong.
@@ -1928,6 +1937,7 @@ impl Session {
                 pay.paused = false;
                 pay.paused_since = None;
                 pay.pause_fence = None;
+                pay.fence_unanswered_since = None;
                 pay.overdue_since = None;
             } else if pay.paused {
                 // Still paused: at the escrow's end. Spent and paid, the
@@ -1986,7 +1996,11 @@ impl Session {
     ///   streams each holding less than their announcement threshold.
     ///
     /// A client that does neither gets nothing while paused (no byte, no
-    /// connection) and is as an idle session to the node.
+    /// connection). One that does not answer the ping either is closed
+    /// unpaid an idle timeout (5 min) after it: its own frames could keep
+    /// the session from ever being idle. An honest client's pong comes once
+    /// what was queued before the ping (at most the credit window, 2 MiB)
+    /// has crossed its link: within the 5 min on links down to 56 kbit/s.
     fn note_pause(&mut self, now: Instant) {
         if !self.is_node() {
             return;
@@ -2000,15 +2014,20 @@ impl Session {
             let nonce = self.next_ping;
             self.next_ping += 1;
             pay.pause_fence = Some(nonce);
+            pay.fence_unanswered_since = Some(now);
             self.queue(&Frame::Ping { nonce });
         }
     }
 
-    /// Node: when a session paused with a receipt overdue is closed.
+    /// Node: when a paused session is closed unpaid: `unpaid_timeout`
+    /// after a receipt was shown overdue, or the idle timeout after the
+    /// ping behind the pause if no pong has come.
     fn unpaid_deadline(&self) -> Option<Instant> {
         let Side::Node { terms, .. } = &self.side else { return None };
-        let since = self.pay.as_ref()?.overdue_since?;
-        Some(since + terms.unpaid_timeout)
+        let pay = self.pay.as_ref()?;
+        let overdue = pay.overdue_since.map(|since| since + terms.unpaid_timeout);
+        let unanswered = pay.fence_unanswered_since.map(|since| since + terms.limits.idle_timeout);
+        overdue.into_iter().chain(unanswered).min()
     }
 
     /// Node: when a paused session queues the ping behind its pause.
@@ -2407,11 +2426,19 @@ impl Session {
         self.note_pause(now);
         if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
             let Side::Node { terms, .. } = &self.side else { return };
-            let message = format!(
-                "no valid receipt {} s after the client had received what made one due ({} unpaid)",
-                terms.unpaid_timeout.as_secs(),
-                human_bytes(self.unpaid_bytes())
-            );
+            let unpaid = human_bytes(self.unpaid_bytes());
+            let overdue = self.pay.as_ref().is_some_and(|p| p.overdue_since.is_some_and(|t| now >= t + terms.unpaid_timeout));
+            let message = if overdue {
+                format!(
+                    "no valid receipt {} s after the client had received what made one due ({unpaid} unpaid)",
+                    terms.unpaid_timeout.as_secs()
+                )
+            } else {
+                format!(
+                    "no valid receipt, and no answer to the ping behind the pause in {} s ({unpaid} unpaid)",
+                    terms.limits.idle_timeout.as_secs()
+                )
+            };
             return self.close(ErrorCode::Unpaid, &message);
         }
         if self.phase == Phase::Established && self.pending_resume_deadline().is_some_and(|d| now >= d) {

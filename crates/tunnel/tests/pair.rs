@@ -681,6 +681,30 @@ fn a_client_that_reads_nothing_is_closed_unpaid_only_when_its_pong_shows_it_has_
     assert!((36..=37).contains(&took.as_secs()), "{took:?}");
 }
 
+/// A client that never pays and never answers the node's pings, but
+/// keeps its session from ever being idle with pings of its own, stayed
+/// paused for good: no pong ever showed that it had received what made a
+/// receipt due, so the unpaid clock never started, and the idle timeout
+/// never came. It held the node's session (and its place among
+/// `max_sessions`) for as long as it liked. Closed `Unpaid` once the ping
+/// behind the pause has gone unanswered for the idle timeout (5 min: a
+/// slow honest link's pong comes once the credit window has crossed it).
+#[test]
+fn a_client_that_never_pays_nor_answers_pings_is_closed_an_idle_timeout_after_the_pause() {
+    let mut pair = default_terms_pair();
+    pair.client_consumes = false;
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_) | Frame::Pong { .. });
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 15), Duration::from_secs(900));
+    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+    let closed = closed_event(pair.node_events.clone());
+    assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no answer to the ping")), "after {took:?}: {closed:?}");
+    // Paused within a tenth of a second, seen paused at the client's next
+    // ping (5 s), asked 1 s later, closed 300 s after that.
+    assert!((306..=307).contains(&took.as_secs()), "{took:?}");
+}
+
 #[test]
 fn forged_replayed_stale_over_escrow_and_underpaid_receipts_are_rejected() {
     // The chain has settled 1000 micro-USD on this channel already.
