@@ -526,6 +526,12 @@ struct Stream {
     /// When the stream's window was last announced, or its first bytes
     /// consumed (`WINDOW_ANNOUNCE_EVERY`).
     announced_at: Option<Instant>,
+    /// Node: bytes sent on it to the client, and their count at the last
+    /// sweep of half-closed streams (`Session::sweep_half_closed`).
+    sent_bytes: u64,
+    sent_at_sweep: u64,
+    /// Node: sweeps in a row that found it half-closed with nothing sent.
+    idle_sweeps: u8,
 }
 
 /// A stream this side reset (or, the node, refused) whose peer may still
@@ -807,6 +813,10 @@ pub struct Session {
     last_received: Instant,
     pings: BTreeMap<u64, Instant>,
     next_ping: u64,
+    /// Node: when the streams the client has finished and the destination
+    /// has not are next looked at (`sweep_half_closed`); none while there
+    /// are none.
+    half_closed_sweep_at: Option<Instant>,
     /// Buffers for frames split across two reads.
     joins: FrameJoins,
 }
@@ -902,6 +912,7 @@ impl Session {
             last_received: now,
             pings: BTreeMap::new(),
             next_ping: 1,
+            half_closed_sweep_at: None,
             joins: FrameJoins { buffers: Vec::new() },
         }
     }
@@ -1583,7 +1594,7 @@ impl Session {
                     self.note_pause(now);
                 }
             }
-            Frame::Fin { stream } => self.on_fin(stream),
+            Frame::Fin { stream } => self.on_fin(now, stream),
             Frame::Reset { stream, code } => {
                 // The peer sends nothing on a stream after its reset.
                 self.reset_streams.remove(stream);
@@ -1763,7 +1774,8 @@ impl Session {
         self.after_metering();
     }
 
-    fn on_fin(&mut self, stream: StreamId) {
+    fn on_fin(&mut self, now: Instant, stream: StreamId) {
+        let is_node = self.is_node();
         let Some(s) = self.streams.get_mut(&stream) else {
             // The peer sends nothing on a stream after its end.
             self.reset_streams.remove(stream);
@@ -1773,6 +1785,10 @@ impl Session {
             return self.violation(format!("stream {stream} finished twice"));
         }
         s.fin_received = true;
+        if is_node && !s.fin_sent {
+            s.sent_at_sweep = s.sent_bytes;
+            self.half_closed_sweep_at.get_or_insert(now + self.limits.idle_timeout);
+        }
         if s.held.is_empty() && s.open_held.is_none() {
             self.events.push_back(Event::Finished { stream });
         } else {
@@ -2288,6 +2304,7 @@ impl Session {
         }
         let n = (data.len() as u64).min(allowed) as usize;
         s.send_credit -= n as u64;
+        s.sent_bytes += n as u64;
         self.window.send_credit -= n as u64;
         if n < data.len() {
             self.blocked.insert(stream);
@@ -2411,10 +2428,55 @@ impl Session {
             Phase::Handshake | Phase::AwaitChannel => Some(self.handshake_deadline),
             Phase::Established => {
                 let idle = self.last_received + self.limits.idle_timeout;
-                let deadlines = [self.pending_resume_deadline(), self.unpaid_deadline(), self.pause_fence_deadline()];
+                let deadlines = [
+                    self.pending_resume_deadline(),
+                    self.unpaid_deadline(),
+                    self.pause_fence_deadline(),
+                    self.half_closed_sweep_at,
+                ];
                 Some(deadlines.into_iter().flatten().fold(idle, Instant::min))
             }
         }
+    }
+
+    /// Node: every idle timeout while there are any, the streams the
+    /// client has finished (its program sent all it will, or hung up) and
+    /// the destination has not. One that sent the client nothing since
+    /// the client's `Fin` or the sweep before (and could have: not paused,
+    /// not out of window) is reset with `Idle` at the second such sweep in
+    /// a row: 5 to 10 min of silence at the default idle timeout. A program's hang-up reaches the exit as an end of
+    /// data (a socket cannot tell a half-close from a close until written
+    /// to), and a destination that ignores it and never answers kept the
+    /// stream, counted against `max_streams`, and its connection, for as
+    /// long as the session lived (a client's pings keep it from idling).
+    fn sweep_half_closed(&mut self, now: Instant) {
+        if self.half_closed_sweep_at.is_none_or(|at| now < at) || self.phase != Phase::Established {
+            return;
+        }
+        // A stream the node could not send on (paused for a receipt, or
+        // its window or the session's used up by a client that reads
+        // slowly) is not idle for want of bytes.
+        let held_back = self.pay.as_ref().is_some_and(|p| p.paused) || self.window.send_credit == 0;
+        let mut idle = Vec::new();
+        let mut left = false;
+        for (&id, s) in self.streams.iter_mut().filter(|(_, s)| s.fin_received && !s.fin_sent) {
+            if s.sent_bytes == s.sent_at_sweep && !held_back && s.send_credit > 0 {
+                s.idle_sweeps += 1;
+            } else {
+                (s.idle_sweeps, s.sent_at_sweep) = (0, s.sent_bytes);
+            }
+            if s.idle_sweeps >= 2 {
+                idle.push(id);
+            } else {
+                left = true;
+            }
+        }
+        for stream in idle {
+            self.reset(stream, ErrorCode::Idle);
+            // The driver closes the destination's connection.
+            self.events.push_back(Event::Reset { stream, code: ErrorCode::Idle });
+        }
+        self.half_closed_sweep_at = left.then(|| now + self.limits.idle_timeout);
     }
 
     /// The earliest deadline of a path still awaiting its ResumeOk.
@@ -2424,6 +2486,7 @@ impl Session {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.note_pause(now);
+        self.sweep_half_closed(now);
         if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
             let Side::Node { terms, .. } = &self.side else { return };
             let unpaid = human_bytes(self.unpaid_bytes());

@@ -705,6 +705,48 @@ fn a_client_that_never_pays_nor_answers_pings_is_closed_an_idle_timeout_after_th
     assert!((306..=307).contains(&took.as_secs()), "{took:?}");
 }
 
+/// A program's hang-up reaches the exit as an end of data (`Fin`): a
+/// socket cannot tell a half-close from a close until written to. A
+/// destination that ignored it and never answered kept the stream (one
+/// of `max_streams`) and its connection for as long as the session lived,
+/// and the client's pings kept it alive. The node resets such a stream
+/// with `Idle` once it has sent nothing on it for two sweeps in a row, 5
+/// to 10 min after the `Fin`; one whose destination still answers now and
+/// then is left alone, as is one the node cannot send on.
+#[test]
+fn a_stream_the_client_finished_and_the_destination_never_answers_is_reset_idle() {
+    let mut pair = default_terms_pair();
+    let silent = pair.client.open_stream(dest()).unwrap();
+    let talking = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    for s in [silent, talking] {
+        pair.pump(s, b"the request", true);
+        pair.client.finish(s);
+    }
+    pair.drive();
+    let finished = pair.now;
+    let mut reset_after = None;
+    // Half-second steps for 15 min: the talking one's destination answers
+    // every minute, and the client pings every 5 s.
+    for step in 0..1800u32 {
+        if step.is_multiple_of(120) {
+            pair.node.send(talking, b"still here").unwrap();
+        }
+        if step.is_multiple_of(10) {
+            pair.client.ping(pair.now).unwrap();
+        }
+        pair.advance(Duration::from_millis(500));
+        if reset_after.is_none() && pair.client_events.contains(&Event::Reset { stream: silent, code: ErrorCode::Idle }) {
+            reset_after = Some(pair.now - finished);
+        }
+    }
+    let took = reset_after.expect("the silent stream was never reset");
+    assert!((600..=601).contains(&took.as_secs()), "reset {took:?} after the Fin");
+    assert!(pair.node_events.contains(&Event::Reset { stream: silent, code: ErrorCode::Idle }), "the node's driver is told");
+    assert!(!pair.client_events.iter().any(|e| matches!(e, Event::Reset { stream, .. } if *stream == talking)));
+    assert_eq!(closed_event(pair.node_events.clone()), None);
+}
+
 #[test]
 fn forged_replayed_stale_over_escrow_and_underpaid_receipts_are_rejected() {
     // The chain has settled 1000 micro-USD on this channel already.
