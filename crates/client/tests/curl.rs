@@ -1132,16 +1132,32 @@ async fn an_open_on_a_lone_route_silent_for_a_moment_is_served_there() {
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
     let (front, pool) = start_front_with(vec![route], Transport::Tls, &client, strict).await;
     assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
+    // The route is kept for `dead_after_alone` (5 s) from its silence.
+    let down = format!("route {name} down: ");
+    let marked_down = || !events_with(&down).is_empty();
+    a_waiting_get_outlives_a_silence(front, web, &line, &name, "the silent route marked down", marked_down).await;
+    assert_eq!(pool.history().await, [0]);
+}
+
+/// A GET through `front` that waits for its exit, started as `line` goes
+/// silent: once `what` has happened (`happened`), and a moment more, in
+/// which an open that gave up would have failed, the line answers again,
+/// and the GET is answered byte-exact (route `name`'s events say why not).
+async fn a_waiting_get_outlives_a_silence(
+    front: SocketAddr,
+    web: SocketAddr,
+    line: &Forwarder,
+    name: &str,
+    what: &str,
+    happened: impl Fn() -> bool,
+) {
     line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
     let waiting = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 20_000)).await });
-    wait_until("the silent route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
-    // Time for the open to give up, were it to; the route is kept for
-    // `dead_after_alone` (5 s) from its silence.
+    wait_until(what, happened).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
     let body = waiting.await.unwrap().expect("no answer within 10 s");
-    assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "{:?}: {:?}", body.map(|b| b.len()), events_with(&name));
-    assert_eq!(pool.history().await, [0]);
+    assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "{:?}: {:?}", body.map(|b| b.len()), events_with(name));
 }
 
 /// Regression: a stream to an origin left idle on a route that a better
@@ -1990,14 +2006,9 @@ async fn an_open_whose_next_route_fails_goes_back_to_wait_on_the_silent_one() {
     let strict = FrontConfig { wait_for_exit: true, ..FrontConfig::default() };
     let (front, pool) = start_front_with(routes, Transport::Tls, &client, strict).await;
     assert!(socks_get(front, web, 1000).await.unwrap() == pattern(1000));
-    line.frozen.store(true, std::sync::atomic::Ordering::Relaxed);
-    let waiting = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 20_000)).await });
-    wait_until("the next route tried and failed", || !events_with(&format!("route {next}: ")).is_empty()).await;
-    // Time for the open to give up, were it to.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    line.frozen.store(false, std::sync::atomic::Ordering::Relaxed);
-    let body = waiting.await.unwrap().expect("no answer within 10 s");
-    assert!(body.as_ref().is_ok_and(|b| *b == pattern(20_000)), "{:?}: {:?}", body.map(|b| b.len()), events_with(&name));
+    let tried = format!("route {next}: ");
+    let next_failed = || !events_with(&tried).is_empty();
+    a_waiting_get_outlives_a_silence(front, web, &line, &name, "the next route tried and failed", next_failed).await;
     assert_eq!(pool.history().await, [0]);
 }
 

@@ -372,6 +372,8 @@ pub enum Event {
     Finished {
         stream: StreamId,
     },
+    /// The stream is gone: the peer reset it, or (the node) the session
+    /// did, finished by the client and silent (`Idle`).
     Reset {
         stream: StreamId,
         code: ErrorCode,
@@ -2444,11 +2446,12 @@ impl Session {
     /// the destination has not. One that sent the client nothing since
     /// the client's `Fin` or the sweep before (and could have: not paused,
     /// not out of window) is reset with `Idle` at the second such sweep in
-    /// a row: 5 to 10 min of silence at the default idle timeout. A program's hang-up reaches the exit as an end of
-    /// data (a socket cannot tell a half-close from a close until written
-    /// to), and a destination that ignores it and never answers kept the
-    /// stream, counted against `max_streams`, and its connection, for as
-    /// long as the session lived (a client's pings keep it from idling).
+    /// a row: 5 to 10 min of silence at the default idle timeout. A
+    /// program's hang-up reaches the exit as an end of data (a socket
+    /// cannot tell a half-close from a close until written to), and a
+    /// destination that ignored it and never answered kept the stream,
+    /// counted against `max_streams`, and its connection, for as long as
+    /// the session lived (a client's pings keep it from idling).
     fn sweep_half_closed(&mut self, now: Instant) {
         if self.half_closed_sweep_at.is_none_or(|at| now < at) || self.phase != Phase::Established {
             return;

@@ -667,18 +667,27 @@ fn a_client_that_reads_nothing_is_closed_unpaid_only_when_its_pong_shows_it_has_
     assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
 
     // Over a fast one, never paying.
-    let mut pair = default_terms_pair();
-    pair.client_consumes = false;
-    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
-    let s = pair.client.open_stream(dest()).unwrap();
-    pair.drive();
-    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 14), Duration::from_secs(120));
-    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+    let (pair, took) = never_paying_reader(|f| matches!(f, Frame::Receipt(_)), Duration::from_secs(120));
     let closed = closed_event(pair.client_events.clone());
     assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no valid receipt")), "{closed:?}");
     // Paused within a tenth of a second, seen paused at the client's next
     // ping (5 s), asked 1 s later, closed 30 s after the pong.
     assert!((36..=37).contains(&took.as_secs()), "{took:?}");
+}
+
+/// A client on the default terms and a fast link whose program reads
+/// nothing and which sends none of the frames `dropped` picks (receipts at
+/// least), served 3 MiB for up to `limit`: it gets the credit window's
+/// 2 MiB. Returns the pair and how long the serving went on.
+fn never_paying_reader(dropped: fn(&Frame) -> bool, limit: Duration) -> (Pair, Duration) {
+    let mut pair = default_terms_pair();
+    pair.client_consumes = false;
+    pair.drop_client_frame = dropped;
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 14), limit);
+    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+    (pair, took)
 }
 
 /// A client that never pays and never answers the node's pings, but
@@ -691,13 +700,7 @@ fn a_client_that_reads_nothing_is_closed_unpaid_only_when_its_pong_shows_it_has_
 /// slow honest link's pong comes once the credit window has crossed it).
 #[test]
 fn a_client_that_never_pays_nor_answers_pings_is_closed_an_idle_timeout_after_the_pause() {
-    let mut pair = default_terms_pair();
-    pair.client_consumes = false;
-    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_) | Frame::Pong { .. });
-    let s = pair.client.open_stream(dest()).unwrap();
-    pair.drive();
-    let took = serve_for(&mut pair, s, &pattern(3 * MIB as usize, 15), Duration::from_secs(900));
-    assert_eq!(pair.client_got[&s].len() as u64, 2 * MIB);
+    let (pair, took) = never_paying_reader(|f| matches!(f, Frame::Receipt(_) | Frame::Pong { .. }), Duration::from_secs(900));
     let closed = closed_event(pair.node_events.clone());
     assert!(matches!(&closed, Some((ErrorCode::Unpaid, m)) if m.contains("no answer to the ping")), "after {took:?}: {closed:?}");
     // Paused within a tenth of a second, seen paused at the client's next
