@@ -668,11 +668,6 @@ struct Pay {
     /// paused for `PAUSE_FENCE_AFTER`: its pong shows the client has
     /// received every byte delivered before the pause.
     pause_fence: Option<u64>,
-    /// Node: when that ping was queued, until its pong comes: a client
-    /// that answers none is closed an idle timeout later (it would
-    /// otherwise stay paused for as long as its own frames kept the
-    /// session from being idle, owing what it never showed it received).
-    fence_unanswered_since: Option<Instant>,
     /// Node: when the client was first shown to owe a receipt it has not
     /// sent, while paused: the unpaid timeout counts from here.
     overdue_since: Option<Instant>,
@@ -704,7 +699,6 @@ impl Pay {
             paused: false,
             paused_since: None,
             pause_fence: None,
-            fence_unanswered_since: None,
             overdue_since: None,
             downstream_bytes: 0,
             shown_stream_bytes: 0,
@@ -1640,7 +1634,6 @@ impl Session {
                 // receipt it owes would have come before this pong.
                 if let Some(pay) = self.pay.as_mut().filter(|p| is_node && p.paused && p.pause_fence == Some(nonce)) {
                     pay.overdue_since.get_or_insert(now);
-                    pay.fence_unanswered_since = None;
                 }
                 // The peer read every reset queued before this ping, and
                 // sent everything it had on those streams before its pong.
@@ -1955,7 +1948,6 @@ impl Session {
                 pay.paused = false;
                 pay.paused_since = None;
                 pay.pause_fence = None;
-                pay.fence_unanswered_since = None;
                 pay.overdue_since = None;
             } else if pay.paused {
                 // Still paused: at the escrow's end. Spent and paid, the
@@ -2032,20 +2024,24 @@ impl Session {
             let nonce = self.next_ping;
             self.next_ping += 1;
             pay.pause_fence = Some(nonce);
-            pay.fence_unanswered_since = Some(now);
             self.queue(&Frame::Ping { nonce });
         }
     }
 
     /// Node: when a paused session is closed unpaid: `unpaid_timeout`
-    /// after a receipt was shown overdue, or the idle timeout after the
-    /// ping behind the pause if no pong has come.
+    /// after a receipt was shown overdue; or, while nothing has shown it
+    /// (no pong yet to the ping behind the pause, queued
+    /// `PAUSE_FENCE_AFTER` into it), the idle timeout after that ping. A
+    /// client that answers none would otherwise stay paused for as long as
+    /// its own frames kept the session from being idle.
     fn unpaid_deadline(&self) -> Option<Instant> {
         let Side::Node { terms, .. } = &self.side else { return None };
         let pay = self.pay.as_ref()?;
-        let overdue = pay.overdue_since.map(|since| since + terms.unpaid_timeout);
-        let unanswered = pay.fence_unanswered_since.map(|since| since + terms.limits.idle_timeout);
-        overdue.into_iter().chain(unanswered).min()
+        match pay.overdue_since {
+            Some(since) => Some(since + terms.unpaid_timeout),
+            None if pay.pause_fence.is_some() => Some(pay.paused_since? + PAUSE_FENCE_AFTER + terms.limits.idle_timeout),
+            None => None,
+        }
     }
 
     /// Node: when a paused session queues the ping behind its pause.
@@ -2493,8 +2489,7 @@ impl Session {
         if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
             let Side::Node { terms, .. } = &self.side else { return };
             let unpaid = human_bytes(self.unpaid_bytes());
-            let overdue = self.pay.as_ref().is_some_and(|p| p.overdue_since.is_some_and(|t| now >= t + terms.unpaid_timeout));
-            let message = if overdue {
+            let message = if self.pay.as_ref().is_some_and(|p| p.overdue_since.is_some()) {
                 format!(
                     "no valid receipt {} s after the client had received what made one due ({unpaid} unpaid)",
                     terms.unpaid_timeout.as_secs()
