@@ -227,12 +227,9 @@ fn nonzero(x: u128) -> Result<(), TxError> {
     }
 }
 
-fn transfer(state: &mut State, signer: AccountIdx, to: AccountId, amount: Amount, events: &mut Vec<Event>) -> Result<(), TxError> {
-    let from = state.accounts[signer as usize].id;
-    if to == from {
-        return Err(TxError::SelfTransfer);
-    }
-    let acct = &state.accounts[signer as usize];
+/// A transfer's or a swap's amount: not zero, and at most what the account
+/// holds in that currency.
+fn can_send(acct: &Account, amount: Amount) -> Result<(), TxError> {
     match amount {
         Amount::Token(a) => {
             nonzero(a.0)?;
@@ -247,6 +244,15 @@ fn transfer(state: &mut State, signer: AccountIdx, to: AccountId, amount: Amount
             }
         }
     }
+    Ok(())
+}
+
+fn transfer(state: &mut State, signer: AccountIdx, to: AccountId, amount: Amount, events: &mut Vec<Event>) -> Result<(), TxError> {
+    let from = state.accounts[signer as usize].id;
+    if to == from {
+        return Err(TxError::SelfTransfer);
+    }
+    can_send(&state.accounts[signer as usize], amount)?;
     // An account is never removed (its nonce guards its old txs against
     // replay), and the chain encodes and hashes every one with every
     // block: one that a transfer creates must carry more than dust.
@@ -778,20 +784,7 @@ fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, even
     }
     let acct = &state.accounts[signer as usize];
     let me = acct.id;
-    match sell {
-        Amount::Token(a) => {
-            nonzero(a.0)?;
-            if acct.token < a {
-                return Err(TxError::InsufficientToken { have: acct.token, need: a });
-            }
-        }
-        Amount::Usd(a) => {
-            nonzero(a.0)?;
-            if acct.usd < a {
-                return Err(TxError::InsufficientUsd { have: acct.usd, need: a });
-            }
-        }
-    }
+    can_send(acct, sell)?;
     let pool = &mut state.pool;
     let (reserve_in, reserve_out, amount_in) = match sell {
         Amount::Token(a) => (&mut pool.token.0, &mut pool.usd.0, a.0),

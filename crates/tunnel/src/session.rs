@@ -987,6 +987,12 @@ impl Session {
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
+    /// A new stream's state: a full window each way.
+    fn fresh_stream(&self) -> Stream {
+        let window = u64::from(self.limits.stream_window_bytes);
+        Stream { send_credit: window, recv_allowance: window, ..Stream::default() }
+    }
+
     pub fn has_stream(&self, stream: StreamId) -> bool {
         self.streams.contains_key(&stream)
     }
@@ -1672,16 +1678,7 @@ impl Session {
         // away, and refusing would fail a program's connection at every
         // pause of a download) or ends with the session.
         let paused = self.pay.as_ref().is_some_and(|p| p.paused);
-        let window = u64::from(self.limits.stream_window_bytes);
-        self.streams.insert(
-            stream,
-            Stream {
-                send_credit: window,
-                recv_allowance: window,
-                open_held: paused.then(|| dest.clone()),
-                ..Stream::default()
-            },
-        );
+        self.streams.insert(stream, Stream { open_held: paused.then(|| dest.clone()), ..self.fresh_stream() });
         if !paused {
             self.events.push_back(Event::OpenRequested { stream, dest });
         }
@@ -2242,16 +2239,7 @@ impl Session {
         }
         let stream = *next_stream;
         *next_stream = next_stream.wrapping_add(1).max(1);
-        let window = u64::from(self.limits.stream_window_bytes);
-        self.streams.insert(
-            stream,
-            Stream {
-                send_credit: window,
-                recv_allowance: window,
-                opening: true,
-                ..Stream::default()
-            },
-        );
+        self.streams.insert(stream, Stream { opening: true, ..self.fresh_stream() });
         self.queue(&Frame::Open { stream, dest });
         Ok(stream)
     }
