@@ -83,9 +83,33 @@ enum Better {
 struct Column {
     head: &'static str,
     better: Better,
+    value: Value,
+}
+
+/// What a column shows of a scenario.
+enum Value {
+    /// A figure spread over the runs, in this format: its median marks the
+    /// best.
+    Spread(fn(&ScenarioStats) -> Option<&Spread>, fn(f64) -> String),
+    /// Its own key for the best mark and its own cell.
+    Own { key: fn(&ScenarioStats) -> Option<f64>, cell: fn(&ScenarioStats) -> String },
+}
+
+impl Column {
     /// The scenario's median (for the best mark), `None` if not comparable.
-    key: fn(&ScenarioStats) -> Option<f64>,
-    cell: fn(&ScenarioStats) -> String,
+    fn key(&self, s: &ScenarioStats) -> Option<f64> {
+        match self.value {
+            Value::Spread(of, _) => of(s).map(|s| s.p50),
+            Value::Own { key, .. } => key(s),
+        }
+    }
+
+    fn cell(&self, s: &ScenarioStats) -> String {
+        match self.value {
+            Value::Spread(of, fmt) => spread_cell(of(s), fmt),
+            Value::Own { cell, .. } => cell(s),
+        }
+    }
 }
 
 fn spread_cell(s: Option<&Spread>, fmt: fn(f64) -> String) -> String {
@@ -117,63 +141,54 @@ fn burn_cell(s: &ScenarioStats) -> String {
 }
 
 fn columns() -> Vec<Column> {
-    fn p50(s: Option<&Spread>) -> Option<f64> {
-        s.map(|s| s.p50)
-    }
     vec![
         Column {
             head: "Burn ≥ mint from",
             better: Better::Lower,
-            key: |s| if s.runs == 0 { None } else { Some(s.burn_ge_mint_epoch_median.unwrap_or(f64::INFINITY)) },
-            cell: burn_cell,
+            value: Value::Own {
+                key: |s| if s.runs == 0 { None } else { Some(s.burn_ge_mint_epoch_median.unwrap_or(f64::INFINITY)) },
+                cell: burn_cell,
+            },
         },
         Column {
             head: "Worst regional liquidity",
             better: Better::Higher,
-            key: |s| p50(s.worst_regional_liquidity.as_ref()),
-            cell: |s| spread_cell(s.worst_regional_liquidity.as_ref(), human::percent),
+            value: Value::Spread(|s| s.worst_regional_liquidity.as_ref(), human::percent),
         },
         Column {
             head: "Operator retention",
             better: Better::Higher,
-            key: |s| p50(s.operator_retention.as_ref()),
-            cell: |s| spread_cell(s.operator_retention.as_ref(), human::percent),
+            value: Value::Spread(|s| s.operator_retention.as_ref(), human::percent),
         },
         Column {
             head: "Price drawdown",
             better: Better::Lower,
-            key: |s| p50(s.price_drawdown.as_ref()),
-            cell: |s| spread_cell(s.price_drawdown.as_ref(), human::percent),
+            value: Value::Spread(|s| s.price_drawdown.as_ref(), human::percent),
         },
         Column {
             head: "Attacker profit",
             better: Better::Lower,
-            key: |s| p50(s.attacker_profit_usd.as_ref()),
-            cell: |s| spread_cell(s.attacker_profit_usd.as_ref(), human::usd),
+            value: Value::Spread(|s| s.attacker_profit_usd.as_ref(), human::usd),
         },
         Column {
             head: "Honest oracles slashed",
             better: Better::Lower,
-            key: |s| p50(s.honest_oracles_slashed.as_ref()),
-            cell: |s| spread_cell(s.honest_oracles_slashed.as_ref(), human::count),
+            value: Value::Spread(|s| s.honest_oracles_slashed.as_ref(), human::count),
         },
         Column {
             head: "Final price",
             better: Better::Neither,
-            key: |s| p50(s.final_price_usd.as_ref()),
-            cell: |s| spread_cell(s.final_price_usd.as_ref(), human::usd),
+            value: Value::Spread(|s| s.final_price_usd.as_ref(), human::usd),
         },
         Column {
             head: "Final nodes",
             better: Better::Higher,
-            key: |s| p50(s.final_nodes.as_ref()),
-            cell: |s| spread_cell(s.final_nodes.as_ref(), human::count),
+            value: Value::Spread(|s| s.final_nodes.as_ref(), human::count),
         },
         Column {
             head: "Consumer price per GB",
             better: Better::Lower,
-            key: |s| p50(s.consumer_price_usd_per_gb.as_ref()),
-            cell: |s| spread_cell(s.consumer_price_usd_per_gb.as_ref(), human::usd),
+            value: Value::Spread(|s| s.consumer_price_usd_per_gb.as_ref(), human::usd),
         },
     ]
 }
@@ -186,7 +201,7 @@ fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
         return marks;
     }
     for (c, col) in columns.iter().enumerate() {
-        let keys: Vec<Option<f64>> = stats.iter().map(|s| (col.key)(s).filter(|k| !k.is_nan())).collect();
+        let keys: Vec<Option<f64>> = stats.iter().map(|s| col.key(s).filter(|k| !k.is_nan())).collect();
         let best = match col.better {
             Better::Neither => continue,
             Better::Higher => keys.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -298,7 +313,7 @@ pub(crate) fn page(
         } else {
             for (c, col) in cols.iter().enumerate() {
                 let class = if marks[r][c] { " class=\"best\"" } else { "" };
-                let _ = write!(h, "<td{class}>{}</td>", (col.cell)(s));
+                let _ = write!(h, "<td{class}>{}</td>", col.cell(s));
             }
         }
         h.push_str("</tr>\n");
