@@ -987,6 +987,7 @@ impl Session {
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
+
     /// A new stream's state: a full window each way.
     fn fresh_stream(&self) -> Stream {
         let window = u64::from(self.limits.stream_window_bytes);
