@@ -6,7 +6,7 @@
 //! nothing (a proptest compares state roots).
 
 use crate::assignment::Assigner;
-use crate::economics::{amm, vesting};
+use crate::economics::vesting;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::params::Params;
@@ -181,7 +181,7 @@ pub(crate) fn apply_body(
             Ok(())
         }
         TxBody::Report(report) => apply_report(state, signer, report, events),
-        TxBody::Swap { sell, min_out } => swap(state, signer, *sell, *min_out, events),
+        TxBody::Swap { sell, min_out } => swap(state, ctx, signer, *sell, *min_out, events),
         TxBody::Deposit { to, amount } => {
             if me != state.gateway {
                 return Err(TxError::NotGateway);
@@ -776,7 +776,7 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
     Ok(())
 }
 
-fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, events: &mut Vec<Event>) -> Result<(), TxError> {
+fn swap(state: &mut State, ctx: Ctx, signer: AccountIdx, sell: Amount, min_out: u128, events: &mut Vec<Event>) -> Result<(), TxError> {
     let fee = state.params.pool_fee_ppm;
     let pool = &state.pool;
     if pool.token.is_zero() || pool.usd.is_zero() {
@@ -785,12 +785,9 @@ fn swap(state: &mut State, signer: AccountIdx, sell: Amount, min_out: u128, even
     let acct = &state.accounts[signer as usize];
     let me = acct.id;
     can_send(acct, sell)?;
-    let pool = &mut state.pool;
-    let (reserve_in, reserve_out, amount_in) = match sell {
-        Amount::Token(a) => (&mut pool.token.0, &mut pool.usd.0, a.0),
-        Amount::Usd(a) => (&mut pool.usd.0, &mut pool.token.0, a.0),
-    };
-    let out = amm::swap_into(reserve_in, reserve_out, amount_in, fee, min_out)
+    let out = state
+        .pool
+        .swap(ctx.time_secs, sell, fee, min_out)
         .map_err(|out| TxError::Slippage { out, min_out: min_out.max(1) })?;
     let acct = &mut state.accounts[signer as usize];
     let bought = match sell {

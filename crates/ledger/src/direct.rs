@@ -7,7 +7,6 @@
 
 use crate::apply::{apply_body, claim_vested};
 pub use crate::apply::PaymentParts;
-use crate::economics::amm;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::state::{Account, AccountIdx, Ctx, NodeEpoch, NodeIdx, OracleIdx, ReportSlot, State};
@@ -82,7 +81,7 @@ pub fn sell_tokens_each(state: &mut State, ctx: Ctx, sales: &[(AccountIdx, Token
                 return None;
             }
             // Refused below the least output, 1 (`Slippage`).
-            amm::swap_into(&mut pool.token.0, &mut pool.usd.0, amount.0, fee_ppm, 0).ok().map(Usd)
+            pool.swap(ctx.time_secs, Amount::Token(amount), fee_ppm, 0).ok().map(Usd)
         })
         .collect();
     each_account(state, &accounts, workers, &|k, acct: &mut Account| {

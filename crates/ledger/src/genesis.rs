@@ -60,7 +60,12 @@ impl Genesis {
             oracles: Vec::new(),
             channels: BTreeMap::new(),
             channels_by_account: Default::default(),
-            pool: Pool { token: self.pool_token, usd: self.pool_usd },
+            pool: Pool {
+                token: self.pool_token,
+                usd: self.pool_usd,
+                epoch_price_seconds: 0,
+                updated_secs: self.genesis_time_secs,
+            },
             supply: Supply::default(),
             burn_queue_usd: Usd::ZERO,
             emission_carry: Token::ZERO,

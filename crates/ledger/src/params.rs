@@ -52,6 +52,9 @@ pub struct Params {
     pub usage_reward_cap_ppm: u32,
     pub node_usd_share_ppm: u32,
     pub pool_fee_ppm: u32,
+    /// The most the epoch's burn pays above the pool's average price over
+    /// the epoch (ADR 0018); what it cannot spend waits for the next epoch.
+    pub burn_max_premium_ppm: u32,
 
     pub oracles_per_node: u32,
     pub min_reports: u32,
@@ -245,6 +248,7 @@ struct FeeSection {
     min_fee_twy: f64,
     min_fee_usd: f64,
     pool_fee: f64,
+    burn_max_premium: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -407,6 +411,7 @@ impl ParamsFile {
             min_new_account_token: Token(r.amount("dust.min_new_account_twy", d.min_new_account_twy, 0.0)),
             min_new_account_usd: Usd(r.amount("dust.min_new_account_usd", d.min_new_account_usd, 0.0)),
             pool_fee_ppm: r.ratio("fees.pool_fee", f.pool_fee, 0.0, 0.1),
+            burn_max_premium_ppm: r.ratio("fees.burn_max_premium", f.burn_max_premium, 0.0, 100.0),
             emission_year_one: Token(r.amount("emission.year_one_twy", e.year_one_twy, 0.0)),
             halving_period_secs: r.duration("emission.halving_period", &e.halving_period, 1),
             emission_cap: Token(r.amount("emission.cap_twy", e.cap_twy, 0.0)),
@@ -476,6 +481,7 @@ impl ParamsFile {
                 min_fee_twy: whole(p.min_fee_token.0),
                 min_fee_usd: whole(p.min_fee_usd.0),
                 pool_fee: ratio(p.pool_fee_ppm),
+                burn_max_premium: ratio(p.burn_max_premium_ppm),
             },
             emission: EmissionSection {
                 year_one_twy: whole(p.emission_year_one.0),

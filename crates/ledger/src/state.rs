@@ -697,11 +697,17 @@ impl Channel {
     }
 }
 
-/// The token/USD constant-product pool.
+/// The token/USD constant-product pool (`economics::amm`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     pub token: Token,
     pub usd: Usd,
+    /// The epoch's price (`economics::amm`'s fine price) times the seconds
+    /// it held, up to `updated_secs`: its time-weighted average bounds what
+    /// the epoch's burn pays (ADR 0018).
+    pub epoch_price_seconds: u128,
+    /// When the pool last changed (or the epoch began, if later).
+    pub updated_secs: u64,
 }
 
 /// Supply counters: the invariant is checked against these (invariants.rs).

@@ -657,6 +657,18 @@ impl Sim {
         Ctx { height: day, time_secs: GENESIS_SECS + day * DAY_SECS }
     }
 
+    /// When the day's trades before its epoch ends are made (the traders',
+    /// the joiners' stake, the shocks' sales): at its middle, standing for
+    /// trades spread over the day. The pool's average price over the epoch,
+    /// which bounds what the burn pays (ADR 0018), then weighs the price
+    /// before them and after them half a day each, as a day of trading
+    /// would. (At the epoch's end, the time of the burn and of the
+    /// operators' sales after it, they would weigh nothing.)
+    fn trading_ctx(&self) -> Ctx {
+        let day = self.ctx();
+        Ctx { time_secs: day.time_secs - DAY_SECS / 2, ..day }
+    }
+
     fn apply(&mut self, ctx: Ctx, signer: AccountIdx, body: &TxBody, what: &str) -> Result<(), SimError> {
         apply_unsigned(&mut self.state, ctx, signer, body)
             .map(|_| ())
@@ -795,7 +807,8 @@ impl Sim {
             let top_up = Usd(usd_in - have);
             self.apply(ctx, gateway, &TxBody::Deposit { to: id, amount: top_up }, "a deposit")?;
         }
-        self.apply(ctx, account, &TxBody::Swap { sell: Amount::Usd(Usd(usd_in)), min_out: 0 }, "buying stake")?;
+        let swap = TxBody::Swap { sell: Amount::Usd(Usd(usd_in)), min_out: 0 };
+        self.apply(self.trading_ctx(), account, &swap, "buying stake")?;
         let bought = self.state.accounts[account as usize].token;
         let stake_now = bought.min(stake);
         if stake_now < stake {
@@ -840,7 +853,7 @@ impl Sim {
     fn sell(&mut self, account: AccountIdx, share: f64) {
         let have = self.state.accounts[account as usize].token;
         if let Some(amount) = sale_amount(have, have, share) {
-            let ctx = self.ctx();
+            let ctx = self.trading_ctx();
             sell_tokens_each(&mut self.state, ctx, &[(account, amount)], &OneThread);
         }
     }
@@ -1178,7 +1191,7 @@ impl Sim {
             // Momentum with noise: traders follow the last move a little.
             let buy = self.rng.unit() < 0.5 + self.trader_momentum.clamp(-0.2, 0.2);
             let size = self.rng.range(0.0, 2.0 * volume);
-            let ctx = self.ctx();
+            let ctx = self.trading_ctx();
             if buy {
                 let have = self.state.accounts[account as usize].usd;
                 let amount = usd(size).min(have);
@@ -1208,7 +1221,7 @@ impl Sim {
         let price = self.price().max(1e-12);
         let budget_usd = m.value_trader_daily_share * self.state.pool.usd.0 as f64 / 1e6;
         let account = self.value_trader;
-        let ctx = self.ctx();
+        let ctx = self.trading_ctx();
         let sell = if price > fair * 1.1 {
             let have = self.state.accounts[account as usize].token;
             Some(Amount::Token(twy(budget_usd / price).min(have)))

@@ -42,22 +42,23 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
     }
 }
 
-/// The tokens the epoch's burn bought and burned, and the USD that bought
-/// them (both 0 when nothing was burned).
+/// The tokens the epoch's burn bought and burned, and the USD that was
+/// queued for it (both 0 when nothing was burned). Part of the queue may
+/// wait for the next epoch (ADR 0018): a node's share is of what burned.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Burned {
     pub token: u128,
-    pub usd: u128,
+    pub queued_usd: u128,
 }
 
 impl Burned {
     /// A node's share of the burned tokens, by the USD it routed to the
     /// burn, rounded down.
     fn node_share(&self, burn_usd: u128) -> u128 {
-        if burn_usd == 0 || self.usd == 0 {
+        if burn_usd == 0 || self.queued_usd == 0 {
             0
         } else {
-            mul_div_floor(self.token, burn_usd, self.usd)
+            mul_div_floor(self.token, burn_usd, self.queued_usd)
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod vesting;
 use crate::state::{Ctx, State};
 use crate::workers::{OneThread, Workers};
 use serde::{Deserialize, Serialize};
-use tollway_types::{math::mul_div_floor, AccountId, Hash32, Token, Usd, PPM};
+use tollway_types::{math::mul_div_floor, AccountId, Amount, Hash32, Token, Usd, PPM};
 
 /// Why stake was slashed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,13 +128,13 @@ pub fn end_epoch_reusing(
     measure::capped_weights(state, &measured, &report.regions, &mut buffers.weights, workers);
 
     // Step 3: buy and burn the settled USD through the pool.
-    let burned = burn(state, &measured, &mut report);
+    let burned = burn(state, ctx, &measured, &mut report);
 
     // Step 4: mint the emission into the three pools.
     emission::distribute(state, ctx, &measured, burned, &mut report, workers, buffers);
     buffers.measured = Some(measured);
 
-    report.price_usd_micro_per_token = amm::price_usd_micro_per_token(state.pool.token.0, state.pool.usd.0);
+    report.price_usd_micro_per_token = state.pool.price_usd_micro_per_token();
 
     // Reset the remaining per-epoch accumulators (the nodes' were reset by
     // `aggregate`) and open the next epoch.
@@ -159,25 +159,33 @@ pub fn epoch_due(state: &State, now_secs: u64) -> bool {
     now_secs >= state.epoch_start_secs.saturating_add(state.params.epoch_secs)
 }
 
-/// Step 3: the queued USD buys tokens from the pool, which are burned.
-/// Returns what was burned and the USD that bought it: each node's share
-/// of it (by the USD it routed to the burn) caps its usage reward, and is
-/// worked out where the reward is (`emission::distribute`).
-fn burn(state: &mut State, measured: &measure::Measured, report: &mut EpochReport) -> emission::Burned {
+/// Step 3: the queued USD buys tokens from the pool, which are burned, as
+/// far as it can without paying more than `burn_max_premium` above the
+/// epoch's average price (ADR 0018); the rest waits in the queue. Returns
+/// what was burned and the USD queued for it: each node's share of the
+/// burned tokens (by the USD it routed to the burn) caps its usage reward,
+/// and is worked out where the reward is (`emission::distribute`).
+fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut EpochReport) -> emission::Burned {
     report.settled_usd = Usd(measured.settled_usd.iter().sum());
+    let average = state.pool.take_epoch_average(ctx.time_secs, state.epoch_start_secs);
     let queue = state.burn_queue_usd;
     if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
         // Nothing to burn, or no pool yet: the queue waits for liquidity.
         return emission::Burned::default();
     }
-    let out = amm::swap_output(state.pool.usd.0, state.pool.token.0, queue.0, state.params.pool_fee_ppm);
-    state.pool.usd.0 += queue.0;
-    state.pool.token.0 -= out;
+    let p = &state.params;
+    let price_cap = ppm_of(average, PPM + p.burn_max_premium_ppm as u128);
+    let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0);
+    // Below one token base unit of output (dust, or a price already above
+    // the cap), nothing trades and the queue waits.
+    let Ok(out) = state.pool.swap(ctx.time_secs, Amount::Usd(Usd(spend)), p.pool_fee_ppm, 0) else {
+        return emission::Burned::default();
+    };
     state.supply.burned_token.0 += out;
-    state.burn_queue_usd = Usd::ZERO;
-    report.burn_usd = queue;
+    state.burn_queue_usd.0 -= spend;
+    report.burn_usd = Usd(spend);
     report.burned_token = Token(out);
-    emission::Burned { token: out, usd: queue.0 }
+    emission::Burned { token: out, queued_usd: queue.0 }
 }
 
 /// `x × ppm / 1e6`, floor, on u128.
