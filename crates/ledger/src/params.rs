@@ -55,6 +55,9 @@ pub struct Params {
     /// The most the epoch's burn pays above the pool's average price over
     /// the epoch (ADR 0018); what it cannot spend waits for the next epoch.
     pub burn_max_premium_ppm: u32,
+    /// Of the pool's USD, what the epoch's burn spends whatever the price
+    /// (ADR 0018): too little to pay for a sandwich's two pool fees.
+    pub burn_floor_ppm: u32,
 
     pub oracles_per_node: u32,
     pub min_reports: u32,
@@ -249,6 +252,7 @@ struct FeeSection {
     min_fee_usd: f64,
     pool_fee: f64,
     burn_max_premium: f64,
+    burn_floor: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -412,6 +416,7 @@ impl ParamsFile {
             min_new_account_usd: Usd(r.amount("dust.min_new_account_usd", d.min_new_account_usd, 0.0)),
             pool_fee_ppm: r.ratio("fees.pool_fee", f.pool_fee, 0.0, 0.1),
             burn_max_premium_ppm: r.ratio("fees.burn_max_premium", f.burn_max_premium, 0.0, 100.0),
+            burn_floor_ppm: r.ratio("fees.burn_floor", f.burn_floor, 0.0, 1.0),
             emission_year_one: Token(r.amount("emission.year_one_twy", e.year_one_twy, 0.0)),
             halving_period_secs: r.duration("emission.halving_period", &e.halving_period, 1),
             emission_cap: Token(r.amount("emission.cap_twy", e.cap_twy, 0.0)),
@@ -482,6 +487,7 @@ impl ParamsFile {
                 min_fee_usd: whole(p.min_fee_usd.0),
                 pool_fee: ratio(p.pool_fee_ppm),
                 burn_max_premium: ratio(p.burn_max_premium_ppm),
+                burn_floor: ratio(p.burn_floor_ppm),
             },
             emission: EmissionSection {
                 year_one_twy: whole(p.emission_year_one.0),

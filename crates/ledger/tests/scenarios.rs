@@ -1105,10 +1105,23 @@ fn a_sandwich_around_the_burn_keeps_little_of_it() {
         burn $50000: 0.43 % with $8000
         unbounded, burn $50000: 81.12 % with $2048000"#]].assert_eq(&lines.join("\n"));
 
-    // The burn the largest trade ran into spent nothing: the price was
-    // above the bound already. Its dollars wait for the next epoch.
-    let (report, _) = sandwich(Params::default_params(), 50_000, 800_000);
-    assert_eq!(report.burn_usd, Usd::ZERO);
+    // The burn the largest trades ran into spent its floor alone: the price
+    // was above the bound already. The floor is a share of the pool's USD
+    // at the epoch's average price, which a trade just before cannot
+    // raise much (the trade's one second of the hour weighs in): about
+    // $2,500 of this $1M pool, whatever was bought. The rest of the
+    // burn's dollars wait for the next epoch.
+    for size in [200_000, 800_000, 3_200_000] {
+        let (report, _) = sandwich(Params::default_params(), 50_000, size);
+        let off_usd = report.burn_usd.0.abs_diff(Usd::units(2_500).0) as f64 / 1e6;
+        assert!(off_usd < 10.0, "after a trade of ${size}, the burn spent {}", report.burn_usd);
+    }
+    // Below the pool's fee, a floor is not worth sandwiching at any size:
+    // the bound set to nothing, so that the floor is all the burn spends.
+    let mut floor_only = Params::default_params();
+    floor_only.burn_max_premium_ppm = 0;
+    let (gain, size) = sizes.iter().map(|&size| (sandwich(floor_only.clone(), 50_000, size).1, size)).max().unwrap_or_default();
+    assert!(gain <= 0, "a sandwich of the floor gained ${} with ${size}", gain as f64 / 1e6);
     // Without a trade, the burn (about 5 % of the pool) is over the bound
     // too and burns in parts: each epoch no more than 2 % above its
     // average price, all of it within a few epochs, nothing lost.

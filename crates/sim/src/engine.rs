@@ -272,6 +272,8 @@ pub struct Sim {
     /// Exponential average of the USD the burn spends per day.
     burn_usd_per_day: f64,
     value_trader: AccountIdx,
+    /// The attack's sandwich trader, if it has one.
+    sandwich: Option<AccountIdx>,
     attacker_profit_usd: f64,
     attackers_slashed_twy: f64,
     /// The pool's price before the first day: where the drawdown starts.
@@ -559,6 +561,12 @@ impl Sim {
         let whale_twy: f64 =
             scenario.shocks.iter().map(|s| if let Shock::PriceCrash { sell_twy, .. } = s { *sell_twy } else { 0.0 }).sum();
         alloc("whale", whale_twy, 0.0, Token::ZERO);
+        // Only when there is one: a genesis account more would change
+        // every other run's state.
+        let sandwich_usd = scenario.attack.as_ref().map_or(0.0, |a| a.sandwich_usd);
+        if sandwich_usd > 0.0 {
+            alloc("sandwich", 0.0, sandwich_usd, Token::ZERO);
+        }
         alloc("value-trader", m.pool_twy / 4.0, m.pool_usd / 4.0, Token::ZERO);
         for r in 0..8 {
             alloc(&format!("consumers-{r}"), 0.0, 0.0, Token::ZERO);
@@ -577,6 +585,7 @@ impl Sim {
         let gateway = idx(&state, "gateway");
         let whale = idx(&state, "whale");
         let value_trader = idx(&state, "value-trader");
+        let sandwich = state.account_index.get(&account_id("sandwich")).copied();
         let traders = (0..m.traders).map(|t| idx(&state, &format!("trader{t}"))).collect();
         let consumer_accounts = std::array::from_fn(|r| idx(&state, &format!("consumers-{r}")));
         let oracles = (0..p.oracles).map(|o| idx(&state, &format!("oracle{o}"))).collect();
@@ -607,6 +616,7 @@ impl Sim {
             trader_momentum: 0.0,
             burn_usd_per_day: 0.0,
             value_trader,
+            sandwich,
             attacker_profit_usd: 0.0,
             attackers_slashed_twy: 0.0,
             genesis_price_usd: 0.0,
@@ -1209,6 +1219,32 @@ impl Sim {
         }
     }
 
+    /// The attack's sandwich trader, while the attack runs, buys tokens
+    /// with all its USD at the epoch's end, just before the burn. Returns
+    /// its account and the USD it held before.
+    fn buy_before_the_burn(&mut self) -> Option<(AccountIdx, Usd)> {
+        let account = self.sandwich?;
+        let a = self.scenario.attack.as_ref()?;
+        if !(a.start_day..a.end_day).contains(&self.day) {
+            return None;
+        }
+        let have = self.state.accounts[account as usize].usd;
+        let (ctx, buy) = (self.ctx(), TxBody::Swap { sell: Amount::Usd(have), min_out: 0 });
+        apply_unsigned(&mut self.state, ctx, account, &buy).ok()?;
+        Some((account, have))
+    }
+
+    /// ... and sells them all right after it; what it gained or lost is
+    /// the attackers'.
+    fn sell_after_the_burn(&mut self, sandwiched: Option<(AccountIdx, Usd)>) {
+        let Some((account, usd_before)) = sandwiched else { return };
+        let have = self.state.accounts[account as usize].token;
+        let (ctx, sell) = (self.ctx(), TxBody::Swap { sell: Amount::Token(have), min_out: 0 });
+        let _ = apply_unsigned(&mut self.state, ctx, account, &sell);
+        let usd_after = self.state.accounts[account as usize].usd;
+        self.attacker_profit_usd += (usd_after.0 as f64 - usd_before.0 as f64) / 1e6;
+    }
+
     /// The value investor: buys below the value the burn supports, sells
     /// above it (a 10 % band), at most a set share of the pool a day.
     fn trade_on_value(&mut self) {
@@ -1277,6 +1313,7 @@ impl Sim {
         let served = self.serve_and_measure()?;
         self.trade();
         self.trade_on_value();
+        let sandwiched = self.buy_before_the_burn();
         let burned_before = self.state.supply.burned_token;
         let ctx = self.ctx();
         let seed = Hash32::of(&[self.rng.next_u64().to_le_bytes(), self.day.to_le_bytes()].concat());
@@ -1284,6 +1321,7 @@ impl Sim {
         let report = end_epoch_reusing(&mut self.state, ctx, seed, &helpers, &mut self.epoch_buffers);
         let burn_usd = report.burn_usd.0 as f64 / 1e6;
         self.burn_usd_per_day = if self.day == 1 { burn_usd } else { 0.9 * self.burn_usd_per_day + 0.1 * burn_usd };
+        self.sell_after_the_burn(sandwiched);
         let holdings = self.check_supply().map_err(|why| SimError::Invariant { day: self.day, why })?;
         let price = self.price();
         self.trader_momentum = if price > price_before { 0.05 } else { -0.05 };

@@ -174,6 +174,11 @@ pub struct AttackSection {
     pub liar_honest_days: u64,
     /// Oracles that report the liars' claims instead of what they saw.
     pub colluding_oracles: u32,
+    /// A trader with this much USD who buys tokens just before each epoch's
+    /// burn and sells them right after it, while the attack runs (a
+    /// "sandwich"; ADR 0018 bounds what the burn pays). 0: none.
+    #[serde(default)]
+    pub sandwich_usd: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +384,9 @@ impl Scenario {
         if let Some(a) = &self.attack {
             if a.liar_honest_days > 36_500 {
                 return Err(invalid("attack.liar_honest_days", "at most 36500"));
+            }
+            if !(a.sandwich_usd.is_finite() && (0.0..=1e12).contains(&a.sandwich_usd)) {
+                return Err(invalid("attack.sandwich_usd", "must be between 0 and 1e12"));
             }
             if a.sybil_nodes > 250 || a.colluding_oracles >= self.population.oracles || a.start_day == 0 {
                 return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), colluding_oracles < oracles, start_day ≥ 1"));

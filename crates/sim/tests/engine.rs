@@ -378,3 +378,37 @@ fn a_runs_csv_is_the_same_bytes_on_every_machine() {
     let hash = tollway_types::Hash32::of(csv.as_bytes());
     assert_eq!(hash.to_hex(), "3d33834231113240569ba3e3957d4d133f5288c5502436a9d870b3ffa5c42d0a", "the CSV changed");
 }
+
+/// A trader who buys just before each day's burn and sells right after
+/// (`attack.sandwich_usd`) gains without a bound on what the burn pays,
+/// and loses the pool's fees with the default bound (ADR 0018). The pool
+/// is a tenth of the scenario's, so that the small world's daily burn is
+/// about as large a share of it as the full scenario's.
+#[test]
+fn a_sandwich_trader_gains_only_without_the_burns_bound() {
+    let mut s = small("sybil-and-liars", 40);
+    for (k, v) in [
+        ("attack.sybil_nodes", "0"),
+        ("attack.liars", "0"),
+        ("attack.colluding_oracles", "0"),
+        ("attack.start_day", "5"),
+        ("attack.sandwich_usd", "100000"),
+        ("market.pool_twy", "2000000"),
+        ("market.pool_usd", "400000"),
+    ] {
+        s = s.with_override(k, v).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let gain = |premium: &str| {
+        let s = s.with_override("burn_max_premium", premium).unwrap_or_else(|e| panic!("{e}"));
+        let mut sim = Sim::new(&s, 7).unwrap_or_else(|e| panic!("{e}"));
+        let mut gain_usd = 0.0;
+        for _ in 0..40 {
+            gain_usd = sim.step().unwrap_or_else(|e| panic!("{e}")).attacker_profit_usd;
+        }
+        gain_usd
+    };
+    let (bounded, unbounded) = (gain("0.05"), gain("100.0"));
+    println!("sandwich of $100,000 over 35 days: ${bounded:.0} with the bound, ${unbounded:.0} without");
+    assert!(unbounded > 0.0, "without the bound the sandwich gains: {unbounded}");
+    assert!(bounded < 0.0, "with the bound it loses: {bounded}");
+}

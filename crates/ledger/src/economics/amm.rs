@@ -84,6 +84,14 @@ impl Pool {
     }
 }
 
+/// The pool's USD reserve were its price `price` ([`fine_price`]), its
+/// product of reserves the same: what a trade just before cannot inflate.
+/// (At price p the USD reserve is √(k·p), and now it is √(k·spot).)
+pub fn usd_reserve_at(pool: &Pool, price: u128) -> u128 {
+    let spot = fine_price(pool.token.0, pool.usd.0);
+    pool.usd.0.saturating_mul(mul_div_floor(pool.usd.0, price, spot)).isqrt()
+}
+
 /// The most USD, up to `max_in`, that buys from the pool without taking
 /// its price ([`fine_price`]) above `price_cap`; 0 if the price is above
 /// it already. The price after a purchase rises with its size, so a

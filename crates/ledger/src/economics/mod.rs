@@ -175,7 +175,8 @@ fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut 
     }
     let p = &state.params;
     let price_cap = ppm_of(average, PPM + p.burn_max_premium_ppm as u128);
-    let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0);
+    let floor = ppm_of(amm::usd_reserve_at(&state.pool, average), p.burn_floor_ppm as u128).min(queue.0);
+    let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0).max(floor);
     // Below one token base unit of output (dust, or a price already above
     // the cap), nothing trades and the queue waits.
     let Ok(out) = state.pool.swap(ctx.time_secs, Amount::Usd(Usd(spend)), p.pool_fee_ppm, 0) else {
