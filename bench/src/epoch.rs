@@ -6,6 +6,11 @@
 //! reports doing the least arithmetic an epoch needs (a stake-weighted
 //! median and a weight per node into a `Vec<u128>`), in the same run.
 //!
+//! A second row times the same epoch a vesting period later (`aged`):
+//! by then each node's account holds the tranches of a week of hourly
+//! rewards, more than fit inline, as a chain's accounts do in steady
+//! state; the fresh world's accounts hold one.
+//!
 //! The world is built through transactions, as a chain would see them:
 //! a transfer from a treasury, a stake and a registration per node, oracle
 //! registrations, and each oracle's measurement reports on the nodes it is
@@ -20,7 +25,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tollway_ledger::assignment::Assigner;
-use tollway_ledger::state::NodeIdx;
+use tollway_ledger::state::{NodeIdx, INLINE_TRANCHES};
 use tollway_ledger::testkit::{self, fund, World};
 use tollway_ledger::{apply_verified, end_epoch, Ctx, EpochReport, Params, State};
 use tollway_types::tx::limits::MAX_MEASUREMENTS_PER_REPORT;
@@ -57,8 +62,10 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     let ctx = Ctx { height: world.height + 1, time_secs: world.now_secs + state.params.epoch_secs };
     let seed = Hash32::of(b"tollway epoch bench");
 
+    progress.say("setup: a vesting period of epochs with the same reports, for the aged row");
+    let (aged_state, aged_ctx) = aged(state, ctx, seed);
     progress.say(&format!("measuring: 1 warm-up + {} rounds", cfg.rounds));
-    let (mut ours, mut anchor) = (Vec::new(), Vec::new());
+    let (mut ours, mut anchor, mut ours_aged) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_report = None;
     let mut raw_total = 0u128;
     for round in 0..=cfg.rounds {
@@ -73,6 +80,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         let (took, report) = time_end_epoch(state, ctx, seed);
         ours.push(took);
         last_report = Some(report);
+        ours_aged.push(time_end_epoch(&aged_state, aged_ctx, seed).0);
         if !anchor_first {
             let (took, total) = time_raw_limit(state);
             anchor.push(took);
@@ -81,6 +89,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         if round == 0 {
             ours.clear(); // the warm-up round
             anchor.clear();
+            ours_aged.clear();
         }
     }
     let report = last_report.context("no epoch ran")?;
@@ -88,6 +97,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     ensure!(raw_total > 0, "the raw pass found no measured weight");
 
     print_table(&cfg, state, &report, &ours, &anchor, setup);
+    print_aged(&cfg, &aged_state, &ours_aged, &anchor);
     let (ours, anchor) = (median(&ours), median(&anchor));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(report_line(
@@ -100,6 +110,49 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         ),
         anchor.as_secs_f64() / ours.as_secs_f64(),
     ))
+}
+
+/// The prepared state a vesting period of epochs later, each epoch with
+/// the prepared epoch's reports again (they are not checked again: a
+/// chain checks a report when it comes in), and when its next epoch ends.
+fn aged(state: &State, ctx: Ctx, seed: Hash32) -> (State, Ctx) {
+    let mut s = state.clone();
+    let reports: Vec<_> = s.node_epochs.iter().map(|e| e.reports.clone()).collect();
+    let epoch_secs = s.params.epoch_secs;
+    let next = |c: Ctx| Ctx { height: c.height + 1, time_secs: c.time_secs + epoch_secs };
+    let mut ctx = ctx;
+    for _ in 0..s.params.vesting_secs / epoch_secs {
+        end_epoch(&mut s, ctx, seed);
+        for (e, r) in s.node_epochs.iter_mut().zip(&reports) {
+            e.reports = r.clone();
+        }
+        ctx = next(ctx);
+    }
+    (s, ctx)
+}
+
+/// The aged row, and how many tranches its nodes' accounts hold.
+fn print_aged(cfg: &Config, aged: &State, ours: &[Duration], anchor: &[Duration]) {
+    let tranches: Vec<usize> = aged.nodes.iter().map(|n| aged.accounts[n.account as usize].tranches().count()).collect();
+    let on_heap = tranches.iter().filter(|&&t| t > INLINE_TRANCHES).count();
+    let mean = tranches.iter().sum::<usize>() as f64 / tranches.len().max(1) as f64;
+    let (ours, anchor) = (median(ours), median(anchor));
+    println!();
+    println!(
+        "a vesting period ({} epochs) later: the nodes' accounts hold {:.1} tranches on average, {} of {} past the {} inline (on the heap)",
+        aged.params.vesting_secs / aged.params.epoch_secs,
+        mean,
+        on_heap,
+        tranches.len(),
+        INLINE_TRANCHES
+    );
+    println!(
+        "{:<56} {:>8} ms {:>9} ns   anchor/ours {:.3}",
+        "ours: end_epoch, aged",
+        sig3(ours.as_secs_f64() * 1e3),
+        sig3(ours.as_secs_f64() * 1e9 / cfg.n_nodes as f64),
+        anchor.as_secs_f64() / ours.as_secs_f64()
+    );
 }
 
 /// Ours: `end_epoch` on a fresh copy of the prepared state (the copy is

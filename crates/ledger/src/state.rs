@@ -84,7 +84,7 @@ impl SmallTranche {
 /// 32 slots an account was 544 bytes, at 12 it was 304 (the simulator's
 /// run of 100,000 nodes took 7-11 % less time in three alternated pairs),
 /// at 8 it is 256.
-pub(crate) const INLINE_TRANCHES: usize = 8;
+pub const INLINE_TRANCHES: usize = 8;
 
 /// Up to `INLINE_TRANCHES` small tranches inside the account record, oldest
 /// first. Every reward touches the newest tranche and a new one pops the
