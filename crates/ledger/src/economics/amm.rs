@@ -85,7 +85,8 @@ impl Pool {
 }
 
 /// The pool's USD reserve were its price `price` ([`fine_price`]), its
-/// product of reserves the same: what a trade just before cannot inflate.
+/// product of reserves the same: what a trade just before barely moves
+/// (the epoch's average sees it for the seconds it stood).
 /// (At price p the USD reserve is √(k·p), and now it is √(k·spot).)
 pub fn usd_reserve_at(pool: &Pool, price: u128) -> u128 {
     let spot = fine_price(pool.token.0, pool.usd.0);
