@@ -887,7 +887,7 @@ async fn supply(State(s): State<Arc<Shared>>) -> Json<Value> {
     let core = s.core();
     let st = core.state();
     let sp = &st.supply;
-    let price = tollway_ledger::economics::amm::price_usd_micro_per_token(st.pool.token.0, st.pool.usd.0);
+    let price = st.pool.price_usd_micro_per_token();
     Json(json!({
         "token": {
             "genesis": sp.genesis_token, "minted": sp.minted_token, "burned": sp.burned_token,
