@@ -1741,7 +1741,9 @@ async fn a_route_that_hangs_does_not_hold_up_the_failover() {
 /// A TCP forwarder in front of a node: each direction may carry at most so
 /// many bytes a second (a node behind a slow uplink, or a client, as at
 /// home), and `frozen` stops it both ways with the connections left open
-/// (a node's host that lost power or its network: no FIN, no RST).
+/// (a node's host that lost power or its network: no FIN, no RST). An end's
+/// close still passes a frozen line, and what the line held is lost: an end
+/// that hung and then died.
 struct Forwarder {
     port: u16,
     frozen: Arc<std::sync::atomic::AtomicBool>,
@@ -1795,13 +1797,36 @@ impl Forwarder {
     ) {
         let start = tokio::time::Instant::now();
         let (mut sent, mut buf) = (0u64, vec![0u8; 16 * 1024]);
+        let [frozen, cut] = &stops;
+        let mut held = Vec::new();
         while let Ok(n @ 1..) = from.read(&mut buf).await {
+            held.extend_from_slice(&buf[..n]);
             while stops.iter().any(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                // A frozen line reads on (a little), so that a close behind
+                // the bytes it holds passes: a dying node's last frames held
+                // its close for as long as the line stayed frozen, where with
+                // nothing held the close passed.
+                if !frozen.load(std::sync::atomic::Ordering::Relaxed)
+                    || cut.load(std::sync::atomic::Ordering::Relaxed)
+                    || held.len() >= 64 * 1024
+                {
+                    continue;
+                }
+                match tokio::time::timeout(Duration::ZERO, from.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => {
+                        let _ = to.shutdown().await;
+                        return;
+                    }
+                    Ok(Ok(n)) => held.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
             }
-            if to.write_all(&buf[..n]).await.is_err() {
+            let n = held.len();
+            if to.write_all(&held).await.is_err() {
                 return;
             }
+            held.clear();
             sent += n as u64;
             counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             if let Some(rate) = bytes_per_sec {
