@@ -803,6 +803,9 @@ fn swap(state: &mut State, ctx: Ctx, signer: AccountIdx, sell: Amount, min_out: 
         }
     };
     events.push(Event::Swapped { account: me, sold: sell, bought });
+    if matches!(sell, Amount::Token(_)) {
+        crate::economics::burn_held_back(state, ctx.time_secs);
+    }
     Ok(())
 }
 

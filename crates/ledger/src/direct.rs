@@ -72,16 +72,19 @@ pub fn sell_tokens_each(state: &mut State, ctx: Ctx, sales: &[(AccountIdx, Token
         !amount.is_zero() && acct.token >= amount
     });
     let fee_ppm = state.params.pool_fee_ppm;
-    let pool = &mut state.pool;
     let bought: Vec<Option<Usd>> = sales
         .iter()
         .zip(&covered)
         .map(|(&(_, amount), &covered)| {
-            if !covered || pool.token.is_zero() || pool.usd.is_zero() {
+            if !covered || state.pool.token.is_zero() || state.pool.usd.is_zero() {
                 return None;
             }
             // Refused below the least output, 1 (`Slippage`).
-            pool.swap(ctx.time_secs, Amount::Token(amount), fee_ppm, 0).ok().map(Usd)
+            let out = state.pool.swap(ctx.time_secs, Amount::Token(amount), fee_ppm, 0).ok().map(Usd);
+            if out.is_some() {
+                crate::economics::burn_held_back(state, ctx.time_secs);
+            }
+            out
         })
         .collect();
     each_account(state, &accounts, workers, &|k, acct: &mut Account| {

@@ -68,6 +68,7 @@ impl Genesis {
             },
             supply: Supply::default(),
             burn_queue_usd: Usd::ZERO,
+            held_burn: Default::default(),
             emission_carry: Token::ZERO,
             regions: Default::default(),
         };

@@ -710,6 +710,23 @@ pub struct Pool {
     pub updated_secs: u64,
 }
 
+/// The queue an epoch's burn left for its price bound (ADR 0018). It
+/// burns right after the first sale of tokens that leaves the pool's price
+/// at or under `price_cap` (`economics::burn_held_back`), not at the next
+/// epoch's end: a trader who lifted the price past the bound just before
+/// the burn lowers it again when it sells, and the burn follows its sale.
+/// (Not after a purchase: a burn right after one is what a sandwich
+/// sells into.) What burns so counts with the next epoch's burn.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBurn {
+    /// The price bound of the burn that held the queue back
+    /// (`amm::fine_price`); 0 when nothing is held.
+    pub price_cap: u128,
+    /// Spent and burned since the last epoch's burn.
+    pub burned_usd: Usd,
+    pub burned_token: Token,
+}
+
 /// Supply counters: the invariant is checked against these (invariants.rs).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Supply {
@@ -801,6 +818,9 @@ pub struct State {
     pub supply: Supply,
     /// USD settled or paid as fees, waiting for the epoch's buy-and-burn.
     pub burn_queue_usd: Usd,
+    /// What the last epoch's burn left in the queue for its price, and
+    /// what of it has burned since (ADR 0018).
+    pub held_burn: HeldBurn,
     /// Scheduled emission not yet paid out (rounding, empty pools).
     pub emission_carry: Token,
     pub regions: [RegionState; MacroRegion::COUNT],

@@ -1146,6 +1146,46 @@ fn a_sandwich_around_the_burn_keeps_little_of_it() {
     expect_test::expect!["2"].assert_eq(&epochs.to_string());
 }
 
+/// A trader who lifts the price past the bound just before the burn holds
+/// the burn to its floor, but only until it sells: the sale brings the
+/// price back under the bound, and the queue the burn held back buys and
+/// burns right after it, in the same transaction, at no more than the
+/// bound (ADR 0018). So the trader loses the pool's fees and the burn
+/// waits seconds, not an epoch (the simulator's daily epochs let a trader
+/// who lost $13,704 hold most burns back by a day). What burned after the
+/// sale counts with the next epoch's burn.
+#[test]
+fn a_burn_held_back_by_a_pump_burns_right_after_the_traders_sale() {
+    let (burn_usd, attack_usd) = (10_000, 200_000);
+    let mut quiet = burn_world(Params::default_params(), burn_usd, 0);
+    let queued = quiet.state.burn_queue_usd;
+    let whole = quiet.end_epoch();
+    assert_eq!(whole.burn_usd, queued, "without a trade the burn spends its queue");
+
+    let mut w = burn_world(Params::default_params(), burn_usd, attack_usd);
+    let usd_before = w.account("mev").usd;
+    let (start, epoch_secs) = (w.now_secs, w.state.params.epoch_secs);
+    let held = trade_around_the_burn(&mut w, attack_usd);
+    let floor_usd = held.burn_usd;
+    assert!(floor_usd < Usd::units(burn_usd / 3), "the pump did not hold the burn back: {floor_usd}");
+    // The sale has been made: the held queue burned right after it.
+    assert!(w.state.burn_queue_usd.is_zero(), "still queued after the sale: {}", w.state.burn_queue_usd);
+    assert_eq!(w.state.held_burn.burned_usd.0 + floor_usd.0, queued.0);
+    assert_eq!(w.state.held_burn.price_cap, 0, "nothing is held any more");
+    assert!(w.account("mev").usd < usd_before, "the trader gained");
+    // The rest bought at no more than the bound, the floor at the lifted
+    // price: 92 % of the tokens the quiet burn got.
+    let caught_up = w.state.held_burn.burned_token.0 + held.burned_token.0;
+    let ratio = caught_up as f64 / whole.burned_token.0 as f64;
+    expect_test::expect!["0.924"].assert_eq(&format!("{ratio:.3}"));
+    // The next epoch's report counts it, and its burn has nothing left.
+    w.now_secs = start + epoch_secs;
+    let next = w.end_epoch();
+    assert_eq!(next.burn_usd.0 + floor_usd.0, queued.0);
+    assert_eq!(next.burned_token.0 + held.burned_token.0, caught_up);
+    assert_eq!(w.state.held_burn, Default::default());
+}
+
 /// Hourly epochs, whose burns are each below the floor: a trader who
 /// lifts the price past the bound before every epoch's end cannot hold
 /// any of them back, and loses the pool's fees on every round trip. Two

@@ -161,32 +161,62 @@ pub fn epoch_due(state: &State, now_secs: u64) -> bool {
 
 /// Step 3: the queued USD buys tokens from the pool, which are burned, as
 /// far as it can without paying more than `burn_max_premium` above the
-/// epoch's average price (ADR 0018); the rest waits in the queue. Returns
-/// what was burned and the USD queued for it: each node's share of the
-/// burned tokens (by the USD it routed to the burn) caps its usage reward,
-/// and is worked out where the reward is (`emission::distribute`).
+/// epoch's average price (ADR 0018); the rest waits in the queue, for the
+/// first sale of tokens that leaves the price under that bound
+/// ([`burn_held_back`]).
+/// Returns what was burned since the last epoch's burn and the USD queued
+/// for it: each node's share of the burned tokens (by the USD it routed
+/// to the burn) caps its usage reward, and is worked out where the reward
+/// is (`emission::distribute`).
 fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut EpochReport) -> emission::Burned {
     report.settled_usd = Usd(measured.settled_usd.iter().sum());
     let average = state.pool.take_epoch_average(ctx.time_secs, state.epoch_start_secs);
+    let since = std::mem::take(&mut state.held_burn);
     let queue = state.burn_queue_usd;
-    if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
+    let (spend, out) = if queue.is_zero() || state.pool.token.is_zero() || state.pool.usd.is_zero() {
         // Nothing to burn, or no pool yet: the queue waits for liquidity.
-        return emission::Burned::default();
-    }
-    let p = &state.params;
-    let price_cap = ppm_of(average, PPM + p.burn_max_premium_ppm as u128);
-    let floor = ppm_of(amm::usd_reserve_at(&state.pool, average), p.burn_floor_ppm as u128).min(queue.0);
-    let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0).max(floor);
-    // Below one token base unit of output (dust, or a price already above
-    // the cap), nothing trades and the queue waits.
-    let Ok(out) = state.pool.swap(ctx.time_secs, Amount::Usd(Usd(spend)), p.pool_fee_ppm, 0) else {
-        return emission::Burned::default();
+        (0, 0)
+    } else {
+        let p = &state.params;
+        let price_cap = ppm_of(average, PPM + p.burn_max_premium_ppm as u128);
+        let floor = ppm_of(amm::usd_reserve_at(&state.pool, average), p.burn_floor_ppm as u128).min(queue.0);
+        let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0).max(floor);
+        // Below one token base unit of output (dust, or a price already
+        // above the cap), nothing trades and the queue waits.
+        let out = state.pool.swap(ctx.time_secs, Amount::Usd(Usd(spend)), p.pool_fee_ppm, 0);
+        let (spend, out) = out.map_or((0, 0), |out| (spend, out));
+        state.supply.burned_token.0 += out;
+        state.burn_queue_usd.0 -= spend;
+        if !state.burn_queue_usd.is_zero() {
+            state.held_burn.price_cap = price_cap;
+        }
+        (spend, out)
     };
-    state.supply.burned_token.0 += out;
-    state.burn_queue_usd.0 -= spend;
-    report.burn_usd = Usd(spend);
-    report.burned_token = Token(out);
-    emission::Burned { token: out, queued_usd: queue.0 }
+    report.burn_usd = Usd(since.burned_usd.0 + spend);
+    report.burned_token = Token(since.burned_token.0 + out);
+    emission::Burned { token: report.burned_token.0, queued_usd: since.burned_usd.0 + queue.0 }
+}
+
+/// After a sale of tokens: the queue the last epoch's burn held back for
+/// its price buys and burns as much as it can without taking the pool's
+/// price above that burn's bound (ADR 0018), at once. A trader who lifted
+/// the price past the bound before the burn held the burn back only until
+/// its own sale.
+pub(crate) fn burn_held_back(state: &mut State, now_secs: u64) {
+    let State { pool, burn_queue_usd, held_burn, supply, params, .. } = state;
+    if held_burn.price_cap == 0 || burn_queue_usd.is_zero() || pool.token.is_zero() || pool.usd.is_zero() {
+        return;
+    }
+    let spend = amm::most_usd_in_below(pool, held_burn.price_cap, params.pool_fee_ppm, burn_queue_usd.0);
+    if let Ok(out) = pool.swap(now_secs, Amount::Usd(Usd(spend)), params.pool_fee_ppm, 0) {
+        supply.burned_token.0 += out;
+        burn_queue_usd.0 -= spend;
+        held_burn.burned_usd.0 += spend;
+        held_burn.burned_token.0 += out;
+        if burn_queue_usd.is_zero() {
+            held_burn.price_cap = 0;
+        }
+    }
 }
 
 /// `x × ppm / 1e6`, floor, on u128.
