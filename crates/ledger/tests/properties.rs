@@ -110,7 +110,7 @@ fn genesis_world() -> World {
     accounts.push(fund("whale", 10, 300_000, 0));
     // A pool of $100,000, whose burn floor (0.25 % of it) the epochs'
     // settlements often exceed: so the whale's purchases hold burns back
-    // (in 21 of the 96 cases' epochs when written, 8 of them then burning
+    // (21 burns in the 96 cases when written, 8 of whose queues then burned
     // after a sale), where with $1M no burn ever was.
     World::new(params(), 100_000, 100_000, accounts)
 }

@@ -8,7 +8,7 @@ pub mod measure;
 pub mod slash;
 pub mod vesting;
 
-use crate::state::{Ctx, State};
+use crate::state::{Ctx, Pool, State, Supply};
 use crate::workers::{OneThread, Workers};
 use serde::{Deserialize, Serialize};
 use tollway_types::{math::mul_div_floor, AccountId, Amount, Hash32, Token, Usd, PPM};
@@ -181,12 +181,9 @@ fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut 
         let price_cap = ppm_of(average, PPM + p.burn_max_premium_ppm as u128);
         let floor = ppm_of(amm::usd_reserve_at(&state.pool, average), p.burn_floor_ppm as u128).min(queue.0);
         let spend = amm::most_usd_in_below(&state.pool, price_cap, p.pool_fee_ppm, queue.0).max(floor);
-        // Below one token base unit of output (dust, or a price already
-        // above the cap), nothing trades and the queue waits.
-        let out = state.pool.swap(ctx.time_secs, Amount::Usd(Usd(spend)), p.pool_fee_ppm, 0);
-        let (spend, out) = out.map_or((0, 0), |out| (spend, out));
-        state.supply.burned_token.0 += out;
-        state.burn_queue_usd.0 -= spend;
+        let fee_ppm = p.pool_fee_ppm;
+        let (spend, out) =
+            buy_and_burn(&mut state.pool, &mut state.burn_queue_usd, &mut state.supply, ctx.time_secs, fee_ppm, spend);
         if !state.burn_queue_usd.is_zero() {
             state.held_burn.price_cap = price_cap;
         }
@@ -208,15 +205,25 @@ pub(crate) fn burn_held_back(state: &mut State, now_secs: u64) {
         return;
     }
     let spend = amm::most_usd_in_below(pool, held_burn.price_cap, params.pool_fee_ppm, burn_queue_usd.0);
-    if let Ok(out) = pool.swap(now_secs, Amount::Usd(Usd(spend)), params.pool_fee_ppm, 0) {
-        supply.burned_token.0 += out;
-        burn_queue_usd.0 -= spend;
-        held_burn.burned_usd.0 += spend;
-        held_burn.burned_token.0 += out;
-        if burn_queue_usd.is_zero() {
-            held_burn.price_cap = 0;
-        }
+    let (spend, out) = buy_and_burn(pool, burn_queue_usd, supply, now_secs, params.pool_fee_ppm, spend);
+    held_burn.burned_usd.0 += spend;
+    held_burn.burned_token.0 += out;
+    if burn_queue_usd.is_zero() {
+        held_burn.price_cap = 0;
     }
+}
+
+/// `spend` of the queue buys tokens from the pool, which are burned:
+/// returns what was spent and burned, both 0 below one token base unit of
+/// output (dust, or a price already above the bound), when nothing trades
+/// and the queue waits.
+fn buy_and_burn(pool: &mut Pool, queue: &mut Usd, supply: &mut Supply, now_secs: u64, fee_ppm: u32, spend: u128) -> (u128, u128) {
+    let Ok(out) = pool.swap(now_secs, Amount::Usd(Usd(spend)), fee_ppm, 0) else {
+        return (0, 0);
+    };
+    supply.burned_token.0 += out;
+    queue.0 -= spend;
+    (spend, out)
 }
 
 /// `x × ppm / 1e6`, floor, on u128.
