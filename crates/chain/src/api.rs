@@ -898,6 +898,12 @@ async fn supply(State(s): State<Arc<Shared>>) -> Json<Value> {
         },
         "pool": {"token": st.pool.token, "usd": st.pool.usd, "price_usd_per_token": Usd(price)},
         "burn_queue_usd": st.burn_queue_usd,
+        // What the last epoch's burn held back for its price bound burns
+        // after the next sale under it (ADR 0018); what has, so far.
+        "held_burn": {
+            "price_cap_usd_per_token": Usd(st.held_burn.price_cap_usd_micro_per_token()),
+            "burned_usd": st.held_burn.burned_usd, "burned_token": st.held_burn.burned_token,
+        },
         "emission_carry": st.emission_carry,
         "epoch": st.epoch,
         "height": core.tip().height,

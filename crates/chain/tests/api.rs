@@ -143,6 +143,17 @@ fn a_transfer_is_acknowledged_only_once_durable_and_then_queryable() {
     let (s, v) = c.post("/v1/txs?wait=commit", "application/json", format!("{{\"tx\":{json}}}").as_bytes());
     assert_eq!(s, 200, "{v}");
     assert_eq!(c.nonce("alice"), 3);
+    // The supply, with the burn's queue and what the last burn held back
+    // for its price bound (ADR 0018): nothing on this quiet chain.
+    let (s, v) = c.get("/v1/supply");
+    assert_eq!(s, 200, "{v}");
+    assert!(v["burn_queue_usd"].is_string(), "{v}");
+    let held = &v["held_burn"];
+    assert_eq!(
+        (held["price_cap_usd_per_token"].as_str(), held["burned_usd"].as_str(), held["burned_token"].as_str()),
+        (Some("0"), Some("0"), Some("0")),
+        "{v}"
+    );
 }
 
 #[test]

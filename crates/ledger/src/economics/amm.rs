@@ -34,6 +34,14 @@ fn fine_price(token_reserve: u128, usd_reserve: u128) -> u128 {
     mul_div_floor(usd_reserve, FINE_PRICE_SCALE, token_reserve)
 }
 
+impl crate::state::HeldBurn {
+    /// The held queue's price bound in USD base units per whole token,
+    /// rounded down, as [`price_usd_micro_per_token`] (0: nothing held).
+    pub fn price_cap_usd_micro_per_token(&self) -> u128 {
+        mul_div_floor(self.price_cap, UNIT, FINE_PRICE_SCALE)
+    }
+}
+
 impl Pool {
     pub fn price_usd_micro_per_token(&self) -> u128 {
         price_usd_micro_per_token(self.token.0, self.usd.0)
@@ -151,6 +159,18 @@ mod tests {
                 prop_assert!(price(usd_in + 1) > cap);
             }
         }
+    }
+
+    /// The held burn's bound, read in micro-USD per token (the chain's
+    /// API shows it so), is the pool's price at that bound, rounded as
+    /// the pool's own.
+    #[test]
+    fn a_held_bound_reads_as_the_pools_price_at_it() {
+        for (token, usd) in [(1_000 * UNIT, 1_000 * UNIT), (7 * UNIT, 3), (3 * UNIT, 10_000_000 * UNIT)] {
+            let held = crate::state::HeldBurn { price_cap: fine_price(token, usd), ..Default::default() };
+            assert_eq!(held.price_cap_usd_micro_per_token(), price_usd_micro_per_token(token, usd));
+        }
+        assert_eq!(crate::state::HeldBurn::default().price_cap_usd_micro_per_token(), 0);
     }
 
     #[test]
