@@ -777,7 +777,6 @@ fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementRepor
 }
 
 fn swap(state: &mut State, ctx: Ctx, signer: AccountIdx, sell: Amount, min_out: u128, events: &mut Vec<Event>) -> Result<(), TxError> {
-    let fee = state.params.pool_fee_ppm;
     let pool = &state.pool;
     if pool.token.is_zero() || pool.usd.is_zero() {
         return Err(TxError::EmptyPool);
@@ -785,9 +784,7 @@ fn swap(state: &mut State, ctx: Ctx, signer: AccountIdx, sell: Amount, min_out: 
     let acct = &state.accounts[signer as usize];
     let me = acct.id;
     can_send(acct, sell)?;
-    let out = state
-        .pool
-        .swap(ctx.time_secs, sell, fee, min_out)
+    let out = crate::economics::trade(state, ctx.time_secs, sell, min_out)
         .map_err(|out| TxError::Slippage { out, min_out: min_out.max(1) })?;
     let acct = &mut state.accounts[signer as usize];
     let bought = match sell {
@@ -803,9 +800,6 @@ fn swap(state: &mut State, ctx: Ctx, signer: AccountIdx, sell: Amount, min_out: 
         }
     };
     events.push(Event::Swapped { account: me, sold: sell, bought });
-    if matches!(sell, Amount::Token(_)) {
-        crate::economics::burn_held_back(state, ctx.time_secs);
-    }
     Ok(())
 }
 

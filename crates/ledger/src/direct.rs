@@ -71,7 +71,6 @@ pub fn sell_tokens_each(state: &mut State, ctx: Ctx, sales: &[(AccountIdx, Token
         let amount = sales[k].1;
         !amount.is_zero() && acct.token >= amount
     });
-    let fee_ppm = state.params.pool_fee_ppm;
     let bought: Vec<Option<Usd>> = sales
         .iter()
         .zip(&covered)
@@ -80,11 +79,7 @@ pub fn sell_tokens_each(state: &mut State, ctx: Ctx, sales: &[(AccountIdx, Token
                 return None;
             }
             // Refused below the least output, 1 (`Slippage`).
-            let out = state.pool.swap(ctx.time_secs, Amount::Token(amount), fee_ppm, 0).ok().map(Usd);
-            if out.is_some() {
-                crate::economics::burn_held_back(state, ctx.time_secs);
-            }
-            out
+            crate::economics::trade(state, ctx.time_secs, Amount::Token(amount), 0).ok().map(Usd)
         })
         .collect();
     each_account(state, &accounts, workers, &|k, acct: &mut Account| {

@@ -53,7 +53,8 @@ pub struct Params {
     pub node_usd_share_ppm: u32,
     pub pool_fee_ppm: u32,
     /// The most the epoch's burn pays above the pool's average price over
-    /// the epoch (ADR 0018); what it cannot spend waits for the next epoch.
+    /// the epoch (ADR 0018); what it cannot spend waits for the next sale
+    /// of tokens under that bound, or the next epoch.
     pub burn_max_premium_ppm: u32,
     /// Of the pool's USD, what the epoch's burn spends whatever the price
     /// (ADR 0018): too little to pay for a sandwich's two pool fees.

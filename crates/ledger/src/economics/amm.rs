@@ -104,7 +104,8 @@ pub fn usd_reserve_at(pool: &Pool, price: u128) -> u128 {
 /// The most USD, up to `max_in`, that buys from the pool without taking
 /// its price ([`fine_price`]) above `price_cap`; 0 if the price is above
 /// it already. The price after a purchase rises with its size, so a
-/// binary search finds it exactly (about 60 steps, once an epoch).
+/// binary search finds it exactly (about 60 steps, once an epoch, and
+/// after each sale of tokens while a burn is held back).
 pub fn most_usd_in_below(pool: &Pool, price_cap: u128, fee_ppm: u32, max_in: u128) -> u128 {
     let price_after = |usd_in: u128| {
         let out = swap_output(pool.usd.0, pool.token.0, usd_in, fee_ppm);

@@ -42,9 +42,10 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
     }
 }
 
-/// The tokens the epoch's burn bought and burned, and the USD that was
-/// queued for it (both 0 when nothing was burned). Part of the queue may
-/// wait for the next epoch (ADR 0018): a node's share is of what burned.
+/// The tokens burned since the last epoch's burn (after sales, and at this
+/// epoch's end), and the USD that was queued for them (both 0 when nothing
+/// was burned). Part of the queue may wait (ADR 0018): a node's share is of
+/// what burned.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Burned {
     pub token: u128,

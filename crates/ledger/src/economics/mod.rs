@@ -194,12 +194,26 @@ fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut 
     emission::Burned { token: report.burned_token.0, queued_usd: since.burned_usd.0 + queue.0 }
 }
 
+/// An account's trade with the pool ([`amm`]'s `Pool::swap`, at the pool's
+/// fee): what it bought, or below `min_out` the output as the error. After
+/// a sale of tokens the queue the last epoch's burn held back follows it
+/// ([`burn_held_back`]); the transaction and the simulator's batch of
+/// sales both trade through here.
+pub(crate) fn trade(state: &mut State, now_secs: u64, sell: Amount, min_out: u128) -> Result<u128, u128> {
+    let out = state.pool.swap(now_secs, sell, state.params.pool_fee_ppm, min_out)?;
+    if matches!(sell, Amount::Token(_)) {
+        burn_held_back(state, now_secs);
+    }
+    Ok(out)
+}
+
 /// After a sale of tokens: the queue the last epoch's burn held back for
 /// its price buys and burns as much as it can without taking the pool's
 /// price above that burn's bound (ADR 0018), at once. A trader who lifted
 /// the price past the bound before the burn held the burn back only until
-/// its own sale.
-pub(crate) fn burn_held_back(state: &mut State, now_secs: u64) {
+/// its own sale. (Not after a purchase: a burn right after one is what a
+/// sandwich sells into.)
+fn burn_held_back(state: &mut State, now_secs: u64) {
     let State { pool, burn_queue_usd, held_burn, supply, params, .. } = state;
     if held_burn.price_cap == 0 || burn_queue_usd.is_zero() || pool.token.is_zero() || pool.usd.is_zero() {
         return;
