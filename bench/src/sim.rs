@@ -9,7 +9,7 @@
 //! `sim-large` is the other figure: one run of 100,000 nodes over
 //! three years of daily epochs (goal: under 30 s).
 
-use crate::{median_f64, report_line, sig3, Figure, Progress};
+use crate::{cores, median_f64, report_line, sig3, Figure, Progress};
 use std::time::Instant;
 use tollway_sim::montecarlo;
 use tollway_sim::rng::Rng;
@@ -31,10 +31,6 @@ fn scenario(nodes: u32, consumers: u32, days: u64, runs: u64) -> anyhow::Result<
         s = s.with_override(k, &v)?;
     }
     Ok(s)
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), MiB.
@@ -124,7 +120,7 @@ fn raw_all(s: &Scenario) -> f64 {
     let next = std::sync::atomic::AtomicU64::new(0);
     let sink = std::sync::Mutex::new(0.0);
     std::thread::scope(|scope| {
-        for _ in 0..threads() {
+        for _ in 0..cores() {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k >= s.run.runs {
@@ -173,7 +169,7 @@ pub fn child(quick: bool) -> anyhow::Result<()> {
     let s = scenario(nodes, 1_000, days, runs)?;
     let rss_before = peak_rss_mib();
     let start = Instant::now();
-    let results = montecarlo::run_all(std::slice::from_ref(&s), threads(), &|_, _| {})?;
+    let results = montecarlo::run_all(std::slice::from_ref(&s), cores(), &|_, _| {})?;
     let wall = start.elapsed().as_secs_f64();
     let rows: usize = results.iter().flat_map(|r| &r.runs).map(|r| r.rows.len()).sum();
     anyhow::ensure!(rows as u64 == days * runs, "expected {} epoch rows, got {rows}", days * runs);
@@ -232,7 +228,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     let rounds = rounds(quick);
     progress.say(&format!(
         "{runs} runs of {nodes} nodes x {days} days on {} threads, in a child process; {rounds} round(s), alternating with the anchor",
-        threads()
+        cores()
     ));
     let (mut ours, mut anchors, mut rss, mut rss_before) = (Vec::new(), Vec::new(), 0f64, 0f64);
     for round in 1..=rounds {
@@ -245,7 +241,7 @@ pub fn run(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     let (ours_s, anchor_s) = (median_f64(&ours), median_f64(&anchors));
     let node_epochs = nodes as f64 * days as f64 * runs as f64;
     println!();
-    println!("sim: {runs} runs x {nodes} nodes x {days} daily epochs, 1000 consumers, 8 regions, {} threads", threads());
+    println!("sim: {runs} runs x {nodes} nodes x {days} daily epochs, 1000 consumers, 8 regions, {} threads", cores());
     println!("{:<58} {:>22} {:>16}", "path", format!("wall, median of {rounds}"), "per node-epoch");
     println!("{:<58} {:>22} {:>13.0} ns", "ours: agents + the ledger (end_epoch, payments, reports)", with_spread(&ours, 2), ours_s * 1e9 / node_epochs);
     println!("{:<58} {:>22} {:>13.1} ns", "anchor: the same population in plain floats, no ledger", with_spread(&anchors, 3), anchor_s * 1e9 / node_epochs);
@@ -272,7 +268,7 @@ pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     let rounds = rounds(quick);
     progress.say(&format!(
         "one run of {nodes} nodes x {days} days on {} threads; {rounds} round(s), alternating with the anchor",
-        threads()
+        cores()
     ));
     let (mut ours, mut anchors) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -282,7 +278,7 @@ pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
         // on the threads the Monte Carlo does not need while it pays, and
         // lends them to the epoch's passes and the supply check (same bytes
         // as on one).
-        montecarlo::run_all(std::slice::from_ref(&s), threads(), &|done, total| {
+        montecarlo::run_all(std::slice::from_ref(&s), cores(), &|done, total| {
             if let Ok(mut t) = last_report.lock() {
                 if t.elapsed().as_secs() >= 10 {
                     *t = Instant::now();
@@ -296,7 +292,7 @@ pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
     }
     let (ours_s, anchor_s) = (median_f64(&ours), median_f64(&anchors));
     println!();
-    println!("sim-large: one run, {nodes} nodes x {days} daily epochs, {} threads, median of {rounds} round(s)", threads());
+    println!("sim-large: one run, {nodes} nodes x {days} daily epochs, {} threads, median of {rounds} round(s)", cores());
     println!(
         "ours: {}; anchor (plain float loop): {}; goal < 30 s: {}",
         with_spread(&ours, 1),

@@ -29,7 +29,7 @@
 //! byte through a fresh session), and each role's peak RSS with 1,000
 //! streams open at once.
 
-use crate::{median, median_f64, quantile, report_line, sig3, Figure, Progress};
+use crate::{cores, median, median_f64, quantile, report_line, sig3, Figure, Progress};
 use anyhow::{anyhow, bail, ensure, Context};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -236,11 +236,6 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
         ns += stat.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     }
     Some(ns as f64 / 1e9)
-}
-
-/// This machine's cores.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// CPU seconds of this process: the loader and the download server.
@@ -806,6 +801,14 @@ struct Lane {
     connected: Vec<Duration>,
 }
 
+impl Lane {
+    /// Per sample, the CPU the path made the machine spend: its proxies'
+    /// and the harness's.
+    fn machine_cpu_secs(&self) -> impl Iterator<Item = f64> + '_ {
+        self.cpu_secs.iter().zip(&self.harness_cpu_secs).map(|(proxies, harness)| proxies + harness)
+    }
+}
+
 struct Scale {
     bytes: u64,
     rounds: usize,
@@ -1197,8 +1200,7 @@ impl Report<'_> {
     /// CPU seconds per GiB the path made the machine spend: its proxies'
     /// and the harness's (median over the rounds).
     fn machine_cpu_per_gib(&self, row: Row) -> Option<f64> {
-        let lane = self.lane(row)?;
-        let per_round: Vec<f64> = lane.cpu_secs.iter().zip(&lane.harness_cpu_secs).map(|(c, h)| c + h).collect();
+        let per_round: Vec<f64> = self.lane(row)?.machine_cpu_secs().collect();
         Some(median_f64(&per_round) * (1u64 << 30) as f64 / self.scale.bytes as f64)
     }
 
@@ -1249,9 +1251,8 @@ impl Report<'_> {
             } else {
                 sig3(median_f64(&lane.cpu_secs) * (1u64 << 30) as f64 / self.scale.bytes as f64)
             };
-            let busy: Vec<f64> = (lane.samples.iter().zip(&lane.cpu_secs).zip(&lane.harness_cpu_secs))
-                .map(|((took, cpu), harness)| (cpu + harness) / took.as_secs_f64())
-                .collect();
+            let busy: Vec<f64> =
+                lane.samples.iter().zip(lane.machine_cpu_secs()).map(|(took, cpu)| cpu / took.as_secs_f64()).collect();
             let busy = sig3(median_f64(&busy));
             let vs = anchor.map_or("—".to_string(), |a| format!("{}×", sig3(rate / a)));
             println!(
