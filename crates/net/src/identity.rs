@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn the_key_is_the_rfc8032_key_of_the_seed() {
-        // The same seed through ed25519-consensus (tollway-types) gives the
+        // The same seed through ed25519-zebra (tollway-types) gives the
         // same public key: our PKCS#8 wrapping is right.
         let seed = [42u8; 32];
         let identity = TlsIdentity::from_seed(seed).unwrap();
