@@ -1855,7 +1855,10 @@ impl Session {
     /// peer once a quarter of the session's window has gathered.
     fn release(&mut self, n: u64) {
         self.window.recv_unannounced += n;
-        let threshold = (self.limits.session_window_bytes / 4).max(1);
+        // A paying client announces with its receipts (`announce_with_receipt`),
+        // so on its own only later.
+        let share = if self.announces_with_receipts() { 2 } else { 4 };
+        let threshold = (self.limits.session_window_bytes / share).max(1);
         if self.window.recv_unannounced >= threshold && self.phase == Phase::Established {
             let bytes = self.window.recv_unannounced.min(u64::from(u32::MAX)) as u32;
             self.window.recv_unannounced -= u64::from(bytes);
@@ -2092,6 +2095,7 @@ impl Session {
         }
         let cumulative_bytes = received.min(pay.escrow_bytes);
         let cumulative_usd = pay.usd_for(cumulative_bytes);
+        let mut sent = false;
         // A receipt paying no more than the last would be stale (the
         // bytes since cost less than a micro-dollar, rounded up already).
         if cumulative_bytes > pay.paid_bytes && cumulative_usd > pay.paid_usd && cumulative_usd <= terms.escrow {
@@ -2110,10 +2114,50 @@ impl Session {
             });
             let i = self.send_path;
             Frame::Receipt(receipt).encode(&mut self.paths[i].outbuf);
+            sent = true;
         }
         if spent {
             *escrow_exhausted = true;
             self.events.push_back(Event::EscrowExhausted);
+        }
+        if sent {
+            self.announce_with_receipt();
+        }
+    }
+
+    /// Client: this session signs receipts, and its windows' announcements
+    /// go with them.
+    fn announces_with_receipts(&self) -> bool {
+        !self.is_node() && self.pay.is_some()
+    }
+
+    /// Client: a receipt just went into the path's buffer; the windows'
+    /// consumed bytes not yet announced go with it, in the same record.
+    /// Through a download the client sends nothing else, and each lone
+    /// `Window` was a record of its own: a write here and a wake-up in
+    /// every process it crossed (through a relay, about five a MiB where
+    /// one carries what they said). After the receipt, so the node hears
+    /// of the bytes paid for before the consumption that shows them due.
+    fn announce_with_receipt(&mut self) {
+        let mut frames = Vec::new();
+        for (&stream, s) in self.streams.iter_mut() {
+            if s.recv_unannounced > 0 && !s.fin_received {
+                let bytes = s.recv_unannounced.min(u64::from(u32::MAX)) as u32;
+                s.recv_allowance += u64::from(bytes);
+                s.recv_unannounced -= u64::from(bytes);
+                // The next consumption starts the stream's clock again.
+                s.announced_at = None;
+                frames.push(Frame::Window { stream, bytes });
+            }
+        }
+        if self.window.recv_unannounced > 0 {
+            let bytes = self.window.recv_unannounced.min(u64::from(u32::MAX)) as u32;
+            self.window.recv_unannounced -= u64::from(bytes);
+            self.window.recv_allowance += u64::from(bytes);
+            frames.push(Frame::Window { stream: 0, bytes });
+        }
+        for frame in &frames {
+            self.queue(frame);
         }
     }
 
@@ -2326,7 +2370,10 @@ impl Session {
             return;
         }
         self.note_pause(now);
-        let half = u64::from(self.limits.stream_window_bytes) / 2;
+        let window = u64::from(self.limits.stream_window_bytes);
+        // A paying client announces with its receipts (`announce_with_receipt`),
+        // so on its own only later.
+        let due_at = if self.announces_with_receipts() { window / 4 * 3 } else { window / 2 };
         // A stream already gone was reset: its bytes went back then.
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
@@ -2335,7 +2382,7 @@ impl Session {
         s.recv_unconsumed -= n;
         s.recv_unannounced += n;
         let since = *s.announced_at.get_or_insert(now);
-        let due = s.recv_unannounced >= half
+        let due = s.recv_unannounced >= due_at
             || (s.recv_unannounced > 0 && now.saturating_duration_since(since) >= WINDOW_ANNOUNCE_EVERY);
         if due && !s.fin_received {
             let bytes = s.recv_unannounced as u32;

@@ -48,6 +48,12 @@ struct Pair {
     /// Whether the client's "programs" read what arrives (the harness
     /// consumes each delivery at once); false plays ones that never read.
     client_consumes: bool,
+    /// Once `Some`, the client's programs read what arrives only at the
+    /// next `advance`, as a driver writes to their sockets after the
+    /// session took the bytes in: what waits, by stream.
+    client_reads_late: Option<Vec<(StreamId, usize)>>,
+    /// Each transmit of the client's, as the node got it, once `Some`.
+    client_transmits: Option<Vec<Vec<u8>>>,
     /// The node-to-client link's rate, if slow: what the node transmits
     /// waits in `downlink` and crosses at this rate as `advance` moves the
     /// clock (a line the link leaves idle is not banked).
@@ -146,6 +152,8 @@ impl Pair {
             latest_receipt: None,
             carried_bytes: 0,
             client_consumes: true,
+            client_reads_late: None,
+            client_transmits: None,
             downlink_bytes_per_sec: None,
             downlink: VecDeque::new(),
             downlink_budget_bytes: 0,
@@ -156,6 +164,11 @@ impl Pair {
     /// allows, and each side's timer runs if due.
     fn advance(&mut self, dt: Duration) {
         self.now += dt;
+        if let Some(waiting) = self.client_reads_late.as_mut() {
+            for (stream, n) in std::mem::take(waiting) {
+                self.client.consumed(self.now, stream, n);
+            }
+        }
         if let Some(rate) = self.downlink_bytes_per_sec {
             self.downlink_budget_bytes += rate * dt.as_millis() as u64 / 1000;
         }
@@ -195,6 +208,9 @@ impl Pair {
             let mut moved = false;
             while let Some((path, bytes)) = self.client.poll_transmit() {
                 let bytes = filter(&bytes, self.drop_client_frame);
+                if let Some(kept) = self.client_transmits.as_mut() {
+                    kept.push(bytes.clone());
+                }
                 deliver(&mut self.node, self.now, path, bytes, &mut self.reads);
                 moved = true;
             }
@@ -239,8 +255,10 @@ impl Pair {
                         .entry(*stream)
                         .or_default()
                         .extend_from_slice(payload);
-                    if self.client_consumes {
-                        self.client.consumed(self.now, *stream, payload.len());
+                    match self.client_reads_late.as_mut() {
+                        Some(waiting) => waiting.push((*stream, payload.len())),
+                        None if self.client_consumes => self.client.consumed(self.now, *stream, payload.len()),
+                        None => {}
                     }
                 }
                 self.client_events.push(e);
@@ -282,13 +300,16 @@ impl Pair {
             self.drive();
             if n == 0 {
                 // Nothing went and nothing moved: stuck (e.g. unpaid).
+                // What the driving let go now counts too: uncounted, it
+                // was sent again, without end.
                 let side = if from_client {
                     &mut self.client
                 } else {
                     &mut self.node
                 };
-                if side.send(stream, &data[sent..]).unwrap_or(0) == 0 {
-                    break;
+                match side.send(stream, &data[sent..]).unwrap_or(0) {
+                    0 => break,
+                    m => sent += m,
                 }
             }
         }
@@ -630,6 +651,55 @@ fn a_download_over_a_slow_link_pauses_for_its_receipts_and_is_not_closed_unpaid(
     assert!(pair.node_events.iter().filter(|e| matches!(e, Event::Paused { .. })).count() >= 4);
     assert_eq!(pair.max_unpaid_bytes, 2 * MIB);
     assert!(signed(pair.client_events.clone()).len() >= 5);
+}
+
+/// Through a download a client sends only its receipts and its windows'
+/// announcements. Each announcement used to go alone, a record of its own
+/// once the driver wrote it: a write, and a wake-up in every process it
+/// crossed (through a relay, five a MiB where one would do).
+#[test]
+fn a_paying_clients_window_announcements_go_with_its_receipts() {
+    let mut pair = default_terms_pair();
+    // Fast, but cut into the slices a real link delivers (128 KiB a ms),
+    // and read by the program a little after they arrive.
+    pair.downlink_bytes_per_sec = Some(128 * MIB);
+    pair.client_reads_late = Some(Vec::new());
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let down = pattern(16 * MIB as usize, 13);
+    pair.client_transmits = Some(Vec::new());
+    let start = pair.now;
+    let mut sent = 0;
+    while pair.client_got.get(&s).map_or(0, Vec::len) < down.len() {
+        sent += pair.node.send(s, &down[sent..]).unwrap_or(0);
+        pair.advance(Duration::from_millis(1));
+        assert!(!pair.node.is_closed() && pair.now - start < Duration::from_secs(5));
+    }
+    assert!(pair.client_got[&s] == down, "the download is not whole");
+    let transmits = pair.client_transmits.take().unwrap();
+    let mut receipts = 0;
+    for bytes in &transmits {
+        let frames = frames_of(bytes);
+        let has_receipt = frames.iter().any(|f| matches!(f, Frame::Receipt(_)));
+        receipts += usize::from(has_receipt);
+        let windows = frames.iter().filter(|f| matches!(f, Frame::Window { .. })).count();
+        assert!(has_receipt || windows == 0, "a lone window announcement: {frames:?}");
+        assert!(windows <= 2, "at most the stream's and the session's: {frames:?}");
+    }
+    // A receipt a MiB, each with what was consumed since the last.
+    assert!((15..=16).contains(&receipts), "{receipts} receipts");
+    assert_eq!(transmits.len(), receipts);
+    assert!(pair.max_unpaid_bytes <= 2 * MIB);
+}
+
+fn frames_of(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (frame, used) = Frame::decode(bytes).expect("sessions transmit whole frames");
+        out.push(frame);
+        bytes = &bytes[used..];
+    }
+    out
 }
 
 /// A client on the same slow link that reads everything and never pays
