@@ -536,6 +536,23 @@ struct Stream {
     idle_sweeps: u8,
 }
 
+impl Stream {
+    /// Its consumed bytes not yet announced, now announced (the peer may
+    /// send that much more): how many, if any and the peer may still send
+    /// (no FIN from it). `at` is when, for `WINDOW_ANNOUNCE_EVERY`.
+    fn announce(&mut self, at: Option<Instant>) -> Option<u32> {
+        if self.recv_unannounced == 0 || self.fin_received {
+            return None;
+        }
+        // Never more than a stream window, which is a `u32`.
+        let bytes = self.recv_unannounced.min(u64::from(u32::MAX)) as u32;
+        self.recv_allowance += u64::from(bytes);
+        self.recv_unannounced -= u64::from(bytes);
+        self.announced_at = at;
+        Some(bytes)
+    }
+}
+
 /// A stream this side reset (or, the node, refused) whose peer may still
 /// have data on its way. The peer may send on it what the stream's window
 /// allowed at the reset and no more: those bytes are counted (the peer
@@ -642,6 +659,18 @@ struct SessionWindow {
 impl SessionWindow {
     fn new(window_bytes: u64) -> SessionWindow {
         SessionWindow { send_credit: window_bytes, recv_allowance: window_bytes, recv_unannounced: 0 }
+    }
+
+    /// Its released bytes not yet announced, now announced (in one
+    /// `Window` for stream 0, whose count is a `u32`): how many, if any.
+    fn announce(&mut self) -> Option<u32> {
+        if self.recv_unannounced == 0 {
+            return None;
+        }
+        let bytes = self.recv_unannounced.min(u64::from(u32::MAX)) as u32;
+        self.recv_unannounced -= u64::from(bytes);
+        self.recv_allowance += u64::from(bytes);
+        Some(bytes)
     }
 }
 
@@ -1852,18 +1881,17 @@ impl Session {
     }
 
     /// `n` received bytes left the session's buffers: announce them to the
-    /// peer once a quarter of the session's window has gathered.
+    /// peer once a quarter of the session's window has gathered (half, for
+    /// a paying client, which announces with its receipts:
+    /// `announce_with_receipt`).
     fn release(&mut self, n: u64) {
         self.window.recv_unannounced += n;
-        // A paying client announces with its receipts (`announce_with_receipt`),
-        // so on its own only later.
         let share = if self.announces_with_receipts() { 2 } else { 4 };
         let threshold = (self.limits.session_window_bytes / share).max(1);
         if self.window.recv_unannounced >= threshold && self.phase == Phase::Established {
-            let bytes = self.window.recv_unannounced.min(u64::from(u32::MAX)) as u32;
-            self.window.recv_unannounced -= u64::from(bytes);
-            self.window.recv_allowance += u64::from(bytes);
-            self.queue(&Frame::Window { stream: 0, bytes });
+            if let Some(bytes) = self.window.announce() {
+                self.queue(&Frame::Window { stream: 0, bytes });
+            }
         }
     }
 
@@ -2139,25 +2167,18 @@ impl Session {
     /// one carries what they said). After the receipt, so the node hears
     /// of the bytes paid for before the consumption that shows them due.
     fn announce_with_receipt(&mut self) {
-        let mut frames = Vec::new();
-        for (&stream, s) in self.streams.iter_mut() {
-            if s.recv_unannounced > 0 && !s.fin_received {
-                let bytes = s.recv_unannounced.min(u64::from(u32::MAX)) as u32;
-                s.recv_allowance += u64::from(bytes);
-                s.recv_unannounced -= u64::from(bytes);
-                // The next consumption starts the stream's clock again.
-                s.announced_at = None;
-                frames.push(Frame::Window { stream, bytes });
-            }
+        if self.phase != Phase::Established {
+            return;
         }
-        if self.window.recv_unannounced > 0 {
-            let bytes = self.window.recv_unannounced.min(u64::from(u32::MAX)) as u32;
-            self.window.recv_unannounced -= u64::from(bytes);
-            self.window.recv_allowance += u64::from(bytes);
-            frames.push(Frame::Window { stream: 0, bytes });
-        }
-        for frame in &frames {
+        // The next consumption starts a stream's clock again.
+        let streams: Vec<Frame> = (self.streams.iter_mut())
+            .filter_map(|(&stream, s)| s.announce(None).map(|bytes| Frame::Window { stream, bytes }))
+            .collect();
+        for frame in &streams {
             self.queue(frame);
+        }
+        if let Some(bytes) = self.window.announce() {
+            self.queue(&Frame::Window { stream: 0, bytes });
         }
     }
 
@@ -2363,16 +2384,15 @@ impl Session {
 
     /// The driver wrote `n` bytes of `stream`'s received data to its far
     /// end at `now`: the peer may send that much more. Announced once half
-    /// the stream's window gathered, or `WINDOW_ANNOUNCE_EVERY` after the
-    /// last announcement.
+    /// the stream's window gathered (three quarters, for a paying client,
+    /// which announces with its receipts: `announce_with_receipt`), or
+    /// `WINDOW_ANNOUNCE_EVERY` after the last announcement.
     pub fn consumed(&mut self, now: Instant, stream: StreamId, n: usize) {
         if self.phase != Phase::Established {
             return;
         }
         self.note_pause(now);
         let window = u64::from(self.limits.stream_window_bytes);
-        // A paying client announces with its receipts (`announce_with_receipt`),
-        // so on its own only later.
         let due_at = if self.announces_with_receipts() { window / 4 * 3 } else { window / 2 };
         // A stream already gone was reset: its bytes went back then.
         let Some(s) = self.streams.get_mut(&stream) else {
@@ -2384,12 +2404,10 @@ impl Session {
         let since = *s.announced_at.get_or_insert(now);
         let due = s.recv_unannounced >= due_at
             || (s.recv_unannounced > 0 && now.saturating_duration_since(since) >= WINDOW_ANNOUNCE_EVERY);
-        if due && !s.fin_received {
-            let bytes = s.recv_unannounced as u32;
-            s.recv_allowance += s.recv_unannounced;
-            s.recv_unannounced = 0;
-            s.announced_at = Some(now);
-            self.queue(&Frame::Window { stream, bytes });
+        if due {
+            if let Some(bytes) = s.announce(Some(now)) {
+                self.queue(&Frame::Window { stream, bytes });
+            }
         }
         self.release(n);
         // Both ends may have finished while these bytes were on their way.
