@@ -156,13 +156,13 @@ pub fn median(samples: &[Duration]) -> Duration {
     }
 }
 
-/// The median of `values` (the mean of the middle two for an even count);
-/// zero if none.
 /// This machine's cores: the threads a benchmark's work spreads over.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The median of `values` (the mean of the middle two for an even count);
+/// zero if none.
 pub fn median_f64(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);

@@ -1201,7 +1201,12 @@ impl Report<'_> {
     /// and the harness's (median over the rounds).
     fn machine_cpu_per_gib(&self, row: Row) -> Option<f64> {
         let per_round: Vec<f64> = self.lane(row)?.machine_cpu_secs().collect();
-        Some(median_f64(&per_round) * (1u64 << 30) as f64 / self.scale.bytes as f64)
+        Some(self.per_gib(median_f64(&per_round)))
+    }
+
+    /// CPU seconds over one download, per GiB downloaded.
+    fn per_gib(&self, secs: f64) -> f64 {
+        secs * (1u64 << 30) as f64 / self.scale.bytes as f64
     }
 
     fn ttfb_p50(&self, row: Row) -> Option<Duration> {
@@ -1249,7 +1254,7 @@ impl Report<'_> {
             let cpu = if lane.row == Row::Direct {
                 "—".to_string()
             } else {
-                sig3(median_f64(&lane.cpu_secs) * (1u64 << 30) as f64 / self.scale.bytes as f64)
+                sig3(self.per_gib(median_f64(&lane.cpu_secs)))
             };
             let busy: Vec<f64> =
                 lane.samples.iter().zip(lane.machine_cpu_secs()).map(|(took, cpu)| cpu / took.as_secs_f64()).collect();

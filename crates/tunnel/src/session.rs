@@ -536,18 +536,28 @@ struct Stream {
     idle_sweeps: u8,
 }
 
+/// A window's unannounced bytes, now announced: they move to what the
+/// peer may send, up to what one `Window` frame carries (a `u32`); how
+/// many, if any.
+fn announce(unannounced: &mut u64, allowance: &mut u64) -> Option<u32> {
+    if *unannounced == 0 {
+        return None;
+    }
+    let bytes = (*unannounced).min(u64::from(u32::MAX)) as u32;
+    *unannounced -= u64::from(bytes);
+    *allowance += u64::from(bytes);
+    Some(bytes)
+}
+
 impl Stream {
     /// Its consumed bytes not yet announced, now announced (the peer may
-    /// send that much more): how many, if any and the peer may still send
-    /// (no FIN from it). `at` is when, for `WINDOW_ANNOUNCE_EVERY`.
+    /// send that much more), unless the peer sent its FIN. `at` is when,
+    /// for `WINDOW_ANNOUNCE_EVERY`.
     fn announce(&mut self, at: Option<Instant>) -> Option<u32> {
-        if self.recv_unannounced == 0 || self.fin_received {
+        if self.fin_received {
             return None;
         }
-        // Never more than a stream window, which is a `u32`.
-        let bytes = self.recv_unannounced.min(u64::from(u32::MAX)) as u32;
-        self.recv_allowance += u64::from(bytes);
-        self.recv_unannounced -= u64::from(bytes);
+        let bytes = announce(&mut self.recv_unannounced, &mut self.recv_allowance)?;
         self.announced_at = at;
         Some(bytes)
     }
@@ -661,16 +671,10 @@ impl SessionWindow {
         SessionWindow { send_credit: window_bytes, recv_allowance: window_bytes, recv_unannounced: 0 }
     }
 
-    /// Its released bytes not yet announced, now announced (in one
-    /// `Window` for stream 0, whose count is a `u32`): how many, if any.
+    /// Its released bytes not yet announced, now announced (a `Window`
+    /// for stream 0).
     fn announce(&mut self) -> Option<u32> {
-        if self.recv_unannounced == 0 {
-            return None;
-        }
-        let bytes = self.recv_unannounced.min(u64::from(u32::MAX)) as u32;
-        self.recv_unannounced -= u64::from(bytes);
-        self.recv_allowance += u64::from(bytes);
-        Some(bytes)
+        announce(&mut self.recv_unannounced, &mut self.recv_allowance)
     }
 }
 
@@ -2170,15 +2174,15 @@ impl Session {
         if self.phase != Phase::Established {
             return;
         }
-        // The next consumption starts a stream's clock again.
-        let streams: Vec<Frame> = (self.streams.iter_mut())
-            .filter_map(|(&stream, s)| s.announce(None).map(|bytes| Frame::Window { stream, bytes }))
-            .collect();
-        for frame in &streams {
-            self.queue(frame);
+        let out = &mut self.paths[self.send_path].outbuf;
+        for (&stream, s) in self.streams.iter_mut() {
+            // The next consumption starts the stream's clock again.
+            if let Some(bytes) = s.announce(None) {
+                Frame::Window { stream, bytes }.encode(out);
+            }
         }
         if let Some(bytes) = self.window.announce() {
-            self.queue(&Frame::Window { stream: 0, bytes });
+            Frame::Window { stream: 0, bytes }.encode(out);
         }
     }
 
