@@ -57,6 +57,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
+    /// All the slices in as few records and one write to the stream
+    /// underneath: without it, the default wrote only the first slice, so
+    /// a gathered write was a record and a system call per slice.
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
@@ -257,6 +266,24 @@ impl AsyncWrite for Connection {
                 Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
                 None => Poll::Ready(Err(closed_stream())),
             },
+        }
+    }
+
+    /// TLS: see [`SecureStream::poll_write_vectored`].
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_write_vectored(Pin::new(send), cx, bufs),
+                None => Poll::Ready(Err(closed_stream())),
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Quic(q) => q.send.as_ref().is_some_and(AsyncWrite::is_write_vectored),
         }
     }
 

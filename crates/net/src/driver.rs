@@ -13,7 +13,7 @@
 //! - towards a stream's socket: the session's per-stream window (the peer
 //!   may not send more until the writer task reports bytes written).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -578,8 +578,25 @@ impl Driver {
             }
         });
         let writer = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if write.write_all(&bytes).await.is_err() {
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                // Whatever else is queued goes in the same write: a TLS
+                // stream encrypts on each write and sends at once, so a
+                // stream's last data and its Fin (two commands to the
+                // driver) left as two records, two system calls and two
+                // wake-ups of the peer.
+                let mut total = first.len();
+                batch.push(first);
+                while total < WRITE_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            total += more.len();
+                            batch.push(more);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if write_all_chunks(&mut write, &mut batch).await.is_err() {
                     return;
                 }
                 // Flush only when nothing else waits: one TLS record per
@@ -1310,28 +1327,31 @@ impl AsyncRead for LocalStream {
     }
 }
 
-impl AsyncWrite for LocalStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
+impl LocalStream {
+    /// Sends the first bytes of `len` into the stream, as many as its read
+    /// credit allows (at most one socket read's worth): `take(n)` gives
+    /// the first `n`.
+    fn poll_send(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-        data: &[u8],
+        len: usize,
+        take: impl FnOnce(usize) -> Vec<u8>,
     ) -> std::task::Poll<std::io::Result<usize>> {
         use std::task::Poll;
-        let me = self.get_mut();
-        if data.is_empty() {
+        if len == 0 {
             return Poll::Ready(Ok(0));
         }
-        if me.sent_eof {
+        if self.sent_eof {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        let n = data.len().min(STREAM_READ_BYTES);
-        let acquiring = me
+        let n = len.min(STREAM_READ_BYTES);
+        let acquiring = self
             .acquiring
-            .get_or_insert_with(|| Box::pin(me.credit.clone().acquire_many_owned(n as u32)));
+            .get_or_insert_with(|| Box::pin(self.credit.clone().acquire_many_owned(n as u32)));
         let permit = match acquiring.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => {
-                me.acquiring = None;
+                self.acquiring = None;
                 result.map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?
             }
         };
@@ -1339,11 +1359,44 @@ impl AsyncWrite for LocalStream {
         let n = n.min(permit.num_permits());
         let taken = permit.num_permits();
         permit.forget();
-        me.credit.add_permits(taken - n);
-        me.commands
-            .send(Command::StreamBytes { stream: me.stream, bytes: data[..n].to_vec() })
+        self.credit.add_permits(taken - n);
+        self.commands
+            .send(Command::StreamBytes { stream: self.stream, bytes: take(n) })
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?;
         Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().poll_send(cx, data.len(), |n| data[..n].to_vec())
+    }
+
+    /// The slices as one send: the TLS inside a relayed route writes its
+    /// records gathered, and one slice per call was a command to the
+    /// driver, and a frame, per record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut().poll_send(cx, len, |n| {
+            let mut bytes = Vec::with_capacity(n);
+            for b in bufs {
+                let k = (n - bytes.len()).min(b.len());
+                bytes.extend_from_slice(&b[..k]);
+            }
+            bytes
+        })
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
@@ -1370,26 +1423,38 @@ impl Drop for LocalStream {
 
 /// Writes every chunk, in order, with as few (vectored) writes as the
 /// stream takes; `chunks` is empty afterwards.
-async fn write_all_chunks<W: AsyncWrite + Unpin>(write: &mut W, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all_chunks<W: AsyncWrite + Unpin, C: AsRef<[u8]>>(write: &mut W, chunks: &mut Vec<C>) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
-    let mut first = 0;
-    while first < chunks.len() {
+    // The next byte to write: chunk `first`, from `offset`.
+    let (mut first, mut offset) = (0, 0);
+    loop {
+        // Past what is written, and past empty chunks (a write of nothing
+        // but empty slices would return 0).
+        while first < chunks.len() && chunks[first].as_ref().len() == offset {
+            (first, offset) = (first + 1, 0);
+        }
+        if first == chunks.len() {
+            break;
+        }
         let mut written = {
-            let slices: Vec<std::io::IoSlice<'_>> =
-                chunks[first..].iter().take(MAX_SLICES).map(|c| std::io::IoSlice::new(c)).collect();
+            let slices: Vec<std::io::IoSlice<'_>> = chunks[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .enumerate()
+                .map(|(k, c)| std::io::IoSlice::new(&c.as_ref()[if k == 0 { offset } else { 0 }..]))
+                .collect();
             write.write_vectored(&slices).await?
         };
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         while written > 0 {
-            let chunk = &mut chunks[first];
-            if written >= chunk.len() {
-                written -= chunk.len();
-                first += 1;
-            } else {
-                chunk.advance(written);
-                written = 0;
+            let left = chunks[first].as_ref().len() - offset;
+            let n = written.min(left);
+            offset += n;
+            written -= n;
+            if offset == chunks[first].as_ref().len() {
+                (first, offset) = (first + 1, 0);
             }
         }
     }
@@ -1509,5 +1574,88 @@ mod tests {
             blocks.read(small.len());
             assert_eq!(blocks.blocks.len(), if k < QUIET_READS { READ_BLOCKS } else { 1 }, "after {k} small reads");
         }
+    }
+
+    /// A writer that takes at most `max` bytes a call, gathered or not,
+    /// and keeps what it took.
+    struct Trickle {
+        max: usize,
+        got: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(self: Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(&mut std::task::Context::from_waker(std::task::Waker::noop()), &[std::io::IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let me = self.get_mut();
+            me.calls += 1;
+            let before = me.got.len();
+            for b in bufs {
+                let k = (me.max - (me.got.len() - before)).min(b.len());
+                me.got.extend_from_slice(&b[..k]);
+            }
+            std::task::Poll::Ready(Ok(me.got.len() - before))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Chunks, empty ones among them, through writes that stop anywhere:
+    /// every byte once, in order; and in one write when it takes them all.
+    #[tokio::test]
+    async fn write_all_chunks_writes_every_byte_once_in_order() {
+        let chunks = || vec![b"abc".to_vec(), Vec::new(), b"defgh".to_vec(), b"i".to_vec(), Vec::new()];
+        let all = b"abcdefghi".to_vec();
+        for max in 1..=all.len() {
+            let mut out = Trickle { max, got: Vec::new(), calls: 0 };
+            let mut batch = chunks();
+            write_all_chunks(&mut out, &mut batch).await.unwrap();
+            assert_eq!(out.got, all, "at most {max} bytes a write");
+            assert_eq!(out.calls, all.len().div_ceil(max), "at most {max} bytes a write");
+            assert!(batch.is_empty());
+        }
+        let mut out = Trickle { max: 1, got: Vec::new(), calls: 0 };
+        write_all_chunks(&mut out, &mut vec![Vec::<u8>::new(), Vec::new()]).await.unwrap();
+        assert_eq!(out.calls, 0, "nothing to write is no write");
+    }
+
+    /// The TLS inside a relayed route writes its records gathered: they
+    /// go to the session as one send, not one per record.
+    #[tokio::test]
+    async fn a_gathered_write_into_a_local_stream_is_one_send() {
+        let (commands, mut sent) = mpsc::unbounded_channel();
+        let (_deliver, incoming) = mpsc::unbounded_channel();
+        let mut local = LocalStream {
+            stream: 4,
+            commands,
+            incoming,
+            current: Bytes::new(),
+            pos: 0,
+            received_eof: false,
+            credit: Arc::new(Semaphore::new(STREAM_READ_CREDIT_BYTES)),
+            acquiring: None,
+            sent_eof: false,
+        };
+        assert!(local.is_write_vectored());
+        let slices = [std::io::IoSlice::new(b"first record "), std::io::IoSlice::new(b""), std::io::IoSlice::new(b"second")];
+        assert_eq!(local.write_vectored(&slices).await.unwrap(), 19);
+        match sent.try_recv() {
+            Ok(Command::StreamBytes { stream: 4, bytes }) => assert_eq!(bytes, b"first record second"),
+            _ => panic!("expected one StreamBytes"),
+        }
+        assert!(sent.try_recv().is_err(), "one send");
     }
 }

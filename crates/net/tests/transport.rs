@@ -310,3 +310,26 @@ async fn tls_inside_a_connection_through_a_relay() {
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+/// A gathered write over TLS takes every slice at once (a driver's path
+/// writer hands it what is queued: a stream's last data and its Fin). The
+/// default for a stream without its own wrote the first slice alone, a
+/// record and a system call per slice.
+#[tokio::test]
+async fn a_gathered_write_over_tls_takes_every_slice() {
+    let node = identity(14);
+    let listener = listener(&node, &[Transport::Tls], &ServerOptions::default()).await;
+    let addr = addr_of(&listener, Transport::Tls);
+    let server = tokio::spawn(async move {
+        let mut conn = listener.accept().await.unwrap();
+        read_then_send(&mut conn, b"").await
+    });
+    let mut conn = connect(Transport::Tls, addr, node.pin(), &client_opts()).await.unwrap();
+    assert!(conn.is_write_vectored());
+    let (a, b) = (pattern(1000, 5), pattern(300, 6));
+    let slices = [std::io::IoSlice::new(&a), std::io::IoSlice::new(&[]), std::io::IoSlice::new(&b)];
+    assert_eq!(conn.write_vectored(&slices).await.unwrap(), a.len() + b.len());
+    conn.shutdown().await.unwrap();
+    let got = server.await.unwrap();
+    assert!(got == [a, b].concat());
+}
