@@ -1591,8 +1591,8 @@ mod tests {
     }
 
     impl AsyncWrite for Trickle {
-        fn poll_write(self: Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
-            self.poll_write_vectored(&mut std::task::Context::from_waker(std::task::Waker::noop()), &[std::io::IoSlice::new(buf)])
+        fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
         }
         fn poll_write_vectored(
             self: Pin<&mut Self>,
