@@ -591,17 +591,7 @@ impl Driver {
                 // chunks still go one a write: gathered, they went out in
                 // larger bursts, and two hops ran no faster, if anything
                 // slower (ADR 0009).
-                let mut total = first.len();
-                batch.push(first);
-                while total < PATH_GATHER_BYTES {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            total += more.len();
-                            batch.push(more);
-                        }
-                        Err(_) => break,
-                    }
-                }
+                gather(&mut batch, first, PATH_GATHER_BYTES, || rx.try_recv().ok());
                 if write_all_chunks(&mut write, &mut batch).await.is_err() {
                     return;
                 }
@@ -1150,22 +1140,15 @@ impl Driver {
                 // Whatever else is already queued goes in the same write: a
                 // 64 KiB read on the far side arrives as four data frames,
                 // and one system call beats four (gathered, not copied).
-                let mut total = first.len();
-                batch.push(first);
                 let mut fin = false;
-                while total < WRITE_BATCH_BYTES {
-                    match to_socket.try_recv() {
-                        Ok(Some(more)) => {
-                            total += more.len();
-                            batch.push(more);
-                        }
-                        Ok(None) => {
-                            fin = true;
-                            break;
-                        }
-                        Err(_) => break,
+                let total = gather(&mut batch, first, WRITE_BATCH_BYTES, || match to_socket.try_recv() {
+                    Ok(Some(more)) => Some(more),
+                    Ok(None) => {
+                        fin = true;
+                        None
                     }
-                }
+                    Err(_) => None,
+                });
                 if write_all_chunks(&mut write, &mut batch).await.is_err() || write.flush().await.is_err() {
                     let _ = tx.send(Command::StreamFailed { stream });
                     return;
@@ -1425,6 +1408,20 @@ impl Drop for LocalStream {
             let _ = self.commands.send(Command::StreamFailed { stream: self.stream });
         }
     }
+}
+
+/// Puts `first` into `batch`, then the chunks `next` gives (what is
+/// already queued; `None`: nothing more now) while the batch holds less
+/// than `limit` bytes; returns how many it holds.
+fn gather<C: AsRef<[u8]>>(batch: &mut Vec<C>, first: C, limit: usize, mut next: impl FnMut() -> Option<C>) -> usize {
+    let mut total = first.as_ref().len();
+    batch.push(first);
+    while total < limit {
+        let Some(more) = next() else { break };
+        total += more.as_ref().len();
+        batch.push(more);
+    }
+    total
 }
 
 /// Writes every chunk, in order, with as few (vectored) writes as the
