@@ -1321,31 +1321,41 @@ impl AsyncRead for LocalStream {
     }
 }
 
-impl LocalStream {
-    /// Sends the first bytes of `len` into the stream, as many as its read
-    /// credit allows (at most one socket read's worth): `take(n)` gives
-    /// the first `n`.
-    fn poll_send(
-        &mut self,
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-        len: usize,
-        take: impl FnOnce(usize) -> Vec<u8>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(data)])
+    }
+
+    /// The slices as one send, as many bytes as the read credit allows (at
+    /// most one socket read's worth): the TLS inside a relayed route
+    /// writes its records gathered, and one slice per call was a command
+    /// to the driver, and a frame, per record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         use std::task::Poll;
+        let me = self.get_mut();
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
-        if self.sent_eof {
+        if me.sent_eof {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
         let n = len.min(STREAM_READ_BYTES);
-        let acquiring = self
+        let acquiring = me
             .acquiring
-            .get_or_insert_with(|| Box::pin(self.credit.clone().acquire_many_owned(n as u32)));
+            .get_or_insert_with(|| Box::pin(me.credit.clone().acquire_many_owned(n as u32)));
         let permit = match acquiring.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => {
-                self.acquiring = None;
+                me.acquiring = None;
                 result.map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?
             }
         };
@@ -1353,40 +1363,11 @@ impl LocalStream {
         let n = n.min(permit.num_permits());
         let taken = permit.num_permits();
         permit.forget();
-        self.credit.add_permits(taken - n);
-        self.commands
-            .send(Command::StreamBytes { stream: self.stream, bytes: take(n) })
+        me.credit.add_permits(taken - n);
+        me.commands
+            .send(Command::StreamBytes { stream: me.stream, bytes: first_bytes(bufs, n) })
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionReset))?;
         Poll::Ready(Ok(n))
-    }
-}
-
-impl AsyncWrite for LocalStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.get_mut().poll_send(cx, data.len(), |n| data[..n].to_vec())
-    }
-
-    /// The slices as one send: the TLS inside a relayed route writes its
-    /// records gathered, and one slice per call was a command to the
-    /// driver, and a frame, per record.
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.get_mut().poll_send(cx, len, |n| {
-            let mut bytes = Vec::with_capacity(n);
-            for b in bufs {
-                let k = (n - bytes.len()).min(b.len());
-                bytes.extend_from_slice(&b[..k]);
-            }
-            bytes
-        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -1413,6 +1394,16 @@ impl Drop for LocalStream {
             let _ = self.commands.send(Command::StreamFailed { stream: self.stream });
         }
     }
+}
+
+/// The first `n` bytes of `bufs` (at most all of them), as one buffer.
+fn first_bytes(bufs: &[std::io::IoSlice<'_>], n: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(n);
+    for b in bufs {
+        let k = (n - bytes.len()).min(b.len());
+        bytes.extend_from_slice(&b[..k]);
+    }
+    bytes
 }
 
 /// Puts `first` into `batch`, then the chunks `next` gives (what is
@@ -1603,12 +1594,9 @@ mod tests {
         ) -> std::task::Poll<std::io::Result<usize>> {
             let me = self.get_mut();
             me.calls += 1;
-            let before = me.got.len();
-            for b in bufs {
-                let k = (me.max - (me.got.len() - before)).min(b.len());
-                me.got.extend_from_slice(&b[..k]);
-            }
-            std::task::Poll::Ready(Ok(me.got.len() - before))
+            let took = first_bytes(bufs, me.max);
+            me.got.extend_from_slice(&took);
+            std::task::Poll::Ready(Ok(took.len()))
         }
         fn is_write_vectored(&self) -> bool {
             true
