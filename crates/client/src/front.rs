@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tollway_socks as socks;
 use tollway_socks::{AuthPolicy, BodyEnd, Credentials, ForwardRequest, HttpReply, HttpRequest, ParseError, Protocol, ReplyCode};
-use tollway_net::driver::{ByteStream, EarlySocket, OnRefused};
+use tollway_net::driver::{spawn_boxed, ByteStream, EarlySocket, OnRefused};
 use tollway_tunnel::{Dest, ErrorCode, Host};
 
 /// `FrontConfig::first_bytes_wait` by default: a program that has its
@@ -134,7 +134,7 @@ async fn accept_loop(listener: TcpListener, pool: Arc<RoutePool>, config: FrontC
             }
         };
         let (pool, config, idle) = (pool.clone(), config.clone(), idle.clone());
-        tokio::spawn(async move {
+        spawn_boxed(async move {
             let _ = socket.set_nodelay(true);
             let _ = serve_client(Counted { io: socket, _slot: slot }, &pool, &config, &idle).await;
         });

@@ -493,6 +493,22 @@ struct Driver {
     drain: Option<(ErrorCode, String)>,
 }
 
+/// Spawns `task` with its state on the heap: tokio's task cell then holds
+/// a pointer, not the future. For the tasks made per stream (or per
+/// program connection), whose futures are KiBs: the runtime copies a
+/// task's future in whole as it starts it and again as it finishes it
+/// (about 330 instructions per 3.5 KiB copy, four copies a task), and
+/// allocates a large cell through glibc's slower aligned path. Callgrind,
+/// 1,000 small requests through one hop: client 67.4M instructions
+/// against 72.3M, exit 62.8M against 64.9M (ADR 0009).
+pub fn spawn_boxed<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(Box::pin(task))
+}
+
 /// Starts the driver of `session` on the connection `io` (path 0 of the
 /// session, so create the session with path id 0). `hooks` makes it a
 /// node's driver.
@@ -797,7 +813,7 @@ impl Driver {
                     // it. Left running, an open and a reset freed the
                     // stream's slot while the connect went on for up to
                     // its timeout, so open-reset pairs opened any number.
-                    io.tasks.push(tokio::spawn(async move {
+                    io.tasks.push(spawn_boxed(async move {
                         let result = hooks.connect(session, dest).await;
                         let _ = tx.send(Command::Connected { stream, result });
                     }));
@@ -1164,7 +1180,7 @@ impl Driver {
         // they were two tasks: a spawn fewer per stream (callgrind, 1,000
         // small requests: 1.5 % fewer instructions in the client, 0.9 %
         // in the exit).
-        state.tasks.push(tokio::spawn(async move {
+        state.tasks.push(spawn_boxed(async move {
             tokio::join!(reader, writer);
         }));
     }
