@@ -37,13 +37,15 @@ pub enum SimCommand {
 #[derive(clap::Args)]
 pub struct RunOpts {
     /// Monte Carlo runs per scenario (default: the scenario's own).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     runs: Option<u64>,
     /// Days to simulate (default: the scenario's own).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     days: Option<u64>,
     /// First seed (default: the scenario's own).
-    #[arg(long)]
+    // At most i64::MAX, as in a scenario file (a TOML integer): a larger
+    // one was refused with a TOML parse error of a line of our own.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
     /// Output directory (default: sim-out/<scenario name>).
     #[arg(long)]
