@@ -129,7 +129,11 @@ impl Params {
             }
         }
         let text = toml::to_string(&table).map_err(|e| ParamsError::Toml(e.to_string()))?;
-        Params::from_toml(&text)
+        // A value of the wrong type is this key's error: the TOML error's
+        // line and excerpt are of the text above, which nobody wrote.
+        let file: ParamsFile =
+            toml::from_str(&text).map_err(|e| ParamsError::Invalid { key: key.to_string(), why: e.message().trim_end().to_string() })?;
+        file.resolve()
     }
 
     /// The parameters back as a TOML file in human units.
@@ -649,6 +653,8 @@ mod tests {
                 "no parameter named `no_such_key`; the names are those of params/default.toml",
                 "parameter `time.measurement_max_age`: 30m is shorter than one epoch (1h): one epoch without a quorum would cost every node its uptime",
                 "parameter `stake.min_node_stake_twy`: -5 is outside [0.000001, 9e9]",
+                "parameter `node_usd_share`: invalid type: string \"0.5\", expected f64",
+                "parameter `time.epoch`: invalid type: integer `3600`, expected a string",
             ]
         "#]]
         .assert_debug_eq(&[
@@ -663,6 +669,10 @@ mod tests {
             with("no_such_key", "1"),
             with("measurement_max_age", "\"30m\""),
             with("min_node_stake_twy", "-5"),
+            // A value of the wrong type: the TOML error cited a line of
+            // the table we had written out, not anything the user wrote.
+            with("node_usd_share", "\"0.5\""),
+            with("time.epoch", "3600"),
         ]);
     }
 

@@ -273,7 +273,11 @@ impl Scenario {
             }
         }
         let text = toml::to_string(&table).map_err(|e| ScenarioError::Toml(e.to_string()))?;
-        Scenario::from_toml(&text)
+        // A value of the wrong type is this key's error: the TOML error's
+        // line and excerpt are of the text above, which nobody wrote.
+        let s: Scenario = toml::from_str(&text).map_err(|e| invalid(key, e.message().trim_end()))?;
+        s.validate()?;
+        Ok(s)
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {

@@ -1,0 +1,35 @@
+//! Scenario files and their overrides (`--sweep`, `--days`): what a user
+//! who gets one wrong is told.
+
+use tollway_sim::scenario::{self, Scenario};
+
+fn hybrid() -> Scenario {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(s: &Scenario, key: &str, value: &str) -> String {
+    match s.with_override(key, value) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A value of the wrong type was a TOML parse error "at line 35" of the
+/// scenario as we had written it out again, not of the user's file.
+#[test]
+fn an_override_of_the_wrong_type_names_its_key_not_a_line_of_ours() {
+    let s = hybrid();
+    expect_test::expect![[r#"
+        [
+            "scenario `population.operators`: invalid type: floating point `1.5`, expected u32",
+            "scenario `run.days`: invalid type: string \"3\", expected u64",
+            "scenario parameter: parameter `node_usd_share`: invalid type: string \"0.5\", expected f64",
+        ]
+    "#]]
+    .assert_debug_eq(&[
+        err(&s, "population.operators", "1.5"),
+        err(&s, "run.days", "\"3\""),
+        err(&s, "node_usd_share", "\"0.5\""),
+    ]);
+}
