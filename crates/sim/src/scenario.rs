@@ -4,7 +4,7 @@
 //! different experiment than the one written down.
 
 use serde::{Deserialize, Serialize};
-use tollway_ledger::params::keys_set_by;
+use tollway_ledger::params::{keys_set_by, ParamsError};
 use tollway_ledger::Params;
 
 /// The repository's scenario files, compiled in, so `tollway sim run
@@ -247,7 +247,8 @@ impl Scenario {
             Some((section, leaf)) if section != "params" && table.get(section).is_some_and(|v| v.is_table()) => {
                 let t = table.get_mut(section).and_then(|v| v.as_table_mut()).ok_or_else(|| invalid(key, "not a section"))?;
                 if !t.contains_key(leaf) {
-                    return Err(invalid(key, "no such key in the scenario"));
+                    let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                    return Err(invalid(key, format!("no such key in the scenario; [{section}] has {}", keys.join(", "))));
                 }
                 t.insert(leaf.to_string(), parsed);
             }
@@ -259,7 +260,21 @@ impl Scenario {
             _ => {
                 let leaf = key.strip_prefix("params.").unwrap_or(key);
                 // Checked against the ledger's parameters before running.
-                Params::default_params().with_override(leaf, value)?;
+                // A scenario key without its section (`operators`) is not
+                // one of them: say which it may be.
+                Params::default_params().with_override(leaf, value).map_err(|e| {
+                    let sections: Vec<String> = table
+                        .iter()
+                        .filter(|(section, v)| *section != "params" && v.as_table().is_some_and(|t| t.contains_key(leaf)))
+                        .map(|(section, _)| format!("{section}.{leaf}"))
+                        .collect();
+                    match e {
+                        ParamsError::UnknownKey { .. } if !sections.is_empty() => {
+                            invalid(key, format!("a scenario key is named with its section: {}", sections.join(" or ")))
+                        }
+                        e => e.into(),
+                    }
+                })?;
                 let params = table.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 if let Some(t) = params.as_table_mut() {
                     // The override wins over the file's own setting of the

@@ -33,3 +33,20 @@ fn an_override_of_the_wrong_type_names_its_key_not_a_line_of_ours() {
         err(&s, "node_usd_share", "\"0.5\""),
     ]);
 }
+
+/// `--sweep operators=…` and `--sweep population.operaters=…` got no
+/// hint (the first was looked up among the ledger's parameters only),
+/// though a misspelt key is meant to get the names it may have meant.
+#[test]
+fn a_scenario_key_without_its_section_or_misspelt_gets_the_names_it_may_have_meant() {
+    let s = hybrid();
+    let no_section = err(&s, "operators", "100");
+    assert!(no_section.contains("population.operators"), "{no_section}");
+    let both = err(&s, "region_weights", "[1, 1, 1, 1, 1, 1, 1, 1]");
+    assert!(both.contains("demand.region_weights or population.region_weights"), "{both}");
+    let misspelt = err(&s, "population.operaters", "100");
+    assert!(misspelt.contains("no such key in the scenario; [population] has ") && misspelt.contains(" operators,"), "{misspelt}");
+    // A ledger parameter's own typo still gets the ledger's suggestions.
+    let ledger = err(&s, "uptime_shar", "0.5");
+    assert!(ledger.contains("did you mean uptime_share"), "{ledger}");
+}
