@@ -401,6 +401,11 @@ impl Scenario {
             }
         }
         if let Some(a) = &self.attack {
+            // Each liar joins with an honest twin: two nodes, counted with
+            // the operators (4e9 liars grew memory without end on day 1).
+            if u64::from(p.operators) + u64::from(p.farmers) + 2 * u64::from(a.liars) > 1_000_000 {
+                return Err(invalid("attack.liars", "operators, farmers and twice the liars (each has an honest twin) together at most 1000000"));
+            }
             if a.liar_honest_days > 36_500 {
                 return Err(invalid("attack.liar_honest_days", "at most 36500"));
             }

@@ -50,3 +50,15 @@ fn a_scenario_key_without_its_section_or_misspelt_gets_the_names_it_may_have_mea
     let ledger = err(&s, "uptime_shar", "0.5");
     assert!(ledger.contains("did you mean uptime_share"), "{ledger}");
 }
+
+/// The liars had no bound: `liars = 4000000000` joined nodes (and made
+/// accounts) without end on the attack's first day, 3 GB in 25 s.
+#[test]
+fn liars_count_against_the_population_bound() {
+    let text = scenario::built_in("sybil-and-liars").unwrap_or_else(|| panic!("no built-in sybil-and-liars"));
+    for liars in ["4000000000", "499001"] {
+        let e = Scenario::from_toml(&text.replace("liars = 40", &format!("liars = {liars}"))).err().map(|e| e.to_string());
+        assert!(e.as_deref().unwrap_or_default().contains("attack.liars"), "{liars}: {e:?}");
+    }
+    assert!(Scenario::from_toml(&text.replace("liars = 40", "liars = 499000")).is_ok());
+}
