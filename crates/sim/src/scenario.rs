@@ -357,8 +357,11 @@ impl Scenario {
         };
         finite("demand.gb_per_consumer_per_day", d.gb_per_consumer_per_day, 0.0)?;
         finite("demand.price_elasticity", d.price_elasticity, 0.0)?;
-        if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0 && (0.0..=1.0).contains(&d.diurnal_amplitude)) {
-            return Err(invalid("demand", "growth_per_year finite and > -1, diurnal_amplitude in [0, 1]"));
+        if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0) {
+            return Err(invalid("demand.growth_per_year", format!("{} must be a finite number > -1", d.growth_per_year)));
+        }
+        if !(0.0..=1.0).contains(&d.diurnal_amplitude) {
+            return Err(invalid("demand.diurnal_amplitude", format!("{} must be in [0, 1]", d.diurnal_amplitude)));
         }
         if !(d.reference_price_usd_per_gb.is_finite() && d.reference_price_usd_per_gb > 0.0) {
             return Err(invalid("demand.reference_price_usd_per_gb", "must be a finite positive number"));
@@ -372,8 +375,12 @@ impl Scenario {
         if !(0.0..=0.5).contains(&m.value_trader_daily_share) {
             return Err(invalid("market.value_trader_daily_share", "a daily share in [0, 0.5]"));
         }
-        if !(m.pool_twy >= 1.0 && m.pool_usd >= 1.0 && m.pool_twy <= 9e9 && m.pool_usd <= 9e9) {
-            return Err(invalid("market.pool_twy", "pool liquidity must be between 1 and 9e9 on each side"));
+        // Each side named on its own: a pool_usd of 0 was reported as
+        // `market.pool_twy`.
+        for (key, x) in [("market.pool_twy", m.pool_twy), ("market.pool_usd", m.pool_usd)] {
+            if !(1.0..=9e9).contains(&x) {
+                return Err(invalid(key, format!("{x}: pool liquidity must be between 1 and 9e9 on each side")));
+            }
         }
         // Day 1 is the first simulated day: a shock or an attack on day 0
         // never happened, without a word.

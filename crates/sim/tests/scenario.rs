@@ -62,3 +62,20 @@ fn liars_count_against_the_population_bound() {
     }
     assert!(Scenario::from_toml(&text.replace("liars = 40", "liars = 499000")).is_ok());
 }
+
+/// A pool_usd of 0 was reported as `market.pool_twy`, and a diurnal
+/// amplitude of 2 as `demand` with the rules of two keys.
+#[test]
+fn an_invalid_number_names_its_own_key() {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    for (from, to, want) in [
+        ("pool_usd = 4000000", "pool_usd = 0", "scenario `market.pool_usd`: 0: "),
+        ("pool_twy = 20000000", "pool_twy = 1e10", "scenario `market.pool_twy`: 10000000000: "),
+        ("diurnal_amplitude = 0.5", "diurnal_amplitude = 2", "scenario `demand.diurnal_amplitude`: 2 must be in [0, 1]"),
+        ("growth_per_year = 3.0", "growth_per_year = -1", "scenario `demand.growth_per_year`: -1 must be"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let e = Scenario::from_toml(&text.replace(from, to)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(want), "{to}: {e}");
+    }
+}
