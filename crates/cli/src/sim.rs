@@ -190,11 +190,11 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             eprintln!("note: {}: what happens on day {day} is after the run's {} days, so it does not happen", s.name, s.run.days);
         }
     }
-    let mut names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    if names.len() != scenarios.len() {
-        bail!("two scenarios share a name; names label the charts, so they must differ");
+    // Named: the same file given twice, two copies of one file, or a
+    // sweep's value given twice all read the same otherwise.
+    let mut names = std::collections::BTreeSet::new();
+    if let Some(twice) = scenarios.iter().map(|s| s.name.as_str()).find(|n| !names.insert(*n)) {
+        bail!("two scenarios share a name, {twice:?}; names label the charts, so they must differ");
     }
     // Their directories too: "a b" and "a/b" both write to a_b/.
     let mut slugs: Vec<String> = scenarios.iter().map(|s| slug(&s.name)).collect();
