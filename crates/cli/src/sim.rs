@@ -47,7 +47,8 @@ pub struct RunOpts {
     // one was refused with a TOML parse error of a line of our own.
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Output directory (default: sim-out/<scenario name>).
+    /// Output directory (default: sim-out/<scenario name>; for several,
+    /// their names joined by -vs-).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Worker threads (default: every core).

@@ -256,3 +256,16 @@ fn a_seed_days_or_runs_flag_out_of_range_is_refused_by_name() {
     assert!(ok, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `compare --help` said its report went to sim-out/<scenario name>; it
+/// goes to sim-out/<a>-vs-<b> (as does a sweep's).
+#[test]
+fn compares_help_gives_its_default_output_directory() {
+    let (ok, help, _) = tollway(&["sim", "compare", "--help"]);
+    assert!(ok && help.contains("joined by -vs-"), "{help}");
+    let dir = temp_dir("sim-compare-out");
+    let (ok, stdout, stderr) =
+        common::tollway_in(&dir, &["sim", "compare", "hybrid", "burn-and-mint", "--runs", "1", "--days", "1", "--quiet"]);
+    assert!(ok && stdout.contains("sim-out/hybrid-vs-burn-and-mint/index.html"), "{stdout}{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
