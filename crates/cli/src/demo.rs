@@ -4,7 +4,7 @@
 //! after each one. Deterministic: the same flags print the same table.
 
 use anyhow::{bail, Context};
-use tollway_ledger::testkit::{fund, id, node_spec, Funding, World};
+use tollway_ledger::testkit::{fund, id, node_spec, Funding, Rejected, World};
 use tollway_ledger::{check_supply, state_root, Params, SlashReason};
 use tollway_types::{channel_id, Hash32, Token, TxBody, Usd};
 
@@ -126,6 +126,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     let mut channels: Vec<Option<(tollway_types::ChannelId, String, u128)>> = vec![None; args.consumers];
     let mut totals = (0u128, 0u128);
+    let first_epoch = w.state.epoch;
     for _ in 0..args.epochs {
         let epoch = w.state.epoch;
         // Consumers buy bandwidth: demand grows 10 % an epoch from $2.
@@ -136,8 +137,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             if slot.is_none() {
                 let ch = channel_id(&id(&client), w.nonce(&client));
                 let open = TxBody::OpenChannel { node: id(provider), escrow: Usd::units(50), expires_at_secs: w.now_secs + 30 * 86_400 };
-                if w.submit_usd_fee(&client, open).is_ok() {
-                    *slot = Some((ch, provider.clone(), 0));
+                match w.submit_usd_fee(&client, open) {
+                    Ok(_) => *slot = Some((ch, provider.clone(), 0)),
+                    // A consumer's first channel refused is the parameters'
+                    // doing (a fee or a minimum escrow above what it holds):
+                    // it ran with nobody paying, without a word. Later
+                    // ones are refused when its $500 is spent.
+                    Err(error) if epoch == first_epoch => {
+                        return Err(Rejected { label: client, kind: "open-channel", error }.into());
+                    }
+                    Err(_) => {}
                 }
             }
             if let Some((ch, node, paid)) = slot.as_mut() {

@@ -67,6 +67,16 @@ fn demo_runs_with_one_node_a_region_and_with_the_parameters_it_is_given() {
     let (ok, _, stderr) = tollway(&["demo", "--epochs", "2", "--params", &fees]);
     assert!(!ok && !stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("register-node rejected: insufficient token balance"), "{stderr}");
+    // Channels its consumers cannot open (a fee above the $500 each
+    // holds, an escrow below the minimum): it ran with nobody paying.
+    for (name, from, to) in [
+        ("usd-fee.toml", "min_fee_usd = 0.0001", "min_fee_usd = 1000"),
+        ("escrow.toml", "min_channel_escrow_usd = 0.01", "min_channel_escrow_usd = 100"),
+    ] {
+        let path = write(name, from, to);
+        let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "2", "--params", &path]);
+        assert!(!ok && stderr.contains("consumer-0: open-channel rejected: "), "{name}: {stdout}{stderr}");
+    }
     // A file that is not there is named.
     let (ok, _, stderr) = tollway(&["demo", "--params", "no-such-params.toml"]);
     assert!(!ok && stderr.contains("reading no-such-params.toml"), "{stderr}");
