@@ -90,6 +90,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/slashes", get(slashes))
         .route("/v1/events", get(events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json") })
+        // After the routes, which it applies to; axum still sets `Allow`.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method; see /openapi.json")
+        })
         .layer(DefaultBodyLimit::max(MAX_READ_BYTES))
         .with_state(shared)
 }

@@ -274,6 +274,22 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(c.get("/v1/status").1["height"].as_u64().unwrap() > height_before, "blocks kept coming");
 }
 
+/// A route asked with a method it does not serve was answered 405 with an
+/// empty body, against openapi.json's "every refusal carries {"error": …}".
+#[test]
+fn a_wrong_method_gets_a_json_405_that_still_names_the_allowed_ones() {
+    let c = start();
+    let r = c.agent.post(&c.url("/v1/status")).send(&b""[..]).unwrap();
+    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET,HEAD"));
+    let (s, v) = c.post("/v1/status", "application/json", b"{}");
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"), "{v}");
+    let mut r = c.agent.delete(&c.url(&format!("/v1/accounts/{}", key("alice").public()))).call().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or_default();
+    assert_eq!((r.status().as_u16(), code(&v)), (405, "method_not_allowed"), "{v}");
+    let (s, v) = c.get("/v1/txs");
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"), "{v}");
+}
+
 #[test]
 fn a_flood_from_one_account_is_cut_at_its_limit_while_others_get_through() {
     let c = start();
