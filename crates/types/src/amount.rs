@@ -128,15 +128,22 @@ impl Amount {
         if let Some(rest) = t.strip_prefix('$') {
             return Usd::parse_decimal(rest).map(Amount::Usd);
         }
-        let upper = t.to_ascii_uppercase();
-        if let Some(n) = upper.strip_suffix("TWY") {
+        // The number as typed, not upper-cased: errors quote it.
+        if let Some(n) = strip_unit(t, "TWY") {
             return Token::parse_decimal(n).map(Amount::Token);
         }
-        if let Some(n) = upper.strip_suffix("USD") {
+        if let Some(n) = strip_unit(t, "USD") {
             return Usd::parse_decimal(n).map(Amount::Usd);
         }
         Err(ParseAmountError::NoUnit(s.to_string()))
     }
+}
+
+/// `s` without a trailing `unit` in any case.
+fn strip_unit<'a>(s: &'a str, unit: &str) -> Option<&'a str> {
+    let split = s.len().checked_sub(unit.len())?;
+    let (number, tail) = (s.get(..split)?, s.get(split..)?);
+    tail.eq_ignore_ascii_case(unit).then_some(number)
 }
 
 impl Serialize for Amount {
@@ -240,6 +247,29 @@ mod tests {
             assert_eq!(t.to_string(), format!("{c} TWY"));
         }
         assert_eq!(Usd::parse_decimal("2.25").unwrap().to_string(), "$2.25");
+    }
+
+    /// "1e3 TWY" was refused as amount "1E3": the error quoted an
+    /// upper-cased copy, not what was typed.
+    #[test]
+    fn an_amount_with_a_unit_is_quoted_as_typed_when_refused() {
+        expect_test::expect![[r#"
+            [
+                "amount \"1e3\" is not a decimal number such as 12 or 0.5",
+                "amount \"nan\" is not a decimal number such as 12 or 0.5",
+                "amount \"0x10\" is not a decimal number such as 12 or 0.5",
+                "amount \"1.0000001\" has more than 6 decimals",
+                "amount \"é\" needs a unit: TWY or USD, e.g. \"12.5 TWY\" or \"$3\"",
+            ]
+        "#]]
+        .assert_debug_eq(
+            &["1e3 TWY", "nan twy", "0x10 usd", "1.0000001 Usd", "é"]
+                .iter()
+                .map(|s| Amount::parse(s).unwrap_err().to_string())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(Amount::parse("12.5 tWy"), Ok(Amount::Token(Token(12_500_000))));
+        assert_eq!(Amount::parse("3usd"), Ok(Amount::Usd(Usd::units(3))));
     }
 
     #[test]
