@@ -39,8 +39,10 @@ pub enum StoreError {
     Exists(String),
     #[error("no store at {0}: run `tollway chain init` first")]
     Missing(String),
-    #[error("store is not a Tollway chain store of this version (found format {0:?})")]
-    WrongFormat(String),
+    #[error("store at {0} is not a Tollway chain store of this version (found format {1:?})")]
+    WrongFormat(String, String),
+    #[error("cannot open the store at {0}: {1} (not a chain store, or damaged)")]
+    Unreadable(String, String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
     #[error("store at {0} is in use by another process (a running `tollway chain run`?); stop it first")]
@@ -143,14 +145,14 @@ impl Store {
         }
         let db = Database::open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
-            other => other.into(),
+            other => StoreError::Unreadable(path.display().to_string(), other.to_string()),
         })?;
         let store = Store { db };
         let r = store.db.begin_read()?;
         let meta = r.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|g| g.value().to_vec()).unwrap_or_default();
         if format != FORMAT {
-            return Err(StoreError::WrongFormat(String::from_utf8_lossy(&format).into_owned()));
+            return Err(StoreError::WrongFormat(path.display().to_string(), String::from_utf8_lossy(&format).into_owned()));
         }
         drop(meta);
         drop(r);
@@ -312,5 +314,18 @@ mod tests {
         assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))), "one process at a time");
         assert_eq!(store.tip_height().unwrap(), 1);
         assert_eq!(store.genesis_file().unwrap(), b"{}");
+    }
+
+    /// An empty or foreign file at the store's path was refused with
+    /// "store: I/O error: Not a redb database: …", naming no file.
+    #[test]
+    fn a_store_that_cannot_be_opened_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        for bytes in [&b""[..], &[7u8; 8192][..]] {
+            std::fs::write(&path, bytes).unwrap();
+            let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(&path.display().to_string()) && err.contains("not a chain store"), "{err}");
+        }
     }
 }
