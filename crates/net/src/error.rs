@@ -47,13 +47,10 @@ pub enum NetError {
     #[error("{transport} handshake with {} failed: {reason}", peer_label(peer))]
     Handshake { transport: Transport, peer: Option<SocketAddr>, reason: String },
 
-    #[error("cannot listen on {transport} {addr}: {source} (is the port in use, or below 1024 without privilege?)")]
-    BindFailed {
-        transport: Transport,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `io` is no `#[source]`: the message holds it, and `{:#}` would print
+    /// it twice.
+    #[error("cannot listen on {transport} {addr}: {io}{}", bind_hint(io))]
+    BindFailed { transport: Transport, addr: SocketAddr, io: std::io::Error },
 
     #[error("invalid port range {first}..={last}: {why}")]
     BadPortRange { first: u16, last: u16, why: String },
@@ -72,6 +69,16 @@ pub enum NetError {
 
     #[error("the listener is closed")]
     Closed,
+}
+
+/// What to check, where the error's kind tells.
+fn bind_hint(io: &std::io::Error) -> &'static str {
+    match io.kind() {
+        std::io::ErrorKind::AddrInUse => " (another program, or another node, holds this port)",
+        std::io::ErrorKind::PermissionDenied => " (a port below 1024 needs privilege)",
+        std::io::ErrorKind::AddrNotAvailable => " (this host has no such address)",
+        _ => "",
+    }
 }
 
 fn peer_label(peer: &Option<SocketAddr>) -> String {

@@ -206,7 +206,7 @@ impl Listener {
             for &transport in &unique {
                 match transport {
                     Transport::Tls => {
-                        let bind_failed = |source| NetError::BindFailed { transport, addr, source };
+                        let bind_failed = |io| NetError::BindFailed { transport, addr, io };
                         let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_failed)?;
                         local_addrs.push((transport, listener.local_addr().map_err(bind_failed)?));
                         tcp_listeners.push(listener);
@@ -214,7 +214,7 @@ impl Listener {
                     Transport::Quic => {
                         let endpoint = quic::server_endpoint(addr, identity, &opts.quic)?;
                         let local =
-                            endpoint.local_addr().map_err(|source| NetError::BindFailed { transport, addr, source })?;
+                            endpoint.local_addr().map_err(|io| NetError::BindFailed { transport, addr, io })?;
                         local_addrs.push((transport, local));
                         endpoints.push((endpoint, local));
                     }

@@ -51,7 +51,7 @@ pub(crate) fn server_endpoint(
     identity: &TlsIdentity,
     opts: &QuicOptions,
 ) -> Result<quinn::Endpoint, NetError> {
-    let bind_failed = |source| NetError::BindFailed { transport: Transport::Quic, addr, source };
+    let bind_failed = |io| NetError::BindFailed { transport: Transport::Quic, addr, io };
     let crypto = QuicServerConfig::try_from(identity.quic_server.clone())
         .map_err(|e| NetError::Identity { reason: e.to_string() })?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));

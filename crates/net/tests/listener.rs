@@ -56,6 +56,27 @@ async fn bad_ranges_are_refused_and_a_taken_port_names_itself() {
     }
 }
 
+/// `node run` on a taken port said "cannot listen on tls …: Address already
+/// in use (os error 98) (is the port in use, or below 1024 without
+/// privilege?): Address already in use (os error 98)": the OS error twice
+/// (message and source) and a question the error's kind answers.
+#[tokio::test]
+async fn a_taken_port_is_said_once_and_without_guessing() {
+    let node = identity(23);
+    let taken = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = Listener::bind(&[Transport::Tls], LOOPBACK, port..=port, &node, &ServerOptions::default()).await.err().unwrap();
+    let mut said = vec![err.to_string()];
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        said.push(e.to_string());
+        source = e.source();
+    }
+    let said = said.join(": ");
+    assert_eq!(said.matches("os error").count(), 1, "{said}");
+    assert!(said.contains("holds this port") && !said.contains("1024"), "{said}");
+}
+
 /// Clients that open TCP and send nothing do not delay anyone else: the
 /// node's handshake timeout is long here, yet a real client is served at
 /// once.
