@@ -144,6 +144,26 @@ fn load_tls(home: &Path) -> anyhow::Result<TlsIdentity> {
     Ok(TlsIdentity::from_seed(seed)?)
 }
 
+/// An exclusive lock on HOME/node.lock, or why not.
+fn lock_home(home: &Path) -> anyhow::Result<std::fs::File> {
+    let path = home.join("node.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another `tollway node run` (it holds {}): stop that one first, or give this one a home of its own",
+            home.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
     let (node, _) = api.node(id)?.with_context(|| {
         format!(
@@ -221,6 +241,9 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         )
     })?;
     let identity = load_tls(&a.home)?;
+    // Held until the node stops: two nodes on one home would each write
+    // their own receipts.json over the other's.
+    let _home_lock = lock_home(&a.home)?;
     let key = keys::load_key_file(&a.key)?;
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;

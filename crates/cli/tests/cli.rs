@@ -180,6 +180,27 @@ fn a_node_cannot_be_both_hops_of_a_route() {
     assert!(stderr.contains("node 11111111 is both the relay and an exit: a route's two hops must be different nodes"), "{stderr}");
 }
 
+/// Two `node run`s on one home both started, and each wrote its own
+/// receipts.json over the other's.
+#[test]
+fn a_second_node_run_on_the_same_home_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tollway-cli-node-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("node");
+    let home_str = home.to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["node", "init", "--home", &home_str]);
+    assert!(ok, "{stderr}");
+    let run = ["node", "run", "--home", &home_str, "--key", "/nonexistent.key", "--api", "http://127.0.0.1:1"];
+    let held = std::fs::File::create(home.join("node.lock")).unwrap();
+    held.try_lock().unwrap();
+    let (ok, _, stderr) = tollway(&run);
+    assert!(!ok && stderr.contains("is in use by another `tollway node run`"), "{stderr}");
+    drop(held);
+    let (ok, _, stderr) = tollway(&run);
+    assert!(!ok && !stderr.contains("in use") && stderr.contains("nonexistent.key"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_node_rate_cap_out_of_range_or_not_a_number_is_refused() {
     for bad in ["0", "2000000", "fast"] {
