@@ -832,6 +832,13 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     if let Some(r) = a.relay.as_ref().filter(|r| a.exits.contains(r)) {
         anyhow::bail!("node {} is both the relay and an exit: a route's two hops must be different nodes", r.short());
     }
+    // A node serves a channel one session at a time: a second route to it
+    // would take the first's over, never stand in for it.
+    for (i, exit) in a.exits.iter().enumerate() {
+        if let Some(first) = a.exits.iter().take(i).position(|e| e == exit) {
+            bail!("--exit {} is given twice (exits {} and {}): each exit must be a different node", exit.short(), first + 1, i + 1);
+        }
+    }
     // A proxy others can reach spends this key's channels for them, under
     // this key's name: only with a password.
     if !a.listen.ip().is_loopback() && a.user.is_none() {

@@ -201,6 +201,16 @@ fn a_second_node_run_on_the_same_home_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `connect --exit N --exit N` made two routes to one node, on one channel
+/// that a node serves one session at a time.
+#[test]
+fn an_exit_given_twice_is_refused() {
+    let (node, other) = ("11".repeat(32), "22".repeat(32));
+    let (ok, _, stderr) = tollway(&["connect", "--exit", &node, "--exit", &other, "--exit", &node]);
+    assert!(!ok);
+    assert!(stderr.contains("--exit 11111111 is given twice"), "{stderr}");
+}
+
 #[test]
 fn a_node_rate_cap_out_of_range_or_not_a_number_is_refused() {
     for bad in ["0", "2000000", "fast"] {
