@@ -685,7 +685,10 @@ async fn every_when_changed<F: std::future::Future<Output = Option<String>>>(eve
 /// node, so it is refused here, with what to do.
 fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId]) -> anyhow::Result<Hop> {
     let id = *id;
-    let record = node_record(api, &id)?;
+    // Not `node_record`, whose advice (register-node) is an operator's.
+    let (record, _) = api.node(&id)?.with_context(|| {
+        format!("node {} is not registered on this chain (`tollway wallet nodes` lists the active ones)", id.to_hex())
+    })?;
     let addr = *record.addrs.first().context("the node's record has no address")?;
     let (channels, _) = api.account_channels(me)?;
     let now_secs = crate::wallet::chain_now_secs(api)?;

@@ -211,6 +211,26 @@ fn an_exit_given_twice_is_refused() {
     assert!(stderr.contains("--exit 11111111 is given twice"), "{stderr}");
 }
 
+/// `connect --exit ID`, ID no node, said "account 8fbae2d4 is not a
+/// registered node on this chain: run `tollway wallet register-node`
+/// first": an operator's advice, to a client who mistyped an exit.
+#[test]
+fn an_exit_that_is_no_node_is_refused_with_where_to_find_nodes() {
+    let (dir, home) = initialised_chain("unknown-exit");
+    let chain = common::ChainProcess::start(&dir, std::path::Path::new(&home));
+    let key = dir.join("client.key").to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["keys", "new", "--out", &key]);
+    assert!(ok, "{stderr}");
+    let nobody = "33".repeat(32);
+    let (ok, _, stderr) =
+        tollway(&["connect", "--key", &key, "--api", &chain.api, "--exit", &nobody, "--listen", "127.0.0.1:0"]);
+    assert!(!ok);
+    let why = format!("node {nobody} is not registered on this chain (`tollway wallet nodes` lists the active ones)");
+    assert!(stderr.contains(&why) && !stderr.contains("register-node"), "{stderr}");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_node_rate_cap_out_of_range_or_not_a_number_is_refused() {
     for bad in ["0", "2000000", "fast"] {
