@@ -158,6 +158,20 @@ fn query_u64(q: &std::collections::HashMap<String, String>, key: &str) -> ApiRes
 
 type QueryMap = Query<std::collections::HashMap<String, String>>;
 
+/// Refuses a query key the route does not read: a misspelt filter
+/// (`max_price_usd_per_gib` for `max_price_usd_micro_per_gib`) was
+/// ignored, and the answer was the unfiltered list. `known` is the
+/// route's query parameters in openapi.json.
+fn known_query_keys(q: &std::collections::HashMap<String, String>, known: &[&str]) -> ApiResult<()> {
+    let mut unknown: Vec<&str> = q.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let takes = if known.is_empty() { "no query parameters".to_string() } else { known.join(", ") };
+    Err(ApiError::bad_request("bad_query", format!("unknown query parameter {}; this route takes {takes}", unknown.join(", "))))
+}
+
 /// A list's `limit`: `default` unless given, at most 1,000.
 fn page_limit(q: &std::collections::HashMap<String, String>, default: u64) -> ApiResult<usize> {
     Ok(query_u64(q, "limit")?.unwrap_or(default).min(1000) as usize)
@@ -420,6 +434,7 @@ fn too_slow(r: &BytesRejection) -> Option<&BodyTooSlow> {
 
 /// `wait` and `timeout_ms` of the submit routes.
 fn wait_query(q: &std::collections::HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    known_query_keys(q, &["wait", "timeout_ms"])?;
     let wait = match q.get("wait").map(String::as_str) {
         None | Some("none") => false,
         Some("commit") => true,
@@ -753,6 +768,7 @@ async fn tx_wait(
     Query(q): QueryMap,
 ) -> ApiResult<Response> {
     let id = parse_hash(&id, "tx")?;
+    known_query_keys(&q, &["timeout_ms"])?;
     let timeout = Duration::from_millis(query_u64(&q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
     let state = s.core().status(&id).map_err(ApiError::internal)?;
     let state = if matches!(state, Some(TxState::Pending)) && !timeout.is_zero() {
@@ -783,6 +799,7 @@ async fn account_channels(
     Query(q): QueryMap,
 ) -> ApiResult<Json<Vec<ChannelView>>> {
     let id = parse_key(&id)?;
+    known_query_keys(&q, &["after", "limit"])?;
     let after = q.get("after").map(|a| parse_hash(a, "channel")).transpose()?;
     let limit = page_limit(&q, 1000)?;
     let core = s.core();
@@ -800,6 +817,10 @@ async fn channel(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
 }
 
 async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<NodeView>>> {
+    known_query_keys(
+        &q,
+        &["region", "country", "max_price_usd_micro_per_gib", "min_verified_capacity_bps", "min_reputation_ppm", "active", "limit"],
+    )?;
     let region = q
         .get("region")
         .map(|r| {
@@ -851,6 +872,7 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
 
 /// In registration order, a page at a time (`from` is an index in it).
 async fn oracles(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<OracleView>>> {
+    known_query_keys(&q, &["from", "limit"])?;
     let from = query_u64(&q, "from")?.unwrap_or(0);
     let limit = page_limit(&q, 100)?;
     let core = s.core();
@@ -868,6 +890,7 @@ async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiR
 }
 
 fn list_epochs(s: &Shared, q: &std::collections::HashMap<String, String>) -> ApiResult<Vec<tollway_store::EpochRecord>> {
+    known_query_keys(q, &["from", "limit"])?;
     let from = query_u64(q, "from")?.unwrap_or(0);
     let limit = page_limit(q, 100)?;
     s.core().store().epochs(from, limit).map_err(ApiError::internal)

@@ -364,6 +364,41 @@ fn the_openapi_file_lists_exactly_the_served_routes() {
     assert_eq!(v["openapi"], "3.1.0");
 }
 
+/// A query key a route does not read was ignored: `/v1/nodes?max_price_usd_per_gib=1`
+/// (the CLI flag's name) answered every node. Each documented key is still
+/// taken (a bad value is its own error), and any other is refused by name.
+#[test]
+fn a_query_key_the_route_does_not_read_is_refused_by_name() {
+    let spec: serde_json::Value = serde_json::from_str(tollway_chain::api::OPENAPI_JSON).unwrap();
+    let c = start();
+    let zero = "0".repeat(64);
+    let ask = |method: &str, path: &str, query: &str| {
+        let path = path.replace("{id}", &zero);
+        let url = format!("{path}?{query}");
+        if method == "post" { c.post(&url, "application/octet-stream", b"") } else { c.get(&url) }
+    };
+    let mut routes_with_queries = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let keys: Vec<&str> = params.iter().filter(|p| p["in"] == "query").filter_map(|p| p["name"].as_str()).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            routes_with_queries += 1;
+            for key in &keys {
+                let (_, v) = ask(method, path, &format!("{key}=x"));
+                assert!(!v.to_string().contains("unknown query parameter"), "{method} {path} {key}: {v}");
+            }
+            let (s, v) = ask(method, path, "max_price_usd_per_gib=1");
+            assert_eq!((s, code(&v)), (400, "bad_query"), "{method} {path}: {v}");
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("unknown query parameter max_price_usd_per_gib") && message.contains(keys[0]), "{message}");
+        }
+    }
+    assert_eq!(routes_with_queries, 9);
+}
+
 /// `POST /v1/txs/batch`'s binary form: each tx after its u32 LE length.
 fn binary_batch(txs: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
