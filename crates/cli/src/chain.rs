@@ -1,6 +1,7 @@
 //! `tollway chain init|run|replay` (DESIGN §3, §6). A chain home directory
 //! holds:
-//! - `genesis.json`: allocations, parameters, pool liquidity, validators;
+//! - `genesis.json`: allocations, parameters, pool liquidity, validators
+//!   (the store keeps a copy, and run and replay refuse a file that differs);
 //! - `node.key`: the sequencer's key (mode 0600), also the USD gateway;
 //! - `chain.toml`: how to run it (listen address, block interval, limits),
 //!   each key overridable by a `TOLLWAY_CHAIN_*` environment variable and
@@ -110,6 +111,32 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
 
 fn store_path(home: &Path) -> PathBuf {
     home.join("chain.redb")
+}
+
+/// Refuses a home whose `genesis.json` is not the genesis its store began
+/// with. The store keeps its own copy, which every run and replay uses: an
+/// edit of the file (a new chain id, another allocation) changed nothing,
+/// without a word, while replay still said every root matched. Compared as
+/// JSON, so a file only reformatted still passes.
+fn genesis_file_matches_store(home: &Path, store: &Store) -> anyhow::Result<()> {
+    let path = home.join("genesis.json");
+    let Ok(file) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let stored = store.genesis_file()?;
+    let same = match (serde_json::from_slice::<serde_json::Value>(&file), serde_json::from_slice::<serde_json::Value>(&stored)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => file == stored,
+    };
+    if !same {
+        bail!(
+            "{} is not the genesis this chain began with: {} keeps its own copy, which the chain runs on, so an edit \
+             of the file changes nothing. Put the file back as it was, or start a new chain with `tollway chain init --force`",
+            path.display(),
+            store_path(home).display()
+        );
+    }
+    Ok(())
 }
 
 /// "1000TWY,50USD,stake:500TWY": each kind at most once (a second one
@@ -330,6 +357,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
     let config = node_config(&a.home, a)?;
     let key = crate::keys::load_key_file(&a.home.join("node.key"))?;
     let store = Store::open(&store_path(&a.home))?;
+    genesis_file_matches_store(&a.home, &store)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let (node, joined) = tollway_chain::node::start(store, key, config.clone()).await?;
@@ -368,6 +396,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
 
 fn replay(home: &Path) -> anyhow::Result<()> {
     let store = Store::open(&store_path(home))?;
+    genesis_file_matches_store(home, &store)?;
     let started = Instant::now();
     let tip = store.tip_height()?;
     let bar = indicatif::ProgressBar::new(tip);

@@ -389,3 +389,25 @@ fn ctrl_c_stops_a_chain_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The store keeps its own copy of the genesis: an edited genesis.json (a
+/// new chain id) changed nothing, and replay still said every root
+/// matched. Now run and replay refuse the home; a file only reformatted
+/// passes.
+#[test]
+fn a_genesis_file_edited_after_init_is_refused() {
+    let (dir, home) = initialised_chain("genesis-edit");
+    let path = std::path::Path::new(&home).join("genesis.json");
+    let original = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let value: serde_json::Value = serde_json::from_str(&original).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, stdout, stderr) = tollway(&["chain", "replay", "--home", &home]);
+    assert!(ok && stdout.contains("every state root matches"), "reformatted: {stdout}{stderr}");
+    let chain_id = value["ledger"]["chain_id"].as_str().unwrap_or_else(|| panic!("no chain_id in {original}"));
+    std::fs::write(&path, original.replace(chain_id, "another-chain")).unwrap_or_else(|e| panic!("{e}"));
+    for command in ["replay", "run"] {
+        let (ok, _, stderr) = tollway(&["chain", command, "--home", &home]);
+        assert!(!ok && stderr.contains("is not the genesis this chain began with"), "{command}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
