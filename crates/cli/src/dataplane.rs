@@ -119,13 +119,15 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
                     let line = serde_json::json!({
                         "channel": r.receipt.channel.to_hex(),
                         "cumulative_bytes": r.receipt.cumulative_bytes,
-                        "cumulative_usd": r.receipt.cumulative_usd.to_string(),
+                        // A decimal string, as the API and `wallet sign-receipt` give it
+                        // (it was "$0.000986" here).
+                        "cumulative_usd": r.receipt.cumulative_usd,
                         "hex": hex,
                     });
                     outln!("{line}")?;
                 } else {
                     outln!(
-                        "channel {}: {} bytes, {} USD; settle with: tollway wallet settle-channel {hex}",
+                        "channel {}: {} bytes, {}; settle with: tollway wallet settle-channel {hex}",
                         r.receipt.channel, r.receipt.cumulative_bytes, r.receipt.cumulative_usd
                     )?;
                 }

@@ -51,7 +51,7 @@ pub fn template() -> String {
          # transports = [\"tls\", \"quic\"]\n\
          # allow_loopback = false         # devnets and tests only\n\
          # allow_private = false          # lets clients reach your LAN: think twice\n\
-         # deny_ports = [25]\n\
+         # deny_ports = []                # destination ports refused, e.g. [25] for mail\n\
          # max_sessions = 10000\n\
          # max_rate_mbps = 20             # relay at most this each way (default: no cap)\n\
          # credit_window_kib = {}\n\
@@ -327,7 +327,6 @@ mod tests {
             NodeSettings {
                 key: PathBuf::from("/h/node.key"),
                 api: Some("http://127.0.0.1:7070".into()),
-                deny_ports: vec![25],
                 max_rate_mbps: Some(20),
                 ..defaults
             }

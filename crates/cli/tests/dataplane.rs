@@ -418,6 +418,8 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         .max_by_key(|r| r["cumulative_bytes"].as_u64().unwrap_or(0))
         .unwrap();
     assert!(receipt["cumulative_bytes"].as_u64().unwrap() > 5 << 20, "{receipt}");
+    // A decimal string, as the API's amounts (it was "$0.000986").
+    assert!(receipt["cumulative_usd"].as_str().is_some_and(|u| u.parse::<f64>().is_ok_and(|u| u > 0.0)), "{receipt}");
     let mut again = args_a.clone();
     again.extend(["--settle-every", "1h", "--settle-min-usd", "0"].map(String::from));
     let mut node_a = Daemon::start(&dir, &again.iter().map(String::as_str).collect::<Vec<_>>(), "receipts kept in");
