@@ -143,7 +143,19 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(path.display().to_string()));
         }
-        let db = Database::open(path).map_err(|e| match e {
+        // redb panics on some damage it meets while opening (a table tree
+        // whose pages are noise: "entered unreachable code"); that is this
+        // file's error, not a crash of the program. Nothing of the half-
+        // opened database outlives the unwind.
+        let opened = quietly_catch_unwind(|| Database::open(path)).map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            StoreError::Unreadable(path.display().to_string(), format!("redb gave up reading it: {why}"))
+        })?;
+        let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
             other => StoreError::Unreadable(path.display().to_string(), other.to_string()),
         })?;
@@ -279,6 +291,30 @@ fn decode_u64(bytes: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(bytes).map(u64::from_le_bytes).map_err(|_| corrupt("bad height"))
 }
 
+/// `f`, with a panic in it caught and not printed: a store redb panics on
+/// is an error the caller reports, and the panic's message and backtrace
+/// (from the process's hook) read as a crash of the program. Quiet on
+/// this thread alone and only while `f` runs; every other panic still
+/// goes to the hook there was before.
+fn quietly_catch_unwind<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread::Result<T> {
+    thread_local! {
+        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|quiet| quiet.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|quiet| quiet.set(true));
+    let result = std::panic::catch_unwind(f);
+    QUIET.with(|quiet| quiet.set(false));
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +362,44 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(&path.display().to_string()) && err.contains("not a chain store"), "{err}");
+        }
+    }
+
+    /// A store damaged in its first pages (60 KB of noise at byte 512 or
+    /// 4096, as a bad disk or a stray `dd` leaves it) made redb panic while
+    /// opening it ("entered unreachable code"): `chain run` and `chain
+    /// replay` ended with exit 101 and a backtrace, naming no file.
+    #[test]
+    fn a_store_damaged_at_its_start_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.redb");
+        let store = Store::create(&good, b"{}", &block(0), b"state-0").unwrap();
+        for h in 1..=3 {
+            store.commit(&BlockCommit { block: &block(h), tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
+        }
+        drop(store);
+        let bytes = std::fs::read(&good).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..60_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for offset in [512, 4096] {
+            let mut damaged = bytes.clone();
+            let end = (offset + noise.len()).min(damaged.len());
+            damaged[offset..end].copy_from_slice(&noise[..end - offset]);
+            let path = dir.path().join(format!("damaged-{offset}.redb"));
+            std::fs::write(&path, &damaged).unwrap();
+            let opened = std::panic::catch_unwind(|| Store::open(&path).map(|_| ()));
+            let err = match opened {
+                Ok(result) => result.err().map(|e| e.to_string()).unwrap_or_default(),
+                Err(_) => panic!("opening the store damaged at {offset} panicked"),
+            };
+            assert!(err.contains(&path.display().to_string()), "{offset}: {err}");
         }
     }
 }
