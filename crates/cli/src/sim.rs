@@ -72,8 +72,15 @@ fn scenario_text(path: &Path) -> anyhow::Result<String> {
             if let Some(text) = path.to_str().and_then(scenario::built_in) {
                 return Ok(text.to_string());
             }
+            let typed = path.to_string_lossy();
+            let near = scenario::BUILT_IN
+                .iter()
+                .map(|(name, _)| *name)
+                .filter(|name| tollway_ledger::params::edit_distance(&typed, name) <= 2)
+                .min_by_key(|name| tollway_ledger::params::edit_distance(&typed, name));
+            let hint = near.map(|name| format!("; did you mean {name}?")).unwrap_or_default();
             bail!(
-                "reading scenario {}: no such file, and no built-in scenario of that name (they are: {})",
+                "reading scenario {}: no such file, and no built-in scenario of that name (they are: {}){hint}",
                 path.display(),
                 scenario::built_in_names()
             )

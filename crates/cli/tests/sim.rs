@@ -181,6 +181,11 @@ fn a_built_in_scenario_runs_by_name_from_anywhere() {
     run(file.to_str().unwrap_or_default(), &by_file);
     let csv = |d: &Path| std::fs::read(d.join("hybrid/seed-1.csv")).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     assert_eq!(csv(&by_name), csv(&by_file));
+    // A name one slip away from a built-in one gets it offered.
+    let (ok, _, stderr) = common::tollway_in(&dir, &["sim", "run", "hybird", "--quiet"]);
+    assert!(!ok && stderr.contains("no built-in scenario of that name") && stderr.contains("did you mean hybrid?"), "{stderr}");
+    let (ok, _, stderr) = common::tollway_in(&dir, &["sim", "run", "nothing-like-it", "--quiet"]);
+    assert!(!ok && !stderr.contains("did you mean"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

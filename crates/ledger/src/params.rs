@@ -179,10 +179,30 @@ fn unknown_key(table: &toml::Table, key: &str) -> ParamsError {
         .map(|(section, k)| format!("{section}.{k}"))
         .collect();
     if leaf.starts_with("uptime") {
-        near.insert(0, UPTIME_SHARE_FLAT.to_string());
+        near.push(UPTIME_SHARE_FLAT.to_string());
     }
+    // Nearest first: in the file's order, `node_usd_shar` was offered
+    // `dust.min_channel_escrow_usd` before `emission.node_usd_share`.
+    near.sort_by_key(|k| edit_distance(leaf, k.rsplit('.').next().unwrap_or(k)));
     near.truncate(8);
     ParamsError::UnknownKey { key: key.to_string(), near }
+}
+
+/// The Levenshtein distance between `a` and `b`, in characters: how a
+/// typo ranks the names it may have meant.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn find_key(table: &toml::Table, key: &str) -> Option<(String, String)> {
@@ -691,6 +711,10 @@ mod tests {
         assert!(err.contains("emission.oracle_share"), "{err}");
         let err = Params::default_params().with_override("uptime_sahre", "0.5").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("uptime_share, ") && err.contains("emission.uptime_share_start"), "{err}");
+        // Nearest first: `dust.min_channel_escrow_usd` came first here.
+        let err = Params::default_params().with_override("node_usd_shar", "0.5").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("did you mean emission.node_usd_share, "), "{err}");
+        assert_eq!([edit_distance("hybird", "hybrid"), edit_distance("", "abc"), edit_distance("share", "share")], [2, 3, 0]);
     }
 
     #[test]
