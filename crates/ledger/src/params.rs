@@ -390,7 +390,15 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 15m, 1h, 7d or 2y"))?;
+    // "1.5h" was said to have an unknown unit, and a 20-digit count not
+    // to be a duration at all.
+    if unit.starts_with(['.', ',']) && !digits.is_empty() {
+        return Err(format!("{s:?}: a duration is a whole number of its unit (90m, not 1.5h)"));
+    }
+    let n: u64 = digits.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+        std::num::IntErrorKind::PosOverflow => format!("{s:?} is too long"),
+        _ => format!("{s:?} is not a duration such as 30s, 15m, 1h, 7d or 2y"),
+    })?;
     let mult = match unit.trim() {
         "" | "s" => 1,
         "m" => 60,
@@ -730,5 +738,24 @@ mod tests {
         assert_eq!(parse_duration_secs("7d"), Ok(604_800));
         assert_eq!(parse_duration_secs("90"), Ok(90));
         assert!(parse_duration_secs("d").is_err());
+        // Said as what they are: "1.5h" had "an unknown unit", and a
+        // 20-digit count was "not a duration".
+        expect_test::expect![[r#"
+            [
+                Err(
+                    "\"1.5h\": a duration is a whole number of its unit (90m, not 1.5h)",
+                ),
+                Err(
+                    "\"99999999999999999999s\" is too long",
+                ),
+                Err(
+                    "\"3w\" has an unknown unit (use s, m, h, d or y)",
+                ),
+                Err(
+                    "\"soon\" is not a duration such as 30s, 15m, 1h, 7d or 2y",
+                ),
+            ]
+        "#]]
+        .assert_debug_eq(&["1.5h", "99999999999999999999s", "3w", "soon"].map(parse_duration_secs));
     }
 }
