@@ -569,13 +569,13 @@ impl Wallet {
             return Ok(());
         }
         outln!(
-            "{:<64}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>10}",
-            "node", "cc", "region", "address", "claimed", "verified", "per GiB", "reputation"
+            "{:<64}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>10}  {:>10}",
+            "node", "cc", "region", "address", "claimed", "verified", "per GiB", "per hour", "reputation"
         )?;
         for n in &nodes {
             let addr = n.addrs.first().map_or_else(String::new, |a| a.to_string());
             outln!(
-                "{}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>9.1}%",
+                "{}  {:<2}  {:<13}  {:<15}  {:>13}  {:>13}  {:>10}  {:>10}  {:>9.1}%",
                 n.id,
                 n.country.as_str(),
                 n.region,
@@ -583,6 +583,7 @@ impl Wallet {
                 format_bps(n.claimed_capacity_bps),
                 format_bps(n.verified_capacity_bps),
                 Usd(n.price_usd_micro_per_gib as u128).to_string(),
+                n.price_usd_micro_per_hour.map_or_else(|| "-".to_string(), |h| Usd(u128::from(h)).to_string()),
                 n.reputation_ppm as f64 / 10_000.0
             )?;
         }
@@ -854,13 +855,15 @@ fn parse_tls_pin(hex: &str) -> anyhow::Result<[u8; 32]> {
 /// 4433-4440, 100000000 bit/s claimed, $0.50 per GiB`.
 fn describe_node(spec: &NodeSpec) -> String {
     format!(
-        "in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB",
+        "in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB{}",
         spec.country,
         spec.addrs[0],
         spec.port_first,
         spec.port_last,
         spec.claimed_capacity_bps,
-        Usd(spec.price_usd_micro_per_gib as u128)
+        Usd(spec.price_usd_micro_per_gib as u128),
+        // The hourly price was set but never said back.
+        spec.price_usd_micro_per_hour.map(|h| format!(", {} per hour", Usd(u128::from(h)))).unwrap_or_default()
     )
 }
 

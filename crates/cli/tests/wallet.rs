@@ -263,6 +263,11 @@ fn wallet_drives_a_real_chain_end_to_end() {
     let updated = wallet(&dir, api, "node.key", &["update-node", "--tls-pin", &pin, "--price-usd-per-gib", "0.45"])
         .expect_ok("update-node");
     assert!(updated.stdout.starts_with("updated node in DE at 203.0.113.7 (ports 4433-4440"), "{}", updated.stdout);
+    // An hourly price is said back, and listed (it was set, never shown).
+    let hourly = wallet(&dir, api, "node.key", &["update-node", "--price-usd-per-hour", "0.02"]).expect_ok("hourly price");
+    assert!(hourly.stdout.contains("$0.45 per GiB, $0.02 per hour"), "{}", hourly.stdout);
+    let table = wallet(&dir, api, "alice.key", &["nodes"]).expect_ok("nodes with an hourly price");
+    assert!(table.stdout.contains("per hour") && table.stdout.contains("$0.02"), "{}", table.stdout);
     let record = wallet(&dir, api, "alice.key", &["nodes", "--json"]).expect_ok("nodes after update").json();
     let record = &record[0];
     assert_eq!(str_field(record, "tls_key_pin"), pin);
