@@ -374,6 +374,23 @@ fn wait_text(wait: Duration) -> String {
     }
 }
 
+/// Why no route may be tried now, for a refusal: when the next one will
+/// be, or that none will until renewed. "every route is down or out of
+/// use" said neither.
+fn none_usable(down: &[Backoff], retired: &[Option<Comeback>], now: Instant) -> String {
+    let next = (down.iter().zip(retired))
+        .filter(|(_, retired)| retired.is_none())
+        .filter_map(|(backoff, _)| backoff.until.filter(|t| *t > now))
+        .min();
+    match next {
+        Some(t) => format!(
+            "every route is down; the next is tried again in {} (the log says why each went down)",
+            wait_text(t.saturating_duration_since(now))
+        ),
+        None => String::from("every route is out of use until renewed (the log says why)"),
+    }
+}
+
 /// The client's routes and the one in use.
 pub struct RoutePool {
     config: ClientConfig,
@@ -932,7 +949,7 @@ impl RoutePool {
             candidates.into_iter().filter(|(i, _)| !draining.iter().any(|d| d.index == *i)).collect();
         let mut last = match candidates.len() {
             _ if state.routes.is_empty() => String::from("no routes configured"),
-            0 => String::from("every route is down or out of use"),
+            0 => none_usable(&state.down, &state.retired, now),
             _ => String::new(),
         };
         // Best first, but not one after the other: a route whose host
@@ -1407,7 +1424,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, moved, renews, wait_text, Backoff, ClientConfig, Quiet};
+    use super::{human_bytes, moved, none_usable, renews, wait_text, Backoff, ClientConfig, Comeback, Quiet};
     use crate::connect::{ConnectOptions, Hop, Route};
     use std::time::{Duration, Instant};
     use tollway_types::amount::Usd;
@@ -1428,6 +1445,20 @@ mod tests {
             settled_bytes: 0,
             settled_usd: Usd(settled),
         }
+    }
+
+    /// A refusal with no route to try says when the next try is, or that
+    /// none comes until a renewal.
+    #[test]
+    fn with_no_route_to_try_the_refusal_says_when_the_next_is() {
+        let now = Instant::now();
+        let down = |secs| Backoff { until: Some(now + Duration::from_secs(secs)), wait: Duration::from_secs(secs), up_since: None };
+        let text = none_usable(&[down(8), down(3)], &[None, None], now);
+        assert!(text.starts_with("every route is down; the next is tried again in 3 s"), "{text}");
+        let text = none_usable(&[down(8), down(3)], &[None, Some(Comeback::NewChannel)], now);
+        assert!(text.contains("again in 8 s"), "{text}");
+        let text = none_usable(&[down(8)], &[Some(Comeback::NewChannel)], now);
+        assert!(text.starts_with("every route is out of use until renewed"), "{text}");
     }
 
     /// A renewal brings a route back only on the same nodes, none of the
