@@ -127,8 +127,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut channels: Vec<Option<(tollway_types::ChannelId, String, u128)>> = vec![None; args.consumers];
     let mut totals = (0u128, 0u128);
     let first_epoch = w.state.epoch;
+    // Consumers whose $500 is spent: from then on a row's paid USD falls
+    // with no word of why.
+    let mut out_of_usd = 0;
     for _ in 0..args.epochs {
         let epoch = w.state.epoch;
+        let mut refused = 0;
         // Consumers buy bandwidth: demand grows 10 % an epoch from $2.
         let spend = Usd(2_000_000 + 200_000 * epoch as u128);
         for (c, slot) in channels.iter_mut().enumerate() {
@@ -146,7 +150,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                     Err(error) if epoch == first_epoch => {
                         return Err(Rejected { label: client, kind: "open-channel", error }.into());
                     }
-                    Err(_) => {}
+                    Err(_) => refused += 1,
                 }
             }
             if let Some((ch, node, paid)) = slot.as_mut() {
@@ -207,6 +211,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
         if w.node("liar").strike.is_some() {
             events.push("liar has a strike".into());
+        }
+        if refused != out_of_usd {
+            out_of_usd = refused;
+            events.push(format!("{refused} of {} consumers out of USD", args.consumers));
         }
         let min_mult = r.regions.iter().map(|x| x.multiplier_ppm).min().unwrap_or(0);
         let max_mult = r.regions.iter().map(|x| x.multiplier_ppm).max().unwrap_or(0);

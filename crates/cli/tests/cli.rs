@@ -57,6 +57,10 @@ fn demo_runs_with_one_node_a_region_and_with_the_parameters_it_is_given() {
     let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "2", "--nodes-per-region", "1"]);
     assert!(ok && !stderr.contains("panicked"), "{stderr}");
     assert!(stdout.contains("honest US-0"), "{stdout}");
+    // Past the epoch its consumers' $500 runs out, a row says so: paid
+    // USD fell to 0.00 with no word of why.
+    let (ok, stdout, stderr) = tollway(&["demo", "--epochs", "62", "--nodes-per-region", "1", "--consumers", "2"]);
+    assert!(ok && stdout.contains("2 of 2 consumers out of USD"), "{stdout}{stderr}");
 
     let dir = std::env::temp_dir().join(format!("tollway-demo-params-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
