@@ -906,13 +906,10 @@ impl Sim {
     }
 
     /// Whether the colluders lie today: from the attack's first day to the
-    /// day before its end (as `attack_phase` starts and ends it: an end
-    /// before the start never comes).
+    /// day before its end, as `attack_phase` starts and ends it (a scenario
+    /// ends it after it starts).
     fn colluding_today(&self) -> bool {
-        self.scenario
-            .attack
-            .as_ref()
-            .is_some_and(|a| self.day >= a.start_day && (self.day < a.end_day || a.end_day < a.start_day))
+        self.scenario.attack.as_ref().is_some_and(|a| (a.start_day..a.end_day).contains(&self.day))
     }
 
     fn attack_phase(&mut self) -> Result<(), SimError> {

@@ -422,6 +422,14 @@ impl Scenario {
             if a.sybil_nodes > 250 || a.colluding_oracles >= self.population.oracles || a.start_day == 0 {
                 return Err(invalid("attack", "sybil_nodes ≤ 250 (one /24), colluding_oracles < oracles, start_day ≥ 1"));
             }
+            // An end before the start meant "never ends" to the colluders
+            // and "never" to the sandwich trader.
+            if a.end_day <= a.start_day {
+                return Err(invalid(
+                    "attack.end_day",
+                    format!("{} must be after start_day ({}): the first day the attack is over; past the run's days, it never ends", a.end_day, a.start_day),
+                ));
+            }
             // What the ledger accepts as a claim (100 Gbit/s), checked here
             // rather than at the attack's first day, deep into a run.
             if !(a.sybil_line_mbps.is_finite() && a.sybil_line_mbps > 0.0 && a.sybil_line_mbps <= 100_000.0) {

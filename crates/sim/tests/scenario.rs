@@ -79,3 +79,15 @@ fn an_invalid_number_names_its_own_key() {
         assert!(e.contains(want), "{to}: {e}");
     }
 }
+
+/// An attack ending before it starts meant "never ends" to its colluding
+/// oracles and "never" to its sandwich trader: refused, with what to write.
+#[test]
+fn an_attack_must_end_after_it_starts() {
+    let text = scenario::built_in("sybil-and-liars").unwrap_or_else(|| panic!("no built-in sybil-and-liars"));
+    for end in ["end_day = 10", "end_day = 30"] {
+        let e = Scenario::from_toml(&text.replace("end_day = 365", end)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("attack.end_day") && e.contains("must be after start_day (30)"), "{end}: {e}");
+    }
+    assert!(Scenario::from_toml(&text.replace("end_day = 365", "end_day = 31")).is_ok());
+}
