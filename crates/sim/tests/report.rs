@@ -550,3 +550,29 @@ fn degenerate_inputs_still_give_a_report() {
     let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(v["scenarios"][0]["stats"]["runs"], 0);
 }
+
+/// The text of the report's `<figcaption>` for the chart `stem`.
+fn caption_of<'a>(html: &'a str, stem: &str) -> &'a str {
+    let figure = &html[html.find(&format!("<figure id=\"chart-{stem}\">")).unwrap()..];
+    let start = figure.find("<figcaption>").unwrap() + "<figcaption>".len();
+    &figure[start..start + figure[start..].find("</figcaption>").unwrap()]
+}
+
+#[test]
+fn liquidity_is_defined_on_the_nodes_capacity_not_the_verified_one() {
+    // The caption said "online verified capacity", but liquidity is judged
+    // on the nodes' own capacity, at most 80 % of it used
+    // (`EpochRow::capacity_gbps_by_region`), and the summary's worst
+    // liquidity is one epoch's, which the glossary did not say.
+    for (name, scenarios) in [("liquidity-run", vec![scenario(1)]), ("liquidity-compare", two_scenarios())] {
+        let dir = scratch(name);
+        write_report(&dir, "Liquidity", &scenarios).unwrap();
+        let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+        let caption = caption_of(&html, "liquidity");
+        assert!(caption.contains("at most 80% of its capacity"), "{caption}");
+        assert!(caption.contains("not the verified capacity"), "{caption}");
+        let worst = "<dt>Worst regional liquidity</dt><dd>The lowest liquidity of any region with demand in any one \
+                     of the last 90 epochs";
+        assert!(html.contains(worst), "the glossary does not say the worst liquidity is one epoch's");
+    }
+}

@@ -227,7 +227,7 @@ fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
 
 const GLOSSARY: [(&str, &str); 9] = [
     ("Burn ≥ mint from", "The first epoch from which tokens burned matched or beat tokens minted for 30 epochs in a row: the network pays for itself from then on."),
-    ("Worst regional liquidity", "The lowest share of hours, in any region over the last 90 epochs, in which online capacity covered demand."),
+    ("Worst regional liquidity", "The lowest liquidity of any region with demand in any one of the last 90 epochs: the share of that epoch's hours in which the region's online nodes, each serving at most 80% of its capacity, covered its demand (100% = every hour)."),
     ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
     ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
     ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay."),

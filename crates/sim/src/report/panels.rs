@@ -274,8 +274,11 @@ fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
 }
 
 fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
-    let caption = "Liquidity: the share of each epoch's hours in which a region's online verified capacity \
-                   covered its demand (100% = always).";
+    // Judged on the simulator's own capacity of the nodes online each
+    // hour (`engine.rs`, `serve`), not on the ledger's verified figure.
+    let caption = "Liquidity: the share of each epoch's hours in which the nodes online in a region, each \
+                   serving at most 80% of its capacity, covered the region's demand (100% = always). It uses \
+                   the nodes' own capacity, not the verified capacity the ledger measured.";
     if let [_] = scenarios {
         let mut panel = per_region(
             scenarios,
