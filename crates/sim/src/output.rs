@@ -97,6 +97,8 @@ pub struct RunSummary {
     pub honest_oracles_slashed: u32,
     pub total_minted_twy: f64,
     pub total_burned_twy: f64,
+    /// What consumers paid per GB served in the last epoch (not a number
+    /// when it served nothing).
     pub consumer_price_usd_per_gb: f64,
 }
 

@@ -576,3 +576,16 @@ fn liquidity_is_defined_on_the_nodes_capacity_not_the_verified_one() {
         assert!(html.contains(worst), "the glossary does not say the worst liquidity is one epoch's");
     }
 }
+
+#[test]
+fn the_summary_consumer_price_is_said_to_be_the_last_epochs() {
+    // The glossary said "What consumers paid per GB served": over the run,
+    // a reader would take it; it is `RunSummary`'s, the last epoch's.
+    let dir = scratch("consumer-price");
+    write_report(&dir, "Consumer price", &[scenario(1)]).unwrap();
+    let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    let term = "<dt>Consumer price per GB</dt><dd>";
+    let start = html.find(term).unwrap() + term.len();
+    let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
+    assert!(meaning.contains("last epoch"), "{meaning}");
+}

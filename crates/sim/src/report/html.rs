@@ -234,7 +234,7 @@ const GLOSSARY: [(&str, &str); 9] = [
     ("Honest oracles slashed", "Oracles outside the attack that lost stake for any reason, per run: a slashing rule's false positives. Zero is the only good value."),
     ("Final price", "The pool price at the end of the run."),
     ("Final nodes", "Active nodes at the end of the run."),
-    ("Consumer price per GB", "What consumers paid per GB served."),
+    ("Consumer price per GB", "What consumers paid per GB served in the run's last epoch, in USD."),
 ];
 
 fn scenario_line(i: usize, scenario: &ScenarioResult, stats: &ScenarioStats) -> String {
