@@ -589,3 +589,16 @@ fn the_summary_consumer_price_is_said_to_be_the_last_epochs() {
     let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
     assert!(meaning.contains("last epoch"), "{meaning}");
 }
+
+#[test]
+fn an_attacker_profit_of_zero_is_said_to_mean_no_attackers() {
+    // burn-and-mint and hybrid have no attackers, and the table gave both
+    // an attacker profit of "$0", which reads as attacks that broke even.
+    let dir = scratch("attacker-profit");
+    write_report(&dir, "Attacker profit", &two_scenarios()).unwrap();
+    let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    let term = "<dt>Attacker profit</dt><dd>";
+    let start = html.find(term).unwrap() + term.len();
+    let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
+    assert!(meaning.contains("$0 where the scenario has no attackers"), "{meaning}");
+}

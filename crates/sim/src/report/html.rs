@@ -230,7 +230,7 @@ const GLOSSARY: [(&str, &str); 9] = [
     ("Worst regional liquidity", "The lowest liquidity of any region with demand in any one of the last 90 epochs: the share of that epoch's hours in which the region's online nodes, each serving at most 80% of its capacity, covered its demand (100% = every hour)."),
     ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
     ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
-    ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay."),
+    ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay. $0 where the scenario has no attackers."),
     ("Honest oracles slashed", "Oracles outside the attack that lost stake for any reason, per run: a slashing rule's false positives. Zero is the only good value."),
     ("Final price", "The pool price at the end of the run."),
     ("Final nodes", "Active nodes at the end of the run."),
