@@ -602,3 +602,29 @@ fn an_attacker_profit_of_zero_is_said_to_mean_no_attackers() {
     let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
     assert!(meaning.contains("$0 where the scenario has no attackers"), "{meaning}");
 }
+
+#[test]
+fn every_csv_column_and_summary_field_is_documented() {
+    // Neither the CSV's columns nor summary.json's fields had a meaning or
+    // a unit written anywhere but the source.
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sim-outputs.md")).unwrap();
+    let documented = |name: &str| doc.contains(&format!("`{name}`"));
+    for column in csv_columns() {
+        let per_region = REGIONS
+            .iter()
+            .find_map(|r| column.strip_suffix(&format!("_{}", r.replace('-', "_"))))
+            .map(|stem| format!("{stem}_<region>"));
+        let name = per_region.unwrap_or_else(|| column.clone());
+        assert!(documented(&name), "docs/sim-outputs.md does not document the CSV column {name}");
+    }
+    let dir = scratch("documented");
+    write_summary_json(&dir.join("summary.json"), &two_scenarios()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let scenario = &v["scenarios"][0];
+    let fields = [&v, scenario, &scenario["stats"], &scenario["runs"][0]]
+        .into_iter()
+        .flat_map(|o| o.as_object().unwrap().keys().cloned().collect::<Vec<_>>());
+    for field in fields {
+        assert!(documented(&field), "docs/sim-outputs.md does not document the summary.json field {field}");
+    }
+}
