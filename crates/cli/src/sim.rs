@@ -68,9 +68,15 @@ fn scenario_help() -> String {
 fn scenario_text(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A directory of that name (an earlier report's, say) does not hide
+        // the built-in scenario: `sim compare burn-and-mint hybrid` run
+        // beside a `burn-and-mint/` report failed with "Is a directory".
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || path.is_dir() => {
             if let Some(text) = path.to_str().and_then(scenario::built_in) {
                 return Ok(text.to_string());
+            }
+            if path.is_dir() {
+                bail!("reading scenario {}: it is a directory, and no built-in scenario has that name", path.display());
             }
             let typed = path.to_string_lossy();
             let near = scenario::BUILT_IN

@@ -181,6 +181,15 @@ fn a_built_in_scenario_runs_by_name_from_anywhere() {
     run(file.to_str().unwrap_or_default(), &by_file);
     let csv = |d: &Path| std::fs::read(d.join("hybrid/seed-1.csv")).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     assert_eq!(csv(&by_name), csv(&by_file));
+    // A directory of a built-in's name (an earlier report's) does not hide
+    // it; one of another name is said to be a directory.
+    std::fs::create_dir_all(dir.join("hybrid")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(dir.join("reports")).unwrap_or_else(|e| panic!("{e}"));
+    let beside = dir.join("beside-a-directory");
+    run("hybrid", &beside);
+    assert_eq!(csv(&beside), csv(&by_file));
+    let (ok, _, stderr) = common::tollway_in(&dir, &["sim", "run", "reports", "--quiet"]);
+    assert!(!ok && stderr.contains("it is a directory"), "{stderr}");
     // A name one slip away from a built-in one gets it offered.
     let (ok, _, stderr) = common::tollway_in(&dir, &["sim", "run", "hybird", "--quiet"]);
     assert!(!ok && stderr.contains("no built-in scenario of that name") && stderr.contains("did you mean hybrid?"), "{stderr}");
