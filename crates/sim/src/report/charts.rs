@@ -482,12 +482,21 @@ where
         let alpha = if lines.series.len() > 4 { 0.12 } else { 0.2 };
         chart.draw_series(std::iter::once(Polygon::new(outline, s.color.mix(alpha).filled()))).map_err(err)?;
     }
-    for s in &lines.series {
-        let points: Vec<(f64, f64)> = s.points.iter().map(|p| (p.day, p.p50)).collect();
+    let medians: Vec<Vec<(f64, f64)>> =
+        lines.series.iter().map(|s| s.points.iter().map(|p| (p.day, p.p50)).collect()).collect();
+    for (i, (s, points)) in lines.series.iter().zip(&medians).enumerate() {
+        // Designs that give the same line (four that mint alike) were drawn
+        // over each other, the last one's colour alone showing beside a
+        // legend of four: each is drawn wider by the lines still to come
+        // over it, so every colour shows as a stripe.
+        let same_later = (lines.series.iter().zip(&medians).skip(i + 1))
+            .filter(|(later, later_points)| later.dashed == s.dashed && *later_points == points)
+            .count() as u32;
+        let style = s.color.stroke_width(2 + 2 * same_later);
         if s.dashed {
-            chart.draw_series(DashedLineSeries::new(points, 9, 6, s.color.stroke_width(2))).map_err(err)?;
+            chart.draw_series(DashedLineSeries::new(points.clone(), 9, 6, style)).map_err(err)?;
         } else {
-            chart.draw_series(LineSeries::new(points, s.color.stroke_width(2))).map_err(err)?;
+            chart.draw_series(LineSeries::new(points.clone(), style)).map_err(err)?;
         }
     }
     Ok(())
@@ -551,4 +560,47 @@ fn draw_histogram<DB: DrawingBackend>(
             .map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two designs that mint alike were one line, the second's colour, beside
+    /// a legend of two: the first is now drawn wider, under the second, so
+    /// both colours show. A line of its own keeps the usual width.
+    #[test]
+    fn identical_lines_are_drawn_as_stripes_so_every_colour_shows() {
+        let line = |color: RGBColor, scale: f64| Series {
+            color,
+            dashed: false,
+            banded: false,
+            points: (0..5).map(|d| BandPoint { day: f64::from(d), p10: 0.0, p50: scale * f64::from(d), p90: 0.0 }).collect(),
+        };
+        let lines = Lines {
+            y_label: "TWY".into(),
+            series: vec![line(palette(0), 1.0), line(palette(1), 1.0), line(palette(2), 2.0)],
+            y_from_zero: true,
+            y_ceiling: None,
+            y_show_down_to: None,
+            y_ticks: Ticks::Number,
+            y_log: false,
+        };
+        let chart = Chart {
+            stem: "test",
+            title: "t".into(),
+            subtitle: String::new(),
+            legend: Vec::new(),
+            body: Body::Lines(lines),
+            size: SIZE,
+        };
+        let svg = render_svg(&chart).unwrap_or_else(|e| panic!("{e}"));
+        let width_of = |c: RGBColor| {
+            let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+            let at = svg.find(&format!("<polyline fill=\"none\" opacity=\"1\" stroke=\"{hex}\""));
+            let rest = at.map(|i| &svg[i..]).unwrap_or_else(|| panic!("no line of {hex} in {svg}"));
+            rest.split("stroke-width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap_or_default().to_string()
+        };
+        assert_eq!([width_of(palette(0)), width_of(palette(1)), width_of(palette(2))], ["4", "2", "2"]);
+    }
 }
