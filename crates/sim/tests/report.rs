@@ -237,7 +237,9 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
             html.find(&format!("<tr id=\"summary-{i}\">")).unwrap_or_else(|| panic!("no summary row for {}", s.name));
         let row = &html[start..start + html[start..].find("</tr>").unwrap()];
         assert!(row.contains(&s.name));
-        assert_eq!(row.matches("<td").count(), 9, "row {i}: {row}");
+        assert_eq!(row.matches("<td").count(), 11, "row {i}: {row}");
+        // The run's minted and burned totals, which only summary.json had.
+        assert!(row.contains(" TWY"), "row {i}: {row}");
     }
     for head in [
         "Burn ≥ mint from",
@@ -246,6 +248,8 @@ fn compare_writes_every_chart_as_png_and_svg_and_an_html_report() {
         "Price drawdown",
         "Attacker profit",
         "Honest oracles slashed",
+        "Tokens minted",
+        "Tokens burned",
         "Final price",
         "Final nodes",
         "Consumer price per GB",

@@ -175,6 +175,18 @@ fn columns() -> Vec<Column> {
             better: Better::Lower,
             value: Value::Spread(|s| s.honest_oracles_slashed.as_ref(), human::count),
         },
+        // The supply's two sides over the run, which docs/economics.md's
+        // table leads with: only summary.json had them.
+        Column {
+            head: "Tokens minted",
+            better: Better::Neither,
+            value: Value::Spread(|s| s.total_minted_twy.as_ref(), human::twy),
+        },
+        Column {
+            head: "Tokens burned",
+            better: Better::Neither,
+            value: Value::Spread(|s| s.total_burned_twy.as_ref(), human::twy),
+        },
         Column {
             head: "Final price",
             better: Better::Neither,
@@ -225,13 +237,15 @@ fn best_marks(stats: &[ScenarioStats], columns: &[Column]) -> Vec<Vec<bool>> {
     marks
 }
 
-const GLOSSARY: [(&str, &str); 9] = [
+const GLOSSARY: [(&str, &str); 11] = [
     ("Burn ≥ mint from", "The first epoch from which tokens burned matched or beat tokens minted for 30 epochs in a row: the network pays for itself from then on."),
     ("Worst regional liquidity", "The lowest liquidity of any region with demand in any one of the last 90 epochs: the share of that epoch's hours in which the region's online nodes, each serving at most 80% of its capacity, covered its demand (100% = every hour)."),
     ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
     ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
     ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay. $0 where the scenario has no attackers."),
     ("Honest oracles slashed", "Oracles outside the attack that lost stake for any reason, per run: a slashing rule's false positives. Zero is the only good value."),
+    ("Tokens minted", "All tokens minted over the run: uptime, usage and oracle rewards."),
+    ("Tokens burned", "All tokens burned over the run: bought with consumers' USD and burned, the burned part of slashes, and token fees."),
     ("Final price", "The pool price at the end of the run."),
     ("Final nodes", "Active nodes at the end of the run."),
     ("Consumer price per GB", "What consumers paid per GB served in the run's last epoch, in USD."),

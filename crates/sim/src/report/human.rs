@@ -106,6 +106,14 @@ pub fn percent(share: f64) -> String {
     format!("{body}%")
 }
 
+/// Tokens, compact: "200M TWY".
+pub fn twy(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".to_string();
+    }
+    format!("{} TWY", compact(x))
+}
+
 /// A count, rounded, with thousands separators: "12,345".
 pub fn count(x: f64) -> String {
     if !x.is_finite() {
