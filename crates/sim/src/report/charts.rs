@@ -484,15 +484,29 @@ where
     }
     let medians: Vec<Vec<(f64, f64)>> =
         lines.series.iter().map(|s| s.points.iter().map(|p| (p.day, p.p50)).collect()).collect();
+    // Lines closer than a thousandth of the axis (or, on a log axis, of
+    // their values) draw as one: the designs that mint alike differ in
+    // their sixth significant digit.
+    let extent = if lines.y_log {
+        0.0
+    } else {
+        let ys = medians.iter().flatten().map(|&(_, y)| y).filter(|y| y.is_finite());
+        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        (hi - lo).max(0.0)
+    };
+    let look_alike = |a: &[(f64, f64)], b: &[(f64, f64)]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(&(da, ya), &(db, yb))| da == db && (ya - yb).abs() <= 1e-3 * extent.max(ya.abs().max(yb.abs())))
+    };
     for (i, (s, points)) in lines.series.iter().zip(&medians).enumerate() {
         // Designs that give the same line (four that mint alike) were drawn
         // over each other, the last one's colour alone showing beside a
         // legend of four: each is drawn wider by the lines still to come
         // over it, so every colour shows as a stripe.
         let same_later = (lines.series.iter().zip(&medians).skip(i + 1))
-            .filter(|(later, later_points)| later.dashed == s.dashed && *later_points == points)
+            .filter(|(later, later_points)| later.dashed == s.dashed && look_alike(later_points, points))
             .count() as u32;
-        let style = s.color.stroke_width(2 + 2 * same_later);
+        let style = s.color.stroke_width(2 + 4 * same_later);
         if s.dashed {
             chart.draw_series(DashedLineSeries::new(points.clone(), 9, 6, style)).map_err(err)?;
         } else {
@@ -579,7 +593,7 @@ mod tests {
         };
         let lines = Lines {
             y_label: "TWY".into(),
-            series: vec![line(palette(0), 1.0), line(palette(1), 1.0), line(palette(2), 2.0)],
+            series: vec![line(palette(0), 1.0), line(palette(1), 1.000_000_1), line(palette(2), 2.0)],
             y_from_zero: true,
             y_ceiling: None,
             y_show_down_to: None,
@@ -601,6 +615,6 @@ mod tests {
             let rest = at.map(|i| &svg[i..]).unwrap_or_else(|| panic!("no line of {hex} in {svg}"));
             rest.split("stroke-width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap_or_default().to_string()
         };
-        assert_eq!([width_of(palette(0)), width_of(palette(1)), width_of(palette(2))], ["4", "2", "2"]);
+        assert_eq!([width_of(palette(0)), width_of(palette(1)), width_of(palette(2))], ["6", "2", "2"]);
     }
 }
