@@ -310,6 +310,19 @@ async fn tunnel(
         Protocol::Socks5 => socks::Reply::success(socks::Target::unspecified()).encode(),
         Protocol::Http => HttpReply::Established.as_bytes().to_vec(),
     };
+    let refused = |e: &ClientError| match protocol {
+        Protocol::Socks5 => socks::Reply::failure(socks_code(e.code())).encode(),
+        Protocol::Http => http_refusal(&target, e),
+    };
+    // No exit may be asked for it (port 0): refused before an optimistic
+    // success, as a refusal the program can read.
+    if let Err(e) = dest.validate() {
+        let e = ClientError::BadDestination(e);
+        log_refusal(config, &target, &e);
+        socket.write_all(&refused(&e)).await?;
+        close_gracefully(socket).await;
+        return Ok(());
+    }
     if !config.wait_for_exit {
         // Optimistic: the program may send while the tunnel opens, and the
         // socket goes to the session with the open.
@@ -337,10 +350,6 @@ async fn tunnel(
         }
         return Ok(());
     }
-    let refused = |e: &ClientError| match protocol {
-        Protocol::Socks5 => socks::Reply::failure(socks_code(e.code())).encode(),
-        Protocol::Http => http_refusal(&target, e),
-    };
     open_waiting(socket, pool, config, &target, &success(protocol), buf, refused).await
 }
 

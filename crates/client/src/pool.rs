@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 use tollway_net::race;
 use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OnUnanswered, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::{SessionError, StreamId};
+use tollway_tunnel::dest::DestError;
 use tollway_tunnel::{Dest, ErrorCode};
 use tollway_types::amount::Usd;
 use tollway_types::tx::ChannelId;
@@ -131,6 +132,10 @@ pub enum ClientError {
     /// The exit is up but could not or would not reach the destination.
     #[error("{}", .0.describe())]
     Destination(ErrorCode),
+    /// A destination no exit may be asked for (port 0): refused here, as
+    /// sending it would close the route's session.
+    #[error("{0}")]
+    BadDestination(DestError),
 }
 
 impl ClientError {
@@ -139,6 +144,7 @@ impl ClientError {
         match self {
             ClientError::NoRoute(_) => ErrorCode::Unreachable,
             ClientError::Destination(code) => *code,
+            ClientError::BadDestination(_) => ErrorCode::PolicyDenied,
         }
     }
 }
@@ -1097,8 +1103,8 @@ impl RoutePool {
             match opened {
                 Ok(stream) => return Ok((session.clone(), stream)),
                 Err(e) => {
-                    if let Some(code) = not_the_routes_fault(&e) {
-                        return Err(ClientError::Destination(code));
+                    if let Some(refused) = not_the_routes_fault(&e) {
+                        return Err(refused);
                     }
                     self.mark_down(index, &e.to_string(), Outage::Closed).await
                 }
@@ -1181,8 +1187,8 @@ impl RoutePool {
             match session.open_attached(dest.clone(), io, on_refused.clone(), on_unanswered).await {
                 Ok(_) => return Ok(OpenedOn(Arc::downgrade(&connected))),
                 Err((e, back)) => {
-                    if let Some(code) = not_the_routes_fault(&e) {
-                        return Err(ClientError::Destination(code));
+                    if let Some(refused) = not_the_routes_fault(&e) {
+                        return Err(refused);
                     }
                     self.mark_down(index, &e.to_string(), Outage::Closed).await;
                     io = back.ok_or_else(|| ClientError::NoRoute("the session stopped holding the socket".into()))?;
@@ -1244,10 +1250,11 @@ impl OpenedOn {
 /// session holds as many streams as it may (one more connection than the
 /// limit took the healthy route down, and every connection on it). `None`:
 /// the route is at fault.
-fn not_the_routes_fault(e: &OpenError) -> Option<ErrorCode> {
+fn not_the_routes_fault(e: &OpenError) -> Option<ClientError> {
     match e {
-        OpenError::Refused(code) => Some(*code),
-        OpenError::Session(SessionError::TooManyStreams(_)) => Some(ErrorCode::Limit),
+        OpenError::Refused(code) => Some(ClientError::Destination(*code)),
+        OpenError::Session(SessionError::TooManyStreams(_)) => Some(ClientError::Destination(ErrorCode::Limit)),
+        OpenError::Session(SessionError::BadDest(e)) => Some(ClientError::BadDestination(e.clone())),
         _ => None,
     }
 }

@@ -506,6 +506,41 @@ async fn an_open_proxy_serves_a_request_with_another_auth_scheme() {
     assert_eq!(String::from_utf8(reached).unwrap(), format!("GET /x HTTP/1.1\r\n{host}Connection: keep-alive\r\n\r\n"));
 }
 
+/// A program's request for port 0 gets a refusal it can read, and the
+/// route and its connections live on. The open went to the exit, whose
+/// decoder took it for a protocol violation and closed the session: every
+/// connection on the route died, and the GET, sent again, took the next
+/// route down too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_port_0_is_refused_and_the_route_lives_on() {
+    let web = web_server().await;
+    let (front, _pool, _exit) = one_hop_front("port-0").await;
+    let mut open = TcpStream::connect(front).await.unwrap();
+    let mut connect = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
+    connect.extend_from_slice(&web.port().to_be_bytes());
+    open.write_all(&connect).await.unwrap();
+    let mut replies = [0u8; 12];
+    open.read_exact(&mut replies).await.unwrap();
+    assert_eq!(replies[..4], [5, 0, 5, 0]);
+
+    let mut socks = TcpStream::connect(front).await.unwrap();
+    socks.write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
+    let mut reply = Vec::new();
+    socks.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply.get(..4), Some(&[5, 0, 5, 2][..]), "{reply:?}");
+    let mut http = TcpStream::connect(front).await.unwrap();
+    http.write_all(b"GET http://127.0.0.1:0/ HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403 ") && answer.contains("port must not be 0"), "{answer}");
+
+    open.write_all(b"GET /1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), open.read_to_end(&mut all)).await.unwrap().unwrap();
+    assert!(all.ends_with(&pattern(1000)), "the connection open before: {} bytes", all.len());
+}
+
 /// A refused request whose body is still coming gets its answer, with the
 /// reason, and not a reset: the proxy reads the rest of the body away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@
 //! claim a window each time the client reconnected and be paid for bytes
 //! it never sent.
 
-use crate::dest::Dest;
+use crate::dest::{Dest, DestError};
 use crate::frame;
 use crate::frame::{
     encode_data, ClientHello, ErrorCode, Frame, FrameError, HelloSigned, Refusal, Resume,
@@ -446,6 +446,11 @@ pub enum SessionError {
     BadResumeProof,
     #[error("only the {0} side may do this")]
     WrongSide(&'static str),
+    /// A destination the node's decoder would take for a protocol
+    /// violation (port 0, a bad name): refused here, so that one program's
+    /// request does not close the session and every stream on it.
+    #[error("bad destination: {0}")]
+    BadDest(#[from] DestError),
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
@@ -2304,6 +2309,7 @@ impl Session {
         let Side::Client { next_stream, .. } = &mut self.side else {
             return Err(SessionError::WrongSide("client"));
         };
+        dest.validate()?;
         if self.streams.len() + self.reset_streams.len() >= self.limits.max_streams as usize {
             return Err(SessionError::TooManyStreams(self.limits.max_streams));
         }

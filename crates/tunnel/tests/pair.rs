@@ -2086,3 +2086,22 @@ fn a_slowly_read_stream_announces_its_window_every_quarter_second() {
     pair.drive();
     assert_eq!(pair.client.send(s, &pattern(window, 9)).unwrap(), 3 * tenth);
 }
+
+#[test]
+fn an_open_to_port_0_is_refused_at_the_client_and_the_session_goes_on() {
+    // The client sent it: the node's decoder took the open for a protocol
+    // violation and closed the session, so one program's request to port 0
+    // (`curl -x … http://host:0/`) killed every stream on the route.
+    let mut pair = Pair::established(Usd(10_000_000));
+    let port_0 = Dest::new(tollway_tunnel::Host::Ip([127, 0, 0, 1].into()), 0);
+    assert!(matches!(
+        pair.client.open_stream(port_0),
+        Err(tollway_tunnel::session::SessionError::BadDest(tollway_tunnel::dest::DestError::PortZero))
+    ));
+    pair.drive();
+    assert!(pair.client.is_established() && pair.node.is_established());
+    let s = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert_eq!(pair.pump(s, &pattern(64 * 1024, 5), false), 64 * 1024);
+    assert!(pair.rejected_codes().is_empty());
+}
