@@ -1195,12 +1195,13 @@ async fn read_request(
     let protocol =
         match read_message(socket, buf, |b| socks::detect_protocol(b).map(|p| (p, 0))).await? {
             Ok(p) => p,
-            Err(_) => return Ok(None),
+            Err(e) => return refuse_greeting(socket, &e).await,
         };
     match protocol {
         Protocol::Socks5 => {
-            let Ok(greeting) = read_message(socket, buf, socks::parse_greeting).await? else {
-                return Ok(None);
+            let greeting = match read_message(socket, buf, socks::parse_greeting).await? {
+                Ok(greeting) => greeting,
+                Err(e) => return refuse_greeting(socket, &e).await,
             };
             let policy = if config.credentials.is_some() {
                 AuthPolicy::PasswordRequired
@@ -1251,6 +1252,16 @@ async fn read_request(
             HttpRequest::Forward(f) => Wanted::Forward(Box::new(f)),
         })),
     }
+}
+
+/// Answers a first message that cannot be served, where its protocol has
+/// an answer (SOCKS4, a SOCKS5 greeting with no method): told nothing, the
+/// program could only say that the proxy closed.
+async fn refuse_greeting(socket: &mut TcpStream, e: &ParseError) -> io::Result<Option<Wanted>> {
+    if let Some(reply) = e.greeting_reply() {
+        socket.write_all(reply).await?;
+    }
+    Ok(None)
 }
 
 /// Reads an HTTP proxy request head, answering a malformed one or missing

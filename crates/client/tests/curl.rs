@@ -506,6 +506,22 @@ async fn an_open_proxy_serves_a_request_with_another_auth_scheme() {
     assert_eq!(String::from_utf8(reached).unwrap(), format!("GET /x HTTP/1.1\r\n{host}Connection: keep-alive\r\n\r\n"));
 }
 
+/// A SOCKS4 client and a SOCKS5 greeting that offers no method get their
+/// protocol's refusal before the close, not a bare close (`curl --socks4`
+/// said only "connection to proxy closed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_that_cannot_be_served_is_answered() {
+    let (front, _pool, _exit) = one_hop_front("greeting-refused").await;
+    let cases: [(&[u8], &[u8]); 2] = [(&[4, 1, 0, 80, 127, 0, 0, 1, 0], &[0, 91, 0, 0, 0, 0, 0, 0]), (&[5, 0], &[5, 0xff])];
+    for (greeting, want) in cases {
+        let mut socket = TcpStream::connect(front).await.unwrap();
+        socket.write_all(greeting).await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut reply)).await.unwrap().unwrap();
+        assert_eq!(reply, want, "after {greeting:?}");
+    }
+}
+
 /// A program's request for port 0 gets a refusal it can read, and the
 /// route and its connections live on. The open went to the exit, whose
 /// decoder took it for a protocol violation and closed the session: every

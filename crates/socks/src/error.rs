@@ -112,6 +112,20 @@ impl ParseError {
         }
     }
 
+    /// What to answer before closing when [`crate::detect_protocol`] or
+    /// [`crate::parse_greeting`] refused a client's first message, so that
+    /// the program can say why rather than that the proxy closed: a SOCKS4
+    /// client gets its protocol's "request rejected" (VN 0, CD 91), and a
+    /// SOCKS5 greeting that offers no method "no acceptable methods" (RFC
+    /// 1928 §3). `None` for bytes of neither protocol.
+    pub fn greeting_reply(&self) -> Option<&'static [u8]> {
+        match self {
+            ParseError::UnsupportedSocksVersion(4) => Some(&[0, 91, 0, 0, 0, 0, 0, 0]),
+            ParseError::NoMethods => Some(&[5, 0xff]),
+            _ => None,
+        }
+    }
+
     /// The HTTP reply to send before closing when
     /// [`crate::parse_http_request`] refused a request head. `None` while
     /// more bytes are needed, or when the bytes are not HTTP.
