@@ -53,6 +53,11 @@ pub type PathId = u64;
 /// A stream's id within its session (opened by the client, from 1).
 pub type StreamId = u32;
 
+/// Streams a session carries at once unless told otherwise
+/// ([`Limits::max_streams`]): what a client's program connections are
+/// bounded by.
+pub const DEFAULT_MAX_STREAMS: u32 = 1024;
+
 /// Limits and timers both sides share.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -80,7 +85,7 @@ impl Default for Limits {
             // a bulk download through loopback sockets stalled on updates
             // (one hop ran about a sixth slower; scratch A/B).
             stream_window_bytes: 2 << 20,
-            max_streams: 1024,
+            max_streams: DEFAULT_MAX_STREAMS,
             session_window_bytes: 8 << 20,
             max_unsent_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
