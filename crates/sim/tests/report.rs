@@ -562,6 +562,13 @@ fn caption_of<'a>(html: &'a str, stem: &str) -> &'a str {
     &figure[start..start + figure[start..].find("</figcaption>").unwrap()]
 }
 
+/// What the report's glossary says `term` means.
+fn glossary_meaning<'a>(html: &'a str, term: &str) -> &'a str {
+    let dt = format!("<dt>{term}</dt><dd>");
+    let start = html.find(&dt).unwrap_or_else(|| panic!("no {term} in the glossary")) + dt.len();
+    &html[start..start + html[start..].find("</dd>").unwrap()]
+}
+
 #[test]
 fn liquidity_is_defined_on_the_nodes_capacity_not_the_verified_one() {
     // The caption said "online verified capacity", but liquidity is judged
@@ -588,9 +595,7 @@ fn the_summary_consumer_price_is_said_to_be_the_last_epochs() {
     let dir = scratch("consumer-price");
     write_report(&dir, "Consumer price", &[scenario(1)]).unwrap();
     let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
-    let term = "<dt>Consumer price per GB</dt><dd>";
-    let start = html.find(term).unwrap() + term.len();
-    let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
+    let meaning = glossary_meaning(&html, "Consumer price per GB");
     assert!(meaning.contains("last epoch"), "{meaning}");
 }
 
@@ -601,9 +606,7 @@ fn an_attacker_profit_of_zero_is_said_to_mean_no_attackers() {
     let dir = scratch("attacker-profit");
     write_report(&dir, "Attacker profit", &two_scenarios()).unwrap();
     let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
-    let term = "<dt>Attacker profit</dt><dd>";
-    let start = html.find(term).unwrap() + term.len();
-    let meaning = &html[start..start + html[start..].find("</dd>").unwrap()];
+    let meaning = glossary_meaning(&html, "Attacker profit");
     assert!(meaning.contains("$0 where the scenario has no attackers"), "{meaning}");
 }
 
