@@ -3480,6 +3480,39 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
     assert!(events_with("stream-limit").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-limit"));
 }
 
+/// With the front end's default, every program connection it admits gets a
+/// stream: it admitted 4,096 while a session carries 1,024, and past that
+/// each was answered and then closed ("a limit was reached": 976 of 2,000
+/// held at once). The next program now waits in the listener's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_the_front_end_admits_by_default_gets_a_stream() {
+    let client = SigningKey::from_label("default-clients");
+    let exit = start_node("exit-default-clients", &client, 0).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let front_config = FrontConfig::default();
+    let admitted = front_config.max_clients;
+    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let echo = banner_echo_server().await;
+    let mut open = Vec::with_capacity(admitted);
+    for _ in 0..admitted {
+        open.push(echo_connection(front, echo).await);
+    }
+    let mut next = TcpStream::connect(front).await.unwrap();
+    next.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    let answered = tokio::time::timeout(Duration::from_secs(1), next.read_exact(&mut method)).await;
+    assert!(answered.is_err(), "a connection past the {admitted} admitted was served: {answered:?}");
+    for (i, s) in open.iter_mut().enumerate() {
+        bounded("an admitted tunnel's echo", async {
+            s.write_all(b"ping").await.unwrap();
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"ping", "tunnel {i}");
+        })
+        .await;
+    }
+}
+
 /// `FrontConfig::max_clients` counts the program's connections for as long
 /// as they live: four tunnels open through a front end that takes four
 /// keep their slots, and a fifth program waits in the listener's backlog
