@@ -168,8 +168,10 @@ fn known_query_keys(q: &std::collections::HashMap<String, String>, known: &[&str
         return Ok(());
     }
     unknown.sort_unstable();
-    let takes = if known.is_empty() { "no query parameters".to_string() } else { known.join(", ") };
-    Err(ApiError::bad_request("bad_query", format!("unknown query parameter {}; this route takes {takes}", unknown.join(", "))))
+    Err(ApiError::bad_request(
+        "bad_query",
+        format!("unknown query parameter {}; this route takes {}", unknown.join(", "), known.join(", ")),
+    ))
 }
 
 /// A list's `limit`: `default` unless given, at most 1,000.
