@@ -166,13 +166,10 @@ fn lock_home(home: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-fn node_record(api: &ApiClient, id: &AccountId) -> anyhow::Result<NodeInfo> {
-    let (node, _) = api.node(id)?.with_context(|| {
-        format!(
-            "account {} is not a registered node on this chain: run `tollway wallet register-node` first",
-            id.short()
-        )
-    })?;
+/// The chain's record of node `id`; `advice` says what to do if it has none,
+/// which differs for its operator and for a client.
+fn node_record(api: &ApiClient, id: &AccountId, advice: &str) -> anyhow::Result<NodeInfo> {
+    let (node, _) = api.node(id)?.with_context(|| format!("node {} is not registered on this chain: {advice}", id.short()))?;
     Ok(node)
 }
 
@@ -250,7 +247,7 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
-    let record = node_record(&api, &key.public())?;
+    let record = node_record(&api, &key.public(), "run `tollway wallet register-node` first")?;
     if record.tls_key_pin != identity.pin() {
         bail!(
             "this node's TLS key (pin {}) is not the one its ledger record pins ({}): \
@@ -687,10 +684,7 @@ async fn every_when_changed<F: std::future::Future<Output = Option<String>>>(eve
 /// node, so it is refused here, with what to do.
 fn hop_for(api: &ApiClient, me: &AccountId, id: &AccountId, spent: &[ChannelId]) -> anyhow::Result<Hop> {
     let id = *id;
-    // Not `node_record`, whose advice (register-node) is an operator's.
-    let (record, _) = api.node(&id)?.with_context(|| {
-        format!("node {} is not registered on this chain (`tollway wallet nodes` lists the active ones)", id.to_hex())
-    })?;
+    let record = node_record(api, &id, "`tollway wallet nodes` lists the active ones")?;
     let addr = *record.addrs.first().context("the node's record has no address")?;
     let (channels, _) = api.account_channels(me)?;
     let now_secs = crate::wallet::chain_now_secs(api)?;

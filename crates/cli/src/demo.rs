@@ -264,11 +264,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         Token(us_honest)
     )?;
     let supply = &w.state.supply;
-    // More than the rows' burn by the token fees, burned as each tx paid
-    // them: two totals with one name read as a bookkeeping error.
+    // More than the summary's burn above (the rows' and the slashes') by
+    // the token fees, burned as each tx paid them: two totals with one
+    // name read as a bookkeeping error.
     let fees_burned = Token(supply.burned_token.0.saturating_sub(totals.1));
     outln!(
-        "  supply: {} = genesis {} + minted {} - burned {} (the rows' burn and {fees_burned} of token fees; checked every epoch)",
+        "  supply: {} = genesis {} + minted {} - burned {} (the burn above and {fees_burned} of token fees; checked every epoch)",
         supply.total_token(),
         supply.genesis_token,
         supply.minted_token,
