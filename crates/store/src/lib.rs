@@ -43,6 +43,10 @@ pub enum StoreError {
     WrongFormat(String, String),
     #[error("cannot open the store at {0}: {1} (not a chain store, or damaged)")]
     Unreadable(String, String),
+    /// The file system's refusal (no permission to write it, say), or
+    /// another program's hold on it: not the file's content.
+    #[error("cannot open the store at {0}: {1}")]
+    CannotOpen(String, String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
     #[error("store at {0} is in use by another process (a running `tollway chain run`?); stop it first")]
@@ -155,13 +159,26 @@ impl Store {
                 .unwrap_or_default();
             StoreError::Unreadable(path.display().to_string(), format!("redb gave up reading it: {why}"))
         })?;
+        let shown = || path.display().to_string();
         let db = opened.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
-            other => StoreError::Unreadable(path.display().to_string(), other.to_string()),
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown()),
+            // A read-only file, or another redb's lock: what the guess of
+            // damage would send the user the wrong way on.
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if matches!(io.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) =>
+            {
+                StoreError::CannotOpen(shown(), io.to_string())
+            }
+            e @ redb::DatabaseError::LockProtocolMismatch => StoreError::CannotOpen(shown(), e.to_string()),
+            other => StoreError::Unreadable(shown(), other.to_string()),
         })?;
         let store = Store { db };
         let r = store.db.begin_read()?;
-        let meta = r.open_table(META)?;
+        // Another program's redb file has no table of ours.
+        let meta = r.open_table(META).map_err(|e| match e {
+            redb::TableError::TableDoesNotExist(_) => StoreError::WrongFormat(shown(), String::new()),
+            other => other.into(),
+        })?;
         let format = meta.get(FORMAT_KEY)?.map(|g| g.value().to_vec()).unwrap_or_default();
         if format != FORMAT {
             return Err(StoreError::WrongFormat(path.display().to_string(), String::from_utf8_lossy(&format).into_owned()));
@@ -363,6 +380,11 @@ mod tests {
             let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(&path.display().to_string()) && err.contains("not a chain store"), "{err}");
         }
+        // Another program's redb file: named, as not a chain store.
+        std::fs::remove_file(&path).unwrap();
+        drop(Database::create(&path).unwrap());
+        let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(&path.display().to_string()) && err.contains("is not a Tollway chain store"), "{err}");
     }
 
     /// A store damaged in its first pages (60 KB of noise at byte 512 or
