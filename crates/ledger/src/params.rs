@@ -392,7 +392,7 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     let (digits, unit) = t.split_at(split);
     // "1.5h" was said to have an unknown unit, and a 20-digit count not
     // to be a duration at all.
-    if unit.starts_with(['.', ',']) && !digits.is_empty() {
+    if unit.starts_with('.') && !digits.is_empty() {
         return Err(format!("{s:?}: a duration is a whole number of its unit (90m, not 1.5h)"));
     }
     let n: u64 = digits.parse().map_err(|e: std::num::ParseIntError| match e.kind() {

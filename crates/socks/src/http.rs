@@ -328,11 +328,15 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine, ParseError> {
         let target = ascii(target)?.parse().map_err(ParseError::BadAuthority)?;
         return Ok(RequestLine::Connect(target));
     }
-    // `connect a:1` was told it was "not a proxy request".
-    if method.eq_ignore_ascii_case(b"CONNECT") {
-        return Err(ParseError::BadRequestLine("method names are case-sensitive: CONNECT, in capitals"));
-    }
-    let (authority, target, path) = parse_http_url(target)?;
+    let (authority, target, path) = match parse_http_url(target) {
+        Ok(url) => url,
+        // `connect a:1` was told it was "not a proxy request". (`connect`
+        // with a URL is a method of its own, forwarded as it is.)
+        Err(_) if method.eq_ignore_ascii_case(b"CONNECT") => {
+            return Err(ParseError::BadRequestLine("method names are case-sensitive: CONNECT, in capitals"))
+        }
+        Err(e) => return Err(e),
+    };
     let path = match path {
         // An OPTIONS for the origin as a whole (no path, no query) asks it
         // as `OPTIONS *` (RFC 9112 §3.2.4); any other request, for `/`.
@@ -956,6 +960,8 @@ mod tests {
     fn requests_that_cannot_be_forwarded_get_400() {
         check("GET / HTTP/1.1\r\nHost: a\r\n", expect!["error: not a proxy request: this port is an HTTP and SOCKS5 proxy; send `CONNECT host:port` or a URL in full (`GET http://example.com/ HTTP/1.1`), i.e. set it as the program's proxy -> Some(400)"]);
         check("connect a:1 HTTP/1.1\r\n\r\n", expect!["error: malformed HTTP request line: method names are case-sensitive: CONNECT, in capitals -> Some(400)"]);
+        // With a URL, `connect` is a method of its own, forwarded as sent.
+        assert!(matches!(parse_request_line(b"connect http://a/ HTTP/1.1"), Ok(RequestLine::Forward(f)) if f.method == "connect"));
         check("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", expect!["error: unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0 -> Some(400)"]);
         check("GET\r\n", expect!["error: malformed HTTP request line: expected `CONNECT host:port HTTP/1.1` or `GET http://host/path HTTP/1.1` -> Some(400)"]);
         check("GET https://example.com/ HTTP/1.1\r\n\r\n", expect!["error: bad URL in the request line: an https:// URL goes through CONNECT (the program's TLS runs end to end inside the tunnel); this one asked the proxy to fetch it -> Some(400)"]);

@@ -484,19 +484,18 @@ where
     }
     let medians: Vec<Vec<(f64, f64)>> =
         lines.series.iter().map(|s| s.points.iter().map(|p| (p.day, p.p50)).collect()).collect();
-    // Lines closer than a thousandth of the axis (or, on a log axis, of
-    // their values) draw as one: the designs that mint alike differ in
-    // their sixth significant digit.
-    let extent = if lines.y_log {
-        0.0
-    } else {
-        let ys = medians.iter().flatten().map(|&(_, y)| y).filter(|y| y.is_finite());
-        let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
-        (hi - lo).max(0.0)
+    // Lines closer than a thousandth of the values' span (on a log axis,
+    // of the values themselves) draw as one: the designs that mint alike
+    // differ in their sixth significant digit.
+    let (lo, hi) = (medians.iter().flatten().map(|&(_, y)| y).filter(|y| y.is_finite()))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let span = (hi - lo).max(0.0);
+    let close = |a: f64, b: f64| {
+        let scale = if lines.y_log { a.abs().max(b.abs()) } else { span };
+        (a - b).abs() <= 1e-3 * scale
     };
     let look_alike = |a: &[(f64, f64)], b: &[(f64, f64)]| {
-        a.len() == b.len()
-            && a.iter().zip(b).all(|(&(da, ya), &(db, yb))| da == db && (ya - yb).abs() <= 1e-3 * extent.max(ya.abs().max(yb.abs())))
+        a.len() == b.len() && a.iter().zip(b).all(|(&(da, ya), &(db, yb))| da == db && close(ya, yb))
     };
     for (i, (s, points)) in lines.series.iter().zip(&medians).enumerate() {
         // Designs that give the same line (four that mint alike) were drawn
@@ -593,7 +592,8 @@ mod tests {
         };
         let lines = Lines {
             y_label: "TWY".into(),
-            series: vec![line(palette(0), 1.0), line(palette(1), 1.000_000_1), line(palette(2), 2.0)],
+            // The third is 1 % off the first: a line of its own.
+            series: vec![line(palette(0), 1.0), line(palette(1), 1.000_000_1), line(palette(2), 1.01), line(palette(3), 2.0)],
             y_from_zero: true,
             y_ceiling: None,
             y_show_down_to: None,
@@ -615,6 +615,6 @@ mod tests {
             let rest = at.map(|i| &svg[i..]).unwrap_or_else(|| panic!("no line of {hex} in {svg}"));
             rest.split("stroke-width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap_or_default().to_string()
         };
-        assert_eq!([width_of(palette(0)), width_of(palette(1)), width_of(palette(2))], ["6", "2", "2"]);
+        assert_eq!([palette(0), palette(1), palette(2), palette(3)].map(width_of), ["6", "2", "2", "2"]);
     }
 }
