@@ -77,10 +77,10 @@ pub struct FrontConfig {
 
 /// As many program connections as one session carries streams, less the
 /// idle origin streams it may hold besides and as many again for streams
-/// just reset (they count until the exit has the reset): at 4,096 the
-/// connections past the session's 1,024 streams were answered and then
-/// closed ("a limit was reached"), 976 of 2,000 held at once; now they
-/// wait in the listener's backlog until one ends.
+/// just reset (they count until the exit has the reset): 1,984. At 4,096,
+/// with sessions of 1,024 streams, the connections past those were
+/// answered and then closed ("a limit was reached"), 976 of 2,000 held at
+/// once; now they wait in the listener's backlog until one ends.
 const MAX_CLIENTS_DEFAULT: usize = tollway_tunnel::session::DEFAULT_MAX_STREAMS as usize - 2 * IDLE_ORIGINS_MAX;
 
 impl Default for FrontConfig {

@@ -3481,7 +3481,7 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
 }
 
 /// With the front end's default, every program connection it admits gets a
-/// stream: it admitted 4,096 while a session carries 1,024, and past that
+/// stream: it admitted 4,096 while a session carried 1,024, and past that
 /// each was answered and then closed ("a limit was reached": 976 of 2,000
 /// held at once). The next program now waits in the listener's backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

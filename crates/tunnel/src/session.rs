@@ -55,8 +55,9 @@ pub type StreamId = u32;
 
 /// Streams a session carries at once unless told otherwise
 /// ([`Limits::max_streams`]): what a client's program connections are
-/// bounded by.
-pub const DEFAULT_MAX_STREAMS: u32 = 1024;
+/// bounded by. 2,048, so that a client carries its 1,000 concurrent
+/// streams (issue 5's memory figure) with its idle origins beside them.
+pub const DEFAULT_MAX_STREAMS: u32 = 2048;
 
 /// Limits and timers both sides share.
 #[derive(Clone, Debug)]
