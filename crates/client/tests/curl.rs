@@ -3486,12 +3486,23 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
 /// held at once). The next program now waits in the listener's backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_the_front_end_admits_by_default_gets_a_stream() {
-    let client = SigningKey::from_label("default-clients");
-    let exit = start_node("exit-default-clients", &client, 0).await;
+    let _held = front_held_full("default-clients", FrontConfig::default()).await;
+}
+
+/// A front end of `config` over one exit, as many tunnels open through it
+/// as it admits, each shown to carry bytes, and one more program whose
+/// greeting is not answered: it waits in the listener's backlog. Returns
+/// what must live on: the exit, the pool, the echo server, the tunnels and
+/// the waiting program's connection.
+async fn front_held_full(
+    label: &str,
+    config: FrontConfig,
+) -> (TestNode, Arc<RoutePool>, SocketAddr, Vec<TcpStream>, TcpStream) {
+    let client = SigningKey::from_label(label);
+    let exit = start_node(&format!("exit-{label}"), &client, 0).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
-    let front_config = FrontConfig::default();
-    let admitted = front_config.max_clients;
-    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
+    let admitted = config.max_clients;
+    let (front, pool) = start_front_with(vec![route], Transport::Tls, &client, config).await;
     let echo = banner_echo_server().await;
     let mut open = Vec::with_capacity(admitted);
     for _ in 0..admitted {
@@ -3500,7 +3511,7 @@ async fn every_connection_the_front_end_admits_by_default_gets_a_stream() {
     let mut next = TcpStream::connect(front).await.unwrap();
     next.write_all(&[5, 1, 0]).await.unwrap();
     let mut method = [0u8; 2];
-    let answered = tokio::time::timeout(Duration::from_secs(1), next.read_exact(&mut method)).await;
+    let answered = tokio::time::timeout(Duration::from_secs(2), next.read_exact(&mut method)).await;
     assert!(answered.is_err(), "a connection past the {admitted} admitted was served: {answered:?}");
     for (i, s) in open.iter_mut().enumerate() {
         bounded("an admitted tunnel's echo", async {
@@ -3511,6 +3522,7 @@ async fn every_connection_the_front_end_admits_by_default_gets_a_stream() {
         })
         .await;
     }
+    (exit, pool, echo, open, next)
 }
 
 /// `FrontConfig::max_clients` counts the program's connections for as long
@@ -3520,33 +3532,11 @@ async fn every_connection_the_front_end_admits_by_default_gets_a_stream() {
 /// back once the tunnel was set up, so any number of tunnels lived at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_clients_counts_open_tunnels_until_they_close() {
-    let client = SigningKey::from_label("max-clients");
-    let exit = start_node("exit-max-clients", &client, 0).await;
-    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
-    let front_config = FrontConfig { max_clients: 4, ..FrontConfig::default() };
-    let (front, _pool) = start_front_with(vec![route], Transport::Tls, &client, front_config).await;
-    let echo = banner_echo_server().await;
-    let mut open = Vec::new();
-    for _ in 0..4 {
-        open.push(echo_connection(front, echo).await);
-    }
-    // The fifth's greeting waits: the front end does not accept it while
-    // four tunnels live.
-    let mut fifth = TcpStream::connect(front).await.unwrap();
-    fifth.write_all(&[5, 1, 0]).await.unwrap();
+    // Four tunnels carry bytes; the fifth's greeting waits, as the front
+    // end does not accept it while four tunnels live.
+    let (_exit, _pool, echo, mut open, mut fifth) =
+        front_held_full("max-clients", FrontConfig { max_clients: 4, ..FrontConfig::default() }).await;
     let mut method = [0u8; 2];
-    let answered = tokio::time::timeout(Duration::from_secs(2), fifth.read_exact(&mut method)).await;
-    assert!(answered.is_err(), "a fifth connection was served beside four open tunnels: {answered:?}");
-    // The four still carry bytes.
-    for (i, s) in open.iter_mut().enumerate() {
-        bounded("an open tunnel's echo", async {
-            s.write_all(b"ping").await.unwrap();
-            let mut back = [0u8; 4];
-            s.read_exact(&mut back).await.unwrap();
-            assert_eq!(&back, b"ping", "tunnel {i}");
-        })
-        .await;
-    }
     // One closes: its slot goes to the fifth, whose greeting is answered
     // and whose tunnel works.
     drop(open.pop());
