@@ -79,11 +79,11 @@ fn scenario_text(path: &Path) -> anyhow::Result<String> {
                 bail!("reading scenario {}: it is a directory, and no built-in scenario has that name", path.display());
             }
             let typed = path.to_string_lossy();
-            let near = scenario::BUILT_IN
-                .iter()
-                .map(|(name, _)| *name)
-                .filter(|name| tollway_ledger::params::edit_distance(&typed, name) <= 2)
-                .min_by_key(|name| tollway_ledger::params::edit_distance(&typed, name));
+            let near = (scenario::BUILT_IN.iter())
+                .map(|(name, _)| (tollway_ledger::params::edit_distance(&typed, name), *name))
+                .filter(|(distance, _)| *distance <= 2)
+                .min()
+                .map(|(_, name)| name);
             let hint = near.map(|name| format!("; did you mean {name}?")).unwrap_or_default();
             bail!(
                 "reading scenario {}: no such file, and no built-in scenario of that name (they are: {}){hint}",

@@ -144,8 +144,9 @@ impl Store {
     }
 
     pub fn open(path: &Path) -> Result<Store> {
+        let shown = || path.display().to_string();
         if !path.exists() {
-            return Err(StoreError::Missing(path.display().to_string()));
+            return Err(StoreError::Missing(shown()));
         }
         // redb panics on some damage it meets while opening (a table tree
         // whose pages are noise: "entered unreachable code"); that is this
@@ -157,9 +158,8 @@ impl Store {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            StoreError::Unreadable(path.display().to_string(), format!("redb gave up reading it: {why}"))
+            StoreError::Unreadable(shown(), format!("redb gave up reading it: {why}"))
         })?;
-        let shown = || path.display().to_string();
         let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown()),
             // A read-only file, or another redb's lock: what the guess of
@@ -181,7 +181,7 @@ impl Store {
         })?;
         let format = meta.get(FORMAT_KEY)?.map(|g| g.value().to_vec()).unwrap_or_default();
         if format != FORMAT {
-            return Err(StoreError::WrongFormat(path.display().to_string(), String::from_utf8_lossy(&format).into_owned()));
+            return Err(StoreError::WrongFormat(shown(), String::from_utf8_lossy(&format).into_owned()));
         }
         drop(meta);
         drop(r);

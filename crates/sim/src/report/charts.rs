@@ -497,19 +497,23 @@ where
     let look_alike = |a: &[(f64, f64)], b: &[(f64, f64)]| {
         a.len() == b.len() && a.iter().zip(b).all(|(&(da, ya), &(db, yb))| da == db && close(ya, yb))
     };
-    for (i, (s, points)) in lines.series.iter().zip(&medians).enumerate() {
-        // Designs that give the same line (four that mint alike) were drawn
-        // over each other, the last one's colour alone showing beside a
-        // legend of four: each is drawn wider by the lines still to come
-        // over it, so every colour shows as a stripe.
-        let same_later = (lines.series.iter().zip(&medians).skip(i + 1))
-            .filter(|(later, later_points)| later.dashed == s.dashed && look_alike(later_points, points))
-            .count() as u32;
+    // Designs that give the same line (four that mint alike) were drawn
+    // over each other, the last one's colour alone showing beside a legend
+    // of four: each is drawn wider by the lines still to come over it, so
+    // every colour shows as a stripe.
+    let same_later: Vec<u32> = (lines.series.iter().zip(&medians).enumerate())
+        .map(|(i, (s, points))| {
+            (lines.series.iter().zip(&medians).skip(i + 1))
+                .filter(|(later, later_points)| later.dashed == s.dashed && look_alike(later_points, points))
+                .count() as u32
+        })
+        .collect();
+    for ((s, points), same_later) in lines.series.iter().zip(medians).zip(same_later) {
         let style = s.color.stroke_width(2 + 4 * same_later);
         if s.dashed {
-            chart.draw_series(DashedLineSeries::new(points.clone(), 9, 6, style)).map_err(err)?;
+            chart.draw_series(DashedLineSeries::new(points, 9, 6, style)).map_err(err)?;
         } else {
-            chart.draw_series(LineSeries::new(points.clone(), style)).map_err(err)?;
+            chart.draw_series(LineSeries::new(points, style)).map_err(err)?;
         }
     }
     Ok(())
