@@ -207,7 +207,9 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
             size: SIZE,
         },
         caption: "Tokens minted into the reward pools and tokens burned (buy-and-burn, slashes, token fees) \
-                  in each epoch. Where the burn line stays above the mint line, supply shrinks."
+                  in each epoch. Where the burn line stays above the mint line, supply shrinks. \
+                  The first epoch also pays the genesis epoch's emission, which no node was yet measured \
+                  to earn (the ledger carries at most one epoch's forward), hence its spike."
             .to_string(),
     }
 }
