@@ -6,7 +6,7 @@
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_types::{AccountId, ChannelId, Hash32, MacroRegion, NodeSpec, Token, Usd};
 
 pub type AccountIdx = u32;
@@ -773,9 +773,18 @@ impl SubnetKey {
         u64::from_le_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], 0])
     }
 
+    /// An IPv6 address that reaches an IPv4 host is keyed by that host's
+    /// /24 (`embedded_ipv4`): keyed by its first 48 bits, a farm on one
+    /// /24 wrote its identities' addresses in IPv6 forms, each a group of
+    /// its own (a 6to4 /48 per IPv4 address), and an oracle in the /24
+    /// written so measured its neighbours.
     pub fn of(ip: &IpAddr) -> SubnetKey {
+        let ip = match ip {
+            IpAddr::V6(v6) => embedded_ipv4(v6).map_or(*ip, IpAddr::V4),
+            IpAddr::V4(_) => *ip,
+        };
         let mut k = [0u8; 7];
-        match ip {
+        match &ip {
             IpAddr::V4(v4) => {
                 k[0] = 4;
                 k[1..4].copy_from_slice(&v4.octets()[..3]);
@@ -787,6 +796,30 @@ impl SubnetKey {
         }
         SubnetKey(k)
     }
+}
+
+/// The IPv4 host an IPv6 address reaches: IPv4-mapped (`::ffff:a.b.c.d`)
+/// and IPv4-compatible (`::a.b.c.d`), NAT64's well-known prefix
+/// (`64:ff9b::/96`, RFC 6052), 6to4 (`2002:AABB:CCDD::/48`, RFC 3056) and
+/// Teredo (`2001::/32`, the client's address inverted in the last 32
+/// bits, RFC 4380).
+fn embedded_ipv4(v6: &Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let last32 = [o[12], o[13], o[14], o[15]];
+    if let Some(v4) = v6.to_ipv4() {
+        return Some(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(last32.into());
+    }
+    if s[0] == 0x2002 {
+        return Some([o[2], o[3], o[4], o[5]].into());
+    }
+    if s[..2] == [0x2001, 0] {
+        return Some(last32.map(|b| !b).into());
+    }
+    None
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -889,6 +922,25 @@ impl State {
 mod tests {
     use super::*;
     use tollway_types::{codec, MeasurementOutcome};
+
+    /// Every IPv6 spelling of an IPv4 host is that host's /24; other
+    /// IPv6 addresses, their /48.
+    #[test]
+    fn an_ipv6_address_that_reaches_an_ipv4_host_is_in_that_hosts_slash24() {
+        let key = |ip: &str| SubnetKey::of(&ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}")));
+        let slash24 = key("203.0.113.0");
+        let teredo = "2001:0:4136:e378:8000:63bf:34ff:8efe"; // client 203.0.113.1, inverted
+        for ip in ["203.0.113.77", "::ffff:203.0.113.1", "::203.0.113.2", "64:ff9b::cb00:7103", "2002:cb00:7104::1", teredo] {
+            assert_eq!(key(ip), slash24, "{ip}");
+        }
+        // Not IPv4 hosts: a global /48, NAT64's local-use /48 (its IPv4
+        // host may sit anywhere in it), and the Teredo server's neighbours.
+        assert_eq!(key("2a00:1:2::1"), key("2a00:1:2:ffff::9"));
+        assert_ne!(key("2a00:1:2::1"), key("2a00:1:3::1"));
+        assert_eq!(key("64:ff9b:1::cb00:7101"), key("64:ff9b:1:ffff::1"));
+        assert_ne!(key("64:ff9b:1::cb00:7101"), slash24);
+        assert_ne!(key("2001:db8::cb00:7101"), slash24);
+    }
 
     fn slot(o: OracleIdx) -> ReportSlot {
         ReportSlot {

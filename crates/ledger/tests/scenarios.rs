@@ -352,6 +352,53 @@ fn a_farm_in_one_slash24_counts_as_one_node_of_supply_in_its_region() {
 }
 
 #[test]
+fn a_farm_in_one_slash24_shares_one_nodes_weight_whatever_ipv6_form_its_addresses_take() {
+    // Five identities of one line in 203.0.113.0/24, each registered
+    // under another spelling of its IPv4 address: plain, IPv4-mapped,
+    // IPv4-compatible, NAT64 (64:ff9b::/96) and 6to4 (2002::/16), each
+    // reaching the same IPv4 host. Keyed by their first 48 bits, they made
+    // four groups (the mapped and compatible ones shared ::/48 with every
+    // other such node in the world), and the farm earned four lone
+    // nodes' rewards and showed five lines of supply in its region; a 6to4
+    // address is a /48 of its own per IPv4 address, so a /24 could have
+    // made 256 groups.
+    let forms = ["203.0.113.1", "::ffff:203.0.113.2", "::203.0.113.3", "64:ff9b::203.0.113.4", "2002:cb00:7105::1"];
+    let mut accounts = operators("farm", forms.len());
+    accounts.extend(operators("honest", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    for (i, ip) in forms.iter().enumerate() {
+        w.register_node(&format!("farm{i}"), "US", ip, 100 * MBPS);
+    }
+    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    let groups: std::collections::BTreeSet<u32> = (0..forms.len()).map(|i| w.node(&format!("farm{i}")).subnet_group).collect();
+    assert_eq!(groups.len(), 1, "one /24, one group: {groups:?}");
+    measure_farm_and_honest(&mut w, forms.len());
+    let report = w.end_epoch();
+    let (farm, honest) = (farm_total(&w, forms.len()), last(&w, "honest0"));
+    assert!(farm <= honest && honest - farm <= 5, "farm {farm} vs honest {honest}");
+    assert_eq!(report.regions[tollway_types::MacroRegion::NorthAmerica.index()].online_capacity_bps, 200 * MBPS);
+}
+
+#[test]
+fn an_oracle_never_measures_a_node_of_its_own_slash24_written_as_ipv6() {
+    // Four oracles, one of them in the node's /24 under an IPv4-mapped
+    // address: the other three measure the node, every epoch.
+    let mut accounts = operators("n", 1);
+    accounts.push(fund("neighbour", 10, 0, 5_000));
+    let mut w = world(Params::default_params(), 3, accounts);
+    w.register_oracle("neighbour", "::ffff:203.0.113.200");
+    w.end_epoch();
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    let n = w.state.node_index[&id("n0")];
+    let neighbour = w.state.oracle_index[&id("neighbour")];
+    for _ in 0..20 {
+        let assigned = tollway_ledger::assignment::assigned_oracles(&w.state, n);
+        assert!(!assigned.contains(&neighbour), "epoch {}: the neighbour measures the node", w.state.epoch);
+        w.end_epoch();
+    }
+}
+
+#[test]
 fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Six oracles, so the confirming epoch can use a disjoint set of three.
     let mut w = world(Params::default_params(), 6, operators("n", 2));
