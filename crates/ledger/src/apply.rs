@@ -187,6 +187,11 @@ pub(crate) fn apply_body(
                 return Err(TxError::NotGateway);
             }
             nonzero(amount.0)?;
+            // Every sum of USD holdings, and the supply's own total
+            // (genesis + deposited − withdrawn), must fit in a u128: the
+            // supply check after every block adds them up.
+            let s = &state.supply;
+            s.genesis_usd.0.checked_add(s.deposited_usd.0).and_then(|t| t.checked_add(amount.0)).ok_or(TxError::Overflow)?;
             let to_idx = state.account_idx_or_create(*to);
             state.accounts[to_idx as usize].usd.0 += amount.0;
             state.supply.deposited_usd.0 += amount.0;

@@ -205,3 +205,24 @@ fn a_dust_transfer_to_a_new_account_and_a_dust_or_eternal_channel_are_refused_wi
     assert!(msg.contains("a channel may last at most 90d"), "{msg}");
     w.submit_usd_fee("alice", open(Usd(10_000), now + 90 * 86_400)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The gateway's deposits are the one way USD enters after genesis, in any
+/// amount it signs. One that would take the USD in existence past what a
+/// `u128` holds (a mistyped amount) panicked in the ledger, and so in the
+/// chain, whose release build would wrap a balance around instead.
+/// Refused, changing nothing; up to the limit, accepted.
+#[test]
+fn a_deposit_beyond_what_the_usd_supply_can_count_is_refused() {
+    let mut w = World::new(Params::default_params(), 1_000, 1_000, vec![fund("gateway", 1, 0, 0), fund("bob", 0, 10, 0)]);
+    let deposit = |amount: u128| TxBody::Deposit { to: id("bob"), amount: Usd(amount) };
+    let room = u128::MAX - w.state.supply.total_usd().0;
+    w.must("gateway", deposit(room / 2));
+    w.must("gateway", deposit(room - room / 2));
+    assert_eq!(w.state.supply.total_usd().0, u128::MAX);
+    let full = state_root(&w.state);
+    for amount in [1, u128::MAX] {
+        let Err(err) = w.submit("gateway", deposit(amount)) else { panic!("a deposit of {amount} past u128::MAX was accepted") };
+        assert_eq!((err.code(), state_root(&w.state)), ("overflow", full), "{err}");
+    }
+    assert!(tollway_ledger::check_supply(&w.state).is_ok());
+}
