@@ -934,6 +934,47 @@ fn paying_your_own_node_earns_back_less_than_it_burns() {
     ));
 }
 
+/// A usage reward is capped by the tokens the node's USD burned (DESIGN
+/// §2 step 4). After a burn held back for its price (ADR 0018), the held
+/// queue burns after the next sale: if that sale was a crash, the held
+/// dollars buy tokens cheaply, and the next epoch counts those tokens
+/// with its own burn. Shared out by USD across everything queued, they
+/// gave a wash trader routing $300 through its own node in that epoch a
+/// usage reward worth $386 at the pool's price: more than it paid. Its
+/// share is at most what its USD buys at the epoch's own burn.
+#[test]
+fn a_wash_trade_after_a_held_burn_bought_cheaply_earns_back_less_than_it_burns() {
+    let mut accounts = operators("n", 1);
+    accounts.extend(operators("wash", 1));
+    accounts.extend([fund("shop", 0, 300_001, 0), fund("me", 0, 301, 0), fund("seller", 600_010, 0, 0)]);
+    let mut w = world(Params::default_params(), 3, accounts);
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    w.register_node("wash0", "DE", "203.0.114.10", 100 * MBPS);
+    // $300,000 of real demand: too much to burn under the bound at once.
+    let channel = w.open_channel("shop", "n0", Usd::units(300_000), 86_400);
+    let receipt = w.receipt("shop", channel, Usd::units(300_000), 100 << 30);
+    w.must("n0", TxBody::SettleChannel { receipt });
+    w.end_epoch();
+    assert!(w.state.burn_queue_usd > Usd::units(250_000), "the burn was not held back");
+    // A crash: 600,000 TWY sold at once; the held queue buys after it.
+    w.must("seller", TxBody::Swap { sell: Amount::Token(Token::units(600_000)), min_out: 0 });
+    assert!(w.state.held_burn.burned_token.0 > w.state.held_burn.burned_usd.0 * 3 / 2, "bought cheaply");
+    // The wash trade, at the epoch's end.
+    let channel = w.open_channel("me", "wash0", Usd::units(300), 86_400);
+    let receipt = w.receipt("me", channel, Usd::units(300), 1 << 30);
+    w.must("wash0", TxBody::SettleChannel { receipt });
+    let (since_usd, since_token) = (w.state.held_burn.burned_usd.0, w.state.held_burn.burned_token.0);
+    let r = w.end_epoch();
+    let reward = last(&w, "wash0");
+    assert_eq!(reward, r.minted_usage.0, "all of its reward is usage reward (n0 settled nothing this epoch)");
+    // What the epoch's own burn bought per dollar, for the $300.
+    let (epoch_usd, epoch_token) = (r.burn_usd.0 - since_usd, r.burned_token.0 - since_token);
+    let bought = epoch_token * Usd::units(300).0 / epoch_usd;
+    assert!(reward <= bought * 9 / 10, "usage reward {reward} above 0.9 x the {bought} its $300 bought");
+    let worth = reward * w.state.pool.price_usd_micro_per_token() / 1_000_000;
+    assert!(worth < Usd::units(300).0, "the wash trade earned back ${} for $300", worth as f64 / 1e6);
+}
+
 #[test]
 fn vesting_releases_linearly() {
     let mut w = world(Params::default_params(), 3, operators("n", 1));

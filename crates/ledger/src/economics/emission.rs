@@ -45,22 +45,33 @@ pub fn uptime_share_ppm(p: &Params, epoch: u64) -> u128 {
 /// The tokens burned since the last epoch's burn (after sales, and at this
 /// epoch's end), and the USD that was queued for them (both 0 when nothing
 /// was burned). Part of the queue may wait (ADR 0018): a node's share is of
-/// what burned.
+/// what burned. Also what this epoch's own burn spent and bought.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Burned {
     pub token: u128,
     pub queued_usd: u128,
+    pub epoch_spent_usd: u128,
+    pub epoch_token: u128,
 }
 
 impl Burned {
     /// A node's share of the burned tokens, by the USD it routed to the
-    /// burn, rounded down.
+    /// burn, rounded down; and at most what that USD bought at the epoch's
+    /// own burn, when it bought anything. The tokens the held queue bought
+    /// after a sale may have come far cheaper (after a crash): shared by
+    /// USD, they gave a node that paid itself this epoch a usage reward
+    /// above what its dollars burned, and worth more than them.
     fn node_share(&self, burn_usd: u128) -> u128 {
         if burn_usd == 0 || self.queued_usd == 0 {
-            0
-        } else {
-            mul_div_floor(self.token, burn_usd, self.queued_usd)
+            return 0;
         }
+        let share = mul_div_floor(self.token, burn_usd, self.queued_usd);
+        if self.epoch_spent_usd == 0 {
+            return share;
+        }
+        // Without a burn since the last epoch's, the share is below this
+        // already (what is queued is at least what is spent).
+        share.min(mul_div_floor(self.epoch_token, burn_usd, self.epoch_spent_usd))
     }
 }
 

@@ -191,7 +191,12 @@ fn burn(state: &mut State, ctx: Ctx, measured: &measure::Measured, report: &mut 
     };
     report.burn_usd = Usd(since.burned_usd.0 + spend);
     report.burned_token = Token(since.burned_token.0 + out);
-    emission::Burned { token: report.burned_token.0, queued_usd: since.burned_usd.0 + queue.0 }
+    emission::Burned {
+        token: report.burned_token.0,
+        queued_usd: since.burned_usd.0 + queue.0,
+        epoch_spent_usd: spend,
+        epoch_token: out,
+    }
 }
 
 /// An account's trade with the pool ([`amm`]'s `Pool::swap`, at the pool's
