@@ -398,6 +398,40 @@ fn an_oracle_never_measures_a_node_of_its_own_slash24_written_as_ipv6() {
     }
 }
 
+/// Its three oracles measure a node from 20, 120 and 250 ms away: judged
+/// on the median, 120 ms, its latency tier pays 0.75. A node that turns
+/// one oracle away (it answers the uptime challenges and refuses the
+/// throughput test: `Unreachable`, never a slash) leaves two
+/// measurements, and the lower of two was the median: turning away the
+/// farthest oracle every epoch, a node was judged on its nearest one
+/// alone, 20 ms, the top tier. Whatever it turns away, the median of
+/// what is left is no better than the median of all three.
+#[test]
+fn a_node_that_turns_an_oracle_away_is_judged_no_faster_than_by_all_three() {
+    let latency_ms = [20, 120, 250];
+    let judged = |refused: Option<usize>| {
+        let mut w = world(Params::default_params(), 3, operators("n", 1));
+        w.register_node("n0", "FR", "203.0.113.10", 100 * MBPS);
+        let mut k = 0;
+        w.report_each("n0", 1_000_000, |_| {
+            k += 1;
+            match refused {
+                Some(r) if r == k - 1 => unreached(),
+                _ => tollway_types::MeasurementOutcome::Measured { throughput_bps: 100 * MBPS, latency_us: latency_ms[k - 1] * 1000 },
+            }
+        });
+        w.end_epoch();
+        (w.node("n0").latency_us / 1000, w.node("n0").reputation_ppm)
+    };
+    let (all_ms, all_reputation) = judged(None);
+    assert_eq!(all_ms, 120);
+    for (refused, away_ms) in latency_ms.iter().enumerate() {
+        let (ms, reputation) = judged(Some(refused));
+        assert!(ms >= all_ms, "turning away the {away_ms} ms oracle: judged at {ms} ms");
+        assert!(reputation <= all_reputation, "turning away the {away_ms} ms oracle: reputation {reputation}");
+    }
+}
+
 #[test]
 fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Six oracles, so the confirming epoch can use a disjoint set of three.

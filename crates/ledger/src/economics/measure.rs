@@ -162,11 +162,24 @@ fn medians_of_three_measured(reports: &[ReportSlot], weights: &[u128]) -> Option
     };
     let w = [weights[a.oracle as usize], weights[b.oracle as usize], weights[c.oracle as usize]];
     let uptime = [a.uptime_ppm as u64, b.uptime_ppm as u64, c.uptime_ppm as u64];
+    let latency = [flip(l0 as u64), flip(l1 as u64), flip(l2 as u64)];
     Some((
         median_of_three([(uptime[0], w[0]), (uptime[1], w[1]), (uptime[2], w[2])]),
         median_of_three([(t0, w[0]), (t1, w[1]), (t2, w[2])]),
-        median_of_three([(l0 as u64, w[0]), (l1 as u64, w[1]), (l2 as u64, w[2])]),
+        flip(median_of_three([(latency[0], w[0]), (latency[1], w[1]), (latency[2], w[2])])),
     ))
+}
+
+/// Latency as the medians hold it: `u64::MAX − latency`, whose lower
+/// median is the latency's upper one. A median rounds toward the protocol
+/// (ADR 0001): down for throughput and uptime, which pay more when high,
+/// and up for latency, which pays more when low. Rounded down, the
+/// median of two was the lower latency, and a node that turned one of
+/// its three oracles away (`Unreachable`, never a slash) was judged on
+/// the nearest of the other two, not on the median of all three.
+#[inline(always)]
+fn flip(latency_us: u64) -> u64 {
+    u64::MAX - latency_us
 }
 
 struct Aggregate {
@@ -242,7 +255,7 @@ fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sum
             match slot.outcome {
                 MeasurementOutcome::Measured { throughput_bps, latency_us } => {
                     throughput.push(throughput_bps, weight);
-                    latency.push(latency_us as u64, weight);
+                    latency.push(flip(latency_us as u64), weight);
                     uptime.push(slot.uptime_ppm as u64, weight);
                 }
                 MeasurementOutcome::Unreachable => uptime.push(slot.uptime_ppm as u64, weight),
@@ -252,7 +265,7 @@ fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sum
         if uptime.len >= quorum {
             agg.uptime_ppm = Some(uptime.weighted_median() as u32);
         }
-        (throughput.len >= quorum).then(|| (throughput.weighted_median(), latency.weighted_median()))
+        (throughput.len >= quorum).then(|| (throughput.weighted_median(), flip(latency.weighted_median())))
     };
     if let Some((median, latency)) = measured {
         agg.throughput_bps = Some(median);
@@ -883,11 +896,11 @@ mod tests {
                 let w = weights[s.oracle as usize];
                 if let MeasurementOutcome::Measured { throughput_bps, latency_us } = s.outcome {
                     t.push(throughput_bps, w);
-                    l.push(latency_us as u64, w);
+                    l.push(flip(latency_us as u64), w);
                 }
                 u.push(s.uptime_ppm as u64, w);
             }
-            let want = (u.weighted_median(), t.weighted_median(), l.weighted_median());
+            let want = (u.weighted_median(), t.weighted_median(), flip(l.weighted_median()));
             assert_eq!(medians_of_three_measured(&slots, &weights), Some(want), "{slots:?}");
         }
         let unreachable = ReportSlot { oracle: 0, outcome: MeasurementOutcome::Unreachable, uptime_ppm: 0 };
