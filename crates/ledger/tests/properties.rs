@@ -484,3 +484,70 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The properties above trade amounts below 3·10⁹ base units in one
+    /// $100,000 pool. Here the pool's reserves and a trader's holdings run
+    /// from one whole unit to 2^100 of them (prices from 2^-100 to 2^100
+    /// USD a token), a channel settles up to a 2^100-dollar escrow for any
+    /// byte count at any allowed price, and the oracles report any
+    /// throughput and latency: no step panics, a rejected one changes
+    /// nothing, no swap lowers the pool's product, and both supplies
+    /// balance after every epoch (`World::end_epoch`).
+    #[test]
+    fn extreme_amounts_prices_and_measurements_never_panic_nor_unbalance(
+        pool_units in (1u128..1 << 100, 1u128..1 << 100),
+        whale_units in (0u128..1 << 100, 1u128..1 << 100),
+        escrow_units in 1u128..1 << 100,
+        swaps in prop::collection::vec((any::<bool>(), any::<u128>(), 0u64..7_200), 0..8),
+        settle in (any::<u128>(), any::<u64>()),
+        measured in (any::<u64>(), any::<u32>()),
+        node in (1u64..=100_000_000_000, 0u64..=1_000_000_000),
+        epochs in 1u64..4,
+    ) {
+        let mut accounts = vec![
+            fund("whale", whale_units.0, whale_units.1, 0),
+            fund("client", 0, escrow_units + 1, 0),
+            fund("n", 10, 0, 2_000),
+        ];
+        accounts.extend((0..3).map(|i| fund(&format!("o{i}"), 10, 0, 5_000)));
+        let mut w = World::new(Params::default_params(), pool_units.0, pool_units.1, accounts);
+        for i in 0..3 {
+            w.register_oracle(&format!("o{i}"), &format!("198.51.{i}.1"));
+        }
+        w.end_epoch();
+        let (claimed_bps, price) = node;
+        let mut spec = node_spec("DE", "203.0.113.1", claimed_bps);
+        spec.price_usd_micro_per_gib = price;
+        w.must("n", TxBody::RegisterNode(spec));
+        let channel = w.open_channel("client", "n", Usd::units(escrow_units), 3_600);
+        let (cumulative, bytes) = settle;
+        let receipt = w.receipt("client", channel, Usd(cumulative % (Usd::units(escrow_units).0 + 1)), bytes);
+        let before = state_root(&w.state);
+        if w.submit("n", TxBody::SettleChannel { receipt }).is_err() {
+            prop_assert_eq!(state_root(&w.state), before);
+        }
+        for epoch in 0..epochs {
+            for &(usd, amount, wait_secs) in &swaps {
+                w.now_secs += wait_secs;
+                let held = if usd { w.account("whale").usd.0 } else { w.account("whale").token.0 };
+                let sell = if usd { Amount::Usd(Usd(amount % held.max(1) + 1)) } else { Amount::Token(Token(amount % held.max(1) + 1)) };
+                let (before, pool) = (state_root(&w.state), w.state.pool.clone());
+                if w.submit_usd_fee("whale", TxBody::Swap { sell, min_out: 0 }).is_err() {
+                    prop_assert_eq!(state_root(&w.state), before);
+                }
+                let k = |t: u128, u: u128| tollway_types::math::mul_div_floor(t, u, 1);
+                let (after_t, after_u) = (w.state.pool.token.0, w.state.pool.usd.0);
+                // The held burn may buy after a sale: the pool then holds
+                // more USD, fewer tokens, and k still grows by the fee.
+                prop_assert!(k(after_t, after_u) >= k(pool.token.0, pool.usd.0), "a swap lowered the pool's product");
+            }
+            let (throughput_bps, latency_us) = measured;
+            let outcome = MeasurementOutcome::Measured { throughput_bps: throughput_bps >> epoch, latency_us };
+            w.report_each("n", 1_000_000, |_| outcome);
+            w.end_epoch();
+        }
+    }
+}
