@@ -790,9 +790,16 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
     assert_eq!(slashed, expected);
     for v in [&voucher1, &voucher2] {
         assert_eq!(w.account(v).staked, Token::units(2_750), "{v}");
+        // Below the oracle's minimum of 5,000: it retires from the next
+        // epoch, as if it had deregistered, and is marked ejected.
+        let o = oracle_of(&w, v) as usize;
+        assert_eq!(w.state.oracles[o].retired_from_epoch, Some(w.state.epoch), "{v} still measures");
+        assert!(!w.state.oracles[o].eligible(w.state.epoch), "{v}");
+        assert!(r.slashes.iter().any(|s| w.label_of(&s.account) == *v && s.ejected), "{v} not marked ejected");
     }
     for h in honest1.iter().chain(&honest2) {
         assert_eq!(w.account(h).staked, Token::units(5_000), "{h} measured honestly");
+        assert!(w.state.oracles[oracle_of(&w, h) as usize].eligible(w.state.epoch), "{h} measured honestly");
     }
     // The node's slash pays its reporters' share (10 %) to the two honest
     // confirming oracles only, not to the one that vouched.
@@ -800,6 +807,29 @@ fn an_oracle_that_vouched_for_a_confirmed_over_claim_is_slashed_with_the_liar() 
     let gained: Vec<u128> = tokens_before.iter().zip(&tokens_after).map(|(b, a)| a.0 - b.0).collect();
     let each = node_slash.0 / 10 / 2;
     assert_eq!(gained, [each, each, 0]);
+}
+
+/// An account that runs a node and an oracle bonds both minimums (1,000
+/// and 5,000 TWY). Its node's slash for an over-claim (45 % of 6,000)
+/// leaves 3,300: enough for the node, which stays, not for both, so its
+/// oracle retires from the next epoch. Before, only the node's minimum was
+/// compared, and the oracle kept measuring on a bond below its own.
+#[test]
+fn a_slash_that_leaves_too_little_for_both_roles_retires_the_accounts_oracle() {
+    let mut w = world(Params::default_params(), 6, vec![fund("n0", 10, 0, 6_000)]);
+    w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
+    w.register_oracle("n0", "192.0.2.1");
+    w.end_epoch();
+    first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    w.end_epoch();
+    first_vouches(&mut w, "n0", 1_000 * MBPS, 100 * MBPS);
+    let r = w.end_epoch();
+    let slash = r.slashes.iter().find(|s| w.label_of(&s.account) == "n0").expect("the liar's slash");
+    assert!(matches!(slash.reason, SlashReason::OverClaim { .. }) && !slash.ejected, "{slash:?}");
+    assert_eq!(w.account("n0").staked, Token::units(3_300));
+    assert!(w.node("n0").active, "3,300 TWY covers the node's minimum");
+    let o = w.account("n0").oracle.expect("an oracle") as usize;
+    assert_eq!(w.state.oracles[o].retired_from_epoch, Some(w.state.epoch), "the oracle still measures on 3,300 TWY");
 }
 
 /// A liar struck with one oracle vouching for its claim, which then

@@ -33,7 +33,8 @@ pub struct SlashEvent {
     pub amount: Token,
     pub burned: Token,
     pub to_reporters: Token,
-    /// The node fell below the minimum stake and was deregistered.
+    /// The slashed role's bond fell below its minimum: a node was
+    /// deregistered at once, an oracle retires from the next epoch.
     pub ejected: bool,
 }
 

@@ -103,9 +103,11 @@ pub fn slash_node(
     if ejected {
         node.active = false;
     }
+    let account = node.operator;
+    retire_oracle_if_uncovered(state, a);
     report.slashed_burned.0 += burned.0;
     report.slashes.push(SlashEvent {
-        account: node.operator,
+        account,
         reason: SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps },
         amount: taken,
         burned,
@@ -163,6 +165,7 @@ fn slash_oracle(state: &mut State, o: usize, fraction_ppm: u128, reason: SlashRe
     let taken = take_stake(&mut state.accounts[a], amount);
     let (burned, to_reporters) = burn_and_reward(state, taken, &[]);
     state.oracles[o].total_slashed.0 += taken.0;
+    let ejected = retire_oracle_if_uncovered(state, a);
     report.slashed_burned.0 += burned.0;
     report.slashes.push(SlashEvent {
         account: state.oracles[o].operator,
@@ -170,6 +173,25 @@ fn slash_oracle(state: &mut State, o: usize, fraction_ppm: u128, reason: SlashRe
         amount: taken,
         burned,
         to_reporters,
-        ejected: false,
+        ejected,
     });
+}
+
+/// After a slash of account `a`: if its bond no longer covers the roles it
+/// holds (`State::required_stake`, the node's minimum counted only while
+/// the node stays active), its oracle retires from the next epoch, as a
+/// `DeregisterOracle` would retire it. Registering takes the minimum
+/// stake; without this, an oracle slashed below it (or an account whose
+/// node and oracle together needed more than the slash left) kept
+/// measuring and earning. Returns whether it retired the oracle.
+fn retire_oracle_if_uncovered(state: &mut State, a: usize) -> bool {
+    let acct = &state.accounts[a];
+    let Some(o) = acct.oracle.filter(|&o| state.oracles[o as usize].retired_from_epoch.is_none()) else {
+        return false;
+    };
+    if acct.staked >= state.required_stake(acct) {
+        return false;
+    }
+    state.oracles[o as usize].retired_from_epoch = Some(state.epoch + 1);
+    true
 }
