@@ -42,6 +42,10 @@ impl GenesisFile {
         if g.validators.is_empty() {
             return Err("genesis file: `validators` is empty; a chain needs at least one".into());
         }
+        // The file holds the parameters in base units, past the checks a
+        // parameters file gets: a value out of range would panic the block
+        // loop at an epoch's end.
+        g.ledger.params.check().map_err(|e| format!("genesis file: ledger.params: {e}"))?;
         Ok(g)
     }
 
@@ -96,5 +100,31 @@ mod tests {
         // Other damage keeps its own message.
         let err = GenesisFile::from_json(b"{").map(|_| ()).unwrap_err();
         assert!(!err.contains("another version"), "{err}");
+    }
+
+    /// A genesis file edited to a zero-second halving period was taken as
+    /// it was, and the chain's block loop divided by zero at the first
+    /// epoch's end.
+    #[test]
+    fn parameters_a_parameters_file_would_refuse_are_refused() {
+        let key = SigningKey::from_label("v").public();
+        let ledger = Genesis {
+            chain_id: "t".into(),
+            genesis_time_secs: 1_700_000_000,
+            gateway: key,
+            params: tollway_ledger::Params::default_params(),
+            allocations: Vec::new(),
+            pool_token: tollway_types::Token(1),
+            pool_usd: tollway_types::Usd(1),
+        };
+        let file = GenesisFile { ledger, validators: vec![key] };
+        assert!(GenesisFile::from_json(&file.to_json()).is_ok());
+        let mut json: serde_json::Value = serde_json::from_slice(&file.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        json["ledger"]["params"]["halving_period_secs"] = 0.into();
+        let err = GenesisFile::from_json(json.to_string().as_bytes()).map(|_| ()).unwrap_err();
+        assert_eq!(
+            err,
+            "genesis file: ledger.params: parameter `emission.halving_period`: \"0s\" is 0 s; it must be at least 1 s"
+        );
     }
 }

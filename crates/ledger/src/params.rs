@@ -136,6 +136,20 @@ impl Params {
         file.resolve()
     }
 
+    /// Whether these parameters are ones a parameters file can give: each
+    /// value in its range and the relations between them kept. Parameters
+    /// that arrive in another form (a genesis file's JSON holds them in
+    /// base units) pass through here, so a value `from_toml` refuses (a
+    /// zero-second halving period, more oracles per node than a record
+    /// holds) cannot reach the ledger, whose arithmetic relies on them.
+    /// Checked in the file's form, by the file's rules. An amount's base
+    /// units pass through an `f64` there, and above 2^52 may come back one
+    /// off (as through every `with_override`): that is not a refusal, or a
+    /// chain set up with such an amount could not start again.
+    pub fn check(&self) -> Result<(), ParamsError> {
+        ParamsFile::from_params(self).resolve().map(|_| ())
+    }
+
     /// The parameters back as a TOML file in human units.
     pub fn to_toml(&self) -> String {
         toml::to_string(&ParamsFile::from_params(self)).unwrap_or_default()
@@ -645,6 +659,40 @@ fn check_relations(p: &Params, r: &mut Resolver) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parameters given in base units (a genesis file's) were taken as
+    /// they were: a zero-second halving period divided by zero at the
+    /// first epoch's end.
+    #[test]
+    fn check_refuses_what_a_parameters_file_would() {
+        assert_eq!(Params::default_params().check(), Ok(()));
+        let refused = |change: fn(&mut Params)| {
+            let mut p = Params::default_params();
+            change(&mut p);
+            p.check().unwrap_err().to_string()
+        };
+        // The largest amounts do not survive the file's f64 exactly, and
+        // are no less valid for it.
+        let mut large = Params::default_params();
+        large.emission_cap = Token(4_490_420_677_043_797);
+        assert_eq!(large.check(), Ok(()));
+        expect_test::expect![[r#"
+            [
+                "parameter `time.epoch`: \"0s\" is 0 s; it must be at least 1 s",
+                "parameter `emission.halving_period`: \"0s\" is 0 s; it must be at least 1 s",
+                "parameter `measurement.oracles_per_node`: 8 is outside [1, 7]",
+                "parameter `fees.pool_fee`: 1 is outside [0, 0.1]",
+                "parameter `stake.min_node_stake_twy`: 10000000000 is outside [0.000001, 9e9]",
+            ]
+        "#]]
+        .assert_debug_eq(&[
+            refused(|p| p.epoch_secs = 0),
+            refused(|p| p.halving_period_secs = 0),
+            refused(|p| p.oracles_per_node = 8),
+            refused(|p| p.pool_fee_ppm = 1_000_000),
+            refused(|p| p.min_node_stake = Token::units(10_000_000_000)),
+        ]);
+    }
 
     #[test]
     fn default_file_parses_and_round_trips() {
