@@ -55,7 +55,15 @@ socks_parse)
 frame_decode)
     # A few frames, the largest data frame (16 KiB + 8) and over it.
     max_len=20000 ;;
-*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode, socks_parse, frame_decode)" >&2; exit 2 ;;
+client_session)
+    # A node's hello and the frames of a session in which the client's
+    # 128-micro-dollar escrow (two 64 KiB receipt intervals) runs out.
+    max_len=150000 ;;
+json_tx)
+    # The chain API's largest submission body (2 x 64 KiB + 4 KiB), and
+    # a little over.
+    max_len=136000 ;;
+*) echo "run.sh: unknown fuzz target '$target' (known: tx_decode, socks_parse, frame_decode, client_session, json_tx)" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     echo "run.sh: SECONDS must be a positive integer, got '$seconds'" >&2

@@ -14,14 +14,22 @@
 //!   never go stale when an encoded type changes.
 //! * The other targets follow the same pattern: [`check_socks_parse`] and
 //!   [`seed_socks_parse`] (SOCKS5 / HTTP proxy), [`check_frame_decode`]
-//!   and [`seed_frame_decode`] (tunnel frames and a node session).
+//!   and [`seed_frame_decode`] (tunnel frames and a node session),
+//!   [`check_client_session`] and [`seed_client_session`] (what a node
+//!   sends a client session), [`check_json_tx`] and [`seed_json_tx`]
+//!   (the JSON face of a tx, and the text parsers of amounts, countries
+//!   and durations).
 
+mod client_session;
 mod frame_decode;
+mod json_tx;
 mod socks_parse;
 
+pub use client_session::{check_client_session, seed_client_session, ClientSeed};
 pub use frame_decode::{
     check_frame_decode, frame_index, seed_frame_decode, seed_frames, FrameSeed, FRAME_VARIANTS,
 };
+pub use json_tx::{check_json_tx, seed_json_tx};
 pub use socks_parse::{check_socks_parse, is_valid_session, seed_socks_parse, SocksSeed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_types::tx::limits;
@@ -76,6 +84,23 @@ pub const TARGETS: &[FuzzTarget] = &[
                 .collect()
         },
         seeds_are: "seed tunnel frames and sessions",
+    },
+    FuzzTarget {
+        name: "client_session",
+        check: check_client_session,
+        seeds: || {
+            seed_client_session()
+                .into_iter()
+                .map(|s| (s.name, s.bytes))
+                .collect()
+        },
+        seeds_are: "seed node hellos and sessions for a client",
+    },
+    FuzzTarget {
+        name: "json_tx",
+        check: check_json_tx,
+        seeds: seed_json_tx,
+        seeds_are: "seed JSON txs and amount, country and duration texts",
     },
 ];
 
