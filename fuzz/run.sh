@@ -5,6 +5,8 @@
 #   fuzz/run.sh tx_decode 20
 #   fuzz/run.sh socks_parse 15
 #   fuzz/run.sh frame_decode 15
+#   fuzz/run.sh client_session 15
+#   fuzz/run.sh json_tx 10
 #
 # Self-contained: installs cargo-fuzz if missing, writes a fresh seed corpus,
 # builds, fuzzes for SECONDS, prints a summary and exits non-zero on any

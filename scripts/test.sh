@@ -33,6 +33,8 @@ echo "== fuzz the decoders of untrusted bytes (bounded)"
 bash fuzz/run.sh tx_decode 20
 bash fuzz/run.sh socks_parse 15
 bash fuzz/run.sh frame_decode 15
+bash fuzz/run.sh client_session 15
+bash fuzz/run.sh json_tx 10
 
 echo "== benchmarks, quick mode (prove they still run; figures are not checked)"
 cargo run --release --locked -p tollway-bench -- all --quick
