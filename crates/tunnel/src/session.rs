@@ -539,6 +539,10 @@ struct Stream {
     /// When the stream's window was last announced, or its first bytes
     /// consumed (`WINDOW_ANNOUNCE_EVERY`).
     announced_at: Option<Instant>,
+    /// Client: of the bytes received by the last receipt, those the
+    /// driver had not consumed when the receipt's announcement went out;
+    /// announced once consumed (`Session::consumed`).
+    unconsumed_at_receipt: u64,
     /// Node: bytes sent on it to the client, and their count at the last
     /// sweep of half-closed streams (`Session::sweep_half_closed`).
     sent_bytes: u64,
@@ -2191,6 +2195,7 @@ impl Session {
             if let Some(bytes) = s.announce(None) {
                 Frame::Window { stream, bytes }.encode(out);
             }
+            s.unconsumed_at_receipt = s.recv_unconsumed;
         }
         if let Some(bytes) = self.window.announce() {
             Frame::Window { stream: 0, bytes }.encode(out);
@@ -2418,7 +2423,15 @@ impl Session {
         s.recv_unconsumed -= n;
         s.recv_unannounced += n;
         let since = *s.announced_at.get_or_insert(now);
+        // The receipt's announcement went out before the bytes that made
+        // the receipt due were consumed, so it fell short of them: left
+        // for the next receipt, the window reopened a receipt interval
+        // late, and a stream carried only its window less one interval
+        // per round trip (1 MiB with the defaults: 20 Mbit/s at 400 ms).
+        let caught_up = s.unconsumed_at_receipt > 0 && s.unconsumed_at_receipt <= n;
+        s.unconsumed_at_receipt = s.unconsumed_at_receipt.saturating_sub(n);
         let due = s.recv_unannounced >= due_at
+            || caught_up
             || (s.recv_unannounced > 0 && now.saturating_duration_since(since) >= WINDOW_ANNOUNCE_EVERY);
         if due {
             if let Some(bytes) = s.announce(Some(now)) {
