@@ -726,6 +726,9 @@ struct Pay {
     /// window's, kept apart as both count the same bytes.
     shown_stream_bytes: u64,
     shown_session_bytes: u64,
+    /// Client: the cumulative count at which its next receipt is due, on a
+    /// grid of receipt intervals from the session's base (`sign_receipt`).
+    receipt_due_bytes: u64,
 }
 
 impl Pay {
@@ -751,6 +754,7 @@ impl Pay {
             downstream_bytes: 0,
             shown_stream_bytes: 0,
             shown_session_bytes: 0,
+            receipt_due_bytes: base_bytes.saturating_add(receipt_interval_bytes),
         }
     }
     fn cumulative_bytes(&self) -> u64 {
@@ -2136,7 +2140,15 @@ impl Session {
         };
         let received = pay.cumulative_bytes();
         let spent = received >= pay.escrow_bytes;
-        let due = pay_up || spent || received >= pay.paid_bytes + pay.receipt_interval_bytes;
+        // Due on the interval's grid, not an interval past the last
+        // receipt: a receipt pays all received, a little past the grid
+        // (the rest of the read that crossed it), and counted from there
+        // the next one fell due just past what the node may send on the
+        // last (2 intervals, its window): the node paused, and the
+        // client's receipt waited a round trip for the node to hear the
+        // one before. One interval a round trip, not a window: 21 Mbit/s
+        // at 400 ms, not 42.
+        let due = pay_up || spent || received >= pay.receipt_due_bytes;
         if *escrow_exhausted || !due {
             return;
         }
@@ -2155,6 +2167,11 @@ impl Session {
             .sign(&terms.key);
             pay.paid_bytes = cumulative_bytes;
             pay.paid_usd = cumulative_usd;
+            if cumulative_bytes >= pay.receipt_due_bytes {
+                let intervals = (cumulative_bytes - pay.receipt_due_bytes) / pay.receipt_interval_bytes.max(1) + 1;
+                pay.receipt_due_bytes =
+                    pay.receipt_due_bytes.saturating_add(intervals.saturating_mul(pay.receipt_interval_bytes));
+            }
             self.events.push_back(Event::ReceiptSent {
                 cumulative_bytes,
                 cumulative_usd,
