@@ -6,6 +6,7 @@
 
 use crate::carried::CarriedBook;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollway_net::driver::{self, BoxStream, SessionHandle, Status};
@@ -80,6 +81,9 @@ pub struct Connected {
     pub relay: Option<Arc<RelayLink>>,
     /// The port hopper of a one-hop route (a relay's hops with its link).
     hopper: Option<tokio::task::JoinHandle<()>>,
+    /// The route's round trip to its exit, in microseconds: its newest
+    /// pong's, and before any, half its connect (which took at least two).
+    round_trip_micros: AtomicU64,
 }
 
 /// A relay's session, ridden by every route through that relay on the
@@ -122,6 +126,22 @@ impl Drop for RelayLink {
 pub type SharedRelay = tokio::sync::OnceCell<Arc<RelayLink>>;
 
 impl Connected {
+    fn new(exit: SessionHandle, relay: Option<Arc<RelayLink>>, hopper: Option<tokio::task::JoinHandle<()>>, took: Duration) -> Connected {
+        let round_trip_micros = AtomicU64::new(u64::try_from((took / 2).as_micros()).unwrap_or(u64::MAX));
+        Connected { exit, relay, hopper, round_trip_micros }
+    }
+
+    /// The route's round trip to its exit as last measured (at first, an
+    /// upper bound from its connect).
+    pub fn round_trip(&self) -> Duration {
+        Duration::from_micros(self.round_trip_micros.load(Ordering::Relaxed))
+    }
+
+    /// Notes a pong's round trip.
+    pub fn note_round_trip(&self, rtt: Duration) {
+        self.round_trip_micros.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed_because().is_some()
     }
@@ -324,9 +344,10 @@ pub async fn connect_route_via(
     relay: &SharedRelay,
     book: &CarriedBook,
 ) -> Result<Connected, ConnectError> {
+    let started = Instant::now();
     let Some(relay_hop) = &route.relay else {
         let (exit, hopper) = connect_first(&route.exit, opts, book).await?;
-        return Ok(Connected { exit, relay: None, hopper });
+        return Ok(Connected::new(exit, None, hopper, started.elapsed()));
     };
     let link = relay.get_or_try_init(|| RelayLink::connect(relay_hop, opts, book)).await?.clone();
     // A link that went down since it was shared, or another relay's: a
@@ -335,7 +356,7 @@ pub async fn connect_route_via(
     // If the exit cannot be reached, the link closes with this connect's
     // last hold on it (unless another route rides it).
     let exit = connect_through(&link.session, &route.exit, opts, book).await?;
-    Ok(Connected { exit, relay: Some(link), hopper: None })
+    Ok(Connected::new(exit, Some(link), None, started.elapsed()))
 }
 
 /// The session with a route's first hop, and its port hopper.

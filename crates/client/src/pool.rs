@@ -483,7 +483,7 @@ impl RoutePool {
         } else if !ping || self.answers_or_sends(&connected).await {
             None
         } else {
-            let why = format!("no answer to a ping and no data in {} ms", self.config.health_timeout.as_millis());
+            let why = format!("no answer to a ping and no data in {} ms", self.silence_timeout(&connected).as_millis());
             Some((why, Outage::Silent))
         };
         if let Some((why, outage)) = down {
@@ -509,7 +509,7 @@ impl RoutePool {
     /// the route that is active now, and a verdict here would mark down
     /// the route's index, now another session's.
     async fn answers_or_sends(&self, connected: &Arc<Connected>) -> bool {
-        let (session, timeout) = (&connected.exit, self.config.health_timeout);
+        let (session, timeout) = (&connected.exit, self.silence_timeout(connected));
         // How late the bytes' end may be seen: a tenth of the timeout.
         let look_every = (timeout / 10).max(Duration::from_millis(1));
         let ping = session.ping();
@@ -518,7 +518,12 @@ impl RoutePool {
         loop {
             let wait = look_every.min(timeout.saturating_sub(heard_at.elapsed()));
             match tokio::time::timeout(wait, &mut ping).await {
-                Ok(pong) => return pong.is_some(),
+                Ok(pong) => {
+                    if let Some(rtt) = pong {
+                        connected.note_round_trip(rtt);
+                    }
+                    return pong.is_some();
+                }
                 Err(_) => {
                     if !self.is_active(connected).await {
                         return true;
@@ -532,6 +537,15 @@ impl RoutePool {
                 }
             }
         }
+    }
+
+    /// How long a route may leave a ping unanswered, with no byte, before
+    /// it counts as silent: the health timeout, or twice the route's round
+    /// trip where that is longer. A route whose round trip passed the
+    /// timeout (two far hops, a satellite link) was marked down at every
+    /// check while healthy, and could carry nothing.
+    fn silence_timeout(&self, connected: &Connected) -> Duration {
+        self.config.health_timeout.max(connected.round_trip().saturating_mul(2))
     }
 
     /// Whether `connected` is the active route's session.
@@ -1034,7 +1048,7 @@ impl RoutePool {
     /// one ping, up to `health_timeout`, which every stream arriving
     /// meanwhile waits for as well. Without an answer the route is marked
     /// down (false), and the streams go to the next one.
-    async fn still_there_if_quiet(&self, index: usize, session: &SessionHandle) -> bool {
+    async fn still_there_if_quiet(&self, index: usize, connected: &Connected) -> bool {
         let probe = {
             let mut state = self.state.lock().await;
             match &state.probe {
@@ -1051,11 +1065,16 @@ impl RoutePool {
         };
         let up = *probe
             .get_or_init(|| async {
-                let up = matches!(tokio::time::timeout(self.config.health_timeout, session.ping()).await, Ok(Some(_)));
+                let timeout = self.silence_timeout(connected);
+                let pong = tokio::time::timeout(timeout, connected.exit.ping()).await;
+                if let Ok(Some(rtt)) = pong {
+                    connected.note_round_trip(rtt);
+                }
+                let up = matches!(pong, Ok(Some(_)));
                 let mut state = self.state.lock().await;
                 state.probe = None;
                 if !up {
-                    let timeout_ms = self.config.health_timeout.as_millis();
+                    let timeout_ms = timeout.as_millis();
                     let why = format!("no answer to a ping in {timeout_ms} ms after a quiet spell");
                     self.mark_down_locked(&mut state, index, &why, Outage::Silent);
                 }
@@ -1083,7 +1102,7 @@ impl RoutePool {
                 },
             };
             let session = &connected.exit;
-            if !back && !self.still_there_if_quiet(index, session).await {
+            if !back && !self.still_there_if_quiet(index, &connected).await {
                 continue;
             }
             let opened = tokio::select! {
@@ -1180,7 +1199,7 @@ impl RoutePool {
         for _ in 0..=self.config.routes.len() {
             let (index, connected) = self.session().await?;
             let session = &connected.exit;
-            if !self.still_there_if_quiet(index, session).await {
+            if !self.still_there_if_quiet(index, &connected).await {
                 continue;
             }
             let on_unanswered = (replays > 0).then(|| self.open_elsewhere(index, &dest, on_refused.clone(), replays - 1));
@@ -1356,6 +1375,7 @@ async fn watch_silent(pool: std::sync::Weak<RoutePool>, index: usize, connected:
         };
         tokio::time::sleep(every).await;
         let Some(c) = connected.upgrade() else { return };
+        let timeout = timeout.max(c.round_trip().saturating_mul(2));
         let pong = matches!(tokio::time::timeout(timeout, c.exit.ping()).await, Ok(Some(_)));
         let answered = pong || c.exit.bytes_received() > heard;
         let Some(pool) = pool.upgrade() else { return };

@@ -3562,3 +3562,70 @@ async fn max_clients_counts_open_tunnels_until_they_close() {
     })
     .await;
 }
+
+/// A TCP relay on a local port to `to` that holds every chunk for
+/// `one_way` in each direction, in order: a long path on loopback.
+async fn delaying_relay(to: SocketAddr, one_way: Duration) -> u16 {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(to).await else { continue };
+            let (from_client, to_client) = client.into_split();
+            let (from_server, to_server) = server.into_split();
+            tokio::spawn(delay_one_way(from_client, to_server, one_way));
+            tokio::spawn(delay_one_way(from_server, to_client, one_way));
+        }
+    });
+    port
+}
+
+async fn delay_one_way(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, one_way: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if tx.send((tokio::time::Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// A healthy route whose round trip is longer than the health timeout
+/// (here 300 ms against 200 ms; with the defaults, two far hops or a
+/// satellite link past 1 s): its pongs come, only late. Each health check
+/// marked it down ("no answer to a ping and no data in 1000 ms"), its
+/// connections went nowhere and requests failed with "no route is up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_route_whose_round_trip_passes_the_health_timeout_stays_up() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("far-client");
+    let exit = start_node("exit-far", &client, 0).await;
+    let far = delaying_relay(SocketAddr::new(LOOPBACK, exit.port(Transport::Tls)), Duration::from_millis(150)).await;
+    let route = Route { relay: None, exit: via_port(exit.hop(Transport::Tls, &client, 0), far) };
+    let name = route.name();
+    let config = ClientConfig {
+        health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_millis(200),
+        ..ClientConfig::new(connect_options(&client, Transport::Tls), vec![route])
+    };
+    let (front, _pool) = start_pool(config, FrontConfig::default()).await;
+    for i in 0..5 {
+        let got = tokio::time::timeout(Duration::from_secs(10), socks_get(front, web, 10_000)).await;
+        let got = got.map_err(|_| "no answer in 10 s".to_string()).and_then(|r| r);
+        assert!(got.as_ref().is_ok_and(|b| *b == pattern(10_000)), "request {i}: {got:?}; {:?}", events_with(&name));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let down = events_with(&format!("route {name} down"));
+    assert!(down.is_empty(), "{down:?}");
+}
