@@ -4,41 +4,18 @@
 //! hello is the node's word: the server hello's terms and baseline, and
 //! every frame of the established session.
 
-use crate::frame_decode::{BINDING, CHAIN, PRICE};
+use crate::frame_decode::{keys, BINDING, CHAIN, PRICE};
 use crate::hex;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tollway_tunnel::frame::{Refusal, ServerHello, PROTOCOL_VERSION};
 use tollway_tunnel::{ClientTerms, Dest, ErrorCode, Event, Frame, Host, Limits, Session};
 use tollway_types::amount::Usd;
-use tollway_types::keys::{AccountId, SigningKey};
-use tollway_types::tx::{channel_id, ChannelId, Receipt, SignedReceipt};
+use tollway_types::tx::{Receipt, SignedReceipt};
 
 /// The fuzzed client's escrow, in micro-dollars: small, so that an input
 /// of a few data frames at [`PRICE`] spends it (two receipt intervals of
 /// the seeds' hello, about 128 KiB).
 pub const ESCROW: Usd = Usd(128);
-
-struct Keys {
-    client: SigningKey,
-    node: AccountId,
-    channel: ChannelId,
-}
-
-/// Deriving keys costs more than decoding a frame: once per process.
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let client = SigningKey::from_label("fuzz-client-session");
-        let node = SigningKey::from_label("fuzz-client-session-node").public();
-        let channel = channel_id(&client.public(), 0);
-        Keys {
-            client,
-            node,
-            channel,
-        }
-    })
-}
 
 /// A client session's contract on whatever a node sends it. Panics (a
 /// finding for the fuzzer) if the session panics, transmits bytes that

@@ -58,14 +58,16 @@ pub fn frame_index(frame: &Frame) -> usize {
     }
 }
 
-struct Keys {
-    client: SigningKey,
-    node: AccountId,
-    channel: ChannelId,
+/// The client's key, the node's id and their channel, for the tunnel
+/// targets (this one and `client_session`).
+pub(crate) struct Keys {
+    pub(crate) client: SigningKey,
+    pub(crate) node: AccountId,
+    pub(crate) channel: ChannelId,
 }
 
 /// Deriving keys costs more than decoding a frame: once per process.
-fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let client = SigningKey::from_label("fuzz-tunnel-client");
