@@ -252,8 +252,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let Some(colluder) = w.account(COLLUDER).oracle.map(|o| &w.state.oracles[o as usize]) else {
         bail!("{COLLUDER} is not an oracle");
     };
+    // A slash that leaves an oracle below its minimum stake retires it.
+    let retired = colluder.retired_from_epoch.map_or_else(String::new, |epoch| {
+        format!(", below the {} an oracle needs: retired from epoch {epoch}", w.state.params.min_oracle_stake)
+    });
     outln!(
-        "  {COLLUDER}: slashed {} for vouching for the liar, stake now {}",
+        "  {COLLUDER}: slashed {} for vouching for the liar, stake now {}{retired}",
         colluder.total_slashed,
         w.account(COLLUDER).staked
     )?;

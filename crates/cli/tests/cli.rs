@@ -13,6 +13,8 @@ fn demo_runs_the_economy_and_slashes_the_liar() {
     assert!(stdout.contains("SLASH liar 962.050356 TWY (rho 10.0)"), "{stdout}");
     // The oracle that reported the liar's claim shares its 45 % slash.
     assert!(stdout.contains("SLASH oracle-5 2250 TWY (vouched for liar)"), "{stdout}");
+    // Which leaves it below the oracle's minimum: it retires.
+    assert!(stdout.contains("stake now 2750 TWY, below the 5000 TWY an oracle needs: retired from epoch"), "{stdout}");
     assert!(stdout.contains("checked every epoch"), "{stdout}");
     // The supply line's burn is the summary's and the token fees: two
     // totals of one name, unexplained, read as a bookkeeping error.
