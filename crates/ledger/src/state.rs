@@ -6,7 +6,8 @@
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+use tollway_types::ip::embedded_ipv4;
 use tollway_types::{AccountId, ChannelId, Hash32, MacroRegion, NodeSpec, Token, Usd};
 
 pub type AccountIdx = u32;
@@ -780,7 +781,7 @@ impl SubnetKey {
     /// written so measured its neighbours.
     pub fn of(ip: &IpAddr) -> SubnetKey {
         let ip = match ip {
-            IpAddr::V6(v6) => embedded_ipv4(v6).map_or(*ip, IpAddr::V4),
+            IpAddr::V6(v6) => embedded_ipv4(v6).map_or(*ip, |(_, v4)| IpAddr::V4(v4)),
             IpAddr::V4(_) => *ip,
         };
         let mut k = [0u8; 7];
@@ -796,30 +797,6 @@ impl SubnetKey {
         }
         SubnetKey(k)
     }
-}
-
-/// The IPv4 host an IPv6 address reaches: IPv4-mapped (`::ffff:a.b.c.d`)
-/// and IPv4-compatible (`::a.b.c.d`), NAT64's well-known prefix
-/// (`64:ff9b::/96`, RFC 6052), 6to4 (`2002:AABB:CCDD::/48`, RFC 3056) and
-/// Teredo (`2001::/32`, the client's address inverted in the last 32
-/// bits, RFC 4380).
-fn embedded_ipv4(v6: &Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = v6.segments();
-    let o = v6.octets();
-    let last32 = [o[12], o[13], o[14], o[15]];
-    if let Some(v4) = v6.to_ipv4() {
-        return Some(v4);
-    }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(last32.into());
-    }
-    if s[0] == 0x2002 {
-        return Some([o[2], o[3], o[4], o[5]].into());
-    }
-    if s[..2] == [0x2001, 0] {
-        return Some(last32.map(|b| !b).into());
-    }
-    None
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

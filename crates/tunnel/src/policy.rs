@@ -4,6 +4,7 @@
 //! like the address itself.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use tollway_types::ip::{embedded_ipv4, Embedding};
 
 /// Which class of address an exit refuses by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +91,8 @@ pub fn classify(ip: IpAddr) -> Option<Forbidden> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => {
-            // An IPv4-mapped or -compatible address reaches the IPv4 host.
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // An IPv4-mapped address reaches the IPv4 host.
+            if let Some((Embedding::Mapped, v4)) = embedded_ipv4(&v6) {
                 return classify_v4(v4);
             }
             classify_v6(v6)
@@ -145,34 +146,26 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
         || first == 0x2001 && ip.segments()[1] == 0x0db8
     {
         Some(Forbidden::Special)
-    } else if let Some(v4) = ip.to_ipv4() {
-        // ::a.b.c.d (deprecated IPv4-compatible) still names an IPv4 host.
-        classify_v4(v4).or(Some(Forbidden::Special))
-    } else if first == 0x2002 {
-        // 6to4 (RFC 3056): on a host with a 6to4 route the kernel sends
-        // 2002:c0a8:101:: to the IPv4 host it embeds, 192.168.1.1.
-        let s = ip.segments();
-        classify_v4(Ipv4Addr::from(u32::from(s[1]) << 16 | u32::from(s[2])))
     } else if first == 0x64 && ip.segments()[1..3] == [0xff9b, 1] {
+        // NAT64's local-use 64:ff9b:1::/48 (RFC 8215) is refused whole: an
+        // operator may lay it out as a /48 to /64 prefix, whose IPv4
+        // address sits elsewhere, so no reading of it can be trusted.
         Some(Forbidden::Special)
-    } else if let Some(v4) = nat64_embedded(ip) {
-        // On an IPv6-only line with NAT64 (mobile networks, some ISPs) the
-        // gateway connects to the embedded IPv4 host: 64:ff9b::c0a8:101 is
-        // the owner's 192.168.1.1.
-        classify_v4(v4)
     } else {
-        None
+        match embedded_ipv4(&ip) {
+            // ::a.b.c.d (deprecated IPv4-compatible) still names an IPv4 host.
+            Some((Embedding::Mapped | Embedding::Compatible, v4)) => classify_v4(v4).or(Some(Forbidden::Special)),
+            // 6to4 (RFC 3056): on a host with a 6to4 route the kernel sends
+            // 2002:c0a8:101:: to the IPv4 host it embeds, 192.168.1.1. On an
+            // IPv6-only line with NAT64 (mobile networks, some ISPs) the
+            // gateway connects to the embedded IPv4 host: 64:ff9b::c0a8:101
+            // is the owner's 192.168.1.1.
+            Some((Embedding::SixToFour | Embedding::Nat64, v4)) => classify_v4(v4),
+            // A Teredo address embeds its client's public address, not a
+            // host the relay would connect to.
+            Some((Embedding::Teredo, _)) | None => None,
+        }
     }
-}
-
-/// The IPv4 address inside a NAT64 address of the well-known prefix
-/// 64:ff9b::/96 (RFC 6052), in its last 32 bits. The local-use
-/// 64:ff9b:1::/48 (RFC 8215) is refused whole (`classify_v6`): an
-/// operator may lay it out as a /48 to /64 prefix, whose IPv4 address sits
-/// elsewhere, so no reading of it can be trusted.
-fn nat64_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| Ipv4Addr::from(u32::from(s[6]) << 16 | u32::from(s[7])))
 }
 
 #[cfg(test)]

@@ -726,9 +726,6 @@ struct Pay {
     /// window's, kept apart as both count the same bytes.
     shown_stream_bytes: u64,
     shown_session_bytes: u64,
-    /// Client: the cumulative count at which its next receipt is due, on a
-    /// grid of receipt intervals from the session's base (`sign_receipt`).
-    receipt_due_bytes: u64,
 }
 
 impl Pay {
@@ -754,11 +751,18 @@ impl Pay {
             downstream_bytes: 0,
             shown_stream_bytes: 0,
             shown_session_bytes: 0,
-            receipt_due_bytes: base_bytes.saturating_add(receipt_interval_bytes),
         }
     }
     fn cumulative_bytes(&self) -> u64 {
         self.base_bytes + self.metered_bytes
+    }
+    /// Client: the cumulative count at which its next receipt is due: the
+    /// first point past the newest receipt on a grid of receipt intervals
+    /// from the session's base (`Session::sign_receipt`).
+    fn receipt_due_bytes(&self) -> u64 {
+        let interval = self.receipt_interval_bytes.max(1);
+        let intervals_paid = self.paid_bytes.saturating_sub(self.base_bytes) / interval;
+        self.base_bytes.saturating_add((intervals_paid + 1).saturating_mul(interval))
     }
     /// Node: bytes it may still deliver before a receipt: the credit window
     /// beyond the newest one, and never a byte the escrow cannot pay for.
@@ -2148,7 +2152,7 @@ impl Session {
         // client's receipt waited a round trip for the node to hear the
         // one before. One interval a round trip, not a window: 21 Mbit/s
         // at 400 ms, not 42.
-        let due = pay_up || spent || received >= pay.receipt_due_bytes;
+        let due = pay_up || spent || received >= pay.receipt_due_bytes();
         if *escrow_exhausted || !due {
             return;
         }
@@ -2167,11 +2171,6 @@ impl Session {
             .sign(&terms.key);
             pay.paid_bytes = cumulative_bytes;
             pay.paid_usd = cumulative_usd;
-            if cumulative_bytes >= pay.receipt_due_bytes {
-                let intervals = (cumulative_bytes - pay.receipt_due_bytes) / pay.receipt_interval_bytes.max(1) + 1;
-                pay.receipt_due_bytes =
-                    pay.receipt_due_bytes.saturating_add(intervals.saturating_mul(pay.receipt_interval_bytes));
-            }
             self.events.push_back(Event::ReceiptSent {
                 cumulative_bytes,
                 cumulative_usd,

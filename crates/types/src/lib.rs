@@ -5,6 +5,7 @@ pub mod admission;
 pub mod amount;
 pub mod block;
 pub mod codec;
+pub mod ip;
 pub mod keys;
 pub mod math;
 pub mod region;
