@@ -4,13 +4,13 @@
 //! hello is the node's word: the server hello's terms and baseline, and
 //! every frame of the established session.
 
-use crate::frame_decode::{keys, BINDING, CHAIN, PRICE};
+use crate::frame_decode::{keys, signed_receipt, BINDING, CHAIN, PRICE};
 use crate::hex;
 use std::time::{Duration, Instant};
 use tollway_tunnel::frame::{Refusal, ServerHello, PROTOCOL_VERSION};
 use tollway_tunnel::{ClientTerms, Dest, ErrorCode, Event, Frame, Host, Limits, Session};
 use tollway_types::amount::Usd;
-use tollway_types::tx::{Receipt, SignedReceipt};
+use tollway_types::tx::SignedReceipt;
 
 /// The fuzzed client's escrow, in micro-dollars: small, so that an input
 /// of a few data frames at [`PRICE`] spends it (two receipt intervals of
@@ -204,18 +204,6 @@ pub fn server_hello(baseline: Option<SignedReceipt>, carried_bytes: u64) -> Fram
 
 const INTERVAL_BYTES: u64 = 64 * 1024;
 
-/// A receipt the fuzzed client signed, as a node would show it back.
-pub fn baseline(bytes: u64, usd: u128) -> SignedReceipt {
-    let k = keys();
-    Receipt {
-        chain_id: CHAIN.into(),
-        channel: k.channel,
-        cumulative_usd: Usd(usd),
-        cumulative_bytes: bytes,
-    }
-    .sign(&k.client)
-}
-
 /// Seed inputs: hellos (plain, with a baseline, with carried bytes, with
 /// terms the client refuses) and a whole node's side of a session.
 pub fn seed_client_session() -> Vec<ClientSeed> {
@@ -231,11 +219,11 @@ pub fn seed_client_session() -> Vec<ClientSeed> {
         });
     };
     push("hello", &[server_hello(None, 0)]);
-    push("hello-baseline", &[server_hello(Some(baseline(70_000, 66)), 0)]);
+    push("hello-baseline", &[server_hello(Some(signed_receipt(70_000, 66)), 0)]);
     push("hello-carried", &[server_hello(None, 2 * INTERVAL_BYTES)]);
     push(
         "hello-baseline-spent",
-        &[server_hello(Some(baseline(120_000, 112)), 4096)],
+        &[server_hello(Some(signed_receipt(120_000, 112)), 4096)],
     );
     let mut greedy = server_hello(None, 0);
     if let Frame::ServerHello(h) = &mut greedy {

@@ -392,11 +392,17 @@ fn signed_hello() -> Vec<u8> {
 }
 
 fn receipt(bytes: u64) -> SignedReceipt {
+    signed_receipt(bytes, u128::from(bytes))
+}
+
+/// A receipt the fuzzed client signed on its channel, for `bytes` and
+/// `usd` micro-dollars in all.
+pub(crate) fn signed_receipt(bytes: u64, usd: u128) -> SignedReceipt {
     let k = keys();
     Receipt {
         chain_id: CHAIN.into(),
         channel: k.channel,
-        cumulative_usd: Usd(u128::from(bytes)),
+        cumulative_usd: Usd(usd),
         cumulative_bytes: bytes,
     }
     .sign(&k.client)
