@@ -55,8 +55,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
 ];
 
-/// A JSON body may carry the tx as hex: twice the raw limit, plus room.
-const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 4096;
+/// A binary submission is the tx itself.
+pub const MAX_BINARY_BODY_BYTES: usize = MAX_TX_BYTES;
+/// A JSON submission carries the tx as hex (twice its size) or as fields:
+/// the largest valid report, `MAX_MEASUREMENTS_PER_REPORT` measurements at
+/// their widest, is ~190 KB of compact JSON and ~360 KB pretty-printed
+/// (`the_largest_valid_report_is_read_as_json_fields`).
+pub const MAX_JSON_BODY_BYTES: usize = 8 * MAX_TX_BYTES;
 /// Most txs in one `POST /v1/txs/batch`.
 pub const MAX_BATCH_TXS: usize = 1024;
 /// Largest body of `POST /v1/txs/batch`, in either form (binary, or JSON
@@ -522,16 +527,22 @@ async fn submit_inner(
     q: &std::collections::HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Value)> {
-    let body = read_body(body, MAX_BODY_BYTES)?;
-    if body.len() > MAX_BODY_BYTES {
+    let json = is_json(headers);
+    let (limit, form) = if json {
+        (MAX_JSON_BODY_BYTES, "as JSON")
+    } else {
+        (MAX_BINARY_BODY_BYTES, "in binary")
+    };
+    let body = read_body(body, limit)?;
+    if body.len() > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the body is {} bytes; a submission is at most {MAX_BODY_BYTES} (a tx at most {MAX_TX_BYTES})", body.len()),
+            format!("the body is {} bytes; a submission {form} is at most {limit} (a tx at most {MAX_TX_BYTES})", body.len()),
         ));
     }
     let wait = wait_query(q)?;
-    let raw: Bytes = if is_json(headers) {
+    let raw: Bytes = if json {
         let parsed: SubmitJson = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
         match (parsed.tx_hex, parsed.tx) {
@@ -612,6 +623,59 @@ fn split_binary_batch(body: &Bytes) -> ApiResult<Vec<Bytes>> {
     Ok(out)
 }
 
+fn too_many_in_batch() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("a batch holds at most {MAX_BATCH_TXS} txs"),
+    )
+}
+
+/// A JSON batch's hex strings, read one at a time and refused at the first
+/// past `MAX_BATCH_TXS`: read whole first, a 2 MiB body of `""` was about
+/// 700,000 strings (~48 MiB) before its count was checked.
+fn json_batch_hexes(body: &[u8]) -> ApiResult<Vec<String>> {
+    use serde::de::{DeserializeSeed, Error, SeqAccess, Visitor};
+    /// Sets its flag when it stops for the cap, so that error is told
+    /// apart from malformed JSON.
+    struct Capped<'a>(&'a mut bool);
+    impl<'de> Visitor<'de> for Capped<'_> {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of hex-encoded txs")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut hexes = Vec::new();
+            while let Some(hex) = seq.next_element::<String>()? {
+                if hexes.len() == MAX_BATCH_TXS {
+                    *self.0 = true;
+                    return Err(A::Error::custom("too many txs"));
+                }
+                hexes.push(hex);
+            }
+            Ok(hexes)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Capped<'_> {
+        type Value = Vec<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    let mut past_cap = false;
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let hexes = Capped(&mut past_cap).deserialize(&mut reader).and_then(|h| reader.end().map(|()| h));
+    hexes.map_err(|e| {
+        if past_cap {
+            return too_many_in_batch();
+        }
+        ApiError::bad_request(
+            "malformed_json",
+            format!("a JSON batch is an array of hex-encoded txs: {e}"),
+        )
+    })
+}
+
 /// One tx's entry in a batch answer: a refusal in the single route's error
 /// shape (with the tx id when it decoded).
 fn refused_view(id: Option<TxId>, e: &ApiError) -> Value {
@@ -659,13 +723,7 @@ async fn submit_batch_inner(
     let wait = wait_query(q)?;
     // Each entry: the tx's bytes, or why they could not be read.
     let raws: Vec<ApiResult<Bytes>> = if is_json(headers) {
-        let hexes: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("a JSON batch is an array of hex-encoded txs: {e}"),
-            )
-        })?;
-        hexes
+        json_batch_hexes(&body)?
             .iter()
             .map(|h| {
                 tollway_types::keys::parse_hex(h)
@@ -677,11 +735,7 @@ async fn submit_batch_inner(
         split_binary_batch(&body)?.into_iter().map(Ok).collect()
     };
     if raws.len() > MAX_BATCH_TXS {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a batch holds at most {MAX_BATCH_TXS} txs"),
-        ));
+        return Err(too_many_in_batch());
     }
     if raws.is_empty() {
         return Err(ApiError::bad_request(

@@ -358,6 +358,13 @@ fn the_openapi_file_lists_exactly_the_served_routes() {
         tollway_chain::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     served.sort();
     assert_eq!(documented, served);
+    // The size limits it states are the ones served.
+    let submit = spec["paths"]["/v1/txs"]["post"]["description"].as_str().unwrap();
+    for limit in [tollway_chain::api::MAX_BINARY_BODY_BYTES, tollway_chain::api::MAX_JSON_BODY_BYTES] {
+        assert!(submit.contains(&format!(" {limit} bytes")), "{limit} missing from: {submit}");
+    }
+    let batch = spec["paths"]["/v1/txs/batch"]["post"]["description"].as_str().unwrap();
+    assert!(batch.contains(&format!("at most {} txs and 2 MiB ({} bytes)", tollway_chain::api::MAX_BATCH_TXS, tollway_chain::api::MAX_BATCH_BODY_BYTES)), "{batch}");
     let c = start();
     let (s, v) = c.get("/openapi.json");
     assert_eq!(s, 200);
@@ -568,6 +575,56 @@ fn an_oversized_or_broken_batch_is_refused_whole() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.state_root(), root);
     assert_eq!(c.nonce("alice"), 0);
+}
+
+/// A JSON batch was read whole before its count was checked: a 2 MiB body
+/// of `""` is about 700,000 strings, ~48 MiB per request. Reading now
+/// stops at the first tx past the cap, so what follows it is never read
+/// (here, JSON that does not even close).
+#[test]
+fn a_json_batch_is_refused_at_the_first_tx_past_the_cap_without_reading_on() {
+    let c = start();
+    let cap = tollway_chain::api::MAX_BATCH_TXS;
+    let mut body = String::from("[");
+    body.push_str(&vec!["\"\""; cap + 1].join(","));
+    body.push_str(", \"the rest is never read\" {{{");
+    let (s, v) = c.post("/v1/txs/batch", "application/json", body.as_bytes());
+    assert_eq!((s, code(&v)), (413, "too_large"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&format!("at most {cap} txs")), "{v}");
+    // At the cap exactly, the body is read to its end, and its end is checked.
+    let mut at_cap = String::from("[");
+    at_cap.push_str(&vec!["\"\""; cap].join(","));
+    at_cap.push_str("] trailing");
+    let (s, v) = c.post("/v1/txs/batch", "application/json", at_cap.as_bytes());
+    assert_eq!((s, code(&v)), (400, "malformed_json"), "{v}");
+}
+
+/// The largest valid report (`MAX_MEASUREMENTS_PER_REPORT` measurements at
+/// their widest) fits a tx, but its JSON fields, ~170 KB, were refused as
+/// too large by a limit sized for hex (135 KB). It now reaches the ledger,
+/// pretty-printed too, which refuses it for what it says (the signer is no
+/// oracle), not for its size.
+#[test]
+fn the_largest_valid_report_is_read_as_json_fields() {
+    use tollway_types::tx::limits::MAX_MEASUREMENTS_PER_REPORT;
+    use tollway_types::{Measurement, MeasurementOutcome, MeasurementReport};
+    let c = start();
+    let measurements = (0..MAX_MEASUREMENTS_PER_REPORT)
+        .map(|i| Measurement {
+            node: key(&format!("node-{i}")).public(),
+            outcome: MeasurementOutcome::Measured { throughput_bps: u64::MAX, latency_us: u32::MAX },
+            uptime_ppm: u32::MAX,
+        })
+        .collect();
+    let report = TxBody::Report(MeasurementReport { epoch: u64::MAX, measurements });
+    let stx = Tx { fee: Amount::Token(Token(u128::MAX)), nonce: u64::MAX, ..signed("alice", 0, report).tx }.sign(&key("alice"));
+    assert!(stx.encode().len() <= tollway_types::tx::limits::MAX_TX_BYTES, "a valid tx");
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "tx": stx })).unwrap();
+    assert!(body.len() > 2 * tollway_types::tx::limits::MAX_TX_BYTES + 4096, "{} bytes: past the old limit", body.len());
+    let (s, v) = c.post("/v1/txs", "application/json", &body);
+    assert_ne!(code(&v), "too_large", "{s} {v}");
+    assert_ne!(code(&v), "malformed_json", "{s} {v}");
+    assert!((400..500).contains(&s), "{s} {v}");
 }
 
 /// Txs behind a nonce gap pay nothing while they wait and leave for free
