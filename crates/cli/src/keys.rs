@@ -32,6 +32,9 @@ pub enum KeysCommand {
         /// The key file [default: $TOLLWAY_KEY, else ./tollway.key].
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
+        /// The key file, named without `--key` (as `keys new --out` wrote it).
+        #[arg(value_name = "FILE", conflicts_with = "key")]
+        file: Option<PathBuf>,
         /// Print {"path", "public"} as JSON.
         #[arg(long)]
         json: bool,
@@ -75,8 +78,8 @@ struct KeyFile {
 pub fn run(command: &KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::New(w) => w.write(&SigningKey::generate(rand_core::OsRng), "created")?,
-        KeysCommand::Show { key, json } => {
-            let path = key.clone().unwrap_or_else(default_key_path);
+        KeysCommand::Show { key, file, json } => {
+            let path = key.clone().or_else(|| file.clone()).unwrap_or_else(default_key_path);
             let key = load_key_file(&path)?;
             if *json {
                 outln!("{}", serde_json::json!({ "path": path.display().to_string(), "public": key.public().to_hex() }))?;

@@ -108,6 +108,11 @@ fn keys_are_created_0600_never_overwritten_and_imported_from_stdin() {
     assert!(!shown.stdout.contains(&secret) && !shown.stderr.contains(&secret));
     let shown = tollway(&dir, &["keys", "show", "--key", "a.key", "--json"], None).expect_ok("keys show --json").json();
     assert_eq!(str_field(&shown, "public"), public);
+    // The file may be named as `keys new` wrote it, without `--key`
+    // (`keys show a.key` was refused as an unexpected argument).
+    let shown = tollway(&dir, &["keys", "show", "a.key"], None).expect_ok("keys show FILE");
+    assert_eq!(shown.stdout.trim(), public);
+    tollway(&dir, &["keys", "show", "a.key", "--key", "a.key"], None).expect_err("keys show FILE --key FILE", "cannot be used with");
 
     // $TOLLWAY_KEY, then ./tollway.key, are the defaults.
     let out = Command::new(env!("CARGO_BIN_EXE_tollway"))
