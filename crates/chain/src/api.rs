@@ -31,28 +31,34 @@ use tollway_types::{AccountId, CountryCode, Hash32, MacroRegion, PublicKey, Sign
 
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
-/// Every route, as the OpenAPI file must list it (a test checks both ways).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/openapi.json"),
-    ("get", "/metrics"),
-    ("get", "/v1/status"),
-    ("post", "/v1/txs"),
-    ("post", "/v1/txs/batch"),
-    ("get", "/v1/txs/{id}"),
-    ("get", "/v1/txs/{id}/wait"),
-    ("get", "/v1/accounts/{id}"),
-    ("get", "/v1/accounts/{id}/channels"),
-    ("get", "/v1/channels/{id}"),
-    ("get", "/v1/nodes"),
-    ("get", "/v1/nodes/{id}"),
-    ("get", "/v1/oracles"),
-    ("get", "/v1/blocks/{height}"),
-    ("get", "/v1/epochs"),
-    ("get", "/v1/epochs/{epoch}"),
-    ("get", "/v1/supply"),
-    ("get", "/v1/mint-burn"),
-    ("get", "/v1/slashes"),
-    ("get", "/v1/events"),
+/// Every route with the query parameters it reads, as the OpenAPI file
+/// must list them (a test checks both ways). Any other query key is
+/// refused (`refuse_unknown_query`).
+pub const ROUTES: &[(&str, &str, &[&str])] = &[
+    ("get", "/openapi.json", &[]),
+    ("get", "/metrics", &[]),
+    ("get", "/v1/status", &[]),
+    ("post", "/v1/txs", &["wait", "timeout_ms"]),
+    ("post", "/v1/txs/batch", &["wait", "timeout_ms"]),
+    ("get", "/v1/txs/{id}", &[]),
+    ("get", "/v1/txs/{id}/wait", &["timeout_ms"]),
+    ("get", "/v1/accounts/{id}", &[]),
+    ("get", "/v1/accounts/{id}/channels", &["after", "limit"]),
+    ("get", "/v1/channels/{id}", &[]),
+    (
+        "get",
+        "/v1/nodes",
+        &["region", "country", "max_price_usd_micro_per_gib", "min_verified_capacity_bps", "min_reputation_ppm", "active", "limit"],
+    ),
+    ("get", "/v1/nodes/{id}", &[]),
+    ("get", "/v1/oracles", &["from", "limit"]),
+    ("get", "/v1/blocks/{height}", &[]),
+    ("get", "/v1/epochs", &["from", "limit"]),
+    ("get", "/v1/epochs/{epoch}", &[]),
+    ("get", "/v1/supply", &[]),
+    ("get", "/v1/mint-burn", &["from", "limit"]),
+    ("get", "/v1/slashes", &["from", "limit"]),
+    ("get", "/v1/events", &[]),
 ];
 
 /// A binary submission is the tx itself.
@@ -94,6 +100,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/mint-burn", get(mint_burn))
         .route("/v1/slashes", get(slashes))
         .route("/v1/events", get(events))
+        .route_layer(axum::middleware::from_fn(refuse_unknown_query))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json") })
         // After the routes, which it applies to; axum still sets `Allow`.
         .method_not_allowed_fallback(|| async {
@@ -163,20 +170,36 @@ fn query_u64(q: &std::collections::HashMap<String, String>, key: &str) -> ApiRes
 
 type QueryMap = Query<std::collections::HashMap<String, String>>;
 
-/// Refuses a query key the route does not read: a misspelt filter
-/// (`max_price_usd_per_gib` for `max_price_usd_micro_per_gib`) was
-/// ignored, and the answer was the unfiltered list. `known` is the
-/// route's query parameters in openapi.json.
-fn known_query_keys(q: &std::collections::HashMap<String, String>, known: &[&str]) -> ApiResult<()> {
-    let mut unknown: Vec<&str> = q.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+/// Refuses a query key the route does not read (`ROUTES`): a misspelt
+/// filter (`max_price_usd_per_gib` for `max_price_usd_micro_per_gib`) was
+/// ignored, and the answer was the unfiltered list; and a route that reads
+/// none took any.
+async fn refuse_unknown_query(
+    matched: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // A query that does not parse is the handler's to refuse.
+    let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(request.uri()) else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str();
+    let known = ROUTES
+        .iter()
+        .find(|(m, path, _)| *path == matched.as_str() && m.eq_ignore_ascii_case(method))
+        .map_or(&[][..], |route| route.2);
+    let mut unknown: Vec<String> = pairs.into_iter().map(|(k, _)| k).filter(|k| !known.contains(&k.as_str())).collect();
     if unknown.is_empty() {
-        return Ok(());
+        return next.run(request).await;
     }
     unknown.sort_unstable();
-    Err(ApiError::bad_request(
+    unknown.dedup();
+    let takes = if known.is_empty() { String::from("none") } else { known.join(", ") };
+    ApiError::bad_request(
         "bad_query",
-        format!("unknown query parameter {}; this route takes {}", unknown.join(", "), known.join(", ")),
-    ))
+        format!("unknown query parameter {}; this route takes {takes}", unknown.join(", ")),
+    )
+    .into_response()
 }
 
 /// A list's `limit`: `default` unless given, at most 1,000.
@@ -441,7 +464,6 @@ fn too_slow(r: &BytesRejection) -> Option<&BodyTooSlow> {
 
 /// `wait` and `timeout_ms` of the submit routes.
 fn wait_query(q: &std::collections::HashMap<String, String>) -> ApiResult<Option<Duration>> {
-    known_query_keys(q, &["wait", "timeout_ms"])?;
     let wait = match q.get("wait").map(String::as_str) {
         None | Some("none") => false,
         Some("commit") => true,
@@ -824,7 +846,6 @@ async fn tx_wait(
     Query(q): QueryMap,
 ) -> ApiResult<Response> {
     let id = parse_hash(&id, "tx")?;
-    known_query_keys(&q, &["timeout_ms"])?;
     let timeout = Duration::from_millis(query_u64(&q, "timeout_ms")?.unwrap_or(10_000)).min(MAX_WAIT);
     let state = s.core().status(&id).map_err(ApiError::internal)?;
     let state = if matches!(state, Some(TxState::Pending)) && !timeout.is_zero() {
@@ -855,7 +876,6 @@ async fn account_channels(
     Query(q): QueryMap,
 ) -> ApiResult<Json<Vec<ChannelView>>> {
     let id = parse_key(&id)?;
-    known_query_keys(&q, &["after", "limit"])?;
     let after = q.get("after").map(|a| parse_hash(a, "channel")).transpose()?;
     let limit = page_limit(&q, 1000)?;
     let core = s.core();
@@ -873,10 +893,6 @@ async fn channel(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
 }
 
 async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<NodeView>>> {
-    known_query_keys(
-        &q,
-        &["region", "country", "max_price_usd_micro_per_gib", "min_verified_capacity_bps", "min_reputation_ppm", "active", "limit"],
-    )?;
     let region = q
         .get("region")
         .map(|r| {
@@ -928,7 +944,6 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
 
 /// In registration order, a page at a time (`from` is an index in it).
 async fn oracles(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Json<Vec<OracleView>>> {
-    known_query_keys(&q, &["from", "limit"])?;
     let from = query_u64(&q, "from")?.unwrap_or(0);
     let limit = page_limit(&q, 100)?;
     let core = s.core();
@@ -946,7 +961,6 @@ async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiR
 }
 
 fn list_epochs(s: &Shared, q: &std::collections::HashMap<String, String>) -> ApiResult<Vec<tollway_store::EpochRecord>> {
-    known_query_keys(q, &["from", "limit"])?;
     let from = query_u64(q, "from")?.unwrap_or(0);
     let limit = page_limit(q, 100)?;
     s.core().store().epochs(from, limit).map_err(ApiError::internal)

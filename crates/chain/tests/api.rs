@@ -355,7 +355,7 @@ fn the_openapi_file_lists_exactly_the_served_routes() {
     }
     documented.sort();
     let mut served: Vec<(String, String)> =
-        tollway_chain::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        tollway_chain::api::ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
     served.sort();
     assert_eq!(documented, served);
     // The size limits it states are the ones served.
@@ -373,14 +373,15 @@ fn the_openapi_file_lists_exactly_the_served_routes() {
 
 /// A query key a route does not read was ignored: `/v1/nodes?max_price_usd_per_gib=1`
 /// (the CLI flag's name) answered every node. Each documented key is still
-/// taken (a bad value is its own error), and any other is refused by name.
+/// taken (a bad value is its own error), and any other is refused by name,
+/// on routes that read none too.
 #[test]
 fn a_query_key_the_route_does_not_read_is_refused_by_name() {
     let spec: serde_json::Value = serde_json::from_str(tollway_chain::api::OPENAPI_JSON).unwrap();
     let c = start();
     let zero = "0".repeat(64);
     let ask = |method: &str, path: &str, query: &str| {
-        let path = path.replace("{id}", &zero);
+        let path = path.replace("{id}", &zero).replace("{height}", "0").replace("{epoch}", "0");
         let url = format!("{path}?{query}");
         if method == "post" { c.post(&url, "application/octet-stream", b"") } else { c.get(&url) }
     };
@@ -389,7 +390,13 @@ fn a_query_key_the_route_does_not_read_is_refused_by_name() {
         for (method, op) in ops.as_object().unwrap() {
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
             let keys: Vec<&str> = params.iter().filter(|p| p["in"] == "query").filter_map(|p| p["name"].as_str()).collect();
+            let served = tollway_chain::api::ROUTES.iter().find(|r| r.0 == method && r.1 == path).unwrap();
+            assert_eq!(served.2, &keys[..], "{method} {path}: the keys served are the keys documented");
             if keys.is_empty() {
+                // A route that reads no query took any (`/v1/status?x=1`).
+                let (s, v) = ask(method, path, "x=1");
+                assert_eq!((s, code(&v)), (400, "bad_query"), "{method} {path}: {v}");
+                assert!(v["error"]["message"].as_str().unwrap().contains("unknown query parameter x; this route takes none"), "{v}");
                 continue;
             }
             routes_with_queries += 1;
