@@ -106,9 +106,13 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Run(args) => node_run(args),
         NodeCommand::Receipts { home, json } => {
+            node_home_initialised(home)?;
             let path = home.join("receipts.json");
             if !path.exists() {
-                bail!("{} holds no receipts yet (no paid traffic served)", home.display());
+                if !*json {
+                    outln!("no receipts yet (no paid traffic served)")?;
+                }
+                return Ok(());
             }
             let book = ReceiptBook::open(path)?;
             let mut all = book.all();
@@ -137,11 +141,17 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
     }
 }
 
-fn load_tls(home: &Path) -> anyhow::Result<TlsIdentity> {
-    let path = home.join("tls.key");
-    if !path.exists() {
+/// Whether `node init` made `home` (it writes the TLS key first).
+fn node_home_initialised(home: &Path) -> anyhow::Result<()> {
+    if !home.join("tls.key").exists() {
         bail!("{} has no tls.key: run `tollway node init --home {}` first", home.display(), home.display());
     }
+    Ok(())
+}
+
+fn load_tls(home: &Path) -> anyhow::Result<TlsIdentity> {
+    node_home_initialised(home)?;
+    let path = home.join("tls.key");
     let seed = keys::load_key_file(&path)?.seed_bytes();
     Ok(TlsIdentity::from_seed(seed)?)
 }

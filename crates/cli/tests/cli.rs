@@ -216,6 +216,28 @@ fn a_second_node_run_on_the_same_home_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `node receipts` on a node that has served no paid traffic failed
+/// ("error: … holds no receipts yet"), and so did a mistyped home, with
+/// the same words. Now the first is an empty list and the second names
+/// what is missing.
+#[test]
+fn receipts_of_a_fresh_node_are_an_empty_list_and_a_wrong_home_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("tollway-cli-node-receipts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("node");
+    let home_str = home.to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["node", "init", "--home", &home_str]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = tollway(&["node", "receipts", "--home", &home_str]);
+    assert!(ok && stdout.trim() == "no receipts yet (no paid traffic served)", "{stdout} {stderr}");
+    let (ok, stdout, stderr) = tollway(&["node", "receipts", "--home", &home_str, "--json"]);
+    assert!(ok && stdout.is_empty(), "{stdout} {stderr}");
+    let typo = dir.join("nodee").to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["node", "receipts", "--home", &typo]);
+    assert!(!ok && stderr.contains(&format!("{typo} has no tls.key: run `tollway node init --home {typo}` first")), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `connect --exit N --exit N` made two routes to one node, on one channel
 /// that a node serves one session at a time.
 #[test]
