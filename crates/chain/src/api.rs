@@ -101,9 +101,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/slashes", get(slashes))
         .route("/v1/events", get(events))
         .route_layer(axum::middleware::from_fn(refuse_unknown_query))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json") })
+        .fallback(|request: axum::extract::Request| async {
+            drain_body(request).await;
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /openapi.json")
+        })
         // After the routes, which it applies to; axum still sets `Allow`.
-        .method_not_allowed_fallback(|| async {
+        .method_not_allowed_fallback(|request: axum::extract::Request| async {
+            drain_body(request).await;
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method; see /openapi.json")
         })
         .layer(DefaultBodyLimit::max(MAX_READ_BYTES))
@@ -194,12 +198,21 @@ async fn refuse_unknown_query(
     }
     unknown.sort_unstable();
     unknown.dedup();
+    drain_body(request).await;
     let takes = if known.is_empty() { String::from("none") } else { known.join(", ") };
     ApiError::bad_request(
         "bad_query",
         format!("unknown query parameter {}; this route takes {takes}", unknown.join(", ")),
     )
     .into_response()
+}
+
+/// Reads a refused request's body, up to the read limit, and drops it:
+/// answered before its body arrived, the connection was closed after the
+/// answer (the server cannot tell where an unread body ends), and a
+/// client's next request on it failed.
+async fn drain_body(request: axum::extract::Request) {
+    let _ = axum::body::to_bytes(request.into_body(), MAX_READ_BYTES).await;
 }
 
 /// A list's `limit`: `default` unless given, at most 1,000.

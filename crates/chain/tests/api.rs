@@ -413,6 +413,33 @@ fn a_query_key_the_route_does_not_read_is_refused_by_name() {
     assert_eq!(routes_with_queries, 9);
 }
 
+/// A refusal sent before the request's body had arrived (a wrong method,
+/// an unknown query key) left the body unread, and the server closed the
+/// kept-alive connection after answering: the client's next request on it
+/// failed ("peer disconnected"), as `ureq` did now and then in
+/// `a_wrong_method_gets_a_json_405_that_still_names_the_allowed_ones`,
+/// which sends a request's head and body in two writes. Each refusal
+/// reads the body first (up to the read limit), and the connection serves
+/// the next request.
+#[test]
+fn a_refusal_before_the_body_arrived_keeps_the_connection() {
+    let c = start();
+    for (head, refusal) in [
+        ("POST /v1/status HTTP/1.1", (405, "method_not_allowed")),
+        ("POST /v1/txs?bogus=1 HTTP/1.1", (400, "bad_query")),
+        ("POST /v1/nowhere HTTP/1.1", (404, "not_found")),
+    ] {
+        let mut r = send_from(&c, "127.0.0.1", format!("{head}\r\nHost: t\r\nContent-Length: 2\r\n\r\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+        r.get_mut().write_all(b"{}").unwrap();
+        let (s, v) = read_answer(&mut r);
+        assert_eq!((s, code(&v)), refusal, "{head}: {v}");
+        r.get_mut().write_all(b"GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let (s, v) = read_answer(&mut r);
+        assert_eq!(s, 200, "{head}, then on the same connection: {v}");
+    }
+}
+
 /// `POST /v1/txs/batch`'s binary form: each tx after its u32 LE length.
 fn binary_batch(txs: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
