@@ -28,6 +28,14 @@ pub struct Genesis {
     pub pool_usd: Usd,
 }
 
+/// The most tokens a chain may ever hold: its genesis (allocations,
+/// stakes and the pool) and all the emission may mint
+/// (`Params::emission_cap`), 2^126 base units (about 8.5 × 10^31 TWY).
+/// Every token sits in one place the supply check sums, so any sum of
+/// holdings (the supply's own total, an account's bond, the stakes that
+/// weigh a median) then stays under 2^127, with room to double it.
+pub const MAX_TOKEN_SUPPLY: Token = Token(1 << 126);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GenesisError {
     #[error("account {0} is allocated twice")]
@@ -36,6 +44,11 @@ pub enum GenesisError {
     BadChainId,
     #[error("genesis amounts overflow")]
     Overflow,
+    #[error(
+        "the genesis holds {genesis} and the emission may mint up to {emission_cap} more (emission.cap_twy): \
+         together above the supply bound of {bound}; allocate less or lower the cap"
+    )]
+    SupplyAboveBound { genesis: Token, emission_cap: Token, bound: Token },
 }
 
 impl Genesis {
@@ -94,6 +107,12 @@ impl Genesis {
                 .ok_or(GenesisError::Overflow)?;
             usd = usd.checked_add(a.usd.0).ok_or(GenesisError::Overflow)?;
         }
+        // The supply's total (genesis + minted − burned) and every sum of
+        // holdings must fit whatever the emission mints later.
+        let emission_cap = self.params.emission_cap;
+        if token.checked_add(emission_cap.0).is_none_or(|t| t > MAX_TOKEN_SUPPLY.0) {
+            return Err(GenesisError::SupplyAboveBound { genesis: Token(token), emission_cap, bound: MAX_TOKEN_SUPPLY });
+        }
         state.supply.genesis_token = Token(token);
         state.supply.genesis_usd = Usd(usd);
         Ok(state)
@@ -131,6 +150,27 @@ mod tests {
         assert_eq!(s.supply.genesis_token, Token::units(10 + 3 * 4));
         assert_eq!(s.supply.genesis_usd, Usd::units(20 + 3 * 2));
         assert!(crate::check_supply(&s).is_ok());
+    }
+
+    /// A genesis whose tokens leave the emission no room under the supply
+    /// bound is refused, naming both figures. Only the allocations' sum
+    /// was checked (that it fit in a u128): a genesis of nearly 2^128
+    /// base units started, with no room for what the emission mints.
+    #[test]
+    fn a_genesis_that_leaves_no_room_for_the_emission_cap_is_refused_with_both_figures() {
+        let mut g = genesis(&["a"]);
+        let cap = g.params.emission_cap.0;
+        let others = g.pool_token.0 + g.allocations[0].staked.0;
+        g.allocations[0].token = Token(MAX_TOKEN_SUPPLY.0 - cap - others);
+        let s = g.build().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.supply.genesis_token.0 + cap, MAX_TOKEN_SUPPLY.0, "exactly at the bound");
+        g.allocations[0].token.0 += 1;
+        let refused = g.build().unwrap_err().to_string();
+        expect_test::expect![[r#"the genesis holds 85070591730234615865843551857942.052865 TWY and the emission may mint up to 100000000 TWY more (emission.cap_twy): together above the supply bound of 85070591730234615865843651857942.052864 TWY; allocate less or lower the cap"#]]
+            .assert_eq(&refused);
+        // Above the bound on the allocations alone, too.
+        g.allocations[0].token = MAX_TOKEN_SUPPLY;
+        assert!(matches!(g.build(), Err(GenesisError::SupplyAboveBound { .. })));
     }
 
     #[test]
