@@ -112,7 +112,9 @@ impl Samples {
         let mut cumulative = 0u128;
         for &(value, weight) in items.iter() {
             cumulative += weight;
-            if cumulative * 2 >= total {
+            // `cumulative × 2 ≥ total` without the doubling, which
+            // overflowed for stakes summing above 2^127.
+            if cumulative >= total - cumulative {
                 return value;
             }
         }
@@ -140,9 +142,12 @@ fn median_of_three(samples: [(u64, u128); 3]) -> u64 {
     let (x0, x1) = ordered(samples[0], samples[1]);
     let (x1, x2) = ordered(x1, samples[2]);
     let (x0, x1) = ordered(x0, x1);
-    let total = x0.1 + x1.1 + x2.1;
-    let upper = pick((x0.1 + x1.1) * 2 >= total, x1.0, x2.0);
-    pick(x0.1 * 2 >= total, x0.0, upper)
+    // Half the total weight reached, as `weighted_median` has it, each
+    // side a sum of at most two weights: doubled against the total, the
+    // weights overflowed once stakes summed above 2^127 (and one addition
+    // fewer).
+    let upper = pick(x0.1 + x1.1 >= x2.1, x1.0, x2.0);
+    pick(x0.1 >= x1.1 + x2.1, x0.0, upper)
 }
 
 /// The uptime, throughput and latency medians of exactly three reports
@@ -907,6 +912,34 @@ mod tests {
         let measured = ReportSlot { outcome: MeasurementOutcome::Measured { throughput_bps: 1, latency_us: 1 }, ..unreachable };
         assert_eq!(medians_of_three_measured(&[measured, measured, unreachable], &weights), None);
         assert_eq!(medians_of_three_measured(&[measured, measured], &weights), None);
+    }
+
+    /// Oracles whose stakes sum above 2^127: the rule doubled a
+    /// cumulative weight to compare it with the total, which overflowed
+    /// (a panic in debug builds, a wrapped sum and a wrong median in
+    /// release ones). The rule does not depend on the weights' scale, so
+    /// scaled up to near 2^128 in all they pick what the small weights do.
+    #[test]
+    fn medians_of_stakes_summing_above_2_pow_127_are_those_of_the_same_stakes_scaled_down() {
+        let mut z = 5u64;
+        let mut next = |m: u64| {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (z >> 33) % m
+        };
+        let max_weight = 7u64;
+        for len in 1..=MAX_ORACLES_PER_NODE {
+            let scale = u128::MAX / (len as u128 * max_weight as u128);
+            for _ in 0..2_000 {
+                let (mut small, mut large) = (Samples::EMPTY, Samples::EMPTY);
+                for _ in 0..len {
+                    let (value, weight) = (next(5), 1 + next(max_weight) as u128);
+                    small.push(value, weight);
+                    large.push(value, weight * scale);
+                }
+                let items = small.items;
+                assert_eq!(large.weighted_median(), small.weighted_median(), "{:?}", &items[..len]);
+            }
+        }
     }
 
     /// The branch-free median of three is the rule's, ties included.
