@@ -872,9 +872,47 @@ impl State {
         i
     }
 
+    /// The subnet group of `key`, a new one if no node record is in it:
+    /// the next id, since `drop_empty_subnet_groups` keeps them dense.
     pub(crate) fn subnet_group_or_create(&mut self, key: SubnetKey) -> u32 {
         let next = self.subnet_index.len() as u32;
         *self.subnet_index.entry(key).or_insert(next)
+    }
+
+    /// At an epoch's end: drops the subnet groups no node record is in
+    /// (`node_groups`: each node's `subnet_group`, in node order, as the
+    /// epoch's aggregation copied them) and numbers the others densely
+    /// again, in the order they had. An `UpdateNode` to a new /24 (/48)
+    /// made a group that stayed for ever: an entry of the state the chain
+    /// hashes every block, for a fee (ADR 0015 refused as much for
+    /// accounts). A deregistered node keeps its group, as its record
+    /// stays and it may come back: the groups are at most the records.
+    /// Only between epochs: within one, the group a node left still
+    /// counts it (`NodeEpoch::group_left`, ADR 0010). The ids change only
+    /// when a group went, so the state and its root too.
+    pub(crate) fn drop_empty_subnet_groups(&mut self, node_groups: &[u32]) {
+        debug_assert_eq!(node_groups.len(), self.nodes.len());
+        const GONE: u32 = u32::MAX;
+        let mut new_ids = vec![GONE; self.subnet_index.len()];
+        for &g in node_groups {
+            new_ids[g as usize] = 0;
+        }
+        let mut kept = 0u32;
+        for id in new_ids.iter_mut().filter(|id| **id != GONE) {
+            *id = kept;
+            kept += 1;
+        }
+        if kept as usize == new_ids.len() {
+            return;
+        }
+        debug_assert!(self.node_epochs.iter().all(|e| e.group_left.is_none()), "a group left in the epoch is still read");
+        self.subnet_index.retain(|_, g| {
+            *g = new_ids[*g as usize];
+            *g != GONE
+        });
+        for node in &mut self.nodes {
+            node.subnet_group = new_ids[node.subnet_group as usize];
+        }
     }
 
     /// Stake an account must keep bonded for the roles it holds.

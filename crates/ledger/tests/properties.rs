@@ -2,20 +2,21 @@
 //! and epochs (issue 2). After every step: both supplies balance; a
 //! rejected tx leaves the state root unchanged; channels never pay out more
 //! than their escrow and settle monotonically; every epoch pays exactly its
-//! emission plus carry. At the end, replaying the recorded blocks on a fresh
-//! genesis reproduces every block's state root.
+//! emission plus carry; every node is in its first address's subnet group,
+//! and between epochs the groups are those alone. At the end, replaying the
+//! recorded blocks on a fresh genesis reproduces every block's state root.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tollway_ledger::economics::slash::take_stake;
 use tollway_ledger::economics::{amm, emission};
-use tollway_ledger::state::{Account, Unbonding};
+use tollway_ledger::state::{Account, SubnetKey, Unbonding};
 use tollway_ledger::testkit::{fund, id, node_spec, World, CHAIN_ID};
 use tollway_ledger::workers::PartsBackwards;
 use tollway_ledger::{apply, check_supply, end_epoch, end_epoch_reusing, state_root, Ctx, EpochBuffers, Params};
 use tollway_types::{
-    channel_id, Amount, ChannelId, Hash32, Measurement, MeasurementOutcome, MeasurementReport, SignedTx, Token,
-    Tx, TxBody, Usd,
+    channel_id, Amount, ChannelId, Hash32, Measurement, MeasurementOutcome, MeasurementReport, NodeSpec, SignedTx,
+    Token, Tx, TxBody, Usd,
 };
 
 const PEOPLE: usize = 9;
@@ -34,6 +35,9 @@ enum Op {
     Withdraw { who: u8 },
     RegisterNode { who: u8, subnet: u8, capacity_mbps: u16 },
     DeregisterNode { who: u8 },
+    /// The node moves its first address to `203.0.{subnet}.x`: a /24 no
+    /// node may be in, and one it may leave empty.
+    UpdateNode { who: u8, subnet: u8 },
     RegisterOracle { who: u8 },
     DeregisterOracle { who: u8 },
     Open { client: u8, node: u8, escrow: u64, expiry_secs: u32 },
@@ -66,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|who| Op::Withdraw { who }),
         3 => (any::<u8>(), 0u8..3, 1u16..1000).prop_map(|(who, subnet, capacity_mbps)| Op::RegisterNode { who, subnet, capacity_mbps }),
         1 => any::<u8>().prop_map(|who| Op::DeregisterNode { who }),
+        1 => (any::<u8>(), 0u8..8).prop_map(|(who, subnet)| Op::UpdateNode { who, subnet }),
         1 => any::<u8>().prop_map(|who| Op::RegisterOracle { who }),
         1 => any::<u8>().prop_map(|who| Op::DeregisterOracle { who }),
         3 => (any::<u8>(), any::<u8>(), amt.clone(), 0u32..20_000).prop_map(|(client, node, escrow, expiry_secs)| Op::Open { client, node, escrow, expiry_secs }),
@@ -163,6 +168,15 @@ impl Run {
                 self.submit(&who(x), TxBody::RegisterNode(spec))
             }
             Op::DeregisterNode { who: x } => self.submit(&who(x), TxBody::DeregisterNode),
+            Op::UpdateNode { who: x, subnet } => {
+                let label = who(x);
+                let ip = format!("203.0.{subnet}.{}", x % 250 + 1);
+                let mut spec = node_spec("DE", &ip, 100_000_000);
+                if let Some(node) = w.state.node(&id(&label)) {
+                    spec = NodeSpec { addrs: spec.addrs, ..node.spec.clone() };
+                }
+                self.submit(&label, TxBody::UpdateNode(spec))
+            }
             Op::RegisterOracle { who: x } => {
                 let addr = format!("198.51.{x}.1").parse().unwrap_or([198, 51, 100, 1].into());
                 self.submit(&who(x), TxBody::RegisterOracle { addr })
@@ -303,7 +317,21 @@ impl Run {
                 }
                 self.steps.push(Step::Epoch(ctx, seed));
                 self.roots.push(state_root(&w.state));
+                // Between epochs the subnet groups are the node records'
+                // first addresses' alone, numbered densely: none is left
+                // behind by a node that moved.
+                let in_use: std::collections::BTreeSet<SubnetKey> =
+                    w.state.nodes.iter().map(|n| SubnetKey::of(&n.spec.addrs[0])).collect();
+                assert!(w.state.subnet_index.keys().eq(in_use.iter()), "a subnet group no node is in");
+                let mut ids: Vec<u32> = w.state.subnet_index.values().copied().collect();
+                ids.sort_unstable();
+                assert!(ids.iter().copied().eq(0..ids.len() as u32), "subnet group ids not dense: {ids:?}");
             }
+        }
+        // Every node record is in the group of its first address.
+        for n in &self.w.state.nodes {
+            let group = self.w.state.subnet_index.get(&SubnetKey::of(&n.spec.addrs[0]));
+            assert_eq!(group, Some(&n.subnet_group), "a node's subnet group is not its first address's");
         }
         if let Err(e) = check_supply(&self.w.state) {
             panic!("supply invariant broken: {e}");

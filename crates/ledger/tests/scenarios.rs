@@ -252,6 +252,66 @@ fn a_farm_that_moves_its_addresses_earns_nothing_for_the_epochs_it_moves() {
     assert!(farm <= honest && honest - farm <= 10, "farm {farm} vs honest {honest}");
 }
 
+/// Every node record's subnet group is the group of its first address, and
+/// the groups are those of the records' first addresses alone, numbered
+/// densely from 0. Returns how many there are.
+fn subnet_groups_of_the_records(w: &World) -> usize {
+    use tollway_ledger::state::SubnetKey;
+    for n in &w.state.nodes {
+        let key = SubnetKey::of(&n.spec.addrs[0]);
+        assert_eq!(w.state.subnet_index.get(&key), Some(&n.subnet_group), "{}", n.spec.addrs[0]);
+    }
+    let in_use: std::collections::BTreeSet<SubnetKey> = w.state.nodes.iter().map(|n| SubnetKey::of(&n.spec.addrs[0])).collect();
+    assert_eq!(w.state.subnet_index.keys().copied().collect::<std::collections::BTreeSet<_>>(), in_use);
+    let mut ids: Vec<u32> = w.state.subnet_index.values().copied().collect();
+    ids.sort_unstable();
+    assert!(ids.iter().copied().eq(0..ids.len() as u32), "ids not dense: {ids:?}");
+    in_use.len()
+}
+
+#[test]
+fn subnet_groups_no_node_is_in_go_at_the_epochs_end_and_a_farm_still_shares_one_weight() {
+    // A node that moves its first address to a new /24 every update made
+    // a subnet group that stayed for ever: an entry of the state the
+    // chain hashes every block, for a fee (ADR 0015 refused as much for
+    // accounts). 100 updates left 100 groups no node was in. Now the
+    // groups no node record is in go at the epoch's end and the others
+    // are numbered densely again. A node that left keeps its group: its
+    // record stays, and it may come back.
+    let mut accounts = operators("mover", 1);
+    accounts.extend(operators("farm", 3));
+    accounts.extend(operators("honest", 1));
+    accounts.extend(operators("gone", 1));
+    let mut w = world(Params::default_params(), 3, accounts);
+    w.register_node("mover0", "US", "203.0.1.1", 100 * MBPS);
+    w.register_node("farm0", "US", "203.0.113.1", 100 * MBPS);
+    w.register_node("farm1", "US", "203.0.113.2", 100 * MBPS);
+    w.register_node("honest0", "US", "203.0.200.1", 100 * MBPS);
+    w.register_node("gone0", "US", "203.0.50.1", 100 * MBPS);
+    w.must("gone0", TxBody::DeregisterNode);
+    let farm_group = w.node("farm0").subnet_group;
+    for epoch in 0..5u8 {
+        for i in 0..20u8 {
+            update(&mut w, "mover0", |s| s.addrs = vec![std::net::IpAddr::from([100 + epoch, i, 7, 1])]);
+        }
+        w.end_epoch();
+        assert_eq!(subnet_groups_of_the_records(&w), 4, "after epoch {epoch}");
+    }
+    assert_ne!(w.node("farm0").subnet_group, farm_group, "the fixture renumbered no group the farm is in");
+    // The farm's /24 is still one group under its new id: a third
+    // identity registered there joins it, and the three share one node's
+    // weight beside the honest node (and the mover, alone in its /24).
+    w.register_node("farm2", "US", "203.0.113.3", 100 * MBPS);
+    assert_eq!(w.node("farm2").subnet_group, w.node("farm0").subnet_group);
+    measure_farm_and_honest(&mut w, 3);
+    w.measure("mover0", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    assert_eq!(subnet_groups_of_the_records(&w), 4);
+    let (farm, honest) = (farm_total(&w, 3), last(&w, "honest0"));
+    assert!(farm <= honest && honest - farm <= 3, "farm {farm} vs honest {honest}");
+    assert_eq!(last(&w, "mover0"), honest);
+}
+
 #[test]
 fn a_claim_lowered_after_the_measurement_is_still_judged_that_epoch() {
     // A liar claims 1,000 Mbit/s, is measured at 100, and lowers its claim

@@ -133,6 +133,9 @@ pub fn end_epoch_reusing(
 
     // Step 4: mint the emission into the three pools.
     emission::distribute(state, ctx, &measured, burned, &mut report, workers, buffers);
+    // The epoch's groups are read (through `measured`'s copies) for the
+    // last time above.
+    state.drop_empty_subnet_groups(&measured.subnet_group);
     buffers.measured = Some(measured);
 
     report.price_usd_micro_per_token = state.pool.price_usd_micro_per_token();
