@@ -157,6 +157,12 @@ pub(crate) fn apply_body(
                 .oracle
                 .filter(|&o| state.oracles[o as usize].retired_from_epoch.is_none())
                 .ok_or(TxError::NotAnOracle(me))?;
+            // From the next epoch, as a registration is: the epoch's
+            // assignment is drawn from the oracles eligible when it began
+            // (DESIGN §5), so its nodes keep their oracles and what it
+            // still measures counts. Its stake requirement drops at once;
+            // what it unbonds stays slashable for at least two epochs
+            // (`time.unbonding`), past this epoch's slashes.
             let retired_from_epoch = state.epoch + 1;
             state.oracles[o as usize].retired_from_epoch = Some(retired_from_epoch);
             events.push(Event::OracleDeregistered { oracle: me, retired_from_epoch });

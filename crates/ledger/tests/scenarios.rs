@@ -973,6 +973,79 @@ fn a_voucher_cannot_withdraw_for_an_unbonding_period_after_the_strike_it_vouched
 }
 
 #[test]
+fn an_oracle_that_deregisters_still_measures_earns_and_answers_for_the_rest_of_its_epoch() {
+    // An oracle retires from the epoch after its `DeregisterOracle`, as
+    // one that registers is eligible from the next epoch: the epoch's
+    // assignment is drawn from the oracles eligible when it begins (DESIGN
+    // §5), and an oracle taken out in the middle would hand its nodes to
+    // others after measuring began, too late for some to be measured by
+    // a quorum (no uptime then, ADR 0016) through no fault of theirs. So
+    // what it measures for the rest of the epoch counts, in the medians
+    // and in the oracle pool; from the next epoch it is neither assigned
+    // nor heard. Its stake requirement drops at once and it may unbond
+    // everything, but unbonding stake stays slashable for at least two
+    // epochs (`time.unbonding`), so the epoch's deviation slash lands
+    // before any of it can be withdrawn.
+    let mut w = world(Params::default_params(), 3, operators("n", 3));
+    for i in 0..3 {
+        w.register_node(&format!("n{i}"), "DE", &format!("203.0.{}.10", 113 + i), 100 * MBPS);
+    }
+    // oracle0 reports half of what the others measure, every time: a
+    // deviation strike each epoch, slashed at the third.
+    let measure_all = |w: &mut World| {
+        for i in 0..3 {
+            let delivered = |o: &str| measured(if o == "oracle0" { 50 * MBPS } else { 100 * MBPS });
+            let labels = w.report_each(&format!("n{i}"), 1_000_000, delivered);
+            assert_eq!(labels.len(), 3, "every oracle measures every node");
+        }
+    };
+    for _ in 1..w.state.params.oracle_strikes_to_slash {
+        measure_all(&mut w);
+        assert!(w.end_epoch().slashes.is_empty());
+    }
+    // The third epoch: oracle0 and the honest oracle1 deregister before
+    // they measure, and oracle0 unbonds its whole stake at once.
+    let oracle = |w: &World, label: &str| w.account(label).oracle.expect("an oracle") as usize;
+    let retired_epoch = w.state.epoch;
+    for o in ["oracle0", "oracle1"] {
+        w.must(o, TxBody::DeregisterOracle);
+    }
+    w.must("oracle0", TxBody::BeginUnbond { amount: Token::units(5_000) });
+    assert_eq!(w.submit("oracle0", TxBody::WithdrawUnbonded).unwrap_err().code(), "nothing_to_withdraw");
+    let earned = |w: &World| ["oracle0", "oracle1", "oracle2"].map(|o| w.state.oracles[oracle(w, o)].total_rewards.0);
+    let before = earned(&w);
+    measure_all(&mut w);
+    let r = w.end_epoch();
+    // Their reports counted: oracle1 earned what oracle2, which stays,
+    // did, and oracle0's deviation cost it 10 % of its bond, from the
+    // stake it was unbonding.
+    let after = earned(&w);
+    let gained: Vec<u128> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert!(gained[1] > 0 && gained[1] == gained[2] && gained[0] == 0, "oracle rewards of the epoch {gained:?}");
+    let slashed: Vec<(String, Token)> = r.slashes.iter().map(|s| (w.label_of(&s.account), s.amount)).collect();
+    assert_eq!(slashed, [("oracle0".to_string(), Token::units(500))]);
+    assert!(matches!(r.slashes[0].reason, SlashReason::OracleDeviation { strikes: 3 }));
+    assert_eq!(w.account("oracle0").unbonding_total(), Token::units(4_500));
+    for n in 0..3 {
+        assert_eq!(w.node(&format!("n{n}")).verified_capacity_bps, 100 * MBPS, "n{n}: the median of the three");
+    }
+    // From the next epoch neither is assigned nor heard, and the stake
+    // is still unbonding.
+    assert_eq!(w.state.epoch, retired_epoch + 1);
+    for o in ["oracle0", "oracle1"] {
+        assert!(!w.state.oracles[oracle(&w, o)].eligible(w.state.epoch), "{o}");
+        let n = w.state.node_index[&id("n0")];
+        assert!(!tollway_ledger::assignment::assigned_oracles(&w.state, n).contains(&(oracle(&w, o) as u32)), "{o}");
+        let report = tollway_types::MeasurementReport {
+            epoch: w.state.epoch,
+            measurements: vec![tollway_types::Measurement { node: id("n0"), outcome: measured(100 * MBPS), uptime_ppm: 1_000_000 }],
+        };
+        assert_eq!(w.submit(o, TxBody::Report(report)).unwrap_err().code(), "not_an_oracle", "{o}");
+    }
+    assert_eq!(w.submit("oracle0", TxBody::WithdrawUnbonded).unwrap_err().code(), "nothing_to_withdraw");
+}
+
+#[test]
 fn an_oracle_that_vouched_for_a_strike_never_confirmed_keeps_its_stake() {
     let mut w = world(Params::default_params(), 6, operators("n", 1));
     w.register_node("n0", "FR", "203.0.113.10", 1_000 * MBPS);
