@@ -495,6 +495,21 @@ fn register_oracle(state: &mut State, signer: AccountIdx, addr: IpAddr, events: 
     if acct.staked < need {
         return Err(TxError::InsufficientStake { have: acct.staked, need });
     }
+    // Still serving (it deregistered in this epoch): the epoch's
+    // assignment was drawn with it at its address (DESIGN §5), and made
+    // eligible only from the next epoch it would hand its nodes to others
+    // after measuring began. At the same address the retirement is
+    // cancelled; a new one waits for the epoch it retires from.
+    if let Some(o) = acct.oracle.filter(|&o| state.oracles[o as usize].eligible(state.epoch)) {
+        let serving = &mut state.oracles[o as usize];
+        if serving.addr != addr {
+            let retired_from_epoch = serving.retired_from_epoch.unwrap_or(state.epoch + 1);
+            return Err(TxError::OracleRetiring { retired_from_epoch, current: state.epoch });
+        }
+        serving.retired_from_epoch = None;
+        events.push(Event::OracleRegistered { oracle: me, active_from_epoch: serving.active_from_epoch });
+        return Ok(());
+    }
     let active_from_epoch = state.epoch + 1;
     let oracle = Oracle {
         account: signer,

@@ -49,6 +49,8 @@ pub enum TxError {
     NotAnOracle(AccountId),
     #[error("this oracle may report from epoch {active_from_epoch}; the current epoch is {current}")]
     OracleNotYetActive { active_from_epoch: u64, current: u64 },
+    #[error("this oracle serves at its address until epoch {retired_from_epoch} begins (the current epoch is {current}): register at that address to stay, or at a new one from then")]
+    OracleRetiring { retired_from_epoch: u64, current: u64 },
     #[error("invalid node spec: {0}")]
     InvalidNodeSpec(String),
     #[error("channel {0} does not exist (never opened, or already closed)")]
@@ -131,6 +133,7 @@ impl TxError {
             TxError::OracleAlreadyRegistered(..) => "oracle_already_registered",
             TxError::NotAnOracle(..) => "not_an_oracle",
             TxError::OracleNotYetActive { .. } => "oracle_not_yet_active",
+            TxError::OracleRetiring { .. } => "oracle_retiring",
             TxError::InvalidNodeSpec(..) => "invalid_node_spec",
             TxError::UnknownChannel(..) => "unknown_channel",
             TxError::NotChannelParty { .. } => "not_channel_party",

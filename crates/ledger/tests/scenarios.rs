@@ -1045,6 +1045,42 @@ fn an_oracle_that_deregisters_still_measures_earns_and_answers_for_the_rest_of_i
     assert_eq!(w.submit("oracle0", TxBody::WithdrawUnbonded).unwrap_err().code(), "nothing_to_withdraw");
 }
 
+/// An oracle that deregistered and registered again in one epoch was
+/// taken out of that epoch at once (its registration said "from the next
+/// epoch"), and its nodes were handed to other oracles after measuring
+/// began: what deregistering alone is kept from doing (the test above).
+/// Registering again while it still serves now cancels the retirement at
+/// the same address, and a new address waits for the epoch it retires
+/// from.
+#[test]
+fn an_oracle_registering_again_before_its_retirement_keeps_its_epoch() {
+    let mut w = world(Params::default_params(), 6, operators("n", 1));
+    w.register_node("n0", "DE", "203.0.113.10", 100 * MBPS);
+    let n = w.state.node_index[&id("n0")];
+    let assigned = |w: &World| tollway_ledger::assignment::assigned_oracles(&w.state, n);
+    let before = assigned(&w);
+    let first = w.label_of(&w.state.accounts[w.state.oracles[before[0] as usize].account as usize].id);
+    let addr = w.state.oracles[before[0] as usize].addr;
+    w.must(&first, TxBody::DeregisterOracle);
+    let elsewhere: std::net::IpAddr = "198.51.200.1".parse().unwrap();
+    let refused = w.submit(&first, TxBody::RegisterOracle { addr: elsewhere }).unwrap_err();
+    assert_eq!(refused.code(), "oracle_retiring", "{refused}");
+    assert_eq!(assigned(&w), before);
+    w.must(&first, TxBody::RegisterOracle { addr });
+    assert_eq!(assigned(&w), before, "the epoch keeps its oracles");
+    let o = w.state.oracles[before[0] as usize].clone();
+    assert!(o.eligible(w.state.epoch) && o.retired_from_epoch.is_none(), "{o:?}");
+    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.end_epoch();
+    assert!(w.state.oracles[before[0] as usize].eligible(w.state.epoch), "and serves on");
+    // Retired, it may come back at a new address, from the next epoch.
+    w.must(&first, TxBody::DeregisterOracle);
+    w.end_epoch();
+    w.must(&first, TxBody::RegisterOracle { addr: elsewhere });
+    let o = &w.state.oracles[before[0] as usize];
+    assert_eq!((o.addr, o.active_from_epoch), (elsewhere, w.state.epoch + 1));
+}
+
 #[test]
 fn an_oracle_that_vouched_for_a_strike_never_confirmed_keeps_its_stake() {
     let mut w = world(Params::default_params(), 6, operators("n", 1));
