@@ -139,6 +139,26 @@ fn genesis_file_matches_store(home: &Path, store: &Store) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Refuses a `node.key` that is not the chain's sequencer key (another
+/// home's, an account's): the node started, listened and took txs, then
+/// stopped at its first block with "not signed by a validator of this
+/// chain", naming no file.
+fn key_is_the_sequencers(home: &Path, key: &SigningKey, store: &Store) -> anyhow::Result<()> {
+    let genesis = GenesisFile::from_json(&store.genesis_file()?)
+        .map_err(|e| anyhow::anyhow!("the genesis kept in {}: {e}", store_path(home).display()))?;
+    if !genesis.validators.contains(&key.public()) {
+        let sequencers: Vec<String> = genesis.validators.iter().map(PublicKey::to_hex).collect();
+        bail!(
+            "{} holds the key of {}, which is not this chain's sequencer ({}): put back the node.key \
+             that `tollway chain init` wrote in this home",
+            home.join("node.key").display(),
+            key.public(),
+            sequencers.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// "1000TWY,50USD,stake:500TWY": each kind at most once (a second one
 /// replaced the first: `1000TWY,100TWY`, meant as 100 USD, gave 100 TWY
 /// and no USD).
@@ -358,6 +378,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
     let key = crate::keys::load_key_file(&a.home.join("node.key"))?;
     let store = Store::open(&store_path(&a.home))?;
     genesis_file_matches_store(&a.home, &store)?;
+    key_is_the_sequencers(&a.home, &key, &store)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let (node, joined) = tollway_chain::node::start(store, key, config.clone()).await?;

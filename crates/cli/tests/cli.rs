@@ -448,3 +448,23 @@ fn a_genesis_file_edited_after_init_is_refused() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A home whose node.key is not the chain's sequencer key (an account's
+/// key copied over it, another home's) started, listened and took txs,
+/// then stopped at its first block with "block production failed: block
+/// N: not signed by a validator of this chain", naming no file.
+#[test]
+fn a_chain_whose_node_key_is_not_its_sequencers_is_refused_at_start() {
+    let (dir, home) = initialised_chain("foreign-key");
+    let key_path = std::path::Path::new(&home).join("node.key");
+    let other = dir.join("account.key");
+    let (ok, _, stderr) = tollway(&["keys", "new", "--out", other.to_str().unwrap_or_default()]);
+    assert!(ok, "{stderr}");
+    std::fs::copy(&other, &key_path).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, stdout, stderr) =
+        tollway(&["chain", "run", "--home", &home, "--listen", "127.0.0.1:0", "--block-interval", "50ms"]);
+    assert!(!ok && !stdout.contains("listening on"), "it started: {stdout}{stderr}");
+    let why = format!("{} holds the key of ", key_path.display());
+    assert!(stderr.contains(&why) && stderr.contains("which is not this chain's sequencer"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
