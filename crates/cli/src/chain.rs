@@ -309,12 +309,29 @@ fn init(a: &InitArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.home).with_context(|| format!("creating {}", a.home.display()))?;
     let bytes = file.to_json();
-    std::fs::write(&genesis_path, &bytes).with_context(|| format!("writing {}", genesis_path.display()))?;
     let key_path = a.home.join("node.key");
-    crate::keys::write_key_file(&key_path, &key, false)?;
     let toml_path = a.home.join("chain.toml");
-    std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)?;
-    let root = tollway_chain::core::init_store(&store_path(&a.home), &bytes, &key)?;
+    let written = (|| -> anyhow::Result<tollway_types::Hash32> {
+        std::fs::write(&genesis_path, &bytes).with_context(|| format!("writing {}", genesis_path.display()))?;
+        crate::keys::write_key_file(&key_path, &key, false)?;
+        std::fs::write(&toml_path, toml::to_string(&ChainToml::default())?)
+            .with_context(|| format!("writing {}", toml_path.display()))?;
+        let store = store_path(&a.home);
+        tollway_chain::core::init_store(&store, &bytes, &key).with_context(|| format!("{}", store.display()))
+    })();
+    let root = match written {
+        Ok(root) => root,
+        Err(e) => {
+            // Every home file is this run's by now (the old ones were
+            // removed above): a half-written home (a full disk) was taken
+            // for a damaged chain by `chain run`, and refused by the next
+            // `chain init`.
+            for f in HOME_FILES {
+                let _ = std::fs::remove_file(a.home.join(f));
+            }
+            return Err(e.context(format!("no chain written to {}", a.home.display())));
+        }
+    };
     outln!("chain {} initialised in {}", a.chain_id, a.home.display())?;
     outln!("  genesis      {} (time {genesis_time_secs})", genesis_path.display())?;
     outln!("  sequencer    {} (key {}, also the USD gateway)", me, key_path.display())?;
