@@ -413,8 +413,17 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         outln!("listening on http://{}", node.addr)?;
         std::io::stdout().flush()?;
         let mut joined = joined;
+        // A failed commit (a full disk) stops the node; the store keeps
+        // every block it acknowledged.
+        let stopped = || {
+            format!(
+                "the chain stopped ({} keeps every block and tx it acknowledged: run `tollway chain run` again \
+                 once this is fixed)",
+                store_path(&a.home).display()
+            )
+        };
         tokio::select! {
-            r = &mut joined => r?,
+            r = &mut joined => r?.with_context(stopped),
             // Ctrl-C, or SIGTERM (`systemctl stop`, `docker stop`).
             _ = crate::dataplane::wait_for_stop() => {
                 // Blocks are durable when committed; stopping loses only

@@ -5,7 +5,12 @@
 
 mod common;
 
+use common::Daemon;
 use std::process::Command;
+use std::time::{Duration, Instant};
+use tollway_types::{Amount, SigningKey, Token, Tx, TxBody, Usd};
+
+const CHAIN: &str = "tollway-disk";
 
 /// `unshare` and its arguments: runs the rest of the command line as `sh -c
 /// SCRIPT sh ARGS…` in namespaces of its own, root there and nowhere else.
@@ -46,4 +51,111 @@ fn chain_init_on_a_full_disk_names_the_store_and_leaves_no_half_chain() {
     assert!(!stdout.contains("left behind"), "a half-written home: {stdout}");
     // With room again, the same command makes the chain.
     assert!(out.status.success() && stdout.contains("every state root matches"), "{stdout}{stderr}");
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_recv_response(Some(Duration::from_secs(10)))
+        .timeout_recv_body(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// Transfers of 1 TWY from `key` to fresh accounts (each grows the stored
+/// state), `n` in one batch from `nonce` on, waiting for their block.
+/// Returns the committed ones with their heights, or `None` when the node
+/// did not answer.
+fn send_batch(agent: &ureq::Agent, api: &str, key: &SigningKey, nonce: u64, n: u64) -> Option<Vec<(String, u64)>> {
+    let mut body = Vec::new();
+    for i in nonce..nonce + n {
+        let to = SigningKey::from_label(&format!("disk-receiver-{i}")).public();
+        let stx = Tx {
+            chain_id: CHAIN.into(),
+            signer: key.public(),
+            nonce: i,
+            fee: Amount::Usd(Usd(100)),
+            body: TxBody::Transfer { to, amount: Amount::Token(Token::units(1)) },
+        }
+        .sign(key);
+        let bytes = stx.encode();
+        body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    let mut r = agent
+        .post(&format!("{api}/v1/txs/batch?wait=commit&timeout_ms=5000"))
+        .header("Content-Type", "application/octet-stream")
+        .send(&body[..])
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+    let results = v["results"].as_array()?;
+    let committed = results
+        .iter()
+        .filter(|r| r["status"] == "committed")
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["height"].as_u64().unwrap()))
+        .collect();
+    Some(committed)
+}
+
+fn api_of(line: &str) -> String {
+    line.split("listening on ").nth(1).unwrap_or("").trim().to_string()
+}
+
+/// The chain's disk fills up while it takes txs: it stops with an error
+/// that names its store, every tx it acknowledged is there when it runs
+/// again with room, and it goes on from its tip.
+#[test]
+fn a_chain_whose_disk_fills_stops_naming_its_store_and_loses_no_acknowledged_tx() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let sender = SigningKey::from_label("disk-sender");
+    let alloc = format!("{}=1000000TWY,1000USD", sender.public());
+    let script = r#"
+        mount -t tmpfs -o size=1536k tmpfs "$1" || exit 97
+        "$0" chain init --home "$1/chain" --chain-id tollway-disk --alloc "$2" >/dev/null || exit 98
+        "$0" chain run --home "$1/chain" --listen 127.0.0.1:0 --block-interval 20ms 2>&1
+        echo "first run: exit $?"
+        mount -o remount,size=64m "$1" || exit 97
+        exec "$0" chain run --home "$1/chain" --listen 127.0.0.1:0 --block-interval 20ms
+    "#;
+    // `start_under` puts the binary first: it is the script's $0.
+    let mut wrapper = in_own_mount_namespace(script);
+    wrapper.pop();
+    let mut node = Daemon::start_under(&wrapper, dir.path(), &[disk.to_str().unwrap(), &alloc], "listening on ");
+    let api = api_of(node.lines.last().unwrap());
+
+    let agent = agent();
+    let started = Instant::now();
+    let (mut nonce, mut acked) = (0, Vec::new());
+    while started.elapsed() < Duration::from_secs(60) {
+        let Some(committed) = send_batch(&agent, &api, &sender, nonce, 200) else { break };
+        if committed.is_empty() {
+            break;
+        }
+        nonce += committed.len() as u64;
+        acked.extend(committed);
+    }
+    let ended = node.wait_for_line("first run: exit", Duration::from_secs(20));
+    assert_eq!(ended.as_deref(), Some("first run: exit 1"), "{:?}", node.lines);
+    assert!(acked.len() >= 1_000, "only {} txs before the disk was full", acked.len());
+    let error = node.lines.iter().find(|l| l.starts_with("error: ")).cloned().unwrap_or_default();
+    let store = disk.join("chain").join("chain.redb");
+    assert!(error.contains(&store.display().to_string()) && error.contains("No space left on device"), "{:?}", node.lines);
+
+    let again = node.wait_for_line("listening on ", Duration::from_secs(30)).expect("no second start");
+    let api = api_of(&again);
+    for (id, height) in &acked {
+        let mut r = agent.get(&format!("{api}/v1/txs/{id}")).call().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["height"].as_u64(), Some(*height), "acknowledged tx {id} at {height}: {v}");
+    }
+    // It takes txs again, from where it stopped (a tx committed whose
+    // answer the stop cut off moved the nonce on too).
+    let mut r = agent.get(&format!("{api}/v1/accounts/{}", sender.public())).call().unwrap();
+    let account: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let nonce = account["nonce"].as_u64().unwrap();
+    assert!(nonce >= acked.len() as u64, "{account}");
+    let more = send_batch(&agent, &api, &sender, nonce, 10).unwrap_or_default();
+    assert_eq!(more.len(), 10, "no block after the restart");
 }
