@@ -861,6 +861,13 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         bail!("--region, --country, the other filters and --open-channels choose among the market's nodes for --pick N");
     }
     let key = keys::load_key_file(&a.key.clone().unwrap_or_else(keys::default_key_path))?;
+    // Bound before the chain is asked anything: on a port already in use
+    // (a second `connect` on the default one) `--open-channels` opened its
+    // channels, a fee and 7 days of escrow each, and only then failed.
+    let rt = tollway_client::runtime()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(a.listen))
+        .with_context(|| format!("listening on {} for the proxy", a.listen))?;
     let url = api_url(&a.api);
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
@@ -908,11 +915,7 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         hop_window: a.hop_secs.map(Duration::from_secs),
     };
     let names: Vec<String> = routes.iter().map(Route::name).collect();
-    let rt = tollway_client::runtime()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(a.listen)
-            .await
-            .with_context(|| format!("listening on {} for the proxy", a.listen))?;
         // Daemon log lines: a closed stdout must not stop it.
         let config = ClientConfig {
             on_event: Some(|line| {

@@ -223,7 +223,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     assert_eq!(a.id, ids["exit_a"]);
     // With no channel yet, the proxy refuses to start and says how to open
     // one; the command it names works as written.
-    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--exit", &a.id]);
+    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--exit", &a.id, "--listen", "127.0.0.1:0"]);
     let hint = err.split('`').nth(1).unwrap_or_else(|| panic!("no command in {err}"));
     assert!(hint.starts_with("tollway wallet open-channel "), "{err}");
     let mut hinted: Vec<&str> = hint.split_whitespace().skip(1).map(|w| if w == "<usd>" { "$5" } else { w }).collect();
@@ -324,9 +324,9 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     assert!(body == pattern(1 << 20), "picked exits: {} bytes or wrong bytes", body.len());
     drop(proxy);
     // Filters that match nobody, and a key with no channel: refused with why.
-    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--pick", "1", "--country", "FR"]);
+    let err = tollway_fails(&dir, &["connect", "--key", "alice.key", "--api", api, "--pick", "1", "--country", "FR", "--listen", "127.0.0.1:0"]);
     assert!(err.contains("no active node matches the filters"), "{err}");
-    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--pick", "1"]);
+    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--pick", "1", "--listen", "127.0.0.1:0"]);
     assert!(err.contains("2 node(s) match, but none has an open channel from ") && err.contains("--open-channels"), "{err}");
     // carol lets the proxy open one: to the node it picks, and it serves.
     let listen = format!("127.0.0.1:{}", free_port());
@@ -347,7 +347,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     let opened_at = Instant::now();
     tollway(&dir, &["wallet", "--api", api, "--key", "carol.key", "open-channel", other, "$1", "--expires-in", "2s"]);
     std::thread::sleep((opened_at + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
-    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--exit", other]);
+    let err = tollway_fails(&dir, &["connect", "--key", "carol.key", "--api", api, "--exit", other, "--listen", "127.0.0.1:0"]);
     assert!(err.contains("1 channel(s) from ") && err.contains("all expired") && err.contains("open-channel"), "{err}");
 
     abuse_leaves_the_node_responsive(&dir, api, &b, ports_b, node_b.child.id(), &url(100_000));
@@ -626,4 +626,38 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
     assert!(rss_after < 256.0, "node RSS {rss_after:.1} MiB with 10,000 idle connections");
     drop(idle);
     drop(slow);
+}
+
+/// `connect --pick N --open-channels` on a port already in use (a second
+/// `connect` on the default 127.0.0.1:1080) opened its channels, each a
+/// fee and an escrow held for 7 days, and only then failed to listen.
+/// Now it fails first, naming the port, with nothing opened. (The first
+/// test's refusals give `--listen 127.0.0.1:0`: the proxy now listens
+/// before it asks the chain, and 1080 may be taken on a test machine.)
+#[test]
+fn connect_on_a_port_in_use_fails_before_it_opens_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ids = Vec::new();
+    for name in ["alice", "exit_p"] {
+        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        ids.push(v["public"].as_str().unwrap().to_string());
+    }
+    let home = dir.join("chain");
+    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
+    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
+    let chain = ChainProcess::start(dir, &home);
+    let api = chain.api.as_str();
+    let ports = free_ports(4, 0);
+    // What the pick's latency probe reaches: the node need not run.
+    let _answers = TcpListener::bind((Ipv4Addr::LOCALHOST, ports)).unwrap();
+    register_node(dir, api, "exit_p", ports);
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let args = ["connect", "--key", "alice.key", "--api", api, "--pick", "1", "--open-channels", "$2", "--listen", &busy];
+    let err = tollway_fails(dir, &args);
+    assert!(err.contains(&busy) && err.contains("Address already in use"), "{err}");
+    let channels = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    assert_eq!(channels.trim(), "[]", "a channel opened by a proxy that never listened");
 }
