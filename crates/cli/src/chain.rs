@@ -392,7 +392,18 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
         bail!("{} is not a chain home (no genesis.json): run `tollway chain init --home {}` first", a.home.display(), a.home.display());
     }
     let config = node_config(&a.home, a)?;
-    let key = crate::keys::load_key_file(&a.home.join("node.key"))?;
+    let key_path = a.home.join("node.key");
+    // The key files' own advice (`tollway keys new`, --key, TOLLWAY_KEY)
+    // is wrong here: chain run takes neither, and a new key is not the
+    // sequencer's.
+    if !key_path.exists() {
+        bail!(
+            "{} is missing: it holds this chain's sequencer key, which `tollway chain init` wrote; \
+             put it back from a backup (a new key cannot sign this chain's blocks)",
+            key_path.display()
+        );
+    }
+    let key = crate::keys::load_key_file(&key_path)?;
     let store = Store::open(&store_path(&a.home))?;
     genesis_file_matches_store(&a.home, &store)?;
     key_is_the_sequencers(&a.home, &key, &store)?;

@@ -468,3 +468,18 @@ fn a_chain_whose_node_key_is_not_its_sequencers_is_refused_at_start() {
     assert!(stderr.contains(&why) && stderr.contains("which is not this chain's sequencer"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `chain run` with no node.key advised "create one with `tollway keys
+/// new --out HOME/node.key`, or pass --key FILE or set TOLLWAY_KEY": chain
+/// run takes neither, and a new key is not the chain's sequencer.
+#[test]
+fn a_chain_whose_node_key_is_missing_is_told_to_put_it_back() {
+    let (dir, home) = initialised_chain("missing-key");
+    let key_path = std::path::Path::new(&home).join("node.key");
+    std::fs::remove_file(&key_path).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&["chain", "run", "--home", &home, "--listen", "127.0.0.1:0"]);
+    assert!(!ok, "{stderr}");
+    let why = format!("{} is missing: it holds this chain's sequencer key", key_path.display());
+    assert!(stderr.contains(&why) && !stderr.contains("keys new") && !stderr.contains("--key"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
