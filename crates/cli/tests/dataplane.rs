@@ -87,11 +87,15 @@ fn web_server() -> u16 {
     port
 }
 
-/// `n` consecutive ports free for TCP and UDP on loopback.
+/// `n` consecutive ports free for TCP and UDP on loopback, and not
+/// handed to another test of this process (free too until its node
+/// listens: two tests running at once were given the same ones).
 fn free_ports(n: u16, avoid: u16) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let start = 21000 + (std::process::id() % 200) as u16 * 50;
     for base in (start..60000).step_by(13) {
-        if base <= avoid + 16 && avoid <= base + n {
+        if base <= avoid + 16 && avoid <= base + n || handed_out.iter().any(|&b| b.abs_diff(base) <= 16) {
             continue;
         }
         let free = (base..base + n).all(|p| {
@@ -99,6 +103,7 @@ fn free_ports(n: u16, avoid: u16) -> u16 {
                 && std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok()
         });
         if free {
+            handed_out.push(base);
             return base;
         }
     }
@@ -660,4 +665,43 @@ fn connect_on_a_port_in_use_fails_before_it_opens_a_channel() {
     assert!(err.contains(&busy) && err.contains("Address already in use"), "{err}");
     let channels = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
     assert_eq!(channels.trim(), "[]", "a channel opened by a proxy that never listened");
+}
+
+/// A node whose receipt book cannot be written (a full disk; here its
+/// temporary file's name taken by a directory) said so four times a
+/// second, for as long as it lasted, paid traffic or none. It says it
+/// once, and that it is written again once it is.
+#[test]
+fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ids = Vec::new();
+    for name in ["alice", "exit_r"] {
+        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        ids.push(v["public"].as_str().unwrap().to_string());
+    }
+    let home = dir.join("chain");
+    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
+    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
+    let chain = ChainProcess::start(dir, &home);
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_r", free_ports(4, 0));
+    tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
+    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    let args = ["node", "run", "--home", &node.home, "--key", "exit_r.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    // Its stderr with its stdout, for the daemon's lines.
+    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
+    let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    let failed = exit.wait_for_line("receipt book: ", Duration::from_secs(5)).expect("no word of the failed write");
+    assert!(failed.contains("receipts.tmp"), "{failed}");
+    exit.wait_for_line("no such line", Duration::from_secs(3));
+    let said = exit.lines.iter().filter(|l| l.starts_with("receipt book: ")).count();
+    assert_eq!(said, 1, "{:#?}", exit.lines);
+    std::fs::remove_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    let again = exit.wait_for_line("receipt book: ", Duration::from_secs(5)).unwrap_or_default();
+    assert!(again.contains("written again"), "{again}");
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollway_ledger::state::Channel;
 use tollway_net::driver::BoxFuture;
 use tollway_tunnel::ErrorCode;
@@ -134,6 +134,9 @@ struct Book {
 /// How often the book's thread writes a changed book.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
+/// How often a write that keeps failing the same way is said again.
+const REPEAT_FAILURE_EVERY: Duration = Duration::from_secs(300);
+
 /// The book as its file holds it.
 #[derive(Default, Serialize, Deserialize)]
 struct BookFile {
@@ -194,11 +197,39 @@ impl ReceiptBook {
         // The thread holds the book weakly: it ends once the book is gone
         // (whose drop writes what is left).
         let weak = Arc::downgrade(&book);
-        std::thread::Builder::new().name("receipt-book".into()).spawn(move || loop {
-            std::thread::sleep(every);
-            let Some(book) = weak.upgrade() else { return };
-            if let Err(e) = book.flush() {
-                eprintln!("receipt book: {e:#} (will retry)");
+        std::thread::Builder::new().name("receipt-book".into()).spawn(move || {
+            // A failure is said once, again only if it changes or lasts
+            // another REPEAT_FAILURE_EVERY, and its end too: said at every
+            // try (four a second, for as long as a full disk lasted) it
+            // flooded the node's log.
+            let mut failing: Option<(String, Instant)> = None;
+            loop {
+                std::thread::sleep(every);
+                let Some(book) = weak.upgrade() else { return };
+                match book.flush() {
+                    // A failed book stays dirty, so after a failure this
+                    // is a write.
+                    Ok(()) => {
+                        if let (Some(_), Some(file)) = (failing.take(), &book.file) {
+                            eprintln!("receipt book: {} written again", file.display());
+                        }
+                    }
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        let due = failing
+                            .as_ref()
+                            .is_none_or(|(said, at)| *said != error || at.elapsed() >= REPEAT_FAILURE_EVERY);
+                        if due {
+                            eprintln!(
+                                "receipt book: {error} (tried again every {} ms, said again every {} s while it fails; \
+                                 a crash meanwhile loses the receipts since the last write)",
+                                every.as_millis(),
+                                REPEAT_FAILURE_EVERY.as_secs()
+                            );
+                            failing = Some((error, Instant::now()));
+                        }
+                    }
+                }
             }
         })?;
         Ok(book)
