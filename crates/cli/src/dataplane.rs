@@ -334,7 +334,7 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let shards = tollway_net::Shards::per_core()?;
     config.server.shards = Some(shards.handles());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let kept = rt.block_on(async move {
         let channels = Arc::new(ChainChannels::new(&url));
         let config_waiting = config.server.max_waiting_connections;
         let server = NodeServer::start(config, &identity, channels, receipts.clone()).await?;
@@ -403,16 +403,19 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         while server.n_sessions() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        receipts.flush()
+        anyhow::Ok(receipts.flush())
     })?;
     // A node stopped may stay down for longer than its channels last, and
     // a channel that expires unsettled goes back to its client whole. So
     // the last pass also settles what expires within a day, whatever its
     // amount; the rest waits for the next start's pass. (It settled
-    // nothing at stop.)
+    // nothing at stop.) A book that could not be written (a full disk)
+    // holds its receipts in memory alone: the pass settles each one worth
+    // more than its fee, as nothing else keeps them. (The failed write
+    // ended the stop before its pass, and they were lost.)
     if let Some(settler) = settler {
         let pass = SettlePass {
-            min: settle_min,
+            min: if kept.is_ok() { settle_min } else { tollway_types::amount::Usd::ZERO },
             expiring_within: Duration::from_secs(settle_every.saturating_mul(2).max(STOP_SETTLES_EXPIRING_WITHIN_SECS)),
             deadline: Some(std::time::Instant::now() + STOP_SETTLING_FOR),
         };
@@ -423,13 +426,14 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         // The pass checks its deadline between requests; a request to a
         // chain that does not answer is left behind, as the process ends.
         let left = left.recv_timeout(STOP_SETTLING_FOR + Duration::from_secs(1)).ok();
-        match left {
-            Some(0) => {}
-            Some(n) => outln!("{n} channel(s) not settled before stopping: the next start settles them")?,
-            None => outln!("settling at stop took too long: the next start settles what is left")?,
+        match (left, &kept) {
+            (Some(0), _) => {}
+            (Some(n), Ok(())) => outln!("{n} channel(s) not settled before stopping: the next start settles them")?,
+            (None, Ok(())) => outln!("settling at stop took too long: the next start settles what is left")?,
+            (Some(_) | None, Err(_)) => outln!("some receipts were neither settled nor written, and are lost")?,
         }
     }
-    Ok(())
+    kept.with_context(|| format!("keeping the receipts in {}", a.home.join("receipts.json").display()))
 }
 
 /// At stop, channels expiring this soon are settled whatever their amount.

@@ -705,3 +705,49 @@ fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() 
     let again = exit.wait_for_line("receipt book: ", Duration::from_secs(5)).unwrap_or_default();
     assert!(again.contains("written again"), "{again}");
 }
+
+/// A node stopped while its receipt book cannot be written (a full disk)
+/// ended with "error: writing …/receipts.tmp: …" before its stop's
+/// settling pass: what its clients had paid was neither on disk nor on
+/// the chain, and lost. Now that pass settles every receipt worth more
+/// than its fee, as nothing else keeps them.
+#[test]
+fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ids = Vec::new();
+    for name in ["alice", "exit_s"] {
+        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        ids.push(v["public"].as_str().unwrap().to_string());
+    }
+    let home = dir.join("chain");
+    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
+    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
+    let chain = ChainProcess::start(dir, &home);
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_s", free_ports(4, 0));
+    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
+    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
+    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    // Receipts of $0.0015 or so, under the default minimum a pass settles
+    // ($0.10), on a channel that expires in a week: no pass would settle
+    // them on a disk that keeps them.
+    let args = ["node", "run", "--home", &node.home, "--key", "exit_s.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
+    let (proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    drop(proxy);
+    assert!(exit.wait_for_line("receipt book: ", Duration::from_secs(5)).is_some(), "{:#?}", exit.lines);
+    let stopped = Command::new("kill").args(["-TERM", &exit.child.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    exit.wait_for_line("no such line", Duration::from_secs(25));
+    let _ = exit.child.wait();
+    let settled = exit.lines.iter().any(|l| l.starts_with(&format!("settled channel {}", &channel[..8])));
+    assert!(settled, "{:#?}", exit.lines);
+    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_ne!(v[0]["paid"], "0", "{v}");
+}
