@@ -211,6 +211,18 @@ fn a_second_node_run_on_the_same_home_is_refused() {
     let (ok, _, stderr) = tollway(&run);
     assert!(!ok && stderr.contains("is in use by another `tollway node run`"), "{stderr}");
     drop(held);
+    // Another test's child forked in the moment before its exec shares
+    // the lock's open file (until the exec closes it): wait until the
+    // lock is free for anyone.
+    let free = (0..200).any(|_| {
+        let probe = std::fs::File::open(home.join("node.lock")).unwrap();
+        let got = probe.try_lock().is_ok();
+        if !got {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got
+    });
+    assert!(free, "the lock is still held 2 s after the test dropped it");
     let (ok, _, stderr) = tollway(&run);
     assert!(!ok && !stderr.contains("in use") && stderr.contains("nonexistent.key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
