@@ -339,8 +339,25 @@ struct QualitySection {
     reputation_alpha: f64,
     reputation_initial: f64,
     min_uptime: f64,
+    #[serde(deserialize_with = "exactly")]
     latency_tier_max_ms: [u32; 4],
+    #[serde(deserialize_with = "exactly")]
     latency_tier_multiplier: [f64; 5],
+}
+
+/// A fixed-length list read from exactly that many values. The toml crate
+/// fills a `[T; N]` from the first `N` values of a longer list and drops
+/// the rest without a word, so five latency tiers ran as the first four.
+pub fn exactly<'de, D, T, const N: usize>(deserializer: D) -> Result<[T; N], D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let values = Vec::<T>::deserialize(deserializer)?;
+    let len = values.len();
+    values
+        .try_into()
+        .map_err(|_| serde::de::Error::invalid_length(len, &format!("an array of {N} values").as_str()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -771,6 +788,20 @@ mod tests {
         let err = Params::default_params().with_override("node_usd_shar", "0.5").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("did you mean emission.node_usd_share, "), "{err}");
         assert_eq!([edit_distance("hybird", "hybrid"), edit_distance("", "abc"), edit_distance("share", "share")], [2, 3, 0]);
+    }
+
+    /// A list of more values than the key has places for: the extra ones
+    /// were dropped without a word (five latency tiers read as the first
+    /// four, a sixth multiplier as nothing).
+    #[test]
+    fn a_list_of_the_wrong_length_is_refused() {
+        let five = DEFAULT_PARAMS_TOML.replace("latency_tier_max_ms = [50, 150, 300, 600]", "latency_tier_max_ms = [50, 150, 300, 600, 900]");
+        assert_ne!(five, DEFAULT_PARAMS_TOML);
+        let err = Params::from_toml(&five).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("latency_tier_max_ms") && err.contains("invalid length 5, expected an array of 4 values"), "{err}");
+        let err = with("latency_tier_multiplier", "[1.0, 0.75, 0.5, 0.25, 0.1, 0.0]");
+        assert!(err.contains("latency_tier_multiplier") && err.contains("invalid length 6, expected an array of 5 values"), "{err}");
+        assert_eq!(with("latency_tier_max_ms", "[40, 150, 300, 600]"), "ok");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! different experiment than the one written down.
 
 use serde::{Deserialize, Serialize};
-use tollway_ledger::params::{keys_set_by, ParamsError};
+use tollway_ledger::params::{exactly, keys_set_by, ParamsError};
 use tollway_ledger::Params;
 
 /// The repository's scenario files, compiled in, so `tollway sim run
@@ -66,17 +66,23 @@ pub struct PopulationSection {
     /// Share of operators and consumers per macro-region, in the order
     /// north-america, latin-america, europe, africa, middle-east,
     /// south-asia, east-asia, oceania.
+    #[serde(deserialize_with = "exactly")]
     pub region_weights: [f64; 8],
     /// Node capacity, Mbit/s, log-uniform between the two.
+    #[serde(deserialize_with = "exactly")]
     pub capacity_mbps: [f64; 2],
     /// What running a node costs its operator, USD per month.
+    #[serde(deserialize_with = "exactly")]
     pub monthly_cost_usd: [f64; 2],
     /// Share of the day a node is online (its offline hours fall at night,
     /// local time).
+    #[serde(deserialize_with = "exactly")]
     pub uptime: [f64; 2],
     /// Share of vested rewards the operator sells each week.
+    #[serde(deserialize_with = "exactly")]
     pub sell_share: [f64; 2],
     /// Price the node asks, USD per GB.
+    #[serde(deserialize_with = "exactly")]
     pub price_usd_per_gb: [f64; 2],
     /// An operator unprofitable this many days in a row leaves.
     pub churn_after_days: u32,
@@ -98,6 +104,7 @@ pub struct PopulationSection {
     /// was the gift's. A stake below the ledger's minimum is raised to it,
     /// so that a sweep of `min_node_stake_twy` runs.
     #[serde(default = "default_genesis_stake_twy")]
+    #[serde(deserialize_with = "exactly")]
     pub genesis_stake_twy: [f64; 2],
 }
 
@@ -110,6 +117,7 @@ fn default_genesis_stake_twy() -> [f64; 2] {
 #[serde(deny_unknown_fields)]
 pub struct DemandSection {
     /// Share of consumers per macro-region (same order as the operators').
+    #[serde(deserialize_with = "exactly")]
     pub region_weights: [f64; 8],
     pub gb_per_consumer_per_day: f64,
     /// Growth of the consumer base per year (1.0 = doubles).

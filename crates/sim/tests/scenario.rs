@@ -91,3 +91,30 @@ fn an_attack_must_end_after_it_starts() {
     }
     assert!(Scenario::from_toml(&text.replace("end_day = 365", "end_day = 31")).is_ok());
 }
+
+/// A list of more values than the key has places for ran with the first
+/// ones and dropped the rest without a word: nine region weights, or a
+/// capacity given as low, typical and high, ran another experiment than
+/// the one written down.
+#[test]
+fn a_list_of_the_wrong_length_is_refused() {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    for (from, to, want) in [
+        (
+            "region_weights = [0.22, 0.10, 0.26, 0.06, 0.06, 0.10, 0.16, 0.04]",
+            "region_weights = [0.22, 0.10, 0.26, 0.06, 0.06, 0.10, 0.16, 0.04, 0.5]",
+            "invalid length 9, expected an array of 8 values",
+        ),
+        ("capacity_mbps = [5.0, 300.0]", "capacity_mbps = [5.0, 50.0, 300.0]", "invalid length 3, expected an array of 2 values"),
+        ("genesis_stake_twy = [1000.0, 2000.0]", "genesis_stake_twy = [1000.0]", "invalid length 1, expected an array of 2 values"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let refused = Scenario::from_toml(&text.replace(from, to)).err().map(|e| e.to_string()).unwrap_or_default();
+        let key = from.split(' ').next().unwrap_or_default();
+        assert!(refused.contains(key) && refused.contains(want), "{to}: {refused}");
+    }
+    let three = err(&hybrid(), "population.uptime", "[0.5, 0.7, 1.0]");
+    assert!(three.contains("population.uptime") && three.contains("invalid length 3, expected an array of 2 values"), "{three}");
+    assert_eq!(err(&hybrid(), "population.uptime", "[0.5, 1.0]"), "ok");
+}
+
