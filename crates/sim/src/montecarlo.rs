@@ -20,7 +20,8 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
     let key = key.trim();
     // One line per value on every chart, each in a colour of its own:
     // beyond ten, lines shared colours and the legend filled the plot.
-    let n = values.split(',').count();
+    let values = sweep_values(values);
+    let n = values.len();
     if n > MAX_SWEEP_VALUES {
         return Err(ScenarioError::Invalid {
             key: key.to_string(),
@@ -28,13 +29,36 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
         });
     }
     values
-        .split(',')
+        .into_iter()
         .map(|v| {
             let mut s = base.with_override(key, v.trim())?;
             s.name = format!("{} {key}={}", base.name, v.trim());
             Ok(s)
         })
         .collect()
+}
+
+/// The values of `v1,v2,…`, split at the commas outside lists, tables and
+/// strings: a value may be a list (`population.uptime=[0.5, 1.0],[0.9, 1.0]`).
+fn sweep_values(values: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quote, mut start) = (0usize, None, 0);
+    for (i, c) in values.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            (None, ',') if depth == 0 => {
+                out.push(&values[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&values[start..]);
+    out
 }
 
 /// Runs every scenario `scenario.run.runs` times (seeds `seed`, `seed+1`,

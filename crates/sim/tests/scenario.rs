@@ -118,3 +118,23 @@ fn a_list_of_the_wrong_length_is_refused() {
     assert_eq!(err(&hybrid(), "population.uptime", "[0.5, 1.0]"), "ok");
 }
 
+/// A sweep of a key whose value is a list (`population.uptime`,
+/// `capacity_mbps`, `region_weights`) split its values at every comma, so
+/// `[0.5, 1.0]` became "[0.5" and " 1.0]": no such sweep could run.
+#[test]
+fn a_sweep_takes_lists_as_values() {
+    let designs = tollway_sim::montecarlo::sweep(&hybrid(), "population.uptime=[0.5, 1.0],[0.9,1.0]")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let uptimes: Vec<[f64; 2]> = designs.iter().map(|s| s.population.uptime).collect();
+    assert_eq!(uptimes, [[0.5, 1.0], [0.9, 1.0]]);
+    assert_eq!(designs[0].name, "hybrid population.uptime=[0.5, 1.0]");
+    let one = tollway_sim::montecarlo::sweep(&hybrid(), "population.capacity_mbps=[10.0, 100.0]").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].population.capacity_mbps, [10.0, 100.0]);
+    // Plain values still split at each comma, and an unclosed list is
+    // the value's own error.
+    assert_eq!(tollway_sim::montecarlo::sweep(&hybrid(), "uptime_share=0.5,0.6").map(|v| v.len()).ok(), Some(2));
+    let refused = tollway_sim::montecarlo::sweep(&hybrid(), "population.uptime=[0.5, 1.0").err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("population.uptime") && refused.contains("[0.5, 1.0"), "{refused}");
+}
+
