@@ -27,7 +27,7 @@ use tollway_types::{
 
 const DAY_SECS: u64 = 86_400;
 /// Bytes in a GiB over bytes in a GB.
-const GIB_PER_GB: f64 = (1u64 << 30) as f64 / 1e9;
+pub(crate) const GIB_PER_GB: f64 = (1u64 << 30) as f64 / 1e9;
 const GENESIS_SECS: u64 = 1_700_000_000;
 /// One representative country per macro-region (MacroRegion order).
 const COUNTRIES: [&[u8; 2]; 8] = [b"US", b"BR", b"DE", b"NG", b"AE", b"IN", b"JP", b"AU"];

@@ -4,6 +4,8 @@
 //! different experiment than the one written down.
 
 use serde::{Deserialize, Serialize};
+use crate::engine::GIB_PER_GB;
+use tollway_ledger::apply::MAX_PRICE_USD_MICRO;
 use tollway_ledger::params::{exactly, keys_set_by, ParamsError};
 use tollway_ledger::Params;
 
@@ -330,7 +332,21 @@ impl Scenario {
         range("population.sell_share", p.sell_share, 0.0, 1.0)?;
         // Above 0: a region's price of 0 raised to the elasticity's minus
         // power made its demand infinite (`inf` in the CSV from day 2).
-        range("population.price_usd_per_gb", p.price_usd_per_gb, 0.001, 1000.0)?;
+        // At most the ledger's highest price, which is per GiB: up to $1000
+        // per GB was accepted, and a run of such nodes failed in its setup
+        // with the ledger's per-GiB limit, naming no key of the file.
+        let max_price_usd_per_gb = (MAX_PRICE_USD_MICRO as f64 / 1e6 / GIB_PER_GB * 100.0).floor() / 100.0;
+        if p.price_usd_per_gb[1] > max_price_usd_per_gb {
+            return Err(invalid(
+                "population.price_usd_per_gb",
+                format!(
+                    "{} is above {max_price_usd_per_gb}: the ledger's highest price is {} per GiB",
+                    p.price_usd_per_gb[1],
+                    tollway_types::Usd(MAX_PRICE_USD_MICRO.into())
+                ),
+            ));
+        }
+        range("population.price_usd_per_gb", p.price_usd_per_gb, 0.001, max_price_usd_per_gb)?;
         // 0 days made every honest operator leave on day 1 and consumers
         // shrink every day, whatever happened.
         if p.churn_after_days == 0 {

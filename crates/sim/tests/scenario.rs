@@ -138,3 +138,18 @@ fn a_sweep_takes_lists_as_values() {
     assert!(refused.contains("population.uptime") && refused.contains("[0.5, 1.0"), "{refused}");
 }
 
+/// A node's price is at most the ledger's $1000 per GiB, $931.32 per GB.
+/// Prices up to $1000 per GB were accepted, and a run of them failed in
+/// its setup with the ledger's per-GiB limit, naming no key of the file.
+#[test]
+fn a_node_price_above_the_ledgers_limit_is_refused_by_name() {
+    let refused = err(&hybrid(), "population.price_usd_per_gb", "[1.0, 1000.0]");
+    assert!(refused.contains("population.price_usd_per_gb") && refused.contains("931.32"), "{refused}");
+    let s = hybrid()
+        .with_override("population.price_usd_per_gb", "[931.32, 931.32]")
+        .and_then(|s| s.with_override("population.operators", "3"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = tollway_sim::engine::Sim::new(&s, 1) {
+        panic!("{e}");
+    }
+}
