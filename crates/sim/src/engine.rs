@@ -811,7 +811,10 @@ impl Sim {
         if need >= t {
             return Ok(false); // the pool cannot sell that much: nobody joins
         }
-        let usd_in = (u * need / (t - need) / fee * 1.0001) as u128 + 1;
+        // At least 2 micro-USD, which is 1 after the pool's fee (at most
+        // 10 %): after a crash that drained the pool's USD side, the stake
+        // cost under one, whose output rounded to nothing and was refused.
+        let usd_in = ((u * need / (t - need) / fee * 1.0001) as u128 + 1).max(2);
         let have = self.state.accounts[account as usize].usd.0;
         if usd_in > have {
             let top_up = Usd(usd_in - have);

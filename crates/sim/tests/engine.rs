@@ -412,3 +412,20 @@ fn a_sandwich_trader_gains_only_without_the_burns_bound() {
     assert!(unbounded > 0.0, "without the bound the sandwich gains: {unbounded}");
     assert!(bounded < 0.0, "with the bound it loses: {bounded}");
 }
+
+/// A crash that drains the pool's USD side: the stake of the next joiner
+/// then costs under a micro-dollar, which the pool's fee rounded to
+/// nothing, and the run ended on "swap output 0 is below the minimum".
+/// A crash too large for the ledger's amounts is the shock's own error.
+#[test]
+fn a_crash_that_drains_the_pool_runs_on() {
+    let mut s = small("hybrid", 4);
+    s.shocks.push(tollway_sim::scenario::Shock::PriceCrash { day: 2, sell_twy: 1e12 });
+    let run = Sim::new(&s, 3).and_then(|sim| sim.run(3, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rows.len(), 4);
+    let launch = s.market.pool_usd / s.market.pool_twy;
+    assert!(run.rows[3].price_usd < 1e-3 * launch, "price after the crash: {} from {launch}", run.rows[3].price_usd);
+    let text = toml::to_string(&s).unwrap_or_else(|e| panic!("{e}")).replace("sell_twy = 1000000000000.0", "sell_twy = 1e300");
+    let refused = Scenario::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("shocks.sell_twy") && refused.contains("1e12"), "{refused}");
+}
