@@ -1494,7 +1494,7 @@ impl Sim {
         } else {
             self.rows.last().map_or(self.scenario.demand.reference_price_usd_per_gb, |r| r.consumer_price_usd_per_gb)
         };
-        row.consumers = self.consumers.iter().sum::<f64>() as u32;
+        row.consumers = self.consumers.iter().sum::<f64>().floor();
         self.rows.push(row.clone());
         Ok(row)
     }

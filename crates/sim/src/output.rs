@@ -48,7 +48,9 @@ pub struct EpochRow {
     pub consumer_price_usd_per_gb: f64,
     pub served_gb: f64,
     pub unserved_gb: f64,
-    pub consumers: u32,
+    /// Whole consumers, all regions. A float: a u32 stopped at 4.3 billion
+    /// while their demand grew on.
+    pub consumers: f64,
     /// Operators' profit this epoch (rewards sold or valued at the pool
     /// price, plus USD income, minus costs), in USD per operator:
     /// 10th, 50th and 90th percentiles over active honest operators.

@@ -429,3 +429,18 @@ fn a_crash_that_drains_the_pool_runs_on() {
     let refused = Scenario::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("shocks.sell_twy") && refused.contains("1e12"), "{refused}");
 }
+
+/// The consumers column counts past 2^32: it stopped at 4,294,967,295
+/// while demand, which they make, kept growing.
+#[test]
+fn the_consumer_count_does_not_stop_at_four_billion() {
+    let s = small("hybrid", 3);
+    let s = s.with_override("population.consumers", "4000000000").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("demand.growth_per_year", "1000000.0").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 5).and_then(|sim| sim.run(5, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let counts: Vec<f64> = run.rows.iter().map(|r| r.consumers).collect();
+    assert!(counts.windows(2).all(|w| w[1] > w[0]) && counts[2] > 4.4e9, "{counts:?}");
+    let csv = report::run_csv(&run);
+    let last = csv.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!(",{},", counts[2])), "{last}");
+}

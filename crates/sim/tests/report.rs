@@ -59,7 +59,7 @@ fn synthetic_run(design: u32, seed: u64) -> RunOutput {
             consumer_price_usd_per_gb: if design == 0 { 0.012 } else { 0.009 } * (1.0 + 0.1 * wobble(t, 0.03)),
             served_gb: 1e6 + 1e3 * t,
             unserved_gb: 1e4 * (1.0 + wobble(t, 0.2)),
-            consumers: 5_000 + e as u32 * 10,
+            consumers: 5_000.0 + e as f64 * 10.0,
             operator_profit_p10_usd: -20.0 + 0.05 * t,
             operator_profit_p50_usd: 15.0 + 0.1 * t,
             operator_profit_p90_usd: 60.0 + 0.2 * t,

@@ -149,7 +149,7 @@ const CSV_FIELDS: [Field; 27] = [
     Field { name: "consumer_price_usd_per_gb", value: Value::F64(|r| r.consumer_price_usd_per_gb) },
     Field { name: "served_gb", value: Value::F64(|r| r.served_gb) },
     Field { name: "unserved_gb", value: Value::F64(|r| r.unserved_gb) },
-    Field { name: "consumers", value: Value::U64(|r| u64::from(r.consumers)) },
+    Field { name: "consumers", value: Value::F64(|r| r.consumers) },
     Field { name: "operator_profit_p10_usd", value: Value::F64(|r| r.operator_profit_p10_usd) },
     Field { name: "operator_profit_p50_usd", value: Value::F64(|r| r.operator_profit_p50_usd) },
     Field { name: "operator_profit_p90_usd", value: Value::F64(|r| r.operator_profit_p90_usd) },
