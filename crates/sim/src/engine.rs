@@ -1082,7 +1082,10 @@ impl Sim {
         }
         for r in 0..8 {
             out[r][2] = paid[r];
-            if out[r][0] > 0.0 {
+            // Served bytes that paid nothing (each node's share rounded
+            // down to no micro-dollar) say nothing of the price: as $0 per
+            // GB, they made the next day's demand infinite.
+            if out[r][0] > 0.0 && paid[r] > 0.0 {
                 self.region_price_usd_per_gb[r] = paid[r] / out[r][0];
             }
             // Consumers arrive with growth (compounded daily).

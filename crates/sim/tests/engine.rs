@@ -444,3 +444,18 @@ fn the_consumer_count_does_not_stop_at_four_billion() {
     let last = csv.lines().last().unwrap_or_default();
     assert!(last.contains(&format!(",{},", counts[2])), "{last}");
 }
+
+/// A region whose few consumers were served bytes that paid nothing (each
+/// node's share rounds down to no micro-dollar) took a price of $0 per GB,
+/// and the next day its demand, the price to the elasticity's minus
+/// power, was infinite: `inf` every other day in the CSV.
+#[test]
+fn a_region_served_for_nothing_keeps_its_last_price() {
+    let s = small("hybrid", 6);
+    let s = s.with_override("demand.region_weights", "[1e-12, 1, 1, 1, 1, 1, 1, 1]").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 2).and_then(|sim| sim.run(2, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    for row in &run.rows {
+        assert!(row.demand_gbps_by_region.iter().all(|d| d.is_finite()), "day {}: {:?}", row.day, row.demand_gbps_by_region);
+        assert!(row.unserved_gb.is_finite(), "day {}: {}", row.day, row.unserved_gb);
+    }
+}
