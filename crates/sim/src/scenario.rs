@@ -380,15 +380,23 @@ impl Scenario {
             }
         };
         finite("demand.gb_per_consumer_per_day", d.gb_per_consumer_per_day, 0.0)?;
-        finite("demand.price_elasticity", d.price_elasticity, 0.0)?;
+        // Demand is (price / reference)^(-elasticity): past these bounds
+        // it overflowed to infinity once a region's price fell under the
+        // reference.
+        if !(d.price_elasticity.is_finite() && (0.0..=10.0).contains(&d.price_elasticity)) {
+            return Err(invalid("demand.price_elasticity", format!("{:?} must be ≥ 0 and at most 10", d.price_elasticity)));
+        }
         if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0) {
             return Err(invalid("demand.growth_per_year", format!("{} must be a finite number > -1", d.growth_per_year)));
         }
         if !(0.0..=1.0).contains(&d.diurnal_amplitude) {
             return Err(invalid("demand.diurnal_amplitude", format!("{} must be in [0, 1]", d.diurnal_amplitude)));
         }
-        if !(d.reference_price_usd_per_gb.is_finite() && d.reference_price_usd_per_gb > 0.0) {
-            return Err(invalid("demand.reference_price_usd_per_gb", "must be a finite positive number"));
+        if !(d.reference_price_usd_per_gb > 0.0 && d.reference_price_usd_per_gb <= max_price_usd_per_gb) {
+            return Err(invalid(
+                "demand.reference_price_usd_per_gb",
+                format!("{:?} must be above 0 and at most {max_price_usd_per_gb}, a node's highest price", d.reference_price_usd_per_gb),
+            ));
         }
         if d.leave_after_unserved_days == 0 {
             return Err(invalid("demand.leave_after_unserved_days", "must be at least 1"));

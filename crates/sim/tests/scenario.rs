@@ -153,3 +153,18 @@ fn a_node_price_above_the_ledgers_limit_is_refused_by_name() {
         panic!("{e}");
     }
 }
+
+/// Demand is the price over the reference price to the elasticity's
+/// minus power: an elasticity of 1e300, or a reference price of 1e300,
+/// was accepted and made a region's demand infinite (`inf` in the CSV)
+/// from the first day its price was under the reference.
+#[test]
+fn demand_s_elasticity_and_reference_price_are_bounded() {
+    let s = hybrid();
+    for (key, value) in [("demand.price_elasticity", "1e300"), ("demand.price_elasticity", "10.5"), ("demand.reference_price_usd_per_gb", "1e300")] {
+        let refused = err(&s, key, value);
+        assert!(refused.contains(key) && refused.contains("at most"), "{key} = {value}: {refused}");
+    }
+    assert_eq!(err(&s, "demand.price_elasticity", "10"), "ok");
+    assert_eq!(err(&s, "demand.reference_price_usd_per_gb", "931.32"), "ok");
+}
