@@ -283,3 +283,51 @@ fn compares_help_gives_its_default_output_directory() {
     assert!(ok && stdout.contains("sim-out/hybrid-vs-burn-and-mint/index.html"), "{stdout}{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The progress bar moved every 64 simulated days only: a run of fewer
+/// (one run of 60 days, say, at a million operators) drew nothing until
+/// it was over, and a long run sat still for 64 of its days at a time.
+/// Here stderr is a terminal, as a user's is, and the bar must show a
+/// day between the first and the last.
+#[test]
+fn the_progress_bar_moves_within_a_short_run() {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Read;
+    let dir = temp_dir("sim-progress");
+    let a = small_scenario(&dir, "hybrid");
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap_or_else(|e| panic!("{e}"));
+    grantpt(&master).unwrap_or_else(|e| panic!("{e}"));
+    unlockpt(&master).unwrap_or_else(|e| panic!("{e}"));
+    let name = ptsname(&master, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_string_lossy().as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(["sim", "run", &a, "--runs", "1", "--days", "40", "--threads", "1", "--out", out.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::null())
+        .stderr(terminal)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Read the terminal until the child has exited and closed it (EIO).
+    let mut screen = Vec::new();
+    let mut master = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        screen.extend_from_slice(&buf[..n]);
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{screen}");
+    let days: Vec<u32> = screen
+        .split(" days (")
+        .filter_map(|before| before.rsplit(' ').next()?.strip_suffix("/40")?.parse().ok())
+        .collect();
+    assert!(days.iter().any(|&d| d > 0 && d < 40), "the bar showed days {days:?}: {screen}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
