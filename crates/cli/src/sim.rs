@@ -278,19 +278,23 @@ fn print_summary(results: &[ScenarioResult]) -> std::io::Result<()> {
     )?;
     for s in results {
         let stats = report::ScenarioStats::of(s);
-        let p50 = |x: &Option<report::stats::Spread>| x.as_ref().map_or(f64::NAN, |x| x.p50);
+        // "n/a" where no run has a finite value, as the report and the
+        // JSON's null say: the terminal printed NaN.
+        let p50 = |x: Option<report::stats::Spread>, scale: f64, decimals: usize, unit: &str| {
+            x.map_or_else(|| "n/a".to_string(), |x| format!("{:.*}{unit}", decimals, x.p50 * scale))
+        };
         let burn_day = stats.burn_ge_mint_day_median.map_or_else(|| "never".to_string(), report::human::count);
         outln!(
-            "{:<40} {:>5} {:>14} {:>10.2} {:>10.2} {:>9.0}% {:>9.3} {:>11.0} {:>9.0}",
+            "{:<40} {:>5} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11} {:>9}",
             s.name,
             stats.runs,
             burn_day,
-            p50(&stats.worst_regional_liquidity),
-            p50(&stats.operator_retention),
-            p50(&stats.price_drawdown) * 100.0,
-            p50(&stats.final_price_usd),
-            p50(&stats.attacker_profit_usd),
-            p50(&stats.final_nodes),
+            p50(stats.worst_regional_liquidity, 1.0, 2, ""),
+            p50(stats.operator_retention, 1.0, 2, ""),
+            p50(stats.price_drawdown, 100.0, 0, "%"),
+            p50(stats.final_price_usd, 1.0, 3, ""),
+            p50(stats.attacker_profit_usd, 1.0, 0, ""),
+            p50(stats.final_nodes, 1.0, 0, ""),
         )?;
     }
     Ok(())

@@ -331,3 +331,23 @@ fn the_progress_bar_moves_within_a_short_run() {
     assert!(days.iter().any(|&d| d > 0 && d < 40), "the bar showed days {days:?}: {screen}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A figure no run has (the worst liquidity of a market with no demand)
+/// is "n/a" in the terminal's summary, as it is in the report and null in
+/// summary.json: the terminal printed NaN.
+#[test]
+fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
+    let dir = temp_dir("sim-na");
+    let a = small_scenario(&dir, "hybrid");
+    let text = std::fs::read_to_string(&a).unwrap_or_else(|e| panic!("{e}")).replace("consumers = 3000", "consumers = 0");
+    std::fs::write(&a, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.join("out");
+    let (ok, stdout, stderr) =
+        tollway(&["sim", "run", &a, "--runs", "1", "--days", "3", "--quiet", "--out", out.to_str().unwrap_or_default()]);
+    assert!(ok, "{stderr}");
+    let row = stdout.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(" n/a ") && !row.contains("NaN"), "{stdout}");
+    let json = std::fs::read_to_string(out.join("summary.json")).unwrap_or_default();
+    assert!(json.contains("\"worst_regional_liquidity\": null"), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
