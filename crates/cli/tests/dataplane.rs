@@ -633,6 +633,20 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
     drop(slow);
 }
 
+/// A chain whose genesis gives `alice` $100 and the operator `exit`
+/// 2,000 TWY and $10, each with a key file in `dir`.
+fn chain_for_alice_and(dir: &Path, exit: &str) -> ChainProcess {
+    let mut allocs = Vec::new();
+    for (name, alloc) in [("alice", "100USD"), (exit, "2000TWY,10USD")] {
+        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        allocs.push(format!("{}={alloc}", v["public"].as_str().unwrap()));
+    }
+    let home = dir.join("chain");
+    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &allocs[0], "--alloc", &allocs[1]]);
+    ChainProcess::start(dir, &home)
+}
+
 /// `connect --pick N --open-channels` on a port already in use (a second
 /// `connect` on the default 127.0.0.1:1080) opened its channels, each a
 /// fee and an escrow held for 7 days, and only then failed to listen.
@@ -643,16 +657,7 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
 fn connect_on_a_port_in_use_fails_before_it_opens_a_channel() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let mut ids = Vec::new();
-    for name in ["alice", "exit_p"] {
-        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        ids.push(v["public"].as_str().unwrap().to_string());
-    }
-    let home = dir.join("chain");
-    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
-    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
-    let chain = ChainProcess::start(dir, &home);
+    let chain = chain_for_alice_and(dir, "exit_p");
     let api = chain.api.as_str();
     let ports = free_ports(4, 0);
     // What the pick's latency probe reaches: the node need not run.
@@ -675,16 +680,7 @@ fn connect_on_a_port_in_use_fails_before_it_opens_a_channel() {
 fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let mut ids = Vec::new();
-    for name in ["alice", "exit_r"] {
-        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        ids.push(v["public"].as_str().unwrap().to_string());
-    }
-    let home = dir.join("chain");
-    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
-    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
-    let chain = ChainProcess::start(dir, &home);
+    let chain = chain_for_alice_and(dir, "exit_r");
     let api = chain.api.as_str();
     let node = register_node(dir, api, "exit_r", free_ports(4, 0));
     tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
@@ -715,16 +711,7 @@ fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() 
 fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let mut ids = Vec::new();
-    for name in ["alice", "exit_s"] {
-        let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        ids.push(v["public"].as_str().unwrap().to_string());
-    }
-    let home = dir.join("chain");
-    let (alice, exit) = (format!("{}=100USD", ids[0]), format!("{}=2000TWY,10USD", ids[1]));
-    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &alice, "--alloc", &exit]);
-    let chain = ChainProcess::start(dir, &home);
+    let chain = chain_for_alice_and(dir, "exit_s");
     let api = chain.api.as_str();
     let node = register_node(dir, api, "exit_s", free_ports(4, 0));
     let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
