@@ -220,9 +220,12 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     let out = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))
     });
-    // Before the (possibly long) simulation, so a bad --out loses nothing.
+    // Before the (possibly long) simulation, so a bad --out loses nothing:
+    // the marker too, which is the first file written (a read-only --out
+    // failed at it only after the whole simulation).
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output directory {}", out.display()))?;
     earlier_report(&out)?;
+    write_marker(&out)?;
     let threads = opts.threads.map(|n| n as usize).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let total_days: u64 = scenarios.iter().map(|s| s.run.days * s.run.runs).sum();
     eprintln!(
@@ -250,12 +253,17 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    clear_earlier_report(out)?;
+/// Marks `out` as a report's, before anything else of it is written.
+fn write_marker(out: &Path) -> anyhow::Result<()> {
     let marker = out.join(REPORT_MARKER);
     std::fs::write(&marker, "a report of `tollway sim`: the next run with this --out replaces it\n")
-        .with_context(|| format!("writing {}", marker.display()))?;
+        .with_context(|| format!("writing {}", marker.display()))
+}
+
+fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // `run` marked `out` before simulating; clearing leaves the marker.
+    clear_earlier_report(out)?;
     for s in results {
         let dir = out.join(slug(&s.name));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -159,3 +159,26 @@ fn a_chain_whose_disk_fills_stops_naming_its_store_and_loses_no_acknowledged_tx(
     let more = send_batch(&agent, &api, &sender, nonce, 10).unwrap_or_default();
     assert_eq!(more.len(), 10, "no block after the restart");
 }
+
+/// `sim run --out DIR` on a read-only filesystem simulated to the end
+/// ("simulated in …") and only then failed, writing its first file:
+/// the whole run lost. The marker that says a directory holds a report
+/// is now written before the simulation, so the run fails at once.
+#[test]
+fn a_sim_whose_out_is_read_only_fails_before_it_simulates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let script = r#"
+        mount --bind "$2" "$2" && mount -o remount,ro,bind "$2" || exit 97
+        exec "$1" sim run hybrid --days 5 --runs 1 --quiet --out "$2"
+    "#;
+    let mut args = in_own_mount_namespace(script);
+    args.extend([env!("CARGO_BIN_EXE_tollway"), out.to_str().unwrap()]);
+    let cmd = Command::new(args[0]).args(&args[1..]).env_remove("RUST_BACKTRACE").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&cmd.stdout), String::from_utf8_lossy(&cmd.stderr));
+    assert_ne!(cmd.status.code(), Some(97), "could not mount read-only in a namespace of its own: {stderr}");
+    assert!(!cmd.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains(".tollway-sim-report") && stderr.contains("Read-only file system"), "{stderr}");
+    assert!(!stderr.contains("simulated in"), "it simulated first: {stderr}");
+}
