@@ -3,7 +3,7 @@
 //! node-side session, which is what a node runs on every byte a client
 //! sends before and after the handshake.
 
-use crate::hex;
+use crate::{hex, ByteSeed};
 use std::net::Ipv6Addr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -357,12 +357,6 @@ fn drain(session: &mut Session, now: Instant) {
     panic!("the session did not settle");
 }
 
-/// One named seed input.
-pub struct FrameSeed {
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
-
 /// A client's signed hello for the fuzzed node, the way a client session
 /// sends it.
 fn signed_hello() -> Vec<u8> {
@@ -586,10 +580,10 @@ pub fn seed_frames() -> Vec<(String, Frame)> {
 
 /// Seed inputs: each frame alone, a whole client conversation after a
 /// hello the fuzzed node accepts, and a few just-invalid inputs.
-pub fn seed_frame_decode() -> Vec<FrameSeed> {
-    let mut seeds: Vec<FrameSeed> = seed_frames()
+pub fn seed_frame_decode() -> Vec<ByteSeed> {
+    let mut seeds: Vec<ByteSeed> = seed_frames()
         .into_iter()
-        .map(|(name, frame)| FrameSeed {
+        .map(|(name, frame)| ByteSeed {
             name,
             bytes: frame.to_bytes(),
         })
@@ -640,7 +634,7 @@ pub fn seed_frame_decode() -> Vec<FrameSeed> {
     for frame in &frames {
         frame.encode(&mut session);
     }
-    seeds.push(FrameSeed {
+    seeds.push(ByteSeed {
         name: "session".into(),
         bytes: session.clone(),
     });
@@ -651,11 +645,11 @@ pub fn seed_frame_decode() -> Vec<FrameSeed> {
         message: "bye".into(),
     })
     .encode(&mut closing);
-    seeds.push(FrameSeed {
+    seeds.push(ByteSeed {
         name: "session-closing".into(),
         bytes: closing,
     });
-    seeds.push(FrameSeed {
+    seeds.push(ByteSeed {
         name: "session-truncated".into(),
         bytes: session[..session.len() - 3].to_vec(),
     });
@@ -664,11 +658,11 @@ pub fn seed_frame_decode() -> Vec<FrameSeed> {
     let over = (MAX_BODY_BYTES as u32 + 1).to_be_bytes();
     let mut too_large = vec![0x13, over[1], over[2], over[3]];
     too_large.extend_from_slice(&[0; 64]);
-    seeds.push(FrameSeed {
+    seeds.push(ByteSeed {
         name: "data-over-limit".into(),
         bytes: too_large,
     });
-    seeds.push(FrameSeed {
+    seeds.push(ByteSeed {
         name: "unknown-type".into(),
         bytes: vec![0x7f, 0, 0, 1, 1],
     });
@@ -698,11 +692,7 @@ mod tests {
             "no seed for Frame variant(s) {missing:?}"
         );
 
-        let seeds = seed_frame_decode();
-        crate::assert_unique_names(seeds.iter().map(|s| s.name.as_str()));
-        for seed in &seeds {
-            check_frame_decode(&seed.bytes);
-        }
+        crate::assert_seeds_pass(&seed_frame_decode(), check_frame_decode);
     }
 
     /// The seed session gets past the handshake: the hello verifies, so

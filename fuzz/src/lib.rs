@@ -25,9 +25,9 @@ mod frame_decode;
 mod json_tx;
 mod socks_parse;
 
-pub use client_session::{check_client_session, seed_client_session, ClientSeed};
+pub use client_session::{check_client_session, seed_client_session};
 pub use frame_decode::{
-    check_frame_decode, frame_index, seed_frame_decode, seed_frames, FrameSeed, FRAME_VARIANTS,
+    check_frame_decode, frame_index, seed_frame_decode, seed_frames, FRAME_VARIANTS,
 };
 pub use json_tx::{check_json_tx, seed_json_tx};
 pub use socks_parse::{check_socks_parse, is_valid_session, seed_socks_parse, SocksSeed};
@@ -161,6 +161,13 @@ pub fn variant_index(body: &TxBody) -> usize {
         TxBody::WithdrawUsd { .. } => 16,
         TxBody::ClaimVested => 17,
     }
+}
+
+/// One named seed input of a target that reads raw bytes (the frame
+/// decoder's, the client session's).
+pub struct ByteSeed {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A named seed transaction; `valid` says whether the decoder must accept it.
@@ -443,6 +450,15 @@ fn assert_unique_names<'a>(names: impl Iterator<Item = &'a str>) {
     let mut seen = std::collections::BTreeSet::new();
     for name in names {
         assert!(seen.insert(name), "seed name {name:?} is used twice: seed names are file names");
+    }
+}
+
+/// Every seed of a byte target passes its check, under a name of its own.
+#[cfg(test)]
+fn assert_seeds_pass(seeds: &[ByteSeed], check: fn(&[u8])) {
+    assert_unique_names(seeds.iter().map(|s| s.name.as_str()));
+    for seed in seeds {
+        check(&seed.bytes);
     }
 }
 
