@@ -6,6 +6,7 @@
 mod common;
 
 use common::Daemon;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tollway_types::{Amount, SigningKey, Token, Tx, TxBody, Usd};
@@ -19,6 +20,18 @@ fn in_own_mount_namespace(script: &str) -> Vec<&str> {
     // shell), which ends with `unshare` (`--kill-child`): a test that
     // fails half-way leaves no chain running.
     vec!["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh"]
+}
+
+/// Runs `script` to its end in namespaces of its own, with the binary as
+/// `$1` and `arg` as `$2`: (success, stdout, stderr). Exit 97 is the
+/// script's word that it could not mount.
+fn run_in_own_mount_namespace(script: &str, arg: &Path) -> (bool, String, String) {
+    let mut args = in_own_mount_namespace(script);
+    args.extend([env!("CARGO_BIN_EXE_tollway"), arg.to_str().unwrap()]);
+    let out = Command::new(args[0]).args(&args[1..]).env_remove("RUST_BACKTRACE").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert_ne!(out.status.code(), Some(97), "could not mount in a namespace of its own: {stderr}");
+    (out.status.success(), stdout, stderr)
 }
 
 /// `chain init` on a disk with room for the small files but not the store
@@ -40,17 +53,13 @@ fn chain_init_on_a_full_disk_names_the_store_and_leaves_no_half_chain() {
         mount -o remount,size=8m "$2" || exit 97
         "$1" chain init --home "$2/chain" && "$1" chain replay --home "$2/chain"
     "#;
-    let mut args = in_own_mount_namespace(script);
-    args.extend([env!("CARGO_BIN_EXE_tollway"), disk.to_str().unwrap()]);
-    let out = Command::new(args[0]).args(&args[1..]).env_remove("RUST_BACKTRACE").output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_ne!(out.status.code(), Some(97), "could not mount a tmpfs in a namespace of its own: {stderr}");
+    let (ok, stdout, stderr) = run_in_own_mount_namespace(script, &disk);
     assert!(stdout.contains("first init: exit 1"), "{stdout}{stderr}");
     let store = disk.join("chain").join("chain.redb");
     assert!(stderr.contains(&format!("{}: ", store.display())) && stderr.contains("No space left on device"), "{stderr}");
     assert!(!stdout.contains("left behind"), "a half-written home: {stdout}");
     // With room again, the same command makes the chain.
-    assert!(out.status.success() && stdout.contains("every state root matches"), "{stdout}{stderr}");
+    assert!(ok && stdout.contains("every state root matches"), "{stdout}{stderr}");
 }
 
 fn agent() -> ureq::Agent {
@@ -173,12 +182,8 @@ fn a_sim_whose_out_is_read_only_fails_before_it_simulates() {
         mount --bind "$2" "$2" && mount -o remount,ro,bind "$2" || exit 97
         exec "$1" sim run hybrid --days 5 --runs 1 --quiet --out "$2"
     "#;
-    let mut args = in_own_mount_namespace(script);
-    args.extend([env!("CARGO_BIN_EXE_tollway"), out.to_str().unwrap()]);
-    let cmd = Command::new(args[0]).args(&args[1..]).env_remove("RUST_BACKTRACE").output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&cmd.stdout), String::from_utf8_lossy(&cmd.stderr));
-    assert_ne!(cmd.status.code(), Some(97), "could not mount read-only in a namespace of its own: {stderr}");
-    assert!(!cmd.status.success(), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run_in_own_mount_namespace(script, &out);
+    assert!(!ok, "{stdout}{stderr}");
     assert!(stderr.contains(".tollway-sim-report") && stderr.contains("Read-only file system"), "{stderr}");
     assert!(!stderr.contains("simulated in"), "it simulated first: {stderr}");
 }
