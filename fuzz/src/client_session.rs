@@ -4,8 +4,8 @@
 //! hello is the node's word: the server hello's terms and baseline, and
 //! every frame of the established session.
 
-use crate::frame_decode::{keys, signed_receipt, BINDING, CHAIN, PRICE};
-use crate::{hex, ByteSeed};
+use crate::frame_decode::{keys, signed_receipt, transmits_decode, BINDING, CHAIN, PRICE};
+use crate::ByteSeed;
 use std::time::{Duration, Instant};
 use tollway_tunnel::frame::{Refusal, ServerHello, PROTOCOL_VERSION};
 use tollway_tunnel::{ClientTerms, Dest, ErrorCode, Event, Frame, Host, Limits, Session};
@@ -126,25 +126,11 @@ fn drive(session: &mut Session, now: Instant, paid: &mut Paid) {
                 }
             }
         }
-        while let Some((path, bytes)) = session.poll_transmit() {
-            moved = true;
-            assert_eq!(path, 1, "transmitted on a path that does not exist");
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                match Frame::decode(rest) {
-                    Ok((frame, used)) => {
-                        if let Frame::Receipt(r) = &frame {
-                            check_receipt(r, paid);
-                        }
-                        rest = &rest[used..];
-                    }
-                    Err(e) => panic!(
-                        "the client transmitted a bad frame ({e}): {}",
-                        hex(&rest[..rest.len().min(64)])
-                    ),
-                }
+        moved |= transmits_decode(session, "client", |frame| {
+            if let Frame::Receipt(r) = frame {
+                check_receipt(r, paid);
             }
-        }
+        });
         if !moved {
             return;
         }

@@ -336,25 +336,34 @@ fn drain(session: &mut Session, now: Instant) {
                 }
             }
         }
-        while let Some((path, bytes)) = session.poll_transmit() {
-            moved = true;
-            assert_eq!(path, 1, "transmitted on a path that does not exist");
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                match Frame::decode(rest) {
-                    Ok((_, used)) => rest = &rest[used..],
-                    Err(e) => panic!(
-                        "the node transmitted a bad frame ({e}): {}",
-                        hex(&rest[..rest.len().min(64)])
-                    ),
-                }
-            }
-        }
+        moved |= transmits_decode(session, "node", |_| {});
         if !moved {
             return;
         }
     }
     panic!("the session did not settle");
+}
+
+/// Takes what `session` transmits, each frame of which must decode (on
+/// path 1, the only one) and goes to `on_frame`; whether there was any.
+/// `who` names the side in a failure.
+pub(crate) fn transmits_decode(session: &mut Session, who: &str, mut on_frame: impl FnMut(&Frame)) -> bool {
+    let mut any = false;
+    while let Some((path, bytes)) = session.poll_transmit() {
+        any = true;
+        assert_eq!(path, 1, "transmitted on a path that does not exist");
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match Frame::decode(rest) {
+                Ok((frame, used)) => {
+                    on_frame(&frame);
+                    rest = &rest[used..];
+                }
+                Err(e) => panic!("the {who} transmitted a bad frame ({e}): {}", hex(&rest[..rest.len().min(64)])),
+            }
+        }
+    }
+    any
 }
 
 /// A client's signed hello for the fuzzed node, the way a client session
