@@ -4,7 +4,7 @@
 //! hello is the node's word: the server hello's terms and baseline, and
 //! every frame of the established session.
 
-use crate::frame_decode::{keys, signed_receipt, transmits_decode, BINDING, CHAIN, PRICE};
+use crate::frame_decode::{feed_frame_by_frame, keys, signed_receipt, transmits_decode, BINDING, CHAIN, PRICE};
 use crate::ByteSeed;
 use std::time::{Duration, Instant};
 use tollway_tunnel::frame::{Refusal, ServerHello, PROTOCOL_VERSION};
@@ -36,26 +36,7 @@ pub fn check_client_session(data: &[u8]) {
     let mut session = client_session(now);
     let mut paid = Paid::default();
     drive(&mut session, now, &mut paid);
-    let mut rest = data;
-    let mut t = now;
-    while !rest.is_empty() {
-        let n = match tollway_tunnel::frame::split_frame(rest) {
-            Ok((_, body)) => tollway_tunnel::frame::HEADER_BYTES + body.len(),
-            Err(_) => rest.len().div_ceil(2),
-        };
-        t += Duration::from_millis(1);
-        session.handle_input_owned(t, 1, rest[..n].to_vec());
-        drive(&mut session, t, &mut paid);
-        rest = &rest[n..];
-    }
-    let _ = (
-        session.unpaid_bytes(),
-        session.cumulative_bytes(),
-        session.poll_timeout(),
-    );
-    session.handle_timeout(t + Duration::from_secs(3600));
-    drive(&mut session, t, &mut paid);
-    assert!(session.poll_transmit().is_none());
+    feed_frame_by_frame(&mut session, data, now, |s, t| drive(s, t, &mut paid));
 }
 
 fn client_session(now: Instant) -> Session {

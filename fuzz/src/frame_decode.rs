@@ -257,6 +257,13 @@ fn check_node_session(data: &[u8]) {
     drain(&mut whole, now);
 
     let mut session = node_session(now);
+    feed_frame_by_frame(&mut session, data, now, drain);
+}
+
+/// Hands `data` to `session` a frame at a time, a millisecond apart, with
+/// `settle` run after each and after a last hour-long timeout; then
+/// nothing may be left to transmit.
+pub(crate) fn feed_frame_by_frame(session: &mut Session, data: &[u8], now: Instant, mut settle: impl FnMut(&mut Session, Instant)) {
     let mut rest = data;
     let mut t = now;
     while !rest.is_empty() {
@@ -269,7 +276,7 @@ fn check_node_session(data: &[u8]) {
         // Owned reads, as the driver hands them over (data payloads are
         // then slices of these buffers).
         session.handle_input_owned(t, 1, rest[..n].to_vec());
-        drain(&mut session, t);
+        settle(session, t);
         rest = &rest[n..];
     }
     let _ = (
@@ -278,7 +285,7 @@ fn check_node_session(data: &[u8]) {
         session.poll_timeout(),
     );
     session.handle_timeout(t + Duration::from_secs(3600));
-    drain(&mut session, t);
+    settle(session, t);
     assert!(session.poll_transmit().is_none());
 }
 
