@@ -473,14 +473,42 @@ impl Settler {
     /// waited a whole period, 10 minutes by default, before it settled
     /// what its last run was paid, and a node restarted more often than
     /// that never did.)
+    ///
+    /// While the receipt book cannot be written (a full disk), the chain is
+    /// all that keeps what clients paid: a pass then runs at least every
+    /// [`UNWRITTEN_SETTLE_EVERY`] and settles every receipt worth more than
+    /// its fee, so a crash loses at most that long of receipts, not all
+    /// since the disk filled.
     fn run(&self, every: Duration, min: tollway_types::amount::Usd) {
-        let pass = SettlePass { min, expiring_within: every * 2, deadline: None };
+        let mut last_pass: Option<std::time::Instant> = None;
+        let mut said_unwritten = false;
         while !self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-            {
+            let unwritten = self.receipts.unwritten();
+            if unwritten != said_unwritten {
+                if unwritten {
+                    eprintln!(
+                        "settle: the receipt book cannot be written, so every receipt worth more than its fee is \
+                         settled on the chain every {} s until it can",
+                        every.min(UNWRITTEN_SETTLE_EVERY).as_secs()
+                    );
+                } else {
+                    eprintln!("settle: the receipt book is written again; settling every {} s as before", every.as_secs());
+                }
+                said_unwritten = unwritten;
+            }
+            let (period, min) = if unwritten {
+                (every.min(UNWRITTEN_SETTLE_EVERY), tollway_types::amount::Usd::ZERO)
+            } else {
+                (every, min)
+            };
+            if last_pass.is_none_or(|at| at.elapsed() >= period) {
+                let pass = SettlePass { min, expiring_within: every * 2, deadline: None };
                 let _pass = self.pass.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 settle_due(self, &pass, &self.stopping);
+                last_pass = Some(std::time::Instant::now());
             }
-            std::thread::sleep(every);
+            // Short sleeps: a book that fails is noticed within one.
+            std::thread::sleep(period.min(Duration::from_secs(1)));
         }
     }
 
@@ -504,6 +532,9 @@ impl Settler {
         settle_due(self, pass, &std::sync::atomic::AtomicBool::new(false))
     }
 }
+
+/// How often a node settles while its receipt book cannot be written.
+const UNWRITTEN_SETTLE_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a settlement waits to be committed.
 const SETTLE_WAIT_MS: u64 = 15_000;

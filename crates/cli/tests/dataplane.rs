@@ -738,3 +738,43 @@ fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
     let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
     assert_ne!(v[0]["paid"], "0", "{v}");
 }
+
+/// A node whose receipt book cannot be written (a full disk) kept what
+/// its clients paid in memory alone until it stopped: a crash meanwhile
+/// lost all of it, and its passes settled only what passed
+/// `--settle-min-usd`. While the book fails, each pass now settles every
+/// receipt worth more than its fee, so the chain keeps what the disk
+/// cannot.
+#[test]
+fn a_node_whose_book_cannot_be_written_settles_as_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and(dir, "exit_u");
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_u", free_ports(4, 0));
+    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
+    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
+    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    // Receipts of $0.0015 or so, under the default minimum a pass settles
+    // ($0.10), on a channel that expires in a week.
+    let args = [
+        "node", "run", "--home", &node.home, "--key", "exit_u.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback",
+        "--settle-every", "2s",
+    ];
+    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
+    let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    let settled = exit.wait_for_line(&format!("settled channel {}", &channel[..8]), Duration::from_secs(20));
+    assert!(settled.is_some(), "{:#?}", exit.lines);
+    assert!(exit.child.try_wait().unwrap().is_none(), "the node stopped: {:#?}", exit.lines);
+    assert!(exit.lines.iter().any(|l| l.contains("receipt book cannot be written")), "{:#?}", exit.lines);
+    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_ne!(v[0]["paid"], "0", "{v}");
+    // Written again: the passes go back to the minimum, and say so.
+    std::fs::remove_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    let back = exit.wait_for_line("settle: the receipt book is written again", Duration::from_secs(10));
+    assert!(back.is_some(), "{:#?}", exit.lines);
+}

@@ -127,6 +127,9 @@ struct Book {
     owed: HashMap<ChannelId, OwedDebt>,
     /// Changed since the file was last written.
     dirty: bool,
+    /// The last write failed: the receipts since the one before are in
+    /// memory alone.
+    unwritten: bool,
     /// Files written, for tests.
     writes: u64,
 }
@@ -317,11 +320,22 @@ impl ReceiptBook {
             BookFile { receipts, owed }
         };
         let written = write_atomically(file, &on_disk);
-        match written {
-            Ok(()) => self.lock().writes += 1,
-            Err(_) => self.lock().dirty = true,
+        {
+            let mut book = self.lock();
+            book.unwritten = written.is_err();
+            match written {
+                Ok(()) => book.writes += 1,
+                Err(_) => book.dirty = true,
+            }
         }
         written
+    }
+
+    /// Whether the last write failed (a full disk): until one succeeds, a
+    /// crash loses what was paid since the last good write, so the node
+    /// settles on the chain what it would otherwise wait to settle.
+    pub fn unwritten(&self) -> bool {
+        self.lock().unwritten
     }
 
     /// How many times the file has been written.
