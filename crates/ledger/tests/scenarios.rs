@@ -492,6 +492,61 @@ fn a_node_that_turns_an_oracle_away_is_judged_no_faster_than_by_all_three() {
     }
 }
 
+/// Three oracles of unequal stake: two honest ones of 5,000 TWY and a
+/// colluder of 8,000 (less than the two together, so the median of all
+/// three is honest), and a node `n0` that claims `claimed_bps`.
+fn node_among_unequal_oracles(claimed_bps: u64) -> World {
+    let mut accounts = operators("n", 1);
+    for (label, stake) in [("honest0", 5_000), ("honest1", 5_000), ("colluder", 8_000)] {
+        accounts.push(fund(label, 10, 0, stake));
+    }
+    let mut w = World::new(Params::default_params(), 1_000_000, 1_000_000, accounts);
+    for (i, label) in ["honest0", "honest1", "colluder"].iter().enumerate() {
+        w.register_oracle(label, &format!("198.51.{i}.1"));
+    }
+    w.end_epoch();
+    w.register_node("n0", "FR", "203.0.113.10", claimed_bps);
+    w
+}
+
+/// A liar that turned one honest oracle away (`Unreachable`, never a
+/// slash) left the median to the other two, and the heavier of those, a
+/// colluder vouching for its claim, made it: no strike, rewards on the
+/// claim. A turned-away oracle now counts, with its stake, as the worst of
+/// the others' measurements: the median is the honest 100 Mbit/s again.
+#[test]
+fn a_liar_cannot_leave_its_median_to_a_heavier_colluder_by_turning_an_honest_oracle_away() {
+    let mut w = node_among_unequal_oracles(1_000 * MBPS);
+    let reported = w.report_each("n0", 1_000_000, |label| match label {
+        "honest0" => unreached(),
+        "honest1" => measured(100 * MBPS),
+        _ => measured(1_000 * MBPS),
+    });
+    assert_eq!(reported.len(), 3, "{reported:?}");
+    assert!(w.end_epoch().slashes.is_empty());
+    assert_eq!(w.node("n0").verified_capacity_bps, 100 * MBPS);
+    assert!(w.node("n0").strike.is_some(), "ρ = 10 with the honest median: a strike");
+}
+
+/// The other side of the rule: a heavy oracle that calls an honest node
+/// unreachable moves its median to the lowest honest measurement, never
+/// below it, so it cannot strike the node.
+#[test]
+fn a_heavy_oracle_that_calls_an_honest_node_unreachable_cannot_strike_it() {
+    let mut w = node_among_unequal_oracles(100 * MBPS);
+    for _ in 0..3 {
+        w.report_each("n0", 1_000_000, |label| match label {
+            "honest0" => measured(85 * MBPS),
+            "honest1" => measured(95 * MBPS),
+            _ => unreached(),
+        });
+        assert!(w.end_epoch().slashes.is_empty());
+        assert_eq!(w.node("n0").verified_capacity_bps, 85 * MBPS);
+        assert!(w.node("n0").strike.is_none(), "struck on an unreachable report");
+        assert!(last(&w, "n0") > 0, "no reward on two honest measurements");
+    }
+}
+
 #[test]
 fn a_node_claiming_ten_times_what_it_delivers_is_slashed_after_two_epochs() {
     // Six oracles, so the confirming epoch can use a disjoint set of three.

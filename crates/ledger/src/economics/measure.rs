@@ -91,6 +91,11 @@ impl Samples {
         }
     }
 
+    /// The smallest value held (0 when empty).
+    fn lowest(&self) -> u64 {
+        self.items[..self.len].iter().map(|x| x.0).min().unwrap_or(0)
+    }
+
     /// The stake-weighted (lower) median: the smallest value at which the
     /// cumulative weight reaches half the total.
     fn weighted_median(&mut self) -> u64 {
@@ -255,6 +260,7 @@ fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sum
         let mut throughput = Samples::EMPTY;
         let mut latency = Samples::EMPTY;
         let mut uptime = Samples::EMPTY;
+        let mut turned_away_weight = 0u128;
         for slot in reports {
             let weight = oracle_weights[slot.oracle as usize];
             match slot.outcome {
@@ -263,14 +269,31 @@ fn aggregate_reports(p: &Params, reports: &Reports, oracle_weights: &[u128], sum
                     latency.push(flip(latency_us as u64), weight);
                     uptime.push(slot.uptime_ppm as u64, weight);
                 }
-                MeasurementOutcome::Unreachable => uptime.push(slot.uptime_ppm as u64, weight),
+                MeasurementOutcome::Unreachable => {
+                    uptime.push(slot.uptime_ppm as u64, weight);
+                    turned_away_weight += weight;
+                }
                 MeasurementOutcome::OracleError => {}
             }
         }
         if uptime.len >= quorum {
             agg.uptime_ppm = Some(uptime.weighted_median() as u32);
         }
-        (throughput.len >= quorum).then(|| (throughput.weighted_median(), flip(latency.weighted_median())))
+        (throughput.len >= quorum).then(|| {
+            // The oracles a node turned away count, with their stake, as
+            // the worst measurement the others made (ADR 0019). Left out,
+            // they let the node choose its median: turning an honest
+            // oracle away left a heavier colluder's figure as the median
+            // of the other two. Counted as nothing, they would let an
+            // oracle strike a node by calling it unreachable; as the worst
+            // real measurement, an unreachable report is still never a
+            // strike alone.
+            if turned_away_weight > 0 {
+                throughput.push(throughput.lowest(), turned_away_weight);
+                latency.push(latency.lowest(), turned_away_weight);
+            }
+            (throughput.weighted_median(), flip(latency.weighted_median()))
+        })
     };
     if let Some((median, latency)) = measured {
         agg.throughput_bps = Some(median);
@@ -940,6 +963,53 @@ mod tests {
                 assert_eq!(large.weighted_median(), small.weighted_median(), "{:?}", &items[..len]);
             }
         }
+    }
+
+    /// ADR 0019 over random mixes of reports: with the oracles a node
+    /// turned away counted as the worst measurement, its throughput median
+    /// is never above the median of the measurements alone (turning an
+    /// oracle away never pays) and never below their lowest (an
+    /// unreachable report is never a strike alone); latency the same way
+    /// round.
+    #[test]
+    fn a_turned_away_oracle_lowers_the_median_at_most_to_the_worst_measurement() {
+        let p = Params::default_params();
+        let weights: Vec<u128> = vec![1, 2, 3, 5, 8, 13, 1 << 70];
+        let mut z = 13u64;
+        let mut next = |m: u64| {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (z >> 33) % m
+        };
+        let mut lowered = 0;
+        for _ in 0..20_000 {
+            let mut reports = Reports::default();
+            let len = 1 + next(MAX_ORACLES_PER_NODE as u64) as usize;
+            let (mut throughput, mut latency) = (Samples::EMPTY, Samples::EMPTY);
+            for (oracle, &weight) in weights.iter().enumerate().take(len) {
+                let outcome = match next(4) {
+                    0 => MeasurementOutcome::Unreachable,
+                    1 => MeasurementOutcome::OracleError,
+                    _ => MeasurementOutcome::Measured { throughput_bps: next(6), latency_us: next(5) as u32 },
+                };
+                if let MeasurementOutcome::Measured { throughput_bps, latency_us } = outcome {
+                    throughput.push(throughput_bps, weight);
+                    latency.push(flip(latency_us as u64), weight);
+                }
+                assert!(reports.push(ReportSlot { oracle: oracle as OracleIdx, outcome, uptime_ppm: 1_000_000 }));
+            }
+            let agg = aggregate_reports(&p, &reports, &weights, &mut Sums::new(weights.len()));
+            let Some(median) = agg.throughput_bps else {
+                assert!(throughput.len < p.min_reports as usize);
+                continue;
+            };
+            let slots = reports.as_slice();
+            let (measured_only, lowest) = (throughput.weighted_median(), throughput.lowest());
+            assert!((lowest..=measured_only).contains(&median), "{slots:?}");
+            let (latency_measured_only, worst) = (flip(latency.weighted_median()), flip(latency.lowest()));
+            assert!((latency_measured_only..=worst).contains(&(agg.latency_us as u64)), "{slots:?}");
+            lowered += usize::from(median < measured_only);
+        }
+        assert!(lowered > 100, "the rule lowered only {lowered} medians: the cases miss it");
     }
 
     /// The branch-free median of three is the rule's, ties included.
