@@ -680,26 +680,47 @@ fn connect_on_a_port_in_use_fails_before_it_opens_a_channel() {
 fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let chain = chain_for_alice_and(dir, "exit_r");
-    let api = chain.api.as_str();
-    let node = register_node(dir, api, "exit_r", free_ports(4, 0));
-    tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
-    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
-    let args = ["node", "run", "--home", &node.home, "--key", "exit_r.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
-    // Its stderr with its stdout, for the daemon's lines.
-    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
-    let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
-    let web = web_server();
-    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
-    assert_eq!(body.len(), 3 << 20);
+    let (_chain, mut exit, _channel, _proxy) = exit_with_a_book_it_cannot_write(dir, "exit_r", &[]);
     let failed = exit.wait_for_line("receipt book: ", Duration::from_secs(5)).expect("no word of the failed write");
     assert!(failed.contains("receipts.tmp"), "{failed}");
     exit.wait_for_line("no such line", Duration::from_secs(3));
     let said = exit.lines.iter().filter(|l| l.starts_with("receipt book: ")).count();
     assert_eq!(said, 1, "{:#?}", exit.lines);
-    std::fs::remove_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    std::fs::remove_dir(dir.join("exit_r-home").join("receipts.tmp")).unwrap();
     let again = exit.wait_for_line("receipt book: ", Duration::from_secs(5)).unwrap_or_default();
     assert!(again.contains("written again"), "{again}");
+}
+
+/// A chain, and an exit `name` (run with `extra` flags) whose receipt book
+/// cannot be written (a full disk; here its temporary file's name taken by
+/// a directory), which served alice 3 MiB through a proxy on a channel
+/// that expires in a week. The receipts, $0.0015 or so, are under the
+/// default minimum a pass settles ($0.10): no pass would settle them on a
+/// disk that keeps them. Returns the chain, the exit, its channel's id and
+/// the proxy.
+fn exit_with_a_book_it_cannot_write(dir: &Path, name: &str, extra: &[&str]) -> (ChainProcess, Daemon, String, Daemon) {
+    let chain = chain_for_alice_and(dir, name);
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, name, free_ports(4, 0));
+    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
+    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
+    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    let key = format!("{name}.key");
+    let mut args = vec!["node", "run", "--home", &node.home, "--key", &key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    args.extend(extra);
+    let exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
+    let (proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    (chain, exit, channel, proxy)
+}
+
+/// Fails unless alice's first channel has been paid on the chain.
+fn assert_alice_paid(dir: &Path, api: &str) {
+    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_ne!(v[0]["paid"], "0", "{v}");
 }
 
 /// A node stopped while its receipt book cannot be written (a full disk)
@@ -711,21 +732,7 @@ fn a_receipt_book_that_cannot_be_written_is_said_once_not_four_times_a_second() 
 fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let chain = chain_for_alice_and(dir, "exit_s");
-    let api = chain.api.as_str();
-    let node = register_node(dir, api, "exit_s", free_ports(4, 0));
-    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
-    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
-    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
-    // Receipts of $0.0015 or so, under the default minimum a pass settles
-    // ($0.10), on a channel that expires in a week: no pass would settle
-    // them on a disk that keeps them.
-    let args = ["node", "run", "--home", &node.home, "--key", "exit_s.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
-    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
-    let (proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
-    let web = web_server();
-    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
-    assert_eq!(body.len(), 3 << 20);
+    let (chain, mut exit, channel, proxy) = exit_with_a_book_it_cannot_write(dir, "exit_s", &[]);
     drop(proxy);
     assert!(exit.wait_for_line("receipt book: ", Duration::from_secs(5)).is_some(), "{:#?}", exit.lines);
     let stopped = Command::new("kill").args(["-TERM", &exit.child.id().to_string()]).status().unwrap();
@@ -734,9 +741,7 @@ fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
     let _ = exit.child.wait();
     let settled = exit.lines.iter().any(|l| l.starts_with(&format!("settled channel {}", &channel[..8])));
     assert!(settled, "{:#?}", exit.lines);
-    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
-    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
-    assert_ne!(v[0]["paid"], "0", "{v}");
+    assert_alice_paid(dir, &chain.api);
 }
 
 /// A node whose receipt book cannot be written (a full disk) kept what
@@ -749,32 +754,14 @@ fn a_node_stopped_with_a_book_it_cannot_write_settles_what_it_holds() {
 fn a_node_whose_book_cannot_be_written_settles_as_it_runs() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let chain = chain_for_alice_and(dir, "exit_u");
-    let api = chain.api.as_str();
-    let node = register_node(dir, api, "exit_u", free_ports(4, 0));
-    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "7d"]);
-    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
-    std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
-    // Receipts of $0.0015 or so, under the default minimum a pass settles
-    // ($0.10), on a channel that expires in a week.
-    let args = [
-        "node", "run", "--home", &node.home, "--key", "exit_u.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback",
-        "--settle-every", "2s",
-    ];
-    let mut exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
-    let (_proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
-    let web = web_server();
-    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
-    assert_eq!(body.len(), 3 << 20);
+    let (chain, mut exit, channel, _proxy) = exit_with_a_book_it_cannot_write(dir, "exit_u", &["--settle-every", "2s"]);
     let settled = exit.wait_for_line(&format!("settled channel {}", &channel[..8]), Duration::from_secs(20));
     assert!(settled.is_some(), "{:#?}", exit.lines);
     assert!(exit.child.try_wait().unwrap().is_none(), "the node stopped: {:#?}", exit.lines);
     assert!(exit.lines.iter().any(|l| l.contains("receipt book cannot be written")), "{:#?}", exit.lines);
-    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
-    let v: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
-    assert_ne!(v[0]["paid"], "0", "{v}");
+    assert_alice_paid(dir, &chain.api);
     // Written again: the passes go back to the minimum, and say so.
-    std::fs::remove_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
+    std::fs::remove_dir(dir.join("exit_u-home").join("receipts.tmp")).unwrap();
     let back = exit.wait_for_line("settle: the receipt book is written again", Duration::from_secs(10));
     assert!(back.is_some(), "{:#?}", exit.lines);
 }
