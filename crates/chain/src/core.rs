@@ -207,8 +207,10 @@ impl Core {
         state.account_index.get(account).map_or(0, |&i| state.accounts[i as usize].nonce)
     }
 
-    /// Admits a tx whose signature the caller has verified.
-    pub fn admit(&mut self, stx: SignedTx, id: TxId, bytes: usize) -> Result<(), SubmitError> {
+    /// Admits a tx whose signature the caller has verified, at `now_ms` (the
+    /// node's clock: a tx behind a nonce gap waits at most
+    /// `MempoolLimits::gap_ttl_ms` from then).
+    pub fn admit(&mut self, stx: SignedTx, id: TxId, bytes: usize, now_ms: u64) -> Result<(), SubmitError> {
         let s = &self.state;
         if stx.tx.chain_id != s.chain_id {
             return Err(SubmitError::WrongChain { expected: s.chain_id.clone(), found: stx.tx.chain_id.clone() });
@@ -229,7 +231,7 @@ impl Core {
             Amount::Token(_) => 0,
         };
         let nonce = s.accounts[idx as usize].nonce;
-        self.mempool.admit(Pending::new(stx, id, bytes, fee_rank), nonce, self.tip.height)?;
+        self.mempool.admit(Pending::new(stx, id, bytes, fee_rank), nonce, now_ms)?;
         self.statuses.set(id, TxState::Pending, Vec::new());
         Ok(())
     }
@@ -358,7 +360,7 @@ impl Application for Core {
         }
         let state = &self.state;
         let mut dropped = spec.dropped;
-        dropped.extend(self.mempool.prune(|a| Core::next_nonce(state, a), block.header.height));
+        dropped.extend(self.mempool.prune(|a| Core::next_nonce(state, a), block.header.time_ms));
         for d in &dropped {
             self.statuses.set(d.id, TxState::Rejected { code: d.code.to_string(), message: d.message.clone() }, Vec::new());
         }
@@ -372,8 +374,10 @@ impl Application for Core {
             let state = &self.state;
             for p in spec.taken {
                 let nonce = Core::next_nonce(state, &p.stx.tx.signer);
-                // It was admitted before; only a full pool could refuse it now.
-                let _ = self.mempool.admit(p, nonce, self.tip.height);
+                // It was admitted before; only a full pool could refuse it
+                // now. Its wait is still counted from its first admission.
+                let admitted_ms = p.admitted_ms;
+                let _ = self.mempool.admit(p, nonce, admitted_ms);
             }
         }
         Ok(())

@@ -11,7 +11,10 @@
 //! - A tx behind a nonce gap pays nothing until the gap fills, and leaves
 //!   for free when it never does: such txs are capped apart (per account
 //!   and in all), so that they cannot fill the pool and lock everyone
-//!   else out, and they do not count towards a full block.
+//!   else out, and they do not count towards a full block. How long one
+//!   may wait is counted in time (admission to block time), not blocks: an
+//!   idle chain makes a block only every heartbeat, and 120 blocks were
+//!   two minutes while busy and two hours while idle.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -24,8 +27,9 @@ pub struct MempoolLimits {
     /// Pending txs per account; also how far ahead of the account's nonce
     /// a tx may be. A flood from one account stops here.
     pub max_per_account: usize,
-    /// A tx waiting behind a nonce gap is dropped after this many blocks.
-    pub gap_ttl_blocks: u64,
+    /// A tx waiting behind a nonce gap is dropped by the first block whose
+    /// time is more than this after the tx's admission.
+    pub gap_ttl_ms: u64,
     /// Txs behind a nonce gap, per account and in all.
     pub max_gapped_per_account: usize,
     pub max_gapped: usize,
@@ -37,7 +41,7 @@ impl Default for MempoolLimits {
             max_txs: 100_000,
             max_bytes: 256 << 20,
             max_per_account: 256,
-            gap_ttl_blocks: 120,
+            gap_ttl_ms: 120_000,
             max_gapped_per_account: 16,
             max_gapped: 10_000,
         }
@@ -51,13 +55,15 @@ pub struct Pending {
     pub bytes: usize,
     /// The fee's value in USD base units at admission: the priority.
     pub fee_rank: u128,
-    pub admitted_height: u64,
+    /// When it was admitted (the node's clock): a tx behind a nonce gap
+    /// expires `gap_ttl_ms` after it.
+    pub admitted_ms: u64,
     seq: u64,
 }
 
 impl Pending {
     pub fn new(stx: SignedTx, id: TxId, bytes: usize, fee_rank: u128) -> Pending {
-        Pending { stx, id, bytes, fee_rank, admitted_height: 0, seq: 0 }
+        Pending { stx, id, bytes, fee_rank, admitted_ms: 0, seq: 0 }
     }
 }
 
@@ -164,8 +170,9 @@ impl Mempool {
     }
 
     /// Admits a tx whose signature has been verified. `account_nonce` is the
-    /// signer's next nonce in the committed state.
-    pub fn admit(&mut self, mut p: Pending, account_nonce: u64, height: u64) -> Result<(), AdmitError> {
+    /// signer's next nonce in the committed state; `now_ms` the time of
+    /// admission (a tx given back from an abandoned block keeps its own).
+    pub fn admit(&mut self, mut p: Pending, account_nonce: u64, now_ms: u64) -> Result<(), AdmitError> {
         let account = p.stx.tx.signer;
         let nonce = p.stx.tx.nonce;
         if self.ids.contains_key(&p.id) {
@@ -205,7 +212,7 @@ impl Mempool {
         }
         p.seq = self.next_seq;
         self.next_seq += 1;
-        p.admitted_height = height;
+        p.admitted_ms = now_ms;
         self.bytes += p.bytes;
         self.ids.insert(p.id, (account, nonce));
         self.accounts.entry(account).or_default().insert(nonce, p);
@@ -278,9 +285,9 @@ impl Mempool {
         (included, dropped)
     }
 
-    /// After a block: drops txs whose nonce is now used, and txs that have
-    /// waited behind a nonce gap for longer than the limit.
-    pub fn prune(&mut self, next_nonce: impl Fn(&AccountId) -> u64, height: u64) -> Vec<Dropped> {
+    /// After a block at `block_time_ms`: drops txs whose nonce is now used,
+    /// and txs that have waited behind a nonce gap for longer than the limit.
+    pub fn prune(&mut self, next_nonce: impl Fn(&AccountId) -> u64, block_time_ms: u64) -> Vec<Dropped> {
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (account, queue) in &self.accounts {
@@ -288,12 +295,13 @@ impl Mempool {
             for (&nonce, p) in queue {
                 if nonce < n {
                     gone.push((*account, nonce, "stale_nonce", format!("nonce {nonce} was used by another tx")));
-                } else if height.saturating_sub(p.admitted_height) > self.limits.gap_ttl_blocks && !queue.contains_key(&n) {
+                } else if block_time_ms.saturating_sub(p.admitted_ms) > self.limits.gap_ttl_ms && !queue.contains_key(&n) {
+                    let ttl_secs = self.limits.gap_ttl_ms as f64 / 1000.0;
                     gone.push((
                         *account,
                         nonce,
                         "nonce_gap",
-                        format!("waited {} blocks for the tx with nonce {n}, which never came", self.limits.gap_ttl_blocks),
+                        format!("waited over {ttl_secs} s for the tx with nonce {n}, which never came"),
                     ));
                 }
             }
@@ -347,7 +355,7 @@ mod tests {
     }
 
     fn limits() -> MempoolLimits {
-        MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_blocks: 5, max_gapped_per_account: 3, max_gapped: 10 }
+        MempoolLimits { max_txs: 10, max_bytes: 10_000, max_per_account: 3, gap_ttl_ms: 5000, max_gapped_per_account: 3, max_gapped: 10 }
     }
 
     /// Txs behind a nonce gap pay nothing while they wait and leave for
@@ -383,7 +391,7 @@ mod tests {
         // And a pruned gap frees its share.
         let mut m = Mempool::new(tight);
         m.admit(tx("gone", 1, 1), 0, 0).unwrap();
-        assert_eq!(m.prune(|_| 0, 6).len(), 1);
+        assert_eq!(m.prune(|_| 0, 5001).len(), 1);
         assert_eq!((m.len(), m.ready_len(), m.gapped_total), (0, 0, 0));
     }
 
@@ -454,9 +462,10 @@ mod tests {
         m.admit(tx("a", 2, 1), 0, 0).unwrap();
         let (inc, _) = m.fill_block(10, 10_000, &mut Target(None));
         assert!(inc.is_empty(), "nonce 2 cannot go before 0 and 1");
-        assert!(m.prune(|_| 0, 5).is_empty());
-        let d = m.prune(|_| 0, 6);
+        assert!(m.prune(|_| 0, 5000).is_empty());
+        let d = m.prune(|_| 0, 5001);
         assert_eq!(d[0].code, "nonce_gap");
+        assert_eq!(d[0].message, "waited over 5 s for the tx with nonce 0, which never came");
         for i in 0..5 {
             m.admit(tx(&format!("x{i}"), 0, 1), 0, 0).unwrap();
         }
@@ -465,5 +474,27 @@ mod tests {
         let (inc, _) = m.fill_block(10, 250, &mut Target(None));
         assert_eq!(inc.len(), 2, "250 bytes hold two 100-byte txs");
         assert_eq!(m.len(), 1);
+    }
+
+    /// The wait behind a gap was counted in blocks (120), which was two
+    /// minutes at a block a second; an idle chain makes a block only every
+    /// heartbeat, and 120 of those were two hours. It is counted in time
+    /// now: however many blocks come, or how few.
+    #[test]
+    fn a_gapped_tx_expires_after_its_time_however_many_blocks_came() {
+        let mut m = Mempool::new(limits());
+        let admitted_ms = 1_000_000;
+        m.admit(tx("a", 1, 1), 0, admitted_ms).unwrap();
+        // Many blocks within its time: it waits.
+        for block_ms in (admitted_ms..=admitted_ms + 5000).step_by(100) {
+            assert!(m.prune(|_| 0, block_ms).is_empty(), "dropped at {block_ms} ms");
+        }
+        assert_eq!(m.len(), 1);
+        // One block long after (an idle chain's heartbeat): it goes.
+        let mut m = Mempool::new(limits());
+        m.admit(tx("a", 1, 1), 0, admitted_ms).unwrap();
+        let d = m.prune(|_| 0, admitted_ms + 60_000);
+        assert_eq!((d.len(), d[0].code), (1, "nonce_gap"));
+        assert_eq!((m.len(), m.ready_len()), (0, 0));
     }
 }

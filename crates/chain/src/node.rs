@@ -284,11 +284,12 @@ fn verify_and_admit(shared: &Shared, taken: Vec<Submission>) {
     let mut admitted = 0usize;
     {
         let mut core = shared.core();
+        let admitted_ms = now_ms();
         for s in taken {
             let mut results = Vec::with_capacity(s.txs.len());
             for t in s.txs {
                 let result = if ok.next().unwrap_or(false) {
-                    core.admit(t.stx, t.id, t.raw.len()).map_err(SubmitRefusal::from)
+                    core.admit(t.stx, t.id, t.raw.len(), admitted_ms).map_err(SubmitRefusal::from)
                 } else {
                     Err(SubmitRefusal {
                         code: "bad_signature",
