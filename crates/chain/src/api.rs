@@ -410,6 +410,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "epoch_secs": st.params.epoch_secs,
         "mempool_txs": core.mempool_len(),
         "block_interval_ms": s.config.block_interval.as_millis() as u64,
+        "idle_heartbeat_ms": s.config.idle_heartbeat_ms,
         "min_fee_token": st.params.min_fee_token,
         "min_fee_usd": st.params.min_fee_usd,
         "min_node_stake": st.params.min_node_stake,

@@ -43,7 +43,10 @@ pub trait Application {
 }
 
 /// A consensus engine, driven by the node's loop once per block interval
-/// (or sooner when the mempool has a full block).
+/// (or sooner when the mempool has a full block) when a block is wanted
+/// (`Core::block_wanted`: something to carry, or the idle heartbeat). A
+/// BFT engine's proposer would ask the same (CometBFT's
+/// `create_empty_blocks = false` with `create_empty_blocks_interval`).
 pub trait Consensus: Send {
     fn name(&self) -> &'static str;
     /// Runs the engine at `now_ms`; returns the block committed, if any.

@@ -203,6 +203,21 @@ impl Core {
         self.mempool.ready_len() >= self.config.max_block_txs
     }
 
+    /// Whether to make a block at `now_ms` (DESIGN §3's blocks every
+    /// interval or size, when they carry something): txs a block could
+    /// take now, or an epoch due at the block's time; or, with neither, the
+    /// tip is `idle_heartbeat_ms` old. An empty block changes nothing in
+    /// the state (its root is the parent's) and cost 300-400 bytes of
+    /// store, about 30 MB a day on a chain idle at a block a second; the
+    /// heartbeat keeps followers' view of the chain's clock (the tip's
+    /// time, block events) at most that far behind.
+    pub fn block_wanted(&self, now_ms: u64, idle_heartbeat_ms: u64) -> bool {
+        let (_, _, time_ms) = self.next_block_frame(now_ms);
+        self.mempool.ready_len() > 0
+            || execute::block_ends_epoch(&self.state, time_ms)
+            || now_ms.saturating_sub(self.tip.time_ms) >= idle_heartbeat_ms
+    }
+
     fn next_nonce(state: &State, account: &PublicKey) -> u64 {
         state.account_index.get(account).map_or(0, |&i| state.accounts[i as usize].nonce)
     }

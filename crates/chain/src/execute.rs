@@ -12,12 +12,19 @@ pub fn ctx(height: u64, time_ms: u64) -> Ctx {
     Ctx { height, time_secs: time_ms / 1000 }
 }
 
+/// Whether a block at `time_ms` closes the epoch (in [`begin_block`]; the
+/// producer also asks it of an idle chain: an epoch ends on time even when
+/// no tx comes).
+pub fn block_ends_epoch(state: &State, time_ms: u64) -> bool {
+    epoch_due(state, ctx(0, time_ms).time_secs)
+}
+
 /// Start of a block: closes the epoch if the block's time says it is over.
 /// The epoch seed is the parent block's hash: fixed before the block, so a
 /// proposer cannot choose it by reordering txs.
 pub fn begin_block(state: &mut State, height: u64, time_ms: u64, parent: Hash32) -> Vec<EpochRecord> {
     let c = ctx(height, time_ms);
-    if epoch_due(state, c.time_secs) {
+    if block_ends_epoch(state, time_ms) {
         vec![EpochRecord { height, time_ms, report: end_epoch(state, c, parent) }]
     } else {
         Vec::new()

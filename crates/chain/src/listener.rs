@@ -76,7 +76,7 @@ pub struct ApiLimits {
     /// carry no id to resume from, so a forced reconnect would lose
     /// events, and it would free no place from a client that reconnects
     /// at once; a client that is gone is found at a write that fails (a
-    /// block each interval, a keep-alive each 15 s) or by the idle timeout.
+    /// block, a keep-alive each 15 s) or by the idle timeout.
     pub max_event_streams_per_ip: usize,
     /// Long-polls at once: requests waiting for a tx's block
     /// (`GET /v1/txs/{id}/wait`, and `wait=commit` on the submit routes),

@@ -4,9 +4,10 @@
 //!   in one batch (ed25519 batch verification, ZIP-215), then admitted to
 //!   the mempool under the lock. Batching emerges from load.
 //! - **producer**: a thread that, every block interval or as soon as the
-//!   mempool holds a full block, runs one consensus step. The lock is held
-//!   through the durable commit, so nothing reads a state that the disk
-//!   does not have.
+//!   mempool holds a full block, runs one consensus step if a block would
+//!   carry something (`Core::block_wanted`: ready txs, an epoch due) or the
+//!   tip is `idle_heartbeat_ms` old. The lock is held through the durable
+//!   commit, so nothing reads a state that the disk does not have.
 //! - **api**: the axum server (`api.rs`).
 //!
 //! Crash-only: a failed commit stops the node; a restart recovers from the
@@ -27,6 +28,11 @@ use tollway_types::{SignedTx, SigningKey, TxId};
 pub struct NodeConfig {
     pub listen: SocketAddr,
     pub block_interval: Duration,
+    /// With no tx and no epoch due, a block only once the tip is this old:
+    /// an idle chain stores about a block a minute, not one an interval,
+    /// and its followers (block events, the status's `time_ms`) still see
+    /// it alive. At most every block interval, whatever this says.
+    pub idle_heartbeat_ms: u64,
     pub core: CoreConfig,
     /// Most requests whose txs are verified in one batch.
     pub verify_batch_max: usize,
@@ -42,6 +48,7 @@ impl Default for NodeConfig {
         NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             block_interval: Duration::from_secs(1),
+            idle_heartbeat_ms: 60_000,
             core: CoreConfig::default(),
             verify_batch_max: 512,
             verify_queue: 8192,
@@ -317,7 +324,10 @@ fn verify_and_admit(shared: &Shared, taken: Vec<Submission>) {
 }
 
 /// The block loop. Runs on a blocking thread: block building and the
-/// durable commit are CPU and disk work.
+/// durable commit are CPU and disk work. Wakes every interval (or for a
+/// full block), and makes a block only when it carries something or the
+/// idle heartbeat is due: a tx submitted to an idle chain still waits at
+/// most an interval.
 fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::runtime::Handle) -> anyhow::Result<()> {
     let interval = shared.config.block_interval;
     let mut next = Instant::now() + interval;
@@ -345,7 +355,11 @@ fn produce(shared: Arc<Shared>, mut consensus: Box<dyn Consensus>, rt: tokio::ru
         let started = Instant::now();
         let committed = {
             let mut core = shared.core();
-            let c = consensus.step(&mut *core, now_ms());
+            let now = now_ms();
+            if !core.block_wanted(now, shared.config.idle_heartbeat_ms) {
+                continue;
+            }
+            let c = consensus.step(&mut *core, now);
             if let Ok(Some(c)) = &c {
                 crate::metrics::committed(c, &core, started.elapsed());
             }

@@ -47,17 +47,25 @@ fn start() -> TestChain {
 
 /// A node whose config `tweak` changes first.
 fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
+    start_chain(|_| {}, tweak)
+}
+
+/// A chain whose genesis parameters `params` changes, on a node whose
+/// config `tweak` changes.
+fn start_chain(params: impl FnOnce(&mut Params), tweak: impl FnOnce(&mut NodeConfig)) -> TestChain {
     let dir = tempfile::tempdir().unwrap();
     let seq = key("sequencer");
     let alloc = |l: &str| Allocation { account: key(l).public(), token: Token::units(1000), usd: Usd::units(100), staked: Token::ZERO };
     // Bonded enough for a node or an oracle.
     let staked = |l: &str, twy: u128| Allocation { account: key(l).public(), token: Token::ZERO, usd: Usd::units(10), staked: Token::units(twy) };
+    let mut chain_params = Params::default_params();
+    params(&mut chain_params);
     let file = GenesisFile {
         ledger: Genesis {
             chain_id: CHAIN.into(),
             genesis_time_secs: node::now_ms() / 1000,
             gateway: seq.public(),
-            params: Params::default_params(),
+            params: chain_params,
             allocations: vec![alloc("alice"), alloc("bob"), alloc("flooder"), staked("operator", 1000), staked("cheaper", 1000), staked("french", 1000), staked("oracle0", 5000), staked("oracle1", 5000), staked("oracle2", 5000)],
             pool_token: Token::units(100_000),
             pool_usd: Usd::units(10_000),
@@ -267,11 +275,11 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (s, v) = c.get("/v1/nope");
     assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
 
-    // Nothing above reached a block.
+    // Nothing above reached a block, nor made one (the chain is idle).
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.state_root(), root);
     assert_eq!(c.nonce("alice"), 1);
-    assert!(c.get("/v1/status").1["height"].as_u64().unwrap() > height_before, "blocks kept coming");
+    assert_eq!(c.get("/v1/status").1["height"].as_u64().unwrap(), height_before, "refusals make no block");
 }
 
 /// A route asked with a method it does not serve was answered 405 with an
@@ -325,6 +333,12 @@ fn the_event_stream_carries_blocks_and_metrics_count_them() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(sock, "GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
     let mut lines = BufReader::new(sock.try_clone().unwrap()).lines();
+    // Past the response head, the stream is subscribed: the chain is idle
+    // (a block only for a tx or an epoch, or after a minute), so a tx
+    // makes the block it carries.
+    while lines.next().is_some_and(|l| l.is_ok_and(|l| !l.is_empty())) {}
+    let (s, _) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200);
     let mut saw_block = false;
     for _ in 0..200 {
         let Some(Ok(line)) = lines.next() else { break };
@@ -334,8 +348,6 @@ fn the_event_stream_carries_blocks_and_metrics_count_them() {
         }
     }
     assert!(saw_block, "no block event within the bounded read");
-    let (s, _) = c.submit_wait(&transfer("alice", "bob", 0, 1));
-    assert_eq!(s, 200);
     let mut r = c.agent.get(&c.url("/metrics")).call().unwrap();
     let text = r.body_mut().read_to_string().unwrap();
     for name in ["tollway_blocks_committed_total", "tollway_txs_committed_total", "tollway_block_height", "tollway_txs_submitted_total"] {
@@ -937,6 +949,9 @@ fn event_streams_are_capped_per_address_and_in_all_and_a_closed_one_gives_its_pl
     let c = start_with(|cfg| {
         cfg.api.max_event_streams = 3;
         cfg.api.max_event_streams_per_ip = 2;
+        // An idle chain's heartbeat, every block interval here: the
+        // streams see blocks without txs.
+        cfg.idle_heartbeat_ms = 100;
     });
     let (s, _, mut a1) = open_events(&c, "127.0.0.40");
     assert_eq!(s, 200);
@@ -1095,3 +1110,120 @@ fn a_submission_whose_wait_finds_no_place_is_submitted_once_and_not_waited_for()
     let (s, v) = c.post("/v1/txs", "application/octet-stream", &first.encode());
     assert_eq!(s, 409, "{v}");
 }
+
+fn status(c: &TestChain) -> serde_json::Value {
+    c.get("/v1/status").1
+}
+
+fn u64_at(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
+}
+
+/// The block loop committed a block every interval whatever happened: an
+/// idle chain stored 300-400 bytes a second (about 30 MB a day) of blocks
+/// that changed nothing. Now a block comes for txs or an epoch, and
+/// otherwise once the tip is the idle heartbeat old: one block, empty,
+/// with the parent's root.
+#[test]
+fn an_idle_chain_commits_no_block_until_its_heartbeat() {
+    let c = start_with(|cfg| {
+        cfg.block_interval = Duration::from_millis(50);
+        cfg.idle_heartbeat_ms = 2000;
+    });
+    let (s, v) = c.submit_wait(&transfer("alice", "bob", 0, 1));
+    assert_eq!(s, 200, "{v}");
+    let height = u64_at(&v, &["height"]);
+    let tx_block = c.get(&format!("/v1/blocks/{height}")).1;
+    let tx_block_ms = u64_at(&tx_block, &["header", "time_ms"]);
+    // 1.5 s of 50 ms intervals: no block.
+    loop {
+        let st = status(&c);
+        assert_eq!(u64_at(&st, &["height"]), height, "a block on an idle chain, {} ms after the last", u64_at(&st, &["now_ms"]) - tx_block_ms);
+        if u64_at(&st, &["now_ms"]) >= tx_block_ms + 1500 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(u64_at(&status(&c), &["idle_heartbeat_ms"]), 2000);
+    // Then the heartbeat: one empty block, 2 s after the tip.
+    let started = std::time::Instant::now();
+    let heartbeat = loop {
+        let (s, b) = c.get(&format!("/v1/blocks/{}", height + 1));
+        if s == 200 {
+            break b;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no heartbeat block: {b}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let late_ms = u64_at(&heartbeat, &["header", "time_ms"]) - tx_block_ms;
+    assert!((2000..3000).contains(&late_ms), "the heartbeat came {late_ms} ms after the tip");
+    assert_eq!(u64_at(&heartbeat, &["header", "n_txs"]), 0);
+    assert_eq!(heartbeat["header"]["state_root"], tx_block["header"]["state_root"], "an empty block changes nothing");
+    assert_eq!(u64_at(&status(&c), &["height"]), height + 1, "one heartbeat, not a block an interval again");
+}
+
+/// Idle blocks are gone, but a tx sent to an idle chain still waits at most
+/// about an interval for its block: the loop still wakes every interval.
+#[test]
+fn a_tx_sent_to_an_idle_chain_is_committed_within_about_an_interval() {
+    let c = start_with(|cfg| cfg.block_interval = Duration::from_millis(300));
+    for nonce in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        let sent_ms = node::now_ms();
+        let (s, v) = c.submit_wait(&transfer("alice", "bob", nonce, 1));
+        assert_eq!(s, 200, "{v}");
+        let block = c.get(&format!("/v1/blocks/{}", u64_at(&v, &["height"]))).1;
+        let waited_ms = u64_at(&block, &["header", "time_ms"]).saturating_sub(sent_ms);
+        assert!(waited_ms < 600, "tx {nonce}: its block came {waited_ms} ms after it, with a 300 ms interval");
+    }
+    assert_eq!(u64_at(&status(&c), &["height"]), 2, "a block for each tx, and none between");
+}
+
+/// An idle chain makes no block of its own, yet an epoch still ends on time:
+/// the loop asks at each interval whether one is due at the block's time.
+#[test]
+fn an_epoch_ends_on_time_on_an_idle_chain() {
+    let c = start_chain(|p| p.epoch_secs = 2, |cfg| cfg.block_interval = Duration::from_millis(100));
+    let start_secs = u64_at(&status(&c), &["epoch_start_secs"]);
+    let started = std::time::Instant::now();
+    let epochs = loop {
+        let list = c.get("/v1/epochs").1;
+        if list.as_array().is_some_and(|l| l.len() >= 2) {
+            break list;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "two 2 s epochs did not end in 15 s: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Each ends at the first interval past its 2 s (the next starts then).
+    let mut due_secs = start_secs + 2;
+    for (i, e) in epochs.as_array().unwrap().iter().take(2).enumerate() {
+        let time_ms = u64_at(e, &["time_ms"]);
+        assert!((due_secs * 1000..due_secs * 1000 + 1000).contains(&time_ms), "epoch {i} ended at {time_ms} ms, due at {due_secs} s");
+        assert_eq!(u64_at(e, &["height"]), i as u64 + 1, "no block between the epochs' ends");
+        due_secs = time_ms / 1000 + 2;
+    }
+    let st = status(&c);
+    assert_eq!(u64_at(&st, &["height"]), u64_at(&st, &["epoch"]), "every block ended an epoch: {st}");
+}
+
+/// The wait behind a nonce gap was counted in blocks (120, two minutes at
+/// a block a second); on an idle chain, with a block a minute, it would be
+/// two hours. It is counted in time: a gapped tx is dropped by the first
+/// block past its time (at the latest the idle heartbeat).
+#[test]
+fn a_gapped_tx_on_an_idle_chain_expires_after_its_time() {
+    let c = start_with(|cfg| {
+        cfg.block_interval = Duration::from_millis(50);
+        cfg.idle_heartbeat_ms = 1500;
+        cfg.core.mempool.gap_ttl_ms = 1000;
+    });
+    let gapped = transfer("alice", "bob", 1, 1);
+    let started = std::time::Instant::now();
+    let (s, v) = c.post("/v1/txs", "application/octet-stream", &gapped.encode());
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = c.get(&format!("/v1/txs/{}/wait?timeout_ms=8000", gapped.id()));
+    let waited = started.elapsed();
+    assert_eq!((s, v["status"].as_str(), code(&v)), (422, Some("rejected"), "nonce_gap"), "{v}");
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(4000), "dropped after {waited:?}");
+}
+
