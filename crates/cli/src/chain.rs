@@ -3,9 +3,9 @@
 //! - `genesis.json`: allocations, parameters, pool liquidity, validators
 //!   (the store keeps a copy, and run and replay refuse a file that differs);
 //! - `node.key`: the sequencer's key (mode 0600), also the USD gateway;
-//! - `chain.toml`: how to run it (listen address, block interval, limits),
-//!   each key overridable by a `TOLLWAY_CHAIN_*` environment variable and
-//!   then by flags;
+//! - `chain.toml`: how to run it (listen address, block interval, idle
+//!   heartbeat, limits), each key overridable by a `TOLLWAY_CHAIN_*`
+//!   environment variable and then by flags;
 //! - `chain.redb`: the store.
 
 use anyhow::{bail, Context};
@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Block interval, e.g. 1s or 250ms (overrides chain.toml).
     #[arg(long)]
     block_interval: Option<String>,
+    /// With no tx and no epoch due, a block only this often, e.g. 60s or
+    /// 5m (overrides chain.toml): an idle chain stores almost nothing.
+    #[arg(long)]
+    idle_heartbeat: Option<String>,
 }
 
 /// `chain.toml`.
@@ -83,6 +87,9 @@ pub struct RunArgs {
 struct ChainToml {
     listen: SocketAddr,
     block_interval: String,
+    /// Absent from the chain.toml of a chain initialised before it.
+    #[serde(default = "default_idle_heartbeat")]
+    idle_heartbeat: String,
     max_block_txs: usize,
     mempool_max_txs: usize,
     mempool_max_per_account: usize,
@@ -94,11 +101,16 @@ impl Default for ChainToml {
         ChainToml {
             listen: d.listen,
             block_interval: "1s".into(),
+            idle_heartbeat: default_idle_heartbeat(),
             max_block_txs: d.core.max_block_txs,
             mempool_max_txs: d.core.mempool.max_txs,
             mempool_max_per_account: d.core.mempool.max_per_account,
         }
     }
+}
+
+fn default_idle_heartbeat() -> String {
+    format!("{}s", NodeConfig::default().idle_heartbeat_ms / 1000)
 }
 
 pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
@@ -356,7 +368,9 @@ fn node_config(home: &Path, a: &RunArgs) -> anyhow::Result<NodeConfig> {
         (None, None) => file.listen,
     };
     let interval = a.block_interval.clone().or_else(|| env("BLOCK_INTERVAL")).unwrap_or(file.block_interval);
-    let block_interval = parse_interval(&interval)?;
+    let block_interval = parse_interval("block interval", &interval, Duration::from_secs(3600))?;
+    let heartbeat = a.idle_heartbeat.clone().or_else(|| env("IDLE_HEARTBEAT")).unwrap_or(file.idle_heartbeat);
+    let idle_heartbeat = parse_interval("idle heartbeat", &heartbeat, Duration::from_secs(86_400))?;
     for (key, value) in [
         ("max_block_txs", file.max_block_txs),
         ("mempool_max_txs", file.mempool_max_txs),
@@ -367,22 +381,25 @@ fn node_config(home: &Path, a: &RunArgs) -> anyhow::Result<NodeConfig> {
             bail!("{}: {key} = 0: it must be at least 1", path.display());
         }
     }
-    let mut c = NodeConfig { listen, block_interval, ..NodeConfig::default() };
+    let idle_heartbeat_ms = idle_heartbeat.as_millis() as u64;
+    let mut c = NodeConfig { listen, block_interval, idle_heartbeat_ms, ..NodeConfig::default() };
     c.core.max_block_txs = file.max_block_txs;
     c.core.mempool.max_txs = file.mempool_max_txs;
     c.core.mempool.max_per_account = file.mempool_max_per_account;
     Ok(c)
 }
 
-/// "1s", "250ms", "2m": the block interval, between 10 ms and 1 hour.
-fn parse_interval(s: &str) -> anyhow::Result<Duration> {
+/// "1s", "250ms", "2m": the block interval (at most 1 hour) or the idle
+/// heartbeat (at most a day), at least 10 ms.
+fn parse_interval(what: &str, s: &str, max: Duration) -> anyhow::Result<Duration> {
     let d = if let Some(ms) = s.trim().strip_suffix("ms") {
-        Duration::from_millis(ms.trim().parse().with_context(|| format!("block interval {s:?}"))?)
+        Duration::from_millis(ms.trim().parse().with_context(|| format!("{what} {s:?}"))?)
     } else {
-        Duration::from_secs(parse_duration_secs(s).map_err(|e| anyhow::anyhow!("block interval {s:?}: {e}"))?)
+        Duration::from_secs(parse_duration_secs(s).map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}"))?)
     };
-    if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
-        bail!("block interval {s:?} must be between 10ms and 1h");
+    if d < Duration::from_millis(10) || d > max {
+        let max = tollway_ledger::params::format_duration(max.as_secs());
+        bail!("{what} {s:?} must be between 10ms and {max}");
     }
     Ok(d)
 }
@@ -421,6 +438,7 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
             )?;
         }
         outln!("block interval {} ms", config.block_interval.as_millis())?;
+        outln!("idle heartbeat {} ms (with no tx and no epoch due, a block only this often)", config.idle_heartbeat_ms)?;
         outln!("listening on http://{}", node.addr)?;
         std::io::stdout().flush()?;
         let mut joined = joined;

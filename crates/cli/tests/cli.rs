@@ -409,7 +409,9 @@ fn ctrl_c_stops_a_chain_cleanly() {
     // heeded Ctrl-C, and SIGTERM ended it without the clean stop.
     for signal in ["-INT", "-TERM"] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
-            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "50ms"])
+            // A heartbeat each interval: the signal comes while blocks
+            // are made, as on a busy chain.
+            .args(["chain", "run", "--home", home, "--listen", "127.0.0.1:0", "--block-interval", "50ms", "--idle-heartbeat", "50ms"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -495,3 +497,33 @@ fn a_chain_whose_node_key_is_missing_is_told_to_put_it_back() {
     assert!(stderr.contains(&why) && !stderr.contains("keys new") && !stderr.contains("--key"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `chain run` makes a block on an idle chain only every idle heartbeat:
+/// a flag, a `TOLLWAY_CHAIN_IDLE_HEARTBEAT` and a `chain.toml` key as the
+/// block interval has. A chain.toml written before the key existed still
+/// runs (with 60 s: `deny_unknown_fields` alone would have refused it as
+/// incomplete), and a heartbeat out of bounds is refused by name.
+#[test]
+fn the_idle_heartbeat_comes_from_the_flag_or_chain_toml_and_an_older_chain_toml_still_runs() {
+    let (dir, home) = initialised_chain("heartbeat");
+    let toml = std::path::Path::new(&home).join("chain.toml");
+    let written = std::fs::read_to_string(&toml).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("idle_heartbeat = \"60s\""), "{written}");
+    let older: String = written.lines().filter(|l| !l.starts_with("idle_heartbeat")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&toml, older).unwrap_or_else(|e| panic!("{e}"));
+    let heartbeat_line = |extra: &[&str]| {
+        let mut args = vec!["chain", "run", "--home", home.as_str(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut chain = common::Daemon::start(&dir, &args, "listening on ");
+        chain.kill();
+        chain.lines.iter().find(|l| l.starts_with("idle heartbeat")).cloned().unwrap_or_default()
+    };
+    assert!(heartbeat_line(&[]).starts_with("idle heartbeat 60000 ms"));
+    assert!(heartbeat_line(&["--idle-heartbeat", "5m"]).starts_with("idle heartbeat 300000 ms"));
+    for (bad, why) in [("5ms", "idle heartbeat \"5ms\" must be between 10ms and 1d"), ("2d", "must be between 10ms and 1d"), ("soon", "idle heartbeat \"soon\"")] {
+        let (ok, _, stderr) = tollway(&["chain", "run", "--home", &home, "--listen", "127.0.0.1:0", "--idle-heartbeat", bad]);
+        assert!(!ok && stderr.contains(why), "{bad}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
