@@ -540,7 +540,7 @@ impl Wallet {
             outln!("no open channels for {}…", me.short())?;
             return Ok(());
         }
-        let now_secs = self.api.status().map(|s| s.time_ms / 1000).ok();
+        let status = self.api.status().ok();
         outln!("{:<64}  {:<6}  {:<9}  {:>12}  {:>12}  {:>14}  expires", "channel", "role", "with", "escrow", "paid", "bytes")?;
         for ch in &channels {
             let (role, other) = if ch.client == me { ("client", ch.node) } else { ("node", ch.client) };
@@ -552,7 +552,7 @@ impl Wallet {
                 ch.escrow.to_string(),
                 ch.paid.to_string(),
                 ch.paid_bytes,
-                describe_expiry(ch.expires_at_secs, now_secs)
+                describe_channel_expiry(ch.expires_at_secs, status.as_ref())
             )?;
         }
         Ok(())
@@ -793,6 +793,13 @@ pub fn format_bps(bps: u64) -> String {
     format!("{bps} bit/s")
 }
 
+/// A channel's expiry against the chain's now (`chain_now_secs_of`): the
+/// tip's time alone lags by up to the idle heartbeat (a minute) on an
+/// idle chain, and a channel that had expired was listed as open.
+fn describe_channel_expiry(expires_at_secs: u64, status: Option<&Status>) -> String {
+    describe_expiry(expires_at_secs, status.map(chain_now_secs_of))
+}
+
 fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
     match now_secs {
         Some(now) if expires_at_secs > now => format!("{expires_at_secs} (in {})", format_span(expires_at_secs - now)),
@@ -955,6 +962,10 @@ mod tests {
         assert_eq!(spans, ["0s", "45s", "1m", "1h 1m", "23h 44m", "1d", "6d 23h"]);
         assert_eq!(describe_expiry(1_000, Some(400)), "1000 (in 10m)");
         assert_eq!(describe_expiry(1_000, Some(1_090)), "1000 (expired 1m 30s ago)");
+        // An idle chain: the tip is a minute old, the node's clock is now.
+        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None };
+        assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");
+        assert_eq!(describe_channel_expiry(1_030, None), "1030");
         assert_eq!(parse_ports("4433-4440").unwrap_or_default(), (4433, 4440));
         assert_eq!(parse_ports("4433").unwrap_or_default(), (4433, 4433));
         for bad in ["0", "10-5", "x", "1-70000"] {
