@@ -127,6 +127,14 @@ fn slug(name: &str) -> String {
 /// replaced by the next run rather than refused.
 const REPORT_MARKER: &str = ".tollway-sim-report";
 
+/// Written into `--out` as a report's writing begins (after the
+/// simulation: an interrupted simulation leaves the earlier report as it
+/// was) and removed once its last file, index.html, is written. A run cut
+/// short while writing (Ctrl-C, SIGTERM, a full disk) leaves it beside
+/// the partial files, which looked like a report that merely lacked its
+/// index.html. Not hidden, as the marker is: it is there to be seen.
+const INCOMPLETE_NOTE: &str = "INCOMPLETE.txt";
+
 /// Whether `out` holds a report of ours: its marker, or a summary.json in
 /// our format (reports written before the marker). Any file named
 /// summary.json counted, and the report's own file names (index.html,
@@ -260,9 +268,32 @@ fn write_marker(out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", marker.display()))
 }
 
+/// Writes the report into `out`, with [`INCOMPLETE_NOTE`] beside it from
+/// before the earlier report is cleared until index.html is written.
 fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // `run` marked `out` before simulating; clearing leaves the marker.
+    let note = out.join(INCOMPLETE_NOTE);
+    let text = format!(
+        "This report is incomplete: `tollway sim` (process {}) began writing it and removes this file once its \
+         last file, index.html, is written.\nIf no `tollway sim` is running, it was cut short (Ctrl-C, SIGTERM, a \
+         full disk, an error): the files here are partial. The next run with this --out replaces them.\n",
+        std::process::id()
+    );
+    // First: a note that cannot be written (a full disk) fails the run
+    // with the earlier report still whole, and is not left half-written.
+    if let Err(e) = std::fs::write(&note, text) {
+        let _ = std::fs::remove_file(&note);
+        return Err(e).with_context(|| format!("writing {}", note.display()));
+    }
+    write_report_files(out, title, results).with_context(|| {
+        format!("the report in {} is incomplete ({} says so; the next run with this --out replaces it)", out.display(), note.display())
+    })?;
+    std::fs::remove_file(&note).with_context(|| format!("removing {} (the report is whole)", note.display()))
+}
+
+fn write_report_files(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
+    // `run` marked `out` before simulating; clearing leaves the marker
+    // and the note.
     clear_earlier_report(out)?;
     for s in results {
         let dir = out.join(slug(&s.name));
@@ -272,6 +303,7 @@ fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow:
         }
     }
     report::write_summary_json(&out.join("summary.json"), results)?;
+    // Last: it writes index.html after every chart.
     report::write_report(out, title, results)?;
     Ok(())
 }

@@ -187,3 +187,29 @@ fn a_sim_whose_out_is_read_only_fails_before_it_simulates() {
     assert!(stderr.contains(".tollway-sim-report") && stderr.contains("Read-only file system"), "{stderr}");
     assert!(!stderr.contains("simulated in"), "it simulated first: {stderr}");
 }
+
+/// `sim run` whose disk filled while it wrote its report failed naming
+/// the file, and left CSVs, summary.json and some charts without
+/// index.html: nothing there said the report was partial. Now the error
+/// says the report is incomplete, and so does INCOMPLETE.txt beside it.
+#[test]
+fn a_sim_whose_disk_fills_while_it_writes_leaves_a_report_that_says_it_is_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    // Room for the CSV and summary.json (30 kB), not for every chart
+    // (400 kB in all).
+    let script = r#"
+        mount -t tmpfs -o size=128k tmpfs "$2" || exit 97
+        "$1" sim run hybrid --days 30 --runs 1 --quiet --out "$2/out" >/dev/null
+        echo "exit $?"
+        ls -A "$2/out" | sed 's/^/left: /'
+        cat "$2/out/INCOMPLETE.txt"
+    "#;
+    let (_, stdout, stderr) = run_in_own_mount_namespace(script, &disk);
+    assert!(stdout.contains("exit 1") && stderr.contains("No space left on device"), "{stdout}{stderr}");
+    let out = disk.join("out");
+    assert!(stderr.contains(&format!("the report in {} is incomplete", out.display())), "{stderr}");
+    assert!(stdout.contains("left: summary.json") && !stdout.contains("left: index.html"), "{stdout}");
+    assert!(stdout.contains("left: INCOMPLETE.txt") && stdout.contains("This report is incomplete"), "{stdout}");
+}

@@ -351,3 +351,84 @@ fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
     assert!(json.contains("\"worst_regional_liquidity\": null"), "{json}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A report whose writing was cut short (Ctrl-C here) left partial files
+/// without index.html, and nothing said the run had not finished: the
+/// CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is
+/// there from the moment the writing starts until index.html is written.
+/// A run stopped while it simulates leaves the earlier report whole, and
+/// so says nothing. The writing is held at a CSV that is a FIFO no one
+/// reads, bigger than a pipe holds, so the signal lands mid-write.
+#[test]
+fn a_report_cut_short_while_written_says_it_is_incomplete() {
+    use std::io::Read;
+    use std::time::Duration;
+    let dir = temp_dir("sim-cut-short");
+    let a = small_scenario(&dir, "hybrid");
+    let out = dir.join("out");
+    let out_arg = out.to_str().unwrap_or_default();
+    let note = out.join("INCOMPLETE.txt");
+    // 200 days of CSV are over 100 kB, more than a pipe's 64 kB.
+    let args = ["sim", "run", &a, "--runs", "1", "--days", "200", "--seed", "1", "--quiet", "--out", out_arg];
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let interrupt = |child: &mut std::process::Child| {
+        let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()));
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(!status.success(), "{stderr}");
+    };
+    let (ok, _, stderr) = tollway(&args);
+    assert!(ok && out.join("index.html").is_file(), "{stderr}");
+    assert!(!note.exists(), "a whole report is not incomplete");
+
+    // Stopped while simulating: the earlier report stays as it was.
+    let long = small_scenario(&dir, "burn-and-mint");
+    let mut child = spawn(&["sim", "run", &long, "--runs", "100", "--days", "3650", "--quiet", "--out", out_arg]);
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&mut child);
+    assert!(out.join("index.html").is_file() && out.join("hybrid").join("seed-1.csv").is_file());
+    assert!(!note.exists(), "the earlier report is whole");
+
+    // Stopped while writing.
+    let csv = out.join("hybrid").join("seed-1.csv");
+    std::fs::remove_file(&csv).unwrap_or_else(|e| panic!("{e}"));
+    let made = std::process::Command::new("mkfifo").arg(&csv).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", csv.display());
+    // Kept by the clearing of the earlier report, and the FIFO with it.
+    std::fs::write(out.join("hybrid").join("notes.txt"), "mine").unwrap_or_else(|e| panic!("{e}"));
+    let mut child = spawn(&args);
+    let (opened, writing) = std::sync::mpsc::channel();
+    let fifo = csv.clone();
+    // Opening a FIFO waits for its writer: then the run is writing.
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::File::open(&fifo));
+    });
+    let Ok(reader) = writing.recv_timeout(Duration::from_secs(120)) else {
+        let _ = child.kill();
+        panic!("the run never wrote {}", csv.display());
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    interrupt(&mut child);
+    drop(reader);
+    assert!(!out.join("index.html").exists());
+    let said = std::fs::read_to_string(&note).unwrap_or_else(|e| panic!("no {}: {e}", note.display()));
+    assert!(said.contains("This report is incomplete") && said.contains("cut short"), "{said}");
+
+    // The next run replaces it, and says nothing once it is whole.
+    std::fs::remove_file(&csv).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&args);
+    assert!(ok && out.join("index.html").is_file() && csv.is_file(), "{stderr}");
+    assert!(!note.exists(), "{} outlived a whole report", note.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
