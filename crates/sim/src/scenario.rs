@@ -371,23 +371,34 @@ impl Scenario {
             return Err(invalid("demand.region_weights", "weights must be non-negative with a positive sum"));
         }
         // Every number below must be finite: infinities ran as garbage,
-        // and NaN passes any comparison written the other way round.
-        let finite = |key: &str, x: f64, lo: f64| {
-            if x.is_finite() && x >= lo {
+        // and NaN passes any comparison written the other way round. And
+        // within bounds no real scenario comes near, so that what a run
+        // computes from them stays finite too: 1e300 was accepted for each
+        // of these.
+        let bounded = |key: &str, x: f64, lo: f64, hi: f64, why: &str| {
+            if x.is_finite() && (lo..=hi).contains(&x) {
                 Ok(())
             } else {
-                Err(invalid(key, format!("{x} must be a finite number ≥ {lo}")))
+                Err(invalid(key, format!("{x:?} must be at least {lo} and at most {hi} ({why})")))
             }
         };
-        finite("demand.gb_per_consumer_per_day", d.gb_per_consumer_per_day, 0.0)?;
+        // A line of 10 Gbit/s, busy all day: 10e9 / 8 × 86,400 bytes.
+        bounded("demand.gb_per_consumer_per_day", d.gb_per_consumer_per_day, 0.0, 108_000.0, "a 10 Gbit/s line all day")?;
         // Demand is (price / reference)^(-elasticity): past these bounds
         // it overflowed to infinity once a region's price fell under the
         // reference.
         if !(d.price_elasticity.is_finite() && (0.0..=10.0).contains(&d.price_elasticity)) {
             return Err(invalid("demand.price_elasticity", format!("{:?} must be ≥ 0 and at most 10", d.price_elasticity)));
         }
-        if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0) {
-            return Err(invalid("demand.growth_per_year", format!("{} must be a finite number > -1", d.growth_per_year)));
+        // Ten-fold a year at most: the most consumers (4.3e9) grown so for
+        // the longest run (100 years), at the most GB each, stay below
+        // 1e115 GB a day, far inside an f64; 1e300 grew consumers and
+        // demand to inf in the CSV within a year.
+        if !(d.growth_per_year.is_finite() && d.growth_per_year > -1.0 && d.growth_per_year <= 9.0) {
+            return Err(invalid(
+                "demand.growth_per_year",
+                format!("{:?} must be above -1 and at most 9 (ten-fold a year)", d.growth_per_year),
+            ));
         }
         if !(0.0..=1.0).contains(&d.diurnal_amplitude) {
             return Err(invalid("demand.diurnal_amplitude", format!("{} must be in [0, 1]", d.diurnal_amplitude)));
@@ -402,8 +413,13 @@ impl Scenario {
             return Err(invalid("demand.leave_after_unserved_days", "must be at least 1"));
         }
         let m = &self.market;
-        finite("market.valuation_multiple", m.valuation_multiple, 0.0)?;
-        finite("market.trader_volume_usd", m.trader_volume_usd, 0.0)?;
+        // A price of a thousand years of what the burn spends: stock
+        // markets' price-to-earnings ratios stay in the tens to hundreds.
+        bounded("market.valuation_multiple", m.valuation_multiple, 0.0, 1_000.0, "a thousand years of the burn")?;
+        // The largest pool's USD side (market.pool_usd): a trader holds a
+        // 200th of the pool, so a larger typical trade only empties its
+        // account.
+        bounded("market.trader_volume_usd", m.trader_volume_usd, 0.0, 9e9, "the largest pool's USD side")?;
         if !(0.0..=0.5).contains(&m.value_trader_daily_share) {
             return Err(invalid("market.value_trader_daily_share", "a daily share in [0, 0.5]"));
         }
@@ -424,7 +440,10 @@ impl Scenario {
                     if *start_day == 0 || start_day >= end_day {
                         return Err(invalid("shocks", "a demand shock needs 1 ≤ start_day < end_day (the first day back to normal)"));
                     }
-                    finite("shocks.factor", *factor, 0.0)?;
+                    // It multiplies a day's demand as the growth does:
+                    // a thousand-fold surge is past any real one, and 1e300
+                    // made the day's demand inf.
+                    bounded("shocks.factor", *factor, 0.0, 1_000.0, "a thousand-fold surge")?;
                 }
                 Shock::PriceCrash { day, sell_twy } => {
                     if *day == 0 {

@@ -72,7 +72,7 @@ fn an_invalid_number_names_its_own_key() {
         ("pool_usd = 4000000", "pool_usd = 0", "scenario `market.pool_usd`: 0: "),
         ("pool_twy = 20000000", "pool_twy = 1e10", "scenario `market.pool_twy`: 10000000000: "),
         ("diurnal_amplitude = 0.5", "diurnal_amplitude = 2", "scenario `demand.diurnal_amplitude`: 2 must be in [0, 1]"),
-        ("growth_per_year = 3.0", "growth_per_year = -1", "scenario `demand.growth_per_year`: -1 must be"),
+        ("growth_per_year = 3.0", "growth_per_year = -1", "scenario `demand.growth_per_year`: -1.0 must be"),
     ] {
         assert!(text.contains(from), "{from}");
         let e = Scenario::from_toml(&text.replace(from, to)).err().map(|e| e.to_string()).unwrap_or_default();
@@ -167,4 +167,36 @@ fn demand_s_elasticity_and_reference_price_are_bounded() {
     }
     assert_eq!(err(&s, "demand.price_elasticity", "10"), "ok");
     assert_eq!(err(&s, "demand.reference_price_usd_per_gb", "931.32"), "ok");
+}
+
+/// Four demand and market inputs had no upper bound: 1e300 was accepted
+/// for each, and a growth of 1e300 a year grew consumers and demand to
+/// `inf` in the CSV within a year (1e300 GB per consumer a day showed a
+/// demand of 3e302 Gbit/s). A demand shock's factor was the same. Each is
+/// now refused by its key beyond a bound no real scenario needs, and the
+/// bound itself is accepted.
+#[test]
+fn demand_and_market_inputs_are_bounded() {
+    let s = hybrid();
+    for (key, most, beyond) in [
+        ("demand.gb_per_consumer_per_day", "108000", "108001"),
+        ("demand.growth_per_year", "9", "9.5"),
+        ("market.trader_volume_usd", "9e9", "1e10"),
+        ("market.valuation_multiple", "1000", "1000.5"),
+    ] {
+        for value in [beyond, "1e300", "inf", "nan"] {
+            let refused = err(&s, key, value);
+            assert!(refused.starts_with(&format!("scenario `{key}`: ")) && refused.contains("at most"), "{key} = {value}: {refused}");
+        }
+        assert_eq!(err(&s, key, most), "ok", "{key} = {most}");
+    }
+    let text = scenario::built_in("demand-shock").unwrap_or_else(|| panic!("no built-in demand-shock"));
+    for (factor, refused) in [("1000.0", false), ("1001.0", true), ("1e300", true)] {
+        let shocked = text.replace("factor = 0.5", &format!("factor = {factor}"));
+        assert_ne!(shocked, text);
+        match Scenario::from_toml(&shocked) {
+            Ok(_) => assert!(!refused, "factor = {factor} was accepted"),
+            Err(e) => assert!(refused && e.to_string().contains("shocks.factor"), "factor = {factor}: {e}"),
+        }
+    }
 }
