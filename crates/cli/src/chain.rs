@@ -20,7 +20,7 @@ use tollway_chain::node::NodeConfig;
 use tollway_ledger::genesis::{Allocation, Genesis};
 use tollway_ledger::params::parse_duration_secs;
 use tollway_ledger::Params;
-use tollway_store::Store;
+use tollway_store::{Store, StoreError};
 use tollway_types::{Amount, PublicKey, SigningKey, Token, Usd};
 
 #[derive(Subcommand)]
@@ -470,8 +470,28 @@ fn run_node(a: &RunArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The store, opened to read only: replay only reads, so it reads a
+/// store on a read-only filesystem (it opened it to write, and could not),
+/// and one another replay is reading. Not beside a running chain: redb's
+/// lock refuses either to open while the other has the file. A store its
+/// chain did not close (killed, crashed) is repaired first, which writes.
+fn open_to_replay(path: &Path) -> anyhow::Result<Store> {
+    match Store::open_read_only(path) {
+        Err(StoreError::NeedsRepair(shown)) => {
+            eprintln!("{shown} was not closed cleanly (the chain was killed or crashed): repairing it before the replay");
+            Store::open(path).map_err(|e| match e {
+                // The repair's write refused (a read-only filesystem):
+                // what the repair needs, then why it could not.
+                StoreError::CannotOpen(..) => anyhow::anyhow!("{}: {e}", StoreError::NeedsRepair(shown)),
+                e => e.into(),
+            })
+        }
+        opened => Ok(opened?),
+    }
+}
+
 fn replay(home: &Path) -> anyhow::Result<()> {
-    let store = Store::open(&store_path(home))?;
+    let store = open_to_replay(&store_path(home))?;
     genesis_file_matches_store(home, &store)?;
     let started = Instant::now();
     let tip = store.tip_height()?;

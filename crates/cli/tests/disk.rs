@@ -213,3 +213,42 @@ fn a_sim_whose_disk_fills_while_it_writes_leaves_a_report_that_says_it_is_incomp
     assert!(stdout.contains("left: summary.json") && !stdout.contains("left: index.html"), "{stdout}");
     assert!(stdout.contains("left: INCOMPLETE.txt") && stdout.contains("This report is incomplete"), "{stdout}");
 }
+
+/// `chain replay` opened the store to write, so a chain on a read-only
+/// filesystem (a backup, a snapshot mounted to check) could not be
+/// replayed: "cannot open the store at …: Read-only file system". It only
+/// reads, and now opens the store so. A store its chain did not close (a
+/// SIGKILL) must be repaired, which writes: on the read-only mount that is
+/// said, with what to do; writable again, replay repairs it and goes on.
+#[test]
+fn chain_replay_reads_a_store_on_a_read_only_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let script = r#"
+        mount -t tmpfs -o size=8m tmpfs "$2" || exit 97
+        "$1" chain init --home "$2/chain" >/dev/null || exit 1
+        "$1" chain init --home "$2/killed" >/dev/null || exit 1
+        "$1" chain run --home "$2/killed" --listen 127.0.0.1:0 --block-interval 50ms >/dev/null 2>&1 &
+        sleep 2
+        kill -KILL $! && wait
+        mount -o remount,ro "$2" || exit 97
+        echo "== read-only"
+        "$1" chain replay --home "$2/chain" 2>&1
+        echo "== killed, read-only"
+        "$1" chain replay --home "$2/killed" 2>&1
+        mount -o remount,rw "$2" || exit 97
+        echo "== killed, writable"
+        "$1" chain replay --home "$2/killed" 2>&1
+    "#;
+    let (_, stdout, stderr) = run_in_own_mount_namespace(script, &disk);
+    let part = |name: &str| stdout.split(&format!("== {name}\n")).nth(1).and_then(|s| s.split("== ").next()).unwrap_or("").to_string();
+    let read_only = part("read-only");
+    assert!(read_only.contains("every state root matches"), "{stdout}{stderr}");
+    let killed = part("killed, read-only");
+    let store = disk.join("killed").join("chain.redb");
+    assert!(killed.contains(&format!("store at {} was not closed cleanly", store.display())), "{stdout}{stderr}");
+    assert!(killed.contains("where it can be written") && killed.contains("Read-only file system"), "{killed}");
+    let repaired = part("killed, writable");
+    assert!(repaired.contains("repairing it") && repaired.contains("every state root matches"), "{stdout}{stderr}");
+}

@@ -9,7 +9,7 @@
 //! state after the stored tip. A tx is acknowledged only after that
 //! transaction's `commit` has returned.
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use tollway_ledger::{EpochReport, Event};
 use tollway_types::{codec, Block, SignedTx, TxId};
@@ -39,7 +39,9 @@ pub enum StoreError {
     Exists(String),
     #[error("no store at {0}: run `tollway chain init` first")]
     Missing(String),
-    #[error("store at {0} is not a Tollway chain store of this version (found format {1:?})")]
+    /// Another program's redb file (no format of ours), or a store that
+    /// another version of tollway wrote.
+    #[error("store at {0} {advice}", advice = wrong_format_advice(.1))]
     WrongFormat(String, String),
     #[error("cannot open the store at {0}: {1} (not a chain store, or damaged)")]
     Unreadable(String, String),
@@ -49,8 +51,33 @@ pub enum StoreError {
     CannotOpen(String, String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
-    #[error("store at {0} is in use by another process (a running `tollway chain run`?); stop it first")]
+    #[error("store at {0} is in use by another process (a running `tollway chain run`, or a `chain replay` reading it?); stop it first")]
     InUse(String),
+    /// redb finds the file was not closed (the chain was killed or
+    /// crashed): only a writer may repair it, and a reader refuses it.
+    #[error(
+        "store at {0} was not closed cleanly (the chain was killed or crashed) and must be repaired before it is read, \
+         which writes to it: run `tollway chain replay` or `chain run` on it once where it can be written"
+    )]
+    NeedsRepair(String),
+    /// A write to a store opened with [`Store::open_read_only`].
+    #[error("store: opened to read only, it takes no block")]
+    ReadOnly,
+}
+
+/// What to do with a store of a format other than [`FORMAT`].
+fn wrong_format_advice(found: &str) -> String {
+    let ours = String::from_utf8_lossy(FORMAT);
+    match found.strip_prefix("tollway-store-") {
+        Some(_) => format!(
+            "was written by another version of tollway (store format {found:?}; this version reads {ours:?}): run it with \
+             the tollway that made it, or start a new chain in another home with `tollway chain init --home DIR`"
+        ),
+        None if found.is_empty() => "holds no Tollway chain (another program's redb file?): give --home the directory \
+             `tollway chain init` made"
+            .to_string(),
+        None => format!("is not a Tollway chain store (found format {found:?}, this version reads {ours:?})"),
+    }
 }
 
 macro_rules! db_err {
@@ -108,7 +135,14 @@ pub struct TxRecord {
 }
 
 pub struct Store {
-    db: Database,
+    db: Db,
+}
+
+/// Opened to write (the chain), or to read only (replay): a read-only
+/// file, and a file other readers have open, are then read too.
+enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -124,8 +158,7 @@ impl Store {
             return Err(StoreError::Exists(path.display().to_string()));
         }
         let db = Database::create(path)?;
-        let store = Store { db };
-        let mut w = store.db.begin_write()?;
+        let mut w = db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
         w.set_two_phase_commit(true);
         {
@@ -139,41 +172,32 @@ impl Store {
             w.open_table(BLOCKS)?;
         }
         w.commit()?;
+        let store = Store { db: Db::Writable(db) };
         store.commit(&BlockCommit { block: genesis_block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(state_encoding) })?;
         Ok(store)
     }
 
+    /// Opens the store to write: one process at a time (a running chain).
+    /// A store not closed cleanly is repaired.
     pub fn open(path: &Path) -> Result<Store> {
+        let db = open_db(path, |p| Database::open(p))?;
+        Store::checked(path, Db::Writable(db))
+    }
+
+    /// Opens the store to read only (replay): on a read-only filesystem,
+    /// and beside other readers, but not beside a running chain (redb
+    /// locks the file: [`StoreError::InUse`]), nor, as a reader cannot
+    /// repair it, when it was not closed cleanly ([`StoreError::NeedsRepair`]).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let db = open_db(path, |p| ReadOnlyDatabase::open(p))?;
+        Store::checked(path, Db::ReadOnly(db))
+    }
+
+    /// `db`, once it is known to be a store of ours in this format.
+    fn checked(path: &Path, db: Db) -> Result<Store> {
         let shown = || path.display().to_string();
-        if !path.exists() {
-            return Err(StoreError::Missing(shown()));
-        }
-        // redb panics on some damage it meets while opening (a table tree
-        // whose pages are noise: "entered unreachable code"); that is this
-        // file's error, not a crash of the program. Nothing of the half-
-        // opened database outlives the unwind.
-        let opened = quietly_catch_unwind(|| Database::open(path)).map_err(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            StoreError::Unreadable(shown(), format!("redb gave up reading it: {why}"))
-        })?;
-        let db = opened.map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown()),
-            // A read-only file, or another redb's lock: what the guess of
-            // damage would send the user the wrong way on.
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if matches!(io.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) =>
-            {
-                StoreError::CannotOpen(shown(), io.to_string())
-            }
-            e @ redb::DatabaseError::LockProtocolMismatch => StoreError::CannotOpen(shown(), e.to_string()),
-            other => StoreError::Unreadable(shown(), other.to_string()),
-        })?;
         let store = Store { db };
-        let r = store.db.begin_read()?;
+        let r = store.begin_read()?;
         // Another program's redb file has no table of ours.
         let meta = r.open_table(META).map_err(|e| match e {
             redb::TableError::TableDoesNotExist(_) => StoreError::WrongFormat(shown(), String::new()),
@@ -188,11 +212,19 @@ impl Store {
         Ok(store)
     }
 
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match &self.db {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
     /// Writes one block and everything it changed in a single durable
     /// transaction. Heights must follow the tip without gaps.
     pub fn commit(&self, c: &BlockCommit<'_>) -> Result<()> {
         let height = c.block.header.height;
-        let mut w = self.db.begin_write()?;
+        let Db::Writable(db) = &self.db else { return Err(StoreError::ReadOnly) };
+        let mut w = db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
         // With one phase, a newest commit whose checksum fails (a torn
         // write, a flipped bit) was rolled back to the one before without
@@ -235,14 +267,14 @@ impl Store {
 
     /// The genesis file's bytes, as given to `create`.
     pub fn genesis_file(&self) -> Result<Vec<u8>> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let meta = r.open_table(META)?;
         let g = meta.get(GENESIS_KEY)?.ok_or_else(|| corrupt("no genesis"))?;
         Ok(g.value().to_vec())
     }
 
     pub fn tip_height(&self) -> Result<u64> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let meta = r.open_table(META)?;
         let g = meta.get(TIP_KEY)?.ok_or_else(|| corrupt("no tip"))?;
         decode_u64(g.value())
@@ -251,7 +283,7 @@ impl Store {
     /// The tip block and the encoded state after it, read in one snapshot
     /// so they always belong together.
     pub fn tip(&self) -> Result<(Block, Vec<u8>)> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let meta = r.open_table(META)?;
         let height = decode_u64(meta.get(TIP_KEY)?.ok_or_else(|| corrupt("no tip"))?.value())?;
         let state = meta.get(STATE_KEY)?.ok_or_else(|| corrupt("no state"))?.value().to_vec();
@@ -262,7 +294,7 @@ impl Store {
     }
 
     pub fn block(&self, height: u64) -> Result<Option<Block>> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let blocks = r.open_table(BLOCKS)?;
         let Some(g) = blocks.get(height)? else { return Ok(None) };
         Block::decode(g.value()).map(Some).map_err(|e| corrupt(format!("block {height}: {e}")))
@@ -270,14 +302,14 @@ impl Store {
 
     /// What each tx of block `height` did.
     pub fn results(&self, height: u64) -> Result<Option<Vec<Vec<Event>>>> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let t = r.open_table(RESULTS)?;
         let Some(g) = t.get(height)? else { return Ok(None) };
         codec::decode(g.value(), usize::MAX).map(Some).map_err(|e| corrupt(format!("results {height}: {e}")))
     }
 
     pub fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let t = r.open_table(TXS)?;
         Ok(t.get(&id.0)?.map(|g| g.value()))
     }
@@ -292,7 +324,7 @@ impl Store {
 
     /// Epoch records from `from` on, at most `limit`.
     pub fn epochs(&self, from: u64, limit: usize) -> Result<Vec<EpochRecord>> {
-        let r = self.db.begin_read()?;
+        let r = self.begin_read()?;
         let t = r.open_table(EPOCHS)?;
         let mut out = Vec::new();
         for item in t.range(from..)?.take(limit) {
@@ -302,6 +334,43 @@ impl Store {
         Ok(out)
     }
 
+}
+
+/// Opens the redb file at `path` with `open`, each failure as the
+/// store's error naming the file.
+fn open_db<D>(
+    path: &Path,
+    open: impl FnOnce(&Path) -> std::result::Result<D, redb::DatabaseError> + std::panic::UnwindSafe,
+) -> Result<D> {
+    let shown = || path.display().to_string();
+    if !path.exists() {
+        return Err(StoreError::Missing(shown()));
+    }
+    // redb panics on some damage it meets while opening (a table tree
+    // whose pages are noise: "entered unreachable code"); that is this
+    // file's error, not a crash of the program. Nothing of the half-
+    // opened database outlives the unwind.
+    let opened = quietly_catch_unwind(|| open(path)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        StoreError::Unreadable(shown(), format!("redb gave up reading it: {why}"))
+    })?;
+    opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(shown()),
+        redb::DatabaseError::RepairAborted => StoreError::NeedsRepair(shown()),
+        // A read-only file, or another redb's lock: what the guess of
+        // damage would send the user the wrong way on.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(io.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem) =>
+        {
+            StoreError::CannotOpen(shown(), io.to_string())
+        }
+        e @ redb::DatabaseError::LockProtocolMismatch => StoreError::CannotOpen(shown(), e.to_string()),
+        other => StoreError::Unreadable(shown(), other.to_string()),
+    })
 }
 
 fn decode_u64(bytes: &[u8]) -> Result<u64> {
@@ -384,7 +453,60 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         drop(Database::create(&path).unwrap());
         let err = Store::open(&path).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains(&path.display().to_string()) && err.contains("is not a Tollway chain store"), "{err}");
+        assert!(err.contains(&path.display().to_string()) && err.contains("holds no Tollway chain"), "{err}");
+    }
+
+    /// A store another version wrote was refused as "not a Tollway chain
+    /// store of this version (found format …)", with nothing to do about
+    /// it. Now the error says which format it is, which this version
+    /// reads, and what to do.
+    #[test]
+    fn a_store_of_another_format_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        drop(Store::create(&path, b"{}", &block(0), b"state-0").unwrap());
+        let db = Database::open(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(META).unwrap().insert(FORMAT_KEY, b"tollway-store-2".as_slice()).unwrap();
+        w.commit().unwrap();
+        drop(db);
+        for err in [Store::open(&path).err(), Store::open_read_only(&path).err()] {
+            let err = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(&path.display().to_string()) && err.contains("another version of tollway"), "{err}");
+            assert!(err.contains("\"tollway-store-2\"") && err.contains("reads \"tollway-store-1\""), "{err}");
+            assert!(err.contains("the tollway that made it") && err.contains("tollway chain init --home"), "{err}");
+        }
+    }
+
+    /// Replay opened the store to write, so it could not read a store on
+    /// a read-only filesystem. Read-only, it reads beside other readers;
+    /// not beside a writer (a running chain), either way round; and not a
+    /// store that must first be repaired, which a reader cannot.
+    #[test]
+    fn a_store_opened_read_only_is_shared_by_readers_only_and_takes_no_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.redb");
+        let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
+        // A copy taken while it is open is a store its writer did not close.
+        let unclosed = dir.path().join("unclosed.redb");
+        std::fs::copy(&path, &unclosed).unwrap();
+        assert!(matches!(Store::open_read_only(&path), Err(StoreError::InUse(_))), "read beside its writer");
+        drop(store);
+        let reader = Store::open_read_only(&path).unwrap();
+        let another = Store::open_read_only(&path).unwrap();
+        assert_eq!((reader.tip_height().unwrap(), another.tip_height().unwrap()), (0, 0));
+        assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))), "written beside a reader");
+        let wrote = reader.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], state_encoding: None });
+        assert!(matches!(wrote, Err(StoreError::ReadOnly)), "{wrote:?}");
+        drop((reader, another));
+
+        let err = Store::open_read_only(&unclosed).err();
+        assert!(matches!(err, Some(StoreError::NeedsRepair(_))), "{err:?}");
+        let said = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(said.contains(&unclosed.display().to_string()) && said.contains("where it can be written"), "{said}");
+        // Opened to write, it is repaired, and then reads.
+        drop(Store::open(&unclosed).unwrap());
+        assert_eq!(Store::open_read_only(&unclosed).unwrap().tip_height().unwrap(), 0);
     }
 
     /// A store damaged in its first pages (60 KB of noise at byte 512 or
