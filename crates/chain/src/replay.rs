@@ -6,7 +6,7 @@
 use crate::consensus::ChainError;
 use crate::execute::execute_block;
 use crate::genesis::GenesisFile;
-use tollway_ledger::root::{encode_state, state_root_of_encoding};
+use tollway_ledger::root::{encode_state, state_root_of_encoding, SnapshotError, STATE_VERSION};
 use tollway_store::Store;
 use tollway_types::Hash32;
 
@@ -20,6 +20,13 @@ pub struct ReplayReport {
 }
 
 pub fn replay(store: &Store, mut progress: impl FnMut(u64, u64)) -> Result<ReplayReport, ChainError> {
+    // A state stored in another build's layout: named, with what to do,
+    // as `chain run` names it. Replay compared it at the end, or failed at
+    // a root, as one that differed.
+    let (_, stored) = store.tip()?;
+    if let Some(&found) = stored.first().filter(|&&version| version != STATE_VERSION) {
+        return Err(ChainError::Other(format!("stored state: {}", SnapshotError::Version { found })));
+    }
     let bytes = store.genesis_file()?;
     let genesis = GenesisFile::from_json(&bytes).map_err(ChainError::Other)?;
     let mut state = genesis.ledger.build().map_err(|e| ChainError::Other(format!("genesis: {e}")))?;
