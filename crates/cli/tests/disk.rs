@@ -208,6 +208,9 @@ fn a_sim_whose_disk_fills_while_it_writes_leaves_a_report_that_says_it_is_incomp
     "#;
     let (_, stdout, stderr) = run_in_own_mount_namespace(script, &disk);
     assert!(stdout.contains("exit 1") && stderr.contains("No space left on device"), "{stdout}{stderr}");
+    // Once: the report's error gave its cause in its message and again as
+    // its source.
+    assert_eq!(stderr.matches("No space left on device").count(), 1, "{stderr}");
     let out = disk.join("out");
     assert!(stderr.contains(&format!("the report in {} is incomplete", out.display())), "{stderr}");
     assert!(stdout.contains("left: summary.json") && !stdout.contains("left: index.html"), "{stdout}");

@@ -35,14 +35,17 @@ pub use stats::ScenarioStats;
 pub enum ReportError {
     #[error("nothing to report into {}: no scenarios were given", dir.display())]
     NoScenarios { dir: PathBuf },
-    #[error("cannot create the report directory {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    // The causes are in the messages and are no `#[source]` (a field
+    // named `source` is one): `{:#}` printed "No space left on device"
+    // twice.
+    #[error("cannot create the report directory {}: {io}", path.display())]
+    CreateDir { path: PathBuf, io: std::io::Error },
+    #[error("cannot write {}: {io}", path.display())]
+    Write { path: PathBuf, io: std::io::Error },
     #[error("cannot draw the chart {}: {message}", path.display())]
     Chart { path: PathBuf, message: String },
-    #[error("cannot encode the summary {}: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("cannot encode the summary {}: {error}", path.display())]
+    Json { path: PathBuf, error: serde_json::Error },
 }
 
 /// The file stems of the chart panels, in report order: each is written
@@ -54,7 +57,7 @@ pub const CHART_STEMS: [&str; 8] =
 pub const INDEX_HTML: &str = "index.html";
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    fs::write(path, bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+    fs::write(path, bytes).map_err(|io| ReportError::Write { path: path.to_path_buf(), io })
 }
 
 /// Writes charts (each panel as both PNG and SVG) and a self-contained
@@ -68,7 +71,7 @@ pub fn write_report(dir: &Path, title: &str, scenarios: &[ScenarioResult]) -> Re
     if scenarios.is_empty() {
         return Err(ReportError::NoScenarios { dir: dir.to_path_buf() });
     }
-    fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|io| ReportError::CreateDir { path: dir.to_path_buf(), io })?;
     let panels = panels::panels(scenarios);
     debug_assert_eq!(panels.iter().map(|p| p.chart.stem).collect::<Vec<_>>(), CHART_STEMS);
     let mut written = Vec::with_capacity(panels.len() * 2 + 1);
@@ -246,6 +249,6 @@ pub fn summary_json(scenarios: &[ScenarioResult]) -> Result<String, serde_json::
 
 /// Writes the JSON summary of all runs of all scenarios.
 pub fn write_summary_json(path: &Path, scenarios: &[ScenarioResult]) -> Result<(), ReportError> {
-    let json = summary_json(scenarios).map_err(|source| ReportError::Json { path: path.to_path_buf(), source })?;
+    let json = summary_json(scenarios).map_err(|error| ReportError::Json { path: path.to_path_buf(), error })?;
     write_file(path, json.as_bytes())
 }
