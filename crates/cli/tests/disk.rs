@@ -34,6 +34,15 @@ fn run_in_own_mount_namespace(script: &str, arg: &Path) -> (bool, String, String
     (out.status.success(), stdout, stderr)
 }
 
+/// A temporary directory holding an empty directory `name`, where a test
+/// mounts its disk: (the temporary directory, the empty one).
+fn temp_dir_with(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join(name);
+    std::fs::create_dir(&inner).unwrap();
+    (dir, inner)
+}
+
 /// `chain init` on a disk with room for the small files but not the store
 /// said "store: I/O error: No space left on device (os error 28)", naming
 /// no file, and left genesis.json, node.key, chain.toml and an empty
@@ -42,9 +51,7 @@ fn run_in_own_mount_namespace(script: &str, arg: &Path) -> (bool, String, String
 /// chain.
 #[test]
 fn chain_init_on_a_full_disk_names_the_store_and_leaves_no_half_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
+    let (_dir, disk) = temp_dir_with("disk");
     let script = r#"
         mount -t tmpfs -o size=48k tmpfs "$2" || exit 97
         "$1" chain init --home "$2/chain" >/dev/null
@@ -115,9 +122,7 @@ fn api_of(line: &str) -> String {
 /// again with room, and it goes on from its tip.
 #[test]
 fn a_chain_whose_disk_fills_stops_naming_its_store_and_loses_no_acknowledged_tx() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
+    let (dir, disk) = temp_dir_with("disk");
     let sender = SigningKey::from_label("disk-sender");
     let alloc = format!("{}=1000000TWY,1000USD", sender.public());
     let script = r#"
@@ -175,9 +180,7 @@ fn a_chain_whose_disk_fills_stops_naming_its_store_and_loses_no_acknowledged_tx(
 /// is now written before the simulation, so the run fails at once.
 #[test]
 fn a_sim_whose_out_is_read_only_fails_before_it_simulates() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let (_dir, out) = temp_dir_with("out");
     let script = r#"
         mount --bind "$2" "$2" && mount -o remount,ro,bind "$2" || exit 97
         exec "$1" sim run hybrid --days 5 --runs 1 --quiet --out "$2"
@@ -194,9 +197,7 @@ fn a_sim_whose_out_is_read_only_fails_before_it_simulates() {
 /// says the report is incomplete, and so does INCOMPLETE.txt beside it.
 #[test]
 fn a_sim_whose_disk_fills_while_it_writes_leaves_a_report_that_says_it_is_incomplete() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
+    let (_dir, disk) = temp_dir_with("disk");
     // Room for the CSV and summary.json (30 kB), not for every chart
     // (400 kB in all).
     let script = r#"
@@ -225,9 +226,7 @@ fn a_sim_whose_disk_fills_while_it_writes_leaves_a_report_that_says_it_is_incomp
 /// said, with what to do; writable again, replay repairs it and goes on.
 #[test]
 fn chain_replay_reads_a_store_on_a_read_only_mount() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
+    let (_dir, disk) = temp_dir_with("disk");
     let script = r#"
         mount -t tmpfs -o size=8m tmpfs "$2" || exit 97
         "$1" chain init --home "$2/chain" >/dev/null || exit 1
