@@ -8,6 +8,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// How often the recorder's histograms are drained into their summaries.
+/// A histogram keeps every value recorded until a drain: `build_recorder`
+/// starts no upkeep (only a `/metrics` scrape drained them), so a chain
+/// nobody scraped kept two floats per block for as long as it ran.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -17,6 +23,14 @@ pub fn handle() -> PrometheusHandle {
             // Fails only if another recorder was installed first; then our
             // page is empty but the node works.
             let _ = metrics::set_global_recorder(recorder);
+            // One thread for the process's one recorder, as long as it
+            // runs. Without it the node still serves; only the histograms
+            // grow between scrapes.
+            let upkept = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkept.run_upkeep();
+            });
             handle
         })
         .clone()
