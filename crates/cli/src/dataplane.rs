@@ -584,6 +584,14 @@ fn settle_due(settler: &Settler, pass: &SettlePass, interrupted: &std::sync::ato
             }
         };
         if r.cumulative_usd <= channel.paid {
+            // Settled in full and expired: nothing can be added to it.
+            // Kept, it stayed until the client closed the channel, which a
+            // client with no refund to take may never do, and the book
+            // grew by one receipt for every such channel ever served.
+            if channel.expires_at_secs <= now_secs {
+                let _ = outln!("channel {} expired, settled in full: its receipt is dropped", r.channel.short());
+                receipts.forget_settled(&r.channel, channel.paid);
+            }
             continue;
         }
         let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);

@@ -765,3 +765,41 @@ fn a_node_whose_book_cannot_be_written_settles_as_it_runs() {
     let back = exit.wait_for_line("settle: the receipt book is written again", Duration::from_secs(10));
     assert!(back.is_some(), "{:#?}", exit.lines);
 }
+
+/// A channel settled in full that expired stayed in the node's receipt
+/// book until its client closed it, and a client with no refund to take
+/// (its escrow spent) never need: the book, and every settling pass's
+/// lookups, grew by one channel for every such channel ever served. A
+/// pass now drops such a receipt, as no session pays on an expired
+/// channel and the receipt can settle nothing more.
+#[test]
+fn an_expired_channel_settled_in_full_leaves_the_receipt_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and(dir, "exit_e");
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_e", free_ports(4, 0));
+    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "10s"]);
+    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
+    let args = [
+        "node", "run", "--home", &node.home, "--key", "exit_e.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback",
+        "--settle-every", "1s", "--settle-min-usd", "0",
+    ];
+    let mut exit = Daemon::start(dir, &args, "receipts kept in");
+    let (proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    drop(proxy);
+    let settled = exit.wait_for_line(&format!("settled channel {}", &channel[..8]), Duration::from_secs(15));
+    assert!(settled.is_some(), "{:#?}", exit.lines);
+    let dropped = exit.wait_for_line(&format!("channel {} expired, settled in full", &channel[..8]), Duration::from_secs(20));
+    assert!(dropped.is_some(), "{:#?}", exit.lines);
+    // The book's writer thread writes a changed book within 250 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let held = tollway(dir, &["node", "receipts", "--home", &node.home, "--json"]);
+    assert_eq!(held.trim(), "", "the receipt of an expired channel settled in full is still held");
+    // The channel is still open on the chain: only its client closes it.
+    let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    assert!(shown.contains(&channel), "{shown}");
+}

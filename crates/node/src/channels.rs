@@ -273,6 +273,19 @@ impl ReceiptBook {
         }
     }
 
+    /// Drops the channel's receipt if it pays no more than `settled_usd`,
+    /// what the chain shows settled on a channel that has expired: no
+    /// session pays on an expired channel, so nothing newer can come and
+    /// the receipt can settle nothing more. A newer receipt that came
+    /// meanwhile (a session still closing at the expiry) stays.
+    pub fn forget_settled(&self, channel: &ChannelId, settled_usd: Usd) {
+        let mut book = self.lock();
+        if book.receipts.get(channel).is_some_and(|r| r.receipt.cumulative_usd <= settled_usd) {
+            book.receipts.remove(channel);
+            book.dirty = true;
+        }
+    }
+
     /// What each channel's closed sessions left unpaid, as last kept
     /// (read from the file at open): for the node's `Holders` at start.
     pub fn owed(&self) -> Vec<(ChannelId, OwedDebt)> {
