@@ -145,6 +145,19 @@ enum Db {
     ReadOnly(ReadOnlyDatabase),
 }
 
+/// The most of the file the store keeps in memory (redb's page cache).
+/// redb's default, 1 GiB, fills with every page written, not only with
+/// pages read: a chain's process grew with its store, by about as much as
+/// it wrote, towards a gigabyte. The recent blocks, the tx index's upper
+/// pages and the tip snapshot fit in this; the OS's page cache holds more.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+fn database() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
+
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
@@ -157,7 +170,7 @@ impl Store {
         if path.exists() {
             return Err(StoreError::Exists(path.display().to_string()));
         }
-        let db = Database::create(path)?;
+        let db = database().create(path)?;
         let mut w = db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
         w.set_two_phase_commit(true);
@@ -180,7 +193,7 @@ impl Store {
     /// Opens the store to write: one process at a time (a running chain).
     /// A store not closed cleanly is repaired.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = open_db(path, |p| Database::open(p))?;
+        let db = open_db(path, |p| database().open(p))?;
         Store::checked(path, Db::Writable(db))
     }
 
@@ -189,7 +202,7 @@ impl Store {
     /// locks the file: [`StoreError::InUse`]), nor, as a reader cannot
     /// repair it, when it was not closed cleanly ([`StoreError::NeedsRepair`]).
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        let db = open_db(path, |p| ReadOnlyDatabase::open(p))?;
+        let db = open_db(path, |p| database().open_read_only(p))?;
         Store::checked(path, Db::ReadOnly(db))
     }
 
