@@ -803,3 +803,33 @@ fn an_expired_channel_settled_in_full_leaves_the_receipt_book() {
     let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
     assert!(shown.contains(&channel), "{shown}");
 }
+
+/// A channel that expired while `connect` used it: the node closed the
+/// session, and the proxy counted its route as down, tried the expired
+/// channel again forever (backing off to every 30 s), never said to open
+/// a new one, and kept refusing after one was opened. Now it retires the
+/// route with the command that opens a channel, and the route is back in
+/// use on the new channel without a restart.
+#[test]
+fn a_channel_that_expires_in_use_retires_its_route_until_a_new_one_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and(dir, "exit_e");
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_e", free_ports(4, 0));
+    let args = ["node", "run", "--home", &node.home, "--key", "exit_e.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let _exit = Daemon::start(dir, &args, "receipts kept in");
+    tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "3s"]);
+    let (mut proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let url = format!("http://127.0.0.1:{web}/{}", 100_000);
+    assert_eq!(curl(&["--socks5-hostname", &listen, &url]).unwrap().len(), 100_000);
+    let e8 = &node.id[..8];
+    let retired = proxy.wait_for_line(&format!("route {e8} retired: exit {e8} no longer serves channel "), Duration::from_secs(10));
+    let retired = retired.unwrap_or_else(|| panic!("not retired: {:#?}", proxy.lines));
+    assert!(retired.contains("the channel has expired") && retired.contains("tollway wallet open-channel "), "{retired}");
+    tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
+    let back = proxy.wait_for_line(&format!("route {e8} back in use: exit {e8} on channel "), Duration::from_secs(15));
+    assert!(back.is_some(), "not back in use: {:#?}", proxy.lines);
+    assert_eq!(curl(&["--socks5-hostname", &listen, &url]).unwrap().len(), 100_000);
+}

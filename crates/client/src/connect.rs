@@ -169,6 +169,17 @@ impl Connected {
         }
     }
 
+    /// The hop whose node closed its session because the channel is gone
+    /// (expired), and what it said, if one did.
+    pub fn channel_gone(&self) -> Option<(&'static str, String)> {
+        let gone = |s: &SessionHandle| match s.status() {
+            Status::Closed { code: ErrorCode::NoChannel, message } => Some(message),
+            _ => None,
+        };
+        (self.relay.as_ref().and_then(|r| gone(&r.session)).map(|m| ("relay", m)))
+            .or_else(|| gone(&self.exit).map(|m| ("exit", m)))
+    }
+
     /// Closes the exit's session once its streams are done: the route was
     /// replaced, and what it carries finishes on it. The relay's session
     /// closes once no route holds it and its streams are done.
@@ -222,6 +233,23 @@ pub enum ConnectError {
     /// again, it would refuse again.
     #[error("the node refused the session: {}", refusal_text(ErrorCode::EscrowExhausted, message))]
     EscrowSpent { node: AccountId, channel: ChannelId, message: String },
+    /// The node refused the channel at the hello: it has expired, or the
+    /// node's chain has no such channel. Tried again, it would refuse
+    /// again: only another channel serves.
+    #[error("the node refused the session: {}", refusal_text(ErrorCode::NoChannel, message))]
+    ChannelGone { node: AccountId, channel: ChannelId, message: String },
+}
+
+impl ConnectError {
+    /// Whether only another channel (or, for a node that claims too much,
+    /// another node) can serve where this refusal came from: the route is
+    /// retired, not tried again.
+    pub fn needs_another_channel(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::CarriedClaim { .. } | ConnectError::EscrowSpent { .. } | ConnectError::ChannelGone { .. }
+        )
+    }
 }
 
 /// `message (what the code means)`, or the message alone when it already
@@ -292,6 +320,9 @@ async fn start_session(
         }
         if code == ErrorCode::EscrowExhausted {
             return Err(ConnectError::EscrowSpent { node: hop.node, channel: hop.channel, message });
+        }
+        if code == ErrorCode::NoChannel {
+            return Err(ConnectError::ChannelGone { node: hop.node, channel: hop.channel, message });
         }
         return Err(ConnectError::Refused { code, message });
     }

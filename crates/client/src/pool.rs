@@ -584,7 +584,7 @@ impl RoutePool {
         let mut state = self.state.lock().await;
         let connected = match connected {
             Ok(connected) => connected,
-            Err(e @ (ConnectError::CarriedClaim { .. } | ConnectError::EscrowSpent { .. })) => {
+            Err(e) if e.needs_another_channel() => {
                 self.retire_refused(&mut state, better, &route, e);
                 return;
             }
@@ -678,6 +678,17 @@ impl RoutePool {
             ));
             // Every route that pays on that channel (those through the same
             // relay too), until a renewal finds a channel of its own.
+            state.retire_channel(index, hop.channel);
+            return;
+        }
+        // The channel expired: tried again, the node would refuse it; only
+        // a new channel serves, so the route waits for one, and says so.
+        let gone = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| c.channel_gone());
+        if let Some((role, message)) = gone {
+            let route = state.routes[index].clone();
+            let Some(hop) = route.hop(role) else { return };
+            let why = self.channel_gone_text(role, hop, &message);
+            self.say(&format!("route {} retired: {why}; {}", route.name(), self.next_route()));
             state.retire_channel(index, hop.channel);
             return;
         }
@@ -825,6 +836,22 @@ impl RoutePool {
         }
     }
 
+    /// Why a route is retired whose `role` hop's node no longer serves its
+    /// channel (`message`: it expired), and what to do.
+    fn channel_gone_text(&self, role: &str, hop: &Hop, message: &str) -> String {
+        let then = if self.config.renewal.is_some() {
+            "; it comes back once the chain has it"
+        } else {
+            " and restart `tollway connect`"
+        };
+        format!(
+            "{role} {} no longer serves channel {}: {message}. Open a new channel ({}){then}",
+            hop.node.short(),
+            hop.channel.short(),
+            open_channel_command(hop)
+        )
+    }
+
     /// Route `index` (`route`) was refused at connect: `node`'s hello
     /// claimed more carried bytes on `channel` than this proxy takes on a
     /// node's word (`message` says how much). Tried again, the node would
@@ -837,8 +864,9 @@ impl RoutePool {
         if state.retired[index].is_some() {
             return;
         }
-        let (ConnectError::CarriedClaim { node, channel, message } | ConnectError::EscrowSpent { node, channel, message }) =
-            &refusal
+        let (ConnectError::CarriedClaim { node, channel, message }
+        | ConnectError::EscrowSpent { node, channel, message }
+        | ConnectError::ChannelGone { node, channel, message }) = &refusal
         else {
             return;
         };
@@ -853,6 +881,7 @@ impl RoutePool {
                 hop.escrow,
                 open_channel_command(hop)
             ),
+            ConnectError::ChannelGone { .. } => self.channel_gone_text(role, hop, message),
             _ => format!("{role} {} asks to be paid for bytes this proxy never received: {message}", node.short()),
         };
         self.say(&format!("route {} retired: {why}; {}", route.name(), self.next_route()));
@@ -1005,7 +1034,7 @@ impl RoutePool {
         };
         let failed = |(i, route, e): (usize, Route, ConnectError)| {
             last = format!("{}: {}", route.name(), describe(&e));
-            if matches!(e, ConnectError::CarriedClaim { .. } | ConnectError::EscrowSpent { .. }) {
+            if e.needs_another_channel() {
                 return self.retire_refused(&mut state, i, &route, e);
             }
             let wait = state.down[i].down(Instant::now(), &self.config);
