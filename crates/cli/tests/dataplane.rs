@@ -833,3 +833,47 @@ fn a_channel_that_expires_in_use_retires_its_route_until_a_new_one_serves() {
     assert!(back.is_some(), "not back in use: {:#?}", proxy.lines);
     assert_eq!(curl(&["--socks5-hostname", &listen, &url]).unwrap().len(), 100_000);
 }
+
+/// With its only exit down, the proxy answered a SOCKS5 or HTTP CONNECT
+/// request with success and then closed the connection: curl said "Empty
+/// reply from server" (exit 52) and a program could not tell why. With no
+/// route to try, it now refuses: a SOCKS5 failure reply, and an HTTP 502
+/// that says why.
+#[test]
+fn with_every_route_down_a_tunnel_is_refused_not_answered_then_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and(dir, "exit_d");
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_d", free_ports(4, 0));
+    let args = ["node", "run", "--home", &node.home, "--key", "exit_d.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let mut exit = Daemon::start(dir, &args, "receipts kept in");
+    tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
+    let (mut proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let e8 = &node.id[..8];
+    assert!(proxy.wait_for_line(&format!("route {e8}: connected over tls"), Duration::from_secs(10)).is_some(), "{:#?}", proxy.lines);
+    exit.kill();
+    assert!(proxy.wait_for_line(&format!("route {e8} down: "), Duration::from_secs(10)).is_some(), "{:#?}", proxy.lines);
+    let web = web_server();
+    let answer = |request: &[u8]| {
+        let mut socket = std::net::TcpStream::connect(&listen).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        socket.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        answer
+    };
+    // Greeting (no authentication), then CONNECT 127.0.0.1:web.
+    let mut socks = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
+    socks.extend(web.to_be_bytes());
+    // A request that comes as the route's backoff ends tries it, and fails
+    // after its answer: one of a few (the backoff doubles each time) is
+    // made within a backoff, and refused.
+    let replies: Vec<Vec<u8>> = (0..4).map(|_| answer(&socks)).collect();
+    let refused = |r: &Vec<u8>| r.len() >= 4 && r[..3] == [5, 0, 5] && r[3] != 0;
+    assert!(replies.iter().any(refused), "SOCKS5 successes, or no replies: {replies:?}");
+    let connect = format!("CONNECT 127.0.0.1:{web} HTTP/1.1\r\nHost: 127.0.0.1:{web}\r\n\r\n");
+    let replies: Vec<String> = (0..4).map(|_| String::from_utf8_lossy(&answer(connect.as_bytes())).to_string()).collect();
+    let refused = |r: &String| r.starts_with("HTTP/1.1 502 ") && r.contains("no route is up");
+    assert!(replies.iter().any(refused), "{replies:#?}");
+}

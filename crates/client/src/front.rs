@@ -332,6 +332,16 @@ async fn tunnel(
         return Ok(());
     }
     if !config.wait_for_exit {
+        // No route to try: the open would fail at once. Refused with a
+        // reply the program can read (a SOCKS failure, an HTTP 502 that
+        // says why), not a success and a closed connection (curl: "Empty
+        // reply from server").
+        if let Some(e) = pool.refusal_now().await {
+            log_refusal(config, &target, &e);
+            socket.write_all(&refused(&e)).await?;
+            close_gracefully(socket).await;
+            return Ok(());
+        }
         // Optimistic: the program may send while the tunnel opens, and the
         // socket goes to the session with the open.
         socket.write_all(&success(protocol)).await?;

@@ -457,6 +457,24 @@ impl RoutePool {
         pool
     }
 
+    /// Why a new connection would be refused at once, with no route tried:
+    /// none is active, and every route is retired or waits out its
+    /// backoff (as [`RoutePool::session`] would find). `None` when one is
+    /// active or may be tried.
+    pub async fn refusal_now(&self) -> Option<ClientError> {
+        let state = self.state.lock().await;
+        if state.active.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        let triable = (0..state.routes.len()).any(|i| state.retired[i].is_none() && !state.down[i].is_down(now));
+        match state.routes.len() {
+            0 => Some(ClientError::NoRoute(String::from("no routes configured"))),
+            _ if triable => None,
+            _ => Some(ClientError::NoRoute(none_usable(&state.down, &state.retired, now))),
+        }
+    }
+
     /// How many routes the pool has (up or not).
     pub fn route_count(&self) -> usize {
         self.config.routes.len()
