@@ -915,7 +915,11 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     let api = ApiClient::new(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let me = key.public();
-    let relay = a.relay.as_ref().map(|r| hop_for(&api, &me, r, &[])).transpose()?;
+    // Named as the relay: the node's short id alone did not say which hop
+    // lacked a channel.
+    let relay = (a.relay.as_ref())
+        .map(|r| hop_for(&api, &me, r, &[]).with_context(|| format!("--relay {}", r.short())))
+        .transpose()?;
     let exits = match a.pick {
         Some(n) => pick_exits(&api, &key, a, n as usize)?,
         None => a.exits.clone(),

@@ -877,3 +877,21 @@ fn with_every_route_down_a_tunnel_is_refused_not_answered_then_closed() {
     let refused = |r: &String| r.starts_with("HTTP/1.1 502 ") && r.contains("no route is up");
     assert!(replies.iter().any(refused), "{replies:#?}");
 }
+
+/// A relay with no channel from this key: the refusal named the node by its
+/// short id only ("no open channel from … to node 6b810889"), not which of
+/// the route's hops it is. It now says `--relay`.
+#[test]
+fn a_relay_without_a_channel_is_named_as_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and(dir, "relay_n");
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "relay_n", free_ports(4, 0));
+    let alice = tollway(dir, &["keys", "show", "--key", "alice.key"]).trim().to_string();
+    let args = ["connect", "--key", "alice.key", "--api", api, "--relay", &node.id, "--exit", &alice, "--listen", "127.0.0.1:0"];
+    let err = tollway_fails(dir, &args);
+    let r8 = &node.id[..8];
+    assert!(err.starts_with(&format!("error: --relay {r8}: no open channel from ")), "{err}");
+    assert!(err.contains(&format!("`tollway wallet open-channel {} <usd> --expires-in 7d`", node.id)), "{err}");
+}
