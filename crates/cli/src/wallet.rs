@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use tollway_ledger::params::{format_duration, parse_duration_secs};
+use tollway_ledger::params::{format_duration, format_span, parse_duration_secs};
 use tollway_tunnel::session::{
     min_price_usd_micro_per_gib, min_receipt_interval_bytes, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB,
 };
@@ -806,22 +806,6 @@ fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
         Some(now) => format!("{expires_at_secs} (expired {} ago)", format_span(now - expires_at_secs)),
         None => expires_at_secs.to_string(),
     }
-}
-
-/// A span of seconds for people, to its two largest units: "23h 44m",
-/// "6d 23h", "45s".
-fn format_span(secs: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
-    let Some(first) = UNITS.iter().position(|&(_, size)| secs >= size) else { return "0s".into() };
-    let (unit, size) = UNITS[first];
-    let mut out = format!("{}{unit}", secs / size);
-    if let Some(&(next, next_size)) = UNITS.get(first + 1) {
-        let rest = secs % size / next_size;
-        if rest > 0 {
-            out.push_str(&format!(" {rest}{next}"));
-        }
-    }
-    out
 }
 
 fn parse_account(what: &str, text: &str) -> anyhow::Result<AccountId> {

@@ -1,7 +1,7 @@
 //! Why a transaction was rejected. Each variant's message says what was
 //! wrong and, where it helps, what to do; a rejected tx changes nothing.
 
-use crate::params::format_duration;
+use crate::params::{format_duration, format_span};
 use tollway_types::{AccountId, Amount, ChannelId, Token, Usd};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +68,10 @@ pub enum TxError {
     ExpiryTooFar { expires_at_secs: u64, now_secs: u64, max_lifetime_secs: u64 },
     #[error("channel escrow {escrow} is below the minimum of {minimum}")]
     EscrowTooSmall { escrow: Usd, minimum: Usd },
-    #[error("channel cannot be closed before {closable_at_secs} (expiry plus the settlement grace); now is {now_secs}")]
+    #[error(
+        "channel cannot be closed before {closable_at_secs} (expiry plus the settlement grace), in {}; now is {now_secs}",
+        format_span(.closable_at_secs.saturating_sub(*.now_secs))
+    )]
     ChannelNotExpired { closable_at_secs: u64, now_secs: u64 },
     #[error("too many open channels ({limit}): close expired ones first")]
     TooManyChannels { limit: u32 },

@@ -441,6 +441,22 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
+/// A span of seconds for people, to its two largest units: "23h 44m",
+/// "6d 23h", "45s".
+pub fn format_span(secs: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(first) = UNITS.iter().position(|&(_, size)| secs >= size) else { return "0s".into() };
+    let (unit, size) = UNITS[first];
+    let mut out = format!("{}{unit}", secs / size);
+    if let Some(&(next, next_size)) = UNITS.get(first + 1) {
+        let rest = secs % size / next_size;
+        if rest > 0 {
+            out.push_str(&format!(" {rest}{next}"));
+        }
+    }
+    out
+}
+
 /// `secs` in the largest unit that divides it: "90d", "1h", "45s".
 pub fn format_duration(secs: u64) -> String {
     for (unit, mult) in [("y", YEAR_SECS), ("d", 86_400), ("h", 3600), ("m", 60)] {

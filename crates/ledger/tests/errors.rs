@@ -157,7 +157,7 @@ fn rejections_explain_themselves() {
             "receipt signature is not the channel client's",
             "receipt bytes went backwards: 10 after 1000",
             "only the channel's node (fdf17ade916e030aba35e2ea0da6f1c0679da782f654ecea94a36d5966a7c098) may do this",
-            "channel cannot be closed before 2003600 (expiry plus the settlement grace); now is 1000000",
+            "channel cannot be closed before 2003600 (expiry plus the settlement grace), in 11d 14h; now is 1000000",
             "heartbeat is for epoch 1, but the current epoch is 0",
             "this oracle may report from epoch 1; the current epoch is 0",
             "report entry 0: uptime 2000000 ppm is above 1,000,000",
