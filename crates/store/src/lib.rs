@@ -414,12 +414,14 @@ fn quietly_catch_unwind<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> st
     result
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tollway_types::{Commit, Hash32, Header, SigningKey};
+/// Blocks for the store's tests (its unit tests and `tests/memory.rs`).
+#[doc(hidden)]
+pub mod testkit {
+    use tollway_types::{Block, Commit, Hash32, Header, SigningKey};
 
-    fn block(height: u64) -> Block {
+    /// An unsigned block with no tx at `height`, whose parent and time follow
+    /// from the height.
+    pub fn empty_block(height: u64) -> Block {
         let header = Header {
             chain_id: "t".into(),
             height,
@@ -432,6 +434,12 @@ mod tests {
         };
         Block { header, commit: Commit { signatures: vec![] }, txs: vec![] }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::empty_block as block;
+    use super::*;
 
     #[test]
     fn blocks_follow_the_tip_without_gaps_and_the_snapshot_stays_with_its_block() {

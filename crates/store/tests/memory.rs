@@ -3,27 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tollway_ledger::Event;
+use tollway_store::testkit::empty_block as block;
 use tollway_store::{BlockCommit, Store, CACHE_BYTES};
-use tollway_types::{Amount, Block, Commit, Hash32, Header, SigningKey, Token};
+use tollway_types::{Amount, SigningKey, Token};
 
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
-}
-
-fn block(height: u64) -> Block {
-    let header = Header {
-        chain_id: "t".into(),
-        height,
-        parent: Hash32::of(&height.to_le_bytes()),
-        time_ms: 1000 + height,
-        tx_root: tollway_types::block::tx_root([]),
-        n_txs: 0,
-        state_root: Hash32::of(b"root"),
-        proposer: SigningKey::from_label("v").public(),
-    };
-    Block { header, commit: Commit { signatures: vec![] }, txs: vec![] }
 }
 
 /// redb kept every page the store wrote in its cache, up to its default
