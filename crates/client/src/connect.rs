@@ -156,28 +156,17 @@ impl Connected {
         self.relay.as_ref().and_then(|r| why("relay", &r.session)).or_else(|| why("exit", &self.exit))
     }
 
-    /// The hop whose node closed its session because another session took
-    /// its channel over (another client with this key), if one did.
-    pub fn taken_over(&self) -> Option<&'static str> {
-        let taken = |s: &SessionHandle| matches!(s.status(), Status::Closed { code: ErrorCode::ChannelBusy, .. });
-        if self.relay.as_ref().is_some_and(|r| taken(&r.session)) {
-            Some("relay")
-        } else if taken(&self.exit) {
-            Some("exit")
-        } else {
-            None
-        }
-    }
-
-    /// The hop whose node closed its session because the channel is gone
-    /// (expired), and what it said, if one did.
-    pub fn channel_gone(&self) -> Option<(&'static str, String)> {
-        let gone = |s: &SessionHandle| match s.status() {
-            Status::Closed { code: ErrorCode::NoChannel, message } => Some(message),
+    /// The hop whose node closed its session with `code`, and what it
+    /// said, if one did (the relay's first): `ChannelBusy` when another
+    /// session took its channel over (another client with this key),
+    /// `NoChannel` when the channel is gone (expired).
+    pub fn closed_with(&self, code: ErrorCode) -> Option<(&'static str, String)> {
+        let closed = |s: &SessionHandle| match s.status() {
+            Status::Closed { code: c, message } if c == code => Some(message),
             _ => None,
         };
-        (self.relay.as_ref().and_then(|r| gone(&r.session)).map(|m| ("relay", m)))
-            .or_else(|| gone(&self.exit).map(|m| ("exit", m)))
+        (self.relay.as_ref().and_then(|r| closed(&r.session)).map(|m| ("relay", m)))
+            .or_else(|| closed(&self.exit).map(|m| ("exit", m)))
     }
 
     /// Closes the exit's session once its streams are done: the route was

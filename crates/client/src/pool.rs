@@ -682,31 +682,27 @@ impl RoutePool {
         // Taken over: another client with this key (a second proxy) uses
         // the channel now. Trying it again would take it back, and the two
         // would trade it for as long as both run; this one leaves it.
-        let taken = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| c.taken_over());
-        if let Some(role) = taken {
+        // Expired: the node would refuse it again; only a new channel
+        // serves. Either way the route waits for a channel, and says so.
+        let retired = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| {
+            (c.closed_with(ErrorCode::ChannelBusy).map(|(role, _)| (role, None)))
+                .or_else(|| c.closed_with(ErrorCode::NoChannel).map(|(role, message)| (role, Some(message))))
+        });
+        if let Some((role, expired)) = retired {
             let route = state.routes[index].clone();
             let Some(hop) = route.hop(role) else { return };
-            self.say(&format!(
-                "route {} retired: another session took over the channel with {role} {} (another `tollway connect` \
-                 with this key?): one proxy per channel; open one for this proxy ({}); {}",
-                route.name(),
-                hop.node.short(),
-                open_channel_command(hop),
-                self.next_route()
-            ));
+            let why = match expired {
+                None => format!(
+                    "another session took over the channel with {role} {} (another `tollway connect` with this key?): \
+                     one proxy per channel; open one for this proxy ({})",
+                    hop.node.short(),
+                    open_channel_command(hop)
+                ),
+                Some(message) => self.channel_gone_text(role, hop, &message),
+            };
+            self.say(&format!("route {} retired: {why}; {}", route.name(), self.next_route()));
             // Every route that pays on that channel (those through the same
             // relay too), until a renewal finds a channel of its own.
-            state.retire_channel(index, hop.channel);
-            return;
-        }
-        // The channel expired: tried again, the node would refuse it; only
-        // a new channel serves, so the route waits for one, and says so.
-        let gone = state.active.as_ref().filter(|(i, _)| *i == index).and_then(|(_, c)| c.channel_gone());
-        if let Some((role, message)) = gone {
-            let route = state.routes[index].clone();
-            let Some(hop) = route.hop(role) else { return };
-            let why = self.channel_gone_text(role, hop, &message);
-            self.say(&format!("route {} retired: {why}; {}", route.name(), self.next_route()));
             state.retire_channel(index, hop.channel);
             return;
         }
