@@ -386,13 +386,27 @@ impl Application for Core {
     fn abandon(&mut self) -> Result<(), ChainError> {
         if let Some(spec) = self.speculative.take() {
             self.reload_state()?;
-            let state = &self.state;
             for p in spec.taken {
-                let nonce = Core::next_nonce(state, &p.stx.tx.signer);
-                // It was admitted before; only a full pool could refuse it
-                // now. Its wait is still counted from its first admission.
-                let admitted_ms = p.admitted_ms;
-                let _ = self.mempool.admit(p, nonce, admitted_ms);
+                let nonce = Core::next_nonce(&self.state, &p.stx.tx.signer);
+                // It was admitted before, but the pool took others while
+                // the block was out: it may be full now, or hold another tx
+                // with this nonce. Its wait is still counted from its first
+                // admission.
+                let (id, admitted_ms) = (p.id, p.admitted_ms);
+                if let Err(e) = self.mempool.admit(p, nonce, admitted_ms) {
+                    // Out of the pool, it would be "pending" for good.
+                    let message = format!("dropped: its block was abandoned, and it could not go back to the mempool: {e}");
+                    self.statuses.set(id, TxState::Rejected { code: e.code().to_string(), message }, Vec::new());
+                }
+            }
+            // Rejected while the block was built: they left the pool then,
+            // and their status, set only at a commit, stayed "pending". One
+            // submitted again since (admission checks nonces against the
+            // block's state, where its nonce is still free) is pending.
+            for d in spec.dropped {
+                if !self.mempool.contains(&d.id) {
+                    self.statuses.set(d.id, TxState::Rejected { code: d.code.to_string(), message: d.message }, Vec::new());
+                }
             }
         }
         Ok(())
@@ -404,5 +418,101 @@ impl Core {
         let (_, encoding) = self.store.tip()?;
         self.state = decode_state(&encoding).map_err(|e| ChainError::Other(format!("stored state: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollway_ledger::genesis::{Allocation, Genesis};
+    use tollway_ledger::Params;
+    use tollway_types::{Token, Tx, TxBody, Usd};
+
+    const CHAIN: &str = "tollway-core-test";
+    const GENESIS_MS: u64 = 1_700_000_000_000;
+
+    /// A core on a fresh store whose genesis funds `funded`.
+    fn core(dir: &Path, funded: &[&str], mempool: MempoolLimits) -> Core {
+        let seq = SigningKey::from_label("sequencer");
+        let alloc = |l: &&str| Allocation {
+            account: SigningKey::from_label(l).public(),
+            token: Token::units(10),
+            usd: Usd::units(10),
+            staked: Token::ZERO,
+        };
+        let file = GenesisFile {
+            ledger: Genesis {
+                chain_id: CHAIN.into(),
+                genesis_time_secs: GENESIS_MS / 1000,
+                gateway: seq.public(),
+                params: Params::default_params(),
+                allocations: funded.iter().map(alloc).collect(),
+                pool_token: Token::units(1_000),
+                pool_usd: Usd::units(100),
+            },
+            validators: vec![seq.public()],
+        };
+        let path = dir.join("chain.redb");
+        init_store(&path, &file.to_json(), &seq).unwrap();
+        let config = CoreConfig { mempool, ..CoreConfig::default() };
+        Core::open(Store::open(&path).unwrap(), seq.public(), config).unwrap()
+    }
+
+    fn transfer(label: &str, nonce: u64, amount_twy: u128) -> SignedTx {
+        let key = SigningKey::from_label(label);
+        Tx {
+            chain_id: CHAIN.into(),
+            signer: key.public(),
+            nonce,
+            fee: Amount::Usd(Usd::units(1)),
+            body: TxBody::Transfer { to: SigningKey::from_label("sequencer").public(), amount: Amount::Token(Token::units(amount_twy)) },
+        }
+        .sign(&key)
+    }
+
+    fn admit(core: &mut Core, stx: &SignedTx) -> TxId {
+        let id = stx.id();
+        core.admit(stx.clone(), id, stx.encode().len(), GENESIS_MS).unwrap();
+        id
+    }
+
+    /// An abandoned block gives its txs back to the mempool, which may have
+    /// filled up while the block was out: a tx it refused was left
+    /// "pending" for good (and so was one rejected while the block was
+    /// built, its status being set only at a commit). Each now says it was
+    /// dropped and why; a rejected tx submitted again meanwhile is pending.
+    #[test]
+    fn a_tx_of_an_abandoned_block_that_cannot_go_back_to_the_mempool_says_it_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = MempoolLimits { max_txs: 4, ..MempoolLimits::default() };
+        let funded = ["alice", "bob", "carol", "dave", "erin", "frank", "gina"];
+        let mut core = core(dir.path(), &funded, limits);
+        let refused_id = admit(&mut core, &transfer("alice", 0, 1));
+        admit(&mut core, &transfer("bob", 0, 1));
+        let resubmitted = transfer("dave", 0, 1_000);
+        let resubmitted_id = admit(&mut core, &resubmitted);
+        let overdraft_id = admit(&mut core, &transfer("erin", 0, 1_000));
+        let block = core.propose(GENESIS_MS + 1_000).unwrap();
+        assert_eq!(block.txs.len(), 2, "alice's and bob's; dave's and erin's overdraw");
+        // While the block is out, the pool fills again, with dave's sent
+        // again among others.
+        admit(&mut core, &transfer("carol", 0, 1));
+        admit(&mut core, &transfer("frank", 0, 1));
+        admit(&mut core, &transfer("gina", 0, 1));
+        admit(&mut core, &resubmitted);
+        core.abandon().unwrap();
+
+        let Some(TxState::Rejected { code, message }) = core.status(&refused_id).unwrap() else {
+            panic!("alice's tx is {:?}", core.status(&refused_id));
+        };
+        assert_eq!(code, "mempool_full");
+        let why = "dropped: its block was abandoned, and it could not go back to the mempool: the mempool is full";
+        assert!(message.starts_with(why), "{message}");
+        let Some(TxState::Rejected { code, .. }) = core.status(&overdraft_id).unwrap() else {
+            panic!("erin's tx is {:?}", core.status(&overdraft_id));
+        };
+        assert_eq!(code, "insufficient_token");
+        assert_eq!(core.status(&resubmitted_id).unwrap(), Some(TxState::Pending));
+        assert!(core.mempool.contains(&resubmitted_id));
     }
 }
