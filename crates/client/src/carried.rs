@@ -24,15 +24,21 @@
 //! the window. Two connects on one channel at once (routes through two
 //! relays to one exit, raced) each check against the book as it was when
 //! they started: one window more each, at most.
+//!
+//! The book also keeps the highest receipt the channel's sessions signed
+//! ([`CarriedBook::signed`]): a new session's count starts again from its
+//! hello, and what the route has paid must not seem to go down meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use tollway_net::driver::SessionHandle;
 use tollway_tunnel::session::EarlierSessions;
+use tollway_types::amount::Usd;
 use tollway_types::tx::ChannelId;
 
-/// Per channel: the client's last session on it and what nodes' carried
-/// claims were paid beyond the client's own count. One entry per channel
+/// Per channel: the client's last session on it, what nodes' carried
+/// claims were paid beyond the client's own count, and the highest
+/// receipt signed. One entry per channel
 /// a route of the process pays on.
 #[derive(Default)]
 pub struct CarriedBook {
@@ -52,6 +58,20 @@ struct Seen {
     /// carried since is the rest of its count.
     last_established_at_bytes: u64,
     carried_unseen_bytes: u64,
+    /// The newest receipt the sessions before `last` signed, bytes and
+    /// USD (each the highest: receipts are cumulative).
+    signed_before: (u64, Usd),
+}
+
+/// The higher of two cumulative receipts' bytes and USD.
+fn highest((bytes, usd): (u64, Usd), (other_bytes, other_usd): (u64, Usd)) -> (u64, Usd) {
+    (bytes.max(other_bytes), usd.max(other_usd))
+}
+
+/// The bytes and USD of the newest receipt `session` signed.
+fn receipted(session: &SessionHandle) -> (u64, Usd) {
+    let usage = session.usage();
+    (usage.receipted_bytes, usage.receipted_usd)
 }
 
 /// What claims taken on nodes' word (`unseen`) still count after the
@@ -76,6 +96,15 @@ impl CarriedBook {
         })
     }
 
+    /// The highest receipt this process signed on `channel`, bytes and
+    /// USD, over all its sessions there: what the channel has paid as far
+    /// as this proxy knows (zero for a channel it has had no session on).
+    pub fn signed(&self, channel: &ChannelId) -> (u64, Usd) {
+        self.channels().get(channel).map_or((0, Usd::ZERO), |seen| {
+            seen.last.as_ref().map_or(seen.signed_before, |last| highest(seen.signed_before, receipted(last)))
+        })
+    }
+
     /// `session` on `channel` is established: it is the channel's last
     /// session from now on, and what its node's hello claimed beyond the
     /// client's count counts against the window.
@@ -85,6 +114,9 @@ impl CarriedBook {
         let seen = channels.entry(channel).or_default();
         let carried = seen.last.as_ref().map_or(0, |last| last.cumulative_bytes().saturating_sub(seen.last_established_at_bytes));
         seen.carried_unseen_bytes = unseen_after(seen.carried_unseen_bytes, carried, unseen);
+        if let Some(last) = &seen.last {
+            seen.signed_before = highest(seen.signed_before, receipted(last));
+        }
         seen.last = Some(session.clone());
         seen.last_established_at_bytes = session.cumulative_bytes();
     }

@@ -972,7 +972,7 @@ impl RoutePool {
         let (index, connected) = state.active.as_ref()?;
         let route = &state.routes[*index];
         let hop = |role: &str, hop: &Hop, session: &SessionHandle| {
-            let (bytes, usd) = paid(hop, &session.usage());
+            let (bytes, usd) = paid(hop, &session.usage(), self.carried.signed(&hop.channel));
             format!("{role} {}: {} paid with {usd} of its {} escrow", hop.node.short(), human_bytes(bytes), hop.escrow)
         };
         let mut parts = vec![hop("exit", &route.exit, &connected.exit)];
@@ -1400,9 +1400,14 @@ fn moved(old: &Route, new: &Route) -> Option<String> {
 }
 
 /// What a hop's channel has paid, bytes and USD: the newest receipt of
-/// this session, or what the chain had settled when the route started.
-fn paid(hop: &Hop, usage: &Usage) -> (u64, Usd) {
-    (usage.receipted_bytes.max(hop.settled_bytes), usage.receipted_usd.max(hop.settled_usd))
+/// this session, the highest this process signed on the channel in any
+/// session (`signed`: a new session signs its first only a receipt
+/// interval in), or what the chain had settled when the route started,
+/// whichever is highest. Receipts are cumulative: it never goes down.
+fn paid(hop: &Hop, usage: &Usage, signed: (u64, Usd)) -> (u64, Usd) {
+    let (signed_bytes, signed_usd) = signed;
+    let bytes = usage.receipted_bytes.max(signed_bytes).max(hop.settled_bytes);
+    (bytes, usage.receipted_usd.max(signed_usd).max(hop.settled_usd))
 }
 
 pub use tollway_tunnel::session::human_bytes;
@@ -1471,7 +1476,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
                  ({}){then}",
                 hop.node.short(),
                 hop.escrow,
-                paid(hop, &now).1,
+                paid(hop, &now, pool.carried.signed(&hop.channel)).1,
                 open_channel_command(hop)
             );
             (why, Some(hop.channel), Comeback::NewChannel)

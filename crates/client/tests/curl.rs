@@ -2893,6 +2893,40 @@ async fn a_lone_route_serves_again_soon_after_its_exit_restarts() {
     assert_eq!(events_with(&format!("route {name}: connected over tls in ")).len(), 2);
 }
 
+/// After a reconnect, the status line's `paid` fell back to what the
+/// chain had settled when the route started (here nothing) until the new
+/// session's first receipt: the amount a user had paid went down. It
+/// stays at the highest receipt signed on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_route_has_paid_does_not_go_down_after_a_reconnect() {
+    let web = web_server().await;
+    let client = SigningKey::from_label("paid-after-reconnect");
+    let port = free_port_range(1);
+    let start_exit = || start_node_on("exit-reconnects", &client, port);
+    let exit = start_exit().await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let name = route.name();
+    let (front, pool) = start_front(vec![route], Transport::Tls, &client).await;
+    // Three receipts, one a MiB.
+    assert!(socks_get(front, web, 3 << 20).await.unwrap() == pattern(3 << 20));
+    let paid_usd = |line: &str| -> f64 {
+        let usd = line.split("paid with $").nth(1).and_then(|rest| rest.split(' ').next());
+        usd.and_then(|usd| usd.parse().ok()).unwrap_or_else(|| panic!("no amount paid in {line:?}"))
+    };
+    let before = pool.usage_line().await.unwrap();
+    assert!(paid_usd(&before) > 0.0, "{before}");
+
+    drop(exit);
+    wait_until("the route marked down", || !events_with(&format!("route {name} down: ")).is_empty()).await;
+    let _exit = start_exit().await;
+    // Far less than a receipt interval: the new session signs none.
+    let back = std::time::Instant::now();
+    first_success(front, web, back, 80, Duration::from_millis(100)).await.expect("the route never served again");
+    assert_eq!(events_with(&format!("route {name}: connected over tls in ")).len(), 2);
+    let after = pool.usage_line().await.unwrap();
+    assert!(paid_usd(&after) >= paid_usd(&before), "paid went down after the reconnect: {before:?}, then {after:?}");
+}
+
 /// A channel whose escrow runs out mid-download, as the client knows it or
 /// as only the node does (its channel holds less than the client thinks):
 /// either route can carry nothing more (its node serves no byte the escrow
