@@ -165,8 +165,8 @@ struct State {
     /// bring them back, though the chain may still show escrow left (the
     /// node settles later).
     spent: Vec<ChannelId>,
-    /// Which route was active, in order, for tests and logs.
-    history: Vec<usize>,
+    /// Which routes were made active, in order: the last few.
+    history: History,
     /// The relay session of the route last closed because its exit's
     /// session closed, for the next connect through that relay: the relay
     /// that told us is up, and a second session on its channel would take
@@ -186,6 +186,29 @@ struct State {
     /// that arrive meanwhile wait for its answer too, rather than go to a
     /// route that may be dead (a browser opens several at once).
     probe: Option<Arc<tokio::sync::OnceCell<bool>>>,
+}
+
+/// How many route changes [`History`] keeps: "put a limit on everything"
+/// (a proxy on a flaky line changes routes for as long as it runs, and the
+/// whole list grew by a word each time); far more than a test makes.
+const HISTORY_KEPT: usize = 64;
+
+/// The routes made active, in order, the last [`HISTORY_KEPT`] of them:
+/// what [`RoutePool::history`] tells tests.
+#[derive(Default)]
+struct History(std::collections::VecDeque<usize>);
+
+impl History {
+    fn push(&mut self, index: usize) {
+        if self.0.len() == HISTORY_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(index);
+    }
+
+    fn to_vec(&self) -> Vec<usize> {
+        self.0.iter().copied().collect()
+    }
 }
 
 /// A route's session that carries no new streams but keeps those it has.
@@ -430,7 +453,7 @@ impl RoutePool {
                 down: vec![Backoff::default(); n],
                 retired: vec![None; n],
                 spent: Vec::new(),
-                history: Vec::new(),
+                history: History::default(),
                 spare_relay: None,
                 draining: Vec::new(),
                 quiet: Quiet::default(),
@@ -480,9 +503,9 @@ impl RoutePool {
         self.config.routes.len()
     }
 
-    /// Routes that were active, in order.
+    /// Routes that were made active, in order: the last 64 (`HISTORY_KEPT`).
     pub async fn history(&self) -> Vec<usize> {
-        self.state.lock().await.history.clone()
+        self.state.lock().await.history.to_vec()
     }
 
     /// Pings the active route; marks it down if the ping fails.
@@ -1499,7 +1522,7 @@ async fn watch_payments(pool: std::sync::Weak<RoutePool>, index: usize, connecte
 
 #[cfg(test)]
 mod tests {
-    use super::{human_bytes, moved, none_usable, renews, wait_text, Backoff, ClientConfig, Comeback, Quiet};
+    use super::{human_bytes, moved, none_usable, renews, wait_text, Backoff, ClientConfig, Comeback, History, Quiet, HISTORY_KEPT};
     use crate::connect::{ConnectOptions, Hop, Route};
     use std::time::{Duration, Instant};
     use tollway_types::amount::Usd;
@@ -1640,5 +1663,25 @@ mod tests {
         for (n, text) in cases {
             assert_eq!(human_bytes(n), text);
         }
+    }
+
+    /// The pool's route history grew by a word at every route change for
+    /// as long as the proxy ran, though only tests read it. It keeps the
+    /// last `HISTORY_KEPT`, in order.
+    #[test]
+    fn the_route_history_keeps_only_the_last_changes() {
+        let mut history = History::default();
+        for index in 0..3 {
+            history.push(index);
+        }
+        assert_eq!(history.to_vec(), [0, 1, 2]);
+        let changes = 100 * HISTORY_KEPT;
+        for i in 3..changes {
+            history.push(i % 3);
+        }
+        let kept = history.to_vec();
+        let expected: Vec<usize> = (changes - HISTORY_KEPT..changes).map(|i| i % 3).collect();
+        assert_eq!(kept, expected);
+        assert!(history.0.capacity() < 2 * HISTORY_KEPT, "{} entries' room", history.0.capacity());
     }
 }
