@@ -661,7 +661,8 @@ pub struct ConnectArgs {
     #[command(flatten)]
     filter: NodeFilter,
     /// With --pick: open a channel with this escrow (e.g. '$2'), expiring
-    /// in 7 days, to each picked node that has none.
+    /// in 7 days, to each picked node that has none, and to the --relay if
+    /// it has none.
     #[arg(long, value_name = "USD")]
     open_channels: Option<String>,
     /// A relay node in front of every exit (two hops).
@@ -799,6 +800,13 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
         bail!("no active node matches the filters; `tollway wallet nodes` with the same filters lists the market");
     }
     let open_escrow = a.open_channels.as_deref().map(crate::wallet::parse_usd).transpose()?;
+    // The relay in front of the picked exits needs a channel as they do:
+    // without one it refused every route. Checked before any channel is
+    // opened.
+    let relay_to_open = match (a.relay, open_escrow) {
+        (Some(relay), Some(_)) if !has_channel(&relay) => Some(relay_answering(api, &me, &relay)?),
+        _ => None,
+    };
     let eligible: Vec<&NodeInfo> =
         matching.iter().copied().filter(|n| open_escrow.is_some() || has_channel(&n.id)).collect();
     if eligible.is_empty() {
@@ -842,7 +850,23 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
     // a cheap, well-measured node that is off ranked first.)
     let ranked = choice::rank(&candidates, &me);
     let answered_or_paid = |&(i, _): &(usize, f64)| rtts[i].is_some() || has_channel(&eligible[i].id);
-    for (i, score) in ranked.into_iter().filter(answered_or_paid).take(n) {
+    let ranked: Vec<(usize, f64)> = ranked.into_iter().filter(answered_or_paid).take(n).collect();
+    if ranked.is_empty() {
+        bail!(
+            "none of the {} matching node(s) answered a TCP connect within {} s, and none has a channel from {}: \
+             no channel was opened",
+            eligible.len(),
+            PICK_CONNECT_TIMEOUT.as_secs(),
+            me.short()
+        );
+    }
+    // Only once there are exits to ride it to; with the exits' escrow and
+    // life.
+    if let (Some(relay), Some(escrow)) = (relay_to_open, open_escrow) {
+        open_picked_channel(api, key, relay, escrow, now_secs)?;
+        outln!("opened a channel to relay {} with {escrow} escrow, for 7 days", relay.short())?;
+    }
+    for (i, score) in ranked {
         let node = eligible[i];
         let rtt = rtts[i].map_or_else(|| "no answer".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3));
         outln!(
@@ -855,23 +879,47 @@ fn pick_exits(api: &ApiClient, key: &SigningKey, a: &ConnectArgs, n: usize) -> a
             node.reputation_ppm as f64 / 10_000.0
         )?;
         if let (Some(escrow), false) = (open_escrow, has_channel(&node.id)) {
-            let expires_at_secs = now_secs.saturating_add(PICKED_CHANNEL_SECS);
-            let body = tollway_types::tx::TxBody::OpenChannel { node: node.id, escrow, expires_at_secs };
-            crate::wallet::submit_and_wait(api, key, body, 15_000)?;
+            open_picked_channel(api, key, node.id, escrow, now_secs)?;
             outln!("opened a channel to node {} with {escrow} escrow, for 7 days", node.id.short())?;
         }
         picked.push(node.id);
     }
-    if picked.is_empty() {
+    Ok(picked)
+}
+
+/// Opens a channel from `key` to `node` with `escrow`, for
+/// `PICKED_CHANNEL_SECS` from the chain's `now_secs`, and waits for it.
+fn open_picked_channel(
+    api: &ApiClient,
+    key: &SigningKey,
+    node: AccountId,
+    escrow: tollway_types::amount::Usd,
+    now_secs: u64,
+) -> anyhow::Result<()> {
+    let expires_at_secs = now_secs.saturating_add(PICKED_CHANNEL_SECS);
+    let body = tollway_types::tx::TxBody::OpenChannel { node, escrow, expires_at_secs };
+    crate::wallet::submit_and_wait(api, key, body, 15_000)?;
+    Ok(())
+}
+
+/// `relay`, which `me` has no channel with, if it may get one: registered,
+/// with an address, and answering a TCP connect, as a picked exit must
+/// (escrow sent to a node that is down stays locked for a week).
+fn relay_answering(api: &ApiClient, me: &AccountId, relay: &AccountId) -> anyhow::Result<AccountId> {
+    let context = || format!("--relay {}", relay.short());
+    let record = node_record(api, relay, "`tollway wallet nodes` lists the active ones").with_context(context)?;
+    let addr = record.addrs.first().map(|ip| SocketAddr::new(*ip, record.port_first));
+    let addr = addr.context("the node's record has no address").with_context(context)?;
+    if std::net::TcpStream::connect_timeout(&addr, PICK_CONNECT_TIMEOUT).is_err() {
         bail!(
-            "none of the {} matching node(s) answered a TCP connect within {} s, and none has a channel from {}: \
-             no channel was opened",
-            eligible.len(),
-            PICK_CONNECT_TIMEOUT.as_secs(),
-            me.short()
+            "--relay {}: no open channel from {} with escrow left, and the node did not answer a TCP connect to {addr} \
+             within {} s: no channel was opened",
+            relay.short(),
+            me.short(),
+            PICK_CONNECT_TIMEOUT.as_secs()
         );
     }
-    Ok(picked)
+    Ok(*relay)
 }
 
 pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
@@ -917,13 +965,20 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
     let me = key.public();
     // Named as the relay: the node's short id alone did not say which hop
     // lacked a channel.
-    let relay = (a.relay.as_ref())
-        .map(|r| hop_for(&api, &me, r, &[]).with_context(|| format!("--relay {}", r.short())))
-        .transpose()?;
+    let relay_hop = || {
+        (a.relay.as_ref())
+            .map(|r| hop_for(&api, &me, r, &[]).with_context(|| format!("--relay {}", r.short())))
+            .transpose()
+    };
+    // Before the exits are picked, so that a relay with no channel stops
+    // the proxy before it opens theirs; with --open-channels the pick opens
+    // the relay's too, so after.
+    let relay_first = if a.open_channels.is_none() { relay_hop()? } else { None };
     let exits = match a.pick {
         Some(n) => pick_exits(&api, &key, a, n as usize)?,
         None => a.exits.clone(),
     };
+    let relay = if a.open_channels.is_none() { relay_first } else { relay_hop()? };
     let mut routes = Vec::new();
     for exit in &exits {
         routes.push(Route { relay: relay.clone(), exit: hop_for(&api, &me, exit, &[])? });

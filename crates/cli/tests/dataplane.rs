@@ -636,15 +636,61 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
 /// A chain whose genesis gives `alice` $100 and the operator `exit`
 /// 2,000 TWY and $10, each with a key file in `dir`.
 fn chain_for_alice_and(dir: &Path, exit: &str) -> ChainProcess {
-    let mut allocs = Vec::new();
-    for (name, alloc) in [("alice", "100USD"), (exit, "2000TWY,10USD")] {
+    chain_for_alice_and_operators(dir, &[exit])
+}
+
+/// [`chain_for_alice_and`] with several operators, 2,000 TWY and $10 each.
+fn chain_for_alice_and_operators(dir: &Path, operators: &[&str]) -> ChainProcess {
+    let mut args = vec!["chain".to_string(), "init".into(), "--home".into(), dir.join("chain").to_str().unwrap().into()];
+    let funded = std::iter::once(("alice", "100USD")).chain(operators.iter().map(|name| (*name, "2000TWY,10USD")));
+    for (name, alloc) in funded {
         let out = tollway(dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        allocs.push(format!("{}={alloc}", v["public"].as_str().unwrap()));
+        args.extend(["--alloc".to_string(), format!("{}={alloc}", v["public"].as_str().unwrap())]);
     }
-    let home = dir.join("chain");
-    tollway(dir, &["chain", "init", "--home", home.to_str().unwrap(), "--alloc", &allocs[0], "--alloc", &allocs[1]]);
-    ChainProcess::start(dir, &home)
+    tollway(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    ChainProcess::start(dir, &dir.join("chain"))
+}
+
+/// `connect --pick N --open-channels '$1' --relay R` opened channels to the
+/// picked exits and none to the relay, and so refused to start ("--relay
+/// R: no open channel"), or with a relay that took any channel, was
+/// refused by it. The relay's channel is opened too, on the same terms
+/// (the escrow given, 7 days, a node that answers), and said; both hops
+/// serve.
+#[test]
+fn picked_exits_with_open_channels_get_the_relays_channel_opened_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and_operators(dir, &["exit_o", "relay_o"]);
+    let api = chain.api.as_str();
+    let exit_ports = free_ports(4, 0);
+    let exit = register_node(dir, api, "exit_o", exit_ports);
+    let relay = register_node(dir, api, "relay_o", free_ports(4, exit_ports));
+    let run = |node: &Node, key: &str| {
+        let args = ["node", "run", "--home", &node.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+        Daemon::start(dir, &args, "receipts kept in")
+    };
+    let _exit = run(&exit, "exit_o.key");
+    // A relay that is down gets no week of escrow, and nor do the exits.
+    let args = ["connect", "--key", "alice.key", "--api", api, "--listen", "127.0.0.1:0", "--pick", "1", "--open-channels", "$1"];
+    let err = tollway_fails(dir, &[&args[..], &["--relay", &relay.id]].concat());
+    assert!(err.contains(&format!("--relay {}: ", &relay.id[..8])) && err.contains("did not answer a TCP connect"), "{err}");
+    assert!(err.contains("no channel was opened"), "{err}");
+    let channels = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+    assert_eq!(channels.trim(), "[]", "channels opened for a relay that is down");
+    let _relay = run(&relay, "relay_o.key");
+    let (proxy, listen) = start_proxy(dir, api, &["--pick", "1", "--open-channels", "$1", "--relay", &relay.id]);
+    let opened = |hop: &str, node: &Node| format!("opened a channel to {hop} {} with $1 escrow, for 7 days", &node.id[..8]);
+    assert!(proxy.lines.contains(&opened("node", &exit)), "{:#?}", proxy.lines);
+    assert!(proxy.lines.contains(&opened("relay", &relay)), "{:#?}", proxy.lines);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 1 << 20)]).unwrap();
+    assert!(body == pattern(1 << 20), "two hops: {} bytes or wrong bytes", body.len());
+    let listed = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "channels", "--json"]);
+    let channels: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    let nodes: std::collections::BTreeSet<&str> = channels.as_array().unwrap().iter().filter_map(|c| c["node"].as_str()).collect();
+    assert_eq!(nodes, [exit.id.as_str(), relay.id.as_str()].into_iter().collect(), "{channels}");
 }
 
 /// `connect --pick N --open-channels` on a port already in use (a second
