@@ -10,6 +10,7 @@ use crate::economics::vesting;
 use crate::error::TxError;
 use crate::event::Event;
 use crate::params::Params;
+use serde::{Deserialize, Serialize};
 use crate::state::{
     Account, AccountIdx, Channel, Ctx, Node, NodeEpoch, NodeIdx, Oracle, RegionState, ReportSlot, State, SubnetKey, Unbonding,
 };
@@ -554,9 +555,11 @@ fn open_channel(
     events: &mut Vec<Event>,
 ) -> Result<(), TxError> {
     nonzero(escrow.0)?;
-    // A channel stays in the state until its client closes it: its escrow
-    // is what keeping it there costs, and its lifetime bounds how long the
-    // escrow may be locked away (DESIGN §2; params/default.toml [dust]).
+    // A channel stays in the state until its client closes it, or the
+    // first epoch end past its expiry and grace does (ADR 0021): its
+    // escrow is what keeping it there costs, and its lifetime bounds how
+    // long the escrow may be locked away (DESIGN §2; params/default.toml
+    // [dust]).
     let p = &state.params;
     if escrow < p.min_channel_escrow {
         return Err(TxError::EscrowTooSmall { escrow, minimum: p.min_channel_escrow });
@@ -582,6 +585,7 @@ fn open_channel(
     state.channels.insert(channel, Channel::opened(client, node, escrow, expires_at_secs));
     state.channels_by_account.insert((client, channel));
     state.channels_by_account.insert((node, channel));
+    state.channels_by_expiry.insert((expires_at_secs, channel));
     events.push(Event::ChannelOpened { channel, client, node, escrow });
     Ok(())
 }
@@ -745,16 +749,62 @@ fn close_channel(state: &mut State, ctx: Ctx, signer: AccountIdx, channel: &Chan
     if ctx.time_secs < closable_at_secs {
         return Err(TxError::ChannelNotExpired { closable_at_secs, now_secs: ctx.time_secs });
     }
+    if let Some(closed) = remove_channel(state, channel) {
+        events.push(Event::ChannelClosed { channel: *channel, refund: closed.refund });
+    }
+    Ok(())
+}
+
+/// The epoch's end at `now_secs` closes every channel past its expiry and
+/// the grace (`channel_close_grace_secs`, read now: params may have
+/// changed it since the channel opened), soonest expiry first, exactly as
+/// its client's `CloseChannel` would have (ADR 0021): a client that is
+/// gone never closes, and its channel stayed in the state, its escrow
+/// locked, for ever.
+pub(crate) fn close_expired_channels(state: &mut State, now_secs: u64) -> Vec<ClosedChannel> {
+    let grace_secs = state.params.channel_close_grace_secs;
+    let mut closed = Vec::new();
+    while let Some(&(expires_at_secs, channel)) = state.channels_by_expiry.first() {
+        if expires_at_secs.saturating_add(grace_secs) > now_secs {
+            break;
+        }
+        // `remove_channel` takes the entry out of the index; a front entry
+        // of no channel would be a broken index, and taking it keeps the
+        // loop going rather than spinning on it.
+        state.channels_by_expiry.pop_first();
+        closed.extend(remove_channel(state, &channel));
+    }
+    closed
+}
+
+/// A channel closed at its expiry plus the grace: by its client's
+/// `CloseChannel`, or by the epoch's end (ADR 0021).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedChannel {
+    pub channel: ChannelId,
+    pub client: AccountId,
+    pub node: AccountId,
+    /// What its client got back: the escrow less what was settled.
+    pub refund: Usd,
+}
+
+/// Takes the channel out of the state and its indexes and gives its
+/// client back what was not settled: the one close, for the client's
+/// `CloseChannel` and the epoch's sweep. `None` if there is no such
+/// channel. The caller has checked that it may close.
+fn remove_channel(state: &mut State, channel: &ChannelId) -> Option<ClosedChannel> {
+    let ch = state.channels.remove(channel)?;
+    state.channels_by_account.remove(&(ch.client, *channel));
+    state.channels_by_account.remove(&(ch.node, *channel));
+    state.channels_by_expiry.remove(&(ch.expires_at_secs, *channel));
     let refund = Usd(ch.escrow.0 - ch.paid.0);
-    let node = ch.node;
-    state.channels.remove(channel);
-    state.channels_by_account.remove(&(state.accounts[signer as usize].id, *channel));
-    state.channels_by_account.remove(&(node, *channel));
-    let acct = &mut state.accounts[signer as usize];
+    // The client opened it, so its account exists: indexing fails only
+    // on a broken state, where a refund to nobody must not pass.
+    let client = state.account_index[&ch.client];
+    let acct = &mut state.accounts[client as usize];
     acct.usd.0 += refund.0;
     acct.open_channels -= 1;
-    events.push(Event::ChannelClosed { channel: *channel, refund });
-    Ok(())
+    Some(ClosedChannel { channel: *channel, client: ch.client, node: ch.node, refund })
 }
 
 fn apply_report(state: &mut State, signer: AccountIdx, report: &MeasurementReport, events: &mut Vec<Event>) -> Result<(), TxError> {
@@ -860,5 +910,81 @@ mod tests {
         assert_eq!(demand_bytes(0, &p, Usd(10_000), u64::MAX), 1 << 30);
         assert_eq!(demand_bytes(5_000_000, &p, Usd(10_000), u64::MAX), 2_147_483);
         assert_eq!(bytes_bought(0, Usd(1)), u64::MAX);
+    }
+
+    /// A client with $100 and an active node, a channel from one to the
+    /// other each way the test needs.
+    fn a_client_and_a_node() -> crate::testkit::World {
+        use crate::testkit::{fund, World};
+        let accounts = vec![fund("client", 0, 100, 0), fund("node", 10, 0, 2_000)];
+        let mut w = World::new(Params::default_params(), 1_000_000, 1_000_000, accounts);
+        w.register_node("node", "DE", "203.0.113.10", 100_000_000);
+        w
+    }
+
+    fn is_indexed(state: &State, channel: &ChannelId) -> bool {
+        state.channels.contains_key(channel)
+            || state.channels_by_account.iter().any(|(_, c)| c == channel)
+            || state.channels_by_expiry.iter().any(|(_, c)| c == channel)
+    }
+
+    /// No tool sends `CloseChannel`, so every channel ever opened stayed
+    /// in the state with its unsettled escrow, and a client reached
+    /// `MAX_OPEN_CHANNELS` for good. The epoch's end closes a channel from
+    /// the moment its client could (expiry plus grace), refunding what
+    /// was not settled as the client's close would; one second earlier it
+    /// stays, and the client's close is refused too (ADR 0021).
+    #[test]
+    fn an_expired_channel_closes_itself_at_the_first_epoch_end_past_its_grace() {
+        use crate::testkit::id;
+        let mut w = a_client_and_a_node();
+        let p = w.state.params.clone();
+        assert_eq!((p.epoch_secs, p.channel_close_grace_secs), (3_600, 3_600), "the times below count on these");
+        let due = w.open_channel("client", "node", Usd::units(10), 10);
+        let one_second_early = w.open_channel("client", "node", Usd::units(5), 11);
+        let receipt = w.receipt("client", due, Usd::units(3), 1 << 30);
+        w.must("node", TxBody::SettleChannel { receipt });
+        let usd_before = w.account("client").usd;
+        assert_eq!(w.account("client").open_channels, 2);
+
+        // The epoch ends at open + 10 s + 3,600 s: `due`'s expiry plus the
+        // grace, to the second; `one_second_early`'s is a second later.
+        w.now_secs += 10;
+        let report = w.end_epoch(); // checks the supply invariant
+        let closed = ClosedChannel { channel: due, client: id("client"), node: id("node"), refund: Usd::units(7) };
+        assert_eq!(report.channels_closed, vec![closed]);
+        assert_eq!(report.channels_closed_refund(), Usd::units(7));
+        assert!(!is_indexed(&w.state, &due), "a closed channel is still in the state");
+        assert_eq!(w.account("client").usd, Usd(usd_before.0 + Usd::units(7).0), "escrow less paid came back");
+        assert_eq!(w.account("client").open_channels, 1);
+        let receipt = w.receipt("client", due, Usd::units(4), 2 << 30);
+        let late = w.submit("node", TxBody::SettleChannel { receipt });
+        assert_eq!(late, Err(TxError::UnknownChannel(due)), "closed by the chain as by its client");
+
+        // A second early: it stays, and its client may not close it yet.
+        assert!(w.state.channels.contains_key(&one_second_early));
+        let early = w.submit_usd_fee("client", TxBody::CloseChannel { channel: one_second_early });
+        assert!(matches!(early, Err(TxError::ChannelNotExpired { .. })), "{early:?}");
+        let report = w.end_epoch();
+        assert_eq!(report.channels_closed.len(), 1);
+        assert_eq!((report.channels_closed[0].channel, report.channels_closed[0].refund), (one_second_early, Usd::units(5)));
+        assert_eq!(w.account("client").open_channels, 0);
+        assert!(!is_indexed(&w.state, &one_second_early));
+        assert!(w.end_epoch().channels_closed.is_empty(), "closed once");
+    }
+
+    /// The grace is the one in force at the epoch's end, not the one the
+    /// channel opened under: params may change it, and the index is
+    /// keyed by expiry alone.
+    #[test]
+    fn the_epoch_closes_channels_by_the_grace_in_force_at_its_end() {
+        let mut w = a_client_and_a_node();
+        let channel = w.open_channel("client", "node", Usd::units(10), 10);
+        w.now_secs += 10;
+        w.state.params.channel_close_grace_secs = 3_601;
+        assert!(w.end_epoch().channels_closed.is_empty(), "a longer grace keeps it");
+        w.state.params.channel_close_grace_secs = 0;
+        let closed = w.end_epoch().channels_closed;
+        assert_eq!(closed.iter().map(|c| c.channel).collect::<Vec<_>>(), vec![channel]);
     }
 }

@@ -73,7 +73,10 @@ pub enum TxError {
         format_span(.closable_at_secs.saturating_sub(*.now_secs))
     )]
     ChannelNotExpired { closable_at_secs: u64, now_secs: u64 },
-    #[error("too many open channels ({limit}): close expired ones first")]
+    #[error(
+        "too many open channels ({limit}): close expired ones first (`close-channel`, from their expiry plus the \
+         grace; the chain closes them itself at the first epoch end from then)"
+    )]
     TooManyChannels { limit: u32 },
     #[error("receipt is for chain {0:?}, not this chain")]
     ReceiptWrongChain(String),

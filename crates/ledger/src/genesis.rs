@@ -73,6 +73,7 @@ impl Genesis {
             oracles: Vec::new(),
             channels: BTreeMap::new(),
             channels_by_account: Default::default(),
+            channels_by_expiry: Default::default(),
             pool: Pool {
                 token: self.pool_token,
                 usd: self.pool_usd,

@@ -824,6 +824,10 @@ pub struct State {
     /// per account): the chain's API lists an account's channels from it
     /// rather than scanning every channel under its lock.
     pub channels_by_account: BTreeSet<(AccountId, ChannelId)>,
+    /// The open channels by expiry (`expires_at_secs`, then id): the
+    /// epoch's end closes those past their grace from the front, without
+    /// a scan of every channel (ADR 0021).
+    pub channels_by_expiry: BTreeSet<(u64, ChannelId)>,
     pub pool: Pool,
     pub supply: Supply,
     /// USD settled or paid as fees, waiting for the epoch's buy-and-burn.

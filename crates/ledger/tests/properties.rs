@@ -297,6 +297,17 @@ impl Run {
                     .min(p.emission_cap.0 - w.state.supply.scheduled_token.0);
                 let minted_before = w.state.supply.minted_token.0;
                 let stakes_before: Vec<Token> = w.state.accounts.iter().map(|a| a.staked).collect();
+                // Every channel past its expiry and grace closes, with its
+                // unsettled escrow back to its client (ADR 0021).
+                let grace_secs = p.channel_close_grace_secs;
+                let mut closable: Vec<(u64, ChannelId, Usd)> = w
+                    .state
+                    .channels
+                    .iter()
+                    .filter(|(_, ch)| ch.expires_at_secs + grace_secs <= ctx.time_secs)
+                    .map(|(id, ch)| (ch.expires_at_secs, *id, Usd(ch.escrow.0 - ch.paid.0)))
+                    .collect();
+                closable.sort_unstable();
                 let mut split = w.state.clone();
                 let r_split = end_epoch_reusing(&mut split, ctx, seed, &PartsBackwards(3), &mut self.buffers);
                 let r = end_epoch(&mut w.state, ctx, seed);
@@ -310,6 +321,13 @@ impl Run {
                 assert_eq!(r.minted().0 + r.carry_out.0 + r.emission_forgone.0, r.emission_scheduled.0 + r.carry_in.0);
                 assert!(r.carry_out <= r.emission_scheduled, "the carry is capped at one epoch's schedule");
                 assert_eq!(w.state.supply.minted_token.0 - minted_before, r.minted().0);
+                let closed: Vec<(u64, ChannelId, Usd)> = r
+                    .channels_closed
+                    .iter()
+                    .map(|c| (closable.iter().find(|x| x.1 == c.channel).map_or(0, |x| x.0), c.channel, c.refund))
+                    .collect();
+                assert_eq!(closed, closable, "the epoch closed other channels, or refunded other amounts");
+                assert!(closable.iter().all(|(_, id, _)| !w.state.channels.contains_key(id)));
                 for s in &r.slashes {
                     let i = w.state.account_index[&s.account] as usize;
                     assert!(s.amount.0 <= stakes_before[i].0 + 1_000_000_000_000, "slash above holdings");
@@ -342,6 +360,13 @@ impl Run {
         let by_account: std::collections::BTreeSet<_> =
             self.w.state.channels.iter().flat_map(|(id, ch)| [(ch.client, *id), (ch.node, *id)]).collect();
         assert_eq!(by_account, self.w.state.channels_by_account, "the channel index is out of step");
+        let by_expiry: std::collections::BTreeSet<_> =
+            self.w.state.channels.iter().map(|(id, ch)| (ch.expires_at_secs, *id)).collect();
+        assert_eq!(by_expiry, self.w.state.channels_by_expiry, "the expiry index is out of step");
+        for a in &self.w.state.accounts {
+            let open = self.w.state.channels.values().filter(|ch| ch.client == a.id).count();
+            assert_eq!(a.open_channels as usize, open, "an account's open channel count is out of step");
+        }
         for (id, ch) in &self.w.state.channels {
             assert!(ch.paid <= ch.escrow, "channel pays out more than its escrow");
             let before = self.paid.insert(*id, ch.paid).unwrap_or(Usd::ZERO);

@@ -8,6 +8,7 @@ pub mod measure;
 pub mod slash;
 pub mod vesting;
 
+use crate::apply::ClosedChannel;
 use crate::state::{Ctx, Pool, State, Supply};
 use crate::workers::{OneThread, Workers};
 use serde::{Deserialize, Serialize};
@@ -71,11 +72,21 @@ pub struct EpochReport {
     pub measured_nodes: u32,
     pub price_usd_micro_per_token: u128,
     pub regions: Vec<RegionSummary>,
+    /// The channels this epoch's end closed, past their expiry and the
+    /// grace, soonest expiry first, with what each refunded to its client
+    /// (ADR 0021): each client's USD grew by its refund here, with no tx
+    /// of its own to say so.
+    pub channels_closed: Vec<ClosedChannel>,
 }
 
 impl EpochReport {
     pub fn minted(&self) -> Token {
         Token(self.minted_uptime.0 + self.minted_usage.0 + self.minted_oracle.0)
+    }
+
+    /// What the channels this epoch closed refunded, in all.
+    pub fn channels_closed_refund(&self) -> Usd {
+        Usd(self.channels_closed.iter().map(|c| c.refund.0).sum())
     }
 }
 
@@ -139,6 +150,11 @@ pub fn end_epoch_reusing(
     buffers.measured = Some(measured);
 
     report.price_usd_micro_per_token = state.pool.price_usd_micro_per_token();
+
+    // Channels past their expiry and grace close as their clients'
+    // `CloseChannel` would (ADR 0021). Apart from the steps above: a
+    // refund is the client's USD, which no step reads.
+    report.channels_closed = crate::apply::close_expired_channels(state, ctx.time_secs);
 
     // Reset the remaining per-epoch accumulators (the nodes' were reset by
     // `aggregate`) and open the next epoch.
