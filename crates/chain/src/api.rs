@@ -416,6 +416,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "min_node_stake": st.params.min_node_stake,
         "min_channel_escrow_usd": st.params.min_channel_escrow,
         "channel_max_lifetime_secs": st.params.channel_max_lifetime_secs,
+        "channel_close_grace_secs": st.params.channel_close_grace_secs,
         "gateway": st.gateway,
         "consensus": "solo",
         "uptime_secs": s.started.elapsed().as_secs(),

@@ -28,6 +28,16 @@ pub struct Status {
     pub min_channel_escrow_usd: Option<Usd>,
     #[serde(default)]
     pub channel_max_lifetime_secs: Option<u64>,
+    /// How long after its expiry a channel may be closed, and the chain
+    /// closes it at the first epoch end from then (ADR 0021); absent from
+    /// older chains.
+    #[serde(default)]
+    pub channel_close_grace_secs: Option<u64>,
+    /// When the current epoch began, and how long one lasts.
+    #[serde(default)]
+    pub epoch_start_secs: Option<u64>,
+    #[serde(default)]
+    pub epoch_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

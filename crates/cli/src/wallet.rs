@@ -796,8 +796,38 @@ pub fn format_bps(bps: u64) -> String {
 /// A channel's expiry against the chain's now (`chain_now_secs_of`): the
 /// tip's time alone lags by up to the idle heartbeat (a minute) on an
 /// idle chain, and a channel that had expired was listed as open.
+/// An expired channel also says when `close-channel` can close it, and
+/// when the chain closes it itself: the first epoch end from its expiry
+/// plus the grace (ADR 0021).
 fn describe_channel_expiry(expires_at_secs: u64, status: Option<&Status>) -> String {
-    describe_expiry(expires_at_secs, status.map(chain_now_secs_of))
+    let now_secs = status.map(chain_now_secs_of);
+    let expiry = describe_expiry(expires_at_secs, now_secs);
+    let (Some(now_secs), Some(status)) = (now_secs, status) else { return expiry };
+    let Some(grace_secs) = status.channel_close_grace_secs.filter(|_| expires_at_secs <= now_secs) else { return expiry };
+    let closable_at_secs = expires_at_secs.saturating_add(grace_secs);
+    let close_channel = match closable_at_secs.checked_sub(now_secs).filter(|&left| left > 0) {
+        Some(left) => format!("close-channel can close it in {}", format_span(left)),
+        None => "close-channel can close it now".to_string(),
+    };
+    let closes_itself = match first_epoch_end_from(closable_at_secs, status) {
+        Some(end_secs) if end_secs > now_secs => {
+            format!("the chain closes it at an epoch end in {}", format_span(end_secs - now_secs))
+        }
+        Some(_) => "the chain closes it in its next block".to_string(),
+        None => "the chain closes it at the first epoch end from then".to_string(),
+    };
+    format!("{expiry}; {close_channel}, {closes_itself}")
+}
+
+/// The first epoch end at or after `secs`, on the chain's epoch clock:
+/// epochs end every `epoch_secs` from the current one's start (an epoch
+/// ends on time, idle chain or not, ADR 0020). `None` from a chain that
+/// does not say.
+fn first_epoch_end_from(secs: u64, status: &Status) -> Option<u64> {
+    let epoch_secs = status.epoch_secs.filter(|&e| e > 0)?;
+    let end_secs = status.epoch_start_secs?.saturating_add(epoch_secs);
+    let epochs_more = secs.saturating_sub(end_secs).div_ceil(epoch_secs);
+    Some(end_secs.saturating_add(epochs_more.saturating_mul(epoch_secs)))
 }
 
 fn describe_expiry(expires_at_secs: u64, now_secs: Option<u64>) -> String {
@@ -947,16 +977,33 @@ mod tests {
         assert_eq!(describe_expiry(1_000, Some(400)), "1000 (in 10m)");
         assert_eq!(describe_expiry(1_000, Some(1_090)), "1000 (expired 1m 30s ago)");
         // An idle chain: the tip is a minute old, the node's clock is now.
-        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None };
+        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");
         assert_eq!(describe_channel_expiry(1_030, None), "1030");
+        // With the grace and the epochs: when close-channel can close it,
+        // and when the chain closes it itself (an epoch end from then).
+        let hourly = Status { channel_close_grace_secs: Some(3_600), epoch_start_secs: Some(0), epoch_secs: Some(3_600), ..idle.clone() };
+        assert_eq!(
+            describe_channel_expiry(1_030, Some(&hourly)),
+            "1030 (expired 30s ago); close-channel can close it in 59m 30s, the chain closes it at an epoch end in 1h 42m"
+        );
+        assert_eq!(describe_channel_expiry(1_100, Some(&hourly)), "1100 (in 40s)", "not expired: no close yet");
+        let later = Status { now_ms: Some(5_000_000), ..hourly.clone() };
+        assert_eq!(
+            describe_channel_expiry(1_030, Some(&later)),
+            "1030 (expired 1h 6m ago); close-channel can close it now, the chain closes it at an epoch end in 36m 40s"
+        );
+        let due = Status { now_ms: Some(7_300_000), ..hourly.clone() };
+        assert!(describe_channel_expiry(1_030, Some(&due)).ends_with("now, the chain closes it in its next block"));
+        let no_epochs = Status { epoch_secs: None, ..hourly };
+        assert!(describe_channel_expiry(1_030, Some(&no_epochs)).ends_with("the chain closes it at the first epoch end from then"));
         assert_eq!(parse_ports("4433-4440").unwrap_or_default(), (4433, 4440));
         assert_eq!(parse_ports("4433").unwrap_or_default(), (4433, 4433));
         for bad in ["0", "10-5", "x", "1-70000"] {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
 
-        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None };
+        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
         let account = |token: u128, usd: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,

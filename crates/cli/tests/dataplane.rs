@@ -636,11 +636,12 @@ fn abuse_leaves_the_node_responsive(dir: &Path, api: &str, node: &Node, ports: u
 /// A chain whose genesis gives `alice` $100 and the operator `exit`
 /// 2,000 TWY and $10, each with a key file in `dir`.
 fn chain_for_alice_and(dir: &Path, exit: &str) -> ChainProcess {
-    chain_for_alice_and_operators(dir, &[exit])
+    chain_for_alice_and_operators(dir, &[exit], &[])
 }
 
-/// [`chain_for_alice_and`] with several operators, 2,000 TWY and $10 each.
-fn chain_for_alice_and_operators(dir: &Path, operators: &[&str]) -> ChainProcess {
+/// [`chain_for_alice_and`] with several operators, 2,000 TWY and $10 each,
+/// its `chain init` given `params` too (`--param` pairs).
+fn chain_for_alice_and_operators(dir: &Path, operators: &[&str], params: &[&str]) -> ChainProcess {
     let mut args = vec!["chain".to_string(), "init".into(), "--home".into(), dir.join("chain").to_str().unwrap().into()];
     let funded = std::iter::once(("alice", "100USD")).chain(operators.iter().map(|name| (*name, "2000TWY,10USD")));
     for (name, alloc) in funded {
@@ -648,6 +649,7 @@ fn chain_for_alice_and_operators(dir: &Path, operators: &[&str]) -> ChainProcess
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         args.extend(["--alloc".to_string(), format!("{}={alloc}", v["public"].as_str().unwrap())]);
     }
+    args.extend(params.iter().map(|p| p.to_string()));
     tollway(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     ChainProcess::start(dir, &dir.join("chain"))
 }
@@ -662,7 +664,7 @@ fn chain_for_alice_and_operators(dir: &Path, operators: &[&str]) -> ChainProcess
 fn picked_exits_with_open_channels_get_the_relays_channel_opened_too() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let chain = chain_for_alice_and_operators(dir, &["exit_o", "relay_o"]);
+    let chain = chain_for_alice_and_operators(dir, &["exit_o", "relay_o"], &[]);
     let api = chain.api.as_str();
     let exit_ports = free_ports(4, 0);
     let exit = register_node(dir, api, "exit_o", exit_ports);
@@ -848,6 +850,59 @@ fn an_expired_channel_settled_in_full_leaves_the_receipt_book() {
     // The channel is still open on the chain: only its client closes it.
     let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
     assert!(shown.contains(&channel), "{shown}");
+}
+
+/// A node that was down through a channel's grace holds a receipt the
+/// chain can no longer take: the channel's epoch end closed it (ADR 0021),
+/// as a client's `close-channel` would. Its settler treats it as a
+/// channel its client closed: the receipt leaves the book, said once, and
+/// no pass looks it up again.
+#[test]
+fn a_receipt_for_a_channel_the_chain_closed_itself_is_dropped_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let chain = chain_for_alice_and_operators(dir, &["exit_c"], &["--param", "epoch=2s", "--param", "channel_close_grace=1s"]);
+    let api = chain.api.as_str();
+    let node = register_node(dir, api, "exit_c", free_ports(4, 0));
+    let channel = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "10s"]);
+    let channel = channel.lines().find_map(|l| l.strip_prefix("channel ")).unwrap().trim().to_string();
+    // No pass before it stops: what it served stays in its book alone.
+    let mut args = vec!["node", "run", "--home", &node.home, "--key", "exit_c.key", "--api", api, "--listen", "127.0.0.1"];
+    args.extend(["--allow-loopback", "--settle-every", "1h"]);
+    let mut exit = Daemon::start(dir, &args, "receipts kept in");
+    let (proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
+    let web = web_server();
+    let body = curl(&["--socks5-hostname", &listen, &format!("http://127.0.0.1:{web}/{}", 3 << 20)]).unwrap();
+    assert_eq!(body.len(), 3 << 20);
+    drop(proxy);
+    // The book's writer thread writes a changed book within 250 ms; a
+    // SIGKILL then leaves the receipt there, with no stop's pass.
+    std::thread::sleep(Duration::from_millis(600));
+    exit.kill();
+    let held = tollway(dir, &["node", "receipts", "--home", &node.home, "--json"]);
+    assert!(held.contains(&channel), "no receipt kept: {held}");
+    // Down through the expiry and the grace: the chain closes the channel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "--json", "channels"]);
+        if !shown.contains(&channel) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the chain did not close the channel: {shown}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(every) = args.last_mut() {
+        *every = "1s";
+    }
+    let mut exit = Daemon::start(dir, &args, "receipts kept in");
+    let dropped = exit.wait_for_line(&format!("channel {} is closed on the chain", &channel[..8]), Duration::from_secs(10));
+    assert!(dropped.is_some(), "{:#?}", exit.lines);
+    // Three more passes say nothing of it, and settle nothing.
+    exit.wait_for_line("no such line", Duration::from_secs(3));
+    let said = exit.lines.iter().filter(|l| l.contains(&channel[..8])).count();
+    assert_eq!(said, 1, "{:#?}", exit.lines);
+    let held = tollway(dir, &["node", "receipts", "--home", &node.home, "--json"]);
+    assert_eq!(held.trim(), "", "the receipt of a channel the chain closed is still held");
 }
 
 /// A channel that expired while `connect` used it: the node closed the

@@ -343,23 +343,6 @@ fn wallet_drives_a_real_chain_end_to_end() {
     // The channel is not closable before expiry and grace.
     wallet(&dir, api, "alice.key", &["close-channel", &channel]).expect_err("early close", "cannot be closed before");
 
-    // A short channel: after expiry and grace, close returns the unspent escrow.
-    let short = wallet(&dir, api, "alice.key", &["open-channel", node, "2", "--expires-in", "3s"]).expect_ok("open short");
-    // Expiry ≤ now + 3 s, closable one grace second later.
-    let opened_at = std::time::Instant::now();
-    let short_id = short
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("channel "))
-        .unwrap_or_else(|| panic!("no `channel` line in {}", short.stdout))
-        .to_string();
-    sleep_until(opened_at + Duration::from_millis(4500));
-    let closed = wallet(&dir, api, "alice.key", &["close-channel", &short_id]).expect_ok("close");
-    assert!(closed.stdout.contains("refunded $2"), "{}", closed.stdout);
-    let a = balance(&dir, api, alice);
-    assert_eq!(str_field(&a, "usd"), "94.9993", "the $2 came back; two more fees");
-    assert_eq!(a["open_channels"], 1);
-
     // Deposits are the gateway's alone.
     wallet(&dir, api, "alice.key", &["deposit", bob, "$10"]).expect_err("deposit by alice", "only the gateway");
     let deposited = wallet(&dir, api, &gateway_key, &["deposit", bob, "10"]).expect_ok("deposit");
@@ -371,4 +354,148 @@ fn wallet_drives_a_real_chain_end_to_end() {
     let replayed = tollway(&dir, &["chain", "replay", "--home", home_str], None).expect_ok("chain replay");
     assert!(replayed.stdout.contains("every state root matches"), "{}", replayed.stdout);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET {api}{path}` as JSON.
+fn get_json(api: &str, path: &str) -> Value {
+    let url = format!("{api}{path}");
+    let mut response = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let text = response.body_mut().read_to_string().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url} is not JSON ({e}): {text}"))
+}
+
+fn u64_field(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no integer {key:?} in {v}"))
+}
+
+/// Waits (at most two epochs) for the chain's epoch to pass `epoch`; returns
+/// the status that shows it.
+fn wait_for_epoch_after(api: &str, epoch: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = get_json(api, "/v1/status");
+        if u64_field(&status, "epoch") > epoch {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "epoch {epoch} did not end: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The channel's entry in `wallet channels --json`, if listed.
+fn listed_channel(dir: &Path, api: &str, channel: &str) -> Option<Value> {
+    let listed = wallet(dir, api, "alice.key", &["channels", "--json"]).expect_ok("channels").json();
+    let list = listed.as_array().unwrap_or_else(|| panic!("channels is not an array: {listed}"));
+    list.iter().find(|c| c["id"] == channel).cloned()
+}
+
+/// No tool sent `CloseChannel`: every channel a client forgot stayed on
+/// the chain with its unsettled escrow. The chain now closes a channel at
+/// the first epoch end past its expiry and grace, with the refund its
+/// client's close would have had (ADR 0021); `wallet channels` says when,
+/// and `close-channel` still closes it first, from its closable moment.
+#[test]
+fn an_expired_channel_closes_itself_and_close_channel_refunds_before_it() {
+    let dir = temp_dir("expiry");
+    let mut ids = std::collections::BTreeMap::new();
+    for name in ["alice", "node"] {
+        let out = format!("{name}.key");
+        let created = tollway(&dir, &["keys", "new", "--out", &out, "--json"], None).expect_ok("keys new").json();
+        ids.insert(name, str_field(&created, "public"));
+    }
+    let (alice, node) = (&ids["alice"], &ids["node"]);
+    // Six-second epochs: room, within one, for a channel to expire, pass
+    // its one-second grace and be closed by its client before the end.
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let alloc_alice = format!("{alice}=100USD");
+    let alloc_node = format!("{node}=2000TWY,10USD");
+    let init_args = [
+        "chain", "init", "--home", home_str, "--chain-id", "tollway-expiry", "--alloc", &alloc_alice, "--alloc", &alloc_node,
+        "--param", "epoch=6s", "--param", "channel_close_grace=1s",
+    ];
+    tollway(&dir, &init_args, None).expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+    wallet(&dir, api, "node.key", &["stake", "1000 TWY"]).expect_ok("node stake");
+    let register = [
+        "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "100000000", "--price-usd-per-gib", "0.5",
+        "--ports", "4433-4440",
+    ];
+    wallet(&dir, api, "node.key", &register).expect_ok("register-node");
+
+    // Both channels open early in an epoch, expire two seconds later and
+    // may be closed a second after that: before the epoch's end.
+    let epoch = u64_field(&get_json(api, "/v1/status"), "epoch");
+    let status = wait_for_epoch_after(api, epoch);
+    let epoch_end_secs = u64_field(&status, "epoch_start_secs") + u64_field(&status, "epoch_secs");
+    let open = |escrow: &str| {
+        let opened = wallet(&dir, api, "alice.key", &["open-channel", node, escrow, "--expires-in", "2s", "--json"])
+            .expect_ok("open-channel")
+            .json();
+        str_field(&opened, "channel")
+    };
+    let closed_by_alice = open("$2");
+    let forgotten = open("$3");
+    let receipt = wallet(&dir, api, "alice.key", &["sign-receipt", &forgotten, "--usd", "0.5", "--bytes", "1000"])
+        .expect_ok("sign-receipt");
+    wallet(&dir, api, "node.key", &["settle-channel", receipt.stdout.trim()]).expect_ok("settle");
+    let unsettled = wallet(&dir, api, "alice.key", &["sign-receipt", &forgotten, "--usd", "1", "--bytes", "2000"])
+        .expect_ok("sign-receipt")
+        .stdout;
+    let usd_after_opening = str_field(&balance(&dir, api, alice), "usd");
+    assert_eq!(usd_after_opening, "94.9998", "two escrows and two USD fees");
+    let listed = listed_channel(&dir, api, &closed_by_alice).unwrap_or_else(|| panic!("{closed_by_alice} not listed"));
+    let closable_at_secs = u64_field(&listed, "expires_at_secs") + 1;
+    assert!(
+        closable_at_secs < epoch_end_secs,
+        "the test's timing: closable at {closable_at_secs}, the epoch ends at {epoch_end_secs}"
+    );
+
+    // Expired, not yet closable: `wallet channels` says when it can be
+    // closed, and when the chain closes it.
+    let expires_at_secs = closable_at_secs - 1;
+    sleep_until_unix_ms(expires_at_secs * 1000 + 100);
+    let human = wallet(&dir, api, "alice.key", &["channels"]).expect_ok("channels");
+    let line = human.stdout.lines().find(|l| l.starts_with(forgotten.as_str())).unwrap_or_else(|| panic!("{}", human.stdout));
+    assert!(line.contains("expired") && line.contains("the chain closes it at an epoch end in "), "{line}");
+
+    // Closable: the client's close refunds the escrow (nothing was paid).
+    sleep_until_unix_ms(closable_at_secs * 1000 + 200);
+    let closed = wallet(&dir, api, "alice.key", &["close-channel", &closed_by_alice]).expect_ok("close-channel");
+    assert!(closed.stdout.contains("refunded $2"), "{}", closed.stdout);
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "usd"), "96.9997", "the $2 came back; one more fee");
+    assert_eq!(a["open_channels"], 1);
+    assert!(listed_channel(&dir, api, &closed_by_alice).is_none(), "a closed channel is listed");
+    assert!(listed_channel(&dir, api, &forgotten).is_some(), "closed before the epoch's end");
+
+    // The epoch's end closes the forgotten one: $3 less the $0.50 paid
+    // comes back with no tx of alice's, and the epoch's report says so.
+    let status = wait_for_epoch_after(api, u64_field(&status, "epoch"));
+    let a = balance(&dir, api, alice);
+    assert_eq!(str_field(&a, "usd"), "99.4997", "$2.50 came back");
+    assert_eq!((a["open_channels"].clone(), a["nonce"].clone()), (0.into(), 3.into()));
+    assert!(listed_channel(&dir, api, &forgotten).is_none(), "the chain's close left it listed");
+    let none = wallet(&dir, api, "alice.key", &["channels"]).expect_ok("channels");
+    assert!(none.stdout.contains("no open channels"), "{}", none.stdout);
+    let ended = u64_field(&status, "epoch") - 1;
+    let record = get_json(api, &format!("/v1/epochs/{ended}"));
+    let closed = &record["report"]["channels_closed"];
+    assert_eq!(closed.as_array().map(Vec::len), Some(1), "{record}");
+    assert_eq!((str_field(&closed[0], "channel"), str_field(&closed[0], "refund")), (forgotten.clone(), "2.5".into()));
+    // The node can settle no more on it, as after a client's close.
+    wallet(&dir, api, "node.key", &["settle-channel", unsettled.trim()]).expect_err("settle after the close", "already closed");
+
+    drop(chain);
+    let replayed = tollway(&dir, &["chain", "replay", "--home", home_str], None).expect_ok("chain replay");
+    assert!(replayed.stdout.contains("every state root matches"), "{}", replayed.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sleeps until this machine's clock, which the chain's runs on, reads
+/// `unix_ms`.
+fn sleep_until_unix_ms(unix_ms: u64) {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    std::thread::sleep(Duration::from_millis(unix_ms.saturating_sub(now_ms)));
 }
