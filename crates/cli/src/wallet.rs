@@ -155,7 +155,8 @@ pub enum WalletCommand {
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         expires_in: String,
     },
-    /// After expiry and grace: close a channel and take back the unspent escrow.
+    /// After expiry and grace: close a channel and take back the unspent
+    /// escrow (the chain does so itself at the first epoch end from then).
     CloseChannel {
         /// The channel id (64 hex digits).
         channel: String,
