@@ -53,7 +53,7 @@ pub enum TxError {
     OracleRetiring { retired_from_epoch: u64, current: u64 },
     #[error("invalid node spec: {0}")]
     InvalidNodeSpec(String),
-    #[error("channel {0} does not exist (never opened, or already closed)")]
+    #[error("channel {0} does not exist (never opened, or already closed: by its client, or by the chain at the first epoch end past its expiry and grace)")]
     UnknownChannel(ChannelId),
     #[error("only the channel's {role} ({expected}) may do this")]
     NotChannelParty { role: &'static str, expected: AccountId },
