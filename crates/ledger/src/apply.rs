@@ -793,14 +793,15 @@ pub struct ClosedChannel {
 /// `CloseChannel` and the epoch's sweep. `None` if there is no such
 /// channel. The caller has checked that it may close.
 fn remove_channel(state: &mut State, channel: &ChannelId) -> Option<ClosedChannel> {
+    // The client opened it, so its account exists; on a broken state
+    // where it does not, the channel stays, its escrow still counted,
+    // rather than be refunded to nobody.
+    let client = *state.account_index.get(&state.channels.get(channel)?.client)?;
     let ch = state.channels.remove(channel)?;
     state.channels_by_account.remove(&(ch.client, *channel));
     state.channels_by_account.remove(&(ch.node, *channel));
     state.channels_by_expiry.remove(&(ch.expires_at_secs, *channel));
     let refund = Usd(ch.escrow.0 - ch.paid.0);
-    // The client opened it, so its account exists: indexing fails only
-    // on a broken state, where a refund to nobody must not pass.
-    let client = state.account_index[&ch.client];
     let acct = &mut state.accounts[client as usize];
     acct.usd.0 += refund.0;
     acct.open_channels -= 1;
