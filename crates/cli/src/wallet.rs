@@ -136,6 +136,9 @@ pub enum WalletCommand {
     },
     /// Move every unbonding entry whose period has ended back to the balance.
     Withdraw,
+    /// Move the rewards vested so far to the balance (rewards vest linearly
+    /// over the chain's vesting period; `balance` shows what is vesting).
+    Claim,
     /// List the payment channels an account is client or node of [default: own].
     Channels {
         /// An account id (64 hex digits).
@@ -166,6 +169,9 @@ pub enum WalletCommand {
     /// Change this node's record: only the fields given, the rest as the
     /// chain has them (e.g. `update-node --tls-pin HEX` after a new TLS key).
     UpdateNode(UpdateNodeArgs),
+    /// Take this account's node off the market: clients no longer find it
+    /// and its stake may then be unbonded below the node minimum.
+    DeregisterNode,
     /// As a channel's client: sign a cumulative receipt for the node and
     /// print it as hex (the node settles it with `settle-channel`).
     SignReceipt {
@@ -324,8 +330,9 @@ impl Wallet {
                 let amount = parse_token(amount)?;
                 let done = self.submit(TxBody::BeginUnbond { amount })?;
                 let release = done.event("UnbondStarted").and_then(|e| e.get("release_at_secs")).and_then(Value::as_u64);
+                let now_secs = self.api.status().ok().map(|s| chain_now_secs_of(&s));
                 self.report(&done, || match release {
-                    Some(t) => format!("began unbonding {amount}; withdrawable from chain time {t} s {}", done.at()),
+                    Some(t) => format!("began unbonding {amount}; {} {}", describe_release(t, now_secs), done.at()),
                     None => format!("began unbonding {amount} {}", done.at()),
                 })
             }
@@ -333,6 +340,22 @@ impl Wallet {
                 let done = self.submit(TxBody::WithdrawUnbonded)?;
                 let amount = done.event("UnbondedWithdrawn").and_then(|e| e.get("amount")).and_then(Value::as_str);
                 self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
+            }
+            WalletCommand::Claim => {
+                let done = self.submit(TxBody::ClaimVested)?;
+                let amount = done.event("VestedClaimed").and_then(|e| e.get("amount")).and_then(Value::as_str);
+                self.report(&done, || format!("claimed {} TWY of vested rewards {}", amount.unwrap_or("?"), done.at()))
+            }
+            WalletCommand::DeregisterNode => {
+                let done = self.submit(TxBody::DeregisterNode)?;
+                let me = self.key()?.public();
+                self.report(&done, || {
+                    format!(
+                        "deregistered node {}…: clients no longer find it, and its stake may be unbonded {}",
+                        me.short(),
+                        done.at()
+                    )
+                })
             }
             WalletCommand::Channels { account } => self.channels(account.as_deref()),
             WalletCommand::Nodes(filter) => self.nodes(&filter.query()?),
@@ -483,7 +506,8 @@ impl Wallet {
                     outln!("{raw}")?;
                 }
                 let why = tx_status.error.as_ref().map_or_else(|| "no reason given".to_string(), |e| e.message.clone());
-                bail!("{kind} rejected: {why} (tx {}; nothing changed)", tx_status.id)
+                let hint = tx_status.error.as_ref().and_then(|e| wallet_hint(&e.code)).unwrap_or_default();
+                bail!("{kind} rejected: {why}{hint} (tx {}; nothing changed)", tx_status.id)
             }
             "pending" => {
                 if self.json {
@@ -523,7 +547,8 @@ impl Wallet {
             outln!("{raw}")?;
             return Ok(());
         }
-        print_account(&acct)?;
+        let now_secs = self.api.status().ok().map(|s| chain_now_secs_of(&s));
+        print_account(&acct, now_secs)?;
         Ok(())
     }
 
@@ -760,12 +785,33 @@ fn describe_refusal(e: anyhow::Error, kind: &str) -> anyhow::Error {
     }
 }
 
-fn print_account(acct: &Account) -> std::io::Result<()> {
+/// The wallet command that acts on a ledger refusal whose message names
+/// the action only (the ledger knows no command names), after its code.
+fn wallet_hint(code: &str) -> Option<&'static str> {
+    match code {
+        "stake_locked" => Some(" (`tollway wallet deregister-node`)"),
+        _ => None,
+    }
+}
+
+/// When an unbonding entry may be withdrawn, against the chain's now
+/// (`chain_now_secs_of`): the chain time alone told an operator nothing.
+fn describe_release(release_at_secs: u64, now_secs: Option<u64>) -> String {
+    match now_secs {
+        Some(now) if release_at_secs > now => {
+            format!("withdrawable from chain time {release_at_secs} s (in {})", format_span(release_at_secs - now))
+        }
+        Some(_) => "withdrawable now: `tollway wallet withdraw`".to_string(),
+        None => format!("withdrawable from chain time {release_at_secs} s"),
+    }
+}
+
+fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
     outln!("account   {}", acct.id)?;
     outln!("  balance   {} · {}", acct.token, acct.usd)?;
     outln!("  staked    {}", acct.staked)?;
     for u in &acct.unbonding {
-        outln!("  unbonding {} (withdrawable from chain time {} s)", u.amount, u.release_at_secs)?;
+        outln!("  unbonding {}: {}", u.amount, describe_release(u.release_at_secs, now_secs))?;
     }
     if !acct.vesting.is_zero() {
         outln!("  vesting   {}", acct.vesting)?;
@@ -977,6 +1023,9 @@ mod tests {
         assert_eq!(spans, ["0s", "45s", "1m", "1h 1m", "23h 44m", "1d", "6d 23h"]);
         assert_eq!(describe_expiry(1_000, Some(400)), "1000 (in 10m)");
         assert_eq!(describe_expiry(1_000, Some(1_090)), "1000 (expired 1m 30s ago)");
+        assert_eq!(describe_release(1_000, Some(400)), "withdrawable from chain time 1000 s (in 10m)");
+        assert_eq!(describe_release(1_000, Some(1_000)), "withdrawable now: `tollway wallet withdraw`");
+        assert_eq!(describe_release(1_000, None), "withdrawable from chain time 1000 s");
         // An idle chain: the tip is a minute old, the node's clock is now.
         let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");

@@ -499,3 +499,57 @@ fn sleep_until_unix_ms(unix_ms: u64) {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     std::thread::sleep(Duration::from_millis(unix_ms.saturating_sub(now_ms)));
 }
+
+/// An operator who leaves: the ledger's refusal to unbond below a node's
+/// minimum said "deregister first", and the wallet had no command to
+/// deregister (nor one to claim vested rewards); and the unbonding that
+/// follows said only the chain time it releases at, not how long that is.
+#[test]
+fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
+    let dir = temp_dir("leave");
+    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
+    let op = str_field(&created, "public");
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let alloc = format!("{op}=2000TWY,10USD");
+    tollway(
+        &dir,
+        &["chain", "init", "--home", home_str, "--alloc", &alloc, "--param", "epoch=2s", "--param", "unbonding=4s"],
+        None,
+    )
+    .expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+    let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
+
+    op_wallet(&["stake", "1000"]).expect_ok("stake");
+    op_wallet(&[
+        "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "100000000", "--price-usd-per-gib",
+        "0.5",
+    ])
+    .expect_ok("register-node");
+    // The refusal names the command that lifts it.
+    op_wallet(&["unbond", "500"]).expect_err("unbond below the node's minimum", "`tollway wallet deregister-node`");
+    op_wallet(&["claim"]).expect_err("claim with no rewards", "nothing vested to claim yet");
+
+    let left = op_wallet(&["deregister-node"]).expect_ok("deregister-node");
+    assert!(left.stdout.starts_with("deregistered node "), "{}", left.stdout);
+    let listed = op_wallet(&["nodes"]).expect_ok("nodes");
+    assert!(listed.stdout.contains("no active node matches"), "{}", listed.stdout);
+    op_wallet(&["deregister-node"]).expect_err("deregister twice", "runs no active node");
+
+    // Now the whole stake may go, and the wallet says when it comes back.
+    let unbond = op_wallet(&["unbond", "1000"]).expect_ok("unbond all");
+    // The period is 4 s from the unbond's block; the wallet's clock may be
+    // a second past it.
+    assert!(["s (in 4s) in block", "s (in 3s) in block"].iter().any(|t| unbond.stdout.contains(t)), "{}", unbond.stdout);
+    let shown = op_wallet(&["balance"]).expect_ok("balance");
+    let line = shown.stdout.lines().find(|l| l.contains("unbonding")).unwrap_or_else(|| panic!("{}", shown.stdout));
+    assert!(line.contains("(in ") && line.ends_with("s)"), "{line}");
+    std::thread::sleep(Duration::from_millis(4500));
+    let shown = op_wallet(&["balance"]).expect_ok("balance after the period");
+    assert!(shown.stdout.contains("withdrawable now: `tollway wallet withdraw`"), "{}", shown.stdout);
+    op_wallet(&["withdraw"]).expect_ok("withdraw");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
