@@ -102,6 +102,20 @@ pub struct NodeInfo {
     #[serde(default)]
     pub price_usd_micro_per_hour: Option<u64>,
     pub reputation_ppm: u32,
+    /// The epoch of its last measurement by a quorum of oracles; `None`:
+    /// never measured.
+    #[serde(default)]
+    pub measured_epoch: Option<u64>,
+    /// The uptime credited for the last epoch.
+    #[serde(default)]
+    pub uptime_ppm: u32,
+    /// The oracles' median latency at the last measurement.
+    #[serde(default)]
+    pub latency_us: u32,
+    #[serde(default)]
+    pub total_rewards: Token,
+    #[serde(default)]
+    pub total_slashed: Token,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -8,7 +8,7 @@
 //! returns once the tx's block is durable (or was refused, with the
 //! ledger's reason). Human output by default, the API's JSON with `--json`.
 
-use crate::api_client::{Account, ApiClient, ApiError, Channel, Status, TxStatus};
+use crate::api_client::{Account, ApiClient, ApiError, Channel, NodeInfo, Status, TxStatus};
 use crate::keys;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -549,6 +549,15 @@ impl Wallet {
         }
         let now_secs = self.api.status().ok().map(|s| chain_now_secs_of(&s));
         print_account(&acct, now_secs)?;
+        // An operator's money depends on its node's measurements, which
+        // the API had and no command showed.
+        if acct.node {
+            if let Some((node, _)) = self.api.node(&id)? {
+                for line in node_lines(&node) {
+                    outln!("{line}")?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -826,6 +835,42 @@ fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What `balance` says of the account's node: where it stands on the
+/// market, what the oracles measured of it, and what it earned and lost.
+fn node_lines(n: &NodeInfo) -> Vec<String> {
+    let addr = n.addrs.first().map_or_else(String::new, |a| a.to_string());
+    let (country, price) = (n.country.as_str(), Usd(n.price_usd_micro_per_gib as u128));
+    let mut lines = vec![if n.active {
+        format!("  node      active in {country} ({}) at {addr}, {price} per GiB", n.region)
+    } else {
+        format!("  node      deregistered (was in {country} at {addr}): `tollway wallet register-node` brings it back")
+    }];
+    let capacity = format!(
+        "  capacity  {} claimed, {} verified",
+        format_bps(n.claimed_capacity_bps),
+        format_bps(n.verified_capacity_bps)
+    );
+    let percent = |ppm: u32| format!("{:.1}%", f64::from(ppm) / 10_000.0);
+    match n.measured_epoch {
+        None => lines.push(format!("{capacity}: never measured by the oracles, so no uptime reward yet")),
+        Some(epoch) => {
+            lines.push(capacity);
+            lines.push(format!(
+                "  measured  last in epoch {epoch}: latency {:.1} ms; uptime credited last epoch {}",
+                f64::from(n.latency_us) / 1000.0,
+                percent(n.uptime_ppm)
+            ));
+        }
+    }
+    lines.push(format!(
+        "  quality   reputation {} (a running average of each measured epoch's latency score; \
+         it scales the uptime reward)",
+        percent(n.reputation_ppm)
+    ));
+    lines.push(format!("  rewards   {} earned in total (they vest first), {} slashed", n.total_rewards, n.total_slashed));
+    lines
+}
+
 /// Bit/s for people: "100 Mbit/s", "1.5 Gbit/s".
 pub fn format_bps(bps: u64) -> String {
     for (unit, scale) in [("Gbit/s", 1_000_000_000u64), ("Mbit/s", 1_000_000), ("kbit/s", 1_000)] {
@@ -1026,6 +1071,37 @@ mod tests {
         assert_eq!(describe_release(1_000, Some(400)), "withdrawable from chain time 1000 s (in 10m)");
         assert_eq!(describe_release(1_000, Some(1_000)), "withdrawable now: `tollway wallet withdraw`");
         assert_eq!(describe_release(1_000, None), "withdrawable from chain time 1000 s");
+
+        let measured = NodeInfo {
+            id: SigningKey::from_label("n").public(),
+            country: CountryCode::parse("DE").unwrap_or_else(|e| panic!("{e}")),
+            region: "europe".into(),
+            addrs: vec![IpAddr::from([203, 0, 113, 7])],
+            port_first: 4433,
+            port_last: 4433,
+            tls_key_pin: [0; 32],
+            active: true,
+            claimed_capacity_bps: 100_000_000,
+            verified_capacity_bps: 82_500_000,
+            price_usd_micro_per_gib: 500_000,
+            price_usd_micro_per_hour: None,
+            reputation_ppm: 612_345,
+            measured_epoch: Some(41),
+            uptime_ppm: 999_000,
+            latency_us: 23_400,
+            total_rewards: Token(12_500_000),
+            total_slashed: Token::ZERO,
+        };
+        let lines = node_lines(&measured);
+        assert_eq!(lines[0], "  node      active in DE (europe) at 203.0.113.7, $0.5 per GiB");
+        assert_eq!(lines[1], "  capacity  100 Mbit/s claimed, 82.5 Mbit/s verified");
+        assert_eq!(lines[2], "  measured  last in epoch 41: latency 23.4 ms; uptime credited last epoch 99.9%");
+        assert!(lines[3].starts_with("  quality   reputation 61.2% (a running average"), "{}", lines[3]);
+        assert_eq!(lines[4], "  rewards   12.5 TWY earned in total (they vest first), 0 TWY slashed");
+        let new = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, active: false, ..measured };
+        let lines = node_lines(&new);
+        assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);
+        assert!(lines[1].ends_with("0 bit/s verified: never measured by the oracles, so no uptime reward yet"), "{}", lines[1]);
         // An idle chain: the tip is a minute old, the node's clock is now.
         let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");

@@ -528,6 +528,16 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
         "0.5",
     ])
     .expect_ok("register-node");
+    // The operator sees what the oracles made of the node.
+    let shown = op_wallet(&["balance"]).expect_ok("balance of a node");
+    for said in [
+        "  node      active in DE (europe) at 203.0.113.7, $0.5 per GiB",
+        "  capacity  100 Mbit/s claimed, 0 bit/s verified: never measured by the oracles, so no uptime reward yet",
+        "  quality   reputation 50.0% (",
+        "  rewards   0 TWY earned in total (they vest first), 0 TWY slashed",
+    ] {
+        assert!(shown.stdout.contains(said), "no {said:?} in:\n{}", shown.stdout);
+    }
     // The refusal names the command that lifts it.
     op_wallet(&["unbond", "500"]).expect_err("unbond below the node's minimum", "`tollway wallet deregister-node`");
     op_wallet(&["claim"]).expect_err("claim with no rewards", "nothing vested to claim yet");
@@ -537,6 +547,8 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     let listed = op_wallet(&["nodes"]).expect_ok("nodes");
     assert!(listed.stdout.contains("no active node matches"), "{}", listed.stdout);
     op_wallet(&["deregister-node"]).expect_err("deregister twice", "runs no active node");
+    let shown = op_wallet(&["balance"]).expect_ok("balance of a deregistered node");
+    assert!(shown.stdout.contains("  node      deregistered (was in DE at 203.0.113.7)"), "{}", shown.stdout);
 
     // Now the whole stake may go, and the wallet says when it comes back.
     let unbond = op_wallet(&["unbond", "1000"]).expect_ok("unbond all");
