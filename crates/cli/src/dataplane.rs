@@ -338,11 +338,13 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         let channels = Arc::new(ChainChannels::new(&url));
         let config_waiting = config.server.max_waiting_connections;
         let server = NodeServer::start(config, &identity, channels, receipts.clone()).await?;
+        // In the wallet's terms ("$0.5 per GiB"), not the ledger's micro-USD.
         outln!(
-            "node {} on chain {}: price {} micro-USD/GiB, tls pin {}",
+            "node {} on chain {}: {} per GiB, {} claimed, tls pin {}",
             key.public().short(),
             status.chain_id,
-            record.price_usd_micro_per_gib,
+            tollway_types::Usd(u128::from(record.price_usd_micro_per_gib)),
+            crate::wallet::format_bps(record.claimed_capacity_bps),
             tollway_types::keys::hex(&identity.pin()[..4])
         )?;
         for (transport, addr) in server.local_addrs() {

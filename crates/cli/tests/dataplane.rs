@@ -274,6 +274,9 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         "{:?}",
         node_a.lines
     );
+    // The price and claim in the wallet's terms (the price was in micro-USD).
+    let started = format!("node {} on chain tollway-dp: $0.5 per GiB, 100 Mbit/s claimed, tls pin ", &a.id[..8]);
+    assert!(node_a.lines.iter().any(|l| l.starts_with(&started)), "{:?}", node_a.lines);
 
     let web = web_server();
     let url = |n: usize| format!("http://localhost:{web}/{n}");
