@@ -237,13 +237,21 @@ struct AccountView {
     staked: Token,
     unbonding: Vec<UnbondingView>,
     vesting: Token,
+    /// Of `vesting`, what has vested by the chain's now: what a claim
+    /// would move to the balance (at least: the claim's block is later).
+    vested: Token,
+    /// When all of `vesting` will have vested (chain time, s); none when
+    /// nothing vests.
+    vesting_until_secs: Option<u64>,
     node: bool,
     oracle: bool,
     open_channels: u32,
 }
 
 impl AccountView {
-    fn of(a: &Account) -> AccountView {
+    fn of(a: &Account, now_secs: u64, vesting_secs: u64) -> AccountView {
+        let vesting_until_secs =
+            a.tranches().map(|t| t.start_secs).max().filter(|_| !a.vesting_total().is_zero()).map(|s| s + vesting_secs);
         AccountView {
             id: a.id,
             nonce: a.nonce,
@@ -252,6 +260,8 @@ impl AccountView {
             staked: a.staked,
             unbonding: a.unbonding.iter().map(|u| UnbondingView { amount: u.amount, release_at_secs: u.release_at_secs }).collect(),
             vesting: a.vesting_total(),
+            vested: tollway_ledger::economics::vesting::releasable(a, now_secs, vesting_secs),
+            vesting_until_secs,
             node: a.node.is_some(),
             oracle: a.oracle.is_some(),
             open_channels: a.open_channels,
@@ -880,7 +890,10 @@ async fn account(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
     let idx = st.account_index.get(&id).ok_or_else(|| {
         ApiError::not_found("unknown_account", format!("account {id} does not exist: it has never received funds"))
     })?;
-    Ok(Json(AccountView::of(&st.accounts[*idx as usize])))
+    // The chain's now as the wallet reckons it: the tip's time lags by up
+    // to the idle heartbeat, and block times never run behind the clock.
+    let now_secs = core.tip().time_ms.max(crate::node::now_ms()) / 1000;
+    Ok(Json(AccountView::of(&st.accounts[*idx as usize], now_secs, st.params.vesting_secs)))
 }
 
 /// By channel id, a page at a time: a node may hold any number. A client

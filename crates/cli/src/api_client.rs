@@ -59,6 +59,12 @@ pub struct Account {
     pub unbonding: Vec<Unbonding>,
     #[serde(default)]
     pub vesting: Token,
+    /// Of `vesting`, what a claim would move to the balance now.
+    #[serde(default)]
+    pub vested: Token,
+    /// When all of `vesting` will have vested (chain time, s).
+    #[serde(default)]
+    pub vesting_until_secs: Option<u64>,
     #[serde(default)]
     pub node: bool,
     #[serde(default)]

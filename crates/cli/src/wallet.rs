@@ -815,6 +815,26 @@ fn describe_release(release_at_secs: u64, now_secs: Option<u64>) -> String {
     }
 }
 
+/// Rewards not yet claimed: how much has vested and may be claimed, and
+/// when the rest will have (a bare total told an operator neither).
+fn describe_vesting(acct: &Account, now_secs: Option<u64>) -> String {
+    const CLAIM: &str = "`tollway wallet claim` moves it to the balance";
+    if acct.vested >= acct.vesting {
+        return format!("{}, all vested: {CLAIM}", acct.vesting);
+    }
+    let Some(until) = acct.vesting_until_secs else { return acct.vesting.to_string() };
+    let when = match now_secs {
+        Some(now) if until > now => format!("chain time {until} s (in {})", format_span(until - now)),
+        _ => format!("chain time {until} s"),
+    };
+    let vested = if acct.vested.is_zero() {
+        "none vested yet".to_string()
+    } else {
+        format!("{} vested ({CLAIM})", acct.vested)
+    };
+    format!("{}: {vested}; the rest vests linearly by {when}, and a slash can take it until it has", acct.vesting)
+}
+
 fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
     outln!("account   {}", acct.id)?;
     outln!("  balance   {} · {}", acct.token, acct.usd)?;
@@ -823,7 +843,7 @@ fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
         outln!("  unbonding {}: {}", u.amount, describe_release(u.release_at_secs, now_secs))?;
     }
     if !acct.vesting.is_zero() {
-        outln!("  vesting   {}", acct.vesting)?;
+        outln!("  vesting   {}", describe_vesting(acct, now_secs))?;
     }
     let roles: Vec<&str> = [("node", acct.node), ("oracle", acct.oracle)].iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     outln!(
@@ -1071,6 +1091,30 @@ mod tests {
         assert_eq!(describe_release(1_000, Some(400)), "withdrawable from chain time 1000 s (in 10m)");
         assert_eq!(describe_release(1_000, Some(1_000)), "withdrawable now: `tollway wallet withdraw`");
         assert_eq!(describe_release(1_000, None), "withdrawable from chain time 1000 s");
+        let rewarded = |vesting: u128, vested: u128| Account {
+            id: SigningKey::from_label("a").public(),
+            nonce: 0,
+            token: Token::ZERO,
+            usd: Usd(0),
+            staked: Token::ZERO,
+            unbonding: Vec::new(),
+            vesting: Token(vesting),
+            vested: Token(vested),
+            vesting_until_secs: Some(1_000),
+            node: true,
+            oracle: false,
+            open_channels: 0,
+        };
+        assert_eq!(
+            describe_vesting(&rewarded(3_000_000, 1_000_000), Some(400)),
+            "3 TWY: 1 TWY vested (`tollway wallet claim` moves it to the balance); the rest vests linearly by \
+             chain time 1000 s (in 10m), and a slash can take it until it has"
+        );
+        assert!(describe_vesting(&rewarded(3_000_000, 0), Some(400)).starts_with("3 TWY: none vested yet; the rest"));
+        assert_eq!(
+            describe_vesting(&rewarded(3_000_000, 3_000_000), Some(1_000)),
+            "3 TWY, all vested: `tollway wallet claim` moves it to the balance"
+        );
 
         let measured = NodeInfo {
             id: SigningKey::from_label("n").public(),
@@ -1138,6 +1182,8 @@ mod tests {
             staked: Token::ZERO,
             unbonding: Vec::new(),
             vesting: Token::ZERO,
+            vested: Token::ZERO,
+            vesting_until_secs: None,
             node: false,
             oracle: false,
             open_channels: 0,

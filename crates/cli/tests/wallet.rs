@@ -565,3 +565,67 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An operator's rewards vest before they can be claimed: `balance` said
+/// only "vesting 0.08 TWY", neither how much had vested nor when the rest
+/// would (and there was no command to claim it).
+#[test]
+fn an_operators_usage_reward_says_what_has_vested_and_when_and_is_claimed() {
+    let dir = temp_dir("vest");
+    let mut ids = std::collections::BTreeMap::new();
+    for name in ["alice", "op"] {
+        let created = tollway(&dir, &["keys", "new", "--out", &format!("{name}.key"), "--json"], None).expect_ok("keys new");
+        ids.insert(name, str_field(&created.json(), "public"));
+    }
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let (alloc_alice, alloc_op) = (format!("{}=10TWY,100USD", ids["alice"]), format!("{}=2000TWY,10USD", ids["op"]));
+    tollway(
+        &dir,
+        &[
+            "chain", "init", "--home", home_str, "--alloc", &alloc_alice, "--alloc", &alloc_op, "--param", "epoch=2s",
+            "--param", "vesting=4s",
+        ],
+        None,
+    )
+    .expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+    wallet(&dir, api, "op.key", &["stake", "1000"]).expect_ok("stake");
+    wallet(
+        &dir,
+        api,
+        "op.key",
+        &["register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "100000000", "--price-usd-per-gib", "0.5"],
+    )
+    .expect_ok("register-node");
+    // A client pays the node; the epoch's usage reward goes to vesting.
+    let opened = wallet(&dir, api, "alice.key", &["open-channel", &ids["op"], "$5", "--json"]).expect_ok("open").json();
+    let channel = str_field(&opened, "channel");
+    let receipt = wallet(&dir, api, "alice.key", &["sign-receipt", &channel, "--usd", "2", "--bytes", "4000000000"])
+        .expect_ok("sign-receipt");
+    wallet(&dir, api, "op.key", &["settle-channel", receipt.stdout.trim()]).expect_ok("settle");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rewarded = loop {
+        let shown = wallet(&dir, api, "op.key", &["balance"]).expect_ok("balance");
+        if shown.stdout.contains("  vesting ") {
+            break shown.stdout;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reward vesting after 10 s:\n{}", shown.stdout);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rewarded_at = std::time::Instant::now();
+    let line = rewarded.lines().find(|l| l.starts_with("  vesting ")).unwrap_or_default();
+    assert!(line.contains(" TWY: ") && line.contains("; the rest vests linearly by chain time "), "{line}");
+    assert!(line.ends_with("and a slash can take it until it has"), "{line}");
+    // Once the vesting period has passed, all of it may be claimed.
+    sleep_until(rewarded_at + Duration::from_millis(4500));
+    let shown = wallet(&dir, api, "op.key", &["balance"]).expect_ok("balance once vested");
+    assert!(shown.stdout.contains(", all vested: `tollway wallet claim` moves it to the balance"), "{}", shown.stdout);
+    let claimed = wallet(&dir, api, "op.key", &["claim"]).expect_ok("claim");
+    assert!(claimed.stdout.starts_with("claimed ") && claimed.stdout.contains(" TWY of vested rewards"), "{}", claimed.stdout);
+    let shown = wallet(&dir, api, "op.key", &["balance"]).expect_ok("balance after the claim");
+    assert!(!shown.stdout.contains("  vesting "), "{}", shown.stdout);
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
