@@ -268,7 +268,10 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         );
     }
     if !record.active {
-        bail!("node {} is registered but not active", record.id.short());
+        bail!(
+            "node {} is deregistered: clients no longer find it; `tollway wallet register-node` brings it back",
+            record.id.short()
+        );
     }
     // Clients would refuse the node's hello (its receipts could not grow):
     // said here, where the operator can change it.

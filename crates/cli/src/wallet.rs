@@ -351,7 +351,7 @@ impl Wallet {
                 let me = self.key()?.public();
                 self.report(&done, || {
                     format!(
-                        "deregistered node {}…: clients no longer find it, and its stake may be unbonded {}",
+                        "deregistered node {}… {}: clients no longer find it, and its stake may now be unbonded",
                         me.short(),
                         done.at()
                     )
@@ -840,7 +840,7 @@ fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
     outln!("  balance   {} · {}", acct.token, acct.usd)?;
     outln!("  staked    {}", acct.staked)?;
     for u in &acct.unbonding {
-        outln!("  unbonding {}: {}", u.amount, describe_release(u.release_at_secs, now_secs))?;
+        outln!("  unbonding {}, {}", u.amount, describe_release(u.release_at_secs, now_secs))?;
     }
     if !acct.vesting.is_zero() {
         outln!("  vesting   {}", describe_vesting(acct, now_secs))?;

@@ -523,9 +523,11 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
 
     op_wallet(&["stake", "1000"]).expect_ok("stake");
+    let init = tollway(&dir, &["node", "init", "--home", "node-home"], None).expect_ok("node init");
+    let pin = init.stdout.lines().find_map(|l| l.strip_prefix("tls pin ")).unwrap_or_else(|| panic!("{}", init.stdout));
     op_wallet(&[
         "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "100000000", "--price-usd-per-gib",
-        "0.5",
+        "0.5", "--tls-pin", pin,
     ])
     .expect_ok("register-node");
     // The operator sees what the oracles made of the node.
@@ -544,6 +546,12 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
 
     let left = op_wallet(&["deregister-node"]).expect_ok("deregister-node");
     assert!(left.stdout.starts_with("deregistered node "), "{}", left.stdout);
+    assert!(left.stdout.trim_end().ends_with("its stake may now be unbonded"), "{}", left.stdout);
+    // `node run` says what became of the node, and how to bring it back.
+    tollway(&dir, &["node", "run", "--home", "node-home", "--key", "op.key", "--api", api], None).expect_err(
+        "node run when deregistered",
+        "is deregistered: clients no longer find it; `tollway wallet register-node` brings it back",
+    );
     let listed = op_wallet(&["nodes"]).expect_ok("nodes");
     assert!(listed.stdout.contains("no active node matches"), "{}", listed.stdout);
     op_wallet(&["deregister-node"]).expect_err("deregister twice", "runs no active node");
