@@ -379,6 +379,7 @@ impl Wallet {
                     None => [0; 32],
                 };
                 let price_usd_micro_per_gib = gib_price(price_usd_per_gib)?;
+                warn_unreachable_addrs(addrs);
                 let price_usd_micro_per_hour = match price_usd_per_hour {
                     Some(p) => Some(usd_micro("--price-usd-per-hour", p)?),
                     None => None,
@@ -426,6 +427,7 @@ impl Wallet {
                     spec.country = CountryCode::parse(c).context("--country")?;
                 }
                 if !addrs.is_empty() {
+                    warn_unreachable_addrs(addrs);
                     spec.addrs = addrs.clone();
                 }
                 if let Some(c) = capacity_bps {
@@ -1037,6 +1039,53 @@ fn gib_price(text: &str) -> anyhow::Result<u64> {
     Ok(price)
 }
 
+/// Why clients elsewhere cannot reach `ip`, if they cannot: the chain
+/// takes loopback and LAN addresses (devnets run on them), and an operator
+/// behind a home router who gave the machine's own address was listed but
+/// never reached.
+fn unreachable_why(ip: &IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_private() {
+                Some("a private (LAN) address")
+            } else if v4.is_link_local() {
+                Some("a link-local address")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("a carrier-grade NAT address (100.64.0.0/10)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("a loopback address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("a unique local (LAN) address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Said before the fee is paid; allowed all the same (devnets, tests).
+fn warn_unreachable_addrs(addrs: &[IpAddr]) {
+    for ip in addrs {
+        if let Some(why) = unreachable_why(ip) {
+            eprintln!(
+                "warning: {ip} is {why}: clients elsewhere cannot reach it; behind a home router give the router's \
+                 public address (and forward the node's ports to this machine)"
+            );
+        }
+    }
+}
+
 /// `4433` or `4433-4440`.
 fn parse_ports(text: &str) -> anyhow::Result<(u16, u16)> {
     let bad = || anyhow::anyhow!("--ports {text:?} is not a port or a range such as 4433-4440");
@@ -1091,6 +1140,15 @@ mod tests {
         assert_eq!(describe_release(1_000, Some(400)), "withdrawable from chain time 1000 s (in 10m)");
         assert_eq!(describe_release(1_000, Some(1_000)), "withdrawable now: `tollway wallet withdraw`");
         assert_eq!(describe_release(1_000, None), "withdrawable from chain time 1000 s");
+        let why = |ip: &str| unreachable_why(&ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}")));
+        assert_eq!(why("192.168.1.5"), Some("a private (LAN) address"));
+        assert_eq!(why("100.100.1.1"), Some("a carrier-grade NAT address (100.64.0.0/10)"));
+        assert_eq!(why("127.0.0.1"), Some("a loopback address"));
+        assert_eq!(why("fd00::1"), Some("a unique local (LAN) address"));
+        assert_eq!(why("fe80::1"), Some("a link-local address"));
+        for public in ["203.0.113.7", "100.128.0.1", "2001:db8::1", "8.8.8.8"] {
+            assert_eq!(why(public), None, "{public}");
+        }
         let rewarded = |vesting: u128, vested: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,

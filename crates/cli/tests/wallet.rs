@@ -544,6 +544,13 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     op_wallet(&["unbond", "500"]).expect_err("unbond below the node's minimum", "`tollway wallet deregister-node`");
     op_wallet(&["claim"]).expect_err("claim with no rewards", "nothing vested to claim yet");
 
+    // A LAN address is taken (devnets run on them), with a warning: an
+    // operator behind a home router gave the machine's own address.
+    let lan = op_wallet(&["update-node", "--addr", "192.168.1.5"]).expect_ok("update-node to a LAN address");
+    let warned = "warning: 192.168.1.5 is a private (LAN) address: clients elsewhere cannot reach it";
+    assert!(lan.stderr.contains(warned), "{}", lan.stderr);
+    let public = op_wallet(&["update-node", "--addr", "203.0.113.8"]).expect_ok("update-node to a public address");
+    assert!(!public.stderr.contains("warning"), "{}", public.stderr);
     let left = op_wallet(&["deregister-node"]).expect_ok("deregister-node");
     assert!(left.stdout.starts_with("deregistered node "), "{}", left.stdout);
     assert!(left.stdout.trim_end().ends_with("its stake may now be unbonded"), "{}", left.stdout);
@@ -556,7 +563,7 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     assert!(listed.stdout.contains("no active node matches"), "{}", listed.stdout);
     op_wallet(&["deregister-node"]).expect_err("deregister twice", "runs no active node");
     let shown = op_wallet(&["balance"]).expect_ok("balance of a deregistered node");
-    assert!(shown.stdout.contains("  node      deregistered (was in DE at 203.0.113.7)"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("  node      deregistered (was in DE at 203.0.113.8)"), "{}", shown.stdout);
 
     // Now the whole stake may go, and the wallet says when it comes back.
     let unbond = op_wallet(&["unbond", "1000"]).expect_ok("unbond all");
