@@ -801,6 +801,7 @@ fn describe_refusal(e: anyhow::Error, kind: &str) -> anyhow::Error {
 fn wallet_hint(code: &str) -> Option<&'static str> {
     match code {
         "stake_locked" => Some(" (`tollway wallet deregister-node`)"),
+        "insufficient_stake" => Some(" (`tollway wallet stake AMOUNT` bonds more)"),
         _ => None,
     }
 }
@@ -849,7 +850,9 @@ fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
     }
     let roles: Vec<&str> = [("node", acct.node), ("oracle", acct.oracle)].iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     outln!(
-        "  nonce {} · open channels {}{}",
+        // The ledger counts the channels an account opened, as a client: a
+        // node's operator read "open channels 0" while serving several.
+        "  nonce {} · open channels as a client {}{}",
         acct.nonce,
         acct.open_channels,
         if roles.is_empty() { String::new() } else { format!(" · {}", roles.join(", ")) }

@@ -522,6 +522,11 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     let api = chain.api.as_str();
     let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
 
+    // Too little stake: the refusal says how much is needed and the command
+    // that bonds it.
+    let args =
+        ["register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "1000000", "--price-usd-per-gib", "1"];
+    op_wallet(&args).expect_err("register without stake", "need 1000 TWY (`tollway wallet stake AMOUNT` bonds more)");
     op_wallet(&["stake", "1000"]).expect_ok("stake");
     let init = tollway(&dir, &["node", "init", "--home", "node-home"], None).expect_ok("node init");
     let pin = init.stdout.lines().find_map(|l| l.strip_prefix("tls pin ")).unwrap_or_else(|| panic!("{}", init.stdout));
@@ -537,6 +542,7 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
         "  capacity  100 Mbit/s claimed, 0 bit/s verified: never measured by the oracles, so no uptime reward yet",
         "  quality   reputation 50.0% (",
         "  rewards   0 TWY earned in total (they vest first), 0 TWY slashed",
+        " · open channels as a client 0 · node",
     ] {
         assert!(shown.stdout.contains(said), "no {said:?} in:\n{}", shown.stdout);
     }
