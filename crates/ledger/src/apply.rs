@@ -385,12 +385,14 @@ fn validate_spec(spec: &NodeSpec) -> Result<(), TxError> {
         return bad(format!("port range {}-{} is empty or starts at 0", spec.port_first, spec.port_last));
     }
     if spec.claimed_capacity_bps == 0 || spec.claimed_capacity_bps > MAX_CLAIMED_CAPACITY_BPS {
-        return bad(format!("claimed capacity {} bit/s is outside 1..={MAX_CLAIMED_CAPACITY_BPS}", spec.claimed_capacity_bps));
+        // In Gbit/s, the unit an operator thinks in (the limit is a whole number of them).
+        let max_gbps = MAX_CLAIMED_CAPACITY_BPS / 1_000_000_000;
+        return bad(format!("claimed capacity {} bit/s is outside 1 bit/s to {max_gbps} Gbit/s", spec.claimed_capacity_bps));
     }
     let too_dear = spec.price_usd_micro_per_gib > MAX_PRICE_USD_MICRO
         || spec.price_usd_micro_per_hour.is_some_and(|p| p > MAX_PRICE_USD_MICRO);
     if too_dear {
-        return bad(format!("price above the limit of {}", Usd(MAX_PRICE_USD_MICRO as u128)));
+        return bad(format!("price above the limit of {} per GiB (and per hour)", Usd(MAX_PRICE_USD_MICRO as u128)));
     }
     Ok(())
 }

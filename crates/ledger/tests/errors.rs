@@ -69,6 +69,11 @@ fn rejections_explain_themselves() {
     }));
     out.push(check(|w| w.tx("alice", TxBody::RegisterNode(node_spec("DE", "0.0.0.0", 1)))));
     out.push(check(|w| w.tx("alice", TxBody::RegisterNode(node_spec("DE", "203.0.113.9", 0)))));
+    out.push(check(|w| {
+        let mut spec = node_spec("DE", "203.0.113.9", 1);
+        spec.price_usd_micro_per_gib = tollway_ledger::apply::MAX_PRICE_USD_MICRO + 1;
+        w.tx("alice", TxBody::RegisterNode(spec))
+    }));
     out.push(check(|w| w.tx("node", TxBody::RegisterNode(node_spec("DE", "203.0.113.9", 10)))));
     out.push(check(|w| w.tx("alice", TxBody::RegisterOracle { addr: "198.51.100.9".parse().unwrap_or([1, 1, 1, 1].into()) })));
     let later = 2_000_000;
@@ -142,7 +147,8 @@ fn rejections_explain_themselves() {
             "insufficient stake: have 2000 TWY bonded, need 5000 TWY",
             "invalid node spec: \"XX\" is not an ISO 3166 country code",
             "invalid node spec: 0.0.0.0 is not a reachable unicast address",
-            "invalid node spec: claimed capacity 0 bit/s is outside 1..=100000000000",
+            "invalid node spec: claimed capacity 0 bit/s is outside 1 bit/s to 100 Gbit/s",
+            "invalid node spec: price above the limit of $1000 per GiB (and per hour)",
             "fdf17ade916e030aba35e2ea0da6f1c0679da782f654ecea94a36d5966a7c098 already runs a node: use update-node",
             "insufficient stake: have 2000 TWY bonded, need 5000 TWY",
             "dd7d4e30827b7cb0c7842775ef2ff0764a85c2f8a78897e54fbae5c5c4f57d33 runs no active node",
