@@ -215,10 +215,10 @@ pub struct RegisterNodeArgs {
     #[arg(long, value_name = "N")]
     capacity_bps: u64,
     /// Price per GiB in USD, e.g. 0.5.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     price_usd_per_gib: String,
     /// Optional price per hour of connection in USD.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     price_usd_per_hour: Option<String>,
     /// Tunnel port or port range, e.g. 4433 or 4433-4440.
     #[arg(long, value_name = "PORTS", default_value = "4433")]
@@ -242,10 +242,10 @@ pub struct UpdateNodeArgs {
     #[arg(long, value_name = "N")]
     capacity_bps: Option<u64>,
     /// Price per GiB in USD, e.g. 0.5.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     price_usd_per_gib: Option<String>,
     /// Price per hour of connection in USD.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     price_usd_per_hour: Option<String>,
     /// Tunnel port or port range, e.g. 4433 or 4433-4440.
     #[arg(long, value_name = "PORTS")]
@@ -982,7 +982,6 @@ pub fn parse_usd(text: &str) -> anyhow::Result<Usd> {
     }
 }
 
-/// A USD price in micro-dollars, as node specs hold it.
 /// `--tls-pin`: blake3 of the node's TLS key, 64 hex digits.
 fn parse_tls_pin(hex: &str) -> anyhow::Result<[u8; 32]> {
     tollway_types::keys::parse_hex32(hex).with_context(|| format!("--tls-pin {hex:?} is not 64 hex digits"))
@@ -990,21 +989,22 @@ fn parse_tls_pin(hex: &str) -> anyhow::Result<[u8; 32]> {
 
 /// A node record as register-node and update-node report it, up to the
 /// closing parenthesis each command adds to: `in DE at 203.0.113.7 (ports
-/// 4433-4440, 100000000 bit/s claimed, $0.50 per GiB`.
+/// 4433-4440, 100 Mbit/s claimed, $0.50 per GiB`.
 fn describe_node(spec: &NodeSpec) -> String {
     format!(
-        "in {} at {} (ports {}-{}, {} bit/s claimed, {} per GiB{}",
+        "in {} at {} (ports {}-{}, {} claimed, {} per GiB{}",
         spec.country,
         spec.addrs[0],
         spec.port_first,
         spec.port_last,
-        spec.claimed_capacity_bps,
+        format_bps(spec.claimed_capacity_bps),
         Usd(spec.price_usd_micro_per_gib as u128),
         // The hourly price was set but never said back.
         spec.price_usd_micro_per_hour.map(|h| format!(", {} per hour", Usd(u128::from(h)))).unwrap_or_default()
     )
 }
 
+/// A USD price in micro-dollars, as node specs hold it.
 fn usd_micro(flag: &str, text: &str) -> anyhow::Result<u64> {
     let usd = parse_usd(text).with_context(|| flag.to_string())?;
     u64::try_from(usd.base()).with_context(|| format!("{flag} {text:?} is too large"))

@@ -165,6 +165,11 @@ fn bad_flags_and_bad_parameter_files_get_clear_errors() {
         let want = format!("--price-usd-per-gib {price}: clients cannot pay a node less than $0.000017 per GiB");
         assert!(!ok && stderr.contains(&want) && stderr.contains("the least is $0.001024"), "{stderr}");
     }
+    // A negative price reaches the price's parser, which says what is
+    // wrong (clap took "-1" for an unknown flag).
+    let args = ["wallet", "--api", "http://127.0.0.1:9", "register-node", "--country", "DE", "--addr", "203.0.113.7", "--capacity-bps", "1000000", "--price-usd-per-gib", "-1"];
+    let (ok, _, stderr) = tollway(&args);
+    assert!(!ok && stderr.contains("--price-usd-per-gib") && stderr.contains("\"-1\" is not an amount of USD"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -267,7 +267,7 @@ fn wallet_drives_a_real_chain_end_to_end() {
     let pin = "ab".repeat(32);
     let updated = wallet(&dir, api, "node.key", &["update-node", "--tls-pin", &pin, "--price-usd-per-gib", "0.45"])
         .expect_ok("update-node");
-    assert!(updated.stdout.starts_with("updated node in DE at 203.0.113.7 (ports 4433-4440"), "{}", updated.stdout);
+    assert!(updated.stdout.starts_with("updated node in DE at 203.0.113.7 (ports 4433-4440, 100 Mbit/s claimed"), "{}", updated.stdout);
     // An hourly price is said back, and listed (it was set, never shown).
     let hourly = wallet(&dir, api, "node.key", &["update-node", "--price-usd-per-hour", "0.02"]).expect_ok("hourly price");
     assert!(hourly.stdout.contains("$0.45 per GiB, $0.02 per hour"), "{}", hourly.stdout);
