@@ -143,6 +143,14 @@ struct Node {
     home: String,
 }
 
+/// `node run` for `node` on loopback with its operator's key file and
+/// the chain at `api`, then `extra`.
+fn node_run_args<'a>(node: &'a Node, key: &'a str, api: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["node", "run", "--home", &node.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    args.extend(extra);
+    args
+}
+
 /// Key, TLS key, stake, registration with the pin and a port range.
 fn register_node(dir: &Path, api: &str, name: &str, ports: u16) -> Node {
     let key = format!("{name}.key");
@@ -235,12 +243,7 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
     hinted.splice(1..1, ["--api", api, "--key", "alice.key"]);
     tollway(&dir, &hinted);
     tollway(&dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &b.id, "$5", "--expires-in", "1h"]);
-    let node_args = |n: &Node, key: &str| -> Vec<String> {
-        ["node", "run", "--home", &n.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    };
+    let node_args = |n: &Node, key: &str| -> Vec<String> { node_run_args(n, key, api, &[]).into_iter().map(String::from).collect() };
     let args_a = node_args(&a, "exit_a.key");
     // exit_b settles on its own, every second, whatever it holds, and
     // serves on terms of its own: receipts every 512 KiB, 4 MiB of credit.
@@ -672,10 +675,7 @@ fn picked_exits_with_open_channels_get_the_relays_channel_opened_too() {
     let exit_ports = free_ports(4, 0);
     let exit = register_node(dir, api, "exit_o", exit_ports);
     let relay = register_node(dir, api, "relay_o", free_ports(4, exit_ports));
-    let run = |node: &Node, key: &str| {
-        let args = ["node", "run", "--home", &node.home, "--key", key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
-        Daemon::start(dir, &args, "receipts kept in")
-    };
+    let run = |node: &Node, key: &str| Daemon::start(dir, &node_run_args(node, key, api, &[]), "receipts kept in");
     let _exit = run(&exit, "exit_o.key");
     // A relay that is down gets no week of escrow, and nor do the exits.
     let args = ["connect", "--key", "alice.key", "--api", api, "--listen", "127.0.0.1:0", "--pick", "1", "--open-channels", "$1"];
@@ -756,8 +756,7 @@ fn exit_with_a_book_it_cannot_write(dir: &Path, name: &str, extra: &[&str]) -> (
     let channel = alice_opens_channel(dir, api, &node, "$1", "7d");
     std::fs::create_dir(Path::new(&node.home).join("receipts.tmp")).unwrap();
     let key = format!("{name}.key");
-    let mut args = vec!["node", "run", "--home", &node.home, "--key", &key, "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
-    args.extend(extra);
+    let args = node_run_args(&node, &key, api, extra);
     let exit = Daemon::start_under(&["sh", "-c", "exec \"$0\" \"$@\" 2>&1"], dir, &args, "receipts kept in");
     let proxy = proxy_that_downloaded_3_mib(dir, api, &node);
     (chain, exit, channel, proxy)
@@ -844,10 +843,7 @@ fn an_expired_channel_settled_in_full_leaves_the_receipt_book() {
     let api = chain.api.as_str();
     let node = register_node(dir, api, "exit_e", free_ports(4, 0));
     let channel = alice_opens_channel(dir, api, &node, "$1", "10s");
-    let args = [
-        "node", "run", "--home", &node.home, "--key", "exit_e.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback",
-        "--settle-every", "1s", "--settle-min-usd", "0",
-    ];
+    let args = node_run_args(&node, "exit_e.key", api, &["--settle-every", "1s", "--settle-min-usd", "0"]);
     let mut exit = Daemon::start(dir, &args, "receipts kept in");
     drop(proxy_that_downloaded_3_mib(dir, api, &node));
     let settled = exit.wait_for_line(&format!("settled channel {}", &channel[..8]), Duration::from_secs(15));
@@ -878,8 +874,7 @@ fn a_receipt_for_a_channel_the_chain_closed_itself_is_dropped_once() {
     let node = register_node(dir, api, "exit_c", free_ports(4, 0));
     let channel = alice_opens_channel(dir, api, &node, "$1", "10s");
     // No pass before it stops: what it served stays in its book alone.
-    let mut args = vec!["node", "run", "--home", &node.home, "--key", "exit_c.key", "--api", api, "--listen", "127.0.0.1"];
-    args.extend(["--allow-loopback", "--settle-every", "1h"]);
+    let mut args = node_run_args(&node, "exit_c.key", api, &["--settle-every", "1h"]);
     let mut exit = Daemon::start(dir, &args, "receipts kept in");
     drop(proxy_that_downloaded_3_mib(dir, api, &node));
     // The book's writer thread writes a changed book within 250 ms; a
@@ -927,7 +922,7 @@ fn a_channel_that_expires_in_use_retires_its_route_until_a_new_one_serves() {
     let chain = chain_for_alice_and(dir, "exit_e");
     let api = chain.api.as_str();
     let node = register_node(dir, api, "exit_e", free_ports(4, 0));
-    let args = ["node", "run", "--home", &node.home, "--key", "exit_e.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let args = node_run_args(&node, "exit_e.key", api, &[]);
     let _exit = Daemon::start(dir, &args, "receipts kept in");
     tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "3s"]);
     let (mut proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
@@ -956,7 +951,7 @@ fn with_every_route_down_a_tunnel_is_refused_not_answered_then_closed() {
     let chain = chain_for_alice_and(dir, "exit_d");
     let api = chain.api.as_str();
     let node = register_node(dir, api, "exit_d", free_ports(4, 0));
-    let args = ["node", "run", "--home", &node.home, "--key", "exit_d.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let args = node_run_args(&node, "exit_d.key", api, &[]);
     let mut exit = Daemon::start(dir, &args, "receipts kept in");
     tollway(dir, &["wallet", "--api", api, "--key", "alice.key", "open-channel", &node.id, "$1", "--expires-in", "1h"]);
     let (mut proxy, listen) = start_proxy(dir, api, &["--exit", &node.id]);
