@@ -810,11 +810,17 @@ fn wallet_hint(code: &str) -> Option<&'static str> {
 /// (`chain_now_secs_of`): the chain time alone told an operator nothing.
 fn describe_release(release_at_secs: u64, now_secs: Option<u64>) -> String {
     match now_secs {
-        Some(now) if release_at_secs > now => {
-            format!("withdrawable from chain time {release_at_secs} s (in {})", format_span(release_at_secs - now))
-        }
-        Some(_) => "withdrawable now: `tollway wallet withdraw`".to_string(),
-        None => format!("withdrawable from chain time {release_at_secs} s"),
+        Some(now) if release_at_secs <= now => "withdrawable now: `tollway wallet withdraw`".to_string(),
+        _ => format!("withdrawable from {}", describe_chain_time(release_at_secs, now_secs)),
+    }
+}
+
+/// A future chain time, and how long until it when the chain's now is
+/// known: "chain time 1000 s (in 10m)".
+fn describe_chain_time(secs: u64, now_secs: Option<u64>) -> String {
+    match now_secs {
+        Some(now) if secs > now => format!("chain time {secs} s (in {})", format_span(secs - now)),
+        _ => format!("chain time {secs} s"),
     }
 }
 
@@ -826,10 +832,7 @@ fn describe_vesting(acct: &Account, now_secs: Option<u64>) -> String {
         return format!("{}, all vested: {CLAIM}", acct.vesting);
     }
     let Some(until) = acct.vesting_until_secs else { return acct.vesting.to_string() };
-    let when = match now_secs {
-        Some(now) if until > now => format!("chain time {until} s (in {})", format_span(until - now)),
-        _ => format!("chain time {until} s"),
-    };
+    let when = describe_chain_time(until, now_secs);
     let vested = if acct.vested.is_zero() {
         "none vested yet".to_string()
     } else {

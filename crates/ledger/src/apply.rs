@@ -770,11 +770,15 @@ pub(crate) fn close_expired_channels(state: &mut State, now_secs: u64) -> Vec<Cl
         if expires_at_secs.saturating_add(grace_secs) > now_secs {
             break;
         }
-        // `remove_channel` takes the entry out of the index; a front entry
-        // of no channel would be a broken index, and taking it keeps the
-        // loop going rather than spinning on it.
-        state.channels_by_expiry.pop_first();
-        closed.extend(remove_channel(state, &channel));
+        // `remove_channel` takes the entry out of the index. One it cannot
+        // close (a broken state) is taken out here, so the loop goes on
+        // rather than spinning on it.
+        match remove_channel(state, &channel) {
+            Some(c) => closed.push(c),
+            None => {
+                state.channels_by_expiry.pop_first();
+            }
+        }
     }
     closed
 }
