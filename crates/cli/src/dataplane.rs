@@ -50,11 +50,16 @@ pub enum NodeCommand {
     /// Serve tunnels as an exit (and relay) on the ports of the node's
     /// ledger record, over TLS/TCP and QUIC, until Ctrl-C.
     Run(Box<NodeRunArgs>),
-    /// The newest receipt held per channel, each as the hex that
-    /// `tollway wallet settle-channel` takes.
+    /// The newest receipt held per channel, whether the chain has settled
+    /// it, and for each it has not the hex that `tollway wallet
+    /// settle-channel` takes.
     Receipts {
         #[arg(long, value_name = "DIR")]
         home: PathBuf,
+        /// The chain's API, asked what each channel has settled [default:
+        /// node.toml's api, else $TOLLWAY_API, else http://127.0.0.1:7070].
+        #[arg(long, value_name = "URL")]
+        api: Option<String>,
         /// Print JSON lines instead of sentences.
         #[arg(long)]
         json: bool,
@@ -105,7 +110,7 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NodeCommand::Run(args) => node_run(args),
-        NodeCommand::Receipts { home, json } => {
+        NodeCommand::Receipts { home, api, json } => {
             node_home_initialised(home)?;
             let path = home.join("receipts.json");
             if !path.exists() {
@@ -117,29 +122,141 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
             let book = ReceiptBook::open(path)?;
             let mut all = book.all();
             all.sort_by_key(|r| r.receipt.channel);
+            // Every receipt was listed with its settle command, those the
+            // chain had settled or closed too: only the chain knows which.
+            let url = api_url(&node_config::api_of_home(home, api.clone())?);
+            let chain = ApiClient::new(&url)?;
+            let mut unanswered = None;
             for r in all {
+                // A chain that did not answer once is not asked again: a
+                // hung one would hold each lookup for its timeout.
+                let standing = match unanswered.is_none().then(|| channel_on_chain(&chain, &r.receipt.channel)) {
+                    Some(Ok(on_chain)) => Some(receipt_standing(&r.receipt, on_chain.as_ref())),
+                    Some(Err(e)) => {
+                        unanswered = Some(e);
+                        None
+                    }
+                    None => None,
+                };
                 let hex = tollway_types::keys::hex(&tollway_types::codec::encode(&r));
+                let (channel, bytes, usd) = (r.receipt.channel, r.receipt.cumulative_bytes, r.receipt.cumulative_usd);
                 if *json {
+                    let (state, unsettled) = match standing {
+                        Some(ReceiptStanding::ToSettle { unsettled, .. }) => ("to_settle", Some(unsettled)),
+                        Some(ReceiptStanding::Settled { .. }) => ("settled", None),
+                        Some(ReceiptStanding::Closed) => ("closed", None),
+                        None => ("unknown", None),
+                    };
                     let line = serde_json::json!({
-                        "channel": r.receipt.channel.to_hex(),
-                        "cumulative_bytes": r.receipt.cumulative_bytes,
+                        "channel": channel.to_hex(),
+                        "cumulative_bytes": bytes,
                         // A decimal string, as the API and `wallet sign-receipt` give it
                         // (it was "$0.000986" here).
-                        "cumulative_usd": r.receipt.cumulative_usd,
+                        "cumulative_usd": usd,
+                        "state": state,
+                        "unsettled_usd": unsettled,
                         "hex": hex,
                     });
                     outln!("{line}")?;
-                } else {
-                    outln!(
-                        "channel {}: {} bytes, {}; settle with: tollway wallet settle-channel {hex}",
-                        r.receipt.channel, r.receipt.cumulative_bytes, r.receipt.cumulative_usd
-                    )?;
+                    continue;
                 }
+                match standing {
+                    Some(ReceiptStanding::ToSettle { unsettled, .. }) => outln!(
+                        "channel {channel}: {bytes} bytes, {usd} ({unsettled} not settled yet); \
+                         settle with: tollway wallet settle-channel {hex}"
+                    )?,
+                    Some(ReceiptStanding::Settled { .. }) => {
+                        outln!("channel {channel}: {bytes} bytes, {usd}; settled on the chain, nothing left to settle")?
+                    }
+                    Some(ReceiptStanding::Closed) => outln!(
+                        "channel {channel}: {bytes} bytes, {usd}; the channel is closed on the chain (by its client, \
+                         or by the chain past its expiry and grace), so nothing more can be settled on it"
+                    )?,
+                    None => outln!(
+                        "channel {channel}: {bytes} bytes, {usd}; if the chain has not settled it: \
+                         tollway wallet settle-channel {hex}"
+                    )?,
+                }
+            }
+            if let Some(e) = unanswered {
+                eprintln!("warning: which receipts the chain has settled is unknown: {e:#}");
             }
             Ok(())
         }
     }
 }
+
+/// Where a receipt the node holds stands against its channel on the chain:
+/// the one rule for `node receipts`, the count at a stop and the settling
+/// passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReceiptStanding {
+    /// Newer than the channel's `paid`: settling it pays `unsettled`.
+    ToSettle { unsettled: tollway_types::amount::Usd, expires_at_secs: u64 },
+    /// No newer than the channel's `paid`: the chain has settled it.
+    Settled { paid: tollway_types::amount::Usd, expires_at_secs: u64 },
+    /// The channel is gone from the chain (its client closed it, or the
+    /// chain did past its expiry and grace, ADR 0021): nothing can be
+    /// settled on it any more.
+    Closed,
+}
+
+/// `receipt` against `on_chain`, the chain's record of its channel (`None`
+/// once the channel is closed).
+fn receipt_standing(receipt: &tollway_types::tx::Receipt, on_chain: Option<&crate::api_client::Channel>) -> ReceiptStanding {
+    match on_chain {
+        None => ReceiptStanding::Closed,
+        Some(c) if receipt.cumulative_usd <= c.paid => ReceiptStanding::Settled { paid: c.paid, expires_at_secs: c.expires_at_secs },
+        Some(c) => ReceiptStanding::ToSettle {
+            unsettled: tollway_types::amount::Usd(receipt.cumulative_usd.0 - c.paid.0),
+            expires_at_secs: c.expires_at_secs,
+        },
+    }
+}
+
+/// The chain's record of `channel`; `None` when the chain has none (closed,
+/// or never opened), an error when it did not answer.
+fn channel_on_chain(api: &ApiClient, channel: &ChannelId) -> anyhow::Result<Option<crate::api_client::Channel>> {
+    match api.channel(channel) {
+        Ok((found, _)) => Ok(Some(found)),
+        Err(e) if e.downcast_ref::<crate::api_client::ApiError>().is_some_and(|a| a.code == "unknown_channel") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Looks up each of `channels` on the chain, in turn; one the chain did
+/// not answer for is left out.
+fn channels_on_chain(
+    api: &ApiClient,
+    channels: &[ChannelId],
+) -> std::collections::HashMap<ChannelId, Option<crate::api_client::Channel>> {
+    channels.iter().filter_map(|id| channel_on_chain(api, id).ok().map(|found| (*id, found))).collect()
+}
+
+/// Of `held`, how many have something left to settle by
+/// [`receipt_standing`] against `answered` (the chain's answers for the
+/// channels `asked` about), and how many were asked about and not
+/// answered. A channel not asked about got its first receipt since: newer
+/// than anything settled, so left to settle.
+fn count_to_settle(
+    held: &[tollway_types::tx::SignedReceipt],
+    asked: &std::collections::HashSet<ChannelId>,
+    answered: &std::collections::HashMap<ChannelId, Option<crate::api_client::Channel>>,
+) -> (usize, usize) {
+    held.iter().fold((0, 0), |(to_settle, unknown), r| match answered.get(&r.receipt.channel) {
+        Some(found) => match receipt_standing(&r.receipt, found.as_ref()) {
+            ReceiptStanding::ToSettle { .. } => (to_settle + 1, unknown),
+            ReceiptStanding::Settled { .. } | ReceiptStanding::Closed => (to_settle, unknown),
+        },
+        None if asked.contains(&r.receipt.channel) => (to_settle, unknown + 1),
+        None => (to_settle + 1, unknown),
+    })
+}
+
+/// How long a stop waits for the chain to say which receipts it has
+/// settled, beside the sessions' close: a hung chain must not hold the
+/// stop much longer.
+const STOP_LOOKUP_FOR: Duration = Duration::from_secs(3);
 
 /// Whether `node init` made `home` (it writes the TLS key first).
 fn node_home_initialised(home: &Path) -> anyhow::Result<()> {
@@ -394,11 +511,18 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
             _ = wait_for_stop() => {}
             _ = status => {}
         }
-        outln!(
-            "stopping: {} session(s) closed, {} channel(s) with receipts to settle",
-            server.n_sessions(),
-            receipts.all().len()
-        )?;
+        // It counted every receipt held, those the chain had settled too:
+        // the chain is asked, on a thread of its own (a request to a hung
+        // chain is left behind as the process ends), while the sessions
+        // close; their last receipts are newer than anything settled.
+        let n_sessions = server.n_sessions();
+        let asked: std::collections::HashSet<ChannelId> = receipts.all().iter().map(|r| r.receipt.channel).collect();
+        let (looked_up, on_chain) = std::sync::mpsc::channel();
+        let (lookup_api, to_ask) = (ApiClient::new(&url)?, asked.iter().copied().collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let _ = looked_up.send(channels_on_chain(&lookup_api, &to_ask));
+        });
+        let lookup_deadline = tokio::time::Instant::now() + STOP_LOOKUP_FOR;
         server.shutdown();
         // The sessions' last receipts come as they close: the book is
         // written once they have (or a few seconds on). The settling
@@ -408,6 +532,21 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         while server.n_sessions() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let on_chain = loop {
+            match on_chain.try_recv() {
+                Ok(found) => break Some(found),
+                Err(std::sync::mpsc::TryRecvError::Empty) if tokio::time::Instant::now() < lookup_deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => break None,
+            }
+        };
+        let (to_settle, unknown) = count_to_settle(&receipts.all(), &asked, &on_chain.unwrap_or_default());
+        let unknown = match unknown {
+            0 => String::new(),
+            n => format!(" ({n} more the chain did not say within {} s)", STOP_LOOKUP_FOR.as_secs()),
+        };
+        outln!("stopping: {n_sessions} session(s) closed, {to_settle} channel(s) with receipts to settle{unknown}")?;
         anyhow::Ok(receipts.flush())
     })?;
     // A node stopped may stay down for longer than its channels last, and
@@ -573,36 +712,37 @@ fn settle_due(settler: &Settler, pass: &SettlePass, interrupted: &std::sync::ato
             return held.len() - looked_up;
         }
         let r = &receipt.receipt;
-        let channel = match api.channel(&r.channel) {
-            Ok((channel, _)) => channel,
-            // Closed (its escrow went back to the client): nothing can
-            // be settled on it any more, and a book that kept every
-            // channel ever served would only grow.
-            Err(e) if e.downcast_ref::<crate::api_client::ApiError>().is_some_and(|a| a.code == "unknown_channel") => {
-                let _ = outln!("channel {} is closed on the chain: its receipt is dropped", r.channel.short());
-                receipts.forget(&r.channel);
-                continue;
-            }
+        let on_chain = match channel_on_chain(api, &r.channel) {
+            Ok(on_chain) => on_chain,
             Err(e) => {
                 eprintln!("settle: looking up channel {}: {e:#}", r.channel.short());
                 continue;
             }
         };
-        if r.cumulative_usd <= channel.paid {
+        match receipt_standing(r, on_chain.as_ref()) {
+            // Closed (its escrow went back to the client): nothing can
+            // be settled on it any more, and a book that kept every
+            // channel ever served would only grow.
+            ReceiptStanding::Closed => {
+                let _ = outln!("channel {} is closed on the chain: its receipt is dropped", r.channel.short());
+                receipts.forget(&r.channel);
+            }
             // Settled in full and expired: nothing can be added to it.
             // Kept, it stayed until the client closed the channel, which a
             // client with no refund to take may never do, and the book
             // grew by one receipt for every such channel ever served.
-            if channel.expires_at_secs <= now_secs {
-                let _ = outln!("channel {} expired, settled in full: its receipt is dropped", r.channel.short());
-                receipts.forget_settled(&r.channel, channel.paid);
+            ReceiptStanding::Settled { paid, expires_at_secs } => {
+                if expires_at_secs <= now_secs {
+                    let _ = outln!("channel {} expired, settled in full: its receipt is dropped", r.channel.short());
+                    receipts.forget_settled(&r.channel, paid);
+                }
             }
-            continue;
-        }
-        let unsettled = tollway_types::amount::Usd(r.cumulative_usd.0 - channel.paid.0);
-        let expiring = channel.expires_at_secs <= now_secs.saturating_add(pass.expiring_within.as_secs());
-        if unsettled > fee && (unsettled >= pass.min || expiring) {
-            due.push((channel.expires_at_secs, receipt));
+            ReceiptStanding::ToSettle { unsettled, expires_at_secs } => {
+                let expiring = expires_at_secs <= now_secs.saturating_add(pass.expiring_within.as_secs());
+                if unsettled > fee && (unsettled >= pass.min || expiring) {
+                    due.push((expires_at_secs, receipt));
+                }
+            }
         }
     }
     due.sort_by_key(|(expires_at_secs, _)| *expires_at_secs);
@@ -1075,5 +1215,54 @@ mod tests {
         let warning = cap_below_claim(16, 100_000_000).unwrap_or_default();
         assert!(warning.starts_with("warning: a cap of 16 Mbit/s is below the 100 Mbit/s this node claims"), "{warning}");
         assert!(warning.ends_with("`tollway wallet update-node --capacity-bps 16000000`"), "{warning}");
+    }
+
+    /// A stop counted every receipt held as one to settle, those the chain
+    /// had settled or closed too.
+    #[test]
+    fn a_stop_counts_only_the_receipts_that_still_pay() {
+        use crate::api_client::Channel;
+        use tollway_types::amount::Usd;
+        let client = SigningKey::from_seed([1; 32]);
+        let node = SigningKey::from_seed([2; 32]).public();
+        let receipt = |nonce: u64, usd: u128| tollway_types::tx::SignedReceipt {
+            receipt: tollway_types::tx::Receipt {
+                chain_id: "test".into(),
+                channel: tollway_types::tx::channel_id(&client.public(), nonce),
+                cumulative_usd: Usd(usd),
+                cumulative_bytes: 1 << 20,
+            },
+            signature: client.sign(b"not checked here"),
+        };
+        let on_chain = |r: &tollway_types::tx::SignedReceipt, paid: u128| Channel {
+            id: r.receipt.channel,
+            client: client.public(),
+            node,
+            escrow: Usd(1_000_000),
+            paid: Usd(paid),
+            paid_bytes: 0,
+            expires_at_secs: 1_000,
+        };
+        let (newer, settled, closed, unanswered, unasked) =
+            (receipt(0, 500), receipt(1, 500), receipt(2, 500), receipt(3, 500), receipt(4, 500));
+        assert_eq!(
+            receipt_standing(&newer.receipt, Some(&on_chain(&newer, 200))),
+            ReceiptStanding::ToSettle { unsettled: Usd(300), expires_at_secs: 1_000 }
+        );
+        assert_eq!(
+            receipt_standing(&settled.receipt, Some(&on_chain(&settled, 500))),
+            ReceiptStanding::Settled { paid: Usd(500), expires_at_secs: 1_000 }
+        );
+        assert_eq!(receipt_standing(&closed.receipt, None), ReceiptStanding::Closed);
+        let answered = [
+            (newer.receipt.channel, Some(on_chain(&newer, 200))),
+            (settled.receipt.channel, Some(on_chain(&settled, 500))),
+            (closed.receipt.channel, None),
+        ]
+        .into_iter()
+        .collect();
+        let asked = [&newer, &settled, &closed, &unanswered].iter().map(|r| r.receipt.channel).collect();
+        // The one not asked about got its first receipt since: to settle.
+        assert_eq!(count_to_settle(&[newer, settled, closed, unanswered, unasked], &asked, &answered), (2, 1));
     }
 }

@@ -66,6 +66,15 @@ pub fn template() -> String {
     )
 }
 
+/// The chain API a command on `home` other than `node run` asks (`node
+/// receipts`): `flag`, else `TOLLWAY_NODE_API`, else `node.toml`'s `api`,
+/// as `node run` resolves it; `None` leaves it to `$TOLLWAY_API` and the
+/// default, as there.
+pub fn api_of_home(home: &Path, flag: Option<String>) -> anyhow::Result<Option<String>> {
+    let env = |k: &str| std::env::var(format!("{ENV_PREFIX}{k}")).ok().filter(|v| !v.is_empty());
+    Ok(flag.or(from_env(&env, "API")?).or(read(home)?.api))
+}
+
 /// Reads `home/node.toml`; no file is all defaults.
 pub fn read(home: &Path) -> anyhow::Result<NodeToml> {
     let path = home.join(FILE_NAME);

@@ -848,6 +848,11 @@ fn an_expired_channel_settled_in_full_leaves_the_receipt_book() {
     drop(proxy_that_downloaded_3_mib(dir, api, &node));
     let settled = exit.wait_for_line(&format!("settled channel {}", &channel[..8]), Duration::from_secs(15));
     assert!(settled.is_some(), "{:#?}", exit.lines);
+    // Settled, not yet expired: `node receipts` gave its settle command as
+    // if it paid something; it says the chain has settled it.
+    let listed = tollway(dir, &["node", "receipts", "--home", &node.home, "--api", api]);
+    let line = listed.lines().find(|l| l.contains(&channel)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.ends_with("settled on the chain, nothing left to settle") && !line.contains("settle-channel"), "{line}");
     let dropped = exit.wait_for_line(&format!("channel {} expired, settled in full", &channel[..8]), Duration::from_secs(20));
     assert!(dropped.is_some(), "{:#?}", exit.lines);
     // The book's writer thread writes a changed book within 250 ms.
@@ -893,6 +898,21 @@ fn a_receipt_for_a_channel_the_chain_closed_itself_is_dropped_once() {
         assert!(std::time::Instant::now() < deadline, "the chain did not close the channel: {shown}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // `node receipts` gave it a settle command; it says the channel is
+    // closed on the chain.
+    let listed = tollway(dir, &["node", "receipts", "--home", &node.home, "--api", api]);
+    let line = listed.lines().find(|l| l.contains(&channel)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("the channel is closed on the chain") && !line.contains("settle-channel"), "{line}");
+    // A node that does not settle by itself, stopped, counted the receipt
+    // as one to settle; it counts none.
+    if let Some(every) = args.last_mut() {
+        *every = "0";
+    }
+    let mut exit = Daemon::start(dir, &args, "receipts kept in");
+    assert!(Command::new("kill").args(["-TERM", &exit.child.id().to_string()]).status().unwrap().success());
+    let stopping = exit.wait_for_line("stopping: ", Duration::from_secs(10));
+    assert_eq!(stopping.as_deref(), Some("stopping: 0 session(s) closed, 0 channel(s) with receipts to settle"), "{:#?}", exit.lines);
+    assert!(exit.child.wait().unwrap().success(), "{:#?}", exit.lines);
     if let Some(every) = args.last_mut() {
         *every = "1s";
     }
