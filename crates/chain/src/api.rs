@@ -243,6 +243,9 @@ struct AccountView {
     /// When all of `vesting` will have vested (chain time, s); none when
     /// nothing vests.
     vesting_until_secs: Option<u64>,
+    /// When nothing has vested yet, the chain time from which a claim
+    /// releases something; none when something has, or nothing vests.
+    first_release_secs: Option<u64>,
     node: bool,
     oracle: bool,
     open_channels: u32,
@@ -262,6 +265,7 @@ impl AccountView {
             vesting: a.vesting_total(),
             vested: tollway_ledger::economics::vesting::releasable(a, now_secs, vesting_secs),
             vesting_until_secs,
+            first_release_secs: tollway_ledger::economics::vesting::first_release_secs(a, now_secs, vesting_secs),
             node: a.node.is_some(),
             oracle: a.oracle.is_some(),
             open_channels: a.open_channels,

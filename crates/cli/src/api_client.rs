@@ -65,6 +65,10 @@ pub struct Account {
     /// When all of `vesting` will have vested (chain time, s).
     #[serde(default)]
     pub vesting_until_secs: Option<u64>,
+    /// When nothing has vested yet, the chain time from which a claim
+    /// releases something (absent from a chain older than the field).
+    #[serde(default)]
+    pub first_release_secs: Option<u64>,
     #[serde(default)]
     pub node: bool,
     #[serde(default)]

@@ -342,7 +342,7 @@ impl Wallet {
                 self.report(&done, || format!("withdrew {} TWY of unbonded stake {}", amount.unwrap_or("?"), done.at()))
             }
             WalletCommand::Claim => {
-                let done = self.submit(TxBody::ClaimVested)?;
+                let done = self.submit(TxBody::ClaimVested).map_err(|e| self.explain_nothing_vested(e))?;
                 let amount = done.event("VestedClaimed").and_then(|e| e.get("amount")).and_then(Value::as_str);
                 self.report(&done, || format!("claimed {} TWY of vested rewards {}", amount.unwrap_or("?"), done.at()))
             }
@@ -508,8 +508,9 @@ impl Wallet {
                     outln!("{raw}")?;
                 }
                 let why = tx_status.error.as_ref().map_or_else(|| "no reason given".to_string(), |e| e.message.clone());
-                let hint = tx_status.error.as_ref().and_then(|e| wallet_hint(&e.code)).unwrap_or_default();
-                bail!("{kind} rejected: {why}{hint} (tx {}; nothing changed)", tx_status.id)
+                let code = tx_status.error.as_ref().map_or_else(String::new, |e| e.code.clone());
+                let hint = wallet_hint(&code).unwrap_or_default();
+                Err(Rejected { kind, code, why: format!("{why}{hint}"), tx: tx_status.id }.into())
             }
             "pending" => {
                 if self.json {
@@ -525,6 +526,18 @@ impl Wallet {
             }
             other => bail!("the API answered with an unknown tx status {other:?} for tx {}", tx_status.id),
         }
+    }
+
+    /// A claim refused as "nothing vested to claim yet" (the ledger's
+    /// words), said also when nothing vests at all: says which, and when
+    /// something vests, when the first of it may be claimed.
+    fn explain_nothing_vested(&self, e: anyhow::Error) -> anyhow::Error {
+        let Some(rejected) = e.downcast_ref::<Rejected>().filter(|r| r.code == "nothing_vested") else { return e };
+        let Ok(me) = self.key().map(|k| k.public()) else { return e };
+        let Ok(account) = self.api.account(&me) else { return e };
+        let now_secs = self.api.status().ok().map(|s| chain_now_secs_of(&s));
+        let why = describe_nothing_vested(account.map(|(a, _)| a).as_ref(), now_secs);
+        Rejected { why, ..rejected.clone() }.into()
     }
 
     fn balance(&self, account: Option<&str>) -> anyhow::Result<()> {
@@ -689,6 +702,47 @@ impl Wallet {
             outln!("{hex}")?;
         }
         Ok(())
+    }
+}
+
+/// A tx the ledger rejected (nothing changed), with the ledger's code, for
+/// a command that says more of it than the ledger's words.
+#[derive(Clone, Debug)]
+struct Rejected {
+    kind: &'static str,
+    code: String,
+    why: String,
+    tx: tollway_types::tx::TxId,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rejected: {} (tx {}; nothing changed)", self.kind, self.why, self.tx)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Why a claim released nothing: nothing vests on `account` at all, or
+/// nothing has vested yet, and then when the first of it will have.
+fn describe_nothing_vested(account: Option<&Account>, now_secs: Option<u64>) -> String {
+    let Some(a) = account.filter(|a| !a.vesting.is_zero()) else {
+        return "nothing to claim: no rewards are vesting on this account (a node's rewards vest here before they \
+                can be claimed; `tollway wallet balance` shows them)"
+            .to_string();
+    };
+    match (a.first_release_secs, a.vesting_until_secs) {
+        (Some(first), _) => format!(
+            "nothing vested to claim yet: {} is vesting, the first of it claimable from {}",
+            a.vesting,
+            describe_chain_time(first, now_secs)
+        ),
+        (None, Some(until)) => format!(
+            "nothing vested to claim yet: {} is vesting, all of it by {}",
+            a.vesting,
+            describe_chain_time(until, now_secs)
+        ),
+        (None, None) => format!("nothing vested to claim yet: {} is vesting", a.vesting),
     }
 }
 
@@ -1165,6 +1219,7 @@ mod tests {
             vesting: Token(vesting),
             vested: Token(vested),
             vesting_until_secs: Some(1_000),
+            first_release_secs: None,
             node: true,
             oracle: false,
             open_channels: 0,
@@ -1178,6 +1233,24 @@ mod tests {
         assert_eq!(
             describe_vesting(&rewarded(3_000_000, 3_000_000), Some(1_000)),
             "3 TWY, all vested: `tollway wallet claim` moves it to the balance"
+        );
+        // A claim refused for nothing vested said so whether anything
+        // vested or not, and never when to try again.
+        assert_eq!(
+            describe_nothing_vested(Some(&rewarded(0, 0)), Some(400)),
+            "nothing to claim: no rewards are vesting on this account (a node's rewards vest here before they can be \
+             claimed; `tollway wallet balance` shows them)"
+        );
+        assert_eq!(describe_nothing_vested(None, Some(400)), describe_nothing_vested(Some(&rewarded(0, 0)), Some(400)));
+        let first_at_430 = Account { first_release_secs: Some(430), ..rewarded(3_000_000, 0) };
+        assert_eq!(
+            describe_nothing_vested(Some(&first_at_430), Some(400)),
+            "nothing vested to claim yet: 3 TWY is vesting, the first of it claimable from chain time 430 s (in 30s)"
+        );
+        // From a chain that does not say when the first vests: when all has.
+        assert_eq!(
+            describe_nothing_vested(Some(&rewarded(3_000_000, 0)), Some(400)),
+            "nothing vested to claim yet: 3 TWY is vesting, all of it by chain time 1000 s (in 10m)"
         );
 
         let measured = NodeInfo {
@@ -1248,6 +1321,7 @@ mod tests {
             vesting: Token::ZERO,
             vested: Token::ZERO,
             vesting_until_secs: None,
+            first_release_secs: None,
             node: false,
             oracle: false,
             open_channels: 0,

@@ -548,7 +548,8 @@ fn an_operator_deregisters_unbonds_and_is_told_when_the_stake_comes_back() {
     }
     // The refusal names the command that lifts it.
     op_wallet(&["unbond", "500"]).expect_err("unbond below the node's minimum", "`tollway wallet deregister-node`");
-    op_wallet(&["claim"]).expect_err("claim with no rewards", "nothing vested to claim yet");
+    // It said "nothing vested to claim yet", as if something vested.
+    op_wallet(&["claim"]).expect_err("claim with no rewards", "nothing to claim: no rewards are vesting on this account");
 
     // A LAN address is taken (devnets run on them), with a warning: an
     // operator behind a home router gave the machine's own address.

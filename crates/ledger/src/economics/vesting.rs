@@ -274,6 +274,30 @@ pub fn releasable(acct: &Account, now_secs: u64, vesting_secs: u64) -> Token {
     })
 }
 
+/// When nothing has vested by `now_secs` (a claim is refused), the chain
+/// time from which a claim releases something: the soonest a tranche's
+/// line passes what it released. `None` when something has vested, or
+/// nothing vests. (A wallet told "nothing vested yet" could not tell
+/// when to try again.)
+pub fn first_release_secs(acct: &Account, now_secs: u64, vesting_secs: u64) -> Option<u64> {
+    if !releasable(acct, now_secs, vesting_secs).is_zero() {
+        return None;
+    }
+    acct.tranches()
+        .filter(|t| t.released < t.amount)
+        .map(|t| {
+            // The least elapsed e with ⌊amount·e / period⌋ > released:
+            // amount·e ≥ (released + 1)·period. released + 1 ≤ amount, so
+            // e ≤ period, which fits.
+            let (amount, next) = (t.amount.0, t.released.0 + 1);
+            let period = u128::from(vesting_secs);
+            let floor = mul_div_floor(next, period, amount);
+            let elapsed = if mul_div_floor(amount, floor, period.max(1)) >= next { floor } else { floor + 1 };
+            t.start_secs.saturating_add(u64::try_from(elapsed.min(period)).unwrap_or(vesting_secs))
+        })
+        .min()
+}
+
 /// Releases everything vested to the balance; drops finished tranches.
 pub fn release(acct: &mut Account, now_secs: u64, vesting_secs: u64) -> Token {
     let total = match &mut acct.vesting {
@@ -363,6 +387,33 @@ mod tests {
         add_reward(acct, Token(9), 31 * DAY, PERIOD); // pops the vested front
         out.push(release(acct, 40 * DAY, PERIOD));
         out
+    }
+
+    /// A claim with nothing vested was refused with no word of when it
+    /// would not be: the first release is the soonest a tranche's line
+    /// passes a base unit more than it released.
+    #[test]
+    fn the_first_release_is_when_a_tranches_line_first_passes_what_it_released() {
+        let mut acct = Account::new(PublicKey([3; 32]));
+        assert_eq!(first_release_secs(&acct, 0, PERIOD), None, "nothing vests");
+        // 3 base units over 30 days: one vests each 10 days.
+        add_reward(&mut acct, Token(3), 1_000, PERIOD);
+        assert_eq!(first_release_secs(&acct, 1_000, PERIOD), Some(1_000 + 10 * DAY));
+        assert_eq!(releasable(&acct, 1_000 + 10 * DAY - 1, PERIOD), Token::ZERO);
+        assert_eq!(releasable(&acct, 1_000 + 10 * DAY, PERIOD), Token(1));
+        assert_eq!(first_release_secs(&acct, 1_000 + 10 * DAY, PERIOD), None, "one is vested");
+        assert_eq!(release(&mut acct, 1_000 + 10 * DAY, PERIOD), Token(1));
+        assert_eq!(first_release_secs(&acct, 1_000 + 10 * DAY, PERIOD), Some(1_000 + 20 * DAY));
+        // 7 units over 30 days: the first at ⌈30/7⌉ days' seconds.
+        let mut odd = Account::new(PublicKey([4; 32]));
+        add_reward(&mut odd, Token(7), 0, PERIOD);
+        let first = first_release_secs(&odd, 0, PERIOD).unwrap_or(0);
+        assert_eq!(first, PERIOD.div_ceil(7));
+        assert_eq!((releasable(&odd, first - 1, PERIOD), releasable(&odd, first, PERIOD)), (Token::ZERO, Token(1)));
+        // The soonest of two tranches.
+        add_reward(&mut odd, Token(1_000_000), PERIOD / 2, PERIOD);
+        assert_eq!(first_release_secs(&odd, 0, PERIOD), Some(PERIOD.div_ceil(7)));
+        assert_eq!(first_release_secs(&odd, PERIOD / 2, PERIOD), None, "the first is vested");
     }
 
     #[test]
