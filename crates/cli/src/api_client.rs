@@ -38,6 +38,31 @@ pub struct Status {
     pub epoch_start_secs: Option<u64>,
     #[serde(default)]
     pub epoch_secs: Option<u64>,
+    /// The current epoch: those before it have ended, and have reports.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+}
+
+/// `GET /v1/epochs` entries, the part the wallet reads: the channels the
+/// epoch's end closed (ADR 0021).
+#[derive(Clone, Debug, Deserialize)]
+pub struct EpochRecord {
+    pub report: EpochReport,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EpochReport {
+    pub epoch: u64,
+    #[serde(default)]
+    pub channels_closed: Vec<ClosedChannel>,
+}
+
+/// A channel an epoch's end closed, and what its client got back.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClosedChannel {
+    pub channel: ChannelId,
+    pub client: AccountId,
+    pub refund: Usd,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -269,6 +294,12 @@ impl ApiClient {
     pub fn account_channels(&self, id: &AccountId) -> anyhow::Result<(Vec<Channel>, serde_json::Value)> {
         self.get(&format!("/v1/accounts/{}/channels", id.to_hex()))
             .with_context(|| format!("listing the channels of {}", id.to_hex()))
+    }
+
+    /// The reports of up to `limit` ended epochs from `from` on, oldest
+    /// first.
+    pub fn epochs(&self, from: u64, limit: u64) -> anyhow::Result<Vec<EpochRecord>> {
+        Ok(self.get(&format!("/v1/epochs?from={from}&limit={limit}"))?.0)
     }
 
     pub fn channel(&self, id: &ChannelId) -> anyhow::Result<(Channel, serde_json::Value)> {

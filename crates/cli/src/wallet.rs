@@ -364,7 +364,7 @@ impl Wallet {
             }
             WalletCommand::CloseChannel { channel } => {
                 let channel = parse_hash("CHANNEL", channel)?;
-                let done = self.submit(TxBody::CloseChannel { channel })?;
+                let done = self.submit(TxBody::CloseChannel { channel }).map_err(|e| self.explain_closed_channel(e, &channel))?;
                 let refund = done.event("ChannelClosed").and_then(|e| e.get("refund")).and_then(Value::as_str);
                 self.report(&done, || {
                     format!("closed channel {}…; refunded ${} {}", channel.short(), refund.unwrap_or("?"), done.at())
@@ -537,6 +537,28 @@ impl Wallet {
         let Ok(account) = self.api.account(&me) else { return e };
         let now_secs = self.api.status().ok().map(|s| chain_now_secs_of(&s));
         let why = describe_nothing_vested(account.map(|(a, _)| a).as_ref(), now_secs);
+        Rejected { why, ..rejected.clone() }.into()
+    }
+
+    /// A close refused because the channel is gone, which the chain's own
+    /// close at an epoch end (ADR 0021) makes common: finds that close in
+    /// the newest epochs' reports and says when it was and what it
+    /// refunded.
+    fn explain_closed_channel(&self, e: anyhow::Error, channel: &ChannelId) -> anyhow::Error {
+        let Some(rejected) = e.downcast_ref::<Rejected>().filter(|r| r.code == "unknown_channel") else { return e };
+        let why = match find_chain_close(&self.api, channel) {
+            Ok(Some((epoch, closed))) => format!(
+                "channel {}… is already closed: the chain closed it at the end of epoch {epoch} and refunded {} to {}…",
+                channel.short(),
+                closed.refund,
+                closed.client.short()
+            ),
+            Ok(None) => format!(
+                "{} (the reports of the last {CHAIN_CLOSE_LOOKBACK_EPOCHS} epochs do not list it)",
+                rejected.why
+            ),
+            Err(_) => return e,
+        };
         Rejected { why, ..rejected.clone() }.into()
     }
 
@@ -744,6 +766,34 @@ fn describe_nothing_vested(account: Option<&Account>, now_secs: Option<u64>) -> 
         ),
         (None, None) => format!("nothing vested to claim yet: {} is vesting", a.vesting),
     }
+}
+
+/// How many of the newest epochs' reports `close-channel` reads for the
+/// chain's own close of a channel, and how many a request: a week of the
+/// default hourly epochs, in seven requests.
+const CHAIN_CLOSE_LOOKBACK_EPOCHS: u64 = 168;
+const EPOCHS_PER_REQUEST: u64 = 24;
+
+/// The epoch whose end closed `channel`, and that close, among the newest
+/// [`CHAIN_CLOSE_LOOKBACK_EPOCHS`] ended epochs, newest first.
+fn find_chain_close(api: &ApiClient, channel: &ChannelId) -> anyhow::Result<Option<(u64, crate::api_client::ClosedChannel)>> {
+    // Epochs before the current one have ended (a chain too old to say
+    // which is current has no epoch reports of closes either).
+    let Some(current) = api.status()?.epoch else { return Ok(None) };
+    let oldest = current.saturating_sub(CHAIN_CLOSE_LOOKBACK_EPOCHS);
+    let mut end = current;
+    while end > oldest {
+        let from = end.saturating_sub(EPOCHS_PER_REQUEST).max(oldest);
+        let page = api.epochs(from, end - from)?;
+        for record in page.into_iter().rev() {
+            let epoch = record.report.epoch;
+            if let Some(closed) = record.report.channels_closed.into_iter().find(|c| c.channel == *channel) {
+                return Ok(Some((epoch, closed)));
+            }
+        }
+        end = from;
+    }
+    Ok(None)
 }
 
 /// Refuse early what the ledger would refuse anyway, with a plainer reason.
@@ -1284,7 +1334,7 @@ mod tests {
         assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);
         assert!(lines[1].ends_with("0 bit/s verified: never measured by the oracles, so no uptime reward yet"), "{}", lines[1]);
         // An idle chain: the tip is a minute old, the node's clock is now.
-        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
+        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");
         assert_eq!(describe_channel_expiry(1_030, None), "1030");
         // With the grace and the epochs: when close-channel can close it,
@@ -1310,7 +1360,7 @@ mod tests {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
 
-        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None };
+        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None };
         let account = |token: u128, usd: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,

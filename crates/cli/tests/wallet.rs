@@ -484,6 +484,13 @@ fn an_expired_channel_closes_itself_and_close_channel_refunds_before_it() {
     let closed = &record["report"]["channels_closed"];
     assert_eq!(closed.as_array().map(Vec::len), Some(1), "{record}");
     assert_eq!((str_field(&closed[0], "channel"), str_field(&closed[0], "refund")), (forgotten.clone(), "2.5".into()));
+    // Its client's close said only that it does not exist (and that the
+    // chain may have closed it): it says when the chain did, and the refund.
+    let alice_short = &alice[..8];
+    wallet(&dir, api, "alice.key", &["close-channel", &forgotten]).expect_err(
+        "close after the chain's close",
+        &format!("is already closed: the chain closed it at the end of epoch {ended} and refunded $2.5 to {alice_short}…"),
+    );
     // The node can settle no more on it, as after a client's close.
     wallet(&dir, api, "node.key", &["settle-channel", unsettled.trim()]).expect_err("settle after the close", "already closed");
 
