@@ -547,16 +547,14 @@ impl Wallet {
     fn explain_closed_channel(&self, e: anyhow::Error, channel: &ChannelId) -> anyhow::Error {
         let Some(rejected) = e.downcast_ref::<Rejected>().filter(|r| r.code == "unknown_channel") else { return e };
         let why = match find_chain_close(&self.api, channel) {
-            Ok(Some((epoch, closed))) => format!(
+            Ok((Some((epoch, closed)), _)) => format!(
                 "channel {}… is already closed: the chain closed it at the end of epoch {epoch} and refunded {} to {}…",
                 channel.short(),
                 closed.refund,
                 closed.client.short()
             ),
-            Ok(None) => format!(
-                "{} (the reports of the last {CHAIN_CLOSE_LOOKBACK_EPOCHS} epochs do not list it)",
-                rejected.why
-            ),
+            // A young chain has fewer reports than the lookback.
+            Ok((None, read)) => format!("{} (the reports of the last {read} epochs do not list it)", rejected.why),
             Err(_) => return e,
         };
         Rejected { why, ..rejected.clone() }.into()
@@ -775,11 +773,12 @@ const CHAIN_CLOSE_LOOKBACK_EPOCHS: u64 = 168;
 const EPOCHS_PER_REQUEST: u64 = 24;
 
 /// The epoch whose end closed `channel`, and that close, among the newest
-/// [`CHAIN_CLOSE_LOOKBACK_EPOCHS`] ended epochs, newest first.
-fn find_chain_close(api: &ApiClient, channel: &ChannelId) -> anyhow::Result<Option<(u64, crate::api_client::ClosedChannel)>> {
+/// [`CHAIN_CLOSE_LOOKBACK_EPOCHS`] ended epochs, newest first; and how many
+/// ended epochs that was.
+fn find_chain_close(api: &ApiClient, channel: &ChannelId) -> anyhow::Result<(Option<(u64, crate::api_client::ClosedChannel)>, u64)> {
     // Epochs before the current one have ended (a chain too old to say
     // which is current has no epoch reports of closes either).
-    let Some(current) = api.status()?.epoch else { return Ok(None) };
+    let Some(current) = api.status()?.epoch else { return Ok((None, 0)) };
     let oldest = current.saturating_sub(CHAIN_CLOSE_LOOKBACK_EPOCHS);
     let mut end = current;
     while end > oldest {
@@ -788,12 +787,12 @@ fn find_chain_close(api: &ApiClient, channel: &ChannelId) -> anyhow::Result<Opti
         for record in page.into_iter().rev() {
             let epoch = record.report.epoch;
             if let Some(closed) = record.report.channels_closed.into_iter().find(|c| c.channel == *channel) {
-                return Ok(Some((epoch, closed)));
+                return Ok((Some((epoch, closed)), current - oldest));
             }
         }
         end = from;
     }
-    Ok(None)
+    Ok((None, current - oldest))
 }
 
 /// Refuse early what the ledger would refuse anyway, with a plainer reason.
@@ -938,7 +937,11 @@ fn describe_vesting(acct: &Account, now_secs: Option<u64>) -> String {
     let Some(until) = acct.vesting_until_secs else { return acct.vesting.to_string() };
     let when = describe_chain_time(until, now_secs);
     let vested = if acct.vested.is_zero() {
-        "none vested yet".to_string()
+        // When the first of it may be claimed, where the chain says.
+        match acct.first_release_secs {
+            Some(first) => format!("none vested yet, the first from {}", describe_chain_time(first, now_secs)),
+            None => "none vested yet".to_string(),
+        }
     } else {
         format!("{} vested ({CLAIM})", acct.vested)
     };
@@ -1280,6 +1283,13 @@ mod tests {
              chain time 1000 s (in 10m), and a slash can take it until it has"
         );
         assert!(describe_vesting(&rewarded(3_000_000, 0), Some(400)).starts_with("3 TWY: none vested yet; the rest"));
+        // It said "none vested yet" and not when the first would have.
+        let first_at_430 = Account { first_release_secs: Some(430), ..rewarded(3_000_000, 0) };
+        assert!(
+            describe_vesting(&first_at_430, Some(400)).starts_with("3 TWY: none vested yet, the first from chain time 430 s (in 30s); the rest"),
+            "{}",
+            describe_vesting(&first_at_430, Some(400))
+        );
         assert_eq!(
             describe_vesting(&rewarded(3_000_000, 3_000_000), Some(1_000)),
             "3 TWY, all vested: `tollway wallet claim` moves it to the balance"
@@ -1292,7 +1302,6 @@ mod tests {
              claimed; `tollway wallet balance` shows them)"
         );
         assert_eq!(describe_nothing_vested(None, Some(400)), describe_nothing_vested(Some(&rewarded(0, 0)), Some(400)));
-        let first_at_430 = Account { first_release_secs: Some(430), ..rewarded(3_000_000, 0) };
         assert_eq!(
             describe_nothing_vested(Some(&first_at_430), Some(400)),
             "nothing vested to claim yet: 3 TWY is vesting, the first of it claimable from chain time 430 s (in 30s)"
