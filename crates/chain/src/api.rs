@@ -323,10 +323,86 @@ struct NodeView {
     stake: Token,
     total_rewards: Token,
     total_slashed: Token,
+    /// The over-claim strike the node's next measurement decides (none:
+    /// no strike pending).
+    strike: Option<StrikeView>,
+    /// Its over-claim slashes so far, oldest first.
+    slashes: Vec<crate::core::NodeSlash>,
+}
+
+/// A pending over-claim strike in an operator's terms (DESIGN §2 step 2,
+/// ADR 0013): what struck the node, and what its next measurement does.
+#[derive(Serialize)]
+struct StrikeView {
+    /// The epoch whose measurement struck the node.
+    epoch: u64,
+    /// What the oracles measured then (the node's verified capacity).
+    measured_capacity_bps: u64,
+    /// The claim this epoch's measurement is judged against: the highest
+    /// the node held in the epoch (ADR 0014), so a claim lowered now counts
+    /// from the next epoch.
+    judged_claim_bps: u64,
+    /// That claim over the measurement (ρ, ppm).
+    over_claim_ppm: u64,
+    /// A measurement of at least this clears the strike (ρ at most the
+    /// slash threshold against the judged claim).
+    clears_at_bps: u64,
+    /// If a disjoint set of oracles measures the same again, the share of
+    /// the bond and of the unvested rewards taken (ppm)...
+    slash_ppm: u64,
+    /// ...which is this much now; and the claim is reset to the measurement.
+    slash_estimate: Token,
+    /// The end of the current epoch: the soonest a measurement decides the
+    /// strike (chain time, s). It stays pending, and holds the bond
+    /// (ADR 0013), through epochs without one.
+    decided_at_earliest_secs: u64,
+}
+
+impl StrikeView {
+    fn of(n: &Node, state: &tollway_ledger::State) -> Option<StrikeView> {
+        use tollway_ledger::economics::{measure::rho_ppm, slash::over_claim_fraction_ppm, slash::slashable_bond};
+        let strike = n.strike.as_ref()?;
+        let p = &state.params;
+        let index = state.node_index.get(&n.operator).copied()? as usize;
+        let judged_claim_bps =
+            state.node_epochs.get(index).map_or(n.spec.claimed_capacity_bps, |e| e.judged_claim_bps(n.spec.claimed_capacity_bps));
+        // A strike is made by the measurement that set the verified
+        // capacity, and any later one decides or renews it.
+        let measured_capacity_bps = n.verified_capacity_bps;
+        let over_claim_ppm = rho_ppm(judged_claim_bps, measured_capacity_bps);
+        let slash_ppm = over_claim_fraction_ppm(p, over_claim_ppm);
+        let acct = &state.accounts[n.account as usize];
+        let bond = slashable_bond(acct);
+        // The slash would come at the epoch's end, after what has vested
+        // by then is released.
+        let decided_at_earliest_secs = state.epoch_start_secs + p.epoch_secs;
+        let now_secs = decided_at_earliest_secs;
+        let unvested = acct.vesting_total().0
+            - tollway_ledger::economics::vesting::releasable(acct, now_secs, p.vesting_secs).0.min(acct.vesting_total().0);
+        let slash_estimate = Token(ppm_of(bond, slash_ppm) + ppm_of(unvested, slash_ppm));
+        Some(StrikeView {
+            epoch: strike.epoch,
+            measured_capacity_bps,
+            judged_claim_bps,
+            over_claim_ppm,
+            // ρ is floored, so at least claim / threshold, rounded up, clears.
+            clears_at_bps: (u128::from(judged_claim_bps) * tollway_types::PPM)
+                .div_ceil(u128::from(p.rho_slash_min_ppm).max(1))
+                .try_into()
+                .unwrap_or(u64::MAX),
+            slash_ppm: u64::try_from(slash_ppm).unwrap_or(u64::MAX),
+            slash_estimate,
+            decided_at_earliest_secs,
+        })
+    }
+}
+
+fn ppm_of(x: u128, ppm: u128) -> u128 {
+    tollway_types::math::mul_div_floor(x, ppm, tollway_types::PPM)
 }
 
 impl NodeView {
-    fn of(n: &Node, state: &tollway_ledger::State) -> NodeView {
+    fn of(n: &Node, state: &tollway_ledger::State, slashes: &[crate::core::NodeSlash]) -> NodeView {
         NodeView {
             id: n.operator,
             country: n.spec.country,
@@ -348,6 +424,8 @@ impl NodeView {
             stake: state.accounts[n.account as usize].staked,
             total_rewards: n.total_rewards,
             total_slashed: n.total_slashed,
+            strike: StrikeView::of(n, state),
+            slashes: slashes.to_vec(),
         }
     }
 }
@@ -431,6 +509,13 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Value> {
         "min_channel_escrow_usd": st.params.min_channel_escrow,
         "channel_max_lifetime_secs": st.params.channel_max_lifetime_secs,
         "channel_close_grace_secs": st.params.channel_close_grace_secs,
+        // What an over-claim costs (DESIGN §2 step 2), for a wallet that
+        // raises a claim: ρ = claimed / verified.
+        "rho_reward_on_claim_max_ppm": st.params.rho_reward_on_claim_max_ppm,
+        "rho_slash_min_ppm": st.params.rho_slash_min_ppm,
+        "slash_base_ppm": st.params.slash_base_ppm,
+        "slash_per_rho_ppm": st.params.slash_per_rho_ppm,
+        "slash_max_ppm": st.params.slash_max_ppm,
         "gateway": st.gateway,
         "consensus": "solo",
         "uptime_secs": s.started.elapsed().as_secs(),
@@ -961,7 +1046,7 @@ async fn nodes(State(s): State<Arc<Shared>>, Query(q): QueryMap) -> ApiResult<Js
         .into_iter()
         .map(|i| (i, &st.nodes[i as usize]))
         .filter(|&(i, n)| query.matches(&NodeRow::of(i, n)))
-        .map(|(_, n)| NodeView::of(n, st))
+        .map(|(_, n)| NodeView::of(n, st, core.node_slashes(&n.operator)))
         .collect();
     Ok(Json(views))
 }
@@ -971,7 +1056,7 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
     let core = s.core();
     let st = core.state();
     let idx = st.node_index.get(&id).ok_or_else(|| ApiError::not_found("unknown_node", format!("{id} is not a registered node")))?;
-    Ok(Json(NodeView::of(&st.nodes[*idx as usize], st)))
+    Ok(Json(NodeView::of(&st.nodes[*idx as usize], st, core.node_slashes(&id))))
 }
 
 /// In registration order, a page at a time (`from` is an index in it).

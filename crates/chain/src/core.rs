@@ -8,10 +8,10 @@ use crate::genesis::GenesisFile;
 use crate::mempool::{BlockTarget, Dropped, Mempool, MempoolLimits, Pending};
 use rand_core::RngCore;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use tollway_ledger::root::{decode_state, encode_state, state_root_of_encoding};
-use tollway_ledger::{apply_verified, Ctx, Event, State};
+use tollway_ledger::{apply_verified, Ctx, Event, SlashReason, State};
 use tollway_store::{BlockCommit, EpochRecord, Store};
 use tollway_types::math::mul_div_floor;
 use tollway_types::{block::tx_root, Amount, Block, Commit, Hash32, Header, PublicKey, SignedTx, SigningKey, TxId};
@@ -125,6 +125,70 @@ pub struct Core {
     config: CoreConfig,
     statuses: Statuses,
     speculative: Option<Speculative>,
+    node_slashes: NodeSlashes,
+}
+
+/// One over-claim slash of a node, as its epoch's report gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeSlash {
+    pub epoch: u64,
+    pub amount: tollway_types::Token,
+    /// The claim the epoch was judged against, and what the oracles measured.
+    pub claimed_capacity_bps: u64,
+    pub measured_capacity_bps: u64,
+    pub over_claim_ppm: u64,
+    /// The bond fell below a node's minimum: the node was deregistered.
+    pub ejected: bool,
+}
+
+/// The over-claim slashes of each node operator, newest last, so that the
+/// API can show a node's without reading every epoch in the store (the
+/// ledger keeps only their total). Built from the store at open, then from
+/// each committed epoch.
+#[derive(Default)]
+struct NodeSlashes {
+    by_operator: BTreeMap<PublicKey, Vec<NodeSlash>>,
+}
+
+impl NodeSlashes {
+    /// Slashes kept per operator: each takes at least `slash_base` of the
+    /// bond, so a node is ejected long before; the oldest go first.
+    const MAX_PER_OPERATOR: usize = 64;
+
+    fn add(&mut self, record: &EpochRecord) {
+        for slash in &record.report.slashes {
+            let SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps } = slash.reason else { continue };
+            let list = self.by_operator.entry(slash.account).or_default();
+            if list.len() == Self::MAX_PER_OPERATOR {
+                list.remove(0);
+            }
+            list.push(NodeSlash {
+                epoch: record.report.epoch,
+                amount: slash.amount,
+                claimed_capacity_bps: claimed_bps,
+                measured_capacity_bps: verified_bps,
+                over_claim_ppm: rho_ppm,
+                ejected: slash.ejected,
+            });
+        }
+    }
+
+    /// Every epoch the store holds, a page at a time.
+    fn of_store(store: &Store) -> Result<NodeSlashes, ChainError> {
+        const PAGE: usize = 256;
+        let mut slashes = NodeSlashes::default();
+        let mut from = 0;
+        loop {
+            let page = store.epochs(from, PAGE)?;
+            for record in &page {
+                slashes.add(record);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => from = last.report.epoch + 1,
+                _ => return Ok(slashes),
+            }
+        }
+    }
 }
 
 /// Writes a new store holding block 0 and the genesis state.
@@ -171,6 +235,7 @@ impl Core {
         }
         let state = decode_state(&encoding).map_err(|e| ChainError::Other(format!("stored state: {e}")))?;
         let statuses = Statuses { cap: config.status_cache, ..Statuses::default() };
+        let node_slashes = NodeSlashes::of_store(&store)?;
         Ok(Core {
             state,
             mempool: Mempool::new(config.mempool),
@@ -181,6 +246,7 @@ impl Core {
             config,
             statuses,
             speculative: None,
+            node_slashes,
         })
     }
 
@@ -192,6 +258,11 @@ impl Core {
     }
     pub fn tip(&self) -> &Header {
         &self.tip
+    }
+    /// The over-claim slashes of `operator`'s node so far, oldest first
+    /// (at most the last `NodeSlashes::MAX_PER_OPERATOR`).
+    pub fn node_slashes(&self, operator: &PublicKey) -> &[NodeSlash] {
+        self.node_slashes.by_operator.get(operator).map_or(&[], Vec::as_slice)
     }
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()
@@ -370,6 +441,9 @@ impl Application for Core {
         })?;
         // Proposed or verified alike, the executed block names its txs.
         let Executed { tx_ids, results, epochs, .. } = spec.executed;
+        for record in &epochs {
+            self.node_slashes.add(record);
+        }
         for (index, (id, events)) in tx_ids.iter().zip(results).enumerate() {
             self.statuses.set(*id, TxState::Committed { height: block.header.height, index: index as u32 }, events);
         }

@@ -1227,3 +1227,70 @@ fn a_gapped_tx_on_an_idle_chain_expires_after_its_time() {
     assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(4000), "dropped after {waited:?}");
 }
 
+
+/// A node's record showed its slashed total and nothing of a pending
+/// strike: an operator could not tell that the next measurement would
+/// slash the node, nor what would clear it. The record now carries the
+/// strike; a claim lowered after it still counts for this epoch's
+/// judgement (ADR 0014), which the record says. `/v1/status` gives the
+/// over-claim thresholds.
+#[test]
+fn a_struck_node_shows_its_strike_and_what_decides_it() {
+    use tollway_types::{Measurement, MeasurementOutcome, MeasurementReport};
+    let c = start_chain(|p| p.epoch_secs = 2, |_| {});
+    let st = status(&c);
+    assert_eq!((u64_at(&st, &["rho_slash_min_ppm"]), u64_at(&st, &["slash_base_ppm"])), (2_000_000, 50_000), "{st}");
+    assert_eq!(u64_at(&st, &["rho_reward_on_claim_max_ppm"]), 1_250_000, "{st}");
+    let spec = tollway_ledger::testkit::node_spec("DE", "203.0.113.7", 100_000_000);
+    assert_eq!(c.submit_wait(&signed("operator", 0, TxBody::RegisterNode(spec.clone()))).0, 200);
+    for (i, o) in ["oracle0", "oracle1", "oracle2"].iter().enumerate() {
+        let addr = format!("198.51.{i}.1").parse().unwrap();
+        assert_eq!(c.submit_wait(&signed(o, 0, TxBody::RegisterOracle { addr })).0, 200);
+    }
+    let operator = key("operator").public();
+    let record = || c.get(&format!("/v1/nodes/{operator}")).1;
+    assert!(record()["strike"].is_null() && record()["slashes"] == serde_json::json!([]), "{}", record());
+    // The oracles are active from the next epoch: all three measure the
+    // node at a tenth of its claim.
+    let registered = u64_at(&status(&c), &["epoch"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while u64_at(&status(&c), &["epoch"]) == registered {
+        assert!(std::time::Instant::now() < deadline, "no epoch end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let epoch = u64_at(&status(&c), &["epoch"]);
+    for o in ["oracle0", "oracle1", "oracle2"] {
+        let outcome = MeasurementOutcome::Measured { throughput_bps: 10_000_000, latency_us: 20_000 };
+        let report = MeasurementReport { epoch, measurements: vec![Measurement { node: operator, outcome, uptime_ppm: 1_000_000 }] };
+        let (s, v) = c.submit_wait(&signed(o, 1, TxBody::Report(report)));
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    }
+    while record()["strike"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "no strike: {}", record());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The operator lowers the claim: it counts from the next epoch.
+    let lowered = tollway_types::NodeSpec { claimed_capacity_bps: 10_000_000, ..spec };
+    assert_eq!(c.submit_wait(&signed("operator", 1, TxBody::UpdateNode(lowered))).0, 200);
+    let (n, st) = (record(), status(&c));
+    let strike = &n["strike"];
+    assert_eq!(u64_at(&n, &["claimed_capacity_bps"]), 10_000_000, "{n}");
+    assert_eq!(
+        [
+            u64_at(strike, &["epoch"]),
+            u64_at(strike, &["measured_capacity_bps"]),
+            u64_at(strike, &["judged_claim_bps"]),
+            u64_at(strike, &["over_claim_ppm"]),
+            u64_at(strike, &["clears_at_bps"]),
+            u64_at(strike, &["slash_ppm"]),
+        ],
+        [epoch, 10_000_000, 100_000_000, 10_000_000, 50_000_000, 450_000],
+        "{n}"
+    );
+    // 45 % of the 1,000 TWY bond and of the rewards still vesting then.
+    let twy = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    let (estimate, rewards) = (twy(&strike["slash_estimate"]), twy(&n["total_rewards"]));
+    assert!(rewards > 0.0 && (estimate - (450.0 + 0.45 * rewards)).abs() < 0.001, "{n}");
+    let epoch_end = u64_at(&st, &["epoch_start_secs"]) + u64_at(&st, &["epoch_secs"]);
+    assert_eq!(u64_at(strike, &["decided_at_earliest_secs"]), epoch_end, "{n}");
+}

@@ -33,8 +33,9 @@ pub fn take_stake(acct: &mut Account, amount: Token) -> Token {
 /// What a slash's fraction is of: the bonded stake and the unbonding
 /// entries, which stay slashable until they are withdrawn (a fraction of
 /// the bonded stake alone let an account shrink its slash by unbonding
-/// between the strike and its confirmation).
-fn slashable_bond(acct: &Account) -> u128 {
+/// between the strike and its confirmation). Public for the API's
+/// estimate of a pending strike's slash.
+pub fn slashable_bond(acct: &Account) -> u128 {
     acct.staked.0 + acct.unbonding_total().0
 }
 
