@@ -41,6 +41,22 @@ pub struct Status {
     /// The current epoch: those before it have ended, and have reports.
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// What an over-claim costs (DESIGN §2 step 2; absent from older
+    /// chains): up to this ρ = claimed / verified rewards follow the claim...
+    #[serde(default)]
+    pub rho_reward_on_claim_max_ppm: Option<u64>,
+    /// ...above this a measurement strikes the node, and a second by other
+    /// oracles slashes it...
+    #[serde(default)]
+    pub rho_slash_min_ppm: Option<u64>,
+    /// ...this share of its bond, growing per unit of ρ above the
+    /// threshold, up to the most.
+    #[serde(default)]
+    pub slash_base_ppm: Option<u64>,
+    #[serde(default)]
+    pub slash_per_rho_ppm: Option<u64>,
+    #[serde(default)]
+    pub slash_max_ppm: Option<u64>,
 }
 
 /// `GET /v1/epochs` entries, the part the wallet reads: the channels the
@@ -151,6 +167,44 @@ pub struct NodeInfo {
     pub total_rewards: Token,
     #[serde(default)]
     pub total_slashed: Token,
+    /// The over-claim strike its next measurement decides (absent: none,
+    /// or an older chain).
+    #[serde(default)]
+    pub strike: Option<Strike>,
+    /// Its over-claim slashes, oldest first (absent from older chains).
+    #[serde(default)]
+    pub slashes: Vec<NodeSlash>,
+}
+
+/// A node's pending over-claim strike (ADR 0013).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Strike {
+    /// The epoch whose measurement struck the node.
+    pub epoch: u64,
+    pub measured_capacity_bps: u64,
+    /// The claim the current epoch is judged against (the highest held in
+    /// it: a claim lowered now counts from the next epoch).
+    pub judged_claim_bps: u64,
+    pub over_claim_ppm: u64,
+    /// A measurement of at least this clears the strike.
+    pub clears_at_bps: u64,
+    /// What a confirmation at the same ρ takes: this share of the bond and
+    /// the unvested rewards, about `slash_estimate` now.
+    pub slash_ppm: u64,
+    pub slash_estimate: Token,
+    /// The current epoch's end: the soonest a measurement decides it.
+    pub decided_at_earliest_secs: u64,
+}
+
+/// One over-claim slash of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct NodeSlash {
+    pub epoch: u64,
+    pub amount: Token,
+    pub claimed_capacity_bps: u64,
+    pub measured_capacity_bps: u64,
+    pub over_claim_ppm: u64,
+    pub ejected: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -489,6 +489,14 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         }
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
+        // The node's own record, once an epoch: an operator learns of a
+        // strike, a slash or an ejection here, where they look.
+        if let Some(line) = pending_strike_line(&record) {
+            outln!("{line}")?;
+        }
+        let watch_every = Duration::from_secs(status.epoch_secs.unwrap_or(RECORD_WATCH_DEFAULT_SECS).clamp(1, RECORD_WATCH_MAX_SECS));
+        let watch_api = ApiClient::new(&url)?;
+        std::thread::spawn(move || watch_record(&watch_api, record, watch_every));
         // What was relayed since the last status line, and when that was.
         let last_relayed = std::cell::Cell::new((std::time::Instant::now(), server.relayed_bytes()));
         let status = every_when_changed(Duration::from_secs(a.status_secs), || {
@@ -578,6 +586,73 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         }
     }
     kept.with_context(|| format!("keeping the receipts in {}", a.home.join("receipts.json").display()))
+}
+
+/// How often `node run` reads its record when the chain does not say how
+/// long an epoch is (an older chain), and at most (an hour: the default
+/// epoch).
+const RECORD_WATCH_DEFAULT_SECS: u64 = 60;
+const RECORD_WATCH_MAX_SECS: u64 = 3_600;
+
+/// Reads the node's record every `every` and prints what changed in its
+/// strike, slashes and registration (`record_changes`), for as long as the
+/// process runs. A failed read is skipped: the next one compares with the
+/// last record read.
+fn watch_record(api: &ApiClient, mut last: NodeInfo, every: Duration) {
+    loop {
+        std::thread::sleep(every);
+        let Ok(Some((now, _))) = api.node(&last.id) else { continue };
+        for line in record_changes(&last, &now) {
+            let _ = outln!("{line}");
+        }
+        last = now;
+    }
+}
+
+/// A strike pending when the node starts.
+fn pending_strike_line(record: &NodeInfo) -> Option<String> {
+    let strike = record.strike.as_ref()?;
+    Some(format!(
+        "STRIKE pending {}; `tollway wallet balance` says what comes next",
+        crate::wallet::describe_strike(strike)
+    ))
+}
+
+/// One line per change an operator must hear of between two reads of the
+/// node's record: a strike given, cleared or renewed, a slash (how much),
+/// the node deregistered. Nothing when none of them changed.
+fn record_changes(before: &NodeInfo, after: &NodeInfo) -> Vec<String> {
+    let mut lines = Vec::new();
+    let last_slash_epoch = before.slashes.last().map(|s| s.epoch);
+    let new_slashes: Vec<_> = after.slashes.iter().filter(|s| last_slash_epoch.is_none_or(|e| s.epoch > e)).collect();
+    for slash in &new_slashes {
+        lines.push(format!("SLASHED {}", crate::wallet::describe_slash(slash)));
+    }
+    // A chain that lists no slashes still counts them.
+    if new_slashes.is_empty() && after.total_slashed > before.total_slashed {
+        let taken = tollway_types::Token(after.total_slashed.0 - before.total_slashed.0);
+        lines.push(format!("SLASHED {taken} for an over-claim; the claim was reset to the measurement"));
+    }
+    match (&before.strike, &after.strike) {
+        (None, Some(_)) => lines.extend(pending_strike_line(after).map(|l| l.replacen("STRIKE pending", "STRIKE given", 1))),
+        (Some(old), Some(new)) if old.epoch != new.epoch => {
+            lines.extend(pending_strike_line(after).map(|l| l.replacen("STRIKE pending", "STRIKE renewed", 1)))
+        }
+        (Some(_), None) if new_slashes.is_empty() && after.total_slashed == before.total_slashed => lines.push(format!(
+            "strike cleared: the oracles measured {} against {} claimed",
+            crate::wallet::format_bps(after.verified_capacity_bps),
+            crate::wallet::format_bps(after.claimed_capacity_bps)
+        )),
+        _ => {}
+    }
+    if before.active && !after.active {
+        lines.push(
+            "DEREGISTERED: the node left the market, and clients no longer find it; \
+             `tollway wallet register-node` brings it back (with at least a node's minimum stake)"
+                .to_string(),
+        );
+    }
+    lines
 }
 
 /// At stop, channels expiring this soon are settled whatever their amount.
@@ -1201,6 +1276,65 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `node run` said nothing of its own record after it started: the
+    /// lines it now prints as the record changes, and none when it did not.
+    #[test]
+    fn a_node_says_when_it_is_struck_slashed_cleared_or_deregistered_and_nothing_else() {
+        use crate::api_client::{NodeSlash, Strike};
+        let json = serde_json::json!({
+            "id": tollway_types::SigningKey::from_label("n").public(), "country": "DE", "region": "europe",
+            "addrs": ["203.0.113.7"], "active": true, "claimed_capacity_bps": 100_000_000,
+            "verified_capacity_bps": 90_000_000, "price_usd_micro_per_gib": 500_000, "reputation_ppm": 500_000,
+            "measured_epoch": 3,
+        });
+        let honest: NodeInfo = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(record_changes(&honest, &honest.clone()), Vec::<String>::new());
+        let strike = Strike {
+            epoch: 4,
+            measured_capacity_bps: 10_000_000,
+            judged_claim_bps: 100_000_000,
+            over_claim_ppm: 10_000_000,
+            clears_at_bps: 50_000_000,
+            slash_ppm: 450_000,
+            slash_estimate: tollway_types::Token::units(450),
+            decided_at_earliest_secs: 1_000,
+        };
+        let struck = NodeInfo { verified_capacity_bps: 10_000_000, strike: Some(strike.clone()), ..honest.clone() };
+        assert_eq!(
+            record_changes(&honest, &struck),
+            ["STRIKE given from epoch 4: the oracles measured 10 Mbit/s against 100 Mbit/s claimed (×10.0 over); \
+              a measurement of at least 50 Mbit/s clears it; `tollway wallet balance` says what comes next"]
+        );
+        assert_eq!(record_changes(&struck, &struck.clone()), Vec::<String>::new(), "still pending: no line");
+        let renewed = NodeInfo { strike: Some(Strike { epoch: 5, ..strike }), ..struck.clone() };
+        assert!(record_changes(&struck, &renewed)[0].starts_with("STRIKE renewed from epoch 5"));
+        let cleared = NodeInfo { verified_capacity_bps: 80_000_000, strike: None, ..struck.clone() };
+        assert_eq!(record_changes(&struck, &cleared), ["strike cleared: the oracles measured 80 Mbit/s against 100 Mbit/s claimed"]);
+        let slash = NodeSlash {
+            epoch: 5,
+            amount: tollway_types::Token::units(450),
+            claimed_capacity_bps: 100_000_000,
+            measured_capacity_bps: 10_000_000,
+            over_claim_ppm: 10_000_000,
+            ejected: true,
+        };
+        let ejected = NodeInfo {
+            active: false,
+            strike: None,
+            total_slashed: tollway_types::Token::units(450),
+            slashes: vec![slash],
+            ..struck.clone()
+        };
+        let lines = record_changes(&struck, &ejected);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over)"), "{}", lines[0]);
+        assert!(lines[1].starts_with("DEREGISTERED: the node left the market"), "{}", lines[1]);
+        assert_eq!(record_changes(&ejected, &ejected.clone()), Vec::<String>::new());
+        // A chain that lists no slashes: the total says how much.
+        let older = NodeInfo { slashes: Vec::new(), ..ejected };
+        assert_eq!(record_changes(&struck, &older)[0], "SLASHED 450 TWY for an over-claim; the claim was reset to the measurement");
+    }
 
     #[test]
     fn a_node_status_says_what_it_relayed_and_how_fast() {

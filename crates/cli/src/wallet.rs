@@ -8,7 +8,7 @@
 //! returns once the tx's block is durable (or was refused, with the
 //! ledger's reason). Human output by default, the API's JSON with `--json`.
 
-use crate::api_client::{Account, ApiClient, ApiError, Channel, NodeInfo, Status, TxStatus};
+use crate::api_client::{Account, ApiClient, ApiError, Channel, NodeInfo, NodeSlash, Status, Strike, TxStatus};
 use crate::keys;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -432,6 +432,11 @@ impl Wallet {
                 }
                 if let Some(c) = capacity_bps {
                     spec.claimed_capacity_bps = *c;
+                    // Said before the fee is paid, where the operator can
+                    // still choose a lower figure.
+                    if let Some(warning) = self.api.status().ok().and_then(|st| over_claim_warning(*c, &record, &st)) {
+                        eprintln!("{warning}");
+                    }
                 }
                 if let Some(p) = price_usd_per_gib {
                     spec.price_usd_micro_per_gib = gib_price(p)?;
@@ -588,7 +593,7 @@ impl Wallet {
         // the API had and no command showed.
         if acct.node {
             if let Some((node, _)) = self.api.node(&id)? {
-                for line in node_lines(&node) {
+                for line in node_lines(&node, now_secs) {
                     outln!("{line}")?;
                 }
             }
@@ -972,7 +977,7 @@ fn print_account(acct: &Account, now_secs: Option<u64>) -> std::io::Result<()> {
 
 /// What `balance` says of the account's node: where it stands on the
 /// market, what the oracles measured of it, and what it earned and lost.
-fn node_lines(n: &NodeInfo) -> Vec<String> {
+fn node_lines(n: &NodeInfo, now_secs: Option<u64>) -> Vec<String> {
     let addr = n.addrs.first().map_or_else(String::new, |a| a.to_string());
     let (country, price) = (n.country.as_str(), Usd(n.price_usd_micro_per_gib as u128));
     let mut lines = vec![if n.active {
@@ -1003,7 +1008,72 @@ fn node_lines(n: &NodeInfo) -> Vec<String> {
         percent(n.reputation_ppm)
     ));
     lines.push(format!("  rewards   {} earned in total (they vest first), {} slashed", n.total_rewards, n.total_slashed));
+    // The last few; the API lists them all.
+    const SLASHES_SHOWN: usize = 5;
+    for slash in n.slashes.iter().rev().take(SLASHES_SHOWN).rev() {
+        lines.push(format!("  slashed   {}", describe_slash(slash)));
+    }
+    if let Some(strike) = &n.strike {
+        lines.extend(strike_lines(strike, now_secs));
+    }
     lines
+}
+
+/// A ratio in ppm as "×2.5".
+fn times(ppm: u64) -> String {
+    format!("×{:.1}", ppm as f64 / 1e6)
+}
+
+/// One over-claim slash, for `balance` and `node run`.
+pub fn describe_slash(s: &NodeSlash) -> String {
+    let ejected = if s.ejected { "; the bond fell below a node's minimum, so the node was deregistered" } else { "" };
+    format!(
+        "{} in epoch {}: {} claimed, {} measured ({} over), confirmed by a second set of oracles; the claim was reset to the measurement{ejected}",
+        s.amount,
+        s.epoch,
+        format_bps(s.claimed_capacity_bps),
+        format_bps(s.measured_capacity_bps),
+        times(s.over_claim_ppm)
+    )
+}
+
+/// The first line of a pending strike, for `balance` and `node run`.
+pub fn describe_strike(s: &Strike) -> String {
+    format!(
+        "from epoch {}: the oracles measured {} against {} claimed ({} over); a measurement of at least {} clears it",
+        s.epoch,
+        format_bps(s.measured_capacity_bps),
+        format_bps(s.judged_claim_bps),
+        times(s.over_claim_ppm),
+        format_bps(s.clears_at_bps)
+    )
+}
+
+/// A pending strike in an operator's words: what struck the node, what
+/// its next measurement does, and what the operator can do (ADR 0013:
+/// nothing but a measurement decides it; ADR 0014: a lower claim counts
+/// from the next epoch, not this one).
+fn strike_lines(s: &Strike, now_secs: Option<u64>) -> Vec<String> {
+    vec![
+        format!("  STRIKE    {}", describe_strike(s)),
+        format!(
+            "            the next measurement by other oracles decides it, at the earliest when this epoch ends at {}: \
+             below that, about {} ({:.1}% of the bond and of the unvested rewards) is slashed and the claim reset \
+             to what was measured",
+            describe_chain_time(s.decided_at_earliest_secs, now_secs),
+            s.slash_estimate,
+            s.slash_ppm as f64 / 10_000.0
+        ),
+        "            until then the bond is held: neither `deregister-node` nor `withdraw`; keep the node running, \
+         so that it is measured"
+            .to_string(),
+        format!(
+            "            if the line is slower than claimed, lower the claim (`tollway wallet update-node --capacity-bps {}`, \
+             what was measured): it counts from the next epoch on, as an epoch is judged on the highest claim it held, \
+             so it cannot stop a slash at this epoch's end, only a later one",
+            s.measured_capacity_bps
+        ),
+    ]
 }
 
 /// Bit/s for people: "100 Mbit/s", "1.5 Gbit/s".
@@ -1199,6 +1269,48 @@ fn warn_unreachable_addrs(addrs: &[IpAddr]) {
     }
 }
 
+/// What a claim raised to `claim_bps`, above what the oracles last
+/// measured, costs by the chain's rules (DESIGN §2 step 2): none when the
+/// claim is not raised, the node was never measured, or the chain does not
+/// say its thresholds.
+fn over_claim_warning(claim_bps: u64, node: &NodeInfo, status: &Status) -> Option<String> {
+    let verified_bps = node.verified_capacity_bps;
+    if claim_bps <= node.claimed_capacity_bps || claim_bps <= verified_bps || node.measured_epoch.is_none() || verified_bps == 0 {
+        return None;
+    }
+    let (reward_max, slash_min) = (status.rho_reward_on_claim_max_ppm?, status.rho_slash_min_ppm?);
+    let (base, per_rho, most) = (status.slash_base_ppm?, status.slash_per_rho_ppm?, status.slash_max_ppm?);
+    const PPM: u128 = 1_000_000;
+    // The ledger's ρ (`rho_ppm`) and slash share (`over_claim_fraction_ppm`).
+    let rho = u64::try_from(u128::from(claim_bps) * PPM / u128::from(verified_bps)).unwrap_or(u64::MAX);
+    let share = |rho: u64| (base + u64::try_from(u128::from(per_rho) * u128::from(rho.saturating_sub(slash_min)) / PPM).unwrap_or(u64::MAX)).min(most);
+    let percent = |ppm: u64| format!("{:.1}%", ppm as f64 / 10_000.0);
+    let struck_above_bps = u64::try_from(u128::from(verified_bps) * u128::from(slash_min) / PPM).unwrap_or(u64::MAX);
+    let cost = if rho > slash_min {
+        format!(
+            "at this claim the next measurement strikes the node (bond held until decided), and a second by other \
+             oracles slashes {} of its bond and unvested rewards and resets the claim to the measurement",
+            percent(share(rho))
+        )
+    } else {
+        format!(
+            "above {} ({} the measurement) a measurement strikes the node, and a second by other oracles slashes \
+             at least {} of its bond and unvested rewards",
+            format_bps(struck_above_bps),
+            times(slash_min),
+            percent(base)
+        )
+    };
+    let rewards = if rho > reward_max { "rewards follow the measurement, not the claim; " } else { "" };
+    Some(format!(
+        "warning: {} is {} the {} the oracles last measured (epoch {}): {rewards}{cost}",
+        format_bps(claim_bps),
+        times(rho),
+        format_bps(verified_bps),
+        node.measured_epoch.unwrap_or_default()
+    ))
+}
+
 /// `4433` or `4433-4440`.
 fn parse_ports(text: &str) -> anyhow::Result<(u16, u16)> {
     let bad = || anyhow::anyhow!("--ports {text:?} is not a port or a range such as 4433-4440");
@@ -1232,6 +1344,28 @@ mod tests {
     use super::*;
 
     use crate::test_util::err_of;
+
+    /// A chain's status with nothing but what every chain has said.
+    fn status_of_older_chain() -> Status {
+        Status {
+            chain_id: "c".into(),
+            time_ms: 0,
+            min_fee_token: Token(1000),
+            min_fee_usd: Usd(100),
+            gateway: None,
+            now_ms: None,
+            min_channel_escrow_usd: None,
+            channel_max_lifetime_secs: None,
+            channel_close_grace_secs: None,
+            epoch_start_secs: None,
+            epoch_secs: None,
+            rho_reward_on_claim_max_ppm: None,
+            rho_slash_min_ppm: None,
+            slash_base_ppm: None,
+            slash_per_rho_ppm: None,
+            slash_max_ppm: None,
+        }
+    }
 
     #[test]
     fn amounts_ports_and_receipts_parse_or_say_why() {
@@ -1331,19 +1465,44 @@ mod tests {
             latency_us: 23_400,
             total_rewards: Token(12_500_000),
             total_slashed: Token::ZERO,
+            strike: None,
+            slashes: Vec::new(),
         };
-        let lines = node_lines(&measured);
+        let lines = node_lines(&measured, None);
         assert_eq!(lines[0], "  node      active in DE (europe) at 203.0.113.7, $0.5 per GiB");
         assert_eq!(lines[1], "  capacity  100 Mbit/s claimed, 82.5 Mbit/s verified");
         assert_eq!(lines[2], "  measured  last in epoch 41: latency 23.4 ms; uptime credited last epoch 99.9%");
         assert!(lines[3].starts_with("  quality   reputation 61.2% (a running average"), "{}", lines[3]);
         assert_eq!(lines[4], "  rewards   12.5 TWY earned in total (they vest first), 0 TWY slashed");
+        // What a raised claim costs, by the chain's thresholds.
+        let rules = Status {
+            rho_reward_on_claim_max_ppm: Some(1_250_000),
+            rho_slash_min_ppm: Some(2_000_000),
+            slash_base_ppm: Some(50_000),
+            slash_per_rho_ppm: Some(50_000),
+            slash_max_ppm: Some(500_000),
+            ..status_of_older_chain()
+        };
+        assert_eq!(
+            over_claim_warning(150_000_000, &measured, &rules).as_deref(),
+            Some(
+                "warning: 150 Mbit/s is ×1.8 the 82.5 Mbit/s the oracles last measured (epoch 41): rewards follow the \
+                 measurement, not the claim; above 165 Mbit/s (×2.0 the measurement) a measurement strikes the node, \
+                 and a second by other oracles slashes at least 5.0% of its bond and unvested rewards"
+            )
+        );
+        let far = over_claim_warning(825_000_000, &measured, &rules).unwrap_or_default();
+        assert!(far.contains("×10.0 the 82.5") && far.contains("slashes 45.0% of its bond"), "{far}");
+        assert_eq!(over_claim_warning(90_000_000, &measured, &rules), None, "lowered: nothing to warn of");
+        assert_eq!(over_claim_warning(150_000_000, &measured, &status_of_older_chain()), None, "no thresholds: no guess");
+        let never = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, ..measured.clone() };
+        assert_eq!(over_claim_warning(150_000_000, &never, &rules), None, "never measured: nothing to compare");
         let new = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, active: false, ..measured };
-        let lines = node_lines(&new);
+        let lines = node_lines(&new, None);
         assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);
         assert!(lines[1].ends_with("0 bit/s verified: never measured by the oracles, so no uptime reward yet"), "{}", lines[1]);
         // An idle chain: the tip is a minute old, the node's clock is now.
-        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None };
+        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None, rho_reward_on_claim_max_ppm: None, rho_slash_min_ppm: None, slash_base_ppm: None, slash_per_rho_ppm: None, slash_max_ppm: None };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");
         assert_eq!(describe_channel_expiry(1_030, None), "1030");
         // With the grace and the epochs: when close-channel can close it,
@@ -1369,7 +1528,7 @@ mod tests {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
 
-        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None };
+        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None, rho_reward_on_claim_max_ppm: None, rho_slash_min_ppm: None, slash_base_ppm: None, slash_per_rho_ppm: None, slash_max_ppm: None };
         let account = |token: u128, usd: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,

@@ -658,3 +658,194 @@ fn an_operators_usage_reward_says_what_has_vested_and_when_and_is_claimed() {
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A signed tx from the key of `label`, posted to the chain at `api` and
+/// waited for: the JSON status (committed, or rejected with why).
+fn submit_as(api: &str, label: &str, body: tollway_types::TxBody) -> Value {
+    use tollway_types::{Amount, SigningKey, Tx, Usd};
+    let key = SigningKey::from_label(label);
+    let status = get_json(api, "/v1/status");
+    let nonce = get_json(api, &format!("/v1/accounts/{}", key.public()))["nonce"].as_u64().unwrap_or(0);
+    let fee_usd = str_field(&status, "min_fee_usd");
+    let fee = Amount::Usd(Usd::parse_decimal(&fee_usd).unwrap_or_else(|e| panic!("min_fee_usd {fee_usd}: {e}")));
+    let tx = Tx { chain_id: str_field(&status, "chain_id"), signer: key.public(), nonce, fee, body }.sign(&key);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{api}/v1/txs?wait=commit&timeout_ms=5000");
+    let mut answer = agent
+        .post(&url)
+        .header("Content-Type", "application/octet-stream")
+        .send(&tx.encode()[..])
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let text = answer.body_mut().read_to_string().unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url} is not JSON ({e}): {text}"))
+}
+
+/// Every oracle reports `node` measured at `throughput_bps` in the current
+/// epoch; those not assigned to it are refused, the others committed.
+/// Returns the epoch reported on.
+fn all_oracles_measure(api: &str, oracles: &[String], node: tollway_types::AccountId, throughput_bps: u64) -> u64 {
+    use tollway_types::{Measurement, MeasurementOutcome, MeasurementReport, TxBody};
+    let epoch = u64_field(&get_json(api, "/v1/status"), "epoch");
+    let mut committed = 0;
+    for oracle in oracles {
+        let outcome = MeasurementOutcome::Measured { throughput_bps, latency_us: 20_000 };
+        let report = MeasurementReport { epoch, measurements: vec![Measurement { node, outcome, uptime_ppm: 1_000_000 }] };
+        let done = submit_as(api, oracle, TxBody::Report(report));
+        committed += usize::from(done["status"] == "committed");
+    }
+    assert_eq!(committed, 3, "three oracles are assigned to a node in epoch {epoch}");
+    epoch
+}
+
+/// A TWY amount as the API gives it ("82.5"), for comparisons within a
+/// rounding.
+fn twy(text: &str) -> f64 {
+    text.parse().unwrap_or_else(|e| panic!("{text:?} is not an amount: {e}"))
+}
+
+/// Waits (at most 15 s) until the node's record at `api` passes `test`.
+fn node_when(api: &str, node: &str, test: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let record = get_json(api, &format!("/v1/nodes/{node}"));
+        if test(&record) {
+            return record;
+        }
+        assert!(std::time::Instant::now() < deadline, "the node's record never turned as expected: {record}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An operator whose node was struck for an over-claim heard nothing: the
+/// API showed no pending strike and the slashes only as a total, `balance`
+/// said neither what was measured nor what comes next, and `node run`
+/// printed nothing as its node was struck, slashed and ejected. A liar here
+/// (claims 100 Mbit/s, measured at 40) is struck, slashed 7.5 % of its bond,
+/// raises its claim (warned what that costs), and is struck, slashed and
+/// ejected, with six oracles reporting on a chain of 3 s epochs.
+#[test]
+fn an_operator_hears_of_a_strike_its_slash_and_the_ejection() {
+    use tollway_types::{SigningKey, TxBody};
+    let dir = temp_dir("strike");
+    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
+    let op = str_field(&created, "public");
+    let oracles: Vec<String> = (0..6).map(|i| format!("strike-oracle-{i}")).collect();
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let mut init = vec!["chain".to_string(), "init".into(), "--home".into(), home_str.into(), "--param".into(), "epoch=3s".into()];
+    // 1,100 TWY bonded: a 7.5 % slash leaves it above the node's minimum.
+    init.extend(["--alloc".into(), format!("{op}=stake:1100TWY,10USD")]);
+    for o in &oracles {
+        init.extend(["--alloc".into(), format!("{}=stake:5000TWY,10USD", SigningKey::from_label(o).public())]);
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    tollway(&dir, &init, None).expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+    let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
+    for (i, o) in oracles.iter().enumerate() {
+        let addr = format!("198.51.{i}.1").parse().unwrap_or_else(|e| panic!("{e}"));
+        let done = submit_as(api, o, TxBody::RegisterOracle { addr });
+        assert_eq!(done["status"], "committed", "{done}");
+    }
+    let node_home = dir.join("node-home");
+    let node_home = node_home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let init = tollway(&dir, &["node", "init", "--home", node_home], None).expect_ok("node init");
+    let pin = init.stdout.lines().find_map(|l| l.strip_prefix("tls pin ")).unwrap_or_else(|| panic!("{}", init.stdout));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(47_000);
+    let port = port.to_string();
+    op_wallet(&[
+        "register-node", "--country", "DE", "--addr", "127.0.0.1", "--ports", &port, "--capacity-bps", "100000000",
+        "--price-usd-per-gib", "0.5", "--tls-pin", pin,
+    ])
+    .expect_ok("register-node");
+    let args = ["node", "run", "--home", node_home, "--key", "op.key", "--api", api, "--listen", "127.0.0.1", "--allow-loopback"];
+    let mut node = common::Daemon::start(&dir, &args, "receipts kept in");
+    let node_key = tollway_types::PublicKey::from_hex(&op).unwrap_or_else(|e| panic!("{e}"));
+
+    // The oracles start in the epoch after they registered.
+    let registered = u64_field(&get_json(api, "/v1/status"), "epoch");
+    wait_for_epoch_after(api, registered);
+    let struck_epoch = all_oracles_measure(api, &oracles, node_key, 40_000_000);
+    let record = node_when(api, &op, |n| !n["strike"].is_null());
+    let strike = &record["strike"];
+    assert_eq!(u64_field(strike, "epoch"), struck_epoch, "{record}");
+    assert_eq!(u64_field(strike, "measured_capacity_bps"), 40_000_000, "{record}");
+    assert_eq!(u64_field(strike, "judged_claim_bps"), 100_000_000, "{record}");
+    assert_eq!(u64_field(strike, "over_claim_ppm"), 2_500_000, "{record}");
+    assert_eq!(u64_field(strike, "clears_at_bps"), 50_000_000, "{record}");
+    // 5 % at ρ 2, and 5 % more per unit of ρ above: 7.5 % of the 1,100 TWY
+    // bond, and of the rewards the measurement earned it (still vesting).
+    assert_eq!(u64_field(strike, "slash_ppm"), 75_000, "{record}");
+    let estimate = twy(&str_field(strike, "slash_estimate"));
+    let rewards = twy(&str_field(&record, "total_rewards"));
+    assert!(rewards > 0.0 && (estimate - (82.5 + 0.075 * rewards)).abs() < 0.001, "{record}");
+    let status = get_json(api, "/v1/status");
+    let epoch_end = u64_field(&status, "epoch_start_secs") + u64_field(&status, "epoch_secs");
+    assert_eq!(u64_field(strike, "decided_at_earliest_secs"), epoch_end, "{record}");
+    assert_eq!(record["slashes"], serde_json::json!([]), "{record}");
+    let shown = op_wallet(&["balance"]).expect_ok("balance of a struck node");
+    let second = format!(
+        "below that, about {} TWY (7.5% of the bond and of the unvested rewards) is slashed and the claim reset to what was measured",
+        str_field(strike, "slash_estimate")
+    );
+    let first = format!(
+        "  STRIKE    from epoch {struck_epoch}: the oracles measured 40 Mbit/s against 100 Mbit/s claimed (×2.5 over); \
+         a measurement of at least 50 Mbit/s clears it"
+    );
+    for said in [
+        first.as_str(),
+        second.as_str(),
+        "until then the bond is held: neither `deregister-node` nor `withdraw`",
+        "lower the claim (`tollway wallet update-node --capacity-bps 40000000`, what was measured): it counts from the next epoch on",
+    ] {
+        assert!(shown.stdout.contains(said), "no {said:?} in:\n{}", shown.stdout);
+    }
+    let line = node.wait_for_line("STRIKE", Duration::from_secs(8)).unwrap_or_else(|| panic!("no strike line: {:?}", node.lines));
+    assert!(line.starts_with(&format!("STRIKE given from epoch {struck_epoch}: the oracles measured 40 Mbit/s against 100 Mbit/s")), "{line}");
+
+    // Other oracles measure the same: the strike is confirmed.
+    let slashed_epoch = all_oracles_measure(api, &oracles, node_key, 40_000_000);
+    let record = node_when(api, &op, |n| n["slashes"].as_array().is_some_and(|s| !s.is_empty()));
+    assert!(record["strike"].is_null(), "{record}");
+    let slash = &record["slashes"][0];
+    // As estimated: the slash comes before the epoch's rewards.
+    let amount = str_field(slash, "amount");
+    assert_eq!(u64_field(slash, "epoch"), slashed_epoch, "{record}");
+    assert!((twy(&amount) - (82.5 + 0.075 * rewards)).abs() < 0.001, "{record}");
+    assert_eq!((u64_field(slash, "claimed_capacity_bps"), u64_field(slash, "measured_capacity_bps")), (100_000_000, 40_000_000));
+    assert_eq!((slash["ejected"].as_bool(), record["active"].as_bool()), (Some(false), Some(true)), "{record}");
+    let line = node.wait_for_line("SLASHED", Duration::from_secs(8)).unwrap_or_else(|| panic!("no slash line: {:?}", node.lines));
+    assert!(line.starts_with(&format!("SLASHED {amount} TWY in epoch {slashed_epoch}: 100 Mbit/s claimed, 40 Mbit/s measured")), "{line}");
+    let shown = op_wallet(&["balance"]).expect_ok("balance of a slashed node");
+    assert!(shown.stdout.contains(&format!("  slashed   {amount} TWY in epoch {slashed_epoch}: ")), "{}", shown.stdout);
+    assert!(!shown.stdout.contains("STRIKE"), "{}", shown.stdout);
+
+    // Raising the claim far above the measurement is warned of first.
+    let raised = op_wallet(&["update-node", "--capacity-bps", "400000000"]).expect_ok("update-node");
+    let warned = "warning: 400 Mbit/s is ×10.0 the 40 Mbit/s the oracles last measured";
+    assert!(raised.stderr.contains(warned) && raised.stderr.contains("slashes 45.0% of its bond"), "{}", raised.stderr);
+    // Struck and confirmed again, at ρ 10: 45 % leaves less than a node's
+    // minimum, and the node is deregistered.
+    all_oracles_measure(api, &oracles, node_key, 40_000_000);
+    node.wait_for_line("STRIKE given", Duration::from_secs(8)).unwrap_or_else(|| panic!("no second strike: {:?}", node.lines));
+    all_oracles_measure(api, &oracles, node_key, 40_000_000);
+    let line = node.wait_for_line("DEREGISTERED", Duration::from_secs(8)).unwrap_or_else(|| panic!("no ejection: {:?}", node.lines));
+    assert!(line.contains("`tollway wallet register-node` brings it back"), "{line}");
+    let second = node.lines.iter().rev().find(|l| l.starts_with("SLASHED")).cloned().unwrap_or_default();
+    assert!(second.contains("400 Mbit/s claimed") && second.ends_with("so the node was deregistered"), "{second}");
+    // Nothing changed since: no line.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(node.wait_for_line("", Duration::from_millis(100)), None, "{:?}", node.lines);
+    drop(node);
+    // The ledger keeps a node's slashed total only: a restarted chain
+    // lists the slashes again from its store's epochs.
+    let listed = get_json(api, &format!("/v1/nodes/{op}"))["slashes"].clone();
+    drop(chain);
+    let chain = ChainProcess::start(&dir, &home);
+    let record = get_json(&chain.api, &format!("/v1/nodes/{op}"));
+    assert_eq!(record["slashes"], listed, "{record}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
