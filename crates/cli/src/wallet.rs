@@ -1014,7 +1014,7 @@ fn node_lines(n: &NodeInfo, now_secs: Option<u64>) -> Vec<String> {
         lines.push(format!("  slashed   {}", describe_slash(slash)));
     }
     if let Some(strike) = &n.strike {
-        lines.extend(strike_lines(strike, now_secs));
+        lines.extend(strike_lines(strike, n.claimed_capacity_bps, now_secs));
     }
     lines
 }
@@ -1053,7 +1053,21 @@ pub fn describe_strike(s: &Strike) -> String {
 /// its next measurement does, and what the operator can do (ADR 0013:
 /// nothing but a measurement decides it; ADR 0014: a lower claim counts
 /// from the next epoch, not this one).
-fn strike_lines(s: &Strike, now_secs: Option<u64>) -> Vec<String> {
+fn strike_lines(s: &Strike, claimed_bps: u64, now_secs: Option<u64>) -> Vec<String> {
+    let lower = if claimed_bps < s.judged_claim_bps {
+        format!(
+            "            the claim was lowered to {}: that counts from the next epoch on, as an epoch is judged on the \
+             highest claim it held, so it cannot stop a slash at this epoch's end, only a later one",
+            format_bps(claimed_bps)
+        )
+    } else {
+        format!(
+            "            if the line is slower than claimed, lower the claim (`tollway wallet update-node --capacity-bps {}`, \
+             what was measured): it counts from the next epoch on, as an epoch is judged on the highest claim it held, \
+             so it cannot stop a slash at this epoch's end, only a later one",
+            s.measured_capacity_bps
+        )
+    };
     vec![
         format!("  STRIKE    {}", describe_strike(s)),
         format!(
@@ -1067,12 +1081,7 @@ fn strike_lines(s: &Strike, now_secs: Option<u64>) -> Vec<String> {
         "            until then the bond is held: neither `deregister-node` nor `withdraw`; keep the node running, \
          so that it is measured"
             .to_string(),
-        format!(
-            "            if the line is slower than claimed, lower the claim (`tollway wallet update-node --capacity-bps {}`, \
-             what was measured): it counts from the next epoch on, as an epoch is judged on the highest claim it held, \
-             so it cannot stop a slash at this epoch's end, only a later one",
-            s.measured_capacity_bps
-        ),
+        lower,
     ]
 }
 
@@ -1497,6 +1506,26 @@ mod tests {
         assert_eq!(over_claim_warning(150_000_000, &measured, &status_of_older_chain()), None, "no thresholds: no guess");
         let never = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, ..measured.clone() };
         assert_eq!(over_claim_warning(150_000_000, &never, &rules), None, "never measured: nothing to compare");
+        // A pending strike: what struck it, what comes next, what to do.
+        let strike = Strike {
+            epoch: 41,
+            measured_capacity_bps: 40_000_000,
+            judged_claim_bps: 100_000_000,
+            over_claim_ppm: 2_500_000,
+            clears_at_bps: 50_000_000,
+            slash_ppm: 75_000,
+            slash_estimate: Token(82_500_000),
+            decided_at_earliest_secs: 1_000,
+        };
+        let struck = NodeInfo { verified_capacity_bps: 40_000_000, strike: Some(strike), ..measured.clone() };
+        let lines = node_lines(&struck, Some(400));
+        let said = lines[5..].join("\n");
+        assert!(said.starts_with("  STRIKE    from epoch 41: the oracles measured 40 Mbit/s against 100 Mbit/s claimed (×2.5 over); a measurement of at least 50 Mbit/s clears it\n"), "{said}");
+        assert!(said.contains("at the earliest when this epoch ends at chain time 1000 s (in 10m): below that, about 82.5 TWY (7.5% of"), "{said}");
+        assert!(said.contains("lower the claim (`tollway wallet update-node --capacity-bps 40000000`"), "{said}");
+        let lowered = NodeInfo { claimed_capacity_bps: 40_000_000, ..struck };
+        let said = node_lines(&lowered, Some(400)).join("\n");
+        assert!(said.contains("the claim was lowered to 40 Mbit/s: that counts from the next epoch on") && !said.contains("update-node"), "{said}");
         let new = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, active: false, ..measured };
         let lines = node_lines(&new, None);
         assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);
