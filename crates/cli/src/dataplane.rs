@@ -489,12 +489,16 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
         }
         outln!("receipts kept in {}", a.home.join("receipts.json").display())?;
         std::io::stdout().flush()?;
-        // The node's own record, once an epoch: an operator learns of a
-        // strike, a slash or an ejection here, where they look.
+        // The node's own record, twice an epoch: an operator learns of a
+        // strike, a slash or an ejection here, where they look. Once an
+        // epoch, a read a little late now and then saw two epoch ends, and
+        // a strike given at the first and confirmed at the second was told
+        // as the slash alone.
         if let Some(line) = pending_strike_line(&record) {
             outln!("{line}")?;
         }
-        let watch_every = Duration::from_secs(status.epoch_secs.unwrap_or(RECORD_WATCH_DEFAULT_SECS).clamp(1, RECORD_WATCH_MAX_SECS));
+        let epoch_secs = status.epoch_secs.unwrap_or(RECORD_WATCH_DEFAULT_SECS * 2);
+        let watch_every = Duration::from_millis((epoch_secs.saturating_mul(500)).clamp(1_000, RECORD_WATCH_MAX_SECS * 1000));
         let watch_api = ApiClient::new(&url)?;
         std::thread::spawn(move || watch_record(&watch_api, record, watch_every));
         // What was relayed since the last status line, and when that was.
@@ -589,10 +593,10 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
 }
 
 /// How often `node run` reads its record when the chain does not say how
-/// long an epoch is (an older chain), and at most (an hour: the default
-/// epoch).
+/// long an epoch is (an older chain), and at most (half the default
+/// hour-long epoch).
 const RECORD_WATCH_DEFAULT_SECS: u64 = 60;
-const RECORD_WATCH_MAX_SECS: u64 = 3_600;
+const RECORD_WATCH_MAX_SECS: u64 = 1_800;
 
 /// Reads the node's record every `every` and prints what changed in its
 /// strike, slashes and registration (`record_changes`), for as long as the
