@@ -1297,8 +1297,8 @@ fn over_claim_warning(claim_bps: u64, node: &NodeInfo, status: &Status) -> Optio
     let struck_above_bps = u64::try_from(u128::from(verified_bps) * u128::from(slash_min) / PPM).unwrap_or(u64::MAX);
     let cost = if rho > slash_min {
         format!(
-            "at this claim the next measurement strikes the node (bond held until decided), and a second by other \
-             oracles slashes {} of its bond and unvested rewards and resets the claim to the measurement",
+            "measured as last time, the node is struck at its next measurement (its bond held until decided), and \
+             a second by other oracles slashes {} of its bond and unvested rewards and resets the claim to the measurement",
             percent(share(rho))
         )
     } else {
