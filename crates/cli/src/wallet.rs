@@ -1368,6 +1368,7 @@ mod tests {
             channel_close_grace_secs: None,
             epoch_start_secs: None,
             epoch_secs: None,
+            epoch: None,
             rho_reward_on_claim_max_ppm: None,
             rho_slash_min_ppm: None,
             slash_base_ppm: None,
@@ -1531,7 +1532,7 @@ mod tests {
         assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);
         assert!(lines[1].ends_with("0 bit/s verified: never measured by the oracles, so no uptime reward yet"), "{}", lines[1]);
         // An idle chain: the tip is a minute old, the node's clock is now.
-        let idle = Status { chain_id: "c".into(), time_ms: 1_000_000, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: Some(1_060_000), min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None, rho_reward_on_claim_max_ppm: None, rho_slash_min_ppm: None, slash_base_ppm: None, slash_per_rho_ppm: None, slash_max_ppm: None };
+        let idle = Status { time_ms: 1_000_000, now_ms: Some(1_060_000), ..status_of_older_chain() };
         assert_eq!(describe_channel_expiry(1_030, Some(&idle)), "1030 (expired 30s ago)");
         assert_eq!(describe_channel_expiry(1_030, None), "1030");
         // With the grace and the epochs: when close-channel can close it,
@@ -1557,7 +1558,7 @@ mod tests {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
 
-        let status = Status { chain_id: "c".into(), time_ms: 0, min_fee_token: Token(1000), min_fee_usd: Usd(100), gateway: None, now_ms: None, min_channel_escrow_usd: None, channel_max_lifetime_secs: None, channel_close_grace_secs: None, epoch_start_secs: None, epoch_secs: None, epoch: None, rho_reward_on_claim_max_ppm: None, rho_slash_min_ppm: None, slash_base_ppm: None, slash_per_rho_ppm: None, slash_max_ppm: None };
+        let status = status_of_older_chain();
         let account = |token: u128, usd: u128| Account {
             id: SigningKey::from_label("a").public(),
             nonce: 0,
