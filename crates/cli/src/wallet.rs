@@ -990,7 +990,7 @@ fn node_lines(n: &NodeInfo, now_secs: Option<u64>) -> Vec<String> {
         format_bps(n.claimed_capacity_bps),
         format_bps(n.verified_capacity_bps)
     );
-    let percent = |ppm: u32| format!("{:.1}%", f64::from(ppm) / 10_000.0);
+    let percent = |ppm: u32| percent_of_ppm(u64::from(ppm));
     match n.measured_epoch {
         None => lines.push(format!("{capacity}: never measured by the oracles, so no uptime reward yet")),
         Some(epoch) => {
@@ -1022,6 +1022,11 @@ fn node_lines(n: &NodeInfo, now_secs: Option<u64>) -> Vec<String> {
 /// A ratio in ppm as "×2.5".
 fn times(ppm: u64) -> String {
     format!("×{:.1}", ppm as f64 / 1e6)
+}
+
+/// A share in ppm as "7.5%".
+fn percent_of_ppm(ppm: u64) -> String {
+    format!("{:.1}%", ppm as f64 / 10_000.0)
 }
 
 /// One over-claim slash, for `balance` and `node run`.
@@ -1072,11 +1077,11 @@ fn strike_lines(s: &Strike, claimed_bps: u64, now_secs: Option<u64>) -> Vec<Stri
         format!("  STRIKE    {}", describe_strike(s)),
         format!(
             "            the next measurement by other oracles decides it, at the earliest when this epoch ends at {}: \
-             below that, about {} ({:.1}% of the bond and of the unvested rewards) is slashed and the claim reset \
+             below that, about {} ({} of the bond and of the unvested rewards) is slashed and the claim reset \
              to what was measured",
             describe_chain_time(s.decided_at_earliest_secs, now_secs),
             s.slash_estimate,
-            s.slash_ppm as f64 / 10_000.0
+            percent_of_ppm(s.slash_ppm)
         ),
         "            until then the bond is held: neither `deregister-node` nor `withdraw`; keep the node running, \
          so that it is measured"
@@ -1293,13 +1298,12 @@ fn over_claim_warning(claim_bps: u64, node: &NodeInfo, status: &Status) -> Optio
     // The ledger's ρ (`rho_ppm`) and slash share (`over_claim_fraction_ppm`).
     let rho = u64::try_from(u128::from(claim_bps) * PPM / u128::from(verified_bps)).unwrap_or(u64::MAX);
     let share = |rho: u64| (base + u64::try_from(u128::from(per_rho) * u128::from(rho.saturating_sub(slash_min)) / PPM).unwrap_or(u64::MAX)).min(most);
-    let percent = |ppm: u64| format!("{:.1}%", ppm as f64 / 10_000.0);
     let struck_above_bps = u64::try_from(u128::from(verified_bps) * u128::from(slash_min) / PPM).unwrap_or(u64::MAX);
     let cost = if rho > slash_min {
         format!(
             "measured as last time, the node is struck at its next measurement (its bond held until decided), and \
              a second by other oracles slashes {} of its bond and unvested rewards and resets the claim to the measurement",
-            percent(share(rho))
+            percent_of_ppm(share(rho))
         )
     } else {
         format!(
@@ -1307,7 +1311,7 @@ fn over_claim_warning(claim_bps: u64, node: &NodeInfo, status: &Status) -> Optio
              at least {} of its bond and unvested rewards",
             format_bps(struck_above_bps),
             times(slash_min),
-            percent(base)
+            percent_of_ppm(base)
         )
     };
     let rewards = if rho > reward_max { "rewards follow the measurement, not the claim; " } else { "" };
