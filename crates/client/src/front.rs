@@ -4,7 +4,7 @@
 //! connection) on one port, so any ordinary program works through the
 //! tunnel. Parsing is `tollway-socks` (pure); this is only its driver.
 
-use crate::pool::{ClientError, IfUnanswered, OpenedOn, RoutePool};
+use crate::pool::{BeforeReply, ClientError, IfUnanswered, OpenedOn, RoutePool};
 use std::io;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -220,6 +220,7 @@ fn http_reply(code: ErrorCode) -> HttpReply {
     match code {
         ErrorCode::PolicyDenied => HttpReply::Forbidden,
         ErrorCode::Timeout => HttpReply::GatewayTimeout,
+        ErrorCode::Limit => HttpReply::ServiceUnavailable,
         _ => HttpReply::BadGateway,
     }
 }
@@ -332,15 +333,25 @@ async fn tunnel(
         return Ok(());
     }
     if !config.wait_for_exit {
-        // No route to try: the open would fail at once. Refused with a
-        // reply the program can read (a SOCKS failure, an HTTP 502 that
-        // says why), not a success and a closed connection (curl: "Empty
-        // reply from server").
-        if let Some(e) = pool.refusal_now().await {
-            log_refusal(config, &target, &e);
-            socket.write_all(&refused(&e)).await?;
-            close_gracefully(socket).await;
-            return Ok(());
+        match pool.before_reply(&dest).await {
+            // No route to try: the open would fail at once. Refused with a
+            // reply the program can read (a SOCKS failure, an HTTP 502 that
+            // says why), not a success and a closed connection (curl: "Empty
+            // reply from server").
+            BeforeReply::Refuse(e) => {
+                log_refusal(config, &target, &e);
+                socket.write_all(&refused(&e)).await?;
+                close_gracefully(socket).await;
+                return Ok(());
+            }
+            // The route's session holds as many streams as it may: the open
+            // waits for one to end, up to `Limits::stream_slot_wait`, and
+            // the program is answered once the exit has, so that a wait in
+            // vain reaches it as a refusal it can read.
+            BeforeReply::AnswerOnceOpened => {
+                return open_waiting(socket, pool, config, &target, &success(protocol), buf, refused).await;
+            }
+            BeforeReply::Answer => {}
         }
         // Optimistic: the program may send while the tunnel opens, and the
         // socket goes to the session with the open.

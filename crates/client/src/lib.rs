@@ -11,7 +11,7 @@ pub mod pool;
 
 pub use connect::{Hop, Route};
 pub use front::{serve_front, FrontConfig, FIRST_BYTES_WAIT_DEFAULT};
-pub use pool::{human_bytes, ClientConfig, ClientError, IfUnanswered, Renewal, RoutePool};
+pub use pool::{human_bytes, BeforeReply, ClientConfig, ClientError, IfUnanswered, Renewal, RoutePool};
 
 /// The runtime a client process runs its proxy on: one thread. A client's
 /// streams share one session per route, whose driver task is one thread's

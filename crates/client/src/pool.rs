@@ -136,6 +136,27 @@ pub enum ClientError {
     /// sending it would close the route's session.
     #[error("{0}")]
     BadDestination(DestError),
+    /// The route's session carried as many streams as its node allows, and
+    /// none ended while the open waited (`Limits::stream_slot_wait`).
+    #[error(
+        "the route carries as many connections as its exit allows ({max_streams}), and none ended within {} s",
+        .waited.as_secs_f32()
+    )]
+    NoStreamSlot { max_streams: u32, waited: Duration },
+}
+
+/// What the front end does with a program's new connection, before it
+/// answers the program ([`RoutePool::before_reply`]).
+#[derive(Debug)]
+pub enum BeforeReply {
+    /// Answer now (optimistic): the open is expected to go through.
+    Answer,
+    /// Answer only once the exit has connected: the active route's session
+    /// holds as many streams as it may, so the open waits for one to end,
+    /// and may be refused after all.
+    AnswerOnceOpened,
+    /// Refuse now, with a reply the program can read.
+    Refuse(ClientError),
 }
 
 impl ClientError {
@@ -145,6 +166,7 @@ impl ClientError {
             ClientError::NoRoute(_) => ErrorCode::Unreachable,
             ClientError::Destination(code) => *code,
             ClientError::BadDestination(_) => ErrorCode::PolicyDenied,
+            ClientError::NoStreamSlot { .. } => ErrorCode::Limit,
         }
     }
 }
@@ -480,15 +502,32 @@ impl RoutePool {
         pool
     }
 
-    /// Why a new connection would be refused at once, with no route tried:
-    /// none is active, and every route is retired or waits out its
-    /// backoff (as [`RoutePool::session`] would find). `None` when one is
-    /// active or may be tried.
-    pub async fn refusal_now(&self) -> Option<ClientError> {
+    /// What the front end does with a new connection to `dest` before it
+    /// answers its program: refuse it at once when no route is active and
+    /// every route is retired or waits out its backoff (as
+    /// [`RoutePool::session`] would find); wait for the exit's answer when
+    /// the active route's session holds as many streams as it may; else
+    /// answer at once. No allocation: it runs before every optimistic
+    /// answer (time to first byte, ADR 0009).
+    pub async fn before_reply(&self, _dest: &Dest) -> BeforeReply {
         let state = self.state.lock().await;
-        if state.active.is_some() {
-            return None;
+        if let Some((_, connected)) = &state.active {
+            let exit = &connected.exit;
+            return if exit.streams_full() {
+                BeforeReply::AnswerOnceOpened
+            } else {
+                BeforeReply::Answer
+            };
         }
+        match self.refusal_without_active(&state) {
+            Some(e) => BeforeReply::Refuse(e),
+            None => BeforeReply::Answer,
+        }
+    }
+
+    /// With no active route: why a new connection would be refused at
+    /// once, or `None` when a route may be tried.
+    fn refusal_without_active(&self, state: &State) -> Option<ClientError> {
         let now = Instant::now();
         let triable = (0..state.routes.len()).any(|i| state.retired[i].is_none() && !state.down[i].is_down(now));
         match state.routes.len() {
@@ -1188,7 +1227,7 @@ impl RoutePool {
             match opened {
                 Ok(stream) => return Ok((session.clone(), stream)),
                 Err(e) => {
-                    if let Some(refused) = not_the_routes_fault(&e) {
+                    if let Some(refused) = not_the_routes_fault(&e, self.config.connect.limits.stream_slot_wait) {
                         return Err(refused);
                     }
                     self.mark_down(index, &e.to_string(), Outage::Closed).await
@@ -1272,7 +1311,7 @@ impl RoutePool {
             match session.open_attached(dest.clone(), io, on_refused.clone(), on_unanswered).await {
                 Ok(_) => return Ok(OpenedOn(Arc::downgrade(&connected))),
                 Err((e, back)) => {
-                    if let Some(refused) = not_the_routes_fault(&e) {
+                    if let Some(refused) = not_the_routes_fault(&e, self.config.connect.limits.stream_slot_wait) {
                         return Err(refused);
                     }
                     self.mark_down(index, &e.to_string(), Outage::Closed).await;
@@ -1335,10 +1374,12 @@ impl OpenedOn {
 /// session holds as many streams as it may (one more connection than the
 /// limit took the healthy route down, and every connection on it). `None`:
 /// the route is at fault.
-fn not_the_routes_fault(e: &OpenError) -> Option<ClientError> {
+fn not_the_routes_fault(e: &OpenError, slot_wait: Duration) -> Option<ClientError> {
     match e {
         OpenError::Refused(code) => Some(ClientError::Destination(*code)),
-        OpenError::Session(SessionError::TooManyStreams(_)) => Some(ClientError::Destination(ErrorCode::Limit)),
+        OpenError::Session(SessionError::TooManyStreams(max_streams)) => {
+            Some(ClientError::NoStreamSlot { max_streams: *max_streams, waited: slot_wait })
+        }
         OpenError::Session(SessionError::BadDest(e)) => Some(ClientError::BadDestination(e.clone())),
         _ => None,
     }

@@ -168,6 +168,8 @@ struct NodeSetup {
     ports: std::ops::RangeInclusive<u16>,
     escrow: Usd,
     max_rate_bytes_per_sec: Option<u64>,
+    /// The streams a session may hold, as its hello tells the client.
+    max_streams: u32,
 }
 
 impl Default for NodeSetup {
@@ -178,19 +180,22 @@ impl Default for NodeSetup {
             ports: 0..=0,
             escrow: ESCROW,
             max_rate_bytes_per_sec: None,
+            max_streams: tollway_tunnel::session::DEFAULT_MAX_STREAMS,
         }
     }
 }
 
 async fn start_node_with(label: &str, client: &SigningKey, nonce: u64, setup: NodeSetup) -> TestNode {
-    let NodeSetup { policy, transports, ports, escrow, max_rate_bytes_per_sec } = setup;
+    let NodeSetup { policy, transports, ports, escrow, max_rate_bytes_per_sec, max_streams } = setup;
     let key = SigningKey::from_label(label);
     let identity = TlsIdentity::from_seed(*blake3::hash(label.as_bytes()).as_bytes()).unwrap();
     let channels = Arc::new(StaticChannels::default());
     channels.open(client.public(), key.public(), nonce, escrow);
     let shards = Shards::start(2).unwrap();
+    let mut terms = NodeTerms::new(CHAIN.into(), key.public(), PRICE);
+    terms.limits.max_streams = max_streams;
     let config = ServerConfig {
-        terms: NodeTerms::new(CHAIN.into(), key.public(), PRICE),
+        terms,
         listen_ip: LOOPBACK,
         ports,
         transports,
@@ -3476,27 +3481,84 @@ async fn an_idle_session_closes_after_its_timeout_counted_from_the_last_frame() 
     assert!(matches!(status, Status::Closed { code: ErrorCode::Idle, .. }), "{status:?}");
 }
 
-/// A program that opens one connection more than the session's stream
-/// limit (1,024 by default; 4 here) gets that one refused, and the four
-/// open go on. The failed open was taken for a dead route: the route was
-/// marked down and its session closed, with every connection on it.
+/// A program with more connections at once than its exit's stream limit
+/// (4 here, as the node's hello says; 2,048 by default), as a browser or a
+/// download manager opens them: those past the limit wait for a stream to
+/// end, then go through, over SOCKS5 and HTTP CONNECT alike. They were
+/// answered at once and then closed ("a limit was reached").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connections_up() {
-    let client = SigningKey::from_label("stream-limit");
-    let exit = start_node("exit-stream-limit", &client, 0).await;
+async fn connections_past_the_exits_stream_limit_wait_for_a_stream_to_end() {
+    let client = SigningKey::from_label("stream-queue");
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_streams: 4, ..NodeSetup::default() };
+    let exit = start_node_with("exit-stream-queue", &client, 0, setup).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
-    let connect = ConnectOptions { limits: Limits { max_streams: 4, ..Limits::default() }, ..connect_options(&client, Transport::Tls) };
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    // Each download takes about a second: twelve at once need three turns.
+    let web = slow_web_server(1).await;
+    let n = 20_000;
+    let url = format!("http://127.0.0.1:{}/{n}", web.port());
+    let started = std::time::Instant::now();
+    let fetches: Vec<_> = (0..12)
+        .map(|i| {
+            let args = match i % 2 {
+                0 => vec!["--socks5".into(), front.to_string(), url.clone()],
+                _ => vec!["--proxytunnel".into(), "--proxy".into(), format!("http://{front}"), url.clone()],
+            };
+            tokio::spawn(curl(args))
+        })
+        .collect();
+    for (i, fetch) in fetches.into_iter().enumerate() {
+        let body = fetch.await.unwrap_or_else(|e| panic!("download {i}: {e}"));
+        assert!(body == pattern(n), "download {i}: {} bytes, expected {n} (or different bytes)", body.len());
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "twelve downloads in {took:?}: more than four at once on the exit");
+    assert!(events_with("stream-queue").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-queue"));
+}
+
+/// A connection that waits for a stream longer than the client allows
+/// (`Limits::stream_slot_wait`, 1 s here) is refused with a reply its
+/// program can read: a SOCKS5 general failure, an HTTP 503 that says why.
+/// The connections that hold the streams go on, the route stays up, and
+/// once one of them ends the next connection is served. (One connection
+/// past the limit was answered, then closed; before that, it took the
+/// route down as if it were dead, with every connection on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_waits_too_long_for_a_stream_gets_a_refusal_it_can_read() {
+    let client = SigningKey::from_label("stream-limit");
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_streams: 2, ..NodeSetup::default() };
+    let exit = start_node_with("exit-stream-limit", &client, 0, setup).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let wait = Duration::from_secs(1);
+    let limits = Limits { stream_slot_wait: wait, ..Limits::default() };
+    let connect = ConnectOptions { limits, ..connect_options(&client, Transport::Tls) };
     let (front, pool) = start_pool(ClientConfig::new(connect, vec![route]), FrontConfig::default()).await;
     let echo = banner_echo_server().await;
-    let mut open = Vec::new();
-    for _ in 0..4 {
-        open.push(echo_connection(front, echo).await);
-    }
-    // The fifth is answered at once (optimistic), then closed.
-    let mut fifth = socks_connect(front, echo, b"").await;
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), fifth.read_to_end(&mut rest)).await;
-    assert!(rest.is_empty(), "the fifth got {rest:?}");
+    let mut open = vec![echo_connection(front, echo).await, echo_connection(front, echo).await];
+
+    let started = std::time::Instant::now();
+    let mut third = TcpStream::connect(front).await.unwrap();
+    third.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    third.read_exact(&mut method).await.unwrap();
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&echo.port().to_be_bytes());
+    third.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    bounded("the SOCKS reply", async { third.read_exact(&mut reply).await.map(drop).unwrap() }).await;
+    let waited = started.elapsed();
+    assert_eq!(reply[1], 1, "SOCKS reply {reply:?}: a general failure");
+    assert!(waited >= wait, "refused after {waited:?}, without waiting for a stream to end");
+
+    let mut connect = TcpStream::connect(front).await.unwrap();
+    let head = format!("CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n", echo.port());
+    connect.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    bounded("the CONNECT's answer", async { connect.read_to_end(&mut answer).await.map(drop).unwrap() }).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("as many connections as its exit allows (2)"), "{answer}");
+
     for (i, s) in open.iter_mut().enumerate() {
         let echoed = tokio::time::timeout(Duration::from_secs(3), async {
             s.write_all(b"ping").await?;
@@ -3506,12 +3568,46 @@ async fn one_connection_past_the_stream_limit_leaves_the_route_and_its_connectio
         .await;
         assert!(
             matches!(echoed, Ok(Ok(b)) if &b == b"ping"),
-            "connection {i} died when a fifth was opened: {echoed:?}; pool history {:?}; {:?}",
+            "connection {i} died while others waited: {echoed:?}; pool history {:?}; {:?}",
             pool.history().await,
             events_with("stream-limit")
         );
     }
+    // One ends: the next is served, at once or once the exit has it.
+    drop(open.pop());
+    let _next = echo_connection(front, echo).await;
     assert!(events_with("stream-limit").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-limit"));
+}
+
+/// A connection waiting for a stream on a route whose exit then dies is
+/// not lost with it: it never reached that exit, so it is opened on the
+/// next route and served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_a_stream_when_its_exit_dies_goes_to_the_next_route() {
+    let client = SigningKey::from_label("stream-wait-failover");
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_streams: 1, ..NodeSetup::default() };
+    let first = start_node_with("exit-stream-wait-1", &client, 0, setup).await;
+    let second = start_node("exit-stream-wait-2", &client, 1).await;
+    let routes = vec![
+        Route { relay: None, exit: first.hop(Transport::Tls, &client, 0) },
+        Route { relay: None, exit: second.hop(Transport::Tls, &client, 1) },
+    ];
+    let (front, pool) = start_front(routes, Transport::Tls, &client).await;
+    let echo = banner_echo_server().await;
+    let _held = echo_connection(front, echo).await;
+    let waiting = tokio::spawn(echo_connection(front, echo));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past the exit's limit of one stream");
+    drop(first);
+    let mut served = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting connection was answered")
+        .expect("it was served");
+    served.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    bounded("the echo on the next route", async { served.read_exact(&mut back).await.map(drop).unwrap() }).await;
+    assert_eq!(&back, b"ping");
+    assert_eq!(pool.history().await, [0, 1]);
 }
 
 /// With the front end's default, every program connection it admits gets a

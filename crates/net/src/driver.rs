@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -220,6 +220,7 @@ pub struct SessionHandle {
     received: Arc<AtomicU64>,
     cumulative: Arc<AtomicU64>,
     streams_open: Arc<AtomicUsize>,
+    streams_full: Arc<AtomicBool>,
 }
 
 impl SessionHandle {
@@ -245,6 +246,15 @@ impl SessionHandle {
     /// checks slow down while there are none).
     pub fn streams_open(&self) -> usize {
         self.streams_open.load(Ordering::Relaxed)
+    }
+
+    /// Client: the session holds as many streams as it may, or opens wait
+    /// for one to end, as of the driver's last step: a new open would wait
+    /// for a slot (`Limits::stream_slot_wait`). The front end then answers
+    /// its program only once the exit has, so that an open that waits too
+    /// long is refused with a reply the program can read.
+    pub fn streams_full(&self) -> bool {
+        self.streams_full.load(Ordering::Relaxed)
     }
 
     /// Client: the channel's cumulative bytes as the session counts them
@@ -497,6 +507,13 @@ struct Driver {
     cumulative: Arc<AtomicU64>,
     /// What [`SessionHandle::streams_open`] reads.
     streams_open: Arc<AtomicUsize>,
+    /// What [`SessionHandle::streams_full`] reads.
+    streams_full: Arc<AtomicBool>,
+    /// Client: opens that found the session holding `max_streams`, oldest
+    /// first, each with when it gives up (`Limits::stream_slot_wait`):
+    /// each takes the next slot that frees, in turn, and a new open waits
+    /// behind them rather than take a slot before them.
+    waiting_opens: VecDeque<(tokio::time::Instant, Command)>,
     /// Close with this once no stream is left (`close_when_drained`).
     drain: Option<(ErrorCode, String)>,
 }
@@ -558,6 +575,8 @@ pub fn spawn_with_prefix(
         received: Arc::new(AtomicU64::new(0)),
         cumulative: Arc::new(AtomicU64::new(0)),
         streams_open: Arc::new(AtomicUsize::new(0)),
+        streams_full: Arc::new(AtomicBool::new(false)),
+        waiting_opens: VecDeque::new(),
         drain: None,
     };
     driver.add_path(0, io);
@@ -566,6 +585,7 @@ pub fn spawn_with_prefix(
     }
     let (received, cumulative) = (driver.received.clone(), driver.cumulative.clone());
     let streams_open = driver.streams_open.clone();
+    let streams_full = driver.streams_full.clone();
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -575,6 +595,7 @@ pub fn spawn_with_prefix(
         received,
         cumulative,
         streams_open,
+        streams_full,
     }
 }
 
@@ -717,6 +738,7 @@ impl Driver {
                     }
                 }
                 () = sleep_until_opt(closing_until) => break,
+                () = sleep_until_opt(self.waiting_opens.front().map(|(until, _)| *until)) => self.refuse_waited_opens(),
             }
         }
         for (_, task) in self.path_tasks.drain() {
@@ -775,12 +797,26 @@ impl Driver {
                 self.handle_event(event);
                 progressed = true;
             }
+            // Only while opens wait for a slot: the common case pays one
+            // check per pass.
+            if !self.waiting_opens.is_empty() && !self.session.streams_full() && self.session.is_established() {
+                match self.waiting_opens.pop_front() {
+                    // Its opener gave up waiting (a route left for its
+                    // silence): the slot goes to the next.
+                    Some((_, Command::Open { reply, .. })) if reply.is_closed() => {}
+                    Some((_, command)) => self.open_now(command),
+                    None => {}
+                }
+                progressed = true;
+            }
             if !progressed {
                 // A client's figure, for its next session on the channel.
                 if self.hooks.is_none() {
                     self.cumulative.store(self.session.cumulative_bytes(), Ordering::Relaxed);
                 }
                 self.streams_open.store(self.streams.len() + self.opening.len(), Ordering::Relaxed);
+                let full = self.session.streams_full() || !self.waiting_opens.is_empty();
+                self.streams_full.store(full, Ordering::Relaxed);
                 return;
             }
         }
@@ -880,6 +916,19 @@ impl Driver {
                 for (_, reply) in self.opening.drain() {
                     let _ = reply.send(Err(OpenError::SessionGone(message.clone())));
                 }
+                // Never opened here: their sockets go back, for the next route.
+                for (_, command) in std::mem::take(&mut self.waiting_opens) {
+                    let gone = OpenError::SessionGone(message.clone());
+                    match command {
+                        Command::Open { reply, .. } => {
+                            let _ = reply.send(Err(gone));
+                        }
+                        Command::OpenAttached { io, reply, .. } => {
+                            let _ = reply.send(Err((gone, Some(io))));
+                        }
+                        _ => {}
+                    }
+                }
                 self.refusals.clear();
                 for (_, io) in self.streams.drain() {
                     io.abort();
@@ -912,33 +961,12 @@ impl Driver {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Open { dest, reply } => match self.open_stream(dest) {
-                Ok(stream) => {
-                    self.opening.insert(stream, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
-            },
+            Command::Open { .. } | Command::OpenAttached { .. } if self.must_wait_for_slot() => {
+                let until = tokio::time::Instant::now() + self.session.limits().stream_slot_wait;
+                self.waiting_opens.push_back((until, command));
+            }
+            Command::Open { .. } | Command::OpenAttached { .. } => self.open_now(command),
             Command::Attach { stream, io } => self.attach_early(stream, io),
-            Command::OpenAttached { dest, io, reply, on_refused, on_unanswered } => match self.open_stream(dest) {
-                Ok(stream) => {
-                    if let Some(on_refused) = on_refused {
-                        self.refusals.insert(stream, on_refused);
-                    }
-                    match on_unanswered {
-                        Some(on_unanswered) => {
-                            self.queue_first(stream, io.first.clone());
-                            self.unanswered.insert(stream, Unanswered { io, on_unanswered });
-                        }
-                        None => self.attach_early(stream, io),
-                    }
-                    let _ = reply.send(Ok(stream));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err((e.into(), Some(io))));
-                }
-            },
             Command::AttachLocal { stream, reply } => {
                 let local = self.streams.get_mut(&stream).and_then(|state| {
                     Some(LocalStream {
@@ -1033,6 +1061,68 @@ impl Driver {
         let stream = self.session.open_stream(dest)?;
         self.streams.insert(stream, StreamIo::new());
         Ok(stream)
+    }
+
+    /// Opens a stream for an `Open` or `OpenAttached` (any other command is
+    /// not one and is dropped).
+    fn open_now(&mut self, command: Command) {
+        match command {
+            Command::Open { dest, reply } => match self.open_stream(dest) {
+                Ok(stream) => {
+                    self.opening.insert(stream, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Command::OpenAttached { dest, io, reply, on_refused, on_unanswered } => match self.open_stream(dest) {
+                Ok(stream) => {
+                    if let Some(on_refused) = on_refused {
+                        self.refusals.insert(stream, on_refused);
+                    }
+                    match on_unanswered {
+                        Some(on_unanswered) => {
+                            self.queue_first(stream, io.first.clone());
+                            self.unanswered.insert(stream, Unanswered { io, on_unanswered });
+                        }
+                        None => self.attach_early(stream, io),
+                    }
+                    let _ = reply.send(Ok(stream));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err((e.into(), Some(io))));
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Whether an open now waits for a stream slot: the session holds as
+    /// many as it may, or others wait before it (they go first). Not with
+    /// no wait allowed: then the open is refused at once, as before.
+    fn must_wait_for_slot(&self) -> bool {
+        (self.session.streams_full() || !self.waiting_opens.is_empty())
+            && !self.session.limits().stream_slot_wait.is_zero()
+    }
+
+    /// The waiting opens whose wait is over are refused (`TooManyStreams`),
+    /// a socket given back with its refusal; one whose opener went is
+    /// dropped.
+    fn refuse_waited_opens(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.waiting_opens.front().is_some_and(|(until, _)| *until <= now) {
+            let Some((_, command)) = self.waiting_opens.pop_front() else { break };
+            let full = SessionError::TooManyStreams(self.session.limits().max_streams);
+            match command {
+                Command::Open { reply, .. } => {
+                    let _ = reply.send(Err(full.into()));
+                }
+                Command::OpenAttached { io, reply, .. } => {
+                    let _ = reply.send(Err((full.into(), Some(io))));
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Gives the session what the stream's socket produced, as far as its

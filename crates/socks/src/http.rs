@@ -629,18 +629,23 @@ pub enum HttpReply {
     HeadTooLarge,
     /// 502: the exit could not reach the target.
     BadGateway,
+    /// 503: the route carries as many connections as its exit allows, and
+    /// none ended while this one waited (RFC 9110 §15.6.4: a temporary
+    /// overload).
+    ServiceUnavailable,
     /// 504: the exit did not reach the target in time.
     GatewayTimeout,
 }
 
 impl HttpReply {
-    pub const ALL: [HttpReply; 7] = [
+    pub const ALL: [HttpReply; 8] = [
         HttpReply::Established,
         HttpReply::BadRequest,
         HttpReply::Forbidden,
         HttpReply::ProxyAuthRequired,
         HttpReply::HeadTooLarge,
         HttpReply::BadGateway,
+        HttpReply::ServiceUnavailable,
         HttpReply::GatewayTimeout,
     ];
 
@@ -652,6 +657,7 @@ impl HttpReply {
             HttpReply::ProxyAuthRequired => 407,
             HttpReply::HeadTooLarge => 431,
             HttpReply::BadGateway => 502,
+            HttpReply::ServiceUnavailable => 503,
             HttpReply::GatewayTimeout => 504,
         }
     }
@@ -672,6 +678,9 @@ impl HttpReply {
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             }
             HttpReply::BadGateway => b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            HttpReply::ServiceUnavailable => {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
             HttpReply::GatewayTimeout => {
                 b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             }
@@ -1156,6 +1165,7 @@ mod tests {
             407 HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tollway\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             431 HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             502 HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
+            503 HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
             504 HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n
         "#]]
         .assert_eq(&(all.join("\n") + "\n"));

@@ -77,7 +77,19 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Extra paths (port hopping) beyond the first.
     pub max_extra_paths: usize,
+    /// Client: how long an open waits for a stream to end when the session
+    /// holds `max_streams` (the node's hello may set fewer than ours), before
+    /// it is refused with `TooManyStreams`. A program with many connections
+    /// (a browser, a download manager) then sees them wait their turn, not
+    /// fail. Zero refuses at once.
+    pub stream_slot_wait: Duration,
 }
+
+/// `Limits::stream_slot_wait` by default: as long as a route's connect and
+/// handshake may take (`ClientOptions::handshake_timeout`) and as an exit
+/// waits for a destination's connect (`node run`'s), so a connection that
+/// waits for a slot fails no sooner than one that waits for its exit.
+pub const DEFAULT_STREAM_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -92,6 +104,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_extra_paths: 2,
+            stream_slot_wait: DEFAULT_STREAM_SLOT_WAIT,
         }
     }
 }
@@ -1055,6 +1068,19 @@ impl Session {
     }
     pub fn n_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Client: the session is established and holds as many streams as it
+    /// may (those it reset count until the node has read the reset), so
+    /// `open_stream` would refuse with `TooManyStreams`.
+    pub fn streams_full(&self) -> bool {
+        self.phase == Phase::Established
+            && self.streams.len() + self.reset_streams.len() >= self.limits.max_streams as usize
+    }
+
+    /// The session's limits (a client's as the node's hello left them).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
     /// The newest path (where new bytes go once a switch completes).
     pub fn current_path(&self) -> PathId {
@@ -2333,11 +2359,12 @@ impl Session {
     /// Client: opens a stream to `dest` (resolved at the exit).
     pub fn open_stream(&mut self, dest: Dest) -> Result<StreamId, SessionError> {
         self.check_open()?;
+        let full = self.streams_full();
         let Side::Client { next_stream, .. } = &mut self.side else {
             return Err(SessionError::WrongSide("client"));
         };
         dest.validate()?;
-        if self.streams.len() + self.reset_streams.len() >= self.limits.max_streams as usize {
+        if full {
             return Err(SessionError::TooManyStreams(self.limits.max_streams));
         }
         let stream = *next_stream;
