@@ -160,6 +160,7 @@ pub fn server_hello(baseline: Option<SignedReceipt>, carried_bytes: u64) -> Fram
         session_window_bytes: 256 * 1024,
         baseline,
         carried_bytes,
+        exit_policy: Some(tollway_tunnel::AnnouncedPolicy::default()),
     })
 }
 

@@ -442,6 +442,7 @@ pub fn seed_frames() -> Vec<(String, Frame)> {
                 session_window_bytes: 8 << 20,
                 baseline: Some(receipt(1 << 20)),
                 carried_bytes: 512 * 1024,
+                exit_policy: Some(tollway_tunnel::AnnouncedPolicy::default()),
             }),
         ),
         (

@@ -296,13 +296,15 @@ fn curl_through_real_nodes_one_and_two_hops_and_failover_after_sigkill() {
         assert!(body == pattern(1 << 20), "{transport} HTTP forward: {} bytes or wrong bytes", body.len());
     }
 
-    // A destination the exit refuses: SOCKS5 answered at once, so curl sees
-    // its connection close, and `connect` prints why; a plain-HTTP request
-    // gets a 403 that says why.
+    // A destination the exit refuses: an address its hello says it refuses
+    // is refused by the proxy before it answers (SOCKS5 "not allowed by
+    // ruleset"), and `connect` prints why; a plain-HTTP request gets a 403
+    // that says why, from the exit.
     let (mut proxy, listen) = start_proxy(&dir, api, &["--exit", &a.id]);
     let socks = curl(&["--socks5-hostname", &listen, "http://10.0.0.1:80/"]);
-    assert!(socks.is_err(), "{socks:?}");
-    let why = "refused 10.0.0.1:80: the exit's policy forbids this destination";
+    // curl's 97: the proxy's reply refused the connection.
+    assert!(socks.as_ref().is_err_and(|e| e.contains("(97)")), "{socks:?}");
+    let why = "refused 10.0.0.1:80: the exit's policy forbids a private (LAN) address";
     assert!(proxy.wait_for_line(why, Duration::from_secs(10)).is_some(), "{:?}", proxy.lines);
     let out = Command::new("curl")
         .args(["--silent", "--max-time", "20", "--proxy", &format!("http://{listen}"), "-w", " %{http_code}", "http://10.0.0.1/"])

@@ -53,7 +53,9 @@ pub struct FrontConfig {
     /// HTTP error code. Off by default: the proxy answers at once and the
     /// program's first bytes travel with the open (a round trip less to
     /// the first byte, as shadowsocks and Tor's optimistic data do); a
-    /// refusal then closes the connection instead.
+    /// refusal then closes the connection instead, but for an IP address
+    /// the exit's hello says it refuses, which is refused before the
+    /// answer (`RoutePool::before_reply`).
     pub wait_for_exit: bool,
     /// Optimistic CONNECT: how long to wait, after the reply, for the
     /// program's first bytes, so that they travel with the open in one
@@ -334,10 +336,11 @@ async fn tunnel(
     }
     if !config.wait_for_exit {
         match pool.before_reply(&dest).await {
-            // No route to try: the open would fail at once. Refused with a
-            // reply the program can read (a SOCKS failure, an HTTP 502 that
-            // says why), not a success and a closed connection (curl: "Empty
-            // reply from server").
+            // No route to try, or an address the exit announced it refuses:
+            // the open would fail at once. Refused with a reply the program
+            // can read (a SOCKS failure, an HTTP 502 or 403 that says why),
+            // not a success and a closed connection (curl: "Empty reply
+            // from server").
             BeforeReply::Refuse(e) => {
                 log_refusal(config, &target, &e);
                 socket.write_all(&refused(&e)).await?;

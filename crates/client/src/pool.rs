@@ -21,7 +21,8 @@ use tollway_net::race;
 use tollway_net::driver::{BoxFuture, EarlySocket, OnRefused, OnUnanswered, OpenError, SessionHandle, Usage};
 use tollway_tunnel::session::{SessionError, StreamId};
 use tollway_tunnel::dest::DestError;
-use tollway_tunnel::{Dest, ErrorCode};
+use tollway_tunnel::policy::Forbidden;
+use tollway_tunnel::{Dest, ErrorCode, Host};
 use tollway_types::amount::Usd;
 use tollway_types::tx::ChannelId;
 
@@ -136,6 +137,10 @@ pub enum ClientError {
     /// sending it would close the route's session.
     #[error("{0}")]
     BadDestination(DestError),
+    /// An IP-literal destination the exit's policy refuses, as its hello
+    /// announced it: refused here, before the program is answered.
+    #[error("the exit's policy forbids {}", .0.describe())]
+    Policy(Forbidden),
     /// The route's session carried as many streams as its node allows, and
     /// none ended while the open waited (`Limits::stream_slot_wait`).
     #[error(
@@ -166,6 +171,7 @@ impl ClientError {
             ClientError::NoRoute(_) => ErrorCode::Unreachable,
             ClientError::Destination(code) => *code,
             ClientError::BadDestination(_) => ErrorCode::PolicyDenied,
+            ClientError::Policy(_) => ErrorCode::PolicyDenied,
             ClientError::NoStreamSlot { .. } => ErrorCode::Limit,
         }
     }
@@ -505,14 +511,20 @@ impl RoutePool {
     /// What the front end does with a new connection to `dest` before it
     /// answers its program: refuse it at once when no route is active and
     /// every route is retired or waits out its backoff (as
-    /// [`RoutePool::session`] would find); wait for the exit's answer when
-    /// the active route's session holds as many streams as it may; else
-    /// answer at once. No allocation: it runs before every optimistic
-    /// answer (time to first byte, ADR 0009).
-    pub async fn before_reply(&self, _dest: &Dest) -> BeforeReply {
+    /// [`RoutePool::session`] would find), or when `dest` is an IP literal
+    /// the active route's exit announced it refuses; wait for the exit's
+    /// answer when the active route's session holds as many streams as it
+    /// may; else answer at once. A few comparisons, no allocation: it runs
+    /// before every optimistic answer (time to first byte, ADR 0009).
+    pub async fn before_reply(&self, dest: &Dest) -> BeforeReply {
         let state = self.state.lock().await;
         if let Some((_, connected)) = &state.active {
             let exit = &connected.exit;
+            if let (Host::Ip(ip), Some(policy)) = (&dest.host, exit.exit_policy()) {
+                if let Err(forbidden) = policy.check(*ip, dest.port) {
+                    return BeforeReply::Refuse(ClientError::Policy(forbidden));
+                }
+            }
             return if exit.streams_full() {
                 BeforeReply::AnswerOnceOpened
             } else {

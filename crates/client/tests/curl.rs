@@ -1570,15 +1570,23 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
         // curl exit 97: "the proxy handshake failed" (the SOCKS reply was
         // "not allowed by ruleset").
         assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+        // Optimistic too: the exit's hello announced its policy, so the
+        // proxy refuses the address before it answers. (It answered with a
+        // success, and the exit's refusal then closed the connection with
+        // nothing delivered: curl exit 52 or 56.)
         let out = run(optimistic, url.clone()).await.unwrap();
-        // curl exit 52 "empty reply from server" or 56 "recv failure".
-        assert!(
-            matches!(out.status.code(), Some(52 | 56)),
-            "{target}: {:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.stdout.is_empty());
+        assert_eq!(out.status.code(), Some(97), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = tokio::task::spawn_blocking({
+            let (proxy, url) = (format!("http://{optimistic}"), url.clone());
+            move || {
+                let args = ["--silent", "--show-error", "--max-time", "10", "--proxytunnel", "--proxy", &proxy, &url];
+                Command::new("curl").args(args).output().unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("403"), "{target}: {:?} {stderr}", out.status);
         // A plain-HTTP request has had no answer yet when the exit refuses,
         // optimistic or not: the program gets a 403 that says why.
         for front in [front, optimistic] {
@@ -1593,6 +1601,19 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
             assert!(text.ends_with(" 403") && text.contains("policy forbids"), "{target}: {text}");
         }
     }
+    // A name is resolved at the exit: refused there, after the optimistic
+    // answer, as before.
+    let url = String::from("http://localhost:80/");
+    let out = tokio::task::spawn_blocking(move || {
+        let front = optimistic.to_string();
+        Command::new("curl").args(["--silent", "--max-time", "10", "--socks5-hostname", &front, &url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    // curl exit 52 "empty reply from server" or 56 "recv failure".
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(52 | 56)), "localhost: {:?} {stderr}", out.status);
+    assert!(out.stdout.is_empty());
 }
 
 /// Fetches `/n` through the SOCKS5 front end with a small Rust client
@@ -2217,7 +2238,10 @@ impl LyingExit {
         let channel = tollway_ledger::state::Channel::opened(client.public(), key.public(), ESCROW, u64::MAX / 2);
         let hooks = Arc::new(LyingHooks { channel, latest_receipt: std::sync::Mutex::new(None), lookups: 0.into() });
         let sessions = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let terms = NodeTerms::new(CHAIN.into(), key.public(), PRICE);
+        let mut terms = NodeTerms::new(CHAIN.into(), key.public(), PRICE);
+        // Its hooks connect anywhere, loopback too: its hello says so, as a
+        // `NodeServer`'s says what its policy allows.
+        terms.exit_policy = ExitPolicy { allow_loopback: true, ..ExitPolicy::default() }.announced();
         let (hooks_inside, sessions_inside) = (hooks.clone(), sessions.clone());
         let accepting = tokio::spawn(async move {
             let mut n: u8 = 0;

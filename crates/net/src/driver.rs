@@ -18,13 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tollway_tunnel::frame::Resume;
 use tollway_tunnel::session::{ChannelInfo, Event, PathId, Session, SessionError, StreamId};
-use tollway_tunnel::{Dest, ErrorCode};
+use tollway_tunnel::{AnnouncedPolicy, Dest, ErrorCode};
 use tollway_types::keys::AccountId;
 use tollway_types::tx::{ChannelId, SignedReceipt};
 use tollway_types::Usd;
@@ -221,6 +221,7 @@ pub struct SessionHandle {
     cumulative: Arc<AtomicU64>,
     streams_open: Arc<AtomicUsize>,
     streams_full: Arc<AtomicBool>,
+    exit_policy: Arc<OnceLock<AnnouncedPolicy>>,
 }
 
 impl SessionHandle {
@@ -255,6 +256,12 @@ impl SessionHandle {
     /// long is refused with a reply the program can read.
     pub fn streams_full(&self) -> bool {
         self.streams_full.load(Ordering::Relaxed)
+    }
+
+    /// Client: what the node's hello announced of its exit policy, once
+    /// established (`None` from a node that announced none).
+    pub fn exit_policy(&self) -> Option<&AnnouncedPolicy> {
+        self.exit_policy.get()
     }
 
     /// Client: the channel's cumulative bytes as the session counts them
@@ -509,6 +516,8 @@ struct Driver {
     streams_open: Arc<AtomicUsize>,
     /// What [`SessionHandle::streams_full`] reads.
     streams_full: Arc<AtomicBool>,
+    /// What [`SessionHandle::exit_policy`] reads.
+    exit_policy: Arc<OnceLock<AnnouncedPolicy>>,
     /// Client: opens that found the session holding `max_streams`, oldest
     /// first, each with when it gives up (`Limits::stream_slot_wait`):
     /// each takes the next slot that frees, in turn, and a new open waits
@@ -576,6 +585,7 @@ pub fn spawn_with_prefix(
         cumulative: Arc::new(AtomicU64::new(0)),
         streams_open: Arc::new(AtomicUsize::new(0)),
         streams_full: Arc::new(AtomicBool::new(false)),
+        exit_policy: Arc::new(OnceLock::new()),
         waiting_opens: VecDeque::new(),
         drain: None,
     };
@@ -585,7 +595,7 @@ pub fn spawn_with_prefix(
     }
     let (received, cumulative) = (driver.received.clone(), driver.cumulative.clone());
     let streams_open = driver.streams_open.clone();
-    let streams_full = driver.streams_full.clone();
+    let (streams_full, exit_policy) = (driver.streams_full.clone(), driver.exit_policy.clone());
     tokio::spawn(driver.run(commands_rx, inbound_rx));
     SessionHandle {
         commands: commands_tx,
@@ -596,6 +606,7 @@ pub fn spawn_with_prefix(
         cumulative,
         streams_open,
         streams_full,
+        exit_policy,
     }
 }
 
@@ -837,6 +848,9 @@ impl Driver {
             }
             Event::Established => {
                 let _ = self.session_id.send(self.session.session_id());
+                if let Some(policy) = self.session.exit_policy() {
+                    let _ = self.exit_policy.set(policy.clone());
+                }
                 let unseen = self.session.carried_unseen_bytes();
                 if unseen > 0 {
                     self.usage.send_modify(|u| u.carried_unseen_bytes = unseen);

@@ -230,11 +230,13 @@ async fn close_expired(sessions: Arc<Sessions>, holders: Arc<Mutex<Holders>>) {
 impl NodeServer {
     /// Binds every port of the range on every transport and starts serving.
     pub async fn start(
-        config: ServerConfig,
+        mut config: ServerConfig,
         identity: &TlsIdentity,
         channels: Arc<dyn ChannelSource>,
         receipts: Arc<ReceiptBook>,
     ) -> Result<NodeServer, tollway_net::NetError> {
+        // The hello announces the policy the hooks enforce, never another.
+        config.terms.exit_policy = config.policy.announced();
         let listener = Arc::new(
             Listener::bind(
                 &config.transports,

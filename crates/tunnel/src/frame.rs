@@ -8,13 +8,20 @@
 //! more", `Invalid` means "drop the connection".
 
 use crate::dest::Dest;
+use crate::policy::AnnouncedPolicy;
 use serde::{Deserialize, Serialize};
 use tollway_types::codec;
 use tollway_types::keys::{AccountId, Signature};
 use tollway_types::tx::{ChannelId, SignedReceipt};
 
 /// The protocol version this build speaks (in the hello, not per frame).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: the server hello announces the exit's policy (`exit_policy`).
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The oldest version a node still serves: a client of version 3 gets a
+/// hello in version 3's layout (no policy) and is served as before. A
+/// client speaks only `PROTOCOL_VERSION`, and a node older than it refuses
+/// its hello with `ErrorCode::Version`, naming both versions.
+pub const OLDEST_PROTOCOL_VERSION_SERVED: u16 = 3;
 /// Header bytes before every frame body.
 pub const HEADER_BYTES: usize = 4;
 /// The largest payload of one data frame a peer may send.
@@ -156,6 +163,60 @@ pub struct ServerHello {
     /// took over (one channel pays for one session at a time), at most the
     /// credit window: the first receipt pays for them (since version 3).
     pub carried_bytes: u64,
+    /// What the exit refuses whatever the destination's name resolves to,
+    /// so that the client refuses such an IP literal before it answers its
+    /// program (since version 4; `None` in an older node's hello, and in
+    /// the encoding of a hello of an older version).
+    pub exit_policy: Option<AnnouncedPolicy>,
+}
+
+/// A server hello as versions before 4 lay it out (no `exit_policy`): what
+/// a node answers a client of such a version.
+#[derive(Serialize, Deserialize)]
+struct ServerHelloV3 {
+    version: u16,
+    session_id: [u8; 16],
+    price_usd_micro_per_gib: u64,
+    receipt_interval_bytes: u64,
+    credit_window_bytes: u64,
+    stream_window_bytes: u32,
+    max_streams: u32,
+    session_window_bytes: u64,
+    baseline: Option<SignedReceipt>,
+    carried_bytes: u64,
+}
+
+impl ServerHelloV3 {
+    fn of(h: &ServerHello) -> ServerHelloV3 {
+        ServerHelloV3 {
+            version: h.version,
+            session_id: h.session_id,
+            price_usd_micro_per_gib: h.price_usd_micro_per_gib,
+            receipt_interval_bytes: h.receipt_interval_bytes,
+            credit_window_bytes: h.credit_window_bytes,
+            stream_window_bytes: h.stream_window_bytes,
+            max_streams: h.max_streams,
+            session_window_bytes: h.session_window_bytes,
+            baseline: h.baseline.clone(),
+            carried_bytes: h.carried_bytes,
+        }
+    }
+
+    fn into_hello(self) -> ServerHello {
+        ServerHello {
+            version: self.version,
+            session_id: self.session_id,
+            price_usd_micro_per_gib: self.price_usd_micro_per_gib,
+            receipt_interval_bytes: self.receipt_interval_bytes,
+            credit_window_bytes: self.credit_window_bytes,
+            stream_window_bytes: self.stream_window_bytes,
+            max_streams: self.max_streams,
+            session_window_bytes: self.session_window_bytes,
+            baseline: self.baseline,
+            carried_bytes: self.carried_bytes,
+            exit_policy: None,
+        }
+    }
 }
 
 /// The first frame on an extra connection of an established session.
@@ -340,6 +401,7 @@ impl Frame {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Frame::ClientHello(h) => put_coded(out, kind::CLIENT_HELLO, h),
+            Frame::ServerHello(h) if h.version < 4 => put_coded(out, kind::SERVER_HELLO, &ServerHelloV3::of(h)),
             Frame::ServerHello(h) => put_coded(out, kind::SERVER_HELLO, h),
             Frame::Refuse(r) => put_coded(out, kind::REFUSE, r),
             Frame::Open { stream, dest } => put_coded(
@@ -420,7 +482,7 @@ impl Frame {
                 }
             }
             kind::CLIENT_HELLO => Frame::ClientHello(coded(body, "client hello")?),
-            kind::SERVER_HELLO => Frame::ServerHello(coded(body, "server hello")?),
+            kind::SERVER_HELLO => Frame::ServerHello(server_hello(body)?),
             kind::REFUSE => Frame::Refuse(coded(body, "refuse")?),
             kind::OPEN => {
                 let o: OpenBody = coded(body, "open")?;
@@ -565,6 +627,19 @@ fn coded<T: Serialize + serde::de::DeserializeOwned>(
     kind: &'static str,
 ) -> Result<T, FrameError> {
     codec::decode(body, MAX_BODY_BYTES).map_err(|e| malformed(kind, &e.to_string()))
+}
+
+/// A server hello in its version's layout: version 4's, or the one before
+/// it (a hello that says version 3 and has no policy).
+fn server_hello(body: &[u8]) -> Result<ServerHello, FrameError> {
+    match coded::<ServerHello>(body, "server hello") {
+        Ok(hello) if hello.version >= 4 => Ok(hello),
+        Ok(_) => Err(malformed("server hello", "a hello before version 4 carries no exit policy")),
+        Err(e) => match coded::<ServerHelloV3>(body, "server hello") {
+            Ok(old) if old.version < 4 => Ok(old.into_hello()),
+            _ => Err(e),
+        },
+    }
 }
 
 fn empty(body: &[u8], frame: Frame, kind: &'static str) -> Result<Frame, FrameError> {

@@ -16,7 +16,7 @@ pub mod session;
 
 pub use dest::{Dest, Host};
 pub use frame::{ErrorCode, Frame, FrameError};
-pub use policy::ExitPolicy;
+pub use policy::{AnnouncedPolicy, ExitPolicy};
 pub use session::{
     ChannelInfo, ClientTerms, EarlierSessions, Event, Limits, NodeTerms, PathId, Session, SessionError, StreamId,
 };

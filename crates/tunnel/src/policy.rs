@@ -3,6 +3,7 @@
 //! to, after resolution, so a name that points at 192.168.1.1 is refused
 //! like the address itself.
 
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tollway_types::ip::{embedded_ipv4, Embedding};
 
@@ -64,17 +65,71 @@ pub struct ExitPolicy {
 impl ExitPolicy {
     /// `Ok` if the exit may connect to `ip:port`.
     pub fn check(&self, ip: IpAddr, port: u16) -> Result<(), Forbidden> {
-        if self.denied_ports.contains(&port) {
-            return Err(Forbidden::Port(port));
+        let public = check_port_and_class(self.allow_loopback, self.allow_private, &self.denied_ports, ip, port)?;
+        // A local address is judged by its class alone: the devnet's
+        // loopback node still reaches its loopback test servers.
+        if !public {
+            Ok(())
+        } else if self.own_addrs.iter().any(|own| own.to_canonical() == ip.to_canonical()) {
+            Err(Forbidden::OwnAddress)
+        } else if self.own_addrs.iter().any(|own| same_64(*own, ip)) {
+            Err(Forbidden::OwnNetwork)
+        } else {
+            Ok(())
         }
-        match classify(ip) {
-            None if self.own_addrs.iter().any(|own| own.to_canonical() == ip.to_canonical()) => Err(Forbidden::OwnAddress),
-            None if self.own_addrs.iter().any(|own| same_64(*own, ip)) => Err(Forbidden::OwnNetwork),
-            None => Ok(()),
-            Some(Forbidden::Loopback) if self.allow_loopback => Ok(()),
-            Some(Forbidden::Private) if self.allow_private => Ok(()),
-            Some(class) => Err(class),
+    }
+
+    /// What the node's hello tells its clients of this policy.
+    pub fn announced(&self) -> AnnouncedPolicy {
+        AnnouncedPolicy {
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private,
+            denied_ports: self.denied_ports.clone(),
         }
+    }
+}
+
+/// What a node's hello tells its clients of its exit policy (since protocol
+/// version 4): the local classes it allows and the ports it denies. A
+/// client then refuses an IP-literal destination the exit would refuse at
+/// once, with a reply its program can read, where its optimistic answer
+/// (a success, for time to first byte) was followed by a closed connection.
+/// The node's own addresses stay out of it: they are its host's to keep,
+/// and a client could not know them all anyway (the exit refuses those
+/// itself, as it does names that resolve into its LAN).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedPolicy {
+    pub allow_loopback: bool,
+    pub allow_private: bool,
+    pub denied_ports: Vec<u16>,
+}
+
+impl AnnouncedPolicy {
+    /// `Err` if the exit refuses `ip:port` whatever else it knows: a
+    /// refusal here is one the exit makes too (`ExitPolicy::check`), an
+    /// `Ok` may still be refused there.
+    pub fn check(&self, ip: IpAddr, port: u16) -> Result<(), Forbidden> {
+        check_port_and_class(self.allow_loopback, self.allow_private, &self.denied_ports, ip, port).map(|_| ())
+    }
+}
+
+/// The part of the exit policy a client can apply too: the denied ports
+/// and the address classes. `Ok(true)` for a public address.
+fn check_port_and_class(
+    allow_loopback: bool,
+    allow_private: bool,
+    denied_ports: &[u16],
+    ip: IpAddr,
+    port: u16,
+) -> Result<bool, Forbidden> {
+    if denied_ports.contains(&port) {
+        return Err(Forbidden::Port(port));
+    }
+    match classify(ip) {
+        None => Ok(true),
+        Some(Forbidden::Loopback) if allow_loopback => Ok(false),
+        Some(Forbidden::Private) if allow_private => Ok(false),
+        Some(class) => Err(class),
     }
 }
 
@@ -127,11 +182,10 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
 
 fn classify_v6(ip: Ipv6Addr) -> Option<Forbidden> {
     let first = ip.segments()[0];
-    if ip
-        == "fd00:ec2::254"
-            .parse::<Ipv6Addr>()
-            .unwrap_or(Ipv6Addr::UNSPECIFIED)
-    {
+    // A constant, not the text parsed: a client checks every IPv6 literal
+    // its programs ask for before it answers them.
+    const EC2_METADATA: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    if ip == EC2_METADATA {
         Some(Forbidden::Metadata)
     } else if ip.is_loopback() {
         Some(Forbidden::Loopback)
@@ -263,6 +317,52 @@ mod tests {
         assert_eq!(check(&p, "93.184.216.8", 80), Ok(()));
         // A loopback one is a matter of allow_loopback (the devnet's).
         assert_eq!(check(&p, "127.0.0.1", 8080), Ok(()));
+    }
+
+    /// What a node announces refuses only what its whole policy refuses,
+    /// and everything it does but the node's own addresses.
+    #[test]
+    fn the_announced_policy_refuses_what_the_exit_refuses_but_its_own_addresses() {
+        let addrs = [
+            "10.0.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "64:ff9b::a00:1",
+            "127.0.0.1",
+            "::1",
+            "169.254.1.1",
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "fd12::1",
+            "93.184.216.34",
+            "93.184.216.7",
+            "2a00:1450::1",
+        ];
+        for allow_loopback in [false, true] {
+            for allow_private in [false, true] {
+                let full = ExitPolicy {
+                    allow_loopback,
+                    allow_private,
+                    denied_ports: vec![25],
+                    own_addrs: vec!["93.184.216.7".parse().unwrap(), "2a00:1450::7".parse().unwrap()],
+                };
+                let announced = full.announced();
+                for addr in addrs {
+                    for port in [25, 80] {
+                        let (exit, client) = (check(&full, addr, port), announced.check(addr.parse().unwrap(), port));
+                        match client {
+                            Err(_) => assert_eq!(client, exit, "{addr}:{port}"),
+                            Ok(()) => assert!(
+                                exit.is_ok() || matches!(exit, Err(Forbidden::OwnAddress | Forbidden::OwnNetwork)),
+                                "{addr}:{port}: {exit:?}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let strict = ExitPolicy::default().announced();
+        assert_eq!(strict.check("fd00:ec2::254".parse().unwrap(), 80), Err(Forbidden::Metadata));
     }
 
     #[test]

@@ -36,8 +36,9 @@ use crate::dest::{Dest, DestError};
 use crate::frame;
 use crate::frame::{
     encode_data, ClientHello, ErrorCode, Frame, FrameError, HelloSigned, Refusal, Resume,
-    ServerHello, DATA_CHUNK_BYTES, PROTOCOL_VERSION,
+    ServerHello, DATA_CHUNK_BYTES, OLDEST_PROTOCOL_VERSION_SERVED, PROTOCOL_VERSION,
 };
+use crate::policy::AnnouncedPolicy;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -124,6 +125,10 @@ pub struct NodeTerms {
     /// receive the receipt interval that makes its receipt due.
     pub unpaid_timeout: Duration,
     pub limits: Limits,
+    /// The exit policy as the hello announces it to clients of version 4
+    /// on (`ExitPolicy::announced`; `NodeServer` sets it from the policy it
+    /// enforces).
+    pub exit_policy: AnnouncedPolicy,
 }
 
 /// DESIGN §4's defaults: a receipt every MiB, at most 2 MiB unpaid.
@@ -233,6 +238,7 @@ impl NodeTerms {
             credit_window_bytes: DEFAULT_CREDIT_WINDOW_BYTES,
             unpaid_timeout: DEFAULT_UNPAID_TIMEOUT,
             limits: Limits::default(),
+            exit_policy: AnnouncedPolicy::default(),
         }
     }
 }
@@ -839,6 +845,8 @@ enum Side {
         /// Of the hello's carried bytes, those beyond the client's own
         /// count of its earlier sessions.
         carried_unseen_bytes: u64,
+        /// What the node's hello announced of its exit policy.
+        exit_policy: Option<AnnouncedPolicy>,
     },
     Node {
         terms: NodeTerms,
@@ -937,6 +945,7 @@ fn resume_proof(secret: &[u8; 32], binding: &[u8; 32]) -> [u8; 32] {
 }
 
 fn hello_signing_bytes(
+    version: u16,
     chain_id: &str,
     node: &AccountId,
     channel: &ChannelId,
@@ -945,7 +954,7 @@ fn hello_signing_bytes(
     codec::domain_bytes(
         b"tollway-tunnel-hello",
         &HelloSigned {
-            version: PROTOCOL_VERSION,
+            version,
             chain_id,
             node,
             channel,
@@ -986,6 +995,7 @@ impl Session {
     /// `binding`; the hello is queued at once.
     pub fn client(terms: ClientTerms, now: Instant, path: PathId, binding: [u8; 32]) -> Session {
         let signature = terms.key.sign(&hello_signing_bytes(
+            PROTOCOL_VERSION,
             &terms.chain_id,
             &terms.node,
             &terms.channel,
@@ -1006,6 +1016,7 @@ impl Session {
                 next_stream: 1,
                 escrow_exhausted: false,
                 carried_unseen_bytes: 0,
+                exit_policy: None,
             },
             limits,
             now,
@@ -1081,6 +1092,15 @@ impl Session {
     /// The session's limits (a client's as the node's hello left them).
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Client: what the node's hello announced of its exit policy (`None`
+    /// before the hello, and from a node that announces none).
+    pub fn exit_policy(&self) -> Option<&AnnouncedPolicy> {
+        match &self.side {
+            Side::Client { exit_policy, .. } => exit_policy.as_ref(),
+            Side::Node { .. } => None,
+        }
     }
     /// The newest path (where new bytes go once a switch completes).
     pub fn current_path(&self) -> PathId {
@@ -1371,15 +1391,16 @@ impl Session {
             return self.violation("a client hello sent to a client".into());
         };
         let signed = hello_signing_bytes(
+            hello.version,
             &hello.chain_id,
             &hello.node,
             &hello.channel,
             &self.paths[0].binding,
         );
-        let refusal = if hello.version != PROTOCOL_VERSION {
+        let refusal = if !(OLDEST_PROTOCOL_VERSION_SERVED..=PROTOCOL_VERSION).contains(&hello.version) {
             let msg = format!(
-                "protocol version {} is not spoken here (this node speaks {PROTOCOL_VERSION})",
-                hello.version
+                "protocol version {} is not spoken here (this node speaks {} to {})",
+                hello.version, OLDEST_PROTOCOL_VERSION_SERVED, PROTOCOL_VERSION
             );
             Some((ErrorCode::Version, msg))
         } else if hello.node != terms.node || hello.chain_id != terms.chain_id {
@@ -1495,7 +1516,8 @@ impl Session {
         // that opens session after session gets one credit window in all.
         let carried_bytes = info.carried_bytes.min(terms.credit_window_bytes);
         let reply = ServerHello {
-            version: PROTOCOL_VERSION,
+            // A client of an older version is answered in its own.
+            version: hello.version,
             session_id: *session_id,
             price_usd_micro_per_gib: terms.price_usd_micro_per_gib,
             receipt_interval_bytes: terms.receipt_interval_bytes,
@@ -1505,6 +1527,7 @@ impl Session {
             session_window_bytes: terms.limits.session_window_bytes,
             baseline,
             carried_bytes,
+            exit_policy: (hello.version >= 4).then(|| terms.exit_policy.clone()),
         };
         let pay = Pay {
             metered_bytes: carried_bytes,
@@ -1526,8 +1549,9 @@ impl Session {
     fn on_server_hello(&mut self, hello: ServerHello) {
         match self.check_server_hello(&hello) {
             Ok(HelloChecked::Accepted { base: (base_bytes, base_usd), carried_unseen_bytes: unseen }) => {
-                if let Side::Client { carried_unseen_bytes, .. } = &mut self.side {
+                if let Side::Client { carried_unseen_bytes, exit_policy, .. } = &mut self.side {
                     *carried_unseen_bytes = unseen;
+                    *exit_policy = hello.exit_policy.clone();
                 }
                 self.session_id = hello.session_id;
                 self.limits.stream_window_bytes = hello.stream_window_bytes;

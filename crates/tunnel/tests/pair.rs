@@ -1049,6 +1049,7 @@ fn a_session_that_took_its_channel_over_owes_what_the_one_before_left_unpaid() {
         session_window_bytes: 8 * MIB,
         baseline: None,
         carried_bytes: 2 * MIB + 1,
+        exit_policy: None,
     };
     greedy.client.handle_input(greedy.now, 1, &Frame::ServerHello(hello).to_bytes());
     greedy.drive();
@@ -1951,6 +1952,7 @@ fn greedy_hello(credit_window_bytes: u64, carried_bytes: u64, stream_window_byte
         session_window_bytes,
         baseline: None,
         carried_bytes,
+        exit_policy: None,
     }
 }
 
@@ -2173,4 +2175,90 @@ fn an_open_to_port_0_is_refused_at_the_client_and_the_session_goes_on() {
     pair.drive();
     assert_eq!(pair.pump(s, &pattern(64 * 1024, 5), false), 64 * 1024);
     assert!(pair.rejected_codes().is_empty());
+}
+
+/// The node's hello tells a client of version 4 what its exit refuses
+/// (loopback allowed on this one, port 25 denied).
+#[test]
+fn the_nodes_hello_announces_its_exit_policy() {
+    fn devnet(terms: &mut NodeTerms) {
+        let policy = tollway_tunnel::ExitPolicy { allow_loopback: true, denied_ports: vec![25], ..Default::default() };
+        terms.exit_policy = policy.announced();
+    }
+    let mut pair = Pair::build(Usd(10_000_000), [9; 32], [9; 32], devnet);
+    pair.drive();
+    assert!(pair.client.is_established());
+    let announced = pair.client.exit_policy().expect("a policy in the hello").clone();
+    assert_eq!(announced.check([127, 0, 0, 1].into(), 80), Ok(()));
+    assert_eq!(announced.check([10, 0, 0, 1].into(), 80), Err(tollway_tunnel::policy::Forbidden::Private));
+    assert_eq!(announced.check([93, 184, 216, 34].into(), 25), Err(tollway_tunnel::policy::Forbidden::Port(25)));
+}
+
+/// A client of version 3, which knows no policy in the hello: a node of
+/// version 4 serves it, with a hello in version 3's layout (an older
+/// client's decoder refuses trailing bytes). A client of a version the
+/// node does not know is refused with a message that names both.
+#[test]
+fn a_node_serves_a_client_of_version_3_in_its_own_layout_and_refuses_a_newer_one() {
+    /// What a client signs in its hello, as every version so far lays it out.
+    #[derive(serde::Serialize)]
+    struct Signed<'a> {
+        version: u16,
+        chain_id: &'a str,
+        node: &'a tollway_types::keys::AccountId,
+        channel: &'a ChannelId,
+        binding: &'a [u8; 32],
+    }
+    /// Version 3's server hello, as a client of that version decodes it.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct HelloV3 {
+        version: u16,
+        session_id: [u8; 16],
+        price_usd_micro_per_gib: u64,
+        receipt_interval_bytes: u64,
+        credit_window_bytes: u64,
+        stream_window_bytes: u32,
+        max_streams: u32,
+        session_window_bytes: u64,
+        baseline: Option<SignedReceipt>,
+        carried_bytes: u64,
+    }
+    let hello_of = |pair: &Pair, version: u16| {
+        let node = pair.channel.node;
+        let signed = Signed { version, chain_id: CHAIN, node: &node, channel: &pair.channel_id, binding: &[9; 32] };
+        let signature = pair.client_key.sign(&tollway_types::codec::domain_bytes(b"tollway-tunnel-hello", &signed));
+        let hello = tollway_tunnel::frame::ClientHello {
+            version,
+            chain_id: CHAIN.into(),
+            node,
+            channel: pair.channel_id,
+            client: pair.client_key.public(),
+            signature,
+        };
+        Frame::ClientHello(hello).to_bytes()
+    };
+    let mut pair = Pair::new(Usd(10_000_000));
+    let hello = hello_of(&pair, 3);
+    pair.node.handle_input(pair.now, 1, &hello);
+    assert!(matches!(pair.node.poll_event(), Some(Event::ChannelNeeded { .. })));
+    let info = ChannelInfo { channel: pair.channel.clone(), latest_receipt: None, expired: false, carried_bytes: 0 };
+    pair.node.handle_channel(pair.now, Ok(info));
+    assert!(pair.node.is_established());
+    let (_, sent) = pair.node.poll_transmit().expect("the node's hello");
+    let len = u32::from_be_bytes([0, sent[1], sent[2], sent[3]]) as usize;
+    let body = &sent[tollway_tunnel::frame::HEADER_BYTES..][..len];
+    let old: HelloV3 = tollway_types::codec::decode(body, body.len()).expect("version 3's layout");
+    assert_eq!((old.version, old.max_streams), (3, tollway_tunnel::session::DEFAULT_MAX_STREAMS));
+    match Frame::decode(&sent) {
+        Ok((Frame::ServerHello(h), _)) => assert_eq!((h.version, h.exit_policy), (3, None)),
+        other => panic!("{other:?}"),
+    }
+
+    let mut pair = Pair::new(Usd(10_000_000));
+    let hello = hello_of(&pair, PROTOCOL_VERSION + 1);
+    pair.node.handle_input(pair.now, 1, &hello);
+    let refused = closed_event(std::iter::from_fn(|| pair.node.poll_event()));
+    let (code, message) = refused.expect("refused");
+    assert_eq!(code, ErrorCode::Version);
+    assert!(message.contains("protocol version 5 is not spoken here (this node speaks 3 to 4)"), "{message}");
 }
