@@ -512,7 +512,8 @@ impl RoutePool {
     /// answers its program: refuse it at once when no route is active and
     /// every route is retired or waits out its backoff (as
     /// [`RoutePool::session`] would find), or when `dest` is an IP literal
-    /// the active route's exit announced it refuses; wait for the exit's
+    /// the active route's exit announced it refuses (or a name on a port it
+    /// denies); wait for the exit's
     /// answer when the active route's session holds as many streams as it
     /// may; else answer at once. A few comparisons, no allocation: it runs
     /// before every optimistic answer (time to first byte, ADR 0009).
@@ -520,8 +521,14 @@ impl RoutePool {
         let state = self.state.lock().await;
         if let Some((_, connected)) = &state.active {
             let exit = &connected.exit;
-            if let (Host::Ip(ip), Some(policy)) = (&dest.host, exit.exit_policy()) {
-                if let Err(forbidden) = policy.check(*ip, dest.port) {
+            if let Some(policy) = exit.exit_policy() {
+                // A name's port too: the exit checks it whatever the name
+                // resolves to.
+                let checked = match &dest.host {
+                    Host::Ip(ip) => policy.check(*ip, dest.port),
+                    _ => policy.check_port(dest.port),
+                };
+                if let Err(forbidden) = checked {
                     return BeforeReply::Refuse(ClientError::Policy(forbidden));
                 }
             }

@@ -1544,8 +1544,10 @@ async fn curl_through_two_hops_over_tls_and_quic_is_byte_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exit_refuses_the_lan_and_metadata_addresses() {
     let client = SigningKey::from_label("carol");
-    // This exit runs the default policy: no loopback either.
-    let setup = NodeSetup { policy: ExitPolicy::default(), transports: vec![Transport::Tls], ..NodeSetup::default() };
+    // This exit runs the default policy (no loopback either), and denies
+    // SMTP's port.
+    let policy = ExitPolicy { denied_ports: vec![25], ..ExitPolicy::default() };
+    let setup = NodeSetup { policy, transports: vec![Transport::Tls], ..NodeSetup::default() };
     let exit = start_node_with("exit-3b", &client, 0, setup).await;
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     // Waiting for the exit: the refusal comes back as a SOCKS error.
@@ -1614,6 +1616,17 @@ async fn the_exit_refuses_the_lan_and_metadata_addresses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(matches!(out.status.code(), Some(52 | 56)), "localhost: {:?} {stderr}", out.status);
     assert!(out.stdout.is_empty());
+    // A name on a port the exit denies is refused before the answer: the
+    // exit checks the port whatever the name resolves to. (It was answered,
+    // then closed: curl exit 52 or 56.)
+    let out = tokio::task::spawn_blocking(move || {
+        let front = optimistic.to_string();
+        let args = ["--silent", "--max-time", "10", "--socks5-hostname", &front, "http://mail.example.invalid:25/"];
+        Command::new("curl").args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(97), "a name on port 25: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Fetches `/n` through the SOCKS5 front end with a small Rust client

@@ -111,6 +111,20 @@ impl AnnouncedPolicy {
     pub fn check(&self, ip: IpAddr, port: u16) -> Result<(), Forbidden> {
         check_port_and_class(self.allow_loopback, self.allow_private, &self.denied_ports, ip, port).map(|_| ())
     }
+
+    /// `Err` if the exit refuses every address on `port`: a destination
+    /// named, not numbered, is refused on it too.
+    pub fn check_port(&self, port: u16) -> Result<(), Forbidden> {
+        check_port(&self.denied_ports, port)
+    }
+}
+
+fn check_port(denied_ports: &[u16], port: u16) -> Result<(), Forbidden> {
+    if denied_ports.contains(&port) {
+        Err(Forbidden::Port(port))
+    } else {
+        Ok(())
+    }
 }
 
 /// The part of the exit policy a client can apply too: the denied ports
@@ -122,9 +136,7 @@ fn check_port_and_class(
     ip: IpAddr,
     port: u16,
 ) -> Result<bool, Forbidden> {
-    if denied_ports.contains(&port) {
-        return Err(Forbidden::Port(port));
-    }
+    check_port(denied_ports, port)?;
     match classify(ip) {
         None => Ok(true),
         Some(Forbidden::Loopback) if allow_loopback => Ok(false),
