@@ -360,7 +360,7 @@ struct StrikeView {
 
 impl StrikeView {
     fn of(n: &Node, state: &tollway_ledger::State) -> Option<StrikeView> {
-        use tollway_ledger::economics::{measure::rho_ppm, slash::over_claim_fraction_ppm, slash::slashable_bond};
+        use tollway_ledger::economics::{measure::rho_ppm, slash::over_claim_fraction_ppm, slash::over_claim_slash_estimate};
         let strike = n.strike.as_ref()?;
         let p = &state.params;
         let index = state.node_index.get(&n.operator).copied()? as usize;
@@ -371,15 +371,11 @@ impl StrikeView {
         let measured_capacity_bps = n.verified_capacity_bps;
         let over_claim_ppm = rho_ppm(judged_claim_bps, measured_capacity_bps);
         let slash_ppm = over_claim_fraction_ppm(p, over_claim_ppm);
-        let acct = &state.accounts[n.account as usize];
-        let bond = slashable_bond(acct);
         // The slash would come at the epoch's end, after what has vested
         // by then is released.
         let decided_at_earliest_secs = state.epoch_start_secs + p.epoch_secs;
-        let now_secs = decided_at_earliest_secs;
-        let unvested = acct.vesting_total().0
-            - tollway_ledger::economics::vesting::releasable(acct, now_secs, p.vesting_secs).0.min(acct.vesting_total().0);
-        let slash_estimate = Token(ppm_of(bond, slash_ppm) + ppm_of(unvested, slash_ppm));
+        let acct = &state.accounts[n.account as usize];
+        let slash_estimate = over_claim_slash_estimate(p, acct, over_claim_ppm, decided_at_earliest_secs);
         Some(StrikeView {
             epoch: strike.epoch,
             measured_capacity_bps,
@@ -395,10 +391,6 @@ impl StrikeView {
             decided_at_earliest_secs,
         })
     }
-}
-
-fn ppm_of(x: u128, ppm: u128) -> u128 {
-    tollway_types::math::mul_div_floor(x, ppm, tollway_types::PPM)
 }
 
 impl NodeView {

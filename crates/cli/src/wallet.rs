@@ -14,7 +14,9 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use tollway_ledger::params::{format_duration, format_span, parse_duration_secs};
+use tollway_ledger::economics::{measure::rho_ppm, slash::over_claim_fraction_ppm};
+use tollway_ledger::params::{format_duration, format_span, parse_duration_secs, Params};
+use tollway_types::{math::mul_div_floor, PPM};
 use tollway_tunnel::session::{
     min_price_usd_micro_per_gib, min_receipt_interval_bytes, DEFAULT_RECEIPT_INTERVAL_BYTES, MIN_PRICE_USD_MICRO_PER_GIB,
 };
@@ -1294,11 +1296,19 @@ fn over_claim_warning(claim_bps: u64, node: &NodeInfo, status: &Status) -> Optio
     }
     let (reward_max, slash_min) = (status.rho_reward_on_claim_max_ppm?, status.rho_slash_min_ppm?);
     let (base, per_rho, most) = (status.slash_base_ppm?, status.slash_per_rho_ppm?, status.slash_max_ppm?);
-    const PPM: u128 = 1_000_000;
-    // The ledger's ρ (`rho_ppm`) and slash share (`over_claim_fraction_ppm`).
-    let rho = u64::try_from(u128::from(claim_bps) * PPM / u128::from(verified_bps)).unwrap_or(u64::MAX);
-    let share = |rho: u64| (base + u64::try_from(u128::from(per_rho) * u128::from(rho.saturating_sub(slash_min)) / PPM).unwrap_or(u64::MAX)).min(most);
-    let struck_above_bps = u64::try_from(u128::from(verified_bps) * u128::from(slash_min) / PPM).unwrap_or(u64::MAX);
+    // The ledger's own ρ and slash share, under the chain's thresholds.
+    let ppm = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let params = Params {
+        rho_reward_on_claim_max_ppm: ppm(reward_max),
+        rho_slash_min_ppm: ppm(slash_min),
+        slash_base_ppm: ppm(base),
+        slash_per_rho_ppm: ppm(per_rho),
+        slash_max_ppm: ppm(most),
+        ..Params::default_params()
+    };
+    let rho = rho_ppm(claim_bps, verified_bps);
+    let share = |rho: u64| u64::try_from(over_claim_fraction_ppm(&params, rho)).unwrap_or(u64::MAX);
+    let struck_above_bps = u64::try_from(mul_div_floor(u128::from(verified_bps), u128::from(slash_min), PPM)).unwrap_or(u64::MAX);
     let cost = if rho > slash_min {
         format!(
             "measured as last time, the node is struck at its next measurement (its bond held until decided), and \

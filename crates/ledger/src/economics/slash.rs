@@ -33,9 +33,8 @@ pub fn take_stake(acct: &mut Account, amount: Token) -> Token {
 /// What a slash's fraction is of: the bonded stake and the unbonding
 /// entries, which stay slashable until they are withdrawn (a fraction of
 /// the bonded stake alone let an account shrink its slash by unbonding
-/// between the strike and its confirmation). Public for the API's
-/// estimate of a pending strike's slash.
-pub fn slashable_bond(acct: &Account) -> u128 {
+/// between the strike and its confirmation).
+fn slashable_bond(acct: &Account) -> u128 {
     acct.staked.0 + acct.unbonding_total().0
 }
 
@@ -91,8 +90,7 @@ pub fn slash_node(
     let verified_bps = node.verified_capacity_bps;
     let acct = &mut state.accounts[a];
     vesting::release(acct, now_secs, vesting_secs);
-    let from_bond = Token(ppm_of(slashable_bond(acct), fraction));
-    let from_unvested = Token(ppm_of(acct.vesting_unreleased.0, fraction));
+    let (from_bond, from_unvested) = over_claim_parts(acct, fraction);
     // The bond's part never reaches the unvested rewards: a fraction of
     // the bond is at most the bond.
     let taken = Token(take_stake(acct, from_bond).0 + vesting::slash_unvested(acct, from_unvested).0);
@@ -115,6 +113,23 @@ pub fn slash_node(
         to_reporters,
         ejected,
     });
+}
+
+/// What a confirmed over-claim slash at `fraction` asks of `acct`, once
+/// what has vested is released: from its bond, and from its unvested
+/// rewards (ADR 0017).
+fn over_claim_parts(acct: &Account, fraction: u128) -> (Token, Token) {
+    (Token(ppm_of(slashable_bond(acct), fraction)), Token(ppm_of(acct.vesting_unreleased.0, fraction)))
+}
+
+/// What [`slash_node`] would ask of `acct` at `now_secs` for an over-claim
+/// of `rho_ppm`: for an operator told of a pending strike (the chain's
+/// API), with no second copy of the rule.
+pub fn over_claim_slash_estimate(p: &Params, acct: &Account, rho_ppm: u64, now_secs: u64) -> Token {
+    let mut after = acct.clone();
+    vesting::release(&mut after, now_secs, p.vesting_secs);
+    let (from_bond, from_unvested) = over_claim_parts(&after, over_claim_fraction_ppm(p, rho_ppm));
+    Token(from_bond.0 + from_unvested.0)
 }
 
 /// Oracles whose share of deviating reports exceeds the maximum collect a
