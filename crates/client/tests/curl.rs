@@ -3616,6 +3616,58 @@ async fn a_connection_that_waits_too_long_for_a_stream_gets_a_refusal_it_can_rea
     assert!(events_with("stream-limit").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-limit"));
 }
 
+/// A destination that answers `bye` and closes its side at once, and
+/// reads what the program sent only `read_after` later, through a small
+/// receive buffer: an upload the program sent before it hung up is still
+/// on its way in at the exit meanwhile.
+async fn answer_then_read_late_server(read_after: Duration) -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::new(LOOPBACK, 0)).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if socket.write_all(b"bye").await.is_err() || socket.shutdown().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(read_after).await;
+                let _ = tokio::io::copy(&mut socket, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A program that uploads, reads its destination's answer and hangs up
+/// while the destination has not yet read the upload: the client lets go
+/// of the stream then, the exit only once the destination has taken the
+/// upload's last byte. At the exit's limit (one stream here) the program's
+/// next connection reached the exit while it still held the last one, and
+/// was refused (`Limit`): answered at once, then closed with nothing. It
+/// now waits at the exit for that stream to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_right_after_one_whose_upload_is_still_being_read_is_served() {
+    let client = SigningKey::from_label("stream-drain");
+    let setup = NodeSetup { transports: vec![Transport::Tls], max_streams: 1, ..NodeSetup::default() };
+    let exit = start_node_with("exit-stream-drain", &client, 0, setup).await;
+    let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
+    let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
+    let dest = answer_then_read_late_server(Duration::from_millis(500)).await;
+    // More than the exit's socket to the destination takes in (about 3 MB
+    // on loopback), less than that and the stream's window (2 MiB).
+    let upload = pattern(4 << 20);
+    for i in 0..4 {
+        let mut s = socks_connect(front, dest, b"").await;
+        s.write_all(&upload).await.unwrap();
+        let mut answer = Vec::new();
+        bounded("the answer", async { s.read_to_end(&mut answer).await.map(drop).unwrap() }).await;
+        assert_eq!(String::from_utf8_lossy(&answer), "bye", "connection {i}");
+    }
+    assert!(events_with("stream-drain").iter().all(|e| !e.contains(" down:")), "{:?}", events_with("stream-drain"));
+}
+
 /// A connection waiting for a stream on a route whose exit then dies is
 /// not lost with it: it never reached that exit, so it is opened on the
 /// next route and served there.

@@ -82,7 +82,10 @@ pub struct Limits {
     /// holds `max_streams` (the node's hello may set fewer than ours), before
     /// it is refused with `TooManyStreams`. A program with many connections
     /// (a browser, a download manager) then sees them wait their turn, not
-    /// fail. Zero refuses at once.
+    /// fail. Zero refuses at once. Node: how long an open waits for a
+    /// stream the client has let go of and the node still holds (its
+    /// destination has not taken the last of the upload) before it is
+    /// refused with `Limit`.
     pub stream_slot_wait: Duration,
 }
 
@@ -549,8 +552,15 @@ struct Stream {
     /// Client: waiting for `Opened`.
     opening: bool,
     /// Node: the client asked for this destination while its session was
-    /// paused; the driver hears of it once a receipt resumes the session.
+    /// paused, or while the node held `max_streams` streams some of which
+    /// the client had let go of (`waits_for_slot`); the driver hears of it
+    /// once a receipt resumes the session and a slot is free.
     open_held: Option<Dest>,
+    /// Node: opened while the node held `max_streams` streams, some of
+    /// them finished both ways and so no longer counted by the client,
+    /// whose destinations had not yet taken the last of the upload
+    /// (`Session::on_open`): it takes the next slot that frees.
+    waits_for_slot: bool,
     /// Bytes received (held ones too) that the driver has not consumed:
     /// they count against the session's window until it does, so the
     /// stream is kept until then.
@@ -876,6 +886,14 @@ pub struct Session {
     /// at most `max_streams` are kept, the oldest forgotten first
     /// (`remember_reset`).
     reset_streams: ResetStreams,
+    /// Streams both ends have finished (`fin_sent` and `fin_received`)
+    /// that this side still holds (the node: until the destination has
+    /// taken the last of the upload). The client may have let go of them.
+    n_streams_finished_both_ways: usize,
+    /// Node: the opens that wait for a slot (`Stream::waits_for_slot`),
+    /// oldest first, each with when it is refused after all
+    /// (`Limits::stream_slot_wait`).
+    opens_waiting_for_slot: VecDeque<(Instant, StreamId)>,
     blocked: BTreeSet<StreamId>,
     window: SessionWindow,
     pay: Option<Pay>,
@@ -978,6 +996,8 @@ impl Session {
             session_id: [0; 16],
             streams: BTreeMap::new(),
             reset_streams: ResetStreams::default(),
+            n_streams_finished_both_ways: 0,
+            opens_waiting_for_slot: VecDeque::new(),
             blocked: BTreeSet::new(),
             window,
             pay: None,
@@ -1175,6 +1195,8 @@ impl Session {
         self.meter_dropped(held);
         self.streams.clear();
         self.reset_streams.clear();
+        self.n_streams_finished_both_ways = 0;
+        self.opens_waiting_for_slot.clear();
         self.blocked.clear();
         self.events.push_back(Event::Closed {
             code,
@@ -1713,7 +1735,7 @@ impl Session {
                     self.events.push_back(Event::Reset { stream, code });
                 }
             }
-            Frame::Open { stream, dest } if is_node => self.on_open(stream, dest),
+            Frame::Open { stream, dest } if is_node => self.on_open(now, stream, dest),
             Frame::Opened { stream } if !is_node => {
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.opening = false;
@@ -1763,13 +1785,31 @@ impl Session {
         }
     }
 
-    fn on_open(&mut self, stream: StreamId, dest: Dest) {
+    fn on_open(&mut self, now: Instant, stream: StreamId, dest: Dest) {
         if self.streams.contains_key(&stream) {
             return self.violation(format!("stream {stream} opened twice"));
         }
         // A stream id reused: the client sent nothing more on the old one.
         self.reset_streams.remove(stream);
-        if self.streams.len() >= self.limits.max_streams as usize {
+        let max_streams = self.limits.max_streams as usize;
+        let wait = self.limits.stream_slot_wait;
+        if self.streams.len() >= max_streams
+            && self.streams.len() - self.n_streams_finished_both_ways < max_streams
+            && !wait.is_zero()
+        {
+            // The client let go of a stream once both ends had finished it
+            // and its program had read all; the node holds it until its
+            // destination has taken the last of the upload. So an honest
+            // client at the limit may open before the node's slot frees:
+            // the open waits for it (ADR 0008), unseen by the driver, as an
+            // open past the limit waits in the client's driver, and as long.
+            // The node still connects no more than `max_streams`, and holds
+            // no more waiting opens than streams the client let go of.
+            self.streams.insert(stream, Stream { open_held: Some(dest), waits_for_slot: true, ..self.fresh_stream() });
+            self.opens_waiting_for_slot.push_back((now + wait, stream));
+            return;
+        }
+        if self.streams.len() >= max_streams {
             self.queue(&Frame::OpenFailed {
                 stream,
                 code: ErrorCode::Limit,
@@ -1833,8 +1873,9 @@ impl Session {
         }
         s.recv_unconsumed += len;
         let Some(pay) = self.pay.as_mut() else { return };
-        if is_node && (!s.held.is_empty() || pay.credit() < len) {
-            // Node: deliver upstream bytes only within the credit window.
+        if is_node && (!s.held.is_empty() || s.open_held.is_some() || pay.credit() < len) {
+            // Node: deliver upstream bytes only within the credit window,
+            // and only on a stream the driver has heard of.
             s.held.push_back(payload);
             self.release_held(stream);
             return;
@@ -1884,6 +1925,7 @@ impl Session {
             return self.violation(format!("stream {stream} finished twice"));
         }
         s.fin_received = true;
+        let finished_both_ways = s.fin_sent;
         if is_node && !s.fin_sent {
             s.sent_at_sweep = s.sent_bytes;
             self.half_closed_sweep_at.get_or_insert(now + self.limits.idle_timeout);
@@ -1893,6 +1935,7 @@ impl Session {
         } else {
             s.fin_held = true;
         }
+        self.n_streams_finished_both_ways += usize::from(finished_both_ways);
         self.gc_stream(stream);
     }
 
@@ -1910,6 +1953,10 @@ impl Session {
         let Some(s) = self.streams.remove(&stream) else {
             return false;
         };
+        self.n_streams_finished_both_ways -= usize::from(s.fin_sent && s.fin_received);
+        if s.waits_for_slot {
+            self.opens_waiting_for_slot.retain(|&(_, waiting)| waiting != stream);
+        }
         self.blocked.remove(&stream);
         self.release(s.recv_unconsumed);
         // Node: upstream bytes held for a receipt are dropped with the
@@ -1918,7 +1965,46 @@ impl Session {
         if self.meter_dropped(s.held_bytes()) {
             self.after_metering();
         }
+        self.open_waiting_for_slot();
         true
+    }
+
+    /// Node: a stream is gone; the oldest open waiting for a slot takes
+    /// it, if the node now holds fewer than `max_streams` others. Paused,
+    /// it waits on for the receipt (`resume_paid`).
+    fn open_waiting_for_slot(&mut self) {
+        if self.opens_waiting_for_slot.is_empty() || self.phase != Phase::Established {
+            return;
+        }
+        let holding = self.streams.len() - self.opens_waiting_for_slot.len();
+        if holding >= self.limits.max_streams as usize {
+            return;
+        }
+        let Some((_, stream)) = self.opens_waiting_for_slot.pop_front() else { return };
+        let paused = self.pay.as_ref().is_some_and(|p| p.paused);
+        let Some(s) = self.streams.get_mut(&stream) else { return };
+        s.waits_for_slot = false;
+        if paused {
+            return;
+        }
+        // The open goes to the driver before its data.
+        if let Some(dest) = s.open_held.take() {
+            self.events.push_back(Event::OpenRequested { stream, dest });
+        }
+        self.release_held(stream);
+    }
+
+    /// Node: the opens that waited for a slot until `now` in vain are
+    /// refused with `Limit` after all (a destination that never takes the
+    /// rest of an upload keeps its stream until the session ends).
+    fn refuse_waited_opens(&mut self, now: Instant) {
+        while let Some(&(_, stream)) = self.opens_waiting_for_slot.front().filter(|&&(until, _)| until <= now) {
+            self.opens_waiting_for_slot.pop_front();
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.waits_for_slot = false;
+            }
+            self.refuse_stream(stream, ErrorCode::Limit);
+        }
     }
 
     /// Node: counts `bytes` of upstream data it dropped unread, as the
@@ -2069,7 +2155,7 @@ impl Session {
             return;
         }
         // Opens that waited go to the driver before their data.
-        for (&stream, s) in self.streams.iter_mut() {
+        for (&stream, s) in self.streams.iter_mut().filter(|(_, s)| !s.waits_for_slot) {
             if let Some(dest) = s.open_held.take() {
                 self.events.push_back(Event::OpenRequested { stream, dest });
             }
@@ -2518,6 +2604,7 @@ impl Session {
         if let Some(s) = self.streams.get_mut(&stream) {
             if !s.fin_sent {
                 s.fin_sent = true;
+                self.n_streams_finished_both_ways += usize::from(s.fin_received);
                 self.queue(&Frame::Fin { stream });
                 self.gc_stream(stream);
             }
@@ -2581,6 +2668,7 @@ impl Session {
                     self.unpaid_deadline(),
                     self.pause_fence_deadline(),
                     self.half_closed_sweep_at,
+                    self.opens_waiting_for_slot.front().map(|&(until, _)| until),
                 ];
                 Some(deadlines.into_iter().flatten().fold(idle, Instant::min))
             }
@@ -2636,6 +2724,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.note_pause(now);
         self.sweep_half_closed(now);
+        self.refuse_waited_opens(now);
         if self.phase == Phase::Established && self.unpaid_deadline().is_some_and(|d| now >= d) {
             let Side::Node { terms, .. } = &self.side else { return };
             let unpaid = human_bytes(self.unpaid_bytes());

@@ -1710,6 +1710,120 @@ fn streams_the_node_refused_at_its_limit_are_remembered_no_more_than_its_limit()
     }
 }
 
+/// A pair at the node's limit of two streams, a and b, where a program
+/// uploaded on a and hung up and a's destination answered and closed but
+/// has not read the upload's last bytes: the client let go of a, the node
+/// holds it. Returns the pair, a, b and the upload's length.
+fn at_the_limit_with_a_stream_the_client_let_go() -> (Pair, StreamId, StreamId, usize) {
+    let limited = |t: &mut NodeTerms| t.limits.max_streams = 2;
+    let mut pair = Pair::build(Usd(1_000_000_000), [9; 32], [9; 32], limited);
+    pair.drive();
+    assert_eq!(pair.client.limits().max_streams, 2);
+    // Destinations that read only when the test says so.
+    pair.node_consumes = false;
+    let (a, b) = (pair.client.open_stream(dest()).unwrap(), pair.client.open_stream(dest()).unwrap());
+    pair.drive();
+    let upload = pattern(100_000, 1);
+    assert_eq!(pair.pump(a, &upload, true), upload.len());
+    pair.client.finish(a);
+    pair.node.send(a, b"done").unwrap();
+    pair.node.finish(a);
+    pair.drive();
+    assert!(!pair.client.has_stream(a) && pair.node.has_stream(a));
+    assert!(!pair.client.streams_full(), "the client counts a free slot");
+    (pair, a, b, upload.len())
+}
+
+fn open_failed(pair: &Pair) -> Vec<&Event> {
+    pair.client_events.iter().filter(|e| matches!(e, Event::OpenFailed { .. })).collect()
+}
+
+/// The two ends count a stream at different moments: the client lets go
+/// of it once both ends finished it and its program read all, the node
+/// once its destination has also taken the last of the upload. At exactly
+/// the limit, the client's next open came while the node still held such
+/// a stream, and the node refused it with `Limit`: the program's
+/// connection failed (or, answered at once, closed empty) where it should
+/// have waited.
+#[test]
+fn an_open_sent_while_the_node_drains_a_stream_the_client_let_go_waits_for_that_slot() {
+    let (mut pair, a, b, uploaded) = at_the_limit_with_a_stream_the_client_let_go();
+    // The next program connection, with its first bytes (optimistic).
+    let c = pair.client.open_stream(dest()).unwrap();
+    pair.client.send(c, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    pair.drive();
+    assert!(open_failed(&pair).is_empty(), "refused: {:?}", pair.client_events);
+    assert!(!pair.node_events.contains(&Event::OpenRequested { stream: c, dest: dest() }), "connected past the limit");
+
+    // A client that ignores its own count is still refused (raw opens):
+    // the node holds b and c for it.
+    pair.node.handle_input(pair.now, 1, &raw_opens([c + 1]));
+    let sent: Vec<Frame> = std::iter::from_fn(|| pair.node.poll_transmit()).flat_map(|(_, bytes)| frames_of(&bytes)).collect();
+    assert!(sent.contains(&Frame::OpenFailed { stream: c + 1, code: ErrorCode::Limit }), "{sent:?}");
+
+    // The destination takes the rest: the slot frees, and c goes on, its
+    // first bytes with it.
+    pair.node.consumed(pair.now, a, uploaded);
+    pair.drive();
+    assert!(!pair.node.has_stream(a));
+    assert!(pair.node_events.contains(&Event::OpenRequested { stream: c, dest: dest() }));
+    assert!(pair.client_events.contains(&Event::Opened { stream: c }));
+    assert_eq!(pair.node_got[&c], b"GET / HTTP/1.1\r\n\r\n");
+    assert!(open_failed(&pair).is_empty(), "{:?}", pair.client_events);
+    assert_eq!(pair.node.n_streams(), 2);
+    assert_eq!(pair.pump(b, b"b lives on", true), 10);
+}
+
+/// An open that waits at the node for a stream the client let go of is
+/// refused with `Limit` once it has waited `stream_slot_wait` in vain (a
+/// destination that never reads the rest of an upload), as an open that
+/// waits in the client's driver is; the slot, once free, serves the next.
+#[test]
+fn an_open_that_waits_at_the_node_in_vain_is_refused_after_the_slot_wait() {
+    let (mut pair, a, _, uploaded) = at_the_limit_with_a_stream_the_client_let_go();
+    let c = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    let wait = Limits::default().stream_slot_wait;
+    pair.advance(wait - Duration::from_millis(100));
+    assert!(open_failed(&pair).is_empty(), "refused early: {:?}", pair.client_events);
+    pair.advance(Duration::from_millis(200));
+    assert_eq!(open_failed(&pair), [&Event::OpenFailed { stream: c, code: ErrorCode::Limit }]);
+    assert!(!pair.node_events.iter().any(|e| matches!(e, Event::OpenRequested { stream, .. } if *stream == c)));
+    pair.node.consumed(pair.now, a, uploaded);
+    pair.drive();
+    let d = pair.client.open_stream(dest()).unwrap();
+    pair.drive();
+    assert!(pair.client_events.contains(&Event::Opened { stream: d }), "{:?}", pair.client_events);
+}
+
+/// The slot frees while the session is paused for a receipt: the open
+/// waits on for the receipt, as any open the node gets while paused.
+#[test]
+fn an_open_whose_slot_frees_while_the_session_is_paused_waits_for_the_receipt() {
+    let (mut pair, a, b, uploaded) = at_the_limit_with_a_stream_the_client_let_go();
+    pair.drop_client_frame = |f| matches!(f, Frame::Receipt(_));
+    pair.pump(b, &pattern(3 * MIB as usize, 2), false);
+    assert!(pair.node_events.iter().any(|e| matches!(e, Event::Paused { .. })));
+    let c = pair.client.open_stream(dest()).unwrap();
+    pair.client.send(c, b"hello").unwrap();
+    pair.drive();
+    pair.node.consumed(pair.now, a, uploaded);
+    pair.drive();
+    assert!(!pair.node.has_stream(a));
+    let requested = |pair: &Pair| pair.node_events.contains(&Event::OpenRequested { stream: c, dest: dest() });
+    assert!(!requested(&pair), "connected for a client that does not pay");
+
+    pair.drop_client_frame = keep;
+    let bytes = pair.client.cumulative_bytes();
+    let paid = pair.receipt(&pair.client_key.clone(), tollway_ledger::cost_of_bytes(PRICE, bytes).0, bytes);
+    pair.node.handle_input(pair.now, 1, &Frame::Receipt(paid).to_bytes());
+    pair.drive();
+    assert!(requested(&pair));
+    assert!(pair.client_events.contains(&Event::Opened { stream: c }));
+    assert_eq!(pair.node_got[&c], b"hello");
+    assert!(open_failed(&pair).is_empty(), "{:?}", pair.client_events);
+}
+
 #[test]
 fn bytes_the_node_held_for_a_receipt_are_counted_as_the_client_counted_them_however_the_stream_ends() {
     // Paused, the node holds what the client sends; the client counted it
