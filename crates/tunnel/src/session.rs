@@ -529,6 +529,17 @@ impl Path {
 }
 
 impl Stream {
+    /// Node: what the sweep of streams the client has finished watches
+    /// move. Before the node's `Fin`, the bytes it sent; after it, the
+    /// upload its destination has taken (what is left of it falls).
+    fn sweep_progress(&self) -> u64 {
+        if self.fin_sent {
+            u64::MAX - self.recv_unconsumed
+        } else {
+            self.sent_bytes
+        }
+    }
+
     /// Node: the upstream bytes it holds for a receipt.
     fn held_bytes(&self) -> u64 {
         self.held.iter().map(|b| b.len() as u64).sum()
@@ -572,11 +583,13 @@ struct Stream {
     /// driver had not consumed when the receipt's announcement went out;
     /// announced once consumed (`Session::consumed`).
     unconsumed_at_receipt: u64,
-    /// Node: bytes sent on it to the client, and their count at the last
-    /// sweep of half-closed streams (`Session::sweep_half_closed`).
+    /// Node: bytes sent on it to the client.
     sent_bytes: u64,
-    sent_at_sweep: u64,
-    /// Node: sweeps in a row that found it half-closed with nothing sent.
+    /// Node: its `sweep_progress` at the last sweep of the streams the
+    /// client has finished (`Session::sweep_half_closed`).
+    progress_at_sweep: u64,
+    /// Node: sweeps in a row that found it finished by the client with
+    /// no progress.
     idle_sweeps: u8,
 }
 
@@ -905,8 +918,8 @@ pub struct Session {
     pings: BTreeMap<u64, Instant>,
     next_ping: u64,
     /// Node: when the streams the client has finished and the destination
-    /// has not are next looked at (`sweep_half_closed`); none while there
-    /// are none.
+    /// has not (no answer ended, or the upload not all taken) are next
+    /// looked at (`sweep_half_closed`); none while there are none.
     half_closed_sweep_at: Option<Instant>,
     /// Buffers for frames split across two reads.
     joins: FrameJoins,
@@ -1926,8 +1939,12 @@ impl Session {
         }
         s.fin_received = true;
         let finished_both_ways = s.fin_sent;
-        if is_node && !s.fin_sent {
-            s.sent_at_sweep = s.sent_bytes;
+        if is_node {
+            // Until the node's `Fin` (a destination that never answers),
+            // or after it until its destination has taken the upload (one
+            // that never reads it): the client may have let go of such a
+            // stream, and the node's slot must not be held for ever.
+            s.progress_at_sweep = s.sweep_progress();
             self.half_closed_sweep_at.get_or_insert(now + self.limits.idle_timeout);
         }
         if s.held.is_empty() && s.open_held.is_none() {
@@ -1996,7 +2013,8 @@ impl Session {
 
     /// Node: the opens that waited for a slot until `now` in vain are
     /// refused with `Limit` after all (a destination that never takes the
-    /// rest of an upload keeps its stream until the session ends).
+    /// rest of an upload keeps its stream until the sweep resets it,
+    /// `sweep_half_closed`).
     fn refuse_waited_opens(&mut self, now: Instant) {
         while let Some(&(_, stream)) = self.opens_waiting_for_slot.front().filter(|&&(until, _)| until <= now) {
             self.opens_waiting_for_slot.pop_front();
@@ -2685,7 +2703,10 @@ impl Session {
     /// cannot tell a half-close from a close until written to), and a
     /// destination that ignored it and never answered kept the stream,
     /// counted against `max_streams`, and its connection, for as long as
-    /// the session lived (a client's pings keep it from idling).
+    /// the session lived (a client's pings keep it from idling). So is one
+    /// both ends finished whose destination took none of the upload's rest
+    /// over two sweeps (and could have: no upload held for a receipt): the
+    /// client has let go of it, and the node's slot was held for as long.
     fn sweep_half_closed(&mut self, now: Instant) {
         if self.half_closed_sweep_at.is_none_or(|at| now < at) || self.phase != Phase::Established {
             return;
@@ -2693,14 +2714,19 @@ impl Session {
         // A stream the node could not send on (paused for a receipt, or
         // its window or the session's used up by a client that reads
         // slowly) is not idle for want of bytes.
-        let held_back = self.pay.as_ref().is_some_and(|p| p.paused) || self.window.send_credit == 0;
+        // Nor is an upload held for a receipt untaken for want of a reader.
+        let paused = self.pay.as_ref().is_some_and(|p| p.paused);
+        let held_back = paused || self.window.send_credit == 0;
         let mut idle = Vec::new();
         let mut left = false;
-        for (&id, s) in self.streams.iter_mut().filter(|(_, s)| s.fin_received && !s.fin_sent) {
-            if s.sent_bytes == s.sent_at_sweep && !held_back && s.send_credit > 0 {
+        let finished_by_client = |s: &Stream| s.fin_received && (!s.fin_sent || s.recv_unconsumed > 0);
+        for (&id, s) in self.streams.iter_mut().filter(|(_, s)| finished_by_client(s)) {
+            let could_move = if s.fin_sent { !paused && s.held.is_empty() } else { !held_back && s.send_credit > 0 };
+            let progress = s.sweep_progress();
+            if progress == s.progress_at_sweep && could_move {
                 s.idle_sweeps += 1;
             } else {
-                (s.idle_sweeps, s.sent_at_sweep) = (0, s.sent_bytes);
+                (s.idle_sweeps, s.progress_at_sweep) = (0, progress);
             }
             if s.idle_sweeps >= 2 {
                 idle.push(id);

@@ -1796,6 +1796,48 @@ fn an_open_that_waits_at_the_node_in_vain_is_refused_after_the_slot_wait() {
     assert!(pair.client_events.contains(&Event::Opened { stream: d }), "{:?}", pair.client_events);
 }
 
+/// A destination that never takes the rest of an upload kept its stream,
+/// one of `max_streams`, for as long as the session lived, though both
+/// ends had finished it and the client had let go of it: every open
+/// after it waited the slot wait and was refused. The sweep of streams
+/// the client has finished resets it with `Idle` at the second sweep in
+/// which the destination took nothing (10 min after the `Fin`), and the
+/// slot serves the next open; one whose destination reads now and then is
+/// left alone.
+#[test]
+fn a_stream_whose_destination_never_takes_the_upload_is_reset_idle_and_frees_its_slot() {
+    for reads in [false, true] {
+        let (mut pair, a, _, _) = at_the_limit_with_a_stream_the_client_let_go();
+        let finished = pair.now;
+        let mut reset_after = None;
+        // Half-second steps for 15 min: the client pings every 5 s.
+        for step in 0..1800u32 {
+            if reads && step.is_multiple_of(120) {
+                pair.node.consumed(pair.now, a, 1_000);
+            }
+            if step.is_multiple_of(10) {
+                pair.client.ping(pair.now).unwrap();
+            }
+            pair.advance(Duration::from_millis(500));
+            if reset_after.is_none() && pair.node_events.contains(&Event::Reset { stream: a, code: ErrorCode::Idle }) {
+                reset_after = Some(pair.now - finished);
+            }
+        }
+        assert_eq!(closed_event(pair.node_events.clone()), None);
+        if reads {
+            assert_eq!(reset_after, None, "a destination still reading was cut off");
+            assert!(pair.node.has_stream(a));
+            continue;
+        }
+        let took = reset_after.expect("the stream was never reset");
+        assert!((600..=601).contains(&took.as_secs()), "reset {took:?} after the Fin");
+        assert!(!pair.node.has_stream(a));
+        let c = pair.client.open_stream(dest()).unwrap();
+        pair.drive();
+        assert!(pair.client_events.contains(&Event::Opened { stream: c }), "{:?}", pair.client_events);
+    }
+}
+
 /// The slot frees while the session is paused for a receipt: the open
 /// waits on for the receipt, as any open the node gets while paused.
 #[test]
