@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str, &[&str])] = &[
         &["region", "country", "max_price_usd_micro_per_gib", "min_verified_capacity_bps", "min_reputation_ppm", "active", "limit"],
     ),
     ("get", "/v1/nodes/{id}", &[]),
+    ("get", "/v1/nodes/{id}/epochs", &["from", "limit"]),
     ("get", "/v1/oracles", &["from", "limit"]),
     ("get", "/v1/blocks/{height}", &[]),
     ("get", "/v1/epochs", &["from", "limit"]),
@@ -92,6 +93,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/channels/{id}", get(channel))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}", get(node))
+        .route("/v1/nodes/{id}/epochs", get(node_epochs))
         .route("/v1/oracles", get(oracles))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/epochs", get(epochs))
@@ -321,6 +323,9 @@ struct NodeView {
     active: bool,
     registered_epoch: u64,
     stake: Token,
+    /// Paid at the last epoch's end (0: nothing); `/v1/nodes/{id}/epochs`
+    /// has the epochs before.
+    last_reward: Token,
     total_rewards: Token,
     total_slashed: Token,
     /// The over-claim strike the node's next measurement decides (none:
@@ -414,6 +419,7 @@ impl NodeView {
             active: n.active,
             registered_epoch: n.registered_epoch,
             stake: state.accounts[n.account as usize].staked,
+            last_reward: n.last_reward,
             total_rewards: n.total_rewards,
             total_slashed: n.total_slashed,
             strike: StrikeView::of(n, state),
@@ -1049,6 +1055,24 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
     let st = core.state();
     let idx = st.node_index.get(&id).ok_or_else(|| ApiError::not_found("unknown_node", format!("{id} is not a registered node")))?;
     Ok(Json(NodeView::of(&st.nodes[*idx as usize], st, core.node_slashes(&id))))
+}
+
+/// A node's figures at each epoch's end, oldest first from epoch `from`, a
+/// page at a time as `/v1/epochs` (the store keeps the last
+/// `NODE_EPOCHS_KEPT` epochs of each node).
+async fn node_epochs(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): QueryMap,
+) -> ApiResult<Json<Vec<tollway_store::NodeEpochRow>>> {
+    let id = parse_key(&id)?;
+    let from = query_u64(&q, "from")?.unwrap_or(0);
+    let limit = page_limit(&q, 100)?;
+    let core = s.core();
+    if !core.state().node_index.contains_key(&id) {
+        return Err(ApiError::not_found("unknown_node", format!("{id} is not a registered node")));
+    }
+    core.store().node_epochs(&id, from, limit).map(Json).map_err(ApiError::internal)
 }
 
 /// In registration order, a page at a time (`from` is an index in it).

@@ -3,7 +3,7 @@
 //! and free of the network; the node (`node.rs`) drives it under a lock.
 
 use crate::consensus::{Application, ChainError};
-use crate::execute::{self, begin_block, finish_block, BlockError, Executed};
+use crate::execute::{self, begin_block, finish_block, BlockError, EpochEnds, Executed};
 use crate::genesis::GenesisFile;
 use crate::mempool::{BlockTarget, Dropped, Mempool, MempoolLimits, Pending};
 use rand_core::RngCore;
@@ -373,7 +373,7 @@ impl Application for Core {
             self.abandon()?;
         }
         let (height, parent, time_ms) = self.next_block_frame(time_ms);
-        let epochs = begin_block(&mut self.state, height, time_ms, parent);
+        let EpochEnds { epochs, node_epochs } = begin_block(&mut self.state, height, time_ms, parent);
         let mut target = Target { state: &mut self.state, ctx: execute::ctx(height, time_ms), results: Vec::new() };
         let (taken, dropped) = self.mempool.fill_block(self.config.max_block_txs, self.config.max_block_bytes, &mut target);
         let results = target.results;
@@ -393,7 +393,7 @@ impl Application for Core {
         };
         self.speculative = Some(Speculative {
             hash: header.hash(),
-            executed: Executed { tx_ids, results, epochs, state_root, state_encoding },
+            executed: Executed { tx_ids, results, epochs, node_epochs, state_root, state_encoding },
             taken,
             dropped,
         });
@@ -437,6 +437,7 @@ impl Application for Core {
             tx_ids: &ex.tx_ids,
             results: &ex.results,
             epochs: &ex.epochs,
+            node_epochs: &ex.node_epochs,
             state_encoding: ex.state_encoding.as_deref(),
         })?;
         // Proposed or verified alike, the executed block names its txs.

@@ -5,8 +5,8 @@
 
 use tollway_ledger::root::{encode_state, state_root_of_encoding};
 use tollway_ledger::{apply_verified, check_supply, end_epoch, epoch_due, Ctx, Event, State, TxError};
-use tollway_store::EpochRecord;
-use tollway_types::{Block, Hash32, TxId};
+use tollway_store::{EpochRecord, NodeEpochRow};
+use tollway_types::{AccountId, Block, Hash32, TxId, Usd};
 
 pub fn ctx(height: u64, time_ms: u64) -> Ctx {
     Ctx { height, time_secs: time_ms / 1000 }
@@ -19,16 +19,53 @@ pub fn block_ends_epoch(state: &State, time_ms: u64) -> bool {
     epoch_due(state, ctx(0, time_ms).time_secs)
 }
 
+/// What a block's start did: the epoch it closed, if any, and the rows of
+/// the nodes registered in it.
+#[derive(Default)]
+pub struct EpochEnds {
+    pub epochs: Vec<EpochRecord>,
+    pub node_epochs: Vec<(AccountId, NodeEpochRow)>,
+}
+
 /// Start of a block: closes the epoch if the block's time says it is over.
 /// The epoch seed is the parent block's hash: fixed before the block, so a
 /// proposer cannot choose it by reordering txs.
-pub fn begin_block(state: &mut State, height: u64, time_ms: u64, parent: Hash32) -> Vec<EpochRecord> {
+pub fn begin_block(state: &mut State, height: u64, time_ms: u64, parent: Hash32) -> EpochEnds {
     let c = ctx(height, time_ms);
-    if block_ends_epoch(state, time_ms) {
-        vec![EpochRecord { height, time_ms, report: end_epoch(state, c, parent) }]
-    } else {
-        Vec::new()
+    if !block_ends_epoch(state, time_ms) {
+        return EpochEnds::default();
     }
+    // What `end_epoch` resets: which nodes were in the epoch (one that
+    // deregistered in it was, and may still be paid for its traffic), and
+    // what their channels settled.
+    let in_epoch: Vec<(usize, Usd)> = state
+        .nodes
+        .iter()
+        .zip(&state.node_epochs)
+        .enumerate()
+        .filter(|(_, (node, node_epoch))| node.active || node_epoch.group_left.is_some() || node_epoch.claim_held_bps > 0)
+        .map(|(i, (_, node_epoch))| (i, node_epoch.settled_usd))
+        .collect();
+    let report = end_epoch(state, c, parent);
+    let node_epochs = in_epoch
+        .into_iter()
+        .map(|(i, settled_usd)| {
+            let node = &state.nodes[i];
+            let row = NodeEpochRow {
+                epoch: report.epoch,
+                reward: node.last_reward,
+                verified_capacity_bps: node.verified_capacity_bps,
+                measured: node.measured_epoch == Some(report.epoch),
+                uptime_ppm: node.uptime_ppm,
+                reputation_ppm: node.reputation_ppm,
+                latency_us: node.latency_us,
+                settled_usd,
+                region_multiplier_ppm: report.regions.get(node.region.index()).map_or(0, |r| r.multiplier_ppm),
+            };
+            (node.operator, row)
+        })
+        .collect();
+    EpochEnds { epochs: vec![EpochRecord { height, time_ms, report }], node_epochs }
 }
 
 /// End of a block: the supply invariant (DESIGN §2: checked after every
@@ -72,6 +109,7 @@ pub struct Executed {
     pub tx_ids: Vec<TxId>,
     pub results: Vec<Vec<Event>>,
     pub epochs: Vec<EpochRecord>,
+    pub node_epochs: Vec<(AccountId, NodeEpochRow)>,
     pub state_root: Hash32,
     pub state_encoding: Option<Vec<u8>>,
 }
@@ -114,7 +152,7 @@ pub fn execute_block(
     if let Some(index) = tollway_types::keys::verify_batch(&items, verify_seed).iter().position(|ok| !ok) {
         return Err(BlockError::TxSignature { height, index });
     }
-    let epochs = begin_block(state, height, h.time_ms, h.parent);
+    let EpochEnds { epochs, node_epochs } = begin_block(state, height, h.time_ms, h.parent);
     let c = ctx(height, h.time_ms);
     let mut results = Vec::with_capacity(block.txs.len());
     for (index, stx) in block.txs.iter().enumerate() {
@@ -125,5 +163,5 @@ pub fn execute_block(
     if state_root != h.state_root {
         return Err(BlockError::StateRoot { height, expected: h.state_root, found: state_root });
     }
-    Ok(Executed { tx_ids, results, epochs, state_root, state_encoding })
+    Ok(Executed { tx_ids, results, epochs, node_epochs, state_root, state_encoding })
 }

@@ -422,7 +422,7 @@ fn a_query_key_the_route_does_not_read_is_refused_by_name() {
             assert!(message.contains("unknown query parameter max_price_usd_per_gib") && message.contains(keys[0]), "{message}");
         }
     }
-    assert_eq!(routes_with_queries, 9);
+    assert_eq!(routes_with_queries, 10);
 }
 
 /// A refusal sent before the request's body had arrived (a wrong method,
@@ -1293,4 +1293,83 @@ fn a_struck_node_shows_its_strike_and_what_decides_it() {
     assert!(rewards > 0.0 && (estimate - (450.0 + 0.45 * rewards)).abs() < 0.001, "{n}");
     let epoch_end = u64_at(&st, &["epoch_start_secs"]) + u64_at(&st, &["epoch_secs"]);
     assert_eq!(u64_at(strike, &["decided_at_earliest_secs"]), epoch_end, "{n}");
+}
+
+/// A node's record gave its figures of now only: after a day of epochs an
+/// operator could not tell which paid what, or why one paid less. Each
+/// epoch's end now stores a row per node: the reward it paid (the node's
+/// `last_reward` then), whether the oracles measured it, and the figures
+/// the reward came from.
+#[test]
+fn a_nodes_epochs_say_what_each_paid_and_on_what() {
+    use tollway_types::{MacroRegion, Measurement, MeasurementOutcome, MeasurementReport};
+    let c = start_chain(|p| p.epoch_secs = 2, |_| {});
+    let spec = tollway_ledger::testkit::node_spec("DE", "203.0.113.7", 100_000_000);
+    assert_eq!(c.submit_wait(&signed("operator", 0, TxBody::RegisterNode(spec))).0, 200);
+    for (i, o) in ["oracle0", "oracle1", "oracle2"].iter().enumerate() {
+        let addr = format!("198.51.{i}.1").parse().unwrap();
+        assert_eq!(c.submit_wait(&signed(o, 0, TxBody::RegisterOracle { addr })).0, 200);
+    }
+    let operator = key("operator").public();
+    let epoch_now = || u64_at(&status(&c), &["epoch"]);
+    let registered = epoch_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while epoch_now() == registered {
+        assert!(std::time::Instant::now() < deadline, "no epoch end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The oracles are active from the epoch after theirs: they measure it.
+    let measured = epoch_now();
+    for o in ["oracle0", "oracle1", "oracle2"] {
+        let outcome = MeasurementOutcome::Measured { throughput_bps: 100_000_000, latency_us: 20_000 };
+        let report = MeasurementReport { epoch: measured, measurements: vec![Measurement { node: operator, outcome, uptime_ppm: 1_000_000 }] };
+        let (s, v) = c.submit_wait(&signed(o, 1, TxBody::Report(report)));
+        assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    }
+    // The record and the row, read while the epoch after the measured one
+    // runs (the record's `last_reward` is the last epoch's).
+    let (record, rows) = loop {
+        assert!(std::time::Instant::now() < deadline, "epoch {measured} never ended");
+        let before = epoch_now();
+        let record = c.get(&format!("/v1/nodes/{operator}")).1;
+        let (s, rows) = c.get(&format!("/v1/nodes/{operator}/epochs?from={measured}&limit=1"));
+        assert_eq!(s, 200, "{rows}");
+        if before == measured + 1 && epoch_now() == before {
+            break (record, rows);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let row = &rows[0];
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!((u64_at(row, &["epoch"]), row["measured"].as_bool()), (measured, Some(true)), "{row}");
+    assert_eq!(row["reward"], record["last_reward"], "{row} {record}");
+    assert!(row["reward"].as_str().is_some_and(|r| r != "0"), "{row}");
+    assert_eq!(
+        [u64_at(row, &["verified_capacity_bps"]), u64_at(row, &["uptime_ppm"]), u64_at(row, &["latency_us"])],
+        [100_000_000, 1_000_000, 20_000],
+        "{row}"
+    );
+    assert_eq!(u64_at(row, &["reputation_ppm"]), u64_at(&record, &["reputation_ppm"]), "{row} {record}");
+    assert_eq!(row["settled_usd"], "0", "{row}");
+    // Its region's multiplier, as the epoch's report has it.
+    let report = c.get(&format!("/v1/epochs/{measured}")).1;
+    let europe = MacroRegion::from_name("europe").unwrap().index();
+    assert_eq!(row["region_multiplier_ppm"], report["report"]["regions"][europe]["multiplier_ppm"], "{row} {report}");
+    // Oldest first from `from`; the epoch it registered in paid nothing,
+    // no oracle having measured it.
+    let (s, all) = c.get(&format!("/v1/nodes/{operator}/epochs"));
+    assert_eq!(s, 200, "{all}");
+    let epochs: Vec<u64> = all.as_array().unwrap().iter().map(|r| u64_at(r, &["epoch"])).collect();
+    assert_eq!(epochs[..2], [registered, measured], "{all}");
+    assert_eq!((all[0]["measured"].as_bool(), all[0]["reward"].as_str()), (Some(false), Some("0")), "{all}");
+    // Clear refusals, as the other routes'.
+    let stranger = key("alice").public();
+    let (s, v) = c.get(&format!("/v1/nodes/{stranger}/epochs"));
+    assert_eq!((s, code(&v)), (404, "unknown_node"), "{v}");
+    let (s, v) = c.get("/v1/nodes/xyz/epochs");
+    assert_eq!((s, code(&v)), (400, "bad_id"), "{v}");
+    let (s, v) = c.get(&format!("/v1/nodes/{operator}/epochs?from=-1"));
+    assert_eq!((s, code(&v)), (400, "bad_query"), "{v}");
+    let (s, v) = c.get(&format!("/v1/nodes/{operator}/epochs?after=1"));
+    assert_eq!((s, code(&v)), (400, "bad_query"), "{v}");
 }

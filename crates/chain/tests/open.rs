@@ -22,7 +22,7 @@ fn a_tip_whose_txs_do_not_match_its_header_is_refused() {
     // not hold.
     let mut block = next_block(&tip);
     block.header.n_txs = 1;
-    store.commit(&BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
+    store.commit(&BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: None }).unwrap();
     let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("a damaged tip is refused");
     assert!(err.to_string().contains("does not match its header's tx root or count"), "{err}");
 }
@@ -38,7 +38,7 @@ fn a_state_stored_in_another_layout_is_refused_by_name() {
     encoding[0] = 1;
     let mut block = next_block(&tip);
     block.header.state_root = state_root_of_encoding(&encoding);
-    let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(&encoding) };
+    let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: Some(&encoding) };
     store.commit(&commit).unwrap();
     let err = Core::open(store, seq.public(), CoreConfig::default()).err().expect("another layout is refused");
     let names = format!("stored in layout version 1, and this build reads version {STATE_VERSION}");
@@ -56,7 +56,7 @@ fn replay_names_a_state_stored_in_another_layout() {
     encoding[0] = STATE_VERSION + 1;
     let mut block = next_block(&tip);
     block.header.state_root = state_root_of_encoding(&encoding);
-    let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(&encoding) };
+    let commit = BlockCommit { block: &block, tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: Some(&encoding) };
     store.commit(&commit).unwrap();
     let err = tollway_chain::replay::replay(&store, |_, _| {}).expect_err("another layout is refused");
     let names = format!("stored in layout version {}, and this build reads version {STATE_VERSION}", STATE_VERSION + 1);

@@ -1,9 +1,10 @@
 //! The chain's embedded store (DESIGN §3, ADR 0005): one redb file holding
-//! the genesis, every block, what each tx did, each epoch's report and the
-//! state at the tip.
+//! the genesis, every block, what each tx did, each epoch's report, each
+//! node's figures in the recent epochs and the state at the tip.
 //!
-//! **Invariant:** a block, its tx index, its epoch reports and the state
-//! after it are written in ONE write transaction with
+//! **Invariant:** a block, its tx index, its epoch reports, the nodes'
+//! rows of those epochs and the state after it are written in ONE write
+//! transaction with
 //! `Durability::Immediate`. So after a crash at any instant the file holds
 //! either all of a block or none of it, and the stored state is always the
 //! state after the stored tip. A tx is acknowledged only after that
@@ -12,7 +13,7 @@
 use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use tollway_ledger::{EpochReport, Event};
-use tollway_types::{codec, Block, SignedTx, TxId};
+use tollway_types::{codec, AccountId, Block, SignedTx, Token, TxId, Usd};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// height → encoded block.
@@ -23,6 +24,21 @@ const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
 const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
 /// epoch → encoded `EpochRecord`.
 const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+/// (epoch, node operator) → encoded `NodeEpochRow`: each node's figures
+/// in each of the last [`NODE_EPOCHS_KEPT`] epochs. By epoch first: an
+/// epoch's rows go in at the end of the tree and the oldest epoch's go
+/// from its start, where keyed by node first every epoch's commit wrote a
+/// row into, and so copied, nearly every leaf. Added after format 1's
+/// other tables: a store written before it has no such table, which reads
+/// as no rows, and its first epoch's commit creates it.
+const NODE_EPOCHS: TableDefinition<(u64, &[u8; 32]), &[u8]> = TableDefinition::new("node_epochs");
+
+/// Epochs of rows kept: a month of hourly epochs. A row takes about 140
+/// bytes of the file (a 40-byte key and a value of about 24, redb's
+/// offsets, and leaves about half full as redb fills them in key order;
+/// `tests/node_epochs_cost.rs` measures it): about 100 KB per node, 1 GB
+/// at 10,000 nodes. Each epoch's commit prunes the epoch that fell out.
+pub const NODE_EPOCHS_KEPT: u64 = 720;
 
 const GENESIS_KEY: &str = "genesis";
 const TIP_KEY: &str = "tip_height";
@@ -109,6 +125,29 @@ pub struct EpochRecord {
     pub report: EpochReport,
 }
 
+/// What one node was credited with at an epoch's end, and the figures its
+/// reward came from (DESIGN §2 "Epochs"): the operator's history of why an
+/// epoch paid what it did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeEpochRow {
+    pub epoch: u64,
+    /// Paid at the epoch's end, uptime and usage rewards together (it
+    /// vests first): the node's `last_reward` then.
+    pub reward: Token,
+    pub verified_capacity_bps: u64,
+    /// A quorum of oracles measured it this epoch; if not, the capacity,
+    /// reputation and latency are those of its last measurement.
+    pub measured: bool,
+    /// The uptime credited for the epoch.
+    pub uptime_ppm: u32,
+    pub reputation_ppm: u32,
+    pub latency_us: u32,
+    /// USD its channels settled in the epoch (to the node and to the burn).
+    pub settled_usd: Usd,
+    /// Its region's scarcity multiplier that epoch (the epoch report's).
+    pub region_multiplier_ppm: u32,
+}
+
 /// Everything one block changes, written atomically by [`Store::commit`].
 pub struct BlockCommit<'a> {
     pub block: &'a Block,
@@ -119,6 +158,8 @@ pub struct BlockCommit<'a> {
     /// Epochs closed before this block's txs ran (usually none, at most a
     /// few after a long pause).
     pub epochs: &'a [EpochRecord],
+    /// The rows of the nodes registered in those epochs, by operator.
+    pub node_epochs: &'a [(AccountId, NodeEpochRow)],
     /// `tollway_ledger::root::encode_state` of the state after the block;
     /// its root is `block.header.state_root`. `None` when the block changed
     /// nothing (no txs, no epoch end): the stored state is still current.
@@ -182,11 +223,19 @@ impl Store {
             w.open_table(RESULTS)?;
             w.open_table(TXS)?;
             w.open_table(EPOCHS)?;
+            w.open_table(NODE_EPOCHS)?;
             w.open_table(BLOCKS)?;
         }
         w.commit()?;
         let store = Store { db: Db::Writable(db) };
-        store.commit(&BlockCommit { block: genesis_block, tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(state_encoding) })?;
+        store.commit(&BlockCommit {
+            block: genesis_block,
+            tx_ids: &[],
+            results: &[],
+            epochs: &[],
+            node_epochs: &[],
+            state_encoding: Some(state_encoding),
+        })?;
         Ok(store)
     }
 
@@ -269,6 +318,20 @@ impl Store {
             for e in c.epochs {
                 epochs.insert(e.report.epoch, codec::encode(e).as_slice())?;
             }
+            if let Some(newest) = c.node_epochs.iter().map(|(_, row)| row.epoch).max() {
+                let mut rows = w.open_table(NODE_EPOCHS)?;
+                // In key order, as the tx index's: the nodes come in
+                // registration order.
+                let mut in_order: Vec<&(AccountId, NodeEpochRow)> = c.node_epochs.iter().collect();
+                in_order.sort_unstable_by_key(|(node, row)| (row.epoch, node.0));
+                for (node, row) in in_order {
+                    rows.insert((row.epoch, &node.0), codec::encode(row).as_slice())?;
+                }
+                // Usually the one epoch that fell out of the window.
+                if let Some(last_pruned) = newest.checked_sub(NODE_EPOCHS_KEPT) {
+                    rows.retain_in((0, &[0; 32])..=(last_pruned, &[0xff; 32]), |_, _| false)?;
+                }
+            }
             if let Some(state) = c.state_encoding {
                 meta.insert(STATE_KEY, state)?;
             }
@@ -347,6 +410,30 @@ impl Store {
         Ok(out)
     }
 
+    /// `node`'s rows from epoch `from` on, oldest first, at most `limit`
+    /// (only the last [`NODE_EPOCHS_KEPT`] epochs are kept: at most that
+    /// many lookups).
+    pub fn node_epochs(&self, node: &AccountId, from: u64, limit: usize) -> Result<Vec<NodeEpochRow>> {
+        let r = self.begin_read()?;
+        let t = match r.open_table(NODE_EPOCHS) {
+            Ok(t) => t,
+            // A store from before the table, with no epoch since.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let (Some(first), Some(last)) = (t.first()?, t.last()?) else { return Ok(Vec::new()) };
+        let (oldest, newest) = (first.0.value().0, last.0.value().0);
+        let mut out = Vec::new();
+        for epoch in from.max(oldest)..=newest {
+            if out.len() == limit {
+                break;
+            }
+            if let Some(v) = t.get((epoch, &node.0))? {
+                out.push(codec::decode(v.value(), usize::MAX).map_err(|e| corrupt(format!("node {node} epoch {epoch}: {e}")))?);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Opens the redb file at `path` with `open`, each failure as the
@@ -446,9 +533,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
-        let gap = store.commit(&BlockCommit { block: &block(2), tx_ids: &[], results: &[], epochs: &[], state_encoding: Some(b"x") });
+        let gap = store.commit(&BlockCommit { block: &block(2), tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: Some(b"x") });
         assert!(matches!(gap, Err(StoreError::Corrupt(_))), "{gap:?}");
-        store.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
+        store.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: None }).unwrap();
         let (tip, state) = store.tip().unwrap();
         assert_eq!((tip.header.height, state.as_slice()), (1, b"state-0".as_slice()), "an unchanged block keeps the snapshot");
         drop(store);
@@ -457,6 +544,84 @@ mod tests {
         assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))), "one process at a time");
         assert_eq!(store.tip_height().unwrap(), 1);
         assert_eq!(store.genesis_file().unwrap(), b"{}");
+    }
+
+    fn node_row(epoch: u64) -> NodeEpochRow {
+        NodeEpochRow {
+            epoch,
+            reward: Token(1_000 + u128::from(epoch)),
+            verified_capacity_bps: 50_000_000,
+            measured: epoch.is_multiple_of(2),
+            uptime_ppm: 620_000,
+            reputation_ppm: 900_000,
+            latency_us: 20_000,
+            settled_usd: Usd(epoch.into()),
+            region_multiplier_ppm: 1_500_000,
+        }
+    }
+
+    fn commit_rows(store: &Store, height: u64, rows: &[(AccountId, NodeEpochRow)]) {
+        let c = BlockCommit { block: &block(height), tx_ids: &[], results: &[], epochs: &[], node_epochs: rows, state_encoding: None };
+        store.commit(&c).unwrap();
+    }
+
+    fn epochs_of(rows: &[NodeEpochRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.epoch).collect()
+    }
+
+    /// A node's rows are written with their block, read back after a
+    /// restart, a page at a time from an epoch on, and only the last
+    /// `NODE_EPOCHS_KEPT` epochs' stay: each epoch's rows prune the epochs
+    /// that fell out, of every node.
+    #[test]
+    fn a_nodes_epoch_rows_survive_a_restart_and_only_the_last_kept_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let key = |label: &str| tollway_types::SigningKey::from_label(label).public();
+        let (steady, away, stranger) = (key("steady"), key("away"), key("stranger"));
+        let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
+        let kept = NODE_EPOCHS_KEPT;
+        let mut rows: Vec<_> = (0..kept).map(|e| (steady, node_row(e))).collect();
+        rows.extend((0..3).map(|e| (away, node_row(e))));
+        commit_rows(&store, 1, &rows);
+        let all = store.node_epochs(&steady, 0, usize::MAX).unwrap();
+        assert_eq!((all.len() as u64, all[0].clone()), (kept, node_row(0)));
+        // One epoch more: the oldest goes, of both nodes.
+        commit_rows(&store, 2, &[(steady, node_row(kept))]);
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        let all = store.node_epochs(&steady, 0, usize::MAX).unwrap();
+        assert_eq!(epochs_of(&all), (1..=kept).collect::<Vec<_>>());
+        assert_eq!(all.last(), Some(&node_row(kept)));
+        assert_eq!(epochs_of(&store.node_epochs(&steady, 700, 3).unwrap()), [700, 701, 702]);
+        assert_eq!(epochs_of(&store.node_epochs(&away, 0, 10).unwrap()), [1, 2]);
+        assert_eq!(store.node_epochs(&stranger, 0, 10).unwrap(), []);
+        // After epochs with no row (no node registered), every epoch out
+        // of the window goes at once.
+        commit_rows(&store, 3, &[(steady, node_row(kept + 5))]);
+        let all = epochs_of(&store.node_epochs(&steady, 0, usize::MAX).unwrap());
+        assert_eq!((all.len() as u64, all[0], all.last().copied()), (kept - 4, 6, Some(kept + 5)));
+        assert_eq!(store.node_epochs(&away, 0, 10).unwrap(), []);
+    }
+
+    /// A store written before the table had none: it reads as no rows,
+    /// and the first epoch's commit makes it.
+    #[test]
+    fn a_store_from_before_the_node_epochs_table_reads_none_then_takes_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        drop(Store::create(&path, b"{}", &block(0), b"state-0").unwrap());
+        let db = Database::open(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        assert!(w.delete_table(NODE_EPOCHS).unwrap());
+        w.commit().unwrap();
+        drop(db);
+        let node = tollway_types::SigningKey::from_label("node").public();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.node_epochs(&node, 0, 10).unwrap(), []);
+        commit_rows(&store, 1, &[(node, node_row(0))]);
+        assert_eq!(store.node_epochs(&node, 0, 10).unwrap(), [node_row(0)]);
     }
 
     /// An empty or foreign file at the store's path was refused with
@@ -517,7 +682,7 @@ mod tests {
         let another = Store::open_read_only(&path).unwrap();
         assert_eq!((reader.tip_height().unwrap(), another.tip_height().unwrap()), (0, 0));
         assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))), "written beside a reader");
-        let wrote = reader.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], state_encoding: None });
+        let wrote = reader.commit(&BlockCommit { block: &block(1), tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: None });
         assert!(matches!(wrote, Err(StoreError::ReadOnly)), "{wrote:?}");
         drop((reader, another));
 
@@ -540,7 +705,7 @@ mod tests {
         let good = dir.path().join("good.redb");
         let store = Store::create(&good, b"{}", &block(0), b"state-0").unwrap();
         for h in 1..=3 {
-            store.commit(&BlockCommit { block: &block(h), tx_ids: &[], results: &[], epochs: &[], state_encoding: None }).unwrap();
+            store.commit(&BlockCommit { block: &block(h), tx_ids: &[], results: &[], epochs: &[], node_epochs: &[], state_encoding: None }).unwrap();
         }
         drop(store);
         let bytes = std::fs::read(&good).unwrap();

@@ -28,7 +28,7 @@ fn the_store_keeps_at_most_its_cache_of_what_it_wrote_in_memory() {
     let before = rss_bytes();
     let n_blocks = (3 * CACHE_BYTES).div_ceil(block_bytes) as u64;
     for height in 1..=n_blocks {
-        let c = BlockCommit { block: &block(height), tx_ids: &[], results: &results, epochs: &[], state_encoding: None };
+        let c = BlockCommit { block: &block(height), tx_ids: &[], results: &results, epochs: &[], node_epochs: &[], state_encoding: None };
         store.commit(&c).unwrap();
     }
     let grown = rss_bytes().saturating_sub(before);
