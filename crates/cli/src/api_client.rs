@@ -196,6 +196,23 @@ pub struct Strike {
     pub decided_at_earliest_secs: u64,
 }
 
+/// `GET /v1/nodes/{id}/epochs` entries: what the node was paid at an
+/// epoch's end, and the figures it was paid on.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct NodeEpoch {
+    pub epoch: u64,
+    pub reward: Token,
+    pub verified_capacity_bps: u64,
+    /// A quorum of oracles measured it that epoch; if not, the capacity,
+    /// reputation and latency are those of its last measurement.
+    pub measured: bool,
+    pub uptime_ppm: u32,
+    pub reputation_ppm: u32,
+    pub latency_us: u32,
+    pub settled_usd: Usd,
+    pub region_multiplier_ppm: u32,
+}
+
 /// One over-claim slash of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct NodeSlash {
@@ -369,6 +386,12 @@ impl ApiClient {
                 _ => Err(e.context(format!("looking up node {}", id.to_hex()))),
             },
         }
+    }
+
+    /// A node's rows of the epochs from `from` on, oldest first.
+    pub fn node_epochs(&self, id: &AccountId, from: u64, limit: u64) -> anyhow::Result<(Vec<NodeEpoch>, serde_json::Value)> {
+        self.get(&format!("/v1/nodes/{}/epochs?from={from}&limit={limit}", id.to_hex()))
+            .with_context(|| format!("listing the epochs of node {}", id.to_hex()))
     }
 
     /// Node search; `query` is an already-validated `k=v&…` string.

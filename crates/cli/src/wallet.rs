@@ -8,7 +8,7 @@
 //! returns once the tx's block is durable (or was refused, with the
 //! ledger's reason). Human output by default, the API's JSON with `--json`.
 
-use crate::api_client::{Account, ApiClient, ApiError, Channel, NodeInfo, NodeSlash, Status, Strike, TxStatus};
+use crate::api_client::{Account, ApiClient, ApiError, Channel, NodeEpoch, NodeInfo, NodeSlash, Status, Strike, TxStatus};
 use crate::keys;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -145,6 +145,16 @@ pub enum WalletCommand {
     Channels {
         /// An account id (64 hex digits).
         account: Option<String>,
+    },
+    /// What a node was paid at each of the last epochs' ends, and why:
+    /// measured or not, uptime, reputation, its region's multiplier
+    /// [default: own node].
+    NodeEpochs {
+        /// The node's account id (64 hex digits).
+        account: Option<String>,
+        /// How many of the last epochs (the chain keeps 720).
+        #[arg(long, value_name = "N", default_value_t = 24)]
+        limit: u64,
     },
     /// Search active nodes, best verified capacity first.
     Nodes(NodeFilter),
@@ -361,6 +371,7 @@ impl Wallet {
             }
             WalletCommand::Channels { account } => self.channels(account.as_deref()),
             WalletCommand::Nodes(filter) => self.nodes(&filter.query()?),
+            WalletCommand::NodeEpochs { account, limit } => self.node_epochs(account.as_deref(), *limit),
             WalletCommand::OpenChannel { node, escrow_usd, expires_in } => {
                 self.open_channel(node, escrow_usd, expires_in)
             }
@@ -664,6 +675,42 @@ impl Wallet {
                 n.reputation_ppm as f64 / 10_000.0
             )?;
         }
+        Ok(())
+    }
+
+    fn node_epochs(&self, account: Option<&str>, limit: u64) -> anyhow::Result<()> {
+        let id = match account {
+            Some(hex) => parse_account("ACCOUNT", hex)?,
+            None => self.key()?.public(),
+        };
+        if !(1..=1000).contains(&limit) {
+            bail!("--limit must be between 1 and 1000, not {limit}");
+        }
+        // The last `limit` epochs that ended: the current one has no row yet.
+        let current = self.api.status()?.epoch.unwrap_or(0);
+        let from = current.saturating_sub(limit);
+        let (rows, raw) = match self.api.node_epochs(&id, from, limit) {
+            Ok(found) => found,
+            Err(e) if e.downcast_ref::<ApiError>().is_some_and(|a| a.http_status == 404) => {
+                bail!("{id} is not a node (`tollway wallet register-node` registers one)")
+            }
+            Err(e) => return Err(e),
+        };
+        if self.json {
+            outln!("{raw}")?;
+            return Ok(());
+        }
+        if rows.is_empty() {
+            outln!("no epoch of node {}… has ended since epoch {from} (the chain keeps each node's last 720)", id.short())?;
+            return Ok(());
+        }
+        outln!("{:>7}  {:>16}  why", "epoch", "reward")?;
+        for row in &rows {
+            outln!("{:>7}  {:>16}  {}", row.epoch, row.reward.to_string(), describe_node_epoch(row))?;
+        }
+        let total: Token = rows.iter().map(|r| r.reward).sum();
+        let (first, last) = (rows[0].epoch, rows[rows.len() - 1].epoch);
+        outln!("{:>7}  {:>16}  over {} epoch(s), {first} to {last} (rewards vest before they can be claimed)", "total", total.to_string(), rows.len())?;
         Ok(())
     }
 
@@ -1019,6 +1066,25 @@ fn node_lines(n: &NodeInfo, now_secs: Option<u64>) -> Vec<String> {
         lines.extend(strike_lines(strike, n.claimed_capacity_bps, now_secs));
     }
     lines
+}
+
+/// Why an epoch paid what it did, in an operator's words: whether the
+/// oracles measured the node, and the figures its reward came from.
+fn describe_node_epoch(row: &NodeEpoch) -> String {
+    let percent = |ppm: u32| percent_of_ppm(u64::from(ppm));
+    let mut why = vec![match (row.measured, row.verified_capacity_bps) {
+        (true, bps) => format!("measured at {}, latency {:.1} ms", format_bps(bps), f64::from(row.latency_us) / 1000.0),
+        (false, 0) => "not measured, and never before: no uptime reward".to_string(),
+        (false, bps) => format!("not measured (last measured at {})", format_bps(bps)),
+    }];
+    why.push(format!("uptime {}", percent(row.uptime_ppm)));
+    why.push(format!("reputation {}", percent(row.reputation_ppm)));
+    // Two places: a multiplier's step is often a quarter.
+    why.push(format!("region ×{:.2}", f64::from(row.region_multiplier_ppm) / 1e6));
+    if !row.settled_usd.is_zero() {
+        why.push(format!("{} settled on its channels", row.settled_usd));
+    }
+    why.join(", ")
 }
 
 /// A ratio in ppm as "×2.5".

@@ -849,3 +849,78 @@ fn an_operator_hears_of_a_strike_its_slash_and_the_ejection() {
     drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An operator saw the node's figures of now only: after a day of epochs
+/// it could not tell which epoch paid what, or why one paid less.
+/// `wallet node-epochs` lists the last epochs, each with its reward and
+/// why in words (measured or not, uptime, reputation, the region's
+/// multiplier), and the total: here the epoch the node registered in
+/// (never measured: nothing) and the epoch the oracles measured it, whose
+/// reward is the node's `last_reward` at its end.
+#[test]
+fn an_operator_sees_what_each_epoch_paid_its_node_and_why() {
+    use tollway_types::{SigningKey, Token, TxBody};
+    let dir = temp_dir("node-epochs");
+    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
+    let op = str_field(&created, "public");
+    let oracles: Vec<String> = (0..3).map(|i| format!("epochs-oracle-{i}")).collect();
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let mut init = vec!["chain".to_string(), "init".into(), "--home".into(), home_str.into(), "--param".into(), "epoch=3s".into()];
+    init.extend(["--alloc".into(), format!("{op}=stake:1100TWY,10USD")]);
+    for o in &oracles {
+        init.extend(["--alloc".into(), format!("{}=stake:5000TWY,10USD", SigningKey::from_label(o).public())]);
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    tollway(&dir, &init, None).expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    let api = chain.api.as_str();
+    let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
+    for (i, o) in oracles.iter().enumerate() {
+        let addr = format!("198.51.{i}.1").parse().unwrap_or_else(|e| panic!("{e}"));
+        let done = submit_as(api, o, TxBody::RegisterOracle { addr });
+        assert_eq!(done["status"], "committed", "{done}");
+    }
+    op_wallet(&["register-node", "--country", "DE", "--addr", "127.0.0.1", "--capacity-bps", "100000000", "--price-usd-per-gib", "0.5"])
+        .expect_ok("register-node");
+    let node_key = tollway_types::PublicKey::from_hex(&op).unwrap_or_else(|e| panic!("{e}"));
+    let registered = u64_field(&get_json(api, "/v1/status"), "epoch");
+    wait_for_epoch_after(api, registered);
+    let measured = all_oracles_measure(api, &oracles, node_key, 100_000_000);
+    // The record's last reward is the last epoch's: read while the epoch
+    // after the measured one runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let last_reward = loop {
+        assert!(std::time::Instant::now() < deadline, "epoch {measured} never ended");
+        let before = u64_field(&get_json(api, "/v1/status"), "epoch");
+        let record = get_json(api, &format!("/v1/nodes/{op}"));
+        if before == measured + 1 && u64_field(&get_json(api, "/v1/status"), "epoch") == before {
+            break str_field(&record, "last_reward");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(last_reward, "0", "a measured epoch pays");
+
+    let shown = op_wallet(&["node-epochs", "--limit", "5"]).expect_ok("node-epochs");
+    let line_of = |epoch: u64| {
+        let start = format!("{epoch:>7}  ");
+        shown.stdout.lines().find(|l| l.starts_with(&start)).unwrap_or_else(|| panic!("no epoch {epoch} in:\n{}", shown.stdout)).to_string()
+    };
+    let paid = line_of(measured);
+    assert!(paid.contains(&format!(" {last_reward} TWY  measured at 100 Mbit/s, latency 20.0 ms, uptime 100.0%, reputation ")), "{paid}");
+    assert!(paid.contains(", region ×"), "{paid}");
+    let unpaid = line_of(registered);
+    assert!(unpaid.contains(" 0 TWY  not measured, and never before: no uptime reward, uptime 0.0%"), "{unpaid}");
+    // The total is the rewards' sum, over the epochs listed.
+    let rows = op_wallet(&["node-epochs", "--limit", "5", "--json"]).expect_ok("node-epochs --json").json();
+    let rows = rows.as_array().unwrap_or_else(|| panic!("not a list: {rows}"));
+    let total: Token = rows.iter().map(|r| Token::parse_decimal(&str_field(r, "reward")).unwrap_or_else(|e| panic!("{e}"))).sum();
+    let total_line = shown.stdout.lines().last().unwrap_or_default();
+    let total = total.to_string();
+    assert!(total_line.starts_with(&format!("  total  {total:>16}  over {} epoch(s), ", rows.len())), "{total_line}\n{}", shown.stdout);
+    // Of an account with no node: said so.
+    let stranger = SigningKey::from_label("stranger").public().to_string();
+    op_wallet(&["node-epochs", &stranger]).expect_err("node-epochs of no node", "is not a node");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
