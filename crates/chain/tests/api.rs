@@ -1373,3 +1373,33 @@ fn a_nodes_epochs_say_what_each_paid_and_on_what() {
     let (s, v) = c.get(&format!("/v1/nodes/{operator}/epochs?after=1"));
     assert_eq!((s, code(&v)), (400, "bad_query"), "{v}");
 }
+
+/// A node has a row for each epoch it was registered in: the one it left
+/// too (its traffic of that epoch may still pay), and none after.
+#[test]
+fn a_node_that_leaves_has_the_row_of_the_epoch_it_left_and_none_after() {
+    let c = start_chain(|p| p.epoch_secs = 2, |_| {});
+    let spec = tollway_ledger::testkit::node_spec("DE", "203.0.113.7", 100_000_000);
+    let (s, v) = c.submit_wait(&signed("operator", 0, TxBody::RegisterNode(spec)));
+    assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    let registered = u64_at(&v, &["height"]);
+    let (s, v) = c.submit_wait(&signed("operator", 1, TxBody::DeregisterNode));
+    assert_eq!((s, v["status"].as_str()), (200, Some("committed")), "{v}");
+    let left = u64_at(&v, &["height"]);
+    // A block's txs run after the epoch its start closed: the epoch of a
+    // tx is the number of epochs ended at or before its block.
+    let epoch_at = |height: u64| {
+        c.get("/v1/epochs").1.as_array().unwrap().iter().filter(|e| u64_at(e, &["height"]) <= height).count() as u64
+    };
+    let (registered_in, left_in) = (epoch_at(registered), epoch_at(left));
+    let operator = key("operator").public();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while u64_at(&status(&c), &["epoch"]) < left_in + 3 {
+        assert!(std::time::Instant::now() < deadline, "no epoch end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, rows) = c.get(&format!("/v1/nodes/{operator}/epochs"));
+    assert_eq!(s, 200, "{rows}");
+    let epochs: Vec<u64> = rows.as_array().unwrap().iter().map(|r| u64_at(r, &["epoch"])).collect();
+    assert_eq!(epochs, (registered_in..=left_in).collect::<Vec<_>>(), "{rows}");
+}
