@@ -341,19 +341,26 @@ struct NodeView {
 struct StrikeView {
     /// The epoch whose measurement struck the node.
     epoch: u64,
-    /// What the oracles measured then (the node's verified capacity).
+    /// What the oracles measured then.
     measured_capacity_bps: u64,
-    /// The claim this epoch's measurement is judged against: the highest
-    /// the node held in the epoch (ADR 0014), so a claim lowered now counts
-    /// from the next epoch.
+    /// The claim that epoch was judged against (the highest the node held
+    /// in it, ADR 0014), whatever the node claims since.
     judged_claim_bps: u64,
-    /// That claim over the measurement (ρ, ppm).
+    /// That claim over the measurement (ρ, ppm): what the strike was for.
     over_claim_ppm: u64,
+    /// The claim the next measurement is judged against now, when it is
+    /// not `judged_claim_bps` (none: the same): the highest the node holds
+    /// in this epoch, so a claim lowered now counts from the next epoch,
+    /// a raised one at once.
+    next_judged_claim_bps: Option<u64>,
     /// A measurement of at least this clears the strike (ρ at most the
-    /// slash threshold against the judged claim).
+    /// slash threshold against the claim the next measurement is judged
+    /// against).
     clears_at_bps: u64,
-    /// If a disjoint set of oracles measures the same again, the share of
-    /// the bond and of the unvested rewards taken (ppm)...
+    /// If a disjoint set of oracles measures the same again, against that
+    /// claim, the share of the bond and of the unvested rewards taken
+    /// (ppm; at least the base share: any measurement below
+    /// `clears_at_bps` takes that much)...
     slash_ppm: u64,
     /// ...which is this much now; and the claim is reset to the measurement.
     slash_estimate: Token,
@@ -369,25 +376,23 @@ impl StrikeView {
         let strike = n.strike.as_ref()?;
         let p = &state.params;
         let index = state.node_index.get(&n.operator).copied()? as usize;
-        let judged_claim_bps =
+        let next_judged_claim_bps =
             state.node_epochs.get(index).map_or(n.spec.claimed_capacity_bps, |e| e.judged_claim_bps(n.spec.claimed_capacity_bps));
-        // A strike is made by the measurement that set the verified
-        // capacity, and any later one decides or renews it.
-        let measured_capacity_bps = n.verified_capacity_bps;
-        let over_claim_ppm = rho_ppm(judged_claim_bps, measured_capacity_bps);
-        let slash_ppm = over_claim_fraction_ppm(p, over_claim_ppm);
+        let next_over_claim_ppm = rho_ppm(next_judged_claim_bps, strike.measured_capacity_bps);
+        let slash_ppm = over_claim_fraction_ppm(p, next_over_claim_ppm);
         // The slash would come at the epoch's end, after what has vested
         // by then is released.
         let decided_at_earliest_secs = state.epoch_start_secs + p.epoch_secs;
         let acct = &state.accounts[n.account as usize];
-        let slash_estimate = over_claim_slash_estimate(p, acct, over_claim_ppm, decided_at_earliest_secs);
+        let slash_estimate = over_claim_slash_estimate(p, acct, next_over_claim_ppm, decided_at_earliest_secs);
         Some(StrikeView {
             epoch: strike.epoch,
-            measured_capacity_bps,
-            judged_claim_bps,
-            over_claim_ppm,
+            measured_capacity_bps: strike.measured_capacity_bps,
+            judged_claim_bps: strike.judged_claim_bps,
+            over_claim_ppm: rho_ppm(strike.judged_claim_bps, strike.measured_capacity_bps),
+            next_judged_claim_bps: (next_judged_claim_bps != strike.judged_claim_bps).then_some(next_judged_claim_bps),
             // ρ is floored, so at least claim / threshold, rounded up, clears.
-            clears_at_bps: (u128::from(judged_claim_bps) * tollway_types::PPM)
+            clears_at_bps: (u128::from(next_judged_claim_bps) * tollway_types::PPM)
                 .div_ceil(u128::from(p.rho_slash_min_ppm).max(1))
                 .try_into()
                 .unwrap_or(u64::MAX),

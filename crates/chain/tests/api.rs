@@ -1293,6 +1293,30 @@ fn a_struck_node_shows_its_strike_and_what_decides_it() {
     assert!(rewards > 0.0 && (estimate - (450.0 + 0.45 * rewards)).abs() < 0.001, "{n}");
     let epoch_end = u64_at(&st, &["epoch_start_secs"]) + u64_at(&st, &["epoch_secs"]);
     assert_eq!(u64_at(strike, &["decided_at_earliest_secs"]), epoch_end, "{n}");
+    assert!(strike["next_judged_claim_bps"].is_null(), "the next measurement is judged on the strike's claim: {n}");
+    // Epochs later, still unmeasured, the lowered claim is what the next
+    // measurement is judged against, and the strike still says what it
+    // was given for. It said the claim of the epoch it was read in:
+    // 10 Mbit/s measured against 10 Mbit/s claimed, ×1.0 "over".
+    let lowered_by = u64_at(&status(&c), &["epoch"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while u64_at(&status(&c), &["epoch"]) == lowered_by {
+        assert!(std::time::Instant::now() < deadline, "no epoch end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = record();
+    let strike = &n["strike"];
+    assert_eq!(
+        [
+            u64_at(strike, &["epoch"]),
+            u64_at(strike, &["measured_capacity_bps"]),
+            u64_at(strike, &["judged_claim_bps"]),
+            u64_at(strike, &["over_claim_ppm"]),
+        ],
+        [epoch, 10_000_000, 100_000_000, 10_000_000],
+        "{n}"
+    );
+    assert_eq!([u64_at(strike, &["next_judged_claim_bps"]), u64_at(strike, &["clears_at_bps"])], [10_000_000, 5_000_000], "{n}");
 }
 
 /// A node's record gave its figures of now only: after a day of epochs an

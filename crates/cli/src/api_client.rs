@@ -182,10 +182,15 @@ pub struct Strike {
     /// The epoch whose measurement struck the node.
     pub epoch: u64,
     pub measured_capacity_bps: u64,
-    /// The claim the current epoch is judged against (the highest held in
-    /// it: a claim lowered now counts from the next epoch).
+    /// The claim that epoch was judged against (an older chain gives the
+    /// one the current epoch is judged against).
     pub judged_claim_bps: u64,
     pub over_claim_ppm: u64,
+    /// The claim the next measurement is judged against now, when it is
+    /// another (the highest held in this epoch: a claim lowered now counts
+    /// from the next epoch); absent: the same, or an older chain.
+    #[serde(default)]
+    pub next_judged_claim_bps: Option<u64>,
     /// A measurement of at least this clears the strike.
     pub clears_at_bps: u64,
     /// What a confirmation at the same ρ takes: this share of the bond and

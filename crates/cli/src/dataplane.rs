@@ -1299,6 +1299,7 @@ mod tests {
             measured_capacity_bps: 10_000_000,
             judged_claim_bps: 100_000_000,
             over_claim_ppm: 10_000_000,
+            next_judged_claim_bps: None,
             clears_at_bps: 50_000_000,
             slash_ppm: 450_000,
             slash_estimate: tollway_types::Token::units(450),

@@ -1112,13 +1112,20 @@ pub fn describe_slash(s: &NodeSlash) -> String {
 
 /// The first line of a pending strike, for `balance` and `node run`.
 pub fn describe_strike(s: &Strike) -> String {
+    let clears = match s.next_judged_claim_bps {
+        Some(claim_bps) => format!(
+            "the next measurement is judged against {} claimed now, and at least {} clears it",
+            format_bps(claim_bps),
+            format_bps(s.clears_at_bps)
+        ),
+        None => format!("a measurement of at least {} clears it", format_bps(s.clears_at_bps)),
+    };
     format!(
-        "from epoch {}: the oracles measured {} against {} claimed ({} over); a measurement of at least {} clears it",
+        "from epoch {}: the oracles measured {} against {} claimed ({} over); {clears}",
         s.epoch,
         format_bps(s.measured_capacity_bps),
         format_bps(s.judged_claim_bps),
         times(s.over_claim_ppm),
-        format_bps(s.clears_at_bps)
     )
 }
 
@@ -1127,10 +1134,16 @@ pub fn describe_strike(s: &Strike) -> String {
 /// nothing but a measurement decides it; ADR 0014: a lower claim counts
 /// from the next epoch, not this one).
 fn strike_lines(s: &Strike, claimed_bps: u64, now_secs: Option<u64>) -> Vec<String> {
-    let lower = if claimed_bps < s.judged_claim_bps {
+    let next_judged_claim_bps = s.next_judged_claim_bps.unwrap_or(s.judged_claim_bps);
+    let lower = if claimed_bps < next_judged_claim_bps {
         format!(
             "            the claim was lowered to {}: that counts from the next epoch on, as an epoch is judged on the \
              highest claim it held, so it cannot stop a slash at this epoch's end, only a later one",
+            format_bps(claimed_bps)
+        )
+    } else if claimed_bps < s.judged_claim_bps {
+        format!(
+            "            the claim was lowered to {} since the strike, and the next measurement is judged against it",
             format_bps(claimed_bps)
         )
     } else {
@@ -1593,6 +1606,7 @@ mod tests {
             measured_capacity_bps: 40_000_000,
             judged_claim_bps: 100_000_000,
             over_claim_ppm: 2_500_000,
+            next_judged_claim_bps: None,
             clears_at_bps: 50_000_000,
             slash_ppm: 75_000,
             slash_estimate: Token(82_500_000),
@@ -1604,9 +1618,22 @@ mod tests {
         assert!(said.starts_with("  STRIKE    from epoch 41: the oracles measured 40 Mbit/s against 100 Mbit/s claimed (×2.5 over); a measurement of at least 50 Mbit/s clears it\n"), "{said}");
         assert!(said.contains("at the earliest when this epoch ends at chain time 1000 s (in 10m): below that, about 82.5 TWY (7.5% of"), "{said}");
         assert!(said.contains("lower the claim (`tollway wallet update-node --capacity-bps 40000000`"), "{said}");
-        let lowered = NodeInfo { claimed_capacity_bps: 40_000_000, ..struck };
+        let lowered = NodeInfo { claimed_capacity_bps: 40_000_000, ..struck.clone() };
         let said = node_lines(&lowered, Some(400)).join("\n");
         assert!(said.contains("the claim was lowered to 40 Mbit/s: that counts from the next epoch on") && !said.contains("update-node"), "{said}");
+        // An epoch later the lowered claim is what the next measurement is
+        // judged against; the strike still says what it was given for.
+        let strike_then = struck.strike.clone().map(|s| Strike { next_judged_claim_bps: Some(40_000_000), clears_at_bps: 20_000_000, ..s });
+        let judged_lower = NodeInfo { strike: strike_then, ..lowered };
+        let said = node_lines(&judged_lower, Some(400))[5..].join("\n");
+        assert!(
+            said.starts_with(
+                "  STRIKE    from epoch 41: the oracles measured 40 Mbit/s against 100 Mbit/s claimed (×2.5 over); the next \
+                 measurement is judged against 40 Mbit/s claimed now, and at least 20 Mbit/s clears it\n"
+            ),
+            "{said}"
+        );
+        assert!(said.ends_with("the claim was lowered to 40 Mbit/s since the strike, and the next measurement is judged against it"), "{said}");
         let new = NodeInfo { measured_epoch: None, verified_capacity_bps: 0, active: false, ..measured };
         let lines = node_lines(&new, None);
         assert!(lines[0].contains("deregistered (was in DE at 203.0.113.7)"), "{}", lines[0]);

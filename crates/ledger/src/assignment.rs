@@ -407,7 +407,13 @@ mod tests {
         for _ in 0..25 {
             w.end_epoch();
             let epoch = w.state.epoch;
-            w.state.nodes[c as usize].strike = Some(Box::new(crate::state::Strike { epoch: epoch - 1, oracles: vec![0, 1, 2, 3, 4], vouching: vec![] }));
+            w.state.nodes[c as usize].strike = Some(Box::new(crate::state::Strike {
+                epoch: epoch - 1,
+                oracles: vec![0, 1, 2, 3, 4],
+                vouching: vec![],
+                judged_claim_bps: 1_000_000,
+                measured_capacity_bps: 0,
+            }));
             for k in 1..=MAX_ORACLES_PER_NODE as u32 {
                 w.state.params.oracles_per_node = k;
                 for n in 0..w.state.nodes.len() as NodeIdx {

@@ -11,7 +11,7 @@ use tollway_types::Hash32;
 /// name rather than misread. Separate from the codec's version byte, which
 /// transactions and blocks share. `tests/snapshot.rs` pins the encoding
 /// this version stands for. (Version 1 was the codec's byte alone.)
-pub const STATE_VERSION: u8 = 10;
+pub const STATE_VERSION: u8 = 11;
 
 pub fn state_root(state: &State) -> Hash32 {
     state_root_of_encoding(&encode_state(state))

@@ -426,6 +426,13 @@ pub struct Strike {
     /// the median: they vouched for the claim the others found false, and
     /// lose stake if a disjoint set confirms the over-claim.
     pub vouching: Vec<OracleIdx>,
+    /// What the strike was given for: the claim that epoch was judged
+    /// against (`NodeEpoch::judged_claim_bps`) and the oracles' median.
+    /// Kept because the claim the node's next measurement is judged
+    /// against changes as the operator updates it (ADR 0014), so the
+    /// record's claim cannot say what struck it. Read by no rule.
+    pub judged_claim_bps: u64,
+    pub measured_capacity_bps: u64,
 }
 
 impl ReportSlot {

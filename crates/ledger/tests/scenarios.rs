@@ -324,6 +324,8 @@ fn a_claim_lowered_after_the_measurement_is_still_judged_that_epoch() {
     w.end_epoch();
     let strike = w.node("n0").strike.clone().expect("a strike on the claim it held");
     assert_eq!(strike.epoch, 1);
+    // It records what it was given for: the record now claims 100.
+    assert_eq!((strike.judged_claim_bps, strike.measured_capacity_bps), (1_000 * MBPS, 100 * MBPS));
     // Measured honestly against its new claim, the strike clears.
     w.measure("n0", 100 * MBPS, 20, 1_000_000);
     assert!(w.end_epoch().slashes.is_empty());

@@ -484,7 +484,13 @@ fn measure_node(
             (Some(OverClaim { rho_ppm: rho, claimed_bps: claim_bps, confirming, vouching: all_vouching }), judged)
         }
         _ => {
-            node.strike = Some(Box::new(Strike { epoch, oracles: measuring.to_vec(), vouching }));
+            node.strike = Some(Box::new(Strike {
+                epoch,
+                oracles: measuring.to_vec(),
+                vouching,
+                judged_claim_bps: claim_bps,
+                measured_capacity_bps: t,
+            }));
             judged.rho_measured = Some(rho);
             (None, judged)
         }
