@@ -268,10 +268,35 @@ impl std::error::Error for ApiError {}
 pub struct ApiClient {
     base: String,
     agent: ureq::Agent,
+    /// A person waits on this client at a terminal ([`ApiClient::interactive`]).
+    interactive: bool,
 }
 
+/// How long an interactive command's request waits for the chain's answer
+/// beyond any wait it asked the chain for: the API answers a lookup in
+/// milliseconds, so this long without an answer is a chain hung or
+/// overloaded, said as an error. A daemon's client waits 75 s (longer than
+/// the longest wait a submission asks for), which a person at a terminal
+/// spent in silence.
+pub const INTERACTIVE_ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long an interactive command waits beyond any wait it asked for
+/// before it says on stderr what it is waiting for.
+pub const INTERACTIVE_NOTICE_AFTER: Duration = Duration::from_secs(2);
+
 impl ApiClient {
-    /// `base` such as `http://127.0.0.1:7070` (a trailing `/` is ignored).
+    /// A client for a person at a terminal (`wallet`, `node receipts`, the
+    /// start of `node run` and `connect`): a request unanswered
+    /// [`INTERACTIVE_NOTICE_AFTER`] past the wait it asked for says on
+    /// stderr what it waits for, and fails [`INTERACTIVE_ANSWER_WITHIN`]
+    /// past it, naming the request.
+    pub fn interactive(base: &str) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient { interactive: true, ..ApiClient::new(base)? })
+    }
+
+    /// A daemon's client, which waits up to 75 s for an answer and says
+    /// nothing while it waits. `base` such as `http://127.0.0.1:7070` (a
+    /// trailing `/` is ignored).
     pub fn new(base: &str) -> anyhow::Result<ApiClient> {
         let base = base.trim().trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
@@ -292,7 +317,7 @@ impl ApiClient {
             // (10 s): a pooled one kept longer could be reused as it closes.
             .max_idle_age(Duration::from_secs(5))
             .build();
-        Ok(ApiClient { base, agent: config.into() })
+        Ok(ApiClient { base, agent: config.into(), interactive: false })
     }
 
     pub fn base(&self) -> &str {
@@ -300,23 +325,72 @@ impl ApiClient {
     }
 
     /// One request; returns the status and body, or a transport error that
-    /// says where we tried to go.
-    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
+    /// says where we tried to go. `asked_wait` is how long the request asks
+    /// the chain to wait before it answers (a submission's wait for its
+    /// block; zero for a lookup).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        asked_wait: Duration,
+    ) -> anyhow::Result<(u16, String)> {
+        if !self.interactive {
+            return self.call_within(method, path, body, None);
+        }
+        let answer_within = asked_wait + INTERACTIVE_ANSWER_WITHIN;
+        let (answered, unanswered) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                // Ends at once when the answer comes first (the sender
+                // is dropped).
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    unanswered.recv_timeout(asked_wait + INTERACTIVE_NOTICE_AFTER)
+                {
+                    eprintln!(
+                        "waiting for the chain API at {} to answer {method} {path} (at most {} s more)",
+                        self.base,
+                        (INTERACTIVE_ANSWER_WITHIN - INTERACTIVE_NOTICE_AFTER).as_secs()
+                    );
+                }
+            });
+            let result = self.call_within(method, path, body, Some(answer_within));
+            drop(answered);
+            result
+        })
+    }
+
+    /// [`ApiClient::call`] with the answer awaited `answer_within` (none:
+    /// the agent's 75 s).
+    fn call_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        answer_within: Option<Duration>,
+    ) -> anyhow::Result<(u16, String)> {
         let url = format!("{}{path}", self.base);
         let result = match body {
-            None => self.agent.get(&url).header("Accept", "application/json").call(),
-            Some(bytes) => self
-                .agent
-                .post(&url)
+            None => awaiting(self.agent.get(&url), answer_within).header("Accept", "application/json").call(),
+            Some(bytes) => awaiting(self.agent.post(&url), answer_within)
                 .header("Accept", "application/json")
                 .header("Content-Type", "application/octet-stream")
                 .send(bytes),
         };
-        let mut response = result.map_err(|e| {
-            anyhow::anyhow!(
+        let mut response = result.map_err(|e| match e {
+            // It took the connection (or the request) and never answered.
+            ureq::Error::Timeout(ureq::Timeout::SendRequest | ureq::Timeout::RecvResponse) => {
+                anyhow::anyhow!(
+                    "the chain API at {} did not answer {method} {path} within {} s: is its chain hung or overloaded? \
+                     (set --api or TOLLWAY_API to use another)",
+                    self.base,
+                    answer_within.map_or(75, |d| d.as_secs())
+                )
+            }
+            e => anyhow::anyhow!(
                 "cannot reach the chain API at {} ({e}); is `tollway chain run` running there? (set --api or TOLLWAY_API)",
                 self.base
-            )
+            ),
         })?;
         let status = response.status().as_u16();
         let text = response
@@ -344,7 +418,7 @@ impl ApiClient {
 
     /// GET `path`, decoded as `T`, with the raw JSON for `--json` output.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<(T, serde_json::Value)> {
-        let (status, text) = self.call("GET", path, None)?;
+        let (status, text) = self.call("GET", path, None, Duration::ZERO)?;
         if !(200..300).contains(&status) {
             return Err(Self::api_error(status, &text).into());
         }
@@ -417,7 +491,8 @@ impl ApiClient {
         // The chain waits at most a minute (`MAX_WAIT`): no longer here.
         let deadline = Instant::now() + Duration::from_millis(timeout_ms).min(LONGEST_WAIT);
         let path = format!("/v1/txs?wait=commit&timeout_ms={timeout_ms}");
-        let (status, text) = self.call("POST", &path, Some(&tx.encode()))?;
+        let asked_wait = Duration::from_millis(timeout_ms).min(LONGEST_WAIT);
+        let (status, text) = self.call("POST", &path, Some(&tx.encode()), asked_wait)?;
         let found = Self::tx_status_answer(&path, status, &text)?;
         if found.0.status == "pending" && found.1.get("wait_refused").is_some() {
             return self.poll_pending(found, deadline);
@@ -458,7 +533,8 @@ impl ApiClient {
                 break;
             }
             std::thread::sleep(POLL_PENDING_EVERY.min(deadline - now));
-            match self.call("GET", &path, None).and_then(|(status, text)| Self::tx_status_answer(&path, status, &text)) {
+            let answer = self.call("GET", &path, None, Duration::ZERO);
+            match answer.and_then(|(status, text)| Self::tx_status_answer(&path, status, &text)) {
                 Ok(answer) => (found, failed) = (answer, None),
                 Err(e) => failed = Some(format!("{e:#}")),
             }
@@ -470,6 +546,14 @@ impl ApiClient {
             )),
             None => Ok(found),
         }
+    }
+}
+
+/// `request` with its answer awaited `within` (none: the agent's 75 s).
+fn awaiting<B>(request: ureq::RequestBuilder<B>, within: Option<Duration>) -> ureq::RequestBuilder<B> {
+    match within {
+        Some(within) => request.config().timeout_recv_response(Some(within)).timeout_recv_body(Some(within)).build(),
+        None => request,
     }
 }
 

@@ -125,7 +125,7 @@ pub fn run_node(command: &NodeCommand) -> anyhow::Result<()> {
             // Every receipt was listed with its settle command, those the
             // chain had settled or closed too: only the chain knows which.
             let url = api_url(&node_config::api_of_home(home, api.clone())?);
-            let chain = ApiClient::new(&url)?;
+            let chain = ApiClient::interactive(&url)?;
             let mut unanswered = None;
             for r in all {
                 // A chain that did not answer once is not asked again: a
@@ -372,7 +372,9 @@ fn node_run(args: &NodeRunArgs) -> anyhow::Result<()> {
     let _home_lock = lock_home(&a.home)?;
     let key = keys::load_key_file(&a.key)?;
     let url = api_url(&a.api);
-    let api = ApiClient::new(&url)?;
+    // Its start is a person's wait at a terminal; later reads are the
+    // daemon's own.
+    let api = ApiClient::interactive(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let record = node_record(&api, &key.public(), "run `tollway wallet register-node` first")?;
     if record.tls_key_pin != identity.pin() {
@@ -1184,7 +1186,9 @@ pub fn run_connect(a: &ConnectArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(a.listen))
         .with_context(|| format!("listening on {} for the proxy", a.listen))?;
     let url = api_url(&a.api);
-    let api = ApiClient::new(&url)?;
+    // Its start is a person's wait at a terminal; a route's renewal
+    // later is the daemon's own.
+    let api = ApiClient::interactive(&url)?;
     let status = api.status().with_context(|| format!("asking the chain at {url}"))?;
     let me = key.public();
     // Named as the relay: the node's short id alone did not say which hop

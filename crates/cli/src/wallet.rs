@@ -282,7 +282,7 @@ pub fn run(args: &WalletArgs) -> anyhow::Result<()> {
         None => None,
     };
     let wallet = Wallet {
-        api: ApiClient::new(&api_url)?,
+        api: ApiClient::interactive(&api_url)?,
         key_path: args.key.clone().unwrap_or_else(keys::default_key_path),
         json: args.json,
         fee,

@@ -255,6 +255,62 @@ fn receipts_of_a_fresh_node_are_an_empty_list_and_a_wrong_home_is_an_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `node receipts` against a chain that takes connections and never
+/// answers waited 75 s on its first lookup, silently. It says within a few
+/// seconds what it waits for, and gives up on the chain within
+/// `INTERACTIVE_ANSWER_WITHIN` (10 s), listing the receipts with their
+/// settle command and naming the request the chain did not answer.
+#[test]
+fn receipts_against_a_chain_that_never_answers_say_what_they_wait_for() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    use tollway_types::tx::Receipt;
+    let dir = std::env::temp_dir().join(format!("tollway-cli-receipts-hung-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let home = dir.join("node").to_string_lossy().into_owned();
+    let (ok, _, stderr) = tollway(&["node", "init", "--home", &home]);
+    assert!(ok, "{stderr}");
+    let client = tollway_types::SigningKey::from_label("client");
+    let receipt = Receipt {
+        chain_id: "c".into(),
+        channel: tollway_types::Hash32([7; 32]),
+        cumulative_usd: tollway_types::Usd(5),
+        cumulative_bytes: 9,
+    };
+    let book = serde_json::json!({ "receipts": [receipt.sign(&client)] });
+    std::fs::write(dir.join("node").join("receipts.json"), book.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    // Takes every connection, reads nothing, answers nothing.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let api = format!("http://{}", hung.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    std::thread::spawn(move || {
+        let held: Vec<_> = hung.incoming().take(16).collect();
+        std::thread::sleep(Duration::from_secs(600));
+        drop(held);
+    });
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(["node", "receipts", "--home", &home, "--api", &api])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start tollway: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let said: Vec<(Duration, String)> = BufReader::new(stderr).lines().map_while(Result::ok).map(|l| (started.elapsed(), l)).collect();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && took < Duration::from_secs(20), "{took:?}: {stdout} {said:?}");
+    let channel = "07".repeat(32);
+    let waiting = format!("waiting for the chain API at {api} to answer GET /v1/channels/{channel}");
+    let told = said.iter().find(|(_, l)| l.starts_with(&waiting));
+    assert!(told.is_some_and(|(at, _)| *at < Duration::from_secs(5)), "not told within 5 s: {said:?}");
+    let gave_up = format!("the chain API at {api} did not answer GET /v1/channels/{channel} within 10 s");
+    assert!(said.iter().any(|(_, l)| l.starts_with("warning: which receipts the chain has settled is unknown") && l.contains(&gave_up)), "{said:?}");
+    assert!(stdout.contains("if the chain has not settled it: tollway wallet settle-channel "), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `connect --exit N --exit N` made two routes to one node, on one channel
 /// that a node serves one session at a time.
 #[test]
