@@ -631,13 +631,23 @@ fn record_changes(before: &NodeInfo, after: &NodeInfo) -> Vec<String> {
     let mut lines = Vec::new();
     let last_slash_epoch = before.slashes.last().map(|s| s.epoch);
     let new_slashes: Vec<_> = after.slashes.iter().filter(|s| last_slash_epoch.is_none_or(|e| s.epoch > e)).collect();
-    for slash in &new_slashes {
-        lines.push(format!("SLASHED {}", crate::wallet::describe_slash(slash)));
+    // A slash confirms a strike. A read delayed past two epoch ends (the
+    // chain slow to answer) sees the slash and never the strike, so the
+    // slash says there was one; one told before is not told again.
+    let untold_strike = |i: usize| {
+        if i == 0 && before.strike.is_some() {
+            ""
+        } else {
+            "; it confirmed a strike given at an earlier measurement, between two reads of the node's record"
+        }
+    };
+    for (i, slash) in new_slashes.iter().enumerate() {
+        lines.push(format!("SLASHED {}{}", crate::wallet::describe_slash(slash), untold_strike(i)));
     }
     // A chain that lists no slashes still counts them.
     if new_slashes.is_empty() && after.total_slashed > before.total_slashed {
         let taken = tollway_types::Token(after.total_slashed.0 - before.total_slashed.0);
-        lines.push(format!("SLASHED {taken} for an over-claim; the claim was reset to the measurement"));
+        lines.push(format!("SLASHED {taken} for an over-claim; the claim was reset to the measurement{}", untold_strike(0)));
     }
     match (&before.strike, &after.strike) {
         (None, Some(_)) => lines.extend(pending_strike_line(after).map(|l| l.replacen("STRIKE pending", "STRIKE given", 1))),
@@ -1340,9 +1350,21 @@ mod tests {
         assert!(lines[0].starts_with("SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over)"), "{}", lines[0]);
         assert!(lines[1].starts_with("DEREGISTERED: the node left the market"), "{}", lines[1]);
         assert_eq!(record_changes(&ejected, &ejected.clone()), Vec::<String>::new());
+        assert!(!lines[0].contains("it confirmed a strike"), "the strike was told: {}", lines[0]);
+        // Read late (the chain slow to answer), the strike given and
+        // confirmed between two reads: the slash line says there was one.
+        let lines = record_changes(&honest, &ejected);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over)"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with("; it confirmed a strike given at an earlier measurement, between two reads of the node's record"),
+            "{}",
+            lines[0]
+        );
         // A chain that lists no slashes: the total says how much.
         let older = NodeInfo { slashes: Vec::new(), ..ejected };
         assert_eq!(record_changes(&struck, &older)[0], "SLASHED 450 TWY for an over-claim; the claim was reset to the measurement");
+        assert!(record_changes(&honest, &older)[0].ends_with("it confirmed a strike given at an earlier measurement, between two reads of the node's record"));
     }
 
     #[test]
