@@ -699,6 +699,44 @@ fn all_oracles_measure(api: &str, oracles: &[String], node: tollway_types::Accou
 
 /// A TWY amount as the API gives it ("82.5"), for comparisons within a
 /// rounding.
+/// A chain of 3 s epochs (home `dir/home`) with an operator key `op.key`
+/// (1,100 TWY bonded, so that a 7.5 % slash leaves it above a node's
+/// minimum, and 10 USD) and `n_oracles` oracles registered on it (5,000 TWY
+/// bonded each; they measure from the epoch after).
+struct OracleWorld {
+    dir: PathBuf,
+    home: PathBuf,
+    /// The operator's account id.
+    op: String,
+    /// The oracles' key labels (`SigningKey::from_label`).
+    oracles: Vec<String>,
+    chain: ChainProcess,
+}
+
+fn oracle_world(name: &str, n_oracles: usize) -> OracleWorld {
+    use tollway_types::{SigningKey, TxBody};
+    let dir = temp_dir(name);
+    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
+    let op = str_field(&created, "public");
+    let oracles: Vec<String> = (0..n_oracles).map(|i| format!("{name}-oracle-{i}")).collect();
+    let home = dir.join("home");
+    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+    let mut init = vec!["chain".to_string(), "init".into(), "--home".into(), home_str.into(), "--param".into(), "epoch=3s".into()];
+    init.extend(["--alloc".into(), format!("{op}=stake:1100TWY,10USD")]);
+    for o in &oracles {
+        init.extend(["--alloc".into(), format!("{}=stake:5000TWY,10USD", SigningKey::from_label(o).public())]);
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    tollway(&dir, &init, None).expect_ok("chain init");
+    let chain = ChainProcess::start(&dir, &home);
+    for (i, o) in oracles.iter().enumerate() {
+        let addr = format!("198.51.{i}.1").parse().unwrap_or_else(|e| panic!("{e}"));
+        let done = submit_as(&chain.api, o, TxBody::RegisterOracle { addr });
+        assert_eq!(done["status"], "committed", "{done}");
+    }
+    OracleWorld { dir, home, op, oracles, chain }
+}
+
 fn twy(text: &str) -> f64 {
     text.parse().unwrap_or_else(|e| panic!("{text:?} is not an amount: {e}"))
 }
@@ -725,29 +763,9 @@ fn node_when(api: &str, node: &str, test: impl Fn(&Value) -> bool) -> Value {
 /// ejected, with six oracles reporting on a chain of 3 s epochs.
 #[test]
 fn an_operator_hears_of_a_strike_its_slash_and_the_ejection() {
-    use tollway_types::{SigningKey, TxBody};
-    let dir = temp_dir("strike");
-    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
-    let op = str_field(&created, "public");
-    let oracles: Vec<String> = (0..6).map(|i| format!("strike-oracle-{i}")).collect();
-    let home = dir.join("home");
-    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
-    let mut init = vec!["chain".to_string(), "init".into(), "--home".into(), home_str.into(), "--param".into(), "epoch=3s".into()];
-    // 1,100 TWY bonded: a 7.5 % slash leaves it above the node's minimum.
-    init.extend(["--alloc".into(), format!("{op}=stake:1100TWY,10USD")]);
-    for o in &oracles {
-        init.extend(["--alloc".into(), format!("{}=stake:5000TWY,10USD", SigningKey::from_label(o).public())]);
-    }
-    let init: Vec<&str> = init.iter().map(String::as_str).collect();
-    tollway(&dir, &init, None).expect_ok("chain init");
-    let chain = ChainProcess::start(&dir, &home);
+    let OracleWorld { dir, home, op, oracles, chain } = oracle_world("strike", 6);
     let api = chain.api.as_str();
     let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
-    for (i, o) in oracles.iter().enumerate() {
-        let addr = format!("198.51.{i}.1").parse().unwrap_or_else(|e| panic!("{e}"));
-        let done = submit_as(api, o, TxBody::RegisterOracle { addr });
-        assert_eq!(done["status"], "committed", "{done}");
-    }
     let node_home = dir.join("node-home");
     let node_home = node_home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
     let init = tollway(&dir, &["node", "init", "--home", node_home], None).expect_ok("node init");
@@ -859,28 +877,10 @@ fn an_operator_hears_of_a_strike_its_slash_and_the_ejection() {
 /// reward is the node's `last_reward` at its end.
 #[test]
 fn an_operator_sees_what_each_epoch_paid_its_node_and_why() {
-    use tollway_types::{SigningKey, Token, TxBody};
-    let dir = temp_dir("node-epochs");
-    let created = tollway(&dir, &["keys", "new", "--out", "op.key", "--json"], None).expect_ok("keys new").json();
-    let op = str_field(&created, "public");
-    let oracles: Vec<String> = (0..3).map(|i| format!("epochs-oracle-{i}")).collect();
-    let home = dir.join("home");
-    let home_str = home.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
-    let mut init = vec!["chain".to_string(), "init".into(), "--home".into(), home_str.into(), "--param".into(), "epoch=3s".into()];
-    init.extend(["--alloc".into(), format!("{op}=stake:1100TWY,10USD")]);
-    for o in &oracles {
-        init.extend(["--alloc".into(), format!("{}=stake:5000TWY,10USD", SigningKey::from_label(o).public())]);
-    }
-    let init: Vec<&str> = init.iter().map(String::as_str).collect();
-    tollway(&dir, &init, None).expect_ok("chain init");
-    let chain = ChainProcess::start(&dir, &home);
+    use tollway_types::{SigningKey, Token};
+    let OracleWorld { dir, op, oracles, chain, .. } = oracle_world("node-epochs", 3);
     let api = chain.api.as_str();
     let op_wallet = |args: &[&str]| wallet(&dir, api, "op.key", args);
-    for (i, o) in oracles.iter().enumerate() {
-        let addr = format!("198.51.{i}.1").parse().unwrap_or_else(|e| panic!("{e}"));
-        let done = submit_as(api, o, TxBody::RegisterOracle { addr });
-        assert_eq!(done["status"], "committed", "{done}");
-    }
     op_wallet(&["register-node", "--country", "DE", "--addr", "127.0.0.1", "--capacity-bps", "100000000", "--price-usd-per-gib", "0.5"])
         .expect_ok("register-node");
     let node_key = tollway_types::PublicKey::from_hex(&op).unwrap_or_else(|e| panic!("{e}"));
