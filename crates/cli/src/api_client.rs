@@ -202,21 +202,9 @@ pub struct Strike {
 }
 
 /// `GET /v1/nodes/{id}/epochs` entries: what the node was paid at an
-/// epoch's end, and the figures it was paid on.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct NodeEpoch {
-    pub epoch: u64,
-    pub reward: Token,
-    pub verified_capacity_bps: u64,
-    /// A quorum of oracles measured it that epoch; if not, the capacity,
-    /// reputation and latency are those of its last measurement.
-    pub measured: bool,
-    pub uptime_ppm: u32,
-    pub reputation_ppm: u32,
-    pub latency_us: u32,
-    pub settled_usd: Usd,
-    pub region_multiplier_ppm: u32,
-}
+/// epoch's end, and the figures it was paid on. The store's own row, which
+/// the API serves whole.
+pub use tollway_store::NodeEpochRow as NodeEpoch;
 
 /// One over-claim slash of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
