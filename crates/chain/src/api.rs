@@ -1074,10 +1074,10 @@ async fn node_epochs(
     let from = query_u64(&q, "from")?.unwrap_or(0);
     let limit = page_limit(&q, 100)?;
     let core = s.core();
-    if !core.state().node_index.contains_key(&id) {
+    let Some(&index) = core.state().node_index.get(&id) else {
         return Err(ApiError::not_found("unknown_node", format!("{id} is not a registered node")));
-    }
-    core.store().node_epochs(&id, from, limit).map(Json).map_err(ApiError::internal)
+    };
+    core.store().node_epochs(index, from, limit).map(Json).map_err(ApiError::internal)
 }
 
 /// In registration order, a page at a time (`from` is an index in it).

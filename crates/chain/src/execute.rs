@@ -4,9 +4,10 @@
 //! block means the same thing everywhere.
 
 use tollway_ledger::root::{encode_state, state_root_of_encoding};
+use tollway_ledger::state::NodeIdx;
 use tollway_ledger::{apply_verified, check_supply, end_epoch, epoch_due, Ctx, Event, State, TxError};
 use tollway_store::{EpochRecord, NodeEpochRow};
-use tollway_types::{AccountId, Block, Hash32, TxId, Usd};
+use tollway_types::{Block, Hash32, TxId, Usd};
 
 pub fn ctx(height: u64, time_ms: u64) -> Ctx {
     Ctx { height, time_secs: time_ms / 1000 }
@@ -24,7 +25,7 @@ pub fn block_ends_epoch(state: &State, time_ms: u64) -> bool {
 #[derive(Default)]
 pub struct EpochEnds {
     pub epochs: Vec<EpochRecord>,
-    pub node_epochs: Vec<(AccountId, NodeEpochRow)>,
+    pub node_epochs: Vec<(NodeIdx, NodeEpochRow)>,
 }
 
 /// Start of a block: closes the epoch if the block's time says it is over.
@@ -62,7 +63,7 @@ pub fn begin_block(state: &mut State, height: u64, time_ms: u64, parent: Hash32)
                 settled_usd,
                 region_multiplier_ppm: report.regions.get(node.region.index()).map_or(0, |r| r.multiplier_ppm),
             };
-            (node.operator, row)
+            (i as NodeIdx, row)
         })
         .collect();
     EpochEnds { epochs: vec![EpochRecord { height, time_ms, report }], node_epochs }
@@ -109,7 +110,7 @@ pub struct Executed {
     pub tx_ids: Vec<TxId>,
     pub results: Vec<Vec<Event>>,
     pub epochs: Vec<EpochRecord>,
-    pub node_epochs: Vec<(AccountId, NodeEpochRow)>,
+    pub node_epochs: Vec<(NodeIdx, NodeEpochRow)>,
     pub state_root: Hash32,
     pub state_encoding: Option<Vec<u8>>,
 }

@@ -12,8 +12,9 @@
 
 use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
+use tollway_ledger::state::NodeIdx;
 use tollway_ledger::{EpochReport, Event};
-use tollway_types::{codec, AccountId, Block, SignedTx, Token, TxId, Usd};
+use tollway_types::{codec, Block, SignedTx, Token, TxId, Usd};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// height → encoded block.
@@ -24,19 +25,23 @@ const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
 const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
 /// epoch → encoded `EpochRecord`.
 const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
-/// (epoch, node operator) → encoded `NodeEpochRow`: each node's figures
+/// (epoch, node index) → encoded `NodeEpochRow`: each node's figures
 /// in each of the last [`NODE_EPOCHS_KEPT`] epochs. By epoch first: an
 /// epoch's rows go in at the end of the tree and the oldest epoch's go
 /// from its start, where keyed by node first every epoch's commit wrote a
 /// row into, and so copied, nearly every leaf. Added after format 1's
 /// other tables: a store written before it has no such table, which reads
-/// as no rows, and its first epoch's commit creates it.
-const NODE_EPOCHS: TableDefinition<(u64, &[u8; 32]), &[u8]> = TableDefinition::new("node_epochs");
+/// as no rows, and its first epoch's commit creates it. The node is named
+/// by its index in the ledger's records (`NodeIdx`), which never changes
+/// (a record is never removed, and a node registered again takes its old
+/// one back): a 4-byte key part where the operator's key was 32, which
+/// made a row 140 bytes of the file where it is now 70.
+const NODE_EPOCHS: TableDefinition<(u64, NodeIdx), &[u8]> = TableDefinition::new("node_epochs");
 
-/// Epochs of rows kept: a month of hourly epochs. A row takes about 140
-/// bytes of the file (a 40-byte key and a value of about 24, redb's
+/// Epochs of rows kept: a month of hourly epochs. A row takes about
+/// 70 bytes of the file (a 12-byte key and a value of about 24, redb's
 /// offsets, and leaves about half full as redb fills them in key order;
-/// `tests/node_epochs_cost.rs` measures it): about 100 KB per node, 1 GB
+/// `tests/node_epochs_cost.rs` measures it): about 50 KB per node, 500 MB
 /// at 10,000 nodes. Each epoch's commit prunes the epoch that fell out.
 pub const NODE_EPOCHS_KEPT: u64 = 720;
 
@@ -158,8 +163,8 @@ pub struct BlockCommit<'a> {
     /// Epochs closed before this block's txs ran (usually none, at most a
     /// few after a long pause).
     pub epochs: &'a [EpochRecord],
-    /// The rows of the nodes registered in those epochs, by operator.
-    pub node_epochs: &'a [(AccountId, NodeEpochRow)],
+    /// The rows of the nodes registered in those epochs, by node index.
+    pub node_epochs: &'a [(NodeIdx, NodeEpochRow)],
     /// `tollway_ledger::root::encode_state` of the state after the block;
     /// its root is `block.header.state_root`. `None` when the block changed
     /// nothing (no txs, no epoch end): the stored state is still current.
@@ -322,14 +327,14 @@ impl Store {
                 let mut rows = w.open_table(NODE_EPOCHS)?;
                 // In key order, as the tx index's: the nodes come in
                 // registration order.
-                let mut in_order: Vec<&(AccountId, NodeEpochRow)> = c.node_epochs.iter().collect();
-                in_order.sort_unstable_by_key(|(node, row)| (row.epoch, node.0));
+                let mut in_order: Vec<&(NodeIdx, NodeEpochRow)> = c.node_epochs.iter().collect();
+                in_order.sort_unstable_by_key(|(node, row)| (row.epoch, *node));
                 for (node, row) in in_order {
-                    rows.insert((row.epoch, &node.0), codec::encode(row).as_slice())?;
+                    rows.insert((row.epoch, *node), codec::encode(row).as_slice())?;
                 }
                 // Usually the one epoch that fell out of the window.
                 if let Some(last_pruned) = newest.checked_sub(NODE_EPOCHS_KEPT) {
-                    rows.retain_in((0, &[0; 32])..=(last_pruned, &[0xff; 32]), |_, _| false)?;
+                    rows.retain_in((0, 0)..=(last_pruned, NodeIdx::MAX), |_, _| false)?;
                 }
             }
             if let Some(state) = c.state_encoding {
@@ -410,10 +415,10 @@ impl Store {
         Ok(out)
     }
 
-    /// `node`'s rows from epoch `from` on, oldest first, at most `limit`
-    /// (only the last [`NODE_EPOCHS_KEPT`] epochs are kept: at most that
-    /// many lookups).
-    pub fn node_epochs(&self, node: &AccountId, from: u64, limit: usize) -> Result<Vec<NodeEpochRow>> {
+    /// The rows of the node at index `node` from epoch `from` on, oldest
+    /// first, at most `limit` (only the last [`NODE_EPOCHS_KEPT`] epochs are
+    /// kept: at most that many lookups).
+    pub fn node_epochs(&self, node: NodeIdx, from: u64, limit: usize) -> Result<Vec<NodeEpochRow>> {
         let r = self.begin_read()?;
         let t = match r.open_table(NODE_EPOCHS) {
             Ok(t) => t,
@@ -428,7 +433,7 @@ impl Store {
             if out.len() == limit {
                 break;
             }
-            if let Some(v) = t.get((epoch, &node.0))? {
+            if let Some(v) = t.get((epoch, node))? {
                 out.push(codec::decode(v.value(), usize::MAX).map_err(|e| corrupt(format!("node {node} epoch {epoch}: {e}")))?);
             }
         }
@@ -560,7 +565,7 @@ mod tests {
         }
     }
 
-    fn commit_rows(store: &Store, height: u64, rows: &[(AccountId, NodeEpochRow)]) {
+    fn commit_rows(store: &Store, height: u64, rows: &[(NodeIdx, NodeEpochRow)]) {
         let c = BlockCommit { block: &block(height), tx_ids: &[], results: &[], epochs: &[], node_epochs: rows, state_encoding: None };
         store.commit(&c).unwrap();
     }
@@ -577,32 +582,31 @@ mod tests {
     fn a_nodes_epoch_rows_survive_a_restart_and_only_the_last_kept_stay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let key = |label: &str| tollway_types::SigningKey::from_label(label).public();
-        let (steady, away, stranger) = (key("steady"), key("away"), key("stranger"));
+        let (steady, away, stranger): (NodeIdx, NodeIdx, NodeIdx) = (0, 1, 2);
         let store = Store::create(&path, b"{}", &block(0), b"state-0").unwrap();
         let kept = NODE_EPOCHS_KEPT;
         let mut rows: Vec<_> = (0..kept).map(|e| (steady, node_row(e))).collect();
         rows.extend((0..3).map(|e| (away, node_row(e))));
         commit_rows(&store, 1, &rows);
-        let all = store.node_epochs(&steady, 0, usize::MAX).unwrap();
+        let all = store.node_epochs(steady, 0, usize::MAX).unwrap();
         assert_eq!((all.len() as u64, all[0].clone()), (kept, node_row(0)));
         // One epoch more: the oldest goes, of both nodes.
         commit_rows(&store, 2, &[(steady, node_row(kept))]);
         drop(store);
 
         let store = Store::open(&path).unwrap();
-        let all = store.node_epochs(&steady, 0, usize::MAX).unwrap();
+        let all = store.node_epochs(steady, 0, usize::MAX).unwrap();
         assert_eq!(epochs_of(&all), (1..=kept).collect::<Vec<_>>());
         assert_eq!(all.last(), Some(&node_row(kept)));
-        assert_eq!(epochs_of(&store.node_epochs(&steady, 700, 3).unwrap()), [700, 701, 702]);
-        assert_eq!(epochs_of(&store.node_epochs(&away, 0, 10).unwrap()), [1, 2]);
-        assert_eq!(store.node_epochs(&stranger, 0, 10).unwrap(), []);
+        assert_eq!(epochs_of(&store.node_epochs(steady, 700, 3).unwrap()), [700, 701, 702]);
+        assert_eq!(epochs_of(&store.node_epochs(away, 0, 10).unwrap()), [1, 2]);
+        assert_eq!(store.node_epochs(stranger, 0, 10).unwrap(), []);
         // After epochs with no row (no node registered), every epoch out
         // of the window goes at once.
         commit_rows(&store, 3, &[(steady, node_row(kept + 5))]);
-        let all = epochs_of(&store.node_epochs(&steady, 0, usize::MAX).unwrap());
+        let all = epochs_of(&store.node_epochs(steady, 0, usize::MAX).unwrap());
         assert_eq!((all.len() as u64, all[0], all.last().copied()), (kept - 4, 6, Some(kept + 5)));
-        assert_eq!(store.node_epochs(&away, 0, 10).unwrap(), []);
+        assert_eq!(store.node_epochs(away, 0, 10).unwrap(), []);
     }
 
     /// A store written before the table had none: it reads as no rows,
@@ -617,11 +621,11 @@ mod tests {
         assert!(w.delete_table(NODE_EPOCHS).unwrap());
         w.commit().unwrap();
         drop(db);
-        let node = tollway_types::SigningKey::from_label("node").public();
+        let node: NodeIdx = 0;
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.node_epochs(&node, 0, 10).unwrap(), []);
+        assert_eq!(store.node_epochs(node, 0, 10).unwrap(), []);
         commit_rows(&store, 1, &[(node, node_row(0))]);
-        assert_eq!(store.node_epochs(&node, 0, 10).unwrap(), [node_row(0)]);
+        assert_eq!(store.node_epochs(node, 0, 10).unwrap(), [node_row(0)]);
     }
 
     /// An empty or foreign file at the store's path was refused with

@@ -7,13 +7,14 @@
 use std::time::{Duration, Instant};
 use tollway_store::testkit::empty_block as block;
 use tollway_store::{BlockCommit, NodeEpochRow, Store, NODE_EPOCHS_KEPT};
-use tollway_types::{AccountId, SigningKey, Token, Usd};
+use tollway_ledger::state::NodeIdx;
+use tollway_types::{Token, Usd};
 
 const NODES: u64 = 10_000;
 const EPOCHS: u64 = 50;
 
 /// Figures of the sizes a busy node has: a reward of some TWY, 50 Mbit/s.
-fn rows(nodes: &[AccountId], epoch: u64) -> Vec<(AccountId, NodeEpochRow)> {
+fn rows(nodes: &[NodeIdx], epoch: u64) -> Vec<(NodeIdx, NodeEpochRow)> {
     let row = |i: u64| NodeEpochRow {
         epoch,
         reward: Token(3_000_000 + u128::from(i * 7919 % 1_000_000)),
@@ -28,7 +29,7 @@ fn rows(nodes: &[AccountId], epoch: u64) -> Vec<(AccountId, NodeEpochRow)> {
     nodes.iter().zip(0..).map(|(n, i)| (*n, row(i))).collect()
 }
 
-fn commit(store: &Store, height: u64, node_epochs: &[(AccountId, NodeEpochRow)]) -> Duration {
+fn commit(store: &Store, height: u64, node_epochs: &[(NodeIdx, NodeEpochRow)]) -> Duration {
     let b = block(height);
     let start = Instant::now();
     store.commit(&BlockCommit { block: &b, tx_ids: &[], results: &[], epochs: &[], node_epochs, state_encoding: None }).unwrap();
@@ -41,7 +42,7 @@ fn node_epoch_rows_cost_this_much_of_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     let store = Store::create(&path, b"{}", &block(0), b"state").unwrap();
-    let nodes: Vec<AccountId> = (0..NODES).map(|i| SigningKey::from_label(&format!("node-{i}")).public()).collect();
+    let nodes: Vec<NodeIdx> = (0..NODES as NodeIdx).collect();
     let size = || std::fs::metadata(&path).unwrap().len();
     let mut height = 0;
     let mut next = || {
@@ -65,6 +66,6 @@ fn node_epoch_rows_cost_this_much_of_the_file() {
     println!("empty block commit: {empty:?}");
     println!("commit with {NODES} rows, growing: {:?} per epoch", filling / EPOCHS as u32);
     println!("commit with {NODES} rows, each pruning one: {:?} per epoch", pruning / EPOCHS as u32);
-    println!("value {encoded} bytes + key 40 bytes; file {} bytes per row", (after - before) / (NODES * EPOCHS));
+    println!("value {encoded} bytes + key 12 bytes; file {} bytes per row", (after - before) / (NODES * EPOCHS));
     println!("file after pruning as many as written: {} -> {} bytes", after, steady);
 }
