@@ -899,10 +899,6 @@ pub struct Session {
     /// at most `max_streams` are kept, the oldest forgotten first
     /// (`remember_reset`).
     reset_streams: ResetStreams,
-    /// Streams both ends have finished (`fin_sent` and `fin_received`)
-    /// that this side still holds (the node: until the destination has
-    /// taken the last of the upload). The client may have let go of them.
-    n_streams_finished_both_ways: usize,
     /// Node: the opens that wait for a slot (`Stream::waits_for_slot`),
     /// oldest first, each with when it is refused after all
     /// (`Limits::stream_slot_wait`).
@@ -1009,7 +1005,6 @@ impl Session {
             session_id: [0; 16],
             streams: BTreeMap::new(),
             reset_streams: ResetStreams::default(),
-            n_streams_finished_both_ways: 0,
             opens_waiting_for_slot: VecDeque::new(),
             blocked: BTreeSet::new(),
             window,
@@ -1208,7 +1203,6 @@ impl Session {
         self.meter_dropped(held);
         self.streams.clear();
         self.reset_streams.clear();
-        self.n_streams_finished_both_ways = 0;
         self.opens_waiting_for_slot.clear();
         self.blocked.clear();
         self.events.push_back(Event::Closed {
@@ -1806,10 +1800,12 @@ impl Session {
         self.reset_streams.remove(stream);
         let max_streams = self.limits.max_streams as usize;
         let wait = self.limits.stream_slot_wait;
-        if self.streams.len() >= max_streams
-            && self.streams.len() - self.n_streams_finished_both_ways < max_streams
-            && !wait.is_zero()
-        {
+        // Counted only at the limit (rare), so no count is kept: streams
+        // both ends have finished, which the node still holds until the
+        // destination has taken the last of the upload, and the client may
+        // have let go of.
+        let finished_both_ways = || self.streams.values().filter(|s| s.fin_sent && s.fin_received).count();
+        if self.streams.len() >= max_streams && !wait.is_zero() && self.streams.len() - finished_both_ways() < max_streams {
             // The client let go of a stream once both ends had finished it
             // and its program had read all; the node holds it until its
             // destination has taken the last of the upload. So an honest
@@ -1938,7 +1934,6 @@ impl Session {
             return self.violation(format!("stream {stream} finished twice"));
         }
         s.fin_received = true;
-        let finished_both_ways = s.fin_sent;
         if is_node {
             // Until the node's `Fin` (a destination that never answers),
             // or after it until its destination has taken the upload (one
@@ -1952,7 +1947,6 @@ impl Session {
         } else {
             s.fin_held = true;
         }
-        self.n_streams_finished_both_ways += usize::from(finished_both_ways);
         self.gc_stream(stream);
     }
 
@@ -1970,7 +1964,6 @@ impl Session {
         let Some(s) = self.streams.remove(&stream) else {
             return false;
         };
-        self.n_streams_finished_both_ways -= usize::from(s.fin_sent && s.fin_received);
         if s.waits_for_slot {
             self.opens_waiting_for_slot.retain(|&(_, waiting)| waiting != stream);
         }
@@ -2622,7 +2615,6 @@ impl Session {
         if let Some(s) = self.streams.get_mut(&stream) {
             if !s.fin_sent {
                 s.fin_sent = true;
-                self.n_streams_finished_both_ways += usize::from(s.fin_received);
                 self.queue(&Frame::Fin { stream });
                 self.gc_stream(stream);
             }
