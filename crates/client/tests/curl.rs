@@ -3640,6 +3640,15 @@ async fn answer_then_read_late_server(read_after: Duration) -> SocketAddr {
     addr
 }
 
+/// The most a TCP socket's send buffer grows to on this host
+/// (`net.ipv4.tcp_wmem`'s third field), or Linux's default, 4 MiB.
+fn largest_tcp_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
 /// A program that uploads, reads its destination's answer and hangs up
 /// while the destination has not yet read the upload: the client lets go
 /// of the stream then, the exit only once the destination has taken the
@@ -3655,9 +3664,15 @@ async fn a_connection_right_after_one_whose_upload_is_still_being_read_is_served
     let route = Route { relay: None, exit: exit.hop(Transport::Tls, &client, 0) };
     let (front, _pool) = start_front(vec![route], Transport::Tls, &client).await;
     let dest = answer_then_read_late_server(Duration::from_millis(500)).await;
-    // More than the exit's socket to the destination takes in (about 3 MB
-    // on loopback), less than that and the stream's window (2 MiB).
-    let upload = pattern(4 << 20);
+    // More than the exit's socket to the destination can take in, so that
+    // the exit still holds part of the upload when the program hangs up
+    // (about 3 MB on a loopback whose send buffers grow to 4 MiB), and less
+    // than that and the stream's window (2 MiB): by 1 MiB. Sized from this
+    // host's largest send buffer, so that no host's buffers can take the
+    // whole upload in at once and pass the test without the wait it checks
+    // (a fixed 4 MiB was enough even where they grow to 16 MiB, as they
+    // grow with the connection; sized so, the test does not rest on that).
+    let upload = pattern(largest_tcp_send_buffer() + (1 << 20));
     for i in 0..4 {
         let mut s = socks_connect(front, dest, b"").await;
         s.write_all(&upload).await.unwrap();
