@@ -113,26 +113,43 @@ impl Params {
     /// share, the one-number question "how much of the emission pays for
     /// uptime?".
     pub fn with_override(&self, key: &str, value: &str) -> Result<Params, ParamsError> {
+        self.with_overrides(&[(key, value)])
+    }
+
+    /// Sets several parameters as [`Params::with_override`] sets one, in
+    /// order (a later key wins over an earlier one that sets the same
+    /// parameter), and validates the result once, as a whole: one at a
+    /// time, each was checked against the others' old values, so a design
+    /// that moves two related parameters together (a minimum stake above
+    /// the old saturation bond with the bond raised too, an emission cap
+    /// below the old first year's emission with that lowered too) was
+    /// refused in either order.
+    pub fn with_overrides(&self, overrides: &[(&str, &str)]) -> Result<Params, ParamsError> {
         let mut table: toml::Table = toml::from_str(&self.to_toml()).map_err(|e| ParamsError::Toml(e.to_string()))?;
-        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .ok_or_else(|| ParamsError::Invalid { key: key.to_string(), why: format!("{value:?} is not a TOML value") })?;
-        let keys: Vec<String> = match key.strip_prefix("emission.").unwrap_or(key) {
-            UPTIME_SHARE_FLAT => keys_set_by(key).iter().map(|leaf| format!("emission.{leaf}")).collect(),
-            _ => vec![key.to_string()],
-        };
-        for key in &keys {
-            let (section, leaf) = find_key(&table, key).ok_or_else(|| unknown_key(&table, key))?;
-            if let Some(toml::Value::Table(t)) = table.get_mut(&section) {
-                t.insert(leaf, parsed.clone());
+        for &(key, value) in overrides {
+            let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .ok_or_else(|| ParamsError::Invalid { key: key.to_string(), why: format!("{value:?} is not a TOML value") })?;
+            let keys: Vec<String> = match key.strip_prefix("emission.").unwrap_or(key) {
+                UPTIME_SHARE_FLAT => keys_set_by(key).iter().map(|leaf| format!("emission.{leaf}")).collect(),
+                _ => vec![key.to_string()],
+            };
+            for key in &keys {
+                let (section, leaf) = find_key(&table, key).ok_or_else(|| unknown_key(&table, key))?;
+                if let Some(toml::Value::Table(t)) = table.get_mut(&section) {
+                    t.insert(leaf, parsed.clone());
+                }
             }
+            // A value of the wrong type is this key's error, found as it is
+            // set: the TOML error's line and excerpt are of a text nobody
+            // wrote.
+            let text = toml::to_string(&table).map_err(|e| ParamsError::Toml(e.to_string()))?;
+            toml::from_str::<ParamsFile>(&text)
+                .map_err(|e| ParamsError::Invalid { key: key.to_string(), why: e.message().trim_end().to_string() })?;
         }
         let text = toml::to_string(&table).map_err(|e| ParamsError::Toml(e.to_string()))?;
-        // A value of the wrong type is this key's error: the TOML error's
-        // line and excerpt are of the text above, which nobody wrote.
-        let file: ParamsFile =
-            toml::from_str(&text).map_err(|e| ParamsError::Invalid { key: key.to_string(), why: e.message().trim_end().to_string() })?;
+        let file: ParamsFile = toml::from_str(&text).map_err(|e| ParamsError::Toml(e.to_string()))?;
         file.resolve()
     }
 
@@ -804,6 +821,24 @@ mod tests {
         let err = Params::default_params().with_override("node_usd_shar", "0.5").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("did you mean emission.node_usd_share, "), "{err}");
         assert_eq!([edit_distance("hybird", "hybrid"), edit_distance("", "abc"), edit_distance("share", "share")], [2, 3, 0]);
+    }
+
+    /// Several overrides are validated together: one at a time, a pair
+    /// moved together was checked against the other's old value.
+    #[test]
+    fn overrides_of_related_parameters_are_checked_together() {
+        let d = Params::default_params();
+        let p = d
+            .with_overrides(&[("min_node_stake_twy", "3000"), ("stake_saturation_twy", "5000")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.min_node_stake, p.stake_saturation), (Token::units(3000), Token::units(5000)));
+        // A later key wins, and a wrong type names its own key.
+        let q = d.with_overrides(&[("uptime_share", "0.5"), ("uptime_share_end", "0.3")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((q.uptime_share_start_ppm, q.uptime_share_end_ppm), (500_000, 300_000));
+        let err = d.with_overrides(&[("pool_fee", "0.01"), ("min_reports", "\"2\"")]).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("parameter `min_reports`: invalid type: string \"2\", expected u32"));
+        let err = d.with_overrides(&[("min_node_stake_twy", "3000"), ("stake_saturation_twy", "2500")]).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("parameter `stake.stake_saturation_twy`: must be at least min_node_stake_twy"));
     }
 
     /// A list of more values than the key has places for: the extra ones

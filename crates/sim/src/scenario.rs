@@ -235,10 +235,12 @@ impl Scenario {
     }
 
     pub fn params(&self) -> Result<Params, ScenarioError> {
-        let mut p = Params::default_params().with_override("time.epoch", "\"1d\"")?;
-        for (key, value) in &self.params {
-            p = p.with_override(key, &value.to_string())?;
-        }
+        let values: Vec<(&str, String)> = self.params.iter().map(|(key, value)| (key.as_str(), value.to_string())).collect();
+        let overrides: Vec<(&str, &str)> = values.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        // Together, not one by one against the defaults of the rest: a
+        // pair moved together (a minimum stake above the default bond,
+        // with the bond raised too) was refused in either order.
+        let p = Params::default_params().with_override("time.epoch", "\"1d\"")?.with_overrides(&overrides)?;
         if p.epoch_secs != 86_400 {
             return Err(invalid("params.epoch", "the simulator runs daily epochs; remove the override"));
         }
@@ -269,10 +271,14 @@ impl Scenario {
             }
             _ => {
                 let leaf = key.strip_prefix("params.").unwrap_or(key);
-                // Checked against the ledger's parameters before running.
-                // A scenario key without its section (`operators`) is not
+                // Checked against this scenario's parameters (daily
+                // epochs, its own [params]) before running: against the
+                // ledger's defaults, fixed-emissions could not sweep its
+                // first year's emission above the default cap, and a
+                // too-short unbonding was measured in hourly epochs. A
+                // scenario key without its section (`operators`) is not
                 // one of them: say which it may be.
-                Params::default_params().with_override(leaf, value).map_err(|e| {
+                self.params()?.with_override(leaf, value).map_err(|e| {
                     let sections: Vec<String> = table
                         .iter()
                         .filter(|(section, v)| *section != "params" && v.as_table().is_some_and(|t| t.contains_key(leaf)))

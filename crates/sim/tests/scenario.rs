@@ -200,3 +200,49 @@ fn demand_and_market_inputs_are_bounded() {
         }
     }
 }
+
+/// A scenario's `[params]` were set one at a time, in the table's
+/// (alphabetical) order, each checked against the defaults of the rest:
+/// a minimum stake above the default saturation bond, with the bond
+/// raised too, or an emission cap below the default first year's
+/// emission, with that lowered too, was refused however the file ordered
+/// them, though the design is valid.
+#[test]
+fn related_parameters_in_a_scenario_file_are_checked_together() {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    for (overrides, check) in [
+        (
+            "stake_saturation_twy = 5000\nmin_node_stake_twy = 3000\n",
+            (|p: &tollway_ledger::Params| p.min_node_stake == tollway_types::Token::units(3000)) as fn(&tollway_ledger::Params) -> bool,
+        ),
+        ("cap_twy = 40000000\nyear_one_twy = 30000000\n", |p| p.emission_cap == tollway_types::Token::units(40_000_000)),
+    ] {
+        let edited = text.replace("[params]\n", &format!("[params]\n{overrides}"));
+        assert_ne!(edited, text);
+        let s = Scenario::from_toml(&edited).unwrap_or_else(|e| panic!("{overrides}: {e}"));
+        let p = s.params().unwrap_or_else(|e| panic!("{e}"));
+        assert!(check(&p), "{overrides}");
+    }
+    // Still refused where the two together are not valid.
+    let both_wrong = text.replace("[params]\n", "[params]\nstake_saturation_twy = 2500\nmin_node_stake_twy = 3000\n");
+    let refused = Scenario::from_toml(&both_wrong).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("stake_saturation_twy") && refused.contains("at least min_node_stake_twy"), "{refused}");
+}
+
+/// A sweep's value was checked first against the ledger's defaults, not
+/// this scenario's parameters: fixed-emissions (a cap of 1e9 TWY) could
+/// not sweep its first year's emission to 2e8 ("exceeds the emission
+/// cap", the default cap's 1e8), and a too-short unbonding was said to be
+/// shorter than "two epochs (2h)" in a simulator of daily epochs.
+#[test]
+fn a_sweep_value_is_checked_against_this_scenarios_parameters() {
+    let text = scenario::built_in("fixed-emissions").unwrap_or_else(|| panic!("no built-in fixed-emissions"));
+    let fixed = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+    let designs = tollway_sim::montecarlo::sweep(&fixed, "year_one_twy=100000000,200000000").unwrap_or_else(|e| panic!("{e}"));
+    let year_one: Vec<tollway_types::Token> =
+        designs.iter().map(|s| s.params().map(|p| p.emission_year_one).unwrap_or_else(|e| panic!("{e}"))).collect();
+    assert_eq!(year_one, [tollway_types::Token::units(100_000_000), tollway_types::Token::units(200_000_000)]);
+    let refused = err(&hybrid(), "unbonding", "\"1h\"");
+    assert!(refused.contains("shorter than two epochs (2d)"), "{refused}");
+}
+
