@@ -298,7 +298,23 @@ impl Scenario {
                     // sweep of `uptime_share` over a file that sets
                     // `uptime_share_start` must not be undone by it).
                     let set = keys_set_by(leaf);
+                    let replaced: Vec<(String, toml::Value)> = t
+                        .iter()
+                        .filter(|(k, _)| set.iter().any(|s| keys_set_by(k).contains(s)))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     t.retain(|k, _| !set.iter().any(|s| keys_set_by(k).contains(s)));
+                    // What a replaced key set beyond the override keeps
+                    // the file's value: a sweep of `uptime_share_start`
+                    // over the file's flat `uptime_share` dropped its end
+                    // to the ledger's default.
+                    for (k, v) in replaced {
+                        for kept in keys_set_by(&k).into_iter().filter(|k| !set.contains(k)) {
+                            if !t.keys().any(|other| keys_set_by(other).contains(&kept)) {
+                                t.insert(kept.to_string(), v.clone());
+                            }
+                        }
+                    }
                     t.insert(leaf.to_string(), parsed);
                 }
             }

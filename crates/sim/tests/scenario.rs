@@ -246,3 +246,21 @@ fn a_sweep_value_is_checked_against_this_scenarios_parameters() {
     assert!(refused.contains("shorter than two epochs (2d)"), "{refused}");
 }
 
+/// A sweep of one end of the uptime share's slide over a file that sets
+/// the flat `uptime_share` removed the file's setting altogether: the
+/// other end fell back to the ledger's default (0.2) where the file said
+/// 0.5, and each design ran another slide than the one written down.
+#[test]
+fn a_sweep_of_one_end_of_a_flat_uptime_share_keeps_the_other_end() {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    let flat = Scenario::from_toml(&text.replace("[params]\n", "[params]\nuptime_share = 0.5\n")).unwrap_or_else(|e| panic!("{e}"));
+    let designs = tollway_sim::montecarlo::sweep(&flat, "uptime_share_start=0.9").unwrap_or_else(|e| panic!("{e}"));
+    let p = designs[0].params().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (900_000, 500_000));
+    // The flat share over a file's own ends still sets both.
+    let ends = Scenario::from_toml(&text.replace("[params]\n", "[params]\nuptime_share_start = 0.9\nuptime_share_end = 0.1\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let designs = tollway_sim::montecarlo::sweep(&ends, "uptime_share=0.4").unwrap_or_else(|e| panic!("{e}"));
+    let p = designs[0].params().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (400_000, 400_000));
+}
