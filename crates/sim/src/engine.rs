@@ -276,6 +276,9 @@ pub struct Sim {
     sandwich: Option<AccountIdx>,
     attacker_profit_usd: f64,
     attackers_slashed_twy: f64,
+    /// Nodes deregistered by region since the day's epoch ended (its
+    /// departures): the epoch's report still counts them.
+    deregistered_since_the_epoch: [u32; 8],
     /// The pool's price before the first day: where the drawdown starts.
     genesis_price_usd: f64,
     rows: Vec<EpochRow>,
@@ -619,6 +622,7 @@ impl Sim {
             sandwich,
             attacker_profit_usd: 0.0,
             attackers_slashed_twy: 0.0,
+            deregistered_since_the_epoch: [0; 8],
             genesis_price_usd: 0.0,
             rows: Vec::new(),
             supply: None,
@@ -845,11 +849,12 @@ impl Sim {
         if !active {
             return false;
         }
-        if self.state.nodes[node as usize].active
-            && apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode).is_err()
-        {
-            self.ops[i].leaving = true;
-            return false;
+        if self.state.nodes[node as usize].active {
+            if apply_unsigned(&mut self.state, ctx, account, &TxBody::DeregisterNode).is_err() {
+                self.ops[i].leaving = true;
+                return false;
+            }
+            self.deregistered_since_the_epoch[self.state.nodes[node as usize].region.index()] += 1;
         }
         let op = &mut self.ops[i];
         op.active = false;
@@ -1362,6 +1367,7 @@ impl Sim {
         let mut sellers: Vec<(usize, usize, Token)> = Vec::new();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
         let mut left = left_in_shocks;
+        self.deregistered_since_the_epoch = [0; 8];
         // The quantiles of the operators' profits, worked out beside the
         // loop below from the books alone (the k-th smallest under
         // `total_cmp` is the same value in any order), on a helper that
@@ -1485,7 +1491,13 @@ impl Sim {
                 report.regions.get(r).map_or(0.0, |x| x.online_capacity_bps as f64 / 1e9);
             row.demand_gbps_by_region[r] = demand_gbps;
             row.multiplier_by_region[r] = report.regions.get(r).map_or(0.0, |x| x.multiplier_ppm as f64 / 1e6);
-            row.nodes_by_region[r] = report.regions.get(r).map_or(0, |x| x.active_nodes);
+            // At the day's end: the epoch's report, less the day's
+            // departures after it. (The report's count alone kept a
+            // churned operator's node a day longer than the day's
+            // `operators_left` said, where an exodus's left at once: the
+            // change in `nodes` was not joined − left.)
+            let active = report.regions.get(r).map_or(0, |x| x.active_nodes);
+            row.nodes_by_region[r] = active.saturating_sub(self.deregistered_since_the_epoch[r]);
         }
         row.nodes = row.nodes_by_region.iter().sum();
         row.paid_usd = paid_total;

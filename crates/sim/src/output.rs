@@ -27,6 +27,7 @@ pub struct EpochRow {
     pub burned_twy: f64,
     /// USD paid by consumers this epoch.
     pub paid_usd: f64,
+    /// Active nodes at the end of the day, after its departures.
     pub nodes: u32,
     pub nodes_by_region: [u32; 8],
     /// What the nodes online in each region can serve, on average over

@@ -461,3 +461,30 @@ fn a_region_served_for_nothing_keeps_its_last_price() {
         assert!(row.unserved_gb.is_finite(), "day {}: {}", row.day, row.unserved_gb);
     }
 }
+
+/// `nodes` counted an operator who left on a day (its churn, after the
+/// epoch's end) until the next day, where `operators_left` counted it on
+/// the day itself, and an exodus's leavers on the day too: the change in
+/// `nodes` was not joined − left, and a CSV's reader could not reconcile
+/// them. Now each day's nodes are those left at its end.
+#[test]
+fn the_change_in_nodes_is_those_who_joined_less_those_who_left() {
+    let mut s = small("fixed-emissions", 60);
+    s.shocks.push(tollway_sim::scenario::Shock::Exodus { day: 20, share: 0.2 });
+    let run = Sim::new(&s, 5).and_then(|sim| sim.run(5, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let churned: u32 = run.rows.iter().filter(|r| r.day != 20.0).map(|r| r.operators_left).sum();
+    assert!(churned > 0, "operators churned within the run");
+    for w in run.rows.windows(2) {
+        let (before, today) = (&w[0], &w[1]);
+        assert_eq!(
+            i64::from(today.nodes) - i64::from(before.nodes),
+            i64::from(today.operators_joined) - i64::from(today.operators_left),
+            "epoch {}: {} nodes after {}, {} joined, {} left",
+            today.epoch,
+            today.nodes,
+            before.nodes,
+            today.operators_joined,
+            today.operators_left
+        );
+    }
+}
