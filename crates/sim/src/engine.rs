@@ -807,18 +807,9 @@ impl Sim {
         let gateway = self.gateway;
         self.apply(ctx, gateway, &TxBody::Deposit { to: id, amount: budget }, "a deposit")?;
         let account = self.state.account_index[&id];
-        let pool = &self.state.pool;
-        // USD needed to buy `stake` tokens (constant product, with fee).
-        let fee = 1.0 - self.state.params.pool_fee_ppm as f64 / 1e6;
-        let (t, u) = (pool.token.0 as f64, pool.usd.0 as f64);
-        let need = stake.0 as f64;
-        if need >= t {
+        let Some(usd_in) = self.stake_cost_usd_micro() else {
             return Ok(false); // the pool cannot sell that much: nobody joins
-        }
-        // At least 2 micro-USD, which is 1 after the pool's fee (at most
-        // 10 %): after a crash that drained the pool's USD side, the stake
-        // cost under one, whose output rounded to nothing and was refused.
-        let usd_in = ((u * need / (t - need) / fee * 1.0001) as u128 + 1).max(2);
+        };
         let have = self.state.accounts[account as usize].usd.0;
         if usd_in > have {
             let top_up = Usd(usd_in - have);
@@ -834,6 +825,23 @@ impl Sim {
         self.apply(ctx, account, &TxBody::Stake { amount: stake_now }, "staking")?;
         self.spawn(kind, account, region, label, subnet, line_bps)?;
         Ok(true)
+    }
+
+    /// The micro-USD that buys the minimum stake on the pool now
+    /// (constant product, with its fee); `None` when the pool cannot sell
+    /// that much.
+    fn stake_cost_usd_micro(&self) -> Option<u128> {
+        let pool = &self.state.pool;
+        let fee = 1.0 - self.state.params.pool_fee_ppm as f64 / 1e6;
+        let (t, u) = (pool.token.0 as f64, pool.usd.0 as f64);
+        let need = self.state.params.min_node_stake.0 as f64;
+        if need >= t {
+            return None;
+        }
+        // At least 2 micro-USD, which is 1 after the pool's fee (at most
+        // 10 %): after a crash that drained the pool's USD side, the stake
+        // cost under one, whose output rounded to nothing and was refused.
+        Some(((u * need / (t - need) / fee * 1.0001) as u128 + 1).max(2))
     }
 
     /// Deregisters the operator's node and starts its unbonding; false
@@ -974,6 +982,12 @@ impl Sim {
     fn joins(&mut self) -> Result<u32, SimError> {
         let p = self.scenario.population.clone();
         let price = self.price();
+        // Each newcomer budgets its stake at the day's price plus 20 %
+        // slippage. Bought at whatever the pool asked, a rush of
+        // newcomers (who decided on the day's opening price) bought the
+        // pool out: 20,000 joined in a day and the price went from $0.20
+        // to $500,000.
+        let stake_budget_usd_micro = self.stake_cost_usd_micro().map(|cost| cost as f64 * 1.2);
         let mut joined = 0;
         for _ in 0..p.max_joins_per_day {
             let region = self.rng.weighted(&p.region_weights);
@@ -985,8 +999,14 @@ impl Sim {
             let expected = per_mbps * capacity;
             // Counted only if it joined (a row counted joins the pool
             // could not sell a stake for).
-            if expected > cost_day * 1.2 && self.join(Kind::Honest, region, None, None)? {
-                joined += 1;
+            if expected > cost_day * 1.2 {
+                let affordable = self.stake_cost_usd_micro().zip(stake_budget_usd_micro).is_some_and(|(cost, budget)| cost as f64 <= budget);
+                if !affordable {
+                    break;
+                }
+                if self.join(Kind::Honest, region, None, None)? {
+                    joined += 1;
+                }
             }
         }
         Ok(joined)

@@ -488,3 +488,19 @@ fn the_change_in_nodes_is_those_who_joined_less_those_who_left() {
         );
     }
 }
+
+/// Prospective operators decided to join on the day's opening price and
+/// then bought their stakes at whatever the pool asked: with
+/// `max_joins_per_day` high, twenty thousand joined on day 2, bought the
+/// pool's tokens out and took the price from $0.20 to $500,000. A
+/// newcomer budgets its stake at the day's price plus 20 % slippage, and
+/// past that the day's joining stops.
+#[test]
+fn a_rush_of_joiners_does_not_buy_the_pool_out() {
+    let s = small("burn-and-mint", 3);
+    let s = s.with_override("population.max_joins_per_day", "100000").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 1).and_then(|sim| sim.run(1, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let (day1, day2) = (&run.rows[0], &run.rows[1]);
+    assert!(day2.operators_joined > 0, "some joined");
+    assert!(day2.price_usd < 2.0 * day1.price_usd, "price {} after {}, {} joined", day2.price_usd, day1.price_usd, day2.operators_joined);
+}
