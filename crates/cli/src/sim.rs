@@ -122,6 +122,10 @@ fn slug(name: &str) -> String {
     }
 }
 
+/// The longest scenario directory name (a slug, ASCII), well inside the
+/// 255 bytes of common file systems.
+const MAX_SLUG_BYTES: usize = 200;
+
 /// Written into `--out` before anything else of a report: a report whose
 /// writing was cut short (Ctrl-C, a full disk) is still known for one, and
 /// replaced by the next run rather than refused.
@@ -224,6 +228,16 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     slugs.dedup();
     if slugs.len() != scenarios.len() {
         bail!("two scenarios' names differ only in characters other than letters, digits and '-'; their CSVs would share a directory");
+    }
+    // And fit a file system's names (255 bytes): a longer one failed only
+    // after the whole simulation, the earlier report already cleared.
+    if let Some(s) = scenarios.iter().find(|s| slug(&s.name).len() > MAX_SLUG_BYTES) {
+        let start: String = s.name.chars().take(40).collect();
+        bail!(
+            "scenario name {start:?}… is {} characters (a sweep adds ` key=value`): its CSVs' directory is named after it, \
+             which takes at most {MAX_SLUG_BYTES}; shorten the scenario file's `name`",
+            s.name.chars().count()
+        );
     }
     let out = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))

@@ -432,3 +432,25 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
     assert!(!note.exists(), "{} outlived a whole report", note.display());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A scenario's CSVs go to a directory named after it, and a name longer
+/// than a file system's 255 bytes was found unusable only after the
+/// whole simulation, the earlier report in `--out` already cleared away:
+/// both lost. Refused before simulating, naming the key to shorten.
+#[test]
+fn a_name_too_long_for_a_directory_is_refused_before_simulating() {
+    let dir = temp_dir("sim-long-name");
+    let path = small_scenario(&dir, "burn-and-mint");
+    let out = dir.join("out");
+    let args = |scenario: &str| ["sim", "run", scenario, "--out", out.to_str().unwrap_or_default(), "--days", "2", "--runs", "1", "--quiet"].map(String::from);
+    let (ok, _, stderr) = tollway(&args(&path).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let long = dir.join("long.toml");
+    let name = "x".repeat(260);
+    std::fs::write(&long, text.replace("name = \"burn-and-mint\"", &format!("name = \"{name}\""))).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = tollway(&args(long.to_str().unwrap_or_default()).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!ok && stderr.contains("`name`") && !stderr.contains("simulating"), "{stderr}");
+    assert!(out.join("index.html").is_file() && out.join("burn-and-mint").join("seed-1.csv").is_file(), "the earlier report is whole");
+    let _ = std::fs::remove_dir_all(&dir);
+}
