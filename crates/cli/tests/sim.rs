@@ -94,7 +94,7 @@ fn bad_scenarios_get_clear_errors() {
         (good.replace("price_usd_per_gb = [0.3, 1.0]", "price_usd_per_gb = [0.0, 0.0]"), "population.price_usd_per_gb"),
         (good.replace("churn_after_days = 30", "churn_after_days = 0"), "population.churn_after_days"),
         (good.replace("leave_after_unserved_days = 7", "leave_after_unserved_days = 0"), "demand.leave_after_unserved_days"),
-        (format!("{good}\n[[shocks]]\nkind = \"demand\"\nstart_day = 10\nend_day = 10\nfactor = 0.5\n"), "1 ≤ start_day < end_day"),
+        (format!("{good}\n[[shocks]]\nkind = \"demand\"\nstart_day = 10\nend_day = 10\nfactor = 0.5\n"), "`shocks[0].end_day`: 10 must be after start_day (10)"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("bad{i}.toml"));
@@ -133,7 +133,7 @@ fn bad_scenarios_get_clear_errors() {
     let shock = std::fs::read_to_string(repo().join("scenarios/demand-shock.toml")).unwrap_or_default();
     let attack = std::fs::read_to_string(repo().join("scenarios/sybil-and-liars.toml")).unwrap_or_default();
     for (i, (text, want)) in [
-        (shock.replace("start_day = 180", "start_day = 0"), "1 ≤ start_day"),
+        (shock.replace("start_day = 180", "start_day = 0"), "`shocks[0].start_day`: 0 is before the run"),
         (attack.replace("start_day = 30", "start_day = 0"), "start_day ≥ 1"),
         (attack.replace("liar_claim_factor = 10.0", "liar_claim_factor = 1000.0"), "attack.liar_claim_factor"),
     ]

@@ -454,33 +454,45 @@ impl Scenario {
         }
         // Day 1 is the first simulated day: a shock or an attack on day 0
         // never happened, without a word.
-        for s in &self.shocks {
+        // Each named by its place among the file's [[shocks]] (from 0) and
+        // its key, with its value: all were `shocks`, and an exodus's day
+        // and share shared one message.
+        for (i, s) in self.shocks.iter().enumerate() {
+            let key = |leaf: &str| format!("shocks[{i}].{leaf}");
+            let first_day = |leaf: &str, day: u64| {
+                if day == 0 {
+                    Err(invalid(&key(leaf), "0 is before the run: day 1 is the first simulated day"))
+                } else {
+                    Ok(())
+                }
+            };
             match s {
                 Shock::Demand { start_day, end_day, factor } => {
+                    first_day("start_day", *start_day)?;
                     // `end_day` is the first day back to normal: a shock
                     // with start_day = end_day was accepted and never came.
-                    if *start_day == 0 || start_day >= end_day {
-                        return Err(invalid("shocks", "a demand shock needs 1 ≤ start_day < end_day (the first day back to normal)"));
+                    if start_day >= end_day {
+                        return Err(invalid(
+                            &key("end_day"),
+                            format!("{end_day} must be after start_day ({start_day}): the first day back to normal"),
+                        ));
                     }
                     // It multiplies a day's demand as the growth does:
                     // a thousand-fold surge is past any real one, and 1e300
                     // made the day's demand inf.
-                    bounded("shocks.factor", *factor, 0.0, 1_000.0, "a thousand-fold surge")?;
+                    bounded(&key("factor"), *factor, 0.0, 1_000.0, "a thousand-fold surge")?;
                 }
                 Shock::PriceCrash { day, sell_twy } => {
-                    if *day == 0 {
-                        return Err(invalid("shocks", "a price crash's day is 1 or later"));
-                    }
+                    first_day("day", *day)?;
                     // The whale is given it at genesis: 1e300 overflowed
                     // the genesis amounts, an error that named no key.
                     if !(sell_twy.is_finite() && (0.0..=1e12).contains(sell_twy)) {
-                        return Err(invalid("shocks.sell_twy", format!("{sell_twy:?} must be between 0 and 1e12")));
+                        return Err(invalid(&key("sell_twy"), format!("{sell_twy:?} must be between 0 and 1e12")));
                     }
                 }
                 Shock::Exodus { day, share } => {
-                    if *day == 0 || !(0.0..=1.0).contains(share) {
-                        return Err(invalid("shocks", "an exodus needs day ≥ 1 and a share in [0, 1]"));
-                    }
+                    first_day("day", *day)?;
+                    bounded(&key("share"), *share, 0.0, 1.0, "a share of the honest operators")?;
                 }
             }
         }

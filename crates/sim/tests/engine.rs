@@ -427,7 +427,7 @@ fn a_crash_that_drains_the_pool_runs_on() {
     assert!(run.rows[3].price_usd < 1e-3 * launch, "price after the crash: {} from {launch}", run.rows[3].price_usd);
     let text = toml::to_string(&s).unwrap_or_else(|e| panic!("{e}")).replace("sell_twy = 1000000000000.0", "sell_twy = 1e300");
     let refused = Scenario::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(refused.contains("shocks.sell_twy") && refused.contains("1e12"), "{refused}");
+    assert!(refused.contains("shocks[0].sell_twy") && refused.contains("1e12"), "{refused}");
 }
 
 /// The consumers column counts past 2^32: it stopped at 4,294,967,295

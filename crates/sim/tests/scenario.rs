@@ -196,7 +196,7 @@ fn demand_and_market_inputs_are_bounded() {
         assert_ne!(shocked, text);
         match Scenario::from_toml(&shocked) {
             Ok(_) => assert!(!refused, "factor = {factor} was accepted"),
-            Err(e) => assert!(refused && e.to_string().contains("shocks.factor"), "factor = {factor}: {e}"),
+            Err(e) => assert!(refused && e.to_string().contains("shocks[0].factor"), "factor = {factor}: {e}"),
         }
     }
 }
@@ -263,4 +263,23 @@ fn a_sweep_of_one_end_of_a_flat_uptime_share_keeps_the_other_end() {
     let designs = tollway_sim::montecarlo::sweep(&ends, "uptime_share=0.4").unwrap_or_else(|e| panic!("{e}"));
     let p = designs[0].params().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((p.uptime_share_start_ppm, p.uptime_share_end_ppm), (400_000, 400_000));
+}
+
+/// A scenario's shocks were all named `shocks` in its errors, and an
+/// exodus's day and share shared one message: in a file of several
+/// shocks, which one, which key and what value was wrong went unsaid.
+#[test]
+fn a_bad_shock_is_named_by_its_place_and_key_with_its_value() {
+    let text = scenario::built_in("demand-shock").unwrap_or_else(|| panic!("no built-in demand-shock"));
+    let two = |second: &str| format!("{text}\n[[shocks]]\n{second}\n");
+    for (second, want) in [
+        ("kind = \"exodus\"\nday = 5\nshare = 1.5", "scenario `shocks[1].share`: 1.5 must be"),
+        ("kind = \"exodus\"\nday = 0\nshare = 0.5", "scenario `shocks[1].day`: 0 "),
+        ("kind = \"price-crash\"\nday = 0\nsell_twy = 5.0", "scenario `shocks[1].day`: 0 "),
+        ("kind = \"demand\"\nstart_day = 9\nend_day = 9\nfactor = 2.0", "scenario `shocks[1].end_day`: 9 must be after start_day (9)"),
+        ("kind = \"demand\"\nstart_day = 2\nend_day = 9\nfactor = 1e300", "scenario `shocks[1].factor`: "),
+    ] {
+        let refused = Scenario::from_toml(&two(second)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.starts_with(want), "{second}: {refused}");
+    }
 }
