@@ -47,8 +47,9 @@ pub struct RunOpts {
     // one was refused with a TOML parse error of a line of our own.
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Output directory (default: sim-out/<scenario name>; for several,
-    /// their names joined by -vs-).
+    /// Output directory (default: sim-out/<scenario name>; with --sweep,
+    /// sim-out/<scenario name>_<key>; for several, their names joined by
+    /// -vs-, cut to 200 characters).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Worker threads (default: every core).
@@ -122,6 +123,18 @@ fn slug(name: &str) -> String {
     }
 }
 
+/// `name`'s slug, cut to [`MAX_SLUG_BYTES`] where it is longer: its first
+/// part and a hash of the whole, so that two long names still differ.
+fn short_slug(name: &str) -> String {
+    let s = slug(name);
+    if s.len() <= MAX_SLUG_BYTES {
+        return s;
+    }
+    let hash = tollway_types::Hash32::of(s.as_bytes()).to_hex();
+    // ASCII: any byte is a character boundary.
+    format!("{}-{}", &s[..MAX_SLUG_BYTES - 17], &hash[..16])
+}
+
 /// The longest scenario directory name (a slug, ASCII), well inside the
 /// 255 bytes of common file systems.
 const MAX_SLUG_BYTES: usize = 200;
@@ -190,15 +203,23 @@ fn clear_earlier_report(out: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
-    let (scenarios, opts, title) = match cmd {
+    // `default_out`: the name of the default output directory.
+    let (scenarios, opts, title, default_out) = match cmd {
         SimCommand::Run { scenario, opts, sweep } => {
             let base = load(scenario, opts)?;
             let title = format!("Tollway simulation: {}", base.name);
+            // A sweep's by its key: its designs' names joined, as a
+            // comparison's, ran past a file name's 255 bytes with five
+            // values of a long key, and nothing could run.
+            let default_out = match sweep.as_deref().and_then(|spec| spec.split_once('=')) {
+                Some((key, _)) => format!("{} {}", base.name, key.trim()),
+                None => base.name.clone(),
+            };
             let list = match sweep {
                 Some(spec) => montecarlo::sweep(&base, spec)?,
                 None => vec![base],
             };
-            (list, opts, title)
+            (list, opts, title, default_out)
         }
         SimCommand::Compare { scenarios, opts } => {
             let most = tollway_sim::montecarlo::MAX_SWEEP_VALUES;
@@ -208,7 +229,8 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             let list = scenarios.iter().map(|p| load(p, opts)).collect::<anyhow::Result<Vec<_>>>()?;
             let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
             let title = format!("Tollway simulation: {}", names.join(" vs "));
-            (list, opts, title)
+            let default_out = names.join("-vs-");
+            (list, opts, title, default_out)
         }
     };
     for s in &scenarios {
@@ -239,9 +261,7 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             s.name.chars().count()
         );
     }
-    let out = opts.out.clone().unwrap_or_else(|| {
-        PathBuf::from("sim-out").join(slug(&scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join("-vs-")))
-    });
+    let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("sim-out").join(short_slug(&default_out)));
     // Before the (possibly long) simulation, so a bad --out loses nothing:
     // the marker too, which is the first file written (a read-only --out
     // failed at it only after the whole simulation).

@@ -454,3 +454,38 @@ fn a_name_too_long_for_a_directory_is_refused_before_simulating() {
     assert!(out.join("index.html").is_file() && out.join("burn-and-mint").join("seed-1.csv").is_file(), "the earlier report is whole");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The default `--out` joined every scenario's name with `-vs-`, a
+/// sweep's values' names too: a sweep of five values of
+/// `demand.reference_price_usd_per_gb` made a directory name of 290
+/// bytes and failed ("File name too long") whatever was run, as did a
+/// comparison of six long names. A sweep's report goes to
+/// `sim-out/<scenario>_<key>`, and a comparison's joined names are cut
+/// to a length any file system takes.
+#[test]
+fn the_default_output_directory_fits_a_file_system() {
+    let dir = temp_dir("sim-default-out");
+    let (ok, _, stderr) = common::tollway_in(
+        &dir,
+        &["sim", "run", "burn-and-mint", "--days", "1", "--runs", "1", "--quiet", "--sweep", "demand.reference_price_usd_per_gb=0.5,0.6,0.7,0.8,0.9"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(dir.join("sim-out/burn-and-mint_demand_reference_price_usd_per_gb/index.html").is_file(), "{stderr}");
+    let text = std::fs::read_to_string(small_scenario(&dir, "hybrid")).unwrap_or_default();
+    let files: Vec<String> = (0..6)
+        .map(|i| {
+            let path = dir.join(format!("long{i}.toml"));
+            let name = format!("a design with a long and descriptive name, number {i}");
+            std::fs::write(&path, text.replace("name = \"hybrid\"", &format!("name = \"{name}\""))).unwrap_or_else(|e| panic!("{e}"));
+            path.to_string_lossy().into_owned()
+        })
+        .collect();
+    let args: Vec<&str> =
+        ["sim", "compare", "--days", "1", "--runs", "1", "--quiet"].into_iter().chain(files.iter().map(String::as_str)).collect();
+    let (ok, stdout, stderr) = common::tollway_in(&dir, &args);
+    assert!(ok, "{stderr}");
+    let report = stdout.lines().find_map(|l| l.strip_prefix("report: ")).unwrap_or_default();
+    assert!(report.starts_with("sim-out/a_design_with_a_long_and_descriptive_name__number_0-vs-"), "{stdout}");
+    assert!(dir.join(report).is_file(), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
