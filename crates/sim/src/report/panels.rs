@@ -7,7 +7,7 @@ use super::charts::{
     palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
 };
 use super::human;
-use super::stats::{band, histogram, pooled_operator_profits, region_title, worst_region_liquidity};
+use super::stats::{band, histogram, pooled_operator_profits, region_title, worst_region_liquidity, MAX_CHART_POINTS};
 
 /// A USD price whose highest value is this many times its lowest is drawn
 /// on a log axis.
@@ -38,10 +38,29 @@ fn runs_phrase(scenarios: &[ScenarioResult]) -> String {
     }
 }
 
+/// What a point is, where it is not one epoch: a run longer than
+/// [`MAX_CHART_POINTS`] epochs is drawn in buckets of consecutive epochs,
+/// each point their mean, and a day without liquidity among two read as
+/// 50 % with nothing to say so.
+fn bucket_phrase(scenarios: &[ScenarioResult]) -> String {
+    // As `band` buckets each scenario's runs: by its longest run.
+    let buckets: Vec<usize> = scenarios
+        .iter()
+        .map(|s| s.runs.iter().map(|r| r.rows.len()).max().unwrap_or(0).div_ceil(MAX_CHART_POINTS).max(1))
+        .collect();
+    let (fewest, most) = (buckets.iter().copied().min().unwrap_or(1), buckets.iter().copied().max().unwrap_or(1));
+    match (fewest, most) {
+        (_, 1) => String::new(),
+        (fewest, most) if fewest == most => format!(" · each point the mean of {most} epochs"),
+        (_, most) => format!(" · each point the mean of up to {most} epochs"),
+    }
+}
+
 fn subtitle(scenarios: &[ScenarioResult]) -> String {
+    let bucket = bucket_phrase(scenarios);
     match scenarios {
-        [one] => format!("Scenario \u{201c}{}\u{201d} · {}", one.name, runs_phrase(scenarios)),
-        many => format!("{} scenarios side by side · {}", many.len(), runs_phrase(scenarios)),
+        [one] => format!("Scenario \u{201c}{}\u{201d} · {}{bucket}", one.name, runs_phrase(scenarios)),
+        many => format!("{} scenarios side by side · {}{bucket}", many.len(), runs_phrase(scenarios)),
     }
 }
 
