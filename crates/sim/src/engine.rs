@@ -561,8 +561,18 @@ impl Sim {
         for t in 0..m.traders {
             alloc(&format!("trader{t}"), m.pool_twy / 200.0, m.pool_usd / 200.0, Token::ZERO);
         }
-        let whale_twy: f64 =
-            scenario.shocks.iter().map(|s| if let Shock::PriceCrash { sell_twy, .. } = s { *sell_twy } else { 0.0 }).sum();
+        // What its crashes within the run sell: one after the run's last
+        // day does not happen, and its tokens were in the supply all the
+        // same, from day 1.
+        let days = scenario.run.days;
+        let whale_twy: f64 = scenario
+            .shocks
+            .iter()
+            .map(|s| match s {
+                Shock::PriceCrash { day, sell_twy } if *day <= days => *sell_twy,
+                _ => 0.0,
+            })
+            .sum();
         alloc("whale", whale_twy, 0.0, Token::ZERO);
         // Only when there is one: a genesis account more would change
         // every other run's state.

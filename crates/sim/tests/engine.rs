@@ -504,3 +504,17 @@ fn a_rush_of_joiners_does_not_buy_the_pool_out() {
     assert!(day2.operators_joined > 0, "some joined");
     assert!(day2.price_usd < 2.0 * day1.price_usd, "price {} after {}, {} joined", day2.price_usd, day1.price_usd, day2.operators_joined);
 }
+
+/// A price crash after the run's last day (one shortened with `--days`)
+/// does not happen, as the run says; but its seller was given the tokens
+/// to sell at genesis all the same, and the run's supply carried them
+/// from day 1 (130 M TWY where its twin without the shock had 30 M).
+#[test]
+fn a_price_crash_after_the_run_changes_nothing() {
+    let s = small("burn-and-mint", 5);
+    let mut later = s.clone();
+    later.shocks.push(tollway_sim::scenario::Shock::PriceCrash { day: 100, sell_twy: 100e6 });
+    assert_eq!(later.events_after_the_run(), [100]);
+    let runs = [&s, &later].map(|s| Sim::new(s, 2).and_then(|sim| sim.run(2, &|_| {})).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(report::run_csv(&runs[0]), report::run_csv(&runs[1]));
+}
