@@ -41,7 +41,8 @@ pub struct Scenario {
     pub demand: DemandSection,
     pub market: MarketSection,
     /// Overrides of `params/default.toml` keys (`key = value`), e.g.
-    /// `node_usd_share = 0.5`.
+    /// `node_usd_share = 0.5`, or in their sections as that file has them
+    /// (`[params.emission]`).
     #[serde(default)]
     pub params: toml::Table,
     #[serde(default)]
@@ -235,8 +236,18 @@ impl Scenario {
     }
 
     pub fn params(&self) -> Result<Params, ScenarioError> {
-        let values: Vec<(&str, String)> = self.params.iter().map(|(key, value)| (key.as_str(), value.to_string())).collect();
-        let overrides: Vec<(&str, &str)> = values.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        // A section (`[params.emission]`, `emission.year_one_twy = …`,
+        // as params/default.toml lays them out) gives its keys by their
+        // section: it was refused as "no parameter named `emission`".
+        let values: Vec<(String, String)> = self
+            .params
+            .iter()
+            .flat_map(|(key, value)| match value.as_table() {
+                Some(section) => section.iter().map(|(leaf, v)| (format!("{key}.{leaf}"), v.to_string())).collect(),
+                None => vec![(key.clone(), value.to_string())],
+            })
+            .collect();
+        let overrides: Vec<(&str, &str)> = values.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
         // Together, not one by one against the defaults of the rest: a
         // pair moved together (a minimum stake above the default bond,
         // with the bond raised too) was refused in either order.

@@ -283,3 +283,24 @@ fn a_bad_shock_is_named_by_its_place_and_key_with_its_value() {
         assert!(refused.starts_with(want), "{second}: {refused}");
     }
 }
+
+/// A scenario's parameters written as params/default.toml lays them out,
+/// in sections (`[params.emission]`, or `emission.year_one_twy = …`),
+/// were refused: "no parameter named `emission`; the names are those of
+/// params/default.toml", a section of which it is.
+#[test]
+fn parameters_may_be_written_in_their_sections() {
+    let text = scenario::built_in("hybrid").unwrap_or_else(|| panic!("no built-in hybrid"));
+    for edited in [
+        format!("{text}\n[params.emission]\nyear_one_twy = 60000000\n"),
+        text.replace("[params]\n", "[params]\nemission.year_one_twy = 60000000\n"),
+    ] {
+        assert_ne!(edited, text);
+        let s = Scenario::from_toml(&edited).unwrap_or_else(|e| panic!("{e}"));
+        let p = s.params().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.emission_year_one, tollway_types::Token::units(60_000_000));
+        assert_eq!(p.node_usd_share_ppm, 500_000, "the file's other parameters stand");
+    }
+    let typo = Scenario::from_toml(&format!("{text}\n[params.emission]\nyear_one_tw = 1\n")).err().map(|e| e.to_string());
+    assert!(typo.as_deref().unwrap_or_default().contains("no parameter named `emission.year_one_tw`"), "{typo:?}");
+}
