@@ -2,11 +2,13 @@
 //! of either transport) and [`SecureStream`] (TLS inside any stream).
 
 use crate::buffered::BufferedTcp;
+use crate::quic::PathMemory;
 use crate::shards::{Home, ShardLoad};
 use crate::Transport;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -103,10 +105,16 @@ pub(crate) struct QuicStream {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) channel_binding: [u8; 32],
     pub(crate) alpn: Vec<u8>,
+    /// A node's: where this connection is its client address's newest, for
+    /// a port hop's next connection to start from (`quic::PathMemory`).
+    pub(crate) remembered: Option<(Arc<PathMemory>, IpAddr)>,
 }
 
 impl Drop for QuicStream {
     fn drop(&mut self) {
+        if let Some((memory, ip)) = self.remembered.take() {
+            memory.forget(ip, &self.connection);
+        }
         // Finish the stream and let the written bytes drain (bounded) before
         // the connection closes, as TCP would after close.
         let Some(mut send) = self.send.take() else { return };
@@ -184,6 +192,15 @@ impl Connection {
         match self.stream {
             Stream::Tls(_) => Transport::Tls,
             Stream::Quic(_) => Transport::Quic,
+        }
+    }
+
+    /// QUIC's congestion window on this connection now, in bytes: how much
+    /// it may have in flight. `None` over TLS (the kernel's TCP keeps it).
+    pub fn congestion_window_bytes(&self) -> Option<u64> {
+        match &self.stream {
+            Stream::Tls(_) => None,
+            Stream::Quic(q) => Some(q.connection.stats().path.cwnd),
         }
     }
 

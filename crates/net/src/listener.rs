@@ -82,6 +82,14 @@ struct Shared {
     /// Where TCP connections are served (thread-per-core), if anywhere
     /// but the accepting runtime.
     shards: Option<ShardHandles>,
+    /// QUIC: the configuration the endpoints share, for a connection
+    /// accepted with another congestion start, and the options it is
+    /// built from.
+    quic_config: Option<quinn::ServerConfig>,
+    quic_options: crate::QuicOptions,
+    /// QUIC: each client address's newest live connection, whose
+    /// congestion state a port hop's next connection starts from.
+    paths: Arc<quic::PathMemory>,
     /// The queue's only senders are here: once the loops and handshakes
     /// are gone, [`Listener::accept`] sees the queue close.
     ready: mpsc::Sender<Connection>,
@@ -201,6 +209,8 @@ impl Listener {
         let mut unique = transports.to_vec();
         unique.sort_unstable();
         unique.dedup();
+        let quic_config =
+            if unique.contains(&Transport::Quic) { Some(quic::server_config(identity, &opts.quic)?) } else { None };
         for port in ports {
             let addr = SocketAddr::new(ip, port);
             for &transport in &unique {
@@ -212,7 +222,10 @@ impl Listener {
                         tcp_listeners.push(listener);
                     }
                     Transport::Quic => {
-                        let endpoint = quic::server_endpoint(addr, identity, &opts.quic)?;
+                        let config = quic_config.clone().ok_or_else(|| NetError::Config {
+                            reason: "a QUIC endpoint without its configuration".to_string(),
+                        })?;
+                        let endpoint = quic::server_endpoint(addr, config, &opts.quic)?;
                         let local =
                             endpoint.local_addr().map_err(|io| NetError::BindFailed { transport, addr, io })?;
                         local_addrs.push((transport, local));
@@ -233,6 +246,9 @@ impl Listener {
             waiting: Arc::new(Semaphore::new(opts.max_waiting_connections.max(1))),
             counters: counters.clone(),
             shards: opts.shards.clone(),
+            quic_config,
+            quic_options: opts.quic.clone(),
+            paths: Arc::default(),
             ready: ready_tx,
         });
         let mut loops = Vec::new();
@@ -358,7 +374,14 @@ async fn quic_loop(endpoint: quinn::Endpoint, local: SocketAddr, shared: Arc<Sha
             incoming.refuse();
             continue;
         };
-        let handshake = quic::accept(incoming, endpoint.clone(), local);
+        // A port hop's new connection (its address has a live one) starts
+        // from that connection's congestion state (see `quic::PathMemory`).
+        let ip = incoming.remote_address().ip();
+        let config = match (shared.paths.congestion_of(ip), &shared.quic_config) {
+            (Some(state), Some(base)) => quic::inherited_config(base, &shared.quic_options, state).ok(),
+            _ => None,
+        };
+        let handshake = quic::accept(incoming, config, endpoint.clone(), local, shared.paths.clone());
         let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -12,8 +12,10 @@ use crate::{
     ClientOptions, Connection, NetError, QuicOptions, TlsIdentity, Transport, ALPN_QUIC, CHANNEL_BINDING_LABEL,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The first byte on every QUIC connection's stream (see the module doc).
 const STREAM_OPEN: u8 = 0;
@@ -30,7 +32,7 @@ fn udp_socket(addr: SocketAddr, opts: &QuicOptions) -> std::io::Result<std::net:
     Ok(socket.into())
 }
 
-fn transport_config(opts: &QuicOptions, is_server: bool) -> Result<Arc<quinn::TransportConfig>, NetError> {
+fn transport_config(opts: &QuicOptions, is_server: bool) -> Result<quinn::TransportConfig, NetError> {
     let mut config = quinn::TransportConfig::default();
     // One stream, opened by the client; nothing else.
     config.max_concurrent_bidi_streams(quinn::VarInt::from_u32(u32::from(is_server)));
@@ -42,23 +44,101 @@ fn transport_config(opts: &QuicOptions, is_server: bool) -> Result<Arc<quinn::Tr
     let idle = quinn::IdleTimeout::try_from(opts.idle_timeout)
         .map_err(|_| NetError::Config { reason: format!("QUIC idle timeout {:?} is too long", opts.idle_timeout) })?;
     config.max_idle_timeout(Some(idle));
-    Ok(Arc::new(config))
+    Ok(config)
+}
+
+/// A node's QUIC configuration, shared by the endpoints of its ports.
+pub(crate) fn server_config(identity: &TlsIdentity, opts: &QuicOptions) -> Result<quinn::ServerConfig, NetError> {
+    let crypto = QuicServerConfig::try_from(identity.quic_server.clone())
+        .map_err(|e| NetError::Identity { reason: e.to_string() })?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(opts, true)?));
+    Ok(server)
 }
 
 /// A node's endpoint on one UDP address.
 pub(crate) fn server_endpoint(
     addr: SocketAddr,
-    identity: &TlsIdentity,
+    server: quinn::ServerConfig,
     opts: &QuicOptions,
 ) -> Result<quinn::Endpoint, NetError> {
     let bind_failed = |io| NetError::BindFailed { transport: Transport::Quic, addr, io };
-    let crypto = QuicServerConfig::try_from(identity.quic_server.clone())
-        .map_err(|e| NetError::Identity { reason: e.to_string() })?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport_config(opts, true)?);
     let socket = udp_socket(addr, opts).map_err(bind_failed)?;
     quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
         .map_err(bind_failed)
+}
+
+/// Client addresses the node has a QUIC connection with, each with its
+/// newest one, so that a port hop's new connection starts from where the
+/// connection it replaces got to instead of from scratch.
+///
+/// A hop's connection runs between the same two hosts over the same network
+/// path as the one it replaces; only the ports differ. RFC 9000 §9.4 keeps a
+/// migrated connection's congestion state when only a port changed, and a
+/// hop is that change made with a new connection. Started from quinn's
+/// initial window (12,000 bytes) and its guessed 333 ms round trip, every
+/// hop sent the download back through slow start: through a scratch
+/// 100 Mbit/s link with a 40 ms round trip, a download hopping every 2 s
+/// took 14 % longer than one that stayed put (ADR 0007, 2026-12-07). So a
+/// new connection from an address with a live connection starts with that
+/// connection's congestion window (at most the stream window: more could
+/// never be in flight) and round trip. Another client behind the same
+/// address (a NAT) starts from the same state: it shares that path's
+/// bottleneck, and the congestion controller corrects an overshoot at its
+/// first loss.
+#[derive(Default)]
+pub(crate) struct PathMemory {
+    newest: Mutex<HashMap<IpAddr, quinn::Connection>>,
+}
+
+/// Addresses remembered at most: each entry is a live connection, so it
+/// stays far above what the handshake caps let through, and a full memory
+/// only means new connections start from scratch.
+const PATH_MEMORY_MAX_ADDRESSES: usize = 16_384;
+
+impl PathMemory {
+    /// The congestion window (bytes) and round trip of the newest live
+    /// connection with `ip`.
+    pub(crate) fn congestion_of(&self, ip: IpAddr) -> Option<(u64, Duration)> {
+        let newest = self.newest.lock().ok()?;
+        let connection = newest.get(&ip).filter(|c| c.close_reason().is_none())?;
+        let path = connection.stats().path;
+        Some((path.cwnd, path.rtt))
+    }
+
+    fn remember(&self, ip: IpAddr, connection: &quinn::Connection) {
+        let Ok(mut newest) = self.newest.lock() else { return };
+        if newest.len() >= PATH_MEMORY_MAX_ADDRESSES && !newest.contains_key(&ip) {
+            return;
+        }
+        newest.insert(ip, connection.clone());
+    }
+
+    /// Called as a connection ends: its entry goes, unless a newer one
+    /// from the same address replaced it.
+    pub(crate) fn forget(&self, ip: IpAddr, connection: &quinn::Connection) {
+        let Ok(mut newest) = self.newest.lock() else { return };
+        if newest.get(&ip).is_some_and(|c| c.stable_id() == connection.stable_id()) {
+            newest.remove(&ip);
+        }
+    }
+}
+
+/// The configuration of a connection that starts from a live connection's
+/// congestion window and round trip (see [`PathMemory`]).
+pub(crate) fn inherited_config(
+    base: &quinn::ServerConfig,
+    opts: &QuicOptions,
+    (window_bytes, rtt): (u64, Duration),
+) -> Result<Arc<quinn::ServerConfig>, NetError> {
+    let mut transport = transport_config(opts, true)?;
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(window_bytes.min(u64::from(opts.stream_window_bytes)));
+    transport.congestion_controller_factory(Arc::new(cubic));
+    transport.initial_rtt(rtt);
+    let mut server = base.clone();
+    server.transport_config(Arc::new(transport));
+    Ok(Arc::new(server))
 }
 
 fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
@@ -78,7 +158,7 @@ pub(crate) async fn connect(addr: SocketAddr, pin: [u8; 32], opts: &ClientOption
     let (tls, verifier) = client_config(pin, ALPN_QUIC)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Config { reason: e.to_string() })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config(&opts.quic, false)?);
+    config.transport_config(Arc::new(transport_config(&opts.quic, false)?));
 
     let unspecified = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -109,24 +189,37 @@ pub(crate) async fn connect(addr: SocketAddr, pin: [u8; 32], opts: &ClientOption
     let channel_binding = channel_binding(&connection).map_err(handshake_error)?;
     let (mut send, recv) = connection.open_bi().await.map_err(|e| handshake_error(e.to_string()))?;
     send.write_all(&[STREAM_OPEN]).await.map_err(|e| handshake_error(e.to_string()))?;
-    let stream = QuicStream { send: Some(send), recv, connection, endpoint, channel_binding, alpn: ALPN_QUIC.to_vec() };
+    let stream = QuicStream {
+        send: Some(send),
+        recv,
+        connection,
+        endpoint,
+        channel_binding,
+        alpn: ALPN_QUIC.to_vec(),
+        remembered: None,
+    };
     Ok(Connection::quic(stream, addr, local_addr))
 }
 
 /// The node's side for one incoming connection on `endpoint` (the caller
-/// bounds it with the handshake timeout).
+/// bounds it with the handshake timeout), with `config` instead of the
+/// endpoint's own if given. The connection is remembered in `memory` for
+/// as long as it lives.
 pub(crate) async fn accept(
     incoming: quinn::Incoming,
+    config: Option<Arc<quinn::ServerConfig>>,
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
+    memory: Arc<PathMemory>,
 ) -> Result<Connection, NetError> {
     let peer = incoming.remote_address();
     let handshake_error = |reason: String| NetError::Handshake { transport: Transport::Quic, peer: Some(peer), reason };
-    let connection = incoming
-        .accept()
-        .map_err(|e| handshake_error(e.to_string()))?
-        .await
-        .map_err(|e| handshake_error(e.to_string()))?;
+    let connecting = match config {
+        Some(config) => incoming.accept_with(config),
+        None => incoming.accept(),
+    };
+    let connection =
+        connecting.map_err(|e| handshake_error(e.to_string()))?.await.map_err(|e| handshake_error(e.to_string()))?;
     let alpn = negotiated_alpn(&connection);
     if alpn.as_deref() != Some(ALPN_QUIC) {
         return Err(NetError::AlpnMismatch {
@@ -143,6 +236,15 @@ pub(crate) async fn accept(
     if first[0] != STREAM_OPEN {
         return Err(handshake_error(format!("stream opened with byte {:#04x}, expected {STREAM_OPEN:#04x}", first[0])));
     }
-    let stream = QuicStream { send: Some(send), recv, connection, endpoint, channel_binding, alpn: ALPN_QUIC.to_vec() };
+    memory.remember(peer.ip(), &connection);
+    let stream = QuicStream {
+        send: Some(send),
+        recv,
+        connection,
+        endpoint,
+        channel_binding,
+        alpn: ALPN_QUIC.to_vec(),
+        remembered: Some((memory, peer.ip())),
+    };
     Ok(Connection::quic(stream, peer, local_addr))
 }

@@ -255,3 +255,58 @@ async fn under_pressure_quic_asks_for_proof_of_address_and_still_serves() {
     assert!(listener.stats().quic_retries >= 1, "{:?}", listener.stats());
     drop(held);
 }
+
+/// A port hop's new QUIC connection comes from a client address the node
+/// has a live connection with, over the same path: it starts from that
+/// connection's congestion window, where it started from QUIC's initial
+/// 14,720 bytes and every hop of a download went back through slow start
+/// (ADR 0007, 2026-12-07). A connection from an address with none live
+/// still starts from the initial window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hops_quic_connection_starts_from_the_live_connections_congestion_window() {
+    let node = identity(28);
+    let listener = listener_on_range(&node, 2, &ServerOptions::default()).await;
+    let ports = listener.ports(Transport::Quic);
+    let on_port = |i: usize| SocketAddr::new(LOOPBACK, ports[i]);
+    let pin = node.pin();
+    let accept_from = |addr: SocketAddr| {
+        let listener = &listener;
+        async move {
+            let mut client = connect(Transport::Quic, addr, pin, &client_opts()).await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            client.flush().await.unwrap();
+            let mut server = listener.accept().await.unwrap();
+            let mut said = [0u8; 1];
+            server.read_exact(&mut said).await.unwrap();
+            (client, server)
+        }
+    };
+
+    let (mut first_client, mut first) = accept_from(on_port(0)).await;
+    let initial_bytes = first.congestion_window_bytes().unwrap();
+    // A download: the node's window grows in slow start.
+    let download = pattern(8 << 20, 28);
+    let sending = tokio::spawn(async move {
+        first.write_all(&download).await.unwrap();
+        first.flush().await.unwrap();
+        first
+    });
+    let mut got = vec![0u8; 8 << 20];
+    first_client.read_exact(&mut got).await.unwrap();
+    let first = sending.await.unwrap();
+    let grown_bytes = first.congestion_window_bytes().unwrap();
+    assert!(grown_bytes > 4 * initial_bytes, "8 MiB grew the window only from {initial_bytes} to {grown_bytes} bytes");
+
+    // The hop: the same client address, the next port, the first still live.
+    let (second_client, second) = accept_from(on_port(1)).await;
+    let started_bytes = second.congestion_window_bytes().unwrap();
+    assert!(
+        started_bytes > 4 * initial_bytes,
+        "the hop's connection started from {started_bytes} bytes, not from the live one's {grown_bytes}"
+    );
+
+    // Once both are gone, a new connection starts from scratch.
+    drop((first_client, first, second_client, second));
+    let (_third_client, third) = accept_from(on_port(0)).await;
+    assert_eq!(third.congestion_window_bytes(), Some(initial_bytes), "no live connection to start from");
+}
