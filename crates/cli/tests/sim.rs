@@ -352,7 +352,7 @@ fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A report whose writing was cut short (Ctrl-C here) left partial files
+/// A report whose writing was cut short (a signal here) left partial files
 /// without index.html, and nothing said the run had not finished: the
 /// CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is
 /// there from the moment the writing starts until index.html is written.
@@ -378,10 +378,25 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"))
     };
+    // SIGTERM, which ends the run as Ctrl-C's SIGINT does: a suite started
+    // as a background job (`cmd &` in a script) passes SIGINT on ignored,
+    // and the run it was sent to then went on for its whole 100 runs of
+    // ten years while this test waited. And a run that outlives the
+    // signal fails the test within a minute rather than holding it.
     let interrupt = |child: &mut std::process::Child| {
-        let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let sent = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         assert!(sent.is_ok_and(|s| s.success()));
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                Some(status) => break status,
+                None if started.elapsed() > Duration::from_secs(60) => {
+                    let _ = child.kill();
+                    panic!("the run went on for a minute after SIGTERM");
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
         let mut stderr = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
