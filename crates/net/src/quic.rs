@@ -189,16 +189,21 @@ pub(crate) async fn connect(addr: SocketAddr, pin: [u8; 32], opts: &ClientOption
     let channel_binding = channel_binding(&connection).map_err(handshake_error)?;
     let (mut send, recv) = connection.open_bi().await.map_err(|e| handshake_error(e.to_string()))?;
     send.write_all(&[STREAM_OPEN]).await.map_err(|e| handshake_error(e.to_string()))?;
-    let stream = QuicStream {
-        send: Some(send),
-        recv,
-        connection,
-        endpoint,
-        channel_binding,
-        alpn: ALPN_QUIC.to_vec(),
-        remembered: None,
-    };
+    let stream = joined(send, recv, connection, endpoint, channel_binding, None);
     Ok(Connection::quic(stream, addr, local_addr))
+}
+
+/// A connection's one stream, either side's, once the handshake and the
+/// stream's opening byte are through.
+fn joined(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    channel_binding: [u8; 32],
+    remembered: Option<(Arc<PathMemory>, IpAddr)>,
+) -> QuicStream {
+    QuicStream { send: Some(send), recv, connection, endpoint, channel_binding, alpn: ALPN_QUIC.to_vec(), remembered }
 }
 
 /// The node's side for one incoming connection on `endpoint` (the caller
@@ -237,14 +242,6 @@ pub(crate) async fn accept(
         return Err(handshake_error(format!("stream opened with byte {:#04x}, expected {STREAM_OPEN:#04x}", first[0])));
     }
     memory.remember(peer.ip(), &connection);
-    let stream = QuicStream {
-        send: Some(send),
-        recv,
-        connection,
-        endpoint,
-        channel_binding,
-        alpn: ALPN_QUIC.to_vec(),
-        remembered: Some((memory, peer.ip())),
-    };
+    let stream = joined(send, recv, connection, endpoint, channel_binding, Some((memory, peer.ip())));
     Ok(Connection::quic(stream, peer, local_addr))
 }
