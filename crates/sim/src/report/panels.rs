@@ -7,7 +7,7 @@ use super::charts::{
     palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
 };
 use super::human;
-use super::stats::{band, histogram, pooled_operator_profits, region_title, worst_region_liquidity, MAX_CHART_POINTS};
+use super::stats::{band, epochs_per_point, histogram, pooled_operator_profits, region_title, worst_region_liquidity};
 
 /// A USD price whose highest value is this many times its lowest is drawn
 /// on a log axis.
@@ -39,14 +39,14 @@ fn runs_phrase(scenarios: &[ScenarioResult]) -> String {
 }
 
 /// What a point is, where it is not one epoch: a run longer than
-/// [`MAX_CHART_POINTS`] epochs is drawn in buckets of consecutive epochs,
-/// each point their mean, and a day without liquidity among two read as
-/// 50 % with nothing to say so.
+/// [`super::stats::MAX_CHART_POINTS`] epochs is drawn in buckets of
+/// consecutive epochs, each point their mean, and a day without liquidity
+/// among two read as 50 % with nothing to say so.
 fn bucket_phrase(scenarios: &[ScenarioResult]) -> String {
     // As `band` buckets each scenario's runs: by its longest run.
     let buckets: Vec<usize> = scenarios
         .iter()
-        .map(|s| s.runs.iter().map(|r| r.rows.len()).max().unwrap_or(0).div_ceil(MAX_CHART_POINTS).max(1))
+        .map(|s| epochs_per_point(s.runs.iter().map(|r| r.rows.len()).max().unwrap_or(0)))
         .collect();
     let (fewest, most) = (buckets.iter().copied().min().unwrap_or(1), buckets.iter().copied().max().unwrap_or(1));
     match (fewest, most) {

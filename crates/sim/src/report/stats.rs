@@ -79,6 +79,12 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
+/// How many consecutive epochs one point of a chart averages, for runs
+/// of `n_epochs` (the longest run's).
+pub fn epochs_per_point(n_epochs: usize) -> usize {
+    n_epochs.div_ceil(MAX_CHART_POINTS).max(1)
+}
+
 /// Per-epoch band of `value` across `runs`: for each bucket of
 /// consecutive epochs, each run's mean over the bucket, then the
 /// percentiles of those means across runs. Runs may differ in length;
@@ -92,7 +98,7 @@ pub fn band(runs: &[RunOutput], value: impl Fn(&EpochRow) -> f64) -> Vec<BandPoi
     if n_epochs == 0 {
         return Vec::new();
     }
-    let bucket = n_epochs.div_ceil(MAX_CHART_POINTS).max(1);
+    let bucket = epochs_per_point(n_epochs);
     let mut out = Vec::with_capacity(n_epochs.div_ceil(bucket));
     let mut per_run = Vec::with_capacity(runs.len());
     for start in (0..n_epochs).step_by(bucket) {
