@@ -137,8 +137,19 @@ pub struct NodeSlash {
     pub claimed_capacity_bps: u64,
     pub measured_capacity_bps: u64,
     pub over_claim_ppm: u64,
+    /// The first of the two measurements: the one that gave the strike
+    /// this slash confirmed.
+    pub struck: StrikeFigures,
     /// The bond fell below a node's minimum: the node was deregistered.
     pub ejected: bool,
+}
+
+/// The measurement that gave a node its strike, in [`NodeSlash`]'s terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StrikeFigures {
+    pub epoch: u64,
+    pub claimed_capacity_bps: u64,
+    pub measured_capacity_bps: u64,
 }
 
 /// The over-claim slashes of each node operator, newest last, so that the
@@ -157,7 +168,7 @@ impl NodeSlashes {
 
     fn add(&mut self, record: &EpochRecord) {
         for slash in &record.report.slashes {
-            let SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps } = slash.reason else { continue };
+            let SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps, struck } = slash.reason else { continue };
             let list = self.by_operator.entry(slash.account).or_default();
             if list.len() == Self::MAX_PER_OPERATOR {
                 list.remove(0);
@@ -168,6 +179,11 @@ impl NodeSlashes {
                 claimed_capacity_bps: claimed_bps,
                 measured_capacity_bps: verified_bps,
                 over_claim_ppm: rho_ppm,
+                struck: StrikeFigures {
+                    epoch: struck.epoch,
+                    claimed_capacity_bps: struck.claimed_bps,
+                    measured_capacity_bps: struck.verified_bps,
+                },
                 ejected: slash.ejected,
             });
         }

@@ -214,7 +214,18 @@ pub struct NodeSlash {
     pub claimed_capacity_bps: u64,
     pub measured_capacity_bps: u64,
     pub over_claim_ppm: u64,
+    /// The measurement that gave the strike this slash confirmed (absent
+    /// from older chains).
+    #[serde(default)]
+    pub struck: Option<StrikeFigures>,
     pub ejected: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct StrikeFigures {
+    pub epoch: u64,
+    pub claimed_capacity_bps: u64,
+    pub measured_capacity_bps: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -633,21 +633,20 @@ fn record_changes(before: &NodeInfo, after: &NodeInfo) -> Vec<String> {
     let new_slashes: Vec<_> = after.slashes.iter().filter(|s| last_slash_epoch.is_none_or(|e| s.epoch > e)).collect();
     // A slash confirms a strike. A read delayed past two epoch ends (the
     // chain slow to answer) sees the slash and never the strike, so the
-    // slash says there was one; one told before is not told again.
-    let untold_strike = |i: usize| {
-        if i == 0 && before.strike.is_some() {
-            ""
-        } else {
-            "; it confirmed a strike given at an earlier measurement, between two reads of the node's record"
-        }
+    // slash says there was one; one told before is not told again. A
+    // slash of a newer chain names its strike's epoch already.
+    let untold_strike = |i: usize, named: bool| match (i == 0 && before.strike.is_some(), named) {
+        (true, _) => "",
+        (false, true) => "; that strike was given between two reads of the node's record",
+        (false, false) => "; it confirmed a strike given at an earlier measurement, between two reads of the node's record",
     };
     for (i, slash) in new_slashes.iter().enumerate() {
-        lines.push(format!("SLASHED {}{}", crate::wallet::describe_slash(slash), untold_strike(i)));
+        lines.push(format!("SLASHED {}{}", crate::wallet::describe_slash(slash), untold_strike(i, slash.struck.is_some())));
     }
     // A chain that lists no slashes still counts them.
     if new_slashes.is_empty() && after.total_slashed > before.total_slashed {
         let taken = tollway_types::Token(after.total_slashed.0 - before.total_slashed.0);
-        lines.push(format!("SLASHED {taken} for an over-claim; the claim was reset to the measurement{}", untold_strike(0)));
+        lines.push(format!("SLASHED {taken} for an over-claim; the claim was reset to the measurement{}", untold_strike(0, false)));
     }
     match (&before.strike, &after.strike) {
         (None, Some(_)) => lines.extend(pending_strike_line(after).map(|l| l.replacen("STRIKE pending", "STRIKE given", 1))),
@@ -1299,7 +1298,7 @@ mod tests {
     /// lines it now prints as the record changes, and none when it did not.
     #[test]
     fn a_node_says_when_it_is_struck_slashed_cleared_or_deregistered_and_nothing_else() {
-        use crate::api_client::{NodeSlash, Strike};
+        use crate::api_client::{NodeSlash, StrikeFigures, Strike};
         let json = serde_json::json!({
             "id": tollway_types::SigningKey::from_label("n").public(), "country": "DE", "region": "europe",
             "addrs": ["203.0.113.7"], "active": true, "claimed_capacity_bps": 100_000_000,
@@ -1336,6 +1335,7 @@ mod tests {
             claimed_capacity_bps: 100_000_000,
             measured_capacity_bps: 10_000_000,
             over_claim_ppm: 10_000_000,
+            struck: Some(StrikeFigures { epoch: 4, claimed_capacity_bps: 100_000_000, measured_capacity_bps: 10_000_000 }),
             ejected: true,
         };
         let ejected = NodeInfo {
@@ -1347,7 +1347,14 @@ mod tests {
         };
         let lines = record_changes(&struck, &ejected);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].starts_with("SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over)"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with(
+                "SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over), confirming, with a second \
+                 set of oracles, the strike of epoch 4 (10 Mbit/s measured against 100 Mbit/s claimed); the claim was reset"
+            ),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].starts_with("DEREGISTERED: the node left the market"), "{}", lines[1]);
         assert_eq!(record_changes(&ejected, &ejected.clone()), Vec::<String>::new());
         assert!(!lines[0].contains("it confirmed a strike"), "the strike was told: {}", lines[0]);
@@ -1356,6 +1363,11 @@ mod tests {
         let lines = record_changes(&honest, &ejected);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].starts_with("SLASHED 450 TWY in epoch 5: 100 Mbit/s claimed, 10 Mbit/s measured (×10.0 over)"), "{}", lines[0]);
+        assert!(lines[0].ends_with("; that strike was given between two reads of the node's record"), "{}", lines[0]);
+        // A slash from a chain that does not name its strike says there was one.
+        let unnamed = NodeInfo { slashes: vec![NodeSlash { struck: None, ..ejected.slashes[0].clone() }], ..ejected.clone() };
+        let lines = record_changes(&honest, &unnamed);
+        assert!(lines[0].contains("(×10.0 over), confirmed by a second set of oracles; the claim was reset"), "{}", lines[0]);
         assert!(
             lines[0].ends_with("; it confirmed a strike given at an earlier measurement, between two reads of the node's record"),
             "{}",

@@ -1100,8 +1100,17 @@ fn percent_of_ppm(ppm: u64) -> String {
 /// One over-claim slash, for `balance` and `node run`.
 pub fn describe_slash(s: &NodeSlash) -> String {
     let ejected = if s.ejected { "; the bond fell below a node's minimum, so the node was deregistered" } else { "" };
+    let confirmed = match s.struck {
+        Some(struck) => format!(
+            "confirming, with a second set of oracles, the strike of epoch {} ({} measured against {} claimed)",
+            struck.epoch,
+            format_bps(struck.measured_capacity_bps),
+            format_bps(struck.claimed_capacity_bps)
+        ),
+        None => "confirmed by a second set of oracles".to_string(),
+    };
     format!(
-        "{} in epoch {}: {} claimed, {} measured ({} over), confirmed by a second set of oracles; the claim was reset to the measurement{ejected}",
+        "{} in epoch {}: {} claimed, {} measured ({} over), {confirmed}; the claim was reset to the measurement{ejected}",
         s.amount,
         s.epoch,
         format_bps(s.claimed_capacity_bps),

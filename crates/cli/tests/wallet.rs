@@ -832,9 +832,14 @@ fn an_operator_hears_of_a_strike_its_slash_and_the_ejection() {
     assert_eq!(u64_field(slash, "epoch"), slashed_epoch, "{record}");
     assert!((twy(&amount) - (82.5 + 0.075 * rewards)).abs() < 0.001, "{record}");
     assert_eq!((u64_field(slash, "claimed_capacity_bps"), u64_field(slash, "measured_capacity_bps")), (100_000_000, 40_000_000));
+    // And the strike's own measurement, which the record no longer holds.
+    let struck = &slash["struck"];
+    let struck_figures = (u64_field(struck, "epoch"), u64_field(struck, "claimed_capacity_bps"), u64_field(struck, "measured_capacity_bps"));
+    assert_eq!(struck_figures, (struck_epoch, 100_000_000, 40_000_000), "{record}");
     assert_eq!((slash["ejected"].as_bool(), record["active"].as_bool()), (Some(false), Some(true)), "{record}");
     let line = node.wait_for_line("SLASHED", Duration::from_secs(8)).unwrap_or_else(|| panic!("no slash line: {:?}", node.lines));
     assert!(line.starts_with(&format!("SLASHED {amount} TWY in epoch {slashed_epoch}: 100 Mbit/s claimed, 40 Mbit/s measured")), "{line}");
+    assert!(line.contains(&format!("the strike of epoch {struck_epoch} (40 Mbit/s measured against 100 Mbit/s claimed)")), "{line}");
     let shown = op_wallet(&["balance"]).expect_ok("balance of a slashed node");
     assert!(shown.stdout.contains(&format!("  slashed   {amount} TWY in epoch {slashed_epoch}: ")), "{}", shown.stdout);
     assert!(!shown.stdout.contains("STRIKE"), "{}", shown.stdout);

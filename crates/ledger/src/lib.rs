@@ -23,7 +23,7 @@ pub mod testkit;
 pub mod workers;
 
 pub use apply::{apply, apply_verified, check_receipt, cost_of_bytes, ClosedChannel};
-pub use economics::{end_epoch, end_epoch_reusing, end_epoch_with, epoch_due, EpochBuffers, EpochReport, SlashEvent, SlashReason};
+pub use economics::{end_epoch, end_epoch_reusing, end_epoch_with, epoch_due, EpochBuffers, EpochReport, SlashEvent, SlashReason, StrikeMeasurement};
 pub use error::TxError;
 pub use event::Event;
 pub use genesis::{Allocation, Genesis};

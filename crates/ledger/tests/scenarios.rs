@@ -4,7 +4,7 @@
 //! testkit.
 
 use tollway_ledger::testkit::{fund, id, Funding, World};
-use tollway_ledger::{EpochReport, Params, SlashReason, TxError};
+use tollway_ledger::{EpochReport, Params, SlashReason, StrikeMeasurement, TxError};
 use tollway_types::{Amount, Token, TxBody, Usd};
 
 const MBPS: u64 = 1_000_000;
@@ -624,10 +624,15 @@ fn a_liar_that_dodges_the_confirming_measurement_is_slashed_at_its_next_one() {
     // Measured again: by oracles disjoint from the strike's, and slashed.
     let confirming = tollway_ledger::assignment::assigned_oracles(&w.state, n);
     assert!(confirming.iter().all(|o| !strike.oracles.contains(o)), "{confirming:?} vs {:?}", strike.oracles);
-    w.measure("n0", 100 * MBPS, 20, 1_000_000);
+    w.measure("n0", 125 * MBPS, 20, 1_000_000);
     let r = w.end_epoch();
     assert_eq!(r.slashes.len(), 1, "{:?}", r.slashes);
-    assert!(matches!(r.slashes[0].reason, SlashReason::OverClaim { rho_ppm: 10_000_000, .. }));
+    // The slash names both measurements: the strike is gone once it is
+    // confirmed, and with it the only record of the first.
+    let struck = StrikeMeasurement { epoch: strike.epoch, claimed_bps: 1_000 * MBPS, verified_bps: 100 * MBPS };
+    let reason = SlashReason::OverClaim { rho_ppm: 8_000_000, claimed_bps: 1_000 * MBPS, verified_bps: 125 * MBPS, struck };
+    assert_eq!(r.slashes[0].reason, reason);
+    assert_eq!(r.epoch, strike.epoch + 4);
     assert!(w.node("n0").strike.is_none());
 }
 

@@ -3,7 +3,7 @@
 //! over-claim ratio ρ; then weigh nodes for the uptime pool with the
 //! regional scarcity multiplier and the /24 and /48 sybil cap.
 
-use super::{ppm_of, slash, EpochReport, RegionSummary};
+use super::{ppm_of, slash, EpochReport, RegionSummary, StrikeMeasurement};
 use crate::params::{Params, MAX_ORACLES_PER_NODE};
 use crate::state::{AccountIdx, Node, NodeEpoch, OracleIdx, ReportSlot, Reports, State, Strike};
 use crate::workers::{self, split_lengths, Workers};
@@ -372,9 +372,11 @@ impl Sums {
 /// A confirmed over-claim: ρ, the oracles whose measurement confirmed it,
 /// and those that vouched for the false claim in either epoch.
 pub(crate) struct OverClaim {
-    rho_ppm: u64,
-    claimed_bps: u64,
-    confirming: Vec<OracleIdx>,
+    pub(crate) rho_ppm: u64,
+    /// The claim the confirming epoch was judged against.
+    pub(crate) claimed_bps: u64,
+    pub(crate) struck: StrikeMeasurement,
+    pub(crate) confirming: Vec<OracleIdx>,
     vouching: Vec<OracleIdx>,
 }
 
@@ -481,7 +483,12 @@ fn measure_node(
             // The two sets are disjoint, so no oracle is counted twice.
             let mut all_vouching = strike.vouching;
             all_vouching.extend(vouching);
-            (Some(OverClaim { rho_ppm: rho, claimed_bps: claim_bps, confirming, vouching: all_vouching }), judged)
+            let struck = StrikeMeasurement {
+                epoch: strike.epoch,
+                claimed_bps: strike.judged_claim_bps,
+                verified_bps: strike.measured_capacity_bps,
+            };
+            (Some(OverClaim { rho_ppm: rho, claimed_bps: claim_bps, struck, confirming, vouching: all_vouching }), judged)
         }
         _ => {
             node.strike = Some(Box::new(Strike {
@@ -712,7 +719,7 @@ fn aggregate_in_order(
         let (over_claim, mut judged) =
             measure_node(&state.params, epoch, node, node_epoch, &oracle_weights, &mut sums);
         if let Some(over_claim) = over_claim {
-            slash::slash_node(state, n, over_claim.rho_ppm, over_claim.claimed_bps, &over_claim.confirming, now_secs, report);
+            slash::slash_node(state, n, &over_claim, now_secs, report);
             // Rewarded on the claim the slash reset to the verified one.
             judged.rho_measured = None;
             judged.claim_bps = state.nodes[n].spec.claimed_capacity_bps;

@@ -18,13 +18,27 @@ use tollway_types::{math::mul_div_floor, AccountId, Amount, Hash32, Token, Usd, 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SlashReason {
     /// ρ = claimed / verified above the threshold in two consecutive
-    /// epochs, confirmed by disjoint oracle sets.
-    OverClaim { rho_ppm: u64, claimed_bps: u64, verified_bps: u64 },
+    /// epochs, confirmed by disjoint oracle sets. The figures are the
+    /// confirming epoch's; `struck` is the first epoch's, which the node's
+    /// strike held until this slash cleared it.
+    OverClaim { rho_ppm: u64, claimed_bps: u64, verified_bps: u64, struck: StrikeMeasurement },
     /// The oracle's reports kept deviating from the median.
     OracleDeviation { strikes: u32 },
     /// The oracle reported the false claim of `node` (its operator) in an
     /// epoch of that node's confirmed over-claim.
     VouchedForOverClaim { node: AccountId },
+}
+
+/// The measurement that gave a node its strike (`state::Strike`): the
+/// first of an over-claim's two epochs. Kept in the slash so an operator
+/// sees both measurements that cost the stake, after the strike is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrikeMeasurement {
+    pub epoch: u64,
+    /// The claim that epoch was judged against (`NodeEpoch::judged_claim_bps`).
+    pub claimed_bps: u64,
+    /// The oracles' median that epoch.
+    pub verified_bps: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! deviating. Slashed tokens are burned, less a share for the oracles who
 //! proved the fault. A slash never takes more than the account holds.
 
+use super::measure::OverClaim;
 use super::{ppm_of, vesting, EpochReport, SlashEvent, SlashReason};
 use crate::params::Params;
 use crate::state::{Account, OracleIdx, State};
@@ -66,23 +67,16 @@ fn burn_and_reward(state: &mut State, amount: Token, reporters: &[OracleIdx]) ->
     (Token(burned), Token(to_reporters))
 }
 
-/// A confirmed over-claim of `claimed_bps` (the claim the epoch was judged
-/// against), at `now_secs`: slash, reset the claim to the verified value,
-/// and deregister the node if its bond fell below the minimum.
+/// A confirmed over-claim of node `n`, at `now_secs`: slash, reward the
+/// confirming oracles, reset the claim to the verified value, and
+/// deregister the node if its bond fell below the minimum.
 ///
 /// The fraction is taken from the bond and, alike, from the rewards that
 /// have not vested by `now_secs` (ADR 0017): unvested rewards are
 /// collateral, as in Filecoin. What has vested is released to the balance
 /// first, so the fraction is of what is still unvested alone.
-pub fn slash_node(
-    state: &mut State,
-    n: usize,
-    rho_ppm: u64,
-    claimed_bps: u64,
-    reporters: &[OracleIdx],
-    now_secs: u64,
-    report: &mut EpochReport,
-) {
+pub(crate) fn slash_node(state: &mut State, n: usize, over_claim: &OverClaim, now_secs: u64, report: &mut EpochReport) {
+    let OverClaim { rho_ppm, claimed_bps, struck, ref confirming, .. } = *over_claim;
     let fraction = over_claim_fraction_ppm(&state.params, rho_ppm);
     let vesting_secs = state.params.vesting_secs;
     let node = &state.nodes[n];
@@ -94,7 +88,7 @@ pub fn slash_node(
     // The bond's part never reaches the unvested rewards: a fraction of
     // the bond is at most the bond.
     let taken = Token(take_stake(acct, from_bond).0 + vesting::slash_unvested(acct, from_unvested).0);
-    let (burned, to_reporters) = burn_and_reward(state, taken, reporters);
+    let (burned, to_reporters) = burn_and_reward(state, taken, confirming);
     let ejected = state.accounts[a].staked < state.params.min_node_stake;
     let node = &mut state.nodes[n];
     node.spec.claimed_capacity_bps = verified_bps.max(1);
@@ -107,7 +101,7 @@ pub fn slash_node(
     report.slashed_burned.0 += burned.0;
     report.slashes.push(SlashEvent {
         account,
-        reason: SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps },
+        reason: SlashReason::OverClaim { rho_ppm, claimed_bps, verified_bps, struck },
         amount: taken,
         burned,
         to_reporters,
