@@ -6,7 +6,7 @@ use crate::quic::PathMemory;
 use crate::shards::{Home, ShardLoad};
 use crate::Transport;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -107,13 +107,13 @@ pub(crate) struct QuicStream {
     pub(crate) alpn: Vec<u8>,
     /// A node's: where this connection is its client address's newest, for
     /// a port hop's next connection to start from (`quic::PathMemory`).
-    pub(crate) remembered: Option<(Arc<PathMemory>, IpAddr)>,
+    pub(crate) remembered: Option<Arc<PathMemory>>,
 }
 
 impl Drop for QuicStream {
     fn drop(&mut self) {
-        if let Some((memory, ip)) = self.remembered.take() {
-            memory.forget(ip, &self.connection);
+        if let Some(memory) = self.remembered.take() {
+            memory.forget(&self.connection);
         }
         // Finish the stream and let the written bytes drain (bounded) before
         // the connection closes, as TCP would after close.
@@ -192,6 +192,16 @@ impl Connection {
         match self.stream {
             Stream::Tls(_) => Transport::Tls,
             Stream::Quic(_) => Transport::Quic,
+        }
+    }
+
+    /// The client's QUIC endpoint (tests: to move the client to another
+    /// address).
+    #[cfg(test)]
+    pub(crate) fn quic_endpoint(&self) -> Option<&quinn::Endpoint> {
+        match &self.stream {
+            Stream::Tls(_) => None,
+            Stream::Quic(q) => Some(&q.endpoint),
         }
     }
 

@@ -86,9 +86,29 @@ pub(crate) fn server_endpoint(
 /// address (a NAT) starts from the same state: it shares that path's
 /// bottleneck, and the congestion controller corrects an overshoot at its
 /// first loss.
+///
+/// A connection is filed under its client's address, and a client may move
+/// without a new connection (QUIC connection migration, RFC 9000 §9: a new
+/// network, a NAT that gave it another address). Its state then belongs to
+/// its new path (quinn starts a new IP's path from scratch), not to the
+/// address it left: a lookup checks the connection's address now, and
+/// files one that has moved under its new address. Until a lookup at the
+/// old address finds it there, a connection from the new one starts from
+/// scratch, as one with no live connection would: one hop's slow start,
+/// where finding it at once would need every connection's address checked
+/// at every lookup.
 #[derive(Default)]
 pub(crate) struct PathMemory {
-    newest: Mutex<HashMap<IpAddr, quinn::Connection>>,
+    remembered: Mutex<Remembered>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    /// Each address's newest live connection.
+    newest: HashMap<IpAddr, quinn::Connection>,
+    /// The address each connection in `newest` is filed under, by
+    /// `stable_id`: it may have moved since it was remembered.
+    filed_under: HashMap<usize, IpAddr>,
 }
 
 /// Addresses remembered at most: each entry is a live connection, so it
@@ -96,30 +116,59 @@ pub(crate) struct PathMemory {
 /// only means new connections start from scratch.
 const PATH_MEMORY_MAX_ADDRESSES: usize = 16_384;
 
+impl Remembered {
+    /// Files the connection under `from` under `to` instead, unless `to`
+    /// has one already.
+    fn refile(&mut self, from: IpAddr, to: IpAddr) {
+        let Some(connection) = self.newest.remove(&from) else { return };
+        if self.newest.contains_key(&to) {
+            self.filed_under.remove(&connection.stable_id());
+        } else {
+            self.filed_under.insert(connection.stable_id(), to);
+            self.newest.insert(to, connection);
+        }
+    }
+}
+
 impl PathMemory {
     /// The congestion window (bytes) and round trip of the newest live
-    /// connection with `ip`.
+    /// connection with `ip` now.
     pub(crate) fn congestion_of(&self, ip: IpAddr) -> Option<(u64, Duration)> {
-        let newest = self.newest.lock().ok()?;
-        let connection = newest.get(&ip).filter(|c| c.close_reason().is_none())?;
+        let mut remembered = self.remembered.lock().ok()?;
+        let connection = remembered.newest.get(&ip)?;
+        let now_at = connection.remote_address().ip();
+        if now_at != ip {
+            remembered.refile(ip, now_at);
+            return None;
+        }
+        if connection.close_reason().is_some() {
+            return None;
+        }
         let path = connection.stats().path;
         Some((path.cwnd, path.rtt))
     }
 
-    fn remember(&self, ip: IpAddr, connection: &quinn::Connection) {
-        let Ok(mut newest) = self.newest.lock() else { return };
-        if newest.len() >= PATH_MEMORY_MAX_ADDRESSES && !newest.contains_key(&ip) {
+    /// Files `connection` under its client's address, as that address's
+    /// newest.
+    fn remember(&self, connection: &quinn::Connection) {
+        let Ok(mut remembered) = self.remembered.lock() else { return };
+        let ip = connection.remote_address().ip();
+        if remembered.newest.len() >= PATH_MEMORY_MAX_ADDRESSES && !remembered.newest.contains_key(&ip) {
             return;
         }
-        newest.insert(ip, connection.clone());
+        if let Some(replaced) = remembered.newest.insert(ip, connection.clone()) {
+            remembered.filed_under.remove(&replaced.stable_id());
+        }
+        remembered.filed_under.insert(connection.stable_id(), ip);
     }
 
-    /// Called as a connection ends: its entry goes, unless a newer one
-    /// from the same address replaced it.
-    pub(crate) fn forget(&self, ip: IpAddr, connection: &quinn::Connection) {
-        let Ok(mut newest) = self.newest.lock() else { return };
-        if newest.get(&ip).is_some_and(|c| c.stable_id() == connection.stable_id()) {
-            newest.remove(&ip);
+    /// Called as a connection ends: its entry goes, wherever it is filed,
+    /// unless a newer one replaced it.
+    pub(crate) fn forget(&self, connection: &quinn::Connection) {
+        let Ok(mut remembered) = self.remembered.lock() else { return };
+        let Some(ip) = remembered.filed_under.remove(&connection.stable_id()) else { return };
+        if remembered.newest.get(&ip).is_some_and(|c| c.stable_id() == connection.stable_id()) {
+            remembered.newest.remove(&ip);
         }
     }
 }
@@ -154,17 +203,28 @@ fn channel_binding(connection: &quinn::Connection) -> Result<[u8; 32], String> {
 /// The client side (the caller bounds it with the handshake timeout). A
 /// closed UDP port gives no error, only silence: it ends in the timeout.
 pub(crate) async fn connect(addr: SocketAddr, pin: [u8; 32], opts: &ClientOptions) -> Result<Connection, NetError> {
+    let unspecified = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    connect_from(unspecified, addr, pin, opts).await
+}
+
+/// [`connect`] from a socket bound to `local_ip` (tests: a client at
+/// another loopback address).
+async fn connect_from(
+    local_ip: IpAddr,
+    addr: SocketAddr,
+    pin: [u8; 32],
+    opts: &ClientOptions,
+) -> Result<Connection, NetError> {
     let name = server_name(opts)?;
     let (tls, verifier) = client_config(pin, ALPN_QUIC)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Config { reason: e.to_string() })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(&opts.quic, false)?));
 
-    let unspecified = match addr.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let local = SocketAddr::new(unspecified, 0);
+    let local = SocketAddr::new(local_ip, 0);
     let connect_error = |source| NetError::Connect { transport: Transport::Quic, addr, source };
     let socket = udp_socket(local, &opts.quic).map_err(connect_error)?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
@@ -201,7 +261,7 @@ fn joined(
     connection: quinn::Connection,
     endpoint: quinn::Endpoint,
     channel_binding: [u8; 32],
-    remembered: Option<(Arc<PathMemory>, IpAddr)>,
+    remembered: Option<Arc<PathMemory>>,
 ) -> QuicStream {
     QuicStream { send: Some(send), recv, connection, endpoint, channel_binding, alpn: ALPN_QUIC.to_vec(), remembered }
 }
@@ -241,7 +301,97 @@ pub(crate) async fn accept(
     if first[0] != STREAM_OPEN {
         return Err(handshake_error(format!("stream opened with byte {:#04x}, expected {STREAM_OPEN:#04x}", first[0])));
     }
-    memory.remember(peer.ip(), &connection);
-    let stream = joined(send, recv, connection, endpoint, channel_binding, Some((memory, peer.ip())));
+    memory.remember(&connection);
+    let stream = joined(send, recv, connection, endpoint, channel_binding, Some(memory));
     Ok(Connection::quic(stream, peer, local_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::{Listener, ServerOptions};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const NODE_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const OTHER_CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+    /// A QUIC connection from a client socket on `client_ip` to `addr`,
+    /// and the node's side of it, once a byte has gone through.
+    async fn connected(
+        listener: &Listener,
+        client_ip: IpAddr,
+        addr: SocketAddr,
+        pin: [u8; 32],
+    ) -> (Connection, Connection) {
+        let mut client = connect_from(client_ip, addr, pin, &ClientOptions::default()).await.unwrap();
+        client.write_all(b"x").await.unwrap();
+        client.flush().await.unwrap();
+        let mut node = listener.accept().await.unwrap();
+        let mut said = [0u8; 1];
+        node.read_exact(&mut said).await.unwrap();
+        (client, node)
+    }
+
+    /// `bytes` from the node to the client: the node's window grows.
+    async fn download(node: &mut Connection, client: &mut Connection, bytes: usize) {
+        let sent = vec![7u8; bytes];
+        let mut got = vec![0u8; bytes];
+        let (wrote, read) = tokio::join!(
+            async {
+                node.write_all(&sent).await?;
+                node.flush().await
+            },
+            client.read_exact(&mut got)
+        );
+        wrote.unwrap();
+        read.unwrap();
+        assert!(got == sent);
+    }
+
+    /// A client that moves to another address (QUIC connection migration:
+    /// here its endpoint rebound from 127.0.0.1 to 127.0.0.2) takes its
+    /// congestion state along. The node's memory of it was keyed by the
+    /// address at accept, so a new connection from the address it had left
+    /// (another client behind it) started from the moved connection's
+    /// window, measured on another path; now it starts from scratch, and a
+    /// new connection from where the client went starts from its window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_migrated_connections_congestion_state_goes_with_it_to_its_new_address() {
+        let identity = crate::TlsIdentity::from_seed([29; 32]).unwrap();
+        let listener =
+            Listener::bind(&[Transport::Quic], NODE_IP, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
+        let addr = SocketAddr::new(NODE_IP, listener.ports(Transport::Quic)[0]);
+        let pin = identity.pin();
+
+        let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
+        let initial_bytes = node.congestion_window_bytes().unwrap();
+        download(&mut node, &mut client, 8 << 20).await;
+        let grown_bytes = node.congestion_window_bytes().unwrap();
+        assert!(grown_bytes > 4 * initial_bytes, "8 MiB grew the window only from {initial_bytes} to {grown_bytes}");
+
+        // The client moves; the node follows at its first packet from the
+        // new address (its acknowledgements). quinn starts a new IP's path
+        // from scratch, and a second download grows that one.
+        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
+        client.quic_endpoint().unwrap().rebind(moved).unwrap();
+        download(&mut node, &mut client, 8 << 20).await;
+        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        let regrown_bytes = node.congestion_window_bytes().unwrap();
+        assert!(regrown_bytes > 4 * initial_bytes, "the new path's window grew only to {regrown_bytes}");
+
+        let (_behind_client, behind) = connected(&listener, NODE_IP, addr, pin).await;
+        assert_eq!(
+            behind.congestion_window_bytes(),
+            Some(initial_bytes),
+            "a new client at the address the live connection left started from its window"
+        );
+        let (_hop_client, hop) = connected(&listener, OTHER_CLIENT_IP, addr, pin).await;
+        let hop_bytes = hop.congestion_window_bytes().unwrap();
+        assert!(
+            hop_bytes > 4 * initial_bytes,
+            "a new connection from the moved client's address started from {hop_bytes} bytes, not its {regrown_bytes}"
+        );
+    }
 }
