@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollway_net::driver::{self, BoxStream, SessionHandle, Status};
-use tollway_net::{ClientOptions, NetError, Transport};
+use tollway_net::{ClientOptions, LivePath, NetError, Transport};
 use tollway_tunnel::hop;
 use tollway_tunnel::session::{session_secret, ClientTerms, Limits, Session};
 use tollway_tunnel::{Dest, ErrorCode, Host};
@@ -388,10 +388,11 @@ async fn connect_first(
     let addr = SocketAddr::new(first.addr, first_port(first));
     let conn = tollway_net::connect(opts.transport, addr, first.tls_key_pin, &opts.net).await?;
     let binding = conn.channel_binding();
+    let live = conn.live_path();
     let handle = start_session(Box::new(conn), binding, first, opts, book).await?;
     let hopper = match opts.hop_window {
         Some(window) if first.port_last > first.port_first => {
-            Some(tokio::spawn(hop_ports(handle.clone(), first.clone(), opts.clone(), binding, window)))
+            Some(tokio::spawn(hop_ports(handle.clone(), first.clone(), opts.clone(), binding, live, window)))
         }
         _ => None,
     };
@@ -421,14 +422,19 @@ async fn connect_through(
 }
 
 /// Every window, if the schedule names another port, connects to it and
-/// moves the session there (make-before-break).
+/// moves the session there (make-before-break). Over QUIC each new
+/// connection starts from the live one's congestion state (`first_live`,
+/// then each hop's; `tollway_net::connect_after`), so an upload does not
+/// go back through slow start at every hop.
 async fn hop_ports(
     handle: SessionHandle,
     hop: Hop,
     opts: ConnectOptions,
     first_binding: [u8; 32],
+    first_live: Option<LivePath>,
     window: Duration,
 ) {
+    let mut live = first_live;
     let secret = session_secret(&first_binding);
     let window_secs = window.as_secs().max(1);
     let mut current = first_port(&hop);
@@ -450,14 +456,22 @@ async fn hop_ports(
             continue;
         }
         let addr = SocketAddr::new(hop.addr, port);
-        let Ok(conn) = tollway_net::connect(opts.transport, addr, hop.tls_key_pin, &opts.net).await
-        else {
+        let connecting = tollway_net::connect_after(
+            opts.transport,
+            addr,
+            hop.tls_key_pin,
+            &opts.net,
+            live.as_ref(),
+        );
+        let Ok(conn) = connecting.await else {
             // The new port is unreachable: stay where we are this window.
             continue;
         };
         let binding = conn.channel_binding();
+        let next_live = conn.live_path();
         if handle.attach_path(Box::new(conn), binding).await.is_ok() {
             current = port;
+            live = next_live;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! of either transport) and [`SecureStream`] (TLS inside any stream).
 
 use crate::buffered::BufferedTcp;
-use crate::quic::PathMemory;
+use crate::quic::{LivePath, PathMemory};
 use crate::shards::{Home, ShardLoad};
 use crate::Transport;
 use std::io;
@@ -192,6 +192,18 @@ impl Connection {
         match self.stream {
             Stream::Tls(_) => Transport::Tls,
             Stream::Quic(_) => Transport::Quic,
+        }
+    }
+
+    /// A handle on this QUIC connection that outlives handing it away: a
+    /// port hop's next connection starts from where it got to
+    /// ([`crate::connect_after`]). It keeps quinn's record of the
+    /// connection, not the connection: that still closes when dropped.
+    /// `None` over TLS.
+    pub fn live_path(&self) -> Option<LivePath> {
+        match &self.stream {
+            Stream::Tls(_) => None,
+            Stream::Quic(q) => Some(LivePath::new(q.connection.clone())),
         }
     }
 

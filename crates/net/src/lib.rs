@@ -18,7 +18,8 @@
 //!   from a 32-byte seed; [`TlsIdentity::pin`] is what the node publishes as
 //!   `NodeSpec::tls_key_pin` (blake3 of the raw public key).
 //! - [`connect`]: dial a node on one address, checking its pin; returns a
-//!   [`Connection`].
+//!   [`Connection`]. [`connect_after`]: a port hop's next connection, over
+//!   QUIC starting from the live one's congestion state.
 //! - [`Listener`]: listen on every port of a range, over one or both
 //!   transports, and [`Listener::accept`] finished connections. Handshakes
 //!   run in their own tasks under a timeout and a cap, so one slow client
@@ -63,6 +64,7 @@ pub use identity::{pin_of_public_key, TlsIdentity};
 pub use listener::{Listener, ListenerStats, MAX_LISTEN_PORTS};
 pub use shards::{Home, ShardHandles, Shards};
 pub use options::{ClientOptions, QuicOptions, ServerOptions, DEFAULT_SERVER_NAME};
+pub use quic::LivePath;
 pub use tls::{accept_tls_over, connect_tls_over};
 
 use std::fmt;
@@ -144,10 +146,30 @@ pub async fn connect(
     pin: [u8; 32],
     opts: &ClientOptions,
 ) -> Result<Connection, NetError> {
+    connect_after(transport, addr, pin, opts, None).await
+}
+
+/// [`connect`] for a port hop's next connection, made while `live` (the
+/// session's connection now, [`Connection::live_path`]) still runs. Over
+/// QUIC, a connection to the node `live` runs to starts from `live`'s
+/// congestion window and round trip, not from slow start: the same two
+/// hosts over the same path, only the ports differ (RFC 9000 §9.4; the
+/// node does the same for its side). A closed `live`, one to another
+/// address, `None`, and TLS (the kernel's TCP) start as [`connect`] does.
+pub async fn connect_after(
+    transport: Transport,
+    addr: SocketAddr,
+    pin: [u8; 32],
+    opts: &ClientOptions,
+    live: Option<&LivePath>,
+) -> Result<Connection, NetError> {
     let attempt = async {
         match transport {
             Transport::Tls => tls::connect_tcp(addr, pin, opts).await,
-            Transport::Quic => quic::connect(addr, pin, opts).await,
+            Transport::Quic => {
+                let start = live.and_then(|live| live.start_toward(addr.ip()));
+                quic::connect(addr, pin, opts, start).await
+            }
         }
     };
     match tokio::time::timeout(opts.handshake_timeout, attempt).await {

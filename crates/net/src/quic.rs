@@ -32,7 +32,14 @@ fn udp_socket(addr: SocketAddr, opts: &QuicOptions) -> std::io::Result<std::net:
     Ok(socket.into())
 }
 
-fn transport_config(opts: &QuicOptions, is_server: bool) -> Result<quinn::TransportConfig, NetError> {
+/// The configuration of either side's connections; one that starts from a
+/// live connection's congestion state if `start` says so (see
+/// [`PathMemory`]).
+fn transport_config(
+    opts: &QuicOptions,
+    is_server: bool,
+    start: Option<CongestionStart>,
+) -> Result<quinn::TransportConfig, NetError> {
     let mut config = quinn::TransportConfig::default();
     // One stream, opened by the client; nothing else.
     config.max_concurrent_bidi_streams(quinn::VarInt::from_u32(u32::from(is_server)));
@@ -44,6 +51,13 @@ fn transport_config(opts: &QuicOptions, is_server: bool) -> Result<quinn::Transp
     let idle = quinn::IdleTimeout::try_from(opts.idle_timeout)
         .map_err(|_| NetError::Config { reason: format!("QUIC idle timeout {:?} is too long", opts.idle_timeout) })?;
     config.max_idle_timeout(Some(idle));
+    if let Some(start) = start {
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        // More than the stream window could never be in flight.
+        cubic.initial_window(start.window_bytes.min(u64::from(opts.stream_window_bytes)));
+        config.congestion_controller_factory(Arc::new(cubic));
+        config.initial_rtt(start.rtt);
+    }
     Ok(config)
 }
 
@@ -52,7 +66,7 @@ pub(crate) fn server_config(identity: &TlsIdentity, opts: &QuicOptions) -> Resul
     let crypto = QuicServerConfig::try_from(identity.quic_server.clone())
         .map_err(|e| NetError::Identity { reason: e.to_string() })?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(opts, true)?));
+    server.transport_config(Arc::new(transport_config(opts, true, None)?));
     Ok(server)
 }
 
@@ -85,7 +99,8 @@ pub(crate) fn server_endpoint(
 /// never be in flight) and round trip. Another client behind the same
 /// address (a NAT) starts from the same state: it shares that path's
 /// bottleneck, and the congestion controller corrects an overshoot at its
-/// first loss.
+/// first loss. A client's hop starts its own side (its upload) the same
+/// way, from its live connection to the node ([`crate::connect_after`]).
 ///
 /// A connection is filed under its client's address, and a client may move
 /// without a new connection (QUIC connection migration, RFC 9000 §9: a new
@@ -133,7 +148,7 @@ impl Remembered {
 impl PathMemory {
     /// The congestion window (bytes) and round trip of the newest live
     /// connection with `ip` now.
-    pub(crate) fn congestion_of(&self, ip: IpAddr) -> Option<(u64, Duration)> {
+    pub(crate) fn congestion_of(&self, ip: IpAddr) -> Option<CongestionStart> {
         let mut remembered = self.remembered.lock().ok()?;
         let connection = remembered.newest.get(&ip)?;
         let now_at = connection.remote_address().ip();
@@ -141,11 +156,7 @@ impl PathMemory {
             remembered.refile(ip, now_at);
             return None;
         }
-        if connection.close_reason().is_some() {
-            return None;
-        }
-        let path = connection.stats().path;
-        Some((path.cwnd, path.rtt))
+        CongestionStart::of(connection)
     }
 
     /// Files `connection` under its client's address, as that address's
@@ -173,21 +184,60 @@ impl PathMemory {
     }
 }
 
-/// The configuration of a connection that starts from a live connection's
-/// congestion window and round trip (see [`PathMemory`]).
+/// Where a live connection's congestion control has got to: the window
+/// and round trip a new connection over the same path starts from (see
+/// [`PathMemory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CongestionStart {
+    window_bytes: u64,
+    rtt: Duration,
+}
+
+impl CongestionStart {
+    /// Where `connection` has got to, unless it is closed.
+    fn of(connection: &quinn::Connection) -> Option<CongestionStart> {
+        if connection.close_reason().is_some() {
+            return None;
+        }
+        let path = connection.stats().path;
+        Some(CongestionStart { window_bytes: path.cwnd, rtt: path.rtt })
+    }
+}
+
+/// A node's configuration for a connection that starts from a live
+/// connection's congestion state (see [`PathMemory`]).
 pub(crate) fn inherited_config(
     base: &quinn::ServerConfig,
     opts: &QuicOptions,
-    (window_bytes, rtt): (u64, Duration),
+    start: CongestionStart,
 ) -> Result<Arc<quinn::ServerConfig>, NetError> {
-    let mut transport = transport_config(opts, true)?;
-    let mut cubic = quinn::congestion::CubicConfig::default();
-    cubic.initial_window(window_bytes.min(u64::from(opts.stream_window_bytes)));
-    transport.congestion_controller_factory(Arc::new(cubic));
-    transport.initial_rtt(rtt);
     let mut server = base.clone();
-    server.transport_config(Arc::new(transport));
+    server.transport_config(Arc::new(transport_config(opts, true, Some(start))?));
     Ok(Arc::new(server))
+}
+
+/// A client's handle on one of its QUIC connections, kept once the
+/// connection is handed to a session ([`Connection::live_path`]): a port
+/// hop's next connection to the same node starts from where this one got
+/// to ([`crate::connect_after`]), as the node's side does ([`PathMemory`]).
+#[derive(Clone)]
+pub struct LivePath {
+    connection: quinn::Connection,
+}
+
+impl LivePath {
+    pub(crate) fn new(connection: quinn::Connection) -> LivePath {
+        LivePath { connection }
+    }
+
+    /// Where a new connection to `ip` starts: from this connection's state
+    /// if it is open and runs to `ip` (the same node, so the same path).
+    pub(crate) fn start_toward(&self, ip: IpAddr) -> Option<CongestionStart> {
+        if self.connection.remote_address().ip() != ip {
+            return None;
+        }
+        CongestionStart::of(&self.connection)
+    }
 }
 
 fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
@@ -200,14 +250,20 @@ fn channel_binding(connection: &quinn::Connection) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// The client side (the caller bounds it with the handshake timeout). A
-/// closed UDP port gives no error, only silence: it ends in the timeout.
-pub(crate) async fn connect(addr: SocketAddr, pin: [u8; 32], opts: &ClientOptions) -> Result<Connection, NetError> {
+/// The client side (the caller bounds it with the handshake timeout),
+/// starting from a live connection's congestion state if `start` says so.
+/// A closed UDP port gives no error, only silence: it ends in the timeout.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    pin: [u8; 32],
+    opts: &ClientOptions,
+    start: Option<CongestionStart>,
+) -> Result<Connection, NetError> {
     let unspecified = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    connect_from(unspecified, addr, pin, opts).await
+    connect_from(unspecified, addr, pin, opts, start).await
 }
 
 /// [`connect`] from a socket bound to `local_ip` (tests: a client at
@@ -217,12 +273,13 @@ async fn connect_from(
     addr: SocketAddr,
     pin: [u8; 32],
     opts: &ClientOptions,
+    start: Option<CongestionStart>,
 ) -> Result<Connection, NetError> {
     let name = server_name(opts)?;
     let (tls, verifier) = client_config(pin, ALPN_QUIC)?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Config { reason: e.to_string() })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(&opts.quic, false)?));
+    config.transport_config(Arc::new(transport_config(&opts.quic, false, start)?));
 
     let local = SocketAddr::new(local_ip, 0);
     let connect_error = |source| NetError::Connect { transport: Transport::Quic, addr, source };
@@ -325,7 +382,7 @@ mod tests {
         addr: SocketAddr,
         pin: [u8; 32],
     ) -> (Connection, Connection) {
-        let mut client = connect_from(client_ip, addr, pin, &ClientOptions::default()).await.unwrap();
+        let mut client = connect_from(client_ip, addr, pin, &ClientOptions::default(), None).await.unwrap();
         client.write_all(b"x").await.unwrap();
         client.flush().await.unwrap();
         let mut node = listener.accept().await.unwrap();

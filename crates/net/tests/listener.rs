@@ -9,7 +9,9 @@ use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tollway_net::{connect, ClientOptions, Listener, NetError, ServerOptions, Transport, MAX_LISTEN_PORTS};
+use tollway_net::{
+    connect, connect_after, ClientOptions, Listener, NetError, ServerOptions, Transport, MAX_LISTEN_PORTS,
+};
 
 #[tokio::test]
 async fn a_three_port_range_accepts_on_every_port_and_reports_it() {
@@ -309,4 +311,63 @@ async fn a_hops_quic_connection_starts_from_the_live_connections_congestion_wind
     drop((first_client, first, second_client, second));
     let (_third_client, third) = accept_from(on_port(0)).await;
     assert_eq!(third.congestion_window_bytes(), Some(initial_bytes), "no live connection to start from");
+}
+
+/// The client's side of a port hop: only the node started a hop's
+/// connection from the live one's congestion state, so a client's upload
+/// still went back through slow start at every hop. Its next connection
+/// to the same node (`connect_after`) now starts from its live
+/// connection's window; one to another node's address starts from
+/// scratch, and TLS has no such state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_hop_connection_starts_from_its_live_connections_congestion_window() {
+    let node = identity(30);
+    let listener = listener_on_range(&node, 2, &ServerOptions::default()).await;
+    let ports = listener.ports(Transport::Quic);
+    let on_port = |i: usize| SocketAddr::new(LOOPBACK, ports[i]);
+
+    let mut first = connect(Transport::Quic, on_port(0), node.pin(), &client_opts()).await.unwrap();
+    let initial_bytes = first.congestion_window_bytes().unwrap();
+    // An upload: the client's window grows in slow start.
+    let upload = pattern(8 << 20, 30);
+    let (wrote, read) = tokio::join!(
+        async {
+            first.write_all(&upload).await?;
+            first.flush().await
+        },
+        async {
+            let mut server = listener.accept().await.unwrap();
+            let mut got = vec![0u8; 8 << 20];
+            server.read_exact(&mut got).await.map(|_| (server, got))
+        }
+    );
+    wrote.unwrap();
+    let (_first_server, got) = read.unwrap();
+    assert!(got == upload, "the upload arrived different");
+    let grown_bytes = first.congestion_window_bytes().unwrap();
+    assert!(grown_bytes > 4 * initial_bytes, "8 MiB grew the window only from {initial_bytes} to {grown_bytes} bytes");
+
+    // The hop: the next port of the same node, the first still live.
+    let live = first.live_path().unwrap();
+    let hop = connect_after(Transport::Quic, on_port(1), node.pin(), &client_opts(), Some(&live)).await.unwrap();
+    let started_bytes = hop.congestion_window_bytes().unwrap();
+    assert!(
+        started_bytes > 4 * initial_bytes,
+        "the hop's connection started from {started_bytes} bytes, not from the live one's {grown_bytes}"
+    );
+
+    // Another node's address is another path.
+    let elsewhere_node = identity(31);
+    let elsewhere_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let elsewhere = Listener::bind(&[Transport::Quic], elsewhere_ip, 0..=0, &elsewhere_node, &ServerOptions::default())
+        .await
+        .unwrap();
+    let elsewhere_addr = SocketAddr::new(elsewhere_ip, elsewhere.ports(Transport::Quic)[0]);
+    let other = connect_after(Transport::Quic, elsewhere_addr, elsewhere_node.pin(), &client_opts(), Some(&live))
+        .await
+        .unwrap();
+    assert_eq!(other.congestion_window_bytes(), Some(initial_bytes), "another node's connection inherited the window");
+
+    let tls = connect(Transport::Tls, addr_of(&listener, Transport::Tls), node.pin(), &client_opts()).await.unwrap();
+    assert!(tls.live_path().is_none());
 }
