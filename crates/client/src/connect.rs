@@ -280,10 +280,11 @@ fn terms(opts: &ConnectOptions, hop: &Hop, book: &CarriedBook) -> ClientTerms {
     }
 }
 
-pub fn unix_secs() -> u64 {
+/// The wall clock the port schedule runs on, in Unix milliseconds.
+fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The port of `hop` to dial first: spread over the range by channel, so
@@ -421,6 +422,15 @@ async fn connect_through(
     start_session(Box::new(inner), inner_binding, exit, opts, book).await
 }
 
+/// Sleeps until the next port-hop window starts, to the millisecond, and
+/// returns its start (Unix seconds).
+async fn until_next_window(window_secs: u64) -> u64 {
+    let now_millis = unix_millis();
+    let start_millis = hop::window_end_millis(window_secs, now_millis);
+    tokio::time::sleep(Duration::from_millis(start_millis - now_millis)).await;
+    start_millis / 1000
+}
+
 /// Every window, if the schedule names another port, connects to it and
 /// moves the session there (make-before-break). Over QUIC each new
 /// connection starts from the live one's congestion state (`first_live`,
@@ -439,18 +449,18 @@ async fn hop_ports(
     let window_secs = window.as_secs().max(1);
     let mut current = first_port(&hop);
     loop {
-        let now = unix_secs();
-        let next_at = hop::window_end_secs(window_secs, now);
-        tokio::time::sleep(Duration::from_secs(next_at - now)).await;
+        let window_start_secs = until_next_window(window_secs).await;
         if handle.is_closed() {
             return;
         }
+        // The port of the window that has just started, whatever the wall
+        // clock (which may step) says now.
         let port = hop::port_for(
             &secret,
             hop.port_first,
             hop.port_last,
             window_secs,
-            unix_secs(),
+            window_start_secs,
         );
         if port == current {
             continue;
@@ -478,8 +488,31 @@ async fn hop_ports(
 
 #[cfg(test)]
 mod tests {
-    use super::ConnectError;
+    use super::{unix_millis, until_next_window, ConnectError};
+    use std::time::Duration;
     use tollway_tunnel::ErrorCode;
+
+    /// The hopper's timer worked out its sleep in whole seconds, so it
+    /// woke as far past a window's start as it had been called past a
+    /// whole second: called 400 ms past one, it woke 400 ms late (up to a
+    /// second late in general). It wakes at the start now.
+    #[tokio::test]
+    async fn the_hop_timer_wakes_when_the_window_starts_not_up_to_a_second_later() {
+        tokio::time::sleep(Duration::from_millis((1400 - unix_millis() % 1000) % 1000)).await;
+        let called_ms = unix_millis();
+        let window_start_secs = until_next_window(1).await;
+        let woke_ms = unix_millis();
+        let start_ms = window_start_secs * 1000;
+        assert!(
+            start_ms > called_ms,
+            "the window starting at {start_ms} ms had started when called ({called_ms} ms)"
+        );
+        assert!(
+            (start_ms..start_ms + 100).contains(&woke_ms),
+            "called at {called_ms} ms, woke {} ms after the window's start at {start_ms} ms",
+            woke_ms as i64 - start_ms as i64
+        );
+    }
 
     /// A refusal given as a bare code is said once, not twice.
     #[test]

@@ -23,10 +23,12 @@ pub fn port_for(
     port_first + (u64::from_le_bytes(word) % span) as u16
 }
 
-/// When the window holding `unix_secs` ends.
-pub fn window_end_secs(window_secs: u64, unix_secs: u64) -> u64 {
-    let w = window_secs.max(1);
-    (unix_secs / w + 1) * w
+/// When the window holding `unix_millis` ends, in Unix milliseconds: a
+/// hopper that wakes then moves at the window's start, where one that
+/// counted in whole seconds woke up to a second late.
+pub fn window_end_millis(window_secs: u64, unix_millis: u64) -> u64 {
+    let window_millis = window_secs.max(1).saturating_mul(1000);
+    (unix_millis / window_millis + 1).saturating_mul(window_millis)
 }
 
 #[cfg(test)]
@@ -55,6 +57,9 @@ mod tests {
             .collect();
         assert_ne!(ports, other);
         assert_eq!(port_for(&secret, 5000, 5000, 10, 99), 5000);
-        assert_eq!(window_end_secs(10, 31), 40);
+        assert_eq!(window_end_millis(10, 31_999), 40_000);
+        assert_eq!(window_end_millis(10, 39_999), 40_000);
+        assert_eq!(window_end_millis(10, 40_000), 50_000);
+        assert_eq!(window_end_millis(1, 10_400), 11_000);
     }
 }
