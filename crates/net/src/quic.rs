@@ -451,4 +451,32 @@ mod tests {
             "a new connection from the moved client's address started from {hop_bytes} bytes, not its {regrown_bytes}"
         );
     }
+
+    /// A moved connection filed under its new address is forgotten there
+    /// when it ends: a new connection from that address then starts from
+    /// scratch, though the client keeps its end open (the node's lingers
+    /// until it has read, so a stale entry would still look live).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_moved_connection_is_forgotten_at_its_new_address_when_it_ends() {
+        let identity = crate::TlsIdentity::from_seed([30; 32]).unwrap();
+        let listener =
+            Listener::bind(&[Transport::Quic], NODE_IP, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
+        let addr = SocketAddr::new(NODE_IP, listener.ports(Transport::Quic)[0]);
+        let pin = identity.pin();
+
+        let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
+        let initial_bytes = node.congestion_window_bytes().unwrap();
+        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
+        client.quic_endpoint().unwrap().rebind(moved).unwrap();
+        download(&mut node, &mut client, 8 << 20).await;
+        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        // A lookup at the old address files it under the new one.
+        let (_behind_client, _behind) = connected(&listener, NODE_IP, addr, pin).await;
+
+        node.write_all(&[1u8; 64 << 10]).await.unwrap();
+        drop(node);
+        let (_next_client, next) = connected(&listener, OTHER_CLIENT_IP, addr, pin).await;
+        assert_eq!(next.congestion_window_bytes(), Some(initial_bytes), "it started from a connection that had ended");
+        drop(client);
+    }
 }
