@@ -11,7 +11,9 @@
 
 use crate::{cores, median_f64, report_line, sig3, Figure, Progress};
 use std::time::Instant;
+use tollway_sim::engine::SimError;
 use tollway_sim::montecarlo;
+use tollway_sim::output::RunOutput;
 use tollway_sim::rng::Rng;
 use tollway_sim::scenario::{self, Scenario};
 
@@ -163,15 +165,22 @@ fn scale_override() -> anyhow::Result<Option<(u32, u64, u64)>> {
     }
 }
 
+/// What [`montecarlo::run_all`] keeps of each run here: all of it.
+fn keep_whole_run(_: usize, _: u64, run: RunOutput) -> Result<RunOutput, SimError> {
+    Ok(run)
+}
+
 /// The child: runs the Monte Carlo and prints its wall time and peak RSS.
 pub fn child(quick: bool) -> anyhow::Result<()> {
     let (nodes, days, runs) = scale_override()?.unwrap_or(scale(quick));
     let s = scenario(nodes, 1_000, days, runs)?;
     let rss_before = peak_rss_mib();
     let start = Instant::now();
-    let results = montecarlo::run_all(std::slice::from_ref(&s), cores(), &|_, _| {})?;
+    // Every run's whole output kept, rows and all, as the figures here
+    // always measured (`tollway sim` writes each run out as it ends).
+    let results = montecarlo::run_all(std::slice::from_ref(&s), cores(), &|_, _| {}, &keep_whole_run)?;
     let wall = start.elapsed().as_secs_f64();
-    let rows: usize = results.iter().flat_map(|r| &r.runs).map(|r| r.rows.len()).sum();
+    let rows: usize = results.iter().flatten().map(|r| r.rows.len()).sum();
     anyhow::ensure!(rows as u64 == days * runs, "expected {} epoch rows, got {rows}", days * runs);
     println!("wall_s={wall}");
     println!("peak_rss_mib={}", peak_rss_mib());
@@ -285,7 +294,7 @@ pub fn run_large(progress: &Progress, quick: bool) -> anyhow::Result<String> {
                     progress.say(&format!("round {round}/{rounds}: day {done}/{total}"));
                 }
             }
-        })?;
+        }, &keep_whole_run)?;
         ours.push(start.elapsed().as_secs_f64());
         anchors.push(raw_all(&s));
         progress.say(&format!("round {round}/{rounds}: ours {:.1} s, anchor {:.2} s", ours[round - 1], anchors[round - 1]));

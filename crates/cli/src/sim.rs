@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use tollway_sim::montecarlo;
-use tollway_sim::output::ScenarioResult;
+use tollway_sim::output::{RunOutput, RunResult, ScenarioResult};
 use tollway_sim::report;
 use tollway_sim::scenario::{self, Scenario};
 
@@ -144,12 +144,13 @@ const MAX_SLUG_BYTES: usize = 200;
 /// replaced by the next run rather than refused.
 const REPORT_MARKER: &str = ".tollway-sim-report";
 
-/// Written into `--out` as a report's writing begins (after the
-/// simulation: an interrupted simulation leaves the earlier report as it
-/// was) and removed once its last file, index.html, is written. A run cut
-/// short while writing (Ctrl-C, SIGTERM, a full disk) leaves it beside
-/// the partial files, which looked like a report that merely lacked its
-/// index.html. Not hidden, as the marker is: it is there to be seen.
+/// Written into `--out` as a report's writing begins (before the
+/// simulation, whose runs' CSVs are written as each run ends) and removed
+/// once its last file, index.html, is written. A run cut short (Ctrl-C,
+/// SIGTERM, a full disk) leaves it beside the partial files: the CSVs of
+/// the runs that had finished, which looked like a report that merely
+/// lacked its index.html. Not hidden, as the marker is: it is there to be
+/// seen.
 const INCOMPLETE_NOTE: &str = "INCOMPLETE.txt";
 
 /// Whether `out` holds a report of ours: its marker, or a summary.json in
@@ -283,13 +284,33 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
+    let note = begin_report(&out)?;
+    let incomplete = || {
+        format!("the report in {} is incomplete ({} says so; the next run with this --out replaces it)", out.display(), note.display())
+    };
+    // Each run's CSV is written as the run ends, and only what the
+    // summary and the charts need stays in memory (`RunResult`): every
+    // run's rows kept to the end held GBs for thousands of runs, and an
+    // OOM kill, a crash or a Ctrl-C late on lost every finished run. One
+    // file per run, as before: the runs may end in any order, and each
+    // file's bytes depend on its seed alone, whatever the threads.
+    let dirs = scenario_dirs(&out, &scenarios).with_context(incomplete)?;
+    let epochs_per_point: Vec<usize> =
+        scenarios.iter().map(|s| report::stats::epochs_per_point(s.run.days as usize)).collect();
+    let finished = |i: usize, k: u64, run: RunOutput| -> anyhow::Result<RunResult> {
+        report::write_run_csv(&dirs[i].join(format!("seed-{}.csv", run.summary.seed)), &run)?;
+        Ok(RunResult::of(run, epochs_per_point[i], k == 0))
+    };
     // A step a day (the bar limits its own redraws): moved every 64 days,
     // it showed nothing of a run of fewer days until the run was over. A
     // step, not the count: the workers' counts may arrive out of order.
-    let results = montecarlo::run_all(&scenarios, threads, &|_, _| bar.inc(1))?;
+    let runs = montecarlo::run_all(&scenarios, threads, &|_, _| bar.inc(1), &finished).with_context(incomplete)?;
     bar.finish_and_clear();
-    eprintln!("simulated in {:.1} s; writing {}", started.elapsed().as_secs_f64(), out.display());
-    write_outputs(&out, &title, &results)?;
+    let results: Vec<ScenarioResult> =
+        scenarios.iter().zip(runs).map(|(s, runs)| ScenarioResult { name: s.name.clone(), runs }).collect();
+    eprintln!("simulated in {:.1} s; writing the report into {}", started.elapsed().as_secs_f64(), out.display());
+    finish_report(&out, &title, &results).with_context(incomplete)?;
+    std::fs::remove_file(&note).with_context(|| format!("removing {} (the report is whole)", note.display()))?;
     print_summary(&results)?;
     outln!("report: {}", out.join("index.html").display())?;
     Ok(())
@@ -302,15 +323,16 @@ fn write_marker(out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", marker.display()))
 }
 
-/// Writes the report into `out`, with [`INCOMPLETE_NOTE`] beside it from
-/// before the earlier report is cleared until index.html is written.
-fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+/// Begins the report in `out`: [`INCOMPLETE_NOTE`] (there until
+/// index.html is written), then the earlier report cleared. Returns the
+/// note's path.
+fn begin_report(out: &Path) -> anyhow::Result<PathBuf> {
     let note = out.join(INCOMPLETE_NOTE);
     let text = format!(
-        "This report is incomplete: `tollway sim` (process {}) began writing it and removes this file once its \
-         last file, index.html, is written.\nIf no `tollway sim` is running, it was cut short (Ctrl-C, SIGTERM, a \
-         full disk, an error): the files here are partial. The next run with this --out replaces them.\n",
+        "This report is incomplete: `tollway sim` (process {}) began it and removes this file once its last \
+         file, index.html, is written.\nIf no `tollway sim` is running, it was cut short (Ctrl-C, SIGTERM, a \
+         full disk, an error): the files here are partial, but each run that had finished has its CSV. The next \
+         run with this --out replaces them.\n",
         std::process::id()
     );
     // First: a note that cannot be written (a full disk) fails the run
@@ -319,23 +341,28 @@ fn write_outputs(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow:
         let _ = std::fs::remove_file(&note);
         return Err(e).with_context(|| format!("writing {}", note.display()));
     }
-    write_report_files(out, title, results).with_context(|| {
+    // `run` marked `out` before; clearing leaves the marker and the note.
+    clear_earlier_report(out).with_context(|| {
         format!("the report in {} is incomplete ({} says so; the next run with this --out replaces it)", out.display(), note.display())
     })?;
-    std::fs::remove_file(&note).with_context(|| format!("removing {} (the report is whole)", note.display()))
+    Ok(note)
 }
 
-fn write_report_files(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
-    // `run` marked `out` before simulating; clearing leaves the marker
-    // and the note.
-    clear_earlier_report(out)?;
-    for s in results {
-        let dir = out.join(slug(&s.name));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for run in &s.runs {
-            report::write_run_csv(&dir.join(format!("seed-{}.csv", run.summary.seed)), run)?;
-        }
-    }
+/// Each scenario's directory for its runs' CSVs, created.
+fn scenario_dirs(out: &Path, scenarios: &[Scenario]) -> anyhow::Result<Vec<PathBuf>> {
+    scenarios
+        .iter()
+        .map(|s| {
+            let dir = out.join(slug(&s.name));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(dir)
+        })
+        .collect()
+}
+
+/// The rest of the report once every run's CSV is written: summary.json,
+/// the charts and, last, index.html.
+fn finish_report(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
     report::write_summary_json(&out.join("summary.json"), results)?;
     // Last: it writes index.html after every chart.
     report::write_report(out, title, results)?;

@@ -356,9 +356,10 @@ fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
 /// without index.html, and nothing said the run had not finished: the
 /// CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is
 /// there from the moment the writing starts until index.html is written.
-/// A run stopped while it simulates leaves the earlier report whole, and
-/// so says nothing. The writing is held at a CSV that is a FIFO no one
-/// reads, bigger than a pipe holds, so the signal lands mid-write.
+/// The writing starts before the simulation (each run's CSV is written as
+/// the run ends), so a run stopped while it simulates says so too. The
+/// writing is held at a CSV that is a FIFO no one reads, bigger than a
+/// pipe holds, so the signal lands mid-write.
 #[test]
 fn a_report_cut_short_while_written_says_it_is_incomplete() {
     use std::io::Read;
@@ -407,13 +408,17 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
     assert!(ok && out.join("index.html").is_file(), "{stderr}");
     assert!(!note.exists(), "a whole report is not incomplete");
 
-    // Stopped while simulating: the earlier report stays as it was.
+    // Stopped while simulating: the report is incomplete, and says so.
     let long = small_scenario(&dir, "burn-and-mint");
     let mut child = spawn(&["sim", "run", &long, "--runs", "100", "--days", "3650", "--quiet", "--out", out_arg]);
-    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    while !note.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     interrupt(&mut child);
-    assert!(out.join("index.html").is_file() && out.join("hybrid").join("seed-1.csv").is_file());
-    assert!(!note.exists(), "the earlier report is whole");
+    assert!(!out.join("index.html").exists() && note.is_file(), "a report cut short says so");
+    let (ok, _, stderr) = tollway(&args);
+    assert!(ok && out.join("index.html").is_file() && !note.exists(), "{stderr}");
 
     // Stopped while writing.
     let csv = out.join("hybrid").join("seed-1.csv");
@@ -445,6 +450,82 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
     let (ok, _, stderr) = tollway(&args);
     assert!(ok && out.join("index.html").is_file() && csv.is_file(), "{stderr}");
     assert!(!note.exists(), "{} outlived a whole report", note.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every run's rows were kept until the last run ended, and nothing was
+/// written before: thousands of runs held GBs, and an OOM kill or a
+/// Ctrl-C late on lost every finished run. Now each run's CSV is written
+/// as it ends. Here the second run (a sweep's value) is a century long:
+/// the first run's CSV is on disk, whole, while it simulates, and stays
+/// there when the run is stopped. And the files are the same bytes on one
+/// thread as on two, each what the whole run's rows give.
+#[test]
+fn the_runs_that_finished_are_on_disk_before_the_last_one_ends() {
+    use std::time::Duration;
+    let dir = temp_dir("sim-streamed");
+    let a = small_scenario(&dir, "hybrid");
+    let out = dir.join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
+        .args(["sim", "run", &a, "--runs", "1", "--seed", "3", "--threads", "1", "--quiet"])
+        .args(["--sweep", "run.days=10,36500", "--out", out.to_str().unwrap_or_default()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let csv = out.join("hybrid_run_days_10").join("seed-3.csv");
+    let started = std::time::Instant::now();
+    let lines = loop {
+        let lines = std::fs::read_to_string(&csv).map(|t| t.lines().count()).unwrap_or(0);
+        if lines == 11 || started.elapsed() > Duration::from_secs(60) {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let still_running = child.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none();
+    let sent = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert!(sent.is_ok_and(|s| s.success()));
+    assert_eq!(lines, 11, "{}: the first run's header and 10 days, written while the second run simulates", csv.display());
+    assert!(still_running, "the century-long run had ended: the test shows nothing");
+    assert_eq!(std::fs::read_to_string(&csv).map(|t| t.lines().count()).unwrap_or(0), 11, "kept after the signal");
+    let note = std::fs::read_to_string(out.join("INCOMPLETE.txt")).unwrap_or_default();
+    assert!(note.contains("each run that had finished has its CSV"), "{note}");
+
+    // The same bytes on one thread and on two, and each CSV the whole
+    // run's rows.
+    let text = std::fs::read_to_string(&a).unwrap_or_else(|e| panic!("{e}"));
+    let scenario = tollway_sim::scenario::Scenario::from_toml(&text)
+        .and_then(|s| s.with_override("run.days", "40"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outs = [dir.join("one"), dir.join("two")];
+    for (threads, out) in ["1", "2"].iter().zip(&outs) {
+        let (ok, _, stderr) = tollway(&[
+            "sim", "run", &a, "--runs", "3", "--days", "40", "--seed", "5", "--threads", threads, "--quiet", "--out",
+            out.to_str().unwrap_or_default(),
+        ]);
+        assert!(ok, "{stderr}");
+    }
+    for seed in 5..8 {
+        let run = tollway_sim::engine::Sim::new(&scenario, seed)
+            .and_then(|sim| sim.run(seed, &|_| {}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = tollway_sim::report::run_csv(&run);
+        for out in &outs {
+            let path = out.join("hybrid").join(format!("seed-{seed}.csv"));
+            let got = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(got == want, "{} is not the run's rows", path.display());
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&outs[0])
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    names.sort();
+    assert!(names.iter().any(|n| n == "index.html") && names.iter().any(|n| n == "price.svg"), "{names:?}");
+    for name in names.iter().filter(|n| !n.starts_with("hybrid")) {
+        let (one, two) = (std::fs::read(outs[0].join(name)).ok(), std::fs::read(outs[1].join(name)).ok());
+        assert!(one.is_some() && one == two, "{name} differs between one thread and two");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,7 +3,7 @@
 //! threads' timing, so the output is byte-identical run to run.
 
 use crate::engine::{Sim, SimError};
-use crate::output::{RunOutput, ScenarioResult};
+use crate::output::RunOutput;
 use crate::scenario::{Scenario, ScenarioError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -63,31 +63,45 @@ fn sweep_values(values: &str) -> Vec<&str> {
 
 /// Runs every scenario `scenario.run.runs` times (seeds `seed`, `seed+1`,
 /// …) on `threads` threads. `progress(days_done, days_total)` is called
-/// from the workers as days complete.
-pub fn run_all(
+/// from the workers as days complete. Each run's output goes to
+/// `finished(scenario index, run index, output)` on its worker as the run
+/// ends, in no particular order, and what that returns is kept: per
+/// scenario, in run order. The runs' rows need not wait in memory for the
+/// last run (5,000 runs of two years held GBs, all lost to an OOM kill or
+/// a late crash): `finished` writes them out and keeps what the report
+/// needs. A failed run, or a failed `finished`, stops the handing out of
+/// runs; the first error in run order is returned.
+pub fn run_all<T: Send, E: From<SimError> + Send>(
     scenarios: &[Scenario],
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<Vec<ScenarioResult>, SimError> {
-    let jobs: Vec<(usize, u64)> =
-        scenarios.iter().enumerate().flat_map(|(i, s)| (0..s.run.runs).map(move |k| (i, s.run.seed + k))).collect();
-    let total_days: u64 = jobs.iter().map(|(i, _)| scenarios[*i].run.days).sum();
+    finished: &(dyn Fn(usize, u64, RunOutput) -> Result<T, E> + Sync),
+) -> Result<Vec<Vec<T>>, E> {
+    // (scenario index, run index, seed)
+    let jobs: Vec<(usize, u64, u64)> = scenarios
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| (0..s.run.runs).map(move |k| (i, k, s.run.seed + k)))
+        .collect();
+    let total_days: u64 = jobs.iter().map(|(i, _, _)| scenarios[*i].run.days).sum();
     let next = AtomicUsize::new(0);
     let days_done = AtomicU64::new(0);
-    let results: Mutex<Vec<Option<Result<RunOutput, SimError>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<T, E>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
     // Fewer runs than threads: each run gets the idle ones too.
     let threads_per_run = (threads / jobs.len().max(1)).max(1);
     std::thread::scope(|scope| {
         for _ in 0..threads.clamp(1, jobs.len().max(1)) {
             scope.spawn(|| loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(i, seed)) = jobs.get(j) else { break };
+                let Some(&(i, k, seed)) = jobs.get(j) else { break };
                 let tick = |_day: u64| {
                     let done = days_done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress(done, total_days);
                 };
-                let out =
-                    Sim::new(&scenarios[i], seed).and_then(|sim| sim.with_threads(threads_per_run).run(seed, &tick));
+                let out = Sim::new(&scenarios[i], seed)
+                    .and_then(|sim| sim.with_threads(threads_per_run).run(seed, &tick))
+                    .map_err(E::from)
+                    .and_then(|run| finished(i, k, run));
                 let failed = out.is_err();
                 if let Ok(mut r) = results.lock() {
                     r[j] = Some(out);
@@ -100,11 +114,10 @@ pub fn run_all(
         }
     });
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut out: Vec<ScenarioResult> =
-        scenarios.iter().map(|s| ScenarioResult { name: s.name.clone(), runs: Vec::new() }).collect();
-    for (&(i, _), r) in jobs.iter().zip(results) {
+    let mut out: Vec<Vec<T>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for (&(i, _, _), r) in jobs.iter().zip(results) {
         match r {
-            Some(Ok(run)) => out[i].runs.push(run),
+            Some(Ok(run)) => out[i].push(run),
             Some(Err(e)) => return Err(e),
             None => {}
         }

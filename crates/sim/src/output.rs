@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::report::stats::RunChart;
+
 /// Macro-region names in `MacroRegion` order, for column headers.
 pub const REGIONS: [&str; 8] =
     ["north-america", "latin-america", "europe", "africa", "middle-east", "south-asia", "east-asia", "oceania"];
@@ -115,11 +117,48 @@ pub struct RunOutput {
     pub operator_monthly_profit_usd: Vec<f64>,
 }
 
+/// What the report keeps of a run once its rows are on disk (its CSV,
+/// written as the run finishes): the summary, the operators' profits and
+/// the charted series in compact form. A `RunOutput` holds every epoch's
+/// row (about 0.5 kB an epoch); this holds 31 numbers per chart point, and
+/// a chart has at most `report::stats::MAX_CHART_POINTS` of them, so a run
+/// of many thousand days costs the report no more than one of 800.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunResult {
+    pub summary: RunSummary,
+    /// As [`RunOutput::operator_monthly_profit_usd`].
+    pub operator_monthly_profit_usd: Vec<f64>,
+    pub chart: RunChart,
+}
+
+impl RunResult {
+    /// What the report keeps of `run`, its charted series averaged over
+    /// buckets of `epochs_per_point` epochs (the same for every run of a
+    /// scenario: `report::stats::epochs_per_point` of its longest run's
+    /// epochs). `with_epoch_days`: keep each epoch's day too, which the
+    /// report reads from a scenario's first run only.
+    pub fn of(run: RunOutput, epochs_per_point: usize, with_epoch_days: bool) -> RunResult {
+        let chart = RunChart::of(&run.rows, epochs_per_point, with_epoch_days);
+        RunResult { summary: run.summary, operator_monthly_profit_usd: run.operator_monthly_profit_usd, chart }
+    }
+}
+
 /// All runs of one scenario (one per Monte Carlo seed, or per sweep value).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScenarioResult {
     /// The scenario's name, with the sweep setting if any
     /// (`burn-and-mint uptime_share_start=0.6`).
     pub name: String,
-    pub runs: Vec<RunOutput>,
+    /// In run order (seed order).
+    pub runs: Vec<RunResult>,
+}
+
+impl ScenarioResult {
+    /// A scenario's result from its runs' whole outputs, in run order.
+    pub fn of_runs(name: impl Into<String>, runs: Vec<RunOutput>) -> ScenarioResult {
+        let longest = runs.iter().map(|r| r.rows.len()).max().unwrap_or(0);
+        let bucket = crate::report::stats::epochs_per_point(longest);
+        let runs = runs.into_iter().enumerate().map(|(k, run)| RunResult::of(run, bucket, k == 0)).collect();
+        ScenarioResult { name: name.into(), runs }
+    }
 }

@@ -2,8 +2,9 @@
 //! in every scenario of the repository, the sybil cap and the liars'
 //! slashes, as the ledger's own tests state them.
 
-use tollway_sim::engine::Sim;
+use tollway_sim::engine::{Sim, SimError};
 use tollway_sim::montecarlo;
+use tollway_sim::output::{RunOutput, ScenarioResult};
 use tollway_sim::report;
 use tollway_sim::scenario::Scenario;
 
@@ -36,9 +37,15 @@ fn same_seed_same_bytes() {
     // thread timing.
     let mut s2 = s.clone();
     s2.run.runs = 3;
-    let x = montecarlo::run_all(std::slice::from_ref(&s2), 2, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
-    let y = montecarlo::run_all(std::slice::from_ref(&s2), 1, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report::summary_json(&x).ok(), report::summary_json(&y).ok());
+    let all = |threads: usize| {
+        let keep = |_: usize, _: u64, run: RunOutput| Ok::<_, SimError>(run);
+        let mut runs = montecarlo::run_all(std::slice::from_ref(&s2), threads, &|_, _| {}, &keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let runs = runs.pop().unwrap_or_default();
+        let csvs: Vec<String> = runs.iter().map(report::run_csv).collect();
+        (csvs, report::summary_json(&[ScenarioResult::of_runs(s2.name.clone(), runs)]).ok())
+    };
+    assert_eq!(all(2), all(1));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollway_sim::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
+use tollway_sim::report::stats::{band, epochs_per_point, BandPoint, Charted, Spread};
 use tollway_sim::report::{
     csv_columns, write_report, write_run_csv, write_summary_json, ReportError, CHART_STEMS, INDEX_HTML,
 };
@@ -138,10 +139,7 @@ fn design_name(design: u32) -> &'static str {
 }
 
 fn scenario(design: u32) -> ScenarioResult {
-    ScenarioResult {
-        name: design_name(design).to_string(),
-        runs: (1..=RUNS).map(|s| synthetic_run(design, s)).collect(),
-    }
+    ScenarioResult::of_runs(design_name(design), (1..=RUNS).map(|s| synthetic_run(design, s)).collect())
 }
 
 fn two_scenarios() -> Vec<ScenarioResult> {
@@ -288,7 +286,7 @@ fn the_same_input_gives_the_same_bytes() {
     let dirs = [scratch("determinism-a"), scratch("determinism-b")];
     for dir in &dirs {
         write_report(dir, "Determinism", &scenarios).unwrap();
-        write_run_csv(&dir.join("run.csv"), &scenarios[1].runs[0]).unwrap();
+        write_run_csv(&dir.join("run.csv"), &synthetic_run(1, 1)).unwrap();
         write_summary_json(&dir.join("summary.json"), &scenarios).unwrap();
     }
     let mut names: Vec<String> = CHART_STEMS.iter().flat_map(|s| [format!("{s}.svg"), format!("{s}.png")]).collect();
@@ -539,9 +537,9 @@ fn degenerate_inputs_still_give_a_report() {
     };
     let flat_run = RunOutput { rows: vec![EpochRow::default(); 3], ..RunOutput::default() };
     let scenarios = vec![
-        ScenarioResult { name: "no runs".into(), runs: Vec::new() },
-        ScenarioResult { name: "nan <&> \"quoted\"".into(), runs: vec![nan_run] },
-        ScenarioResult { name: "flat".into(), runs: vec![flat_run] },
+        ScenarioResult::of_runs("no runs", Vec::new()),
+        ScenarioResult::of_runs("nan <&> \"quoted\"", vec![nan_run]),
+        ScenarioResult::of_runs("flat", vec![flat_run]),
     ];
     let dir = scratch("degenerate");
     let written = write_report(&dir, "Degenerate <inputs>", &scenarios).unwrap();
@@ -648,7 +646,7 @@ fn a_chart_of_bucketed_epochs_says_each_point_is_a_mean() {
     for (i, row) in run.rows.iter_mut().enumerate() {
         (row.epoch, row.day) = (i as u64, i as f64 + 1.0);
     }
-    let scenarios = vec![ScenarioResult { name: "long".into(), runs: vec![run] }];
+    let scenarios = vec![ScenarioResult::of_runs("long", vec![run])];
     let dir = scratch("bucketed");
     write_report(&dir, "Bucketed", &scenarios).unwrap();
     let svg = fs::read_to_string(dir.join("liquidity.svg")).unwrap();
@@ -657,4 +655,73 @@ fn a_chart_of_bucketed_epochs_says_each_point_is_a_mean() {
     let dir = scratch("one-year");
     write_report(&dir, "One year", &two_scenarios()).unwrap();
     assert!(!fs::read_to_string(dir.join("liquidity.svg")).unwrap().contains("each point the mean"));
+}
+
+/// The band as it was drawn from every run's rows, before the report kept
+/// only each run's compact chart (`RunChart`): the reference the compact
+/// one must match bit for bit.
+fn band_from_rows(runs: &[RunOutput], value: impl Fn(&EpochRow) -> f64) -> Vec<BandPoint> {
+    let mean_finite = |values: &mut dyn Iterator<Item = f64>| {
+        let (sum, n) = values.filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        (n > 0).then(|| sum / n as f64)
+    };
+    let Some(longest) = runs.iter().rev().max_by_key(|r| r.rows.len()) else {
+        return Vec::new();
+    };
+    let n_epochs = longest.rows.len();
+    let bucket = epochs_per_point(n_epochs);
+    let mut out = Vec::new();
+    for start in (0..n_epochs).step_by(bucket) {
+        let end = (start + bucket).min(n_epochs);
+        let Some(day) = mean_finite(&mut longest.rows[start..end].iter().map(|r| r.day)) else {
+            continue;
+        };
+        let per_run: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| mean_finite(&mut run.rows.get(start..end.min(run.rows.len())).unwrap_or(&[]).iter().map(&value)))
+            .collect();
+        if let Some(s) = Spread::of(per_run) {
+            out.push(BandPoint { day, p10: s.p10, p50: s.p50, p90: s.p90 });
+        }
+    }
+    out
+}
+
+/// The report keeps of each run only its charted series, bucket means
+/// per point, so that thousands of runs fit in memory: the bands are the
+/// same to the bit as from the rows, for runs of different lengths, with
+/// values that are not numbers, bucketed or not.
+#[test]
+fn the_compact_charts_band_as_the_rows_did() {
+    let bits = |band: &[BandPoint]| -> Vec<[u64; 4]> {
+        band.iter().map(|p| [p.day.to_bits(), p.p10.to_bits(), p.p50.to_bits(), p.p90.to_bits()]).collect()
+    };
+    for years in [1, 3] {
+        let mut runs: Vec<RunOutput> = (1..=4).map(|seed| synthetic_run(1, seed)).collect();
+        for run in &mut runs {
+            let year = run.rows.clone();
+            run.rows = (0..years).flat_map(|_| year.iter().cloned()).collect();
+            for (i, row) in run.rows.iter_mut().enumerate() {
+                (row.epoch, row.day) = (i as u64, i as f64 + 1.0);
+            }
+        }
+        // One run shorter, by a part of a bucket; a price that is not a
+        // number; a region without liquidity.
+        let cut = runs[2].rows.len() - 7;
+        runs[2].rows.truncate(cut);
+        runs[1].rows[5].price_usd = f64::NAN;
+        runs[3].rows[9].liquidity_by_region[4] = f64::NAN;
+        let scenario = ScenarioResult::of_runs("x", runs.clone());
+        let series = [Charted::PriceUsd, Charted::CirculatingTwy, Charted::MintedTwy, Charted::BurnedTwy]
+            .into_iter()
+            .chain([Charted::ConsumerPriceUsdPerGb, Charted::WorstLiquidityPercent])
+            .chain((0..REGIONS.len()).flat_map(|r| {
+                [Charted::Nodes(r), Charted::VerifiedCapacityGbps(r), Charted::LiquidityPercent(r)]
+            }));
+        for s in series {
+            let want = band_from_rows(&runs, |row| s.of(row));
+            assert!(!want.is_empty());
+            assert_eq!(bits(&band(&scenario.runs, s)), bits(&want), "{s:?} over {years} year(s)");
+        }
+    }
 }

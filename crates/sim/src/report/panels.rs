@@ -1,13 +1,13 @@
 //! What the report draws (DESIGN §7 outputs): the chart panels for one
 //! scenario (`sim run`) or several side by side (`sim compare`).
 
-use crate::output::{EpochRow, ScenarioResult, REGIONS};
+use crate::output::{ScenarioResult, REGIONS};
 
 use super::charts::{
     palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
 };
 use super::human;
-use super::stats::{band, epochs_per_point, histogram, pooled_operator_profits, region_title, worst_region_liquidity};
+use super::stats::{band, epochs_per_point, histogram, pooled_operator_profits, region_title, Charted};
 
 /// A USD price whose highest value is this many times its lowest is drawn
 /// on a log axis.
@@ -46,7 +46,7 @@ fn bucket_phrase(scenarios: &[ScenarioResult]) -> String {
     // As `band` buckets each scenario's runs: by its longest run.
     let buckets: Vec<usize> = scenarios
         .iter()
-        .map(|s| epochs_per_point(s.runs.iter().map(|r| r.rows.len()).max().unwrap_or(0)))
+        .map(|s| epochs_per_point(s.runs.iter().map(|r| r.chart.epochs).max().unwrap_or(0)))
         .collect();
     let (fewest, most) = (buckets.iter().copied().min().unwrap_or(1), buckets.iter().copied().max().unwrap_or(1));
     match (fewest, most) {
@@ -72,26 +72,26 @@ fn band_entry(scenarios: &[ScenarioResult]) -> Option<LegendEntry> {
     })
 }
 
-/// A chart with one line per scenario of `value`.
+/// A chart with one line per scenario of `series`.
 #[allow(clippy::too_many_arguments)]
 fn per_scenario(
     scenarios: &[ScenarioResult],
     stem: &'static str,
     title: &str,
     y_label: &str,
-    value: impl Fn(&EpochRow) -> f64 + Copy,
+    series: Charted,
     (y_from_zero, y_ticks): (bool, Ticks),
     caption: &str,
 ) -> Panel {
-    let series: Vec<Series> = scenarios
+    let lines: Vec<Series> = scenarios
         .iter()
         .enumerate()
-        .map(|(i, s)| Series { color: palette(i), dashed: false, banded: banded(s), points: band(&s.runs, value) })
+        .map(|(i, s)| Series { color: palette(i), dashed: false, banded: banded(s), points: band(&s.runs, series) })
         .collect();
     // A price that crashes or soars spans decades: on a linear axis the
     // low scenario becomes a flat line on zero, so such prices go on a log
     // axis.
-    let y_log = y_ticks == Ticks::Usd && positive_extent(&series).is_some_and(|(lo, hi)| hi / lo >= LOG_AXIS_SPAN);
+    let y_log = y_ticks == Ticks::Usd && positive_extent(&lines).is_some_and(|(lo, hi)| hi / lo >= LOG_AXIS_SPAN);
     let legend = scenario_legend(scenarios);
     Panel {
         chart: Chart {
@@ -101,7 +101,7 @@ fn per_scenario(
             legend,
             body: Body::Lines(Lines {
                 y_label: y_label.to_string(),
-                series,
+                series: lines,
                 y_from_zero,
                 y_ceiling: None,
                 y_show_down_to: None,
@@ -145,39 +145,37 @@ fn per_region(
     stem: &'static str,
     (title, grid_title): (&str, &str),
     y_label: &str,
-    value: fn(&EpochRow, usize) -> f64,
+    series: fn(usize) -> Charted,
     caption: &str,
 ) -> Panel {
     let (legend, body, size) = if let [one] = scenarios {
-        let series = (0..REGIONS.len())
+        let lines = (0..REGIONS.len())
             .map(|r| Series {
                 color: palette(r),
                 dashed: false,
                 banded: banded(one),
-                points: band(&one.runs, |row| value(row, r)),
+                points: band(&one.runs, series(r)),
             })
             .collect();
         let mut legend: Vec<LegendEntry> = (0..REGIONS.len())
             .map(|r| LegendEntry { label: region_title(r), color: palette(r), swatch: Swatch::Line })
             .collect();
         legend.extend(band_entry(scenarios));
-        let lines = plain_lines(y_label, series);
-        (legend, Body::Lines(lines), SIZE)
+        (legend, Body::Lines(plain_lines(y_label, lines)), SIZE)
     } else {
         let cells = (0..REGIONS.len())
             .map(|r| {
-                let series = scenarios
+                let lines = scenarios
                     .iter()
                     .enumerate()
                     .map(|(i, s)| Series {
                         color: palette(i),
                         dashed: false,
                         banded: banded(s),
-                        points: band(&s.runs, |row| value(row, r)),
+                        points: band(&s.runs, series(r)),
                     })
                     .collect();
-                let lines = plain_lines(y_label, series);
-                (region_title(r), lines)
+                (region_title(r), plain_lines(y_label, lines))
             })
             .collect();
         (scenario_legend(scenarios), Body::Grid(cells), GRID_SIZE)
@@ -200,13 +198,13 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
             color: mint_color,
             dashed: false,
             banded: banded(s),
-            points: band(&s.runs, |r| r.minted_twy),
+            points: band(&s.runs, Charted::MintedTwy),
         });
         series.push(Series {
             color: burn_color,
             dashed: !single,
             banded: banded(s),
-            points: band(&s.runs, |r| r.burned_twy),
+            points: band(&s.runs, Charted::BurnedTwy),
         });
         legend.push(LegendEntry { label: name("minted"), color: mint_color, swatch: Swatch::Line });
         legend.push(LegendEntry {
@@ -306,7 +304,7 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
             "liquidity",
             ("Liquidity by region", "Liquidity by region (% of hours demand was covered)"),
             "% of hours demand was covered",
-            |row, r| row.liquidity_by_region[r] * 100.0,
+            Charted::LiquidityPercent,
             caption,
         );
         if let Body::Lines(lines) = &mut panel.chart.body {
@@ -322,7 +320,7 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
             "liquidity",
             "Liquidity of the worst-served region",
             "% of hours demand was covered",
-            |row| worst_region_liquidity(row) * 100.0,
+            Charted::WorstLiquidityPercent,
             (false, Ticks::Percent),
             &format!("{caption} Each line follows, epoch by epoch, whichever region had the lowest liquidity."),
         );
@@ -343,7 +341,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "price",
             "Token price",
             "USD per TWY",
-            |r| r.price_usd,
+            Charted::PriceUsd,
             (true, Ticks::Usd),
             "The pool price of the token in USD.",
         ),
@@ -352,7 +350,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "supply",
             "Circulating supply",
             "TWY",
-            |r| r.circulating_twy,
+            Charted::CirculatingTwy,
             (true, Ticks::Number),
             "Tokens outside the pool, stakes, unbonding and vesting.",
         ),
@@ -362,7 +360,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "nodes",
             ("Nodes by region", "Active nodes by region"),
             "nodes",
-            |row, r| f64::from(row.nodes_by_region[r]),
+            Charted::Nodes,
             "Active nodes in each macro-region.",
         ),
         per_region(
@@ -370,7 +368,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "capacity",
             ("Verified capacity online by region", "Verified capacity online by region (Gbit/s)"),
             "Gbit/s",
-            |row, r| row.verified_capacity_gbps_by_region[r],
+            Charted::VerifiedCapacityGbps,
             "The capacity the ledger verified online in each macro-region at each epoch's end, Gbit/s \
              (measured by the oracles; the nodes of one /24 or /48 count as one).",
         ),
@@ -380,7 +378,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "consumer_price",
             "Consumer price per GB",
             "USD per GB",
-            |r| r.consumer_price_usd_per_gb,
+            Charted::ConsumerPriceUsdPerGb,
             (true, Ticks::Usd),
             "What consumers paid per GB served, on average over the epoch.",
         ),

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
+use crate::output::{EpochRow, RunResult, RunSummary, ScenarioResult, REGIONS};
 
 /// Charts never draw more points than this per series: longer runs are
 /// averaged over buckets of consecutive epochs first (an hourly run over
@@ -85,34 +85,151 @@ pub fn epochs_per_point(n_epochs: usize) -> usize {
     n_epochs.div_ceil(MAX_CHART_POINTS).max(1)
 }
 
-/// Per-epoch band of `value` across `runs`: for each bucket of
+/// A series the charts draw, one number per epoch of a run: what
+/// [`RunChart`] keeps, and [`band`] spreads over runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charted {
+    PriceUsd,
+    CirculatingTwy,
+    MintedTwy,
+    BurnedTwy,
+    ConsumerPriceUsdPerGb,
+    /// The lowest liquidity of any region, in percent.
+    WorstLiquidityPercent,
+    /// Active nodes in a region (its index in `REGIONS`).
+    Nodes(usize),
+    VerifiedCapacityGbps(usize),
+    LiquidityPercent(usize),
+}
+
+/// The series a [`RunChart`] keeps per point: the day, then every
+/// [`Charted`].
+const CHART_SERIES: usize = 7 + 3 * REGIONS.len();
+
+impl Charted {
+    /// The series' index in a [`RunChart`] point (0 is the day).
+    fn index(self) -> usize {
+        let n = REGIONS.len();
+        match self {
+            Charted::PriceUsd => 1,
+            Charted::CirculatingTwy => 2,
+            Charted::MintedTwy => 3,
+            Charted::BurnedTwy => 4,
+            Charted::ConsumerPriceUsdPerGb => 5,
+            Charted::WorstLiquidityPercent => 6,
+            Charted::Nodes(r) => 7 + r.min(n - 1),
+            Charted::VerifiedCapacityGbps(r) => 7 + n + r.min(n - 1),
+            Charted::LiquidityPercent(r) => 7 + 2 * n + r.min(n - 1),
+        }
+    }
+
+    /// The series' value in one epoch.
+    pub fn of(self, row: &EpochRow) -> f64 {
+        let region = |r: usize| r.min(REGIONS.len() - 1);
+        match self {
+            Charted::PriceUsd => row.price_usd,
+            Charted::CirculatingTwy => row.circulating_twy,
+            Charted::MintedTwy => row.minted_twy,
+            Charted::BurnedTwy => row.burned_twy,
+            Charted::ConsumerPriceUsdPerGb => row.consumer_price_usd_per_gb,
+            Charted::WorstLiquidityPercent => worst_region_liquidity(row) * 100.0,
+            Charted::Nodes(r) => f64::from(row.nodes_by_region[region(r)]),
+            Charted::VerifiedCapacityGbps(r) => row.verified_capacity_gbps_by_region[region(r)],
+            Charted::LiquidityPercent(r) => row.liquidity_by_region[region(r)] * 100.0,
+        }
+    }
+
+    /// Every series, in point order after the day.
+    fn all() -> impl Iterator<Item = Charted> {
+        let n = REGIONS.len();
+        [
+            Charted::PriceUsd,
+            Charted::CirculatingTwy,
+            Charted::MintedTwy,
+            Charted::BurnedTwy,
+            Charted::ConsumerPriceUsdPerGb,
+            Charted::WorstLiquidityPercent,
+        ]
+        .into_iter()
+        .chain((0..n).map(Charted::Nodes))
+        .chain((0..n).map(Charted::VerifiedCapacityGbps))
+        .chain((0..n).map(Charted::LiquidityPercent))
+    }
+}
+
+/// What the charts and the summary need of one run's rows, so that the
+/// rows themselves need not stay in memory once written (a run of 730
+/// epochs held 0.4 MB of rows; 5,000 runs held GBs): per point (a bucket
+/// of consecutive epochs), the mean of every [`Charted`] series and of the
+/// day over the bucket's finite values (not a number where none is
+/// finite). At most [`MAX_CHART_POINTS`] points of 31 f64 each: 250 bytes
+/// a point, 0.18 MB for 730 daily epochs, 0.2 MB at most whatever the
+/// length. The percentiles across runs need every run's value at each
+/// point (they are exact, as before), hence a point per run rather than a
+/// running aggregate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunChart {
+    /// Epochs of the run.
+    pub epochs: usize,
+    /// Epochs each point averages.
+    pub epochs_per_point: usize,
+    /// The day at the end of the last epoch.
+    pub last_day: Option<f64>,
+    /// Every epoch's number and day, where kept (a scenario's first run:
+    /// the day burn caught up with mint is read from it).
+    pub epoch_days: Option<Vec<(u64, f64)>>,
+    points: Vec<[f64; CHART_SERIES]>,
+}
+
+impl RunChart {
+    /// `rows` in points of `epochs_per_point` epochs (at least 1).
+    pub fn of(rows: &[EpochRow], epochs_per_point: usize, with_epoch_days: bool) -> RunChart {
+        let bucket = epochs_per_point.max(1);
+        let series: Vec<Charted> = Charted::all().collect();
+        debug_assert_eq!(series.len() + 1, CHART_SERIES);
+        let points = rows
+            .chunks(bucket)
+            .map(|chunk| {
+                let mut point = [f64::NAN; CHART_SERIES];
+                point[0] = mean_finite(chunk.iter().map(|r| r.day)).unwrap_or(f64::NAN);
+                for &s in &series {
+                    point[s.index()] = mean_finite(chunk.iter().map(|r| s.of(r))).unwrap_or(f64::NAN);
+                }
+                point
+            })
+            .collect();
+        RunChart {
+            epochs: rows.len(),
+            epochs_per_point: bucket,
+            last_day: rows.last().map(|r| r.day),
+            epoch_days: with_epoch_days.then(|| rows.iter().map(|r| (r.epoch, r.day)).collect()),
+            points,
+        }
+    }
+}
+
+/// Per-epoch band of `series` across `runs`: for each bucket of
 /// consecutive epochs, each run's mean over the bucket, then the
 /// percentiles of those means across runs. Runs may differ in length;
-/// non-finite values are left out.
-pub fn band(runs: &[RunOutput], value: impl Fn(&EpochRow) -> f64) -> Vec<BandPoint> {
+/// non-finite values are left out. The runs' charts share their
+/// bucket ([`crate::output::ScenarioResult::of_runs`] sees to it).
+pub fn band(runs: &[RunResult], series: Charted) -> Vec<BandPoint> {
     // The x positions come from the longest run (the first one on a tie).
-    let Some(longest) = runs.iter().rev().max_by_key(|r| r.rows.len()) else {
+    let Some(longest) = runs.iter().rev().max_by_key(|r| r.chart.epochs) else {
         return Vec::new();
     };
-    let n_epochs = longest.rows.len();
-    if n_epochs == 0 {
-        return Vec::new();
-    }
-    let bucket = epochs_per_point(n_epochs);
-    let mut out = Vec::with_capacity(n_epochs.div_ceil(bucket));
+    debug_assert!(runs.iter().all(|r| r.chart.epochs_per_point == longest.chart.epochs_per_point));
+    let index = series.index();
+    let mut out = Vec::with_capacity(longest.chart.points.len());
     let mut per_run = Vec::with_capacity(runs.len());
-    for start in (0..n_epochs).step_by(bucket) {
-        let end = (start + bucket).min(n_epochs);
-        let Some(day) = mean_finite(longest.rows[start..end].iter().map(|r| r.day)) else {
+    for (k, point) in longest.chart.points.iter().enumerate() {
+        // Not a number: no finite day in the bucket.
+        let day = point[0];
+        if day.is_nan() {
             continue;
-        };
-        per_run.clear();
-        for run in runs {
-            let rows = run.rows.get(start..end.min(run.rows.len())).unwrap_or(&[]);
-            if let Some(mean) = mean_finite(rows.iter().map(&value)) {
-                per_run.push(mean);
-            }
         }
+        per_run.clear();
+        per_run.extend(runs.iter().filter_map(|r| r.chart.points.get(k)).map(|p| p[index]));
         if let Some(s) = Spread::of(per_run.iter().copied()) {
             out.push(BandPoint { day, p10: s.p10, p50: s.p50, p90: s.p90 });
         }
@@ -188,7 +305,7 @@ impl ScenarioStats {
             Some(quantile_sorted(&burn_epochs, 0.5)).filter(|e| e.is_finite())
         };
         let burn_ge_mint_day_median =
-            burn_ge_mint_epoch_median.and_then(|e| runs.first().and_then(|r| day_of_epoch(&r.rows, e)));
+            burn_ge_mint_epoch_median.and_then(|e| runs.first().and_then(|r| day_of_epoch(r.chart.epoch_days.as_deref()?, e)));
 
         let profits: Vec<f64> =
             runs.iter().flat_map(|r| r.operator_monthly_profit_usd.iter().copied()).filter(|x| x.is_finite()).collect();
@@ -202,10 +319,10 @@ impl ScenarioStats {
             name: scenario.name.clone(),
             runs: runs.len(),
             seeds: summaries.iter().map(|s| s.seed).collect(),
-            epochs: runs.iter().map(|r| r.rows.len() as u64).max().unwrap_or(0),
+            epochs: runs.iter().map(|r| r.chart.epochs as u64).max().unwrap_or(0),
             days: runs
                 .iter()
-                .filter_map(|r| r.rows.last().map(|row| row.day))
+                .filter_map(|r| r.chart.last_day)
                 .filter(|d| d.is_finite())
                 .fold(0.0, f64::max),
             burn_ge_mint_epoch_median,
@@ -232,8 +349,8 @@ impl ScenarioStats {
 
 /// The day of (possibly fractional) epoch `epoch`, from the first row at
 /// or after it.
-fn day_of_epoch(rows: &[EpochRow], epoch: f64) -> Option<f64> {
-    rows.iter().find(|r| r.epoch as f64 >= epoch.round()).map(|r| r.day)
+fn day_of_epoch(epoch_days: &[(u64, f64)], epoch: f64) -> Option<f64> {
+    epoch_days.iter().find(|(e, _)| *e as f64 >= epoch.round()).map(|(_, day)| *day)
 }
 
 /// A histogram over shared bins, so several scenarios can be drawn on one
