@@ -1040,7 +1040,7 @@ impl Sim {
         for r in 0..8 {
             let price_factor = libm::pow(self.region_price_usd_per_gb[r] / d.reference_price_usd_per_gb, -d.price_elasticity);
             let gb_day = self.consumers[r] * d.gb_per_consumer_per_day * shock * price_factor;
-            let mut served_gb = 0.0;
+            let (mut served_gb, mut unserved_gb) = (0.0, 0.0);
             let mut covered_hours = 0;
             for (h, c) in cap[r].iter().enumerate() {
                 let local = (h as u32 + UTC_OFFSET_HOURS[r]) % 24;
@@ -1052,12 +1052,18 @@ impl Sim {
                 let usable = 0.8 * c;
                 if usable >= demand_bps {
                     covered_hours += 1;
+                } else {
+                    unserved_gb += (demand_bps - usable) * 3600.0 / 8e9;
                 }
                 served_gb += demand_bps.min(usable) * 3600.0 / 8e9;
             }
             let liquidity = covered_hours as f64 / 24.0;
             let cap_avg = cap[r].iter().sum::<f64>() / 24.0;
-            out[r] = [served_gb, (gb_day - served_gb).max(0.0), 0.0, liquidity, cap_avg / 1e9, gb_day * 8.0 / 86_400.0];
+            // Unserved summed hour by hour, as served is: exactly 0 when
+            // every hour was covered. The day's demand less what was
+            // served left float noise of 1e-12 GB there (the hours' demand
+            // sums to the day's only up to rounding).
+            out[r] = [served_gb, unserved_gb, 0.0, liquidity, cap_avg / 1e9, gb_day * 8.0 / 86_400.0];
             served_share[r] = served_gb;
             if liquidity < 0.5 {
                 self.unserved_days[r] += 1;
