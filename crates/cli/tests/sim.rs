@@ -121,9 +121,12 @@ fn bad_scenarios_get_clear_errors() {
     let (ps, bs) = (p.to_str().unwrap_or_default(), b.to_str().unwrap_or_default());
     let (ok, _, stderr) = tollway(&["sim", "compare", ps, bs, ps, "--runs", "1", "--days", "2"]);
     assert!(!ok && stderr.contains("two scenarios share a name, \"burn-and-mint\""), "{stderr}");
-    // A sweep's value given twice: the name says which.
+    // A sweep's value given twice, as written or in another spelling:
+    // the error names both.
     let (ok, _, stderr) = tollway(&["sim", "run", ps, "--sweep", "uptime_share=0.5,0.6,0.5", "--runs", "1", "--days", "2"]);
-    assert!(!ok && stderr.contains("share a name, \"burn-and-mint uptime_share=0.5\""), "{stderr}");
+    assert!(!ok && stderr.contains("uptime_share`: 0.5 and 0.5 are the same value"), "{stderr}");
+    let (ok, _, stderr) = tollway(&["sim", "run", ps, "--sweep", "uptime_share=0.5,0.6,0.50", "--runs", "1", "--days", "2"]);
+    assert!(!ok && stderr.contains("0.5 and 0.50 are the same value"), "{stderr}");
     // A misspelt key names the ones it may have meant, once.
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--sweep", "uptime_sahre=0.5,0.6"]);
     assert!(!ok && stderr.contains("did you mean uptime_share, emission.uptime_share"), "{stderr}");

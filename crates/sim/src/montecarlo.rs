@@ -6,6 +6,7 @@ use crate::engine::{Sim, SimError};
 use crate::output::RunOutput;
 use crate::scenario::{Scenario, ScenarioError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tollway_ledger::params::Params;
 use std::sync::Mutex;
 
 /// The most values a sweep takes (the charts' palette).
@@ -28,14 +29,36 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
             why: format!("{n} values: a sweep takes at most {MAX_SWEEP_VALUES}, one colour each on the charts"),
         });
     }
-    values
-        .into_iter()
-        .map(|v| {
-            let mut s = base.with_override(key, v.trim())?;
-            s.name = format!("{} {key}={}", base.name, v.trim());
-            Ok(s)
-        })
-        .collect()
+    // A value written twice (`0.5,0.50`, `"7d","168h"`) ran the same
+    // design twice, as two lines on every chart under two names.
+    let mut designs: Vec<(&str, Design)> = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    for v in values.into_iter().map(str::trim) {
+        let mut s = base.with_override(key, v)?;
+        let design = design(&s)?;
+        if let Some((earlier, _)) = designs.iter().find(|(_, d)| *d == design) {
+            return Err(ScenarioError::Invalid {
+                key: key.to_string(),
+                why: format!("{earlier} and {v} are the same value: a sweep runs each design once; give it once"),
+            });
+        }
+        designs.push((v, design));
+        s.name = format!("{} {key}={v}", base.name);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// What makes a scenario's design: all of it but its name, with its
+/// parameters as the ledger reads them (`0.5` and `0.50`, or `7d` and
+/// `168h`, are one).
+type Design = (toml::Table, Params);
+
+fn design(s: &Scenario) -> Result<Design, ScenarioError> {
+    let mut table = toml::Table::try_from(s).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+    table.remove("name");
+    table.remove("params");
+    Ok((table, s.params()?))
 }
 
 /// The values of `v1,v2,…`, split at the commas outside lists, tables and

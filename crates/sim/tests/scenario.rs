@@ -138,6 +138,23 @@ fn a_sweep_takes_lists_as_values() {
     assert!(refused.contains("population.uptime") && refused.contains("[0.5, 1.0"), "{refused}");
 }
 
+/// `--sweep x=0.5,0.50` ran the same design twice, as two lines on every
+/// chart under two names: values that the scenario reads as one are
+/// refused, naming both, whether a ledger parameter (`7d` is `168h`) or
+/// a scenario key.
+#[test]
+fn a_sweep_value_given_twice_in_two_spellings_is_refused_naming_both() {
+    for (spec, a, b) in [
+        ("uptime_share=0.5,0.6,0.50", "0.5", "0.50"),
+        ("vesting=\"7d\",\"0s\",\"168h\"", "\"7d\"", "\"168h\""),
+        ("demand.growth_per_year=0.3,3e-1", "0.3", "3e-1"),
+    ] {
+        let refused = tollway_sim::montecarlo::sweep(&hybrid(), spec).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains(&format!("{a} and {b} are the same value")), "{spec}: {refused:?}");
+    }
+    assert_eq!(tollway_sim::montecarlo::sweep(&hybrid(), "uptime_share=0.5,0.51").map(|v| v.len()).ok(), Some(2));
+}
+
 /// A node's price is at most the ledger's $1000 per GiB, $931.32 per GB.
 /// Prices up to $1000 per GB were accepted, and a run of them failed in
 /// its setup with the ledger's per-GiB limit, naming no key of the file.
