@@ -266,6 +266,22 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     // Before the (possibly long) simulation, so a bad --out loses nothing:
     // the marker too, which is the first file written (a read-only --out
     // failed at it only after the whole simulation).
+    // A file where the report's directory goes, or above it, failed with
+    // the system's bare "File exists" or "Not a directory".
+    if let Some(file) = out.ancestors().find(|p| p.is_file()) {
+        if file == out {
+            bail!(
+                "--out {}: a file of that name is there, and a report is a directory of files; give --out a \
+                 directory (new, empty or an earlier report's), or move the file",
+                out.display()
+            );
+        }
+        bail!(
+            "--out {}: {} is a file, so no directory can be made inside it; give --out a path under directories",
+            out.display(),
+            file.display()
+        );
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output directory {}", out.display()))?;
     earlier_report(&out)?;
     write_marker(&out)?;

@@ -114,7 +114,7 @@ fn bad_scenarios_get_clear_errors() {
     let file = dir.join("a-file");
     std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&["sim", "run", p.to_str().unwrap_or_default(), "--out", file.to_str().unwrap_or_default()]);
-    assert!(!ok && stderr.contains("creating the output directory") && !stderr.contains("simulated in"), "{stderr}");
+    assert!(!ok && stderr.contains("a file of that name is there") && !stderr.contains("simulated in"), "{stderr}");
     // Two designs of the same name, even not side by side, are refused.
     let b = dir.join("b.toml");
     std::fs::write(&b, good.replace("name = \"burn-and-mint\"", "name = \"other\"")).unwrap_or_else(|e| panic!("{e}"));
@@ -529,6 +529,26 @@ fn the_runs_that_finished_are_on_disk_before_the_last_one_ends() {
         let (one, two) = (std::fs::read(outs[0].join(name)).ok(), std::fs::read(outs[1].join(name)).ok());
         assert!(one.is_some() && one == two, "{name} differs between one thread and two");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--out` naming a file, or a path under one, failed with only the
+/// system's "File exists" or "Not a directory": it says what is wrong and
+/// what to do now, before simulating, and leaves the file alone.
+#[test]
+fn an_out_that_is_a_file_is_refused_saying_what_to_do() {
+    let dir = temp_dir("sim-out-file");
+    let file = dir.join("report.txt");
+    std::fs::write(&file, "mine").unwrap_or_else(|e| panic!("{e}"));
+    let out = file.to_str().unwrap_or_default();
+    let (ok, _, stderr) = tollway(&["sim", "run", "hybrid", "--runs", "1", "--days", "1", "--quiet", "--out", out]);
+    assert!(!ok && stderr.contains("a file of that name is there") && stderr.contains("give --out a directory"), "{stderr}");
+    assert!(!stderr.contains("simulating"), "refused before simulating: {stderr}");
+    let under = file.join("out");
+    let (ok, _, stderr) =
+        tollway(&["sim", "run", "hybrid", "--runs", "1", "--days", "1", "--quiet", "--out", under.to_str().unwrap_or_default()]);
+    assert!(!ok && stderr.contains(&format!("{out} is a file")) && stderr.contains("give --out a path"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).ok().as_deref(), Some("mine"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
