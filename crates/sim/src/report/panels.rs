@@ -232,22 +232,23 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
 }
 
 fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
-    let pooled: Vec<Vec<f64>> = scenarios.iter().map(pooled_operator_profits).collect();
+    let pooled: Vec<Vec<&[f64]>> = scenarios.iter().map(pooled_operator_profits).collect();
     let hist = histogram(&pooled, PROFIT_BINS);
     let legend = scenarios
         .iter()
         .zip(&pooled)
         .enumerate()
         .map(|(i, (s, profits))| {
-            let finite: Vec<f64> = profits.iter().copied().filter(|p| p.is_finite()).collect();
-            let below = finite.iter().filter(|&&p| p < 0.0).count();
-            let detail = if finite.is_empty() {
+            let (finite, below) = (profits.iter())
+                .flat_map(|part| part.iter().filter(|p| p.is_finite()))
+                .fold((0usize, 0usize), |(n, below), &p| (n + 1, below + usize::from(p < 0.0)));
+            let detail = if finite == 0 {
                 "no operators".to_string()
             } else {
                 format!(
                     "{} operators, {} below break-even",
-                    human::count(finite.len() as f64),
-                    human::percent(below as f64 / finite.len() as f64)
+                    human::count(finite as f64),
+                    human::percent(below as f64 / finite as f64)
                 )
             };
             let label = if scenarios.len() == 1 { detail } else { format!("{} ({detail})", s.name) };

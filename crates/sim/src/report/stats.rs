@@ -307,13 +307,13 @@ impl ScenarioStats {
         let burn_ge_mint_day_median =
             burn_ge_mint_epoch_median.and_then(|e| runs.first().and_then(|r| day_of_epoch(r.chart.epoch_days.as_deref()?, e)));
 
-        let profits: Vec<f64> =
-            runs.iter().flat_map(|r| r.operator_monthly_profit_usd.iter().copied()).filter(|x| x.is_finite()).collect();
-        let operators_unprofitable_share = if profits.is_empty() {
-            None
-        } else {
-            Some(profits.iter().filter(|&&p| p < 0.0).count() as f64 / profits.len() as f64)
-        };
+        // Counted where they are: a pooled copy of every run's operators
+        // was the largest thing in memory at the end of many runs.
+        let (operators_counted, unprofitable) = (runs.iter())
+            .flat_map(|r| r.operator_monthly_profit_usd.iter().filter(|p| p.is_finite()))
+            .fold((0usize, 0usize), |(n, below), &p| (n + 1, below + usize::from(p < 0.0)));
+        let operators_unprofitable_share =
+            (operators_counted > 0).then(|| unprofitable as f64 / operators_counted as f64);
 
         ScenarioStats {
             name: scenario.name.clone(),
@@ -342,7 +342,7 @@ impl ScenarioStats {
             total_burned_twy: spread(|s| s.total_burned_twy),
             consumer_price_usd_per_gb: spread(|s| s.consumer_price_usd_per_gb),
             operators_unprofitable_share,
-            operators_counted: profits.len(),
+            operators_counted,
         }
     }
 }
@@ -364,9 +364,11 @@ pub struct Histogram {
 }
 
 /// Bins spanning the 1st–99th percentile of all values together (so one
-/// outlier does not squash the picture), widened to include zero.
-pub fn histogram(series: &[Vec<f64>], bins: usize) -> Option<Histogram> {
-    let all = sorted_finite(series.iter().flatten().copied());
+/// outlier does not squash the picture), widened to include zero. Each
+/// series is its values in parts (a scenario's, one part per run), read
+/// where they are: only the sorted finite values of all are copied.
+pub fn histogram(series: &[Vec<&[f64]>], bins: usize) -> Option<Histogram> {
+    let all = sorted_finite(series.iter().flatten().flat_map(|part| part.iter()).copied());
     if all.is_empty() || bins == 0 {
         return None;
     }
@@ -383,7 +385,7 @@ pub fn histogram(series: &[Vec<f64>], bins: usize) -> Option<Histogram> {
         .map(|values| {
             let mut counts = vec![0usize; bins];
             let mut n = 0usize;
-            for &v in values.iter().filter(|v| v.is_finite()) {
+            for &v in values.iter().flat_map(|part| part.iter()).filter(|v| v.is_finite()) {
                 let i = (((v - lo) / width).floor().max(0.0) as usize).min(bins - 1);
                 counts[i] += 1;
                 n += 1;
@@ -394,9 +396,10 @@ pub fn histogram(series: &[Vec<f64>], bins: usize) -> Option<Histogram> {
     Some(Histogram { edges, shares })
 }
 
-/// The pooled operator profit distribution of one scenario.
-pub fn pooled_operator_profits(scenario: &ScenarioResult) -> Vec<f64> {
-    scenario.runs.iter().flat_map(|r| r.operator_monthly_profit_usd.iter().copied()).collect()
+/// The pooled operator profit distribution of one scenario: each run's
+/// part, not copied.
+pub fn pooled_operator_profits(scenario: &ScenarioResult) -> Vec<&[f64]> {
+    scenario.runs.iter().map(|r| r.operator_monthly_profit_usd.as_slice()).collect()
 }
 
 /// Region index → display name ("north-america" → "North America").
