@@ -144,14 +144,21 @@ const MAX_SLUG_BYTES: usize = 200;
 /// replaced by the next run rather than refused.
 const REPORT_MARKER: &str = ".tollway-sim-report";
 
-/// Written into `--out` as a report's writing begins (before the
-/// simulation, whose runs' CSVs are written as each run ends) and removed
-/// once its last file, index.html, is written. A run cut short (Ctrl-C,
-/// SIGTERM, a full disk) leaves it beside the partial files: the CSVs of
-/// the runs that had finished, which looked like a report that merely
+/// Written into `--out` as a report's writing begins (after the
+/// simulation) and removed once its last file, index.html, is written. A
+/// run cut short while writing (Ctrl-C, SIGTERM, a full disk) leaves it
+/// beside the partial files, which looked like a report that merely
 /// lacked its index.html. Not hidden, as the marker is: it is there to be
-/// seen.
+/// seen. The same name in [`RUNS_IN_PROGRESS`] says what that holds.
 const INCOMPLETE_NOTE: &str = "INCOMPLETE.txt";
+
+/// The directory in `--out` that each run's CSV is written to as the run
+/// ends (every run's rows kept to the end held GBs for thousands of runs,
+/// and an OOM kill, a crash or a Ctrl-C late on lost every finished run).
+/// Its scenarios' directories move into place when the report is
+/// written, so an earlier report in `--out` stays whole until then, and a
+/// run cut short while it simulates leaves the finished runs' CSVs here.
+const RUNS_IN_PROGRESS: &str = "runs-in-progress";
 
 /// Whether `out` holds a report of ours: its marker, or a summary.json in
 /// our format (reports written before the marker). Any file named
@@ -300,17 +307,12 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
-    let note = begin_report(&out)?;
-    let incomplete = || {
-        format!("the report in {} is incomplete ({} says so; the next run with this --out replaces it)", out.display(), note.display())
-    };
-    // Each run's CSV is written as the run ends, and only what the
-    // summary and the charts need stays in memory (`RunResult`): every
-    // run's rows kept to the end held GBs for thousands of runs, and an
-    // OOM kill, a crash or a Ctrl-C late on lost every finished run. One
-    // file per run, as before: the runs may end in any order, and each
-    // file's bytes depend on its seed alone, whatever the threads.
-    let dirs = scenario_dirs(&out, &scenarios).with_context(incomplete)?;
+    // Each run's CSV is written as the run ends (`RUNS_IN_PROGRESS`), and
+    // only what the summary and the charts need stays in memory
+    // (`RunResult`). One file per run, as before: the runs may end in any
+    // order, and each file's bytes depend on its seed alone, whatever the
+    // threads.
+    let (staging, dirs) = begin_runs(&out, &scenarios)?;
     let epochs_per_point: Vec<usize> =
         scenarios.iter().map(|s| report::stats::epochs_per_point(s.run.days as usize)).collect();
     let finished = |i: usize, k: u64, run: RunOutput| -> anyhow::Result<RunResult> {
@@ -320,12 +322,17 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     // A step a day (the bar limits its own redraws): moved every 64 days,
     // it showed nothing of a run of fewer days until the run was over. A
     // step, not the count: the workers' counts may arrive out of order.
-    let runs = montecarlo::run_all(&scenarios, threads, &|_, _| bar.inc(1), &finished).with_context(incomplete)?;
+    let runs = montecarlo::run_all(&scenarios, threads, &|_, _| bar.inc(1), &finished).with_context(|| {
+        format!("the runs that finished have their CSVs in {}; the next run with this --out replaces them", staging.display())
+    })?;
     bar.finish_and_clear();
     let results: Vec<ScenarioResult> =
         scenarios.iter().zip(runs).map(|(s, runs)| ScenarioResult { name: s.name.clone(), runs }).collect();
     eprintln!("simulated in {:.1} s; writing the report into {}", started.elapsed().as_secs_f64(), out.display());
-    finish_report(&out, &title, &results).with_context(incomplete)?;
+    let note = begin_report(&out)?;
+    finish_report(&out, &staging, &scenarios, &title, &results).with_context(|| {
+        format!("the report in {} is incomplete ({} says so; the next run with this --out replaces it)", out.display(), note.display())
+    })?;
     std::fs::remove_file(&note).with_context(|| format!("removing {} (the report is whole)", note.display()))?;
     print_summary(&results)?;
     outln!("report: {}", out.join("index.html").display())?;
@@ -339,16 +346,39 @@ fn write_marker(out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", marker.display()))
 }
 
+/// Makes [`RUNS_IN_PROGRESS`] in `out` anew (what an earlier run cut
+/// short left there goes), with its note and a directory for each
+/// scenario's CSVs. Returns it and those directories.
+fn begin_runs(out: &Path, scenarios: &[Scenario]) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let staging = out.join(RUNS_IN_PROGRESS);
+    if let Some(s) = scenarios.iter().find(|s| slug(&s.name) == RUNS_IN_PROGRESS) {
+        bail!("a scenario's CSVs cannot go to {RUNS_IN_PROGRESS}/, where runs are written as they end: rename {:?}", s.name);
+    }
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let note = staging.join(INCOMPLETE_NOTE);
+    let text = format!(
+        "These are the CSVs of the runs that had finished when `tollway sim` (process {}) last wrote here, one \
+         directory a scenario. It moves them into the report once every run has ended.\nIf no `tollway sim` is \
+         running, it was cut short (Ctrl-C, SIGTERM, a crash, an error) while it simulated: the report beside \
+         this directory, if there is one, is an earlier run's, whole. The next run with this --out replaces both.\n",
+        std::process::id()
+    );
+    std::fs::write(&note, text).with_context(|| format!("writing {}", note.display()))?;
+    Ok((staging.clone(), scenario_dirs(&staging, scenarios)?))
+}
+
 /// Begins the report in `out`: [`INCOMPLETE_NOTE`] (there until
 /// index.html is written), then the earlier report cleared. Returns the
 /// note's path.
 fn begin_report(out: &Path) -> anyhow::Result<PathBuf> {
     let note = out.join(INCOMPLETE_NOTE);
     let text = format!(
-        "This report is incomplete: `tollway sim` (process {}) began it and removes this file once its last \
-         file, index.html, is written.\nIf no `tollway sim` is running, it was cut short (Ctrl-C, SIGTERM, a \
-         full disk, an error): the files here are partial, but each run that had finished has its CSV. The next \
-         run with this --out replaces them.\n",
+        "This report is incomplete: `tollway sim` (process {}) began writing it and removes this file once its \
+         last file, index.html, is written.\nIf no `tollway sim` is running, it was cut short (Ctrl-C, SIGTERM, a \
+         full disk, an error): the files here are partial. The next run with this --out replaces them.\n",
         std::process::id()
     );
     // First: a note that cannot be written (a full disk) fails the run
@@ -376,9 +406,28 @@ fn scenario_dirs(out: &Path, scenarios: &[Scenario]) -> anyhow::Result<Vec<PathB
         .collect()
 }
 
-/// The rest of the report once every run's CSV is written: summary.json,
-/// the charts and, last, index.html.
-fn finish_report(out: &Path, title: &str, results: &[ScenarioResult]) -> anyhow::Result<()> {
+/// The rest of the report once every run's CSV is written: the CSVs moved
+/// from `staging` into `out` (each scenario's directory, beside what the
+/// clearing of the earlier report kept there), summary.json, the charts
+/// and, last, index.html.
+fn finish_report(
+    out: &Path,
+    staging: &Path,
+    scenarios: &[Scenario],
+    title: &str,
+    results: &[ScenarioResult],
+) -> anyhow::Result<()> {
+    for s in scenarios {
+        let (from, to) = (staging.join(slug(&s.name)), out.join(slug(&s.name)));
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        for csv in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
+            let csv = csv.with_context(|| format!("reading {}", from.display()))?;
+            let into = to.join(csv.file_name());
+            std::fs::rename(csv.path(), &into)
+                .with_context(|| format!("moving {} to {}", csv.path().display(), into.display()))?;
+        }
+    }
+    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
     report::write_summary_json(&out.join("summary.json"), results)?;
     // Last: it writes index.html after every chart.
     report::write_report(out, title, results)?;

@@ -355,14 +355,13 @@ fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A report whose writing was cut short (a signal here) left partial files
-/// without index.html, and nothing said the run had not finished: the
-/// CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is
+/// A report whose writing was cut short (a signal, an error) left partial
+/// files without index.html, and nothing said the run had not finished:
+/// the CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is
 /// there from the moment the writing starts until index.html is written.
-/// The writing starts before the simulation (each run's CSV is written as
-/// the run ends), so a run stopped while it simulates says so too. The
-/// writing is held at a CSV that is a FIFO no one reads, bigger than a
-/// pipe holds, so the signal lands mid-write.
+/// A run stopped while it simulates leaves the earlier report whole, and
+/// the finished runs' CSVs in runs-in-progress/ with a note of its own.
+/// The writing is cut short here by a directory where a CSV goes.
 #[test]
 fn a_report_cut_short_while_written_says_it_is_incomplete() {
     use std::io::Read;
@@ -372,7 +371,6 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
     let out = dir.join("out");
     let out_arg = out.to_str().unwrap_or_default();
     let note = out.join("INCOMPLETE.txt");
-    // 200 days of CSV are over 100 kB, more than a pipe's 64 kB.
     let args = ["sim", "run", &a, "--runs", "1", "--days", "200", "--seed", "1", "--quiet", "--out", out_arg];
     let spawn = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tollway"))
@@ -411,45 +409,39 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
     assert!(ok && out.join("index.html").is_file(), "{stderr}");
     assert!(!note.exists(), "a whole report is not incomplete");
 
-    // Stopped while simulating: the report is incomplete, and says so.
+    // Stopped while simulating: the earlier report stays whole, and the
+    // runs' own directory says what it holds.
     let long = small_scenario(&dir, "burn-and-mint");
+    let staged_note = out.join("runs-in-progress").join("INCOMPLETE.txt");
+    let earlier = std::fs::read(out.join("index.html")).unwrap_or_default();
     let mut child = spawn(&["sim", "run", &long, "--runs", "100", "--days", "3650", "--quiet", "--out", out_arg]);
     let started = std::time::Instant::now();
-    while !note.exists() && started.elapsed() < Duration::from_secs(60) {
+    while !staged_note.exists() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
     }
     interrupt(&mut child);
-    assert!(!out.join("index.html").exists() && note.is_file(), "a report cut short says so");
+    assert_eq!(std::fs::read(out.join("index.html")).unwrap_or_default(), earlier, "the earlier report stays whole");
+    assert!(!note.exists(), "the earlier report is not incomplete");
+    let said = std::fs::read_to_string(&staged_note).unwrap_or_else(|e| panic!("no {}: {e}", staged_note.display()));
+    assert!(said.contains("cut short") && said.contains("is an earlier run's, whole"), "{said}");
     let (ok, _, stderr) = tollway(&args);
     assert!(ok && out.join("index.html").is_file() && !note.exists(), "{stderr}");
+    assert!(!out.join("runs-in-progress").exists(), "moved into the report");
 
-    // Stopped while writing.
+    // Cut short while writing: a directory where a CSV goes (kept by the
+    // clearing of the earlier report, as another file beside it is).
     let csv = out.join("hybrid").join("seed-1.csv");
     std::fs::remove_file(&csv).unwrap_or_else(|e| panic!("{e}"));
-    let made = std::process::Command::new("mkfifo").arg(&csv).status();
-    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", csv.display());
-    // Kept by the clearing of the earlier report, and the FIFO with it.
+    std::fs::create_dir_all(csv.join("in-the-way")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(out.join("hybrid").join("notes.txt"), "mine").unwrap_or_else(|e| panic!("{e}"));
-    let mut child = spawn(&args);
-    let (opened, writing) = std::sync::mpsc::channel();
-    let fifo = csv.clone();
-    // Opening a FIFO waits for its writer: then the run is writing.
-    std::thread::spawn(move || {
-        let _ = opened.send(std::fs::File::open(&fifo));
-    });
-    let Ok(reader) = writing.recv_timeout(Duration::from_secs(120)) else {
-        let _ = child.kill();
-        panic!("the run never wrote {}", csv.display());
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    interrupt(&mut child);
-    drop(reader);
+    let (ok, _, stderr) = tollway(&args);
+    assert!(!ok && stderr.contains("moving") && stderr.contains("is incomplete"), "{stderr}");
     assert!(!out.join("index.html").exists());
     let said = std::fs::read_to_string(&note).unwrap_or_else(|e| panic!("no {}: {e}", note.display()));
     assert!(said.contains("This report is incomplete") && said.contains("cut short"), "{said}");
 
     // The next run replaces it, and says nothing once it is whole.
-    std::fs::remove_file(&csv).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&csv).unwrap_or_else(|e| panic!("{e}"));
     let (ok, _, stderr) = tollway(&args);
     assert!(ok && out.join("index.html").is_file() && csv.is_file(), "{stderr}");
     assert!(!note.exists(), "{} outlived a whole report", note.display());
@@ -459,10 +451,11 @@ fn a_report_cut_short_while_written_says_it_is_incomplete() {
 /// Every run's rows were kept until the last run ended, and nothing was
 /// written before: thousands of runs held GBs, and an OOM kill or a
 /// Ctrl-C late on lost every finished run. Now each run's CSV is written
-/// as it ends. Here the second run (a sweep's value) is a century long:
-/// the first run's CSV is on disk, whole, while it simulates, and stays
-/// there when the run is stopped. And the files are the same bytes on one
-/// thread as on two, each what the whole run's rows give.
+/// as it ends, into runs-in-progress/. Here the second run (a sweep's
+/// value) is a century long: the first run's CSV is on disk, whole, while
+/// it simulates, and stays there when the run is stopped. And the files
+/// are the same bytes on one thread as on two, each what the whole run's
+/// rows give.
 #[test]
 fn the_runs_that_finished_are_on_disk_before_the_last_one_ends() {
     use std::time::Duration;
@@ -476,7 +469,7 @@ fn the_runs_that_finished_are_on_disk_before_the_last_one_ends() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let csv = out.join("hybrid_run_days_10").join("seed-3.csv");
+    let csv = out.join("runs-in-progress").join("hybrid_run_days_10").join("seed-3.csv");
     let started = std::time::Instant::now();
     let lines = loop {
         let lines = std::fs::read_to_string(&csv).map(|t| t.lines().count()).unwrap_or(0);
@@ -492,8 +485,8 @@ fn the_runs_that_finished_are_on_disk_before_the_last_one_ends() {
     assert_eq!(lines, 11, "{}: the first run's header and 10 days, written while the second run simulates", csv.display());
     assert!(still_running, "the century-long run had ended: the test shows nothing");
     assert_eq!(std::fs::read_to_string(&csv).map(|t| t.lines().count()).unwrap_or(0), 11, "kept after the signal");
-    let note = std::fs::read_to_string(out.join("INCOMPLETE.txt")).unwrap_or_default();
-    assert!(note.contains("each run that had finished has its CSV"), "{note}");
+    let note = std::fs::read_to_string(out.join("runs-in-progress").join("INCOMPLETE.txt")).unwrap_or_default();
+    assert!(note.contains("the CSVs of the runs that had finished"), "{note}");
 
     // The same bytes on one thread and on two, and each CSV the whole
     // run's rows.
