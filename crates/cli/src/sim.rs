@@ -316,7 +316,12 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     let epochs_per_point: Vec<usize> =
         scenarios.iter().map(|s| report::stats::epochs_per_point(s.run.days as usize)).collect();
     let finished = |i: usize, k: u64, run: RunOutput| -> anyhow::Result<RunResult> {
-        report::write_run_csv(&dirs[i].join(format!("seed-{}.csv", run.summary.seed)), &run)?;
+        // Under its name only once whole: a run cut short mid-write
+        // leaves a `.part`, not a CSV that looks finished.
+        let csv = dirs[i].join(format!("seed-{}.csv", run.summary.seed));
+        let part = csv.with_extension("csv.part");
+        report::write_run_csv(&part, &run)?;
+        std::fs::rename(&part, &csv).with_context(|| format!("renaming {} to {}", part.display(), csv.display()))?;
         Ok(RunResult::of(run, epochs_per_point[i], k == 0))
     };
     // A step a day (the bar limits its own redraws): moved every 64 days,
