@@ -56,7 +56,9 @@ pub struct EpochRow {
     pub consumers: f64,
     /// Operators' profit this epoch (rewards sold or valued at the pool
     /// price, plus USD income, minus costs), in USD per operator:
-    /// 10th, 50th and 90th percentiles over active honest operators.
+    /// 10th, 50th and 90th percentiles over the population's honest
+    /// operators active this epoch (not the reward farmers, nor the
+    /// attack's nodes, twins or control nodes).
     pub operator_profit_p10_usd: f64,
     pub operator_profit_p50_usd: f64,
     pub operator_profit_p90_usd: f64,
