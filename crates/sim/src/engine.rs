@@ -942,17 +942,22 @@ impl Sim {
         self.scenario.attack.as_ref().is_some_and(|a| (a.start_day..a.end_day).contains(&self.day))
     }
 
-    fn attack_phase(&mut self) -> Result<(), SimError> {
-        let Some(a) = self.scenario.attack.clone() else { return Ok(()) };
+    /// The attack's day: its nodes join on its first day and leave on its
+    /// last. Returns how many nodes joined and how many left today: they
+    /// are the day's joiners and leavers too (`nodes` changed by them
+    /// with neither counted).
+    fn attack_phase(&mut self) -> Result<(u32, u32), SimError> {
+        let Some(a) = self.scenario.attack.clone() else { return Ok((0, 0)) };
+        let (mut joined, mut left) = (0, 0);
         if self.day == a.start_day {
             // The sybil farm: one line, many identities, one /24.
             let region = 0;
             for _ in 0..a.sybil_nodes {
-                self.join(Kind::Sybil, region, Some(7), None)?;
+                joined += u32::from(self.join(Kind::Sybil, region, Some(7), None)?);
             }
             if a.sybil_nodes > 0 {
                 for _ in 0..CONTROL_NODES {
-                    self.join(Kind::Control, region, None, None)?;
+                    joined += u32::from(self.join(Kind::Control, region, None, None)?);
                 }
             }
             for k in 0..a.liars {
@@ -960,7 +965,7 @@ impl Sim {
                 // Each liar has an honest twin on its line, joined with it.
                 if self.join(Kind::Liar, region, None, None)? {
                     let line_bps = self.ops.last().map(|o| o.capacity_bps);
-                    self.join(Kind::Twin, region, None, line_bps)?;
+                    joined += 1 + u32::from(self.join(Kind::Twin, region, None, line_bps)?);
                 }
             }
             let n = self.oracles.len();
@@ -968,8 +973,10 @@ impl Sim {
         }
         if self.day == a.end_day {
             for i in 0..self.ops.len() {
-                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control | Kind::Twin) {
-                    let _ = self.leave(i);
+                // One the ledger holds back (a liar's strike) leaves later,
+                // counted then (`Books::Leaves`).
+                if matches!(self.ops[i].kind, Kind::Sybil | Kind::Liar | Kind::Control | Kind::Twin) && self.leave(i) {
+                    left += 1;
                 }
             }
         }
@@ -989,7 +996,7 @@ impl Sim {
                 let _ = apply_unsigned(&mut self.state, ctx, op.account, &TxBody::UpdateNode(spec));
             }
         }
-        Ok(())
+        Ok((joined, left))
     }
 
     /// Prospective operators join where the expected profit is positive.
@@ -1356,8 +1363,8 @@ impl Sim {
         self.day += 1;
         let price_before = self.price();
         let left_in_shocks = self.apply_shocks();
-        self.attack_phase()?;
-        let joined = self.joins()?;
+        let (joined_the_attack, left_the_attack) = self.attack_phase()?;
+        let joined = joined_the_attack + self.joins()?;
         let served = self.serve_and_measure()?;
         self.trade();
         self.trade_on_value();
@@ -1406,7 +1413,7 @@ impl Sim {
         let mut sales: Vec<(AccountIdx, Token)> = Vec::new();
         let mut sellers: Vec<(usize, usize, Token)> = Vec::new();
         let (mut region_reward, mut region_income_usd, mut region_mbps) = ([0f64; 8], [0f64; 8], [0f64; 8]);
-        let mut left = left_in_shocks;
+        let mut left = left_in_shocks + left_the_attack;
         self.deregistered_since_the_epoch = [0; 8];
         // The quantiles of the operators' profits, worked out beside the
         // loop below from the books alone (the k-th smallest under

@@ -62,6 +62,9 @@ pub struct EpochRow {
     pub operator_profit_p10_usd: f64,
     pub operator_profit_p50_usd: f64,
     pub operator_profit_p90_usd: f64,
+    /// Nodes that joined and left this epoch, an attack's among them (on
+    /// its first day, and when they are ejected or it ends): `nodes` is
+    /// the day before's plus those joined less those left.
     pub operators_joined: u32,
     pub operators_left: u32,
     /// What the attacks gained, cumulative, in USD at the pool price, over

@@ -383,7 +383,7 @@ fn a_runs_csv_is_the_same_bytes_on_every_machine() {
     let run = Sim::new(&s, 1).and_then(|sim| sim.run(1, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
     let csv = report::run_csv(&run);
     let hash = tollway_types::Hash32::of(csv.as_bytes());
-    assert_eq!(hash.to_hex(), "cff8578a01b296929faac18cb5e545eb0ced933b59f411bf32e40c0a96ef6878", "the CSV changed");
+    assert_eq!(hash.to_hex(), "e4469b639647f90033967e659d78b62861b2ef3170e276057b73f41840affdc6", "the CSV changed");
 }
 
 /// A trader who buys just before each day's burn and sells right after
@@ -488,6 +488,36 @@ fn the_change_in_nodes_is_those_who_joined_less_those_who_left() {
             i64::from(today.operators_joined) - i64::from(today.operators_left),
             "epoch {}: {} nodes after {}, {} joined, {} left",
             today.epoch,
+            today.nodes,
+            before.nodes,
+            today.operators_joined,
+            today.operators_left
+        );
+    }
+}
+
+/// The same identity over an attack: its nodes (the sybil farm's
+/// identities, the control nodes, the liars and their honest twins) are
+/// joiners on its first day and leavers when they go (ejected by a slash,
+/// or at its end). They came into `nodes` on the attack's first day
+/// without a join, and at its end left it without a leaver; only the
+/// liars ejected by their slashes were counted as leavers.
+#[test]
+fn the_change_in_nodes_is_those_who_joined_less_those_who_left_over_an_attack() {
+    let s = small("sybil-and-liars", 45);
+    let s = s.with_override("attack.start_day", "5").unwrap_or_else(|e| panic!("{e}"));
+    let s = s.with_override("attack.end_day", "30").unwrap_or_else(|e| panic!("{e}"));
+    let run = Sim::new(&s, 2).and_then(|sim| sim.run(2, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+    let attack = s.attack.as_ref().map_or(0, |a| a.sybil_nodes + 10 + 2 * a.liars);
+    assert!(run.rows[4].operators_joined >= attack, "day 5: {} joined", run.rows[4].operators_joined);
+    assert!(run.rows[29].operators_left >= attack / 2, "day 30: {} left", run.rows[29].operators_left);
+    for w in run.rows.windows(2) {
+        let (before, today) = (&w[0], &w[1]);
+        assert_eq!(
+            i64::from(today.nodes) - i64::from(before.nodes),
+            i64::from(today.operators_joined) - i64::from(today.operators_left),
+            "day {}: {} nodes after {}, {} joined, {} left",
+            today.day,
             today.nodes,
             before.nodes,
             today.operators_joined,
