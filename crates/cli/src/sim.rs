@@ -464,7 +464,8 @@ fn print_summary(results: &[ScenarioResult]) -> std::io::Result<()> {
             p50(stats.operator_retention, 1.0, 2, ""),
             p50(stats.price_drawdown, 100.0, 0, "%"),
             p50(stats.final_price_usd, 1.0, 3, ""),
-            p50(stats.attacker_profit_usd, 1.0, 0, ""),
+            // As the report says it: not "n/a", and not the $0 it was.
+            stats.attacker_profit_usd.map_or_else(|| "no attacker".to_string(), |x| format!("{:.0}", x.p50)),
             p50(stats.final_nodes, 1.0, 0, ""),
         )?;
     }

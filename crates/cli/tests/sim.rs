@@ -355,6 +355,24 @@ fn a_figure_no_run_has_is_not_a_number_in_the_terminal_either() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A scenario with no attacker says so in the terminal's summary (it
+/// printed an attacker profit of 0, an attack that broke even) and has
+/// none in summary.json.
+#[test]
+fn a_scenario_without_attackers_has_no_attacker_profit_in_the_terminal() {
+    let dir = temp_dir("sim-no-attacker");
+    let a = small_scenario(&dir, "hybrid");
+    let out = dir.join("out");
+    let (ok, stdout, stderr) =
+        tollway(&["sim", "run", &a, "--runs", "1", "--days", "3", "--quiet", "--out", out.to_str().unwrap_or_default()]);
+    assert!(ok, "{stderr}");
+    let row = stdout.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(" no attacker "), "{stdout}");
+    let json = std::fs::read_to_string(out.join("summary.json")).unwrap_or_default();
+    assert!(json.contains("\"attacker_profit_usd\": null"), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A report whose writing was cut short (a signal, an error) left partial
 /// files without index.html, and nothing said the run had not finished:
 /// the CSVs and summary.json looked like a report's. Now INCOMPLETE.txt is

@@ -1697,7 +1697,7 @@ impl Sim {
             final_price_usd: last.price_usd,
             final_nodes: last.nodes,
             final_circulating_twy: last.circulating_twy,
-            attacker_profit_usd: self.attacker_profit_usd,
+            attacker_profit_usd: self.attacked().then_some(self.attacker_profit_usd),
             attackers_slashed_twy: self.attackers_slashed_twy,
             colluders_slashed_twy: f_twy(attack.colluding_slashed),
             colluding_oracles_slashed: attack.colluding_oracles_slashed,
@@ -1775,6 +1775,12 @@ impl Sim {
 
     pub fn day(&self) -> u64 {
         self.day
+    }
+
+    /// Whether an attacker has acted by now: the scenario has one, and
+    /// its attack has started.
+    fn attacked(&self) -> bool {
+        self.scenario.attack.as_ref().is_some_and(|a| a.has_attackers() && self.day >= a.start_day)
     }
 }
 

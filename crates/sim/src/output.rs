@@ -97,7 +97,11 @@ pub struct RunSummary {
     pub final_price_usd: f64,
     pub final_nodes: u32,
     pub final_circulating_twy: f64,
-    pub attacker_profit_usd: f64,
+    /// The last epoch's `attacker_profit_usd`; `None` when the run had no
+    /// attacker (no attack, one with none of its attackers, or one that
+    /// starts after the run's last day). Its 0 read as an attack that
+    /// broke even, and as the best attacker profit of a comparison.
+    pub attacker_profit_usd: Option<f64>,
     /// Tokens slashed from attackers over the run.
     pub attackers_slashed_twy: f64,
     /// Of those, slashed from the colluding oracles.

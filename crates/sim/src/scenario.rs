@@ -192,6 +192,14 @@ pub struct AttackSection {
     pub sandwich_usd: f64,
 }
 
+impl AttackSection {
+    /// Whether it has any attacker: a sweep or an override may set every
+    /// one of them to 0.
+    pub fn has_attackers(&self) -> bool {
+        self.sybil_nodes > 0 || self.liars > 0 || self.colluding_oracles > 0 || self.sandwich_usd > 0.0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("scenario file: {0}")]

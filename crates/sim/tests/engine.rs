@@ -542,6 +542,24 @@ fn a_rush_of_joiners_does_not_buy_the_pool_out() {
     assert!(day2.price_usd < 2.0 * day1.price_usd, "price {} after {}, {} joined", day2.price_usd, day1.price_usd, day2.operators_joined);
 }
 
+/// A run's summary has an attacker profit only when an attacker acted:
+/// without an attack, with one that has no attacker, or with one that
+/// starts after the run's last day, it read $0, as an attack that broke
+/// even.
+#[test]
+fn only_a_run_with_attackers_has_an_attacker_profit() {
+    let profit = |s: &Scenario| Sim::new(s, 3).and_then(|sim| sim.run(3, &|_| {})).unwrap_or_else(|e| panic!("{e}")).summary.attacker_profit_usd;
+    let attacked = small("sybil-and-liars", 4).with_override("attack.start_day", "2").unwrap_or_else(|e| panic!("{e}"));
+    assert!(profit(&attacked).is_some());
+    assert_eq!(profit(&small("burn-and-mint", 4)), None);
+    assert_eq!(profit(&small("sybil-and-liars", 4)), None, "the attack starts on day 30");
+    let mut no_one = attacked.clone();
+    if let Some(a) = no_one.attack.as_mut() {
+        (a.sybil_nodes, a.liars, a.colluding_oracles, a.sandwich_usd) = (0, 0, 0, 0.0);
+    }
+    assert_eq!(profit(&no_one), None);
+}
+
 /// A price crash after the run's last day (one shortened with `--days`)
 /// does not happen, as the run says; but its seller was given the tokens
 /// to sell at genesis all the same, and the run's supply carried them

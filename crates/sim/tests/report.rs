@@ -116,7 +116,7 @@ fn synthetic_run(design: u32, seed: u64) -> RunOutput {
             final_price_usd: last.price_usd,
             final_nodes: last.nodes,
             final_circulating_twy: last.circulating_twy,
-            attacker_profit_usd: last.attacker_profit_usd,
+            attacker_profit_usd: Some(last.attacker_profit_usd),
             attackers_slashed_twy: 12_000.0,
             colluders_slashed_twy: 4_000.0,
             colluding_oracles_slashed: 3,
@@ -597,15 +597,64 @@ fn the_summary_consumer_price_is_said_to_be_the_last_epochs() {
     assert!(meaning.contains("last epoch"), "{meaning}");
 }
 
+/// The cell of column `col` (0-based, after the scenario's name) in the
+/// summary table's row `row`, with its opening tag.
+fn summary_cell(html: &str, row: usize, col: usize) -> &str {
+    let start = html.find(&format!("<tr id=\"summary-{row}\">")).unwrap();
+    let tr = &html[start..start + html[start..].find("</tr>").unwrap()];
+    let td = tr.match_indices("<td").nth(col).unwrap().0;
+    &tr[td..td + tr[td..].find("</td>").unwrap()]
+}
+
 #[test]
-fn an_attacker_profit_of_zero_is_said_to_mean_no_attackers() {
-    // burn-and-mint and hybrid have no attackers, and the table gave both
-    // an attacker profit of "$0", which reads as attacks that broke even.
+fn a_scenario_without_attackers_shows_no_attacker_profit_and_is_never_the_best() {
+    // A scenario with no attacker read "$0" (as an attack that broke
+    // even), and as the lowest attacker profit beside an attack that paid
+    // it took the column's green mark: a missing value shown as good.
+    let no_attack = |design| {
+        let mut s = scenario(design);
+        s.name = format!("{} without attackers", s.name);
+        for run in &mut s.runs {
+            run.summary.attacker_profit_usd = None;
+        }
+        s
+    };
+    // Design 0's attackers gain, design 1's lose.
+    let scenarios = [scenario(0), no_attack(1), scenario(1), no_attack(0)];
     let dir = scratch("attacker-profit");
-    write_report(&dir, "Attacker profit", &two_scenarios()).unwrap();
+    write_report(&dir, "Attacker profit", &scenarios).unwrap();
     let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+    let attacker_profit = 4;
+    assert!(html.contains("<th scope=\"col\">Attacker profit</th>"));
+    for row in [1, 3] {
+        let cell = summary_cell(&html, row, attacker_profit);
+        assert_eq!(cell, "<td><span class=\"v\">no attacker</span>", "row {row}");
+    }
+    // Among the scenarios with attackers, the attack that lost is what is
+    // good for the network: it is marked, the one that paid is not.
+    let lost = summary_cell(&html, 2, attacker_profit);
+    assert!(lost.starts_with("<td class=\"best\">") && lost.contains("-$"), "{lost}");
+    let paid = summary_cell(&html, 0, attacker_profit);
+    assert!(paid.starts_with("<td>") && !paid.contains("-$"), "{paid}");
     let meaning = glossary_meaning(&html, "Attacker profit");
-    assert!(meaning.contains("$0 where the scenario has no attackers"), "{meaning}");
+    assert!(meaning.contains("&quot;no attacker&quot; where the scenario has none"), "{meaning}");
+
+    // Beside scenarios without attackers, an attack is compared with
+    // nothing: neither its loss nor their missing value is the best.
+    for design in [0, 1] {
+        write_report(&dir, "Attacker profit", &[no_attack(design), scenario(design)]).unwrap();
+        let html = fs::read_to_string(dir.join(INDEX_HTML)).unwrap();
+        for row in [0, 1] {
+            let cell = summary_cell(&html, row, attacker_profit);
+            assert!(cell.starts_with("<td>"), "design {design}, row {row}: {cell}");
+        }
+    }
+
+    // summary.json says null, as for any figure no run has.
+    write_summary_json(&dir.join("summary.json"), &[no_attack(1)]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(v["scenarios"][0]["stats"]["attacker_profit_usd"].is_null(), "{v}");
+    assert!(v["scenarios"][0]["runs"][0]["attacker_profit_usd"].is_null(), "{v}");
 }
 
 #[test]

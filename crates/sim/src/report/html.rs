@@ -165,10 +165,20 @@ fn columns() -> Vec<Column> {
             better: Better::Lower,
             value: Value::Spread(|s| s.price_drawdown.as_ref(), human::percent),
         },
+        // Lower is better for the network: the attack that lost the most
+        // is marked. Scenarios without attackers have no key, so a missing
+        // value is never the best, and an attack alone beside them is not
+        // either (`best_marks` wants two values).
         Column {
             head: "Attacker profit",
             better: Better::Lower,
-            value: Value::Spread(|s| s.attacker_profit_usd.as_ref(), human::usd),
+            value: Value::Own {
+                key: |s| s.attacker_profit_usd.as_ref().map(|s| s.p50),
+                cell: |s| match &s.attacker_profit_usd {
+                    None => "<span class=\"v\">no attacker</span>".to_string(),
+                    some => spread_cell(some.as_ref(), human::usd),
+                },
+            },
         },
         Column {
             head: "Honest oracles slashed",
@@ -242,7 +252,7 @@ const GLOSSARY: [(&str, &str); 11] = [
     ("Worst regional liquidity", "The lowest liquidity of any region with demand in any one of the last 90 epochs: the share of that epoch's hours in which the region's online nodes, each serving at most 80% of its capacity, covered its demand (100% = every hour)."),
     ("Operator retention", "Share of the honest operators active in the first 30 epochs who were still active at the end."),
     ("Price drawdown", "The largest fall of the token price from a peak to a later trough."),
-    ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay. $0 where the scenario has no attackers."),
+    ("Attacker profit", "What the attacks gained over running the same hardware honestly, in USD at the pool price: the sybil farm against one honest node on its line, each liar against an honest twin on its line, minus the stake slashed from liars and colluding oracles. Below zero, attacks do not pay; of several scenarios with attackers, the lowest is marked (what is best for the network). \"no attacker\" where the scenario has none."),
     ("Honest oracles slashed", "Oracles outside the attack that lost stake for any reason, per run: a slashing rule's false positives. Zero is the only good value."),
     ("Tokens minted", "All tokens minted over the run: uptime, usage and oracle rewards."),
     ("Tokens burned", "All tokens burned over the run: bought with consumers' USD and burned, the burned part of slashes, and token fees."),

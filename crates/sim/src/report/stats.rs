@@ -270,6 +270,7 @@ pub struct ScenarioStats {
     pub worst_regional_liquidity: Option<Spread>,
     pub operator_retention: Option<Spread>,
     pub price_drawdown: Option<Spread>,
+    /// Over the runs that had an attacker: `None` when none had.
     pub attacker_profit_usd: Option<Spread>,
     pub attackers_slashed_twy: Option<Spread>,
     /// Of those, the colluding oracles' (vouching for liars' claims).
@@ -331,7 +332,7 @@ impl ScenarioStats {
             worst_regional_liquidity: spread(|s| s.worst_regional_liquidity),
             operator_retention: spread(|s| s.operator_retention),
             price_drawdown: spread(|s| s.price_drawdown),
-            attacker_profit_usd: spread(|s| s.attacker_profit_usd),
+            attacker_profit_usd: spread(|s| s.attacker_profit_usd.unwrap_or(f64::NAN)),
             attackers_slashed_twy: spread(|s| s.attackers_slashed_twy),
             colluders_slashed_twy: spread(|s| s.colluders_slashed_twy),
             honest_oracles_slashed: spread(|s| f64::from(s.honest_oracles_slashed)),
