@@ -567,9 +567,10 @@ impl Sim {
         }
         // What its crashes within the run sell: one after the run's last
         // day does not happen, and its tokens were in the supply all the
-        // same, from day 1.
+        // same, from day 1. At least the scenario's idle holding
+        // (`market.whale_twy`), which a crash's twin run holds too.
         let days = scenario.run.days;
-        let whale_twy: f64 = scenario
+        let crashes_twy: f64 = scenario
             .shocks
             .iter()
             .map(|s| match s {
@@ -577,7 +578,7 @@ impl Sim {
                 _ => 0.0,
             })
             .sum();
-        alloc("whale", whale_twy, 0.0, Token::ZERO);
+        alloc("whale", crashes_twy.max(m.whale_twy), 0.0, Token::ZERO);
         // Only when there is one: a genesis account more would change
         // every other run's state.
         let sandwich_usd = scenario.attack.as_ref().map_or(0.0, |a| a.sandwich_usd);

@@ -152,6 +152,14 @@ pub struct MarketSection {
     /// that value (0 = no value investor): it anchors the price to what the
     /// network earns.
     pub value_trader_daily_share: f64,
+    /// Tokens a holder keeps idle from genesis; the run's price crashes
+    /// sell from them (it holds at least what they sell). 0: what they
+    /// sell. A crash's seller holds its tokens from genesis, in the supply
+    /// (and the value investor's anchor) from day 1: the same scenario
+    /// without the crash and with this figure is its twin, the same until
+    /// the crash.
+    #[serde(default)]
+    pub whale_twy: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,7 +167,8 @@ pub struct MarketSection {
 pub enum Shock {
     /// Demand times `factor` from `start_day` to `end_day`.
     Demand { start_day: u64, end_day: u64, factor: f64 },
-    /// A holder dumps `sell_twy` tokens on the pool on `day`.
+    /// A holder dumps `sell_twy` tokens on the pool on `day`: tokens it
+    /// held from genesis (`MarketSection::whale_twy`).
     PriceCrash { day: u64, sell_twy: f64 },
     /// A share of honest operators leaves on `day`.
     Exodus { day: u64, share: f64 },
@@ -461,6 +470,8 @@ impl Scenario {
         // 200th of the pool, so a larger typical trade only empties its
         // account.
         bounded("market.trader_volume_usd", m.trader_volume_usd, 0.0, 9e9, "the largest pool's USD side")?;
+        // Given at genesis, as a crash's tokens are: its bound.
+        bounded("market.whale_twy", m.whale_twy, 0.0, 1e12, "a price crash's largest sale")?;
         if !(0.0..=0.5).contains(&m.value_trader_daily_share) {
             return Err(invalid("market.value_trader_daily_share", "a daily share in [0, 0.5]"));
         }

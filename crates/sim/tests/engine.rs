@@ -560,6 +560,25 @@ fn only_a_run_with_attackers_has_an_attacker_profit() {
     assert_eq!(profit(&no_one), None);
 }
 
+/// A price crash's twin, the same scenario without the crash, holding the
+/// crash's tokens idle from genesis (`market.whale_twy`): the two runs are
+/// the same, byte for byte, until the crash. The seller held its tokens
+/// from genesis and no twin could: the supply differed from day 1, and
+/// with it the value investor's anchor.
+#[test]
+fn a_price_crash_and_its_twin_holding_the_tokens_idle_are_the_same_until_the_crash() {
+    let twin = small("burn-and-mint", 12).with_override("market.whale_twy", "5000000.0").unwrap_or_else(|e| panic!("{e}"));
+    let mut crash = twin.clone();
+    crash.shocks.push(tollway_sim::scenario::Shock::PriceCrash { day: 10, sell_twy: 5_000_000.0 });
+    let [twin, crash] = [&twin, &crash].map(|s| {
+        let run = Sim::new(s, 4).and_then(|sim| sim.run(4, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
+        report::run_csv(&run).lines().map(String::from).collect::<Vec<_>>()
+    });
+    // The header and days 1 to 9, then day 10.
+    assert_eq!(twin[..10], crash[..10]);
+    assert_ne!(twin[10], crash[10], "the crash");
+}
+
 /// A price crash after the run's last day (one shortened with `--days`)
 /// does not happen, as the run says; but its seller was given the tokens
 /// to sell at genesis all the same, and the run's supply carried them

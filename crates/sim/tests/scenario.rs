@@ -200,6 +200,7 @@ fn demand_and_market_inputs_are_bounded() {
         ("demand.growth_per_year", "9", "9.5"),
         ("market.trader_volume_usd", "9e9", "1e10"),
         ("market.valuation_multiple", "1000", "1000.5"),
+        ("market.whale_twy", "1e12", "1.5e12"),
     ] {
         for value in [beyond, "1e300", "inf", "nan"] {
             let refused = err(&s, key, value);
