@@ -72,7 +72,8 @@ pub struct EpochRow {
     /// those of one honest node on the same line, the liars' rewards minus
     /// those of their honest twins (each on its liar's line), minus the
     /// stake slashed from nodes that over-claimed and from colluding
-    /// oracles. Negative: the attacks did not pay.
+    /// oracles, plus what the sandwich trader's USD gained or lost
+    /// (`attack.sandwich_usd`). Negative: the attacks did not pay.
     pub attacker_profit_usd: f64,
     pub slashed_twy: f64,
     pub slashes: u32,

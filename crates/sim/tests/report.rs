@@ -638,6 +638,9 @@ fn a_scenario_without_attackers_shows_no_attacker_profit_and_is_never_the_best()
     assert!(paid.starts_with("<td>") && !paid.contains("-$"), "{paid}");
     let meaning = glossary_meaning(&html, "Attacker profit");
     assert!(meaning.contains("&quot;no attacker&quot; where the scenario has none"), "{meaning}");
+    // The sandwich trader's gain is the attackers' too; the glossary
+    // named only the sybil farm, the liars and the colluders.
+    assert!(meaning.contains("sandwich trader"), "{meaning}");
 
     // Beside scenarios without attackers, an attack is compared with
     // nothing: neither its loss nor their missing value is the best.
