@@ -374,6 +374,16 @@ mod tests {
     const NODE_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     const OTHER_CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
+    /// A node listening over QUIC on one port of `NODE_IP`: its listener,
+    /// address and pin.
+    async fn quic_listener(seed: u8) -> (Listener, SocketAddr, [u8; 32]) {
+        let identity = crate::TlsIdentity::from_seed([seed; 32]).unwrap();
+        let listener =
+            Listener::bind(&[Transport::Quic], NODE_IP, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
+        let addr = SocketAddr::new(NODE_IP, listener.ports(Transport::Quic)[0]);
+        (listener, addr, identity.pin())
+    }
+
     /// A QUIC connection from a client socket on `client_ip` to `addr`,
     /// and the node's side of it, once a byte has gone through.
     async fn connected(
@@ -416,11 +426,7 @@ mod tests {
     /// new connection from where the client went starts from its window.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_migrated_connections_congestion_state_goes_with_it_to_its_new_address() {
-        let identity = crate::TlsIdentity::from_seed([29; 32]).unwrap();
-        let listener =
-            Listener::bind(&[Transport::Quic], NODE_IP, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
-        let addr = SocketAddr::new(NODE_IP, listener.ports(Transport::Quic)[0]);
-        let pin = identity.pin();
+        let (listener, addr, pin) = quic_listener(29).await;
 
         let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
         let initial_bytes = node.congestion_window_bytes().unwrap();
@@ -458,11 +464,7 @@ mod tests {
     /// until it has read, so a stale entry would still look live).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_moved_connection_is_forgotten_at_its_new_address_when_it_ends() {
-        let identity = crate::TlsIdentity::from_seed([30; 32]).unwrap();
-        let listener =
-            Listener::bind(&[Transport::Quic], NODE_IP, 0..=0, &identity, &ServerOptions::default()).await.unwrap();
-        let addr = SocketAddr::new(NODE_IP, listener.ports(Transport::Quic)[0]);
-        let pin = identity.pin();
+        let (listener, addr, pin) = quic_listener(30).await;
 
         let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
         let initial_bytes = node.congestion_window_bytes().unwrap();
