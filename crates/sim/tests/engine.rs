@@ -481,19 +481,7 @@ fn the_change_in_nodes_is_those_who_joined_less_those_who_left() {
     let run = Sim::new(&s, 5).and_then(|sim| sim.run(5, &|_| {})).unwrap_or_else(|e| panic!("{e}"));
     let churned: u32 = run.rows.iter().filter(|r| r.day != 20.0).map(|r| r.operators_left).sum();
     assert!(churned > 0, "operators churned within the run");
-    for w in run.rows.windows(2) {
-        let (before, today) = (&w[0], &w[1]);
-        assert_eq!(
-            i64::from(today.nodes) - i64::from(before.nodes),
-            i64::from(today.operators_joined) - i64::from(today.operators_left),
-            "epoch {}: {} nodes after {}, {} joined, {} left",
-            today.epoch,
-            today.nodes,
-            before.nodes,
-            today.operators_joined,
-            today.operators_left
-        );
-    }
+    assert_nodes_are_joined_less_left(&run.rows);
 }
 
 /// The same identity over an attack: its nodes (the sybil farm's
@@ -511,7 +499,12 @@ fn the_change_in_nodes_is_those_who_joined_less_those_who_left_over_an_attack() 
     let attack = s.attack.as_ref().map_or(0, |a| a.sybil_nodes + 10 + 2 * a.liars);
     assert!(run.rows[4].operators_joined >= attack, "day 5: {} joined", run.rows[4].operators_joined);
     assert!(run.rows[29].operators_left >= attack / 2, "day 30: {} left", run.rows[29].operators_left);
-    for w in run.rows.windows(2) {
+    assert_nodes_are_joined_less_left(&run.rows);
+}
+
+/// Every day's change in `nodes` is that day's joiners less its leavers.
+fn assert_nodes_are_joined_less_left(rows: &[tollway_sim::output::EpochRow]) {
+    for w in rows.windows(2) {
         let (before, today) = (&w[0], &w[1]);
         assert_eq!(
             i64::from(today.nodes) - i64::from(before.nodes),

@@ -7,7 +7,7 @@ use super::charts::{
     palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
 };
 use super::human;
-use super::stats::{band, epochs_per_point, histogram, pooled_operator_profits, region_title, Charted};
+use super::stats::{band, histogram, pooled_operator_profits, region_title, Charted};
 
 /// A USD price whose highest value is this many times its lowest is drawn
 /// on a log axis.
@@ -43,11 +43,9 @@ fn runs_phrase(scenarios: &[ScenarioResult]) -> String {
 /// consecutive epochs, each point their mean, and a day without liquidity
 /// among two read as 50 % with nothing to say so.
 fn bucket_phrase(scenarios: &[ScenarioResult]) -> String {
-    // As `band` buckets each scenario's runs: by its longest run.
-    let buckets: Vec<usize> = scenarios
-        .iter()
-        .map(|s| epochs_per_point(s.runs.iter().map(|r| r.chart.epochs).max().unwrap_or(0)))
-        .collect();
+    // The bucket each scenario's charts were built with.
+    let buckets: Vec<usize> =
+        scenarios.iter().map(|s| s.runs.iter().map(|r| r.chart.epochs_per_point).max().unwrap_or(1)).collect();
     let (fewest, most) = (buckets.iter().copied().min().unwrap_or(1), buckets.iter().copied().max().unwrap_or(1));
     match (fewest, most) {
         (_, 1) => String::new(),
