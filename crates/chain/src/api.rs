@@ -1063,8 +1063,8 @@ async fn node(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult
 }
 
 /// A node's figures at each epoch's end, oldest first from epoch `from`, a
-/// page at a time as `/v1/epochs` (the store keeps the last
-/// `NODE_EPOCHS_KEPT` epochs of each node).
+/// page at a time as `/v1/epochs` (the store keeps the chain's last
+/// `NODE_EPOCHS_KEPT` epochs, whichever nodes were in them).
 async fn node_epochs(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,

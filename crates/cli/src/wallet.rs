@@ -701,7 +701,7 @@ impl Wallet {
             return Ok(());
         }
         if rows.is_empty() {
-            outln!("no epoch of node {}… has ended since epoch {from} (the chain keeps each node's last 720)", id.short())?;
+            outln!("no epoch of node {}… has ended since epoch {from} (the chain keeps its last 720 epochs, so a node gone longer has none)", id.short())?;
             return Ok(());
         }
         outln!("{:>7}  {:>16}  why", "epoch", "reward")?;
