@@ -19,6 +19,12 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
         why: "a sweep is key=v1,v2,… such as uptime_share=0.5,0.6,0.7".into(),
     })?;
     let key = key.trim();
+    if key.is_empty() {
+        return Err(ScenarioError::Invalid {
+            key: spec.to_string(),
+            why: "no key before the `=`: a sweep is key=v1,v2,… such as uptime_share=0.5,0.6,0.7".into(),
+        });
+    }
     // One line per value on every chart, each in a colour of its own:
     // beyond ten, lines shared colours and the legend filled the plot.
     let values = sweep_values(values);
@@ -33,7 +39,15 @@ pub fn sweep(base: &Scenario, spec: &str) -> Result<Vec<Scenario>, ScenarioError
     // design twice, as two lines on every chart under two names.
     let mut designs: Vec<(&str, Design)> = Vec::with_capacity(n);
     let mut out = Vec::with_capacity(n);
-    for v in values.into_iter().map(str::trim) {
+    for (i, v) in values.into_iter().map(str::trim).enumerate() {
+        // An empty value (`key=`, `key=0.5,,0.7`) reached the TOML parser,
+        // whose complaint ("string values must be quoted") named no slip.
+        if v.is_empty() {
+            return Err(ScenarioError::Invalid {
+                key: key.to_string(),
+                why: format!("value {} of {n} is empty: a sweep is key=v1,v2,… such as uptime_share=0.5,0.6,0.7", i + 1),
+            });
+        }
         let mut s = base.with_override(key, v)?;
         let design = design(&s)?;
         if let Some((earlier, _)) = designs.iter().find(|(_, d)| *d == design) {

@@ -155,6 +155,22 @@ fn a_sweep_value_given_twice_in_two_spellings_is_refused_naming_both() {
     assert_eq!(tollway_sim::montecarlo::sweep(&hybrid(), "uptime_share=0.5,0.51").map(|v| v.len()).ok(), Some(2));
 }
 
+/// `--sweep uptime_share=` (or a value left out between two commas, or no
+/// key) reached the TOML parser, whose answer was "string values must be
+/// quoted": each now says which part is missing.
+#[test]
+fn a_sweep_with_an_empty_value_or_key_says_which() {
+    for (spec, says) in [
+        ("uptime_share=", "value 1 of 1 is empty"),
+        ("uptime_share=0.5,,0.7", "value 2 of 3 is empty"),
+        ("uptime_share=0.5, ", "value 2 of 2 is empty"),
+        ("=0.5,0.6", "no key before the `=`"),
+    ] {
+        let refused = tollway_sim::montecarlo::sweep(&hybrid(), spec).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains(says) && refused.contains("key=v1,v2"), "{spec}: {refused:?}");
+    }
+}
+
 /// A node's price is at most the ledger's $1000 per GiB, $931.32 per GB.
 /// Prices up to $1000 per GB were accepted, and a run of them failed in
 /// its setup with the ledger's per-GiB limit, naming no key of the file.
