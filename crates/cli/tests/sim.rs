@@ -619,3 +619,100 @@ fn the_default_output_directory_fits_a_file_system() {
     assert!(dir.join(report).is_file(), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every file under `dir`, by path relative to it (sorted), with a hash
+/// of its bytes: one line each.
+fn digest_of_files(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                let name = path.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                out.push((name, tollway_types::Hash32::of(&bytes).to_hex()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    files.into_iter().map(|(name, hash)| format!("{name} {}\n", &hash[..16])).collect()
+}
+
+/// A report's every file (the CSVs, summary.json, index.html, each chart's
+/// PNG and SVG) is the bytes it was when every run's chart points and
+/// operator profits stayed in memory to the end: pinned from that code,
+/// for a scenario of several runs on two threads and for a sweep.
+#[test]
+fn a_reports_files_are_the_pinned_bytes() {
+    let dir = temp_dir("sim-pinned");
+    let a = small_scenario(&dir, "hybrid");
+    let b = small_scenario(&dir, "burn-and-mint");
+    let runs = dir.join("runs");
+    let (ok, _, stderr) = tollway(&[
+        "sim", "run", &a, "--runs", "4", "--days", "30", "--seed", "7", "--threads", "2", "--quiet", "--out",
+        runs.to_str().unwrap_or_default(),
+    ]);
+    assert!(ok, "{stderr}");
+    let sweep = dir.join("sweep");
+    let (ok, _, stderr) = tollway(&[
+        "sim", "run", &b, "--runs", "2", "--days", "25", "--seed", "3", "--threads", "2", "--quiet", "--sweep",
+        "population.operators=100,140", "--out", sweep.to_str().unwrap_or_default(),
+    ]);
+    assert!(ok, "{stderr}");
+    let digest = format!("runs:\n{}sweep:\n{}", digest_of_files(&runs), digest_of_files(&sweep));
+    let want = "\
+        runs:\n\
+        .tollway-sim-report bc44bd715fc2e7c8\n\
+        capacity.png 45b2f8e851695410\n\
+        capacity.svg cdde128781fcf745\n\
+        consumer_price.png 3732a0087b44f4fe\n\
+        consumer_price.svg 231f99198879cdfd\n\
+        hybrid/seed-10.csv 6217179f6cbe8612\n\
+        hybrid/seed-7.csv 2c8b72399b47178e\n\
+        hybrid/seed-8.csv 988b12566452d783\n\
+        hybrid/seed-9.csv de02c3e37bad7c36\n\
+        index.html 322fbf6d5075a851\n\
+        liquidity.png e8cbdaf09f98b3a6\n\
+        liquidity.svg c87eb4d572cdc1fc\n\
+        mint_burn.png d6a1013c181ebd99\n\
+        mint_burn.svg b5999be8b5aa5d78\n\
+        nodes.png ffe3f10c2fb77555\n\
+        nodes.svg 19c4e38e54e572b6\n\
+        operator_profit.png 3d5b95e0d20e199c\n\
+        operator_profit.svg c0adbb457a9c966e\n\
+        price.png 11972d77d015b1cd\n\
+        price.svg 2912742070ad4129\n\
+        summary.json e72f70c7e4818a2d\n\
+        supply.png f63ce4e3d6231073\n\
+        supply.svg 751bd31778287f1e\n\
+        sweep:\n\
+        .tollway-sim-report bc44bd715fc2e7c8\n\
+        burn-and-mint_population_operators_100/seed-3.csv 6705c1a5c8796e45\n\
+        burn-and-mint_population_operators_100/seed-4.csv 4213c50af1c4dc1b\n\
+        burn-and-mint_population_operators_140/seed-3.csv 7e4dc15a1577b278\n\
+        burn-and-mint_population_operators_140/seed-4.csv b960663ee6115969\n\
+        capacity.png 03a01350c77da656\n\
+        capacity.svg c94fc425afe8bc7d\n\
+        consumer_price.png 8504cf3e22d3ad84\n\
+        consumer_price.svg 86e5f85f3991d1f1\n\
+        index.html c014ae6ddc29eaaf\n\
+        liquidity.png fe7953ef16d0b641\n\
+        liquidity.svg bef94ba9af7b90de\n\
+        mint_burn.png 4732b670ebbfd485\n\
+        mint_burn.svg 5b6f6dd2fa344b26\n\
+        nodes.png 47a30eb91234de40\n\
+        nodes.svg f42f1cbed8f0b727\n\
+        operator_profit.png d84275dd27f643ab\n\
+        operator_profit.svg 8db953fb1dfeddbe\n\
+        price.png 0d28129972779666\n\
+        price.svg 65b89abc08143602\n\
+        summary.json e66a429ae50fa903\n\
+        supply.png 7b548af6414751e3\n\
+        supply.svg 97478981a7f618e3\n\
+    ";
+    assert!(digest == want, "the report's files changed:\n{digest}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

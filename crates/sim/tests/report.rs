@@ -777,3 +777,116 @@ fn the_compact_charts_band_as_the_rows_did() {
         }
     }
 }
+
+/// Every file under `dir`, by path relative to it (sorted), with a hash
+/// of its bytes: one line each.
+fn digest_of_files(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((name, tollway_types::Hash32::of(&fs::read(&path).unwrap()).to_hex()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    files.into_iter().map(|(name, hash)| format!("{name} {}\n", &hash[..16])).collect()
+}
+
+/// The report's files (charts, HTML, summary.json) are the bytes they
+/// were when every run's chart points and operator profits stayed in
+/// memory: pinned from that code, for a comparison of two scenarios of
+/// three runs, one scenario alone, and the degenerate inputs (no runs,
+/// nothing finite, no operators).
+#[test]
+fn the_reports_bytes_are_pinned() {
+    let nan_run = RunOutput {
+        rows: vec![EpochRow { epoch: 0, day: 1.0, price_usd: f64::NAN, ..EpochRow::default() }],
+        summary: RunSummary { final_price_usd: f64::NAN, ..RunSummary::default() },
+        operator_monthly_profit_usd: vec![f64::NAN, f64::INFINITY, -0.0, 0.0],
+    };
+    let flat_run = RunOutput { rows: vec![EpochRow::default(); 3], ..RunOutput::default() };
+    let cases: [(&str, Vec<ScenarioResult>); 3] = [
+        ("compare", two_scenarios()),
+        ("run", vec![scenario(1)]),
+        (
+            "degenerate",
+            vec![
+                ScenarioResult::of_runs("no runs", Vec::new()),
+                ScenarioResult::of_runs("nan", vec![nan_run]),
+                ScenarioResult::of_runs("flat", vec![flat_run]),
+            ],
+        ),
+    ];
+    let mut digest = String::new();
+    for (name, scenarios) in &cases {
+        let dir = scratch(&format!("pinned-{name}"));
+        write_report(&dir, name, scenarios).unwrap();
+        write_summary_json(&dir.join("summary.json"), scenarios).unwrap();
+        digest.push_str(&format!("{name}:\n{}", digest_of_files(&dir)));
+    }
+    expect_test::expect![[r#"
+        compare:
+        capacity.png e251137abde68316
+        capacity.svg 581eb39a9c39e1ba
+        consumer_price.png 046294d31476932d
+        consumer_price.svg ffbfff22167b97ab
+        index.html e0c86627c87ef0f1
+        liquidity.png 23574b9d608c6a53
+        liquidity.svg 98ea8b84e28931d1
+        mint_burn.png 8398eb4002692a77
+        mint_burn.svg f498a0b369bb2331
+        nodes.png 0cc3ba4c10954b9b
+        nodes.svg f03b78f78a221833
+        operator_profit.png 32e719442be8061a
+        operator_profit.svg ad28aa96fc1f1a0f
+        price.png 0f3924a64808fe7e
+        price.svg 1cd531780fc22611
+        summary.json 62bf9ab1993fb56c
+        supply.png dadfd26417d30648
+        supply.svg 2f268a0d7628ef15
+        run:
+        capacity.png d0821bf42bb44f92
+        capacity.svg a3d77d1b663bd7a3
+        consumer_price.png ef21113350487d99
+        consumer_price.svg 0a20b716ee8deca3
+        index.html 477a9f9952ebb275
+        liquidity.png 67c97ddd1a6b4f7f
+        liquidity.svg 74a6958c95f7e984
+        mint_burn.png d66a9c7b04255507
+        mint_burn.svg aab048f4e4195a2a
+        nodes.png 64f6292d3624d058
+        nodes.svg 5c272853cf365ae7
+        operator_profit.png 08d5de92b50f790e
+        operator_profit.svg f546a61fbb63b6eb
+        price.png b2b2a2843ed6f7e5
+        price.svg 463dff5d1c480070
+        summary.json f7e448ebfcb679f6
+        supply.png 1138bce5d4cf3282
+        supply.svg 3caf6348e4b64467
+        degenerate:
+        capacity.png be00ae9dd928adbe
+        capacity.svg 56569915792f9aa6
+        consumer_price.png 31731c8ed837190e
+        consumer_price.svg b8000b6bc520ad0f
+        index.html 2eb7c50699e60d8f
+        liquidity.png cd3867d505e85297
+        liquidity.svg f48af1508f4a0b96
+        mint_burn.png 8cf8161d8ca89937
+        mint_burn.svg 8f6c4bfe4638edeb
+        nodes.png 2146b9660179230a
+        nodes.svg a25d5af50daf0f63
+        operator_profit.png 9fb6f9ddb200b421
+        operator_profit.svg b06b2aa9e8fddade
+        price.png d637914d1a605ffb
+        price.svg 2991e408b478773e
+        summary.json 66f98451fab5cb3c
+        supply.png 0fcb8a582027f65a
+        supply.svg 70a8dbbc7e71ce1c
+    "#]].assert_eq(&digest);
+}
