@@ -8,6 +8,7 @@ use tollway_sim::montecarlo;
 use tollway_sim::output::{RunOutput, RunResult, ScenarioResult};
 use tollway_sim::report;
 use tollway_sim::scenario::{self, Scenario};
+use tollway_sim::spill::{RunStore, CHART_POINTS_FILE, OPERATOR_PROFITS_FILE};
 
 #[derive(clap::Subcommand)]
 pub enum SimCommand {
@@ -308,11 +309,14 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     // Each run's CSV is written as the run ends (`RUNS_IN_PROGRESS`), and
-    // only what the summary and the charts need stays in memory
-    // (`RunResult`). One file per run, as before: the runs may end in any
-    // order, and each file's bytes depend on its seed alone, whatever the
-    // threads.
+    // its chart points and operator profits are appended to its
+    // scenario's store beside the CSVs: what stays in memory is its
+    // summary (`RunResult`), so memory does not grow with the runs but by
+    // a few hundred bytes each. One CSV per run, as before: the runs may
+    // end in any order, and each file's bytes depend on its seed alone,
+    // whatever the threads.
     let (staging, dirs) = begin_runs(&out, &scenarios)?;
+    let stores = dirs.iter().map(|dir| RunStore::in_dir(dir)).collect::<Result<Vec<_>, _>>()?;
     let epochs_per_point: Vec<usize> =
         scenarios.iter().map(|s| report::stats::epochs_per_point(s.run.days as usize)).collect();
     let finished = |i: usize, k: u64, run: RunOutput| -> anyhow::Result<RunResult> {
@@ -322,7 +326,9 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
         let part = csv.with_extension("csv.part");
         report::write_run_csv(&part, &run)?;
         std::fs::rename(&part, &csv).with_context(|| format!("renaming {} to {}", part.display(), csv.display()))?;
-        Ok(RunResult::of(run, epochs_per_point[i], k == 0))
+        // After its CSV: a store that cannot be written (a full disk)
+        // loses no finished run's rows.
+        Ok(RunResult::of(run, epochs_per_point[i], k == 0, &stores[i])?)
     };
     // A step a day (the bar limits its own redraws): moved every 64 days,
     // it showed nothing of a run of fewer days until the run was over. A
@@ -331,8 +337,9 @@ pub fn run(cmd: &SimCommand) -> anyhow::Result<()> {
         format!("the runs that finished have their CSVs in {}; the next run with this --out replaces them", staging.display())
     })?;
     bar.finish_and_clear();
-    let results: Vec<ScenarioResult> =
-        scenarios.iter().zip(runs).map(|(s, runs)| ScenarioResult { name: s.name.clone(), runs }).collect();
+    let results: Vec<ScenarioResult> = (scenarios.iter().zip(runs).zip(stores))
+        .map(|((s, runs), store)| ScenarioResult { name: s.name.clone(), runs, store })
+        .collect();
     eprintln!("simulated in {:.1} s; writing the report into {}", started.elapsed().as_secs_f64(), out.display());
     let note = begin_report(&out)?;
     finish_report(&out, &staging, &scenarios, &title, &results).with_context(|| {
@@ -368,7 +375,9 @@ fn begin_runs(out: &Path, scenarios: &[Scenario]) -> anyhow::Result<(PathBuf, Ve
         "These are the CSVs of the runs that had finished when `tollway sim` (process {}) last wrote here, one \
          directory a scenario. It moves them into the report once every run has ended.\nIf no `tollway sim` is \
          running, it was cut short (Ctrl-C, SIGTERM, a crash, an error) while it simulated: the report beside \
-         this directory, if there is one, is an earlier run's, whole. The next run with this --out replaces both.\n",
+         this directory, if there is one, is an earlier run's, whole. The next run with this --out replaces both.\nBeside \
+         the CSVs, {CHART_POINTS_FILE} and {OPERATOR_PROFITS_FILE} are the finished runs' chart points and operator \
+         profits, which the report is drawn from (the simulator's scratch, in docs/sim-outputs.md).\n",
         std::process::id()
     );
     std::fs::write(&note, text).with_context(|| format!("writing {}", note.display()))?;
@@ -414,7 +423,8 @@ fn scenario_dirs(out: &Path, scenarios: &[Scenario]) -> anyhow::Result<Vec<PathB
 /// The rest of the report once every run's CSV is written: the CSVs moved
 /// from `staging` into `out` (each scenario's directory, beside what the
 /// clearing of the earlier report kept there), summary.json, the charts
-/// and, last, index.html.
+/// and, last, index.html; then `staging` removed, with the runs' stores
+/// (chart points and operator profits) that the charts were read from.
 fn finish_report(
     out: &Path,
     staging: &Path,
@@ -427,15 +437,19 @@ fn finish_report(
         std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
         for csv in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
             let csv = csv.with_context(|| format!("reading {}", from.display()))?;
+            // The stores stay until the charts are drawn from them.
+            if csv.file_name() == CHART_POINTS_FILE || csv.file_name() == OPERATOR_PROFITS_FILE {
+                continue;
+            }
             let into = to.join(csv.file_name());
             std::fs::rename(csv.path(), &into)
                 .with_context(|| format!("moving {} to {}", csv.path().display(), into.display()))?;
         }
     }
-    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
     report::write_summary_json(&out.join("summary.json"), results)?;
     // Last: it writes index.html after every chart.
     report::write_report(out, title, results)?;
+    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
     Ok(())
 }
 

@@ -7,3 +7,4 @@ pub mod output;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod spill;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::report::stats::RunChart;
+use crate::spill::{RunStore, SpillError};
 
 /// Macro-region names in `MacroRegion` order, for column headers.
 pub const REGIONS: [&str; 8] =
@@ -127,20 +128,24 @@ pub struct RunOutput {
     pub operator_monthly_profit_usd: Vec<f64>,
 }
 
-/// What the report keeps of a run once its rows are on disk (its CSV,
-/// written as the run finishes): the summary, the operators' profits and
-/// the charted series in compact form. A `RunOutput` holds every epoch's
-/// row (about 0.5 kB an epoch); this holds 31 numbers per chart point, and
-/// a chart has at most `report::stats::MAX_CHART_POINTS` of them, so a run
-/// of many thousand days costs the report no more than one of 800 (0.2
-/// MB). The profits, 8 bytes an honest operator who was ever active (50
-/// kB in a year of the test-scale hybrid scenario), are kept whole: the
-/// histogram's bins are exact percentiles of all of them.
+/// What the report keeps in memory of a run once its rows are on disk
+/// (its CSV, written as the run finishes): the summary, how many of its
+/// operators were counted, and where its chart is. A `RunOutput` holds
+/// every epoch's row (about 0.5 kB an epoch) and every honest operator's
+/// profit (8 bytes each); the charted series (31 numbers a point, at most
+/// `report::stats::MAX_CHART_POINTS` points: 0.2 MB) and the profits go
+/// to the scenario's [`RunStore`] (for `tollway sim`, files beside the
+/// runs' CSVs), so what stays is a few hundred bytes a run whatever its
+/// length and its operators ([`RunResult::bytes_held`]), and the first
+/// run's epoch days.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunResult {
     pub summary: RunSummary,
-    /// As [`RunOutput::operator_monthly_profit_usd`].
-    pub operator_monthly_profit_usd: Vec<f64>,
+    /// Honest operators with a finite average monthly profit
+    /// ([`RunOutput::operator_monthly_profit_usd`]), and of them those
+    /// below zero.
+    pub operators_counted: usize,
+    pub operators_unprofitable: usize,
     pub chart: RunChart,
 }
 
@@ -148,33 +153,63 @@ impl RunResult {
     /// What the report keeps of `run`, its charted series averaged over
     /// buckets of `epochs_per_point` epochs (the same for every run of a
     /// scenario: `report::stats::epochs_per_point` of its longest run's
-    /// epochs). `with_epoch_days`: keep each epoch's day too, which the
-    /// report reads from a scenario's first run only.
-    pub fn of(run: RunOutput, epochs_per_point: usize, with_epoch_days: bool) -> RunResult {
-        let chart = RunChart::of(&run.rows, epochs_per_point, with_epoch_days);
-        // Collected through a filter, it may hold twice its length.
-        let mut operator_monthly_profit_usd = run.operator_monthly_profit_usd;
-        operator_monthly_profit_usd.shrink_to_fit();
-        RunResult { summary: run.summary, operator_monthly_profit_usd, chart }
+    /// epochs) and its operator profits appended to `store`.
+    /// `with_epoch_days`: keep each epoch's day too, which the report
+    /// reads from a scenario's first run only.
+    pub fn of(
+        run: RunOutput,
+        epochs_per_point: usize,
+        with_epoch_days: bool,
+        store: &RunStore,
+    ) -> Result<RunResult, SpillError> {
+        let chart = RunChart::of(&run.rows, epochs_per_point, with_epoch_days, store)?;
+        store.append_profits(&run.operator_monthly_profit_usd)?;
+        let (operators_counted, operators_unprofitable) = (run.operator_monthly_profit_usd.iter())
+            .filter(|p| p.is_finite())
+            .fold((0usize, 0usize), |(n, below), &p| (n + 1, below + usize::from(p < 0.0)));
+        Ok(RunResult { summary: run.summary, operators_counted, operators_unprofitable, chart })
+    }
+
+    /// Bytes the report holds in memory for this run: the same for a run
+    /// of any length and any number of operators (but a scenario's first
+    /// run, which keeps its epoch days).
+    pub fn bytes_held(&self) -> usize {
+        std::mem::size_of::<RunResult>() + self.summary.scenario.capacity() + self.chart.bytes_held()
     }
 }
 
 /// All runs of one scenario (one per Monte Carlo seed, or per sweep value).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct ScenarioResult {
     /// The scenario's name, with the sweep setting if any
     /// (`burn-and-mint uptime_share_start=0.6`).
     pub name: String,
     /// In run order (seed order).
     pub runs: Vec<RunResult>,
+    /// The runs' chart points and operator profits.
+    pub store: RunStore,
 }
 
 impl ScenarioResult {
-    /// A scenario's result from its runs' whole outputs, in run order.
-    pub fn of_runs(name: impl Into<String>, runs: Vec<RunOutput>) -> ScenarioResult {
+    /// A scenario's result from its runs' whole outputs, in run order,
+    /// their points and profits kept in memory ([`RunStore::in_memory`]:
+    /// the same code as over files).
+    pub fn of_runs(name: impl Into<String>, runs: Vec<RunOutput>) -> Result<ScenarioResult, SpillError> {
         let longest = runs.iter().map(|r| r.rows.len()).max().unwrap_or(0);
         let bucket = crate::report::stats::epochs_per_point(longest);
-        let runs = runs.into_iter().enumerate().map(|(k, run)| RunResult::of(run, bucket, k == 0)).collect();
-        ScenarioResult { name: name.into(), runs }
+        let store = RunStore::in_memory();
+        let runs = (runs.into_iter().enumerate())
+            .map(|(k, run)| RunResult::of(run, bucket, k == 0, &store))
+            .collect::<Result<_, _>>()?;
+        Ok(ScenarioResult { name: name.into(), runs, store })
+    }
+
+    /// Bytes this result holds in memory: its runs' ([`RunResult::bytes_held`])
+    /// and its store's (none for files).
+    pub fn bytes_held(&self) -> usize {
+        self.name.capacity()
+            + (self.runs.capacity() - self.runs.len()) * std::mem::size_of::<RunResult>()
+            + self.runs.iter().map(RunResult::bytes_held).sum::<usize>()
+            + self.store.bytes_held()
     }
 }

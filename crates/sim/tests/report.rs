@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollway_sim::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
-use tollway_sim::report::stats::{band, epochs_per_point, BandPoint, Charted, Spread};
+use tollway_sim::output::{EpochRow, RunOutput, RunResult, RunSummary, ScenarioResult, REGIONS};
+use tollway_sim::spill::{RunStore, CHART_POINTS_FILE, OPERATOR_PROFITS_FILE};
+use tollway_sim::report::stats::{band, epochs_per_point, BandPoint, Charted, ScenarioBands, Spread};
 use tollway_sim::report::{
     csv_columns, write_report, write_run_csv, write_summary_json, ReportError, CHART_STEMS, INDEX_HTML,
 };
@@ -139,7 +140,7 @@ fn design_name(design: u32) -> &'static str {
 }
 
 fn scenario(design: u32) -> ScenarioResult {
-    ScenarioResult::of_runs(design_name(design), (1..=RUNS).map(|s| synthetic_run(design, s)).collect())
+    ScenarioResult::of_runs(design_name(design), (1..=RUNS).map(|s| synthetic_run(design, s)).collect()).unwrap()
 }
 
 fn two_scenarios() -> Vec<ScenarioResult> {
@@ -537,9 +538,9 @@ fn degenerate_inputs_still_give_a_report() {
     };
     let flat_run = RunOutput { rows: vec![EpochRow::default(); 3], ..RunOutput::default() };
     let scenarios = vec![
-        ScenarioResult::of_runs("no runs", Vec::new()),
-        ScenarioResult::of_runs("nan <&> \"quoted\"", vec![nan_run]),
-        ScenarioResult::of_runs("flat", vec![flat_run]),
+        ScenarioResult::of_runs("no runs", Vec::new()).unwrap(),
+        ScenarioResult::of_runs("nan <&> \"quoted\"", vec![nan_run]).unwrap(),
+        ScenarioResult::of_runs("flat", vec![flat_run]).unwrap(),
     ];
     let dir = scratch("degenerate");
     let written = write_report(&dir, "Degenerate <inputs>", &scenarios).unwrap();
@@ -698,7 +699,7 @@ fn a_chart_of_bucketed_epochs_says_each_point_is_a_mean() {
     for (i, row) in run.rows.iter_mut().enumerate() {
         (row.epoch, row.day) = (i as u64, i as f64 + 1.0);
     }
-    let scenarios = vec![ScenarioResult::of_runs("long", vec![run])];
+    let scenarios = vec![ScenarioResult::of_runs("long", vec![run]).unwrap()];
     let dir = scratch("bucketed");
     write_report(&dir, "Bucketed", &scenarios).unwrap();
     let svg = fs::read_to_string(dir.join("liquidity.svg")).unwrap();
@@ -763,7 +764,7 @@ fn the_compact_charts_band_as_the_rows_did() {
         runs[2].rows.truncate(cut);
         runs[1].rows[5].price_usd = f64::NAN;
         runs[3].rows[9].liquidity_by_region[4] = f64::NAN;
-        let scenario = ScenarioResult::of_runs("x", runs.clone());
+        let scenario = ScenarioResult::of_runs("x", runs.clone()).unwrap();
         let series = [Charted::PriceUsd, Charted::CirculatingTwy, Charted::MintedTwy, Charted::BurnedTwy]
             .into_iter()
             .chain([Charted::ConsumerPriceUsdPerGb, Charted::WorstLiquidityPercent])
@@ -773,7 +774,11 @@ fn the_compact_charts_band_as_the_rows_did() {
         for s in series {
             let want = band_from_rows(&runs, |row| s.of(row));
             assert!(!want.is_empty());
-            assert_eq!(bits(&band(&scenario.runs, s)), bits(&want), "{s:?} over {years} year(s)");
+            assert_eq!(bits(&band(&scenario, s).unwrap()), bits(&want), "{s:?} over {years} year(s)");
+            // Read a point of every run at a time, as with thousands of
+            // runs, the same to the bit.
+            let one_point = ScenarioBands::within(&scenario, 1).unwrap();
+            assert_eq!(bits(one_point.band(s)), bits(&want), "{s:?} over {years} year(s), point by point");
         }
     }
 }
@@ -817,9 +822,9 @@ fn the_reports_bytes_are_pinned() {
         (
             "degenerate",
             vec![
-                ScenarioResult::of_runs("no runs", Vec::new()),
-                ScenarioResult::of_runs("nan", vec![nan_run]),
-                ScenarioResult::of_runs("flat", vec![flat_run]),
+                ScenarioResult::of_runs("no runs", Vec::new()).unwrap(),
+                ScenarioResult::of_runs("nan", vec![nan_run]).unwrap(),
+                ScenarioResult::of_runs("flat", vec![flat_run]).unwrap(),
             ],
         ),
     ];
@@ -889,4 +894,70 @@ fn the_reports_bytes_are_pinned() {
         supply.png 0fcb8a582027f65a
         supply.svg 70a8dbbc7e71ce1c
     "#]].assert_eq(&digest);
+}
+
+/// What the report holds in memory per run does not grow with the run's
+/// epochs or operators: a run's chart points and profits go to disk.
+#[test]
+fn the_report_holds_a_few_hundred_bytes_a_run_whatever_its_size() {
+    let scenario = ScenarioResult::of_runs("x", vec![synthetic_run(1, 1), synthetic_run(1, 2), big_run()]).unwrap();
+    let held: Vec<usize> = scenario.runs.iter().skip(1).map(|r| r.bytes_held()).collect();
+    assert!(held.iter().all(|&b| b <= 512), "{held:?} bytes a run");
+    assert_eq!(held[0], held[1], "a run of three times the epochs and 250 times the operators holds as much");
+
+    // In files, as `tollway sim` keeps them, the store holds none of it,
+    // and the report is the same bytes as from memory.
+    let dir = scratch("held-in-files");
+    let store = RunStore::in_dir(&dir).unwrap();
+    let runs: Vec<RunResult> = [synthetic_run(1, 1), synthetic_run(1, 2), big_run()]
+        .into_iter()
+        .enumerate()
+        .map(|(k, run)| RunResult::of(run, epochs_per_point(3 * EPOCHS as usize), k == 0, &store).unwrap())
+        .collect();
+    let in_files = ScenarioResult { name: "x".to_string(), runs, store };
+    assert_eq!(in_files.store.bytes_held(), 0);
+    assert!(fs::metadata(dir.join(CHART_POINTS_FILE)).unwrap().len() > 100_000);
+    assert!(fs::metadata(dir.join(OPERATOR_PROFITS_FILE)).unwrap().len() >= 800_000);
+    let in_memory = ScenarioResult::of_runs("x", vec![synthetic_run(1, 1), synthetic_run(1, 2), big_run()]).unwrap();
+    assert!(in_memory.store.bytes_held() > 900_000, "the same bytes, in memory");
+    let runs_held = |s: &ScenarioResult| s.runs.iter().map(RunResult::bytes_held).sum::<usize>();
+    assert_eq!(runs_held(&in_files), runs_held(&in_memory));
+    let (a, b) = (scratch("held-report-files"), scratch("held-report-memory"));
+    write_report(&a, "x", std::slice::from_ref(&in_files)).unwrap();
+    write_report(&b, "x", std::slice::from_ref(&in_memory)).unwrap();
+    assert_eq!(digest_of_files(&a), digest_of_files(&b));
+}
+
+/// Three years of a run with 100,000 operators.
+fn big_run() -> RunOutput {
+    let mut big = synthetic_run(1, 3);
+    let year = big.rows.clone();
+    big.rows = (0..3).flat_map(|_| year.iter().cloned()).collect();
+    for (i, row) in big.rows.iter_mut().enumerate() {
+        (row.epoch, row.day) = (i as u64, i as f64 + 1.0);
+    }
+    big.operator_monthly_profit_usd = (0..100_000).map(|i| f64::from(i) - 5_000.0).collect();
+    big
+}
+
+/// A store that cannot be written (a full disk: /dev/full) or read back
+/// (its file cut short under it) fails with the file's name and why.
+#[test]
+fn a_store_that_cannot_be_written_or_read_names_its_file() {
+    let full = scratch("store-full");
+    std::os::unix::fs::symlink("/dev/full", full.join(CHART_POINTS_FILE)).unwrap();
+    let store = RunStore::in_dir(&full).unwrap();
+    let err = RunResult::of(synthetic_run(1, 1), 1, true, &store).unwrap_err().to_string();
+    assert!(err.contains(CHART_POINTS_FILE) && err.contains("cannot write") && err.contains("No space left"), "{err}");
+
+    let dir = scratch("store-cut-short");
+    let store = RunStore::in_dir(&dir).unwrap();
+    let runs = (1..=2).map(|seed| RunResult::of(synthetic_run(1, seed), 1, seed == 1, &store).unwrap()).collect();
+    let scenario = ScenarioResult { name: "x".to_string(), runs, store };
+    fs::OpenOptions::new().write(true).open(dir.join(CHART_POINTS_FILE)).unwrap().set_len(1000).unwrap();
+    let err = write_report(&scratch("store-cut-short-report"), "x", &[scenario]).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ReportError::Spill(_)), "{message}");
+    let path = dir.join(CHART_POINTS_FILE).display().to_string();
+    assert!(message.contains(&path) && message.contains("cannot read"), "{message}");
 }

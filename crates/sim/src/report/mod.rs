@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::output::{EpochRow, RunOutput, RunSummary, ScenarioResult, REGIONS};
+use crate::spill::SpillError;
 
 pub use stats::ScenarioStats;
 
@@ -46,6 +47,15 @@ pub enum ReportError {
     Chart { path: PathBuf, message: String },
     #[error("cannot encode the summary {}: {error}", path.display())]
     Json { path: PathBuf, error: serde_json::Error },
+    /// The runs' chart points or operator profits could not be read back.
+    #[error("{0}")]
+    Spill(SpillError),
+}
+
+impl From<SpillError> for ReportError {
+    fn from(e: SpillError) -> ReportError {
+        ReportError::Spill(e)
+    }
 }
 
 /// The file stems of the chart panels, in report order: each is written
@@ -72,7 +82,12 @@ pub fn write_report(dir: &Path, title: &str, scenarios: &[ScenarioResult]) -> Re
         return Err(ReportError::NoScenarios { dir: dir.to_path_buf() });
     }
     fs::create_dir_all(dir).map_err(|io| ReportError::CreateDir { path: dir.to_path_buf(), io })?;
-    let panels = panels::panels(scenarios);
+    // Read from the runs' stores once each: a block of points, or of
+    // profits, at a time.
+    let bands = scenarios.iter().map(stats::ScenarioBands::of).collect::<Result<Vec<_>, _>>()?;
+    let profits: Vec<&dyn stats::Values> = scenarios.iter().map(|s| &s.store as &dyn stats::Values).collect();
+    let profit_histogram = stats::histogram(&profits, panels::PROFIT_BINS)?;
+    let panels = panels::panels(scenarios, &bands, profit_histogram);
     debug_assert_eq!(panels.iter().map(|p| p.chart.stem).collect::<Vec<_>>(), CHART_STEMS);
     let mut written = Vec::with_capacity(panels.len() * 2 + 1);
     let mut svgs = Vec::with_capacity(panels.len());

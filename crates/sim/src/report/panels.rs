@@ -7,14 +7,14 @@ use super::charts::{
     palette, positive_extent, Body, Chart, LegendEntry, Lines, Series, Swatch, Ticks, GRID_SIZE, SIZE,
 };
 use super::human;
-use super::stats::{band, histogram, pooled_operator_profits, region_title, Charted};
+use super::stats::{operator_counts, region_title, Charted, Histogram, ScenarioBands};
 
 /// A USD price whose highest value is this many times its lowest is drawn
 /// on a log axis.
 const LOG_AXIS_SPAN: f64 = 30.0;
 
 /// Bins of the operator profit histogram.
-const PROFIT_BINS: usize = 40;
+pub(crate) const PROFIT_BINS: usize = 40;
 
 /// One panel's short explanation, shown under it in the HTML report.
 pub(crate) struct Panel {
@@ -74,6 +74,7 @@ fn band_entry(scenarios: &[ScenarioResult]) -> Option<LegendEntry> {
 #[allow(clippy::too_many_arguments)]
 fn per_scenario(
     scenarios: &[ScenarioResult],
+    bands: &[ScenarioBands],
     stem: &'static str,
     title: &str,
     y_label: &str,
@@ -84,7 +85,13 @@ fn per_scenario(
     let lines: Vec<Series> = scenarios
         .iter()
         .enumerate()
-        .map(|(i, s)| Series { color: palette(i), dashed: false, banded: banded(s), points: band(&s.runs, series) })
+        .zip(bands)
+        .map(|((i, s), b)| Series {
+            color: palette(i),
+            dashed: false,
+            banded: banded(s),
+            points: b.band(series).to_vec(),
+        })
         .collect();
     // A price that crashes or soars spans decades: on a linear axis the
     // low scenario becomes a flat line on zero, so such prices go on a log
@@ -140,19 +147,20 @@ fn plain_lines(y_label: &str, series: Vec<Series>) -> Lines {
 /// region with a line per scenario.
 fn per_region(
     scenarios: &[ScenarioResult],
+    bands: &[ScenarioBands],
     stem: &'static str,
     (title, grid_title): (&str, &str),
     y_label: &str,
     series: fn(usize) -> Charted,
     caption: &str,
 ) -> Panel {
-    let (legend, body, size) = if let [one] = scenarios {
+    let (legend, body, size) = if let ([one], [one_bands]) = (scenarios, bands) {
         let lines = (0..REGIONS.len())
             .map(|r| Series {
                 color: palette(r),
                 dashed: false,
                 banded: banded(one),
-                points: band(&one.runs, series(r)),
+                points: one_bands.band(series(r)).to_vec(),
             })
             .collect();
         let mut legend: Vec<LegendEntry> = (0..REGIONS.len())
@@ -166,11 +174,12 @@ fn per_region(
                 let lines = scenarios
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| Series {
+                    .zip(bands)
+                    .map(|((i, s), b)| Series {
                         color: palette(i),
                         dashed: false,
                         banded: banded(s),
-                        points: band(&s.runs, series(r)),
+                        points: b.band(series(r)).to_vec(),
                     })
                     .collect();
                 (region_title(r), plain_lines(y_label, lines))
@@ -185,24 +194,24 @@ fn per_region(
     }
 }
 
-fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
+fn mint_burn(scenarios: &[ScenarioResult], bands: &[ScenarioBands]) -> Panel {
     let mut series = Vec::new();
     let mut legend = Vec::new();
     let single = scenarios.len() == 1;
-    for (i, s) in scenarios.iter().enumerate() {
+    for ((i, s), b) in scenarios.iter().enumerate().zip(bands) {
         let (mint_color, burn_color) = if single { (palette(0), palette(3)) } else { (palette(i), palette(i)) };
         let name = |what: &str| if single { what.to_string() } else { format!("{}: {what}", s.name) };
         series.push(Series {
             color: mint_color,
             dashed: false,
             banded: banded(s),
-            points: band(&s.runs, Charted::MintedTwy),
+            points: b.band(Charted::MintedTwy).to_vec(),
         });
         series.push(Series {
             color: burn_color,
             dashed: !single,
             banded: banded(s),
-            points: band(&s.runs, Charted::BurnedTwy),
+            points: b.band(Charted::BurnedTwy).to_vec(),
         });
         legend.push(LegendEntry { label: name("minted"), color: mint_color, swatch: Swatch::Line });
         legend.push(LegendEntry {
@@ -229,17 +238,14 @@ fn mint_burn(scenarios: &[ScenarioResult]) -> Panel {
     }
 }
 
-fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
-    let pooled: Vec<Vec<&[f64]>> = scenarios.iter().map(pooled_operator_profits).collect();
-    let hist = histogram(&pooled, PROFIT_BINS);
+/// `hist`: the [`super::stats::histogram`] of the scenarios' pooled
+/// profits over [`PROFIT_BINS`] bins.
+fn operator_profit(scenarios: &[ScenarioResult], hist: Option<Histogram>) -> Panel {
     let legend = scenarios
         .iter()
-        .zip(&pooled)
         .enumerate()
-        .map(|(i, (s, profits))| {
-            let (finite, below) = (profits.iter())
-                .flat_map(|part| part.iter().filter(|p| p.is_finite()))
-                .fold((0usize, 0usize), |(n, below), &p| (n + 1, below + usize::from(p < 0.0)));
+        .map(|(i, s)| {
+            let (finite, below) = operator_counts(s);
             let detail = if finite == 0 {
                 "no operators".to_string()
             } else {
@@ -291,7 +297,7 @@ fn operator_profit(scenarios: &[ScenarioResult]) -> Panel {
     }
 }
 
-fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
+fn liquidity(scenarios: &[ScenarioResult], bands: &[ScenarioBands]) -> Panel {
     // Judged on the simulator's own capacity of the nodes online each
     // hour (`engine.rs`, `serve`), not on the ledger's verified figure.
     let caption = "Liquidity: the share of each epoch's hours in which the nodes online in a region, each \
@@ -300,6 +306,7 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
     if let [_] = scenarios {
         let mut panel = per_region(
             scenarios,
+            bands,
             "liquidity",
             ("Liquidity by region", "Liquidity by region (% of hours demand was covered)"),
             "% of hours demand was covered",
@@ -316,6 +323,7 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
     } else {
         let mut panel = per_scenario(
             scenarios,
+            bands,
             "liquidity",
             "Liquidity of the worst-served region",
             "% of hours demand was covered",
@@ -332,11 +340,18 @@ fn liquidity(scenarios: &[ScenarioResult]) -> Panel {
     }
 }
 
-/// Every panel of the report, in display order.
-pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
+/// Every panel of the report, in display order: `bands`, each scenario's
+/// ([`ScenarioBands::of`]); `profit_histogram`, their pooled operator
+/// profits' over [`PROFIT_BINS`] bins.
+pub(crate) fn panels(
+    scenarios: &[ScenarioResult],
+    bands: &[ScenarioBands],
+    profit_histogram: Option<Histogram>,
+) -> Vec<Panel> {
     vec![
         per_scenario(
             scenarios,
+            bands,
             "price",
             "Token price",
             "USD per TWY",
@@ -346,6 +361,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
         ),
         per_scenario(
             scenarios,
+            bands,
             "supply",
             "Circulating supply",
             "TWY",
@@ -353,9 +369,10 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             (true, Ticks::Number),
             "Tokens outside the pool, stakes, unbonding and vesting.",
         ),
-        mint_burn(scenarios),
+        mint_burn(scenarios, bands),
         per_region(
             scenarios,
+            bands,
             "nodes",
             ("Nodes by region", "Active nodes by region"),
             "nodes",
@@ -364,6 +381,7 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
         ),
         per_region(
             scenarios,
+            bands,
             "capacity",
             ("Verified capacity online by region", "Verified capacity online by region (Gbit/s)"),
             "Gbit/s",
@@ -371,9 +389,10 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             "The capacity the ledger verified online in each macro-region at each epoch's end, Gbit/s \
              (measured by the oracles; the nodes of one /24 or /48 count as one).",
         ),
-        operator_profit(scenarios),
+        operator_profit(scenarios, profit_histogram),
         per_scenario(
             scenarios,
+            bands,
             "consumer_price",
             "Consumer price per GB",
             "USD per GB",
@@ -381,6 +400,6 @@ pub(crate) fn panels(scenarios: &[ScenarioResult]) -> Vec<Panel> {
             (true, Ticks::Usd),
             "What consumers paid per GB served, on average over the epoch.",
         ),
-        liquidity(scenarios),
+        liquidity(scenarios, bands),
     ]
 }
