@@ -393,7 +393,7 @@ async fn connect_first(
     let handle = start_session(Box::new(conn), binding, first, opts, book).await?;
     let hopper = match opts.hop_window {
         Some(window) if first.port_last > first.port_first => {
-            Some(tokio::spawn(hop_ports(handle.clone(), first.clone(), opts.clone(), binding, live, window)))
+            Some(tokio::spawn(Hopper::new(handle.clone(), first.clone(), opts.clone(), binding, live, window).run()))
         }
         _ => None,
     };
@@ -431,66 +431,241 @@ async fn until_next_window(window_secs: u64) -> u64 {
     start_millis / 1000
 }
 
-/// Every window, if the schedule names another port, connects to it and
-/// moves the session there (make-before-break). Over QUIC each new
-/// connection starts from the live one's congestion state (`first_live`,
-/// then each hop's; `tollway_net::connect_after`), so an upload does not
-/// go back through slow start at every hop.
-async fn hop_ports(
+/// A one-hop route's port hopper: every window, if the schedule names
+/// another port, it connects to it and moves the session there
+/// (make-before-break). Over QUIC each new connection starts from the live
+/// one's congestion state (the first connection's, then each hop's;
+/// `tollway_net::connect_after`), so an upload does not go back through
+/// slow start at every hop.
+struct Hopper {
     handle: SessionHandle,
     hop: Hop,
     opts: ConnectOptions,
-    first_binding: [u8; 32],
-    first_live: Option<LivePath>,
-    window: Duration,
-) {
-    let mut live = first_live;
-    let secret = session_secret(&first_binding);
-    let window_secs = window.as_secs().max(1);
-    let mut current = first_port(&hop);
-    loop {
-        let window_start_secs = until_next_window(window_secs).await;
-        if handle.is_closed() {
-            return;
+    /// The session's secret, which the port schedule is keyed with.
+    secret: [u8; 32],
+    window_secs: u64,
+    /// The port the session's connection is on.
+    port: u16,
+    /// The session's QUIC connection (`None` over TLS).
+    live: Option<LivePath>,
+}
+
+/// What the start of a window did to a session's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HopOutcome {
+    /// The window names the port in use.
+    Stayed,
+    /// The window's port could not be reached, or the session did not take
+    /// the new connection: it stays where it is this window.
+    Failed,
+    /// The session moved to `port`, on a connection whose congestion window
+    /// was `started_window_bytes` when it was handed over (`None` over TLS).
+    Moved { port: u16, started_window_bytes: Option<u64> },
+}
+
+impl Hopper {
+    /// The hopper of `handle`, the session on `first_binding`'s connection
+    /// (`first_live`) with `hop` on its first port.
+    fn new(
+        handle: SessionHandle,
+        hop: Hop,
+        opts: ConnectOptions,
+        first_binding: [u8; 32],
+        first_live: Option<LivePath>,
+        window: Duration,
+    ) -> Hopper {
+        let port = first_port(&hop);
+        Hopper {
+            handle,
+            hop,
+            opts,
+            secret: session_secret(&first_binding),
+            window_secs: window.as_secs().max(1),
+            port,
+            live: first_live,
         }
-        // The port of the window that has just started, whatever the wall
-        // clock (which may step) says now.
-        let port = hop::port_for(
-            &secret,
-            hop.port_first,
-            hop.port_last,
-            window_secs,
-            window_start_secs,
-        );
-        if port == current {
-            continue;
+    }
+
+    /// Hops at the start of every window until the session closes.
+    async fn run(mut self) {
+        loop {
+            let window_start_secs = until_next_window(self.window_secs).await;
+            if self.handle.is_closed() {
+                return;
+            }
+            self.enter_window(window_start_secs).await;
+        }
+    }
+
+    /// Moves the session to the port of the window starting at
+    /// `window_start_secs` (Unix seconds), if that is another port: the
+    /// port of the window that has just started, whatever the wall clock
+    /// (which may step) says now.
+    async fn enter_window(&mut self, window_start_secs: u64) -> HopOutcome {
+        let hop = &self.hop;
+        let port = hop::port_for(&self.secret, hop.port_first, hop.port_last, self.window_secs, window_start_secs);
+        if port == self.port {
+            return HopOutcome::Stayed;
         }
         let addr = SocketAddr::new(hop.addr, port);
-        let connecting = tollway_net::connect_after(
-            opts.transport,
-            addr,
-            hop.tls_key_pin,
-            &opts.net,
-            live.as_ref(),
-        );
+        let connecting =
+            tollway_net::connect_after(self.opts.transport, addr, hop.tls_key_pin, &self.opts.net, self.live.as_ref());
         let Ok(conn) = connecting.await else {
-            // The new port is unreachable: stay where we are this window.
-            continue;
+            return HopOutcome::Failed;
         };
         let binding = conn.channel_binding();
         let next_live = conn.live_path();
-        if handle.attach_path(Box::new(conn), binding).await.is_ok() {
-            current = port;
-            live = next_live;
+        let started_window_bytes = conn.congestion_window_bytes();
+        if self.handle.attach_path(Box::new(conn), binding).await.is_err() {
+            return HopOutcome::Failed;
         }
+        self.port = port;
+        self.live = next_live;
+        HopOutcome::Moved { port, started_window_bytes }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{unix_millis, until_next_window, ConnectError};
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{
+        first_port, start_session, unix_millis, until_next_window, ConnectError, ConnectOptions, Hop, HopOutcome,
+        Hopper,
+    };
+    use crate::carried::CarriedBook;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
     use std::time::Duration;
-    use tollway_tunnel::ErrorCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tollway_net::{ClientOptions, ServerOptions, TlsIdentity, Transport};
+    use tollway_node::{NodeServer, ReceiptBook, ServerConfig, StaticChannels};
+    use tollway_tunnel::session::{Limits, NodeTerms};
+    use tollway_tunnel::{Dest, ErrorCode, ExitPolicy, Host};
+    use tollway_types::amount::Usd;
+    use tollway_types::keys::SigningKey;
+    use tollway_types::tx::channel_id;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// `n` consecutive ports free for both TCP and UDP on loopback now,
+    /// below Linux's ephemeral range and spread by process.
+    fn free_port_range(n: u16) -> u16 {
+        let offset = std::process::id() % 300 * 37;
+        (0..400u32)
+            .map(|i| (21000 + (offset + i * (u32::from(n) + 1)) % 11000) as u16)
+            .find(|&base| {
+                (base..base + n).all(|p| {
+                    std::net::TcpListener::bind((LOOPBACK, p)).is_ok()
+                        && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
+                })
+            })
+            .expect("no free port range")
+    }
+
+    /// A loopback TCP server that reads one connection to its end and
+    /// says how many bytes it got.
+    async fn sink() -> (SocketAddr, tokio::sync::oneshot::Receiver<usize>) {
+        let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tell, told) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let _ = socket.read_to_end(&mut got).await;
+            let _ = tell.send(got.len());
+        });
+        (addr, told)
+    }
+
+    /// The hopper's own test: the net crate's tests check that
+    /// `connect_after` starts from the live connection it is given, not
+    /// that the hopper gives it one. A hopper that dialed each window's
+    /// connection from scratch (`connect`, or no live path) sent an
+    /// upload back through QUIC's slow start at every hop (ADR 0007,
+    /// 2026-12-07). Two hops after an upload that grew the session's
+    /// window: each new connection starts from its live one's window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hopper_starts_each_quic_hop_from_the_live_connections_window() {
+        const SPAN: u16 = 2;
+        let client_key = SigningKey::from_label("hopper-window");
+        let node_key = SigningKey::from_label("hopper-window-node");
+        let identity = TlsIdentity::from_seed([44; 32]).unwrap();
+        let channels = Arc::new(StaticChannels::default());
+        channels.open(client_key.public(), node_key.public(), 0, Usd(50_000_000));
+        let base = free_port_range(SPAN);
+        let config = ServerConfig {
+            terms: NodeTerms::new("hopper-window".into(), node_key.public(), 500_000),
+            listen_ip: LOOPBACK,
+            ports: base..=base + SPAN - 1,
+            transports: vec![Transport::Quic],
+            policy: ExitPolicy { allow_loopback: true, ..ExitPolicy::default() },
+            server: ServerOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            max_sessions: 10,
+            max_rate_bytes_per_sec: None,
+        };
+        let _node = NodeServer::start(config, &identity, channels, ReceiptBook::in_memory()).await.unwrap();
+        let hop = Hop {
+            node: node_key.public(),
+            addr: LOOPBACK,
+            port_first: base,
+            port_last: base + SPAN - 1,
+            tls_key_pin: identity.pin(),
+            price_usd_micro_per_gib: 500_000,
+            channel: channel_id(&client_key.public(), 0),
+            escrow: Usd(50_000_000),
+            settled_bytes: 0,
+            settled_usd: Usd::ZERO,
+        };
+        let opts = ConnectOptions {
+            chain_id: "hopper-window".into(),
+            key: client_key,
+            transport: Transport::Quic,
+            net: ClientOptions::default(),
+            limits: Limits::default(),
+            hop_window: Some(Duration::from_secs(1)),
+        };
+
+        // The session's first connection, as `connect_first` makes it.
+        let first_addr = SocketAddr::new(LOOPBACK, first_port(&hop));
+        let conn = tollway_net::connect(Transport::Quic, first_addr, hop.tls_key_pin, &opts.net).await.unwrap();
+        let initial_bytes = conn.congestion_window_bytes().unwrap();
+        let binding = conn.channel_binding();
+        let live = conn.live_path();
+        let handle = start_session(Box::new(conn), binding, &hop, &opts, &CarriedBook::default()).await.unwrap();
+        let mut hopper = Hopper::new(handle.clone(), hop, opts, binding, live, Duration::from_secs(1));
+
+        // The windows are entered one after another, not waited for:
+        // whichever of them names the other port is a hop.
+        let mut window_start_secs = unix_millis() / 1000;
+        for n_hop in 1..=2 {
+            // An upload: the client's window grows in slow start.
+            let (sink_addr, received) = sink().await;
+            let stream = handle.open(Dest::new(Host::Ip(LOOPBACK), sink_addr.port())).await.unwrap();
+            let mut upload = handle.attach_local(stream).await.unwrap();
+            upload.write_all(&vec![7u8; 8 << 20]).await.unwrap();
+            upload.shutdown().await.unwrap();
+            assert_eq!(received.await.unwrap(), 8 << 20, "hop {n_hop}: the upload did not arrive whole");
+
+            let outcome = loop {
+                window_start_secs += 1;
+                match hopper.enter_window(window_start_secs).await {
+                    HopOutcome::Stayed => continue,
+                    outcome => break outcome,
+                }
+            };
+            let HopOutcome::Moved { started_window_bytes: Some(started_bytes), .. } = outcome else {
+                panic!("hop {n_hop}: {outcome:?}");
+            };
+            assert!(
+                started_bytes > 4 * initial_bytes,
+                "hop {n_hop}'s connection started from {started_bytes} bytes, as a new one does ({initial_bytes}), \
+                 not from the live one's window"
+            );
+        }
+        handle.close(ErrorCode::Shutdown, "done");
+    }
 
     /// The hopper's timer worked out its sleep in whole seconds, so it
     /// woke as far past a window's start as it had been called past a
