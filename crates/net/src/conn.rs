@@ -108,6 +108,25 @@ pub(crate) struct QuicStream {
     /// A node's: where this connection is its client address's newest, for
     /// a port hop's next connection to start from (`quic::PathMemory`).
     pub(crate) remembered: Option<Arc<PathMemory>>,
+    /// A node's: its client's address as last seen, to notice it move (on
+    /// a client's side, the node's, and unused).
+    pub(crate) client_ip: std::net::IpAddr,
+}
+
+impl QuicStream {
+    /// A node's side: if the client has moved to another address since
+    /// last seen (connection migration), files the connection there in the
+    /// node's path memory, so that a hop's connection from there starts
+    /// from its congestion state (`quic::PathMemory`). One look at quinn's
+    /// state per read or write; the memory's lock only when it moved.
+    fn note_client_address(&mut self) {
+        let Some(memory) = &self.remembered else { return };
+        let now_at = self.connection.remote_address().ip();
+        if now_at != self.client_ip {
+            self.client_ip = now_at;
+            memory.moved(&self.connection, now_at);
+        }
+    }
 }
 
 impl Drop for QuicStream {
@@ -292,7 +311,10 @@ impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-            Stream::Quic(q) => Pin::new(&mut q.recv).poll_read(cx, buf),
+            Stream::Quic(q) => {
+                q.note_client_address();
+                Pin::new(&mut q.recv).poll_read(cx, buf)
+            }
         }
     }
 }
@@ -301,10 +323,13 @@ impl AsyncWrite for Connection {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-            Stream::Quic(q) => match q.send.as_mut() {
-                Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
-                None => Poll::Ready(Err(closed_stream())),
-            },
+            Stream::Quic(q) => {
+                q.note_client_address();
+                match q.send.as_mut() {
+                    Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
+                    None => Poll::Ready(Err(closed_stream())),
+                }
+            }
         }
     }
 
@@ -312,10 +337,13 @@ impl AsyncWrite for Connection {
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-            Stream::Quic(q) => match q.send.as_mut() {
-                Some(send) => AsyncWrite::poll_write_vectored(Pin::new(send), cx, bufs),
-                None => Poll::Ready(Err(closed_stream())),
-            },
+            Stream::Quic(q) => {
+                q.note_client_address();
+                match q.send.as_mut() {
+                    Some(send) => AsyncWrite::poll_write_vectored(Pin::new(send), cx, bufs),
+                    None => Poll::Ready(Err(closed_stream())),
+                }
+            }
         }
     }
 

@@ -107,11 +107,11 @@ pub(crate) fn server_endpoint(
 /// network, a NAT that gave it another address). Its state then belongs to
 /// its new path (quinn starts a new IP's path from scratch), not to the
 /// address it left: a lookup checks the connection's address now, and
-/// files one that has moved under its new address. Until a lookup at the
-/// old address finds it there, a connection from the new one starts from
-/// scratch, as one with no live connection would: one hop's slow start,
-/// where finding it at once would need every connection's address checked
-/// at every lookup.
+/// files one that has moved under its new address. The node's side of the
+/// connection also looks at its client's address as it reads and writes,
+/// and files a move at once ([`PathMemory::moved`]): before, a hop's
+/// connection from the new address started from scratch until a lookup at
+/// the old address had found the move.
 #[derive(Default)]
 pub(crate) struct PathMemory {
     remembered: Mutex<Remembered>,
@@ -171,6 +171,17 @@ impl PathMemory {
             remembered.filed_under.remove(&replaced.stable_id());
         }
         remembered.filed_under.insert(connection.stable_id(), ip);
+    }
+
+    /// Files `connection`, whose client is at `now_at` now (it migrated),
+    /// under that address, if it is filed elsewhere and `now_at` has no
+    /// connection of its own.
+    pub(crate) fn moved(&self, connection: &quinn::Connection, now_at: IpAddr) {
+        let Ok(mut remembered) = self.remembered.lock() else { return };
+        match remembered.filed_under.get(&connection.stable_id()) {
+            Some(&filed_at) if filed_at != now_at => remembered.refile(filed_at, now_at),
+            _ => {}
+        }
     }
 
     /// Called as a connection ends: its entry goes, wherever it is filed,
@@ -320,7 +331,17 @@ fn joined(
     channel_binding: [u8; 32],
     remembered: Option<Arc<PathMemory>>,
 ) -> QuicStream {
-    QuicStream { send: Some(send), recv, connection, endpoint, channel_binding, alpn: ALPN_QUIC.to_vec(), remembered }
+    let client_ip = connection.remote_address().ip();
+    QuicStream {
+        send: Some(send),
+        recv,
+        connection,
+        endpoint,
+        channel_binding,
+        alpn: ALPN_QUIC.to_vec(),
+        remembered,
+        client_ip,
+    }
 }
 
 /// The node's side for one incoming connection on `endpoint` (the caller
@@ -456,6 +477,41 @@ mod tests {
             hop_bytes > 4 * initial_bytes,
             "a new connection from the moved client's address started from {hop_bytes} bytes, not its {regrown_bytes}"
         );
+    }
+
+    /// A migrated client's next hop: its connection stayed filed under the
+    /// address it had left until a new connection from there looked it up,
+    /// so a hop's connection from the address it moved to started from
+    /// scratch (quinn's initial window) though the moved connection was
+    /// live with a grown window. The node's side now files the move as it
+    /// next reads or writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_migrated_clients_next_hop_starts_from_its_window_without_a_lookup_at_the_old_address() {
+        let (listener, addr, pin) = quic_listener(31).await;
+
+        let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
+        let initial_bytes = node.congestion_window_bytes().unwrap();
+        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
+        client.quic_endpoint().unwrap().rebind(moved).unwrap();
+        download(&mut node, &mut client, 8 << 20).await;
+        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        // The client's next bytes (a receipt, a window update): the node
+        // reads them, as a session does all along.
+        client.write_all(b"r").await.unwrap();
+        client.flush().await.unwrap();
+        let mut said = [0u8; 1];
+        node.read_exact(&mut said).await.unwrap();
+        let moved_bytes = node.congestion_window_bytes().unwrap();
+        assert!(moved_bytes > 4 * initial_bytes, "the new path's window grew only to {moved_bytes}");
+
+        let (_hop_client, hop) = connected(&listener, OTHER_CLIENT_IP, addr, pin).await;
+        let hop_bytes = hop.congestion_window_bytes().unwrap();
+        assert!(
+            hop_bytes > 4 * initial_bytes,
+            "the moved client's hop started from {hop_bytes} bytes ({initial_bytes} is a new connection's), \
+             not from its live connection's {moved_bytes}"
+        );
+        drop((client, node));
     }
 
     /// A moved connection filed under its new address is forgotten there
