@@ -108,8 +108,8 @@ pub(crate) fn server_endpoint(
 /// its new path (quinn starts a new IP's path from scratch), not to the
 /// address it left: a lookup checks the connection's address now, and
 /// files one that has moved under its new address. The node's side of the
-/// connection also looks at its client's address as it reads and writes,
-/// and files a move at once ([`PathMemory::moved`]): before, a hop's
+/// connection also looks at its client's address as it reads, and files a
+/// move at once ([`PathMemory::moved`]): before, a hop's
 /// connection from the new address started from scratch until a lookup at
 /// the old address had found the move.
 #[derive(Default)]
@@ -438,6 +438,16 @@ mod tests {
         assert!(got == sent);
     }
 
+    /// The client moves to `OTHER_CLIENT_IP` (its endpoint rebound there)
+    /// and 8 MiB go to it, so the node follows at its first packet from
+    /// the new address and the new path's window grows.
+    async fn migrate(client: &mut Connection, node: &mut Connection) {
+        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
+        client.quic_endpoint().unwrap().rebind(moved).unwrap();
+        download(node, client, 8 << 20).await;
+        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+    }
+
     /// A client that moves to another address (QUIC connection migration:
     /// here its endpoint rebound from 127.0.0.1 to 127.0.0.2) takes its
     /// congestion state along. The node's memory of it was keyed by the
@@ -458,10 +468,7 @@ mod tests {
         // The client moves; the node follows at its first packet from the
         // new address (its acknowledgements). quinn starts a new IP's path
         // from scratch, and a second download grows that one.
-        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
-        client.quic_endpoint().unwrap().rebind(moved).unwrap();
-        download(&mut node, &mut client, 8 << 20).await;
-        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        migrate(&mut client, &mut node).await;
         let regrown_bytes = node.congestion_window_bytes().unwrap();
         assert!(regrown_bytes > 4 * initial_bytes, "the new path's window grew only to {regrown_bytes}");
 
@@ -484,17 +491,14 @@ mod tests {
     /// so a hop's connection from the address it moved to started from
     /// scratch (quinn's initial window) though the moved connection was
     /// live with a grown window. The node's side now files the move as it
-    /// next reads or writes.
+    /// next reads.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_migrated_clients_next_hop_starts_from_its_window_without_a_lookup_at_the_old_address() {
         let (listener, addr, pin) = quic_listener(31).await;
 
         let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
         let initial_bytes = node.congestion_window_bytes().unwrap();
-        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
-        client.quic_endpoint().unwrap().rebind(moved).unwrap();
-        download(&mut node, &mut client, 8 << 20).await;
-        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        migrate(&mut client, &mut node).await;
         // The client's next bytes (a receipt, a window update): the node
         // reads them, as a session does all along.
         client.write_all(b"r").await.unwrap();
@@ -524,10 +528,7 @@ mod tests {
 
         let (mut client, mut node) = connected(&listener, NODE_IP, addr, pin).await;
         let initial_bytes = node.congestion_window_bytes().unwrap();
-        let moved = std::net::UdpSocket::bind((OTHER_CLIENT_IP, 0)).unwrap();
-        client.quic_endpoint().unwrap().rebind(moved).unwrap();
-        download(&mut node, &mut client, 8 << 20).await;
-        assert_eq!(node.peer_addr().ip(), OTHER_CLIENT_IP, "the node did not see the client move");
+        migrate(&mut client, &mut node).await;
         // A lookup at the old address files it under the new one.
         let (_behind_client, _behind) = connected(&listener, NODE_IP, addr, pin).await;
 
