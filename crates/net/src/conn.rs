@@ -118,7 +118,10 @@ impl QuicStream {
     /// last seen (connection migration), files the connection there in the
     /// node's path memory, so that a hop's connection from there starts
     /// from its congestion state (`quic::PathMemory`). One look at quinn's
-    /// state per read or write; the memory's lock only when it moved.
+    /// state per read, the memory's lock only when it moved. Reads only: a
+    /// session reads from its client all along (a receipt every MiB of a
+    /// download, or the upload itself), so a download's writes, the hot
+    /// path, need not look.
     fn note_client_address(&mut self) {
         let Some(memory) = &self.remembered else { return };
         let now_at = self.connection.remote_address().ip();
@@ -323,13 +326,10 @@ impl AsyncWrite for Connection {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-            Stream::Quic(q) => {
-                q.note_client_address();
-                match q.send.as_mut() {
-                    Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
-                    None => Poll::Ready(Err(closed_stream())),
-                }
-            }
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_write(Pin::new(send), cx, buf),
+                None => Poll::Ready(Err(closed_stream())),
+            },
         }
     }
 
@@ -337,13 +337,10 @@ impl AsyncWrite for Connection {
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-            Stream::Quic(q) => {
-                q.note_client_address();
-                match q.send.as_mut() {
-                    Some(send) => AsyncWrite::poll_write_vectored(Pin::new(send), cx, bufs),
-                    None => Poll::Ready(Err(closed_stream())),
-                }
-            }
+            Stream::Quic(q) => match q.send.as_mut() {
+                Some(send) => AsyncWrite::poll_write_vectored(Pin::new(send), cx, bufs),
+                None => Poll::Ready(Err(closed_stream())),
+            },
         }
     }
 
