@@ -534,6 +534,7 @@ mod tests {
         Hopper,
     };
     use crate::carried::CarriedBook;
+    use crate::free_ports::free_port_range;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::Arc;
     use std::time::Duration;
@@ -547,21 +548,6 @@ mod tests {
     use tollway_types::tx::channel_id;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-    /// `n` consecutive ports free for both TCP and UDP on loopback now,
-    /// below Linux's ephemeral range and spread by process.
-    fn free_port_range(n: u16) -> u16 {
-        let offset = std::process::id() % 300 * 37;
-        (0..400u32)
-            .map(|i| (21000 + (offset + i * (u32::from(n) + 1)) % 11000) as u16)
-            .find(|&base| {
-                (base..base + n).all(|p| {
-                    std::net::TcpListener::bind((LOOPBACK, p)).is_ok()
-                        && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
-                })
-            })
-            .expect("no free port range")
-    }
 
     /// A loopback TCP server that reads one connection to its end and
     /// says how many bytes it got.

@@ -8,6 +8,8 @@ pub mod choice;
 pub mod connect;
 pub mod front;
 pub mod pool;
+#[cfg(test)]
+mod free_ports;
 
 pub use connect::{Hop, Route};
 pub use front::{serve_front, FrontConfig, FIRST_BYTES_WAIT_DEFAULT};

@@ -27,6 +27,11 @@ const CHAIN: &str = "tollway-e2e";
 const PRICE: u64 = 500_000;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+// Shared with the crate's unit tests (`connect::tests`).
+#[path = "../src/free_ports.rs"]
+mod free_ports;
+use free_ports::free_port_range;
+
 /// A tiny HTTP/1.1 server: `GET /<n>` answers `n` bytes of a known pattern.
 async fn web_server() -> SocketAddr {
     web_server_with(LOOPBACK, None).await
@@ -3227,29 +3232,6 @@ fn quick_retries(client: &SigningKey, routes: Vec<Route>) -> ClientConfig {
     }
 }
 
-/// Binds nothing, just finds `n` consecutive free ports (TCP and UDP).
-/// Each call in this process starts past the last one's range: tests
-/// that leave their port unbound for a while (a node restarting on it)
-/// run beside others that look for ports too, and must not be handed the
-/// same one.
-fn free_port_range(n: u16) -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    // Other test processes (other crates' suites) start elsewhere. Below
-    // Linux's ephemeral range (32768 up), so no outgoing connection takes
-    // the port while its node is down.
-    let offset = std::process::id() % 200 * 97;
-    for _ in 0..400 {
-        let step = NEXT.fetch_add(n.max(1) as u32 + 1, std::sync::atomic::Ordering::Relaxed);
-        let base = (20000 + (offset + step) % 12000) as u16;
-        let ok = (base..base + n).all(|p| {
-            std::net::TcpListener::bind((LOOPBACK, p)).is_ok() && std::net::UdpSocket::bind((LOOPBACK, p)).is_ok()
-        });
-        if ok {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_hopping_moves_a_running_download_across_windows_byte_exact() {
