@@ -2,8 +2,11 @@
 //! scenario files at a small scale.
 
 mod common;
+#[path = "../../sim/tests/shared/digest.rs"]
+mod digest;
 
 use common::tollway;
+use digest::digest_of_files;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -620,26 +623,6 @@ fn the_default_output_directory_fits_a_file_system() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Every file under `dir`, by path relative to it (sorted), with a hash
-/// of its bytes: one line each.
-fn digest_of_files(dir: &Path) -> String {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                let name = path.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                out.push((name, tollway_types::Hash32::of(&bytes).to_hex()));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    files.sort();
-    files.into_iter().map(|(name, hash)| format!("{name} {}\n", &hash[..16])).collect()
-}
 
 /// A report's every file (the CSVs, summary.json, index.html, each chart's
 /// PNG and SVG) is the bytes it was when every run's chart points and

@@ -6,6 +6,10 @@
 // A failed unwrap is a failed test (STYLE.md: no unwrap outside tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/digest.rs"]
+mod digest;
+
+use digest::digest_of_files;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Cursor;
@@ -783,25 +787,6 @@ fn the_compact_charts_band_as_the_rows_did() {
     }
 }
 
-/// Every file under `dir`, by path relative to it (sorted), with a hash
-/// of its bytes: one line each.
-fn digest_of_files(dir: &Path) -> String {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push((name, tollway_types::Hash32::of(&fs::read(&path).unwrap()).to_hex()));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    files.sort();
-    files.into_iter().map(|(name, hash)| format!("{name} {}\n", &hash[..16])).collect()
-}
 
 /// The report's files (charts, HTML, summary.json) are the bytes they
 /// were when every run's chart points and operator profits stayed in
