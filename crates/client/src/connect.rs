@@ -487,9 +487,16 @@ impl Hopper {
     }
 
     /// Hops at the start of every window until the session closes.
+    /// Ends as soon as the session closes, not at the next window: it
+    /// holds the session's live QUIC connection (and so its socket),
+    /// which a window of an hour kept for up to an hour after the node
+    /// closed the session.
     async fn run(mut self) {
         loop {
-            let window_start_secs = until_next_window(self.window_secs).await;
+            let window_start_secs = tokio::select! {
+                start = until_next_window(self.window_secs) => start,
+                () = self.handle.closed() => return,
+            };
             if self.handle.is_closed() {
                 return;
             }
@@ -564,24 +571,18 @@ mod tests {
         (addr, told)
     }
 
-    /// The hopper's own test: the net crate's tests check that
-    /// `connect_after` starts from the live connection it is given, not
-    /// that the hopper gives it one. A hopper that dialed each window's
-    /// connection from scratch (`connect`, or no live path) sent an
-    /// upload back through QUIC's slow start at every hop (ADR 0007,
-    /// 2026-12-07). Two hops after an upload that grew the session's
-    /// window: each new connection starts from its live one's window.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_hopper_starts_each_quic_hop_from_the_live_connections_window() {
+    /// A QUIC node on two loopback ports with a channel open to a client
+    /// key, the hop to it, and the client's options (1 s hop windows).
+    async fn quic_node_to_hop(label: &str, seed: u8) -> (NodeServer, Hop, ConnectOptions) {
         const SPAN: u16 = 2;
-        let client_key = SigningKey::from_label("hopper-window");
-        let node_key = SigningKey::from_label("hopper-window-node");
-        let identity = TlsIdentity::from_seed([44; 32]).unwrap();
+        let client_key = SigningKey::from_label(label);
+        let node_key = SigningKey::from_label(&format!("{label}-node"));
+        let identity = TlsIdentity::from_seed([seed; 32]).unwrap();
         let channels = Arc::new(StaticChannels::default());
         channels.open(client_key.public(), node_key.public(), 0, Usd(50_000_000));
         let base = free_port_range(SPAN);
         let config = ServerConfig {
-            terms: NodeTerms::new("hopper-window".into(), node_key.public(), 500_000),
+            terms: NodeTerms::new(label.into(), node_key.public(), 500_000),
             listen_ip: LOOPBACK,
             ports: base..=base + SPAN - 1,
             transports: vec![Transport::Quic],
@@ -591,7 +592,7 @@ mod tests {
             max_sessions: 10,
             max_rate_bytes_per_sec: None,
         };
-        let _node = NodeServer::start(config, &identity, channels, ReceiptBook::in_memory()).await.unwrap();
+        let node = NodeServer::start(config, &identity, channels, ReceiptBook::in_memory()).await.unwrap();
         let hop = Hop {
             node: node_key.public(),
             addr: LOOPBACK,
@@ -605,13 +606,26 @@ mod tests {
             settled_usd: Usd::ZERO,
         };
         let opts = ConnectOptions {
-            chain_id: "hopper-window".into(),
+            chain_id: label.into(),
             key: client_key,
             transport: Transport::Quic,
             net: ClientOptions::default(),
             limits: Limits::default(),
             hop_window: Some(Duration::from_secs(1)),
         };
+        (node, hop, opts)
+    }
+
+    /// The hopper's own test: the net crate's tests check that
+    /// `connect_after` starts from the live connection it is given, not
+    /// that the hopper gives it one. A hopper that dialed each window's
+    /// connection from scratch (`connect`, or no live path) sent an
+    /// upload back through QUIC's slow start at every hop (ADR 0007,
+    /// 2026-12-07). Two hops after an upload that grew the session's
+    /// window: each new connection starts from its live one's window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hopper_starts_each_quic_hop_from_the_live_connections_window() {
+        let (_node, hop, opts) = quic_node_to_hop("hopper-window", 44).await;
 
         // The session's first connection, as `connect_first` makes it.
         let first_addr = SocketAddr::new(LOOPBACK, first_port(&hop));
@@ -651,6 +665,28 @@ mod tests {
             );
         }
         handle.close(ErrorCode::Shutdown, "done");
+    }
+
+    /// A hopper slept to its next window even when its session had
+    /// closed, holding the session's QUIC connection till then: up to an
+    /// hour with hour-long windows. It ends with the session now.
+    #[tokio::test]
+    async fn a_hopper_ends_when_its_session_closes_not_at_its_next_window() {
+        let (_node, hop, opts) = quic_node_to_hop("hopper-ends", 45).await;
+        let first_addr = SocketAddr::new(LOOPBACK, first_port(&hop));
+        let conn = tollway_net::connect(Transport::Quic, first_addr, hop.tls_key_pin, &opts.net).await.unwrap();
+        let binding = conn.channel_binding();
+        let live = conn.live_path();
+        let handle = start_session(Box::new(conn), binding, &hop, &opts, &CarriedBook::default()).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        let hopper = tokio::spawn(Hopper::new(handle.clone(), hop, opts, binding, live, hour).run());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!hopper.is_finished(), "the hopper ended with its session still up");
+        handle.close(ErrorCode::Shutdown, "done");
+        tokio::time::timeout(Duration::from_secs(10), hopper)
+            .await
+            .expect("the hopper was still waiting for its next window 10 s after its session closed")
+            .unwrap();
     }
 
     /// The hopper's timer worked out its sleep in whole seconds, so it
