@@ -82,17 +82,7 @@ fn per_scenario(
     (y_from_zero, y_ticks): (bool, Ticks),
     caption: &str,
 ) -> Panel {
-    let lines: Vec<Series> = scenarios
-        .iter()
-        .enumerate()
-        .zip(bands)
-        .map(|((i, s), b)| Series {
-            color: palette(i),
-            dashed: false,
-            banded: banded(s),
-            points: b.band(series).to_vec(),
-        })
-        .collect();
+    let lines = scenario_lines(scenarios, bands, series);
     // A price that crashes or soars spans decades: on a linear axis the
     // low scenario becomes a flat line on zero, so such prices go on a log
     // axis.
@@ -117,6 +107,13 @@ fn per_scenario(
         },
         caption: caption.to_string(),
     }
+}
+
+/// One line of `series` per scenario, in its colour.
+fn scenario_lines(scenarios: &[ScenarioResult], bands: &[ScenarioBands], series: Charted) -> Vec<Series> {
+    (scenarios.iter().enumerate().zip(bands))
+        .map(|((i, s), b)| Series { color: palette(i), dashed: false, banded: banded(s), points: b.band(series).to_vec() })
+        .collect()
 }
 
 /// One line swatch per scenario, then the p10–p90 band entry if drawn.
@@ -171,18 +168,7 @@ fn per_region(
     } else {
         let cells = (0..REGIONS.len())
             .map(|r| {
-                let lines = scenarios
-                    .iter()
-                    .enumerate()
-                    .zip(bands)
-                    .map(|((i, s), b)| Series {
-                        color: palette(i),
-                        dashed: false,
-                        banded: banded(s),
-                        points: b.band(series(r)).to_vec(),
-                    })
-                    .collect();
-                (region_title(r), plain_lines(y_label, lines))
+                (region_title(r), plain_lines(y_label, scenario_lines(scenarios, bands, series(r))))
             })
             .collect();
         (scenario_legend(scenarios), Body::Grid(cells), GRID_SIZE)
