@@ -546,9 +546,14 @@ async fn submit(
 }
 
 /// The body, or our JSON error for what axum refused (413 past the read
-/// limit).
-fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
-    body.map_err(|r| {
+/// limit) or for a body over `limit` (413, saying `too_large` of its
+/// length).
+fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    too_large: impl FnOnce(usize) -> String,
+) -> ApiResult<Bytes> {
+    let body = body.map_err(|r| {
         if let Some(slow) = too_slow(&r) {
             return ApiError::new(StatusCode::REQUEST_TIMEOUT, "too_slow", slow.to_string());
         }
@@ -563,7 +568,11 @@ fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Byt
             code,
             format!("{} (the limit is {limit} bytes)", r.body_text()),
         )
-    })
+    })?;
+    if body.len() > limit {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", too_large(body.len())));
+    }
+    Ok(body)
 }
 
 /// The listener's body deadline, if that is why the body could not be
@@ -672,14 +681,9 @@ async fn submit_inner(
     } else {
         (MAX_BINARY_BODY_BYTES, "in binary")
     };
-    let body = read_body(body, limit)?;
-    if body.len() > limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is {} bytes; a submission {form} is at most {limit} (a tx at most {MAX_TX_BYTES})", body.len()),
-        ));
-    }
+    let body = read_body(body, limit, |len| {
+        format!("the body is {len} bytes; a submission {form} is at most {limit} (a tx at most {MAX_TX_BYTES})")
+    })?;
     let wait = wait_query(q)?;
     let raw: Bytes = if json {
         let parsed: SubmitJson = serde_json::from_slice(&body)
@@ -851,14 +855,9 @@ async fn submit_batch_inner(
     q: &std::collections::HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Value> {
-    let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
-    if body.len() > MAX_BATCH_BODY_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is {} bytes; a batch is at most {MAX_BATCH_BODY_BYTES} bytes and {MAX_BATCH_TXS} txs", body.len()),
-        ));
-    }
+    let body = read_body(body, MAX_BATCH_BODY_BYTES, |len| {
+        format!("the body is {len} bytes; a batch is at most {MAX_BATCH_BODY_BYTES} bytes and {MAX_BATCH_TXS} txs")
+    })?;
     let wait = wait_query(q)?;
     // Each entry: the tx's bytes, or why they could not be read.
     let raws: Vec<ApiResult<Bytes>> = if is_json(headers) {
